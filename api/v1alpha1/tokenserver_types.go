@@ -1,0 +1,330 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TokenServerSpec is the desired state of one bundled OAuth 2.0 / OpenID Connect
+// authorization server, or of the link to one run elsewhere (external).
+//
+// +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.image)",fieldPath=".image",reason=FieldValueRequired,message="image is required: the token server image to run (unless spec.external points at a token server run elsewhere)"
+// +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.database)",fieldPath=".database",reason=FieldValueRequired,message="database is required: set database.managed for a bundled PostgreSQL or database.external for your own (unless spec.external points at a token server run elsewhere)"
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.database))",fieldPath=".external",message="external cannot be combined with image or database: an external token server is run, and upgraded, elsewhere"
+type TokenServerSpec struct {
+	// issuer is the public URL of the server, the `iss` of every token and the base of
+	// its discovery document. https (http only for localhost); no query or fragment.
+	// +kubebuilder:validation:XValidation:rule="!self.contains('?')",message="must not contain a query (?...): OpenID Connect issuers are scheme, host and optional path only"
+	Issuer URL `json:"issuer"`
+
+	// image of the token server. Changing it starts a blue-green upgrade.
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && !self.contains(' ')",message="must be a non-empty image reference without spaces, such as ghcr.io/kubeoauth/tokenserver:v0.1.0"
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// replicas of the token server. All state lives in PostgreSQL, so replicas scale
+	// out freely behind the Service.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// database the token server keeps its state in.
+	// +optional
+	Database *DatabaseSpec `json:"database,omitempty"`
+
+	// tokens sets token formats, lifespans and signing.
+	// +kubebuilder:default={}
+	// +optional
+	Tokens TokenSettings `json:"tokens,omitzero"`
+
+	// login says how users sign in on the login page.
+	// +optional
+	Login *LoginSpec `json:"login,omitempty"`
+
+	// scopeDescriptions are shown on the consent page, one line per requested scope.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	// +optional
+	ScopeDescriptions []ScopeDescription `json:"scopeDescriptions,omitempty"`
+
+	// clientNamespaces says which namespaces may register OAuthClients on this server.
+	// Unset: only the TokenServer's own namespace.
+	// +optional
+	ClientNamespaces *NamespacePolicy `json:"clientNamespaces,omitempty"`
+
+	// firstPartyNamespaces says whose OAuthClients may skip consent (skipConsent) and
+	// whose ConsentGrants are pushed as pre-approved consent. Unset: none.
+	// +optional
+	FirstPartyNamespaces *NamespacePolicy `json:"firstPartyNamespaces,omitempty"`
+
+	// upgrade settings for image changes.
+	// +kubebuilder:default={}
+	// +optional
+	Upgrade UpgradeSettings `json:"upgrade,omitzero"`
+
+	// external points at a token server run elsewhere: the operator then manages
+	// clients and grants only, and image, database and upgrades do not apply.
+	// +optional
+	External *ExternalTokenServer `json:"external,omitempty"`
+}
+
+// DatabaseSpec chooses the PostgreSQL database: exactly one of managed or external.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.external)",message="set exactly one of database.managed (a bundled PostgreSQL) or database.external (a DSN in a Secret)"
+type DatabaseSpec struct {
+	// managed runs a bundled PostgreSQL StatefulSet beside the token server.
+	// +optional
+	Managed *ManagedDatabase `json:"managed,omitempty"`
+	// external uses a PostgreSQL you run (a managed database, a CloudNativePG
+	// cluster), reached through a DSN kept in a Secret.
+	// +optional
+	External *ExternalDatabase `json:"external,omitempty"`
+}
+
+// ManagedDatabase is a PostgreSQL StatefulSet the operator runs.
+type ManagedDatabase struct {
+	// storageSize of the database volume.
+	// +kubebuilder:default="1Gi"
+	// +optional
+	StorageSize resource.Quantity `json:"storageSize,omitzero"`
+	// storageClassName of the database volume claim; unset uses the cluster default.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+	// image of PostgreSQL.
+	// +kubebuilder:default="postgres:15"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Image string `json:"image,omitempty"`
+}
+
+// ExternalDatabase is a PostgreSQL the user runs.
+type ExternalDatabase struct {
+	// secretRef names the Secret key holding a lib/pq DSN, such as
+	// "postgres://user:pass@host:5432/db?sslmode=verify-full". The key defaults to "dsn".
+	SecretRef SecretKeyReference `json:"secretRef"`
+}
+
+// TokenSettings sets token formats, lifespans and signing.
+type TokenSettings struct {
+	// accessTokenFormat: opaque (random, checked by introspection) or jwt (RFC 9068,
+	// checked locally by resource servers).
+	// +kubebuilder:validation:Enum=opaque;jwt
+	// +kubebuilder:default=opaque
+	// +optional
+	AccessTokenFormat string `json:"accessTokenFormat,omitempty"`
+	// accessTokenLifespan of access tokens.
+	// +kubebuilder:default="1h"
+	// +optional
+	AccessTokenLifespan Duration `json:"accessTokenLifespan,omitempty"`
+	// refreshTokenLifespan of refresh tokens.
+	// +kubebuilder:default="720h"
+	// +optional
+	RefreshTokenLifespan Duration `json:"refreshTokenLifespan,omitempty"`
+	// idTokenLifespan of OpenID Connect ID tokens.
+	// +kubebuilder:default="1h"
+	// +optional
+	IDTokenLifespan Duration `json:"idTokenLifespan,omitempty"`
+	// authorizationCodeLifespan of authorization codes.
+	// +kubebuilder:default="10m"
+	// +optional
+	AuthorizationCodeLifespan Duration `json:"authorizationCodeLifespan,omitempty"`
+	// refreshGracePeriod is how long a just-rotated refresh token still works (and
+	// yields tokens of the same chain), for clients that retry or refresh from two
+	// places at once. At most 5m; unset or "0s" means strict rotation.
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$')",message="must be a duration such as 0s, 30s or 2m (units: ns, us, ms, s, m, h)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('5m')",message="must be at most 5m: a longer grace period keeps stolen refresh tokens usable"
+	// +optional
+	RefreshGracePeriod string `json:"refreshGracePeriod,omitempty"`
+	// signingAlgorithm of ID tokens and JWT access tokens.
+	// +kubebuilder:validation:Enum=ES256;RS256
+	// +kubebuilder:default=ES256
+	// +optional
+	SigningAlgorithm string `json:"signingAlgorithm,omitempty"`
+}
+
+// LoginSpec says how users sign in: a Secret of users, or an upstream OIDC provider.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.usersSecretRef) && has(self.upstreamOIDC))",message="set one of login.usersSecretRef or login.upstreamOIDC, not both"
+type LoginSpec struct {
+	// usersSecretRef names a Secret key holding users, one "name:bcrypt-hash" per line
+	// (htpasswd format). The key defaults to "users".
+	// +optional
+	UsersSecretRef *SecretKeyReference `json:"usersSecretRef,omitempty"`
+	// upstreamOIDC signs users in at another OpenID Connect provider.
+	// +optional
+	UpstreamOIDC *UpstreamOIDC `json:"upstreamOIDC,omitempty"`
+}
+
+// UpstreamOIDC is an OpenID Connect provider users sign in with.
+type UpstreamOIDC struct {
+	// issuer of the upstream provider.
+	Issuer URL `json:"issuer"`
+	// clientID registered at the upstream provider.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	ClientID string `json:"clientID"`
+	// clientSecretRef names the Secret key holding the client secret. The key
+	// defaults to "client_secret".
+	ClientSecretRef SecretKeyReference `json:"clientSecretRef"`
+	// scopes requested from the upstream provider.
+	// +kubebuilder:default={openid,profile,email}
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Scopes []Scope `json:"scopes,omitempty"`
+}
+
+// ScopeDescription is the plain-words text for one scope on the consent page.
+type ScopeDescription struct {
+	// name of the scope.
+	Name Scope `json:"name"`
+	// description shown to the user, such as "Read your DNS zones".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description"`
+}
+
+// NamespacePolicy selects namespaces by label, as Gateway API's allowedRoutes does.
+type NamespacePolicy struct {
+	// selector of namespaces; an empty selector ({}) selects every namespace.
+	Selector metav1.LabelSelector `json:"selector"`
+}
+
+// UpgradeSettings govern the blue-green upgrade that a change of image starts.
+type UpgradeSettings struct {
+	// strategy of upgrades. BlueGreen is the only one.
+	// +kubebuilder:validation:Enum=BlueGreen
+	// +kubebuilder:default=BlueGreen
+	// +optional
+	Strategy string `json:"strategy,omitempty"`
+	// dataMode: Shared (the new version uses the old database after expand
+	// migrations), Copy (the new version gets a migrated copy, and every write the old
+	// one takes is replayed onto it), or Auto (decided from the schema range the new
+	// image reports).
+	// +kubebuilder:validation:Enum=Shared;Copy;Auto
+	// +kubebuilder:default=Auto
+	// +optional
+	DataMode string `json:"dataMode,omitempty"`
+	// verify the new version (issue, introspect, refresh and revoke a token through
+	// it, and cross-check with the old one) before moving traffic.
+	// +kubebuilder:default=true
+	// +optional
+	Verify *bool `json:"verify,omitempty"`
+	// pauseBeforePromotion waits, after verification, until this is set back to false.
+	// +optional
+	PauseBeforePromotion bool `json:"pauseBeforePromotion,omitempty"`
+	// maxErrorRate of the new version during promotion, as a percentage such as
+	// "1%" or "0.5%"; above it the upgrade rolls back.
+	// +kubebuilder:default="1%"
+	// +kubebuilder:validation:MaxLength=8
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(100|[0-9]{1,2}([.][0-9]{1,3})?)%$')",message="must be a percentage from 0% to 100%, such as 1% or 0.5%"
+	// +optional
+	MaxErrorRate string `json:"maxErrorRate,omitempty"`
+}
+
+// ExternalTokenServer is a kubeoauth token server the operator does not run.
+type ExternalTokenServer struct {
+	// adminURL of the server's admin API, such as https://auth-admin.internal:4445.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && size(url(self).getHostname()) > 0",message="must be an absolute http or https URL, such as https://auth-admin.internal:4445"
+	AdminURL string `json:"adminURL"`
+	// tokenSecretRef names the Secret key holding the admin API's bearer token. The
+	// key defaults to "token".
+	TokenSecretRef SecretKeyReference `json:"tokenSecretRef"`
+}
+
+// TokenServerStatus is the observed state of a TokenServer.
+type TokenServerStatus struct {
+	// conditions: Ready, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// activeColor is the StatefulSet (blue or green) that serves traffic.
+	// +kubebuilder:validation:Enum=blue;green
+	// +optional
+	ActiveColor string `json:"activeColor,omitempty"`
+	// currentImage is the image that serves; it moves only when a promotion ends.
+	// +optional
+	CurrentImage string `json:"currentImage,omitempty"`
+	// targetImage is the image the operator is moving to.
+	// +optional
+	TargetImage string `json:"targetImage,omitempty"`
+	// upgrade records an upgrade in progress or the last one, so a restarted
+	// operator resumes where it stopped.
+	// +optional
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+	// issuer the server answers as.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+	// adminEndpoint the operator reaches the admin API at.
+	// +optional
+	AdminEndpoint string `json:"adminEndpoint,omitempty"`
+	// readyReplicas of the serving StatefulSet.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+}
+
+// UpgradeStatus is the state of a blue-green upgrade.
+type UpgradeStatus struct {
+	// phase of the upgrade, such as Planning, Migrating, Verifying, Promoting,
+	// Completed or RolledBack.
+	// +optional
+	Phase string `json:"phase,omitempty"`
+	// dataMode chosen for this upgrade: Shared or Copy.
+	// +optional
+	DataMode string `json:"dataMode,omitempty"`
+	// progress in words, such as "2/3 pods promoted".
+	// +optional
+	Progress string `json:"progress,omitempty"`
+	// message explains the phase, and the reason of a rollback.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// startedAt is when the upgrade started.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+}
+
+// TokenServer is one OAuth 2.0 / OpenID Connect authorization server: bundled and run by
+// the operator, or run elsewhere (spec.external).
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ts,categories=kubeoauth
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Issuer",type=string,JSONPath=`.spec.issuer`
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.status.currentImage`
+// +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activeColor`
+// +kubebuilder:printcolumn:name="Upgrade",type=string,JSONPath=`.status.upgrade.phase`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type TokenServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   TokenServerSpec   `json:"spec"`
+	Status TokenServerStatus `json:"status,omitzero"`
+}
+
+// TokenServerList is a list of TokenServers.
+//
+// +kubebuilder:object:root=true
+type TokenServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []TokenServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&TokenServer{}, &TokenServerList{})
+}

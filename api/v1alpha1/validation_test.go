@@ -1,0 +1,524 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+const ns = "validation"
+
+// rejected says where the API server must refuse an object, and with what words; the
+// zero value means the object must be accepted.
+type rejected struct {
+	field string
+	msg   string
+}
+
+func ok() rejected                      { return rejected{} }
+func reject(field, msg string) rejected { return rejected{field: field, msg: msg} }
+
+// expect creates obj (or, with update, applies update to a created obj) and checks the
+// API server's answer against want.
+func expect(t *testing.T, err error, want rejected) {
+	t.Helper()
+	if want == (rejected{}) {
+		if err != nil {
+			t.Fatalf("want accepted, got: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("want rejected at %s with %q, but it was accepted", want.field, want.msg)
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		t.Fatalf("want a field error at %s, got: %v", want.field, err)
+	}
+	for _, c := range status.Status().Details.Causes {
+		if c.Field == want.field && strings.Contains(c.Message, want.msg) {
+			return
+		}
+	}
+	t.Fatalf("want rejected at %s with %q, got: %v", want.field, want.msg, err)
+}
+
+func create(t *testing.T, obj client.Object, want rejected) {
+	t.Helper()
+	err := k8s.Create(context.Background(), obj)
+	if err == nil {
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+	}
+	expect(t, err, want)
+}
+
+func oauthClient(mutate ...func(*v1.OAuthClientSpec)) *v1.OAuthClient {
+	c := &v1.OAuthClient{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "client-", Namespace: ns},
+		Spec: v1.OAuthClientSpec{
+			ServerRef:    v1.ServerReference{Name: "auth"},
+			ClientName:   "Grafana",
+			RedirectURIs: []v1.URL{"https://grafana.example.com/login/generic_oauth"},
+		},
+	}
+	for _, m := range mutate {
+		m(&c.Spec)
+	}
+	return c
+}
+
+func tokenServer(mutate ...func(*v1.TokenServerSpec)) *v1.TokenServer {
+	s := &v1.TokenServer{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "auth-", Namespace: ns},
+		Spec: v1.TokenServerSpec{
+			Issuer:   "https://auth.example.com",
+			Image:    "ghcr.io/kubeoauth/tokenserver:v0.1.0",
+			Database: &v1.DatabaseSpec{Managed: &v1.ManagedDatabase{}},
+		},
+	}
+	for _, m := range mutate {
+		m(&s.Spec)
+	}
+	return s
+}
+
+func consentGrant(mutate ...func(*v1.ConsentGrantSpec)) *v1.ConsentGrant {
+	g := &v1.ConsentGrant{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "grant-", Namespace: ns},
+		Spec: v1.ConsentGrantSpec{
+			ClientRef: v1.LocalObjectReference{Name: "grafana"},
+			Subject:   "alice",
+			Scopes:    []v1.Scope{"openid", "profile"},
+		},
+	}
+	for _, m := range mutate {
+		m(&g.Spec)
+	}
+	return g
+}
+
+var ecKey = v1.JSONWebKey{Kty: "EC", Crv: "P-256", Kid: "k1",
+	X: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", Y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+
+func TestOAuthClientValidation(t *testing.T) {
+	tests := map[string]struct {
+		spec func(*v1.OAuthClientSpec)
+		want rejected
+	}{
+		"a web app with an https redirect URI": {func(*v1.OAuthClientSpec) {}, ok()},
+		"redirect URI on http://localhost": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"http://localhost:8080/callback", "http://127.0.0.1/cb", "http://[::1]:9000/cb"}
+		}, ok()},
+		"redirect URI on plain http elsewhere": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"http://grafana.example.com/cb"}
+		}, reject("spec.redirectURIs[0]", "must use https; plain http is allowed only for localhost, 127.0.0.1 and [::1]")},
+		"redirect URI on a look-alike of localhost": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"http://localhost.evil.example/cb"}
+		}, reject("spec.redirectURIs[0]", "plain http is allowed only for localhost")},
+		"redirect URI with a custom scheme": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"https://ok.example.com/cb", "com.example.app:/callback"}
+		}, reject("spec.redirectURIs[1]", "must use https")},
+		"relative redirect URI": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"/callback"}
+		}, reject("spec.redirectURIs[0]", "must be an absolute URL with a scheme and a host")},
+		"redirect URI with a fragment": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"https://app.example.com/cb#frag"}
+		}, reject("spec.redirectURIs[0]", "must not contain a fragment")},
+		"the same redirect URI twice": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{"https://a.example.com/cb", "https://a.example.com/cb"}
+		}, reject("spec.redirectURIs[1]", "Duplicate value")},
+		"33 redirect URIs": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = nil
+			for i := range 33 {
+				s.RedirectURIs = append(s.RedirectURIs, v1.URL(fmt.Sprintf("https://a.example.com/cb%d", i)))
+			}
+		}, reject("spec.redirectURIs", "must have at most 32 items")},
+		"a redirect URI of 3000 characters": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = []v1.URL{v1.URL("https://a.example.com/" + strings.Repeat("a", 3000))}
+		}, reject("spec.redirectURIs[0]", "may not be more than 2048 bytes")},
+		"post-logout redirect URI on plain http": {func(s *v1.OAuthClientSpec) {
+			s.PostLogoutRedirectURIs = []v1.URL{"http://app.example.com/bye"}
+		}, reject("spec.postLogoutRedirectURIs[0]", "must use https")},
+		"logo on plain http": {func(s *v1.OAuthClientSpec) { s.LogoURI = "http://cdn.example.com/logo.png" },
+			reject("spec.logoURI", "must use https")},
+		"client URI with a fragment": {func(s *v1.OAuthClientSpec) { s.ClientURI = "https://app.example.com/#home" },
+			reject("spec.clientURI", "must not contain a fragment")},
+		"policy URI that is not a URL": {func(s *v1.OAuthClientSpec) { s.PolicyURI = "privacy policy" },
+			reject("spec.policyURI", "must be an absolute URL")},
+		"terms URI on ftp": {func(s *v1.OAuthClientSpec) { s.TosURI = "ftp://app.example.com/tos" },
+			reject("spec.tosURI", "must use https")},
+		"all URIs on https": {func(s *v1.OAuthClientSpec) {
+			s.LogoURI, s.ClientURI, s.PolicyURI, s.TosURI = "https://a.example.com/l.png", "https://a.example.com", "https://a.example.com/p", "https://a.example.com/t"
+		}, ok()},
+		"unknown grant type": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{"authorization_code", "implicit"}
+		}, reject("spec.grantTypes[1]", `Unsupported value: "implicit"`)},
+		"unknown response type": {func(s *v1.OAuthClientSpec) {
+			s.ResponseTypes = []v1.ResponseType{"token"}
+		}, reject("spec.responseTypes[0]", `Unsupported value: "token"`)},
+		"authorization_code without a redirect URI": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs = nil
+		}, reject("spec.redirectURIs", "redirectURIs needs at least one URI when grantTypes includes authorization_code")},
+		"client_credentials without a redirect URI": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs, s.GrantTypes = nil, []v1.GrantType{v1.GrantClientCredentials}
+		}, ok()},
+		"refresh_token with client_credentials only": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantClientCredentials, v1.GrantRefreshToken}
+		}, reject("spec.grantTypes", "refresh_token needs a grant that issues refresh tokens")},
+		"refresh_token with authorization_code": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantAuthorizationCode, v1.GrantRefreshToken}
+		}, ok()},
+		"response type code without authorization_code": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes, s.ResponseTypes = []v1.GrantType{v1.GrantClientCredentials}, []v1.ResponseType{"code"}
+		}, reject("spec.responseTypes", "responseTypes with code need grantTypes to include authorization_code")},
+		"public client with client_credentials": {func(s *v1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethod = v1.AuthNone
+			s.GrantTypes = []v1.GrantType{v1.GrantAuthorizationCode, v1.GrantClientCredentials}
+		}, reject("spec.grantTypes", "cannot include client_credentials when tokenEndpointAuthMethod is none")},
+		"public client with authorization_code": {func(s *v1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethod = v1.AuthNone
+		}, ok()},
+		"unknown auth method": {func(s *v1.OAuthClientSpec) { s.TokenEndpointAuthMethod = "tls_client_auth" },
+			reject("spec.tokenEndpointAuthMethod", `Unsupported value: "tls_client_auth"`)},
+		"private_key_jwt without keys": {func(s *v1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethod = v1.AuthPrivateKeyJWT
+		}, reject("spec.tokenEndpointAuthMethod", "private_key_jwt needs the client's public keys in jwks or jwksURI")},
+		"private_key_jwt with jwks": {func(s *v1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethod = v1.AuthPrivateKeyJWT
+			s.JWKS = &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{ecKey}}
+		}, ok()},
+		"private_key_jwt with jwksURI": {func(s *v1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethod = v1.AuthPrivateKeyJWT
+			s.JWKSURI = "https://app.example.com/jwks.json"
+		}, ok()},
+		"both jwks and jwksURI": {func(s *v1.OAuthClientSpec) {
+			s.TokenEndpointAuthMethod = v1.AuthPrivateKeyJWT
+			s.JWKS = &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{ecKey}}
+			s.JWKSURI = "https://app.example.com/jwks.json"
+		}, reject("spec.jwksURI", "set jwks or jwksURI, not both")},
+		"EC key without y": {func(s *v1.OAuthClientSpec) {
+			k := ecKey
+			k.Y = ""
+			s.JWKS = &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{k}}
+		}, reject("spec.jwks.keys[0]", "an EC key needs crv, x and y")},
+		"RSA key without e": {func(s *v1.OAuthClientSpec) {
+			s.JWKS = &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{{Kty: "RSA", N: "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1Wl"}}}
+		}, reject("spec.jwks.keys[0]", "an RSA key needs n and e")},
+		"scopes from RFC 6749's alphabet": {func(s *v1.OAuthClientSpec) {
+			s.Scopes = []v1.Scope{"openid", "zones.read", "https://api.example.com/read", "a:b!#$%&'()*+,-./;<=>?@[]^_`{|}~"}
+		}, ok()},
+		"scope with a space": {func(s *v1.OAuthClientSpec) { s.Scopes = []v1.Scope{"openid", "read write"} },
+			reject("spec.scopes[1]", "must be a scope token (RFC 6749 section 3.3)")},
+		"scope with a double quote": {func(s *v1.OAuthClientSpec) { s.Scopes = []v1.Scope{`say"hi"`} },
+			reject("spec.scopes[0]", "must be a scope token")},
+		"scope with a backslash": {func(s *v1.OAuthClientSpec) { s.Scopes = []v1.Scope{`a\b`} },
+			reject("spec.scopes[0]", "must be a scope token")},
+		"scope with a non-ASCII letter": {func(s *v1.OAuthClientSpec) { s.Scopes = []v1.Scope{"zoné"} },
+			reject("spec.scopes[0]", "must be a scope token")},
+		"empty scope": {func(s *v1.OAuthClientSpec) { s.Scopes = []v1.Scope{""} },
+			reject("spec.scopes[0]", "should be at least 1 chars long")},
+		"the same scope twice": {func(s *v1.OAuthClientSpec) { s.Scopes = []v1.Scope{"openid", "email", "openid"} },
+			reject("spec.scopes[2]", `Duplicate value: "openid"`)},
+		"the same grant type twice": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantAuthorizationCode, v1.GrantAuthorizationCode}
+		}, reject("spec.grantTypes[1]", "Duplicate value")},
+		"empty audience": {func(s *v1.OAuthClientSpec) { s.Audience = []string{""} },
+			reject("spec.audience[0]", "should be at least 1 chars long")},
+		"no client name": {func(s *v1.OAuthClientSpec) { s.ClientName = "" },
+			reject("spec.clientName", "should be at least 1 chars long")},
+		"client name of 101 characters": {func(s *v1.OAuthClientSpec) { s.ClientName = strings.Repeat("x", 101) },
+			reject("spec.clientName", "may not be more than 100 bytes")},
+		"client ID with a space": {func(s *v1.OAuthClientSpec) { s.ClientID = "my client" },
+			reject("spec.clientID", "must be printable ASCII without spaces")},
+		"access token lifespan in words": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{AccessToken: "15 minutes"}
+		}, reject("spec.tokenLifespans.accessToken", "must be a duration such as 30s, 15m or 720h")},
+		"negative refresh token lifespan": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{RefreshToken: "-5m"}
+		}, reject("spec.tokenLifespans.refreshToken", "must be a duration such as")},
+		"zero ID token lifespan": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{IDToken: "0s"}
+		}, reject("spec.tokenLifespans.idToken", "must be greater than zero")},
+		"compound lifespans": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{AccessToken: "1h30m", AuthorizationCode: "90.5s"}
+		}, ok()},
+		"rotation overlap as long as the period": {func(s *v1.OAuthClientSpec) {
+			s.Secret.Rotation = &v1.SecretRotation{Every: "24h", Overlap: "24h"}
+		}, reject("spec.secret.rotation.overlap", "overlap must be shorter than every")},
+		"rotation with a bad period": {func(s *v1.OAuthClientSpec) {
+			s.Secret.Rotation = &v1.SecretRotation{Every: "90d"}
+		}, reject("spec.secret.rotation.every", "must be a duration such as")},
+		"rotation every 90 days": {func(s *v1.OAuthClientSpec) {
+			s.Secret.Rotation = &v1.SecretRotation{Every: "2160h"}
+		}, ok()},
+		"unknown deletion policy": {func(s *v1.OAuthClientSpec) { s.DeletionPolicy = "Retain" },
+			reject("spec.deletionPolicy", `Unsupported value: "Retain"`)},
+		"owner contact of 300 characters": {func(s *v1.OAuthClientSpec) {
+			s.Owner = &v1.Owner{Team: "obs", Contact: strings.Repeat("a", 300)}
+		}, reject("spec.owner.contact", "may not be more than 254 bytes")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) { create(t, oauthClient(tc.spec), tc.want) })
+	}
+}
+
+func TestOAuthClientDefaults(t *testing.T) {
+	c := oauthClient()
+	create(t, c, ok())
+	s := c.Spec
+	if len(s.GrantTypes) != 1 || s.GrantTypes[0] != v1.GrantAuthorizationCode {
+		t.Errorf("grantTypes = %v, want [authorization_code]", s.GrantTypes)
+	}
+	if s.TokenEndpointAuthMethod != v1.AuthClientSecretBasic {
+		t.Errorf("tokenEndpointAuthMethod = %q, want client_secret_basic", s.TokenEndpointAuthMethod)
+	}
+	if s.DeletionPolicy != v1.DeletionPolicyDelete {
+		t.Errorf("deletionPolicy = %q, want Delete", s.DeletionPolicy)
+	}
+	if s.Secret.Create == nil || !*s.Secret.Create {
+		t.Errorf("secret.create = %v, want true", s.Secret.Create)
+	}
+}
+
+// An explicit empty list is not the same as none: defaults fill absent fields only, so
+// `grantTypes: []` in YAML must be refused. (A Go client drops empty lists, hence raw.)
+func TestOAuthClientRefusesEmptyGrantTypes(t *testing.T) {
+	u := rawClient(map[string]any{"grantTypes": []any{}})
+	expect(t, k8s.Create(context.Background(), u), reject("spec.grantTypes", "should have at least 1 items"))
+}
+
+func rawClient(extra map[string]any) *unstructured.Unstructured {
+	spec := map[string]any{
+		"serverRef":    map[string]any{"name": "auth"},
+		"clientName":   "App",
+		"redirectURIs": []any{"https://app.example.com/cb"},
+	}
+	for k, v := range extra {
+		spec[k] = v
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "oauth.kubeoauth.io/v1alpha1",
+		"kind":       "OAuthClient",
+		"metadata":   map[string]any{"generateName": "client-", "namespace": ns},
+		"spec":       spec,
+	}}
+}
+
+// A private key pasted into jwks must be refused, not silently dropped: kubectl applies
+// with strict field validation, and so does this test.
+func TestOAuthClientRefusesPrivateJWKMembers(t *testing.T) {
+	u := rawClient(map[string]any{
+		"tokenEndpointAuthMethod": "private_key_jwt",
+		"jwks": map[string]any{"keys": []any{map[string]any{
+			"kty": "EC", "crv": "P-256", "x": ecKey.X, "y": ecKey.Y, "d": "secret-part",
+		}}},
+	})
+	err := k8s.Create(context.Background(), u, client.FieldValidation(metav1.FieldValidationStrict))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "spec.jwks.keys[0].d"`) {
+		t.Fatalf("want the private member d refused as an unknown field, got: %v", err)
+	}
+}
+
+func TestTokenServerValidation(t *testing.T) {
+	external := &v1.ExternalTokenServer{AdminURL: "https://auth-admin.internal:4445",
+		TokenSecretRef: v1.SecretKeyReference{Name: "auth-admin"}}
+	tests := map[string]struct {
+		spec func(*v1.TokenServerSpec)
+		want rejected
+	}{
+		"managed database": {func(*v1.TokenServerSpec) {}, ok()},
+		"external database": {func(s *v1.TokenServerSpec) {
+			s.Database = &v1.DatabaseSpec{External: &v1.ExternalDatabase{SecretRef: v1.SecretKeyReference{Name: "pg", Key: "dsn"}}}
+		}, ok()},
+		"both databases": {func(s *v1.TokenServerSpec) {
+			s.Database.External = &v1.ExternalDatabase{SecretRef: v1.SecretKeyReference{Name: "pg"}}
+		}, reject("spec.database", "set exactly one of database.managed (a bundled PostgreSQL) or database.external")},
+		"an empty database": {func(s *v1.TokenServerSpec) { s.Database = &v1.DatabaseSpec{} },
+			reject("spec.database", "set exactly one of database.managed")},
+		"no database": {func(s *v1.TokenServerSpec) { s.Database = nil },
+			reject("spec.database", "database is required")},
+		"no image": {func(s *v1.TokenServerSpec) { s.Image = "" },
+			reject("spec.image", "image is required")},
+		"image of spaces": {func(s *v1.TokenServerSpec) { s.Image = "  " },
+			reject("spec.image", "must be a non-empty image reference without spaces")},
+		"zero replicas": {func(s *v1.TokenServerSpec) { s.Replicas = ptr.To[int32](0) },
+			reject("spec.replicas", "should be greater than or equal to 1")},
+		"three replicas": {func(s *v1.TokenServerSpec) { s.Replicas = ptr.To[int32](3) }, ok()},
+		"issuer on plain http": {func(s *v1.TokenServerSpec) { s.Issuer = "http://auth.example.com" },
+			reject("spec.issuer", "must use https")},
+		"issuer on http://localhost": {func(s *v1.TokenServerSpec) { s.Issuer = "http://localhost:8080" }, ok()},
+		"issuer with a path":         {func(s *v1.TokenServerSpec) { s.Issuer = "https://example.com/auth" }, ok()},
+		"issuer with a query": {func(s *v1.TokenServerSpec) { s.Issuer = "https://auth.example.com/?tenant=a" },
+			reject("spec.issuer", "must not contain a query")},
+		"issuer with a fragment": {func(s *v1.TokenServerSpec) { s.Issuer = "https://auth.example.com/#x" },
+			reject("spec.issuer", "must not contain a fragment")},
+		"no issuer": {func(s *v1.TokenServerSpec) { s.Issuer = "" },
+			reject("spec.issuer", "should be at least 1 chars long")},
+		"refresh grace period of 6 minutes": {func(s *v1.TokenServerSpec) { s.Tokens.RefreshGracePeriod = "6m" },
+			reject("spec.tokens.refreshGracePeriod", "must be at most 5m")},
+		"refresh grace period of 5 minutes": {func(s *v1.TokenServerSpec) { s.Tokens.RefreshGracePeriod = "5m" }, ok()},
+		"no refresh grace period":           {func(s *v1.TokenServerSpec) { s.Tokens.RefreshGracePeriod = "0s" }, ok()},
+		"refresh grace period in words": {func(s *v1.TokenServerSpec) { s.Tokens.RefreshGracePeriod = "half a minute" },
+			reject("spec.tokens.refreshGracePeriod", "must be a duration such as 0s, 30s or 2m")},
+		"zero access token lifespan": {func(s *v1.TokenServerSpec) { s.Tokens.AccessTokenLifespan = "0h" },
+			reject("spec.tokens.accessTokenLifespan", "must be greater than zero")},
+		"refresh token lifespan in days": {func(s *v1.TokenServerSpec) { s.Tokens.RefreshTokenLifespan = "30d" },
+			reject("spec.tokens.refreshTokenLifespan", "must be a duration such as 30s, 15m or 720h")},
+		"unknown access token format": {func(s *v1.TokenServerSpec) { s.Tokens.AccessTokenFormat = "paseto" },
+			reject("spec.tokens.accessTokenFormat", `Unsupported value: "paseto"`)},
+		"unknown signing algorithm": {func(s *v1.TokenServerSpec) { s.Tokens.SigningAlgorithm = "HS256" },
+			reject("spec.tokens.signingAlgorithm", `Unsupported value: "HS256"`)},
+		"error rate over 100%": {func(s *v1.TokenServerSpec) { s.Upgrade.MaxErrorRate = "150%" },
+			reject("spec.upgrade.maxErrorRate", "must be a percentage from 0% to 100%")},
+		"error rate without a percent sign": {func(s *v1.TokenServerSpec) { s.Upgrade.MaxErrorRate = "0.01" },
+			reject("spec.upgrade.maxErrorRate", "must be a percentage")},
+		"error rate of half a percent": {func(s *v1.TokenServerSpec) { s.Upgrade.MaxErrorRate = "0.5%" }, ok()},
+		"unknown data mode": {func(s *v1.TokenServerSpec) { s.Upgrade.DataMode = "Migrate" },
+			reject("spec.upgrade.dataMode", `Unsupported value: "Migrate"`)},
+		"the same scope described twice": {func(s *v1.TokenServerSpec) {
+			s.ScopeDescriptions = []v1.ScopeDescription{{Name: "openid", Description: "a"}, {Name: "openid", Description: "b"}}
+		}, reject("spec.scopeDescriptions[1]", "Duplicate value")},
+		"scope description for a bad scope": {func(s *v1.TokenServerSpec) {
+			s.ScopeDescriptions = []v1.ScopeDescription{{Name: "read all", Description: "a"}}
+		}, reject("spec.scopeDescriptions[0].name", "must be a scope token")},
+		"users secret and upstream OIDC both": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{
+				UsersSecretRef: &v1.SecretKeyReference{Name: "users"},
+				UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+					ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}},
+			}
+		}, reject("spec.login", "set one of login.usersSecretRef or login.upstreamOIDC, not both")},
+		"upstream OIDC issuer on plain http": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "http://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}}}
+		}, reject("spec.login.upstreamOIDC.issuer", "must use https")},
+		"a namespace selector": {func(s *v1.TokenServerSpec) {
+			s.ClientNamespaces = &v1.NamespacePolicy{Selector: metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}}
+		}, ok()},
+		"external server": {func(s *v1.TokenServerSpec) {
+			s.Image, s.Database, s.External = "", nil, external
+		}, ok()},
+		"external server with an image": {func(s *v1.TokenServerSpec) { s.Database, s.External = nil, external },
+			reject("spec.external", "external cannot be combined with image or database")},
+		"external server with a bad admin URL": {func(s *v1.TokenServerSpec) {
+			s.Image, s.Database = "", nil
+			s.External = &v1.ExternalTokenServer{AdminURL: "auth-admin:4445", TokenSecretRef: v1.SecretKeyReference{Name: "a"}}
+		}, reject("spec.external.adminURL", "must be an absolute http or https URL")},
+		"database storage size of 10Gi": {func(s *v1.TokenServerSpec) {
+			s.Database.Managed.StorageSize = resource.MustParse("10Gi")
+		}, ok()},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) { create(t, tokenServer(tc.spec), tc.want) })
+	}
+}
+
+func TestTokenServerDefaults(t *testing.T) {
+	s := tokenServer()
+	create(t, s, ok())
+	got := s.Spec
+	checks := map[string][2]string{
+		"replicas":                  {fmt.Sprint(*got.Replicas), "1"},
+		"accessTokenFormat":         {got.Tokens.AccessTokenFormat, "opaque"},
+		"accessTokenLifespan":       {string(got.Tokens.AccessTokenLifespan), "1h"},
+		"refreshTokenLifespan":      {string(got.Tokens.RefreshTokenLifespan), "720h"},
+		"authorizationCodeLifespan": {string(got.Tokens.AuthorizationCodeLifespan), "10m"},
+		"signingAlgorithm":          {got.Tokens.SigningAlgorithm, "ES256"},
+		"upgrade.strategy":          {got.Upgrade.Strategy, "BlueGreen"},
+		"upgrade.dataMode":          {got.Upgrade.DataMode, "Auto"},
+		"upgrade.maxErrorRate":      {got.Upgrade.MaxErrorRate, "1%"},
+		"database.managed.storage":  {got.Database.Managed.StorageSize.String(), "1Gi"},
+	}
+	for field, c := range checks {
+		if c[0] != c[1] {
+			t.Errorf("%s defaulted to %q, want %q", field, c[0], c[1])
+		}
+	}
+}
+
+func TestConsentGrantValidation(t *testing.T) {
+	tests := map[string]struct {
+		spec func(*v1.ConsentGrantSpec)
+		want rejected
+	}{
+		"a grant": {func(*v1.ConsentGrantSpec) {}, ok()},
+		"a grant that expires": {func(s *v1.ConsentGrantSpec) {
+			s.ExpiresAt = &metav1.Time{Time: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+		}, ok()},
+		"no subject": {func(s *v1.ConsentGrantSpec) { s.Subject = "" },
+			reject("spec.subject", "should be at least 1 chars long")},
+		"no client": {func(s *v1.ConsentGrantSpec) { s.ClientRef.Name = "" },
+			reject("spec.clientRef.name", "should be at least 1 chars long")},
+		"no scopes": {func(s *v1.ConsentGrantSpec) { s.Scopes = []v1.Scope{} },
+			reject("spec.scopes", "should have at least 1 items")},
+		"a bad scope": {func(s *v1.ConsentGrantSpec) { s.Scopes = []v1.Scope{"openid", "read all"} },
+			reject("spec.scopes[1]", "must be a scope token")},
+		"the same scope twice": {func(s *v1.ConsentGrantSpec) { s.Scopes = []v1.Scope{"openid", "openid"} },
+			reject("spec.scopes[1]", "Duplicate value")},
+		"65 scopes": {func(s *v1.ConsentGrantSpec) {
+			s.Scopes = nil
+			for i := range 65 {
+				s.Scopes = append(s.Scopes, v1.Scope(fmt.Sprintf("s%d", i)))
+			}
+		}, reject("spec.scopes", "must have at most 64 items")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) { create(t, consentGrant(tc.spec), tc.want) })
+	}
+}
+
+// Fields that cannot change after creation: the API server refuses the update.
+func TestImmutableFields(t *testing.T) {
+	tests := map[string]struct {
+		obj    client.Object
+		update func(client.Object)
+		want   rejected
+	}{
+		"OAuthClient serverRef": {oauthClient(), func(o client.Object) {
+			o.(*v1.OAuthClient).Spec.ServerRef.Name = "other"
+		}, reject("spec.serverRef", "serverRef cannot change after creation")},
+		"OAuthClient clientID changed": {oauthClient(func(s *v1.OAuthClientSpec) { s.ClientID = "grafana" }),
+			func(o client.Object) { o.(*v1.OAuthClient).Spec.ClientID = "grafana2" },
+			reject("spec.clientID", "clientID cannot be set, changed or removed after creation")},
+		"OAuthClient clientID set later": {oauthClient(), func(o client.Object) {
+			o.(*v1.OAuthClient).Spec.ClientID = "grafana"
+		}, reject("spec.clientID", "clientID cannot be set, changed or removed after creation")},
+		"OAuthClient clientID removed": {oauthClient(func(s *v1.OAuthClientSpec) { s.ClientID = "grafana" }),
+			func(o client.Object) { o.(*v1.OAuthClient).Spec.ClientID = "" },
+			reject("spec.clientID", "clientID cannot be set, changed or removed after creation")},
+		"OAuthClient display name": {oauthClient(), func(o client.Object) {
+			o.(*v1.OAuthClient).Spec.ClientName = "Grafana (prod)"
+		}, ok()},
+		"ConsentGrant clientRef": {consentGrant(), func(o client.Object) {
+			o.(*v1.ConsentGrant).Spec.ClientRef.Name = "other"
+		}, reject("spec.clientRef", "clientRef cannot change after creation")},
+		"ConsentGrant subject": {consentGrant(), func(o client.Object) {
+			o.(*v1.ConsentGrant).Spec.Subject = "mallory"
+		}, reject("spec.subject", "subject cannot change after creation")},
+		"ConsentGrant scopes": {consentGrant(), func(o client.Object) {
+			o.(*v1.ConsentGrant).Spec.Scopes = []v1.Scope{"openid"}
+		}, ok()},
+		"TokenServer image": {tokenServer(), func(o client.Object) {
+			o.(*v1.TokenServer).Spec.Image = "ghcr.io/kubeoauth/tokenserver:v0.2.0"
+		}, ok()},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			create(t, tc.obj, ok())
+			tc.update(tc.obj)
+			expect(t, k8s.Update(context.Background(), tc.obj), tc.want)
+		})
+	}
+}

@@ -1,0 +1,122 @@
+// Package testenv starts a real kube-apiserver and etcd (controller-runtime's envtest)
+// with kubeoauth's CRDs installed, for tests that need the API server's own validation,
+// defaulting, status subresource and finalizers.
+//
+// The binaries come from KUBEBUILDER_ASSETS when set, otherwise from
+// hack/control-plane.sh, which builds them from source once and caches them.
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kubeoauth/kubeoauth/internal/testing/reaper"
+)
+
+// Env is a running control plane.
+type Env struct {
+	Config *rest.Config
+	// CRDDir holds the generated CRDs that were installed.
+	CRDDir string
+
+	env    *envtest.Environment
+	reaper *reaper.Reaper
+}
+
+// RepoRoot is the root of this checkout.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// Start starts etcd and kube-apiserver and installs the CRDs. Call Stop when done (in
+// TestMain, after m.Run); if the test binary dies first, a reaper stops them.
+func Start() (*Env, error) {
+	assets, err := assetsDir()
+	if err != nil {
+		return nil, err
+	}
+	root := RepoRoot()
+	e := &Env{CRDDir: filepath.Join(root, "config", "crd", "bases")}
+	e.env = &envtest.Environment{
+		CRDDirectoryPaths:     []string{e.CRDDir},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := e.env.Start()
+	if err != nil {
+		_ = e.env.Stop()
+		return nil, fmt.Errorf("starting envtest with binaries from %s: %w", assets, err)
+	}
+	e.Config = cfg
+	e.reaper, err = reaper.Watch(childrenIn(assets), []string{
+		e.env.ControlPlane.Etcd.DataDir,
+		e.env.ControlPlane.APIServer.CertDir,
+	})
+	if err != nil {
+		_ = e.env.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Stop stops the control plane and removes its files.
+func (e *Env) Stop() error {
+	err := e.env.Stop()
+	e.reaper.Stop()
+	return err
+}
+
+func assetsDir() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	script := filepath.Join(RepoRoot(), "hack", "control-plane.sh")
+	var stderr bytes.Buffer
+	cmd := exec.Command(script) // #nosec G204 -- our own script
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("KUBEBUILDER_ASSETS is unset and %s failed: %w\n%s", script, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// childrenIn lists this process's children whose executable lies in dir: the etcd and
+// kube-apiserver envtest just started. envtest starts each in its own process group.
+func childrenIn(dir string) []reaper.Target {
+	entries, _ := os.ReadDir("/proc")
+	var targets []reaper.Target
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")) // #nosec G304 -- /proc
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: state, ppid, ...
+		rest := stat[bytes.LastIndexByte(stat, ')')+2:]
+		fields := strings.Fields(string(rest))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(self) {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || filepath.Dir(exe) != filepath.Clean(dir) {
+			continue
+		}
+		targets = append(targets, reaper.Target{PID: pid, Signal: "KILL", Group: true})
+	}
+	return targets
+}
