@@ -81,7 +81,3 @@ type ConsentGrantList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ConsentGrant `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ConsentGrant{}, &ConsentGrantList{})
-}

@@ -338,7 +338,3 @@ type OAuthClientList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []OAuthClient `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&OAuthClient{}, &OAuthClientList{})
-}

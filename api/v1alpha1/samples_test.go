@@ -33,7 +33,7 @@ func applySamples(t *testing.T) {
 	kinds := map[string]bool{}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			raw, err := os.ReadFile(f) // #nosec G304 -- our samples
+			raw, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,11 +41,9 @@ func applySamples(t *testing.T) {
 			if err := yaml.UnmarshalStrict(raw, &u.Object); err != nil {
 				t.Fatal(err)
 			}
-			// Applied as kubectl applies: server-side, with strict field validation, so a
-			// misspelled field in a sample fails here.
-			err = k8s.Patch(context.Background(), u, client.Apply, client.FieldOwner("samples-test"),
-				client.ForceOwnership, client.FieldValidation(metav1.FieldValidationStrict))
-			if err != nil {
+			// Applied as `kubectl apply --server-side` does; server-side apply refuses
+			// unknown fields, so a misspelled field in a sample fails here.
+			if err := serverSideApply(u); err != nil {
 				t.Fatalf("the API server refused %s: %v", f, err)
 			}
 			kinds[u.GetKind()] = true
@@ -55,6 +53,22 @@ func applySamples(t *testing.T) {
 		if !kinds[kind] {
 			t.Errorf("no sample of kind %s was applied", kind)
 		}
+	}
+}
+
+func serverSideApply(u *unstructured.Unstructured) error {
+	return k8s.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u),
+		client.FieldOwner("samples-test"), client.ForceOwnership)
+}
+
+// The samples test would prove little if apply let a misspelled field through.
+func TestServerSideApplyRefusesUnknownFields(t *testing.T) {
+	u := rawClient(map[string]any{"redirectURls": []any{"https://typo.example.com/cb"}})
+	u.SetGenerateName("")
+	u.SetName("typo")
+	err := serverSideApply(u)
+	if err == nil || !strings.Contains(err.Error(), "redirectURls") {
+		t.Fatalf("want the misspelled field redirectURls refused, got: %v", err)
 	}
 }
 
@@ -93,7 +107,7 @@ func TestPrinterColumns(t *testing.T) {
 			if err := json.Unmarshal(body, &table); err != nil {
 				t.Fatal(err)
 			}
-			var got []string
+			got := make([]string, 0, len(table.ColumnDefinitions))
 			for _, c := range table.ColumnDefinitions {
 				got = append(got, c.Name)
 			}

@@ -324,7 +324,3 @@ type TokenServerList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TokenServer `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&TokenServer{}, &TokenServerList{})
-}

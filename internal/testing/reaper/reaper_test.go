@@ -33,12 +33,12 @@ func TestReapsAfterParentDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	pidFile := filepath.Join(dir, "pid")
-	child := exec.Command(os.Args[0], "-test.run=^TestReapsAfterParentDies$") // #nosec G204 -- our own test binary
+	child := exec.Command(os.Args[0], "-test.run=^TestReapsAfterParentDies$")
 	child.Env = append(os.Environ(), "REAPER_CHILD=1", "REAPER_DIR="+victimDir, "REAPER_PIDFILE="+pidFile)
 	if out, err := child.CombinedOutput(); err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	raw, err := os.ReadFile(pidFile) // #nosec G304 -- our temp dir
+	raw, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestReapsAfterParentDies(t *testing.T) {
 }
 
 func isZombie(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat")) // #nosec G304 -- /proc
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return true // gone
 	}

@@ -107,8 +107,8 @@ func childrenIn(dir string) []reaper.Target {
 			continue
 		}
 		// Fields after the parenthesised command: state, ppid, ...
-		rest := stat[bytes.LastIndexByte(stat, ')')+2:]
-		fields := strings.Fields(string(rest))
+		after := stat[bytes.LastIndexByte(stat, ')')+2:]
+		fields := strings.Fields(string(after))
 		if len(fields) < 2 || fields[1] != strconv.Itoa(self) {
 			continue
 		}

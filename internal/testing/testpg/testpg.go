@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -40,7 +41,7 @@ type Server struct {
 
 	dir    string
 	cmd    *exec.Cmd
-	exited chan error
+	exited chan struct{} // closed when postgres has exited
 	reaper *reaper.Reaper
 }
 
@@ -176,9 +177,9 @@ func startLocal() (*Server, error) {
 		DSN:    fmt.Sprintf("host=%s user=postgres dbname=postgres sslmode=disable", dir),
 		dir:    dir,
 		cmd:    cmd,
-		exited: make(chan error, 1),
+		exited: make(chan struct{}),
 	}
-	go func() { s.exited <- cmd.Wait() }()
+	go func() { _ = cmd.Wait(); close(s.exited) }()
 	// SIGQUIT is PostgreSQL's immediate shutdown, the right one when the test is gone.
 	s.reaper, err = reaper.Watch([]reaper.Target{{PID: cmd.Process.Pid, Signal: "QUIT"}}, []string{dir})
 	if err != nil {
@@ -207,8 +208,8 @@ func (s *Server) ping(timeout time.Duration) error {
 			return nil
 		}
 		select {
-		case err := <-s.exitedOrNil():
-			return fmt.Errorf("postgres exited: %v", err)
+		case <-s.exitedOrNil():
+			return errors.New("postgres exited")
 		case <-ctx.Done():
 			return err
 		case <-time.After(50 * time.Millisecond):
@@ -216,7 +217,7 @@ func (s *Server) ping(timeout time.Duration) error {
 	}
 }
 
-func (s *Server) exitedOrNil() <-chan error {
+func (s *Server) exitedOrNil() <-chan struct{} {
 	if s.exited == nil {
 		return nil
 	}
@@ -264,11 +265,12 @@ func credential(dir string) (*syscall.Credential, error) {
 // withDatabase returns dsn with its database name replaced.
 func withDatabase(dsn, name string) (string, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		kv, err := pq.ParseURL(dsn)
+		u, err := url.Parse(dsn)
 		if err != nil {
 			return "", err
 		}
-		dsn = kv
+		u.Path = "/" + name
+		return u.String(), nil
 	}
 	// lib/pq lets a later key override an earlier one.
 	return dsn + " dbname=" + name, nil
