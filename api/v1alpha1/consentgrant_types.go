@@ -63,7 +63,7 @@ type ConsentGrantStatus struct {
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.clientRef.name`
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.spec.subject`
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.metadata.labels.oauth\.kubeoauth\.io/source`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.spec.expiresAt`,priority=1
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.spec.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ConsentGrant struct {
 	metav1.TypeMeta   `json:",inline"`
