@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+)
+
+// The manager starts against a real API server, serves its probes and metrics, and
+// stops cleanly when its context ends (what SIGTERM does).
+func TestManagerServesProbesAndStops(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+
+	probe, metrics := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--health-probe-bind-address", probe, "--metrics-bind-address", metrics,
+			"--watch-namespaces", "platform, observability"},
+			func() (*rest.Config, error) { return env.Config, nil })
+	}()
+
+	for _, path := range []string{probe + "/healthz", probe + "/readyz"} {
+		if body := waitFor(t, done, "http://"+path); !strings.Contains(body, "ok") {
+			t.Errorf("GET %s = %q, want ok", path, body)
+		}
+	}
+	if body := waitFor(t, done, "http://"+metrics+"/metrics"); !strings.Contains(body, "rest_client_requests_total") {
+		t.Errorf("/metrics lacks controller-runtime's client metrics:\n%.500s", body)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("manager returned %v after its context ended", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("manager did not stop within 30s of its context ending")
+	}
+}
+
+func TestBadFlagIsRefused(t *testing.T) {
+	err := run(context.Background(), []string{"--kube-api-qps", "fast"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "kube-api-qps") {
+		t.Fatalf("run with --kube-api-qps=fast: err = %v, want one naming the flag", err)
+	}
+}
+
+func TestNamespaces(t *testing.T) {
+	tests := map[string]struct {
+		in   string
+		want []string
+	}{
+		"empty watches all": {in: "", want: nil},
+		"one":               {in: "platform", want: []string{"platform"}},
+		"spaces and blanks": {in: " a, ,b ,", want: []string{"a", "b"}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := namespaces(tt.in)
+			if len(got) != len(tt.want) || (tt.want == nil) != (got == nil) {
+				t.Fatalf("namespaces(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+			for _, ns := range tt.want {
+				if _, ok := got[ns]; !ok {
+					t.Errorf("namespaces(%q) lacks %q: %v", tt.in, ns, got)
+				}
+			}
+		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// waitFor polls url until it answers 200 and returns the body; it fails the test if the
+// manager exits first.
+func waitFor(t *testing.T, done <-chan error, url string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("manager exited early: %v", err)
+		default:
+		}
+		resp, err := http.Get(url) //nolint:gosec // a URL built by the test
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return string(body)
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("GET %s never answered 200; last: %s", url, last)
+	return ""
+}
