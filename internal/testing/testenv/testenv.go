@@ -69,6 +69,20 @@ func Start() (*Env, error) {
 	return e, nil
 }
 
+// WriteKubeconfig writes a kubeconfig for a cluster-admin user of this API server to
+// path, for kubectl and other tools run against it.
+func (e *Env) WriteKubeconfig(path string) error {
+	user, err := e.env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
 // Stop stops the control plane and removes its files.
 func (e *Env) Stop() error {
 	err := e.env.Stop()
