@@ -7,8 +7,10 @@ LOCALBIN ?= $(CACHE)/bin
 
 CONTROLLER_GEN_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+CRD_REF_DOCS_VERSION ?= v0.3.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
 
 IMG ?= ghcr.io/kubeoauth/manager:dev
 KUBECTL ?= kubectl
@@ -30,10 +32,15 @@ help: ## Display this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate CRDs (config/crd/bases, charts/kubeoauth/crds) from the API types.
+manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, charts/kubeoauth/crds), RBAC (config/rbac) and docs/api.md.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
 	rm -f charts/kubeoauth/crds/*.yaml
 	cp config/crd/bases/*.yaml charts/kubeoauth/crds/
+	$(CRD_REF_DOCS) --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown \
+		--output-path=docs/.api-reference.md --log-level=error
+	{ cat hack/api-docs/intro.md; sed -e '1,/^## oauth.kubeoauth.io/d' docs/.api-reference.md; } >docs/api.md
+	rm docs/.api-reference.md
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -58,15 +65,15 @@ test: manifests generate vet control-plane ## Run all tests: real kube-apiserver
 .PHONY: verify
 verify: manifests generate ## Fail when generated files or go.mod/go.sum are stale.
 	go mod tidy
-	@if [ -n "$$(git status --porcelain -- api config charts go.mod go.sum)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts docs go.mod go.sum)" ]; then \
 		echo "Generated files or go.mod are stale; run 'make manifests generate' and 'go mod tidy', then commit:"; \
-		git status --porcelain -- api config charts go.mod go.sum; \
-		git --no-pager diff --stat -- api config charts go.mod go.sum; \
+		git status --porcelain -- api config charts docs go.mod go.sum; \
+		git --no-pager diff --stat -- api config charts docs go.mod go.sum; \
 		exit 1; \
 	fi
 
 .PHONY: demo
-demo: manifests control-plane ## Start a real API server, install the CRDs, apply the samples and show them.
+demo: manifests control-plane ## Start a real API server, apply the samples with kubectl, show them and a refused bad client.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/demo
 
 ##@ Build
@@ -104,17 +111,23 @@ undeploy: ## Remove the operator deployed by `make deploy`.
 ##@ Dependencies
 
 .PHONY: tools
-tools: controller-gen golangci-lint control-plane ## Install every pinned tool and build the control-plane binaries.
+tools: controller-gen golangci-lint crd-ref-docs control-plane ## Install every pinned tool and build the control-plane binaries.
 
 .PHONY: control-plane
-control-plane: ## Build (once) etcd and kube-apiserver for envtest from source.
-	@if [ -z "$$KUBEBUILDER_ASSETS" ]; then hack/control-plane.sh >/dev/null; fi
+control-plane: ## Build (once) etcd, kube-apiserver and kubectl from source.
+	@if [ -z "$$KUBEBUILDER_ASSETS" ]; then hack/control-plane.sh etcd kube-apiserver kubectl >/dev/null; fi
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN)/.tmp-cg go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(LOCALBIN)/.tmp-cg/controller-gen $@ && rm -rf $(LOCALBIN)/.tmp-cg
+
+.PHONY: crd-ref-docs
+crd-ref-docs: $(CRD_REF_DOCS)
+$(CRD_REF_DOCS):
+	GOBIN=$(LOCALBIN)/.tmp-crd go install github.com/elastic/crd-ref-docs@$(CRD_REF_DOCS_VERSION)
+	mv $(LOCALBIN)/.tmp-crd/crd-ref-docs $@ && rm -rf $(LOCALBIN)/.tmp-crd
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT)
