@@ -1,0 +1,118 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
+)
+
+const clientColumns = `id, secret_hash, previous_secret_hash, previous_secret_expires_at, owner_namespace, spec, created_at, updated_at`
+
+// PutClient creates or replaces c. The update only happens when something differs, so
+// the same PUT twice writes nothing and reports changed=false.
+func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
+	spec, err := json.Marshal(c)
+	if err != nil {
+		return false, err
+	}
+	var id string
+	err = s.q(ctx).QueryRowContext(ctx, `
+INSERT INTO clients (id, secret_hash, previous_secret_hash, previous_secret_expires_at, owner_namespace, spec)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO UPDATE SET
+    secret_hash = EXCLUDED.secret_hash,
+    previous_secret_hash = EXCLUDED.previous_secret_hash,
+    previous_secret_expires_at = EXCLUDED.previous_secret_expires_at,
+    owner_namespace = EXCLUDED.owner_namespace,
+    spec = EXCLUDED.spec,
+    updated_at = now()
+WHERE (clients.secret_hash, clients.previous_secret_hash, clients.previous_secret_expires_at, clients.owner_namespace, clients.spec)
+    IS DISTINCT FROM
+    (EXCLUDED.secret_hash, EXCLUDED.previous_secret_hash, EXCLUDED.previous_secret_expires_at, EXCLUDED.owner_namespace, EXCLUDED.spec)
+RETURNING id`,
+		c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
+		c.OwnerNamespace, spec).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, s.mapErr(err)
+	}
+	return true, nil
+}
+
+// GetClientByID returns the client or store.ErrNotFound.
+func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, error) {
+	row := s.q(ctx).QueryRowContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id = $1`, id)
+	c, err := scanClient(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	return c, s.mapErr(err)
+}
+
+// ListClients returns every client, by ID.
+func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
+	rows, err := s.q(ctx).QueryContext(ctx, `SELECT `+clientColumns+` FROM clients ORDER BY id`)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []*store.Client
+	for rows.Next() {
+		c, err := scanClient(rows)
+		if err != nil {
+			return nil, s.mapErr(err)
+		}
+		out = append(out, c)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// DeleteClient removes the client, its grants (cascade) and every token issued to it,
+// and logs the deletion.
+func (s *Store) DeleteClient(ctx context.Context, id string) error {
+	return s.inTx(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `DELETE FROM clients WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return store.ErrNotFound
+		}
+		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE client_id = $1`, id); err != nil {
+			return err
+		}
+		err = appendEvent(ctx, q, store.Event{Kind: store.EventClientDeleted, ClientID: id})
+		return err
+	})
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanClient(row scanner) (*store.Client, error) {
+	var (
+		c       store.Client
+		spec    []byte
+		prevExp sql.NullTime
+	)
+	if err := row.Scan(&c.ID, &c.SecretHash, &c.PreviousSecretHash, &prevExp, &c.OwnerNamespace, &spec,
+		&c.CreatedAt, &c.UpdatedAt); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(spec, &c); err != nil {
+		return nil, err
+	}
+	c.PreviousSecretExpiresAt = prevExp.Time
+	return &c, nil
+}
+
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,6 @@
+// Package postgres is the token server's store on PostgreSQL (github.com/lib/pq):
+// clients, consent grants, fosite's token storage and the event log, with embedded
+// expand/contract migrations. Tokens are kept by signature, never raw; client secrets
+// only as hashes; every query names its columns, so two versions can share a schema
+// during a blue-green upgrade.
+package postgres

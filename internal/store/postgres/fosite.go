@@ -1,0 +1,465 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"time"
+
+	"github.com/go-jose/go-jose/v3"
+	"github.com/lib/pq"
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/handler/pkce"
+	fositestorage "github.com/ory/fosite/storage"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
+)
+
+// The fosite storage interfaces the token server composes. A missing method would
+// otherwise panic when fosite's compose type-asserts the store at start.
+var (
+	_ fosite.ClientManager                  = (*Store)(nil)
+	_ oauth2.CoreStorage                    = (*Store)(nil)
+	_ oauth2.TokenRevocationStorage         = (*Store)(nil)
+	_ pkce.PKCERequestStorage               = (*Store)(nil)
+	_ openid.OpenIDConnectRequestStorage    = (*Store)(nil)
+	_ fositestorage.Transactional           = (*Store)(nil)
+	_ fosite.ClientWithSecretRotation       = (*Client)(nil)
+	_ fosite.OpenIDConnectClient            = (*Client)(nil)
+	_ fosite.ClientWithCustomTokenLifespans = (*Client)(nil)
+)
+
+// Token kinds (tokens.kind).
+const (
+	kindAuthorizeCode = "authorize_code"
+	kindAccessToken   = "access_token"
+	kindRefreshToken  = "refresh_token"
+	kindPKCE          = "pkce"
+	kindOIDC          = "oidc"
+)
+
+// GrantIDCarrier is implemented by sessions that belong to a consent grant; the store
+// records the grant on each token so that revoking the grant finds its tokens.
+type GrantIDCarrier interface{ GetGrantID() string }
+
+// Client adapts a stored client to fosite.
+type Client struct {
+	*store.Client
+	now time.Time
+}
+
+// GetID implements fosite.Client.
+func (c *Client) GetID() string { return c.ID }
+
+// GetHashedSecret implements fosite.Client.
+func (c *Client) GetHashedSecret() []byte { return c.SecretHash }
+
+// GetRotatedHashes implements fosite.ClientWithSecretRotation: the previous secret
+// works until its overlap ends.
+func (c *Client) GetRotatedHashes() [][]byte {
+	if len(c.PreviousSecretHash) > 0 && c.now.Before(c.PreviousSecretExpiresAt) {
+		return [][]byte{c.PreviousSecretHash}
+	}
+	return nil
+}
+
+// GetRedirectURIs implements fosite.Client.
+func (c *Client) GetRedirectURIs() []string { return c.RedirectURIs }
+
+// GetGrantTypes implements fosite.Client.
+func (c *Client) GetGrantTypes() fosite.Arguments { return c.GrantTypes }
+
+// GetResponseTypes implements fosite.Client; unset means code.
+func (c *Client) GetResponseTypes() fosite.Arguments {
+	if len(c.ResponseTypes) == 0 {
+		return fosite.Arguments{"code"}
+	}
+	return c.ResponseTypes
+}
+
+// GetScopes implements fosite.Client.
+func (c *Client) GetScopes() fosite.Arguments { return c.Scopes }
+
+// IsPublic implements fosite.Client.
+func (c *Client) IsPublic() bool { return c.Public() }
+
+// GetAudience implements fosite.Client.
+func (c *Client) GetAudience() fosite.Arguments { return c.Audience }
+
+// GetRequestURIs implements fosite.OpenIDConnectClient.
+func (c *Client) GetRequestURIs() []string { return nil }
+
+// GetJSONWebKeys implements fosite.OpenIDConnectClient.
+func (c *Client) GetJSONWebKeys() *jose.JSONWebKeySet {
+	if len(c.JWKS) == 0 {
+		return nil
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(c.JWKS, &set); err != nil {
+		return nil
+	}
+	return &set
+}
+
+// GetJSONWebKeysURI implements fosite.OpenIDConnectClient.
+func (c *Client) GetJSONWebKeysURI() string { return c.JWKSURI }
+
+// GetRequestObjectSigningAlgorithm implements fosite.OpenIDConnectClient.
+func (c *Client) GetRequestObjectSigningAlgorithm() string { return "" }
+
+// GetTokenEndpointAuthMethod implements fosite.OpenIDConnectClient.
+func (c *Client) GetTokenEndpointAuthMethod() string { return c.TokenEndpointAuthMethod }
+
+// GetTokenEndpointAuthSigningAlgorithm implements fosite.OpenIDConnectClient.
+func (c *Client) GetTokenEndpointAuthSigningAlgorithm() string { return "" }
+
+// GetEffectiveLifespan implements fosite.ClientWithCustomTokenLifespans.
+func (c *Client) GetEffectiveLifespan(_ fosite.GrantType, tt fosite.TokenType, fallback time.Duration) time.Duration {
+	key := map[fosite.TokenType]string{fosite.AccessToken: "accessToken", fosite.RefreshToken: "refreshToken", fosite.IDToken: "idToken"}[tt]
+	if d, err := time.ParseDuration(c.TokenLifespans[key]); err == nil && d > 0 {
+		return d
+	}
+	return fallback
+}
+
+// GetClient implements fosite.ClientManager.
+func (s *Store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	c, err := s.GetClientByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fosite.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Client: c, now: s.now()}, nil
+}
+
+// ClientAssertionJWTValid implements fosite.ClientManager: a JWT ID seen before and not
+// yet expired is a replay.
+func (s *Store) ClientAssertionJWTValid(ctx context.Context, jti string) error {
+	var exp time.Time
+	err := s.q(ctx).QueryRowContext(ctx, `SELECT expires_at FROM client_assertion_jtis WHERE jti = $1`, jti).Scan(&exp)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !exp.After(s.now()) {
+		return nil
+	}
+	if err != nil {
+		return s.mapErr(err)
+	}
+	return fosite.ErrJTIKnown
+}
+
+// SetClientAssertionJWT implements fosite.ClientManager.
+func (s *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error {
+	res, err := s.q(ctx).ExecContext(ctx, `INSERT INTO client_assertion_jtis (jti, expires_at) VALUES ($1, $2)
+ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE client_assertion_jtis.expires_at <= now()`, jti, exp.UTC())
+	if err != nil {
+		return s.mapErr(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fosite.ErrJTIKnown
+	}
+	return nil
+}
+
+// #nosec G101 -- column names, not a credential
+const tokenColumns = `request_id, client_id, active, rotated_at, requested_at, requested_scopes, granted_scopes,
+    requested_audience, granted_audience, form, session`
+
+func (s *Store) createToken(ctx context.Context, kind, signature, accessSignature string, r fosite.Requester) error {
+	sess := r.GetSession()
+	session, err := json.Marshal(sess)
+	if err != nil {
+		return err
+	}
+	form, err := json.Marshal(r.GetRequestForm())
+	if err != nil {
+		return err
+	}
+	var grantID sql.NullString
+	if g, ok := sess.(GrantIDCarrier); ok && g.GetGrantID() != "" {
+		grantID = sql.NullString{String: g.GetGrantID(), Valid: true}
+	}
+	var expires sql.NullTime
+	if tt, ok := tokenType[kind]; ok {
+		expires = nullTime(sess.GetExpiresAt(tt))
+	}
+	if !expires.Valid {
+		// Codes, PKCE and OIDC sessions live as long as the authorization code.
+		expires = nullTime(sess.GetExpiresAt(fosite.AuthorizeCode))
+	}
+	var access sql.NullString
+	if accessSignature != "" {
+		access = sql.NullString{String: accessSignature, Valid: true}
+	}
+	_, err = s.q(ctx).ExecContext(ctx, `
+INSERT INTO tokens (kind, signature, request_id, client_id, subject, grant_id, access_signature, requested_at, expires_at,
+    requested_scopes, granted_scopes, requested_audience, granted_audience, form, session)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		kind, signature, r.GetID(), r.GetClient().GetID(), sess.GetSubject(), grantID, access,
+		r.GetRequestedAt().UTC(), expires,
+		pq.Array(nonNil(r.GetRequestedScopes())), pq.Array(nonNil(r.GetGrantedScopes())),
+		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), form, session)
+	return s.mapErr(err)
+}
+
+var tokenType = map[string]fosite.TokenType{
+	kindAccessToken:   fosite.AccessToken,
+	kindRefreshToken:  fosite.RefreshToken,
+	kindAuthorizeCode: fosite.AuthorizeCode,
+}
+
+// storedToken is a row read back.
+type storedToken struct {
+	req       *fosite.Request
+	active    bool
+	rotatedAt sql.NullTime
+}
+
+func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
+	var (
+		t                               storedToken
+		clientID                        string
+		reqScopes, granted, reqAud, aud []string
+		form, sess                      []byte
+	)
+	t.req = fosite.NewRequest()
+	err := s.q(ctx).QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature).
+		Scan(&t.req.ID, &clientID, &t.active, &t.rotatedAt, &t.req.RequestedAt, pq.Array(&reqScopes), pq.Array(&granted),
+			pq.Array(&reqAud), pq.Array(&aud), &form, &sess)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fosite.ErrNotFound
+	}
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	client, err := s.GetClient(ctx, clientID)
+	if err != nil {
+		return nil, err // a deleted client's tokens are gone with it
+	}
+	t.req.Client = client
+	t.req.RequestedScope, t.req.GrantedScope = reqScopes, granted
+	t.req.RequestedAudience, t.req.GrantedAudience = reqAud, aud
+	t.req.Form = url.Values{}
+	if err := json.Unmarshal(form, &t.req.Form); err != nil {
+		return nil, err
+	}
+	if session != nil {
+		if err := json.Unmarshal(sess, session); err != nil {
+			return nil, err
+		}
+	}
+	t.req.Session = session
+	return &t, nil
+}
+
+func (s *Store) deleteToken(ctx context.Context, kind, signature string) error {
+	_, err := s.q(ctx).ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature)
+	return s.mapErr(err)
+}
+
+// CreateAuthorizeCodeSession implements oauth2.AuthorizeCodeStorage.
+func (s *Store) CreateAuthorizeCodeSession(ctx context.Context, code string, r fosite.Requester) error {
+	return s.createToken(ctx, kindAuthorizeCode, code, "", r)
+}
+
+// GetAuthorizeCodeSession implements oauth2.AuthorizeCodeStorage.
+func (s *Store) GetAuthorizeCodeSession(ctx context.Context, code string, session fosite.Session) (fosite.Requester, error) {
+	t, err := s.getToken(ctx, kindAuthorizeCode, code, session)
+	if err != nil {
+		return nil, err
+	}
+	if !t.active {
+		return t.req, fosite.ErrInvalidatedAuthorizeCode
+	}
+	return t.req, nil
+}
+
+// InvalidateAuthorizeCodeSession implements oauth2.AuthorizeCodeStorage. The row stays
+// (inactive) so that a second use is recognised and revokes what the first issued.
+func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, code string) error {
+	_, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2`, kindAuthorizeCode, code)
+	return s.mapErr(err)
+}
+
+// CreateAccessTokenSession implements oauth2.AccessTokenStorage.
+func (s *Store) CreateAccessTokenSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return s.createToken(ctx, kindAccessToken, signature, "", r)
+}
+
+// GetAccessTokenSession implements oauth2.AccessTokenStorage.
+func (s *Store) GetAccessTokenSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	t, err := s.getToken(ctx, kindAccessToken, signature, session)
+	if err != nil {
+		return nil, err
+	}
+	if !t.active {
+		return t.req, fosite.ErrInactiveToken
+	}
+	return t.req, nil
+}
+
+// DeleteAccessTokenSession implements oauth2.AccessTokenStorage.
+func (s *Store) DeleteAccessTokenSession(ctx context.Context, signature string) error {
+	return s.deleteToken(ctx, kindAccessToken, signature)
+}
+
+// CreateRefreshTokenSession implements oauth2.RefreshTokenStorage.
+func (s *Store) CreateRefreshTokenSession(ctx context.Context, signature, accessSignature string, r fosite.Requester) error {
+	return s.createToken(ctx, kindRefreshToken, signature, accessSignature, r)
+}
+
+// GetRefreshTokenSession implements oauth2.RefreshTokenStorage. A rotated refresh
+// token still works during the grace period (a client whose response was lost may
+// retry with it); after that it is inactive, and fosite revokes the whole chain.
+func (s *Store) GetRefreshTokenSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	t, err := s.getToken(ctx, kindRefreshToken, signature, session)
+	if err != nil {
+		return nil, err
+	}
+	if t.active {
+		return t.req, nil
+	}
+	if t.rotatedAt.Valid && s.now().Before(t.rotatedAt.Time.Add(s.opts.RefreshGracePeriod)) {
+		if h := s.opts.Hooks.RefreshGraceUse; h != nil {
+			h()
+		}
+		return t.req, nil
+	}
+	if h := s.opts.Hooks.ChainRevoked; h != nil {
+		h()
+	}
+	return t.req, fosite.ErrInactiveToken
+}
+
+// DeleteRefreshTokenSession implements oauth2.RefreshTokenStorage.
+func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string) error {
+	return s.deleteToken(ctx, kindRefreshToken, signature)
+}
+
+// RotateRefreshToken implements oauth2.RefreshTokenStorage: the used refresh token
+// becomes inactive (remembering when, for the grace period) and the access token issued
+// with it is revoked. A token already rotated keeps its first rotation time, so the
+// grace period is never extended by using it again.
+func (s *Store) RotateRefreshToken(ctx context.Context, _ string, signature string) error {
+	return s.inTx(ctx, func(q querier) error {
+		var access sql.NullString
+		err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
+WHERE kind = $1 AND signature = $2 AND rotated_at IS NULL RETURNING access_signature`,
+			kindRefreshToken, signature, s.now()).Scan(&access)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // rotated before: a grace-period reuse
+		}
+		if err != nil || !access.Valid {
+			return err
+		}
+		_, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String)
+		return err
+	})
+}
+
+// RevokeRefreshToken implements oauth2.TokenRevocationStorage: every refresh token of
+// the authorization goes.
+func (s *Store) RevokeRefreshToken(ctx context.Context, requestID string) error {
+	return s.revokeRequest(ctx, kindRefreshToken, requestID)
+}
+
+// RevokeAccessToken implements oauth2.TokenRevocationStorage.
+func (s *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
+	return s.revokeRequest(ctx, kindAccessToken, requestID)
+}
+
+func (s *Store) revokeRequest(ctx context.Context, kind, requestID string) error {
+	return s.inTx(ctx, func(q querier) error {
+		var clientID, subject string
+		err := q.QueryRowContext(ctx, `WITH gone AS (DELETE FROM tokens WHERE kind = $1 AND request_id = $2 RETURNING client_id, subject)
+SELECT client_id, subject FROM gone LIMIT 1`, kind, requestID).Scan(&clientID, &subject)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = appendEvent(ctx, q, store.Event{Kind: store.EventTokenRevoked, ClientID: clientID, Subject: subject, RequestID: requestID})
+		return err
+	})
+}
+
+// CreatePKCERequestSession implements pkce.PKCERequestStorage.
+func (s *Store) CreatePKCERequestSession(ctx context.Context, signature string, r fosite.Requester) error {
+	return s.createToken(ctx, kindPKCE, signature, "", r)
+}
+
+// GetPKCERequestSession implements pkce.PKCERequestStorage.
+func (s *Store) GetPKCERequestSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error) {
+	t, err := s.getToken(ctx, kindPKCE, signature, session)
+	if err != nil {
+		return nil, err
+	}
+	return t.req, nil
+}
+
+// DeletePKCERequestSession implements pkce.PKCERequestStorage.
+func (s *Store) DeletePKCERequestSession(ctx context.Context, signature string) error {
+	return s.deleteToken(ctx, kindPKCE, signature)
+}
+
+// CreateOpenIDConnectSession implements openid.OpenIDConnectRequestStorage.
+func (s *Store) CreateOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) error {
+	return s.createToken(ctx, kindOIDC, code, "", r)
+}
+
+// GetOpenIDConnectSession implements openid.OpenIDConnectRequestStorage.
+func (s *Store) GetOpenIDConnectSession(ctx context.Context, code string, r fosite.Requester) (fosite.Requester, error) {
+	t, err := s.getToken(ctx, kindOIDC, code, r.GetSession())
+	if errors.Is(err, fosite.ErrNotFound) {
+		return nil, openid.ErrNoSessionFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t.req, nil
+}
+
+// DeleteOpenIDConnectSession implements openid.OpenIDConnectRequestStorage.
+func (s *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) error {
+	return s.deleteToken(ctx, kindOIDC, code)
+}
+
+// BeginTX implements fosite's storage.Transactional: fosite wraps refresh-token
+// rotation and the tokens it issues in one transaction.
+func (s *Store) BeginTX(ctx context.Context) (context.Context, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return ctx, s.mapErr(err)
+	}
+	return context.WithValue(ctx, txKey{}, tx), nil
+}
+
+// Commit implements storage.Transactional.
+func (s *Store) Commit(ctx context.Context) error {
+	tx, ok := ctx.Value(txKey{}).(*sql.Tx)
+	if !ok {
+		return errors.New("commit without a transaction")
+	}
+	return s.mapErr(tx.Commit())
+}
+
+// Rollback implements storage.Transactional.
+func (s *Store) Rollback(ctx context.Context) error {
+	tx, ok := ctx.Value(txKey{}).(*sql.Tx)
+	if !ok {
+		return errors.New("rollback without a transaction")
+	}
+	return s.mapErr(tx.Rollback())
+}
+
+func nonNil(a fosite.Arguments) []string {
+	if a == nil {
+		return []string{}
+	}
+	return a
+}

@@ -1,0 +1,312 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Migrations are embedded SQL files named NNNN_name.sql whose first line declares
+// their kind:
+//
+//	-- kubeoauth:migration kind=expand|contract [transaction=false]
+//
+// expand migrations only add (tables, nullable columns, indexes): the previous token
+// server keeps working on the result, because every query names its columns. contract
+// migrations remove what only an older version used; they run after that version is
+// gone. transaction=false is for CREATE INDEX CONCURRENTLY, which PostgreSQL refuses
+// inside a transaction; such a file runs statement by statement (split at a semicolon
+// that ends a line) and must be safe to re-run.
+//
+// golang-migrate and goose do the running part, but neither knows expand/contract or
+// can tell a binary whether a schema written by a newer binary is still usable, which
+// is what blue-green upgrades turn on; the runner is small enough to own.
+//
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Kinds of migration.
+const (
+	Expand   = "expand"
+	Contract = "contract"
+)
+
+// Migration is one embedded migration.
+type Migration struct {
+	Version     int    `json:"version"`
+	Name        string `json:"name"`
+	Kind        string `json:"kind"`
+	Transaction bool   `json:"transaction"`
+	SQL         string `json:"-"`
+}
+
+// AppliedMigration is a row of schema_migrations.
+type AppliedMigration struct {
+	Version   int       `json:"version"`
+	Name      string    `json:"name"`
+	Kind      string    `json:"kind"`
+	AppliedAt time.Time `json:"appliedAt"`
+}
+
+var (
+	fileName   = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
+	headerLine = regexp.MustCompile(`^-- kubeoauth:migration kind=(expand|contract)( transaction=false)?\s*$`)
+)
+
+// Migrations returns the embedded migrations in order. It panics on a malformed file:
+// that is a build defect, caught by the tests.
+func Migrations() []Migration {
+	ms, err := parseMigrations(migrationFS, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	return ms
+}
+
+func parseMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	for _, e := range entries {
+		m := fileName.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", e.Name())
+		}
+		data, err := fs.ReadFile(fsys, dir+"/"+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		text := string(data)
+		first, _, _ := strings.Cut(text, "\n")
+		h := headerLine.FindStringSubmatch(first)
+		if h == nil {
+			return nil, fmt.Errorf("migration %s: first line must be '-- kubeoauth:migration kind=expand|contract [transaction=false]'", e.Name())
+		}
+		v, _ := strconv.Atoi(m[1])
+		out = append(out, Migration{Version: v, Name: m[2], Kind: h[1], Transaction: h[2] == "", SQL: text})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	for i, m := range out {
+		if m.Version != i+1 {
+			return nil, fmt.Errorf("migration %04d_%s: versions must run 1, 2, 3... without gaps", m.Version, m.Name)
+		}
+	}
+	return out, nil
+}
+
+// Plan is what `tokenserver migrate plan` prints: the schema range this binary can
+// serve on, for the operator's upgrade planning.
+type Plan struct {
+	// Latest is the newest schema version this binary knows.
+	Latest int `json:"latest"`
+	// MinSchema is the oldest schema this binary can serve on: every expand migration
+	// it knows must be applied; its own contract migrations need not be.
+	MinSchema int `json:"minSchema"`
+	// ReadsWrites says that the binary serves any schema from MinSchema on whose
+	// migrations beyond Latest (written by a newer binary) are all expand.
+	ReadsWrites string      `json:"readsWrites"`
+	Migrations  []Migration `json:"migrations"`
+}
+
+// NewPlan describes migrations (Migrations() in production).
+func NewPlan(ms []Migration) Plan {
+	p := Plan{Migrations: ms, ReadsWrites: "schema versions >= minSchema; newer versions only if every migration after latest is expand"}
+	for _, m := range ms {
+		p.Latest = m.Version
+		if m.Kind == Expand {
+			p.MinSchema = m.Version
+		}
+	}
+	return p
+}
+
+// SchemaError says why a binary cannot serve on a database's schema.
+type SchemaError struct{ Reason string }
+
+func (e *SchemaError) Error() string { return e.Reason }
+
+// CheckSchema tells whether a binary with migrations ms can serve on a database that
+// has applied these migrations; nil means it can.
+func CheckSchema(ms []Migration, applied []AppliedMigration) error {
+	plan := NewPlan(ms)
+	have := map[int]AppliedMigration{}
+	for _, a := range applied {
+		have[a.Version] = a
+	}
+	for _, m := range ms {
+		if m.Kind == Expand && m.Version <= plan.MinSchema {
+			if _, ok := have[m.Version]; !ok {
+				return &SchemaError{Reason: fmt.Sprintf(
+					"database schema lacks migration %04d_%s that this token server needs: run `tokenserver migrate up`", m.Version, m.Name)}
+			}
+		}
+	}
+	for _, a := range applied {
+		if a.Version > plan.Latest && a.Kind != Expand {
+			return &SchemaError{Reason: fmt.Sprintf(
+				"database schema has %s migration %04d_%s, written by a newer token server, which this one (schema %d) "+
+					"cannot serve on: run that version or a newer one",
+				a.Kind, a.Version, a.Name, plan.Latest)}
+		}
+	}
+	return nil
+}
+
+const schemaTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    kind       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
+// migrateLockID is the advisory lock held while migrating, so that two migration Jobs
+// (or a Job and a developer) never run the same migration twice.
+const migrateLockID = 0x6b756265_6f617574 // "kubeoaut"
+
+// Applied lists the migrations recorded in the database.
+func Applied(ctx context.Context, db interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}) ([]AppliedMigration, error) {
+	if _, err := db.ExecContext(ctx, schemaTable); err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT version, name, kind, applied_at FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []AppliedMigration
+	for rows.Next() {
+		var a AppliedMigration
+		if err := rows.Scan(&a.Version, &a.Name, &a.Kind, &a.AppliedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// MigrateOptions limits what Migrate applies.
+type MigrateOptions struct {
+	// To stops after this version; 0 means the latest.
+	To int
+	// ExpandOnly stops before the first contract migration (blue-green: contract runs
+	// after the old version is gone).
+	ExpandOnly bool
+	// Log receives one line per migration applied; may be nil.
+	Log func(format string, args ...any)
+}
+
+// Migrate applies the pending migrations of ms in order and returns those it applied.
+func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOptions) ([]Migration, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	// Poll rather than block in pg_advisory_lock: a session blocked in a statement
+	// holds a snapshot, and CREATE INDEX CONCURRENTLY in the lock holder waits for
+	// every snapshot to go, so blocking waiters would deadlock it.
+	for {
+		var locked bool
+		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, int64(migrateLockID)).Scan(&locked); err != nil {
+			return nil, err
+		}
+		if locked {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	defer func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrateLockID))
+	}()
+	applied, err := Applied(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	done := map[int]bool{}
+	for _, a := range applied {
+		done[a.Version] = true
+	}
+	var ran []Migration
+	for _, m := range ms {
+		if done[m.Version] {
+			continue
+		}
+		if opts.To > 0 && m.Version > opts.To || opts.ExpandOnly && m.Kind == Contract {
+			break
+		}
+		start := time.Now()
+		if err := apply(ctx, conn, m); err != nil {
+			return ran, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		if opts.Log != nil {
+			opts.Log("applied %04d_%s (%s) in %s", m.Version, m.Name, m.Kind, time.Since(start).Round(time.Millisecond))
+		}
+		ran = append(ran, m)
+	}
+	return ran, nil
+}
+
+const recordMigration = `INSERT INTO schema_migrations (version, name, kind) VALUES ($1, $2, $3)`
+
+func apply(ctx context.Context, conn *sql.Conn, m Migration) error {
+	if !m.Transaction {
+		for _, stmt := range statements(m.SQL) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%w\n  in: %s", err, stmt)
+			}
+		}
+		_, err := conn.ExecContext(ctx, recordMigration, m.Version, m.Name, m.Kind)
+		return err
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, recordMigration, m.Version, m.Name, m.Kind); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// statements splits a non-transactional migration at semicolons that end a line,
+// dropping comment-only chunks.
+func statements(text string) []string {
+	var out []string
+	for _, chunk := range strings.Split(text, ";\n") {
+		var code []string
+		for _, line := range strings.Split(chunk, "\n") {
+			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "--") {
+				code = append(code, line)
+			}
+		}
+		if len(code) > 0 {
+			out = append(out, strings.TrimSuffix(strings.TrimSpace(strings.Join(code, "\n")), ";"))
+		}
+	}
+	return out
+}
+
+// ErrSchema is returned by Open when the schema cannot be served on.
+var ErrSchema = errors.New("unusable database schema")

@@ -1,0 +1,239 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+)
+
+// Every migration applies on an empty database, and the store opens on the result.
+func TestMigrateEmptyDatabase(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewDatabase(t)
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	ms := postgres.Migrations()
+	ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ran) != len(ms) {
+		t.Fatalf("applied %d of %d migrations", len(ran), len(ms))
+	}
+	applied, err := postgres.Applied(ctx, db)
+	if err != nil || len(applied) != len(ms) {
+		t.Fatalf("Applied = %v, %v", applied, err)
+	}
+	// Nothing left to do the second time.
+	if ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{}); err != nil || len(ran) != 0 {
+		t.Fatalf("second Migrate ran %v, %v; want nothing", ran, err)
+	}
+	// The indexes built concurrently are valid (a failed concurrent build leaves an
+	// invalid one behind).
+	var invalid int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_index WHERE NOT indisvalid`).Scan(&invalid); err != nil || invalid != 0 {
+		t.Errorf("invalid indexes: %d (%v)", invalid, err)
+	}
+	s, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatalf("Open on a fully migrated database: %v", err)
+	}
+	_ = s.Close()
+}
+
+// From every earlier version, migrating to the latest works and yields the same schema
+// as migrating an empty database.
+func TestMigrateFromEveryVersion(t *testing.T) {
+	ctx := context.Background()
+	ms := postgres.Migrations()
+	want := schemaOf(t, migrated(t))
+	for from := 1; from < len(ms); from++ {
+		t.Run(ms[from-1].Name, func(t *testing.T) {
+			dsn := pg.NewDatabase(t)
+			db, err := postgres.OpenDB(dsn, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = db.Close() }()
+			if _, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{To: from}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{}); err != nil {
+				t.Fatalf("from version %d: %v", from, err)
+			}
+			if got := schemaOf(t, dsn); got != want {
+				t.Errorf("schema migrated from %d differs from a fresh one:\n%s\nwant:\n%s", from, got, want)
+			}
+		})
+	}
+}
+
+// Two migration Jobs at once apply each migration once.
+func TestMigrateConcurrently(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewDatabase(t)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int
+	)
+	for range 3 {
+		wg.Go(func() {
+			db, err := postgres.OpenDB(dsn, 2)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer func() { _ = db.Close() }()
+			ran, err := postgres.Migrate(ctx, db, postgres.Migrations(), postgres.MigrateOptions{})
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += len(ran)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if total != len(postgres.Migrations()) {
+		t.Errorf("three concurrent migrators applied %d migrations in all, want %d", total, len(postgres.Migrations()))
+	}
+}
+
+func TestOpenRefusesUnusableSchema(t *testing.T) {
+	ctx := context.Background()
+	// An empty database: the server says to migrate.
+	_, err := postgres.Open(ctx, pg.NewDatabase(t), postgres.Options{})
+	if !errors.Is(err, postgres.ErrSchema) || !strings.Contains(err.Error(), "tokenserver migrate up") {
+		t.Errorf("Open on an empty database: %v; want ErrSchema telling to run migrate up", err)
+	}
+	// A contract migration from a newer binary: the server says it cannot serve.
+	dsn := migrated(t)
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if _, err := db.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, kind) VALUES (999, 'drop_old_columns', 'contract')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = postgres.Open(ctx, dsn, postgres.Options{})
+	if !errors.Is(err, postgres.ErrSchema) || !strings.Contains(err.Error(), "0999_drop_old_columns") || !strings.Contains(err.Error(), "newer token server") {
+		t.Errorf("Open after a newer contract migration: %v", err)
+	}
+	// A newer expand migration is fine: every query names its columns.
+	if _, err := db.ExecContext(ctx, `UPDATE schema_migrations SET kind = 'expand' WHERE version = 999`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Errorf("Open after a newer expand migration: %v", err)
+	} else {
+		_ = s.Close()
+	}
+}
+
+func TestCheckSchemaAndPlan(t *testing.T) {
+	ms := []postgres.Migration{
+		{Version: 1, Name: "init", Kind: postgres.Expand},
+		{Version: 2, Name: "add_col", Kind: postgres.Expand},
+		{Version: 3, Name: "drop_old", Kind: postgres.Contract},
+	}
+	plan := postgres.NewPlan(ms)
+	if plan.Latest != 3 || plan.MinSchema != 2 {
+		t.Errorf("plan = latest %d, min %d; want 3, 2", plan.Latest, plan.MinSchema)
+	}
+	applied := func(kinds ...string) []postgres.AppliedMigration {
+		out := make([]postgres.AppliedMigration, 0, len(kinds))
+		for i, k := range kinds {
+			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: "m", Kind: k})
+		}
+		return out
+	}
+	tests := map[string]struct {
+		applied []postgres.AppliedMigration
+		wantErr string
+	}{
+		"empty":                    {nil, "lacks migration 0001_init"},
+		"one expand missing":       {applied("expand"), "lacks migration 0002_add_col"},
+		"expanded, not contracted": {applied("expand", "expand"), ""},
+		"all":                      {applied("expand", "expand", "contract"), ""},
+		"newer expand":             {applied("expand", "expand", "contract", "expand"), ""},
+		"newer contract":           {applied("expand", "expand", "contract", "contract"), "contract migration 0004_m"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := postgres.CheckSchema(ms, tt.applied)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("CheckSchema = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// The embedded migrations follow the rules: a header, numbered without gaps, and
+// CREATE INDEX only CONCURRENTLY, only outside a transaction.
+func TestMigrationFilesFollowTheRules(t *testing.T) {
+	createIndex := regexp.MustCompile(`(?i)CREATE\s+(UNIQUE\s+)?INDEX\s+(CONCURRENTLY)?`)
+	for _, m := range postgres.Migrations() {
+		for _, match := range createIndex.FindAllStringSubmatch(m.SQL, -1) {
+			if match[2] == "" {
+				t.Errorf("%04d_%s: CREATE INDEX without CONCURRENTLY locks writes on a live table", m.Version, m.Name)
+			}
+			if m.Transaction {
+				t.Errorf("%04d_%s: CREATE INDEX CONCURRENTLY needs transaction=false", m.Version, m.Name)
+			}
+		}
+		if strings.Contains(strings.ToUpper(m.SQL), "SELECT *") {
+			t.Errorf("%04d_%s: name the columns instead of SELECT *", m.Version, m.Name)
+		}
+	}
+	bad := fstest.MapFS{"m/0001_x.sql": {Data: []byte("CREATE TABLE x ();\n")}}
+	if _, err := postgres.ParseMigrations(fs.FS(bad), "m"); err == nil || !strings.Contains(err.Error(), "first line") {
+		t.Errorf("a migration without a header: %v", err)
+	}
+	gap := fstest.MapFS{
+		"m/0001_a.sql": {Data: []byte("-- kubeoauth:migration kind=expand\n")},
+		"m/0003_c.sql": {Data: []byte("-- kubeoauth:migration kind=expand\n")},
+	}
+	if _, err := postgres.ParseMigrations(fs.FS(gap), "m"); err == nil || !strings.Contains(err.Error(), "without gaps") {
+		t.Errorf("numbering with a gap: %v", err)
+	}
+}
+
+// schemaOf describes the tables, columns and indexes of a database.
+func schemaOf(t *testing.T, dsn string) string {
+	t.Helper()
+	db, err := postgres.OpenDB(dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	rows, err := db.QueryContext(context.Background(), `
+SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
+ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rows.Close() }()
+	var b strings.Builder
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,606 @@
+// Package storetest is the conformance suite a token-server store must pass: clients,
+// fosite's token storage with refresh rotation and its grace period, consent grants,
+// the event log and the janitor, including concurrent use. Run it from the
+// implementation's tests against a real database.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/handler/pkce"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
+)
+
+// Store is what a token server needs from its storage.
+type Store interface {
+	store.Store
+	fosite.ClientManager
+	oauth2.CoreStorage
+	oauth2.TokenRevocationStorage
+	pkce.PKCERequestStorage
+	openid.OpenIDConnectRequestStorage
+}
+
+// Config is what a suite asks of a new store.
+type Config struct {
+	RefreshGracePeriod time.Duration
+	Now                func() time.Time
+}
+
+// Factory returns a new, empty store; the implementation cleans it up with t.Cleanup.
+type Factory func(t *testing.T, cfg Config) Store
+
+// Run runs every conformance test.
+func Run(t *testing.T, newStore Factory) {
+	t.Run("Clients", func(t *testing.T) { testClients(t, newStore) })
+	t.Run("AccessTokens", func(t *testing.T) { testAccessTokens(t, newStore) })
+	t.Run("AuthorizeCodes", func(t *testing.T) { testAuthorizeCodes(t, newStore) })
+	t.Run("RefreshRotationAndGrace", func(t *testing.T) { testRefreshRotation(t, newStore) })
+	t.Run("Revocation", func(t *testing.T) { testRevocation(t, newStore) })
+	t.Run("Grants", func(t *testing.T) { testGrants(t, newStore) })
+	t.Run("Janitor", func(t *testing.T) { testJanitor(t, newStore) })
+	t.Run("ClientAssertionReplay", func(t *testing.T) { testJTI(t, newStore) })
+	t.Run("ConcurrentEventsInCommitOrder", func(t *testing.T) { testConcurrentEvents(t, newStore) })
+	t.Run("ConcurrentIdempotentPut", func(t *testing.T) { testConcurrentPut(t, newStore) })
+	t.Run("ConcurrentRotation", func(t *testing.T) { testConcurrentRotation(t, newStore) })
+}
+
+// Clock is a settable clock for the grace period and expiry tests.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock starts at a fixed instant.
+func NewClock() *Clock { return &Clock{now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+// Step moves the clock on.
+func (c *Clock) Step(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// Session is a fosite session that belongs to a consent grant.
+type Session struct {
+	openid.DefaultSession
+	GrantID string `json:"grantID,omitempty"`
+}
+
+// GetGrantID tells the store which grant the token belongs to.
+func (s *Session) GetGrantID() string { return s.GrantID }
+
+// Clone implements fosite.Session.
+func (s *Session) Clone() fosite.Session {
+	c := *s
+	c.DefaultSession = *s.DefaultSession.Clone().(*openid.DefaultSession)
+	return &c
+}
+
+func testClient(id string) *store.Client {
+	return &store.Client{
+		ID: id, SecretHash: store.HashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
+		Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
+		RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
+		TokenEndpointAuthMethod: "client_secret_basic",
+	}
+}
+
+func request(t *testing.T, s Store, requestID, subject, grantID string, now time.Time) *fosite.Request {
+	t.Helper()
+	c, err := s.GetClient(context.Background(), "grafana")
+	if err != nil {
+		t.Fatalf("GetClient(grafana): %v", err)
+	}
+	sess := &Session{GrantID: grantID}
+	sess.Subject = subject
+	sess.SetExpiresAt(fosite.AccessToken, now.Add(time.Hour))
+	sess.SetExpiresAt(fosite.RefreshToken, now.Add(720*time.Hour))
+	sess.SetExpiresAt(fosite.AuthorizeCode, now.Add(10*time.Minute))
+	r := &fosite.Request{ID: requestID, RequestedAt: now, Client: c, Session: sess,
+		RequestedScope: fosite.Arguments{"openid", "profile"}, GrantedScope: fosite.Arguments{"openid"},
+		Form: map[string][]string{"scope": {"openid profile"}}}
+	return r
+}
+
+func mustPutClient(t *testing.T, s Store, c *store.Client) {
+	t.Helper()
+	if _, err := s.PutClient(context.Background(), c); err != nil {
+		t.Fatalf("PutClient: %v", err)
+	}
+}
+
+func testClients(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	c := testClient("grafana")
+	changed, err := s.PutClient(ctx, c)
+	if err != nil || !changed {
+		t.Fatalf("first PutClient = %v, %v; want changed", changed, err)
+	}
+	if changed, err := s.PutClient(ctx, testClient("grafana")); err != nil || changed {
+		t.Fatalf("same PutClient again = %v, %v; want unchanged (idempotent PUT)", changed, err)
+	}
+	got, err := s.GetClientByID(ctx, "grafana")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "Grafana" || got.OwnerNamespace != "observability" || !slices.Equal(got.RedirectURIs, c.RedirectURIs) ||
+		string(got.SecretHash) != string(c.SecretHash) {
+		t.Errorf("GetClientByID = %+v, want what was put", got)
+	}
+	c2 := testClient("grafana")
+	c2.Scopes = append(c2.Scopes, "email")
+	if changed, err := s.PutClient(ctx, c2); err != nil || !changed {
+		t.Fatalf("PutClient with a new scope = %v, %v; want changed", changed, err)
+	}
+	if _, err := s.GetClientByID(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetClientByID(unknown) err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetClient(ctx, "nobody"); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("fosite GetClient(unknown) err = %v, want fosite.ErrNotFound", err)
+	}
+	mustPutClient(t, s, testClient("argo"))
+	list, err := s.ListClients(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != "argo" || list[1].ID != "grafana" {
+		t.Fatalf("ListClients = %v, %v; want argo, grafana", list, err)
+	}
+
+	// Deleting a client takes its tokens and grants with it, and is logged.
+	now := time.Now()
+	if err := s.CreateAccessTokenSession(ctx, "at-sig", request(t, s, "req-1", "alice", "", now)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceBrowser}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClient(ctx, "grafana"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClient(ctx, "grafana"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteClient err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-sig", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("token of a deleted client: err = %v, want ErrNotFound", err)
+	}
+	if gs, _ := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"}); len(gs) != 0 {
+		t.Errorf("grants of a deleted client remain: %v", gs)
+	}
+	evs, err := s.Events(ctx, 0, 10)
+	if err != nil || len(evs) == 0 || evs[len(evs)-1].Kind != store.EventClientDeleted || evs[len(evs)-1].ClientID != "grafana" {
+		t.Errorf("events after DeleteClient = %+v, %v; want client_deleted last", evs, err)
+	}
+}
+
+func testAccessTokens(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	now := time.Now().UTC().Truncate(time.Second)
+	req := request(t, s, "req-1", "alice", "grant-1", now)
+	if err := s.CreateAccessTokenSession(ctx, "sig-1", req); err != nil {
+		t.Fatal(err)
+	}
+	sess := &Session{}
+	got, err := s.GetAccessTokenSession(ctx, "sig-1", sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetID() != "req-1" || got.GetClient().GetID() != "grafana" || !got.GetRequestedAt().Equal(now) ||
+		!slices.Equal(got.GetGrantedScopes(), fosite.Arguments{"openid"}) ||
+		!slices.Equal(got.GetRequestedScopes(), fosite.Arguments{"openid", "profile"}) ||
+		got.GetRequestForm().Get("scope") != "openid profile" {
+		t.Errorf("GetAccessTokenSession = %+v, want the request stored", got)
+	}
+	if sess.Subject != "alice" || sess.GrantID != "grant-1" || !sess.GetExpiresAt(fosite.AccessToken).Equal(now.Add(time.Hour)) {
+		t.Errorf("session = %+v, want subject alice, grant grant-1, expiry in an hour", sess)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "nope", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("unknown signature: err = %v, want fosite.ErrNotFound", err)
+	}
+	if err := s.DeleteAccessTokenSession(ctx, "sig-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "sig-1", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("deleted token: err = %v, want fosite.ErrNotFound", err)
+	}
+	// PKCE and OpenID Connect sessions round-trip the same way.
+	if err := s.CreatePKCERequestSession(ctx, "code-sig", req); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.GetPKCERequestSession(ctx, "code-sig", &Session{}); err != nil || r.GetID() != "req-1" {
+		t.Errorf("GetPKCERequestSession = %v, %v", r, err)
+	}
+	if err := s.CreateOpenIDConnectSession(ctx, "code-sig", req); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.GetOpenIDConnectSession(ctx, "code-sig", &fosite.Request{Session: &Session{}}); err != nil || r.GetID() != "req-1" {
+		t.Errorf("GetOpenIDConnectSession = %v, %v", r, err)
+	}
+	if err := s.DeleteOpenIDConnectSession(ctx, "code-sig"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOpenIDConnectSession(ctx, "code-sig", &fosite.Request{Session: &Session{}}); !errors.Is(err, openid.ErrNoSessionFound) {
+		t.Errorf("deleted OIDC session: err = %v, want ErrNoSessionFound", err)
+	}
+}
+
+func testAuthorizeCodes(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	req := request(t, s, "req-1", "alice", "", time.Now())
+	if err := s.CreateAuthorizeCodeSession(ctx, "code", req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAuthorizeCodeSession(ctx, "code", &Session{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InvalidateAuthorizeCodeSession(ctx, "code"); err != nil {
+		t.Fatal(err)
+	}
+	// fosite needs the request back with the error, to revoke what the code issued.
+	r, err := s.GetAuthorizeCodeSession(ctx, "code", &Session{})
+	if !errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) || r == nil || r.GetID() != "req-1" {
+		t.Errorf("used code: %v, %v; want ErrInvalidatedAuthorizeCode with the request", r, err)
+	}
+}
+
+func testRefreshRotation(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	clock := NewClock()
+	s := newStore(t, Config{RefreshGracePeriod: 30 * time.Second, Now: clock.Now})
+	mustPutClient(t, s, testClient("grafana"))
+	req := request(t, s, "req-1", "alice", "", clock.Now())
+	if err := s.CreateAccessTokenSession(ctx, "at-1", req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRefreshTokenSession(ctx, "rt-1", "at-1", req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RotateRefreshToken(ctx, "req-1", "rt-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-1", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("access token issued with a rotated refresh token: err = %v, want it revoked", err)
+	}
+	clock.Step(29 * time.Second)
+	if r, err := s.GetRefreshTokenSession(ctx, "rt-1", &Session{}); err != nil || r.GetID() != "req-1" {
+		t.Errorf("rotated refresh token within the grace period: %v, %v; want it to work, same chain", r, err)
+	}
+	// Using it again within the grace period does not extend the period.
+	if err := s.RotateRefreshToken(ctx, "req-1", "rt-1"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(2 * time.Second)
+	r, err := s.GetRefreshTokenSession(ctx, "rt-1", &Session{})
+	if !errors.Is(err, fosite.ErrInactiveToken) || r == nil || r.GetID() != "req-1" {
+		t.Errorf("rotated refresh token after the grace period: %v, %v; want ErrInactiveToken with the request", r, err)
+	}
+
+	// With no grace period, a rotated token is inactive at once.
+	s0 := newStore(t, Config{Now: clock.Now})
+	mustPutClient(t, s0, testClient("grafana"))
+	req0 := request(t, s0, "req-2", "alice", "", clock.Now())
+	if err := s0.CreateRefreshTokenSession(ctx, "rt-2", "", req0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.RotateRefreshToken(ctx, "req-2", "rt-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s0.GetRefreshTokenSession(ctx, "rt-2", &Session{}); !errors.Is(err, fosite.ErrInactiveToken) {
+		t.Errorf("grace 0: err = %v, want ErrInactiveToken", err)
+	}
+}
+
+func testRevocation(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	now := time.Now()
+	for i, sig := range []string{"rt-a", "rt-b"} {
+		r := request(t, s, "req-1", "alice", "", now)
+		if err := s.CreateRefreshTokenSession(ctx, sig, "", r); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccessTokenSession(ctx, fmt.Sprintf("at-%d", i), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := request(t, s, "req-other", "bob", "", now)
+	if err := s.CreateAccessTokenSession(ctx, "at-other", other); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.LastEventSeq(ctx)
+	if err := s.RevokeRefreshToken(ctx, "req-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeAccessToken(ctx, "req-1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sig := range []string{"rt-a", "rt-b"} {
+		if _, err := s.GetRefreshTokenSession(ctx, sig, &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+			t.Errorf("refresh token %s after revoking its request: err = %v, want ErrNotFound", sig, err)
+		}
+	}
+	for _, sig := range []string{"at-0", "at-1"} {
+		if _, err := s.GetAccessTokenSession(ctx, sig, &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+			t.Errorf("access token %s after revoking its request: err = %v, want ErrNotFound", sig, err)
+		}
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-other", &Session{}); err != nil {
+		t.Errorf("another request's token was revoked too: %v", err)
+	}
+	evs, err := s.Events(ctx, before, 10)
+	if err != nil || len(evs) != 2 || evs[0].Kind != store.EventTokenRevoked || evs[0].RequestID != "req-1" || evs[0].Subject != "alice" {
+		t.Errorf("events = %+v, %v; want two token_revoked for req-1", evs, err)
+	}
+	// Revoking what is already gone is not an error and logs nothing (RFC 7009).
+	if err := s.RevokeAccessToken(ctx, "req-1"); err != nil {
+		t.Errorf("revoking again: %v", err)
+	}
+	if last, _ := s.LastEventSeq(ctx); last != evs[len(evs)-1].Seq {
+		t.Errorf("revoking nothing logged an event")
+	}
+}
+
+func testGrants(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	g, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"}, Source: store.SourceBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.ID == "" || g.GrantedAt.IsZero() {
+		t.Errorf("PutGrant = %+v, want an ID and a grant time", g)
+	}
+	// A later browser consent for more scopes widens the grant; the ID stays.
+	g2, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"profile"}, Source: store.SourceBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.ID != g.ID || !slices.Equal(g2.Scopes, []string{"openid", "profile"}) {
+		t.Errorf("widened grant = %+v, want id %s and scopes openid profile", g2, g.ID)
+	}
+	// A declared grant replaces the scopes: git is the truth.
+	g3, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"email"}, Source: store.SourceDeclared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(g3.Scopes, []string{"email"}) || g3.Source != store.SourceDeclared {
+		t.Errorf("declared grant = %+v, want exactly email", g3)
+	}
+	last, _ := s.LastEventSeq(ctx)
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"email"}, Source: store.SourceDeclared}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.LastEventSeq(ctx); again != last {
+		t.Errorf("the same declared grant twice logged a second event")
+	}
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "nobody", Subject: "alice", Scopes: []string{"openid"}, Source: store.SourceDeclared}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("grant for an unknown client: err = %v, want ErrNotFound", err)
+	}
+
+	at := time.Now().UTC().Truncate(time.Second)
+	if err := s.TouchGrant(ctx, g.ID, at); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetGrant(ctx, "grafana", "alice")
+	if err != nil || !got.LastUsedAt.Equal(at) {
+		t.Errorf("GetGrant after TouchGrant = %+v, %v; want last used %v", got, err, at)
+	}
+
+	// Revoking the grant revokes the tokens issued under it, and only those.
+	r := request(t, s, "req-1", "alice", g.ID, time.Now())
+	if err := s.CreateAccessTokenSession(ctx, "at-granted", r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRefreshTokenSession(ctx, "rt-granted", "at-granted", r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAccessTokenSession(ctx, "at-cc", request(t, s, "req-2", "", "", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeGrant(ctx, "grafana", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-granted", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("access token under a revoked grant: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetRefreshTokenSession(ctx, "rt-granted", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("refresh token under a revoked grant: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-cc", &Session{}); err != nil {
+		t.Errorf("a token outside the grant was revoked: %v", err)
+	}
+	if err := s.RevokeGrant(ctx, "grafana", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking twice: err = %v, want ErrNotFound", err)
+	}
+	evs, _ := s.Events(ctx, 0, 100)
+	kinds := make([]string, 0, len(evs))
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind)
+	}
+	want := []string{store.EventConsentGiven, store.EventConsentGiven, store.EventConsentGiven, store.EventGrantRevoked}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("event kinds = %v, want %v", kinds, want)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Seq <= evs[i-1].Seq {
+			t.Errorf("event seqs not increasing: %d then %d", evs[i-1].Seq, evs[i].Seq)
+		}
+	}
+}
+
+func testJanitor(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	past := time.Now().Add(-2 * time.Hour)
+	for i := range 25 {
+		if err := s.CreateAccessTokenSession(ctx, fmt.Sprintf("old-%d", i), request(t, s, fmt.Sprintf("r%d", i), "", "", past)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateAccessTokenSession(ctx, "fresh", request(t, s, "fresh", "", "", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteExpired(ctx, time.Now(), 10)
+	if err != nil || n != 10 {
+		t.Fatalf("first pass deleted %d (%v), want a batch of 10", n, err)
+	}
+	total := n
+	for n > 0 {
+		if n, err = s.DeleteExpired(ctx, time.Now(), 10); err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != 25 {
+		t.Errorf("janitor deleted %d rows, want the 25 expired ones", total)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "fresh", &Session{}); err != nil {
+		t.Errorf("janitor deleted a live token: %v", err)
+	}
+}
+
+func testJTI(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	exp := time.Now().Add(time.Minute)
+	if err := s.ClientAssertionJWTValid(ctx, "jti-1"); err != nil {
+		t.Fatalf("unseen jti: %v", err)
+	}
+	if err := s.SetClientAssertionJWT(ctx, "jti-1", exp); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClientAssertionJWTValid(ctx, "jti-1"); !errors.Is(err, fosite.ErrJTIKnown) {
+		t.Errorf("replayed jti: err = %v, want ErrJTIKnown", err)
+	}
+	if err := s.SetClientAssertionJWT(ctx, "jti-1", exp); !errors.Is(err, fosite.ErrJTIKnown) {
+		t.Errorf("storing a live jti twice: err = %v, want ErrJTIKnown", err)
+	}
+}
+
+// Writers append events concurrently while a reader follows with a cursor, as the
+// operator's mirror does; the reader must see every event exactly once.
+func testConcurrentEvents(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	const writers, each = 8, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				subject := fmt.Sprintf("user-%d-%d", w, i)
+				if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: subject,
+					Scopes: []string{"openid"}, Source: store.SourceBrowser}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	seen := map[int64]bool{}
+	var cursor int64
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		evs, err := s.Events(ctx, cursor, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if seen[e.Seq] {
+				t.Fatalf("event %d seen twice", e.Seq)
+			}
+			seen[e.Seq] = true
+			cursor = e.Seq
+		}
+		if finished && len(evs) > 0 {
+			finished = false // drain
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(seen) != writers*each {
+		t.Errorf("a cursor reader saw %d events, want %d: an event committed behind the cursor was skipped", len(seen), writers*each)
+	}
+}
+
+func testConcurrentPut(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	c := testClient("grafana")
+	c.Scopes = []string{"openid", "email"}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		changed int
+	)
+	for range 16 {
+		wg.Go(func() {
+			ch, err := s.PutClient(ctx, c)
+			if err != nil {
+				t.Error(err)
+			}
+			if ch {
+				mu.Lock()
+				changed++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if changed != 1 {
+		t.Errorf("16 identical concurrent PUTs reported %d changes, want exactly 1", changed)
+	}
+}
+
+// Many refreshes with one token at once: the rotation happens once, every caller's
+// storage calls succeed, and within the grace period the token still resolves.
+func testConcurrentRotation(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	clock := NewClock()
+	s := newStore(t, Config{RefreshGracePeriod: time.Minute, Now: clock.Now})
+	mustPutClient(t, s, testClient("grafana"))
+	req := request(t, s, "req-1", "alice", "", clock.Now())
+	if err := s.CreateRefreshTokenSession(ctx, "rt", "", req); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if _, err := s.GetRefreshTokenSession(ctx, "rt", &Session{}); err != nil {
+				t.Errorf("GetRefreshTokenSession: %v", err)
+			}
+			if err := s.RotateRefreshToken(ctx, "req-1", "rt"); err != nil {
+				t.Errorf("RotateRefreshToken: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := s.GetRefreshTokenSession(ctx, "rt", &Session{}); err != nil {
+		t.Errorf("within the grace period after concurrent rotation: %v", err)
+	}
+}
