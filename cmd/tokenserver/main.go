@@ -1,0 +1,232 @@
+// Command tokenserver is kubeoauth's bundled OAuth 2.0 / OpenID Connect server.
+//
+//	tokenserver serve           run the server (flags or KUBEOAUTH_* environment)
+//	tokenserver migrate up      apply pending migrations (--expand-only for blue-green)
+//	tokenserver migrate status  list applied and pending migrations
+//	tokenserver migrate plan    print, as JSON, the schema range this binary serves on
+//	tokenserver keygen          print a new signing key (PEM) for --alg ES256|RS256
+//
+// Every flag can also be set through the environment: --admin-token-file is
+// KUBEOAUTH_ADMIN_TOKEN_FILE, and so on. docs/tokenserver.md lists them.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenserver:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|keygen [flags]`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "migrate":
+		if len(args) < 2 {
+			return errors.New("usage: tokenserver migrate up|status|plan")
+		}
+		return migrate(ctx, args[1], args[2:], stdout)
+	case "keygen":
+		fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+		alg := fs.String("alg", oauth.ES256, "Signing algorithm: ES256 or RS256.")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		pem, err := oauth.GenerateKey(*alg)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(pem)
+		return err
+	default:
+		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	}
+}
+
+// parse parses flags, then fills every flag not given on the command line from the
+// environment variable KUBEOAUTH_<FLAG_NAME>.
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "KUBEOAUTH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func dsnFlags(fs *flag.FlagSet) func() (string, error) {
+	dsn := fs.String("dsn", "", "PostgreSQL DSN (a URL or key=value list).")
+	dsnFile := fs.String("dsn-file", "", "File holding the PostgreSQL DSN (a mounted Secret); overrides --dsn.")
+	return func() (string, error) {
+		if *dsnFile != "" {
+			return tokenserver.ReadSecretFile(*dsnFile)
+		}
+		if *dsn == "" {
+			return "", errors.New("--dsn or --dsn-file is required")
+		}
+		return *dsn, nil
+	}
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	getDSN := dsnFlags(fs)
+	issuer := fs.String("issuer", "", "Public URL of this server, e.g. https://auth.example.com (required).")
+	listen := fs.String("listen", ":4444", "Address of the public OAuth endpoints.")
+	adminListen := fs.String("admin-listen", ":4445", "Address of the admin API.")
+	adminTokenFile := fs.String("admin-token-file", "", "File holding the admin API bearer token (required).")
+	keyFile := fs.String("signing-key-file", "", "PEM private key that signs ID tokens and JWT access tokens (required).")
+	prevKeyFile := fs.String("previous-signing-key-file", "", "The previous signing key, still published in JWKS after a rotation.")
+	hmacFile := fs.String("hmac-secret-file", "",
+		"File holding the secret (32+ bytes) that signs opaque tokens; shared by all replicas (required).")
+	format := fs.String("access-token-format", oauth.FormatOpaque, "Access tokens: opaque or jwt (RFC 9068).")
+	atl := fs.Duration("access-token-lifespan", time.Hour, "Access token lifespan.")
+	rtl := fs.Duration("refresh-token-lifespan", 720*time.Hour, "Refresh token lifespan.")
+	idl := fs.Duration("id-token-lifespan", time.Hour, "ID token lifespan.")
+	acl := fs.Duration("authorize-code-lifespan", 10*time.Minute, "Authorization code lifespan.")
+	grace := fs.Duration("refresh-grace-period", 0, "How long a rotated refresh token still works (0 to 5m).")
+	shutdown := fs.Duration("shutdown-timeout", 20*time.Second, "On SIGTERM, how long in-flight requests may take before exit.")
+	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	switch {
+	case *issuer == "":
+		return errors.New("--issuer is required")
+	case *adminTokenFile == "":
+		return errors.New("--admin-token-file is required")
+	case *keyFile == "":
+		return errors.New("--signing-key-file is required")
+	case *hmacFile == "":
+		return errors.New("--hmac-secret-file is required")
+	case *format != oauth.FormatOpaque && *format != oauth.FormatJWT:
+		return fmt.Errorf("--access-token-format %q: want opaque or jwt", *format)
+	}
+	dsn, err := getDSN()
+	if err != nil {
+		return err
+	}
+	adminToken, err := tokenserver.ReadSecretFile(*adminTokenFile)
+	if err != nil {
+		return fmt.Errorf("--admin-token-file: %w", err)
+	}
+	hmacSecret, err := tokenserver.ReadSecretFile(*hmacFile)
+	if err != nil {
+		return fmt.Errorf("--hmac-secret-file: %w", err)
+	}
+	pub, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	adm, err := net.Listen("tcp", *adminListen)
+	if err != nil {
+		_ = pub.Close()
+		return err
+	}
+	return tokenserver.Serve(ctx, tokenserver.Options{
+		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
+		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, HMACSecret: []byte(hmacSecret),
+		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
+		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, JanitorInterval: *janitor, Log: log,
+	})
+}
+
+func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("migrate "+sub, flag.ContinueOnError)
+	getDSN := dsnFlags(fs)
+	expandOnly := fs.Bool("expand-only", false, "migrate up: stop before the first contract migration.")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ms := postgres.Migrations()
+	if sub == "plan" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(postgres.NewPlan(ms))
+	}
+	if sub != "up" && sub != "status" {
+		return fmt.Errorf("unknown migrate command %q: want up, status or plan", sub)
+	}
+	dsn, err := getDSN()
+	if err != nil {
+		return err
+	}
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close() }()
+	if sub == "up" {
+		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly,
+			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stdout, format+"\n", a...) }})
+		if err != nil {
+			return err
+		}
+		if len(ran) == 0 {
+			_, _ = fmt.Fprintln(stdout, "schema is up to date")
+		}
+		return nil
+	}
+	applied, err := postgres.Applied(ctx, db)
+	if err != nil {
+		return err
+	}
+	done := map[int]postgres.AppliedMigration{}
+	for _, a := range applied {
+		done[a.Version] = a
+	}
+	for _, m := range ms {
+		state := "pending"
+		if a, ok := done[m.Version]; ok {
+			state = "applied " + a.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		_, _ = fmt.Fprintf(stdout, "%04d_%-24s %-8s %s\n", m.Version, m.Name, m.Kind, state)
+	}
+	if err := postgres.CheckSchema(ms, applied); err != nil {
+		_, _ = fmt.Fprintln(stdout, "this binary cannot serve on this schema:", err)
+	}
+	return nil
+}

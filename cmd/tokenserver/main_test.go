@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
+)
+
+func runCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+func TestMigrateCommands(t *testing.T) {
+	dsn := testpg.New(t)
+	out, err := runCmd(t, "migrate", "status", "--dsn", dsn)
+	if err != nil || !strings.Contains(out, "0001_init") || !strings.Contains(out, "pending") ||
+		!strings.Contains(out, "cannot serve on this schema") {
+		t.Fatalf("status on an empty database: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, "migrate", "up", "--dsn", dsn)
+	if err != nil || !strings.Contains(out, "applied 0001_init (expand)") {
+		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	t.Setenv("KUBEOAUTH_DSN", dsn) // the environment works as well as the flag
+	if out, err = runCmd(t, "migrate", "up"); err != nil || !strings.Contains(out, "up to date") {
+		t.Fatalf("second migrate up: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, "migrate", "status")
+	if err != nil || strings.Contains(out, "pending") || strings.Contains(out, "cannot serve") {
+		t.Fatalf("status after up: %v\n%s", err, out)
+	}
+}
+
+func TestMigratePlanIsJSON(t *testing.T) {
+	out, err := runCmd(t, "migrate", "plan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan postgres.Plan
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("plan is not JSON: %v\n%s", err, out)
+	}
+	if plan.Latest != len(postgres.Migrations()) || plan.MinSchema < 1 || len(plan.Migrations) != plan.Latest {
+		t.Errorf("plan = %+v", plan)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	for _, alg := range []string{oauth.ES256, oauth.RS256} {
+		out, err := runCmd(t, "keygen", "--alg", alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := oauth.ParseKey([]byte(out))
+		if err != nil || k.Algorithm != alg {
+			t.Errorf("keygen --alg %s: %v, %+v", alg, err, k)
+		}
+	}
+	if _, err := runCmd(t, "keygen", "--alg", "HS256"); err == nil || !strings.Contains(err.Error(), "ES256 or RS256") {
+		t.Errorf("keygen --alg HS256: %v", err)
+	}
+}
+
+func TestServeRefusesBadConfiguration(t *testing.T) {
+	tests := map[string]struct {
+		args []string
+		want string
+	}{
+		"no issuer":     {[]string{"serve"}, "--issuer is required"},
+		"bad format":    {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k", "--hmac-secret-file", "h", "--access-token-format", "paseto"}, "want opaque or jwt"},
+		"bad duration":  {[]string{"serve", "--refresh-grace-period", "soon"}, "refresh-grace-period"},
+		"unknown":       {[]string{"frobnicate"}, "unknown command"},
+		"unknown flag":  {[]string{"serve", "--issuer-url", "x"}, "issuer-url"},
+		"bad migrate":   {[]string{"migrate", "down"}, "want up, status or plan"},
+		"missing dsn":   {[]string{"migrate", "up"}, "--dsn or --dsn-file is required"},
+		"bad log level": {[]string{"serve", "--log-level", "loud"}, "--log-level"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := runCmd(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%v: err = %v, want one containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+	t.Setenv("KUBEOAUTH_REFRESH_GRACE_PERIOD", "later")
+	if _, err := runCmd(t, "serve"); err == nil || !strings.Contains(err.Error(), "KUBEOAUTH_REFRESH_GRACE_PERIOD") {
+		t.Errorf("a bad environment value: %v; want it named", err)
+	}
+}

@@ -1,0 +1,94 @@
+// Package adminapi is the contract between the operator and the token server: the
+// admin API's request and response types and a Go client for it. Neither side reaches
+// into the other's packages; they share only this one. docs/admin-api.md describes the
+// HTTP API.
+package adminapi
+
+import (
+	"time"
+)
+
+// Client is an OAuth client as the operator registers it (PUT /admin/clients/{id}).
+type Client struct {
+	ID string `json:"id"`
+	// Secret is the client secret in plain text (stored hashed); empty for public
+	// clients. At least 32 characters.
+	Secret string `json:"secret,omitempty"`
+	// PreviousSecret still works until PreviousSecretExpiresAt (rotation overlap).
+	PreviousSecret          string     `json:"previousSecret,omitempty"`
+	PreviousSecretExpiresAt *time.Time `json:"previousSecretExpiresAt,omitempty"`
+	// OwnerNamespace is the verified owner: the namespace the OAuthClient lives in.
+	OwnerNamespace string `json:"ownerNamespace"`
+
+	Name                    string            `json:"name"`
+	OwnerTeam               string            `json:"ownerTeam,omitempty"`
+	OwnerContact            string            `json:"ownerContact,omitempty"`
+	LogoURI                 string            `json:"logoURI,omitempty"`
+	ClientURI               string            `json:"clientURI,omitempty"`
+	PolicyURI               string            `json:"policyURI,omitempty"`
+	TOSURI                  string            `json:"tosURI,omitempty"`
+	GrantTypes              []string          `json:"grantTypes"`
+	ResponseTypes           []string          `json:"responseTypes,omitempty"`
+	RedirectURIs            []string          `json:"redirectURIs,omitempty"`
+	PostLogoutRedirectURIs  []string          `json:"postLogoutRedirectURIs,omitempty"`
+	Scopes                  []string          `json:"scopes,omitempty"`
+	Audience                []string          `json:"audience,omitempty"`
+	TokenEndpointAuthMethod string            `json:"tokenEndpointAuthMethod"`
+	JWKS                    map[string]any    `json:"jwks,omitempty"`
+	JWKSURI                 string            `json:"jwksURI,omitempty"`
+	SkipConsent             bool              `json:"skipConsent,omitempty"`
+	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`
+}
+
+// ClientStatus is what GET returns for a client: everything but secrets, plus
+// whether the PUT changed anything.
+type ClientStatus struct {
+	Client
+	Changed   bool      `json:"changed"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Grant is a consent grant (PUT /admin/grants/{clientID}/{subject}).
+type Grant struct {
+	ClientID   string     `json:"clientID"`
+	Subject    string     `json:"subject"`
+	Scopes     []string   `json:"scopes"`
+	Source     string     `json:"source,omitempty"` // declared (default for PUT) or browser
+	GrantedAt  *time.Time `json:"grantedAt,omitempty"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
+	ID         string     `json:"id,omitempty"`
+}
+
+// Event is an entry of the revocation and consent log.
+type Event struct {
+	Seq       int64     `json:"seq"`
+	At        time.Time `json:"at"`
+	Kind      string    `json:"kind"`
+	ClientID  string    `json:"clientID,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	GrantID   string    `json:"grantID,omitempty"`
+	RequestID string    `json:"requestID,omitempty"`
+	Scopes    []string  `json:"scopes,omitempty"`
+}
+
+// Events is the answer to GET /admin/events.
+type Events struct {
+	Events []Event `json:"events"`
+	// Next is the cursor for the next call (the last Seq returned, or the one given).
+	Next int64 `json:"next"`
+}
+
+// Error is every error body: {"error": "...", "field": "..."}.
+type Error struct {
+	Message string `json:"error"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Message
+	}
+	return e.Message
+}

@@ -1,0 +1,130 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned for a 404.
+var ErrNotFound = errors.New("not found")
+
+// HTTPClient talks to a token server's admin API.
+type HTTPClient struct {
+	BaseURL string // e.g. http://auth-admin.platform.svc:4445
+	Token   string
+	HTTP    *http.Client
+}
+
+func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return ErrNotFound
+	}
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
+		}
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// PutClient creates or replaces a client; the result says whether anything changed.
+func (c *HTTPClient) PutClient(ctx context.Context, cl *Client) (*ClientStatus, error) {
+	var out ClientStatus
+	return &out, c.do(ctx, http.MethodPut, "/admin/clients/"+url.PathEscape(cl.ID), cl, &out)
+}
+
+// GetClient returns a client (without secrets) or ErrNotFound.
+func (c *HTTPClient) GetClient(ctx context.Context, id string) (*ClientStatus, error) {
+	var out ClientStatus
+	return &out, c.do(ctx, http.MethodGet, "/admin/clients/"+url.PathEscape(id), nil, &out)
+}
+
+// ListClients returns every client.
+func (c *HTTPClient) ListClients(ctx context.Context) ([]ClientStatus, error) {
+	var out []ClientStatus
+	return out, c.do(ctx, http.MethodGet, "/admin/clients", nil, &out)
+}
+
+// DeleteClient deletes a client and revokes every token issued to it; ErrNotFound if
+// there was none.
+func (c *HTTPClient) DeleteClient(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/admin/clients/"+url.PathEscape(id), nil, nil)
+}
+
+// PutGrant stores a declared (pre-approved) consent grant.
+func (c *HTTPClient) PutGrant(ctx context.Context, g *Grant) (*Grant, error) {
+	var out Grant
+	return &out, c.do(ctx, http.MethodPut, grantPath(g.ClientID, g.Subject), g, &out)
+}
+
+// ListGrants lists grants, optionally of one client and/or subject.
+func (c *HTTPClient) ListGrants(ctx context.Context, clientID, subject string) ([]Grant, error) {
+	q := url.Values{}
+	if clientID != "" {
+		q.Set("client_id", clientID)
+	}
+	if subject != "" {
+		q.Set("subject", subject)
+	}
+	var out []Grant
+	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+q.Encode(), nil, &out)
+}
+
+// DeleteGrant revokes a grant and every token issued under it; ErrNotFound if none.
+func (c *HTTPClient) DeleteGrant(ctx context.Context, clientID, subject string) error {
+	return c.do(ctx, http.MethodDelete, grantPath(clientID, subject), nil, nil)
+}
+
+// Events returns log entries after seq after, waiting up to wait for one to arrive.
+func (c *HTTPClient) Events(ctx context.Context, after int64, wait time.Duration) (*Events, error) {
+	var out Events
+	path := "/admin/events?after=" + strconv.FormatInt(after, 10) + "&wait=" + wait.String()
+	return &out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+func grantPath(clientID, subject string) string {
+	return "/admin/grants/" + url.PathEscape(clientID) + "/" + url.PathEscape(subject)
+}

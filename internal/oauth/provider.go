@@ -1,0 +1,221 @@
+package oauth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/token/jwt"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
+)
+
+// Access token formats.
+const (
+	FormatOpaque = "opaque"
+	FormatJWT    = "jwt"
+)
+
+// Config configures a Provider.
+type Config struct {
+	// Issuer is the public URL of the server, e.g. https://auth.example.com.
+	Issuer                string
+	AccessTokenLifespan   time.Duration
+	RefreshTokenLifespan  time.Duration
+	IDTokenLifespan       time.Duration
+	AuthorizeCodeLifespan time.Duration
+	// AccessTokenFormat is opaque (default) or jwt (RFC 9068).
+	AccessTokenFormat string
+	// HMACSecret signs opaque tokens; every replica must share it (32 bytes or more).
+	HMACSecret []byte
+	// PreviousHMACSecret still verifies tokens during a rotation; may be nil.
+	PreviousHMACSecret []byte
+	Keys               *Keys
+}
+
+// Storage is what the provider needs from the store: fosite's interfaces plus grants.
+type Storage interface {
+	fosite.Storage
+	oauth2.CoreStorage
+	oauth2.TokenRevocationStorage
+	openid.OpenIDConnectRequestStorage
+	PKCEStorage
+	store.Store
+}
+
+// PKCEStorage is fosite's pkce.PKCERequestStorage, restated so callers need not import
+// fosite.
+type PKCEStorage interface {
+	GetPKCERequestSession(ctx context.Context, signature string, session fosite.Session) (fosite.Requester, error)
+	CreatePKCERequestSession(ctx context.Context, signature string, requester fosite.Requester) error
+	DeletePKCERequestSession(ctx context.Context, signature string) error
+}
+
+// Provider is the composed OAuth 2.0 / OpenID Connect provider.
+type Provider struct {
+	f     fosite.OAuth2Provider
+	cfg   Config
+	store Storage
+	// Hooks observe issued tokens for metrics; may be nil.
+	OnTokenIssued func(grantType string)
+}
+
+// New composes the provider.
+func New(cfg Config, st Storage) (*Provider, error) {
+	if len(cfg.HMACSecret) < 32 {
+		return nil, errors.New("the HMAC secret must be at least 32 bytes")
+	}
+	if cfg.Keys == nil || cfg.Keys.Current == nil {
+		return nil, errors.New("a signing key is required")
+	}
+	u, err := url.Parse(cfg.Issuer)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("issuer %q must be an absolute URL", cfg.Issuer)
+	}
+	fc := &fosite.Config{
+		AccessTokenLifespan:            cfg.AccessTokenLifespan,
+		RefreshTokenLifespan:           cfg.RefreshTokenLifespan,
+		IDTokenLifespan:                cfg.IDTokenLifespan,
+		AuthorizeCodeLifespan:          cfg.AuthorizeCodeLifespan,
+		IDTokenIssuer:                  cfg.Issuer,
+		AccessTokenIssuer:              cfg.Issuer,
+		TokenURL:                       cfg.Issuer + "/oauth2/token",
+		GlobalSecret:                   cfg.HMACSecret,
+		ScopeStrategy:                  fosite.ExactScopeStrategy,
+		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
+		EnforcePKCEForPublicClients:    true,
+		EnablePKCEPlainChallengeMethod: false,
+		ClientSecretsHasher:            sha256Hasher{},
+		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
+		SendDebugMessagesToClients:     false,
+		MinParameterEntropy:            fosite.MinParameterEntropy,
+	}
+	if cfg.PreviousHMACSecret != nil {
+		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
+	}
+	keyGetter := func(context.Context) (any, error) { return cfg.Keys.Current.Private, nil }
+	hmacStrategy := compose.NewOAuth2HMACStrategy(fc)
+	var core oauth2.CoreStrategy = hmacStrategy
+	if cfg.AccessTokenFormat == FormatJWT {
+		core = compose.NewOAuth2JWTStrategy(keyGetter, hmacStrategy, fc)
+	}
+	strategy := &compose.CommonStrategy{
+		CoreStrategy:               core,
+		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fc),
+		Signer:                     &jwt.DefaultSigner{GetPrivateKey: keyGetter},
+	}
+	f := compose.Compose(fc, st, strategy,
+		compose.OAuth2AuthorizeExplicitFactory,
+		compose.OAuth2ClientCredentialsGrantFactory,
+		compose.OAuth2RefreshTokenGrantFactory,
+		compose.OpenIDConnectExplicitFactory,
+		compose.OpenIDConnectRefreshFactory,
+		compose.OAuth2TokenIntrospectionFactory,
+		compose.OAuth2TokenRevocationFactory,
+		compose.OAuth2PKCEFactory,
+	)
+	return &Provider{f: f, cfg: cfg, store: st}, nil
+}
+
+// Issuer is the configured issuer URL.
+func (p *Provider) Issuer() string { return p.cfg.Issuer }
+
+// Token serves the token endpoint (RFC 6749 section 3.2).
+func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	sess := NewSession()
+	ar, err := p.f.NewAccessRequest(ctx, r, sess)
+	if err != nil {
+		p.f.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	grant := ar.GetGrantTypes()
+	if grant.ExactOne("client_credentials") {
+		// The client acts for itself: it is the subject, and gets the scopes and
+		// audience it asked for that it is allowed.
+		client := ar.GetClient()
+		s := newSubjectSession(p.cfg.Issuer, client.GetID(), "", p.cfg.Keys.Current.ID, time.Now().UTC())
+		sess.DefaultSession, sess.JWTClaims, sess.JWTHeader = s.DefaultSession, s.JWTClaims, s.JWTHeader
+		for _, scope := range ar.GetRequestedScopes() {
+			if fosite.ExactScopeStrategy(client.GetScopes(), scope) {
+				ar.GrantScope(scope)
+			}
+		}
+		for _, aud := range ar.GetRequestedAudience() {
+			ar.GrantAudience(aud)
+		}
+	}
+	resp, err := p.f.NewAccessResponse(ctx, ar)
+	if err != nil {
+		p.f.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	if p.OnTokenIssued != nil && len(grant) > 0 {
+		p.OnTokenIssued(grant[0])
+	}
+	p.f.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// Introspect serves RFC 7662 introspection; the caller authenticates as a client.
+func (p *Provider) Introspect(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ir, err := p.f.NewIntrospectionRequest(ctx, r, NewSession())
+	if err != nil {
+		p.f.WriteIntrospectionError(ctx, w, err)
+		return
+	}
+	p.f.WriteIntrospectionResponse(ctx, w, ir)
+}
+
+// Revoke serves RFC 7009 revocation.
+func (p *Provider) Revoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	p.f.WriteRevocationResponse(ctx, w, p.f.NewRevocationRequest(ctx, r))
+}
+
+// BearerSubject validates an access token from an Authorization: Bearer header and
+// returns its session, for userinfo. err is an RFC 6750 error.
+func (p *Provider) BearerSubject(r *http.Request) (*Session, []string, error) {
+	token := fosite.AccessTokenFromRequest(r)
+	if token == "" {
+		return nil, nil, fosite.ErrRequestUnauthorized.WithHint("A bearer access token is required.")
+	}
+	sess := NewSession()
+	_, ar, err := p.f.IntrospectToken(r.Context(), token, fosite.AccessToken, sess)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sess, ar.GetGrantedScopes(), nil
+}
+
+// sha256Hasher is fosite's ClientSecretsHasher over store.HashSecret (see there why
+// not bcrypt).
+type sha256Hasher struct{}
+
+func (sha256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	return store.HashSecret(string(data)), nil
+}
+
+func (sha256Hasher) Compare(_ context.Context, hash, data []byte) error {
+	if subtle.ConstantTimeCompare(hash, store.HashSecret(string(data))) != 1 {
+		return errors.New("secret mismatch")
+	}
+	return nil
+}
+
+// ErrorStatus maps an error from this package to an HTTP status and RFC 6749 code.
+func ErrorStatus(err error) (int, string) {
+	var rfc *fosite.RFC6749Error
+	if errors.As(err, &rfc) {
+		return rfc.CodeField, rfc.ErrorField
+	}
+	return http.StatusInternalServerError, "server_error"
+}

@@ -1,0 +1,337 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/store"
+)
+
+// AdminHandler serves the admin API (docs/admin-api.md) on its own listener.
+func (s *Server) AdminHandler() http.Handler {
+	m := s.cfg.Metrics
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /admin/clients/{id}", m.instrument("admin_clients", s.putClient))
+	mux.HandleFunc("GET /admin/clients/{id}", m.instrument("admin_clients", s.getClient))
+	mux.HandleFunc("GET /admin/clients", m.instrument("admin_clients", s.listClients))
+	mux.HandleFunc("DELETE /admin/clients/{id}", m.instrument("admin_clients", s.deleteClient))
+	mux.HandleFunc("PUT /admin/grants/{client}/{subject}", m.instrument("admin_grants", s.putGrant))
+	mux.HandleFunc("GET /admin/grants", m.instrument("admin_grants", s.listGrants))
+	mux.HandleFunc("DELETE /admin/grants/{client}/{subject}", m.instrument("admin_grants", s.deleteGrant))
+	mux.HandleFunc("GET /admin/events", m.instrument("admin_events", s.events))
+	authed := s.requireAdmin(mux)
+	outer := http.NewServeMux()
+	outer.HandleFunc("GET /healthz", s.healthz)
+	outer.HandleFunc("GET /readyz", s.readyz)
+	outer.Handle("/admin/", authed)
+	return outer
+}
+
+func (s *Server) requireAdmin(next http.Handler) http.Handler {
+	want := []byte("Bearer " + s.cfg.AdminToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.AdminToken == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kubeoauth-admin"`)
+			adminError(w, http.StatusUnauthorized, "", "a valid admin bearer token is required")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func adminError(w http.ResponseWriter, code int, field, msg string) {
+	writeJSON(w, code, adminapi.Error{Message: msg, Field: field})
+}
+
+func (s *Server) storeError(w http.ResponseWriter, err error) {
+	code := storeErrStatus(err)
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		s.cfg.Log.Error("admin API", "err", err)
+		msg = "internal error"
+	}
+	adminError(w, code, "", msg)
+}
+
+// Grant types and client authentication methods the server supports; discovery
+// advertises the same lists.
+const (
+	grantAuthorizationCode = "authorization_code"
+	grantClientCredentials = "client_credentials"
+	grantRefreshToken      = "refresh_token"
+	authNone               = "none"
+	fieldGrantTypes        = "grantTypes"
+)
+
+var (
+	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken}
+	knownAuthMethods = []string{"client_secret_basic", "client_secret_post", "private_key_jwt", authNone}
+)
+
+// validateClient checks what the token server relies on; the CRD validates the rest
+// earlier, but the admin API is a boundary of its own.
+func validateClient(c *adminapi.Client, id string) (field, msg string) {
+	switch {
+	case c.ID != "" && c.ID != id:
+		return "id", fmt.Sprintf("must match the URL (%q)", id)
+	case c.Name == "":
+		return "name", "is required"
+	case !slices.Contains(knownAuthMethods, c.TokenEndpointAuthMethod):
+		return "tokenEndpointAuthMethod", fmt.Sprintf("must be one of %v", knownAuthMethods)
+	case len(c.GrantTypes) == 0:
+		return fieldGrantTypes, "needs at least one grant type"
+	}
+	for _, g := range c.GrantTypes {
+		if !slices.Contains(knownGrantTypes, g) {
+			return fieldGrantTypes, fmt.Sprintf("unknown grant type %q; known: %v", g, knownGrantTypes)
+		}
+	}
+	public := c.TokenEndpointAuthMethod == authNone
+	switch {
+	case public && c.Secret != "":
+		return "secret", "a public client (tokenEndpointAuthMethod none) has no secret"
+	case public && slices.Contains(c.GrantTypes, grantClientCredentials):
+		return fieldGrantTypes, "a public client cannot use client_credentials"
+	case !public && c.TokenEndpointAuthMethod != "private_key_jwt" && len(c.Secret) < store.MinSecretLength:
+		return "secret", fmt.Sprintf("must be at least %d characters", store.MinSecretLength)
+	case c.PreviousSecret != "" && c.PreviousSecretExpiresAt == nil:
+		return "previousSecretExpiresAt", "is required with previousSecret"
+	case slices.Contains(c.GrantTypes, grantAuthorizationCode) && len(c.RedirectURIs) == 0:
+		return "redirectURIs", "needs at least one URI for authorization_code"
+	}
+	for i, u := range c.RedirectURIs {
+		p, err := url.Parse(u)
+		if err != nil || !p.IsAbs() || p.Host == "" || p.Fragment != "" {
+			return fmt.Sprintf("redirectURIs[%d]", i), "must be an absolute URL without a fragment"
+		}
+	}
+	return "", ""
+}
+
+func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var in adminapi.Client
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		adminError(w, http.StatusBadRequest, "", "invalid JSON body: "+err.Error())
+		return
+	}
+	if field, msg := validateClient(&in, id); field != "" {
+		adminError(w, http.StatusUnprocessableEntity, field, msg)
+		return
+	}
+	c := toStoreClient(id, &in)
+	changed, err := s.cfg.Store.PutClient(r.Context(), c)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if changed {
+		s.cfg.Log.Info("client stored", "client_id", id, "owner", in.OwnerNamespace)
+	}
+	s.writeClient(w, r.Context(), id, changed)
+}
+
+func toStoreClient(id string, in *adminapi.Client) *store.Client {
+	c := &store.Client{
+		ID: id, OwnerNamespace: in.OwnerNamespace, Name: in.Name, OwnerTeam: in.OwnerTeam, OwnerContact: in.OwnerContact,
+		LogoURI: in.LogoURI, ClientURI: in.ClientURI, PolicyURI: in.PolicyURI, TOSURI: in.TOSURI,
+		GrantTypes: in.GrantTypes, ResponseTypes: in.ResponseTypes, RedirectURIs: in.RedirectURIs,
+		PostLogoutRedirectURIs: in.PostLogoutRedirectURIs, Scopes: in.Scopes, Audience: in.Audience,
+		TokenEndpointAuthMethod: in.TokenEndpointAuthMethod, JWKSURI: in.JWKSURI, SkipConsent: in.SkipConsent,
+		TokenLifespans: in.TokenLifespans,
+	}
+	if in.Secret != "" {
+		c.SecretHash = store.HashSecret(in.Secret)
+	}
+	if in.PreviousSecret != "" {
+		c.PreviousSecretHash = store.HashSecret(in.PreviousSecret)
+		c.PreviousSecretExpiresAt = in.PreviousSecretExpiresAt.UTC().Truncate(time.Microsecond)
+	}
+	if in.JWKS != nil {
+		c.JWKS, _ = json.Marshal(in.JWKS)
+	}
+	return c
+}
+
+func fromStoreClient(c *store.Client) adminapi.Client {
+	out := adminapi.Client{
+		ID: c.ID, OwnerNamespace: c.OwnerNamespace, Name: c.Name, OwnerTeam: c.OwnerTeam, OwnerContact: c.OwnerContact,
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, PolicyURI: c.PolicyURI, TOSURI: c.TOSURI,
+		GrantTypes: c.GrantTypes, ResponseTypes: c.ResponseTypes, RedirectURIs: c.RedirectURIs,
+		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, Scopes: c.Scopes, Audience: c.Audience,
+		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, SkipConsent: c.SkipConsent,
+		TokenLifespans: c.TokenLifespans,
+	}
+	if len(c.JWKS) > 0 {
+		_ = json.Unmarshal(c.JWKS, &out.JWKS)
+	}
+	return out
+}
+
+func (s *Server) writeClient(w http.ResponseWriter, ctx context.Context, id string, changed bool) {
+	c, err := s.cfg.Store.GetClientByID(ctx, id)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, adminapi.ClientStatus{Client: fromStoreClient(c), Changed: changed,
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt})
+}
+
+func (s *Server) getClient(w http.ResponseWriter, r *http.Request) {
+	s.writeClient(w, r.Context(), r.PathValue("id"), false)
+}
+
+func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.cfg.Store.ListClients(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	out := make([]adminapi.ClientStatus, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, adminapi.ClientStatus{Client: fromStoreClient(c), CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Store.DeleteClient(r.Context(), r.PathValue("id")); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.cfg.Metrics.revocations.WithLabelValues("client").Inc()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) {
+	var in adminapi.Grant
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		adminError(w, http.StatusBadRequest, "", "invalid JSON body: "+err.Error())
+		return
+	}
+	g := &store.ConsentGrant{ClientID: r.PathValue("client"), Subject: r.PathValue("subject"), Scopes: in.Scopes, Source: store.SourceDeclared}
+	if in.Source == store.SourceBrowser {
+		g.Source = store.SourceBrowser
+	} else if in.Source != "" && in.Source != store.SourceDeclared {
+		adminError(w, http.StatusUnprocessableEntity, "source", "must be declared or browser")
+		return
+	}
+	if len(g.Scopes) == 0 {
+		adminError(w, http.StatusUnprocessableEntity, "scopes", "needs at least one scope")
+		return
+	}
+	if in.ExpiresAt != nil {
+		g.ExpiresAt = in.ExpiresAt.UTC()
+	}
+	out, err := s.cfg.Store.PutGrant(r.Context(), g)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIGrant(out))
+}
+
+func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
+	out := adminapi.Grant{ID: g.ID, ClientID: g.ClientID, Subject: g.Subject, Scopes: g.Scopes, Source: g.Source}
+	t := func(v time.Time) *time.Time {
+		if v.IsZero() {
+			return nil
+		}
+		return &v
+	}
+	out.GrantedAt, out.LastUsedAt, out.ExpiresAt = t(g.GrantedAt), t(g.LastUsedAt), t(g.ExpiresAt)
+	return out
+}
+
+func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject")})
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	out := make([]adminapi.Grant, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, toAPIGrant(g))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deleteGrant(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Store.RevokeGrant(r.Context(), r.PathValue("client"), r.PathValue("subject")); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.cfg.Metrics.revocations.WithLabelValues("grant").Inc()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// maxEventWait bounds a long poll; clients re-ask.
+const maxEventWait = 60 * time.Second
+
+// events returns log entries after ?after=, waiting up to ?wait= (a duration, at most
+// a minute) for the first one; NOTIFY wakes the wait.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	after, err := strconv.ParseInt(q.Get("after"), 10, 64)
+	if q.Get("after") != "" && (err != nil || after < 0) {
+		adminError(w, http.StatusBadRequest, "after", "must be a sequence number (a non-negative integer)")
+		return
+	}
+	var wait time.Duration
+	if q.Get("wait") != "" {
+		if wait, err = time.ParseDuration(q.Get("wait")); err != nil || wait < 0 {
+			adminError(w, http.StatusBadRequest, "wait", "must be a duration such as 30s")
+			return
+		}
+	}
+	wait = min(wait, maxEventWait)
+	limit := 500
+	deadline := time.After(wait)
+	for {
+		var woken <-chan struct{}
+		if s.cfg.Events != nil {
+			woken = s.cfg.Events.Wait() // before reading, so no notification slips between
+		}
+		evs, err := s.cfg.Store.Events(r.Context(), after, limit)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		if len(evs) > 0 || wait == 0 {
+			out := adminapi.Events{Events: make([]adminapi.Event, 0, len(evs)), Next: after}
+			for _, e := range evs {
+				out.Events = append(out.Events, adminapi.Event(e))
+				out.Next = e.Seq
+			}
+			writeJSON(w, http.StatusOK, out)
+			return
+		}
+		select {
+		case <-woken:
+		case <-time.After(time.Second): // a missed NOTIFY costs at most a second
+		case <-deadline:
+			wait = 0
+		case <-r.Context().Done():
+			if errors.Is(r.Context().Err(), context.Canceled) {
+				return
+			}
+			return
+		}
+	}
+}

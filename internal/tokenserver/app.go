@@ -1,0 +1,128 @@
+package tokenserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+)
+
+// Options are everything `tokenserver serve` is configured with (flags and
+// environment, see cmd/tokenserver).
+type Options struct {
+	DSN                    string
+	Issuer                 string
+	PublicListener         net.Listener
+	AdminListener          net.Listener
+	AdminToken             string
+	SigningKeyFile         string
+	PreviousSigningKeyFile string
+	HMACSecret             []byte
+	AccessTokenFormat      string
+	AccessTokenLifespan    time.Duration
+	RefreshTokenLifespan   time.Duration
+	IDTokenLifespan        time.Duration
+	AuthorizeCodeLifespan  time.Duration
+	RefreshGracePeriod     time.Duration
+	ShutdownTimeout        time.Duration
+	JanitorInterval        time.Duration
+	Log                    *slog.Logger
+}
+
+// Serve runs the token server until ctx ends, then drains: it stops accepting, lets
+// in-flight requests finish within ShutdownTimeout, and returns.
+func Serve(ctx context.Context, o Options) error {
+	if o.RefreshGracePeriod < 0 || o.RefreshGracePeriod > 5*time.Minute {
+		return fmt.Errorf("refresh grace period %s: must be between 0 and 5m", o.RefreshGracePeriod)
+	}
+	if o.AdminToken == "" {
+		return errors.New("an admin token is required (--admin-token-file)")
+	}
+	log := o.Log
+	metrics := NewMetrics()
+	st, err := postgres.Open(ctx, o.DSN, postgres.Options{
+		RefreshGracePeriod: o.RefreshGracePeriod,
+		Hooks: postgres.Hooks{
+			RefreshGraceUse: metrics.graceUses.Inc,
+			ChainRevoked:    metrics.chainRevocation.Inc,
+			DatabaseError:   metrics.dbErrors.Inc,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = st.Close() }()
+	keys, err := oauth.LoadKeys(o.SigningKeyFile, o.PreviousSigningKeyFile)
+	if err != nil {
+		return err
+	}
+	provider, err := oauth.New(oauth.Config{
+		Issuer: strings.TrimSuffix(o.Issuer, "/"), AccessTokenFormat: o.AccessTokenFormat, HMACSecret: o.HMACSecret, Keys: keys,
+		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
+		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan,
+	}, st)
+	if err != nil {
+		return err
+	}
+	provider.OnTokenIssued = func(gt string) { metrics.tokensIssued.WithLabelValues(gt).Inc() }
+	events := NewBroadcaster()
+	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
+		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events})
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go func() {
+		if err := Listen(bg, o.DSN, events, log); err != nil {
+			log.Error("event listener stopped", "err", err)
+		}
+	}()
+	go RunJanitor(bg, st, o.JanitorInterval, 500, log)
+
+	servers := []*http.Server{
+		{Handler: srv.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second},
+		{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second},
+	}
+	listeners := []net.Listener{o.PublicListener, o.AdminListener}
+	errs := make(chan error, len(servers))
+	for i, hs := range servers {
+		go func() {
+			if err := hs.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- err
+			}
+		}()
+	}
+	log.Info("token server started", "issuer", o.Issuer, "public", o.PublicListener.Addr().String(),
+		"admin", o.AdminListener.Addr().String(), "accessTokenFormat", o.AccessTokenFormat, "signing", keys.Current.Algorithm)
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		return err
+	}
+	log.Info("draining", "timeout", o.ShutdownTimeout)
+	drain, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	defer cancel()
+	for _, hs := range servers {
+		if err := hs.Shutdown(drain); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// ReadSecretFile reads a secret from a mounted file, trimming a trailing newline.
+func ReadSecretFile(path string) (string, error) {
+	data, err := os.ReadFile(path) // #nosec G304 -- a path the operator mounts
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(data), "\r\n"), nil
+}

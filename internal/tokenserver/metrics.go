@@ -1,0 +1,81 @@
+package tokenserver
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the server's Prometheus metrics, registered on their own registry so
+// that two servers in one test process do not collide.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	requests        *prometheus.CounterVec
+	latency         *prometheus.HistogramVec
+	tokensIssued    *prometheus.CounterVec
+	graceUses       prometheus.Counter
+	coalesced       prometheus.Counter
+	chainRevocation prometheus.Counter
+	revocations     *prometheus.CounterVec
+	dbErrors        prometheus.Counter
+}
+
+// NewMetrics creates and registers the metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubeoauth_http_requests_total", Help: "HTTP requests by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kubeoauth_http_request_duration_seconds", Help: "HTTP request latency by endpoint.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"endpoint"}),
+		tokensIssued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubeoauth_tokens_issued_total", Help: "Token responses by grant type.",
+		}, []string{"grant_type"}),
+		graceUses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_refresh_grace_uses_total", Help: "Rotated refresh tokens accepted within the grace period.",
+		}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_refresh_coalesced_total", Help: "Refresh requests answered with a concurrent identical request's response.",
+		}),
+		chainRevocation: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_refresh_chain_revocations_total",
+			Help: "Token chains revoked because a refresh token was reused after its grace period.",
+		}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubeoauth_revocations_total", Help: "Revocations by kind (token, grant, client).",
+		}, []string{"kind"}),
+		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_database_errors_total", Help: "Database calls that failed because the database was unreachable.",
+		}),
+	}
+	m.Registry.MustRegister(m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
+		m.revocations, m.dbErrors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// instrument counts and times requests to one endpoint.
+func (m *Metrics) instrument(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		h(rec, r)
+		m.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(endpoint, strconv.Itoa(rec.code)).Inc()
+	}
+}

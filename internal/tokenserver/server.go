@@ -1,0 +1,272 @@
+package tokenserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store"
+)
+
+// Store is what the server needs from storage.
+type Store interface {
+	oauth.Storage
+	Ping(ctx context.Context) error
+}
+
+// Config configures a Server.
+type Config struct {
+	Provider *oauth.Provider
+	Store    Store
+	Metrics  *Metrics
+	Log      *slog.Logger
+	// AdminToken authenticates admin API callers (Authorization: Bearer).
+	AdminToken string
+	// SigningAlgorithm is advertised in discovery (ES256 or RS256).
+	SigningAlgorithm string
+	// JWKS is the public key set served at /.well-known/jwks.json.
+	JWKS any
+	// Events wakes admin event long-polls; nil means poll only.
+	Events *Broadcaster
+}
+
+// Server serves the public and admin HTTP APIs.
+type Server struct {
+	cfg       Config
+	refreshes singleflight.Group
+}
+
+// New returns a server.
+func New(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	return &Server{cfg: cfg}
+}
+
+// maxBody bounds request bodies on the public endpoints: no OAuth request needs more.
+const maxBody = 64 << 10
+
+// PublicHandler serves the OAuth 2.0 / OpenID Connect endpoints, health and metrics.
+func (s *Server) PublicHandler() http.Handler {
+	m := s.cfg.Metrics
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", m.instrument("discovery", s.discovery))
+	mux.HandleFunc("GET /.well-known/jwks.json", m.instrument("jwks", s.jwks))
+	mux.HandleFunc("POST /oauth2/token", m.instrument("token", s.oauthEndpoint(s.token)))
+	mux.HandleFunc("POST /oauth2/introspect", m.instrument("introspect", s.oauthEndpoint(s.cfg.Provider.Introspect)))
+	mux.HandleFunc("POST /oauth2/revoke", m.instrument("revoke", s.oauthEndpoint(s.cfg.Provider.Revoke)))
+	mux.HandleFunc("GET /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
+	mux.HandleFunc("POST /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
+	iss := s.cfg.Provider.Issuer()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                iss,
+		"authorization_endpoint":                iss + "/oauth2/auth",
+		"token_endpoint":                        iss + "/oauth2/token",
+		"introspection_endpoint":                iss + "/oauth2/introspect",
+		"revocation_endpoint":                   iss + "/oauth2/revoke",
+		"userinfo_endpoint":                     iss + "/userinfo",
+		"jwks_uri":                              iss + "/.well-known/jwks.json",
+		"response_types_supported":              []string{"code"},
+		"response_modes_supported":              []string{"query"},
+		"grant_types_supported":                 knownGrantTypes,
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{s.cfg.SigningAlgorithm},
+		"token_endpoint_auth_methods_supported": knownAuthMethods,
+		"code_challenge_methods_supported":      []string{"S256"},
+		"scopes_supported":                      []string{"openid", "offline_access"},
+		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "preferred_username"},
+	})
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, s.cfg.JWKS)
+}
+
+// token serves the token endpoint. Identical concurrent refresh requests (same
+// client credentials, same refresh token, same parameters) are coalesced: one runs,
+// and every caller gets its response, so a client that fires the same refresh twice
+// gets one consistent pair of tokens instead of a rotation race.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken:
+	default:
+		s.writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "This server does not support grant_type "+strconv.Quote(gt)+".")
+		return
+	}
+	if r.PostForm.Get("grant_type") != grantRefreshToken {
+		s.cfg.Provider.Token(w, r)
+		return
+	}
+	h := sha256.New()
+	h.Write([]byte(r.Header.Get("Authorization")))
+	keys := make([]string, 0, len(r.PostForm))
+	for k := range r.PostForm {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range r.PostForm[k] {
+			h.Write([]byte{0})
+			h.Write([]byte(k + "=" + v))
+		}
+	}
+	leader := false
+	v, _, shared := s.refreshes.Do(string(h.Sum(nil)), func() (any, error) {
+		leader = true
+		rec := newBuffered()
+		s.cfg.Provider.Token(rec, r)
+		return rec, nil
+	})
+	if shared && !leader {
+		s.cfg.Metrics.coalesced.Inc()
+	}
+	v.(*buffered).copyTo(w)
+}
+
+func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
+	sess, _, err := s.cfg.Provider.BearerSubject(r)
+	if err != nil {
+		code, name := oauth.ErrorStatus(err)
+		if code == http.StatusInternalServerError {
+			s.writeOAuthError(w, code, name, "")
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		s.writeOAuthError(w, http.StatusUnauthorized, "invalid_token", "The access token is missing, expired or revoked.")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"sub": sess.Subject, "preferred_username": sess.Username})
+}
+
+// oauthEndpoint wraps an OAuth endpoint: it bounds and parses the body, and turns a
+// 500 caused by an unreachable database into 503 temporarily_unavailable with
+// Retry-After, so clients retry instead of giving up. Nothing is issued in that
+// case: fosite writes the response only after the store accepted the token.
+func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if err := r.ParseForm(); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				s.writeOAuthError(w, http.StatusRequestEntityTooLarge, "invalid_request", "The request body is too large.")
+				return
+			}
+			s.writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The request body is not a valid form.")
+			return
+		}
+		rec := newBuffered()
+		h(rec, r)
+		// fosite reports a failed client lookup as invalid_client whatever the cause,
+		// so a 401 also earns a check of the database.
+		if rec.code >= 500 || rec.code == http.StatusUnauthorized {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			err := s.cfg.Store.Ping(ctx)
+			cancel()
+			if err != nil {
+				s.cfg.Log.Warn("database unavailable", "path", r.URL.Path, "err", err)
+				w.Header().Set("Retry-After", "1")
+				s.writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable",
+					"The authorization server cannot reach its database; retry shortly.")
+				return
+			}
+			if rec.code >= 500 {
+				s.cfg.Log.Error("internal error", "path", r.URL.Path, "status", rec.code)
+			}
+		}
+		rec.copyTo(w)
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeStatus(w, http.StatusOK, "ok")
+}
+
+// readyz fails while the database is unreachable, so the Service stops sending
+// traffic to a replica that cannot serve it.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Ping(ctx); err != nil {
+		writeStatus(w, http.StatusServiceUnavailable, "database unavailable")
+		return
+	}
+	writeStatus(w, http.StatusOK, "ok")
+}
+
+func writeStatus(w http.ResponseWriter, code int, status string) {
+	writeJSON(w, code, map[string]string{"status": status})
+}
+
+func (s *Server) writeOAuthError(w http.ResponseWriter, code int, name, description string) {
+	body := map[string]string{"error": name}
+	if description != "" {
+		body["error_description"] = description
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, code, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// buffered holds a response until the handler is done, so it can be replaced (503)
+// or shared (coalesced refreshes).
+type buffered struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+	once   sync.Once
+}
+
+func newBuffered() *buffered { return &buffered{header: http.Header{}, code: http.StatusOK} }
+
+func (b *buffered) Header() http.Header         { return b.header }
+func (b *buffered) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *buffered) WriteHeader(code int)        { b.once.Do(func() { b.code = code }) }
+
+func (b *buffered) copyTo(w http.ResponseWriter) {
+	for k, v := range b.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(b.code)
+	_, _ = w.Write(b.body.Bytes())
+}
+
+// storeErrStatus maps store errors to HTTP statuses for the admin API.
+func storeErrStatus(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}

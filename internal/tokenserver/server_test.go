@@ -1,0 +1,349 @@
+package tokenserver_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+)
+
+var httpClient = &http.Client{Timeout: 15 * time.Second}
+
+func getJSON(t *testing.T, target string, into any) int {
+	t.Helper()
+	resp, err := httpClient.Get(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	return resp.StatusCode
+}
+
+// postForm posts a form with optional basic auth and returns status and JSON body.
+func postForm(t *testing.T, endpoint string, form url.Values, user, pass string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if user != "" {
+		req.SetBasicAuth(url.QueryEscape(user), url.QueryEscape(pass))
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]any{}
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatalf("POST %s: %d, body not JSON: %s", endpoint, resp.StatusCode, body)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+func introspect(t *testing.T, in *instance, token, id, secret string) map[string]any {
+	t.Helper()
+	code, body := postForm(t, in.URL+"/oauth2/introspect", url.Values{"token": {token}}, id, secret)
+	if code != http.StatusOK {
+		t.Fatalf("introspect: %d %v", code, body)
+	}
+	return body
+}
+
+func TestDiscoveryAndJWKS(t *testing.T) {
+	in := start(t, setup{})
+	var disc map[string]any
+	if code := getJSON(t, in.URL+"/.well-known/openid-configuration", &disc); code != 200 {
+		t.Fatalf("discovery: %d", code)
+	}
+	for k, want := range map[string]string{
+		"issuer": in.URL, "token_endpoint": in.URL + "/oauth2/token", "jwks_uri": in.URL + "/.well-known/jwks.json",
+		"introspection_endpoint": in.URL + "/oauth2/introspect", "revocation_endpoint": in.URL + "/oauth2/revoke",
+	} {
+		if disc[k] != want {
+			t.Errorf("discovery %s = %v, want %s", k, disc[k], want)
+		}
+	}
+	var jwks struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	getJSON(t, in.URL+"/.well-known/jwks.json", &jwks)
+	if len(jwks.Keys) != 1 || jwks.Keys[0]["alg"] != "ES256" || jwks.Keys[0]["kid"] == "" || jwks.Keys[0]["d"] != nil {
+		t.Errorf("JWKS = %v; want one public ES256 key with a kid", jwks.Keys)
+	}
+}
+
+// golang.org/x/oauth2 gets a token with client_credentials; introspection (RFC 7662)
+// reports it active with its scopes; revocation (RFC 7009) makes it inactive.
+func TestClientCredentialsIntrospectRevoke(t *testing.T) {
+	for _, format := range []string{oauth.FormatOpaque, oauth.FormatJWT} {
+		t.Run(format, func(t *testing.T) {
+			in := start(t, setup{format: format})
+			secret := confidentialClient(t, in, "grafana")
+			cc := clientcredentials.Config{ClientID: "grafana", ClientSecret: secret, TokenURL: in.URL + "/oauth2/token",
+				Scopes: []string{"zones.read"}, AuthStyle: oauth2.AuthStyleInHeader}
+			tok, err := cc.Token(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.AccessToken == "" || tok.Expiry.Before(time.Now().Add(50*time.Minute)) {
+				t.Fatalf("token = %+v; want one valid for an hour", tok)
+			}
+			if format == oauth.FormatJWT {
+				parts := strings.Split(tok.AccessToken, ".")
+				if len(parts) != 3 {
+					t.Fatalf("JWT access token has %d parts", len(parts))
+				}
+				header, _ := base64.RawURLEncoding.DecodeString(parts[0])
+				if !strings.Contains(string(header), `"typ":"at+jwt"`) || !strings.Contains(string(header), `"alg":"ES256"`) {
+					t.Errorf("JWT header = %s; want typ at+jwt (RFC 9068), alg ES256", header)
+				}
+			}
+			got := introspect(t, in, tok.AccessToken, "grafana", secret)
+			if got["active"] != true || got["client_id"] != "grafana" || got["scope"] != "zones.read" || got["sub"] != "grafana" {
+				t.Errorf("introspection = %v; want active, client grafana, scope zones.read", got)
+			}
+			if code, body := postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {tok.AccessToken}}, "grafana", secret); code != 200 {
+				t.Fatalf("revoke: %d %v", code, body)
+			}
+			if got := introspect(t, in, tok.AccessToken, "grafana", secret); got["active"] != false {
+				t.Errorf("introspection after revocation = %v; want inactive", got)
+			}
+			// A scope the client may not use is refused.
+			cc.Scopes = []string{"admin"}
+			if _, err := cc.Token(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid_scope") {
+				t.Errorf("token with a scope the client lacks: %v; want invalid_scope", err)
+			}
+		})
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	c := &adminapi.Client{ID: "argo", Secret: "argo-secret-0123456789abcdefghijklmnop", OwnerNamespace: "gitops",
+		Name: "Argo CD", GrantTypes: []string{"client_credentials"}, Scopes: []string{"zones.read"},
+		TokenEndpointAuthMethod: "client_secret_post"}
+	first, err := in.Admin.PutClient(ctx, c)
+	if err != nil || !first.Changed {
+		t.Fatalf("first PUT = %+v, %v; want changed", first, err)
+	}
+	again, err := in.Admin.PutClient(ctx, c)
+	if err != nil || again.Changed || !again.UpdatedAt.Equal(first.UpdatedAt) {
+		t.Fatalf("same PUT again = %+v, %v; want unchanged", again, err)
+	}
+	got, err := in.Admin.GetClient(ctx, "argo")
+	if err != nil || got.Name != "Argo CD" || got.OwnerNamespace != "gitops" || got.Secret != "" {
+		t.Errorf("GET = %+v, %v; want the client without its secret", got, err)
+	}
+	if _, err := in.Admin.GetClient(ctx, "nobody"); !errors.Is(err, adminapi.ErrNotFound) {
+		t.Errorf("GET unknown: %v, want ErrNotFound", err)
+	}
+
+	bad := *c
+	bad.Secret = "short"
+	_, err = in.Admin.PutClient(ctx, &bad)
+	var apiErr *adminapi.Error
+	if !errors.As(err, &apiErr) || apiErr.Field != "secret" || !strings.Contains(apiErr.Message, "at least 32") {
+		t.Errorf("PUT with a short secret: %v; want an error naming field secret", err)
+	}
+	bad = *c
+	bad.GrantTypes = []string{"password"}
+	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "grantTypes" {
+		t.Errorf("PUT with grant type password: %v; want an error naming grantTypes", err)
+	}
+	unauth := &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: "wrong"}
+	if _, err := unauth.ListClients(ctx); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("admin call with a wrong token: %v; want 401", err)
+	}
+
+	// client_secret_post works, then deleting the client revokes its tokens.
+	code, tok := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"},
+		"client_id": {"argo"}, "client_secret": {c.Secret}}, "", "")
+	if code != 200 {
+		t.Fatalf("client_secret_post token: %d %v", code, tok)
+	}
+	other := confidentialClient(t, in, "checker")
+	if err := in.Admin.DeleteClient(ctx, "argo"); err != nil {
+		t.Fatal(err)
+	}
+	if got := introspect(t, in, tok["access_token"].(string), "checker", other); got["active"] != false {
+		t.Errorf("token of a deleted client: %v; want inactive", got)
+	}
+	if err := in.Admin.DeleteClient(ctx, "argo"); !errors.Is(err, adminapi.ErrNotFound) {
+		t.Errorf("second DELETE: %v; want ErrNotFound", err)
+	}
+}
+
+// A long poll on the event log returns as soon as a revocation commits (LISTEN/NOTIFY),
+// not when its wait ends.
+func TestEventsLongPoll(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	confidentialClient(t, in, "grafana")
+	first, err := in.Admin.Events(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		evs     *adminapi.Events
+		err     error
+		elapsed time.Duration
+	}
+	got := make(chan result, 1)
+	begin := time.Now()
+	go func() {
+		evs, err := in.Admin.Events(ctx, first.Next, 20*time.Second)
+		got <- result{evs, err, time.Since(begin)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := in.Admin.PutGrant(ctx, &adminapi.Grant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Admin.DeleteGrant(ctx, "grafana", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.evs.Events) == 0 || r.evs.Events[0].Kind != "consent_given" || r.elapsed > 5*time.Second {
+		t.Errorf("long poll = %+v after %s; want consent_given promptly", r.evs, r.elapsed)
+	}
+	rest, err := in.Admin.Events(ctx, r.evs.Next, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append(r.evs.Events, rest.Events...)
+	if all[len(all)-1].Kind != "grant_revoked" || all[len(all)-1].Subject != "alice" {
+		t.Errorf("events = %+v; want grant_revoked for alice last", all)
+	}
+}
+
+// Malformed and hostile requests get RFC 6749 errors, never a 500.
+func TestBadRequests(t *testing.T) {
+	in := start(t, setup{})
+	secret := confidentialClient(t, in, "grafana")
+	tokenURL := in.URL + "/oauth2/token"
+	tests := map[string]struct {
+		form       url.Values
+		user, pass string
+		wantCode   int
+		wantError  string
+	}{
+		"no grant type":  {url.Values{}, "grafana", secret, 400, "invalid_request"},
+		"unknown grant":  {url.Values{"grant_type": {"password"}, "username": {"a"}, "password": {"b"}}, "grafana", secret, 400, "unsupported_grant_type"},
+		"wrong secret":   {url.Values{"grant_type": {"client_credentials"}}, "grafana", "wrong", 401, "invalid_client"},
+		"unknown client": {url.Values{"grant_type": {"client_credentials"}}, "nobody", "x", 401, "invalid_client"},
+		// fosite calls missing credentials a malformed request rather than a failed
+		// authentication; either is an RFC 6749 section 5.2 answer.
+		"no client":        {url.Values{"grant_type": {"client_credentials"}}, "", "", 400, "invalid_request"},
+		"bogus code":       {url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "redirect_uri": {"http://127.0.0.1:5555/callback"}}, "grafana", secret, 400, "invalid_grant"},
+		"bogus refresh":    {url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"nope.nope"}}, "grafana", secret, 400, "invalid_grant"},
+		"oversized body":   {url.Values{"grant_type": {"client_credentials"}, "pad": {strings.Repeat("x", 70<<10)}}, "grafana", secret, 413, "invalid_request"},
+		"scope with quote": {url.Values{"grant_type": {"client_credentials"}, "scope": {`"zones`}}, "grafana", secret, 400, "invalid_scope"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			code, body := postForm(t, tokenURL, tt.form, tt.user, tt.pass)
+			if code != tt.wantCode || body["error"] != tt.wantError {
+				t.Errorf("got %d %v; want %d %s", code, body, tt.wantCode, tt.wantError)
+			}
+		})
+	}
+	if code, body := postForm(t, in.URL+"/oauth2/introspect", url.Values{"token": {"x"}}, "", ""); code != 401 {
+		t.Errorf("unauthenticated introspection: %d %v; want 401", code, body)
+	}
+	resp, err := httpClient.Get(in.URL + "/userinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
+		t.Errorf("userinfo without a token: %d %q; want 401 invalid_token", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
+// With the database gone the server answers 503 quickly, issues nothing, reports not
+// ready, and serves again by itself once the database is back.
+func TestDatabaseOutage(t *testing.T) {
+	proxy, dsn := newDBProxy(t, migratedDB(t))
+	in := start(t, setup{dsn: dsn})
+	secret := confidentialClient(t, in, "grafana")
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if code, body := postForm(t, in.URL+"/oauth2/token", form, "grafana", secret); code != 200 {
+		t.Fatalf("before the outage: %d %v", code, body)
+	}
+	proxy.Down()
+	begin := time.Now()
+	code, body := postForm(t, in.URL+"/oauth2/token", form, "grafana", secret)
+	if code != 503 || body["error"] != "temporarily_unavailable" || body["access_token"] != nil {
+		t.Errorf("during the outage: %d %v; want 503 temporarily_unavailable and no token", code, body)
+	}
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("the 503 took %s", took)
+	}
+	resp, err := httpClient.Get(in.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("readyz during the outage: %d, want 503", resp.StatusCode)
+	}
+	proxy.Up(t, "unix")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body = postForm(t, in.URL+"/oauth2/token", form, "grafana", secret)
+		if code == 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 200 {
+		t.Errorf("after the database came back: %d %v", code, body)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	in := start(t, setup{})
+	secret := confidentialClient(t, in, "grafana")
+	postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", secret)
+	postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", "wrong")
+	resp, err := httpClient.Get(in.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{
+		`kubeoauth_tokens_issued_total{grant_type="client_credentials"} 1`,
+		`kubeoauth_http_requests_total{code="200",endpoint="token"} 1`,
+		`kubeoauth_http_requests_total{code="401",endpoint="token"} 1`,
+		`kubeoauth_http_request_duration_seconds_bucket{endpoint="token"`,
+		`kubeoauth_refresh_grace_uses_total 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), secret) {
+		t.Error("/metrics contains a client secret")
+	}
+}
