@@ -124,6 +124,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	grace := fs.Duration("refresh-grace-period", 0, "How long a rotated refresh token still works (0 to 5m).")
 	shutdown := fs.Duration("shutdown-timeout", 20*time.Second, "On SIGTERM, how long in-flight requests may take before exit.")
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
+	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B), mounted from a Secret.")
+	scopesFile := fs.String("scope-descriptions-file", "",
+		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -157,6 +160,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--hmac-secret-file: %w", err)
 	}
+	var scopes map[string]string
+	if *scopesFile != "" {
+		data, err := os.ReadFile(*scopesFile)
+		if err != nil {
+			return fmt.Errorf("--scope-descriptions-file: %w", err)
+		}
+		if err := json.Unmarshal(data, &scopes); err != nil {
+			return fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", *scopesFile, err)
+		}
+	}
 	pub, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -170,7 +183,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
 		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, HMACSecret: []byte(hmacSecret),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
-		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, JanitorInterval: *janitor, Log: log,
+		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, JanitorInterval: *janitor,
+		UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,
 	})
 }
 

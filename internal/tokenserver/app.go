@@ -34,7 +34,11 @@ type Options struct {
 	RefreshGracePeriod     time.Duration
 	ShutdownTimeout        time.Duration
 	JanitorInterval        time.Duration
-	Log                    *slog.Logger
+	// UsersFile lists who may sign in (username:bcrypt-hash lines); may be empty.
+	UsersFile string
+	// ScopeDescriptions are shown on the consent page.
+	ScopeDescriptions map[string]string
+	Log               *slog.Logger
 }
 
 // Serve runs the token server until ctx ends, then drains: it stops accepting, lets
@@ -73,9 +77,16 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	provider.OnTokenIssued = func(gt string) { metrics.tokensIssued.WithLabelValues(gt).Inc() }
+	users := map[string][]byte{}
+	if o.UsersFile != "" {
+		if users, err = LoadUsers(o.UsersFile); err != nil {
+			return fmt.Errorf("users file: %w", err)
+		}
+	}
 	events := NewBroadcaster()
 	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
-		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events})
+		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
+		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecureCookies: strings.HasPrefix(o.Issuer, "https://")})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
@@ -33,7 +35,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const adminToken = "admin-token-for-tests-0123456789abcdef"
+const (
+	adminToken    = "admin-token-for-tests-0123456789abcdef"
+	alicePassword = "correct horse battery staple"
+	redirectURI   = "http://127.0.0.1:5555/callback"
+)
 
 // instance is one running token server.
 type instance struct {
@@ -79,6 +85,13 @@ func secrets(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(dir, "hmac"), []byte("hmac-secret-shared-by-replicas-0123456789"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(alicePassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users"), []byte("# test users\nalice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
@@ -116,7 +129,9 @@ func start(t *testing.T, s setup) *instance {
 			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), HMACSecret: hmacSecret, AccessTokenFormat: s.format,
 			AccessTokenLifespan: time.Hour, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
-			JanitorInterval: time.Hour, Log: slog.New(slog.NewTextHandler(logOut, nil)),
+			JanitorInterval: time.Hour, UsersFile: filepath.Join(s.keyDir, "users"),
+			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
+			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })
@@ -166,7 +181,7 @@ func confidentialClient(t *testing.T, in *instance, id string) (secret string) {
 	_, err := in.Admin.PutClient(context.Background(), &adminapi.Client{
 		ID: id, Secret: secret, OwnerNamespace: "observability", Name: "Grafana " + id,
 		GrantTypes:              []string{"client_credentials", "authorization_code", "refresh_token"},
-		RedirectURIs:            []string{"http://127.0.0.1:5555/callback"},
+		RedirectURIs:            []string{redirectURI},
 		Scopes:                  []string{"openid", "profile", "offline_access", "zones.read"},
 		Audience:                []string{"https://api.example.com"},
 		TokenEndpointAuthMethod: "client_secret_basic",

@@ -40,6 +40,14 @@ type Config struct {
 	JWKS any
 	// Events wakes admin event long-polls; nil means poll only.
 	Events *Broadcaster
+	// Users signs people in on the login page: username to bcrypt hash.
+	Users map[string][]byte
+	// ScopeDescriptions are shown on the consent page.
+	ScopeDescriptions map[string]string
+	// CookieSecret signs login cookies; every replica must share it.
+	CookieSecret []byte
+	// SecureCookies marks cookies Secure (an https issuer).
+	SecureCookies bool
 }
 
 // Server serves the public and admin HTTP APIs.
@@ -73,6 +81,12 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("POST /oauth2/revoke", m.instrument("revoke", s.oauthEndpoint(s.cfg.Provider.Revoke)))
 	mux.HandleFunc("GET /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
 	mux.HandleFunc("POST /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
+	mux.HandleFunc("GET /oauth2/auth", m.instrument("authorize", s.authorize))
+	mux.HandleFunc("POST /oauth2/auth", m.instrument("authorize", s.authorize))
+	mux.HandleFunc("GET /login", m.instrument("login", s.loginPage))
+	mux.HandleFunc("POST /login", m.instrument("login", s.login))
+	mux.HandleFunc("GET /account", m.instrument("account", s.account))
+	mux.HandleFunc("POST /account/revoke", m.instrument("account", s.revokeFromAccount))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
