@@ -1,0 +1,169 @@
+package tokenserver_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+)
+
+// browserCtx starts headless Chromium (Debian's chromium) with a fresh profile.
+func browserCtx(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("headless Chromium is needed for the page tests (apt-get install chromium): %v", err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(900, 1000),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+// app is the relying party's callback: it shows what it got, as an app would.
+type app struct {
+	*httptest.Server
+	mu    sync.Mutex
+	query map[string]string
+}
+
+func newApp(t *testing.T) *app {
+	a := &app{query: map[string]string{}}
+	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		for k := range r.URL.Query() {
+			a.query[k] = r.URL.Query().Get(k)
+		}
+		a.mu.Unlock()
+		_, _ = w.Write([]byte(`<!doctype html><title>App</title><p id="result">` + r.URL.Query().Get("error") + r.URL.Query().Get("code") + `</p>`))
+	}))
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *app) got(k string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.query[k]
+}
+
+// The pages in a real browser: sign in, read the consent page (saved as
+// docs/consent.png when KUBEOAUTH_UPDATE_SCREENSHOTS=1), deny, then approve; exchange
+// the code; revoke the app on the connected-apps page and see its token die.
+func TestPagesInHeadlessChromium(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	rp := newApp(t)
+	secret := "grafana-secret-0123456789abcdefghijklmnopq"
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{
+		ID: "grafana", Secret: secret, OwnerNamespace: "observability", Name: "Grafana",
+		OwnerTeam: "Observability team", OwnerContact: "obs@example.com",
+		GrantTypes: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{rp.URL + "/callback"},
+		Scopes: []string{"openid", "zones.read", "offline_access"}, TokenEndpointAuthMethod: "client_secret_basic",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauth2.Config{ClientID: "grafana", ClientSecret: secret, RedirectURL: rp.URL + "/callback",
+		Scopes: []string{"openid", "zones.read"}, Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth", TokenURL: in.URL + "/oauth2/token"}}
+	bctx := browserCtx(t)
+
+	// Sign in, then deny.
+	var appName, verified, claimed, scopes, host string
+	var shot []byte
+	if err := chromedp.Run(bctx,
+		chromedp.Navigate(cfg.AuthCodeURL("state-deny-0001", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))),
+		chromedp.WaitVisible("#username", chromedp.ByID),
+		chromedp.SendKeys("#username", "alice", chromedp.ByID),
+		chromedp.SendKeys("#password", alicePassword, chromedp.ByID),
+		chromedp.Click("#sign-in", chromedp.ByID),
+		chromedp.WaitVisible("#approve", chromedp.ByID),
+		chromedp.Text("#app-name", &appName, chromedp.ByID),
+		chromedp.Text("#verified-owner", &verified, chromedp.ByID),
+		chromedp.Text("#claimed-owner", &claimed, chromedp.ByID),
+		chromedp.Text("#scopes", &scopes, chromedp.ByID),
+		chromedp.Text("#redirect-host", &host, chromedp.ByID),
+		chromedp.FullScreenshot(&shot, 100),
+		chromedp.Click("#deny", chromedp.ByID),
+		chromedp.WaitVisible("#result", chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if appName != "Grafana" || !strings.Contains(verified, "observability") || !strings.Contains(verified, "verified") ||
+		!strings.Contains(claimed, "Observability team") || !strings.Contains(claimed, "not verified") ||
+		!strings.Contains(scopes, "Read your DNS zones") || host != strings.TrimPrefix(rp.URL, "http://") {
+		t.Errorf("consent page: app %q, verified %q, claimed %q, scopes %q, host %q", appName, verified, claimed, scopes, host)
+	}
+	if rp.got("error") != "access_denied" {
+		t.Errorf("after Deny the app got error %q, want access_denied", rp.got("error"))
+	}
+	saveScreenshot(t, shot)
+
+	// Approve: the app gets a code that golang.org/x/oauth2 exchanges.
+	verifier := oauth2.GenerateVerifier()
+	if err := chromedp.Run(bctx,
+		chromedp.Navigate(cfg.AuthCodeURL("state-approve-01", oauth2.S256ChallengeOption(verifier))),
+		chromedp.WaitVisible("#approve", chromedp.ByID),
+		chromedp.Click("#approve", chromedp.ByID),
+		chromedp.WaitVisible("#result", chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cfg.Exchange(ctx, rp.got("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchanging the code the browser brought: %v", err)
+	}
+	resp, err := cfg.Client(ctx, tok).Get(in.URL + "/userinfo")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("userinfo: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+
+	// Connected apps: revoke Grafana; its token dies.
+	var listed, after string
+	if err := chromedp.Run(bctx,
+		chromedp.Navigate(in.URL+"/account"),
+		chromedp.WaitVisible("#grants", chromedp.ByID),
+		chromedp.Text("#grants", &listed, chromedp.ByID),
+		chromedp.Click(`button[aria-label="Revoke access of Grafana"]`, chromedp.ByQuery),
+		chromedp.WaitVisible("#no-grants", chromedp.ByID),
+		chromedp.Text("#no-grants", &after, chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(listed, "Grafana") || !strings.Contains(listed, "observability") || !strings.Contains(listed, "zones.read") {
+		t.Errorf("connected apps listed %q", listed)
+	}
+	other := confidentialClient(t, in, "checker")
+	if got := introspect(t, in, tok.AccessToken, "checker", other); got["active"] != false {
+		t.Errorf("token after revoking the app on the connected-apps page: %v; want inactive", got)
+	}
+}
+
+func saveScreenshot(t *testing.T, png []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Getenv("KUBEOAUTH_UPDATE_SCREENSHOTS") == "1" {
+		dir = filepath.Join(testenv.RepoRoot(), "docs")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "consent.png"), png, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
