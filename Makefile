@@ -72,6 +72,10 @@ verify: manifests generate ## Fail when generated files or go.mod/go.sum are sta
 		exit 1; \
 	fi
 
+.PHONY: run-tokenserver
+run-tokenserver: ## Run the token server by hand on a throwaway PostgreSQL; prints curl commands to try.
+	go run ./hack/tokenserver-dev
+
 .PHONY: demo
 demo: manifests control-plane ## Start a real API server, apply the samples with kubectl, show them and a refused bad client.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/demo
@@ -79,8 +83,9 @@ demo: manifests control-plane ## Start a real API server, apply the samples with
 ##@ Build
 
 .PHONY: build
-build: generate vet ## Build the manager binary into bin/.
+build: generate vet ## Build the manager and tokenserver binaries into bin/.
 	go build -o bin/manager ./cmd/manager
+	go build -o bin/tokenserver ./cmd/tokenserver
 
 .PHONY: run
 run: manifests generate vet ## Run the manager against the cluster in ~/.kube/config.

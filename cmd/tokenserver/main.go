@@ -33,7 +33,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "tokenserver:", err)
 		os.Exit(1)
 	}
@@ -75,6 +75,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fmt.Printf("usage: tokenserver %s [flags]; each flag can be set as KUBEOAUTH_<FLAG_NAME> too\n", fs.Name())
+			fs.PrintDefaults()
+		}
 		return err
 	}
 	set := map[string]bool{}

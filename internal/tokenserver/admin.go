@@ -212,7 +212,6 @@ func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	s.cfg.Metrics.revocations.WithLabelValues("client").Inc()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -277,7 +276,6 @@ func (s *Server) deleteGrant(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	s.cfg.Metrics.revocations.WithLabelValues("grant").Inc()
 	w.WriteHeader(http.StatusNoContent)
 }
 

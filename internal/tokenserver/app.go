@@ -58,6 +58,7 @@ func Serve(ctx context.Context, o Options) error {
 			RefreshGraceUse: metrics.graceUses.Inc,
 			ChainRevoked:    metrics.chainRevocation.Inc,
 			DatabaseError:   metrics.dbErrors.Inc,
+			Event:           metrics.countEvent,
 		},
 	})
 	if err != nil {

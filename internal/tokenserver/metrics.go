@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
 // Metrics are the server's Prometheus metrics, registered on their own registry so
@@ -48,7 +50,7 @@ func NewMetrics() *Metrics {
 			Help: "Token chains revoked because a refresh token was reused after its grace period.",
 		}),
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kubeoauth_revocations_total", Help: "Revocations by kind (token, grant, client).",
+			Name: "kubeoauth_revocations_total", Help: "Revocations by kind: token (a token chain), grant, client.",
 		}, []string{"kind"}),
 		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kubeoauth_database_errors_total", Help: "Database calls that failed because the database was unreachable.",
@@ -57,6 +59,18 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
 		m.revocations, m.dbErrors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// countEvent counts revocations from the store's event log.
+func (m *Metrics) countEvent(kind string) {
+	switch kind {
+	case store.EventTokenRevoked:
+		m.revocations.WithLabelValues("token").Inc()
+	case store.EventGrantRevoked:
+		m.revocations.WithLabelValues("grant").Inc()
+	case store.EventClientDeleted:
+		m.revocations.WithLabelValues("client").Inc()
+	}
 }
 
 type statusRecorder struct {

@@ -349,6 +349,5 @@ func (s *Server) revokeFromAccount(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, storeErrStatus(err), "The app could not be disconnected right now; try again.")
 		return
 	}
-	s.cfg.Metrics.revocations.WithLabelValues("grant").Inc()
 	http.Redirect(w, r, accountPath, http.StatusSeeOther)
 }

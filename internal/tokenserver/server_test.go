@@ -324,8 +324,9 @@ func TestDatabaseOutage(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	in := start(t, setup{})
 	secret := confidentialClient(t, in, "grafana")
-	postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", secret)
+	_, tok := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", secret)
 	postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", "wrong")
+	postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {tok["access_token"].(string)}}, "grafana", secret)
 	resp, err := httpClient.Get(in.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +339,7 @@ func TestMetrics(t *testing.T) {
 		`kubeoauth_http_requests_total{code="401",endpoint="token"} 1`,
 		`kubeoauth_http_request_duration_seconds_bucket{endpoint="token"`,
 		`kubeoauth_refresh_grace_uses_total 0`,
+		`kubeoauth_revocations_total{kind="token"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)

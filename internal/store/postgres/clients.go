@@ -86,7 +86,7 @@ func (s *Store) DeleteClient(ctx context.Context, id string) error {
 		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE client_id = $1`, id); err != nil {
 			return err
 		}
-		err = appendEvent(ctx, q, store.Event{Kind: store.EventClientDeleted, ClientID: id})
+		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventClientDeleted, ClientID: id})
 		return err
 	})
 }

@@ -21,7 +21,7 @@ const NotifyChannel = "kubeoauth_events"
 const eventLockID = 0x6b6f6175_6576656e // "koauEven"
 
 // appendEvent adds ev to the log inside q, which must be a transaction.
-func appendEvent(ctx context.Context, q querier, ev store.Event) error {
+func (s *Store) appendEvent(ctx context.Context, q querier, ev store.Event) error {
 	if _, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(eventLockID)); err != nil {
 		return err
 	}
@@ -37,6 +37,9 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq`,
 		return err
 	}
 	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, strconv.FormatInt(seq, 10))
+	if err == nil && s.opts.Hooks.Event != nil {
+		s.opts.Hooks.Event(ev.Kind)
+	}
 	return err
 }
 

@@ -383,7 +383,7 @@ SELECT client_id, subject FROM gone LIMIT 1`, kind, requestID).Scan(&clientID, &
 		if err != nil {
 			return err
 		}
-		err = appendEvent(ctx, q, store.Event{Kind: store.EventTokenRevoked, ClientID: clientID, Subject: subject, RequestID: requestID})
+		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventTokenRevoked, ClientID: clientID, Subject: subject, RequestID: requestID})
 		return err
 	})
 }

@@ -61,7 +61,7 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 			}
 			return err
 		}
-		if err := appendEvent(ctx, q, store.Event{Kind: store.EventConsentGiven, ClientID: next.ClientID,
+		if err := s.appendEvent(ctx, q, store.Event{Kind: store.EventConsentGiven, ClientID: next.ClientID,
 			Subject: next.Subject, GrantID: next.ID, Scopes: next.Scopes}); err != nil {
 			return err
 		}
@@ -115,7 +115,7 @@ func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error
 		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE grant_id = $1`, id); err != nil {
 			return err
 		}
-		err = appendEvent(ctx, q, store.Event{Kind: store.EventGrantRevoked, ClientID: clientID, Subject: subject, GrantID: id})
+		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventGrantRevoked, ClientID: clientID, Subject: subject, GrantID: id})
 		return err
 	})
 }

@@ -34,6 +34,8 @@ type Hooks struct {
 	RefreshGraceUse func()
 	ChainRevoked    func()
 	DatabaseError   func()
+	// Event is called with the kind of each event logged (revocations, consents).
+	Event func(kind string)
 }
 
 // Store is the PostgreSQL store. It implements store.Store and fosite's storage
