@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -105,7 +106,7 @@ func run(ctx context.Context) error {
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: 30 * time.Second, ShutdownTimeout: 10 * time.Second,
 			JanitorInterval: time.Minute, UsersFile: filepath.Join(dir, "users"),
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
-			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Log:               slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 	}()
 
@@ -139,10 +140,15 @@ Discovery and keys:
 Admin API:
   curl -s -H 'Authorization: Bearer %[4]s' %[2]s/admin/clients
 Sign in as alice (password alice) in a browser:
-  %[1]s/oauth2/auth?client_id=demo&response_type=code&scope=openid+zones.read&state=some-state-123&redirect_uri=http://127.0.0.1:5555/callback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256
+  %[1]s/oauth2/auth?%[5]s
 
 Ctrl-C stops the server and removes the database.
-`, issuer, admin.BaseURL, secret, adminToken)
+`, issuer, admin.BaseURL, secret, adminToken, url.Values{
+		"client_id": {"demo"}, "response_type": {"code"}, "scope": {"openid zones.read"}, "state": {"some-state-123"},
+		"redirect_uri": {"http://127.0.0.1:5555/callback"}, "code_challenge_method": {"S256"},
+		// The S256 challenge of the verifier "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" (RFC 7636 appendix B).
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"},
+	}.Encode())
 	select {
 	case err := <-done:
 		return err
