@@ -76,6 +76,10 @@ verify: manifests generate ## Fail when generated files or go.mod/go.sum are sta
 run-tokenserver: ## Run the token server by hand on a throwaway PostgreSQL; prints curl commands to try.
 	go run ./hack/tokenserver-dev
 
+.PHONY: bench-tokenserver
+bench-tokenserver: ## Benchmark the token server on a throwaway PostgreSQL (64 workers); see docs/benchmarks.md.
+	go run ./hack/bench-tokenserver $(BENCH_FLAGS)
+
 .PHONY: demo
 demo: manifests control-plane ## Start a real API server, apply the samples with kubectl, show them and a refused bad client.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/demo
