@@ -136,7 +136,8 @@ func run() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if _, err := admin.PutGrant(ctx, &adminapi.Grant{ClientID: "bench", Subject: "alice", Scopes: []string{"openid", "offline_access"}}); err != nil {
+	grant := &adminapi.Grant{ClientID: "bench", Subject: "alice", Scopes: []string{"openid", "offline_access"}}
+	if _, err := admin.PutGrant(ctx, grant); err != nil {
 		return err
 	}
 
