@@ -19,6 +19,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -133,6 +135,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
+	pprofListen := fs.String("pprof-listen", "", "Address for Go's /debug/pprof profiles; empty (the default) turns them off.")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -174,6 +177,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := json.Unmarshal(data, &scopes); err != nil {
 			return fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", *scopesFile, err)
 		}
+	}
+	if *pprofListen != "" {
+		go servePprof(*pprofListen, log)
 	}
 	pub, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -248,4 +254,15 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 		_, _ = fmt.Fprintln(stdout, "this binary cannot serve on this schema:", err)
 	}
 	return nil
+}
+
+// servePprof serves Go's profiles on their own address, for benchmarks and debugging.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("pprof listener", "err", err)
+	}
 }

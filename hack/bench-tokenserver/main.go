@@ -47,6 +47,7 @@ func main() {
 var (
 	concurrency = flag.Int("c", 64, "concurrent workers")
 	duration    = flag.Duration("d", 10*time.Second, "duration of each phase")
+	cpuProfile  = flag.String("cpuprofile", "", "write the server's CPU profile of the token phase to this file")
 )
 
 const redirectURI = "http://127.0.0.1:5555/callback"
@@ -115,7 +116,7 @@ func run() error {
 	srv := exec.Command(bin, "serve", "--dsn", pg.DSN, "--issuer", issuer, "--listen", pub, "--admin-listen", adm, // #nosec G204
 		"--admin-token-file", filepath.Join(dir, "admin"), "--signing-key-file", filepath.Join(dir, "key.pem"),
 		"--hmac-secret-file", filepath.Join(dir, "hmac"), "--users-file", filepath.Join(dir, "users"),
-		"--refresh-grace-period", "30s", "--log-level", "warn")
+		"--refresh-grace-period", "30s", "--log-level", "warn", "--pprof-listen", "127.0.0.1:6060")
 	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
 	if err := srv.Start(); err != nil {
 		return err
@@ -167,9 +168,18 @@ func run() error {
 	introspectForm := url.Values{"token": {tok["access_token"].(string)}}.Encode()
 
 	fmt.Printf("==> %d workers, %s per phase, GOMAXPROCS %d, %s\n", *concurrency, *duration, runtime.GOMAXPROCS(0), cpuModel())
+	profiled := make(chan error, 1)
+	if *cpuProfile != "" {
+		go func() { profiled <- saveProfile(*cpuProfile, *duration) }()
+	} else {
+		profiled <- nil
+	}
 	phase("client_credentials tokens", func(int) func() error {
 		return func() error { _, err := post("/oauth2/token", tokenForm); return err }
 	})
+	if err := <-profiled; err != nil {
+		return err
+	}
 	phase("introspections", func(int) func() error {
 		return func() error { _, err := post("/oauth2/introspect", introspectForm); return err }
 	})
@@ -319,3 +329,17 @@ func cpuModel() string {
 
 // oauth2S256 is the PKCE S256 challenge of verifier.
 func oauth2S256(verifier string) string { return oauth2.S256ChallengeFromVerifier(verifier) }
+
+// saveProfile fetches the server's CPU profile over d.
+func saveProfile(path string, d time.Duration) error {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:6060/debug/pprof/profile?seconds=%d", int(d.Seconds())-1))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}

@@ -92,7 +92,7 @@ func Serve(ctx context.Context, o Options) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go func() {
-		if err := Listen(bg, o.DSN, events, log); err != nil {
+		if err := Listen(bg, o.DSN, events, st, log); err != nil {
 			log.Error("event listener stopped", "err", err)
 		}
 	}()

@@ -35,25 +35,41 @@ func (b *Broadcaster) Notify() {
 	b.mu.Unlock()
 }
 
-// Listen follows PostgreSQL NOTIFY on the event channel until ctx ends and wakes b on
-// each notification. On a reconnect it wakes b too: notifications sent while the
-// connection was down are lost, and waiters must re-read the log.
-func Listen(ctx context.Context, dsn string, b *Broadcaster, log *slog.Logger) error {
+// ClientCache is the store's cache of clients, which notifications invalidate.
+type ClientCache interface {
+	InvalidateClient(id string)
+	InvalidateClients()
+}
+
+// Listen follows PostgreSQL NOTIFY until ctx ends: an event wakes b, a changed client
+// leaves cache. After a reconnect, notifications sent while the connection was down
+// are lost, so it wakes b and empties the cache.
+func Listen(ctx context.Context, dsn string, b *Broadcaster, cache ClientCache, log *slog.Logger) error {
 	l := pq.NewListener(dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
 			log.Warn("event listener", "event", ev, "err", err)
 		}
 	})
 	defer func() { _ = l.Close() }()
-	if err := l.Listen(postgres.NotifyChannel); err != nil {
-		return err
+	for _, ch := range []string{postgres.NotifyChannel, postgres.ClientsChannel} {
+		if err := l.Listen(ch); err != nil {
+			return err
+		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-l.Notify: // nil after a reconnect: wake anyway
-			b.Notify()
+		case n := <-l.Notify:
+			switch {
+			case n == nil: // reconnected
+				cache.InvalidateClients()
+				b.Notify()
+			case n.Channel == postgres.ClientsChannel:
+				cache.InvalidateClient(n.Extra)
+			default:
+				b.Notify()
+			}
 		case <-time.After(time.Minute):
 			go func() { _ = l.Ping() }()
 		}

@@ -349,3 +349,51 @@ func TestMetrics(t *testing.T) {
 		t.Error("/metrics contains a client secret")
 	}
 }
+
+// Replicas cache clients; a change made through one replica reaches the others at
+// once (NOTIFY), not after the cache's lifetime.
+func TestClientChangesReachOtherReplicas(t *testing.T) {
+	ctx := context.Background()
+	dsn, keys := migratedDB(t), secrets(t)
+	a := start(t, setup{dsn: dsn, keyDir: keys})
+	b := start(t, setup{dsn: dsn, keyDir: keys})
+	old := confidentialClient(t, a, "grafana")
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if code, body := postForm(t, b.URL+"/oauth2/token", form, "grafana", old); code != 200 {
+		t.Fatalf("token on replica b: %d %v", code, body)
+	}
+	// Rotate the secret through a, without overlap.
+	c, err := a.Admin.GetClient(ctx, "grafana")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Secret = "the-new-secret-0123456789abcdefghijklmnop"
+	if _, err := a.Admin.PutClient(ctx, &c.Client); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "replica b refuses the old secret and takes the new one", func() bool {
+		oldCode, _ := postForm(t, b.URL+"/oauth2/token", form, "grafana", old)
+		newCode, _ := postForm(t, b.URL+"/oauth2/token", form, "grafana", c.Secret)
+		return oldCode == 401 && newCode == 200
+	})
+	if err := a.Admin.DeleteClient(ctx, "grafana"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "replica b refuses the deleted client", func() bool {
+		code, _ := postForm(t, b.URL+"/oauth2/token", form, "grafana", c.Secret)
+		return code == 401
+	})
+}
+
+// eventually polls cond for up to two seconds: much less than the client cache's
+// ten-second lifetime, so only the notification can make it pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 2s: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
@@ -41,17 +42,33 @@ RETURNING id`,
 	if err != nil {
 		return false, s.mapErr(err)
 	}
-	return true, nil
+	return true, s.clientChanged(ctx, s.q(ctx), c.ID)
 }
 
-// GetClientByID returns the client or store.ErrNotFound.
+// clientChanged drops the local cached copy and tells the other replicas to.
+func (s *Store) clientChanged(ctx context.Context, q querier, id string) error {
+	s.InvalidateClient(id)
+	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ClientsChannel, id)
+	return s.mapErr(err)
+}
+
+// GetClientByID returns the client or store.ErrNotFound, from the cache when it holds
+// a recent copy. The result is shared: callers must not modify it.
 func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, error) {
+	now := time.Now()
+	if c, ok := s.clients.get(id, now); ok {
+		return c, nil
+	}
 	row := s.q(ctx).QueryRowContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id = $1`, id)
 	c, err := scanClient(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
-	return c, s.mapErr(err)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	s.clients.put(c, now)
+	return c, nil
 }
 
 // ListClients returns every client, by ID.
@@ -84,6 +101,9 @@ func (s *Store) DeleteClient(ctx context.Context, id string) error {
 			return store.ErrNotFound
 		}
 		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE client_id = $1`, id); err != nil {
+			return err
+		}
+		if err := s.clientChanged(ctx, q, id); err != nil {
 			return err
 		}
 		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventClientDeleted, ClientID: id})

@@ -41,8 +41,9 @@ type Hooks struct {
 // Store is the PostgreSQL store. It implements store.Store and fosite's storage
 // interfaces (see fosite.go).
 type Store struct {
-	db   *sql.DB
-	opts Options
+	db      *sql.DB
+	opts    Options
+	clients clientCache
 }
 
 var _ store.Store = (*Store)(nil)
