@@ -202,7 +202,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		kind, signature, r.GetID(), r.GetClient().GetID(), sess.GetSubject(), grantID, access,
 		r.GetRequestedAt().UTC(), expires,
 		pq.Array(nonNil(r.GetRequestedScopes())), pq.Array(nonNil(r.GetGrantedScopes())),
-		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), form, session)
+		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), string(form), string(session))
 	return s.mapErr(err)
 }
 

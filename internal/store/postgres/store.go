@@ -72,7 +72,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 
 // OpenDB opens a pool on dsn without checking the schema (for migrations).
 func OpenDB(dsn string, maxOpen int) (*sql.DB, error) {
-	connector, err := pq.NewConnector(dsn)
+	cfg, err := pq.NewConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database DSN: %w", err)
+	}
+	// One round trip per query instead of two (lib/pq otherwise prepares, waits, then
+	// executes). Parameters then travel in binary, so jsonb values are passed as text.
+	cfg.BinaryParameters = true
+	connector, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database DSN: %w", err)
 	}
