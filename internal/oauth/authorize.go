@@ -34,6 +34,11 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 		}
 		out.Scopes = ar.GetRequestedScopes()
 	}
+	// fosite enforces PKCE for public clients only when it issues the code; refuse
+	// before the user signs in and consents for nothing.
+	if err == nil && ar.GetClient().IsPublic() && ar.GetRequestForm().Get("code_challenge_method") != "S256" {
+		err = fosite.ErrInvalidRequest.WithHint("Public clients must use PKCE with code_challenge_method S256.")
+	}
 	return out, err
 }
 

@@ -143,7 +143,8 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		// audience it asked for that it is allowed.
 		client := ar.GetClient()
 		s := newSubjectSession(p.cfg.Issuer, client.GetID(), "", p.cfg.Keys.Current.ID, time.Now().UTC())
-		sess.DefaultSession, sess.JWTClaims, sess.JWTHeader = s.DefaultSession, s.JWTClaims, s.JWTHeader
+		s.ExpiresAt = sess.ExpiresAt // set by fosite while handling the request
+		*sess = *s
 		for _, scope := range ar.GetRequestedScopes() {
 			if fosite.ExactScopeStrategy(client.GetScopes(), scope) {
 				ar.GrantScope(scope)

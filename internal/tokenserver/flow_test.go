@@ -218,7 +218,7 @@ func codeFlowToken(t *testing.T, in *instance, secret string) *oauth2.Token {
 // Rotation: each refresh returns a new refresh token; the used one still works during
 // the grace period (same chain); reused after it, the whole chain is revoked.
 func TestRefreshRotationGraceAndReuse(t *testing.T) {
-	in := start(t, setup{grace: 2 * time.Second})
+	in := start(t, setup{grace: 3 * time.Second})
 	secret := confidentialClient(t, in, "grafana")
 	tok := codeFlowToken(t, in, secret)
 
@@ -227,15 +227,20 @@ func TestRefreshRotationGraceAndReuse(t *testing.T) {
 		t.Fatalf("first refresh: %d %v; want a new refresh token", code, r1)
 	}
 	// Within the grace period, the old refresh token works again (a client that lost
-	// the response retries).
+	// the response retries). After the one-second coalescing window, this is a new
+	// rotation in the same chain, not a replay of the first answer.
+	time.Sleep(1100 * time.Millisecond)
 	code, r2 := refresh(t, in, secret, tok.RefreshToken)
+	if r2["access_token"] == r1["access_token"] {
+		t.Error("the grace-period refresh replayed the first answer instead of rotating")
+	}
 	if code != 200 {
 		t.Fatalf("grace-period reuse: %d %v; want 200", code, r2)
 	}
 	if got := introspect(t, in, r2["access_token"].(string), "grafana", secret); got["active"] != true {
 		t.Errorf("token from a grace-period refresh is inactive: %v", got)
 	}
-	time.Sleep(2100 * time.Millisecond)
+	time.Sleep(2 * time.Second) // 3.1 s after the rotation: past the grace period
 	code, r3 := refresh(t, in, secret, tok.RefreshToken)
 	if code != 400 || r3["error"] != "invalid_grant" {
 		t.Errorf("reuse after the grace period: %d %v; want invalid_grant", code, r3)

@@ -50,10 +50,12 @@ type instance struct {
 }
 
 type setup struct {
-	format string
-	grace  time.Duration
-	dsn    string // empty: a fresh migrated database
-	keyDir string // shared signing key and HMAC secret (replicas); empty: a new one
+	accessTTL time.Duration // default an hour
+	janitor   time.Duration // default an hour
+	format    string
+	grace     time.Duration
+	dsn       string // empty: a fresh migrated database
+	keyDir    string // shared signing key and HMAC secret (replicas); empty: a new one
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -106,6 +108,12 @@ func start(t *testing.T, s setup) *instance {
 	if s.format == "" {
 		s.format = oauth.FormatOpaque
 	}
+	if s.accessTTL == 0 {
+		s.accessTTL = time.Hour
+	}
+	if s.janitor == 0 {
+		s.janitor = time.Hour
+	}
 	pub, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -127,9 +135,9 @@ func start(t *testing.T, s setup) *instance {
 		in.done <- tokenserver.Serve(ctx, tokenserver.Options{
 			DSN: s.dsn, Issuer: url, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
 			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), HMACSecret: hmacSecret, AccessTokenFormat: s.format,
-			AccessTokenLifespan: time.Hour, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
+			AccessTokenLifespan: s.accessTTL, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
-			JanitorInterval: time.Hour, UsersFile: filepath.Join(s.keyDir, "users"),
+			JanitorInterval: s.janitor, UsersFile: filepath.Join(s.keyDir, "users"),
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 		})

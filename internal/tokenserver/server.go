@@ -54,6 +54,7 @@ type Config struct {
 type Server struct {
 	cfg       Config
 	refreshes singleflight.Group
+	recent    recentResponses
 }
 
 // New returns a server.
@@ -120,10 +121,11 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.cfg.JWKS)
 }
 
-// token serves the token endpoint. Identical concurrent refresh requests (same
-// client credentials, same refresh token, same parameters) are coalesced: one runs,
-// and every caller gets its response, so a client that fires the same refresh twice
-// gets one consistent pair of tokens instead of a rotation race.
+// token serves the token endpoint. Identical refresh requests (same client
+// credentials, same refresh token, same parameters) that arrive together or within
+// recentWindow of each other are coalesced: one runs, and every caller gets its
+// response, so a client that fires the same refresh twice gets one consistent pair of
+// tokens instead of a rotation race. Across replicas the grace period does that job.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken:
@@ -148,17 +150,70 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			h.Write([]byte(k + "=" + v))
 		}
 	}
+	key := string(h.Sum(nil))
+	if rec, ok := s.recent.get(key, time.Now()); ok {
+		s.cfg.Metrics.coalesced.Inc()
+		rec.copyTo(w)
+		return
+	}
 	leader := false
-	v, _, shared := s.refreshes.Do(string(h.Sum(nil)), func() (any, error) {
+	v, _, shared := s.refreshes.Do(key, func() (any, error) {
 		leader = true
 		rec := newBuffered()
 		s.cfg.Provider.Token(rec, r)
+		if rec.code == http.StatusOK {
+			s.recent.put(key, rec, time.Now())
+		}
 		return rec, nil
 	})
 	if shared && !leader {
 		s.cfg.Metrics.coalesced.Inc()
 	}
 	v.(*buffered).copyTo(w)
+}
+
+// recentWindow is how long a refresh response is replayed to identical requests that
+// arrive just after it: a client firing the same refresh from several tabs or threads
+// gets one consistent answer instead of tripping reuse detection. Reuse detection thus
+// starts a second after a rotation even with no grace period.
+const recentWindow = time.Second
+
+// recentResponses remembers successful refresh responses for recentWindow, in memory
+// only.
+type recentResponses struct {
+	mu      sync.Mutex
+	entries map[string]recentResponse
+}
+
+type recentResponse struct {
+	rec *buffered
+	at  time.Time
+}
+
+func (rr *recentResponses) get(key string, now time.Time) (*buffered, bool) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	e, ok := rr.entries[key]
+	if !ok || now.Sub(e.at) > recentWindow {
+		return nil, false
+	}
+	return e.rec, true
+}
+
+func (rr *recentResponses) put(key string, rec *buffered, now time.Time) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.entries == nil {
+		rr.entries = map[string]recentResponse{}
+	}
+	if len(rr.entries) > 1024 {
+		for k, e := range rr.entries {
+			if now.Sub(e.at) > recentWindow {
+				delete(rr.entries, k)
+			}
+		}
+	}
+	rr.entries[key] = recentResponse{rec: rec, at: now}
 }
 
 func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {

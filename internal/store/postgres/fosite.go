@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -114,8 +115,21 @@ func (c *Client) GetRequestObjectSigningAlgorithm() string { return "" }
 // GetTokenEndpointAuthMethod implements fosite.OpenIDConnectClient.
 func (c *Client) GetTokenEndpointAuthMethod() string { return c.TokenEndpointAuthMethod }
 
-// GetTokenEndpointAuthSigningAlgorithm implements fosite.OpenIDConnectClient.
-func (c *Client) GetTokenEndpointAuthSigningAlgorithm() string { return "" }
+// GetTokenEndpointAuthSigningAlgorithm implements fosite.OpenIDConnectClient: the
+// algorithm private_key_jwt assertions must use, from the client's first key (its
+// "alg", else its type); RS256, OpenID Connect's default, without keys here.
+func (c *Client) GetTokenEndpointAuthSigningAlgorithm() string {
+	if set := c.GetJSONWebKeys(); set != nil && len(set.Keys) > 0 {
+		k := set.Keys[0]
+		if k.Algorithm != "" {
+			return k.Algorithm
+		}
+		if _, ok := k.Key.(*ecdsa.PublicKey); ok {
+			return "ES256"
+		}
+	}
+	return "RS256"
+}
 
 // GetEffectiveLifespan implements fosite.ClientWithCustomTokenLifespans.
 func (c *Client) GetEffectiveLifespan(_ fosite.GrantType, tt fosite.TokenType, fallback time.Duration) time.Duration {
