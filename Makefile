@@ -62,6 +62,12 @@ lint: golangci-lint ## Run golangci-lint.
 test: manifests generate vet control-plane ## Run all tests: real kube-apiserver (envtest) and real PostgreSQL.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go test $(TEST_FLAGS) ./...
 
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## Fuzz the token endpoint and the admin API for FUZZTIME each (make test runs the seeds).
+	go test -run XXX -fuzz FuzzTokenEndpoint -fuzztime $(FUZZTIME) ./internal/tokenserver/
+	go test -run XXX -fuzz FuzzAdminPutClient -fuzztime $(FUZZTIME) ./internal/tokenserver/
+
 .PHONY: verify
 verify: manifests generate ## Fail when generated files or go.mod/go.sum are stale.
 	go mod tidy

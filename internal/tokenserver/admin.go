@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-jose/go-jose/v3"
+
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
@@ -108,6 +110,29 @@ func validateClient(c *adminapi.Client, id string) (field, msg string) {
 		return "previousSecretExpiresAt", "is required with previousSecret"
 	case slices.Contains(c.GrantTypes, grantAuthorizationCode) && len(c.RedirectURIs) == 0:
 		return "redirectURIs", "needs at least one URI for authorization_code"
+	}
+	for k, v := range c.TokenLifespans {
+		if k != "accessToken" && k != "refreshToken" && k != "idToken" {
+			return "tokenLifespans." + k, "unknown lifespan; known: accessToken, refreshToken, idToken"
+		}
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			return "tokenLifespans." + k, fmt.Sprintf("%q must be a positive duration such as 15m", v)
+		}
+	}
+	if c.JWKS != nil {
+		raw, _ := json.Marshal(c.JWKS)
+		var set jose.JSONWebKeySet
+		if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) == 0 {
+			return "jwks", "must be a JSON Web Key Set with at least one key"
+		}
+		for i, k := range set.Keys {
+			if !k.IsPublic() {
+				return fmt.Sprintf("jwks.keys[%d]", i), "must be a public key: a client never shares its private key"
+			}
+		}
+	}
+	if c.TokenEndpointAuthMethod == "private_key_jwt" && c.JWKS == nil && c.JWKSURI == "" {
+		return "jwks", "private_key_jwt needs jwks or jwksURI"
 	}
 	for i, u := range c.RedirectURIs {
 		p, err := url.Parse(u)

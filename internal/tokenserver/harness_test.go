@@ -59,7 +59,7 @@ type setup struct {
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
-func migratedDB(t *testing.T) string {
+func migratedDB(t testing.TB) string {
 	t.Helper()
 	dsn := pg.NewDatabase(t)
 	db, err := postgres.OpenDB(dsn, 2)
@@ -74,7 +74,7 @@ func migratedDB(t *testing.T) string {
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
-func secrets(t *testing.T) string {
+func secrets(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := oauth.GenerateKey(oauth.ES256)
@@ -97,7 +97,7 @@ func secrets(t *testing.T) string {
 	return dir
 }
 
-func start(t *testing.T, s setup) *instance {
+func start(t testing.TB, s setup) *instance {
 	t.Helper()
 	if s.dsn == "" {
 		s.dsn = migratedDB(t)
@@ -148,7 +148,7 @@ func start(t *testing.T, s setup) *instance {
 }
 
 // Stop drains the server and waits for Serve to return.
-func (in *instance) Stop(t *testing.T) {
+func (in *instance) Stop(t testing.TB) {
 	in.stop()
 	select {
 	case err, ok := <-in.done:
@@ -161,7 +161,7 @@ func (in *instance) Stop(t *testing.T) {
 	}
 }
 
-func waitReady(t *testing.T, in *instance) {
+func waitReady(t testing.TB, in *instance) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -183,7 +183,7 @@ func waitReady(t *testing.T, in *instance) {
 }
 
 // confidentialClient registers a client_credentials + authorization_code client.
-func confidentialClient(t *testing.T, in *instance, id string) (secret string) {
+func confidentialClient(t testing.TB, in *instance, id string) (secret string) {
 	t.Helper()
 	secret = "secret-" + id + "-0123456789abcdefghijklmnop"
 	_, err := in.Admin.PutClient(context.Background(), &adminapi.Client{

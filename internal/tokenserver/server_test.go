@@ -168,6 +168,19 @@ func TestAdminAPI(t *testing.T) {
 	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "grantTypes" {
 		t.Errorf("PUT with grant type password: %v; want an error naming grantTypes", err)
 	}
+	bad = *c
+	bad.TokenLifespans = map[string]string{"accessToken": "forever"}
+	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "tokenLifespans.accessToken" {
+		t.Errorf("PUT with lifespan forever: %v; want an error naming tokenLifespans.accessToken", err)
+	}
+	bad = *c
+	bad.TokenEndpointAuthMethod, bad.Secret = "private_key_jwt", ""
+	bad.JWKS = map[string]any{"keys": []any{map[string]any{"kty": "EC", "crv": "P-256", "kid": "k",
+		"x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+		"d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}}}
+	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "jwks.keys[0]" {
+		t.Errorf("PUT with a private key in jwks: %v; want an error naming jwks.keys[0]", err)
+	}
 	unauth := &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: "wrong"}
 	if _, err := unauth.ListClients(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("admin call with a wrong token: %v; want 401", err)
