@@ -72,24 +72,35 @@ const (
 	grantClientCredentials = "client_credentials"
 	grantRefreshToken      = "refresh_token"
 	authNone               = "none"
+	authPrivateKeyJWT      = "private_key_jwt"
 	fieldGrantTypes        = "grantTypes"
 )
 
 var (
 	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken}
-	knownAuthMethods = []string{"client_secret_basic", "client_secret_post", "private_key_jwt", authNone}
+	knownAuthMethods = []string{"client_secret_basic", "client_secret_post", authPrivateKeyJWT, authNone}
 )
 
 // validateClient checks what the token server relies on; the CRD validates the rest
-// earlier, but the admin API is a boundary of its own.
+// earlier, but the admin API is a boundary of its own. It returns the first field at
+// fault and what is wrong with it.
 func validateClient(c *adminapi.Client, id string) (field, msg string) {
+	for _, check := range []func(*adminapi.Client, string) (string, string){
+		validateIdentity, validateAuthentication, validateLifespans, validateKeys, validateRedirects,
+	} {
+		if field, msg = check(c, id); field != "" {
+			return field, msg
+		}
+	}
+	return "", ""
+}
+
+func validateIdentity(c *adminapi.Client, id string) (string, string) {
 	switch {
 	case c.ID != "" && c.ID != id:
 		return "id", fmt.Sprintf("must match the URL (%q)", id)
 	case c.Name == "":
 		return "name", "is required"
-	case !slices.Contains(knownAuthMethods, c.TokenEndpointAuthMethod):
-		return "tokenEndpointAuthMethod", fmt.Sprintf("must be one of %v", knownAuthMethods)
 	case len(c.GrantTypes) == 0:
 		return fieldGrantTypes, "needs at least one grant type"
 	}
@@ -98,19 +109,29 @@ func validateClient(c *adminapi.Client, id string) (field, msg string) {
 			return fieldGrantTypes, fmt.Sprintf("unknown grant type %q; known: %v", g, knownGrantTypes)
 		}
 	}
+	return "", ""
+}
+
+func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
 	public := c.TokenEndpointAuthMethod == authNone
 	switch {
+	case !slices.Contains(knownAuthMethods, c.TokenEndpointAuthMethod):
+		return "tokenEndpointAuthMethod", fmt.Sprintf("must be one of %v", knownAuthMethods)
 	case public && c.Secret != "":
 		return "secret", "a public client (tokenEndpointAuthMethod none) has no secret"
 	case public && slices.Contains(c.GrantTypes, grantClientCredentials):
 		return fieldGrantTypes, "a public client cannot use client_credentials"
-	case !public && c.TokenEndpointAuthMethod != "private_key_jwt" && len(c.Secret) < store.MinSecretLength:
+	case !public && c.TokenEndpointAuthMethod != authPrivateKeyJWT && len(c.Secret) < store.MinSecretLength:
 		return "secret", fmt.Sprintf("must be at least %d characters", store.MinSecretLength)
 	case c.PreviousSecret != "" && c.PreviousSecretExpiresAt == nil:
 		return "previousSecretExpiresAt", "is required with previousSecret"
-	case slices.Contains(c.GrantTypes, grantAuthorizationCode) && len(c.RedirectURIs) == 0:
-		return "redirectURIs", "needs at least one URI for authorization_code"
+	case c.TokenEndpointAuthMethod == authPrivateKeyJWT && c.JWKS == nil && c.JWKSURI == "":
+		return "jwks", "private_key_jwt needs jwks or jwksURI"
 	}
+	return "", ""
+}
+
+func validateLifespans(c *adminapi.Client, _ string) (string, string) {
 	for k, v := range c.TokenLifespans {
 		if k != "accessToken" && k != "refreshToken" && k != "idToken" {
 			return "tokenLifespans." + k, "unknown lifespan; known: accessToken, refreshToken, idToken"
@@ -119,20 +140,29 @@ func validateClient(c *adminapi.Client, id string) (field, msg string) {
 			return "tokenLifespans." + k, fmt.Sprintf("%q must be a positive duration such as 15m", v)
 		}
 	}
-	if c.JWKS != nil {
-		raw, _ := json.Marshal(c.JWKS)
-		var set jose.JSONWebKeySet
-		if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) == 0 {
-			return "jwks", "must be a JSON Web Key Set with at least one key"
-		}
-		for i, k := range set.Keys {
-			if !k.IsPublic() {
-				return fmt.Sprintf("jwks.keys[%d]", i), "must be a public key: a client never shares its private key"
-			}
+	return "", ""
+}
+
+func validateKeys(c *adminapi.Client, _ string) (string, string) {
+	if c.JWKS == nil {
+		return "", ""
+	}
+	raw, _ := json.Marshal(c.JWKS)
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) == 0 {
+		return "jwks", "must be a JSON Web Key Set with at least one key"
+	}
+	for i, k := range set.Keys {
+		if !k.IsPublic() {
+			return fmt.Sprintf("jwks.keys[%d]", i), "must be a public key: a client never shares its private key"
 		}
 	}
-	if c.TokenEndpointAuthMethod == "private_key_jwt" && c.JWKS == nil && c.JWKSURI == "" {
-		return "jwks", "private_key_jwt needs jwks or jwksURI"
+	return "", ""
+}
+
+func validateRedirects(c *adminapi.Client, _ string) (string, string) {
+	if slices.Contains(c.GrantTypes, grantAuthorizationCode) && len(c.RedirectURIs) == 0 {
+		return "redirectURIs", "needs at least one URI for authorization_code"
 	}
 	for i, u := range c.RedirectURIs {
 		p, err := url.Parse(u)
