@@ -338,3 +338,65 @@ func TestTwoReplicasShareRefreshes(t *testing.T) {
 		t.Errorf("%d of 16 refreshes across two replicas failed: %v", len(failures), failures)
 	}
 }
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent log writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// golang.org/x/oauth2's TokenSource refreshes an expired token by itself; and nothing
+// secret (client secret, password, tokens, codes) reaches the logs on the way.
+func TestOAuth2TokenSourceRefreshesAndLogsStayClean(t *testing.T) {
+	ctx := context.Background()
+	logs := &syncBuffer{}
+	in := start(t, setup{logTo: logs})
+	secret := confidentialClient(t, in, "grafana")
+	cfg := oauthConfig(in, secret, "openid", "offline_access")
+	v := oauth2.GenerateVerifier()
+	b := newBrowser(t)
+	// A failed sign-in first, so that the log has something to say about it.
+	resp, page := b.get(cfg.AuthCodeURL("state-logs-00001", oauth2.S256ChallengeOption(v)))
+	f := formFields(page)
+	f.Set("username", "alice")
+	f.Set("password", "wrong-password-123")
+	if resp, _ = b.post(in.URL+"/login", f); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong password: %d, want 401", resp.StatusCode)
+	}
+	cb := b.authorize(in, cfg.AuthCodeURL("state-logs-00001", oauth2.S256ChallengeOption(v)), "approve")
+	tok, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := *tok
+	expired.Expiry = time.Now().Add(-time.Minute)
+	fresh, err := cfg.TokenSource(ctx, &expired).Token()
+	if err != nil {
+		t.Fatalf("TokenSource refresh: %v", err)
+	}
+	if fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken {
+		t.Error("TokenSource returned the old tokens instead of refreshed ones")
+	}
+	if !strings.Contains(logs.String(), "failed sign-in") {
+		t.Fatalf("the logs lack the failed sign-in; are they captured?\n%s", logs.String())
+	}
+	for name, s := range map[string]string{"client secret": secret, "password": "wrong-password-123",
+		"access token": tok.AccessToken, "refresh token": tok.RefreshToken, "code": cb.Get("code"),
+		"new access token": fresh.AccessToken, "admin token": adminToken} {
+		if strings.Contains(logs.String(), s) {
+			t.Errorf("the logs contain the %s", name)
+		}
+	}
+}

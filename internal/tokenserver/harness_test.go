@@ -56,6 +56,7 @@ type setup struct {
 	grace     time.Duration
 	dsn       string // empty: a fresh migrated database
 	keyDir    string // shared signing key and HMAC secret (replicas); empty: a new one
+	logTo     io.Writer
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -130,6 +131,9 @@ func start(t testing.TB, s setup) *instance {
 	logOut := io.Discard
 	if testing.Verbose() {
 		logOut = os.Stderr
+	}
+	if s.logTo != nil {
+		logOut = s.logTo
 	}
 	go func() {
 		in.done <- tokenserver.Serve(ctx, tokenserver.Options{
