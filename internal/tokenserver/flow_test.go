@@ -368,11 +368,11 @@ func TestOAuth2TokenSourceRefreshesAndLogsStayClean(t *testing.T) {
 	v := oauth2.GenerateVerifier()
 	b := newBrowser(t)
 	// A failed sign-in first, so that the log has something to say about it.
-	resp, page := b.get(cfg.AuthCodeURL("state-logs-00001", oauth2.S256ChallengeOption(v)))
+	_, page := b.get(cfg.AuthCodeURL("state-logs-00001", oauth2.S256ChallengeOption(v)))
 	f := formFields(page)
 	f.Set("username", "alice")
 	f.Set("password", "wrong-password-123")
-	if resp, _ = b.post(in.URL+"/login", f); resp.StatusCode != http.StatusUnauthorized {
+	if resp, _ := b.post(in.URL+"/login", f); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("wrong password: %d, want 401", resp.StatusCode)
 	}
 	cb := b.authorize(in, cfg.AuthCodeURL("state-logs-00001", oauth2.S256ChallengeOption(v)), "approve")
