@@ -35,23 +35,25 @@ func (b *Broadcaster) Notify() {
 	b.mu.Unlock()
 }
 
-// ClientCache is the store's cache of clients, which notifications invalidate.
-type ClientCache interface {
+// Cache is the store's cache of clients and access tokens, which notifications
+// invalidate.
+type Cache interface {
 	InvalidateClient(id string)
 	InvalidateClients()
+	InvalidateTokens(inv postgres.Invalidation)
 }
 
-// Listen follows PostgreSQL NOTIFY until ctx ends: an event wakes b, a changed client
-// leaves cache. After a reconnect, notifications sent while the connection was down
-// are lost, so it wakes b and empties the cache.
-func Listen(ctx context.Context, dsn string, b *Broadcaster, cache ClientCache, log *slog.Logger) error {
+// Listen follows PostgreSQL NOTIFY until ctx ends: an event wakes b; a changed client
+// or an ended access token leaves the cache. After a reconnect, notifications sent
+// while the connection was down are lost, so it wakes b and empties the cache.
+func Listen(ctx context.Context, dsn string, b *Broadcaster, cache Cache, log *slog.Logger) error {
 	l := pq.NewListener(dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
 			log.Warn("event listener", "event", ev, "err", err)
 		}
 	})
 	defer func() { _ = l.Close() }()
-	for _, ch := range []string{postgres.NotifyChannel, postgres.ClientsChannel} {
+	for _, ch := range []string{postgres.NotifyChannel, postgres.ClientsChannel, postgres.TokensChannel} {
 		if err := l.Listen(ch); err != nil {
 			return err
 		}
@@ -67,6 +69,10 @@ func Listen(ctx context.Context, dsn string, b *Broadcaster, cache ClientCache, 
 				b.Notify()
 			case n.Channel == postgres.ClientsChannel:
 				cache.InvalidateClient(n.Extra)
+			case n.Channel == postgres.TokensChannel:
+				if inv, ok := postgres.ParseInvalidation(n.Extra); ok {
+					cache.InvalidateTokens(inv)
+				}
 			default:
 				b.Notify()
 			}

@@ -410,3 +410,61 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Replicas cache access tokens they have looked up. However a token ends on one
+// replica — RFC 7009 revocation, its grant revoked, its client deleted, its refresh
+// token rotated — the other replica reports it inactive at once, not after the
+// cache's lifetime.
+func TestTokenEndsReachOtherReplicas(t *testing.T) {
+	ctx := context.Background()
+	dsn, keys := migratedDB(t), secrets(t)
+	a := start(t, setup{dsn: dsn, keyDir: keys, grace: time.Minute})
+	b := start(t, setup{dsn: dsn, keyDir: keys, grace: time.Minute})
+	secret := confidentialClient(t, a, "grafana")
+	checker := confidentialClient(t, a, "checker")
+	activeOnB := func(token string) bool {
+		return introspect(t, b, token, "checker", checker)["active"] == true
+	}
+	ends := map[string]func(tok *oauth2.Token){
+		"RFC 7009 revocation": func(tok *oauth2.Token) {
+			if code, body := postForm(t, a.URL+"/oauth2/revoke", url.Values{"token": {tok.AccessToken}}, "grafana", secret); code != 200 {
+				t.Fatalf("revoke: %d %v", code, body)
+			}
+		},
+		"refresh rotation": func(tok *oauth2.Token) {
+			if code, body := refresh(t, a, secret, tok.RefreshToken); code != 200 {
+				t.Fatalf("refresh: %d %v", code, body)
+			}
+		},
+		"grant revoked": func(*oauth2.Token) {
+			if err := a.Admin.DeleteGrant(ctx, "grafana", "alice"); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for _, name := range []string{"RFC 7009 revocation", "refresh rotation", "grant revoked"} {
+		t.Run(name, func(t *testing.T) {
+			_ = a.Admin.DeleteGrant(ctx, "grafana", "alice") // so that the consent page shows again
+			tok := codeFlowToken(t, a, secret)
+			if !activeOnB(tok.AccessToken) {
+				t.Fatal("a fresh token is not active on replica b")
+			}
+			ends[name](tok)
+			eventually(t, "replica b reports the token inactive", func() bool { return !activeOnB(tok.AccessToken) })
+		})
+	}
+	t.Run("client deleted", func(t *testing.T) {
+		cc := clientcredentials.Config{ClientID: "grafana", ClientSecret: secret, TokenURL: a.URL + "/oauth2/token"}
+		tok, err := cc.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !activeOnB(tok.AccessToken) {
+			t.Fatal("a fresh token is not active on replica b")
+		}
+		if err := a.Admin.DeleteClient(ctx, "grafana"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "replica b reports the deleted client's token inactive", func() bool { return !activeOnB(tok.AccessToken) })
+	})
+}

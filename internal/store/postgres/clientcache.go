@@ -48,16 +48,20 @@ func (cc *clientCache) put(c *store.Client, now time.Time) {
 	cc.entries[c.ID] = cachedClient{c: c, at: now}
 }
 
-// InvalidateClient drops one cached client (a notification named it).
+// InvalidateClient drops one cached client and its cached tokens (a notification
+// named it: it changed or was deleted).
 func (s *Store) InvalidateClient(id string) {
 	s.clients.mu.Lock()
 	delete(s.clients.entries, id)
 	s.clients.mu.Unlock()
+	s.tokens.drop(Invalidation{ClientID: id})
 }
 
-// InvalidateClients drops every cached client (notifications may have been missed).
+// InvalidateClients drops every cached client and token (notifications may have been
+// missed).
 func (s *Store) InvalidateClients() {
 	s.clients.mu.Lock()
 	s.clients.entries = nil
 	s.clients.mu.Unlock()
+	s.tokens.clear()
 }

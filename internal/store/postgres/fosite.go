@@ -180,7 +180,7 @@ ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE client_as
 }
 
 // #nosec G101 -- column names, not a credential
-const tokenColumns = `request_id, client_id, active, rotated_at, requested_at, requested_scopes, granted_scopes,
+const tokenColumns = `request_id, client_id, grant_id, active, rotated_at, requested_at, requested_scopes, granted_scopes,
     requested_audience, granted_audience, form, session`
 
 func (s *Store) createToken(ctx context.Context, kind, signature, accessSignature string, r fosite.Requester) error {
@@ -226,7 +226,17 @@ var tokenType = map[string]fosite.TokenType{
 	kindAuthorizeCode: fosite.AuthorizeCode,
 }
 
-// storedToken is a row read back.
+// tokenRow is a tokens row as read back.
+type tokenRow struct {
+	requestID, clientID, grantID    string
+	active                          bool
+	rotatedAt                       sql.NullTime
+	requestedAt                     time.Time
+	reqScopes, granted, reqAud, aud []string
+	form, session                   []byte
+}
+
+// storedToken is a row made into a fosite request.
 type storedToken struct {
 	req       *fosite.Request
 	active    bool
@@ -234,45 +244,57 @@ type storedToken struct {
 }
 
 func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
-	var (
-		t                               storedToken
-		clientID                        string
-		reqScopes, granted, reqAud, aud []string
-		form, sess                      []byte
-	)
-	t.req = fosite.NewRequest()
-	err := s.q(ctx).QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature).
-		Scan(&t.req.ID, &clientID, &t.active, &t.rotatedAt, &t.req.RequestedAt, pq.Array(&reqScopes), pq.Array(&granted),
-			pq.Array(&reqAud), pq.Array(&aud), &form, &sess)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fosite.ErrNotFound
+	row, ok := (*tokenRow)(nil), false
+	if kind == kindAccessToken {
+		row, ok = s.tokens.get(signature, time.Now())
 	}
-	if err != nil {
-		return nil, s.mapErr(err)
+	if !ok {
+		var grantID sql.NullString
+		row = &tokenRow{}
+		err := s.q(ctx).QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature).
+			Scan(&row.requestID, &row.clientID, &grantID, &row.active, &row.rotatedAt, &row.requestedAt, pq.Array(&row.reqScopes),
+				pq.Array(&row.granted), pq.Array(&row.reqAud), pq.Array(&row.aud), &row.form, &row.session)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fosite.ErrNotFound
+		}
+		if err != nil {
+			return nil, s.mapErr(err)
+		}
+		row.grantID = grantID.String
+		if kind == kindAccessToken && row.active && !s.inTxCtx(ctx) {
+			s.tokens.put(signature, row, time.Now())
+		}
 	}
-	client, err := s.GetClient(ctx, clientID)
+	client, err := s.GetClient(ctx, row.clientID)
 	if err != nil {
 		return nil, err // a deleted client's tokens are gone with it
 	}
-	t.req.Client = client
-	t.req.RequestedScope, t.req.GrantedScope = reqScopes, granted
-	t.req.RequestedAudience, t.req.GrantedAudience = reqAud, aud
-	t.req.Form = url.Values{}
-	if err := json.Unmarshal(form, &t.req.Form); err != nil {
+	req := fosite.NewRequest()
+	req.ID, req.RequestedAt, req.Client = row.requestID, row.requestedAt, client
+	req.RequestedScope, req.GrantedScope = row.reqScopes, row.granted
+	req.RequestedAudience, req.GrantedAudience = row.reqAud, row.aud
+	req.Form = url.Values{}
+	if err := json.Unmarshal(row.form, &req.Form); err != nil {
 		return nil, err
 	}
 	if session != nil {
-		if err := json.Unmarshal(sess, session); err != nil {
+		if err := json.Unmarshal(row.session, session); err != nil {
 			return nil, err
 		}
 	}
-	t.req.Session = session
-	return &t, nil
+	req.Session = session
+	return &storedToken{req: req, active: row.active, rotatedAt: row.rotatedAt}, nil
 }
 
 func (s *Store) deleteToken(ctx context.Context, kind, signature string) error {
-	_, err := s.q(ctx).ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature)
-	return s.mapErr(err)
+	q := s.q(ctx)
+	if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature); err != nil {
+		return s.mapErr(err)
+	}
+	if kind == kindAccessToken {
+		return s.tokensGone(ctx, q, Invalidation{Signature: signature})
+	}
+	return nil
 }
 
 // CreateAuthorizeCodeSession implements oauth2.AuthorizeCodeStorage.
@@ -370,8 +392,10 @@ WHERE kind = $1 AND signature = $2 AND rotated_at IS NULL RETURNING access_signa
 		if err != nil || !access.Valid {
 			return err
 		}
-		_, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String)
-		return err
+		if _, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String); err != nil {
+			return err
+		}
+		return s.tokensGone(ctx, q, Invalidation{Signature: access.String})
 	})
 }
 
@@ -397,8 +421,10 @@ SELECT client_id, subject FROM gone LIMIT 1`, kind, requestID).Scan(&clientID, &
 		if err != nil {
 			return err
 		}
-		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventTokenRevoked, ClientID: clientID, Subject: subject, RequestID: requestID})
-		return err
+		if err := s.tokensGone(ctx, q, Invalidation{RequestID: requestID}); err != nil {
+			return err
+		}
+		return s.appendEvent(ctx, q, store.Event{Kind: store.EventTokenRevoked, ClientID: clientID, Subject: subject, RequestID: requestID})
 	})
 }
 

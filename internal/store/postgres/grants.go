@@ -115,6 +115,9 @@ func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error
 		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE grant_id = $1`, id); err != nil {
 			return err
 		}
+		if err := s.tokensGone(ctx, q, Invalidation{GrantID: id}); err != nil {
+			return err
+		}
 		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventGrantRevoked, ClientID: clientID, Subject: subject, GrantID: id})
 		return err
 	})

@@ -44,6 +44,7 @@ type Store struct {
 	db      *sql.DB
 	opts    Options
 	clients clientCache
+	tokens  tokenCache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -110,6 +111,11 @@ type querier interface {
 }
 
 type txKey struct{}
+
+func (s *Store) inTxCtx(ctx context.Context) bool {
+	_, ok := ctx.Value(txKey{}).(*sql.Tx)
+	return ok
+}
 
 // q returns the transaction fosite began on ctx (see BeginTX), or the pool.
 func (s *Store) q(ctx context.Context) querier {

@@ -164,6 +164,9 @@ func testClients(t *testing.T, newStore Factory) {
 		Source: store.SourceBrowser}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-sig", &Session{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DeleteClient(ctx, "grafana"); err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +271,9 @@ func testRefreshRotation(t *testing.T, newStore Factory) {
 	if err := s.CreateRefreshTokenSession(ctx, "rt-1", "at-1", req); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-1", &Session{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.RotateRefreshToken(ctx, "req-1", "rt-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -320,6 +326,12 @@ func testRevocation(t *testing.T, newStore Factory) {
 	other := request(t, s, "req-other", "bob", "", now)
 	if err := s.CreateAccessTokenSession(ctx, "at-other", other); err != nil {
 		t.Fatal(err)
+	}
+	// Looked up first, so that a store that caches them must forget them.
+	for _, sig := range []string{"at-0", "at-1", "at-other"} {
+		if _, err := s.GetAccessTokenSession(ctx, sig, &Session{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	before, _ := s.LastEventSeq(ctx)
 	if err := s.RevokeRefreshToken(ctx, "req-1"); err != nil {
@@ -410,6 +422,9 @@ func testGrants(t *testing.T, newStore Factory) {
 		t.Fatal(err)
 	}
 	if err := s.CreateAccessTokenSession(ctx, "at-cc", request(t, s, "req-2", "", "", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-granted", &Session{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RevokeGrant(ctx, "grafana", "alice"); err != nil {
