@@ -10,7 +10,7 @@ import (
 // TokensChannel is the NOTIFY channel on which access tokens that stopped being valid
 // are announced (see Invalidation.String), so that every replica drops them from its
 // cache.
-const TokensChannel = "kubeoauth_tokens"
+const TokensChannel = "kubeoauth_tokens" // #nosec G101 -- a channel name, not a credential
 
 // tokenCacheTTL bounds how long a cached access token is trusted without a
 // notification, in case one is missed while a listener reconnects.
