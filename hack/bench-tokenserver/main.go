@@ -125,9 +125,10 @@ func run() error {
 
 	admin := &adminapi.HTTPClient{BaseURL: "http://" + adm, Token: adminToken}
 	secret := random()
-	client := &adminapi.Client{ID: "bench", Secret: secret, OwnerNamespace: "bench", Name: "Bench",
-		GrantTypes: []string{"client_credentials", "authorization_code", "refresh_token"}, RedirectURIs: []string{redirectURI},
-		Scopes: []string{"openid", "offline_access", "zones.read"}, TokenEndpointAuthMethod: "client_secret_basic"}
+	client := &adminapi.Client{ID: "bench", Secret: secret, OwnerNamespace: "bench", ClientMetadata: adminapi.ClientMetadata{
+		Name: "Bench", GrantTypes: []string{"client_credentials", "authorization_code", "refresh_token"},
+		RedirectURIs: []string{redirectURI}, Scopes: []string{"openid", "offline_access", "zones.read"},
+		TokenEndpointAuthMethod: "client_secret_basic"}}
 	for i := 0; ; i++ {
 		if _, err = admin.PutClient(ctx, client); err == nil {
 			break

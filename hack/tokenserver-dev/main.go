@@ -114,11 +114,11 @@ func run(ctx context.Context) error {
 	secret := random()
 	var putErr error
 	for range 50 { // until the server listens
-		if _, putErr = admin.PutClient(ctx, &adminapi.Client{
-			ID: "demo", Secret: secret, OwnerNamespace: "default", Name: "Demo app",
-			GrantTypes:   []string{"client_credentials", "authorization_code", "refresh_token"},
-			RedirectURIs: []string{"http://127.0.0.1:5555/callback"}, Scopes: []string{"openid", "zones.read", "offline_access"},
-			TokenEndpointAuthMethod: "client_secret_basic",
+		if _, putErr = admin.PutClient(ctx, &adminapi.Client{ID: "demo", Secret: secret, OwnerNamespace: "default",
+			ClientMetadata: adminapi.ClientMetadata{Name: "Demo app",
+				GrantTypes:   []string{"client_credentials", "authorization_code", "refresh_token"},
+				RedirectURIs: []string{"http://127.0.0.1:5555/callback"}, Scopes: []string{"openid", "zones.read", "offline_access"},
+				TokenEndpointAuthMethod: "client_secret_basic"},
 		}); putErr == nil {
 			break
 		}

@@ -5,6 +5,7 @@
 package adminapi
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -20,6 +21,13 @@ type Client struct {
 	// OwnerNamespace is the verified owner: the namespace the OAuthClient lives in.
 	OwnerNamespace string `json:"ownerNamespace"`
 
+	ClientMetadata
+}
+
+// ClientMetadata is what a client is, apart from its credentials and its verified
+// owner: the fields the operator copies from an OAuthClient's spec. The token server
+// stores it as it is.
+type ClientMetadata struct {
 	Name                    string            `json:"name"`
 	OwnerTeam               string            `json:"ownerTeam,omitempty"`
 	OwnerContact            string            `json:"ownerContact,omitempty"`
@@ -34,7 +42,7 @@ type Client struct {
 	Scopes                  []string          `json:"scopes,omitempty"`
 	Audience                []string          `json:"audience,omitempty"`
 	TokenEndpointAuthMethod string            `json:"tokenEndpointAuthMethod"`
-	JWKS                    map[string]any    `json:"jwks,omitempty"`
+	JWKS                    json.RawMessage   `json:"jwks,omitempty"` // a JSON Web Key Set of public keys
 	JWKSURI                 string            `json:"jwksURI,omitempty"`
 	SkipConsent             bool              `json:"skipConsent,omitempty"`
 	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`

@@ -9,6 +9,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"time"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 )
 
 var (
@@ -32,24 +34,8 @@ type Client struct {
 	// registered from.
 	OwnerNamespace string `json:"-"`
 
-	Name                    string            `json:"name"`
-	OwnerTeam               string            `json:"ownerTeam,omitempty"`
-	OwnerContact            string            `json:"ownerContact,omitempty"`
-	LogoURI                 string            `json:"logoURI,omitempty"`
-	ClientURI               string            `json:"clientURI,omitempty"`
-	PolicyURI               string            `json:"policyURI,omitempty"`
-	TOSURI                  string            `json:"tosURI,omitempty"`
-	GrantTypes              []string          `json:"grantTypes"`
-	ResponseTypes           []string          `json:"responseTypes,omitempty"`
-	RedirectURIs            []string          `json:"redirectURIs,omitempty"`
-	PostLogoutRedirectURIs  []string          `json:"postLogoutRedirectURIs,omitempty"`
-	Scopes                  []string          `json:"scopes,omitempty"`
-	Audience                []string          `json:"audience,omitempty"`
-	TokenEndpointAuthMethod string            `json:"tokenEndpointAuthMethod"`
-	JWKS                    []byte            `json:"jwks,omitempty"` // a JSON Web Key Set
-	JWKSURI                 string            `json:"jwksURI,omitempty"`
-	SkipConsent             bool              `json:"skipConsent,omitempty"`
-	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"` // accessToken, refreshToken, idToken: durations
+	// ClientMetadata is stored as one JSON document (clients.spec).
+	adminapi.ClientMetadata
 
 	CreatedAt time.Time `json:"-"`
 	UpdatedAt time.Time `json:"-"`

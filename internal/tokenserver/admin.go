@@ -125,7 +125,7 @@ func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
 		return "secret", fmt.Sprintf("must be at least %d characters", store.MinSecretLength)
 	case c.PreviousSecret != "" && c.PreviousSecretExpiresAt == nil:
 		return "previousSecretExpiresAt", "is required with previousSecret"
-	case c.TokenEndpointAuthMethod == authPrivateKeyJWT && c.JWKS == nil && c.JWKSURI == "":
+	case c.TokenEndpointAuthMethod == authPrivateKeyJWT && len(c.JWKS) == 0 && c.JWKSURI == "":
 		return "jwks", "private_key_jwt needs jwks or jwksURI"
 	}
 	return "", ""
@@ -144,12 +144,11 @@ func validateLifespans(c *adminapi.Client, _ string) (string, string) {
 }
 
 func validateKeys(c *adminapi.Client, _ string) (string, string) {
-	if c.JWKS == nil {
+	if len(c.JWKS) == 0 {
 		return "", ""
 	}
-	raw, _ := json.Marshal(c.JWKS)
 	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) == 0 {
+	if err := json.Unmarshal(c.JWKS, &set); err != nil || len(set.Keys) == 0 {
 		return "jwks", "must be a JSON Web Key Set with at least one key"
 	}
 	for i, k := range set.Keys {
@@ -199,14 +198,7 @@ func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
 }
 
 func toStoreClient(id string, in *adminapi.Client) *store.Client {
-	c := &store.Client{
-		ID: id, OwnerNamespace: in.OwnerNamespace, Name: in.Name, OwnerTeam: in.OwnerTeam, OwnerContact: in.OwnerContact,
-		LogoURI: in.LogoURI, ClientURI: in.ClientURI, PolicyURI: in.PolicyURI, TOSURI: in.TOSURI,
-		GrantTypes: in.GrantTypes, ResponseTypes: in.ResponseTypes, RedirectURIs: in.RedirectURIs,
-		PostLogoutRedirectURIs: in.PostLogoutRedirectURIs, Scopes: in.Scopes, Audience: in.Audience,
-		TokenEndpointAuthMethod: in.TokenEndpointAuthMethod, JWKSURI: in.JWKSURI, SkipConsent: in.SkipConsent,
-		TokenLifespans: in.TokenLifespans,
-	}
+	c := &store.Client{ID: id, OwnerNamespace: in.OwnerNamespace, ClientMetadata: in.ClientMetadata}
 	if in.Secret != "" {
 		c.SecretHash = store.HashSecret(in.Secret)
 	}
@@ -214,25 +206,11 @@ func toStoreClient(id string, in *adminapi.Client) *store.Client {
 		c.PreviousSecretHash = store.HashSecret(in.PreviousSecret)
 		c.PreviousSecretExpiresAt = in.PreviousSecretExpiresAt.UTC().Truncate(time.Microsecond)
 	}
-	if in.JWKS != nil {
-		c.JWKS, _ = json.Marshal(in.JWKS)
-	}
 	return c
 }
 
 func fromStoreClient(c *store.Client) adminapi.Client {
-	out := adminapi.Client{
-		ID: c.ID, OwnerNamespace: c.OwnerNamespace, Name: c.Name, OwnerTeam: c.OwnerTeam, OwnerContact: c.OwnerContact,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, PolicyURI: c.PolicyURI, TOSURI: c.TOSURI,
-		GrantTypes: c.GrantTypes, ResponseTypes: c.ResponseTypes, RedirectURIs: c.RedirectURIs,
-		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, Scopes: c.Scopes, Audience: c.Audience,
-		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, SkipConsent: c.SkipConsent,
-		TokenLifespans: c.TokenLifespans,
-	}
-	if len(c.JWKS) > 0 {
-		_ = json.Unmarshal(c.JWKS, &out.JWKS)
-	}
-	return out
+	return adminapi.Client{ID: c.ID, OwnerNamespace: c.OwnerNamespace, ClientMetadata: c.ClientMetadata}
 }
 
 func (s *Server) writeClient(w http.ResponseWriter, ctx context.Context, id string, changed bool) {

@@ -73,11 +73,10 @@ func TestPagesInHeadlessChromium(t *testing.T) {
 	in := start(t, setup{})
 	rp := newApp(t)
 	secret := "grafana-secret-0123456789abcdefghijklmnopq"
-	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{
-		ID: "grafana", Secret: secret, OwnerNamespace: "observability", Name: "Grafana",
-		OwnerTeam: "Observability team", OwnerContact: "obs@example.com",
-		GrantTypes: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{rp.URL + "/callback"},
-		Scopes: []string{"openid", "zones.read", "offline_access"}, TokenEndpointAuthMethod: "client_secret_basic",
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "grafana", Secret: secret, OwnerNamespace: "observability",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Grafana", OwnerTeam: "Observability team", OwnerContact: "obs@example.com",
+			GrantTypes: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{rp.URL + "/callback"},
+			Scopes: []string{"openid", "zones.read", "offline_access"}, TokenEndpointAuthMethod: "client_secret_basic"},
 	}); err != nil {
 		t.Fatal(err)
 	}

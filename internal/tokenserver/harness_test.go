@@ -191,13 +191,14 @@ func confidentialClient(t testing.TB, in *instance, id string) (secret string) {
 	t.Helper()
 	secret = "secret-" + id + "-0123456789abcdefghijklmnop"
 	_, err := in.Admin.PutClient(context.Background(), &adminapi.Client{
-		ID: id, Secret: secret, OwnerNamespace: "observability", Name: "Grafana " + id,
-		GrantTypes:              []string{"client_credentials", "authorization_code", "refresh_token"},
-		RedirectURIs:            []string{redirectURI},
-		Scopes:                  []string{"openid", "profile", "offline_access", "zones.read"},
-		Audience:                []string{"https://api.example.com"},
-		TokenEndpointAuthMethod: "client_secret_basic",
-	})
+		ID: id, Secret: secret, OwnerNamespace: "observability", ClientMetadata: adminapi.ClientMetadata{
+			Name:                    "Grafana " + id,
+			GrantTypes:              []string{"client_credentials", "authorization_code", "refresh_token"},
+			RedirectURIs:            []string{redirectURI},
+			Scopes:                  []string{"openid", "profile", "offline_access", "zones.read"},
+			Audience:                []string{"https://api.example.com"},
+			TokenEndpointAuthMethod: "client_secret_basic",
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,11 +130,9 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}
 	pub := jose.JSONWebKey{Key: &key.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}
 	pubJSON, _ := pub.MarshalJSON()
-	var jwk map[string]any
-	_ = json.Unmarshal(pubJSON, &jwk)
-	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "robot", OwnerNamespace: "ci", Name: "Robot",
-		GrantTypes: []string{"client_credentials"}, Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt",
-		JWKS: map[string]any{"keys": []any{jwk}}}); err != nil {
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "robot", OwnerNamespace: "ci", ClientMetadata: adminapi.ClientMetadata{
+		Name: "Robot", GrantTypes: []string{"client_credentials"}, Scopes: []string{"zones.read"},
+		TokenEndpointAuthMethod: "private_key_jwt", JWKS: json.RawMessage(`{"keys": [` + string(pubJSON) + `]}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, nil)
@@ -161,9 +159,9 @@ func TestPrivateKeyJWT(t *testing.T) {
 func TestPublicClientNeedsPKCE(t *testing.T) {
 	ctx := context.Background()
 	in := start(t, setup{})
-	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "cli", OwnerNamespace: "tools", Name: "CLI",
-		GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"},
-		TokenEndpointAuthMethod: "none"}); err != nil {
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "cli", OwnerNamespace: "tools", ClientMetadata: adminapi.ClientMetadata{
+		Name: "CLI", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"},
+		TokenEndpointAuthMethod: "none"}}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := &oauth2.Config{ClientID: "cli", RedirectURL: redirectURI, Scopes: []string{"openid"},

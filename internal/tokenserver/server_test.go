@@ -138,8 +138,8 @@ func TestAdminAPI(t *testing.T) {
 	ctx := context.Background()
 	in := start(t, setup{})
 	c := &adminapi.Client{ID: "argo", Secret: "argo-secret-0123456789abcdefghijklmnop", OwnerNamespace: "gitops",
-		Name: "Argo CD", GrantTypes: []string{"client_credentials"}, Scopes: []string{"zones.read"},
-		TokenEndpointAuthMethod: "client_secret_post"}
+		ClientMetadata: adminapi.ClientMetadata{Name: "Argo CD", GrantTypes: []string{"client_credentials"},
+			Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "client_secret_post"}}
 	first, err := in.Admin.PutClient(ctx, c)
 	if err != nil || !first.Changed {
 		t.Fatalf("first PUT = %+v, %v; want changed", first, err)
@@ -175,9 +175,9 @@ func TestAdminAPI(t *testing.T) {
 	}
 	bad = *c
 	bad.TokenEndpointAuthMethod, bad.Secret = "private_key_jwt", ""
-	bad.JWKS = map[string]any{"keys": []any{map[string]any{"kty": "EC", "crv": "P-256", "kid": "k",
+	bad.JWKS = json.RawMessage(`{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
 		"x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-		"d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}}}
+		"d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}]}`)
 	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "jwks.keys[0]" {
 		t.Errorf("PUT with a private key in jwks: %v; want an error naming jwks.keys[0]", err)
 	}

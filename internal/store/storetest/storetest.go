@@ -18,6 +18,7 @@ import (
 	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/fosite/handler/pkce"
 
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -89,9 +90,11 @@ func (s *Session) Clone() fosite.Session {
 func testClient(id string) *store.Client {
 	return &store.Client{
 		ID: id, SecretHash: store.HashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
-		Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
-		RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
-		TokenEndpointAuthMethod: "client_secret_basic",
+		ClientMetadata: adminapi.ClientMetadata{
+			Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
+			RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
+			TokenEndpointAuthMethod: "client_secret_basic",
+		},
 	}
 }
 
