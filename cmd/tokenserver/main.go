@@ -121,6 +121,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	adminTokenFile := fs.String("admin-token-file", "", "File holding the admin API bearer token (required).")
 	keyFile := fs.String("signing-key-file", "", "PEM private key that signs ID tokens and JWT access tokens (required).")
 	prevKeyFile := fs.String("previous-signing-key-file", "", "The previous signing key, still published in JWKS after a rotation.")
+	alg := fs.String("signing-algorithm", oauth.ES256, "ES256 or RS256; the signing key must be of that kind (EC P-256 or RSA).")
 	hmacFile := fs.String("hmac-secret-file", "",
 		"File holding the secret (32+ bytes) that signs opaque tokens; shared by all replicas (required).")
 	format := fs.String("access-token-format", oauth.FormatOpaque, "Access tokens: opaque or jwt (RFC 9068).")
@@ -153,6 +154,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("--signing-key-file is required")
 	case *hmacFile == "":
 		return errors.New("--hmac-secret-file is required")
+	case *alg != oauth.ES256 && *alg != oauth.RS256:
+		return fmt.Errorf("--signing-algorithm %q: want ES256 or RS256", *alg)
 	case *format != oauth.FormatOpaque && *format != oauth.FormatJWT:
 		return fmt.Errorf("--access-token-format %q: want opaque or jwt", *format)
 	}
@@ -192,7 +195,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return tokenserver.Serve(ctx, tokenserver.Options{
 		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
-		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, HMACSecret: []byte(hmacSecret),
+		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, SigningAlgorithm: *alg, HMACSecret: []byte(hmacSecret),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, JanitorInterval: *janitor,
 		UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,

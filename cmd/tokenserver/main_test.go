@@ -83,6 +83,8 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 		"bad migrate":   {[]string{"migrate", "down"}, "want up, status or plan"},
 		"missing dsn":   {[]string{"migrate", "up"}, "--dsn or --dsn-file is required"},
 		"bad log level": {[]string{"serve", "--log-level", "loud"}, "--log-level"},
+		"bad algorithm": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
+			"--hmac-secret-file", "h", "--signing-algorithm", "HS256"}, "want ES256 or RS256"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

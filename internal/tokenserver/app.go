@@ -18,12 +18,15 @@ import (
 // Options are everything `tokenserver serve` is configured with (flags and
 // environment, see cmd/tokenserver).
 type Options struct {
-	DSN                    string
-	Issuer                 string
-	PublicListener         net.Listener
-	AdminListener          net.Listener
-	AdminToken             string
-	SigningKeyFile         string
+	DSN            string
+	Issuer         string
+	PublicListener net.Listener
+	AdminListener  net.Listener
+	AdminToken     string
+	SigningKeyFile string
+	// SigningAlgorithm, when set, must be the signing key's (ES256 or RS256): a check
+	// that the mounted key is the one the TokenServer asks for.
+	SigningAlgorithm       string
 	PreviousSigningKeyFile string
 	HMACSecret             []byte
 	AccessTokenFormat      string
@@ -68,6 +71,10 @@ func Serve(ctx context.Context, o Options) error {
 	keys, err := oauth.LoadKeys(o.SigningKeyFile, o.PreviousSigningKeyFile)
 	if err != nil {
 		return err
+	}
+	if o.SigningAlgorithm != "" && o.SigningAlgorithm != keys.Current.Algorithm {
+		return fmt.Errorf("signing algorithm %s was asked for, but %s holds a %s key", o.SigningAlgorithm,
+			o.SigningKeyFile, keys.Current.Algorithm)
 	}
 	provider, err := oauth.New(oauth.Config{
 		Issuer: strings.TrimSuffix(o.Issuer, "/"), AccessTokenFormat: o.AccessTokenFormat, HMACSecret: o.HMACSecret, Keys: keys,

@@ -9,9 +9,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
 
 // On SIGTERM (its context ending) the server stops accepting, lets the request in
@@ -176,5 +180,21 @@ func TestPublicClientNeedsPKCE(t *testing.T) {
 	cb := b.authorize(in, cfg.AuthCodeURL("state-pkce-00001", oauth2.S256ChallengeOption(v)), "approve")
 	if _, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(v)); err != nil {
 		t.Errorf("public client with PKCE: %v", err)
+	}
+}
+
+// A TokenServer that asks for RS256 but got an EC key refuses to start, saying why.
+func TestSigningAlgorithmMustMatchTheKey(t *testing.T) {
+	keys := secrets(t) // an ES256 key
+	pub, _ := net.Listen("tcp", "127.0.0.1:0")
+	adm, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer func() { _ = pub.Close(); _ = adm.Close() }()
+	err := tokenserver.Serve(context.Background(), tokenserver.Options{
+		DSN: migratedDB(t), Issuer: "http://" + pub.Addr().String(), PublicListener: pub, AdminListener: adm,
+		AdminToken: adminToken, SigningKeyFile: filepath.Join(keys, "key.pem"), SigningAlgorithm: "RS256",
+		HMACSecret: []byte("hmac-secret-shared-by-replicas-0123456789"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err == nil || !strings.Contains(err.Error(), "RS256 was asked for") || !strings.Contains(err.Error(), "ES256 key") {
+		t.Fatalf("Serve with RS256 asked and an EC key: %v", err)
 	}
 }
