@@ -66,7 +66,8 @@ func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *Authori
 	for _, a := range areq.ar.GetRequestedAudience() {
 		areq.ar.GrantAudience(a)
 	}
-	sess := newSubjectSession(p.cfg.Issuer, subject, grantID, p.cfg.Keys.Current.ID, time.Now().UTC())
+	sess := newSubjectSession(p.cfg.Issuer, subject, grantID, p.cfg.Keys.Current.ID, time.Now().UTC(),
+		sessionKind{idToken: true, jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
 	sess.Claims.AuthTime = authTime.UTC()
 	resp, err := p.f.NewAuthorizeResponse(ctx, areq.ar, sess)
 	if err != nil {

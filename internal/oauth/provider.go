@@ -142,7 +142,8 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		// The client acts for itself: it is the subject, and gets the scopes and
 		// audience it asked for that it is allowed.
 		client := ar.GetClient()
-		s := newSubjectSession(p.cfg.Issuer, client.GetID(), "", p.cfg.Keys.Current.ID, time.Now().UTC())
+		s := newSubjectSession(p.cfg.Issuer, client.GetID(), "", p.cfg.Keys.Current.ID, time.Now().UTC(),
+			sessionKind{jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
 		s.ExpiresAt = sess.ExpiresAt // set by fosite while handling the request
 		*sess = *s
 		for _, scope := range ar.GetRequestedScopes() {
