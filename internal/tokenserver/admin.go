@@ -133,8 +133,8 @@ func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
 
 func validateLifespans(c *adminapi.Client, _ string) (string, string) {
 	for k, v := range c.TokenLifespans {
-		if k != "accessToken" && k != "refreshToken" && k != "idToken" {
-			return "tokenLifespans." + k, "unknown lifespan; known: accessToken, refreshToken, idToken"
+		if !slices.Contains([]string{"accessToken", "refreshToken", "idToken", "authorizationCode"}, k) {
+			return "tokenLifespans." + k, "unknown lifespan; known: accessToken, refreshToken, idToken, authorizationCode"
 		}
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
 			return "tokenLifespans." + k, fmt.Sprintf("%q must be a positive duration such as 15m", v)

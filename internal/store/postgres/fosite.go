@@ -133,7 +133,8 @@ func (c *Client) GetTokenEndpointAuthSigningAlgorithm() string {
 
 // GetEffectiveLifespan implements fosite.ClientWithCustomTokenLifespans.
 func (c *Client) GetEffectiveLifespan(_ fosite.GrantType, tt fosite.TokenType, fallback time.Duration) time.Duration {
-	key := map[fosite.TokenType]string{fosite.AccessToken: "accessToken", fosite.RefreshToken: "refreshToken", fosite.IDToken: "idToken"}[tt]
+	key := map[fosite.TokenType]string{fosite.AccessToken: "accessToken", fosite.RefreshToken: "refreshToken",
+		fosite.IDToken: "idToken", fosite.AuthorizeCode: "authorizationCode"}[tt]
 	if d, err := time.ParseDuration(c.TokenLifespans[key]); err == nil && d > 0 {
 		return d
 	}

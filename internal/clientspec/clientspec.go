@@ -1,0 +1,168 @@
+// Package clientspec turns OAuthClient resources into what the token server is told:
+// the stable client ID, whether the client's namespace may register on the server and
+// may skip consent, the admin API body, and the credentials Secret's data. Everything
+// here is pure, so the reconciler's decisions are table-tested without an API server.
+package clientspec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+)
+
+// Keys of the credentials Secret.
+const (
+	KeyClientID     = "client_id"
+	KeyClientSecret = "client_secret"
+	KeyIssuer       = "issuer"
+	KeyTokenURL     = "token_url"
+)
+
+// Server is the TokenServer an OAuthClient names; serverRef.namespace defaults to the
+// client's own.
+func Server(oc *oauthv1alpha1.OAuthClient) types.NamespacedName {
+	ns := oc.Spec.ServerRef.Namespace
+	if ns == "" {
+		ns = oc.Namespace
+	}
+	return types.NamespacedName{Namespace: ns, Name: oc.Spec.ServerRef.Name}
+}
+
+// ClientID is spec.clientID when set, otherwise derived from the server and the
+// resource's namespace and name alone, so that deleting everything and re-applying it
+// from git yields the same ID: "<namespace>-<name>-<8 hex of a hash>", the hash
+// telling apart names that the dashes would make equal.
+func ClientID(oc *oauthv1alpha1.OAuthClient) string {
+	if oc.Spec.ClientID != "" {
+		return oc.Spec.ClientID
+	}
+	server := Server(oc)
+	sum := sha256.Sum256([]byte(strings.Join([]string{server.Namespace, server.Name, oc.Namespace, oc.Name}, "/")))
+	return fmt.Sprintf("%s-%s-%s", oc.Namespace, oc.Name, hex.EncodeToString(sum[:4]))
+}
+
+// Admitted says whether a client in namespace ns may register on server: by default
+// only the server's own namespace may; spec.clientNamespaces widens that.
+func Admitted(server *oauthv1alpha1.TokenServer, ns *corev1.Namespace) (bool, error) {
+	if server.Spec.ClientNamespaces == nil {
+		return ns.Name == server.Namespace, nil
+	}
+	return selects(&server.Spec.ClientNamespaces.Selector, ns)
+}
+
+// FirstParty says whether clients in ns may skip consent on server
+// (spec.firstPartyNamespaces; nobody by default).
+func FirstParty(server *oauthv1alpha1.TokenServer, ns *corev1.Namespace) (bool, error) {
+	if server.Spec.FirstPartyNamespaces == nil {
+		return false, nil
+	}
+	return selects(&server.Spec.FirstPartyNamespaces.Selector, ns)
+}
+
+func selects(sel *metav1.LabelSelector, ns *corev1.Namespace) (bool, error) {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return false, err
+	}
+	return s.Matches(labels.Set(ns.Labels)), nil
+}
+
+// Credentials are the secrets the token server accepts for a client.
+type Credentials struct {
+	Secret         string
+	PreviousSecret string
+	// PreviousUntil is when PreviousSecret stops working (RFC 3339), with it.
+	PreviousUntil *metav1.Time
+}
+
+// Desired is the admin API body for oc: every spec field, the namespace as verified
+// owner, skipConsent only when firstParty.
+func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, firstParty bool) *adminapi.Client {
+	s := oc.Spec
+	c := &adminapi.Client{ID: clientID, OwnerNamespace: oc.Namespace, ClientMetadata: adminapi.ClientMetadata{
+		Name: s.ClientName, LogoURI: string(s.LogoURI), ClientURI: string(s.ClientURI), PolicyURI: string(s.PolicyURI),
+		TOSURI: string(s.TosURI), GrantTypes: strs(s.GrantTypes), ResponseTypes: strs(s.ResponseTypes),
+		RedirectURIs: strs(s.RedirectURIs), PostLogoutRedirectURIs: strs(s.PostLogoutRedirectURIs), Scopes: strs(s.Scopes),
+		Audience: s.Audience, TokenEndpointAuthMethod: string(s.TokenEndpointAuthMethod), JWKSURI: string(s.JWKSURI),
+		SkipConsent: s.SkipConsent && firstParty,
+	}}
+	if c.TokenEndpointAuthMethod == "" {
+		c.TokenEndpointAuthMethod = "client_secret_basic"
+	}
+	if len(c.GrantTypes) == 0 {
+		c.GrantTypes = []string{"authorization_code"}
+	}
+	if s.Owner != nil {
+		c.OwnerTeam, c.OwnerContact = s.Owner.Team, s.Owner.Contact
+	}
+	if s.JWKS != nil {
+		c.JWKS, _ = json.Marshal(s.JWKS)
+	}
+	if l := s.TokenLifespans; l != nil {
+		c.TokenLifespans = map[string]string{}
+		for k, v := range map[string]oauthv1alpha1.Duration{"accessToken": l.AccessToken, "refreshToken": l.RefreshToken,
+			"idToken": l.IDToken, "authorizationCode": l.AuthorizationCode} {
+			if v != "" {
+				c.TokenLifespans[k] = string(v)
+			}
+		}
+	}
+	if c.TokenEndpointAuthMethod != "none" && c.TokenEndpointAuthMethod != "private_key_jwt" {
+		c.Secret = creds.Secret
+		if creds.PreviousSecret != "" && creds.PreviousUntil != nil {
+			c.PreviousSecret = creds.PreviousSecret
+			t := creds.PreviousUntil.UTC()
+			c.PreviousSecretExpiresAt = &t
+		}
+	}
+	return c
+}
+
+// NeedsSecret says whether the client authenticates with a client secret.
+func NeedsSecret(oc *oauthv1alpha1.OAuthClient) bool {
+	m := oc.Spec.TokenEndpointAuthMethod
+	return m != "none" && m != "private_key_jwt"
+}
+
+// SecretName is spec.secret.name or "<name>-oauth".
+func SecretName(oc *oauthv1alpha1.OAuthClient) string {
+	if oc.Spec.Secret.Name != "" {
+		return oc.Spec.Secret.Name
+	}
+	return oc.Name + "-oauth"
+}
+
+// CreatesSecret says whether the operator generates the credentials (the default) or
+// waits for a Secret someone else fills.
+func CreatesSecret(oc *oauthv1alpha1.OAuthClient) bool {
+	return oc.Spec.Secret.Create == nil || *oc.Spec.Secret.Create
+}
+
+// SecretData is the generated credentials Secret's content.
+func SecretData(clientID, secret, issuer string) map[string][]byte {
+	return map[string][]byte{
+		KeyClientID: []byte(clientID), KeyClientSecret: []byte(secret),
+		KeyIssuer: []byte(issuer), KeyTokenURL: []byte(strings.TrimSuffix(issuer, "/") + "/oauth2/token"),
+	}
+}
+
+func strs[T ~string](in []T) []string {
+	if in == nil {
+		return nil
+	}
+	out := make([]string, len(in))
+	for i, v := range in {
+		out[i] = string(v)
+	}
+	return out
+}

@@ -1,0 +1,174 @@
+package clientspec
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+func client(ns, name string, mutate ...func(*oauthv1alpha1.OAuthClient)) *oauthv1alpha1.OAuthClient {
+	oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth", Namespace: "platform"},
+			ClientName: "Grafana"}}
+	for _, m := range mutate {
+		m(oc)
+	}
+	return oc
+}
+
+func TestClientID(t *testing.T) {
+	tests := map[string]struct {
+		a, b      *oauthv1alpha1.OAuthClient
+		wantEqual bool
+	}{
+		"same resource, recreated": {client("obs", "grafana"), client("obs", "grafana"), true},
+		"other name":               {client("obs", "grafana"), client("obs", "loki"), false},
+		"dashes cannot collide":    {client("a-b", "c"), client("a", "b-c"), false},
+		"other server": {client("obs", "grafana"), client("obs", "grafana", func(oc *oauthv1alpha1.OAuthClient) {
+			oc.Spec.ServerRef.Name = "auth2"
+		}), false},
+		"serverRef namespace defaults to the client's": {
+			client("platform", "x", func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ServerRef.Namespace = "" }),
+			client("platform", "x"), true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := ClientID(tt.a) == ClientID(tt.b); got != tt.wantEqual {
+				t.Errorf("ClientID(a)=%s ClientID(b)=%s; equal=%v, want %v", ClientID(tt.a), ClientID(tt.b), got, tt.wantEqual)
+			}
+		})
+	}
+	set := client("obs", "grafana", func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = "legacy-id" })
+	if ClientID(set) != "legacy-id" {
+		t.Errorf("spec.clientID ignored: %s", ClientID(set))
+	}
+	if id := ClientID(client("obs", "grafana")); id[:12] != "obs-grafana-" || len(id) != 20 {
+		t.Errorf("derived ID %q: want obs-grafana-<8 hex>", id)
+	}
+}
+
+func TestNamespacePolicy(t *testing.T) {
+	ns := func(name string, labels map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	selector := func(key, value string) *oauthv1alpha1.NamespacePolicy {
+		return &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{MatchLabels: map[string]string{key: value}}}
+	}
+	server := func(clients, firstParty *oauthv1alpha1.NamespacePolicy) *oauthv1alpha1.TokenServer {
+		return &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"},
+			Spec: oauthv1alpha1.TokenServerSpec{ClientNamespaces: clients, FirstPartyNamespaces: firstParty}}
+	}
+	tests := map[string]struct {
+		server                  *oauthv1alpha1.TokenServer
+		ns                      *corev1.Namespace
+		admitted, firstPartyNow bool
+	}{
+		"default: own namespace only":     {server(nil, nil), ns("platform", nil), true, false},
+		"default: others refused":         {server(nil, nil), ns("obs", nil), false, false},
+		"selector admits a labelled one":  {server(selector("clients", "allowed"), nil), ns("obs", map[string]string{"clients": "allowed"}), true, false},
+		"selector refuses an unlabelled":  {server(selector("clients", "allowed"), nil), ns("obs", nil), false, false},
+		"empty selector admits all":       {server(&oauthv1alpha1.NamespacePolicy{}, nil), ns("any", nil), true, false},
+		"first party by label":            {server(nil, selector("fp", "true")), ns("platform", map[string]string{"fp": "true"}), true, true},
+		"first party needs the label too": {server(nil, selector("fp", "true")), ns("platform", nil), true, false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			admitted, err := Admitted(tt.server, tt.ns)
+			if err != nil || admitted != tt.admitted {
+				t.Errorf("Admitted = %v, %v; want %v", admitted, err, tt.admitted)
+			}
+			fp, err := FirstParty(tt.server, tt.ns)
+			if err != nil || fp != tt.firstPartyNow {
+				t.Errorf("FirstParty = %v, %v; want %v", fp, err, tt.firstPartyNow)
+			}
+		})
+	}
+}
+
+func TestDesired(t *testing.T) {
+	oc := client("obs", "grafana", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.Owner = &oauthv1alpha1.Owner{Team: "observability", Contact: "obs@example.com"}
+		oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{"authorization_code", "refresh_token"}
+		oc.Spec.RedirectURIs = []oauthv1alpha1.URL{"https://grafana.example.com/cb"}
+		oc.Spec.Scopes = []oauthv1alpha1.Scope{"openid", "offline_access"}
+		oc.Spec.TokenEndpointAuthMethod = "client_secret_basic"
+		oc.Spec.SkipConsent = true
+		oc.Spec.TokenLifespans = &oauthv1alpha1.TokenLifespans{AccessToken: "15m"}
+	})
+	until := metav1.Now()
+	creds := Credentials{Secret: "new", PreviousSecret: "old", PreviousUntil: &until}
+	tests := map[string]struct {
+		oc         *oauthv1alpha1.OAuthClient
+		firstParty bool
+		check      func(t *testing.T, got map[string]any)
+	}{
+		"every field, owner namespace verified": {oc, true, func(t *testing.T, got map[string]any) {
+			want := map[string]any{"id": "the-id", "ownerNamespace": "obs", "name": "Grafana", "ownerTeam": "observability",
+				"ownerContact": "obs@example.com", "skipConsent": true, "secret": "new", "previousSecret": "old",
+				"tokenEndpointAuthMethod": "client_secret_basic"}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s = %v, want %v", k, got[k], v)
+				}
+			}
+			if lt := got["tokenLifespans"].(map[string]any); lt["accessToken"] != "15m" || len(lt) != 1 {
+				t.Errorf("tokenLifespans = %v", lt)
+			}
+		}},
+		"skipConsent ignored outside first-party namespaces": {oc, false, func(t *testing.T, got map[string]any) {
+			if got["skipConsent"] != nil {
+				t.Errorf("skipConsent = %v, want it dropped", got["skipConsent"])
+			}
+		}},
+		"public client gets no secret": {client("obs", "cli", func(oc *oauthv1alpha1.OAuthClient) {
+			oc.Spec.TokenEndpointAuthMethod = "none"
+		}), false, func(t *testing.T, got map[string]any) {
+			if got["secret"] != nil || got["previousSecret"] != nil {
+				t.Errorf("public client carries a secret: %v", got)
+			}
+		}},
+		"defaults when the API server has not filled them": {client("obs", "bare"), false, func(t *testing.T, got map[string]any) {
+			if got["tokenEndpointAuthMethod"] != "client_secret_basic" || !slices.Equal(toStrings(got["grantTypes"]), []string{"authorization_code"}) {
+				t.Errorf("defaults: %v", got)
+			}
+		}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			raw, _ := json.Marshal(Desired(tt.oc, "the-id", creds, tt.firstParty))
+			var got map[string]any
+			_ = json.Unmarshal(raw, &got)
+			tt.check(t, got)
+		})
+	}
+}
+
+func toStrings(v any) []string {
+	items := v.([]any)
+	out := make([]string, 0, len(items))
+	for _, s := range items {
+		out = append(out, s.(string))
+	}
+	return out
+}
+
+func TestSecret(t *testing.T) {
+	oc := client("obs", "grafana")
+	if SecretName(oc) != "grafana-oauth" || !CreatesSecret(oc) || !NeedsSecret(oc) {
+		t.Errorf("defaults: name %s creates %v needs %v", SecretName(oc), CreatesSecret(oc), NeedsSecret(oc))
+	}
+	no := false
+	oc.Spec.Secret = oauthv1alpha1.ClientSecret{Name: "mine", Create: &no}
+	if SecretName(oc) != "mine" || CreatesSecret(oc) {
+		t.Errorf("spec.secret: name %s creates %v", SecretName(oc), CreatesSecret(oc))
+	}
+	d := SecretData("id", "s", "https://auth.example.com/")
+	if string(d[KeyTokenURL]) != "https://auth.example.com/oauth2/token" || string(d[KeyClientID]) != "id" {
+		t.Errorf("SecretData = %v", d)
+	}
+}
