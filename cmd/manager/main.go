@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -20,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/controllers"
 )
 
 func main() {
@@ -37,6 +39,7 @@ type options struct {
 	watchNamespaces  string
 	kubeAPIQPS       float64
 	kubeAPIBurst     int
+	resync           time.Duration
 	leaderElectionNS string
 }
 
@@ -54,6 +57,8 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	// queue behind the client-side rate limiter for minutes.
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the Kubernetes API.")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "Burst of queries to the Kubernetes API.")
+	fs.DurationVar(&o.resync, "client-resync", 10*time.Minute,
+		"How often unchanged OAuthClients are pushed to their token server again, repairing drift.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +89,9 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{ClientResync: o.resync}); err != nil {
+		return fmt.Errorf("setting up controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -70,6 +70,11 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 	return nil
 }
 
+// Health checks that the server answers, accepts the token and reaches its database.
+func (c *HTTPClient) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/admin/health", nil, nil)
+}
+
 // PutClient creates or replaces a client; the result says whether anything changed.
 func (c *HTTPClient) PutClient(ctx context.Context, cl *Client) (*ClientStatus, error) {
 	var out ClientStatus

@@ -1,0 +1,234 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/controllers"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
+	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
+)
+
+// The suite runs a real kube-apiserver (envtest), a real token server on a real
+// PostgreSQL, and the operator's reconcilers in a manager, as in production.
+var (
+	k8s         client.Client
+	admin       *adminapi.HTTPClient
+	issuer      string
+	stopServer  context.CancelFunc
+	serverDone  chan error
+	adminToken  = "operator-admin-token-0123456789abcdef"
+	resyncEvery = time.Second
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	env, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	pg, err := testpg.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = pg.Stop() }()
+	dir, err := os.MkdirTemp("", "kubeoauth-controllers-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	if err := startTokenServer(pg.DSN, dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		stopServer()
+		if err := <-serverDone; err != nil {
+			fmt.Fprintln(os.Stderr, "token server:", err)
+		}
+	}()
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(oauthv1alpha1.AddToScheme(scheme))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-mgrDone; err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func startTokenServer(dsn, dir string) error {
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		return err
+	}
+	if _, err := postgres.Migrate(context.Background(), db, postgres.Migrations(), postgres.MigrateOptions{}); err != nil {
+		return err
+	}
+	_ = db.Close()
+	key, err := oauth.GenerateKey(oauth.ES256)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "key.pem"), key, 0o600); err != nil {
+		return err
+	}
+	pub, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	adm, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	issuer = "http://" + pub.Addr().String()
+	admin = &adminapi.HTTPClient{BaseURL: "http://" + adm.Addr().String(), Token: adminToken}
+	var ctx context.Context
+	ctx, stopServer = context.WithCancel(context.Background())
+	serverDone = make(chan error, 1)
+	go func() {
+		serverDone <- tokenserver.Serve(ctx, tokenserver.Options{
+			DSN: dsn, Issuer: issuer, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
+			SigningKeyFile: filepath.Join(dir, "key.pem"), HMACSecret: []byte("hmac-secret-for-the-operator-tests-0123"),
+			AccessTokenFormat: oauth.FormatOpaque, AccessTokenLifespan: time.Hour, RefreshTokenLifespan: time.Hour,
+			IDTokenLifespan: time.Hour, AuthorizeCodeLifespan: time.Minute, ShutdownTimeout: 5 * time.Second,
+			JanitorInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+	}()
+	for range 100 {
+		if admin.Health(context.Background()) == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("the token server never became ready")
+}
+
+// namespace creates a namespace named base plus a random suffix, with labels, and
+// returns its name: envtest has no namespace controller to delete namespaces, so each
+// test (and each -count run) takes fresh ones.
+func namespace(t *testing.T, base string, labels map[string]string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: base + "-", Labels: labels}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// externalServer creates a TokenServer pointing at the suite's token server, with its
+// admin token Secret, and waits for it to be Ready.
+func externalServer(t *testing.T, ns string, mutate func(*oauthv1alpha1.TokenServer)) {
+	t.Helper()
+	ctx := context.Background()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin"},
+		StringData: map[string]string{"token": adminToken}}
+	if err := k8s.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), External: &oauthv1alpha1.ExternalTokenServer{
+			AdminURL: admin.BaseURL, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
+	if mutate != nil {
+		mutate(ts)
+	}
+	if err := k8s.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+}
+
+// waitCondition waits until obj's condition has status (and reason, when given).
+func waitCondition(t *testing.T, obj client.Object, condType string, status metav1.ConditionStatus, reason string) {
+	t.Helper()
+	var last []metav1.Condition
+	eventually(t, 20*time.Second, fmt.Sprintf("%s %s: %s=%s %s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), condType, status, reason), func() bool {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return false
+		}
+		last = conditionsOf(obj)
+		for _, c := range last {
+			if c.Type == condType && c.Status == status && (reason == "" || c.Reason == reason) {
+				return true
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprintf("conditions: %+v", last) })
+}
+
+func conditionsOf(obj client.Object) []metav1.Condition {
+	switch o := obj.(type) {
+	case *oauthv1alpha1.TokenServer:
+		return o.Status.Conditions
+	case *oauthv1alpha1.OAuthClient:
+		return o.Status.Conditions
+	case *oauthv1alpha1.ConsentGrant:
+		return o.Status.Conditions
+	}
+	return nil
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool, detail func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := ""
+			if detail != nil {
+				msg = detail()
+			}
+			t.Fatalf("not within %s: %s %s", timeout, what, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
