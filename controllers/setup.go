@@ -1,9 +1,13 @@
 package controllers
 
 import (
+	"context"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
 
 // Options tune the reconcilers; zero values take the defaults.
@@ -12,6 +16,8 @@ type Options struct {
 	ClientResync time.Duration
 	// ServerHealthInterval is how often an external TokenServer's admin API is checked.
 	ServerHealthInterval time.Duration
+	// MirrorPoll is how often the consent mirror looks for new TokenServers.
+	MirrorPoll time.Duration
 }
 
 // Setup registers every reconciler with mgr.
@@ -19,6 +25,21 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), HealthInterval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	return (&OAuthClientReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubeoauth"),
-		Resync: o.ClientResync}).SetupWithManager(mgr)
+	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubeoauth"),
+		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubeoauth"),
+		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.OAuthClient{}, indexClientID,
+		func(o client.Object) []string { return []string{o.(*oauthv1alpha1.OAuthClient).Status.ClientID} }); err != nil {
+		return err
+	}
+	poll := o.MirrorPoll
+	if poll == 0 {
+		poll = 10 * time.Second
+	}
+	return mgr.Add(&Mirror{Client: mgr.GetClient(), Poll: poll})
 }

@@ -85,7 +85,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second,
+		MirrorPoll: time.Second}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -69,6 +69,20 @@ type Grant struct {
 	ID         string     `json:"id,omitempty"`
 }
 
+// Grant sources.
+const (
+	SourceDeclared = "declared" // pre-approved, from a ConsentGrant in git
+	SourceBrowser  = "browser"  // given by the user on the consent page
+)
+
+// Event kinds of the log.
+const (
+	EventTokenRevoked  = "token_revoked"  // one token chain (a request ID)
+	EventGrantRevoked  = "grant_revoked"  // a consent grant and every token under it
+	EventClientDeleted = "client_deleted" // a client and every token issued to it
+	EventConsentGiven  = "consent_given"  // a consent grant created or changed
+)
+
 // Event is an entry of the revocation and consent log.
 type Event struct {
 	Seq       int64     `json:"seq"`

@@ -44,10 +44,10 @@ type Client struct {
 // Public reports whether the client has no secret (tokenEndpointAuthMethod none).
 func (c *Client) Public() bool { return c.TokenEndpointAuthMethod == "none" }
 
-// Grant source values.
+// Grant source values (the admin API's).
 const (
-	SourceDeclared = "declared" // pre-approved, from a ConsentGrant in git
-	SourceBrowser  = "browser"  // given by the user on the consent page
+	SourceDeclared = adminapi.SourceDeclared
+	SourceBrowser  = adminapi.SourceBrowser
 )
 
 // ConsentGrant is "Subject allowed ClientID these Scopes". Tokens issued under a grant
@@ -82,11 +82,10 @@ func (g *ConsentGrant) Covers(scopes []string, now time.Time) bool {
 
 // Event kinds in the log.
 const (
-	EventTokenRevoked  = "token_revoked"  // one token chain (a request ID)
-	EventChainRevoked  = "chain_revoked"  // a refresh token reused after its grace period
-	EventGrantRevoked  = "grant_revoked"  // a consent grant and every token under it
-	EventClientDeleted = "client_deleted" // a client and every token issued to it
-	EventConsentGiven  = "consent_given"  // a consent grant created or widened
+	EventTokenRevoked  = adminapi.EventTokenRevoked
+	EventGrantRevoked  = adminapi.EventGrantRevoked
+	EventClientDeleted = adminapi.EventClientDeleted
+	EventConsentGiven  = adminapi.EventConsentGiven
 )
 
 // Event is one entry of the event log. Seq is strictly increasing in commit order, so a

@@ -1,0 +1,214 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/clientspec"
+)
+
+// Reasons of ConsentGrant conditions.
+const (
+	ReasonClientNotFound = "ClientNotFound"
+	ReasonClientNotReady = "ClientNotReady"
+	ReasonMirrored       = "Mirrored"
+	ReasonGrantGone      = "GrantGone"
+)
+
+// ConsentGrantReconciler pushes declared grants to the token server as pre-approved
+// consent, keeps mirrored ones in step with it, and revokes a grant (and its tokens)
+// before the resource goes.
+type ConsentGrantReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// Resync is how often a grant's status is refreshed from the token server.
+	Resync time.Duration
+}
+
+// Reconcile fetches the grant, ensures the finalizer, syncs and patches status once.
+func (r *ConsentGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var cg oauthv1alpha1.ConsentGrant
+	if err := r.Get(ctx, req.NamespacedName, &cg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cg.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, &cg)
+	}
+	if controllerutil.AddFinalizer(&cg, Finalizer) {
+		if err := r.Update(ctx, &cg); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	before := cg.DeepCopy()
+	err := r.sync(ctx, &cg)
+	if errors.Is(err, errGrantGone) {
+		// The user revoked a mirrored grant in the browser: the resource follows.
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &cg))
+	}
+	ready := metav1.Condition{Type: oauthv1alpha1.ConditionReady, ObservedGeneration: cg.Generation}
+	result := ctrl.Result{RequeueAfter: r.Resync}
+	var stop *stopped
+	switch {
+	case err == nil:
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonSynced, "the token server has this grant"
+	case errors.As(err, &stop):
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, stop.reason, stop.message
+		result, err = ctrl.Result{RequeueAfter: stop.requeue}, nil
+	default:
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonSyncFailed, err.Error()
+	}
+	meta.SetStatusCondition(&cg.Status.Conditions, ready)
+	cg.Status.ObservedGeneration = cg.Generation
+	if perr := patchStatusIfChanged(ctx, r.Client, before, &cg, !equality.Semantic.DeepEqual(before.Status, cg.Status)); perr != nil {
+		return ctrl.Result{}, errors.Join(err, perr)
+	}
+	return result, err
+}
+
+var errGrantGone = errors.New("the grant is gone from the token server")
+
+func mirrored(cg *oauthv1alpha1.ConsentGrant) bool {
+	return cg.Labels[oauthv1alpha1.LabelSource] == oauthv1alpha1.SourceMirrored
+}
+
+// sync pushes a declared grant, or checks that a mirrored one still exists.
+func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.ConsentGrant) error {
+	oc, ts, admin, err := r.resolve(ctx, cg)
+	if err != nil {
+		return err
+	}
+	cg.Status.ClientID = oc.Status.ClientID
+	var g *adminapi.Grant
+	if mirrored(cg) {
+		grants, err := admin.ListGrants(ctx, oc.Status.ClientID, cg.Spec.Subject)
+		if err != nil {
+			return err
+		}
+		if len(grants) == 0 {
+			return errGrantGone
+		}
+		g = &grants[0]
+	} else {
+		var ns corev1.Namespace
+		if err := r.Get(ctx, types.NamespacedName{Name: cg.Namespace}, &ns); err != nil {
+			return err
+		}
+		firstParty, err := clientspec.FirstParty(ts, &ns)
+		if err != nil {
+			return err
+		}
+		if !firstParty {
+			return &stopped{ReasonNotFirstParty, fmt.Sprintf("a declared grant is consent the user is not asked for: only clients in "+
+				"the TokenServer's firstPartyNamespaces may have one, and namespace %s is not one of them", cg.Namespace), 0}
+		}
+		in := &adminapi.Grant{ClientID: oc.Status.ClientID, Subject: cg.Spec.Subject, Scopes: scopes(cg.Spec.Scopes),
+			Source: adminapi.SourceDeclared}
+		if cg.Spec.ExpiresAt != nil {
+			t := cg.Spec.ExpiresAt.UTC()
+			in.ExpiresAt = &t
+		}
+		if g, err = admin.PutGrant(ctx, in); err != nil {
+			return fmt.Errorf("pushing the grant to the token server: %w", err)
+		}
+	}
+	cg.Status.GrantedAt, cg.Status.LastUsedAt = metaTime(g.GrantedAt), metaTime(g.LastUsedAt)
+	return nil
+}
+
+// resolve finds the grant's OAuthClient (Ready, so it has a client ID), its
+// TokenServer and the admin API.
+func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.ConsentGrant) (
+	*oauthv1alpha1.OAuthClient, *oauthv1alpha1.TokenServer, *adminapi.HTTPClient, error) {
+	var oc oauthv1alpha1.OAuthClient
+	if err := r.Get(ctx, types.NamespacedName{Namespace: cg.Namespace, Name: cg.Spec.ClientRef.Name}, &oc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil, nil, &stopped{ReasonClientNotFound, "OAuthClient " + cg.Spec.ClientRef.Name + " not found", 30 * time.Second}
+		}
+		return nil, nil, nil, err
+	}
+	if oc.Status.ClientID == "" || !meta.IsStatusConditionTrue(oc.Status.Conditions, oauthv1alpha1.ConditionReady) {
+		return nil, nil, nil, &stopped{ReasonClientNotReady, "waiting for OAuthClient " + oc.Name + " to be Ready", 10 * time.Second}
+	}
+	var ts oauthv1alpha1.TokenServer
+	if err := r.Get(ctx, clientspec.Server(&oc), &ts); err != nil {
+		return nil, nil, nil, err
+	}
+	admin, err := adminClientFor(ctx, r.Client, &ts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return &oc, &ts, admin, nil
+}
+
+// finalize revokes the grant and every token issued under it before the finalizer
+// goes. An unreachable token server keeps the finalizer: the delete is retried with
+// backoff and never lost. A grant whose OAuthClient is gone has nothing left to
+// revoke: deleting the client revoked it.
+func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1.ConsentGrant) error {
+	if !controllerutil.ContainsFinalizer(cg, Finalizer) {
+		return nil
+	}
+	var oc oauthv1alpha1.OAuthClient
+	err := r.Get(ctx, types.NamespacedName{Namespace: cg.Namespace, Name: cg.Spec.ClientRef.Name}, &oc)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return err
+	case oc.Status.ClientID != "":
+		var ts oauthv1alpha1.TokenServer
+		if err := r.Get(ctx, clientspec.Server(&oc), &ts); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		} else if err == nil {
+			admin, err := adminClientFor(ctx, r.Client, &ts)
+			if err != nil {
+				return err
+			}
+			if err := admin.DeleteGrant(ctx, oc.Status.ClientID, cg.Spec.Subject); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
+				return fmt.Errorf("revoking the grant on the token server: %w", err)
+			}
+			r.Recorder.Eventf(cg, nil, corev1.EventTypeNormal, "Revoked", "Delete",
+				"grant of %s to %s revoked with every token issued under it", cg.Spec.Subject, oc.Status.ClientID)
+		}
+	}
+	controllerutil.RemoveFinalizer(cg, Finalizer)
+	return client.IgnoreNotFound(r.Update(ctx, cg))
+}
+
+// SetupWithManager registers the reconciler.
+func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Resync == 0 {
+		r.Resync = 10 * time.Minute
+	}
+	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.ConsentGrant{}).Named("consentgrant").Complete(r)
+}
+
+func scopes(in []oauthv1alpha1.Scope) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = string(s)
+	}
+	return out
+}
+
+func metaTime(t *time.Time) *metav1.Time {
+	if t == nil {
+		return nil
+	}
+	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &mt
+}

@@ -1,0 +1,262 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/clientspec"
+)
+
+const indexClientID = "oauthclient.status.clientID"
+
+// Mirror follows each Ready TokenServer's consent and revocation log and keeps a
+// ConsentGrant (labelled oauth.kubeoauth.io/source=mirrored) for every consent a user
+// gave in the browser, in the client's namespace, so that `kubectl get consentgrants`
+// shows it within seconds and deleting it revokes it. A consent revoked on the
+// connected-apps page makes its resource go. It runs on the leader only.
+type Mirror struct {
+	client.Client
+	// Poll is how often the list of TokenServers is checked for new ones.
+	Poll time.Duration
+
+	mu        sync.Mutex
+	followers map[string]context.CancelFunc
+}
+
+// NeedLeaderElection: one mirror writes at a time.
+func (m *Mirror) NeedLeaderElection() bool { return true }
+
+// Start runs until ctx ends.
+func (m *Mirror) Start(ctx context.Context) error {
+	m.followers = map[string]context.CancelFunc{}
+	t := time.NewTicker(m.Poll)
+	defer t.Stop()
+	for {
+		m.refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// refresh starts a follower for each Ready TokenServer and stops those of servers that
+// went away or changed their admin endpoint.
+func (m *Mirror) refresh(ctx context.Context) {
+	var list oauthv1alpha1.TokenServerList
+	if err := m.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "mirror: listing TokenServers")
+		return
+	}
+	want := map[string]oauthv1alpha1.TokenServer{}
+	for _, ts := range list.Items {
+		if meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
+			want[ts.Namespace+"/"+ts.Name+" "+ts.Status.AdminEndpoint] = ts
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, cancel := range m.followers {
+		if _, ok := want[key]; !ok {
+			cancel()
+			delete(m.followers, key)
+		}
+	}
+	for key, ts := range want {
+		if _, ok := m.followers[key]; !ok {
+			fctx, cancel := context.WithCancel(ctx)
+			m.followers[key] = cancel
+			go m.follow(fctx, ts)
+		}
+	}
+}
+
+// follow mirrors one server: it finds the end of the log, reconciles every grant once,
+// then applies new events as they come, starting over after an error.
+func (m *Mirror) follow(ctx context.Context, ts oauthv1alpha1.TokenServer) {
+	lg := log.FromContext(ctx).WithValues("tokenserver", ts.Namespace+"/"+ts.Name)
+	for ctx.Err() == nil {
+		if err := m.followOnce(ctx, &ts); err != nil && ctx.Err() == nil {
+			lg.Info("mirror: following the event log failed; retrying", "err", err.Error())
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+}
+
+func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
+	admin, err := adminClientFor(ctx, m.Client, ts)
+	if err != nil {
+		return err
+	}
+	var cursor int64
+	for { // the end of the log, so that nothing after the full pass below is missed
+		evs, err := admin.Events(ctx, cursor, 0)
+		if err != nil {
+			return err
+		}
+		if len(evs.Events) == 0 {
+			break
+		}
+		cursor = evs.Next
+	}
+	grants, err := admin.ListGrants(ctx, "", "")
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, g := range grants {
+		live[g.ClientID+"\x00"+g.Subject] = true
+		if g.Source == adminapi.SourceBrowser {
+			if err := m.ensure(ctx, g); err != nil {
+				return err
+			}
+		}
+	}
+	if err := m.dropMissing(ctx, ts, live); err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		evs, err := admin.Events(ctx, cursor, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs.Events {
+			if err := m.apply(ctx, admin, ev); err != nil {
+				return err
+			}
+		}
+		cursor = evs.Next
+	}
+	return nil
+}
+
+func (m *Mirror) apply(ctx context.Context, admin *adminapi.HTTPClient, ev adminapi.Event) error {
+	switch ev.Kind {
+	case adminapi.EventConsentGiven:
+		grants, err := admin.ListGrants(ctx, ev.ClientID, ev.Subject)
+		if err != nil {
+			return err
+		}
+		for _, g := range grants {
+			if g.Source == adminapi.SourceBrowser {
+				return m.ensure(ctx, g)
+			}
+		}
+	case adminapi.EventGrantRevoked:
+		return m.remove(ctx, ev.ClientID, ev.Subject)
+	}
+	return nil
+}
+
+// MirrorName is the mirrored ConsentGrant's name: the OAuthClient's name and a hash of
+// the subject (subjects need not be valid names).
+func MirrorName(clientName, subject string) string {
+	sum := sha256.Sum256([]byte(subject))
+	return fmt.Sprintf("%s-%s", clientName, hex.EncodeToString(sum[:5]))
+}
+
+func (m *Mirror) owner(ctx context.Context, clientID string) (*oauthv1alpha1.OAuthClient, error) {
+	var list oauthv1alpha1.OAuthClientList
+	if err := m.List(ctx, &list, client.MatchingFields{indexClientID: clientID}); err != nil {
+		return nil, err
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	return &list.Items[0], nil
+}
+
+// ensure creates or updates the mirrored ConsentGrant of g, unless the client is not
+// one of ours or a declared grant already stands for it.
+func (m *Mirror) ensure(ctx context.Context, g adminapi.Grant) error {
+	oc, err := m.owner(ctx, g.ClientID)
+	if err != nil || oc == nil {
+		return err
+	}
+	var existing oauthv1alpha1.ConsentGrantList
+	if err := m.List(ctx, &existing, client.InNamespace(oc.Namespace)); err != nil {
+		return err
+	}
+	for _, cg := range existing.Items {
+		if cg.Spec.ClientRef.Name == oc.Name && cg.Spec.Subject == g.Subject && !mirrored(&cg) {
+			return nil
+		}
+	}
+	name := MirrorName(oc.Name, g.Subject)
+	want := make([]oauthv1alpha1.Scope, 0, len(g.Scopes))
+	for _, s := range g.Scopes {
+		want = append(want, oauthv1alpha1.Scope(s))
+	}
+	var cg oauthv1alpha1.ConsentGrant
+	err = m.Get(ctx, types.NamespacedName{Namespace: oc.Namespace, Name: name}, &cg)
+	switch {
+	case apierrors.IsNotFound(err):
+		cg = oauthv1alpha1.ConsentGrant{ObjectMeta: metav1.ObjectMeta{Namespace: oc.Namespace, Name: name,
+			Labels: map[string]string{oauthv1alpha1.LabelSource: oauthv1alpha1.SourceMirrored}},
+			Spec: oauthv1alpha1.ConsentGrantSpec{ClientRef: oauthv1alpha1.LocalObjectReference{Name: oc.Name},
+				Subject: g.Subject, Scopes: want}}
+		return client.IgnoreAlreadyExists(m.Create(ctx, &cg))
+	case err != nil:
+		return err
+	case !slices.Equal(cg.Spec.Scopes, want):
+		cg.Spec.Scopes = want
+		return m.Update(ctx, &cg)
+	}
+	return nil
+}
+
+// remove deletes the mirrored ConsentGrant of (clientID, subject), if any.
+func (m *Mirror) remove(ctx context.Context, clientID, subject string) error {
+	oc, err := m.owner(ctx, clientID)
+	if err != nil || oc == nil {
+		return err
+	}
+	cg := &oauthv1alpha1.ConsentGrant{ObjectMeta: metav1.ObjectMeta{Namespace: oc.Namespace, Name: MirrorName(oc.Name, subject)}}
+	if err := m.Get(ctx, client.ObjectKeyFromObject(cg), cg); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !mirrored(cg) {
+		return nil
+	}
+	return client.IgnoreNotFound(m.Delete(ctx, cg))
+}
+
+// dropMissing deletes mirrored ConsentGrants of ts's clients whose grant is gone.
+func (m *Mirror) dropMissing(ctx context.Context, ts *oauthv1alpha1.TokenServer, live map[string]bool) error {
+	var list oauthv1alpha1.ConsentGrantList
+	if err := m.List(ctx, &list, client.MatchingLabels{oauthv1alpha1.LabelSource: oauthv1alpha1.SourceMirrored}); err != nil {
+		return err
+	}
+	for _, cg := range list.Items {
+		var oc oauthv1alpha1.OAuthClient
+		if err := m.Get(ctx, types.NamespacedName{Namespace: cg.Namespace, Name: cg.Spec.ClientRef.Name}, &oc); err != nil {
+			continue
+		}
+		server := types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}
+		if oc.Status.ClientID == "" || clientspec.Server(&oc) != server || live[oc.Status.ClientID+"\x00"+cg.Spec.Subject] {
+			continue
+		}
+		if err := m.Delete(ctx, &cg); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
+}
