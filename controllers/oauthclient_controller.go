@@ -89,11 +89,14 @@ func (r *OAuthClientReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 	before := oc.DeepCopy()
-	err := r.sync(ctx, &oc)
+	next, err := r.sync(ctx, &oc)
 	var stop *stopped
 	ready := metav1.Condition{Type: oauthv1alpha1.ConditionReady, ObservedGeneration: oc.Generation}
 	synced := metav1.Condition{Type: oauthv1alpha1.ConditionSynced, ObservedGeneration: oc.Generation}
 	result := ctrl.Result{RequeueAfter: r.Resync}
+	if next > 0 && next < result.RequeueAfter {
+		result.RequeueAfter = next // a rotation or the end of an overlap is due first
+	}
 	switch {
 	case err == nil:
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonSynced, "registered on the token server"
@@ -116,38 +119,38 @@ func (r *OAuthClientReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 }
 
 // sync resolves the server, checks the namespace policy, ensures the credentials and
-// pushes the client.
-func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAuthClient) error {
+// pushes the client. It returns when a secret rotation needs the next look.
+func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAuthClient) (time.Duration, error) {
 	ts, admin, err := r.server(ctx, oc)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var ns corev1.Namespace
 	if err := r.Get(ctx, types.NamespacedName{Name: oc.Namespace}, &ns); err != nil {
-		return err
+		return 0, err
 	}
 	admitted, err := clientspec.Admitted(ts, &ns)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !admitted {
-		return &stopped{ReasonNamespaceNotAllowed, fmt.Sprintf(
+		return 0, &stopped{ReasonNamespaceNotAllowed, fmt.Sprintf(
 			"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace), 0}
 	}
 	firstParty, err := clientspec.FirstParty(ts, &ns)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r.skipConsentCondition(oc, firstParty)
 
 	clientID := clientspec.ClientID(oc)
-	creds, err := r.credentials(ctx, oc, clientID, string(ts.Spec.Issuer))
+	creds, next, err := r.credentials(ctx, oc, clientID, string(ts.Spec.Issuer))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	out, err := admin.PutClient(ctx, clientspec.Desired(oc, clientID, creds, firstParty))
 	if err != nil {
-		return fmt.Errorf("pushing the client to the token server: %w", err)
+		return 0, fmt.Errorf("pushing the client to the token server: %w", err)
 	}
 	if out.Changed {
 		r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, ReasonSynced, "Sync", "client %s registered on %s/%s",
@@ -158,7 +161,7 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	if clientspec.NeedsSecret(oc) {
 		oc.Status.SecretName = clientspec.SecretName(oc)
 	}
-	return nil
+	return next, nil
 }
 
 // server returns the client's TokenServer, Ready, and its admin API.
@@ -196,55 +199,136 @@ func (r *OAuthClientReconciler) skipConsentCondition(oc *oauthv1alpha1.OAuthClie
 	meta.SetStatusCondition(&oc.Status.Conditions, c)
 }
 
-// credentials returns the client's secret: from the Secret the operator generated
-// (creating it the first time), or from the user's Secret with create: false, which
-// it waits for without inventing one.
+// credentials returns the client's secrets: from the Secret the operator generated
+// (creating it the first time, rotating it on schedule with the previous secret kept
+// for the overlap), or from the user's Secret with create: false, which it waits for
+// without inventing one. It returns when rotation needs the next look.
 func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alpha1.OAuthClient, clientID, issuer string) (
-	clientspec.Credentials, error) {
+	clientspec.Credentials, time.Duration, error) {
+	var none clientspec.Credentials
 	if !clientspec.NeedsSecret(oc) {
-		return clientspec.Credentials{}, nil
+		return none, 0, nil
 	}
 	name := clientspec.SecretName(oc)
 	var sec corev1.Secret
 	err := r.Get(ctx, types.NamespacedName{Namespace: oc.Namespace, Name: name}, &sec)
 	switch {
 	case apierrors.IsNotFound(err) && !clientspec.CreatesSecret(oc):
-		return clientspec.Credentials{}, &stopped{ReasonSecretNotFound,
+		return none, 0, &stopped{ReasonSecretNotFound,
 			fmt.Sprintf("waiting for Secret %s with key %s (spec.secret.create is false)", name, clientspec.KeyClientSecret), 0}
 	case apierrors.IsNotFound(err):
 		secret, err := newSecret()
 		if err != nil {
-			return clientspec.Credentials{}, err
+			return none, 0, err
 		}
 		sec = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: oc.Namespace, Name: name,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "kubeoauth"}},
 			Type: corev1.SecretTypeOpaque, Data: clientspec.SecretData(clientID, secret, issuer)}
 		if err := controllerutil.SetControllerReference(oc, &sec, r.Scheme()); err != nil {
-			return clientspec.Credentials{}, err
+			return none, 0, err
 		}
 		if err := r.Create(ctx, &sec); err != nil {
-			return clientspec.Credentials{}, err
+			return none, 0, err
 		}
 		r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "generated credentials in Secret %s", name)
-		return clientspec.Credentials{Secret: secret}, nil
+		_, next, err := r.rotate(ctx, oc, &sec, clientID, issuer)
+		return clientspec.Credentials{Secret: secret}, next, err
 	case err != nil:
-		return clientspec.Credentials{}, err
+		return none, 0, err
 	}
 	secret := string(sec.Data[clientspec.KeyClientSecret])
 	if len(secret) < 32 {
-		return clientspec.Credentials{}, &stopped{ReasonSecretInvalid,
+		return none, 0, &stopped{ReasonSecretInvalid,
 			fmt.Sprintf("Secret %s: key %s must hold at least 32 characters", name, clientspec.KeyClientSecret), 0}
 	}
-	if clientspec.CreatesSecret(oc) && metav1.IsControlledBy(&sec, oc) {
-		want := clientspec.SecretData(clientID, secret, issuer)
-		if !equality.Semantic.DeepEqual(sec.Data, want) {
-			sec.Data = want
-			if err := r.Update(ctx, &sec); err != nil {
-				return clientspec.Credentials{}, err
-			}
+	if !clientspec.CreatesSecret(oc) || !metav1.IsControlledBy(&sec, oc) {
+		return clientspec.Credentials{Secret: secret}, 0, nil
+	}
+	return r.rotate(ctx, oc, &sec, clientID, issuer)
+}
+
+// rotate brings a generated Secret in line: a new secret when rotation is due (the
+// old one kept as previous_client_secret until the overlap ends), the previous one
+// dropped after, and the other keys as they should be. It writes only on a change.
+func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OAuthClient, sec *corev1.Secret, clientID, issuer string) (
+	clientspec.Credentials, time.Duration, error) {
+	rot := oc.Spec.Secret.Rotation
+	// The Secret itself says when it was last rotated: a stale cached copy of it then
+	// fails the update (resourceVersion) instead of rotating twice.
+	rotatedAt := sec.CreationTimestamp.Time
+	if v, err := time.Parse(time.RFC3339, sec.Annotations[clientspec.AnnotationRotatedAt]); err == nil {
+		rotatedAt = v
+	}
+	var previousUntil time.Time
+	if v := sec.Annotations[clientspec.AnnotationPreviousUntil]; v != "" {
+		previousUntil, _ = time.Parse(time.RFC3339, v)
+	}
+	now := time.Now()
+	plan, err := clientspec.PlanRotation(rot, rotatedAt, previousUntil, now)
+	if err != nil {
+		return clientspec.Credentials{}, 0, err
+	}
+	creds := clientspec.Credentials{Secret: string(sec.Data[clientspec.KeyClientSecret]),
+		PreviousSecret: string(sec.Data[clientspec.KeyPreviousClientSecret])}
+	if plan.Rotate {
+		overlap, err := clientspec.Overlap(rot)
+		if err != nil {
+			return clientspec.Credentials{}, 0, err
+		}
+		fresh, err := newSecret()
+		if err != nil {
+			return clientspec.Credentials{}, 0, err
+		}
+		creds.PreviousSecret, creds.Secret = creds.Secret, fresh
+		previousUntil = now.Add(overlap).Truncate(time.Second)
+	}
+	if plan.DropPrevious {
+		creds.PreviousSecret, previousUntil = "", time.Time{}
+	}
+	want := clientspec.SecretData(clientID, creds.Secret, issuer)
+	annotations := map[string]string{}
+	for k, v := range sec.Annotations {
+		annotations[k] = v
+	}
+	delete(annotations, clientspec.AnnotationPreviousUntil)
+	if plan.Rotate {
+		rotatedAt = now.Truncate(time.Second)
+		annotations[clientspec.AnnotationRotatedAt] = rotatedAt.UTC().Format(time.RFC3339)
+	}
+	if creds.PreviousSecret != "" && !previousUntil.IsZero() {
+		want[clientspec.KeyPreviousClientSecret] = []byte(creds.PreviousSecret)
+		annotations[clientspec.AnnotationPreviousUntil] = previousUntil.UTC().Format(time.RFC3339)
+		until := metav1.NewTime(previousUntil)
+		creds.PreviousUntil = &until
+	} else {
+		creds.PreviousSecret = ""
+	}
+	if !equality.Semantic.DeepEqual(sec.Data, want) || !equality.Semantic.DeepEqual(nilIfEmpty(sec.Annotations), nilIfEmpty(annotations)) {
+		sec.Data, sec.Annotations = want, annotations
+		if err := r.Update(ctx, sec); err != nil {
+			return clientspec.Credentials{}, 0, err
 		}
 	}
-	return clientspec.Credentials{Secret: secret}, nil
+	t := metav1.NewTime(rotatedAt)
+	oc.Status.SecretRotatedAt = &t
+	if plan.Rotate {
+		r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, "SecretRotated", "Rotate",
+			"new secret in %s; the previous one works until %s", sec.Name, previousUntil.UTC().Format(time.RFC3339))
+	}
+	next := plan.Next
+	if plan.Rotate {
+		if overlap := time.Until(previousUntil); overlap > 0 && overlap < next {
+			next = overlap
+		}
+	}
+	return creds, next, nil
+}
+
+func nilIfEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // newSecret is 256 random bits, base64url: 43 characters.

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -267,5 +268,62 @@ func TestGitOpsRoundTripDriftAndQuietResync(t *testing.T) {
 	}
 	if _, err := token(t, ns, "argo-oauth"); err != nil {
 		t.Errorf("credentials after re-apply: %v", err)
+	}
+}
+
+// Secret rotation: a new secret on schedule, the previous one still accepted during
+// the overlap, then refused.
+func TestSecretRotation(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "platform", nil)
+	externalServer(t, ns, nil)
+	oc := newClient(ns, "rotor", "", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.Secret.Rotation = &oauthv1alpha1.SecretRotation{Every: "5s", Overlap: "3s"}
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	secretNow := func() (string, string) {
+		var sec corev1.Secret
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor-oauth"}, &sec); err != nil {
+			t.Fatal(err)
+		}
+		return string(sec.Data["client_secret"]), string(sec.Data["previous_client_secret"])
+	}
+	works := func(secret string) bool {
+		cc := clientcredentials.Config{ClientID: oc.Status.ClientID, ClientSecret: secret, TokenURL: issuer + "/oauth2/token"}
+		_, err := cc.Token(ctx)
+		return err == nil
+	}
+	first, _ := secretNow()
+	if !works(first) {
+		t.Fatal("the first secret does not work")
+	}
+	var second string
+	eventually(t, 15*time.Second, "the secret rotates", func() bool {
+		var prev string
+		second, prev = secretNow()
+		return second != first && prev == first
+	}, func() string {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc)
+		var sec corev1.Secret
+		_ = k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor-oauth"}, &sec)
+		return fmt.Sprintf("status %+v\nfirst %s\nsecret %s prev %s ann %v created %v rv %s", oc.Status, first,
+			sec.Data["client_secret"], sec.Data["previous_client_secret"], sec.Annotations, sec.CreationTimestamp, sec.ResourceVersion)
+	})
+	eventually(t, 5*time.Second, "the new secret works", func() bool { return works(second) }, nil)
+	if !works(first) {
+		t.Error("the previous secret stopped working before the overlap ended")
+	}
+	eventually(t, 15*time.Second, "the previous secret is refused after the overlap", func() bool {
+		_, prev := secretNow()
+		return !works(first) && prev == ""
+	}, nil)
+	if !works(second) {
+		t.Error("the current secret stopped working")
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc); err != nil || oc.Status.SecretRotatedAt == nil {
+		t.Errorf("status.secretRotatedAt = %v (%v)", oc.Status.SecretRotatedAt, err)
 	}
 }

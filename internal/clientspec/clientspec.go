@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -165,4 +166,66 @@ func strs[T ~string](in []T) []string {
 		out[i] = string(v)
 	}
 	return out
+}
+
+// Keys of a rotation in progress, in the generated Secret.
+const (
+	KeyPreviousClientSecret = "previous_client_secret"
+	// AnnotationPreviousUntil is when the previous secret stops working (RFC 3339).
+	AnnotationPreviousUntil = "oauth.kubeoauth.io/previous-secret-expires-at"
+	// AnnotationRotatedAt is when the secret was last rotated (RFC 3339).
+	AnnotationRotatedAt = "oauth.kubeoauth.io/rotated-at"
+)
+
+// RotationPlan is what a pass does about secret rotation.
+type RotationPlan struct {
+	// Rotate: make a new secret now, keeping the current one as previous.
+	Rotate bool
+	// DropPrevious: the overlap is over; forget the previous secret.
+	DropPrevious bool
+	// Next is when to look again (zero: nothing scheduled).
+	Next time.Duration
+}
+
+// PlanRotation decides, for a generated secret last rotated at rotatedAt (or created
+// then), with a previous secret valid until previousUntil (zero when none), what to do
+// at now under spec.secret.rotation. It is pure, for table tests with a fake clock.
+func PlanRotation(rot *oauthv1alpha1.SecretRotation, rotatedAt, previousUntil, now time.Time) (RotationPlan, error) {
+	var p RotationPlan
+	if !previousUntil.IsZero() {
+		if !now.Before(previousUntil) {
+			p.DropPrevious = true
+		} else {
+			p.Next = previousUntil.Sub(now)
+		}
+	}
+	if rot == nil {
+		return p, nil
+	}
+	every, err := rot.Every.Parse()
+	if err != nil {
+		return p, fmt.Errorf("spec.secret.rotation.every: %w", err)
+	}
+	due := rotatedAt.Add(every)
+	if !now.Before(due) {
+		p.Rotate, p.DropPrevious = true, false
+		p.Next = every
+		return p, nil
+	}
+	if wait := due.Sub(now); p.Next == 0 || wait < p.Next {
+		p.Next = wait
+	}
+	return p, nil
+}
+
+// Overlap is how long a replaced secret keeps working (default 24h).
+func Overlap(rot *oauthv1alpha1.SecretRotation) (time.Duration, error) {
+	if rot == nil || rot.Overlap == "" {
+		return 24 * time.Hour, nil
+	}
+	d, err := rot.Overlap.Parse()
+	if err != nil {
+		return 0, fmt.Errorf("spec.secret.rotation.overlap: %w", err)
+	}
+	return d, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -170,5 +171,35 @@ func TestSecret(t *testing.T) {
 	d := SecretData("id", "s", "https://auth.example.com/")
 	if string(d[KeyTokenURL]) != "https://auth.example.com/oauth2/token" || string(d[KeyClientID]) != "id" {
 		t.Errorf("SecretData = %v", d)
+	}
+}
+
+func TestPlanRotation(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	rot := &oauthv1alpha1.SecretRotation{Every: "2160h", Overlap: "24h"}
+	tests := map[string]struct {
+		rot                  *oauthv1alpha1.SecretRotation
+		rotatedAt, prev, now time.Time
+		rotate, drop         bool
+		next                 time.Duration
+	}{
+		"no rotation, no previous":       {nil, t0, time.Time{}, t0.Add(time.Hour), false, false, 0},
+		"not due yet":                    {rot, t0, time.Time{}, t0.Add(24 * time.Hour), false, false, 2136 * time.Hour},
+		"due":                            {rot, t0, time.Time{}, t0.Add(2160 * time.Hour), true, false, 2160 * time.Hour},
+		"overdue after downtime":         {rot, t0, time.Time{}, t0.Add(3000 * time.Hour), true, false, 2160 * time.Hour},
+		"in the overlap":                 {rot, t0, t0.Add(24 * time.Hour), t0.Add(time.Hour), false, false, 23 * time.Hour},
+		"overlap over":                   {rot, t0, t0.Add(24 * time.Hour), t0.Add(25 * time.Hour), false, true, 2135 * time.Hour},
+		"rotation removed, overlap over": {nil, t0, t0.Add(time.Hour), t0.Add(2 * time.Hour), false, true, 0},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			p, err := PlanRotation(tt.rot, tt.rotatedAt, tt.prev, tt.now)
+			if err != nil || p.Rotate != tt.rotate || p.DropPrevious != tt.drop || p.Next != tt.next {
+				t.Errorf("PlanRotation = %+v, %v; want rotate %v drop %v next %v", p, err, tt.rotate, tt.drop, tt.next)
+			}
+		})
+	}
+	if d, _ := Overlap(nil); d != 24*time.Hour {
+		t.Errorf("default overlap %v, want 24h", d)
 	}
 }
