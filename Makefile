@@ -86,6 +86,10 @@ run-tokenserver: ## Run the token server by hand on a throwaway PostgreSQL; prin
 bench-tokenserver: ## Benchmark the token server on a throwaway PostgreSQL (64 workers); see docs/benchmarks.md.
 	go run ./hack/bench-tokenserver $(BENCH_FLAGS)
 
+.PHONY: bench-operator
+bench-operator: manifests control-plane ## Benchmark the operator: 10,000 OAuthClients on envtest with a real token server.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/bench-operator $(BENCH_FLAGS)
+
 .PHONY: demo
 demo: manifests control-plane ## Start a real API server, apply the samples with kubectl, show them and a refused bad client.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/demo

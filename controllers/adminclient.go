@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
@@ -24,13 +23,13 @@ var adminHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // adminClientFor returns a client of the TokenServer's admin API. External servers
 // name their URL and token Secret in spec.external.
-func adminClientFor(ctx context.Context, c client.Client, ts *oauthv1alpha1.TokenServer) (*adminapi.HTTPClient, error) {
+func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha1.TokenServer) (*adminapi.HTTPClient, error) {
 	ext := ts.Spec.External
 	if ext == nil {
 		return nil, fmt.Errorf("%w: the operator does not run bundled token servers yet; use spec.external", errServerNotReady)
 	}
 	var sec corev1.Secret
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ext.TokenSecretRef.Name}, &sec); err != nil {
+	if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ext.TokenSecretRef.Name}, &sec); err != nil {
 		return nil, fmt.Errorf("admin token Secret %s: %w", ext.TokenSecretRef.Name, err)
 	}
 	key := ext.TokenSecretRef.Key

@@ -35,6 +35,8 @@ const (
 // before the resource goes.
 type ConsentGrantReconciler struct {
 	client.Client
+	// Secrets reads the Secrets the reconciler needs (see CacheOptions).
+	Secrets  *SecretReader
 	Recorder events.EventRecorder
 	// Resync is how often a grant's status is refreshed from the token server.
 	Resync time.Duration
@@ -148,7 +150,7 @@ func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.
 	if err := r.Get(ctx, clientspec.Server(&oc), &ts); err != nil {
 		return nil, nil, nil, err
 	}
-	admin, err := adminClientFor(ctx, r.Client, &ts)
+	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -174,7 +176,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 		if err := r.Get(ctx, clientspec.Server(&oc), &ts); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		} else if err == nil {
-			admin, err := adminClientFor(ctx, r.Client, &ts)
+			admin, err := adminClientFor(ctx, r.Secrets, &ts)
 			if err != nil {
 				return err
 			}

@@ -30,6 +30,8 @@ const indexClientID = "oauthclient.status.clientID"
 // connected-apps page makes its resource go. It runs on the leader only.
 type Mirror struct {
 	client.Client
+	// Secrets reads the Secrets the reconciler needs (see CacheOptions).
+	Secrets *SecretReader
 	// Poll is how often the list of TokenServers is checked for new ones.
 	Poll time.Duration
 
@@ -102,7 +104,7 @@ func (m *Mirror) follow(ctx context.Context, ts oauthv1alpha1.TokenServer) {
 }
 
 func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
-	admin, err := adminClientFor(ctx, m.Client, ts)
+	admin, err := adminClientFor(ctx, m.Secrets, ts)
 	if err != nil {
 		return err
 	}

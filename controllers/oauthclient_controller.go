@@ -16,10 +16,14 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
@@ -54,10 +58,15 @@ const (
 // credentials Secret.
 type OAuthClientReconciler struct {
 	client.Client
+	// Secrets reads the Secrets the reconciler needs (see CacheOptions).
+	Secrets  *SecretReader
 	Recorder events.EventRecorder
 	// Resync is how often an unchanged client is pushed again, repairing drift in the
 	// token server (an idempotent PUT: no change, no write).
 	Resync time.Duration
+	// Workers is how many clients are reconciled at once (default 8): each pass waits
+	// on the token server and the API server, so one worker would leave both idle.
+	Workers int
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
@@ -152,9 +161,14 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	if err != nil {
 		return 0, fmt.Errorf("pushing the client to the token server: %w", err)
 	}
+	// One event per change, not one per step: with thousands of clients applied at
+	// once, every event is a write to the API server.
 	if out.Changed {
-		r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, ReasonSynced, "Sync", "client %s registered on %s/%s",
-			clientID, ts.Namespace, ts.Name)
+		msg := fmt.Sprintf("client %s registered on %s/%s", clientID, ts.Namespace, ts.Name)
+		if clientspec.NeedsSecret(oc) && oc.Status.SecretName == "" {
+			msg += "; credentials in Secret " + clientspec.SecretName(oc)
+		}
+		r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, ReasonSynced, "Sync", "%s", msg)
 		log.FromContext(ctx).Info("client pushed", "clientID", clientID)
 	}
 	oc.Status.ClientID = clientID
@@ -178,7 +192,7 @@ func (r *OAuthClientReconciler) server(ctx context.Context, oc *oauthv1alpha1.OA
 	if !meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
 		return nil, nil, &stopped{ReasonServerNotReady, fmt.Sprintf("waiting for TokenServer %s to be Ready", key), 0}
 	}
-	admin, err := adminClientFor(ctx, r.Client, &ts)
+	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {
 		return nil, nil, &stopped{ReasonServerNotReady, err.Error(), 10 * time.Second}
 	}
@@ -211,7 +225,7 @@ func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alph
 	}
 	name := clientspec.SecretName(oc)
 	var sec corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: oc.Namespace, Name: name}, &sec)
+	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: oc.Namespace, Name: name}, &sec)
 	switch {
 	case apierrors.IsNotFound(err) && !clientspec.CreatesSecret(oc):
 		return none, 0, &stopped{ReasonSecretNotFound,
@@ -222,7 +236,7 @@ func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alph
 			return none, 0, err
 		}
 		sec = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: oc.Namespace, Name: name,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "kubeoauth"}},
+			Labels: map[string]string{LabelManagedBy: ManagedBy}},
 			Type: corev1.SecretTypeOpaque, Data: clientspec.SecretData(clientID, secret, issuer)}
 		if err := controllerutil.SetControllerReference(oc, &sec, r.Scheme()); err != nil {
 			return none, 0, err
@@ -230,7 +244,6 @@ func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alph
 		if err := r.Create(ctx, &sec); err != nil {
 			return none, 0, err
 		}
-		r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "generated credentials in Secret %s", name)
 		_, next, err := r.rotate(ctx, oc, &sec, clientID, issuer)
 		return clientspec.Credentials{Secret: secret}, next, err
 	case err != nil:
@@ -356,7 +369,7 @@ func (r *OAuthClientReconciler) finalize(ctx context.Context, oc *oauthv1alpha1.
 		case err != nil:
 			return err
 		default:
-			admin, err := adminClientFor(ctx, r.Client, &ts)
+			admin, err := adminClientFor(ctx, r.Secrets, &ts)
 			if err != nil {
 				return err
 			}
@@ -389,9 +402,18 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if r.Workers == 0 {
+		r.Workers = 8
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&oauthv1alpha1.OAuthClient{}).
-		Owns(&corev1.Secret{}).
+		// Our own status patches and finalizer updates change neither the generation nor
+		// labels or annotations: they need no second pass. (Setting deletionTimestamp
+		// bumps the generation, so deletes still come through.)
+		For(&oauthv1alpha1.OAuthClient{}, builder.WithPredicates(specChanged)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		// A Secret we own appears because we created it, in a pass that already used it:
+		// only its changes and deletion need another pass.
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clientsUsingSecret)).
 		Watches(&oauthv1alpha1.TokenServer{}, handler.EnqueueRequestsFromMapFunc(r.clientsOfServer)).
 		Named("oauthclient").
@@ -399,6 +421,9 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *OAuthClientReconciler) clientsUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if metav1.GetControllerOf(o) != nil && metav1.GetControllerOf(o).Kind == "OAuthClient" {
+		return nil // ours: Owns above handles it
+	}
 	return r.list(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSecret: o.GetName()})
 }
 

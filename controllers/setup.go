@@ -6,6 +6,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
@@ -18,18 +19,27 @@ type Options struct {
 	ServerHealthInterval time.Duration
 	// MirrorPoll is how often the consent mirror looks for new TokenServers.
 	MirrorPoll time.Duration
+	// ClientWorkers is how many OAuthClients are reconciled at once.
+	ClientWorkers int
 }
 
+// specChanged passes events that may need work: a new generation (spec or deletion),
+// labels or annotations. Status-only and finalizer-only updates are ours.
+var specChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
+	predicate.AnnotationChangedPredicate{})
+
 // Setup registers every reconciler with mgr.
+// The manager's cache should be built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
-	if err := (&TokenServerReconciler{Client: mgr.GetClient(), HealthInterval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
+	secrets := NewSecretReader(mgr.GetClient(), mgr.GetAPIReader())
+	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, HealthInterval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubeoauth"),
-		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
+	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
+		Resync: o.ClientResync, Workers: o.ClientWorkers}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kubeoauth"),
+	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -41,5 +51,5 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if poll == 0 {
 		poll = 10 * time.Second
 	}
-	return mgr.Add(&Mirror{Client: mgr.GetClient(), Poll: poll})
+	return mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll})
 }

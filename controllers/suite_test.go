@@ -80,7 +80,7 @@ func run(m *testing.M) int {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(oauthv1alpha1.AddToScheme(scheme))
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0"})
+		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(nil)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

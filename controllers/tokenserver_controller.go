@@ -28,6 +28,8 @@ const (
 // running the bundled server (StatefulSets, database, keys) is the next step.
 type TokenServerReconciler struct {
 	client.Client
+	// Secrets reads the Secrets the reconciler needs (see CacheOptions).
+	Secrets *SecretReader
 	// HealthInterval is how often a Ready server's admin API is checked again.
 	HealthInterval time.Duration
 }
@@ -49,7 +51,7 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		ready.Message = "this operator version manages clients of external token servers only (spec.external)"
 	} else {
 		ts.Status.AdminEndpoint = ts.Spec.External.AdminURL
-		admin, err := adminClientFor(ctx, r.Client, &ts)
+		admin, err := adminClientFor(ctx, r.Secrets, &ts)
 		if err == nil {
 			err = admin.Health(ctx)
 		}

@@ -1,0 +1,324 @@
+// Command bench-operator measures the operator (`make bench-operator`): on a real
+// kube-apiserver (envtest) with a real token server on a throwaway PostgreSQL, it
+// runs cmd/manager as its own process, applies N OAuthClients, and reports the time
+// until all are Ready, the writes a no-op resync makes (to the API server and to the
+// token server), and the manager's peak RSS. docs/benchmarks.md records the figures.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
+)
+
+var (
+	count    = flag.Int("n", 10000, "OAuthClients to apply")
+	mgrArgs  = flag.String("manager-args", "", "extra flags for the manager, space-separated")
+	profile  = flag.String("profile-dir", "", "save the manager's heap profile at the end here")
+	memLimit = flag.String("gomemlimit", "", "GOMEMLIMIT for the manager, as the Helm chart sets it from the memory limit")
+	resync   = flag.Duration("resync", 30*time.Second, "the manager's --client-resync, waited twice for the no-op resync")
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-operator:", err)
+		os.Exit(1)
+	}
+}
+
+func freeAddr() string {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func run() error {
+	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // the bench's own informer logs nothing of interest
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "kubeoauth-bench-operator-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	fmt.Println("==> building cmd/manager and cmd/tokenserver")
+	for _, c := range []string{"manager", "tokenserver"} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput(); err != nil { // #nosec G204
+			return fmt.Errorf("go build %s: %w\n%s", c, err, out)
+		}
+	}
+	fmt.Println("==> starting kube-apiserver, PostgreSQL and the token server")
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+		return err
+	}
+	pg, err := testpg.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pg.Stop() }()
+	db, err := postgres.OpenDB(pg.DSN, 2)
+	if err != nil {
+		return err
+	}
+	if _, err := postgres.Migrate(ctx, db, postgres.Migrations(), postgres.MigrateOptions{}); err != nil {
+		return err
+	}
+	_ = db.Close()
+	key, _ := oauth.GenerateKey(oauth.ES256)
+	adminToken := "bench-admin-token-0123456789abcdef"
+	for name, data := range map[string]string{"key.pem": string(key), "hmac": "bench-hmac-secret-0123456789abcdefghij",
+		"admin": adminToken} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			return err
+		}
+	}
+	pub, adm := freeAddr(), freeAddr()
+	ts := exec.Command(filepath.Join(dir, "tokenserver"), "serve", "--dsn", pg.DSN, "--issuer", "http://"+pub, // #nosec G204
+		"--listen", pub, "--admin-listen", adm, "--admin-token-file", filepath.Join(dir, "admin"),
+		"--signing-key-file", filepath.Join(dir, "key.pem"), "--hmac-secret-file", filepath.Join(dir, "hmac"), "--log-level", "warn")
+	ts.Stderr = os.Stderr
+	if err := ts.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = ts.Process.Kill(); _, _ = ts.Process.Wait() }()
+	admin := &adminapi.HTTPClient{BaseURL: "http://" + adm, Token: adminToken}
+	for i := 0; admin.Health(ctx) != nil; i++ {
+		if i > 100 {
+			return fmt.Errorf("the token server never became ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(oauthv1alpha1.AddToScheme(scheme))
+	cfg := env.Config
+	cfg.QPS, cfg.Burst = 500, 1000
+	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "platform"}}); err != nil {
+		return err
+	}
+	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth-admin"},
+		StringData: map[string]string{"token": adminToken}}); err != nil {
+		return err
+	}
+	if err := k8s.Create(ctx, &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL("http://" + pub), External: &oauthv1alpha1.ExternalTokenServer{
+			AdminURL: admin.BaseURL, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}); err != nil {
+		return err
+	}
+
+	mgr := exec.Command(filepath.Join(dir, "manager"), "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", // #nosec G204
+		"--health-probe-bind-address", "0", "--client-resync", resync.String(), "--zap-log-level", "error")
+	mgr.Args = append(mgr.Args, strings.Fields(*mgrArgs)...)
+	pprofAddr := freeAddr()
+	if *profile != "" {
+		mgr.Args = append(mgr.Args, "--pprof-bind-address", pprofAddr)
+	}
+	mgr.Stderr = os.Stderr
+	if *memLimit != "" {
+		mgr.Env = append(os.Environ(), "GOMEMLIMIT="+*memLimit)
+	}
+	if err := mgr.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- mgr.Wait() }()
+	defer func() { _ = mgr.Process.Kill(); <-exited }()
+
+	fmt.Printf("==> applying %d OAuthClients\n", *count)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	work := make(chan int)
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: fmt.Sprintf("client-%05d", i)},
+					Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth"},
+						ClientName: fmt.Sprintf("Client %d", i), GrantTypes: []oauthv1alpha1.GrantType{"client_credentials"},
+						Scopes: []oauthv1alpha1.Scope{"zones.read"}}}
+				if err := k8s.Create(ctx, oc); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	for i := range *count {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	applied := time.Since(begin)
+	fmt.Printf("applied in %s (%d failed)\n", applied.Round(time.Millisecond), failed.Load())
+
+	// Ready is counted from a watch (an informer), not by listing 10,000 objects over
+	// and over: that would load the API server more than the operator does.
+	watched, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{"platform": {}}})
+	if err != nil {
+		return err
+	}
+	cctx, stopCache := context.WithCancel(ctx)
+	defer stopCache()
+	go func() { _ = watched.Start(cctx) }()
+	if _, err := watched.GetInformer(ctx, &oauthv1alpha1.OAuthClient{}); err != nil {
+		return err
+	}
+	watched.WaitForCacheSync(ctx)
+	var list oauthv1alpha1.OAuthClientList
+	for {
+		if err := watched.List(ctx, &list); err != nil {
+			return err
+		}
+		ready := 0
+		for _, oc := range list.Items {
+			if meta.IsStatusConditionTrue(oc.Status.Conditions, oauthv1alpha1.ConditionReady) {
+				ready++
+			}
+		}
+		if ready == *count {
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			return fmt.Errorf("the manager exited: %v", err)
+		default:
+		}
+		if time.Since(begin) > 15*time.Minute {
+			return fmt.Errorf("only %d of %d Ready after 15 minutes", ready, *count)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	allReady := time.Since(begin)
+	fmt.Printf("all %d Ready %s after the first apply\n", *count, allReady.Round(time.Millisecond))
+
+	versions := func() (map[string]string, error) {
+		out := map[string]string{}
+		var ocs oauthv1alpha1.OAuthClientList
+		if err := k8s.List(ctx, &ocs, client.InNamespace("platform")); err != nil {
+			return nil, err
+		}
+		for _, o := range ocs.Items {
+			out["oac/"+o.Name] = o.ResourceVersion
+		}
+		var secs corev1.SecretList
+		if err := k8s.List(ctx, &secs, client.InNamespace("platform")); err != nil {
+			return nil, err
+		}
+		for _, s := range secs.Items {
+			out["secret/"+s.Name] = s.ResourceVersion
+		}
+		return out, nil
+	}
+	serverState := func() (map[string]time.Time, error) {
+		cs, err := admin.ListClients(ctx)
+		out := map[string]time.Time{}
+		for _, c := range cs {
+			out[c.ID] = c.UpdatedAt
+		}
+		return out, err
+	}
+	time.Sleep(3 * time.Second) // let the last status patches land
+	v1, err := versions()
+	if err != nil {
+		return err
+	}
+	s1, err := serverState()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("==> waiting two resync periods (%s)\n", 2**resync)
+	time.Sleep(2**resync + 5*time.Second)
+	v2, err := versions()
+	if err != nil {
+		return err
+	}
+	s2, err := serverState()
+	if err != nil {
+		return err
+	}
+	apiWrites, serverChanges := 0, 0
+	for k, v := range v1 {
+		if v2[k] != v {
+			apiWrites++
+		}
+	}
+	for k, v := range s1 {
+		if !s2[k].Equal(v) {
+			serverChanges++
+		}
+	}
+	fmt.Printf("no-op resync: %d API server writes, %d token-server changes (over %d objects)\n", apiWrites, serverChanges, len(v1))
+	fmt.Printf("manager peak RSS: %s\n", peakRSS(mgr.Process.Pid))
+	if *profile != "" {
+		return save("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
+	}
+	return nil
+}
+
+func save(url, path string) error {
+	resp, err := http.Get(url) // #nosec G107 -- the manager we started
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	f, err := os.Create(path) // #nosec G304
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func peakRSS(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			return strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:"))
+		}
+	}
+	return "unknown"
+}
