@@ -172,9 +172,12 @@ type proxy struct {
 	conns        []net.Conn
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t *testing.T, target string) *proxy { return newProxyOn(t, "127.0.0.1", target) }
+
+// newProxyOn listens on host (an IP address).
+func newProxyOn(t *testing.T, host, target string) *proxy {
 	p := &proxy{target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

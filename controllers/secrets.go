@@ -4,16 +4,22 @@ import (
 	"context"
 	"sync"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
 // LabelManagedBy marks the objects the operator creates; its value is ManagedBy.
 const (
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "kubeoauth"
+	LabelManagedBy = resources.LabelManagedBy
+	ManagedBy      = resources.ManagedBy
 )
 
 // CacheOptions are the manager's cache settings: no managedFields on any object, and
@@ -23,10 +29,17 @@ const (
 // namespaces nil watches all.
 func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 	strip := cache.TransformStripManagedFields()
+	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy}), Transform: strip}
 	return cache.Options{
 		DefaultNamespaces: namespaces,
 		DefaultTransform:  strip,
 		ByObject: map[client.Object]cache.ByObject{
+			// Of these kinds the operator reads only what it made (EndpointSlices carry
+			// their Service's labels): not every Service and Job of the cluster.
+			&appsv1.StatefulSet{}:        ours,
+			&batchv1.Job{}:               ours,
+			&corev1.Service{}:            ours,
+			&discoveryv1.EndpointSlice{}: ours,
 			&corev1.Secret{}: {Transform: func(in any) (any, error) {
 				if s, ok := in.(*corev1.Secret); ok && s.Labels[LabelManagedBy] != ManagedBy {
 					s.Data, s.StringData = nil, nil
@@ -49,8 +62,8 @@ type SecretReader struct {
 	seen map[types.NamespacedName]*corev1.Secret
 }
 
-func NewSecretReader(cache, api client.Reader) *SecretReader {
-	return &SecretReader{cache: cache, api: api, seen: map[types.NamespacedName]*corev1.Secret{}}
+func NewSecretReader(cached, api client.Reader) *SecretReader {
+	return &SecretReader{cache: cached, api: api, seen: map[types.NamespacedName]*corev1.Secret{}}
 }
 
 // Get fills sec with the whole Secret key.

@@ -32,7 +32,8 @@ var specChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate
 // The manager's cache should be built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
 	secrets := NewSecretReader(mgr.GetClient(), mgr.GetAPIReader())
-	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, HealthInterval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
+	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
+		HealthInterval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),

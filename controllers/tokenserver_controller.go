@@ -2,7 +2,18 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,30 +24,32 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 )
 
 // Reasons of TokenServer conditions.
 const (
 	ReasonAdminReachable   = "AdminAPIReachable"
 	ReasonAdminUnreachable = "AdminAPIUnreachable"
-	ReasonManagedNotYet    = "ManagedModeNotSupportedYet"
 	ReasonExternalServer   = "External"
+	ReasonReconcileFailed  = "ReconcileFailed"
 )
 
-// TokenServerReconciler keeps a TokenServer's status. In this version it handles
-// external servers (spec.external): it checks their admin API and reports Ready;
-// running the bundled server (StatefulSets, database, keys) is the next step.
+// TokenServerReconciler runs a bundled token server (its database, keys, migrations,
+// StatefulSet and Services; tokenserver_managed.go) or, for spec.external, checks the
+// admin API of one run elsewhere; either way it reports Ready, Progressing and Degraded.
 type TokenServerReconciler struct {
 	client.Client
 	// Secrets reads the Secrets the reconciler needs (see CacheOptions).
-	Secrets *SecretReader
+	Secrets  *SecretReader
+	Recorder events.EventRecorder
 	// HealthInterval is how often a Ready server's admin API is checked again.
 	HealthInterval time.Duration
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 
-// Reconcile checks the server and patches its status once.
+// Reconcile runs the server's phases and patches its status once.
 func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ts oauthv1alpha1.TokenServer
 	if err := r.Get(ctx, req.NamespacedName, &ts); err != nil {
@@ -45,43 +58,104 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	before := ts.DeepCopy()
 	ts.Status.ObservedGeneration = ts.Generation
 	ts.Status.Issuer = string(ts.Spec.Issuer)
-	ready := metav1.Condition{Type: oauthv1alpha1.ConditionReady, ObservedGeneration: ts.Generation}
-	if ts.Spec.External == nil {
-		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonManagedNotYet
-		ready.Message = "this operator version manages clients of external token servers only (spec.external)"
-	} else {
+	var next time.Duration
+	var err error
+	if ts.Spec.External != nil {
 		ts.Status.AdminEndpoint = ts.Spec.External.AdminURL
-		admin, err := adminClientFor(ctx, r.Secrets, &ts)
-		if err == nil {
+		var admin *adminapi.HTTPClient
+		if admin, err = adminClientFor(ctx, r.Secrets, &ts); err == nil {
 			err = admin.Health(ctx)
 		}
-		if err != nil {
-			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonAdminUnreachable, err.Error()
-		} else {
-			ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonAdminReachable, "the admin API answers and accepts the token"
-		}
+	} else {
+		next, err = r.reconcileManaged(ctx, &ts)
 	}
-	meta.SetStatusCondition(&ts.Status.Conditions, ready)
-	if err := patchStatusIfChanged(ctx, r.Client, before, &ts, !equality.Semantic.DeepEqual(before.Status, ts.Status)); err != nil {
-		return ctrl.Result{}, err
+	setServerConditions(&ts, err)
+	if perr := patchStatusIfChanged(ctx, r.Client, before, &ts, !equality.Semantic.DeepEqual(before.Status, ts.Status)); perr != nil {
+		return ctrl.Result{}, perr
 	}
+	log.FromContext(ctx).V(1).Info("reconciled token server", "error", err)
+	var prog *progress
+	var deg *degraded
 	interval := r.HealthInterval
-	if ready.Status != metav1.ConditionTrue {
+	switch {
+	case errors.As(err, &prog), errors.As(err, &deg):
+		// The owned objects' watches bring the next pass; the requeue is a safety net.
+		interval = min(interval, 30*time.Second)
+	case err != nil:
 		interval = min(interval, 10*time.Second)
 	}
-	if ts.Spec.External == nil {
-		return ctrl.Result{}, nil
+	if next > 0 && next < interval {
+		interval = next
 	}
-	log.FromContext(ctx).V(1).Info("checked token server", "ready", ready.Status, "reason", ready.Reason)
 	return ctrl.Result{RequeueAfter: interval}, nil
 }
 
-// SetupWithManager registers the reconciler.
+// setServerConditions turns the pass's outcome into Ready, Progressing and Degraded.
+func setServerConditions(ts *oauthv1alpha1.TokenServer, err error) {
+	cond := func(t string, ok bool, reason, msg string) {
+		st := metav1.ConditionFalse
+		if ok {
+			st = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&ts.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
+			ObservedGeneration: ts.Generation})
+	}
+	var prog *progress
+	var deg *degraded
+	serving := ts.Status.ReadyReplicas > 0 || ts.Spec.External != nil
+	switch {
+	case err == nil:
+		reason, msg := ReasonAvailable, "every replica is ready and up to date"
+		if ts.Spec.External != nil {
+			reason, msg = ReasonAdminReachable, "the admin API answers and accepts the token"
+		}
+		cond(oauthv1alpha1.ConditionReady, true, reason, msg)
+		cond(oauthv1alpha1.ConditionProgressing, false, reason, msg)
+		cond(oauthv1alpha1.ConditionDegraded, false, reason, msg)
+	case errors.As(err, &prog):
+		// Serving while rolling out is Ready: clients keep working.
+		cond(oauthv1alpha1.ConditionReady, serving && prog.reason == ReasonRollingOut, prog.reason, prog.message)
+		cond(oauthv1alpha1.ConditionProgressing, true, prog.reason, prog.message)
+		cond(oauthv1alpha1.ConditionDegraded, false, prog.reason, prog.message)
+	case errors.As(err, &deg):
+		cond(oauthv1alpha1.ConditionReady, false, deg.reason, deg.message)
+		cond(oauthv1alpha1.ConditionProgressing, false, deg.reason, deg.message)
+		cond(oauthv1alpha1.ConditionDegraded, true, deg.reason, deg.message)
+	case errors.Is(err, errServerNotReady):
+		cond(oauthv1alpha1.ConditionReady, false, ReasonAdminUnreachable, err.Error())
+		cond(oauthv1alpha1.ConditionProgressing, ts.Spec.External == nil, ReasonAdminUnreachable, err.Error())
+		cond(oauthv1alpha1.ConditionDegraded, false, ReasonAdminUnreachable, err.Error())
+	default:
+		reason := ReasonReconcileFailed
+		if ts.Spec.External != nil {
+			reason = ReasonAdminUnreachable
+		}
+		cond(oauthv1alpha1.ConditionReady, false, reason, err.Error())
+		cond(oauthv1alpha1.ConditionProgressing, false, reason, err.Error())
+		cond(oauthv1alpha1.ConditionDegraded, true, reason, err.Error())
+	}
+}
+
+// SetupWithManager registers the reconciler and the objects it owns.
 func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.HealthInterval == 0 {
 		r.HealthInterval = time.Minute
 	}
-	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.TokenServer{}).Named("tokenserver").Complete(r)
+	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.TokenServer{}).
+		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).Owns(&corev1.Secret{}).
+		// A pod becoming ready behind the admin Service is what makes the server Ready.
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(serverOfSlice)).
+		Named("tokenserver").Complete(r)
+}
+
+// serverOfSlice maps an admin Service's EndpointSlice to its TokenServer.
+func serverOfSlice(_ context.Context, o client.Object) []reconcile.Request {
+	svc := o.GetLabels()[discoveryv1.LabelServiceName]
+	name, ok := strings.CutSuffix(svc, "-admin")
+	if !ok || o.GetLabels()[LabelManagedBy] != ManagedBy {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
 // patchStatusIfChanged patches obj's status from before, only when changed: a resync

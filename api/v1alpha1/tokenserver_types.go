@@ -147,6 +147,12 @@ type TokenSettings struct {
 	// +kubebuilder:default=ES256
 	// +optional
 	SigningAlgorithm string `json:"signingAlgorithm,omitempty"`
+	// signingKeyRotation is how often a bundled server gets a new signing key. The
+	// previous key stays in the JWKS until the next rotation, so tokens signed before
+	// still verify. External servers rotate their own keys.
+	// +kubebuilder:default="2160h"
+	// +optional
+	SigningKeyRotation Duration `json:"signingKeyRotation,omitempty"`
 }
 
 // LoginSpec says how users sign in: a Secret of users, or an upstream OIDC provider.

@@ -161,7 +161,12 @@ func run() error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- mgr.Wait() }()
-	defer func() { _ = mgr.Process.Kill(); <-exited }()
+	defer func() {
+		_ = mgr.Process.Kill()
+		if err := <-exited; err != nil && !strings.Contains(err.Error(), "killed") {
+			fmt.Println("manager stopped:", err)
+		}
+	}()
 
 	fmt.Printf("==> applying %d OAuthClients\n", *count)
 	begin := time.Now()

@@ -1,0 +1,368 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
+)
+
+// Reasons of a bundled TokenServer's conditions.
+const (
+	ReasonWaitingForDatabase = "WaitingForDatabase"
+	ReasonMigrating          = "Migrating"
+	ReasonMigrationFailed    = "MigrationFailed"
+	ReasonRollingOut         = "RollingOut"
+	ReasonAvailable          = "Available"
+	ReasonSecretMissing      = "SecretMissing"
+)
+
+// fieldOwner is the server-side apply field manager of everything the operator builds.
+const fieldOwner = client.FieldOwner("kubeoauth")
+
+// progress ends a pass of the managed reconciler that is waiting for something to
+// happen in the cluster (a database to come up, a Job to finish): Progressing, not
+// an error. The watches on the owned objects bring the next pass.
+type progress struct{ reason, message string }
+
+func (p *progress) Error() string { return p.reason + ": " + p.message }
+
+// degraded ends a pass on a failure a retry will not fix by itself.
+type degraded struct{ reason, message string }
+
+func (d *degraded) Error() string { return d.reason + ": " + d.message }
+
+// Least privilege: applied objects need create and patch (server-side apply); what
+// is watched needs get, list, watch; nothing is deleted by hand (owner references let
+// the garbage collector do it).
+// +kubebuilder:rbac:groups="",resources=configmaps;serviceaccounts,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=create;patch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+
+// reconcileManaged runs a bundled token server's phases in order; each returns
+// progress while it waits. It returns when the signing key is next due.
+func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) (time.Duration, error) {
+	const color = resources.ColorBlue // the first version; upgrades bring up green
+	for _, obj := range []client.Object{resources.ServiceAccount(ts), resources.ConfigMap(ts)} {
+		if err := r.apply(ctx, ts, obj); err != nil {
+			return 0, err
+		}
+	}
+	admin, err := r.ensureSecret(ctx, ts, resources.AdminObjects(ts), func() (*corev1.Secret, error) {
+		token, err := randomString(32)
+		return resources.AdminSecret(ts, token), err
+	})
+	if err != nil {
+		return 0, err
+	}
+	keys, nextRotation, err := r.ensureKeys(ctx, ts)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.database(ctx, ts); err != nil {
+		return nextRotation, err
+	}
+	if err := r.migrations(ctx, ts); err != nil {
+		return nextRotation, err
+	}
+	hash, err := r.configHash(ctx, ts, keys, admin)
+	if err != nil {
+		return nextRotation, err
+	}
+	in := resources.Inputs{Color: color, Image: ts.Spec.Image, HasPreviousKey: len(keys.Data[resources.KeyPreviousSigningKey]) > 0,
+		ConfigHash: hash}
+	for _, obj := range []client.Object{resources.TokenServerStatefulSet(ts, in), resources.HeadlessService(ts, color),
+		resources.PublicServiceFor(ts, color), resources.AdminService(ts, color), resources.PodDisruptionBudget(ts)} {
+		if err := r.apply(ctx, ts, obj); err != nil {
+			return nextRotation, err
+		}
+	}
+	ts.Status.ActiveColor = color
+	ts.Status.TargetImage = ts.Spec.Image
+	ts.Status.AdminEndpoint = resources.AdminEndpoint(ts)
+	var sts appsv1.StatefulSet
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.StatefulSetName(ts, color)}, &sts); err != nil {
+		if apierrors.IsNotFound(err) { // just applied; the cache has not seen it yet
+			return nextRotation, &progress{ReasonRollingOut, "creating StatefulSet " + resources.StatefulSetName(ts, color)}
+		}
+		return nextRotation, err
+	}
+	ts.Status.ReadyReplicas = sts.Status.ReadyReplicas
+	want := ptr.Deref(ts.Spec.Replicas, 1)
+	if sts.Status.ReadyReplicas == 0 {
+		return nextRotation, &progress{ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want)}
+	}
+	ts.Status.CurrentImage = ts.Spec.Image
+	adm, err := adminClientFor(ctx, r.Secrets, ts)
+	if err == nil {
+		err = adm.Health(ctx)
+	}
+	if err != nil {
+		return nextRotation, fmt.Errorf("%w: %w", errServerNotReady, err)
+	}
+	if rolled := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdatedReplicas == want &&
+		sts.Status.ReadyReplicas == want; !rolled {
+		return nextRotation, &progress{ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
+			sts.Name, min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas), want)}
+	}
+	return nextRotation, nil
+}
+
+// apply server-side applies obj, owned by ts. An unchanged object is not written.
+func (r *TokenServerReconciler) apply(ctx context.Context, ts *oauthv1alpha1.TokenServer, obj client.Object) error {
+	if err := controllerutil.SetControllerReference(ts, obj, r.Scheme()); err != nil {
+		return err
+	}
+	gvk, err := apiutil.GVKForObject(obj, r.Scheme())
+	if err != nil {
+		return err
+	}
+	obj.GetObjectKind().SetGroupVersionKind(gvk)
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	// Typed objects carry empty status and creationTimestamp: not ours to apply.
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+		fieldOwner, client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	return nil
+}
+
+// ensureSecret returns the Secret name, creating it with build the first time.
+// Generated Secrets are never rewritten: a pass must not change a password.
+func (r *TokenServerReconciler) ensureSecret(ctx context.Context, ts *oauthv1alpha1.TokenServer, name string,
+	build func() (*corev1.Secret, error)) (*corev1.Secret, error) {
+	var sec corev1.Secret
+	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
+	if !apierrors.IsNotFound(err) {
+		return &sec, err
+	}
+	fresh, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if err := controllerutil.SetControllerReference(ts, fresh, r.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, fresh); err != nil {
+		return nil, err
+	}
+	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "generated Secret %s", name)
+	return fresh, nil
+}
+
+// ensureKeys returns the keys Secret, made or rotated as due: a new signing key when
+// the rotation period has passed or the algorithm changed, the old one kept as the
+// previous key so tokens it signed still verify. It returns when the next is due.
+func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, time.Duration, error) {
+	alg := ts.Spec.Tokens.SigningAlgorithm
+	if alg == "" {
+		alg = oauth.ES256
+	}
+	period, err := ts.Spec.Tokens.SigningKeyRotation.Parse()
+	if err != nil || ts.Spec.Tokens.SigningKeyRotation == "" {
+		period = 90 * 24 * time.Hour
+	}
+	now := time.Now()
+	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecret(ts), func() (*corev1.Secret, error) {
+		signing, err := oauth.GenerateKey(alg)
+		if err != nil {
+			return nil, err
+		}
+		hmac, err := randomString(32)
+		return resources.KeysSecretFor(ts, signing, nil, []byte(hmac), now.UTC().Format(time.RFC3339)), err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	rotatedAt, err := time.Parse(time.RFC3339, sec.Annotations[resources.AnnotationKeyRotatedAt])
+	if err != nil {
+		rotatedAt = sec.CreationTimestamp.Time
+	}
+	current, err := oauth.ParseKey(sec.Data[resources.KeySigningKey])
+	due := rotatedAt.Add(period)
+	if err == nil && current.Algorithm == alg && now.Before(due) {
+		return sec, time.Until(due), nil
+	}
+	signing, err := oauth.GenerateKey(alg)
+	if err != nil {
+		return nil, 0, err
+	}
+	rotated := resources.KeysSecretFor(ts, signing, sec.Data[resources.KeySigningKey], sec.Data[resources.KeyHMAC],
+		now.UTC().Format(time.RFC3339))
+	sec.Data, sec.Annotations = rotated.Data, rotated.Annotations
+	// The update carries the resourceVersion read: a stale copy fails instead of
+	// rotating twice.
+	if err := r.Update(ctx, sec); err != nil {
+		return nil, 0, err
+	}
+	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "SigningKeyRotated", "Rotate",
+		"new %s signing key in Secret %s; the previous one stays in the JWKS", alg, sec.Name)
+	return sec, period, nil
+}
+
+// database brings up the bundled PostgreSQL and waits for it; an external database
+// needs its DSN Secret to exist.
+func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
+	if !resources.ManagedDatabase(ts) {
+		name, key := resources.DSNSecret(ts)
+		var sec corev1.Secret
+		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
+		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[key]) == 0) {
+			return &progress{ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.database.external.secretRef)", name, key)}
+		}
+		return err
+	}
+	if _, err := r.ensureSecret(ctx, ts, resources.DatabaseObjects(ts), func() (*corev1.Secret, error) {
+		password, err := randomString(24)
+		return resources.DatabaseSecret(ts, password), err
+	}); err != nil {
+		return err
+	}
+	for _, obj := range []client.Object{resources.DatabaseService(ts), resources.DatabaseStatefulSet(ts)} {
+		if err := r.apply(ctx, ts, obj); err != nil {
+			return err
+		}
+	}
+	var sts appsv1.StatefulSet
+	key := types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjects(ts)}
+	if err := r.Get(ctx, key, &sts); client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	if sts.Status.ReadyReplicas < 1 {
+		return &progress{ReasonWaitingForDatabase, fmt.Sprintf("waiting for the database StatefulSet %s to be ready", sts.Name)}
+	}
+	return nil
+}
+
+// migrations runs the image's migrations Job and waits for it to succeed.
+func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
+	want := resources.MigrationJob(ts, ts.Spec.Image)
+	var job batchv1.Job
+	err := r.Get(ctx, client.ObjectKeyFromObject(want), &job)
+	if apierrors.IsNotFound(err) {
+		if err := controllerutil.SetControllerReference(ts, want, r.Scheme()); err != nil {
+			return err
+		}
+		if err := r.Create(ctx, want); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, ReasonMigrating, "Migrate", "Job %s migrates the database for %s",
+			want.Name, ts.Spec.Image)
+		return &progress{ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", want.Name)}
+	}
+	if err != nil {
+		return err
+	}
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			return nil
+		case batchv1.JobFailed:
+			return &degraded{ReasonMigrationFailed, fmt.Sprintf("Job %s failed: %s; see kubectl logs job/%s", job.Name, c.Message, job.Name)}
+		}
+	}
+	return &progress{ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name)}
+}
+
+// configHash covers what the pods read only at start: keys, admin token, scope
+// descriptions, and the versions of the DSN and users Secrets. A change rolls them.
+func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha1.TokenServer, keys, admin *corev1.Secret) (string, error) {
+	h := sha256.New()
+	for _, sec := range []*corev1.Secret{keys, admin} {
+		names := make([]string, 0, len(sec.Data))
+		for k := range sec.Data {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			_, _ = fmt.Fprintf(h, "%s/%s=%x\n", sec.Name, k, sha256.Sum256(sec.Data[k]))
+		}
+	}
+	_, _ = fmt.Fprintf(h, "scopes=%s\n", resources.ConfigMap(ts).Data[resources.KeyScopes])
+	refs := []string{}
+	if name, _ := resources.DSNSecret(ts); name != "" {
+		refs = append(refs, name)
+	}
+	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
+		refs = append(refs, l.UsersSecretRef.Name)
+	}
+	for _, name := range refs {
+		// The cache's metadata is enough: a new resourceVersion is a new file.
+		var sec corev1.Secret
+		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
+		if apierrors.IsNotFound(err) {
+			return "", &progress{ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s", name)}
+		}
+		if err != nil {
+			return "", err
+		}
+		_, _ = fmt.Fprintf(h, "%s@%s\n", name, sec.ResourceVersion)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// readyAdminURL is the admin API of one ready pod behind the admin Service, found
+// through its EndpointSlices rather than the Service's DNS name: the operator then
+// reaches it from outside the cluster (make run) and on clusters without kube-proxy,
+// and only ever calls a pod that passes its readiness probe.
+func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.TokenServer) (string, error) {
+	var slices discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &slices, client.InNamespace(ts.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: resources.AdminObjects(ts)}); err != nil {
+		return "", err
+	}
+	for _, s := range slices.Items {
+		port := int32(resources.AdminPort)
+		for _, p := range s.Ports {
+			if p.Port != nil && ptr.Deref(p.Name, "") == "admin" {
+				port = *p.Port
+			}
+		}
+		for _, e := range s.Endpoints {
+			if ptr.Deref(e.Conditions.Ready, false) && len(e.Addresses) > 0 {
+				return fmt.Sprintf("http://%s:%d", e.Addresses[0], port), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: no ready endpoint behind Service %s", errServerNotReady, resources.AdminObjects(ts))
+}
+
+func randomString(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

@@ -1,0 +1,217 @@
+package controllers_test
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
+)
+
+// hostIP is a non-loopback IPv4 address of this machine: EndpointSlices refuse
+// loopback addresses, and the test puts the suite's token server behind one.
+func hostIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
+			return ip.IP.String()
+		}
+	}
+	t.Fatal("this test needs a non-loopback IPv4 address to put in an EndpointSlice")
+	return ""
+}
+
+func get(t *testing.T, ns, name string, obj client.Object) {
+	t.Helper()
+	eventually(t, 20*time.Second, "get "+name, func() bool {
+		return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, obj) == nil
+	}, nil)
+}
+
+// TestManagedTokenServer creates a bundled TokenServer and checks every object the
+// operator builds, in order: database first, then the migrations Job, then the
+// token server. envtest runs no kubelet and no StatefulSet or Job controller, so the
+// test plays them by writing the status they would write (make test-e2e runs the real
+// ones); the admin API behind the EndpointSlice is the suite's real token server.
+func TestManagedTokenServer(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "managed", nil)
+	for name, data := range map[string]map[string]string{
+		"auth-users": {"users": "alice:$2y$10$abcdefghijklmnopqrstuuDCmUqMzDpFOe5YDz7L9dNaUv4ABQWnS"},
+		// A Secret the user made is kept, not replaced: here, the suite server's token.
+		"auth-admin": {"token": adminToken},
+	} {
+		if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), Image: "kubeoauth/tokenserver:test",
+			Replicas:          ptr.To[int32](2),
+			Database:          &oauthv1alpha1.DatabaseSpec{Managed: &oauthv1alpha1.ManagedDatabase{StorageSize: resource.MustParse("2Gi")}},
+			Login:             &oauthv1alpha1.LoginSpec{UsersSecretRef: &oauthv1alpha1.SecretKeyReference{Name: "auth-users"}},
+			ScopeDescriptions: []oauthv1alpha1.ScopeDescription{{Name: "zones.read", Description: "Read your DNS zones"}}}}
+	if err := k8s.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. Keys, the database and its password; nothing of the server before it.
+	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "WaitingForDatabase")
+	var keys, dbSecret corev1.Secret
+	get(t, ns, "auth-keys", &keys)
+	key, err := oauth.ParseKey(keys.Data[resources.KeySigningKey])
+	if err != nil || key.Algorithm != oauth.ES256 || len(keys.Data[resources.KeyHMAC]) < 32 {
+		t.Fatalf("keys Secret: signing key %v (%v), HMAC of %d bytes", key, err, len(keys.Data[resources.KeyHMAC]))
+	}
+	get(t, ns, "auth-db", &dbSecret)
+	dsn, err := url.Parse(string(dbSecret.Data["dsn"]))
+	if err != nil || dsn.Host != "auth-db."+ns+".svc:5432" {
+		t.Fatalf("DSN %q: %v", dbSecret.Data["dsn"], err)
+	}
+	var db appsv1.StatefulSet
+	get(t, ns, "auth-db", &db)
+	if got := db.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; got.String() != "2Gi" {
+		t.Errorf("database claim %s, want 2Gi", got.String())
+	}
+	if !metav1.IsControlledBy(&db, ts) || !metav1.IsControlledBy(&keys, ts) {
+		t.Error("the database and keys must be owned by the TokenServer")
+	}
+	var sa corev1.ServiceAccount
+	get(t, ns, "auth-tokenserver", &sa)
+	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Error("the token server's ServiceAccount must not mount an API token")
+	}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "auth-blue"}, &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the token server must wait for the database, got StatefulSet auth-blue (%v)", err)
+	}
+
+	// 2. The database is ready (as the StatefulSet controller would report): migrations.
+	db.Status = appsv1.StatefulSetStatus{Replicas: 1, ReadyReplicas: 1, AvailableReplicas: 1, CurrentReplicas: 1, UpdatedReplicas: 1,
+		ObservedGeneration: db.Generation}
+	if err := k8s.Status().Update(ctx, &db); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "Migrating")
+	var job batchv1.Job
+	get(t, ns, resources.MigrationJobName(ts, ts.Spec.Image), &job)
+	if c := job.Spec.Template.Spec.Containers[0]; c.Image != ts.Spec.Image || c.Args[0] != "migrate" || c.Args[1] != "up" {
+		t.Fatalf("migrations Job runs %s %v", c.Image, c.Args)
+	}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "auth-blue"}, &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the token server must wait for its migrations (%v)", err)
+	}
+
+	// 3. The Job succeeds: the server's StatefulSet and Services.
+	now := metav1.Now()
+	job.Status = batchv1.JobStatus{StartTime: &now, CompletionTime: &now, Succeeded: 1, Conditions: []batchv1.JobCondition{
+		{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+	if err := k8s.Status().Update(ctx, &job); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "RollingOut")
+	var sts appsv1.StatefulSet
+	get(t, ns, "auth-blue", &sts)
+	env := map[string]string{}
+	for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	if *sts.Spec.Replicas != 2 || env["KUBEOAUTH_USERS_FILE"] == "" || env["KUBEOAUTH_ISSUER"] != issuer ||
+		env["KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE"] != "" {
+		t.Fatalf("StatefulSet auth-blue: %d replicas, env %v", *sts.Spec.Replicas, env)
+	}
+	for _, name := range []string{"auth", "auth-admin", "auth-blue"} {
+		var svc corev1.Service
+		get(t, ns, name, &svc)
+		if svc.Spec.Selector[resources.LabelColor] != "blue" {
+			t.Errorf("Service %s selects %v, want the blue pods", name, svc.Spec.Selector)
+		}
+	}
+	if meta := conditionsOf(ts); len(meta) == 0 || ts.Status.ActiveColor != "blue" {
+		t.Errorf("status %+v", ts.Status)
+	}
+
+	// 4. Pods ready behind the admin Service: Ready, through the real admin API.
+	p := newProxyOn(t, hostIP(t), admin.BaseURL[len("http://"):])
+	host, port, _ := net.SplitHostPort(p.addr)
+	portNum, _ := strconv.Atoi(port)
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin-abcde",
+		Labels: map[string]string{discoveryv1.LabelServiceName: "auth-admin", resources.LabelManagedBy: resources.ManagedBy}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("admin"), Port: ptr.To(int32(portNum))}}}
+	if err := k8s.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	get(t, ns, "auth-blue", &sts)
+	sts.Status = appsv1.StatefulSetStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2, CurrentReplicas: 2, UpdatedReplicas: 2,
+		ObservedGeneration: sts.Generation}
+	if err := k8s.Status().Update(ctx, &sts); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionFalse, "Available")
+	if ts.Status.CurrentImage != ts.Spec.Image || ts.Status.ReadyReplicas != 2 || ts.Status.AdminEndpoint != "http://auth-admin."+ns+".svc:4445" {
+		t.Errorf("status %+v", ts.Status)
+	}
+
+	// An OAuthClient on it is registered through that admin API.
+	oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "zones"},
+		Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth"}, ClientName: "Zones",
+			GrantTypes: []oauthv1alpha1.GrantType{"client_credentials"}}}
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	if _, err := admin.GetClient(ctx, oc.Status.ClientID); err != nil {
+		t.Fatalf("client %s not on the token server: %v", oc.Status.ClientID, err)
+	}
+
+	// 5. A pass with nothing new changes nothing: the StatefulSet is not rewritten.
+	time.Sleep(2 * time.Second)
+	get(t, ns, "auth-blue", &sts)
+	if sts.Generation != 1 {
+		t.Errorf("StatefulSet auth-blue at generation %d after passes with nothing new: each pass rewrites it", sts.Generation)
+	}
+
+	// 6. The signing key is due: a new one, the old one kept as previous, pods rolled.
+	get(t, ns, "auth-keys", &keys)
+	old := string(keys.Data[resources.KeySigningKey])
+	keys.Annotations[resources.AnnotationKeyRotatedAt] = time.Now().Add(-91 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	if err := k8s.Update(ctx, &keys); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "key rotation", func() bool {
+		get(t, ns, "auth-keys", &keys)
+		return string(keys.Data[resources.KeyPreviousSigningKey]) == old && string(keys.Data[resources.KeySigningKey]) != old
+	}, nil)
+	eventually(t, 20*time.Second, "pods rolled for the new key", func() bool {
+		get(t, ns, "auth-blue", &sts)
+		for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE" {
+				return true
+			}
+		}
+		return false
+	}, nil)
+}

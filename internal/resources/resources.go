@@ -1,0 +1,438 @@
+package resources
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// Ports of the token server and its database.
+const (
+	PublicPort   = 4444
+	AdminPort    = 4445
+	PostgresPort = 5432
+)
+
+// Labels and annotations on every object built here.
+const (
+	LabelName        = "app.kubernetes.io/name"
+	LabelInstance    = "app.kubernetes.io/instance"
+	LabelComponent   = "app.kubernetes.io/component"
+	LabelManagedBy   = "app.kubernetes.io/managed-by"
+	LabelColor       = "oauth.kubeoauth.io/color"
+	AnnotationConfig = "oauth.kubeoauth.io/config-hash"
+	// AnnotationKeyRotatedAt on the keys Secret says when the signing key was made.
+	AnnotationKeyRotatedAt = "oauth.kubeoauth.io/signing-key-rotated-at"
+	ManagedBy              = "kubeoauth"
+	// ColorBlue is the first version's StatefulSet; an upgrade brings up green.
+	ColorBlue  = "blue"
+	ColorGreen = "green"
+)
+
+// Components (app.kubernetes.io/component) and port names.
+const (
+	componentServer   = "tokenserver"
+	componentDatabase = "database"
+	portHTTP          = "http"
+	portAdmin         = "admin"
+	portPostgres      = "postgres"
+)
+
+// Keys of the Secrets and ConfigMap built here. Key names, not credentials.
+const (
+	KeySigningKey         = "signing.pem"
+	KeyPreviousSigningKey = "previous-signing.pem"
+	KeyHMAC               = "hmac"
+	KeyAdminToken         = "token"    // #nosec G101
+	KeyPassword           = "password" // #nosec G101
+	KeyDSN                = "dsn"
+	KeyUsers              = "users"
+	KeyScopes             = "scopes.json"
+)
+
+// The bundled database's role and database name.
+const (
+	DatabaseUser = "kubeoauth"
+	DatabaseName = "kubeoauth"
+)
+
+// Mount paths inside the token server's container.
+const (
+	mountKeys   = "/etc/kubeoauth/keys"
+	mountAdmin  = "/etc/kubeoauth/admin"
+	mountDB     = "/etc/kubeoauth/db"
+	mountUsers  = "/etc/kubeoauth/users"
+	mountConfig = "/etc/kubeoauth/config"
+	pgData      = "/var/lib/postgresql/data"
+)
+
+// Names of a TokenServer's objects: one place, so the reconciler, the builders and
+// the docs agree.
+
+// DatabaseObjects names the bundled PostgreSQL's StatefulSet, Service and Secret.
+func DatabaseObjects(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-db" }
+
+// KeysSecret names the Secret of the signing keys and the HMAC secret.
+func KeysSecret(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-keys" }
+
+// AdminObjects names the admin token Secret and the admin Service.
+func AdminObjects(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-admin" }
+
+// ConfigMapName names the ConfigMap of the consent page's scope descriptions.
+func ConfigMapName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-config" }
+
+// ServiceAccountName names the token server pods' ServiceAccount.
+func ServiceAccountName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-tokenserver" }
+
+// StatefulSetName names the StatefulSet (and its headless Service) of one color.
+func StatefulSetName(ts *oauthv1alpha1.TokenServer, color string) string {
+	return ts.Name + "-" + color
+}
+
+// PublicService names the Service clients and browsers reach; it is the TokenServer's name.
+func PublicService(ts *oauthv1alpha1.TokenServer) string { return ts.Name }
+
+// MigrationJobName names the Job that migrates the database for image: a new image
+// gets a new Job, the same image never migrates twice.
+func MigrationJobName(ts *oauthv1alpha1.TokenServer, image string) string {
+	sum := sha256.Sum256([]byte(image))
+	return ts.Name + "-migrate-" + hex.EncodeToString(sum[:4])
+}
+
+// AdminEndpoint is the admin API's in-cluster URL, reported in status.
+func AdminEndpoint(ts *oauthv1alpha1.TokenServer) string {
+	return fmt.Sprintf("http://%s.%s.svc:%d", AdminObjects(ts), ts.Namespace, AdminPort)
+}
+
+// DSNSecret is the Secret and key holding the token server's DSN: the bundled
+// database's generated one, or the user's (database.external).
+func DSNSecret(ts *oauthv1alpha1.TokenServer) (name, key string) {
+	if db := ts.Spec.Database; db != nil && db.External != nil {
+		key = db.External.SecretRef.Key
+		if key == "" {
+			key = KeyDSN
+		}
+		return db.External.SecretRef.Name, key
+	}
+	return DatabaseObjects(ts), KeyDSN
+}
+
+// Managed says whether the operator runs the server (not spec.external).
+func Managed(ts *oauthv1alpha1.TokenServer) bool { return ts.Spec.External == nil }
+
+// ManagedDatabase says whether the operator runs the database too.
+func ManagedDatabase(ts *oauthv1alpha1.TokenServer) bool {
+	return Managed(ts) && ts.Spec.Database != nil && ts.Spec.Database.Managed != nil
+}
+
+func labels(ts *oauthv1alpha1.TokenServer, component string) map[string]string {
+	return map[string]string{LabelName: "kubeoauth", LabelInstance: ts.Name, LabelComponent: component, LabelManagedBy: ManagedBy}
+}
+
+// ServerSelector selects the serving pods of one color.
+func ServerSelector(ts *oauthv1alpha1.TokenServer, color string) map[string]string {
+	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer, LabelColor: color}
+}
+
+func meta(ts *oauthv1alpha1.TokenServer, name, component string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: ts.Namespace, Labels: labels(ts, component)}
+}
+
+// DatabaseSecret holds the bundled database's password and the DSN built from it.
+// The database is reached inside the cluster only, without TLS; use
+// database.external for a database that needs it.
+func DatabaseSecret(ts *oauthv1alpha1.TokenServer, password string) *corev1.Secret {
+	dsn := url.URL{Scheme: "postgres", User: url.UserPassword(DatabaseUser, password),
+		Host:     fmt.Sprintf("%s.%s.svc:%d", DatabaseObjects(ts), ts.Namespace, PostgresPort),
+		Path:     "/" + DatabaseName,
+		RawQuery: "sslmode=disable"}
+	return &corev1.Secret{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{KeyPassword: []byte(password), KeyDSN: []byte(dsn.String())}}
+}
+
+// KeysSecretFor holds the signing key, the previous one (kept in the JWKS after a
+// rotation) and the HMAC secret that signs opaque tokens; rotatedAt is RFC 3339.
+func KeysSecretFor(ts *oauthv1alpha1.TokenServer, signing, previous, hmac []byte, rotatedAt string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: meta(ts, KeysSecret(ts), componentServer), Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{KeySigningKey: signing, KeyHMAC: hmac}}
+	s.Annotations = map[string]string{AnnotationKeyRotatedAt: rotatedAt}
+	if len(previous) > 0 {
+		s.Data[KeyPreviousSigningKey] = previous
+	}
+	return s
+}
+
+// AdminSecret holds the admin API's bearer token.
+func AdminSecret(ts *oauthv1alpha1.TokenServer, token string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: meta(ts, AdminObjects(ts), componentServer), Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{KeyAdminToken: []byte(token)}}
+}
+
+// ConfigMap holds the consent page's scope descriptions as the JSON object the
+// token server reads.
+func ConfigMap(ts *oauthv1alpha1.TokenServer) *corev1.ConfigMap {
+	scopes := map[string]string{}
+	for _, d := range ts.Spec.ScopeDescriptions {
+		scopes[string(d.Name)] = d.Description
+	}
+	data, _ := json.Marshal(scopes) // a map of strings always marshals
+	return &corev1.ConfigMap{ObjectMeta: meta(ts, ConfigMapName(ts), componentServer), Data: map[string]string{KeyScopes: string(data)}}
+}
+
+// ServiceAccount of the token server pods. They need no Kubernetes API access, so
+// the token is not mounted and no Role is bound.
+func ServiceAccount(ts *oauthv1alpha1.TokenServer) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: meta(ts, ServiceAccountName(ts), componentServer),
+		AutomountServiceAccountToken: ptr.To(false)}
+}
+
+// DatabaseService is the bundled database's headless Service (the StatefulSet's
+// governing Service); the DSN names it.
+func DatabaseService(ts *oauthv1alpha1.TokenServer) *corev1.Service {
+	sel := map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}
+	return &corev1.Service{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Spec: corev1.ServiceSpec{
+		ClusterIP: corev1.ClusterIPNone, Selector: sel, PublishNotReadyAddresses: false,
+		Ports: []corev1.ServicePort{{Name: portPostgres, Port: PostgresPort, TargetPort: intstr.FromString(portPostgres)}}}}
+}
+
+// DatabaseStatefulSet runs the bundled PostgreSQL: one replica with a volume claim,
+// the official image's environment (POSTGRES_USER, POSTGRES_DB, POSTGRES_PASSWORD,
+// PGDATA) and pg_isready as readiness.
+func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
+	db := ts.Spec.Database.Managed
+	size := db.StorageSize
+	if size.IsZero() {
+		size = resource.MustParse("1Gi")
+	}
+	image := db.Image
+	if image == "" {
+		image = "postgres:15"
+	}
+	sel := map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}
+	podLabels := labels(ts, componentDatabase)
+	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+		Command: []string{"pg_isready", "-h", "127.0.0.1", "-U", DatabaseUser, "-d", DatabaseName}}},
+		PeriodSeconds: 2, TimeoutSeconds: 5}
+	return &appsv1.StatefulSet{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](1), ServiceName: DatabaseObjects(ts),
+		Selector: &metav1.LabelSelector{MatchLabels: sel},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: corev1.PodSpec{
+			AutomountServiceAccountToken: ptr.To(false),
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](999),
+				FSGroup: ptr.To[int64](999), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			TerminationGracePeriodSeconds: ptr.To[int64](60),
+			Containers: []corev1.Container{{
+				Name: portPostgres, Image: image,
+				Ports: []corev1.ContainerPort{{Name: portPostgres, ContainerPort: PostgresPort}},
+				Env: []corev1.EnvVar{
+					{Name: "POSTGRES_USER", Value: DatabaseUser},
+					{Name: "POSTGRES_DB", Value: DatabaseName},
+					{Name: "PGDATA", Value: pgData + "/pgdata"},
+					{Name: "POSTGRES_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: DatabaseObjects(ts)}, Key: KeyPassword}}},
+				},
+				VolumeMounts:    []corev1.VolumeMount{{Name: "data", MountPath: pgData}},
+				ReadinessProbe:  probe,
+				SecurityContext: restricted(),
+			}},
+		}},
+		VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data"},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: db.StorageClassName,
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}},
+		// The claim outlives the StatefulSet: deleting a TokenServer never deletes its data.
+		PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType},
+	}}
+}
+
+func restricted() *corev1.SecurityContext {
+	return &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+}
+
+func secretVolume(name, secret string, items ...corev1.KeyToPath) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: secret, Items: items, DefaultMode: ptr.To[int32](0o440)}}}
+}
+
+// dsnVolume mounts the DSN as the file db/dsn, whichever Secret holds it.
+func dsnVolume(ts *oauthv1alpha1.TokenServer) corev1.Volume {
+	name, key := DSNSecret(ts)
+	return secretVolume("db", name, corev1.KeyToPath{Key: key, Path: KeyDSN})
+}
+
+// MigrationJob runs `tokenserver migrate up` with image: the schema the server
+// needs, before any of its pods starts. Migrations are idempotent and take an
+// advisory lock, so a retried or repeated Job is harmless.
+func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
+	return &batchv1.Job{ObjectMeta: meta(ts, MigrationJobName(ts, image), "migrations"), Spec: batchv1.JobSpec{
+		BackoffLimit: ptr.To[int32](6),
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, "migrations")}, Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
+			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(),
+			Containers: []corev1.Container{{Name: "migrate", Image: image, Args: []string{"migrate", "up"},
+				Env:             []corev1.EnvVar{{Name: "KUBEOAUTH_DSN_FILE", Value: mountDB + "/" + KeyDSN}},
+				VolumeMounts:    []corev1.VolumeMount{{Name: "db", MountPath: mountDB, ReadOnly: true}},
+				SecurityContext: restrictedReadOnly()}},
+			Volumes: []corev1.Volume{dsnVolume(ts)},
+		}},
+	}}
+}
+
+func podSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+}
+
+func restrictedReadOnly() *corev1.SecurityContext {
+	s := restricted()
+	s.ReadOnlyRootFilesystem = ptr.To(true)
+	return s
+}
+
+// Inputs are what the token server's StatefulSet needs beyond the TokenServer:
+// facts the reconciler read from the cluster.
+type Inputs struct {
+	// Color of the StatefulSet: blue for the first version.
+	Color string
+	// Image the StatefulSet runs.
+	Image string
+	// HasPreviousKey: the keys Secret holds a previous signing key to publish.
+	HasPreviousKey bool
+	// ConfigHash changes when the keys, the admin token or the scope descriptions do:
+	// the pods read those at start, so a change rolls them.
+	ConfigHash string
+}
+
+// TokenServerStatefulSet runs the token server of one color.
+func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.StatefulSet {
+	t := ts.Spec.Tokens
+	env := []corev1.EnvVar{
+		{Name: "KUBEOAUTH_ISSUER", Value: string(ts.Spec.Issuer)},
+		{Name: "KUBEOAUTH_LISTEN", Value: fmt.Sprintf(":%d", PublicPort)},
+		{Name: "KUBEOAUTH_ADMIN_LISTEN", Value: fmt.Sprintf(":%d", AdminPort)},
+		{Name: "KUBEOAUTH_DSN_FILE", Value: mountDB + "/" + KeyDSN},
+		{Name: "KUBEOAUTH_ADMIN_TOKEN_FILE", Value: mountAdmin + "/" + KeyAdminToken},
+		{Name: "KUBEOAUTH_SIGNING_KEY_FILE", Value: mountKeys + "/" + KeySigningKey},
+		{Name: "KUBEOAUTH_HMAC_SECRET_FILE", Value: mountKeys + "/" + KeyHMAC},
+		{Name: "KUBEOAUTH_SCOPE_DESCRIPTIONS_FILE", Value: mountConfig + "/" + KeyScopes},
+	}
+	if in.HasPreviousKey {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", Value: mountKeys + "/" + KeyPreviousSigningKey})
+	}
+	for name, v := range map[string]string{
+		"KUBEOAUTH_SIGNING_ALGORITHM":       t.SigningAlgorithm,
+		"KUBEOAUTH_ACCESS_TOKEN_FORMAT":     t.AccessTokenFormat,
+		"KUBEOAUTH_ACCESS_TOKEN_LIFESPAN":   string(t.AccessTokenLifespan),
+		"KUBEOAUTH_REFRESH_TOKEN_LIFESPAN":  string(t.RefreshTokenLifespan),
+		"KUBEOAUTH_ID_TOKEN_LIFESPAN":       string(t.IDTokenLifespan),
+		"KUBEOAUTH_AUTHORIZE_CODE_LIFESPAN": string(t.AuthorizationCodeLifespan),
+		"KUBEOAUTH_REFRESH_GRACE_PERIOD":    t.RefreshGracePeriod,
+	} {
+		if v != "" {
+			env = append(env, corev1.EnvVar{Name: name, Value: v})
+		}
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "keys", MountPath: mountKeys, ReadOnly: true},
+		{Name: portAdmin, MountPath: mountAdmin, ReadOnly: true},
+		{Name: "db", MountPath: mountDB, ReadOnly: true},
+		{Name: "config", MountPath: mountConfig, ReadOnly: true},
+	}
+	volumes := []corev1.Volume{
+		secretVolume("keys", KeysSecret(ts)),
+		secretVolume(portAdmin, AdminObjects(ts)),
+		dsnVolume(ts),
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(ts)}}}},
+	}
+	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
+		key := l.UsersSecretRef.Key
+		if key == "" {
+			key = KeyUsers
+		}
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_USERS_FILE", Value: mountUsers + "/" + KeyUsers})
+		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: mountUsers, ReadOnly: true})
+		volumes = append(volumes, secretVolume("users", l.UsersSecretRef.Name, corev1.KeyToPath{Key: key, Path: KeyUsers}))
+	}
+	// Sorted so that the same spec always builds the same StatefulSet: map order would
+	// otherwise roll the pods on every pass.
+	slices.SortFunc(env, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
+	httpGet := func(path string) corev1.ProbeHandler {
+		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(portHTTP)}}
+	}
+	podLabels := labels(ts, componentServer)
+	podLabels[LabelColor] = in.Color
+	return &appsv1.StatefulSet{ObjectMeta: meta(ts, StatefulSetName(ts, in.Color), componentServer), Spec: appsv1.StatefulSetSpec{
+		Replicas:    ptr.To(ptr.Deref(ts.Spec.Replicas, 1)),
+		ServiceName: StatefulSetName(ts, in.Color),
+		// Every replica is alike and keeps no state: start and stop them all at once.
+		PodManagementPolicy: appsv1.ParallelPodManagement,
+		Selector:            &metav1.LabelSelector{MatchLabels: ServerSelector(ts, in.Color)},
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: map[string]string{AnnotationConfig: in.ConfigHash}},
+			Spec: corev1.PodSpec{
+				ServiceAccountName: ServiceAccountName(ts), AutomountServiceAccountToken: ptr.To(false),
+				SecurityContext: podSecurity(), TerminationGracePeriodSeconds: ptr.To[int64](30),
+				Containers: []corev1.Container{{
+					Name: componentServer, Image: in.Image, Args: []string{"serve"}, Env: env, VolumeMounts: mounts,
+					Ports: []corev1.ContainerPort{{Name: portHTTP, ContainerPort: PublicPort}, {Name: portAdmin, ContainerPort: AdminPort}},
+					// Ready only with the database reachable (/readyz pings it); alive as long
+					// as the process answers, so a database outage does not restart every pod.
+					ReadinessProbe:  &corev1.Probe{ProbeHandler: httpGet("/readyz"), PeriodSeconds: 2, FailureThreshold: 2},
+					LivenessProbe:   &corev1.Probe{ProbeHandler: httpGet("/healthz"), PeriodSeconds: 10, FailureThreshold: 3},
+					SecurityContext: restrictedReadOnly(),
+				}},
+				Volumes: volumes,
+			},
+		},
+	}}
+}
+
+// HeadlessService governs the StatefulSet of one color: stable pod names, and a
+// way to reach one color directly during an upgrade.
+func HeadlessService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: meta(ts, StatefulSetName(ts, color), componentServer), Spec: corev1.ServiceSpec{
+		ClusterIP: corev1.ClusterIPNone, Selector: ServerSelector(ts, color),
+		Ports: []corev1.ServicePort{{Name: portHTTP, Port: PublicPort, TargetPort: intstr.FromString(portHTTP)},
+			{Name: portAdmin, Port: AdminPort, TargetPort: intstr.FromString(portAdmin)}}}}
+}
+
+// PublicServiceFor is what clients and browsers reach (behind an Ingress or Gateway
+// that serves the issuer URL): the serving color's pods, port 80.
+func PublicServiceFor(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: meta(ts, PublicService(ts), componentServer), Spec: corev1.ServiceSpec{
+		Selector: ServerSelector(ts, color),
+		Ports:    []corev1.ServicePort{{Name: portHTTP, Port: 80, TargetPort: intstr.FromString(portHTTP)}}}}
+}
+
+// AdminService is what the operator reaches: the admin API of the serving color.
+// Keep it inside the cluster; it is authenticated by the admin token only.
+func AdminService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: meta(ts, AdminObjects(ts), componentServer), Spec: corev1.ServiceSpec{
+		Selector: ServerSelector(ts, color),
+		Ports:    []corev1.ServicePort{{Name: portAdmin, Port: AdminPort, TargetPort: intstr.FromString(portAdmin)}}}}
+}
+
+// PodDisruptionBudget lets a drain take one token server pod at a time.
+func PodDisruptionBudget(ts *oauthv1alpha1.TokenServer) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{ObjectMeta: meta(ts, ts.Name, componentServer), Spec: policyv1.PodDisruptionBudgetSpec{
+		MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+		Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer}}}}
+}

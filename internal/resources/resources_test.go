@@ -1,0 +1,244 @@
+package resources
+
+import (
+	"encoding/json"
+	"net/url"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+func server(mut ...func(*oauthv1alpha1.TokenServer)) *oauthv1alpha1.TokenServer {
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: "https://auth.example.com", Image: "tokenserver:v1",
+			Database: &oauthv1alpha1.DatabaseSpec{Managed: &oauthv1alpha1.ManagedDatabase{}},
+			Tokens: oauthv1alpha1.TokenSettings{AccessTokenFormat: "jwt", AccessTokenLifespan: "15m", SigningAlgorithm: "RS256",
+				RefreshGracePeriod: "30s"}}}
+	for _, m := range mut {
+		m(ts)
+	}
+	return ts
+}
+
+func envOf(c corev1.Container) map[string]string {
+	out := map[string]string{}
+	for _, e := range c.Env {
+		out[e.Name] = e.Value
+	}
+	return out
+}
+
+func TestDSNSecret(t *testing.T) {
+	tests := map[string]struct {
+		ts        *oauthv1alpha1.TokenServer
+		name, key string
+	}{
+		"managed database": {server(), "auth-db", "dsn"},
+		"external, default key": {server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{
+				SecretRef: oauthv1alpha1.SecretKeyReference{Name: "pg"}}}
+		}), "pg", "dsn"},
+		"external, own key": {server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{
+				SecretRef: oauthv1alpha1.SecretKeyReference{Name: "cnpg-app", Key: "uri"}}}
+		}), "cnpg-app", "uri"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			n, k := DSNSecret(tt.ts)
+			if n != tt.name || k != tt.key {
+				t.Fatalf("DSNSecret = %s/%s, want %s/%s", n, k, tt.name, tt.key)
+			}
+			job := MigrationJob(tt.ts, "img")
+			vol := job.Spec.Template.Spec.Volumes[0].Secret
+			if vol.SecretName != tt.name || vol.Items[0].Key != tt.key || vol.Items[0].Path != "dsn" {
+				t.Fatalf("the migrations Job mounts %+v, want %s key %s as dsn", vol, tt.name, tt.key)
+			}
+		})
+	}
+}
+
+func TestDatabaseSecretDSN(t *testing.T) {
+	s := DatabaseSecret(server(), "p@ss/word:1")
+	u, err := url.Parse(string(s.Data[KeyDSN]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, _ := u.User.Password()
+	if u.Host != "auth-db.platform.svc:5432" || u.User.Username() != "kubeoauth" || pw != "p@ss/word:1" ||
+		u.Path != "/kubeoauth" || u.Query().Get("sslmode") != "disable" {
+		t.Fatalf("DSN %s does not reach the bundled database with the password", s.Data[KeyDSN])
+	}
+	if string(s.Data[KeyPassword]) != "p@ss/word:1" {
+		t.Fatalf("password key = %q", s.Data[KeyPassword])
+	}
+}
+
+func TestDatabaseStatefulSet(t *testing.T) {
+	tests := map[string]struct {
+		db           oauthv1alpha1.ManagedDatabase
+		size, image  string
+		storageClass *string
+	}{
+		"defaults":           {oauthv1alpha1.ManagedDatabase{}, "1Gi", "postgres:15", nil},
+		"size, class, image": {oauthv1alpha1.ManagedDatabase{StorageSize: resource.MustParse("10Gi"), StorageClassName: ptr.To("fast"), Image: "postgres:16"}, "10Gi", "postgres:16", ptr.To("fast")},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ts := server(func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Database.Managed = &tt.db })
+			sts := DatabaseStatefulSet(ts)
+			claim := sts.Spec.VolumeClaimTemplates[0]
+			if got := claim.Spec.Resources.Requests[corev1.ResourceStorage]; got.String() != tt.size {
+				t.Errorf("storage = %s, want %s", got.String(), tt.size)
+			}
+			if !reflect.DeepEqual(claim.Spec.StorageClassName, tt.storageClass) {
+				t.Errorf("storageClassName = %v, want %v", claim.Spec.StorageClassName, tt.storageClass)
+			}
+			c := sts.Spec.Template.Spec.Containers[0]
+			if c.Image != tt.image {
+				t.Errorf("image = %s, want %s", c.Image, tt.image)
+			}
+			if sts.Spec.ServiceName != DatabaseService(ts).Name || *sts.Spec.Replicas != 1 {
+				t.Errorf("serviceName %s replicas %d", sts.Spec.ServiceName, *sts.Spec.Replicas)
+			}
+			if sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted != "Retain" {
+				t.Error("deleting the TokenServer must keep the database's claim")
+			}
+			env := map[string]corev1.EnvVar{}
+			for _, e := range c.Env {
+				env[e.Name] = e
+			}
+			if env["POSTGRES_PASSWORD"].ValueFrom.SecretKeyRef.Name != "auth-db" || env["POSTGRES_USER"].Value != "kubeoauth" {
+				t.Errorf("env %+v does not take the generated password", env)
+			}
+			if !reflect.DeepEqual(labelsSubset(sts.Spec.Template.Labels, sts.Spec.Selector.MatchLabels), sts.Spec.Selector.MatchLabels) ||
+				!reflect.DeepEqual(DatabaseService(ts).Spec.Selector, sts.Spec.Selector.MatchLabels) {
+				t.Error("the pods, the selector and the Service must agree")
+			}
+		})
+	}
+}
+
+func labelsSubset(all, keys map[string]string) map[string]string {
+	out := map[string]string{}
+	for k := range keys {
+		out[k] = all[k]
+	}
+	return out
+}
+
+func TestTokenServerStatefulSet(t *testing.T) {
+	users := func(key string) func(*oauthv1alpha1.TokenServer) {
+		return func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Login = &oauthv1alpha1.LoginSpec{UsersSecretRef: &oauthv1alpha1.SecretKeyReference{Name: "auth-users", Key: key}}
+		}
+	}
+	tests := map[string]struct {
+		ts          *oauthv1alpha1.TokenServer
+		in          Inputs
+		replicas    int32
+		env         map[string]string // must be set to these values
+		absent      []string          // must not be set
+		usersSecret string
+		usersKey    string
+	}{
+		"first version": {ts: server(), in: Inputs{Color: ColorBlue, Image: "tokenserver:v1", ConfigHash: "h1"}, replicas: 1,
+			env: map[string]string{"KUBEOAUTH_ISSUER": "https://auth.example.com", "KUBEOAUTH_ACCESS_TOKEN_FORMAT": "jwt",
+				"KUBEOAUTH_ACCESS_TOKEN_LIFESPAN": "15m", "KUBEOAUTH_SIGNING_ALGORITHM": "RS256", "KUBEOAUTH_REFRESH_GRACE_PERIOD": "30s",
+				"KUBEOAUTH_DSN_FILE": "/etc/kubeoauth/db/dsn", "KUBEOAUTH_LISTEN": ":4444", "KUBEOAUTH_ADMIN_LISTEN": ":4445"},
+			absent: []string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", "KUBEOAUTH_USERS_FILE", "KUBEOAUTH_ID_TOKEN_LIFESPAN"}},
+		"after a key rotation, three replicas": {ts: server(func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Replicas = ptr.To[int32](3) }),
+			in: Inputs{Color: ColorGreen, Image: "tokenserver:v2", HasPreviousKey: true}, replicas: 3,
+			env: map[string]string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE": "/etc/kubeoauth/keys/previous-signing.pem"}},
+		"users from a Secret, default key": {ts: server(users("")), in: Inputs{Color: ColorBlue}, replicas: 1,
+			env: map[string]string{"KUBEOAUTH_USERS_FILE": "/etc/kubeoauth/users/users"}, usersSecret: "auth-users", usersKey: "users"},
+		"users from a Secret, own key": {ts: server(users("htpasswd")), in: Inputs{Color: ColorBlue}, replicas: 1,
+			env: map[string]string{"KUBEOAUTH_USERS_FILE": "/etc/kubeoauth/users/users"}, usersSecret: "auth-users", usersKey: "htpasswd"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			sts := TokenServerStatefulSet(tt.ts, tt.in)
+			if sts.Name != "auth-"+tt.in.Color || *sts.Spec.Replicas != tt.replicas {
+				t.Fatalf("StatefulSet %s with %d replicas", sts.Name, *sts.Spec.Replicas)
+			}
+			pod := sts.Spec.Template
+			c := pod.Spec.Containers[0]
+			if c.Image != tt.in.Image || pod.Annotations[AnnotationConfig] != tt.in.ConfigHash {
+				t.Errorf("image %s, config hash %s", c.Image, pod.Annotations[AnnotationConfig])
+			}
+			env := envOf(c)
+			for k, v := range tt.env {
+				if env[k] != v {
+					t.Errorf("%s = %q, want %q", k, env[k], v)
+				}
+			}
+			for _, k := range tt.absent {
+				if _, ok := env[k]; ok {
+					t.Errorf("%s is set, want it unset", k)
+				}
+			}
+			var users *corev1.SecretVolumeSource
+			for _, v := range pod.Spec.Volumes {
+				if v.Name == "users" {
+					users = v.Secret
+				}
+			}
+			if (users != nil) != (tt.usersSecret != "") ||
+				(users != nil && (users.SecretName != tt.usersSecret || users.Items[0].Key != tt.usersKey)) {
+				t.Errorf("users volume %+v, want Secret %q key %q", users, tt.usersSecret, tt.usersKey)
+			}
+			if *pod.Spec.AutomountServiceAccountToken || pod.Spec.ServiceAccountName != "auth-tokenserver" {
+				t.Error("the token server needs no Kubernetes API token")
+			}
+			if !reflect.DeepEqual(labelsSubset(pod.Labels, sts.Spec.Selector.MatchLabels), sts.Spec.Selector.MatchLabels) {
+				t.Errorf("pod labels %v do not match the selector %v", pod.Labels, sts.Spec.Selector.MatchLabels)
+			}
+			for _, svc := range []*corev1.Service{PublicServiceFor(tt.ts, tt.in.Color), AdminService(tt.ts, tt.in.Color), HeadlessService(tt.ts, tt.in.Color)} {
+				if !reflect.DeepEqual(svc.Spec.Selector, sts.Spec.Selector.MatchLabels) {
+					t.Errorf("Service %s selects %v, the StatefulSet %v", svc.Name, svc.Spec.Selector, sts.Spec.Selector.MatchLabels)
+				}
+			}
+			if !reflect.DeepEqual(TokenServerStatefulSet(tt.ts, tt.in), sts) {
+				t.Error("the same inputs built a different StatefulSet: every pass would roll the pods")
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	ts := server()
+	if a, b := MigrationJobName(ts, "tokenserver:v1"), MigrationJobName(ts, "tokenserver:v1"); a != b {
+		t.Errorf("the same image gives Jobs %s and %s", a, b)
+	}
+	if a, b := MigrationJobName(ts, "tokenserver:v1"), MigrationJobName(ts, "tokenserver:v2"); a == b {
+		t.Errorf("a new image must get a new migrations Job, got %s twice", a)
+	}
+	if got := AdminEndpoint(ts); got != "http://auth-admin.platform.svc:4445" {
+		t.Errorf("AdminEndpoint = %s", got)
+	}
+	if got := PodDisruptionBudget(ts).Spec.Selector.MatchLabels; got[LabelColor] != "" {
+		t.Errorf("the PDB must cover both colors, selects %v", got)
+	}
+}
+
+func TestConfigMapScopes(t *testing.T) {
+	ts := server(func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.ScopeDescriptions = []oauthv1alpha1.ScopeDescription{{Name: "zones.read", Description: "Read your DNS zones"}}
+	})
+	var got map[string]string
+	if err := json.Unmarshal([]byte(ConfigMap(ts).Data[KeyScopes]), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, map[string]string{"zones.read": "Read your DNS zones"}) {
+		t.Errorf("scopes.json = %v", got)
+	}
+	if ConfigMap(server()).Data[KeyScopes] != "{}" {
+		t.Error("no descriptions must still give a readable file")
+	}
+}
