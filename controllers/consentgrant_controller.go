@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -129,6 +130,7 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 		}
 	}
 	cg.Status.GrantedAt, cg.Status.LastUsedAt = metaTime(g.GrantedAt), metaTime(g.LastUsedAt)
+	cg.Status.ActiveTokens = int32(min(g.ActiveTokens, math.MaxInt32)) // #nosec G115 -- clamped
 	return nil
 }
 

@@ -67,6 +67,8 @@ type Grant struct {
 	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
 	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
 	ID         string     `json:"id,omitempty"`
+	// ActiveTokens counts live access and refresh tokens issued under the grant.
+	ActiveTokens int `json:"activeTokens"`
 }
 
 // Grant sources.

@@ -61,6 +61,9 @@ type ConsentGrant struct {
 	GrantedAt  time.Time
 	LastUsedAt time.Time // zero: never
 	ExpiresAt  time.Time // zero: never
+	// ActiveTokens counts live access and refresh tokens issued under the grant; set
+	// by GetGrant and ListGrants.
+	ActiveTokens int
 }
 
 // Covers reports whether the grant, valid at now, allows every scope in scopes.

@@ -276,11 +276,16 @@ func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	// Read back with its live token count, as GET and the list report it.
+	if counted, err := s.cfg.Store.GetGrant(r.Context(), out.ClientID, out.Subject); err == nil {
+		out = counted
+	}
 	writeJSON(w, http.StatusOK, toAPIGrant(out))
 }
 
 func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
-	out := adminapi.Grant{ID: g.ID, ClientID: g.ClientID, Subject: g.Subject, Scopes: g.Scopes, Source: g.Source}
+	out := adminapi.Grant{ID: g.ID, ClientID: g.ClientID, Subject: g.Subject, Scopes: g.Scopes, Source: g.Source,
+		ActiveTokens: g.ActiveTokens}
 	t := func(v time.Time) *time.Time {
 		if v.IsZero() {
 			return nil

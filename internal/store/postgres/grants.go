@@ -16,6 +16,12 @@ import (
 
 const grantColumns = `id, client_id, subject, scopes, source, granted_at, last_used_at, expires_at`
 
+// grantWithTokens reads a grant and how many of its tokens (access and refresh) are
+// live: the tokens index by grant_id keeps the count cheap.
+const grantWithTokens = `SELECT ` + grantColumns + `, (SELECT count(*) FROM tokens t
+ WHERE t.grant_id = consent_grants.id AND t.active AND t.kind IN ('` + kindAccessToken + `', '` + kindRefreshToken + `')
+   AND (t.expires_at IS NULL OR t.expires_at > now())) FROM consent_grants`
+
 // PutGrant stores the grant for (ClientID, Subject). A declared grant replaces the
 // scopes (git is the truth); a browser consent widens them (the user approved more).
 // When the stored grant changes, EventConsentGiven is logged.
@@ -73,8 +79,8 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 
 // GetGrant returns the grant of subject to clientID, or store.ErrNotFound.
 func (s *Store) GetGrant(ctx context.Context, clientID, subject string) (*store.ConsentGrant, error) {
-	g, err := scanGrant(s.q(ctx).QueryRowContext(ctx,
-		`SELECT `+grantColumns+` FROM consent_grants WHERE client_id = $1 AND subject = $2`, clientID, subject))
+	g, err := scanGrantRow(s.q(ctx).QueryRowContext(ctx,
+		grantWithTokens+` WHERE client_id = $1 AND subject = $2`, clientID, subject), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
@@ -83,7 +89,7 @@ func (s *Store) GetGrant(ctx context.Context, clientID, subject string) (*store.
 
 // ListGrants returns the grants matching f, by client then subject.
 func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.ConsentGrant, error) {
-	rows, err := s.q(ctx).QueryContext(ctx, `SELECT `+grantColumns+` FROM consent_grants
+	rows, err := s.q(ctx).QueryContext(ctx, grantWithTokens+`
 WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_id, subject`, f.ClientID, f.Subject)
 	if err != nil {
 		return nil, s.mapErr(err)
@@ -91,7 +97,7 @@ WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_
 	defer func() { _ = rows.Close() }()
 	out := []*store.ConsentGrant{}
 	for rows.Next() {
-		g, err := scanGrant(rows)
+		g, err := scanGrantRow(rows, true)
 		if err != nil {
 			return nil, s.mapErr(err)
 		}
@@ -131,12 +137,19 @@ WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - inte
 	return s.mapErr(err)
 }
 
-func scanGrant(row scanner) (*store.ConsentGrant, error) {
+func scanGrant(row scanner) (*store.ConsentGrant, error) { return scanGrantRow(row, false) }
+
+// scanGrantRow scans grantColumns, then the live token count when withTokens.
+func scanGrantRow(row scanner, withTokens bool) (*store.ConsentGrant, error) {
 	var (
 		g                 store.ConsentGrant
 		lastUsed, expires sql.NullTime
 	)
-	if err := row.Scan(&g.ID, &g.ClientID, &g.Subject, pq.Array(&g.Scopes), &g.Source, &g.GrantedAt, &lastUsed, &expires); err != nil {
+	dest := []any{&g.ID, &g.ClientID, &g.Subject, pq.Array(&g.Scopes), &g.Source, &g.GrantedAt, &lastUsed, &expires}
+	if withTokens {
+		dest = append(dest, &g.ActiveTokens)
+	}
+	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
 	g.LastUsedAt, g.ExpiresAt = lastUsed.Time, expires.Time

@@ -430,6 +430,13 @@ func testGrants(t *testing.T, newStore Factory) {
 	if _, err := s.GetAccessTokenSession(ctx, "at-granted", &Session{}); err != nil {
 		t.Fatal(err)
 	}
+	// The grant counts its live tokens: the access and refresh token issued under it.
+	if got, err := s.GetGrant(ctx, "grafana", "alice"); err != nil || got.ActiveTokens != 2 {
+		t.Errorf("GetGrant active tokens = %+v, %v; want 2", got, err)
+	}
+	if gs, err := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"}); err != nil || len(gs) != 1 || gs[0].ActiveTokens != 2 {
+		t.Errorf("ListGrants = %+v, %v; want one grant with 2 active tokens", gs, err)
+	}
 	if err := s.RevokeGrant(ctx, "grafana", "alice"); err != nil {
 		t.Fatal(err)
 	}
