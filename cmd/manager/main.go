@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -24,6 +25,11 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
 )
+
+// controllerConfig is the manager's controller settings. Tests that start several
+// managers in one process turn off controller-runtime's check that a controller
+// name is used once per process.
+var controllerConfig config.Controller
 
 func main() {
 	// ctrl.GetConfig reads KUBECONFIG, the in-cluster config or ~/.kube/config.
@@ -99,6 +105,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		LeaderElectionID:        "manager.kubeoauth.io",
 		LeaderElectionNamespace: o.leaderElectionNS,
 		Cache:                   controllers.CacheOptions(namespaces(o.watchNamespaces)),
+		Controller:              controllerConfig,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

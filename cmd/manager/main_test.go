@@ -2,18 +2,33 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 )
+
+// Each test starts its own manager in this one process.
+func init() { controllerConfig.SkipNameValidation = ptr.To(true) }
 
 // The manager starts against a real API server, serves its probes and metrics, and
 // stops cleanly when its context ends (what SIGTERM does).
@@ -50,6 +65,67 @@ func TestManagerServesProbesAndStops(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("manager did not stop within 30s of its context ending")
+	}
+}
+
+// `make run` runs the manager against a kubeconfig: it reconciles there. Here the
+// kubeconfig comes from --kubeconfig, and the default loader would fail.
+func TestManagerRunsAgainstAKubeconfig(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfig(path); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--kubeconfig", path, "--health-probe-bind-address", "0", "--metrics-bind-address", "0"},
+			func() (*rest.Config, error) { return nil, errors.New("the default loader must not be used") })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(oauthv1alpha1.AddToScheme(scheme))
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxb := context.Background()
+	if err := c.Create(ctxb, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "platform"}}); err != nil {
+		t.Fatal(err)
+	}
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: "https://auth.example.com", External: &oauthv1alpha1.ExternalTokenServer{
+			AdminURL: "http://127.0.0.1:1", TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "missing"}}}}
+	if err := c.Create(ctxb, ts); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			t.Fatalf("manager exited: %v", err)
+		default:
+		}
+		if err := c.Get(ctxb, client.ObjectKeyFromObject(ts), ts); err != nil {
+			t.Fatal(err)
+		}
+		if ready := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReady); ready != nil {
+			if ready.Status != metav1.ConditionFalse || !strings.Contains(ready.Message, "missing") {
+				t.Errorf("Ready = %+v, want False naming the missing admin token Secret", ready)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the manager never reconciled the TokenServer")
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
