@@ -397,8 +397,15 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	// Only clients that wait for a user's Secret (create: false) are indexed by it: a
+	// generated Secret is owned, and Owns below follows it. 10,000 generated Secrets
+	// would otherwise cost an index entry each.
 	if err := idx.IndexField(ctx, &oauthv1alpha1.OAuthClient{}, indexSecret, func(o client.Object) []string {
-		return []string{clientspec.SecretName(o.(*oauthv1alpha1.OAuthClient))}
+		oc := o.(*oauthv1alpha1.OAuthClient)
+		if !clientspec.NeedsSecret(oc) || clientspec.CreatesSecret(oc) {
+			return nil
+		}
+		return []string{clientspec.SecretName(oc)}
 	}); err != nil {
 		return err
 	}
