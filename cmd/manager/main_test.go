@@ -86,7 +86,12 @@ func TestManagerRunsAgainstAKubeconfig(t *testing.T) {
 		done <- run(ctx, []string{"--kubeconfig", path, "--health-probe-bind-address", "0", "--metrics-bind-address", "0"},
 			func() (*rest.Config, error) { return nil, errors.New("the default loader must not be used") })
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Logf("manager: %v", err)
+		}
+	})
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
