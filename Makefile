@@ -8,9 +8,11 @@ LOCALBIN ?= $(CACHE)/bin
 CONTROLLER_GEN_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 CRD_REF_DOCS_VERSION ?= v0.3.0
+HELM_VERSION ?= v4.3.1
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 
 IMG ?= ghcr.io/kubeoauth/manager:dev
 KUBECTL ?= kubectl
@@ -37,6 +39,7 @@ manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, chart
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
 	rm -f charts/kubeoauth/crds/*.yaml
 	cp config/crd/bases/*.yaml charts/kubeoauth/crds/
+	cp config/rbac/role.yaml charts/kubeoauth/files/manager-role.yaml
 	$(CRD_REF_DOCS) --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown \
 		--output-path=docs/.api-reference.md --log-level=error
 	{ cat hack/api-docs/intro.md; sed -e '1,/^## oauth.kubeoauth.io/d' docs/.api-reference.md; } >docs/api.md
@@ -59,8 +62,13 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: manifests generate vet control-plane ## Run all tests: real kube-apiserver (envtest) and real PostgreSQL.
-	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go test $(TEST_FLAGS) ./...
+test: manifests generate vet control-plane helm ## Run all tests: real kube-apiserver (envtest) and real PostgreSQL.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" KUBEOAUTH_HELM="$(HELM)" go test $(TEST_FLAGS) ./...
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart and render it with its default values.
+	$(HELM) lint --strict charts/kubeoauth
+	$(HELM) template kubeoauth charts/kubeoauth --namespace kubeoauth-system >/dev/null
 
 FUZZTIME ?= 30s
 .PHONY: fuzz
@@ -130,7 +138,7 @@ undeploy: ## Remove the operator deployed by `make deploy`.
 ##@ Dependencies
 
 .PHONY: tools
-tools: controller-gen golangci-lint crd-ref-docs control-plane ## Install every pinned tool and build the control-plane binaries.
+tools: controller-gen golangci-lint crd-ref-docs helm control-plane ## Install every pinned tool and build the control-plane binaries.
 
 .PHONY: control-plane
 control-plane: ## Build (once) etcd, kube-apiserver and kubectl from source.
@@ -147,6 +155,12 @@ crd-ref-docs: $(CRD_REF_DOCS)
 $(CRD_REF_DOCS):
 	GOBIN=$(LOCALBIN)/.tmp-crd go install github.com/elastic/crd-ref-docs@$(CRD_REF_DOCS_VERSION)
 	mv $(LOCALBIN)/.tmp-crd/crd-ref-docs $@ && rm -rf $(LOCALBIN)/.tmp-crd
+
+.PHONY: helm
+helm: $(HELM)
+$(HELM):
+	GOBIN=$(LOCALBIN)/.tmp-helm go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/.tmp-helm/helm $@ && rm -rf $(LOCALBIN)/.tmp-helm
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT)

@@ -1,0 +1,183 @@
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+)
+
+// helmBin is the pinned helm that `make test` passes in (make helm builds it).
+func helmBin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("KUBEOAUTH_HELM")
+	if bin == "" {
+		t.Fatal("KUBEOAUTH_HELM is not set: run the tests with `make test`, which builds the pinned helm, " +
+			"or set it to a helm binary")
+	}
+	return bin
+}
+
+func helm(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(helmBin(t), args...) // #nosec G204 -- the pinned helm, with the test's arguments
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), stderr.String())
+	}
+	return out.String()
+}
+
+func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "kubeoauth") }
+
+// template renders the chart as `helm install` would, with --set values.
+func template(t *testing.T, sets ...string) []*unstructured.Unstructured {
+	t.Helper()
+	args := make([]string, 0, 6+2*len(sets))
+	args = append(args, "template", "kubeoauth", chartDir(), "--namespace", "kubeoauth-system", "--include-crds")
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(helm(t, args...)), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return out
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, &u)
+		}
+	}
+}
+
+func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+func TestChartLints(t *testing.T) {
+	helm(t, "lint", "--strict", chartDir())
+	helm(t, "lint", "--strict", chartDir(), "--set", "serviceMonitor.enabled=true", "--set", "watchNamespaces={apps,platform}")
+}
+
+// The chart installs what `make deploy` does, with the same permissions, and values
+// change what they say.
+func TestChartRendersWhatValuesSay(t *testing.T) {
+	objs := template(t)
+	for _, want := range []string{"CustomResourceDefinition/oauthclients.oauth.kubeoauth.io", "Deployment/kubeoauth-manager",
+		"ServiceAccount/kubeoauth-manager", "ClusterRole/kubeoauth-manager", "ClusterRoleBinding/kubeoauth-manager",
+		"Role/kubeoauth-leader-election", "RoleBinding/kubeoauth-leader-election", "Service/kubeoauth-metrics"} {
+		kind, name, _ := strings.Cut(want, "/")
+		if find(objs, kind, name) == nil {
+			t.Errorf("the chart lacks %s", want)
+		}
+	}
+	if find(objs, "ServiceMonitor", "kubeoauth") != nil {
+		t.Error("a ServiceMonitor by default: it needs the Prometheus Operator's CRDs")
+	}
+
+	// Its ClusterRole is the one generated from the RBAC markers.
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated rbacv1.ClusterRole
+	if err := yaml.Unmarshal(data, &generated); err != nil {
+		t.Fatal(err)
+	}
+	var chartRole rbacv1.ClusterRole
+	toTyped(t, find(objs, "ClusterRole", "kubeoauth-manager"), &chartRole)
+	if !reflect.DeepEqual(chartRole.Rules, generated.Rules) {
+		t.Errorf("the chart's ClusterRole differs from config/rbac/role.yaml:\n%v\n%v", chartRole.Rules, generated.Rules)
+	}
+
+	objs = template(t, "image.tag=v9.9.9", "watchNamespaces={apps,platform}", "logLevel=debug", "serviceMonitor.enabled=true",
+		"goMemLimit=200MiB", "replicas=2")
+	var dep struct {
+		Spec struct {
+			Replicas int32 `json:"replicas"`
+			Template struct {
+				Spec corev1.PodSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(objs, "Deployment", "kubeoauth-manager"), &dep)
+	c := dep.Spec.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	if c.Image != "ghcr.io/kubeoauth/manager:v9.9.9" || dep.Spec.Replicas != 2 ||
+		!strings.Contains(args, "--watch-namespaces=apps,platform") || !strings.Contains(args, "--zap-log-level=debug") ||
+		!strings.Contains(args, "--leader-election-namespace=kubeoauth-system") {
+		t.Errorf("Deployment: image %s, %d replicas, args %s", c.Image, dep.Spec.Replicas, args)
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != "GOMEMLIMIT" || c.Env[0].Value != "200MiB" {
+		t.Errorf("env %v, want GOMEMLIMIT=200MiB", c.Env)
+	}
+	if find(objs, "ServiceMonitor", "kubeoauth") == nil {
+		t.Error("serviceMonitor.enabled=true renders no ServiceMonitor")
+	}
+}
+
+// Every object the chart renders by default is accepted by a real API server (the
+// ServiceMonitor, off by default, needs the Prometheus Operator's CRD).
+func TestChartInstallsOnARealAPIServer(t *testing.T) {
+	objs := template(t)
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(env.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubeoauth-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			continue // testenv installed them from config/crd/bases, which crds/ copies
+		}
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("helm"), client.ForceOwnership); err != nil {
+			t.Errorf("applying %s/%s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+}
+
+func toTyped(t *testing.T, u *unstructured.Unstructured, out any) {
+	t.Helper()
+	if u == nil {
+		t.Fatal("object not rendered")
+	}
+	data, err := u.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, out); err != nil {
+		t.Fatal(err)
+	}
+}
