@@ -102,6 +102,28 @@ bench-operator: manifests control-plane ## Benchmark the operator: 10,000 OAuthC
 demo: manifests control-plane ## Start a real API server, apply the samples with kubectl, show them and a refused bad client.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/demo
 
+##@ Local cluster
+
+CLUSTER_ASSETS = $$(hack/control-plane.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+.PHONY: localcluster
+localcluster: ## Build the local-cluster tool and the binaries its image map names (bin/).
+	go build -o bin/manager ./cmd/manager
+	go build -o bin/tokenserver ./cmd/tokenserver
+	go build -o bin/localcluster ./hack/localcluster
+
+.PHONY: cluster-up
+cluster-up: localcluster ## Start the local cluster (root; prints the kubeconfig). Idempotent.
+	bin/localcluster up --assets "$(CLUSTER_ASSETS)"
+
+.PHONY: cluster-status
+cluster-status: ## Show what of the local cluster runs.
+	@bin/localcluster status
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove its files.
+	@if [ -x bin/localcluster ]; then bin/localcluster down; else go run ./hack/localcluster down; fi
+
 ##@ Build
 
 .PHONY: build

@@ -1,0 +1,267 @@
+// Command localcluster runs a small real Kubernetes cluster on this machine, whose
+// one node runs pods as local processes (package test/localcluster). It is a
+// development and test tool for `make demo` and `make test-e2e`, never shipped in an
+// image and not a production runtime.
+//
+//	localcluster up [--dir D] [--assets A] [--images F] [--bin B]   start (or report) the cluster
+//	localcluster status [--dir D]                                    what runs
+//	localcluster down [--dir D]                                      stop everything, remove D
+//	localcluster port-forward [--dir D] -n NS svc/NAME LOCAL:PORT    reach a Service from the host
+//
+// `node` and `shim` are the node process and the per-container shim; up starts them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/kubeoauth/kubeoauth/test/localcluster"
+	"github.com/kubeoauth/kubeoauth/test/localcluster/netsvc"
+	"github.com/kubeoauth/kubeoauth/test/localcluster/node"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "up":
+		err = up(ctx, os.Args[2:])
+	case "down":
+		err = down(os.Args[2:])
+	case "status":
+		err = status(os.Args[2:])
+	case "port-forward":
+		err = portForward(ctx, os.Args[2:])
+	case "node":
+		err = runNode(ctx, os.Args[2:])
+	case "shim":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		os.Exit(node.Shim(os.Args[2]))
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "localcluster "+os.Args[1]+":", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: localcluster up|status|down|port-forward [flags]  (see -h of each)")
+	os.Exit(2)
+}
+
+func dirFlag(fs *flag.FlagSet) *string {
+	return fs.String("dir", localcluster.DefaultDir(), "the cluster's state directory (env KUBEOAUTH_CLUSTER_DIR)")
+}
+
+func up(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	dir := dirFlag(fs)
+	assets := fs.String("assets", os.Getenv("KUBEBUILDER_ASSETS"),
+		"directory of etcd, kube-apiserver, kube-controller-manager, kube-scheduler (hack/control-plane.sh prints it)")
+	images := fs.String("images", "hack/localcluster/images.yaml", "the node's image map")
+	bin := fs.String("bin", "bin", "directory of the manager and tokenserver binaries the image map names (${KUBEOAUTH_BIN})")
+	_ = fs.Parse(args)
+	if os.Geteuid() != 0 {
+		return errors.New("the local cluster needs root: it makes a bridge, network and mount namespaces")
+	}
+	if *assets == "" {
+		return errors.New("--assets (or KUBEBUILDER_ASSETS) is required: " +
+			"run hack/control-plane.sh etcd kube-apiserver kube-controller-manager kube-scheduler")
+	}
+	if localcluster.Status(*dir).Running() {
+		fmt.Fprintln(os.Stderr, "the local cluster already runs")
+		printUsage(*dir)
+		return nil
+	}
+	self, imageMap, err := stage(*dir, *images, *bin)
+	if err != nil {
+		return err
+	}
+	err = localcluster.Up(ctx, localcluster.Options{Dir: *dir, Assets: *assets, Self: self, Images: imageMap, Progress: os.Stderr})
+	if err != nil {
+		return fmt.Errorf("%w\nlogs: %s", err, filepath.Join(*dir, "logs"))
+	}
+	printUsage(*dir)
+	return nil
+}
+
+func printUsage(dir string) {
+	kc := localcluster.AdminKubeconfig(dir)
+	fmt.Printf(`The local cluster runs (API server %s, node %s).
+  export KUBECONFIG=%s
+  kubectl get nodes
+Logs: %s. Stop it with: localcluster down --dir %s
+`, localcluster.APIServerURL(), localcluster.NodeName, kc, filepath.Join(dir, "logs"), dir)
+}
+
+// stage copies this executable into the cluster's directory (the node and the shims
+// run it after up returns, and a rebuild must not pull it from under them) and writes
+// the image map with ${KUBEOAUTH_BIN} and ${KUBEOAUTH_REPO} expanded.
+func stage(dir, images, bin string) (self, imageMap string, err error) {
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o700); err != nil {
+		return "", "", err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", "", err
+	}
+	self = filepath.Join(dir, "bin", "localcluster")
+	if exe != self {
+		if err := copyFile(exe, self, 0o700); err != nil {
+			return "", "", err
+		}
+	}
+	absBin, err := filepath.Abs(bin)
+	if err != nil {
+		return "", "", err
+	}
+	repo, err := filepath.Abs(".")
+	if err != nil {
+		return "", "", err
+	}
+	text, err := os.ReadFile(images) // #nosec G304 -- a path the user gave
+	if err != nil {
+		return "", "", err
+	}
+	expanded := os.Expand(string(text), func(k string) string {
+		switch k {
+		case "KUBEOAUTH_BIN":
+			return absBin
+		case "KUBEOAUTH_REPO":
+			return repo
+		}
+		return os.Getenv(k)
+	})
+	imageMap = filepath.Join(dir, "images.yaml")
+	if err := os.WriteFile(imageMap, []byte(expanded), 0o600); err != nil { // #nosec G703 -- the user's own --dir
+		return "", "", err
+	}
+	if _, err := node.LoadImageMap(imageMap); err != nil {
+		return "", "", err
+	}
+	return self, imageMap, nil
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	in, err := os.Open(from) // #nosec G304 -- this executable
+	if err != nil {
+		return err
+	}
+	defer func() { _ = in.Close() }()
+	tmp := to + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode) // #nosec G304 -- our state dir
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		_ = out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, to)
+}
+
+func down(args []string) error {
+	fs := flag.NewFlagSet("down", flag.ExitOnError)
+	dir := dirFlag(fs)
+	_ = fs.Parse(args)
+	if err := localcluster.Down(*dir, os.Stderr); err != nil {
+		return err
+	}
+	fmt.Println("The local cluster is stopped and", *dir, "removed.")
+	return nil
+}
+
+func status(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ExitOnError)
+	dir := dirFlag(fs)
+	_ = fs.Parse(args)
+	st := localcluster.Status(*dir)
+	fmt.Print(st)
+	if !st.Running() {
+		return errors.New("the local cluster is not (completely) running")
+	}
+	fmt.Println("KUBECONFIG=" + localcluster.AdminKubeconfig(*dir))
+	return nil
+}
+
+func portForward(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("port-forward", flag.ExitOnError)
+	dir := dirFlag(fs)
+	ns := fs.String("n", "default", "namespace of the Service")
+	_ = fs.Parse(args)
+	if fs.NArg() != 2 || !strings.HasPrefix(fs.Arg(0), "svc/") {
+		return errors.New("usage: localcluster port-forward -n NAMESPACE svc/NAME [ADDRESS:]LOCALPORT:SERVICEPORT")
+	}
+	svc := strings.TrimPrefix(fs.Arg(0), "svc/")
+	spec := fs.Arg(1)
+	i := strings.LastIndexByte(spec, ':')
+	if i < 0 {
+		return errors.New("the port is LOCALPORT:SERVICEPORT, for example 4444:80")
+	}
+	local := spec[:i]
+	if !strings.Contains(local, ":") {
+		local = "127.0.0.1:" + local
+	}
+	port, err := strconv.ParseInt(spec[i+1:], 10, 32)
+	if err != nil {
+		return fmt.Errorf("service port %q: %w", spec[i+1:], err)
+	}
+	c, err := localcluster.AdminClient(*dir)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", local)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Forwarding %s to svc/%s port %d in %s (ready endpoints, re-resolved per connection)\n", ln.Addr(), svc, port, *ns)
+	return netsvc.PortForward(ctx, c, *ns, svc, int32(port), ln, stderrLogger())
+}
+
+func runNode(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("node", flag.ExitOnError)
+	dir := dirFlag(fs)
+	images := fs.String("images", "", "the image map")
+	_ = fs.Parse(args)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pki := func(f string) string { return filepath.Join(*dir, "pki", f) }
+	return node.Run(ctx, node.Config{
+		Dir: filepath.Join(*dir, "node"), NodeName: localcluster.NodeName,
+		HostIP: localcluster.HostIP, PodCIDR: localcluster.PodCIDR, Bridge: localcluster.Bridge,
+		APIServerPort: localcluster.APIServerPort, KubeletPort: localcluster.KubeletPort, DNSPort: localcluster.DNSPort,
+		Kubeconfig: filepath.Join(*dir, "node.kubeconfig"), AddonsKubeconfig: filepath.Join(*dir, "addons.kubeconfig"),
+		ServingCert: pki("node-serving.crt"), ServingKey: pki("node-serving.key"), ClientCA: pki("ca.crt"),
+		Images: *images, Self: self, Log: stderrLogger(),
+	})
+}
+
+func stderrLogger() logr.Logger {
+	return funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{})
+}

@@ -1,0 +1,475 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// podState is what the node keeps of a pod on disk (pods/<uid>/state.json), so a
+// restarted node re-adopts the pod's processes instead of starting them again.
+type podState struct {
+	Pod        *corev1.Pod                `json:"pod"`
+	IP         string                     `json:"ip,omitempty"`
+	StartTime  metav1.Time                `json:"startTime"`
+	Containers map[string]*containerState `json:"containers"`
+	// Initialized is set once every init container has succeeded.
+	Initialized bool `json:"initialized,omitempty"`
+	// ReadySince is when the pod last became Ready (or not Ready).
+	ReadyChanged metav1.Time `json:"readyChanged"`
+	Ready        bool        `json:"ready,omitempty"`
+	// Failed says why the pod cannot run (a volume, an unknown image), if it cannot.
+	Waiting string `json:"waiting,omitempty"`
+}
+
+type containerState struct {
+	// Pid is the shim's pid; StartTicks its start time (/proc/<pid>/stat), so a reused
+	// pid is not mistaken for it.
+	Pid          int         `json:"pid,omitempty"`
+	StartTicks   string      `json:"startTicks,omitempty"`
+	StartedAt    metav1.Time `json:"startedAt"`
+	RestartCount int32       `json:"restartCount"`
+	Running      bool        `json:"running,omitempty"`
+	Started      bool        `json:"started,omitempty"`
+	Ready        bool        `json:"ready,omitempty"`
+	// Terminated is the last exit, if the container has exited.
+	Terminated *corev1.ContainerStateTerminated `json:"terminated,omitempty"`
+	Previous   *corev1.ContainerStateTerminated `json:"previous,omitempty"`
+	// Waiting is the reason it does not run (ContainerCreating, CrashLoopBackOff).
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// pod is one pod on the node: its state and the goroutines that run its containers.
+type pod struct {
+	n   *Node
+	dir string
+
+	mu      sync.Mutex
+	st      podState
+	exited  map[string]chan struct{} // closed when the container's current process exits
+	spec    map[string]*ShimSpec
+	stopped chan struct{} // closed when every container supervisor has returned
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	deleting bool
+	wg       sync.WaitGroup
+}
+
+func (p *pod) uid() string { return string(p.st.Pod.UID) }
+
+func (p *pod) save() {
+	data, err := json.Marshal(&p.st)
+	if err == nil {
+		tmp := filepath.Join(p.dir, "state.json.tmp")
+		if err = os.WriteFile(tmp, data, 0o600); err == nil {
+			err = os.Rename(tmp, filepath.Join(p.dir, "state.json"))
+		}
+	}
+	if err != nil {
+		p.n.log.Error(err, "saving pod state", "pod", p.st.Pod.Name)
+	}
+}
+
+// changed saves the state and tells virtual-kubelet the pod's status changed.
+func (p *pod) changed() {
+	p.save()
+	p.n.notify(p)
+}
+
+// run sets the pod up and starts its containers; it returns when every container
+// has stopped for good (or the pod is deleted).
+func (p *pod) run() {
+	defer close(p.stopped)
+	if err := p.setUp(); err != nil {
+		return
+	}
+	if !p.runInitContainers() {
+		return
+	}
+	for i := range p.st.Pod.Spec.Containers {
+		c := &p.st.Pod.Spec.Containers[i]
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.supervise(c, false) }()
+	}
+	p.wg.Wait()
+}
+
+// setUp gives the pod its address, network namespace and volumes, retrying what can
+// succeed later (a claim not bound yet, a Secret not created yet).
+func (p *pod) setUp() error {
+	backoff := time.Second
+	for {
+		err := p.trySetUp()
+		if err == nil {
+			return nil
+		}
+		p.mu.Lock()
+		p.st.Waiting = err.Error()
+		p.mu.Unlock()
+		p.changed()
+		p.n.log.Info("pod not set up yet", "pod", p.st.Pod.Namespace+"/"+p.st.Pod.Name, "reason", err.Error())
+		select {
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (p *pod) trySetUp() error {
+	pd := p.st.Pod
+	ip, err := p.n.addrs.allocate(p.uid())
+	if err != nil {
+		return err
+	}
+	if err := setUpPodNetwork(p.uid(), ip, p.n.prefixLen(), p.n.cfg.Bridge, p.n.cfg.HostIP); err != nil {
+		return fmt.Errorf("pod network: %w", err)
+	}
+	if err := p.writeNetworkFiles(ip); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.st.IP = ip
+	p.mu.Unlock()
+	podCopy := pd.DeepCopy()
+	podCopy.Status.PodIP = ip
+	vols, err := p.n.res.volumes(p.ctx, podCopy, filepath.Join(p.dir, "volumes"))
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, list := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
+		for i := range list {
+			spec, err := p.shimSpec(podCopy, &list[i], vols)
+			if err != nil {
+				return fmt.Errorf("container %s: %w", list[i].Name, err)
+			}
+			p.spec[list[i].Name] = spec
+		}
+	}
+	p.st.Waiting = ""
+	return nil
+}
+
+// writeNetworkFiles writes the pod's resolv.conf and hosts, which `ip netns exec`
+// binds over /etc/resolv.conf and /etc/hosts for every process of the pod.
+func (p *pod) writeNetworkFiles(ip string) error {
+	dir := filepath.Join("/etc/netns", netnsName(p.uid()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ns := p.st.Pod.Namespace
+	resolv := fmt.Sprintf("nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+		p.n.cfg.HostIP, ns)
+	hosts := fmt.Sprintf("127.0.0.1 localhost\n::1 localhost\n%s %s\n", ip, p.st.Pod.Name)
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(resolv), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644)
+}
+
+func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]string) (*ShimSpec, error) {
+	argv, imageEnv, err := p.n.images.resolve(c)
+	if err != nil {
+		return nil, err
+	}
+	env, err := p.n.res.env(p.ctx, pd, c, imageEnv, p.n.cfg.HostIP, strconv.Itoa(p.n.cfg.APIServerPort))
+	if err != nil {
+		return nil, err
+	}
+	spec := &ShimSpec{Argv: argv, Env: env, Dir: c.WorkingDir,
+		ExitFile: filepath.Join(p.dir, "exit-"+c.Name), Scratch: filepath.Join(p.dir, "scratch", c.Name)}
+	for _, m := range c.VolumeMounts {
+		src, ok := vols[m.Name]
+		if !ok {
+			return nil, fmt.Errorf("volumeMount %s: no such volume", m.Name)
+		}
+		if m.SubPath != "" {
+			src = filepath.Join(src, filepath.Clean("/"+m.SubPath))
+		}
+		spec.Mounts = append(spec.Mounts, Mount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
+	}
+	return spec, nil
+}
+
+// runInitContainers runs the init containers one after another to completion.
+func (p *pod) runInitContainers() bool {
+	if p.st.Initialized {
+		return true
+	}
+	for i := range p.st.Pod.Spec.InitContainers {
+		c := &p.st.Pod.Spec.InitContainers[i]
+		if !p.supervise(c, true) {
+			return false
+		}
+	}
+	p.mu.Lock()
+	p.st.Initialized = true
+	p.mu.Unlock()
+	p.changed()
+	return true
+}
+
+// supervise runs one container for as long as its restart policy says; an init
+// container runs until it succeeds. It reports whether the container succeeded.
+func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
+	backoff := time.Second
+	for {
+		code, err := p.runOnce(c)
+		if p.ctx.Err() != nil && !p.isDeleting() {
+			return false // the node is shutting down
+		}
+		if err != nil {
+			p.n.log.Error(err, "container did not start", "pod", p.st.Pod.Name, "container", c.Name)
+			code = 128
+		}
+		if p.ctx.Err() != nil || p.isDeleting() {
+			return false
+		}
+		policy := p.st.Pod.Spec.RestartPolicy
+		restart := policy == corev1.RestartPolicyAlways || (policy == corev1.RestartPolicyOnFailure && code != 0)
+		if initContainer {
+			restart = code != 0 && policy != corev1.RestartPolicyNever
+			if code == 0 {
+				return true
+			}
+		}
+		if !restart {
+			return code == 0
+		}
+		// The kubelet's back-off starts at 10 s and doubles to 5 min; on a test
+		// machine 1 s to 30 s keeps crash loops visible without slowing tests.
+		p.setWaiting(c.Name, "CrashLoopBackOff")
+		select {
+		case <-p.ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+		p.mu.Lock()
+		p.st.Containers[c.Name].RestartCount++
+		p.mu.Unlock()
+	}
+}
+
+func (p *pod) setWaiting(name, reason string) {
+	p.mu.Lock()
+	cs := p.container(name)
+	cs.Waiting, cs.Running, cs.Ready, cs.Started = reason, false, false, false
+	p.mu.Unlock()
+	p.changed()
+}
+
+func (p *pod) isDeleting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deleting
+}
+
+func (p *pod) container(name string) *containerState {
+	cs, ok := p.st.Containers[name]
+	if !ok {
+		cs = &containerState{}
+		p.st.Containers[name] = cs
+	}
+	return cs
+}
+
+// runOnce starts the container (or adopts its running process) and waits for it to
+// exit, running its probes meanwhile; it returns the exit code.
+func (p *pod) runOnce(c *corev1.Container) (int, error) {
+	p.mu.Lock()
+	cs := p.container(c.Name)
+	adopted := cs.Running && processAlive(cs.Pid, cs.StartTicks)
+	if adopted {
+		// Nobody probed it while the node was down: Ready again when a probe says so.
+		cs.Ready, cs.Started = false, c.StartupProbe == nil
+	}
+	p.mu.Unlock()
+	var wait func() error
+	if adopted {
+		wait = func() error { return waitForeign(p.ctx, cs.Pid, cs.StartTicks) }
+	} else {
+		var err error
+		if wait, err = p.start(c); err != nil {
+			return 128, err
+		}
+	}
+	exited := make(chan struct{})
+	p.mu.Lock()
+	p.exited[c.Name] = exited
+	p.mu.Unlock()
+	probeCtx, stopProbes := context.WithCancel(p.ctx)
+	go p.probe(probeCtx, c, exited)
+	err := wait()
+	close(exited)
+	stopProbes()
+	if p.ctx.Err() != nil && !p.isDeleting() {
+		// The node is shutting down; the process may well run on, to be adopted.
+		return 0, p.ctx.Err()
+	}
+	code := p.exitCode(c.Name)
+	p.mu.Lock()
+	term := &corev1.ContainerStateTerminated{ExitCode: int32(code), StartedAt: cs.StartedAt, // #nosec G115 -- exit codes are small
+		FinishedAt: metav1.Now(), Reason: "Completed", ContainerID: containerID(cs.Pid)}
+	if code != 0 {
+		term.Reason = "Error"
+	}
+	cs.Previous, cs.Terminated = cs.Terminated, term
+	cs.Running, cs.Ready, cs.Started, cs.Pid = false, false, false, 0
+	p.mu.Unlock()
+	p.changed()
+	if err != nil && p.ctx.Err() == nil {
+		p.n.log.Info("waiting for container", "pod", p.st.Pod.Name, "container", c.Name, "error", err.Error())
+	}
+	return code, nil
+}
+
+// start launches the container's shim in the pod's namespaces, in a session of its
+// own, with its output appended to the container's log.
+func (p *pod) start(c *corev1.Container) (func() error, error) {
+	p.mu.Lock()
+	spec := p.spec[c.Name]
+	cs := p.container(c.Name)
+	p.mu.Unlock()
+	if spec == nil {
+		return nil, errors.New("no spec")
+	}
+	specPath := filepath.Join(p.dir, "spec-"+c.Name+".json")
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(specPath, data, 0o600); err != nil {
+		return nil, err
+	}
+	_ = os.Remove(spec.ExitFile)
+	logPath := p.logPath(c.Name, false)
+	if _, err := os.Stat(logPath); err == nil {
+		_ = os.Rename(logPath, p.logPath(c.Name, true))
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // #nosec G304 -- our own file
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = logFile.Close() }()
+	cmd := exec.Command("ip", "netns", "exec", netnsName(p.uid()), p.n.cfg.Self, "shim", specPath) // #nosec G204 -- this tool
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	cs.Pid, cs.StartTicks, cs.StartedAt = cmd.Process.Pid, startTicks(cmd.Process.Pid), metav1.Now()
+	cs.Running, cs.Waiting, cs.Started = true, "", c.StartupProbe == nil
+	p.mu.Unlock()
+	p.changed()
+	return cmd.Wait, nil
+}
+
+func (p *pod) logPath(container string, previous bool) string {
+	name := container + ".log"
+	if previous {
+		name = container + ".previous.log"
+	}
+	return filepath.Join(p.dir, "logs", name)
+}
+
+// exitCode reads the code the shim recorded; a shim killed before it could record
+// one (SIGKILL) counts as 137.
+func (p *pod) exitCode(container string) int {
+	data, err := os.ReadFile(filepath.Join(p.dir, "exit-"+container)) // #nosec G304 -- our own file
+	if err != nil {
+		return 137
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 137
+	}
+	return code
+}
+
+// kill stops one container's process: SIGTERM to its session, SIGKILL after grace.
+func (p *pod) kill(name string, grace time.Duration) {
+	p.mu.Lock()
+	cs := p.container(name)
+	pid, ticks, exited := cs.Pid, cs.StartTicks, p.exited[name]
+	p.mu.Unlock()
+	if pid == 0 || !processAlive(pid, ticks) {
+		return
+	}
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// terminate stops every container (grace from the deletion, else the pod's
+// terminationGracePeriodSeconds) and waits for the supervisors to return.
+func (p *pod) terminate() {
+	p.mu.Lock()
+	p.deleting = true
+	pd := p.st.Pod
+	p.mu.Unlock()
+	grace := time.Duration(ptr.Deref(pd.DeletionGracePeriodSeconds, ptr.Deref(pd.Spec.TerminationGracePeriodSeconds, 30))) * time.Second
+	var wg sync.WaitGroup
+	for _, list := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
+		for _, c := range list {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.kill(c.Name, grace) }()
+		}
+	}
+	wg.Wait()
+	p.cancel()
+	<-p.stopped
+}
+
+func containerID(pid int) string { return "process://" + strconv.Itoa(pid) }
+
+// startTicks is the process's start time in clock ticks since boot.
+func startTicks(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 20 || fields[0] == "Z" {
+		return ""
+	}
+	return fields[19]
+}
+
+func processAlive(pid int, ticks string) bool {
+	return pid > 0 && ticks != "" && startTicks(pid) == ticks
+}
+
+// waitForeign waits for a process that is not our child (adopted after a restart).
+func waitForeign(ctx context.Context, pid int, ticks string) error {
+	for processAlive(pid, ticks) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,255 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+// The virtual-kubelet side: PodLifecycleHandler and PodNotifier. Pods are keyed by
+// UID; a StatefulSet pod comes back under the same name with a new UID, so the name
+// index is dropped as soon as a pod is being deleted.
+
+// CreatePod starts the pod's setup and containers in the background.
+func (n *Node) CreatePod(_ context.Context, pd *corev1.Pod) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.pods[string(pd.UID)]; ok {
+		return nil
+	}
+	p, err := n.newPod(podState{Pod: pd.DeepCopy(), StartTime: metav1.Now(), Containers: map[string]*containerState{}})
+	if err != nil {
+		return err
+	}
+	n.launch(p)
+	return nil
+}
+
+// UpdatePod takes a changed spec; a process pod's containers cannot change in place
+// (nor can a real pod's, beyond the image), so only the metadata is kept.
+func (n *Node) UpdatePod(_ context.Context, pd *corev1.Pod) error {
+	p := n.byName(pd.Namespace, pd.Name)
+	if p == nil {
+		return errdefs.NotFound("pod not found")
+	}
+	p.mu.Lock()
+	p.st.Pod.Labels, p.st.Pod.Annotations = pd.Labels, pd.Annotations
+	p.st.Pod.DeletionTimestamp, p.st.Pod.DeletionGracePeriodSeconds = pd.DeletionTimestamp, pd.DeletionGracePeriodSeconds
+	p.mu.Unlock()
+	p.save()
+	return nil
+}
+
+// DeletePod stops the pod's processes in the background (SIGTERM, SIGKILL after the
+// grace period), removes its network and files, and then deletes the pod object
+// itself, as the kubelet does, so a StatefulSet's next pod need not wait out the grace
+// period.
+func (n *Node) DeletePod(_ context.Context, pd *corev1.Pod) error {
+	n.mu.Lock()
+	p, ok := n.pods[string(pd.UID)]
+	if ok {
+		delete(n.names, types.NamespacedName{Namespace: pd.Namespace, Name: pd.Name})
+	}
+	n.mu.Unlock()
+	if !ok {
+		return errdefs.NotFound("pod not found")
+	}
+	p.mu.Lock()
+	if pd.DeletionGracePeriodSeconds != nil {
+		p.st.Pod.DeletionGracePeriodSeconds = pd.DeletionGracePeriodSeconds
+	}
+	already := p.deleting
+	p.mu.Unlock()
+	if !already {
+		go n.remove(p) // #nosec G118 -- outlives the request: removal finishes on its own
+	}
+	return nil
+}
+
+func (n *Node) remove(p *pod) {
+	p.terminate()
+	uid := p.uid()
+	if err := tearDownPodNetwork(uid); err != nil {
+		n.log.Error(err, "removing pod network", "pod", p.st.Pod.Name)
+	}
+	_ = n.addrs.release(uid)
+	_ = os.RemoveAll(p.dir)
+	n.mu.Lock()
+	delete(n.pods, uid)
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := n.kube.CoreV1().Pods(p.st.Pod.Namespace).Delete(ctx, p.st.Pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &p.st.Pod.UID}})
+	if err != nil && !isGone(err) {
+		n.log.Error(err, "deleting pod object", "pod", p.st.Pod.Name)
+	}
+}
+
+// GetPod returns the pod as the node runs it.
+func (n *Node) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
+	p := n.byName(namespace, name)
+	if p == nil {
+		return nil, errdefs.NotFound("pod not found")
+	}
+	return p.withStatus(), nil
+}
+
+// GetPodStatus returns the pod's current status.
+func (n *Node) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pd, err := n.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pd.Status, nil
+}
+
+// GetPods lists the pods the node runs.
+func (n *Node) GetPods(context.Context) ([]*corev1.Pod, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*corev1.Pod, 0, len(n.pods))
+	for _, p := range n.pods {
+		out = append(out, p.withStatus())
+	}
+	return out, nil
+}
+
+// NotifyPods registers virtual-kubelet's callback for status changes, so status is
+// pushed as it changes instead of polled.
+func (n *Node) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
+	n.mu.Lock()
+	n.notifyCB = cb
+	n.mu.Unlock()
+}
+
+func (n *Node) notify(p *pod) {
+	n.mu.Lock()
+	cb := n.notifyCB
+	n.mu.Unlock()
+	if cb != nil {
+		cb(p.withStatus())
+	}
+}
+
+func (n *Node) byName(namespace, name string) *pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	uid, ok := n.names[types.NamespacedName{Namespace: namespace, Name: name}]
+	if !ok {
+		return nil
+	}
+	return n.pods[uid]
+}
+
+// GetContainerLogs serves `kubectl logs`, with --previous, --tail, --limit-bytes and
+// -f (follow until the client goes away or the container's process is replaced).
+func (n *Node) GetContainerLogs(ctx context.Context, namespace, podName, container string,
+	opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	p := n.byName(namespace, podName)
+	if p == nil {
+		return nil, errdefs.NotFound("pod not found")
+	}
+	if container == "" && len(p.st.Pod.Spec.Containers) == 1 {
+		container = p.st.Pod.Spec.Containers[0].Name
+	}
+	path := p.logPath(container, opts.Previous)
+	f, err := os.Open(path) // #nosec G304 -- our own file
+	if err != nil {
+		return nil, errdefs.NotFound("no log for container " + container)
+	}
+	if opts.Tail > 0 {
+		if err := seekTail(f, opts.Tail); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+	}
+	var r io.ReadCloser = f
+	if opts.Follow {
+		r = &follower{ctx: ctx, f: f}
+	}
+	if opts.LimitBytes > 0 {
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(r, int64(opts.LimitBytes)), r}, nil
+	}
+	return r, nil
+}
+
+// seekTail positions f at the start of its last n lines.
+func seekTail(f *os.File, n int) error {
+	var offsets []int64
+	var pos int64
+	sc := bufio.NewReader(f)
+	for {
+		line, err := sc.ReadBytes('\n')
+		if len(line) > 0 {
+			offsets = append(offsets, pos)
+			pos += int64(len(line))
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
+	}
+	start := int64(0)
+	if len(offsets) > n {
+		start = offsets[len(offsets)-n]
+	}
+	_, err := f.Seek(start, io.SeekStart)
+	return err
+}
+
+// follower reads a growing file until its context ends.
+type follower struct {
+	ctx context.Context
+	f   *os.File
+}
+
+func (fl *follower) Read(b []byte) (int, error) {
+	for {
+		n, err := fl.f.Read(b)
+		if n > 0 || !errors.Is(err, io.EOF) {
+			return n, err
+		}
+		select {
+		case <-fl.ctx.Done():
+			return 0, io.EOF
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (fl *follower) Close() error { return fl.f.Close() }
+
+func (n *Node) newPod(st podState) (*pod, error) {
+	dir := filepath.Join(n.cfg.Dir, "pods", string(st.Pod.UID))
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	p := &pod{n: n, dir: dir, st: st, exited: map[string]chan struct{}{}, spec: map[string]*ShimSpec{},
+		stopped: make(chan struct{}), ctx: ctx, cancel: cancel}
+	n.pods[string(st.Pod.UID)] = p
+	n.names[types.NamespacedName{Namespace: st.Pod.Namespace, Name: st.Pod.Name}] = string(st.Pod.UID)
+	p.save()
+	return p, nil
+}
+
+func (n *Node) launch(p *pod) {
+	go p.run()
+	go n.notify(p)
+}
