@@ -99,8 +99,14 @@ bench-operator: manifests control-plane ## Benchmark the operator: 10,000 OAuthC
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/bench-operator $(BENCH_FLAGS)
 
 .PHONY: demo
-demo: manifests control-plane ## Start a real API server, apply the samples with kubectl, show them and a refused bad client.
-	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" go run ./hack/demo
+demo: ## The README's demo: the local cluster, the operator by Helm, a TokenServer, tokens issued and revoked (root).
+	hack/localcluster/install-packages.sh
+	$(MAKE) --no-print-directory localcluster helm
+	go build -o bin/demo ./hack/demo
+	bin/demo --kubectl "$(CLUSTER_ASSETS)/kubectl" --helm "$(HELM)" --assets "$(CLUSTER_ASSETS)"
+
+.PHONY: demo-down
+demo-down: cluster-down ## Stop the demo's cluster: every process it started, its files and network devices.
 
 ##@ Local cluster
 

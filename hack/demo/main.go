@@ -1,136 +1,220 @@
-// Command demo shows kubeoauth's API on a real kube-apiserver: it starts one (with etcd,
-// built from source by hack/control-plane.sh), installs the CRDs, applies the samples
-// with kubectl, lists them with their printer columns, shows the API server refusing a
-// bad OAuthClient with messages that name the field, and stops everything it started.
-//
-// `make demo` runs it. The full demo — operator, token server and PostgreSQL on a local
-// cluster, tokens issued and revoked — replaces it with the local-cluster issue.
+// Command demo is `make demo`, the README's first command: it starts the local cluster
+// (hack/localcluster), installs the operator with its Helm chart, creates a TokenServer
+// with a bundled PostgreSQL, applies OAuthClients and a ConsentGrant, and then shows,
+// with the commands a user would type, a client_credentials token issued and
+// introspected with the credentials the operator generated, the discovery document,
+// and a ConsentGrant deleted with kubectl revoking its token. The cluster stays up for
+// exploring; `make demo-down` stops it.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
-	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kubeoauth/kubeoauth/test/localcluster"
 )
 
+// demo holds the tools the demo runs and where it writes.
+type demo struct {
+	out                     io.Writer
+	kubectl, helm, cluster  string
+	assets, dir, kubeconfig string
+	repo                    string
+	alicePassword, work     string
+	issuer                  string
+	webapp                  [3]string // client ID, secret and alice's access token
+}
+
 func main() {
-	if err := run(context.Background(), os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "demo failed:", err)
+	d := &demo{out: os.Stdout}
+	flag.StringVar(&d.kubectl, "kubectl", "kubectl", "kubectl of the cluster's version")
+	flag.StringVar(&d.helm, "helm", "helm", "helm")
+	flag.StringVar(&d.cluster, "localcluster", "bin/localcluster", "the local-cluster tool")
+	flag.StringVar(&d.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "the control-plane binaries")
+	flag.StringVar(&d.dir, "dir", localcluster.DefaultDir(), "the local cluster's directory")
+	flag.Parse()
+	if err := d.run(context.Background()); err != nil {
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\nlogs: %s (control plane, node), %s (pods: kubectl logs)\n"+
+			"stop the cluster with: make demo-down\n", err, filepath.Join(d.dir, "logs"), filepath.Join(d.dir, "node", "pods"))
 		os.Exit(1)
 	}
 }
 
-// badClient breaks three rules at once: a plain-http redirect URI off loopback, a
-// public client asking for client_credentials, and a logo that is not a web URL.
-const badClient = `apiVersion: oauth.kubeoauth.io/v1alpha1
-kind: OAuthClient
-metadata: {name: sloppy, namespace: observability}
-spec:
-  serverRef: {name: auth, namespace: platform}
-  clientName: Sloppy
-  grantTypes: [authorization_code, client_credentials]
-  redirectURIs: [http://sloppy.example.com/callback]
-  logoURI: ftp://sloppy.example.com/logo.png
-  tokenEndpointAuthMethod: none
-`
+// Namespaces and names of the demo's objects.
+const (
+	platformNS = "platform"
+	appsNS     = "apps"
+	server     = "auth"
+	localPort  = "4444"
+)
 
-func run(ctx context.Context, out io.Writer) error {
-	kubectl, err := findKubectl()
-	if err != nil {
+func (d *demo) run(ctx context.Context) error {
+	var err error
+	if d.repo, err = filepath.Abs("."); err != nil {
 		return err
 	}
-	step(out, "Starting etcd and kube-apiserver (built from source, cached) and installing the CRDs")
-	env, err := testenv.Start()
-	if err != nil {
+	if d.work, err = os.MkdirTemp("", "kubeoauth-demo-"); err != nil {
 		return err
 	}
-	defer func() {
-		step(out, "Stopping the API server and etcd")
-		_ = env.Stop()
-	}()
-	dir, err := os.MkdirTemp("", "kubeoauth-demo-")
-	if err != nil {
-		return err
+	defer func() { _ = os.RemoveAll(d.work) }()
+	d.kubeconfig = localcluster.AdminKubeconfig(d.dir)
+	d.issuer = "http://127.0.0.1:" + localPort
+	steps := []struct {
+		title string
+		do    func(context.Context) error
+	}{
+		{"Start the local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and a node whose pods are processes", d.up},
+		{"Install the operator with its Helm chart; it runs as a pod on the node", d.installOperator},
+		{"Create a TokenServer with a bundled PostgreSQL, and who may sign in", d.createServer},
+		{"Register two apps: a backend job (client_credentials) and a web app (authorization code)", d.createClients},
+		{"A client_credentials token with the credentials from the generated Secret", d.clientCredentials},
+		{"The discovery document", d.discovery},
+		{"Alice signs in to the web app; her ConsentGrant means no consent page", d.signIn},
+		{"Delete the ConsentGrant with kubectl: its token is revoked", d.revoke},
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		return err
+	for i, s := range steps {
+		say(d.out, "\n\033[1m==> [%d/%d] %s\033[0m\n", i+1, len(steps), s.title)
+		start := time.Now()
+		if err := s.do(ctx); err != nil {
+			return fmt.Errorf("step %d (%s): %w", i+1, s.title, err)
+		}
+		say(d.out, "    (%.1fs)\n", time.Since(start).Seconds())
 	}
-	bad := filepath.Join(dir, "sloppy.yaml")
-	if err := os.WriteFile(bad, []byte(badClient), 0o600); err != nil {
-		return err
-	}
-	samples := filepath.Join(testenv.RepoRoot(), "config", "samples")
-	k := func(args ...string) error { return sh(ctx, out, kubectl, kubeconfig, args...) }
-
-	step(out, "The samples live in two namespaces: the platform team's and an app team's")
-	if err := k("create", "namespace", "platform"); err != nil {
-		return err
-	}
-	if err := k("create", "namespace", "observability"); err != nil {
-		return err
-	}
-	step(out, "Apply one TokenServer, one OAuthClient and one ConsentGrant (config/samples)")
-	if err := k("apply", "--server-side", "-k", samples); err != nil {
-		return err
-	}
-	step(out, "List them; the API server fills in the defaults (no controller runs yet, so Ready is empty)")
-	if err := k("get", "oauthclients,consentgrants,tokenservers", "--all-namespaces", "-o", "wide"); err != nil {
-		return err
-	}
-	if err := k("get", "oauthclient", "grafana", "-n", "observability",
-		"-o", "jsonpath={.spec.tokenEndpointAuthMethod} {.spec.secret.rotation.overlap} {.spec.deletionPolicy}{\"\\n\"}"); err != nil {
-		return err
-	}
-	step(out, "A bad OAuthClient is refused at admission, each message naming its field")
-	_, _ = fmt.Fprint(out, indent(badClient))
-	err = k("apply", "--server-side", "-f", bad)
-	if err == nil {
-		return errors.New("the API server accepted an OAuthClient that breaks three rules")
-	}
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		return err
-	}
-	step(out, "Done. Run the tests with: make test")
+	d.finish()
 	return nil
 }
 
-func step(out io.Writer, msg string) { _, _ = fmt.Fprintf(out, "\n==> %s\n", msg) }
-
-func indent(s string) string {
-	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
-}
-
-// sh prints the command as a user would type it, then runs it.
-func sh(ctx context.Context, out io.Writer, kubectl, kubeconfig string, args ...string) error {
-	_, _ = fmt.Fprintf(out, "$ kubectl %s\n", strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, kubectl, args...) // #nosec G204 -- our own arguments
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	cmd.Stdout, cmd.Stderr = out, out
+func (d *demo) up(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, d.cluster, "up", "--dir", d.dir, "--assets", d.assets) // #nosec G204 -- our tool
+	cmd.Stdout, cmd.Stderr = d.out, d.out
 	return cmd.Run()
 }
 
-// findKubectl returns $KUBECTL, or a kubectl of the API server's version built (once) by
-// hack/control-plane.sh: a kubectl from elsewhere may lie outside the supported skew.
-func findKubectl() (string, error) {
-	if k := os.Getenv("KUBECTL"); k != "" {
-		return k, nil
-	}
-	script := filepath.Join(testenv.RepoRoot(), "hack", "control-plane.sh")
-	cmd := exec.Command(script, "kubectl") // #nosec G204 -- our own script
-	cmd.Stderr = os.Stderr
-	dir, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("building kubectl with %s: %w", script, err)
-	}
-	return filepath.Join(strings.TrimSpace(string(dir)), "kubectl"), nil
+func (d *demo) installOperator(ctx context.Context) error {
+	return d.show(ctx, d.helm, "upgrade", "--install", "kubeoauth", "charts/kubeoauth", "--namespace", "kubeoauth-system",
+		"--create-namespace", "--wait", "--timeout", "3m")
 }
+
+func (d *demo) createServer(ctx context.Context) error {
+	if err := d.alice(); err != nil {
+		return err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(d.alicePassword), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	if err := d.apply(ctx, namespaces); err != nil {
+		return err
+	}
+	say(d.out, "# who may sign in: username:bcrypt-hash lines\n")
+	users := fmt.Sprintf(usersSecret, base64.StdEncoding.EncodeToString([]byte("alice:"+string(hash)+"\n")))
+	if err := d.apply(ctx, users); err != nil {
+		return err
+	}
+	if err := d.apply(ctx, fmt.Sprintf(tokenServer, d.issuer)); err != nil {
+		return err
+	}
+	say(d.out, "    the operator creates the database StatefulSet, keys, a migrations Job and the server StatefulSet...\n")
+	if err := d.kube(ctx, "-n", platformNS, "wait", "--for=condition=Ready", "tokenserver/"+server, "--timeout=4m"); err != nil {
+		return err
+	}
+	return d.kube(ctx, "-n", platformNS, "get", "tokenservers,statefulsets,pods,pvc,jobs")
+}
+
+// alice's password is made once per cluster and kept with it: the token server reads
+// its users file when it starts, so a second run of the demo must not change it.
+func (d *demo) alice() error {
+	path := filepath.Join(d.dir, "demo-alice-password")
+	if b, err := os.ReadFile(path); err == nil { // #nosec G304 -- the cluster's directory
+		d.alicePassword = strings.TrimSpace(string(b))
+		return nil
+	}
+	pw := make([]byte, 12)
+	if _, err := rand.Read(pw); err != nil {
+		return err
+	}
+	d.alicePassword = base64.RawURLEncoding.EncodeToString(pw)
+	return os.WriteFile(path, []byte(d.alicePassword), 0o600)
+}
+
+func decodeBase64(s string) (string, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	return string(b), err
+}
+
+func (d *demo) createClients(ctx context.Context) error {
+	if err := d.apply(ctx, clients); err != nil {
+		return err
+	}
+	if err := d.kube(ctx, "-n", appsNS, "wait", "--for=condition=Ready", "oauthclient/reports", "oauthclient/webapp",
+		"consentgrant/webapp-alice", "--timeout=2m"); err != nil {
+		return err
+	}
+	if err := d.kube(ctx, "get", "oauthclients,consentgrants", "-n", appsNS); err != nil {
+		return err
+	}
+	// The host reaches the token server's Service through a port-forward that follows
+	// its ready endpoints (there is no kube-proxy on the local cluster).
+	cmd := exec.CommandContext(ctx, d.cluster, "port-forward", "--dir", d.dir, "--background", "-n", platformNS, // #nosec G204 -- our tool
+		"svc/"+server, localPort+":80")
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	say(d.out, "$ localcluster port-forward -n %s svc/%s %s:80 &\n", platformNS, server, localPort)
+	return cmd.Run()
+}
+
+func (d *demo) clientCredentials(ctx context.Context) error {
+	id, err := d.secretValue(ctx, "reports-oauth", "client_id")
+	if err != nil {
+		return err
+	}
+	secret, err := d.secretValue(ctx, "reports-oauth", "client_secret")
+	if err != nil {
+		return err
+	}
+	tok, err := d.curlJSON(ctx, "access_token", "-u", id+":"+secret, "-d", "grant_type=client_credentials",
+		"-d", "scope=reports.read", d.issuer+"/oauth2/token")
+	if err != nil {
+		return err
+	}
+	active, err := d.introspect(ctx, id, secret, tok)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(active, `"active":true`) {
+		return errors.New("the new token is not active: " + active)
+	}
+	return nil
+}
+
+func (d *demo) discovery(ctx context.Context) error {
+	return d.curl(ctx, d.issuer+"/.well-known/openid-configuration")
+}
+
+func (d *demo) finish() {
+	say(d.out, `
+==> Done. The cluster keeps running for you to explore:
+    export KUBECONFIG=%s
+    kubectl get tokenservers,oauthclients,consentgrants -A
+    kubectl -n %s get pods -o wide
+    kubectl -n kubeoauth-system logs deploy/kubeoauth-manager
+
+    In a browser on this machine, open %s/account and sign in as alice
+    (password %s): the connected-apps page lists what she granted.
+
+    Stop everything with: make demo-down
+`, d.kubeconfig, platformNS, d.issuer, d.alicePassword)
+}
+
+func say(w io.Writer, format string, a ...any) { _, _ = fmt.Fprintf(w, format, a...) }

@@ -212,6 +212,7 @@ func portForward(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("port-forward", flag.ExitOnError)
 	dir := dirFlag(fs)
 	ns := fs.String("n", "default", "namespace of the Service")
+	background := fs.Bool("background", false, "run in the background, recorded with the cluster (down stops it)")
 	_ = fs.Parse(args)
 	if fs.NArg() != 2 || !strings.HasPrefix(fs.Arg(0), "svc/") {
 		return errors.New("usage: localcluster port-forward -n NAMESPACE svc/NAME [ADDRESS:]LOCALPORT:SERVICEPORT")
@@ -229,6 +230,10 @@ func portForward(ctx context.Context, args []string) error {
 	port, err := strconv.ParseInt(spec[i+1:], 10, 32)
 	if err != nil {
 		return fmt.Errorf("service port %q: %w", spec[i+1:], err)
+	}
+	if *background {
+		return localcluster.StartBackground(ctx, *dir, "port-forward-"+strings.ReplaceAll(local, ":", "-"),
+			append([]string{"port-forward", "--dir", *dir, "-n", *ns}, fs.Args()...), local)
 	}
 	c, err := localcluster.AdminClient(*dir)
 	if err != nil {

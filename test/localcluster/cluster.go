@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -348,6 +349,31 @@ func alivePid(path string) int {
 	return pid
 }
 
+// StartBackground runs this tool with args in the background as a process of the
+// cluster in dir (Down stops it), replacing an earlier one of the same name, and
+// waits until it accepts connections on addr.
+func StartBackground(ctx context.Context, dir, name string, args []string, addr string) error {
+	if pid := alivePid(pidPath(dir, name)); pid != 0 {
+		stopProcess(pid, 5*time.Second)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	c := component{name: name, args: append([]string{self}, args...), ready: func(ctx context.Context) error {
+		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}}
+	if err := start(ctx, dir, c); err != nil {
+		return fmt.Errorf("%s (log: %s): %w", name, logPath(dir, name), err)
+	}
+	say(os.Stdout, "forwarding "+addr+" in the background; log: "+logPath(dir, name))
+	return nil
+}
+
 // Down stops every process of the cluster in dir (the node first, which stops the
 // pods' processes), removes the pod network and the directory. It is safe to call on
 // a cluster that is half up or already down.
@@ -356,6 +382,17 @@ func Down(dir string, progress io.Writer) error {
 		progress = io.Discard
 	}
 	var errs []error
+	// Processes started with StartBackground first.
+	if extra, err := os.ReadDir(filepath.Join(dir, "pids")); err == nil {
+		for _, e := range extra {
+			if !slices.Contains(componentNames, e.Name()) {
+				if pid := alivePid(pidPath(dir, e.Name())); pid != 0 {
+					say(progress, ">> stopping", e.Name())
+					stopProcess(pid, 5*time.Second)
+				}
+			}
+		}
+	}
 	for i := len(componentNames) - 1; i >= 0; i-- {
 		name := componentNames[i]
 		if name == "node" {

@@ -20,7 +20,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -323,14 +325,33 @@ func isGone(err error) bool {
 }
 
 // StopAll stops the processes of every pod recorded in dir (SIGTERM to each
-// container's session, SIGKILL after 10 s); `down` calls it.
+// container's session, SIGKILL after 10 s); `down` calls it. Besides the recorded
+// pids it looks for any process still running this node's shim on one of dir's
+// files, so a lost state file cannot leave a process behind.
 func StopAll(dir string, progress io.Writer) error {
-	entries, err := os.ReadDir(filepath.Join(dir, "pods"))
-	if errors.Is(err, os.ErrNotExist) {
+	pids := recordedPids(dir)
+	pids = append(pids, shimsOf(dir)...)
+	slices.Sort(pids)
+	pids = slices.Compact(pids)
+	if len(pids) == 0 {
 		return nil
-	} else if err != nil {
-		return err
 	}
+	_, _ = fmt.Fprintf(progress, ">> stopping %d pod processes\n", len(pids))
+	for _, pid := range pids {
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for startTicks(pid) != "" && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	return nil
+}
+
+func recordedPids(dir string) []int {
+	entries, _ := os.ReadDir(filepath.Join(dir, "pods"))
 	var pids []int
 	for _, e := range entries {
 		data, err := os.ReadFile(filepath.Join(dir, "pods", e.Name(), "state.json")) // #nosec G304 -- our own state
@@ -347,19 +368,26 @@ func StopAll(dir string, progress io.Writer) error {
 			}
 		}
 	}
-	if len(pids) == 0 {
-		return nil
-	}
-	_, _ = fmt.Fprintf(progress, ">> stopping %d pod processes\n", len(pids))
-	for _, pid := range pids {
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, pid := range pids {
-		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
+	return pids
+}
+
+// shimsOf finds running shims whose spec file lies under dir.
+func shimsOf(dir string) []int {
+	procs, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
 		}
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")) // #nosec G304 -- /proc
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) >= 3 && args[1] == "shim" && strings.HasPrefix(args[2], filepath.Join(dir, "pods")+"/") {
+			pids = append(pids, pid)
+		}
 	}
-	return nil
+	return pids
 }

@@ -58,6 +58,7 @@ type pod struct {
 	dir string
 
 	mu      sync.Mutex
+	saveMu  sync.Mutex
 	st      podState
 	exited  map[string]chan struct{} // closed when the container's current process exits
 	spec    map[string]*ShimSpec
@@ -72,7 +73,13 @@ type pod struct {
 func (p *pod) uid() string { return string(p.st.Pod.UID) }
 
 func (p *pod) save() {
+	// One writer at a time: two interleaved writes would leave a file that neither a
+	// restarted node nor `down` could read, and their processes would be lost.
+	p.saveMu.Lock()
+	defer p.saveMu.Unlock()
+	p.mu.Lock()
 	data, err := json.Marshal(&p.st)
+	p.mu.Unlock()
 	if err == nil {
 		tmp := filepath.Join(p.dir, "state.json.tmp")
 		if err = os.WriteFile(tmp, data, 0o600); err == nil {
