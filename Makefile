@@ -65,6 +65,12 @@ lint: golangci-lint ## Run golangci-lint.
 test: manifests generate vet control-plane helm ## Run all tests: real kube-apiserver (envtest) and real PostgreSQL.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" KUBEOAUTH_HELM="$(HELM)" go test $(TEST_FLAGS) ./...
 
+.PHONY: test-e2e
+test-e2e: localcluster helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, helm uninstall.
+	hack/localcluster/install-packages.sh
+	go build -o bin/demo ./hack/demo
+	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
+
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart and render it with its default values.
 	$(HELM) lint --strict charts/kubeoauth

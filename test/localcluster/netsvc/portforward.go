@@ -2,6 +2,7 @@ package netsvc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -71,16 +72,9 @@ type forwarder struct {
 // forward connects conn to a backend and copies between them until both are done or
 // ctx ends.
 func (f *forwarder) forward(ctx context.Context, conn net.Conn) {
-	backend, err := f.pick()
+	up, backend, err := f.dial(ctx)
 	if err != nil {
-		f.log.Info("closing connection: no backend", "from", conn.RemoteAddr().String(), "reason", err.Error())
-		_ = conn.Close()
-		return
-	}
-	d := net.Dialer{Timeout: dialTimeout}
-	up, err := d.DialContext(ctx, "tcp", backend.String())
-	if err != nil {
-		f.log.Info("closing connection: backend unreachable", "backend", backend.String(), "reason", err.Error())
+		f.log.Info("closing connection", "from", conn.RemoteAddr().String(), "reason", err.Error())
 		_ = conn.Close()
 		return
 	}
@@ -92,6 +86,29 @@ func (f *forwarder) forward(ctx context.Context, conn net.Conn) {
 	defer stop()
 	splice(conn, up)
 }
+
+// dial connects to a ready backend. A backend that refuses (its process just died and
+// readiness has not caught up yet) is skipped for the next one, up to a few tries, as
+// a load balancer with connection retries does; nothing has been sent yet, so no
+// request is lost or repeated.
+func (f *forwarder) dial(ctx context.Context) (net.Conn, netip.AddrPort, error) {
+	var errs []error
+	for range maxDialAttempts {
+		backend, err := f.pick()
+		if err != nil {
+			return nil, backend, errors.Join(append(errs, err)...)
+		}
+		d := net.Dialer{Timeout: dialTimeout}
+		up, err := d.DialContext(ctx, "tcp", backend.String())
+		if err == nil {
+			return up, backend, nil
+		}
+		errs = append(errs, fmt.Errorf("backend %s: %w", backend, err))
+	}
+	return nil, netip.AddrPort{}, errors.Join(errs...)
+}
+
+const maxDialAttempts = 3
 
 // pick resolves the Service from the informers' caches and picks the next backend.
 func (f *forwarder) pick() (netip.AddrPort, error) {

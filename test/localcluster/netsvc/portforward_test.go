@@ -283,3 +283,31 @@ func TestPortForwardStops(t *testing.T) {
 		t.Fatal("the listener still accepts connections")
 	}
 }
+
+// A backend that is still listed ready but refuses connections (its process just
+// died) is skipped: every request is answered by the live one.
+func TestPortForwardSkipsARefusingBackend(t *testing.T) {
+	ip := hostIP(t)
+	ns := namespace(t)
+	createService(t, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("web")}}},
+	})
+	live := backend(t, ip, "live")
+	// A port that was listening and is closed now refuses connections.
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := int32(ln.Addr().(*net.TCPAddr).Port) // #nosec G115 -- a port
+	_ = ln.Close()
+	createSlice(t, slice(ns, "web-live", "web", []discoveryv1.EndpointPort{port("http", live)}, ep(ip, ptr.To(true), "")))
+	createSlice(t, slice(ns, "web-dead", "web", []discoveryv1.EndpointPort{port("http", dead)}, ep(ip, ptr.To(true), "")))
+	addr := startForward(t, ns, "web", 80)
+	eventually(t, "the live backend answers", expectBackend(t, addr, "live"))
+	for i := range 10 {
+		if err := expectBackend(t, addr, "live")(); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+}

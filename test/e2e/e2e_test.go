@@ -1,0 +1,537 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+const appsNS, platformNS = "apps", "platform"
+
+// The scenarios run in order on one cluster; each leaves it as the next expects.
+func TestEndToEnd(t *testing.T) {
+	for _, s := range []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"DemoInstallsByHelmAndRevokes", testDemo},
+		{"ClientCredentialsWithOAuth2ThroughTheService", testClientCredentials},
+		{"BrowserConsentBecomesAConsentGrant", testBrowserConsent},
+		{"OperatorPodDeletedMidWorkLosesNothing", testOperatorRestart},
+		{"TokenServerPodKilledRequestsKeepSucceeding", testTokenServerPodKilled},
+		{"NodeRestartReadoptsPods", testNodeRestart},
+		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
+	} {
+		if !t.Run(s.name, s.run) {
+			return // later scenarios build on earlier ones
+		}
+	}
+}
+
+// The demo (the README's first command) ran on this cluster: the operator installed
+// by Helm runs as a pod, the TokenServer with its bundled database came Ready, a
+// client_credentials token was issued and introspected, and deleting the ConsentGrant
+// made alice's token inactive.
+func testDemo(t *testing.T) {
+	for _, want := range []string{
+		`STATUS: deployed`,
+		`tokenserver.oauth.kubeoauth.io/auth condition met`,
+		`pod/auth-db-0\s+1/1\s+Running`,
+		`job.batch/auth-migrate-\w+\s+Complete`,
+		`"active":true,"client_id":"apps-reports-\w+"`,
+		`"issuer":"http://127.0.0.1:4444"`,
+		`"active":true,"client_id":"apps-webapp-\w+".*"sub":"alice"`,
+		`consentgrant.oauth.kubeoauth.io "webapp-alice" deleted`,
+		`\{"active":false\}`,
+		`make demo-down`,
+	} {
+		if !regexp.MustCompile(want).MatchString(suite.demoOutput) {
+			t.Errorf("the demo's output lacks %q", want)
+		}
+	}
+	var dep appsv1.Deployment
+	if err := suite.c.Get(t.Context(), client.ObjectKey{Namespace: "kubeoauth-system", Name: "kubeoauth-manager"}, &dep); err != nil {
+		t.Fatal(err)
+	}
+	if dep.Labels["app.kubernetes.io/managed-by"] != "Helm" || dep.Status.ReadyReplicas != 1 {
+		t.Errorf("operator Deployment: labels %v, %d ready", dep.Labels, dep.Status.ReadyReplicas)
+	}
+	if t.Failed() {
+		t.Log(suite.demoOutput)
+	}
+}
+
+func clientSecret(t *testing.T, name string) (id, secret string) {
+	t.Helper()
+	var s corev1.Secret
+	if err := suite.c.Get(t.Context(), client.ObjectKey{Namespace: appsNS, Name: name}, &s); err != nil {
+		t.Fatal(err)
+	}
+	return string(s.Data["client_id"]), string(s.Data["client_secret"])
+}
+
+// introspect asks the token server, as the reports client, whether tok is active.
+func introspect(t *testing.T, tok string) bool {
+	t.Helper()
+	id, secret := clientSecret(t, "reports-oauth")
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, suite.issuer+"/oauth2/introspect",
+		strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var out struct {
+		Active bool `json:"active"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("introspection: %s: %v", resp.Status, err)
+	}
+	return out.Active
+}
+
+// An app uses the Secret the operator wrote with golang.org/x/oauth2, through the
+// token server's Service (the port-forward follows its ready endpoints).
+func testClientCredentials(t *testing.T) {
+	id, secret := clientSecret(t, "reports-oauth")
+	var s corev1.Secret
+	if err := suite.c.Get(t.Context(), client.ObjectKey{Namespace: appsNS, Name: "reports-oauth"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	cc := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: string(s.Data["token_url"]),
+		Scopes: []string{"reports.read"}}
+	if string(s.Data["token_url"]) != suite.issuer+"/oauth2/token" || string(s.Data["issuer"]) != suite.issuer {
+		t.Errorf("the Secret's token_url %q and issuer %q", s.Data["token_url"], s.Data["issuer"])
+	}
+	tok, err := cc.Token(t.Context())
+	if err != nil {
+		t.Fatalf("client_credentials with the operator's Secret: %v", err)
+	}
+	if !introspect(t, tok.AccessToken) {
+		t.Error("the new token is not active")
+	}
+	bad := cc
+	bad.ClientSecret = "not-the-secret-" + secret[:8]
+	if _, err := bad.Token(t.Context()); err == nil {
+		t.Error("a wrong client secret got a token")
+	}
+}
+
+// A consent given in a real browser (headless Chromium) shows up as a mirrored
+// ConsentGrant in the client's namespace within seconds; deleting that resource
+// revokes the tokens issued under it.
+func testBrowserConsent(t *testing.T) {
+	ctx := t.Context()
+	var mu sync.Mutex
+	got := url.Values{}
+	rp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r) // the browser also asks for /favicon.ico
+			return
+		}
+		mu.Lock()
+		got = r.URL.Query()
+		mu.Unlock()
+		_, _ = w.Write([]byte(`<!doctype html><title>Notes</title><p id="result">done</p>`))
+	}))
+	defer rp.Close()
+	oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "notes"},
+		Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth", Namespace: platformNS},
+			ClientName: "Notes", GrantTypes: []oauthv1alpha1.GrantType{oauthv1alpha1.GrantAuthorizationCode},
+			RedirectURIs: []oauthv1alpha1.URL{oauthv1alpha1.URL(rp.URL + "/callback")}, Scopes: []oauthv1alpha1.Scope{"openid", "profile"}}}
+	if err := suite.c.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, oc)
+	id, secret := clientSecret(t, "notes-oauth")
+	cfg := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: rp.URL + "/callback", Scopes: []string{"openid", "profile"},
+		Endpoint: oauth2.Endpoint{AuthURL: suite.issuer + "/oauth2/auth", TokenURL: suite.issuer + "/oauth2/token",
+			AuthStyle: oauth2.AuthStyleInHeader}}
+	password, err := os.ReadFile(filepath.Join(suite.dir, "demo-alice-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := oauth2.GenerateVerifier()
+	bctx := browser(t)
+	var appName string
+	if err := chromedp.Run(bctx,
+		chromedp.Navigate(cfg.AuthCodeURL("state-notes-0001", oauth2.S256ChallengeOption(verifier))),
+		chromedp.WaitVisible("#username", chromedp.ByID),
+		chromedp.SendKeys("#username", "alice", chromedp.ByID),
+		chromedp.SendKeys("#password", string(password), chromedp.ByID),
+		chromedp.Click("#sign-in", chromedp.ByID),
+		chromedp.WaitVisible("#approve", chromedp.ByID),
+		chromedp.Text("#app-name", &appName, chromedp.ByID),
+		chromedp.Click("#approve", chromedp.ByID),
+		chromedp.WaitVisible("#result", chromedp.ByID),
+	); err != nil {
+		t.Fatalf("consent in the browser: %v", err)
+	}
+	consented := time.Now()
+	if appName != "Notes" {
+		t.Errorf("the consent page names the app %q", appName)
+	}
+	mu.Lock()
+	code := got.Get("code")
+	mu.Unlock()
+	tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchanging the browser's code: %v", err)
+	}
+
+	var mirrored oauthv1alpha1.ConsentGrant
+	eventually(t, 10*time.Second, "the browser consent mirrored as a ConsentGrant", func() error {
+		var list oauthv1alpha1.ConsentGrantList
+		if err := suite.c.List(ctx, &list, client.InNamespace(appsNS),
+			client.MatchingLabels{oauthv1alpha1.LabelSource: oauthv1alpha1.SourceMirrored}); err != nil {
+			return err
+		}
+		for _, cg := range list.Items {
+			if cg.Spec.ClientRef.Name == "notes" && cg.Spec.Subject == "alice" {
+				mirrored = cg
+				return nil
+			}
+		}
+		return fmt.Errorf("%d mirrored grants, none for notes/alice", len(list.Items))
+	})
+	t.Logf("mirrored as ConsentGrant %s %.1fs after the consent", mirrored.Name, time.Since(consented).Seconds())
+	if !introspect(t, tok.AccessToken) {
+		t.Fatal("the token is not active before the grant is deleted")
+	}
+	if _, err := kubectl(ctx, "-n", appsNS, "delete", "consentgrant", mirrored.Name); err != nil {
+		t.Fatal(err)
+	}
+	if introspect(t, tok.AccessToken) {
+		t.Error("the token is still active after its ConsentGrant was deleted with kubectl")
+	}
+}
+
+// browser starts headless Chromium with a fresh profile.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("headless Chromium is needed (apt-get install chromium): %v", err)
+	}
+	// Chromium's helpers may still write to the profile for a moment after the
+	// browser is closed, so the profile is removed with retries rather than by
+	// t.TempDir, whose single attempt then fails the test.
+	profile, err := os.MkdirTemp("", "kubeoauth-e2e-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("could not remove the browser profile %s", profile)
+	})
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(profile),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+func waitReady(t *testing.T, oc *oauthv1alpha1.OAuthClient) {
+	t.Helper()
+	eventually(t, 60*time.Second, "OAuthClient "+oc.Name+" Ready", func() error {
+		var cur oauthv1alpha1.OAuthClient
+		if err := suite.c.Get(t.Context(), client.ObjectKeyFromObject(oc), &cur); err != nil {
+			return err
+		}
+		for _, c := range cur.Status.Conditions {
+			if c.Type == "Ready" && c.Status == metav1.ConditionTrue {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", cur.Status.Conditions)
+	})
+}
+
+// The operator's pod is deleted while it works through new clients: the Deployment
+// brings a new one, which finishes the work; every client works.
+func testOperatorRestart(t *testing.T) {
+	ctx := t.Context()
+	clients := make([]*oauthv1alpha1.OAuthClient, 0, 10)
+	for i := range 10 {
+		oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "batch-" + strconv.Itoa(i)},
+			Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth", Namespace: platformNS},
+				ClientName: "Batch " + strconv.Itoa(i), GrantTypes: []oauthv1alpha1.GrantType{oauthv1alpha1.GrantClientCredentials},
+				Scopes: []oauthv1alpha1.Scope{"reports.read"}}}
+		if err := suite.c.Create(ctx, oc); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, oc)
+	}
+	if _, err := kubectl(ctx, "-n", "kubeoauth-system", "delete", "pod", "-l", "app.kubernetes.io/component=manager", "--wait=false"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubectl(ctx, "-n", "kubeoauth-system", "rollout", "status", "deployment/kubeoauth-manager", "--timeout=120s"); err != nil {
+		t.Fatal(err)
+	}
+	for _, oc := range clients {
+		waitReady(t, oc)
+		id, secret := clientSecret(t, oc.Name+"-oauth")
+		cc := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: suite.issuer + "/oauth2/token"}
+		if _, err := cc.Token(ctx); err != nil {
+			t.Errorf("client %s after the operator restart: %v", oc.Name, err)
+		}
+	}
+}
+
+// load requests client_credentials tokens one after another, each on a new
+// connection through the Service, until stopped; it counts successes and failures.
+type load struct {
+	ok, failed atomic.Int64
+	lastErr    atomic.Value
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func startLoad(t *testing.T) *load {
+	id, secret := clientSecret(t, "reports-oauth")
+	cc := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: suite.issuer + "/oauth2/token"}
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, httpc)
+	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if _, err := cc.Token(ctx); err != nil {
+				l.failed.Add(1)
+				l.lastErr.Store(err.Error())
+			} else {
+				l.ok.Add(1)
+			}
+		}
+	}()
+	return l
+}
+
+func (l *load) finish() (ok, failed int64, lastErr string) {
+	close(l.stop)
+	<-l.done
+	e, _ := l.lastErr.Load().(string)
+	return l.ok.Load(), l.failed.Load(), e
+}
+
+// A token-server process is killed (SIGKILL): the node restarts it, the other
+// replica serves meanwhile. Then a pod is deleted: the StatefulSet replaces it. Token
+// requests run throughout.
+func testTokenServerPodKilled(t *testing.T) {
+	ctx := t.Context()
+	l := startLoad(t)
+	time.Sleep(time.Second)
+
+	pid := containerPid(t, "auth-blue-0")
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing auth-blue-0's process (pid %d): %v", pid, err)
+	}
+	eventually(t, 60*time.Second, "auth-blue-0 restarted and Ready", func() error {
+		var p corev1.Pod
+		if err := suite.c.Get(ctx, client.ObjectKey{Namespace: platformNS, Name: "auth-blue-0"}, &p); err != nil {
+			return err
+		}
+		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount < 1 || !p.Status.ContainerStatuses[0].Ready {
+			return fmt.Errorf("container statuses %+v", p.Status.ContainerStatuses)
+		}
+		return nil
+	})
+	okKill, failedKill, errKill := l.finish()
+
+	l = startLoad(t)
+	time.Sleep(time.Second)
+	var old corev1.Pod
+	if err := suite.c.Get(ctx, client.ObjectKey{Namespace: platformNS, Name: "auth-blue-1"}, &old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubectl(ctx, "-n", platformNS, "delete", "pod", "auth-blue-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the StatefulSet replaced auth-blue-1", func() error {
+		var p corev1.Pod
+		if err := suite.c.Get(ctx, client.ObjectKey{Namespace: platformNS, Name: "auth-blue-1"}, &p); err != nil {
+			return err
+		}
+		if p.UID == old.UID || len(p.Status.ContainerStatuses) == 0 || !p.Status.ContainerStatuses[0].Ready {
+			return errors.New("not replaced and Ready yet")
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	okDelete, failedDelete, errDelete := l.finish()
+
+	t.Logf("process killed: %d token requests succeeded, %d failed; pod deleted: %d succeeded, %d failed",
+		okKill, failedKill, okDelete, failedDelete)
+	// A SIGKILL can only fail the one request in flight on the killed process; every
+	// later one goes to the other replica.
+	if okKill == 0 || failedKill > 1 {
+		t.Errorf("while a token server was killed: %d succeeded, %d failed (last: %s)", okKill, failedKill, errKill)
+	}
+	// A deleted pod stops gracefully: nothing fails.
+	if okDelete == 0 || failedDelete > 0 {
+		t.Errorf("while a token-server pod was replaced: %d succeeded, %d failed (last: %s)", okDelete, failedDelete, errDelete)
+	}
+}
+
+// containerPid is the pid of the pod's container process group, from its
+// containerID (process://<pid>).
+func containerPid(t *testing.T, pod string) int {
+	t.Helper()
+	var p corev1.Pod
+	if err := suite.c.Get(t.Context(), client.ObjectKey{Namespace: platformNS, Name: pod}, &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Status.ContainerStatuses) == 0 {
+		t.Fatalf("pod %s has no container status", pod)
+	}
+	pid, err := strconv.Atoi(strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "process://"))
+	if err != nil {
+		t.Fatalf("container ID %q: %v", p.Status.ContainerStatuses[0].ContainerID, err)
+	}
+	return pid
+}
+
+// The node process restarts: its pods' processes are re-adopted, not restarted.
+func testNodeRestart(t *testing.T) {
+	ctx := t.Context()
+	before := containerPid(t, "auth-db-0")
+	nodePid, err := os.ReadFile(filepath.Join(suite.dir, "pids", "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(nodePid)))
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for syscall.Kill(pid, 0) == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+	up := exec.CommandContext(ctx, suite.tool, "up", "--dir", suite.dir, // #nosec G204 -- our tool
+		"--assets", os.Getenv("KUBEOAUTH_E2E_ASSETS"))
+	up.Dir = suite.repo
+	out, err := up.CombinedOutput()
+	if err != nil {
+		t.Fatalf("localcluster up after the node stopped: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, "platform pods Ready again", func() error {
+		var pods corev1.PodList
+		if err := suite.c.List(ctx, &pods, client.InNamespace(platformNS)); err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning && (len(p.Status.ContainerStatuses) == 0 || !p.Status.ContainerStatuses[0].Ready) {
+				return fmt.Errorf("%s not ready", p.Name)
+			}
+		}
+		return nil
+	})
+	if after := containerPid(t, "auth-db-0"); after != before {
+		t.Errorf("the database process was restarted (pid %d → %d), not re-adopted", before, after)
+	}
+	id, secret := clientSecret(t, "reports-oauth")
+	cc := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: suite.issuer + "/oauth2/token"}
+	if _, err := cc.Token(ctx); err != nil {
+		t.Errorf("a token after the node restart: %v", err)
+	}
+}
+
+// Uninstalling as docs/operator.md says — resources first, then the chart — leaves
+// only the CRDs (Helm never deletes them) and the bundled database's volume claim (a
+// TokenServer's data is never deleted with it).
+func testUninstall(t *testing.T) {
+	ctx := t.Context()
+	for _, kinds := range []string{"consentgrants,oauthclients", "tokenservers"} {
+		if _, err := kubectl(ctx, "delete", kinds, "--all", "-A", "--timeout=120s"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, suite.helm, "uninstall", "kubeoauth", "-n", "kubeoauth-system", "--wait") // #nosec G204 -- pinned helm
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(suite.dir, "admin.kubeconfig"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	eventually(t, 60*time.Second, "nothing of kubeoauth left but the CRDs and the database claim", func() error {
+		var left []string
+		// The claim holds the database (kept on purpose); the users Secret is the
+		// user's own, which the demo created.
+		kept := map[string]bool{"platform/persistentvolumeclaim/data-auth-db-0": true, "platform/secret/auth-users": true}
+		for _, ns := range []string{"kubeoauth-system", platformNS, appsNS} {
+			out, err := kubectl(ctx, "-n", ns, "get", "all,secrets,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,pvc",
+				"-o", "name")
+			if err != nil {
+				return err
+			}
+			for _, name := range strings.Fields(out) {
+				if !kept[ns+"/"+name] && !isDefault(name) {
+					left = append(left, ns+"/"+name)
+				}
+			}
+		}
+		out, err := kubectl(ctx, "get", "clusterroles,clusterrolebindings", "-o", "name")
+		if err != nil {
+			return err
+		}
+		for _, name := range strings.Fields(out) {
+			if strings.Contains(name, "kubeoauth-manager") {
+				left = append(left, name)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("left behind: %v", left)
+		}
+		return nil
+	})
+	if _, err := kubectl(ctx, "get", "crd", "tokenservers.oauth.kubeoauth.io", "oauthclients.oauth.kubeoauth.io",
+		"consentgrants.oauth.kubeoauth.io"); err != nil {
+		t.Errorf("the CRDs are gone; Helm keeps them, as the docs say: %v", err)
+	}
+}
+
+// isDefault says whether a namespace's object is one Kubernetes itself keeps there.
+func isDefault(name string) bool {
+	return name == "serviceaccount/default" || name == "configmap/kube-root-ca.crt"
+}
