@@ -1,0 +1,159 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The pure parts of the node; the node itself runs in `make test-e2e`, which needs
+// root and a cluster.
+
+func TestImageMapResolve(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "images.yaml")
+	t.Setenv("BIN", "/opt/bin")
+	if err := os.WriteFile(path, []byte(`images:
+- image: ghcr.io/kubeoauth/tokenserver
+  command: ["${BIN}/tokenserver"]
+  args: ["serve"]
+- image: postgres
+  command: ["/pg.sh"]
+  env: ["PATH=/usr/lib/postgresql/15/bin:/usr/bin"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadImageMap(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tt := range map[string]struct {
+		c        corev1.Container
+		argv     []string
+		envFirst string
+		err      bool
+	}{
+		"image's entrypoint and cmd": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver:v0.1.0"},
+			argv: []string{"/opt/bin/tokenserver", "serve"}},
+		"args replace cmd": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver@sha256:abc", Args: []string{"migrate", "up"}},
+			argv: []string{"/opt/bin/tokenserver", "migrate", "up"}},
+		"command replaces entrypoint": {c: corev1.Container{Image: "docker.io/library/postgres:15", Command: []string{"pg_isready"},
+			Args: []string{"-h", "127.0.0.1"}}, argv: []string{"pg_isready", "-h", "127.0.0.1"}},
+		"image env after the default PATH": {c: corev1.Container{Image: "postgres"}, argv: []string{"/pg.sh"}},
+		"unknown image":                    {c: corev1.Container{Image: "nginx:1.27"}, err: true},
+		"a registry port is not a tag":     {c: corev1.Container{Image: "localhost:5000/postgres"}, err: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			argv, env, err := m.resolve(&tt.c)
+			if (err != nil) != tt.err {
+				t.Fatalf("err %v, want error %v", err, tt.err)
+			}
+			if !reflect.DeepEqual(argv, tt.argv) {
+				t.Errorf("argv %q, want %q", argv, tt.argv)
+			}
+			if err == nil && (len(env) == 0 || env[0] != defaultPath) {
+				t.Errorf("env %q does not start with the default PATH", env)
+			}
+		})
+	}
+	if _, err := LoadImageMap(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Error("a missing image map loaded")
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("images:\n- image: x\n"), 0o600)
+	if _, err := LoadImageMap(bad); err == nil {
+		t.Error("an entry without command loaded")
+	}
+}
+
+func TestPickKeys(t *testing.T) {
+	data := map[string][]byte{"a": []byte("1"), "b": []byte("2")}
+	all, err := pick(data, nil, nil)
+	if err != nil || len(all) != 2 || all["a"].mode != 0o644 {
+		t.Errorf("all keys: %v %v", all, err)
+	}
+	mode := int32(0o400)
+	some, err := pick(data, []corev1.KeyToPath{{Key: "b", Path: "dir/b.txt", Mode: &mode}}, nil)
+	if err != nil || len(some) != 1 || string(some["dir/b.txt"].data) != "2" || some["dir/b.txt"].mode != 0o400 {
+		t.Errorf("items: %v %v", some, err)
+	}
+	if _, err := pick(data, []corev1.KeyToPath{{Key: "c", Path: "c"}}, nil); err == nil {
+		t.Error("a missing key was not an error")
+	}
+}
+
+func TestFieldValue(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u-1",
+		Labels: map[string]string{"app": "web"}}, Status: corev1.PodStatus{PodIP: "10.244.0.7"}}
+	for path, want := range map[string]string{"metadata.name": "p", "metadata.namespace": "ns", "metadata.uid": "u-1",
+		"status.podIP": "10.244.0.7", "status.hostIP": "10.244.0.1", "metadata.labels['app']": "web"} {
+		if got, err := fieldValue(pod, path, "10.244.0.1"); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	if _, err := fieldValue(pod, "spec.nope", ""); err == nil {
+		t.Error("an unsupported fieldRef was not an error")
+	}
+}
+
+func TestPhase(t *testing.T) {
+	exited := func(code int32) *containerState {
+		return &containerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code}}
+	}
+	for name, tt := range map[string]struct {
+		policy corev1.RestartPolicy
+		cs     *containerState
+		want   corev1.PodPhase
+	}{
+		"not started":                   {corev1.RestartPolicyAlways, nil, corev1.PodPending},
+		"running":                       {corev1.RestartPolicyAlways, &containerState{Running: true}, corev1.PodRunning},
+		"exited, restarted by Always":   {corev1.RestartPolicyAlways, exited(0), corev1.PodRunning},
+		"job succeeded":                 {corev1.RestartPolicyNever, exited(0), corev1.PodSucceeded},
+		"job failed":                    {corev1.RestartPolicyNever, exited(1), corev1.PodFailed},
+		"failed, retried by OnFailure":  {corev1.RestartPolicyOnFailure, exited(2), corev1.PodRunning},
+		"succeeded, done for OnFailure": {corev1.RestartPolicyOnFailure, exited(0), corev1.PodSucceeded},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := &pod{st: podState{Pod: &corev1.Pod{Spec: corev1.PodSpec{RestartPolicy: tt.policy,
+				Containers: []corev1.Container{{Name: "c"}}}}, Containers: map[string]*containerState{}}}
+			if tt.cs != nil {
+				p.st.Containers["c"] = tt.cs
+			}
+			if got := p.phase(); got != tt.want {
+				t.Errorf("phase %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAddressesAreKeptPerUID(t *testing.T) {
+	dir := t.TempDir()
+	a, err := loadAddresses(dir, "10.244.0.0/24", "10.244.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := a.allocate("uid-a")
+	second, _ := a.allocate("uid-b")
+	again, _ := a.allocate("uid-a")
+	if first != "10.244.0.2" || second != "10.244.0.3" || again != first {
+		t.Fatalf("addresses %s %s %s", first, second, again)
+	}
+	// A restarted node reads them back.
+	b, err := loadAddresses(dir, "10.244.0.0/24", "10.244.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.allocate("uid-b"); got != second {
+		t.Errorf("after a restart uid-b has %s, want %s", got, second)
+	}
+	if err := b.release("uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.allocate("uid-c"); got != first {
+		t.Errorf("a released address is not reused: got %s, want %s", got, first)
+	}
+}
