@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	_ "github.com/lib/pq" // the bundled database, reached at its pod's address
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 	appsv1 "k8s.io/api/apps/v1"
@@ -46,6 +48,7 @@ func TestEndToEnd(t *testing.T) {
 		{"BrowserConsentBecomesAConsentGrant", testBrowserConsent},
 		{"OperatorPodDeletedMidWorkLosesNothing", testOperatorRestart},
 		{"TokenServerPodKilledRequestsKeepSucceeding", testTokenServerPodKilled},
+		{"KubectlLogs", testLogs},
 		{"NodeRestartReadoptsPods", testNodeRestart},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {
@@ -209,7 +212,7 @@ func testBrowserConsent(t *testing.T) {
 	}
 
 	var mirrored oauthv1alpha1.ConsentGrant
-	eventually(t, 10*time.Second, "the browser consent mirrored as a ConsentGrant", func() error {
+	eventually(t, 15*time.Second, "the browser consent mirrored as a ConsentGrant", func() error {
 		var list oauthv1alpha1.ConsentGrantList
 		if err := suite.c.List(ctx, &list, client.InNamespace(appsNS),
 			client.MatchingLabels{oauthv1alpha1.LabelSource: oauthv1alpha1.SourceMirrored}); err != nil {
@@ -433,6 +436,79 @@ func containerPid(t *testing.T, pod string) int {
 		t.Fatalf("container ID %q: %v", p.Status.ContainerStatuses[0].ContainerID, err)
 	}
 	return pid
+}
+
+// kubectl logs reaches the node's API through the API server: the current and the
+// previous process of the token server killed above, and -f following new lines.
+func testLogs(t *testing.T) {
+	ctx := t.Context()
+	for _, args := range [][]string{{"auth-blue-0"}, {"auth-blue-0", "--previous"}, {"auth-blue-0", "--tail", "1"}} {
+		out, err := kubectl(ctx, append([]string{"-n", platformNS, "logs"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "token server started") && args[len(args)-1] != "1" {
+			t.Errorf("kubectl logs %v lacks the start line:\n%s", args, out)
+		}
+		if args[len(args)-1] == "1" && strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("kubectl logs --tail 1 printed more than a line:\n%s", out)
+		}
+	}
+	// Follow: a failed sign-in to the database, made meanwhile, shows up in the stream.
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(fctx, suite.kubectl, "-n", platformNS, "logs", "-f", "--tail", "0", "auth-db-0") // #nosec G204 -- test
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(suite.dir, "admin.kubeconfig"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	lines := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				lines <- string(buf[:n])
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	var db corev1.Pod
+	if err := suite.c.Get(ctx, client.ObjectKey{Namespace: platformNS, Name: "auth-db-0"}, &db); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := sql.Open("postgres", "host="+db.Status.PodIP+" user=intruder password=wrong dbname=postgres sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.PingContext(ctx); err == nil {
+		t.Error("a wrong password opened the database")
+	}
+	_ = conn.Close()
+	var seen strings.Builder
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("kubectl logs -f ended; it printed:\n%s", seen.String())
+			}
+			seen.WriteString(l)
+			if strings.Contains(seen.String(), `"intruder"`) {
+				return
+			}
+		case <-fctx.Done():
+			t.Fatalf("kubectl logs -f showed no failed sign-in within 20s; it printed:\n%s", seen.String())
+		}
+	}
 }
 
 // The node process restarts: its pods' processes are re-adopted, not restarted.
