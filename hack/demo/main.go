@@ -108,10 +108,7 @@ func (d *demo) installOperator(ctx context.Context) error {
 }
 
 func (d *demo) createServer(ctx context.Context) error {
-	if err := d.alice(); err != nil {
-		return err
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(d.alicePassword), bcrypt.DefaultCost)
+	hash, err := d.alice()
 	if err != nil {
 		return err
 	}
@@ -119,7 +116,7 @@ func (d *demo) createServer(ctx context.Context) error {
 		return err
 	}
 	say(d.out, "# who may sign in: username:bcrypt-hash lines\n")
-	users := fmt.Sprintf(usersSecret, base64.StdEncoding.EncodeToString([]byte("alice:"+string(hash)+"\n")))
+	users := fmt.Sprintf(usersSecret, base64.StdEncoding.EncodeToString([]byte("alice:"+hash+"\n")))
 	if err := d.apply(ctx, users); err != nil {
 		return err
 	}
@@ -133,20 +130,30 @@ func (d *demo) createServer(ctx context.Context) error {
 	return d.kube(ctx, "-n", platformNS, "get", "tokenservers,statefulsets,pods,pvc,jobs")
 }
 
-// alice's password is made once per cluster and kept with it: the token server reads
-// its users file when it starts, so a second run of the demo must not change it.
-func (d *demo) alice() error {
-	path := filepath.Join(d.dir, "demo-alice-password")
-	if b, err := os.ReadFile(path); err == nil { // #nosec G304 -- the cluster's directory
-		d.alicePassword = strings.TrimSpace(string(b))
-		return nil
+// alice's password and its bcrypt hash are made once per cluster and kept with it:
+// a new hash (bcrypt salts each) would change the users Secret on every run of the
+// demo, and the operator would roll the token server to read it.
+func (d *demo) alice() (hash string, err error) {
+	pwPath, hashPath := filepath.Join(d.dir, "demo-alice-password"), filepath.Join(d.dir, "demo-alice-bcrypt")
+	pw, err1 := os.ReadFile(pwPath)  // #nosec G304 -- the cluster's directory
+	h, err2 := os.ReadFile(hashPath) // #nosec G304 -- the cluster's directory
+	if err1 == nil && err2 == nil {
+		d.alicePassword = strings.TrimSpace(string(pw))
+		return strings.TrimSpace(string(h)), nil
 	}
-	pw := make([]byte, 12)
-	if _, err := rand.Read(pw); err != nil {
-		return err
+	raw := make([]byte, 12)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
 	}
-	d.alicePassword = base64.RawURLEncoding.EncodeToString(pw)
-	return os.WriteFile(path, []byte(d.alicePassword), 0o600)
+	d.alicePassword = base64.RawURLEncoding.EncodeToString(raw)
+	b, err := bcrypt.GenerateFromPassword([]byte(d.alicePassword), bcrypt.DefaultCost)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(pwPath, []byte(d.alicePassword), 0o600); err != nil {
+		return "", err
+	}
+	return string(b), os.WriteFile(hashPath, b, 0o600)
 }
 
 func decodeBase64(s string) (string, error) {

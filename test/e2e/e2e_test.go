@@ -553,6 +553,18 @@ func testNodeRestart(t *testing.T) {
 	if _, err := cc.Token(ctx); err != nil {
 		t.Errorf("a token after the node restart: %v", err)
 	}
+	// The re-adopted operator still reads its service-account token (its volume was
+	// refreshed in place) and registers a new client.
+	oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "after-node-restart"},
+		Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth", Namespace: platformNS},
+			ClientName: "After", GrantTypes: []oauthv1alpha1.GrantType{oauthv1alpha1.GrantClientCredentials}}}
+	if err := suite.c.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, oc)
+	if out, _ := kubectl(ctx, "-n", "kubeoauth-system", "logs", "deploy/kubeoauth-manager", "--since=2m"); strings.Contains(out, "Unable to rotate token") {
+		t.Errorf("the operator lost its service-account token when the node restarted:\n%s", out)
+	}
 }
 
 // Uninstalling as docs/operator.md says — resources first, then the chart — leaves

@@ -157,3 +157,38 @@ func TestAddressesAreKeptPerUID(t *testing.T) {
 		t.Errorf("a released address is not reused: got %s, want %s", got, first)
 	}
 }
+
+// A volume is updated in place: a container that has the directory bound keeps
+// seeing it, with the new files.
+func TestWriteFilesKeepsTheDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	if err := writeFiles(dir, map[string]file{"token": {[]byte("one"), 0o644}, "old": {[]byte("x"), 0o644}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFiles(dir, map[string]file{"token": {[]byte("two"), 0o600}, "sub/ca.crt": {[]byte("ca"), 0o644}}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("the volume's directory was replaced; a container bound to it would see an empty, deleted directory")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "token")); string(b) != "two" {
+		t.Errorf("token = %q", b)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "token")); st.Mode().Perm() != 0o600 {
+		t.Errorf("token mode %v", st.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "old")); !os.IsNotExist(err) {
+		t.Error("a file no longer in the volume was kept")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "sub", "ca.crt")); string(b) != "ca" {
+		t.Errorf("sub/ca.crt = %q", b)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -370,22 +371,42 @@ func (r *resolver) claimPath(ctx context.Context, ns, claim string) (string, err
 	return "", fmt.Errorf("volume %s is neither hostPath nor local", pv.Name)
 }
 
-// writeFiles replaces dir's content with files (paths may have directories).
+// writeFiles makes dir hold exactly files (paths may have directories). It changes
+// the directory in place — each file written to a temporary name and renamed, stale
+// ones removed — and never replaces the directory itself: a running container (one
+// re-adopted after a node restart) has it bound at its mount path, and would be left
+// with a deleted, empty directory.
 func writeFiles(dir string, files map[string]file) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	want := map[string]bool{}
 	for name, f := range files {
 		p := filepath.Join(dir, filepath.Clean("/"+name))
+		want[p] = true
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, f.data, f.mode.Perm()); err != nil {
+		tmp := p + ".tmp"
+		if err := os.WriteFile(tmp, f.data, f.mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(tmp, f.mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, p); err != nil {
 			return err
 		}
 	}
-	return nil
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = root.Close() }()
+	return fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || want[filepath.Join(dir, rel)] {
+			return err
+		}
+		return root.Remove(rel)
+	})
 }
