@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,7 +146,47 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).Owns(&corev1.Secret{}).
 		// A pod becoming ready behind the admin Service is what makes the server Ready.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(serverOfSlice)).
+		// The users, DSN and external admin-token Secrets are the user's: a change
+		// rolls the pods (config hash) or reaches the admin API at once, not at the
+		// next resync.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.serversUsingSecret)).
 		Named("tokenserver").Complete(r)
+}
+
+// serversUsingSecret maps a Secret to the TokenServers of its namespace that refer to
+// it. Secrets the operator owns are left to Owns above; there are few TokenServers,
+// so a list from the cache per event is cheap.
+func (r *TokenServerReconciler) serversUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if metav1.GetControllerOf(o) != nil || o.GetLabels()[LabelManagedBy] == ManagedBy {
+		return nil
+	}
+	var list oauthv1alpha1.TokenServerList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "listing TokenServers")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if slices.Contains(userSecrets(&list.Items[i]), o.GetName()) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
+}
+
+// userSecrets names the Secrets a TokenServer reads that the user provides.
+func userSecrets(ts *oauthv1alpha1.TokenServer) []string {
+	var names []string
+	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
+		names = append(names, l.UsersSecretRef.Name)
+	}
+	if db := ts.Spec.Database; db != nil && db.External != nil {
+		names = append(names, db.External.SecretRef.Name)
+	}
+	if ext := ts.Spec.External; ext != nil {
+		names = append(names, ext.TokenSecretRef.Name)
+	}
+	return names
 }
 
 // serverOfSlice maps an admin Service's EndpointSlice to its TokenServer.

@@ -194,7 +194,22 @@ func TestManagedTokenServer(t *testing.T) {
 		t.Errorf("StatefulSet auth-blue at generation %d after passes with nothing new: each pass rewrites it", sts.Generation)
 	}
 
-	// 6. The signing key is due: a new one, the old one kept as previous, pods rolled.
+	// 6. The users Secret changes (a user added): the pods roll to read it. (The suite
+	// rechecks servers every second, so this does not tell the Secret watch from the
+	// periodic pass; in production the watch is what makes it prompt.)
+	hash := sts.Spec.Template.Annotations[resources.AnnotationConfig]
+	var users corev1.Secret
+	get(t, ns, "auth-users", &users)
+	users.Data["users"] = append(users.Data["users"], []byte("\nbob:$2y$10$abcdefghijklmnopqrstuuDCmUqMzDpFOe5YDz7L9dNaUv4ABQWnS")...)
+	if err := k8s.Update(ctx, &users); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "pods rolled for the new users", func() bool {
+		get(t, ns, "auth-blue", &sts)
+		return sts.Spec.Template.Annotations[resources.AnnotationConfig] != hash
+	}, nil)
+
+	// 7. The signing key is due: a new one, the old one kept as previous, pods rolled.
 	get(t, ns, "auth-keys", &keys)
 	old := string(keys.Data[resources.KeySigningKey])
 	keys.Annotations[resources.AnnotationKeyRotatedAt] = time.Now().Add(-91 * 24 * time.Hour).UTC().Format(time.RFC3339)
