@@ -88,6 +88,11 @@ func (m *Mirror) refresh(ctx context.Context) {
 	}
 }
 
+// eventsWait is how long one long poll of the event log waits for an event. It stays
+// below adminHTTP's timeout: a poll that outlived it failed every time, and each
+// failure started the follower over (a full pass over the server's grants, after 2 s).
+const eventsWait = 8 * time.Second
+
 // follow mirrors one server: it finds the end of the log, reconciles every grant once,
 // then applies new events as they come, starting over after an error.
 func (m *Mirror) follow(ctx context.Context, ts oauthv1alpha1.TokenServer) {
@@ -136,7 +141,7 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 		return err
 	}
 	for ctx.Err() == nil {
-		evs, err := admin.Events(ctx, cursor, 30*time.Second)
+		evs, err := admin.Events(ctx, cursor, eventsWait)
 		if err != nil {
 			return err
 		}

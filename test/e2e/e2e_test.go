@@ -227,6 +227,13 @@ func testBrowserConsent(t *testing.T) {
 		return fmt.Errorf("%d mirrored grants, none for notes/alice", len(list.Items))
 	})
 	t.Logf("mirrored as ConsentGrant %s %.1fs after the consent", mirrored.Name, time.Since(consented).Seconds())
+	// The operator follows the event log with long polls that end on time, not in
+	// errors that start the follower over.
+	if out, err := kubectl(ctx, "-n", "kubeoauth-system", "logs", "deploy/kubeoauth-manager"); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(out, "following the event log failed") {
+		t.Errorf("the operator's mirror keeps failing:\n%s", out)
+	}
 	if !introspect(t, tok.AccessToken) {
 		t.Fatal("the token is not active before the grant is deleted")
 	}
