@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the demo need from Debian's packages, if missing:
 # PostgreSQL's server (the bundled database's "image"), iproute2 (the pod network),
-# util-linux (nsenter, setpriv, flock) and curl (the demo's commands).
+# util-linux (nsenter, setpriv, flock), curl (the demo's commands) and python3 (the
+# end-to-end tests' plain pods).
 set -euo pipefail
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -9,6 +10,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nsenter >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# The end-to-end tests' plain pods serve HTTP with Python.
+[ -x /usr/bin/python3 ] || missing+=(python3-minimal)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

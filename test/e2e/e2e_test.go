@@ -49,6 +49,8 @@ func TestEndToEnd(t *testing.T) {
 		{"OperatorPodDeletedMidWorkLosesNothing", testOperatorRestart},
 		{"TokenServerPodKilledRequestsKeepSucceeding", testTokenServerPodKilled},
 		{"KubectlLogs", testLogs},
+		{"PlainPodAsAKubeletWould", testPlainPod},
+		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {

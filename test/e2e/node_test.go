@@ -1,0 +1,166 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+const nodeNS = "node-test"
+
+// plainPod exercises what the node does for any pod, beyond what kubeoauth's own
+// pods need: an init container writing to an emptyDir, environment from a ConfigMap
+// and the downward API, a downwardAPI volume, a tcpSocket readiness probe, an exec
+// liveness probe that starts failing, and a container that keeps crashing.
+func plainPod() *corev1.Pod {
+	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
+	work := corev1.VolumeMount{Name: "work", MountPath: "/work"}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "plain", Labels: map[string]string{"app": "plain"}},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyAlways,
+			InitContainers: []corev1.Container{{Name: "init", Image: "busybox",
+				Command: sh("echo init-done > /work/init"), VolumeMounts: []corev1.VolumeMount{work}}},
+			Containers: []corev1.Container{
+				{Name: "app", Image: "busybox", VolumeMounts: []corev1.VolumeMount{work, {Name: "podinfo", MountPath: "/etc/podinfo"}},
+					Command: sh(`cat /work/init; echo "greeting=$GREETING pod=$POD_NAME ip=$POD_IP"; cat /etc/podinfo/labels; echo;
+rm -f /work/unhealthy; (sleep 4; touch /work/unhealthy) &
+exec python3 -m http.server 8080 --directory /work`),
+					Env: []corev1.EnvVar{
+						{Name: "GREETING", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+							LocalObjectReference: corev1.LocalObjectReference{Name: "plain"}, Key: "greeting"}}},
+						{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+						{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+					},
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{
+						Port: intstr.FromString("http")}}, PeriodSeconds: 1},
+					LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+						Command: []string{"/bin/sh", "-c", "test ! -f /work/unhealthy"}}}, PeriodSeconds: 1, FailureThreshold: 2},
+				},
+				{Name: "crasher", Image: "busybox", Command: sh("echo crashing; sleep 1; exit 3")},
+			},
+			Volumes: []corev1.Volume{
+				{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+					Items: []corev1.DownwardAPIVolumeFile{{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{
+						FieldPath: "metadata.labels['app']"}}}}}},
+			},
+		},
+	}
+}
+
+// The node runs a plain pod as a kubelet would.
+func testPlainPod(t *testing.T) {
+	ctx := t.Context()
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodeNS}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "plain"}, Data: map[string]string{"greeting": "hello"}},
+		plainPod(),
+	} {
+		if err := suite.c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pod corev1.Pod
+	status := func(name string) (corev1.ContainerStatus, error) {
+		if err := suite.c.Get(ctx, client.ObjectKey{Namespace: nodeNS, Name: "plain"}, &pod); err != nil {
+			return corev1.ContainerStatus{}, err
+		}
+		for _, s := range pod.Status.ContainerStatuses {
+			if s.Name == name {
+				return s, nil
+			}
+		}
+		return corev1.ContainerStatus{}, fmt.Errorf("no status for %s yet", name)
+	}
+	eventually(t, 30*time.Second, "the app container ready by its tcpSocket probe", func() error {
+		s, err := status("app")
+		if err != nil || !s.Ready {
+			return fmt.Errorf("%+v %v", s, err)
+		}
+		return nil
+	})
+	if ip := net.ParseIP(pod.Status.PodIP); ip == nil || !strings.HasPrefix(pod.Status.PodIP, "10.244.0.") {
+		t.Errorf("pod IP %q, want one of the pod network", pod.Status.PodIP)
+	}
+	logs, err := kubectl(ctx, "-n", nodeNS, "logs", "plain", "-c", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"init-done", "greeting=hello pod=plain ip=" + pod.Status.PodIP, "plain"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the app's log lacks %q:\n%s", want, logs)
+		}
+	}
+	eventually(t, 30*time.Second, "the crashing container restarted twice", func() error {
+		s, err := status("crasher")
+		if err != nil || s.RestartCount < 2 || s.LastTerminationState.Terminated == nil && s.State.Terminated == nil {
+			return fmt.Errorf("%+v %v", s, err)
+		}
+		return nil
+	})
+	if prev, err := kubectl(ctx, "-n", nodeNS, "logs", "plain", "-c", "crasher", "--previous"); err != nil || !strings.Contains(prev, "crashing") {
+		t.Errorf("logs --previous of the crashing container: %q %v", prev, err)
+	}
+	eventually(t, 30*time.Second, "the failing liveness probe restarted the app", func() error {
+		s, err := status("app")
+		if err != nil || s.RestartCount < 1 {
+			return fmt.Errorf("%+v %v", s, err)
+		}
+		return nil
+	})
+	if pod.Status.Phase != corev1.PodRunning {
+		t.Errorf("phase %s", pod.Status.Phase)
+	}
+}
+
+// A process that ignores SIGTERM is killed when the grace period ends, and the pod
+// object goes away then, not after the default 30 s.
+func testGracePeriod(t *testing.T) {
+	ctx := t.Context()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "stubborn"},
+		Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](2), Containers: []corev1.Container{{Name: "c",
+			Image: "busybox", Command: []string{"/bin/sh", "-c", "trap 'echo ignoring TERM' TERM; while true; do sleep 0.2; done"}}}}}
+	if err := suite.c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "stubborn running", func() error {
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+			return err
+		}
+		if len(pod.Status.ContainerStatuses) == 0 || pod.Status.ContainerStatuses[0].State.Running == nil {
+			return fmt.Errorf("%+v", pod.Status.ContainerStatuses)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := suite.c.Delete(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "stubborn deleted", func() error {
+		err := suite.c.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there (%v)", err)
+	})
+	took := time.Since(start)
+	_ = suite.c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodeNS}})
+	t.Logf("a pod ignoring SIGTERM with a 2 s grace period was gone after %.1fs", took.Seconds())
+	if took < 2*time.Second || took > 15*time.Second {
+		t.Errorf("deletion took %s; want the 2 s grace period, then SIGKILL (not the default 30 s)", took)
+	}
+}
