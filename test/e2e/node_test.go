@@ -22,8 +22,9 @@ const nodeNS = "node-test"
 
 // plainPod exercises what the node does for any pod, beyond what kubeoauth's own
 // pods need: an init container writing to an emptyDir, environment from a ConfigMap
-// and the downward API, a downwardAPI volume, a tcpSocket readiness probe, an exec
-// liveness probe that starts failing, and a container that keeps crashing.
+// and the downward API, a downwardAPI volume, an httpGet startup probe, a tcpSocket
+// readiness probe, an exec liveness probe that starts failing, and a container that
+// keeps crashing.
 func plainPod() *corev1.Pod {
 	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
 	work := corev1.VolumeMount{Name: "work", MountPath: "/work"}
@@ -45,6 +46,8 @@ exec python3 -m http.server 8080 --directory /work`),
 						{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
 					},
 					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					StartupProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+						Path: "/init", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1, FailureThreshold: 30},
 					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{
 						Port: intstr.FromString("http")}}, PeriodSeconds: 1},
 					LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
@@ -86,9 +89,9 @@ func testPlainPod(t *testing.T) {
 		}
 		return corev1.ContainerStatus{}, fmt.Errorf("no status for %s yet", name)
 	}
-	eventually(t, 30*time.Second, "the app container ready by its tcpSocket probe", func() error {
+	eventually(t, 30*time.Second, "the app container started (httpGet) and ready (tcpSocket)", func() error {
 		s, err := status("app")
-		if err != nil || !s.Ready {
+		if err != nil || !s.Ready || s.Started == nil || !*s.Started {
 			return fmt.Errorf("%+v %v", s, err)
 		}
 		return nil

@@ -323,7 +323,7 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 	p.exited[c.Name] = exited
 	p.mu.Unlock()
 	probeCtx, stopProbes := context.WithCancel(p.ctx)
-	go p.probe(probeCtx, c, exited)
+	go p.probe(probeCtx, c)
 	err := wait()
 	close(exited)
 	stopProbes()

@@ -20,7 +20,7 @@ import (
 // its process, as the kubelet's prober does: startup first, then the other two; a
 // failed startup or liveness probe kills the process (the restart policy decides the
 // rest); readiness drives the Ready condition.
-func (p *pod) probe(ctx context.Context, c *corev1.Container, exited <-chan struct{}) {
+func (p *pod) probe(ctx context.Context, c *corev1.Container) {
 	if c.StartupProbe != nil {
 		if !p.runProbe(ctx, c, c.StartupProbe, nil) {
 			p.livenessKill(ctx, c, "startup")
@@ -41,8 +41,6 @@ func (p *pod) probe(ctx context.Context, c *corev1.Container, exited <-chan stru
 			p.livenessKill(ctx, c, "liveness")
 		}
 	}
-	<-ctx.Done()
-	_ = exited
 }
 
 func (p *pod) livenessKill(ctx context.Context, c *corev1.Container, which string) {
@@ -57,11 +55,12 @@ func (p *pod) livenessKill(ctx context.Context, c *corev1.Container, which strin
 	p.kill(c.Name, grace)
 }
 
-// runProbe probes every period. With report set it runs until ctx ends, reporting
-// each change of outcome (readiness); without, it returns true at the first success
-// for a startup probe... and false once failureThreshold failures follow each other.
-// A liveness probe (report nil, and the container already started) returns only on
-// failure or when ctx ends.
+// runProbe probes every period after the initial delay, until ctx ends:
+//   - readiness (report set): reports each change — ready after successThreshold
+//     successes in a row, not ready after failureThreshold failures in a row;
+//   - startup (report nil, pr is the startup probe): true at the first success;
+//   - liveness (report nil): returns only when failureThreshold failures follow each
+//     other (false) or ctx ends.
 func (p *pod) runProbe(ctx context.Context, c *corev1.Container, pr *corev1.Probe, report func(bool)) bool {
 	period := time.Duration(max(pr.PeriodSeconds, 1)) * time.Second
 	timeout := time.Duration(max(pr.TimeoutSeconds, 1)) * time.Second
