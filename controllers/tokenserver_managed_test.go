@@ -22,23 +22,18 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 )
 
-// hostIP is a non-loopback IPv4 address of this machine: EndpointSlices refuse
-// loopback addresses, and the test puts the suite's token server behind one.
+// hostIP is an address of this machine an EndpointSlice may hold; the test puts the
+// suite's token server behind one.
 func hostIP(t *testing.T) string {
 	t.Helper()
-	addrs, err := net.InterfaceAddrs()
+	ip, err := testenv.HostIP()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range addrs {
-		if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
-			return ip.IP.String()
-		}
-	}
-	t.Fatal("this test needs a non-loopback IPv4 address to put in an EndpointSlice")
-	return ""
+	return ip
 }
 
 func get(t *testing.T, ns, name string, obj client.Object) {

@@ -2,7 +2,6 @@ package manifests
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -14,10 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
@@ -144,28 +141,18 @@ func TestChartRendersWhatValuesSay(t *testing.T) {
 // Every object the chart renders by default is accepted by a real API server (the
 // ServiceMonitor, off by default, needs the Prometheus Operator's CRD).
 func TestChartInstallsOnARealAPIServer(t *testing.T) {
-	objs := template(t)
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(env.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubeoauth-system"}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if o.GetKind() == "CustomResourceDefinition" {
-			continue // testenv installed them from config/crd/bases, which crds/ copies
-		}
-		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("helm"), client.ForceOwnership); err != nil {
-			t.Errorf("applying %s/%s: %v", o.GetKind(), o.GetName(), err)
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("kubeoauth-system")
+	objs := []*unstructured.Unstructured{ns}
+	for _, o := range template(t) {
+		// testenv installed the CRDs from config/crd/bases, which crds/ copies.
+		if o.GetKind() != "CustomResourceDefinition" {
+			objs = append(objs, o)
 		}
 	}
+	applyAll(t, objs, "helm")
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, out any) {

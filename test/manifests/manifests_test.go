@@ -49,6 +49,13 @@ func TestDefaultDeploysOnARealAPIServer(t *testing.T) {
 		}
 	}
 
+	applyAll(t, objs, "make-deploy") // the Namespace comes first: kustomize orders by kind
+}
+
+// applyAll applies objs, in order, to a real API server (envtest, with the CRDs of
+// config/crd/bases installed) as fieldOwner, and reports each one it refuses.
+func applyAll(t *testing.T, objs []*unstructured.Unstructured, fieldOwner string) {
+	t.Helper()
 	env, err := testenv.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -59,9 +66,9 @@ func TestDefaultDeploysOnARealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, o := range objs { // the Namespace comes first: kustomize orders by kind
+	for _, o := range objs {
 		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o),
-			client.FieldOwner("make-deploy"), client.ForceOwnership); err != nil {
+			client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
 			t.Errorf("applying %s/%s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}

@@ -8,7 +8,9 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,4 +135,23 @@ func childrenIn(dir string) []reaper.Target {
 		targets = append(targets, reaper.Target{PID: pid, Signal: "KILL", Group: true})
 	}
 	return targets
+}
+
+// HostIP returns an IPv4 address of this machine that an EndpointSlice may hold: the
+// API server rejects loopback and link-local endpoint addresses, so tests that put a
+// server of theirs behind an EndpointSlice bind it here.
+func HostIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip := n.IP.To4(); ip != nil && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+				return ip.String(), nil
+			}
+		}
+	}
+	return "", errors.New("this machine has no non-loopback, non-link-local IPv4 address; " +
+		"the API server rejects loopback addresses in EndpointSlices")
 }

@@ -3,7 +3,6 @@ package netsvc
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -156,22 +155,12 @@ func wait(t *testing.T, what string, done <-chan error) {
 	}
 }
 
-// hostIP is an IPv4 address of this machine that an EndpointSlice may hold: the API
-// server rejects loopback and link-local endpoint addresses.
+// hostIP is an address of this machine an EndpointSlice may hold, for the test servers.
 func hostIP(t *testing.T) string {
 	t.Helper()
-	addrs, err := net.InterfaceAddrs()
+	ip, err := testenv.HostIP()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip := n.IP.To4(); ip != nil && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
-				return ip.String()
-			}
-		}
-	}
-	t.Fatal("this machine has no non-loopback, non-link-local IPv4 address for the test servers; " +
-		"the API server rejects loopback addresses in EndpointSlices")
-	return ""
+	return ip
 }
