@@ -395,14 +395,15 @@ func Down(dir string, progress io.Writer) error {
 	}
 	for i := len(componentNames) - 1; i >= 0; i-- {
 		name := componentNames[i]
-		if name == "node" {
-			// The pods' processes run in their own sessions and outlive the node
-			// process (so a node restart re-adopts them); down stops them too.
-			errs = append(errs, stopPods(dir, progress))
-		}
 		if pid := alivePid(pidPath(dir, name)); pid != 0 {
 			say(progress, ">> stopping", name)
 			stopProcess(pid, 20*time.Second)
+		}
+		if name == "node" {
+			// The pods' processes run in their own sessions and outlive the node
+			// process (so a node restart re-adopts them); down stops them too,
+			// after the node, which would otherwise restart what it saw exit.
+			errs = append(errs, stopPods(dir, progress))
 		}
 	}
 	errs = append(errs, tearDownNetwork(dir))

@@ -268,15 +268,18 @@ func (n *Node) readopt(ctx context.Context) error {
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
+		stale := err != nil || live.UID != st.Pod.UID || live.DeletionTimestamp != nil
 		n.mu.Lock()
-		p, perr := n.newPod(st)
+		p, perr := n.newPod(st, !stale)
 		n.mu.Unlock()
 		if perr != nil {
 			return perr
 		}
-		if err != nil || live.UID != st.Pod.UID || live.DeletionTimestamp != nil {
-			// Gone while the node was down: stop what is left of it.
-			go n.remove(p) // #nosec G118 -- outlives the request: removal finishes on its own
+		if stale {
+			// Gone while the node was down: stop what is left of it. Nothing runs
+			// its containers, so there are no supervisors to wait for.
+			close(p.stopped)
+			n.startRemoval(p)
 			continue
 		}
 		n.log.Info("re-adopting pod", "pod", st.Pod.Namespace+"/"+st.Pod.Name)

@@ -1,13 +1,18 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // The pure parts of the node; the node itself runs in `make test-e2e`, which needs
@@ -127,6 +132,91 @@ func TestPhase(t *testing.T) {
 				t.Errorf("phase %s, want %s", got, tt.want)
 			}
 		})
+	}
+	t.Run("init container failed under Never", func(t *testing.T) {
+		p := &pod{st: podState{Pod: &corev1.Pod{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			InitContainers: []corev1.Container{{Name: "init"}}, Containers: []corev1.Container{{Name: "c"}}}},
+			Containers: map[string]*containerState{"init": exited(1)}}}
+		if got := p.phase(); got != corev1.PodFailed {
+			t.Errorf("phase %s, want Failed: the containers will never start", got)
+		}
+	})
+}
+
+// testPod is a pod of a node that has not started anything.
+func testPod(t *testing.T, policy corev1.RestartPolicy, containers map[string]*containerState) *pod {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	n := &Node{log: logr.Discard(), ctx: ctx, pods: map[string]*pod{}, names: map[types.NamespacedName]string{}}
+	return &pod{n: n, dir: t.TempDir(), ctx: ctx, cancel: cancel, exited: map[string]chan struct{}{},
+		spec: map[string]*ShimSpec{}, stopped: make(chan struct{}),
+		st: podState{Pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u"}, Spec: corev1.PodSpec{
+			RestartPolicy: policy, Containers: []corev1.Container{{Name: "c"}}}}, Containers: containers}}
+}
+
+// A pod re-adopted after a node restart whose container had already exited for good
+// is not run again (a Job's pod would otherwise run twice).
+func TestFinishedContainerIsNotRunAgain(t *testing.T) {
+	done := func(code int32) map[string]*containerState {
+		return map[string]*containerState{"c": {Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: "Completed"}}}
+	}
+	for name, tt := range map[string]struct {
+		policy corev1.RestartPolicy
+		code   int32
+		ok     bool
+	}{
+		"succeeded under Never":     {corev1.RestartPolicyNever, 0, true},
+		"failed under Never":        {corev1.RestartPolicyNever, 1, false},
+		"succeeded under OnFailure": {corev1.RestartPolicyOnFailure, 0, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := testPod(t, tt.policy, done(tt.code))
+			before := *p.st.Containers["c"].Terminated
+			if ok := p.supervise(&p.st.Pod.Spec.Containers[0], false); ok != tt.ok {
+				t.Errorf("supervise = %v, want %v", ok, tt.ok)
+			}
+			if cs := p.st.Containers["c"]; *cs.Terminated != before || cs.RestartCount != 0 || cs.Previous != nil {
+				t.Errorf("the container ran again: %+v", cs)
+			}
+		})
+	}
+}
+
+// Once a pod is being deleted nothing of it starts, so terminate cannot miss a
+// process started after it looked.
+func TestStartRefusedWhileDeleting(t *testing.T) {
+	p := testPod(t, corev1.RestartPolicyAlways, map[string]*containerState{})
+	p.spec["c"] = &ShimSpec{Argv: []string{"/bin/true"}, ExitFile: filepath.Join(p.dir, "exit-c")}
+	if err := os.MkdirAll(filepath.Join(p.dir, "logs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p.deleting = true
+	if _, _, err := p.start(&p.st.Pod.Spec.Containers[0]); !errors.Is(err, errDeleting) {
+		t.Fatalf("start while deleting: %v, want errDeleting", err)
+	}
+	if cs := p.st.Containers["c"]; cs != nil && cs.Pid != 0 {
+		t.Errorf("a process was recorded: %+v", cs)
+	}
+}
+
+func TestShadowable(t *testing.T) {
+	for _, tt := range []struct {
+		target, ancestor, scratch string
+		ok                        bool
+	}{
+		{"/etc/kubeoauth/keys", "/etc", "/var/lib/kubeoauth/pods/u/scratch/c", true},
+		{"/data", "/", "/var/lib/kubeoauth/pods/u/scratch/c", false},
+		{"/tmp/new/dir", "/tmp", "/tmp/kubeoauth-local/pods/u/scratch/c", false},
+		{"/tmp2/x", "/tmp2", "/tmp/kubeoauth-local/pods/u/scratch/c", true},
+	} {
+		err := shadowable(tt.target, tt.ancestor, tt.scratch)
+		if (err == nil) != tt.ok {
+			t.Errorf("shadowable(%s over %s, scratch %s) = %v, want ok %v", tt.target, tt.ancestor, tt.scratch, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "mountPath "+tt.target) {
+			t.Errorf("the error does not name the mountPath: %v", err)
+		}
 	}
 }
 

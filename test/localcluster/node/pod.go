@@ -159,17 +159,21 @@ func (p *pod) trySetUp() error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	// The specs are built unlocked: env reads Secrets and ConfigMaps from the API
+	// server, and status must not wait for it.
+	specs := map[string]*ShimSpec{}
 	for _, list := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
 		for i := range list {
 			spec, err := p.shimSpec(podCopy, &list[i], vols)
 			if err != nil {
 				return fmt.Errorf("container %s: %w", list[i].Name, err)
 			}
-			p.spec[list[i].Name] = spec
+			specs[list[i].Name] = spec
 		}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.spec = specs
 	p.st.Waiting = ""
 	return nil
 }
@@ -237,27 +241,20 @@ func (p *pod) runInitContainers() bool {
 // container runs until it succeeds. It reports whether the container succeeded.
 func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
 	backoff := time.Second
+	// A re-adopted pod's container may have exited for good before the node went
+	// down (a Job's pod, a finished init container): it is not run again.
+	if code, done := p.finished(c.Name); done && !p.restarts(code, initContainer) {
+		return code == 0
+	}
 	for {
 		code, err := p.runOnce(c)
-		if p.ctx.Err() != nil && !p.isDeleting() {
-			return false // the node is shutting down
+		if p.ctx.Err() != nil || p.isDeleting() {
+			return false // deleted, or the node is shutting down
 		}
 		if err != nil {
 			p.n.log.Error(err, "container did not start", "pod", p.st.Pod.Name, "container", c.Name)
-			code = 128
 		}
-		if p.ctx.Err() != nil || p.isDeleting() {
-			return false
-		}
-		policy := p.st.Pod.Spec.RestartPolicy
-		restart := policy == corev1.RestartPolicyAlways || (policy == corev1.RestartPolicyOnFailure && code != 0)
-		if initContainer {
-			restart = code != 0 && policy != corev1.RestartPolicyNever
-			if code == 0 {
-				return true
-			}
-		}
-		if !restart {
+		if !p.restarts(code, initContainer) {
 			return code == 0
 		}
 		// The kubelet's back-off starts at 10 s and doubles to 5 min; on a test
@@ -268,11 +265,35 @@ func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
 			return false
 		case <-time.After(backoff):
 		}
+		if p.isDeleting() {
+			return false
+		}
 		backoff = min(backoff*2, 30*time.Second)
 		p.mu.Lock()
 		p.st.Containers[c.Name].RestartCount++
 		p.mu.Unlock()
 	}
+}
+
+// restarts says whether a container that exited with code runs again: as the pod's
+// restartPolicy says, and an init container until it succeeds (unless Never).
+func (p *pod) restarts(code int, initContainer bool) bool {
+	policy := p.st.Pod.Spec.RestartPolicy
+	if initContainer {
+		return code != 0 && policy != corev1.RestartPolicyNever
+	}
+	return policy == corev1.RestartPolicyAlways || (policy == corev1.RestartPolicyOnFailure && code != 0)
+}
+
+// finished reports the exit code of a container that has exited and is not running.
+func (p *pod) finished(name string) (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs, ok := p.st.Containers[name]
+	if !ok || cs.Running || cs.Terminated == nil {
+		return 0, false
+	}
+	return int(cs.Terminated.ExitCode), true
 }
 
 func (p *pod) setWaiting(name, reason string) {
@@ -304,24 +325,32 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 	p.mu.Lock()
 	cs := p.container(c.Name)
 	adopted := cs.Running && processAlive(cs.Pid, cs.StartTicks)
+	// Running by the state file, but gone: it exited while the node was down, and
+	// what it left in its exit file is its exit.
+	exitedAway := cs.Running && !adopted
+	var exited chan struct{}
 	if adopted {
 		// Nobody probed it while the node was down: Ready again when a probe says so.
 		cs.Ready, cs.Started = false, c.StartupProbe == nil
+		exited = make(chan struct{})
+		p.exited[c.Name] = exited
 	}
 	p.mu.Unlock()
 	var wait func() error
-	if adopted {
+	switch {
+	case exitedAway:
+		return p.recordExit(cs, p.exitCode(c.Name), ""), nil
+	case adopted:
 		wait = func() error { return waitForeign(p.ctx, cs.Pid, cs.StartTicks) }
-	} else {
+	default:
 		var err error
-		if wait, err = p.start(c); err != nil {
+		if wait, exited, err = p.start(c); err != nil {
+			if !errors.Is(err, errDeleting) {
+				p.recordExit(cs, 128, "StartError: "+err.Error())
+			}
 			return 128, err
 		}
 	}
-	exited := make(chan struct{})
-	p.mu.Lock()
-	p.exited[c.Name] = exited
-	p.mu.Unlock()
 	probeCtx, stopProbes := context.WithCancel(p.ctx)
 	go p.probe(probeCtx, c)
 	err := wait()
@@ -331,40 +360,55 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 		// The node is shutting down; the process may well run on, to be adopted.
 		return 0, p.ctx.Err()
 	}
-	code := p.exitCode(c.Name)
-	p.mu.Lock()
-	term := &corev1.ContainerStateTerminated{ExitCode: int32(code), StartedAt: cs.StartedAt, // #nosec G115 -- exit codes are small
-		FinishedAt: metav1.Now(), Reason: "Completed", ContainerID: containerID(cs.Pid)}
-	if code != 0 {
-		term.Reason = "Error"
-	}
-	cs.Previous, cs.Terminated = cs.Terminated, term
-	cs.Running, cs.Ready, cs.Started, cs.Pid = false, false, false, 0
-	p.mu.Unlock()
-	p.changed()
+	code := p.recordExit(cs, p.exitCode(c.Name), "")
 	if err != nil && p.ctx.Err() == nil {
 		p.n.log.Info("waiting for container", "pod", p.st.Pod.Name, "container", c.Name, "error", err.Error())
 	}
 	return code, nil
 }
 
+// recordExit records that the container's process ended with code (message says
+// why, when it never started) and returns code.
+func (p *pod) recordExit(cs *containerState, code int, message string) int {
+	p.mu.Lock()
+	term := &corev1.ContainerStateTerminated{ExitCode: int32(code), StartedAt: cs.StartedAt, // #nosec G115 -- exit codes are small
+		FinishedAt: metav1.Now(), Reason: "Completed", Message: message}
+	if cs.Pid != 0 {
+		term.ContainerID = containerID(cs.Pid)
+	}
+	switch {
+	case message != "":
+		term.Reason = "StartError"
+	case code != 0:
+		term.Reason = "Error"
+	}
+	cs.Previous, cs.Terminated = cs.Terminated, term
+	cs.Running, cs.Ready, cs.Started, cs.Pid, cs.Waiting = false, false, false, 0, ""
+	p.mu.Unlock()
+	p.changed()
+	return code
+}
+
+// errDeleting is start's refusal to start a container of a pod being deleted.
+var errDeleting = errors.New("pod is being deleted")
+
 // start launches the container's shim in the pod's namespaces, in a session of its
-// own, with its output appended to the container's log.
-func (p *pod) start(c *corev1.Container) (func() error, error) {
+// own, with its output appended to the container's log. It returns the wait for the
+// process and the channel to close when it has exited.
+func (p *pod) start(c *corev1.Container) (func() error, chan struct{}, error) {
 	p.mu.Lock()
 	spec := p.spec[c.Name]
-	cs := p.container(c.Name)
 	p.mu.Unlock()
 	if spec == nil {
-		return nil, errors.New("no spec")
+		return nil, nil, errors.New("no spec")
 	}
 	specPath := filepath.Join(p.dir, "spec-"+c.Name+".json")
 	data, err := json.Marshal(spec)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.WriteFile(specPath, data, 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	_ = os.Remove(spec.ExitFile)
 	logPath := p.logPath(c.Name, false)
@@ -373,21 +417,32 @@ func (p *pod) start(c *corev1.Container) (func() error, error) {
 	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // #nosec G304 -- our own file
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() { _ = logFile.Close() }()
 	cmd := exec.Command("ip", "netns", "exec", netnsName(p.uid()), p.n.cfg.Self, "shim", specPath) // #nosec G204 -- this tool
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
+	// The start and its record are one critical section with terminate's check of
+	// deleting: either the pod is being deleted and nothing starts, or kill sees
+	// the new pid and its exit channel.
 	p.mu.Lock()
+	if p.deleting || p.ctx.Err() != nil {
+		p.mu.Unlock()
+		return nil, nil, errDeleting
+	}
+	if err := cmd.Start(); err != nil {
+		p.mu.Unlock()
+		return nil, nil, err
+	}
+	exited := make(chan struct{})
+	p.exited[c.Name] = exited
+	cs := p.container(c.Name)
 	cs.Pid, cs.StartTicks, cs.StartedAt = cmd.Process.Pid, startTicks(cmd.Process.Pid), metav1.Now()
 	cs.Running, cs.Waiting, cs.Started = true, "", c.StartupProbe == nil
 	p.mu.Unlock()
 	p.changed()
-	return cmd.Wait, nil
+	return cmd.Wait, exited, nil
 }
 
 func (p *pod) logPath(container string, previous bool) string {
@@ -413,6 +468,8 @@ func (p *pod) exitCode(container string) int {
 }
 
 // kill stops one container's process: SIGTERM to its session, SIGKILL after grace.
+// A process the node never waited for (a pod of an earlier run being removed) is
+// watched through /proc.
 func (p *pod) kill(name string, grace time.Duration) {
 	p.mu.Lock()
 	cs := p.container(name)
@@ -422,10 +479,16 @@ func (p *pod) kill(name string, grace time.Duration) {
 		return
 	}
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(grace):
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	deadline := time.After(grace)
+	for processAlive(pid, ticks) {
+		select {
+		case <-exited:
+			return
+		case <-deadline:
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
@@ -435,8 +498,8 @@ func (p *pod) terminate() {
 	p.mu.Lock()
 	p.deleting = true
 	pd := p.st.Pod
-	p.mu.Unlock()
 	grace := time.Duration(ptr.Deref(pd.DeletionGracePeriodSeconds, ptr.Deref(pd.Spec.TerminationGracePeriodSeconds, 30))) * time.Second
+	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, list := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
 		for _, c := range list {

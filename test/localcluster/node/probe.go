@@ -180,7 +180,7 @@ func httpProbe(ctx context.Context, c *corev1.Container, g *corev1.HTTPGetAction
 	req.Header.Set("User-Agent", "kube-probe/1.37")
 	// The kubelet does not verify the certificate of an HTTPS probe either.
 	// #nosec G402 -- as the kubelet's prober
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -28,7 +28,7 @@ func (n *Node) CreatePod(_ context.Context, pd *corev1.Pod) error {
 	if _, ok := n.pods[string(pd.UID)]; ok {
 		return nil
 	}
-	p, err := n.newPod(podState{Pod: pd.DeepCopy(), StartTime: metav1.Now(), Containers: map[string]*containerState{}})
+	p, err := n.newPod(podState{Pod: pd.DeepCopy(), StartTime: metav1.Now(), Containers: map[string]*containerState{}}, true)
 	if err != nil {
 		return err
 	}
@@ -38,10 +38,17 @@ func (n *Node) CreatePod(_ context.Context, pd *corev1.Pod) error {
 
 // UpdatePod takes a changed spec; a process pod's containers cannot change in place
 // (nor can a real pod's, beyond the image), so only the metadata is kept.
-func (n *Node) UpdatePod(_ context.Context, pd *corev1.Pod) error {
+func (n *Node) UpdatePod(ctx context.Context, pd *corev1.Pod) error {
 	p := n.byName(pd.Namespace, pd.Name)
 	if p == nil {
 		return errdefs.NotFound("pod not found")
+	}
+	if p.uid() != string(pd.UID) {
+		// Another pod under the same name (a StatefulSet's next one) while the node
+		// still holds the old one: the old one is gone from the API, so it goes,
+		// and the new one starts.
+		n.startRemoval(p)
+		return n.CreatePod(ctx, pd)
 	}
 	p.mu.Lock()
 	p.st.Pod.Labels, p.st.Pod.Annotations = pd.Labels, pd.Annotations
@@ -58,9 +65,6 @@ func (n *Node) UpdatePod(_ context.Context, pd *corev1.Pod) error {
 func (n *Node) DeletePod(_ context.Context, pd *corev1.Pod) error {
 	n.mu.Lock()
 	p, ok := n.pods[string(pd.UID)]
-	if ok {
-		delete(n.names, types.NamespacedName{Namespace: pd.Namespace, Name: pd.Name})
-	}
 	n.mu.Unlock()
 	if !ok {
 		return errdefs.NotFound("pod not found")
@@ -69,12 +73,27 @@ func (n *Node) DeletePod(_ context.Context, pd *corev1.Pod) error {
 	if pd.DeletionGracePeriodSeconds != nil {
 		p.st.Pod.DeletionGracePeriodSeconds = pd.DeletionGracePeriodSeconds
 	}
+	p.mu.Unlock()
+	n.startRemoval(p)
+	return nil
+}
+
+// startRemoval drops the pod from the name index (its name may already belong to
+// the next pod) and removes it in the background, once.
+func (n *Node) startRemoval(p *pod) {
+	n.mu.Lock()
+	key := types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}
+	if n.names[key] == p.uid() {
+		delete(n.names, key)
+	}
+	n.mu.Unlock()
+	p.mu.Lock()
 	already := p.deleting
+	p.deleting = true
 	p.mu.Unlock()
 	if !already {
 		go n.remove(p) // #nosec G118 -- outlives the request: removal finishes on its own
 	}
-	return nil
 }
 
 func (n *Node) remove(p *pod) {
@@ -127,18 +146,32 @@ func (n *Node) GetPods(context.Context) ([]*corev1.Pod, error) {
 }
 
 // NotifyPods registers virtual-kubelet's callback for status changes, so status is
-// pushed as it changes instead of polled.
+// pushed as it changes instead of polled. Re-adopted pods run (and probe) before the
+// pod controller starts: a change they saw meanwhile was not pushed, so every pod's
+// status is pushed once now.
 func (n *Node) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	n.mu.Lock()
 	n.notifyCB = cb
+	pods := make([]*pod, 0, len(n.pods))
+	for _, p := range n.pods {
+		pods = append(pods, p)
+	}
 	n.mu.Unlock()
+	// The callback may block (until the pod controller's cache knows the pod);
+	// NotifyPods must not.
+	for _, p := range pods {
+		go n.notify(p)
+	}
 }
 
 func (n *Node) notify(p *pod) {
 	n.mu.Lock()
 	cb := n.notifyCB
+	// A pod no longer under its name (being deleted, or replaced by a new pod of
+	// that name) must not report its status as the new pod's.
+	current := n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid()
 	n.mu.Unlock()
-	if cb != nil {
+	if cb != nil && current {
 		cb(p.withStatus())
 	}
 }
@@ -235,7 +268,9 @@ func (fl *follower) Read(b []byte) (int, error) {
 
 func (fl *follower) Close() error { return fl.f.Close() }
 
-func (n *Node) newPod(st podState) (*pod, error) {
+// newPod registers a pod by UID and, when named (it is the pod of its name in the
+// API), by name.
+func (n *Node) newPod(st podState, named bool) (*pod, error) {
 	dir := filepath.Join(n.cfg.Dir, "pods", string(st.Pod.UID))
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
 		return nil, err
@@ -244,7 +279,9 @@ func (n *Node) newPod(st podState) (*pod, error) {
 	p := &pod{n: n, dir: dir, st: st, exited: map[string]chan struct{}{}, spec: map[string]*ShimSpec{},
 		stopped: make(chan struct{}), ctx: ctx, cancel: cancel}
 	n.pods[string(st.Pod.UID)] = p
-	n.names[types.NamespacedName{Namespace: st.Pod.Namespace, Name: st.Pod.Name}] = string(st.Pod.UID)
+	if named {
+		n.names[types.NamespacedName{Namespace: st.Pod.Namespace, Name: st.Pod.Name}] = string(st.Pod.UID)
+	}
 	p.save()
 	return p, nil
 }

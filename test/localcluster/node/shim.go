@@ -145,6 +145,9 @@ func ensureMountPoint(target string, dir bool, scratch string) error {
 		}
 		ancestor = filepath.Dir(ancestor)
 	}
+	if err := shadowable(target, ancestor, scratch); err != nil {
+		return err
+	}
 	if err := shadow(ancestor, scratch); err != nil {
 		return fmt.Errorf("shadowing %s: %w", ancestor, err)
 	}
@@ -154,7 +157,22 @@ func ensureMountPoint(target string, dir bool, scratch string) error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(target, nil, 0o644)
+	// A mount point in our tmpfs: the bind shows the source's mode.
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600) // #nosec G304 -- in our tmpfs
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// shadowable refuses a tmpfs over / or over a directory that holds the scratch
+// directory: it would hide the very bind it is filled from.
+func shadowable(target, ancestor, scratch string) error {
+	if ancestor == "/" || strings.HasPrefix(filepath.Clean(scratch)+"/", strings.TrimSuffix(ancestor, "/")+"/") {
+		return fmt.Errorf("mountPath %s: %s does not exist on this node and %s cannot be shadowed here; "+
+			"mount under a directory that exists (such as /mnt or /var/lib)", target, filepath.Dir(target), ancestor)
+	}
+	return nil
 }
 
 // shadow lays a writable tmpfs over dir that shows the same entries: the original
@@ -199,7 +217,13 @@ func rebind(from, to string, e os.DirEntry) error {
 			return err
 		}
 	default:
-		if err := os.WriteFile(to, nil, 0o644); err != nil {
+		// O_EXCL: the target is in the fresh tmpfs; never truncate what is there. A
+		// mount point: the bind shows the source's mode.
+		f, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600) // #nosec G304 -- in our tmpfs
+		if err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
 			return err
 		}
 	}

@@ -62,6 +62,15 @@ func (p *pod) allReady() bool {
 // container has exited for good; Running otherwise.
 func (p *pod) phase() corev1.PodPhase {
 	policy := p.st.Pod.Spec.RestartPolicy
+	// A failed init container under restartPolicy Never fails the pod: it is not
+	// run again, and the containers never start.
+	if policy == corev1.RestartPolicyNever && !p.st.Initialized {
+		for _, c := range p.st.Pod.Spec.InitContainers {
+			if cs := p.st.Containers[c.Name]; cs != nil && !cs.Running && cs.Terminated != nil && cs.Terminated.ExitCode != 0 {
+				return corev1.PodFailed
+			}
+		}
+	}
 	allDone, anyFailed := true, false
 	for _, c := range p.st.Pod.Spec.Containers {
 		cs := p.st.Containers[c.Name]
@@ -80,7 +89,6 @@ func (p *pod) phase() corev1.PodPhase {
 	if !allDone {
 		return corev1.PodRunning
 	}
-	// A failed init container under restartPolicy Never fails the pod.
 	if anyFailed {
 		return corev1.PodFailed
 	}
