@@ -524,6 +524,26 @@ func testLogs(t *testing.T) {
 func testNodeRestart(t *testing.T) {
 	ctx := t.Context()
 	before := containerPid(t, "auth-db-0")
+	// A pod that ran to completion (a Job's, say) stays done: a restarted node
+	// does not run it again.
+	once := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: platformNS, Name: "run-once"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c",
+			Image: "busybox", Command: []string{"/bin/sh", "-c", "echo ran"}}}}}
+	if err := suite.c.Create(ctx, once); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = suite.c.Delete(context.Background(), once) }()
+	var finishedAt metav1.Time
+	eventually(t, 30*time.Second, "run-once succeeded", func() error {
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(once), once); err != nil {
+			return err
+		}
+		if once.Status.Phase != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", once.Status.Phase)
+		}
+		finishedAt = once.Status.ContainerStatuses[0].State.Terminated.FinishedAt
+		return nil
+	})
 	nodePid, err := os.ReadFile(filepath.Join(suite.dir, "pids", "node"))
 	if err != nil {
 		t.Fatal(err)
@@ -556,6 +576,16 @@ func testNodeRestart(t *testing.T) {
 	})
 	if after := containerPid(t, "auth-db-0"); after != before {
 		t.Errorf("the database process was restarted (pid %d → %d), not re-adopted", before, after)
+	}
+	if err := suite.c.Get(ctx, client.ObjectKeyFromObject(once), once); err != nil {
+		t.Fatal(err)
+	}
+	if s := once.Status.ContainerStatuses; once.Status.Phase != corev1.PodSucceeded || len(s) != 1 || s[0].RestartCount != 0 ||
+		s[0].State.Terminated == nil || !s[0].State.Terminated.FinishedAt.Equal(&finishedAt) {
+		t.Errorf("the finished pod ran again after the node restart: phase %s, %+v", once.Status.Phase, s)
+	}
+	if out, err := kubectl(ctx, "-n", platformNS, "logs", "run-once", "--previous"); err == nil {
+		t.Errorf("the finished pod has a previous log, so it ran twice:\n%s", out)
 	}
 	id, secret := clientSecret(t, "reports-oauth")
 	cc := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: suite.issuer + "/oauth2/token"}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ var suite struct {
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
-func run(m *testing.M) int {
+func run(m *testing.M) (code int) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "the end-to-end tests need root (the local cluster makes network and mount namespaces)")
 		return 1
@@ -71,6 +72,16 @@ func run(m *testing.M) int {
 		out, err := exec.Command(suite.tool, "down", "--dir", suite.dir).CombinedOutput() // #nosec G204 -- our tool
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "stopping the cluster: %v\n%s", err, out)
+			code = 1
+		}
+		// `down` leaves nothing behind: no process of the cluster's, no directory.
+		if left := processesUnder(dir); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "processes left running after down:\n%s\n", strings.Join(left, "\n"))
+			code = 1
+		}
+		if _, err := os.Stat(suite.dir); err == nil {
+			fmt.Fprintln(os.Stderr, "down left the cluster directory", suite.dir)
+			code = 1
 		}
 		_ = os.RemoveAll(dir)
 	}()
@@ -92,7 +103,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	code := m.Run()
+	code = m.Run()
 	if code != 0 {
 		dumpLogs()
 	}
@@ -130,6 +141,17 @@ func dumpLogs() {
 		out, _ := kubectl(context.Background(), args...)
 		fmt.Fprintf(os.Stderr, "\n$ kubectl %s\n%s", strings.Join(args, " "), out)
 	}
+	// The node's own log (without virtual-kubelet's debug lines): what it did with
+	// the pods.
+	if data, err := os.ReadFile(filepath.Join(suite.dir, "logs", "node.log")); err == nil {
+		var lines []string
+		for line := range strings.Lines(string(data)) {
+			if !strings.Contains(line, `"level":"debug"`) {
+				lines = append(lines, line)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "\n$ tail node.log\n%s", strings.Join(lines[max(0, len(lines)-60):], ""))
+	}
 }
 
 func kubectl(ctx context.Context, args ...string) (string, error) {
@@ -156,4 +178,24 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// processesUnder lists the running processes whose command line names a path under
+// dir (the cluster's components and the pods' shims all do).
+func processesUnder(dir string) []string {
+	procs, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range procs {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")) // #nosec G304 -- /proc
+		if err != nil {
+			continue
+		}
+		if args := strings.ReplaceAll(string(cmdline), "\x00", " "); strings.Contains(args, dir+"/") {
+			out = append(out, e.Name()+": "+args)
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,33 @@ func testPlainPod(t *testing.T) {
 	})
 	if pod.Status.Phase != corev1.PodRunning {
 		t.Errorf("phase %s", pod.Status.Phase)
+	}
+
+	// A mount path whose parent does not exist under / cannot be made without
+	// changing the host: the container fails and its log says why.
+	slash := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "slash-mount"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c",
+			Image: "busybox", Command: []string{"/bin/sh", "-c", "echo should-not-run"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/kubeoauth-e2e-data"}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}}}
+	if err := suite.c.Create(ctx, slash); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the pod mounting at a new top-level directory failed", func() error {
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(slash), slash); err != nil {
+			return err
+		}
+		if slash.Status.Phase != corev1.PodFailed {
+			return fmt.Errorf("phase %s", slash.Status.Phase)
+		}
+		return nil
+	})
+	if out, _ := kubectl(ctx, "-n", nodeNS, "logs", "slash-mount"); !strings.Contains(out, "mountPath /kubeoauth-e2e-data") ||
+		strings.Contains(out, "should-not-run") {
+		t.Errorf("the failed mount's log does not say which mountPath failed:\n%s", out)
+	}
+	if _, err := os.Stat("/kubeoauth-e2e-data"); err == nil {
+		t.Error("the node made /kubeoauth-e2e-data on the host")
 	}
 }
 
