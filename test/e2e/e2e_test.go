@@ -555,6 +555,16 @@ func testNodeRestart(t *testing.T) {
 	for syscall.Kill(pid, 0) == nil {
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Nothing probes the pods while the node is down: it marked them not Ready.
+	var db corev1.Pod
+	if err := suite.c.Get(ctx, client.ObjectKey{Namespace: platformNS, Name: "auth-db-0"}, &db); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range db.Status.Conditions {
+		if c.Type == corev1.PodReady && (c.Status != corev1.ConditionFalse || c.Reason != "NodeShutdown") {
+			t.Errorf("auth-db-0 while the node is stopped: %+v; want Ready False, NodeShutdown", c)
+		}
+	}
 	up := exec.CommandContext(ctx, suite.tool, "up", "--dir", suite.dir, // #nosec G204 -- our tool
 		"--assets", os.Getenv("KUBEOAUTH_E2E_ASSETS"))
 	up.Dir = suite.repo

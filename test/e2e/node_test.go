@@ -149,6 +149,9 @@ func testPlainPod(t *testing.T) {
 		}
 		return nil
 	})
+	if s := slash.Status.ContainerStatuses; len(s) != 1 || s[0].State.Terminated == nil || s[0].State.Terminated.ExitCode != 128 {
+		t.Errorf("the container that could not start: %+v; want terminated with 128", s)
+	}
 	if out, _ := kubectl(ctx, "-n", nodeNS, "logs", "slash-mount"); !strings.Contains(out, "mountPath /kubeoauth-e2e-data") ||
 		strings.Contains(out, "should-not-run") {
 		t.Errorf("the failed mount's log does not say which mountPath failed:\n%s", out)

@@ -43,6 +43,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
@@ -85,6 +86,8 @@ type Node struct {
 	pods     map[string]*pod                 // by UID
 	names    map[types.NamespacedName]string // namespace/name → UID
 	notifyCB func(*corev1.Pod)
+	// lister is the pod controller's view of this node's pods in the API.
+	lister corelisters.PodLister
 }
 
 // Provisioner is the StorageClass provisioner name of the node's volumes.
@@ -129,6 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	n.lister = factory.Core().V1().Pods().Lister() // before the pod controller runs, which calls GetPod
 	factory.Start(ctx.Done())
 	nc, err := vknode.NewNodeController(vknode.NaiveNodeProvider{}, n.nodeObject(), n.kube.CoreV1().Nodes(),
 		vknode.WithNodeEnableLeaseV1WithRenewInterval(n.kube.CoordinationV1().Leases(corev1.NamespaceNodeLease), 40, 4*time.Second))
@@ -143,6 +147,14 @@ func Run(ctx context.Context, cfg Config) error {
 		errs <- netsvc.ServeDNS(ctx, net.JoinHostPort(cfg.HostIP, strconv.Itoa(cfg.DNSPort)), n.addons, n.log)
 	}()
 	go n.provision(ctx)
+	go func() {
+		// A push made before the pod controller knew the pod may have been dropped.
+		select {
+		case <-pc.Ready():
+			n.notifyAll()
+		case <-ctx.Done():
+		}
+	}()
 	select {
 	case err = <-errs:
 	case <-ctx.Done():
@@ -296,7 +308,10 @@ func (n *Node) shutdown() {
 	n.mu.Lock()
 	pods := make([]*pod, 0, len(n.pods))
 	for _, p := range n.pods {
-		pods = append(pods, p)
+		// Not a pod being removed, whose name may be the next pod's.
+		if n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid() {
+			pods = append(pods, p)
+		}
 	}
 	n.mu.Unlock()
 	for _, p := range pods {
@@ -311,7 +326,8 @@ func (n *Node) shutdown() {
 		for i := range st.ContainerStatuses {
 			st.ContainerStatuses[i].Ready = false
 		}
-		patch, err := json.Marshal(map[string]any{"status": st})
+		// The UID makes the patch fail rather than touch another pod of that name.
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pd.UID}, "status": st})
 		if err == nil {
 			_, err = n.kube.CoreV1().Pods(pd.Namespace).Patch(ctx, pd.Name, types.StrategicMergePatchType, patch,
 				metav1.PatchOptions{}, "status")
@@ -376,6 +392,11 @@ func recordedPids(dir string) []int {
 
 // shimsOf finds running shims whose spec file lies under dir.
 func shimsOf(dir string) []int {
+	return shims(func(spec string) bool { return strings.HasPrefix(spec, filepath.Join(dir, "pods")+"/") })
+}
+
+// shims finds running shims whose spec file matches.
+func shims(match func(specPath string) bool) []int {
 	procs, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range procs {
@@ -388,7 +409,7 @@ func shimsOf(dir string) []int {
 			continue
 		}
 		args := strings.Split(string(cmdline), "\x00")
-		if len(args) >= 3 && args[1] == "shim" && strings.HasPrefix(args[2], filepath.Join(dir, "pods")+"/") {
+		if len(args) >= 3 && args[1] == "shim" && match(args[2]) {
 			pids = append(pids, pid)
 		}
 	}

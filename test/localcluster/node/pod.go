@@ -63,6 +63,7 @@ type pod struct {
 	exited  map[string]chan struct{} // closed when the container's current process exits
 	spec    map[string]*ShimSpec
 	stopped chan struct{} // closed when every container supervisor has returned
+	pending chan struct{} // a status push asked for (see notifier)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -152,8 +153,8 @@ func (p *pod) trySetUp() error {
 	}
 	p.mu.Lock()
 	p.st.IP = ip
+	podCopy := pd.DeepCopy() // UpdatePod changes its metadata under the lock
 	p.mu.Unlock()
-	podCopy := pd.DeepCopy()
 	podCopy.Status.PodIP = ip
 	vols, err := p.n.res.volumes(p.ctx, podCopy, filepath.Join(p.dir, "volumes"))
 	if err != nil {
@@ -322,8 +323,18 @@ func (p *pod) container(name string) *containerState {
 // runOnce starts the container (or adopts its running process) and waits for it to
 // exit, running its probes meanwhile; it returns the exit code.
 func (p *pod) runOnce(c *corev1.Container) (int, error) {
+	specPath := p.specPath(c.Name)
+	// A node that died between starting a shim and saving its pid left the shim
+	// running unrecorded: adopt it rather than start a second one.
+	var unrecorded []int
+	if _, err := os.Stat(specPath); err == nil {
+		unrecorded = shims(func(spec string) bool { return spec == specPath })
+	}
 	p.mu.Lock()
 	cs := p.container(c.Name)
+	if !cs.Running && len(unrecorded) > 0 {
+		cs.Pid, cs.StartTicks, cs.StartedAt, cs.Running = unrecorded[0], startTicks(unrecorded[0]), metav1.Now(), true
+	}
 	adopted := cs.Running && processAlive(cs.Pid, cs.StartTicks)
 	// Running by the state file, but gone: it exited while the node was down, and
 	// what it left in its exit file is its exit.
@@ -339,14 +350,15 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 	var wait func() error
 	switch {
 	case exitedAway:
-		return p.recordExit(cs, p.exitCode(c.Name), ""), nil
+		code, at := p.exitCode(c.Name)
+		return p.recordExit(cs, code, at, ""), nil
 	case adopted:
 		wait = func() error { return waitForeign(p.ctx, cs.Pid, cs.StartTicks) }
 	default:
 		var err error
 		if wait, exited, err = p.start(c); err != nil {
 			if !errors.Is(err, errDeleting) {
-				p.recordExit(cs, 128, "StartError: "+err.Error())
+				p.recordExit(cs, 128, metav1.Now(), "StartError: "+err.Error())
 			}
 			return 128, err
 		}
@@ -360,7 +372,8 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 		// The node is shutting down; the process may well run on, to be adopted.
 		return 0, p.ctx.Err()
 	}
-	code := p.recordExit(cs, p.exitCode(c.Name), "")
+	code, at := p.exitCode(c.Name)
+	p.recordExit(cs, code, at, "")
 	if err != nil && p.ctx.Err() == nil {
 		p.n.log.Info("waiting for container", "pod", p.st.Pod.Name, "container", c.Name, "error", err.Error())
 	}
@@ -369,10 +382,10 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 
 // recordExit records that the container's process ended with code (message says
 // why, when it never started) and returns code.
-func (p *pod) recordExit(cs *containerState, code int, message string) int {
+func (p *pod) recordExit(cs *containerState, code int, at metav1.Time, message string) int {
 	p.mu.Lock()
 	term := &corev1.ContainerStateTerminated{ExitCode: int32(code), StartedAt: cs.StartedAt, // #nosec G115 -- exit codes are small
-		FinishedAt: metav1.Now(), Reason: "Completed", Message: message}
+		FinishedAt: at, Reason: "Completed", Message: message}
 	if cs.Pid != 0 {
 		term.ContainerID = containerID(cs.Pid)
 	}
@@ -402,7 +415,7 @@ func (p *pod) start(c *corev1.Container) (func() error, chan struct{}, error) {
 	if spec == nil {
 		return nil, nil, errors.New("no spec")
 	}
-	specPath := filepath.Join(p.dir, "spec-"+c.Name+".json")
+	specPath := p.specPath(c.Name)
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, nil, err
@@ -445,6 +458,10 @@ func (p *pod) start(c *corev1.Container) (func() error, chan struct{}, error) {
 	return cmd.Wait, exited, nil
 }
 
+func (p *pod) specPath(container string) string {
+	return filepath.Join(p.dir, "spec-"+container+".json")
+}
+
 func (p *pod) logPath(container string, previous bool) string {
 	name := container + ".log"
 	if previous {
@@ -453,18 +470,23 @@ func (p *pod) logPath(container string, previous bool) string {
 	return filepath.Join(p.dir, "logs", name)
 }
 
-// exitCode reads the code the shim recorded; a shim killed before it could record
-// one (SIGKILL) counts as 137.
-func (p *pod) exitCode(container string) int {
-	data, err := os.ReadFile(filepath.Join(p.dir, "exit-"+container)) // #nosec G304 -- our own file
+// exitCode reads the code the shim recorded and when (the file's time); a shim
+// killed before it could record one (SIGKILL) counts as 137, ended now.
+func (p *pod) exitCode(container string) (int, metav1.Time) {
+	path := filepath.Join(p.dir, "exit-"+container)
+	data, err := os.ReadFile(path) // #nosec G304 -- our own file
 	if err != nil {
-		return 137
+		return 137, metav1.Now()
+	}
+	at := metav1.Now()
+	if st, err := os.Stat(path); err == nil {
+		at = metav1.NewTime(st.ModTime())
 	}
 	code, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	if err != nil {
-		return 137
+		return 137, at
 	}
-	return code
+	return code, at
 }
 
 // kill stops one container's process: SIGTERM to its session, SIGKILL after grace.

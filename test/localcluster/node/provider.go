@@ -24,13 +24,19 @@ import (
 // CreatePod starts the pod's setup and containers in the background.
 func (n *Node) CreatePod(_ context.Context, pd *corev1.Pod) error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if _, ok := n.pods[string(pd.UID)]; ok {
+		n.mu.Unlock()
 		return nil
 	}
+	// A pod the node still holds under this name is one the API no longer has.
+	old := n.pods[n.names[types.NamespacedName{Namespace: pd.Namespace, Name: pd.Name}]]
 	p, err := n.newPod(podState{Pod: pd.DeepCopy(), StartTime: metav1.Now(), Containers: map[string]*containerState{}}, true)
+	n.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if old != nil {
+		n.startRemoval(old)
 	}
 	n.launch(p)
 	return nil
@@ -45,9 +51,7 @@ func (n *Node) UpdatePod(ctx context.Context, pd *corev1.Pod) error {
 	}
 	if p.uid() != string(pd.UID) {
 		// Another pod under the same name (a StatefulSet's next one) while the node
-		// still holds the old one: the old one is gone from the API, so it goes,
-		// and the new one starts.
-		n.startRemoval(p)
+		// still holds the old one: the new one starts, the old one goes.
 		return n.CreatePod(ctx, pd)
 	}
 	p.mu.Lock()
@@ -116,11 +120,19 @@ func (n *Node) remove(p *pod) {
 	}
 }
 
-// GetPod returns the pod as the node runs it.
+// GetPod returns the pod as the node runs it. virtual-kubelet asks by name only and
+// compares specs, which a StatefulSet's next pod shares with the one before it: when
+// the pod under that name in the API is another (a new UID) than the one the node
+// still holds, the node does not have it, so virtual-kubelet creates it.
 func (n *Node) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
 	p := n.byName(namespace, name)
 	if p == nil {
 		return nil, errdefs.NotFound("pod not found")
+	}
+	if n.lister != nil {
+		if live, err := n.lister.Pods(namespace).Get(name); err == nil && live.UID != p.st.Pod.UID {
+			return nil, errdefs.NotFound("pod " + name + " is another pod now")
+		}
 	}
 	return p.withStatus(), nil
 }
@@ -148,31 +160,55 @@ func (n *Node) GetPods(context.Context) ([]*corev1.Pod, error) {
 // NotifyPods registers virtual-kubelet's callback for status changes, so status is
 // pushed as it changes instead of polled. Re-adopted pods run (and probe) before the
 // pod controller starts: a change they saw meanwhile was not pushed, so every pod's
-// status is pushed once now.
+// status is pushed now (and again once the controller is ready, see Run).
 func (n *Node) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	n.mu.Lock()
 	n.notifyCB = cb
-	pods := make([]*pod, 0, len(n.pods))
-	for _, p := range n.pods {
-		pods = append(pods, p)
-	}
 	n.mu.Unlock()
-	// The callback may block (until the pod controller's cache knows the pod);
-	// NotifyPods must not.
-	for _, p := range pods {
-		go n.notify(p)
+	n.notifyAll()
+}
+
+func (n *Node) notifyAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.pods {
+		p.notifyAsync()
 	}
 }
 
-func (n *Node) notify(p *pod) {
-	n.mu.Lock()
-	cb := n.notifyCB
-	// A pod no longer under its name (being deleted, or replaced by a new pod of
-	// that name) must not report its status as the new pod's.
-	current := n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid()
-	n.mu.Unlock()
-	if cb != nil && current {
-		cb(p.withStatus())
+// notify asks the pod's notifier to push its status.
+func (n *Node) notify(p *pod) { p.notifyAsync() }
+
+// notifyAsync wakes the pod's notifier; changes that come while it is pushing are
+// merged into its next push.
+func (p *pod) notifyAsync() {
+	select {
+	case p.pending <- struct{}{}:
+	default:
+	}
+}
+
+// notifier pushes the pod's status to virtual-kubelet, one push at a time, each with
+// the status as it is when pushed: virtual-kubelet's callback can wait (until its
+// cache knows the pod), and two concurrent pushes could land in either order, an
+// older NotReady after a newer Ready. It ends with the pod.
+func (p *pod) notifier() {
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.pending:
+		}
+		n := p.n
+		n.mu.Lock()
+		cb := n.notifyCB
+		// A pod no longer under its name (being deleted, or replaced by a new pod
+		// of that name) must not report its status as the new pod's.
+		current := n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid()
+		n.mu.Unlock()
+		if cb != nil && current {
+			cb(p.withStatus())
+		}
 	}
 }
 
@@ -277,7 +313,8 @@ func (n *Node) newPod(st podState, named bool) (*pod, error) {
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	p := &pod{n: n, dir: dir, st: st, exited: map[string]chan struct{}{}, spec: map[string]*ShimSpec{},
-		stopped: make(chan struct{}), ctx: ctx, cancel: cancel}
+		stopped: make(chan struct{}), pending: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	go p.notifier()
 	n.pods[string(st.Pod.UID)] = p
 	if named {
 		n.names[types.NamespacedName{Namespace: st.Pod.Namespace, Name: st.Pod.Name}] = string(st.Pod.UID)
@@ -288,5 +325,5 @@ func (n *Node) newPod(st podState, named bool) (*pod, error) {
 
 func (n *Node) launch(p *pod) {
 	go p.run()
-	go n.notify(p)
+	n.notify(p)
 }

@@ -44,23 +44,38 @@ type Mount struct {
 // Shim runs the spec in specPath; it is the `shim` subcommand. It returns the exit
 // code for the shim's own exit.
 func Shim(specPath string) int {
-	code, err := shim(specPath)
+	data, err := os.ReadFile(specPath) // #nosec G304 -- the node's own file
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shim:", err)
 		return 128
 	}
+	var spec ShimSpec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		fmt.Fprintln(os.Stderr, "shim:", err)
+		return 128
+	}
+	code, err := shim(&spec)
+	if err != nil {
+		// What the container's status shows: 128, the code of a container that
+		// could not start, not the 137 of one killed before it recorded its exit.
+		fmt.Fprintln(os.Stderr, "shim:", err)
+		code = 128
+	}
+	if err := writeExit(spec.ExitFile, code); err != nil {
+		fmt.Fprintln(os.Stderr, "shim:", err)
+	}
 	return code
 }
 
-func shim(specPath string) (int, error) {
-	data, err := os.ReadFile(specPath) // #nosec G304 -- the node's own file
-	if err != nil {
-		return 0, err
+func writeExit(path string, code int) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(code)), 0o600); err != nil {
+		return err
 	}
-	var spec ShimSpec
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return 0, err
-	}
+	return os.Rename(tmp, path)
+}
+
+func shim(spec *ShimSpec) (int, error) {
 	for _, m := range spec.Mounts {
 		if err := mount(m, spec.Scratch); err != nil {
 			return 0, fmt.Errorf("mounting %s at %s: %w", m.Source, m.Target, err)
@@ -76,22 +91,17 @@ func shim(specPath string) (int, error) {
 	// The node signals the session's process group, which reaches the container
 	// directly; the shim only has to outlive it.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	code := 0
 	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) {
 			return 0, err
 		}
-		code = exit.ExitCode()
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			code = 128 + int(ws.Signal())
+			return 128 + int(ws.Signal()), nil
 		}
+		return exit.ExitCode(), nil
 	}
-	tmp := spec.ExitFile + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(code)), 0o600); err != nil {
-		return code, err
-	}
-	return code, os.Rename(tmp, spec.ExitFile)
+	return 0, nil
 }
 
 // lookPath finds the command in the container's PATH, as a runtime does.
@@ -145,7 +155,22 @@ func ensureMountPoint(target string, dir bool, scratch string) error {
 		}
 		ancestor = filepath.Dir(ancestor)
 	}
-	if err := shadowable(target, ancestor, scratch); err != nil {
+	if err := os.MkdirAll(scratch, 0o700); err != nil {
+		return err
+	}
+	// Compared as the kernel sees them: no relative paths, no symlinks (/var/run).
+	realAncestor, err := filepath.EvalSymlinks(ancestor)
+	if err != nil {
+		return err
+	}
+	realScratch, err := filepath.EvalSymlinks(scratch)
+	if err == nil {
+		realScratch, err = filepath.Abs(realScratch)
+	}
+	if err != nil {
+		return err
+	}
+	if err := shadowable(target, realAncestor, realScratch); err != nil {
 		return err
 	}
 	if err := shadow(ancestor, scratch); err != nil {
