@@ -244,8 +244,15 @@ func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
 	backoff := time.Second
 	// A re-adopted pod's container may have exited for good before the node went
 	// down (a Job's pod, a finished init container): it is not run again.
-	if code, done := p.finished(c.Name); done && !p.restarts(code, initContainer) {
-		return code == 0
+	if code, done := p.finished(c.Name); done {
+		if !p.restarts(code, initContainer) {
+			return code == 0
+		}
+		// It was waiting out its back-off when the node went down: this start is
+		// a restart, and counts as one.
+		p.mu.Lock()
+		p.st.Containers[c.Name].RestartCount++
+		p.mu.Unlock()
 	}
 	for {
 		code, err := p.runOnce(c)
