@@ -95,7 +95,7 @@ func (p *pod) save() {
 // changed saves the state and tells virtual-kubelet the pod's status changed.
 func (p *pod) changed() {
 	p.save()
-	p.n.notify(p)
+	p.notifyAsync()
 }
 
 // run sets the pod up and starts its containers; it returns when every container

@@ -176,9 +176,6 @@ func (n *Node) notifyAll() {
 	}
 }
 
-// notify asks the pod's notifier to push its status.
-func (n *Node) notify(p *pod) { p.notifyAsync() }
-
 // notifyAsync wakes the pod's notifier; changes that come while it is pushing are
 // merged into its next push.
 func (p *pod) notifyAsync() {
@@ -325,5 +322,5 @@ func (n *Node) newPod(st podState, named bool) (*pod, error) {
 
 func (n *Node) launch(p *pod) {
 	go p.run()
-	n.notify(p)
+	p.notifyAsync()
 }
