@@ -376,8 +376,7 @@ func StartBackground(ctx context.Context, dir, name string, args []string, addr 
 
 // Down stops every process of the cluster in dir (the node first, then the pods'
 // processes, which outlive it, then the control plane), removes the pod network and
-// the directory. It is safe to call on
-// a cluster that is half up or already down.
+// the directory. It is safe to call on a cluster that is half up or already down.
 func Down(dir string, progress io.Writer) error {
 	if progress == nil {
 		progress = io.Discard

@@ -295,6 +295,7 @@ func (n *Node) readopt(ctx context.Context) error {
 			continue
 		}
 		n.log.Info("re-adopting pod", "pod", st.Pod.Namespace+"/"+st.Pod.Name)
+		p.adoptUnrecorded()
 		n.launch(p)
 	}
 	return nil
@@ -308,8 +309,7 @@ func (n *Node) shutdown() {
 	n.mu.Lock()
 	pods := make([]*pod, 0, len(n.pods))
 	for _, p := range n.pods {
-		// Not a pod being removed, whose name may be the next pod's.
-		if n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid() {
+		if n.current(p) {
 			pods = append(pods, p)
 		}
 	}

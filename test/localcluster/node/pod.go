@@ -297,8 +297,13 @@ func (p *pod) restarts(code int, initContainer bool) bool {
 func (p *pod) finished(name string) (int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	cs, ok := p.st.Containers[name]
-	if !ok || cs.Running || cs.Terminated == nil {
+	return exitOf(p.st.Containers[name])
+}
+
+// exitOf reports the exit code of a container state that has exited and is not
+// running.
+func exitOf(cs *containerState) (int, bool) {
+	if cs == nil || cs.Running || cs.Terminated == nil {
 		return 0, false
 	}
 	return int(cs.Terminated.ExitCode), true
@@ -330,18 +335,8 @@ func (p *pod) container(name string) *containerState {
 // runOnce starts the container (or adopts its running process) and waits for it to
 // exit, running its probes meanwhile; it returns the exit code.
 func (p *pod) runOnce(c *corev1.Container) (int, error) {
-	specPath := p.specPath(c.Name)
-	// A node that died between starting a shim and saving its pid left the shim
-	// running unrecorded: adopt it rather than start a second one.
-	var unrecorded []int
-	if _, err := os.Stat(specPath); err == nil {
-		unrecorded = shims(func(spec string) bool { return spec == specPath })
-	}
 	p.mu.Lock()
 	cs := p.container(c.Name)
-	if !cs.Running && len(unrecorded) > 0 {
-		cs.Pid, cs.StartTicks, cs.StartedAt, cs.Running = unrecorded[0], startTicks(unrecorded[0]), metav1.Now(), true
-	}
 	adopted := cs.Running && processAlive(cs.Pid, cs.StartTicks)
 	// Running by the state file, but gone: it exited while the node was down, and
 	// what it left in its exit file is its exit.
@@ -463,6 +458,26 @@ func (p *pod) start(c *corev1.Container) (func() error, chan struct{}, error) {
 	p.mu.Unlock()
 	p.changed()
 	return cmd.Wait, exited, nil
+}
+
+// adoptUnrecorded takes the shims of a re-adopted pod that a node which died
+// between starting them and saving their pids left running unrecorded, so they are
+// adopted rather than started a second time.
+func (p *pod) adoptUnrecorded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, list := range [][]corev1.Container{p.st.Pod.Spec.InitContainers, p.st.Pod.Spec.Containers} {
+		for _, c := range list {
+			cs := p.container(c.Name)
+			if cs.Running {
+				continue
+			}
+			specPath := p.specPath(c.Name)
+			if pids := shims(func(spec string) bool { return spec == specPath }); len(pids) > 0 {
+				cs.Pid, cs.StartTicks, cs.StartedAt, cs.Running = pids[0], startTicks(pids[0]), metav1.Now(), true
+			}
+		}
+	}
 }
 
 func (p *pod) specPath(container string) string {

@@ -86,9 +86,8 @@ func (n *Node) DeletePod(_ context.Context, pd *corev1.Pod) error {
 // the next pod) and removes it in the background, once.
 func (n *Node) startRemoval(p *pod) {
 	n.mu.Lock()
-	key := types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}
-	if n.names[key] == p.uid() {
-		delete(n.names, key)
+	if n.current(p) {
+		delete(n.names, types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name})
 	}
 	n.mu.Unlock()
 	p.mu.Lock()
@@ -201,12 +200,18 @@ func (p *pod) notifier() {
 		cb := n.notifyCB
 		// A pod no longer under its name (being deleted, or replaced by a new pod
 		// of that name) must not report its status as the new pod's.
-		current := n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid()
+		current := n.current(p)
 		n.mu.Unlock()
 		if cb != nil && current {
 			cb(p.withStatus())
 		}
 	}
+}
+
+// current says whether p is the pod of its name, not one being removed whose name
+// may be the next pod's; the caller holds n.mu.
+func (n *Node) current(p *pod) bool {
+	return n.names[types.NamespacedName{Namespace: p.st.Pod.Namespace, Name: p.st.Pod.Name}] == p.uid()
 }
 
 func (n *Node) byName(namespace, name string) *pod {

@@ -155,6 +155,7 @@ func ensureMountPoint(target string, dir bool, scratch string) error {
 		}
 		ancestor = filepath.Dir(ancestor)
 	}
+	// The scratch directory, made here, holds the shadowed originals (see shadow).
 	if err := os.MkdirAll(scratch, 0o700); err != nil {
 		return err
 	}
@@ -182,8 +183,14 @@ func ensureMountPoint(target string, dir bool, scratch string) error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}
-	// A mount point in our tmpfs: the bind shows the source's mode.
-	f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600) // #nosec G304 -- in our tmpfs
+	return mountPointFile(target)
+}
+
+// mountPointFile creates an empty file to bind a file over, in the shim's tmpfs.
+// O_EXCL: never truncate what is there. Its mode does not matter: the bind shows
+// the source's.
+func mountPointFile(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600) // #nosec G304 -- in our tmpfs
 	if err != nil {
 		return err
 	}
@@ -204,9 +211,6 @@ func shadowable(target, ancestor, scratch string) error {
 // directory is bound to a scratch path, the tmpfs mounted, and each entry recreated
 // (symlinks) or bound back (files, directories).
 func shadow(dir, scratch string) error {
-	if err := os.MkdirAll(scratch, 0o700); err != nil {
-		return err
-	}
 	orig, err := os.MkdirTemp(scratch, "shadow-")
 	if err != nil {
 		return err
@@ -242,13 +246,7 @@ func rebind(from, to string, e os.DirEntry) error {
 			return err
 		}
 	default:
-		// O_EXCL: the target is in the fresh tmpfs; never truncate what is there. A
-		// mount point: the bind shows the source's mode.
-		f, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600) // #nosec G304 -- in our tmpfs
-		if err != nil {
-			return err
-		}
-		if err := f.Close(); err != nil {
+		if err := mountPointFile(to); err != nil {
 			return err
 		}
 	}

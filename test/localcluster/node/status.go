@@ -61,12 +61,11 @@ func (p *pod) allReady() bool {
 // phase is Pending until the containers first run; Succeeded or Failed once every
 // container has exited for good; Running otherwise.
 func (p *pod) phase() corev1.PodPhase {
-	policy := p.st.Pod.Spec.RestartPolicy
-	// A failed init container under restartPolicy Never fails the pod: it is not
-	// run again, and the containers never start.
-	if policy == corev1.RestartPolicyNever && !p.st.Initialized {
+	// A failed init container that is not run again (restartPolicy Never) fails the
+	// pod: the containers never start.
+	if !p.st.Initialized {
 		for _, c := range p.st.Pod.Spec.InitContainers {
-			if cs := p.st.Containers[c.Name]; cs != nil && !cs.Running && cs.Terminated != nil && cs.Terminated.ExitCode != 0 {
+			if code, ok := exitOf(p.st.Containers[c.Name]); ok && code != 0 && !p.restarts(code, true) {
 				return corev1.PodFailed
 			}
 		}
@@ -77,12 +76,11 @@ func (p *pod) phase() corev1.PodPhase {
 		if cs == nil || (!cs.Running && cs.Terminated == nil) {
 			return corev1.PodPending
 		}
+		code, exited := exitOf(cs)
 		switch {
-		case cs.Running, policy == corev1.RestartPolicyAlways:
+		case !exited, p.restarts(code, false):
 			allDone = false
-		case cs.Terminated.ExitCode != 0 && policy == corev1.RestartPolicyOnFailure:
-			allDone = false
-		case cs.Terminated.ExitCode != 0:
+		case code != 0:
 			anyFailed = true
 		}
 	}
