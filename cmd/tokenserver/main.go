@@ -130,6 +130,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	idl := fs.Duration("id-token-lifespan", time.Hour, "ID token lifespan.")
 	acl := fs.Duration("authorize-code-lifespan", 10*time.Minute, "Authorization code lifespan.")
 	grace := fs.Duration("refresh-grace-period", 0, "How long a rotated refresh token still works (0 to 5m).")
+	shutdownDelay := fs.Duration("shutdown-delay", 5*time.Second,
+		"On SIGTERM, how long to go on serving, not ready, before no longer accepting connections.")
 	shutdown := fs.Duration("shutdown-timeout", 20*time.Second, "On SIGTERM, how long in-flight requests may take before exit.")
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B), mounted from a Secret.")
@@ -197,8 +199,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
 		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, SigningAlgorithm: *alg, HMACSecret: []byte(hmacSecret),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
-		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, JanitorInterval: *janitor,
-		UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,
+		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
+		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,
 	})
 }
 

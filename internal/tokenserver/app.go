@@ -36,7 +36,11 @@ type Options struct {
 	AuthorizeCodeLifespan  time.Duration
 	RefreshGracePeriod     time.Duration
 	ShutdownTimeout        time.Duration
-	JanitorInterval        time.Duration
+	// ShutdownDelay is how long the server goes on serving after SIGTERM, with
+	// readiness failing, before it stops accepting: the time endpoints and load
+	// balancers take to stop sending it new connections.
+	ShutdownDelay   time.Duration
+	JanitorInterval time.Duration
 	// UsersFile lists who may sign in (username:bcrypt-hash lines); may be empty.
 	UsersFile string
 	// ScopeDescriptions are shown on the consent page.
@@ -44,8 +48,9 @@ type Options struct {
 	Log               *slog.Logger
 }
 
-// Serve runs the token server until ctx ends, then drains: it stops accepting, lets
-// in-flight requests finish within ShutdownTimeout, and returns.
+// Serve runs the token server until ctx ends, then drains: readiness fails and it
+// goes on serving for ShutdownDelay, then stops accepting, lets in-flight requests
+// finish within ShutdownTimeout, and returns.
 func Serve(ctx context.Context, o Options) error {
 	if o.RefreshGracePeriod < 0 || o.RefreshGracePeriod > 5*time.Minute {
 		return fmt.Errorf("refresh grace period %s: must be between 0 and 5m", o.RefreshGracePeriod)
@@ -124,6 +129,19 @@ func Serve(ctx context.Context, o Options) error {
 	case <-ctx.Done():
 	case err := <-errs:
 		return err
+	}
+	// Kubernetes sends SIGTERM and withdraws the pod's endpoints at the same time;
+	// kube-proxy, ingresses and our port-forward see the withdrawal a moment later.
+	// A connection they route here meanwhile would be reset if the listener were
+	// closed now, so the server keeps serving, not ready, for the delay.
+	srv.Drain()
+	if o.ShutdownDelay > 0 {
+		log.Info("shutting down: not ready, still serving", "delay", o.ShutdownDelay)
+		select {
+		case <-time.After(o.ShutdownDelay):
+		case err := <-errs:
+			return err
+		}
 	}
 	log.Info("draining", "timeout", o.ShutdownTimeout)
 	drain, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)

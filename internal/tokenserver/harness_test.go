@@ -57,6 +57,8 @@ type setup struct {
 	dsn       string // empty: a fresh migrated database
 	keyDir    string // shared signing key and HMAC secret (replicas); empty: a new one
 	logTo     io.Writer
+	// shutdownDelay: how long the server goes on serving after SIGTERM; default 0.
+	shutdownDelay time.Duration
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -141,7 +143,7 @@ func start(t testing.TB, s setup) *instance {
 			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), HMACSecret: hmacSecret, AccessTokenFormat: s.format,
 			AccessTokenLifespan: s.accessTTL, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
-			JanitorInterval: s.janitor, UsersFile: filepath.Join(s.keyDir, "users"),
+			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, UsersFile: filepath.Join(s.keyDir, "users"),
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 		})

@@ -22,10 +22,53 @@ import (
 	"github.com/go-jose/go-jose/v3"
 	josejwt "github.com/go-jose/go-jose/v3/jwt"
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
+
+// With a shutdown delay, SIGTERM first makes the replica not ready while it goes on
+// serving, so a connection a load balancer still routes here is answered, not reset;
+// after the delay it stops accepting.
+func TestShutdownDelayServesWhileNotReady(t *testing.T) {
+	in := start(t, setup{shutdownDelay: 2 * time.Second})
+	secret := confidentialClient(t, in, "grafana")
+	cc := clientcredentials.Config{ClientID: "grafana", ClientSecret: secret, TokenURL: in.URL + "/oauth2/token"}
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	ctx := context.WithValue(t.Context(), oauth2.HTTPClient, httpc)
+	const delay = 2 * time.Second
+	stopped := time.Now()
+	in.stop()
+	time.Sleep(200 * time.Millisecond)
+	resp, err := httpc.Get(in.URL + "/readyz")
+	if err != nil {
+		t.Fatalf("readyz during the shutdown delay: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz during the shutdown delay: %d, want 503", resp.StatusCode)
+	}
+	if _, err := cc.Token(ctx); err != nil {
+		t.Errorf("a token on a new connection during the shutdown delay: %v", err)
+	}
+	select {
+	case err := <-in.done:
+		if took := time.Since(stopped); took < delay {
+			t.Errorf("Serve returned %s after SIGTERM, within its %s shutdown delay", took, delay)
+		}
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		in.done <- nil // for the cleanup's Stop
+	case <-time.After(delay + 6*time.Second):
+		t.Fatal("the server did not exit after its shutdown delay and 5s shutdown timeout")
+	}
+	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(in.URL, "http://"), time.Second); err == nil {
+		_ = c.Close()
+		t.Error("the server still accepts connections after its shutdown delay")
+	}
+}
 
 // On SIGTERM (its context ending) the server stops accepting, lets the request in
 // flight finish, and exits.

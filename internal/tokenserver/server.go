@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,7 +56,13 @@ type Server struct {
 	cfg       Config
 	refreshes singleflight.Group
 	recent    recentResponses
+	draining  atomic.Bool
 }
+
+// Drain makes readiness fail from now on while requests are still served: the
+// replica is shutting down, and the load balancers in front of it should stop
+// sending it connections before it stops accepting them.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // New returns a server.
 func New(cfg Config) *Server {
@@ -275,8 +282,12 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz fails while the database is unreachable, so the Service stops sending
-// traffic to a replica that cannot serve it.
+// traffic to a replica that cannot serve it, and once the replica drains.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeStatus(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.cfg.Store.Ping(ctx); err != nil {
