@@ -65,6 +65,13 @@ lint: golangci-lint ## Run golangci-lint.
 test: manifests generate vet control-plane helm ## Run all tests: real kube-apiserver (envtest) and real PostgreSQL.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" KUBEOAUTH_HELM="$(HELM)" go test $(TEST_FLAGS) ./...
 
+ROUNDS ?= 20
+NEIGHBOUR ?= 1
+.PHONY: shake
+shake: manifests generate control-plane helm ## Run make test's packages ROUNDS times (default 20), beside a CPU-bound neighbour on every core unless NEIGHBOUR=0; lists each failed test with how often.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" KUBEOAUTH_HELM="$(HELM)" \
+		go run ./hack/shake -rounds $(ROUNDS) $(if $(filter 1,$(NEIGHBOUR)),-neighbour) -test-flags "$(TEST_FLAGS)" ./...
+
 .PHONY: test-e2e
 test-e2e: localcluster helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, helm uninstall.
 	hack/localcluster/install-packages.sh
