@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
@@ -31,6 +31,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
@@ -38,13 +39,15 @@ import (
 // The suite runs a real kube-apiserver (envtest), a real token server on a real
 // PostgreSQL, and the operator's reconcilers in a manager, as in production.
 var (
-	k8s         client.Client
-	admin       *adminapi.HTTPClient
-	issuer      string
-	stopServer  context.CancelFunc
-	serverDone  chan error
-	adminToken  = "operator-admin-token-0123456789abcdef"
-	resyncEvery = time.Second
+	k8s        client.Client
+	admin      *adminapi.HTTPClient
+	issuer     string
+	stopServer context.CancelFunc
+	serverDone chan error
+	// What the token server and the manager log, printed by a test that fails.
+	serverLog, managerLog testlog.Buffer
+	adminToken            = "operator-admin-token-0123456789abcdef"
+	resyncEvery           = time.Second
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -79,6 +82,7 @@ func run(m *testing.M) int {
 		}
 	}()
 
+	ctrl.SetLogger(zap.New(zap.WriteTo(&managerLog)))
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(oauthv1alpha1.AddToScheme(scheme))
@@ -181,7 +185,7 @@ func startTokenServer(dsn, dir string) error {
 			SigningKeyFile: filepath.Join(dir, "key.pem"), HMACSecret: []byte("hmac-secret-for-the-operator-tests-0123"),
 			AccessTokenFormat: oauth.FormatOpaque, AccessTokenLifespan: time.Hour, RefreshTokenLifespan: time.Hour,
 			IDTokenLifespan: time.Hour, AuthorizeCodeLifespan: time.Minute, ShutdownTimeout: 5 * time.Second,
-			JanitorInterval: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			JanitorInterval: time.Hour, Log: slog.New(slog.NewTextHandler(&serverLog, nil)),
 		})
 	}()
 	for range 100 {
@@ -195,9 +199,12 @@ func startTokenServer(dsn, dir string) error {
 
 // namespace creates a namespace named base plus a random suffix, with labels, and
 // returns its name: envtest has no namespace controller to delete namespaces, so each
-// test (and each -count run) takes fresh ones.
+// test (and each -count run) takes fresh ones. Every test starts with one, so this is
+// also where a test arranges for the servers' logs to be printed if it fails.
 func namespace(t *testing.T, base string, labels map[string]string) string {
 	t.Helper()
+	serverLog.DumpOnFailure(t, "token server")
+	managerLog.DumpOnFailure(t, "manager")
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: base + "-", Labels: labels}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)

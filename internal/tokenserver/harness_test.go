@@ -18,6 +18,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
@@ -130,12 +131,15 @@ func start(t testing.TB, s setup) *instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{URL: url, AdminURL: "http://" + adm.Addr().String(), stop: cancel, done: make(chan error, 1)}
 	in.Admin = &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: adminToken}
-	logOut := io.Discard
+	// A failed test prints what this server logged (-v prints it as it comes).
+	logs := &testlog.Buffer{}
+	logs.DumpOnFailure(t, "token server "+url)
+	logOut := io.Writer(logs)
 	if testing.Verbose() {
-		logOut = os.Stderr
+		logOut = io.MultiWriter(logs, os.Stderr)
 	}
 	if s.logTo != nil {
-		logOut = s.logTo
+		logOut = io.MultiWriter(logs, s.logTo)
 	}
 	go func() {
 		in.done <- tokenserver.Serve(ctx, tokenserver.Options{
