@@ -340,7 +340,7 @@ func TestMetrics(t *testing.T) {
 	_, tok := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", secret)
 	postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", "wrong")
 	postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {tok["access_token"].(string)}}, "grafana", secret)
-	resp, err := httpClient.Get(in.URL + "/metrics")
+	resp, err := httpClient.Get(in.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
