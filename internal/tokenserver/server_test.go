@@ -80,6 +80,9 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 			t.Errorf("discovery %s = %v, want %s", k, disc[k], want)
 		}
 	}
+	if disc["authorization_response_iss_parameter_supported"] != true {
+		t.Error("discovery does not say authorization responses carry iss (RFC 9207)")
+	}
 	var jwks struct {
 		Keys []map[string]any `json:"keys"`
 	}
