@@ -24,8 +24,8 @@ type Options struct {
 	AdminListener  net.Listener
 	// MetricsListener serves /metrics; nil serves no metrics.
 	MetricsListener net.Listener
-	AdminToken     string
-	SigningKeyFile string
+	AdminToken      string
+	SigningKeyFile  string
 	// SigningAlgorithm, when set, must be the signing key's (ES256 or RS256): a check
 	// that the mounted key is the one the TokenServer asks for.
 	SigningAlgorithm       string

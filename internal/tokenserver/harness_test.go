@@ -46,9 +46,9 @@ type instance struct {
 	URL, AdminURL, MetricsURL string
 	// Users is the users file; rewrite it with writeUsers.
 	Users string
-	Admin         *adminapi.HTTPClient
-	stop          context.CancelFunc
-	done          chan error
+	Admin *adminapi.HTTPClient
+	stop  context.CancelFunc
+	done  chan error
 }
 
 type setup struct {

@@ -34,10 +34,10 @@ func browserConsent(clientID, subject string, scopes []string) *store.ConsentGra
 // page is what the templates see.
 type page struct {
 	Title, Error, Notice, CSRF, ReturnTo, Username, Subject, RedirectHost string
-	Client                                                        *store.Client
-	Scopes                                                        []scopeLine
-	Query                                                         url.Values
-	Grants                                                        []grantRow
+	Client                                                                *store.Client
+	Scopes                                                                []scopeLine
+	Query                                                                 url.Values
+	Grants                                                                []grantRow
 }
 
 type scopeLine struct{ Name, Description string }

@@ -165,8 +165,8 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"code_challenge_methods_supported":      []string{"S256"},
 		// RFC 9207: authorization responses carry iss, against mix-up attacks.
 		"authorization_response_iss_parameter_supported": true,
-		"scopes_supported":                      []string{"openid", "offline_access"},
-		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "preferred_username"},
+		"scopes_supported": []string{"openid", "offline_access"},
+		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "preferred_username"},
 	})
 }
 
