@@ -84,6 +84,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	p := s.cfg.Provider
 	areq, err := p.ParseAuthorize(r)
 	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			w.Header().Set("Retry-After", "1")
+			s.errorPage(w, http.StatusServiceUnavailable, "Signing in is unavailable right now. Try again in a moment.")
+			return
+		}
 		if !areq.CanRedirect() {
 			// An unknown client or an unregistered redirect URI: the user must learn
 			// here that the link is bad, and nothing may go to an address the
@@ -213,7 +218,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, code, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(bs), ReturnTo: returnTo, Username: user, Error: msg})
 	}
 	ip := clientIP(r, s.cfg.ClientIPHeader)
-	if wait := s.throttle.wait(user, ip, time.Now()); wait > 0 {
+	wait, done := s.throttle.attempt(user, ip, time.Now())
+	if wait > 0 {
 		secs := int(math.Ceil(wait.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		s.cfg.Metrics.loginsThrottled.Inc()
@@ -223,18 +229,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok, err := s.checkPassword(r.Context(), user, r.PostForm.Get("password"))
+	done(ok)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		again(http.StatusServiceUnavailable, "Too many people are signing in right now. Try again in a moment.")
 		return
 	}
 	if !ok {
-		s.throttle.failed(user, ip, time.Now())
 		s.cfg.Log.Info("failed sign-in", "username", user, "ip", ip)
 		again(http.StatusUnauthorized, "The username or password is wrong.")
 		return
 	}
-	s.throttle.succeeded(user)
 	hash := s.cfg.Users.current().hashes[user]
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)

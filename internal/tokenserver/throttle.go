@@ -1,7 +1,6 @@
 package tokenserver
 
 import (
-	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -39,57 +38,46 @@ func newThrottle(cfg LoginThrottle) *throttle {
 	return &throttle{cfg: cfg, users: map[string]*rate.Limiter{}, ips: map[string]*rate.Limiter{}}
 }
 
-// wait is how long until user may try again from ip; 0 if now.
-func (t *throttle) wait(user, ip string, now time.Time) time.Duration {
+// attempt takes one attempt from user's allowance and one from ip's before the
+// password is checked, so parallel guesses cannot all pass a check made before any
+// of them failed. wait > 0 means no attempt is left (and none was taken). The caller
+// reports the outcome with done: a success resets the username and gives the
+// address its attempt back.
+func (t *throttle) attempt(user, ip string, now time.Time) (wait time.Duration, done func(ok bool)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return max(t.waitOf(t.users[user], now), t.waitOf(t.ips[ip], now))
-}
-
-func (t *throttle) waitOf(l *rate.Limiter, now time.Time) time.Duration {
-	if l == nil {
-		return 0
+	ru := t.limiter(t.users, user, t.cfg.PerUser, now).ReserveN(now, 1)
+	ri := t.limiter(t.ips, ip, t.cfg.PerIP, now).ReserveN(now, 1)
+	if wait = max(ru.DelayFrom(now), ri.DelayFrom(now)); wait > 0 {
+		ru.CancelAt(now)
+		ri.CancelAt(now)
+		return wait, func(bool) {}
 	}
-	tokens := l.TokensAt(now)
-	if tokens >= 1 {
-		return 0
+	return 0, func(ok bool) {
+		if !ok {
+			return
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.users, user)
+		ri.CancelAt(time.Now())
 	}
-	return time.Duration(math.Ceil((1 - tokens) * float64(t.cfg.Refill)))
 }
 
-// failed spends one attempt of user's and of ip's.
-func (t *throttle) failed(user, ip string, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.spend(t.users, user, t.cfg.PerUser, now)
-	t.spend(t.ips, ip, t.cfg.PerIP, now)
-}
-
-// succeeded gives user a full allowance again; the address keeps its count, so one
-// known account does not reset guessing at others.
-func (t *throttle) succeeded(user string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.users, user)
-}
-
-func (t *throttle) spend(m map[string]*rate.Limiter, key string, burst int, now time.Time) {
-	if burst <= 0 {
-		return
+func (t *throttle) limiter(m map[string]*rate.Limiter, key string, burst int, now time.Time) *rate.Limiter {
+	if l := m[key]; l != nil {
+		return l
 	}
-	l := m[key]
-	if l == nil {
-		if len(m) >= maxThrottleKeys {
-			for k, old := range m {
-				if old.TokensAt(now) >= float64(old.Burst()) {
-					delete(m, k)
-				}
+	if len(m) >= maxThrottleKeys {
+		for k, old := range m {
+			if old.TokensAt(now) >= float64(old.Burst()) {
+				delete(m, k)
 			}
 		}
-		l = rate.NewLimiter(rate.Every(t.cfg.Refill), burst)
-		m[key] = l
 	}
-	l.AllowN(now, 1)
+	l := rate.NewLimiter(rate.Every(t.cfg.Refill), max(burst, 1))
+	m[key] = l
+	return l
 }
 
 // clientIP is the address a sign-in comes from: the connection's peer, or, behind a
