@@ -60,7 +60,7 @@ func (t *throttle) attempt(user, ip string, now time.Time) (wait time.Duration, 
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		delete(t.users, user)
-		ri.CancelAt(time.Now())
+		ri.CancelAt(now)
 	}
 }
 
