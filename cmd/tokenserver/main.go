@@ -118,7 +118,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	issuer := fs.String("issuer", "", "Public URL of this server, e.g. https://auth.example.com (required).")
 	listen := fs.String("listen", ":4444", "Address of the public OAuth endpoints.")
 	adminListen := fs.String("admin-listen", ":4445", "Address of the admin API.")
-	metricsListen := fs.String("metrics-listen", ":4446", "Address of Prometheus /metrics, kept off the public listener; empty turns them off.")
+	metricsListen := fs.String("metrics-listen", ":4446",
+		"Address of Prometheus /metrics, kept off the public listener; empty turns them off.")
 	adminTokenFile := fs.String("admin-token-file", "", "File holding the admin API bearer token (required).")
 	keyFile := fs.String("signing-key-file", "", "PEM private key that signs ID tokens and JWT access tokens (required).")
 	prevKeyFile := fs.String("previous-signing-key-file", "", "The previous signing key, still published in JWKS after a rotation.")
@@ -148,7 +149,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		"Once throttled, a username or address earns one more attempt per this interval.")
 	maxLogins := fs.Int("max-concurrent-logins", 0, "Password checks (bcrypt) that may run at once; 0 means one per CPU.")
 	ipHeader := fs.String("client-ip-header", "",
-		"Header in which the trusted proxy in front passes the client's address (e.g. X-Forwarded-For; its last entry is used) for per-address throttling; empty uses the connection's peer.")
+		"Header in which the trusted proxy in front passes the client's address (e.g. X-Forwarded-For; its last "+
+			"entry is used) for per-address throttling; empty uses the connection's peer.")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
 	pprofListen := fs.String("pprof-listen", "", "Address for Go's /debug/pprof profiles; empty (the default) turns them off.")
 	if err := parse(fs, args); err != nil {

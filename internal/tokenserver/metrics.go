@@ -61,7 +61,8 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
-		m.revocations, m.dbErrors, m.loginsThrottled, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.revocations, m.dbErrors, m.loginsThrottled, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -320,7 +320,8 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, grantRow{ClientID: c.ID, ClientName: c.Name, Owner: owner, Scopes: g.Scopes,
 			GrantedAt: g.GrantedAt.UTC().Format("2006-01-02 15:04 MST"), LastUsed: last})
 	}
-	s.render(w, http.StatusOK, "account.html", page{Title: "Connected apps", Subject: subject, Grants: rows, CSRF: s.csrfToken(s.session(w, r))})
+	s.render(w, http.StatusOK, "account.html", page{Title: "Connected apps", Subject: subject, Grants: rows,
+		CSRF: s.csrfToken(s.session(w, r))})
 }
 
 // revokeFromAccount revokes one of the signed-in user's grants and every token under it.

@@ -300,7 +300,7 @@ func TestLoginTimingUnknownVsKnown(t *testing.T) {
 	}
 	// Interleaved, so that load from elsewhere on the machine falls on both alike.
 	measure := func() (known, unknown time.Duration) {
-		var ks, us []time.Duration
+		ks, us := make([]time.Duration, 0, 9), make([]time.Duration, 0, 9)
 		for range 9 {
 			ks = append(ks, once("alice"))
 			us = append(us, once("nosuchuser"))
@@ -393,14 +393,14 @@ func TestPKCERequiredForEveryClient(t *testing.T) {
 // Metrics are not on the public listener.
 func TestMetricsOffThePublicListener(t *testing.T) {
 	in := start(t, setup{})
-	for url, want := range map[string]int{in.URL + "/metrics": http.StatusNotFound, in.MetricsURL + "/metrics": http.StatusOK} {
-		resp, err := httpClient.Get(url)
+	for u, want := range map[string]int{in.URL + "/metrics": http.StatusNotFound, in.MetricsURL + "/metrics": http.StatusOK} {
+		resp, err := httpClient.Get(u)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = resp.Body.Close()
 		if resp.StatusCode != want {
-			t.Errorf("GET %s: %d, want %d", url, resp.StatusCode, want)
+			t.Errorf("GET %s: %d, want %d", u, resp.StatusCode, want)
 		}
 	}
 }
