@@ -153,6 +153,12 @@ type TokenSettings struct {
 	// +kubebuilder:default="2160h"
 	// +optional
 	SigningKeyRotation Duration `json:"signingKeyRotation,omitempty"`
+	// requirePKCE: every authorization-code client must use PKCE (S256), as RFC 9700
+	// asks. Set false only for legacy confidential apps that cannot send a code
+	// challenge; public clients need PKCE either way. Bundled servers only.
+	// +kubebuilder:default=true
+	// +optional
+	RequirePKCE *bool `json:"requirePKCE,omitempty"`
 }
 
 // LoginSpec says how users sign in: a Secret of users, or an upstream OIDC provider.

@@ -436,6 +436,7 @@ func TestTokenServerDefaults(t *testing.T) {
 		"refreshTokenLifespan":      {string(got.Tokens.RefreshTokenLifespan), "720h"},
 		"authorizationCodeLifespan": {string(got.Tokens.AuthorizationCodeLifespan), "10m"},
 		"signingAlgorithm":          {got.Tokens.SigningAlgorithm, "ES256"},
+		"requirePKCE":               {fmt.Sprint(got.Tokens.RequirePKCE != nil && *got.Tokens.RequirePKCE), "true"},
 		"upgrade.strategy":          {got.Upgrade.Strategy, "BlueGreen"},
 		"upgrade.dataMode":          {got.Upgrade.DataMode, "Auto"},
 		"upgrade.maxErrorRate":      {got.Upgrade.MaxErrorRate, "1%"},

@@ -118,6 +118,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	issuer := fs.String("issuer", "", "Public URL of this server, e.g. https://auth.example.com (required).")
 	listen := fs.String("listen", ":4444", "Address of the public OAuth endpoints.")
 	adminListen := fs.String("admin-listen", ":4445", "Address of the admin API.")
+	metricsListen := fs.String("metrics-listen", ":4446",
+		"Address of Prometheus /metrics, kept off the public listener; empty turns them off.")
 	adminTokenFile := fs.String("admin-token-file", "", "File holding the admin API bearer token (required).")
 	keyFile := fs.String("signing-key-file", "", "PEM private key that signs ID tokens and JWT access tokens (required).")
 	prevKeyFile := fs.String("previous-signing-key-file", "", "The previous signing key, still published in JWKS after a rotation.")
@@ -137,6 +139,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B), mounted from a Secret.")
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
+	requirePKCE := fs.Bool("require-pkce", true,
+		"Require PKCE (S256) from every authorization-code client, as RFC 9700 asks; false lets confidential legacy apps skip it.")
+	perUser := fs.Int("login-failures-per-user", tokenserver.DefaultLoginThrottle.PerUser,
+		"Failed sign-ins a username may have in a row before it is throttled.")
+	perIP := fs.Int("login-failures-per-ip", tokenserver.DefaultLoginThrottle.PerIP,
+		"Failed sign-ins a client address may have in a row before it is throttled.")
+	refill := fs.Duration("login-failure-refill", tokenserver.DefaultLoginThrottle.Refill,
+		"Once throttled, a username or address earns one more attempt per this interval.")
+	maxLogins := fs.Int("max-concurrent-logins", 0, "Password checks (bcrypt) that may run at once; 0 means one per CPU.")
+	ipHeader := fs.String("client-ip-header", "",
+		"Header in which the trusted proxy in front passes the client's address (e.g. X-Forwarded-For; its last "+
+			"entry is used) for per-address throttling; empty uses the connection's peer.")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
 	pprofListen := fs.String("pprof-listen", "", "Address for Go's /debug/pprof profiles; empty (the default) turns them off.")
 	if err := parse(fs, args); err != nil {
@@ -160,6 +174,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--signing-algorithm %q: want ES256 or RS256", *alg)
 	case *format != oauth.FormatOpaque && *format != oauth.FormatJWT:
 		return fmt.Errorf("--access-token-format %q: want opaque or jwt", *format)
+	case *perUser < 1 || *perIP < 1:
+		return errors.New("--login-failures-per-user and --login-failures-per-ip must be at least 1")
+	case *refill <= 0:
+		return errors.New("--login-failure-refill must be positive")
 	}
 	dsn, err := getDSN()
 	if err != nil {
@@ -195,12 +213,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = pub.Close()
 		return err
 	}
+	var met net.Listener
+	if *metricsListen != "" {
+		if met, err = net.Listen("tcp", *metricsListen); err != nil {
+			_ = pub.Close()
+			_ = adm.Close()
+			return err
+		}
+	}
 	return tokenserver.Serve(ctx, tokenserver.Options{
-		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
+		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
 		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, SigningAlgorithm: *alg, HMACSecret: []byte(hmacSecret),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,
+		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader,
+		LoginThrottle: tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 	})
 }
 

@@ -108,7 +108,7 @@ func run() error {
 	}
 	pub, adm := freeAddr(), freeAddr()
 	ts := exec.Command(filepath.Join(dir, "tokenserver"), "serve", "--dsn", pg.DSN, "--issuer", "http://"+pub, // #nosec G204
-		"--listen", pub, "--admin-listen", adm, "--admin-token-file", filepath.Join(dir, "admin"),
+		"--listen", pub, "--admin-listen", adm, "--metrics-listen=", "--admin-token-file", filepath.Join(dir, "admin"),
 		"--signing-key-file", filepath.Join(dir, "key.pem"), "--hmac-secret-file", filepath.Join(dir, "hmac"), "--log-level", "warn")
 	ts.Stderr = os.Stderr
 	if err := ts.Start(); err != nil {

@@ -114,7 +114,7 @@ func run() error {
 	}
 	issuer := "http://" + pub
 	srv := exec.Command(bin, "serve", "--dsn", pg.DSN, "--issuer", issuer, "--listen", pub, "--admin-listen", adm, // #nosec G204
-		"--admin-token-file", filepath.Join(dir, "admin"), "--signing-key-file", filepath.Join(dir, "key.pem"),
+		"--metrics-listen=", "--admin-token-file", filepath.Join(dir, "admin"), "--signing-key-file", filepath.Join(dir, "key.pem"),
 		"--hmac-secret-file", filepath.Join(dir, "hmac"), "--users-file", filepath.Join(dir, "users"),
 		"--refresh-grace-period", "30s", "--log-level", "warn", "--pprof-listen", "127.0.0.1:6060")
 	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/ory/fosite"
@@ -9,23 +10,27 @@ import (
 
 // AuthorizeRequest is a validated authorization request: the client exists, the
 // redirect URI matches one registered exactly, the scopes are the client's, and PKCE
-// parameters are present when the client is public.
+// parameters are present (from every client unless OptionalPKCE, from public clients
+// always).
 type AuthorizeRequest struct {
 	ClientID    string
 	RedirectURI string
 	State       string
 	Scopes      []string
-	ar          fosite.AuthorizeRequester
+	// Prompt is the OpenID Connect prompt parameter, space-separated.
+	Prompt string
+	ar     fosite.AuthorizeRequester
 }
 
 // ParseAuthorize validates an authorization request (query or form). On error the
-// caller must answer with AuthorizeError, which redirects back to the client when the
-// redirect URI is trustworthy and shows an error otherwise.
+// caller must answer with AuthorizeError when CanRedirect says the client may be told,
+// and with its own error page otherwise.
 func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	ar, err := p.f.NewAuthorizeRequest(r.Context(), r)
 	out := &AuthorizeRequest{ar: ar}
 	if ar != nil {
 		out.State = ar.GetState()
+		out.Prompt = ar.GetRequestForm().Get("prompt")
 		if ar.GetClient() != nil {
 			out.ClientID = ar.GetClient().GetID()
 		}
@@ -34,12 +39,23 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 		}
 		out.Scopes = ar.GetRequestedScopes()
 	}
-	// fosite enforces PKCE for public clients only when it issues the code; refuse
-	// before the user signs in and consents for nothing.
-	if err == nil && ar.GetClient().IsPublic() && ar.GetRequestForm().Get("code_challenge_method") != "S256" {
-		err = fosite.ErrInvalidRequest.WithHint("Public clients must use PKCE with code_challenge_method S256.")
+	// fosite enforces PKCE only when it issues the code; refuse before the user signs
+	// in and consents for nothing.
+	if err == nil && (!p.cfg.OptionalPKCE || ar.GetClient().IsPublic()) && ar.GetRequestForm().Get("code_challenge_method") != "S256" {
+		hint := "This server requires PKCE with code_challenge_method S256 from every client (RFC 9700)."
+		if ar.GetClient().IsPublic() {
+			hint = "Public clients must use PKCE with code_challenge_method S256."
+		}
+		err = fosite.ErrInvalidRequest.WithHint(hint)
 	}
 	return out, err
+}
+
+// CanRedirect says whether an error may go back to the client: only to a redirect
+// URI registered for a known client. Otherwise the user must see an error page, and
+// never be sent to an address the request made up.
+func (a *AuthorizeRequest) CanRedirect() bool {
+	return a != nil && a.ar != nil && a.ar.GetClient() != nil && a.ar.IsRedirectURIValid()
 }
 
 // AuthorizeError answers an authorization request with err (RFC 6749 4.1.2.1).
@@ -48,7 +64,18 @@ func (p *Provider) AuthorizeError(w http.ResponseWriter, r *http.Request, areq *
 	if areq != nil && areq.ar != nil {
 		ar = areq.ar
 	}
-	p.f.WriteAuthorizeError(r.Context(), w, ar, err)
+	p.f.WriteAuthorizeError(r.Context(), issWriter{w, p.cfg.Issuer}, ar, err)
+}
+
+// LoginRequired answers prompt=none without a signed-in user (OpenID Connect Core
+// 3.1.2.6): the app learns it must send the user to sign in.
+func (p *Provider) LoginRequired(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest) {
+	p.AuthorizeError(w, r, areq, fosite.ErrLoginRequired.WithHint("No user is signed in and prompt=none forbids asking."))
+}
+
+// ConsentRequired answers prompt=none when the user would have to consent first.
+func (p *Provider) ConsentRequired(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest) {
+	p.AuthorizeError(w, r, areq, fosite.ErrConsentRequired.WithHint("The user has not consented and prompt=none forbids asking."))
 }
 
 // Deny answers access_denied: the user said no.
@@ -71,8 +98,36 @@ func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *Authori
 	sess.Claims.AuthTime = authTime.UTC()
 	resp, err := p.f.NewAuthorizeResponse(ctx, areq.ar, sess)
 	if err != nil {
-		p.f.WriteAuthorizeError(ctx, w, areq.ar, err)
+		p.AuthorizeError(w, r, areq, err)
 		return
 	}
+	// RFC 9207: the client can tell which server answered, against mix-up attacks.
+	resp.AddParameter("iss", p.cfg.Issuer)
 	p.f.WriteAuthorizeResponse(ctx, w, areq.ar, resp)
+}
+
+// issWriter adds iss (RFC 9207) to the error redirects fosite writes, which offer no
+// hook for extra parameters.
+type issWriter struct {
+	http.ResponseWriter
+	iss string
+}
+
+func (w issWriter) WriteHeader(code int) {
+	if code >= 300 && code < 400 {
+		if u, err := url.Parse(w.Header().Get("Location")); err == nil && u.Scheme != "" {
+			if u.Fragment != "" {
+				if f, err := url.ParseQuery(u.Fragment); err == nil {
+					f.Set("iss", w.iss)
+					u.Fragment = f.Encode()
+				}
+			} else {
+				q := u.Query()
+				q.Set("iss", w.iss)
+				u.RawQuery = q.Encode()
+			}
+			w.Header().Set("Location", u.String())
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
 }

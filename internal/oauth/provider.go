@@ -39,6 +39,10 @@ type Config struct {
 	// PreviousHMACSecret still verifies tokens during a rotation; may be nil.
 	PreviousHMACSecret []byte
 	Keys               *Keys
+	// OptionalPKCE lets confidential clients use the authorization code without PKCE,
+	// for legacy apps that cannot send a code challenge. RFC 9700 asks for PKCE from
+	// every client, so it is off unless a TokenServer opts out.
+	OptionalPKCE bool
 }
 
 // Storage is what the provider needs from the store: fosite's interfaces plus grants.
@@ -92,6 +96,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		ScopeStrategy:                  fosite.ExactScopeStrategy,
 		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
 		EnforcePKCEForPublicClients:    true,
+		EnforcePKCE:                    !cfg.OptionalPKCE,
 		EnablePKCEPlainChallengeMethod: false,
 		ClientSecretsHasher:            sha256Hasher{},
 		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
@@ -211,6 +216,15 @@ func (sha256Hasher) Compare(_ context.Context, hash, data []byte) error {
 		return errors.New("secret mismatch")
 	}
 	return nil
+}
+
+// ErrorDescription is what an error says to a person: its description and hint.
+func ErrorDescription(err error) string {
+	var rfc *fosite.RFC6749Error
+	if errors.As(err, &rfc) {
+		return rfc.GetDescription()
+	}
+	return "The request could not be processed."
 }
 
 // ErrorStatus maps an error from this package to an HTTP status and RFC 6749 code.

@@ -23,8 +23,10 @@ import (
 
 // Ports of the token server and its database.
 const (
-	PublicPort   = 4444
-	AdminPort    = 4445
+	PublicPort = 4444
+	AdminPort  = 4445
+	// MetricsPort serves /metrics, apart from the public port.
+	MetricsPort  = 4446
 	PostgresPort = 5432
 )
 
@@ -50,6 +52,7 @@ const (
 	componentDatabase = "database"
 	portHTTP          = "http"
 	portAdmin         = "admin"
+	portMetrics       = "metrics"
 	portPostgres      = "postgres"
 )
 
@@ -327,11 +330,15 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		{Name: "KUBEOAUTH_ISSUER", Value: string(ts.Spec.Issuer)},
 		{Name: "KUBEOAUTH_LISTEN", Value: fmt.Sprintf(":%d", PublicPort)},
 		{Name: "KUBEOAUTH_ADMIN_LISTEN", Value: fmt.Sprintf(":%d", AdminPort)},
+		{Name: "KUBEOAUTH_METRICS_LISTEN", Value: fmt.Sprintf(":%d", MetricsPort)},
 		{Name: "KUBEOAUTH_DSN_FILE", Value: mountDB + "/" + KeyDSN},
 		{Name: "KUBEOAUTH_ADMIN_TOKEN_FILE", Value: mountAdmin + "/" + KeyAdminToken},
 		{Name: "KUBEOAUTH_SIGNING_KEY_FILE", Value: mountKeys + "/" + KeySigningKey},
 		{Name: "KUBEOAUTH_HMAC_SECRET_FILE", Value: mountKeys + "/" + KeyHMAC},
 		{Name: "KUBEOAUTH_SCOPE_DESCRIPTIONS_FILE", Value: mountConfig + "/" + KeyScopes},
+	}
+	if t.RequirePKCE != nil && !*t.RequirePKCE {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_REQUIRE_PKCE", Value: "false"})
 	}
 	if in.HasPreviousKey {
 		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", Value: mountKeys + "/" + KeyPreviousSigningKey})
@@ -392,7 +399,8 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 				SecurityContext: podSecurity(), TerminationGracePeriodSeconds: ptr.To[int64](30),
 				Containers: []corev1.Container{{
 					Name: componentServer, Image: in.Image, Args: []string{"serve"}, Env: env, VolumeMounts: mounts,
-					Ports: []corev1.ContainerPort{{Name: portHTTP, ContainerPort: PublicPort}, {Name: portAdmin, ContainerPort: AdminPort}},
+					Ports: []corev1.ContainerPort{{Name: portHTTP, ContainerPort: PublicPort}, {Name: portAdmin, ContainerPort: AdminPort},
+						{Name: portMetrics, ContainerPort: MetricsPort}},
 					// Ready only with the database reachable (/readyz pings it); alive as long
 					// as the process answers, so a database outage does not restart every pod.
 					ReadinessProbe:  &corev1.Probe{ProbeHandler: httpGet("/readyz"), PeriodSeconds: 2, FailureThreshold: 2},
@@ -411,7 +419,8 @@ func HeadlessService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Servic
 	return &corev1.Service{ObjectMeta: meta(ts, StatefulSetName(ts, color), componentServer), Spec: corev1.ServiceSpec{
 		ClusterIP: corev1.ClusterIPNone, Selector: ServerSelector(ts, color),
 		Ports: []corev1.ServicePort{{Name: portHTTP, Port: PublicPort, TargetPort: intstr.FromString(portHTTP)},
-			{Name: portAdmin, Port: AdminPort, TargetPort: intstr.FromString(portAdmin)}}}}
+			{Name: portAdmin, Port: AdminPort, TargetPort: intstr.FromString(portAdmin)},
+			{Name: portMetrics, Port: MetricsPort, TargetPort: intstr.FromString(portMetrics)}}}}
 }
 
 // PublicServiceFor is what clients and browsers reach (behind an Ingress or Gateway

@@ -22,8 +22,10 @@ type Options struct {
 	Issuer         string
 	PublicListener net.Listener
 	AdminListener  net.Listener
-	AdminToken     string
-	SigningKeyFile string
+	// MetricsListener serves /metrics; nil serves no metrics.
+	MetricsListener net.Listener
+	AdminToken      string
+	SigningKeyFile  string
 	// SigningAlgorithm, when set, must be the signing key's (ES256 or RS256): a check
 	// that the mounted key is the one the TokenServer asks for.
 	SigningAlgorithm       string
@@ -41,8 +43,17 @@ type Options struct {
 	// balancers take to stop sending it new connections.
 	ShutdownDelay   time.Duration
 	JanitorInterval time.Duration
-	// UsersFile lists who may sign in (username:bcrypt-hash lines); may be empty.
+	// UsersFile lists who may sign in (username:bcrypt-hash lines); may be empty. It
+	// is read again when it changes.
 	UsersFile string
+	// LoginThrottle limits failed sign-ins; zero means DefaultLoginThrottle.
+	LoginThrottle LoginThrottle
+	// MaxConcurrentLogins bounds concurrent password checks; zero means one per CPU.
+	MaxConcurrentLogins int
+	// ClientIPHeader: see Config.ClientIPHeader.
+	ClientIPHeader string
+	// OptionalPKCE lets confidential clients skip PKCE (legacy apps).
+	OptionalPKCE bool
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	Log               *slog.Logger
@@ -84,22 +95,21 @@ func Serve(ctx context.Context, o Options) error {
 	provider, err := oauth.New(oauth.Config{
 		Issuer: strings.TrimSuffix(o.Issuer, "/"), AccessTokenFormat: o.AccessTokenFormat, HMACSecret: o.HMACSecret, Keys: keys,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
-		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan,
+		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
 	}, st)
 	if err != nil {
 		return err
 	}
 	provider.OnTokenIssued = func(gt string) { metrics.tokensIssued.WithLabelValues(gt).Inc() }
-	users := map[string][]byte{}
-	if o.UsersFile != "" {
-		if users, err = LoadUsers(o.UsersFile); err != nil {
-			return fmt.Errorf("users file: %w", err)
-		}
+	users, err := OpenUsers(o.UsersFile, log)
+	if err != nil {
+		return fmt.Errorf("users file: %w", err)
 	}
 	events := NewBroadcaster()
 	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
 		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
-		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecureCookies: strings.HasPrefix(o.Issuer, "https://")})
+		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecureCookies: strings.HasPrefix(o.Issuer, "https://"),
+		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -115,6 +125,10 @@ func Serve(ctx context.Context, o Options) error {
 		{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second},
 	}
 	listeners := []net.Listener{o.PublicListener, o.AdminListener}
+	if o.MetricsListener != nil {
+		servers = append(servers, &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second})
+		listeners = append(listeners, o.MetricsListener)
+	}
 	errs := make(chan error, len(servers))
 	for i, hs := range servers {
 		go func() {

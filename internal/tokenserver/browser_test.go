@@ -2,8 +2,10 @@ package tokenserver_test
 
 import (
 	"context"
+	"html"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,10 +15,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
 
 // browserCtx starts headless Chromium (Debian's chromium) with a fresh profile.
@@ -164,5 +168,106 @@ func saveScreenshot(t *testing.T, png []byte) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "consent.png"), png, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Sessions in a real browser: a page on another origin of the same site (another
+// port of 127.0.0.1, as a sibling subdomain would be) plants a CSRF cookie and posts
+// a consent for the signed-in user, and is refused; Sign out on the connected-apps
+// page ends the session; a password change ends it too; and after three wrong
+// passwords the login page says when to try again.
+func TestSessionPagesInHeadlessChromium(t *testing.T) {
+	in := start(t, setup{throttle: tokenserver.LoginThrottle{PerUser: 3, PerIP: 20, Refill: time.Hour}})
+	rp := newApp(t)
+	secret := "grafana-secret-0123456789abcdefghijklmnopq"
+	if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: "grafana", Secret: secret, OwnerNamespace: "observability",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Grafana", GrantTypes: []string{"authorization_code"},
+			RedirectURIs: []string{rp.URL + "/callback"}, Scopes: []string{"openid"}, TokenEndpointAuthMethod: "client_secret_basic"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const planted = "planted-by-a-sibling-0123456789abcdefghij"
+	attack := url.Values{"client_id": {"grafana"}, "redirect_uri": {rp.URL + "/callback"}, "response_type": {"code"},
+		"scope": {"openid"}, "state": {"state-attack-0001"}, "code_challenge_method": {"S256"},
+		"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "csrf": {planted}, "decision": {"approve"}}
+	var fields strings.Builder
+	for k, vs := range attack {
+		fields.WriteString(`<input type="hidden" name="` + html.EscapeString(k) + `" value="` + html.EscapeString(vs[0]) + `">`)
+	}
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`<!doctype html><title>Free prizes</title>
+<script>document.cookie = "kubeoauth_csrf=` + planted + `; path=/oauth2";</script>
+<form id="f" method="post" action="` + in.URL + `/oauth2/auth">` + fields.String() + `</form>
+<script>document.getElementById("f").submit();</script>`))
+	}))
+	t.Cleanup(evil.Close)
+
+	bctx := browserCtx(t)
+	signIn := func(password string) chromedp.Action {
+		return chromedp.Tasks{
+			chromedp.Navigate(in.URL + "/login"),
+			chromedp.WaitVisible("#username", chromedp.ByID),
+			chromedp.SetValue("#username", "alice", chromedp.ByID),
+			chromedp.SetValue("#password", password, chromedp.ByID),
+			chromedp.Click("#sign-in", chromedp.ByID),
+		}
+	}
+	var refused, notice, throttled string
+	if err := chromedp.Run(bctx,
+		signIn(alicePassword),
+		chromedp.WaitVisible("#subject", chromedp.ByID),
+		chromedp.Navigate(evil.URL),
+		chromedp.WaitVisible("#error", chromedp.ByID),
+		chromedp.Text("#error", &refused, chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(refused, "sent from another site") || rp.got("code") != "" {
+		t.Errorf("consent posted from another origin: page says %q, app got code %q; want it refused", refused, rp.got("code"))
+	}
+	if gs, err := in.Admin.ListGrants(context.Background(), "grafana", "alice"); err != nil || len(gs) != 0 {
+		t.Errorf("grants after the cross-origin post: %v %v; want none", gs, err)
+	}
+
+	if err := chromedp.Run(bctx,
+		chromedp.Navigate(in.URL+"/account"),
+		chromedp.WaitVisible("#sign-out", chromedp.ByID),
+		chromedp.Click("#sign-out", chromedp.ByID),
+		chromedp.WaitVisible("#notice", chromedp.ByID),
+		chromedp.Text("#notice", &notice, chromedp.ByID),
+		chromedp.Navigate(in.URL+"/account"),
+		chromedp.WaitVisible("#username", chromedp.ByID), // sent to sign in
+	); err != nil {
+		t.Fatalf("signing out: %v", err)
+	}
+	if notice != "You are signed out." {
+		t.Errorf("after Sign out the page says %q", notice)
+	}
+
+	// A password change (the users Secret updated) ends the session at once.
+	const newPassword = "a brand new password for alice"
+	if err := chromedp.Run(bctx, signIn(alicePassword), chromedp.WaitVisible("#subject", chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	writeUsers(t, in.Users, "alice:"+bcryptHash(t, newPassword, bcrypt.MinCost))
+	if err := chromedp.Run(bctx,
+		chromedp.Navigate(in.URL+"/account"),
+		chromedp.WaitVisible("#username", chromedp.ByID),
+	); err != nil {
+		t.Fatalf("the account page after the password change: %v", err)
+	}
+
+	// Three wrong passwords, then the fourth attempt is told when to retry.
+	for range 3 {
+		if err := chromedp.Run(bctx, signIn("wrong password"), chromedp.WaitVisible("#error", chromedp.ByID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := chromedp.Run(bctx, signIn(newPassword), chromedp.WaitVisible("#error", chromedp.ByID),
+		chromedp.Text("#error", &throttled, chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(throttled, "Too many failed sign-ins. Try again in") {
+		t.Errorf("the fourth sign-in after three failures says %q", throttled)
 	}
 }

@@ -254,7 +254,7 @@ func TestRefreshRotationGraceAndReuse(t *testing.T) {
 	if code, _ := refresh(t, in, secret, r1["refresh_token"].(string)); code == 200 {
 		t.Error("a refresh token of a revoked chain still works")
 	}
-	resp, _ := httpClient.Get(in.URL + "/metrics")
+	resp, _ := httpClient.Get(in.MetricsURL + "/metrics")
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	for _, want := range []string{"kubeoauth_refresh_grace_uses_total 1", "kubeoauth_refresh_chain_revocations_total 1"} {
@@ -291,7 +291,7 @@ func TestConcurrentRefreshesCoalesce(t *testing.T) {
 			t.Errorf("caller %d got an inactive access token", i)
 		}
 	}
-	resp, err := httpClient.Get(in.URL + "/metrics")
+	resp, err := httpClient.Get(in.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

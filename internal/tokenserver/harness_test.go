@@ -44,10 +44,12 @@ const (
 
 // instance is one running token server.
 type instance struct {
-	URL, AdminURL string
-	Admin         *adminapi.HTTPClient
-	stop          context.CancelFunc
-	done          chan error
+	URL, AdminURL, MetricsURL string
+	// Users is the users file; rewrite it with writeUsers.
+	Users string
+	Admin *adminapi.HTTPClient
+	stop  context.CancelFunc
+	done  chan error
 }
 
 type setup struct {
@@ -60,6 +62,11 @@ type setup struct {
 	logTo     io.Writer
 	// shutdownDelay: how long the server goes on serving after SIGTERM; default 0.
 	shutdownDelay time.Duration
+	// httpsIssuer: the issuer is https://<address> (behind a TLS-terminating proxy),
+	// while the test still talks plain http to the listener.
+	httpsIssuer  bool
+	throttle     tokenserver.LoginThrottle
+	optionalPKCE bool
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -95,10 +102,21 @@ func secrets(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "users"), []byte("# test users\nalice:"+string(hash)+"\n"), 0o600); err != nil {
+	writeUsers(t, filepath.Join(dir, "users"), "alice:"+string(hash))
+	return dir
+}
+
+// writeUsers replaces the users file the way the kubelet updates a mounted Secret:
+// a new file renamed over the old, never a half-written one.
+func writeUsers(t testing.TB, path string, lines ...string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte("# test users\n"+strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return dir
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func start(t testing.TB, s setup) *instance {
@@ -126,10 +144,19 @@ func start(t testing.TB, s setup) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
+	met, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	hmacSecret, _ := os.ReadFile(filepath.Join(s.keyDir, "hmac"))
 	url := "http://" + pub.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{URL: url, AdminURL: "http://" + adm.Addr().String(), stop: cancel, done: make(chan error, 1)}
+	issuer := url
+	if s.httpsIssuer {
+		issuer = "https://" + pub.Addr().String()
+	}
+	in := &instance{URL: url, AdminURL: "http://" + adm.Addr().String(), MetricsURL: "http://" + met.Addr().String(),
+		Users: filepath.Join(s.keyDir, "users"), stop: cancel, done: make(chan error, 1)}
 	in.Admin = &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: adminToken}
 	// A failed test prints what this server logged (-v prints it as it comes).
 	logs := &testlog.Buffer{}
@@ -143,13 +170,14 @@ func start(t testing.TB, s setup) *instance {
 	}
 	go func() {
 		in.done <- tokenserver.Serve(ctx, tokenserver.Options{
-			DSN: s.dsn, Issuer: url, PublicListener: pub, AdminListener: adm, AdminToken: adminToken,
+			DSN: s.dsn, Issuer: issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
 			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), HMACSecret: hmacSecret, AccessTokenFormat: s.format,
 			AccessTokenLifespan: s.accessTTL, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
 			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, UsersFile: filepath.Join(s.keyDir, "users"),
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
+			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

@@ -23,6 +23,7 @@ type Metrics struct {
 	chainRevocation prometheus.Counter
 	revocations     *prometheus.CounterVec
 	dbErrors        prometheus.Counter
+	loginsThrottled prometheus.Counter
 }
 
 // NewMetrics creates and registers the metrics.
@@ -55,9 +56,13 @@ func NewMetrics() *Metrics {
 		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kubeoauth_database_errors_total", Help: "Database calls that failed because the database was unreachable.",
 		}),
+		loginsThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_logins_throttled_total", Help: "Sign-ins refused because of too many failures for the username or address.",
+		}),
 	}
 	m.Registry.MustRegister(m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
-		m.revocations, m.dbErrors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.revocations, m.dbErrors, m.loginsThrottled, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

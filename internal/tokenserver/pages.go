@@ -1,25 +1,24 @@
 package tokenserver
 
 import (
-	"bufio"
-	"crypto/hmac"
+	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
+	"math"
 	"net/http"
 	"net/url"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -28,108 +27,17 @@ var templateFS embed.FS
 
 var pages = template.Must(template.ParseFS(templateFS, "templates/*.html"))
 
-const (
-	sessionCookie = "kubeoauth_session"
-	csrfCookie    = "kubeoauth_csrf"
-	loginLifetime = 12 * time.Hour
-)
-
-// LoadUsers reads a users file: one "username:bcrypt-hash" per line, # comments
-// allowed (the format of `htpasswd -B`). The operator mounts it from a Secret.
-func LoadUsers(path string) (map[string][]byte, error) {
-	f, err := os.Open(path) // #nosec G304 -- the operator's mounted users file
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = f.Close() }()
-	users := map[string][]byte{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, hash, ok := strings.Cut(line, ":")
-		if !ok || name == "" {
-			return nil, fmt.Errorf("%s line %d: want username:bcrypt-hash", path, n)
-		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("%s line %d (%s): not a bcrypt hash: %w", path, n, name, err)
-		}
-		users[name] = []byte(hash)
-	}
-	return users, sc.Err()
-}
-
-// cookieMAC signs login cookies with a key derived from the shared HMAC secret, so any
-// replica accepts a login made on another.
-func (s *Server) cookieMAC(value string) string {
-	m := hmac.New(sha256.New, append([]byte("kubeoauth-login-cookie:"), s.cfg.CookieSecret...))
-	m.Write([]byte(value))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
-
 func browserConsent(clientID, subject string, scopes []string) *store.ConsentGrant {
 	return &store.ConsentGrant{ClientID: clientID, Subject: subject, Scopes: scopes, Source: store.SourceBrowser}
 }
 
-// setCookie sets an HttpOnly, SameSite=Lax cookie, Secure whenever the issuer is https
-// (plain http is for loopback development only).
-func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
-	// #nosec G124 -- Secure follows the issuer's scheme
-	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, Secure: s.cfg.SecureCookies,
-		SameSite: http.SameSiteLaxMode, MaxAge: int(maxAge.Seconds())})
-}
-
-// loggedIn returns the signed-in subject and when they signed in.
-func (s *Server) loggedIn(r *http.Request) (string, time.Time, bool) {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil {
-		return "", time.Time{}, false
-	}
-	payload, mac, ok := strings.Cut(c.Value, ".")
-	if !ok || subtle.ConstantTimeCompare([]byte(mac), []byte(s.cookieMAC(payload))) != 1 {
-		return "", time.Time{}, false
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return "", time.Time{}, false
-	}
-	subject, at, _ := strings.Cut(string(raw), "\x00")
-	unix, err := strconv.ParseInt(at, 10, 64)
-	authTime := time.Unix(unix, 0)
-	if err != nil || time.Since(authTime) > loginLifetime {
-		return "", time.Time{}, false
-	}
-	return subject, authTime, true
-}
-
-// csrfToken returns the request's CSRF token, setting the cookie when absent
-// (double-submit: a form is accepted only when its token equals the cookie, which a
-// page on another site can neither read nor set).
-func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request) string {
-	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) >= 32 {
-		return c.Value
-	}
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	tok := base64.RawURLEncoding.EncodeToString(b)
-	s.setCookie(w, csrfCookie, tok, 24*time.Hour)
-	return tok
-}
-
-func csrfOK(r *http.Request) bool {
-	c, err := r.Cookie(csrfCookie)
-	return err == nil && c.Value != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostForm.Get("csrf"))) == 1
-}
-
 // page is what the templates see.
 type page struct {
-	Title, Error, CSRF, ReturnTo, Username, Subject, RedirectHost string
-	Client                                                        *store.Client
-	Scopes                                                        []scopeLine
-	Query                                                         url.Values
-	Grants                                                        []grantRow
+	Title, Error, Notice, CSRF, ReturnTo, Username, Subject, RedirectHost string
+	Client                                                                *store.Client
+	Scopes                                                                []scopeLine
+	Query                                                                 url.Values
+	Grants                                                                []grantRow
 }
 
 type scopeLine struct{ Name, Description string }
@@ -146,6 +54,7 @@ const (
 	contentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; " +
 		"form-action 'self' http: https:; frame-ancestors 'none'"
 	formExpired = "This form has expired or did not come from this site. Go back and try again."
+	crossOrigin = "This form was sent from another site, so it was refused. Go back to the app and start again."
 )
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, data page) {
@@ -175,12 +84,30 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	p := s.cfg.Provider
 	areq, err := p.ParseAuthorize(r)
 	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			w.Header().Set("Retry-After", "1")
+			s.errorPage(w, http.StatusServiceUnavailable, "Signing in is unavailable right now. Try again in a moment.")
+			return
+		}
+		if !areq.CanRedirect() {
+			// An unknown client or an unregistered redirect URI: the user must learn
+			// here that the link is bad, and nothing may go to an address the
+			// request made up.
+			s.errorPage(w, http.StatusBadRequest, "The app that sent you here made a request this server cannot accept: "+
+				oauth.ErrorDescription(err)+" Nothing was sent back to the app.")
+			return
+		}
 		p.AuthorizeError(w, r, areq, err)
 		return
 	}
+	prompt := strings.Fields(areq.Prompt)
 	subject, authTime, ok := s.loggedIn(r)
 	if !ok {
-		s.render(w, http.StatusOK, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(w, r),
+		if slices.Contains(prompt, "none") {
+			p.LoginRequired(w, r, areq)
+			return
+		}
+		s.render(w, http.StatusOK, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(s.session(w, r)),
 			ReturnTo: "/oauth2/auth?" + authorizeQuery(r).Encode()})
 		return
 	}
@@ -191,7 +118,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		if !csrfOK(r) {
+		if !s.csrfOK(r) {
 			s.errorPage(w, http.StatusForbidden, formExpired)
 			return
 		}
@@ -228,6 +155,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		p.Approve(w, r, areq, subject, g.ID, authTime)
 		return
 	}
+	if slices.Contains(prompt, "none") {
+		p.ConsentRequired(w, r, areq)
+		return
+	}
 	scopes := make([]scopeLine, 0, len(areq.Scopes))
 	for _, sc := range areq.Scopes {
 		d := s.cfg.ScopeDescriptions[sc]
@@ -242,7 +173,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, "consent.html", page{
 		Title: "Allow " + client.Name + "?", Client: client, Scopes: scopes, RedirectHost: redirectHost,
-		Subject: subject, CSRF: s.csrfToken(w, r), Query: authorizeQuery(r),
+		Subject: subject, CSRF: s.csrfToken(s.session(w, r)), Query: authorizeQuery(r),
 	})
 }
 
@@ -259,7 +190,11 @@ func authorizeQuery(r *http.Request) url.Values {
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
-	s.render(w, http.StatusOK, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(w, r), ReturnTo: accountPath})
+	pg := page{Title: signInTitle, CSRF: s.csrfToken(s.session(w, r)), ReturnTo: accountPath}
+	if r.URL.Query().Has("signed_out") {
+		pg.Notice = "You are signed out."
+	}
+	s.render(w, http.StatusOK, "login.html", pg)
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -273,27 +208,87 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(returnTo, "/oauth2/auth?") {
 		returnTo = accountPath
 	}
-	if !csrfOK(r) {
+	if !s.csrfOK(r) {
 		s.errorPage(w, http.StatusForbidden, formExpired)
 		return
 	}
+	bs, _ := s.readSession(r)
 	user := r.PostForm.Get("username")
-	hash, known := s.cfg.Users[user]
-	if !known {
-		hash = dummyHash // the same work whether or not the user exists
+	again := func(code int, msg string) {
+		s.render(w, code, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(bs), ReturnTo: returnTo, Username: user, Error: msg})
 	}
-	if err := bcrypt.CompareHashAndPassword(hash, []byte(r.PostForm.Get("password"))); err != nil || !known {
-		s.cfg.Log.Info("failed sign-in", "username", user)
-		s.render(w, http.StatusUnauthorized, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(w, r),
-			ReturnTo: returnTo, Username: user, Error: "The username or password is wrong."})
+	ip := clientIP(r, s.cfg.ClientIPHeader)
+	wait, done := s.throttle.attempt(user, ip, time.Now())
+	if wait > 0 {
+		secs := int(math.Ceil(wait.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.cfg.Metrics.loginsThrottled.Inc()
+		s.cfg.Log.Warn("sign-in throttled", "username", user, "ip", ip, "retryAfter", secs)
+		again(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %s (after %s UTC).",
+			plural(secs, "second"), time.Now().Add(wait).UTC().Format("15:04:05")))
 		return
 	}
-	payload := base64.RawURLEncoding.EncodeToString([]byte(user + "\x00" + strconv.FormatInt(time.Now().Unix(), 10)))
-	s.setCookie(w, sessionCookie, payload+"."+s.cookieMAC(payload), loginLifetime)
+	ok, err := s.checkPassword(r.Context(), user, r.PostForm.Get("password"))
+	done(ok)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		again(http.StatusServiceUnavailable, "Too many people are signing in right now. Try again in a moment.")
+		return
+	}
+	if !ok {
+		s.cfg.Log.Info("failed sign-in", "username", user, "ip", ip)
+		again(http.StatusUnauthorized, "The username or password is wrong.")
+		return
+	}
+	hash := s.cfg.Users.current().hashes[user]
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	s.writeSession(w, browserSession{ID: base64.RawURLEncoding.EncodeToString(b), Subject: user,
+		Fingerprint: s.fingerprint(user, hash), At: time.Now()})
 	http.Redirect(w, r, returnTo, http.StatusSeeOther) // #nosec G710 -- returnTo is one of our own paths, checked above
 }
 
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("no such user"), bcrypt.DefaultCost)
+// checkPassword compares password with user's hash, or with the dummy hash when no
+// such user exists, so both take the same time. At most MaxConcurrentLogins
+// comparisons run at once: bcrypt is built to be slow, and unbounded it would let a
+// burst of sign-ins take every CPU from the token endpoint.
+func (s *Server) checkPassword(ctx context.Context, user, password string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.bcryptSlots.Acquire(ctx, 1); err != nil {
+		return false, err
+	}
+	defer s.bcryptSlots.Release(1)
+	set := s.cfg.Users.current()
+	hash, known := set.hashes[user]
+	if !known {
+		hash = set.dummy
+	}
+	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && known, nil
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return strconv.Itoa(n) + " " + unit + "s"
+}
+
+// logout ends the sign-in session: the browser gets a new anonymous session, so the
+// old session's CSRF token is void too.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
+		return
+	}
+	if !s.csrfOK(r) {
+		s.errorPage(w, http.StatusForbidden, formExpired)
+		return
+	}
+	s.newSession(w)
+	http.Redirect(w, r, "/login?signed_out", http.StatusSeeOther)
+}
 
 // account lists the signed-in user's connected apps.
 func (s *Server) account(w http.ResponseWriter, r *http.Request) {
@@ -325,7 +320,8 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, grantRow{ClientID: c.ID, ClientName: c.Name, Owner: owner, Scopes: g.Scopes,
 			GrantedAt: g.GrantedAt.UTC().Format("2006-01-02 15:04 MST"), LastUsed: last})
 	}
-	s.render(w, http.StatusOK, "account.html", page{Title: "Connected apps", Subject: subject, Grants: rows, CSRF: s.csrfToken(w, r)})
+	s.render(w, http.StatusOK, "account.html", page{Title: "Connected apps", Subject: subject, Grants: rows,
+		CSRF: s.csrfToken(s.session(w, r))})
 }
 
 // revokeFromAccount revokes one of the signed-in user's grants and every token under it.
@@ -340,7 +336,7 @@ func (s *Server) revokeFromAccount(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
 	}
-	if !csrfOK(r) {
+	if !s.csrfOK(r) {
 		s.errorPage(w, http.StatusForbidden, formExpired)
 		return
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
@@ -41,8 +44,17 @@ type Config struct {
 	JWKS any
 	// Events wakes admin event long-polls; nil means poll only.
 	Events *Broadcaster
-	// Users signs people in on the login page: username to bcrypt hash.
-	Users map[string][]byte
+	// Users signs people in on the login page; nil means nobody may.
+	Users *Users
+	// LoginThrottle limits failed sign-ins; zero means DefaultLoginThrottle.
+	LoginThrottle LoginThrottle
+	// MaxConcurrentLogins bounds the password checks (bcrypt) running at once;
+	// zero means one per CPU.
+	MaxConcurrentLogins int
+	// ClientIPHeader names the header a trusted proxy in front puts the client's
+	// address in (e.g. X-Forwarded-For), for per-address throttling; empty means the
+	// connection's peer.
+	ClientIPHeader string
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	// CookieSecret signs login cookies; every replica must share it.
@@ -57,6 +69,9 @@ type Server struct {
 	refreshes singleflight.Group
 	recent    recentResponses
 	draining  atomic.Bool
+	throttle  *throttle
+	// bcryptSlots bounds concurrent password checks.
+	bcryptSlots *semaphore.Weighted
 }
 
 // Drain makes readiness fail from now on while requests are still served: the
@@ -72,15 +87,38 @@ func New(cfg Config) *Server {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	return &Server{cfg: cfg}
+	if cfg.Users == nil {
+		cfg.Users, _ = StaticUsers(map[string][]byte{})
+	}
+	if cfg.LoginThrottle == (LoginThrottle{}) {
+		cfg.LoginThrottle = DefaultLoginThrottle
+	}
+	if cfg.MaxConcurrentLogins <= 0 {
+		cfg.MaxConcurrentLogins = runtime.GOMAXPROCS(0)
+	}
+	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle), bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins))}
 }
 
 // maxBody bounds request bodies on the public endpoints: no OAuth request needs more.
 const maxBody = 64 << 10
 
-// PublicHandler serves the OAuth 2.0 / OpenID Connect endpoints, health and metrics.
+// PublicHandler serves the OAuth 2.0 / OpenID Connect endpoints, the pages and
+// health. Metrics are on MetricsHandler, off the public listener: they tell
+// outsiders the server's load and clients' activity.
 func (s *Server) PublicHandler() http.Handler {
 	m := s.cfg.Metrics
+	// The pages' forms only ever post to this origin. A cross-origin browser POST
+	// is refused before any handler runs: a sibling subdomain is same-site, so
+	// SameSite cookies alone would let it through.
+	cop := http.NewCrossOriginProtection()
+	if u, err := url.Parse(s.cfg.Provider.Issuer()); err == nil {
+		// Behind a proxy that rewrites Host, the issuer's own origin is still ours.
+		_ = cop.AddTrustedOrigin(u.Scheme + "://" + u.Host)
+	}
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s.errorPage(w, http.StatusForbidden, crossOrigin)
+	}))
+	form := func(h http.HandlerFunc) http.HandlerFunc { return cop.Handler(h).ServeHTTP }
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", m.instrument("discovery", s.discovery))
 	mux.HandleFunc("GET /.well-known/jwks.json", m.instrument("jwks", s.jwks))
@@ -90,14 +128,21 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("GET /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
 	mux.HandleFunc("POST /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
 	mux.HandleFunc("GET /oauth2/auth", m.instrument("authorize", s.authorize))
-	mux.HandleFunc("POST /oauth2/auth", m.instrument("authorize", s.authorize))
+	mux.HandleFunc("POST /oauth2/auth", m.instrument("authorize", form(s.authorize)))
 	mux.HandleFunc("GET /login", m.instrument("login", s.loginPage))
-	mux.HandleFunc("POST /login", m.instrument("login", s.login))
+	mux.HandleFunc("POST /login", m.instrument("login", form(s.login)))
+	mux.HandleFunc("POST /logout", m.instrument("logout", form(s.logout)))
 	mux.HandleFunc("GET /account", m.instrument("account", s.account))
-	mux.HandleFunc("POST /account/revoke", m.instrument("account", s.revokeFromAccount))
+	mux.HandleFunc("POST /account/revoke", m.instrument("account", form(s.revokeFromAccount)))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// MetricsHandler serves Prometheus metrics, on a listener of its own.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	return mux
 }
 
@@ -118,8 +163,10 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"id_token_signing_alg_values_supported": []string{s.cfg.SigningAlgorithm},
 		"token_endpoint_auth_methods_supported": knownAuthMethods,
 		"code_challenge_methods_supported":      []string{"S256"},
-		"scopes_supported":                      []string{"openid", "offline_access"},
-		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "preferred_username"},
+		// RFC 9207: authorization responses carry iss, against mix-up attacks.
+		"authorization_response_iss_parameter_supported": true,
+		"scopes_supported": []string{"openid", "offline_access"},
+		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "preferred_username"},
 	})
 }
 

@@ -80,6 +80,9 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 			t.Errorf("discovery %s = %v, want %s", k, disc[k], want)
 		}
 	}
+	if disc["authorization_response_iss_parameter_supported"] != true {
+		t.Error("discovery does not say authorization responses carry iss (RFC 9207)")
+	}
 	var jwks struct {
 		Keys []map[string]any `json:"keys"`
 	}
@@ -340,7 +343,7 @@ func TestMetrics(t *testing.T) {
 	_, tok := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", secret)
 	postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", "wrong")
 	postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {tok["access_token"].(string)}}, "grafana", secret)
-	resp, err := httpClient.Get(in.URL + "/metrics")
+	resp, err := httpClient.Get(in.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
