@@ -373,7 +373,7 @@ func (r *OAuthClientReconciler) finalize(ctx context.Context, oc *oauthv1alpha1.
 			if err != nil {
 				return err
 			}
-			if err := admin.DeleteClient(ctx, clientspec.ClientID(oc)); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
+			if err := admin.DeleteClient(ctx, clientspec.ClientID(oc), oc.Namespace); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
 				return fmt.Errorf("deleting the client from the token server: %w", err)
 			}
 			r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, "Deleted", "Delete",

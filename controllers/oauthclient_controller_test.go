@@ -244,7 +244,7 @@ func TestGitOpsRoundTripDriftAndQuietResync(t *testing.T) {
 	}
 
 	// Drift: someone deletes the client in the token server; the next resync restores it.
-	if err := admin.DeleteClient(ctx, id); err != nil {
+	if err := admin.DeleteClient(ctx, id, ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the deleted client is restored", func() bool {
