@@ -192,7 +192,29 @@ func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if err := ownedBy(ctx, admin, oc.Status.ClientID, cg.Namespace); err != nil {
+		return nil, nil, nil, err
+	}
 	return &oc, &ts, admin, nil
+}
+
+// ownedBy checks that the token server's client clientID belongs to namespace ns. The
+// grant API knows no owners, and status.clientID is only as trustworthy as whoever may
+// write OAuthClient status: a grant is put or revoked only on a client of its own
+// namespace, so no namespace pre-approves or revokes consent to another's client.
+func ownedBy(ctx context.Context, admin *adminapi.HTTPClient, clientID, ns string) error {
+	c, err := admin.GetClient(ctx, clientID)
+	if errors.Is(err, adminapi.ErrNotFound) {
+		return &stopped{ReasonClientNotReady, "client " + clientID + " is not on the token server", 10 * time.Second}
+	}
+	if err != nil {
+		return err
+	}
+	if c.OwnerNamespace != ns {
+		return &stopped{ReasonClientIDConflict, fmt.Sprintf("client %s on the token server belongs to namespace %q, not %q",
+			clientID, c.OwnerNamespace, ns), 0}
+	}
+	return nil
 }
 
 // finalize revokes the grant and every token issued under it before the finalizer
@@ -216,6 +238,14 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 		} else if err == nil {
 			admin, err := adminClientFor(ctx, r.Secrets, &ts)
 			if err != nil {
+				return err
+			}
+			var stop *stopped
+			if err := ownedBy(ctx, admin, oc.Status.ClientID, cg.Namespace); errors.As(err, &stop) {
+				// Not a client of this namespace (any more): none of its grants is ours.
+				controllerutil.RemoveFinalizer(cg, Finalizer)
+				return client.IgnoreNotFound(r.Update(ctx, cg))
+			} else if err != nil {
 				return err
 			}
 			if err := admin.DeleteGrant(ctx, oc.Status.ClientID, cg.Spec.Subject); err != nil && !errors.Is(err, adminapi.ErrNotFound) {

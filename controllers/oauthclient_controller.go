@@ -173,7 +173,7 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	if errors.Is(err, adminapi.ErrConflict) {
 		oc.Status.ClientID = ""
 		return 0, r.warn(oc, &stopped{ReasonClientIDConflict, fmt.Sprintf(
-			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err)), 0})
+			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err)), r.Resync})
 	}
 	if err != nil {
 		return 0, fmt.Errorf("pushing the client to the token server: %w", err)
@@ -268,7 +268,7 @@ func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1al
 		if other := &list.Items[i]; other.Name != oc.Name && firstClaim(other, oc, clientID) {
 			oc.Status.ClientID = ""
 			return r.warn(oc, &stopped{ReasonClientIDConflict, fmt.Sprintf(
-				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name), 0})
+				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name), r.Resync})
 		}
 	}
 	return nil

@@ -346,3 +346,61 @@ func findCondition(conds []metav1.Condition, condType string) metav1.Condition {
 func isTrue(conds []metav1.Condition, condType string) bool {
 	return findCondition(conds, condType).Status == metav1.ConditionTrue
 }
+
+// Whoever can write an OAuthClient's status cannot point a ConsentGrant at another
+// namespace's client: grants are put and revoked only on clients the token server
+// says belong to the grant's namespace.
+func TestForgedClientIDInStatusReachesNoOtherClient(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	victimNS := namespace(t, "tenant-a", admittedLabels)
+	victim := webClient(victimNS, "web", platform, "https://app.tenant-a.example.com/cb", nil)
+	if err := k8s.Create(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, victim, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	// The victim's user consented in the browser.
+	if _, err := admin.PutGrant(ctx, &adminapi.Grant{ClientID: victim.Status.ClientID, Subject: "bob",
+		Scopes: []string{"zones.read"}, Source: adminapi.SourceBrowser}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A first-party tenant whose OAuthClient the operator refused, with its status
+	// then rewritten to claim the victim's ID and Ready.
+	attackerNS := namespace(t, "tenant-x", firstPartyLabels)
+	forged := webClient(attackerNS, "web", platform, "https://evil.example.com/cb", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.ClientID = "not-in-range"
+	})
+	if err := k8s.Create(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, forged, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDNotAllowed)
+	forged.Status.ClientID = victim.Status.ClientID
+	forged.Status.Conditions = []metav1.Condition{{Type: oauthv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		Reason: controllers.ReasonSynced, Message: "forged", LastTransitionTime: metav1.Now()}}
+	if err := k8s.Status().Update(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	// A declared grant would pre-approve consent to the victim's client for alice;
+	// deleting one for bob would revoke bob's consent.
+	pre := grant(attackerNS, "web", "alice", "zones.read")
+	revoke := grant(attackerNS, "web", "bob", "zones.read")
+	for _, cg := range []*oauthv1alpha1.ConsentGrant{pre, revoke} {
+		if err := k8s.Create(ctx, cg); err != nil {
+			t.Fatal(err)
+		}
+		waitCondition(t, cg, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDConflict)
+	}
+	if gs := serverGrants(t, victim.Status.ClientID, "alice"); len(gs) != 0 {
+		t.Errorf("a forged status pre-approved consent to another namespace's client: %+v", gs)
+	}
+	if err := k8s.Delete(ctx, revoke); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the attacker's ConsentGrant is gone", func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(revoke), revoke))
+	}, nil)
+	if gs := serverGrants(t, victim.Status.ClientID, "bob"); len(gs) != 1 {
+		t.Errorf("deleting the attacker's ConsentGrant revoked the victim's user's consent: %+v", gs)
+	}
+}
