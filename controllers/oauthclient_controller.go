@@ -251,12 +251,14 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 	return r.warn(oc, stop)
 }
 
-// checkClientID refuses a custom ID outside the namespace's range, and an ID another
+// checkClientID refuses a new custom ID outside the namespace's range, and an ID another
 // OAuthClient of the namespace registered first: the token server cannot tell two
 // OAuthClients of one owner apart, so it would let them overwrite each other.
 func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
 	ts *oauthv1alpha1.TokenServer, clientID string) error {
-	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok {
+	// An ID this object registered before the rule existed keeps working: the token
+	// server's owner check still stands between it and any other namespace's client.
+	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok && oc.Status.ClientID != clientID {
 		return r.warn(oc, &stopped{ReasonClientIDNotAllowed, msg, 0})
 	}
 	var list oauthv1alpha1.OAuthClientList
