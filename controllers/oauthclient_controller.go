@@ -213,7 +213,8 @@ func errMessage(err error) string {
 
 // policy says whether the server admits clients of namespace name, and whether they
 // are first-party.
-func (r *OAuthClientReconciler) policy(ctx context.Context, ts *oauthv1alpha1.TokenServer, name string) (admitted, firstParty bool, err error) {
+func (r *OAuthClientReconciler) policy(ctx context.Context, ts *oauthv1alpha1.TokenServer, name string) (
+	admitted, firstParty bool, err error) {
 	var ns corev1.Namespace
 	if err := r.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
 		return false, false, err
