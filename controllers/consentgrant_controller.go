@@ -15,8 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
@@ -116,8 +121,7 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 			return err
 		}
 		if !firstParty {
-			return &stopped{ReasonNotFirstParty, fmt.Sprintf("a declared grant is consent the user is not asked for: only clients in "+
-				"the TokenServer's firstPartyNamespaces may have one, and namespace %s is not one of them", cg.Namespace), 0}
+			return r.notFirstParty(ctx, cg, oc, admin)
 		}
 		in := &adminapi.Grant{ClientID: oc.Status.ClientID, Subject: cg.Spec.Subject, Scopes: scopes(cg.Spec.Scopes),
 			Source: adminapi.SourceDeclared}
@@ -134,6 +138,34 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 	return nil
 }
 
+// notFirstParty refuses a declared grant outside the first-party namespaces and
+// revokes what it put on the token server while the namespace was first-party (with
+// every token issued under it): consent nobody gave does not outlive the status that
+// allowed it.
+func (r *ConsentGrantReconciler) notFirstParty(ctx context.Context, cg *oauthv1alpha1.ConsentGrant,
+	oc *oauthv1alpha1.OAuthClient, admin *adminapi.HTTPClient) error {
+	stop := &stopped{ReasonNotFirstParty, fmt.Sprintf("a declared grant is consent the user is not asked for: only clients in "+
+		"the TokenServer's firstPartyNamespaces may have one, and namespace %s is not one of them", cg.Namespace), 0}
+	grants, err := admin.ListGrants(ctx, oc.Status.ClientID, cg.Spec.Subject)
+	if err != nil {
+		return err
+	}
+	for _, g := range grants {
+		if g.Source != adminapi.SourceDeclared {
+			continue // the user's own consent stays theirs to revoke
+		}
+		if err := admin.DeleteGrant(ctx, oc.Status.ClientID, cg.Spec.Subject); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
+			return fmt.Errorf("revoking the declared grant on the token server: %w", err)
+		}
+		r.Recorder.Eventf(cg, nil, corev1.EventTypeWarning, "Revoked", "Revoke",
+			"namespace %s is not first-party: the declared grant of %s to %s is revoked with every token issued under it",
+			cg.Namespace, cg.Spec.Subject, oc.Status.ClientID)
+		stop.message += "; the grant was revoked on the token server"
+	}
+	cg.Status.GrantedAt, cg.Status.LastUsedAt, cg.Status.ActiveTokens = nil, nil, 0
+	return stop
+}
+
 // resolve finds the grant's OAuthClient (Ready, so it has a client ID), its
 // TokenServer and the admin API.
 func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.ConsentGrant) (
@@ -144,6 +176,10 @@ func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.
 			return nil, nil, nil, &stopped{ReasonClientNotFound, "OAuthClient " + cg.Spec.ClientRef.Name + " not found", 30 * time.Second}
 		}
 		return nil, nil, nil, err
+	}
+	if c := meta.FindStatusCondition(oc.Status.Conditions, oauthv1alpha1.ConditionReady); c != nil && c.Reason == ReasonNamespaceNotAllowed {
+		return nil, nil, nil, &stopped{ReasonNamespaceNotAllowed, "the TokenServer does not admit namespace " + cg.Namespace +
+			": OAuthClient " + oc.Name + " is not registered, and no grant of it is on the token server", 0}
 	}
 	if oc.Status.ClientID == "" || !meta.IsStatusConditionTrue(oc.Status.Conditions, oauthv1alpha1.ConditionReady) {
 		return nil, nil, nil, &stopped{ReasonClientNotReady, "waiting for OAuthClient " + oc.Name + " to be Ready", 10 * time.Second}
@@ -156,7 +192,29 @@ func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if err := ownedBy(ctx, admin, oc.Status.ClientID, cg.Namespace); err != nil {
+		return nil, nil, nil, err
+	}
 	return &oc, &ts, admin, nil
+}
+
+// ownedBy checks that the token server's client clientID belongs to namespace ns. The
+// grant API knows no owners, and status.clientID is only as trustworthy as whoever may
+// write OAuthClient status: a grant is put or revoked only on a client of its own
+// namespace, so no namespace pre-approves or revokes consent to another's client.
+func ownedBy(ctx context.Context, admin *adminapi.HTTPClient, clientID, ns string) error {
+	c, err := admin.GetClient(ctx, clientID)
+	if errors.Is(err, adminapi.ErrNotFound) {
+		return &stopped{ReasonClientNotReady, "client " + clientID + " is not on the token server", 10 * time.Second}
+	}
+	if err != nil {
+		return err
+	}
+	if c.OwnerNamespace != ns {
+		return &stopped{ReasonClientIDConflict, fmt.Sprintf("client %s on the token server belongs to namespace %q, not %q",
+			clientID, c.OwnerNamespace, ns), 0}
+	}
+	return nil
 }
 
 // finalize revokes the grant and every token issued under it before the finalizer
@@ -182,6 +240,14 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 			if err != nil {
 				return err
 			}
+			var stop *stopped
+			if err := ownedBy(ctx, admin, oc.Status.ClientID, cg.Namespace); errors.As(err, &stop) {
+				// Not a client of this namespace (any more): none of its grants is ours.
+				controllerutil.RemoveFinalizer(cg, Finalizer)
+				return client.IgnoreNotFound(r.Update(ctx, cg))
+			} else if err != nil {
+				return err
+			}
 			if err := admin.DeleteGrant(ctx, oc.Status.ClientID, cg.Spec.Subject); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
 				return fmt.Errorf("revoking the grant on the token server: %w", err)
 			}
@@ -198,7 +264,40 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Resync == 0 {
 		r.Resync = 10 * time.Minute
 	}
-	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.ConsentGrant{}).Named("consentgrant").Complete(r)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.ConsentGrant{}, indexGrantClient,
+		func(o client.Object) []string { return []string{o.(*oauthv1alpha1.ConsentGrant).Spec.ClientRef.Name} }); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.ConsentGrant{}).
+		// A grant follows its client (registered, deregistered) and its namespace's
+		// first-party status within seconds.
+		Watches(&oauthv1alpha1.OAuthClient{}, handler.EnqueueRequestsFromMapFunc(r.grantsOfClient)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.grantsInNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Named("consentgrant").Complete(r)
+}
+
+const indexGrantClient = "consentgrant.clientRef"
+
+func (r *ConsentGrantReconciler) grantsOfClient(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.list(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexGrantClient: o.GetName()})
+}
+
+func (r *ConsentGrantReconciler) grantsInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.list(ctx, client.InNamespace(o.GetName()))
+}
+
+func (r *ConsentGrantReconciler) list(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	var list oauthv1alpha1.ConsentGrantList
+	if err := r.List(ctx, &list, opts...); err != nil {
+		log.FromContext(ctx).Error(err, "listing ConsentGrants")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, cg := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cg)})
+	}
+	return reqs
 }
 
 func scopes(in []oauthv1alpha1.Scope) []string {

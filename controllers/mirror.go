@@ -4,15 +4,20 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -21,7 +26,9 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/clientspec"
 )
 
-const indexClientID = "oauthclient.status.clientID"
+// indexRegisteredID is "<server> <status.clientID>": the OAuthClient that registered
+// a client ID on a server. Client IDs are unique per server, not across servers.
+const indexRegisteredID = "oauthclient.registeredClientID"
 
 // Mirror follows each Ready TokenServer's consent and revocation log and keeps a
 // ConsentGrant (labelled oauth.kubeoauth.io/source=mirrored) for every consent a user
@@ -34,6 +41,8 @@ type Mirror struct {
 	Secrets *SecretReader
 	// Poll is how often the list of TokenServers is checked for new ones.
 	Poll time.Duration
+	// Recorder records, on the OAuthClient, a grant that could not be mirrored.
+	Recorder events.EventRecorder
 
 	mu        sync.Mutex
 	followers map[string]context.CancelFunc
@@ -124,6 +133,14 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 		}
 		cursor = evs.Next
 	}
+	clients, err := admin.ListClients(ctx)
+	if err != nil {
+		return err
+	}
+	owners := make(map[string]string, len(clients))
+	for _, c := range clients {
+		owners[c.ID] = c.OwnerNamespace
+	}
 	grants, err := admin.ListGrants(ctx, "", "")
 	if err != nil {
 		return err
@@ -132,9 +149,8 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 	for _, g := range grants {
 		live[g.ClientID+"\x00"+g.Subject] = true
 		if g.Source == adminapi.SourceBrowser {
-			if err := m.ensure(ctx, g); err != nil {
-				return err
-			}
+			// One grant that cannot be mirrored must not hold up everyone else's.
+			m.record(ctx, ts, g.ClientID, owners[g.ClientID], g.Subject, m.ensure(ctx, ts, owners[g.ClientID], g))
 		}
 	}
 	if err := m.dropMissing(ctx, ts, live); err != nil {
@@ -146,55 +162,101 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 			return err
 		}
 		for _, ev := range evs.Events {
-			if err := m.apply(ctx, admin, ev); err != nil {
-				return err
-			}
+			m.apply(ctx, ts, admin, ev)
 		}
 		cursor = evs.Next
 	}
 	return nil
 }
 
-func (m *Mirror) apply(ctx context.Context, admin *adminapi.HTTPClient, ev adminapi.Event) error {
+// apply mirrors one event; a failure is recorded for its grant and the log goes on.
+func (m *Mirror) apply(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient, ev adminapi.Event) {
+	if ev.Kind != adminapi.EventConsentGiven && ev.Kind != adminapi.EventGrantRevoked {
+		return
+	}
+	c, err := admin.GetClient(ctx, ev.ClientID)
+	if errors.Is(err, adminapi.ErrNotFound) {
+		return // deleted since: nothing of it to mirror
+	}
+	if err != nil {
+		m.record(ctx, ts, ev.ClientID, "", ev.Subject, err)
+		return
+	}
 	switch ev.Kind {
 	case adminapi.EventConsentGiven:
 		grants, err := admin.ListGrants(ctx, ev.ClientID, ev.Subject)
-		if err != nil {
-			return err
-		}
 		for _, g := range grants {
-			if g.Source == adminapi.SourceBrowser {
-				return m.ensure(ctx, g)
+			if err == nil && g.Source == adminapi.SourceBrowser {
+				err = m.ensure(ctx, ts, c.OwnerNamespace, g)
+				break
 			}
 		}
+		m.record(ctx, ts, ev.ClientID, c.OwnerNamespace, ev.Subject, err)
 	case adminapi.EventGrantRevoked:
-		return m.remove(ctx, ev.ClientID, ev.Subject)
+		m.record(ctx, ts, ev.ClientID, c.OwnerNamespace, ev.Subject, m.remove(ctx, ts, c.OwnerNamespace, ev.ClientID, ev.Subject))
 	}
-	return nil
+}
+
+// ReasonMirrorFailed: a consent given in the browser could not be mirrored.
+const ReasonMirrorFailed = "MirrorFailed"
+
+// record logs a grant that could not be mirrored and says so in an event on its
+// OAuthClient, when there is one.
+func (m *Mirror) record(ctx context.Context, ts *oauthv1alpha1.TokenServer, clientID, ownerNS, subject string, err error) {
+	if err == nil {
+		return
+	}
+	log.FromContext(ctx).Error(err, "mirror: a consent grant could not be mirrored", "tokenserver", ts.Namespace+"/"+ts.Name,
+		"clientID", clientID, "subject", subject)
+	if m.Recorder == nil {
+		return
+	}
+	if oc, lerr := m.owner(ctx, ts, ownerNS, clientID); lerr == nil && oc != nil {
+		m.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonMirrorFailed, "Mirror",
+			"the consent of %s could not be mirrored as a ConsentGrant: %v", subject, err)
+	}
 }
 
 // MirrorName is the mirrored ConsentGrant's name: the OAuthClient's name and a hash of
-// the subject (subjects need not be valid names).
+// the subject (subjects need not be valid names). It is always a valid object name: a
+// name that would pass 253 characters keeps a prefix of the client's name and a hash
+// of both, so that two long client names sharing the prefix still differ.
 func MirrorName(clientName, subject string) string {
 	sum := sha256.Sum256([]byte(subject))
-	return fmt.Sprintf("%s-%s", clientName, hex.EncodeToString(sum[:5]))
+	if name := fmt.Sprintf("%s-%s", clientName, hex.EncodeToString(sum[:5])); len(name) <= validation.DNS1123SubdomainMaxLength {
+		return name
+	}
+	sum = sha256.Sum256([]byte(clientName + "\x00" + subject))
+	suffix := "-" + hex.EncodeToString(sum[:8])
+	prefix := strings.TrimRight(clientName[:validation.DNS1123SubdomainMaxLength-len(suffix)], "-.")
+	return prefix + suffix
 }
 
-func (m *Mirror) owner(ctx context.Context, clientID string) (*oauthv1alpha1.OAuthClient, error) {
-	var list oauthv1alpha1.OAuthClientList
-	if err := m.List(ctx, &list, client.MatchingFields{indexClientID: clientID}); err != nil {
-		return nil, err
-	}
-	if len(list.Items) == 0 {
+// owner is the OAuthClient that registered clientID on ts, in ownerNS: the namespace
+// the token server says owns it. A client ID is unique per server and an owner never
+// changes, so at most one object matches; none when ownerNS is unknown.
+func (m *Mirror) owner(ctx context.Context, ts *oauthv1alpha1.TokenServer, ownerNS, clientID string) (*oauthv1alpha1.OAuthClient, error) {
+	if ownerNS == "" {
 		return nil, nil
 	}
-	return &list.Items[0], nil
+	var list oauthv1alpha1.OAuthClientList
+	key := serverClientKey(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, clientID)
+	if err := m.List(ctx, &list, client.InNamespace(ownerNS), client.MatchingFields{indexRegisteredID: key}); err != nil {
+		return nil, err
+	}
+	switch len(list.Items) {
+	case 0:
+		return nil, nil
+	case 1:
+		return &list.Items[0], nil
+	}
+	return nil, fmt.Errorf("%d OAuthClients in %s claim client ID %s", len(list.Items), ownerNS, clientID)
 }
 
 // ensure creates or updates the mirrored ConsentGrant of g, unless the client is not
 // one of ours or a declared grant already stands for it.
-func (m *Mirror) ensure(ctx context.Context, g adminapi.Grant) error {
-	oc, err := m.owner(ctx, g.ClientID)
+func (m *Mirror) ensure(ctx context.Context, ts *oauthv1alpha1.TokenServer, ownerNS string, g adminapi.Grant) error {
+	oc, err := m.owner(ctx, ts, ownerNS, g.ClientID)
 	if err != nil || oc == nil {
 		return err
 	}
@@ -231,8 +293,8 @@ func (m *Mirror) ensure(ctx context.Context, g adminapi.Grant) error {
 }
 
 // remove deletes the mirrored ConsentGrant of (clientID, subject), if any.
-func (m *Mirror) remove(ctx context.Context, clientID, subject string) error {
-	oc, err := m.owner(ctx, clientID)
+func (m *Mirror) remove(ctx context.Context, ts *oauthv1alpha1.TokenServer, ownerNS, clientID, subject string) error {
+	oc, err := m.owner(ctx, ts, ownerNS, clientID)
 	if err != nil || oc == nil {
 		return err
 	}
@@ -262,7 +324,8 @@ func (m *Mirror) dropMissing(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 			continue
 		}
 		if err := m.Delete(ctx, &cg); client.IgnoreNotFound(err) != nil {
-			return err
+			log.FromContext(ctx).Error(err, "mirror: a revoked consent's ConsentGrant could not be deleted",
+				"consentgrant", cg.Namespace+"/"+cg.Name)
 		}
 	}
 	return nil

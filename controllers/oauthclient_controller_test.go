@@ -2,11 +2,15 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,7 +248,7 @@ func TestGitOpsRoundTripDriftAndQuietResync(t *testing.T) {
 	}
 
 	// Drift: someone deletes the client in the token server; the next resync restores it.
-	if err := admin.DeleteClient(ctx, id); err != nil {
+	if err := admin.DeleteClient(ctx, id, ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the deleted client is restored", func() bool {
@@ -325,5 +329,110 @@ func TestSecretRotation(t *testing.T) {
 	}
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc); err != nil || oc.Status.SecretRotatedAt == nil {
 		t.Errorf("status.secretRotatedAt = %v (%v)", oc.Status.SecretRotatedAt, err)
+	}
+}
+
+// putBlocker is the token server's admin API behind a reverse proxy that can refuse
+// client PUTs (503) while everything else, health included, goes through: a token
+// server that fails the write a rotation needs while the TokenServer stays Ready.
+type putBlocker struct {
+	mu      sync.Mutex
+	blocked bool
+	refused []adminapi.Client // the bodies of the PUTs it refused
+}
+
+func (b *putBlocker) block(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.blocked = on
+}
+
+// refusedOtherThan says whether it refused a PUT of a secret other than secret.
+func (b *putBlocker) refusedOtherThan(secret string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.refused {
+		if c.Secret != secret {
+			return true
+		}
+	}
+	return false
+}
+
+func newPutBlocker(t *testing.T) (*putBlocker, string) {
+	target, err := url.Parse(admin.BaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &putBlocker{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		blocked := b.blocked
+		b.mu.Unlock()
+		if blocked && r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/admin/clients/") {
+			var c adminapi.Client
+			_ = json.NewDecoder(r.Body).Decode(&c)
+			b.mu.Lock()
+			b.refused = append(b.refused, c)
+			b.mu.Unlock()
+			http.Error(w, `{"error": "database unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return b, srv.URL
+}
+
+// A rotation that falls while the token server cannot take the new secret leaves the
+// Secret as it is: apps never hold a secret the server does not know. When the server
+// is back, the rotation happens, with the old secret still accepted for the overlap.
+func TestSecretRotationDuringServerOutage(t *testing.T) {
+	ctx := context.Background()
+	blocker, adminURL := newPutBlocker(t)
+	ns := namespace(t, "platform", nil)
+	externalServer(t, ns, func(ts *oauthv1alpha1.TokenServer) { ts.Spec.External.AdminURL = adminURL })
+	oc := newClient(ns, "rotor", "", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.Secret.Rotation = &oauthv1alpha1.SecretRotation{Every: "3s", Overlap: "2s"}
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	inSecret := func() string {
+		var sec corev1.Secret
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "rotor-oauth"}, &sec); err != nil {
+			t.Fatal(err)
+		}
+		return string(sec.Data["client_secret"])
+	}
+	works := func(secret string) bool {
+		cc := clientcredentials.Config{ClientID: oc.Status.ClientID, ClientSecret: secret, TokenURL: issuer + "/oauth2/token"}
+		_, err := cc.Token(ctx)
+		return err == nil
+	}
+	blocker.block(true)
+	// A rotation falls due while the server refuses: the refused PUT carries a new
+	// secret, and the Secret must still hold the one the server knows.
+	var current string
+	eventually(t, 15*time.Second, "a rotation refused by the token server", func() bool {
+		current = inSecret()
+		return blocker.refusedOtherThan(current)
+	}, func() string { return "the Secret holds every secret the server was refused: it was written first" })
+	if !works(current) {
+		t.Fatal("after a refused rotation the Secret holds a secret the token server does not accept")
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonSyncFailed)
+	if inSecret() != current || !works(current) {
+		t.Fatal("the Secret changed while the token server refused the new secret")
+	}
+
+	blocker.block(false)
+	eventually(t, 15*time.Second, "the rotation goes through once the server is back", func() bool {
+		return inSecret() != current
+	}, nil)
+	if next := inSecret(); !works(next) {
+		t.Error("the secret rotated in after the outage does not work")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/clientspec"
 )
 
 // Options tune the reconcilers; zero values take the defaults.
@@ -44,13 +45,19 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.OAuthClient{}, indexClientID,
-		func(o client.Object) []string { return []string{o.(*oauthv1alpha1.OAuthClient).Status.ClientID} }); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.OAuthClient{}, indexRegisteredID,
+		func(o client.Object) []string {
+			oc := o.(*oauthv1alpha1.OAuthClient)
+			if oc.Status.ClientID == "" {
+				return nil
+			}
+			return []string{serverClientKey(clientspec.Server(oc), oc.Status.ClientID)}
+		}); err != nil {
 		return err
 	}
 	poll := o.MirrorPoll
 	if poll == 0 {
 		poll = 10 * time.Second
 	}
-	return mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll})
+	return mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")})
 }

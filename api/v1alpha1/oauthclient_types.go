@@ -60,7 +60,10 @@ type OAuthClientSpec struct {
 	ServerRef ServerReference `json:"serverRef"`
 
 	// clientID to register. Unset: derived from the TokenServer and this resource's
-	// namespace and name, so re-applying from git yields the same ID.
+	// namespace and name, so re-applying from git yields the same ID. A custom ID must
+	// start with "<namespace>-" unless the client is in the TokenServer's own
+	// namespace; an ID another namespace registered is refused (Ready=False
+	// ClientIDConflict).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[\x21-\x7E]+$')`,message="must be printable ASCII without spaces"

@@ -14,8 +14,13 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned for a 404.
-var ErrNotFound = errors.New("not found")
+var (
+	// ErrNotFound is returned for a 404.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is returned for a 409: the client belongs to another owner
+	// namespace. The error's text (an *Error, field ownerNamespace) names the owner.
+	ErrConflict = errors.New("conflict")
+)
 
 // HTTPClient talks to a token server's admin API.
 type HTTPClient struct {
@@ -60,7 +65,13 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 	if resp.StatusCode >= 300 {
 		var e Error
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			if resp.StatusCode == http.StatusConflict {
+				return fmt.Errorf("%w: %w", ErrConflict, &e)
+			}
 			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
+		}
+		if resp.StatusCode == http.StatusConflict {
+			return fmt.Errorf("%w: %s", ErrConflict, bytes.TrimSpace(data))
 		}
 		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
 	}
@@ -76,6 +87,7 @@ func (c *HTTPClient) Health(ctx context.Context) error {
 }
 
 // PutClient creates or replaces a client; the result says whether anything changed.
+// A client of another owner namespace is refused with ErrConflict.
 func (c *HTTPClient) PutClient(ctx context.Context, cl *Client) (*ClientStatus, error) {
 	var out ClientStatus
 	return &out, c.do(ctx, http.MethodPut, "/admin/clients/"+url.PathEscape(cl.ID), cl, &out)
@@ -94,9 +106,15 @@ func (c *HTTPClient) ListClients(ctx context.Context) ([]ClientStatus, error) {
 }
 
 // DeleteClient deletes a client and revokes every token issued to it; ErrNotFound if
-// there was none.
-func (c *HTTPClient) DeleteClient(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, "/admin/clients/"+url.PathEscape(id), nil, nil)
+// there was none. With an owner namespace it deletes only that owner's client
+// (ErrConflict otherwise); the operator always passes one. An empty owner deletes
+// whoever's client it is, for administrators.
+func (c *HTTPClient) DeleteClient(ctx context.Context, id, owner string) error {
+	path := "/admin/clients/" + url.PathEscape(id)
+	if owner != "" {
+		path += "?" + url.Values{"owner": {owner}}.Encode()
+	}
+	return c.do(ctx, http.MethodDelete, path, nil, nil)
 }
 
 // PutGrant stores a declared (pre-approved) consent grant.

@@ -52,6 +52,24 @@ func ClientID(oc *oauthv1alpha1.OAuthClient) string {
 	return fmt.Sprintf("%s-%s-%s", oc.Namespace, oc.Name, hex.EncodeToString(sum[:4]))
 }
 
+// ClientIDAllowed says whether oc may register its spec.clientID on server, and if not,
+// why. A custom ID starts with "<namespace>-", so that a namespace can only pick IDs
+// in its own range and never another team's by accident or on purpose; only the
+// server's own namespace (the platform team that runs it) may pick any ID, such as a
+// legacy "grafana". Derived IDs start with the namespace already. This is the
+// operator's early, readable refusal: the token server's owner check (409 on another
+// namespace's ID) is what holds even when two namespaces' ranges overlap ("a-" and
+// "a-b-"), the first to register keeping the ID.
+func ClientIDAllowed(oc *oauthv1alpha1.OAuthClient, server *oauthv1alpha1.TokenServer) (bool, string) {
+	id := oc.Spec.ClientID
+	if id == "" || oc.Namespace == server.Namespace || strings.HasPrefix(id, oc.Namespace+"-") {
+		return true, ""
+	}
+	return false, fmt.Sprintf("spec.clientID %q must start with %q: a custom client ID on TokenServer %s/%s is "+
+		"prefixed with its namespace, so that no namespace can claim another's (only clients in %s may choose any ID)",
+		id, oc.Namespace+"-", server.Namespace, server.Name, server.Namespace)
+}
+
 // Admitted says whether a client in namespace ns may register on server: by default
 // only the server's own namespace may; spec.clientNamespaces widens that.
 func Admitted(server *oauthv1alpha1.TokenServer, ns *corev1.Namespace) (bool, error) {

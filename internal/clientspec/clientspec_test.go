@@ -3,6 +3,7 @@ package clientspec
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +51,34 @@ func TestClientID(t *testing.T) {
 	}
 	if id := ClientID(client("obs", "grafana")); id[:12] != "obs-grafana-" || len(id) != 20 {
 		t.Errorf("derived ID %q: want obs-grafana-<8 hex>", id)
+	}
+}
+
+func TestClientIDAllowed(t *testing.T) {
+	server := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"}}
+	custom := func(id string) func(*oauthv1alpha1.OAuthClient) {
+		return func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = id }
+	}
+	tests := map[string]struct {
+		oc   *oauthv1alpha1.OAuthClient
+		want bool
+	}{
+		"derived ID":                            {client("tenant-a", "web"), true},
+		"custom ID with the namespace prefix":   {client("tenant-a", "web", custom("tenant-a-web")), true},
+		"another namespace's ID":                {client("tenant-x", "web", custom("tenant-a-web")), false},
+		"a bare legacy ID from a tenant":        {client("tenant-x", "web", custom("grafana")), false},
+		"the namespace without the dash":        {client("tenant-x", "web", custom("tenant-xweb")), false},
+		"the server's own namespace picks any":  {client("platform", "grafana", custom("grafana")), true},
+		"a namespace named like the server's":   {client("platform2", "grafana", custom("grafana")), false},
+		"the namespace alone is not its prefix": {client("tenant-a", "web", custom("tenant-a")), false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ok, msg := ClientIDAllowed(tt.oc, server)
+			if ok != tt.want || (!ok && !strings.Contains(msg, `"`+tt.oc.Namespace+`-"`)) {
+				t.Errorf("ClientIDAllowed = %v, %q; want %v with a message naming the prefix", ok, msg, tt.want)
+			}
+		})
 	}
 }
 

@@ -19,6 +19,11 @@ var (
 	// ErrUnavailable wraps errors from a database that cannot be reached; the HTTP
 	// layer turns it into 503.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrOwnerConflict: the client exists with another OwnerNamespace. A client never
+	// changes owner through a PUT, and a DELETE that names an owner removes only that
+	// owner's client, so one namespace cannot take over or delete another's client.
+	// The wrapping error names the current owner; the HTTP layer answers 409.
+	ErrOwnerConflict = errors.New("client belongs to another namespace")
 )
 
 // Client is an OAuth client as the token server keeps it. Secrets are never stored,
@@ -107,13 +112,16 @@ type Event struct {
 // Store is everything but fosite's token storage, which an implementation adds.
 type Store interface {
 	// PutClient creates or replaces a client; it reports whether anything changed, so
-	// that the same PUT twice is a no-op.
+	// that the same PUT twice is a no-op. Replacing a client whose OwnerNamespace
+	// differs from c's fails with ErrOwnerConflict and changes nothing.
 	PutClient(ctx context.Context, c *Client) (changed bool, err error)
 	GetClientByID(ctx context.Context, id string) (*Client, error)
 	ListClients(ctx context.Context) ([]*Client, error)
 	// DeleteClient removes the client, its grants and every token issued to it, and
-	// logs EventClientDeleted.
-	DeleteClient(ctx context.Context, id string) error
+	// logs EventClientDeleted. A non-empty owner must be the client's OwnerNamespace,
+	// or nothing is deleted and the error is ErrOwnerConflict; an empty owner deletes
+	// whoever owns it (an administrator's delete).
+	DeleteClient(ctx context.Context, id, owner string) error
 
 	// PutGrant creates the grant for (ClientID, Subject) or widens its scopes, and
 	// logs EventConsentGiven when it changed. It returns the stored grant.

@@ -57,6 +57,12 @@ func adminError(w http.ResponseWriter, code int, field, msg string) {
 }
 
 func (s *Server) storeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, store.ErrOwnerConflict) {
+		// Names the owner: the caller is the operator, which reports it in the clashing
+		// OAuthClient's condition so its namespace learns why it cannot have that ID.
+		adminError(w, http.StatusConflict, "ownerNamespace", err.Error())
+		return
+	}
 	code := storeErrStatus(err)
 	msg := err.Error()
 	if code == http.StatusInternalServerError {
@@ -241,8 +247,11 @@ func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// deleteClient deletes a client; ?owner= makes it conditional on the owner namespace,
+// which the operator always sends so that it never deletes another namespace's
+// client. Without it, it is an administrator's delete of whatever is there.
 func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Store.DeleteClient(r.Context(), r.PathValue("id")); err != nil {
+	if err := s.cfg.Store.DeleteClient(r.Context(), r.PathValue("id"), r.URL.Query().Get("owner")); err != nil {
 		s.storeError(w, err)
 		return
 	}

@@ -184,6 +184,19 @@ func TestAdminAPI(t *testing.T) {
 	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "jwks.keys[0]" {
 		t.Errorf("PUT with a private key in jwks: %v; want an error naming jwks.keys[0]", err)
 	}
+	// Another namespace cannot take the client over nor delete it: 409 naming the owner.
+	takeover := *c
+	takeover.OwnerNamespace, takeover.Secret = "tenant-x", "attacker-secret-0123456789abcdefghijkl"
+	if _, err = in.Admin.PutClient(ctx, &takeover); !errors.Is(err, adminapi.ErrConflict) || !errors.As(err, &apiErr) ||
+		apiErr.Field != "ownerNamespace" || !strings.Contains(apiErr.Message, `"gitops"`) {
+		t.Errorf("PUT with another owner: %v; want 409 naming ownerNamespace and the owner gitops", err)
+	}
+	if err := in.Admin.DeleteClient(ctx, "argo", "tenant-x"); !errors.Is(err, adminapi.ErrConflict) {
+		t.Errorf("DELETE ?owner=tenant-x: %v; want 409", err)
+	}
+	if got, err := in.Admin.GetClient(ctx, "argo"); err != nil || got.OwnerNamespace != "gitops" {
+		t.Errorf("after refused takeover and delete: %+v, %v; want argo of gitops", got, err)
+	}
 	unauth := &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: "wrong"}
 	if _, err := unauth.ListClients(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("admin call with a wrong token: %v; want 401", err)
@@ -196,13 +209,13 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("client_secret_post token: %d %v", code, tok)
 	}
 	other := confidentialClient(t, in, "checker")
-	if err := in.Admin.DeleteClient(ctx, "argo"); err != nil {
+	if err := in.Admin.DeleteClient(ctx, "argo", "gitops"); err != nil {
 		t.Fatal(err)
 	}
 	if got := introspect(t, in, tok["access_token"].(string), "checker", other); got["active"] != false {
 		t.Errorf("token of a deleted client: %v; want inactive", got)
 	}
-	if err := in.Admin.DeleteClient(ctx, "argo"); !errors.Is(err, adminapi.ErrNotFound) {
+	if err := in.Admin.DeleteClient(ctx, "argo", ""); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Errorf("second DELETE: %v; want ErrNotFound", err)
 	}
 }
@@ -392,7 +405,7 @@ func TestClientChangesReachOtherReplicas(t *testing.T) {
 		newCode, _ := postForm(t, b.URL+"/oauth2/token", form, "grafana", c.Secret)
 		return oldCode == 401 && newCode == 200
 	})
-	if err := a.Admin.DeleteClient(ctx, "grafana"); err != nil {
+	if err := a.Admin.DeleteClient(ctx, "grafana", ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "replica b refuses the deleted client", func() bool {
@@ -465,7 +478,7 @@ func TestTokenEndsReachOtherReplicas(t *testing.T) {
 		if !activeOnB(tok.AccessToken) {
 			t.Fatal("a fresh token is not active on replica b")
 		}
-		if err := a.Admin.DeleteClient(ctx, "grafana"); err != nil {
+		if err := a.Admin.DeleteClient(ctx, "grafana", ""); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, "replica b reports the deleted client's token inactive", func() bool { return !activeOnB(tok.AccessToken) })

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
@@ -13,36 +14,61 @@ import (
 const clientColumns = `id, secret_hash, previous_secret_hash, previous_secret_expires_at, owner_namespace, spec, created_at, updated_at`
 
 // PutClient creates or replaces c. The update only happens when something differs, so
-// the same PUT twice writes nothing and reports changed=false.
+// the same PUT twice writes nothing and reports changed=false. A client of another
+// owner namespace is left as it is (store.ErrOwnerConflict): the owner check is part
+// of the upsert's WHERE, so no concurrent PUT can slip between check and write.
 func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
 	spec, err := json.Marshal(c)
 	if err != nil {
 		return false, err
 	}
-	var id string
-	err = s.q(ctx).QueryRowContext(ctx, `
+	// A client deleted between the upsert and the owner lookup below is looked at once
+	// more: the second upsert then creates it.
+	for range 2 {
+		var id string
+		err = s.q(ctx).QueryRowContext(ctx, `
 INSERT INTO clients (id, secret_hash, previous_secret_hash, previous_secret_expires_at, owner_namespace, spec)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO UPDATE SET
     secret_hash = EXCLUDED.secret_hash,
     previous_secret_hash = EXCLUDED.previous_secret_hash,
     previous_secret_expires_at = EXCLUDED.previous_secret_expires_at,
-    owner_namespace = EXCLUDED.owner_namespace,
     spec = EXCLUDED.spec,
     updated_at = now()
-WHERE (clients.secret_hash, clients.previous_secret_hash, clients.previous_secret_expires_at, clients.owner_namespace, clients.spec)
+WHERE clients.owner_namespace = EXCLUDED.owner_namespace
+    AND (clients.secret_hash, clients.previous_secret_hash, clients.previous_secret_expires_at, clients.spec)
     IS DISTINCT FROM
-    (EXCLUDED.secret_hash, EXCLUDED.previous_secret_hash, EXCLUDED.previous_secret_expires_at, EXCLUDED.owner_namespace, EXCLUDED.spec)
+    (EXCLUDED.secret_hash, EXCLUDED.previous_secret_hash, EXCLUDED.previous_secret_expires_at, EXCLUDED.spec)
 RETURNING id`,
-		c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
-		c.OwnerNamespace, string(spec)).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
+			c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
+			c.OwnerNamespace, string(spec)).Scan(&id)
+		if err == nil {
+			return true, s.clientChanged(ctx, s.q(ctx), c.ID)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return false, s.mapErr(err)
+		}
+		// Nothing written: either nothing differs, or the client is another owner's.
+		var owner string
+		err = s.q(ctx).QueryRowContext(ctx, `SELECT owner_namespace FROM clients WHERE id = $1`, c.ID).Scan(&owner)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return false, s.mapErr(err)
+		case owner != c.OwnerNamespace:
+			return false, ownerConflict(c.ID, owner)
+		}
 		return false, nil
 	}
-	if err != nil {
-		return false, s.mapErr(err)
+	return false, s.mapErr(err)
+}
+
+func ownerConflict(id, owner string) error {
+	if owner == "" {
+		return fmt.Errorf("%w: client %q is registered without an owner namespace", store.ErrOwnerConflict, id)
 	}
-	return true, s.clientChanged(ctx, s.q(ctx), c.ID)
+	return fmt.Errorf("%w: client %q belongs to namespace %q", store.ErrOwnerConflict, id, owner)
 }
 
 // clientChanged drops the local cached copy and tells the other replicas to.
@@ -90,15 +116,24 @@ func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
 }
 
 // DeleteClient removes the client, its grants (cascade) and every token issued to it,
-// and logs the deletion.
-func (s *Store) DeleteClient(ctx context.Context, id string) error {
+// and logs the deletion; with an owner, only when the client is that owner's.
+func (s *Store) DeleteClient(ctx context.Context, id, owner string) error {
 	return s.inTx(ctx, func(q querier) error {
-		res, err := q.ExecContext(ctx, `DELETE FROM clients WHERE id = $1`, id)
+		var current string
+		err := q.QueryRowContext(ctx, `DELETE FROM clients WHERE id = $1 AND ($2 = '' OR owner_namespace = $2)
+RETURNING owner_namespace`, id, owner).Scan(&current)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = q.QueryRowContext(ctx, `SELECT owner_namespace FROM clients WHERE id = $1`, id).Scan(&current)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return ownerConflict(id, current)
+		}
 		if err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return store.ErrNotFound
 		}
 		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE client_id = $1`, id); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,7 @@ type Factory func(t *testing.T, cfg Config) Store
 // Run runs every conformance test.
 func Run(t *testing.T, newStore Factory) {
 	t.Run("Clients", func(t *testing.T) { testClients(t, newStore) })
+	t.Run("ClientOwnership", func(t *testing.T) { testClientOwnership(t, newStore) })
 	t.Run("AccessTokens", func(t *testing.T) { testAccessTokens(t, newStore) })
 	t.Run("AuthorizeCodes", func(t *testing.T) { testAuthorizeCodes(t, newStore) })
 	t.Run("RefreshRotationAndGrace", func(t *testing.T) { testRefreshRotation(t, newStore) })
@@ -170,10 +172,10 @@ func testClients(t *testing.T, newStore Factory) {
 	if _, err := s.GetAccessTokenSession(ctx, "at-sig", &Session{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteClient(ctx, "grafana"); err != nil {
+	if err := s.DeleteClient(ctx, "grafana", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteClient(ctx, "grafana"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.DeleteClient(ctx, "grafana", ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("second DeleteClient err = %v, want ErrNotFound", err)
 	}
 	if _, err := s.GetAccessTokenSession(ctx, "at-sig", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
@@ -185,6 +187,67 @@ func testClients(t *testing.T, newStore Factory) {
 	evs, err := s.Events(ctx, 0, 10)
 	if err != nil || len(evs) == 0 || evs[len(evs)-1].Kind != store.EventClientDeleted || evs[len(evs)-1].ClientID != "grafana" {
 		t.Errorf("events after DeleteClient = %+v, %v; want client_deleted last", evs, err)
+	}
+}
+
+// A client never changes owner namespace through PutClient, and a DeleteClient naming
+// an owner removes only that owner's client: what stops one tenant from taking over
+// or deleting another's client.
+func testClientOwnership(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	victim := testClient("grafana")
+	mustPutClient(t, s, victim)
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceBrowser}); err != nil {
+		t.Fatal(err)
+	}
+
+	attacker := testClient("grafana")
+	attacker.OwnerNamespace = "tenant-x"
+	attacker.SecretHash = store.HashSecret("attacker-attacker-attacker-attacker")
+	attacker.RedirectURIs = []string{"https://evil.example.com/cb"}
+	changed, err := s.PutClient(ctx, attacker)
+	if !errors.Is(err, store.ErrOwnerConflict) || changed {
+		t.Fatalf("PutClient with another owner = %v, %v; want ErrOwnerConflict", changed, err)
+	}
+	if want := `"observability"`; !strings.Contains(err.Error(), want) {
+		t.Errorf("conflict error %q does not name the owner %s", err, want)
+	}
+	got, err := s.GetClientByID(ctx, "grafana")
+	if err != nil || got.OwnerNamespace != "observability" || string(got.SecretHash) != string(victim.SecretHash) ||
+		!slices.Equal(got.RedirectURIs, victim.RedirectURIs) {
+		t.Errorf("after a refused takeover the client is %+v, %v; want it unchanged", got, err)
+	}
+
+	// The owner's own changes still go through.
+	update := testClient("grafana")
+	update.Scopes = append(update.Scopes, "email")
+	if changed, err := s.PutClient(ctx, update); err != nil || !changed {
+		t.Errorf("the owner's PutClient = %v, %v; want changed", changed, err)
+	}
+
+	if err := s.DeleteClient(ctx, "grafana", "tenant-x"); !errors.Is(err, store.ErrOwnerConflict) {
+		t.Errorf("DeleteClient by another owner err = %v, want ErrOwnerConflict", err)
+	}
+	if _, err := s.GetClientByID(ctx, "grafana"); err != nil {
+		t.Errorf("the client is gone after a refused delete: %v", err)
+	}
+	if gs, _ := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"}); len(gs) != 1 {
+		t.Errorf("grants after a refused delete = %v, want alice's", gs)
+	}
+	if err := s.DeleteClient(ctx, "nobody", "tenant-x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteClient(unknown) with an owner err = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteClient(ctx, "grafana", "observability"); err != nil {
+		t.Fatalf("DeleteClient by its owner: %v", err)
+	}
+	if _, err := s.GetClientByID(ctx, "grafana"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after the owner's delete: %v, want ErrNotFound", err)
+	}
+	// Once deleted, the ID is free for anyone.
+	if changed, err := s.PutClient(ctx, attacker); err != nil || !changed {
+		t.Errorf("PutClient of a free ID = %v, %v; want created", changed, err)
 	}
 }
 
