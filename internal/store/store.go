@@ -19,6 +19,9 @@ var (
 	// ErrUnavailable wraps errors from a database that cannot be reached; the HTTP
 	// layer turns it into 503.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrClientGone: a token was to be stored for a client that no longer exists
+	// (deleted through another replica, whose news this one had not heard yet).
+	ErrClientGone = errors.New("the client no longer exists")
 )
 
 // Client is an OAuth client as the token server keeps it. Secrets are never stored,
@@ -115,10 +118,16 @@ type Store interface {
 	// logs EventClientDeleted.
 	DeleteClient(ctx context.Context, id string) error
 
-	// PutGrant creates the grant for (ClientID, Subject) or widens its scopes, and
-	// logs EventConsentGiven when it changed. It returns the stored grant.
+	// PutGrant creates the grant for (ClientID, Subject) or updates it, and logs
+	// EventConsentGiven when it changed. A browser consent widens the scopes; a
+	// declared grant replaces them, and narrowing revokes every token whose scopes
+	// the new set does not cover. A grant found expired is revoked first (as
+	// RevokeGrant) and a new one created. It returns the stored grant.
 	PutGrant(ctx context.Context, g *ConsentGrant) (*ConsentGrant, error)
 	GetGrant(ctx context.Context, clientID, subject string) (*ConsentGrant, error)
+	// GetGrantByID returns the grant with that ID (without ActiveTokens), or
+	// ErrNotFound.
+	GetGrantByID(ctx context.Context, id string) (*ConsentGrant, error)
 	ListGrants(ctx context.Context, filter GrantFilter) ([]*ConsentGrant, error)
 	// RevokeGrant deletes the grant and every token issued under it, and logs
 	// EventGrantRevoked.
@@ -130,8 +139,9 @@ type Store interface {
 	// LastEventSeq is the highest Seq committed so far (0 when none).
 	LastEventSeq(ctx context.Context) (int64, error)
 
-	// DeleteExpired removes up to batch expired or revoked token rows and expired
-	// grants; it returns how many it removed.
+	// DeleteExpired removes up to batch expired or revoked token rows, and revokes up
+	// to batch expired grants exactly as RevokeGrant does (their tokens, caches and
+	// EventGrantRevoked); it returns how many rows it removed.
 	DeleteExpired(ctx context.Context, now time.Time, batch int) (int, error)
 }
 

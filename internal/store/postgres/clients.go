@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
@@ -19,8 +18,10 @@ func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var id string
-	err = s.q(ctx).QueryRowContext(ctx, `
+	changed := false
+	err = s.inTx(ctx, func(ctx context.Context, q querier) error {
+		var id string
+		err := q.QueryRowContext(ctx, `
 INSERT INTO clients (id, secret_hash, previous_secret_hash, previous_secret_expires_at, owner_namespace, spec)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO UPDATE SET
@@ -35,30 +36,35 @@ WHERE (clients.secret_hash, clients.previous_secret_hash, clients.previous_secre
     (EXCLUDED.secret_hash, EXCLUDED.previous_secret_hash, EXCLUDED.previous_secret_expires_at, EXCLUDED.owner_namespace, EXCLUDED.spec)
 RETURNING id`,
 		c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
-		c.OwnerNamespace, string(spec)).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, s.mapErr(err)
-	}
-	return true, s.clientChanged(ctx, s.q(ctx), c.ID)
+			c.OwnerNamespace, string(spec)).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		changed = true
+		return s.clientChanged(ctx, q, c.ID)
+	})
+	return changed, err
 }
 
-// clientChanged drops the local cached copy and tells the other replicas to.
+// clientChanged tells every replica, this one included, to drop its cached copy once
+// q's transaction commits (see afterCommit and clientCache).
 func (s *Store) clientChanged(ctx context.Context, q querier, id string) error {
-	s.InvalidateClient(id)
+	s.afterCommit(ctx, func() { s.InvalidateClient(id) })
 	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ClientsChannel, id)
-	return s.mapErr(err)
+	return err
 }
 
 // GetClientByID returns the client or store.ErrNotFound, from the cache when it holds
 // a recent copy. The result is shared: callers must not modify it.
 func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, error) {
-	now := time.Now()
-	if c, ok := s.clients.get(id, now); ok {
+	now := s.now()
+	if c, ok := s.clients.get(id, now, s.opts.ClientCacheTTL); ok {
 		return c, nil
 	}
+	gen := s.clients.generation()
 	row := s.q(ctx).QueryRowContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id = $1`, id)
 	c, err := scanClient(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -67,7 +73,12 @@ func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, er
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
-	s.clients.put(c, now)
+	if s.testHooks.afterClientRead != nil {
+		s.testHooks.afterClientRead(id)
+	}
+	if !s.inTxCtx(ctx) { // a transaction may read what it has not committed yet
+		s.clients.put(c, now, gen)
+	}
 	return c, nil
 }
 
@@ -89,10 +100,10 @@ func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
 	return out, s.mapErr(rows.Err())
 }
 
-// DeleteClient removes the client, its grants (cascade) and every token issued to it,
-// and logs the deletion.
+// DeleteClient removes the client, its grants and every token issued to it (foreign
+// keys, ON DELETE CASCADE), and logs the deletion.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	return s.inTx(ctx, func(q querier) error {
+	return s.inTx(ctx, func(ctx context.Context, q querier) error {
 		res, err := q.ExecContext(ctx, `DELETE FROM clients WHERE id = $1`, id)
 		if err != nil {
 			return err
@@ -100,9 +111,8 @@ func (s *Store) DeleteClient(ctx context.Context, id string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return store.ErrNotFound
 		}
-		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE client_id = $1`, id); err != nil {
-			return err
-		}
+		// The foreign keys delete its grants and tokens (0001, 0003); dropping the
+		// client from the caches drops its cached tokens too.
 		if err := s.clientChanged(ctx, q, id); err != nil {
 			return err
 		}
