@@ -35,7 +35,7 @@ WHERE (clients.secret_hash, clients.previous_secret_hash, clients.previous_secre
     IS DISTINCT FROM
     (EXCLUDED.secret_hash, EXCLUDED.previous_secret_hash, EXCLUDED.previous_secret_expires_at, EXCLUDED.owner_namespace, EXCLUDED.spec)
 RETURNING id`,
-		c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
+			c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
 			c.OwnerNamespace, string(spec)).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
