@@ -10,3 +10,6 @@ func AfterClientRead(s *Store, f func(id string)) { s.testHooks.afterClientRead 
 // AfterTokenRead makes access-token lookups call f after reading a token from the
 // database and before caching it.
 func AfterTokenRead(s *Store, f func(signature string)) { s.testHooks.afterTokenRead = f }
+
+// TokenCacheTTL is tokenCacheTTL, for the staleness-bound test.
+const TokenCacheTTL = tokenCacheTTL
