@@ -155,7 +155,14 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 			ar.GrantAudience(aud)
 		}
 	}
+	if err := p.limitToGrant(ctx, ar); err != nil {
+		p.f.WriteAccessError(ctx, w, ar, err)
+		return
+	}
 	resp, err := p.f.NewAccessResponse(ctx, ar)
+	if errors.Is(err, store.ErrClientGone) {
+		err = fosite.ErrInvalidClient.WithHint("The client no longer exists.")
+	}
 	if err != nil {
 		p.f.WriteAccessError(ctx, w, ar, err)
 		return
@@ -164,6 +171,34 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		p.OnTokenIssued(grant[0])
 	}
 	p.f.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// limitToGrant checks, for a code exchange or a refresh, that the consent grant the
+// tokens belong to still stands, and makes the tokens about to be issued expire by
+// its current expiry: a refresh never extends a chain past the grant, and a grant
+// whose expiry was moved earlier since the code or the last refresh is obeyed.
+func (p *Provider) limitToGrant(ctx context.Context, ar fosite.AccessRequester) error {
+	sess, ok := ar.GetSession().(*Session)
+	if !ok || sess.GrantID == "" {
+		return nil
+	}
+	now := time.Now().UTC()
+	g, err := p.store.GetGrantByID(ctx, sess.GrantID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt) {
+		return fosite.ErrInvalidGrant.WithHint("The consent grant behind this token has expired or was revoked.")
+	}
+	if err != nil {
+		return fosite.ErrServerError.WithWrap(err)
+	}
+	sess.limitTo(g.ExpiresAt, p.cfg.IDTokenLifespan, now)
+	return nil
+}
+
+// Live reports whether an access token issued by this server is still valid: not
+// expired, revoked, rotated away, nor under an expired or revoked grant.
+func (p *Provider) Live(ctx context.Context, accessToken string) bool {
+	_, _, err := p.f.IntrospectToken(ctx, accessToken, fosite.AccessToken, NewSession())
+	return err == nil
 }
 
 // Introspect serves RFC 7662 introspection; the caller authenticates as a client.

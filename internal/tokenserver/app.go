@@ -45,7 +45,9 @@ type Options struct {
 	UsersFile string
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
-	Log               *slog.Logger
+	// RefreshCoalesceWindow: see Config; 0 means a second.
+	RefreshCoalesceWindow time.Duration
+	Log                   *slog.Logger
 }
 
 // Serve runs the token server until ctx ends, then drains: readiness fails and it
@@ -99,7 +101,8 @@ func Serve(ctx context.Context, o Options) error {
 	events := NewBroadcaster()
 	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
 		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
-		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecureCookies: strings.HasPrefix(o.Issuer, "https://")})
+		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecureCookies: strings.HasPrefix(o.Issuer, "https://"),
+		RefreshCoalesceWindow: o.RefreshCoalesceWindow})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()

@@ -1,0 +1,149 @@
+package tokenserver_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+)
+
+// An identical refresh replayed within the coalescing window after its chain was
+// revoked gets invalid_grant, not the remembered 200 with the dead tokens. The window
+// is a minute here, so that the replay falls inside it however slow the machine.
+func TestRefreshReplayAfterRevocationIsRefused(t *testing.T) {
+	in := start(t, setup{coalesce: time.Minute})
+	secret := confidentialClient(t, in, "grafana")
+	tok := codeFlowToken(t, in, secret)
+	code, r1 := refresh(t, in, secret, tok.RefreshToken)
+	if code != 200 {
+		t.Fatalf("refresh: %d %v", code, r1)
+	}
+	// Within the window an identical request is a replay of the same answer.
+	if code, again := refresh(t, in, secret, tok.RefreshToken); code != 200 || again["access_token"] != r1["access_token"] {
+		t.Fatalf("identical refresh within the window: %d %v; want the first answer replayed", code, again)
+	}
+	if code, body := postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {r1["refresh_token"].(string)},
+		"token_type_hint": {"refresh_token"}}, "grafana", secret); code != 200 {
+		t.Fatalf("revoke: %d %v", code, body)
+	}
+	code, replay := refresh(t, in, secret, tok.RefreshToken)
+	if code != 400 || replay["error"] != "invalid_grant" || replay["access_token"] != nil {
+		t.Errorf("identical refresh after the chain was revoked: %d %v; want 400 invalid_grant and no token", code, replay)
+	}
+}
+
+// A declared grant with an expiry: golang.org/x/oauth2 gets tokens that end with the
+// grant, a refresh does not extend them, and once the grant's expiry has passed its
+// tokens are refused at once (introspection, refresh), the janitor revokes it with an
+// event the operator's mirror sees, and deleting it afterwards finds nothing.
+func TestGrantExpiryEndsTokens(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{janitor: 200 * time.Millisecond})
+	secret := confidentialClient(t, in, "grafana")
+	expires := time.Now().Add(10 * time.Minute).UTC().Truncate(time.Second)
+	grant := &adminapi.Grant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid", "offline_access"}, ExpiresAt: &expires}
+	if _, err := in.Admin.PutGrant(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauthConfig(in, secret, "openid", "offline_access")
+	v := oauth2.GenerateVerifier()
+	cb := newBrowser(t).authorize(in, cfg.AuthCodeURL("state-expiry-01", oauth2.S256ChallengeOption(v)), "") // the grant covers it
+	tok, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Expiry.After(expires.Add(time.Second)) {
+		t.Errorf("access token expires %v, after its grant (%v)", tok.Expiry, expires)
+	}
+	code, r1 := refresh(t, in, secret, tok.RefreshToken)
+	if code != 200 {
+		t.Fatalf("refresh: %d %v", code, r1)
+	}
+	if in := r1["expires_in"].(float64); in > time.Until(expires).Seconds()+1 {
+		t.Errorf("refreshed access token: expires_in %v, beyond its grant's expiry in %s", in, time.Until(expires))
+	}
+	rt := introspect(t, in, r1["refresh_token"].(string), "grafana", secret)
+	if exp := time.Unix(int64(rt["exp"].(float64)), 0); rt["active"] != true || exp.After(expires) {
+		t.Errorf("refreshed refresh token: %v; want active, exp by %v (the refresh must not extend the chain)", rt, expires)
+	}
+	at := r1["access_token"].(string)
+	if got := introspect(t, in, at, "grafana", secret); got["active"] != true {
+		t.Fatalf("fresh access token inactive: %v", got)
+	}
+	last, err := in.Admin.Events(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The grant's expiry comes (moved to the past: the server's clock is the wall's).
+	past := time.Now().Add(-time.Second).UTC()
+	grant.ExpiresAt = &past
+	if _, err := in.Admin.PutGrant(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	if got := introspect(t, in, at, "grafana", secret); got["active"] != false {
+		t.Errorf("access token after its grant expired: %v; want inactive", got)
+	}
+	if code, body := refresh(t, in, secret, r1["refresh_token"].(string)); code != 400 || body["error"] != "invalid_grant" {
+		t.Errorf("refresh after the grant expired: %d %v; want invalid_grant", code, body)
+	}
+	// The janitor revokes it; the event log says so.
+	after := last.Next
+	deadline := time.Now().Add(30 * time.Second)
+	for revoked := false; !revoked; {
+		evs, err := in.Admin.Events(ctx, after, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Events {
+			revoked = revoked || e.Kind == adminapi.EventGrantRevoked && e.Subject == "alice" && e.ClientID == "grafana"
+		}
+		after = evs.Next
+		if !revoked && time.Now().After(deadline) {
+			t.Fatal("no grant_revoked event for the expired grant within 30s")
+		}
+	}
+	if err := in.Admin.DeleteGrant(ctx, "grafana", "alice"); err == nil {
+		t.Error("deleting the expired grant after the janitor succeeded; want not found")
+	}
+}
+
+// Narrowing a declared grant through the admin API revokes the tokens whose scopes
+// the new set no longer covers.
+func TestGrantNarrowingRevokesWiderTokens(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	secret := confidentialClient(t, in, "grafana")
+	grant := &adminapi.Grant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid", "offline_access", "zones.read"}}
+	if _, err := in.Admin.PutGrant(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	token := func(scopes ...string) *oauth2.Token {
+		cfg := oauthConfig(in, secret, scopes...)
+		v := oauth2.GenerateVerifier()
+		cb := newBrowser(t).authorize(in, cfg.AuthCodeURL("state-narrow-01", oauth2.S256ChallengeOption(v)), "")
+		tok, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	narrow, wide := token("openid", "offline_access"), token("openid", "offline_access", "zones.read")
+	grant.Scopes = []string{"openid", "offline_access"}
+	if _, err := in.Admin.PutGrant(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	if got := introspect(t, in, wide.AccessToken, "grafana", secret); got["active"] != false {
+		t.Errorf("a zones.read token after the grant lost zones.read: %v; want inactive", got)
+	}
+	if code, body := refresh(t, in, secret, wide.RefreshToken); code != 400 || body["error"] != "invalid_grant" {
+		t.Errorf("refreshing a zones.read token after the grant lost zones.read: %d %v; want invalid_grant", code, body)
+	}
+	if got := introspect(t, in, narrow.AccessToken, "grafana", secret); got["active"] != true {
+		t.Errorf("a token the narrowed grant still covers: %v; want active", got)
+	}
+}
