@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -38,7 +37,9 @@ type Config struct {
 	HMACSecret []byte
 	// PreviousHMACSecret still verifies tokens during a rotation; may be nil.
 	PreviousHMACSecret []byte
-	Keys               *Keys
+	// SecretHasher checks client secrets against their stored hashes.
+	SecretHasher *store.SecretHasher
+	Keys         *Keys
 }
 
 // Storage is what the provider needs from the store: fosite's interfaces plus grants.
@@ -76,6 +77,9 @@ func New(cfg Config, st Storage) (*Provider, error) {
 	if cfg.Keys == nil || cfg.Keys.Current == nil {
 		return nil, errors.New("a signing key is required")
 	}
+	if cfg.SecretHasher == nil {
+		return nil, errors.New("a client-secret hasher is required")
+	}
 	u, err := url.Parse(cfg.Issuer)
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, fmt.Errorf("issuer %q must be an absolute URL", cfg.Issuer)
@@ -93,7 +97,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
 		EnforcePKCEForPublicClients:    true,
 		EnablePKCEPlainChallengeMethod: false,
-		ClientSecretsHasher:            sha256Hasher{},
+		ClientSecretsHasher:            secretHasher{cfg.SecretHasher},
 		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
 		SendDebugMessagesToClients:     false,
 		MinParameterEntropy:            fosite.MinParameterEntropy,
@@ -233,16 +237,16 @@ func (p *Provider) BearerSubject(r *http.Request) (*Session, []string, error) {
 	return sess, ar.GetGrantedScopes(), nil
 }
 
-// sha256Hasher is fosite's ClientSecretsHasher over store.HashSecret (see there why
-// not bcrypt).
-type sha256Hasher struct{}
+// secretHasher is fosite's ClientSecretsHasher over store.SecretHasher (see there
+// why not bcrypt).
+type secretHasher struct{ h *store.SecretHasher }
 
-func (sha256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
-	return store.HashSecret(string(data)), nil
+func (s secretHasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	return s.h.Hash(string(data)), nil
 }
 
-func (sha256Hasher) Compare(_ context.Context, hash, data []byte) error {
-	if subtle.ConstantTimeCompare(hash, store.HashSecret(string(data))) != 1 {
+func (s secretHasher) Compare(_ context.Context, hash, data []byte) error {
+	if !s.h.Verify(hash, string(data)) {
 		return errors.New("secret mismatch")
 	}
 	return nil

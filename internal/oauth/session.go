@@ -18,8 +18,8 @@ type Session struct {
 	// GrantExpiresAt is the grant's expiry when the token was issued: the store
 	// clamps every expiry of the session to it (see postgres.GrantExpiryCarrier).
 	GrantExpiresAt time.Time      `json:"grant_expires_at,omitzero"`
-	JWTClaims *jwt.JWTClaims `json:"jwt_claims,omitempty"`
-	JWTHeader *jwt.Headers   `json:"jwt_header,omitempty"`
+	JWTClaims      *jwt.JWTClaims `json:"jwt_claims,omitempty"`
+	JWTHeader      *jwt.Headers   `json:"jwt_header,omitempty"`
 }
 
 // NewSession returns an empty session for fosite to fill from storage.

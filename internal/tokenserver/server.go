@@ -47,6 +47,8 @@ type Config struct {
 	ScopeDescriptions map[string]string
 	// CookieSecret signs login cookies; every replica must share it.
 	CookieSecret []byte
+	// SecretHasher hashes the client secrets the admin API is given.
+	SecretHasher *store.SecretHasher
 	// SecureCookies marks cookies Secure (an https issuer).
 	SecureCookies bool
 	// RefreshCoalesceWindow is how long a refresh response is replayed to identical

@@ -96,7 +96,7 @@ func (s *Session) Clone() fosite.Session {
 
 func testClient(id string) *store.Client {
 	return &store.Client{
-		ID: id, SecretHash: store.HashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
+		ID: id, SecretHash: store.LegacyHashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
 		ClientMetadata: adminapi.ClientMetadata{
 			Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
 			RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
