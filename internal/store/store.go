@@ -124,7 +124,9 @@ type Store interface {
 	// EventConsentGiven when it changed. A browser consent widens the scopes; a
 	// declared grant replaces them, and narrowing revokes every token whose scopes
 	// the new set does not cover. A grant found expired is revoked first (as
-	// RevokeGrant) and a new one created. It returns the stored grant.
+	// RevokeGrant) and a new one created; a grant whose ExpiresAt has passed already
+	// revokes the one standing and is not stored (the result has no ID). It returns
+	// the stored grant.
 	PutGrant(ctx context.Context, g *ConsentGrant) (*ConsentGrant, error)
 	GetGrant(ctx context.Context, clientID, subject string) (*ConsentGrant, error)
 	// GetGrantByID returns the grant with that ID (without ActiveTokens), or

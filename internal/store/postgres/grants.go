@@ -26,7 +26,9 @@ const grantWithTokens = `SELECT ` + grantColumns + `, (SELECT count(*) FROM toke
 // scopes (git is the truth); a browser consent widens them (the user approved more).
 // When the stored grant changes, EventConsentGiven is logged; when its scopes narrow,
 // the tokens issued under it for scopes it no longer covers are revoked. A grant
-// already expired is revoked as RevokeGrant would, and a new one takes its place.
+// already expired is revoked as RevokeGrant would, and a new one takes its place; a
+// grant that arrives expired revokes the one standing and is not stored (its ID is
+// empty).
 func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.ConsentGrant, error) {
 	var out *store.ConsentGrant
 	err := s.inTx(ctx, func(ctx context.Context, q querier) error {
@@ -49,6 +51,21 @@ func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.Con
 		}
 		next := *g
 		next.Scopes = slices.Clone(g.Scopes)
+		if !next.ExpiresAt.IsZero() && !s.now().Before(next.ExpiresAt) {
+			// Expired on arrival (a declared grant reconciled after its expiry): it
+			// revokes what stands and stores nothing, so that the next identical PUT
+			// changes nothing and logs nothing.
+			if old != nil {
+				if _, err := q.ExecContext(ctx, `DELETE FROM consent_grants WHERE id = $1`, old.ID); err != nil {
+					return err
+				}
+				if err := s.grantRevoked(ctx, q, old); err != nil {
+					return err
+				}
+			}
+			out = &next
+			return nil
+		}
 		if old != nil {
 			next.ID, next.GrantedAt, next.LastUsedAt = old.ID, old.GrantedAt, old.LastUsedAt
 			if g.Source == store.SourceBrowser {

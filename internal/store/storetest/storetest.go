@@ -775,6 +775,30 @@ func testGrantExpiry(t *testing.T, newStore Factory) {
 	if _, err := s.GetAccessTokenSession(ctx, "at-2", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
 		t.Errorf("a token of the expired grant came back with the new consent: err = %v", err)
 	}
+
+	// A declared grant put with an expiry already past (reconciled after it) revokes
+	// the standing grant at once and stores nothing; putting it again does nothing.
+	if err := s.CreateAccessTokenSession(ctx, "at-3", grantRequest(t, s, "req-3", g3, clock.Now(), "openid")); err != nil {
+		t.Fatal(err)
+	}
+	expired := &store.ConsentGrant{ClientID: "grafana", Subject: "bob", Scopes: []string{"openid"}, Source: store.SourceDeclared,
+		ExpiresAt: clock.Now().Add(-time.Second)}
+	before, _ = s.LastEventSeq(ctx)
+	for range 2 {
+		got, err := s.PutGrant(ctx, expired)
+		if err != nil || got.ID != "" {
+			t.Errorf("PutGrant of an expired grant = %+v, %v; want nothing stored", got, err)
+		}
+	}
+	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []string{store.EventGrantRevoked}) || evs[0].GrantID != g3.ID {
+		t.Errorf("events = %+v; want one grant_revoked for %s", evs, g3.ID)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-3", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("a token of a grant put expired: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetGrant(ctx, "grafana", "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a grant put expired was stored: err = %v", err)
+	}
 }
 
 // Narrowing a declared grant revokes the tokens whose scopes the new set no longer
