@@ -65,7 +65,7 @@ func (s *Session) limitTo(grantExpiresAt time.Time, idTokenLifespan time.Duratio
 	}
 	limit := grantExpiresAt.UTC()
 	for _, tt := range []fosite.TokenType{fosite.AccessToken, fosite.RefreshToken, fosite.AuthorizeCode} {
-		if exp := s.GetExpiresAt(tt); exp.IsZero() || exp.After(limit) {
+		if exp := s.GetExpiresAt(tt); !exp.IsZero() && exp.After(limit) {
 			s.SetExpiresAt(tt, limit)
 		}
 	}

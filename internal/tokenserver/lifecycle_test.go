@@ -2,7 +2,10 @@ package tokenserver_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,7 +50,8 @@ func TestGrantExpiryEndsTokens(t *testing.T) {
 	ctx := context.Background()
 	in := start(t, setup{})
 	secret := confidentialClient(t, in, "grafana")
-	expires := time.Now().Add(10 * time.Minute).UTC().Truncate(time.Second)
+	// A grant that ends after the hour an access token lives: the lifespans stand.
+	expires := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
 	grant := &adminapi.Grant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid", "offline_access"}, ExpiresAt: &expires}
 	if _, err := in.Admin.PutGrant(ctx, grant); err != nil {
 		t.Fatal(err)
@@ -59,8 +63,23 @@ func TestGrantExpiryEndsTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok.Expiry.After(expires.Add(time.Second)) {
-		t.Errorf("access token expires %v, after its grant (%v)", tok.Expiry, expires)
+	if left := time.Until(tok.Expiry); left > time.Hour+time.Second || left < 50*time.Minute {
+		t.Errorf("access token under a grant ending in 2h expires in %s, want the hour of its lifespan", left)
+	}
+	checkRefreshToken := func(rt string, notAfter time.Time) {
+		t.Helper()
+		got := introspect(t, in, rt, "grafana", secret)
+		if exp := time.Unix(int64(got["exp"].(float64)), 0); got["active"] != true || exp.After(notAfter) {
+			t.Errorf("refresh token: %v; want active, exp by %v", got, notAfter)
+		}
+	}
+	checkRefreshToken(tok.RefreshToken, expires)
+
+	// The grant's expiry moves to 10 minutes from now: the refresh gets tokens, ID token
+	// included, that end then, and does not extend the chain past it.
+	expires = time.Now().Add(10 * time.Minute).UTC().Truncate(time.Second)
+	if _, err := in.Admin.PutGrant(ctx, grant); err != nil {
+		t.Fatal(err)
 	}
 	code, r1 := refresh(t, in, secret, tok.RefreshToken)
 	if code != 200 {
@@ -69,10 +88,10 @@ func TestGrantExpiryEndsTokens(t *testing.T) {
 	if in := r1["expires_in"].(float64); in > time.Until(expires).Seconds()+1 {
 		t.Errorf("refreshed access token: expires_in %v, beyond its grant's expiry in %s", in, time.Until(expires))
 	}
-	rt := introspect(t, in, r1["refresh_token"].(string), "grafana", secret)
-	if exp := time.Unix(int64(rt["exp"].(float64)), 0); rt["active"] != true || exp.After(expires) {
-		t.Errorf("refreshed refresh token: %v; want active, exp by %v (the refresh must not extend the chain)", rt, expires)
+	if exp := idTokenExpiry(t, r1["id_token"].(string)); exp.After(expires) {
+		t.Errorf("refreshed ID token expires %v, after its grant (%v)", exp, expires)
 	}
+	checkRefreshToken(r1["refresh_token"].(string), expires)
 	at := r1["access_token"].(string)
 	if got := introspect(t, in, at, "grafana", secret); got["active"] != true {
 		t.Fatalf("fresh access token inactive: %v", got)
@@ -149,4 +168,24 @@ func TestGrantNarrowingRevokesWiderTokens(t *testing.T) {
 	if got := introspect(t, in, narrow.AccessToken, "grafana", secret); got["active"] != true {
 		t.Errorf("a token the narrowed grant still covers: %v; want active", got)
 	}
+}
+
+// idTokenExpiry reads exp from an ID token (already verified elsewhere in the suite).
+func idTokenExpiry(t *testing.T, raw string) time.Time {
+	t.Helper()
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", raw)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return time.Unix(claims.Exp, 0)
 }

@@ -53,7 +53,10 @@ type GrantIDCarrier interface{ GetGrantID() string }
 type GrantExpiryCarrier interface{ GetGrantExpiresAt() time.Time }
 
 // clampToGrant shortens every expiry of sess to its grant's, so that no code, access
-// or refresh token issued under a grant is valid past the grant.
+// or refresh token issued under a grant is valid past the grant. An expiry not set
+// stays unset: fosite sets it later on a session it reads back from a code, and a
+// value stored here would override its own (a token valid until the grant's expiry
+// instead of for its lifespan); lookups check the grant anyway.
 func clampToGrant(sess fosite.Session) {
 	g, ok := sess.(GrantExpiryCarrier)
 	if !ok || g.GetGrantExpiresAt().IsZero() {
@@ -61,7 +64,7 @@ func clampToGrant(sess fosite.Session) {
 	}
 	limit := g.GetGrantExpiresAt().UTC()
 	for _, tt := range []fosite.TokenType{fosite.AccessToken, fosite.RefreshToken, fosite.AuthorizeCode} {
-		if exp := sess.GetExpiresAt(tt); exp.IsZero() || exp.After(limit) {
+		if exp := sess.GetExpiresAt(tt); !exp.IsZero() && exp.After(limit) {
 			sess.SetExpiresAt(tt, limit)
 		}
 	}
