@@ -61,7 +61,8 @@ func (p *Provider) Deny(w http.ResponseWriter, r *http.Request, areq *AuthorizeR
 // Approve issues the authorization code for subject with every requested scope, under
 // consent grant, and redirects back to the client. Nothing issued under the grant
 // outlives it: the code, and later the tokens, expire by the grant's expiry.
-func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject string, grant *store.ConsentGrant, authTime time.Time) {
+func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject string,
+	grant *store.ConsentGrant, authTime time.Time) {
 	ctx := r.Context()
 	for _, s := range areq.ar.GetRequestedScopes() {
 		areq.ar.GrantScope(s)

@@ -114,7 +114,8 @@ func Serve(ctx context.Context, o Options) error {
 	events := NewBroadcaster()
 	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
 		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
-		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher, SecureCookies: strings.HasPrefix(o.Issuer, "https://"),
+		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher,
+		SecureCookies:         strings.HasPrefix(o.Issuer, "https://"),
 		RefreshCoalesceWindow: o.RefreshCoalesceWindow})
 
 	bg, stopBG := context.WithCancel(context.Background())

@@ -42,7 +42,10 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 	go func() { returned <- tokenserver.Listen(stopped, proxied, tokenserver.NewBroadcaster(), replica, log) }()
 	stop()
 	select {
-	case <-returned:
+	case err := <-returned:
+		if err != nil {
+			t.Errorf("Listen: %v", err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Listen did not return within 10s of its context ending while the database was unreachable")
 	}
@@ -51,7 +54,12 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 	listenCtx, stopListening := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- tokenserver.Listen(listenCtx, proxied, events, replica, log) }()
-	t.Cleanup(func() { stopListening(); <-done })
+	t.Cleanup(func() {
+		stopListening()
+		if err := <-done; err != nil {
+			t.Errorf("Listen: %v", err)
+		}
+	})
 
 	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), ClientMetadata: adminapi.ClientMetadata{Name: "Grafana",
 		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}

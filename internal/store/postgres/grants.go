@@ -115,22 +115,18 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 // holds are revoked (each authorization logged as EventTokenRevoked), and every
 // replica drops the grant's cached tokens, whose cached grant expiry may have changed.
 func (s *Store) narrowed(ctx context.Context, q querier, g *store.ConsentGrant) error {
-	rows, err := q.QueryContext(ctx, `WITH gone AS (
-    DELETE FROM tokens WHERE grant_id = $1 AND NOT (granted_scopes <@ $2::text[]) RETURNING request_id, subject)
-SELECT DISTINCT request_id, subject FROM gone ORDER BY request_id`, g.ID, pq.Array(g.Scopes))
-	if err != nil {
-		return err
-	}
 	var revoked [][2]string
-	for rows.Next() {
+	err := queryRows(ctx, q, func(row scanner) error {
 		var requestID, subject string
-		if err := rows.Scan(&requestID, &subject); err != nil {
-			_ = rows.Close()
+		if err := row.Scan(&requestID, &subject); err != nil {
 			return err
 		}
 		revoked = append(revoked, [2]string{requestID, subject})
-	}
-	if err := rows.Close(); err != nil {
+		return nil
+	}, `WITH gone AS (
+    DELETE FROM tokens WHERE grant_id = $1 AND NOT (granted_scopes <@ $2::text[]) RETURNING request_id, subject)
+SELECT DISTINCT request_id, subject FROM gone ORDER BY request_id`, g.ID, pq.Array(g.Scopes))
+	if err != nil {
 		return err
 	}
 	if err := s.tokensGone(ctx, q, Invalidation{GrantID: g.ID}); err != nil {
@@ -265,4 +261,20 @@ func newID() string {
 func isForeignKeyViolation(err error) bool {
 	var pqErr *pq.Error
 	return errors.As(err, &pqErr) && pqErr.Code == "23503"
+}
+
+// queryRows runs query in q and calls each for every row, and closes the rows before
+// it returns: the transaction's next statement cannot run while they are open.
+func queryRows(ctx context.Context, q querier, each func(scanner) error, query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -47,22 +47,15 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time, batch int) (in
 
 // deleteExpiredGrants revokes up to batch grants whose expiry has come.
 func (s *Store) deleteExpiredGrants(ctx context.Context, q querier, now time.Time, batch int) (int, error) {
-	rows, err := q.QueryContext(ctx, `DELETE FROM consent_grants WHERE id = ANY (ARRAY(
+	var gone []*store.ConsentGrant
+	err := queryRows(ctx, q, func(row scanner) error {
+		g := &store.ConsentGrant{}
+		gone = append(gone, g)
+		return row.Scan(&g.ID, &g.ClientID, &g.Subject)
+	}, `DELETE FROM consent_grants WHERE id = ANY (ARRAY(
     SELECT id FROM consent_grants WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))
 RETURNING id, client_id, subject`, now.UTC(), batch)
 	if err != nil {
-		return 0, err
-	}
-	var gone []*store.ConsentGrant
-	for rows.Next() {
-		g := &store.ConsentGrant{}
-		if err := rows.Scan(&g.ID, &g.ClientID, &g.Subject); err != nil {
-			_ = rows.Close()
-			return 0, err
-		}
-		gone = append(gone, g)
-	}
-	if err := rows.Close(); err != nil {
 		return 0, err
 	}
 	for _, g := range gone {
