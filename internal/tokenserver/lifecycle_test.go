@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
 
 // An identical refresh replayed within the coalescing window after its chain was
@@ -188,4 +189,30 @@ func idTokenExpiry(t *testing.T, raw string) time.Time {
 		t.Fatal(err)
 	}
 	return time.Unix(claims.Exp, 0)
+}
+
+// A replica that missed a client's deletion (here: deleted behind its back, with no
+// NOTIFY) still has the client cached, but issues it no token: the database refuses a
+// token whose client is gone, and the client gets invalid_client, not a token and not
+// a 500.
+func TestDeletedClientGetsNoTokenFromAStaleReplica(t *testing.T) {
+	dsn := migratedDB(t)
+	in := start(t, setup{dsn: dsn})
+	secret := confidentialClient(t, in, "grafana")
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if code, body := postForm(t, in.URL+"/oauth2/token", form, "grafana", secret); code != 200 { // cached now
+		t.Fatalf("before: %d %v", code, body)
+	}
+	db, err := postgres.OpenDB(dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if _, err := db.ExecContext(context.Background(), `DELETE FROM clients WHERE id = 'grafana'`); err != nil {
+		t.Fatal(err)
+	}
+	code, body := postForm(t, in.URL+"/oauth2/token", form, "grafana", secret)
+	if code != 401 || body["error"] != "invalid_client" || body["access_token"] != nil {
+		t.Errorf("token for a client deleted behind the replica's back: %d %v; want 401 invalid_client", code, body)
+	}
 }
