@@ -126,6 +126,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	alg := fs.String("signing-algorithm", oauth.ES256, "ES256 or RS256; the signing key must be of that kind (EC P-256 or RSA).")
 	hmacFile := fs.String("hmac-secret-file", "",
 		"File holding the secret (32+ bytes) that signs opaque tokens; shared by all replicas (required).")
+	hashKeyFile := fs.String("secret-hash-key-file", "",
+		"File holding the key (32+ bytes, shared by all replicas) that client-secret hashes are made with (HMAC-SHA256); "+
+			"empty: a key derived from the HMAC secret.")
 	format := fs.String("access-token-format", oauth.FormatOpaque, "Access tokens: opaque or jwt (RFC 9068).")
 	atl := fs.Duration("access-token-lifespan", time.Hour, "Access token lifespan.")
 	rtl := fs.Duration("refresh-token-lifespan", 720*time.Hour, "Refresh token lifespan.")
@@ -191,6 +194,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--hmac-secret-file: %w", err)
 	}
+	var hashKey string
+	if *hashKeyFile != "" {
+		if hashKey, err = tokenserver.ReadSecretFile(*hashKeyFile); err != nil {
+			return fmt.Errorf("--secret-hash-key-file: %w", err)
+		}
+		if len(hashKey) < 32 {
+			return fmt.Errorf("--secret-hash-key-file %s: the key must be at least 32 bytes", *hashKeyFile)
+		}
+	}
 	var scopes map[string]string
 	if *scopesFile != "" {
 		data, err := os.ReadFile(*scopesFile)
@@ -224,6 +236,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return tokenserver.Serve(ctx, tokenserver.Options{
 		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
 		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, SigningAlgorithm: *alg, HMACSecret: []byte(hmacSecret),
+		SecretHashKey:     []byte(hashKey),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,

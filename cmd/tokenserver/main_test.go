@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,6 +95,18 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 				t.Errorf("%v: err = %v, want one containing %q", tt.args, err, tt.want)
 			}
 		})
+	}
+	// A client-secret hashing key too short to key anything is refused, by name.
+	dir := t.TempDir()
+	for name, content := range map[string]string{"token": "admin-token", "hmac": strings.Repeat("h", 32), "short": "tiny-key\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := runCmd(t, "serve", "--issuer", "https://a", "--dsn", "host=/nowhere", "--admin-token-file", filepath.Join(dir, "token"),
+		"--signing-key-file", "k", "--hmac-secret-file", filepath.Join(dir, "hmac"), "--secret-hash-key-file", filepath.Join(dir, "short"))
+	if err == nil || !strings.Contains(err.Error(), "--secret-hash-key-file") || !strings.Contains(err.Error(), "32 bytes") {
+		t.Errorf("a short secret hashing key: %v; want it refused by name", err)
 	}
 	t.Setenv("KUBEOAUTH_REFRESH_GRACE_PERIOD", "later")
 	if _, err := runCmd(t, "serve"); err == nil || !strings.Contains(err.Error(), "KUBEOAUTH_REFRESH_GRACE_PERIOD") {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
 // AuthorizeRequest is a validated authorization request: the client exists, the
@@ -84,8 +86,10 @@ func (p *Provider) Deny(w http.ResponseWriter, r *http.Request, areq *AuthorizeR
 }
 
 // Approve issues the authorization code for subject with every requested scope, under
-// consent grant grantID, and redirects back to the client.
-func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject, grantID string, authTime time.Time) {
+// consent grant, and redirects back to the client. Nothing issued under the grant
+// outlives it: the code, and later the tokens, expire by the grant's expiry.
+func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject string,
+	grant *store.ConsentGrant, authTime time.Time) {
 	ctx := r.Context()
 	for _, s := range areq.ar.GetRequestedScopes() {
 		areq.ar.GrantScope(s)
@@ -93,9 +97,11 @@ func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *Authori
 	for _, a := range areq.ar.GetRequestedAudience() {
 		areq.ar.GrantAudience(a)
 	}
-	sess := newSubjectSession(p.cfg.Issuer, subject, grantID, p.cfg.Keys.Current.ID, time.Now().UTC(),
+	now := time.Now().UTC()
+	sess := newSubjectSession(p.cfg.Issuer, subject, grant.ID, p.cfg.Keys.Current.ID, now,
 		sessionKind{idToken: true, jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
 	sess.Claims.AuthTime = authTime.UTC()
+	sess.GrantExpiresAt = grant.ExpiresAt
 	resp, err := p.f.NewAuthorizeResponse(ctx, areq.ar, sess)
 	if err != nil {
 		p.AuthorizeError(w, r, areq, err)

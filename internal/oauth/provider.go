@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -38,7 +37,9 @@ type Config struct {
 	HMACSecret []byte
 	// PreviousHMACSecret still verifies tokens during a rotation; may be nil.
 	PreviousHMACSecret []byte
-	Keys               *Keys
+	// SecretHasher checks client secrets against their stored hashes.
+	SecretHasher *store.SecretHasher
+	Keys         *Keys
 	// OptionalPKCE lets confidential clients use the authorization code without PKCE,
 	// for legacy apps that cannot send a code challenge. RFC 9700 asks for PKCE from
 	// every client, so it is off unless a TokenServer opts out.
@@ -80,6 +81,9 @@ func New(cfg Config, st Storage) (*Provider, error) {
 	if cfg.Keys == nil || cfg.Keys.Current == nil {
 		return nil, errors.New("a signing key is required")
 	}
+	if cfg.SecretHasher == nil {
+		return nil, errors.New("a client-secret hasher is required")
+	}
 	u, err := url.Parse(cfg.Issuer)
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, fmt.Errorf("issuer %q must be an absolute URL", cfg.Issuer)
@@ -98,7 +102,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		EnforcePKCEForPublicClients:    true,
 		EnforcePKCE:                    !cfg.OptionalPKCE,
 		EnablePKCEPlainChallengeMethod: false,
-		ClientSecretsHasher:            sha256Hasher{},
+		ClientSecretsHasher:            secretHasher{cfg.SecretHasher},
 		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
 		SendDebugMessagesToClients:     false,
 		MinParameterEntropy:            fosite.MinParameterEntropy,
@@ -160,7 +164,14 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 			ar.GrantAudience(aud)
 		}
 	}
+	if err := p.limitToGrant(ctx, ar); err != nil {
+		p.f.WriteAccessError(ctx, w, ar, err)
+		return
+	}
 	resp, err := p.f.NewAccessResponse(ctx, ar)
+	if errors.Is(err, store.ErrClientGone) {
+		err = fosite.ErrInvalidClient.WithHint("The client no longer exists.")
+	}
 	if err != nil {
 		p.f.WriteAccessError(ctx, w, ar, err)
 		return
@@ -169,6 +180,34 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		p.OnTokenIssued(grant[0])
 	}
 	p.f.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// limitToGrant checks, for a code exchange or a refresh, that the consent grant the
+// tokens belong to still stands, and makes the tokens about to be issued expire by
+// its current expiry: a refresh never extends a chain past the grant, and a grant
+// whose expiry was moved earlier since the code or the last refresh is obeyed.
+func (p *Provider) limitToGrant(ctx context.Context, ar fosite.AccessRequester) error {
+	sess, ok := ar.GetSession().(*Session)
+	if !ok || sess.GrantID == "" {
+		return nil
+	}
+	now := time.Now().UTC()
+	g, err := p.store.GetGrantByID(ctx, sess.GrantID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt) {
+		return fosite.ErrInvalidGrant.WithHint("The consent grant behind this token has expired or was revoked.")
+	}
+	if err != nil {
+		return fosite.ErrServerError.WithWrap(err)
+	}
+	sess.limitTo(g.ExpiresAt, p.cfg.IDTokenLifespan, now)
+	return nil
+}
+
+// Live reports whether an access token issued by this server is still valid: not
+// expired, revoked, rotated away, nor under an expired or revoked grant.
+func (p *Provider) Live(ctx context.Context, accessToken string) bool {
+	_, _, err := p.f.IntrospectToken(ctx, accessToken, fosite.AccessToken, NewSession())
+	return err == nil
 }
 
 // Introspect serves RFC 7662 introspection; the caller authenticates as a client.
@@ -203,16 +242,16 @@ func (p *Provider) BearerSubject(r *http.Request) (*Session, []string, error) {
 	return sess, ar.GetGrantedScopes(), nil
 }
 
-// sha256Hasher is fosite's ClientSecretsHasher over store.HashSecret (see there why
-// not bcrypt).
-type sha256Hasher struct{}
+// secretHasher is fosite's ClientSecretsHasher over store.SecretHasher (see there
+// why not bcrypt).
+type secretHasher struct{ h *store.SecretHasher }
 
-func (sha256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
-	return store.HashSecret(string(data)), nil
+func (s secretHasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	return s.h.Hash(string(data)), nil
 }
 
-func (sha256Hasher) Compare(_ context.Context, hash, data []byte) error {
-	if subtle.ConstantTimeCompare(hash, store.HashSecret(string(data))) != 1 {
+func (s secretHasher) Compare(_ context.Context, hash, data []byte) error {
+	if !s.h.Verify(hash, string(data)) {
 		return errors.New("secret mismatch")
 	}
 	return nil

@@ -14,9 +14,12 @@ import (
 // claims of JWT access tokens.
 type Session struct {
 	openid.DefaultSession
-	GrantID   string         `json:"grant_id,omitempty"`
-	JWTClaims *jwt.JWTClaims `json:"jwt_claims,omitempty"`
-	JWTHeader *jwt.Headers   `json:"jwt_header,omitempty"`
+	GrantID string `json:"grant_id,omitempty"`
+	// GrantExpiresAt is the grant's expiry when the token was issued: the store
+	// clamps every expiry of the session to it (see postgres.GrantExpiryCarrier).
+	GrantExpiresAt time.Time      `json:"grant_expires_at,omitzero"`
+	JWTClaims      *jwt.JWTClaims `json:"jwt_claims,omitempty"`
+	JWTHeader      *jwt.Headers   `json:"jwt_header,omitempty"`
 }
 
 // NewSession returns an empty session for fosite to fill from storage.
@@ -48,6 +51,34 @@ func newSubjectSession(issuer, subject, grantID, kid string, now time.Time, kind
 
 // GetGrantID tells the store which consent grant the token belongs to.
 func (s *Session) GetGrantID() string { return s.GrantID }
+
+// GetGrantExpiresAt tells the store when the consent grant expires (zero: never).
+func (s *Session) GetGrantExpiresAt() time.Time { return s.GrantExpiresAt }
+
+// limitTo makes every token of the session, the ID token included, expire by the
+// grant's expiry at the latest, so that neither expires_in nor a JWT's exp promises
+// more than the grant allows.
+func (s *Session) limitTo(grantExpiresAt time.Time, idTokenLifespan time.Duration, now time.Time) {
+	s.GrantExpiresAt = grantExpiresAt
+	if grantExpiresAt.IsZero() {
+		return
+	}
+	limit := grantExpiresAt.UTC()
+	for _, tt := range []fosite.TokenType{fosite.AccessToken, fosite.RefreshToken, fosite.AuthorizeCode} {
+		if exp := s.GetExpiresAt(tt); !exp.IsZero() && exp.After(limit) {
+			s.SetExpiresAt(tt, limit)
+		}
+	}
+	if s.Claims != nil {
+		exp := s.Claims.ExpiresAt
+		if exp.IsZero() {
+			exp = now.Add(idTokenLifespan)
+		}
+		if exp.After(limit) {
+			s.Claims.ExpiresAt = limit
+		}
+	}
+}
 
 // GetJWTClaims implements oauth2.JWTSessionContainer (JWT access tokens).
 func (s *Session) GetJWTClaims() jwt.JWTClaimsContainer {

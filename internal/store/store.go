@@ -5,7 +5,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
 	"time"
@@ -24,6 +26,9 @@ var (
 	// owner's client, so one namespace cannot take over or delete another's client.
 	// The wrapping error names the current owner; the HTTP layer answers 409.
 	ErrOwnerConflict = errors.New("client belongs to another namespace")
+	// ErrClientGone: a token was to be stored for a client that no longer exists
+	// (deleted through another replica, whose news this one had not heard yet).
+	ErrClientGone = errors.New("the client no longer exists")
 )
 
 // Client is an OAuth client as the token server keeps it. Secrets are never stored,
@@ -123,10 +128,18 @@ type Store interface {
 	// whoever owns it (an administrator's delete).
 	DeleteClient(ctx context.Context, id, owner string) error
 
-	// PutGrant creates the grant for (ClientID, Subject) or widens its scopes, and
-	// logs EventConsentGiven when it changed. It returns the stored grant.
+	// PutGrant creates the grant for (ClientID, Subject) or updates it, and logs
+	// EventConsentGiven when it changed. A browser consent widens the scopes; a
+	// declared grant replaces them, and narrowing revokes every token whose scopes
+	// the new set does not cover. A grant found expired is revoked first (as
+	// RevokeGrant) and a new one created; a grant whose ExpiresAt has passed already
+	// revokes the one standing and is not stored (the result has no ID). It returns
+	// the stored grant.
 	PutGrant(ctx context.Context, g *ConsentGrant) (*ConsentGrant, error)
 	GetGrant(ctx context.Context, clientID, subject string) (*ConsentGrant, error)
+	// GetGrantByID returns the grant with that ID (without ActiveTokens), or
+	// ErrNotFound.
+	GetGrantByID(ctx context.Context, id string) (*ConsentGrant, error)
 	ListGrants(ctx context.Context, filter GrantFilter) ([]*ConsentGrant, error)
 	// RevokeGrant deletes the grant and every token issued under it, and logs
 	// EventGrantRevoked.
@@ -138,8 +151,9 @@ type Store interface {
 	// LastEventSeq is the highest Seq committed so far (0 when none).
 	LastEventSeq(ctx context.Context) (int64, error)
 
-	// DeleteExpired removes up to batch expired or revoked token rows and expired
-	// grants; it returns how many it removed.
+	// DeleteExpired removes up to batch expired or revoked token rows, and revokes up
+	// to batch expired grants exactly as RevokeGrant does (their tokens, caches and
+	// EventGrantRevoked); it returns how many rows it removed.
 	DeleteExpired(ctx context.Context, now time.Time, batch int) (int, error)
 }
 
@@ -149,12 +163,60 @@ type GrantFilter struct {
 	Subject  string
 }
 
-// HashSecret hashes a client secret for storage and comparison. SHA-256 and not a
-// slow KDF: the operator generates 256-bit random secrets, which no dictionary
-// reaches, and a per-request bcrypt caps a core at a few hundred tokens per second
-// (Hydra's default hasher: 359 tokens/s on our machines). The admin API refuses
-// secrets shorter than MinSecretLength so a guessable one never gets this hash.
-func HashSecret(secret string) []byte {
+// SecretHasher hashes client secrets for storage and checks them. A hash is
+// HMAC-SHA256 under a server key, prefixed with its kind; a bare 32-byte SHA-256 (what
+// versions before the key wrote) is still accepted, so an upgrade locks no client
+// out, and is replaced by a keyed hash the next time the operator puts the client.
+//
+// A keyed hash and not a slow KDF: the operator generates 256-bit random secrets,
+// which no dictionary reaches, and a per-request bcrypt caps a core at a few hundred
+// tokens per second (Hydra's default hasher: 359 tokens/s on our machines). The key
+// is for secrets a person chose (the admin API refuses fewer than MinSecretLength
+// characters, but length is not randomness): with the database alone, an attacker
+// cannot test guesses against the hashes, nor see that two clients share a secret.
+type SecretHasher struct{ key []byte }
+
+// keyedHashPrefix marks a hash made with the server key; the rest is the HMAC.
+const keyedHashPrefix = "hmac-sha256:"
+
+// NewSecretHasher returns a hasher keyed with key (32 bytes or more).
+func NewSecretHasher(key []byte) (*SecretHasher, error) {
+	if len(key) < 32 {
+		return nil, errors.New("the client-secret hashing key must be at least 32 bytes")
+	}
+	return &SecretHasher{key: bytes.Clone(key)}, nil
+}
+
+// DeriveSecretHashKey derives a client-secret hashing key from the token server's
+// HMAC secret, for servers given no key of their own: every replica already shares
+// that secret, and the derivation keeps the two uses apart.
+func DeriveSecretHashKey(hmacSecret []byte) []byte {
+	mac := hmac.New(sha256.New, hmacSecret)
+	mac.Write([]byte("kubeoauth client secret hashing v1"))
+	return mac.Sum(nil)
+}
+
+// Hash returns the stored form of secret.
+func (h *SecretHasher) Hash(secret string) []byte {
+	mac := hmac.New(sha256.New, h.key)
+	mac.Write([]byte(secret))
+	return mac.Sum([]byte(keyedHashPrefix))
+}
+
+// Verify reports whether secret matches hash, keyed or legacy, in constant time.
+func (h *SecretHasher) Verify(hash []byte, secret string) bool {
+	if bytes.HasPrefix(hash, []byte(keyedHashPrefix)) {
+		return hmac.Equal(hash, h.Hash(secret))
+	}
+	if len(hash) == sha256.Size {
+		return hmac.Equal(hash, LegacyHashSecret(secret))
+	}
+	return false
+}
+
+// LegacyHashSecret is the unkeyed SHA-256 that versions before the secret hashing key
+// stored; Verify still accepts it.
+func LegacyHashSecret(secret string) []byte {
 	sum := sha256.Sum256([]byte(secret))
 	return sum[:]
 }

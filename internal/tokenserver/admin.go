@@ -192,7 +192,7 @@ func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusUnprocessableEntity, field, msg)
 		return
 	}
-	c := toStoreClient(id, &in)
+	c := toStoreClient(id, &in, s.cfg.SecretHasher)
 	changed, err := s.cfg.Store.PutClient(r.Context(), c)
 	if err != nil {
 		s.storeError(w, err)
@@ -204,13 +204,13 @@ func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
 	s.writeClient(w, r.Context(), id, changed)
 }
 
-func toStoreClient(id string, in *adminapi.Client) *store.Client {
+func toStoreClient(id string, in *adminapi.Client, h *store.SecretHasher) *store.Client {
 	c := &store.Client{ID: id, OwnerNamespace: in.OwnerNamespace, ClientMetadata: in.ClientMetadata}
 	if in.Secret != "" {
-		c.SecretHash = store.HashSecret(in.Secret)
+		c.SecretHash = h.Hash(in.Secret)
 	}
 	if in.PreviousSecret != "" {
-		c.PreviousSecretHash = store.HashSecret(in.PreviousSecret)
+		c.PreviousSecretHash = h.Hash(in.PreviousSecret)
 		c.PreviousSecretExpiresAt = in.PreviousSecretExpiresAt.UTC().Truncate(time.Microsecond)
 	}
 	return c

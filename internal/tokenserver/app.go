@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
 
@@ -31,13 +32,16 @@ type Options struct {
 	SigningAlgorithm       string
 	PreviousSigningKeyFile string
 	HMACSecret             []byte
-	AccessTokenFormat      string
-	AccessTokenLifespan    time.Duration
-	RefreshTokenLifespan   time.Duration
-	IDTokenLifespan        time.Duration
-	AuthorizeCodeLifespan  time.Duration
-	RefreshGracePeriod     time.Duration
-	ShutdownTimeout        time.Duration
+	// SecretHashKey keys the hashes of client secrets (32+ bytes, shared by every
+	// replica); empty means one derived from HMACSecret.
+	SecretHashKey         []byte
+	AccessTokenFormat     string
+	AccessTokenLifespan   time.Duration
+	RefreshTokenLifespan  time.Duration
+	IDTokenLifespan       time.Duration
+	AuthorizeCodeLifespan time.Duration
+	RefreshGracePeriod    time.Duration
+	ShutdownTimeout       time.Duration
 	// ShutdownDelay is how long the server goes on serving after SIGTERM, with
 	// readiness failing, before it stops accepting: the time endpoints and load
 	// balancers take to stop sending it new connections.
@@ -56,7 +60,9 @@ type Options struct {
 	OptionalPKCE bool
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
-	Log               *slog.Logger
+	// RefreshCoalesceWindow: see Config; 0 means a second.
+	RefreshCoalesceWindow time.Duration
+	Log                   *slog.Logger
 }
 
 // Serve runs the token server until ctx ends, then drains: readiness fails and it
@@ -92,8 +98,17 @@ func Serve(ctx context.Context, o Options) error {
 		return fmt.Errorf("signing algorithm %s was asked for, but %s holds a %s key", o.SigningAlgorithm,
 			o.SigningKeyFile, keys.Current.Algorithm)
 	}
+	hashKey := o.SecretHashKey
+	if len(hashKey) == 0 {
+		hashKey = store.DeriveSecretHashKey(o.HMACSecret)
+	}
+	hasher, err := store.NewSecretHasher(hashKey)
+	if err != nil {
+		return err
+	}
 	provider, err := oauth.New(oauth.Config{
 		Issuer: strings.TrimSuffix(o.Issuer, "/"), AccessTokenFormat: o.AccessTokenFormat, HMACSecret: o.HMACSecret, Keys: keys,
+		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
 	}, st)
@@ -108,7 +123,8 @@ func Serve(ctx context.Context, o Options) error {
 	events := NewBroadcaster()
 	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
 		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
-		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecureCookies: strings.HasPrefix(o.Issuer, "https://"),
+		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher,
+		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
 		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader})
 
 	bg, stopBG := context.WithCancel(context.Background())

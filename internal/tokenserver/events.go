@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -44,26 +45,75 @@ type Cache interface {
 }
 
 // Listen follows PostgreSQL NOTIFY until ctx ends: an event wakes b; a changed client
-// or an ended access token leaves the cache. After a reconnect, notifications sent
-// while the connection was down are lost, so it wakes b and empties the cache.
+// or an ended access token leaves the cache. It never gives up: when the connection
+// cannot be made, or LISTEN is refused (a standby during a failover, a pooler), it
+// tries again with backoff up to listenMaxBackoff. Whenever it starts listening —
+// the first time, after a retry, after pq reconnects — notifications sent before may
+// have been missed, and anything cached before may be stale, so it empties the cache
+// and wakes b.
 func Listen(ctx context.Context, dsn string, b *Broadcaster, cache Cache, log *slog.Logger) error {
-	l := pq.NewListener(dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+	backoff := listenMinBackoff
+	for {
+		err := listenOnce(ctx, dsn, b, cache, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("event listener: cannot listen; retrying", "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, listenMaxBackoff)
+	}
+}
+
+// Backoff between attempts to listen.
+const (
+	listenMinBackoff = 100 * time.Millisecond
+	listenMaxBackoff = 10 * time.Second
+)
+
+// listenOnce listens on one pq.Listener (which reconnects by itself after losing a
+// connection it had) until ctx ends or LISTEN fails.
+func listenOnce(ctx context.Context, dsn string, b *Broadcaster, cache Cache, log *slog.Logger) error {
+	l := pq.NewListener(dsn, listenMinBackoff, listenMaxBackoff, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
 			log.Warn("event listener", "event", ev, "err", err)
 		}
 	})
 	defer func() { _ = l.Close() }()
-	for _, ch := range []string{postgres.NotifyChannel, postgres.ClientsChannel, postgres.TokensChannel} {
-		if err := l.Listen(ch); err != nil {
+	// pq's Listen waits for a connection as long as it takes; a closed listener
+	// ends the wait, so ctx can.
+	listening := make(chan error, 1)
+	go func() {
+		for _, ch := range []string{postgres.NotifyChannel, postgres.ClientsChannel, postgres.TokensChannel} {
+			if err := l.Listen(ch); err != nil {
+				listening <- err
+				return
+			}
+		}
+		listening <- nil
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-listening:
+		if err != nil {
 			return err
 		}
 	}
+	cache.InvalidateClients()
+	b.Notify()
+	log.Info("event listener: listening")
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case n := <-l.Notify:
+		case n, ok := <-l.Notify:
 			switch {
+			case !ok:
+				return errors.New("the listener closed")
 			case n == nil: // reconnected
 				cache.InvalidateClients()
 				b.Notify()

@@ -67,6 +67,8 @@ type setup struct {
 	httpsIssuer  bool
 	throttle     tokenserver.LoginThrottle
 	optionalPKCE bool
+	// coalesce: the refresh coalescing window; default a second.
+	coalesce time.Duration
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -174,7 +176,7 @@ func start(t testing.TB, s setup) *instance {
 			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), HMACSecret: hmacSecret, AccessTokenFormat: s.format,
 			AccessTokenLifespan: s.accessTTL, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
-			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, UsersFile: filepath.Join(s.keyDir, "users"),
+			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, RefreshCoalesceWindow: s.coalesce, UsersFile: filepath.Join(s.keyDir, "users"),
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,

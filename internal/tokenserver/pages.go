@@ -131,14 +131,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			p.AuthorizeError(w, r, areq, err)
 			return
 		}
-		p.Approve(w, r, areq, subject, g.ID, authTime)
+		p.Approve(w, r, areq, subject, g, authTime)
 		return
 	}
 	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
 	switch {
 	case err == nil && grant.Covers(areq.Scopes, time.Now()):
 		_ = s.cfg.Store.TouchGrant(ctx, grant.ID, time.Now())
-		p.Approve(w, r, areq, subject, grant.ID, authTime)
+		p.Approve(w, r, areq, subject, grant, authTime)
 		return
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		p.AuthorizeError(w, r, areq, err)
@@ -152,7 +152,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			p.AuthorizeError(w, r, areq, err)
 			return
 		}
-		p.Approve(w, r, areq, subject, g.ID, authTime)
+		p.Approve(w, r, areq, subject, g, authTime)
 		return
 	}
 	if slices.Contains(prompt, "none") {

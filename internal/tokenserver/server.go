@@ -59,8 +59,14 @@ type Config struct {
 	ScopeDescriptions map[string]string
 	// CookieSecret signs login cookies; every replica must share it.
 	CookieSecret []byte
+	// SecretHasher hashes the client secrets the admin API is given.
+	SecretHasher *store.SecretHasher
 	// SecureCookies marks cookies Secure (an https issuer).
 	SecureCookies bool
+	// RefreshCoalesceWindow is how long a refresh response is replayed to identical
+	// requests; 0 means a second (recentWindow). Tests set it longer, to make the
+	// replay deterministic on a slow machine.
+	RefreshCoalesceWindow time.Duration
 }
 
 // Server serves the public and admin HTTP APIs.
@@ -96,7 +102,11 @@ func New(cfg Config) *Server {
 	if cfg.MaxConcurrentLogins <= 0 {
 		cfg.MaxConcurrentLogins = runtime.GOMAXPROCS(0)
 	}
-	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle), bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins))}
+	if cfg.RefreshCoalesceWindow <= 0 {
+		cfg.RefreshCoalesceWindow = recentWindow
+	}
+	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle), bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
+		recent: recentResponses{window: cfg.RefreshCoalesceWindow}}
 }
 
 // maxBody bounds request bodies on the public endpoints: no OAuth request needs more.
@@ -180,6 +190,9 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 // recentWindow of each other are coalesced: one runs, and every caller gets its
 // response, so a client that fires the same refresh twice gets one consistent pair of
 // tokens instead of a rotation race. Across replicas the grace period does that job.
+// A remembered response is replayed only while its access token is still valid: once
+// the chain is revoked (or the grant expired, or the new refresh token was used), the
+// request is handled afresh and gets what the store says, invalid_grant.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken:
@@ -206,9 +219,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	key := string(h.Sum(nil))
 	if rec, ok := s.recent.get(key, time.Now()); ok {
-		s.cfg.Metrics.coalesced.Inc()
-		rec.copyTo(w)
-		return
+		if s.cfg.Provider.Live(r.Context(), rec.accessToken) {
+			s.cfg.Metrics.coalesced.Inc()
+			rec.rec.copyTo(w)
+			return
+		}
+		s.recent.forget(key)
 	}
 	leader := false
 	v, _, shared := s.refreshes.Do(key, func() (any, error) {
@@ -235,6 +251,7 @@ const recentWindow = time.Second
 // recentResponses remembers successful refresh responses for recentWindow, in memory
 // only.
 type recentResponses struct {
+	window  time.Duration
 	mu      sync.Mutex
 	entries map[string]recentResponse
 }
@@ -242,16 +259,24 @@ type recentResponses struct {
 type recentResponse struct {
 	rec *buffered
 	at  time.Time
+	// accessToken is the one rec carries, checked before each replay.
+	accessToken string
 }
 
-func (rr *recentResponses) get(key string, now time.Time) (*buffered, bool) {
+func (rr *recentResponses) get(key string, now time.Time) (recentResponse, bool) {
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	e, ok := rr.entries[key]
-	if !ok || now.Sub(e.at) > recentWindow {
-		return nil, false
+	if !ok || now.Sub(e.at) > rr.window {
+		return recentResponse{}, false
 	}
-	return e.rec, true
+	return e, true
+}
+
+func (rr *recentResponses) forget(key string) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	delete(rr.entries, key)
 }
 
 func (rr *recentResponses) put(key string, rec *buffered, now time.Time) {
@@ -262,12 +287,18 @@ func (rr *recentResponses) put(key string, rec *buffered, now time.Time) {
 	}
 	if len(rr.entries) > 1024 {
 		for k, e := range rr.entries {
-			if now.Sub(e.at) > recentWindow {
+			if now.Sub(e.at) > rr.window {
 				delete(rr.entries, k)
 			}
 		}
 	}
-	rr.entries[key] = recentResponse{rec: rec, at: now}
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if json.Unmarshal(rec.body.Bytes(), &body) != nil || body.AccessToken == "" {
+		return
+	}
+	rr.entries[key] = recentResponse{rec: rec, at: now, accessToken: body.AccessToken}
 }
 
 func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {

@@ -457,8 +457,15 @@ func TestTokenEndsReachOtherReplicas(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		"grant expired": func(*oauth2.Token) {
+			past := time.Now().Add(-time.Second)
+			if _, err := a.Admin.PutGrant(ctx, &adminapi.Grant{ClientID: "grafana", Subject: "alice",
+				Scopes: []string{"openid", "offline_access"}, ExpiresAt: &past}); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
-	for _, name := range []string{"RFC 7009 revocation", "refresh rotation", "grant revoked"} {
+	for _, name := range []string{"RFC 7009 revocation", "refresh rotation", "grant revoked", "grant expired"} {
 		t.Run(name, func(t *testing.T) {
 			_ = a.Admin.DeleteGrant(ctx, "grafana", "alice") // so that the consent page shows again
 			tok := codeFlowToken(t, a, secret)

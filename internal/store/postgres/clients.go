@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
@@ -22,11 +21,13 @@ func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	// A client deleted between the upsert and the owner lookup below is looked at once
-	// more: the second upsert then creates it.
-	for range 2 {
-		var id string
-		err = s.q(ctx).QueryRowContext(ctx, `
+	changed := false
+	err = s.inTx(ctx, func(ctx context.Context, q querier) error {
+		// A client deleted between the upsert and the owner lookup below is looked at
+		// once more: the second upsert then creates it.
+		for range 2 {
+			var id string
+			err := q.QueryRowContext(ctx, `
 INSERT INTO clients (id, secret_hash, previous_secret_hash, previous_secret_expires_at, owner_namespace, spec)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO UPDATE SET
@@ -40,28 +41,31 @@ WHERE clients.owner_namespace = EXCLUDED.owner_namespace
     IS DISTINCT FROM
     (EXCLUDED.secret_hash, EXCLUDED.previous_secret_hash, EXCLUDED.previous_secret_expires_at, EXCLUDED.spec)
 RETURNING id`,
-			c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
-			c.OwnerNamespace, string(spec)).Scan(&id)
-		if err == nil {
-			return true, s.clientChanged(ctx, s.q(ctx), c.ID)
+				c.ID, nullBytes(c.SecretHash), nullBytes(c.PreviousSecretHash), nullTime(c.PreviousSecretExpiresAt),
+				c.OwnerNamespace, string(spec)).Scan(&id)
+			if err == nil {
+				changed = true
+				return s.clientChanged(ctx, q, c.ID)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			// Nothing written: either nothing differs, or the client is another owner's.
+			var owner string
+			err = q.QueryRowContext(ctx, `SELECT owner_namespace FROM clients WHERE id = $1`, c.ID).Scan(&owner)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				continue
+			case err != nil:
+				return err
+			case owner != c.OwnerNamespace:
+				return ownerConflict(c.ID, owner)
+			}
+			return nil
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return false, s.mapErr(err)
-		}
-		// Nothing written: either nothing differs, or the client is another owner's.
-		var owner string
-		err = s.q(ctx).QueryRowContext(ctx, `SELECT owner_namespace FROM clients WHERE id = $1`, c.ID).Scan(&owner)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			continue
-		case err != nil:
-			return false, s.mapErr(err)
-		case owner != c.OwnerNamespace:
-			return false, ownerConflict(c.ID, owner)
-		}
-		return false, nil
-	}
-	return false, s.mapErr(err)
+		return fmt.Errorf("client %q was deleted and created again while it was being stored; try again", c.ID)
+	})
+	return changed, err
 }
 
 func ownerConflict(id, owner string) error {
@@ -71,20 +75,22 @@ func ownerConflict(id, owner string) error {
 	return fmt.Errorf("%w: client %q belongs to namespace %q", store.ErrOwnerConflict, id, owner)
 }
 
-// clientChanged drops the local cached copy and tells the other replicas to.
+// clientChanged tells every replica, this one included, to drop its cached copy once
+// q's transaction commits (see afterCommit and clientCache).
 func (s *Store) clientChanged(ctx context.Context, q querier, id string) error {
-	s.InvalidateClient(id)
+	s.afterCommit(ctx, func() { s.InvalidateClient(id) })
 	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ClientsChannel, id)
-	return s.mapErr(err)
+	return err
 }
 
 // GetClientByID returns the client or store.ErrNotFound, from the cache when it holds
 // a recent copy. The result is shared: callers must not modify it.
 func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, error) {
-	now := time.Now()
-	if c, ok := s.clients.get(id, now); ok {
+	now := s.now()
+	if c, ok := s.clients.get(id, now, s.opts.ClientCacheTTL); ok {
 		return c, nil
 	}
+	gen := s.clients.generation()
 	row := s.q(ctx).QueryRowContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id = $1`, id)
 	c, err := scanClient(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -93,7 +99,12 @@ func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, er
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
-	s.clients.put(c, now)
+	if s.testHooks.afterClientRead != nil {
+		s.testHooks.afterClientRead(id)
+	}
+	if !s.inTxCtx(ctx) { // a transaction may read what it has not committed yet
+		s.clients.put(c, now, gen)
+	}
 	return c, nil
 }
 
@@ -115,10 +126,11 @@ func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
 	return out, s.mapErr(rows.Err())
 }
 
-// DeleteClient removes the client, its grants (cascade) and every token issued to it,
-// and logs the deletion; with an owner, only when the client is that owner's.
+// DeleteClient removes the client, its grants and every token issued to it (foreign
+// keys, ON DELETE CASCADE), and logs the deletion; with an owner, only when the client
+// is that owner's.
 func (s *Store) DeleteClient(ctx context.Context, id, owner string) error {
-	return s.inTx(ctx, func(q querier) error {
+	return s.inTx(ctx, func(ctx context.Context, q querier) error {
 		var current string
 		err := q.QueryRowContext(ctx, `DELETE FROM clients WHERE id = $1 AND ($2 = '' OR owner_namespace = $2)
 RETURNING owner_namespace`, id, owner).Scan(&current)
@@ -135,9 +147,8 @@ RETURNING owner_namespace`, id, owner).Scan(&current)
 		if err != nil {
 			return err
 		}
-		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE client_id = $1`, id); err != nil {
-			return err
-		}
+		// The foreign keys delete its grants and tokens (0001, 0003); dropping the
+		// client from the caches drops its cached tokens too.
 		if err := s.clientChanged(ctx, q, id); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"time"
 
@@ -46,6 +47,28 @@ const (
 // GrantIDCarrier is implemented by sessions that belong to a consent grant; the store
 // records the grant on each token so that revoking the grant finds its tokens.
 type GrantIDCarrier interface{ GetGrantID() string }
+
+// GrantExpiryCarrier is implemented by sessions that know when their grant expires;
+// the store never lets a token of theirs outlive it (see clampToGrant).
+type GrantExpiryCarrier interface{ GetGrantExpiresAt() time.Time }
+
+// clampToGrant shortens every expiry of sess to its grant's, so that no code, access
+// or refresh token issued under a grant is valid past the grant. An expiry not set
+// stays unset: fosite sets it later on a session it reads back from a code, and a
+// value stored here would override its own (a token valid until the grant's expiry
+// instead of for its lifespan); lookups check the grant anyway.
+func clampToGrant(sess fosite.Session) {
+	g, ok := sess.(GrantExpiryCarrier)
+	if !ok || g.GetGrantExpiresAt().IsZero() {
+		return
+	}
+	limit := g.GetGrantExpiresAt().UTC()
+	for _, tt := range []fosite.TokenType{fosite.AccessToken, fosite.RefreshToken, fosite.AuthorizeCode} {
+		if exp := sess.GetExpiresAt(tt); !exp.IsZero() && exp.After(limit) {
+			sess.SetExpiresAt(tt, limit)
+		}
+	}
+}
 
 // Client adapts a stored client to fosite.
 type Client struct {
@@ -180,12 +203,18 @@ ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE client_as
 	return nil
 }
 
+// tokenSelect reads a token with its grant: whether the grant still exists and when it
+// expires, so that a token is refused once its grant is gone or expired even before
+// the janitor revokes it.
+//
 // #nosec G101 -- column names, not a credential
-const tokenColumns = `request_id, client_id, grant_id, active, rotated_at, requested_at, requested_scopes, granted_scopes,
-    requested_audience, granted_audience, form, session`
+const tokenSelect = `SELECT t.request_id, t.client_id, t.grant_id, t.active, t.rotated_at, t.requested_at, t.requested_scopes,
+    t.granted_scopes, t.requested_audience, t.granted_audience, t.form, t.session, g.id IS NOT NULL, g.expires_at
+FROM tokens t LEFT JOIN consent_grants g ON g.id = t.grant_id WHERE t.kind = $1 AND t.signature = $2`
 
 func (s *Store) createToken(ctx context.Context, kind, signature, accessSignature string, r fosite.Requester) error {
 	sess := r.GetSession()
+	clampToGrant(sess)
 	session, err := json.Marshal(sess)
 	if err != nil {
 		return err
@@ -218,6 +247,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		r.GetRequestedAt().UTC(), expires,
 		pq.Array(nonNil(r.GetRequestedScopes())), pq.Array(nonNil(r.GetGrantedScopes())),
 		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), string(form), string(session))
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("%w: %s", store.ErrClientGone, r.GetClient().GetID())
+	}
 	return s.mapErr(err)
 }
 
@@ -235,6 +267,13 @@ type tokenRow struct {
 	requestedAt                     time.Time
 	reqScopes, granted, reqAud, aud []string
 	form, session                   []byte
+	grantExists                     bool
+	grantExpiresAt                  sql.NullTime
+}
+
+// grantValid reports whether the token's grant, if it has one, still stands at now.
+func (r *tokenRow) grantValid(now time.Time) bool {
+	return r.grantID == "" || r.grantExists && (!r.grantExpiresAt.Valid || now.Before(r.grantExpiresAt.Time))
 }
 
 // storedToken is a row made into a fosite request.
@@ -247,14 +286,16 @@ type storedToken struct {
 func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
 	row, ok := (*tokenRow)(nil), false
 	if kind == kindAccessToken {
-		row, ok = s.tokens.get(signature, time.Now())
+		row, ok = s.tokens.get(signature, s.now())
 	}
 	if !ok {
+		gen := s.tokens.generation()
 		var grantID sql.NullString
 		row = &tokenRow{}
-		err := s.q(ctx).QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature).
+		err := s.q(ctx).QueryRowContext(ctx, tokenSelect, kind, signature).
 			Scan(&row.requestID, &row.clientID, &grantID, &row.active, &row.rotatedAt, &row.requestedAt, pq.Array(&row.reqScopes),
-				pq.Array(&row.granted), pq.Array(&row.reqAud), pq.Array(&row.aud), &row.form, &row.session)
+				pq.Array(&row.granted), pq.Array(&row.reqAud), pq.Array(&row.aud), &row.form, &row.session,
+				&row.grantExists, &row.grantExpiresAt)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fosite.ErrNotFound
 		}
@@ -262,9 +303,17 @@ func (s *Store) getToken(ctx context.Context, kind, signature string, session fo
 			return nil, s.mapErr(err)
 		}
 		row.grantID = grantID.String
-		if kind == kindAccessToken && row.active && !s.inTxCtx(ctx) {
-			s.tokens.put(signature, row, time.Now())
+		if s.testHooks.afterTokenRead != nil && kind == kindAccessToken {
+			s.testHooks.afterTokenRead(signature)
 		}
+		if kind == kindAccessToken && row.active && !s.inTxCtx(ctx) {
+			s.tokens.put(signature, row, s.now(), gen)
+		}
+	}
+	if !row.grantValid(s.now()) {
+		// Expired or revoked grant: the token is as good as revoked (the janitor
+		// deletes it shortly), not inactive, which would look like refresh reuse.
+		return nil, fosite.ErrNotFound
 	}
 	client, err := s.GetClient(ctx, row.clientID)
 	if err != nil {
@@ -382,7 +431,7 @@ func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string)
 // with it is revoked. A token already rotated keeps its first rotation time, so the
 // grace period is never extended by using it again.
 func (s *Store) RotateRefreshToken(ctx context.Context, _ string, signature string) error {
-	return s.inTx(ctx, func(q querier) error {
+	return s.inTx(ctx, func(ctx context.Context, q querier) error {
 		var access sql.NullString
 		err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
 WHERE kind = $1 AND signature = $2 AND rotated_at IS NULL RETURNING access_signature`,
@@ -412,7 +461,7 @@ func (s *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
 }
 
 func (s *Store) revokeRequest(ctx context.Context, kind, requestID string) error {
-	return s.inTx(ctx, func(q querier) error {
+	return s.inTx(ctx, func(ctx context.Context, q querier) error {
 		var clientID, subject string
 		err := q.QueryRowContext(ctx, `WITH gone AS (DELETE FROM tokens WHERE kind = $1 AND request_id = $2 RETURNING client_id, subject)
 SELECT client_id, subject FROM gone LIMIT 1`, kind, requestID).Scan(&clientID, &subject)
@@ -477,25 +526,31 @@ func (s *Store) BeginTX(ctx context.Context) (context.Context, error) {
 	if err != nil {
 		return ctx, s.mapErr(err)
 	}
-	return context.WithValue(ctx, txKey{}, tx), nil
+	return context.WithValue(ctx, txKey{}, &txState{tx: tx}), nil
 }
 
 // Commit implements storage.Transactional.
 func (s *Store) Commit(ctx context.Context) error {
-	tx, ok := ctx.Value(txKey{}).(*sql.Tx)
+	st, ok := txFrom(ctx)
 	if !ok {
 		return errors.New("commit without a transaction")
 	}
-	return s.mapErr(tx.Commit())
+	if err := st.tx.Commit(); err != nil {
+		return s.mapErr(err)
+	}
+	for _, f := range st.after {
+		f()
+	}
+	return nil
 }
 
 // Rollback implements storage.Transactional.
 func (s *Store) Rollback(ctx context.Context) error {
-	tx, ok := ctx.Value(txKey{}).(*sql.Tx)
+	st, ok := txFrom(ctx)
 	if !ok {
 		return errors.New("rollback without a transaction")
 	}
-	return s.mapErr(tx.Rollback())
+	return s.mapErr(st.tx.Rollback())
 }
 
 func nonNil(a fosite.Arguments) []string {

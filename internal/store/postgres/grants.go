@@ -24,10 +24,14 @@ const grantWithTokens = `SELECT ` + grantColumns + `, (SELECT count(*) FROM toke
 
 // PutGrant stores the grant for (ClientID, Subject). A declared grant replaces the
 // scopes (git is the truth); a browser consent widens them (the user approved more).
-// When the stored grant changes, EventConsentGiven is logged.
+// When the stored grant changes, EventConsentGiven is logged; when its scopes narrow,
+// the tokens issued under it for scopes it no longer covers are revoked. A grant
+// already expired is revoked as RevokeGrant would, and a new one takes its place; a
+// grant that arrives expired revokes the one standing and is not stored (its ID is
+// empty).
 func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.ConsentGrant, error) {
 	var out *store.ConsentGrant
-	err := s.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(ctx context.Context, q querier) error {
 		old, err := scanGrant(q.QueryRowContext(ctx,
 			`SELECT `+grantColumns+` FROM consent_grants WHERE client_id = $1 AND subject = $2 FOR UPDATE`, g.ClientID, g.Subject))
 		switch {
@@ -36,14 +40,39 @@ func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.Con
 		case err != nil:
 			return err
 		}
+		if old != nil && !old.ExpiresAt.IsZero() && !s.now().Before(old.ExpiresAt) {
+			if _, err := q.ExecContext(ctx, `DELETE FROM consent_grants WHERE id = $1`, old.ID); err != nil {
+				return err
+			}
+			if err := s.grantRevoked(ctx, q, old); err != nil {
+				return err
+			}
+			old = nil
+		}
 		next := *g
 		next.Scopes = slices.Clone(g.Scopes)
+		if !next.ExpiresAt.IsZero() && !s.now().Before(next.ExpiresAt) {
+			// Expired on arrival (a declared grant reconciled after its expiry): it
+			// revokes what stands and stores nothing, so that the next identical PUT
+			// changes nothing and logs nothing.
+			if old != nil {
+				if _, err := q.ExecContext(ctx, `DELETE FROM consent_grants WHERE id = $1`, old.ID); err != nil {
+					return err
+				}
+				if err := s.grantRevoked(ctx, q, old); err != nil {
+					return err
+				}
+			}
+			out = &next
+			return nil
+		}
 		if old != nil {
 			next.ID, next.GrantedAt, next.LastUsedAt = old.ID, old.GrantedAt, old.LastUsedAt
 			if g.Source == store.SourceBrowser {
 				next.Scopes = union(old.Scopes, g.Scopes)
 				if old.Source == store.SourceDeclared {
 					next.Source = store.SourceDeclared
+					next.ExpiresAt = old.ExpiresAt // a consent page does not lift a declared expiry
 				}
 			}
 			if slices.Equal(sorted(old.Scopes), sorted(next.Scopes)) && old.Source == next.Source &&
@@ -67,6 +96,11 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 			}
 			return err
 		}
+		if old != nil {
+			if err := s.narrowed(ctx, q, &next); err != nil {
+				return err
+			}
+		}
 		if err := s.appendEvent(ctx, q, store.Event{Kind: store.EventConsentGiven, ClientID: next.ClientID,
 			Subject: next.Subject, GrantID: next.ID, Scopes: next.Scopes}); err != nil {
 			return err
@@ -75,6 +109,50 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 		return nil
 	})
 	return out, err
+}
+
+// narrowed follows a change of grant g: tokens issued under it for a scope g no longer
+// holds are revoked (each authorization logged as EventTokenRevoked), and every
+// replica drops the grant's cached tokens, whose cached grant expiry may have changed.
+func (s *Store) narrowed(ctx context.Context, q querier, g *store.ConsentGrant) error {
+	var revoked [][2]string
+	err := queryRows(ctx, q, func(row scanner) error {
+		var requestID, subject string
+		if err := row.Scan(&requestID, &subject); err != nil {
+			return err
+		}
+		revoked = append(revoked, [2]string{requestID, subject})
+		return nil
+	}, `WITH gone AS (
+    DELETE FROM tokens WHERE grant_id = $1 AND NOT (granted_scopes <@ $2::text[]) RETURNING request_id, subject)
+SELECT DISTINCT request_id, subject FROM gone ORDER BY request_id`, g.ID, pq.Array(g.Scopes))
+	if err != nil {
+		return err
+	}
+	if err := s.tokensGone(ctx, q, Invalidation{GrantID: g.ID}); err != nil {
+		return err
+	}
+	for _, r := range revoked {
+		if err := s.appendEvent(ctx, q, store.Event{Kind: store.EventTokenRevoked, ClientID: g.ClientID, Subject: r[1],
+			GrantID: g.ID, RequestID: r[0]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// grantRevoked follows the deletion of grant g's row in q: its tokens go, every
+// replica drops them from its cache, and EventGrantRevoked is logged. RevokeGrant,
+// the janitor (expiry) and PutGrant (an expired grant replaced) share it, so that
+// expiry revokes exactly as a delete does.
+func (s *Store) grantRevoked(ctx context.Context, q querier, g *store.ConsentGrant) error {
+	if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE grant_id = $1`, g.ID); err != nil {
+		return err
+	}
+	if err := s.tokensGone(ctx, q, Invalidation{GrantID: g.ID}); err != nil {
+		return err
+	}
+	return s.appendEvent(ctx, q, store.Event{Kind: store.EventGrantRevoked, ClientID: g.ClientID, Subject: g.Subject, GrantID: g.ID})
 }
 
 // GetGrant returns the grant of subject to clientID, or store.ErrNotFound.
@@ -108,25 +186,27 @@ WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_
 
 // RevokeGrant deletes the grant and every token issued under it, and logs it.
 func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error {
-	return s.inTx(ctx, func(q querier) error {
-		var id string
+	return s.inTx(ctx, func(ctx context.Context, q querier) error {
+		g := &store.ConsentGrant{ClientID: clientID, Subject: subject}
 		err := q.QueryRowContext(ctx, `DELETE FROM consent_grants WHERE client_id = $1 AND subject = $2 RETURNING id`,
-			clientID, subject).Scan(&id)
+			clientID, subject).Scan(&g.ID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE grant_id = $1`, id); err != nil {
-			return err
-		}
-		if err := s.tokensGone(ctx, q, Invalidation{GrantID: id}); err != nil {
-			return err
-		}
-		err = s.appendEvent(ctx, q, store.Event{Kind: store.EventGrantRevoked, ClientID: clientID, Subject: subject, GrantID: id})
-		return err
+		return s.grantRevoked(ctx, q, g)
 	})
+}
+
+// GetGrantByID returns the grant with id, or store.ErrNotFound.
+func (s *Store) GetGrantByID(ctx context.Context, id string) (*store.ConsentGrant, error) {
+	g, err := scanGrant(s.q(ctx).QueryRowContext(ctx, `SELECT `+grantColumns+` FROM consent_grants WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	return g, s.mapErr(err)
 }
 
 // TouchGrant records that the grant was used at at. It writes at most once a minute
@@ -181,4 +261,20 @@ func newID() string {
 func isForeignKeyViolation(err error) bool {
 	var pqErr *pq.Error
 	return errors.As(err, &pqErr) && pqErr.Code == "23503"
+}
+
+// queryRows runs query in q and calls each for every row, and closes the rows before
+// it returns: the transaction's next statement cannot run while they are open.
+func queryRows(ctx context.Context, q querier, each func(scanner) error, query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

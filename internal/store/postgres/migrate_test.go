@@ -181,11 +181,22 @@ func TestCheckSchemaAndPlan(t *testing.T) {
 	}
 }
 
-// The embedded migrations follow the rules: a header, numbered without gaps, and
-// CREATE INDEX only CONCURRENTLY, only outside a transaction.
+// The embedded migrations follow the rules: a header, numbered without gaps,
+// CREATE INDEX only CONCURRENTLY, only outside a transaction, and a constraint added
+// to an existing table NOT VALID, then validated in a statement of its own.
 func TestMigrationFilesFollowTheRules(t *testing.T) {
 	createIndex := regexp.MustCompile(`(?i)CREATE\s+(UNIQUE\s+)?INDEX\s+(CONCURRENTLY)?`)
+	addConstraint := regexp.MustCompile(`(?is)ALTER\s+TABLE\s+\w+\s+ADD\s+CONSTRAINT\s+(\w+)[^;]*?(NOT\s+VALID)?;`)
 	for _, m := range postgres.Migrations() {
+		for _, match := range addConstraint.FindAllStringSubmatch(m.SQL, -1) {
+			if match[2] == "" {
+				t.Errorf("%04d_%s: ADD CONSTRAINT %s without NOT VALID scans the table under a lock that blocks writes",
+					m.Version, m.Name, match[1])
+			}
+			if m.Transaction || !strings.Contains(m.SQL, "VALIDATE CONSTRAINT "+match[1]) {
+				t.Errorf("%04d_%s: constraint %s must be validated by its own statement (transaction=false)", m.Version, m.Name, match[1])
+			}
+		}
 		for _, match := range createIndex.FindAllStringSubmatch(m.SQL, -1) {
 			if match[2] == "" {
 				t.Errorf("%04d_%s: CREATE INDEX without CONCURRENTLY locks writes on a live table", m.Version, m.Name)
@@ -236,4 +247,39 @@ ORDER BY 1`)
 		b.WriteString(line + "\n")
 	}
 	return b.String()
+}
+
+// 0003 adds the tokens→clients foreign key on a database that already has tokens of
+// clients deleted in a race: those go, the constraint is validated, and from then on
+// the database refuses such a token.
+func TestClientForeignKeyMigrationOnOrphans(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewDatabase(t)
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if _, err := postgres.Migrate(ctx, db, postgres.Migrations(), postgres.MigrateOptions{To: 2}); err != nil {
+		t.Fatal(err)
+	}
+	orphan := `INSERT INTO tokens (kind, signature, request_id, client_id, requested_at, session) VALUES ('access_token', $1, 'r', 'gone', now(), '{}')`
+	if _, err := db.ExecContext(ctx, orphan, "sig-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.Migrate(ctx, db, postgres.Migrations(), postgres.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var validated bool
+	if err := db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM tokens), (SELECT convalidated FROM pg_constraint WHERE conname = 'tokens_client_id_fkey')`).
+		Scan(&n, &validated); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 || !validated {
+		t.Errorf("after 0003: %d orphan tokens left, constraint validated %v; want 0, true", n, validated)
+	}
+	if _, err := db.ExecContext(ctx, orphan, "sig-2"); err == nil || !strings.Contains(err.Error(), "tokens_client_id_fkey") {
+		t.Errorf("a token for a client that does not exist: err = %v, want the foreign key to refuse it", err)
+	}
 }

@@ -26,6 +26,9 @@ type Options struct {
 	Now func() time.Time
 	// Hooks observe events for metrics; nil fields are skipped.
 	Hooks Hooks
+	// ClientCacheTTL bounds how long a replica trusts a cached client when a change
+	// notification was lost; 0 means DefaultClientCacheTTL.
+	ClientCacheTTL time.Duration
 }
 
 // Hooks let the token server count what happens in the store without the store
@@ -41,10 +44,18 @@ type Hooks struct {
 // Store is the PostgreSQL store. It implements store.Store and fosite's storage
 // interfaces (see fosite.go).
 type Store struct {
-	db      *sql.DB
-	opts    Options
-	clients clientCache
-	tokens  tokenCache
+	db        *sql.DB
+	opts      Options
+	clients   clientCache
+	tokens    tokenCache
+	testHooks testHooks
+}
+
+// testHooks let tests stop a reader between its read and its cache fill, to force
+// the interleavings a busy server produces by chance (export_test.go).
+type testHooks struct {
+	afterClientRead func(id string)
+	afterTokenRead  func(signature string)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -67,6 +78,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.ClientCacheTTL <= 0 {
+		opts.ClientCacheTTL = DefaultClientCacheTTL
 	}
 	return &Store{db: db, opts: opts}, nil
 }
@@ -112,33 +126,64 @@ type querier interface {
 
 type txKey struct{}
 
+// txState is a transaction and what to do once it commits. Cache invalidations wait
+// for the commit: dropped earlier, an entry could be refilled with the old row by a
+// reader that runs between the drop and the commit.
+type txState struct {
+	tx    *sql.Tx
+	after []func()
+}
+
+func txFrom(ctx context.Context) (*txState, bool) {
+	st, ok := ctx.Value(txKey{}).(*txState)
+	return st, ok
+}
+
 func (s *Store) inTxCtx(ctx context.Context) bool {
-	_, ok := ctx.Value(txKey{}).(*sql.Tx)
+	_, ok := txFrom(ctx)
 	return ok
 }
 
-// q returns the transaction fosite began on ctx (see BeginTX), or the pool.
+// q returns the transaction on ctx (fosite's, see BeginTX, or inTx's), or the pool.
 func (s *Store) q(ctx context.Context) querier {
-	if tx, ok := ctx.Value(txKey{}).(*sql.Tx); ok {
-		return tx
+	if st, ok := txFrom(ctx); ok {
+		return st.tx
 	}
 	return s.db
 }
 
+// afterCommit runs f when the transaction on ctx commits, or now when there is none
+// (the statement before it was committed on its own).
+func (s *Store) afterCommit(ctx context.Context, f func()) {
+	if st, ok := txFrom(ctx); ok {
+		st.after = append(st.after, f)
+		return
+	}
+	f()
+}
+
 // inTx runs fn in the transaction on ctx, or in a new one committed when fn succeeds.
-func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
-	if tx, ok := ctx.Value(txKey{}).(*sql.Tx); ok {
-		return fn(tx)
+// fn's ctx carries the transaction, for afterCommit.
+func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
+	if st, ok := txFrom(ctx); ok {
+		return fn(ctx, st.tx)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return s.mapErr(err)
 	}
-	if err := fn(tx); err != nil {
+	st := &txState{tx: tx}
+	if err := fn(context.WithValue(ctx, txKey{}, st), tx); err != nil {
 		_ = tx.Rollback()
 		return s.mapErr(err)
 	}
-	return s.mapErr(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return s.mapErr(err)
+	}
+	for _, f := range st.after {
+		f()
+	}
+	return nil
 }
 
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }

@@ -24,12 +24,35 @@ const tokenCacheMax = 100_000
 // ends a token — revocation by request, grant or client, rotation, deletion —
 // invalidates it here and, by NOTIFY on TokensChannel (or ClientsChannel), on every
 // other replica, within the same transaction's commit.
+//
+// As with clients (see clientCache), a fill whose read started before an
+// invalidation that names its token is dropped: the cache remembers the last
+// invalidations with their generation, and refuses a fill when one of those since
+// its read matches, or when they no longer reach back that far.
 type tokenCache struct {
 	mu        sync.RWMutex
 	bySig     map[string]cachedToken
 	byRequest map[string]map[string]struct{}
 	byGrant   map[string]map[string]struct{}
 	byClient  map[string]map[string]struct{}
+	gen       uint64
+	recent    [recentInvalidations]genInvalidation // recent[g % len] is generation g's
+}
+
+// recentInvalidations is how many invalidations a fill can be checked against; a
+// read slower than that many invalidations is simply not cached.
+const recentInvalidations = 256
+
+type genInvalidation struct {
+	gen uint64
+	inv Invalidation
+	all bool
+}
+
+func (gi genInvalidation) matches(sig string, row *tokenRow) bool {
+	i := gi.inv
+	return gi.all || i.Signature != "" && i.Signature == sig || i.RequestID != "" && i.RequestID == row.requestID ||
+		i.GrantID != "" && i.GrantID == row.grantID || i.ClientID != "" && i.ClientID == row.clientID
 }
 
 type cachedToken struct {
@@ -75,6 +98,33 @@ func ParseInvalidation(payload string) (Invalidation, bool) {
 	return Invalidation{}, false
 }
 
+// generation is taken before a read whose result may be put.
+func (tc *tokenCache) generation() uint64 {
+	tc.mu.RLock()
+	defer tc.mu.RUnlock()
+	return tc.gen
+}
+
+// record notes an invalidation; the caller holds the lock.
+func (tc *tokenCache) record(inv Invalidation, all bool) {
+	tc.gen++
+	tc.recent[tc.gen%recentInvalidations] = genInvalidation{gen: tc.gen, inv: inv, all: all}
+}
+
+// invalidatedSince reports whether an invalidation after readGen may name the token;
+// the caller holds the lock.
+func (tc *tokenCache) invalidatedSince(readGen uint64, sig string, row *tokenRow) bool {
+	if tc.gen-readGen >= recentInvalidations {
+		return true
+	}
+	for g := readGen + 1; g <= tc.gen; g++ {
+		if tc.recent[g%recentInvalidations].matches(sig, row) {
+			return true
+		}
+	}
+	return false
+}
+
 func (tc *tokenCache) get(sig string, now time.Time) (*tokenRow, bool) {
 	tc.mu.RLock()
 	defer tc.mu.RUnlock()
@@ -85,9 +135,13 @@ func (tc *tokenCache) get(sig string, now time.Time) (*tokenRow, bool) {
 	return e.row, true
 }
 
-func (tc *tokenCache) put(sig string, row *tokenRow, now time.Time) {
+// put stores row, read at generation readGen, unless it was invalidated since.
+func (tc *tokenCache) put(sig string, row *tokenRow, now time.Time, readGen uint64) bool {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
+	if tc.invalidatedSince(readGen, sig, row) {
+		return false
+	}
 	if tc.bySig == nil || len(tc.bySig) >= tokenCacheMax {
 		tc.reset()
 	}
@@ -97,6 +151,7 @@ func (tc *tokenCache) put(sig string, row *tokenRow, now time.Time) {
 	if row.grantID != "" {
 		index(tc.byGrant, row.grantID, sig)
 	}
+	return true
 }
 
 func index(m map[string]map[string]struct{}, key, sig string) {
@@ -116,6 +171,7 @@ func (tc *tokenCache) reset() {
 
 func (tc *tokenCache) clear() {
 	tc.mu.Lock()
+	tc.record(Invalidation{}, true)
 	tc.reset()
 	tc.mu.Unlock()
 }
@@ -123,6 +179,7 @@ func (tc *tokenCache) clear() {
 func (tc *tokenCache) drop(inv Invalidation) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
+	tc.record(inv, false)
 	if tc.bySig == nil {
 		return
 	}
@@ -161,10 +218,11 @@ func unindex(m map[string]map[string]struct{}, key, sig string) {
 // InvalidateTokens drops cached access tokens (a notification named them).
 func (s *Store) InvalidateTokens(inv Invalidation) { s.tokens.drop(inv) }
 
-// tokensGone drops the named tokens here and tells the other replicas, in q's
-// transaction: they hear it when it commits.
+// tokensGone tells every replica, this one included, to drop the named tokens once
+// q's transaction commits: the others hear the NOTIFY then, this one runs the drop
+// then (see afterCommit).
 func (s *Store) tokensGone(ctx context.Context, q querier, inv Invalidation) error {
-	s.tokens.drop(inv)
+	s.afterCommit(ctx, func() { s.tokens.drop(inv) })
 	_, err := q.ExecContext(ctx, `SELECT pg_notify($1, $2)`, TokensChannel, inv.String())
 	return err
 }

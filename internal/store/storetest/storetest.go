@@ -56,6 +56,9 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("ConcurrentEventsInCommitOrder", func(t *testing.T) { testConcurrentEvents(t, newStore) })
 	t.Run("ConcurrentIdempotentPut", func(t *testing.T) { testConcurrentPut(t, newStore) })
 	t.Run("ConcurrentRotation", func(t *testing.T) { testConcurrentRotation(t, newStore) })
+	t.Run("GrantExpiry", func(t *testing.T) { testGrantExpiry(t, newStore) })
+	t.Run("GrantNarrowing", func(t *testing.T) { testGrantNarrowing(t, newStore) })
+	t.Run("DeletedClientGetsNoToken", func(t *testing.T) { testDeletedClientGetsNoToken(t, newStore) })
 }
 
 // Clock is a settable clock for the grace period and expiry tests.
@@ -76,11 +79,15 @@ func (c *Clock) Step(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.
 // Session is a fosite session that belongs to a consent grant.
 type Session struct {
 	openid.DefaultSession
-	GrantID string `json:"grantID,omitempty"`
+	GrantID        string    `json:"grantID,omitempty"`
+	GrantExpiresAt time.Time `json:"grantExpiresAt,omitzero"`
 }
 
 // GetGrantID tells the store which grant the token belongs to.
 func (s *Session) GetGrantID() string { return s.GrantID }
+
+// GetGrantExpiresAt tells the store when the grant expires.
+func (s *Session) GetGrantExpiresAt() time.Time { return s.GrantExpiresAt }
 
 // Clone implements fosite.Session.
 func (s *Session) Clone() fosite.Session {
@@ -91,7 +98,7 @@ func (s *Session) Clone() fosite.Session {
 
 func testClient(id string) *store.Client {
 	return &store.Client{
-		ID: id, SecretHash: store.HashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
+		ID: id, SecretHash: store.LegacyHashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
 		ClientMetadata: adminapi.ClientMetadata{
 			Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
 			RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
@@ -205,7 +212,7 @@ func testClientOwnership(t *testing.T, newStore Factory) {
 
 	attacker := testClient("grafana")
 	attacker.OwnerNamespace = "tenant-x"
-	attacker.SecretHash = store.HashSecret("attacker-attacker-attacker-attacker")
+	attacker.SecretHash = store.LegacyHashSecret("attacker-attacker-attacker-attacker")
 	attacker.RedirectURIs = []string{"https://evil.example.com/cb"}
 	changed, err := s.PutClient(ctx, attacker)
 	if !errors.Is(err, store.ErrOwnerConflict) || changed {
@@ -256,7 +263,12 @@ func testAccessTokens(t *testing.T, newStore Factory) {
 	s := newStore(t, Config{})
 	mustPutClient(t, s, testClient("grafana"))
 	now := time.Now().UTC().Truncate(time.Second)
-	req := request(t, s, "req-1", "alice", "grant-1", now)
+	grant, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := request(t, s, "req-1", "alice", grant.ID, now)
 	if err := s.CreateAccessTokenSession(ctx, "sig-1", req); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +283,7 @@ func testAccessTokens(t *testing.T, newStore Factory) {
 		got.GetRequestForm().Get("scope") != "openid profile" {
 		t.Errorf("GetAccessTokenSession = %+v, want the request stored", got)
 	}
-	if sess.Subject != "alice" || sess.GrantID != "grant-1" || !sess.GetExpiresAt(fosite.AccessToken).Equal(now.Add(time.Hour)) {
+	if sess.Subject != "alice" || sess.GrantID != grant.ID || !sess.GetExpiresAt(fosite.AccessToken).Equal(now.Add(time.Hour)) {
 		t.Errorf("session = %+v, want subject alice, grant grant-1, expiry in an hour", sess)
 	}
 	if _, err := s.GetAccessTokenSession(ctx, "nope", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
@@ -690,5 +702,250 @@ func testConcurrentRotation(t *testing.T, newStore Factory) {
 	wg.Wait()
 	if _, err := s.GetRefreshTokenSession(ctx, "rt", &Session{}); err != nil {
 		t.Errorf("within the grace period after concurrent rotation: %v", err)
+	}
+}
+
+// grantRequest is request under grant g, granted scopes, with the grant's expiry on
+// the session as the token server puts it there.
+func grantRequest(t *testing.T, s Store, requestID string, g *store.ConsentGrant, now time.Time, scopes ...string) *fosite.Request {
+	t.Helper()
+	r := request(t, s, requestID, g.Subject, g.ID, now)
+	r.Session.(*Session).GrantExpiresAt = g.ExpiresAt
+	r.GrantedScope = scopes
+	return r
+}
+
+func eventKinds(t *testing.T, s Store, after int64) ([]store.Event, []string) {
+	t.Helper()
+	evs, err := s.Events(context.Background(), after, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := make([]string, 0, len(evs))
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind)
+	}
+	return evs, kinds
+}
+
+// A grant's expiry ends its tokens: no token issued under it lives past it, a token
+// looked up (and cached) before is refused after it even before the janitor runs,
+// and the janitor then revokes the grant exactly as RevokeGrant does, logged.
+func testGrantExpiry(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	clock := NewClock()
+	s := newStore(t, Config{Now: clock.Now})
+	mustPutClient(t, s, testClient("grafana"))
+	start := clock.Now()
+	g, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceDeclared, ExpiresAt: start.Add(30 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := grantRequest(t, s, "req-1", g, start, "openid")
+	for _, create := range []func() error{
+		func() error { return s.CreateAuthorizeCodeSession(ctx, "code-1", r) },
+		func() error { return s.CreateAccessTokenSession(ctx, "at-1", r) },
+		func() error { return s.CreateRefreshTokenSession(ctx, "rt-1", "at-1", r) },
+	} {
+		if err := create(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Issuance: the hour-long access token and 30-day refresh token end with the grant.
+	sess := &Session{}
+	if _, err := s.GetRefreshTokenSession(ctx, "rt-1", sess); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []fosite.TokenType{fosite.AccessToken, fosite.RefreshToken} {
+		if got := sess.GetExpiresAt(tt); !got.Equal(g.ExpiresAt) {
+			t.Errorf("%s expires at %v, want the grant's expiry %v", tt, got, g.ExpiresAt)
+		}
+	}
+	if got := sess.GetExpiresAt(fosite.AuthorizeCode); !got.Equal(start.Add(10 * time.Minute)) {
+		t.Errorf("a code that ends before the grant was changed: expires %v", got)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-1", &Session{}); err != nil {
+		t.Fatal(err) // cached now, in a store that caches
+	}
+
+	// At expiry, before any janitor: every token of the grant is refused.
+	clock.Step(30 * time.Minute)
+	if _, err := s.GetAccessTokenSession(ctx, "at-1", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("access token at its grant's expiry: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetRefreshTokenSession(ctx, "rt-1", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("refresh token at its grant's expiry: err = %v, want ErrNotFound (not inactive: no reuse to punish)", err)
+	}
+	if _, err := s.GetAuthorizeCodeSession(ctx, "code-1", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("code at its grant's expiry: err = %v, want ErrNotFound", err)
+	}
+
+	// The janitor revokes it as a delete would: grant and tokens gone, logged.
+	before, _ := s.LastEventSeq(ctx)
+	if _, err := s.DeleteExpired(ctx, clock.Now(), 100); err != nil {
+		t.Fatal(err)
+	}
+	evs, kinds := eventKinds(t, s, before)
+	if !slices.Equal(kinds, []string{store.EventGrantRevoked}) || evs[0].GrantID != g.ID || evs[0].Subject != "alice" ||
+		evs[0].ClientID != "grafana" {
+		t.Errorf("events of the janitor = %+v, want one grant_revoked for %s", evs, g.ID)
+	}
+	if _, err := s.GetGrant(ctx, "grafana", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired grant after the janitor: err = %v, want ErrNotFound", err)
+	}
+	if err := s.RevokeGrant(ctx, "grafana", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting an expired grant after the janitor: err = %v, want ErrNotFound", err)
+	}
+
+	// A grant whose expiry is moved earlier: a token looked up before is refused from
+	// the new expiry on.
+	g2, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "bob", Scopes: []string{"openid"},
+		Source: store.SourceDeclared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAccessTokenSession(ctx, "at-2", grantRequest(t, s, "req-2", g2, clock.Now(), "openid")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-2", &Session{}); err != nil {
+		t.Fatal(err)
+	}
+	g2.ExpiresAt = clock.Now().Add(10 * time.Minute)
+	if _, err := s.PutGrant(ctx, g2); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(10 * time.Minute)
+	if _, err := s.GetAccessTokenSession(ctx, "at-2", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("access token after its grant's shortened expiry: err = %v, want ErrNotFound", err)
+	}
+
+	// Consent again on an expired grant, before the janitor: the old grant is revoked
+	// (logged) and a new one stands; the old tokens stay dead.
+	before, _ = s.LastEventSeq(ctx)
+	g3, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "bob", Scopes: []string{"openid"},
+		Source: store.SourceBrowser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g3.ID == g2.ID || !g3.ExpiresAt.IsZero() {
+		t.Errorf("consent on an expired grant = %+v; want a new grant (not %s) without expiry", g3, g2.ID)
+	}
+	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []string{store.EventGrantRevoked, store.EventConsentGiven}) ||
+		evs[0].GrantID != g2.ID {
+		t.Errorf("events = %+v; want grant_revoked for %s then consent_given", evs, g2.ID)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-2", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("a token of the expired grant came back with the new consent: err = %v", err)
+	}
+
+	// A declared grant put with an expiry already past (reconciled after it) revokes
+	// the standing grant at once and stores nothing; putting it again does nothing.
+	if err := s.CreateAccessTokenSession(ctx, "at-3", grantRequest(t, s, "req-3", g3, clock.Now(), "openid")); err != nil {
+		t.Fatal(err)
+	}
+	expired := &store.ConsentGrant{ClientID: "grafana", Subject: "bob", Scopes: []string{"openid"}, Source: store.SourceDeclared,
+		ExpiresAt: clock.Now().Add(-time.Second)}
+	before, _ = s.LastEventSeq(ctx)
+	for range 2 {
+		got, err := s.PutGrant(ctx, expired)
+		if err != nil || got.ID != "" {
+			t.Errorf("PutGrant of an expired grant = %+v, %v; want nothing stored", got, err)
+		}
+	}
+	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []string{store.EventGrantRevoked}) || evs[0].GrantID != g3.ID {
+		t.Errorf("events = %+v; want one grant_revoked for %s", evs, g3.ID)
+	}
+	if _, err := s.GetAccessTokenSession(ctx, "at-3", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("a token of a grant put expired: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetGrant(ctx, "grafana", "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a grant put expired was stored: err = %v", err)
+	}
+}
+
+// Narrowing a declared grant revokes the tokens whose scopes the new set no longer
+// covers, and only those; a browser consent that widens revokes nothing.
+func testGrantNarrowing(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	g, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice",
+		Scopes: []string{"email", "openid", "profile"}, Source: store.SourceDeclared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tokens := map[string][]string{"a": {"openid"}, "b": {"openid", "profile"}, "c": {"email", "openid"}}
+	for name, scopes := range tokens {
+		r := grantRequest(t, s, "req-"+name, g, now, scopes...)
+		if err := s.CreateAccessTokenSession(ctx, "at-"+name, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRefreshTokenSession(ctx, "rt-"+name, "at-"+name, r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetAccessTokenSession(ctx, "at-"+name, &Session{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live := func(name string) bool {
+		_, errA := s.GetAccessTokenSession(ctx, "at-"+name, &Session{})
+		_, errR := s.GetRefreshTokenSession(ctx, "rt-"+name, &Session{})
+		if (errA == nil) != (errR == nil) {
+			t.Errorf("tokens of req-%s: access %v, refresh %v; want both or neither", name, errA, errR)
+		}
+		return errA == nil
+	}
+	check := func(step string, want map[string]bool) {
+		t.Helper()
+		for name, w := range want {
+			if got := live(name); got != w {
+				t.Errorf("%s: tokens of req-%s (scopes %v) live = %v, want %v", step, name, tokens[name], got, w)
+			}
+		}
+	}
+	before, _ := s.LastEventSeq(ctx)
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid", "profile"},
+		Source: store.SourceDeclared}); err != nil {
+		t.Fatal(err)
+	}
+	check("narrowed to openid profile", map[string]bool{"a": true, "b": true, "c": false})
+	evs, kinds := eventKinds(t, s, before)
+	if !slices.Equal(kinds, []string{store.EventTokenRevoked, store.EventConsentGiven}) || evs[0].RequestID != "req-c" ||
+		!slices.Equal(evs[1].Scopes, []string{"openid", "profile"}) {
+		t.Errorf("events = %+v; want token_revoked for req-c, then consent_given openid profile", evs)
+	}
+	// A browser consent widens: nothing is revoked.
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"email"},
+		Source: store.SourceBrowser}); err != nil {
+		t.Fatal(err)
+	}
+	check("widened by a browser consent", map[string]bool{"a": true, "b": true})
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceDeclared}); err != nil {
+		t.Fatal(err)
+	}
+	check("narrowed to openid", map[string]bool{"a": true, "b": false})
+}
+
+// A token cannot be stored for a client that no longer exists, whatever a replica's
+// cached copy of the client says.
+func testDeletedClientGetsNoToken(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana"))
+	r := request(t, s, "req-1", "", "", time.Now())
+	if err := s.DeleteClient(ctx, "grafana", ""); err != nil {
+		t.Fatal(err)
+	}
+	for name, create := range map[string]func() error{
+		"access token":  func() error { return s.CreateAccessTokenSession(ctx, "at", r) },
+		"refresh token": func() error { return s.CreateRefreshTokenSession(ctx, "rt", "at", r) },
+		"code":          func() error { return s.CreateAuthorizeCodeSession(ctx, "code", r) },
+	} {
+		if err := create(); !errors.Is(err, store.ErrClientGone) {
+			t.Errorf("%s for a deleted client: err = %v, want ErrClientGone", name, err)
+		}
 	}
 }
