@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // ErrNotFound is returned for a 404.
@@ -58,11 +59,16 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 		return ErrNotFound
 	}
 	if resp.StatusCode >= 300 {
+		// Errors end up in conditions and events any reader of the object sees. The
+		// server behind an external admin URL is not necessarily ours: only our own
+		// error shape is kept, short and printable; any other body is dropped, so a
+		// URL pointed at some internal service cannot be used to read it.
 		var e Error
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			e.Message, e.Field = sanitize(e.Message, maxMessage), sanitize(e.Field, maxField)
 			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
 		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+		return fmt.Errorf("%s %s: %d %s (not an admin API error)", method, path, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	if out != nil && len(data) > 0 {
 		return json.Unmarshal(data, out)
@@ -132,4 +138,29 @@ func (c *HTTPClient) Events(ctx context.Context, after int64, wait time.Duration
 
 func grantPath(clientID, subject string) string {
 	return "/admin/grants/" + url.PathEscape(clientID) + "/" + url.PathEscape(subject)
+}
+
+// Bounds of what a server's error may put into an error string.
+const (
+	maxMessage = 200
+	maxField   = 100
+)
+
+// sanitize keeps the first max runes of s that are printable, each other rune
+// replaced by a space, and marks a cut.
+func sanitize(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == max {
+			b.WriteString("…")
+			break
+		}
+		if !unicode.IsPrint(r) {
+			r = ' '
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }
