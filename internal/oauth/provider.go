@@ -9,12 +9,14 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/hashicorp/go-retryablehttp"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/fosite/token/jwt"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -39,6 +41,9 @@ type Config struct {
 	// PreviousHMACSecret still verifies tokens during a rotation; may be nil.
 	PreviousHMACSecret []byte
 	Keys               *Keys
+	// JWKSFetch is where a client's jwks_uri (private_key_jwt) may be fetched from:
+	// public addresses, plus the ranges it allows.
+	JWKSFetch netguard.Policy
 }
 
 // Storage is what the provider needs from the store: fosite's interfaces plus grants.
@@ -98,6 +103,15 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		SendDebugMessagesToClients:     false,
 		MinParameterEntropy:            fosite.MinParameterEntropy,
 	}
+	// A client's jwks_uri is chosen by whoever registers the client, a tenant: fetched
+	// with fosite's default client it would let a tenant make the server call cloud
+	// metadata or cluster-internal services. fosite's JWKS strategy takes an HTTP
+	// client, so ours dials through netguard, which checks the address connected to.
+	fetch := retryablehttp.NewClient()
+	fetch.HTTPClient = &http.Client{Transport: cfg.JWKSFetch.Transport(), Timeout: 10 * time.Second}
+	fetch.RetryMax, fetch.Logger = 1, nil
+	fc.HTTPClient = fetch
+	fc.JWKSFetcherStrategy = fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch))
 	if cfg.PreviousHMACSecret != nil {
 		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
 	}

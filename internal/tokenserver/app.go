@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
@@ -46,6 +48,9 @@ type Options struct {
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	Log               *slog.Logger
+	// JWKSFetchAllow are internal ranges a client's jwks_uri may still resolve to
+	// (netguard); public addresses are always allowed.
+	JWKSFetchAllow []netip.Prefix
 }
 
 // Serve runs the token server until ctx ends, then drains: readiness fails and it
@@ -85,6 +90,7 @@ func Serve(ctx context.Context, o Options) error {
 		Issuer: strings.TrimSuffix(o.Issuer, "/"), AccessTokenFormat: o.AccessTokenFormat, HMACSecret: o.HMACSecret, Keys: keys,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan,
+		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow},
 	}, st)
 	if err != nil {
 		return err
