@@ -20,7 +20,7 @@ var ErrNotFound = errors.New("not found")
 
 // HTTPClient talks to a token server's admin API.
 type HTTPClient struct {
-	BaseURL string // e.g. http://auth-admin.platform.svc:4445
+	BaseURL string // e.g. https://auth-admin.platform.svc:4445
 	Token   string
 	HTTP    *http.Client
 }
