@@ -102,9 +102,9 @@ func run(m *testing.M) int {
 	}
 	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second,
 		MirrorPoll: time.Second, Operator: operator,
-		// The suite's token server listens on loopback; the test of the guard uses
-		// another address (refusedAdminURL).
-		ExternalAdminAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}); err != nil {
+		// The suite's token server listens on 127.0.0.1; TestExternalAdminURLGuard
+		// uses another loopback address, which stays refused.
+		ExternalAdminAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
