@@ -369,9 +369,10 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 	return &progress{ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name)}
 }
 
-// configHash covers what the pods read only at start: keys, admin token, scope
+// configHash covers what the pods read only at start: keys, admin token and TLS, scope
 // descriptions, and the versions of the DSN and users Secrets. A change rolls them.
-func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha1.TokenServer, keys, admin, adminTLS *corev1.Secret) (string, error) {
+func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha1.TokenServer,
+	keys, admin, adminTLS *corev1.Secret) (string, error) {
 	h := sha256.New()
 	for _, sec := range []*corev1.Secret{keys, admin, adminTLS} {
 		names := make([]string, 0, len(sec.Data))

@@ -55,7 +55,12 @@ func TestServeAdminTLS(t *testing.T) {
 			"--admin-tls-cert-file", filepath.Join(dir, "tls.crt"), "--admin-tls-key-file", filepath.Join(dir, "tls.key"),
 			"--shutdown-delay", "0", "--log-level", "error"}, os.Stdout, os.Stderr)
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
 	pool, _ := adminpki.Pool(ca)
 	trusted := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "auth-admin.platform.svc", MinVersion: tls.VersionTLS12}}}

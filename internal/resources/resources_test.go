@@ -259,7 +259,7 @@ func TestAdminTLSMount(t *testing.T) {
 		if v.Secret == nil || v.Secret.SecretName != AdminTLSSecret(ts) {
 			continue
 		}
-		var keys []string
+		keys := make([]string, 0, len(v.Secret.Items))
 		for _, it := range v.Secret.Items {
 			keys = append(keys, it.Key)
 		}
