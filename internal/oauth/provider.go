@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/go-jose/go-jose/v3"
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
@@ -110,8 +111,14 @@ func New(cfg Config, st Storage) (*Provider, error) {
 	fetch := retryablehttp.NewClient()
 	fetch.HTTPClient = &http.Client{Transport: cfg.JWKSFetch.Transport(), Timeout: 10 * time.Second}
 	fetch.RetryMax, fetch.Logger = 1, nil
+	fetch.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if errors.Is(err, netguard.ErrRefused) {
+			return false, nil // refused now, refused on retry
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
 	fc.HTTPClient = fetch
-	fc.JWKSFetcherStrategy = fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch))
+	fc.JWKSFetcherStrategy = guardedJWKS{fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch))}
 	if cfg.PreviousHMACSecret != nil {
 		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
 	}
@@ -234,4 +241,18 @@ func ErrorStatus(err error) (int, string) {
 		return rfc.CodeField, rfc.ErrorField
 	}
 	return http.StatusInternalServerError, "server_error"
+}
+
+// guardedJWKS answers a jwks_uri that netguard refused as the client's fault
+// (invalid_client, 401), not fosite's server_error (500): the client's registration
+// names an address this server will not fetch from.
+type guardedJWKS struct{ fosite.JWKSFetcherStrategy }
+
+func (g guardedJWKS) Resolve(ctx context.Context, location string, ignoreCache bool) (*jose.JSONWebKeySet, error) {
+	set, err := g.JWKSFetcherStrategy.Resolve(ctx, location, ignoreCache)
+	if errors.Is(err, netguard.ErrRefused) {
+		return nil, fosite.ErrInvalidClient.WithHint(
+			"The client's jwks_uri resolves to an address this server does not fetch from.").WithWrap(err)
+	}
+	return set, err
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,8 @@ type setup struct {
 	logTo     io.Writer
 	// shutdownDelay: how long the server goes on serving after SIGTERM; default 0.
 	shutdownDelay time.Duration
+	// jwksAllow: internal ranges a client's jwks_uri may resolve to.
+	jwksAllow []netip.Prefix
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -145,7 +148,7 @@ func start(t testing.TB, s setup) *instance {
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
 			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, UsersFile: filepath.Join(s.keyDir, "users"),
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
-			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
+			Log:               slog.New(slog.NewTextHandler(logOut, nil)), JWKSFetchAllow: s.jwksAllow,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })
