@@ -171,10 +171,10 @@ func TestManagedTokenServer(t *testing.T) {
 	var serverPolicy, dbPolicy networkingv1.NetworkPolicy
 	get(t, ns, "auth-tokenserver", &serverPolicy)
 	get(t, ns, "auth-db", &dbPolicy)
-	if in := serverPolicy.Spec.Ingress; len(in) != 2 || len(in[0].From) != 0 || in[0].Ports[0].Port.StrVal != "http" ||
-		in[1].Ports[0].Port.StrVal != "admin" || len(in[1].From) != 1 ||
-		in[1].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "kubeoauth-system" ||
-		in[1].From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
+	if in := serverPolicy.Spec.Ingress; len(in) != 3 || len(in[0].From) != 0 || in[0].Ports[0].Port.StrVal != "http" ||
+		in[2].Ports[0].Port.StrVal != "admin" || len(in[2].From) != 1 ||
+		in[2].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "kubeoauth-system" ||
+		in[2].From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
 		t.Errorf("NetworkPolicy auth-tokenserver ingress %+v", in)
 	}
 	if in := dbPolicy.Spec.Ingress; len(in) != 1 || in[0].Ports[0].Port.StrVal != "postgres" || len(in[0].From) != 1 ||

@@ -481,8 +481,8 @@ type OperatorPeer struct {
 	PodLabels map[string]string
 }
 
-// ServerNetworkPolicy admits anyone to the token server's public port and only the
-// operator's pods to its admin port. It selects the pods of every color, so an
+// ServerNetworkPolicy admits anyone to the token server's public and metrics ports
+// and only the operator's pods to its admin port. It selects the pods of every color, so an
 // upgrade's new pods are covered before they serve.
 func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networkingv1.NetworkPolicy {
 	port := func(name string) []networkingv1.NetworkPolicyPort {
@@ -493,6 +493,9 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{
 			{Ports: port(portHTTP)}, // no From: every source
+			// The metrics port, where the server has one (a named port the pod lacks
+			// matches nothing): Prometheus, wherever it runs. Metrics carry no secrets.
+			{Ports: port("metrics")},
 			{Ports: port(portAdmin), From: []networkingv1.NetworkPolicyPeer{{
 				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
 				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}}}},

@@ -277,10 +277,13 @@ func TestNetworkPolicies(t *testing.T) {
 	ts := server()
 	op := OperatorPeer{Namespace: "kubeoauth-system", PodLabels: map[string]string{"app.kubernetes.io/component": "manager"}}
 	np := ServerNetworkPolicy(ts, op)
-	if len(np.Spec.Ingress) != 2 {
+	if len(np.Spec.Ingress) != 3 {
 		t.Fatalf("ingress %+v", np.Spec.Ingress)
 	}
-	public, admin := np.Spec.Ingress[0], np.Spec.Ingress[1]
+	public, metrics, admin := np.Spec.Ingress[0], np.Spec.Ingress[1], np.Spec.Ingress[2]
+	if metrics.Ports[0].Port.StrVal != "metrics" || len(metrics.From) != 0 {
+		t.Errorf("metrics rule %+v: want port metrics from anyone", metrics)
+	}
 	if public.Ports[0].Port.StrVal != "http" || len(public.From) != 0 {
 		t.Errorf("public rule %+v: want port http from anyone", public)
 	}
