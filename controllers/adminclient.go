@@ -2,35 +2,48 @@ package controllers
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
 // errServerNotReady ends a pass that needs a token server that is not Ready yet.
 var errServerNotReady = errors.New("token server not ready")
 
-// adminHTTP is shared by every admin API client: bounded, so an unreachable server
-// fails a reconcile instead of hanging it.
-var adminHTTP = &http.Client{Timeout: 10 * time.Second}
-
 // adminClientFor returns a client of the TokenServer's admin API: for an external
-// server the URL and token Secret in spec.external; for a bundled one a ready pod
-// behind its admin Service and the token Secret the operator generated.
+// server the URL, token Secret and optional CA bundle in spec.external, dialled
+// through netguard (the URL is whatever the TokenServer's author wrote); for a
+// bundled one a ready pod behind its admin Service, over TLS trusting only the CA
+// the operator made for that server, and the token Secret the operator generated.
 func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha1.TokenServer) (*adminapi.HTTPClient, error) {
-	var url, secretName, key string
+	var url, secretName, key, serverName string
+	var caPEM []byte
+	guard := &secrets.ExternalAdmin
 	if ext := ts.Spec.External; ext != nil {
 		url, secretName, key = ext.AdminURL, ext.TokenSecretRef.Name, ext.TokenSecretRef.Key
 		if key == "" {
 			key = "token"
+		}
+		if ref := ext.CASecretRef; ref != nil {
+			caKey := ref.Key
+			if caKey == "" {
+				caKey = resources.KeyCACert
+			}
+			var ca corev1.Secret
+			if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ref.Name}, &ca); err != nil {
+				return nil, fmt.Errorf("CA Secret %s (spec.external.caSecretRef): %w", ref.Name, err)
+			}
+			if caPEM = ca.Data[caKey]; len(caPEM) == 0 {
+				return nil, fmt.Errorf("CA Secret %s (spec.external.caSecretRef) has no key %q", ref.Name, caKey)
+			}
 		}
 	} else {
 		var err error
@@ -38,6 +51,20 @@ func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha
 			return nil, err
 		}
 		secretName, key = resources.AdminObjects(ts), resources.KeyAdminToken
+		// Pod addresses are cluster-internal by nature: no guard, the pinned CA and
+		// the Service's name are what make sure the token reaches our server.
+		guard, serverName = nil, resources.AdminServerName(ts)
+		var tlsSec corev1.Secret
+		if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.AdminTLSSecret(ts)}, &tlsSec); err != nil {
+			return nil, fmt.Errorf("admin TLS Secret %s: %w", resources.AdminTLSSecret(ts), err)
+		}
+		if caPEM = tlsSec.Data[resources.KeyCACert]; len(caPEM) == 0 {
+			return nil, fmt.Errorf("admin TLS Secret %s has no key %s", resources.AdminTLSSecret(ts), resources.KeyCACert)
+		}
+	}
+	hc, err := secrets.httpClient(caPEM, serverName, guard)
+	if err != nil {
+		return nil, err
 	}
 	var sec corev1.Secret
 	if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: secretName}, &sec); err != nil {
@@ -47,5 +74,13 @@ func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha
 	if token == "" {
 		return nil, fmt.Errorf("admin token Secret %s has no key %q", secretName, key)
 	}
-	return &adminapi.HTTPClient{BaseURL: url, Token: token, HTTP: adminHTTP}, nil
+	return &adminapi.HTTPClient{BaseURL: url, Token: token, HTTP: hc}, nil
+}
+
+func adminPool(caPEM []byte) (*x509.CertPool, error) {
+	pool, err := adminpki.Pool(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle: %w", err)
+	}
+	return pool, nil
 }

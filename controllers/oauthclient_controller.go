@@ -636,8 +636,11 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		// A Secret we own appears because we created it, in a pass that already used it:
 		// only its changes and deletion need another pass.
-		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }})).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clientsUsingSecret)).
+		// Secrets as metadata only (see SecretReader): a user's Secret this client
+		// waits for is noticed by its name, without the cache holding its data.
+		Owns(&corev1.Secret{}, builder.OnlyMetadata,
+			builder.WithPredicates(predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clientsUsingSecret)).
 		Watches(&oauthv1alpha1.TokenServer{}, handler.EnqueueRequestsFromMapFunc(r.clientsOfServer)).
 		// A namespace's labels decide admission and first-party status: a label change
 		// registers, deregisters or drops skipConsent within seconds, not at the resync.

@@ -2,17 +2,23 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"net/http"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
@@ -22,11 +28,13 @@ const (
 	ManagedBy      = resources.ManagedBy
 )
 
-// CacheOptions are the manager's cache settings: no managedFields on any object, and
-// Secrets trimmed so the cache does not hold every Secret of every watched namespace
-// (service-account tokens, Helm releases, TLS keys): only the Secrets the operator
-// made keep their data; of the others it keeps metadata, enough to notice a change.
-// namespaces nil watches all.
+// lastApplied is kubectl's annotation holding an applied object whole: on a Secret,
+// its data. It is dropped from the Secret metadata the cache keeps.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// CacheOptions are the manager's cache settings: no managedFields on any object;
+// of Services, StatefulSets, Jobs and EndpointSlices only the operator's; of Secrets
+// only metadata (see SecretReader). namespaces nil watches all.
 func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 	strip := cache.TransformStripManagedFields()
 	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy}), Transform: strip}
@@ -40,9 +48,11 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 			&batchv1.Job{}:               ours,
 			&corev1.Service{}:            ours,
 			&discoveryv1.EndpointSlice{}: ours,
+			// Only metadata informers are started for Secrets (ClientOptions keeps the
+			// typed ones out); this drops what metadata may still carry of the data.
 			&corev1.Secret{}: {Transform: func(in any) (any, error) {
-				if s, ok := in.(*corev1.Secret); ok && s.Labels[LabelManagedBy] != ManagedBy {
-					s.Data, s.StringData = nil, nil
+				if m, ok := in.(*metav1.PartialObjectMetadata); ok && m.Annotations[lastApplied] != "" {
+					delete(m.Annotations, lastApplied)
 				}
 				return strip(in)
 			}},
@@ -50,37 +60,62 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 	}
 }
 
-// SecretReader reads Secrets through the trimmed cache. The operator's own Secrets
-// come whole from the cache; a user's Secret that we reference (an external server's
-// admin token, a client secret with create: false) is read from the API server once
-// per resourceVersion and kept here, so a resync of thousands of clients sharing one
-// admin token does not read it thousands of times.
+// ClientOptions are the manager's client settings: typed Secrets are never read
+// through the cache, so no informer over Secrets' data is ever started, even by a
+// Get someone adds later; SecretReader reads them.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
+}
+
+// SecretReader reads Secrets without a cache of their data. The operator watches
+// Secrets as metadata only (enough to see that one changed, with its labels and
+// owner) and reads a Secret's data with a GET, once per resourceVersion, kept here:
+// a resync of thousands of clients sharing one admin token reads it once, and the
+// operator's memory grows with the Secrets it uses, not with every Secret of the
+// namespaces it watches (service-account tokens, Helm releases, TLS keys).
+//
+// This is cert-manager's SecretsFilteredCaching design (a metadata-only informer
+// for Secrets, direct reads for their data) without its second, label-filtered
+// typed informer: controller-runtime configures a cache per kind, so a typed
+// informer filtered by our label and an unfiltered metadata informer of Secrets
+// cannot share one manager cache, and the memo below gives the same effect. A label
+// required on users' Secrets (CloudNativePG's way for the Secrets it reloads) was
+// not chosen: an OAuthClient waiting for an unlabelled Secret would wait forever
+// with no sign of why.
 type SecretReader struct {
+	// cache is the manager's cached client: Secret metadata, EndpointSlices,
+	// Services; api reads Secret data from the API server.
 	cache, api client.Reader
+
+	// ExternalAdmin is where an external TokenServer's adminURL may connect.
+	ExternalAdmin netguard.Policy
 
 	mu   sync.Mutex
 	seen map[types.NamespacedName]*corev1.Secret
+	// transports of admin clients, by trust (CA bundle, server name): connections
+	// are kept alive between passes, and a new CA gets a new transport.
+	transports map[[sha256.Size]byte]*http.Client
 }
 
 func NewSecretReader(cached, api client.Reader) *SecretReader {
-	return &SecretReader{cache: cached, api: api, seen: map[types.NamespacedName]*corev1.Secret{}}
+	return &SecretReader{cache: cached, api: api, seen: map[types.NamespacedName]*corev1.Secret{},
+		transports: map[[sha256.Size]byte]*http.Client{}}
 }
 
 // Get fills sec with the whole Secret key.
 func (r *SecretReader) Get(ctx context.Context, key types.NamespacedName, sec *corev1.Secret) error {
-	if err := r.cache.Get(ctx, key, sec); err != nil {
+	var m metav1.PartialObjectMetadata
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.cache.Get(ctx, key, &m); err != nil {
 		r.mu.Lock()
 		delete(r.seen, key)
 		r.mu.Unlock()
 		return err
 	}
-	if sec.Labels[LabelManagedBy] == ManagedBy {
-		return nil
-	}
 	r.mu.Lock()
 	known := r.seen[key]
 	r.mu.Unlock()
-	if known != nil && known.ResourceVersion == sec.ResourceVersion {
+	if known != nil && known.ResourceVersion == m.ResourceVersion {
 		known.DeepCopyInto(sec)
 		return nil
 	}
@@ -91,4 +126,56 @@ func (r *SecretReader) Get(ctx context.Context, key types.NamespacedName, sec *c
 	r.seen[key] = sec.DeepCopy()
 	r.mu.Unlock()
 	return nil
+}
+
+// Version returns a Secret's resourceVersion from the metadata cache, without
+// reading its data.
+func (r *SecretReader) Version(ctx context.Context, key types.NamespacedName) (string, error) {
+	var m metav1.PartialObjectMetadata
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.cache.Get(ctx, key, &m); err != nil {
+		return "", err
+	}
+	return m.ResourceVersion, nil
+}
+
+// httpClient returns the admin client for one trust setting: caPEM empty trusts
+// the system's roots; guard, when set, is checked on every dial.
+func (r *SecretReader) httpClient(caPEM []byte, serverName string, guard *netguard.Policy) (*http.Client, error) {
+	h := sha256.New()
+	h.Write(caPEM)
+	h.Write([]byte{0})
+	h.Write([]byte(serverName))
+	if guard != nil {
+		h.Write([]byte{1})
+	}
+	var id [sha256.Size]byte
+	copy(id[:], h.Sum(nil))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.transports[id]; c != nil {
+		return c, nil
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if guard != nil {
+		t = guard.Transport()
+	}
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if len(caPEM) > 0 {
+		pool, err := adminPool(caPEM)
+		if err != nil {
+			return nil, err
+		}
+		t.TLSClientConfig.RootCAs = pool
+	}
+	// Bounded, so an unreachable server fails a reconcile instead of hanging it.
+	c := &http.Client{Transport: t, Timeout: 10 * time.Second}
+	if len(r.transports) > 256 { // CAs rotated many times: start over rather than grow
+		for k, old := range r.transports {
+			old.CloseIdleConnections()
+			delete(r.transports, k)
+		}
+	}
+	r.transports[id] = c
+	return c, nil
 }

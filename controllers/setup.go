@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -10,6 +11,8 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/clientspec"
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
 // Options tune the reconcilers; zero values take the defaults.
@@ -22,6 +25,13 @@ type Options struct {
 	MirrorPoll time.Duration
 	// ClientWorkers is how many OAuthClients are reconciled at once.
 	ClientWorkers int
+	// Operator is where the operator's pods run: the only peers the NetworkPolicy of
+	// a bundled server's admin port admits. With no namespace (the operator runs
+	// outside the cluster) no NetworkPolicies are made: none could admit it.
+	Operator resources.OperatorPeer
+	// ExternalAdminAllow are internal ranges an external TokenServer's adminURL may
+	// still connect to (netguard); public addresses are always allowed.
+	ExternalAdminAllow []netip.Prefix
 }
 
 // specChanged passes events that may need work: a new generation (spec or deletion),
@@ -33,8 +43,9 @@ var specChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate
 // The manager's cache should be built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
 	secrets := NewSecretReader(mgr.GetClient(), mgr.GetAPIReader())
+	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
-		HealthInterval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
+		HealthInterval: o.ServerHealthInterval, Operator: o.Operator}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,6 +30,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
@@ -48,6 +50,9 @@ var (
 	serverLog, managerLog testlog.Buffer
 	adminToken            = "operator-admin-token-0123456789abcdef"
 	resyncEvery           = time.Second
+	// operator is where the suite says the operator's pods run, for NetworkPolicies.
+	operator = resources.OperatorPeer{Namespace: "kubeoauth-system",
+		PodLabels: map[string]string{"app.kubernetes.io/name": "kubeoauth", "app.kubernetes.io/component": "manager"}}
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -94,13 +99,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(nil)})
+		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second,
-		MirrorPoll: time.Second}); err != nil {
+		MirrorPoll: time.Second, Operator: operator,
+		// The suite's token server listens on 127.0.0.1; TestExternalAdminURLGuard
+		// uses another loopback address, which stays refused.
+		ExternalAdminAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

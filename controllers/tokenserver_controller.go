@@ -13,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -26,6 +27,7 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
 // Reasons of TokenServer conditions.
@@ -46,6 +48,9 @@ type TokenServerReconciler struct {
 	Recorder events.EventRecorder
 	// HealthInterval is how often a Ready server's admin API is checked again.
 	HealthInterval time.Duration
+	// Operator is admitted to the admin port by the NetworkPolicy; with no
+	// namespace, no NetworkPolicies are made.
+	Operator resources.OperatorPeer
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
@@ -143,13 +148,15 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.HealthInterval = time.Minute
 	}
 	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.TokenServer{}).
-		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).Owns(&corev1.Secret{}).
+		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).
+		// Secrets as metadata only: see SecretReader.
+		Owns(&corev1.Secret{}, builder.OnlyMetadata).
 		// A pod becoming ready behind the admin Service is what makes the server Ready.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(serverOfSlice)).
 		// The users, DSN and external admin-token Secrets are the user's: a change
 		// rolls the pods (config hash) or reaches the admin API at once, not at the
 		// next resync.
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.serversUsingSecret)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.serversUsingSecret)).
 		Named("tokenserver").Complete(r)
 }
 

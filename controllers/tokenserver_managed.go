@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -24,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
@@ -61,6 +65,7 @@ func (d *degraded) Error() string { return d.reason + ": " + d.message }
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=create;patch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=create;patch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
 // reconcileManaged runs a bundled token server's phases in order; each returns
@@ -79,6 +84,21 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	if err != nil {
 		return 0, err
 	}
+	adminTLS, err := r.ensureAdminTLS(ctx, ts)
+	if err != nil {
+		return 0, err
+	}
+	if r.Operator.Namespace != "" {
+		policies := []client.Object{resources.ServerNetworkPolicy(ts, r.Operator)}
+		if resources.ManagedDatabase(ts) {
+			policies = append(policies, resources.DatabaseNetworkPolicy(ts))
+		}
+		for _, obj := range policies {
+			if err := r.apply(ctx, ts, obj); err != nil {
+				return 0, err
+			}
+		}
+	}
 	keys, nextRotation, err := r.ensureKeys(ctx, ts)
 	if err != nil {
 		return 0, err
@@ -89,7 +109,7 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	if err := r.migrations(ctx, ts); err != nil {
 		return nextRotation, err
 	}
-	hash, err := r.configHash(ctx, ts, keys, admin)
+	hash, err := r.configHash(ctx, ts, keys, admin, adminTLS)
 	if err != nil {
 		return nextRotation, err
 	}
@@ -177,6 +197,59 @@ func (r *TokenServerReconciler) ensureSecret(ctx context.Context, ts *oauthv1alp
 	}
 	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "generated Secret %s", name)
 	return fresh, nil
+}
+
+// ensureAdminTLS returns the admin API's TLS Secret: made with a new CA the first
+// time; the serving certificate issued again when it nears its end, no longer
+// names the admin Service or no longer matches the CA. The Secret's change rolls
+// the pods (config hash); they keep serving the old certificate, which the same CA
+// signed, until they roll.
+func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, error) {
+	now := time.Now()
+	names := resources.AdminDNSNames(ts)
+	caName := fmt.Sprintf("kubeoauth admin CA %s/%s", ts.Namespace, ts.Name)
+	issue := func(caCert, caKey []byte) (*corev1.Secret, error) {
+		cert, key, err := adminpki.IssueServing(caCert, caKey, names, now)
+		if err != nil {
+			return nil, err
+		}
+		return resources.AdminTLSSecretFor(ts, caCert, caKey, cert, key), nil
+	}
+	sec, err := r.ensureSecret(ctx, ts, resources.AdminTLSSecret(ts), func() (*corev1.Secret, error) {
+		caCert, caKey, err := adminpki.NewCA(caName, now)
+		if err != nil {
+			return nil, err
+		}
+		return issue(caCert, caKey)
+	})
+	if err != nil {
+		return nil, err
+	}
+	caCert, caKey := sec.Data[resources.KeyCACert], sec.Data[resources.KeyCAKey]
+	if !adminpki.ValidCA(caCert, caKey, now) {
+		// A CA that is broken or near its end: a new one. Pods still serving a
+		// certificate of the old CA fail the operator's checks until they roll.
+		if caCert, caKey, err = adminpki.NewCA(caName, now); err != nil {
+			return nil, err
+		}
+	}
+	why := adminpki.Reissue(sec.Data[resources.KeyTLSCert], sec.Data[resources.KeyTLSKey], caCert, names, now)
+	if why == "" {
+		return sec, nil
+	}
+	fresh, err := issue(caCert, caKey)
+	if err != nil {
+		return nil, err
+	}
+	sec.Data = fresh.Data
+	// The update carries the resourceVersion read: a stale copy fails instead of
+	// issuing twice.
+	if err := r.Update(ctx, sec); err != nil {
+		return nil, err
+	}
+	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "AdminCertificateIssued", "Issue",
+		"new admin API certificate in Secret %s: %s", sec.Name, why)
+	return sec, nil
 }
 
 // ensureKeys returns the keys Secret, made or rotated as due: a new signing key when
@@ -296,11 +369,12 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 	return &progress{ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name)}
 }
 
-// configHash covers what the pods read only at start: keys, admin token, scope
+// configHash covers what the pods read only at start: keys, admin token and TLS, scope
 // descriptions, and the versions of the DSN and users Secrets. A change rolls them.
-func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha1.TokenServer, keys, admin *corev1.Secret) (string, error) {
+func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha1.TokenServer,
+	keys, admin, adminTLS *corev1.Secret) (string, error) {
 	h := sha256.New()
-	for _, sec := range []*corev1.Secret{keys, admin} {
+	for _, sec := range []*corev1.Secret{keys, admin, adminTLS} {
 		names := make([]string, 0, len(sec.Data))
 		for k := range sec.Data {
 			names = append(names, k)
@@ -320,15 +394,14 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	}
 	for _, name := range refs {
 		// The cache's metadata is enough: a new resourceVersion is a new file.
-		var sec corev1.Secret
-		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
+		version, err := r.Secrets.Version(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name})
 		if apierrors.IsNotFound(err) {
 			return "", &progress{ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s", name)}
 		}
 		if err != nil {
 			return "", err
 		}
-		_, _ = fmt.Fprintf(h, "%s@%s\n", name, sec.ResourceVersion)
+		_, _ = fmt.Fprintf(h, "%s@%s\n", name, version)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
@@ -337,13 +410,32 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 // through its EndpointSlices rather than the Service's DNS name: the operator then
 // reaches it from outside the cluster (make run) and on clusters without kube-proxy,
 // and only ever calls a pod that passes its readiness probe.
+//
+// A slice counts only if the admin Service, which this TokenServer controls, is its
+// controller: anyone who may create EndpointSlices in the namespace can copy the
+// service-name label onto one that points elsewhere. (An owner reference can be
+// forged too by whoever may write slices; TLS with the operator's CA is what keeps
+// the token from such an address, this keeps the operator from even trying.)
 func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.TokenServer) (string, error) {
+	var svc corev1.Service
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.AdminObjects(ts)}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("%w: no Service %s yet", errServerNotReady, resources.AdminObjects(ts))
+		}
+		return "", err
+	}
+	if !metav1.IsControlledBy(&svc, ts) {
+		return "", fmt.Errorf("the Service %s is not controlled by TokenServer %s", svc.Name, ts.Name)
+	}
 	var slices discoveryv1.EndpointSliceList
 	if err := c.List(ctx, &slices, client.InNamespace(ts.Namespace),
 		client.MatchingLabels{discoveryv1.LabelServiceName: resources.AdminObjects(ts)}); err != nil {
 		return "", err
 	}
 	for _, s := range slices.Items {
+		if !metav1.IsControlledBy(&s, &svc) {
+			continue
+		}
 		port := int32(resources.AdminPort)
 		for _, p := range s.Ports {
 			if p.Port != nil && ptr.Deref(p.Name, "") == "admin" {
@@ -352,7 +444,7 @@ func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.Token
 		}
 		for _, e := range s.Endpoints {
 			if ptr.Deref(e.Conditions.Ready, false) && len(e.Addresses) > 0 {
-				return fmt.Sprintf("http://%s:%d", e.Addresses[0], port), nil
+				return "https://" + net.JoinHostPort(e.Addresses[0], strconv.Itoa(int(port))), nil
 			}
 		}
 	}

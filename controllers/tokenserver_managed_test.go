@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/url"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
@@ -146,28 +150,104 @@ func TestManagedTokenServer(t *testing.T) {
 		t.Errorf("status %+v", ts.Status)
 	}
 
-	// 4. Pods ready behind the admin Service: Ready, through the real admin API.
-	p := newProxyOn(t, hostIP(t), admin.BaseURL[len("http://"):])
-	host, port, _ := net.SplitHostPort(p.addr)
-	portNum, _ := strconv.Atoi(port)
-	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin-abcde",
-		Labels: map[string]string{discoveryv1.LabelServiceName: "auth-admin", resources.LabelManagedBy: resources.ManagedBy}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("admin"), Port: ptr.To(int32(portNum))}}}
-	if err := k8s.Create(ctx, slice); err != nil {
+	// The admin API's certificate: issued by a CA the operator made for this server,
+	// for the admin Service's names; the pods mount the pair, not the CA key.
+	var tlsSec corev1.Secret
+	get(t, ns, "auth-admin-tls", &tlsSec)
+	serving, err := tls.X509KeyPair(tlsSec.Data["tls.crt"], tlsSec.Data["tls.key"])
+	if err != nil {
 		t.Fatal(err)
 	}
+	pool, err := adminpki.Pool(tlsSec.Data["ca.crt"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serving.Leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "auth-admin." + ns + ".svc"}); err != nil {
+		t.Fatalf("the admin certificate does not verify against the operator's CA for auth-admin.%s.svc: %v", ns, err)
+	}
+
+	// NetworkPolicies: the public port open, the admin port to the operator's pods
+	// only, the database to this server's pods only.
+	var serverPolicy, dbPolicy networkingv1.NetworkPolicy
+	get(t, ns, "auth-tokenserver", &serverPolicy)
+	get(t, ns, "auth-db", &dbPolicy)
+	if in := serverPolicy.Spec.Ingress; len(in) != 3 || len(in[0].From) != 0 || in[0].Ports[0].Port.StrVal != "http" ||
+		in[2].Ports[0].Port.StrVal != "admin" || len(in[2].From) != 1 ||
+		in[2].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "kubeoauth-system" ||
+		in[2].From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
+		t.Errorf("NetworkPolicy auth-tokenserver ingress %+v", in)
+	}
+	if in := dbPolicy.Spec.Ingress; len(in) != 1 || in[0].Ports[0].Port.StrVal != "postgres" || len(in[0].From) != 1 ||
+		in[0].From[0].NamespaceSelector != nil || in[0].From[0].PodSelector.MatchLabels[resources.LabelInstance] != "auth" ||
+		dbPolicy.Spec.PodSelector.MatchLabels[resources.LabelComponent] != "database" {
+		t.Errorf("NetworkPolicy auth-db: selects %v, ingress %+v", dbPolicy.Spec.PodSelector, in)
+	}
+	if !metav1.IsControlledBy(&serverPolicy, ts) || !metav1.IsControlledBy(&dbPolicy, ts) {
+		t.Error("the NetworkPolicies must be owned by the TokenServer")
+	}
+
+	// 4. Pods ready behind the admin Service: Ready, through the real admin API; but
+	// only from a slice the Service owns, and only over TLS with our certificate.
 	get(t, ns, "auth-blue", &sts)
 	sts.Status = appsv1.StatefulSetStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2, CurrentReplicas: 2, UpdatedReplicas: 2,
 		ObservedGeneration: sts.Generation}
 	if err := k8s.Status().Update(ctx, &sts); err != nil {
 		t.Fatal(err)
 	}
+	var adminSvc corev1.Service
+	get(t, ns, "auth-admin", &adminSvc)
+	target := admin.BaseURL[len("http://"):]
+	slice := func(name, addr string, owned bool) *discoveryv1.EndpointSlice {
+		host, port, _ := net.SplitHostPort(addr)
+		portNum, _ := strconv.Atoi(port)
+		s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{discoveryv1.LabelServiceName: "auth-admin", resources.LabelManagedBy: resources.ManagedBy}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("admin"), Port: ptr.To(int32(portNum))}}}
+		if owned {
+			s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: adminSvc.Name, UID: adminSvc.UID,
+				Controller: ptr.To(true)}}
+		}
+		if err := k8s.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// A slice anyone could write, with the right labels but not the Service's: never dialled.
+	lure := newTLSProxy(t, hostIP(t), target, serving)
+	slice("auth-admin-forged", lure.addr, false)
+	// The Service's own slice, but the pod behind it presents a certificate of
+	// another CA, with the right names: refused before the token is sent.
+	otherCA, otherKey, _ := adminpki.NewCA("impostor", time.Now())
+	fakeCert, fakeKey, _ := adminpki.IssueServing(otherCA, otherKey, resources.AdminDNSNames(ts), time.Now())
+	fake, err := tls.X509KeyPair(fakeCert, fakeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor := newTLSProxy(t, hostIP(t), target, fake)
+	owned := slice("auth-admin-abcde", impostor.addr, true)
+	waitConditionMessage(t, ts, oauthv1alpha1.ConditionReady, "certificate signed by unknown authority")
+	if n := lure.accepted.Load(); n != 0 {
+		t.Fatalf("the operator connected %d times to an endpoint of a slice the admin Service does not own", n)
+	}
+	// The right pod: Ready.
+	good := newTLSProxy(t, hostIP(t), target, serving)
+	get(t, ns, owned.Name, owned)
+	host, port, _ := net.SplitHostPort(good.addr)
+	portNum, _ := strconv.Atoi(port)
+	owned.Endpoints[0].Addresses = []string{host}
+	owned.Ports[0].Port = ptr.To(int32(portNum))
+	if err := k8s.Update(ctx, owned); err != nil {
+		t.Fatal(err)
+	}
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
 	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionFalse, "Available")
-	if ts.Status.CurrentImage != ts.Spec.Image || ts.Status.ReadyReplicas != 2 || ts.Status.AdminEndpoint != "http://auth-admin."+ns+".svc:4445" {
+	if ts.Status.CurrentImage != ts.Spec.Image || ts.Status.ReadyReplicas != 2 || ts.Status.AdminEndpoint != "https://auth-admin."+ns+".svc:4445" {
 		t.Errorf("status %+v", ts.Status)
+	}
+	if n := lure.accepted.Load(); n != 0 {
+		t.Fatalf("the operator connected %d times to an endpoint of a slice the admin Service does not own", n)
 	}
 
 	// An OAuthClient on it is registered through that admin API.

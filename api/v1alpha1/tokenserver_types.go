@@ -251,6 +251,12 @@ type ExternalTokenServer struct {
 	// tokenSecretRef names the Secret key holding the admin API's bearer token. The
 	// key defaults to "token".
 	TokenSecretRef SecretKeyReference `json:"tokenSecretRef"`
+	// caSecretRef names the Secret key holding the PEM CA bundle the admin API's
+	// certificate must chain to (the key defaults to "ca.crt"); without it, the
+	// system's roots. Only the admin API's own CA is worth trusting here: the
+	// operator sends it the admin token.
+	// +optional
+	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
 }
 
 // TokenServerStatus is the observed state of a TokenServer.

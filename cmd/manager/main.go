@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,6 +25,8 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
 // controllerConfig is the manager's controller settings. Tests that start several
@@ -51,6 +54,9 @@ type options struct {
 	kubeconfig       string
 	clientWorkers    int
 	pprofAddr        string
+	operatorNS       string
+	operatorLabels   string
+	externalAllow    string
 }
 
 func run(ctx context.Context, args []string, getConfig func() (*rest.Config, error)) error {
@@ -74,10 +80,24 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		"Path to a kubeconfig (default: KUBECONFIG, the in-cluster config, then ~/.kube/config).")
 	fs.IntVar(&o.clientWorkers, "client-workers", 8, "OAuthClients reconciled at once.")
 	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address of net/http/pprof (default: off).")
+	fs.StringVar(&o.operatorNS, "operator-namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace of the operator's pods (env POD_NAMESPACE): the admin port's NetworkPolicy admits them. Empty: no NetworkPolicies.")
+	fs.StringVar(&o.operatorLabels, "operator-pod-labels", "app.kubernetes.io/name=kubeoauth,app.kubernetes.io/component=manager",
+		"Labels (k=v,...) of the operator's pods, which the admin port's NetworkPolicy admits.")
+	fs.StringVar(&o.externalAllow, "external-admin-allow", "",
+		"Comma-separated CIDRs an external TokenServer's adminURL may connect to although internal (private, loopback, link-local).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	podLabels, err := labels.ConvertSelectorToLabelsMap(o.operatorLabels)
+	if err != nil || len(podLabels) == 0 {
+		return fmt.Errorf("--operator-pod-labels %q: want k=v pairs separated by commas", o.operatorLabels)
+	}
+	externalAllow, err := netguard.ParseAllow(o.externalAllow)
+	if err != nil {
+		return fmt.Errorf("--external-admin-allow: %w", err)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
@@ -105,12 +125,18 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		LeaderElectionID:        "manager.kubeoauth.io",
 		LeaderElectionNamespace: o.leaderElectionNS,
 		Cache:                   controllers.CacheOptions(namespaces(o.watchNamespaces)),
+		Client:                  controllers.ClientOptions(),
 		Controller:              controllerConfig,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{ClientResync: o.resync, ClientWorkers: o.clientWorkers}); err != nil {
+	if o.operatorNS == "" {
+		log.Info("no --operator-namespace: bundled TokenServers get no NetworkPolicies")
+	}
+	if err := controllers.Setup(mgr, controllers.Options{ClientResync: o.resync, ClientWorkers: o.clientWorkers,
+		Operator:           resources.OperatorPeer{Namespace: o.operatorNS, PodLabels: podLabels},
+		ExternalAdminAllow: externalAllow}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
@@ -121,6 +123,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	metricsListen := fs.String("metrics-listen", ":4446",
 		"Address of Prometheus /metrics, kept off the public listener; empty turns them off.")
 	adminTokenFile := fs.String("admin-token-file", "", "File holding the admin API bearer token (required).")
+	adminCertFile := fs.String("admin-tls-cert-file", "",
+		"PEM certificate (chain) the admin API serves TLS with; with --admin-tls-key-file. Without both, the admin API is clear text.")
+	adminKeyFile := fs.String("admin-tls-key-file", "", "PEM private key of --admin-tls-cert-file.")
+	jwksAllow := fs.String("jwks-fetch-allow", "",
+		"Comma-separated CIDRs a client's jwks_uri may resolve to although internal (loopback, link-local, private); default none.")
 	keyFile := fs.String("signing-key-file", "", "PEM private key that signs ID tokens and JWT access tokens (required).")
 	prevKeyFile := fs.String("previous-signing-key-file", "", "The previous signing key, still published in JWKS after a rotation.")
 	alg := fs.String("signing-algorithm", oauth.ES256, "ES256 or RS256; the signing key must be of that kind (EC P-256 or RSA).")
@@ -181,6 +188,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("--login-failures-per-user and --login-failures-per-ip must be at least 1")
 	case *refill <= 0:
 		return errors.New("--login-failure-refill must be positive")
+	case (*adminCertFile == "") != (*adminKeyFile == ""):
+		return errors.New("--admin-tls-cert-file and --admin-tls-key-file go together")
+	}
+	allow, err := netguard.ParseAllow(*jwksAllow)
+	if err != nil {
+		return fmt.Errorf("--jwks-fetch-allow: %w", err)
 	}
 	dsn, err := getDSN()
 	if err != nil {
@@ -225,6 +238,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = pub.Close()
 		return err
 	}
+	if *adminCertFile != "" {
+		// The certificate is read once: the operator renews it into the Secret, and
+		// the new Secret changes the pods' config hash, which rolls them.
+		cert, err := tls.LoadX509KeyPair(*adminCertFile, *adminKeyFile)
+		if err != nil {
+			_, _ = pub.Close(), adm.Close()
+			return fmt.Errorf("--admin-tls-cert-file: %w", err)
+		}
+		adm = tls.NewListener(adm, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	}
 	var met net.Listener
 	if *metricsListen != "" {
 		if met, err = net.Listen("tcp", *metricsListen); err != nil {
@@ -239,7 +262,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		SecretHashKey:     []byte(hashKey),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
-		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log,
+		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader,
 		LoginThrottle: tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 	})

@@ -87,6 +87,10 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 		"bad log level": {[]string{"serve", "--log-level", "loud"}, "--log-level"},
 		"bad algorithm": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
 			"--hmac-secret-file", "h", "--signing-algorithm", "HS256"}, "want ES256 or RS256"},
+		"TLS cert without key": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
+			"--hmac-secret-file", "h", "--admin-tls-cert-file", "c"}, "go together"},
+		"bad jwks allow": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
+			"--hmac-secret-file", "h", "--jwks-fetch-allow", "10.0.0.0/33"}, "--jwks-fetch-allow"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

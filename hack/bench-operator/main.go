@@ -146,7 +146,9 @@ func run() error {
 	}
 
 	mgr := exec.Command(filepath.Join(dir, "manager"), "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", // #nosec G204
-		"--health-probe-bind-address", "0", "--client-resync", resync.String(), "--zap-log-level", "error")
+		"--health-probe-bind-address", "0", "--client-resync", resync.String(), "--zap-log-level", "error",
+		// The token server runs on loopback, an address the manager refuses unless allowed.
+		"--external-admin-allow", "127.0.0.1")
 	mgr.Args = append(mgr.Args, strings.Fields(*mgrArgs)...)
 	pprofAddr := freeAddr()
 	if *profile != "" {

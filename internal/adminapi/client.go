@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 var (
@@ -24,7 +25,7 @@ var (
 
 // HTTPClient talks to a token server's admin API.
 type HTTPClient struct {
-	BaseURL string // e.g. http://auth-admin.platform.svc:4445
+	BaseURL string // e.g. https://auth-admin.platform.svc:4445
 	Token   string
 	HTTP    *http.Client
 }
@@ -63,17 +64,22 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 		return ErrNotFound
 	}
 	if resp.StatusCode >= 300 {
+		// Errors end up in conditions and events any reader of the object sees. The
+		// server behind an external admin URL is not necessarily ours: only our own
+		// error shape is kept, short and printable; any other body is dropped, so a
+		// URL pointed at some internal service cannot be used to read it.
 		var e Error
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			e.Message, e.Field = sanitize(e.Message, maxMessage), sanitize(e.Field, maxField)
 			if resp.StatusCode == http.StatusConflict {
 				return fmt.Errorf("%w: %w", ErrConflict, &e)
 			}
 			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
 		}
 		if resp.StatusCode == http.StatusConflict {
-			return fmt.Errorf("%w: %s", ErrConflict, bytes.TrimSpace(data))
+			return fmt.Errorf("%w: %s %s: 409 (not an admin API error)", ErrConflict, method, path)
 		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+		return fmt.Errorf("%s %s: %d %s (not an admin API error)", method, path, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	if out != nil && len(data) > 0 {
 		return json.Unmarshal(data, out)
@@ -150,4 +156,29 @@ func (c *HTTPClient) Events(ctx context.Context, after int64, wait time.Duration
 
 func grantPath(clientID, subject string) string {
 	return "/admin/grants/" + url.PathEscape(clientID) + "/" + url.PathEscape(subject)
+}
+
+// Bounds of what a server's error may put into an error string.
+const (
+	maxMessage = 200
+	maxField   = 100
+)
+
+// sanitize keeps the first max runes of s that are printable, each other rune
+// replaced by a space, and marks a cut.
+func sanitize(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == max {
+			b.WriteString("…")
+			break
+		}
+		if !unicode.IsPrint(r) {
+			r = ' '
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }

@@ -8,12 +8,15 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/go-jose/go-jose/v3"
+	"github.com/hashicorp/go-retryablehttp"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/fosite/token/jwt"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -44,6 +47,9 @@ type Config struct {
 	// for legacy apps that cannot send a code challenge. RFC 9700 asks for PKCE from
 	// every client, so it is off unless a TokenServer opts out.
 	OptionalPKCE bool
+	// JWKSFetch is where a client's jwks_uri (private_key_jwt) may be fetched from:
+	// public addresses, plus the ranges it allows.
+	JWKSFetch netguard.Policy
 }
 
 // Storage is what the provider needs from the store: fosite's interfaces plus grants.
@@ -107,6 +113,21 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		SendDebugMessagesToClients:     false,
 		MinParameterEntropy:            fosite.MinParameterEntropy,
 	}
+	// A client's jwks_uri is chosen by whoever registers the client, a tenant: fetched
+	// with fosite's default client it would let a tenant make the server call cloud
+	// metadata or cluster-internal services. fosite's JWKS strategy takes an HTTP
+	// client, so ours dials through netguard, which checks the address connected to.
+	fetch := retryablehttp.NewClient()
+	fetch.HTTPClient = &http.Client{Transport: cfg.JWKSFetch.Transport(), Timeout: 10 * time.Second}
+	fetch.RetryMax, fetch.Logger = 1, nil
+	fetch.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if errors.Is(err, netguard.ErrRefused) {
+			return false, nil // refused now, refused on retry
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	fc.HTTPClient = fetch
+	fc.JWKSFetcherStrategy = guardedJWKS{fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch))}
 	if cfg.PreviousHMACSecret != nil {
 		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
 	}
@@ -273,4 +294,18 @@ func ErrorStatus(err error) (int, string) {
 		return rfc.CodeField, rfc.ErrorField
 	}
 	return http.StatusInternalServerError, "server_error"
+}
+
+// guardedJWKS answers a jwks_uri that netguard refused as the client's fault
+// (invalid_client, 401), not fosite's server_error (500): the client's registration
+// names an address this server will not fetch from.
+type guardedJWKS struct{ fosite.JWKSFetcherStrategy }
+
+func (g guardedJWKS) Resolve(ctx context.Context, location string, ignoreCache bool) (*jose.JSONWebKeySet, error) {
+	set, err := g.JWKSFetcherStrategy.Resolve(ctx, location, ignoreCache)
+	if errors.Is(err, netguard.ErrRefused) {
+		return nil, fosite.ErrInvalidClient.WithHint(
+			"The client's jwks_uri resolves to an address this server does not fetch from.").WithWrap(err)
+	}
+	return set, err
 }

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,12 +49,13 @@ const (
 
 // Components (app.kubernetes.io/component) and port names.
 const (
-	componentServer   = "tokenserver"
-	componentDatabase = "database"
-	portHTTP          = "http"
-	portAdmin         = "admin"
-	portMetrics       = "metrics"
-	portPostgres      = "postgres"
+	componentServer     = "tokenserver"
+	componentDatabase   = "database"
+	componentMigrations = "migrations"
+	portHTTP            = "http"
+	portAdmin           = "admin"
+	portMetrics         = "metrics"
+	portPostgres        = "postgres"
 )
 
 // Keys of the Secrets and ConfigMap built here. Key names, not credentials.
@@ -66,6 +68,12 @@ const (
 	KeyDSN                = "dsn"
 	KeyUsers              = "users"
 	KeyScopes             = "scopes.json"
+	// The admin API's TLS Secret: the operator's CA for this server (ca.key never
+	// leaves the Secret: the pods mount only tls.crt and tls.key) and the serving pair.
+	KeyCACert  = "ca.crt"
+	KeyCAKey   = "ca.key" // #nosec G101
+	KeyTLSCert = "tls.crt"
+	KeyTLSKey  = "tls.key" // #nosec G101
 )
 
 // The bundled database's role and database name.
@@ -81,6 +89,7 @@ const (
 	mountDB     = "/etc/kubeoauth/db"
 	mountUsers  = "/etc/kubeoauth/users"
 	mountConfig = "/etc/kubeoauth/config"
+	mountTLS    = "/etc/kubeoauth/admin-tls"
 	pgData      = "/var/lib/postgresql/data"
 )
 
@@ -95,6 +104,21 @@ func KeysSecret(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-keys"
 
 // AdminObjects names the admin token Secret and the admin Service.
 func AdminObjects(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-admin" }
+
+// AdminTLSSecret names the Secret of the admin API's CA and serving certificate.
+func AdminTLSSecret(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-admin-tls" }
+
+// AdminServerName is the name the operator checks the admin API's certificate
+// against: the admin Service's, whichever pod address it dials.
+func AdminServerName(ts *oauthv1alpha1.TokenServer) string {
+	return fmt.Sprintf("%s.%s.svc", AdminObjects(ts), ts.Namespace)
+}
+
+// AdminDNSNames are the names the admin API's certificate holds: the Service's
+// short and qualified names, for the operator and for people debugging from a pod.
+func AdminDNSNames(ts *oauthv1alpha1.TokenServer) []string {
+	return []string{AdminServerName(ts), AdminServerName(ts) + ".cluster.local", AdminObjects(ts) + "." + ts.Namespace}
+}
 
 // ConfigMapName names the ConfigMap of the consent page's scope descriptions.
 func ConfigMapName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-config" }
@@ -119,7 +143,7 @@ func MigrationJobName(ts *oauthv1alpha1.TokenServer, image string) string {
 
 // AdminEndpoint is the admin API's in-cluster URL, reported in status.
 func AdminEndpoint(ts *oauthv1alpha1.TokenServer) string {
-	return fmt.Sprintf("http://%s.%s.svc:%d", AdminObjects(ts), ts.Namespace, AdminPort)
+	return fmt.Sprintf("https://%s:%d", AdminServerName(ts), AdminPort)
 }
 
 // DSNSecret is the Secret and key holding the token server's DSN: the bundled
@@ -184,6 +208,13 @@ func KeysSecretFor(ts *oauthv1alpha1.TokenServer, signing, previous, hmac []byte
 func AdminSecret(ts *oauthv1alpha1.TokenServer, token string) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: meta(ts, AdminObjects(ts), componentServer), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{KeyAdminToken: []byte(token)}}
+}
+
+// AdminTLSSecretFor holds the admin API's CA (certificate and key) and its serving
+// certificate and key, all PEM.
+func AdminTLSSecretFor(ts *oauthv1alpha1.TokenServer, caCert, caKey, cert, key []byte) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: meta(ts, AdminTLSSecret(ts), componentServer), Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{KeyCACert: caCert, KeyCAKey: caKey, KeyTLSCert: cert, KeyTLSKey: key}}
 }
 
 // ConfigMap holds the consent page's scope descriptions as the JSON object the
@@ -284,9 +315,9 @@ func dsnVolume(ts *oauthv1alpha1.TokenServer) corev1.Volume {
 // needs, before any of its pods starts. Migrations are idempotent and take an
 // advisory lock, so a retried or repeated Job is harmless.
 func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
-	return &batchv1.Job{ObjectMeta: meta(ts, MigrationJobName(ts, image), "migrations"), Spec: batchv1.JobSpec{
+	return &batchv1.Job{ObjectMeta: meta(ts, MigrationJobName(ts, image), componentMigrations), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To[int32](6),
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, "migrations")}, Spec: corev1.PodSpec{
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentMigrations)}, Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
 			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(),
 			Containers: []corev1.Container{{Name: "migrate", Image: image, Args: []string{"migrate", "up"},
@@ -333,6 +364,8 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		{Name: "KUBEOAUTH_METRICS_LISTEN", Value: fmt.Sprintf(":%d", MetricsPort)},
 		{Name: "KUBEOAUTH_DSN_FILE", Value: mountDB + "/" + KeyDSN},
 		{Name: "KUBEOAUTH_ADMIN_TOKEN_FILE", Value: mountAdmin + "/" + KeyAdminToken},
+		{Name: "KUBEOAUTH_ADMIN_TLS_CERT_FILE", Value: mountTLS + "/" + KeyTLSCert},
+		{Name: "KUBEOAUTH_ADMIN_TLS_KEY_FILE", Value: mountTLS + "/" + KeyTLSKey},
 		{Name: "KUBEOAUTH_SIGNING_KEY_FILE", Value: mountKeys + "/" + KeySigningKey},
 		{Name: "KUBEOAUTH_HMAC_SECRET_FILE", Value: mountKeys + "/" + KeyHMAC},
 		{Name: "KUBEOAUTH_SCOPE_DESCRIPTIONS_FILE", Value: mountConfig + "/" + KeyScopes},
@@ -361,6 +394,7 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		{Name: portAdmin, MountPath: mountAdmin, ReadOnly: true},
 		{Name: "db", MountPath: mountDB, ReadOnly: true},
 		{Name: "config", MountPath: mountConfig, ReadOnly: true},
+		{Name: "admin-tls", MountPath: mountTLS, ReadOnly: true},
 	}
 	volumes := []corev1.Volume{
 		secretVolume("keys", KeysSecret(ts)),
@@ -368,6 +402,10 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		dsnVolume(ts),
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(ts)}}}},
+		// Only the serving pair: the CA's key stays with the operator, so a compromised
+		// pod cannot mint certificates the operator would trust.
+		secretVolume("admin-tls", AdminTLSSecret(ts), corev1.KeyToPath{Key: KeyTLSCert, Path: KeyTLSCert},
+			corev1.KeyToPath{Key: KeyTLSKey, Path: KeyTLSKey}),
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
 		key := l.UsersSecretRef.Key
@@ -444,4 +482,48 @@ func PodDisruptionBudget(ts *oauthv1alpha1.TokenServer) *policyv1.PodDisruptionB
 	return &policyv1.PodDisruptionBudget{ObjectMeta: meta(ts, ts.Name, componentServer), Spec: policyv1.PodDisruptionBudgetSpec{
 		MaxUnavailable: ptr.To(intstr.FromInt32(1)),
 		Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer}}}}
+}
+
+// OperatorPeer is where the operator's pods run: the only peers the admin port admits.
+type OperatorPeer struct {
+	Namespace string
+	PodLabels map[string]string
+}
+
+// ServerNetworkPolicy admits anyone to the token server's public and metrics ports
+// and only the operator's pods to its admin port. It selects the pods of every color, so an
+// upgrade's new pods are covered before they serve.
+func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networkingv1.NetworkPolicy {
+	port := func(name string) []networkingv1.NetworkPolicyPort {
+		return []networkingv1.NetworkPolicyPort{{Port: ptr.To(intstr.FromString(name))}}
+	}
+	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, ts.Name+"-tokenserver", componentServer), Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer}},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{
+			{Ports: port(portHTTP)}, // no From: every source
+			// The metrics port, where the server has one (a named port the pod lacks
+			// matches nothing): Prometheus, wherever it runs. Metrics carry no secrets.
+			{Ports: port(portMetrics)},
+			{Ports: port(portAdmin), From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}}}},
+		},
+	}}
+}
+
+// DatabaseNetworkPolicy admits only this TokenServer's token server and migrations
+// pods to the bundled PostgreSQL.
+func DatabaseNetworkPolicy(ts *oauthv1alpha1.TokenServer) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			Ports: []networkingv1.NetworkPolicyPort{{Port: ptr.To(intstr.FromString(portPostgres))}},
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{LabelInstance: ts.Name},
+				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: LabelComponent, Operator: metav1.LabelSelectorOpIn,
+					Values: []string{componentServer, componentMigrations}}}}}},
+		}},
+	}}
 }

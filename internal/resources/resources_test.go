@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"reflect"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -222,7 +223,7 @@ func TestNames(t *testing.T) {
 	if a, b := MigrationJobName(ts, "tokenserver:v1"), MigrationJobName(ts, "tokenserver:v2"); a == b {
 		t.Errorf("a new image must get a new migrations Job, got %s twice", a)
 	}
-	if got := AdminEndpoint(ts); got != "http://auth-admin.platform.svc:4445" {
+	if got := AdminEndpoint(ts); got != "https://auth-admin.platform.svc:4445" {
 		t.Errorf("AdminEndpoint = %s", got)
 	}
 	if got := PodDisruptionBudget(ts).Spec.Selector.MatchLabels; got[LabelColor] != "" {
@@ -243,5 +244,64 @@ func TestConfigMapScopes(t *testing.T) {
 	}
 	if ConfigMap(server()).Data[KeyScopes] != "{}" {
 		t.Error("no descriptions must still give a readable file")
+	}
+}
+
+// TestAdminTLSMount: the server gets its serving pair and never the CA's key.
+func TestAdminTLSMount(t *testing.T) {
+	ts := server()
+	sts := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"})
+	env := map[string]string{}
+	for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	if env["KUBEOAUTH_ADMIN_TLS_CERT_FILE"] != "/etc/kubeoauth/admin-tls/tls.crt" || env["KUBEOAUTH_ADMIN_TLS_KEY_FILE"] != "/etc/kubeoauth/admin-tls/tls.key" {
+		t.Errorf("env %v", env)
+	}
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != AdminTLSSecret(ts) {
+			continue
+		}
+		keys := make([]string, 0, len(v.Secret.Items))
+		for _, it := range v.Secret.Items {
+			keys = append(keys, it.Key)
+		}
+		if !slices.Equal(keys, []string{KeyTLSCert, KeyTLSKey}) {
+			t.Errorf("the pods mount keys %v of %s, want only the serving pair", keys, v.Secret.SecretName)
+		}
+		return
+	}
+	t.Error("no volume of the admin TLS Secret")
+}
+
+// TestNetworkPolicies: the public port is open to all, the admin port to the
+// operator's pods only, the database to this server's own pods only.
+func TestNetworkPolicies(t *testing.T) {
+	ts := server()
+	op := OperatorPeer{Namespace: "kubeoauth-system", PodLabels: map[string]string{"app.kubernetes.io/component": "manager"}}
+	np := ServerNetworkPolicy(ts, op)
+	if len(np.Spec.Ingress) != 3 {
+		t.Fatalf("ingress %+v", np.Spec.Ingress)
+	}
+	public, metrics, admin := np.Spec.Ingress[0], np.Spec.Ingress[1], np.Spec.Ingress[2]
+	if metrics.Ports[0].Port.StrVal != "metrics" || len(metrics.From) != 0 {
+		t.Errorf("metrics rule %+v: want port metrics from anyone", metrics)
+	}
+	if public.Ports[0].Port.StrVal != "http" || len(public.From) != 0 {
+		t.Errorf("public rule %+v: want port http from anyone", public)
+	}
+	if admin.Ports[0].Port.StrVal != "admin" || len(admin.From) != 1 ||
+		admin.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "kubeoauth-system" ||
+		admin.From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
+		t.Errorf("admin rule %+v: want port admin from the operator's pods only", admin)
+	}
+	if np.Spec.PodSelector.MatchLabels[LabelColor] != "" {
+		t.Error("the policy must cover the pods of both colors")
+	}
+	db := DatabaseNetworkPolicy(ts)
+	from := db.Spec.Ingress[0].From[0]
+	if from.NamespaceSelector != nil || from.PodSelector.MatchLabels[LabelInstance] != "auth" ||
+		!slices.Equal(from.PodSelector.MatchExpressions[0].Values, []string{"tokenserver", "migrations"}) {
+		t.Errorf("database peers %+v: want this server's tokenserver and migrations pods, in its namespace", from)
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
@@ -63,6 +65,9 @@ type Options struct {
 	// RefreshCoalesceWindow: see Config; 0 means a second.
 	RefreshCoalesceWindow time.Duration
 	Log                   *slog.Logger
+	// JWKSFetchAllow are internal ranges a client's jwks_uri may still resolve to
+	// (netguard); public addresses are always allowed.
+	JWKSFetchAllow []netip.Prefix
 }
 
 // Serve runs the token server until ctx ends, then drains: readiness fails and it
@@ -111,6 +116,7 @@ func Serve(ctx context.Context, o Options) error {
 		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
+		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow},
 	}, st)
 	if err != nil {
 		return err

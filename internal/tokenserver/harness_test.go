@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +70,8 @@ type setup struct {
 	optionalPKCE bool
 	// coalesce: the refresh coalescing window; default a second.
 	coalesce time.Duration
+	// jwksAllow: internal ranges a client's jwks_uri may resolve to.
+	jwksAllow []netip.Prefix
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -180,6 +183,7 @@ func start(t testing.TB, s setup) *instance {
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
+			JWKSFetchAllow: s.jwksAllow,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -11,8 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -118,7 +121,8 @@ func TestChartRendersWhatValuesSay(t *testing.T) {
 		Spec struct {
 			Replicas int32 `json:"replicas"`
 			Template struct {
-				Spec corev1.PodSpec `json:"spec"`
+				metav1.ObjectMeta `json:"metadata"`
+				Spec              corev1.PodSpec `json:"spec"`
 			} `json:"template"`
 		} `json:"spec"`
 	}
@@ -130,8 +134,24 @@ func TestChartRendersWhatValuesSay(t *testing.T) {
 		!strings.Contains(args, "--leader-election-namespace=kubeoauth-system") {
 		t.Errorf("Deployment: image %s, %d replicas, args %s", c.Image, dep.Spec.Replicas, args)
 	}
-	if len(c.Env) != 1 || c.Env[0].Name != "GOMEMLIMIT" || c.Env[0].Value != "200MiB" {
-		t.Errorf("env %v, want GOMEMLIMIT=200MiB", c.Env)
+	if len(c.Env) != 2 || c.Env[0].Name != "POD_NAMESPACE" || c.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.namespace" ||
+		c.Env[1].Name != "GOMEMLIMIT" || c.Env[1].Value != "200MiB" {
+		t.Errorf("env %v, want POD_NAMESPACE from the pod and GOMEMLIMIT=200MiB", c.Env)
+	}
+	// The operator's pods carry the labels its NetworkPolicies admit.
+	podLabels := dep.Spec.Template.Labels
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--operator-pod-labels="); ok {
+			for _, kv := range strings.Split(v, ",") {
+				k, val, _ := strings.Cut(kv, "=")
+				if podLabels[k] != val {
+					t.Errorf("--operator-pod-labels has %s=%s, the pods %v", k, val, podLabels)
+				}
+			}
+		}
+	}
+	if !strings.Contains(args, "--operator-pod-labels=") {
+		t.Errorf("no --operator-pod-labels in %s", args)
 	}
 	if find(objs, "ServiceMonitor", "kubeoauth") == nil {
 		t.Error("serviceMonitor.enabled=true renders no ServiceMonitor")
@@ -166,5 +186,62 @@ func toTyped(t *testing.T, u *unstructured.Unstructured, out any) {
 	}
 	if err := yaml.Unmarshal(data, out); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestChartWatchNamespacesGrantsNamespacedRoles: with watchNamespaces the operator's
+// ServiceAccount may read Secrets (and do the rest of its work) in those namespaces
+// only, as a real API server's authorizer answers; without, everywhere.
+func TestChartWatchNamespacesGrantsNamespacedRoles(t *testing.T) {
+	objs := template(t, "watchNamespaces={apps,platform}")
+	var objects []*unstructured.Unstructured
+	for _, name := range []string{"kubeoauth-system", "apps", "platform", "elsewhere"} {
+		ns := &unstructured.Unstructured{}
+		ns.SetAPIVersion("v1")
+		ns.SetKind("Namespace")
+		ns.SetName(name)
+		objects = append(objects, ns)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			objects = append(objects, o)
+		}
+	}
+	c := applyAll(t, objects, "helm")
+	sa := "system:serviceaccount:kubeoauth-system:kubeoauth-manager"
+	can := func(ns, verb, resource string) bool {
+		group, resource, ok := strings.Cut(resource, "/")
+		if !ok {
+			group, resource = "", group
+		}
+		t.Helper()
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: sa,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:kubeoauth-system", "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Resource: resource}}}
+		if err := c.Create(context.Background(), review); err != nil {
+			t.Fatal(err)
+		}
+		return review.Status.Allowed
+	}
+	for _, ns := range []string{"apps", "platform"} {
+		for _, verb := range []string{"get", "list", "watch", "create"} {
+			if !can(ns, verb, "secrets") {
+				t.Errorf("the operator cannot %s Secrets in watched namespace %s", verb, ns)
+			}
+		}
+		if !can(ns, "create", "networking.k8s.io/networkpolicies") {
+			t.Errorf("the operator cannot create NetworkPolicies in %s", ns)
+		}
+	}
+	for _, verb := range []string{"get", "list", "watch"} {
+		if can("elsewhere", verb, "secrets") || can("", verb, "secrets") {
+			t.Errorf("the operator may %s Secrets outside its watched namespaces", verb)
+		}
+	}
+	if !can("", "list", "namespaces") {
+		t.Error("the operator cannot list Namespaces, which namespace policies need")
+	}
+	if find(objs, "Role", "kubeoauth-manager") == nil {
+		t.Error("no Role kubeoauth-manager rendered")
 	}
 }

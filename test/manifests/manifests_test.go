@@ -54,7 +54,8 @@ func TestDefaultDeploysOnARealAPIServer(t *testing.T) {
 
 // applyAll applies objs, in order, to a real API server (envtest, with the CRDs of
 // config/crd/bases installed) as fieldOwner, and reports each one it refuses.
-func applyAll(t *testing.T, objs []*unstructured.Unstructured, fieldOwner string) {
+// applyAll applies objs to a fresh API server and returns an admin client of it.
+func applyAll(t *testing.T, objs []*unstructured.Unstructured, fieldOwner string) client.Client {
 	t.Helper()
 	env, err := testenv.Start()
 	if err != nil {
@@ -72,6 +73,7 @@ func applyAll(t *testing.T, objs []*unstructured.Unstructured, fieldOwner string
 			t.Errorf("applying %s/%s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
+	return c
 }
 
 func render(t *testing.T, dir string) []*unstructured.Unstructured {

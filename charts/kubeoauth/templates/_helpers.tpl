@@ -13,6 +13,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: manager
 {{- end -}}
 
+{{/* The selector labels as k=v,k=v: the operator's --operator-pod-labels. */}}
+{{- define "kubeoauth.operatorPodLabels" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := (include "kubeoauth.selectorLabels" . | fromYaml) -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "kubeoauth.labels" -}}
 {{ include "kubeoauth.selectorLabels" . }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}

@@ -1,0 +1,92 @@
+package tokenserver_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v3"
+	"github.com/go-jose/go-jose/v3/jwt"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+)
+
+// TestJWKSURIGuard: a client's jwks_uri is chosen by whoever registers the client.
+// One that resolves to an internal address (here loopback, standing for cloud
+// metadata or a cluster service) is never fetched, and the client cannot
+// authenticate; the same client with the address explicitly allowed works, so the
+// assertion itself is good.
+func TestJWKSURIGuard(t *testing.T) {
+	// RSA: a jwks_uri client's assertions are RS256, the server's default when it
+	// holds none of the client's keys.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int32
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	}))
+	defer jwks.Close()
+
+	token := func(in *instance) (int, string) {
+		t.Helper()
+		ctx := context.Background()
+		if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "signer", OwnerNamespace: "apps",
+			ClientMetadata: adminapi.ClientMetadata{Name: "Signer", GrantTypes: []string{"client_credentials"},
+				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: jwks.URL}}); err != nil {
+			t.Fatal(err)
+		}
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: "signer", Subject: "signer",
+			Audience: jwt.Audience{in.URL + "/oauth2/token"}, ID: now.String(), IssuedAt: jwt.NewNumericDate(now),
+			Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {"signer"},
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
+		resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var body struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body.Error
+	}
+
+	refused := start(t, setup{})
+	if code, e := token(refused); code != http.StatusUnauthorized || e != "invalid_client" {
+		t.Errorf("jwks_uri on loopback: %d %q, want 401 invalid_client", code, e)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the server fetched a jwks_uri on loopback %d times", n)
+	}
+
+	allowed := start(t, setup{jwksAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	if code, e := token(allowed); code != http.StatusOK {
+		t.Fatalf("jwks_uri on an allowed address: %d %q, want 200", code, e)
+	}
+	if hits.Load() == 0 {
+		t.Fatal("the allowed jwks_uri was not fetched")
+	}
+}
