@@ -1,5 +1,5 @@
-// Package store defines what the token server keeps: OAuth clients, consent grants
-// and the event log (revocations and consents), as plain types without a database or
+// Package store defines what the token server keeps: OAuth clients, consent grants,
+// sign-in sessions and the event log (revocations and consents), as plain types without a database or
 // fosite in sight. internal/store/postgres implements it; internal/store/storetest is
 // the conformance suite an implementation must pass.
 package store
@@ -16,7 +16,7 @@ import (
 )
 
 var (
-	// ErrNotFound: no such client, grant or token.
+	// ErrNotFound: no such client, grant, token or live sign-in session.
 	ErrNotFound = errors.New("not found")
 	// ErrUnavailable wraps errors from a database that cannot be reached; the HTTP
 	// layer turns it into 503.
@@ -151,10 +151,34 @@ type Store interface {
 	// LastEventSeq is the highest Seq committed so far (0 when none).
 	LastEventSeq(ctx context.Context) (int64, error)
 
-	// DeleteExpired removes up to batch expired or revoked token rows, and revokes up
-	// to batch expired grants exactly as RevokeGrant does (their tokens, caches and
-	// EventGrantRevoked); it returns how many rows it removed.
+	// CreateSignInSession records a sign-in session, so that it can be ended on
+	// every replica at once.
+	CreateSignInSession(ctx context.Context, s *SignInSession) error
+	// GetSignInSession returns the session with that ID if it has neither ended nor
+	// expired, or ErrNotFound.
+	GetSignInSession(ctx context.Context, id string) (*SignInSession, error)
+	// EndSignInSession ends the session: from the moment it returns, GetSignInSession
+	// answers ErrNotFound on every replica. Ending a session that is gone already is
+	// not an error.
+	EndSignInSession(ctx context.Context, id string) error
+
+	// DeleteExpired removes up to batch expired or revoked token rows and up to batch
+	// expired sign-in sessions, and revokes up to batch expired grants exactly as
+	// RevokeGrant does (their tokens, caches and EventGrantRevoked); it returns how
+	// many rows it removed.
 	DeleteExpired(ctx context.Context, now time.Time, batch int) (int, error)
+}
+
+// SignInSession is a person signed in on the token server's pages. The browser's
+// cookie names it; the stored row is what makes sign-out final: a copy of the cookie
+// is worth nothing once the row has ended.
+type SignInSession struct {
+	// ID is what the cookie's session ID is stored as (the token server keeps a hash
+	// of it, so that the table alone names no usable cookie).
+	ID        string
+	Subject   string
+	CreatedAt time.Time
+	ExpiresAt time.Time
 }
 
 // GrantFilter selects grants; empty fields match all.

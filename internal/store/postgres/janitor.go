@@ -10,8 +10,8 @@ import (
 // janitorLockID makes one replica at a time clean up; the others skip the pass.
 const janitorLockID = 0x6b6f6175_6a616e69 // "koaujani"
 
-// DeleteExpired removes up to batch rows past their expiry: tokens, client-assertion
-// JWT IDs and events older than a week; and it revokes up to batch expired consent
+// DeleteExpired removes up to batch rows past their expiry: tokens, sign-in sessions,
+// client-assertion JWT IDs and events older than a week; and it revokes up to batch expired consent
 // grants exactly as RevokeGrant does (tokens, caches on every replica, and
 // EventGrantRevoked, which the operator's mirror follows). Small batches keep each
 // transaction short, so the janitor never holds locks that token requests wait on.
@@ -30,6 +30,7 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time, batch int) (in
 		total += expired
 		for _, stmt := range []string{
 			`DELETE FROM tokens WHERE ctid = ANY (ARRAY(SELECT ctid FROM tokens WHERE expires_at < $1 LIMIT $2))`,
+			`DELETE FROM sign_in_sessions WHERE id = ANY (ARRAY(SELECT id FROM sign_in_sessions WHERE expires_at <= $1 LIMIT $2))`,
 			`DELETE FROM client_assertion_jtis WHERE jti = ANY (ARRAY(SELECT jti FROM client_assertion_jtis WHERE expires_at < $1 LIMIT $2))`,
 			`DELETE FROM events WHERE seq = ANY (ARRAY(SELECT seq FROM events WHERE at < $1::timestamptz - interval '7 days' LIMIT $2))`,
 		} {

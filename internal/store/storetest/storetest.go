@@ -1,6 +1,6 @@
 // Package storetest is the conformance suite a token-server store must pass: clients,
 // fosite's token storage with refresh rotation and its grace period, consent grants,
-// the event log and the janitor, including concurrent use. Run it from the
+// sign-in sessions, the event log and the janitor, including concurrent use. Run it from the
 // implementation's tests against a real database.
 package storetest
 
@@ -59,6 +59,8 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("GrantExpiry", func(t *testing.T) { testGrantExpiry(t, newStore) })
 	t.Run("GrantNarrowing", func(t *testing.T) { testGrantNarrowing(t, newStore) })
 	t.Run("DeletedClientGetsNoToken", func(t *testing.T) { testDeletedClientGetsNoToken(t, newStore) })
+	t.Run("SignInSessions", func(t *testing.T) { testSignInSessions(t, newStore) })
+	t.Run("SignInSessionJanitor", func(t *testing.T) { testSignInSessionJanitor(t, newStore) })
 }
 
 // Clock is a settable clock for the grace period and expiry tests.
@@ -947,5 +949,97 @@ func testDeletedClientGetsNoToken(t *testing.T, newStore Factory) {
 		if err := create(); !errors.Is(err, store.ErrClientGone) {
 			t.Errorf("%s for a deleted client: err = %v, want ErrClientGone", name, err)
 		}
+	}
+}
+
+// A sign-in session is found until it ends or expires, and then never again; ending
+// one session leaves the others alone, and ending twice is no error.
+func testSignInSessions(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	clock := NewClock()
+	s := newStore(t, Config{Now: clock.Now})
+	now := clock.Now()
+	alice := &store.SignInSession{ID: "session-alice", Subject: "alice", CreatedAt: now, ExpiresAt: now.Add(12 * time.Hour)}
+	bob := &store.SignInSession{ID: "session-bob", Subject: "bob", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	for _, ss := range []*store.SignInSession{alice, bob} {
+		if err := s.CreateSignInSession(ctx, ss); err != nil {
+			t.Fatalf("CreateSignInSession(%s): %v", ss.ID, err)
+		}
+	}
+	if err := s.CreateSignInSession(ctx, &store.SignInSession{ID: "session-alice", Subject: "mallory", CreatedAt: now,
+		ExpiresAt: now.Add(time.Hour)}); err == nil {
+		t.Error("a second session with the same ID was stored")
+	}
+	got, err := s.GetSignInSession(ctx, "session-alice")
+	if err != nil || got.Subject != "alice" || !got.CreatedAt.Equal(alice.CreatedAt) || !got.ExpiresAt.Equal(alice.ExpiresAt) {
+		t.Fatalf("GetSignInSession(alice) = %+v, %v; want %+v", got, err, alice)
+	}
+	if _, err := s.GetSignInSession(ctx, "no-such-session"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an unknown session: err = %v, want ErrNotFound", err)
+	}
+
+	if err := s.EndSignInSession(ctx, "session-alice"); err != nil {
+		t.Fatalf("EndSignInSession: %v", err)
+	}
+	if got, err := s.GetSignInSession(ctx, "session-alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an ended session: %+v, %v; want ErrNotFound", got, err)
+	}
+	if _, err := s.GetSignInSession(ctx, "session-bob"); err != nil {
+		t.Errorf("ending alice's session ended bob's: %v", err)
+	}
+	for _, id := range []string{"session-alice", "no-such-session"} {
+		if err := s.EndSignInSession(ctx, id); err != nil {
+			t.Errorf("ending %s, which is gone: %v; want no error", id, err)
+		}
+	}
+
+	clock.Step(time.Hour - time.Second)
+	if _, err := s.GetSignInSession(ctx, "session-bob"); err != nil {
+		t.Errorf("a second before its expiry: %v", err)
+	}
+	clock.Step(time.Second)
+	if _, err := s.GetSignInSession(ctx, "session-bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("at its expiry: err = %v, want ErrNotFound", err)
+	}
+}
+
+// The janitor removes expired sign-in sessions in batches and leaves live ones.
+func testSignInSessionJanitor(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	clock := NewClock()
+	s := newStore(t, Config{Now: clock.Now})
+	now := clock.Now()
+	for i := range 5 {
+		if err := s.CreateSignInSession(ctx, &store.SignInSession{ID: fmt.Sprintf("old-%d", i), Subject: "alice",
+			CreatedAt: now.Add(-13 * time.Hour), ExpiresAt: now.Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateSignInSession(ctx, &store.SignInSession{ID: "live", Subject: "alice", CreatedAt: now,
+		ExpiresAt: now.Add(12 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteExpired(ctx, now, 2)
+	if err != nil || n != 2 {
+		t.Fatalf("first pass removed %d (%v), want a batch of 2", n, err)
+	}
+	total := n
+	for n > 0 {
+		if n, err = s.DeleteExpired(ctx, now, 2); err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != 5 {
+		t.Errorf("janitor removed %d sessions, want the 5 expired ones", total)
+	}
+	if _, err := s.GetSignInSession(ctx, "live"); err != nil {
+		t.Errorf("janitor removed a live session: %v", err)
+	}
+	// The janitor went by the row, not only by GetSignInSession's check: a session
+	// created again with an expired one's ID is stored, which a leftover row forbids.
+	if err := s.CreateSignInSession(ctx, &store.SignInSession{ID: "old-0", Subject: "alice", CreatedAt: now,
+		ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Errorf("the expired session's row is still there: %v", err)
 	}
 }
