@@ -2,9 +2,7 @@ package tokenserver
 
 import (
 	"context"
-	"crypto/rand"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
@@ -53,8 +51,9 @@ const (
 	// Pages load nothing from elsewhere; images (logos) only over https.
 	contentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; " +
 		"form-action 'self' http: https:; frame-ancestors 'none'"
-	formExpired = "This form has expired or did not come from this site. Go back and try again."
-	crossOrigin = "This form was sent from another site, so it was refused. Go back to the app and start again."
+	signInUnavailable = "Signing in is unavailable right now. Try again in a moment."
+	formExpired       = "This form has expired or did not come from this site. Go back and try again."
+	crossOrigin       = "This form was sent from another site, so it was refused. Go back to the app and start again."
 )
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, data page) {
@@ -72,6 +71,24 @@ func (s *Server) errorPage(w http.ResponseWriter, code int, msg string) {
 	s.render(w, code, "error.html", page{Title: "Error", Error: msg})
 }
 
+// unavailable is the 503 page for a database that cannot be reached.
+func (s *Server) unavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", "1")
+	s.errorPage(w, http.StatusServiceUnavailable, msg)
+}
+
+// sessionError answers a page whose sign-in session could not be checked: never as
+// if the visitor were signed in, nor as if they were not (a login page would look
+// like a sign-out).
+func (s *Server) sessionError(w http.ResponseWriter, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.unavailable(w, signInUnavailable)
+		return
+	}
+	s.cfg.Log.Error("checking a sign-in session", "err", err)
+	s.errorPage(w, http.StatusInternalServerError, "Your sign-in could not be checked; try again in a moment.")
+}
+
 // authorize serves the authorization endpoint: validate, sign in, ask for consent
 // (unless a grant covers the request or the client is first-party), then issue the
 // code. GET shows pages; POST carries the consent decision.
@@ -85,8 +102,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	areq, err := p.ParseAuthorize(r)
 	if err != nil {
 		if errors.Is(err, store.ErrUnavailable) {
-			w.Header().Set("Retry-After", "1")
-			s.errorPage(w, http.StatusServiceUnavailable, "Signing in is unavailable right now. Try again in a moment.")
+			s.unavailable(w, signInUnavailable)
 			return
 		}
 		if !areq.CanRedirect() {
@@ -101,7 +117,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prompt := strings.Fields(areq.Prompt)
-	subject, authTime, ok := s.loggedIn(r)
+	subject, authTime, ok, err := s.loggedIn(r)
+	if err != nil {
+		s.sessionError(w, err)
+		return
+	}
 	if !ok {
 		if slices.Contains(prompt, "none") {
 			p.LoginRequired(w, r, areq)
@@ -240,11 +260,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		again(http.StatusUnauthorized, "The username or password is wrong.")
 		return
 	}
-	hash := s.cfg.Users.current().hashes[user]
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	s.writeSession(w, browserSession{ID: base64.RawURLEncoding.EncodeToString(b), Subject: user,
-		Fingerprint: s.fingerprint(user, hash), At: time.Now()})
+	if err := s.signIn(w, r, user, s.cfg.Users.current().hashes[user]); err != nil {
+		s.cfg.Log.Error("storing a sign-in session", "username", user, "err", err)
+		w.Header().Set("Retry-After", "1")
+		again(storeErrStatus(err), signInUnavailable)
+		return
+	}
 	http.Redirect(w, r, returnTo, http.StatusSeeOther) // #nosec G710 -- returnTo is one of our own paths, checked above
 }
 
@@ -274,8 +295,11 @@ func plural(n int, unit string) string {
 	return strconv.Itoa(n) + " " + unit + "s"
 }
 
-// logout ends the sign-in session: the browser gets a new anonymous session, so the
-// old session's CSRF token is void too.
+// logout ends the sign-in session in the database, so that no copy of the cookie
+// works on any replica, and gives the browser a new anonymous session, so that the
+// old session's CSRF token is void too. When the database cannot be written the
+// sign-out fails visibly: a browser told it is signed out while a copy of its cookie
+// still works would be worse.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	if err := r.ParseForm(); err != nil {
@@ -286,13 +310,23 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, formExpired)
 		return
 	}
+	if err := s.signOut(r); err != nil {
+		s.cfg.Log.Error("ending a sign-in session", "err", err)
+		w.Header().Set("Retry-After", "1")
+		s.errorPage(w, storeErrStatus(err), "You could not be signed out right now; try again in a moment.")
+		return
+	}
 	s.newSession(w)
 	http.Redirect(w, r, "/login?signed_out", http.StatusSeeOther)
 }
 
 // account lists the signed-in user's connected apps.
 func (s *Server) account(w http.ResponseWriter, r *http.Request) {
-	subject, _, ok := s.loggedIn(r)
+	subject, _, ok, err := s.loggedIn(r)
+	if err != nil {
+		s.sessionError(w, err)
+		return
+	}
 	if !ok {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
@@ -331,7 +365,11 @@ func (s *Server) revokeFromAccount(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
 		return
 	}
-	subject, _, ok := s.loggedIn(r)
+	subject, _, ok, err := s.loggedIn(r)
+	if err != nil {
+		s.sessionError(w, err)
+		return
+	}
 	if !ok {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
@@ -340,7 +378,7 @@ func (s *Server) revokeFromAccount(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, formExpired)
 		return
 	}
-	err := s.cfg.Store.RevokeGrant(r.Context(), r.PostForm.Get("client_id"), subject)
+	err = s.cfg.Store.RevokeGrant(r.Context(), r.PostForm.Get("client_id"), subject)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.errorPage(w, storeErrStatus(err), "The app could not be disconnected right now; try again.")
 		return

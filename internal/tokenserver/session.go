@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
 const (
@@ -20,10 +23,11 @@ const (
 	anonymousLifetime = 24 * time.Hour
 )
 
-// browserSession is the signed session cookie every page visitor gets. It holds no
-// server state, so any replica serves it. Its random ID is what CSRF tokens are bound
-// to; Subject is set once the visitor signs in, with a fingerprint of their password
-// hash at that moment.
+// browserSession is the signed session cookie every page visitor gets. Its random ID
+// is what CSRF tokens are bound to; Subject is set once the visitor signs in, with a
+// fingerprint of their password hash at that moment. An anonymous session holds no
+// server state; a signed-in one also has a row in the database (sign_in_sessions,
+// keyed by a hash of the ID), which sign-out ends for every replica at once.
 type browserSession struct {
 	ID, Subject, Fingerprint string
 	// At is when the session started, or when the user signed in.
@@ -118,17 +122,68 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) browserSession 
 
 // loggedIn returns the signed-in subject and when they signed in. A session whose
 // user is gone from the users file, or whose password hash changed since, is signed
-// out.
-func (s *Server) loggedIn(r *http.Request) (string, time.Time, bool) {
+// out; so is one whose stored row has ended (sign-out, on any replica) or is gone.
+// The row is read from the database on every call; an error reading it is returned,
+// so that the page answers 503 and never takes the visitor for signed in.
+func (s *Server) loggedIn(r *http.Request) (string, time.Time, bool, error) {
 	bs, ok := s.readSession(r)
 	if !ok || bs.Subject == "" {
-		return "", time.Time{}, false
+		return "", time.Time{}, false, nil
 	}
 	hash, known := s.cfg.Users.current().hashes[bs.Subject]
 	if !known || subtle.ConstantTimeCompare([]byte(bs.Fingerprint), []byte(s.fingerprint(bs.Subject, hash))) != 1 {
-		return "", time.Time{}, false
+		return "", time.Time{}, false, nil
 	}
-	return bs.Subject, bs.At, true
+	stored, err := s.cfg.Store.GetSignInSession(r.Context(), storedSessionID(bs.ID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", time.Time{}, false, nil
+	case err != nil:
+		return "", time.Time{}, false, err
+	case stored.Subject != bs.Subject:
+		return "", time.Time{}, false, nil
+	}
+	return bs.Subject, bs.At, true, nil
+}
+
+// signIn starts a signed-in session for user: a fresh ID, stored before the cookie
+// is set, so that sign-out has a row to end. A signed-in session the browser had
+// before is ended first, so that a copy of its cookie dies with it.
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, user string, hash []byte) error {
+	ctx := r.Context()
+	if old, ok := s.readSession(r); ok && old.Subject != "" {
+		if err := s.cfg.Store.EndSignInSession(ctx, storedSessionID(old.ID)); err != nil {
+			return err
+		}
+	}
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	bs := browserSession{ID: base64.RawURLEncoding.EncodeToString(b), Subject: user, Fingerprint: s.fingerprint(user, hash),
+		At: time.Now()}
+	if err := s.cfg.Store.CreateSignInSession(ctx, &store.SignInSession{ID: storedSessionID(bs.ID), Subject: user,
+		CreatedAt: bs.At, ExpiresAt: bs.At.Add(loginLifetime)}); err != nil {
+		return err
+	}
+	s.writeSession(w, bs)
+	return nil
+}
+
+// signOut ends the request's signed-in session in the database, for every replica
+// and every copy of the cookie.
+func (s *Server) signOut(r *http.Request) error {
+	bs, ok := s.readSession(r)
+	if !ok || bs.Subject == "" {
+		return nil
+	}
+	return s.cfg.Store.EndSignInSession(r.Context(), storedSessionID(bs.ID))
+}
+
+// storedSessionID is what the database keeps of a session ID: its SHA-256, so that
+// reading the table gives no one a session ID (the IDs are 192 random bits, so an
+// unsalted hash cannot be reversed).
+func storedSessionID(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // csrfToken is the CSRF token of a session: a MAC of its ID. A form is accepted only

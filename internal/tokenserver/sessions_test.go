@@ -207,6 +207,112 @@ func TestSignOut(t *testing.T) {
 	}
 }
 
+// noRedirects is b's cookies in a client that stops at the first response, to see
+// where a page sends the browser.
+func (b *browser) noRedirects() *browser {
+	return &browser{t: b.t, hc: &http.Client{Jar: b.hc.Jar, Timeout: b.hc.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// copyOf is a new browser holding a copy of b's cookies for in: a stolen cookie, or
+// the same session in another tab or device.
+func (b *browser) copyOf(in *instance) *browser {
+	u, _ := url.Parse(in.URL)
+	c := newBrowser(b.t)
+	c.hc.Jar.SetCookies(u, b.hc.Jar.Cookies(u))
+	return c
+}
+
+// Sign-out ends the session on the server: a copy of the cookie taken before is
+// refused afterwards — sent to sign in again — by the replica that signed out and by
+// another replica on the same database, at once, on the account page and at the
+// authorization endpoint.
+func TestSignOutEndsCopiesOfTheSessionOnEveryReplica(t *testing.T) {
+	dsn, keys := migratedDB(t), secrets(t)
+	a := start(t, setup{dsn: dsn, keyDir: keys})
+	b := start(t, setup{dsn: dsn, keyDir: keys})
+	secret := confidentialClient(t, a, "grafana")
+	authURL := oauthConfig(a, secret, "openid").AuthCodeURL("state-copied-0001", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	onReplica := func(in *instance) string { return strings.Replace(authURL, a.URL, in.URL, 1) }
+
+	user := newBrowser(t)
+	user.signIn(a, "alice", alicePassword)
+	thief := user.copyOf(a)
+	for _, in := range []*instance{a, b} {
+		if got := thief.signedInAs(in); got != "alice" {
+			t.Fatalf("before sign-out the copied cookie shows %q on %s; want alice", got, in.URL)
+		}
+		if _, page := thief.get(onReplica(in)); !strings.Contains(page, `id="approve"`) {
+			t.Fatalf("before sign-out the copied cookie gets no consent page on %s: %.300s", in.URL, page)
+		}
+	}
+
+	_, account := user.get(a.URL + "/account")
+	if resp, _ := user.noRedirects().post(a.URL+"/logout", formFields(account)); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d, want 303", resp.StatusCode)
+	}
+
+	for _, in := range []*instance{a, b} {
+		resp, _ := thief.noRedirects().get(in.URL + "/account")
+		if loc, _ := resp.Location(); resp.StatusCode != http.StatusSeeOther || loc.Path != "/login" {
+			t.Errorf("the copied cookie after sign-out, /account on %s: %d %v; want 303 to /login", in.URL, resp.StatusCode, loc)
+		}
+		resp, page := thief.get(onReplica(in))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(page, `name="password"`) || strings.Contains(page, `id="approve"`) {
+			t.Errorf("the copied cookie after sign-out, authorization on %s: %d %.300s; want the sign-in page", in.URL, resp.StatusCode, page)
+		}
+		if got := user.signedInAs(in); got != "" {
+			t.Errorf("the browser that signed out is still signed in as %q on %s", got, in.URL)
+		}
+	}
+
+	// Signing in again starts a new session, which the ended one does not touch;
+	// signing in over a live session ends that one, so its copies die too.
+	user.signIn(b, "alice", alicePassword)
+	again := user.copyOf(b)
+	user.signIn(b, "alice", alicePassword)
+	if got := user.signedInAs(a); got != "alice" {
+		t.Errorf("signed in again: %q", got)
+	}
+	if got := again.signedInAs(a); got != "" {
+		t.Errorf("a copy of the session replaced by a new sign-in still shows %q", got)
+	}
+}
+
+// With the database gone a signed-in page answers 503: the visitor is neither taken
+// for signed in nor sent to sign in, and sign-out says it failed rather than
+// pretending. Once the database is back the session is there again.
+func TestSessionPagesWhileTheDatabaseIsDown(t *testing.T) {
+	proxy, dsn := newDBProxy(t, migratedDB(t))
+	in := start(t, setup{dsn: dsn})
+	b := newBrowser(t)
+	b.signIn(in, "alice", alicePassword)
+	_, account := b.get(in.URL + "/account")
+	logout := formFields(account)
+
+	proxy.Down()
+	resp, page := b.noRedirects().get(in.URL + "/account")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" || strings.Contains(page, "alice") {
+		t.Errorf("/account with the database down: %d Retry-After %q %.300s; want 503 without the account",
+			resp.StatusCode, resp.header.Get("Retry-After"), page)
+	}
+	resp, page = b.noRedirects().post(in.URL+"/logout", logout)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(page, "could not be signed out") {
+		t.Errorf("sign-out with the database down: %d %.300s; want 503 saying so", resp.StatusCode, page)
+	}
+
+	proxy.Up(t, "unix")
+	deadline := time.Now().Add(10 * time.Second)
+	got := b.signedInAs(in)
+	for got != "alice" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		got = b.signedInAs(in)
+	}
+	if got != "alice" {
+		t.Errorf("after the database came back the session shows %q; want alice", got)
+	}
+}
+
 // Failed sign-ins are throttled per username and per address, with a message that
 // says when to retry; while throttled even the right password is refused.
 func TestLoginThrottle(t *testing.T) {
