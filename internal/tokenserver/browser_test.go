@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
@@ -207,7 +208,7 @@ func saveScreenshot(t *testing.T, png []byte) {
 // Sessions in a real browser: a page on another origin of the same site (another
 // port of 127.0.0.1, as a sibling subdomain would be) plants a CSRF cookie and posts
 // a consent for the signed-in user, and is refused; Sign out on the connected-apps
-// page ends the session; a password change ends it too; and after three wrong
+// page ends the session, also for a copy of its cookie; a password change ends it too; and after three wrong
 // passwords the login page says when to try again.
 func TestSessionPagesInHeadlessChromium(t *testing.T) {
 	in := start(t, setup{throttle: tokenserver.LoginThrottle{PerUser: 3, PerIP: 20, Refill: time.Hour}})
@@ -262,9 +263,17 @@ func TestSessionPagesInHeadlessChromium(t *testing.T) {
 		t.Errorf("grants after the cross-origin post: %v %v; want none", gs, err)
 	}
 
+	// The session cookie as Chromium holds it, copied before sign-out as a thief or
+	// another device would.
+	var cookies []*network.Cookie
 	if err := chromedp.Run(bctx,
 		chromedp.Navigate(in.URL+"/account"),
 		chromedp.WaitVisible("#sign-out", chromedp.ByID),
+		chromedp.ActionFunc(func(ctx context.Context) error {
+			var err error
+			cookies, err = network.GetCookies().WithURLs([]string{in.URL}).Do(ctx)
+			return err
+		}),
 		chromedp.Click("#sign-out", chromedp.ByID),
 		chromedp.WaitVisible("#notice", chromedp.ByID),
 		chromedp.Text("#notice", &notice, chromedp.ByID),
@@ -275,6 +284,16 @@ func TestSessionPagesInHeadlessChromium(t *testing.T) {
 	}
 	if notice != "You are signed out." {
 		t.Errorf("after Sign out the page says %q", notice)
+	}
+	copied := newBrowser(t)
+	base, _ := url.Parse(in.URL)
+	for _, c := range cookies {
+		copied.hc.Jar.SetCookies(base, []*http.Cookie{{Name: c.Name, Value: c.Value, Path: c.Path}})
+	}
+	if len(cookies) == 0 {
+		t.Error("Chromium held no cookie for the token server while signed in")
+	} else if resp, _ := copied.noRedirects().get(in.URL + "/account"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the session cookie copied from Chromium before Sign out, used after: %d; want 303 to sign in", resp.StatusCode)
 	}
 
 	// A password change (the users Secret updated) ends the session at once.
