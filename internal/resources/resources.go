@@ -248,8 +248,8 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 		Replicas: ptr.To[int32](1), ServiceName: DatabaseObjects(ts),
 		Selector: &metav1.LabelSelector{MatchLabels: sel},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext:              databasePodSecurity(),
+			AutomountServiceAccountToken:  ptr.To(false),
+			SecurityContext:               databasePodSecurity(),
 			TerminationGracePeriodSeconds: ptr.To[int64](60),
 			Containers: []corev1.Container{{
 				Name: portPostgres, Image: image,
