@@ -254,7 +254,7 @@ func processStatus(t *testing.T, shim int) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var children []string
+	children := make([]string, 0, 1)
 	for _, task := range tasks {
 		data, _ := os.ReadFile(task) // #nosec G304 -- /proc
 		children = append(children, strings.Fields(string(data))...)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,11 +239,18 @@ func setVolumeOwnership(dir string, fsGroup *int64, readOnly bool, policy *corev
 			}
 		}
 	}
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	// Through an os.Root: a pod writes to its volume while this runs, and a file it
+	// swaps for a symlink must not lead the change out of the volume.
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = root.Close() }()
+	return fs.WalkDir(root.FS(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if err := os.Lchown(path, -1, gid); err != nil {
+		if err := root.Lchown(path, -1, gid); err != nil {
 			return err
 		}
 		if d.Type()&fs.ModeSymlink != 0 {
@@ -258,6 +264,6 @@ func setVolumeOwnership(dir string, fsGroup *int64, readOnly bool, policy *corev
 		if d.IsDir() {
 			m |= os.ModeSetgid | 0o110
 		}
-		return os.Chmod(path, m&(os.ModePerm|os.ModeSetgid|os.ModeSetuid|os.ModeSticky))
+		return root.Chmod(path, m&(os.ModePerm|os.ModeSetgid|os.ModeSetuid|os.ModeSticky))
 	})
 }

@@ -28,12 +28,12 @@ func TestMain(m *testing.M) {
 
 // runShim runs the command as the container c of pod, with mounts, and returns its
 // output and the exit code the shim recorded.
-func runShim(t *testing.T, pod *corev1.Pod, c *corev1.Container, image *imageUser, mounts []Mount) (string, int) {
+func runShim(t *testing.T, pod *corev1.Pod, c *corev1.Container, mounts []Mount) (string, int) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the node's shim tests run as root, as the node does")
 	}
-	sec, err := security(pod, c, image)
+	sec, err := security(pod, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestSecretReadableThroughFSGroupOnly(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			pod := nonRootPod(tt.fsGroup)
 			c := &corev1.Container{Name: "c", Command: sh("id -u; cat /etc/kubeoauth-test/db/dsn")}
-			out, code := runShim(t, pod, c, nil, []Mount{{Source: secretVolume(t, tt.mode, tt.fsGroup),
+			out, code := runShim(t, pod, c, []Mount{{Source: secretVolume(t, tt.mode, tt.fsGroup),
 				Target: "/etc/kubeoauth-test/db", ReadOnly: true}})
 			if !strings.HasPrefix(out, "65532\n") {
 				t.Fatalf("the process did not run as 65532: %q", out)
@@ -132,7 +132,7 @@ func TestReadOnlyRootFilesystem(t *testing.T) {
 	if err := setVolumeOwnership(tmp, ptr.To[int64](65532), false, nil); err != nil {
 		t.Fatal(err)
 	}
-	out, code := runShim(t, pod, c, nil, []Mount{{Source: tmp, Target: "/tmp"}})
+	out, code := runShim(t, pod, c, []Mount{{Source: tmp, Target: "/tmp"}})
 	if code != 0 || !strings.Contains(out, "Read-only file system") || !strings.Contains(out, "written") {
 		t.Errorf("exit %d, output %q: want /var/tmp read-only, /dev/shm and the /tmp volume writable", code, out)
 	}
@@ -142,7 +142,7 @@ func TestReadOnlyRootFilesystem(t *testing.T) {
 	// Without it, the same process writes to the host's /var/tmp.
 	c.SecurityContext = nil
 	c.Command = sh("f=/var/tmp/kubeoauth-ro-test-$$; touch $f && rm $f && echo writable")
-	if out, code := runShim(t, pod, c, nil, nil); code != 0 || !strings.Contains(out, "writable") {
+	if out, code := runShim(t, pod, c, nil); code != 0 || !strings.Contains(out, "writable") {
 		t.Errorf("without readOnlyRootFilesystem: exit %d, output %q", code, out)
 	}
 }
@@ -176,7 +176,7 @@ func TestPrivileges(t *testing.T) {
 			if _, ok := tt.want["CapPrm"]; ok {
 				c.Command = sh("grep -E '^Cap' /proc/self/status")
 			}
-			out, code := runShim(t, pod, c, nil, nil)
+			out, code := runShim(t, pod, c, nil)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, out)
 			}
