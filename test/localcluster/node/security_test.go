@@ -360,3 +360,43 @@ func TestSetVolumeOwnership(t *testing.T) {
 		t.Errorf("Always: %v group %d, want 0770 group 4000", mode, gid)
 	}
 }
+
+// Exec probes run as the container does: setpriv takes the same user, groups,
+// bounding set and no_new_privs (every capability name included).
+func TestExecProbeRunsAsTheContainer(t *testing.T) {
+	for name, tt := range map[string]struct {
+		sc   *corev1.SecurityContext
+		want map[string]string
+	}{
+		"restricted": {sc: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+			want: map[string]string{"Uid": "65532\t65532\t65532\t65532", "Gid": "65532\t65532\t65532\t65532", "Groups": "999",
+				"NoNewPrivs": "1", "CapBnd": "0000000000000000"}},
+		"privileged": {sc: &corev1.SecurityContext{Privileged: ptr.To(true)},
+			want: map[string]string{"NoNewPrivs": "0", "CapEff": "0000000000000000"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			pod := nonRootPod(ptr.To[int64](999))
+			sec, err := security(pod, &corev1.Container{Name: "c", SecurityContext: tt.sc}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := append(setprivArgs(sec), "cat", "/proc/self/status")
+			out, err := exec.Command(args[0], args[1:]...).CombinedOutput() // #nosec G204 -- the test's own command
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			got := map[string]string{}
+			for _, line := range strings.Split(string(out), "\n") {
+				if k, v, ok := strings.Cut(line, ":"); ok {
+					got[k] = strings.TrimSpace(v)
+				}
+			}
+			for k, v := range tt.want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q", k, got[k], v)
+				}
+			}
+		})
+	}
+}
