@@ -244,6 +244,19 @@ func testSecurityContexts(t *testing.T) {
 	if rootImage.Status.Phase != corev1.PodPending {
 		t.Errorf("root-image phase %s, want Pending", rootImage.Status.Phase)
 	}
+	eventually(t, 30*time.Second, "root-image's Failed event, as kubectl describe shows it", func() error {
+		var events corev1.EventList
+		if err := suite.c.List(ctx, &events, client.InNamespace(nodeNS)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.UID == rootImage.UID && e.Reason == "Failed" && e.Type == corev1.EventTypeWarning &&
+				strings.HasPrefix(e.Message, "Error: container has runAsNonRoot and image will run as root") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no such event among %d", len(events.Items))
+	})
 }
 
 // processStatus is /proc/<child of the shim>/status: the container's process.

@@ -272,6 +272,13 @@ func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
 		// The kubelet retries such a container for ever; nothing here can change
 		// its verdict but a new pod.
 		p.setWaitingMessage(c.Name, "CreateContainerConfigError", msg)
+		if p.n.events != nil {
+			p.mu.Lock()
+			ref := p.st.Pod.DeepCopy()
+			p.mu.Unlock()
+			// The kubelet's event for it: reason Failed, "Error: " and the message.
+			p.n.events.Eventf(ref, corev1.EventTypeWarning, "Failed", "Error: %s", msg)
+		}
 		<-p.ctx.Done()
 		return false
 	}
