@@ -19,9 +19,13 @@ import (
 	"golang.org/x/oauth2"
 )
 
+// The platform namespace admits only pods of the "restricted" Pod Security
+// Standard: the bundled token server, migrations and database all are.
 const namespaces = `apiVersion: v1
 kind: Namespace
-metadata: {name: platform}
+metadata:
+  name: platform
+  labels: {pod-security.kubernetes.io/enforce: restricted}
 ---
 # The app teams' namespace: it may register clients on the platform's token server,
 # and its clients are first-party (declared ConsentGrants are honoured).

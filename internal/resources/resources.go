@@ -91,6 +91,22 @@ const (
 	mountConfig = "/etc/kubeoauth/config"
 	mountTLS    = "/etc/kubeoauth/admin-tls"
 	pgData      = "/var/lib/postgresql/data"
+	// pgRun is where the postgres image keeps its socket and lock file, and pgTmp
+	// its entrypoint's temporary files: both on the root file system, which is
+	// read-only, so each gets an emptyDir.
+	pgRun = "/var/run/postgresql"
+	pgTmp = "/tmp"
+)
+
+// Users the pods run as. A kubelet mounts Secret volumes root-owned, so a
+// non-root process reads them only through its group: every pod sets fsGroup,
+// which makes the volumes' files group-owned by it and group-readable.
+const (
+	// ServerUID is the distroless image's nonroot user and group (our Dockerfile's
+	// USER 65532:65532), for the token server and its migration Job.
+	ServerUID int64 = 65532
+	// PostgresUID is the postgres user and group of the official postgres image.
+	PostgresUID int64 = 999
 )
 
 // Names of a TokenServer's objects: one place, so the reconciler, the builders and
@@ -266,9 +282,8 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 		Replicas: ptr.To[int32](1), ServiceName: DatabaseObjects(ts),
 		Selector: &metav1.LabelSelector{MatchLabels: sel},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](999),
-				FSGroup: ptr.To[int64](999), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			AutomountServiceAccountToken:  ptr.To(false),
+			SecurityContext:               databasePodSecurity(),
 			TerminationGracePeriodSeconds: ptr.To[int64](60),
 			Containers: []corev1.Container{{
 				Name: portPostgres, Image: image,
@@ -280,10 +295,12 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 					{Name: "POSTGRES_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 						LocalObjectReference: corev1.LocalObjectReference{Name: DatabaseObjects(ts)}, Key: KeyPassword}}},
 				},
-				VolumeMounts:    []corev1.VolumeMount{{Name: "data", MountPath: pgData}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: pgData},
+					{Name: "run", MountPath: pgRun}, {Name: "tmp", MountPath: pgTmp}},
 				ReadinessProbe:  probe,
-				SecurityContext: restricted(),
+				SecurityContext: restrictedReadOnly(),
 			}},
+			Volumes: []corev1.Volume{emptyDir("run"), emptyDir("tmp")},
 		}},
 		VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data"},
 			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
@@ -295,11 +312,36 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 	}}
 }
 
-func restricted() *corev1.SecurityContext {
-	return &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+// podSecurity runs every container of a pod as uid, with uid as its group and
+// fsGroup: the Pod Security Standard "restricted", and Secret volumes readable.
+func podSecurity(uid int64) *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(uid), RunAsGroup: ptr.To(uid),
+		FSGroup: ptr.To(uid), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+}
+
+// databasePodSecurity is podSecurity as the postgres user. The kubelet changes the
+// data volume's ownership only when its root is not the fsGroup's yet: a recursive
+// change on every start would be slow on a large database and loosen the modes of
+// its files (PostgreSQL wants its data directory 0700, which its entrypoint restores).
+func databasePodSecurity() *corev1.PodSecurityContext {
+	s := podSecurity(PostgresUID)
+	s.FSGroupChangePolicy = ptr.To(corev1.FSGroupChangeOnRootMismatch)
+	return s
+}
+
+// restrictedReadOnly is the container side of "restricted", with a read-only root
+// file system: whatever a process writes goes to a volume.
+func restrictedReadOnly() *corev1.SecurityContext {
+	return &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
 		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
 }
 
+func emptyDir(name string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+}
+
+// secretVolume mounts a Secret readable by its owner, root, and the pod's fsGroup
+// (a kubelet gives the files that group): by the pod's process, by no one else.
 func secretVolume(name, secret string, items ...corev1.KeyToPath) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 		SecretName: secret, Items: items, DefaultMode: ptr.To[int32](0o440)}}}
@@ -319,7 +361,7 @@ func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
 		BackoffLimit: ptr.To[int32](6),
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentMigrations)}, Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
-			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(),
+			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(ServerUID),
 			Containers: []corev1.Container{{Name: "migrate", Image: image, Args: []string{"migrate", "up"},
 				Env:             []corev1.EnvVar{{Name: "KUBEOAUTH_DSN_FILE", Value: mountDB + "/" + KeyDSN}},
 				VolumeMounts:    []corev1.VolumeMount{{Name: "db", MountPath: mountDB, ReadOnly: true}},
@@ -327,17 +369,6 @@ func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
 			Volumes: []corev1.Volume{dsnVolume(ts)},
 		}},
 	}}
-}
-
-func podSecurity() *corev1.PodSecurityContext {
-	return &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true),
-		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
-}
-
-func restrictedReadOnly() *corev1.SecurityContext {
-	s := restricted()
-	s.ReadOnlyRootFilesystem = ptr.To(true)
-	return s
 }
 
 // Inputs are what the token server's StatefulSet needs beyond the TokenServer:
@@ -434,7 +465,7 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: map[string]string{AnnotationConfig: in.ConfigHash}},
 			Spec: corev1.PodSpec{
 				ServiceAccountName: ServiceAccountName(ts), AutomountServiceAccountToken: ptr.To(false),
-				SecurityContext: podSecurity(), TerminationGracePeriodSeconds: ptr.To[int64](30),
+				SecurityContext: podSecurity(ServerUID), TerminationGracePeriodSeconds: ptr.To[int64](30),
 				Containers: []corev1.Container{{
 					Name: componentServer, Image: in.Image, Args: []string{"serve"}, Env: env, VolumeMounts: mounts,
 					Ports: []corev1.ContainerPort{{Name: portHTTP, ContainerPort: PublicPort}, {Name: portAdmin, ContainerPort: AdminPort},

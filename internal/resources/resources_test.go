@@ -5,8 +5,10 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -304,4 +306,124 @@ func TestNetworkPolicies(t *testing.T) {
 		!slices.Equal(from.PodSelector.MatchExpressions[0].Values, []string{"tokenserver", "migrations"}) {
 		t.Errorf("database peers %+v: want this server's tokenserver and migrations pods, in its namespace", from)
 	}
+}
+
+// TestPodSecurity checks each pod the operator runs as a kubelet would run it: the
+// Pod Security Standard "restricted", and every file of every Secret or ConfigMap
+// volume readable by the container's user, given that a kubelet writes them
+// root-owned with the volume's mode and, with an fsGroup, group-owned by it and
+// group-readable.
+func TestPodSecurity(t *testing.T) {
+	ts := server(func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Login = &oauthv1alpha1.LoginSpec{UsersSecretRef: &oauthv1alpha1.SecretKeyReference{Name: "auth-users"}}
+	})
+	tests := map[string]struct {
+		pod      corev1.PodSpec
+		uid      int64
+		writable []string // paths the process writes, each on a volume
+	}{
+		"token server":   {pod: TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"}).Spec.Template.Spec, uid: ServerUID},
+		"migrations":     {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
+		"bundled server": {pod: withClaims(DatabaseStatefulSet(ts)), uid: PostgresUID, writable: []string{pgData + "/pgdata", pgRun, pgTmp}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ps := tt.pod.SecurityContext
+			if ps == nil || !ptr.Deref(ps.RunAsNonRoot, false) || ptr.Deref(ps.RunAsUser, 0) != tt.uid ||
+				ptr.Deref(ps.RunAsGroup, 0) != tt.uid || ps.SeccompProfile == nil ||
+				ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Fatalf("pod securityContext %+v: want non-root uid and gid %d, seccomp RuntimeDefault", ps, tt.uid)
+			}
+			for _, c := range tt.pod.Containers {
+				s := c.SecurityContext
+				if s == nil || ptr.Deref(s.AllowPrivilegeEscalation, true) || !ptr.Deref(s.ReadOnlyRootFilesystem, false) ||
+					s.Capabilities == nil || !reflect.DeepEqual(s.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+					len(s.Capabilities.Add) > 0 || s.RunAsUser != nil || ptr.Deref(s.Privileged, false) {
+					t.Errorf("container %s securityContext %+v: want no escalation, all capabilities dropped, read-only root", c.Name, s)
+				}
+				for _, m := range c.VolumeMounts {
+					for _, f := range volumeFiles(t, tt.pod, m.Name) {
+						if !kubeletReadable(f.mode, ps.FSGroup, tt.uid, *ps.RunAsGroup) {
+							t.Errorf("container %s cannot read %s/%s (mode %#o, fsGroup %v)", c.Name, m.MountPath, f.path, f.mode, ps.FSGroup)
+						}
+					}
+				}
+				for _, w := range tt.writable {
+					if !onWritableVolume(c, w) {
+						t.Errorf("container %s writes %s, which is on its read-only root file system", c.Name, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+// withClaims is the StatefulSet's pod as the controller makes it: a volume per claim.
+func withClaims(sts *appsv1.StatefulSet) corev1.PodSpec {
+	pod := *sts.Spec.Template.Spec.DeepCopy()
+	for _, c := range sts.Spec.VolumeClaimTemplates {
+		pod.Volumes = append(pod.Volumes, corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name + "-" + sts.Name + "-0"}}})
+	}
+	return pod
+}
+
+type volumeFile struct {
+	path string
+	mode int32
+}
+
+// volumeFiles lists the files a Secret or ConfigMap volume holds, with the mode the
+// kubelet writes them with (defaultMode, else 0644; an item's own mode first). Other
+// volumes hold none yet.
+func volumeFiles(t *testing.T, pod corev1.PodSpec, name string) []volumeFile {
+	t.Helper()
+	for _, v := range pod.Volumes {
+		if v.Name != name {
+			continue
+		}
+		var items []corev1.KeyToPath
+		var mode *int32
+		switch {
+		case v.Secret != nil:
+			items, mode = v.Secret.Items, v.Secret.DefaultMode
+		case v.ConfigMap != nil:
+			items, mode = v.ConfigMap.Items, v.ConfigMap.DefaultMode
+		default:
+			return nil
+		}
+		if len(items) == 0 {
+			items = []corev1.KeyToPath{{Path: "<any key>"}}
+		}
+		var out []volumeFile
+		for _, it := range items {
+			out = append(out, volumeFile{it.Path, ptr.Deref(it.Mode, ptr.Deref(mode, 0o644))})
+		}
+		return out
+	}
+	t.Fatalf("volumeMount %s: no such volume", name)
+	return nil
+}
+
+// kubeletReadable says whether a process of uid and gid, with fsGroup as a
+// supplementary group, reads a root-owned file the kubelet wrote with mode.
+func kubeletReadable(mode int32, fsGroup *int64, uid, gid int64) bool {
+	switch {
+	case uid == 0:
+		return true
+	case fsGroup != nil:
+		return (mode|0o440)&0o040 != 0
+	case gid == 0:
+		return mode&0o040 != 0
+	}
+	return mode&0o004 != 0
+}
+
+func onWritableVolume(c corev1.Container, path string) bool {
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly && (path == m.MountPath || strings.HasPrefix(path, m.MountPath+"/")) {
+			return true
+		}
+	}
+	return false
 }

@@ -50,6 +50,7 @@ func TestEndToEnd(t *testing.T) {
 		{"TokenServerPodKilledRequestsKeepSucceeding", testTokenServerPodKilled},
 		{"KubectlLogs", testLogs},
 		{"PlainPodAsAKubeletWould", testPlainPod},
+		{"SecurityContextsAsAKubeletWould", testSecurityContexts},
 		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
@@ -527,8 +528,9 @@ func testNodeRestart(t *testing.T) {
 	// A pod that ran to completion (a Job's, say) stays done: a restarted node
 	// does not run it again.
 	once := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: platformNS, Name: "run-once"},
-		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c",
-			Image: "busybox", Command: []string{"/bin/sh", "-c", "echo ran"}}}}}
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, SecurityContext: restrictedPod(65534, nil),
+			Containers: []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"/bin/sh", "-c", "echo ran"},
+				SecurityContext: restrictedContainer()}}}}
 	if err := suite.c.Create(ctx, once); err != nil {
 		t.Fatal(err)
 	}

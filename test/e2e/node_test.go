@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,132 @@ func testPlainPod(t *testing.T) {
 	if _, err := os.Stat("/kubeoauth-e2e-data"); err == nil {
 		t.Error("the node made /kubeoauth-e2e-data on the host")
 	}
+}
+
+// restrictedPod and restrictedContainer meet the restricted Pod Security Standard,
+// which the platform namespace enforces.
+func restrictedPod(uid int64, fsGroup *int64) *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(uid), RunAsGroup: ptr.To(uid),
+		FSGroup: fsGroup, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+}
+
+func restrictedContainer() *corev1.SecurityContext {
+	return &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+}
+
+// The node enforces security contexts as a kubelet does: kubeoauth's own processes
+// run as their pods' users without privileges; a Secret mounted 0440 is readable by
+// a non-root pod only with an fsGroup (issue 11: the bundled pods had none, and only
+// a node that ran everything as root let them read their Secrets); runAsNonRoot
+// refuses an image that runs as root.
+func testSecurityContexts(t *testing.T) {
+	ctx := t.Context()
+	for pod, uid := range map[string]string{"auth-blue-0": "65532", "auth-db-0": "999"} {
+		status := processStatus(t, containerPid(t, pod))
+		if status["Uid"] != strings.Repeat(uid+"\t", 3)+uid || status["NoNewPrivs"] != "1" || status["CapEff"] != "0000000000000000" ||
+			status["CapBnd"] != "0000000000000000" {
+			t.Errorf("%s runs with %v; want uid %s, no_new_privs, no capabilities", pod, status, uid)
+		}
+	}
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "dsn"}, StringData: map[string]string{"dsn": "postgres://x"}}
+	if err := suite.c.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	reader := func(name string, fsGroup *int64) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: name},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, SecurityContext: restrictedPod(65532, fsGroup),
+				Containers: []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"cat", "/etc/kubeoauth-e2e/dsn"},
+					SecurityContext: restrictedContainer(),
+					VolumeMounts:    []corev1.VolumeMount{{Name: "dsn", MountPath: "/etc/kubeoauth-e2e", ReadOnly: true}}}},
+				Volumes: []corev1.Volume{{Name: "dsn", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+					SecretName: "dsn", DefaultMode: ptr.To[int32](0o440)}}}}}}
+	}
+	rootImage := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "root-image"},
+		Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true)},
+			Containers: []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"/bin/sh", "-c", "echo should-not-run"}}}}}
+	for _, p := range []*corev1.Pod{reader("no-fsgroup", nil), reader("fsgroup", ptr.To[int64](65532)), rootImage} {
+		if err := suite.c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]corev1.PodPhase{"no-fsgroup": corev1.PodFailed, "fsgroup": corev1.PodSucceeded} {
+		eventually(t, 30*time.Second, name+" "+string(want), func() error {
+			var p corev1.Pod
+			if err := suite.c.Get(ctx, client.ObjectKey{Namespace: nodeNS, Name: name}, &p); err != nil {
+				return err
+			}
+			if p.Status.Phase != want {
+				return fmt.Errorf("phase %s", p.Status.Phase)
+			}
+			return nil
+		})
+	}
+	if out, _ := kubectl(ctx, "-n", nodeNS, "logs", "no-fsgroup"); !strings.Contains(out, "Permission denied") {
+		t.Errorf("without fsGroup the Secret was not refused: %q", out)
+	}
+	if out, _ := kubectl(ctx, "-n", nodeNS, "logs", "fsgroup"); out != "postgres://x" {
+		t.Errorf("with fsGroup the pod read %q", out)
+	}
+	eventually(t, 30*time.Second, "root-image refused", func() error {
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(rootImage), rootImage); err != nil {
+			return err
+		}
+		s := rootImage.Status.ContainerStatuses
+		if len(s) != 1 || s[0].State.Waiting == nil || s[0].State.Waiting.Reason != "CreateContainerConfigError" {
+			return fmt.Errorf("%+v", s)
+		}
+		if msg := s[0].State.Waiting.Message; !strings.HasPrefix(msg, "container has runAsNonRoot and image will run as root") {
+			return fmt.Errorf("message %q", msg)
+		}
+		return nil
+	})
+	if rootImage.Status.Phase != corev1.PodPending {
+		t.Errorf("root-image phase %s, want Pending", rootImage.Status.Phase)
+	}
+	eventually(t, 30*time.Second, "root-image's Failed event, as kubectl describe shows it", func() error {
+		var events corev1.EventList
+		if err := suite.c.List(ctx, &events, client.InNamespace(nodeNS)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.UID == rootImage.UID && e.Reason == "Failed" && e.Type == corev1.EventTypeWarning &&
+				strings.HasPrefix(e.Message, "Error: container has runAsNonRoot and image will run as root") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no such event among %d", len(events.Items))
+	})
+}
+
+// processStatus is /proc/<child of the shim>/status: the container's process.
+func processStatus(t *testing.T, shim int) map[string]string {
+	t.Helper()
+	// Listed by the thread that forked them: the shim's is not its main thread.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", shim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := make([]string, 0, 1)
+	for _, task := range tasks {
+		data, _ := os.ReadFile(task) // #nosec G304 -- /proc
+		children = append(children, strings.Fields(string(data))...)
+	}
+	if len(children) == 0 {
+		t.Fatalf("the shim %d has no process", shim)
+	}
+	data, err := os.ReadFile("/proc/" + children[0] + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out
 }
 
 // A process that ignores SIGTERM is killed when the grace period ends, and the pod

@@ -27,6 +27,9 @@ type Image struct {
 	Args []string `json:"args,omitempty"`
 	// Env is the image's environment (NAME=value).
 	Env []string `json:"env,omitempty"`
+	// User is the image's USER, "uid" or "uid:gid" by number; root when empty. A
+	// container without runAsUser runs as it, and runAsNonRoot refuses root.
+	User string `json:"user,omitempty"`
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -45,6 +48,9 @@ func LoadImageMap(path string) (*ImageMap, error) {
 		if img.Image == "" || len(img.Command) == 0 {
 			return nil, fmt.Errorf("%s: images[%d]: image and command are required", path, i)
 		}
+		if _, err := parseImageUser(img.User); err != nil {
+			return nil, fmt.Errorf("%s: images[%d]: %w", path, i, err)
+		}
 	}
 	return &m, nil
 }
@@ -61,9 +67,10 @@ func repository(ref string) string {
 	return strings.TrimPrefix(ref, "library/")
 }
 
-// resolve returns the argv and the image environment of a container, as a runtime
-// combines the image's ENTRYPOINT/CMD with the container's command/args.
-func (m *ImageMap) resolve(c *corev1.Container) (argv, env []string, err error) {
+// resolve returns the argv, the image environment and the image's user of a
+// container, as a runtime combines the image's ENTRYPOINT/CMD with the container's
+// command/args.
+func (m *ImageMap) resolve(c *corev1.Container) (argv, env []string, user *imageUser, err error) {
 	repo := repository(c.Image)
 	for _, img := range m.Images {
 		if repository(img.Image) != repo {
@@ -78,7 +85,8 @@ func (m *ImageMap) resolve(c *corev1.Container) (argv, env []string, err error) 
 		default:
 			argv = append(append(argv, img.Command...), img.Args...)
 		}
-		return argv, env, nil
+		user, err = parseImageUser(img.User)
+		return argv, env, user, err
 	}
-	return nil, nil, fmt.Errorf("image %q is not in the node's image map", c.Image)
+	return nil, nil, nil, fmt.Errorf("image %q is not in the node's image map", c.Image)
 }

@@ -88,6 +88,8 @@ type Node struct {
 	notifyCB func(*corev1.Pod)
 	// lister is the pod controller's view of this node's pods in the API.
 	lister corelisters.PodLister
+	// events records what the kubelet reports as events (nil in unit tests).
+	events record.EventRecorder
 }
 
 // Provisioner is the StorageClass provisioner name of the node's volumes.
@@ -123,9 +125,10 @@ func Run(ctx context.Context, cfg Config) error {
 	unused := informers.NewSharedInformerFactory(n.kube, 0)
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: n.kube.CoreV1().Events("")})
+	n.events = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
 		PodClient: n.kube.CoreV1(), PodInformer: factory.Core().V1().Pods(), Provider: n,
-		EventRecorder:     broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName}),
+		EventRecorder:     n.events,
 		ConfigMapInformer: unused.Core().V1().ConfigMaps(), SecretInformer: unused.Core().V1().Secrets(),
 		ServiceInformer: unused.Core().V1().Services(), SkipDownwardAPIResolution: true,
 	})

@@ -53,7 +53,7 @@ func TestImageMapResolve(t *testing.T) {
 		"a registry port is not a tag":     {c: corev1.Container{Image: "localhost:5000/postgres"}, err: true},
 	} {
 		t.Run(name, func(t *testing.T) {
-			argv, env, err := m.resolve(&tt.c)
+			argv, env, _, err := m.resolve(&tt.c)
 			if (err != nil) != tt.err {
 				t.Fatalf("err %v, want error %v", err, tt.err)
 			}

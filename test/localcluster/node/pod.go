@@ -48,8 +48,10 @@ type containerState struct {
 	// Terminated is the last exit, if the container has exited.
 	Terminated *corev1.ContainerStateTerminated `json:"terminated,omitempty"`
 	Previous   *corev1.ContainerStateTerminated `json:"previous,omitempty"`
-	// Waiting is the reason it does not run (ContainerCreating, CrashLoopBackOff).
-	Waiting string `json:"waiting,omitempty"`
+	// Waiting is the reason it does not run (ContainerCreating, CrashLoopBackOff),
+	// WaitingMessage the details, if any.
+	Waiting        string `json:"waiting,omitempty"`
+	WaitingMessage string `json:"waitingMessage,omitempty"`
 }
 
 // pod is one pod on the node: its state and the goroutines that run its containers.
@@ -57,11 +59,14 @@ type pod struct {
 	n   *Node
 	dir string
 
-	mu      sync.Mutex
-	saveMu  sync.Mutex
-	st      podState
-	exited  map[string]chan struct{} // closed when the container's current process exits
-	spec    map[string]*ShimSpec
+	mu     sync.Mutex
+	saveMu sync.Mutex
+	st     podState
+	exited map[string]chan struct{} // closed when the container's current process exits
+	spec   map[string]*ShimSpec
+	// refused holds, by container, why the kubelet would not create it
+	// (CreateContainerConfigError): its securityContext cannot be honoured.
+	refused map[string]string
 	stopped chan struct{} // closed when every container supervisor has returned
 	pending chan struct{} // a status push asked for (see notifier)
 
@@ -162,10 +167,15 @@ func (p *pod) trySetUp() error {
 	}
 	// The specs are built unlocked: env reads Secrets and ConfigMaps from the API
 	// server, and status must not wait for it.
-	specs := map[string]*ShimSpec{}
+	specs, refused := map[string]*ShimSpec{}, map[string]string{}
 	for _, list := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
 		for i := range list {
 			spec, err := p.shimSpec(podCopy, &list[i], vols)
+			var cfg *configError
+			if errors.As(err, &cfg) {
+				refused[list[i].Name] = cfg.msg
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("container %s: %w", list[i].Name, err)
 			}
@@ -174,7 +184,7 @@ func (p *pod) trySetUp() error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.spec = specs
+	p.spec, p.refused = specs, refused
 	p.st.Waiting = ""
 	return nil
 }
@@ -197,7 +207,11 @@ func (p *pod) writeNetworkFiles(ip string) error {
 }
 
 func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]string) (*ShimSpec, error) {
-	argv, imageEnv, err := p.n.images.resolve(c)
+	argv, imageEnv, imageUser, err := p.n.images.resolve(c)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := security(pd, c, imageUser)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +219,7 @@ func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]stri
 	if err != nil {
 		return nil, err
 	}
-	spec := &ShimSpec{Argv: argv, Env: env, Dir: c.WorkingDir,
+	spec := &ShimSpec{Argv: argv, Env: env, Dir: c.WorkingDir, Security: sec,
 		ExitFile: filepath.Join(p.dir, "exit-"+c.Name), Scratch: filepath.Join(p.dir, "scratch", c.Name)}
 	for _, m := range c.VolumeMounts {
 		src, ok := vols[m.Name]
@@ -253,6 +267,20 @@ func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
 		p.mu.Lock()
 		p.st.Containers[c.Name].RestartCount++
 		p.mu.Unlock()
+	}
+	if msg := p.refusal(c.Name); msg != "" {
+		// The kubelet retries such a container for ever; nothing here can change
+		// its verdict but a new pod.
+		p.setWaitingMessage(c.Name, "CreateContainerConfigError", msg)
+		if p.n.events != nil {
+			p.mu.Lock()
+			ref := p.st.Pod.DeepCopy()
+			p.mu.Unlock()
+			// The kubelet's event for it: reason Failed, "Error: " and the message.
+			p.n.events.Eventf(ref, corev1.EventTypeWarning, "Failed", "Error: %s", msg)
+		}
+		<-p.ctx.Done()
+		return false
 	}
 	for {
 		code, err := p.runOnce(c)
@@ -309,12 +337,20 @@ func exitOf(cs *containerState) (int, bool) {
 	return int(cs.Terminated.ExitCode), true
 }
 
-func (p *pod) setWaiting(name, reason string) {
+func (p *pod) setWaiting(name, reason string) { p.setWaitingMessage(name, reason, "") }
+
+func (p *pod) setWaitingMessage(name, reason, message string) {
 	p.mu.Lock()
 	cs := p.container(name)
-	cs.Waiting, cs.Running, cs.Ready, cs.Started = reason, false, false, false
+	cs.Waiting, cs.WaitingMessage, cs.Running, cs.Ready, cs.Started = reason, message, false, false, false
 	p.mu.Unlock()
 	p.changed()
+}
+
+func (p *pod) refusal(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused[name]
 }
 
 func (p *pod) isDeleting() bool {

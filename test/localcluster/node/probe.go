@@ -194,12 +194,14 @@ func httpProbe(ctx context.Context, c *corev1.Container, g *corev1.HTTPGetAction
 }
 
 // execProbe runs the command inside the container's namespaces (nsenter into the
-// shim's mount and network namespaces), with the container's environment.
+// shim's mount and network namespaces), with the container's environment, user and
+// privileges (setpriv), as a runtime's exec does.
 func execProbe(ctx context.Context, pid int, command []string, spec *ShimSpec) error {
 	if pid == 0 || spec == nil {
 		return errors.New("container not running")
 	}
-	args := append([]string{"-t", strconv.Itoa(pid), "-m", "-n", "--"}, command...)
+	args := append([]string{"-t", strconv.Itoa(pid), "-m", "-n", "--"}, setprivArgs(spec.Security)...)
+	args = append(args, command...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...) // #nosec G204 -- the pod's probe command
 	cmd.Env = spec.Env
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -219,4 +221,30 @@ func portNumber(c *corev1.Container, port intstr.IntOrString) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("container %s has no port named %s", c.Name, port.StrVal)
+}
+
+// setprivArgs is the setpriv command that gives a process the container's user and
+// privileges; none for a spec without them.
+func setprivArgs(sec *Security) []string {
+	if sec == nil {
+		return nil
+	}
+	groups := "--clear-groups"
+	if len(sec.Groups) > 0 {
+		ids := make([]string, len(sec.Groups))
+		for i, g := range sec.Groups {
+			ids[i] = strconv.FormatUint(uint64(g), 10)
+		}
+		groups = "--groups=" + strings.Join(ids, ",")
+	}
+	bounding := "-all"
+	for _, c := range sec.Capabilities {
+		bounding += ",+" + strings.ToLower(capabilityNames[c])
+	}
+	args := []string{"setpriv", "--reuid=" + strconv.FormatUint(uint64(sec.UID), 10),
+		"--regid=" + strconv.FormatUint(uint64(sec.GID), 10), groups, "--inh-caps=-all", "--bounding-set=" + bounding}
+	if sec.NoNewPrivs {
+		args = append(args, "--no-new-privs")
+	}
+	return append(args, "--")
 }

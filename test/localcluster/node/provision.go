@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // provision is the StorageClass's provisioner, as a local-path provisioner works: a
@@ -67,7 +68,9 @@ func (n *Node) provisionOnce(ctx context.Context) error {
 func (n *Node) createVolume(ctx context.Context, pvc *corev1.PersistentVolumeClaim, class string) error {
 	name := "pvc-" + string(pvc.UID)
 	dir := filepath.Join(n.cfg.Dir, "volumes", name)
-	if err := os.MkdirAll(dir, 0o777); err != nil { // #nosec G301 -- any pod user may own its volume
+	// Root-owned and closed to others, as a new file system's root is: a pod that
+	// runs as another user writes to it only through its fsGroup.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	pv := &corev1.PersistentVolume{
@@ -79,7 +82,11 @@ func (n *Node) createVolume(ctx context.Context, pvc *corev1.PersistentVolumeCla
 			StorageClassName:              class,
 			ClaimRef: &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1",
 				Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
-			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}},
+			// Local, not hostPath: the kubelet applies a pod's fsGroup to local volumes.
+			PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: dir}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn,
+					Values: []string{n.cfg.NodeName}}}}}}},
 		},
 	}
 	_, err := n.addons.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{})
@@ -99,9 +106,13 @@ func (n *Node) deleteReleased(ctx context.Context) error {
 			pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 			continue
 		}
-		if pv.Spec.HostPath != nil {
-			if err := os.RemoveAll(pv.Spec.HostPath.Path); err != nil {
-				return err
+		// Volumes of an earlier version of the provisioner were hostPath ones.
+		for _, src := range []string{ptr.Deref(pv.Spec.Local, corev1.LocalVolumeSource{}).Path,
+			ptr.Deref(pv.Spec.HostPath, corev1.HostPathVolumeSource{}).Path} {
+			if src != "" {
+				if err := os.RemoveAll(src); err != nil {
+					return err
+				}
 			}
 		}
 		if err := n.addons.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil && !isGone(err) {

@@ -189,24 +189,40 @@ func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (stri
 
 // volumes writes the pod's volumes under dir (one directory per volume) and returns
 // the source path of each volume by name. Claims resolve to their bound volume's
-// directory, which outlives the pod.
+// directory, which outlives the pod. The pod's fsGroup is applied as the kubelet
+// applies it: to every volume but hostPath ones (and claims bound to them).
 func (r *resolver) volumes(ctx context.Context, pod *corev1.Pod, dir string) (map[string]string, error) {
+	var fsGroup *int64
+	var policy *corev1.PodFSGroupChangePolicy
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		fsGroup, policy = sc.FSGroup, sc.FSGroupChangePolicy
+	}
 	out := map[string]string{}
 	for _, v := range pod.Spec.Volumes {
 		path := filepath.Join(dir, v.Name)
 		var err error
 		switch {
 		case v.EmptyDir != nil:
-			err = os.MkdirAll(path, 0o777) // #nosec G301 -- shared scratch, as a runtime makes it
+			err = emptyDir(path)
+			if err == nil {
+				err = setVolumeOwnership(path, fsGroup, false, policy)
+			}
 		case v.HostPath != nil:
 			path = v.HostPath.Path
 		case v.PersistentVolumeClaim != nil:
-			path, err = r.claimPath(ctx, pod.Namespace, v.PersistentVolumeClaim.ClaimName)
+			var owned bool
+			path, owned, err = r.claimPath(ctx, pod.Namespace, v.PersistentVolumeClaim.ClaimName)
+			if err == nil && owned && !v.PersistentVolumeClaim.ReadOnly {
+				err = setVolumeOwnership(path, fsGroup, false, policy)
+			}
 		default:
 			var files map[string]file
 			files, err = r.volumeFiles(ctx, pod, v)
 			if err == nil {
 				err = writeFiles(path, files)
+			}
+			if err == nil {
+				err = setVolumeOwnership(path, fsGroup, true, policy)
 			}
 		}
 		if err != nil {
@@ -215,6 +231,15 @@ func (r *resolver) volumes(ctx context.Context, pod *corev1.Pod, dir string) (ma
 		out[v.Name] = path
 	}
 	return out, nil
+}
+
+// emptyDir makes an emptyDir's directory as the kubelet does: 0777, whatever the
+// node's umask.
+func emptyDir(path string) error {
+	if err := os.MkdirAll(path, 0o777); err != nil { // #nosec G301 -- shared scratch, as a runtime makes it
+		return err
+	}
+	return os.Chmod(path, 0o777) // #nosec G302 -- as above
 }
 
 // fileMode converts an API mode (validated to 0–0777 by the API server).
@@ -311,7 +336,7 @@ func (r *resolver) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev
 		var err error
 		switch {
 		case src.ServiceAccountToken != nil:
-			files, err = r.token(ctx, pod, src.ServiceAccountToken)
+			files, err = r.token(ctx, pod, src.ServiceAccountToken, p.DefaultMode)
 		case src.ConfigMap != nil:
 			files, err = r.configMapFiles(ctx, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, p.DefaultMode, src.ConfigMap.Optional)
 		case src.Secret != nil:
@@ -335,7 +360,8 @@ func (r *resolver) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev
 // API server extends the default one-hour tokens of the automatic volume to a year
 // (--service-account-extend-token-expiration), so no refresh is needed for the
 // lifetimes this cluster sees.
-func (r *resolver) token(ctx context.Context, pod *corev1.Pod, src *corev1.ServiceAccountTokenProjection) (map[string]file, error) {
+func (r *resolver) token(ctx context.Context, pod *corev1.Pod, src *corev1.ServiceAccountTokenProjection,
+	mode *int32) (map[string]file, error) {
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: src.ExpirationSeconds,
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}}}
@@ -346,29 +372,31 @@ func (r *resolver) token(ctx context.Context, pod *corev1.Pod, src *corev1.Servi
 	if err != nil {
 		return nil, fmt.Errorf("token for service account %s: %w", pod.Spec.ServiceAccountName, err)
 	}
-	return map[string]file{src.Path: {[]byte(tr.Status.Token), 0o644}}, nil
+	return map[string]file{src.Path: {[]byte(tr.Status.Token), fileMode(ptr.Deref(mode, 0o644))}}, nil
 }
 
-// claimPath is the directory of the volume the claim is bound to.
-func (r *resolver) claimPath(ctx context.Context, ns, claim string) (string, error) {
+// claimPath is the directory of the volume the claim is bound to, and whether the
+// kubelet would apply an fsGroup to it: to a local volume (as to most CSI
+// volumes), not to a hostPath one.
+func (r *resolver) claimPath(ctx context.Context, ns, claim string) (string, bool, error) {
 	pvc, err := r.c.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if pvc.Spec.VolumeName == "" || pvc.Status.Phase != corev1.ClaimBound {
-		return "", fmt.Errorf("claim %s is not bound yet", claim)
+		return "", false, fmt.Errorf("claim %s is not bound yet", claim)
 	}
 	pv, err := r.c.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	switch {
 	case pv.Spec.HostPath != nil:
-		return pv.Spec.HostPath.Path, nil
+		return pv.Spec.HostPath.Path, false, nil
 	case pv.Spec.Local != nil:
-		return pv.Spec.Local.Path, nil
+		return pv.Spec.Local.Path, true, nil
 	}
-	return "", fmt.Errorf("volume %s is neither hostPath nor local", pv.Name)
+	return "", false, fmt.Errorf("volume %s is neither hostPath nor local", pv.Name)
 }
 
 // writeFiles makes dir hold exactly files (paths may have directories). It changes

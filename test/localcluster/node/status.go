@@ -111,7 +111,7 @@ func (p *pod) containerStatuses(list []corev1.Container) []corev1.ContainerStatu
 			s.ContainerID = containerID(cs.Pid)
 			s.State.Running = &corev1.ContainerStateRunning{StartedAt: cs.StartedAt}
 		case cs.Waiting != "":
-			s.State.Waiting = &corev1.ContainerStateWaiting{Reason: cs.Waiting}
+			s.State.Waiting = &corev1.ContainerStateWaiting{Reason: cs.Waiting, Message: cs.WaitingMessage}
 		case cs.Terminated != nil:
 			s.State.Terminated = cs.Terminated.DeepCopy()
 		default:
