@@ -35,7 +35,7 @@ func main() {
 	out := flag.String("out", "", "directory for the output of failed tests (default: a new temp dir)")
 	testFlags := flag.String("test-flags", "", "extra flags for go test, e.g. \"-run TestX -timeout 20m\"")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: shake [flags] [packages]   (default ./...)\n")
+		_, _ = fmt.Fprintf(flag.CommandLine.Output(), "usage: shake [flags] [packages]   (default ./...)\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -105,7 +105,8 @@ func startNeighbour(n int) (stop func()) {
 // runRound runs go test once, records each test's result in tally and writes the output
 // of every failed test (and of a package that failed outside any test) under dir.
 func runRound(ctx context.Context, round int, args []string, dir string, tally *tally) ([]string, error) {
-	cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-json", "-count=1"}, args...)...) // #nosec G204 -- the developer's own flags
+	// #nosec G204 -- the developer's own flags
+	cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-json", "-count=1"}, args...)...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

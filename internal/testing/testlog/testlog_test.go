@@ -8,10 +8,10 @@ import (
 
 func TestSinceReturnsWhatTheTestSaw(t *testing.T) {
 	var b Buffer
-	fmt.Fprintln(&b, "before the test")
+	_, _ = fmt.Fprintln(&b, "before the test")
 	m := b.mark()
-	fmt.Fprintln(&b, "line one")
-	fmt.Fprintln(&b, "line two")
+	_, _ = fmt.Fprintln(&b, "line one")
+	_, _ = fmt.Fprintln(&b, "line two")
 	got, cut := b.since(m, 1<<10)
 	if string(got) != "line one\nline two\n" || cut {
 		t.Errorf("since = %q, cut %v", got, cut)
