@@ -156,7 +156,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
 	switch {
-	case err == nil && grant.Covers(areq.Scopes, time.Now()):
+	case err == nil && grant.Covers(areq.Scopes, time.Now()) && (grant.Source != store.SourceFirstParty || client.SkipConsent):
 		_ = s.cfg.Store.TouchGrant(ctx, grant.ID, time.Now())
 		p.Approve(w, r, areq, subject, grant, authTime)
 		return
@@ -165,15 +165,20 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	case client.SkipConsent:
 		// First-party: the operator passes skipConsent only for namespaces the
-		// platform trusts. The consent is recorded all the same, so it can be listed
-		// and revoked.
-		g, err := s.cfg.Store.PutGrant(ctx, browserConsent(client.ID, subject, areq.Scopes))
-		if err != nil {
+		// platform trusts. The approval is recorded all the same, so it can be
+		// listed and revoked, but as first-party, not as the user's consent: it ends
+		// when skipConsent does. A client whose skipConsent went off since this
+		// replica cached it gets the consent page.
+		g, err := s.cfg.Store.PutGrant(ctx, &store.ConsentGrant{ClientID: client.ID, Subject: subject, Scopes: areq.Scopes,
+			Source: store.SourceFirstParty})
+		if err == nil {
+			p.Approve(w, r, areq, subject, g, authTime)
+			return
+		}
+		if !errors.Is(err, store.ErrNotFirstParty) {
 			p.AuthorizeError(w, r, areq, err)
 			return
 		}
-		p.Approve(w, r, areq, subject, g, authTime)
-		return
 	}
 	if slices.Contains(prompt, "none") {
 		p.ConsentRequired(w, r, areq)
