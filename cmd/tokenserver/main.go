@@ -160,7 +160,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	maxLogins := fs.Int("max-concurrent-logins", 0, "Password checks (bcrypt) that may run at once; 0 means one per CPU.")
 	ipHeader := fs.String("client-ip-header", "",
 		"Header in which the trusted proxy in front passes the client's address (e.g. X-Forwarded-For; its last "+
-			"entry is used) for per-address throttling; empty uses the connection's peer.")
+			"entry is used) for per-address throttling; empty uses the connection's peer. Needs --client-ip-trusted-proxies.")
+	ipTrusted := fs.String("client-ip-trusted-proxies", "",
+		"Comma-separated CIDRs of the proxies (ingress) whose --client-ip-header is believed; from any other peer "+
+			"the header is ignored and the peer's address counts.")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
 	pprofListen := fs.String("pprof-listen", "", "Address for Go's /debug/pprof profiles; empty (the default) turns them off.")
 	if err := parse(fs, args); err != nil {
@@ -194,6 +197,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	allow, err := netguard.ParseAllow(*jwksAllow)
 	if err != nil {
 		return fmt.Errorf("--jwks-fetch-allow: %w", err)
+	}
+	proxies, err := netguard.ParseAllow(*ipTrusted)
+	if err != nil {
+		return fmt.Errorf("--client-ip-trusted-proxies: %w", err)
+	}
+	if *ipHeader != "" && len(proxies) == 0 {
+		return fmt.Errorf("--client-ip-header %s needs --client-ip-trusted-proxies: the CIDRs of the proxies (ingress) "+
+			"allowed to set it; anyone else could set it to spread sign-in guesses over made-up addresses", *ipHeader)
 	}
 	dsn, err := getDSN()
 	if err != nil {
@@ -263,7 +274,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
-		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader,
+		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		LoginThrottle: tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 	})
 }
