@@ -107,8 +107,9 @@ func New(cfg Config) *Server {
 	if cfg.RefreshCoalesceWindow <= 0 {
 		cfg.RefreshCoalesceWindow = recentWindow
 	}
-	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys), bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
-		recent: recentResponses{window: cfg.RefreshCoalesceWindow}}
+	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys),
+		bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
+		recent:      recentResponses{window: cfg.RefreshCoalesceWindow}}
 }
 
 // maxBody bounds request bodies on the public endpoints: no OAuth request needs more.

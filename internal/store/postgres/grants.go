@@ -72,26 +72,7 @@ func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.Con
 			return nil
 		}
 		if old != nil {
-			next.ID, next.GrantedAt, next.LastUsedAt = old.ID, old.GrantedAt, old.LastUsedAt
-			switch {
-			case g.Source == store.SourceFirstParty && old.Covers(g.Scopes, s.now()):
-				out = old // what stands already allows it; a user's consent stays theirs
-				return nil
-			case g.Source == store.SourceFirstParty:
-				next.Scopes = union(old.Scopes, g.Scopes)
-				if old.Source == store.SourceDeclared {
-					next.ExpiresAt = old.ExpiresAt
-				}
-			case g.Source == store.SourceBrowser && old.Source == store.SourceFirstParty:
-				// The user was asked for these scopes only; the rest was never theirs
-				// to give, and its tokens go (narrowed, below).
-			case g.Source == store.SourceBrowser:
-				next.Scopes = union(old.Scopes, g.Scopes)
-				if old.Source == store.SourceDeclared {
-					next.Source = store.SourceDeclared
-					next.ExpiresAt = old.ExpiresAt // a consent page does not lift a declared expiry
-				}
-			}
+			next = merged(old, g, s.now())
 			if slices.Equal(sorted(old.Scopes), sorted(next.Scopes)) && old.Source == next.Source &&
 				old.ExpiresAt.Equal(next.ExpiresAt) {
 				out = old
@@ -126,6 +107,32 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 		return nil
 	})
 	return out, err
+}
+
+// merged is what grant old becomes when g is put over it (neither expired).
+func merged(old, g *store.ConsentGrant, now time.Time) store.ConsentGrant {
+	next := *g
+	next.Scopes = slices.Clone(g.Scopes)
+	next.ID, next.GrantedAt, next.LastUsedAt = old.ID, old.GrantedAt, old.LastUsedAt
+	switch {
+	case g.Source == store.SourceFirstParty && old.Covers(g.Scopes, now):
+		return *old // what stands already allows it; a user's consent stays theirs
+	case g.Source == store.SourceFirstParty:
+		next.Scopes = union(old.Scopes, g.Scopes)
+		if old.Source == store.SourceDeclared {
+			next.ExpiresAt = old.ExpiresAt
+		}
+	case g.Source == store.SourceBrowser && old.Source == store.SourceFirstParty:
+		// The user was asked for these scopes only; the rest was never theirs to
+		// give, and its tokens go (PutGrant's narrowing).
+	case g.Source == store.SourceBrowser:
+		next.Scopes = union(old.Scopes, g.Scopes)
+		if old.Source == store.SourceDeclared {
+			next.Source = store.SourceDeclared
+			next.ExpiresAt = old.ExpiresAt // a consent page does not lift a declared expiry
+		}
+	}
+	return next
 }
 
 // firstParty locks client id's row against a concurrent PutClient (FOR SHARE waits
