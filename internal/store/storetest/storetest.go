@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("GrantExpiry", func(t *testing.T) { testGrantExpiry(t, newStore) })
 	t.Run("GrantNarrowing", func(t *testing.T) { testGrantNarrowing(t, newStore) })
 	t.Run("FirstPartyApprovals", func(t *testing.T) { testFirstPartyApprovals(t, newStore) })
+	t.Run("ConcurrentFirstPartyEnd", func(t *testing.T) { testConcurrentFirstPartyEnd(t, newStore) })
 	t.Run("DeletedClientGetsNoToken", func(t *testing.T) { testDeletedClientGetsNoToken(t, newStore) })
 	t.Run("SignInSessions", func(t *testing.T) { testSignInSessions(t, newStore) })
 	t.Run("SignInSessionJanitor", func(t *testing.T) { testSignInSessionJanitor(t, newStore) })
@@ -1040,6 +1041,45 @@ func testFirstPartyApprovals(t *testing.T, newStore Factory) {
 	}
 	if live("frank") {
 		t.Error("a profile token of a first-party approval outlived the user's consent to openid only")
+	}
+}
+
+// First-party approvals racing the PUT that turns skipConsent off: whichever order
+// they commit in, none stands afterwards.
+func testConcurrentFirstPartyEnd(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	c := testClient("grafana")
+	for round := range 40 {
+		c.SkipConsent, c.Name = true, fmt.Sprintf("Grafana %d", round)
+		mustPutClient(t, s, c)
+		off := *c
+		off.SkipConsent = false
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				_, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: fmt.Sprintf("user-%d-%d", round, i),
+					Scopes: []string{"openid"}, Source: store.SourceFirstParty})
+				if err != nil && !errors.Is(err, store.ErrNotFirstParty) {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Go(func() {
+			if _, err := s.PutClient(ctx, &off); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		grants, err := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range grants {
+			if g.Source == store.SourceFirstParty {
+				t.Fatalf("round %d: first-party approval of %s stands after skipConsent went off", round, g.Subject)
+			}
+		}
 	}
 }
 
