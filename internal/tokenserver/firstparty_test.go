@@ -2,11 +2,14 @@ package tokenserver_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
 
 // A first-party client's approvals are not the user's consent: when a PUT turns
@@ -95,4 +98,53 @@ func TestFirstPartyApprovalEndsWithSkipConsent(t *testing.T) {
 		t.Errorf("a token under alice's own consent after skipConsent went on and off: %v; want active", got)
 	}
 	token("") // and her consent still spares her the page
+}
+
+// A first-party approval is honoured only while the client skips consent, even where
+// it still stands (a row written before this version knew better, or a change made
+// behind the server's back): the user gets the consent page, not a code.
+func TestFirstPartyApprovalIsNotConsent(t *testing.T) {
+	ctx := context.Background()
+	dsn := migratedDB(t)
+	in := start(t, setup{dsn: dsn})
+	secret := "secret-grafana-0123456789abcdefghijklmnop"
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "grafana", Secret: secret, OwnerNamespace: "observability",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Grafana", GrantTypes: []string{"authorization_code"},
+			RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"}, TokenEndpointAuthMethod: "client_secret_basic",
+			SkipConsent: true}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauthConfig(in, secret, "openid")
+	b := newBrowser(t)
+	b.authorize(in, cfg.AuthCodeURL("state-firstparty", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())), "")
+	// skipConsent off without the server's revocation; the NOTIFY drops its cached copy.
+	db, err := postgres.OpenDB(dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if _, err := db.ExecContext(ctx, `UPDATE clients SET spec = spec - 'skipConsent' WHERE id = 'grafana'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `SELECT pg_notify($1, 'grafana')`, postgres.ClientsChannel); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := in.Admin.GetClient(ctx, "grafana")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.SkipConsent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server still has skipConsent 5s after the change")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, page := b.get(cfg.AuthCodeURL("state-firstparty", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if !strings.Contains(page, `id="approve"`) {
+		t.Errorf("a standing first-party approval of a client without skipConsent: no consent page: %.300s", page)
+	}
 }
