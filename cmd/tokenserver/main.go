@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -160,7 +161,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	maxLogins := fs.Int("max-concurrent-logins", 0, "Password checks (bcrypt) that may run at once; 0 means one per CPU.")
 	ipHeader := fs.String("client-ip-header", "",
 		"Header in which the trusted proxy in front passes the client's address (e.g. X-Forwarded-For; its last "+
-			"entry is used) for per-address throttling; empty uses the connection's peer.")
+			"entry is used) for per-address throttling; empty uses the connection's peer. Needs --client-ip-trusted-proxies.")
+	ipTrusted := fs.String("client-ip-trusted-proxies", "",
+		"Comma-separated CIDRs of the proxies (ingress) whose --client-ip-header is believed; from any other peer "+
+			"the header is ignored and the peer's address counts.")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error.")
 	pprofListen := fs.String("pprof-listen", "", "Address for Go's /debug/pprof profiles; empty (the default) turns them off.")
 	if err := parse(fs, args); err != nil {
@@ -191,9 +195,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	case (*adminCertFile == "") != (*adminKeyFile == ""):
 		return errors.New("--admin-tls-cert-file and --admin-tls-key-file go together")
 	}
-	allow, err := netguard.ParseAllow(*jwksAllow)
+	allow, proxies, err := addressFlags(*jwksAllow, *ipHeader, *ipTrusted)
 	if err != nil {
-		return fmt.Errorf("--jwks-fetch-allow: %w", err)
+		return err
 	}
 	dsn, err := getDSN()
 	if err != nil {
@@ -207,14 +211,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--hmac-secret-file: %w", err)
 	}
-	var hashKey string
-	if *hashKeyFile != "" {
-		if hashKey, err = tokenserver.ReadSecretFile(*hashKeyFile); err != nil {
-			return fmt.Errorf("--secret-hash-key-file: %w", err)
-		}
-		if len(hashKey) < 32 {
-			return fmt.Errorf("--secret-hash-key-file %s: the key must be at least 32 bytes", *hashKeyFile)
-		}
+	hashKey, err := readHashKey(*hashKeyFile)
+	if err != nil {
+		return err
 	}
 	var scopes map[string]string
 	if *scopesFile != "" {
@@ -263,9 +262,40 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
-		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader,
+		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		LoginThrottle: tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 	})
+}
+
+// addressFlags parses --jwks-fetch-allow and --client-ip-trusted-proxies, which
+// --client-ip-header needs.
+func addressFlags(jwksAllow, header, trusted string) (allow, proxies []netip.Prefix, err error) {
+	if allow, err = netguard.ParseAllow(jwksAllow); err != nil {
+		return nil, nil, fmt.Errorf("--jwks-fetch-allow: %w", err)
+	}
+	if proxies, err = netguard.ParseAllow(trusted); err != nil {
+		return nil, nil, fmt.Errorf("--client-ip-trusted-proxies: %w", err)
+	}
+	if header != "" && len(proxies) == 0 {
+		return nil, nil, fmt.Errorf("--client-ip-header %s needs --client-ip-trusted-proxies: the CIDRs of the proxies (ingress) "+
+			"allowed to set it; anyone else could set it to spread sign-in guesses over made-up addresses", header)
+	}
+	return allow, proxies, nil
+}
+
+// readHashKey reads --secret-hash-key-file; no file means a derived key.
+func readHashKey(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	key, err := tokenserver.ReadSecretFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--secret-hash-key-file: %w", err)
+	}
+	if len(key) < 32 {
+		return "", fmt.Errorf("--secret-hash-key-file %s: the key must be at least 32 bytes", path)
+	}
+	return key, nil
 }
 
 func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) error {

@@ -89,6 +89,11 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 			"--hmac-secret-file", "h", "--signing-algorithm", "HS256"}, "want ES256 or RS256"},
 		"TLS cert without key": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
 			"--hmac-secret-file", "h", "--admin-tls-cert-file", "c"}, "go together"},
+		"client IP header without trusted proxies": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x",
+			"--signing-key-file", "k", "--hmac-secret-file", "h", "--client-ip-header", "X-Forwarded-For"}, "needs --client-ip-trusted-proxies"},
+		"bad trusted proxies": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
+			"--hmac-secret-file", "h", "--client-ip-header", "X-Forwarded-For", "--client-ip-trusted-proxies", "10.0.0.0/33"},
+			"--client-ip-trusted-proxies"},
 		"bad jwks allow": {[]string{"serve", "--issuer", "https://a", "--admin-token-file", "x", "--signing-key-file", "k",
 			"--hmac-secret-file", "h", "--jwks-fetch-allow", "10.0.0.0/33"}, "--jwks-fetch-allow"},
 	}

@@ -62,7 +62,7 @@ type Grant struct {
 	ClientID   string     `json:"clientID"`
 	Subject    string     `json:"subject"`
 	Scopes     []string   `json:"scopes"`
-	Source     string     `json:"source,omitempty"` // declared (default for PUT) or browser
+	Source     string     `json:"source,omitempty"` // declared (default for PUT) or browser; first_party in answers only
 	GrantedAt  *time.Time `json:"grantedAt,omitempty"`
 	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
 	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
@@ -75,6 +75,9 @@ type Grant struct {
 const (
 	SourceDeclared = "declared" // pre-approved, from a ConsentGrant in git
 	SourceBrowser  = "browser"  // given by the user on the consent page
+	// SourceFirstParty: approved without a consent page because the client had
+	// skipConsent. It is not the user's consent: it ends when skipConsent does.
+	SourceFirstParty = "first_party"
 )
 
 // Event kinds of the log.

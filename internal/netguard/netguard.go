@@ -28,7 +28,8 @@ var internal = []netip.Prefix{
 	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
 	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, and broadcast
 	netip.MustParsePrefix("fc00::/7"),       // unique local; AWS's IPv6 metadata is fd00:ec2::254
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64 (RFC 8215): the site's own translators, any embedding
+	netip.MustParsePrefix("2001::/32"),      // Teredo: a tunnel to an (obfuscated) IPv4 address
 	netip.MustParsePrefix("100::/64"),       // discard-only
 	netip.MustParsePrefix("2001:db8::/32"),  // documentation
 	netip.MustParsePrefix("fec0::/10"),      // deprecated site-local
@@ -39,6 +40,30 @@ var internal = []netip.Prefix{
 	netip.MustParsePrefix("::/128"),         // unspecified
 	netip.MustParsePrefix("224.0.0.0/4"),    // multicast
 	netip.MustParsePrefix("ff00::/8"),       // multicast
+}
+
+// IPv6 ranges whose addresses carry an IPv4 address that a translator or tunnel on
+// the path delivers to: 64:ff9b::a9fe:a9fe is 169.254.169.254 to a NAT64 gateway.
+var (
+	nat64          = netip.MustParsePrefix("64:ff9b::/96")    // well-known NAT64 prefix (RFC 6052): last 32 bits
+	ipv4Compatible = netip.MustParsePrefix("::/96")           // deprecated IPv4-compatible (RFC 4291): last 32 bits
+	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96") // SIIT (RFC 2765): last 32 bits
+	sixToFour      = netip.MustParsePrefix("2002::/16")       // 6to4 (RFC 3056): bits 16 to 47
+)
+
+// embeddedIPv4 returns the IPv4 address ip carries, if it is in one of the ranges
+// above.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	b := ip.As16()
+	switch {
+	case !ip.Is6():
+		return netip.Addr{}, false
+	case nat64.Contains(ip), ipv4Compatible.Contains(ip), ipv4Translated.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // Policy says which addresses a guarded client may connect to: public ones, and
@@ -87,6 +112,11 @@ func (p Policy) Check(ip netip.Addr) error {
 		if r.Contains(ip) {
 			return fmt.Errorf("%w: %s is %s", ErrRefused, ip, describe(ip))
 		}
+	}
+	// The IPv4 address inside is where the connection ends up, so it is judged as
+	// if dialled itself (Allow included).
+	if v4, ok := embeddedIPv4(ip); ok && p.Check(v4) != nil {
+		return fmt.Errorf("%w: %s leads to %s, which is %s", ErrRefused, ip, v4, describe(v4))
 	}
 	return nil
 }

@@ -29,6 +29,10 @@ var (
 	// ErrClientGone: a token was to be stored for a client that no longer exists
 	// (deleted through another replica, whose news this one had not heard yet).
 	ErrClientGone = errors.New("the client no longer exists")
+	// ErrNotFirstParty: a first-party approval was to be stored for a client whose
+	// skipConsent is off (a replica's cached copy of the client was behind): the user
+	// must be asked instead.
+	ErrNotFirstParty = errors.New("the client no longer skips consent")
 )
 
 // Client is an OAuth client as the token server keeps it. Secrets are never stored,
@@ -56,8 +60,9 @@ func (c *Client) Public() bool { return c.TokenEndpointAuthMethod == "none" }
 
 // Grant source values (the admin API's).
 const (
-	SourceDeclared = adminapi.SourceDeclared
-	SourceBrowser  = adminapi.SourceBrowser
+	SourceDeclared   = adminapi.SourceDeclared
+	SourceBrowser    = adminapi.SourceBrowser
+	SourceFirstParty = adminapi.SourceFirstParty
 )
 
 // ConsentGrant is "Subject allowed ClientID these Scopes". Tokens issued under a grant
@@ -118,7 +123,11 @@ type Event struct {
 type Store interface {
 	// PutClient creates or replaces a client; it reports whether anything changed, so
 	// that the same PUT twice is a no-op. Replacing a client whose OwnerNamespace
-	// differs from c's fails with ErrOwnerConflict and changes nothing.
+	// differs from c's fails with ErrOwnerConflict and changes nothing. A PUT that
+	// changes a client whose skipConsent is then off revokes, in the same
+	// transaction, every SourceFirstParty grant of it as RevokeGrant does (tokens,
+	// caches, EventGrantRevoked): approvals nobody was asked for end with the status
+	// that allowed them.
 	PutClient(ctx context.Context, c *Client) (changed bool, err error)
 	GetClientByID(ctx context.Context, id string) (*Client, error)
 	ListClients(ctx context.Context) ([]*Client, error)
@@ -135,6 +144,13 @@ type Store interface {
 	// RevokeGrant) and a new one created; a grant whose ExpiresAt has passed already
 	// revokes the one standing and is not stored (the result has no ID). It returns
 	// the stored grant.
+	//
+	// A SourceFirstParty grant is stored only while the client has skipConsent
+	// (checked in the same transaction, so a concurrent PutClient turning it off
+	// cannot be overtaken), else ErrNotFirstParty. It widens a standing grant and
+	// makes it SourceFirstParty, so that scopes nobody consented to never pass as
+	// consent; it leaves alone a grant that already covers it. A browser consent on a
+	// SourceFirstParty grant replaces its scopes: the user consented to these only.
 	PutGrant(ctx context.Context, g *ConsentGrant) (*ConsentGrant, error)
 	GetGrant(ctx context.Context, clientID, subject string) (*ConsentGrant, error)
 	// GetGrantByID returns the grant with that ID (without ActiveTokens), or

@@ -56,8 +56,10 @@ type Options struct {
 	LoginThrottle LoginThrottle
 	// MaxConcurrentLogins bounds concurrent password checks; zero means one per CPU.
 	MaxConcurrentLogins int
-	// ClientIPHeader: see Config.ClientIPHeader.
-	ClientIPHeader string
+	// ClientIPHeader and ClientIPTrustedProxies: see Config. A header needs at least
+	// one trusted proxy.
+	ClientIPHeader         string
+	ClientIPTrustedProxies []netip.Prefix
 	// OptionalPKCE lets confidential clients skip PKCE (legacy apps).
 	OptionalPKCE bool
 	// ScopeDescriptions are shown on the consent page.
@@ -70,6 +72,12 @@ type Options struct {
 	JWKSFetchAllow []netip.Prefix
 }
 
+// errClientIPHeaderUntrusted: a client-address header taken from anyone would let
+// every guess come from a new address.
+var errClientIPHeaderUntrusted = errors.New("--client-ip-header needs --client-ip-trusted-proxies: the addresses " +
+	"of the proxies (ingress) allowed to set it, as CIDRs; anyone else could set the header to spread their " +
+	"sign-in attempts over made-up addresses")
+
 // Serve runs the token server until ctx ends, then drains: readiness fails and it
 // goes on serving for ShutdownDelay, then stops accepting, lets in-flight requests
 // finish within ShutdownTimeout, and returns.
@@ -79,6 +87,9 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	if o.AdminToken == "" {
 		return errors.New("an admin token is required (--admin-token-file)")
+	}
+	if o.ClientIPHeader != "" && len(o.ClientIPTrustedProxies) == 0 {
+		return errClientIPHeaderUntrusted
 	}
 	log := o.Log
 	metrics := NewMetrics()
@@ -131,7 +142,8 @@ func Serve(ctx context.Context, o Options) error {
 		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
 		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher,
 		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
-		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader})
+		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader,
+		ClientIPTrustedProxies: o.ClientIPTrustedProxies})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()

@@ -72,6 +72,9 @@ type setup struct {
 	coalesce time.Duration
 	// jwksAllow: internal ranges a client's jwks_uri may resolve to.
 	jwksAllow []netip.Prefix
+	// ipHeader and ipTrusted: the client-address header and who may set it.
+	ipHeader  string
+	ipTrusted []netip.Prefix
 }
 
 // migratedDB returns the DSN of a fresh database with the schema applied.
@@ -183,7 +186,7 @@ func start(t testing.TB, s setup) *instance {
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
-			JWKSFetchAllow: s.jwksAllow,
+			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

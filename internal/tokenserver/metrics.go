@@ -24,6 +24,7 @@ type Metrics struct {
 	revocations     *prometheus.CounterVec
 	dbErrors        prometheus.Counter
 	loginsThrottled prometheus.Counter
+	throttleKeys    *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the metrics.
@@ -59,9 +60,13 @@ func NewMetrics() *Metrics {
 		loginsThrottled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kubeoauth_logins_throttled_total", Help: "Sign-ins refused because of too many failures for the username or address.",
 		}),
+		throttleKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kubeoauth_login_throttle_keys",
+			Help: "Usernames and addresses the sign-in throttle remembers (each map is bounded).",
+		}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
-		m.revocations, m.dbErrors, m.loginsThrottled, collectors.NewGoCollector(),
+		m.revocations, m.dbErrors, m.loginsThrottled, m.throttleKeys, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

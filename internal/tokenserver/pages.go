@@ -156,7 +156,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
 	switch {
-	case err == nil && grant.Covers(areq.Scopes, time.Now()):
+	case err == nil && grant.Covers(areq.Scopes, time.Now()) && (grant.Source != store.SourceFirstParty || client.SkipConsent):
 		_ = s.cfg.Store.TouchGrant(ctx, grant.ID, time.Now())
 		p.Approve(w, r, areq, subject, grant, authTime)
 		return
@@ -165,15 +165,20 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	case client.SkipConsent:
 		// First-party: the operator passes skipConsent only for namespaces the
-		// platform trusts. The consent is recorded all the same, so it can be listed
-		// and revoked.
-		g, err := s.cfg.Store.PutGrant(ctx, browserConsent(client.ID, subject, areq.Scopes))
-		if err != nil {
+		// platform trusts. The approval is recorded all the same, so it can be
+		// listed and revoked, but as first-party, not as the user's consent: it ends
+		// when skipConsent does. A client whose skipConsent went off since this
+		// replica cached it gets the consent page.
+		g, err := s.cfg.Store.PutGrant(ctx, &store.ConsentGrant{ClientID: client.ID, Subject: subject, Scopes: areq.Scopes,
+			Source: store.SourceFirstParty})
+		if err == nil {
+			p.Approve(w, r, areq, subject, g, authTime)
+			return
+		}
+		if !errors.Is(err, store.ErrNotFirstParty) {
 			p.AuthorizeError(w, r, areq, err)
 			return
 		}
-		p.Approve(w, r, areq, subject, g, authTime)
-		return
 	}
 	if slices.Contains(prompt, "none") {
 		p.ConsentRequired(w, r, areq)
@@ -234,21 +239,30 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	bs, _ := s.readSession(r)
 	user := r.PostForm.Get("username")
+	if len(user) > maxUsernameLen {
+		// Before the throttle: a name no user has must not cost it memory.
+		s.render(w, http.StatusBadRequest, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(bs), ReturnTo: returnTo,
+			Error: fmt.Sprintf("That username is too long: usernames here have at most %d bytes.", maxUsernameLen)})
+		return
+	}
 	again := func(code int, msg string) {
 		s.render(w, code, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(bs), ReturnTo: returnTo, Username: user, Error: msg})
 	}
-	ip := clientIP(r, s.cfg.ClientIPHeader)
+	ip := clientIP(r, s.cfg.ClientIPHeader, s.cfg.ClientIPTrustedProxies)
 	wait, done := s.throttle.attempt(user, ip, time.Now())
 	if wait > 0 {
 		secs := int(math.Ceil(wait.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		s.cfg.Metrics.loginsThrottled.Inc()
-		s.cfg.Log.Warn("sign-in throttled", "username", user, "ip", ip, "retryAfter", secs)
+		s.cfg.Log.Warn("sign-in throttled", "username", logUsername(user), "ip", ip, "retryAfter", secs)
 		again(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %s (after %s UTC).",
 			plural(secs, "second"), time.Now().Add(wait).UTC().Format("15:04:05")))
 		return
 	}
-	ok, err := s.checkPassword(r.Context(), user, r.PostForm.Get("password"))
+	hash, ok, err := s.checkPassword(r.Context(), user, r.PostForm.Get("password"))
+	if afterPasswordCheck != nil {
+		afterPasswordCheck()
+	}
 	done(ok)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -256,11 +270,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.cfg.Log.Info("failed sign-in", "username", user, "ip", ip)
+		s.cfg.Log.Info("failed sign-in", "username", logUsername(user), "ip", ip)
 		again(http.StatusUnauthorized, "The username or password is wrong.")
 		return
 	}
-	if err := s.signIn(w, r, user, s.cfg.Users.current().hashes[user]); err != nil {
+	// The session is bound to the hash the password matched, not to a fresh reading
+	// of the users file: a password changed meanwhile must end this session too.
+	if err := s.signIn(w, r, user, hash); err != nil {
 		s.cfg.Log.Error("storing a sign-in session", "username", user, "err", err)
 		w.Header().Set("Retry-After", "1")
 		again(storeErrStatus(err), signInUnavailable)
@@ -270,14 +286,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkPassword compares password with user's hash, or with the dummy hash when no
-// such user exists, so both take the same time. At most MaxConcurrentLogins
-// comparisons run at once: bcrypt is built to be slow, and unbounded it would let a
-// burst of sign-ins take every CPU from the token endpoint.
-func (s *Server) checkPassword(ctx context.Context, user, password string) (bool, error) {
+// such user exists, so both take the same time; it returns the hash it compared
+// with. At most MaxConcurrentLogins comparisons run at once: bcrypt is built to be
+// slow, and unbounded it would let a burst of sign-ins take every CPU from the token
+// endpoint.
+func (s *Server) checkPassword(ctx context.Context, user, password string) (hash []byte, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.bcryptSlots.Acquire(ctx, 1); err != nil {
-		return false, err
+		return nil, false, err
 	}
 	defer s.bcryptSlots.Release(1)
 	set := s.cfg.Users.current()
@@ -285,8 +302,12 @@ func (s *Server) checkPassword(ctx context.Context, user, password string) (bool
 	if !known {
 		hash = set.dummy
 	}
-	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && known, nil
+	return hash, bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && known, nil
 }
+
+// afterPasswordCheck, when set (by tests), runs between the password check and the
+// start of the session.
+var afterPasswordCheck func()
 
 func plural(n int, unit string) string {
 	if n == 1 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"sort"
@@ -53,8 +54,9 @@ type Config struct {
 	MaxConcurrentLogins int
 	// ClientIPHeader names the header a trusted proxy in front puts the client's
 	// address in (e.g. X-Forwarded-For), for per-address throttling; empty means the
-	// connection's peer.
-	ClientIPHeader string
+	// connection's peer. It is read only from peers in ClientIPTrustedProxies.
+	ClientIPHeader         string
+	ClientIPTrustedProxies []netip.Prefix
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	// CookieSecret signs login cookies; every replica must share it.
@@ -105,8 +107,9 @@ func New(cfg Config) *Server {
 	if cfg.RefreshCoalesceWindow <= 0 {
 		cfg.RefreshCoalesceWindow = recentWindow
 	}
-	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle), bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
-		recent: recentResponses{window: cfg.RefreshCoalesceWindow}}
+	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys),
+		bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
+		recent:      recentResponses{window: cfg.RefreshCoalesceWindow}}
 }
 
 // maxBody bounds request bodies on the public endpoints: no OAuth request needs more.

@@ -34,6 +34,10 @@ func LoadUsers(path string) (map[string][]byte, error) {
 		if !ok || name == "" {
 			return nil, fmt.Errorf("%s line %d: want username:bcrypt-hash", path, n)
 		}
+		if len(name) > maxUsernameLen {
+			// The login page refuses such a name before checking anything.
+			return nil, fmt.Errorf("%s line %d: the username has %d bytes; at most %d can sign in", path, n, len(name), maxUsernameLen)
+		}
 		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
 			return nil, fmt.Errorf("%s line %d (%s): not a bcrypt hash: %w", path, n, name, err)
 		}

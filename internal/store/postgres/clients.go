@@ -15,7 +15,8 @@ const clientColumns = `id, secret_hash, previous_secret_hash, previous_secret_ex
 // PutClient creates or replaces c. The update only happens when something differs, so
 // the same PUT twice writes nothing and reports changed=false. A client of another
 // owner namespace is left as it is (store.ErrOwnerConflict): the owner check is part
-// of the upsert's WHERE, so no concurrent PUT can slip between check and write.
+// of the upsert's WHERE, so no concurrent PUT can slip between check and write. A
+// change that leaves skipConsent off revokes the client's first-party approvals.
 func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
 	spec, err := json.Marshal(c)
 	if err != nil {
@@ -45,6 +46,14 @@ RETURNING id`,
 				c.OwnerNamespace, string(spec)).Scan(&id)
 			if err == nil {
 				changed = true
+				if !c.SkipConsent {
+					// First-party approvals end with first-party status, in this
+					// transaction: no authorization sees the client without
+					// skipConsent while they still stand.
+					if err := s.revokeFirstParty(ctx, q, c.ID); err != nil {
+						return err
+					}
+				}
 				return s.clientChanged(ctx, q, c.ID)
 			}
 			if !errors.Is(err, sql.ErrNoRows) {

@@ -32,6 +32,11 @@ const grantWithTokens = `SELECT ` + grantColumns + `, (SELECT count(*) FROM toke
 func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.ConsentGrant, error) {
 	var out *store.ConsentGrant
 	err := s.inTx(ctx, func(ctx context.Context, q querier) error {
+		if g.Source == store.SourceFirstParty {
+			if err := firstParty(ctx, q, g.ClientID); err != nil {
+				return err
+			}
+		}
 		old, err := scanGrant(q.QueryRowContext(ctx,
 			`SELECT `+grantColumns+` FROM consent_grants WHERE client_id = $1 AND subject = $2 FOR UPDATE`, g.ClientID, g.Subject))
 		switch {
@@ -67,14 +72,7 @@ func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.Con
 			return nil
 		}
 		if old != nil {
-			next.ID, next.GrantedAt, next.LastUsedAt = old.ID, old.GrantedAt, old.LastUsedAt
-			if g.Source == store.SourceBrowser {
-				next.Scopes = union(old.Scopes, g.Scopes)
-				if old.Source == store.SourceDeclared {
-					next.Source = store.SourceDeclared
-					next.ExpiresAt = old.ExpiresAt // a consent page does not lift a declared expiry
-				}
-			}
+			next = merged(old, g, s.now())
 			if slices.Equal(sorted(old.Scopes), sorted(next.Scopes)) && old.Source == next.Source &&
 				old.ExpiresAt.Equal(next.ExpiresAt) {
 				out = old
@@ -109,6 +107,69 @@ ON CONFLICT (id) DO UPDATE SET scopes = EXCLUDED.scopes, source = EXCLUDED.sourc
 		return nil
 	})
 	return out, err
+}
+
+// merged is what grant old becomes when g is put over it (neither expired).
+func merged(old, g *store.ConsentGrant, now time.Time) store.ConsentGrant {
+	next := *g
+	next.Scopes = slices.Clone(g.Scopes)
+	next.ID, next.GrantedAt, next.LastUsedAt = old.ID, old.GrantedAt, old.LastUsedAt
+	switch {
+	case g.Source == store.SourceFirstParty && old.Covers(g.Scopes, now):
+		return *old // what stands already allows it; a user's consent stays theirs
+	case g.Source == store.SourceFirstParty:
+		next.Scopes = union(old.Scopes, g.Scopes)
+		if old.Source == store.SourceDeclared {
+			next.ExpiresAt = old.ExpiresAt
+		}
+	case g.Source == store.SourceBrowser && old.Source == store.SourceFirstParty:
+		// The user was asked for these scopes only; the rest was never theirs to
+		// give, and its tokens go (PutGrant's narrowing).
+	case g.Source == store.SourceBrowser:
+		next.Scopes = union(old.Scopes, g.Scopes)
+		if old.Source == store.SourceDeclared {
+			next.Source = store.SourceDeclared
+			next.ExpiresAt = old.ExpiresAt // a consent page does not lift a declared expiry
+		}
+	}
+	return next
+}
+
+// firstParty locks client id's row against a concurrent PutClient (FOR SHARE waits
+// for its update and then reads what it wrote) and fails unless it skips consent.
+func firstParty(ctx context.Context, q querier, id string) error {
+	var skip bool
+	err := q.QueryRowContext(ctx, `SELECT coalesce((spec->>'skipConsent')::boolean, false) FROM clients WHERE id = $1 FOR SHARE`,
+		id).Scan(&skip)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case err != nil:
+		return err
+	case !skip:
+		return store.ErrNotFirstParty
+	}
+	return nil
+}
+
+// revokeFirstParty revokes every first-party approval of client id, each as
+// RevokeGrant would.
+func (s *Store) revokeFirstParty(ctx context.Context, q querier, id string) error {
+	var gone []*store.ConsentGrant
+	err := queryRows(ctx, q, func(row scanner) error {
+		g := &store.ConsentGrant{ClientID: id}
+		gone = append(gone, g)
+		return row.Scan(&g.ID, &g.Subject)
+	}, `DELETE FROM consent_grants WHERE client_id = $1 AND source = $2 RETURNING id, subject`, id, store.SourceFirstParty)
+	if err != nil {
+		return err
+	}
+	for _, g := range gone {
+		if err := s.grantRevoked(ctx, q, g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // narrowed follows a change of grant g: tokens issued under it for a scope g no longer

@@ -58,6 +58,8 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("ConcurrentRotation", func(t *testing.T) { testConcurrentRotation(t, newStore) })
 	t.Run("GrantExpiry", func(t *testing.T) { testGrantExpiry(t, newStore) })
 	t.Run("GrantNarrowing", func(t *testing.T) { testGrantNarrowing(t, newStore) })
+	t.Run("FirstPartyApprovals", func(t *testing.T) { testFirstPartyApprovals(t, newStore) })
+	t.Run("ConcurrentFirstPartyEnd", func(t *testing.T) { testConcurrentFirstPartyEnd(t, newStore) })
 	t.Run("DeletedClientGetsNoToken", func(t *testing.T) { testDeletedClientGetsNoToken(t, newStore) })
 	t.Run("SignInSessions", func(t *testing.T) { testSignInSessions(t, newStore) })
 	t.Run("SignInSessionJanitor", func(t *testing.T) { testSignInSessionJanitor(t, newStore) })
@@ -929,6 +931,156 @@ func testGrantNarrowing(t *testing.T, newStore Factory) {
 		t.Fatal(err)
 	}
 	check("narrowed to openid", map[string]bool{"a": true, "b": false})
+}
+
+// First-party approvals are stored only while the client skips consent, never pass
+// as anyone's consent, and end, with their tokens and logged, when a PUT turns
+// skipConsent off; users' own consents and declared grants stay.
+func testFirstPartyApprovals(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	c := testClient("grafana")
+	c.SkipConsent = true
+	mustPutClient(t, s, c)
+	put := func(subject, source string, scopes ...string) *store.ConsentGrant {
+		t.Helper()
+		g, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: subject, Scopes: scopes, Source: source})
+		if err != nil {
+			t.Fatalf("PutGrant(%s, %s): %v", subject, source, err)
+		}
+		return g
+	}
+	issue := func(g *store.ConsentGrant, scopes ...string) {
+		t.Helper()
+		r := grantRequest(t, s, "req-"+g.Subject, g, time.Now(), scopes...)
+		if err := s.CreateAccessTokenSession(ctx, "at-"+g.Subject, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRefreshTokenSession(ctx, "rt-"+g.Subject, "at-"+g.Subject, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grant := func(subject string) *store.ConsentGrant {
+		t.Helper()
+		g, err := s.GetGrant(ctx, "grafana", subject)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	live := func(subject string) bool {
+		_, errA := s.GetAccessTokenSession(ctx, "at-"+subject, &Session{})
+		_, errR := s.GetRefreshTokenSession(ctx, "rt-"+subject, &Session{})
+		if (errA == nil) != (errR == nil) {
+			t.Errorf("tokens of %s: access %v, refresh %v; want both or neither", subject, errA, errR)
+		}
+		return errA == nil
+	}
+
+	alice := put("alice", store.SourceFirstParty, "openid")
+	issue(alice, "openid")
+	if alice.Source != store.SourceFirstParty {
+		t.Errorf("first-party approval stored as %q", alice.Source)
+	}
+	issue(put("bob", store.SourceBrowser, "openid"), "openid")
+	issue(put("carol", store.SourceDeclared, "openid"), "openid")
+	// A first-party approval within a user's consent leaves it the user's.
+	if g := put("bob", store.SourceFirstParty, "openid"); g.Source != store.SourceBrowser {
+		t.Errorf("a first-party approval inside bob's consent made it %q; want browser", g.Source)
+	}
+	// One that widens a user's consent or a declared grant makes the whole grant
+	// first-party: the widened part was never consented to.
+	put("erin", store.SourceBrowser, "openid")
+	if g := put("erin", store.SourceFirstParty, "profile"); g.Source != store.SourceFirstParty ||
+		!slices.Equal(g.Scopes, []string{"openid", "profile"}) {
+		t.Errorf("first-party widening erin's consent = %s %v; want first_party [openid profile]", g.Source, g.Scopes)
+	}
+	issue(grant("erin"), "openid", "profile")
+
+	before, _ := s.LastEventSeq(ctx)
+	c.SkipConsent = false
+	if changed, err := s.PutClient(ctx, c); err != nil || !changed {
+		t.Fatalf("PutClient(skipConsent off) = %v, %v", changed, err)
+	}
+	for subject, want := range map[string]bool{"alice": false, "erin": false, "bob": true, "carol": true} {
+		if got := grant(subject) != nil; got != want {
+			t.Errorf("after skipConsent went off, %s's grant stands = %v, want %v", subject, got, want)
+		}
+		if got := live(subject); got != want {
+			t.Errorf("after skipConsent went off, %s's tokens live = %v, want %v", subject, got, want)
+		}
+	}
+	evs, _ := eventKinds(t, s, before)
+	revoked := map[string]bool{}
+	for _, ev := range evs {
+		if ev.Kind == store.EventGrantRevoked {
+			revoked[ev.Subject] = true
+		}
+	}
+	if len(revoked) != 2 || !revoked["alice"] || !revoked["erin"] {
+		t.Errorf("events after skipConsent went off = %+v; want grant_revoked for alice and erin", evs)
+	}
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceFirstParty}); !errors.Is(err, store.ErrNotFirstParty) {
+		t.Errorf("a first-party approval for a client without skipConsent: err = %v, want ErrNotFirstParty", err)
+	}
+	if grant("alice") != nil {
+		t.Error("a refused first-party approval was stored")
+	}
+
+	// A user's consent on a first-party approval is for what they were shown only.
+	c.SkipConsent = true
+	mustPutClient(t, s, c)
+	frank := put("frank", store.SourceFirstParty, "openid", "profile")
+	issue(frank, "openid", "profile")
+	if g := put("frank", store.SourceBrowser, "openid"); g.Source != store.SourceBrowser || !slices.Equal(g.Scopes, []string{"openid"}) {
+		t.Errorf("frank's consent on a first-party approval = %s %v; want browser [openid]", g.Source, g.Scopes)
+	}
+	if live("frank") {
+		t.Error("a profile token of a first-party approval outlived the user's consent to openid only")
+	}
+}
+
+// First-party approvals racing the PUT that turns skipConsent off: whichever order
+// they commit in, none stands afterwards.
+func testConcurrentFirstPartyEnd(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	c := testClient("grafana")
+	for round := range 40 {
+		c.SkipConsent, c.Name = true, fmt.Sprintf("Grafana %d", round)
+		mustPutClient(t, s, c)
+		off := *c
+		off.SkipConsent = false
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				_, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: fmt.Sprintf("user-%d-%d", round, i),
+					Scopes: []string{"openid"}, Source: store.SourceFirstParty})
+				if err != nil && !errors.Is(err, store.ErrNotFirstParty) {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Go(func() {
+			if _, err := s.PutClient(ctx, &off); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		grants, err := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range grants {
+			if g.Source == store.SourceFirstParty {
+				t.Fatalf("round %d: first-party approval of %s stands after skipConsent went off", round, g.Subject)
+			}
+		}
+	}
 }
 
 // A token cannot be stored for a client that no longer exists, whatever a replica's
