@@ -32,6 +32,9 @@ const grantWithTokens = `SELECT ` + grantColumns + `, (SELECT count(*) FROM toke
 func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.ConsentGrant, error) {
 	var out *store.ConsentGrant
 	err := s.inTx(ctx, func(ctx context.Context, q querier) error {
+		if err := clientOwnedBy(ctx, q, g.ClientID, g.Owner); err != nil {
+			return err
+		}
 		old, err := scanGrant(q.QueryRowContext(ctx,
 			`SELECT `+grantColumns+` FROM consent_grants WHERE client_id = $1 AND subject = $2 FOR UPDATE`, g.ClientID, g.Subject))
 		switch {
@@ -186,7 +189,16 @@ WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_
 
 // RevokeGrant deletes the grant and every token issued under it, and logs it.
 func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error {
+	return s.RevokeOwnedGrant(ctx, clientID, subject, "")
+}
+
+// RevokeOwnedGrant is RevokeGrant when the client's owner namespace is owner (or
+// owner is empty).
+func (s *Store) RevokeOwnedGrant(ctx context.Context, clientID, subject, owner string) error {
 	return s.inTx(ctx, func(ctx context.Context, q querier) error {
+		if err := clientOwnedBy(ctx, q, clientID, owner); err != nil {
+			return err
+		}
 		g := &store.ConsentGrant{ClientID: clientID, Subject: subject}
 		err := q.QueryRowContext(ctx, `DELETE FROM consent_grants WHERE client_id = $1 AND subject = $2 RETURNING id`,
 			clientID, subject).Scan(&g.ID)
@@ -198,6 +210,27 @@ func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error
 		}
 		return s.grantRevoked(ctx, q, g)
 	})
+}
+
+// clientOwnedBy checks, for a non-empty owner, that client id belongs to it. The row
+// stays locked (FOR SHARE) until the transaction ends, so the owner cannot change, nor
+// the client be deleted and re-created by another namespace, between the check and
+// the grant write.
+func clientOwnedBy(ctx context.Context, q querier, id, owner string) error {
+	if owner == "" {
+		return nil
+	}
+	var current string
+	err := q.QueryRowContext(ctx, `SELECT owner_namespace FROM clients WHERE id = $1 FOR SHARE`, id).Scan(&current)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case err != nil:
+		return err
+	case current != owner:
+		return ownerConflict(id, current)
+	}
+	return nil
 }
 
 // GetGrantByID returns the grant with id, or store.ErrNotFound.
