@@ -291,7 +291,8 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 
 // revoke deletes the grant of cg's subject to client id on ts, as cg's namespace: a
 // client of another namespace (or none) keeps its grants.
-func (r *ConsentGrantReconciler) revoke(ctx context.Context, ts *oauthv1alpha1.TokenServer, cg *oauthv1alpha1.ConsentGrant, id string) error {
+func (r *ConsentGrantReconciler) revoke(ctx context.Context, ts *oauthv1alpha1.TokenServer,
+	cg *oauthv1alpha1.ConsentGrant, id string) error {
 	if !ts.DeletionTimestamp.IsZero() {
 		return nil // going, with its clients and grants
 	}

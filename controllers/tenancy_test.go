@@ -467,11 +467,10 @@ func TestForgedClientIDInStatusReachesNoOtherClient(t *testing.T) {
 }
 
 // waitServerWarning waits for a Warning event with reason on a TokenServer whose note
-// names every part, and returns it. Any TokenServer: the suite's share one token
+// names every part. Any TokenServer: the suite's share one token
 // server (one issuer), and whichever sweeps first reports it.
-func waitServerWarning(t *testing.T, reason string, parts ...string) string {
+func waitServerWarning(t *testing.T, reason string, parts ...string) {
 	t.Helper()
-	var note string
 	eventually(t, 20*time.Second, fmt.Sprintf("a Warning event %s on a TokenServer naming %v", reason, parts), func() bool {
 		var list eventsv1.EventList
 		if err := k8s.List(context.Background(), &list); err != nil {
@@ -487,7 +486,6 @@ func waitServerWarning(t *testing.T, reason string, parts ...string) string {
 					continue events
 				}
 			}
-			note = e.Note
 			return true
 		}
 		return false
@@ -502,7 +500,6 @@ func waitServerWarning(t *testing.T, reason string, parts ...string) string {
 		}
 		return fmt.Sprintf("TokenServer warnings: %q", seen)
 	})
-	return note
 }
 
 func deleteAndWait(t *testing.T, obj client.Object) {

@@ -113,7 +113,8 @@ func (r *TokenServerReconciler) insecureWarning(before, ts *oauthv1alpha1.TokenS
 		return
 	}
 	c.Message += insecureNote
-	if old := meta.FindStatusCondition(before.Status.Conditions, oauthv1alpha1.ConditionReady); old == nil || !strings.HasSuffix(old.Message, insecureNote) {
+	old := meta.FindStatusCondition(before.Status.Conditions, oauthv1alpha1.ConditionReady)
+	if old == nil || !strings.HasSuffix(old.Message, insecureNote) {
 		r.Recorder.Eventf(ts, nil, corev1.EventTypeWarning, ReasonInsecureAdminURL, "Connect",
 			"TokenServer %s/%s: spec.external.adminURL %s is http: the admin bearer token, which can register, change and "+
 				"delete any client, crosses the network in clear text (spec.external.insecure: true)",
