@@ -182,7 +182,7 @@ func (r *OwnerSweeper) sameServer(ctx context.Context, ts *oauthv1alpha1.TokenSe
 // owner namespace, none first-party), each as that owner.
 func (r *OwnerSweeper) revokeDeclared(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient,
 	owners map[string]string) error {
-	grants, err := admin.ListGrants(ctx, "", "")
+	grants, err := admin.ListGrantsFrom(ctx, adminapi.SourceDeclared)
 	if err != nil {
 		return err
 	}

@@ -536,10 +536,14 @@ func TestOrphanedClientsDoNotOutliveTheirNamespacesStatus(t *testing.T) {
 	}
 	trustedID, plainID := trusted.Status.ClientID, plain.Status.ClientID
 	cg := grant(ns, "trusted", "alice", "zones.read")
-	if err := k8s.Create(ctx, cg); err != nil {
-		t.Fatal(err)
+	// Left in place when its OAuthClient goes: nothing in Kubernetes revokes it then.
+	kept := grant(ns, "plain", "bob", "zones.read")
+	for _, g := range []*oauthv1alpha1.ConsentGrant{cg, kept} {
+		if err := k8s.Create(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		waitCondition(t, g, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	}
-	waitCondition(t, cg, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	tok, err := token(t, ns, "plain-oauth")
 	if err != nil {
 		t.Fatal(err)
@@ -565,6 +569,10 @@ func TestOrphanedClientsDoNotOutliveTheirNamespacesStatus(t *testing.T) {
 		return errors.Is(err, adminapi.ErrNotFound) || (err == nil && !got.SkipConsent)
 	}, nil)
 	waitServerWarning(t, controllers.ReasonSweptOrphan, ns, trustedID)
+	eventually(t, 10*time.Second, "the orphan's declared grant revoked", func() bool {
+		return len(serverGrants(t, plainID, "bob")) == 0
+	}, nil)
+	waitServerWarning(t, controllers.ReasonGrantSwept, ns, plainID, "bob")
 	if _, err := admin.GetClient(ctx, plainID); err != nil {
 		t.Errorf("an admitted namespace's orphan without skipConsent was deleted: %v", err)
 	}

@@ -145,6 +145,12 @@ func (c *HTTPClient) ListGrants(ctx context.Context, clientID, subject string) (
 	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+q.Encode(), nil, &out)
 }
 
+// ListGrantsFrom lists every grant of one source (SourceDeclared, SourceBrowser).
+func (c *HTTPClient) ListGrantsFrom(ctx context.Context, source string) ([]Grant, error) {
+	var out []Grant
+	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+url.Values{"source": {source}}.Encode(), nil, &out)
+}
+
 // DeleteGrant revokes a grant and every token issued under it; ErrNotFound if none.
 func (c *HTTPClient) DeleteGrant(ctx context.Context, clientID, subject string) error {
 	return c.DeleteOwnedGrant(ctx, clientID, subject, "")

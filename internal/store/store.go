@@ -193,6 +193,8 @@ type SignInSession struct {
 type GrantFilter struct {
 	ClientID string
 	Subject  string
+	// Source: declared or browser.
+	Source string
 }
 
 // SecretHasher hashes client secrets for storage and checks them. A hash is

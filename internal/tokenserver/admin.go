@@ -310,7 +310,8 @@ func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
 
 func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject")})
+	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject"),
+		Source: q.Get("source")})
 	if err != nil {
 		s.storeError(w, err)
 		return

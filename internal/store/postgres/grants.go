@@ -171,7 +171,8 @@ func (s *Store) GetGrant(ctx context.Context, clientID, subject string) (*store.
 // ListGrants returns the grants matching f, by client then subject.
 func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.ConsentGrant, error) {
 	rows, err := s.q(ctx).QueryContext(ctx, grantWithTokens+`
-WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_id, subject`, f.ClientID, f.Subject)
+WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) AND ($3 = '' OR source = $3)
+ORDER BY client_id, subject`, f.ClientID, f.Subject, f.Source)
 	if err != nil {
 		return nil, s.mapErr(err)
 	}

@@ -227,6 +227,13 @@ func testGrantOwnerPrecondition(t *testing.T, newStore Factory) {
 	if _, err := s.PutGrant(ctx, alice("observability")); err != nil {
 		t.Fatalf("the owner's PutGrant: %v", err)
 	}
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "bob", Scopes: []string{"openid"},
+		Source: store.SourceBrowser}); err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := s.ListGrants(ctx, store.GrantFilter{Source: store.SourceDeclared}); err != nil || len(gs) != 1 || gs[0].Subject != "alice" {
+		t.Errorf("declared grants = %+v, %v; want alice's only", gs, err)
+	}
 	if err := s.RevokeOwnedGrant(ctx, "grafana", "alice", "tenant-x"); !errors.Is(err, store.ErrOwnerConflict) {
 		t.Errorf("RevokeOwnedGrant by another owner err = %v, want ErrOwnerConflict", err)
 	}
