@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"time"
@@ -84,7 +85,7 @@ func (r *OwnerSweeper) sweep(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 	if err != nil {
 		return err
 	}
-	peers, err := r.sameServer(ctx, ts)
+	peers, err := r.sameServer(ctx, ts, admin)
 	if err != nil {
 		return err
 	}
@@ -159,21 +160,30 @@ func (r *OwnerSweeper) sweep(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 	return errors.Join(errs...)
 }
 
-// sameServer lists the TokenServers that describe the same token server as ts (the
-// same issuer), ts among them. Each may admit namespaces of its own: a namespace any
-// of them admits keeps its clients, so that two TokenServers of one server never
-// sweep each other's clients.
-func (r *OwnerSweeper) sameServer(ctx context.Context, ts *oauthv1alpha1.TokenServer) ([]oauthv1alpha1.TokenServer, error) {
+// sameServer lists the TokenServers that describe the same token server as ts, ts
+// among them: the same issuer and the same admin token (which only whoever holds the
+// server's admin token can put in a Secret: a TokenServer someone else creates with
+// the same issuer and an "admit everyone" policy is not a peer). Each may admit
+// namespaces of its own: a namespace any of them admits keeps its clients, so that
+// two TokenServers of one server never sweep each other's clients.
+func (r *OwnerSweeper) sameServer(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) (
+	[]oauthv1alpha1.TokenServer, error) {
 	var list oauthv1alpha1.TokenServerList
 	if err := r.List(ctx, &list); err != nil {
 		return nil, err
 	}
 	peers := []oauthv1alpha1.TokenServer{*ts}
-	for _, other := range list.Items {
-		if other.Spec.Issuer == ts.Spec.Issuer && client.ObjectKeyFromObject(&other) != client.ObjectKeyFromObject(ts) &&
-			other.DeletionTimestamp.IsZero() {
-			peers = append(peers, other)
+	for i := range list.Items {
+		other := &list.Items[i]
+		if other.Spec.Issuer != ts.Spec.Issuer || client.ObjectKeyFromObject(other) == client.ObjectKeyFromObject(ts) ||
+			!other.DeletionTimestamp.IsZero() {
+			continue
 		}
+		theirs, err := adminClientFor(ctx, r.Secrets, other)
+		if err != nil || subtle.ConstantTimeCompare([]byte(theirs.Token), []byte(admin.Token)) != 1 {
+			continue
+		}
+		peers = append(peers, *other)
 	}
 	return peers, nil
 }
