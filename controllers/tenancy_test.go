@@ -695,3 +695,36 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc))
 	}, nil)
 }
+
+// The review's finding 6: a client registered by a pass whose status.clientID the next
+// pass does not see (a stale cache, a lost status patch) is still deregistered when
+// its namespace loses admission.
+func TestDeAdmissionOfAClientWithoutRecordedID(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-s", admittedLabels)
+	oc := newClient(ns, "app", platform, nil)
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	tok, err := token(t, ns, "app-oauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the next pass would see: registered on the server, nothing in status.
+	oc.Status.ClientID = ""
+	if err := k8s.Status().Update(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	setLabels(t, ns, nil)
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	eventually(t, 10*time.Second, "the client without a recorded ID is gone from the token server", func() bool {
+		_, err := admin.GetClient(ctx, id)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+	if active(t, tok) {
+		t.Errorf("a token of the de-admitted client is still active")
+	}
+}
