@@ -100,7 +100,9 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 	if err != nil {
 		return err
 	}
+	server := clientspec.Server(oc)
 	cg.Status.ClientID = oc.Status.ClientID
+	cg.Status.ServerRef = &oauthv1alpha1.ServerReference{Namespace: server.Namespace, Name: server.Name}
 	var g *adminapi.Grant
 	if mirrored(cg) {
 		grants, err := admin.ListGrants(ctx, oc.Status.ClientID, cg.Spec.Subject)
@@ -129,7 +131,14 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 			t := cg.Spec.ExpiresAt.UTC()
 			in.ExpiresAt = &t
 		}
-		if g, err = admin.PutGrant(ctx, in); err != nil {
+		// The owner check in the token server's transaction is what holds; ownedBy in
+		// resolve only gave the readable refusal early.
+		g, err = admin.PutOwnedGrant(ctx, in, cg.Namespace)
+		if errors.Is(err, adminapi.ErrConflict) {
+			return &stopped{ReasonClientIDConflict, fmt.Sprintf("client %s on the token server is not namespace %s's: %s",
+				oc.Status.ClientID, cg.Namespace, errMessage(err)), 0}
+		}
+		if err != nil {
 			return fmt.Errorf("pushing the grant to the token server: %w", err)
 		}
 	}
@@ -150,13 +159,20 @@ func (r *ConsentGrantReconciler) notFirstParty(ctx context.Context, cg *oauthv1a
 	if err != nil {
 		return err
 	}
+	// The owner sweep may have revoked it first: a grant this resource had put on the
+	// server (grantedAt) still says, once, that it is revoked.
+	revoked := cg.Status.GrantedAt != nil
 	for _, g := range grants {
 		if g.Source != adminapi.SourceDeclared {
 			continue // the user's own consent stays theirs to revoke
 		}
-		if err := admin.DeleteGrant(ctx, oc.Status.ClientID, cg.Spec.Subject); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
+		if err := admin.DeleteOwnedGrant(ctx, oc.Status.ClientID, cg.Spec.Subject, cg.Namespace); err != nil &&
+			!errors.Is(err, adminapi.ErrNotFound) {
 			return fmt.Errorf("revoking the declared grant on the token server: %w", err)
 		}
+		revoked = true
+	}
+	if revoked {
 		r.Recorder.Eventf(cg, nil, corev1.EventTypeWarning, "Revoked", "Revoke",
 			"namespace %s is not first-party: the declared grant of %s to %s is revoked with every token issued under it",
 			cg.Namespace, cg.Spec.Subject, oc.Status.ClientID)
@@ -219,44 +235,82 @@ func ownedBy(ctx context.Context, admin *adminapi.HTTPClient, clientID, ns strin
 
 // finalize revokes the grant and every token issued under it before the finalizer
 // goes. An unreachable token server keeps the finalizer: the delete is retried with
-// backoff and never lost. A grant whose OAuthClient is gone has nothing left to
-// revoke: deleting the client revoked it.
+// backoff and never lost. The grant is revoked as the namespace's (the token server
+// checks the owner in the same transaction), by the client ID its OAuthClient
+// registered or, when that is gone (deleted with deletionPolicy Orphan, which leaves
+// the client and its grants on the server) or no longer records one, by the ID this
+// grant recorded when it was pushed.
 func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1.ConsentGrant) error {
 	if !controllerutil.ContainsFinalizer(cg, Finalizer) {
 		return nil
 	}
+	id := cg.Status.ClientID
+	var servers []oauthv1alpha1.TokenServer
 	var oc oauthv1alpha1.OAuthClient
 	err := r.Get(ctx, types.NamespacedName{Namespace: cg.Namespace, Name: cg.Spec.ClientRef.Name}, &oc)
 	switch {
+	case apierrors.IsNotFound(err) && cg.Status.ServerRef != nil:
+		var ts oauthv1alpha1.TokenServer
+		key := types.NamespacedName{Namespace: cg.Status.ServerRef.Namespace, Name: cg.Status.ServerRef.Name}
+		if err := r.Get(ctx, key, &ts); err == nil {
+			servers = append(servers, ts)
+		} else if !apierrors.IsNotFound(err) {
+			return err
+		}
 	case apierrors.IsNotFound(err):
+		// Recorded before status.serverRef existed: the owner check makes asking each
+		// server safe, and there are few.
+		var list oauthv1alpha1.TokenServerList
+		if err := r.List(ctx, &list); err != nil {
+			return err
+		}
+		servers = list.Items
 	case err != nil:
 		return err
-	case oc.Status.ClientID != "":
+	default:
+		if oc.Status.ClientID != "" {
+			id = oc.Status.ClientID
+		}
 		var ts oauthv1alpha1.TokenServer
-		if err := r.Get(ctx, clientspec.Server(&oc), &ts); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.Get(ctx, clientspec.Server(&oc), &ts); err == nil {
+			servers = append(servers, ts)
+		} else if !apierrors.IsNotFound(err) {
 			return err
-		} else if err == nil {
-			admin, err := adminClientFor(ctx, r.Secrets, &ts)
-			if err != nil {
+		}
+	}
+	if id != "" {
+		for i := range servers {
+			if err := r.revoke(ctx, &servers[i], cg, id); err != nil {
 				return err
 			}
-			var stop *stopped
-			if err := ownedBy(ctx, admin, oc.Status.ClientID, cg.Namespace); errors.As(err, &stop) {
-				// Not a client of this namespace (any more): none of its grants is ours.
-				controllerutil.RemoveFinalizer(cg, Finalizer)
-				return client.IgnoreNotFound(r.Update(ctx, cg))
-			} else if err != nil {
-				return err
-			}
-			if err := admin.DeleteGrant(ctx, oc.Status.ClientID, cg.Spec.Subject); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
-				return fmt.Errorf("revoking the grant on the token server: %w", err)
-			}
-			r.Recorder.Eventf(cg, nil, corev1.EventTypeNormal, "Revoked", "Delete",
-				"grant of %s to %s revoked with every token issued under it", cg.Spec.Subject, oc.Status.ClientID)
 		}
 	}
 	controllerutil.RemoveFinalizer(cg, Finalizer)
 	return client.IgnoreNotFound(r.Update(ctx, cg))
+}
+
+// revoke deletes the grant of cg's subject to client id on ts, as cg's namespace: a
+// client of another namespace (or none) keeps its grants.
+func (r *ConsentGrantReconciler) revoke(ctx context.Context, ts *oauthv1alpha1.TokenServer,
+	cg *oauthv1alpha1.ConsentGrant, id string) error {
+	if !ts.DeletionTimestamp.IsZero() {
+		return nil // going, with its clients and grants
+	}
+	admin, err := adminClientFor(ctx, r.Secrets, ts)
+	if err != nil {
+		return err
+	}
+	err = admin.DeleteOwnedGrant(ctx, id, cg.Spec.Subject, cg.Namespace)
+	switch {
+	case err == nil:
+		r.Recorder.Eventf(cg, nil, corev1.EventTypeNormal, "Revoked", "Delete",
+			"grant of %s to %s revoked on TokenServer %s/%s with every token issued under it", cg.Spec.Subject, id, ts.Namespace, ts.Name)
+	case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
+		// No such grant, or not a client of this namespace: nothing of ours to revoke.
+	default:
+		return fmt.Errorf("revoking the grant on TokenServer %s/%s: %w", ts.Namespace, ts.Name, err)
+	}
+	return nil
 }
 
 // SetupWithManager registers the reconciler.

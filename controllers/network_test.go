@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 )
 
@@ -99,7 +100,7 @@ func TestExternalAdminURLGuard(t *testing.T) {
 	}
 	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
 		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), External: &oauthv1alpha1.ExternalTokenServer{
-			AdminURL: "http://" + ln.Addr().String(), TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
+			AdminURL: "http://" + ln.Addr().String(), Insecure: true, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
 	if err := k8s.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
@@ -153,4 +154,15 @@ func TestExternalAdminCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+}
+
+// An http adminURL is accepted only with spec.external.insecure (the CRD refuses it
+// otherwise), and never silently: Ready says the token travels in clear text and a
+// Warning event says so once.
+func TestInsecureAdminURLSaysSo(t *testing.T) {
+	platform := namespace(t, "platform-http", nil)
+	externalServer(t, platform, nil) // the suite's server: http on loopback, insecure: true
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
+	waitConditionMessage(t, ts, oauthv1alpha1.ConditionReady, "clear text")
+	waitServerWarning(t, controllers.ReasonInsecureAdminURL, platform, "clear text", "spec.external.insecure")
 }

@@ -234,21 +234,37 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
 	stop := &stopped{ReasonNamespaceNotAllowed, fmt.Sprintf(
 		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace), 0}
-	if id := oc.Status.ClientID; id != "" {
+	// The ID in status, and the one the spec asks for: a pass that registered the
+	// client may have recorded it in a status this pass's cached copy does not show
+	// yet. Every OAuthClient of the namespace is refused here, so deleting the wanted
+	// ID as the owner takes nothing a sibling still holds.
+	ids := []string{oc.Status.ClientID}
+	if wanted := clientspec.ClientID(oc); wanted != oc.Status.ClientID {
+		ids = append(ids, wanted)
+	}
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
 		err := admin.DeleteClient(ctx, id, oc.Namespace)
+		// The owner sweep may have deleted the registered client first: the object
+		// still says, once, that it is no longer on the token server.
+		if errors.Is(err, adminapi.ErrNotFound) && id == oc.Status.ClientID {
+			err = nil
+		}
 		switch {
 		case err == nil:
 			r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonDeregistered, "Deregister",
 				"namespace %s is no longer admitted by TokenServer %s/%s: client %s deleted from the token server, its tokens and grants revoked",
 				oc.Namespace, ts.Namespace, ts.Name, id)
+			stop.message += "; client " + id + " was deleted from the token server and comes back when the namespace is admitted again"
 		case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
-			// Gone already, or no longer ours: nothing of ours is left to delete.
+			// Gone already, or not ours: nothing of ours is left to delete.
 		default:
 			return fmt.Errorf("deregistering client %s from the token server: %w", id, err)
 		}
-		oc.Status.ClientID = ""
-		stop.message += "; the client was deleted from the token server and comes back when the namespace is admitted again"
 	}
+	oc.Status.ClientID = ""
 	return r.warn(oc, stop)
 }
 
@@ -537,7 +553,8 @@ func newSecret() (string, error) {
 }
 
 // finalize removes the client from its token server, which revokes every token
-// issued to it, before the finalizer goes; deletionPolicy Orphan leaves it there. A
+// issued to it, before the finalizer goes; deletionPolicy Orphan leaves it there,
+// for as long as its namespace stays admitted (OwnerSweeper deletes it after). A
 // server that cannot be reached keeps the finalizer, and the delete is retried.
 func (r *OAuthClientReconciler) finalize(ctx context.Context, oc *oauthv1alpha1.OAuthClient) error {
 	if !controllerutil.ContainsFinalizer(oc, Finalizer) {
@@ -553,9 +570,11 @@ func (r *OAuthClientReconciler) finalize(ctx context.Context, oc *oauthv1alpha1.
 }
 
 // deleteRegistered deletes from the token server only what this object registered
-// (status.clientID), only while its namespace is admitted, and only as the client's
-// owner: an OAuthClient can never delete another namespace's client, whatever its
-// spec says.
+// (status.clientID), and only as the client's owner: an OAuthClient can never delete
+// another namespace's client, whatever its spec says. Whether the namespace is still
+// admitted does not matter: the owner check is what makes the delete safe, and a
+// client left behind because its namespace lost admission during an outage would
+// outlive its OAuthClient.
 func (r *OAuthClientReconciler) deleteRegistered(ctx context.Context, oc *oauthv1alpha1.OAuthClient) error {
 	id := oc.Status.ClientID
 	var ts oauthv1alpha1.TokenServer
@@ -565,15 +584,6 @@ func (r *OAuthClientReconciler) deleteRegistered(ctx context.Context, oc *oauthv
 	}
 	if err != nil {
 		return err
-	}
-	admitted, _, err := r.policy(ctx, &ts, oc.Namespace)
-	if err != nil {
-		return err
-	}
-	if !admitted {
-		r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonNamespaceNotAllowed, "Delete",
-			"client %s left on the token server: TokenServer %s/%s does not admit namespace %s", id, ts.Namespace, ts.Name, oc.Namespace)
-		return nil
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {

@@ -66,6 +66,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		}); err != nil {
 		return err
 	}
+	if err := (&OwnerSweeper{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
+		Interval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	poll := o.MirrorPoll
 	if poll == 0 {
 		poll = 10 * time.Second

@@ -232,7 +232,8 @@ func externalServer(t *testing.T, ns string, mutate func(*oauthv1alpha1.TokenSer
 	}
 	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
 		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), External: &oauthv1alpha1.ExternalTokenServer{
-			AdminURL: admin.BaseURL, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
+			// The suite's token server is on loopback, without TLS.
+			AdminURL: admin.BaseURL, Insecure: true, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
 	if mutate != nil {
 		mutate(ts)
 	}

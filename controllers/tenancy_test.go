@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +25,7 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/clientspec"
 )
 
 // Labels of the tenancy tests' TokenServer: which namespaces may register clients,
@@ -147,20 +152,40 @@ func TestTenantCannotTakeOverOrDeleteAClient(t *testing.T) {
 	// Outside the ID's range: refused by the operator before anything is pushed.
 	outsider := attack(outsiderNS, "web")
 	waitCondition(t, outsider, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDNotAllowed)
-	if note := waitWarning(t, outsiderNS, "web", controllers.ReasonClientIDNotAllowed); !strings.Contains(note, outsiderNS+"-") {
+	if note := waitWarning(t, outsiderNS, "web", controllers.ReasonClientIDNotAllowed); !strings.Contains(note, outsiderNS+"_") {
 		t.Errorf("event %q does not say which prefix is allowed", note)
 	}
 
-	// Overlapping range: the token server refuses to change the owner (409).
+	// A namespace whose name is a prefix of the victim's: the victim's derived ID used
+	// to be in its range; it is refused before anything is pushed.
 	overlap := attack(attackerNS, "web")
-	waitCondition(t, overlap, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDConflict)
-	ready := findCondition(overlap.Status.Conditions, oauthv1alpha1.ConditionReady)
-	if !strings.Contains(ready.Message, id) || !strings.Contains(ready.Message, victimNS) {
-		t.Errorf("Ready message %q should name the client ID and its owner %s", ready.Message, victimNS)
-	}
-	waitWarning(t, attackerNS, "web", controllers.ReasonClientIDConflict)
+	waitCondition(t, overlap, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDNotAllowed)
 	if overlap.Status.ClientID != "" {
 		t.Errorf("a refused client recorded client ID %q as registered", overlap.Status.ClientID)
+	}
+
+	// An ID the operator lets through but another namespace holds (the platform's
+	// namespace may choose IDs such as a tenant's legacy "<namespace>-…" one): the
+	// token server refuses to change the owner (409), and the operator says whose it is.
+	legacy := victimNS + "-legacy"
+	if _, err := admin.PutClient(ctx, &adminapi.Client{ID: legacy, OwnerNamespace: victimNS, Secret: "legacy-secret-0123456789abcdefghijkl",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Legacy", GrantTypes: []string{"client_credentials"},
+			TokenEndpointAuthMethod: "client_secret_basic"}}); err != nil {
+		t.Fatal(err)
+	}
+	setLabels(t, platform, admittedLabels)
+	platformClash := webClient(platform, "legacy", platform, evil, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = legacy })
+	if err := k8s.Create(ctx, platformClash); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, platformClash, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDConflict)
+	ready := findCondition(platformClash.Status.Conditions, oauthv1alpha1.ConditionReady)
+	if !strings.Contains(ready.Message, legacy) || !strings.Contains(ready.Message, victimNS) {
+		t.Errorf("Ready message %q should name the client ID and its owner %s", ready.Message, victimNS)
+	}
+	waitWarning(t, platform, "legacy", controllers.ReasonClientIDConflict)
+	if got, err := admin.GetClient(ctx, legacy); err != nil || got.OwnerNamespace != victimNS {
+		t.Errorf("the victim's legacy client after the clash: %+v, %v", got, err)
 	}
 
 	// A namespace the TokenServer does not admit.
@@ -170,12 +195,12 @@ func TestTenantCannotTakeOverOrDeleteAClient(t *testing.T) {
 	victimIntact(t, victim, good)
 
 	// Deleting the attackers deletes nothing of the victim's.
-	for _, oc := range []*oauthv1alpha1.OAuthClient{outsider, overlap, rogue} {
+	for _, oc := range []*oauthv1alpha1.OAuthClient{outsider, overlap, rogue, platformClash} {
 		if err := k8s.Delete(ctx, oc); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, oc := range []*oauthv1alpha1.OAuthClient{outsider, overlap, rogue} {
+	for _, oc := range []*oauthv1alpha1.OAuthClient{outsider, overlap, rogue, platformClash} {
 		eventually(t, 10*time.Second, "attacker "+oc.Namespace+"/"+oc.Name+" is gone", func() bool {
 			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(oc), &oauthv1alpha1.OAuthClient{}))
 		}, nil)
@@ -187,18 +212,54 @@ func TestTenantCannotTakeOverOrDeleteAClient(t *testing.T) {
 	}
 }
 
+// The review's squat: namespace sq-… registers, before it exists, the derived ID of
+// the OAuthClient "web" of namespace sq-…-pay-… (computable by anyone). It is refused,
+// and the victim registers its client when it comes, with its own derived ID.
+func TestPrefixSquat(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	attackerNS := namespace(t, "sq", admittedLabels)
+	victimNS := namespace(t, attackerNS+"-pay", admittedLabels)
+	victim := webClient(victimNS, "web", platform, "https://pay.example.com/cb", nil)
+	squat := webClient(attackerNS, "pay", platform, "https://evil.example.com/cb", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.ClientID = clientspec.ClientID(victim)
+	})
+	if err := k8s.Create(ctx, squat); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, squat, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDNotAllowed)
+	if _, err := admin.GetClient(ctx, clientspec.ClientID(victim)); !errors.Is(err, adminapi.ErrNotFound) {
+		t.Fatalf("the squatted ID is on the token server: %v", err)
+	}
+	if err := k8s.Create(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, victim, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	victimIntact(t, victim, "https://pay.example.com/cb")
+
+	// The attacker's own range still works.
+	own := newClient(attackerNS, "own", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = attackerNS + "_pay" })
+	if err := k8s.Create(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, own, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	if _, err := token(t, attackerNS, "own-oauth"); err != nil {
+		t.Errorf("a custom ID in the namespace's range: %v", err)
+	}
+}
+
 // Two OAuthClients of one namespace that want the same ID: the token server cannot
 // tell them apart (same owner), so the operator lets the first keep it.
 func TestSameNamespaceClientIDClash(t *testing.T) {
 	ctx := context.Background()
 	platform := tenancyServer(t)
 	ns := namespace(t, "tenant-a", admittedLabels)
-	first := newClient(ns, "first", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = ns + "-shared" })
+	first := newClient(ns, "first", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = ns + "_shared" })
 	if err := k8s.Create(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	waitCondition(t, first, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
-	second := newClient(ns, "second", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = ns + "-shared" })
+	second := newClient(ns, "second", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = ns + "_shared" })
 	if err := k8s.Create(ctx, second); err != nil {
 		t.Fatal(err)
 	}
@@ -402,5 +463,268 @@ func TestForgedClientIDInStatusReachesNoOtherClient(t *testing.T) {
 	}, nil)
 	if gs := serverGrants(t, victim.Status.ClientID, "bob"); len(gs) != 1 {
 		t.Errorf("deleting the attacker's ConsentGrant revoked the victim's user's consent: %+v", gs)
+	}
+}
+
+// waitServerWarning waits for a Warning event with reason on a TokenServer whose note
+// names every part. Any TokenServer: the suite's share one token
+// server (one issuer), and whichever sweeps first reports it.
+func waitServerWarning(t *testing.T, reason string, parts ...string) {
+	t.Helper()
+	eventually(t, 20*time.Second, fmt.Sprintf("a Warning event %s on a TokenServer naming %v", reason, parts), func() bool {
+		var list eventsv1.EventList
+		if err := k8s.List(context.Background(), &list); err != nil {
+			return false
+		}
+	events:
+		for _, e := range list.Items {
+			if e.Regarding.Kind != "TokenServer" || e.Reason != reason || e.Type != corev1.EventTypeWarning {
+				continue
+			}
+			for _, p := range parts {
+				if !strings.Contains(e.Note, p) {
+					continue events
+				}
+			}
+			return true
+		}
+		return false
+	}, func() string {
+		var list eventsv1.EventList
+		_ = k8s.List(context.Background(), &list)
+		var seen []string
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "TokenServer" && e.Type == corev1.EventTypeWarning {
+				seen = append(seen, e.Reason+": "+e.Note)
+			}
+		}
+		return fmt.Sprintf("TokenServer warnings: %q", seen)
+	})
+}
+
+func deleteAndWait(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Delete(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, obj.GetNamespace()+"/"+obj.GetName()+" is gone", func() bool {
+		return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj))
+	}, nil)
+}
+
+// The review's first route: a first-party tenant keeps a skipConsent client, a
+// declared grant and a token past the loss of its status by deleting its
+// OAuthClients with deletionPolicy Orphan. Deleting the ConsentGrant after its
+// OAuthClient still revokes the grant; losing first-party status deletes the orphan
+// that skips consent; losing admission deletes every client the namespace owns on the
+// server, and their tokens die. Each sweep leaves a Warning event on the TokenServer.
+func TestOrphanedClientsDoNotOutliveTheirNamespacesStatus(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-o", firstPartyLabels)
+	orphan := func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.DeletionPolicy = oauthv1alpha1.DeletionPolicyOrphan }
+	trusted := newClient(ns, "trusted", platform, func(oc *oauthv1alpha1.OAuthClient) {
+		orphan(oc)
+		oc.Spec.SkipConsent = true
+	})
+	plain := newClient(ns, "plain", platform, orphan)
+	for _, oc := range []*oauthv1alpha1.OAuthClient{trusted, plain} {
+		if err := k8s.Create(ctx, oc); err != nil {
+			t.Fatal(err)
+		}
+		waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	}
+	trustedID, plainID := trusted.Status.ClientID, plain.Status.ClientID
+	cg := grant(ns, "trusted", "alice", "zones.read")
+	// Left in place when its OAuthClient goes: nothing in Kubernetes revokes it then.
+	kept := grant(ns, "plain", "bob", "zones.read")
+	for _, g := range []*oauthv1alpha1.ConsentGrant{cg, kept} {
+		if err := k8s.Create(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		waitCondition(t, g, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	}
+	tok, err := token(t, ns, "plain-oauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Orphaned: both stay on the server, as deletionPolicy says.
+	deleteAndWait(t, trusted)
+	deleteAndWait(t, plain)
+	if got, err := admin.GetClient(ctx, trustedID); err != nil || !got.SkipConsent {
+		t.Fatalf("the orphaned first-party client: %+v, %v; want it kept with skipConsent", got, err)
+	}
+
+	// The ConsentGrant deleted after its OAuthClient: the grant goes all the same.
+	deleteAndWait(t, cg)
+	if gs := serverGrants(t, trustedID, "alice"); len(gs) != 0 {
+		t.Errorf("a ConsentGrant deleted after its OAuthClient left its grant on the token server: %+v", gs)
+	}
+
+	// First-party status lost: no client of the namespace skips consent any more.
+	setLabels(t, ns, admittedLabels)
+	eventually(t, 10*time.Second, "no orphaned client of "+ns+" skips consent", func() bool {
+		got, err := admin.GetClient(ctx, trustedID)
+		return errors.Is(err, adminapi.ErrNotFound) || (err == nil && !got.SkipConsent)
+	}, nil)
+	waitServerWarning(t, controllers.ReasonSweptOrphan, ns, trustedID)
+	eventually(t, 10*time.Second, "the orphan's declared grant revoked", func() bool {
+		return len(serverGrants(t, plainID, "bob")) == 0
+	}, nil)
+	waitServerWarning(t, controllers.ReasonGrantSwept, ns, plainID, "bob")
+	if _, err := admin.GetClient(ctx, plainID); err != nil {
+		t.Errorf("an admitted namespace's orphan without skipConsent was deleted: %v", err)
+	}
+
+	// Admission lost: the namespace's orphan goes, and its token with it.
+	setLabels(t, ns, nil)
+	eventually(t, 10*time.Second, "the de-admitted namespace's orphan is gone from the token server", func() bool {
+		_, err := admin.GetClient(ctx, plainID)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+	if active(t, tok) {
+		t.Errorf("a token of the de-admitted namespace's orphan is still active")
+	}
+	waitServerWarning(t, controllers.ReasonSwept, ns, plainID)
+}
+
+// switchableProxy forwards TCP to target while up; while down it drops every
+// connection, as an unreachable token server would look to the operator.
+type switchableProxy struct {
+	url   string
+	down  atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// setDown drops the connections open now as well: the operator's keep-alive
+// connections would otherwise go on working.
+func (p *switchableProxy) setDown(down bool) {
+	p.down.Store(down)
+	if !down {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func newSwitchableProxy(t *testing.T, target string) *switchableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	p := &switchableProxy{url: "http://" + ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if p.down.Load() {
+				_ = c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+	return p
+}
+
+// The review's second route: the namespace loses admission while the token server
+// is unreachable, and the tenant deletes its OAuthClient then. The client does not
+// stay behind: once the server is back it is gone, and its token is dead.
+func TestDeAdmissionDuringAnOutage(t *testing.T) {
+	ctx := context.Background()
+	proxy := newSwitchableProxy(t, strings.TrimPrefix(admin.BaseURL, "http://"))
+	platform := namespace(t, "platform", nil)
+	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.External.AdminURL = proxy.url
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{labelClients: "allowed"}}}
+	})
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	ns := namespace(t, "tenant-u", admittedLabels)
+	oc := newClient(ns, "app", platform, nil)
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	tok, err := token(t, ns, "app-oauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.setDown(true)
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, "")
+	setLabels(t, ns, nil)
+	if err := k8s.Delete(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the OAuthClient's deletion has begun", func() bool {
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc)
+		return apierrors.IsNotFound(err) || (err == nil && !oc.DeletionTimestamp.IsZero())
+	}, nil)
+
+	proxy.setDown(false)
+	eventually(t, 20*time.Second, "the client is gone from the token server once it is back", func() bool {
+		_, err := admin.GetClient(ctx, id)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+	if active(t, tok) {
+		t.Errorf("a token of the client deleted during the outage is still active")
+	}
+	eventually(t, 20*time.Second, "the OAuthClient is gone", func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc))
+	}, nil)
+}
+
+// The review's finding 6: a client registered by a pass whose status.clientID the next
+// pass does not see (a stale cache, a lost status patch) is still deregistered when
+// its namespace loses admission.
+func TestDeAdmissionOfAClientWithoutRecordedID(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-s", admittedLabels)
+	oc := newClient(ns, "app", platform, nil)
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	tok, err := token(t, ns, "app-oauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the next pass would see: registered on the server, nothing in status.
+	oc.Status.ClientID = ""
+	if err := k8s.Status().Update(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	setLabels(t, ns, nil)
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	eventually(t, 10*time.Second, "the client without a recorded ID is gone from the token server", func() bool {
+		_, err := admin.GetClient(ctx, id)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+	if active(t, tok) {
+		t.Errorf("a token of the de-admitted client is still active")
 	}
 }

@@ -76,6 +76,9 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		next, err = r.reconcileManaged(ctx, &ts)
 	}
 	setServerConditions(&ts, err)
+	if ext := ts.Spec.External; ext != nil && ext.Insecure && insecureAdminURL(ext) {
+		r.insecureWarning(before, &ts)
+	}
 	if perr := patchStatusIfChanged(ctx, r.Client, before, &ts, !equality.Semantic.DeepEqual(before.Status, ts.Status)); perr != nil {
 		return ctrl.Result{}, perr
 	}
@@ -94,6 +97,29 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		interval = next
 	}
 	return ctrl.Result{RequeueAfter: interval}, nil
+}
+
+// ReasonInsecureAdminURL: spec.external.insecure lets the admin token travel over http.
+const ReasonInsecureAdminURL = "InsecureAdminURL"
+
+const insecureNote = "; the admin token travels in clear text (http adminURL, spec.external.insecure: true)"
+
+// insecureWarning says in Ready, and once in a Warning event, that the admin token
+// crosses the network unencrypted: accepted because the TokenServer's author said so,
+// never silently.
+func (r *TokenServerReconciler) insecureWarning(before, ts *oauthv1alpha1.TokenServer) {
+	c := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionTrue {
+		return
+	}
+	c.Message += insecureNote
+	old := meta.FindStatusCondition(before.Status.Conditions, oauthv1alpha1.ConditionReady)
+	if old == nil || !strings.HasSuffix(old.Message, insecureNote) {
+		r.Recorder.Eventf(ts, nil, corev1.EventTypeWarning, ReasonInsecureAdminURL, "Connect",
+			"TokenServer %s/%s: spec.external.adminURL %s is http: the admin bearer token, which can register, change and "+
+				"delete any client, crosses the network in clear text (spec.external.insecure: true)",
+			ts.Namespace, ts.Name, ts.Spec.External.AdminURL)
+	}
 }
 
 // setServerConditions turns the pass's outcome into Ready, Progressing and Degraded.

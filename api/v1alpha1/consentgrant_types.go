@@ -37,9 +37,13 @@ type ConsentGrantStatus struct {
 	// observedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// clientID the grant is for.
+	// clientID the grant is for, recorded when it was put on the token server.
 	// +optional
 	ClientID string `json:"clientID,omitempty"`
+	// serverRef is the TokenServer the grant was put on, recorded with clientID: the
+	// grant is revoked there on deletion even when its OAuthClient is gone.
+	// +optional
+	ServerRef *ServerReference `json:"serverRef,omitempty"`
 	// grantedAt is when the subject consented.
 	// +optional
 	GrantedAt *metav1.Time `json:"grantedAt,omitempty"`

@@ -60,13 +60,17 @@ type OAuthClientSpec struct {
 	ServerRef ServerReference `json:"serverRef"`
 
 	// clientID to register. Unset: derived from the TokenServer and this resource's
-	// namespace and name, so re-applying from git yields the same ID. A custom ID must
-	// start with "<namespace>-" unless the client is in the TokenServer's own
-	// namespace; an ID another namespace registered is refused (Ready=False
-	// ClientIDConflict).
+	// namespace and name ("<namespace>-<name>-<8 hex>"), so re-applying from git
+	// yields the same ID. A custom ID is "<namespace>_<suffix>": no namespace or
+	// resource name holds a '_', so no namespace can choose another's ID, derived or
+	// custom. Only clients in the TokenServer's own namespace may choose other IDs
+	// (not one in a tenant's range nor one shaped like a derived ID). Refused:
+	// Ready=False ClientIDNotAllowed; an ID another namespace registered: Ready=False
+	// ClientIDConflict. Letters, digits and . _ ~ - only: a client ID travels in URL
+	// paths and in HTTP Basic authentication, where ':' cannot appear.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
-	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[\x21-\x7E]+$')`,message="must be printable ASCII without spaces"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9._~-]+$')`,message="spec.clientID may hold only letters, digits and . _ ~ - (it travels in URL paths and HTTP Basic authentication)"
 	// +optional
 	ClientID string `json:"clientID,omitempty"`
 

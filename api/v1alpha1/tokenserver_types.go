@@ -242,8 +242,10 @@ type UpgradeSettings struct {
 }
 
 // ExternalTokenServer is a kubeoauth token server the operator does not run.
+// +kubebuilder:validation:XValidation:rule="!isURL(self.adminURL) || url(self.adminURL).getScheme() != 'http' || (has(self.insecure) && self.insecure)",fieldPath=".adminURL",message="spec.external.adminURL is http: the admin bearer token would cross the network in clear text; use https, or set spec.external.insecure: true to accept that"
 type ExternalTokenServer struct {
 	// adminURL of the server's admin API, such as https://auth-admin.internal:4445.
+	// An http URL needs insecure: true.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && size(url(self).getHostname()) > 0",message="must be an absolute http or https URL, such as https://auth-admin.internal:4445"
@@ -257,6 +259,12 @@ type ExternalTokenServer struct {
 	// operator sends it the admin token.
 	// +optional
 	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
+	// insecure allows an http adminURL: the admin bearer token, which can register,
+	// change and delete any client, then travels unencrypted. Only for a server on
+	// the same host or a network you trust; the TokenServer gets a Warning event
+	// InsecureAdminURL and says so in its Ready condition.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // TokenServerStatus is the observed state of a TokenServer.

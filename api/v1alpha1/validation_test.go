@@ -241,7 +241,10 @@ func TestOAuthClientValidation(t *testing.T) {
 		"client name of 101 characters": {func(s *v1.OAuthClientSpec) { s.ClientName = strings.Repeat("x", 101) },
 			reject("spec.clientName", "may not be more than 100 bytes")},
 		"client ID with a space": {func(s *v1.OAuthClientSpec) { s.ClientID = "my client" },
-			reject("spec.clientID", "must be printable ASCII without spaces")},
+			reject("spec.clientID", "may hold only letters, digits and . _ ~ -")},
+		"client ID with a colon (HTTP Basic)": {func(s *v1.OAuthClientSpec) { s.ClientID = "tenant-a:web" },
+			reject("spec.clientID", "may hold only letters, digits and . _ ~ -")},
+		"client ID in a namespace's range": {func(s *v1.OAuthClientSpec) { s.ClientID = "tenant-a_web.v2~x" }, ok()},
 		"access token lifespan in words": {func(s *v1.OAuthClientSpec) {
 			s.TokenLifespans = &v1.TokenLifespans{AccessToken: "15 minutes"}
 		}, reject("spec.tokenLifespans.accessToken", "must be a duration such as 30s, 15m or 720h")},
@@ -416,6 +419,15 @@ func TestTokenServerValidation(t *testing.T) {
 			s.Image, s.Database = "", nil
 			s.External = &v1.ExternalTokenServer{AdminURL: "auth-admin:4445", TokenSecretRef: v1.SecretKeyReference{Name: "a"}}
 		}, reject("spec.external.adminURL", "must be an absolute http or https URL")},
+		"external server over http": {func(s *v1.TokenServerSpec) {
+			s.Image, s.Database = "", nil
+			s.External = &v1.ExternalTokenServer{AdminURL: "http://auth-admin:4445", TokenSecretRef: v1.SecretKeyReference{Name: "a"}}
+		}, reject("spec.external.adminURL", "set spec.external.insecure: true")},
+		"external server over http, insecure said": {func(s *v1.TokenServerSpec) {
+			s.Image, s.Database = "", nil
+			s.External = &v1.ExternalTokenServer{AdminURL: "http://auth-admin:4445", TokenSecretRef: v1.SecretKeyReference{Name: "a"},
+				Insecure: true}
+		}, ok()},
 		"database storage size of 10Gi": {func(s *v1.TokenServerSpec) {
 			s.Database.Managed.StorageSize = resource.MustParse("10Gi")
 		}, ok()},

@@ -144,6 +144,11 @@ func (in *ConsentGrantStatus) DeepCopyInto(out *ConsentGrantStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.ServerRef != nil {
+		in, out := &in.ServerRef, &out.ServerRef
+		*out = new(ServerReference)
+		**out = **in
+	}
 	if in.GrantedAt != nil {
 		in, out := &in.GrantedAt, &out.GrantedAt
 		*out = (*in).DeepCopy()

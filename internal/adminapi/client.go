@@ -116,17 +116,20 @@ func (c *HTTPClient) ListClients(ctx context.Context) ([]ClientStatus, error) {
 // (ErrConflict otherwise); the operator always passes one. An empty owner deletes
 // whoever's client it is, for administrators.
 func (c *HTTPClient) DeleteClient(ctx context.Context, id, owner string) error {
-	path := "/admin/clients/" + url.PathEscape(id)
-	if owner != "" {
-		path += "?" + url.Values{"owner": {owner}}.Encode()
-	}
-	return c.do(ctx, http.MethodDelete, path, nil, nil)
+	return c.do(ctx, http.MethodDelete, withOwner("/admin/clients/"+url.PathEscape(id), owner), nil, nil)
 }
 
 // PutGrant stores a declared (pre-approved) consent grant.
 func (c *HTTPClient) PutGrant(ctx context.Context, g *Grant) (*Grant, error) {
+	return c.PutOwnedGrant(ctx, g, "")
+}
+
+// PutOwnedGrant is PutGrant on a client of owner namespace owner only: the token
+// server checks the owner in the same transaction as the write and answers
+// ErrConflict for another namespace's client. The operator always passes one.
+func (c *HTTPClient) PutOwnedGrant(ctx context.Context, g *Grant, owner string) (*Grant, error) {
 	var out Grant
-	return &out, c.do(ctx, http.MethodPut, grantPath(g.ClientID, g.Subject), g, &out)
+	return &out, c.do(ctx, http.MethodPut, withOwner(grantPath(g.ClientID, g.Subject), owner), g, &out)
 }
 
 // ListGrants lists grants, optionally of one client and/or subject.
@@ -142,9 +145,28 @@ func (c *HTTPClient) ListGrants(ctx context.Context, clientID, subject string) (
 	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+q.Encode(), nil, &out)
 }
 
+// ListGrantsFrom lists every grant of one source (SourceDeclared, SourceBrowser).
+func (c *HTTPClient) ListGrantsFrom(ctx context.Context, source string) ([]Grant, error) {
+	var out []Grant
+	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+url.Values{"source": {source}}.Encode(), nil, &out)
+}
+
 // DeleteGrant revokes a grant and every token issued under it; ErrNotFound if none.
 func (c *HTTPClient) DeleteGrant(ctx context.Context, clientID, subject string) error {
-	return c.do(ctx, http.MethodDelete, grantPath(clientID, subject), nil, nil)
+	return c.DeleteOwnedGrant(ctx, clientID, subject, "")
+}
+
+// DeleteOwnedGrant is DeleteGrant on a client of owner namespace owner only
+// (ErrConflict otherwise, and nothing is revoked). The operator always passes one.
+func (c *HTTPClient) DeleteOwnedGrant(ctx context.Context, clientID, subject, owner string) error {
+	return c.do(ctx, http.MethodDelete, withOwner(grantPath(clientID, subject), owner), nil, nil)
+}
+
+func withOwner(path, owner string) string {
+	if owner == "" {
+		return path
+	}
+	return path + "?" + url.Values{"owner": {owner}}.Encode()
 }
 
 // Events returns log entries after seq after, waiting up to wait for one to arrive.

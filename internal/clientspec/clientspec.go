@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -52,22 +53,46 @@ func ClientID(oc *oauthv1alpha1.OAuthClient) string {
 	return fmt.Sprintf("%s-%s-%s", oc.Namespace, oc.Name, hex.EncodeToString(sum[:4]))
 }
 
+// CustomIDSeparator ends the namespace in a custom client ID: "<namespace>_<suffix>".
+// Neither a namespace name (a DNS label) nor an OAuthClient name (a DNS subdomain)
+// can hold a '_', so the namespace is everything before the first one: two
+// namespaces' ranges never overlap, and no derived ID ("<namespace>-<name>-<hash>",
+// which never holds one) is ever in a custom range. '_' is unreserved in URLs, so the
+// ID stays a plain path segment, HTTP Basic user name and Secret value.
+const CustomIDSeparator = "_"
+
+// derivedShape matches what ClientID derives: DNS characters, ending in -<8 hex>.
+var derivedShape = regexp.MustCompile(`^[a-z0-9.-]+-[0-9a-f]{8}$`)
+
 // ClientIDAllowed says whether oc may register its spec.clientID on server, and if not,
-// why. A custom ID starts with "<namespace>-", so that a namespace can only pick IDs
-// in its own range and never another team's by accident or on purpose; only the
-// server's own namespace (the platform team that runs it) may pick any ID, such as a
-// legacy "grafana". Derived IDs start with the namespace already. This is the
-// operator's early, readable refusal: the token server's owner check (409 on another
-// namespace's ID) is what holds even when two namespaces' ranges overlap ("a-" and
-// "a-b-"), the first to register keeping the ID.
+// why. A custom ID is "<namespace>_<suffix>" (see CustomIDSeparator), so that a
+// namespace can only pick IDs in its own range and never another team's, derived or
+// custom, by accident or on purpose. Only the server's own namespace (the platform
+// team that runs it) may pick other IDs, such as a legacy "grafana" — but not one in a
+// tenant's range nor one shaped like a derived ID, which a tenant's OAuthClient would
+// otherwise find taken. The token server's owner check (409 on another namespace's
+// ID) still stands behind this, for IDs registered before the rule (the "<namespace>-"
+// prefix of earlier versions, whose ranges could overlap), which keep working.
 func ClientIDAllowed(oc *oauthv1alpha1.OAuthClient, server *oauthv1alpha1.TokenServer) (bool, string) {
 	id := oc.Spec.ClientID
-	if id == "" || oc.Namespace == server.Namespace || strings.HasPrefix(id, oc.Namespace+"-") {
+	own := oc.Namespace + CustomIDSeparator
+	if id == "" || (strings.HasPrefix(id, own) && len(id) > len(own)) {
 		return true, ""
 	}
-	return false, fmt.Sprintf("spec.clientID %q must start with %q: a custom client ID on TokenServer %s/%s is "+
-		"prefixed with its namespace, so that no namespace can claim another's (only clients in %s may choose any ID)",
-		id, oc.Namespace+"-", server.Namespace, server.Name, server.Namespace)
+	if oc.Namespace == server.Namespace {
+		if prefix, _, ok := strings.Cut(id, CustomIDSeparator); ok {
+			return false, fmt.Sprintf("spec.clientID %q is in namespace %q's range (%q): a client of %s may choose any "+
+				"ID except one in a tenant's range or shaped like a derived ID", id, prefix, prefix+CustomIDSeparator, server.Namespace)
+		}
+		if derivedShape.MatchString(id) {
+			return false, fmt.Sprintf("spec.clientID %q has the shape of a derived ID (<namespace>-<name>-<8 hex>), which "+
+				"a tenant's OAuthClient would find taken: use %q or an ID without that ending", id, own+"…")
+		}
+		return true, ""
+	}
+	return false, fmt.Sprintf("spec.clientID %q must start with %q and go on after it: a custom client ID on TokenServer "+
+		"%s/%s is \"<namespace>_<suffix>\", so that no namespace can claim another's (only clients in %s may choose other IDs)",
+		id, own, server.Namespace, server.Name, server.Namespace)
 }
 
 // Admitted says whether a client in namespace ns may register on server: by default

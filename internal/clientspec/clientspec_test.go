@@ -63,22 +63,60 @@ func TestClientIDAllowed(t *testing.T) {
 		oc   *oauthv1alpha1.OAuthClient
 		want bool
 	}{
-		"derived ID":                            {client("tenant-a", "web"), true},
-		"custom ID with the namespace prefix":   {client("tenant-a", "web", custom("tenant-a-web")), true},
-		"another namespace's ID":                {client("tenant-x", "web", custom("tenant-a-web")), false},
-		"a bare legacy ID from a tenant":        {client("tenant-x", "web", custom("grafana")), false},
-		"the namespace without the dash":        {client("tenant-x", "web", custom("tenant-xweb")), false},
-		"the server's own namespace picks any":  {client("platform", "grafana", custom("grafana")), true},
-		"a namespace named like the server's":   {client("platform2", "grafana", custom("grafana")), false},
-		"the namespace alone is not its prefix": {client("tenant-a", "web", custom("tenant-a")), false},
+		"derived ID":                              {client("tenant-a", "web"), true},
+		"custom ID in the namespace's range":      {client("tenant-a", "web", custom("tenant-a_web")), true},
+		"the old dash prefix":                     {client("tenant-a", "web", custom("tenant-a-web")), false},
+		"another namespace's ID":                  {client("tenant-x", "web", custom("tenant-a_web")), false},
+		"a bare legacy ID from a tenant":          {client("tenant-x", "web", custom("grafana")), false},
+		"the namespace alone is not its range":    {client("tenant-a", "web", custom("tenant-a_")), false},
+		"the server's own namespace picks any":    {client("platform", "grafana", custom("grafana")), true},
+		"the server's namespace in its range":     {client("platform", "grafana", custom("platform_grafana")), true},
+		"a namespace named like the server's":     {client("platform2", "grafana", custom("grafana")), false},
+		"the server's namespace in a tenant's":    {client("platform", "web", custom("tenant-a_web")), false},
+		"the server's namespace, derived shape":   {client("platform", "web", custom("tenant-a-web-b87de209")), false},
+		"a longer namespace's derived ID (squat)": {client("sq", "web", custom("sq-pay-web-b87de209")), false},
+		"a shorter namespace's range":             {client("sq-pay", "web", custom("sq_pay-web")), false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			ok, msg := ClientIDAllowed(tt.oc, server)
-			if ok != tt.want || (!ok && !strings.Contains(msg, `"`+tt.oc.Namespace+`-"`)) {
-				t.Errorf("ClientIDAllowed = %v, %q; want %v with a message naming the prefix", ok, msg, tt.want)
+			if ok != tt.want || (!ok && !strings.Contains(msg, "spec.clientID")) {
+				t.Errorf("ClientIDAllowed = %v, %q; want %v with a message naming spec.clientID", ok, msg, tt.want)
+			}
+			if !ok && tt.oc.Namespace != server.Namespace && !strings.Contains(msg, `"`+tt.oc.Namespace+`_"`) {
+				t.Errorf("message %q does not name the allowed prefix", msg)
 			}
 		})
+	}
+}
+
+// No custom ID a namespace may choose is another namespace's derived ID or custom ID:
+// the squat of the review (a namespace whose name is a prefix of another's) included.
+func TestCustomIDsNeverCollide(t *testing.T) {
+	server := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"}}
+	namespaces := []string{"sq", "sq-pay", "sq-pay-web", "a", "a-b", "platform"}
+	names := []string{"web", "pay-web", "b.c", "c"}
+	ids := map[string]string{} // ID -> who may hold it
+	for _, ns := range namespaces {
+		for _, name := range names {
+			ids[ClientID(client(ns, name))] = ns + " derived"
+		}
+	}
+	for _, ns := range namespaces {
+		for _, id := range []string{"sq-pay-web-00000000", ClientID(client("sq-pay", "web")), ClientID(client("a-b", "c")),
+			ClientID(client("a", "b.c")), "sq-pay_web", "sq_pay-web", "a_b", "a-b_c"} {
+			oc := client(ns, "x", func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = id })
+			ok, _ := ClientIDAllowed(oc, server)
+			if !ok {
+				continue
+			}
+			if holder, taken := ids[id]; taken && holder != ns+" derived" {
+				t.Errorf("namespace %s may choose %q, which is %s", ns, id, holder)
+			}
+			if prefix, _, _ := strings.Cut(id, CustomIDSeparator); ns != server.Namespace && prefix != ns {
+				t.Errorf("namespace %s may choose %q in namespace %s's range", ns, id, prefix)
+			}
+		}
 	}
 }
 

@@ -79,6 +79,10 @@ type ConsentGrant struct {
 	// ActiveTokens counts live access and refresh tokens issued under the grant; set
 	// by GetGrant and ListGrants.
 	ActiveTokens int
+	// Owner, when set on a PutGrant, is a precondition: the client's OwnerNamespace
+	// must be it, checked in the write's transaction (ErrOwnerConflict otherwise), so
+	// that no namespace writes consent to another's client. It is not stored.
+	Owner string `json:"-"`
 }
 
 // Covers reports whether the grant, valid at now, allows every scope in scopes.
@@ -160,6 +164,10 @@ type Store interface {
 	// RevokeGrant deletes the grant and every token issued under it, and logs
 	// EventGrantRevoked.
 	RevokeGrant(ctx context.Context, clientID, subject string) error
+	// RevokeOwnedGrant is RevokeGrant on a client of owner namespace owner only: a
+	// client of another owner keeps its grant and the error is ErrOwnerConflict,
+	// checked in the same transaction as the delete. An empty owner is RevokeGrant.
+	RevokeOwnedGrant(ctx context.Context, clientID, subject, owner string) error
 	TouchGrant(ctx context.Context, id string, at time.Time) error
 
 	// Events returns up to limit events with Seq > after, oldest first.
@@ -201,6 +209,8 @@ type SignInSession struct {
 type GrantFilter struct {
 	ClientID string
 	Subject  string
+	// Source: declared or browser.
+	Source string
 }
 
 // SecretHasher hashes client secrets for storage and checks them. A hash is

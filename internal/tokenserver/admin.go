@@ -266,7 +266,10 @@ func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusBadRequest, "", "invalid JSON body: "+err.Error())
 		return
 	}
-	g := &store.ConsentGrant{ClientID: r.PathValue("client"), Subject: r.PathValue("subject"), Scopes: in.Scopes, Source: store.SourceDeclared}
+	// ?owner= is the operator's precondition: the client must be that namespace's,
+	// checked in the write's transaction (409 otherwise).
+	g := &store.ConsentGrant{ClientID: r.PathValue("client"), Subject: r.PathValue("subject"), Scopes: in.Scopes,
+		Source: store.SourceDeclared, Owner: r.URL.Query().Get("owner")}
 	if in.Source == store.SourceBrowser {
 		g.Source = store.SourceBrowser
 	} else if in.Source != "" && in.Source != store.SourceDeclared {
@@ -307,7 +310,8 @@ func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
 
 func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject")})
+	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject"),
+		Source: q.Get("source")})
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -320,7 +324,8 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteGrant(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Store.RevokeGrant(r.Context(), r.PathValue("client"), r.PathValue("subject")); err != nil {
+	if err := s.cfg.Store.RevokeOwnedGrant(r.Context(), r.PathValue("client"), r.PathValue("subject"),
+		r.URL.Query().Get("owner")); err != nil {
 		s.storeError(w, err)
 		return
 	}

@@ -197,6 +197,24 @@ func TestAdminAPI(t *testing.T) {
 	if got, err := in.Admin.GetClient(ctx, "argo"); err != nil || got.OwnerNamespace != "gitops" {
 		t.Errorf("after refused takeover and delete: %+v, %v; want argo of gitops", got, err)
 	}
+	// Grant writes with ?owner= touch only that owner's client.
+	grant := &adminapi.Grant{ClientID: "argo", Subject: "alice", Scopes: []string{"zones.read"}}
+	if _, err := in.Admin.PutOwnedGrant(ctx, grant, "tenant-x"); !errors.Is(err, adminapi.ErrConflict) ||
+		!errors.As(err, &apiErr) || !strings.Contains(apiErr.Message, `"gitops"`) {
+		t.Errorf("PUT grant ?owner=tenant-x: %v; want 409 naming the owner gitops", err)
+	}
+	if gs, err := in.Admin.ListGrants(ctx, "argo", "alice"); err != nil || len(gs) != 0 {
+		t.Errorf("grants after a refused PUT: %+v, %v; want none", gs, err)
+	}
+	if _, err := in.Admin.PutOwnedGrant(ctx, grant, "gitops"); err != nil {
+		t.Errorf("PUT grant ?owner=gitops: %v", err)
+	}
+	if err := in.Admin.DeleteOwnedGrant(ctx, "argo", "alice", "tenant-x"); !errors.Is(err, adminapi.ErrConflict) {
+		t.Errorf("DELETE grant ?owner=tenant-x: %v; want 409", err)
+	}
+	if err := in.Admin.DeleteOwnedGrant(ctx, "argo", "alice", "gitops"); err != nil {
+		t.Errorf("DELETE grant ?owner=gitops: %v", err)
+	}
 	unauth := &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: "wrong"}
 	if _, err := unauth.ListClients(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("admin call with a wrong token: %v; want 401", err)

@@ -37,6 +37,9 @@ func (s *Store) PutGrant(ctx context.Context, g *store.ConsentGrant) (*store.Con
 				return err
 			}
 		}
+		if err := clientOwnedBy(ctx, q, g.ClientID, g.Owner); err != nil {
+			return err
+		}
 		old, err := scanGrant(q.QueryRowContext(ctx,
 			`SELECT `+grantColumns+` FROM consent_grants WHERE client_id = $1 AND subject = $2 FOR UPDATE`, g.ClientID, g.Subject))
 		switch {
@@ -229,7 +232,8 @@ func (s *Store) GetGrant(ctx context.Context, clientID, subject string) (*store.
 // ListGrants returns the grants matching f, by client then subject.
 func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.ConsentGrant, error) {
 	rows, err := s.q(ctx).QueryContext(ctx, grantWithTokens+`
-WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_id, subject`, f.ClientID, f.Subject)
+WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) AND ($3 = '' OR source = $3)
+ORDER BY client_id, subject`, f.ClientID, f.Subject, f.Source)
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
@@ -247,7 +251,16 @@ WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) ORDER BY client_
 
 // RevokeGrant deletes the grant and every token issued under it, and logs it.
 func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error {
+	return s.RevokeOwnedGrant(ctx, clientID, subject, "")
+}
+
+// RevokeOwnedGrant is RevokeGrant when the client's owner namespace is owner (or
+// owner is empty).
+func (s *Store) RevokeOwnedGrant(ctx context.Context, clientID, subject, owner string) error {
 	return s.inTx(ctx, func(ctx context.Context, q querier) error {
+		if err := clientOwnedBy(ctx, q, clientID, owner); err != nil {
+			return err
+		}
 		g := &store.ConsentGrant{ClientID: clientID, Subject: subject}
 		err := q.QueryRowContext(ctx, `DELETE FROM consent_grants WHERE client_id = $1 AND subject = $2 RETURNING id`,
 			clientID, subject).Scan(&g.ID)
@@ -259,6 +272,27 @@ func (s *Store) RevokeGrant(ctx context.Context, clientID, subject string) error
 		}
 		return s.grantRevoked(ctx, q, g)
 	})
+}
+
+// clientOwnedBy checks, for a non-empty owner, that client id belongs to it. The row
+// stays locked (FOR SHARE) until the transaction ends, so the owner cannot change, nor
+// the client be deleted and re-created by another namespace, between the check and
+// the grant write.
+func clientOwnedBy(ctx context.Context, q querier, id, owner string) error {
+	if owner == "" {
+		return nil
+	}
+	var current string
+	err := q.QueryRowContext(ctx, `SELECT owner_namespace FROM clients WHERE id = $1 FOR SHARE`, id).Scan(&current)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case err != nil:
+		return err
+	case current != owner:
+		return ownerConflict(id, current)
+	}
+	return nil
 }
 
 // GetGrantByID returns the grant with id, or store.ErrNotFound.

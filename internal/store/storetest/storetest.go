@@ -46,6 +46,7 @@ type Factory func(t *testing.T, cfg Config) Store
 func Run(t *testing.T, newStore Factory) {
 	t.Run("Clients", func(t *testing.T) { testClients(t, newStore) })
 	t.Run("ClientOwnership", func(t *testing.T) { testClientOwnership(t, newStore) })
+	t.Run("GrantOwnerPrecondition", func(t *testing.T) { testGrantOwnerPrecondition(t, newStore) })
 	t.Run("AccessTokens", func(t *testing.T) { testAccessTokens(t, newStore) })
 	t.Run("AuthorizeCodes", func(t *testing.T) { testAuthorizeCodes(t, newStore) })
 	t.Run("RefreshRotationAndGrace", func(t *testing.T) { testRefreshRotation(t, newStore) })
@@ -198,6 +199,54 @@ func testClients(t *testing.T, newStore Factory) {
 	evs, err := s.Events(ctx, 0, 10)
 	if err != nil || len(evs) == 0 || evs[len(evs)-1].Kind != store.EventClientDeleted || evs[len(evs)-1].ClientID != "grafana" {
 		t.Errorf("events after DeleteClient = %+v, %v; want client_deleted last", evs, err)
+	}
+}
+
+// A grant write naming an owner touches only that owner's client: the check that
+// stops one namespace from pre-approving or revoking consent to another's client
+// holds in the write's own transaction, not in an earlier read.
+func testGrantOwnerPrecondition(t *testing.T, newStore Factory) {
+	ctx := context.Background()
+	s := newStore(t, Config{})
+	mustPutClient(t, s, testClient("grafana")) // owner "observability"
+	alice := func(owner string) *store.ConsentGrant {
+		return &store.ConsentGrant{ClientID: "grafana", Subject: "alice", Scopes: []string{"openid"},
+			Source: store.SourceDeclared, Owner: owner}
+	}
+	if _, err := s.PutGrant(ctx, alice("tenant-x")); !errors.Is(err, store.ErrOwnerConflict) {
+		t.Errorf("PutGrant by another owner err = %v, want ErrOwnerConflict", err)
+	}
+	if gs, _ := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"}); len(gs) != 0 {
+		t.Errorf("a refused PutGrant stored %+v", gs)
+	}
+	if _, err := s.PutGrant(ctx, alice("nobody-has-it")); !errors.Is(err, store.ErrOwnerConflict) {
+		t.Errorf("PutGrant by an unknown owner err = %v, want ErrOwnerConflict", err)
+	}
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "missing", Subject: "alice", Scopes: []string{"openid"},
+		Source: store.SourceDeclared, Owner: "observability"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("PutGrant on an unknown client err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.PutGrant(ctx, alice("observability")); err != nil {
+		t.Fatalf("the owner's PutGrant: %v", err)
+	}
+	if _, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "bob", Scopes: []string{"openid"},
+		Source: store.SourceBrowser}); err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := s.ListGrants(ctx, store.GrantFilter{Source: store.SourceDeclared}); err != nil || len(gs) != 1 || gs[0].Subject != "alice" {
+		t.Errorf("declared grants = %+v, %v; want alice's only", gs, err)
+	}
+	if err := s.RevokeOwnedGrant(ctx, "grafana", "alice", "tenant-x"); !errors.Is(err, store.ErrOwnerConflict) {
+		t.Errorf("RevokeOwnedGrant by another owner err = %v, want ErrOwnerConflict", err)
+	}
+	if g, err := s.GetGrant(ctx, "grafana", "alice"); err != nil || g == nil {
+		t.Errorf("the grant after a refused revoke: %v, %v; want it kept", g, err)
+	}
+	if err := s.RevokeOwnedGrant(ctx, "grafana", "alice", "observability"); err != nil {
+		t.Errorf("the owner's RevokeOwnedGrant: %v", err)
+	}
+	if err := s.RevokeOwnedGrant(ctx, "grafana", "alice", "observability"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RevokeOwnedGrant of a revoked grant err = %v, want ErrNotFound", err)
 	}
 }
 
