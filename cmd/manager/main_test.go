@@ -106,7 +106,7 @@ func TestManagerRunsAgainstAKubeconfig(t *testing.T) {
 	}
 	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"},
 		Spec: oauthv1alpha1.TokenServerSpec{Issuer: "https://auth.example.com", External: &oauthv1alpha1.ExternalTokenServer{
-			AdminURL: "http://127.0.0.1:1", TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "missing"}}}}
+			AdminURL: "https://127.0.0.1:1", TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "missing"}}}}
 	if err := c.Create(ctxb, ts); err != nil {
 		t.Fatal(err)
 	}
