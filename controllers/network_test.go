@@ -58,9 +58,10 @@ func newTLSProxy(t *testing.T, host, target string, cert tls.Certificate) *tlsPr
 	return p
 }
 
-// waitConditionMessage waits until obj's condition's message contains part.
-func waitConditionMessage(t *testing.T, obj client.Object, condType, part string) {
+// waitReadyMessage waits until obj's Ready condition's message contains part.
+func waitReadyMessage(t *testing.T, obj client.Object, part string) {
 	t.Helper()
+	condType := oauthv1alpha1.ConditionReady
 	var last []metav1.Condition
 	eventually(t, 20*time.Second, obj.GetName()+": "+condType+" saying "+part, func() bool {
 		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
@@ -104,7 +105,7 @@ func TestExternalAdminURLGuard(t *testing.T) {
 	if err := k8s.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
-	waitConditionMessage(t, ts, oauthv1alpha1.ConditionReady, "address refused")
+	waitReadyMessage(t, ts, "address refused")
 	if c := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReady); c.Status != metav1.ConditionFalse ||
 		strings.Contains(c.Message, "internal data") {
 		t.Errorf("Ready = %+v", c)
@@ -141,7 +142,7 @@ func TestExternalAdminCA(t *testing.T) {
 	if err := k8s.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
-	waitConditionMessage(t, ts, oauthv1alpha1.ConditionReady, "certificate signed by unknown authority")
+	waitReadyMessage(t, ts, "certificate signed by unknown authority")
 
 	// With it: Ready.
 	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin-ca"},
@@ -163,6 +164,6 @@ func TestInsecureAdminURLSaysSo(t *testing.T) {
 	platform := namespace(t, "platform-http", nil)
 	externalServer(t, platform, nil) // the suite's server: http on loopback, insecure: true
 	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
-	waitConditionMessage(t, ts, oauthv1alpha1.ConditionReady, "clear text")
+	waitReadyMessage(t, ts, "clear text")
 	waitServerWarning(t, controllers.ReasonInsecureAdminURL, platform, "clear text", "spec.external.insecure")
 }

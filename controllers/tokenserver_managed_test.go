@@ -227,7 +227,7 @@ func TestManagedTokenServer(t *testing.T) {
 	}
 	impostor := newTLSProxy(t, hostIP(t), target, fake)
 	owned := slice("auth-admin-abcde", impostor.addr, true)
-	waitConditionMessage(t, ts, oauthv1alpha1.ConditionReady, "certificate signed by unknown authority")
+	waitReadyMessage(t, ts, "certificate signed by unknown authority")
 	if n := lure.accepted.Load(); n != 0 {
 		t.Fatalf("the operator connected %d times to an endpoint of a slice the admin Service does not own", n)
 	}
