@@ -2,9 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 )
 
 // firstPartyServer creates a namespace whose clients are first-party on its own
@@ -104,8 +102,8 @@ func TestDeclaredGrant(t *testing.T) {
 // grant is revoked and the resource goes. Nothing is lost.
 func TestGrantDeleteWhileServerDown(t *testing.T) {
 	ctx := context.Background()
-	proxy := newProxy(t, admin.BaseURL[len("http://"):])
-	ns := firstPartyServer(t, "http://"+proxy.addr)
+	proxy := tcpproxy.Start(t, "127.0.0.1", "tcp", admin.BaseURL[len("http://"):])
+	ns := firstPartyServer(t, "http://"+proxy.Addr)
 	oc := readyClient(t, ns, "ci")
 	cg := grant(ns, "ci", "carol", "openid")
 	if err := k8s.Create(ctx, cg); err != nil {
@@ -113,7 +111,7 @@ func TestGrantDeleteWhileServerDown(t *testing.T) {
 	}
 	waitCondition(t, cg, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 
-	proxy.down()
+	proxy.Down()
 	if err := k8s.Delete(ctx, cg); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +122,7 @@ func TestGrantDeleteWhileServerDown(t *testing.T) {
 	if gs := serverGrants(t, oc.Status.ClientID, "carol"); len(gs) != 1 {
 		t.Fatalf("grant on the server while it was unreachable: %+v", gs)
 	}
-	proxy.up(t)
+	proxy.Up()
 	eventually(t, 60*time.Second, "the ConsentGrant is gone once the server is back", func() bool {
 		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(cg), cg))
 	}, nil)
@@ -161,73 +159,4 @@ func TestMirrorOfBrowserConsent(t *testing.T) {
 	eventually(t, 15*time.Second, "the mirrored ConsentGrant goes", func() bool {
 		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(mirror), mirror))
 	}, nil)
-}
-
-// proxy forwards TCP to target and can be cut and restored, standing for a token
-// server that becomes unreachable.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *proxy { return newProxyOn(t, "127.0.0.1", target) }
-
-// newProxyOn listens on host (an IP address).
-func newProxyOn(t *testing.T, host, target string) *proxy {
-	p := &proxy{target: target}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) up(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln)
 }

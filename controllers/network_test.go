@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -20,43 +19,8 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
+	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 )
-
-// tlsProxy serves TLS with cert and forwards the clear text to target: a token
-// server pod with the admin certificate it was given (or an impostor with another).
-// accepted counts the connections made to it.
-type tlsProxy struct {
-	addr     string
-	accepted atomic.Int32
-}
-
-func newTLSProxy(t *testing.T, host, target string, cert tls.Certificate) *tlsProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	p := &tlsProxy{addr: ln.Addr().String()}
-	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	go func() {
-		for {
-			c, err := tln.Accept()
-			if err != nil {
-				return
-			}
-			p.accepted.Add(1)
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-		}
-	}()
-	return p
-}
 
 // waitReadyMessage waits until obj's Ready condition's message contains part.
 func waitReadyMessage(t *testing.T, obj client.Object, part string) {
@@ -126,8 +90,8 @@ func TestExternalAdminCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newTLSProxy(t, "127.0.0.1", admin.BaseURL[len("http://"):], pair)
-	_, port, _ := net.SplitHostPort(p.addr)
+	p := tcpproxy.StartTLS(t, "127.0.0.1", admin.BaseURL[len("http://"):], pair)
+	_, port, _ := net.SplitHostPort(p.Addr)
 	url := "https://localhost:" + port
 
 	// Without the CA: the system's roots do not know ours.

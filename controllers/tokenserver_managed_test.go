@@ -26,6 +26,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 )
 
@@ -215,8 +216,8 @@ func TestManagedTokenServer(t *testing.T) {
 		return s
 	}
 	// A slice anyone could write, with the right labels but not the Service's: never dialled.
-	lure := newTLSProxy(t, hostIP(t), target, serving)
-	slice("auth-admin-forged", lure.addr, false)
+	lure := tcpproxy.StartTLS(t, hostIP(t), target, serving)
+	slice("auth-admin-forged", lure.Addr, false)
 	// The Service's own slice, but the pod behind it presents a certificate of
 	// another CA, with the right names: refused before the token is sent.
 	otherCA, otherKey, _ := adminpki.NewCA("impostor", time.Now())
@@ -225,16 +226,16 @@ func TestManagedTokenServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	impostor := newTLSProxy(t, hostIP(t), target, fake)
-	owned := slice("auth-admin-abcde", impostor.addr, true)
+	impostor := tcpproxy.StartTLS(t, hostIP(t), target, fake)
+	owned := slice("auth-admin-abcde", impostor.Addr, true)
 	waitReadyMessage(t, ts, "certificate signed by unknown authority")
-	if n := lure.accepted.Load(); n != 0 {
+	if n := lure.Accepted.Load(); n != 0 {
 		t.Fatalf("the operator connected %d times to an endpoint of a slice the admin Service does not own", n)
 	}
 	// The right pod: Ready.
-	good := newTLSProxy(t, hostIP(t), target, serving)
+	good := tcpproxy.StartTLS(t, hostIP(t), target, serving)
 	get(t, ns, owned.Name, owned)
-	host, port, _ := net.SplitHostPort(good.addr)
+	host, port, _ := net.SplitHostPort(good.Addr)
 	portNum, _ := strconv.Atoi(port)
 	owned.Endpoints[0].Addresses = []string{host}
 	owned.Ports[0].Port = ptr.To(int32(portNum))
@@ -246,7 +247,7 @@ func TestManagedTokenServer(t *testing.T) {
 	if ts.Status.CurrentImage != ts.Spec.Image || ts.Status.ReadyReplicas != 2 || ts.Status.AdminEndpoint != "https://auth-admin."+ns+".svc:4445" {
 		t.Errorf("status %+v", ts.Status)
 	}
-	if n := lure.accepted.Load(); n != 0 {
+	if n := lure.Accepted.Load(); n != 0 {
 		t.Fatalf("the operator connected %d times to an endpoint of a slice the admin Service does not own", n)
 	}
 

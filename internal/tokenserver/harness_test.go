@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
@@ -248,16 +248,10 @@ func confidentialClient(t testing.TB, in *instance, id string) (secret string) {
 	return secret
 }
 
-// dbProxy forwards TCP connections to PostgreSQL and can cut them, to stand for a
-// database that goes away and comes back (the real server keeps running behind it).
-type dbProxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func newDBProxy(t *testing.T, dsn string) (*dbProxy, string) {
+// newDBProxy puts a proxy that can cut connections in front of the database of dsn,
+// to stand for a database that goes away and comes back (the real server keeps
+// running behind it); it returns the proxy and a DSN that goes through it.
+func newDBProxy(t *testing.T, dsn string) (*tcpproxy.Proxy, string) {
 	t.Helper()
 	fields := map[string]string{}
 	for _, f := range strings.Fields(dsn) {
@@ -268,19 +262,12 @@ func newDBProxy(t *testing.T, dsn string) (*dbProxy, string) {
 	if port == "" {
 		port = "5432"
 	}
-	p := &dbProxy{target: net.JoinHostPort(fields["host"], port)}
-	network := "tcp"
+	network, target := "tcp", net.JoinHostPort(fields["host"], port)
 	if strings.HasPrefix(fields["host"], "/") {
-		p.target, network = filepath.Join(fields["host"], ".s.PGSQL."+port), "unix"
+		network, target = "unix", filepath.Join(fields["host"], ".s.PGSQL."+port)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln, network)
-	t.Cleanup(p.Down)
-	host, prt, _ := net.SplitHostPort(p.addr)
+	p := tcpproxy.Start(t, "127.0.0.1", network, target)
+	host, prt, _ := net.SplitHostPort(p.Addr)
 	fields["host"], fields["port"] = host, prt
 	parts := make([]string, 0, len(fields))
 	for k, v := range fields {
@@ -288,51 +275,4 @@ func newDBProxy(t *testing.T, dsn string) (*dbProxy, string) {
 	}
 	parts = append(parts, "connect_timeout=2")
 	return p, strings.Join(parts, " ")
-}
-
-func (p *dbProxy) serve(ln net.Listener, network string) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial(network, p.target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-		}
-	}()
-}
-
-// Down closes the listener and every connection.
-func (p *dbProxy) Down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-// Up listens again on the same address.
-func (p *dbProxy) Up(t *testing.T, network string) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln, network)
 }

@@ -78,7 +78,7 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 	}
 
 	woken := events.Wait()
-	proxy.Up(t, "unix")
+	proxy.Up()
 	select {
 	case <-woken:
 	case <-time.After(30 * time.Second):

@@ -354,7 +354,7 @@ func TestDatabaseOutage(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Errorf("readyz during the outage: %d, want 503", resp.StatusCode)
 	}
-	proxy.Up(t, "unix")
+	proxy.Up()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		code, body = postForm(t, in.URL+"/oauth2/token", form, "grafana", secret)

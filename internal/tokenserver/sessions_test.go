@@ -301,7 +301,7 @@ func TestSessionPagesWhileTheDatabaseIsDown(t *testing.T) {
 		t.Errorf("sign-out with the database down: %d %.300s; want 503 saying so", resp.StatusCode, page)
 	}
 
-	proxy.Up(t, "unix")
+	proxy.Up()
 	deadline := time.Now().Add(10 * time.Second)
 	got := b.signedInAs(in)
 	for got != "alice" && time.Now().Before(deadline) {
