@@ -46,6 +46,7 @@ func tenancyServer(t *testing.T) string {
 	t.Helper()
 	platform := namespace(t, "platform", nil)
 	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.External.OwnsAllClients = true
 		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
 			MatchLabels: map[string]string{labelClients: "allowed"}}}
 		ts.Spec.FirstPartyNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
@@ -655,6 +656,7 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 	platform := namespace(t, "platform", nil)
 	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
 		ts.Spec.External.AdminURL = proxy.url
+		ts.Spec.External.OwnsAllClients = true
 		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
 			MatchLabels: map[string]string{labelClients: "allowed"}}}
 	})
@@ -726,5 +728,51 @@ func TestDeAdmissionOfAClientWithoutRecordedID(t *testing.T) {
 	}, nil)
 	if active(t, tok) {
 		t.Errorf("a token of the de-admitted client is still active")
+	}
+}
+
+// The second review's finding 2: two TokenServers of one external server, each
+// admitting namespaces of its own. While the second's admin token Secret is being
+// rotated, the first cannot know what the second admits: its sweep deletes nothing
+// (a Warning SweepSkipped names the second), instead of judging the second's
+// tenants "not admitted". The second names the server with a trailing slash on its
+// issuer: still the same server.
+func TestPeerBeingRotatedKeepsItsClients(t *testing.T) {
+	ctx := context.Background()
+	tenancyServer(t)
+	second := namespace(t, "platform-b", nil)
+	externalServer(t, second, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Issuer = oauthv1alpha1.URL(issuer + "/")
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"}}}
+	})
+	secondTS := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: second, Name: "auth"}}
+	// Broken, it would stop every later test's sweep.
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), secondTS) })
+	ns := namespace(t, "tenant-b", map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"})
+	oc := newClient(ns, "app", second, func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.DeletionPolicy = oauthv1alpha1.DeletionPolicyOrphan
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	// An orphan: only the second TokenServer's policy keeps it.
+	deleteAndWait(t, oc)
+
+	var sec corev1.Secret
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: second, Name: "auth-admin"}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["token"] = []byte("the-next-admin-token-not-yet-on-the-server")
+	if err := k8s.Update(ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	// A label change sweeps every TokenServer.
+	setLabels(t, namespace(t, "bystander", nil), map[string]string{"touched": "true"})
+	waitServerWarning(t, controllers.ReasonSweepSkipped, second+"/auth")
+	if got, err := admin.GetClient(ctx, id); err != nil || got.OwnerNamespace != ns {
+		t.Errorf("the second TokenServer's tenant's client after a sweep with that TokenServer unreadable: %+v, %v", got, err)
 	}
 }
