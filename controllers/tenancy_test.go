@@ -776,3 +776,34 @@ func TestPeerBeingRotatedKeepsItsClients(t *testing.T) {
 		t.Errorf("the second TokenServer's tenant's client after a sweep with that TokenServer unreadable: %+v, %v", got, err)
 	}
 }
+
+// The second review's finding 1: on an external server, a client whose owner
+// namespace does not exist in this cluster may be another cluster's, or an
+// administrator's: even where this install says it owns all clients, the sweep does
+// not judge it. The same pass deletes the client of a namespace that exists here and
+// is not admitted.
+func TestSweepLeavesClientsOfNamespacesNotInThisCluster(t *testing.T) {
+	ctx := context.Background()
+	tenancyServer(t)
+	elsewhere := "elsewhere-" + strings.ToLower(strings.TrimPrefix(namespace(t, "x", nil), "x-"))
+	here := namespace(t, "tenant-n", nil)
+	put := func(id, owner string) {
+		t.Helper()
+		_, err := admin.PutClient(ctx, &adminapi.Client{ID: id, Secret: strings.Repeat("s", 40), OwnerNamespace: owner,
+			ClientMetadata: adminapi.ClientMetadata{Name: id, GrantTypes: []string{"client_credentials"},
+				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "client_secret_basic"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(elsewhere+"_app", elsewhere)
+	put(here+"_app", here)
+	setLabels(t, here, map[string]string{"touched": "true"})
+	eventually(t, 20*time.Second, "the client of "+here+", not admitted, is swept", func() bool {
+		_, err := admin.GetClient(ctx, here+"_app")
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+	if got, err := admin.GetClient(ctx, elsewhere+"_app"); err != nil || got.OwnerNamespace != elsewhere {
+		t.Errorf("the client of a namespace not in this cluster after a sweep: %+v, %v", got, err)
+	}
+}
