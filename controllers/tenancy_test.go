@@ -807,3 +807,85 @@ func TestSweepLeavesClientsOfNamespacesNotInThisCluster(t *testing.T) {
 		t.Errorf("the client of a namespace not in this cluster after a sweep: %+v, %v", got, err)
 	}
 }
+
+// The second review's finding 6: a custom client ID of the old "<namespace>-" rule,
+// which this object registered before the rule changed, comes back with the
+// namespace's admission: losing admission does not make it a new, refused, choice.
+func TestLegacyClientIDSurvivesDeAdmission(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-l", admittedLabels)
+	legacy := ns + "-app"
+	oc := newClient(ns, "app", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = legacy })
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDNotAllowed)
+	// What an object registered by an operator of the old rule looks like.
+	oc.Status.ClientID = legacy
+	if err := k8s.Status().Update(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc); err != nil {
+			return err
+		}
+		oc.Spec.ClientName = "Client app, touched"
+		return k8s.Update(ctx, oc)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+
+	setLabels(t, ns, nil)
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	eventually(t, 10*time.Second, "the de-admitted legacy client is gone from the token server", func() bool {
+		_, err := admin.GetClient(ctx, legacy)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+
+	setLabels(t, ns, admittedLabels)
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	if got, err := admin.GetClient(ctx, legacy); err != nil || got.OwnerNamespace != ns {
+		t.Errorf("the legacy client after re-admission: %+v, %v", got, err)
+	}
+	if _, err := token(t, ns, "app-oauth"); err != nil {
+		t.Errorf("the legacy client's credentials after re-admission: %v", err)
+	}
+}
+
+// The second review's finding 7a: two TokenServers of one server, and a namespace
+// only the second admits. An OAuthClient of the namespace on the first, refused,
+// asks for the ID its sibling on the second registered: its deregistration does not
+// delete the sibling's client.
+func TestDeregistrationSparesASiblingOnAPeer(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	second := namespace(t, "platform-b", nil)
+	externalServer(t, second, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"}}}
+	})
+	secondTS := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: second, Name: "auth"}}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), secondTS) })
+	ns := namespace(t, "tenant-p", map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"})
+	id := ns + clientspec.CustomIDSeparator + "app"
+	sibling := newClient(ns, "app", second, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = id })
+	if err := k8s.Create(ctx, sibling); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, sibling, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+
+	refused := newClient(ns, "same-id", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = id })
+	if err := k8s.Create(ctx, refused); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, refused, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	if got, err := admin.GetClient(ctx, id); err != nil || got.OwnerNamespace != ns {
+		t.Errorf("the sibling's client after the refused OAuthClient's deregistration: %+v, %v", got, err)
+	}
+	if _, err := token(t, ns, "app-oauth"); err != nil {
+		t.Errorf("the sibling's credentials after the refused OAuthClient's deregistration: %v", err)
+	}
+}
