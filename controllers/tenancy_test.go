@@ -889,3 +889,63 @@ func TestDeregistrationSparesASiblingOnAPeer(t *testing.T) {
 		t.Errorf("the sibling's credentials after the refused OAuthClient's deregistration: %v", err)
 	}
 }
+
+// The second review's finding 7b: a ConsentGrant recorded before status.serverRef
+// existed, whose OAuthClient is gone, asks every TokenServer to revoke its grant. A
+// broken TokenServer elsewhere in the cluster (not Ready) does not keep its
+// finalizer: the grant is revoked where it is, and the ConsentGrant goes.
+func TestLegacyConsentGrantIgnoresABrokenTokenServer(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	broken := namespace(t, "broken", nil)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + closed.Addr().String()
+	_ = closed.Close()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: broken, Name: "auth-admin"},
+		StringData: map[string]string{"token": "some-other-servers-token"}}
+	if err := k8s.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	brokenTS := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: broken, Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: "https://elsewhere.example", External: &oauthv1alpha1.ExternalTokenServer{
+			AdminURL: deadURL, Insecure: true, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
+	if err := k8s.Create(ctx, brokenTS); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), brokenTS) })
+	waitCondition(t, brokenTS, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, "")
+
+	ns := namespace(t, "tenant-g", firstPartyLabels)
+	oc := newClient(ns, "app", platform, func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.DeletionPolicy = oauthv1alpha1.DeletionPolicyOrphan
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	cg := grant(ns, "app", "alice", "zones.read")
+	if err := k8s.Create(ctx, cg); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, cg, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	deleteAndWait(t, oc)
+	// What a ConsentGrant of an older operator looks like.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cg), cg); err != nil {
+			return err
+		}
+		cg.Status.ServerRef = nil
+		return k8s.Status().Update(ctx, cg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteAndWait(t, cg)
+	if gs := serverGrants(t, id, "alice"); len(gs) != 0 {
+		t.Errorf("the legacy ConsentGrant's grant after its deletion: %+v", gs)
+	}
+}
