@@ -210,10 +210,10 @@ func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *a
 // (the same issuer or the same external adminURL, both normalised), key's first; none
 // if key is gone. Each may admit namespaces of its own: a namespace any of them admits
 // keeps its clients, so that two TokenServers of one server never sweep each other's
-// clients. One that cannot be evaluated (not Ready, its admin token unreadable, or a
-// token different from ours: a Secret being rotated, or a server that only claims our
-// issuer) makes the whole pass a *sweepSkipped: what it admits is unknown, and
-// guessing "nothing" would delete its clients.
+// clients. One that cannot be evaluated (its admin client cannot be built, or its
+// token differs from ours: a Secret being rotated, or a server that only claims our
+// issuer) makes the whole pass a *sweepSkipped: whether its policy counts is unknown,
+// and guessing "no" would delete its clients.
 func (r *OwnerSweeper) sameServer(ctx context.Context, key client.ObjectKey, admin *adminapi.HTTPClient) (
 	[]oauthv1alpha1.TokenServer, error) {
 	var list oauthv1alpha1.TokenServerList
@@ -241,9 +241,8 @@ func (r *OwnerSweeper) sameServer(ctx context.Context, key client.ObjectKey, adm
 			continue
 		}
 		name := other.Namespace + "/" + other.Name
-		if !meta.IsStatusConditionTrue(other.Status.Conditions, oauthv1alpha1.ConditionReady) {
-			return nil, &sweepSkipped{fmt.Sprintf("TokenServer %s, of the same token server, is not Ready", name)}
-		}
+		// Its policy is in its spec: whether it is Ready does not matter, only that
+		// the admin token proves it is the same server.
 		theirs, err := adminClientFor(ctx, r.Secrets, other)
 		if err != nil {
 			return nil, &sweepSkipped{fmt.Sprintf("TokenServer %s, of the same token server, has no usable admin client: %v", name, err)}
