@@ -246,6 +246,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 	}
 	id := cg.Status.ClientID
 	var servers []oauthv1alpha1.TokenServer
+	guessing := false // asking every TokenServer, not the one that holds the grant
 	var oc oauthv1alpha1.OAuthClient
 	err := r.Get(ctx, types.NamespacedName{Namespace: cg.Namespace, Name: cg.Spec.ClientRef.Name}, &oc)
 	switch {
@@ -260,11 +261,18 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 	case apierrors.IsNotFound(err):
 		// Recorded before status.serverRef existed: the owner check makes asking each
 		// server safe, and there are few.
+		// One that is not Ready (or whose admin client cannot be built) is passed
+		// over: it may be any TokenServer, and would keep the finalizer forever.
 		var list oauthv1alpha1.TokenServerList
 		if err := r.List(ctx, &list); err != nil {
 			return err
 		}
-		servers = list.Items
+		for i := range list.Items {
+			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, oauthv1alpha1.ConditionReady) {
+				servers = append(servers, list.Items[i])
+			}
+		}
+		guessing = true
 	case err != nil:
 		return err
 	default:
@@ -280,7 +288,13 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 	}
 	if id != "" {
 		for i := range servers {
-			if err := r.revoke(ctx, &servers[i], cg, id); err != nil {
+			err := r.revoke(ctx, &servers[i], cg, id)
+			if guessing && errors.Is(err, errNoAdminClient) {
+				log.FromContext(ctx).Info("not asking a TokenServer without a usable admin client to revoke a grant of "+
+					"unknown server", "tokenServer", servers[i].Namespace+"/"+servers[i].Name, "err", err)
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -288,6 +302,9 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 	controllerutil.RemoveFinalizer(cg, Finalizer)
 	return client.IgnoreNotFound(r.Update(ctx, cg))
 }
+
+// errNoAdminClient: the TokenServer's admin client could not be built.
+var errNoAdminClient = errors.New("no admin client")
 
 // revoke deletes the grant of cg's subject to client id on ts, as cg's namespace: a
 // client of another namespace (or none) keeps its grants.
@@ -298,7 +315,7 @@ func (r *ConsentGrantReconciler) revoke(ctx context.Context, ts *oauthv1alpha1.T
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, ts)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errNoAdminClient, err)
 	}
 	err = admin.DeleteOwnedGrant(ctx, id, cg.Spec.Subject, cg.Namespace)
 	switch {

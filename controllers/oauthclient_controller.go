@@ -236,11 +236,17 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace), 0}
 	// The ID in status, and the one the spec asks for: a pass that registered the
 	// client may have recorded it in a status this pass's cached copy does not show
-	// yet. Every OAuthClient of the namespace is refused here, so deleting the wanted
-	// ID as the owner takes nothing a sibling still holds.
+	// yet. A sibling whose TokenServer (another of the same server) still admits the
+	// namespace may hold the wanted ID, registered: then it is the sibling's.
 	ids := []string{oc.Status.ClientID}
 	if wanted := clientspec.ClientID(oc); wanted != oc.Status.ClientID {
-		ids = append(ids, wanted)
+		held, err := r.heldBySibling(ctx, oc, wanted)
+		if err != nil {
+			return err
+		}
+		if !held {
+			ids = append(ids, wanted)
+		}
 	}
 	for _, id := range ids {
 		if id == "" {
@@ -268,6 +274,21 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 	return r.warn(oc, stop)
 }
 
+// heldBySibling says whether another OAuthClient of oc's namespace, on any
+// TokenServer, has id registered.
+func (r *OAuthClientReconciler) heldBySibling(ctx context.Context, oc *oauthv1alpha1.OAuthClient, id string) (bool, error) {
+	var list oauthv1alpha1.OAuthClientList
+	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace)); err != nil {
+		return false, err
+	}
+	for i := range list.Items {
+		if other := &list.Items[i]; other.Name != oc.Name && other.Status.ClientID == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // checkClientID refuses a new custom ID outside the namespace's range, and an ID another
 // OAuthClient of the namespace registered first: the token server cannot tell two
 // OAuthClients of one owner apart, so it would let them overwrite each other.
@@ -275,8 +296,14 @@ func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1al
 	ts *oauthv1alpha1.TokenServer, clientID string) error {
 	// An ID this object registered before the rule existed keeps working: the token
 	// server's owner check still stands between it and any other namespace's client.
-	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok && oc.Status.ClientID != clientID {
-		return r.warn(oc, &stopped{ReasonClientIDNotAllowed, msg, 0})
+	// It is remembered apart from status.clientID, which a de-admission clears.
+	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok {
+		if oc.Status.ClientID != clientID && oc.Status.LegacyClientID != clientID {
+			return r.warn(oc, &stopped{ReasonClientIDNotAllowed, msg, 0})
+		}
+		oc.Status.LegacyClientID = clientID
+	} else {
+		oc.Status.LegacyClientID = ""
 	}
 	var list oauthv1alpha1.OAuthClientList
 	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace),

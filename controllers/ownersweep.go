@@ -5,6 +5,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +39,9 @@ const (
 	// ReasonGrantSwept: a declared grant of a namespace that is not first-party was
 	// revoked.
 	ReasonGrantSwept = "GrantSwept"
+	// ReasonSweepSkipped: a TokenServer of the same server could not be evaluated, so
+	// the pass deleted nothing: what that one admits is unknown.
+	ReasonSweepSkipped = "SweepSkipped"
 )
 
 // OwnerSweeper makes a token server hold only what the TokenServer's namespace
@@ -46,6 +52,11 @@ const (
 // orphaned clients that still skip consent. The OAuthClient and ConsentGrant
 // reconcilers do the same for what they manage, at once; the sweep is what holds for
 // what they do not. It runs when a Namespace's labels change and every Interval.
+//
+// A wrong deletion takes a legitimate client with all its users' tokens, so the sweep
+// runs only where this operator install is the only registrar of namespaced clients:
+// bundled servers, and external ones whose TokenServer says so
+// (spec.external.ownsAllClients).
 type OwnerSweeper struct {
 	client.Client
 	Secrets  *SecretReader
@@ -56,11 +67,25 @@ type OwnerSweeper struct {
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
+// sweepSkipped is a pass that deleted nothing because a TokenServer of the same
+// server could not be evaluated.
+type sweepSkipped struct{ reason string }
+
+func (e *sweepSkipped) Error() string { return "owner sweep skipped: " + e.reason }
+
+// sweeps says whether the sweep may delete ts's server's clients.
+func sweeps(ts *oauthv1alpha1.TokenServer) bool {
+	return ts.Spec.External == nil || ts.Spec.External.OwnsAllClients
+}
+
 // Reconcile sweeps one TokenServer when it is Ready.
 func (r *OwnerSweeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ts oauthv1alpha1.TokenServer
 	if err := r.Get(ctx, req.NamespacedName, &ts); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !sweeps(&ts) {
+		return ctrl.Result{}, nil // a change of the TokenServer brings the next look
 	}
 	if !ts.DeletionTimestamp.IsZero() || !meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
 		// The TokenServer's Ready change brings the next sweep; the requeue is a net.
@@ -70,26 +95,46 @@ func (r *OwnerSweeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.sweep(ctx, &ts, admin); err != nil {
+	if err := r.sweep(ctx, client.ObjectKeyFromObject(&ts), admin); err != nil {
+		if skipped := (*sweepSkipped)(nil); errors.As(err, &skipped) {
+			r.Recorder.Eventf(&ts, nil, corev1.EventTypeWarning, ReasonSweepSkipped, "Sweep",
+				"the owner sweep deleted nothing: %s", skipped.reason)
+		}
 		return ctrl.Result{}, fmt.Errorf("sweeping TokenServer %s/%s by owner: %w", ts.Namespace, ts.Name, err)
 	}
 	return ctrl.Result{RequeueAfter: r.Interval}, nil
 }
 
-// sweep is one pass over the server's clients. The clients are listed before any
-// namespace is read: a client registered because its namespace was admitted is
-// judged on a view of the namespace at least as new as the one that admitted it, so
-// a sweep never deletes a client on a stale "not admitted".
-func (r *OwnerSweeper) sweep(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
+// sweep is one pass over the server's clients. The clients and declared grants are
+// listed before any TokenServer or namespace is read: a client registered because a
+// TokenServer's policy admitted its namespace is judged on a view of both at least as
+// new as the one that admitted it (the reconcilers read the same cache), so a sweep
+// never deletes a client on a stale "not admitted".
+func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *adminapi.HTTPClient) error {
 	clients, err := admin.ListClients(ctx)
 	if err != nil {
 		return err
 	}
-	peers, err := r.sameServer(ctx, ts, admin)
+	grants, err := admin.ListGrantsFrom(ctx, adminapi.SourceDeclared)
 	if err != nil {
 		return err
 	}
-	type verdict struct{ admitted, firstParty bool }
+	peers, err := r.sameServer(ctx, key, admin)
+	if err != nil || len(peers) == 0 {
+		return err // gone since: nothing to sweep for
+	}
+	ts := &peers[0]
+	if !sweeps(ts) {
+		return nil
+	}
+	// In a bundled server's database only this operator registers clients: an owner
+	// namespace missing here was deleted. On an external one it may be another
+	// cluster's.
+	bundled := false
+	for i := range peers {
+		bundled = bundled || peers[i].Spec.External == nil
+	}
+	type verdict struct{ known, admitted, firstParty bool }
 	verdicts := map[string]verdict{}
 	policy := func(name string) (verdict, error) {
 		if v, ok := verdicts[name]; ok {
@@ -98,10 +143,12 @@ func (r *OwnerSweeper) sweep(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 		var v verdict
 		var ns corev1.Namespace
 		switch err := r.Get(ctx, types.NamespacedName{Name: name}, &ns); {
-		case apierrors.IsNotFound(err): // gone: admits nothing
+		case apierrors.IsNotFound(err):
+			v.known = bundled // deleted: admits nothing; or someone else's: not ours to judge
 		case err != nil:
 			return v, err
 		default:
+			v.known = true
 			for i := range peers {
 				admitted, err := clientspec.Admitted(&peers[i], &ns)
 				if err != nil {
@@ -130,6 +177,7 @@ func (r *OwnerSweeper) sweep(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 			return err
 		}
 		switch {
+		case !v.known:
 		case !v.admitted:
 			errs = append(errs, r.deleteClient(ctx, ts, admin, c.ID, owner, ReasonSwept, fmt.Sprintf(
 				"namespace %s is not admitted by TokenServer %s/%s: its client %s was deleted from the token server, "+
@@ -154,48 +202,88 @@ func (r *OwnerSweeper) sweep(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 			}
 		}
 	}
-	if len(owners) > 0 {
-		errs = append(errs, r.revokeDeclared(ctx, ts, admin, owners))
-	}
+	errs = append(errs, r.revokeDeclared(ctx, ts, admin, grants, owners))
 	return errors.Join(errs...)
 }
 
-// sameServer lists the TokenServers that describe the same token server as ts, ts
-// among them: the same issuer and the same admin token (which only whoever holds the
-// server's admin token can put in a Secret: a TokenServer someone else creates with
-// the same issuer and an "admit everyone" policy is not a peer). Each may admit
-// namespaces of its own: a namespace any of them admits keeps its clients, so that
-// two TokenServers of one server never sweep each other's clients.
-func (r *OwnerSweeper) sameServer(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) (
+// sameServer reads the TokenServer key and those that describe the same token server
+// (the same issuer or the same external adminURL, both normalised), key's first; none
+// if key is gone. Each may admit namespaces of its own: a namespace any of them admits
+// keeps its clients, so that two TokenServers of one server never sweep each other's
+// clients. One that cannot be evaluated (its admin client cannot be built, or its
+// token differs from ours: a Secret being rotated, or a server that only claims our
+// issuer) makes the whole pass a *sweepSkipped: whether its policy counts is unknown,
+// and guessing "no" would delete its clients.
+func (r *OwnerSweeper) sameServer(ctx context.Context, key client.ObjectKey, admin *adminapi.HTTPClient) (
 	[]oauthv1alpha1.TokenServer, error) {
 	var list oauthv1alpha1.TokenServerList
 	if err := r.List(ctx, &list); err != nil {
 		return nil, err
 	}
-	peers := []oauthv1alpha1.TokenServer{*ts}
+	var peers []oauthv1alpha1.TokenServer
+	for i := range list.Items {
+		if client.ObjectKeyFromObject(&list.Items[i]) == key {
+			peers = append(peers, list.Items[i])
+		}
+	}
+	if len(peers) == 0 || !peers[0].DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
+	ts := &peers[0]
+	issuer, adminURL := normalURL(string(ts.Spec.Issuer)), normalURL(admin.BaseURL)
 	for i := range list.Items {
 		other := &list.Items[i]
-		if other.Spec.Issuer != ts.Spec.Issuer || client.ObjectKeyFromObject(other) == client.ObjectKeyFromObject(ts) ||
-			!other.DeletionTimestamp.IsZero() {
+		if client.ObjectKeyFromObject(other) == key || !other.DeletionTimestamp.IsZero() {
 			continue
 		}
-		theirs, err := adminClientFor(ctx, r.Secrets, other)
-		if err != nil || subtle.ConstantTimeCompare([]byte(theirs.Token), []byte(admin.Token)) != 1 {
+		if normalURL(string(other.Spec.Issuer)) != issuer &&
+			(other.Spec.External == nil || normalURL(other.Spec.External.AdminURL) != adminURL) {
 			continue
+		}
+		name := other.Namespace + "/" + other.Name
+		// Its policy is in its spec: whether it is Ready does not matter, only that
+		// the admin token proves it is the same server.
+		theirs, err := adminClientFor(ctx, r.Secrets, other)
+		if err != nil {
+			return nil, &sweepSkipped{fmt.Sprintf("TokenServer %s, of the same token server, has no usable admin client: %v", name, err)}
+		}
+		if subtle.ConstantTimeCompare([]byte(theirs.Token), []byte(admin.Token)) != 1 {
+			return nil, &sweepSkipped{fmt.Sprintf("TokenServer %s names the same token server with a different admin "+
+				"token (a rotation in progress, or not the same server)", name)}
 		}
 		peers = append(peers, *other)
 	}
 	return peers, nil
 }
 
-// revokeDeclared revokes the declared grants of the clients in owners (client ID ->
-// owner namespace, none first-party), each as that owner.
-func (r *OwnerSweeper) revokeDeclared(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient,
-	owners map[string]string) error {
-	grants, err := admin.ListGrantsFrom(ctx, adminapi.SourceDeclared)
-	if err != nil {
-		return err
+// normalURL is u as the sweep compares servers: scheme and host lower-case, the
+// scheme's default port and trailing slashes dropped. A URL that does not parse
+// stays as written, compared as such.
+func normalURL(u string) string {
+	p, err := url.Parse(strings.TrimSpace(u))
+	if err != nil || p.Host == "" {
+		return strings.TrimRight(u, "/")
 	}
+	p.Scheme = strings.ToLower(p.Scheme)
+	host, port := strings.ToLower(p.Hostname()), p.Port()
+	if (p.Scheme == "https" && port == "443") || (p.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	p.Host = host
+	if port != "" {
+		p.Host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		p.Host = "[" + host + "]"
+	}
+	p.Path = strings.TrimRight(p.Path, "/")
+	p.RawPath = ""
+	return p.String()
+}
+
+// revokeDeclared revokes the declared grants (listed with the clients) of the clients
+// in owners (client ID -> owner namespace, none first-party), each as that owner.
+func (r *OwnerSweeper) revokeDeclared(ctx context.Context, ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient,
+	grants []adminapi.Grant, owners map[string]string) error {
 	var errs []error
 	for _, g := range grants {
 		owner, ok := owners[g.ClientID]

@@ -46,6 +46,7 @@ func tenancyServer(t *testing.T) string {
 	t.Helper()
 	platform := namespace(t, "platform", nil)
 	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.External.OwnsAllClients = true
 		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
 			MatchLabels: map[string]string{labelClients: "allowed"}}}
 		ts.Spec.FirstPartyNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
@@ -655,6 +656,7 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 	platform := namespace(t, "platform", nil)
 	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
 		ts.Spec.External.AdminURL = proxy.url
+		ts.Spec.External.OwnsAllClients = true
 		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
 			MatchLabels: map[string]string{labelClients: "allowed"}}}
 	})
@@ -726,5 +728,224 @@ func TestDeAdmissionOfAClientWithoutRecordedID(t *testing.T) {
 	}, nil)
 	if active(t, tok) {
 		t.Errorf("a token of the de-admitted client is still active")
+	}
+}
+
+// The second review's finding 2: two TokenServers of one external server, each
+// admitting namespaces of its own. While the second's admin token Secret is being
+// rotated, the first cannot know what the second admits: its sweep deletes nothing
+// (a Warning SweepSkipped names the second), instead of judging the second's
+// tenants "not admitted". The second names the server with a trailing slash on its
+// issuer: still the same server.
+func TestPeerBeingRotatedKeepsItsClients(t *testing.T) {
+	ctx := context.Background()
+	tenancyServer(t)
+	second := namespace(t, "platform-b", nil)
+	externalServer(t, second, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Issuer = oauthv1alpha1.URL(issuer + "/")
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"}}}
+	})
+	secondTS := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: second, Name: "auth"}}
+	// Broken, it would stop every later test's sweep.
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), secondTS) })
+	ns := namespace(t, "tenant-b", map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"})
+	oc := newClient(ns, "app", second, func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.DeletionPolicy = oauthv1alpha1.DeletionPolicyOrphan
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	// An orphan: only the second TokenServer's policy keeps it.
+	deleteAndWait(t, oc)
+
+	var sec corev1.Secret
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: second, Name: "auth-admin"}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["token"] = []byte("the-next-admin-token-not-yet-on-the-server")
+	if err := k8s.Update(ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	// A label change sweeps every TokenServer.
+	setLabels(t, namespace(t, "bystander", nil), map[string]string{"touched": "true"})
+	waitServerWarning(t, controllers.ReasonSweepSkipped, second+"/auth")
+	if got, err := admin.GetClient(ctx, id); err != nil || got.OwnerNamespace != ns {
+		t.Errorf("the second TokenServer's tenant's client after a sweep with that TokenServer unreadable: %+v, %v", got, err)
+	}
+}
+
+// The second review's finding 1: on an external server, a client whose owner
+// namespace does not exist in this cluster may be another cluster's, or an
+// administrator's: even where this install says it owns all clients, the sweep does
+// not judge it. The same pass deletes the client of a namespace that exists here and
+// is not admitted.
+func TestSweepLeavesClientsOfNamespacesNotInThisCluster(t *testing.T) {
+	ctx := context.Background()
+	tenancyServer(t)
+	elsewhere := "elsewhere-" + strings.ToLower(strings.TrimPrefix(namespace(t, "x", nil), "x-"))
+	here := namespace(t, "tenant-n", nil)
+	put := func(id, owner string) {
+		t.Helper()
+		_, err := admin.PutClient(ctx, &adminapi.Client{ID: id, Secret: strings.Repeat("s", 40), OwnerNamespace: owner,
+			ClientMetadata: adminapi.ClientMetadata{Name: id, GrantTypes: []string{"client_credentials"},
+				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "client_secret_basic"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(elsewhere+"_app", elsewhere)
+	put(here+"_app", here)
+	setLabels(t, here, map[string]string{"touched": "true"})
+	eventually(t, 20*time.Second, "the client of "+here+", not admitted, is swept", func() bool {
+		_, err := admin.GetClient(ctx, here+"_app")
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+	if got, err := admin.GetClient(ctx, elsewhere+"_app"); err != nil || got.OwnerNamespace != elsewhere {
+		t.Errorf("the client of a namespace not in this cluster after a sweep: %+v, %v", got, err)
+	}
+}
+
+// The second review's finding 6: a custom client ID of the old "<namespace>-" rule,
+// which this object registered before the rule changed, comes back with the
+// namespace's admission: losing admission does not make it a new, refused, choice.
+func TestLegacyClientIDSurvivesDeAdmission(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-l", admittedLabels)
+	legacy := ns + "-app"
+	oc := newClient(ns, "app", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = legacy })
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientIDNotAllowed)
+	// What an object registered by an operator of the old rule looks like.
+	oc.Status.ClientID = legacy
+	if err := k8s.Status().Update(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc); err != nil {
+			return err
+		}
+		oc.Spec.ClientName = "Client app, touched"
+		return k8s.Update(ctx, oc)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+
+	setLabels(t, ns, nil)
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	eventually(t, 10*time.Second, "the de-admitted legacy client is gone from the token server", func() bool {
+		_, err := admin.GetClient(ctx, legacy)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+
+	setLabels(t, ns, admittedLabels)
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	if got, err := admin.GetClient(ctx, legacy); err != nil || got.OwnerNamespace != ns {
+		t.Errorf("the legacy client after re-admission: %+v, %v", got, err)
+	}
+	if _, err := token(t, ns, "app-oauth"); err != nil {
+		t.Errorf("the legacy client's credentials after re-admission: %v", err)
+	}
+}
+
+// The second review's finding 7a: two TokenServers of one server, and a namespace
+// only the second admits. An OAuthClient of the namespace on the first, refused,
+// asks for the ID its sibling on the second registered: its deregistration does not
+// delete the sibling's client.
+func TestDeregistrationSparesASiblingOnAPeer(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	second := namespace(t, "platform-b", nil)
+	externalServer(t, second, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"}}}
+	})
+	secondTS := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: second, Name: "auth"}}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), secondTS) })
+	ns := namespace(t, "tenant-p", map[string]string{"oauth.kubeoauth.io/clients-b": "allowed"})
+	id := ns + clientspec.CustomIDSeparator + "app"
+	sibling := newClient(ns, "app", second, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = id })
+	if err := k8s.Create(ctx, sibling); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, sibling, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+
+	refused := newClient(ns, "same-id", platform, func(oc *oauthv1alpha1.OAuthClient) { oc.Spec.ClientID = id })
+	if err := k8s.Create(ctx, refused); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, refused, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	if got, err := admin.GetClient(ctx, id); err != nil || got.OwnerNamespace != ns {
+		t.Errorf("the sibling's client after the refused OAuthClient's deregistration: %+v, %v", got, err)
+	}
+	if _, err := token(t, ns, "app-oauth"); err != nil {
+		t.Errorf("the sibling's credentials after the refused OAuthClient's deregistration: %v", err)
+	}
+}
+
+// The second review's finding 7b: a ConsentGrant recorded before status.serverRef
+// existed, whose OAuthClient is gone, asks every TokenServer to revoke its grant. A
+// broken TokenServer elsewhere in the cluster (not Ready) does not keep its
+// finalizer: the grant is revoked where it is, and the ConsentGrant goes.
+func TestLegacyConsentGrantIgnoresABrokenTokenServer(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	broken := namespace(t, "broken", nil)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + closed.Addr().String()
+	_ = closed.Close()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: broken, Name: "auth-admin"},
+		StringData: map[string]string{"token": "some-other-servers-token"}}
+	if err := k8s.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	brokenTS := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: broken, Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: "https://elsewhere.example", External: &oauthv1alpha1.ExternalTokenServer{
+			AdminURL: deadURL, Insecure: true, TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
+	if err := k8s.Create(ctx, brokenTS); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), brokenTS) })
+	waitCondition(t, brokenTS, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, "")
+
+	ns := namespace(t, "tenant-g", firstPartyLabels)
+	oc := newClient(ns, "app", platform, func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.DeletionPolicy = oauthv1alpha1.DeletionPolicyOrphan
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	cg := grant(ns, "app", "alice", "zones.read")
+	if err := k8s.Create(ctx, cg); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, cg, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	deleteAndWait(t, oc)
+	// What a ConsentGrant of an older operator looks like.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(cg), cg); err != nil {
+			return err
+		}
+		cg.Status.ServerRef = nil
+		return k8s.Status().Update(ctx, cg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteAndWait(t, cg)
+	if gs := serverGrants(t, id, "alice"); len(gs) != 0 {
+		t.Errorf("the legacy ConsentGrant's grant after its deletion: %+v", gs)
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
@@ -262,6 +265,20 @@ func TestManagedTokenServer(t *testing.T) {
 	if _, err := admin.GetClient(ctx, oc.Status.ClientID); err != nil {
 		t.Fatalf("client %s not on the token server: %v", oc.Status.ClientID, err)
 	}
+
+	// A bundled server has no registrar but this operator: a client whose owner
+	// namespace does not exist (deleted) is swept.
+	gone := "gone-" + strings.TrimPrefix(namespace(t, "x", nil), "x-")
+	if _, err := admin.PutClient(ctx, &adminapi.Client{ID: gone + "_app", Secret: strings.Repeat("s", 40), OwnerNamespace: gone,
+		ClientMetadata: adminapi.ClientMetadata{Name: "Gone", GrantTypes: []string{"client_credentials"},
+			TokenEndpointAuthMethod: "client_secret_basic"}}); err != nil {
+		t.Fatal(err)
+	}
+	setLabels(t, namespace(t, "bystander", nil), map[string]string{"touched": "true"})
+	eventually(t, 20*time.Second, "the client of a deleted namespace swept from the bundled server", func() bool {
+		_, err := admin.GetClient(ctx, gone+"_app")
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
 
 	// 5. A pass with nothing new changes nothing: the StatefulSet is not rewritten.
 	time.Sleep(2 * time.Second)

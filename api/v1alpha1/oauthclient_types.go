@@ -310,6 +310,12 @@ type OAuthClientStatus struct {
 	// clientID registered on the token server.
 	// +optional
 	ClientID string `json:"clientID,omitempty"`
+	// legacyClientID is a custom spec.clientID this object registered under the old
+	// "<namespace>-<suffix>" rule, which new OAuthClients can no longer choose. It
+	// stays accepted for this object, also after the namespace loses admission and
+	// clientID is cleared, so that the client comes back when it is admitted again.
+	// +optional
+	LegacyClientID string `json:"legacyClientID,omitempty"`
 	// secretName of the Secret holding the credentials.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`

@@ -51,8 +51,9 @@ type TokenServerSpec struct {
 	// +optional
 	ScopeDescriptions []ScopeDescription `json:"scopeDescriptions,omitempty"`
 
-	// clientNamespaces says which namespaces may register OAuthClients on this server.
-	// Unset: only the TokenServer's own namespace.
+	// clientNamespaces says which namespaces may register OAuthClients on this server,
+	// besides the TokenServer's own namespace, which always may. Unset: only the
+	// TokenServer's own namespace.
 	// +optional
 	ClientNamespaces *NamespacePolicy `json:"clientNamespaces,omitempty"`
 
@@ -265,6 +266,16 @@ type ExternalTokenServer struct {
 	// InsecureAdminURL and says so in its Ready condition.
 	// +optional
 	Insecure bool `json:"insecure,omitempty"`
+	// ownsAllClients declares that this operator install is the only one registering
+	// namespaced clients (clients with an owner namespace) on this server: no other
+	// cluster, no other operator install and no administrator by hand. Only then does
+	// the owner sweep delete the server's clients whose owner namespace this cluster
+	// does not admit (orphaned clients, clients deleted during an outage). Without
+	// it, such clients of de-admitted namespaces stay on the server until removed by
+	// hand; an OAuthClient's own de-admission deregisters its client either way.
+	// Bundled servers are always swept: the operator is their only registrar.
+	// +optional
+	OwnsAllClients bool `json:"ownsAllClients,omitempty"`
 }
 
 // TokenServerStatus is the observed state of a TokenServer.

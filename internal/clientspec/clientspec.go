@@ -95,11 +95,16 @@ func ClientIDAllowed(oc *oauthv1alpha1.OAuthClient, server *oauthv1alpha1.TokenS
 		id, own, server.Namespace, server.Name, server.Namespace)
 }
 
-// Admitted says whether a client in namespace ns may register on server: by default
-// only the server's own namespace may; spec.clientNamespaces widens that.
+// Admitted says whether a client in namespace ns may register on server: the
+// server's own namespace always may; spec.clientNamespaces widens that. A selector
+// that does not match the platform's own namespace must not de-admit (and so delete)
+// the platform's own clients.
 func Admitted(server *oauthv1alpha1.TokenServer, ns *corev1.Namespace) (bool, error) {
+	if ns.Name == server.Namespace {
+		return true, nil
+	}
 	if server.Spec.ClientNamespaces == nil {
-		return ns.Name == server.Namespace, nil
+		return false, nil
 	}
 	return selects(&server.Spec.ClientNamespaces.Selector, ns)
 }

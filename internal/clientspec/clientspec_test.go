@@ -136,13 +136,14 @@ func TestNamespacePolicy(t *testing.T) {
 		ns                      *corev1.Namespace
 		admitted, firstPartyNow bool
 	}{
-		"default: own namespace only":     {server(nil, nil), ns("platform", nil), true, false},
-		"default: others refused":         {server(nil, nil), ns("obs", nil), false, false},
-		"selector admits a labelled one":  {server(selector("clients", "allowed"), nil), ns("obs", map[string]string{"clients": "allowed"}), true, false},
-		"selector refuses an unlabelled":  {server(selector("clients", "allowed"), nil), ns("obs", nil), false, false},
-		"empty selector admits all":       {server(&oauthv1alpha1.NamespacePolicy{}, nil), ns("any", nil), true, false},
-		"first party by label":            {server(nil, selector("fp", "true")), ns("platform", map[string]string{"fp": "true"}), true, true},
-		"first party needs the label too": {server(nil, selector("fp", "true")), ns("platform", nil), true, false},
+		"default: own namespace only":      {server(nil, nil), ns("platform", nil), true, false},
+		"default: others refused":          {server(nil, nil), ns("obs", nil), false, false},
+		"selector admits a labelled one":   {server(selector("clients", "allowed"), nil), ns("obs", map[string]string{"clients": "allowed"}), true, false},
+		"selector refuses an unlabelled":   {server(selector("clients", "allowed"), nil), ns("obs", nil), false, false},
+		"empty selector admits all":        {server(&oauthv1alpha1.NamespacePolicy{}, nil), ns("any", nil), true, false},
+		"selector keeps the own namespace": {server(selector("clients", "allowed"), nil), ns("platform", nil), true, false},
+		"first party by label":             {server(nil, selector("fp", "true")), ns("platform", map[string]string{"fp": "true"}), true, true},
+		"first party needs the label too":  {server(nil, selector("fp", "true")), ns("platform", nil), true, false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -310,6 +310,11 @@ func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
 
 func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	// An unknown source would match nothing: a caller's typo must not read as "none".
+	if src := q.Get("source"); src != "" && src != adminapi.SourceDeclared && src != adminapi.SourceBrowser {
+		adminError(w, http.StatusUnprocessableEntity, "source", "must be declared or browser")
+		return
+	}
 	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject"),
 		Source: q.Get("source")})
 	if err != nil {

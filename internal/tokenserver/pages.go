@@ -263,7 +263,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if afterPasswordCheck != nil {
 		afterPasswordCheck()
 	}
-	done(ok)
+	switch {
+	case err != nil:
+		done(loginAborted)
+	case ok:
+		done(loginSucceeded)
+	default:
+		done(loginFailed)
+	}
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		again(http.StatusServiceUnavailable, "Too many people are signing in right now. Try again in a moment.")

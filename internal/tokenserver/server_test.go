@@ -215,6 +215,12 @@ func TestAdminAPI(t *testing.T) {
 	if err := in.Admin.DeleteOwnedGrant(ctx, "argo", "alice", "gitops"); err != nil {
 		t.Errorf("DELETE grant ?owner=gitops: %v", err)
 	}
+	if _, err := in.Admin.ListGrantsFrom(ctx, "bogus"); !errors.As(err, &apiErr) || apiErr.Field != "source" {
+		t.Errorf("GET /admin/grants?source=bogus: %v; want 422 naming source", err)
+	}
+	if _, err := in.Admin.ListGrantsFrom(ctx, adminapi.SourceBrowser); err != nil {
+		t.Errorf("GET /admin/grants?source=browser: %v", err)
+	}
 	unauth := &adminapi.HTTPClient{BaseURL: in.AdminURL, Token: "wrong"}
 	if _, err := unauth.ListClients(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("admin call with a wrong token: %v; want 401", err)

@@ -59,34 +59,49 @@ func newThrottle(cfg LoginThrottle, keys *prometheus.GaugeVec) *throttle {
 // password is checked, so parallel guesses cannot all pass a check made before any
 // of them failed. wait > 0 means no attempt is left (and none was taken); an address
 // already refused leaves no trace of the username. The caller reports the outcome
-// with done: a success resets the username and gives the address its attempt back.
-func (t *throttle) attempt(user string, ip netip.Addr, now time.Time) (wait time.Duration, done func(ok bool)) {
+// with done: a success resets the username and gives the address its attempt back;
+// an attempt the server could not judge (no password check slot) gives both back,
+// since no password was tried.
+func (t *throttle) attempt(user string, ip netip.Addr, now time.Time) (wait time.Duration, done func(loginOutcome)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	defer t.report()
 	ri := t.ips.get(throttleKey(ip), t.cfg.PerIP, t.cfg.Refill, t.maxKeys, now).ReserveN(now, 1)
 	if wait = ri.DelayFrom(now); wait > 0 {
 		ri.CancelAt(now)
-		return wait, func(bool) {}
+		return wait, func(loginOutcome) {}
 	}
 	uk := sha256.Sum256([]byte(user))
 	ru := t.users.get(uk, t.cfg.PerUser, t.cfg.Refill, t.maxKeys, now).ReserveN(now, 1)
 	if wait = ru.DelayFrom(now); wait > 0 {
 		ru.CancelAt(now)
 		ri.CancelAt(now)
-		return wait, func(bool) {}
+		return wait, func(loginOutcome) {}
 	}
-	return 0, func(ok bool) {
-		if !ok {
+	return 0, func(outcome loginOutcome) {
+		if outcome == loginFailed {
 			return
 		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		delete(t.users.m, uk)
+		if outcome == loginSucceeded {
+			delete(t.users.m, uk)
+		} else {
+			ru.CancelAt(now)
+		}
 		ri.CancelAt(now)
 		t.report()
 	}
 }
+
+// loginOutcome is what became of an attempt the throttle let through.
+type loginOutcome int
+
+const (
+	loginFailed    loginOutcome = iota // a wrong username or password: the attempt is spent
+	loginSucceeded                     // the username's failures are forgotten
+	loginAborted                       // no password was checked: nothing is spent
+)
 
 func (t *throttle) report() {
 	if t.keys != nil {

@@ -20,6 +20,7 @@ func TestThrottle(t *testing.T) {
 		user, ip string
 		at       time.Duration // after t0
 		ok       bool          // the password was right
+		aborted  bool          // the server could not check the password
 		wait     time.Duration // want: 0 means allowed
 	}
 	tests := map[string][]try{
@@ -52,6 +53,13 @@ func TestThrottle(t *testing.T) {
 			{user: "f", ip: "::ffff:192.0.2.7", wait: time.Minute},
 			{user: "f", ip: "192.0.2.8"},
 		},
+		"an attempt the server could not check costs nothing": {
+			{user: "alice", ip: "192.0.2.1", aborted: true}, {user: "alice", ip: "192.0.2.1", aborted: true},
+			{user: "alice", ip: "192.0.2.1", aborted: true}, {user: "alice", ip: "192.0.2.1", aborted: true},
+			{user: "alice", ip: "192.0.2.1", aborted: true}, {user: "alice", ip: "192.0.2.1", aborted: true},
+			{user: "alice", ip: "192.0.2.1"}, {user: "alice", ip: "192.0.2.1"}, {user: "alice", ip: "192.0.2.1"},
+			{user: "alice", ip: "192.0.2.1", wait: time.Minute},
+		},
 		"a throttled attempt costs nothing": {
 			{user: "alice", ip: "192.0.2.1"}, {user: "alice", ip: "192.0.2.1"}, {user: "alice", ip: "192.0.2.1"},
 			{user: "alice", ip: "192.0.2.1", wait: time.Minute}, {user: "alice", ip: "192.0.2.1", wait: time.Minute},
@@ -66,7 +74,14 @@ func TestThrottle(t *testing.T) {
 				if wait.Round(time.Second) != tr.wait {
 					t.Fatalf("try %d (%s from %s at +%v): wait %v, want %v", i, tr.user, tr.ip, tr.at, wait, tr.wait)
 				}
-				done(tr.ok)
+				switch {
+				case tr.aborted:
+					done(loginAborted)
+				case tr.ok:
+					done(loginSucceeded)
+				default:
+					done(loginFailed)
+				}
 			}
 		})
 	}
@@ -83,13 +98,13 @@ func TestThrottleIsBounded(t *testing.T) {
 	victim := netip.MustParseAddr("192.0.2.1")
 	for range 3 {
 		_, done := th.attempt("alice", victim, t0)
-		done(false)
+		done(loginFailed)
 	}
 	for i := range 1000 {
 		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
 		for j := range 5 {
 			_, done := th.attempt(fmt.Sprintf("user-%d-%d-%s", i, j, strings.Repeat("x", 200)), ip, t0.Add(time.Duration(i)*time.Millisecond))
-			done(false)
+			done(loginFailed)
 		}
 		if len(th.users.m) > th.maxKeys || len(th.ips.m) > th.maxKeys {
 			t.Fatalf("after %d addresses: %d usernames, %d addresses; want at most %d each", i+1, len(th.users.m), len(th.ips.m), th.maxKeys)
@@ -104,7 +119,7 @@ func TestThrottleIsBounded(t *testing.T) {
 	th = newThrottle(LoginThrottle{PerUser: 3, PerIP: 3, Refill: time.Minute}, nil)
 	for i := range 100 {
 		_, done := th.attempt(fmt.Sprintf("user-%d", i), victim, t0)
-		done(false)
+		done(loginFailed)
 	}
 	if len(th.users.m) != 3 || len(th.ips.m) != 1 {
 		t.Errorf("100 usernames from an address with 3 attempts: %d usernames, %d addresses remembered; want 3 and 1",
@@ -114,7 +129,7 @@ func TestThrottleIsBounded(t *testing.T) {
 	// Keys back to a full allowance are dropped after a refill interval, full map
 	// or not.
 	_, done := th.attempt("bob", netip.MustParseAddr("192.0.2.99"), t0.Add(time.Hour))
-	done(false)
+	done(loginFailed)
 	if len(th.users.m) != 1 || len(th.ips.m) != 1 {
 		t.Errorf("an hour later: %d usernames, %d addresses remembered; want only the new ones", len(th.users.m), len(th.ips.m))
 	}
