@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +23,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/clientspec"
+	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 )
 
 // Labels of the tenancy tests' TokenServer: which namespaces may register clients,
@@ -590,72 +588,15 @@ func TestOrphanedClientsDoNotOutliveTheirNamespacesStatus(t *testing.T) {
 	waitServerWarning(t, controllers.ReasonSwept, ns, plainID)
 }
 
-// switchableProxy forwards TCP to target while up; while down it drops every
-// connection, as an unreachable token server would look to the operator.
-type switchableProxy struct {
-	url   string
-	down  atomic.Bool
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-// setDown drops the connections open now as well: the operator's keep-alive
-// connections would otherwise go on working.
-func (p *switchableProxy) setDown(down bool) {
-	p.down.Store(down)
-	if !down {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-func newSwitchableProxy(t *testing.T, target string) *switchableProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	p := &switchableProxy{url: "http://" + ln.Addr().String()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if p.down.Load() {
-				_ = c.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-		}
-	}()
-	return p
-}
-
 // The review's second route: the namespace loses admission while the token server
 // is unreachable, and the tenant deletes its OAuthClient then. The client does not
 // stay behind: once the server is back it is gone, and its token is dead.
 func TestDeAdmissionDuringAnOutage(t *testing.T) {
 	ctx := context.Background()
-	proxy := newSwitchableProxy(t, strings.TrimPrefix(admin.BaseURL, "http://"))
+	proxy := tcpproxy.Start(t, "127.0.0.1", "tcp", strings.TrimPrefix(admin.BaseURL, "http://"))
 	platform := namespace(t, "platform", nil)
 	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.External.AdminURL = proxy.url
+		ts.Spec.External.AdminURL = "http://" + proxy.Addr
 		ts.Spec.External.OwnsAllClients = true
 		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
 			MatchLabels: map[string]string{labelClients: "allowed"}}}
@@ -674,7 +615,7 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	proxy.setDown(true)
+	proxy.Down()
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, "")
 	setLabels(t, ns, nil)
 	if err := k8s.Delete(ctx, oc); err != nil {
@@ -685,7 +626,7 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 		return apierrors.IsNotFound(err) || (err == nil && !oc.DeletionTimestamp.IsZero())
 	}, nil)
 
-	proxy.setDown(false)
+	proxy.Up()
 	eventually(t, 20*time.Second, "the client is gone from the token server once it is back", func() bool {
 		_, err := admin.GetClient(ctx, id)
 		return errors.Is(err, adminapi.ErrNotFound)
