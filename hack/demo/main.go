@@ -88,12 +88,45 @@ func (d *demo) run(ctx context.Context) error {
 		say(d.out, "\n\033[1m==> [%d/%d] %s\033[0m\n", i+1, len(steps), s.title)
 		start := time.Now()
 		if err := s.do(ctx); err != nil {
+			if i > 0 { // the cluster is up: show what it looks like
+				d.diagnose()
+			}
 			return fmt.Errorf("step %d (%s): %w", i+1, s.title, err)
 		}
 		say(d.out, "    (%.1fs)\n", time.Since(start).Seconds())
 	}
 	d.finish()
 	return nil
+}
+
+// diagnose prints the state a failed step leaves: the product's objects with their
+// conditions, pods that are not ready, recent events and the operator's last lines,
+// so that a failure in CI says why without a re-run (the cluster's files are gone
+// once the test that ran the demo cleans up).
+func (d *demo) diagnose() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	say(d.out, "\n\033[1m==> What the cluster looks like\033[0m\n")
+	for _, args := range [][]string{
+		{"get", "tokenservers,oauthclients,consentgrants,statefulsets,jobs,pods", "-A", "-o", "wide"},
+		{"get", "tokenservers,oauthclients,consentgrants", "-A", "-o",
+			`custom-columns=KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name,CONDITIONS:.status.conditions[*].message`},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+		{"-n", "kubeoauth-system", "logs", "-l", "app.kubernetes.io/name=kubeoauth", "--tail=60"},
+	} {
+		_ = d.kube(ctx, args...)
+	}
+	pods, err := d.output(ctx, d.kubectl, "get", "pods", "-A", "-o",
+		`jsonpath={range .items[?(@.status.phase!="Succeeded")]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}`)
+	if err != nil {
+		return
+	}
+	for _, p := range strings.Fields(pods) {
+		ns, name, _ := strings.Cut(p, "/")
+		if ns == platformNS {
+			_ = d.kube(ctx, "-n", ns, "logs", name, "--all-containers", "--tail=30")
+		}
+	}
 }
 
 func (d *demo) up(ctx context.Context) error {

@@ -400,3 +400,38 @@ func TestExecProbeRunsAsTheContainer(t *testing.T) {
 		})
 	}
 }
+
+// An image's entrypoint is a host path here; a volume mounted over its directory (an
+// emptyDir at /tmp over a checkout under /tmp, where CI may clone) must not hide it,
+// as a real image's files are never hidden by the container's volumes. The script
+// runs, as the pod's user, and sees the volume where its directory was.
+func TestEntrypointUnderAVolume(t *testing.T) {
+	top := t.TempDir()
+	for _, d := range []string{filepath.Dir(top), top} { // the pod's user walks to the image, as to /usr/bin
+		if err := os.Chmod(d, 0o755); err != nil { // #nosec G302
+			t.Fatal(err)
+		}
+	}
+	image := filepath.Join(top, "image")
+	if err := os.Mkdir(image, 0o755); err != nil { // #nosec G301 -- an image's directory
+		t.Fatal(err)
+	}
+	entry := filepath.Join(image, "entry.sh")
+	script := "#!/bin/sh\necho \"entrypoint ran as $(id -u); volume holds: $(ls -A " + image + ")\"\n"
+	if err := os.WriteFile(entry, []byte(script), 0o755); err != nil { // #nosec G306 -- an executable
+		t.Fatal(err)
+	}
+	vol := filepath.Join(t.TempDir(), "vol")
+	if err := emptyDir(vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, "from-the-volume"), nil, 0o644); err != nil { // #nosec G306
+		t.Fatal(err)
+	}
+	pod := nonRootPod(ptr.To[int64](65532))
+	c := &corev1.Container{Name: "c", Command: []string{entry}}
+	out, code := runShim(t, pod, c, []Mount{{Source: vol, Target: image}})
+	if code != 0 || !strings.Contains(out, "entrypoint ran as 65532; volume holds: from-the-volume") {
+		t.Errorf("exit %d, output %q: want the entrypoint run as 65532 with the volume over its directory", code, out)
+	}
+}

@@ -97,6 +97,10 @@ func writeExit(dir int, name string, code int) error {
 }
 
 func shim(spec *ShimSpec) (int, error) {
+	entry := openEntrypoint(spec.Argv[0])
+	if entry != nil {
+		defer func() { _ = entry.Close() }()
+	}
 	if err := mountVolumes(spec); err != nil {
 		return 0, err
 	}
@@ -104,7 +108,14 @@ func shim(spec *ShimSpec) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var extra []*os.File
+	if entry != nil && hidden(argv0, entry) {
+		// A volume now covers the image's file: run the copy opened before, which the
+		// child has as descriptor 3 (a script's interpreter reads it there too).
+		argv0, extra = "/proc/self/fd/3", []*os.File{entry}
+	}
 	cmd := exec.Command(argv0, spec.Argv[1:]...) // #nosec G204 -- the pod's command, which is the point
+	cmd.ExtraFiles = extra
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = "/" // an image without WORKDIR
@@ -133,6 +144,32 @@ func shim(spec *ShimSpec) (int, error) {
 		return exit.ExitCode(), nil
 	}
 	return 0, nil
+}
+
+// openEntrypoint opens an image's command given by its path, before the volumes are
+// mounted. Here an image's files are host paths (the image map), and a volume can be
+// mounted over them — an emptyDir at /tmp hides a checkout under /tmp, where CI may
+// clone — while a real image's files are the container's root, under its volumes.
+// Nil when there is nothing to open.
+func openEntrypoint(argv0 string) *os.File {
+	if !filepath.IsAbs(argv0) {
+		return nil
+	}
+	f, err := os.Open(argv0) // #nosec G304 -- the image map's entrypoint
+	if err != nil {
+		return nil // the exec below reports it
+	}
+	return f
+}
+
+// hidden reports whether path no longer names the file opened as f.
+func hidden(path string, f *os.File) bool {
+	want, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	got, err := os.Stat(path)
+	return err != nil || !os.SameFile(got, want)
 }
 
 // lookPath finds the command in the container's PATH, as a runtime does.
