@@ -77,6 +77,10 @@ func TestManagedTokenServer(t *testing.T) {
 	if err := k8s.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
+	// Its pods are the suite's token server behind proxies, the one every test uses:
+	// left in place, its owner sweep (a bundled server's, always on) would judge the
+	// clients of tests that run after it.
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
 
 	// 1. Keys, the database and its password; nothing of the server before it.
 	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "WaitingForDatabase")
