@@ -183,9 +183,7 @@ func TestTenantCannotTakeOverOrDeleteAClient(t *testing.T) {
 		t.Errorf("Ready message %q should name the client ID and its owner %s", ready.Message, victimNS)
 	}
 	waitWarning(t, platform, "legacy", controllers.ReasonClientIDConflict)
-	if got, err := admin.GetClient(ctx, legacy); err != nil || got.OwnerNamespace != victimNS {
-		t.Errorf("the victim's legacy client after the clash: %+v, %v", got, err)
-	}
+	wantRegistered(t, legacy, victimNS, "the victim's legacy client after the clash")
 
 	// A namespace the TokenServer does not admit.
 	rogue := attack(rogueNS, "web")
@@ -713,9 +711,7 @@ func TestPeerBeingRotatedKeepsItsClients(t *testing.T) {
 	// A label change sweeps every TokenServer.
 	setLabels(t, namespace(t, "bystander", nil), map[string]string{"touched": "true"})
 	waitServerWarning(t, controllers.ReasonSweepSkipped, second+"/auth")
-	if got, err := admin.GetClient(ctx, id); err != nil || got.OwnerNamespace != ns {
-		t.Errorf("the second TokenServer's tenant's client after a sweep with that TokenServer unreadable: %+v, %v", got, err)
-	}
+	wantRegistered(t, id, ns, "the second TokenServer's tenant's client after a sweep with that TokenServer unreadable")
 }
 
 // The second review's finding 1: on an external server, a client whose owner
@@ -744,9 +740,7 @@ func TestSweepLeavesClientsOfNamespacesNotInThisCluster(t *testing.T) {
 		_, err := admin.GetClient(ctx, here+"_app")
 		return errors.Is(err, adminapi.ErrNotFound)
 	}, nil)
-	if got, err := admin.GetClient(ctx, elsewhere+"_app"); err != nil || got.OwnerNamespace != elsewhere {
-		t.Errorf("the client of a namespace not in this cluster after a sweep: %+v, %v", got, err)
-	}
+	wantRegistered(t, elsewhere+"_app", elsewhere, "the client of a namespace not in this cluster after a sweep")
 }
 
 // The second review's finding 6: a custom client ID of the old "<namespace>-" rule,
@@ -788,9 +782,7 @@ func TestLegacyClientIDSurvivesDeAdmission(t *testing.T) {
 
 	setLabels(t, ns, admittedLabels)
 	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
-	if got, err := admin.GetClient(ctx, legacy); err != nil || got.OwnerNamespace != ns {
-		t.Errorf("the legacy client after re-admission: %+v, %v", got, err)
-	}
+	wantRegistered(t, legacy, ns, "the legacy client after re-admission")
 	if _, err := token(t, ns, "app-oauth"); err != nil {
 		t.Errorf("the legacy client's credentials after re-admission: %v", err)
 	}
@@ -823,9 +815,7 @@ func TestDeregistrationSparesASiblingOnAPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, refused, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
-	if got, err := admin.GetClient(ctx, id); err != nil || got.OwnerNamespace != ns {
-		t.Errorf("the sibling's client after the refused OAuthClient's deregistration: %+v, %v", got, err)
-	}
+	wantRegistered(t, id, ns, "the sibling's client after the refused OAuthClient's deregistration")
 	if _, err := token(t, ns, "app-oauth"); err != nil {
 		t.Errorf("the sibling's credentials after the refused OAuthClient's deregistration: %v", err)
 	}
@@ -888,5 +878,14 @@ func TestLegacyConsentGrantIgnoresABrokenTokenServer(t *testing.T) {
 	deleteAndWait(t, cg)
 	if gs := serverGrants(t, id, "alice"); len(gs) != 0 {
 		t.Errorf("the legacy ConsentGrant's grant after its deletion: %+v", gs)
+	}
+}
+
+// wantRegistered fails t unless the token server holds client id, owned by owner;
+// what says which client the test means.
+func wantRegistered(t *testing.T, id, owner, what string) {
+	t.Helper()
+	if got, err := admin.GetClient(context.Background(), id); err != nil || got.OwnerNamespace != owner {
+		t.Errorf("%s: %+v, %v; want it registered, owned by %s", what, got, err, owner)
 	}
 }
