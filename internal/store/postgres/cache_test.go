@@ -104,15 +104,7 @@ func TestStaleClientReadIsNotCached(t *testing.T) {
 // cached after the revocation was announced.
 func TestStaleTokenReadIsNotCached(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock()
-	rs := replicas(t, 2, clock)
-	a, b := rs[0], rs[1]
-	if _, err := a.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.CreateAccessTokenSession(ctx, "at-1", tokenRequest(t, a, "req-1", clock.Now())); err != nil {
-		t.Fatal(err)
-	}
+	_, a, b := replicasWithToken(t)
 	resume := pausedRead(t, func(f func(string)) { postgres.AfterTokenRead(b, f) }, func() {
 		if _, err := b.GetAccessTokenSession(ctx, "at-1", &storetest.Session{}); err != nil {
 			t.Error(err)
@@ -126,6 +118,22 @@ func TestStaleTokenReadIsNotCached(t *testing.T) {
 	if _, err := b.GetAccessTokenSession(ctx, "at-1", &storetest.Session{}); !errors.Is(err, fosite.ErrNotFound) {
 		t.Errorf("a revoked access token on the replica that read it just before: err = %v, want ErrNotFound", err)
 	}
+}
+
+// replicasWithToken starts two replicas on one database, with the client grafana and
+// its access token at-1 (request req-1) stored through the first.
+func replicasWithToken(t *testing.T) (*storetest.Clock, *postgres.Store, *postgres.Store) {
+	t.Helper()
+	clock := storetest.NewClock()
+	rs := replicas(t, 2, clock)
+	a, b := rs[0], rs[1]
+	if _, err := a.PutClient(context.Background(), client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateAccessTokenSession(context.Background(), "at-1", tokenRequest(t, a, "req-1", clock.Now())); err != nil {
+		t.Fatal(err)
+	}
+	return clock, a, b
 }
 
 func tokenRequest(t *testing.T, s *postgres.Store, requestID string, now time.Time) *fosite.Request {
@@ -145,15 +153,7 @@ func tokenRequest(t *testing.T, s *postgres.Store, requestID string, now time.Ti
 // knows the client for at most ClientCacheTTL.
 func TestDeletedClientStalenessBound(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock()
-	rs := replicas(t, 2, clock)
-	a, b := rs[0], rs[1]
-	if _, err := a.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.CreateAccessTokenSession(ctx, "at-1", tokenRequest(t, a, "req-1", clock.Now())); err != nil {
-		t.Fatal(err)
-	}
+	clock, a, b := replicasWithToken(t)
 	if _, err := b.GetAccessTokenSession(ctx, "at-1", &storetest.Session{}); err != nil {
 		t.Fatal(err)
 	}
