@@ -58,16 +58,16 @@ func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha
 		if url, err = readyAdminURL(ctx, secrets.cache, ts); err != nil {
 			return nil, err
 		}
-		secretName, key = resources.AdminObjects(ts), resources.KeyAdminToken
+		secretName, key = resources.AdminObjectName(ts), resources.KeyAdminToken
 		// Pod addresses are cluster-internal by nature: no guard, the pinned CA and
 		// the Service's name are what make sure the token reaches our server.
 		guard, serverName = nil, resources.AdminServerName(ts)
 		var tlsSec corev1.Secret
-		if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.AdminTLSSecret(ts)}, &tlsSec); err != nil {
-			return nil, fmt.Errorf("admin TLS Secret %s: %w", resources.AdminTLSSecret(ts), err)
+		if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.AdminTLSSecretName(ts)}, &tlsSec); err != nil {
+			return nil, fmt.Errorf("admin TLS Secret %s: %w", resources.AdminTLSSecretName(ts), err)
 		}
 		if caPEM = tlsSec.Data[resources.KeyCACert]; len(caPEM) == 0 {
-			return nil, fmt.Errorf("admin TLS Secret %s has no key %s", resources.AdminTLSSecret(ts), resources.KeyCACert)
+			return nil, fmt.Errorf("admin TLS Secret %s has no key %s", resources.AdminTLSSecretName(ts), resources.KeyCACert)
 		}
 	}
 	hc, err := secrets.httpClient(caPEM, serverName, guard)

@@ -225,7 +225,7 @@ func userSecrets(ts *oauthv1alpha1.TokenServer) []string {
 // serverOfSlice maps an admin Service's EndpointSlice to its TokenServer.
 func serverOfSlice(_ context.Context, o client.Object) []reconcile.Request {
 	svc := o.GetLabels()[discoveryv1.LabelServiceName]
-	name, ok := strings.CutSuffix(svc, "-admin")
+	name, ok := resources.ServerOfAdminService(svc)
 	if !ok || o.GetLabels()[LabelManagedBy] != ManagedBy {
 		return nil
 	}

@@ -2,9 +2,7 @@ package controllers
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -29,6 +27,7 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
@@ -77,8 +76,8 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 			return 0, err
 		}
 	}
-	admin, err := r.ensureSecret(ctx, ts, resources.AdminObjects(ts), func() (*corev1.Secret, error) {
-		token, err := randomString(32)
+	admin, err := r.ensureSecret(ctx, ts, resources.AdminObjectName(ts), func() (*corev1.Secret, error) {
+		token, err := randsecret.New(32)
 		return resources.AdminSecret(ts, token), err
 	})
 	if err != nil {
@@ -116,7 +115,7 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	in := resources.Inputs{Color: color, Image: ts.Spec.Image, HasPreviousKey: len(keys.Data[resources.KeyPreviousSigningKey]) > 0,
 		ConfigHash: hash}
 	for _, obj := range []client.Object{resources.TokenServerStatefulSet(ts, in), resources.HeadlessService(ts, color),
-		resources.PublicServiceFor(ts, color), resources.AdminService(ts, color), resources.PodDisruptionBudget(ts)} {
+		resources.PublicService(ts, color), resources.AdminService(ts, color), resources.PodDisruptionBudget(ts)} {
 		if err := r.apply(ctx, ts, obj); err != nil {
 			return nextRotation, err
 		}
@@ -213,9 +212,9 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 		if err != nil {
 			return nil, err
 		}
-		return resources.AdminTLSSecretFor(ts, caCert, caKey, cert, key), nil
+		return resources.AdminTLSSecret(ts, caCert, caKey, cert, key), nil
 	}
-	sec, err := r.ensureSecret(ctx, ts, resources.AdminTLSSecret(ts), func() (*corev1.Secret, error) {
+	sec, err := r.ensureSecret(ctx, ts, resources.AdminTLSSecretName(ts), func() (*corev1.Secret, error) {
 		caCert, caKey, err := adminpki.NewCA(caName, now)
 		if err != nil {
 			return nil, err
@@ -265,13 +264,13 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 		period = 90 * 24 * time.Hour
 	}
 	now := time.Now()
-	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecret(ts), func() (*corev1.Secret, error) {
+	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecretName(ts), func() (*corev1.Secret, error) {
 		signing, err := oauth.GenerateKey(alg)
 		if err != nil {
 			return nil, err
 		}
-		hmac, err := randomString(32)
-		return resources.KeysSecretFor(ts, signing, nil, []byte(hmac), now.UTC().Format(time.RFC3339)), err
+		hmac, err := randsecret.New(32)
+		return resources.KeysSecret(ts, signing, nil, []byte(hmac), now.UTC().Format(time.RFC3339)), err
 	})
 	if err != nil {
 		return nil, 0, err
@@ -289,7 +288,7 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 	if err != nil {
 		return nil, 0, err
 	}
-	rotated := resources.KeysSecretFor(ts, signing, sec.Data[resources.KeySigningKey], sec.Data[resources.KeyHMAC],
+	rotated := resources.KeysSecret(ts, signing, sec.Data[resources.KeySigningKey], sec.Data[resources.KeyHMAC],
 		now.UTC().Format(time.RFC3339))
 	sec.Data, sec.Annotations = rotated.Data, rotated.Annotations
 	// The update carries the resourceVersion read: a stale copy fails instead of
@@ -306,7 +305,7 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 // needs its DSN Secret to exist.
 func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
 	if !resources.ManagedDatabase(ts) {
-		name, key := resources.DSNSecret(ts)
+		name, key := resources.DSNSecretRef(ts)
 		var sec corev1.Secret
 		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
 		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[key]) == 0) {
@@ -314,8 +313,8 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 		}
 		return err
 	}
-	if _, err := r.ensureSecret(ctx, ts, resources.DatabaseObjects(ts), func() (*corev1.Secret, error) {
-		password, err := randomString(24)
+	if _, err := r.ensureSecret(ctx, ts, resources.DatabaseObjectName(ts), func() (*corev1.Secret, error) {
+		password, err := randsecret.New(24)
 		return resources.DatabaseSecret(ts, password), err
 	}); err != nil {
 		return err
@@ -326,7 +325,7 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 		}
 	}
 	var sts appsv1.StatefulSet
-	key := types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjects(ts)}
+	key := types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjectName(ts)}
 	if err := r.Get(ctx, key, &sts); client.IgnoreNotFound(err) != nil {
 		return err
 	}
@@ -386,7 +385,7 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	}
 	_, _ = fmt.Fprintf(h, "scopes=%s\n", resources.ConfigMap(ts).Data[resources.KeyScopes])
 	refs := []string{}
-	if name, _ := resources.DSNSecret(ts); name != "" {
+	if name, _ := resources.DSNSecretRef(ts); name != "" {
 		refs = append(refs, name)
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
@@ -418,9 +417,9 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 // the token from such an address, this keeps the operator from even trying.)
 func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.TokenServer) (string, error) {
 	var svc corev1.Service
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.AdminObjects(ts)}, &svc); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.AdminObjectName(ts)}, &svc); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("%w: no Service %s yet", errServerNotReady, resources.AdminObjects(ts))
+			return "", fmt.Errorf("%w: no Service %s yet", errServerNotReady, resources.AdminObjectName(ts))
 		}
 		return "", err
 	}
@@ -429,7 +428,7 @@ func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.Token
 	}
 	var slices discoveryv1.EndpointSliceList
 	if err := c.List(ctx, &slices, client.InNamespace(ts.Namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: resources.AdminObjects(ts)}); err != nil {
+		client.MatchingLabels{discoveryv1.LabelServiceName: resources.AdminObjectName(ts)}); err != nil {
 		return "", err
 	}
 	for _, s := range slices.Items {
@@ -448,13 +447,5 @@ func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.Token
 			}
 		}
 	}
-	return "", fmt.Errorf("%w: no ready endpoint behind Service %s", errServerNotReady, resources.AdminObjects(ts))
-}
-
-func randomString(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
+	return "", fmt.Errorf("%w: no ready endpoint behind Service %s", errServerNotReady, resources.AdminObjectName(ts))
 }

@@ -71,6 +71,15 @@ type Grant struct {
 	ActiveTokens int `json:"activeTokens"`
 }
 
+// Token endpoint authentication methods, as ClientMetadata.TokenEndpointAuthMethod
+// carries them (the same strings as the OAuthClient API and RFC 7591).
+const (
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+	AuthNone              = "none"
+)
+
 // Grant sources.
 const (
 	SourceDeclared = "declared" // pre-approved, from a ConsentGrant in git

@@ -166,7 +166,7 @@ func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, 
 			}
 		}
 	}
-	if c.TokenEndpointAuthMethod != "none" && c.TokenEndpointAuthMethod != "private_key_jwt" {
+	if c.TokenEndpointAuthMethod != adminapi.AuthNone && c.TokenEndpointAuthMethod != adminapi.AuthPrivateKeyJWT {
 		c.Secret = creds.Secret
 		if creds.PreviousSecret != "" && creds.PreviousUntil != nil {
 			c.PreviousSecret = creds.PreviousSecret
@@ -180,7 +180,7 @@ func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, 
 // NeedsSecret says whether the client authenticates with a client secret.
 func NeedsSecret(oc *oauthv1alpha1.OAuthClient) bool {
 	m := oc.Spec.TokenEndpointAuthMethod
-	return m != "none" && m != "private_key_jwt"
+	return m != oauthv1alpha1.AuthNone && m != oauthv1alpha1.AuthPrivateKeyJWT
 }
 
 // SecretName is spec.secret.name or "<name>-oauth".

@@ -110,30 +110,38 @@ const (
 )
 
 // Names of a TokenServer's objects: one place, so the reconciler, the builders and
-// the docs agree.
+// the docs agree. The naming rule of this package: a function that returns a name
+// ends in Name (or Ref, for a Secret key reference); a function named after a kind
+// (KeysSecret, PublicService, ...) builds the object.
 
-// DatabaseObjects names the bundled PostgreSQL's StatefulSet, Service and Secret.
-func DatabaseObjects(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-db" }
+// DatabaseObjectName names the bundled PostgreSQL's StatefulSet, Service and Secret.
+func DatabaseObjectName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-db" }
 
-// KeysSecret names the Secret of the signing keys and the HMAC secret.
-func KeysSecret(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-keys" }
+// KeysSecretName names the Secret of the signing keys and the HMAC secret.
+func KeysSecretName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-keys" }
 
-// AdminObjects names the admin token Secret and the admin Service.
-func AdminObjects(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-admin" }
+// AdminObjectName names the admin token Secret and the admin Service.
+func AdminObjectName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + adminSuffix }
 
-// AdminTLSSecret names the Secret of the admin API's CA and serving certificate.
-func AdminTLSSecret(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-admin-tls" }
+const adminSuffix = "-admin"
+
+// ServerOfAdminService is the TokenServer whose admin Service is named svc (see
+// AdminObjectName), and whether svc is one.
+func ServerOfAdminService(svc string) (string, bool) { return strings.CutSuffix(svc, adminSuffix) }
+
+// AdminTLSSecretName names the Secret of the admin API's CA and serving certificate.
+func AdminTLSSecretName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-admin-tls" }
 
 // AdminServerName is the name the operator checks the admin API's certificate
 // against: the admin Service's, whichever pod address it dials.
 func AdminServerName(ts *oauthv1alpha1.TokenServer) string {
-	return fmt.Sprintf("%s.%s.svc", AdminObjects(ts), ts.Namespace)
+	return fmt.Sprintf("%s.%s.svc", AdminObjectName(ts), ts.Namespace)
 }
 
 // AdminDNSNames are the names the admin API's certificate holds: the Service's
 // short and qualified names, for the operator and for people debugging from a pod.
 func AdminDNSNames(ts *oauthv1alpha1.TokenServer) []string {
-	return []string{AdminServerName(ts), AdminServerName(ts) + ".cluster.local", AdminObjects(ts) + "." + ts.Namespace}
+	return []string{AdminServerName(ts), AdminServerName(ts) + ".cluster.local", AdminObjectName(ts) + "." + ts.Namespace}
 }
 
 // ConfigMapName names the ConfigMap of the consent page's scope descriptions.
@@ -147,8 +155,8 @@ func StatefulSetName(ts *oauthv1alpha1.TokenServer, color string) string {
 	return ts.Name + "-" + color
 }
 
-// PublicService names the Service clients and browsers reach; it is the TokenServer's name.
-func PublicService(ts *oauthv1alpha1.TokenServer) string { return ts.Name }
+// PublicServiceName names the Service clients and browsers reach; it is the TokenServer's name.
+func PublicServiceName(ts *oauthv1alpha1.TokenServer) string { return ts.Name }
 
 // MigrationJobName names the Job that migrates the database for image: a new image
 // gets a new Job, the same image never migrates twice.
@@ -162,9 +170,9 @@ func AdminEndpoint(ts *oauthv1alpha1.TokenServer) string {
 	return fmt.Sprintf("https://%s:%d", AdminServerName(ts), AdminPort)
 }
 
-// DSNSecret is the Secret and key holding the token server's DSN: the bundled
+// DSNSecretRef is the Secret and key holding the token server's DSN: the bundled
 // database's generated one, or the user's (database.external).
-func DSNSecret(ts *oauthv1alpha1.TokenServer) (name, key string) {
+func DSNSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
 	if db := ts.Spec.Database; db != nil && db.External != nil {
 		key = db.External.SecretRef.Key
 		if key == "" {
@@ -172,7 +180,7 @@ func DSNSecret(ts *oauthv1alpha1.TokenServer) (name, key string) {
 		}
 		return db.External.SecretRef.Name, key
 	}
-	return DatabaseObjects(ts), KeyDSN
+	return DatabaseObjectName(ts), KeyDSN
 }
 
 // Managed says whether the operator runs the server (not spec.external).
@@ -201,17 +209,17 @@ func meta(ts *oauthv1alpha1.TokenServer, name, component string) metav1.ObjectMe
 // database.external for a database that needs it.
 func DatabaseSecret(ts *oauthv1alpha1.TokenServer, password string) *corev1.Secret {
 	dsn := url.URL{Scheme: "postgres", User: url.UserPassword(DatabaseUser, password),
-		Host:     fmt.Sprintf("%s.%s.svc:%d", DatabaseObjects(ts), ts.Namespace, PostgresPort),
+		Host:     fmt.Sprintf("%s.%s.svc:%d", DatabaseObjectName(ts), ts.Namespace, PostgresPort),
 		Path:     "/" + DatabaseName,
 		RawQuery: "sslmode=disable"}
-	return &corev1.Secret{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Type: corev1.SecretTypeOpaque,
+	return &corev1.Secret{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{KeyPassword: []byte(password), KeyDSN: []byte(dsn.String())}}
 }
 
-// KeysSecretFor holds the signing key, the previous one (kept in the JWKS after a
+// KeysSecret holds the signing key, the previous one (kept in the JWKS after a
 // rotation) and the HMAC secret that signs opaque tokens; rotatedAt is RFC 3339.
-func KeysSecretFor(ts *oauthv1alpha1.TokenServer, signing, previous, hmac []byte, rotatedAt string) *corev1.Secret {
-	s := &corev1.Secret{ObjectMeta: meta(ts, KeysSecret(ts), componentServer), Type: corev1.SecretTypeOpaque,
+func KeysSecret(ts *oauthv1alpha1.TokenServer, signing, previous, hmac []byte, rotatedAt string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: meta(ts, KeysSecretName(ts), componentServer), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{KeySigningKey: signing, KeyHMAC: hmac}}
 	s.Annotations = map[string]string{AnnotationKeyRotatedAt: rotatedAt}
 	if len(previous) > 0 {
@@ -222,14 +230,14 @@ func KeysSecretFor(ts *oauthv1alpha1.TokenServer, signing, previous, hmac []byte
 
 // AdminSecret holds the admin API's bearer token.
 func AdminSecret(ts *oauthv1alpha1.TokenServer, token string) *corev1.Secret {
-	return &corev1.Secret{ObjectMeta: meta(ts, AdminObjects(ts), componentServer), Type: corev1.SecretTypeOpaque,
+	return &corev1.Secret{ObjectMeta: meta(ts, AdminObjectName(ts), componentServer), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{KeyAdminToken: []byte(token)}}
 }
 
-// AdminTLSSecretFor holds the admin API's CA (certificate and key) and its serving
+// AdminTLSSecret holds the admin API's CA (certificate and key) and its serving
 // certificate and key, all PEM.
-func AdminTLSSecretFor(ts *oauthv1alpha1.TokenServer, caCert, caKey, cert, key []byte) *corev1.Secret {
-	return &corev1.Secret{ObjectMeta: meta(ts, AdminTLSSecret(ts), componentServer), Type: corev1.SecretTypeOpaque,
+func AdminTLSSecret(ts *oauthv1alpha1.TokenServer, caCert, caKey, cert, key []byte) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: meta(ts, AdminTLSSecretName(ts), componentServer), Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{KeyCACert: caCert, KeyCAKey: caKey, KeyTLSCert: cert, KeyTLSKey: key}}
 }
 
@@ -255,7 +263,7 @@ func ServiceAccount(ts *oauthv1alpha1.TokenServer) *corev1.ServiceAccount {
 // governing Service); the DSN names it.
 func DatabaseService(ts *oauthv1alpha1.TokenServer) *corev1.Service {
 	sel := map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}
-	return &corev1.Service{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Spec: corev1.ServiceSpec{
+	return &corev1.Service{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Spec: corev1.ServiceSpec{
 		ClusterIP: corev1.ClusterIPNone, Selector: sel, PublishNotReadyAddresses: false,
 		Ports: []corev1.ServicePort{{Name: portPostgres, Port: PostgresPort, TargetPort: intstr.FromString(portPostgres)}}}}
 }
@@ -278,8 +286,8 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
 		Command: []string{"pg_isready", "-h", "127.0.0.1", "-U", DatabaseUser, "-d", DatabaseName}}},
 		PeriodSeconds: 2, TimeoutSeconds: 5}
-	return &appsv1.StatefulSet{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Spec: appsv1.StatefulSetSpec{
-		Replicas: ptr.To[int32](1), ServiceName: DatabaseObjects(ts),
+	return &appsv1.StatefulSet{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](1), ServiceName: DatabaseObjectName(ts),
 		Selector: &metav1.LabelSelector{MatchLabels: sel},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: corev1.PodSpec{
 			AutomountServiceAccountToken:  ptr.To(false),
@@ -293,7 +301,7 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 					{Name: "POSTGRES_DB", Value: DatabaseName},
 					{Name: "PGDATA", Value: pgData + "/pgdata"},
 					{Name: "POSTGRES_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-						LocalObjectReference: corev1.LocalObjectReference{Name: DatabaseObjects(ts)}, Key: KeyPassword}}},
+						LocalObjectReference: corev1.LocalObjectReference{Name: DatabaseObjectName(ts)}, Key: KeyPassword}}},
 				},
 				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: pgData},
 					{Name: "run", MountPath: pgRun}, {Name: "tmp", MountPath: pgTmp}},
@@ -349,7 +357,7 @@ func secretVolume(name, secret string, items ...corev1.KeyToPath) corev1.Volume 
 
 // dsnVolume mounts the DSN as the file db/dsn, whichever Secret holds it.
 func dsnVolume(ts *oauthv1alpha1.TokenServer) corev1.Volume {
-	name, key := DSNSecret(ts)
+	name, key := DSNSecretRef(ts)
 	return secretVolume("db", name, corev1.KeyToPath{Key: key, Path: KeyDSN})
 }
 
@@ -428,14 +436,14 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		{Name: "admin-tls", MountPath: mountTLS, ReadOnly: true},
 	}
 	volumes := []corev1.Volume{
-		secretVolume("keys", KeysSecret(ts)),
-		secretVolume(portAdmin, AdminObjects(ts)),
+		secretVolume("keys", KeysSecretName(ts)),
+		secretVolume(portAdmin, AdminObjectName(ts)),
 		dsnVolume(ts),
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(ts)}}}},
 		// Only the serving pair: the CA's key stays with the operator, so a compromised
 		// pod cannot mint certificates the operator would trust.
-		secretVolume("admin-tls", AdminTLSSecret(ts), corev1.KeyToPath{Key: KeyTLSCert, Path: KeyTLSCert},
+		secretVolume("admin-tls", AdminTLSSecretName(ts), corev1.KeyToPath{Key: KeyTLSCert, Path: KeyTLSCert},
 			corev1.KeyToPath{Key: KeyTLSKey, Path: KeyTLSKey}),
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
@@ -492,10 +500,10 @@ func HeadlessService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Servic
 			{Name: portMetrics, Port: MetricsPort, TargetPort: intstr.FromString(portMetrics)}}}}
 }
 
-// PublicServiceFor is what clients and browsers reach (behind an Ingress or Gateway
+// PublicService is what clients and browsers reach (behind an Ingress or Gateway
 // that serves the issuer URL): the serving color's pods, port 80.
-func PublicServiceFor(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
-	return &corev1.Service{ObjectMeta: meta(ts, PublicService(ts), componentServer), Spec: corev1.ServiceSpec{
+func PublicService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: meta(ts, PublicServiceName(ts), componentServer), Spec: corev1.ServiceSpec{
 		Selector: ServerSelector(ts, color),
 		Ports:    []corev1.ServicePort{{Name: portHTTP, Port: 80, TargetPort: intstr.FromString(portHTTP)}}}}
 }
@@ -503,7 +511,7 @@ func PublicServiceFor(ts *oauthv1alpha1.TokenServer, color string) *corev1.Servi
 // AdminService is what the operator reaches: the admin API of the serving color.
 // Keep it inside the cluster; it is authenticated by the admin token only.
 func AdminService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
-	return &corev1.Service{ObjectMeta: meta(ts, AdminObjects(ts), componentServer), Spec: corev1.ServiceSpec{
+	return &corev1.Service{ObjectMeta: meta(ts, AdminObjectName(ts), componentServer), Spec: corev1.ServiceSpec{
 		Selector: ServerSelector(ts, color),
 		Ports:    []corev1.ServicePort{{Name: portAdmin, Port: AdminPort, TargetPort: intstr.FromString(portAdmin)}}}}
 }
@@ -546,7 +554,7 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 // DatabaseNetworkPolicy admits only this TokenServer's token server and migrations
 // pods to the bundled PostgreSQL.
 func DatabaseNetworkPolicy(ts *oauthv1alpha1.TokenServer) *networkingv1.NetworkPolicy {
-	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, DatabaseObjects(ts), componentDatabase), Spec: networkingv1.NetworkPolicySpec{
+	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Spec: networkingv1.NetworkPolicySpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}},
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{

@@ -54,7 +54,7 @@ func TestDSNSecret(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			n, k := DSNSecret(tt.ts)
+			n, k := DSNSecretRef(tt.ts)
 			if n != tt.name || k != tt.key {
 				t.Fatalf("DSNSecret = %s/%s, want %s/%s", n, k, tt.name, tt.key)
 			}
@@ -205,7 +205,7 @@ func TestTokenServerStatefulSet(t *testing.T) {
 			if !reflect.DeepEqual(labelsSubset(pod.Labels, sts.Spec.Selector.MatchLabels), sts.Spec.Selector.MatchLabels) {
 				t.Errorf("pod labels %v do not match the selector %v", pod.Labels, sts.Spec.Selector.MatchLabels)
 			}
-			for _, svc := range []*corev1.Service{PublicServiceFor(tt.ts, tt.in.Color), AdminService(tt.ts, tt.in.Color), HeadlessService(tt.ts, tt.in.Color)} {
+			for _, svc := range []*corev1.Service{PublicService(tt.ts, tt.in.Color), AdminService(tt.ts, tt.in.Color), HeadlessService(tt.ts, tt.in.Color)} {
 				if !reflect.DeepEqual(svc.Spec.Selector, sts.Spec.Selector.MatchLabels) {
 					t.Errorf("Service %s selects %v, the StatefulSet %v", svc.Name, svc.Spec.Selector, sts.Spec.Selector.MatchLabels)
 				}
@@ -261,7 +261,7 @@ func TestAdminTLSMount(t *testing.T) {
 		t.Errorf("env %v", env)
 	}
 	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if v.Secret == nil || v.Secret.SecretName != AdminTLSSecret(ts) {
+		if v.Secret == nil || v.Secret.SecretName != AdminTLSSecretName(ts) {
 			continue
 		}
 		keys := make([]string, 0, len(v.Secret.Items))

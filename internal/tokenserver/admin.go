@@ -78,14 +78,12 @@ const (
 	grantAuthorizationCode = "authorization_code"
 	grantClientCredentials = "client_credentials"
 	grantRefreshToken      = "refresh_token"
-	authNone               = "none"
-	authPrivateKeyJWT      = "private_key_jwt"
 	fieldGrantTypes        = "grantTypes"
 )
 
 var (
 	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken}
-	knownAuthMethods = []string{"client_secret_basic", "client_secret_post", authPrivateKeyJWT, authNone}
+	knownAuthMethods = []string{adminapi.AuthClientSecretBasic, adminapi.AuthClientSecretPost, adminapi.AuthPrivateKeyJWT, adminapi.AuthNone}
 )
 
 // validateClient checks what the token server relies on; the CRD validates the rest
@@ -120,7 +118,7 @@ func validateIdentity(c *adminapi.Client, id string) (string, string) {
 }
 
 func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
-	public := c.TokenEndpointAuthMethod == authNone
+	public := c.TokenEndpointAuthMethod == adminapi.AuthNone
 	switch {
 	case !slices.Contains(knownAuthMethods, c.TokenEndpointAuthMethod):
 		return "tokenEndpointAuthMethod", fmt.Sprintf("must be one of %v", knownAuthMethods)
@@ -128,11 +126,11 @@ func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
 		return "secret", "a public client (tokenEndpointAuthMethod none) has no secret"
 	case public && slices.Contains(c.GrantTypes, grantClientCredentials):
 		return fieldGrantTypes, "a public client cannot use client_credentials"
-	case !public && c.TokenEndpointAuthMethod != authPrivateKeyJWT && len(c.Secret) < store.MinSecretLength:
+	case !public && c.TokenEndpointAuthMethod != adminapi.AuthPrivateKeyJWT && len(c.Secret) < store.MinSecretLength:
 		return "secret", fmt.Sprintf("must be at least %d characters", store.MinSecretLength)
 	case c.PreviousSecret != "" && c.PreviousSecretExpiresAt == nil:
 		return "previousSecretExpiresAt", "is required with previousSecret"
-	case c.TokenEndpointAuthMethod == authPrivateKeyJWT && len(c.JWKS) == 0 && c.JWKSURI == "":
+	case c.TokenEndpointAuthMethod == adminapi.AuthPrivateKeyJWT && len(c.JWKS) == 0 && c.JWKSURI == "":
 		return "jwks", "private_key_jwt needs jwks or jwksURI"
 	}
 	return "", ""

@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/clientspec"
+)
+
+// policy says whether the server admits clients of namespace name, and whether they
+// are first-party.
+func (r *OAuthClientReconciler) policy(ctx context.Context, ts *oauthv1alpha1.TokenServer, name string) (
+	admitted, firstParty bool, err error) {
+	var ns corev1.Namespace
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
+		return false, false, err
+	}
+	if admitted, err = clientspec.Admitted(ts, &ns); err != nil || !admitted {
+		return false, false, err
+	}
+	firstParty, err = clientspec.FirstParty(ts, &ns)
+	return admitted, firstParty, err
+}
+
+// deregister handles a namespace the server does not admit: nothing is pushed, and a
+// client this object registered before the namespace lost admission is deleted from
+// the token server (its tokens and grants with it), as the owner, so that nothing of
+// another namespace can go.
+func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
+	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
+	stop := &stopped{ReasonNamespaceNotAllowed, fmt.Sprintf(
+		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace), 0}
+	// The ID in status, and the one the spec asks for: a pass that registered the
+	// client may have recorded it in a status this pass's cached copy does not show
+	// yet. A sibling whose TokenServer (another of the same server) still admits the
+	// namespace may hold the wanted ID, registered: then it is the sibling's.
+	ids := []string{oc.Status.ClientID}
+	if wanted := clientspec.ClientID(oc); wanted != oc.Status.ClientID {
+		held, err := r.heldBySibling(ctx, oc, wanted)
+		if err != nil {
+			return err
+		}
+		if !held {
+			ids = append(ids, wanted)
+		}
+	}
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
+		err := admin.DeleteClient(ctx, id, oc.Namespace)
+		// The owner sweep may have deleted the registered client first: the object
+		// still says, once, that it is no longer on the token server.
+		if errors.Is(err, adminapi.ErrNotFound) && id == oc.Status.ClientID {
+			err = nil
+		}
+		switch {
+		case err == nil:
+			r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonDeregistered, "Deregister",
+				"namespace %s is no longer admitted by TokenServer %s/%s: client %s deleted from the token server, its tokens and grants revoked",
+				oc.Namespace, ts.Namespace, ts.Name, id)
+			stop.message += "; client " + id + " was deleted from the token server and comes back when the namespace is admitted again"
+		case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
+			// Gone already, or not ours: nothing of ours is left to delete.
+		default:
+			return fmt.Errorf("deregistering client %s from the token server: %w", id, err)
+		}
+	}
+	oc.Status.ClientID = ""
+	return r.warn(oc, stop)
+}
+
+// heldBySibling says whether another OAuthClient of oc's namespace, on any
+// TokenServer, has id registered.
+func (r *OAuthClientReconciler) heldBySibling(ctx context.Context, oc *oauthv1alpha1.OAuthClient, id string) (bool, error) {
+	var list oauthv1alpha1.OAuthClientList
+	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace)); err != nil {
+		return false, err
+	}
+	for i := range list.Items {
+		if other := &list.Items[i]; other.Name != oc.Name && other.Status.ClientID == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// checkClientID refuses a new custom ID outside the namespace's range, and an ID another
+// OAuthClient of the namespace registered first: the token server cannot tell two
+// OAuthClients of one owner apart, so it would let them overwrite each other.
+func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
+	ts *oauthv1alpha1.TokenServer, clientID string) error {
+	// An ID this object registered before the rule existed keeps working: the token
+	// server's owner check still stands between it and any other namespace's client.
+	// It is remembered apart from status.clientID, which a de-admission clears.
+	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok {
+		if oc.Status.ClientID != clientID && oc.Status.LegacyClientID != clientID {
+			return r.warn(oc, &stopped{ReasonClientIDNotAllowed, msg, 0})
+		}
+		oc.Status.LegacyClientID = clientID
+	} else {
+		oc.Status.LegacyClientID = ""
+	}
+	var list oauthv1alpha1.OAuthClientList
+	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace),
+		client.MatchingFields{indexWantedID: serverClientKey(clientspec.Server(oc), clientID)}); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		if other := &list.Items[i]; other.Name != oc.Name && firstClaim(other, oc, clientID) {
+			oc.Status.ClientID = ""
+			return r.warn(oc, &stopped{ReasonClientIDConflict, fmt.Sprintf(
+				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name), r.Resync})
+		}
+	}
+	return nil
+}
+
+// firstClaim says whether a holds clientID before b: the one that registered it,
+// else the older, else the first by name.
+func firstClaim(a, b *oauthv1alpha1.OAuthClient, clientID string) bool {
+	ra, rb := a.Status.ClientID == clientID, b.Status.ClientID == clientID
+	switch {
+	case ra != rb:
+		return ra
+	case !a.CreationTimestamp.Equal(&b.CreationTimestamp):
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+func (r *OAuthClientReconciler) skipConsentCondition(oc *oauthv1alpha1.OAuthClient, firstParty bool) {
+	if !oc.Spec.SkipConsent {
+		meta.RemoveStatusCondition(&oc.Status.Conditions, ConditionSkipConsent)
+		return
+	}
+	c := metav1.Condition{Type: ConditionSkipConsent, ObservedGeneration: oc.Generation, Status: metav1.ConditionTrue,
+		Reason: ReasonFirstParty, Message: "users are not asked for consent"}
+	if !firstParty {
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonNotFirstParty
+		c.Message = "skipConsent is ignored: namespace " + oc.Namespace + " is not in the TokenServer's firstPartyNamespaces"
+		if meta.IsStatusConditionTrue(oc.Status.Conditions, ConditionSkipConsent) {
+			r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonNotFirstParty, "Sync",
+				"namespace %s lost first-party status: users are asked for consent again", oc.Namespace)
+		}
+	}
+	meta.SetStatusCondition(&oc.Status.Conditions, c)
+}
