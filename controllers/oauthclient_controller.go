@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -70,6 +71,8 @@ type OAuthClientReconciler struct {
 	// Workers is how many clients are reconciled at once (default 8): each pass waits
 	// on the token server and the API server, so one worker would leave both idle.
 	Workers int
+	// Clock decides secret rotation (clock.RealClock when nil).
+	Clock clock.PassiveClock
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch

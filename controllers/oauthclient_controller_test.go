@@ -276,13 +276,14 @@ func TestGitOpsRoundTripDriftAndQuietResync(t *testing.T) {
 }
 
 // Secret rotation: a new secret on schedule, the previous one still accepted during
-// the overlap, then refused.
+// the overlap, then refused. The operator's clock is moved by hand: no real timer.
 func TestSecretRotation(t *testing.T) {
 	ctx := context.Background()
+	advance := advanceOperatorClock(t)
 	ns := namespace(t, "platform", nil)
 	externalServer(t, ns, nil)
 	oc := newClient(ns, "rotor", "", func(oc *oauthv1alpha1.OAuthClient) {
-		oc.Spec.Secret.Rotation = &oauthv1alpha1.SecretRotation{Every: "5s", Overlap: "3s"}
+		oc.Spec.Secret.Rotation = &oauthv1alpha1.SecretRotation{Every: "10m", Overlap: "5m"}
 	})
 	if err := k8s.Create(ctx, oc); err != nil {
 		t.Fatal(err)
@@ -304,8 +305,14 @@ func TestSecretRotation(t *testing.T) {
 	if !works(first) {
 		t.Fatal("the first secret does not work")
 	}
+
+	// The exact moments (a second early, overdue, overlap ends) are
+	// clientspec.PlanRotation's table test; this is the operator acting on them.
+	advance(10 * time.Minute)
+	rotationTime := operatorClock.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
+	poke(t, oc)
 	var second string
-	eventually(t, 15*time.Second, "the secret rotates", func() bool {
+	eventually(t, 10*time.Second, "the secret rotates", func() bool {
 		var prev string
 		second, prev = secretNow()
 		return second != first && prev == first
@@ -320,7 +327,16 @@ func TestSecretRotation(t *testing.T) {
 	if !works(first) {
 		t.Error("the previous secret stopped working before the overlap ended")
 	}
-	eventually(t, 15*time.Second, "the previous secret is refused after the overlap", func() bool {
+	var sec corev1.Secret
+	get(t, ns, "rotor-oauth", &sec)
+	if got := sec.Annotations[clientspec.AnnotationRotatedAt]; got != rotationTime {
+		t.Errorf("Secret says rotated at %s, want the operator's clock's %s", got, rotationTime)
+	}
+
+	// The overlap ends: the previous secret is dropped from the Secret and refused.
+	advance(5*time.Minute + time.Second)
+	poke(t, oc)
+	eventually(t, 10*time.Second, "the previous secret is refused after the overlap", func() bool {
 		_, prev := secretNow()
 		return !works(first) && prev == ""
 	}, nil)
@@ -390,11 +406,12 @@ func newPutBlocker(t *testing.T) (*putBlocker, string) {
 // is back, the rotation happens, with the old secret still accepted for the overlap.
 func TestSecretRotationDuringServerOutage(t *testing.T) {
 	ctx := context.Background()
+	advance := advanceOperatorClock(t)
 	blocker, adminURL := newPutBlocker(t)
 	ns := namespace(t, "platform", nil)
 	externalServer(t, ns, func(ts *oauthv1alpha1.TokenServer) { ts.Spec.External.AdminURL = adminURL })
 	oc := newClient(ns, "rotor", "", func(oc *oauthv1alpha1.OAuthClient) {
-		oc.Spec.Secret.Rotation = &oauthv1alpha1.SecretRotation{Every: "3s", Overlap: "2s"}
+		oc.Spec.Secret.Rotation = &oauthv1alpha1.SecretRotation{Every: "10m", Overlap: "5m"}
 	})
 	if err := k8s.Create(ctx, oc); err != nil {
 		t.Fatal(err)
@@ -415,8 +432,10 @@ func TestSecretRotationDuringServerOutage(t *testing.T) {
 	blocker.block(true)
 	// A rotation falls due while the server refuses: the refused PUT carries a new
 	// secret, and the Secret must still hold the one the server knows.
+	advance(10 * time.Minute)
+	poke(t, oc)
 	var current string
-	eventually(t, 15*time.Second, "a rotation refused by the token server", func() bool {
+	eventually(t, 10*time.Second, "a rotation refused by the token server", func() bool {
 		current = inSecret()
 		return blocker.refusedOtherThan(current)
 	}, func() string { return "the Secret holds every secret the server was refused: it was written first" })
@@ -429,7 +448,8 @@ func TestSecretRotationDuringServerOutage(t *testing.T) {
 	}
 
 	blocker.block(false)
-	eventually(t, 15*time.Second, "the rotation goes through once the server is back", func() bool {
+	poke(t, oc)
+	eventually(t, 10*time.Second, "the rotation goes through once the server is back", func() bool {
 		return inSecret() != current
 	}, nil)
 	if next := inSecret(); !works(next) {

@@ -70,7 +70,7 @@ func (r *OAuthClientReconciler) newCredentials(oc *oauthv1alpha1.OAuthClient, ke
 	if err != nil {
 		return none, nil, 0, err
 	}
-	now := time.Now().Truncate(time.Second)
+	now := r.Clock.Now().Truncate(time.Second)
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
 		Labels:      map[string]string{LabelManagedBy: ManagedBy},
 		Annotations: map[string]string{clientspec.AnnotationRotatedAt: now.UTC().Format(time.RFC3339)}},
@@ -118,7 +118,7 @@ func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OA
 	clientspec.Credentials, secretWrite, time.Duration, error) {
 	var none clientspec.Credentials
 	rot := oc.Spec.Secret.Rotation
-	now := time.Now()
+	now := r.Clock.Now()
 	rotatedAt, previousUntil := rotationState(sec)
 	plan, err := clientspec.PlanRotation(rot, rotatedAt, previousUntil, now)
 	if err != nil {
@@ -176,7 +176,7 @@ func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OA
 	}
 	next := plan.Next
 	if plan.Rotate {
-		if overlap := time.Until(previousUntil); overlap > 0 && overlap < next {
+		if overlap := previousUntil.Sub(now); overlap > 0 && overlap < next {
 			next = overlap
 		}
 	}

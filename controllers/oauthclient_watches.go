@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +31,9 @@ func serverClientKey(server types.NamespacedName, clientID string) string {
 func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Resync == 0 {
 		r.Resync = 10 * time.Minute
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
 	}
 	ctx := context.Background()
 	idx := mgr.GetFieldIndexer()

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -32,6 +33,9 @@ type Options struct {
 	// ExternalAdminAllow are internal ranges an external TokenServer's adminURL may
 	// still connect to (netguard); public addresses are always allowed.
 	ExternalAdminAllow []netip.Prefix
+	// Clock decides secret and key rotation and certificate renewal (the real clock
+	// when nil; tests pass a fake one).
+	Clock clock.PassiveClock
 }
 
 // specChanged passes events that may need work: a new generation (spec or deletion),
@@ -45,11 +49,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	secrets := NewSecretReader(mgr.GetClient(), mgr.GetAPIReader())
 	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
-		HealthInterval: o.ServerHealthInterval, Operator: o.Operator}).SetupWithManager(mgr); err != nil {
+		HealthInterval: o.ServerHealthInterval, Operator: o.Operator, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
-		Resync: o.ClientResync, Workers: o.ClientWorkers}).SetupWithManager(mgr); err != nil {
+		Resync: o.ClientResync, Workers: o.ClientWorkers, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),

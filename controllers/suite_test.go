@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -50,6 +53,9 @@ var (
 	serverLog, managerLog testlog.Buffer
 	adminToken            = "operator-admin-token-0123456789abcdef"
 	resyncEvery           = time.Second
+	// operatorClock is the reconcilers' clock: rotation tests move it by hand
+	// (advanceOperatorClock) instead of waiting on real timers.
+	operatorClock = clocktesting.NewFakeClock(time.Now())
 	// operator is where the suite says the operator's pods run, for NetworkPolicies.
 	operator = resources.OperatorPeer{Namespace: "kubeoauth-system",
 		PodLabels: map[string]string{"app.kubernetes.io/name": "kubeoauth", "app.kubernetes.io/component": "manager"}}
@@ -105,7 +111,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second,
-		MirrorPoll: time.Second, Operator: operator,
+		MirrorPoll: time.Second, Operator: operator, Clock: operatorClock,
 		// The suite's token server listens on 127.0.0.1; TestExternalAdminURLGuard
 		// uses another loopback address, which stays refused.
 		ExternalAdminAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}); err != nil {
@@ -289,3 +295,35 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+// advanceOperatorClock starts the operator's clock at the real time and returns a
+// function that moves it forward by d. The clock is set back to the real time when
+// the test ends. The reconcilers act on the new time at their next pass: poke the
+// object to have it now.
+func advanceOperatorClock(t *testing.T) func(d time.Duration) {
+	t.Helper()
+	operatorClock.SetTime(time.Now())
+	t.Cleanup(func() { operatorClock.SetTime(time.Now()) })
+	return operatorClock.Step
+}
+
+// poke changes an annotation of obj, which brings a reconcile pass at once (the
+// reconcilers' predicates pass annotation changes).
+func poke(t *testing.T, obj client.Object) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		ann := obj.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann["test.kubeoauth.io/poke"] = strconv.FormatInt(time.Now().UnixNano(), 10)
+		obj.SetAnnotations(ann)
+		return k8s.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

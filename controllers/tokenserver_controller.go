@@ -13,6 +13,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -51,6 +52,8 @@ type TokenServerReconciler struct {
 	// Operator is admitted to the admin port by the NetworkPolicy; with no
 	// namespace, no NetworkPolicies are made.
 	Operator resources.OperatorPeer
+	// Clock decides key rotation and certificate renewal (clock.RealClock when nil).
+	Clock clock.PassiveClock
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
@@ -172,6 +175,9 @@ func setServerConditions(ts *oauthv1alpha1.TokenServer, err error) {
 func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.HealthInterval == 0 {
 		r.HealthInterval = time.Minute
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
 	}
 	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.TokenServer{}).
 		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).

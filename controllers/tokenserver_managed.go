@@ -204,7 +204,7 @@ func (r *TokenServerReconciler) ensureSecret(ctx context.Context, ts *oauthv1alp
 // the pods (config hash); they keep serving the old certificate, which the same CA
 // signed, until they roll.
 func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, error) {
-	now := time.Now()
+	now := r.Clock.Now()
 	names := resources.AdminDNSNames(ts)
 	caName := fmt.Sprintf("kubeoauth admin CA %s/%s", ts.Namespace, ts.Name)
 	issue := func(caCert, caKey []byte) (*corev1.Secret, error) {
@@ -251,23 +251,15 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 	return sec, nil
 }
 
-// ensureKeys returns the keys Secret, made or rotated as due: a new signing key when
-// the rotation period has passed or the algorithm changed, the old one kept as the
-// previous key so tokens it signed still verify. It returns when the next is due.
+// ensureKeys returns the keys Secret, made or rotated as due (resources.PlanKeyRotation):
+// the old key kept as the previous key so tokens it signed still verify. It returns
+// when the next rotation is due.
 func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, time.Duration, error) {
-	alg := ts.Spec.Tokens.SigningAlgorithm
-	if alg == "" {
-		alg = oauth.ES256
-	}
-	period, err := ts.Spec.Tokens.SigningKeyRotation.Parse()
-	if err != nil || ts.Spec.Tokens.SigningKeyRotation == "" {
-		period = 90 * 24 * time.Hour
-	}
-	now := time.Now()
+	alg, now := resources.SigningAlgorithm(ts), r.Clock.Now()
 	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecretName(ts), func() (*corev1.Secret, error) {
 		signing, err := oauth.GenerateKey(alg)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("generate %s signing key: %w", alg, err)
 		}
 		hmac, err := randsecret.New(32)
 		return resources.KeysSecret(ts, signing, nil, []byte(hmac), now.UTC().Format(time.RFC3339)), err
@@ -275,18 +267,17 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 	if err != nil {
 		return nil, 0, err
 	}
-	rotatedAt, err := time.Parse(time.RFC3339, sec.Annotations[resources.AnnotationKeyRotatedAt])
-	if err != nil {
-		rotatedAt = sec.CreationTimestamp.Time
+	state := resources.SigningKeyState{RotatedAt: resources.SigningKeyRotatedAt(sec.Annotations, sec.CreationTimestamp.Time)}
+	if current, err := oauth.ParseKey(sec.Data[resources.KeySigningKey]); err == nil {
+		state.Algorithm = current.Algorithm
 	}
-	current, err := oauth.ParseKey(sec.Data[resources.KeySigningKey])
-	due := rotatedAt.Add(period)
-	if err == nil && current.Algorithm == alg && now.Before(due) {
-		return sec, time.Until(due), nil
+	plan := resources.PlanKeyRotation(ts, state, now)
+	if !plan.Rotate {
+		return sec, plan.Next, nil
 	}
 	signing, err := oauth.GenerateKey(alg)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("generate %s signing key: %w", alg, err)
 	}
 	rotated := resources.KeysSecret(ts, signing, sec.Data[resources.KeySigningKey], sec.Data[resources.KeyHMAC],
 		now.UTC().Format(time.RFC3339))
@@ -294,11 +285,11 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 	// The update carries the resourceVersion read: a stale copy fails instead of
 	// rotating twice.
 	if err := r.Update(ctx, sec); err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("rotate the signing key in Secret %s: %w", sec.Name, err)
 	}
 	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "SigningKeyRotated", "Rotate",
-		"new %s signing key in Secret %s; the previous one stays in the JWKS", alg, sec.Name)
-	return sec, period, nil
+		"new %s signing key in Secret %s (%s); the previous one stays in the JWKS", alg, sec.Name, plan.Reason)
+	return sec, plan.Next, nil
 }
 
 // database brings up the bundled PostgreSQL and waits for it; an external database
