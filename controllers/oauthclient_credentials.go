@@ -49,7 +49,7 @@ func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alph
 	case apierrors.IsNotFound(err):
 		return r.newCredentials(oc, key, clientID, issuer)
 	case err != nil:
-		return none, nil, 0, err
+		return none, nil, 0, fmt.Errorf("get Secret %s: %w", key.Name, err)
 	}
 	secret := string(sec.Data[clientspec.KeyClientSecret])
 	if len(secret) < 32 {
@@ -68,7 +68,7 @@ func (r *OAuthClientReconciler) newCredentials(oc *oauthv1alpha1.OAuthClient, ke
 	var none clientspec.Credentials
 	secret, err := randsecret.New(32)
 	if err != nil {
-		return none, nil, 0, err
+		return none, nil, 0, fmt.Errorf("generate a client secret: %w", err)
 	}
 	now := r.Clock.Now().Truncate(time.Second)
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
@@ -76,15 +76,15 @@ func (r *OAuthClientReconciler) newCredentials(oc *oauthv1alpha1.OAuthClient, ke
 		Annotations: map[string]string{clientspec.AnnotationRotatedAt: now.UTC().Format(time.RFC3339)}},
 		Type: corev1.SecretTypeOpaque, Data: clientspec.SecretData(clientID, secret, issuer)}
 	if err := controllerutil.SetControllerReference(oc, sec, r.Scheme()); err != nil {
-		return none, nil, 0, err
+		return none, nil, 0, fmt.Errorf("own Secret %s: %w", key.Name, err)
 	}
 	plan, err := clientspec.PlanRotation(oc.Spec.Secret.Rotation, now, time.Time{}, now)
 	if err != nil {
-		return none, nil, 0, err
+		return none, nil, 0, fmt.Errorf("plan the rotation of Secret %s: %w", key.Name, err)
 	}
 	write := func(ctx context.Context) error {
 		if err := r.Create(ctx, sec); err != nil {
-			return err
+			return fmt.Errorf("create Secret %s: %w", sec.Name, err)
 		}
 		t := metav1.NewTime(now)
 		oc.Status.SecretRotatedAt = &t
@@ -122,20 +122,20 @@ func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OA
 	rotatedAt, previousUntil := rotationState(sec)
 	plan, err := clientspec.PlanRotation(rot, rotatedAt, previousUntil, now)
 	if err != nil {
-		return none, nil, 0, err
+		return none, nil, 0, fmt.Errorf("plan the rotation of Secret %s: %w", sec.Name, err)
 	}
 	if plan.Rotate {
 		// Rotating from a stale cached copy would push a secret that makes the one
 		// already in the Secret (and in the apps) unknown to the server: read it fresh.
 		var fresh corev1.Secret
 		if err := r.Secrets.api.Get(ctx, client.ObjectKeyFromObject(sec), &fresh); err != nil {
-			return none, nil, 0, err
+			return none, nil, 0, fmt.Errorf("read Secret %s before rotating it: %w", sec.Name, err)
 		}
 		if fresh.ResourceVersion != sec.ResourceVersion {
 			sec = &fresh
 			rotatedAt, previousUntil = rotationState(sec)
 			if plan, err = clientspec.PlanRotation(rot, rotatedAt, previousUntil, now); err != nil {
-				return none, nil, 0, err
+				return none, nil, 0, fmt.Errorf("plan the rotation of Secret %s: %w", sec.Name, err)
 			}
 		}
 	}
@@ -144,11 +144,11 @@ func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OA
 	if plan.Rotate {
 		overlap, err := clientspec.Overlap(rot)
 		if err != nil {
-			return none, nil, 0, err
+			return none, nil, 0, fmt.Errorf("spec.secret.rotation.overlap: %w", err)
 		}
 		fresh, err := randsecret.New(32)
 		if err != nil {
-			return none, nil, 0, err
+			return none, nil, 0, fmt.Errorf("generate a client secret: %w", err)
 		}
 		creds.PreviousSecret, creds.Secret = creds.Secret, fresh
 		previousUntil = now.Add(overlap).Truncate(time.Second)
@@ -188,7 +188,7 @@ func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OA
 	write := func(ctx context.Context) error {
 		sec.Data, sec.Annotations = want, annotations
 		if err := r.Update(ctx, sec); err != nil {
-			return err
+			return fmt.Errorf("update Secret %s: %w", sec.Name, err)
 		}
 		oc.Status.SecretRotatedAt = &t
 		if plan.Rotate {

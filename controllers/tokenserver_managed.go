@@ -210,14 +210,14 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 	issue := func(caCert, caKey []byte) (*corev1.Secret, error) {
 		cert, key, err := adminpki.IssueServing(caCert, caKey, names, now)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("issue the admin API certificate: %w", err)
 		}
 		return resources.AdminTLSSecret(ts, caCert, caKey, cert, key), nil
 	}
 	sec, err := r.ensureSecret(ctx, ts, resources.AdminTLSSecretName(ts), func() (*corev1.Secret, error) {
 		caCert, caKey, err := adminpki.NewCA(caName, now)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("make the admin API CA: %w", err)
 		}
 		return issue(caCert, caKey)
 	})
@@ -229,7 +229,7 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 		// A CA that is broken or near its end: a new one. Pods still serving a
 		// certificate of the old CA fail the operator's checks until they roll.
 		if caCert, caKey, err = adminpki.NewCA(caName, now); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("renew the admin API CA: %w", err)
 		}
 	}
 	why := adminpki.Reissue(sec.Data[resources.KeyTLSCert], sec.Data[resources.KeyTLSKey], caCert, names, now)
@@ -244,7 +244,7 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 	// The update carries the resourceVersion read: a stale copy fails instead of
 	// issuing twice.
 	if err := r.Update(ctx, sec); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("update Secret %s: %w", sec.Name, err)
 	}
 	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "AdminCertificateIssued", "Issue",
 		"new admin API certificate in Secret %s: %s", sec.Name, why)
