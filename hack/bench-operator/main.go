@@ -31,7 +31,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 )
@@ -49,18 +48,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-operator:", err)
 		os.Exit(1)
 	}
-}
-
-// freeAddrs returns three free loopback addresses: the token server's public and
-// admin listeners and the manager's pprof listener.
-func freeAddrs() (pub, adm, pprof string, err error) {
-	addrs := make([]string, 3)
-	for i := range addrs {
-		if addrs[i], err = devserver.FreeAddr(); err != nil {
-			return "", "", "", err
-		}
-	}
-	return addrs[0], addrs[1], addrs[2], nil
 }
 
 func run() error {
@@ -91,18 +78,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	pub, adm, pprofAddr, err := freeAddrs()
+	addrs, err := devserver.FreeAddrs(3)
 	if err != nil {
 		return err
 	}
-	ts := exec.Command(filepath.Join(dir, "tokenserver"), dev.ServeArgs(pub, adm)...) // #nosec G204
-	ts.Stderr = os.Stderr
-	if err := ts.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = ts.Process.Kill(); _, _ = ts.Process.Wait() }()
-	admin := &adminapi.HTTPClient{BaseURL: "http://" + adm, Token: dev.AdminToken}
-	if err := devserver.WaitHealthy(ctx, admin); err != nil {
+	pub, adm, pprofAddr := addrs[0], addrs[1], addrs[2]
+	_, admin, err := dev.Serve(ctx, filepath.Join(dir, "tokenserver"), pub, adm)
+	if err != nil {
 		return err
 	}
 

@@ -17,7 +17,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -65,25 +64,15 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	pub, err := devserver.FreeAddr()
+	addrs, err := devserver.FreeAddrs(2)
 	if err != nil {
 		return err
 	}
-	adm, err := devserver.FreeAddr()
-	if err != nil {
-		return err
-	}
+	pub, adm := addrs[0], addrs[1]
 	issuer := "http://" + pub
-	srv := exec.Command(filepath.Join(bin, "tokenserver"), append(env.ServeArgs(pub, adm), // #nosec G204
-		"--refresh-grace-period", "30s", "--pprof-listen", "127.0.0.1:6060")...)
-	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = srv.Process.Kill(); _, _ = srv.Process.Wait() }()
-
-	admin := &adminapi.HTTPClient{BaseURL: "http://" + adm, Token: env.AdminToken}
-	if err := devserver.WaitHealthy(ctx, admin); err != nil {
+	srv, admin, err := env.Serve(ctx, filepath.Join(bin, "tokenserver"), pub, adm,
+		"--refresh-grace-period", "30s", "--pprof-listen", "127.0.0.1:6060")
+	if err != nil {
 		return err
 	}
 	secret := devserver.Secret()

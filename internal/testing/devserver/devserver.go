@@ -55,6 +55,7 @@ type Env struct {
 
 	pg       *testpg.Server
 	hasUsers bool
+	procs    []*exec.Cmd // started by Serve
 }
 
 // Start starts a throwaway PostgreSQL, applies the schema and writes the secrets
@@ -103,20 +104,34 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 // Path is the path of one of the files in Dir.
 func (e *Env) Path(name string) string { return filepath.Join(e.Dir, name) }
 
-// ServeArgs are the arguments of `tokenserver serve` for this environment, with
-// the issuer http://<listen>, no metrics listener and warnings only; append more.
-func (e *Env) ServeArgs(listen, adminListen string) []string {
+// Serve starts bin, a cmd/tokenserver binary, as `tokenserver serve` on this
+// environment — issuer http://<listen>, no metrics listener, warnings only, then
+// extra flags; its output goes to stderr — and waits until its admin API answers.
+// Stop kills it.
+func (e *Env) Serve(ctx context.Context, bin, listen, adminListen string, extra ...string) (*exec.Cmd, *adminapi.HTTPClient, error) {
 	args := []string{"serve", "--dsn", e.DSN, "--issuer", "http://" + listen, "--listen", listen,
 		"--admin-listen", adminListen, "--metrics-listen=", "--admin-token-file", e.Path(AdminTokenFile),
 		"--signing-key-file", e.Path(KeyFile), "--hmac-secret-file", e.Path(HMACFile), "--log-level", "warn"}
 	if e.hasUsers {
 		args = append(args, "--users-file", e.Path(UsersFile))
 	}
-	return args
+	cmd := exec.Command(bin, append(args, extra...)...) // #nosec G204 -- a binary this command built
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	e.procs = append(e.procs, cmd)
+	admin := &adminapi.HTTPClient{BaseURL: "http://" + adminListen, Token: e.AdminToken}
+	return cmd, admin, WaitHealthy(ctx, admin)
 }
 
-// Stop stops PostgreSQL and removes the database and the secrets directory.
+// Stop kills the token servers Serve started, stops PostgreSQL and removes the
+// database and the secrets directory.
 func (e *Env) Stop() error {
+	for _, cmd := range e.procs {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
 	if e.Dir != "" {
 		_ = os.RemoveAll(e.Dir)
 	}
@@ -133,15 +148,20 @@ func Secret() string {
 	return hex.EncodeToString(b)
 }
 
-// FreeAddr returns a loopback address with a port nothing listens on now, for a
-// process that must be told its address before it starts.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// FreeAddrs returns n distinct loopback addresses whose ports nothing listens on now,
+// for processes that must be told their addresses before they start.
+func FreeAddrs(n int) ([]string, error) {
+	addrs := make([]string, n)
+	for i := range addrs {
+		// Held open until all are taken, so that no port is handed out twice.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = l.Close() }()
+		addrs[i] = l.Addr().String()
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String(), nil
+	return addrs, nil
 }
 
 // Build builds each of cmd/<name> into dir/<name>. Run it from the repository root,
