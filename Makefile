@@ -90,7 +90,7 @@ fuzz: ## Fuzz the token endpoint and the admin API for FUZZTIME each (make test 
 	go test -run XXX -fuzz FuzzAdminPutClient -fuzztime $(FUZZTIME) ./internal/tokenserver/
 
 .PHONY: verify
-verify: manifests generate ## Fail when generated files or go.mod/go.sum are stale.
+verify: verify-files manifests generate ## Fail when generated files or go.mod/go.sum are stale, or a binary or big file is tracked.
 	go mod tidy
 	@if [ -n "$$(git status --porcelain -- api config charts docs go.mod go.sum)" ]; then \
 		echo "Generated files or go.mod are stale; run 'make manifests generate' and 'go mod tidy', then commit:"; \
@@ -98,6 +98,10 @@ verify: manifests generate ## Fail when generated files or go.mod/go.sum are sta
 		git --no-pager diff --stat -- api config charts docs go.mod go.sum; \
 		exit 1; \
 	fi
+
+.PHONY: verify-files
+verify-files: ## Fail when git tracks an executable, another binary file (bar doc images) or a file over 1 MiB.
+	hack/check-tracked-files.sh
 
 .PHONY: run-tokenserver
 run-tokenserver: ## Run the token server by hand on a throwaway PostgreSQL; prints curl commands to try.

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,11 +31,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
-	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
-	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
 var (
@@ -54,12 +50,6 @@ func main() {
 	}
 }
 
-func freeAddr() string {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
 func run() error {
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard()) // the bench's own informer logs nothing of interest
@@ -70,10 +60,8 @@ func run() error {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	fmt.Println("==> building cmd/manager and cmd/tokenserver")
-	for _, c := range []string{"manager", "tokenserver"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput(); err != nil { // #nosec G204
-			return fmt.Errorf("go build %s: %w\n%s", c, err, out)
-		}
+	if err := devserver.Build(dir, "manager", "tokenserver"); err != nil {
+		return err
 	}
 	fmt.Println("==> starting kube-apiserver, PostgreSQL and the token server")
 	env, err := testenv.Start()
@@ -85,42 +73,19 @@ func run() error {
 	if err := env.WriteKubeconfig(kubeconfig); err != nil {
 		return err
 	}
-	pg, err := testpg.Start()
+	dev, err := devserver.Start(ctx, devserver.Options{})
+	defer func() { _ = dev.Stop() }()
 	if err != nil {
 		return err
 	}
-	defer func() { _ = pg.Stop() }()
-	db, err := postgres.OpenDB(pg.DSN, 2)
+	addrs, err := devserver.FreeAddrs(3)
 	if err != nil {
 		return err
 	}
-	if _, err := postgres.Migrate(ctx, db, postgres.Migrations(), postgres.MigrateOptions{}); err != nil {
+	pub, adm, pprofAddr := addrs[0], addrs[1], addrs[2]
+	_, admin, err := dev.Serve(ctx, filepath.Join(dir, "tokenserver"), pub, adm)
+	if err != nil {
 		return err
-	}
-	_ = db.Close()
-	key, _ := oauth.GenerateKey(oauth.ES256)
-	adminToken := "bench-admin-token-0123456789abcdef"
-	for name, data := range map[string]string{"key.pem": string(key), "hmac": "bench-hmac-secret-0123456789abcdefghij",
-		"admin": adminToken} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
-			return err
-		}
-	}
-	pub, adm := freeAddr(), freeAddr()
-	ts := exec.Command(filepath.Join(dir, "tokenserver"), "serve", "--dsn", pg.DSN, "--issuer", "http://"+pub, // #nosec G204
-		"--listen", pub, "--admin-listen", adm, "--metrics-listen=", "--admin-token-file", filepath.Join(dir, "admin"),
-		"--signing-key-file", filepath.Join(dir, "key.pem"), "--hmac-secret-file", filepath.Join(dir, "hmac"), "--log-level", "warn")
-	ts.Stderr = os.Stderr
-	if err := ts.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = ts.Process.Kill(); _, _ = ts.Process.Wait() }()
-	admin := &adminapi.HTTPClient{BaseURL: "http://" + adm, Token: adminToken}
-	for i := 0; admin.Health(ctx) != nil; i++ {
-		if i > 100 {
-			return fmt.Errorf("the token server never became ready")
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 
 	scheme := runtime.NewScheme()
@@ -136,7 +101,7 @@ func run() error {
 		return err
 	}
 	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth-admin"},
-		StringData: map[string]string{"token": adminToken}}); err != nil {
+		StringData: map[string]string{"token": dev.AdminToken}}); err != nil {
 		return err
 	}
 	if err := k8s.Create(ctx, &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: "platform", Name: "auth"},
@@ -151,7 +116,6 @@ func run() error {
 		// The token server runs on loopback, an address the manager refuses unless allowed.
 		"--external-admin-allow", "127.0.0.1")
 	mgr.Args = append(mgr.Args, strings.Fields(*mgrArgs)...)
-	pprofAddr := freeAddr()
 	if *profile != "" {
 		mgr.Args = append(mgr.Args, "--pprof-bind-address", pprofAddr)
 	}
@@ -295,7 +259,7 @@ func run() error {
 		}
 	}
 	fmt.Printf("no-op resync: %d API server writes, %d token-server changes (over %d objects)\n", apiWrites, serverChanges, len(v1))
-	fmt.Printf("manager peak RSS: %s\n", peakRSS(mgr.Process.Pid))
+	fmt.Printf("manager peak RSS: %s\n", devserver.PeakRSS(mgr.Process.Pid))
 	if *profile != "" {
 		return save("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
 	}
@@ -316,17 +280,4 @@ func save(url, path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-func peakRSS(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:"))
-		}
-	}
-	return "unknown"
 }

@@ -8,19 +8,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -32,9 +28,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
-	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
-	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
+	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
 )
 
 func main() {
@@ -52,91 +46,42 @@ var (
 
 const redirectURI = "http://127.0.0.1:5555/callback"
 
-func random() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String(), nil
-}
-
 func run() error {
 	flag.Parse()
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "kubeoauth-bench-")
+	fmt.Println("==> building cmd/tokenserver")
+	bin, err := os.MkdirTemp("", "kubeoauth-bench-")
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	bin := filepath.Join(dir, "tokenserver")
-	fmt.Println("==> building cmd/tokenserver")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/tokenserver").CombinedOutput(); err != nil { // #nosec G204
-		return fmt.Errorf("go build: %w\n%s", err, out)
+	defer func() { _ = os.RemoveAll(bin) }()
+	if err := devserver.Build(bin, "tokenserver"); err != nil {
+		return err
 	}
 	fmt.Println("==> starting a throwaway PostgreSQL")
-	pg, err := testpg.Start()
+	env, err := devserver.Start(ctx, devserver.Options{Users: map[string]string{"alice": "alice"}, PasswordCost: bcrypt.MinCost})
+	defer func() { _ = env.Stop() }()
 	if err != nil {
 		return err
 	}
-	defer func() { _ = pg.Stop() }()
-	db, err := postgres.OpenDB(pg.DSN, 2)
+	addrs, err := devserver.FreeAddrs(2)
 	if err != nil {
 		return err
 	}
-	if _, err := postgres.Migrate(ctx, db, postgres.Migrations(), postgres.MigrateOptions{}); err != nil {
-		return err
-	}
-	_ = db.Close()
-
-	key, _ := oauth.GenerateKey(oauth.ES256)
-	hash, _ := bcrypt.GenerateFromPassword([]byte("alice"), bcrypt.MinCost)
-	adminToken := random()
-	for name, data := range map[string]string{"key.pem": string(key), "hmac": random(), "admin": adminToken,
-		"users": "alice:" + string(hash) + "\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
-			return err
-		}
-	}
-	pub, err := freePort()
-	if err != nil {
-		return err
-	}
-	adm, err := freePort()
-	if err != nil {
-		return err
-	}
+	pub, adm := addrs[0], addrs[1]
 	issuer := "http://" + pub
-	srv := exec.Command(bin, "serve", "--dsn", pg.DSN, "--issuer", issuer, "--listen", pub, "--admin-listen", adm, // #nosec G204
-		"--metrics-listen=", "--admin-token-file", filepath.Join(dir, "admin"), "--signing-key-file", filepath.Join(dir, "key.pem"),
-		"--hmac-secret-file", filepath.Join(dir, "hmac"), "--users-file", filepath.Join(dir, "users"),
-		"--refresh-grace-period", "30s", "--log-level", "warn", "--pprof-listen", "127.0.0.1:6060")
-	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
-	if err := srv.Start(); err != nil {
+	srv, admin, err := env.Serve(ctx, filepath.Join(bin, "tokenserver"), pub, adm,
+		"--refresh-grace-period", "30s", "--pprof-listen", "127.0.0.1:6060")
+	if err != nil {
 		return err
 	}
-	defer func() { _ = srv.Process.Kill(); _, _ = srv.Process.Wait() }()
-
-	admin := &adminapi.HTTPClient{BaseURL: "http://" + adm, Token: adminToken}
-	secret := random()
+	secret := devserver.Secret()
 	client := &adminapi.Client{ID: "bench", Secret: secret, OwnerNamespace: "bench", ClientMetadata: adminapi.ClientMetadata{
 		Name: "Bench", GrantTypes: []string{"client_credentials", "authorization_code", "refresh_token"},
 		RedirectURIs: []string{redirectURI}, Scopes: []string{"openid", "offline_access", "zones.read"},
 		TokenEndpointAuthMethod: "client_secret_basic"}}
-	for i := 0; ; i++ {
-		if _, err = admin.PutClient(ctx, client); err == nil {
-			break
-		}
-		if i > 100 {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := admin.PutClient(ctx, client); err != nil {
+		return err
 	}
 	grant := &adminapi.Grant{ClientID: "bench", Subject: "alice", Scopes: []string{"openid", "offline_access"}}
 	if _, err := admin.PutGrant(ctx, grant); err != nil {
@@ -199,7 +144,7 @@ func run() error {
 			return err
 		}
 	})
-	fmt.Printf("server peak RSS: %s\n", peakRSS(srv.Process.Pid))
+	fmt.Printf("server peak RSS: %s\n", devserver.PeakRSS(srv.Process.Pid))
 	return nil
 }
 
@@ -265,9 +210,9 @@ func refreshTokenByCodeFlow(issuer, secret string) (string, error) {
 		}
 		return nil
 	}}
-	verifier := random() + random()
+	verifier := devserver.Secret() + devserver.Secret()
 	authURL := issuer + "/oauth2/auth?" + url.Values{"client_id": {"bench"}, "response_type": {"code"},
-		"scope": {"openid offline_access"}, "state": {random()}, "redirect_uri": {redirectURI},
+		"scope": {"openid offline_access"}, "state": {devserver.Secret()}, "redirect_uri": {redirectURI},
 		"code_challenge": {oauth2S256(verifier)}, "code_challenge_method": {"S256"}}.Encode()
 	resp, err := hc.Get(authURL)
 	if err != nil {
@@ -303,19 +248,6 @@ func refreshTokenByCodeFlow(issuer, secret string) (string, error) {
 		return "", errors.New("code flow: no refresh token")
 	}
 	return out.RefreshToken, nil
-}
-
-func peakRSS(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:"))
-		}
-	}
-	return "unknown"
 }
 
 func cpuModel() string {

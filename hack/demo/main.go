@@ -23,7 +23,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/kubeoauth/kubeoauth/test/localcluster"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster"
 )
 
 // demo holds the tools the demo runs and where it writes.

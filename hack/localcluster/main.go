@@ -1,5 +1,5 @@
 // Command localcluster runs a small real Kubernetes cluster on this machine, whose
-// one node runs pods as local processes (package test/localcluster). It is a
+// one node runs pods as local processes (package internal/localcluster). It is a
 // development and test tool for `make demo` and `make test-e2e`, never shipped in an
 // image and not a production runtime.
 //
@@ -28,9 +28,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
-	"github.com/kubeoauth/kubeoauth/test/localcluster"
-	"github.com/kubeoauth/kubeoauth/test/localcluster/netsvc"
-	"github.com/kubeoauth/kubeoauth/test/localcluster/node"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster/netsvc"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster/node"
 )
 
 func main() {

@@ -7,11 +7,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,60 +19,10 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/testing/headless"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
-
-// browserCtx starts headless Chromium (Debian's chromium) with a fresh profile.
-func browserCtx(t *testing.T) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("headless Chromium is needed for the page tests (apt-get install chromium): %v", err)
-	}
-	// The profile is removed only once every Chromium process is gone: its helpers
-	// (zygote, crash handler) outlive the browser process chromedp waits for and went
-	// on writing into the profile while t.TempDir's cleanup removed it.
-	profile, err := os.MkdirTemp("", "kubeoauth-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pgid int
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(profile), chromedp.WindowSize(900, 1000),
-		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
-			// Its own process group, so that the cleanup can end all of it; and killed
-			// with the test binary, as chromedp does by default.
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		}),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(func() {
-		if b := chromedp.FromContext(ctx).Browser; b != nil && b.Process() != nil {
-			pgid = b.Process().Pid
-		}
-		cancelTimeout()
-		cancel()
-		cancelAlloc()
-		if pgid > 0 {
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			for deadline := time.Now().Add(10 * time.Second); syscall.Kill(-pgid, 0) == nil; time.Sleep(20 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Errorf("Chromium's process group %d still runs 10s after SIGKILL", pgid)
-					break
-				}
-			}
-		}
-		if err := os.RemoveAll(profile); err != nil {
-			t.Errorf("removing Chromium's profile: %v", err)
-		}
-	})
-	return ctx
-}
 
 // app is the relying party's callback: it shows what it got, as an app would.
 type app struct {
@@ -120,7 +68,7 @@ func TestPagesInHeadlessChromium(t *testing.T) {
 	}
 	cfg := oauth2.Config{ClientID: "grafana", ClientSecret: secret, RedirectURL: rp.URL + "/callback",
 		Scopes: []string{"openid", "zones.read"}, Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth", TokenURL: in.URL + "/oauth2/token"}}
-	bctx := browserCtx(t)
+	bctx := headless.Chromium(t)
 
 	// Sign in, then deny.
 	var appName, verified, claimed, scopes, host string
@@ -236,7 +184,7 @@ func TestSessionPagesInHeadlessChromium(t *testing.T) {
 	}))
 	t.Cleanup(evil.Close)
 
-	bctx := browserCtx(t)
+	bctx := headless.Chromium(t)
 	signIn := func(password string) chromedp.Action {
 		return chromedp.Tasks{
 			chromedp.Navigate(in.URL + "/login"),

@@ -105,7 +105,7 @@ func TestFirstPartyApprovalEndsWithSkipConsent(t *testing.T) {
 // behind the server's back): the user gets the consent page, not a code.
 func TestFirstPartyApprovalIsNotConsent(t *testing.T) {
 	ctx := context.Background()
-	dsn := migratedDB(t)
+	dsn := pg.NewMigratedDatabase(t)
 	in := start(t, setup{dsn: dsn})
 	secret := "secret-grafana-0123456789abcdefghijklmnop"
 	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "grafana", Secret: secret, OwnerNamespace: "observability",

@@ -305,7 +305,7 @@ func TestConcurrentRefreshesCoalesce(t *testing.T) {
 // Two replicas on one database: concurrent refreshes of one token spread over both
 // all succeed within the grace period, and their tokens work on either replica.
 func TestTwoReplicasShareRefreshes(t *testing.T) {
-	dsn, keys := migratedDB(t), secrets(t)
+	dsn, keys := pg.NewMigratedDatabase(t), secrets(t)
 	a := start(t, setup{dsn: dsn, keyDir: keys, grace: 30 * time.Second})
 	b := start(t, setup{dsn: dsn, keyDir: keys, grace: 30 * time.Second})
 	secret := confidentialClient(t, a, "grafana")

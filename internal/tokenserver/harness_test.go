@@ -2,7 +2,6 @@ package tokenserver_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
-	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
@@ -26,16 +24,7 @@ import (
 
 var pg *testpg.Server
 
-func TestMain(m *testing.M) {
-	var err error
-	if pg, err = testpg.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = pg.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testpg.Main(m, &pg) }
 
 const (
 	adminToken    = "admin-token-for-tests-0123456789abcdef"
@@ -77,21 +66,6 @@ type setup struct {
 	ipTrusted []netip.Prefix
 }
 
-// migratedDB returns the DSN of a fresh database with the schema applied.
-func migratedDB(t testing.TB) string {
-	t.Helper()
-	dsn := pg.NewDatabase(t)
-	db, err := postgres.OpenDB(dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = db.Close() }()
-	if _, err := postgres.Migrate(context.Background(), db, postgres.Migrations(), postgres.MigrateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return dsn
-}
-
 // secrets writes a signing key and an HMAC secret into a new directory.
 func secrets(t testing.TB) string {
 	t.Helper()
@@ -130,7 +104,7 @@ func writeUsers(t testing.TB, path string, lines ...string) {
 func start(t testing.TB, s setup) *instance {
 	t.Helper()
 	if s.dsn == "" {
-		s.dsn = migratedDB(t)
+		s.dsn = pg.NewMigratedDatabase(t)
 	}
 	if s.keyDir == "" {
 		s.keyDir = secrets(t)

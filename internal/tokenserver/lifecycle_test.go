@@ -196,7 +196,7 @@ func idTokenExpiry(t *testing.T, raw string) time.Time {
 // token whose client is gone, and the client gets invalid_client, not a token and not
 // a 500.
 func TestDeletedClientGetsNoTokenFromAStaleReplica(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := pg.NewMigratedDatabase(t)
 	in := start(t, setup{dsn: dsn})
 	secret := confidentialClient(t, in, "grafana")
 	form := url.Values{"grant_type": {"client_credentials"}}

@@ -21,7 +21,7 @@ import (
 // still, so the cache's lifetime cannot stand in for the listener.
 func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 	ctx := context.Background()
-	dsn := migratedDB(t)
+	dsn := pg.NewMigratedDatabase(t)
 	proxy, proxied := newDBProxy(t, dsn)
 	proxy.Down()
 	frozen := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)

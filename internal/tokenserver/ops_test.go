@@ -136,7 +136,7 @@ func TestGracefulShutdown(t *testing.T) {
 // table's peak with the issuance rate over wall-clock seconds, which a loaded machine
 // skews: it failed under load with the janitor working as it should.)
 func TestJanitorBoundsTheTable(t *testing.T) {
-	dsn := migratedDB(t)
+	dsn := pg.NewMigratedDatabase(t)
 	in := start(t, setup{dsn: dsn, accessTTL: time.Second, janitor: 200 * time.Millisecond})
 	secret := confidentialClient(t, in, "grafana")
 	db, err := sql.Open("postgres", dsn)
@@ -248,7 +248,7 @@ func TestSigningAlgorithmMustMatchTheKey(t *testing.T) {
 	adm, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer func() { _ = pub.Close(); _ = adm.Close() }()
 	err := tokenserver.Serve(context.Background(), tokenserver.Options{
-		DSN: migratedDB(t), Issuer: "http://" + pub.Addr().String(), PublicListener: pub, AdminListener: adm,
+		DSN: pg.NewMigratedDatabase(t), Issuer: "http://" + pub.Addr().String(), PublicListener: pub, AdminListener: adm,
 		AdminToken: adminToken, SigningKeyFile: filepath.Join(keys, "key.pem"), SigningAlgorithm: "RS256",
 		HMACSecret: []byte("hmac-secret-shared-by-replicas-0123456789"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -16,7 +16,7 @@ import (
 // keyed hash in its place; the database never holds the unkeyed one again.
 func TestLegacySecretHashStillWorksAndIsRewritten(t *testing.T) {
 	ctx := context.Background()
-	dsn := migratedDB(t)
+	dsn := pg.NewMigratedDatabase(t)
 	in := start(t, setup{dsn: dsn})
 	secret := confidentialClient(t, in, "grafana")
 	st, err := postgres.Open(ctx, dsn, postgres.Options{})

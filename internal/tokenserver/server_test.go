@@ -336,7 +336,7 @@ func TestBadRequests(t *testing.T) {
 // With the database gone the server answers 503 quickly, issues nothing, reports not
 // ready, and serves again by itself once the database is back.
 func TestDatabaseOutage(t *testing.T) {
-	proxy, dsn := newDBProxy(t, migratedDB(t))
+	proxy, dsn := newDBProxy(t, pg.NewMigratedDatabase(t))
 	in := start(t, setup{dsn: dsn})
 	secret := confidentialClient(t, in, "grafana")
 	form := url.Values{"grant_type": {"client_credentials"}}
@@ -407,7 +407,7 @@ func TestMetrics(t *testing.T) {
 // once (NOTIFY), not after the cache's lifetime.
 func TestClientChangesReachOtherReplicas(t *testing.T) {
 	ctx := context.Background()
-	dsn, keys := migratedDB(t), secrets(t)
+	dsn, keys := pg.NewMigratedDatabase(t), secrets(t)
 	a := start(t, setup{dsn: dsn, keyDir: keys})
 	b := start(t, setup{dsn: dsn, keyDir: keys})
 	old := confidentialClient(t, a, "grafana")
@@ -457,7 +457,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // cache's lifetime.
 func TestTokenEndsReachOtherReplicas(t *testing.T) {
 	ctx := context.Background()
-	dsn, keys := migratedDB(t), secrets(t)
+	dsn, keys := pg.NewMigratedDatabase(t), secrets(t)
 	a := start(t, setup{dsn: dsn, keyDir: keys, grace: time.Minute})
 	b := start(t, setup{dsn: dsn, keyDir: keys, grace: time.Minute})
 	secret := confidentialClient(t, a, "grafana")

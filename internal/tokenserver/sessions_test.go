@@ -228,7 +228,7 @@ func (b *browser) copyOf(in *instance) *browser {
 // another replica on the same database, at once, on the account page and at the
 // authorization endpoint.
 func TestSignOutEndsCopiesOfTheSessionOnEveryReplica(t *testing.T) {
-	dsn, keys := migratedDB(t), secrets(t)
+	dsn, keys := pg.NewMigratedDatabase(t), secrets(t)
 	a := start(t, setup{dsn: dsn, keyDir: keys})
 	b := start(t, setup{dsn: dsn, keyDir: keys})
 	secret := confidentialClient(t, a, "grafana")
@@ -283,7 +283,7 @@ func TestSignOutEndsCopiesOfTheSessionOnEveryReplica(t *testing.T) {
 // for signed in nor sent to sign in, and sign-out says it failed rather than
 // pretending. Once the database is back the session is there again.
 func TestSessionPagesWhileTheDatabaseIsDown(t *testing.T) {
-	proxy, dsn := newDBProxy(t, migratedDB(t))
+	proxy, dsn := newDBProxy(t, pg.NewMigratedDatabase(t))
 	in := start(t, setup{dsn: dsn})
 	b := newBrowser(t)
 	b.signIn(in, "alice", alicePassword)

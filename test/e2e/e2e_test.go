@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/testing/headless"
 )
 
 const appsNS, platformNS = "apps", "platform"
@@ -187,7 +188,7 @@ func testBrowserConsent(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifier := oauth2.GenerateVerifier()
-	bctx := browser(t)
+	bctx := headless.Chromium(t)
 	var appName string
 	if err := chromedp.Run(bctx,
 		chromedp.Navigate(cfg.AuthCodeURL("state-notes-0001", oauth2.S256ChallengeOption(verifier))),
@@ -246,41 +247,6 @@ func testBrowserConsent(t *testing.T) {
 	if introspect(t, tok.AccessToken) {
 		t.Error("the token is still active after its ConsentGrant was deleted with kubectl")
 	}
-}
-
-// browser starts headless Chromium with a fresh profile.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("headless Chromium is needed (apt-get install chromium): %v", err)
-	}
-	// Chromium's helpers may still write to the profile for a moment after the
-	// browser is closed, so the profile is removed with retries rather than by
-	// t.TempDir, whose single attempt then fails the test.
-	profile, err := os.MkdirTemp("", "kubeoauth-e2e-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for range 50 {
-			if os.RemoveAll(profile) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("could not remove the browser profile %s", profile)
-	})
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(profile),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
-	return ctx
 }
 
 func waitReady(t *testing.T, oc *oauthv1alpha1.OAuthClient) {

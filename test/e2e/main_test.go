@@ -26,8 +26,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
-	"github.com/kubeoauth/kubeoauth/test/localcluster"
 )
 
 // suite is the cluster the tests share.

@@ -19,7 +19,7 @@ import (
 // replicas opens n stores on one database, as n token-server replicas, on clock.
 func replicas(t *testing.T, n int, clock *storetest.Clock) []*postgres.Store {
 	t.Helper()
-	dsn := migrated(t)
+	dsn := pg.NewMigratedDatabase(t)
 	out := make([]*postgres.Store, 0, n)
 	for range n {
 		s, err := postgres.Open(context.Background(), dsn, postgres.Options{Now: clock.Now})

@@ -56,7 +56,7 @@ func TestMigrateEmptyDatabase(t *testing.T) {
 func TestMigrateFromEveryVersion(t *testing.T) {
 	ctx := context.Background()
 	ms := postgres.Migrations()
-	want := schemaOf(t, migrated(t))
+	want := schemaOf(t, pg.NewMigratedDatabase(t))
 	for from := 1; from < len(ms); from++ {
 		t.Run(ms[from-1].Name, func(t *testing.T) {
 			dsn := pg.NewDatabase(t)
@@ -118,7 +118,7 @@ func TestOpenRefusesUnusableSchema(t *testing.T) {
 		t.Errorf("Open on an empty database: %v; want ErrSchema telling to run migrate up", err)
 	}
 	// A contract migration from a newer binary: the server says it cannot serve.
-	dsn := migrated(t)
+	dsn := pg.NewMigratedDatabase(t)
 	db, err := postgres.OpenDB(dsn, 2)
 	if err != nil {
 		t.Fatal(err)

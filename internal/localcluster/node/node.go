@@ -47,7 +47,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/kubeoauth/kubeoauth/test/localcluster/netsvc"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster/netsvc"
 )
 
 // Config is what the node needs to know of its cluster.

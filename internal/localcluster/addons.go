@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
-	"github.com/kubeoauth/kubeoauth/test/localcluster/node"
+	"github.com/kubeoauth/kubeoauth/internal/localcluster/node"
 )
 
 // StorageClassName is the default StorageClass: volumes are directories on this
