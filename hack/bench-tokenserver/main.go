@@ -28,6 +28,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
 )
 
@@ -75,7 +76,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	secret := devserver.Secret()
+	secret := randsecret.MustNew(32)
 	client := &adminapi.Client{ID: "bench", Secret: secret, OwnerNamespace: "bench", ClientMetadata: adminapi.ClientMetadata{
 		Name: "Bench", GrantTypes: []string{"client_credentials", "authorization_code", "refresh_token"},
 		RedirectURIs: []string{redirectURI}, Scopes: []string{"openid", "offline_access", "zones.read"},
@@ -210,9 +211,9 @@ func refreshTokenByCodeFlow(issuer, secret string) (string, error) {
 		}
 		return nil
 	}}
-	verifier := devserver.Secret() + devserver.Secret()
+	verifier := randsecret.MustNew(48)
 	authURL := issuer + "/oauth2/auth?" + url.Values{"client_id": {"bench"}, "response_type": {"code"},
-		"scope": {"openid offline_access"}, "state": {devserver.Secret()}, "redirect_uri": {redirectURI},
+		"scope": {"openid offline_access"}, "state": {randsecret.MustNew(32)}, "redirect_uri": {redirectURI},
 		"code_challenge": {oauth2S256(verifier)}, "code_challenge_method": {"S256"}}.Encode()
 	resp, err := hc.Get(authURL)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
@@ -73,7 +74,7 @@ func run(ctx context.Context) error {
 	if err := devserver.WaitHealthy(ctx, admin); err != nil {
 		return err
 	}
-	secret := devserver.Secret()
+	secret := randsecret.MustNew(32)
 	if _, err := admin.PutClient(ctx, &adminapi.Client{ID: "demo", Secret: secret, OwnerNamespace: "default",
 		ClientMetadata: adminapi.ClientMetadata{Name: "Demo app",
 			GrantTypes:   []string{"client_credentials", "authorization_code", "refresh_token"},

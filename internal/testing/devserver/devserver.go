@@ -7,8 +7,6 @@ package devserver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
@@ -61,7 +60,7 @@ type Env struct {
 // Start starts a throwaway PostgreSQL, applies the schema and writes the secrets
 // directory. Call Stop when done, also after an error.
 func Start(ctx context.Context, opts Options) (*Env, error) {
-	e := &Env{AdminToken: Secret(), HMACSecret: []byte(Secret())}
+	e := &Env{AdminToken: randsecret.MustNew(32), HMACSecret: []byte(randsecret.MustNew(32))}
 	var err error
 	if e.pg, err = testpg.Start(); err != nil {
 		return e, err
@@ -139,13 +138,6 @@ func (e *Env) Stop() error {
 		return nil
 	}
 	return e.pg.Stop()
-}
-
-// Secret returns 24 random bytes, hex-encoded: tokens, HMAC secrets, client secrets.
-func Secret() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // FreeAddrs returns n distinct loopback addresses whose ports nothing listens on now,
