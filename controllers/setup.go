@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -46,15 +47,15 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		HealthInterval: o.ServerHealthInterval, Operator: o.Operator}).SetupWithManager(mgr); err != nil {
-		return err
+		return fmt.Errorf("set up the TokenServer reconciler: %w", err)
 	}
 	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Resync: o.ClientResync, Workers: o.ClientWorkers}).SetupWithManager(mgr); err != nil {
-		return err
+		return fmt.Errorf("set up the OAuthClient reconciler: %w", err)
 	}
 	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
-		return err
+		return fmt.Errorf("set up the ConsentGrant reconciler: %w", err)
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.OAuthClient{}, indexRegisteredID,
 		func(o client.Object) []string {
@@ -64,15 +65,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 			}
 			return []string{serverClientKey(clientspec.Server(oc), oc.Status.ClientID)}
 		}); err != nil {
-		return err
+		return fmt.Errorf("index OAuthClients by registered client ID: %w", err)
 	}
 	if err := (&OwnerSweeper{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Interval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
-		return err
+		return fmt.Errorf("set up the owner sweep: %w", err)
 	}
 	poll := o.MirrorPoll
 	if poll == 0 {
 		poll = 10 * time.Second
 	}
-	return mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")})
+	if err := mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")}); err != nil {
+		return fmt.Errorf("add the consent mirror: %w", err)
+	}
+	return nil
 }
