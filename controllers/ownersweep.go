@@ -242,7 +242,8 @@ func (r *OwnerSweeper) sameServer(ctx context.Context, key client.ObjectKey, adm
 		// the admin token proves it is the same server.
 		theirs, err := adminClientFor(ctx, r.Secrets, other)
 		if err != nil {
-			return nil, waiting(ReasonSweepSkipped, fmt.Sprintf("TokenServer %s, of the same token server, has no usable admin client: %v", name, err))
+			return nil, waiting(ReasonSweepSkipped, fmt.Sprintf(
+				"TokenServer %s, of the same token server, has no usable admin client: %v", name, err))
 		}
 		if subtle.ConstantTimeCompare([]byte(theirs.Token), []byte(admin.Token)) != 1 {
 			return nil, waiting(ReasonSweepSkipped, fmt.Sprintf("TokenServer %s names the same token server with a different admin "+

@@ -75,7 +75,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if poll == 0 {
 		poll = 10 * time.Second
 	}
-	if err := mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")}); err != nil {
+	mirror := &Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")}
+	if err := mgr.Add(mirror); err != nil {
 		return fmt.Errorf("add the consent mirror: %w", err)
 	}
 	return nil
