@@ -162,11 +162,11 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.HealthInterval = time.Minute
 	}
 	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.TokenServer{}).
-		// A failed pass is retried with backoff, but an external server that stays
-		// unreachable is still checked every HealthInterval, so that it is seen Ready
-		// again (and its clients registered) soon after it comes back.
+		// A failed pass is retried with backoff, but a server that stays unreachable is
+		// still checked every 10 s (or HealthInterval, if shorter), so that it is seen
+		// Ready again, and its clients registered, soon after it comes back.
 		WithOptions(controller.Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](
-			5*time.Millisecond, r.HealthInterval)}).
+			5*time.Millisecond, min(r.HealthInterval, 10*time.Second))}).
 		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).
 		// Secrets as metadata only: see SecretReader.
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).
