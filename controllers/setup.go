@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -47,15 +46,15 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		HealthInterval: o.ServerHealthInterval, Operator: o.Operator}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the TokenServer reconciler: %w", err)
+		return err
 	}
 	if err := (&OAuthClientReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Resync: o.ClientResync, Workers: o.ClientWorkers}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the OAuthClient reconciler: %w", err)
+		return err
 	}
 	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the ConsentGrant reconciler: %w", err)
+		return err
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.OAuthClient{}, indexRegisteredID,
 		func(o client.Object) []string {
@@ -65,19 +64,15 @@ func Setup(mgr ctrl.Manager, o Options) error {
 			}
 			return []string{serverClientKey(clientspec.Server(oc), oc.Status.ClientID)}
 		}); err != nil {
-		return fmt.Errorf("index OAuthClients by registered client ID: %w", err)
+		return err
 	}
 	if err := (&OwnerSweeper{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		Interval: o.ServerHealthInterval}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the owner sweep: %w", err)
+		return err
 	}
 	poll := o.MirrorPoll
 	if poll == 0 {
 		poll = 10 * time.Second
 	}
-	mirror := &Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")}
-	if err := mgr.Add(mirror); err != nil {
-		return fmt.Errorf("add the consent mirror: %w", err)
-	}
-	return nil
+	return mgr.Add(&Mirror{Client: mgr.GetClient(), Secrets: secrets, Poll: poll, Recorder: mgr.GetEventRecorder("kubeoauth")})
 }
