@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,44 +47,36 @@ type ConsentGrantReconciler struct {
 	Resync time.Duration
 }
 
-// Reconcile fetches the grant, ensures the finalizer, syncs and patches status once.
+// Reconcile pushes the grant, or follows a mirrored one, and reports whether the
+// token server has it.
 func (r *ConsentGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var cg oauthv1alpha1.ConsentGrant
-	if err := r.Get(ctx, req.NamespacedName, &cg); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	cg := &oauthv1alpha1.ConsentGrant{}
+	before, err := begin(ctx, r.Client, req, cg, r.finalize)
+	if before == nil {
+		return ctrl.Result{}, err
 	}
-	if !cg.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, &cg)
-	}
-	if controllerutil.AddFinalizer(&cg, Finalizer) {
-		if err := r.Update(ctx, &cg); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	before := cg.DeepCopy()
-	err := r.sync(ctx, &cg)
-	if errors.Is(err, errGrantGone) {
+	if err = r.sync(ctx, cg); errors.Is(err, errGrantGone) {
 		// The user revoked a mirrored grant in the browser: the resource follows.
-		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &cg))
+		if err := r.Delete(ctx, cg); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("delete the ConsentGrant of a revoked grant: %w", err)
+		}
+		return ctrl.Result{}, nil
 	}
-	ready := metav1.Condition{Type: oauthv1alpha1.ConditionReady, ObservedGeneration: cg.Generation}
-	result := ctrl.Result{RequeueAfter: r.Resync}
-	var stop *stopped
-	switch {
-	case err == nil:
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonSynced, "the token server has this grant"
-	case errors.As(err, &stop):
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, stop.reason, stop.message
-		result, err = ctrl.Result{RequeueAfter: stop.requeue}, nil
-	default:
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonSyncFailed, err.Error()
-	}
-	meta.SetStatusCondition(&cg.Status.Conditions, ready)
-	cg.Status.ObservedGeneration = cg.Generation
-	if perr := patchStatusIfChanged(ctx, r.Client, before, &cg, !equality.Semantic.DeepEqual(before.Status, cg.Status)); perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	return result, err
+	return finish(ctx, r.Client, grantKind, before, cg, r.Resync, err)
+}
+
+// grantKind: Ready says whether the token server has this grant.
+var grantKind = kind[*oauthv1alpha1.ConsentGrant]{
+	status: func(cg *oauthv1alpha1.ConsentGrant) reported {
+		return reported{&cg.Status.Conditions, &cg.Status.ObservedGeneration, &cg.Status}
+	},
+	conditions: func(_ *oauthv1alpha1.ConsentGrant, err error) []metav1.Condition {
+		if err == nil {
+			return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, true, ReasonSynced, "the token server has this grant")}
+		}
+		reason, msg := notSynced(err)
+		return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, reason, msg)}
+	},
 }
 
 var errGrantGone = errors.New("the grant is gone from the token server")
@@ -107,7 +98,7 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 	if mirrored(cg) {
 		grants, err := admin.ListGrants(ctx, oc.Status.ClientID, cg.Spec.Subject)
 		if err != nil {
-			return err
+			return fmt.Errorf("list the grants of %s to %s on the token server: %w", cg.Spec.Subject, oc.Status.ClientID, err)
 		}
 		if len(grants) == 0 {
 			return errGrantGone
@@ -116,11 +107,11 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 	} else {
 		var ns corev1.Namespace
 		if err := r.Get(ctx, types.NamespacedName{Name: cg.Namespace}, &ns); err != nil {
-			return err
+			return fmt.Errorf("get Namespace %s: %w", cg.Namespace, err)
 		}
 		firstParty, err := clientspec.FirstParty(ts, &ns)
 		if err != nil {
-			return err
+			return policyErr(ts, err)
 		}
 		if !firstParty {
 			return r.notFirstParty(ctx, cg, oc, admin)
@@ -135,11 +126,11 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 		// resolve only gave the readable refusal early.
 		g, err = admin.PutOwnedGrant(ctx, in, cg.Namespace)
 		if errors.Is(err, adminapi.ErrConflict) {
-			return &stopped{ReasonClientIDConflict, fmt.Sprintf("client %s on the token server is not namespace %s's: %s",
-				oc.Status.ClientID, cg.Namespace, errMessage(err)), 0}
+			return needsHuman(ReasonClientIDConflict, fmt.Sprintf("client %s on the token server is not namespace %s's: %s",
+				oc.Status.ClientID, cg.Namespace, errMessage(err)))
 		}
 		if err != nil {
-			return fmt.Errorf("pushing the grant to the token server: %w", err)
+			return fmt.Errorf("push the grant of %s to %s to the token server: %w", cg.Spec.Subject, oc.Status.ClientID, err)
 		}
 	}
 	cg.Status.GrantedAt, cg.Status.LastUsedAt = metaTime(g.GrantedAt), metaTime(g.LastUsedAt)
@@ -153,11 +144,11 @@ func (r *ConsentGrantReconciler) sync(ctx context.Context, cg *oauthv1alpha1.Con
 // allowed it.
 func (r *ConsentGrantReconciler) notFirstParty(ctx context.Context, cg *oauthv1alpha1.ConsentGrant,
 	oc *oauthv1alpha1.OAuthClient, admin *adminapi.HTTPClient) error {
-	stop := &stopped{ReasonNotFirstParty, fmt.Sprintf("a declared grant is consent the user is not asked for: only clients in "+
-		"the TokenServer's firstPartyNamespaces may have one, and namespace %s is not one of them", cg.Namespace), 0}
+	refused := needsHuman(ReasonNotFirstParty, fmt.Sprintf("a declared grant is consent the user is not asked for: only clients in "+
+		"the TokenServer's firstPartyNamespaces may have one, and namespace %s is not one of them", cg.Namespace))
 	grants, err := admin.ListGrants(ctx, oc.Status.ClientID, cg.Spec.Subject)
 	if err != nil {
-		return err
+		return fmt.Errorf("list the grants of %s to %s on the token server: %w", cg.Spec.Subject, oc.Status.ClientID, err)
 	}
 	// The owner sweep may have revoked it first: a grant this resource had put on the
 	// server (grantedAt) still says, once, that it is revoked.
@@ -168,7 +159,7 @@ func (r *ConsentGrantReconciler) notFirstParty(ctx context.Context, cg *oauthv1a
 		}
 		if err := admin.DeleteOwnedGrant(ctx, oc.Status.ClientID, cg.Spec.Subject, cg.Namespace); err != nil &&
 			!errors.Is(err, adminapi.ErrNotFound) {
-			return fmt.Errorf("revoking the declared grant on the token server: %w", err)
+			return fmt.Errorf("revoke the declared grant of %s to %s on the token server: %w", cg.Spec.Subject, oc.Status.ClientID, err)
 		}
 		revoked = true
 	}
@@ -176,10 +167,10 @@ func (r *ConsentGrantReconciler) notFirstParty(ctx context.Context, cg *oauthv1a
 		r.Recorder.Eventf(cg, nil, corev1.EventTypeWarning, "Revoked", "Revoke",
 			"namespace %s is not first-party: the declared grant of %s to %s is revoked with every token issued under it",
 			cg.Namespace, cg.Spec.Subject, oc.Status.ClientID)
-		stop.message += "; the grant was revoked on the token server"
+		refused.message += "; the grant was revoked on the token server"
 	}
 	cg.Status.GrantedAt, cg.Status.LastUsedAt, cg.Status.ActiveTokens = nil, nil, 0
-	return stop
+	return refused
 }
 
 // resolve finds the grant's OAuthClient (Ready, so it has a client ID), its
@@ -189,24 +180,24 @@ func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.
 	var oc oauthv1alpha1.OAuthClient
 	if err := r.Get(ctx, types.NamespacedName{Namespace: cg.Namespace, Name: cg.Spec.ClientRef.Name}, &oc); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil, nil, &stopped{ReasonClientNotFound, "OAuthClient " + cg.Spec.ClientRef.Name + " not found", 30 * time.Second}
+			return nil, nil, nil, waiting(ReasonClientNotFound, "OAuthClient "+cg.Spec.ClientRef.Name+" not found").after(30 * time.Second)
 		}
-		return nil, nil, nil, err
+		return nil, nil, nil, fmt.Errorf("get OAuthClient %s: %w", cg.Spec.ClientRef.Name, err)
 	}
 	if c := meta.FindStatusCondition(oc.Status.Conditions, oauthv1alpha1.ConditionReady); c != nil && c.Reason == ReasonNamespaceNotAllowed {
-		return nil, nil, nil, &stopped{ReasonNamespaceNotAllowed, "the TokenServer does not admit namespace " + cg.Namespace +
-			": OAuthClient " + oc.Name + " is not registered, and no grant of it is on the token server", 0}
+		return nil, nil, nil, needsHuman(ReasonNamespaceNotAllowed, "the TokenServer does not admit namespace "+cg.Namespace+
+			": OAuthClient "+oc.Name+" is not registered, and no grant of it is on the token server")
 	}
 	if oc.Status.ClientID == "" || !meta.IsStatusConditionTrue(oc.Status.Conditions, oauthv1alpha1.ConditionReady) {
-		return nil, nil, nil, &stopped{ReasonClientNotReady, "waiting for OAuthClient " + oc.Name + " to be Ready", 10 * time.Second}
+		return nil, nil, nil, waiting(ReasonClientNotReady, "waiting for OAuthClient "+oc.Name+" to be Ready").after(10 * time.Second)
 	}
 	var ts oauthv1alpha1.TokenServer
 	if err := r.Get(ctx, clientspec.Server(&oc), &ts); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, fmt.Errorf("get TokenServer %s: %w", clientspec.Server(&oc), err)
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, fmt.Errorf("admin client of TokenServer %s/%s: %w", ts.Namespace, ts.Name, err)
 	}
 	if err := ownedBy(ctx, admin, oc.Status.ClientID, cg.Namespace); err != nil {
 		return nil, nil, nil, err
@@ -221,14 +212,14 @@ func (r *ConsentGrantReconciler) resolve(ctx context.Context, cg *oauthv1alpha1.
 func ownedBy(ctx context.Context, admin *adminapi.HTTPClient, clientID, ns string) error {
 	c, err := admin.GetClient(ctx, clientID)
 	if errors.Is(err, adminapi.ErrNotFound) {
-		return &stopped{ReasonClientNotReady, "client " + clientID + " is not on the token server", 10 * time.Second}
+		return waiting(ReasonClientNotReady, "client "+clientID+" is not on the token server").after(10 * time.Second)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("get client %s from the token server: %w", clientID, err)
 	}
 	if c.OwnerNamespace != ns {
-		return &stopped{ReasonClientIDConflict, fmt.Sprintf("client %s on the token server belongs to namespace %q, not %q",
-			clientID, c.OwnerNamespace, ns), 0}
+		return needsHuman(ReasonClientIDConflict, fmt.Sprintf("client %s on the token server belongs to namespace %q, not %q",
+			clientID, c.OwnerNamespace, ns))
 	}
 	return nil
 }
@@ -256,7 +247,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 		if err := r.Get(ctx, key, &ts); err == nil {
 			servers = append(servers, ts)
 		} else if !apierrors.IsNotFound(err) {
-			return err
+			return fmt.Errorf("get TokenServer %s (status.serverRef): %w", key, err)
 		}
 	case apierrors.IsNotFound(err):
 		// Recorded before status.serverRef existed: the owner check makes asking each
@@ -265,7 +256,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 		// over: it may be any TokenServer, and would keep the finalizer forever.
 		var list oauthv1alpha1.TokenServerList
 		if err := r.List(ctx, &list); err != nil {
-			return err
+			return fmt.Errorf("list TokenServers: %w", err)
 		}
 		for i := range list.Items {
 			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, oauthv1alpha1.ConditionReady) {
@@ -274,7 +265,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 		}
 		guessing = true
 	case err != nil:
-		return err
+		return fmt.Errorf("get OAuthClient %s: %w", cg.Spec.ClientRef.Name, err)
 	default:
 		if oc.Status.ClientID != "" {
 			id = oc.Status.ClientID
@@ -283,7 +274,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 		if err := r.Get(ctx, clientspec.Server(&oc), &ts); err == nil {
 			servers = append(servers, ts)
 		} else if !apierrors.IsNotFound(err) {
-			return err
+			return fmt.Errorf("get TokenServer %s: %w", clientspec.Server(&oc), err)
 		}
 	}
 	if id != "" {
@@ -299,8 +290,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 			}
 		}
 	}
-	controllerutil.RemoveFinalizer(cg, Finalizer)
-	return client.IgnoreNotFound(r.Update(ctx, cg))
+	return releaseFinalizer(ctx, r.Client, cg)
 }
 
 // errNoAdminClient: the TokenServer's admin client could not be built.
@@ -315,7 +305,7 @@ func (r *ConsentGrantReconciler) revoke(ctx context.Context, ts *oauthv1alpha1.T
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, ts)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errNoAdminClient, err)
+		return fmt.Errorf("%w of TokenServer %s/%s: %w", errNoAdminClient, ts.Namespace, ts.Name, err)
 	}
 	err = admin.DeleteOwnedGrant(ctx, id, cg.Spec.Subject, cg.Namespace)
 	switch {
@@ -337,7 +327,7 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.ConsentGrant{}, indexGrantClient,
 		func(o client.Object) []string { return []string{o.(*oauthv1alpha1.ConsentGrant).Spec.ClientRef.Name} }); err != nil {
-		return err
+		return fmt.Errorf("index ConsentGrants by client: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.ConsentGrant{}).
 		// A grant follows its client (registered, deregistered) and its namespace's

@@ -1,6 +1,7 @@
 // Package controllers holds kubeoauth's reconcilers, one per kind: OAuthClient,
-// ConsentGrant and TokenServer. Each Reconcile fetches, runs phase functions and patches
-// status once; the decisions they make live in pure packages under internal/.
+// ConsentGrant and TokenServer. Each Reconcile runs one skeleton (reconcile.go: begin,
+// the phases, finish, which patches status once); the decisions they make live in pure
+// packages under internal/.
 //
 // The RBAC markers below generate config/rbac/role.yaml (`make manifests`).
 package controllers

@@ -120,13 +120,13 @@ func (m *Mirror) follow(ctx context.Context, ts oauthv1alpha1.TokenServer) {
 func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
 	admin, err := adminClientFor(ctx, m.Secrets, ts)
 	if err != nil {
-		return err
+		return fmt.Errorf("admin client: %w", err)
 	}
 	var cursor int64
 	for { // the end of the log, so that nothing after the full pass below is missed
 		evs, err := admin.Events(ctx, cursor, 0)
 		if err != nil {
-			return err
+			return fmt.Errorf("read the event log from %d: %w", cursor, err)
 		}
 		if len(evs.Events) == 0 {
 			break
@@ -135,7 +135,7 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 	}
 	clients, err := admin.ListClients(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("list clients: %w", err)
 	}
 	owners := make(map[string]string, len(clients))
 	for _, c := range clients {
@@ -143,7 +143,7 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 	}
 	grants, err := admin.ListGrants(ctx, "", "")
 	if err != nil {
-		return err
+		return fmt.Errorf("list grants: %w", err)
 	}
 	live := map[string]bool{}
 	for _, g := range grants {
@@ -159,7 +159,7 @@ func (m *Mirror) followOnce(ctx context.Context, ts *oauthv1alpha1.TokenServer) 
 	for ctx.Err() == nil {
 		evs, err := admin.Events(ctx, cursor, eventsWait)
 		if err != nil {
-			return err
+			return fmt.Errorf("read the event log from %d: %w", cursor, err)
 		}
 		for _, ev := range evs.Events {
 			m.apply(ctx, ts, admin, ev)
@@ -242,7 +242,7 @@ func (m *Mirror) owner(ctx context.Context, ts *oauthv1alpha1.TokenServer, owner
 	var list oauthv1alpha1.OAuthClientList
 	key := serverClientKey(types.NamespacedName{Namespace: ts.Namespace, Name: ts.Name}, clientID)
 	if err := m.List(ctx, &list, client.InNamespace(ownerNS), client.MatchingFields{indexRegisteredID: key}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list the OAuthClients in %s that registered %s: %w", ownerNS, clientID, err)
 	}
 	switch len(list.Items) {
 	case 0:
@@ -262,7 +262,7 @@ func (m *Mirror) ensure(ctx context.Context, ts *oauthv1alpha1.TokenServer, owne
 	}
 	var existing oauthv1alpha1.ConsentGrantList
 	if err := m.List(ctx, &existing, client.InNamespace(oc.Namespace)); err != nil {
-		return err
+		return fmt.Errorf("list ConsentGrants in %s: %w", oc.Namespace, err)
 	}
 	for _, cg := range existing.Items {
 		if cg.Spec.ClientRef.Name == oc.Name && cg.Spec.Subject == g.Subject && !mirrored(&cg) {
@@ -282,12 +282,16 @@ func (m *Mirror) ensure(ctx context.Context, ts *oauthv1alpha1.TokenServer, owne
 			Labels: map[string]string{oauthv1alpha1.LabelSource: oauthv1alpha1.SourceMirrored}},
 			Spec: oauthv1alpha1.ConsentGrantSpec{ClientRef: oauthv1alpha1.LocalObjectReference{Name: oc.Name},
 				Subject: g.Subject, Scopes: want}}
-		return client.IgnoreAlreadyExists(m.Create(ctx, &cg))
+		if err := m.Create(ctx, &cg); client.IgnoreAlreadyExists(err) != nil {
+			return fmt.Errorf("create ConsentGrant %s: %w", name, err)
+		}
 	case err != nil:
-		return err
+		return fmt.Errorf("get ConsentGrant %s: %w", name, err)
 	case !slices.Equal(cg.Spec.Scopes, want):
 		cg.Spec.Scopes = want
-		return m.Update(ctx, &cg)
+		if err := m.Update(ctx, &cg); err != nil {
+			return fmt.Errorf("update ConsentGrant %s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -299,20 +303,25 @@ func (m *Mirror) remove(ctx context.Context, ts *oauthv1alpha1.TokenServer, owne
 		return err
 	}
 	cg := &oauthv1alpha1.ConsentGrant{ObjectMeta: metav1.ObjectMeta{Namespace: oc.Namespace, Name: MirrorName(oc.Name, subject)}}
-	if err := m.Get(ctx, client.ObjectKeyFromObject(cg), cg); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if !mirrored(cg) {
+	switch err := m.Get(ctx, client.ObjectKeyFromObject(cg), cg); {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get ConsentGrant %s: %w", cg.Name, err)
+	case !mirrored(cg):
 		return nil
 	}
-	return client.IgnoreNotFound(m.Delete(ctx, cg))
+	if err := m.Delete(ctx, cg); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete ConsentGrant %s: %w", cg.Name, err)
+	}
+	return nil
 }
 
 // dropMissing deletes mirrored ConsentGrants of ts's clients whose grant is gone.
 func (m *Mirror) dropMissing(ctx context.Context, ts *oauthv1alpha1.TokenServer, live map[string]bool) error {
 	var list oauthv1alpha1.ConsentGrantList
 	if err := m.List(ctx, &list, client.MatchingLabels{oauthv1alpha1.LabelSource: oauthv1alpha1.SourceMirrored}); err != nil {
-		return err
+		return fmt.Errorf("list mirrored ConsentGrants: %w", err)
 	}
 	for _, cg := range list.Items {
 		var oc oauthv1alpha1.OAuthClient

@@ -22,13 +22,21 @@ func (r *OAuthClientReconciler) policy(ctx context.Context, ts *oauthv1alpha1.To
 	admitted, firstParty bool, err error) {
 	var ns corev1.Namespace
 	if err := r.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
-		return false, false, err
+		return false, false, fmt.Errorf("get Namespace %s: %w", name, err)
 	}
 	if admitted, err = clientspec.Admitted(ts, &ns); err != nil || !admitted {
-		return false, false, err
+		return false, false, policyErr(ts, err)
 	}
 	firstParty, err = clientspec.FirstParty(ts, &ns)
-	return admitted, firstParty, err
+	return admitted, firstParty, policyErr(ts, err)
+}
+
+// policyErr says which TokenServer's namespace selectors could not be evaluated.
+func policyErr(ts *oauthv1alpha1.TokenServer, err error) error {
+	if err != nil {
+		return fmt.Errorf("namespace policy of TokenServer %s/%s: %w", ts.Namespace, ts.Name, err)
+	}
+	return nil
 }
 
 // deregister handles a namespace the server does not admit: nothing is pushed, and a
@@ -37,8 +45,8 @@ func (r *OAuthClientReconciler) policy(ctx context.Context, ts *oauthv1alpha1.To
 // another namespace can go.
 func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
 	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
-	stop := &stopped{ReasonNamespaceNotAllowed, fmt.Sprintf(
-		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace), 0}
+	refused := needsHuman(ReasonNamespaceNotAllowed, fmt.Sprintf(
+		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace))
 	// The ID in status, and the one the spec asks for: a pass that registered the
 	// client may have recorded it in a status this pass's cached copy does not show
 	// yet. A sibling whose TokenServer (another of the same server) still admits the
@@ -68,15 +76,15 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 			r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonDeregistered, "Deregister",
 				"namespace %s is no longer admitted by TokenServer %s/%s: client %s deleted from the token server, its tokens and grants revoked",
 				oc.Namespace, ts.Namespace, ts.Name, id)
-			stop.message += "; client " + id + " was deleted from the token server and comes back when the namespace is admitted again"
+			refused.message += "; client " + id + " was deleted from the token server and comes back when the namespace is admitted again"
 		case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
 			// Gone already, or not ours: nothing of ours is left to delete.
 		default:
-			return fmt.Errorf("deregistering client %s from the token server: %w", id, err)
+			return fmt.Errorf("deregister client %s from TokenServer %s/%s: %w", id, ts.Namespace, ts.Name, err)
 		}
 	}
 	oc.Status.ClientID = ""
-	return r.warn(oc, stop)
+	return r.warn(oc, refused)
 }
 
 // heldBySibling says whether another OAuthClient of oc's namespace, on any
@@ -84,7 +92,7 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 func (r *OAuthClientReconciler) heldBySibling(ctx context.Context, oc *oauthv1alpha1.OAuthClient, id string) (bool, error) {
 	var list oauthv1alpha1.OAuthClientList
 	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace)); err != nil {
-		return false, err
+		return false, fmt.Errorf("list OAuthClients in %s: %w", oc.Namespace, err)
 	}
 	for i := range list.Items {
 		if other := &list.Items[i]; other.Name != oc.Name && other.Status.ClientID == id {
@@ -104,7 +112,7 @@ func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1al
 	// It is remembered apart from status.clientID, which a de-admission clears.
 	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok {
 		if oc.Status.ClientID != clientID && oc.Status.LegacyClientID != clientID {
-			return r.warn(oc, &stopped{ReasonClientIDNotAllowed, msg, 0})
+			return r.warn(oc, needsHuman(ReasonClientIDNotAllowed, msg))
 		}
 		oc.Status.LegacyClientID = clientID
 	} else {
@@ -113,13 +121,13 @@ func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1al
 	var list oauthv1alpha1.OAuthClientList
 	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace),
 		client.MatchingFields{indexWantedID: serverClientKey(clientspec.Server(oc), clientID)}); err != nil {
-		return err
+		return fmt.Errorf("list OAuthClients in %s that want client ID %s: %w", oc.Namespace, clientID, err)
 	}
 	for i := range list.Items {
 		if other := &list.Items[i]; other.Name != oc.Name && firstClaim(other, oc, clientID) {
 			oc.Status.ClientID = ""
-			return r.warn(oc, &stopped{ReasonClientIDConflict, fmt.Sprintf(
-				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name), r.Resync})
+			return r.warn(oc, needsHuman(ReasonClientIDConflict, fmt.Sprintf(
+				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name)).after(r.Resync))
 		}
 	}
 	return nil

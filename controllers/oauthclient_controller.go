@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,7 +14,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
@@ -79,58 +77,45 @@ type OAuthClientReconciler struct {
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// stopped ends a pass with a condition already set: nothing to retry until something
-// changes or the requeue comes.
-type stopped struct {
-	reason, message string
-	requeue         time.Duration
+// Reconcile registers the client on its TokenServer and keeps its credentials
+// Secret; its status says whether the token server has this spec.
+func (r *OAuthClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	oc := &oauthv1alpha1.OAuthClient{}
+	before, err := begin(ctx, r.Client, req, oc, r.finalize)
+	if before == nil {
+		return ctrl.Result{}, err
+	}
+	next, err := r.sync(ctx, oc)
+	// Unchanged clients are pushed again every Resync (drift repair); a rotation or
+	// the end of an overlap may be due first.
+	return finish(ctx, r.Client, clientKind, before, oc, soonest(next, r.Resync), err)
 }
 
-func (s *stopped) Error() string { return s.reason + ": " + s.message }
-
-// Reconcile fetches the client, ensures the finalizer, runs the phases and patches
-// status once.
-func (r *OAuthClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var oc oauthv1alpha1.OAuthClient
-	if err := r.Get(ctx, req.NamespacedName, &oc); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !oc.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, &oc)
-	}
-	if controllerutil.AddFinalizer(&oc, Finalizer) {
-		if err := r.Update(ctx, &oc); err != nil {
-			return ctrl.Result{}, err
+// clientKind: Ready and Synced say the same, registered with this spec or why not.
+var clientKind = kind[*oauthv1alpha1.OAuthClient]{
+	status: func(oc *oauthv1alpha1.OAuthClient) reported {
+		return reported{&oc.Status.Conditions, &oc.Status.ObservedGeneration, &oc.Status}
+	},
+	conditions: func(_ *oauthv1alpha1.OAuthClient, err error) []metav1.Condition {
+		if err == nil {
+			return []metav1.Condition{
+				condition(oauthv1alpha1.ConditionReady, true, ReasonSynced, "registered on the token server"),
+				condition(oauthv1alpha1.ConditionSynced, true, ReasonSynced, "the token server has this spec")}
 		}
+		reason, msg := notSynced(err)
+		return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, reason, msg),
+			condition(oauthv1alpha1.ConditionSynced, false, reason, msg)}
+	},
+}
+
+// notSynced is how a pass of an OAuthClient or ConsentGrant that did not go through
+// reads in its conditions: a condition error's reason and message, any other error
+// as SyncFailed.
+func notSynced(err error) (reason, message string) {
+	if ce, ok := conditionOf(err); ok {
+		return ce.reason, ce.message
 	}
-	before := oc.DeepCopy()
-	next, err := r.sync(ctx, &oc)
-	var stop *stopped
-	ready := metav1.Condition{Type: oauthv1alpha1.ConditionReady, ObservedGeneration: oc.Generation}
-	synced := metav1.Condition{Type: oauthv1alpha1.ConditionSynced, ObservedGeneration: oc.Generation}
-	result := ctrl.Result{RequeueAfter: r.Resync}
-	if next > 0 && next < result.RequeueAfter {
-		result.RequeueAfter = next // a rotation or the end of an overlap is due first
-	}
-	switch {
-	case err == nil:
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, ReasonSynced, "registered on the token server"
-		synced.Status, synced.Reason, synced.Message = metav1.ConditionTrue, ReasonSynced, "the token server has this spec"
-	case errors.As(err, &stop):
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, stop.reason, stop.message
-		synced.Status, synced.Reason, synced.Message = metav1.ConditionFalse, stop.reason, stop.message
-		result, err = ctrl.Result{RequeueAfter: stop.requeue}, nil
-	default:
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonSyncFailed, err.Error()
-		synced.Status, synced.Reason, synced.Message = metav1.ConditionFalse, ReasonSyncFailed, err.Error()
-	}
-	meta.SetStatusCondition(&oc.Status.Conditions, ready)
-	meta.SetStatusCondition(&oc.Status.Conditions, synced)
-	oc.Status.ObservedGeneration = oc.Generation
-	if perr := patchStatusIfChanged(ctx, r.Client, before, &oc, !equality.Semantic.DeepEqual(before.Status, oc.Status)); perr != nil {
-		return ctrl.Result{}, errors.Join(err, perr)
-	}
-	return result, err
+	return ReasonSyncFailed, err.Error()
 }
 
 // sync resolves the server, checks the namespace policy and the client ID, and pushes
@@ -162,15 +147,15 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	out, err := admin.PutClient(ctx, clientspec.Desired(oc, clientID, creds, firstParty))
 	if errors.Is(err, adminapi.ErrConflict) {
 		oc.Status.ClientID = ""
-		return 0, r.warn(oc, &stopped{ReasonClientIDConflict, fmt.Sprintf(
-			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err)), r.Resync})
+		return 0, r.warn(oc, needsHuman(ReasonClientIDConflict, fmt.Sprintf(
+			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err))).after(r.Resync))
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pushing the client to the token server: %w", err)
+		return 0, fmt.Errorf("push client %s to TokenServer %s/%s: %w", clientID, ts.Namespace, ts.Name, err)
 	}
 	if commit != nil {
 		if err := commit(ctx); err != nil {
-			return 0, fmt.Errorf("writing Secret %s after the token server took its secret: %w", clientspec.SecretName(oc), err)
+			return 0, fmt.Errorf("write Secret %s after the token server took its secret: %w", clientspec.SecretName(oc), err)
 		}
 	}
 	// One event per change, not one per step: with thousands of clients applied at
@@ -201,13 +186,13 @@ func errMessage(err error) string {
 	return err.Error()
 }
 
-// warn emits a Warning event for a stop the object was not already in, so that a
-// refused client says so once, not on every resync.
-func (r *OAuthClientReconciler) warn(oc *oauthv1alpha1.OAuthClient, s *stopped) error {
-	if c := meta.FindStatusCondition(oc.Status.Conditions, oauthv1alpha1.ConditionReady); c == nil || c.Reason != s.reason {
-		r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, s.reason, "Sync", "%s", s.message)
+// warn emits a Warning event for a condition the object was not already in, so that
+// a refused client says so once, not on every resync.
+func (r *OAuthClientReconciler) warn(oc *oauthv1alpha1.OAuthClient, ce *conditionError) error {
+	if c := meta.FindStatusCondition(oc.Status.Conditions, oauthv1alpha1.ConditionReady); c == nil || c.Reason != ce.reason {
+		r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ce.reason, "Sync", "%s", ce.message)
 	}
-	return s
+	return ce
 }
 
 // server returns the client's TokenServer, Ready, and its admin API.
@@ -217,16 +202,16 @@ func (r *OAuthClientReconciler) server(ctx context.Context, oc *oauthv1alpha1.OA
 	var ts oauthv1alpha1.TokenServer
 	if err := r.Get(ctx, key, &ts); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil, &stopped{ReasonServerNotFound, fmt.Sprintf("TokenServer %s not found", key), 30 * time.Second}
+			return nil, nil, waiting(ReasonServerNotFound, fmt.Sprintf("TokenServer %s not found", key)).after(30 * time.Second)
 		}
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("get TokenServer %s: %w", key, err)
 	}
 	if !meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
-		return nil, nil, &stopped{ReasonServerNotReady, fmt.Sprintf("waiting for TokenServer %s to be Ready", key), 0}
+		return nil, nil, waiting(ReasonServerNotReady, fmt.Sprintf("waiting for TokenServer %s to be Ready", key))
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {
-		return nil, nil, &stopped{ReasonServerNotReady, err.Error(), 10 * time.Second}
+		return nil, nil, waiting(ReasonServerNotReady, err.Error()).after(10 * time.Second)
 	}
 	return &ts, admin, nil
 }

@@ -44,8 +44,8 @@ func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alph
 	}
 	switch {
 	case apierrors.IsNotFound(err) && !clientspec.CreatesSecret(oc):
-		return none, nil, 0, &stopped{ReasonSecretNotFound,
-			fmt.Sprintf("waiting for Secret %s with key %s (spec.secret.create is false)", key.Name, clientspec.KeyClientSecret), 0}
+		return none, nil, 0, waiting(ReasonSecretNotFound,
+			fmt.Sprintf("waiting for Secret %s with key %s (spec.secret.create is false)", key.Name, clientspec.KeyClientSecret))
 	case apierrors.IsNotFound(err):
 		return r.newCredentials(oc, key, clientID, issuer)
 	case err != nil:
@@ -53,8 +53,8 @@ func (r *OAuthClientReconciler) credentials(ctx context.Context, oc *oauthv1alph
 	}
 	secret := string(sec.Data[clientspec.KeyClientSecret])
 	if len(secret) < 32 {
-		return none, nil, 0, &stopped{ReasonSecretInvalid,
-			fmt.Sprintf("Secret %s: key %s must hold at least 32 characters", key.Name, clientspec.KeyClientSecret), 0}
+		return none, nil, 0, needsHuman(ReasonSecretInvalid,
+			fmt.Sprintf("Secret %s: key %s must hold at least 32 characters", key.Name, clientspec.KeyClientSecret))
 	}
 	if !clientspec.CreatesSecret(oc) || !metav1.IsControlledBy(&sec, oc) {
 		return clientspec.Credentials{Secret: secret}, nil, 0, nil

@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
@@ -28,8 +27,7 @@ func (r *OAuthClientReconciler) finalize(ctx context.Context, oc *oauthv1alpha1.
 			return err
 		}
 	}
-	controllerutil.RemoveFinalizer(oc, Finalizer)
-	return client.IgnoreNotFound(r.Update(ctx, oc))
+	return releaseFinalizer(ctx, r.Client, oc)
 }
 
 // deleteRegistered deletes from the token server only what this object registered
@@ -46,11 +44,11 @@ func (r *OAuthClientReconciler) deleteRegistered(ctx context.Context, oc *oauthv
 		return nil // the server is gone, and its clients with it
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("get TokenServer %s: %w", clientspec.Server(oc), err)
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {
-		return err
+		return fmt.Errorf("admin client of TokenServer %s/%s: %w", ts.Namespace, ts.Name, err)
 	}
 	err = admin.DeleteClient(ctx, id, oc.Namespace)
 	switch {
@@ -62,7 +60,7 @@ func (r *OAuthClientReconciler) deleteRegistered(ctx context.Context, oc *oauthv
 		r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonClientIDConflict, "Delete",
 			"client %s left on the token server: %s", id, errMessage(err))
 	default:
-		return fmt.Errorf("deleting the client from the token server: %w", err)
+		return fmt.Errorf("delete client %s from TokenServer %s/%s: %w", id, ts.Namespace, ts.Name, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,7 +41,7 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := idx.IndexField(ctx, &oauthv1alpha1.OAuthClient{}, indexServer, func(o client.Object) []string {
 		return []string{clientspec.Server(o.(*oauthv1alpha1.OAuthClient)).String()}
 	}); err != nil {
-		return err
+		return fmt.Errorf("index OAuthClients by server: %w", err)
 	}
 	// Only clients that wait for a user's Secret (create: false) are indexed by it: a
 	// generated Secret is owned, and Owns below follows it. 10,000 generated Secrets
@@ -52,13 +53,13 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return []string{clientspec.SecretName(oc)}
 	}); err != nil {
-		return err
+		return fmt.Errorf("index OAuthClients by the Secret they wait for: %w", err)
 	}
 	if err := idx.IndexField(ctx, &oauthv1alpha1.OAuthClient{}, indexWantedID, func(o client.Object) []string {
 		oc := o.(*oauthv1alpha1.OAuthClient)
 		return []string{serverClientKey(clientspec.Server(oc), clientspec.ClientID(oc))}
 	}); err != nil {
-		return err
+		return fmt.Errorf("index OAuthClients by the client ID they want: %w", err)
 	}
 	if r.Workers == 0 {
 		r.Workers = 8

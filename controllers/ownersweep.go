@@ -67,12 +67,6 @@ type OwnerSweeper struct {
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
-// sweepSkipped is a pass that deleted nothing because a TokenServer of the same
-// server could not be evaluated.
-type sweepSkipped struct{ reason string }
-
-func (e *sweepSkipped) Error() string { return "owner sweep skipped: " + e.reason }
-
 // sweeps says whether the sweep may delete ts's server's clients.
 func sweeps(ts *oauthv1alpha1.TokenServer) bool {
 	return ts.Spec.External == nil || ts.Spec.External.OwnsAllClients
@@ -93,14 +87,17 @@ func (r *OwnerSweeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	}
 	admin, err := adminClientFor(ctx, r.Secrets, &ts)
 	if err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, fmt.Errorf("admin client of TokenServer %s/%s: %w", ts.Namespace, ts.Name, err)
 	}
 	if err := r.sweep(ctx, client.ObjectKeyFromObject(&ts), admin); err != nil {
-		if skipped := (*sweepSkipped)(nil); errors.As(err, &skipped) {
-			r.Recorder.Eventf(&ts, nil, corev1.EventTypeWarning, ReasonSweepSkipped, "Sweep",
-				"the owner sweep deleted nothing: %s", skipped.reason)
+		// A skipped sweep has no status to be reported in: its Warning event says it,
+		// and it stays an error, retried with backoff and counted, because clients
+		// that should go stay until a sweep goes through.
+		if skipped, ok := conditionOf(err); ok {
+			r.Recorder.Eventf(&ts, nil, corev1.EventTypeWarning, skipped.reason, "Sweep",
+				"the owner sweep deleted nothing: %s", skipped.message)
 		}
-		return ctrl.Result{}, fmt.Errorf("sweeping TokenServer %s/%s by owner: %w", ts.Namespace, ts.Name, err)
+		return ctrl.Result{}, fmt.Errorf("sweep TokenServer %s/%s by owner: %w", ts.Namespace, ts.Name, err)
 	}
 	return ctrl.Result{RequeueAfter: r.Interval}, nil
 }
@@ -113,11 +110,11 @@ func (r *OwnerSweeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *adminapi.HTTPClient) error {
 	clients, err := admin.ListClients(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("list clients: %w", err)
 	}
 	grants, err := admin.ListGrantsFrom(ctx, adminapi.SourceDeclared)
 	if err != nil {
-		return err
+		return fmt.Errorf("list declared grants: %w", err)
 	}
 	peers, err := r.sameServer(ctx, key, admin)
 	if err != nil || len(peers) == 0 {
@@ -146,17 +143,17 @@ func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *a
 		case apierrors.IsNotFound(err):
 			v.known = bundled // deleted: admits nothing; or someone else's: not ours to judge
 		case err != nil:
-			return v, err
+			return v, fmt.Errorf("get Namespace %s: %w", name, err)
 		default:
 			v.known = true
 			for i := range peers {
 				admitted, err := clientspec.Admitted(&peers[i], &ns)
 				if err != nil {
-					return v, err
+					return v, policyErr(&peers[i], err)
 				}
 				firstParty, err := clientspec.FirstParty(&peers[i], &ns)
 				if err != nil {
-					return v, err
+					return v, policyErr(&peers[i], err)
 				}
 				v.admitted = v.admitted || admitted
 				v.firstParty = v.firstParty || (admitted && firstParty)
@@ -212,13 +209,13 @@ func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *a
 // keeps its clients, so that two TokenServers of one server never sweep each other's
 // clients. One that cannot be evaluated (its admin client cannot be built, or its
 // token differs from ours: a Secret being rotated, or a server that only claims our
-// issuer) makes the whole pass a *sweepSkipped: whether its policy counts is unknown,
-// and guessing "no" would delete its clients.
+// issuer) makes the whole pass a SweepSkipped condition error: whether its policy
+// counts is unknown, and guessing "no" would delete its clients.
 func (r *OwnerSweeper) sameServer(ctx context.Context, key client.ObjectKey, admin *adminapi.HTTPClient) (
 	[]oauthv1alpha1.TokenServer, error) {
 	var list oauthv1alpha1.TokenServerList
 	if err := r.List(ctx, &list); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list TokenServers: %w", err)
 	}
 	var peers []oauthv1alpha1.TokenServer
 	for i := range list.Items {
@@ -245,11 +242,12 @@ func (r *OwnerSweeper) sameServer(ctx context.Context, key client.ObjectKey, adm
 		// the admin token proves it is the same server.
 		theirs, err := adminClientFor(ctx, r.Secrets, other)
 		if err != nil {
-			return nil, &sweepSkipped{fmt.Sprintf("TokenServer %s, of the same token server, has no usable admin client: %v", name, err)}
+			return nil, waiting(ReasonSweepSkipped, fmt.Sprintf(
+				"TokenServer %s, of the same token server, has no usable admin client: %v", name, err))
 		}
 		if subtle.ConstantTimeCompare([]byte(theirs.Token), []byte(admin.Token)) != 1 {
-			return nil, &sweepSkipped{fmt.Sprintf("TokenServer %s names the same token server with a different admin "+
-				"token (a rotation in progress, or not the same server)", name)}
+			return nil, waiting(ReasonSweepSkipped, fmt.Sprintf("TokenServer %s names the same token server with a different admin "+
+				"token (a rotation in progress, or not the same server)", name))
 		}
 		peers = append(peers, *other)
 	}
@@ -300,7 +298,7 @@ func (r *OwnerSweeper) revokeDeclared(ctx context.Context, ts *oauthv1alpha1.Tok
 		case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
 			// Gone already, or the client changed hands since the list.
 		default:
-			errs = append(errs, fmt.Errorf("revoking the declared grant of %s to %s: %w", g.Subject, g.ClientID, err))
+			errs = append(errs, fmt.Errorf("revoke the declared grant of %s to %s: %w", g.Subject, g.ClientID, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -324,7 +322,7 @@ func (r *OwnerSweeper) deleteClient(ctx context.Context, ts *oauthv1alpha1.Token
 		log.FromContext(ctx).Info("owner sweep: "+msg, "namespace", owner, "clientID", id)
 	case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
 	default:
-		return fmt.Errorf("deleting client %s of namespace %s: %w", id, owner, err)
+		return fmt.Errorf("delete client %s of namespace %s: %w", id, owner, err)
 	}
 	return nil
 }
@@ -338,7 +336,7 @@ func (r *OwnerSweeper) managed(ctx context.Context, servers []oauthv1alpha1.Toke
 		for _, index := range []string{indexRegisteredID, indexWantedID} {
 			var list oauthv1alpha1.OAuthClientList
 			if err := r.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{index: key}); err != nil {
-				return false, err
+				return false, fmt.Errorf("list OAuthClients in %s: %w", ns, err)
 			}
 			for j := range list.Items {
 				if list.Items[j].DeletionTimestamp.IsZero() {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -15,19 +16,18 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
@@ -58,48 +58,47 @@ type TokenServerReconciler struct {
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 
-// Reconcile runs the server's phases and patches its status once.
+// Reconcile runs the server's phases and reports them in Ready, Progressing and
+// Degraded.
 func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var ts oauthv1alpha1.TokenServer
-	if err := r.Get(ctx, req.NamespacedName, &ts); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	ts := &oauthv1alpha1.TokenServer{}
+	before, err := begin(ctx, r.Client, req, ts, nil)
+	if before == nil {
+		return ctrl.Result{}, err
 	}
-	before := ts.DeepCopy()
-	ts.Status.ObservedGeneration = ts.Generation
 	ts.Status.Issuer = string(ts.Spec.Issuer)
 	var next time.Duration
-	var err error
 	if ts.Spec.External != nil {
-		ts.Status.AdminEndpoint = ts.Spec.External.AdminURL
-		var admin *adminapi.HTTPClient
-		if admin, err = adminClientFor(ctx, r.Secrets, &ts); err == nil {
-			err = admin.Health(ctx)
-		}
+		err = r.reconcileExternal(ctx, ts)
 	} else {
-		next, err = r.reconcileManaged(ctx, &ts)
-	}
-	setServerConditions(&ts, err)
-	if ext := ts.Spec.External; ext != nil && ext.Insecure && insecureAdminURL(ext) {
-		r.insecureWarning(before, &ts)
-	}
-	if perr := patchStatusIfChanged(ctx, r.Client, before, &ts, !equality.Semantic.DeepEqual(before.Status, ts.Status)); perr != nil {
-		return ctrl.Result{}, perr
+		next, err = r.reconcileManaged(ctx, ts)
 	}
 	log.FromContext(ctx).V(1).Info("reconciled token server", "error", err)
-	var prog *progress
-	var deg *degraded
-	interval := r.HealthInterval
-	switch {
-	case errors.As(err, &prog), errors.As(err, &deg):
+	// A Ready server's admin API is checked again every HealthInterval; the signing
+	// key is rotated when due, whatever else the pass waits for.
+	next = soonest(next, r.HealthInterval)
+	if ce, ok := conditionOf(err); ok {
 		// The owned objects' watches bring the next pass; the requeue is a safety net.
-		interval = min(interval, 30*time.Second)
-	case err != nil:
-		interval = min(interval, 10*time.Second)
+		ce.requeue = soonest(ce.requeue, 30*time.Second, next)
 	}
-	if next > 0 && next < interval {
-		interval = next
+	return finish(ctx, r.Client, serverKind, before, ts, next, err)
+}
+
+// reconcileExternal checks the admin API of a token server run elsewhere.
+func (r *TokenServerReconciler) reconcileExternal(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
+	ext := ts.Spec.External
+	ts.Status.AdminEndpoint = ext.AdminURL
+	admin, err := adminClientFor(ctx, r.Secrets, ts)
+	if err != nil {
+		return err // it names the Secret or the field at fault
 	}
-	return ctrl.Result{RequeueAfter: interval}, nil
+	if err := admin.Health(ctx); err != nil {
+		return fmt.Errorf("admin API health check: %w", err)
+	}
+	if ext.Insecure && insecureAdminURL(ext) {
+		r.insecureWarning(ts)
+	}
+	return nil
 }
 
 // ReasonInsecureAdminURL: spec.external.insecure lets the admin token travel over http.
@@ -107,16 +106,12 @@ const ReasonInsecureAdminURL = "InsecureAdminURL"
 
 const insecureNote = "; the admin token travels in clear text (http adminURL, spec.external.insecure: true)"
 
-// insecureWarning says in Ready, and once in a Warning event, that the admin token
-// crosses the network unencrypted: accepted because the TokenServer's author said so,
-// never silently.
-func (r *TokenServerReconciler) insecureWarning(before, ts *oauthv1alpha1.TokenServer) {
-	c := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReady)
-	if c == nil || c.Status != metav1.ConditionTrue {
-		return
-	}
-	c.Message += insecureNote
-	old := meta.FindStatusCondition(before.Status.Conditions, oauthv1alpha1.ConditionReady)
+// insecureWarning says once, in a Warning event, that the admin token crosses the
+// network unencrypted (Ready says it on every pass, see serverConditions): accepted
+// because the TokenServer's author said so, never silently. It runs before the pass's
+// conditions are set: the Ready it reads is the last pass's.
+func (r *TokenServerReconciler) insecureWarning(ts *oauthv1alpha1.TokenServer) {
+	old := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReady)
 	if old == nil || !strings.HasSuffix(old.Message, insecureNote) {
 		r.Recorder.Eventf(ts, nil, corev1.EventTypeWarning, ReasonInsecureAdminURL, "Connect",
 			"TokenServer %s/%s: spec.external.adminURL %s is http: the admin bearer token, which can register, change and "+
@@ -125,50 +120,44 @@ func (r *TokenServerReconciler) insecureWarning(before, ts *oauthv1alpha1.TokenS
 	}
 }
 
-// setServerConditions turns the pass's outcome into Ready, Progressing and Degraded.
-func setServerConditions(ts *oauthv1alpha1.TokenServer, err error) {
-	cond := func(t string, ok bool, reason, msg string) {
-		st := metav1.ConditionFalse
-		if ok {
-			st = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&ts.Status.Conditions, metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg,
-			ObservedGeneration: ts.Generation})
+// serverKind: Ready, Progressing and Degraded, as Deployments have them.
+var serverKind = kind[*oauthv1alpha1.TokenServer]{
+	status: func(ts *oauthv1alpha1.TokenServer) reported {
+		return reported{&ts.Status.Conditions, &ts.Status.ObservedGeneration, &ts.Status}
+	},
+	conditions: serverConditions,
+}
+
+// serverConditions turns the pass's outcome into Ready, Progressing and Degraded.
+func serverConditions(ts *oauthv1alpha1.TokenServer, err error) []metav1.Condition {
+	all := func(ready, progressing, degraded bool, reason, msg string) []metav1.Condition {
+		return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, ready, reason, msg),
+			condition(oauthv1alpha1.ConditionProgressing, progressing, reason, msg),
+			condition(oauthv1alpha1.ConditionDegraded, degraded, reason, msg)}
 	}
-	var prog *progress
-	var deg *degraded
-	serving := ts.Status.ReadyReplicas > 0 || ts.Spec.External != nil
+	ext := ts.Spec.External
+	ce, reported := conditionOf(err)
 	switch {
+	case err == nil && ext != nil:
+		conds := all(true, false, false, ReasonAdminReachable, "the admin API answers and accepts the token")
+		if ext.Insecure && insecureAdminURL(ext) {
+			conds[0].Message += insecureNote
+		}
+		return conds
 	case err == nil:
-		reason, msg := ReasonAvailable, "every replica is ready and up to date"
-		if ts.Spec.External != nil {
-			reason, msg = ReasonAdminReachable, "the admin API answers and accepts the token"
-		}
-		cond(oauthv1alpha1.ConditionReady, true, reason, msg)
-		cond(oauthv1alpha1.ConditionProgressing, false, reason, msg)
-		cond(oauthv1alpha1.ConditionDegraded, false, reason, msg)
-	case errors.As(err, &prog):
+		return all(true, false, false, ReasonAvailable, "every replica is ready and up to date")
+	case reported && ce.human:
+		return all(false, false, true, ce.reason, ce.message)
+	case reported:
 		// Serving while rolling out is Ready: clients keep working.
-		cond(oauthv1alpha1.ConditionReady, serving && prog.reason == ReasonRollingOut, prog.reason, prog.message)
-		cond(oauthv1alpha1.ConditionProgressing, true, prog.reason, prog.message)
-		cond(oauthv1alpha1.ConditionDegraded, false, prog.reason, prog.message)
-	case errors.As(err, &deg):
-		cond(oauthv1alpha1.ConditionReady, false, deg.reason, deg.message)
-		cond(oauthv1alpha1.ConditionProgressing, false, deg.reason, deg.message)
-		cond(oauthv1alpha1.ConditionDegraded, true, deg.reason, deg.message)
+		serving := ts.Status.ReadyReplicas > 0 || ext != nil
+		return all(serving && ce.reason == ReasonRollingOut, true, false, ce.reason, ce.message)
 	case errors.Is(err, errServerNotReady):
-		cond(oauthv1alpha1.ConditionReady, false, ReasonAdminUnreachable, err.Error())
-		cond(oauthv1alpha1.ConditionProgressing, ts.Spec.External == nil, ReasonAdminUnreachable, err.Error())
-		cond(oauthv1alpha1.ConditionDegraded, false, ReasonAdminUnreachable, err.Error())
-	default:
-		reason := ReasonReconcileFailed
-		if ts.Spec.External != nil {
-			reason = ReasonAdminUnreachable
-		}
-		cond(oauthv1alpha1.ConditionReady, false, reason, err.Error())
-		cond(oauthv1alpha1.ConditionProgressing, false, reason, err.Error())
-		cond(oauthv1alpha1.ConditionDegraded, true, reason, err.Error())
+		return all(false, ext == nil, false, ReasonAdminUnreachable, err.Error())
+	case ext != nil:
+		return all(false, false, true, ReasonAdminUnreachable, err.Error())
 	}
+	return all(false, false, true, ReasonReconcileFailed, err.Error())
 }
 
 // SetupWithManager registers the reconciler and the objects it owns.
@@ -180,6 +169,11 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Clock = clock.RealClock{}
 	}
 	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.TokenServer{}).
+		// A failed pass is retried with backoff, but a server that stays unreachable is
+		// still checked every 10 s (or HealthInterval, if shorter), so that it is seen
+		// Ready again, and its clients registered, soon after it comes back.
+		WithOptions(controller.Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](
+			5*time.Millisecond, min(r.HealthInterval, 10*time.Second))}).
 		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).
 		// Secrets as metadata only: see SecretReader.
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).
@@ -236,17 +230,4 @@ func serverOfSlice(_ context.Context, o client.Object) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
-}
-
-// patchStatusIfChanged patches obj's status from before, only when changed: a resync
-// of an unchanged object writes nothing.
-func patchStatusIfChanged(ctx context.Context, c client.Client, before, obj client.Object, changed bool) error {
-	if !changed {
-		return nil
-	}
-	err := c.Status().Patch(ctx, obj, client.MergeFrom(before))
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
 }

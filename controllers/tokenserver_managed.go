@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -44,18 +45,6 @@ const (
 // fieldOwner is the server-side apply field manager of everything the operator builds.
 const fieldOwner = client.FieldOwner("kubeoauth")
 
-// progress ends a pass of the managed reconciler that is waiting for something to
-// happen in the cluster (a database to come up, a Job to finish): Progressing, not
-// an error. The watches on the owned objects bring the next pass.
-type progress struct{ reason, message string }
-
-func (p *progress) Error() string { return p.reason + ": " + p.message }
-
-// degraded ends a pass on a failure a retry will not fix by itself.
-type degraded struct{ reason, message string }
-
-func (d *degraded) Error() string { return d.reason + ": " + d.message }
-
 // Least privilege: applied objects need create and patch (server-side apply); what
 // is watched needs get, list, watch; nothing is deleted by hand (owner references let
 // the garbage collector do it).
@@ -67,8 +56,9 @@ func (d *degraded) Error() string { return d.reason + ": " + d.message }
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=create;patch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
-// reconcileManaged runs a bundled token server's phases in order; each returns
-// progress while it waits. It returns when the signing key is next due.
+// reconcileManaged runs a bundled token server's phases in order; each ends the pass
+// with a waiting condition error while it waits. It returns when the signing key is
+// next due.
 func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) (time.Duration, error) {
 	const color = resources.ColorBlue // the first version; upgrades bring up green
 	for _, obj := range []client.Object{resources.ServiceAccount(ts), resources.ConfigMap(ts)} {
@@ -81,7 +71,7 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 		return resources.AdminSecret(ts, token), err
 	})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("admin token: %w", err)
 	}
 	adminTLS, err := r.ensureAdminTLS(ctx, ts)
 	if err != nil {
@@ -126,51 +116,56 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	var sts appsv1.StatefulSet
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.StatefulSetName(ts, color)}, &sts); err != nil {
 		if apierrors.IsNotFound(err) { // just applied; the cache has not seen it yet
-			return nextRotation, &progress{ReasonRollingOut, "creating StatefulSet " + resources.StatefulSetName(ts, color)}
+			return nextRotation, waiting(ReasonRollingOut, "creating StatefulSet "+resources.StatefulSetName(ts, color))
 		}
-		return nextRotation, err
+		return nextRotation, fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, color), err)
 	}
 	ts.Status.ReadyReplicas = sts.Status.ReadyReplicas
 	want := ptr.Deref(ts.Spec.Replicas, 1)
 	if sts.Status.ReadyReplicas == 0 {
-		return nextRotation, &progress{ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want)}
+		return nextRotation, waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
 	}
 	ts.Status.CurrentImage = ts.Spec.Image
 	adm, err := adminClientFor(ctx, r.Secrets, ts)
 	if err == nil {
-		err = adm.Health(ctx)
+		if err = adm.Health(ctx); err != nil {
+			err = fmt.Errorf("admin API health check: %w", err)
+		}
+	}
+	if err != nil && !errors.Is(err, errServerNotReady) {
+		err = fmt.Errorf("%w: %w", errServerNotReady, err)
 	}
 	if err != nil {
-		return nextRotation, fmt.Errorf("%w: %w", errServerNotReady, err)
+		return nextRotation, err
 	}
 	if rolled := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdatedReplicas == want &&
 		sts.Status.ReadyReplicas == want; !rolled {
-		return nextRotation, &progress{ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
-			sts.Name, min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas), want)}
+		return nextRotation, waiting(ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
+			sts.Name, min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas), want))
 	}
 	return nextRotation, nil
 }
 
 // apply server-side applies obj, owned by ts. An unchanged object is not written.
 func (r *TokenServerReconciler) apply(ctx context.Context, ts *oauthv1alpha1.TokenServer, obj client.Object) error {
-	if err := controllerutil.SetControllerReference(ts, obj, r.Scheme()); err != nil {
-		return err
-	}
 	gvk, err := apiutil.GVKForObject(obj, r.Scheme())
 	if err != nil {
-		return err
+		return fmt.Errorf("apply %T %s: %w", obj, obj.GetName(), err)
+	}
+	if err := controllerutil.SetControllerReference(ts, obj, r.Scheme()); err != nil {
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	obj.GetObjectKind().SetGroupVersionKind(gvk)
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return err
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	// Typed objects carry empty status and creationTimestamp: not ours to apply.
 	delete(u, "status")
 	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
 		fieldOwner, client.ForceOwnership); err != nil {
-		return fmt.Errorf("applying %s %s: %w", gvk.Kind, obj.GetName(), err)
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	return nil
 }
@@ -181,18 +176,21 @@ func (r *TokenServerReconciler) ensureSecret(ctx context.Context, ts *oauthv1alp
 	build func() (*corev1.Secret, error)) (*corev1.Secret, error) {
 	var sec corev1.Secret
 	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
+	if err == nil {
+		return &sec, nil
+	}
 	if !apierrors.IsNotFound(err) {
-		return &sec, err
+		return nil, fmt.Errorf("get Secret %s: %w", name, err)
 	}
 	fresh, err := build()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("generate Secret %s: %w", name, err)
 	}
 	if err := controllerutil.SetControllerReference(ts, fresh, r.Scheme()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create Secret %s: %w", name, err)
 	}
 	if err := r.Create(ctx, fresh); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create Secret %s: %w", name, err)
 	}
 	r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "generated Secret %s", name)
 	return fresh, nil
@@ -300,15 +298,18 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 		var sec corev1.Secret
 		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
 		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[key]) == 0) {
-			return &progress{ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.database.external.secretRef)", name, key)}
+			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.database.external.secretRef)", name, key))
 		}
-		return err
+		if err != nil {
+			return fmt.Errorf("get Secret %s (spec.database.external.secretRef): %w", name, err)
+		}
+		return nil
 	}
 	if _, err := r.ensureSecret(ctx, ts, resources.DatabaseObjectName(ts), func() (*corev1.Secret, error) {
 		password, err := randsecret.New(24)
 		return resources.DatabaseSecret(ts, password), err
 	}); err != nil {
-		return err
+		return fmt.Errorf("database password: %w", err)
 	}
 	for _, obj := range []client.Object{resources.DatabaseService(ts), resources.DatabaseStatefulSet(ts)} {
 		if err := r.apply(ctx, ts, obj); err != nil {
@@ -318,10 +319,10 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 	var sts appsv1.StatefulSet
 	key := types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjectName(ts)}
 	if err := r.Get(ctx, key, &sts); client.IgnoreNotFound(err) != nil {
-		return err
+		return fmt.Errorf("get StatefulSet %s: %w", key.Name, err)
 	}
 	if sts.Status.ReadyReplicas < 1 {
-		return &progress{ReasonWaitingForDatabase, fmt.Sprintf("waiting for the database StatefulSet %s to be ready", sts.Name)}
+		return waiting(ReasonWaitingForDatabase, fmt.Sprintf("waiting for the database StatefulSet %s to be ready", sts.Name))
 	}
 	return nil
 }
@@ -333,17 +334,17 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 	err := r.Get(ctx, client.ObjectKeyFromObject(want), &job)
 	if apierrors.IsNotFound(err) {
 		if err := controllerutil.SetControllerReference(ts, want, r.Scheme()); err != nil {
-			return err
+			return fmt.Errorf("create Job %s: %w", want.Name, err)
 		}
 		if err := r.Create(ctx, want); err != nil {
-			return err
+			return fmt.Errorf("create Job %s: %w", want.Name, err)
 		}
 		r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, ReasonMigrating, "Migrate", "Job %s migrates the database for %s",
 			want.Name, ts.Spec.Image)
-		return &progress{ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", want.Name)}
+		return waiting(ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", want.Name))
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("get Job %s: %w", want.Name, err)
 	}
 	for _, c := range job.Status.Conditions {
 		if c.Status != corev1.ConditionTrue {
@@ -353,10 +354,10 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 		case batchv1.JobComplete:
 			return nil
 		case batchv1.JobFailed:
-			return &degraded{ReasonMigrationFailed, fmt.Sprintf("Job %s failed: %s; see kubectl logs job/%s", job.Name, c.Message, job.Name)}
+			return needsHuman(ReasonMigrationFailed, fmt.Sprintf("Job %s failed: %s; see kubectl logs job/%s", job.Name, c.Message, job.Name))
 		}
 	}
-	return &progress{ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name)}
+	return waiting(ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name))
 }
 
 // configHash covers what the pods read only at start: keys, admin token and TLS, scope
@@ -386,10 +387,10 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 		// The cache's metadata is enough: a new resourceVersion is a new file.
 		version, err := r.Secrets.Version(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name})
 		if apierrors.IsNotFound(err) {
-			return "", &progress{ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s", name)}
+			return "", waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s", name))
 		}
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("get Secret %s: %w", name, err)
 		}
 		_, _ = fmt.Fprintf(h, "%s@%s\n", name, version)
 	}
@@ -412,7 +413,7 @@ func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.Token
 		if apierrors.IsNotFound(err) {
 			return "", fmt.Errorf("%w: no Service %s yet", errServerNotReady, resources.AdminObjectName(ts))
 		}
-		return "", err
+		return "", fmt.Errorf("get Service %s: %w", resources.AdminObjectName(ts), err)
 	}
 	if !metav1.IsControlledBy(&svc, ts) {
 		return "", fmt.Errorf("the Service %s is not controlled by TokenServer %s", svc.Name, ts.Name)
@@ -420,7 +421,7 @@ func readyAdminURL(ctx context.Context, c client.Reader, ts *oauthv1alpha1.Token
 	var slices discoveryv1.EndpointSliceList
 	if err := c.List(ctx, &slices, client.InNamespace(ts.Namespace),
 		client.MatchingLabels{discoveryv1.LabelServiceName: resources.AdminObjectName(ts)}); err != nil {
-		return "", err
+		return "", fmt.Errorf("list the EndpointSlices of Service %s: %w", resources.AdminObjectName(ts), err)
 	}
 	for _, s := range slices.Items {
 		if !metav1.IsControlledBy(&s, &svc) {

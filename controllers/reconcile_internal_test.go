@@ -1,0 +1,170 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// want is one condition as a user reads it: status and reason.
+type want struct {
+	status metav1.ConditionStatus
+	reason string
+}
+
+var (
+	yes = metav1.ConditionTrue
+	no  = metav1.ConditionFalse
+)
+
+func checkConditions(t *testing.T, got []metav1.Condition, wants map[string]want, message string) {
+	t.Helper()
+	if len(got) != len(wants) {
+		t.Errorf("%d conditions, want %d: %+v", len(got), len(wants), got)
+	}
+	for typ, w := range wants {
+		c := meta.FindStatusCondition(got, typ)
+		if c == nil {
+			t.Errorf("no %s condition in %+v", typ, got)
+			continue
+		}
+		if c.Status != w.status || c.Reason != w.reason {
+			t.Errorf("%s=%s %s, want %s %s (%q)", typ, c.Status, c.Reason, w.status, w.reason, c.Message)
+		}
+		if message != "" && !strings.Contains(c.Message, message) {
+			t.Errorf("%s message %q, want it to say %q", typ, c.Message, message)
+		}
+	}
+}
+
+func TestServerConditions(t *testing.T) {
+	managed := func(readyReplicas int32) *oauthv1alpha1.TokenServer {
+		return &oauthv1alpha1.TokenServer{Status: oauthv1alpha1.TokenServerStatus{ReadyReplicas: readyReplicas}}
+	}
+	external := func(url string, insecure bool) *oauthv1alpha1.TokenServer {
+		return &oauthv1alpha1.TokenServer{Spec: oauthv1alpha1.TokenServerSpec{
+			External: &oauthv1alpha1.ExternalTokenServer{AdminURL: url, Insecure: insecure}}}
+	}
+	const (
+		ready, progressing, degraded = oauthv1alpha1.ConditionReady, oauthv1alpha1.ConditionProgressing, oauthv1alpha1.ConditionDegraded
+	)
+	conds := func(r, p, d metav1.ConditionStatus, reason string) map[string]want {
+		return map[string]want{ready: {r, reason}, progressing: {p, reason}, degraded: {d, reason}}
+	}
+	refused := errors.New("dial tcp 10.0.0.1:4445: connection refused")
+	tests := map[string]struct {
+		ts      *oauthv1alpha1.TokenServer
+		err     error
+		want    map[string]want
+		message string // every condition's message says this
+	}{
+		"managed, every replica up to date": {ts: managed(2), want: conds(yes, no, no, ReasonAvailable)},
+		"managed, rolling out while serving: clients keep working": {ts: managed(1),
+			err:  waiting(ReasonRollingOut, "serving; StatefulSet auth-blue has 1 of 2 pods ready and up to date"),
+			want: conds(yes, yes, no, ReasonRollingOut), message: "1 of 2 pods"},
+		"managed, rolling out with no pod ready": {ts: managed(0),
+			err:  waiting(ReasonRollingOut, "waiting for StatefulSet auth-blue: 0 of 2 pods ready"),
+			want: conds(no, yes, no, ReasonRollingOut)},
+		"managed, waiting for something else while pods serve": {ts: managed(1),
+			err:  waiting(ReasonMigrating, "Job auth-migrate-x is migrating the database"),
+			want: conds(no, yes, no, ReasonMigrating), message: "migrating"},
+		"managed, waiting, found through a wrap": {ts: managed(0),
+			err:  fmt.Errorf("database: %w", waiting(ReasonWaitingForDatabase, "waiting for the database StatefulSet auth-db to be ready")),
+			want: conds(no, yes, no, ReasonWaitingForDatabase), message: "waiting for the database"},
+		"managed, needs a human": {ts: managed(2),
+			err:  needsHuman(ReasonMigrationFailed, "Job auth-migrate-x failed: BackoffLimitExceeded").after(time.Minute),
+			want: conds(no, no, yes, ReasonMigrationFailed), message: "BackoffLimitExceeded"},
+		"managed, admin API not answering yet": {ts: managed(1),
+			err:  fmt.Errorf("%w: admin API health check: %w", errServerNotReady, refused),
+			want: conds(no, yes, no, ReasonAdminUnreachable), message: "connection refused"},
+		"managed, a step failed": {ts: managed(1),
+			err:  fmt.Errorf("apply StatefulSet auth-blue: %w", errors.New("the server is currently unable to handle the request")),
+			want: conds(no, no, yes, ReasonReconcileFailed), message: "apply StatefulSet auth-blue: the server"},
+		"external, admin API answers": {ts: external("https://auth.example.com", false),
+			want: conds(yes, no, no, ReasonAdminReachable), message: "answers"},
+		"external, unreachable": {ts: external("https://auth.example.com", false),
+			err:  fmt.Errorf("admin API health check: %w", refused),
+			want: conds(no, no, yes, ReasonAdminUnreachable), message: "connection refused"},
+		"external, not ready: nothing of ours is progressing": {ts: external("https://auth.example.com", false),
+			err:  fmt.Errorf("%w: %w", errServerNotReady, refused),
+			want: conds(no, no, no, ReasonAdminUnreachable)},
+		"external, needs a human": {ts: external("https://auth.example.com", false),
+			err:  needsHuman(ReasonSecretMissing, "Secret auth-admin is missing"),
+			want: conds(no, no, yes, ReasonSecretMissing)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			checkConditions(t, serverConditions(tc.ts, tc.err), tc.want, tc.message)
+		})
+	}
+}
+
+// An external server reached over http says so in Ready, and only there, for as
+// long as it is Ready.
+func TestServerConditionsInsecureNote(t *testing.T) {
+	ts := &oauthv1alpha1.TokenServer{Spec: oauthv1alpha1.TokenServerSpec{
+		External: &oauthv1alpha1.ExternalTokenServer{AdminURL: "http://auth.example.com", Insecure: true}}}
+	got := serverConditions(ts, nil)
+	if c := meta.FindStatusCondition(got, oauthv1alpha1.ConditionReady); c == nil || !strings.HasSuffix(c.Message, insecureNote) {
+		t.Errorf("Ready %+v should end with the clear-text note", c)
+	}
+	if c := meta.FindStatusCondition(got, oauthv1alpha1.ConditionProgressing); c == nil || strings.Contains(c.Message, "clear text") {
+		t.Errorf("Progressing %+v should not carry the note", c)
+	}
+	for _, c := range serverConditions(ts, errors.New("connection refused")) {
+		if strings.Contains(c.Message, "clear text") {
+			t.Errorf("%s %q: the note is for a Ready server", c.Type, c.Message)
+		}
+	}
+}
+
+// OAuthClient and ConsentGrant: Ready (and Synced) carry a condition error's own
+// reason and message, waiting or refused alike; any other error is SyncFailed.
+func TestClientAndGrantConditions(t *testing.T) {
+	const ready, synced = oauthv1alpha1.ConditionReady, oauthv1alpha1.ConditionSynced
+	tests := map[string]struct {
+		err     error
+		reason  string
+		status  metav1.ConditionStatus
+		message string
+	}{
+		"synced":  {reason: ReasonSynced, status: yes},
+		"waiting": {err: waiting(ReasonServerNotReady, "waiting for TokenServer a/auth to be Ready"), reason: ReasonServerNotReady, status: no, message: "waiting for TokenServer a/auth"},
+		"refused, through a wrap": {err: fmt.Errorf("check: %w", needsHuman(ReasonClientIDConflict, "client ID x is taken")),
+			reason: ReasonClientIDConflict, status: no, message: "client ID x is taken"},
+		"failed": {err: fmt.Errorf("push client x to TokenServer a/auth: %w", errors.New("503")), reason: ReasonSyncFailed, status: no,
+			message: "push client x to TokenServer a/auth: 503"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			checkConditions(t, clientKind.conditions(&oauthv1alpha1.OAuthClient{}, tc.err),
+				map[string]want{ready: {tc.status, tc.reason}, synced: {tc.status, tc.reason}}, tc.message)
+			checkConditions(t, grantKind.conditions(&oauthv1alpha1.ConsentGrant{}, tc.err),
+				map[string]want{ready: {tc.status, tc.reason}}, tc.message)
+		})
+	}
+}
+
+func TestSoonest(t *testing.T) {
+	tests := map[string]struct {
+		in   []time.Duration
+		want time.Duration
+	}{
+		"none":             {nil, 0},
+		"zeros mean none":  {[]time.Duration{0, 0}, 0},
+		"the shortest":     {[]time.Duration{time.Minute, 30 * time.Second, 0}, 30 * time.Second},
+		"one is the whole": {[]time.Duration{0, time.Hour}, time.Hour},
+	}
+	for name, tc := range tests {
+		if got := soonest(tc.in...); got != tc.want {
+			t.Errorf("%s: soonest(%v) = %s, want %s", name, tc.in, got, tc.want)
+		}
+	}
+}
