@@ -28,8 +28,8 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 )
 
 // Reasons of a bundled TokenServer's conditions.
@@ -258,7 +258,7 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, time.Duration, error) {
 	alg := ts.Spec.Tokens.SigningAlgorithm
 	if alg == "" {
-		alg = oauth.ES256
+		alg = signingkey.ES256
 	}
 	period, err := ts.Spec.Tokens.SigningKeyRotation.Parse()
 	if err != nil || ts.Spec.Tokens.SigningKeyRotation == "" {
@@ -266,7 +266,7 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 	}
 	now := time.Now()
 	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecret(ts), func() (*corev1.Secret, error) {
-		signing, err := oauth.GenerateKey(alg)
+		signing, err := signingkey.Generate(alg)
 		if err != nil {
 			return nil, err
 		}
@@ -280,12 +280,12 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 	if err != nil {
 		rotatedAt = sec.CreationTimestamp.Time
 	}
-	current, err := oauth.ParseKey(sec.Data[resources.KeySigningKey])
+	current, err := signingkey.Parse(sec.Data[resources.KeySigningKey])
 	due := rotatedAt.Add(period)
 	if err == nil && current.Algorithm == alg && now.Before(due) {
 		return sec, time.Until(due), nil
 	}
-	signing, err := oauth.GenerateKey(alg)
+	signing, err := signingkey.Generate(alg)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -33,7 +33,7 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
@@ -98,7 +98,7 @@ func run() error {
 		return err
 	}
 	_ = db.Close()
-	key, _ := oauth.GenerateKey(oauth.ES256)
+	key, _ := signingkey.Generate(signingkey.ES256)
 	adminToken := "bench-admin-token-0123456789abcdef"
 	for name, data := range map[string]string{"key.pem": string(key), "hmac": "bench-hmac-secret-0123456789abcdefghij",
 		"admin": adminToken} {

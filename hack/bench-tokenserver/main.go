@@ -32,7 +32,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
@@ -95,7 +95,7 @@ func run() error {
 	}
 	_ = db.Close()
 
-	key, _ := oauth.GenerateKey(oauth.ES256)
+	key, _ := signingkey.Generate(signingkey.ES256)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("alice"), bcrypt.MinCost)
 	adminToken := random()
 	for name, data := range map[string]string{"key.pem": string(key), "hmac": random(), "admin": adminToken,

@@ -26,6 +26,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
@@ -73,7 +74,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	key, err := oauth.GenerateKey(oauth.ES256)
+	key, err := signingkey.Generate(signingkey.ES256)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
@@ -106,7 +107,7 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	defer func() { _ = st.Close() }()
-	keys, err := oauth.LoadKeys(o.SigningKeyFile, o.PreviousSigningKeyFile)
+	keys, err := signingkey.Load(o.SigningKeyFile, o.PreviousSigningKeyFile)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
@@ -96,7 +97,7 @@ func migratedDB(t testing.TB) string {
 func secrets(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := oauth.GenerateKey(oauth.ES256)
+	key, err := signingkey.Generate(signingkey.ES256)
 	if err != nil {
 		t.Fatal(err)
 	}
