@@ -9,10 +9,9 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"time"
-
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 )
 
 var (
@@ -36,33 +35,56 @@ var (
 )
 
 // Client is an OAuth client as the token server keeps it. Secrets are never stored,
-// only their hashes.
+// only their hashes. It is the store's own type, apart from the admin API's
+// adminapi.Client, so that the wire contract and the schema can change apart; the
+// token server converts between them at the admin API.
 type Client struct {
-	ID string `json:"-"`
+	ID string
 	// SecretHash is the hash of the current secret; empty for a public client.
-	SecretHash []byte `json:"-"`
+	SecretHash []byte
 	// PreviousSecretHash is still accepted until PreviousSecretExpiresAt (rotation).
-	PreviousSecretHash      []byte    `json:"-"`
-	PreviousSecretExpiresAt time.Time `json:"-"`
+	PreviousSecretHash      []byte
+	PreviousSecretExpiresAt time.Time
 	// OwnerNamespace is the verified owner: the Kubernetes namespace the client was
 	// registered from.
-	OwnerNamespace string `json:"-"`
+	OwnerNamespace string
 
-	// ClientMetadata is stored as one JSON document (clients.spec).
-	adminapi.ClientMetadata
+	// What the client is; an implementation may keep these as one document
+	// (internal/store/postgres: the clients.spec column).
+	Name                    string
+	OwnerTeam               string
+	OwnerContact            string
+	LogoURI                 string
+	ClientURI               string
+	PolicyURI               string
+	TOSURI                  string
+	GrantTypes              []string
+	ResponseTypes           []string
+	RedirectURIs            []string
+	PostLogoutRedirectURIs  []string
+	Scopes                  []string
+	Audience                []string
+	TokenEndpointAuthMethod string
+	// JWKS is a JSON Web Key Set of the client's public keys (private_key_jwt).
+	JWKS           json.RawMessage
+	JWKSURI        string
+	SkipConsent    bool
+	TokenLifespans map[string]string
 
-	CreatedAt time.Time `json:"-"`
-	UpdatedAt time.Time `json:"-"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Public reports whether the client has no secret (tokenEndpointAuthMethod none).
 func (c *Client) Public() bool { return c.TokenEndpointAuthMethod == "none" }
 
-// Grant source values (the admin API's).
+// Grant sources, as stored.
 const (
-	SourceDeclared   = adminapi.SourceDeclared
-	SourceBrowser    = adminapi.SourceBrowser
-	SourceFirstParty = adminapi.SourceFirstParty
+	SourceDeclared = "declared" // pre-approved by the operator
+	SourceBrowser  = "browser"  // given by the user on the consent page
+	// SourceFirstParty: approved without a consent page because the client had
+	// skipConsent; it ends when skipConsent does.
+	SourceFirstParty = "first_party"
 )
 
 // ConsentGrant is "Subject allowed ClientID these Scopes". Tokens issued under a grant
@@ -82,7 +104,7 @@ type ConsentGrant struct {
 	// Owner, when set on a PutGrant, is a precondition: the client's OwnerNamespace
 	// must be it, checked in the write's transaction (ErrOwnerConflict otherwise), so
 	// that no namespace writes consent to another's client. It is not stored.
-	Owner string `json:"-"`
+	Owner string
 }
 
 // Covers reports whether the grant, valid at now, allows every scope in scopes.
@@ -102,25 +124,25 @@ func (g *ConsentGrant) Covers(scopes []string, now time.Time) bool {
 	return true
 }
 
-// Event kinds in the log.
+// Event kinds, as stored in the log.
 const (
-	EventTokenRevoked  = adminapi.EventTokenRevoked
-	EventGrantRevoked  = adminapi.EventGrantRevoked
-	EventClientDeleted = adminapi.EventClientDeleted
-	EventConsentGiven  = adminapi.EventConsentGiven
+	EventTokenRevoked  = "token_revoked"  // one token chain (a request ID)
+	EventGrantRevoked  = "grant_revoked"  // a consent grant and every token under it
+	EventClientDeleted = "client_deleted" // a client and every token issued to it
+	EventConsentGiven  = "consent_given"  // a consent grant created or changed
 )
 
 // Event is one entry of the event log. Seq is strictly increasing in commit order, so a
 // reader that has seen Seq n and asks for everything after n misses nothing.
 type Event struct {
-	Seq       int64     `json:"seq"`
-	At        time.Time `json:"at"`
-	Kind      string    `json:"kind"`
-	ClientID  string    `json:"clientID,omitempty"`
-	Subject   string    `json:"subject,omitempty"`
-	GrantID   string    `json:"grantID,omitempty"`
-	RequestID string    `json:"requestID,omitempty"`
-	Scopes    []string  `json:"scopes,omitempty"`
+	Seq       int64
+	At        time.Time
+	Kind      string
+	ClientID  string
+	Subject   string
+	GrantID   string
+	RequestID string
+	Scopes    []string
 }
 
 // Store is everything but fosite's token storage, which an implementation adds.

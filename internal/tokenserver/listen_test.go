@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
@@ -61,8 +60,8 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 		}
 	})
 
-	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), ClientMetadata: adminapi.ClientMetadata{Name: "Grafana",
-		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}
+	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), Name: "Grafana",
+		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}
 	if _, err := other.PutClient(ctx, c); err != nil {
 		t.Fatal(err)
 	}

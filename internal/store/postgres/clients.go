@@ -18,7 +18,7 @@ const clientColumns = `id, secret_hash, previous_secret_hash, previous_secret_ex
 // of the upsert's WHERE, so no concurrent PUT can slip between check and write. A
 // change that leaves skipConsent off revokes the client's first-party approvals.
 func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
-	spec, err := json.Marshal(c)
+	spec, err := json.Marshal(specOf(c))
 	if err != nil {
 		return false, err
 	}
@@ -166,6 +166,52 @@ RETURNING owner_namespace`, id, owner).Scan(&current)
 	})
 }
 
+// clientSpec is the clients.spec column: what a client is, as one JSON document. Its
+// keys and omitempty rules are the stored format: rows written before the store had
+// its own client type hold exactly this shape, and a change that alters the document
+// (a key, an omitempty) makes every PUT of an unchanged client look like a change. A
+// new field needs omitempty for the same reason. TestStoredClientFormat pins it.
+type clientSpec struct {
+	Name                    string            `json:"name"`
+	OwnerTeam               string            `json:"ownerTeam,omitempty"`
+	OwnerContact            string            `json:"ownerContact,omitempty"`
+	LogoURI                 string            `json:"logoURI,omitempty"`
+	ClientURI               string            `json:"clientURI,omitempty"`
+	PolicyURI               string            `json:"policyURI,omitempty"`
+	TOSURI                  string            `json:"tosURI,omitempty"`
+	GrantTypes              []string          `json:"grantTypes"`
+	ResponseTypes           []string          `json:"responseTypes,omitempty"`
+	RedirectURIs            []string          `json:"redirectURIs,omitempty"`
+	PostLogoutRedirectURIs  []string          `json:"postLogoutRedirectURIs,omitempty"`
+	Scopes                  []string          `json:"scopes,omitempty"`
+	Audience                []string          `json:"audience,omitempty"`
+	TokenEndpointAuthMethod string            `json:"tokenEndpointAuthMethod"`
+	JWKS                    json.RawMessage   `json:"jwks,omitempty"`
+	JWKSURI                 string            `json:"jwksURI,omitempty"`
+	SkipConsent             bool              `json:"skipConsent,omitempty"`
+	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`
+}
+
+func specOf(c *store.Client) clientSpec {
+	return clientSpec{
+		Name: c.Name, OwnerTeam: c.OwnerTeam, OwnerContact: c.OwnerContact,
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, PolicyURI: c.PolicyURI, TOSURI: c.TOSURI,
+		GrantTypes: c.GrantTypes, ResponseTypes: c.ResponseTypes, RedirectURIs: c.RedirectURIs,
+		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, Scopes: c.Scopes, Audience: c.Audience,
+		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod, JWKS: c.JWKS, JWKSURI: c.JWKSURI,
+		SkipConsent: c.SkipConsent, TokenLifespans: c.TokenLifespans,
+	}
+}
+
+func (d *clientSpec) applyTo(c *store.Client) {
+	c.Name, c.OwnerTeam, c.OwnerContact = d.Name, d.OwnerTeam, d.OwnerContact
+	c.LogoURI, c.ClientURI, c.PolicyURI, c.TOSURI = d.LogoURI, d.ClientURI, d.PolicyURI, d.TOSURI
+	c.GrantTypes, c.ResponseTypes, c.RedirectURIs = d.GrantTypes, d.ResponseTypes, d.RedirectURIs
+	c.PostLogoutRedirectURIs, c.Scopes, c.Audience = d.PostLogoutRedirectURIs, d.Scopes, d.Audience
+	c.TokenEndpointAuthMethod, c.JWKS, c.JWKSURI = d.TokenEndpointAuthMethod, d.JWKS, d.JWKSURI
+	c.SkipConsent, c.TokenLifespans = d.SkipConsent, d.TokenLifespans
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanClient(row scanner) (*store.Client, error) {
@@ -178,9 +224,11 @@ func scanClient(row scanner) (*store.Client, error) {
 		&c.CreatedAt, &c.UpdatedAt); err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(spec, &c); err != nil {
+	var doc clientSpec
+	if err := json.Unmarshal(spec, &doc); err != nil {
 		return nil, err
 	}
+	doc.applyTo(&c)
 	c.PreviousSecretExpiresAt = prevExp.Time
 	return &c, nil
 }

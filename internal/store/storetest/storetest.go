@@ -19,7 +19,6 @@ import (
 	"github.com/ory/fosite/handler/openid"
 	"github.com/ory/fosite/handler/pkce"
 
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -104,11 +103,9 @@ func (s *Session) Clone() fosite.Session {
 func testClient(id string) *store.Client {
 	return &store.Client{
 		ID: id, SecretHash: store.LegacyHashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
-		ClientMetadata: adminapi.ClientMetadata{
-			Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
-			RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
-			TokenEndpointAuthMethod: "client_secret_basic",
-		},
+		Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
+		RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
+		TokenEndpointAuthMethod: "client_secret_basic",
 	}
 }
 
