@@ -53,7 +53,10 @@ type Config struct {
 	JWKSFetch netguard.Policy
 }
 
-// Storage is what the provider needs from the store: fosite's interfaces plus grants.
+// Storage is the token server's storage contract, declared here once: fosite's storage
+// interfaces (this package is the one window onto fosite) plus store.Store, the
+// fosite-free part. internal/store/postgres implements it; internal/store/storetest is
+// its conformance suite; internal/tokenserver is given one.
 type Storage interface {
 	fosite.Storage
 	oauth2.CoreStorage

@@ -1,7 +1,9 @@
 // Package store defines what the token server keeps: OAuth clients, consent grants,
-// sign-in sessions and the event log (revocations and consents), as plain types without a database or
-// fosite in sight. internal/store/postgres implements it; internal/store/storetest is
-// the conformance suite an implementation must pass.
+// sign-in sessions and the event log (revocations and consents), as the store's own
+// plain types, without a database, fosite or the admin API's wire types in sight.
+// Store is the fosite-free part of the storage contract that internal/oauth's Storage
+// completes; internal/store/postgres implements it; internal/store/storetest is the
+// conformance suite an implementation must pass.
 package store
 
 import (
@@ -145,8 +147,20 @@ type Event struct {
 	Scopes    []string
 }
 
-// Store is everything but fosite's token storage, which an implementation adds.
+// Store is the storage contract apart from fosite's token storage: internal/oauth's
+// Storage adds that, and is the one interface a token-server store implements in
+// full (internal/store/storetest runs against it).
 type Store interface {
+	// Ping checks the storage answers, for readiness.
+	Ping(ctx context.Context) error
+	// Follow keeps this replica in step with the others until ctx ends: what another
+	// replica changed (a client, an ended token) leaves this one's caches, and logged
+	// is called after an event is appended to the log, so that a reader waiting for
+	// events reads again. When it may have missed news (at start, after losing its
+	// connection), it empties the caches and calls logged too. It returns nil when
+	// ctx ends, and never gives up before.
+	Follow(ctx context.Context, logged func()) error
+
 	// PutClient creates or replaces a client; it reports whether anything changed, so
 	// that the same PUT twice is a no-op. Replacing a client whose OwnerNamespace
 	// differs from c's fails with ErrOwnerConflict and changes nothing. A PUT that

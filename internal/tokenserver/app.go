@@ -102,6 +102,7 @@ func Serve(ctx context.Context, o Options) error {
 			DatabaseError:   metrics.dbErrors.Inc,
 			Event:           metrics.countEvent,
 		},
+		Log: log,
 	})
 	if err != nil {
 		return err
@@ -149,7 +150,7 @@ func Serve(ctx context.Context, o Options) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go func() {
-		if err := Listen(bg, o.DSN, events, st, log); err != nil {
+		if err := st.Follow(bg, events.Notify); err != nil {
 			log.Error("event listener stopped", "err", err)
 		}
 	}()

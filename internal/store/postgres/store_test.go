@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
@@ -40,7 +41,7 @@ func migrated(t *testing.T) string {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, cfg storetest.Config) storetest.Store {
+	storetest.Run(t, func(t *testing.T, cfg storetest.Config) oauth.Storage {
 		s, err := postgres.Open(context.Background(), migrated(t), postgres.Options{
 			RefreshGracePeriod: cfg.RefreshGracePeriod, Now: cfg.Now,
 		})
