@@ -51,8 +51,16 @@ type Client struct {
 	// registered from.
 	OwnerNamespace string
 
-	// What the client is; an implementation may keep these as one document
-	// (internal/store/postgres: the clients.spec column).
+	ClientSpec
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// ClientSpec is what a client is, apart from its credentials and its owner; an
+// implementation may keep it as one document (internal/store/postgres: the
+// clients.spec column, whose encoding is that package's).
+type ClientSpec struct {
 	Name                    string
 	OwnerTeam               string
 	OwnerContact            string
@@ -72,9 +80,6 @@ type Client struct {
 	JWKSURI        string
 	SkipConsent    bool
 	TokenLifespans map[string]string
-
-	CreatedAt time.Time
-	UpdatedAt time.Time
 }
 
 // Public reports whether the client has no secret (tokenEndpointAuthMethod none).

@@ -9,18 +9,12 @@ import (
 
 // The admin API's types (internal/adminapi, the operator's contract) and the store's
 // (the schema) meet here and nowhere else, so that either can change without the
-// other: a renamed column or a new wire field is one line in this file.
+// other. Client metadata converts as a whole while both sides have the same fields;
+// when one side gains or renames a field, the conversion stops compiling and the
+// field-by-field mapping belongs here.
 
 func toStoreClient(id string, in *adminapi.Client, h *store.SecretHasher) *store.Client {
-	m := &in.ClientMetadata
-	c := &store.Client{ID: id, OwnerNamespace: in.OwnerNamespace,
-		Name: m.Name, OwnerTeam: m.OwnerTeam, OwnerContact: m.OwnerContact,
-		LogoURI: m.LogoURI, ClientURI: m.ClientURI, PolicyURI: m.PolicyURI, TOSURI: m.TOSURI,
-		GrantTypes: m.GrantTypes, ResponseTypes: m.ResponseTypes, RedirectURIs: m.RedirectURIs,
-		PostLogoutRedirectURIs: m.PostLogoutRedirectURIs, Scopes: m.Scopes, Audience: m.Audience,
-		TokenEndpointAuthMethod: m.TokenEndpointAuthMethod, JWKS: m.JWKS, JWKSURI: m.JWKSURI,
-		SkipConsent: m.SkipConsent, TokenLifespans: m.TokenLifespans,
-	}
+	c := &store.Client{ID: id, OwnerNamespace: in.OwnerNamespace, ClientSpec: store.ClientSpec(in.ClientMetadata)}
 	if in.Secret != "" {
 		c.SecretHash = h.Hash(in.Secret)
 	}
@@ -34,14 +28,7 @@ func toStoreClient(id string, in *adminapi.Client, h *store.SecretHasher) *store
 // fromStoreClient leaves out the secrets: the store has only their hashes, and the
 // admin API never answers with either.
 func fromStoreClient(c *store.Client) adminapi.Client {
-	return adminapi.Client{ID: c.ID, OwnerNamespace: c.OwnerNamespace, ClientMetadata: adminapi.ClientMetadata{
-		Name: c.Name, OwnerTeam: c.OwnerTeam, OwnerContact: c.OwnerContact,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, PolicyURI: c.PolicyURI, TOSURI: c.TOSURI,
-		GrantTypes: c.GrantTypes, ResponseTypes: c.ResponseTypes, RedirectURIs: c.RedirectURIs,
-		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, Scopes: c.Scopes, Audience: c.Audience,
-		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod, JWKS: c.JWKS, JWKSURI: c.JWKSURI,
-		SkipConsent: c.SkipConsent, TokenLifespans: c.TokenLifespans,
-	}}
+	return adminapi.Client{ID: c.ID, OwnerNamespace: c.OwnerNamespace, ClientMetadata: adminapi.ClientMetadata(c.ClientSpec)}
 }
 
 // apiNames maps the store's grant sources and event kinds to the admin API's. A

@@ -57,8 +57,8 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 		}
 	})
 
-	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), Name: "Grafana",
-		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}
+	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), ClientSpec: store.ClientSpec{Name: "Grafana",
+		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}
 	if _, err := other.PutClient(ctx, c); err != nil {
 		t.Fatal(err)
 	}

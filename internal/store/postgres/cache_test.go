@@ -33,8 +33,8 @@ func replicas(t *testing.T, n int, clock *storetest.Clock) []*postgres.Store {
 
 func client(secret string) *store.Client {
 	return &store.Client{ID: "grafana", SecretHash: []byte(secret), OwnerNamespace: "observability",
-		Name: "Grafana", GrantTypes: []string{"client_credentials"},
-		Scopes: []string{"openid"}, TokenEndpointAuthMethod: "client_secret_basic"}
+		ClientSpec: store.ClientSpec{Name: "Grafana", GrantTypes: []string{"client_credentials"},
+			Scopes: []string{"openid"}, TokenEndpointAuthMethod: "client_secret_basic"}}
 }
 
 // pausedRead runs read in the background and returns once it has read from the

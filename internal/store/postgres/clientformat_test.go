@@ -24,7 +24,7 @@ func TestStoredClientFormat(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() })
 	tests := map[string]struct {
 		spec string // as the old code wrote it
-		want store.Client
+		want store.ClientSpec
 	}{
 		"every field": {
 			spec: `{"name":"Grafana","ownerTeam":"obs","ownerContact":"obs@example.com",` +
@@ -35,7 +35,7 @@ func TestStoredClientFormat(t *testing.T) {
 				`"scopes":["openid","email"],"audience":["https://api.example.com"],` +
 				`"tokenEndpointAuthMethod":"private_key_jwt","jwks":{"keys":[]},"skipConsent":true,` +
 				`"tokenLifespans":{"accessToken":"5m"}}`,
-			want: store.Client{Name: "Grafana", OwnerTeam: "obs", OwnerContact: "obs@example.com",
+			want: store.ClientSpec{Name: "Grafana", OwnerTeam: "obs", OwnerContact: "obs@example.com",
 				LogoURI: "https://g.example.com/logo.png", ClientURI: "https://g.example.com",
 				PolicyURI: "https://g.example.com/policy", TOSURI: "https://g.example.com/tos",
 				GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
@@ -46,12 +46,12 @@ func TestStoredClientFormat(t *testing.T) {
 		},
 		"empty fields left out": {
 			spec: `{"name":"Robot","grantTypes":["client_credentials"],"tokenEndpointAuthMethod":"client_secret_basic"}`,
-			want: store.Client{Name: "Robot", GrantTypes: []string{"client_credentials"},
+			want: store.ClientSpec{Name: "Robot", GrantTypes: []string{"client_credentials"},
 				TokenEndpointAuthMethod: "client_secret_basic"},
 		},
 		"no grant types": {
 			spec: `{"name":"Bare","grantTypes":null,"tokenEndpointAuthMethod":"none"}`,
-			want: store.Client{Name: "Bare", TokenEndpointAuthMethod: "none"},
+			want: store.ClientSpec{Name: "Bare", TokenEndpointAuthMethod: "none"},
 		},
 	}
 	s, err := postgres.Open(ctx, dsn, postgres.Options{})
@@ -70,9 +70,8 @@ VALUES ($1, $2, 'apps', $3)`, id, []byte("hash"), tt.spec); err != nil {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := tt.want
-			want.ID, want.SecretHash, want.OwnerNamespace = id, []byte("hash"), "apps"
-			want.CreatedAt, want.UpdatedAt = got.CreatedAt, got.UpdatedAt
+			want := store.Client{ID: id, SecretHash: []byte("hash"), OwnerNamespace: "apps", ClientSpec: tt.want,
+				CreatedAt: got.CreatedAt, UpdatedAt: got.UpdatedAt}
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("read back\n %+v\nwant\n %+v", *got, want)
 			}

@@ -18,7 +18,7 @@ const clientColumns = `id, secret_hash, previous_secret_hash, previous_secret_ex
 // of the upsert's WHERE, so no concurrent PUT can slip between check and write. A
 // change that leaves skipConsent off revokes the client's first-party approvals.
 func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
-	spec, err := json.Marshal(specOf(c))
+	spec, err := json.Marshal(clientSpec(c.ClientSpec))
 	if err != nil {
 		return false, err
 	}
@@ -171,6 +171,8 @@ RETURNING owner_namespace`, id, owner).Scan(&current)
 // its own client type hold exactly this shape, and a change that alters the document
 // (a key, an omitempty) makes every PUT of an unchanged client look like a change. A
 // new field needs omitempty for the same reason. TestStoredClientFormat pins it.
+// store.ClientSpec converts to it as long as the two have the same fields: one that
+// store.ClientSpec gains needs its key here before this compiles.
 type clientSpec struct {
 	Name                    string            `json:"name"`
 	OwnerTeam               string            `json:"ownerTeam,omitempty"`
@@ -192,26 +194,6 @@ type clientSpec struct {
 	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`
 }
 
-func specOf(c *store.Client) clientSpec {
-	return clientSpec{
-		Name: c.Name, OwnerTeam: c.OwnerTeam, OwnerContact: c.OwnerContact,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, PolicyURI: c.PolicyURI, TOSURI: c.TOSURI,
-		GrantTypes: c.GrantTypes, ResponseTypes: c.ResponseTypes, RedirectURIs: c.RedirectURIs,
-		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, Scopes: c.Scopes, Audience: c.Audience,
-		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod, JWKS: c.JWKS, JWKSURI: c.JWKSURI,
-		SkipConsent: c.SkipConsent, TokenLifespans: c.TokenLifespans,
-	}
-}
-
-func (d *clientSpec) applyTo(c *store.Client) {
-	c.Name, c.OwnerTeam, c.OwnerContact = d.Name, d.OwnerTeam, d.OwnerContact
-	c.LogoURI, c.ClientURI, c.PolicyURI, c.TOSURI = d.LogoURI, d.ClientURI, d.PolicyURI, d.TOSURI
-	c.GrantTypes, c.ResponseTypes, c.RedirectURIs = d.GrantTypes, d.ResponseTypes, d.RedirectURIs
-	c.PostLogoutRedirectURIs, c.Scopes, c.Audience = d.PostLogoutRedirectURIs, d.Scopes, d.Audience
-	c.TokenEndpointAuthMethod, c.JWKS, c.JWKSURI = d.TokenEndpointAuthMethod, d.JWKS, d.JWKSURI
-	c.SkipConsent, c.TokenLifespans = d.SkipConsent, d.TokenLifespans
-}
-
 type scanner interface{ Scan(dest ...any) error }
 
 func scanClient(row scanner) (*store.Client, error) {
@@ -228,7 +210,7 @@ func scanClient(row scanner) (*store.Client, error) {
 	if err := json.Unmarshal(spec, &doc); err != nil {
 		return nil, err
 	}
-	doc.applyTo(&c)
+	c.ClientSpec = store.ClientSpec(doc)
 	c.PreviousSecretExpiresAt = prevExp.Time
 	return &c, nil
 }

@@ -92,9 +92,11 @@ func (s *Session) Clone() fosite.Session {
 func testClient(id string) *store.Client {
 	return &store.Client{
 		ID: id, SecretHash: store.LegacyHashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
-		Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
-		RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
-		TokenEndpointAuthMethod: "client_secret_basic",
+		ClientSpec: store.ClientSpec{
+			Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
+			RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
+			TokenEndpointAuthMethod: "client_secret_basic",
+		},
 	}
 }
 
