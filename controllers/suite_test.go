@@ -34,6 +34,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
@@ -173,7 +174,7 @@ func startTokenServer(dsn, dir string) error {
 		return err
 	}
 	_ = db.Close()
-	key, err := oauth.GenerateKey(oauth.ES256)
+	key, err := signingkey.Generate(signingkey.ES256)
 	if err != nil {
 		return err
 	}

@@ -27,9 +27,9 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 )
 
 // Reasons of a bundled TokenServer's conditions.
@@ -255,7 +255,7 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, time.Duration, error) {
 	alg, now := resources.SigningAlgorithm(ts), r.Clock.Now()
 	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecretName(ts), func() (*corev1.Secret, error) {
-		signing, err := oauth.GenerateKey(alg)
+		signing, err := signingkey.Generate(alg)
 		if err != nil {
 			return nil, fmt.Errorf("generate %s signing key: %w", alg, err)
 		}
@@ -266,14 +266,14 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 		return nil, 0, err
 	}
 	state := resources.SigningKeyState{RotatedAt: resources.SigningKeyRotatedAt(sec.Annotations, sec.CreationTimestamp.Time)}
-	if current, err := oauth.ParseKey(sec.Data[resources.KeySigningKey]); err == nil {
+	if current, err := signingkey.Parse(sec.Data[resources.KeySigningKey]); err == nil {
 		state.Algorithm = current.Algorithm
 	}
 	plan := resources.PlanKeyRotation(ts, state, now)
 	if !plan.Rotate {
 		return sec, plan.Next, nil
 	}
-	signing, err := oauth.GenerateKey(alg)
+	signing, err := signingkey.Generate(alg)
 	if err != nil {
 		return nil, 0, fmt.Errorf("generate %s signing key: %w", alg, err)
 	}

@@ -27,8 +27,8 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 )
@@ -86,8 +86,8 @@ func TestManagedTokenServer(t *testing.T) {
 	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "WaitingForDatabase")
 	var keys, dbSecret corev1.Secret
 	get(t, ns, "auth-keys", &keys)
-	key, err := oauth.ParseKey(keys.Data[resources.KeySigningKey])
-	if err != nil || key.Algorithm != oauth.ES256 || len(keys.Data[resources.KeyHMAC]) < 32 {
+	key, err := signingkey.Parse(keys.Data[resources.KeySigningKey])
+	if err != nil || key.Algorithm != signingkey.ES256 || len(keys.Data[resources.KeyHMAC]) < 32 {
 		t.Fatalf("keys Secret: signing key %v (%v), HMAC of %d bytes", key, err, len(keys.Data[resources.KeyHMAC]))
 	}
 	get(t, ns, "auth-db", &dbSecret)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
@@ -60,11 +61,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return migrate(ctx, args[1], args[2:], stdout)
 	case "keygen":
 		fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
-		alg := fs.String("alg", oauth.ES256, "Signing algorithm: ES256 or RS256.")
+		alg := fs.String("alg", signingkey.ES256, "Signing algorithm: ES256 or RS256.")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
-		pem, err := oauth.GenerateKey(*alg)
+		pem, err := signingkey.Generate(*alg)
 		if err != nil {
 			return err
 		}
@@ -131,7 +132,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		"Comma-separated CIDRs a client's jwks_uri may resolve to although internal (loopback, link-local, private); default none.")
 	keyFile := fs.String("signing-key-file", "", "PEM private key that signs ID tokens and JWT access tokens (required).")
 	prevKeyFile := fs.String("previous-signing-key-file", "", "The previous signing key, still published in JWKS after a rotation.")
-	alg := fs.String("signing-algorithm", oauth.ES256, "ES256 or RS256; the signing key must be of that kind (EC P-256 or RSA).")
+	alg := fs.String("signing-algorithm", signingkey.ES256, "ES256 or RS256; the signing key must be of that kind (EC P-256 or RSA).")
 	hmacFile := fs.String("hmac-secret-file", "",
 		"File holding the secret (32+ bytes) that signs opaque tokens; shared by all replicas (required).")
 	hashKeyFile := fs.String("secret-hash-key-file", "",
@@ -184,7 +185,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("--signing-key-file is required")
 	case *hmacFile == "":
 		return errors.New("--hmac-secret-file is required")
-	case *alg != oauth.ES256 && *alg != oauth.RS256:
+	case *alg != signingkey.ES256 && *alg != signingkey.RS256:
 		return fmt.Errorf("--signing-algorithm %q: want ES256 or RS256", *alg)
 	case *format != oauth.FormatOpaque && *format != oauth.FormatJWT:
 		return fmt.Errorf("--access-token-format %q: want opaque or jwt", *format)

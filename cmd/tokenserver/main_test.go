@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
@@ -57,12 +57,12 @@ func TestMigratePlanIsJSON(t *testing.T) {
 }
 
 func TestKeygen(t *testing.T) {
-	for _, alg := range []string{oauth.ES256, oauth.RS256} {
+	for _, alg := range []string{signingkey.ES256, signingkey.RS256} {
 		out, err := runCmd(t, "keygen", "--alg", alg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := oauth.ParseKey([]byte(out))
+		k, err := signingkey.Parse([]byte(out))
 		if err != nil || k.Algorithm != alg {
 			t.Errorf("keygen --alg %s: %v, %+v", alg, err, k)
 		}

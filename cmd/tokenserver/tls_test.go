@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminpki"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
@@ -38,7 +38,7 @@ func TestServeAdminTLS(t *testing.T) {
 	now := time.Now()
 	ca, caKey, _ := adminpki.NewCA("test", now)
 	cert, key, _ := adminpki.IssueServing(ca, caKey, []string{"auth-admin.platform.svc"}, now)
-	signing, _ := oauth.GenerateKey(oauth.ES256)
+	signing, _ := signingkey.Generate(signingkey.ES256)
 	for name, data := range map[string][]byte{"tls.crt": cert, "tls.key": key, "token": []byte("admin-token-0123456789"),
 		"signing.pem": signing, "hmac": []byte("hmac-secret-0123456789-0123456789-abc")} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {

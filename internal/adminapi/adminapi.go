@@ -26,7 +26,8 @@ type Client struct {
 
 // ClientMetadata is what a client is, apart from its credentials and its verified
 // owner: the fields the operator copies from an OAuthClient's spec. The token server
-// stores it as it is.
+// converts it to its store's own type (internal/tokenserver/adminconv.go), so that a
+// field here and a column there change apart.
 type ClientMetadata struct {
 	Name                    string            `json:"name"`
 	OwnerTeam               string            `json:"ownerTeam,omitempty"`

@@ -17,6 +17,7 @@ import (
 	"github.com/ory/fosite/token/jwt"
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -42,7 +43,7 @@ type Config struct {
 	PreviousHMACSecret []byte
 	// SecretHasher checks client secrets against their stored hashes.
 	SecretHasher *store.SecretHasher
-	Keys         *Keys
+	Keys         *signingkey.Keys
 	// OptionalPKCE lets confidential clients use the authorization code without PKCE,
 	// for legacy apps that cannot send a code challenge. RFC 9700 asks for PKCE from
 	// every client, so it is off unless a TokenServer opts out.
@@ -52,7 +53,10 @@ type Config struct {
 	JWKSFetch netguard.Policy
 }
 
-// Storage is what the provider needs from the store: fosite's interfaces plus grants.
+// Storage is the token server's storage contract, declared here once: fosite's storage
+// interfaces (this package is the one window onto fosite) plus store.Store, the
+// fosite-free part. internal/store/postgres implements it; internal/store/storetest is
+// its conformance suite; internal/tokenserver is given one.
 type Storage interface {
 	fosite.Storage
 	oauth2.CoreStorage

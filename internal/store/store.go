@@ -1,7 +1,9 @@
 // Package store defines what the token server keeps: OAuth clients, consent grants,
-// sign-in sessions and the event log (revocations and consents), as plain types without a database or
-// fosite in sight. internal/store/postgres implements it; internal/store/storetest is
-// the conformance suite an implementation must pass.
+// sign-in sessions and the event log (revocations and consents), as the store's own
+// plain types, without a database, fosite or the admin API's wire types in sight.
+// Store is the fosite-free part of the storage contract that internal/oauth's Storage
+// completes; internal/store/postgres implements it; internal/store/storetest is the
+// conformance suite an implementation must pass.
 package store
 
 import (
@@ -9,10 +11,9 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"time"
-
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 )
 
 var (
@@ -36,33 +37,61 @@ var (
 )
 
 // Client is an OAuth client as the token server keeps it. Secrets are never stored,
-// only their hashes.
+// only their hashes. It is the store's own type, apart from the admin API's
+// adminapi.Client, so that the wire contract and the schema can change apart; the
+// token server converts between them at the admin API.
 type Client struct {
-	ID string `json:"-"`
+	ID string
 	// SecretHash is the hash of the current secret; empty for a public client.
-	SecretHash []byte `json:"-"`
+	SecretHash []byte
 	// PreviousSecretHash is still accepted until PreviousSecretExpiresAt (rotation).
-	PreviousSecretHash      []byte    `json:"-"`
-	PreviousSecretExpiresAt time.Time `json:"-"`
+	PreviousSecretHash      []byte
+	PreviousSecretExpiresAt time.Time
 	// OwnerNamespace is the verified owner: the Kubernetes namespace the client was
 	// registered from.
-	OwnerNamespace string `json:"-"`
+	OwnerNamespace string
 
-	// ClientMetadata is stored as one JSON document (clients.spec).
-	adminapi.ClientMetadata
+	ClientSpec
 
-	CreatedAt time.Time `json:"-"`
-	UpdatedAt time.Time `json:"-"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// ClientSpec is what a client is, apart from its credentials and its owner; an
+// implementation may keep it as one document (internal/store/postgres: the
+// clients.spec column, whose encoding is that package's).
+type ClientSpec struct {
+	Name                    string
+	OwnerTeam               string
+	OwnerContact            string
+	LogoURI                 string
+	ClientURI               string
+	PolicyURI               string
+	TOSURI                  string
+	GrantTypes              []string
+	ResponseTypes           []string
+	RedirectURIs            []string
+	PostLogoutRedirectURIs  []string
+	Scopes                  []string
+	Audience                []string
+	TokenEndpointAuthMethod string
+	// JWKS is a JSON Web Key Set of the client's public keys (private_key_jwt).
+	JWKS           json.RawMessage
+	JWKSURI        string
+	SkipConsent    bool
+	TokenLifespans map[string]string
 }
 
 // Public reports whether the client has no secret (tokenEndpointAuthMethod none).
 func (c *Client) Public() bool { return c.TokenEndpointAuthMethod == "none" }
 
-// Grant source values (the admin API's).
+// Grant sources, as stored.
 const (
-	SourceDeclared   = adminapi.SourceDeclared
-	SourceBrowser    = adminapi.SourceBrowser
-	SourceFirstParty = adminapi.SourceFirstParty
+	SourceDeclared = "declared" // pre-approved by the operator
+	SourceBrowser  = "browser"  // given by the user on the consent page
+	// SourceFirstParty: approved without a consent page because the client had
+	// skipConsent; it ends when skipConsent does.
+	SourceFirstParty = "first_party"
 )
 
 // ConsentGrant is "Subject allowed ClientID these Scopes". Tokens issued under a grant
@@ -82,7 +111,7 @@ type ConsentGrant struct {
 	// Owner, when set on a PutGrant, is a precondition: the client's OwnerNamespace
 	// must be it, checked in the write's transaction (ErrOwnerConflict otherwise), so
 	// that no namespace writes consent to another's client. It is not stored.
-	Owner string `json:"-"`
+	Owner string
 }
 
 // Covers reports whether the grant, valid at now, allows every scope in scopes.
@@ -102,29 +131,41 @@ func (g *ConsentGrant) Covers(scopes []string, now time.Time) bool {
 	return true
 }
 
-// Event kinds in the log.
+// Event kinds, as stored in the log.
 const (
-	EventTokenRevoked  = adminapi.EventTokenRevoked
-	EventGrantRevoked  = adminapi.EventGrantRevoked
-	EventClientDeleted = adminapi.EventClientDeleted
-	EventConsentGiven  = adminapi.EventConsentGiven
+	EventTokenRevoked  = "token_revoked"  // one token chain (a request ID)
+	EventGrantRevoked  = "grant_revoked"  // a consent grant and every token under it
+	EventClientDeleted = "client_deleted" // a client and every token issued to it
+	EventConsentGiven  = "consent_given"  // a consent grant created or changed
 )
 
 // Event is one entry of the event log. Seq is strictly increasing in commit order, so a
 // reader that has seen Seq n and asks for everything after n misses nothing.
 type Event struct {
-	Seq       int64     `json:"seq"`
-	At        time.Time `json:"at"`
-	Kind      string    `json:"kind"`
-	ClientID  string    `json:"clientID,omitempty"`
-	Subject   string    `json:"subject,omitempty"`
-	GrantID   string    `json:"grantID,omitempty"`
-	RequestID string    `json:"requestID,omitempty"`
-	Scopes    []string  `json:"scopes,omitempty"`
+	Seq       int64
+	At        time.Time
+	Kind      string
+	ClientID  string
+	Subject   string
+	GrantID   string
+	RequestID string
+	Scopes    []string
 }
 
-// Store is everything but fosite's token storage, which an implementation adds.
+// Store is the storage contract apart from fosite's token storage: internal/oauth's
+// Storage adds that, and is the one interface a token-server store implements in
+// full (internal/store/storetest runs against it).
 type Store interface {
+	// Ping checks the storage answers, for readiness.
+	Ping(ctx context.Context) error
+	// Follow keeps this replica in step with the others until ctx ends: what another
+	// replica changed (a client, an ended token) leaves this one's caches, and logged
+	// is called after an event is appended to the log, so that a reader waiting for
+	// events reads again. When it may have missed news (at start, after losing its
+	// connection), it empties the caches and calls logged too. It returns nil when
+	// ctx ends, and never gives up before.
+	Follow(ctx context.Context, logged func()) error
+
 	// PutClient creates or replaces a client; it reports whether anything changed, so
 	// that the same PUT twice is a no-op. Replacing a client whose OwnerNamespace
 	// differs from c's fails with ErrOwnerConflict and changes nothing. A PUT that

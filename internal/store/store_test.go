@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
+	"github.com/kubeoauth/kubeoauth/internal/testing/boundary"
 )
 
 func TestSecretHasher(t *testing.T) {
@@ -46,4 +47,15 @@ func TestSecretHasher(t *testing.T) {
 	if _, err := store.NewSecretHasher([]byte("short")); err == nil {
 		t.Error("a 5-byte key was accepted")
 	}
+}
+
+// The store's types are the schema's, apart from the admin API's wire types (converted
+// in internal/tokenserver) and from any database or fosite, so that each can change
+// without the others.
+func TestStoreStandsAlone(t *testing.T) {
+	boundary.Forbid(t, true,
+		"github.com/kubeoauth/kubeoauth/internal/adminapi",
+		"github.com/ory/fosite",
+		"github.com/lib/pq",
+	)
 }

@@ -202,22 +202,6 @@ func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
 	s.writeClient(w, r.Context(), id, changed)
 }
 
-func toStoreClient(id string, in *adminapi.Client, h *store.SecretHasher) *store.Client {
-	c := &store.Client{ID: id, OwnerNamespace: in.OwnerNamespace, ClientMetadata: in.ClientMetadata}
-	if in.Secret != "" {
-		c.SecretHash = h.Hash(in.Secret)
-	}
-	if in.PreviousSecret != "" {
-		c.PreviousSecretHash = h.Hash(in.PreviousSecret)
-		c.PreviousSecretExpiresAt = in.PreviousSecretExpiresAt.UTC().Truncate(time.Microsecond)
-	}
-	return c
-}
-
-func fromStoreClient(c *store.Client) adminapi.Client {
-	return adminapi.Client{ID: c.ID, OwnerNamespace: c.OwnerNamespace, ClientMetadata: c.ClientMetadata}
-}
-
 func (s *Server) writeClient(w http.ResponseWriter, ctx context.Context, id string, changed bool) {
 	c, err := s.cfg.Store.GetClientByID(ctx, id)
 	if err != nil {
@@ -268,11 +252,12 @@ func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) {
 	// checked in the write's transaction (409 otherwise).
 	g := &store.ConsentGrant{ClientID: r.PathValue("client"), Subject: r.PathValue("subject"), Scopes: in.Scopes,
 		Source: store.SourceDeclared, Owner: r.URL.Query().Get("owner")}
-	if in.Source == store.SourceBrowser {
-		g.Source = store.SourceBrowser
-	} else if in.Source != "" && in.Source != store.SourceDeclared {
-		adminError(w, http.StatusUnprocessableEntity, "source", "must be declared or browser")
-		return
+	if in.Source != "" {
+		var ok bool
+		if g.Source, ok = storeSources[in.Source]; !ok {
+			adminError(w, http.StatusUnprocessableEntity, "source", "must be declared or browser")
+			return
+		}
 	}
 	if len(g.Scopes) == 0 {
 		adminError(w, http.StatusUnprocessableEntity, "scopes", "needs at least one scope")
@@ -293,28 +278,18 @@ func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toAPIGrant(out))
 }
 
-func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
-	out := adminapi.Grant{ID: g.ID, ClientID: g.ClientID, Subject: g.Subject, Scopes: g.Scopes, Source: g.Source,
-		ActiveTokens: g.ActiveTokens}
-	t := func(v time.Time) *time.Time {
-		if v.IsZero() {
-			return nil
-		}
-		return &v
-	}
-	out.GrantedAt, out.LastUsedAt, out.ExpiresAt = t(g.GrantedAt), t(g.LastUsedAt), t(g.ExpiresAt)
-	return out
-}
-
 func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	// An unknown source would match nothing: a caller's typo must not read as "none".
-	if src := q.Get("source"); src != "" && src != adminapi.SourceDeclared && src != adminapi.SourceBrowser {
-		adminError(w, http.StatusUnprocessableEntity, "source", "must be declared or browser")
-		return
+	filter := store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject")}
+	if src := q.Get("source"); src != "" {
+		var ok bool
+		if filter.Source, ok = storeSources[src]; !ok {
+			adminError(w, http.StatusUnprocessableEntity, "source", "must be declared or browser")
+			return
+		}
 	}
-	gs, err := s.cfg.Store.ListGrants(r.Context(), store.GrantFilter{ClientID: q.Get("client_id"), Subject: q.Get("subject"),
-		Source: q.Get("source")})
+	gs, err := s.cfg.Store.ListGrants(r.Context(), filter)
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -370,7 +345,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if len(evs) > 0 || wait == 0 {
 			out := adminapi.Events{Events: make([]adminapi.Event, 0, len(evs)), Next: after}
 			for _, e := range evs {
-				out.Events = append(out.Events, adminapi.Event(e))
+				out.Events = append(out.Events, toAPIEvent(e))
 				out.Next = e.Seq
 			}
 			writeJSON(w, http.StatusOK, out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
@@ -101,12 +102,13 @@ func Serve(ctx context.Context, o Options) error {
 			DatabaseError:   metrics.dbErrors.Inc,
 			Event:           metrics.countEvent,
 		},
+		Log: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = st.Close() }()
-	keys, err := oauth.LoadKeys(o.SigningKeyFile, o.PreviousSigningKeyFile)
+	keys, err := signingkey.Load(o.SigningKeyFile, o.PreviousSigningKeyFile)
 	if err != nil {
 		return err
 	}
@@ -148,7 +150,7 @@ func Serve(ctx context.Context, o Options) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go func() {
-		if err := Listen(bg, o.DSN, events, st, log); err != nil {
+		if err := st.Follow(bg, events.Notify); err != nil {
 			log.Error("event listener stopped", "err", err)
 		}
 	}()

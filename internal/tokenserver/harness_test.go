@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testlog"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
@@ -70,7 +71,7 @@ type setup struct {
 func secrets(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := oauth.GenerateKey(oauth.ES256)
+	key, err := signingkey.Generate(signingkey.ES256)
 	if err != nil {
 		t.Fatal(err)
 	}

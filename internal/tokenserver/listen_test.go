@@ -3,12 +3,9 @@ package tokenserver_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
@@ -25,21 +22,20 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 	proxy, proxied := newDBProxy(t, dsn)
 	proxy.Down()
 	frozen := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	open := func() *postgres.Store {
-		s, err := postgres.Open(ctx, dsn, postgres.Options{Now: func() time.Time { return frozen }})
+	open := func(listenDSN string) *postgres.Store {
+		s, err := postgres.Open(ctx, dsn, postgres.Options{Now: func() time.Time { return frozen }, ListenDSN: listenDSN})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	replica, other := open(), open()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	replica, other := open(proxied), open("")
 
 	// Shutdown while the database is unreachable: Listen returns.
 	stopped, stop := context.WithCancel(ctx)
 	returned := make(chan error, 1)
-	go func() { returned <- tokenserver.Listen(stopped, proxied, tokenserver.NewBroadcaster(), replica, log) }()
+	go func() { returned <- replica.Follow(stopped, tokenserver.NewBroadcaster().Notify) }()
 	stop()
 	select {
 	case err := <-returned:
@@ -53,7 +49,7 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 	events := tokenserver.NewBroadcaster()
 	listenCtx, stopListening := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- tokenserver.Listen(listenCtx, proxied, events, replica, log) }()
+	go func() { done <- replica.Follow(listenCtx, events.Notify) }()
 	t.Cleanup(func() {
 		stopListening()
 		if err := <-done; err != nil {
@@ -61,7 +57,7 @@ func TestListenerStartsOnUnreachableDatabase(t *testing.T) {
 		}
 	})
 
-	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), ClientMetadata: adminapi.ClientMetadata{Name: "Grafana",
+	c := &store.Client{ID: "grafana", SecretHash: []byte("old"), ClientSpec: store.ClientSpec{Name: "Grafana",
 		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}
 	if _, err := other.PutClient(ctx, c); err != nil {
 		t.Fatal(err)

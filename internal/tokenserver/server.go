@@ -25,16 +25,10 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
-// Store is what the server needs from storage.
-type Store interface {
-	oauth.Storage
-	Ping(ctx context.Context) error
-}
-
 // Config configures a Server.
 type Config struct {
 	Provider *oauth.Provider
-	Store    Store
+	Store    oauth.Storage
 	Metrics  *Metrics
 	Log      *slog.Logger
 	// AdminToken authenticates admin API callers (Authorization: Bearer).

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ory/fosite"
 
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
@@ -34,7 +33,7 @@ func replicas(t *testing.T, n int, clock *storetest.Clock) []*postgres.Store {
 
 func client(secret string) *store.Client {
 	return &store.Client{ID: "grafana", SecretHash: []byte(secret), OwnerNamespace: "observability",
-		ClientMetadata: adminapi.ClientMetadata{Name: "Grafana", GrantTypes: []string{"client_credentials"},
+		ClientSpec: store.ClientSpec{Name: "Grafana", GrantTypes: []string{"client_credentials"},
 			Scopes: []string{"openid"}, TokenEndpointAuthMethod: "client_secret_basic"}}
 }
 

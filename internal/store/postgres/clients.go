@@ -18,7 +18,7 @@ const clientColumns = `id, secret_hash, previous_secret_hash, previous_secret_ex
 // of the upsert's WHERE, so no concurrent PUT can slip between check and write. A
 // change that leaves skipConsent off revokes the client's first-party approvals.
 func (s *Store) PutClient(ctx context.Context, c *store.Client) (bool, error) {
-	spec, err := json.Marshal(c)
+	spec, err := json.Marshal(clientSpec(c.ClientSpec))
 	if err != nil {
 		return false, err
 	}
@@ -166,6 +166,34 @@ RETURNING owner_namespace`, id, owner).Scan(&current)
 	})
 }
 
+// clientSpec is the clients.spec column: what a client is, as one JSON document. Its
+// keys and omitempty rules are the stored format: rows written before the store had
+// its own client type hold exactly this shape, and a change that alters the document
+// (a key, an omitempty) makes every PUT of an unchanged client look like a change. A
+// new field needs omitempty for the same reason. TestStoredClientFormat pins it.
+// store.ClientSpec converts to it as long as the two have the same fields: one that
+// store.ClientSpec gains needs its key here before this compiles.
+type clientSpec struct {
+	Name                    string            `json:"name"`
+	OwnerTeam               string            `json:"ownerTeam,omitempty"`
+	OwnerContact            string            `json:"ownerContact,omitempty"`
+	LogoURI                 string            `json:"logoURI,omitempty"`
+	ClientURI               string            `json:"clientURI,omitempty"`
+	PolicyURI               string            `json:"policyURI,omitempty"`
+	TOSURI                  string            `json:"tosURI,omitempty"`
+	GrantTypes              []string          `json:"grantTypes"`
+	ResponseTypes           []string          `json:"responseTypes,omitempty"`
+	RedirectURIs            []string          `json:"redirectURIs,omitempty"`
+	PostLogoutRedirectURIs  []string          `json:"postLogoutRedirectURIs,omitempty"`
+	Scopes                  []string          `json:"scopes,omitempty"`
+	Audience                []string          `json:"audience,omitempty"`
+	TokenEndpointAuthMethod string            `json:"tokenEndpointAuthMethod"`
+	JWKS                    json.RawMessage   `json:"jwks,omitempty"`
+	JWKSURI                 string            `json:"jwksURI,omitempty"`
+	SkipConsent             bool              `json:"skipConsent,omitempty"`
+	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanClient(row scanner) (*store.Client, error) {
@@ -178,9 +206,11 @@ func scanClient(row scanner) (*store.Client, error) {
 		&c.CreatedAt, &c.UpdatedAt); err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(spec, &c); err != nil {
+	var doc clientSpec
+	if err := json.Unmarshal(spec, &doc); err != nil {
 		return nil, err
 	}
+	c.ClientSpec = store.ClientSpec(doc)
 	c.PreviousSecretExpiresAt = prevExp.Time
 	return &c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -29,6 +30,11 @@ type Options struct {
 	// ClientCacheTTL bounds how long a replica trusts a cached client when a change
 	// notification was lost; 0 means DefaultClientCacheTTL.
 	ClientCacheTTL time.Duration
+	// ListenDSN is where Follow listens for other replicas' changes; empty means the
+	// DSN the store is opened with.
+	ListenDSN string
+	// Log gets the listener's warnings; nil discards them.
+	Log *slog.Logger
 }
 
 // Hooks let the token server count what happens in the store without the store
@@ -46,6 +52,7 @@ type Hooks struct {
 type Store struct {
 	db        *sql.DB
 	opts      Options
+	listenDSN string
 	clients   clientCache
 	tokens    tokenCache
 	testHooks testHooks
@@ -82,7 +89,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.ClientCacheTTL <= 0 {
 		opts.ClientCacheTTL = DefaultClientCacheTTL
 	}
-	return &Store{db: db, opts: opts}, nil
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	listenDSN := opts.ListenDSN
+	if listenDSN == "" {
+		listenDSN = dsn
+	}
+	return &Store{db: db, opts: opts, listenDSN: listenDSN}, nil
 }
 
 // OpenDB opens a pool on dsn without checking the schema (for migrations).

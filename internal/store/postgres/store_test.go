@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
@@ -14,7 +15,7 @@ var pg *testpg.Server
 func TestMain(m *testing.M) { testpg.Main(m, &pg) }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, cfg storetest.Config) storetest.Store {
+	storetest.Run(t, func(t *testing.T, cfg storetest.Config) oauth.Storage {
 		s, err := postgres.Open(context.Background(), pg.NewMigratedDatabase(t), postgres.Options{
 			RefreshGracePeriod: cfg.RefreshGracePeriod, Now: cfg.Now,
 		})

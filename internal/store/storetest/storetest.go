@@ -1,7 +1,7 @@
-// Package storetest is the conformance suite a token-server store must pass: clients,
-// fosite's token storage with refresh rotation and its grace period, consent grants,
-// sign-in sessions, the event log and the janitor, including concurrent use. Run it from the
-// implementation's tests against a real database.
+// Package storetest is the conformance suite a token-server store (an oauth.Storage)
+// must pass: clients, fosite's token storage with refresh rotation and its grace
+// period, consent grants, sign-in sessions, the event log and the janitor, including
+// concurrent use. Run it from the implementation's tests against a real database.
 package storetest
 
 import (
@@ -15,23 +15,11 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
-	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
-	"github.com/ory/fosite/handler/pkce"
 
-	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
-
-// Store is what a token server needs from its storage.
-type Store interface {
-	store.Store
-	fosite.ClientManager
-	oauth2.CoreStorage
-	oauth2.TokenRevocationStorage
-	pkce.PKCERequestStorage
-	openid.OpenIDConnectRequestStorage
-}
 
 // Config is what a suite asks of a new store.
 type Config struct {
@@ -40,7 +28,7 @@ type Config struct {
 }
 
 // Factory returns a new, empty store; the implementation cleans it up with t.Cleanup.
-type Factory func(t *testing.T, cfg Config) Store
+type Factory func(t *testing.T, cfg Config) oauth.Storage
 
 // Run runs every conformance test.
 func Run(t *testing.T, newStore Factory) {
@@ -104,7 +92,7 @@ func (s *Session) Clone() fosite.Session {
 func testClient(id string) *store.Client {
 	return &store.Client{
 		ID: id, SecretHash: store.LegacyHashSecret("s3cret-s3cret-s3cret-s3cret-s3cret"), OwnerNamespace: "observability",
-		ClientMetadata: adminapi.ClientMetadata{
+		ClientSpec: store.ClientSpec{
 			Name: "Grafana", OwnerTeam: "observability", GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
 			RedirectURIs: []string{"https://grafana.example.com/cb"}, Scopes: []string{"openid", "profile"},
 			TokenEndpointAuthMethod: "client_secret_basic",
@@ -112,7 +100,7 @@ func testClient(id string) *store.Client {
 	}
 }
 
-func request(t *testing.T, s Store, requestID, subject, grantID string, now time.Time) *fosite.Request {
+func request(t *testing.T, s oauth.Storage, requestID, subject, grantID string, now time.Time) *fosite.Request {
 	t.Helper()
 	c, err := s.GetClient(context.Background(), "grafana")
 	if err != nil {
@@ -129,7 +117,7 @@ func request(t *testing.T, s Store, requestID, subject, grantID string, now time
 	return r
 }
 
-func mustPutClient(t *testing.T, s Store, c *store.Client) {
+func mustPutClient(t *testing.T, s oauth.Storage, c *store.Client) {
 	t.Helper()
 	if _, err := s.PutClient(context.Background(), c); err != nil {
 		t.Fatalf("PutClient: %v", err)
@@ -760,7 +748,7 @@ func testConcurrentRotation(t *testing.T, newStore Factory) {
 
 // grantRequest is request under grant g, granted scopes, with the grant's expiry on
 // the session as the token server puts it there.
-func grantRequest(t *testing.T, s Store, requestID string, g *store.ConsentGrant, now time.Time, scopes ...string) *fosite.Request {
+func grantRequest(t *testing.T, s oauth.Storage, requestID string, g *store.ConsentGrant, now time.Time, scopes ...string) *fosite.Request {
 	t.Helper()
 	r := request(t, s, requestID, g.Subject, g.ID, now)
 	r.Session.(*Session).GrantExpiresAt = g.ExpiresAt
@@ -768,7 +756,7 @@ func grantRequest(t *testing.T, s Store, requestID string, g *store.ConsentGrant
 	return r
 }
 
-func eventKinds(t *testing.T, s Store, after int64) ([]store.Event, []string) {
+func eventKinds(t *testing.T, s oauth.Storage, after int64) ([]store.Event, []string) {
 	t.Helper()
 	evs, err := s.Events(context.Background(), after, 100)
 	if err != nil {

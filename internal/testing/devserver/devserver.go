@@ -18,8 +18,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
-	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/randsecret"
+	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
@@ -72,7 +72,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	if e.Dir, err = os.MkdirTemp("", "kubeoauth-devserver-"); err != nil {
 		return e, err
 	}
-	key, err := oauth.GenerateKey(oauth.ES256)
+	key, err := signingkey.Generate(signingkey.ES256)
 	if err != nil {
 		return e, err
 	}

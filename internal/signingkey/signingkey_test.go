@@ -1,4 +1,4 @@
-package oauth
+package signingkey
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 func TestKeysRotation(t *testing.T) {
 	dir := t.TempDir()
 	for name, alg := range map[string]string{"current.pem": RS256, "previous.pem": ES256} {
-		pem, err := GenerateKey(alg)
+		pem, err := Generate(alg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -19,7 +19,7 @@ func TestKeysRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ks, err := LoadKeys(filepath.Join(dir, "current.pem"), filepath.Join(dir, "previous.pem"))
+	ks, err := Load(filepath.Join(dir, "current.pem"), filepath.Join(dir, "previous.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,12 +45,12 @@ func TestParseKeyRefusesWeakOrUnknownKeys(t *testing.T) {
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
-			if _, err := ParseKey([]byte(in)); err == nil {
-				t.Errorf("ParseKey(%q) accepted it", in)
+			if _, err := Parse([]byte(in)); err == nil {
+				t.Errorf("Parse(%q) accepted it", in)
 			}
 		})
 	}
-	if _, err := GenerateKey("HS256"); err == nil {
-		t.Error("GenerateKey(HS256) should refuse: symmetric keys cannot be published in JWKS")
+	if _, err := Generate("HS256"); err == nil {
+		t.Error("Generate(HS256) should refuse: symmetric keys cannot be published in JWKS")
 	}
 }

@@ -1,4 +1,4 @@
-package oauth
+package signingkey
 
 import (
 	"crypto"
@@ -37,37 +37,37 @@ type Keys struct {
 	Previous *Key
 }
 
-// LoadKeys reads PEM private keys (PKCS#8, SEC 1 or PKCS#1) from files, as mounted from
+// Load reads PEM private keys (PKCS#8, SEC 1 or PKCS#1) from files, as mounted from
 // a Secret. previousPath may be empty.
-func LoadKeys(currentPath, previousPath string) (*Keys, error) {
-	cur, err := loadKey(currentPath)
+func Load(currentPath, previousPath string) (*Keys, error) {
+	cur, err := loadFile(currentPath)
 	if err != nil {
 		return nil, err
 	}
 	ks := &Keys{Current: cur}
 	if previousPath != "" {
-		if ks.Previous, err = loadKey(previousPath); err != nil {
+		if ks.Previous, err = loadFile(previousPath); err != nil {
 			return nil, err
 		}
 	}
 	return ks, nil
 }
 
-func loadKey(path string) (*Key, error) {
+func loadFile(path string) (*Key, error) {
 	data, err := os.ReadFile(path) // #nosec G304 -- the operator's mounted key file
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
-	k, err := ParseKey(data)
+	k, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
 	return k, nil
 }
 
-// ParseKey parses a PEM private key: an EC P-256 key signs ES256, an RSA key (2048 bits
+// Parse parses a PEM private key: an EC P-256 key signs ES256, an RSA key (2048 bits
 // or more) RS256.
-func ParseKey(data []byte) (*Key, error) {
+func Parse(data []byte) (*Key, error) {
 	block, _ := pem.Decode(data)
 	if block == nil {
 		return nil, errors.New("no PEM block found")
@@ -110,8 +110,8 @@ func ParseKey(data []byte) (*Key, error) {
 	return &Key{Private: signer, ID: base64.RawURLEncoding.EncodeToString(thumb), Algorithm: alg}, nil
 }
 
-// GenerateKey makes a new private key for alg, PEM-encoded (PKCS#8).
-func GenerateKey(alg string) ([]byte, error) {
+// Generate makes a new private key for alg, PEM-encoded (PKCS#8).
+func Generate(alg string) ([]byte, error) {
 	var (
 		priv any
 		err  error
