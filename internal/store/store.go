@@ -131,12 +131,20 @@ func (g *ConsentGrant) Covers(scopes []string, now time.Time) bool {
 	return true
 }
 
-// Event kinds, as stored in the log.
+// EventKind says what an event of the log records; its value is the stored one
+// (events.kind), which the admin API's event kinds need not follow.
+type EventKind string
+
+// Event kinds.
 const (
-	EventTokenRevoked  = "token_revoked"  // one token chain (a request ID)
-	EventGrantRevoked  = "grant_revoked"  // a consent grant and every token under it
-	EventClientDeleted = "client_deleted" // a client and every token issued to it
-	EventConsentGiven  = "consent_given"  // a consent grant created or changed
+	// EventTokenRevoked: one token chain (a request ID).
+	EventTokenRevoked EventKind = "token_revoked"
+	// EventGrantRevoked: a consent grant and every token under it.
+	EventGrantRevoked EventKind = "grant_revoked"
+	// EventClientDeleted: a client and every token issued to it.
+	EventClientDeleted EventKind = "client_deleted"
+	// EventConsentGiven: a consent grant created or changed.
+	EventConsentGiven EventKind = "consent_given"
 )
 
 // Event is one entry of the event log. Seq is strictly increasing in commit order, so a
@@ -144,7 +152,7 @@ const (
 type Event struct {
 	Seq       int64
 	At        time.Time
-	Kind      string
+	Kind      EventKind
 	ClientID  string
 	Subject   string
 	GrantID   string

@@ -34,9 +34,14 @@ func fromStoreClient(c *store.Client) adminapi.Client {
 // apiNames maps the store's grant sources and event kinds to the admin API's. A
 // value the API has no name for passes through as stored.
 var apiNames = map[string]string{
-	store.SourceDeclared:     adminapi.SourceDeclared,
-	store.SourceBrowser:      adminapi.SourceBrowser,
-	store.SourceFirstParty:   adminapi.SourceFirstParty,
+	store.SourceDeclared:   adminapi.SourceDeclared,
+	store.SourceBrowser:    adminapi.SourceBrowser,
+	store.SourceFirstParty: adminapi.SourceFirstParty,
+}
+
+// apiKinds are the admin API's names of the store's event kinds; a kind the API has
+// no name for passes through as stored.
+var apiKinds = map[store.EventKind]string{
 	store.EventTokenRevoked:  adminapi.EventTokenRevoked,
 	store.EventGrantRevoked:  adminapi.EventGrantRevoked,
 	store.EventClientDeleted: adminapi.EventClientDeleted,
@@ -57,6 +62,13 @@ func apiName(stored string) string {
 	return stored
 }
 
+func apiKind(stored store.EventKind) string {
+	if n, ok := apiKinds[stored]; ok {
+		return n
+	}
+	return string(stored)
+}
+
 func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
 	out := adminapi.Grant{ID: g.ID, ClientID: g.ClientID, Subject: g.Subject, Scopes: g.Scopes, Source: apiName(g.Source),
 		ActiveTokens: g.ActiveTokens}
@@ -71,6 +83,6 @@ func toAPIGrant(g *store.ConsentGrant) adminapi.Grant {
 }
 
 func toAPIEvent(e store.Event) adminapi.Event {
-	return adminapi.Event{Seq: e.Seq, At: e.At, Kind: apiName(e.Kind), ClientID: e.ClientID, Subject: e.Subject,
+	return adminapi.Event{Seq: e.Seq, At: e.At, Kind: apiKind(e.Kind), ClientID: e.ClientID, Subject: e.Subject,
 		GrantID: e.GrantID, RequestID: e.RequestID, Scopes: e.Scopes}
 }

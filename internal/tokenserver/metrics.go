@@ -72,7 +72,7 @@ func NewMetrics() *Metrics {
 }
 
 // countEvent counts revocations from the store's event log.
-func (m *Metrics) countEvent(kind string) {
+func (m *Metrics) countEvent(kind store.EventKind) {
 	switch kind {
 	case store.EventTokenRevoked:
 		m.revocations.WithLabelValues("token").Inc()

@@ -44,7 +44,7 @@ type Hooks struct {
 	ChainRevoked    func()
 	DatabaseError   func()
 	// Event is called with the kind of each event logged (revocations, consents).
-	Event func(kind string)
+	Event func(kind store.EventKind)
 }
 
 // Store is the PostgreSQL store. It implements store.Store and fosite's storage

@@ -569,11 +569,11 @@ func testGrants(t *testing.T, newStore Factory) {
 		t.Errorf("revoking twice: err = %v, want ErrNotFound", err)
 	}
 	evs, _ := s.Events(ctx, 0, 100)
-	kinds := make([]string, 0, len(evs))
+	kinds := make([]store.EventKind, 0, len(evs))
 	for _, e := range evs {
 		kinds = append(kinds, e.Kind)
 	}
-	want := []string{store.EventConsentGiven, store.EventConsentGiven, store.EventConsentGiven, store.EventGrantRevoked}
+	want := []store.EventKind{store.EventConsentGiven, store.EventConsentGiven, store.EventConsentGiven, store.EventGrantRevoked}
 	if !slices.Equal(kinds, want) {
 		t.Errorf("event kinds = %v, want %v", kinds, want)
 	}
@@ -756,13 +756,13 @@ func grantRequest(t *testing.T, s oauth.Storage, requestID string, g *store.Cons
 	return r
 }
 
-func eventKinds(t *testing.T, s oauth.Storage, after int64) ([]store.Event, []string) {
+func eventKinds(t *testing.T, s oauth.Storage, after int64) ([]store.Event, []store.EventKind) {
 	t.Helper()
 	evs, err := s.Events(context.Background(), after, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kinds := make([]string, 0, len(evs))
+	kinds := make([]store.EventKind, 0, len(evs))
 	for _, e := range evs {
 		kinds = append(kinds, e.Kind)
 	}
@@ -828,7 +828,7 @@ func testGrantExpiry(t *testing.T, newStore Factory) {
 		t.Fatal(err)
 	}
 	evs, kinds := eventKinds(t, s, before)
-	if !slices.Equal(kinds, []string{store.EventGrantRevoked}) || evs[0].GrantID != g.ID || evs[0].Subject != "alice" ||
+	if !slices.Equal(kinds, []store.EventKind{store.EventGrantRevoked}) || evs[0].GrantID != g.ID || evs[0].Subject != "alice" ||
 		evs[0].ClientID != "grafana" {
 		t.Errorf("events of the janitor = %+v, want one grant_revoked for %s", evs, g.ID)
 	}
@@ -872,7 +872,7 @@ func testGrantExpiry(t *testing.T, newStore Factory) {
 	if g3.ID == g2.ID || !g3.ExpiresAt.IsZero() {
 		t.Errorf("consent on an expired grant = %+v; want a new grant (not %s) without expiry", g3, g2.ID)
 	}
-	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []string{store.EventGrantRevoked, store.EventConsentGiven}) ||
+	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []store.EventKind{store.EventGrantRevoked, store.EventConsentGiven}) ||
 		evs[0].GrantID != g2.ID {
 		t.Errorf("events = %+v; want grant_revoked for %s then consent_given", evs, g2.ID)
 	}
@@ -894,7 +894,7 @@ func testGrantExpiry(t *testing.T, newStore Factory) {
 			t.Errorf("PutGrant of an expired grant = %+v, %v; want nothing stored", got, err)
 		}
 	}
-	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []string{store.EventGrantRevoked}) || evs[0].GrantID != g3.ID {
+	if evs, kinds := eventKinds(t, s, before); !slices.Equal(kinds, []store.EventKind{store.EventGrantRevoked}) || evs[0].GrantID != g3.ID {
 		t.Errorf("events = %+v; want one grant_revoked for %s", evs, g3.ID)
 	}
 	if _, err := s.GetAccessTokenSession(ctx, "at-3", &Session{}); !errors.Is(err, fosite.ErrNotFound) {
@@ -953,7 +953,7 @@ func testGrantNarrowing(t *testing.T, newStore Factory) {
 	}
 	check("narrowed to openid profile", map[string]bool{"a": true, "b": true, "c": false})
 	evs, kinds := eventKinds(t, s, before)
-	if !slices.Equal(kinds, []string{store.EventTokenRevoked, store.EventConsentGiven}) || evs[0].RequestID != "req-c" ||
+	if !slices.Equal(kinds, []store.EventKind{store.EventTokenRevoked, store.EventConsentGiven}) || evs[0].RequestID != "req-c" ||
 		!slices.Equal(evs[1].Scopes, []string{"openid", "profile"}) {
 		t.Errorf("events = %+v; want token_revoked for req-c, then consent_given openid profile", evs)
 	}
