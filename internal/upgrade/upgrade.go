@@ -91,12 +91,18 @@ type machine struct {
 	// waiting explains why an image change has not started an upgrade.
 	waiting string
 	opens   time.Time
+	// jobsOf is the upgrade the observed Jobs and plan belong to: an upgrade started
+	// in this pass has none yet.
+	jobsOf string
 }
 
 // Next decides the next step of the upgrade from observed facts at now. It is pure.
 func Next(o Observed, now time.Time) Decision {
 	m := &machine{o: o, now: now, s: settingsOf(o.Spec.Upgrade), st: o.Status}
 	m.st.Upgrade = o.Status.Upgrade.DeepCopy()
+	if u := o.Status.Upgrade; u != nil {
+		m.jobsOf = u.ID
+	}
 	if m.st.ActiveColor == "" {
 		m.st.ActiveColor = Blue
 	}
@@ -148,6 +154,14 @@ func (m *machine) since() time.Time {
 		return u.PhaseSince.Time
 	}
 	return m.now
+}
+
+// job is the observed Job of kind of the current upgrade.
+func (m *machine) job(kind JobKind) Job {
+	if m.st.Upgrade == nil || m.st.Upgrade.ID != m.jobsOf {
+		return Job{}
+	}
+	return m.o.Jobs[kind]
 }
 
 func (m *machine) from() Color { return Color(m.st.Upgrade.FromColor) }
@@ -211,7 +225,7 @@ func (m *machine) transition() bool {
 		m.enter(oauthv1alpha1.UpgradeContracting, msg)
 		return true
 	case oauthv1alpha1.UpgradeContracting:
-		switch j := m.o.Jobs[JobContract]; j.State {
+		switch j := m.job(JobContract); j.State {
 		case JobSucceeded:
 			u.Reason = ""
 			m.enter(oauthv1alpha1.UpgradeCompleted, u.ToImage+" serves; the upgrade is complete")
@@ -311,7 +325,7 @@ func (m *machine) planning() bool {
 		m.refuse(ReasonCopyNotSupported, "spec.upgrade.dataMode is Copy, and upgrades with a copied database are not built yet")
 		return true
 	}
-	j := m.o.Jobs[JobPlan]
+	j := m.job(JobPlan)
 	switch j.State {
 	case JobFailed:
 		m.refuse(ReasonPlanFailed, "the migration plan of "+u.ToImage+" failed: "+j.Message)
@@ -321,7 +335,7 @@ func (m *machine) planning() bool {
 		return false
 	}
 	p := m.o.Plan
-	if p == nil {
+	if p == nil || u.ID != m.jobsOf {
 		return false // succeeded, result not read yet; the deadline bounds the wait
 	}
 	u.Plan = &oauthv1alpha1.UpgradePlan{Mode: p.Mode, SchemaFrom: p.SchemaFrom, SchemaTo: p.SchemaTo, Reason: p.Reason}
@@ -339,7 +353,7 @@ func (m *machine) planning() bool {
 
 // afterJob moves on when the phase's Job succeeded and rolls back when it failed.
 func (m *machine) afterJob(kind JobKind, next func(), failReason, failWhy string) bool {
-	switch j := m.o.Jobs[kind]; j.State {
+	switch j := m.job(kind); j.State {
 	case JobSucceeded:
 		next()
 		return true
@@ -564,7 +578,7 @@ func (m *machine) jobs() []JobIntent {
 		oauthv1alpha1.UpgradeVerifying:   JobVerify,
 		oauthv1alpha1.UpgradeContracting: JobContract,
 	}[u.Phase]
-	if kind == "" || m.o.Jobs[kind].State != JobAbsent {
+	if kind == "" || m.job(kind).State != JobAbsent {
 		return nil
 	}
 	return []JobIntent{{Kind: kind, Name: JobName(m.o.Name, u.ID, kind), Image: u.ToImage}}
@@ -573,8 +587,8 @@ func (m *machine) jobs() []JobIntent {
 // wantServing says, pod by pod, which carry the serving label.
 //
 // Outside a promotion, the active color's pods serve. During step k of a promotion,
-// the new color's first k pods serve, and the old color's first k stop only once
-// the EndpointSlices show k new pods ready; should the new pods stop being ready, the
+// the new color's first k pods serve, and the old pod of ordinal i < k stops only
+// once the EndpointSlices show i+1 new pods ready; should new pods stop being ready,
 // old ones serve again. A rollback labels all old pods and unlabels the new only
 // once every old pod is ready in the EndpointSlices.
 func (m *machine) wantServing(p Pod) bool {
@@ -583,19 +597,21 @@ func (m *machine) wantServing(p Pod) bool {
 		return p.Color == m.st.ActiveColor
 	}
 	from, to := m.from(), m.to()
-	newCovers := func(n int32) bool { return m.o.Endpoints[to] >= n }
+	// The old pod of ordinal i stops once i+1 new pods are ready in the Service.
+	covered := func(p Pod) bool { return m.o.Endpoints[to] > int32(p.Ordinal) }
 	switch u.Phase {
 	case oauthv1alpha1.UpgradePromoting:
 		if p.Color == to {
 			return p.Ordinal < int(u.Step)
 		}
-		return p.Ordinal >= int(u.Step) || !newCovers(u.Step)
+		return p.Ordinal >= int(u.Step) || !covered(p)
 	case oauthv1alpha1.UpgradeScalingDown:
-		return p.Color == to || !newCovers(u.Steps)
+		return p.Color == to || !covered(p)
 	case oauthv1alpha1.UpgradeRollbackWindow, oauthv1alpha1.UpgradeContracting:
 		return p.Color == to
 	case oauthv1alpha1.UpgradeRollingBack:
-		return p.Color == from || m.o.Endpoints[from] < u.Steps
+		// New pods keep the label they have until every old pod serves, and get none.
+		return p.Color == from || (p.Serving && m.o.Endpoints[from] < u.Steps)
 	default:
 		return p.Color == from
 	}
@@ -657,7 +673,7 @@ func (m *machine) conditions() []metav1.Condition {
 	asked := m.o.Spec.Image == u.ToImage // the spec still asks for the image that did not make it
 	switch u.Phase {
 	case oauthv1alpha1.UpgradeRollingBack, oauthv1alpha1.UpgradeRolledBack:
-		degraded = u.Phase == oauthv1alpha1.UpgradeRollingBack || asked
+		degraded = asked // a rollback the user asked for by setting the image is no failure
 		reason = oauthv1alpha1.ReasonUpgradeRolledBack
 		if u.Reason == oauthv1alpha1.ReasonMigrationFailed {
 			reason = oauthv1alpha1.ReasonMigrationFailed
