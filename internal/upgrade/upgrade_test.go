@@ -74,7 +74,9 @@ func transitions() map[string]transition {
 			}
 		}
 	}
-	failedChecks := func(n int32) func(*Observed) { return status(func(u *v1.UpgradeStatus) { u.Analysis.FailedChecks = n }) }
+	failedChecks := func(n int32) func(*Observed) {
+		return status(func(u *v1.UpgradeStatus) { u.Analysis.FailedChecks = n })
+	}
 	noGreenPods := func(o *Observed) { o.Pods = pods(Blue, imgA, 3, true, all) }
 	rolling := func(step int32) Observed { // RollingBack from step 2: blue all labelled again
 		return with(at(v1.UpgradePromoting, 3, step), status(func(u *v1.UpgradeStatus) {
@@ -191,7 +193,7 @@ func transitions() map[string]transition {
 			promoting(1)},
 		"promoting: error rate above the limit: a failed check": {with(at(v1.UpgradePromoting, 3, 1), metrics(150, 11)), t10,
 			promoting(1)},
-		"promoting: metrics missing: a failed check": {with(at(v1.UpgradePromoting, 3, 1), noMetrics), t10, promoting(1)},
+		"promoting: metrics missing: a failed check":    {with(at(v1.UpgradePromoting, 3, 1), noMetrics), t10, promoting(1)},
 		"promoting: counters went back: a failed check": {with(at(v1.UpgradePromoting, 3, 1), metrics(40, 0)), t10, promoting(1)},
 		"promoting: failure threshold reached: rolling back, blue-0 serves again": {with(at(v1.UpgradePromoting, 3, 1),
 			metrics(150, 11), failedChecks(1)), t10,

@@ -44,9 +44,9 @@ func none(int) bool { return false }
 // settled is blue serving imgA with n ready pods, nothing upgrading, spec at image.
 func settled(n int32, image string) Observed {
 	return Observed{
-		Name: "auth",
-		Spec: Spec{Image: image, Replicas: n, Upgrade: settingsFixture()},
-		Status: Status{ActiveColor: Blue},
+		Name:         "auth",
+		Spec:         Spec{Image: image, Replicas: n, Upgrade: settingsFixture()},
+		Status:       Status{ActiveColor: Blue},
 		StatefulSets: map[Color]StatefulSet{Blue: {Image: imgA, Replicas: n}},
 		Pods:         pods(Blue, imgA, int(n), true, all),
 		Endpoints:    map[Color]int32{Blue: n},
