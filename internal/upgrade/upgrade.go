@@ -729,3 +729,20 @@ func (m *machine) requeue() time.Duration {
 	}
 	return next
 }
+
+// CurrentImage is status.currentImage as observed: the image of the ready pods that
+// carry the serving label, when they all run one. While two images serve (a
+// promotion or a rollback in the middle) ok is false and the status keeps the image
+// it had, so that it moves only once no old pod serves.
+func CurrentImage(pods []Pod) (image string, ok bool) {
+	for _, p := range pods {
+		if !p.Ready || !p.Serving {
+			continue
+		}
+		if image != "" && p.Image != image {
+			return "", false
+		}
+		image = p.Image
+	}
+	return image, image != ""
+}

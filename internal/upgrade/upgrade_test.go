@@ -528,3 +528,22 @@ func TestJobName(t *testing.T) {
 		t.Errorf("JobName of a long server = %q (%d)", long, len(long))
 	}
 }
+
+func TestCurrentImage(t *testing.T) {
+	tests := map[string]struct {
+		in   Observed
+		want string
+		ok   bool
+	}{
+		"blue serves":                                 {settled(3, imgA), imgA, true},
+		"mid-promotion: two images serve":             {at(v1.UpgradePromoting, 3, 2), "", false},
+		"promoted, blue still up but unserved":        {at(v1.UpgradeScalingDown, 3, 0), imgB, true},
+		"step 1, green-0 not ready: only blue serves": {with(at(v1.UpgradePromoting, 3, 1), func(o *Observed) { o.Pods[3].Ready = false }), imgA, true},
+		"nothing serves":                              {with(settled(3, imgA), func(o *Observed) { o.Pods = nil }), "", false},
+	}
+	for name, tc := range tests {
+		if got, ok := CurrentImage(tc.in.Pods); got != tc.want || ok != tc.ok {
+			t.Errorf("%s: CurrentImage = %q, %v; want %q, %v", name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
