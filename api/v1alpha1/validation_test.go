@@ -582,3 +582,27 @@ func TestImmutableFields(t *testing.T) {
 		})
 	}
 }
+
+// The operator's record of an upgrade goes through the status subresource: every
+// phase the state machine writes is accepted, anything else refused.
+func TestUpgradeStatus(t *testing.T) {
+	ts := tokenServer()
+	create(t, ts, ok())
+	now := metav1.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	phases := []v1.UpgradePhase{v1.UpgradePlanning, v1.UpgradeMigrating, v1.UpgradeDeploying, v1.UpgradeVerifying,
+		v1.UpgradePaused, v1.UpgradePromoting, v1.UpgradeScalingDown, v1.UpgradeRollbackWindow, v1.UpgradeContracting,
+		v1.UpgradeCompleted, v1.UpgradeRollingBack, v1.UpgradeRolledBack, v1.UpgradeRefused, v1.UpgradeFailed}
+	for _, p := range phases {
+		ts.Status.Upgrade = &v1.UpgradeStatus{ID: "0badc0de", Phase: p, PhaseSince: &now, FromImage: "a:1", ToImage: "a:2",
+			FromColor: "blue", ToColor: "green", Step: 1, Steps: 3, Progress: "0/3",
+			Plan:      &v1.UpgradePlan{Mode: "Shared", SchemaFrom: 3, SchemaTo: 4, Reason: "expand only"},
+			Analysis:  &v1.UpgradeAnalysisStatus{Requests: 50, Errors: 1, Rate: "2.00%", FailedChecks: 1, LastCheck: &now},
+			StartedAt: &now}
+		ts.Status.FailedImage = "a:2"
+		expect(t, k8s.Status().Update(context.Background(), ts), ok())
+	}
+	ts.Status.Upgrade.Phase = "Sleeping"
+	expect(t, k8s.Status().Update(context.Background(), ts), reject("status.upgrade.phase", `Unsupported value: "Sleeping"`))
+	ts.Status.Upgrade.Phase, ts.Status.Upgrade.Plan.Mode = v1.UpgradePlanning, "Magic"
+	expect(t, k8s.Status().Update(context.Background(), ts), reject("status.upgrade.plan.mode", `Unsupported value: "Magic"`))
+}

@@ -338,7 +338,17 @@ func (m *machine) planning() bool {
 	if p == nil || u.ID != m.jobsOf {
 		return false // succeeded, result not read yet; the deadline bounds the wait
 	}
-	u.Plan = &oauthv1alpha1.UpgradePlan{Mode: p.Mode, SchemaFrom: p.SchemaFrom, SchemaTo: p.SchemaTo, Reason: p.Reason}
+	// The plan comes from the new image: what status accepts (an enum, a bounded
+	// reason) is enforced here, or the status write that records it would fail forever.
+	plan := oauthv1alpha1.UpgradePlan{Mode: p.Mode, SchemaFrom: p.SchemaFrom, SchemaTo: p.SchemaTo, Reason: p.Reason}
+	if plan.Mode != ModeShared && plan.Mode != ModeCopy && plan.Mode != ModeRefused {
+		plan.Mode, plan.Reason = ModeRefused, fmt.Sprintf("the plan reported an unknown mode %q: %s", p.Mode, p.Reason)
+	}
+	if len(plan.Reason) > 1024 {
+		plan.Reason = plan.Reason[:1021] + "..."
+	}
+	u.Plan = &plan
+	p = &PlanResult{Mode: plan.Mode, SchemaFrom: plan.SchemaFrom, SchemaTo: plan.SchemaTo, Reason: plan.Reason}
 	switch p.Mode {
 	case ModeShared:
 		m.enter(oauthv1alpha1.UpgradeMigrating, fmt.Sprintf("running the expand migrations of %s (schema %d to %d); %s keeps serving",

@@ -131,6 +131,9 @@ func transitions() map[string]transition {
 		"planning: plan refuses": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded), func(o *Observed) {
 			o.Plan = &PlanResult{Mode: ModeRefused, Reason: "schema 9 is newer than this image knows"}
 		}), t0, want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonPlanRefused, degraded: v1.ReasonUpgradeRefused}},
+		"planning: plan reports a mode it should not: refused, and status can hold it": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded), func(o *Observed) {
+			o.Plan = &PlanResult{Mode: "Magic", Reason: strings.Repeat("x", 5000)}
+		}), t0, want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonPlanRefused, degraded: v1.ReasonUpgradeRefused}},
 		"planning: plan Job failed: refused": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobFailed)), t0,
 			want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonPlanFailed, degraded: v1.ReasonUpgradeRefused}},
 		"planning: dataMode Copy: refused before the plan": {with(at(v1.UpgradePlanning, 3, 0), func(o *Observed) {
@@ -545,5 +548,16 @@ func TestCurrentImage(t *testing.T) {
 		if got, ok := CurrentImage(tc.in.Pods); got != tc.want || ok != tc.ok {
 			t.Errorf("%s: CurrentImage = %q, %v; want %q, %v", name, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// Status holds only what the CRD accepts, whatever the new image's plan reports.
+func TestPlanFitsStatus(t *testing.T) {
+	in := with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded), func(o *Observed) {
+		o.Plan = &PlanResult{Mode: "Magic", Reason: strings.Repeat("x", 5000)}
+	})
+	p := Next(in, t0).Status.Upgrade.Plan
+	if p.Mode != ModeRefused || len(p.Reason) > 1024 || !strings.Contains(p.Reason, `"Magic"`) {
+		t.Errorf("plan %s, %d characters of reason: want Refused, at most 1024, naming the mode", p.Mode, len(p.Reason))
 	}
 }
