@@ -160,6 +160,12 @@ func transitions() map[string]transition {
 			o.Spec.Upgrade.Verify = ptr.To(false)
 		}), t0, want{phase: v1.UpgradePromoting, step: 1, active: Blue, labels: []LabelIntent{on(green0)}}},
 
+		"deploying: green ready, no verification, pause asked: paused": {with(at(v1.UpgradeDeploying, 3, 0), greenReady(3), func(o *Observed) {
+			o.Spec.Upgrade.Verify, o.Spec.Upgrade.PauseBeforePromotion = ptr.To(false), true
+		}), t0, want{phase: v1.UpgradePaused, active: Blue}},
+		"planning: image set back: nothing changed, rolled back at once": {with(at(v1.UpgradePlanning, 3, 0), image(imgA)), t0,
+			want{phase: v1.UpgradeRolledBack, active: Blue, reason: ReasonImageReverted, sts: []StatefulSetIntent{{Blue, imgA, 3}}}},
+
 		// Verifying.
 		"verifying: running": {with(at(v1.UpgradeVerifying, 3, 0), job(JobVerify, JobRunning)), t0,
 			want{phase: v1.UpgradeVerifying, active: Blue}},
@@ -218,6 +224,9 @@ func transitions() map[string]transition {
 			u.Phase = v1.UpgradeScalingDown
 		})), t10, want{phase: v1.UpgradeRollbackWindow, step: 3, active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
 
+		"scaling down: a third image: the promotion stands": {with(at(v1.UpgradeScalingDown, 3, 0), image(imgC)), t0.Add(5 * time.Second),
+			want{phase: v1.UpgradeScalingDown, step: 3, active: Green, sts: upgradeSts}},
+
 		// Rollback window.
 		"rollback window: kept": {at(v1.UpgradeRollbackWindow, 3, 0), t0.Add(59 * time.Second),
 			want{phase: v1.UpgradeRollbackWindow, step: 3, active: Green}},
@@ -268,6 +277,13 @@ func transitions() map[string]transition {
 		"rolled back: a new image: a new upgrade": {with(rolling(2), noGreenPods, ends(3, 0), image(imgC),
 			status(func(u *v1.UpgradeStatus) { u.Phase = v1.UpgradeRolledBack }), func(o *Observed) { o.StatefulSets[Green] = StatefulSet{Image: imgB} }), t10,
 			want{phase: v1.UpgradePlanning, active: Blue, jobs: []JobKind{JobPlan}}},
+
+		"completed: a new image: green to blue this time": {with(at(v1.UpgradeContracting, 3, 0), image(imgC), func(o *Observed) {
+			o.Status.Upgrade.Phase = v1.UpgradeCompleted
+		}), t10, want{phase: v1.UpgradePlanning, active: Green, jobs: []JobKind{JobPlan}, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
+		"refused: a new image: a new upgrade": {with(at(v1.UpgradePlanning, 3, 0), image(imgC), func(o *Observed) {
+			o.Status.Upgrade.Phase, o.Status.FailedImage = v1.UpgradeRefused, imgB
+		}), t10, want{phase: v1.UpgradePlanning, active: Blue, jobs: []JobKind{JobPlan}}},
 
 		// Rollbacks the user asks for, before the point of no return.
 		"deploying: image set back: rolling back, not recorded as failed": {with(at(v1.UpgradeDeploying, 3, 0), image(imgA)), t10,
@@ -559,5 +575,35 @@ func TestPlanFitsStatus(t *testing.T) {
 	p := Next(in, t0).Status.Upgrade.Plan
 	if p.Mode != ModeRefused || len(p.Reason) > 1024 || !strings.Contains(p.Reason, `"Magic"`) {
 		t.Errorf("plan %s, %d characters of reason: want Refused, at most 1024, naming the mode", p.Mode, len(p.Reason))
+	}
+}
+
+func TestColorsOfANewUpgrade(t *testing.T) {
+	in := with(at(v1.UpgradeContracting, 3, 0), image(imgC), func(o *Observed) { o.Status.Upgrade.Phase = v1.UpgradeCompleted })
+	u := Next(in, t0).Status.Upgrade
+	if u.FromColor != "green" || u.ToColor != "blue" || u.FromImage != imgB || u.ToImage != imgC || u.ID == id {
+		t.Errorf("after a completed upgrade to green: %+v, want green (imgB) to blue (imgC) with a new id", u)
+	}
+}
+
+// Timers: Next says when to come back, since nothing is watched for them.
+func TestRequeue(t *testing.T) {
+	tests := map[string]struct {
+		in   Observed
+		now  time.Time
+		want time.Duration
+	}{
+		"promoting: the next check":          {at(v1.UpgradePromoting, 3, 1), t0.Add(4 * time.Second), 6 * time.Second},
+		"scaling down: the delay":            {at(v1.UpgradeScalingDown, 3, 0), t0.Add(4 * time.Second), 6 * time.Second},
+		"rollback window: its end":           {at(v1.UpgradeRollbackWindow, 3, 0), t0.Add(40 * time.Second), 20 * time.Second},
+		"deploying: the deadline":            {at(v1.UpgradeDeploying, 3, 0), t0.Add(time.Minute), time.Minute},
+		"paused: only the annotation":        {with(at(v1.UpgradePaused, 3, 0), func(o *Observed) { o.Spec.Upgrade.PauseBeforePromotion = true }), t0, 0},
+		"settled: nothing to wait for":       {settled(3, imgA), t0, 0},
+		"rolling back: watched objects only": {with(at(v1.UpgradeVerifying, 3, 0), job(JobVerify, JobFailed)), t0, 0},
+	}
+	for name, tc := range tests {
+		if got := Next(tc.in, tc.now).RequeueAfter; got != tc.want {
+			t.Errorf("%s: requeue %s, want %s", name, got, tc.want)
+		}
 	}
 }
