@@ -428,14 +428,15 @@ type UpgradeStatus struct {
 	// +kubebuilder:validation:Enum=blue;green
 	// +optional
 	ToColor string `json:"toColor,omitempty"`
-	// step of the promotion: how many of the new version's pods serve.
+	// step of the promotion, from 1 to steps: the new version's first `step` pods
+	// carry the serving label, and the step's analysis decides whether one more does.
 	// +optional
 	Step int32 `json:"step,omitempty"`
 	// steps of the promotion: the replicas when the upgrade began; both colors run
 	// that many pods until it ends.
 	// +optional
 	Steps int32 `json:"steps,omitempty"`
-	// progress in words, such as "2/3", for kubectl get.
+	// progress for kubectl get: the steps that passed their analysis, such as "2/3".
 	// +optional
 	Progress string `json:"progress,omitempty"`
 	// plan the new image's migration plan reported.
