@@ -3,7 +3,8 @@ package v1alpha1
 import "time"
 
 // Condition types shared by the three kinds. Reasons live beside the controllers that
-// set them; the types are API because users and tools (kstatus, Argo CD) read them.
+// set them (but for the upgrade's, in upgrade_constants.go); the types are API because
+// users and tools (kstatus, Argo CD) read them.
 const (
 	// ConditionReady is True when the object does what its spec asks.
 	ConditionReady = "Ready"

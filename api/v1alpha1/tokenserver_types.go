@@ -211,6 +211,7 @@ type NamespacePolicy struct {
 }
 
 // UpgradeSettings govern the blue-green upgrade that a change of image starts.
+// docs/upgrades.md walks through the phases these settings shape.
 type UpgradeSettings struct {
 	// strategy of upgrades. BlueGreen is the only one.
 	// +kubebuilder:validation:Enum=BlueGreen
@@ -219,8 +220,9 @@ type UpgradeSettings struct {
 	Strategy string `json:"strategy,omitempty"`
 	// dataMode: Shared (the new version uses the old database after expand
 	// migrations), Copy (the new version gets a migrated copy, and every write the old
-	// one takes is replayed onto it), or Auto (decided from the schema range the new
-	// image reports).
+	// one takes is replayed onto it), or Auto (decided by the new image's migration
+	// plan). Copy is not built yet: an upgrade that needs it is refused before
+	// anything changes (Degraded, reason UpgradeRefused).
 	// +kubebuilder:validation:Enum=Shared;Copy;Auto
 	// +kubebuilder:default=Auto
 	// +optional
@@ -230,16 +232,91 @@ type UpgradeSettings struct {
 	// +kubebuilder:default=true
 	// +optional
 	Verify *bool `json:"verify,omitempty"`
-	// pauseBeforePromotion waits, after verification, until this is set back to false.
+	// pauseBeforePromotion stops the upgrade after verification, before any traffic
+	// moves, until the annotation oauth.kubeoauth.io/promote is set to the upgrade's
+	// id (status.upgrade.id) or this field is set back to false.
 	// +optional
 	PauseBeforePromotion bool `json:"pauseBeforePromotion,omitempty"`
 	// maxErrorRate of the new version during promotion, as a percentage such as
-	// "1%" or "0.5%"; above it the upgrade rolls back.
+	// "1%" or "0.5%": an analysis check whose error rate (5xx responses over requests
+	// since the step began, from the new version's own metrics) is above it fails.
+	// analysis.failureThreshold failed checks roll the upgrade back.
 	// +kubebuilder:default="1%"
 	// +kubebuilder:validation:MaxLength=8
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(100|[0-9]{1,2}([.][0-9]{1,3})?)%$')",message="must be a percentage from 0% to 100%, such as 1% or 0.5%"
 	// +optional
 	MaxErrorRate string `json:"maxErrorRate,omitempty"`
+	// analysis gates each promotion step on the new version's metrics.
+	// +kubebuilder:default={}
+	// +optional
+	Analysis UpgradeAnalysis `json:"analysis,omitzero"`
+	// progressDeadline: a phase before promotion completes (planning, migrating,
+	// deploying, verifying, or one promotion step) that makes no progress for longer
+	// rolls the upgrade back. A paused upgrade waits without a deadline.
+	// +kubebuilder:default="10m"
+	// +optional
+	ProgressDeadline Duration `json:"progressDeadline,omitempty"`
+	// scaleDownDelay: how long the old version keeps running, unserved, after the
+	// last pod moved, so that requests and keep-alive connections in flight finish.
+	// +kubebuilder:default="30s"
+	// +optional
+	ScaleDownDelay Duration `json:"scaleDownDelay,omitempty"`
+	// rollbackWindow: after the old version is scaled to zero, how long it is kept
+	// (its StatefulSet at zero replicas) and the contract migrations held back, so
+	// that a rollback can still bring it back on an unchanged schema.
+	// +kubebuilder:default="1h"
+	// +optional
+	RollbackWindow Duration `json:"rollbackWindow,omitempty"`
+	// window restricts when an upgrade may start. An image change outside it waits
+	// (Progressing, reason UpgradeWaitingForWindow, saying when it opens); an
+	// upgrade that started inside it runs to its end, and rollbacks run at any time.
+	// Unset: any time.
+	// +optional
+	Window *UpgradeWindow `json:"window,omitempty"`
+}
+
+// UpgradeAnalysis gates each promotion step on the new version's own metrics.
+type UpgradeAnalysis struct {
+	// interval between analysis checks of a promotion step. A step passes at its
+	// first check with enough requests and an error rate within maxErrorRate, so a
+	// step takes at least one interval.
+	// +kubebuilder:default="30s"
+	// +optional
+	Interval Duration `json:"interval,omitempty"`
+	// minRequestsPerStep the new version must have served since the step began for a
+	// check to pass: too little traffic proves nothing, so the step waits (bounded
+	// by progressDeadline). 0 lets a step pass without traffic, for a quiet server;
+	// its metrics must still be readable.
+	// +kubebuilder:default=20
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MinRequestsPerStep *int32 `json:"minRequestsPerStep,omitempty"`
+	// failureThreshold: failed checks (an error rate above maxErrorRate, metrics
+	// that cannot be read, counters that went back) over the whole promotion that
+	// roll the upgrade back.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	FailureThreshold int32 `json:"failureThreshold,omitempty"`
+}
+
+// UpgradeWindow is a daily time window in which upgrades may start.
+type UpgradeWindow struct {
+	// start of the window, as HH:MM on a 24-hour clock, such as "02:00".
+	// +kubebuilder:validation:MaxLength=5
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')",message="must be a time of day as HH:MM on a 24-hour clock, such as 02:00 or 23:30"
+	Start string `json:"start"`
+	// duration of the window, at most 24h, such as "2h".
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('24h')",message="must be at most 24h: the window opens every day"
+	Duration Duration `json:"duration"`
+	// timeZone of start, an IANA name such as "Europe/Paris". Unset: UTC. A name the
+	// operator does not know holds upgrades back with a condition that says so.
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')",message="must be an IANA time zone name such as UTC or Europe/Paris"
+	// +optional
+	TimeZone string `json:"timeZone,omitempty"`
 }
 
 // ExternalTokenServer is a kubeoauth token server the operator does not run.
@@ -288,16 +365,23 @@ type TokenServerStatus struct {
 	// observedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// activeColor is the StatefulSet (blue or green) that serves traffic.
+	// activeColor is the StatefulSet (blue or green) that serves traffic, or served
+	// it last before an upgrade began moving it.
 	// +kubebuilder:validation:Enum=blue;green
 	// +optional
 	ActiveColor string `json:"activeColor,omitempty"`
-	// currentImage is the image that serves; it moves only when a promotion ends.
+	// currentImage is the image of the pods behind the public Service, as observed:
+	// it never comes from the spec, so during a promotion it is still the old image
+	// until no old pod serves.
 	// +optional
 	CurrentImage string `json:"currentImage,omitempty"`
 	// targetImage is the image the operator is moving to.
 	// +optional
 	TargetImage string `json:"targetImage,omitempty"`
+	// failedImage is an image whose upgrade was rolled back or refused. It is not
+	// tried again until spec.image changes to another image.
+	// +optional
+	FailedImage string `json:"failedImage,omitempty"`
 	// upgrade records an upgrade in progress or the last one, so a restarted
 	// operator resumes where it stopped.
 	// +optional
@@ -313,24 +397,140 @@ type TokenServerStatus struct {
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 }
 
-// UpgradeStatus is the state of a blue-green upgrade.
+// UpgradeStatus is the state of a blue-green upgrade: the operator's intent, written
+// before it acts, so that a restarted operator resumes where it stopped.
 type UpgradeStatus struct {
-	// phase of the upgrade, such as Planning, Migrating, Verifying, Promoting,
-	// Completed or RolledBack.
+	// id of the upgrade. It names the upgrade's Jobs and is the value the promote and
+	// rollback annotations must carry.
+	// +kubebuilder:validation:MaxLength=16
+	ID string `json:"id"`
+	// phase of the upgrade: Planning, Migrating, Deploying, Verifying, Paused,
+	// Promoting, ScalingDown, RollbackWindow, Contracting, Completed; RollingBack,
+	// RolledBack; Refused (ended before anything changed); Failed (the contract
+	// migrations failed after the point of no return).
+	// +kubebuilder:validation:Enum=Planning;Migrating;Deploying;Verifying;Paused;Promoting;ScalingDown;RollbackWindow;Contracting;Completed;RollingBack;RolledBack;Refused;Failed
+	Phase UpgradePhase `json:"phase"`
+	// phaseSince is when the phase, or the promotion step, began; progressDeadline
+	// counts from it.
 	// +optional
-	Phase string `json:"phase,omitempty"`
-	// dataMode chosen for this upgrade: Shared or Copy.
+	PhaseSince *metav1.Time `json:"phaseSince,omitempty"`
+	// fromImage is the image that served when the upgrade began.
 	// +optional
-	DataMode string `json:"dataMode,omitempty"`
-	// progress in words, such as "2/3 pods promoted".
+	FromImage string `json:"fromImage,omitempty"`
+	// toImage is the image the upgrade moves to.
+	// +optional
+	ToImage string `json:"toImage,omitempty"`
+	// fromColor is the StatefulSet that served when the upgrade began.
+	// +kubebuilder:validation:Enum=blue;green
+	// +optional
+	FromColor string `json:"fromColor,omitempty"`
+	// toColor is the StatefulSet the new image runs in.
+	// +kubebuilder:validation:Enum=blue;green
+	// +optional
+	ToColor string `json:"toColor,omitempty"`
+	// step of the promotion, from 1 to steps: the new version's first `step` pods
+	// carry the serving label, and the step's analysis decides whether one more does.
+	// +optional
+	Step int32 `json:"step,omitempty"`
+	// steps of the promotion: the replicas when the upgrade began; both colors run
+	// that many pods until it ends.
+	// +optional
+	Steps int32 `json:"steps,omitempty"`
+	// progress for kubectl get: the steps that passed their analysis, such as "2/3".
 	// +optional
 	Progress string `json:"progress,omitempty"`
-	// message explains the phase, and the reason of a rollback.
+	// plan the new image's migration plan reported.
+	// +optional
+	Plan *UpgradePlan `json:"plan,omitempty"`
+	// analysis figures of the current promotion step.
+	// +optional
+	Analysis *UpgradeAnalysisStatus `json:"analysis,omitempty"`
+	// reason of the phase in one CamelCase word, such as VerificationFailed,
+	// AnalysisFailed, ProgressDeadlineExceeded, RollbackRequested or MigrationFailed.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// message explains the phase.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// rollbackReason says why the upgrade is rolling or was rolled back.
+	// +optional
+	RollbackReason string `json:"rollbackReason,omitempty"`
 	// startedAt is when the upgrade started.
 	// +optional
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// completedAt is when the upgrade ended: completed, rolled back, refused or failed.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+}
+
+// UpgradePhase is a phase of a blue-green upgrade.
+type UpgradePhase string
+
+// Phases of an upgrade, in order; RollingBack, RolledBack, Refused and Failed leave
+// the order.
+const (
+	UpgradePlanning       UpgradePhase = "Planning"
+	UpgradeMigrating      UpgradePhase = "Migrating"
+	UpgradeDeploying      UpgradePhase = "Deploying"
+	UpgradeVerifying      UpgradePhase = "Verifying"
+	UpgradePaused         UpgradePhase = "Paused"
+	UpgradePromoting      UpgradePhase = "Promoting"
+	UpgradeScalingDown    UpgradePhase = "ScalingDown"
+	UpgradeRollbackWindow UpgradePhase = "RollbackWindow"
+	UpgradeContracting    UpgradePhase = "Contracting"
+	UpgradeCompleted      UpgradePhase = "Completed"
+	UpgradeRollingBack    UpgradePhase = "RollingBack"
+	UpgradeRolledBack     UpgradePhase = "RolledBack"
+	UpgradeRefused        UpgradePhase = "Refused"
+	UpgradeFailed         UpgradePhase = "Failed"
+)
+
+// UpgradePlan is what the new image's `migrate plan` reported.
+type UpgradePlan struct {
+	// schemaFrom is the schema version of the database when the upgrade began.
+	// +optional
+	SchemaFrom int64 `json:"schemaFrom,omitempty"`
+	// schemaTo is the schema version the new image needs.
+	// +optional
+	SchemaTo int64 `json:"schemaTo,omitempty"`
+	// mode the plan needs: Shared (expand migrations only: both versions run on one
+	// schema), Copy (a breaking migration: a copied database) or Refused (the new
+	// image cannot upgrade from this schema).
+	// +kubebuilder:validation:Enum=Shared;Copy;Refused
+	// +optional
+	Mode string `json:"mode,omitempty"`
+	// reason the plan gives for its mode, such as the migrations that decide it.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Reason string `json:"reason,omitempty"`
+}
+
+// UpgradeAnalysisStatus holds the figures of the current promotion step, measured
+// from the new version's own cumulative counters against the baseline taken when
+// the step began.
+type UpgradeAnalysisStatus struct {
+	// requests the new version served since the step began.
+	// +optional
+	Requests int64 `json:"requests,omitempty"`
+	// errors (5xx responses) among them.
+	// +optional
+	Errors int64 `json:"errors,omitempty"`
+	// rate of errors, as a percentage such as "0.25%".
+	// +optional
+	Rate string `json:"rate,omitempty"`
+	// failedChecks over the whole promotion; analysis.failureThreshold of them roll
+	// the upgrade back.
+	// +optional
+	FailedChecks int32 `json:"failedChecks,omitempty"`
+	// baselineRequests is the new version's request counter when the step began.
+	// +optional
+	BaselineRequests int64 `json:"baselineRequests,omitempty"`
+	// baselineErrors is its error counter when the step began.
+	// +optional
+	BaselineErrors int64 `json:"baselineErrors,omitempty"`
+	// lastCheck is when the last check ran, or the step began.
+	// +optional
+	LastCheck *metav1.Time `json:"lastCheck,omitempty"`
 }
 
 // TokenServer is one OAuth 2.0 / OpenID Connect authorization server: bundled and run by
@@ -344,7 +544,9 @@ type UpgradeStatus struct {
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`
 // +kubebuilder:printcolumn:name="Serving",type=string,JSONPath=`.status.currentImage`,priority=1
 // +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activeColor`
-// +kubebuilder:printcolumn:name="Upgrade",type=string,JSONPath=`.status.upgrade.phase`,priority=1
+// +kubebuilder:printcolumn:name="Upgrade",type=string,JSONPath=`.status.upgrade.phase`
+// +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.status.upgrade.progress`,priority=1
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.status.upgrade.toImage`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type TokenServer struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -390,6 +390,46 @@ func TestTokenServerValidation(t *testing.T) {
 		"error rate of half a percent": {func(s *v1.TokenServerSpec) { s.Upgrade.MaxErrorRate = "0.5%" }, ok()},
 		"unknown data mode": {func(s *v1.TokenServerSpec) { s.Upgrade.DataMode = "Migrate" },
 			reject("spec.upgrade.dataMode", `Unsupported value: "Migrate"`)},
+		"analysis every 15s, 50 requests, 2 failures": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Analysis = v1.UpgradeAnalysis{Interval: "15s", MinRequestsPerStep: ptr.To[int32](50), FailureThreshold: 2}
+		}, ok()},
+		"analysis without minimum traffic": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Analysis.MinRequestsPerStep = ptr.To[int32](0)
+		}, ok()},
+		"analysis interval in words": {func(s *v1.TokenServerSpec) { s.Upgrade.Analysis.Interval = "a minute" },
+			reject("spec.upgrade.analysis.interval", "must be a duration such as 30s, 15m or 720h")},
+		"negative minimum requests": {func(s *v1.TokenServerSpec) { s.Upgrade.Analysis.MinRequestsPerStep = ptr.To[int32](-1) },
+			reject("spec.upgrade.analysis.minRequestsPerStep", "should be greater than or equal to 0")},
+		"failure threshold of 101": {func(s *v1.TokenServerSpec) { s.Upgrade.Analysis.FailureThreshold = 101 },
+			reject("spec.upgrade.analysis.failureThreshold", "should be less than or equal to 100")},
+		"zero progress deadline": {func(s *v1.TokenServerSpec) { s.Upgrade.ProgressDeadline = "0s" },
+			reject("spec.upgrade.progressDeadline", "must be greater than zero")},
+		"scale-down delay in days": {func(s *v1.TokenServerSpec) { s.Upgrade.ScaleDownDelay = "1d" },
+			reject("spec.upgrade.scaleDownDelay", "must be a duration such as")},
+		"rollback window of a day": {func(s *v1.TokenServerSpec) { s.Upgrade.RollbackWindow = "24h" }, ok()},
+		"negative rollback window": {func(s *v1.TokenServerSpec) { s.Upgrade.RollbackWindow = "-1h" },
+			reject("spec.upgrade.rollbackWindow", "must be a duration such as")},
+		"a window at night in Paris": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "02:00", Duration: "2h", TimeZone: "Europe/Paris"}
+		}, ok()},
+		"a window in UTC": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "23:30", Duration: "90m"}
+		}, ok()},
+		"a window starting at 24:00": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "24:00", Duration: "1h"}
+		}, reject("spec.upgrade.window.start", "must be a time of day as HH:MM on a 24-hour clock")},
+		"a window starting at 2am": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "2am", Duration: "1h"}
+		}, reject("spec.upgrade.window.start", "must be a time of day as HH:MM")},
+		"a window of 25 hours": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "02:00", Duration: "25h"}
+		}, reject("spec.upgrade.window.duration", "must be at most 24h")},
+		"a window without a duration": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "02:00"}
+		}, reject("spec.upgrade.window.duration", "must be a duration such as")},
+		"a window in a time zone with spaces": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.Window = &v1.UpgradeWindow{Start: "02:00", Duration: "1h", TimeZone: "Central European Time"}
+		}, reject("spec.upgrade.window.timeZone", "must be an IANA time zone name")},
 		"the same scope described twice": {func(s *v1.TokenServerSpec) {
 			s.ScopeDescriptions = []v1.ScopeDescription{{Name: "openid", Description: "a"}, {Name: "openid", Description: "b"}}
 		}, reject("spec.scopeDescriptions[1]", "Duplicate value")},
@@ -452,6 +492,13 @@ func TestTokenServerDefaults(t *testing.T) {
 		"upgrade.strategy":          {got.Upgrade.Strategy, "BlueGreen"},
 		"upgrade.dataMode":          {got.Upgrade.DataMode, "Auto"},
 		"upgrade.maxErrorRate":      {got.Upgrade.MaxErrorRate, "1%"},
+		"upgrade.analysis.interval": {string(got.Upgrade.Analysis.Interval), "30s"},
+		"upgrade.analysis.minReqs":  {fmt.Sprint(ptr.Deref(got.Upgrade.Analysis.MinRequestsPerStep, -1)), "20"},
+		"upgrade.analysis.failures": {fmt.Sprint(got.Upgrade.Analysis.FailureThreshold), "3"},
+		"upgrade.progressDeadline":  {string(got.Upgrade.ProgressDeadline), "10m"},
+		"upgrade.scaleDownDelay":    {string(got.Upgrade.ScaleDownDelay), "30s"},
+		"upgrade.rollbackWindow":    {string(got.Upgrade.RollbackWindow), "1h"},
+		"upgrade.window":            {fmt.Sprint(got.Upgrade.Window), "<nil>"},
 		"database.managed.storage":  {got.Database.Managed.StorageSize.String(), "1Gi"},
 	}
 	for field, c := range checks {
@@ -534,4 +581,28 @@ func TestImmutableFields(t *testing.T) {
 			expect(t, k8s.Update(context.Background(), tc.obj), tc.want)
 		})
 	}
+}
+
+// The operator's record of an upgrade goes through the status subresource: every
+// phase the state machine writes is accepted, anything else refused.
+func TestUpgradeStatus(t *testing.T) {
+	ts := tokenServer()
+	create(t, ts, ok())
+	now := metav1.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	phases := []v1.UpgradePhase{v1.UpgradePlanning, v1.UpgradeMigrating, v1.UpgradeDeploying, v1.UpgradeVerifying,
+		v1.UpgradePaused, v1.UpgradePromoting, v1.UpgradeScalingDown, v1.UpgradeRollbackWindow, v1.UpgradeContracting,
+		v1.UpgradeCompleted, v1.UpgradeRollingBack, v1.UpgradeRolledBack, v1.UpgradeRefused, v1.UpgradeFailed}
+	for _, p := range phases {
+		ts.Status.Upgrade = &v1.UpgradeStatus{ID: "0badc0de", Phase: p, PhaseSince: &now, FromImage: "a:1", ToImage: "a:2",
+			FromColor: "blue", ToColor: "green", Step: 1, Steps: 3, Progress: "0/3",
+			Plan:      &v1.UpgradePlan{Mode: "Shared", SchemaFrom: 3, SchemaTo: 4, Reason: "expand only"},
+			Analysis:  &v1.UpgradeAnalysisStatus{Requests: 50, Errors: 1, Rate: "2.00%", FailedChecks: 1, LastCheck: &now},
+			StartedAt: &now}
+		ts.Status.FailedImage = "a:2"
+		expect(t, k8s.Status().Update(context.Background(), ts), ok())
+	}
+	ts.Status.Upgrade.Phase = "Sleeping"
+	expect(t, k8s.Status().Update(context.Background(), ts), reject("status.upgrade.phase", `Unsupported value: "Sleeping"`))
+	ts.Status.Upgrade.Phase, ts.Status.Upgrade.Plan.Mode = v1.UpgradePlanning, "Magic"
+	expect(t, k8s.Status().Update(context.Background(), ts), reject("status.upgrade.plan.mode", `Unsupported value: "Magic"`))
 }

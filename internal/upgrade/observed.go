@@ -1,0 +1,144 @@
+package upgrade
+
+import (
+	"time"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// Color names one of the two StatefulSets of a TokenServer.
+type Color string
+
+// The two colors; their values are those of the StatefulSets' color label.
+const (
+	Blue  Color = "blue"
+	Green Color = "green"
+)
+
+// Other is the color an upgrade from c moves to.
+func (c Color) Other() Color {
+	if c == Green {
+		return Blue
+	}
+	return Green
+}
+
+// JobKind is one of the Jobs an upgrade runs with the new image.
+type JobKind string
+
+// The upgrade's Jobs, in the order they run.
+const (
+	// JobPlan runs `migrate plan`: the mode (Shared, Copy, Refused) and why.
+	JobPlan JobKind = "plan"
+	// JobExpand runs the expand migrations only (`migrate up --expand-only`).
+	JobExpand JobKind = "expand"
+	// JobVerify issues, introspects, refreshes and revokes a token through the new
+	// color and cross-checks with the old one.
+	JobVerify JobKind = "verify"
+	// JobContract runs the contract migrations, once the old version is gone for good.
+	JobContract JobKind = "contract"
+)
+
+// JobState is what a Job's conditions say.
+type JobState string
+
+// Job states; the zero value is a Job that does not exist.
+const (
+	JobAbsent    JobState = ""
+	JobRunning   JobState = "Running"
+	JobSucceeded JobState = "Succeeded"
+	JobFailed    JobState = "Failed"
+)
+
+// Job is an observed Job of the current upgrade, found by JobName.
+type Job struct {
+	State JobState
+	// Message of the Failed condition, for the rollback reason.
+	Message string
+}
+
+// Plan modes, as the plan Job reports them (and status.upgrade.plan.mode).
+const (
+	ModeShared  = "Shared"
+	ModeCopy    = "Copy"
+	ModeRefused = "Refused"
+)
+
+// PlanResult is the plan Job's report, parsed by the controller from its
+// termination message or logs.
+type PlanResult struct {
+	Mode       string
+	SchemaFrom int64
+	SchemaTo   int64
+	Reason     string
+}
+
+// StatefulSet is an existing StatefulSet's spec: the image of its template and its
+// replicas.
+type StatefulSet struct {
+	Image    string
+	Replicas int32
+}
+
+// Pod is a token server pod as observed.
+type Pod struct {
+	Name    string
+	Color   Color
+	Ordinal int
+	Image   string
+	// Ready: the pod's Ready condition.
+	Ready bool
+	// Serving: the pod carries LabelServing=true.
+	Serving bool
+}
+
+// Metrics are the new color's cumulative counters, summed over its pods: requests
+// answered and those answered with a 5xx.
+type Metrics struct {
+	Requests int64
+	Errors   int64
+}
+
+// Spec is what Next reads of the TokenServer's spec.
+type Spec struct {
+	Image    string
+	Replicas int32
+	Upgrade  oauthv1alpha1.UpgradeSettings
+}
+
+// Status is the part of the TokenServer's status the upgrade owns.
+type Status struct {
+	ActiveColor Color
+	FailedImage string
+	Upgrade     *oauthv1alpha1.UpgradeStatus
+}
+
+// Observed holds only facts the controller can read; Next decides from nothing else.
+//
+// Next assumes the database holds the schema of the active image: the first install
+// (no StatefulSet yet) migrates fully before, as today, and then Next only asks for
+// the first StatefulSet.
+type Observed struct {
+	// Name of the TokenServer; it prefixes the Jobs' names.
+	Name string
+	Spec Spec
+	// Annotations of the TokenServer (AnnotationPromote, AnnotationRollback).
+	Annotations map[string]string
+	Status      Status
+	// StatefulSets by color; a missing color has no StatefulSet.
+	StatefulSets map[Color]StatefulSet
+	// Pods of both colors.
+	Pods []Pod
+	// Jobs of status.upgrade.id, by kind; a missing kind has no Job.
+	Jobs map[JobKind]Job
+	// Plan is the plan Job's result once it succeeded and could be read.
+	Plan *PlanResult
+	// Endpoints counts, per color, the ready endpoints of the public Service's
+	// EndpointSlices: what actually receives traffic.
+	Endpoints map[Color]int32
+	// Metrics of the new color (status.upgrade.toColor); nil when they could not be read.
+	Metrics *Metrics
+	// Location of spec.upgrade.window.timeZone, loaded by the controller; nil when
+	// that name is unknown (or unset: UTC).
+	Location *time.Location
+}
