@@ -65,12 +65,14 @@ const (
 )
 
 // PlanResult is the plan Job's report, parsed by the controller from its
-// termination message or logs.
+// termination message or logs. Its JSON is the contract with `tokenserver migrate
+// plan` (which cannot import this package: the token server links no Kubernetes
+// code): {"mode": "Shared", "schemaFrom": 5, "schemaTo": 6, "reason": "..."}.
 type PlanResult struct {
-	Mode       string
-	SchemaFrom int64
-	SchemaTo   int64
-	Reason     string
+	Mode       string `json:"mode"`
+	SchemaFrom int64  `json:"schemaFrom"`
+	SchemaTo   int64  `json:"schemaTo"`
+	Reason     string `json:"reason"`
 }
 
 // StatefulSet is an existing StatefulSet's spec: the image of its template and its
