@@ -85,7 +85,8 @@ func windowState(w *oauthv1alpha1.UpgradeWindow, loc *time.Location, now time.Ti
 	}
 	if loc == nil {
 		if w.TimeZone != "" && w.TimeZone != "UTC" {
-			return false, time.Time{}, fmt.Sprintf("spec.upgrade.window.timeZone %q is not a time zone the operator knows; the upgrade waits", w.TimeZone)
+			return false, time.Time{}, fmt.Sprintf(
+				"spec.upgrade.window.timeZone %q is not a time zone the operator knows; the upgrade waits", w.TimeZone)
 		}
 		loc = time.UTC
 	}

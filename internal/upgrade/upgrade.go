@@ -189,7 +189,8 @@ func (m *machine) transition() bool {
 			return false
 		}
 		if m.s.verify {
-			m.enter(oauthv1alpha1.UpgradeVerifying, "verifying "+u.ToImage+" through its own pods: issue, introspect, refresh, revoke, and cross-checks with "+u.FromImage)
+			m.enter(oauthv1alpha1.UpgradeVerifying, "verifying "+u.ToImage+
+				" through its own pods: issue, introspect, refresh, revoke, and cross-checks with "+u.FromImage)
 		} else {
 			m.verified()
 		}
@@ -232,7 +233,8 @@ func (m *machine) transition() bool {
 			return true
 		case JobFailed:
 			u.Reason = oauthv1alpha1.ReasonMigrationFailed
-			m.enter(oauthv1alpha1.UpgradeFailed, fmt.Sprintf("the contract migrations failed (%s); %s serves, %s cannot come back: see kubectl logs job/%s",
+			m.enter(oauthv1alpha1.UpgradeFailed, fmt.Sprintf(
+				"the contract migrations failed (%s); %s serves, %s cannot come back: see kubectl logs job/%s",
 				j.Message, u.ToImage, u.FromImage, JobName(m.o.Name, u.ID, JobContract)))
 			return true
 		}
@@ -354,7 +356,8 @@ func (m *machine) planning() bool {
 		m.enter(oauthv1alpha1.UpgradeMigrating, fmt.Sprintf("running the expand migrations of %s (schema %d to %d); %s keeps serving",
 			u.ToImage, p.SchemaFrom, p.SchemaTo, u.FromImage))
 	case ModeCopy:
-		m.refuse(oauthv1alpha1.ReasonUpgradeRefused, "the plan needs a copied database ("+p.Reason+"); upgrades with a copied database are not built yet")
+		m.refuse(oauthv1alpha1.ReasonUpgradeRefused,
+			"the plan needs a copied database ("+p.Reason+"); upgrades with a copied database are not built yet")
 	default:
 		m.refuse(ReasonPlanRefused, "the plan refuses this upgrade: "+p.Reason)
 	}
@@ -608,7 +611,7 @@ func (m *machine) wantServing(p Pod) bool {
 	}
 	from, to := m.from(), m.to()
 	// The old pod of ordinal i stops once i+1 new pods are ready in the Service.
-	covered := func(p Pod) bool { return m.o.Endpoints[to] > int32(p.Ordinal) }
+	covered := func(p Pod) bool { return int(m.o.Endpoints[to]) > p.Ordinal }
 	switch u.Phase {
 	case oauthv1alpha1.UpgradePromoting:
 		if p.Color == to {

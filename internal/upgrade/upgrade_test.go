@@ -78,10 +78,12 @@ func transitions() map[string]transition {
 		return status(func(u *v1.UpgradeStatus) { u.Analysis.FailedChecks = n })
 	}
 	noGreenPods := func(o *Observed) { o.Pods = pods(Blue, imgA, 3, true, all) }
-	rolling := func(step int32) Observed { // RollingBack from step 2: blue all labelled again
-		return with(at(v1.UpgradePromoting, 3, step), status(func(u *v1.UpgradeStatus) {
+	// RollingBack from step 2: blue all labelled again. A function: each row gets
+	// its own maps to change.
+	rolling := func() Observed {
+		return with(at(v1.UpgradePromoting, 3, 2), status(func(u *v1.UpgradeStatus) {
 			u.Phase, u.Reason, u.RollbackReason = v1.UpgradeRollingBack, ReasonAnalysisFailed, "error rate"
-		}), label(blue0, true), label(blue1, true), ends(3, step), func(o *Observed) { o.Status.FailedImage = imgB })
+		}), label(blue0, true), label(blue1, true), ends(3, 2), func(o *Observed) { o.Status.FailedImage = imgB })
 	}
 	promoting := func(step int32) want {
 		return want{phase: v1.UpgradePromoting, step: step, active: Blue}
@@ -252,29 +254,29 @@ func transitions() map[string]transition {
 			want{phase: v1.UpgradeFailed, step: 3, active: Green, reason: v1.ReasonMigrationFailed, degraded: v1.ReasonMigrationFailed}},
 
 		// Rolling back.
-		"rolling back: blue not all ready in the EndpointSlices: green keeps serving": {with(rolling(2), ends(2, 2)), t10,
+		"rolling back: blue not all ready in the EndpointSlices: green keeps serving": {with(rolling(), ends(2, 2)), t10,
 			want{phase: v1.UpgradeRollingBack, step: 2, active: Blue, failed: imgB, reason: ReasonAnalysisFailed, degraded: v1.ReasonUpgradeRolledBack,
 				sts: upgradeSts}},
-		"rolling back: blue serves: green unlabelled": {rolling(2), t10,
+		"rolling back: blue serves: green unlabelled": {rolling(), t10,
 			want{phase: v1.UpgradeRollingBack, step: 2, active: Blue, failed: imgB, reason: ReasonAnalysisFailed, degraded: v1.ReasonUpgradeRolledBack,
 				labels: []LabelIntent{off(green0), off(green1)}, sts: upgradeSts}},
-		"rolling back: green unlabelled: scaled to zero": {with(rolling(2), label(green0, false), label(green1, false), ends(3, 0)), t10,
+		"rolling back: green unlabelled: scaled to zero": {with(rolling(), label(green0, false), label(green1, false), ends(3, 0)), t10,
 			want{phase: v1.UpgradeRollingBack, step: 2, active: Blue, failed: imgB, reason: ReasonAnalysisFailed, degraded: v1.ReasonUpgradeRolledBack,
 				sts: []StatefulSetIntent{{Blue, imgA, 3}, {Green, imgB, 0}}}},
-		"rolling back: green gone: rolled back": {with(rolling(2), noGreenPods, ends(3, 0), func(o *Observed) {
+		"rolling back: green gone: rolled back": {with(rolling(), noGreenPods, ends(3, 0), func(o *Observed) {
 			o.StatefulSets[Green] = StatefulSet{Image: imgB, Replicas: 0}
 		}), t10, want{phase: v1.UpgradeRolledBack, active: Blue, failed: imgB, reason: ReasonAnalysisFailed, degraded: v1.ReasonUpgradeRolledBack,
 			sts: []StatefulSetIntent{{Blue, imgA, 3}, {Green, imgB, 0}}}},
 
 		// After a rollback.
-		"rolled back: the failed image stays refused": {with(rolling(2), noGreenPods, ends(3, 0), status(func(u *v1.UpgradeStatus) {
+		"rolled back: the failed image stays refused": {with(rolling(), noGreenPods, ends(3, 0), status(func(u *v1.UpgradeStatus) {
 			u.Phase = v1.UpgradeRolledBack
 		}), func(o *Observed) { o.StatefulSets[Green] = StatefulSet{Image: imgB} }), t10,
 			want{phase: v1.UpgradeRolledBack, step: 2, active: Blue, failed: imgB, reason: ReasonAnalysisFailed, degraded: v1.ReasonUpgradeRolledBack}},
-		"rolled back: spec set back to the old image: no longer degraded": {with(rolling(2), noGreenPods, ends(3, 0), image(imgA),
+		"rolled back: spec set back to the old image: no longer degraded": {with(rolling(), noGreenPods, ends(3, 0), image(imgA),
 			status(func(u *v1.UpgradeStatus) { u.Phase = v1.UpgradeRolledBack }), func(o *Observed) { o.StatefulSets[Green] = StatefulSet{Image: imgB} }), t10,
 			want{phase: v1.UpgradeRolledBack, step: 2, active: Blue, reason: ReasonAnalysisFailed}},
-		"rolled back: a new image: a new upgrade": {with(rolling(2), noGreenPods, ends(3, 0), image(imgC),
+		"rolled back: a new image: a new upgrade": {with(rolling(), noGreenPods, ends(3, 0), image(imgC),
 			status(func(u *v1.UpgradeStatus) { u.Phase = v1.UpgradeRolledBack }), func(o *Observed) { o.StatefulSets[Green] = StatefulSet{Image: imgB} }), t10,
 			want{phase: v1.UpgradePlanning, active: Blue, jobs: []JobKind{JobPlan}}},
 
@@ -327,7 +329,7 @@ func check(t *testing.T, in Observed, d Decision, w want) {
 	if d.Status.FailedImage != w.failed {
 		t.Errorf("failedImage %q, want %q", d.Status.FailedImage, w.failed)
 	}
-	var jobs []JobKind
+	jobs := make([]JobKind, 0, len(d.Jobs))
 	for _, j := range d.Jobs {
 		jobs = append(jobs, j.Kind)
 		if j.Image != u.ToImage || j.Name != JobName(in.Name, u.ID, j.Kind) {

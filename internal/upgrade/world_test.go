@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
@@ -31,7 +30,7 @@ func settingsFixture() v1.UpgradeSettings {
 func podName(c Color, i int) string { return fmt.Sprintf("auth-%s-%d", c, i) }
 
 func pods(c Color, img string, n int, ready bool, serving func(i int) bool) []Pod {
-	var out []Pod
+	out := make([]Pod, 0, n)
 	for i := range n {
 		out = append(out, Pod{Name: podName(c, i), Color: c, Ordinal: i, Image: img, Ready: ready, Serving: serving(i)})
 	}
@@ -57,6 +56,8 @@ func settled(n int32, image string) Observed {
 // at is the world just as phase p began at t0 (for Promoting: step k swapped, the
 // baseline taken), upgrading blue imgA to green imgB with n replicas: every fact the
 // earlier phases needed is there, none the phase itself waits for.
+//
+//nolint:unparam // the table reads as "at Promoting, 3 replicas, step k": the size stays explicit
 func at(p v1.UpgradePhase, n int32, k int32) Observed {
 	o := settled(n, imgB)
 	u := &v1.UpgradeStatus{ID: id, Phase: p, PhaseSince: stamp(t0), FromImage: imgA, ToImage: imgB,
@@ -163,6 +164,8 @@ func metrics(requests, errors int64) func(*Observed) {
 func noMetrics(o *Observed) { o.Metrics = nil }
 
 // greenReady marks n green pods with imgB ready (the StatefulSet at full size).
+//
+//nolint:unparam // as at: the size stays explicit in the table
 func greenReady(n int32) func(*Observed) {
 	return func(o *Observed) {
 		o.StatefulSets[Green] = StatefulSet{Image: imgB, Replicas: n}
@@ -175,5 +178,3 @@ func greenReady(n int32) func(*Observed) {
 		o.Pods = append(kept, pods(Green, imgB, int(n), true, none)...)
 	}
 }
-
-func metaTime(t time.Time) *metav1.Time { return stamp(t) }
