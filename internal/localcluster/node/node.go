@@ -66,7 +66,8 @@ type Config struct {
 	// ServingCert/Key serve the node's HTTPS API (logs); ClientCA verifies the API
 	// server's client certificate.
 	ServingCert, ServingKey, ClientCA string
-	// Images is the image map file; Self the executable that runs `shim`.
+	// Images is the image map file (and ExtraImagesDir beside it); Self the
+	// executable that runs `shim`.
 	Images, Self string
 	Log          logr.Logger
 }
@@ -189,6 +190,20 @@ func newNode(ctx context.Context, cfg Config) (*Node, error) {
 	return &Node{cfg: cfg, log: cfg.Log, ctx: ctx, kube: kube, addons: addons, images: images,
 		res: &resolver{c: kube, hostIP: cfg.HostIP}, addrs: addrs,
 		pods: map[string]*pod{}, names: map[types.NamespacedName]string{}}, nil
+}
+
+// imageMap is the image map as it is now: read again for every pod, so images
+// loaded into the running node (ExtraImagesDir) are found, as a runtime finds an
+// image pulled since the last pod.
+func (n *Node) imageMap() (*ImageMap, error) {
+	if n.cfg.Images == "" {
+		return n.images, nil
+	}
+	m, err := LoadImageMap(n.cfg.Images)
+	if err != nil {
+		return nil, fmt.Errorf("the node's image map: %w", err)
+	}
+	return m, nil
 }
 
 func client(kubeconfig string) (kubernetes.Interface, error) {
