@@ -219,7 +219,8 @@ func loadImages(dir, bin string, files []string) error {
 		}
 		if err := checkLoad(imageMap, tmp, to); err != nil {
 			_ = os.Remove(tmp)
-			return fmt.Errorf("loading %s: %w", f, err)
+			// Named as the user knows it, not by its staging copy.
+			return fmt.Errorf("loading %s: %s", f, strings.ReplaceAll(err.Error(), tmp, f))
 		}
 		if err := os.Rename(tmp, to); err != nil {
 			return err
