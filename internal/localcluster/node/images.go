@@ -151,8 +151,8 @@ func (e *errImageNotPulled) Error() string {
 	return fmt.Sprintf("failed to pull image %q: %s", e.image, e.why)
 }
 
-// lookup finds the entry "pulled" for the container's image.
-func (m *ImageMap) lookup(image string) (*Image, error) {
+// Lookup finds the entry "pulled" for an image reference; the error says why none is.
+func (m *ImageMap) Lookup(image string) (*Image, error) {
 	key, err := normalise(image)
 	if err != nil {
 		// What a runtime says of a reference it cannot parse: the pull fails.
@@ -173,7 +173,7 @@ func (m *ImageMap) lookup(image string) (*Image, error) {
 // container, as a runtime combines the image's ENTRYPOINT/CMD with the container's
 // command/args.
 func (m *ImageMap) resolve(c *corev1.Container) (argv, env []string, user *imageUser, err error) {
-	img, err := m.lookup(c.Image)
+	img, err := m.Lookup(c.Image)
 	if err != nil {
 		return nil, nil, nil, err
 	}
