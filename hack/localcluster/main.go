@@ -3,7 +3,8 @@
 // development and test tool for `make demo` and `make test-e2e`, never shipped in an
 // image and not a production runtime.
 //
-//	localcluster up [--dir D] [--assets A] [--images F] [--bin B]   start (or report) the cluster
+//	localcluster up [--dir D] [--assets A] [--images F] [--bin B] [--load F]...   start (or report) the cluster
+//	localcluster load [--dir D] [--bin B] FILE...                    add image-map entries to the node (as kind load)
 //	localcluster status [--dir D]                                    what runs
 //	localcluster down [--dir D]                                      stop everything, remove D
 //	localcluster port-forward [--dir D] -n NS svc/NAME LOCAL:PORT    reach a Service from the host
@@ -43,6 +44,8 @@ func main() {
 	switch os.Args[1] {
 	case "up":
 		err = up(ctx, os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
 	case "down":
 		err = down(os.Args[2:])
 	case "status":
@@ -66,7 +69,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: localcluster up|status|down|port-forward [flags]  (see -h of each)")
+	fmt.Fprintln(os.Stderr, "usage: localcluster up|load|status|down|port-forward [flags]  (see -h of each)")
 	os.Exit(2)
 }
 
@@ -80,7 +83,10 @@ func up(ctx context.Context, args []string) error {
 	assets := fs.String("assets", os.Getenv("KUBEBUILDER_ASSETS"),
 		"directory of etcd, kube-apiserver, kube-controller-manager, kube-scheduler (hack/control-plane.sh prints it)")
 	images := fs.String("images", "hack/localcluster/images.yaml", "the node's image map")
-	bin := fs.String("bin", "bin", "directory of the manager and tokenserver binaries the image map names (${KUBEOAUTH_BIN})")
+	bin := binFlag(fs)
+	var extra []string
+	fs.Func("load", "an image-map file whose entries are added to the node's (repeatable; see `localcluster load`)",
+		func(f string) error { extra = append(extra, f); return nil })
 	_ = fs.Parse(args)
 	if os.Geteuid() != 0 {
 		return errors.New("the local cluster needs root: it makes a bridge, network and mount namespaces")
@@ -91,11 +97,17 @@ func up(ctx context.Context, args []string) error {
 	}
 	if localcluster.Status(*dir).Running() {
 		fmt.Fprintln(os.Stderr, "the local cluster already runs")
+		if err := loadImages(*dir, *bin, extra); err != nil {
+			return err
+		}
 		printUsage(*dir)
 		return nil
 	}
 	self, imageMap, err := stage(*dir, *images, *bin)
 	if err != nil {
+		return err
+	}
+	if err := loadImages(*dir, *bin, extra); err != nil {
 		return err
 	}
 	err = localcluster.Up(ctx, localcluster.Options{Dir: *dir, Assets: *assets, Self: self, Images: imageMap, Progress: os.Stderr})
@@ -132,17 +144,30 @@ func stage(dir, images, bin string) (self, imageMap string, err error) {
 			return "", "", err
 		}
 	}
+	imageMap = filepath.Join(dir, "images.yaml")
+	if err := expandImages(images, imageMap, bin); err != nil {
+		return "", "", err
+	}
+	if _, err := node.LoadImageMap(imageMap); err != nil {
+		return "", "", err
+	}
+	return self, imageMap, nil
+}
+
+// expandImages writes the image-map file from to to with ${KUBEOAUTH_BIN} and
+// ${KUBEOAUTH_REPO} expanded.
+func expandImages(from, to, bin string) error {
 	absBin, err := filepath.Abs(bin)
 	if err != nil {
-		return "", "", err
+		return err
 	}
 	repo, err := filepath.Abs(".")
 	if err != nil {
-		return "", "", err
+		return err
 	}
-	text, err := os.ReadFile(images) // #nosec G304 -- a path the user gave
+	text, err := os.ReadFile(from) // #nosec G304 -- a path the user gave
 	if err != nil {
-		return "", "", err
+		return err
 	}
 	expanded := os.Expand(string(text), func(k string) string {
 		switch k {
@@ -153,14 +178,76 @@ func stage(dir, images, bin string) (self, imageMap string, err error) {
 		}
 		return os.Getenv(k)
 	})
-	imageMap = filepath.Join(dir, "images.yaml")
-	if err := os.WriteFile(imageMap, []byte(expanded), 0o600); err != nil { // #nosec G703 -- the user's own --dir
-		return "", "", err
+	return os.WriteFile(to, []byte(expanded), 0o600) // #nosec G703 -- the user's own --dir
+}
+
+// load adds image-map entries to a cluster's node, as `kind load` puts an image on
+// a kind node: pods created afterwards, and pods waiting in ImagePullBackOff at
+// their next pull, find them. A file loaded again under the same name replaces
+// its earlier entries.
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	dir := dirFlag(fs)
+	bin := binFlag(fs)
+	_ = fs.Parse(args)
+	if fs.NArg() == 0 {
+		return errors.New("usage: localcluster load [--dir D] [--bin B] FILE... (image-map files: images: [{image, command, ...}])")
 	}
-	if _, err := node.LoadImageMap(imageMap); err != nil {
-		return "", "", err
+	return loadImages(*dir, *bin, fs.Args())
+}
+
+func loadImages(dir, bin string, files []string) error {
+	imageMap := filepath.Join(dir, "images.yaml")
+	if len(files) == 0 {
+		return nil
 	}
-	return self, imageMap, nil
+	if _, err := os.Stat(imageMap); err != nil {
+		return fmt.Errorf("no cluster in %s to load images into (start it with localcluster up): %w", dir, err)
+	}
+	extra := node.ExtraImagesDir(imageMap)
+	if err := os.MkdirAll(extra, 0o700); err != nil {
+		return err
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)) + ".yaml"
+		to := filepath.Join(extra, name)
+		// Staged beside, checked with the map it joins, then renamed in: the node
+		// never reads a half-written or conflicting file.
+		tmp := filepath.Join(dir, ".load-"+name)
+		if err := expandImages(f, tmp, bin); err != nil {
+			return err
+		}
+		if err := checkLoad(imageMap, tmp, to); err != nil {
+			_ = os.Remove(tmp)
+			// Named as the user knows it, not by its staging copy.
+			return fmt.Errorf("loading %s: %s", f, strings.ReplaceAll(err.Error(), tmp, f))
+		}
+		if err := os.Rename(tmp, to); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "loaded the images of", f)
+	}
+	return nil
+}
+
+// checkLoad reads the node's map as it will be with tmp in place of to.
+func checkLoad(imageMap, tmp, to string) error {
+	files := []string{imageMap}
+	existing, err := filepath.Glob(filepath.Join(node.ExtraImagesDir(imageMap), "*.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, e := range existing {
+		if e != to {
+			files = append(files, e)
+		}
+	}
+	_, err = node.LoadImageFiles(append(files, tmp)...)
+	return err
+}
+
+func binFlag(fs *flag.FlagSet) *string {
+	return fs.String("bin", "bin", "directory of the binaries the image map names (${KUBEOAUTH_BIN})")
 }
 
 func copyFile(from, to string, mode os.FileMode) error {

@@ -66,7 +66,8 @@ type Config struct {
 	// ServingCert/Key serve the node's HTTPS API (logs); ClientCA verifies the API
 	// server's client certificate.
 	ServingCert, ServingKey, ClientCA string
-	// Images is the image map file; Self the executable that runs `shim`.
+	// Images is the image map file (and ExtraImagesDir beside it); Self the
+	// executable that runs `shim`.
 	Images, Self string
 	Log          logr.Logger
 }
@@ -116,27 +117,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := n.readopt(ctx); err != nil {
 		return fmt.Errorf("re-adopting pods: %w", err)
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(n.kube, time.Minute,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
-		}))
-	// The Secret, ConfigMap and Service informers are required by virtual-kubelet's
-	// pod controller but never started: the node resolves them with GETs (resolve.go).
-	unused := informers.NewSharedInformerFactory(n.kube, 0)
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: n.kube.CoreV1().Events("")})
-	n.events = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
-	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
-		PodClient: n.kube.CoreV1(), PodInformer: factory.Core().V1().Pods(), Provider: n,
-		EventRecorder:     n.events,
-		ConfigMapInformer: unused.Core().V1().ConfigMaps(), SecretInformer: unused.Core().V1().Secrets(),
-		ServiceInformer: unused.Core().V1().Services(), SkipDownwardAPIResolution: true,
-	})
+	pc, err := n.podController(ctx)
 	if err != nil {
 		return err
 	}
-	n.lister = factory.Core().V1().Pods().Lister() // before the pod controller runs, which calls GetPod
-	factory.Start(ctx.Done())
 	nc, err := vknode.NewNodeController(vknode.NaiveNodeProvider{}, n.nodeObject(), n.kube.CoreV1().Nodes(),
 		vknode.WithNodeEnableLeaseV1WithRenewInterval(n.kube.CoordinationV1().Leases(corev1.NamespaceNodeLease), 40, 4*time.Second))
 	if err != nil {
@@ -166,6 +150,33 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// podController is virtual-kubelet's pod controller for this node's pods, its
+// informers started and its events recorded as the kubelet's.
+func (n *Node) podController(ctx context.Context) (*vknode.PodController, error) {
+	factory := informers.NewSharedInformerFactoryWithOptions(n.kube, time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", n.cfg.NodeName).String()
+		}))
+	// The Secret, ConfigMap and Service informers are required by virtual-kubelet's
+	// pod controller but never started: the node resolves them with GETs (resolve.go).
+	unused := informers.NewSharedInformerFactory(n.kube, 0)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: n.kube.CoreV1().Events("")})
+	n.events = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: n.cfg.NodeName})
+	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
+		PodClient: n.kube.CoreV1(), PodInformer: factory.Core().V1().Pods(), Provider: n,
+		EventRecorder:     n.events,
+		ConfigMapInformer: unused.Core().V1().ConfigMaps(), SecretInformer: unused.Core().V1().Secrets(),
+		ServiceInformer: unused.Core().V1().Services(), SkipDownwardAPIResolution: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.lister = factory.Core().V1().Pods().Lister() // before the pod controller runs, which calls GetPod
+	factory.Start(ctx.Done())
+	return pc, nil
+}
+
 func newNode(ctx context.Context, cfg Config) (*Node, error) {
 	kube, err := client(cfg.Kubeconfig)
 	if err != nil {
@@ -189,6 +200,20 @@ func newNode(ctx context.Context, cfg Config) (*Node, error) {
 	return &Node{cfg: cfg, log: cfg.Log, ctx: ctx, kube: kube, addons: addons, images: images,
 		res: &resolver{c: kube, hostIP: cfg.HostIP}, addrs: addrs,
 		pods: map[string]*pod{}, names: map[types.NamespacedName]string{}}, nil
+}
+
+// imageMap is the image map as it is now: read again for every pod, so images
+// loaded into the running node (ExtraImagesDir) are found, as a runtime finds an
+// image pulled since the last pod.
+func (n *Node) imageMap() (*ImageMap, error) {
+	if n.cfg.Images == "" {
+		return n.images, nil
+	}
+	m, err := LoadImageMap(n.cfg.Images)
+	if err != nil {
+		return nil, fmt.Errorf("the node's image map: %w", err)
+	}
+	return m, nil
 }
 
 func client(kubeconfig string) (kubernetes.Interface, error) {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -22,45 +23,80 @@ func TestImageMapResolve(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "images.yaml")
 	t.Setenv("BIN", "/opt/bin")
-	if err := os.WriteFile(path, []byte(`images:
-- image: ghcr.io/kubeoauth/tokenserver
+	write := func(path, text string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(path, `images:
+- image: ghcr.io/kubeoauth/tokenserver:v0.1.0
   command: ["${BIN}/tokenserver"]
   args: ["serve"]
-- image: postgres
+- image: ghcr.io/kubeoauth/tokenserver@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+  command: ["/opt/pinned/tokenserver"]
+- image: postgres:15
   command: ["/pg.sh"]
   env: ["PATH=/usr/lib/postgresql/15/bin:/usr/bin"]
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+- image: busybox
+  command: ["/bin/sh"]
+- image: example.com/shell
+  anyTag: true
+  command: ["/bin/bash"]
+`)
+	// A test's build, loaded beside the map.
+	write(filepath.Join(ExtraImagesDir(path), "v2.yaml"), `images:
+- image: ghcr.io/kubeoauth/tokenserver:v2-test
+  command: ["/opt/v2/tokenserver"]
+`)
 	m, err := LoadImageMap(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	digest := "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	for name, tt := range map[string]struct {
-		c        corev1.Container
-		argv     []string
-		envFirst string
-		err      bool
+		c    corev1.Container
+		argv []string
+		err  bool
 	}{
 		"image's entrypoint and cmd": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver:v0.1.0"},
 			argv: []string{"/opt/bin/tokenserver", "serve"}},
-		"args replace cmd": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver@sha256:abc", Args: []string{"migrate", "up"}},
+		"another tag is another program": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver:v2-test"},
+			argv: []string{"/opt/v2/tokenserver"}},
+		"a tag not pulled":     {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver:v0.2.0"}, err: true},
+		"no tag is latest":     {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver"}, err: true},
+		"pinned by digest":     {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver@" + digest}, argv: []string{"/opt/pinned/tokenserver"}},
+		"digest wins over tag": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver:v0.1.0@" + digest}, argv: []string{"/opt/pinned/tokenserver"}},
+		"args replace cmd": {c: corev1.Container{Image: "ghcr.io/kubeoauth/tokenserver:v0.1.0", Args: []string{"migrate", "up"}},
 			argv: []string{"/opt/bin/tokenserver", "migrate", "up"}},
 		"command replaces entrypoint": {c: corev1.Container{Image: "docker.io/library/postgres:15", Command: []string{"pg_isready"},
 			Args: []string{"-h", "127.0.0.1"}}, argv: []string{"pg_isready", "-h", "127.0.0.1"}},
-		"image env after the default PATH": {c: corev1.Container{Image: "postgres"}, argv: []string{"/pg.sh"}},
-		"unknown image":                    {c: corev1.Container{Image: "nginx:1.27"}, err: true},
-		"a registry port is not a tag":     {c: corev1.Container{Image: "localhost:5000/postgres"}, err: true},
+		"another postgres":             {c: corev1.Container{Image: "postgres:16"}, err: true},
+		"busybox is busybox:latest":    {c: corev1.Container{Image: "docker.io/busybox:latest"}, argv: []string{"/bin/sh"}},
+		"anyTag":                       {c: corev1.Container{Image: "example.com/shell:5.2"}, argv: []string{"/bin/bash"}},
+		"anyTag, digest":               {c: corev1.Container{Image: "example.com/shell@" + digest}, argv: []string{"/bin/bash"}},
+		"unknown image":                {c: corev1.Container{Image: "nginx:1.27"}, err: true},
+		"a registry port is not a tag": {c: corev1.Container{Image: "localhost:5000/postgres:15"}, err: true},
+		"not a reference":              {c: corev1.Container{Image: "Tokenserver:::"}, err: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			argv, env, _, err := m.resolve(&tt.c)
 			if (err != nil) != tt.err {
 				t.Fatalf("err %v, want error %v", err, tt.err)
 			}
+			if err != nil {
+				if _, ok := isImageNotPulled(err); !ok || !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.c.Image)) {
+					t.Errorf("not a pull failure naming the image: %v", err)
+				}
+				return
+			}
 			if !reflect.DeepEqual(argv, tt.argv) {
 				t.Errorf("argv %q, want %q", argv, tt.argv)
 			}
-			if err == nil && (len(env) == 0 || env[0] != defaultPath) {
+			if len(env) == 0 || env[0] != defaultPath {
 				t.Errorf("env %q does not start with the default PATH", env)
 			}
 		})
@@ -68,10 +104,22 @@ func TestImageMapResolve(t *testing.T) {
 	if _, err := LoadImageMap(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("a missing image map loaded")
 	}
-	bad := filepath.Join(dir, "bad.yaml")
-	_ = os.WriteFile(bad, []byte("images:\n- image: x\n"), 0o600)
-	if _, err := LoadImageMap(bad); err == nil {
-		t.Error("an entry without command loaded")
+	for name, text := range map[string]string{
+		"no command":          "images:\n- image: x:1\n",
+		"anyTag with a tag":   "images:\n- image: x:1\n  anyTag: true\n  command: [a]\n",
+		"not a reference":     "images:\n- image: 'X Y'\n  command: [a]\n",
+		"one reference twice": "images:\n- image: busybox\n  command: [a]\n- image: docker.io/library/busybox:latest\n  command: [b]\n",
+	} {
+		bad := filepath.Join(t.TempDir(), "bad.yaml")
+		write(bad, text)
+		if _, err := LoadImageMap(bad); err == nil {
+			t.Errorf("%s: loaded", name)
+		}
+	}
+	// A loaded file that names an image of the map again is refused, naming both files.
+	write(filepath.Join(ExtraImagesDir(path), "again.yaml"), "images:\n- image: postgres:15\n  command: [/other]\n")
+	if _, err := LoadImageMap(path); err == nil || !strings.Contains(err.Error(), "again.yaml") {
+		t.Errorf("a second entry for postgres:15: %v", err)
 	}
 }
 

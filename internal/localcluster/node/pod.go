@@ -67,8 +67,15 @@ type pod struct {
 	// refused holds, by container, why the kubelet would not create it
 	// (CreateContainerConfigError): its securityContext cannot be honoured.
 	refused map[string]string
-	stopped chan struct{} // closed when every container supervisor has returned
-	pending chan struct{} // a status push asked for (see notifier)
+	// pullFailed holds, by container, why its image cannot be "pulled" (it has no
+	// entry in the image map); the container waits in ImagePullBackOff.
+	pullFailed map[string]string
+	// setUpPod and vols are the pod and its volumes as set up, to build the spec
+	// of a container whose image is pulled later.
+	setUpPod *corev1.Pod
+	vols     map[string]string
+	stopped  chan struct{} // closed when every container supervisor has returned
+	pending  chan struct{} // a status push asked for (see notifier)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -167,13 +174,17 @@ func (p *pod) trySetUp() error {
 	}
 	// The specs are built unlocked: env reads Secrets and ConfigMaps from the API
 	// server, and status must not wait for it.
-	specs, refused := map[string]*ShimSpec{}, map[string]string{}
+	specs, refused, pullFailed := map[string]*ShimSpec{}, map[string]string{}, map[string]string{}
 	for _, list := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
 		for i := range list {
 			spec, err := p.shimSpec(podCopy, &list[i], vols)
 			var cfg *configError
 			if errors.As(err, &cfg) {
 				refused[list[i].Name] = cfg.msg
+				continue
+			}
+			if pull, ok := isImageNotPulled(err); ok {
+				pullFailed[list[i].Name] = pull.Error()
 				continue
 			}
 			if err != nil {
@@ -184,7 +195,8 @@ func (p *pod) trySetUp() error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.spec, p.refused = specs, refused
+	p.spec, p.refused, p.pullFailed = specs, refused, pullFailed
+	p.setUpPod, p.vols = podCopy, vols
 	p.st.Waiting = ""
 	return nil
 }
@@ -207,11 +219,19 @@ func (p *pod) writeNetworkFiles(ip string) error {
 }
 
 func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]string) (*ShimSpec, error) {
-	argv, imageEnv, imageUser, err := p.n.images.resolve(c)
+	images, err := p.n.imageMap()
+	if err != nil {
+		return nil, err
+	}
+	argv, imageEnv, imageUser, err := images.resolve(c)
 	if err != nil {
 		return nil, err
 	}
 	sec, err := security(pd, c, imageUser)
+	if err != nil {
+		return nil, err
+	}
+	term, err := p.terminationFile(c, sec)
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +250,11 @@ func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]stri
 			src = filepath.Join(src, filepath.Clean("/"+m.SubPath))
 		}
 		spec.Mounts = append(spec.Mounts, Mount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
+	}
+	if term != "" {
+		// At the path the spec names, as in a real container: the shim lays a tmpfs
+		// over /dev that shows the host's entries and this one file.
+		spec.Mounts = append(spec.Mounts, Mount{Source: term, Target: c.TerminationMessagePath})
 	}
 	return spec, nil
 }
@@ -268,17 +293,15 @@ func (p *pod) supervise(c *corev1.Container, initContainer bool) bool {
 		p.st.Containers[c.Name].RestartCount++
 		p.mu.Unlock()
 	}
+	if !p.awaitImage(c) {
+		return false
+	}
 	if msg := p.refusal(c.Name); msg != "" {
 		// The kubelet retries such a container for ever; nothing here can change
 		// its verdict but a new pod.
 		p.setWaitingMessage(c.Name, "CreateContainerConfigError", msg)
-		if p.n.events != nil {
-			p.mu.Lock()
-			ref := p.st.Pod.DeepCopy()
-			p.mu.Unlock()
-			// The kubelet's event for it: reason Failed, "Error: " and the message.
-			p.n.events.Eventf(ref, corev1.EventTypeWarning, "Failed", "Error: %s", msg)
-		}
+		// The kubelet's event for it: reason Failed, "Error: " and the message.
+		p.event(corev1.EventTypeWarning, "Failed", "Error: %s", msg)
 		<-p.ctx.Done()
 		return false
 	}
@@ -389,14 +412,14 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 	switch {
 	case exitedAway:
 		code, at := p.exitCode(c.Name)
-		return p.recordExit(cs, code, at, ""), nil
+		return p.recordExit(c, cs, code, at, ""), nil
 	case adopted:
 		wait = func() error { return waitForeign(p.ctx, cs.Pid, cs.StartTicks) }
 	default:
 		var err error
 		if wait, exited, err = p.start(c); err != nil {
 			if !errors.Is(err, errDeleting) {
-				p.recordExit(cs, 128, metav1.Now(), "StartError: "+err.Error())
+				p.recordExit(c, cs, 128, metav1.Now(), "StartError: "+err.Error())
 			}
 			return 128, err
 		}
@@ -411,16 +434,21 @@ func (p *pod) runOnce(c *corev1.Container) (int, error) {
 		return 0, p.ctx.Err()
 	}
 	code, at := p.exitCode(c.Name)
-	p.recordExit(cs, code, at, "")
+	p.recordExit(c, cs, code, at, "")
 	if err != nil && p.ctx.Err() == nil {
 		p.n.log.Info("waiting for container", "pod", p.st.Pod.Name, "container", c.Name, "error", err.Error())
 	}
 	return code, nil
 }
 
-// recordExit records that the container's process ended with code (message says
-// why, when it never started) and returns code.
-func (p *pod) recordExit(cs *containerState, code int, at metav1.Time, message string) int {
+// recordExit records that the container's process ended with code and returns
+// code. startErr says why, when it never started; otherwise the message is the
+// container's termination message, as the kubelet reports it.
+func (p *pod) recordExit(c *corev1.Container, cs *containerState, code int, at metav1.Time, startErr string) int {
+	message := startErr
+	if startErr == "" {
+		message = p.terminationMessage(c, code)
+	}
 	p.mu.Lock()
 	term := &corev1.ContainerStateTerminated{ExitCode: int32(code), StartedAt: cs.StartedAt, // #nosec G115 -- exit codes are small
 		FinishedAt: at, Reason: "Completed", Message: message}
@@ -428,7 +456,7 @@ func (p *pod) recordExit(cs *containerState, code int, at metav1.Time, message s
 		term.ContainerID = containerID(cs.Pid)
 	}
 	switch {
-	case message != "":
+	case startErr != "":
 		term.Reason = "StartError"
 	case code != 0:
 		term.Reason = "Error"
@@ -462,6 +490,11 @@ func (p *pod) start(c *corev1.Container) (func() error, chan struct{}, error) {
 		return nil, nil, err
 	}
 	_ = os.Remove(spec.ExitFile)
+	// A new container gets an empty termination-message file, as each of the
+	// kubelet's gets a file of its own.
+	if err := truncateIfExists(p.terminationPath(c.Name)); err != nil {
+		return nil, nil, err
+	}
 	logPath := p.logPath(c.Name, false)
 	if _, err := os.Stat(logPath); err == nil {
 		_ = os.Rename(logPath, p.logPath(c.Name, true))

@@ -19,11 +19,17 @@ import (
 // The shim is this test binary, run as `localcluster shim` is: the tests below start
 // real processes under the securityContext the node derives, as root (which the
 // node needs), each shim in a mount namespace of its own as `ip netns exec` gives it.
+// A node the tests run (runtime_test.go) starts it as `<binary> shim <spec>`.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("KUBEOAUTH_TEST_SHIM"); spec != "" {
 		os.Exit(Shim(spec))
 	}
-	os.Exit(m.Run())
+	if len(os.Args) == 3 && os.Args[1] == "shim" {
+		os.Exit(Shim(os.Args[2]))
+	}
+	code := m.Run()
+	stopControlPlane()
+	os.Exit(code)
 }
 
 // runShim runs the command as the container c of pod, with mounts, and returns its

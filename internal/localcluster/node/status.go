@@ -117,8 +117,13 @@ func (p *pod) containerStatuses(list []corev1.Container) []corev1.ContainerStatu
 		default:
 			s.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
 		}
+		// The last termination is the instance before the current one: the last
+		// exit while the container waits or runs again, the one before it once it
+		// has exited for good.
 		if last := cs.Terminated; last != nil && s.State.Terminated == nil {
 			s.LastTerminationState.Terminated = last.DeepCopy()
+		} else if prev := cs.Previous; prev != nil && s.State.Terminated != nil {
+			s.LastTerminationState.Terminated = prev.DeepCopy()
 		}
 		out = append(out, s)
 	}
