@@ -186,13 +186,24 @@ func run(t *testing.T, green, blue *server, login *verify.Login) (*verify.Report
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	report, err := verify.Run(ctx, verify.Config{Server: green.URL, Peer: blue.URL, Admin: green.Admin, Issuer: issuer,
-		Login: login, Out: io.MultiWriter(&out, testWriter{t})})
+	report, err := verify.Run(ctx, verify.Config{Server: inCluster(green.URL), Peer: inCluster(blue.URL), Admin: green.Admin,
+		Issuer: issuer, Login: login, Out: io.MultiWriter(&out, testWriter{t}), HTTP: clusterHTTP})
 	if report == nil {
 		t.Fatal("no report")
 	}
 	return report, out.String(), err
 }
+
+// inCluster names a server by a name, as a Service is named, rather than by its
+// loopback address, which HTTP clients treat as a secure context like https.
+func inCluster(u string) string { return strings.Replace(u, "127.0.0.1", "svc.cluster.test", 1) }
+
+// clusterHTTP resolves svc.cluster.test to the loopback address, as the cluster's DNS
+// would resolve a Service's name.
+var clusterHTTP = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+	DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, strings.Replace(addr, "svc.cluster.test", "127.0.0.1", 1))
+	}}}
 
 // testWriter logs what verification prints, line by line, as the Job's log would.
 type testWriter struct{ t *testing.T }
