@@ -107,7 +107,7 @@ func (r *Report) Summary() string {
 		}
 	}
 	if len(s) > maxSummary {
-		s = s[:maxSummary-len("…")] + "…"
+		s = strings.ToValidUTF8(s[:maxSummary-len("…")], "") + "…"
 	}
 	return s
 }
@@ -158,16 +158,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 func (v *verifier) run(ctx context.Context) {
-	if !v.check("register a temporary client "+v.clientID+" through the admin API", func() error { return v.register(ctx) }) {
-		return
-	}
+	registered := v.check("register a temporary client "+v.clientID+" through the admin API", func() error { return v.register(ctx) })
 	// The deletion gets time of its own: a verification that ran out of time must
-	// still not leave a client behind.
+	// still not leave a client behind. A registration that failed may still have
+	// been stored (an answer lost on the way back): it is deleted too, quietly.
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
+		if !registered {
+			_ = v.cfg.Admin.DeleteClient(dctx, v.clientID, "")
+			return
+		}
 		v.check("delete the temporary client", func() error { return v.cfg.Admin.DeleteClient(dctx, v.clientID, "") })
 	}()
+	if !registered {
+		return
+	}
 	v.discovery(ctx)
 	v.greenToken(ctx)
 	v.blueToken(ctx)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -372,5 +373,17 @@ func TestVerificationFailsWhenTheClientCannotBeRegistered(t *testing.T) {
 	}
 	if !errors.Is(report.Checks[0].Err, report.Failed()[0].Err) {
 		t.Error("the failed check is not the registration")
+	}
+}
+
+// The summary fits a termination message (4096 bytes, which the kubelet cuts
+// without regard for characters) and stays valid UTF-8.
+func TestSummaryFitsATerminationMessage(t *testing.T) {
+	long := errors.New(strings.Repeat("é", 3000))
+	r := &verify.Report{Checks: []verify.Check{{Name: "a check"}, {Name: "blue sees green's revocation", Err: long},
+		{Name: "another", Err: errors.New("x")}}}
+	s := r.Summary()
+	if len(s) > 4096 || !utf8.ValidString(s) || !strings.HasPrefix(s, "verification failed: blue sees green's revocation: éé") {
+		t.Errorf("summary of %d bytes, valid UTF-8 %v: %.80q", len(s), utf8.ValidString(s), s)
 	}
 }
