@@ -103,7 +103,9 @@ func (j *plainJar) SetCookies(_ *url.URL, cookies []*http.Cookie) {
 			delete(j.cookies, c.Name)
 			continue
 		}
-		j.cookies[c.Name] = &http.Cookie{Name: c.Name, Value: c.Value}
+		// Only name and value go back in a Cookie header; the attributes are the
+		// server's instructions to a browser's jar, which this one deliberately is not.
+		j.cookies[c.Name] = &http.Cookie{Name: c.Name, Value: c.Value} // #nosec G124 -- a client's jar, see above
 	}
 }
 

@@ -231,8 +231,9 @@ func noTemporaryClient(t *testing.T, servers ...*server) {
 }
 
 func failedNames(r *verify.Report) []string {
-	var names []string
-	for _, c := range r.Failed() {
+	failed := r.Failed()
+	names := make([]string, 0, len(failed))
+	for _, c := range failed {
 		names = append(names, c.Name)
 	}
 	return names
