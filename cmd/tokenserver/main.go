@@ -45,7 +45,7 @@ func main() {
 	}
 }
 
-const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|keygen [flags]`
+const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|keygen|verify [flags]`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: tokenserver migrate up|status|plan")
 		}
 		return migrate(ctx, args[1], args[2:], stdout)
+	case "verify":
+		return verifyCmd(ctx, args[1:], stdout)
 	case "keygen":
 		fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
 		alg := fs.String("alg", signingkey.ES256, "Signing algorithm: ES256 or RS256.")
