@@ -53,7 +53,7 @@ const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|k
 // variant is what a test build changes (variant_*.go, each built with its own tag;
 // docs/upgrades.md "Test builds"). A production build leaves it empty.
 var variant struct {
-	// beforeServe runs once serve's flags are read; its error ends the process.
+	// beforeServe runs before serve reads its flags; its error ends the process.
 	beforeServe func() error
 	// tokenMiddleware wraps the token endpoint, inside its metrics.
 	tokenMiddleware func(http.Handler) http.Handler
@@ -65,6 +65,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
+		if variant.beforeServe != nil {
+			if err := variant.beforeServe(); err != nil {
+				return err
+			}
+		}
 		return serve(ctx, args[1:], stderr)
 	case "migrate":
 		if len(args) < 2 {
@@ -188,11 +193,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	pprofListen := fs.String("pprof-listen", "", "Address for Go's /debug/pprof profiles; empty (the default) turns them off.")
 	if err := parse(fs, args); err != nil {
 		return err
-	}
-	if variant.beforeServe != nil {
-		if err := variant.beforeServe(); err != nil {
-			return err
-		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -437,7 +437,7 @@ func writeTerminationLog(path string, msg []byte) {
 	if path != defaultTerminationLog {
 		flags |= os.O_CREATE
 	}
-	f, err := os.OpenFile(path, flags, 0o644) // #nosec G302 G304 -- the kubelet reads it; a path the pod spec names
+	f, err := os.OpenFile(path, flags, 0o644) // #nosec G302 G304 G703 -- the kubelet reads it; a path the pod spec names
 	if err != nil {
 		return
 	}

@@ -66,7 +66,7 @@ func startEnv(t *testing.T) *devserver.Env {
 
 // serveVariant runs bin as `tokenserver serve` on env and registers a
 // client_credentials client; it returns the public URL.
-func serveVariant(t *testing.T, env *devserver.Env, bin string, extra ...string) (string, *adminapi.HTTPClient) {
+func serveVariant(t *testing.T, env *devserver.Env, bin string, extra ...string) string {
 	t.Helper()
 	addrs, err := devserver.FreeAddrs(2)
 	if err != nil {
@@ -82,7 +82,7 @@ func serveVariant(t *testing.T, env *devserver.Env, bin string, extra ...string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "http://" + addrs[0], admin
+	return "http://" + addrs[0]
 }
 
 const robotSecret = "robot-secret-0123456789abcdefghijklmnop"
@@ -136,8 +136,8 @@ func TestVariantV2TestSharesTheSchemaWithV1(t *testing.T) {
 	}
 
 	// v1 and v2 side by side on v2's schema.
-	v1URL, _ := serveVariant(t, env, v1)
-	v2URL, _ := serveVariant(t, env, v2)
+	v1URL := serveVariant(t, env, v1)
+	v2URL := serveVariant(t, env, v2)
 	if code, ver := issue(t, v1URL); code != 200 || ver != baseVersion {
 		t.Errorf("v1 on v2's schema: %d from version %q; want 200 from %s", code, ver, baseVersion)
 	}
@@ -218,7 +218,7 @@ func TestVariantErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, _ := serveVariant(t, env, bin, "--metrics-listen", metricsAddr[0])
+	base := serveVariant(t, env, bin, "--metrics-listen", metricsAddr[0])
 	const n = 100
 	failed := 0
 	for range n {
