@@ -11,16 +11,13 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
 
-// planReport is the plan Job's report as the operator parses it
-// (internal/upgrade.PlanResult), field for field.
-type planReport struct {
-	Mode       string `json:"mode"`
-	SchemaFrom int64  `json:"schemaFrom"`
-	SchemaTo   int64  `json:"schemaTo"`
-	Reason     string `json:"reason"`
-}
+// planReport is the plan Job's report as the operator parses it. The test links the
+// operator's type, which the binary cannot (it links no Kubernetes code), so that
+// the two sides of the contract cannot drift apart.
+type planReport = upgrade.PlanResult
 
 // readReport parses a report strictly: any other field is a break of the contract.
 func readReport(t *testing.T, where string, data []byte) planReport {
