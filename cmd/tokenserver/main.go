@@ -328,7 +328,7 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	getDSN := dsnFlags(fs)
 	expandOnly := fs.Bool("expand-only", false, "migrate up: stop before the first contract migration.")
 	termLog := fs.String("termination-log", defaultTerminationLog, "migrate plan with a DSN: also write the report "+
-		"(or the error) to this file, the container's termination message; skipped when it cannot be written.")
+		"(or the error) to this file, the container's termination message, if it exists (Kubernetes creates it).")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -413,31 +413,27 @@ func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnEr
 		return postgres.PlanUpgrade(ms, applied), nil
 	}()
 	if err != nil {
-		writeTerminationLog(termLog, []byte("migrate plan: "+err.Error()))
+		writePlanMessage(termLog, []byte("migrate plan: "+err.Error()))
 		return err
 	}
 	out, err := json.Marshal(plan)
 	if err != nil {
 		return err
 	}
-	writeTerminationLog(termLog, out)
+	writePlanMessage(termLog, out)
 	_, err = fmt.Fprintf(stdout, "%s\n", out)
 	return err
 }
 
-// writeTerminationLog writes the container's termination message. Outside a
-// container there is none: the default path is written only when it exists (the
-// kubelet creates it), so that a plan run by hand leaves no file in /dev; another
-// path is created. A path that cannot be written is skipped: stdout has the report.
-func writeTerminationLog(path string, msg []byte) {
+// writePlanMessage writes the container's termination message. Kubernetes creates
+// the file; when there is none (a run by hand) or it cannot be written, nothing is
+// written, so a run as root leaves no file in /dev: stdout has the report. (The
+// same rule as verify's termination log.)
+func writePlanMessage(path string, msg []byte) {
 	if path == "" {
 		return
 	}
-	flags := os.O_WRONLY | os.O_TRUNC
-	if path != defaultTerminationLog {
-		flags |= os.O_CREATE
-	}
-	f, err := os.OpenFile(path, flags, 0o644) // #nosec G302 G304 G703 -- the kubelet reads it; a path the pod spec names
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0) // #nosec G304 G703 -- a path the pod spec names
 	if err != nil {
 		return
 	}

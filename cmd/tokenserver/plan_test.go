@@ -37,7 +37,7 @@ func readReport(t *testing.T, where string, data []byte) planReport {
 func TestMigratePlanAgainstADatabase(t *testing.T) {
 	dsn := testpg.New(t)
 	latest := int64(len(postgres.Migrations()))
-	termLog := filepath.Join(t.TempDir(), "termination-log")
+	termLog := terminationFile(t)
 	plan := func(args ...string) planReport {
 		t.Helper()
 		out, err := runCmd(t, append([]string{"migrate", "plan", "--termination-log", termLog}, args...)...)
@@ -93,7 +93,7 @@ func TestMigratePlanAgainstADatabase(t *testing.T) {
 	}
 
 	// The termination log's path may come from the environment, as a node may give it.
-	other := filepath.Join(t.TempDir(), "from-env")
+	other := terminationFile(t)
 	t.Setenv("KUBEOAUTH_TERMINATION_LOG", other)
 	if out, err := runCmd(t, "migrate", "plan"); err != nil {
 		t.Fatalf("migrate plan: %v\n%s", err, out)
@@ -116,17 +116,26 @@ func TestMigratePlanAgainstADatabase(t *testing.T) {
 		readReport(t, "stdout", []byte(out)).Mode != "Refused" {
 		t.Errorf("plan with an unwritable termination log: %v\n%s", err, out)
 	}
-	// By hand, outside a container, the default path is not created.
-	t.Setenv("KUBEOAUTH_TERMINATION_LOG", defaultTerminationLog)
-	if _, err := os.Stat(defaultTerminationLog); errors.Is(err, os.ErrNotExist) {
-		if _, err := runCmd(t, "migrate", "plan"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(defaultTerminationLog); !errors.Is(err, os.ErrNotExist) {
-			_ = os.Remove(defaultTerminationLog)
-			t.Errorf("migrate plan created %s outside a container", defaultTerminationLog)
-		}
+	// By hand, outside a container, there is no termination log: none is created.
+	absent := filepath.Join(t.TempDir(), "termination-log")
+	if out, err := runCmd(t, "migrate", "plan", "--termination-log", absent); err != nil ||
+		readReport(t, "stdout", []byte(out)).Mode != "Refused" {
+		t.Errorf("plan without a termination log: %v\n%s", err, out)
 	}
+	if _, err := os.Stat(absent); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("migrate plan created the termination log %s (%v); Kubernetes creates it", absent, err)
+	}
+}
+
+// terminationFile creates an empty termination-message file, as Kubernetes does for
+// a container.
+func terminationFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestVersionCommand(t *testing.T) {

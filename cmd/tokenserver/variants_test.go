@@ -115,7 +115,7 @@ func TestVariantV2TestSharesTheSchemaWithV1(t *testing.T) {
 	if out, err := runBin(t, v2, "version"); err != nil || out != baseVersion+"-v2test\n" {
 		t.Errorf("v2test version = %q, %v", out, err)
 	}
-	termLog := filepath.Join(t.TempDir(), "termination-log")
+	termLog := terminationFile(t)
 	out, err := runBin(t, v2, "migrate", "plan", "--dsn", env.DSN, "--termination-log", termLog)
 	if err != nil {
 		t.Fatal(err)
