@@ -15,6 +15,11 @@ CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 
 IMG ?= ghcr.io/kubeoauth/manager:dev
+# The token server's version (X-Kubeoauth-Version, kubeoauth_build_info, `tokenserver version`).
+VERSION ?= dev
+VERSION_LDFLAGS = -X github.com/kubeoauth/kubeoauth/internal/version.Version=$(VERSION)
+# Test builds of the token server (docs/upgrades.md, "Test builds").
+TOKENSERVER_VARIANTS = v2test crashloop errors
 KUBECTL ?= kubectl
 # Extra flags for go test, e.g. TEST_FLAGS="-run TestValidation -v".
 TEST_FLAGS ?=
@@ -152,7 +157,13 @@ cluster-down: ## Stop the local cluster and remove its files.
 .PHONY: build
 build: generate vet ## Build the manager and tokenserver binaries into bin/.
 	go build -o bin/manager ./cmd/manager
-	go build -o bin/tokenserver ./cmd/tokenserver
+	go build -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver ./cmd/tokenserver
+
+.PHONY: tokenserver-variants
+tokenserver-variants: ## Build the test token servers bin/tokenserver-v2test, -crashloop and -errors (version $(VERSION)-<variant>).
+	for v in $(TOKENSERVER_VARIANTS); do \
+		go build -tags $$v -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver-$$v ./cmd/tokenserver; \
+	done
 
 .PHONY: run
 run: manifests generate vet ## Run the manager against the cluster in ~/.kube/config.

@@ -3,8 +3,10 @@
 //	tokenserver serve           run the server (flags or KUBEOAUTH_* environment)
 //	tokenserver migrate up      apply pending migrations (--expand-only for blue-green)
 //	tokenserver migrate status  list applied and pending migrations
-//	tokenserver migrate plan    print, as JSON, the schema range this binary serves on
+//	tokenserver migrate plan    print, as JSON, the schema range this binary serves on;
+//	                            with a DSN, how it can take over that database (Shared, Copy, Refused)
 //	tokenserver keygen          print a new signing key (PEM) for --alg ES256|RS256
+//	tokenserver version         print the build's version
 //
 // Every flag can also be set through the environment: --admin-token-file is
 // KUBEOAUTH_ADMIN_TOKEN_FILE, and so on. docs/tokenserver.md lists them.
@@ -34,6 +36,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
+	"github.com/kubeoauth/kubeoauth/internal/version"
 )
 
 func main() {
@@ -45,7 +48,16 @@ func main() {
 	}
 }
 
-const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|keygen|verify [flags]`
+const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|keygen|verify|version [flags]`
+
+// variant is what a test build changes (variant_*.go, each built with its own tag;
+// docs/upgrades.md "Test builds"). A production build leaves it empty.
+var variant struct {
+	// beforeServe runs before serve reads its flags; its error ends the process.
+	beforeServe func() error
+	// tokenMiddleware wraps the token endpoint, inside its metrics.
+	tokenMiddleware func(http.Handler) http.Handler
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -53,6 +65,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
+		if variant.beforeServe != nil {
+			if err := variant.beforeServe(); err != nil {
+				return err
+			}
+		}
 		return serve(ctx, args[1:], stderr)
 	case "migrate":
 		if len(args) < 2 {
@@ -61,6 +78,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return migrate(ctx, args[1], args[2:], stdout)
 	case "verify":
 		return verifyCmd(ctx, args[1:], stdout)
+	case "version":
+		_, err := fmt.Fprintln(stdout, version.Version)
+		return err
 	case "keygen":
 		fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
 		alg := fs.String("alg", signingkey.ES256, "Signing algorithm: ES256 or RS256.")
@@ -104,6 +124,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
+// errNoDSN: neither --dsn nor --dsn-file was given.
+var errNoDSN = errors.New("--dsn or --dsn-file is required")
+
 func dsnFlags(fs *flag.FlagSet) func() (string, error) {
 	dsn := fs.String("dsn", "", "PostgreSQL DSN (a URL or key=value list).")
 	dsnFile := fs.String("dsn-file", "", "File holding the PostgreSQL DSN (a mounted Secret); overrides --dsn.")
@@ -112,7 +135,7 @@ func dsnFlags(fs *flag.FlagSet) func() (string, error) {
 			return tokenserver.ReadSecretFile(*dsnFile)
 		}
 		if *dsn == "" {
-			return "", errors.New("--dsn or --dsn-file is required")
+			return "", errNoDSN
 		}
 		return *dsn, nil
 	}
@@ -266,7 +289,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
-		LoginThrottle: tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
+		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
+		TokenMiddleware: variant.tokenMiddleware,
 	})
 }
 
@@ -305,14 +329,20 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	fs := flag.NewFlagSet("migrate "+sub, flag.ContinueOnError)
 	getDSN := dsnFlags(fs)
 	expandOnly := fs.Bool("expand-only", false, "migrate up: stop before the first contract migration.")
+	termLog := fs.String("termination-log", defaultTerminationLog, "migrate plan with a DSN: also write the report "+
+		"(or the error) to this file, the container's termination message, if it exists (Kubernetes creates it).")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	ms := postgres.Migrations()
 	if sub == "plan" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(postgres.NewPlan(ms))
+		dsn, err := getDSN()
+		if errors.Is(err, errNoDSN) {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(postgres.NewPlan(ms))
+		}
+		return planUpgrade(ctx, ms, dsn, err, *termLog, stdout)
 	}
 	if sub != "up" && sub != "status" {
 		return fmt.Errorf("unknown migrate command %q: want up, status or plan", sub)
@@ -356,6 +386,61 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 		_, _ = fmt.Fprintln(stdout, "this binary cannot serve on this schema:", err)
 	}
 	return nil
+}
+
+// defaultTerminationLog is where Kubernetes reads a container's termination message
+// (terminationMessagePath's default).
+const defaultTerminationLog = "/dev/termination-log"
+
+// planUpgrade reports how this binary can take over the database at dsn (dsnErr:
+// why there is no DSN), on stdout and in the termination message, where the
+// operator's plan Job reads it. Every mode exits 0, for the operator reads the mode;
+// only a plan that could not be made is an error, and its text is the message.
+func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnErr error, termLog string, stdout io.Writer) error {
+	plan, err := func() (postgres.UpgradePlan, error) {
+		if dsnErr != nil {
+			return postgres.UpgradePlan{}, dsnErr
+		}
+		db, err := postgres.OpenDB(dsn, 1)
+		if err != nil {
+			return postgres.UpgradePlan{}, err
+		}
+		defer func() { _ = db.Close() }()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		applied, err := postgres.ReadApplied(ctx, db)
+		if err != nil {
+			return postgres.UpgradePlan{}, fmt.Errorf("reading the database's schema_migrations: %w", err)
+		}
+		return postgres.PlanUpgrade(ms, applied), nil
+	}()
+	if err != nil {
+		writePlanMessage(termLog, []byte("migrate plan: "+err.Error()))
+		return err
+	}
+	out, err := json.Marshal(plan)
+	if err != nil {
+		return err
+	}
+	writePlanMessage(termLog, out)
+	_, err = fmt.Fprintf(stdout, "%s\n", out)
+	return err
+}
+
+// writePlanMessage writes the container's termination message. Kubernetes creates
+// the file; when there is none (a run by hand) or it cannot be written, nothing is
+// written, so a run as root leaves no file in /dev: stdout has the report. (The
+// same rule as verify's termination log.)
+func writePlanMessage(path string, msg []byte) {
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0) // #nosec G304 G703 -- a path the pod spec names
+	if err != nil {
+		return
+	}
+	_, _ = f.Write(msg)
+	_ = f.Close()
 }
 
 // servePprof serves Go's profiles on their own address, for benchmarks and debugging.

@@ -36,7 +36,7 @@ func (s *Server) AdminHandler() http.Handler {
 	outer.HandleFunc("GET /healthz", s.healthz)
 	outer.HandleFunc("GET /readyz", s.readyz)
 	outer.Handle("/admin/", authed)
-	return outer
+	return s.common(outer)
 }
 
 func (s *Server) requireAdmin(next http.Handler) http.Handler {

@@ -68,6 +68,8 @@ type Options struct {
 	// RefreshCoalesceWindow: see Config; 0 means a second.
 	RefreshCoalesceWindow time.Duration
 	Log                   *slog.Logger
+	// TokenMiddleware: see Config (test builds only).
+	TokenMiddleware func(http.Handler) http.Handler
 	// JWKSFetchAllow are internal ranges a client's jwks_uri may still resolve to
 	// (netguard); public addresses are always allowed.
 	JWKSFetchAllow []netip.Prefix
@@ -145,7 +147,7 @@ func Serve(ctx context.Context, o Options) error {
 		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher,
 		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
 		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader,
-		ClientIPTrustedProxies: o.ClientIPTrustedProxies})
+		ClientIPTrustedProxies: o.ClientIPTrustedProxies, TokenMiddleware: o.TokenMiddleware})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -187,9 +189,21 @@ func Serve(ctx context.Context, o Options) error {
 	srv.Drain()
 	if o.ShutdownDelay > 0 {
 		log.Info("shutting down: not ready, still serving", "delay", o.ShutdownDelay)
+		// Every response now says Connection: close, so a busy keep-alive client
+		// leaves with its next answer, race-free. A connection still idle a moment
+		// later belongs to a quiet client: it is closed then, so that client's next
+		// request opens a connection to another replica rather than waiting on this
+		// one until it exits. Closing every idle connection at once would race with the
+		// requests that busy clients are just writing into them, and fail those.
+		quiet := time.AfterFunc(min(keepAliveGrace, o.ShutdownDelay/2), func() {
+			for _, hs := range servers {
+				hs.SetKeepAlivesEnabled(false)
+			}
+		})
 		select {
 		case <-time.After(o.ShutdownDelay):
 		case err := <-errs:
+			quiet.Stop()
 			return err
 		}
 	}
@@ -204,6 +218,11 @@ func Serve(ctx context.Context, o Options) error {
 	log.Info("stopped")
 	return nil
 }
+
+// keepAliveGrace is how long a draining replica leaves idle keep-alive connections
+// open before closing them: a client that sends a request within it gets an answer
+// with Connection: close instead.
+const keepAliveGrace = time.Second
 
 // ReadSecretFile reads a secret from a mounted file, trimming a trailing newline.
 func ReadSecretFile(path string) (string, error) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -65,6 +66,8 @@ type setup struct {
 	// ipHeader and ipTrusted: the client-address header and who may set it.
 	ipHeader  string
 	ipTrusted []netip.Prefix
+	// tokenMiddleware wraps the token endpoint, as the test builds of cmd/tokenserver do.
+	tokenMiddleware func(http.Handler) http.Handler
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -162,6 +165,7 @@ func start(t testing.TB, s setup) *instance {
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
+			TokenMiddleware: s.tokenMiddleware,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
+	"github.com/kubeoauth/kubeoauth/internal/version"
 )
 
 // Config configures a Server.
@@ -59,6 +60,9 @@ type Config struct {
 	SecretHasher *store.SecretHasher
 	// SecureCookies marks cookies Secure (an https issuer).
 	SecureCookies bool
+	// TokenMiddleware, when set, wraps the token endpoint inside its metrics: test
+	// builds that answer errors use it (cmd/tokenserver, docs/upgrades.md).
+	TokenMiddleware func(http.Handler) http.Handler
 	// RefreshCoalesceWindow is how long a refresh response is replayed to identical
 	// requests; 0 means a second (recentWindow). Tests set it longer, to make the
 	// replay deterministic on a slow machine.
@@ -80,6 +84,26 @@ type Server struct {
 // replica is shutting down, and the load balancers in front of it should stop
 // sending it connections before it stops accepting them.
 func (s *Server) Drain() { s.draining.Store(true) }
+
+// Draining tells whether Drain was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// versionHeader names the response header that carries the build's version.
+const versionHeader = "X-Kubeoauth-Version"
+
+// common adds what every response carries: the version, so that a client (and an
+// upgrade's tests) sees which version answered; and, once the replica drains,
+// Connection: close, so that a client holding a keep-alive connection to it opens its
+// next one to another replica instead of being stranded here when it stops.
+func (s *Server) common(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(versionHeader, version.Version)
+		if s.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // New returns a server.
 func New(cfg Config) *Server {
@@ -129,7 +153,11 @@ func (s *Server) PublicHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", m.instrument("discovery", s.discovery))
 	mux.HandleFunc("GET /.well-known/jwks.json", m.instrument("jwks", s.jwks))
-	mux.HandleFunc("POST /oauth2/token", m.instrument("token", s.oauthEndpoint(s.token)))
+	token := http.Handler(s.oauthEndpoint(s.token))
+	if s.cfg.TokenMiddleware != nil {
+		token = s.cfg.TokenMiddleware(token)
+	}
+	mux.HandleFunc("POST /oauth2/token", m.instrument("token", token.ServeHTTP))
 	mux.HandleFunc("POST /oauth2/introspect", m.instrument("introspect", s.oauthEndpoint(s.cfg.Provider.Introspect)))
 	mux.HandleFunc("POST /oauth2/revoke", m.instrument("revoke", s.oauthEndpoint(s.cfg.Provider.Revoke)))
 	mux.HandleFunc("GET /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
@@ -143,14 +171,14 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("POST /account/revoke", m.instrument("account", form(s.revokeFromAccount)))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	return mux
+	return s.common(mux)
 }
 
 // MetricsHandler serves Prometheus metrics, on a listener of its own.
 func (s *Server) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics.Registry, promhttp.HandlerOpts{}))
-	return mux
+	return s.common(mux)
 }
 
 func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {

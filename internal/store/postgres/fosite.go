@@ -250,7 +250,15 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("%w: %s", store.ErrClientGone, r.GetClient().GetID())
 	}
-	return s.mapErr(err)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	for _, h := range extra.tokenHooks {
+		if err := h(ctx, s.q(ctx), kind, r.GetID(), r.GetClient().GetID()); err != nil {
+			return s.mapErr(err)
+		}
+	}
+	return nil
 }
 
 var tokenType = map[string]fosite.TokenType{

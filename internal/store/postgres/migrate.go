@@ -68,6 +68,12 @@ func Migrations() []Migration {
 	if err != nil {
 		panic(err)
 	}
+	ms = append(ms, extra.migrations...)
+	for i, m := range ms {
+		if m.Version != i+1 {
+			panic(fmt.Sprintf("migration %04d_%s: versions must run 1, 2, 3... without gaps", m.Version, m.Name))
+		}
+	}
 	return ms
 }
 
@@ -130,10 +136,128 @@ func NewPlan(ms []Migration) Plan {
 	return p
 }
 
+// Upgrade modes of an UpgradePlan: the operator's dataMode values, and Refused.
+const (
+	// ModeShared: the new version runs beside the old one on the same database, after
+	// its expand migrations; its contract migrations wait until the old one is gone.
+	ModeShared = "Shared"
+	// ModeCopy: the new version needs a schema the old one cannot run on, so it must
+	// run on a copy of the database.
+	ModeCopy = "Copy"
+	// ModeRefused: the new version cannot run on this database at all.
+	ModeRefused = "Refused"
+)
+
+// maxReason is the length status.upgrade.plan.reason accepts.
+const maxReason = 1024
+
+// UpgradePlan is what `tokenserver migrate plan` reports against a database: how a
+// binary with these migrations can take over from the version serving on it. Its
+// JSON is the contract with the operator (internal/upgrade.PlanResult).
+type UpgradePlan struct {
+	Mode string `json:"mode"`
+	// SchemaFrom is the latest migration applied to the database (0: none).
+	SchemaFrom int `json:"schemaFrom"`
+	// SchemaTo is the latest migration this binary knows.
+	SchemaTo int    `json:"schemaTo"`
+	Reason   string `json:"reason"`
+}
+
+// PlanUpgrade decides how a binary with migrations ms takes over a database that has
+// applied these migrations. It simulates `migrate up --expand-only`: the pending
+// migrations are applied in order until the first contract one, which waits until
+// the old version is gone; the binary must then be able to serve on the result.
+func PlanUpgrade(ms []Migration, applied []AppliedMigration) UpgradePlan {
+	p := UpgradePlan{SchemaTo: NewPlan(ms).Latest}
+	have := map[int]bool{}
+	for _, a := range applied {
+		have[a.Version] = true
+		p.SchemaFrom = max(p.SchemaFrom, a.Version)
+	}
+	after := append([]AppliedMigration(nil), applied...)
+	var expand, deferred []string
+	for _, m := range ms {
+		if have[m.Version] {
+			continue
+		}
+		name := fmt.Sprintf("%04d_%s", m.Version, m.Name)
+		switch {
+		case len(deferred) > 0:
+			// Behind a deferred contract migration nothing runs before promotion.
+			deferred = append(deferred, name)
+		case m.Kind == Expand:
+			expand = append(expand, name)
+			after = append(after, AppliedMigration{Version: m.Version, Name: m.Name, Kind: m.Kind})
+		case m.Kind == Contract:
+			deferred = append(deferred, name)
+		default:
+			// A kind the old version cannot run after (part 2's copied database): the
+			// new version gets a copy migrated in full, the old one keeps the original.
+			p.Mode = ModeCopy
+			p.Reason = fmt.Sprintf("migration %s (%s) changes the schema so that the running version cannot serve on it: "+
+				"the new version needs a copy of the database", name, m.Kind)
+			return p.bounded()
+		}
+	}
+	if err := CheckSchema(ms, after); err != nil {
+		var missing *missingMigration
+		if errors.As(err, &missing) && len(deferred) > 0 {
+			// What it lacks sits behind a contract migration, which the old version
+			// cannot run on.
+			p.Mode = ModeCopy
+			p.Reason = fmt.Sprintf("this version needs %s, which comes after contract migration %s: the running "+
+				"version cannot serve once that has run, so the new one needs a copy of the database",
+				missing.name, deferred[0])
+			return p.bounded()
+		}
+		p.Mode = ModeRefused
+		p.Reason = err.Error()
+		return p.bounded()
+	}
+	p.Mode = ModeShared
+	switch {
+	case len(expand) == 0 && len(deferred) == 0:
+		p.Reason = fmt.Sprintf("no migration to apply: this version serves on the schema as it is (version %d)", p.SchemaFrom)
+	case len(expand) == 0:
+		p.Reason = "no expand migration to apply"
+	default:
+		p.Reason = "expand migrations " + strings.Join(expand, ", ") + " run while the old version serves"
+	}
+	if len(deferred) > 0 {
+		p.Reason += "; contract migrations " + strings.Join(deferred, ", ") + " wait until the old version is gone"
+	}
+	return p.bounded()
+}
+
+func (p UpgradePlan) bounded() UpgradePlan {
+	if len(p.Reason) > maxReason {
+		p.Reason = p.Reason[:maxReason-len("…")] + "…"
+	}
+	return p
+}
+
+// missingMigration: the schema lacks a migration the binary needs.
+type missingMigration struct{ name string }
+
+func (e *missingMigration) Error() string {
+	return "database schema lacks migration " + e.name + " that this token server needs: run `tokenserver migrate up`"
+}
+
 // SchemaError says why a binary cannot serve on a database's schema.
-type SchemaError struct{ Reason string }
+type SchemaError struct {
+	Reason  string
+	missing *missingMigration
+}
 
 func (e *SchemaError) Error() string { return e.Reason }
+
+// Unwrap tells a schema that lacks a migration from one a newer binary contracted.
+func (e *SchemaError) Unwrap() error {
+	if e.missing == nil {
+		return nil
+	}
+	return e.missing
+}
 
 // CheckSchema tells whether a binary with migrations ms can serve on a database that
 // has applied these migrations; nil means it can.
@@ -146,8 +270,8 @@ func CheckSchema(ms []Migration, applied []AppliedMigration) error {
 	for _, m := range ms {
 		if m.Kind == Expand && m.Version <= plan.MinSchema {
 			if _, ok := have[m.Version]; !ok {
-				return &SchemaError{Reason: fmt.Sprintf(
-					"database schema lacks migration %04d_%s that this token server needs: run `tokenserver migrate up`", m.Version, m.Name)}
+				missing := &missingMigration{name: fmt.Sprintf("%04d_%s", m.Version, m.Name)}
+				return &SchemaError{Reason: missing.Error(), missing: missing}
 			}
 		}
 	}
@@ -181,6 +305,12 @@ func Applied(ctx context.Context, db interface {
 	if _, err := db.ExecContext(ctx, schemaTable); err != nil {
 		return nil, err
 	}
+	return readApplied(ctx, db)
+}
+
+func readApplied(ctx context.Context, db interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}) ([]AppliedMigration, error) {
 	rows, err := db.QueryContext(ctx, `SELECT version, name, kind, applied_at FROM schema_migrations ORDER BY version`)
 	if err != nil {
 		return nil, err
@@ -195,6 +325,19 @@ func Applied(ctx context.Context, db interface {
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// ReadApplied is Applied without creating schema_migrations: it reads an empty
+// database as one with no migration, and changes nothing (for planning).
+func ReadApplied(ctx context.Context, db *sql.DB) ([]AppliedMigration, error) {
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, nil
+	}
+	return readApplied(ctx, db)
 }
 
 // MigrateOptions limits what Migrate applies.

@@ -181,6 +181,91 @@ func TestCheckSchemaAndPlan(t *testing.T) {
 	}
 }
 
+// The plan Job's decision: expand-only pending → Shared, contracts deferred; a needed
+// migration behind a pending contract → Copy; a schema a newer binary contracted →
+// Refused. Each reason names the migrations that decide it.
+func TestPlanUpgrade(t *testing.T) {
+	ms := []postgres.Migration{
+		{Version: 1, Name: "init", Kind: postgres.Expand},
+		{Version: 2, Name: "add_col", Kind: postgres.Expand},
+		{Version: 3, Name: "drop_old", Kind: postgres.Contract},
+	}
+	behindContract := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: 4, Name: "new_table", Kind: postgres.Expand})
+	unknownKind := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: 4, Name: "rewrite", Kind: "breaking"})
+	applied := func(kinds ...string) []postgres.AppliedMigration {
+		out := make([]postgres.AppliedMigration, 0, len(kinds))
+		for i, k := range kinds {
+			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: "m", Kind: k})
+		}
+		return out
+	}
+	tests := map[string]struct {
+		ms      []postgres.Migration
+		applied []postgres.AppliedMigration
+		want    postgres.UpgradePlan
+		reason  []string
+	}{
+		"one expand pending, a contract deferred": {ms, applied("expand"),
+			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 1, SchemaTo: 3},
+			[]string{"expand migrations 0002_add_col run while the old version serves", "contract migrations 0003_drop_old wait"}},
+		"empty database": {ms, nil, postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 0, SchemaTo: 3},
+			[]string{"0001_init, 0002_add_col"}},
+		"only the contract pending": {ms, applied("expand", "expand"),
+			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 2, SchemaTo: 3},
+			[]string{"no expand migration", "0003_drop_old wait"}},
+		"up to date": {ms, applied("expand", "expand", "contract"),
+			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 3, SchemaTo: 3}, []string{"no migration to apply"}},
+		"database ahead with an expand": {ms, applied("expand", "expand", "contract", "expand"),
+			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 4, SchemaTo: 3}, []string{"no migration to apply"}},
+		"database ahead with a contract": {ms, applied("expand", "expand", "contract", "contract"),
+			postgres.UpgradePlan{Mode: postgres.ModeRefused, SchemaFrom: 4, SchemaTo: 3}, []string{"contract migration 0004_m", "newer token server"}},
+		"a needed expand behind a pending contract": {behindContract, applied("expand", "expand"),
+			postgres.UpgradePlan{Mode: postgres.ModeCopy, SchemaFrom: 2, SchemaTo: 4}, []string{"needs 0004_new_table", "contract migration 0003_drop_old"}},
+		"a kind the old version cannot run on": {unknownKind, applied("expand", "expand", "contract"),
+			postgres.UpgradePlan{Mode: postgres.ModeCopy, SchemaFrom: 3, SchemaTo: 4}, []string{"0004_rewrite (breaking)", "copy"}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := postgres.PlanUpgrade(tt.ms, tt.applied)
+			reason := got.Reason
+			got.Reason = ""
+			if got != tt.want {
+				t.Errorf("PlanUpgrade = %+v, want %+v", got, tt.want)
+			}
+			for _, want := range tt.reason {
+				if !strings.Contains(reason, want) {
+					t.Errorf("reason %q lacks %q", reason, want)
+				}
+			}
+		})
+	}
+	// However many migrations it names, the reason fits status.upgrade.plan.reason.
+	var many []postgres.Migration
+	for i := 1; i <= 300; i++ {
+		many = append(many, postgres.Migration{Version: i, Name: "a_rather_long_migration_name", Kind: postgres.Expand})
+	}
+	if got := postgres.PlanUpgrade(many, nil); got.Mode != postgres.ModeShared || len(got.Reason) > 1024 {
+		t.Errorf("300 pending migrations: mode %s, reason of %d bytes; want Shared within 1024", got.Mode, len(got.Reason))
+	}
+}
+
+// Planning reads the schema without writing: an empty database stays empty.
+func TestReadAppliedChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.OpenDB(pg.NewDatabase(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if applied, err := postgres.ReadApplied(ctx, db); err != nil || len(applied) != 0 {
+		t.Fatalf("ReadApplied on an empty database = %v, %v", applied, err)
+	}
+	var tables int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&tables); err != nil || tables != 0 {
+		t.Errorf("%d tables after ReadApplied (%v); want none", tables, err)
+	}
+}
+
 // The embedded migrations follow the rules: a header, numbered without gaps,
 // CREATE INDEX only CONCURRENTLY, only outside a transaction, and a constraint added
 // to an existing table NOT VALID, then validated in a statement of its own.
