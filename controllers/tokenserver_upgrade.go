@@ -95,37 +95,45 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	return d.Conditions, d.RequeueAfter, nil
 }
 
-// applyServices applies the public and admin Services. They select the serving
-// label; an install made before it selected the active color, and keeps doing so
-// until every pod of that color carries the label (the upgrade puts it on in its
-// first pass), so that the switch never leaves the Services empty.
+// applyServices applies the public and admin Services with serviceSelector.
 func (r *TokenServerReconciler) applyServices(ctx context.Context, ts *oauthv1alpha1.TokenServer, pods []upgrade.Pod) error {
-	sel := resources.ServingSelector(ts)
 	var svc corev1.Service
 	err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PublicServiceName(ts)}, &svc)
 	if client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("get Service %s: %w", resources.PublicServiceName(ts), err)
 	}
-	if old := svc.Spec.Selector[resources.LabelColor]; err == nil && old != "" {
-		labelled := false
-		for _, p := range pods {
-			if string(p.Color) != old {
-				continue
-			}
-			if labelled = p.Serving; !labelled {
-				break
-			}
-		}
-		if !labelled {
-			sel = resources.ServerSelector(ts, old)
-		}
-	}
+	sel := serviceSelector(ts, svc.Spec.Selector, pods)
 	for _, obj := range []client.Object{resources.PublicService(ts, sel), resources.AdminService(ts, sel)} {
 		if err := r.apply(ctx, ts, obj); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// serviceSelector is what the public and admin Services select, given the public
+// Service's current selector (nil: none yet): the serving label. An install made
+// before it selected one color, and keeps doing so until every pod of that color
+// carries the label (the upgrade puts it on in its first pass), so that the switch
+// never leaves the Services without the pods that serve. Pure: table-tested.
+func serviceSelector(ts *oauthv1alpha1.TokenServer, current map[string]string, pods []upgrade.Pod) map[string]string {
+	old := current[resources.LabelColor]
+	if old == "" {
+		return resources.ServingSelector(ts)
+	}
+	labelled := false
+	for _, p := range pods {
+		if string(p.Color) != old {
+			continue
+		}
+		if labelled = p.Serving; !labelled {
+			break
+		}
+	}
+	if !labelled {
+		return resources.ServerSelector(ts, old)
+	}
+	return resources.ServingSelector(ts)
 }
 
 // observe gathers the facts upgrade.Next decides from.

@@ -451,3 +451,37 @@ func TestImageSetBack(t *testing.T) {
 		t.Errorf("green at %d replicas after the image was set back", n)
 	}
 }
+
+// TestKeyRotationWaitsForUpgrade: a signing key that falls due while an upgrade runs
+// is rotated only once it ended: a new key would roll both colors' pods mid-upgrade.
+func TestKeyRotationWaitsForUpgrade(t *testing.T) {
+	advanceOperatorClock(t)
+	ts, k := upgradeServer(t, "keyhold", nil)
+	setImage(t, ts, imageV2)
+	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
+	var keys corev1.Secret
+	get(t, ts.Namespace, "auth-keys", &keys)
+	old := string(keys.Data[resources.KeySigningKey])
+	keys.Annotations[resources.AnnotationKeyRotatedAt] = time.Now().Add(-91 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	if err := k8s.Update(context.Background(), &keys); err != nil {
+		t.Fatal(err)
+	}
+	// A pass after the key fell due: the one that sees the plan and moves on.
+	k.release("plan", jobOutcome{message: planOK})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeMigrating)
+	poke(t, ts)
+	get(t, ts.Namespace, "auth-keys", &keys)
+	if string(keys.Data[resources.KeySigningKey]) != old {
+		t.Fatal("the signing key was rotated while an upgrade ran")
+	}
+	// The upgrade ends (the image set back): now it rotates.
+	setImage(t, ts, imageV1)
+	eventually(t, 20*time.Second, "key rotation after the upgrade", func() bool {
+		get(t, ts.Namespace, "auth-keys", &keys)
+		return string(keys.Data[resources.KeySigningKey]) != old
+	}, nil)
+	_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack {
+		t.Errorf("rotated during phase %s", ts.Status.Upgrade.Phase)
+	}
+}
