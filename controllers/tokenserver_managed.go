@@ -136,7 +136,7 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 		return conds, next, fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, color), err)
 	}
 	ts.Status.ReadyReplicas = sts.Status.ReadyReplicas
-	want := ptr.Deref(sts.Spec.Replicas, 1)
+	want := ptr.Deref(ts.Spec.Replicas, 1)
 	if sts.Status.ReadyReplicas == 0 {
 		return conds, next, waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
 	}

@@ -42,6 +42,10 @@ const ReasonUpgradeConflict = "UpgradeConflict"
 // as unreadable (a failed analysis check), not as a stuck reconcile.
 const metricsScrapeTimeout = 3 * time.Second
 
+// metricsClient scrapes pods directly: never through an HTTP proxy the operator's
+// environment may name, which could not reach pod addresses.
+var metricsClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
+
 // upgradeStep observes the cluster, asks internal/upgrade what to do, writes the
 // intent to status and acts on it. It returns the decision's conditions
 // (Progressing and Degraded, which then are the upgrade's) and when to look again.
@@ -397,7 +401,7 @@ func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
 	if err != nil {
 		return upgrade.Metrics{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := metricsClient.Do(req)
 	if err != nil {
 		return upgrade.Metrics{}, err
 	}
