@@ -350,7 +350,7 @@ func servingPods(t *testing.T, ns string) []string {
 		client.MatchingLabels{oauthv1alpha1.LabelServing: "true"}); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	names := make([]string, 0, len(pods.Items))
 	for _, p := range pods.Items {
 		names = append(names, p.Name)
 	}

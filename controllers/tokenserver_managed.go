@@ -61,7 +61,8 @@ const fieldOwner = client.FieldOwner("kubeoauth")
 // with a waiting condition error while it waits. It returns the upgrade's
 // conditions, if one ran or runs (see withUpgrade), and when to look again: the
 // signing key's next rotation or the upgrade's next timer.
-func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) ([]metav1.Condition, time.Duration, error) {
+func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) (
+	[]metav1.Condition, time.Duration, error) {
 	for _, obj := range []client.Object{resources.ServiceAccount(ts), resources.ConfigMap(ts)} {
 		if err := r.apply(ctx, ts, obj); err != nil {
 			return nil, 0, err
@@ -268,7 +269,8 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 // when the next rotation is due.
 //
 // hold keeps a due rotation back (an upgrade runs); it is looked at again in a minute.
-func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer, hold bool) (*corev1.Secret, time.Duration, error) {
+func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer, hold bool) (
+	*corev1.Secret, time.Duration, error) {
 	alg, now := resources.SigningAlgorithm(ts), r.Clock.Now()
 	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecretName(ts), func() (*corev1.Secret, error) {
 		signing, err := signingkey.Generate(alg)

@@ -64,7 +64,8 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 		if err := r.Status().Patch(ctx, ts, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			ts.Status = base.Status
 			if apierrors.IsConflict(err) {
-				return nil, 0, waiting(ReasonUpgradeConflict, "the TokenServer changed while the upgrade's next step was written; looking again").after(time.Second)
+				return nil, 0, waiting(ReasonUpgradeConflict,
+					"the TokenServer changed while the upgrade's next step was written; looking again").after(time.Second)
 			}
 			return nil, 0, fmt.Errorf("write the upgrade's intent to status: %w", err)
 		}
@@ -143,8 +144,9 @@ func serviceSelector(ts *oauthv1alpha1.TokenServer, current map[string]string, p
 // observe gathers the facts upgrade.Next decides from.
 func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.TokenServer) (upgrade.Observed, []upgrade.Pod, error) {
 	o := upgrade.Observed{Name: ts.Name, Annotations: ts.Annotations,
-		Spec:         upgrade.Spec{Image: ts.Spec.Image, Replicas: ptr.Deref(ts.Spec.Replicas, 1), Upgrade: ts.Spec.Upgrade},
-		Status:       upgrade.Status{ActiveColor: upgrade.Color(ts.Status.ActiveColor), FailedImage: ts.Status.FailedImage, Upgrade: ts.Status.Upgrade},
+		Spec: upgrade.Spec{Image: ts.Spec.Image, Replicas: ptr.Deref(ts.Spec.Replicas, 1), Upgrade: ts.Spec.Upgrade},
+		Status: upgrade.Status{ActiveColor: upgrade.Color(ts.Status.ActiveColor), FailedImage: ts.Status.FailedImage,
+			Upgrade: ts.Status.Upgrade},
 		StatefulSets: map[upgrade.Color]upgrade.StatefulSet{}, Jobs: map[upgrade.JobKind]upgrade.Job{}}
 	sets := map[upgrade.Color]types.UID{}
 	for _, c := range []upgrade.Color{upgrade.Blue, upgrade.Green} {

@@ -357,7 +357,7 @@ func jobNames(t *testing.T, ns string) []string {
 	if err := k8s.List(context.Background(), &jobs, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	names := make([]string, 0, len(jobs.Items))
 	for _, j := range jobs.Items {
 		names = append(names, j.Name)
 	}
@@ -483,5 +483,37 @@ func TestKeyRotationWaitsForUpgrade(t *testing.T) {
 	_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack {
 		t.Errorf("rotated during phase %s", ts.Status.Upgrade.Phase)
+	}
+}
+
+// TestCrashingGreenRolledBack: green never becomes ready; once Deploying has made no
+// progress for spec.upgrade.progressDeadline, the upgrade rolls back with blue
+// serving throughout.
+func TestCrashingGreenRolledBack(t *testing.T) {
+	step := advanceOperatorClock(t)
+	ts, k := upgradeServer(t, "crashing", func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Upgrade.ProgressDeadline = "5m" })
+	k.crash(imageV2)
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeDeploying)
+	eventually(t, 20*time.Second, "green's two pods, not ready", func() bool {
+		var pods corev1.PodList
+		_ = k8s.List(context.Background(), &pods, client.InNamespace(ts.Namespace), client.MatchingLabels{resources.LabelColor: "green"})
+		return len(pods.Items) == 2
+	}, nil)
+	step(5*time.Minute + time.Second)
+	poke(t, ts)
+	eventually(t, 20*time.Second, "RolledBack", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
+	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
+	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+	if ts.Status.Upgrade.Reason != upgrade.ReasonDeadline || ts.Status.FailedImage != imageV2 || ts.Status.CurrentImage != imageV1 {
+		t.Errorf("after the deadline: %+v, upgrade %+v", ts.Status, ts.Status.Upgrade)
+	}
+	if got := servingPods(t, ts.Namespace); !slices.Equal(got, []string{"auth-blue-0", "auth-blue-1"}) {
+		t.Errorf("serving after the rollback: %v", got)
 	}
 }
