@@ -517,3 +517,42 @@ func TestCrashingGreenRolledBack(t *testing.T) {
 		t.Errorf("serving after the rollback: %v", got)
 	}
 }
+
+// TestErrorRateRollsBack: green answers too many 5xx; each analysis check fails
+// (a Warning event each), and at spec.upgrade.analysis.failureThreshold the upgrade
+// rolls back, blue serving again.
+func TestErrorRateRollsBack(t *testing.T) {
+	step := advanceOperatorClock(t)
+	ts, k := upgradeServer(t, "errorrate", func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Upgrade.Analysis.FailureThreshold = 2
+		ts.Spec.Upgrade.MaxErrorRate = "5%"
+	})
+	toPromotion(t, ts, k)
+	for check := 1; check <= 2; check++ {
+		k.requests.Add(40)
+		k.errors5.Add(10) // 25%
+		step(31 * time.Second)
+		poke(t, ts)
+		if check == 1 {
+			if note := waitWarning(t, ts.Namespace, "auth", upgrade.ReasonCheckFailed); !strings.Contains(note, "25.00%") {
+				t.Errorf("AnalysisCheckFailed says %q, want the error rate", note)
+			}
+		}
+	}
+	eventually(t, 20*time.Second, "RolledBack", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
+	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitWarning(t, ts.Namespace, "auth", oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeRolledBack))
+	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
+	if a := ts.Status.Upgrade.Analysis; ts.Status.Upgrade.Reason != upgrade.ReasonAnalysisFailed || a == nil || a.FailedChecks != 2 ||
+		ts.Status.FailedImage != imageV2 {
+		t.Errorf("after the analysis failed: %+v, upgrade %+v", ts.Status, ts.Status.Upgrade)
+	}
+	eventually(t, 20*time.Second, "blue serving alone, currentImage v1", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return slices.Equal(servingPods(t, ts.Namespace), []string{"auth-blue-0", "auth-blue-1"}) && ts.Status.CurrentImage == imageV1
+	}, func() string {
+		return fmt.Sprintf("serving %v, currentImage %s", servingPods(t, ts.Namespace), ts.Status.CurrentImage)
+	})
+}
