@@ -302,12 +302,16 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	if got := servingPods(t, ns); !slices.Equal(got, []string{"auth-blue-0", "auth-blue-1"}) {
 		t.Errorf("serving after the rollback: %v", got)
 	}
-	// Not retried: further passes start no new upgrade while spec.image is v2.
-	poke(t, ts)
-	poke(t, ts)
-	_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-	if ts.Status.Upgrade.ID != id || ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack {
-		t.Errorf("the failed image was tried again: %+v", ts.Status.Upgrade)
+	// Not retried: a pass over a new generation (another setting changed) starts no
+	// new upgrade while spec.image is still v2.
+	jobs := jobNames(t, ns)
+	update(t, ts, func() { ts.Spec.Upgrade.ScaleDownDelay = "45s" })
+	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.ObservedGeneration == ts.Generation
+	}, nil)
+	if ts.Status.Upgrade.ID != id || ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || !slices.Equal(jobNames(t, ns), jobs) {
+		t.Errorf("the failed image was tried again: %+v, Jobs %v", ts.Status.Upgrade, jobNames(t, ns))
 	}
 }
 
