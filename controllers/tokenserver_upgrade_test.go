@@ -405,9 +405,15 @@ func TestRollbackAnnotation(t *testing.T) {
 	ts, k := upgradeServer(t, "rollback", nil)
 	id := toPromotion(t, ts, k)
 	// An annotation left from another upgrade does nothing.
-	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, "0000000") })
-	poke(t, ts)
-	_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+	// (With a setting changed, so that the pass that read it can be told: a new generation.)
+	update(t, ts, func() {
+		metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, "0000000")
+		ts.Spec.Upgrade.ScaleDownDelay = "45s"
+	})
+	eventually(t, 20*time.Second, "a pass over the stale annotation", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.ObservedGeneration == ts.Generation
+	}, nil)
 	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradePromoting {
 		t.Fatalf("a rollback annotation of another upgrade moved this one: %+v", ts.Status.Upgrade)
 	}
@@ -559,4 +565,39 @@ func TestErrorRateRollsBack(t *testing.T) {
 	}, func() string {
 		return fmt.Sprintf("serving %v, currentImage %s", servingPods(t, ts.Namespace), ts.Status.CurrentImage)
 	})
+}
+
+// TestPauseAndPromote: with pauseBeforePromotion, a verified green waits unserved
+// until the promote annotation carries the upgrade's id.
+func TestPauseAndPromote(t *testing.T) {
+	advanceOperatorClock(t)
+	ts, k := upgradeServer(t, "pause", func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Upgrade.PauseBeforePromotion = true })
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	k.release("verify", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradePaused)
+	id := ts.Status.Upgrade.ID
+	if !strings.Contains(ts.Status.Upgrade.Message, oauthv1alpha1.AnnotationPromote+"="+id) {
+		t.Errorf("the paused message %q does not say how to promote", ts.Status.Upgrade.Message)
+	}
+	// A promote annotation of another id, with a setting changed so that the pass
+	// that read it can be told (a new generation).
+	update(t, ts, func() {
+		metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationPromote, "0000000")
+		ts.Spec.Upgrade.ScaleDownDelay = "45s"
+	})
+	eventually(t, 20*time.Second, "a pass over the stale annotation", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.ObservedGeneration == ts.Generation
+	}, nil)
+	if got := servingPods(t, ts.Namespace); !slices.Equal(got, []string{"auth-blue-0", "auth-blue-1"}) ||
+		ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradePaused {
+		t.Fatalf("paused upgrade moved on an annotation of another id: phase %s, serving %v", ts.Status.Upgrade.Phase, got)
+	}
+	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationPromote, id) })
+	waitPhase(t, ts, oauthv1alpha1.UpgradePromoting)
+	eventually(t, 20*time.Second, "green-0 serving", func() bool {
+		return slices.Contains(servingPods(t, ts.Namespace), "auth-green-0")
+	}, func() string { return fmt.Sprintf("serving %v", servingPods(t, ts.Namespace)) })
 }
