@@ -441,6 +441,7 @@ func VerifyJob(ts *oauthv1alpha1.TokenServer, name, image, toColor, fromColor st
 		"--admin-token-file", mountAdmin + "/" + KeyAdminToken,
 		"--admin-ca-file", mountTLS + "/" + KeyCACert,
 		"--admin-server-name", AdminServerName(ts),
+		"--issuer", string(ts.Spec.Issuer),
 		"--termination-log", corev1.TerminationMessagePathDefault,
 	}
 	return &batchv1.Job{ObjectMeta: meta(ts, name, componentVerify), Spec: batchv1.JobSpec{

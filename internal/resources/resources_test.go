@@ -463,7 +463,7 @@ func TestUpgradeJobs(t *testing.T) {
 			args: []string{"verify", "--server", "http://auth-green.platform.svc:4444", "--peer", "http://auth-blue.platform.svc:4444",
 				"--admin-url", "https://auth-green.platform.svc:4445", "--admin-token-file", "/etc/kubeoauth/admin/token",
 				"--admin-ca-file", "/etc/kubeoauth/admin-tls/ca.crt", "--admin-server-name", "auth-admin.platform.svc",
-				"--termination-log", "/dev/termination-log"},
+				"--issuer", "https://auth.example.com", "--termination-log", "/dev/termination-log"},
 			secrets: map[string][]string{"auth-admin": {"token"}, "auth-admin-tls": {"ca.crt"}},
 			policy:  corev1.TerminationMessageFallbackToLogsOnError},
 	}
