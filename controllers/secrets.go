@@ -48,6 +48,8 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 			&batchv1.Job{}:               ours,
 			&corev1.Service{}:            ours,
 			&discoveryv1.EndpointSlice{}: ours,
+			// The token server's and its Jobs' pods carry their template's labels.
+			&corev1.Pod{}: ours,
 			// Only metadata informers are started for Secrets (ClientOptions keeps the
 			// typed ones out); this drops what metadata may still carry of the data.
 			&corev1.Secret{}: {Transform: func(in any) (any, error) {

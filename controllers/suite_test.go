@@ -23,8 +23,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
@@ -64,6 +66,55 @@ var (
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
+// The operator's manager, which restartOperator replaces as a new operator pod would.
+var (
+	mgrConfig    *rest.Config
+	mgrScheme    *runtime.Scheme
+	stopOperator func() error
+)
+
+// startOperator starts the reconcilers in a manager; again is a manager after the
+// first, whose controllers' names are taken already.
+func startOperator(again bool) error {
+	opts := ctrl.Options{Scheme: mgrScheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()}
+	if again {
+		opts.Controller = config.Controller{SkipNameValidation: ptr.To(true)}
+	}
+	mgr, err := ctrl.NewManager(mgrConfig, opts)
+	if err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second,
+		MirrorPoll: time.Second, Operator: operator, Clock: operatorClock,
+		// The suite's token server listens on 127.0.0.1; TestExternalAdminURLGuard
+		// uses another loopback address, which stays refused.
+		ExternalAdminAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopOperator = func() error {
+		cancel()
+		return <-done
+	}
+	return nil
+}
+
+// restartOperator stops the manager and, once act has run, starts a new one: the
+// operator's pod deleted and replaced. Nothing reconciles in between.
+func restartOperator(t *testing.T, act func()) {
+	t.Helper()
+	if err := stopOperator(); err != nil {
+		t.Fatal(err)
+	}
+	act()
+	if err := startOperator(true); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func run(m *testing.M) int {
 	env, err := testenv.Start()
 	if err != nil {
@@ -100,31 +151,17 @@ func run(m *testing.M) int {
 	utilruntime.Must(oauthv1alpha1.AddToScheme(scheme))
 	// The reconcilers run as a user holding only the ClusterRole generated from the
 	// RBAC markers (config/rbac/role.yaml), so a permission missing there fails here.
-	mgrConfig, err := asGeneratedRole(env.Config, scheme)
-	if err != nil {
+	if mgrConfig, err = asGeneratedRole(env.Config, scheme); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()})
-	if err != nil {
+	mgrScheme = scheme
+	if err := startOperator(false); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := controllers.Setup(mgr, controllers.Options{ClientResync: resyncEvery, ServerHealthInterval: time.Second,
-		MirrorPoll: time.Second, Operator: operator, Clock: operatorClock,
-		// The suite's token server listens on 127.0.0.1; TestExternalAdminURLGuard
-		// uses another loopback address, which stays refused.
-		ExternalAdminAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(ctx) }()
 	defer func() {
-		cancel()
-		if err := <-mgrDone; err != nil {
+		if err := stopOperator(); err != nil {
 			fmt.Fprintln(os.Stderr, "manager:", err)
 		}
 	}()

@@ -68,10 +68,11 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	ts.Status.Issuer = string(ts.Spec.Issuer)
 	var next time.Duration
+	var upgradeConds []metav1.Condition
 	if ts.Spec.External != nil {
 		err = r.reconcileExternal(ctx, ts)
 	} else {
-		next, err = r.reconcileManaged(ctx, ts)
+		upgradeConds, next, err = r.reconcileManaged(ctx, ts)
 	}
 	log.FromContext(ctx).V(1).Info("reconciled token server", "error", err)
 	// A Ready server's admin API is checked again every HealthInterval; the signing
@@ -81,7 +82,13 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// The owned objects' watches bring the next pass; the requeue is a safety net.
 		ce.requeue = soonest(ce.requeue, 30*time.Second, next)
 	}
-	return finish(ctx, r.Client, serverKind, before, ts, next, err)
+	k := serverKind
+	if len(upgradeConds) > 0 {
+		k.conditions = func(ts *oauthv1alpha1.TokenServer, err error) []metav1.Condition {
+			return withUpgrade(serverConditions(ts, err), upgradeConds)
+		}
+	}
+	return finish(ctx, r.Client, k, before, ts, next, err)
 }
 
 // reconcileExternal checks the admin API of a token server run elsewhere.
@@ -177,8 +184,11 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).
 		// Secrets as metadata only: see SecretReader.
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).
-		// A pod becoming ready behind the admin Service is what makes the server Ready.
+		// A pod becoming ready behind the admin Service is what makes the server Ready;
+		// behind the public Service, what moves an upgrade's promotion on.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(serverOfSlice)).
+		// A token server pod's readiness, image and labels are what an upgrade waits for.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(serverOfPod)).
 		// The users, DSN and external admin-token Secrets are the user's: a change
 		// rolls the pods (config hash) or reaches the admin API at once, not at the
 		// next resync.
@@ -222,11 +232,26 @@ func userSecrets(ts *oauthv1alpha1.TokenServer) []string {
 	return names
 }
 
-// serverOfSlice maps an admin Service's EndpointSlice to its TokenServer.
+// serverOfSlice maps an admin or public Service's EndpointSlice to its TokenServer.
+// The public Service is named after the TokenServer; a name that is both (a server
+// named x-admin) brings a pass of both, which is harmless.
 func serverOfSlice(_ context.Context, o client.Object) []reconcile.Request {
 	svc := o.GetLabels()[discoveryv1.LabelServiceName]
-	name, ok := resources.ServerOfAdminService(svc)
-	if !ok || o.GetLabels()[LabelManagedBy] != ManagedBy {
+	if svc == "" || o.GetLabels()[LabelManagedBy] != ManagedBy {
+		return nil
+	}
+	reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: svc}}}
+	if name, ok := resources.ServerOfAdminService(svc); ok {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+	}
+	return reqs
+}
+
+// serverOfPod maps a pod the operator made (through a StatefulSet or a Job) to its
+// TokenServer.
+func serverOfPod(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[resources.LabelInstance]
+	if name == "" || o.GetLabels()[LabelManagedBy] != ManagedBy {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}

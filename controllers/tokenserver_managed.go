@@ -30,6 +30,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
 
 // Reasons of a bundled TokenServer's conditions.
@@ -57,13 +58,14 @@ const fieldOwner = client.FieldOwner("kubeoauth")
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
 // reconcileManaged runs a bundled token server's phases in order; each ends the pass
-// with a waiting condition error while it waits. It returns when the signing key is
-// next due.
-func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) (time.Duration, error) {
-	const color = resources.ColorBlue // the first version; upgrades bring up green
+// with a waiting condition error while it waits. It returns the upgrade's
+// conditions, if one ran or runs (see withUpgrade), and when to look again: the
+// signing key's next rotation or the upgrade's next timer.
+func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) (
+	[]metav1.Condition, time.Duration, error) {
 	for _, obj := range []client.Object{resources.ServiceAccount(ts), resources.ConfigMap(ts)} {
 		if err := r.apply(ctx, ts, obj); err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 	}
 	admin, err := r.ensureSecret(ctx, ts, resources.AdminObjectName(ts), func() (*corev1.Secret, error) {
@@ -71,11 +73,11 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 		return resources.AdminSecret(ts, token), err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("admin token: %w", err)
+		return nil, 0, fmt.Errorf("admin token: %w", err)
 	}
 	adminTLS, err := r.ensureAdminTLS(ctx, ts)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if r.Operator.Namespace != "" {
 		policies := []client.Object{resources.ServerNetworkPolicy(ts, r.Operator)}
@@ -84,48 +86,61 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 		}
 		for _, obj := range policies {
 			if err := r.apply(ctx, ts, obj); err != nil {
-				return 0, err
+				return nil, 0, err
 			}
 		}
 	}
-	keys, nextRotation, err := r.ensureKeys(ctx, ts)
+	// A new key would roll both colors' pods in the middle of moving traffic
+	// between them: rotation waits for the upgrade to end.
+	keys, nextRotation, err := r.ensureKeys(ctx, ts, upgrade.Active(&ts.Status))
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if err := r.database(ctx, ts); err != nil {
-		return nextRotation, err
+		return nil, nextRotation, err
 	}
-	if err := r.migrations(ctx, ts); err != nil {
-		return nextRotation, err
+	if ts.Status.ActiveColor == "" {
+		ts.Status.ActiveColor = resources.ColorBlue // the first version; upgrades bring up green
+	}
+	// The first install migrates fully before its first pod; from then on the
+	// upgrade migrates in steps (plan, expand, contract) and never under a version
+	// that cannot run on the result.
+	active := resources.StatefulSetName(ts, ts.Status.ActiveColor)
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: active}, &appsv1.StatefulSet{}); apierrors.IsNotFound(err) {
+		if err := r.migrations(ctx, ts); err != nil {
+			return nil, nextRotation, err
+		}
+	} else if err != nil {
+		return nil, nextRotation, fmt.Errorf("get StatefulSet %s: %w", active, err)
 	}
 	hash, err := r.configHash(ctx, ts, keys, admin, adminTLS)
 	if err != nil {
-		return nextRotation, err
+		return nil, nextRotation, err
 	}
-	in := resources.Inputs{Color: color, Image: ts.Spec.Image, HasPreviousKey: len(keys.Data[resources.KeyPreviousSigningKey]) > 0,
-		ConfigHash: hash}
-	for _, obj := range []client.Object{resources.TokenServerStatefulSet(ts, in), resources.HeadlessService(ts, color),
-		resources.PublicService(ts, color), resources.AdminService(ts, color), resources.PodDisruptionBudget(ts)} {
-		if err := r.apply(ctx, ts, obj); err != nil {
-			return nextRotation, err
-		}
+	in := resources.Inputs{HasPreviousKey: len(keys.Data[resources.KeyPreviousSigningKey]) > 0, ConfigHash: hash}
+	conds, nextUpgrade, err := r.upgradeStep(ctx, ts, in)
+	next := soonest(nextRotation, nextUpgrade)
+	if err != nil {
+		return conds, next, err
 	}
-	ts.Status.ActiveColor = color
+	if err := r.apply(ctx, ts, resources.PodDisruptionBudget(ts)); err != nil {
+		return conds, next, err
+	}
 	ts.Status.TargetImage = ts.Spec.Image
 	ts.Status.AdminEndpoint = resources.AdminEndpoint(ts)
+	color := ts.Status.ActiveColor
 	var sts appsv1.StatefulSet
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.StatefulSetName(ts, color)}, &sts); err != nil {
 		if apierrors.IsNotFound(err) { // just applied; the cache has not seen it yet
-			return nextRotation, waiting(ReasonRollingOut, "creating StatefulSet "+resources.StatefulSetName(ts, color))
+			return conds, next, waiting(ReasonRollingOut, "creating StatefulSet "+resources.StatefulSetName(ts, color))
 		}
-		return nextRotation, fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, color), err)
+		return conds, next, fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, color), err)
 	}
 	ts.Status.ReadyReplicas = sts.Status.ReadyReplicas
 	want := ptr.Deref(ts.Spec.Replicas, 1)
 	if sts.Status.ReadyReplicas == 0 {
-		return nextRotation, waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
+		return conds, next, waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
 	}
-	ts.Status.CurrentImage = ts.Spec.Image
 	adm, err := adminClientFor(ctx, r.Secrets, ts)
 	if err == nil {
 		if err = adm.Health(ctx); err != nil {
@@ -136,14 +151,14 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 		err = fmt.Errorf("%w: %w", errServerNotReady, err)
 	}
 	if err != nil {
-		return nextRotation, err
+		return conds, next, err
 	}
 	if rolled := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdatedReplicas == want &&
-		sts.Status.ReadyReplicas == want; !rolled {
-		return nextRotation, waiting(ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
+		sts.Status.ReadyReplicas == want; !rolled && !upgrade.Active(&ts.Status) {
+		return conds, next, waiting(ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
 			sts.Name, min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas), want))
 	}
-	return nextRotation, nil
+	return conds, next, nil
 }
 
 // apply server-side applies obj, owned by ts. An unchanged object is not written.
@@ -252,7 +267,10 @@ func (r *TokenServerReconciler) ensureAdminTLS(ctx context.Context, ts *oauthv1a
 // ensureKeys returns the keys Secret, made or rotated as due (resources.PlanKeyRotation):
 // the old key kept as the previous key so tokens it signed still verify. It returns
 // when the next rotation is due.
-func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*corev1.Secret, time.Duration, error) {
+//
+// hold keeps a due rotation back (an upgrade runs); it is looked at again in a minute.
+func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha1.TokenServer, hold bool) (
+	*corev1.Secret, time.Duration, error) {
 	alg, now := resources.SigningAlgorithm(ts), r.Clock.Now()
 	sec, err := r.ensureSecret(ctx, ts, resources.KeysSecretName(ts), func() (*corev1.Secret, error) {
 		signing, err := signingkey.Generate(alg)
@@ -272,6 +290,9 @@ func (r *TokenServerReconciler) ensureKeys(ctx context.Context, ts *oauthv1alpha
 	plan := resources.PlanKeyRotation(ts, state, now)
 	if !plan.Rotate {
 		return sec, plan.Next, nil
+	}
+	if hold {
+		return sec, time.Minute, nil
 	}
 	signing, err := signingkey.Generate(alg)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"strconv"
@@ -147,11 +149,14 @@ func TestManagedTokenServer(t *testing.T) {
 		env["KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE"] != "" {
 		t.Fatalf("StatefulSet auth-blue: %d replicas, env %v", *sts.Spec.Replicas, env)
 	}
-	for _, name := range []string{"auth", "auth-admin", "auth-blue"} {
+	// The headless Service governs the blue pods; the public and admin Services
+	// select the pods the operator labels as serving, of either color.
+	for name, want := range map[string]map[string]string{"auth": resources.ServingSelector(ts), "auth-admin": resources.ServingSelector(ts),
+		"auth-blue": resources.ServerSelector(ts, "blue")} {
 		var svc corev1.Service
 		get(t, ns, name, &svc)
-		if svc.Spec.Selector[resources.LabelColor] != "blue" {
-			t.Errorf("Service %s selects %v, want the blue pods", name, svc.Spec.Selector)
+		if !maps.Equal(svc.Spec.Selector, want) {
+			t.Errorf("Service %s selects %v, want %v", name, svc.Spec.Selector, want)
 		}
 	}
 	if meta := conditionsOf(ts); len(meta) == 0 || ts.Status.ActiveColor != "blue" {
@@ -175,12 +180,12 @@ func TestManagedTokenServer(t *testing.T) {
 	}
 
 	// NetworkPolicies: the public port open, the admin port to the operator's pods
-	// only, the database to this server's pods only.
+	// (and the upgrade's verification Job), the database to this server's pods only.
 	var serverPolicy, dbPolicy networkingv1.NetworkPolicy
 	get(t, ns, "auth-tokenserver", &serverPolicy)
 	get(t, ns, "auth-db", &dbPolicy)
 	if in := serverPolicy.Spec.Ingress; len(in) != 3 || len(in[0].From) != 0 || in[0].Ports[0].Port.StrVal != "http" ||
-		in[2].Ports[0].Port.StrVal != "admin" || len(in[2].From) != 1 ||
+		in[2].Ports[0].Port.StrVal != "admin" || len(in[2].From) != 2 ||
 		in[2].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "kubeoauth-system" ||
 		in[2].From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
 		t.Errorf("NetworkPolicy auth-tokenserver ingress %+v", in)
@@ -196,10 +201,9 @@ func TestManagedTokenServer(t *testing.T) {
 
 	// 4. Pods ready behind the admin Service: Ready, through the real admin API; but
 	// only from a slice the Service owns, and only over TLS with our certificate.
+	// The pods are made as the StatefulSet controller and the kubelet would.
 	get(t, ns, "auth-blue", &sts)
-	sts.Status = appsv1.StatefulSetStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2, CurrentReplicas: 2, UpdatedReplicas: 2,
-		ObservedGeneration: sts.Generation}
-	if err := k8s.Status().Update(ctx, &sts); err != nil {
+	if err := (&fakeKubelet{ns: ns, ip: hostIP(t), crashing: map[string]bool{}}).pods(ctx, &sts); err != nil {
 		t.Fatal(err)
 	}
 	var adminSvc corev1.Service
@@ -251,7 +255,12 @@ func TestManagedTokenServer(t *testing.T) {
 	}
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
 	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionFalse, "Available")
-	if ts.Status.CurrentImage != ts.Spec.Image || ts.Status.ReadyReplicas != 2 || ts.Status.AdminEndpoint != "https://auth-admin."+ns+".svc:4445" {
+	// status.currentImage is what the labelled, ready pods run, as observed.
+	eventually(t, 20*time.Second, "status.currentImage from the serving pods", func() bool {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.CurrentImage == ts.Spec.Image
+	}, func() string { return fmt.Sprintf("status %+v, serving %v", ts.Status, servingPods(t, ns)) })
+	if ts.Status.ReadyReplicas != 2 || ts.Status.AdminEndpoint != "https://auth-admin."+ns+".svc:4445" {
 		t.Errorf("status %+v", ts.Status)
 	}
 	if n := lure.Accepted.Load(); n != 0 {

@@ -52,10 +52,13 @@ const (
 	componentServer     = "tokenserver"
 	componentDatabase   = "database"
 	componentMigrations = "migrations"
-	portHTTP            = "http"
-	portAdmin           = "admin"
-	portMetrics         = "metrics"
-	portPostgres        = "postgres"
+	// componentVerify is the upgrade's verification Job: the one peer besides the
+	// operator that the admin port admits.
+	componentVerify = "upgrade-verify"
+	portHTTP        = "http"
+	portAdmin       = "admin"
+	portMetrics     = "metrics"
+	portPostgres    = "postgres"
 )
 
 // Keys of the Secrets and ConfigMap built here. Key names, not credentials.
@@ -195,9 +198,23 @@ func labels(ts *oauthv1alpha1.TokenServer, component string) map[string]string {
 	return map[string]string{LabelName: "kubeoauth", LabelInstance: ts.Name, LabelComponent: component, LabelManagedBy: ManagedBy}
 }
 
-// ServerSelector selects the serving pods of one color.
+// ServerSelector selects the pods of one color: its StatefulSet's and headless
+// Service's selector.
 func ServerSelector(ts *oauthv1alpha1.TokenServer, color string) map[string]string {
 	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer, LabelColor: color}
+}
+
+// ServingSelector selects the pods that carry the serving label, whatever their
+// color: the public and admin Services' selector. The operator moves the label pod
+// by pod during an upgrade; no pod template carries it, so a new pod serves only
+// once the operator says so.
+func ServingSelector(ts *oauthv1alpha1.TokenServer) map[string]string {
+	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer, oauthv1alpha1.LabelServing: "true"}
+}
+
+// ServerPodSelector selects the token server pods of both colors.
+func ServerPodSelector(ts *oauthv1alpha1.TokenServer) map[string]string {
+	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer}
 }
 
 func meta(ts *oauthv1alpha1.TokenServer, name, component string) metav1.ObjectMeta {
@@ -363,18 +380,82 @@ func dsnVolume(ts *oauthv1alpha1.TokenServer) corev1.Volume {
 
 // MigrationJob runs `tokenserver migrate up` with image: the schema the server
 // needs, before any of its pods starts. Migrations are idempotent and take an
-// advisory lock, so a retried or repeated Job is harmless.
+// advisory lock, so a retried or repeated Job is harmless. It runs on the first
+// install only: an upgrade migrates in steps (PlanJob, ExpandJob, ContractJob).
 func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
-	return &batchv1.Job{ObjectMeta: meta(ts, MigrationJobName(ts, image), componentMigrations), Spec: batchv1.JobSpec{
-		BackoffLimit: ptr.To[int32](6),
+	return databaseJob(ts, MigrationJobName(ts, image), image, 6, "migrate", "up")
+}
+
+// PlanJob runs the new image's `tokenserver migrate plan` against the database: it
+// changes nothing and reports, as its termination message, the JSON the operator
+// reads (upgrade.PlanResult). Should it fail before writing one, the end of its log
+// takes the message's place, so that the reason reaches status.
+func PlanJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
+	job := databaseJob(ts, name, image, 2, "migrate", "plan")
+	job.Spec.Template.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+	return job
+}
+
+// ExpandJob runs the new image's expand migrations only: the schema both versions
+// run on.
+func ExpandJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
+	return databaseJob(ts, name, image, 6, "migrate", "up", "--expand-only")
+}
+
+// ContractJob runs all remaining migrations, contract ones included, once the old
+// version is gone for good.
+func ContractJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
+	return databaseJob(ts, name, image, 6, "migrate", "up")
+}
+
+// databaseJob runs the token server image with args and the DSN, as a migrations
+// pod (which the database's NetworkPolicy admits).
+func databaseJob(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32, args ...string) *batchv1.Job {
+	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
+		BackoffLimit: ptr.To(backoff),
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentMigrations)}, Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
 			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(ServerUID),
-			Containers: []corev1.Container{{Name: "migrate", Image: image, Args: []string{"migrate", "up"},
+			Containers: []corev1.Container{{Name: "migrate", Image: image, Args: args,
 				Env:             []corev1.EnvVar{{Name: "KUBEOAUTH_DSN_FILE", Value: mountDB + "/" + KeyDSN}},
 				VolumeMounts:    []corev1.VolumeMount{{Name: "db", MountPath: mountDB, ReadOnly: true}},
 				SecurityContext: restrictedReadOnly()}},
 			Volumes: []corev1.Volume{dsnVolume(ts)},
+		}},
+	}}
+}
+
+// VerifyJob runs the new image's `tokenserver verify` against the new color's pods
+// (its headless Service), cross-checking tokens with the old color's: it issues,
+// introspects, refreshes and revokes through the public port, and registers its
+// test client through the admin port with the admin token, checking the admin
+// certificate against the operator's CA under the admin Service's name. It mounts
+// the admin token and the CA certificate only, never the CA's key. It is not
+// retried: a verification that fails once rolls the upgrade back.
+func VerifyJob(ts *oauthv1alpha1.TokenServer, name, image, toColor, fromColor string) *batchv1.Job {
+	host := func(color string) string { return fmt.Sprintf("%s.%s.svc", StatefulSetName(ts, color), ts.Namespace) }
+	args := []string{"verify",
+		"--server", fmt.Sprintf("http://%s:%d", host(toColor), PublicPort),
+		"--peer", fmt.Sprintf("http://%s:%d", host(fromColor), PublicPort),
+		"--admin-url", fmt.Sprintf("https://%s:%d", host(toColor), AdminPort),
+		"--admin-token-file", mountAdmin + "/" + KeyAdminToken,
+		"--admin-ca-file", mountTLS + "/" + KeyCACert,
+		"--admin-server-name", AdminServerName(ts),
+		"--issuer", string(ts.Spec.Issuer),
+		"--termination-log", corev1.TerminationMessagePathDefault,
+	}
+	return &batchv1.Job{ObjectMeta: meta(ts, name, componentVerify), Spec: batchv1.JobSpec{
+		BackoffLimit: ptr.To[int32](0),
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentVerify)}, Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
+			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(ServerUID),
+			Containers: []corev1.Container{{Name: "verify", Image: image, Args: args,
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+				VolumeMounts: []corev1.VolumeMount{{Name: portAdmin, MountPath: mountAdmin, ReadOnly: true},
+					{Name: "admin-ca", MountPath: mountTLS, ReadOnly: true}},
+				SecurityContext: restrictedReadOnly()}},
+			Volumes: []corev1.Volume{secretVolume(portAdmin, AdminObjectName(ts), corev1.KeyToPath{Key: KeyAdminToken, Path: KeyAdminToken}),
+				secretVolume("admin-ca", AdminTLSSecretName(ts), corev1.KeyToPath{Key: KeyCACert, Path: KeyCACert})},
 		}},
 	}}
 }
@@ -384,8 +465,10 @@ func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
 type Inputs struct {
 	// Color of the StatefulSet: blue for the first version.
 	Color string
-	// Image the StatefulSet runs.
-	Image string
+	// Image the StatefulSet runs and its replicas: each color has its own during an
+	// upgrade (internal/upgrade decides them).
+	Image    string
+	Replicas int32
 	// HasPreviousKey: the keys Secret holds a previous signing key to publish.
 	HasPreviousKey bool
 	// ConfigHash changes when the keys, the admin token or the scope descriptions do:
@@ -464,7 +547,7 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 	podLabels := labels(ts, componentServer)
 	podLabels[LabelColor] = in.Color
 	return &appsv1.StatefulSet{ObjectMeta: meta(ts, StatefulSetName(ts, in.Color), componentServer), Spec: appsv1.StatefulSetSpec{
-		Replicas:    ptr.To(ptr.Deref(ts.Spec.Replicas, 1)),
+		Replicas:    ptr.To(in.Replicas),
 		ServiceName: StatefulSetName(ts, in.Color),
 		// Every replica is alike and keeps no state: start and stop them all at once.
 		PodManagementPolicy: appsv1.ParallelPodManagement,
@@ -501,18 +584,21 @@ func HeadlessService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Servic
 }
 
 // PublicService is what clients and browsers reach (behind an Ingress or Gateway
-// that serves the issuer URL): the serving color's pods, port 80.
-func PublicService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
+// that serves the issuer URL), port 80, selecting with selector: ServingSelector, or
+// ServerSelector of the active color on an install made before the serving label,
+// until its pods carry it.
+func PublicService(ts *oauthv1alpha1.TokenServer, selector map[string]string) *corev1.Service {
 	return &corev1.Service{ObjectMeta: meta(ts, PublicServiceName(ts), componentServer), Spec: corev1.ServiceSpec{
-		Selector: ServerSelector(ts, color),
+		Selector: selector,
 		Ports:    []corev1.ServicePort{{Name: portHTTP, Port: 80, TargetPort: intstr.FromString(portHTTP)}}}}
 }
 
-// AdminService is what the operator reaches: the admin API of the serving color.
-// Keep it inside the cluster; it is authenticated by the admin token only.
-func AdminService(ts *oauthv1alpha1.TokenServer, color string) *corev1.Service {
+// AdminService is what the operator reaches: the admin API of the serving pods,
+// selected as PublicService's. Keep it inside the cluster; it is authenticated by
+// the admin token only.
+func AdminService(ts *oauthv1alpha1.TokenServer, selector map[string]string) *corev1.Service {
 	return &corev1.Service{ObjectMeta: meta(ts, AdminObjectName(ts), componentServer), Spec: corev1.ServiceSpec{
-		Selector: ServerSelector(ts, color),
+		Selector: selector,
 		Ports:    []corev1.ServicePort{{Name: portAdmin, Port: AdminPort, TargetPort: intstr.FromString(portAdmin)}}}}
 }
 
@@ -530,8 +616,10 @@ type OperatorPeer struct {
 }
 
 // ServerNetworkPolicy admits anyone to the token server's public and metrics ports
-// and only the operator's pods to its admin port. It selects the pods of every color, so an
-// upgrade's new pods are covered before they serve.
+// (the operator scrapes the new color's metrics during a promotion) and to its admin
+// port only the operator's pods and this server's upgrade verification Job. It
+// selects the pods of every color, so an upgrade's new pods are covered before they
+// serve.
 func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networkingv1.NetworkPolicy {
 	port := func(name string) []networkingv1.NetworkPolicyPort {
 		return []networkingv1.NetworkPolicyPort{{Port: ptr.To(intstr.FromString(name))}}
@@ -546,7 +634,9 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 			{Ports: port(portMetrics)},
 			{Ports: port(portAdmin), From: []networkingv1.NetworkPolicyPeer{{
 				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
-				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}}}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}},
+				// No namespace selector: this namespace's verification pods of this server.
+				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentVerify}}}}},
 		},
 	}}
 }

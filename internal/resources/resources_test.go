@@ -2,6 +2,7 @@ package resources
 
 import (
 	"encoding/json"
+	"maps"
 	"net/url"
 	"reflect"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -151,20 +153,20 @@ func TestTokenServerStatefulSet(t *testing.T) {
 		usersSecret string
 		usersKey    string
 	}{
-		"first version": {ts: server(), in: Inputs{Color: ColorBlue, Image: "tokenserver:v1", ConfigHash: "h1"}, replicas: 1,
+		"first version": {ts: server(), in: Inputs{Color: ColorBlue, Image: "tokenserver:v1", Replicas: 1, ConfigHash: "h1"}, replicas: 1,
 			env: map[string]string{"KUBEOAUTH_ISSUER": "https://auth.example.com", "KUBEOAUTH_ACCESS_TOKEN_FORMAT": "jwt",
 				"KUBEOAUTH_ACCESS_TOKEN_LIFESPAN": "15m", "KUBEOAUTH_SIGNING_ALGORITHM": "RS256", "KUBEOAUTH_REFRESH_GRACE_PERIOD": "30s",
 				"KUBEOAUTH_DSN_FILE": "/etc/kubeoauth/db/dsn", "KUBEOAUTH_LISTEN": ":4444", "KUBEOAUTH_ADMIN_LISTEN": ":4445",
 				"KUBEOAUTH_METRICS_LISTEN": ":4446"},
 			absent: []string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", "KUBEOAUTH_USERS_FILE", "KUBEOAUTH_ID_TOKEN_LIFESPAN", "KUBEOAUTH_REQUIRE_PKCE"}},
 		"PKCE opted out for legacy apps": {ts: server(func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Tokens.RequirePKCE = ptr.To(false) }),
-			in: Inputs{Color: ColorBlue}, replicas: 1, env: map[string]string{"KUBEOAUTH_REQUIRE_PKCE": "false"}},
+			in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1, env: map[string]string{"KUBEOAUTH_REQUIRE_PKCE": "false"}},
 		"after a key rotation, three replicas": {ts: server(func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Replicas = ptr.To[int32](3) }),
-			in: Inputs{Color: ColorGreen, Image: "tokenserver:v2", HasPreviousKey: true}, replicas: 3,
+			in: Inputs{Color: ColorGreen, Image: "tokenserver:v2", Replicas: 3, HasPreviousKey: true}, replicas: 3,
 			env: map[string]string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE": "/etc/kubeoauth/keys/previous-signing.pem"}},
-		"users from a Secret, default key": {ts: server(users("")), in: Inputs{Color: ColorBlue}, replicas: 1,
+		"users from a Secret, default key": {ts: server(users("")), in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1,
 			env: map[string]string{"KUBEOAUTH_USERS_FILE": "/etc/kubeoauth/users/users"}, usersSecret: "auth-users", usersKey: "users"},
-		"users from a Secret, own key": {ts: server(users("htpasswd")), in: Inputs{Color: ColorBlue}, replicas: 1,
+		"users from a Secret, own key": {ts: server(users("htpasswd")), in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1,
 			env: map[string]string{"KUBEOAUTH_USERS_FILE": "/etc/kubeoauth/users/users"}, usersSecret: "auth-users", usersKey: "htpasswd"},
 	}
 	for name, tt := range tests {
@@ -205,10 +207,19 @@ func TestTokenServerStatefulSet(t *testing.T) {
 			if !reflect.DeepEqual(labelsSubset(pod.Labels, sts.Spec.Selector.MatchLabels), sts.Spec.Selector.MatchLabels) {
 				t.Errorf("pod labels %v do not match the selector %v", pod.Labels, sts.Spec.Selector.MatchLabels)
 			}
-			for _, svc := range []*corev1.Service{PublicService(tt.ts, tt.in.Color), AdminService(tt.ts, tt.in.Color), HeadlessService(tt.ts, tt.in.Color)} {
-				if !reflect.DeepEqual(svc.Spec.Selector, sts.Spec.Selector.MatchLabels) {
-					t.Errorf("Service %s selects %v, the StatefulSet %v", svc.Name, svc.Spec.Selector, sts.Spec.Selector.MatchLabels)
-				}
+			if svc := HeadlessService(tt.ts, tt.in.Color); !reflect.DeepEqual(svc.Spec.Selector, sts.Spec.Selector.MatchLabels) {
+				t.Errorf("Service %s selects %v, the StatefulSet %v", svc.Name, svc.Spec.Selector, sts.Spec.Selector.MatchLabels)
+			}
+			// The pods serve only once the operator labels them: the template never
+			// carries the label the public and admin Services select.
+			if _, ok := pod.Labels[oauthv1alpha1.LabelServing]; ok {
+				t.Errorf("the pod template carries %s: new pods would serve before they are promoted", oauthv1alpha1.LabelServing)
+			}
+			serving := ServingSelector(tt.ts)
+			labelled := maps.Clone(pod.Labels)
+			labelled[oauthv1alpha1.LabelServing] = "true"
+			if !reflect.DeepEqual(labelsSubset(labelled, serving), serving) || reflect.DeepEqual(labelsSubset(pod.Labels, serving), serving) {
+				t.Errorf("the serving selector %v must select the pods %v only once they are labelled", serving, pod.Labels)
 			}
 			if !reflect.DeepEqual(TokenServerStatefulSet(tt.ts, tt.in), sts) {
 				t.Error("the same inputs built a different StatefulSet: every pass would roll the pods")
@@ -252,7 +263,7 @@ func TestConfigMapScopes(t *testing.T) {
 // TestAdminTLSMount: the server gets its serving pair and never the CA's key.
 func TestAdminTLSMount(t *testing.T) {
 	ts := server()
-	sts := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"})
+	sts := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1", Replicas: 1})
 	env := map[string]string{}
 	for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
 		env[e.Name] = e.Value
@@ -277,7 +288,8 @@ func TestAdminTLSMount(t *testing.T) {
 }
 
 // TestNetworkPolicies: the public port is open to all, the admin port to the
-// operator's pods only, the database to this server's own pods only.
+// operator's pods and this server's verification Job only, the database to this
+// server's own pods only.
 func TestNetworkPolicies(t *testing.T) {
 	ts := server()
 	op := OperatorPeer{Namespace: "kubeoauth-system", PodLabels: map[string]string{"app.kubernetes.io/component": "manager"}}
@@ -292,10 +304,11 @@ func TestNetworkPolicies(t *testing.T) {
 	if public.Ports[0].Port.StrVal != "http" || len(public.From) != 0 {
 		t.Errorf("public rule %+v: want port http from anyone", public)
 	}
-	if admin.Ports[0].Port.StrVal != "admin" || len(admin.From) != 1 ||
+	if admin.Ports[0].Port.StrVal != "admin" || len(admin.From) != 2 ||
 		admin.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "kubeoauth-system" ||
-		admin.From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
-		t.Errorf("admin rule %+v: want port admin from the operator's pods only", admin)
+		admin.From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" ||
+		admin.From[1].PodSelector.MatchLabels[LabelComponent] != componentVerify || admin.From[1].PodSelector.MatchLabels[LabelInstance] != "auth" {
+		t.Errorf("admin rule %+v: want port admin from the operator's pods and the verification Job only", admin)
 	}
 	if np.Spec.PodSelector.MatchLabels[LabelColor] != "" {
 		t.Error("the policy must cover the pods of both colors")
@@ -426,4 +439,66 @@ func onWritableVolume(c corev1.Container, path string) bool {
 		}
 	}
 	return false
+}
+
+// TestUpgradeJobs: each upgrade Job runs the new image with the command its phase
+// needs and mounts only what that command reads: the database Jobs the DSN, the
+// verification the admin token and the CA certificate (never the CA's key).
+func TestUpgradeJobs(t *testing.T) {
+	ts := server()
+	tests := map[string]struct {
+		job     *batchv1.Job
+		args    []string
+		secrets map[string][]string // Secret name: the keys mounted
+		policy  corev1.TerminationMessagePolicy
+		retries int32
+	}{
+		"plan": {job: PlanJob(ts, "auth-1a2b3c4d-plan", "tokenserver:v2"), args: []string{"migrate", "plan"},
+			secrets: map[string][]string{"auth-db": {"dsn"}}, policy: corev1.TerminationMessageFallbackToLogsOnError, retries: 2},
+		"expand": {job: ExpandJob(ts, "auth-1a2b3c4d-expand", "tokenserver:v2"), args: []string{"migrate", "up", "--expand-only"},
+			secrets: map[string][]string{"auth-db": {"dsn"}}, retries: 6},
+		"contract": {job: ContractJob(ts, "auth-1a2b3c4d-contract", "tokenserver:v2"), args: []string{"migrate", "up"},
+			secrets: map[string][]string{"auth-db": {"dsn"}}, retries: 6},
+		"verify": {job: VerifyJob(ts, "auth-1a2b3c4d-verify", "tokenserver:v2", ColorGreen, ColorBlue),
+			args: []string{"verify", "--server", "http://auth-green.platform.svc:4444", "--peer", "http://auth-blue.platform.svc:4444",
+				"--admin-url", "https://auth-green.platform.svc:4445", "--admin-token-file", "/etc/kubeoauth/admin/token",
+				"--admin-ca-file", "/etc/kubeoauth/admin-tls/ca.crt", "--admin-server-name", "auth-admin.platform.svc",
+				"--issuer", "https://auth.example.com", "--termination-log", "/dev/termination-log"},
+			secrets: map[string][]string{"auth-admin": {"token"}, "auth-admin-tls": {"ca.crt"}},
+			policy:  corev1.TerminationMessageFallbackToLogsOnError},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			spec := tt.job.Spec.Template.Spec
+			c := spec.Containers[0]
+			if c.Image != "tokenserver:v2" || !slices.Equal(c.Args, tt.args) {
+				t.Errorf("runs %s %v, want %v", c.Image, c.Args, tt.args)
+			}
+			if c.TerminationMessagePolicy != tt.policy || *tt.job.Spec.BackoffLimit != tt.retries {
+				t.Errorf("termination message policy %q, %d retries", c.TerminationMessagePolicy, *tt.job.Spec.BackoffLimit)
+			}
+			got := map[string][]string{}
+			for _, v := range spec.Volumes {
+				for _, item := range v.Secret.Items {
+					got[v.Secret.SecretName] = append(got[v.Secret.SecretName], item.Key)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.secrets) {
+				t.Errorf("mounts %v, want %v", got, tt.secrets)
+			}
+			if *spec.AutomountServiceAccountToken || spec.RestartPolicy != corev1.RestartPolicyNever {
+				t.Error("a Job's pod needs no API token and must not restart in place")
+			}
+		})
+	}
+	// The database admits migrations pods; the admin port admits the verification's.
+	if PlanJob(ts, "p", "i").Spec.Template.Labels[LabelComponent] != componentMigrations {
+		t.Error("the plan Job's pods must be migrations pods, which the database's NetworkPolicy admits")
+	}
+	admin := ServerNetworkPolicy(ts, OperatorPeer{Namespace: "kubeoauth-system"}).Spec.Ingress[2]
+	verify := VerifyJob(ts, "v", "i", ColorGreen, ColorBlue).Spec.Template.Labels
+	if len(admin.From) != 2 || admin.From[1].NamespaceSelector != nil ||
+		!reflect.DeepEqual(labelsSubset(verify, admin.From[1].PodSelector.MatchLabels), admin.From[1].PodSelector.MatchLabels) {
+		t.Errorf("the admin port admits %+v; the verification pods are %v", admin.From, verify)
+	}
 }

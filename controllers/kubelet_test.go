@@ -1,0 +1,358 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
+)
+
+// fakeKubelet stands in, in controller tests, for what envtest does not run: the
+// StatefulSet, Job and EndpointSlice controllers and the kubelet. For one namespace
+// it makes the pods of each StatefulSet (ready unless their image is in crashing),
+// replaces a pod whose image the template changed, deletes pods past the replicas,
+// writes the StatefulSets' status, keeps one EndpointSlice per Service with the
+// pods its selector matches, and ends the Jobs the test lets end, with a pod whose
+// termination message it chose. The end-to-end proof, with the real ones, is on
+// the local cluster (make test-e2e).
+type fakeKubelet struct {
+	ns string
+	// ip is every pod's address: one of this machine's, not loopback, which an
+	// EndpointSlice may not hold.
+	ip string
+	// admin is where the admin Service's endpoints point (host:port): a proxy to
+	// the suite's token server.
+	admin string
+	// metrics serves every pod's /metrics: requests and errors, which the test moves.
+	metrics           *httptest.Server
+	requests, errors5 atomic.Int64
+
+	mu       sync.Mutex
+	crashing map[string]bool
+	// jobs: Job name suffix ("plan", "migrate-...") to its outcome once released.
+	jobs map[string]jobOutcome
+}
+
+type jobOutcome struct {
+	failed  bool
+	message string
+}
+
+// startKubelet runs a fakeKubelet for ns until the test ends.
+func startKubelet(t *testing.T, ns, admin string) *fakeKubelet {
+	t.Helper()
+	k := &fakeKubelet{ns: ns, ip: hostIP(t), admin: admin, crashing: map[string]bool{},
+		jobs: map[string]jobOutcome{"migrate": {}}}
+	k.metrics = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		req, errs := k.requests.Load(), k.errors5.Load()
+		_, _ = fmt.Fprintf(w, "# TYPE kubeoauth_http_requests_total counter\n"+
+			"kubeoauth_http_requests_total{code=\"200\",endpoint=\"token\"} %d\n"+
+			"kubeoauth_http_requests_total{code=\"500\",endpoint=\"token\"} %d\n", req-errs, errs)
+	}))
+	l, err := net.Listen("tcp", net.JoinHostPort(k.ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.metrics.Listener = l
+	k.metrics.Start()
+	t.Cleanup(k.metrics.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		last := ""
+		for {
+			if err := k.sync(ctx); err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) &&
+				!apierrors.IsAlreadyExists(err) && err.Error() != last {
+				last = err.Error()
+				t.Logf("fake kubelet: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return k
+}
+
+// release lets the Jobs whose name ends in -suffix end, as outcome says.
+func (k *fakeKubelet) release(suffix string, o jobOutcome) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.jobs[suffix] = o
+}
+
+// crash makes the pods of image never ready.
+func (k *fakeKubelet) crash(image string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.crashing[image] = true
+}
+
+func (k *fakeKubelet) sync(ctx context.Context) error {
+	if err := k.statefulSets(ctx); err != nil {
+		return err
+	}
+	if err := k.jobsPass(ctx); err != nil {
+		return err
+	}
+	return k.slices(ctx)
+}
+
+func (k *fakeKubelet) statefulSets(ctx context.Context) error {
+	var sets appsv1.StatefulSetList
+	if err := k8s.List(ctx, &sets, client.InNamespace(k.ns)); err != nil {
+		return err
+	}
+	for i := range sets.Items {
+		sts := &sets.Items[i]
+		if sts.Labels[resources.LabelComponent] != "tokenserver" {
+			if sts.Status.ReadyReplicas == 0 { // the database
+				sts.Status = appsv1.StatefulSetStatus{Replicas: 1, ReadyReplicas: 1, AvailableReplicas: 1, CurrentReplicas: 1,
+					UpdatedReplicas: 1, ObservedGeneration: sts.Generation}
+				if err := k8s.Status().Update(ctx, sts); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := k.pods(ctx, sts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pods makes sts's pods match its template and replicas, and writes its status.
+func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
+	n := int(ptr.Deref(sts.Spec.Replicas, 1))
+	image := sts.Spec.Template.Spec.Containers[0].Image
+	var list corev1.PodList
+	if err := k8s.List(ctx, &list, client.InNamespace(k.ns), client.MatchingLabels(sts.Spec.Selector.MatchLabels)); err != nil {
+		return err
+	}
+	have := map[int]*corev1.Pod{}
+	for i := range list.Items {
+		p := &list.Items[i]
+		ord, err := strconv.Atoi(strings.TrimPrefix(p.Name, sts.Name+"-"))
+		if err != nil {
+			continue
+		}
+		if ord >= n || p.Spec.Containers[0].Image != image {
+			if err := k8s.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			continue
+		}
+		have[ord] = p
+	}
+	k.mu.Lock()
+	ready := !k.crashing[image]
+	k.mu.Unlock()
+	readyCount := int32(0)
+	for ord := range n {
+		p := have[ord]
+		if p == nil {
+			p = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: fmt.Sprintf("%s-%d", sts.Name, ord),
+				Labels: sts.Spec.Template.Labels, Annotations: sts.Spec.Template.Annotations,
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID,
+					Controller: ptr.To(true)}}},
+				Spec: *sts.Spec.Template.Spec.DeepCopy()}
+			if k.metrics != nil {
+				_, port, _ := net.SplitHostPort(k.metrics.Listener.Addr().String())
+				metricsPort, _ := strconv.Atoi(port)
+				for i, cp := range p.Spec.Containers[0].Ports {
+					if cp.Name == "metrics" {
+						p.Spec.Containers[0].Ports[i].ContainerPort = int32(metricsPort)
+					}
+				}
+			}
+			if err := k8s.Create(ctx, p); err != nil {
+				return err
+			}
+		}
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+			readyCount++
+		}
+		want := corev1.PodStatus{Phase: corev1.PodRunning, PodIP: k.ip, PodIPs: []corev1.PodIP{{IP: k.ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}}
+		if !equality.Semantic.DeepEqual(p.Status.Conditions, want.Conditions) || p.Status.PodIP != want.PodIP {
+			p.Status = want
+			if err := k8s.Status().Update(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+	st := appsv1.StatefulSetStatus{Replicas: int32(n), ReadyReplicas: readyCount, AvailableReplicas: readyCount,
+		CurrentReplicas: int32(n), UpdatedReplicas: int32(n), ObservedGeneration: sts.Generation}
+	if !equality.Semantic.DeepEqual(sts.Status, st) {
+		sts.Status = st
+		return k8s.Status().Update(ctx, sts)
+	}
+	return nil
+}
+
+// jobsPass ends the released Jobs: a pod with the termination message, then the
+// Job's conditions, as the Job controller and the kubelet would.
+func (k *fakeKubelet) jobsPass(ctx context.Context) error {
+	var jobs batchv1.JobList
+	if err := k8s.List(ctx, &jobs, client.InNamespace(k.ns)); err != nil {
+		return err
+	}
+	for i := range jobs.Items {
+		job := &jobs.Items[i]
+		if len(job.Status.Conditions) > 0 {
+			continue
+		}
+		k.mu.Lock()
+		var o jobOutcome
+		released := false
+		for suffix, out := range k.jobs {
+			if strings.HasSuffix(job.Name, "-"+suffix) || (suffix == "migrate" && strings.Contains(job.Name, "-migrate-")) {
+				o, released = out, true
+			}
+		}
+		k.mu.Unlock()
+		if !released {
+			continue
+		}
+		exit, phase := int32(0), corev1.PodSucceeded
+		if o.failed {
+			exit, phase = 1, corev1.PodFailed
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: job.Name + "-x",
+			Labels: map[string]string{batchv1.JobNameLabel: job.Name, resources.LabelManagedBy: resources.ManagedBy,
+				resources.LabelInstance: job.Labels[resources.LabelInstance]},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
+			Spec: *job.Spec.Template.Spec.DeepCopy()}
+		if err := k8s.Create(ctx, pod); client.IgnoreAlreadyExists(err) != nil {
+			return err
+		}
+		pod.Status = corev1.PodStatus{Phase: phase, ContainerStatuses: []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name,
+			Image: pod.Spec.Containers[0].Image, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: exit, Message: o.message}}}}}
+		if err := k8s.Status().Update(ctx, pod); err != nil {
+			return err
+		}
+		now := metav1.Now()
+		if o.failed {
+			job.Status = batchv1.JobStatus{StartTime: &now, Failed: 1, Conditions: []batchv1.JobCondition{
+				{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
+				{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded",
+					Message: "Job has reached the specified backoff limit"}}}
+		} else {
+			job.Status = batchv1.JobStatus{StartTime: &now, CompletionTime: &now, Succeeded: 1, Conditions: []batchv1.JobCondition{
+				{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+		}
+		if err := k8s.Status().Update(ctx, job); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// slices keeps one EndpointSlice per token server Service, as the EndpointSlice
+// controller would: the pods its selector matches, ready as they are. The admin
+// Service's endpoints all point at k.admin.
+func (k *fakeKubelet) slices(ctx context.Context) error {
+	var svcs corev1.ServiceList
+	if err := k8s.List(ctx, &svcs, client.InNamespace(k.ns)); err != nil {
+		return err
+	}
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace(k.ns)); err != nil {
+		return err
+	}
+	for i := range svcs.Items {
+		svc := &svcs.Items[i]
+		if svc.Labels[resources.LabelComponent] != "tokenserver" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue
+		}
+		addr, port := k.ip, int32(4444)
+		name := "http"
+		if strings.HasSuffix(svc.Name, "-admin") {
+			host, p, _ := net.SplitHostPort(k.admin)
+			n, _ := strconv.Atoi(p)
+			addr, port, name = host, int32(n), "admin"
+		}
+		var eps []discoveryv1.Endpoint
+		sel := labels.SelectorFromSet(svc.Spec.Selector)
+		for j := range pods.Items {
+			p := &pods.Items[j]
+			if !sel.Matches(labels.Set(p.Labels)) || p.DeletionTimestamp != nil {
+				continue
+			}
+			ready := false
+			for _, c := range p.Status.Conditions {
+				ready = ready || (c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue)
+			}
+			eps = append(eps, discoveryv1.Endpoint{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: k.ns, Name: p.Name, UID: p.UID}})
+		}
+		want := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: svc.Name + "-fake",
+			Labels:          map[string]string{discoveryv1.LabelServiceName: svc.Name, resources.LabelManagedBy: resources.ManagedBy},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID, Controller: ptr.To(true)}}},
+			AddressType: discoveryv1.AddressTypeIPv4, Endpoints: eps,
+			Ports: []discoveryv1.EndpointPort{{Name: ptr.To(name), Port: ptr.To(port)}}}
+		var have discoveryv1.EndpointSlice
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(want), &have)
+		switch {
+		case apierrors.IsNotFound(err):
+			if err := k8s.Create(ctx, want); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case !equality.Semantic.DeepEqual(have.Endpoints, want.Endpoints):
+			have.Endpoints = want.Endpoints
+			if err := k8s.Update(ctx, &have); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// servingPods are the names of ns's pods that carry the serving label.
+func servingPods(t *testing.T, ns string) []string {
+	t.Helper()
+	var pods corev1.PodList
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(ns),
+		client.MatchingLabels{oauthv1alpha1.LabelServing: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(pods.Items))
+	for _, p := range pods.Items {
+		names = append(names, p.Name)
+	}
+	return names
+}

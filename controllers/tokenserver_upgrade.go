@@ -1,0 +1,495 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
+)
+
+// The upgrade reads pods (color, ordinal, image, readiness; the plan Job's
+// termination message) and moves the serving label on them.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+
+// ReasonUpgradeConflict: the upgrade's intent could not be written because the
+// TokenServer changed meanwhile; the pass starts again.
+const ReasonUpgradeConflict = "UpgradeConflict"
+
+// metricsScrapeTimeout bounds one pod's /metrics; a pod slower than that counts
+// as unreadable (a failed analysis check), not as a stuck reconcile.
+const metricsScrapeTimeout = 3 * time.Second
+
+// metricsClient scrapes pods directly: never through an HTTP proxy the operator's
+// environment may name, which could not reach pod addresses.
+var metricsClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}}
+
+// upgradeStep observes the cluster, asks internal/upgrade what to do, writes the
+// intent to status and acts on it. It returns the decision's conditions
+// (Progressing and Degraded, which then are the upgrade's) and when to look again.
+func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alpha1.TokenServer, in resources.Inputs) (
+	[]metav1.Condition, time.Duration, error) {
+	o, pods, err := r.observe(ctx, ts)
+	if err != nil {
+		return nil, 0, err
+	}
+	d := upgrade.Next(o, r.Clock.Now())
+	if d.WriteStatus {
+		// The intent first, with an optimistic lock: two passes on stale copies must
+		// not both start an upgrade, and a crash after this write resumes from it.
+		base := ts.DeepCopy()
+		ts.Status.ActiveColor, ts.Status.FailedImage, ts.Status.Upgrade = string(d.Status.ActiveColor), d.Status.FailedImage, d.Status.Upgrade
+		if err := r.Status().Patch(ctx, ts, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			ts.Status = base.Status
+			if apierrors.IsConflict(err) {
+				return nil, 0, waiting(ReasonUpgradeConflict,
+					"the TokenServer changed while the upgrade's next step was written; looking again").after(time.Second)
+			}
+			return nil, 0, fmt.Errorf("write the upgrade's intent to status: %w", err)
+		}
+	}
+	for _, s := range d.StatefulSets {
+		in.Color, in.Image, in.Replicas = string(s.Color), s.Image, s.Replicas
+		for _, obj := range []client.Object{resources.TokenServerStatefulSet(ts, in), resources.HeadlessService(ts, in.Color)} {
+			if err := r.apply(ctx, ts, obj); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	for _, j := range d.Jobs {
+		if err := r.createUpgradeJob(ctx, ts, j); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, l := range d.Labels {
+		if err := r.setServing(ctx, ts.Namespace, l); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, e := range d.Events {
+		r.Recorder.Eventf(ts, nil, e.Type, e.Reason, "Upgrade", "%s", e.Message)
+	}
+	if img, ok := upgrade.CurrentImage(o.Pods); ok {
+		ts.Status.CurrentImage = img
+	}
+	if err := r.applyServices(ctx, ts, pods); err != nil {
+		return nil, 0, err
+	}
+	return d.Conditions, d.RequeueAfter, nil
+}
+
+// applyServices applies the public and admin Services with serviceSelector.
+func (r *TokenServerReconciler) applyServices(ctx context.Context, ts *oauthv1alpha1.TokenServer, pods []upgrade.Pod) error {
+	var svc corev1.Service
+	err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PublicServiceName(ts)}, &svc)
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("get Service %s: %w", resources.PublicServiceName(ts), err)
+	}
+	sel := serviceSelector(ts, svc.Spec.Selector, pods)
+	for _, obj := range []client.Object{resources.PublicService(ts, sel), resources.AdminService(ts, sel)} {
+		if err := r.apply(ctx, ts, obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceSelector is what the public and admin Services select, given the public
+// Service's current selector (nil: none yet): the serving label. An install made
+// before it selected one color, and keeps doing so until every pod of that color
+// carries the label (the upgrade puts it on in its first pass), so that the switch
+// never leaves the Services without the pods that serve. Pure: table-tested.
+func serviceSelector(ts *oauthv1alpha1.TokenServer, current map[string]string, pods []upgrade.Pod) map[string]string {
+	old := current[resources.LabelColor]
+	if old == "" {
+		return resources.ServingSelector(ts)
+	}
+	labelled := false
+	for _, p := range pods {
+		if string(p.Color) != old {
+			continue
+		}
+		if labelled = p.Serving; !labelled {
+			break
+		}
+	}
+	if !labelled {
+		return resources.ServerSelector(ts, old)
+	}
+	return resources.ServingSelector(ts)
+}
+
+// observe gathers the facts upgrade.Next decides from.
+func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.TokenServer) (upgrade.Observed, []upgrade.Pod, error) {
+	o := upgrade.Observed{Name: ts.Name, Annotations: ts.Annotations,
+		Spec: upgrade.Spec{Image: ts.Spec.Image, Replicas: ptr.Deref(ts.Spec.Replicas, 1), Upgrade: ts.Spec.Upgrade},
+		Status: upgrade.Status{ActiveColor: upgrade.Color(ts.Status.ActiveColor), FailedImage: ts.Status.FailedImage,
+			Upgrade: ts.Status.Upgrade},
+		StatefulSets: map[upgrade.Color]upgrade.StatefulSet{}, Jobs: map[upgrade.JobKind]upgrade.Job{}}
+	sets := map[upgrade.Color]types.UID{}
+	for _, c := range []upgrade.Color{upgrade.Blue, upgrade.Green} {
+		var sts appsv1.StatefulSet
+		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.StatefulSetName(ts, string(c))}, &sts)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return o, nil, fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, string(c)), err)
+		}
+		if !metav1.IsControlledBy(&sts, ts) || len(sts.Spec.Template.Spec.Containers) == 0 {
+			continue
+		}
+		sets[c] = sts.UID
+		o.StatefulSets[c] = upgrade.StatefulSet{Image: sts.Spec.Template.Spec.Containers[0].Image, Replicas: ptr.Deref(sts.Spec.Replicas, 1)}
+	}
+	pods, ips, err := r.serverPods(ctx, ts, sets)
+	if err != nil {
+		return o, nil, err
+	}
+	o.Pods = pods
+	if err := r.observeJobs(ctx, ts, &o); err != nil {
+		return o, nil, err
+	}
+	if o.Endpoints, err = r.servingEndpoints(ctx, ts, pods); err != nil {
+		return o, nil, err
+	}
+	if u := ts.Status.Upgrade; u != nil {
+		switch u.Phase {
+		case oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePaused, oauthv1alpha1.UpgradePromoting:
+			o.Metrics = scrapeColor(ctx, pods, ips, upgrade.Color(u.ToColor))
+		}
+	}
+	if w := ts.Spec.Upgrade.Window; w != nil {
+		name := w.TimeZone
+		if name == "" {
+			name = "UTC"
+		}
+		if loc, err := time.LoadLocation(name); err == nil {
+			o.Location = loc
+		}
+	}
+	return o, pods, nil
+}
+
+// serverPods are the pods of the token server's StatefulSets (sets: their UIDs by
+// color), with the address and port of each one's metrics. A pod that merely carries
+// the labels, made by someone else, is not one of them.
+func (r *TokenServerReconciler) serverPods(ctx context.Context, ts *oauthv1alpha1.TokenServer, sets map[upgrade.Color]types.UID) (
+	[]upgrade.Pod, map[string]string, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(ts.Namespace), client.MatchingLabels(resources.ServerPodSelector(ts))); err != nil {
+		return nil, nil, fmt.Errorf("list the token server pods: %w", err)
+	}
+	var pods []upgrade.Pod
+	metrics := map[string]string{}
+	for i := range list.Items {
+		p := &list.Items[i]
+		color := upgrade.Color(p.Labels[resources.LabelColor])
+		owner := metav1.GetControllerOf(p)
+		if owner == nil || sets[color] == "" || owner.UID != sets[color] || len(p.Spec.Containers) == 0 {
+			continue
+		}
+		ordinal, err := strconv.Atoi(strings.TrimPrefix(p.Name, resources.StatefulSetName(ts, string(color))+"-"))
+		if err != nil {
+			continue
+		}
+		ready := false
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				ready = c.Status == corev1.ConditionTrue
+			}
+		}
+		pods = append(pods, upgrade.Pod{Name: p.Name, Color: color, Ordinal: ordinal, Image: p.Spec.Containers[0].Image,
+			Ready: ready && p.DeletionTimestamp == nil, Serving: p.Labels[oauthv1alpha1.LabelServing] == "true"})
+		port := int32(resources.MetricsPort)
+		for _, cp := range p.Spec.Containers[0].Ports {
+			if cp.Name == "metrics" {
+				port = cp.ContainerPort
+			}
+		}
+		if p.Status.PodIP != "" {
+			metrics[p.Name] = net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port)))
+		}
+	}
+	return pods, metrics, nil
+}
+
+// observeJobs reads the current upgrade's Jobs by their deterministic names and,
+// once the plan Job succeeded, its result.
+func (r *TokenServerReconciler) observeJobs(ctx context.Context, ts *oauthv1alpha1.TokenServer, o *upgrade.Observed) error {
+	u := ts.Status.Upgrade
+	if u == nil || u.ID == "" {
+		return nil
+	}
+	for _, kind := range []upgrade.JobKind{upgrade.JobPlan, upgrade.JobExpand, upgrade.JobVerify, upgrade.JobContract} {
+		var job batchv1.Job
+		name := upgrade.JobName(ts.Name, u.ID, kind)
+		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &job)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("get Job %s: %w", name, err)
+		}
+		if !metav1.IsControlledBy(&job, ts) {
+			continue // a Job of that name someone else made says nothing of this upgrade
+		}
+		j := upgrade.Job{State: upgrade.JobRunning}
+		for _, c := range job.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				continue
+			}
+			switch c.Type {
+			case batchv1.JobComplete:
+				j.State = upgrade.JobSucceeded
+			case batchv1.JobFailed:
+				j.State, j.Message = upgrade.JobFailed, c.Message
+			}
+		}
+		if j.State == upgrade.JobFailed {
+			if msg, _ := r.terminationMessage(ctx, &job, false); msg != "" {
+				j.Message = strings.TrimSpace(j.Message + ": " + msg)
+			}
+		}
+		o.Jobs[kind] = j
+		if kind == upgrade.JobPlan && j.State == upgrade.JobSucceeded {
+			msg, err := r.terminationMessage(ctx, &job, true)
+			if err != nil {
+				return err
+			}
+			o.Plan = parsePlan(msg)
+		}
+	}
+	return nil
+}
+
+// terminationMessage is the termination message of a pod of job that ended as
+// succeeded says (exit code 0, or not); "" when there is none yet.
+func (r *TokenServerReconciler) terminationMessage(ctx context.Context, job *batchv1.Job, succeeded bool) (string, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return "", fmt.Errorf("list the pods of Job %s: %w", job.Name, err)
+	}
+	msg := ""
+	for i := range list.Items {
+		p := &list.Items[i]
+		if !metav1.IsControlledBy(p, job) {
+			continue
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if t := cs.State.Terminated; t != nil && (t.ExitCode == 0) == succeeded && t.Message != "" {
+				msg = t.Message
+			}
+		}
+	}
+	return msg, nil
+}
+
+// parsePlan reads the plan Job's termination message. A message that is no plan is
+// reported as one with no mode, which the upgrade refuses, quoting it: better than
+// waiting for a result that will never come.
+func parsePlan(msg string) *upgrade.PlanResult {
+	if msg == "" {
+		return nil // the Job succeeded but its pod is not seen yet
+	}
+	var p upgrade.PlanResult
+	if err := json.Unmarshal([]byte(msg), &p); err != nil {
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		return &upgrade.PlanResult{Reason: fmt.Sprintf("the plan Job's termination message is not a plan (%v): %q", err, msg)}
+	}
+	return &p
+}
+
+// servingEndpoints counts, per color, the ready endpoints of the public Service's
+// EndpointSlices: what actually receives traffic. Only slices the Service controls
+// count (see readyAdminURL).
+func (r *TokenServerReconciler) servingEndpoints(ctx context.Context, ts *oauthv1alpha1.TokenServer, pods []upgrade.Pod) (
+	map[upgrade.Color]int32, error) {
+	out := map[upgrade.Color]int32{}
+	var svc corev1.Service
+	err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PublicServiceName(ts)}, &svc)
+	if apierrors.IsNotFound(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get Service %s: %w", resources.PublicServiceName(ts), err)
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := r.List(ctx, &slices, client.InNamespace(ts.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+		return nil, fmt.Errorf("list the EndpointSlices of Service %s: %w", svc.Name, err)
+	}
+	color := map[string]upgrade.Color{}
+	for _, p := range pods {
+		color[p.Name] = p.Color
+	}
+	seen := map[string]bool{}
+	for i := range slices.Items {
+		s := &slices.Items[i]
+		if !metav1.IsControlledBy(s, &svc) {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			if e.TargetRef == nil || e.TargetRef.Kind != "Pod" || !ptr.Deref(e.Conditions.Ready, false) || seen[e.TargetRef.Name] {
+				continue
+			}
+			if c, ok := color[e.TargetRef.Name]; ok {
+				seen[e.TargetRef.Name] = true
+				out[c]++
+			}
+		}
+	}
+	return out, nil
+}
+
+// scrapeColor sums the request and 5xx counters of every pod of color; nil when a
+// pod has no address or its metrics cannot be read: the analysis then fails the
+// check rather than judging part of the color.
+func scrapeColor(ctx context.Context, pods []upgrade.Pod, addrs map[string]string, color upgrade.Color) *upgrade.Metrics {
+	var sum upgrade.Metrics
+	n := 0
+	for _, p := range pods {
+		if p.Color != color {
+			continue
+		}
+		addr, ok := addrs[p.Name]
+		if !ok {
+			return nil
+		}
+		m, err := scrape(ctx, "http://"+addr+"/metrics")
+		if err != nil {
+			return nil
+		}
+		sum.Requests += m.Requests
+		sum.Errors += m.Errors
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return &sum
+}
+
+// scrape reads kubeoauth_http_requests_total from one token server's metrics: all
+// requests, and those answered with a 5xx code.
+func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, metricsScrapeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return upgrade.Metrics{}, err
+	}
+	resp, err := metricsClient.Do(req)
+	if err != nil {
+		return upgrade.Metrics{}, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return upgrade.Metrics{}, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return upgrade.Metrics{}, fmt.Errorf("parse %s: %w", url, err)
+	}
+	var m upgrade.Metrics
+	f, ok := families["kubeoauth_http_requests_total"]
+	if !ok {
+		return m, fmt.Errorf("%s has no kubeoauth_http_requests_total", url)
+	}
+	for _, s := range f.GetMetric() {
+		v := int64(s.GetCounter().GetValue())
+		m.Requests += v
+		for _, l := range s.GetLabel() {
+			if l.GetName() == "code" && strings.HasPrefix(l.GetValue(), "5") {
+				m.Errors += v
+			}
+		}
+	}
+	return m, nil
+}
+
+// createUpgradeJob creates the Job j asks for, owned by ts. One that exists already
+// (a pass that crashed after creating it) is left as it is: no Job runs twice.
+func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv1alpha1.TokenServer, j upgrade.JobIntent) error {
+	u := ts.Status.Upgrade
+	var job *batchv1.Job
+	switch j.Kind {
+	case upgrade.JobPlan:
+		job = resources.PlanJob(ts, j.Name, j.Image)
+	case upgrade.JobExpand:
+		job = resources.ExpandJob(ts, j.Name, j.Image)
+	case upgrade.JobVerify:
+		job = resources.VerifyJob(ts, j.Name, j.Image, u.ToColor, u.FromColor)
+	case upgrade.JobContract:
+		job = resources.ContractJob(ts, j.Name, j.Image)
+	default:
+		return fmt.Errorf("unknown upgrade Job kind %q", j.Kind)
+	}
+	if err := controllerutil.SetControllerReference(ts, job, r.Scheme()); err != nil {
+		return fmt.Errorf("create Job %s: %w", job.Name, err)
+	}
+	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create Job %s: %w", job.Name, err)
+	}
+	return nil
+}
+
+// setServing puts the serving label on a pod or takes it off, with a merge patch of
+// that one label: the StatefulSet controller owns the rest of the pod.
+func (r *TokenServerReconciler) setServing(ctx context.Context, ns string, l upgrade.LabelIntent) error {
+	var value any // null removes the label
+	if l.Serving {
+		value = "true"
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{oauthv1alpha1.LabelServing: value}}})
+	if err != nil {
+		return err
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: l.Pod}}
+	if err := r.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("label pod %s %s=%v: %w", l.Pod, oauthv1alpha1.LabelServing, l.Serving, err)
+	}
+	return nil
+}
+
+// withUpgrade overlays the upgrade's Progressing and Degraded on the pass's
+// conditions: while and after an upgrade they say what it does; Ready stays the
+// pass's, True while the old version serves.
+func withUpgrade(conds, upgradeConds []metav1.Condition) []metav1.Condition {
+	for _, u := range upgradeConds {
+		for i := range conds {
+			if conds[i].Type == u.Type {
+				conds[i] = u
+			}
+		}
+		if meta.FindStatusCondition(conds, u.Type) == nil {
+			conds = append(conds, u)
+		}
+	}
+	return conds
+}
