@@ -1,0 +1,275 @@
+package loadgen_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/randsecret"
+	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
+	"github.com/kubeoauth/kubeoauth/internal/testing/loadgen"
+)
+
+// One database and one token-server binary for the package; every test registers
+// clients of its own, so that what one test breaks is not another's.
+var (
+	env *devserver.Env
+	bin string
+)
+
+var users = map[string]string{"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+
+func TestMain(m *testing.M) {
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	ctx := context.Background()
+	var err error
+	env, err = devserver.Start(ctx, devserver.Options{Users: users, PasswordCost: bcrypt.MinCost})
+	defer func() { _ = env.Stop() }()
+	if err != nil {
+		return 0, err
+	}
+	dir, err := os.MkdirTemp("", "loadgen-bin-")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	bin = filepath.Join(dir, "tokenserver")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/kubeoauth/kubeoauth/cmd/tokenserver").CombinedOutput() // #nosec G204
+	if err != nil {
+		return 0, fmt.Errorf("go build cmd/tokenserver: %w\n%s", err, out)
+	}
+	return m.Run(), nil
+}
+
+// replica is one token-server process on the package's database.
+type replica struct {
+	URL, pub, adm string
+	cmd           *exec.Cmd
+	Admin         *adminapi.HTTPClient
+}
+
+// serve starts a token server on fresh addresses; a grace period lets a chain
+// survive a refresh whose answer was lost (a killed server), as in production.
+func serve(t *testing.T) *replica {
+	t.Helper()
+	addrs, err := devserver.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{pub: addrs[0], adm: addrs[1], URL: "http://" + addrs[0]}
+	r.start(t)
+	return r
+}
+
+func (r *replica) start(t *testing.T) {
+	t.Helper()
+	cmd, admin, err := env.Serve(t.Context(), bin, r.pub, r.adm, "--refresh-grace-period", "30s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd, r.Admin = cmd, admin
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+}
+
+// clients registers a machine client, an introspector, a first-party client for
+// chains and a consent-needing client for grants, all new, and returns a Config
+// that uses them.
+func clients(t *testing.T, admin *adminapi.HTTPClient, urls ...string) loadgen.Config {
+	t.Helper()
+	id := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	redirect := "http://127.0.0.1:9/callback"
+	put := func(name string, grants []string, scopes []string, skip bool) loadgen.Client {
+		c := &adminapi.Client{ID: id + "-" + name, Secret: randsecret.MustNew(32), OwnerNamespace: "loadgen",
+			ClientMetadata: adminapi.ClientMetadata{Name: name, GrantTypes: grants, RedirectURIs: []string{redirect},
+				Scopes: scopes, TokenEndpointAuthMethod: "client_secret_basic", SkipConsent: skip}}
+		if _, err := admin.PutClient(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+		return loadgen.Client{ID: c.ID, Secret: c.Secret, Scope: strings.Join(scopes, " "), RedirectURI: redirect}
+	}
+	code := []string{"authorization_code", "refresh_token"}
+	user := []string{"openid", "offline_access"}
+	return loadgen.Config{
+		URLs:         urls,
+		Machine:      put("machine", []string{"client_credentials"}, []string{"zones.read"}, false),
+		Introspector: put("introspector", []string{"client_credentials"}, []string{"zones.read"}, false),
+		ChainClient:  put("web", code, user, true),
+		ChainUsers:   []loadgen.User{{Name: "alice", Password: users["alice"]}},
+		Chains:       4,
+		Grants:       loadgen.AdminGrants{Admin: admin},
+		GrantClient:  put("partner", code, user, false),
+		GrantUsers:   []loadgen.User{{Name: "bob", Password: users["bob"]}, {Name: "carol", Password: users["carol"]}},
+		// Fast enough that a short test sees several cycles.
+		GrantInterval: 300 * time.Millisecond,
+		Rate:          80,
+	}
+}
+
+// run starts a generator, calls during (if any) halfway and stops after d.
+func run(t *testing.T, cfg loadgen.Config, d time.Duration, during func()) *loadgen.Report {
+	t.Helper()
+	g, err := loadgen.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	<-time.After(d / 2)
+	if during != nil {
+		g.Mark("fault")
+		during()
+	}
+	<-time.After(d / 2)
+	g.Stop()
+	rep, err := g.Check(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	return rep
+}
+
+// Two replicas on one database take requests in turn, so a token revoked on one is
+// checked on the other: a healthy server gives all zeros, with every kind of work
+// done.
+func TestHealthyServersGiveZeroFigures(t *testing.T) {
+	a, b := serve(t), serve(t)
+	rep := run(t, clients(t, a.Admin, a.URL, b.URL), 4*time.Second, nil)
+	if f := rep.Failures(); len(f) > 0 {
+		t.Fatalf("a healthy server failed the ledger: %v", f)
+	}
+	for kind, min := range map[loadgen.Kind]int{loadgen.TokenNew: 20, loadgen.TokenKeepAlive: 20, loadgen.Refresh: 10,
+		loadgen.Introspect: 20, loadgen.Revoke: 5, loadgen.Authorize: 3, loadgen.GrantCreate: 3, loadgen.GrantDelete: 3,
+		loadgen.CheckIntrospect: 50, loadgen.CheckUserinfo: 5, loadgen.CheckRefresh: 4} {
+		if k := rep.Kinds[kind]; k == nil || k.OK < min {
+			t.Errorf("%s: %+v, want at least %d ok", kind, k, min)
+		}
+	}
+	if rep.TokensRevoked < 10 || rep.GrantsDeleted < 3 || rep.ChainRefreshes < 10 || rep.ChainsChecked != 4 {
+		t.Errorf("too little was proven: %d revoked, %d grants deleted, %d refreshes, %d chains checked",
+			rep.TokensRevoked, rep.GrantsDeleted, rep.ChainRefreshes, rep.ChainsChecked)
+	}
+}
+
+// Clients deleted behind the generator's back end their tokens and chains: the
+// check finds them lost and broken.
+func TestDeletedClientsShowAsLostTokensAndBrokenChains(t *testing.T) {
+	s := serve(t)
+	cfg := clients(t, s.Admin, s.URL)
+	cfg.Grants = nil
+	rep := run(t, cfg, 3*time.Second, func() {
+		for _, id := range []string{cfg.Machine.ID, cfg.ChainClient.ID} {
+			if err := s.Admin.DeleteClient(t.Context(), id, ""); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if rep.LostTokens == 0 || rep.BrokenChains != cfg.Chains || rep.Unexpected4xx == 0 {
+		t.Fatalf("lost tokens %d, broken chains %d of %d, unexpected 4xx %d: the ledger missed the deleted clients",
+			rep.LostTokens, rep.BrokenChains, cfg.Chains, rep.Unexpected4xx)
+	}
+}
+
+// A server killed and started again while keep-alive connections are open: the
+// requests that fail are counted, and no stored token is lost by the restart.
+func TestKilledServerShowsAsTransportErrors(t *testing.T) {
+	s := serve(t)
+	cfg := clients(t, s.Admin, s.URL)
+	rep := run(t, cfg, 4*time.Second, func() {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.start(t)
+	})
+	if rep.TransportErrors == 0 {
+		t.Fatal("no transport errors counted across a killed server")
+	}
+	if k := rep.Kinds[loadgen.TokenKeepAlive]; k == nil || k.TransportErrors == 0 {
+		t.Errorf("keep-alive requests: %+v, want transport errors", k)
+	}
+	if rep.LostTokens != 0 || rep.RevocationsLost != 0 {
+		t.Errorf("a restart lost %d tokens and %d revocations", rep.LostTokens, rep.RevocationsLost)
+	}
+}
+
+// proxy puts a reverse proxy in front of the server whose answers fault may
+// replace (true: handled, not forwarded).
+func proxy(t *testing.T, target string, fault func(w http.ResponseWriter, r *http.Request) bool) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fault(w, r) {
+			rp.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// A server that answers 500 to one request in ten: every one is counted.
+func TestServerErrorsAreCounted(t *testing.T) {
+	s := serve(t)
+	var n, injected atomic.Int64
+	front := proxy(t, s.URL, func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/oauth2/token") || n.Add(1)%10 != 0 {
+			return false
+		}
+		injected.Add(1)
+		http.Error(w, `{"error":"server_error"}`, http.StatusInternalServerError)
+		return true
+	})
+	cfg := clients(t, s.Admin, front)
+	cfg.Grants = nil
+	rep := run(t, cfg, 3*time.Second, nil)
+	// Injected 500s after the load stopped are the check's chain refreshes.
+	if int64(rep.ServerErrors) != injected.Load() || rep.ServerErrors == 0 {
+		t.Fatalf("5xx counted %d, injected %d", rep.ServerErrors, injected.Load())
+	}
+}
+
+// A revocation answered 200 but never done (a proxy that swallows it) is a lost
+// revocation, found at introspection and at /userinfo.
+func TestSwallowedRevocationsAreLost(t *testing.T) {
+	s := serve(t)
+	front := proxy(t, s.URL, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/oauth2/revoke" {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+		return true
+	})
+	cfg := clients(t, s.Admin, front)
+	cfg.Grants = nil
+	rep := run(t, cfg, 3*time.Second, nil)
+	if rep.RevocationsLost == 0 || rep.RevocationsLost != rep.TokensRevoked {
+		t.Fatalf("revocations lost %d of %d swallowed", rep.RevocationsLost, rep.TokensRevoked)
+	}
+	if k := rep.Kinds[loadgen.CheckUserinfo]; k == nil || k.OK != rep.TokensRevoked {
+		t.Errorf("userinfo checks %+v, want one per revoked token", k)
+	}
+}
