@@ -414,3 +414,17 @@ func (g *Generator) grantCall(_ context.Context, kind Kind, f func(context.Conte
 }
 
 func splitScope(s string) []string { return strings.Fields(s) }
+
+// Seen counts the requests recorded so far that match f, so that a test can wait
+// for the load to have met a condition (a failure seen, traffic on a version).
+func (g *Generator) Seen(f func(Request) bool) int {
+	g.ledger.mu.Lock()
+	defer g.ledger.mu.Unlock()
+	n := 0
+	for _, r := range g.ledger.requests {
+		if f(r) {
+			n++
+		}
+	}
+	return n
+}

@@ -128,7 +128,7 @@ func clients(t *testing.T, admin *adminapi.HTTPClient, urls ...string) loadgen.C
 }
 
 // run starts a generator, calls during (if any) halfway and stops after d.
-func run(t *testing.T, cfg loadgen.Config, d time.Duration, during func()) *loadgen.Report {
+func run(t *testing.T, cfg loadgen.Config, d time.Duration, during func(g *loadgen.Generator)) *loadgen.Report {
 	t.Helper()
 	g, err := loadgen.New(t.Context(), cfg)
 	if err != nil {
@@ -138,7 +138,7 @@ func run(t *testing.T, cfg loadgen.Config, d time.Duration, during func()) *load
 	<-time.After(d / 2)
 	if during != nil {
 		g.Mark("fault")
-		during()
+		during(g)
 	}
 	<-time.After(d / 2)
 	g.Stop()
@@ -148,6 +148,24 @@ func run(t *testing.T, cfg loadgen.Config, d time.Duration, during func()) *load
 	}
 	t.Log("\n" + rep.String())
 	return rep
+}
+
+// waitSeen waits until the generator has recorded a request of each kind that f
+// accepts.
+func waitSeen(t *testing.T, g *loadgen.Generator, f func(loadgen.Request) bool, kinds ...loadgen.Kind) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for _, k := range kinds {
+		for g.Seen(func(r loadgen.Request) bool { return r.Kind == k && f(r) }) == 0 {
+			select {
+			case <-tick.C:
+			case <-deadline:
+				t.Fatalf("no %s request seen", k)
+			}
+		}
+	}
 }
 
 // Two replicas on one database take requests in turn, so a token revoked on one is
@@ -178,7 +196,7 @@ func TestDeletedClientsShowAsLostTokensAndBrokenChains(t *testing.T) {
 	s := serve(t)
 	cfg := clients(t, s.Admin, s.URL)
 	cfg.Grants = nil
-	rep := run(t, cfg, 3*time.Second, func() {
+	rep := run(t, cfg, 3*time.Second, func(*loadgen.Generator) {
 		for _, id := range []string{cfg.Machine.ID, cfg.ChainClient.ID} {
 			if err := s.Admin.DeleteClient(t.Context(), id, ""); err != nil {
 				t.Error(err)
@@ -196,9 +214,12 @@ func TestDeletedClientsShowAsLostTokensAndBrokenChains(t *testing.T) {
 func TestKilledServerShowsAsTransportErrors(t *testing.T) {
 	s := serve(t)
 	cfg := clients(t, s.Admin, s.URL)
-	rep := run(t, cfg, 4*time.Second, func() {
+	rep := run(t, cfg, 4*time.Second, func(g *loadgen.Generator) {
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
+		// Down until both kinds of connection have met the dead server.
+		failed := func(r loadgen.Request) bool { return r.Err != "" }
+		waitSeen(t, g, failed, loadgen.TokenKeepAlive, loadgen.TokenNew)
 		s.start(t)
 	})
 	if rep.TransportErrors == 0 {
@@ -272,4 +293,75 @@ func TestSwallowedRevocationsAreLost(t *testing.T) {
 	if k := rep.Kinds[loadgen.CheckUserinfo]; k == nil || k.OK != rep.TokensRevoked {
 		t.Errorf("userinfo checks %+v, want one per revoked token", k)
 	}
+}
+
+// A promotion seen from outside: two replicas stand for blue and green behind one
+// address, each answer says which served it, and the traffic moves at a marked
+// moment. The report says when everything was on green.
+func TestCutoverIsMeasuredFromTheVersionHeader(t *testing.T) {
+	blue, green := serve(t), serve(t)
+	var promoted atomic.Bool
+	front := proxyTo(t, func() (string, string) {
+		if promoted.Load() {
+			return green.URL, "green"
+		}
+		return blue.URL, "blue"
+	})
+	cfg := clients(t, blue.Admin, front)
+	cfg.Grants = nil
+	g, err := loadgen.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	onBlue := func(r loadgen.Request) bool { return r.Version == "blue" }
+	waitSeen(t, g, onBlue, loadgen.TokenKeepAlive, loadgen.Refresh, loadgen.Revoke)
+	g.Mark("promotion started")
+	promoted.Store(true)
+	onGreen := func(r loadgen.Request) bool { return r.Version == "green" }
+	waitSeen(t, g, onGreen, loadgen.TokenKeepAlive, loadgen.Refresh, loadgen.Revoke, loadgen.Introspect)
+	g.Stop()
+	rep, err := g.Check(t.Context(), loadgen.Cutover{Mark: "promotion started", Version: "green"},
+		loadgen.Cutover{Mark: "promotion started", Version: "purple"}, loadgen.Cutover{Mark: "never", Version: "green"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	if f := rep.Failures(); len(f) > 0 {
+		t.Fatalf("a promotion between replicas of one database failed the ledger: %v", f)
+	}
+	if c := rep.Cutovers[0]; !c.Reached || c.After > cfg.Timeout {
+		t.Errorf("cutover to green: %+v", c)
+	}
+	if c := rep.Cutovers[1]; c.Reached {
+		t.Errorf("cutover to a version that never served: %+v", c)
+	}
+	if c := rep.Cutovers[2]; c.Err == "" {
+		t.Errorf("cutover from an unknown mark: %+v", c)
+	}
+	if rep.Versions["blue"] == 0 || rep.Versions["green"] == 0 || rep.Versions[loadgen.UnknownVersion] != 0 {
+		t.Errorf("versions: %v", rep.Versions)
+	}
+}
+
+// proxyTo forwards each request to the URL route gives, and says in the version
+// header which one it was.
+func proxyTo(t *testing.T, route func() (target, version string)) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target, version := route()
+		u, err := url.Parse(target)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		rp := httputil.NewSingleHostReverseProxy(u)
+		rp.ModifyResponse = func(resp *http.Response) error {
+			resp.Header.Set(loadgen.VersionHeader, version)
+			return nil
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
