@@ -64,6 +64,9 @@ type Report struct {
 	// InactiveDuringRun: a token that must be active was inactive at an
 	// introspection during the load.
 	InactiveDuringRun int
+	// SupersededActive: an access token its chain's refresh replaced, or a rotated
+	// refresh token past the grace period, still active.
+	SupersededActive int
 
 	// Examples of each failure, a few per figure, for the log.
 	Examples []string
@@ -80,7 +83,7 @@ func (r *Report) Failures() []string {
 		n    int
 	}{{"transport errors", r.TransportErrors}, {"5xx", r.ServerErrors}, {"unexpected 4xx", r.Unexpected4xx},
 		{"lost tokens", r.LostTokens}, {"broken chains", r.BrokenChains}, {"revocations lost", r.RevocationsLost},
-		{"inactive during run", r.InactiveDuringRun}} {
+		{"inactive during run", r.InactiveDuringRun}, {"superseded active", r.SupersededActive}} {
 		if f.n != 0 {
 			out = append(out, fmt.Sprintf("%s: %d", f.name, f.n))
 		}
@@ -97,8 +100,8 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "load %s, %d requests (%.0f/s during the load), %d ticks dropped\n", r.Load.Round(time.Millisecond),
 		requests, float64(r.loadRequests)/max(r.Load.Seconds(), 1e-9), r.DroppedTicks)
-	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected 4xx %d, lost tokens %d, broken chains %d, revocations lost %d, inactive during run %d\n",
-		r.TransportErrors, r.ServerErrors, r.Unexpected4xx, r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun)
+	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected 4xx %d, lost tokens %d, broken chains %d, revocations lost %d, inactive during run %d, superseded active %d\n",
+		r.TransportErrors, r.ServerErrors, r.Unexpected4xx, r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun, r.SupersededActive)
 	fmt.Fprintf(&b, "ledger: %d tokens issued, %d revoked, %d grants deleted, %d chain refreshes; checked %d tokens, %d chains\n",
 		r.TokensIssued, r.TokensRevoked, r.GrantsDeleted, r.ChainRefreshes, r.TokensChecked, r.ChainsChecked)
 	kinds := make([]Kind, 0, len(r.Kinds))
@@ -152,10 +155,11 @@ func (r *Report) example(count *int, format string, args ...any) {
 func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, error) {
 	r := &Report{Kinds: map[Kind]*KindFigures{}, Versions: map[string]int{}}
 	_, toks, _ := g.ledger.snapshot()
+	now := time.Now()
 
 	type result struct {
-		lost, revocationLost bool
-		what                 string
+		lost, revocationLost, supersededActive bool
+		what                                   string
 	}
 	results := make([]result, len(toks))
 	var wg sync.WaitGroup
@@ -165,6 +169,10 @@ func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, er
 			for i := range work {
 				t := &toks[i]
 				switch {
+				case !t.supersededAt.IsZero():
+					if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
+						results[i] = result{supersededActive: true, what: "active at introspection"}
+					}
 				case t.revoked():
 					var what []string
 					if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
@@ -195,12 +203,12 @@ func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, er
 		if t.chain >= 0 && !t.refresh && !t.supersededAt.IsZero() {
 			r.ChainRefreshes++
 		}
-		// Superseded tokens are the server's to end (with a grace period for a
-		// refresh token); uncertain ones and those about to expire prove nothing.
-		if t.uncertain || !t.supersededAt.IsZero() {
+		// Uncertain tokens, those about to expire and refresh tokens still in
+		// their grace period prove nothing.
+		if t.uncertain || t.refresh && !t.supersededAt.IsZero() && now.Sub(t.supersededAt) < g.cfg.RefreshGracePeriod+2*time.Second {
 			continue
 		}
-		if !t.revoked() && time.Until(t.expiresAt) < 10*time.Second {
+		if !t.revoked() && t.supersededAt.IsZero() && time.Until(t.expiresAt) < 10*time.Second {
 			continue
 		}
 		r.TokensChecked++
@@ -216,6 +224,9 @@ func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, er
 		switch {
 		case res.lost:
 			r.example(&r.LostTokens, "lost token: %s issued at %s to %s, %s", kindOf(t), t.issuedAt.Format(time.TimeOnly), t.client, res.what)
+		case res.supersededActive:
+			r.example(&r.SupersededActive, "superseded %s issued at %s, replaced at %s, %s", kindOf(t), t.issuedAt.Format(time.TimeOnly),
+				t.supersededAt.Format(time.TimeOnly), res.what)
 		case res.revocationLost:
 			r.example(&r.RevocationsLost, "revocation lost: %s issued at %s to %s, revoked at %s, %s", kindOf(t),
 				t.issuedAt.Format(time.TimeOnly), t.client, revokedAt(t).Format(time.TimeOnly), res.what)

@@ -87,6 +87,10 @@ type Config struct {
 	// RefreshTokenLifespan of the server, to know when a refresh token expires.
 	// Default 720h, the token server's default.
 	RefreshTokenLifespan time.Duration
+	// RefreshGracePeriod of the server: a rotated refresh token is expected
+	// inactive only once it has passed (and the second in which identical refreshes
+	// are coalesced). Default 0, the token server's default.
+	RefreshGracePeriod time.Duration
 }
 
 func (c *Config) defaults() error {

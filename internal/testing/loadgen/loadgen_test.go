@@ -1,6 +1,7 @@
 package loadgen_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,6 +65,11 @@ func setup(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
+// grace is the servers' refresh grace period: long enough that a chain survives a
+// refresh whose answer was lost (a killed server), as in production, short enough
+// that the check sees rotated refresh tokens end.
+const grace = time.Second
+
 // replica is one token-server process on the package's database.
 type replica struct {
 	URL, pub, adm string
@@ -70,8 +77,7 @@ type replica struct {
 	Admin         *adminapi.HTTPClient
 }
 
-// serve starts a token server on fresh addresses; a grace period lets a chain
-// survive a refresh whose answer was lost (a killed server), as in production.
+// serve starts a token server on fresh addresses.
 func serve(t *testing.T) *replica {
 	t.Helper()
 	addrs, err := devserver.FreeAddrs(2)
@@ -85,7 +91,7 @@ func serve(t *testing.T) *replica {
 
 func (r *replica) start(t *testing.T) {
 	t.Helper()
-	cmd, admin, err := env.Serve(t.Context(), bin, r.pub, r.adm, "--refresh-grace-period", "30s")
+	cmd, admin, err := env.Serve(t.Context(), bin, r.pub, r.adm, "--refresh-grace-period", grace.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +128,9 @@ func clients(t *testing.T, admin *adminapi.HTTPClient, urls ...string) loadgen.C
 		GrantClient:  put("partner", code, user, false),
 		GrantUsers:   []loadgen.User{{Name: "bob", Password: users["bob"]}, {Name: "carol", Password: users["carol"]}},
 		// Fast enough that a short test sees several cycles.
-		GrantInterval: 300 * time.Millisecond,
-		Rate:          80,
+		GrantInterval:      300 * time.Millisecond,
+		Rate:               80,
+		RefreshGracePeriod: grace,
 	}
 }
 
@@ -364,4 +371,118 @@ func proxyTo(t *testing.T, route func() (target, version string)) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// A server that answers refreshes without rotating anything (a fabricated
+// answer): the tokens it replaced are still active, the ones it gave are not, and
+// the chains are gone.
+func TestFakeRotationsAreCaught(t *testing.T) {
+	s := serve(t)
+	var fake atomic.Bool
+	front := proxy(t, s.URL, func(w http.ResponseWriter, r *http.Request) bool {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		form, _ := url.ParseQuery(string(body))
+		if !fake.Load() || r.URL.Path != "/oauth2/token" || form.Get("grant_type") != "refresh_token" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"access_token":"ory_at_%s","refresh_token":"ory_rt_%s","expires_in":3600,"token_type":"bearer"}`,
+			randsecret.MustNew(32), randsecret.MustNew(32))
+		return true
+	})
+	cfg := clients(t, s.Admin, front)
+	cfg.Grants = nil
+	g, err := loadgen.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Store(true)
+	g.Start()
+	waitSeen(t, g, func(r loadgen.Request) bool { return r.Status == http.StatusOK }, loadgen.Refresh)
+	g.Stop()
+	// The check's refreshes reach the server.
+	fake.Store(false)
+	rep, err := g.Check(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	// Each faked refresh leaves its chain's old access token active, its new
+	// tokens unknown to the server and the chain without a usable head.
+	if rep.SupersededActive == 0 || rep.LostTokens == 0 || rep.BrokenChains == 0 {
+		t.Fatalf("superseded active %d, lost tokens %d, broken chains %d: the ledger missed the fake rotations",
+			rep.SupersededActive, rep.LostTokens, rep.BrokenChains)
+	}
+}
+
+// Behind a Service, a keep-alive connection stays on the pod it was opened to: a
+// promotion that only routes new connections leaves the keep-alive clients on
+// blue, and the cutover is not reached until blue closes them (issue 13 item 6:
+// "Connection: close" once it is not ready).
+func TestStrandedKeepAliveConnectionsDelayTheCutover(t *testing.T) {
+	blue, green := serve(t), serve(t)
+	var promoted, blueClosing atomic.Bool
+	var mu sync.Mutex
+	pinned := map[string]string{} // client address → version
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		version, ok := pinned[r.RemoteAddr]
+		if !ok {
+			version = "blue"
+			if promoted.Load() {
+				version = "green"
+			}
+			pinned[r.RemoteAddr] = version
+		}
+		mu.Unlock()
+		target := blue.URL
+		if version == "green" {
+			target = green.URL
+		} else if blueClosing.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		u, _ := url.Parse(target)
+		rp := httputil.NewSingleHostReverseProxy(u)
+		rp.ModifyResponse = func(resp *http.Response) error {
+			resp.Header.Set(loadgen.VersionHeader, version)
+			return nil
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := clients(t, blue.Admin, srv.URL)
+	cfg.Grants = nil
+	g, err := loadgen.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	waitSeen(t, g, func(r loadgen.Request) bool { return r.Version == "blue" }, loadgen.TokenKeepAlive)
+	g.Mark("promotion started")
+	promoted.Store(true)
+	promotedAt := time.Now()
+	// New connections go to green at once, kept-alive ones stay on blue.
+	waitSeen(t, g, func(r loadgen.Request) bool { return r.Version == "green" }, loadgen.TokenNew)
+	waitSeen(t, g, func(r loadgen.Request) bool { return r.Version == "blue" && r.Start.After(promotedAt) }, loadgen.TokenKeepAlive)
+	g.Mark("blue closing")
+	blueClosing.Store(true)
+	closingAt := time.Now()
+	waitSeen(t, g, func(r loadgen.Request) bool { return r.Version == "green" && r.Start.After(closingAt) },
+		loadgen.TokenKeepAlive, loadgen.Introspect, loadgen.Refresh, loadgen.Revoke)
+	g.Stop()
+	rep, err := g.Check(t.Context(), loadgen.Cutover{Mark: "promotion started", Version: "green"},
+		loadgen.Cutover{Mark: "blue closing", Version: "green"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + rep.String())
+	if f := rep.Failures(); len(f) > 0 {
+		t.Fatalf("closing kept-alive connections failed requests: %v", f)
+	}
+	fromPromotion, fromClosing := rep.Cutovers[0], rep.Cutovers[1]
+	if !fromClosing.Reached || fromPromotion.After < closingAt.Sub(promotedAt) {
+		t.Errorf("cutover %+v from promotion, %+v from closing; blue closed its connections %s after promotion",
+			fromPromotion, fromClosing, closingAt.Sub(promotedAt))
+	}
 }
