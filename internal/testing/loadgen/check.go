@@ -32,7 +32,7 @@ type CutoverFigure struct {
 
 // KindFigures counts the requests of one kind.
 type KindFigures struct {
-	Requests, OK, TransportErrors, ServerErrors, Unexpected4xx int
+	Requests, OK, TransportErrors, ServerErrors, Unexpected int
 }
 
 // Report is what the ledger and the final check found. The figures under "must be
@@ -53,7 +53,10 @@ type Report struct {
 	// Must be zero.
 	TransportErrors int
 	ServerErrors    int // 5xx
-	Unexpected4xx   int
+	// Unexpected: an answer the ledger did not expect — a 4xx (a refused client,
+	// a lost session), or a success where a refusal was due (a spent refresh token
+	// accepted).
+	Unexpected int
 	// LostTokens: issued, neither revoked nor superseded nor expired, and not active.
 	LostTokens int
 	// BrokenChains: a chain head that no longer refreshes.
@@ -81,7 +84,7 @@ func (r *Report) Failures() []string {
 	for _, f := range []struct {
 		name string
 		n    int
-	}{{"transport errors", r.TransportErrors}, {"5xx", r.ServerErrors}, {"unexpected 4xx", r.Unexpected4xx},
+	}{{"transport errors", r.TransportErrors}, {"5xx", r.ServerErrors}, {"unexpected answers", r.Unexpected},
 		{"lost tokens", r.LostTokens}, {"broken chains", r.BrokenChains}, {"revocations lost", r.RevocationsLost},
 		{"inactive during run", r.InactiveDuringRun}, {"superseded active", r.SupersededActive}} {
 		if f.n != 0 {
@@ -100,8 +103,8 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "load %s, %d requests (%.0f/s during the load), %d ticks dropped\n", r.Load.Round(time.Millisecond),
 		requests, float64(r.loadRequests)/max(r.Load.Seconds(), 1e-9), r.DroppedTicks)
-	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected 4xx %d, lost tokens %d, broken chains %d, revocations lost %d, inactive during run %d, superseded active %d\n",
-		r.TransportErrors, r.ServerErrors, r.Unexpected4xx, r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun, r.SupersededActive)
+	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected answers %d, lost tokens %d, broken chains %d, revocations lost %d, inactive during run %d, superseded active %d\n",
+		r.TransportErrors, r.ServerErrors, r.Unexpected, r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun, r.SupersededActive)
 	fmt.Fprintf(&b, "ledger: %d tokens issued, %d revoked, %d grants deleted, %d chain refreshes; checked %d tokens, %d chains\n",
 		r.TokensIssued, r.TokensRevoked, r.GrantsDeleted, r.ChainRefreshes, r.TokensChecked, r.ChainsChecked)
 	kinds := make([]Kind, 0, len(r.Kinds))
@@ -111,8 +114,8 @@ func (r *Report) String() string {
 	slices.Sort(kinds)
 	for _, k := range kinds {
 		f := r.Kinds[k]
-		fmt.Fprintf(&b, "  %-16s %6d requests, %6d ok, %d transport errors, %d 5xx, %d unexpected 4xx\n", k, f.Requests, f.OK,
-			f.TransportErrors, f.ServerErrors, f.Unexpected4xx)
+		fmt.Fprintf(&b, "  %-16s %6d requests, %6d ok, %d transport errors, %d 5xx, %d unexpected\n", k, f.Requests, f.OK,
+			f.TransportErrors, f.ServerErrors, f.Unexpected)
 	}
 	versions := make([]string, 0, len(r.Versions))
 	for v := range r.Versions {
@@ -305,8 +308,8 @@ func (r *Report) count(reqs []Request) {
 			f.ServerErrors++
 			r.example(&r.ServerErrors, "%s at %s from %s: %s", q.Kind, q.Start.Format(time.TimeOnly), q.Version, q.Detail)
 		case !q.Expected:
-			f.Unexpected4xx++
-			r.example(&r.Unexpected4xx, "%s at %s from %s: %s", q.Kind, q.Start.Format(time.TimeOnly), q.Version, q.Detail)
+			f.Unexpected++
+			r.example(&r.Unexpected, "%s at %s from %s: %s", q.Kind, q.Start.Format(time.TimeOnly), q.Version, q.Detail)
 		default:
 			f.OK++
 		}

@@ -17,6 +17,7 @@ const (
 	Refresh         Kind = "refresh"
 	Introspect      Kind = "introspect"
 	Revoke          Kind = "revoke"
+	Reuse           Kind = "reuse"     // a rotated refresh token spent again, which must fail
 	Authorize       Kind = "authorize" // GET /oauth2/auth with a signed-in session
 	CodeExchange    Kind = "code-exchange"
 	Login           Kind = "login"

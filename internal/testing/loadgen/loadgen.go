@@ -44,6 +44,10 @@ type Grants interface {
 // Mix weighs the kinds of request the rate is spread over.
 type Mix struct {
 	TokenNew, TokenKeepAlive, Refresh, Introspect, Revoke int
+	// Reuse spends a chain's rotated refresh token again, past the grace period:
+	// the server must refuse it and revoke the chain, which then starts afresh
+	// with a code flow. Skipped while no chain has such a token.
+	Reuse int
 }
 
 // Config says what to load and how hard.
@@ -118,7 +122,7 @@ func (c *Config) defaults() error {
 		c.Rate = 60
 	}
 	if c.Mix == (Mix{}) {
-		c.Mix = Mix{TokenNew: 3, TokenKeepAlive: 3, Refresh: 2, Introspect: 3, Revoke: 1}
+		c.Mix = Mix{TokenNew: 3, TokenKeepAlive: 3, Refresh: 2, Introspect: 3, Revoke: 1, Reuse: 1}
 	}
 	if c.Workers == 0 {
 		c.Workers = 8
@@ -137,8 +141,11 @@ func (c *Config) defaults() error {
 
 // chain is one refresh chain: its current head, refreshed by one worker at a time.
 type chain struct {
-	mu     sync.Mutex
-	at, rt *token
+	mu      sync.Mutex
+	session *session
+	at, rt  *token
+	// spent are the refresh tokens the chain was refreshed past, oldest first.
+	spent []*token
 }
 
 // Generator runs the load and keeps the ledger. New prepares it, Start runs the
@@ -185,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Generator, error) {
 			if err != nil {
 				return nil, fmt.Errorf("refresh chain %d: %w", i, err)
 			}
-			g.chains = append(g.chains, &chain{at: at, rt: rt})
+			g.chains = append(g.chains, &chain{session: sessions[i%len(sessions)], at: at, rt: rt})
 		}
 	}
 	if cfg.Grants != nil {
@@ -249,13 +256,13 @@ func (g *Generator) Start() {
 func (g *Generator) schedule() []Kind {
 	m := g.cfg.Mix
 	if len(g.chains) == 0 {
-		m.Refresh = 0
+		m.Refresh, m.Reuse = 0, 0
 	}
 	var s []Kind
 	weights := []struct {
 		k Kind
 		n int
-	}{{TokenNew, m.TokenNew}, {TokenKeepAlive, m.TokenKeepAlive}, {Refresh, m.Refresh}, {Introspect, m.Introspect}, {Revoke, m.Revoke}}
+	}{{TokenNew, m.TokenNew}, {TokenKeepAlive, m.TokenKeepAlive}, {Refresh, m.Refresh}, {Introspect, m.Introspect}, {Revoke, m.Revoke}, {Reuse, m.Reuse}}
 	for more := true; more; {
 		more = false
 		for i := range weights {
@@ -298,6 +305,8 @@ func (g *Generator) run(ctx context.Context, kind Kind) {
 		}
 	case Refresh:
 		g.refresh(ctx)
+	case Reuse:
+		g.reuse(ctx)
 	case Introspect:
 		t := g.ledger.pick(rand.Int(), func(t *token) bool {
 			return t.keep && time.Until(t.expiresAt) > 10*time.Second
@@ -350,6 +359,7 @@ func (g *Generator) refresh(ctx context.Context) {
 			return
 		}
 		g.ledger.update(func() { c.at.supersededAt, c.rt.supersededAt = start, start })
+		c.spent = append(c.spent, c.rt)
 		c.at, c.rt = at, rt
 		return
 	}
@@ -431,4 +441,43 @@ func (g *Generator) Seen(f func(Request) bool) int {
 		}
 	}
 	return n
+}
+
+// reuse spends a rotated refresh token of a chain again. Only one that is past the
+// grace period (and the coalescing second), and was rotated at least twice ago so
+// that no remembered answer can be replayed for it, is the server's to refuse.
+func (g *Generator) reuse(ctx context.Context) {
+	n := rand.IntN(len(g.chains))
+	for i := range g.chains {
+		idx := (n + i) % len(g.chains)
+		c := g.chains[idx]
+		if !c.mu.TryLock() {
+			continue
+		}
+		var spent *token
+		for len(c.spent) >= 2 && time.Since(c.spent[0].supersededAt) > g.cfg.RefreshGracePeriod+2*time.Second {
+			spent, c.spent = c.spent[0], c.spent[1:]
+			break
+		}
+		if spent == nil {
+			c.mu.Unlock()
+			continue
+		}
+		defer c.mu.Unlock()
+		status, _ := g.post(ctx, Reuse, g.pooled, "/oauth2/token", g.cfg.ChainClient,
+			url.Values{"grant_type": {"refresh_token"}, "refresh_token": {spent.value}}, expectStatus(http.StatusBadRequest))
+		if status != http.StatusBadRequest {
+			// A reuse accepted (already counted as unexpected) or no answer: what
+			// the chain is now, nobody knows; it starts afresh all the same.
+			g.ledger.update(func() { c.at.uncertain, c.rt.uncertain = true, true })
+		} else {
+			now := time.Now()
+			g.ledger.update(func() { c.at.revokedAt, c.rt.revokedAt = now, now })
+		}
+		c.spent = nil
+		if at, rt, err := g.codeFlow(ctx, c.session, g.cfg.ChainClient, idx, ""); err == nil {
+			c.at, c.rt = at, rt
+		}
+		return
+	}
 }

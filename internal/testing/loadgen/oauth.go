@@ -31,8 +31,12 @@ func expectStatus(codes ...int) expectation {
 	}
 }
 
-// describe is the OAuth error code of a body, else its first bytes.
+// describe is the OAuth error code of a body, else its first bytes; never the
+// body of a success, which may hold tokens.
 func describe(status int, body []byte) string {
+	if status < 300 {
+		return fmt.Sprintf("%d, a success", status)
+	}
 	var e struct {
 		Error string `json:"error"`
 	}
