@@ -38,7 +38,9 @@ type KindFigures struct {
 // Report is what the ledger and the final check found. The figures under "must be
 // zero" are failures; Failures lists those that are not.
 type Report struct {
-	Load  time.Duration // from the first to the last request of the load
+	Load time.Duration // from Start to Stop
+	// Marks are the moments the test marked.
+	Marks map[string]time.Time
 	Kinds map[Kind]*KindFigures
 	// Versions counts the responses of each version.
 	Versions map[string]int
@@ -103,6 +105,14 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "load %s, %d requests (%.0f/s during the load), %d ticks dropped\n", r.Load.Round(time.Millisecond),
 		requests, float64(r.loadRequests)/max(r.Load.Seconds(), 1e-9), r.DroppedTicks)
+	marks := make([]string, 0, len(r.Marks))
+	for m := range r.Marks {
+		marks = append(marks, m)
+	}
+	slices.SortFunc(marks, func(a, b string) int { return r.Marks[a].Compare(r.Marks[b]) })
+	for _, m := range marks {
+		fmt.Fprintf(&b, "  mark %q at %s\n", m, r.Marks[m].Format("15:04:05.000"))
+	}
 	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected answers %d, lost tokens %d, broken chains %d, revocations lost %d, inactive during run %d, superseded active %d\n",
 		r.TransportErrors, r.ServerErrors, r.Unexpected, r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun, r.SupersededActive)
 	fmt.Fprintf(&b, "ledger: %d tokens issued, %d revoked, %d grants deleted, %d chain refreshes; checked %d tokens, %d chains\n",
@@ -250,7 +260,8 @@ func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, er
 	g.ledger.update(func() {
 		r.DroppedTicks, r.InactiveDuringRun, r.GrantsDeleted = g.ledger.dropped, g.ledger.inactiveDuringRun, g.ledger.grantsDeleted
 	})
-	r.count(reqs)
+	r.Marks = marks
+	r.count(reqs, g.started, g.stopped)
 	for _, c := range cutovers {
 		r.Cutovers = append(r.Cutovers, cutover(reqs, marks, c))
 	}
@@ -279,8 +290,8 @@ func revokedAt(t *token) time.Time {
 }
 
 // count adds up the requests, the load's and the check's.
-func (r *Report) count(reqs []Request) {
-	var first, last time.Time
+func (r *Report) count(reqs []Request, started, stopped time.Time) {
+	r.Load = stopped.Sub(started)
 	for _, q := range reqs {
 		f := r.Kinds[q.Kind]
 		if f == nil {
@@ -288,14 +299,8 @@ func (r *Report) count(reqs []Request) {
 			r.Kinds[q.Kind] = f
 		}
 		f.Requests++
-		if !strings.HasPrefix(string(q.Kind), "check-") {
+		if !q.Start.Before(started) && q.Start.Before(stopped) {
 			r.loadRequests++
-			if first.IsZero() || q.Start.Before(first) {
-				first = q.Start
-			}
-			if q.End.After(last) {
-				last = q.End
-			}
 		}
 		if q.Status != 0 {
 			r.Versions[q.Version]++
@@ -314,7 +319,6 @@ func (r *Report) count(reqs []Request) {
 			f.OK++
 		}
 	}
-	r.Load = last.Sub(first)
 }
 
 // cutover finds, among the HTTP answers that started after the mark, the last one

@@ -66,12 +66,22 @@ func (c ConsentGrants) Grant(ctx context.Context, _, subject string, scopes []st
 	for _, s := range scopes {
 		cg.Spec.Scopes = append(cg.Spec.Scopes, oauthv1alpha1.Scope(s))
 	}
-	if err := c.Client.Create(ctx, cg); err != nil {
+	key := client.ObjectKeyFromObject(cg)
+	err := c.Client.Create(ctx, cg)
+	if apierrors.IsAlreadyExists(err) {
+		// An earlier cycle's delete that timed out: let it finish, then grant anew,
+		// so that the tokens of this cycle are under a grant of its own.
+		if err := c.waitGone(ctx, key); err != nil {
+			return err
+		}
+		cg.ResourceVersion = ""
+		err = c.Client.Create(ctx, cg)
+	}
+	if err != nil {
 		return err
 	}
-	key := client.ObjectKeyFromObject(cg)
 	var last *metav1.Condition
-	err := wait.PollUntilContextCancel(ctx, c.poll(), true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextCancel(ctx, c.poll(), true, func(ctx context.Context) (bool, error) {
 		if err := c.Client.Get(ctx, key, cg); err != nil {
 			return false, err
 		}
@@ -88,12 +98,16 @@ func (c ConsentGrants) Grant(ctx context.Context, _, subject string, scopes []st
 // revoked the grant and its tokens on the token server first.
 func (c ConsentGrants) Revoke(ctx context.Context, _, subject string) error {
 	cg := &oauthv1alpha1.ConsentGrant{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.name(subject)}}
-	if err := c.Client.Delete(ctx, cg); err != nil {
+	// Gone already: its finalizer revoked the grant all the same.
+	if err := c.Client.Delete(ctx, cg); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	key := client.ObjectKeyFromObject(cg)
+	return c.waitGone(ctx, client.ObjectKeyFromObject(cg))
+}
+
+func (c ConsentGrants) waitGone(ctx context.Context, key client.ObjectKey) error {
 	return wait.PollUntilContextCancel(ctx, c.poll(), true, func(ctx context.Context) (bool, error) {
-		err := c.Client.Get(ctx, key, cg)
+		err := c.Client.Get(ctx, key, &oauthv1alpha1.ConsentGrant{})
 		if apierrors.IsNotFound(err) {
 			return true, nil
 		}

@@ -161,8 +161,9 @@ type Generator struct {
 	grantSessions []*session
 	next          atomic.Uint64
 
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	cancel           context.CancelFunc
+	done             sync.WaitGroup
+	started, stopped time.Time
 }
 
 // New signs the users in and starts the refresh chains (one code flow each), so
@@ -221,7 +222,7 @@ func (g *Generator) nextURL() string {
 // Start runs the load in the background until Stop.
 func (g *Generator) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
+	g.cancel, g.started = cancel, time.Now()
 	jobs := make(chan Kind)
 	for range g.cfg.Workers {
 		g.done.Go(func() {
@@ -287,6 +288,7 @@ func (g *Generator) Stop() {
 		g.cancel()
 	}
 	g.done.Wait()
+	g.stopped = time.Now()
 }
 
 func (g *Generator) run(ctx context.Context, kind Kind) {
