@@ -159,6 +159,21 @@ func run(t *testing.T, cfg loadgen.Config, d time.Duration, during func(g *loadg
 	return rep
 }
 
+// waitCount waits until the generator has recorded n requests that f accepts.
+func waitCount(t *testing.T, g *loadgen.Generator, n int, f func(loadgen.Request) bool) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for g.Seen(f) < n {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%d of %d requests seen", g.Seen(f), n)
+		}
+	}
+}
+
 // waitSeen waits until the generator has recorded a request of each kind that f
 // accepts.
 func waitSeen(t *testing.T, g *loadgen.Generator, f func(loadgen.Request) bool, kinds ...loadgen.Kind) {
