@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -113,8 +112,9 @@ func (r *Report) String() string {
 	for _, m := range marks {
 		fmt.Fprintf(&b, "  mark %q at %s\n", m, r.Marks[m].Format("15:04:05.000"))
 	}
-	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected answers %d, lost tokens %d, broken chains %d, revocations lost %d, inactive during run %d, superseded active %d\n",
-		r.TransportErrors, r.ServerErrors, r.Unexpected, r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun, r.SupersededActive)
+	fmt.Fprintf(&b, "must be zero: transport errors %d, 5xx %d, unexpected answers %d, lost tokens %d, broken chains %d, "+
+		"revocations lost %d, inactive during run %d, superseded active %d\n", r.TransportErrors, r.ServerErrors, r.Unexpected,
+		r.LostTokens, r.BrokenChains, r.RevocationsLost, r.InactiveDuringRun, r.SupersededActive)
 	fmt.Fprintf(&b, "ledger: %d tokens issued, %d revoked, %d grants deleted, %d chain refreshes; checked %d tokens, %d chains\n",
 		r.TokensIssued, r.TokensRevoked, r.GrantsDeleted, r.ChainRefreshes, r.TokensChecked, r.ChainsChecked)
 	kinds := make([]Kind, 0, len(r.Kinds))
@@ -168,42 +168,37 @@ func (r *Report) example(count *int, format string, args ...any) {
 func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, error) {
 	r := &Report{Kinds: map[Kind]*KindFigures{}, Versions: map[string]int{}}
 	_, toks, _ := g.ledger.snapshot()
-	now := time.Now()
-
-	type result struct {
-		lost, revocationLost, supersededActive bool
-		what                                   string
+	g.checkTokens(ctx, r, toks)
+	g.checkChains(ctx, r)
+	reqs, _, marks := g.ledger.snapshot()
+	g.ledger.update(func() {
+		r.DroppedTicks, r.InactiveDuringRun, r.GrantsDeleted = g.ledger.dropped, g.ledger.inactiveDuringRun, g.ledger.grantsDeleted
+	})
+	r.Marks = marks
+	r.count(reqs, g.started, g.stopped)
+	for _, c := range cutovers {
+		r.Cutovers = append(r.Cutovers, cutover(reqs, marks, c))
 	}
-	results := make([]result, len(toks))
+	return r, ctx.Err()
+}
+
+// verdict is what the check found wrong with one token, if anything.
+type verdict struct {
+	lost, revocationLost, supersededActive bool
+	what                                   string
+}
+
+// checkTokens asks the server about every token whose fate the ledger knows, four
+// at a time.
+func (g *Generator) checkTokens(ctx context.Context, r *Report, toks []token) {
+	now := time.Now()
+	verdicts := make([]verdict, len(toks))
 	var wg sync.WaitGroup
 	work := make(chan int)
 	for range 4 {
 		wg.Go(func() {
 			for i := range work {
-				t := &toks[i]
-				switch {
-				case !t.supersededAt.IsZero():
-					if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
-						results[i] = result{supersededActive: true, what: "active at introspection"}
-					}
-				case t.revoked():
-					var what []string
-					if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
-						what = append(what, "active at introspection")
-					}
-					if !t.refresh {
-						if refused, ok := g.userinfoRefused(ctx, t); ok && !refused {
-							what = append(what, "accepted at /userinfo")
-						}
-					}
-					if len(what) > 0 {
-						results[i] = result{revocationLost: true, what: strings.Join(what, ", ")}
-					}
-				default:
-					if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && !active {
-						results[i] = result{lost: true, what: "inactive at introspection"}
-					}
-				}
+				verdicts[i] = g.checkToken(ctx, &toks[i])
 			}
 		})
 	}
@@ -218,10 +213,9 @@ func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, er
 		}
 		// Uncertain tokens, those about to expire and refresh tokens still in
 		// their grace period prove nothing.
-		if t.uncertain || t.refresh && !t.supersededAt.IsZero() && now.Sub(t.supersededAt) < g.cfg.RefreshGracePeriod+2*time.Second {
-			continue
-		}
-		if !t.revoked() && t.supersededAt.IsZero() && time.Until(t.expiresAt) < 10*time.Second {
+		inGrace := t.refresh && !t.supersededAt.IsZero() && now.Sub(t.supersededAt) < g.cfg.RefreshGracePeriod+2*time.Second
+		expiring := !t.revoked() && t.supersededAt.IsZero() && time.Until(t.expiresAt) < 10*time.Second
+		if t.uncertain || inGrace || expiring {
 			continue
 		}
 		r.TokensChecked++
@@ -232,40 +226,58 @@ func (g *Generator) Check(ctx context.Context, cutovers ...Cutover) (*Report, er
 	}
 	close(work)
 	wg.Wait()
-	for i, res := range results {
+	for i, v := range verdicts {
 		t := &toks[i]
 		switch {
-		case res.lost:
-			r.example(&r.LostTokens, "lost token: %s issued at %s to %s, %s", kindOf(t), t.issuedAt.Format(time.TimeOnly), t.client, res.what)
-		case res.supersededActive:
-			r.example(&r.SupersededActive, "superseded %s issued at %s, replaced at %s, %s", kindOf(t), t.issuedAt.Format(time.TimeOnly),
-				t.supersededAt.Format(time.TimeOnly), res.what)
-		case res.revocationLost:
+		case v.lost:
+			r.example(&r.LostTokens, "lost token: %s issued at %s to %s, %s", kindOf(t), t.issuedAt.Format(time.TimeOnly), t.client, v.what)
+		case v.supersededActive:
+			r.example(&r.SupersededActive, "superseded %s issued at %s, replaced at %s, %s", kindOf(t),
+				t.issuedAt.Format(time.TimeOnly), t.supersededAt.Format(time.TimeOnly), v.what)
+		case v.revocationLost:
 			r.example(&r.RevocationsLost, "revocation lost: %s issued at %s to %s, revoked at %s, %s", kindOf(t),
-				t.issuedAt.Format(time.TimeOnly), t.client, revokedAt(t).Format(time.TimeOnly), res.what)
+				t.issuedAt.Format(time.TimeOnly), t.client, revokedAt(t).Format(time.TimeOnly), v.what)
 		}
 	}
+}
 
+func (g *Generator) checkToken(ctx context.Context, t *token) verdict {
+	switch {
+	case !t.supersededAt.IsZero():
+		if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
+			return verdict{supersededActive: true, what: "active at introspection"}
+		}
+	case t.revoked():
+		var what []string
+		if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
+			what = append(what, "active at introspection")
+		}
+		if !t.refresh {
+			if refused, ok := g.userinfoRefused(ctx, t); ok && !refused {
+				what = append(what, "accepted at /userinfo")
+			}
+		}
+		if len(what) > 0 {
+			return verdict{revocationLost: true, what: strings.Join(what, ", ")}
+		}
+	default:
+		if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && !active {
+			return verdict{lost: true, what: "inactive at introspection"}
+		}
+	}
+	return verdict{}
+}
+
+// checkChains refreshes every chain head once.
+func (g *Generator) checkChains(ctx context.Context, r *Report) {
 	for i, c := range g.chains {
 		r.ChainsChecked++
-		status, body := g.post(ctx, CheckRefresh, g.pooled, "/oauth2/token", g.cfg.ChainClient,
-			url.Values{"grant_type": {"refresh_token"}, "refresh_token": {c.rt.value}}, expectStatus(http.StatusOK))
+		status, body := g.post(ctx, CheckRefresh, g.pooled, "/oauth2/token", g.cfg.ChainClient, refreshForm(c.rt), expectStatus(http.StatusOK))
 		if status != http.StatusOK {
 			r.example(&r.BrokenChains, "broken chain %d: its head (issued at %s) refreshes with %s", i,
 				c.rt.issuedAt.Format(time.TimeOnly), describe(status, body))
 		}
 	}
-
-	reqs, _, marks := g.ledger.snapshot()
-	g.ledger.update(func() {
-		r.DroppedTicks, r.InactiveDuringRun, r.GrantsDeleted = g.ledger.dropped, g.ledger.inactiveDuringRun, g.ledger.grantsDeleted
-	})
-	r.Marks = marks
-	r.count(reqs, g.started, g.stopped)
-	for _, c := range cutovers {
-		r.Cutovers = append(r.Cutovers, cutover(reqs, marks, c))
-	}
-	return r, ctx.Err()
 }
 
 func kindOf(t *token) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -160,6 +159,8 @@ type Generator struct {
 	chains        []*chain
 	grantSessions []*session
 	next          atomic.Uint64
+	turns         atomic.Uint32
+	machineTokens atomic.Uint32
 
 	cancel           context.CancelFunc
 	done             sync.WaitGroup
@@ -215,8 +216,12 @@ func New(ctx context.Context, cfg Config) (*Generator, error) {
 
 func newJar() (http.CookieJar, error) { return cookiejar.New(nil) }
 
+// turn spreads picks (of a token, a chain) without a random source: a counter
+// that the workers share interleaves well enough, and runs are easier to compare.
+func (g *Generator) turn() int { return int(g.turns.Add(1) % (1 << 30)) }
+
 func (g *Generator) nextURL() string {
-	return g.cfg.URLs[int(g.next.Add(1)%uint64(len(g.cfg.URLs)))]
+	return g.cfg.URLs[g.next.Add(1)%uint64(len(g.cfg.URLs))]
 }
 
 // Start runs the load in the background until Stop.
@@ -263,7 +268,8 @@ func (g *Generator) schedule() []Kind {
 	weights := []struct {
 		k Kind
 		n int
-	}{{TokenNew, m.TokenNew}, {TokenKeepAlive, m.TokenKeepAlive}, {Refresh, m.Refresh}, {Introspect, m.Introspect}, {Revoke, m.Revoke}, {Reuse, m.Reuse}}
+	}{{TokenNew, m.TokenNew}, {TokenKeepAlive, m.TokenKeepAlive}, {Refresh, m.Refresh}, {Introspect, m.Introspect},
+		{Revoke, m.Revoke}, {Reuse, m.Reuse}}
 	for more := true; more; {
 		more = false
 		for i := range weights {
@@ -300,17 +306,17 @@ func (g *Generator) run(ctx context.Context, kind Kind) {
 		}
 		start := time.Now()
 		status, body := g.post(ctx, kind, hc, "/oauth2/token", g.cfg.Machine,
-			url.Values{"grant_type": {"client_credentials"}, "scope": {g.cfg.Machine.Scope}}, expectStatus(http.StatusOK))
+			url.Values{paramGrantType: {"client_credentials"}, "scope": {g.cfg.Machine.Scope}}, expectStatus(http.StatusOK))
 		if status == http.StatusOK {
-			// A quarter of them are the revoke worker's.
-			_, _, _ = g.issue(body, start, g.cfg.Machine, -1, "", rand.IntN(4) == 0)
+			// Every fourth is the revoke worker's.
+			_, _, _ = g.issue(body, start, g.cfg.Machine, -1, "", g.machineTokens.Add(1)%4 == 0)
 		}
 	case Refresh:
 		g.refresh(ctx)
 	case Reuse:
 		g.reuse(ctx)
 	case Introspect:
-		t := g.ledger.pick(rand.Int(), func(t *token) bool {
+		t := g.ledger.pick(g.turn(), func(t *token) bool {
 			return t.keep && time.Until(t.expiresAt) > 10*time.Second
 		})
 		if t == nil {
@@ -331,7 +337,7 @@ func (g *Generator) run(ctx context.Context, kind Kind) {
 		if t == nil {
 			return
 		}
-		status, _ := g.post(ctx, Revoke, g.pooled, "/oauth2/revoke", g.clients[t.client], url.Values{"token": {t.value}}, expectStatus(http.StatusOK))
+		status, _ := g.post(ctx, Revoke, g.pooled, "/oauth2/revoke", g.clients[t.client], tokenForm(t), expectStatus(http.StatusOK))
 		if status == http.StatusOK {
 			now := time.Now()
 			g.ledger.update(func() { t.revokedAt, t.uncertain = now, false })
@@ -341,7 +347,7 @@ func (g *Generator) run(ctx context.Context, kind Kind) {
 
 // refresh refreshes a chain that no other worker holds.
 func (g *Generator) refresh(ctx context.Context) {
-	n := rand.IntN(len(g.chains))
+	n := g.turn() % len(g.chains)
 	for i := range g.chains {
 		c := g.chains[(n+i)%len(g.chains)]
 		if !c.mu.TryLock() {
@@ -349,8 +355,7 @@ func (g *Generator) refresh(ctx context.Context) {
 		}
 		defer c.mu.Unlock()
 		start := time.Now()
-		status, body := g.post(ctx, Refresh, g.pooled, "/oauth2/token", g.cfg.ChainClient,
-			url.Values{"grant_type": {"refresh_token"}, "refresh_token": {c.rt.value}}, expectStatus(http.StatusOK))
+		status, body := g.post(ctx, Refresh, g.pooled, "/oauth2/token", g.cfg.ChainClient, refreshForm(c.rt), expectStatus(http.StatusOK))
 		if status != http.StatusOK {
 			// The head stays; a refresh that was done but whose answer was lost leaves
 			// it spent, and only the server's grace period saves the chain then.
@@ -449,7 +454,7 @@ func (g *Generator) Seen(f func(Request) bool) int {
 // grace period (and the coalescing second), and was rotated at least twice ago so
 // that no remembered answer can be replayed for it, is the server's to refuse.
 func (g *Generator) reuse(ctx context.Context) {
-	n := rand.IntN(len(g.chains))
+	n := g.turn() % len(g.chains)
 	for i := range g.chains {
 		idx := (n + i) % len(g.chains)
 		c := g.chains[idx]
@@ -466,8 +471,7 @@ func (g *Generator) reuse(ctx context.Context) {
 			continue
 		}
 		defer c.mu.Unlock()
-		status, _ := g.post(ctx, Reuse, g.pooled, "/oauth2/token", g.cfg.ChainClient,
-			url.Values{"grant_type": {"refresh_token"}, "refresh_token": {spent.value}}, expectStatus(http.StatusBadRequest))
+		status, _ := g.post(ctx, Reuse, g.pooled, "/oauth2/token", g.cfg.ChainClient, refreshForm(spent), expectStatus(http.StatusBadRequest))
 		if status != http.StatusBadRequest {
 			// A reuse accepted (already counted as unexpected) or no answer: what
 			// the chain is now, nobody knows; it starts afresh all the same.

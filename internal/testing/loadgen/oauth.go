@@ -52,13 +52,13 @@ func describe(status int, body []byte) string {
 
 // do sends req, records it in the ledger under kind and returns the answer; status
 // is 0 after a transport error.
-func (g *Generator) do(kind Kind, hc *http.Client, req *http.Request, expect expectation) (status int, body []byte, header http.Header) {
+func (g *Generator) do(kind Kind, hc *http.Client, req *http.Request, expect expectation) (status int, body []byte) {
 	r := Request{Kind: kind, Start: time.Now()}
 	resp, err := hc.Do(req)
 	if err == nil {
 		body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		_ = resp.Body.Close()
-		r.Status, header = resp.StatusCode, resp.Header
+		r.Status = resp.StatusCode
 		r.Version = resp.Header.Get(VersionHeader)
 	}
 	r.End = time.Now()
@@ -66,23 +66,23 @@ func (g *Generator) do(kind Kind, hc *http.Client, req *http.Request, expect exp
 		// A body cut off after the status line is a transport failure too.
 		r.Status, r.Err = 0, err.Error()
 		g.ledger.record(r)
-		return 0, nil, nil
+		return 0, nil
 	}
-	r.Expected, r.Detail = expect(r.Status, header, body)
+	r.Expected, r.Detail = expect(r.Status, resp.Header, body)
 	g.ledger.record(r)
-	return r.Status, body, header
+	return r.Status, body
 }
 
 // post sends a form to path on the next base URL, authenticated as the client.
-func (g *Generator) post(ctx context.Context, kind Kind, hc *http.Client, path string, c Client, form url.Values, expect expectation) (int, []byte) {
+func (g *Generator) post(ctx context.Context, kind Kind, hc *http.Client, path string, c Client, form url.Values,
+	expect expectation) (int, []byte) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.nextURL()+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		panic(err) // only a malformed URL, which New refused
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(c.ID), url.QueryEscape(c.Secret))
-	status, body, _ := g.do(kind, hc, req, expect)
-	return status, body
+	return g.do(kind, hc, req, expect)
 }
 
 type tokenResponse struct {
@@ -115,7 +115,7 @@ func (g *Generator) issue(body []byte, start time.Time, c Client, chain int, gra
 // introspect asks whether t is active; ok is false when the server gave no usable
 // answer (already recorded as a failure).
 func (g *Generator) introspect(ctx context.Context, kind Kind, t *token) (active, ok bool) {
-	status, body := g.post(ctx, kind, g.pooled, "/oauth2/introspect", g.cfg.Introspector, url.Values{"token": {t.value}}, expectStatus(http.StatusOK))
+	status, body := g.post(ctx, kind, g.pooled, "/oauth2/introspect", g.cfg.Introspector, tokenForm(t), expectStatus(http.StatusOK))
 	if status != http.StatusOK {
 		return false, false
 	}
@@ -136,7 +136,7 @@ func (g *Generator) userinfoRefused(ctx context.Context, t *token) (refused, ok 
 		panic(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+t.value)
-	status, _, _ := g.do(CheckUserinfo, g.pooled, req, expectStatus(http.StatusOK, http.StatusUnauthorized))
+	status, _ := g.do(CheckUserinfo, g.pooled, req, expectStatus(http.StatusOK, http.StatusUnauthorized))
 	switch status {
 	case http.StatusUnauthorized:
 		return true, true
@@ -177,14 +177,12 @@ func (g *Generator) newSession(u User, redirectURI string) (*session, error) {
 // an authorization request sends it to /login, whose form carries a CSRF token.
 func (g *Generator) signIn(ctx context.Context, s *session, c Client) error {
 	base := g.cfg.URLs[0]
-	authURL := base + "/oauth2/auth?" + url.Values{"client_id": {c.ID}, "response_type": {"code"},
-		"scope": {c.Scope}, "state": {randsecret.MustNew(16)}, "redirect_uri": {c.RedirectURI},
-		"code_challenge": {oauth2.S256ChallengeFromVerifier(randsecret.MustNew(48))}, "code_challenge_method": {"S256"}}.Encode()
+	authURL := authorizeURL(base, c, randsecret.MustNew(48))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
 	if err != nil {
 		return err
 	}
-	status, page, _ := g.do(Login, s.hc, req, expectStatus(http.StatusOK))
+	status, page := g.do(Login, s.hc, req, expectStatus(http.StatusOK))
 	_, rest, found := strings.Cut(string(page), `name="csrf" value="`)
 	if status != http.StatusOK || !found {
 		return fmt.Errorf("sign-in of %s: no login form (%d)", s.user.Name, status)
@@ -198,7 +196,7 @@ func (g *Generator) signIn(ctx context.Context, s *session, c Client) error {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", base)
-	status, _, _ = g.do(Login, s.noFollow, req, expectStatus(http.StatusFound, http.StatusSeeOther))
+	status, _ = g.do(Login, s.noFollow, req, expectStatus(http.StatusFound, http.StatusSeeOther))
 	if status != http.StatusFound && status != http.StatusSeeOther {
 		return fmt.Errorf("sign-in of %s: %d", s.user.Name, status)
 	}
@@ -210,15 +208,13 @@ func (g *Generator) signIn(ctx context.Context, s *session, c Client) error {
 func (g *Generator) codeFlow(ctx context.Context, s *session, c Client, chain int, grant string) (at, rt *token, err error) {
 	verifier := randsecret.MustNew(48)
 	base := g.nextURL()
-	authURL := base + "/oauth2/auth?" + url.Values{"client_id": {c.ID}, "response_type": {"code"},
-		"scope": {c.Scope}, "state": {randsecret.MustNew(16)}, "redirect_uri": {c.RedirectURI},
-		"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}.Encode()
+	authURL := authorizeURL(base, c, verifier)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	var code string
-	status, body, _ := g.do(Authorize, s.hc, req, func(status int, header http.Header, body []byte) (bool, string) {
+	status, body := g.do(Authorize, s.hc, req, func(status int, header http.Header, body []byte) (bool, string) {
 		loc, err := url.Parse(header.Get("Location"))
 		if status != http.StatusFound && status != http.StatusSeeOther || err != nil {
 			return false, describe(status, body)
@@ -234,8 +230,8 @@ func (g *Generator) codeFlow(ctx context.Context, s *session, c Client, chain in
 		return nil, nil, fmt.Errorf("authorization for %s at %s: no code (%d %.80s)", s.user.Name, c.ID, status, body)
 	}
 	start := time.Now()
-	status, body = g.post(ctx, CodeExchange, g.pooled, "/oauth2/token", c, url.Values{"grant_type": {"authorization_code"},
-		"code": {code}, "redirect_uri": {c.RedirectURI}, "code_verifier": {verifier}}, expectStatus(http.StatusOK))
+	status, body = g.post(ctx, CodeExchange, g.pooled, "/oauth2/token", c, url.Values{paramGrantType: {"authorization_code"},
+		"code": {code}, paramRedirectURI: {c.RedirectURI}, "code_verifier": {verifier}}, expectStatus(http.StatusOK))
 	if status != http.StatusOK {
 		return nil, nil, fmt.Errorf("code exchange for %s at %s: %d", s.user.Name, c.ID, status)
 	}
@@ -244,4 +240,22 @@ func (g *Generator) codeFlow(ctx context.Context, s *session, c Client, chain in
 		err = errors.New("the code exchange gave no refresh token: the client's scope needs offline_access")
 	}
 	return at, rt, err
+}
+
+const (
+	paramGrantType   = "grant_type"
+	paramRedirectURI = "redirect_uri"
+)
+
+// authorizeURL is an authorization request of c with PKCE S256.
+func authorizeURL(base string, c Client, verifier string) string {
+	return base + "/oauth2/auth?" + url.Values{"client_id": {c.ID}, "response_type": {"code"},
+		"scope": {c.Scope}, "state": {randsecret.MustNew(16)}, paramRedirectURI: {c.RedirectURI},
+		"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}.Encode()
+}
+
+func tokenForm(t *token) url.Values { return url.Values{"token": {t.value}} }
+
+func refreshForm(t *token) url.Values {
+	return url.Values{paramGrantType: {"refresh_token"}, "refresh_token": {t.value}}
 }
