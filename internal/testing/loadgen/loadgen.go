@@ -461,15 +461,11 @@ func (g *Generator) reuse(ctx context.Context) {
 		if !c.mu.TryLock() {
 			continue
 		}
-		var spent *token
-		for len(c.spent) >= 2 && time.Since(c.spent[0].supersededAt) > g.cfg.RefreshGracePeriod+2*time.Second {
-			spent, c.spent = c.spent[0], c.spent[1:]
-			break
-		}
-		if spent == nil {
+		if len(c.spent) < 2 || time.Since(c.spent[0].supersededAt) <= g.cfg.RefreshGracePeriod+2*time.Second {
 			c.mu.Unlock()
 			continue
 		}
+		spent := c.spent[0]
 		defer c.mu.Unlock()
 		status, _ := g.post(ctx, Reuse, g.pooled, "/oauth2/token", g.cfg.ChainClient, refreshForm(spent), expectStatus(http.StatusBadRequest))
 		if status != http.StatusBadRequest {

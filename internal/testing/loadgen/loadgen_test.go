@@ -311,11 +311,13 @@ func TestSwallowedRevocationsAreLost(t *testing.T) {
 	cfg := clients(t, s.Admin, front)
 	cfg.Grants = nil
 	rep := run(t, cfg, 3*time.Second, nil)
-	if rep.RevocationsLost == 0 || rep.RevocationsLost != rep.TokensRevoked {
-		t.Fatalf("revocations lost %d of %d swallowed", rep.RevocationsLost, rep.TokensRevoked)
+	// Chains revoked by reuse detection went through: those are not lost.
+	swallowed := rep.Kinds[loadgen.Revoke].OK
+	if rep.RevocationsLost == 0 || rep.RevocationsLost != swallowed {
+		t.Fatalf("revocations lost %d of %d swallowed", rep.RevocationsLost, swallowed)
 	}
-	if k := rep.Kinds[loadgen.CheckUserinfo]; k == nil || k.OK != rep.TokensRevoked {
-		t.Errorf("userinfo checks %+v, want one per revoked token", k)
+	if k := rep.Kinds[loadgen.CheckUserinfo]; k == nil || k.OK < swallowed {
+		t.Errorf("userinfo checks %+v, want one per swallowed revocation", k)
 	}
 }
 
