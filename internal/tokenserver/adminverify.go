@@ -23,6 +23,12 @@ const verifyGrantLifetime = time.Hour
 
 const fieldClientID = "clientID"
 
+// Parameters of the authorization request and of the redirect answering it.
+const (
+	paramCode  = "code"
+	paramState = "state"
+)
+
 // verifyAuthorize serves POST /admin/verify/authorize (docs/admin-api.md): an
 // authorization request of a temporary verification client, approved for the fixed
 // subject adminapi.VerifySubject, answered with the code instead of a redirect.
@@ -53,8 +59,8 @@ func (s *Server) verifyAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.cfg.Provider
-	q := url.Values{"response_type": {"code"}, "client_id": {in.ClientID}, "redirect_uri": {in.RedirectURI},
-		"scope": {in.Scope}, "state": {in.State}, "code_challenge": {in.CodeChallenge},
+	q := url.Values{"response_type": {paramCode}, "client_id": {in.ClientID}, "redirect_uri": {in.RedirectURI},
+		"scope": {in.Scope}, paramState: {in.State}, "code_challenge": {in.CodeChallenge},
 		"code_challenge_method": {in.CodeChallengeMethod}}
 	synthetic, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "/oauth2/auth?"+q.Encode(), nil)
 	if err != nil {
@@ -107,7 +113,7 @@ func unknownField(err error) string {
 func (s *Server) verifyClientAllowed(r *http.Request, id string) (code int, field, msg string) {
 	switch {
 	case id == "":
-		return http.StatusBadRequest, fieldClientID, "is required"
+		return http.StatusBadRequest, fieldClientID, "is required: the ID of the temporary verification client"
 	case !strings.HasPrefix(id, adminapi.VerifyClientIDPrefix):
 		return http.StatusForbidden, fieldClientID, fmt.Sprintf("only a verification client (ID starting with %q) may be used here",
 			adminapi.VerifyClientIDPrefix)
@@ -137,9 +143,9 @@ func (s *Server) verifyClientAllowed(r *http.Request, id string) (code int, fiel
 func validateVerifyRequest(in *adminapi.VerifyAuthorizeRequest) (field, msg string) {
 	switch {
 	case in.RedirectURI == "":
-		return "redirectURI", "is required"
+		return "redirectURI", "is required: one of the client's redirect URIs, exactly"
 	case in.State == "":
-		return "state", "is required"
+		return paramState, "is required (at least 8 characters)"
 	case in.CodeChallengeMethod != "S256":
 		return "codeChallengeMethod", "must be S256: the code is exchanged with a PKCE verifier"
 	case in.CodeChallenge == "":
@@ -177,7 +183,7 @@ func oauthErrorField(code, description string) string {
 	case fosite.ErrInvalidScope.ErrorField:
 		return "scope"
 	case fosite.ErrInvalidState.ErrorField:
-		return "state"
+		return paramState
 	case fosite.ErrUnsupportedResponseType.ErrorField, fosite.ErrUnauthorizedClient.ErrorField:
 		return fieldClientID
 	}
@@ -204,8 +210,8 @@ func verifyRedirect(rec *buffered, redirectURI, state string) (code string, stat
 	}
 	base := *loc
 	base.RawQuery, base.Fragment = "", ""
-	if want, _, _ := strings.Cut(redirectURI, "?"); base.String() != want || q.Get("state") != state || q.Get("code") == "" {
+	if want, _, _ := strings.Cut(redirectURI, "?"); base.String() != want || q.Get(paramState) != state || q.Get(paramCode) == "" {
 		return "", http.StatusInternalServerError, "", "the approval's redirect has no code, another state or another address"
 	}
-	return q.Get("code"), http.StatusOK, "", ""
+	return q.Get(paramCode), http.StatusOK, "", ""
 }

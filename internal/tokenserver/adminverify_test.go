@@ -157,6 +157,8 @@ func TestVerifyAuthorizeRefuses(t *testing.T) {
 		"no PKCE":                 {change: func(b map[string]any) { delete(b, "codeChallenge"); delete(b, "codeChallengeMethod") }, wantStatus: http.StatusBadRequest, wantField: "codeChallengeMethod"},
 		"no code challenge":       {change: func(b map[string]any) { delete(b, "codeChallenge") }, wantStatus: http.StatusBadRequest, wantField: "codeChallenge"},
 		"PKCE plain":              {change: func(b map[string]any) { b["codeChallengeMethod"] = "plain" }, wantStatus: http.StatusBadRequest, wantField: "codeChallengeMethod"},
+		"no state":                {change: func(b map[string]any) { delete(b, "state") }, wantStatus: http.StatusBadRequest, wantField: "state"},
+		"a guessable state":       {change: func(b map[string]any) { b["state"] = "1" }, wantStatus: http.StatusBadRequest, wantField: "state"},
 		"an unregistered scope":   {change: func(b map[string]any) { b["scope"] = "offline_access zones.write" }, wantStatus: http.StatusBadRequest, wantField: "scope"},
 		"a subject of the caller": {change: func(b map[string]any) { b["subject"] = "alice" }, wantStatus: http.StatusBadRequest, wantField: "subject"},
 		"a user to act for":       {change: func(b map[string]any) { b["username"] = "alice" }, wantStatus: http.StatusBadRequest, wantField: "username"},
