@@ -75,7 +75,7 @@ func (s *Server) verifyAuthorize(w http.ResponseWriter, r *http.Request) {
 	g, err := s.cfg.Store.PutGrant(r.Context(), &store.ConsentGrant{ClientID: in.ClientID, Subject: adminapi.VerifySubject,
 		Scopes: areq.Scopes, Source: store.SourceFirstParty, ExpiresAt: time.Now().Add(verifyGrantLifetime).UTC()})
 	if errors.Is(err, store.ErrNotFirstParty) {
-		adminError(w, http.StatusForbidden, "clientID", "the client no longer skips consent")
+		adminError(w, http.StatusForbidden, fieldClientID, "the client no longer skips consent")
 		return
 	}
 	if err != nil {
