@@ -35,7 +35,8 @@ func verifyCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		"Name the admin API's certificate must be valid for, when --admin-url's host is another (a pod or per-color Service).")
 	issuer := fs.String("issuer", "", "The issuer URL both colors' discovery documents must name; empty skips that check.")
 	loginFile := fs.String("login-file", "",
-		"File holding \"username:password\" of a user who may sign in, for the refresh checks; empty skips them.")
+		"File holding \"username:password\" of a user who may sign in, for the refresh checks' authorization code; "+
+			"empty: the admin API issues it (POST /admin/verify/authorize, which --admin-url must serve).")
 	timeout := fs.Duration("timeout", 2*time.Minute, "Time for all checks; the temporary client is deleted after it all the same.")
 	propagation := fs.Duration("propagation", 2*time.Second, "How long a revocation may take to reach every pod of both colors.")
 	termLog := fs.String("termination-log", "/dev/termination-log",

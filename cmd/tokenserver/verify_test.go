@@ -96,6 +96,23 @@ func TestVerifyCommand(t *testing.T) {
 		t.Errorf("termination log = %q", data)
 	}
 
+	// Without --login-file, as an operator runs it with no user of its own: the
+	// admin API gives the code, and every check runs.
+	out, err = runCmd(t, "verify", "--server", "http://"+public[1], "--peer", "http://"+public[0],
+		"--admin-url", "https://"+admin[1], "--admin-token-file", filepath.Join(dir, "token"),
+		"--admin-ca-file", filepath.Join(dir, "ca.crt"), "--admin-server-name", "auth-admin.platform.svc",
+		"--issuer", "https://auth.example.test", "--timeout", "1m")
+	t.Log(out)
+	if err != nil {
+		t.Fatalf("verify without --login-file: %v", err)
+	}
+	if !strings.Contains(out, "ok    green refreshes the refresh token blue rotated") || strings.Contains(out, "skip") {
+		t.Errorf("without --login-file the refresh checks did not all run:\n%s", out)
+	}
+	if data, _ := os.ReadFile(termLog); string(data) != "verification passed: 22 checks\n" {
+		t.Errorf("termination log without --login-file = %q", data)
+	}
+
 	// Pointed at a peer that does not answer, it fails, and the termination log says
 	// which check failed.
 	out, err = runCmd(t, "verify", "--server", "http://"+public[1], "--peer", "http://"+freePort(t),

@@ -129,3 +129,30 @@ func (e *Error) Error() string {
 	}
 	return e.Message
 }
+
+// VerifyClientIDPrefix starts the ID of every temporary client `tokenserver verify`
+// registers, and only POST /admin/verify/authorize serves clients with it.
+const VerifyClientIDPrefix = "kubeoauth-verify-"
+
+// VerifySubject is the subject of every code POST /admin/verify/authorize issues:
+// fixed, so that the endpoint can never speak for a user.
+const VerifySubject = "system:kubeoauth:verify"
+
+// VerifyAuthorizeRequest is the body of POST /admin/verify/authorize: the parameters
+// of an authorization request (RFC 6749 4.1.1 with PKCE, RFC 7636), which the server
+// validates as it validates one from a browser. There is no subject field, and an
+// unknown field is refused.
+type VerifyAuthorizeRequest struct {
+	ClientID            string `json:"clientID"`
+	RedirectURI         string `json:"redirectURI"`
+	Scope               string `json:"scope"` // space-separated, as in the authorization request
+	State               string `json:"state"`
+	CodeChallenge       string `json:"codeChallenge"`
+	CodeChallengeMethod string `json:"codeChallengeMethod"` // S256 only
+}
+
+// VerifyAuthorization is the answer: what the redirect to the client would carry.
+type VerifyAuthorization struct {
+	Code  string `json:"code"`
+	State string `json:"state"`
+}

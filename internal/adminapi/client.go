@@ -204,3 +204,12 @@ func sanitize(s string, max int) string {
 	}
 	return b.String()
 }
+
+// VerifyAuthorize has the server approve an authorization request of a temporary
+// verification client for VerifySubject and returns the code, for the upgrade
+// verification to exchange at a token endpoint. A server older than the endpoint
+// answers ErrNotFound.
+func (c *HTTPClient) VerifyAuthorize(ctx context.Context, req *VerifyAuthorizeRequest) (*VerifyAuthorization, error) {
+	var out VerifyAuthorization
+	return &out, c.do(ctx, http.MethodPost, "/admin/verify/authorize", req, &out)
+}

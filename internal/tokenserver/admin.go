@@ -30,6 +30,7 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /admin/grants", m.instrument("admin_grants", s.listGrants))
 	mux.HandleFunc("DELETE /admin/grants/{client}/{subject}", m.instrument("admin_grants", s.deleteGrant))
 	mux.HandleFunc("GET /admin/events", m.instrument("admin_events", s.events))
+	mux.HandleFunc("POST /admin/verify/authorize", m.instrument("admin_verify", s.verifyAuthorize))
 	mux.HandleFunc("GET /admin/health", s.readyz) // readiness, for callers checking their token too
 	authed := s.requireAdmin(mux)
 	outer := http.NewServeMux()

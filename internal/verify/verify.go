@@ -27,14 +27,17 @@ type Config struct {
 	Server string
 	// Peer is the public base URL of the serving color (blue).
 	Peer string
-	// Admin registers and deletes the temporary client. Both colors share the
-	// database, so either color's admin API will do.
+	// Admin registers and deletes the temporary client and, without Login, gets
+	// the authorization code of the refresh checks (POST /admin/verify/authorize).
+	// Both colors share the database, so either color's admin API will do for the
+	// client; the code needs a version with that endpoint, which green is.
 	Admin *adminapi.HTTPClient
 	// Issuer, when set, must be the issuer both colors' discovery documents name.
 	Issuer string
-	// Login signs in on Server's login page, for a refresh token; nil skips the
-	// refresh checks (client_credentials gives no refresh token, and nothing but a
-	// signed-in user gets one).
+	// Login, when set, signs in on Server's login page as a user, for the
+	// authorization code of the refresh checks; nil gets the code from the admin
+	// API instead, for the fixed subject adminapi.VerifySubject. Either way the code
+	// is exchanged at Server's token endpoint with a PKCE verifier.
 	Login *Login
 	// Propagation is how long a revocation may take to reach every pod of both
 	// colors; default two seconds, well under the five seconds for which a pod
@@ -55,10 +58,8 @@ type Login struct {
 // Check is one verification step and how it went.
 type Check struct {
 	Name string
-	// Err says why it failed; nil when it passed or was skipped.
+	// Err says why it failed; nil when it passed.
 	Err error
-	// Skipped says why it did not run, when it did not.
-	Skipped string
 }
 
 // Report is every check, in the order they ran.
@@ -86,16 +87,7 @@ func (r *Report) Summary() string {
 	failed := r.Failed()
 	var s string
 	if len(failed) == 0 {
-		skipped := 0
-		for _, c := range r.Checks {
-			if c.Skipped != "" {
-				skipped++
-			}
-		}
-		s = fmt.Sprintf("verification passed: %d checks", len(r.Checks)-skipped)
-		if skipped > 0 {
-			s += fmt.Sprintf(", %d skipped (%s)", skipped, r.firstSkip())
-		}
+		s = fmt.Sprintf("verification passed: %d checks", len(r.Checks))
 	} else {
 		s = fmt.Sprintf("verification failed: %s: %v", failed[0].Name, failed[0].Err)
 		if len(failed) > 1 {
@@ -112,17 +104,9 @@ func (r *Report) Summary() string {
 	return s
 }
 
-func (r *Report) firstSkip() string {
-	for _, c := range r.Checks {
-		if c.Skipped != "" {
-			return c.Skipped
-		}
-	}
-	return ""
-}
-
 // Client IDs of temporary clients start with ClientIDPrefix; the rest is random.
-const ClientIDPrefix = "kubeoauth-verify-"
+// The admin API gives authorization codes to such clients only.
+const ClientIDPrefix = adminapi.VerifyClientIDPrefix
 
 // redirectURI is where the authorization code is sent: never followed (the code is
 // read from the redirect), and under .invalid (RFC 2606) so that it cannot be.
@@ -200,35 +184,27 @@ func (v *verifier) check(name string, f func() error) bool {
 	return true
 }
 
-func (v *verifier) skip(name, why string) {
-	v.report.Checks = append(v.report.Checks, Check{Name: name, Skipped: why})
-	_, _ = fmt.Fprintf(v.cfg.Out, "skip  %s: %s\n", name, why)
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
-// register puts the temporary client: client_credentials always; with a login, an
-// authorization-code client that skips consent (nothing asks the user, and the
-// approval is recorded as first-party, not mirrored as a ConsentGrant) and gets
-// refresh tokens. Short lifespans bound what a client left behind by a killed Job
-// could still be used for.
+// register puts the temporary client: client_credentials, and the authorization
+// code with refresh tokens, skipping consent (nothing asks anyone, and the approval
+// is recorded as first-party, not mirrored as a ConsentGrant; the admin API's
+// verification codes need it). Short lifespans bound what a client left behind by
+// a killed Job could still be used for.
 func (v *verifier) register(ctx context.Context) error {
 	c := &adminapi.Client{ID: v.clientID, Secret: v.secret, ClientMetadata: adminapi.ClientMetadata{
 		Name:                    "kubeoauth upgrade verification",
-		GrantTypes:              []string{"client_credentials"},
+		GrantTypes:              []string{"client_credentials", "authorization_code", "refresh_token"},
+		RedirectURIs:            []string{redirectURI},
+		Scopes:                  []string{"offline_access"},
+		SkipConsent:             true,
 		TokenEndpointAuthMethod: adminapi.AuthClientSecretBasic,
 		TokenLifespans:          map[string]string{"accessToken": "10m", "refreshToken": "15m", "authorizationCode": "1m"},
 	}}
-	if v.cfg.Login != nil {
-		c.GrantTypes = append(c.GrantTypes, "authorization_code", "refresh_token")
-		c.RedirectURIs = []string{redirectURI}
-		c.Scopes = []string{"offline_access"}
-		c.SkipConsent = true
-	}
 	_, err := v.cfg.Admin.PutClient(ctx, c)
 	return err
 }
@@ -334,18 +310,18 @@ func (v *verifier) blueToken(ctx context.Context) {
 
 // refreshChain: a refresh token issued by green refreshes on green and on blue, one
 // rotated by blue refreshes on green, and green's revocation of the chain ends it on
-// both colors.
+// both colors. The chain starts with an authorization code exchanged at green: from
+// green's sign-in page with a login, else from the admin API.
 func (v *verifier) refreshChain(ctx context.Context) {
-	const signIn = "sign in on green and get a refresh token (authorization code with PKCE)"
-	if v.cfg.Login == nil {
-		v.skip(signIn+" and refresh it on both colors", "no login: a refresh token needs a signed-in user (--login-file)")
-		return
-	}
 	greenCfg, blueCfg := v.oauthConfig(v.green), v.oauthConfig(v.blue)
+	name, start := "get an authorization code from the admin API and exchange it at green for a refresh token (PKCE)", v.adminCode
+	if v.cfg.Login != nil {
+		name, start = "sign in on green and get a refresh token (authorization code with PKCE)", v.authorizationCode
+	}
 	var tok *oauth2.Token
-	if !v.check(signIn, func() error {
+	if !v.check(name, func() error {
 		var err error
-		tok, err = v.authorizationCode(ctx, greenCfg)
+		tok, err = start(ctx, greenCfg)
 		return err
 	}) {
 		return
@@ -474,7 +450,32 @@ func (v *verifier) authorizationCode(ctx context.Context, cfg *oauth2.Config) (*
 	case q.Get("state") != state || q.Get("code") == "":
 		return nil, errors.New("the redirect back to the client has no code or the wrong state")
 	}
-	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, v.http), q.Get("code"), oauth2.VerifierOption(verifier))
+	return v.exchange(ctx, cfg, q.Get("code"), verifier)
+}
+
+// adminCode has the admin API approve an authorization request for the fixed
+// verification subject, and exchanges the code at cfg's token endpoint: the token
+// endpoint's code exchange is the same as after a sign-in, without a user.
+func (v *verifier) adminCode(ctx context.Context, cfg *oauth2.Config) (*oauth2.Token, error) {
+	verifier, state := oauth2.GenerateVerifier(), randomHex(16)
+	got, err := v.cfg.Admin.VerifyAuthorize(ctx, &adminapi.VerifyAuthorizeRequest{ClientID: v.clientID, RedirectURI: redirectURI,
+		Scope: strings.Join(cfg.Scopes, " "), State: state, CodeChallenge: oauth2.S256ChallengeFromVerifier(verifier),
+		CodeChallengeMethod: "S256"})
+	switch {
+	case errors.Is(err, adminapi.ErrNotFound):
+		return nil, fmt.Errorf("the admin API at %s has no POST /admin/verify/authorize (a version before it): "+
+			"point --admin-url at green's admin API, or give --login-file", v.cfg.Admin.BaseURL)
+	case err != nil:
+		return nil, fmt.Errorf("admin API: %w", err)
+	case got.State != state || got.Code == "":
+		return nil, errors.New("the admin API answered no code or another state")
+	}
+	return v.exchange(ctx, cfg, got.Code, verifier)
+}
+
+// exchange trades a code for tokens, which must include a refresh token.
+func (v *verifier) exchange(ctx context.Context, cfg *oauth2.Config, code, pkceVerifier string) (*oauth2.Token, error) {
+	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, v.http), code, oauth2.VerifierOption(pkceVerifier))
 	if err != nil {
 		return nil, oauthErr(err)
 	}

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -240,7 +243,8 @@ func failedNames(r *verify.Report) []string {
 }
 
 // Two colors on one database, sharing their secrets, as a Shared upgrade runs them:
-// every check passes, with a sign-in for the refresh chain and without one.
+// every check passes, with a sign-in for the refresh chain and without one (then
+// the admin API issues the code): none is skipped.
 func TestVerificationPassesOnSharedDatabase(t *testing.T) {
 	dsn, dir := pg.NewMigratedDatabase(t), secrets(t, sharedHMAC)
 	blue, green := serve(t, "blue", dsn, dir), serve(t, "green", dsn, dir)
@@ -265,19 +269,35 @@ func TestVerificationPassesOnSharedDatabase(t *testing.T) {
 	}
 	noTemporaryClient(t, green)
 
-	// Without a login there is no refresh token to be had: the refresh checks are
-	// skipped, and said to be.
+	// Without a login the chain starts with a code from the admin API, for no user:
+	// every check runs, the refresh chain across both colors included.
 	report, out, err = run(t, green, blue, nil)
 	if err != nil {
 		t.Fatalf("verification without a login failed: %v", err)
 	}
-	if s := report.Summary(); !strings.HasPrefix(s, "verification passed: 14 checks, 1 skipped (no login") {
-		t.Errorf("summary without a login = %q", s)
+	for _, want := range []string{
+		"ok    get an authorization code from the admin API and exchange it at green for a refresh token (PKCE)",
+		"ok    green refreshes green's refresh token", "ok    blue refreshes the refresh token green rotated",
+		"ok    green refreshes the refresh token blue rotated", "ok    blue introspects the refreshed access token as active",
+		"ok    green sees the refresh chain revoked", "ok    blue sees the refresh chain revoked",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output without a login has no %q", want)
+		}
 	}
-	if !strings.Contains(out, "skip  sign in on green") {
-		t.Errorf("the output does not say that the refresh checks were skipped:\n%s", out)
+	if s := report.Summary(); s != "verification passed: 22 checks" || len(report.Checks) != 22 {
+		t.Errorf("summary without a login = %q (%d checks); want all 22 checks run and passed", s, len(report.Checks))
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(line, "ok    ") && !strings.HasPrefix(line, "verification passed") {
+			t.Errorf("a line that is not a passed check: %q", line)
+		}
 	}
 	noTemporaryClient(t, green)
+	// The code's approval went with the client.
+	if gs, err := green.Admin.ListGrants(context.Background(), "", adminapi.VerifySubject); err != nil || len(gs) != 0 {
+		t.Errorf("grants of %s after verification = %+v, %v; want none", adminapi.VerifySubject, gs, err)
+	}
 }
 
 // A green that does not share blue's tokens fails verification, by the name of the
@@ -387,4 +407,37 @@ func TestSummaryFitsATerminationMessage(t *testing.T) {
 	if len(s) > 4096 || !utf8.ValidString(s) || !strings.HasPrefix(s, "verification failed: blue sees green's revocation: éé") {
 		t.Errorf("summary of %d bytes, valid UTF-8 %v: %.80q", len(s), utf8.ValidString(s), s)
 	}
+}
+
+// Without a login, an admin API of a version before POST /admin/verify/authorize
+// fails the refresh chain, saying what to do, rather than passing without it.
+func TestVerificationWithoutLoginNeedsTheVerifyEndpoint(t *testing.T) {
+	dsn, dir := pg.NewMigratedDatabase(t), secrets(t, sharedHMAC)
+	blue, green := serve(t, "blue", dsn, dir), serve(t, "green", dsn, dir)
+	target, err := url.Parse(blue.Admin.BaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Blue's admin API as an older version serves it: every route but that one.
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	older := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/admin/verify/authorize" {
+			http.NotFound(w, r)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(older.Close)
+	viaOlder := *green
+	viaOlder.Admin = &adminapi.HTTPClient{BaseURL: older.URL, Token: adminToken}
+	report, _, err := run(t, &viaOlder, blue, nil)
+	if err == nil {
+		t.Fatal("verification passed without its refresh checks")
+	}
+	const want = "has no POST /admin/verify/authorize (a version before it): point --admin-url at green's admin API, or give --login-file"
+	if failed := failedNames(report); len(failed) != 1 || !strings.HasPrefix(failed[0], "get an authorization code from the admin API") ||
+		!strings.Contains(err.Error(), want) {
+		t.Errorf("failed checks = %q, error %v; want the admin code only, saying %q", failed, err, want)
+	}
+	noTemporaryClient(t, green)
 }
