@@ -415,23 +415,24 @@ func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnEr
 		return postgres.PlanUpgrade(ms, applied), nil
 	}()
 	if err != nil {
-		writePlanMessage(termLog, []byte("migrate plan: "+err.Error()))
+		writeTerminationLog(termLog, []byte("migrate plan: "+err.Error()))
 		return err
 	}
 	out, err := json.Marshal(plan)
 	if err != nil {
 		return err
 	}
-	writePlanMessage(termLog, out)
+	writeTerminationLog(termLog, out)
 	_, err = fmt.Fprintf(stdout, "%s\n", out)
 	return err
 }
 
-// writePlanMessage writes the container's termination message. Kubernetes creates
-// the file; when there is none (a run by hand) or it cannot be written, nothing is
-// written, so a run as root leaves no file in /dev: stdout has the report. (The
-// same rule as verify's termination log.)
-func writePlanMessage(path string, msg []byte) {
+// writeTerminationLog writes a container's termination message (migrate plan's
+// report, verify's summary), which the operator reads from the pod's status.
+// Kubernetes creates the file; when there is none (a run by hand) or it cannot be
+// written, nothing is written, so a run as root leaves no file in /dev: stdout has
+// the same.
+func writeTerminationLog(path string, msg []byte) {
 	if path == "" {
 		return
 	}
