@@ -30,6 +30,22 @@ func (v *verifier) post(ctx context.Context, endpoint string, form url.Values, o
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(v.clientID), url.QueryEscape(v.secret))
+	return v.do(req, out)
+}
+
+// getJSON reads a public document (discovery) into out.
+func (v *verifier) getJSON(ctx context.Context, u string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	return v.do(req, out)
+}
+
+// do sends req and decodes a 200 answer into out (nil: the answer is not read); any
+// other answer is an error naming the request and what the server said.
+func (v *verifier) do(req *http.Request, out any) error {
+	what := req.Method + " " + req.URL.String()
 	resp, err := v.http.Do(req)
 	if err != nil {
 		return err
@@ -40,13 +56,13 @@ func (v *verifier) post(ctx context.Context, endpoint string, form url.Values, o
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST %s: %s", endpoint, describe(resp.StatusCode, body))
+		return fmt.Errorf("%s: %s", what, describe(resp.StatusCode, body))
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("POST %s: the answer is not JSON: %s", endpoint, printable(string(body), 200))
+		return fmt.Errorf("%s: the answer is not JSON: %s", what, printable(string(body), 200))
 	}
 	return nil
 }
