@@ -131,7 +131,7 @@ func Serve(ctx context.Context, o Options) error {
 		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
-		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow},
+		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
 	}, st)
 	if err != nil {
 		return err
