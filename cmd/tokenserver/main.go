@@ -333,6 +333,8 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	servingSchema := fs.Int("serving-schema", 0, "migrate plan and migrate up --expand-only: the latest migration the "+
 		"serving version knows (its `migrate plan` latest); its own contract migrations still pending run first. "+
 		"0: unknown, every pending contract waits.")
+	lockTimeout := fs.Duration("lock-timeout", postgres.DefaultLockTimeout, "migrate up: the longest a migration waits "+
+		"for a lock before it gives up and retries (a few times), so that it never stalls token writes behind a long transaction.")
 	termLog := fs.String("termination-log", defaultTerminationLog, "migrate plan with a DSN: also write the report "+
 		"(or the error) to this file, the container's termination message, if it exists (Kubernetes creates it).")
 	if err := parse(fs, args); err != nil {
@@ -361,7 +363,7 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	}
 	defer func() { _ = db.Close() }()
 	if sub == "up" {
-		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly, ServingSchema: *servingSchema,
+		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly, ServingSchema: *servingSchema, LockTimeout: *lockTimeout,
 			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stdout, format+"\n", a...) }})
 		if err != nil {
 			return err

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // Migrations are embedded SQL files named NNNN_name.sql whose first line declares
@@ -401,9 +403,30 @@ type MigrateOptions struct {
 	// ServingSchema is the latest migration the serving version knows (0: unknown).
 	// With ExpandOnly, its contract migrations still pending run (PlanUpgradeFrom).
 	ServingSchema int
-	// Log receives one line per migration applied; may be nil.
+	// LockTimeout bounds how long a migration's statement waits for a lock
+	// (PostgreSQL's lock_timeout); 0 means DefaultLockTimeout. A migration may raise it
+	// for itself with its own SET lock_timeout.
+	LockTimeout time.Duration
+	// LockRetries is how many times a migration that timed out on a lock is tried
+	// again; 0 means DefaultLockRetries, negative none.
+	LockRetries int
+	// LockRetryWait is the wait before the first retry, doubled for each next one;
+	// 0 means a second.
+	LockRetryWait time.Duration
+	// Log receives one line per migration applied or retried; may be nil.
 	Log func(format string, args ...any)
 }
+
+// Migrations run while a token server serves on the same tables. A statement that
+// waits for a lock (an ALTER TABLE behind a long transaction: a pg_dump, a report)
+// also makes every later statement on that table queue behind it, token writes
+// included, for as long as it waits. So every migration waits at most LockTimeout for
+// a lock, gives up, lets the queue drain and tries again: token writes stall for at
+// most LockTimeout at a time, never for the length of the other transaction.
+const (
+	DefaultLockTimeout = 5 * time.Second
+	DefaultLockRetries = 5
+)
 
 // Migrate applies the pending migrations of ms in order and returns those it applied.
 func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOptions) ([]Migration, error) {
@@ -432,6 +455,8 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 	defer func() {
 		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrateLockID))
 	}()
+	// The connection goes back to the pool afterwards: it must not keep our timeout.
+	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
 	applied, err := Applied(ctx, conn)
 	if err != nil {
 		return nil, err
@@ -452,7 +477,7 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 			break
 		}
 		start := time.Now()
-		if err := apply(ctx, conn, m); err != nil {
+		if err := applyRetrying(ctx, conn, m, opts); err != nil {
 			return ran, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
 		}
 		if opts.Log != nil {
@@ -462,6 +487,51 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 	}
 	return ran, nil
 }
+
+// applyRetrying applies m with opts' lock timeout, again after a wait each time it
+// timed out on a lock. A transactional migration rolled back whole; a
+// non-transactional one runs again from its first statement, which the file rules
+// already require to be safe.
+func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts MigrateOptions) error {
+	timeout, retries, wait := opts.LockTimeout, opts.LockRetries, opts.LockRetryWait
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	if retries == 0 {
+		retries = DefaultLockRetries
+	}
+	if wait <= 0 {
+		wait = time.Second
+	}
+	for try := 0; ; try++ {
+		// Before every try: a migration's own SET or RESET lock_timeout outlives it on
+		// this session.
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET lock_timeout = %d`, timeout.Milliseconds())); err != nil {
+			return err
+		}
+		err := apply(ctx, conn, m)
+		var pqErr *pq.Error
+		if !errors.As(err, &pqErr) || pqErr.Code != lockNotAvailable {
+			return err
+		}
+		if try >= retries {
+			return fmt.Errorf("waited %s for a lock %d times, another transaction holds it (see pg_locks); "+
+				"try again when it has ended: %w", timeout, try+1, err)
+		}
+		if opts.Log != nil {
+			opts.Log("%04d_%s: no lock within %s (%s), retrying in %s", m.Version, m.Name, timeout, pqErr.Message, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// lockNotAvailable is PostgreSQL's lock_not_available, what lock_timeout raises.
+const lockNotAvailable = "55P03"
 
 const recordMigration = `INSERT INTO schema_migrations (version, name, kind) VALUES ($1, $2, $3)`
 
