@@ -172,6 +172,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	shutdownDelay := fs.Duration("shutdown-delay", 5*time.Second,
 		"On SIGTERM, how long to go on serving, not ready, before no longer accepting connections.")
 	shutdown := fs.Duration("shutdown-timeout", 20*time.Second, "On SIGTERM, how long in-flight requests may take before exit.")
+	maxConnAge := fs.Duration("max-connection-age", 30*time.Second, "A public keep-alive connection older than this "+
+		"(less up to 10% jitter) is closed after its next response, so that clients move to the pods that serve now "+
+		"(blue-green promotion, scale-out); 0 keeps connections as long as the client does.")
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B), mounted from a Secret.")
 	scopesFile := fs.String("scope-descriptions-file", "",
@@ -290,7 +293,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
-		TokenMiddleware: variant.tokenMiddleware,
+		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
 	})
 }
 
