@@ -172,6 +172,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	shutdownDelay := fs.Duration("shutdown-delay", 5*time.Second,
 		"On SIGTERM, how long to go on serving, not ready, before no longer accepting connections.")
 	shutdown := fs.Duration("shutdown-timeout", 20*time.Second, "On SIGTERM, how long in-flight requests may take before exit.")
+	maxConnAge := fs.Duration("max-connection-age", 30*time.Second, "A public keep-alive connection older than this "+
+		"(less up to 10% jitter) is closed after its next response, so that clients move to the pods that serve now "+
+		"(blue-green promotion, scale-out); 0 keeps connections as long as the client does.")
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B), mounted from a Secret.")
 	scopesFile := fs.String("scope-descriptions-file", "",
@@ -290,7 +293,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
-		TokenMiddleware: variant.tokenMiddleware,
+		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
 	})
 }
 
@@ -328,7 +331,13 @@ func readHashKey(path string) (string, error) {
 func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("migrate "+sub, flag.ContinueOnError)
 	getDSN := dsnFlags(fs)
-	expandOnly := fs.Bool("expand-only", false, "migrate up: stop before the first contract migration.")
+	expandOnly := fs.Bool("expand-only", false, "migrate up: stop before the first contract migration, "+
+		"except those of the serving version (--serving-schema).")
+	servingSchema := fs.Int("serving-schema", 0, "migrate plan and migrate up --expand-only: the latest migration the "+
+		"serving version knows (its `migrate plan` latest); its own contract migrations still pending run first. "+
+		"0: unknown, every pending contract waits.")
+	lockTimeout := fs.Duration("lock-timeout", postgres.DefaultLockTimeout, "migrate up: the longest a migration waits "+
+		"for a lock before it gives up and retries (a few times), so that it never stalls token writes behind a long transaction.")
 	termLog := fs.String("termination-log", defaultTerminationLog, "migrate plan with a DSN: also write the report "+
 		"(or the error) to this file, the container's termination message, if it exists (Kubernetes creates it).")
 	if err := parse(fs, args); err != nil {
@@ -342,7 +351,7 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 			enc.SetIndent("", "  ")
 			return enc.Encode(postgres.NewPlan(ms))
 		}
-		return planUpgrade(ctx, ms, dsn, err, *termLog, stdout)
+		return planUpgrade(ctx, ms, dsn, err, *servingSchema, *termLog, stdout)
 	}
 	if sub != "up" && sub != "status" {
 		return fmt.Errorf("unknown migrate command %q: want up, status or plan", sub)
@@ -357,7 +366,7 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	}
 	defer func() { _ = db.Close() }()
 	if sub == "up" {
-		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly,
+		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly, ServingSchema: *servingSchema, LockTimeout: *lockTimeout,
 			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stdout, format+"\n", a...) }})
 		if err != nil {
 			return err
@@ -396,7 +405,7 @@ const defaultTerminationLog = "/dev/termination-log"
 // why there is no DSN), on stdout and in the termination message, where the
 // operator's plan Job reads it. Every mode exits 0, for the operator reads the mode;
 // only a plan that could not be made is an error, and its text is the message.
-func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnErr error, termLog string, stdout io.Writer) error {
+func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnErr error, servingSchema int, termLog string, stdout io.Writer) error {
 	plan, err := func() (postgres.UpgradePlan, error) {
 		if dsnErr != nil {
 			return postgres.UpgradePlan{}, dsnErr
@@ -412,7 +421,7 @@ func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnEr
 		if err != nil {
 			return postgres.UpgradePlan{}, fmt.Errorf("reading the database's schema_migrations: %w", err)
 		}
-		return postgres.PlanUpgrade(ms, applied), nil
+		return postgres.PlanUpgradeFrom(ms, applied, servingSchema), nil
 	}()
 	if err != nil {
 		writeTerminationLog(termLog, []byte("migrate plan: "+err.Error()))

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v3"
@@ -51,6 +53,9 @@ type Config struct {
 	// JWKSFetch is where a client's jwks_uri (private_key_jwt) may be fetched from:
 	// public addresses, plus the ranges it allows.
 	JWKSFetch netguard.Policy
+	// Log receives what the server cannot tell the client alone, such as a client
+	// whose jwks_uri fails; nil discards it.
+	Log *slog.Logger
 }
 
 // Storage is the token server's storage contract, declared here once: fosite's storage
@@ -131,7 +136,11 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	fc.HTTPClient = fetch
-	fc.JWKSFetcherStrategy = guardedJWKS{fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch))}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	fc.JWKSFetcherStrategy = guardedJWKS{fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch)), log}
 	if cfg.PreviousHMACSecret != nil {
 		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
 	}
@@ -300,16 +309,35 @@ func ErrorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, "server_error"
 }
 
-// guardedJWKS answers a jwks_uri that netguard refused as the client's fault
-// (invalid_client, 401), not fosite's server_error (500): the client's registration
-// names an address this server will not fetch from.
-type guardedJWKS struct{ fosite.JWKSFetcherStrategy }
+// guardedJWKS answers a jwks_uri that cannot be used as the client's fault
+// (invalid_client, 401, RFC 6749 section 5.2 and RFC 7523 section 3), not fosite's
+// server_error (500). Whether netguard refused the address, or the host is down,
+// answers 404 or serves something that is not a key set, the client's registration
+// is what fails: a 5xx would tell the client to retry and count against this server
+// in the upgrade analysis, so a tenant could make any version look broken.
+type guardedJWKS struct {
+	fosite.JWKSFetcherStrategy
+	log *slog.Logger
+}
 
 func (g guardedJWKS) Resolve(ctx context.Context, location string, ignoreCache bool) (*jose.JSONWebKeySet, error) {
 	set, err := g.JWKSFetcherStrategy.Resolve(ctx, location, ignoreCache)
-	if errors.Is(err, netguard.ErrRefused) {
-		return nil, fosite.ErrInvalidClient.WithHint(
-			"The client's jwks_uri resolves to an address this server does not fetch from.").WithWrap(err)
+	if err == nil {
+		return set, nil
 	}
-	return set, err
+	detail := err.Error()
+	why := "The client's jwks_uri resolves to an address this server does not fetch from."
+	var rfc *fosite.RFC6749Error
+	if errors.As(err, &rfc) {
+		detail = strings.TrimSpace(rfc.HintField + " " + rfc.DebugField)
+	}
+	if !errors.Is(err, netguard.ErrRefused) {
+		why = "The keys at the client's jwks_uri could not be loaded."
+		if rfc != nil && rfc.HintField != "" {
+			why += " " + rfc.HintField
+		}
+	}
+	g.log.Warn("client authentication failed: the client's jwks_uri is unusable; answered invalid_client, the client's problem",
+		"jwks_uri", location, "detail", detail)
+	return nil, fosite.ErrInvalidClient.WithHint(why).WithWrap(err)
 }

@@ -73,6 +73,10 @@ type Options struct {
 	// JWKSFetchAllow are internal ranges a client's jwks_uri may still resolve to
 	// (netguard); public addresses are always allowed.
 	JWKSFetchAllow []netip.Prefix
+	// MaxConnectionAge: a public connection older than this is closed after its next
+	// response, so keep-alive clients follow the Service to the pods that serve now
+	// (connage.go); 0 keeps connections for as long as the client does.
+	MaxConnectionAge time.Duration
 }
 
 // errClientIPHeaderUntrusted: a client-address header taken from anyone would let
@@ -87,6 +91,9 @@ var errClientIPHeaderUntrusted = errors.New("--client-ip-header needs --client-i
 func Serve(ctx context.Context, o Options) error {
 	if o.RefreshGracePeriod < 0 || o.RefreshGracePeriod > 5*time.Minute {
 		return fmt.Errorf("refresh grace period %s: must be between 0 and 5m", o.RefreshGracePeriod)
+	}
+	if o.MaxConnectionAge < 0 {
+		return fmt.Errorf("max connection age %s: must be 0 (no limit) or more", o.MaxConnectionAge)
 	}
 	if o.AdminToken == "" {
 		return errors.New("an admin token is required (--admin-token-file)")
@@ -131,7 +138,7 @@ func Serve(ctx context.Context, o Options) error {
 		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
-		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow},
+		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
 	}, st)
 	if err != nil {
 		return err
@@ -158,8 +165,13 @@ func Serve(ctx context.Context, o Options) error {
 	}()
 	go RunJanitor(bg, st, o.JanitorInterval, 500, log)
 
+	public := &http.Server{Handler: srv.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 90 * time.Second}
+	if o.MaxConnectionAge > 0 {
+		public.Handler, public.ConnContext = limitConnectionAge(public.Handler), connDeadline(o.MaxConnectionAge)
+	}
 	servers := []*http.Server{
-		{Handler: srv.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second},
+		public,
 		{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second},
 	}
 	listeners := []net.Listener{o.PublicListener, o.AdminListener}

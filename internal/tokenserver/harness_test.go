@@ -68,6 +68,8 @@ type setup struct {
 	ipTrusted []netip.Prefix
 	// tokenMiddleware wraps the token endpoint, as the test builds of cmd/tokenserver do.
 	tokenMiddleware func(http.Handler) http.Handler
+	// maxConnAge: see Options.MaxConnectionAge; default 0, no limit.
+	maxConnAge time.Duration
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -165,7 +167,7 @@ func start(t testing.TB, s setup) *instance {
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
-			TokenMiddleware: s.tokenMiddleware,
+			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

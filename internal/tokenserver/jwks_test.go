@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -88,5 +89,92 @@ func TestJWKSURIGuard(t *testing.T) {
 	}
 	if hits.Load() == 0 {
 		t.Fatal("the allowed jwks_uri was not fetched")
+	}
+}
+
+// TestUnusableJWKSURIIsTheClientsFault: a private_key_jwt client whose jwks_uri
+// answers 404, is down, fails or serves something that is not a key set cannot
+// authenticate, and that is the client's failure: 401 invalid_client with a
+// description a developer can act on (RFC 6749 section 5.2), logged as the client's
+// problem, and never a 5xx, which the upgrade analysis would count against the
+// server (a tenant could otherwise fail any upgrade on demand).
+func TestUnusableJWKSURIIsTheClientsFault(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(h http.HandlerFunc) string {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	hosts := map[string]string{
+		"404": serve(http.NotFound),
+		"500": serve(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "boom", http.StatusInternalServerError)
+		}),
+		"junk": serve(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte("<html>not a key set</html>"))
+		}),
+		"down": down.URL,
+	}
+	logs := &syncBuffer{}
+	in := start(t, setup{jwksAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, logTo: logs})
+	for name, uri := range hosts {
+		t.Run(name, func(t *testing.T) {
+			id := "tenant-" + name
+			if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: "team-a",
+				ClientMetadata: adminapi.ClientMetadata{Name: "Tenant", GrantTypes: []string{"client_credentials"},
+					Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: uri}}); err != nil {
+				t.Fatal(err)
+			}
+			signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+				(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: id, Subject: id,
+				Audience: jwt.Audience{in.URL + "/oauth2/token"}, ID: now.String(), IssuedAt: jwt.NewNumericDate(now),
+				Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {id},
+				"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
+			resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = resp.Body.Close() }()
+			var body struct {
+				Error       string `json:"error"`
+				Description string `json:"error_description"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			if resp.StatusCode != http.StatusUnauthorized || body.Error != "invalid_client" {
+				t.Errorf("jwks_uri %s: %d %q, want 401 invalid_client", name, resp.StatusCode, body.Error)
+			}
+			if !strings.Contains(body.Description, "jwks_uri") {
+				t.Errorf("error_description %q does not say the client's jwks_uri is what failed", body.Description)
+			}
+			if !strings.Contains(logs.String(), "jwks_uri="+uri) {
+				t.Errorf("the server did not log which client's jwks_uri failed:\n%s", logs.String())
+			}
+		})
+	}
+	resp, err := httpClient.Get(in.MetricsURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	metrics, _ := io.ReadAll(resp.Body)
+	if strings.Contains(string(metrics), `code="5`) {
+		t.Errorf("a client's unusable jwks_uri was counted as a server error:\n%s", metrics)
+	}
+	if strings.Contains(logs.String(), "internal error") {
+		t.Errorf("a client's unusable jwks_uri was logged as an internal error:\n%s", logs.String())
 	}
 }

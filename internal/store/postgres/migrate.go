@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // Migrations are embedded SQL files named NNNN_name.sql whose first line declares
@@ -164,10 +166,23 @@ type UpgradePlan struct {
 }
 
 // PlanUpgrade decides how a binary with migrations ms takes over a database that has
-// applied these migrations. It simulates `migrate up --expand-only`: the pending
-// migrations are applied in order until the first contract one, which waits until
-// the old version is gone; the binary must then be able to serve on the result.
+// applied these migrations, from a serving version whose migrations are unknown. It
+// simulates `migrate up --expand-only`: the pending migrations are applied in order
+// until the first contract one, which waits until the old version is gone; the binary
+// must then be able to serve on the result.
 func PlanUpgrade(ms []Migration, applied []AppliedMigration) UpgradePlan {
+	return PlanUpgradeFrom(ms, applied, 0)
+}
+
+// PlanUpgradeFrom is PlanUpgrade knowing servingSchema, the latest migration the
+// serving version knows (its `migrate plan` latest; 0: unknown). A pending contract
+// migration up to servingSchema is the serving version's own, left behind by a
+// contract step that failed or has not run yet: that version serves on the schema
+// after it (it is the schema it was built for), so it runs first, before the new
+// version's expand migrations. A pending contract beyond servingSchema, or any when
+// servingSchema is unknown, waits until the old version is gone, and so does every
+// migration after it.
+func PlanUpgradeFrom(ms []Migration, applied []AppliedMigration, servingSchema int) UpgradePlan {
 	p := UpgradePlan{SchemaTo: NewPlan(ms).Latest}
 	have := map[int]bool{}
 	for _, a := range applied {
@@ -175,7 +190,7 @@ func PlanUpgrade(ms []Migration, applied []AppliedMigration) UpgradePlan {
 		p.SchemaFrom = max(p.SchemaFrom, a.Version)
 	}
 	after := append([]AppliedMigration(nil), applied...)
-	var expand, deferred []string
+	var catchUp, expand, deferred []string
 	for _, m := range ms {
 		if have[m.Version] {
 			continue
@@ -187,6 +202,9 @@ func PlanUpgrade(ms []Migration, applied []AppliedMigration) UpgradePlan {
 			deferred = append(deferred, name)
 		case m.Kind == Expand:
 			expand = append(expand, name)
+			after = append(after, AppliedMigration{Version: m.Version, Name: m.Name, Kind: m.Kind})
+		case m.Kind == Contract && m.Version <= servingSchema:
+			catchUp = append(catchUp, name)
 			after = append(after, AppliedMigration{Version: m.Version, Name: m.Name, Kind: m.Kind})
 		case m.Kind == Contract:
 			deferred = append(deferred, name)
@@ -202,12 +220,19 @@ func PlanUpgrade(ms []Migration, applied []AppliedMigration) UpgradePlan {
 	if err := CheckSchema(ms, after); err != nil {
 		var missing *missingMigration
 		if errors.As(err, &missing) && len(deferred) > 0 {
-			// What it lacks sits behind a contract migration, which the old version
-			// cannot run on.
+			// What it lacks sits behind a contract migration the serving version may
+			// not survive.
 			p.Mode = ModeCopy
-			p.Reason = fmt.Sprintf("this version needs %s, which comes after contract migration %s: the running "+
-				"version cannot serve once that has run, so the new one needs a copy of the database",
-				missing.name, deferred[0])
+			if servingSchema == 0 {
+				p.Reason = fmt.Sprintf("this version needs %s, which comes after contract migration %s, not applied; "+
+					"the serving version's schema is unknown, so it may be older and unable to serve once that has run: "+
+					"the new version needs a copy of the database (if %s is the serving version's own, "+
+					"plan with --serving-schema to run it first)", missing.name, deferred[0], deferred[0])
+			} else {
+				p.Reason = fmt.Sprintf("this version needs %s, which comes after contract migration %s, not applied; "+
+					"the serving version (schema %d) does not know that migration and cannot serve once it has run, "+
+					"so the new version needs a copy of the database", missing.name, deferred[0], servingSchema)
+			}
 			return p.bounded()
 		}
 		p.Mode = ModeRefused
@@ -215,17 +240,23 @@ func PlanUpgrade(ms []Migration, applied []AppliedMigration) UpgradePlan {
 		return p.bounded()
 	}
 	p.Mode = ModeShared
+	var says []string
+	if len(catchUp) > 0 {
+		says = append(says, fmt.Sprintf("contract migrations %s of the serving version (schema %d), not applied yet, run first",
+			strings.Join(catchUp, ", "), servingSchema))
+	}
 	switch {
-	case len(expand) == 0 && len(deferred) == 0:
-		p.Reason = fmt.Sprintf("no migration to apply: this version serves on the schema as it is (version %d)", p.SchemaFrom)
-	case len(expand) == 0:
-		p.Reason = "no expand migration to apply"
+	case len(expand) > 0:
+		says = append(says, "expand migrations "+strings.Join(expand, ", ")+" run while the old version serves")
+	case len(catchUp) == 0 && len(deferred) == 0:
+		says = append(says, fmt.Sprintf("no migration to apply: this version serves on the schema as it is (version %d)", p.SchemaFrom))
 	default:
-		p.Reason = "expand migrations " + strings.Join(expand, ", ") + " run while the old version serves"
+		says = append(says, "no expand migration to apply")
 	}
 	if len(deferred) > 0 {
-		p.Reason += "; contract migrations " + strings.Join(deferred, ", ") + " wait until the old version is gone"
+		says = append(says, "contract migrations "+strings.Join(deferred, ", ")+" wait until the old version is gone")
 	}
+	p.Reason = strings.Join(says, "; ")
 	return p.bounded()
 }
 
@@ -267,6 +298,9 @@ func CheckSchema(ms []Migration, applied []AppliedMigration) error {
 	for _, a := range applied {
 		have[a.Version] = a
 	}
+	if err := divergence(ms, applied); err != nil {
+		return err
+	}
 	for _, m := range ms {
 		if m.Kind == Expand && m.Version <= plan.MinSchema {
 			if _, ok := have[m.Version]; !ok {
@@ -281,6 +315,25 @@ func CheckSchema(ms []Migration, applied []AppliedMigration) error {
 				"database schema has %s migration %04d_%s, written by a newer token server, which this one (schema %d) "+
 					"cannot serve on: run that version or a newer one",
 				a.Kind, a.Version, a.Name, plan.Latest)}
+		}
+	}
+	return nil
+}
+
+// divergence reports a migration the database applied under a number this binary
+// gives another migration: a build branched off before that migration was written.
+// Matched by number alone, the database would look migrated to a binary whose own
+// migration never ran.
+func divergence(ms []Migration, applied []AppliedMigration) error {
+	for _, a := range applied {
+		if a.Version < 1 || a.Version > len(ms) {
+			continue
+		}
+		if m := ms[a.Version-1]; m.Name != a.Name {
+			return &SchemaError{Reason: fmt.Sprintf(
+				"database schema has migration %04d_%s where this token server has %04d_%s: the two builds' "+
+					"migrations diverge, and this one's never ran; run a version whose migrations match the database's",
+				a.Version, a.Name, m.Version, m.Name)}
 		}
 	}
 	return nil
@@ -345,11 +398,35 @@ type MigrateOptions struct {
 	// To stops after this version; 0 means the latest.
 	To int
 	// ExpandOnly stops before the first contract migration (blue-green: contract runs
-	// after the old version is gone).
+	// after the old version is gone), except the serving version's own.
 	ExpandOnly bool
-	// Log receives one line per migration applied; may be nil.
+	// ServingSchema is the latest migration the serving version knows (0: unknown).
+	// With ExpandOnly, its contract migrations still pending run (PlanUpgradeFrom).
+	ServingSchema int
+	// LockTimeout bounds how long a migration's statement waits for a lock
+	// (PostgreSQL's lock_timeout); 0 means DefaultLockTimeout. A migration may raise it
+	// for itself with its own SET lock_timeout.
+	LockTimeout time.Duration
+	// LockRetries is how many times a migration that timed out on a lock is tried
+	// again; 0 means DefaultLockRetries, negative none.
+	LockRetries int
+	// LockRetryWait is the wait before the first retry, doubled for each next one;
+	// 0 means a second.
+	LockRetryWait time.Duration
+	// Log receives one line per migration applied or retried; may be nil.
 	Log func(format string, args ...any)
 }
+
+// Migrations run while a token server serves on the same tables. A statement that
+// waits for a lock (an ALTER TABLE behind a long transaction: a pg_dump, a report)
+// also makes every later statement on that table queue behind it, token writes
+// included, for as long as it waits. So every migration waits at most LockTimeout for
+// a lock, gives up, lets the queue drain and tries again: token writes stall for at
+// most LockTimeout at a time, never for the length of the other transaction.
+const (
+	DefaultLockTimeout = 5 * time.Second
+	DefaultLockRetries = 5
+)
 
 // Migrate applies the pending migrations of ms in order and returns those it applied.
 func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOptions) ([]Migration, error) {
@@ -378,8 +455,13 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 	defer func() {
 		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrateLockID))
 	}()
+	// The connection goes back to the pool afterwards: it must not keep our timeout.
+	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
 	applied, err := Applied(ctx, conn)
 	if err != nil {
+		return nil, err
+	}
+	if err := divergence(ms, applied); err != nil {
 		return nil, err
 	}
 	done := map[int]bool{}
@@ -391,11 +473,11 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 		if done[m.Version] {
 			continue
 		}
-		if opts.To > 0 && m.Version > opts.To || opts.ExpandOnly && m.Kind == Contract {
+		if opts.To > 0 && m.Version > opts.To || opts.ExpandOnly && m.Kind == Contract && m.Version > opts.ServingSchema {
 			break
 		}
 		start := time.Now()
-		if err := apply(ctx, conn, m); err != nil {
+		if err := applyRetrying(ctx, conn, m, opts); err != nil {
 			return ran, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
 		}
 		if opts.Log != nil {
@@ -405,6 +487,51 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 	}
 	return ran, nil
 }
+
+// applyRetrying applies m with opts' lock timeout, again after a wait each time it
+// timed out on a lock. A transactional migration rolled back whole; a
+// non-transactional one runs again from its first statement, which the file rules
+// already require to be safe.
+func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts MigrateOptions) error {
+	timeout, retries, wait := opts.LockTimeout, opts.LockRetries, opts.LockRetryWait
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	if retries == 0 {
+		retries = DefaultLockRetries
+	}
+	if wait <= 0 {
+		wait = time.Second
+	}
+	for try := 0; ; try++ {
+		// Before every try: a migration's own SET or RESET lock_timeout outlives it on
+		// this session.
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET lock_timeout = %d`, timeout.Milliseconds())); err != nil {
+			return err
+		}
+		err := apply(ctx, conn, m)
+		var pqErr *pq.Error
+		if !errors.As(err, &pqErr) || pqErr.Code != lockNotAvailable {
+			return err
+		}
+		if try >= retries {
+			return fmt.Errorf("waited %s for a lock %d times, another transaction holds it (see pg_locks); "+
+				"try again when it has ended: %w", timeout, try+1, err)
+		}
+		if opts.Log != nil {
+			opts.Log("%04d_%s: no lock within %s (%s), retrying in %s", m.Version, m.Name, timeout, pqErr.Message, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// lockNotAvailable is PostgreSQL's lock_not_available, what lock_timeout raises.
+const lockNotAvailable = "55P03"
 
 const recordMigration = `INSERT INTO schema_migrations (version, name, kind) VALUES ($1, $2, $3)`
 

@@ -3,12 +3,14 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
@@ -156,7 +158,11 @@ func TestCheckSchemaAndPlan(t *testing.T) {
 	applied := func(kinds ...string) []postgres.AppliedMigration {
 		out := make([]postgres.AppliedMigration, 0, len(kinds))
 		for i, k := range kinds {
-			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: "m", Kind: k})
+			name := "m" // written by a newer binary
+			if i < len(ms) {
+				name = ms[i].Name
+			}
+			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: name, Kind: k})
 		}
 		return out
 	}
@@ -170,6 +176,10 @@ func TestCheckSchemaAndPlan(t *testing.T) {
 		"all":                      {applied("expand", "expand", "contract"), ""},
 		"newer expand":             {applied("expand", "expand", "contract", "expand"), ""},
 		"newer contract":           {applied("expand", "expand", "contract", "contract"), "contract migration 0004_m"},
+		// A build branched off before another build's 0002 was written: matched by
+		// number, its own 0002 would look applied.
+		"another migration under the same number": {[]postgres.AppliedMigration{{Version: 1, Name: "init", Kind: postgres.Expand},
+			{Version: 2, Name: "token_issue_log", Kind: postgres.Expand}}, "has migration 0002_token_issue_log where this token server has 0002_add_col"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -195,38 +205,60 @@ func TestPlanUpgrade(t *testing.T) {
 	applied := func(kinds ...string) []postgres.AppliedMigration {
 		out := make([]postgres.AppliedMigration, 0, len(kinds))
 		for i, k := range kinds {
-			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: "m", Kind: k})
+			name := "m" // written by a newer binary
+			if i < len(ms) {
+				name = ms[i].Name
+			}
+			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: name, Kind: k})
 		}
 		return out
 	}
 	tests := map[string]struct {
 		ms      []postgres.Migration
 		applied []postgres.AppliedMigration
+		serving int // --serving-schema; 0: unknown
 		want    postgres.UpgradePlan
 		reason  []string
 	}{
-		"one expand pending, a contract deferred": {ms, applied("expand"),
+		"one expand pending, a contract deferred": {ms, applied("expand"), 0,
 			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 1, SchemaTo: 3},
 			[]string{"expand migrations 0002_add_col run while the old version serves", "contract migrations 0003_drop_old wait"}},
-		"empty database": {ms, nil, postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 0, SchemaTo: 3},
+		"empty database": {ms, nil, 0, postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 0, SchemaTo: 3},
 			[]string{"0001_init, 0002_add_col"}},
-		"only the contract pending": {ms, applied("expand", "expand"),
+		"only the contract pending": {ms, applied("expand", "expand"), 0,
 			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 2, SchemaTo: 3},
 			[]string{"no expand migration", "0003_drop_old wait"}},
-		"up to date": {ms, applied("expand", "expand", "contract"),
+		"up to date": {ms, applied("expand", "expand", "contract"), 0,
 			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 3, SchemaTo: 3}, []string{"no migration to apply"}},
-		"database ahead with an expand": {ms, applied("expand", "expand", "contract", "expand"),
+		"database ahead with an expand": {ms, applied("expand", "expand", "contract", "expand"), 0,
 			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 4, SchemaTo: 3}, []string{"no migration to apply"}},
-		"database ahead with a contract": {ms, applied("expand", "expand", "contract", "contract"),
+		"database ahead with a contract": {ms, applied("expand", "expand", "contract", "contract"), 0,
 			postgres.UpgradePlan{Mode: postgres.ModeRefused, SchemaFrom: 4, SchemaTo: 3}, []string{"contract migration 0004_m", "newer token server"}},
-		"a needed expand behind a pending contract": {behindContract, applied("expand", "expand"),
-			postgres.UpgradePlan{Mode: postgres.ModeCopy, SchemaFrom: 2, SchemaTo: 4}, []string{"needs 0004_new_table", "contract migration 0003_drop_old"}},
-		"a kind the old version cannot run on": {unknownKind, applied("expand", "expand", "contract"),
+		"a needed expand behind a pending contract, serving version unknown": {behindContract, applied("expand", "expand"), 0,
+			postgres.UpgradePlan{Mode: postgres.ModeCopy, SchemaFrom: 2, SchemaTo: 4},
+			[]string{"needs 0004_new_table", "contract migration 0003_drop_old, not applied", "schema is unknown", "--serving-schema"}},
+		"a needed expand behind a contract of a newer version than the serving one": {behindContract, applied("expand", "expand"), 2,
+			postgres.UpgradePlan{Mode: postgres.ModeCopy, SchemaFrom: 2, SchemaTo: 4},
+			[]string{"needs 0004_new_table", "serving version (schema 2) does not know that migration"}},
+		// The serving version's contract failed or has not run: it serves after it, so
+		// it runs first and the next version goes on as usual.
+		"the serving version's own contract pending": {behindContract, applied("expand", "expand"), 3,
+			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 2, SchemaTo: 4},
+			[]string{"contract migrations 0003_drop_old of the serving version (schema 3), not applied yet, run first",
+				"expand migrations 0004_new_table run while the old version serves"}},
+		"the serving version's own contract pending, nothing else": {ms, applied("expand", "expand"), 3,
+			postgres.UpgradePlan{Mode: postgres.ModeShared, SchemaFrom: 2, SchemaTo: 3},
+			[]string{"contract migrations 0003_drop_old of the serving version (schema 3), not applied yet, run first"}},
+		"another migration under the same number": {behindContract, append(applied("expand", "expand", "contract"),
+			postgres.AppliedMigration{Version: 4, Name: "token_issue_log", Kind: postgres.Expand}), 3,
+			postgres.UpgradePlan{Mode: postgres.ModeRefused, SchemaFrom: 4, SchemaTo: 4},
+			[]string{"0004_token_issue_log", "0004_new_table"}},
+		"a kind the old version cannot run on": {unknownKind, applied("expand", "expand", "contract"), 0,
 			postgres.UpgradePlan{Mode: postgres.ModeCopy, SchemaFrom: 3, SchemaTo: 4}, []string{"0004_rewrite (breaking)", "copy"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got := postgres.PlanUpgrade(tt.ms, tt.applied)
+			got := postgres.PlanUpgradeFrom(tt.ms, tt.applied, tt.serving)
 			reason := got.Reason
 			got.Reason = ""
 			if got != tt.want {
@@ -366,5 +398,180 @@ func TestClientForeignKeyMigrationOnOrphans(t *testing.T) {
 	}
 	if _, err := db.ExecContext(ctx, orphan, "sig-2"); err == nil || !strings.Contains(err.Error(), "tokens_client_id_fkey") {
 		t.Errorf("a token for a client that does not exist: err = %v, want the foreign key to refuse it", err)
+	}
+}
+
+// A database that applied another build's migration under a number this binary uses
+// for its own is refused everywhere, naming both: by Open (the server does not start),
+// by Migrate (migrate up changes nothing), by the plan (Refused).
+func TestDivergedMigrationIsRefused(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	ms := postgres.Migrations()
+	last := ms[len(ms)-1]
+	// The other build's migration under the same number, as a rolled-back upgrade
+	// leaves it.
+	if _, err := db.ExecContext(ctx, `UPDATE schema_migrations SET name = 'token_issue_log' WHERE version = $1`, last.Version); err != nil {
+		t.Fatal(err)
+	}
+	ours := fmt.Sprintf("%04d_%s", last.Version, last.Name)
+	theirs := fmt.Sprintf("%04d_token_issue_log", last.Version)
+	names := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), ours) || !strings.Contains(err.Error(), theirs) {
+			t.Errorf("%s: %v; want an error naming %s and %s", what, err, theirs, ours)
+		}
+	}
+	_, err = postgres.Open(ctx, dsn, postgres.Options{})
+	if !errors.Is(err, postgres.ErrSchema) {
+		t.Errorf("Open: %v; want ErrSchema", err)
+	}
+	names("Open", err)
+	applied, err := postgres.Applied(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := postgres.PlanUpgrade(ms, applied)
+	if plan.Mode != postgres.ModeRefused {
+		t.Errorf("plan: %+v; want Refused", plan)
+	}
+	names("plan", errors.New(plan.Reason))
+	// A binary that knows one more migration would apply it on top: it must not.
+	next := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: last.Version + 1, Name: "later",
+		Kind: postgres.Expand, Transaction: true, SQL: `CREATE TABLE later (id int)`})
+	ran, err := postgres.Migrate(ctx, db, next, postgres.MigrateOptions{})
+	names("Migrate", err)
+	if len(ran) != 0 {
+		t.Errorf("Migrate applied %v on a diverged schema", ran)
+	}
+}
+
+// migrate up --expand-only with the serving version's schema runs that version's own
+// pending contract (its contract step failed), then the new version's expand, and
+// stops before a contract of the new version; without it, it stops at the first
+// contract, as before.
+func TestMigrateExpandOnlyRunsTheServingVersionsContract(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.OpenDB(pg.NewDatabase(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	ms := []postgres.Migration{
+		{Version: 1, Name: "init", Kind: postgres.Expand, Transaction: true, SQL: `CREATE TABLE t (a int, old int)`},
+		{Version: 2, Name: "drop_old", Kind: postgres.Contract, Transaction: true, SQL: `ALTER TABLE t DROP COLUMN old`},
+		{Version: 3, Name: "add_b", Kind: postgres.Expand, Transaction: true, SQL: `ALTER TABLE t ADD COLUMN b int`},
+		{Version: 4, Name: "drop_a", Kind: postgres.Contract, Transaction: true, SQL: `ALTER TABLE t DROP COLUMN a`},
+	}
+	if _, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{To: 1}); err != nil {
+		t.Fatal(err)
+	}
+	versions := func(ran []postgres.Migration) (out []int) {
+		for _, m := range ran {
+			out = append(out, m.Version)
+		}
+		return out
+	}
+	if ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: true}); err != nil || len(ran) != 0 {
+		t.Fatalf("expand-only with the serving schema unknown ran %v (%v); want nothing, 0002 is a contract", versions(ran), err)
+	}
+	ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: true, ServingSchema: 2})
+	if err != nil || fmt.Sprint(versions(ran)) != "[2 3]" {
+		t.Fatalf("expand-only serving schema 2 ran %v (%v); want [2 3]", versions(ran), err)
+	}
+}
+
+// An expand migration's ALTER TABLE tokens behind a long transaction (a pg_dump, a
+// report) times out on the lock and is retried instead of waiting, so token writes,
+// which would queue behind the waiting ALTER, go on meanwhile; once the transaction
+// ends the migration applies. If it never ends, the migration gives up, saying why.
+func TestMigrationsNeverStallTokenWrites(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if _, err := s.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.OpenDB(dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	// The long transaction: it read tokens and is still open, holding ACCESS SHARE.
+	blocker, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = blocker.Rollback() }()
+	if _, err := blocker.ExecContext(ctx, `SELECT count(*) FROM tokens`); err != nil {
+		t.Fatal(err)
+	}
+	ms := postgres.Migrations()
+	next := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: len(ms) + 1, Name: "tokens_issuer",
+		Kind: postgres.Expand, Transaction: true, SQL: `ALTER TABLE tokens ADD COLUMN issuer text`})
+
+	// The bounds below only keep a failing test from hanging: without lock_timeout
+	// the ALTER waits until the long transaction ends, which here is never.
+	bounded, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	t.Run("gives up", func(t *testing.T) {
+		_, err := postgres.Migrate(bounded, db, next, postgres.MigrateOptions{LockTimeout: 100 * time.Millisecond,
+			LockRetries: 1, LockRetryWait: time.Millisecond})
+		if err == nil || !strings.Contains(err.Error(), "tokens_issuer") || !strings.Contains(err.Error(), "lock") {
+			t.Fatalf("Migrate behind a transaction that never ends: %v; want an error about the lock", err)
+		}
+	})
+
+	retried := make(chan string, 100)
+	done := make(chan error, 1)
+	go func() {
+		_, err := postgres.Migrate(bounded, db, next, postgres.MigrateOptions{LockTimeout: 100 * time.Millisecond,
+			LockRetries: 1000, LockRetryWait: 10 * time.Millisecond,
+			Log: func(format string, args ...any) { retried <- fmt.Sprintf(format, args...) }})
+		done <- err
+	}()
+	// The migration has waited for its lock and given up at least once.
+	select {
+	case line := <-retried:
+		if !strings.Contains(line, "retrying") {
+			t.Fatalf("first log line of a blocked migration: %q", line)
+		}
+	case err := <-done:
+		t.Fatalf("the migration ended (%v) while the long transaction still holds its lock", err)
+	case <-bounded.Done():
+		t.Fatal("the migration waited for its lock and never gave up")
+	}
+	// Token writes go on while the migration keeps trying.
+	for i := range 10 {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.CreateAccessTokenSession(wctx, fmt.Sprintf("at-%d", i), tokenRequest(t, s, fmt.Sprintf("req-%d", i), time.Now()))
+		cancel()
+		if err != nil {
+			t.Fatalf("token write %d during the blocked migration: %v", i, err)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the migration ended (%v) while the long transaction still holds its lock", err)
+	default:
+	}
+	if err := blocker.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Migrate after the long transaction ended: %v", err)
+	}
+	var lockTimeout string
+	if err := db.QueryRowContext(ctx, `SHOW lock_timeout`).Scan(&lockTimeout); err != nil || lockTimeout != "0" {
+		t.Errorf("a pooled connection after Migrate has lock_timeout %q (%v); the migration's timeout leaked", lockTimeout, err)
 	}
 }
