@@ -3,6 +3,7 @@ package upgrade
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -76,6 +77,23 @@ func JobName(server, id string, kind JobKind) string {
 		server = strings.TrimRight(server[:63-len(suffix)], "-.")
 	}
 	return server + suffix
+}
+
+// UpgradeJobName is the name of the current attempt of the upgrade's Job of kind: a
+// failed contract Job is retried under a new name (<server>-<id>-contract-<n>).
+func UpgradeJobName(server string, u *oauthv1alpha1.UpgradeStatus, kind JobKind) string {
+	if kind == JobContract && u.ContractRetries > 0 {
+		kind = JobKind(fmt.Sprintf("%s-%d", kind, u.ContractRetries))
+	}
+	return JobName(server, u.ID, kind)
+}
+
+// settingsDigest identifies spec.upgrade, recorded with a failed image: other
+// settings may make it pass.
+func settingsDigest(u oauthv1alpha1.UpgradeSettings) string {
+	b, _ := json.Marshal(u)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // windowState says whether an upgrade may start at now, and if not, when it may.
