@@ -302,10 +302,10 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	if got := servingPods(t, ns); !slices.Equal(got, []string{"auth-blue-0", "auth-blue-1"}) {
 		t.Errorf("serving after the rollback: %v", got)
 	}
-	// Not retried: a pass over a new generation (another setting changed) starts no
-	// new upgrade while spec.image is still v2.
+	// Not retried: a pass over a new generation (a setting outside spec.upgrade
+	// changed) starts no new upgrade while spec.image is still v2.
 	jobs := jobNames(t, ns)
-	update(t, ts, func() { ts.Spec.Upgrade.ScaleDownDelay = "45s" })
+	update(t, ts, func() { ts.Spec.Tokens.AccessTokenLifespan = "30m" })
 	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 		return ts.Status.ObservedGeneration == ts.Generation
@@ -313,6 +313,12 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	if ts.Status.Upgrade.ID != id || ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || !slices.Equal(jobNames(t, ns), jobs) {
 		t.Errorf("the failed image was tried again: %+v, Jobs %v", ts.Status.Upgrade, jobNames(t, ns))
 	}
+	// spec.upgrade changed (the settings may have caused the failure): tried again.
+	update(t, ts, func() { ts.Spec.Upgrade.ProgressDeadline = "20m" })
+	eventually(t, 20*time.Second, "a new upgrade to v2 after spec.upgrade changed", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.ID != id && ts.Status.Upgrade.ToImage == imageV2
+	}, func() string { return fmt.Sprintf("status %+v, upgrade %+v", ts.Status, ts.Status.Upgrade) })
 }
 
 // TestCopyPlanRefused: a plan that needs a copied database ends the upgrade before
@@ -469,6 +475,10 @@ func TestKeyRotationWaitsForUpgrade(t *testing.T) {
 	ts, k := upgradeServer(t, "keyhold", nil)
 	setImage(t, ts, imageV2)
 	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
+	// The key falls due while both colors run (verification).
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
 	var keys corev1.Secret
 	get(t, ts.Namespace, "auth-keys", &keys)
 	old := string(keys.Data[resources.KeySigningKey])
@@ -476,9 +486,6 @@ func TestKeyRotationWaitsForUpgrade(t *testing.T) {
 	if err := k8s.Update(context.Background(), &keys); err != nil {
 		t.Fatal(err)
 	}
-	// A pass after the key fell due: the one that sees the plan and moves on.
-	k.release("plan", jobOutcome{message: planOK})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeMigrating)
 	poke(t, ts)
 	get(t, ts.Namespace, "auth-keys", &keys)
 	if string(keys.Data[resources.KeySigningKey]) != old {

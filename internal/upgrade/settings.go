@@ -62,9 +62,11 @@ func duration(d oauthv1alpha1.Duration, def time.Duration) time.Duration {
 }
 
 // newID names an upgrade: short, so that Job names stay within 63 characters, and
-// different for two upgrades between the same images.
-func newID(from, to string, now time.Time) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", from, to, now.UnixNano()))
+// different for two upgrades between the same images, even two started at the
+// same instant (a retry of a failed image, on a coarse clock): the previous id is
+// part of it, or the new upgrade would find the old one's Jobs by their names.
+func newID(from, to string, now time.Time, previous string) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%s", from, to, now.UnixNano(), previous))
 	return hex.EncodeToString(sum[:4])
 }
 

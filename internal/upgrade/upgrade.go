@@ -421,8 +421,12 @@ func (m *machine) start() bool {
 		return false
 	}
 	replicas := max(m.o.Spec.Replicas, 1)
+	previous := ""
+	if m.st.Upgrade != nil {
+		previous = m.st.Upgrade.ID
+	}
 	m.st.Upgrade = &oauthv1alpha1.UpgradeStatus{
-		ID:        newID(sts.Image, img, m.now),
+		ID:        newID(sts.Image, img, m.now, previous),
 		FromImage: sts.Image, ToImage: img,
 		FromColor: string(active), ToColor: string(active.Other()),
 		Steps: replicas, Progress: fmt.Sprintf("0/%d", replicas),

@@ -641,6 +641,19 @@ func TestPlanFitsStatus(t *testing.T) {
 	}
 }
 
+// A failed image tried again at once (spec.upgrade changed in the same instant,
+// on a coarse clock) gets a new id: the old upgrade's Jobs must not decide it.
+func TestRetryGetsANewID(t *testing.T) {
+	in := with(at(v1.UpgradePlanning, 3, 0), func(o *Observed) {
+		u := o.Status.Upgrade
+		u.ID, u.Phase = newID(imgA, imgB, t0, ""), v1.UpgradeRolledBack
+		o.Status.FailedImage, o.Status.FailedSettings = imgB, "0123456789abcdef"
+	})
+	if u := Next(in, t0).Status.Upgrade; u.Phase != v1.UpgradePlanning || u.ID == in.Status.Upgrade.ID {
+		t.Errorf("retry: %s with id %s, want Planning with an id other than %s", u.Phase, u.ID, in.Status.Upgrade.ID)
+	}
+}
+
 func TestColorsOfANewUpgrade(t *testing.T) {
 	in := with(at(v1.UpgradeContracting, 3, 0), image(imgC), func(o *Observed) { o.Status.Upgrade.Phase = v1.UpgradeCompleted })
 	u := Next(in, t0).Status.Upgrade
