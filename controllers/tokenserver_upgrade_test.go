@@ -16,11 +16,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
@@ -607,4 +609,27 @@ func TestPauseAndPromote(t *testing.T) {
 	eventually(t, 20*time.Second, "green-0 serving", func() bool {
 		return slices.Contains(servingPods(t, ts.Namespace), "auth-green-0")
 	}, func() string { return fmt.Sprintf("serving %v", servingPods(t, ts.Namespace)) })
+}
+
+// TestStatusConflictKeepsReady: a pass whose TokenServer is stale loses the race to
+// write the upgrade's intent. It acts on nothing, and reports the server as it is:
+// Ready stays True, so the OAuthClients of the server do not flap (review finding 10).
+func TestStatusConflictKeepsReady(t *testing.T) {
+	ts, _ := upgradeServer(t, "conflict", nil)
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+	stale := ts.DeepCopy()
+	poke(t, ts)                // someone writes the TokenServer meanwhile
+	stale.Spec.Image = imageV2 // and the stale pass wants to start an upgrade
+	r := &controllers.TokenServerReconciler{Client: k8s, Recorder: events.NewFakeRecorder(10), Clock: operatorClock}
+	ready, next, err := controllers.UpgradeStep(context.Background(), r, stale)
+	if err != nil || ready.Status != metav1.ConditionTrue || next <= 0 {
+		t.Errorf("after a conflict: Ready %s %s (%s), error %v, next pass in %s; want Ready True, no error, a pass soon",
+			ready.Status, ready.Reason, ready.Message, err, next)
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts); err != nil {
+		t.Fatal(err)
+	}
+	if ts.Status.Upgrade != nil {
+		t.Errorf("the stale pass started an upgrade: %+v", ts.Status.Upgrade)
+	}
 }
