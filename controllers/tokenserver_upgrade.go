@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
@@ -514,6 +516,53 @@ func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv
 		return fmt.Errorf("create Job %s: %w", job.Name, err)
 	}
 	return nil
+}
+
+// sweepVerifyClients deletes the temporary clients `tokenserver verify` registers
+// (ID prefix adminapi.VerifyClientIDPrefix, no owner) once no verification can be
+// using them: the Job deletes its own when it ends, but not when it was abandoned
+// (a rollback during Verifying took green's admin API, through which it deletes;
+// the TokenServer was deleted mid-verify, its database kept). clients were listed
+// before ts was read, as in the owner sweep. Only a bundled server's: on an
+// external one another installation may be verifying. A verification that may run
+// keeps them all: the phase Verifying is written before its Job is created, and the
+// Job exists (unfinished) before its pod can register a client.
+func sweepVerifyClients(ctx context.Context, c client.Reader, ts *oauthv1alpha1.TokenServer, clients []adminapi.ClientStatus,
+	admin *adminapi.HTTPClient) ([]string, error) {
+	if ts.Spec.External != nil {
+		return nil, nil
+	}
+	var stale []string
+	for _, cl := range clients {
+		if cl.OwnerNamespace == "" && strings.HasPrefix(cl.ID, adminapi.VerifyClientIDPrefix) {
+			stale = append(stale, cl.ID)
+		}
+	}
+	if len(stale) == 0 || (ts.Status.Upgrade != nil && ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeVerifying) {
+		return nil, nil
+	}
+	var jobs batchv1.JobList
+	if err := c.List(ctx, &jobs, client.InNamespace(ts.Namespace), client.MatchingLabels(resources.VerifySelector(ts))); err != nil {
+		return nil, fmt.Errorf("list the verification Jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		j := &jobs.Items[i]
+		finished := false
+		for _, cond := range j.Status.Conditions {
+			finished = finished || ((cond.Type == batchv1.JobComplete || cond.Type == batchv1.JobFailed) && cond.Status == corev1.ConditionTrue)
+		}
+		if !finished {
+			return nil, nil // a verification still runs: its client may be among them
+		}
+	}
+	var deleted []string
+	for _, id := range stale {
+		if err := admin.DeleteClient(ctx, id, ""); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
+			return deleted, fmt.Errorf("delete the leftover verification client %s: %w", id, err)
+		}
+		deleted = append(deleted, id)
+	}
+	return deleted, nil
 }
 
 // setServing puts the serving label on a pod or takes it off, with a merge patch of

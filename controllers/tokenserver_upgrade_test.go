@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
@@ -632,4 +634,27 @@ func TestStatusConflictKeepsReady(t *testing.T) {
 	if ts.Status.Upgrade != nil {
 		t.Errorf("the stale pass started an upgrade: %+v", ts.Status.Upgrade)
 	}
+}
+
+// TestLeftoverVerifyClientsSwept: the verification Job registers a temporary client
+// and deletes it through green's admin API when it ends; a Job that could not (green
+// scaled away by the rollback it caused) leaves it behind. Once no verification can
+// use it, the owner sweep deletes it (review finding 13).
+func TestLeftoverVerifyClientsSwept(t *testing.T) {
+	ts, k := upgradeServer(t, "verifyleft", nil)
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	id := adminapi.VerifyClientIDPrefix + strings.ReplaceAll(ts.Namespace, "-", "")
+	if _, err := admin.PutClient(context.Background(), &adminapi.Client{ID: id, Secret: "secret-0123456789abcdefghijklmnopqrstuv",
+		ClientMetadata: adminapi.ClientMetadata{Name: "verification", GrantTypes: []string{"client_credentials"},
+			TokenEndpointAuthMethod: adminapi.AuthClientSecretBasic}}); err != nil {
+		t.Fatal(err)
+	}
+	k.release("verify", jobOutcome{failed: true, message: "green's admin API is gone: the client could not be deleted"})
+	eventually(t, 20*time.Second, "the leftover verification client deleted", func() bool {
+		_, err := admin.GetClient(context.Background(), id)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
 }

@@ -198,6 +198,11 @@ func labels(ts *oauthv1alpha1.TokenServer, component string) map[string]string {
 	return map[string]string{LabelName: "kubeoauth", LabelInstance: ts.Name, LabelComponent: component, LabelManagedBy: ManagedBy}
 }
 
+// VerifySelector selects an upgrade's verification Jobs and their pods.
+func VerifySelector(ts *oauthv1alpha1.TokenServer) map[string]string {
+	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentVerify}
+}
+
 // ServerSelector selects the pods of one color: its StatefulSet's and headless
 // Service's selector.
 func ServerSelector(ts *oauthv1alpha1.TokenServer, color string) map[string]string {
@@ -636,7 +641,7 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
 				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}},
 				// No namespace selector: this namespace's verification pods of this server.
-				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentVerify}}}}},
+				{PodSelector: &metav1.LabelSelector{MatchLabels: VerifySelector(ts)}}}},
 		},
 	}}
 }
