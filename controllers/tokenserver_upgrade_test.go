@@ -658,3 +658,36 @@ func TestLeftoverVerifyClientsSwept(t *testing.T) {
 		return errors.Is(err, adminapi.ErrNotFound)
 	}, nil)
 }
+
+// TestConfigChangeWaitsForUpgrade: a change of what the pods read at start (here the
+// scope descriptions, in the config hash) made while both colors run would roll
+// both at once: it waits, and is rolled out once the upgrade ended (review finding 9).
+func TestConfigChangeWaitsForUpgrade(t *testing.T) {
+	ts, k := upgradeServer(t, "confighold", nil)
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	hash := func(name string) string {
+		var sts appsv1.StatefulSet
+		get(t, ts.Namespace, name, &sts)
+		return sts.Spec.Template.Annotations[resources.AnnotationConfig]
+	}
+	blue, green := hash("auth-blue"), hash("auth-green")
+	update(t, ts, func() {
+		ts.Spec.ScopeDescriptions = append(ts.Spec.ScopeDescriptions, oauthv1alpha1.ScopeDescription{Name: "reports", Description: "Read reports"})
+	})
+	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.ObservedGeneration == ts.Generation
+	}, nil)
+	if b, g := hash("auth-blue"), hash("auth-green"); b != blue || g != green {
+		t.Errorf("the config change rolled the pods mid-upgrade: blue %s -> %s, green %s -> %s", blue, b, green, g)
+	}
+	// The upgrade ends (the image set back): the serving color takes the change.
+	setImage(t, ts, imageV1)
+	eventually(t, 20*time.Second, "blue rolled with the new config after the upgrade", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack && hash("auth-blue") != blue
+	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+}
