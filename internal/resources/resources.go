@@ -402,15 +402,20 @@ func PlanJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
 }
 
 // ExpandJob runs the new image's expand migrations only: the schema both versions
-// run on.
+// run on. The end of a failed run's log is its termination message, which the
+// operator quotes in status.upgrade (not just "BackoffLimitExceeded").
 func ExpandJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
-	return databaseJob(ts, name, image, 6, "migrate", "up", "--expand-only")
+	job := databaseJob(ts, name, image, 6, "migrate", "up", "--expand-only")
+	job.Spec.Template.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+	return job
 }
 
 // ContractJob runs all remaining migrations, contract ones included, once the old
-// version is gone for good.
+// version is gone for good; its failure is quoted as ExpandJob's.
 func ContractJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
-	return databaseJob(ts, name, image, 6, "migrate", "up")
+	job := databaseJob(ts, name, image, 6, "migrate", "up")
+	job.Spec.Template.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+	return job
 }
 
 // databaseJob runs the token server image with args and the DSN, as a migrations
