@@ -261,7 +261,19 @@ func TestSharedUpgrade(t *testing.T) {
 	if args := jobArgs(t, ns, upgrade.JobName("auth", id, upgrade.JobContract)); !slices.Equal(args, []string{"migrate", "up"}) {
 		t.Errorf("contract Job runs %v", args)
 	}
-	k.release("contract", jobOutcome{})
+	// A failed contract is retried after a backoff, by a Job of a new name; v2
+	// serves meanwhile, Degraded says so.
+	k.release("contract", jobOutcome{failed: true, message: "canceling statement due to lock timeout"})
+	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonMigrationFailed)
+	if u := ts.Status.Upgrade; u.Phase != oauthv1alpha1.UpgradeContracting || u.NextRetry == nil || !strings.Contains(u.Message, "lock timeout") {
+		t.Errorf("after a failed contract: %+v", u)
+	}
+	step(time.Minute + time.Second)
+	poke(t, ts)
+	if args := jobArgs(t, ns, upgrade.JobName("auth", id, upgrade.JobContract+"-1")); !slices.Equal(args, []string{"migrate", "up"}) {
+		t.Errorf("contract retry Job runs %v", args)
+	}
+	k.release("contract-1", jobOutcome{})
 	eventually(t, 20*time.Second, "Completed", func() bool {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeCompleted
