@@ -42,6 +42,8 @@ const (
 	// ReasonSweepSkipped: a TokenServer of the same server could not be evaluated, so
 	// the pass deleted nothing: what that one admits is unknown.
 	ReasonSweepSkipped = "SweepSkipped"
+	// ReasonSweptVerifyClient: an upgrade's verification client outlived its Job.
+	ReasonSweptVerifyClient = "SweptVerificationClient"
 )
 
 // OwnerSweeper makes a token server hold only what the TokenServer's namespace
@@ -123,6 +125,15 @@ func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *a
 	ts := &peers[0]
 	if !sweeps(ts) {
 		return nil
+	}
+	// Upgrades' verification clients that outlived their Job (tokenserver_upgrade.go).
+	deleted, err := sweepVerifyClients(ctx, r.Client, ts, clients, admin)
+	for _, id := range deleted {
+		r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, ReasonSweptVerifyClient, "Sweep",
+			"deleted the upgrade verification client %s, left behind by a verification that ended without it", id)
+	}
+	if err != nil {
+		return err
 	}
 	// In a bundled server's database only this operator registers clients: an owner
 	// namespace missing here was deleted. On an external one it may be another

@@ -92,26 +92,32 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	}
 	// A new key would roll both colors' pods in the middle of moving traffic
 	// between them: rotation waits for the upgrade to end.
-	keys, nextRotation, err := r.ensureKeys(ctx, ts, upgrade.Active(&ts.Status))
+	keys, nextRotation, err := r.ensureKeys(ctx, ts, upgrade.HoldsRollouts(ts.Spec.Upgrade, &ts.Status, r.Clock.Now()))
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := r.database(ctx, ts); err != nil {
 		return nil, nextRotation, err
 	}
-	if ts.Status.ActiveColor == "" {
-		ts.Status.ActiveColor = resources.ColorBlue // the first version; upgrades bring up green
+	// The first install (no StatefulSet of either color) migrates fully before its
+	// first pod; from then on the upgrade migrates in steps (plan, expand,
+	// contract) and never under a version that cannot run on the result. Which
+	// color is active is for the upgrade to say, from status and the facts
+	// (status may be lost): not defaulted here.
+	first := true
+	for _, c := range []string{resources.ColorBlue, resources.ColorGreen} {
+		name := resources.StatefulSetName(ts, c)
+		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &appsv1.StatefulSet{})
+		if err == nil {
+			first = false
+		} else if !apierrors.IsNotFound(err) {
+			return nil, nextRotation, fmt.Errorf("get StatefulSet %s: %w", name, err)
+		}
 	}
-	// The first install migrates fully before its first pod; from then on the
-	// upgrade migrates in steps (plan, expand, contract) and never under a version
-	// that cannot run on the result.
-	active := resources.StatefulSetName(ts, ts.Status.ActiveColor)
-	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: active}, &appsv1.StatefulSet{}); apierrors.IsNotFound(err) {
+	if first {
 		if err := r.migrations(ctx, ts); err != nil {
 			return nil, nextRotation, err
 		}
-	} else if err != nil {
-		return nil, nextRotation, fmt.Errorf("get StatefulSet %s: %w", active, err)
 	}
 	hash, err := r.configHash(ctx, ts, keys, admin, adminTLS)
 	if err != nil {
@@ -129,6 +135,9 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	ts.Status.TargetImage = ts.Spec.Image
 	ts.Status.AdminEndpoint = resources.AdminEndpoint(ts)
 	color := ts.Status.ActiveColor
+	if color == "" { // the upgrade's intent could not be written yet
+		color = resources.ColorBlue
+	}
 	var sts appsv1.StatefulSet
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.StatefulSetName(ts, color)}, &sts); err != nil {
 		if apierrors.IsNotFound(err) { // just applied; the cache has not seen it yet

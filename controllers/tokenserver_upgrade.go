@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
@@ -33,10 +35,6 @@ import (
 // The upgrade reads pods (color, ordinal, image, readiness; the plan Job's
 // termination message) and moves the serving label on them.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
-
-// ReasonUpgradeConflict: the upgrade's intent could not be written because the
-// TokenServer changed meanwhile; the pass starts again.
-const ReasonUpgradeConflict = "UpgradeConflict"
 
 // metricsScrapeTimeout bounds one pod's /metrics; a pod slower than that counts
 // as unreadable (a failed analysis check), not as a stuck reconcile.
@@ -55,22 +53,33 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	if err != nil {
 		return nil, 0, err
 	}
-	d := upgrade.Next(o, r.Clock.Now())
+	now := r.Clock.Now()
+	d := upgrade.Next(o, now)
+	if d.Status.Upgrade != nil {
+	}
 	if d.WriteStatus {
 		// The intent first, with an optimistic lock: two passes on stale copies must
 		// not both start an upgrade, and a crash after this write resumes from it.
 		base := ts.DeepCopy()
-		ts.Status.ActiveColor, ts.Status.FailedImage, ts.Status.Upgrade = string(d.Status.ActiveColor), d.Status.FailedImage, d.Status.Upgrade
+		ts.Status.ActiveColor, ts.Status.FailedImage, ts.Status.FailedSettings, ts.Status.Upgrade =
+			string(d.Status.ActiveColor), d.Status.FailedImage, d.Status.FailedSettings, d.Status.Upgrade
 		if err := r.Status().Patch(ctx, ts, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			ts.Status = base.Status
 			if apierrors.IsConflict(err) {
-				return nil, 0, waiting(ReasonUpgradeConflict,
-					"the TokenServer changed while the upgrade's next step was written; looking again").after(time.Second)
+				// A newer TokenServer exists (its watch event brings the next pass): act
+				// on nothing, and let the pass report the server as it is, with the
+				// upgrade's conditions as they were. Ready must not flap because of
+				// a write that merely lost a race.
+				return conditionsOf(ts.Status.Conditions, oauthv1alpha1.ConditionProgressing, oauthv1alpha1.ConditionDegraded),
+					time.Second, nil
 			}
 			return nil, 0, fmt.Errorf("write the upgrade's intent to status: %w", err)
 		}
 	}
-	for _, s := range d.StatefulSets {
+	// A change that rolls pods (config, spec fields in the pod template) waits
+	// while both colors run (upgrade.HoldsRollouts); see heldStatefulSets.
+	hold := upgrade.HoldsRollouts(ts.Spec.Upgrade, &oauthv1alpha1.TokenServerStatus{Upgrade: d.Status.Upgrade}, now)
+	for _, s := range heldStatefulSets(d.StatefulSets, o.StatefulSets, hold) {
 		in.Color, in.Image, in.Replicas = string(s.Color), s.Image, s.Replicas
 		for _, obj := range []client.Object{resources.TokenServerStatefulSet(ts, in), resources.HeadlessService(ts, in.Color)} {
 			if err := r.apply(ctx, ts, obj); err != nil {
@@ -98,6 +107,38 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 		return nil, 0, err
 	}
 	return d.Conditions, d.RequeueAfter, nil
+}
+
+// conditionsOf are the conditions of those types in conds, unchanged.
+func conditionsOf(conds []metav1.Condition, types ...string) []metav1.Condition {
+	var out []metav1.Condition
+	for _, t := range types {
+		if c := meta.FindStatusCondition(conds, t); c != nil {
+			out = append(out, *c)
+		}
+	}
+	return out
+}
+
+// heldStatefulSets are the StatefulSets to apply. While hold, a color whose
+// StatefulSet already has the decided image and replicas is not applied: the apply
+// could only carry a change of its pod template (the config hash: keys, scope
+// descriptions, the users Secret; spec fields such as spec.tokens), which would roll
+// its pods while traffic moves, both colors at once. Such changes are applied when
+// the hold ends. A color whose image or replicas change gets new pods anyway and
+// takes the current template with them. Pure: table-tested.
+func heldStatefulSets(want []upgrade.StatefulSetIntent, observed map[upgrade.Color]upgrade.StatefulSet, hold bool) []upgrade.StatefulSetIntent {
+	if !hold {
+		return want
+	}
+	var out []upgrade.StatefulSetIntent
+	for _, s := range want {
+		if o, ok := observed[s.Color]; ok && o.Image == s.Image && o.Replicas == s.Replicas {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // applyServices applies the public and admin Services with serviceSelector.
@@ -146,7 +187,7 @@ func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.T
 	o := upgrade.Observed{Name: ts.Name, Annotations: ts.Annotations,
 		Spec: upgrade.Spec{Image: ts.Spec.Image, Replicas: ptr.Deref(ts.Spec.Replicas, 1), Upgrade: ts.Spec.Upgrade},
 		Status: upgrade.Status{ActiveColor: upgrade.Color(ts.Status.ActiveColor), FailedImage: ts.Status.FailedImage,
-			Upgrade: ts.Status.Upgrade},
+			FailedSettings: ts.Status.FailedSettings, Upgrade: ts.Status.Upgrade},
 		StatefulSets: map[upgrade.Color]upgrade.StatefulSet{}, Jobs: map[upgrade.JobKind]upgrade.Job{}}
 	sets := map[upgrade.Color]types.UID{}
 	for _, c := range []upgrade.Color{upgrade.Blue, upgrade.Green} {
@@ -222,7 +263,8 @@ func (r *TokenServerReconciler) serverPods(ctx context.Context, ts *oauthv1alpha
 			}
 		}
 		pods = append(pods, upgrade.Pod{Name: p.Name, Color: color, Ordinal: ordinal, Image: p.Spec.Containers[0].Image,
-			Ready: ready && p.DeletionTimestamp == nil, Serving: p.Labels[oauthv1alpha1.LabelServing] == "true"})
+			Ready: ready && p.DeletionTimestamp == nil, Serving: p.Labels[oauthv1alpha1.LabelServing] == "true",
+			Terminating: p.DeletionTimestamp != nil})
 		port := int32(resources.MetricsPort)
 		for _, cp := range p.Spec.Containers[0].Ports {
 			if cp.Name == "metrics" {
@@ -245,7 +287,7 @@ func (r *TokenServerReconciler) observeJobs(ctx context.Context, ts *oauthv1alph
 	}
 	for _, kind := range []upgrade.JobKind{upgrade.JobPlan, upgrade.JobExpand, upgrade.JobVerify, upgrade.JobContract} {
 		var job batchv1.Job
-		name := upgrade.JobName(ts.Name, u.ID, kind)
+		name := upgrade.UpgradeJobName(ts.Name, u, kind)
 		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &job)
 		if apierrors.IsNotFound(err) {
 			continue
@@ -366,11 +408,11 @@ func (r *TokenServerReconciler) servingEndpoints(ctx context.Context, ts *oauthv
 	return out, nil
 }
 
-// scrapeColor sums the request and 5xx counters of every pod of color; nil when a
+// scrapeColor sums the counters of every pod of color, per endpoint; nil when a
 // pod has no address or its metrics cannot be read: the analysis then fails the
 // check rather than judging part of the color.
-func scrapeColor(ctx context.Context, pods []upgrade.Pod, addrs map[string]string, color upgrade.Color) *upgrade.Metrics {
-	var sum upgrade.Metrics
+func scrapeColor(ctx context.Context, pods []upgrade.Pod, addrs map[string]string, color upgrade.Color) upgrade.Metrics {
+	sum := upgrade.Metrics{}
 	n := 0
 	for _, p := range pods {
 		if p.Color != color {
@@ -384,51 +426,68 @@ func scrapeColor(ctx context.Context, pods []upgrade.Pod, addrs map[string]strin
 		if err != nil {
 			return nil
 		}
-		sum.Requests += m.Requests
-		sum.Errors += m.Errors
+		for e, c := range m {
+			s := sum[e]
+			s.Requests += c.Requests
+			s.Errors += c.Errors
+			sum[e] = s
+		}
 		n++
 	}
 	if n == 0 {
 		return nil
 	}
-	return &sum
+	return sum
 }
 
-// scrape reads kubeoauth_http_requests_total from one token server's metrics: all
-// requests, and those answered with a 5xx code.
+// scrape reads kubeoauth_http_requests_total from one token server's metrics, per
+// endpoint: requests, without the 4xx answers (the caller's own errors, which anyone
+// can send to pad the count), and those answered with a 5xx code.
 func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, metricsScrapeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return upgrade.Metrics{}, err
+		return nil, err
 	}
 	resp, err := metricsClient.Do(req)
 	if err != nil {
-		return upgrade.Metrics{}, err
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return upgrade.Metrics{}, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return upgrade.Metrics{}, fmt.Errorf("parse %s: %w", url, err)
+		return nil, fmt.Errorf("parse %s: %w", url, err)
 	}
-	var m upgrade.Metrics
 	f, ok := families["kubeoauth_http_requests_total"]
 	if !ok {
-		return m, fmt.Errorf("%s has no kubeoauth_http_requests_total", url)
+		return nil, fmt.Errorf("%s has no kubeoauth_http_requests_total", url)
 	}
+	m := upgrade.Metrics{}
 	for _, s := range f.GetMetric() {
 		v := int64(s.GetCounter().GetValue())
-		m.Requests += v
+		var endpoint, code string
 		for _, l := range s.GetLabel() {
-			if l.GetName() == "code" && strings.HasPrefix(l.GetValue(), "5") {
-				m.Errors += v
+			switch l.GetName() {
+			case "endpoint":
+				endpoint = l.GetValue()
+			case "code":
+				code = l.GetValue()
 			}
 		}
+		if strings.HasPrefix(code, "4") {
+			continue
+		}
+		c := m[endpoint]
+		c.Requests += v
+		if strings.HasPrefix(code, "5") {
+			c.Errors += v
+		}
+		m[endpoint] = c
 	}
 	return m, nil
 }
@@ -457,6 +516,53 @@ func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv
 		return fmt.Errorf("create Job %s: %w", job.Name, err)
 	}
 	return nil
+}
+
+// sweepVerifyClients deletes the temporary clients `tokenserver verify` registers
+// (ID prefix adminapi.VerifyClientIDPrefix, no owner) once no verification can be
+// using them: the Job deletes its own when it ends, but not when it was abandoned
+// (a rollback during Verifying took green's admin API, through which it deletes;
+// the TokenServer was deleted mid-verify, its database kept). clients were listed
+// before ts was read, as in the owner sweep. Only a bundled server's: on an
+// external one another installation may be verifying. A verification that may run
+// keeps them all: the phase Verifying is written before its Job is created, and the
+// Job exists (unfinished) before its pod can register a client.
+func sweepVerifyClients(ctx context.Context, c client.Reader, ts *oauthv1alpha1.TokenServer, clients []adminapi.ClientStatus,
+	admin *adminapi.HTTPClient) ([]string, error) {
+	if ts.Spec.External != nil {
+		return nil, nil
+	}
+	var stale []string
+	for _, cl := range clients {
+		if cl.OwnerNamespace == "" && strings.HasPrefix(cl.ID, adminapi.VerifyClientIDPrefix) {
+			stale = append(stale, cl.ID)
+		}
+	}
+	if len(stale) == 0 || (ts.Status.Upgrade != nil && ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeVerifying) {
+		return nil, nil
+	}
+	var jobs batchv1.JobList
+	if err := c.List(ctx, &jobs, client.InNamespace(ts.Namespace), client.MatchingLabels(resources.VerifySelector(ts))); err != nil {
+		return nil, fmt.Errorf("list the verification Jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		j := &jobs.Items[i]
+		finished := false
+		for _, cond := range j.Status.Conditions {
+			finished = finished || ((cond.Type == batchv1.JobComplete || cond.Type == batchv1.JobFailed) && cond.Status == corev1.ConditionTrue)
+		}
+		if !finished {
+			return nil, nil // a verification still runs: its client may be among them
+		}
+	}
+	var deleted []string
+	for _, id := range stale {
+		if err := admin.DeleteClient(ctx, id, ""); err != nil && !errors.Is(err, adminapi.ErrNotFound) {
+			return deleted, fmt.Errorf("delete the leftover verification client %s: %w", id, err)
+		}
+		deleted = append(deleted, id)
+	}
+	return deleted, nil
 }
 
 // setServing puts the serving label on a pod or takes it off, with a merge patch of

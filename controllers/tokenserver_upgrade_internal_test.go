@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -92,8 +93,8 @@ func TestScrape(t *testing.T) {
 	}))
 	defer srv.Close()
 	m, err := scrape(context.Background(), srv.URL+"/metrics")
-	if err != nil || m != (upgrade.Metrics{Requests: 100, Errors: 6}) {
-		t.Errorf("scrape: %+v, %v; want 100 requests, 6 errors", m, err)
+	if want := (upgrade.Metrics{"token": {Requests: 95, Errors: 5}, "introspect": {Requests: 1, Errors: 1}}); err != nil || !maps.Equal(m, want) {
+		t.Errorf("scrape: %+v, %v; want %+v: per endpoint, 4xx left out", m, err, want)
 	}
 	if _, err := scrape(context.Background(), srv.URL+"/empty/metrics"); err == nil {
 		t.Error("a server without kubeoauth_http_requests_total must be unreadable")
@@ -101,11 +102,36 @@ func TestScrape(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	pods := []upgrade.Pod{{Name: "auth-green-0", Color: upgrade.Green}, {Name: "auth-green-1", Color: upgrade.Green},
 		{Name: "auth-blue-0", Color: upgrade.Blue}}
-	if got := scrapeColor(context.Background(), pods, map[string]string{"auth-green-0": addr, "auth-green-1": addr}, upgrade.Green); got == nil ||
-		*got != (upgrade.Metrics{Requests: 200, Errors: 12}) {
-		t.Errorf("green summed %+v, want 200 requests, 12 errors", got)
+	if got, want := scrapeColor(context.Background(), pods, map[string]string{"auth-green-0": addr, "auth-green-1": addr}, upgrade.Green),
+		(upgrade.Metrics{"token": {Requests: 190, Errors: 10}, "introspect": {Requests: 2, Errors: 2}}); !maps.Equal(got, want) {
+		t.Errorf("green summed %+v, want %+v", got, want)
 	}
 	if got := scrapeColor(context.Background(), pods, map[string]string{"auth-green-0": addr}, upgrade.Green); got != nil {
 		t.Errorf("a green pod without an address must make the metrics unreadable, got %+v", got)
+	}
+}
+
+// TestHeldStatefulSets: while traffic moves, a StatefulSet whose image and replicas
+// stay is not applied, so a config change does not roll both colors at once
+// (review finding 9); once the hold ends, everything is applied.
+func TestHeldStatefulSets(t *testing.T) {
+	blue3, green3 := upgrade.StatefulSetIntent{Color: upgrade.Blue, Image: "v1", Replicas: 3}, upgrade.StatefulSetIntent{Color: upgrade.Green, Image: "v2", Replicas: 3}
+	green0 := upgrade.StatefulSetIntent{Color: upgrade.Green, Image: "v2", Replicas: 0}
+	both := map[upgrade.Color]upgrade.StatefulSet{upgrade.Blue: {Image: "v1", Replicas: 3}, upgrade.Green: {Image: "v2", Replicas: 3}}
+	tests := map[string]struct {
+		want     []upgrade.StatefulSetIntent
+		observed map[upgrade.Color]upgrade.StatefulSet
+		hold     bool
+		apply    []upgrade.StatefulSetIntent
+	}{
+		"promoting: both unchanged: neither applied": {[]upgrade.StatefulSetIntent{blue3, green3}, both, true, nil},
+		"deploying: green is new: applied":           {[]upgrade.StatefulSetIntent{blue3, green3}, map[upgrade.Color]upgrade.StatefulSet{upgrade.Blue: {Image: "v1", Replicas: 3}}, true, []upgrade.StatefulSetIntent{green3}},
+		"rolling back: green scaled to zero":         {[]upgrade.StatefulSetIntent{blue3, green0}, both, true, []upgrade.StatefulSetIntent{green0}},
+		"no hold: all applied":                       {[]upgrade.StatefulSetIntent{blue3, green3}, both, false, []upgrade.StatefulSetIntent{blue3, green3}},
+	}
+	for name, tc := range tests {
+		if got := heldStatefulSets(tc.want, tc.observed, tc.hold); !slices.Equal(got, tc.apply) {
+			t.Errorf("%s: applied %v, want %v", name, got, tc.apply)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,11 +17,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/controllers"
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/testing/tcpproxy"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
@@ -257,7 +261,19 @@ func TestSharedUpgrade(t *testing.T) {
 	if args := jobArgs(t, ns, upgrade.JobName("auth", id, upgrade.JobContract)); !slices.Equal(args, []string{"migrate", "up"}) {
 		t.Errorf("contract Job runs %v", args)
 	}
-	k.release("contract", jobOutcome{})
+	// A failed contract is retried after a backoff, by a Job of a new name; v2
+	// serves meanwhile, Degraded says so.
+	k.release("contract", jobOutcome{failed: true, message: "canceling statement due to lock timeout"})
+	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonMigrationFailed)
+	if u := ts.Status.Upgrade; u.Phase != oauthv1alpha1.UpgradeContracting || u.NextRetry == nil || !strings.Contains(u.Message, "lock timeout") {
+		t.Errorf("after a failed contract: %+v", u)
+	}
+	step(time.Minute + time.Second)
+	poke(t, ts)
+	if args := jobArgs(t, ns, upgrade.JobName("auth", id, upgrade.JobContract+"-1")); !slices.Equal(args, []string{"migrate", "up"}) {
+		t.Errorf("contract retry Job runs %v", args)
+	}
+	k.release("contract-1", jobOutcome{})
 	eventually(t, 20*time.Second, "Completed", func() bool {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeCompleted
@@ -302,10 +318,10 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	if got := servingPods(t, ns); !slices.Equal(got, []string{"auth-blue-0", "auth-blue-1"}) {
 		t.Errorf("serving after the rollback: %v", got)
 	}
-	// Not retried: a pass over a new generation (another setting changed) starts no
-	// new upgrade while spec.image is still v2.
+	// Not retried: a pass over a new generation (a setting outside spec.upgrade
+	// changed) starts no new upgrade while spec.image is still v2.
 	jobs := jobNames(t, ns)
-	update(t, ts, func() { ts.Spec.Upgrade.ScaleDownDelay = "45s" })
+	update(t, ts, func() { ts.Spec.Tokens.AccessTokenLifespan = "30m" })
 	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 		return ts.Status.ObservedGeneration == ts.Generation
@@ -313,6 +329,12 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	if ts.Status.Upgrade.ID != id || ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || !slices.Equal(jobNames(t, ns), jobs) {
 		t.Errorf("the failed image was tried again: %+v, Jobs %v", ts.Status.Upgrade, jobNames(t, ns))
 	}
+	// spec.upgrade changed (the settings may have caused the failure): tried again.
+	update(t, ts, func() { ts.Spec.Upgrade.ProgressDeadline = "20m" })
+	eventually(t, 20*time.Second, "a new upgrade to v2 after spec.upgrade changed", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.ID != id && ts.Status.Upgrade.ToImage == imageV2
+	}, func() string { return fmt.Sprintf("status %+v, upgrade %+v", ts.Status, ts.Status.Upgrade) })
 }
 
 // TestCopyPlanRefused: a plan that needs a copied database ends the upgrade before
@@ -469,6 +491,10 @@ func TestKeyRotationWaitsForUpgrade(t *testing.T) {
 	ts, k := upgradeServer(t, "keyhold", nil)
 	setImage(t, ts, imageV2)
 	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
+	// The key falls due while both colors run (verification).
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
 	var keys corev1.Secret
 	get(t, ts.Namespace, "auth-keys", &keys)
 	old := string(keys.Data[resources.KeySigningKey])
@@ -476,9 +502,6 @@ func TestKeyRotationWaitsForUpgrade(t *testing.T) {
 	if err := k8s.Update(context.Background(), &keys); err != nil {
 		t.Fatal(err)
 	}
-	// A pass after the key fell due: the one that sees the plan and moves on.
-	k.release("plan", jobOutcome{message: planOK})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeMigrating)
 	poke(t, ts)
 	get(t, ts.Namespace, "auth-keys", &keys)
 	if string(keys.Data[resources.KeySigningKey]) != old {
@@ -600,4 +623,83 @@ func TestPauseAndPromote(t *testing.T) {
 	eventually(t, 20*time.Second, "green-0 serving", func() bool {
 		return slices.Contains(servingPods(t, ts.Namespace), "auth-green-0")
 	}, func() string { return fmt.Sprintf("serving %v", servingPods(t, ts.Namespace)) })
+}
+
+// TestStatusConflictKeepsReady: a pass whose TokenServer is stale loses the race to
+// write the upgrade's intent. It acts on nothing, and reports the server as it is:
+// Ready stays True, so the OAuthClients of the server do not flap (review finding 10).
+func TestStatusConflictKeepsReady(t *testing.T) {
+	ts, _ := upgradeServer(t, "conflict", nil)
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+	stale := ts.DeepCopy()
+	poke(t, ts)                // someone writes the TokenServer meanwhile
+	stale.Spec.Image = imageV2 // and the stale pass wants to start an upgrade
+	r := &controllers.TokenServerReconciler{Client: k8s, Recorder: events.NewFakeRecorder(10), Clock: operatorClock}
+	ready, next, err := controllers.UpgradeStep(context.Background(), r, stale)
+	if err != nil || ready.Status != metav1.ConditionTrue || next <= 0 {
+		t.Errorf("after a conflict: Ready %s %s (%s), error %v, next pass in %s; want Ready True, no error, a pass soon",
+			ready.Status, ready.Reason, ready.Message, err, next)
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts); err != nil {
+		t.Fatal(err)
+	}
+	if ts.Status.Upgrade != nil {
+		t.Errorf("the stale pass started an upgrade: %+v", ts.Status.Upgrade)
+	}
+}
+
+// TestLeftoverVerifyClientsSwept: the verification Job registers a temporary client
+// and deletes it through green's admin API when it ends; a Job that could not (green
+// scaled away by the rollback it caused) leaves it behind. Once no verification can
+// use it, the owner sweep deletes it (review finding 13).
+func TestLeftoverVerifyClientsSwept(t *testing.T) {
+	ts, k := upgradeServer(t, "verifyleft", nil)
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	id := adminapi.VerifyClientIDPrefix + strings.ReplaceAll(ts.Namespace, "-", "")
+	if _, err := admin.PutClient(context.Background(), &adminapi.Client{ID: id, Secret: "secret-0123456789abcdefghijklmnopqrstuv",
+		ClientMetadata: adminapi.ClientMetadata{Name: "verification", GrantTypes: []string{"client_credentials"},
+			TokenEndpointAuthMethod: adminapi.AuthClientSecretBasic}}); err != nil {
+		t.Fatal(err)
+	}
+	k.release("verify", jobOutcome{failed: true, message: "green's admin API is gone: the client could not be deleted"})
+	eventually(t, 20*time.Second, "the leftover verification client deleted", func() bool {
+		_, err := admin.GetClient(context.Background(), id)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, nil)
+}
+
+// TestConfigChangeWaitsForUpgrade: a change of what the pods read at start (here the
+// scope descriptions, in the config hash) made while both colors run would roll
+// both at once: it waits, and is rolled out once the upgrade ended (review finding 9).
+func TestConfigChangeWaitsForUpgrade(t *testing.T) {
+	ts, k := upgradeServer(t, "confighold", nil)
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	hash := func(name string) string {
+		var sts appsv1.StatefulSet
+		get(t, ts.Namespace, name, &sts)
+		return sts.Spec.Template.Annotations[resources.AnnotationConfig]
+	}
+	blue, green := hash("auth-blue"), hash("auth-green")
+	update(t, ts, func() {
+		ts.Spec.ScopeDescriptions = append(ts.Spec.ScopeDescriptions, oauthv1alpha1.ScopeDescription{Name: "reports", Description: "Read reports"})
+	})
+	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.ObservedGeneration == ts.Generation
+	}, nil)
+	if b, g := hash("auth-blue"), hash("auth-green"); b != blue || g != green {
+		t.Errorf("the config change rolled the pods mid-upgrade: blue %s -> %s, green %s -> %s", blue, b, green, g)
+	}
+	// The upgrade ends (the image set back): the serving color takes the change.
+	setImage(t, ts, imageV1)
+	eventually(t, 20*time.Second, "blue rolled with the new config after the upgrade", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack && hash("auth-blue") != blue
+	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
 }

@@ -81,7 +81,7 @@ func TestPrinterColumns(t *testing.T) {
 	}{
 		"oauthclients":  {"observability", "grafana", []string{"Name", "Ready", "Client ID", "Server", "Secret", "Age"}},
 		"consentgrants": {"observability", "grafana-alice", []string{"Name", "Ready", "Client", "Subject", "Source", "Expires", "Age"}},
-		"tokenservers":  {"platform", "auth", []string{"Name", "Ready", "Issuer", "Image", "Serving", "Active", "Upgrade", "Step", "Target", "Age"}},
+		"tokenservers":  {"platform", "auth", []string{"Name", "Ready", "Issuer", "Serving", "Desired", "Active", "Upgrade", "Step", "Target", "Age"}},
 	}
 	applySamples(t) // the tables list the samples
 	httpClient, err := rest.HTTPClientFor(restCfg)

@@ -379,9 +379,14 @@ type TokenServerStatus struct {
 	// +optional
 	TargetImage string `json:"targetImage,omitempty"`
 	// failedImage is an image whose upgrade was rolled back or refused. It is not
-	// tried again until spec.image changes to another image.
+	// tried again until spec.image changes to another image or spec.upgrade
+	// changes (the settings may have caused the failure).
 	// +optional
 	FailedImage string `json:"failedImage,omitempty"`
+	// failedSettings is a digest of spec.upgrade when failedImage was recorded.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	FailedSettings string `json:"failedSettings,omitempty"`
 	// upgrade records an upgrade in progress or the last one, so a restarted
 	// operator resumes where it stopped.
 	// +optional
@@ -406,8 +411,9 @@ type UpgradeStatus struct {
 	ID string `json:"id"`
 	// phase of the upgrade: Planning, Migrating, Deploying, Verifying, Paused,
 	// Promoting, ScalingDown, RollbackWindow, Contracting, Completed; RollingBack,
-	// RolledBack; Refused (ended before anything changed); Failed (the contract
-	// migrations failed after the point of no return).
+	// RolledBack; Refused (ended before anything changed); Failed (recorded by
+	// earlier operators when the contract migrations failed; a failed contract is
+	// now retried in Contracting).
 	// +kubebuilder:validation:Enum=Planning;Migrating;Deploying;Verifying;Paused;Promoting;ScalingDown;RollbackWindow;Contracting;Completed;RollingBack;RolledBack;Refused;Failed
 	Phase UpgradePhase `json:"phase"`
 	// phaseSince is when the phase, or the promotion step, began; progressDeadline
@@ -455,6 +461,13 @@ type UpgradeStatus struct {
 	// rollbackReason says why the upgrade is rolling or was rolled back.
 	// +optional
 	RollbackReason string `json:"rollbackReason,omitempty"`
+	// contractRetries counts the contract Jobs that failed and were started again:
+	// the Job of retry n is named <server>-<id>-contract-<n>.
+	// +optional
+	ContractRetries int32 `json:"contractRetries,omitempty"`
+	// nextRetry is when a failed contract Job is started again.
+	// +optional
+	NextRetry *metav1.Time `json:"nextRetry,omitempty"`
 	// startedAt is when the upgrade started.
 	// +optional
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
@@ -509,28 +522,53 @@ type UpgradePlan struct {
 // from the new version's own cumulative counters against the baseline taken when
 // the step began.
 type UpgradeAnalysisStatus struct {
-	// requests the new version served since the step began.
+	// requests the new version served since the step began, on the endpoints the
+	// analysis judges; answers the caller caused (4xx) are not counted.
 	// +optional
 	Requests int64 `json:"requests,omitempty"`
 	// errors (5xx responses) among them.
 	// +optional
 	Errors int64 `json:"errors,omitempty"`
-	// rate of errors, as a percentage such as "0.25%".
+	// rate of errors of the endpoint that fares worst, as a percentage such as "0.25%".
 	// +optional
 	Rate string `json:"rate,omitempty"`
 	// failedChecks over the whole promotion; analysis.failureThreshold of them roll
 	// the upgrade back.
 	// +optional
 	FailedChecks int32 `json:"failedChecks,omitempty"`
-	// baselineRequests is the new version's request counter when the step began.
+	// endpoints are the figures of each endpoint the analysis judges (the public
+	// OAuth endpoints: token, introspect, revoke, authorize, userinfo, the login
+	// pages; never the admin API, discovery or jwks) since the step began. A check
+	// fails when any one of them is over maxErrorRate.
+	// +listType=map
+	// +listMapKey=endpoint
+	// +kubebuilder:validation:MaxItems=32
 	// +optional
-	BaselineRequests int64 `json:"baselineRequests,omitempty"`
-	// baselineErrors is its error counter when the step began.
+	Endpoints []UpgradeEndpointCounts `json:"endpoints,omitempty"`
+	// baseline is the new version's counters, per endpoint, when the step began:
+	// kept in status so that a restarted operator counts from the same point.
+	// +listType=map
+	// +listMapKey=endpoint
+	// +kubebuilder:validation:MaxItems=32
 	// +optional
-	BaselineErrors int64 `json:"baselineErrors,omitempty"`
+	Baseline []UpgradeEndpointCounts `json:"baseline,omitempty"`
 	// lastCheck is when the last check ran, or the step began.
 	// +optional
 	LastCheck *metav1.Time `json:"lastCheck,omitempty"`
+}
+
+// UpgradeEndpointCounts are the counters of one endpoint: requests answered, the
+// caller's own errors (4xx) left out, and those answered with a 5xx.
+type UpgradeEndpointCounts struct {
+	// endpoint as the token server's metrics name it, such as token or introspect.
+	// +kubebuilder:validation:MaxLength=64
+	Endpoint string `json:"endpoint"`
+	// requests answered with a code below 400 or a 5xx.
+	// +optional
+	Requests int64 `json:"requests,omitempty"`
+	// errors answered with a 5xx.
+	// +optional
+	Errors int64 `json:"errors,omitempty"`
 }
 
 // TokenServer is one OAuth 2.0 / OpenID Connect authorization server: bundled and run by
@@ -539,10 +577,11 @@ type UpgradeAnalysisStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ts,categories=kubeoauth
+// +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Issuer",type=string,JSONPath=`.spec.issuer`
-// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`
-// +kubebuilder:printcolumn:name="Serving",type=string,JSONPath=`.status.currentImage`,priority=1
+// +kubebuilder:printcolumn:name="Serving",type=string,JSONPath=`.status.currentImage`
+// +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.image`
 // +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activeColor`
 // +kubebuilder:printcolumn:name="Upgrade",type=string,JSONPath=`.status.upgrade.phase`
 // +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.status.upgrade.progress`,priority=1

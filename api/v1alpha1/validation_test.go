@@ -606,3 +606,26 @@ func TestUpgradeStatus(t *testing.T) {
 	ts.Status.Upgrade.Phase, ts.Status.Upgrade.Plan.Mode = v1.UpgradePlanning, "Magic"
 	expect(t, k8s.Status().Update(context.Background(), ts), reject("status.upgrade.plan.mode", `Unsupported value: "Magic"`))
 }
+
+// A TokenServer named like another one's objects (auth-green beside auth, whose
+// StatefulSet and headless Service are auth-green) would fight over them.
+func TestTokenServerNamesThatCollide(t *testing.T) {
+	for name, want := range map[string]rejected{
+		"auth-green":       reject("metadata", "metadata.name must not end in -blue, -green"),
+		"auth-blue":        reject("metadata", "metadata.name must not end in -blue, -green"),
+		"auth-admin":       reject("metadata", "metadata.name must not end in"),
+		"auth-db":          reject("metadata", "metadata.name must not end in"),
+		"auth-keys":        reject("metadata", "metadata.name must not end in"),
+		"auth-config":      reject("metadata", "metadata.name must not end in"),
+		"auth-tokenserver": reject("metadata", "metadata.name must not end in"),
+		"auth":             ok(),
+		"greenhouse":       ok(),
+		"auth-blueprint":   ok(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := tokenServer()
+			ts.GenerateName, ts.Name = "", name
+			create(t, ts, want)
+		})
+	}
+}

@@ -198,6 +198,11 @@ func labels(ts *oauthv1alpha1.TokenServer, component string) map[string]string {
 	return map[string]string{LabelName: "kubeoauth", LabelInstance: ts.Name, LabelComponent: component, LabelManagedBy: ManagedBy}
 }
 
+// VerifySelector selects an upgrade's verification Jobs and their pods.
+func VerifySelector(ts *oauthv1alpha1.TokenServer) map[string]string {
+	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentVerify}
+}
+
 // ServerSelector selects the pods of one color: its StatefulSet's and headless
 // Service's selector.
 func ServerSelector(ts *oauthv1alpha1.TokenServer, color string) map[string]string {
@@ -397,15 +402,20 @@ func PlanJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
 }
 
 // ExpandJob runs the new image's expand migrations only: the schema both versions
-// run on.
+// run on. The end of a failed run's log is its termination message, which the
+// operator quotes in status.upgrade (not just "BackoffLimitExceeded").
 func ExpandJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
-	return databaseJob(ts, name, image, 6, "migrate", "up", "--expand-only")
+	job := databaseJob(ts, name, image, 6, "migrate", "up", "--expand-only")
+	job.Spec.Template.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+	return job
 }
 
 // ContractJob runs all remaining migrations, contract ones included, once the old
-// version is gone for good.
+// version is gone for good; its failure is quoted as ExpandJob's.
 func ContractJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job {
-	return databaseJob(ts, name, image, 6, "migrate", "up")
+	job := databaseJob(ts, name, image, 6, "migrate", "up")
+	job.Spec.Template.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+	return job
 }
 
 // databaseJob runs the token server image with args and the DSN, as a migrations
@@ -636,7 +646,7 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
 				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}},
 				// No namespace selector: this namespace's verification pods of this server.
-				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentVerify}}}}},
+				{PodSelector: &metav1.LabelSelector{MatchLabels: VerifySelector(ts)}}}},
 		},
 	}}
 }

@@ -92,14 +92,21 @@ type Pod struct {
 	Ready bool
 	// Serving: the pod carries LabelServing=true.
 	Serving bool
+	// Terminating: the pod has a deletion timestamp. A pod whose node is lost stays
+	// so for good; it serves nothing (not ready, out of the EndpointSlices).
+	Terminating bool
 }
 
-// Metrics are the new color's cumulative counters, summed over its pods: requests
-// answered and those answered with a 5xx.
-type Metrics struct {
+// Counts are one endpoint's cumulative counters: requests answered, without the
+// answers the caller caused (4xx), and those answered with a 5xx.
+type Counts struct {
 	Requests int64
 	Errors   int64
 }
+
+// Metrics are the new color's counters by endpoint (the label of the token server's
+// kubeoauth_http_requests_total), summed over its pods. nil: they could not be read.
+type Metrics map[string]Counts
 
 // Spec is what Next reads of the TokenServer's spec.
 type Spec struct {
@@ -112,7 +119,9 @@ type Spec struct {
 type Status struct {
 	ActiveColor Color
 	FailedImage string
-	Upgrade     *oauthv1alpha1.UpgradeStatus
+	// FailedSettings is the digest of spec.upgrade when FailedImage was recorded.
+	FailedSettings string
+	Upgrade        *oauthv1alpha1.UpgradeStatus
 }
 
 // Observed holds only facts the controller can read; Next decides from nothing else.
@@ -139,7 +148,7 @@ type Observed struct {
 	// EndpointSlices: what actually receives traffic.
 	Endpoints map[Color]int32
 	// Metrics of the new color (status.upgrade.toColor); nil when they could not be read.
-	Metrics *Metrics
+	Metrics Metrics
 	// Location of spec.upgrade.window.timeZone, loaded by the controller; nil when
 	// that name is unknown (or unset: UTC).
 	Location *time.Location

@@ -3,6 +3,7 @@ package upgrade
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -61,9 +62,11 @@ func duration(d oauthv1alpha1.Duration, def time.Duration) time.Duration {
 }
 
 // newID names an upgrade: short, so that Job names stay within 63 characters, and
-// different for two upgrades between the same images.
-func newID(from, to string, now time.Time) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d", from, to, now.UnixNano()))
+// different for two upgrades between the same images, even two started at the
+// same instant (a retry of a failed image, on a coarse clock): the previous id is
+// part of it, or the new upgrade would find the old one's Jobs by their names.
+func newID(from, to string, now time.Time, previous string) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%s", from, to, now.UnixNano(), previous))
 	return hex.EncodeToString(sum[:4])
 }
 
@@ -76,6 +79,23 @@ func JobName(server, id string, kind JobKind) string {
 		server = strings.TrimRight(server[:63-len(suffix)], "-.")
 	}
 	return server + suffix
+}
+
+// UpgradeJobName is the name of the current attempt of the upgrade's Job of kind: a
+// failed contract Job is retried under a new name (<server>-<id>-contract-<n>).
+func UpgradeJobName(server string, u *oauthv1alpha1.UpgradeStatus, kind JobKind) string {
+	if kind == JobContract && u.ContractRetries > 0 {
+		kind = JobKind(fmt.Sprintf("%s-%d", kind, u.ContractRetries))
+	}
+	return JobName(server, u.ID, kind)
+}
+
+// settingsDigest identifies spec.upgrade, recorded with a failed image: other
+// settings may make it pass.
+func settingsDigest(u oauthv1alpha1.UpgradeSettings) string {
+	b, _ := json.Marshal(u)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // windowState says whether an upgrade may start at now, and if not, when it may.

@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -16,18 +17,21 @@ import (
 // Reasons an upgrade records in status.upgrade.reason and its events, besides the
 // phases' own (oauthv1alpha1.ProgressingReason).
 const (
-	ReasonStarted          = "UpgradeStarted"
-	ReasonPlanFailed       = "PlanFailed"
-	ReasonCopyNotSupported = "CopyNotSupported"
-	ReasonPlanRefused      = "PlanRefused"
-	ReasonVerifyFailed     = "VerificationFailed"
-	ReasonAnalysisFailed   = "AnalysisFailed"
-	ReasonCheckFailed      = "AnalysisCheckFailed"
-	ReasonCheckPassed      = "AnalysisCheckPassed"
-	ReasonDeadline         = "ProgressDeadlineExceeded"
-	ReasonRollbackAsked    = "RollbackRequested"
-	ReasonImageReverted    = "ImageReverted"
-	ReasonImageChanged     = "ImageChanged"
+	ReasonStarted           = "UpgradeStarted"
+	ReasonPlanFailed        = "PlanFailed"
+	ReasonCopyNotSupported  = "CopyNotSupported"
+	ReasonPlanRefused       = "PlanRefused"
+	ReasonVerifyFailed      = "VerificationFailed"
+	ReasonAnalysisFailed    = "AnalysisFailed"
+	ReasonCheckFailed       = "AnalysisCheckFailed"
+	ReasonCheckPassed       = "AnalysisCheckPassed"
+	ReasonDeadline          = "ProgressDeadlineExceeded"
+	ReasonRollbackAsked     = "RollbackRequested"
+	ReasonImageReverted     = "ImageReverted"
+	ReasonImageChanged      = "ImageChanged"
+	ReasonRollbackStuck     = "RollbackStuck"
+	ReasonRollbackAbandoned = "RollbackAbandoned"
+	ReasonContractRetry     = "ContractRetry"
 )
 
 type phase = oauthv1alpha1.UpgradePhase
@@ -72,6 +76,28 @@ func hasDeadline(p phase) bool {
 	return false
 }
 
+// HoldsRollouts says whether a change that rolls the pods (a new signing key, a
+// change of the config hash) must wait: while both colors run pods and traffic moves
+// or may move between them. Every such phase is bounded (progressDeadline, the
+// scale-down delay), a rollback by its deadline too: past it, a stuck rollback no
+// longer holds key rotation and config back. A pause waits for a person, maybe for
+// long: it does not hold them (green is idle; a roll restarts both colors' pods one
+// at a time, as any rotation does).
+func HoldsRollouts(spec oauthv1alpha1.UpgradeSettings, s *oauthv1alpha1.TokenServerStatus, now time.Time) bool {
+	if s == nil || s.Upgrade == nil {
+		return false
+	}
+	u := s.Upgrade
+	switch u.Phase {
+	case oauthv1alpha1.UpgradeDeploying, oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting,
+		oauthv1alpha1.UpgradeScalingDown:
+		return true
+	case oauthv1alpha1.UpgradeRollingBack:
+		return u.PhaseSince == nil || !now.After(u.PhaseSince.Add(settingsOf(spec).deadline))
+	}
+	return false
+}
+
 // promoted are the phases in which the new color holds all the traffic.
 func promoted(p phase) bool {
 	switch p {
@@ -92,22 +118,25 @@ type machine struct {
 	waiting string
 	opens   time.Time
 	// jobsOf is the upgrade the observed Jobs and plan belong to: an upgrade started
-	// in this pass has none yet.
-	jobsOf string
+	// in this pass has none yet; jobsRetry the contract attempt.
+	jobsOf    string
+	jobsRetry int32
+	digest    string
 }
 
 // Next decides the next step of the upgrade from observed facts at now. It is pure.
 func Next(o Observed, now time.Time) Decision {
-	m := &machine{o: o, now: now, s: settingsOf(o.Spec.Upgrade), st: o.Status}
+	m := &machine{o: o, now: now, s: settingsOf(o.Spec.Upgrade), st: o.Status, digest: settingsDigest(o.Spec.Upgrade)}
 	m.st.Upgrade = o.Status.Upgrade.DeepCopy()
 	if u := o.Status.Upgrade; u != nil {
-		m.jobsOf = u.ID
+		m.jobsOf, m.jobsRetry = u.ID, u.ContractRetries
 	}
-	if m.st.ActiveColor == "" {
-		m.st.ActiveColor = Blue
-	}
-	if m.st.FailedImage != "" && m.o.Spec.Image != m.st.FailedImage {
-		m.st.FailedImage = "" // the spec moved on: that image may be tried again later
+	m.st.ActiveColor = m.activeColor()
+	// The spec moved on (another image, or other settings, which may have caused
+	// the failure): that image may be tried again. A failure recorded without the
+	// settings' digest (by an older operator) waits for another image.
+	if f := m.st.FailedImage; f != "" && (m.o.Spec.Image != f || (m.st.FailedSettings != "" && m.st.FailedSettings != m.digest)) {
+		m.st.FailedImage, m.st.FailedSettings = "", ""
 	}
 	// Advance as far as the facts allow, so that re-reading the written status
 	// finds nothing more to do and asks for the same actions.
@@ -124,6 +153,64 @@ func Next(o Observed, now time.Time) Decision {
 	d.Conditions = m.conditions()
 	d.RequeueAfter = m.requeue()
 	return d
+}
+
+// activeColor is the color that serves outside an upgrade. status.activeColor is
+// not trusted alone: status may be lost (a status edit, a restore from a backup, a
+// GitOps tool), and a wrong color would be scaled down while it serves everything.
+// When it is empty, or names a color with no ready serving pod while the facts show
+// the other one serving, the facts decide: the only StatefulSet with replicas, or
+// the color with the most ready serving pods.
+func (m *machine) activeColor() Color {
+	recorded := m.st.ActiveColor
+	if u := m.st.Upgrade; u != nil && !terminal(u.Phase) {
+		if recorded != "" {
+			return recorded
+		}
+		if promoted(u.Phase) {
+			return m.to()
+		}
+		return m.from()
+	}
+	observed := m.observedActive()
+	switch {
+	case recorded == "" && observed != "":
+		return observed
+	case recorded == "":
+		return Blue // the first version; upgrades bring up green
+	case observed != "" && observed != recorded && m.readyServing(recorded) == 0:
+		return observed
+	}
+	return recorded
+}
+
+// observedActive is the color the facts show serving, "" when they do not say.
+func (m *machine) observedActive() Color {
+	var scaled []Color
+	for _, c := range []Color{Blue, Green} {
+		if s, ok := m.o.StatefulSets[c]; ok && s.Replicas > 0 {
+			scaled = append(scaled, c)
+		}
+	}
+	switch len(scaled) {
+	case 1:
+		return scaled[0]
+	case 2:
+		if b, g := m.readyServing(Blue), m.readyServing(Green); b != g {
+			return map[bool]Color{true: Blue, false: Green}[b > g]
+		}
+	}
+	return ""
+}
+
+func (m *machine) readyServing(c Color) int {
+	n := 0
+	for _, p := range m.pods(c) {
+		if p.Ready && p.Serving {
+			n++
+		}
+	}
+	return n
 }
 
 func stamp(t time.Time) *metav1.Time {
@@ -156,9 +243,10 @@ func (m *machine) since() time.Time {
 	return m.now
 }
 
-// job is the observed Job of kind of the current upgrade.
+// job is the observed Job of kind of the current upgrade (and contract attempt).
 func (m *machine) job(kind JobKind) Job {
-	if m.st.Upgrade == nil || m.st.Upgrade.ID != m.jobsOf {
+	u := m.st.Upgrade
+	if u == nil || u.ID != m.jobsOf || (kind == JobContract && u.ContractRetries != m.jobsRetry) {
 		return Job{}
 	}
 	return m.o.Jobs[kind]
@@ -206,7 +294,9 @@ func (m *machine) transition() bool {
 	case oauthv1alpha1.UpgradePromoting:
 		return m.promoting()
 	case oauthv1alpha1.UpgradeScalingDown:
-		if m.now.Before(m.since().Add(m.s.scaleDownDelay)) || len(m.pods(m.from())) > 0 ||
+		// A Terminating pod is not waited for: one on a lost node stays so for good,
+		// and it serves nothing.
+		if m.now.Before(m.since().Add(m.s.scaleDownDelay)) || len(m.running(m.from())) > 0 ||
 			m.o.StatefulSets[m.from()].Replicas != 0 {
 			return false
 		}
@@ -226,21 +316,17 @@ func (m *machine) transition() bool {
 		m.enter(oauthv1alpha1.UpgradeContracting, msg)
 		return true
 	case oauthv1alpha1.UpgradeContracting:
-		switch j := m.job(JobContract); j.State {
-		case JobSucceeded:
-			u.Reason = ""
-			m.enter(oauthv1alpha1.UpgradeCompleted, u.ToImage+" serves; the upgrade is complete")
-			return true
-		case JobFailed:
-			u.Reason = oauthv1alpha1.ReasonMigrationFailed
-			m.enter(oauthv1alpha1.UpgradeFailed, fmt.Sprintf(
-				"the contract migrations failed (%s); %s serves, %s cannot come back: see kubectl logs job/%s",
-				j.Message, u.ToImage, u.FromImage, JobName(m.o.Name, u.ID, JobContract)))
+		return m.contracting()
+	case oauthv1alpha1.UpgradeRollingBack:
+		if m.abandonRollback() {
 			return true
 		}
-		return false
-	case oauthv1alpha1.UpgradeRollingBack:
-		if len(m.pods(m.to())) > 0 || m.o.StatefulSets[m.to()].Replicas != 0 {
+		if len(m.running(m.to())) > 0 || m.o.StatefulSets[m.to()].Replicas != 0 {
+			if m.now.After(m.since().Add(m.s.deadline)) && !strings.HasPrefix(u.Message, stuckPrefix) {
+				u.Message = stuckPrefix + m.rollbackStuck()
+				m.event(corev1.EventTypeWarning, ReasonRollbackStuck, "%s", u.Message)
+				return true
+			}
 			return false
 		}
 		m.st.ActiveColor = m.from()
@@ -250,6 +336,74 @@ func (m *machine) transition() bool {
 		return true
 	}
 	return false
+}
+
+// contracting waits for the contract Job. One that failed is started again under a
+// new name after a backoff (1m, doubling, at most 1h): the new version serves
+// meanwhile, and every later upgrade waits for the contract, so giving up would
+// leave the server stuck for good on a passing fault (the database restarting).
+func (m *machine) contracting() bool {
+	u := m.st.Upgrade
+	name := UpgradeJobName(m.o.Name, u, JobContract)
+	switch j := m.job(JobContract); {
+	case j.State == JobSucceeded:
+		u.Reason, u.NextRetry = "", nil
+		m.enter(oauthv1alpha1.UpgradeCompleted, u.ToImage+" serves; the upgrade is complete")
+		return true
+	case j.State == JobFailed && u.NextRetry == nil:
+		at := m.now.Add(contractBackoff(u.ContractRetries))
+		u.Reason, u.NextRetry = oauthv1alpha1.ReasonMigrationFailed, stamp(at)
+		u.Message = fmt.Sprintf("the contract migrations failed (%s): see kubectl logs job/%s; %s serves, and they run again at %s",
+			j.Message, name, u.ToImage, at.UTC().Format(time.RFC3339))
+		m.event(corev1.EventTypeWarning, oauthv1alpha1.ReasonMigrationFailed, "%s", u.Message)
+		return true
+	case u.NextRetry != nil && !m.now.Before(u.NextRetry.Time):
+		u.ContractRetries++
+		u.NextRetry = nil
+		u.Message = fmt.Sprintf("running the contract migrations of %s again (retry %d): Job %s", u.ToImage, u.ContractRetries,
+			UpgradeJobName(m.o.Name, u, JobContract))
+		m.event(corev1.EventTypeNormal, ReasonContractRetry, "%s", u.Message)
+		return true
+	}
+	return false
+}
+
+func contractBackoff(retries int32) time.Duration {
+	return min(time.Minute<<min(retries, 6), time.Hour)
+}
+
+// abandonRollback keeps the new version when a stuck rollback is asked to stop by
+// the promote annotation (with the upgrade's id, the rollback annotation gone, the
+// spec still on the new image), and only while the new color serves every request:
+// back to ScalingDown, as if the rollback never began.
+func (m *machine) abandonRollback() bool {
+	u := m.st.Upgrade
+	if !m.now.After(m.since().Add(m.s.deadline)) || m.o.Annotations[oauthv1alpha1.AnnotationPromote] != u.ID ||
+		m.o.Annotations[oauthv1alpha1.AnnotationRollback] == u.ID || m.o.Spec.Image != u.ToImage ||
+		m.o.Endpoints[m.to()] < u.Steps || m.readyServing(m.to()) < int(u.Steps) {
+		return false
+	}
+	if m.st.FailedImage == u.ToImage {
+		m.st.FailedImage, m.st.FailedSettings = "", ""
+	}
+	u.Reason, u.RollbackReason = ReasonRollbackAbandoned, ""
+	u.Step, u.Progress = u.Steps, fmt.Sprintf("%d/%d", u.Steps, u.Steps)
+	m.st.ActiveColor = m.to()
+	m.enter(oauthv1alpha1.UpgradeScalingDown, fmt.Sprintf("the annotation %s abandoned the stuck rollback: %s keeps all traffic; %s is scaled to zero after %s",
+		oauthv1alpha1.AnnotationPromote, u.ToImage, u.FromColor, m.s.scaleDownDelay))
+	return true
+}
+
+const stuckPrefix = "the rollback is stuck: "
+
+// rollbackStuck says what a rollback waits for.
+func (m *machine) rollbackStuck() string {
+	u := m.st.Upgrade
+	if m.o.Endpoints[m.from()] < u.Steps {
+		return fmt.Sprintf("%d of %d pods of %s (%s) are ready in the Service after %s; %s keeps serving meanwhile: see the events of %s's pods",
+			m.o.Endpoints[m.from()], u.Steps, u.FromColor, u.FromImage, m.s.deadline, u.ToColor, u.FromColor)
+	}
+	return fmt.Sprintf("%s serves again, but %d pods of %s are still running after %s", u.FromColor, len(m.running(m.to())), u.ToColor, m.s.deadline)
 }
 
 // start begins an upgrade when spec.image differs from what the active color runs,
@@ -267,8 +421,12 @@ func (m *machine) start() bool {
 		return false
 	}
 	replicas := max(m.o.Spec.Replicas, 1)
+	previous := ""
+	if m.st.Upgrade != nil {
+		previous = m.st.Upgrade.ID
+	}
 	m.st.Upgrade = &oauthv1alpha1.UpgradeStatus{
-		ID:        newID(sts.Image, img, m.now),
+		ID:        newID(sts.Image, img, m.now, previous),
 		FromImage: sts.Image, ToImage: img,
 		FromColor: string(active), ToColor: string(active.Other()),
 		Steps: replicas, Progress: fmt.Sprintf("0/%d", replicas),
@@ -308,7 +466,7 @@ func (m *machine) rollback(reason, why string, failed bool) {
 	u := m.st.Upgrade
 	u.Reason, u.RollbackReason = reason, why
 	if failed {
-		m.st.FailedImage = u.ToImage
+		m.st.FailedImage, m.st.FailedSettings = u.ToImage, m.digest
 	}
 	m.enter(oauthv1alpha1.UpgradeRollingBack, "rolling back to "+u.FromImage+": "+why)
 }
@@ -317,7 +475,7 @@ func (m *machine) rollback(reason, why string, failed bool) {
 func (m *machine) refuse(reason, why string) {
 	u := m.st.Upgrade
 	u.Reason = reason
-	m.st.FailedImage = u.ToImage
+	m.st.FailedImage, m.st.FailedSettings = u.ToImage, m.digest
 	m.enter(oauthv1alpha1.UpgradeRefused, "refused before anything changed: "+why)
 }
 
@@ -401,14 +559,76 @@ func (m *machine) promoteStep(k int32) {
 	m.enter(oauthv1alpha1.UpgradePromoting, fmt.Sprintf("step %d of %d: moving traffic to pod %d of %s", k, u.Steps, k-1, u.ToColor))
 }
 
+// Judged says whether the analysis judges an endpoint: the public OAuth endpoints
+// and pages, where clients meet the new version. Not the admin API (the operator's
+// own calls: the consent mirror's long polls, the owner sweep), nor discovery and
+// jwks (static documents anyone can fetch for free, which would only dilute the
+// rate of the endpoints that do work).
+func Judged(endpoint string) bool {
+	return !strings.HasPrefix(endpoint, "admin_") && endpoint != "discovery" && endpoint != "jwks"
+}
+
 // baseline records the counters a step's analysis counts from; without metrics it
 // waits for them (LastCheck stays nil).
 func (m *machine) baseline() {
 	a := m.st.Upgrade.Analysis
-	if mt := m.o.Metrics; mt != nil {
-		a.BaselineRequests, a.BaselineErrors, a.LastCheck = mt.Requests, mt.Errors, stamp(m.now)
-		a.Requests, a.Errors, a.Rate = 0, 0, ""
+	mt := m.o.Metrics
+	if mt == nil {
+		return
 	}
+	a.Baseline = nil
+	for _, e := range slices.Sorted(maps.Keys(mt)) {
+		if Judged(e) {
+			a.Baseline = append(a.Baseline, oauthv1alpha1.UpgradeEndpointCounts{Endpoint: e, Requests: mt[e].Requests, Errors: mt[e].Errors})
+		}
+	}
+	a.LastCheck = stamp(m.now)
+	a.Requests, a.Errors, a.Rate, a.Endpoints = 0, 0, "", nil
+}
+
+// measure is what each judged endpoint answered since the baseline; ok is false
+// when a counter went back (a pod restarted, or left the color).
+func (m *machine) measure() (since []oauthv1alpha1.UpgradeEndpointCounts, ok bool) {
+	base := map[string]Counts{}
+	for _, b := range m.st.Upgrade.Analysis.Baseline {
+		base[b.Endpoint] = Counts{Requests: b.Requests, Errors: b.Errors}
+		if _, seen := m.o.Metrics[b.Endpoint]; !seen {
+			return nil, false
+		}
+	}
+	for _, e := range slices.Sorted(maps.Keys(m.o.Metrics)) {
+		c, b := m.o.Metrics[e], base[e]
+		if !Judged(e) {
+			continue
+		}
+		if c.Requests < b.Requests || c.Errors < b.Errors {
+			return nil, false
+		}
+		if d := (Counts{Requests: c.Requests - b.Requests, Errors: c.Errors - b.Errors}); d.Requests > 0 || d.Errors > 0 {
+			since = append(since, oauthv1alpha1.UpgradeEndpointCounts{Endpoint: e, Requests: d.Requests, Errors: d.Errors})
+		}
+	}
+	return since, true
+}
+
+// worst is the endpoint whose error rate fares worst. An endpoint with fewer than
+// minRequestsPerStep requests is judged as if the rest of that sample succeeded
+// (errors over minRequestsPerStep): it fails only when it would fail whatever comes,
+// so a rarely called endpoint neither escapes the analysis nor fails on one error in
+// a handful of requests.
+func (m *machine) worst(since []oauthv1alpha1.UpgradeEndpointCounts) (w oauthv1alpha1.UpgradeEndpointCounts, judged float64) {
+	judged = -1
+	for _, e := range since {
+		n := max(e.Requests, m.s.minRequests)
+		r := 0.0
+		if n > 0 {
+			r = float64(e.Errors) / float64(n)
+		}
+		if r > judged {
+			w, judged = e, r
+		}
+	}
+	return w, max(judged, 0)
 }
 
 // swapped: the step's new pods serve, as the EndpointSlices say, and the old pods
@@ -441,25 +661,34 @@ func (m *machine) promoting() bool {
 		return false
 	}
 	a.LastCheck = stamp(m.now)
-	mt := m.o.Metrics
 	var failure string
+	since, ok := m.measure()
 	switch {
-	case mt == nil:
+	case m.o.Metrics == nil:
 		failure = "the metrics of " + u.ToColor + " could not be read"
-	case mt.Requests < a.BaselineRequests || mt.Errors < a.BaselineErrors:
+	case !ok:
 		failure = "the counters of " + u.ToColor + " went back: a pod restarted"
 		m.baseline()
 	default:
-		a.Requests, a.Errors = mt.Requests-a.BaselineRequests, mt.Errors-a.BaselineErrors
+		a.Endpoints, a.Requests, a.Errors = since, 0, 0
+		for _, e := range since {
+			a.Requests += e.Requests
+			a.Errors += e.Errors
+		}
+		w, judged := m.worst(since)
 		rate := 0.0
-		if a.Requests > 0 {
-			rate = float64(a.Errors) / float64(a.Requests)
+		if w.Requests > 0 {
+			rate = float64(w.Errors) / float64(w.Requests)
 		}
 		a.Rate = fmt.Sprintf("%.2f%%", rate*100)
 		switch {
-		case rate > m.s.maxErrorRate:
-			failure = fmt.Sprintf("error rate %s (%d of %d requests) is above spec.upgrade.maxErrorRate %s",
-				a.Rate, a.Errors, a.Requests, m.o.Spec.Upgrade.MaxErrorRate)
+		case judged > m.s.maxErrorRate && w.Requests < m.s.minRequests:
+			failure = fmt.Sprintf("endpoint %s answered %d of %d requests with an error: above spec.upgrade.maxErrorRate %s "+
+				"even if the rest of its %d (minRequestsPerStep) succeed", w.Endpoint, w.Errors, w.Requests,
+				m.o.Spec.Upgrade.MaxErrorRate, m.s.minRequests)
+		case judged > m.s.maxErrorRate:
+			failure = fmt.Sprintf("endpoint %s: error rate %s (%d of %d requests) is above spec.upgrade.maxErrorRate %s",
+				w.Endpoint, a.Rate, w.Errors, w.Requests, m.o.Spec.Upgrade.MaxErrorRate)
 		case a.Requests < m.s.minRequests:
 			return true // too little traffic proves nothing yet: the step waits, bounded by the deadline
 		}
@@ -485,6 +714,17 @@ func (m *machine) promoting() bool {
 	m.enter(oauthv1alpha1.UpgradeScalingDown, fmt.Sprintf("all traffic is on %s (%s); %s is scaled to zero after %s",
 		u.ToColor, u.ToImage, u.FromColor, m.s.scaleDownDelay))
 	return true
+}
+
+// running are the pods of c that are not terminating.
+func (m *machine) running(c Color) []Pod {
+	var out []Pod
+	for _, p := range m.pods(c) {
+		if !p.Terminating {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (m *machine) pods(c Color) []Pod {
@@ -516,8 +756,14 @@ func (m *machine) readyNew() int {
 func (m *machine) statefulSets() []StatefulSetIntent {
 	u := m.st.Upgrade
 	want := map[Color]StatefulSetIntent{}
+	// keep scales a color it does not want serving; never to zero while one of its
+	// pods still carries the serving label (status lost or wrong: see activeColor):
+	// the labels move first, and the next pass scales it.
 	keep := func(c Color, replicas int32) {
 		if s, ok := m.o.StatefulSets[c]; ok {
+			if replicas == 0 && m.anyServing(c) {
+				replicas = s.Replicas
+			}
 			want[c] = StatefulSetIntent{Color: c, Image: s.Image, Replicas: replicas}
 		}
 	}
@@ -594,7 +840,10 @@ func (m *machine) jobs() []JobIntent {
 	if kind == "" || m.job(kind).State != JobAbsent {
 		return nil
 	}
-	return []JobIntent{{Kind: kind, Name: JobName(m.o.Name, u.ID, kind), Image: u.ToImage}}
+	if kind == JobContract && u.NextRetry != nil {
+		return nil // the failed attempt waits for its retry
+	}
+	return []JobIntent{{Kind: kind, Name: UpgradeJobName(m.o.Name, u, kind), Image: u.ToImage}}
 }
 
 // wantServing says, pod by pod, which carry the serving label.
@@ -699,8 +948,13 @@ func (m *machine) conditions() []metav1.Condition {
 		degraded, reason = asked, oauthv1alpha1.ReasonUpgradeRefused
 	case oauthv1alpha1.UpgradeFailed:
 		degraded, reason = true, oauthv1alpha1.ReasonMigrationFailed
+	case oauthv1alpha1.UpgradeContracting:
+		degraded, reason = u.Reason == oauthv1alpha1.ReasonMigrationFailed, oauthv1alpha1.ReasonMigrationFailed
 	}
 	msg := u.Message
+	if u.Phase == oauthv1alpha1.UpgradeRollingBack && m.now.After(m.since().Add(m.s.deadline)) {
+		degraded, reason, msg = true, ReasonRollbackStuck, stuckPrefix+m.rollbackStuck()
+	}
 	if !degraded {
 		msg = "no upgrade failure: " + string(u.Phase)
 	}
@@ -725,9 +979,21 @@ func (m *machine) requeue() time.Duration {
 				at = append(at, m.now.Add(m.s.interval)) // metrics are not watched
 			}
 		case oauthv1alpha1.UpgradeScalingDown:
-			at = append(at, m.since().Add(m.s.scaleDownDelay))
+			// Past the delay only pods (watched) move it: no polling.
+			if t := m.since().Add(m.s.scaleDownDelay); t.After(m.now) {
+				at = append(at, t)
+			}
 		case oauthv1alpha1.UpgradeRollbackWindow:
 			at = append(at, m.since().Add(m.s.rollbackWindow))
+		case oauthv1alpha1.UpgradeRollingBack:
+			// Its deadline only reports a stuck rollback (Degraded).
+			if t := m.since().Add(m.s.deadline); t.After(m.now) {
+				at = append(at, t.Add(time.Second))
+			}
+		case oauthv1alpha1.UpgradeContracting:
+			if u.NextRetry != nil {
+				at = append(at, u.NextRetry.Time)
+			}
 		}
 	}
 	var next time.Duration

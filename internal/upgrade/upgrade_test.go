@@ -250,8 +250,18 @@ func transitions() map[string]transition {
 			annotate(v1.AnnotationRollback, id)), t10, want{phase: v1.UpgradeContracting, step: 3, active: Green}},
 		"contracting: done: completed": {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobSucceeded)), t10,
 			want{phase: v1.UpgradeCompleted, step: 3, active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
-		"contracting: failed: green serves, Failed": {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed)), t10,
-			want{phase: v1.UpgradeFailed, step: 3, active: Green, reason: v1.ReasonMigrationFailed, degraded: v1.ReasonMigrationFailed}},
+		"contracting: failed: green serves, retried after a backoff": {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed)), t10,
+			want{phase: v1.UpgradeContracting, step: 3, active: Green, reason: v1.ReasonMigrationFailed, degraded: v1.ReasonMigrationFailed}},
+		"contracting: failed, before the retry: waits": {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed), retryAt(t0.Add(time.Minute))),
+			t0.Add(59 * time.Second),
+			want{phase: v1.UpgradeContracting, step: 3, active: Green, reason: v1.ReasonMigrationFailed, degraded: v1.ReasonMigrationFailed}},
+		"contracting: failed, retry due: a Job of a new name": {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed), retryAt(t0.Add(time.Minute))),
+			t0.Add(time.Minute),
+			want{phase: v1.UpgradeContracting, step: 3, active: Green, reason: v1.ReasonMigrationFailed, degraded: v1.ReasonMigrationFailed,
+				jobs: []JobKind{JobContract}}},
+		"contracting: a retry succeeded: completed": {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobSucceeded), status(func(u *v1.UpgradeStatus) {
+			u.ContractRetries, u.Reason = 2, v1.ReasonMigrationFailed
+		})), t10, want{phase: v1.UpgradeCompleted, step: 3, active: Green}},
 
 		// Rolling back.
 		"rolling back: blue not all ready in the EndpointSlices: green keeps serving": {with(rolling(), ends(2, 2)), t10,
@@ -297,6 +307,55 @@ func transitions() map[string]transition {
 		"promoting: rollback annotation: rolling back": {with(at(v1.UpgradePromoting, 3, 2), annotate(v1.AnnotationRollback, id)), t10,
 			want{phase: v1.UpgradeRollingBack, step: 2, active: Blue, failed: imgB, reason: ReasonRollbackAsked, degraded: v1.ReasonUpgradeRolledBack,
 				labels: []LabelIntent{on(blue0), on(blue1)}}},
+		// The analysis judges each public endpoint on its own (review finding 2).
+		"promoting: half the token requests fail, hidden among introspections: a failed check": {with(at(v1.UpgradePromoting, 3, 1),
+			metrics(120, 11), endpoint("introspect", 1980, 0)), t10, promoting(1)},
+		"promoting: the admin API, discovery and jwks do not make up the traffic": {with(at(v1.UpgradePromoting, 3, 1),
+			metrics(110, 1), endpoint("admin_events", 5000, 0), endpoint("discovery", 5000, 0), endpoint("jwks", 5000, 0)), t10, promoting(1)},
+		"promoting: the admin API's errors are not the new version's": {with(at(v1.UpgradePromoting, 3, 1),
+			metrics(150, 1), endpoint("admin_clients", 10, 10)), t10,
+			want{phase: v1.UpgradePromoting, step: 2, active: Blue, labels: []LabelIntent{on(green1)}}},
+		"promoting: a rarely called endpoint fails whatever comes: a failed check": {with(at(v1.UpgradePromoting, 3, 1),
+			metrics(200, 1), endpoint("revoke", 5, 3)), t10, promoting(1)},
+		"promoting: a rarely called endpoint without errors: step 2": {with(at(v1.UpgradePromoting, 3, 1),
+			metrics(200, 1), endpoint("revoke", 5, 0)), t10,
+			want{phase: v1.UpgradePromoting, step: 2, active: Blue, labels: []LabelIntent{on(green1)}}},
+
+		// Status lost or wrong (review finding 4): the facts say which color serves.
+		"status lost after an upgrade to green: green stays, nothing scaled": {lostStatus(Status{}), t0,
+			want{active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
+		"status says blue while only green serves (a restored backup): green stays": {lostStatus(Status{ActiveColor: Blue}), t0,
+			want{active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
+		"status lost mid-promotion: the color serving more is active, the other is not scaled while labelled": {with(at(v1.UpgradePromoting, 3, 2),
+			func(o *Observed) { o.Status = Status{} }), t0,
+			want{active: Green, labels: []LabelIntent{on(green2)}, sts: upgradeSts}},
+
+		"scaling down: a blue pod stuck Terminating (its node lost) is not waited for": {with(at(v1.UpgradeScalingDown, 3, 0), func(o *Observed) {
+			o.StatefulSets[Blue] = StatefulSet{Image: imgA, Replicas: 0}
+			o.Pods = append(pods(Green, imgB, 3, true, all), Pod{Name: blue2, Color: Blue, Ordinal: 2, Image: imgA, Terminating: true})
+			o.Endpoints = map[Color]int32{Green: 3}
+		}), t10, want{phase: v1.UpgradeRollbackWindow, step: 3, active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
+
+		// A rollback that cannot finish (review finding 5).
+		"rolling back: a blue pod never gets ready: at the deadline, Degraded says so, traffic stays": {stuckRollback(), t0.Add(3 * time.Minute),
+			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, reason: ReasonRollbackAsked, degraded: ReasonRollbackStuck, sts: upgradeSts}},
+		"rolling back, stuck: the promote annotation keeps green": {with(stuckRollback(), annotate(v1.AnnotationPromote, id)), t0.Add(3 * time.Minute),
+			want{phase: v1.UpgradeScalingDown, step: 3, active: Green, reason: ReasonRollbackAbandoned, sts: upgradeSts,
+				labels: []LabelIntent{off(blue0), off(blue1), off(blue2)}}},
+		"rolling back, before the deadline: the promote annotation waits": {with(stuckRollback(), annotate(v1.AnnotationPromote, id)), t0.Add(time.Minute),
+			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, reason: ReasonRollbackAsked, degraded: v1.ReasonUpgradeRolledBack, sts: upgradeSts}},
+		"rolling back, stuck: promote with the rollback annotation still there: ignored": {with(stuckRollback(), annotate(v1.AnnotationPromote, id),
+			annotate(v1.AnnotationRollback, id)), t0.Add(3 * time.Minute),
+			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, reason: ReasonRollbackAsked, degraded: ReasonRollbackStuck, sts: upgradeSts}},
+
+		// failedImage and the settings that caused the failure (review finding 14).
+		"failed image, spec.upgrade changed since: tried again": {with(settled(3, imgB), func(o *Observed) {
+			o.Status.FailedImage, o.Status.FailedSettings = imgB, "0123456789abcdef"
+		}), t0, want{phase: v1.UpgradePlanning, jobs: []JobKind{JobPlan}, active: Blue}},
+		"failed image, same settings: not retried": {with(settled(3, imgB), func(o *Observed) {
+			o.Status.FailedImage, o.Status.FailedSettings = imgB, settingsDigest(settingsFixture())
+		}), t0, want{active: Blue, failed: imgB}},
+
 		"promoting: rollback annotation of another upgrade: ignored": {with(at(v1.UpgradePromoting, 3, 2), annotate(v1.AnnotationRollback, "true")),
 			t0.Add(5 * time.Second), promoting(2)},
 	}
@@ -332,8 +391,8 @@ func check(t *testing.T, in Observed, d Decision, w want) {
 	jobs := make([]JobKind, 0, len(d.Jobs))
 	for _, j := range d.Jobs {
 		jobs = append(jobs, j.Kind)
-		if j.Image != u.ToImage || j.Name != JobName(in.Name, u.ID, j.Kind) {
-			t.Errorf("job %+v: want image %s, name %s", j, u.ToImage, JobName(in.Name, u.ID, j.Kind))
+		if j.Image != u.ToImage || j.Name != UpgradeJobName(in.Name, u, j.Kind) {
+			t.Errorf("job %+v: want image %s, name %s", j, u.ToImage, UpgradeJobName(in.Name, u, j.Kind))
 		}
 	}
 	if !slices.Equal(jobs, w.jobs) {
@@ -377,6 +436,8 @@ func TestRestartResumes(t *testing.T) {
 				o.Status = d.Status
 				if u := tc.in.Status.Upgrade; u == nil || d.Status.Upgrade == nil || u.ID != d.Status.Upgrade.ID {
 					o.Jobs, o.Plan = map[JobKind]Job{}, nil // the controller reads the Jobs of the new id: none yet
+				} else if u.ContractRetries != d.Status.Upgrade.ContractRetries {
+					delete(o.Jobs, JobContract) // nor the contract Job of a new attempt
 				}
 			})
 			resumed := Next(written, tc.now)
@@ -401,7 +462,7 @@ func TestFailureAtEveryPhase(t *testing.T) {
 	tests := map[v1.UpgradePhase]struct {
 		failure Observed
 		want    v1.UpgradePhase
-	}{ // Contracting: green serves imgB, so no failedImage is needed to stop a retry.
+	}{ // Contracting: green serves imgB and the contract is retried; no failedImage.
 		v1.UpgradePlanning:       {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobFailed)), v1.UpgradeRefused},
 		v1.UpgradeMigrating:      {with(at(v1.UpgradeMigrating, 3, 0), job(JobExpand, JobFailed)), v1.UpgradeRolledBack},
 		v1.UpgradeDeploying:      {with(at(v1.UpgradeDeploying, 3, 0), annotate(v1.AnnotationRollback, id)), v1.UpgradeRollingBack},
@@ -410,7 +471,7 @@ func TestFailureAtEveryPhase(t *testing.T) {
 		v1.UpgradePromoting:      {with(at(v1.UpgradePromoting, 3, 1), metrics(150, 60), func(o *Observed) { o.Status.Upgrade.Analysis.FailedChecks = 1 }), v1.UpgradeRollingBack},
 		v1.UpgradeScalingDown:    {with(at(v1.UpgradeScalingDown, 3, 0), annotate(v1.AnnotationRollback, id)), v1.UpgradeRollingBack},
 		v1.UpgradeRollbackWindow: {with(at(v1.UpgradeRollbackWindow, 3, 0), annotate(v1.AnnotationRollback, id)), v1.UpgradeRollingBack},
-		v1.UpgradeContracting:    {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed)), v1.UpgradeFailed},
+		v1.UpgradeContracting:    {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed)), v1.UpgradeContracting},
 	}
 	for p, tc := range tests {
 		t.Run(string(p), func(t *testing.T) {
@@ -418,7 +479,7 @@ func TestFailureAtEveryPhase(t *testing.T) {
 			if got := d.Status.Upgrade.Phase; got != tc.want {
 				t.Fatalf("phase %s, want %s (%s)", got, tc.want, d.Status.Upgrade.Message)
 			}
-			if d.Status.FailedImage != imgB && tc.want != v1.UpgradeFailed {
+			if d.Status.FailedImage != imgB && tc.want != v1.UpgradeContracting {
 				t.Errorf("failedImage %q, want %q: the image would be retried in a loop", d.Status.FailedImage, imgB)
 			}
 			if !slices.ContainsFunc(d.Events, func(e Event) bool { return e.Type == "Warning" }) {
@@ -494,7 +555,7 @@ func TestAnalysisFigures(t *testing.T) {
 		t.Errorf("no AnalysisCheckFailed event with the rate: %v", d.Events)
 	}
 	d = Next(in, t0.Add(10*time.Second))
-	if a := d.Status.Upgrade.Analysis; a.BaselineRequests != 150 || a.BaselineErrors != 1 || a.Requests != 0 {
+	if a := d.Status.Upgrade.Analysis; len(a.Baseline) != 1 || a.Baseline[0] != (v1.UpgradeEndpointCounts{Endpoint: "token", Requests: 150, Errors: 1}) || a.Requests != 0 {
 		t.Errorf("step 2 must count from the counters at its start: %+v", a)
 	}
 	// A quiet server that allows steps without traffic: still needs readable metrics.
@@ -580,6 +641,19 @@ func TestPlanFitsStatus(t *testing.T) {
 	}
 }
 
+// A failed image tried again at once (spec.upgrade changed in the same instant,
+// on a coarse clock) gets a new id: the old upgrade's Jobs must not decide it.
+func TestRetryGetsANewID(t *testing.T) {
+	in := with(at(v1.UpgradePlanning, 3, 0), func(o *Observed) {
+		u := o.Status.Upgrade
+		u.ID, u.Phase = newID(imgA, imgB, t0, ""), v1.UpgradeRolledBack
+		o.Status.FailedImage, o.Status.FailedSettings = imgB, "0123456789abcdef"
+	})
+	if u := Next(in, t0).Status.Upgrade; u.Phase != v1.UpgradePlanning || u.ID == in.Status.Upgrade.ID {
+		t.Errorf("retry: %s with id %s, want Planning with an id other than %s", u.Phase, u.ID, in.Status.Upgrade.ID)
+	}
+}
+
 func TestColorsOfANewUpgrade(t *testing.T) {
 	in := with(at(v1.UpgradeContracting, 3, 0), image(imgC), func(o *Observed) { o.Status.Upgrade.Phase = v1.UpgradeCompleted })
 	u := Next(in, t0).Status.Upgrade
@@ -595,17 +669,73 @@ func TestRequeue(t *testing.T) {
 		now  time.Time
 		want time.Duration
 	}{
-		"promoting: the next check":          {at(v1.UpgradePromoting, 3, 1), t0.Add(4 * time.Second), 6 * time.Second},
-		"scaling down: the delay":            {at(v1.UpgradeScalingDown, 3, 0), t0.Add(4 * time.Second), 6 * time.Second},
-		"rollback window: its end":           {at(v1.UpgradeRollbackWindow, 3, 0), t0.Add(40 * time.Second), 20 * time.Second},
-		"deploying: the deadline":            {at(v1.UpgradeDeploying, 3, 0), t0.Add(time.Minute), time.Minute},
-		"paused: only the annotation":        {with(at(v1.UpgradePaused, 3, 0), func(o *Observed) { o.Spec.Upgrade.PauseBeforePromotion = true }), t0, 0},
-		"settled: nothing to wait for":       {settled(3, imgA), t0, 0},
-		"rolling back: watched objects only": {with(at(v1.UpgradeVerifying, 3, 0), job(JobVerify, JobFailed)), t0, 0},
+		"promoting: the next check":                      {at(v1.UpgradePromoting, 3, 1), t0.Add(4 * time.Second), 6 * time.Second},
+		"scaling down: the delay":                        {at(v1.UpgradeScalingDown, 3, 0), t0.Add(4 * time.Second), 6 * time.Second},
+		"rollback window: its end":                       {at(v1.UpgradeRollbackWindow, 3, 0), t0.Add(40 * time.Second), 20 * time.Second},
+		"deploying: the deadline":                        {at(v1.UpgradeDeploying, 3, 0), t0.Add(time.Minute), time.Minute},
+		"paused: only the annotation":                    {with(at(v1.UpgradePaused, 3, 0), func(o *Observed) { o.Spec.Upgrade.PauseBeforePromotion = true }), t0, 0},
+		"settled: nothing to wait for":                   {settled(3, imgA), t0, 0},
+		"rolling back: its deadline, to report it stuck": {with(at(v1.UpgradeVerifying, 3, 0), job(JobVerify, JobFailed)), t0, 2*time.Minute + time.Second},
+		"scaling down: past the delay, pods only":        {at(v1.UpgradeScalingDown, 3, 0), t0.Add(time.Hour), 0},
+		"contracting: the retry":                         {with(at(v1.UpgradeContracting, 3, 0), job(JobContract, JobFailed)), t0, time.Minute},
 	}
 	for name, tc := range tests {
 		if got := Next(tc.in, tc.now).RequeueAfter; got != tc.want {
 			t.Errorf("%s: requeue %s, want %s", name, got, tc.want)
 		}
+	}
+}
+
+// HoldsRollouts: key rotation and config changes wait while both colors run and
+// traffic moves, and never for good (review findings 5 and 9).
+func TestHoldsRollouts(t *testing.T) {
+	spec := settingsFixture() // progressDeadline 2m
+	for name, tc := range map[string]struct {
+		phase v1.UpgradePhase
+		since time.Duration // how long the phase has lasted
+		want  bool
+	}{
+		"planning: only the old color runs": {v1.UpgradePlanning, 0, false},
+		"deploying":                         {v1.UpgradeDeploying, 0, true},
+		"promoting":                         {v1.UpgradePromoting, time.Minute, true},
+		"scaling down":                      {v1.UpgradeScalingDown, time.Minute, true},
+		"paused: a person decides, maybe in a week": {v1.UpgradePaused, 0, false},
+		"rollback window: only the new color runs":  {v1.UpgradeRollbackWindow, 0, false},
+		"rolling back":                          {v1.UpgradeRollingBack, time.Minute, true},
+		"rolling back, stuck past the deadline": {v1.UpgradeRollingBack, 3 * time.Minute, false},
+		"completed":                             {v1.UpgradeCompleted, 0, false},
+	} {
+		s := &v1.TokenServerStatus{Upgrade: &v1.UpgradeStatus{Phase: tc.phase, PhaseSince: stamp(t0)}}
+		if got := HoldsRollouts(spec, s, t0.Add(tc.since)); got != tc.want {
+			t.Errorf("%s: HoldsRollouts = %v, want %v", name, got, tc.want)
+		}
+	}
+	if HoldsRollouts(spec, &v1.TokenServerStatus{}, t0) {
+		t.Error("held without an upgrade")
+	}
+}
+
+// The analysis figures are per endpoint, and the failure names the endpoint.
+func TestAnalysisPerEndpoint(t *testing.T) {
+	in := with(at(v1.UpgradePromoting, 3, 1), metrics(120, 11), endpoint("introspect", 1980, 0), endpoint("admin_events", 900, 0))
+	d := Next(in, t0.Add(10*time.Second))
+	a := d.Status.Upgrade.Analysis
+	if a.FailedChecks != 1 || a.Rate != "50.00%" || a.Requests != 2000 || a.Errors != 10 {
+		t.Errorf("analysis %+v: want one failed check at 50.00%%, 2000 requests (admin left out), 10 errors", a)
+	}
+	want := []v1.UpgradeEndpointCounts{{Endpoint: "introspect", Requests: 1980}, {Endpoint: "token", Requests: 20, Errors: 10}}
+	if !slices.Equal(a.Endpoints, want) {
+		t.Errorf("endpoints %+v, want %+v", a.Endpoints, want)
+	}
+	if !slices.ContainsFunc(d.Events, func(e Event) bool {
+		return e.Reason == ReasonCheckFailed && strings.Contains(e.Message, "endpoint token")
+	}) {
+		t.Errorf("no AnalysisCheckFailed event naming the token endpoint: %v", d.Events)
+	}
+	// The next step's baseline survives an operator restart: it is in status.
+	d = Next(with(at(v1.UpgradePromoting, 3, 1), metrics(150, 1), endpoint("introspect", 70, 0), endpoint("admin_events", 9, 0)), t0.Add(10*time.Second))
+	base := []v1.UpgradeEndpointCounts{{Endpoint: "introspect", Requests: 70}, {Endpoint: "token", Requests: 150, Errors: 1}}
+	if got := d.Status.Upgrade.Analysis.Baseline; !slices.Equal(got, base) || !d.WriteStatus {
+		t.Errorf("baseline of step 2 %+v, want %+v written to status", got, base)
 	}
 }

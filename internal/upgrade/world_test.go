@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	"k8s.io/utils/ptr"
@@ -105,8 +106,9 @@ func at(p v1.UpgradePhase, n int32, k int32) Observed {
 		plan()
 		green(true, func(i int) bool { return i < int(k) })
 		u.Step, u.Progress = k, fmt.Sprintf("%d/%d", k-1, n)
-		u.Analysis = &v1.UpgradeAnalysisStatus{BaselineRequests: 100, BaselineErrors: 1, LastCheck: stamp(t0)}
-		o.Metrics = &Metrics{Requests: 100, Errors: 1}
+		u.Analysis = &v1.UpgradeAnalysisStatus{Baseline: []v1.UpgradeEndpointCounts{{Endpoint: "token", Requests: 100, Errors: 1}},
+			LastCheck: stamp(t0)}
+		o.Metrics = Metrics{"token": {Requests: 100, Errors: 1}}
 	case v1.UpgradeScalingDown, v1.UpgradeRollbackWindow, v1.UpgradeContracting:
 		done(JobPlan, JobExpand, JobVerify)
 		plan()
@@ -130,8 +132,7 @@ func with(o Observed, changes ...func(*Observed)) Observed {
 	o.Endpoints = cloneMap(o.Endpoints)
 	o.Annotations = cloneMap(o.Annotations)
 	if o.Metrics != nil {
-		m := *o.Metrics
-		o.Metrics = &m
+		o.Metrics = maps.Clone(o.Metrics)
 	}
 	for _, c := range changes {
 		c(&o)
@@ -157,8 +158,23 @@ func annotate(key, value string) func(*Observed) {
 
 func image(img string) func(*Observed) { return func(o *Observed) { o.Spec.Image = img } }
 
+// metrics sets the token endpoint's counters, the others unchanged.
 func metrics(requests, errors int64) func(*Observed) {
-	return func(o *Observed) { o.Metrics = &Metrics{Requests: requests, Errors: errors} }
+	return func(o *Observed) {
+		o.Metrics = maps.Clone(o.Metrics)
+		if o.Metrics == nil {
+			o.Metrics = Metrics{}
+		}
+		o.Metrics["token"] = Counts{Requests: requests, Errors: errors}
+	}
+}
+
+// endpoint sets one endpoint's counters.
+func endpoint(name string, requests, errors int64) func(*Observed) {
+	return func(o *Observed) {
+		o.Metrics = maps.Clone(o.Metrics)
+		o.Metrics[name] = Counts{Requests: requests, Errors: errors}
+	}
 }
 
 func noMetrics(o *Observed) { o.Metrics = nil }
@@ -177,4 +193,38 @@ func greenReady(n int32) func(*Observed) {
 		}
 		o.Pods = append(kept, pods(Green, imgB, int(n), true, none)...)
 	}
+}
+
+// retryAt says a failed contract Job is started again at t.
+func retryAt(t time.Time) func(*Observed) {
+	return func(o *Observed) {
+		o.Status.Upgrade.Reason, o.Status.Upgrade.NextRetry = v1.ReasonMigrationFailed, stamp(t)
+	}
+}
+
+// lostStatus is green serving imgB after a completed upgrade (blue kept at zero)
+// with status replaced by st.
+func lostStatus(st Status) Observed {
+	return Observed{
+		Name:         "auth",
+		Spec:         Spec{Image: imgB, Replicas: 3, Upgrade: settingsFixture()},
+		Status:       st,
+		StatefulSets: map[Color]StatefulSet{Blue: {Image: imgA, Replicas: 0}, Green: {Image: imgB, Replicas: 3}},
+		Pods:         pods(Green, imgB, 3, true, all),
+		Endpoints:    map[Color]int32{Green: 3},
+		Jobs:         map[JobKind]Job{},
+	}
+}
+
+// stuckRollback rolls back at t0 from the rollback window, the rollback annotation
+// gone since; blue-2 never gets ready (no room on the nodes).
+func stuckRollback() Observed {
+	return with(at(v1.UpgradeRollbackWindow, 3, 0), func(o *Observed) {
+		u := o.Status.Upgrade
+		u.Phase, u.Reason, u.RollbackReason = v1.UpgradeRollingBack, ReasonRollbackAsked, "asked"
+		o.StatefulSets[Blue] = StatefulSet{Image: imgA, Replicas: 3}
+		o.Pods = append(pods(Blue, imgA, 3, true, all), pods(Green, imgB, 3, true, all)...)
+		o.Pods[2].Ready = false
+		o.Endpoints = map[Color]int32{Blue: 2, Green: 3}
+	})
 }
