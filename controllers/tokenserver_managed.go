@@ -104,15 +104,9 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	// contract) and never under a version that cannot run on the result. Which
 	// color is active is for the upgrade to say, from status and the facts
 	// (status may be lost): not defaulted here.
-	first := true
-	for _, c := range []string{resources.ColorBlue, resources.ColorGreen} {
-		name := resources.StatefulSetName(ts, c)
-		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &appsv1.StatefulSet{})
-		if err == nil {
-			first = false
-		} else if !apierrors.IsNotFound(err) {
-			return nil, nextRotation, fmt.Errorf("get StatefulSet %s: %w", name, err)
-		}
+	first, err := r.firstInstall(ctx, ts)
+	if err != nil {
+		return nil, nextRotation, err
 	}
 	if first {
 		if err := r.migrations(ctx, ts); err != nil {
@@ -134,6 +128,27 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	}
 	ts.Status.TargetImage = ts.Spec.Image
 	ts.Status.AdminEndpoint = resources.AdminEndpoint(ts)
+	return conds, next, r.serving(ctx, ts)
+}
+
+// firstInstall says whether neither color's StatefulSet exists yet.
+func (r *TokenServerReconciler) firstInstall(ctx context.Context, ts *oauthv1alpha1.TokenServer) (bool, error) {
+	for _, c := range []string{resources.ColorBlue, resources.ColorGreen} {
+		name := resources.StatefulSetName(ts, c)
+		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &appsv1.StatefulSet{})
+		if err == nil {
+			return false, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("get StatefulSet %s: %w", name, err)
+		}
+	}
+	return true, nil
+}
+
+// serving checks the active color: its StatefulSet's pods ready and up to date (an
+// upgrade moves them itself) and the admin API answering through the Service.
+func (r *TokenServerReconciler) serving(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
 	color := ts.Status.ActiveColor
 	if color == "" { // the upgrade's intent could not be written yet
 		color = resources.ColorBlue
@@ -141,14 +156,14 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	var sts appsv1.StatefulSet
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.StatefulSetName(ts, color)}, &sts); err != nil {
 		if apierrors.IsNotFound(err) { // just applied; the cache has not seen it yet
-			return conds, next, waiting(ReasonRollingOut, "creating StatefulSet "+resources.StatefulSetName(ts, color))
+			return waiting(ReasonRollingOut, "creating StatefulSet "+resources.StatefulSetName(ts, color))
 		}
-		return conds, next, fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, color), err)
+		return fmt.Errorf("get StatefulSet %s: %w", resources.StatefulSetName(ts, color), err)
 	}
 	ts.Status.ReadyReplicas = sts.Status.ReadyReplicas
 	want := ptr.Deref(ts.Spec.Replicas, 1)
 	if sts.Status.ReadyReplicas == 0 {
-		return conds, next, waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
+		return waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
 	}
 	adm, err := adminClientFor(ctx, r.Secrets, ts)
 	if err == nil {
@@ -160,14 +175,14 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 		err = fmt.Errorf("%w: %w", errServerNotReady, err)
 	}
 	if err != nil {
-		return conds, next, err
+		return err
 	}
 	if rolled := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdatedReplicas == want &&
 		sts.Status.ReadyReplicas == want; !rolled && !upgrade.Active(&ts.Status) {
-		return conds, next, waiting(ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
+		return waiting(ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
 			sts.Name, min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas), want))
 	}
-	return conds, next, nil
+	return nil
 }
 
 // apply server-side applies obj, owned by ts. An unchanged object is not written.

@@ -55,8 +55,6 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	}
 	now := r.Clock.Now()
 	d := upgrade.Next(o, now)
-	if d.Status.Upgrade != nil {
-	}
 	if d.WriteStatus {
 		// The intent first, with an optimistic lock: two passes on stale copies must
 		// not both start an upgrade, and a crash after this write resumes from it.
@@ -110,9 +108,9 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 }
 
 // conditionsOf are the conditions of those types in conds, unchanged.
-func conditionsOf(conds []metav1.Condition, types ...string) []metav1.Condition {
+func conditionsOf(conds []metav1.Condition, kinds ...string) []metav1.Condition {
 	var out []metav1.Condition
-	for _, t := range types {
+	for _, t := range kinds {
 		if c := meta.FindStatusCondition(conds, t); c != nil {
 			out = append(out, *c)
 		}
@@ -127,7 +125,8 @@ func conditionsOf(conds []metav1.Condition, types ...string) []metav1.Condition 
 // its pods while traffic moves, both colors at once. Such changes are applied when
 // the hold ends. A color whose image or replicas change gets new pods anyway and
 // takes the current template with them. Pure: table-tested.
-func heldStatefulSets(want []upgrade.StatefulSetIntent, observed map[upgrade.Color]upgrade.StatefulSet, hold bool) []upgrade.StatefulSetIntent {
+func heldStatefulSets(want []upgrade.StatefulSetIntent, observed map[upgrade.Color]upgrade.StatefulSet,
+	hold bool) []upgrade.StatefulSetIntent {
 	if !hold {
 		return want
 	}

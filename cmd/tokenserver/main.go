@@ -366,7 +366,8 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	}
 	defer func() { _ = db.Close() }()
 	if sub == "up" {
-		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly, ServingSchema: *servingSchema, LockTimeout: *lockTimeout,
+		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly,
+			ServingSchema: *servingSchema, LockTimeout: *lockTimeout,
 			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stdout, format+"\n", a...) }})
 		if err != nil {
 			return err
@@ -405,7 +406,8 @@ const defaultTerminationLog = "/dev/termination-log"
 // why there is no DSN), on stdout and in the termination message, where the
 // operator's plan Job reads it. Every mode exits 0, for the operator reads the mode;
 // only a plan that could not be made is an error, and its text is the message.
-func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnErr error, servingSchema int, termLog string, stdout io.Writer) error {
+func planUpgrade(ctx context.Context, ms []postgres.Migration, dsn string, dsnErr error, servingSchema int, termLog string,
+	stdout io.Writer) error {
 	plan, err := func() (postgres.UpgradePlan, error) {
 		if dsnErr != nil {
 			return postgres.UpgradePlan{}, dsnErr

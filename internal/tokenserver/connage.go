@@ -24,7 +24,8 @@ type connDeadlineKey struct{}
 // a tenth at random, so that connections opened together do not all reconnect at once.
 func connDeadline(maxAge time.Duration) func(context.Context, net.Conn) context.Context {
 	return func(ctx context.Context, _ net.Conn) context.Context {
-		jitter := time.Duration(rand.Int64N(int64(maxAge)/10 + 1))
+		// Spreading reconnects needs no unpredictability: math/rand is enough.
+		jitter := time.Duration(rand.Int64N(int64(maxAge)/10 + 1)) // #nosec G404
 		return context.WithValue(ctx, connDeadlineKey{}, time.Now().Add(maxAge-jitter))
 	}
 }

@@ -389,7 +389,8 @@ func (m *machine) abandonRollback() bool {
 	u.Reason, u.RollbackReason = ReasonRollbackAbandoned, ""
 	u.Step, u.Progress = u.Steps, fmt.Sprintf("%d/%d", u.Steps, u.Steps)
 	m.st.ActiveColor = m.to()
-	m.enter(oauthv1alpha1.UpgradeScalingDown, fmt.Sprintf("the annotation %s abandoned the stuck rollback: %s keeps all traffic; %s is scaled to zero after %s",
+	m.enter(oauthv1alpha1.UpgradeScalingDown, fmt.Sprintf(
+		"the annotation %s abandoned the stuck rollback: %s keeps all traffic; %s is scaled to zero after %s",
 		oauthv1alpha1.AnnotationPromote, u.ToImage, u.FromColor, m.s.scaleDownDelay))
 	return true
 }
@@ -403,7 +404,8 @@ func (m *machine) rollbackStuck() string {
 		return fmt.Sprintf("%d of %d pods of %s (%s) are ready in the Service after %s; %s keeps serving meanwhile: see the events of %s's pods",
 			m.o.Endpoints[m.from()], u.Steps, u.FromColor, u.FromImage, m.s.deadline, u.ToColor, u.FromColor)
 	}
-	return fmt.Sprintf("%s serves again, but %d pods of %s are still running after %s", u.FromColor, len(m.running(m.to())), u.ToColor, m.s.deadline)
+	return fmt.Sprintf("%s serves again, but %d pods of %s are still running after %s",
+		u.FromColor, len(m.running(m.to())), u.ToColor, m.s.deadline)
 }
 
 // start begins an upgrade when spec.image differs from what the active color runs,
