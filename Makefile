@@ -19,7 +19,7 @@ IMG ?= ghcr.io/kubeoauth/manager:dev
 VERSION ?= dev
 VERSION_LDFLAGS = -X github.com/kubeoauth/kubeoauth/internal/version.Version=$(VERSION)
 # Test builds of the token server (docs/upgrades.md, "Test builds").
-TOKENSERVER_VARIANTS = v2test crashloop errors
+TOKENSERVER_VARIANTS = v2test crashloop errors badexpand
 KUBECTL ?= kubectl
 # Extra flags for go test, e.g. TEST_FLAGS="-run TestValidation -v".
 TEST_FLAGS ?=
@@ -78,7 +78,7 @@ shake: manifests generate control-plane helm ## Run make test's packages ROUNDS 
 		go run ./hack/shake -rounds $(ROUNDS) $(if $(filter 1,$(NEIGHBOUR)),-neighbour) -test-flags "$(TEST_FLAGS)" ./...
 
 .PHONY: test-e2e
-test-e2e: localcluster helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, helm uninstall.
+test-e2e: localcluster tokenserver-variants helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, blue-green upgrades under load, helm uninstall.
 	hack/localcluster/install-packages.sh
 	go build -o bin/demo ./hack/demo
 	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
@@ -160,10 +160,11 @@ build: generate vet ## Build the manager and tokenserver binaries into bin/.
 	go build -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver ./cmd/tokenserver
 
 .PHONY: tokenserver-variants
-tokenserver-variants: ## Build the test token servers bin/tokenserver-v2test, -crashloop and -errors (version $(VERSION)-<variant>).
+tokenserver-variants: ## Build the test token servers bin/tokenserver-{v2test,crashloop,errors,badexpand} (version $(VERSION)-<variant>) and -v3test (v2test again, version $(VERSION)-v3-v2test).
 	for v in $(TOKENSERVER_VARIANTS); do \
 		go build -tags $$v -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver-$$v ./cmd/tokenserver; \
 	done
+	go build -tags v2test -ldflags "$(VERSION_LDFLAGS)-v3" -o bin/tokenserver-v3test ./cmd/tokenserver
 
 .PHONY: run
 run: manifests generate vet ## Run the manager against the cluster in ~/.kube/config.

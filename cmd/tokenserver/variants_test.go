@@ -254,3 +254,29 @@ func TestVariantErrors(t *testing.T) {
 		}
 	}
 }
+
+// badexpand plans Shared (one expand migration) and then fails that migration,
+// leaving the schema as it was: the ordinary build keeps serving on it.
+func TestVariantBadexpand(t *testing.T) {
+	v1, bad := buildVariant(t, ""), buildVariant(t, "badexpand")
+	env := startEnv(t)
+	v1Schema := int64(len(postgres.Migrations()))
+	out, err := runBin(t, bad, "migrate", "plan", "--dsn", env.DSN, "--termination-log", terminationFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readReport(t, "badexpand's plan", []byte(out)); got.Mode != "Shared" || got.SchemaTo != v1Schema+1 {
+		t.Errorf("badexpand's plan = %+v; want Shared to %d", got, v1Schema+1)
+	}
+	if out, err := runBin(t, bad, "migrate", "up", "--expand-only", "--dsn", env.DSN); err == nil ||
+		!strings.Contains(err.Error(), "bad_expand") {
+		t.Errorf("badexpand's expand migration: %v\n%s; want a failure naming bad_expand", err, out)
+	}
+	if out, err := runBin(t, v1, "migrate", "status", "--dsn", env.DSN); err != nil ||
+		!strings.Contains(out, fmt.Sprint(v1Schema)) {
+		t.Errorf("v1's status after the failed migration: %v\n%s", err, out)
+	}
+	if code, ver := issue(t, serveVariant(t, env, v1)); code != 200 || ver != baseVersion {
+		t.Errorf("v1 after the failed migration: %d from %q", code, ver)
+	}
+}

@@ -141,6 +141,30 @@ func dumpLogs() {
 		out, _ := kubectl(context.Background(), args...)
 		fmt.Fprintf(os.Stderr, "\n$ kubectl %s\n%s", strings.Join(args, " "), out)
 	}
+	// The upgrade scenarios' namespaces: what the operator wrote and saw.
+	if out, err := kubectl(context.Background(), "get", "ns", "-o", "name"); err == nil {
+		for _, ns := range strings.Fields(out) {
+			ns = strings.TrimPrefix(ns, "namespace/")
+			if !strings.HasPrefix(ns, "up-") {
+				continue
+			}
+			for _, args := range [][]string{
+				{"-n", ns, "get", "tokenserver", "auth", "-o", "yaml"},
+				{"-n", ns, "get", "pods,jobs,statefulsets,endpointslices", "-o", "wide", "--show-labels"},
+				{"-n", ns, "get", "events", "--sort-by", ".lastTimestamp"},
+			} {
+				out, _ := kubectl(context.Background(), args...)
+				fmt.Fprintf(os.Stderr, "\n$ kubectl %s\n%s", strings.Join(args, " "), out)
+			}
+		}
+	}
+	if out, err := kubectl(context.Background(), "-n", "kubeoauth-system", "logs", "deploy/kubeoauth-manager"); err == nil {
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, `"level":"error"`) || strings.Contains(line, "could not be read") {
+				fmt.Fprint(os.Stderr, line)
+			}
+		}
+	}
 	// The node's own log (without virtual-kubelet's debug lines): what it did with
 	// the pods.
 	if data, err := os.ReadFile(filepath.Join(suite.dir, "logs", "node.log")); err == nil {
