@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -35,6 +36,7 @@ var suite struct {
 	dir, repo, kubectl, helm, tool string
 	demoOutput                     string
 	c                              client.Client
+	cfg                            *rest.Config
 	issuer                         string
 }
 
@@ -94,6 +96,7 @@ func run(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	suite.cfg = cfg
 	s := scheme.Scheme
 	if err := oauthv1alpha1.AddToScheme(s); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -66,6 +65,11 @@ func testUpgrades(t *testing.T) {
 		run  func(*testing.T)
 	}{
 		{"SharedUnderLoad", testSharedUpgrade},
+		{"OperatorDeletedMidUpgrade", testUpgradeOperatorDeleted},
+		{"CrashLoopingGreenRolledBack", testUpgradeCrashLoop},
+		{"GreenAnswering500sRolledBackByAnalysis", testUpgradeErrors},
+		{"FailingExpandMigrationLeavesBlue", testUpgradeBadExpand},
+		{"ImageChangedMidUpgradeAndSetBack", testUpgradeRetarget},
 	} {
 		t.Run(s.name, s.run)
 	}
@@ -244,24 +248,50 @@ type phaseWatch struct {
 func (e *upgradeEnv) follow(t *testing.T, timeout time.Duration, toImage string, w *phaseWatch,
 	end ...oauthv1alpha1.UpgradePhase) {
 	t.Helper()
-	e.waitTS(t, timeout, "the upgrade to "+toImage+" ending in "+fmt.Sprint(end), func(ts *oauthv1alpha1.TokenServer) error {
-		u := ts.Status.Upgrade
-		if u == nil || u.ToImage != toImage {
-			return errors.New("no upgrade to " + toImage + " yet")
+	// A watch, not a poll: it sees every status the operator writes, also a phase
+	// that lasts a moment (Contracting), and a test acts on it at once.
+	wc, err := client.NewWithWatch(suite.cfg, client.Options{Scheme: suite.c.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithDeadline(t.Context(), deadline)
+		wi, err := wc.Watch(ctx, &oauthv1alpha1.TokenServerList{}, client.InNamespace(e.ns))
+		if err != nil {
+			cancel()
+			t.Fatal(err)
 		}
-		if len(w.seen) == 0 || w.seen[len(w.seen)-1] != u.Phase {
-			w.seen = append(w.seen, u.Phase)
-			t.Logf("%s: %s %s %s", time.Now().Format("15:04:05.0"), u.Phase, u.Progress, u.Message)
-			if w.at != nil {
-				w.at(u.Phase, ts)
+		for ev := range wi.ResultChan() {
+			ts, ok := ev.Object.(*oauthv1alpha1.TokenServer)
+			if !ok || ts.Name != e.ts.Name {
+				continue
+			}
+			e.ts = ts
+			u := ts.Status.Upgrade
+			if u == nil || u.ToImage != toImage {
+				continue
+			}
+			if len(w.seen) == 0 || w.seen[len(w.seen)-1] != u.Phase {
+				w.seen = append(w.seen, u.Phase)
+				t.Logf("%s: %s %s %s", time.Now().Format("15:04:05.0"), u.Phase, u.Progress, u.Message)
+				if w.at != nil {
+					w.at(u.Phase, ts)
+				}
+			}
+			if slices.Contains(end, u.Phase) {
+				wi.Stop()
+				cancel()
+				return
 			}
 		}
-		if slices.Contains(end, u.Phase) {
-			return nil
-		}
-		return fmt.Errorf("phase %s (seen %v)", u.Phase, w.seen)
-	})
+		cancel() // the watch ended (the server closes them now and then): watch again
+	}
+	t.Fatalf("%s: the upgrade to %s did not end in %v within %s; phases seen %v", e.ns, toImage, end, timeout, w.seen)
 }
+
+var ended = []oauthv1alpha1.UpgradePhase{oauthv1alpha1.UpgradeCompleted, oauthv1alpha1.UpgradeRolledBack,
+	oauthv1alpha1.UpgradeRefused, oauthv1alpha1.UpgradeFailed}
 
 // startLoad starts the ledger load and waits for its first answers.
 func (e *upgradeEnv) startLoad(t *testing.T) *loadgen.Generator {
@@ -310,8 +340,7 @@ func testSharedUpgrade(t *testing.T) {
 			g.Mark("promotion started")
 		}
 	}}
-	e.follow(t, 5*time.Minute, imageV2, w, oauthv1alpha1.UpgradeCompleted, oauthv1alpha1.UpgradeRolledBack,
-		oauthv1alpha1.UpgradeRefused, oauthv1alpha1.UpgradeFailed)
+	e.follow(t, 5*time.Minute, imageV2, w, ended...)
 	rep := checkLoad(t, g, loadgen.Cutover{Mark: "promotion started", Version: versionV2})
 	mustBeZero(t, rep)
 	want := []oauthv1alpha1.UpgradePhase{"Planning", "Migrating", "Deploying", "Verifying", "Promoting", "ScalingDown",
@@ -369,4 +398,209 @@ func v2Rows(t *testing.T, e *upgradeEnv) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// deleteOperator deletes the operator's pod, as a node failure or an eviction
+// would; its Deployment makes a new one.
+func deleteOperator(t *testing.T) {
+	t.Helper()
+	if _, err := kubectl(context.Background(), "-n", "kubeoauth-system", "delete", "pod", "-l",
+		"app.kubernetes.io/component=manager", "--wait=false"); err != nil {
+		t.Error(err)
+	}
+}
+
+func waitOperator(t *testing.T) {
+	t.Helper()
+	if _, err := kubectl(t.Context(), "-n", "kubeoauth-system", "rollout", "status", "deployment/kubeoauth-manager",
+		"--timeout=120s"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The operator's pod is deleted as soon as the upgrade enters Deploying, Promoting
+// and Contracting: each time a new one resumes from status.upgrade and what it
+// observes, and the upgrade completes with the ledger all zeros.
+func testUpgradeOperatorDeleted(t *testing.T) {
+	e := newUpgradeEnv(t, "up-restart", fastUpgrade())
+	g := e.startLoad(t)
+	e.setImage(t, imageV2)
+	var deletedIn []oauthv1alpha1.UpgradePhase
+	w := &phaseWatch{at: func(p oauthv1alpha1.UpgradePhase, _ *oauthv1alpha1.TokenServer) {
+		switch p {
+		case oauthv1alpha1.UpgradePromoting:
+			g.Mark("promotion started")
+			fallthrough
+		case oauthv1alpha1.UpgradeDeploying, oauthv1alpha1.UpgradeContracting:
+			deleteOperator(t)
+			deletedIn = append(deletedIn, p)
+		}
+	}}
+	e.follow(t, 5*time.Minute, imageV2, w, ended...)
+	waitOperator(t)
+	rep := checkLoad(t, g, loadgen.Cutover{Mark: "promotion started", Version: versionV2})
+	mustBeZero(t, rep)
+	if w.seen[len(w.seen)-1] != oauthv1alpha1.UpgradeCompleted || len(deletedIn) != 3 {
+		t.Errorf("phases %v, operator deleted in %v; want Completed after deletions in Deploying, Promoting, Contracting",
+			w.seen, deletedIn)
+	}
+	if e.ts.Status.CurrentImage != imageV2 {
+		t.Errorf("currentImage %q, want %s", e.ts.Status.CurrentImage, imageV2)
+	}
+}
+
+// condition returns the TokenServer's condition of type typ ("" fields if none).
+func condition(ts *oauthv1alpha1.TokenServer, typ string) metav1.Condition {
+	if c := meta.FindStatusCondition(ts.Status.Conditions, typ); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+// rolledBack checks what a rolled-back upgrade leaves: the old image serving and
+// Ready, the reason, Degraded with degradedReason, and the failed image recorded
+// (or not).
+func rolledBack(t *testing.T, e *upgradeEnv, seen []oauthv1alpha1.UpgradePhase, reason, degradedReason, failedImage string) {
+	t.Helper()
+	ts := e.ts
+	u := ts.Status.Upgrade
+	if seen[len(seen)-1] != oauthv1alpha1.UpgradeRolledBack || u.Reason != reason {
+		t.Errorf("phases %v, reason %q; want RolledBack, %s", seen, u.Reason, reason)
+	}
+	if ts.Status.CurrentImage != imageV1 || ts.Status.ActiveColor != "blue" {
+		t.Errorf("currentImage %q on %q; want %s on blue", ts.Status.CurrentImage, ts.Status.ActiveColor, imageV1)
+	}
+	if c := condition(ts, oauthv1alpha1.ConditionReady); c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready %+v", c)
+	}
+	d := condition(ts, oauthv1alpha1.ConditionDegraded)
+	if degradedReason == "" && d.Status == metav1.ConditionTrue || degradedReason != "" &&
+		(d.Status != metav1.ConditionTrue || d.Reason != degradedReason) {
+		t.Errorf("Degraded %s %s %q; want reason %q", d.Status, d.Reason, d.Message, degradedReason)
+	}
+	if ts.Status.FailedImage != failedImage {
+		t.Errorf("failedImage %q, want %q", ts.Status.FailedImage, failedImage)
+	}
+	t.Logf("rolled back: %s: %s", u.Reason, u.RollbackReason)
+}
+
+// A green that crash-loops never becomes ready: at progressDeadline the upgrade
+// rolls back, blue having served throughout (all zeros).
+func testUpgradeCrashLoop(t *testing.T) {
+	up := fastUpgrade()
+	up.ProgressDeadline = "20s"
+	e := newUpgradeEnv(t, "up-crashloop", up)
+	g := e.startLoad(t)
+	e.setImage(t, imageCrashloop)
+	w := &phaseWatch{}
+	e.follow(t, 3*time.Minute, imageCrashloop, w, ended...)
+	rep := checkLoad(t, g)
+	mustBeZero(t, rep)
+	rolledBack(t, e, w.seen, "ProgressDeadlineExceeded", oauthv1alpha1.ReasonUpgradeRolledBack, imageCrashloop)
+	if !slices.Contains(w.seen, oauthv1alpha1.UpgradeDeploying) || slices.Contains(w.seen, oauthv1alpha1.UpgradePromoting) {
+		t.Errorf("phases %v: want Deploying, never Promoting", w.seen)
+	}
+}
+
+// A green answering 500 to half its token requests (verification off, so that the
+// analysis is what catches it): the analysis fails it at failureThreshold and the
+// upgrade rolls back. Its 5xx are what the analysis lets through — all from the
+// errors build, all between the promotion's start and the rollback — and nothing
+// else fails.
+func testUpgradeErrors(t *testing.T) {
+	up := fastUpgrade()
+	up.Verify = ptr.To(false)
+	e := newUpgradeEnv(t, "up-errors", up)
+	g := e.startLoad(t)
+	e.setImage(t, imageErrors)
+	var rolledBackAt time.Time
+	w := &phaseWatch{at: func(p oauthv1alpha1.UpgradePhase, _ *oauthv1alpha1.TokenServer) {
+		switch p {
+		case oauthv1alpha1.UpgradePromoting:
+			g.Mark("promotion started")
+		case oauthv1alpha1.UpgradeRolledBack:
+			rolledBackAt = time.Now()
+		}
+	}}
+	e.follow(t, 3*time.Minute, imageErrors, w, ended...)
+	rep := checkLoad(t, g)
+	rolledBack(t, e, w.seen, "AnalysisFailed", oauthv1alpha1.ReasonUpgradeRolledBack, imageErrors)
+	if rep.TransportErrors+rep.Unexpected+rep.LostTokens+rep.BrokenChains+rep.RevocationsLost+rep.InactiveDuringRun+
+		rep.SupersededActive != 0 {
+		t.Errorf("besides the 5xx, the ledger must be all zeros: %v", rep.Failures())
+	}
+	mark := rep.Marks["promotion started"]
+	outside := g.Seen(func(r loadgen.Request) bool {
+		return r.Status >= 500 && (r.Version != "dev-errors" || r.Start.Before(mark) || r.End.After(rolledBackAt))
+	})
+	if outside != 0 || rep.ServerErrors == 0 {
+		t.Errorf("%d 5xx, %d of them not from the errors build during its promotion", rep.ServerErrors, outside)
+	}
+	t.Logf("5xx within the analysis bound: %d, between %s and %s (%.1fs)", rep.ServerErrors, mark.Format("15:04:05.0"),
+		rolledBackAt.Format("15:04:05.0"), rolledBackAt.Sub(mark).Seconds())
+}
+
+// An expand migration that fails: the upgrade stops before anything serves the new
+// image; blue is untouched (its pods and StatefulSet as they were) and serves.
+func testUpgradeBadExpand(t *testing.T) {
+	e := newUpgradeEnv(t, "up-badexpand", fastUpgrade())
+	var before corev1.PodList
+	if err := suite.c.List(t.Context(), &before, client.InNamespace(e.ns), client.MatchingLabels{"app.kubernetes.io/component": "server"}); err != nil {
+		t.Fatal(err)
+	}
+	g := e.startLoad(t)
+	e.setImage(t, imageBadExpand)
+	w := &phaseWatch{}
+	e.follow(t, 3*time.Minute, imageBadExpand, w, ended...)
+	rep := checkLoad(t, g)
+	mustBeZero(t, rep)
+	rolledBack(t, e, w.seen, oauthv1alpha1.ReasonMigrationFailed, oauthv1alpha1.ReasonMigrationFailed, imageBadExpand)
+	if slices.Contains(w.seen, oauthv1alpha1.UpgradeDeploying) {
+		t.Errorf("phases %v: the new image was deployed", w.seen)
+	}
+	var after corev1.PodList
+	if err := suite.c.List(t.Context(), &after, client.InNamespace(e.ns), client.MatchingLabels{"app.kubernetes.io/component": "server"}); err != nil {
+		t.Fatal(err)
+	}
+	uids := func(l corev1.PodList) (out []string) {
+		for _, p := range l.Items {
+			out = append(out, p.Name+"/"+string(p.UID)+"/"+p.Spec.Containers[0].Image)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if !slices.Equal(uids(before), uids(after)) || len(before.Items) != 2 {
+		t.Errorf("the token server's pods before %v, after %v: blue must be untouched", uids(before), uids(after))
+	}
+}
+
+// The image changed to a third one while the first upgrade deploys: that upgrade
+// rolls back first (ImageChanged, not a failure), then an upgrade to the third
+// starts; set back to the old image while it promotes, it rolls back (ImageReverted,
+// not a failure either). Blue serves at the end, all zeros, nothing Degraded.
+func testUpgradeRetarget(t *testing.T) {
+	e := newUpgradeEnv(t, "up-retarget", fastUpgrade())
+	g := e.startLoad(t)
+	e.setImage(t, imageV2)
+	first := &phaseWatch{at: func(p oauthv1alpha1.UpgradePhase, _ *oauthv1alpha1.TokenServer) {
+		if p == oauthv1alpha1.UpgradeDeploying {
+			e.setImage(t, imageV3)
+		}
+	}}
+	e.follow(t, 3*time.Minute, imageV2, first, ended...)
+	if u := e.ts.Status.Upgrade; first.seen[len(first.seen)-1] != oauthv1alpha1.UpgradeRolledBack || u.Reason != "ImageChanged" {
+		t.Errorf("the upgrade to v2: phases %v, reason %q; want RolledBack, ImageChanged", first.seen, u.Reason)
+	}
+	second := &phaseWatch{at: func(p oauthv1alpha1.UpgradePhase, _ *oauthv1alpha1.TokenServer) {
+		if p == oauthv1alpha1.UpgradePromoting {
+			e.setImage(t, imageV1)
+		}
+	}}
+	e.follow(t, 3*time.Minute, imageV3, second, ended...)
+	rep := checkLoad(t, g)
+	mustBeZero(t, rep)
+	rolledBack(t, e, second.seen, "ImageReverted", "", "")
+	if !slices.Contains(second.seen, oauthv1alpha1.UpgradePromoting) {
+		t.Errorf("the upgrade to v3: phases %v; want it set back while Promoting", second.seen)
+	}
 }
