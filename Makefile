@@ -77,11 +77,15 @@ shake: manifests generate control-plane helm ## Run make test's packages ROUNDS 
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" KUBEOAUTH_HELM="$(HELM)" \
 		go run ./hack/shake -rounds $(ROUNDS) $(if $(filter 1,$(NEIGHBOUR)),-neighbour) -test-flags "$(TEST_FLAGS)" ./...
 
+# A -run pattern for make test-e2e, e.g. E2E_RUN='TestEndToEnd/Upgrades' (the demo
+# always runs first: it brings up what the scenarios need).
+E2E_RUN ?=
 .PHONY: test-e2e
 test-e2e: localcluster tokenserver-variants helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, blue-green upgrades under load, helm uninstall.
 	hack/localcluster/install-packages.sh
 	go build -o bin/demo ./hack/demo
-	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
+	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v \
+		$(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart and render it with its default values.
