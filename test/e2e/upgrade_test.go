@@ -594,8 +594,8 @@ func testUpgradeBadExpand(t *testing.T) {
 
 // The image changed to a third one while the first upgrade deploys: that upgrade
 // rolls back first (ImageChanged, not a failure), then an upgrade to the third
-// starts; set back to the old image while it promotes, it rolls back (ImageReverted,
-// not a failure either). Blue serves at the end, all zeros, nothing Degraded.
+// starts; set back to the old image while it promotes (v3 answering part of the
+// load), it rolls back (ImageReverted, not a failure either). Blue serves at the end, all zeros, nothing Degraded.
 func testUpgradeRetarget(t *testing.T) {
 	e := newUpgradeEnv(t, "up-retarget", fastUpgrade())
 	g := e.startLoad(t)
@@ -611,6 +611,13 @@ func testUpgradeRetarget(t *testing.T) {
 	}
 	second := &phaseWatch{at: func(p oauthv1alpha1.UpgradePhase, _ *oauthv1alpha1.TokenServer) {
 		if p == oauthv1alpha1.UpgradePromoting {
+			// Set back once v3 takes part of the traffic: the rollback must move it back.
+			eventually(t, 30*time.Second, "v3 serving part of the load", func() error {
+				if n := g.Seen(func(r loadgen.Request) bool { return r.Version == versionV3 }); n < 10 {
+					return fmt.Errorf("%d answers from v3", n)
+				}
+				return nil
+			})
 			e.setImage(t, imageV1)
 		}
 	}}
