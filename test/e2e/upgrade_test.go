@@ -414,9 +414,10 @@ func v2Rows(t *testing.T, e *upgradeEnv) int {
 // would; its Deployment makes a new one.
 func deleteOperator(t *testing.T) {
 	t.Helper()
-	if _, err := kubectl(context.Background(), "-n", "kubeoauth-system", "delete", "pod", "-l",
-		"app.kubernetes.io/component=manager", "--wait=false"); err != nil {
-		t.Error(err)
+	out, err := kubectl(context.Background(), "-n", "kubeoauth-system", "delete", "pod", "-l",
+		"app.kubernetes.io/component=manager", "--wait=false")
+	if err != nil || !strings.Contains(out, "deleted") {
+		t.Errorf("deleting the operator's pod: %v %s", err, out)
 	}
 }
 
