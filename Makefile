@@ -19,7 +19,7 @@ IMG ?= ghcr.io/kubeoauth/manager:dev
 VERSION ?= dev
 VERSION_LDFLAGS = -X github.com/kubeoauth/kubeoauth/internal/version.Version=$(VERSION)
 # Test builds of the token server (docs/upgrades.md, "Test builds").
-TOKENSERVER_VARIANTS = v2test crashloop errors
+TOKENSERVER_VARIANTS = v2test crashloop errors badexpand
 KUBECTL ?= kubectl
 # Extra flags for go test, e.g. TEST_FLAGS="-run TestValidation -v".
 TEST_FLAGS ?=
@@ -77,11 +77,15 @@ shake: manifests generate control-plane helm ## Run make test's packages ROUNDS 
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/control-plane.sh)}" KUBEOAUTH_HELM="$(HELM)" \
 		go run ./hack/shake -rounds $(ROUNDS) $(if $(filter 1,$(NEIGHBOUR)),-neighbour) -test-flags "$(TEST_FLAGS)" ./...
 
+# A -run pattern for make test-e2e, e.g. E2E_RUN='TestEndToEnd/Upgrades' (the demo
+# always runs first: it brings up what the scenarios need).
+E2E_RUN ?=
 .PHONY: test-e2e
-test-e2e: localcluster helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, helm uninstall.
+test-e2e: localcluster tokenserver-variants helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, blue-green upgrades under load, helm uninstall.
 	hack/localcluster/install-packages.sh
 	go build -o bin/demo ./hack/demo
-	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
+	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v \
+		$(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart and render it with its default values.
@@ -160,10 +164,11 @@ build: generate vet ## Build the manager and tokenserver binaries into bin/.
 	go build -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver ./cmd/tokenserver
 
 .PHONY: tokenserver-variants
-tokenserver-variants: ## Build the test token servers bin/tokenserver-v2test, -crashloop and -errors (version $(VERSION)-<variant>).
+tokenserver-variants: ## Build the test token servers bin/tokenserver-{v2test,crashloop,errors,badexpand} (version $(VERSION)-<variant>) and -v3test (v2test again, version $(VERSION)-v3-v2test).
 	for v in $(TOKENSERVER_VARIANTS); do \
 		go build -tags $$v -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver-$$v ./cmd/tokenserver; \
 	done
+	go build -tags v2test -ldflags "$(VERSION_LDFLAGS)-v3" -o bin/tokenserver-v3test ./cmd/tokenserver
 
 .PHONY: run
 run: manifests generate vet ## Run the manager against the cluster in ~/.kube/config.

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -423,6 +424,8 @@ func scrapeColor(ctx context.Context, pods []upgrade.Pod, addrs map[string]strin
 		}
 		m, err := scrape(ctx, "http://"+addr+"/metrics")
 		if err != nil {
+			// Only the log says why a step waits or fails on its metrics.
+			log.FromContext(ctx).Info("the metrics of a pod of the new color could not be read", "pod", p.Name, "error", err.Error())
 			return nil
 		}
 		for e, c := range m {
@@ -464,6 +467,12 @@ func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
 	}
 	f, ok := families["kubeoauth_http_requests_total"]
 	if !ok {
+		// A counter with labels has no series before its first request: a token
+		// server (it always has its build info) that served none yet counts zero,
+		// as the green pods of later steps do; anything else is no token server.
+		if _, ours := families["kubeoauth_build_info"]; ours {
+			return upgrade.Metrics{}, nil
+		}
 		return nil, fmt.Errorf("%s has no kubeoauth_http_requests_total", url)
 	}
 	m := upgrade.Metrics{}

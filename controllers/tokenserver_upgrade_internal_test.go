@@ -77,7 +77,8 @@ func TestWithUpgrade(t *testing.T) {
 }
 
 // TestScrape sums kubeoauth_http_requests_total and its 5xx codes, as the token
-// server exposes them; a server without the counter is unreadable, not zero.
+// server exposes them; a server without the counter is unreadable, not zero,
+// unless it is a token server (its build info) that served nothing yet.
 func TestScrape(t *testing.T) {
 	body := "# TYPE kubeoauth_http_requests_total counter\n" +
 		`kubeoauth_http_requests_total{code="200",endpoint="token"} 90` + "\n" +
@@ -85,6 +86,10 @@ func TestScrape(t *testing.T) {
 		`kubeoauth_http_requests_total{code="500",endpoint="token"} 5` + "\n" +
 		`kubeoauth_http_requests_total{code="503",endpoint="introspect"} 1` + "\n"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/idle/metrics" {
+			_, _ = w.Write([]byte("# TYPE kubeoauth_build_info gauge\nkubeoauth_build_info{version=\"v2\"} 1\n"))
+			return
+		}
 		if r.URL.Path == "/empty/metrics" {
 			_, _ = w.Write([]byte("# TYPE go_goroutines gauge\ngo_goroutines 3\n"))
 			return
@@ -98,6 +103,11 @@ func TestScrape(t *testing.T) {
 	}
 	if _, err := scrape(context.Background(), srv.URL+"/empty/metrics"); err == nil {
 		t.Error("a server without kubeoauth_http_requests_total must be unreadable")
+	}
+	// A token server that has served nothing yet (a green pod before its step) has
+	// no series of the counter, only its build info: zero requests.
+	if m, err := scrape(context.Background(), srv.URL+"/idle/metrics"); err != nil || len(m) != 0 {
+		t.Errorf("an idle token server: %+v, %v; want zero requests", m, err)
 	}
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	pods := []upgrade.Pod{{Name: "auth-green-0", Color: upgrade.Green}, {Name: "auth-green-1", Color: upgrade.Green},

@@ -124,9 +124,14 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "manager.kubeoauth.io",
 		LeaderElectionNamespace: o.leaderElectionNS,
-		Cache:                   controllers.CacheOptions(namespaces(o.watchNamespaces)),
-		Client:                  controllers.ClientOptions(),
-		Controller:              controllerConfig,
+		// The process ends as soon as the manager stops (run returns mgr.Start's
+		// result), so the lease can be handed over at once: a replaced operator pod's
+		// successor leads within seconds, not after the lease's 15 s expiry, which
+		// otherwise stalls an upgrade in progress that long.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(namespaces(o.watchNamespaces)),
+		Client:                        controllers.ClientOptions(),
+		Controller:                    controllerConfig,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

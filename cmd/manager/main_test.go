@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -202,4 +203,54 @@ func waitFor(t *testing.T, done <-chan error, url string) string {
 	}
 	t.Fatalf("GET %s never answered 200; last: %s", url, last)
 	return ""
+}
+
+// A manager that stops (its pod deleted) hands its leader lease over: the Lease no
+// longer names a holder, so the next pod leads at once instead of after the lease
+// expires, which would hold an upgrade in progress that long.
+func TestManagerReleasesItsLeaseOnStop(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfig(path); err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubeoauth-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--kubeconfig", path, "--health-probe-bind-address", "0", "--metrics-bind-address", "0",
+			"--leader-elect", "--leader-election-namespace", "kubeoauth-system"}, nil)
+	}()
+	key := client.ObjectKey{Namespace: "kubeoauth-system", Name: "manager.kubeoauth.io"}
+	var lease coordinationv1.Lease
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Get(t.Context(), key, &lease) != nil || ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the manager never took the lease")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("manager: %v", err)
+	}
+	if err := c.Get(t.Context(), key, &lease); err != nil {
+		t.Fatal(err)
+	}
+	if h := ptr.Deref(lease.Spec.HolderIdentity, ""); h != "" {
+		t.Errorf("after the manager stopped, the lease is still held by %q", h)
+	}
 }

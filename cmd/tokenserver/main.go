@@ -44,6 +44,9 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "tokenserver:", err)
+		if me := (*postgres.MigrationError)(nil); errors.As(err, &me) && me.Deterministic() {
+			os.Exit(postgres.ExitMigrationFailed)
+		}
 		os.Exit(1)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
 )
@@ -252,5 +254,43 @@ func TestVariantErrors(t *testing.T) {
 		if !strings.Contains(string(body), want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// badexpand plans Shared (one expand migration) and then fails that migration,
+// leaving the schema as it was: the ordinary build keeps serving on it.
+func TestVariantBadexpand(t *testing.T) {
+	v1, bad := buildVariant(t, ""), buildVariant(t, "badexpand")
+	env := startEnv(t)
+	v1Schema := int64(len(postgres.Migrations()))
+	out, err := runBin(t, bad, "migrate", "plan", "--dsn", env.DSN, "--termination-log", terminationFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readReport(t, "badexpand's plan", []byte(out)); got.Mode != "Shared" || got.SchemaTo != v1Schema+1 {
+		t.Errorf("badexpand's plan = %+v; want Shared to %d", got, v1Schema+1)
+	}
+	// Refused SQL is no reason to retry: a distinct exit code, on which the
+	// operator's migration Jobs fail at once (their podFailurePolicy).
+	out, err = runBin(t, bad, "migrate", "up", "--expand-only", "--dsn", env.DSN)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != postgres.ExitMigrationFailed || !strings.Contains(err.Error(), "bad_expand") {
+		t.Errorf("badexpand's expand migration: %v\n%s; want exit code %d naming bad_expand", err, out, postgres.ExitMigrationFailed)
+	}
+	if resources.MigrationFailedExitCode != postgres.ExitMigrationFailed {
+		t.Errorf("the Jobs' podFailurePolicy fails on exit code %d, the command exits %d", resources.MigrationFailedExitCode,
+			postgres.ExitMigrationFailed)
+	}
+	// A database that cannot be reached is worth a retry: exit code 1.
+	_, err = runBin(t, bad, "migrate", "up", "--expand-only", "--dsn", "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("migrate up without a database: %v; want exit code 1", err)
+	}
+	if out, err := runBin(t, v1, "migrate", "status", "--dsn", env.DSN); err != nil ||
+		!strings.Contains(out, fmt.Sprint(v1Schema)) {
+		t.Errorf("v1's status after the failed migration: %v\n%s", err, out)
+	}
+	if code, ver := issue(t, serveVariant(t, env, v1)); code != 200 || ver != baseVersion {
+		t.Errorf("v1 after the failed migration: %d from %q", code, ver)
 	}
 }

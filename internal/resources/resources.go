@@ -418,11 +418,21 @@ func ContractJob(ts *oauthv1alpha1.TokenServer, name, image string) *batchv1.Job
 	return job
 }
 
+// MigrationFailedExitCode is the exit code of `tokenserver migrate up` when
+// PostgreSQL refused a migration in a way another run would meet again
+// (postgres.ExitMigrationFailed): the Job fails at once rather than after its
+// retries' back-off (minutes), which are for a database that could not be reached.
+const MigrationFailedExitCode = 3
+
 // databaseJob runs the token server image with args and the DSN, as a migrations
 // pod (which the database's NetworkPolicy admits).
 func databaseJob(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32, args ...string) *batchv1.Job {
 	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To(backoff),
+		PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+			Action: batchv1.PodFailurePolicyActionFailJob,
+			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{ContainerName: ptr.To("migrate"),
+				Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{MigrationFailedExitCode}}}}},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentMigrations)}, Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
 			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(ServerUID),

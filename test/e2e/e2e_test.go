@@ -54,6 +54,7 @@ func TestEndToEnd(t *testing.T) {
 		{"SecurityContextsAsAKubeletWould", testSecurityContexts},
 		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
+		{"Upgrades", testUpgrades},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {
 		if !t.Run(s.name, s.run) {

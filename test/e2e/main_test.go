@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -35,6 +36,7 @@ var suite struct {
 	dir, repo, kubectl, helm, tool string
 	demoOutput                     string
 	c                              client.Client
+	cfg                            *rest.Config
 	issuer                         string
 }
 
@@ -94,6 +96,7 @@ func run(m *testing.M) (code int) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	suite.cfg = cfg
 	s := scheme.Scheme
 	if err := oauthv1alpha1.AddToScheme(s); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -140,6 +143,30 @@ func dumpLogs() {
 	} {
 		out, _ := kubectl(context.Background(), args...)
 		fmt.Fprintf(os.Stderr, "\n$ kubectl %s\n%s", strings.Join(args, " "), out)
+	}
+	// The upgrade scenarios' namespaces: what the operator wrote and saw.
+	if out, err := kubectl(context.Background(), "get", "ns", "-o", "name"); err == nil {
+		for _, ns := range strings.Fields(out) {
+			ns = strings.TrimPrefix(ns, "namespace/")
+			if !strings.HasPrefix(ns, "up-") {
+				continue
+			}
+			for _, args := range [][]string{
+				{"-n", ns, "get", "tokenserver", "auth", "-o", "yaml"},
+				{"-n", ns, "get", "pods,jobs,statefulsets,endpointslices", "-o", "wide", "--show-labels"},
+				{"-n", ns, "get", "events", "--sort-by", ".lastTimestamp"},
+			} {
+				out, _ := kubectl(context.Background(), args...)
+				fmt.Fprintf(os.Stderr, "\n$ kubectl %s\n%s", strings.Join(args, " "), out)
+			}
+		}
+	}
+	if out, err := kubectl(context.Background(), "-n", "kubeoauth-system", "logs", "deploy/kubeoauth-manager"); err == nil {
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, `"level":"error"`) || strings.Contains(line, "could not be read") {
+				fmt.Fprint(os.Stderr, line)
+			}
+		}
 	}
 	// The node's own log (without virtual-kubelet's debug lines): what it did with
 	// the pods.

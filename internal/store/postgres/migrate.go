@@ -478,7 +478,7 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 		}
 		start := time.Now()
 		if err := applyRetrying(ctx, conn, m, opts); err != nil {
-			return ran, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+			return ran, &MigrationError{Version: m.Version, Name: m.Name, Err: err}
 		}
 		if opts.Log != nil {
 			opts.Log("applied %04d_%s (%s) in %s", m.Version, m.Name, m.Kind, time.Since(start).Round(time.Millisecond))
@@ -580,3 +580,38 @@ func statements(text string) []string {
 
 // ErrSchema is returned by Open when the schema cannot be served on.
 var ErrSchema = errors.New("unusable database schema")
+
+// ExitMigrationFailed is the exit code of `tokenserver migrate up` when PostgreSQL
+// refused a migration's SQL in a way that running it again cannot change: the
+// migration Jobs fail at once on it (their podFailurePolicy) instead of retrying
+// for minutes, so that an upgrade with a broken migration stops while the old
+// version serves. Other failures (the database unreachable) exit 1 and are retried.
+const ExitMigrationFailed = 3
+
+// MigrationError is a migration that failed as it ran.
+type MigrationError struct {
+	Version int
+	Name    string
+	Err     error
+}
+
+func (e *MigrationError) Error() string {
+	return fmt.Sprintf("migration %04d_%s: %v", e.Version, e.Name, e.Err)
+}
+
+func (e *MigrationError) Unwrap() error { return e.Err }
+
+// Deterministic reports whether PostgreSQL refused the migration for a reason that
+// another run would meet again (its SQL, the data it meets), as opposed to a lost
+// connection, exhausted resources, a shutdown, a lock or a serialization conflict.
+func (e *MigrationError) Deterministic() bool {
+	var pe *pq.Error
+	if !errors.As(e.Err, &pe) {
+		return false
+	}
+	switch pe.Code.Class() {
+	case "08", "40", "53", "55", "57", "58", "XX":
+		return false
+	}
+	return true
+}
