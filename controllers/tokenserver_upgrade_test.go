@@ -293,10 +293,7 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	advanceOperatorClock(t)
 	ts, k := upgradeServer(t, "verifyfail", nil)
 	ns := ts.Namespace
-	setImage(t, ts, imageV2)
-	k.release("plan", jobOutcome{message: planOK})
-	k.release("expand", jobOutcome{})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	toVerifying(t, ts, k)
 	id := ts.Status.Upgrade.ID
 	k.release("verify", jobOutcome{failed: true, message: "a token blue issued is refused by green: 401"})
 	eventually(t, 20*time.Second, "RolledBack", func() bool {
@@ -464,10 +461,7 @@ func TestRollbackAnnotation(t *testing.T) {
 func TestImageSetBack(t *testing.T) {
 	advanceOperatorClock(t)
 	ts, k := upgradeServer(t, "setback", nil)
-	setImage(t, ts, imageV2)
-	k.release("plan", jobOutcome{message: planOK})
-	k.release("expand", jobOutcome{})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	toVerifying(t, ts, k)
 	setImage(t, ts, imageV1)
 	eventually(t, 20*time.Second, "RolledBack", func() bool {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
@@ -654,10 +648,7 @@ func TestStatusConflictKeepsReady(t *testing.T) {
 // use it, the owner sweep deletes it (review finding 13).
 func TestLeftoverVerifyClientsSwept(t *testing.T) {
 	ts, k := upgradeServer(t, "verifyleft", nil)
-	setImage(t, ts, imageV2)
-	k.release("plan", jobOutcome{message: planOK})
-	k.release("expand", jobOutcome{})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	toVerifying(t, ts, k)
 	id := adminapi.VerifyClientIDPrefix + strings.ReplaceAll(ts.Namespace, "-", "")
 	if _, err := admin.PutClient(context.Background(), &adminapi.Client{ID: id, Secret: "secret-0123456789abcdefghijklmnopqrstuv",
 		ClientMetadata: adminapi.ClientMetadata{Name: "verification", GrantTypes: []string{"client_credentials"},
@@ -676,10 +667,7 @@ func TestLeftoverVerifyClientsSwept(t *testing.T) {
 // both at once: it waits, and is rolled out once the upgrade ended (review finding 9).
 func TestConfigChangeWaitsForUpgrade(t *testing.T) {
 	ts, k := upgradeServer(t, "confighold", nil)
-	setImage(t, ts, imageV2)
-	k.release("plan", jobOutcome{message: planOK})
-	k.release("expand", jobOutcome{})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+	toVerifying(t, ts, k)
 	hash := func(name string) string {
 		var sts appsv1.StatefulSet
 		get(t, ts.Namespace, name, &sts)
@@ -702,4 +690,14 @@ func TestConfigChangeWaitsForUpgrade(t *testing.T) {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack && hash("auth-blue") != blue
 	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+}
+
+// toVerifying starts an upgrade to v2 whose plan says Shared and whose expand
+// migrations succeed, and waits until green is verified.
+func toVerifying(t *testing.T, ts *oauthv1alpha1.TokenServer, k *fakeKubelet) {
+	t.Helper()
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planOK})
+	k.release("expand", jobOutcome{})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
 }

@@ -155,17 +155,7 @@ func TestCheckSchemaAndPlan(t *testing.T) {
 	if plan.Latest != 3 || plan.MinSchema != 2 {
 		t.Errorf("plan = latest %d, min %d; want 3, 2", plan.Latest, plan.MinSchema)
 	}
-	applied := func(kinds ...string) []postgres.AppliedMigration {
-		out := make([]postgres.AppliedMigration, 0, len(kinds))
-		for i, k := range kinds {
-			name := "m" // written by a newer binary
-			if i < len(ms) {
-				name = ms[i].Name
-			}
-			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: name, Kind: k})
-		}
-		return out
-	}
+	applied := func(kinds ...string) []postgres.AppliedMigration { return appliedAs(ms, kinds...) }
 	tests := map[string]struct {
 		applied []postgres.AppliedMigration
 		wantErr string
@@ -202,17 +192,7 @@ func TestPlanUpgrade(t *testing.T) {
 	}
 	behindContract := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: 4, Name: "new_table", Kind: postgres.Expand})
 	unknownKind := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: 4, Name: "rewrite", Kind: "breaking"})
-	applied := func(kinds ...string) []postgres.AppliedMigration {
-		out := make([]postgres.AppliedMigration, 0, len(kinds))
-		for i, k := range kinds {
-			name := "m" // written by a newer binary
-			if i < len(ms) {
-				name = ms[i].Name
-			}
-			out = append(out, postgres.AppliedMigration{Version: i + 1, Name: name, Kind: k})
-		}
-		return out
-	}
+	applied := func(kinds ...string) []postgres.AppliedMigration { return appliedAs(ms, kinds...) }
 	tests := map[string]struct {
 		ms      []postgres.Migration
 		applied []postgres.AppliedMigration
@@ -574,4 +554,18 @@ func TestMigrationsNeverStallTokenWrites(t *testing.T) {
 	if err := db.QueryRowContext(ctx, `SHOW lock_timeout`).Scan(&lockTimeout); err != nil || lockTimeout != "0" {
 		t.Errorf("a pooled connection after Migrate has lock_timeout %q (%v); the migration's timeout leaked", lockTimeout, err)
 	}
+}
+
+// appliedAs is schema_migrations after migrations of these kinds ran: ms's names,
+// and "m" for those past ms (written by a newer binary).
+func appliedAs(ms []postgres.Migration, kinds ...string) []postgres.AppliedMigration {
+	out := make([]postgres.AppliedMigration, 0, len(kinds))
+	for i, k := range kinds {
+		name := "m"
+		if i < len(ms) {
+			name = ms[i].Name
+		}
+		out = append(out, postgres.AppliedMigration{Version: i + 1, Name: name, Kind: k})
+	}
+	return out
 }
