@@ -13,3 +13,6 @@ func AfterTokenRead(s *Store, f func(signature string)) { s.testHooks.afterToken
 
 // TokenCacheTTL is tokenCacheTTL, for the staleness-bound test.
 const TokenCacheTTL = tokenCacheTTL
+
+// LoadMigrations is Migrations returning its error instead of panicking.
+var LoadMigrations = loadMigrations
