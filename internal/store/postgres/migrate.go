@@ -534,6 +534,12 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 // non-transactional one runs again from its first statement, which the file rules
 // already require to be safe.
 func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts MigrateOptions) error {
+	return retryOnLock(ctx, conn, fmt.Sprintf("%04d_%s", m.Version, m.Name), opts, func() error { return apply(ctx, conn, m) })
+}
+
+// retryOnLock runs fn on conn with opts' lock timeout, again after a wait each time
+// it timed out on a lock; what names fn in the log.
+func retryOnLock(ctx context.Context, conn *sql.Conn, what string, opts MigrateOptions, fn func() error) error {
 	timeout, retries, wait := opts.LockTimeout, opts.LockRetries, opts.LockRetryWait
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
@@ -550,7 +556,7 @@ func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts Migrat
 		if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET lock_timeout = %d`, timeout.Milliseconds())); err != nil {
 			return err
 		}
-		err := apply(ctx, conn, m)
+		err := fn()
 		var pqErr *pq.Error
 		if !errors.As(err, &pqErr) || pqErr.Code != lockNotAvailable {
 			return err
@@ -560,7 +566,7 @@ func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts Migrat
 				"try again when it has ended: %w", timeout, try+1, err)
 		}
 		if opts.Log != nil {
-			opts.Log("%04d_%s: no lock within %s (%s), retrying in %s", m.Version, m.Name, timeout, pqErr.Message, wait)
+			opts.Log("%s: no lock within %s (%s), retrying in %s", what, timeout, pqErr.Message, wait)
 		}
 		select {
 		case <-ctx.Done():
