@@ -16,7 +16,7 @@ import (
 // Capture records, on the database the old version serves on, the key and
 // transaction of every row its token server changes, so that a Copy upgrade can carry
 // over what was written after its snapshot: the replay takes the changes whose
-// transactions the snapshot did not see (UnseenChanges), re-reads each key's current
+// transactions the snapshot did not see (ChangesBetween), re-reads each key's current
 // row and writes it to the copy. It needs nothing from the old binary, no wal_level
 // change and no replication privilege: a schema of its own (CaptureSchema), a table,
 // a function and one row trigger per table, which the tables' owner may create.
@@ -276,16 +276,26 @@ func Snapshot(ctx context.Context, q interface {
 	return snap, err
 }
 
-// UnseenChanges lists the changes (seq greater than after, at most limit, oldest
-// first) made by transactions that snapshot did not see: those committed after it
-// was taken, and those in progress then. A transaction below the snapshot's xmin
-// had ended when it was taken, so the copy saw it; the xmin bound lets the index on
-// xid skip them. Changes of a transaction still in progress now are not visible to
-// this query yet; they appear once it commits (and never, if it rolls back).
-func UnseenChanges(ctx context.Context, db *sql.DB, snapshot string, after int64, limit int) ([]Change, error) {
-	rows, err := db.QueryContext(ctx, `SELECT seq, table_name, key::text, xid::text, at FROM kubeoauth_capture.changes
-WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND seq > $2
-ORDER BY seq LIMIT $3`, snapshot, after, limit)
+// ChangesBetween lists the changes (seq greater than after, at most limit, in seq
+// order) made by the transactions that snapshot since did not see and snapshot
+// until did: with since the copy's snapshot, those the copy missed that had ended
+// by until. A replay pass takes a new until (Snapshot) and then uses it as the next
+// pass's since, so that every committed change falls in exactly one window.
+//
+// Not a cursor on seq alone: seq is taken when a row changes, not when its
+// transaction commits, so a transaction still in progress can commit a lower seq
+// after a higher one was read; within one window the set is fixed (every
+// transaction until sees had ended), so paging by seq is safe there. A transaction
+// below since's xmin had ended before since was taken, so the copy saw it; the xmin
+// bound (and until's xmax) only let the index on xid skip the rest.
+func ChangesBetween(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, since, until string, after int64, limit int) ([]Change, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, table_name, key::text, xid::text, at FROM kubeoauth_capture.changes
+WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND xid < pg_snapshot_xmax($2::pg_snapshot)
+  AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND pg_visible_in_snapshot(xid, $2::pg_snapshot)
+  AND seq > $3
+ORDER BY seq LIMIT $4`, since, until, after, limit)
 	if err != nil {
 		return nil, err
 	}

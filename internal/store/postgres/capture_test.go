@@ -51,6 +51,9 @@ func tableOwner(t *testing.T, dsn string) string {
 		}
 		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, pq.QuoteIdentifier(name), role))
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	_ = rows.Close()
 	for _, s := range stmts {
 		if _, err := admin.ExecContext(ctx, s); err != nil {
@@ -315,14 +318,17 @@ func countKey(t *testing.T, db *sql.DB, table, key string) int {
 }
 
 // The replay's contract: a copy made in one REPEATABLE READ transaction, with the
-// snapshot it records, sees some transactions; UnseenChanges selects exactly the
-// changes of all others: those committed after the snapshot and those in progress
-// when it was taken (committed later), never those the copy saw nor those rolled
-// back. The copy's rows and the unseen changes together cover every write.
-func TestCaptureSnapshotSelectsUnseenChanges(t *testing.T) {
+// snapshot it records, sees some transactions; ChangesBetween that snapshot and a
+// later one selects exactly the changes of the others that had ended by the later
+// one: those committed after the copy's snapshot and those in progress when it was
+// taken, never those the copy saw nor those rolled back; a transaction still in
+// progress at the later snapshot falls in the next window, even though its changes'
+// seq is lower than some already replayed. The copy's rows and the windows together
+// cover every write once.
+func TestCaptureChangesBetweenSnapshots(t *testing.T) {
 	ctx := context.Background()
 	dsn := pg.NewMigratedDatabase(t)
-	db, err := postgres.OpenDB(dsn, 4)
+	db, err := postgres.OpenDB(dsn, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,6 +369,9 @@ func TestCaptureSnapshotSelectsUnseenChanges(t *testing.T) {
 	}
 	copied := jtis(t, copyTx)
 
+	// Open across the replay's first window, with a lower seq than what follows.
+	open := begin(nil)
+	write(open, "open-across-window")
 	write(db, "committed-after")
 	write(inFlight, "in-flight-at-snapshot-2")
 	if err := inFlight.Commit(); err != nil {
@@ -377,17 +386,14 @@ func TestCaptureSnapshotSelectsUnseenChanges(t *testing.T) {
 	if err := rolledBack.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	// Still in progress: not visible to the replay yet; it will be once committed.
-	open := begin(nil)
-	write(open, "still-open")
 	// The copy still sees what it saw.
 	if got := jtis(t, copyTx); !reflect.DeepEqual(got, copied) {
 		t.Fatalf("the copy's transaction saw %v, then %v", copied, got)
 	}
 
-	unseen := func() []string {
+	between := func(since, until string, after int64, limit int) ([]string, []postgres.Change) {
 		t.Helper()
-		changes, err := postgres.UnseenChanges(ctx, db, snapshot, 0, 100)
+		changes, err := postgres.ChangesBetween(ctx, db, since, until, after, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -400,37 +406,54 @@ func TestCaptureSnapshotSelectsUnseenChanges(t *testing.T) {
 			out = append(out, k.JTI)
 		}
 		sort.Strings(out)
-		return out
+		return out, changes
+	}
+	snap := func() string {
+		t.Helper()
+		s, err := postgres.Snapshot(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
 	if want := []string{"committed-before"}; !reflect.DeepEqual(copied, want) {
 		t.Errorf("the copy saw %v; want %v", copied, want)
 	}
-	want := []string{"began-before-wrote-after", "committed-after", "in-flight-at-snapshot", "in-flight-at-snapshot-2"}
-	if got := unseen(); !reflect.DeepEqual(got, want) {
-		t.Errorf("UnseenChanges = %v; want %v", got, want)
+	until1 := snap()
+	want1 := []string{"began-before-wrote-after", "committed-after", "in-flight-at-snapshot", "in-flight-at-snapshot-2"}
+	got1, changes1 := between(snapshot, until1, 0, 100)
+	if !reflect.DeepEqual(got1, want1) {
+		t.Errorf("ChangesBetween(copy, first pass) = %v; want %v", got1, want1)
 	}
+	// The bounds on xid only narrow the scan: without them the same changes qualify.
+	var unbounded int
+	if err := db.QueryRow(`SELECT count(*) FROM kubeoauth_capture.changes
+WHERE NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND pg_visible_in_snapshot(xid, $2::pg_snapshot)`,
+		snapshot, until1).Scan(&unbounded); err != nil || unbounded != len(want1) {
+		t.Errorf("the visibility tests alone select %d changes (%v); want %d", unbounded, err, len(want1))
+	}
+	// Paging by seq within a window gives the same changes.
+	first, firstChanges := between(snapshot, until1, 0, 2)
+	rest, _ := between(snapshot, until1, firstChanges[1].Seq, 100)
+	if len(first)+len(rest) != len(want1) {
+		t.Errorf("pages of %d and %d changes; want %d in all", len(first), len(rest), len(want1))
+	}
+
 	if err := open.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	want = append(want, "still-open")
-	sort.Strings(want)
-	if got := unseen(); !reflect.DeepEqual(got, want) {
-		t.Errorf("UnseenChanges after the open transaction committed = %v; want %v", got, want)
+	until2 := snap()
+	got2, changes2 := between(until1, until2, 0, 100)
+	if want2 := []string{"open-across-window"}; !reflect.DeepEqual(got2, want2) {
+		t.Errorf("ChangesBetween(first pass, second pass) = %v; want %v", got2, want2)
 	}
-	// The xmin bound only narrows the scan: without it the same changes qualify.
-	var without int
-	if err := db.QueryRow(`SELECT count(*) FROM kubeoauth_capture.changes WHERE NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)`,
-		snapshot).Scan(&without); err != nil || without != len(want) {
-		t.Errorf("NOT pg_visible_in_snapshot alone selects %d changes (%v); want %d", without, err, len(want))
+	// A cursor on seq alone would have skipped it.
+	if len(changes2) == 1 && changes2[0].Seq > changes1[len(changes1)-1].Seq {
+		t.Errorf("the change of the transaction open across the window has seq %d, after the first window's last %d: "+
+			"the test no longer shows why windows are by snapshot", changes2[0].Seq, changes1[len(changes1)-1].Seq)
 	}
-	// Paging by seq gives the same changes.
-	first, err := postgres.UnseenChanges(ctx, db, snapshot, 0, 2)
-	if err != nil || len(first) != 2 {
-		t.Fatalf("first page: %v, %v", first, err)
-	}
-	rest, err := postgres.UnseenChanges(ctx, db, snapshot, first[1].Seq, 100)
-	if err != nil || len(first)+len(rest) != len(want) {
-		t.Errorf("pages of %d and %d changes (%v); want %d in all", len(first), len(rest), err, len(want))
+	if got, _ := between(until2, snap(), 0, 100); len(got) != 0 {
+		t.Errorf("a window with no writes has changes %v", got)
 	}
 }
 
