@@ -139,6 +139,7 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, t.name, captureT
 		for i, k := range t.key {
 			args[i] = pq.QuoteLiteral(k)
 		}
+		// #nosec G201 -- the identifiers and literals are quoted.
 		stmt := fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION kubeoauth_capture.record(%s)`,
 			captureTrigger, pq.QuoteIdentifier(t.name), strings.Join(args, ", "))
 		err := retryOnLock(ctx, conn, "capture trigger on "+t.name, lock, func() error {
@@ -169,23 +170,9 @@ func UninstallCapture(ctx context.Context, db *sql.DB, opts CaptureOptions) erro
 	}
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, captureTrigger)
+	tables, err := capturedTables(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("uninstalling capture: %w", err)
-	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			_ = rows.Close()
-			return err
-		}
-		tables = append(tables, name)
-	}
-	_ = rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	lock := opts.lock()
 	for _, name := range tables {
@@ -204,6 +191,26 @@ WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY
 		return fmt.Errorf("uninstalling capture: %w", err)
 	}
 	return nil
+}
+
+// capturedTables lists the tables of the current schema that have the capture
+// trigger.
+func capturedTables(ctx context.Context, conn *sql.Conn) ([]string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, captureTrigger)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		tables = append(tables, name)
+	}
+	return tables, rows.Err()
 }
 
 type captureTable struct {

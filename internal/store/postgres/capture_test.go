@@ -35,26 +35,14 @@ func tableOwner(t *testing.T, dsn string) string {
 		t.Fatal(err)
 	}
 	defer func() { _ = admin.Close() }()
-	stmts := []string{
+	tables := column(t, admin, `SELECT tablename FROM pg_tables WHERE schemaname = 'public'`)
+	stmts := make([]string, 0, 2+len(tables))
+	stmts = append(stmts,
 		fmt.Sprintf(`CREATE ROLE %s LOGIN NOSUPERUSER NOREPLICATION NOCREATEDB NOCREATEROLE PASSWORD %s`, role, pq.QuoteLiteral(password)),
-		fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s`, pq.QuoteIdentifier(dbName(t, admin)), role),
-		fmt.Sprintf(`GRANT USAGE ON SCHEMA public TO %s`, role),
-	}
-	rows, err := admin.QueryContext(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = 'public'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
+		fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s`, pq.QuoteIdentifier(column(t, admin, `SELECT current_database()`)[0]), role))
+	for _, name := range tables {
 		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, pq.QuoteIdentifier(name), role))
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	_ = rows.Close()
 	for _, s := range stmts {
 		if _, err := admin.ExecContext(ctx, s); err != nil {
 			t.Fatalf("%s: %v", s, err)
@@ -83,15 +71,6 @@ func tableOwner(t *testing.T, dsn string) string {
 	}
 	// lib/pq lets a later key override an earlier one.
 	return dsn + " user=" + role + " password=" + password
-}
-
-func dbName(t *testing.T, db *sql.DB) string {
-	t.Helper()
-	var name string
-	if err := db.QueryRow(`SELECT current_database()`).Scan(&name); err != nil {
-		t.Fatal(err)
-	}
-	return name
 }
 
 // change is a captured change as a test compares it.
@@ -367,7 +346,7 @@ func TestCaptureChangesBetweenSnapshots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	copied := jtis(t, copyTx)
+	copied := column(t, copyTx, `SELECT jti FROM client_assertion_jtis ORDER BY jti`)
 
 	// Open across the replay's first window, with a lower seq than what follows.
 	open := begin(nil)
@@ -387,7 +366,7 @@ func TestCaptureChangesBetweenSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The copy still sees what it saw.
-	if got := jtis(t, copyTx); !reflect.DeepEqual(got, copied) {
+	if got := column(t, copyTx, `SELECT jti FROM client_assertion_jtis ORDER BY jti`); !reflect.DeepEqual(got, copied) {
 		t.Fatalf("the copy's transaction saw %v, then %v", copied, got)
 	}
 
@@ -397,7 +376,7 @@ func TestCaptureChangesBetweenSnapshots(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []string
+		out := make([]string, 0, len(changes))
 		for _, c := range changes {
 			var k struct{ JTI string }
 			if err := json.Unmarshal(c.Key, &k); err != nil || c.Table != "client_assertion_jtis" {
@@ -457,11 +436,12 @@ WHERE NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND pg_visible_in_snapsho
 	}
 }
 
-func jtis(t *testing.T, q interface {
+// column is the first column of a query's rows.
+func column(t *testing.T, q interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}) []string {
+}, query string) []string {
 	t.Helper()
-	rows, err := q.QueryContext(context.Background(), `SELECT jti FROM client_assertion_jtis ORDER BY jti`)
+	rows, err := q.QueryContext(context.Background(), query)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,6 +453,9 @@ func jtis(t *testing.T, q interface {
 			t.Fatal(err)
 		}
 		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

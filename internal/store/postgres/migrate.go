@@ -128,7 +128,8 @@ func parseMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 		first, _, _ := strings.Cut(text, "\n")
 		h := headerLine.FindStringSubmatch(first)
 		if h == nil {
-			return nil, fmt.Errorf("migration %s: first line must be '-- kubeoauth:migration kind=expand|contract|breaking [transaction=false]'", e.Name())
+			return nil, fmt.Errorf("migration %s: first line must be "+
+				"'-- kubeoauth:migration kind=expand|contract|breaking [transaction=false]'", e.Name())
 		}
 		v, _ := strconv.Atoi(m[1])
 		out = append(out, Migration{Version: v, Name: m[2], Kind: h[1], Transaction: h[2] == "", SQL: text})
