@@ -265,6 +265,14 @@ func TestPlanAcrossBreakingMigration(t *testing.T) {
 			}
 		})
 	}
+	// Behind a contract migration the serving version does not know: still Copy,
+	// naming the breaking migration the new version needs.
+	behind := []postgres.Migration{ms[0], {Version: 2, Name: "drop_old", Kind: postgres.Contract},
+		{Version: 3, Name: "split_full_name", Kind: postgres.Breaking, Transforms: ms[1].Transforms}}
+	if p := postgres.PlanUpgradeFrom(behind, appliedAs(behind, "expand"), 1); p.Mode != postgres.ModeCopy ||
+		!strings.Contains(p.Reason, "needs 0003_split_full_name") {
+		t.Errorf("plan with the breaking migration behind a contract = %+v; want Copy naming 0003_split_full_name", p)
+	}
 	if p := postgres.PlanUpgrade(ms, applied("expand", "breaking")); p.Mode != postgres.ModeShared {
 		t.Errorf("plan past the breaking migration = %+v; want Shared (only the expand after it is pending)", p)
 	}
