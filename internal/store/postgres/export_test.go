@@ -1,5 +1,10 @@
 package postgres
 
+import (
+	"context"
+	"strconv"
+)
+
 // ParseMigrations is parseMigrations, for tests of the file rules.
 var ParseMigrations = parseMigrations
 
@@ -13,3 +18,16 @@ func AfterTokenRead(s *Store, f func(signature string)) { s.testHooks.afterToken
 
 // TokenCacheTTL is tokenCacheTTL, for the staleness-bound test.
 const TokenCacheTTL = tokenCacheTTL
+
+// LoadMigrations is Migrations returning its error instead of panicking.
+var LoadMigrations = loadMigrations
+
+// CurrentXID is pg_current_xact_id() of the transaction on ctx (BeginTX's), so that
+// a test can tell which transaction a captured change came from.
+func CurrentXID(ctx context.Context, s *Store) (uint64, error) {
+	var xid string
+	if err := s.q(ctx).QueryRowContext(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(xid, 10, 64)
+}

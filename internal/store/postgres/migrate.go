@@ -19,12 +19,16 @@ import (
 // Migrations are embedded SQL files named NNNN_name.sql whose first line declares
 // their kind:
 //
-//	-- kubeoauth:migration kind=expand|contract [transaction=false]
+//	-- kubeoauth:migration kind=expand|contract|breaking [transaction=false]
 //
 // expand migrations only add (tables, nullable columns, indexes): the previous token
 // server keeps working on the result, because every query names its columns. contract
 // migrations remove what only an older version used; they run after that version is
-// gone. transaction=false is for CREATE INDEX CONCURRENTLY, which PostgreSQL refuses
+// gone. breaking migrations change the shape of rows (a column renamed or split), so
+// that the previous version cannot run on the result at all: an upgrade across one
+// runs the new version on a copy of the database, and each ships a Transform per table
+// it changes (RegisterTransform), to carry the rows written during the upgrade from
+// one side to the other. transaction=false is for CREATE INDEX CONCURRENTLY, which PostgreSQL refuses
 // inside a transaction; such a file runs statement by statement (split at a semicolon
 // that ends a line) and must be safe to re-run.
 //
@@ -39,6 +43,7 @@ var migrationFS embed.FS
 const (
 	Expand   = "expand"
 	Contract = "contract"
+	Breaking = "breaking"
 )
 
 // Migration is one embedded migration.
@@ -48,6 +53,9 @@ type Migration struct {
 	Kind        string `json:"kind"`
 	Transaction bool   `json:"transaction"`
 	SQL         string `json:"-"`
+	// Transforms carry rows across a breaking migration, one per table it changes
+	// (RegisterTransform attaches them to embedded migrations).
+	Transforms []Transform `json:"-"`
 }
 
 // AppliedMigration is a row of schema_migrations.
@@ -60,23 +68,45 @@ type AppliedMigration struct {
 
 var (
 	fileName   = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
-	headerLine = regexp.MustCompile(`^-- kubeoauth:migration kind=(expand|contract)( transaction=false)?\s*$`)
+	headerLine = regexp.MustCompile(`^-- kubeoauth:migration kind=(expand|contract|breaking)( transaction=false)?\s*$`)
 )
 
-// Migrations returns the embedded migrations in order. It panics on a malformed file:
-// that is a build defect, caught by the tests.
+// Migrations returns the embedded migrations in order. It panics on a malformed file
+// or a breaking migration without its transforms: that is a build defect, caught by
+// the tests, and a binary that has it must not start.
 func Migrations() []Migration {
-	ms, err := parseMigrations(migrationFS, "migrations")
+	ms, err := loadMigrations()
 	if err != nil {
 		panic(err)
+	}
+	return ms
+}
+
+func loadMigrations() ([]Migration, error) {
+	ms, err := parseMigrations(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
 	}
 	ms = append(ms, extra.migrations...)
 	for i, m := range ms {
 		if m.Version != i+1 {
-			panic(fmt.Sprintf("migration %04d_%s: versions must run 1, 2, 3... without gaps", m.Version, m.Name))
+			return nil, fmt.Errorf("migration %04d_%s: versions must run 1, 2, 3... without gaps", m.Version, m.Name)
 		}
 	}
-	return ms
+	for v := range transforms {
+		if v < 1 || v > len(ms) {
+			return nil, fmt.Errorf("transforms registered for migration %04d, which does not exist", v)
+		}
+	}
+	for i := range ms {
+		if ts := transforms[ms[i].Version]; len(ts) > 0 {
+			ms[i].Transforms = append(append([]Transform(nil), ms[i].Transforms...), ts...)
+		}
+	}
+	if err := ValidateMigrations(ms); err != nil {
+		return nil, err
+	}
+	return ms, nil
 }
 
 func parseMigrations(fsys fs.FS, dir string) ([]Migration, error) {
@@ -98,7 +128,8 @@ func parseMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 		first, _, _ := strings.Cut(text, "\n")
 		h := headerLine.FindStringSubmatch(first)
 		if h == nil {
-			return nil, fmt.Errorf("migration %s: first line must be '-- kubeoauth:migration kind=expand|contract [transaction=false]'", e.Name())
+			return nil, fmt.Errorf("migration %s: first line must be "+
+				"'-- kubeoauth:migration kind=expand|contract|breaking [transaction=false]'", e.Name())
 		}
 		v, _ := strconv.Atoi(m[1])
 		out = append(out, Migration{Version: v, Name: m[2], Kind: h[1], Transaction: h[2] == "", SQL: text})
@@ -117,8 +148,9 @@ func parseMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 type Plan struct {
 	// Latest is the newest schema version this binary knows.
 	Latest int `json:"latest"`
-	// MinSchema is the oldest schema this binary can serve on: every expand migration
-	// it knows must be applied; its own contract migrations need not be.
+	// MinSchema is the oldest schema this binary can serve on: every expand and
+	// breaking migration it knows must be applied; its own contract migrations need
+	// not be.
 	MinSchema int `json:"minSchema"`
 	// ReadsWrites says that the binary serves any schema from MinSchema on whose
 	// migrations beyond Latest (written by a newer binary) are all expand.
@@ -131,7 +163,7 @@ func NewPlan(ms []Migration) Plan {
 	p := Plan{Migrations: ms, ReadsWrites: "schema versions >= minSchema; newer versions only if every migration after latest is expand"}
 	for _, m := range ms {
 		p.Latest = m.Version
-		if m.Kind == Expand {
+		if m.Kind == Expand || m.Kind == Breaking {
 			p.MinSchema = m.Version
 		}
 	}
@@ -209,11 +241,12 @@ func PlanUpgradeFrom(ms []Migration, applied []AppliedMigration, servingSchema i
 		case m.Kind == Contract:
 			deferred = append(deferred, name)
 		default:
-			// A kind the old version cannot run after (part 2's copied database): the
+			// A breaking migration (or any kind the old version cannot run after): the
 			// new version gets a copy migrated in full, the old one keeps the original.
 			p.Mode = ModeCopy
 			p.Reason = fmt.Sprintf("migration %s (%s) changes the schema so that the running version cannot serve on it: "+
-				"the new version needs a copy of the database", name, m.Kind)
+				"the new version needs a copy of the database, migrated in full, with the rows written meanwhile carried "+
+				"over by its transforms", name, m.Kind)
 			return p.bounded()
 		}
 	}
@@ -302,7 +335,7 @@ func CheckSchema(ms []Migration, applied []AppliedMigration) error {
 		return err
 	}
 	for _, m := range ms {
-		if m.Kind == Expand && m.Version <= plan.MinSchema {
+		if (m.Kind == Expand || m.Kind == Breaking) && m.Version <= plan.MinSchema {
 			if _, ok := have[m.Version]; !ok {
 				missing := &missingMigration{name: fmt.Sprintf("%04d_%s", m.Version, m.Name)}
 				return &SchemaError{Reason: missing.Error(), missing: missing}
@@ -398,7 +431,8 @@ type MigrateOptions struct {
 	// To stops after this version; 0 means the latest.
 	To int
 	// ExpandOnly stops before the first contract migration (blue-green: contract runs
-	// after the old version is gone), except the serving version's own.
+	// after the old version is gone), except the serving version's own, and before
+	// the first breaking one (which runs only on a copy).
 	ExpandOnly bool
 	// ServingSchema is the latest migration the serving version knows (0: unknown).
 	// With ExpandOnly, its contract migrations still pending run (PlanUpgradeFrom).
@@ -457,6 +491,9 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 	}()
 	// The connection goes back to the pool afterwards: it must not keep our timeout.
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
+	if err := ValidateMigrations(ms); err != nil {
+		return nil, err
+	}
 	applied, err := Applied(ctx, conn)
 	if err != nil {
 		return nil, err
@@ -476,6 +513,11 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 		if opts.To > 0 && m.Version > opts.To || opts.ExpandOnly && m.Kind == Contract && m.Version > opts.ServingSchema {
 			break
 		}
+		// A breaking migration never runs where the old version serves: only on a
+		// copy, migrated without ExpandOnly.
+		if opts.ExpandOnly && m.Kind == Breaking {
+			break
+		}
 		start := time.Now()
 		if err := applyRetrying(ctx, conn, m, opts); err != nil {
 			return ran, &MigrationError{Version: m.Version, Name: m.Name, Err: err}
@@ -493,6 +535,12 @@ func Migrate(ctx context.Context, db *sql.DB, ms []Migration, opts MigrateOption
 // non-transactional one runs again from its first statement, which the file rules
 // already require to be safe.
 func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts MigrateOptions) error {
+	return retryOnLock(ctx, conn, fmt.Sprintf("%04d_%s", m.Version, m.Name), opts, func() error { return apply(ctx, conn, m) })
+}
+
+// retryOnLock runs fn on conn with opts' lock timeout, again after a wait each time
+// it timed out on a lock; what names fn in the log.
+func retryOnLock(ctx context.Context, conn *sql.Conn, what string, opts MigrateOptions, fn func() error) error {
 	timeout, retries, wait := opts.LockTimeout, opts.LockRetries, opts.LockRetryWait
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
@@ -509,7 +557,7 @@ func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts Migrat
 		if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET lock_timeout = %d`, timeout.Milliseconds())); err != nil {
 			return err
 		}
-		err := apply(ctx, conn, m)
+		err := fn()
 		var pqErr *pq.Error
 		if !errors.As(err, &pqErr) || pqErr.Code != lockNotAvailable {
 			return err
@@ -519,7 +567,7 @@ func applyRetrying(ctx context.Context, conn *sql.Conn, m Migration, opts Migrat
 				"try again when it has ended: %w", timeout, try+1, err)
 		}
 		if opts.Log != nil {
-			opts.Log("%04d_%s: no lock within %s (%s), retrying in %s", m.Version, m.Name, timeout, pqErr.Message, wait)
+			opts.Log("%s: no lock within %s (%s), retrying in %s", what, timeout, pqErr.Message, wait)
 		}
 		select {
 		case <-ctx.Done():
