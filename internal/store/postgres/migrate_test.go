@@ -343,6 +343,9 @@ ORDER BY 1`)
 		}
 		b.WriteString(line + "\n")
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return b.String()
 }
 
