@@ -466,87 +466,35 @@ func column(t *testing.T, q interface {
 // transaction ends capture is installed. If it never ends, installing gives up.
 func TestInstallCaptureNeverStallsTokenWrites(t *testing.T) {
 	ctx := context.Background()
-	dsn := pg.NewMigratedDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	if _, err := s.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
-	db, err := postgres.OpenDB(dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = db.Close() }()
-	// The long transaction: it wrote a token and is still open, holding ROW
-	// EXCLUSIVE on tokens.
-	blocker, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = blocker.Rollback() }()
-	if _, err := blocker.ExecContext(ctx, `UPDATE tokens SET active = active WHERE false`); err != nil {
-		t.Fatal(err)
-	}
+	// The long transaction wrote a token: it holds ROW EXCLUSIVE on tokens.
+	l := lockTokens(t, `UPDATE tokens SET active = active WHERE false`)
 	// The bounds only keep a failing test from hanging.
 	bounded, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	t.Run("gives up", func(t *testing.T) {
-		err := postgres.InstallCapture(bounded, db, postgres.CaptureOptions{LockTimeout: 100 * time.Millisecond,
+		err := postgres.InstallCapture(bounded, l.db, postgres.CaptureOptions{LockTimeout: 100 * time.Millisecond,
 			LockRetries: 1, LockRetryWait: time.Millisecond})
 		if err == nil || !strings.Contains(err.Error(), "tokens") || !strings.Contains(err.Error(), "lock") {
 			t.Fatalf("InstallCapture behind a transaction that never ends: %v; want an error about the lock on tokens", err)
 		}
 	})
-	retried := make(chan string, 1000)
-	done := make(chan error, 1)
-	go func() {
-		done <- postgres.InstallCapture(bounded, db, postgres.CaptureOptions{LockTimeout: 100 * time.Millisecond,
-			LockRetries: 1000, LockRetryWait: 10 * time.Millisecond,
-			Log: func(format string, args ...any) { retried <- fmt.Sprintf(format, args...) }})
-	}()
-	for waiting := true; waiting; {
-		select {
-		case line := <-retried:
-			waiting = !strings.Contains(line, "retrying")
-			if !waiting && !strings.Contains(line, "tokens") {
-				t.Fatalf("retry of capture on another table than tokens: %q", line)
-			}
-		case err := <-done:
-			t.Fatalf("InstallCapture ended (%v) while the long transaction still holds its lock", err)
-		case <-bounded.Done():
-			t.Fatal("InstallCapture waited for its lock and never gave up")
+	done := l.retrying(t, bounded, "InstallCapture", func(log func(string, ...any)) error {
+		return postgres.InstallCapture(bounded, l.db, postgres.CaptureOptions{LockTimeout: 100 * time.Millisecond,
+			LockRetries: 1000, LockRetryWait: 10 * time.Millisecond, Log: log})
+	}, func(line string) (bool, error) {
+		if !strings.Contains(line, "retrying") {
+			return false, nil
 		}
-	}
-	for i := range 10 {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.CreateAccessTokenSession(wctx, fmt.Sprintf("at-%d", i), tokenRequest(t, s, fmt.Sprintf("req-%d", i), time.Now()))
-		cancel()
-		if err != nil {
-			t.Fatalf("token write %d while capture is being installed: %v", i, err)
+		if !strings.Contains(line, "tokens") {
+			return false, fmt.Errorf("retry of capture on another table than tokens: %q", line)
 		}
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("InstallCapture ended (%v) while the long transaction still holds its lock", err)
-	default:
-	}
-	if err := blocker.Commit(); err != nil {
+		return true, nil
+	})
+	l.writesGoOn(t, done, "InstallCapture")
+	if err := l.store.CreateAccessTokenSession(ctx, "at-captured", tokenRequest(t, l.store, "req-c", time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("InstallCapture after the long transaction ended: %v", err)
-	}
-	if err := s.CreateAccessTokenSession(ctx, "at-captured", tokenRequest(t, s, "req-c", time.Now())); err != nil {
-		t.Fatal(err)
-	}
-	if n := countKey(t, db, "tokens", fmt.Sprintf(`{"kind": %q, "signature": "at-captured"}`, postgres.TokenKindAccess)); n != 1 {
+	if n := countKey(t, l.db, "tokens", fmt.Sprintf(`{"kind": %q, "signature": "at-captured"}`, postgres.TokenKindAccess)); n != 1 {
 		t.Errorf("%d changes of a token written after InstallCapture; want 1", n)
-	}
-	var lockTimeout string
-	if err := db.QueryRowContext(ctx, `SHOW lock_timeout`).Scan(&lockTimeout); err != nil || lockTimeout != "0" {
-		t.Errorf("a pooled connection after InstallCapture has lock_timeout %q (%v)", lockTimeout, err)
 	}
 }

@@ -475,29 +475,8 @@ func TestMigrateExpandOnlyRunsTheServingVersionsContract(t *testing.T) {
 // ends the migration applies. If it never ends, the migration gives up, saying why.
 func TestMigrationsNeverStallTokenWrites(t *testing.T) {
 	ctx := context.Background()
-	dsn := pg.NewMigratedDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	if _, err := s.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
-	db, err := postgres.OpenDB(dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = db.Close() }()
-	// The long transaction: it read tokens and is still open, holding ACCESS SHARE.
-	blocker, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = blocker.Rollback() }()
-	if _, err := blocker.ExecContext(ctx, `SELECT count(*) FROM tokens`); err != nil {
-		t.Fatal(err)
-	}
+	// The long transaction read tokens: it holds ACCESS SHARE on them.
+	l := lockTokens(t, `SELECT count(*) FROM tokens`)
 	ms := postgres.Migrations()
 	next := append(append([]postgres.Migration(nil), ms...), postgres.Migration{Version: len(ms) + 1, Name: "tokens_issuer",
 		Kind: postgres.Expand, Transaction: true, SQL: `ALTER TABLE tokens ADD COLUMN issuer text`})
@@ -507,56 +486,25 @@ func TestMigrationsNeverStallTokenWrites(t *testing.T) {
 	bounded, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	t.Run("gives up", func(t *testing.T) {
-		_, err := postgres.Migrate(bounded, db, next, postgres.MigrateOptions{LockTimeout: 100 * time.Millisecond,
+		_, err := postgres.Migrate(bounded, l.db, next, postgres.MigrateOptions{LockTimeout: 100 * time.Millisecond,
 			LockRetries: 1, LockRetryWait: time.Millisecond})
 		if err == nil || !strings.Contains(err.Error(), "tokens_issuer") || !strings.Contains(err.Error(), "lock") {
 			t.Fatalf("Migrate behind a transaction that never ends: %v; want an error about the lock", err)
 		}
 	})
-
-	retried := make(chan string, 100)
-	done := make(chan error, 1)
-	go func() {
-		_, err := postgres.Migrate(bounded, db, next, postgres.MigrateOptions{LockTimeout: 100 * time.Millisecond,
-			LockRetries: 1000, LockRetryWait: 10 * time.Millisecond,
-			Log: func(format string, args ...any) { retried <- fmt.Sprintf(format, args...) }})
-		done <- err
-	}()
-	// The migration has waited for its lock and given up at least once.
-	select {
-	case line := <-retried:
+	// The migration has waited for its lock and given up at least once; token
+	// writes go on while it keeps trying.
+	done := l.retrying(t, bounded, "the migration", func(log func(string, ...any)) error {
+		_, err := postgres.Migrate(bounded, l.db, next, postgres.MigrateOptions{LockTimeout: 100 * time.Millisecond,
+			LockRetries: 1000, LockRetryWait: 10 * time.Millisecond, Log: log})
+		return err
+	}, func(line string) (bool, error) {
 		if !strings.Contains(line, "retrying") {
-			t.Fatalf("first log line of a blocked migration: %q", line)
+			return false, fmt.Errorf("first log line of a blocked migration: %q", line)
 		}
-	case err := <-done:
-		t.Fatalf("the migration ended (%v) while the long transaction still holds its lock", err)
-	case <-bounded.Done():
-		t.Fatal("the migration waited for its lock and never gave up")
-	}
-	// Token writes go on while the migration keeps trying.
-	for i := range 10 {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.CreateAccessTokenSession(wctx, fmt.Sprintf("at-%d", i), tokenRequest(t, s, fmt.Sprintf("req-%d", i), time.Now()))
-		cancel()
-		if err != nil {
-			t.Fatalf("token write %d during the blocked migration: %v", i, err)
-		}
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("the migration ended (%v) while the long transaction still holds its lock", err)
-	default:
-	}
-	if err := blocker.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("Migrate after the long transaction ended: %v", err)
-	}
-	var lockTimeout string
-	if err := db.QueryRowContext(ctx, `SHOW lock_timeout`).Scan(&lockTimeout); err != nil || lockTimeout != "0" {
-		t.Errorf("a pooled connection after Migrate has lock_timeout %q (%v); the migration's timeout leaked", lockTimeout, err)
-	}
+		return true, nil
+	})
+	l.writesGoOn(t, done, "the migration")
 }
 
 // appliedAs is schema_migrations after migrations of these kinds ran: ms's names,
