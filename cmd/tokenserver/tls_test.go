@@ -30,21 +30,7 @@ func freePort(t *testing.T) string {
 // API answers only over TLS, with a certificate that verifies against the CA for
 // the admin Service's name; a clear-text request gets no answer from the API.
 func TestServeAdminTLS(t *testing.T) {
-	dsn := testpg.New(t)
-	if out, err := runCmd(t, "migrate", "up", "--dsn", dsn); err != nil {
-		t.Fatalf("migrate up: %v\n%s", err, out)
-	}
-	dir := t.TempDir()
-	now := time.Now()
-	ca, caKey, _ := adminpki.NewCA("test", now)
-	cert, key, _ := adminpki.IssueServing(ca, caKey, []string{"auth-admin.platform.svc"}, now)
-	signing, _ := signingkey.Generate(signingkey.ES256)
-	for name, data := range map[string][]byte{"tls.crt": cert, "tls.key": key, "token": []byte("admin-token-0123456789"),
-		"signing.pem": signing, "hmac": []byte("hmac-secret-0123456789-0123456789-abc")} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dsn, dir := serveFiles(t, nil)
 	adminAddr := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -61,6 +47,10 @@ func TestServeAdminTLS(t *testing.T) {
 			t.Errorf("serve: %v", err)
 		}
 	})
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool, _ := adminpki.Pool(ca)
 	trusted := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "auth-admin.platform.svc", MinVersion: tls.VersionTLS12}}}
@@ -94,4 +84,32 @@ func TestServeAdminTLS(t *testing.T) {
 	if _, err := health(other, "https"); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a certificate for another name: %v", err)
 	}
+}
+
+// serveFiles migrates a fresh database and writes what `tokenserver serve` reads into
+// a temp dir: the admin API's certificate for auth-admin.platform.svc (tls.crt,
+// tls.key) and its CA (ca.crt), the admin token (token), a signing key
+// (signing.pem), the HMAC secret (hmac), and the extra files given.
+func serveFiles(t *testing.T, extra map[string][]byte) (dsn, dir string) {
+	t.Helper()
+	dsn = testpg.New(t)
+	if out, err := runCmd(t, "migrate", "up", "--dsn", dsn); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	dir = t.TempDir()
+	now := time.Now()
+	ca, caKey, _ := adminpki.NewCA("test", now)
+	cert, key, _ := adminpki.IssueServing(ca, caKey, []string{"auth-admin.platform.svc"}, now)
+	signing, _ := signingkey.Generate(signingkey.ES256)
+	files := map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": ca, "token": []byte("admin-token-0123456789"),
+		"signing.pem": signing, "hmac": []byte("hmac-secret-0123456789-0123456789-abc")}
+	for name, data := range extra {
+		files[name] = data
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dsn, dir
 }

@@ -10,10 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/kubeoauth/kubeoauth/internal/adminpki"
-	"github.com/kubeoauth/kubeoauth/internal/signingkey"
-	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
 // TestVerifyCommand runs `tokenserver verify` as the upgrade's Job does: two colors
@@ -22,24 +18,9 @@ import (
 // at an address its certificate does not name, with --admin-server-name. It passes,
 // prints one line per check, and leaves its summary in the termination log.
 func TestVerifyCommand(t *testing.T) {
-	dsn := testpg.New(t)
-	if out, err := runCmd(t, "migrate", "up", "--dsn", dsn); err != nil {
-		t.Fatalf("migrate up: %v\n%s", err, out)
-	}
-	dir := t.TempDir()
-	now := time.Now()
-	ca, caKey, _ := adminpki.NewCA("test", now)
-	cert, key, _ := adminpki.IssueServing(ca, caKey, []string{"auth-admin.platform.svc"}, now)
-	signing, _ := signingkey.Generate(signingkey.ES256)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pass:word with a colon"), bcrypt.MinCost)
-	for name, data := range map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": ca, "token": []byte("admin-token-0123456789"),
-		"signing.pem": signing, "hmac": []byte("hmac-secret-0123456789-0123456789-abc"),
-		"users": []byte("upgrade-check:" + string(hash) + "\n"), "login": []byte("upgrade-check:pass:word with a colon\n"),
-		"termination-log": nil} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dsn, dir := serveFiles(t, map[string][]byte{"users": []byte("upgrade-check:" + string(hash) + "\n"),
+		"login": []byte("upgrade-check:pass:word with a colon\n"), "termination-log": nil})
 	var public, admin [2]string
 	for i, color := range []string{"blue", "green"} {
 		public[i], admin[i] = freePort(t), freePort(t)
