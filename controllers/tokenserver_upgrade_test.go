@@ -296,10 +296,7 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	toVerifying(t, ts, k)
 	id := ts.Status.Upgrade.ID
 	k.release("verify", jobOutcome{failed: true, message: "a token blue issued is refused by green: 401"})
-	eventually(t, 20*time.Second, "RolledBack", func() bool {
-		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
-	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitRolledBack(t, ts)
 	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
 	if ts.Status.FailedImage != imageV2 || ts.Status.ActiveColor != "blue" || ts.Status.CurrentImage != imageV1 ||
@@ -437,10 +434,7 @@ func TestRollbackAnnotation(t *testing.T) {
 		t.Fatalf("a rollback annotation of another upgrade moved this one: %+v", ts.Status.Upgrade)
 	}
 	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, id) })
-	eventually(t, 20*time.Second, "RolledBack", func() bool {
-		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
-	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitRolledBack(t, ts)
 	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 	if ts.Status.Upgrade.Reason != upgrade.ReasonRollbackAsked || ts.Status.FailedImage != imageV2 || ts.Status.ActiveColor != "blue" {
 		t.Errorf("after the rollback: %+v, upgrade %+v", ts.Status, ts.Status.Upgrade)
@@ -451,9 +445,7 @@ func TestRollbackAnnotation(t *testing.T) {
 	}, func() string {
 		return fmt.Sprintf("serving %v, currentImage %s", servingPods(t, ts.Namespace), ts.Status.CurrentImage)
 	})
-	if _, n, _ := statefulSet(t, ts.Namespace, "auth-green"); n != 0 {
-		t.Errorf("green at %d replicas after the rollback", n)
-	}
+	greenAtZero(t, ts, "after the rollback")
 }
 
 // TestImageSetBack: setting spec.image back mid-upgrade rolls back without
@@ -463,19 +455,14 @@ func TestImageSetBack(t *testing.T) {
 	ts, k := upgradeServer(t, "setback", nil)
 	toVerifying(t, ts, k)
 	setImage(t, ts, imageV1)
-	eventually(t, 20*time.Second, "RolledBack", func() bool {
-		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
-	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitRolledBack(t, ts)
 	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionFalse, oauthv1alpha1.ReasonUpgradeRolledBack)
 	condIs(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionFalse, oauthv1alpha1.ReasonUpgradeRolledBack)
 	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
 	if ts.Status.Upgrade.Reason != upgrade.ReasonImageReverted || ts.Status.FailedImage != "" || ts.Status.CurrentImage != imageV1 {
 		t.Errorf("after setting the image back: %+v, upgrade %+v", ts.Status, ts.Status.Upgrade)
 	}
-	if _, n, _ := statefulSet(t, ts.Namespace, "auth-green"); n != 0 {
-		t.Errorf("green at %d replicas after the image was set back", n)
-	}
+	greenAtZero(t, ts, "after the image was set back")
 }
 
 // TestKeyRotationWaitsForUpgrade: a signing key that falls due while an upgrade runs
@@ -531,10 +518,7 @@ func TestCrashingGreenRolledBack(t *testing.T) {
 	}, nil)
 	step(5*time.Minute + time.Second)
 	poke(t, ts)
-	eventually(t, 20*time.Second, "RolledBack", func() bool {
-		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
-	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitRolledBack(t, ts)
 	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
 	if ts.Status.Upgrade.Reason != upgrade.ReasonDeadline || ts.Status.FailedImage != imageV2 || ts.Status.CurrentImage != imageV1 {
@@ -566,10 +550,7 @@ func TestErrorRateRollsBack(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 20*time.Second, "RolledBack", func() bool {
-		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
-	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+	waitRolledBack(t, ts)
 	waitWarning(t, ts.Namespace, "auth", oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeRolledBack))
 	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 	if a := ts.Status.Upgrade.Analysis; ts.Status.Upgrade.Reason != upgrade.ReasonAnalysisFailed || a == nil || a.FailedChecks != 2 ||
@@ -700,4 +681,22 @@ func toVerifying(t *testing.T, ts *oauthv1alpha1.TokenServer, k *fakeKubelet) {
 	k.release("plan", jobOutcome{message: planOK})
 	k.release("expand", jobOutcome{})
 	waitPhase(t, ts, oauthv1alpha1.UpgradeVerifying)
+}
+
+// waitRolledBack waits for status.upgrade.phase RolledBack (the conditions follow in
+// the same or the next write: tests wait for them apart).
+func waitRolledBack(t *testing.T, ts *oauthv1alpha1.TokenServer) {
+	t.Helper()
+	eventually(t, 20*time.Second, "RolledBack", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.Upgrade.Phase == oauthv1alpha1.UpgradeRolledBack
+	}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+}
+
+// greenAtZero checks that the green StatefulSet has no replicas left.
+func greenAtZero(t *testing.T, ts *oauthv1alpha1.TokenServer, when string) {
+	t.Helper()
+	if _, n, _ := statefulSet(t, ts.Namespace, "auth-green"); n != 0 {
+		t.Errorf("green at %d replicas %s", n, when)
+	}
 }

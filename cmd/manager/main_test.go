@@ -72,15 +72,7 @@ func TestManagerServesProbesAndStops(t *testing.T) {
 // `make run` runs the manager against a kubeconfig: it reconciles there. Here the
 // kubeconfig comes from --kubeconfig, and the default loader would fail.
 func TestManagerRunsAgainstAKubeconfig(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(path); err != nil {
-		t.Fatal(err)
-	}
+	env, path := apiServerWithKubeconfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -209,15 +201,7 @@ func waitFor(t *testing.T, done <-chan error, url string) string {
 // longer names a holder, so the next pod leads at once instead of after the lease
 // expires, which would hold an upgrade in progress that long.
 func TestManagerReleasesItsLeaseOnStop(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(path); err != nil {
-		t.Fatal(err)
-	}
+	env, path := apiServerWithKubeconfig(t)
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	c, err := client.New(env.Config, client.Options{Scheme: scheme})
@@ -253,4 +237,20 @@ func TestManagerReleasesItsLeaseOnStop(t *testing.T) {
 	if h := ptr.Deref(lease.Spec.HolderIdentity, ""); h != "" {
 		t.Errorf("after the manager stopped, the lease is still held by %q", h)
 	}
+}
+
+// apiServerWithKubeconfig starts a kube-apiserver for the test and writes a
+// kubeconfig for it, as `make run` is given one.
+func apiServerWithKubeconfig(t *testing.T) (*testenv.Env, string) {
+	t.Helper()
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfig(path); err != nil {
+		t.Fatal(err)
+	}
+	return env, path
 }
