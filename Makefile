@@ -19,7 +19,7 @@ IMG ?= ghcr.io/kubeoauth/manager:dev
 VERSION ?= dev
 VERSION_LDFLAGS = -X github.com/kubeoauth/kubeoauth/internal/version.Version=$(VERSION)
 # Test builds of the token server (docs/upgrades.md, "Test builds").
-TOKENSERVER_VARIANTS = v2test crashloop errors badexpand
+TOKENSERVER_VARIANTS = v2test v4test crashloop errors badexpand
 KUBECTL ?= kubectl
 # Extra flags for go test, e.g. TEST_FLAGS="-run TestValidation -v".
 TEST_FLAGS ?=
@@ -164,7 +164,7 @@ build: generate vet ## Build the manager and tokenserver binaries into bin/.
 	go build -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver ./cmd/tokenserver
 
 .PHONY: tokenserver-variants
-tokenserver-variants: ## Build the test token servers bin/tokenserver-{v2test,crashloop,errors,badexpand} (version $(VERSION)-<variant>) and -v3test (v2test again, version $(VERSION)-v3-v2test).
+tokenserver-variants: ## Build the test token servers bin/tokenserver-{v2test,v4test,crashloop,errors,badexpand} (version $(VERSION)-<variant>) and -v3test (v2test again, version $(VERSION)-v3-v2test).
 	for v in $(TOKENSERVER_VARIANTS); do \
 		go build -tags $$v -ldflags "$(VERSION_LDFLAGS)" -o bin/tokenserver-$$v ./cmd/tokenserver; \
 	done

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
@@ -70,6 +74,13 @@ func startEnv(t *testing.T) *devserver.Env {
 // client_credentials client; it returns the public URL.
 func serveVariant(t *testing.T, env *devserver.Env, bin string, extra ...string) string {
 	t.Helper()
+	public, _ := serveVariantAdmin(t, env, bin, extra...)
+	return public
+}
+
+// serveVariantAdmin is serveVariant also returning the admin API's URL.
+func serveVariantAdmin(t *testing.T, env *devserver.Env, bin string, extra ...string) (public, adminURL string) {
+	t.Helper()
 	addrs, err := devserver.FreeAddrs(2)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +95,7 @@ func serveVariant(t *testing.T, env *devserver.Env, bin string, extra ...string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "http://" + addrs[0]
+	return "http://" + addrs[0], "http://" + addrs[1]
 }
 
 const robotSecret = "robot-secret-0123456789abcdefghijklmnop"
@@ -183,6 +194,118 @@ func TestVariantV2TestSharesTheSchemaWithV1(t *testing.T) {
 			t.Errorf("%s's plan on v2's schema = %+v; want Shared, nothing to apply", name, got)
 		}
 	}
+}
+
+// v4test renames tokens.requested_at to issued_at, a breaking migration, and its
+// store uses the new name: its plan against a v1 database says Copy, naming the
+// migration; --expand-only (the step of a Shared upgrade) leaves the database alone
+// and v1 serving; after a full `migrate up` (what the copy gets) v4test issues,
+// introspects, refreshes and revokes tokens, those v1 issued before included, while
+// v1 refuses to start on that schema.
+func TestVariantV4TestNeedsACopy(t *testing.T) {
+	v1, v4 := buildVariant(t, ""), buildVariant(t, "v4test")
+	env := startEnv(t)
+	v1Schema := int64(len(postgres.Migrations()))
+	migration := fmt.Sprintf("%04d_tokens_issued_at", v1Schema+1)
+
+	if out, err := runBin(t, v4, "version"); err != nil || out != baseVersion+"-v4test\n" {
+		t.Errorf("v4test version = %q, %v", out, err)
+	}
+	termLog := terminationFile(t)
+	out, err := runBin(t, v4, "migrate", "plan", "--dsn", env.DSN, "--termination-log", termLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readReport(t, "v4's plan", []byte(out)); got.Mode != "Copy" || got.SchemaFrom != v1Schema ||
+		got.SchemaTo != v1Schema+1 || !strings.Contains(got.Reason, migration+" (breaking)") {
+		t.Errorf("v4's plan against a v1 database = %+v; want Copy from %d to %d naming %s (breaking)", got, v1Schema, v1Schema+1, migration)
+	}
+	if out, err := runBin(t, v4, "migrate", "status", "--dsn", env.DSN); err != nil ||
+		!strings.Contains(out, "cannot serve on this schema") || !strings.Contains(out, migration) {
+		t.Errorf("v4's status before its migration: %v\n%s", err, out)
+	}
+
+	v1URL := serveVariant(t, env, v1)
+	before := clientCredentialsToken(t, v1URL)
+	if out, err := runBin(t, v4, "migrate", "up", "--expand-only", "--dsn", env.DSN); err != nil || strings.Contains(out, migration) {
+		t.Fatalf("v4's migrate up --expand-only: %v\n%s; want nothing applied", err, out)
+	}
+	if out, err := runBin(t, v1, "migrate", "status", "--dsn", env.DSN); err != nil || strings.Contains(out, "cannot serve") {
+		t.Errorf("v1's status after v4's --expand-only: %v\n%s", err, out)
+	}
+	if code, ver := issue(t, v1URL); code != 200 || ver != baseVersion {
+		t.Errorf("v1 after v4's --expand-only: %d from %q; want 200", code, ver)
+	}
+
+	if out, err := runBin(t, v4, "migrate", "up", "--dsn", env.DSN); err != nil || !strings.Contains(out, migration+" (breaking)") {
+		t.Fatalf("v4's migrate up: %v\n%s; want %s applied", err, out, migration)
+	}
+	// The ordinary build refuses to start on v4's schema, saying why.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	addrs, err := devserver.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, v1, "serve", "--dsn", env.DSN, "--issuer", "http://"+addrs[0], "--listen", addrs[0], // #nosec G204 -- a binary the test built
+		"--admin-listen", addrs[1], "--metrics-listen=", "--admin-token-file", env.Path(devserver.AdminTokenFile),
+		"--signing-key-file", env.Path(devserver.KeyFile), "--hmac-secret-file", env.Path(devserver.HMACFile))
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); ctx.Err() != nil || err == nil || !strings.Contains(stderr.String(), "breaking migration "+migration) ||
+		!strings.Contains(stderr.String(), "newer token server") {
+		t.Errorf("v1 serve on v4's schema: %v, %s; want it refused, naming %s", err, stderr.String(), migration)
+	}
+
+	// Two v4 replicas: v1's token came through the migration, and every token flow
+	// works on the renamed column, across replicas (what the upgrade's verification
+	// Job checks, run here as it runs there).
+	blue, _ := serveVariantAdmin(t, env, v4)
+	green, greenAdmin := serveVariantAdmin(t, env, v4)
+	if !introspectActive(t, green, before) {
+		t.Errorf("v4 introspects the token v1 issued before the migration as inactive")
+	}
+	if code, ver := issue(t, blue); code != 200 || ver != baseVersion+"-v4test" {
+		t.Errorf("v4: %d from version %q; want 200 from %s-v4test", code, ver, baseVersion)
+	}
+	out, err = runBin(t, v4, "verify", "--server", green, "--peer", blue, "--admin-url", greenAdmin,
+		"--admin-token-file", env.Path(devserver.AdminTokenFile), "--termination-log", termLog, "--timeout", "1m")
+	if err != nil || !strings.Contains(out, "ok    green refreshes the refresh token blue rotated") ||
+		!strings.Contains(out, "verification passed") || strings.Contains(out, "skip") {
+		t.Errorf("verify of two v4 replicas on v4's schema: %v\n%s", err, out)
+	}
+}
+
+// clientCredentialsToken is an access token of the client serveVariant registers.
+func clientCredentialsToken(t *testing.T, base string) string {
+	t.Helper()
+	cfg := clientcredentials.Config{ClientID: "robot", ClientSecret: robotSecret, TokenURL: base + "/oauth2/token",
+		AuthStyle: oauth2.AuthStyleInHeader}
+	tok, err := cfg.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.AccessToken
+}
+
+// introspectActive asks base, as that client, whether token is active.
+func introspectActive(t *testing.T, base, token string) bool {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("robot", robotSecret)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var got struct {
+		Active bool `json:"active"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("introspect: %d, %v", resp.StatusCode, err)
+	}
+	return got.Active
 }
 
 // crashloop exits non-zero soon after `serve` starts, before it ever listens; its

@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"regexp"
 )
 
 // Test builds of the token server (cmd/tokenserver built with a tag, see
@@ -36,3 +38,18 @@ const (
 	TokenKindAccess  = kindAccessToken
 	TokenKindRefresh = kindRefreshToken
 )
+
+// SetTokenRequestedAtColumn makes the store read and write fosite's RequestedAt in the
+// tokens column name instead of requested_at: the seam of the v4test build, whose
+// breaking migration renames that column (docs/upgrades.md, "Test builds"), so that
+// it serves only on its own schema, as a real version across a breaking migration
+// does. For test builds only, from init, before any store opens: the queries are
+// built here once, and the ordinary build's are the same SQL as ever.
+func SetTokenRequestedAtColumn(name string) {
+	if !columnName.MatchString(name) {
+		panic(fmt.Sprintf("SetTokenRequestedAtColumn(%q): not a plain column name", name))
+	}
+	tokenSelect, tokenInsert = tokenQueries(name)
+}
+
+var columnName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)

@@ -205,12 +205,25 @@ ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE client_as
 
 // tokenSelect reads a token with its grant: whether the grant still exists and when it
 // expires, so that a token is refused once its grant is gone or expired even before
-// the janitor revokes it.
+// the janitor revokes it. tokenInsert writes a token. Both are built once, naming
+// requested_at, except in a test build that renames that column
+// (SetTokenRequestedAtColumn, before any store opens).
+var tokenSelect, tokenInsert = tokenQueries("requested_at")
+
+// tokenQueries are tokenSelect and tokenInsert with requestedAt as the name of the
+// column that holds fosite's RequestedAt.
 //
 // #nosec G101 -- column names, not a credential
-const tokenSelect = `SELECT t.request_id, t.client_id, t.grant_id, t.active, t.rotated_at, t.requested_at, t.requested_scopes,
+func tokenQueries(requestedAt string) (sel, ins string) {
+	sel = `SELECT t.request_id, t.client_id, t.grant_id, t.active, t.rotated_at, t.` + requestedAt + `, t.requested_scopes,
     t.granted_scopes, t.requested_audience, t.granted_audience, t.form, t.session, g.id IS NOT NULL, g.expires_at
 FROM tokens t LEFT JOIN consent_grants g ON g.id = t.grant_id WHERE t.kind = $1 AND t.signature = $2`
+	ins = `
+INSERT INTO tokens (kind, signature, request_id, client_id, subject, grant_id, access_signature, ` + requestedAt + `, expires_at,
+    requested_scopes, granted_scopes, requested_audience, granted_audience, form, session)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
+	return sel, ins
+}
 
 func (s *Store) createToken(ctx context.Context, kind, signature, accessSignature string, r fosite.Requester) error {
 	sess := r.GetSession()
@@ -239,10 +252,7 @@ func (s *Store) createToken(ctx context.Context, kind, signature, accessSignatur
 	if accessSignature != "" {
 		access = sql.NullString{String: accessSignature, Valid: true}
 	}
-	_, err = s.q(ctx).ExecContext(ctx, `
-INSERT INTO tokens (kind, signature, request_id, client_id, subject, grant_id, access_signature, requested_at, expires_at,
-    requested_scopes, granted_scopes, requested_audience, granted_audience, form, session)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+	_, err = s.q(ctx).ExecContext(ctx, tokenInsert,
 		kind, signature, r.GetID(), r.GetClient().GetID(), sess.GetSubject(), grantID, access,
 		r.GetRequestedAt().UTC(), expires,
 		pq.Array(nonNil(r.GetRequestedScopes())), pq.Array(nonNil(r.GetGrantedScopes())),
