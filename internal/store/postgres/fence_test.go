@@ -493,3 +493,176 @@ func mustSnapshot(t *testing.T, db *sql.DB) string {
 	}
 	return s
 }
+
+// A cutover whose drain never reaches zero gives up at the lease with
+// ErrLeaseExpired and lifts the fence; one whose process hangs (or dies) before the
+// marker leaves a fence whose lease runs out by the database's clock, so the
+// servers resume on their own, and its marker is refused even if it wakes up
+// later. Nothing is marked on to either way, and from takes writes again.
+func TestCutoverLeaseRunsOut(t *testing.T) {
+	ctx := context.Background()
+	from, to := openDB(t, pg.NewMigratedDatabase(t)), openDB(t, pg.NewMigratedDatabase(t))
+	const lease = time.Second
+	notMarked := func(t *testing.T) {
+		t.Helper()
+		if got := column(t, to, `SELECT count(*) FROM kubeoauth_upgrade.cutover`); got[0] != "0" {
+			t.Errorf("%s cutover markers on to; want none", got[0])
+		}
+		if got := column(t, from, `SELECT count(*) FROM kubeoauth_upgrade.replay`); got[0] != "0" {
+			t.Errorf("%s replay rows on from; want none", got[0])
+		}
+		if _, err := from.Exec(`INSERT INTO clients (id, spec) VALUES ($1, '{}')`, t.Name()); err != nil {
+			t.Errorf("a write on from after the lease: %v", err)
+		}
+	}
+
+	t.Run("drain never reaches zero", func(t *testing.T) {
+		passes := 0
+		start := time.Now()
+		_, err := postgres.Cutover(ctx, from, to, postgres.CutoverOptions{UpgradeID: "u1", Direction: postgres.DirectionForward,
+			ForwardTo: "http://green", Lease: lease, Drain: func(ctx context.Context) (int, error) {
+				passes++
+				select { // a pass that always finds something
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				case <-time.After(20 * time.Millisecond):
+					return 1, nil
+				}
+			}})
+		took := time.Since(start)
+		t.Logf("gave up after %s, %d passes: %v", took, passes, err)
+		if !errors.Is(err, postgres.ErrLeaseExpired) {
+			t.Fatalf("Cutover: %v; want ErrLeaseExpired", err)
+		}
+		if took < lease || took > lease+5*time.Second {
+			t.Errorf("gave up after %s; want just after the %s lease", took, lease)
+		}
+		if f, ok, err := postgres.ReadFence(ctx, from); ok || err != nil {
+			t.Errorf("from's fence after giving up: %+v, %v; want it lifted", f, err)
+		}
+		notMarked(t)
+	})
+
+	t.Run("process hangs before the marker", func(t *testing.T) {
+		release := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := postgres.Cutover(ctx, from, to, postgres.CutoverOptions{UpgradeID: "u2", Direction: postgres.DirectionForward,
+				ForwardTo: "http://green", Lease: lease, Drain: func(context.Context) (int, error) {
+					<-release // stuck, deaf to its context: a process stopped or cut off
+					return 0, nil
+				}})
+			done <- err
+		}()
+		// The servers see the fence, then its lease run out, with the cutover still stuck.
+		var held, resumed time.Time
+		for deadline := time.Now().Add(lease + 10*time.Second); resumed.IsZero(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("from's fence: held since %v, never resumed", held)
+			}
+			f, ok, err := postgres.ReadFence(ctx, from)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case ok && f.UpgradeID == "u2" && f.State == postgres.FenceHolding && f.LeaseLive && held.IsZero():
+				held = time.Now()
+			case ok && f.UpgradeID == "u2" && f.State == postgres.FenceHolding && !f.LeaseLive && !held.IsZero():
+				resumed = time.Now()
+			case ok && f.State != postgres.FenceHolding:
+				t.Fatalf("from's fence %+v while the cutover is stuck before its marker", f)
+			}
+		}
+		t.Logf("the servers held for %s and resumed on their own", resumed.Sub(held))
+		close(release)
+		if err := <-done; !errors.Is(err, postgres.ErrLeaseExpired) {
+			t.Fatalf("the stuck cutover, woken after its lease: %v; want ErrLeaseExpired (the marker refused)", err)
+		}
+		notMarked(t)
+	})
+}
+
+// A cutover killed after its marker leaves from refusing writes and its servers
+// holding; run again, it resumes where it was: it waits for the transaction that
+// passed the guard before the marker and committed after it, carries that write
+// over, and completes.
+func TestCutoverResumesAfterTheMarker(t *testing.T) {
+	ctx := context.Background()
+	from, to := openDB(t, pg.NewMigratedDatabase(t)), openDB(t, pg.NewMigratedDatabase(t))
+	r := newTestReplay(t, from, to)
+	// Installed ahead, as an earlier run would have: the transaction below would
+	// keep the guard's CREATE TRIGGER waiting.
+	if err := postgres.InstallFence(ctx, from, postgres.CaptureOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A write in flight when the fence goes up, committed only after the marker.
+	inflight, err := from.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = inflight.Rollback() }()
+	if _, err := inflight.Exec(`INSERT INTO clients (id, spec) VALUES ('inflight', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := from.Exec(`INSERT INTO clients (id, spec) VALUES ('before', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	opts := postgres.CutoverOptions{UpgradeID: "u1", Direction: postgres.DirectionForward, ForwardTo: "http://green", Drain: r.drain}
+	killed, kill := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := postgres.Cutover(killed, from, to, opts)
+		done <- err
+	}()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cutover never committed its marker")
+		}
+		if f, _, err := postgres.ReadFence(ctx, from); err != nil {
+			t.Fatal(err)
+		} else if f.State == postgres.FenceCutOver {
+			break
+		}
+	}
+	// It waits for the transaction in flight; killed there.
+	kill()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the killed cutover: %v", err)
+	}
+	if err := inflight.Commit(); err != nil {
+		t.Fatalf("the transaction that passed the guard before the marker: %v", err)
+	}
+	if _, err := from.Exec(`INSERT INTO clients (id, spec) VALUES ('after', '{}')`); !fenceRefused(err) {
+		t.Fatalf("a write on from after the marker: %v; want refused", err)
+	}
+	if f, ok, err := postgres.ReadFence(ctx, from); err != nil || !ok || f.State != postgres.FenceCutOver {
+		t.Fatalf("from's fence with the cutover dead after its marker: %+v, %v; want cut_over (its servers go on holding)", f, err)
+	}
+	if got := column(t, to, `SELECT id FROM clients ORDER BY id`); strings.Join(got, ",") != "before" {
+		t.Fatalf("to's clients before the rerun: %v", got)
+	}
+
+	res, err := postgres.Cutover(ctx, from, to, opts)
+	if err != nil {
+		t.Fatalf("the rerun: %v", err)
+	}
+	if !res.Resumed {
+		t.Errorf("the rerun: %+v; want Resumed", res)
+	}
+	if got := column(t, to, `SELECT id FROM clients ORDER BY id`); strings.Join(got, ",") != "before,inflight" {
+		t.Errorf("to's clients after the rerun: %v; want before,inflight", got)
+	}
+	if f, _, err := postgres.ReadFence(ctx, from); err != nil || f.State != postgres.FenceForwarding {
+		t.Errorf("from's fence after the rerun: %+v, %v; want forwarding", f, err)
+	}
+	if got := column(t, to, `SELECT upgrade_id || ' ' || direction FROM kubeoauth_upgrade.cutover`); strings.Join(got, ",") != "u1 forward" {
+		t.Errorf("to's cutover markers %v; want u1 forward", got)
+	}
+	since := column(t, from, `SELECT since FROM kubeoauth_upgrade.replay WHERE upgrade_id = 'u1' AND direction = 'backward'`)
+	// A third run changes nothing, the replay back's start included.
+	if res, err := postgres.Cutover(ctx, from, to, opts); err != nil || !res.Resumed {
+		t.Fatalf("a third run: %+v, %v", res, err)
+	}
+	if again := column(t, from, `SELECT since FROM kubeoauth_upgrade.replay WHERE upgrade_id = 'u1' AND direction = 'backward'`); len(since) != 1 || again[0] != since[0] {
+		t.Errorf("the replay back's since moved from %v to %v on a rerun: what to took in between would be lost", since, again)
+	}
+}
