@@ -106,6 +106,16 @@ func TestFenceHoldsThenForwardsToTheNewSide(t *testing.T) {
 	secret := confidentialClient(t, blue, "grafana")
 	confidentialClient(t, green, "grafana")
 	blueDB, greenDB := openPool(t, blueDSN), openPool(t, greenDSN)
+	// A quiet keep-alive client, its connection to the old side idle in its pool.
+	conns := make(chan *trackedConn, 4)
+	quiet := keepAliveClient(conns)
+	if resp, err := quiet.Get(blue.URL + "/.well-known/jwks.json"); err != nil {
+		t.Fatal(err)
+	} else {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+	idle := <-conns
 
 	draining, release := make(chan struct{}), make(chan struct{})
 	type outcome struct {
@@ -178,6 +188,13 @@ func TestFenceHoldsThenForwardsToTheNewSide(t *testing.T) {
 	}
 	waitMetric(t, blue, `kubeoauth_fence_state{state="forwarding"}`, 1)
 	waitMetric(t, blue, `kubeoauth_fence_state{state="holding"}`, 0)
+	// The quiet client's idle connection is closed a moment later, so its next
+	// request goes through the Service; the bound is far under the 90 s idle timeout.
+	select {
+	case <-idle.closed:
+	case <-time.After(10 * time.Second):
+		t.Error("the forwarding side kept a quiet client's idle keep-alive connection")
+	}
 
 	// Every request after it is forwarded, reads too.
 	if r := <-requestToken(blue, "grafana", secret); r.code != http.StatusOK {

@@ -20,10 +20,6 @@ import (
 // marker is committed, whatever binary sends them, for the old binary knows nothing
 // of the fence.
 
-// UpgradeSchema is the schema of the upgrade's records: the copy's, the replay's
-// (the copy and replay code), the fence and the cutover marker (here).
-const UpgradeSchema = "kubeoauth_upgrade"
-
 // Fence states, in kubeoauth_upgrade.fence.state.
 const (
 	// FenceHolding: the servers hold write requests while the lease lasts; writes
@@ -59,8 +55,8 @@ const FenceRefusedMessage = "kubeoauth: this database was cut over to another; w
 // (SET LOCAL kubeoauth.replay = 'on').
 const ReplaySetting = "kubeoauth.replay"
 
-// fenceTrigger names the guard trigger on each table.
-const fenceTrigger = "kubeoauth_fence"
+// guardTrigger names the guard trigger on each table (kubeoauth_fence).
+const guardTrigger = "kubeoauth_fence"
 
 // The guard is a statement trigger: one cheap look at a one-row table per write
 // statement, never per row. SECURITY DEFINER with a fixed search_path for the same
@@ -88,8 +84,8 @@ CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.replay (
     upgrade_id  text NOT NULL,
     direction   text NOT NULL,
     since       text NOT NULL,
-    schema_from int NOT NULL,
-    schema_to   int NOT NULL,
+    schema_from integer NOT NULL,
+    schema_to   integer NOT NULL,
     replayed    bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (upgrade_id, direction)
@@ -150,7 +146,7 @@ func InstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
 	for _, name := range tables {
 		var exists bool
 		if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger
-WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, fenceTrigger).Scan(&exists); err != nil {
+WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, guardTrigger).Scan(&exists); err != nil {
 			return fmt.Errorf("installing the fence on %s: %w", name, err)
 		}
 		if exists {
@@ -158,7 +154,7 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, fenceTrigg
 		}
 		// #nosec G201 -- the identifiers are quoted.
 		stmt := fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION kubeoauth_upgrade.guard()`,
-			fenceTrigger, pq.QuoteIdentifier(name))
+			guardTrigger, pq.QuoteIdentifier(name))
 		err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
 			_, err := conn.ExecContext(ctx, stmt)
 			var pe *pq.Error
@@ -188,7 +184,7 @@ func UninstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error 
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
 	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, fenceTrigger)
+WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, guardTrigger)
 	if err != nil {
 		return fmt.Errorf("uninstalling the fence: %w", err)
 	}
@@ -198,7 +194,7 @@ WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY
 	}
 	lock := opts.lock()
 	for _, name := range tables {
-		stmt := fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, fenceTrigger, pq.QuoteIdentifier(name))
+		stmt := fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, guardTrigger, pq.QuoteIdentifier(name))
 		if err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
 			_, err := conn.ExecContext(ctx, stmt)
 			return err
@@ -291,9 +287,11 @@ func ReadFence(ctx context.Context, q interface {
 }
 
 // ReadFence reads the store's database's fence row (see the function ReadFence).
+// A failure is not counted as a database error: the servers poll ten times a
+// second, and the requests count the outage already.
 func (s *Store) ReadFence(ctx context.Context) (Fence, bool, error) {
 	f, ok, err := ReadFence(ctx, s.db)
-	return f, ok, s.mapErr(err)
+	return f, ok, mapErr(err)
 }
 
 // ErrLeaseExpired: the fence's lease ran out before the replay drained and the

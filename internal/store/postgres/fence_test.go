@@ -17,8 +17,8 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
 
-// openDB opens a pool on dsn for the test.
-func openDB(t *testing.T, dsn string) *sql.DB {
+// fenceDB opens a pool on dsn for the test.
+func fenceDB(t *testing.T, dsn string) *sql.DB {
 	t.Helper()
 	db, err := postgres.OpenDB(dsn, 4)
 	if err != nil {
@@ -52,7 +52,7 @@ ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, lease_until = EXCLUDED.le
 func TestFenceGuardRefusesWritesOnceCutOver(t *testing.T) {
 	ctx := context.Background()
 	dsn := pg.NewMigratedDatabase(t)
-	owner := openDB(t, tableOwner(t, dsn))
+	owner := fenceDB(t, tableOwner(t, dsn))
 	s, err := postgres.Open(ctx, dsn, postgres.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -163,12 +163,12 @@ type testReplay struct {
 	from, to *sql.DB
 	mu       sync.Mutex
 	since    string
-	passes   []pass
+	passes   []drainPass
 	// before, when set, runs at the start of each pass; an error ends the pass.
 	before func(ctx context.Context) error
 }
 
-type pass struct {
+type drainPass struct {
 	fence    string // from's fence state when the pass began
 	replayed int
 }
@@ -244,7 +244,7 @@ func (r *testReplay) drain(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	r.since = until
-	r.passes = append(r.passes, pass{fence: f.State, replayed: len(seen)})
+	r.passes = append(r.passes, drainPass{fence: f.State, replayed: len(seen)})
 	return len(seen), nil
 }
 
@@ -354,7 +354,7 @@ func write(ctx context.Context, db *sql.DB, name string, fenced bool, every time
 // servers serve) and from forwards.
 func TestCutoverDrainsThenSwitches(t *testing.T) {
 	ctx := context.Background()
-	from, to := openDB(t, pg.NewMigratedDatabase(t)), openDB(t, pg.NewMigratedDatabase(t))
+	from, to := fenceDB(t, pg.NewMigratedDatabase(t)), fenceDB(t, pg.NewMigratedDatabase(t))
 	r := newTestReplay(t, from, to)
 	// to's own fence, left by the cutover that made it the old side (a rollback
 	// cuts back to it): this cutover lifts it.
@@ -501,7 +501,7 @@ func mustSnapshot(t *testing.T, db *sql.DB) string {
 // later. Nothing is marked on to either way, and from takes writes again.
 func TestCutoverLeaseRunsOut(t *testing.T) {
 	ctx := context.Background()
-	from, to := openDB(t, pg.NewMigratedDatabase(t)), openDB(t, pg.NewMigratedDatabase(t))
+	from, to := fenceDB(t, pg.NewMigratedDatabase(t)), fenceDB(t, pg.NewMigratedDatabase(t))
 	const lease = time.Second
 	notMarked := func(t *testing.T) {
 		t.Helper()
@@ -587,7 +587,7 @@ func TestCutoverLeaseRunsOut(t *testing.T) {
 // over, and completes.
 func TestCutoverResumesAfterTheMarker(t *testing.T) {
 	ctx := context.Background()
-	from, to := openDB(t, pg.NewMigratedDatabase(t)), openDB(t, pg.NewMigratedDatabase(t))
+	from, to := fenceDB(t, pg.NewMigratedDatabase(t)), fenceDB(t, pg.NewMigratedDatabase(t))
 	r := newTestReplay(t, from, to)
 	// Installed ahead, as an earlier run would have: the transaction below would
 	// keep the guard's CREATE TRIGGER waiting.
