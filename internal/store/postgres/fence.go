@@ -361,6 +361,10 @@ type CutoverResult struct {
 //  7. the other direction's replay row on from, since a snapshot of to taken now;
 //  8. the marker on to, and to's own fence lifted;
 //  9. from forwarding.
+//
+// It holds one connection of from's pool for its whole run (a session lock that
+// keeps two runs of one upgrade apart), so from's pool needs room for that, the
+// drain's and its own queries.
 func Cutover(ctx context.Context, from, to *sql.DB, o CutoverOptions) (CutoverResult, error) {
 	var res CutoverResult
 	switch {
@@ -550,7 +554,7 @@ WHERE upgrade_id = $1 AND state = 'holding' AND lease_until > now()`, o.UpgradeI
 func finishCutover(ctx context.Context, from, to *sql.DB, o CutoverOptions, res *CutoverResult, logf func(string, ...any)) error {
 	// Step 5: a transaction that passed the guard before the marker may commit
 	// after it; once every one has ended, what the drains see is final.
-	if err := waitForTransactions(ctx, from); err != nil {
+	if err := waitForTransactions(ctx, from, logf); err != nil {
 		return fmt.Errorf("cutover: waiting for the writes in flight: %w", err)
 	}
 	for {
@@ -620,11 +624,12 @@ func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
 
 // waitForTransactions waits until every transaction in progress on db now has
 // ended.
-func waitForTransactions(ctx context.Context, db *sql.DB) error {
+func waitForTransactions(ctx context.Context, db *sql.DB, logf func(string, ...any)) error {
 	snap, err := Snapshot(ctx, db)
 	if err != nil {
 		return err
 	}
+	start, logged := time.Now(), time.Now()
 	for {
 		var running int
 		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_snapshot_xip($1::pg_snapshot) AS x
@@ -633,6 +638,11 @@ WHERE pg_xact_status(x) = 'in progress'`, snap).Scan(&running); err != nil {
 		}
 		if running == 0 {
 			return nil
+		}
+		if time.Since(logged) > 5*time.Second {
+			logged = time.Now()
+			logf("waiting %s for %d transactions that began before the marker (see pg_stat_activity)",
+				time.Since(start).Round(time.Second), running)
 		}
 		select {
 		case <-ctx.Done():

@@ -383,7 +383,9 @@ func TestCutoverDrainsThenSwitches(t *testing.T) {
 	// itself when it saw from forwarding.
 	server.wait()
 	for deadline := time.Now().Add(10 * time.Second); stray.refused.Load() < 3; {
-		if time.Now().After(deadline) || stray.firstErr != nil {
+		if time.Now().After(deadline) {
+			close(stop)
+			stray.wait()
 			t.Fatalf("the stray writer was refused %d times after the cutover (%v)", stray.refused.Load(), stray.firstErr)
 		}
 		time.Sleep(5 * time.Millisecond)
