@@ -124,7 +124,9 @@ func (s *Server) pollFence(ctx context.Context) {
 	defer fw.mu.Unlock()
 	fw.failing = false
 	prev := fw.view
-	if next.mode == prev.mode && next.state == prev.state && next.upgradeID == prev.upgradeID && next.forwardTo == prev.forwardTo {
+	// The mode follows from these (a forward_to that cannot be used holds), so an
+	// unchanged row is no change, and a bad URL is logged once.
+	if next.state == prev.state && next.upgradeID == prev.upgradeID && next.forwardTo == prev.forwardTo {
 		return
 	}
 	if next.mode == fenceForward {
