@@ -68,6 +68,18 @@ func newFenceWatch(read func(context.Context) (postgres.Fence, bool, error), max
 	return &fenceWatch{read: read, maxHold: maxHold, view: fenceView{state: "none"}, changed: make(chan struct{})}
 }
 
+// active tells whether the fence is up: holding, cut over or forwarding.
+func (fw *fenceWatch) active() bool {
+	if fw == nil {
+		return false
+	}
+	v, _ := fw.current()
+	return v.mode != fenceNone
+}
+
+// fenceRetry is what a request the fence turned away is told.
+const fenceRetry = "The service is moving to a new version; retry in a moment."
+
 // current returns the view and a channel closed at its next change.
 func (fw *fenceWatch) current() (fenceView, <-chan struct{}) {
 	fw.mu.Lock()
@@ -165,7 +177,7 @@ func (s *Server) forwarder(to string) (*httputil.ReverseProxy, error) {
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.cfg.Log.Warn("forwarding to the upgraded servers", "path", r.URL.Path, "forwardTo", to, "err", err)
-			s.fenceUnavailable(w, r, "The service is moving to a new version; retry in a moment.")
+			s.fenceUnavailable(w, r, fenceRetry)
 		},
 	}, nil
 }
@@ -219,7 +231,7 @@ func (s *Server) fenced(h http.Handler, admin bool) http.Handler {
 						adminError(w, http.StatusServiceUnavailable, "", "an upgrade's cutover holds writes; retry")
 						return
 					}
-					s.fenceUnavailable(w, r, "The service is moving to a new version; retry in a moment.")
+					s.fenceUnavailable(w, r, fenceRetry)
 					return
 				}
 			default:

@@ -336,3 +336,39 @@ func adminWrite(t *testing.T, in *instance, method string) (int, string) {
 	_ = resp.Body.Close()
 	return resp.StatusCode, resp.Header.Get("Retry-After")
 }
+
+// A token request already running when the fence went up, whose write comes
+// after the marker, meets the guard: it gets 503 temporarily_unavailable with
+// Retry-After (its retry is held or forwarded), not a 500, and nothing is issued.
+func TestFenceWriteThatSlippedThroughIs503(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	entered, proceed := make(chan struct{}, 1), make(chan struct{})
+	in := start(t, setup{dsn: dsn, tokenMiddleware: func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			entered <- struct{}{}
+			<-proceed
+			next.ServeHTTP(w, r)
+		})
+	}})
+	secret := confidentialClient(t, in, "grafana")
+	db := openPool(t, dsn)
+	if err := postgres.InstallFence(ctx, db, postgres.CaptureOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reply := requestToken(in, "grafana", secret)
+	<-entered
+	if _, err := db.Exec(`INSERT INTO kubeoauth_upgrade.fence (id, upgrade_id, state, lease_until)
+VALUES (1, 'u1', 'cut_over', now())`); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, in, `kubeoauth_fence_state{state="cut_over"}`, 1)
+	close(proceed)
+	r := <-reply
+	if r.code != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" || r.body["error"] != "temporarily_unavailable" {
+		t.Errorf("a token request whose write met the guard: %d Retry-After %q %v", r.code, r.header.Get("Retry-After"), r.body)
+	}
+	if n := accessTokens(t, db); n != 0 {
+		t.Errorf("%d access tokens written past the guard", n)
+	}
+}

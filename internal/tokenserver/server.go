@@ -372,6 +372,15 @@ func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
 		}
 		rec := newBuffered()
 		h(rec, r)
+		if rec.code >= 500 && s.fence.active() {
+			// A request already running when the fence went up whose write came after
+			// the marker: the guard refused it, nothing was issued, and a retry is
+			// forwarded to the side that serves now.
+			s.cfg.Log.Warn("a write met the upgrade fence", "path", r.URL.Path)
+			w.Header().Set("Retry-After", "1")
+			s.writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", fenceRetry)
+			return
+		}
 		// fosite reports a failed client lookup as invalid_client whatever the cause,
 		// so a 401 also earns a check of the database.
 		if rec.code >= 500 || rec.code == http.StatusUnauthorized {
