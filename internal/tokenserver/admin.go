@@ -37,7 +37,7 @@ func (s *Server) AdminHandler() http.Handler {
 	outer.HandleFunc("GET /healthz", s.healthz)
 	outer.HandleFunc("GET /readyz", s.readyz)
 	outer.Handle("/admin/", authed)
-	return s.common(outer)
+	return s.common(s.fenced(outer, true))
 }
 
 func (s *Server) requireAdmin(next http.Handler) http.Handler {

@@ -77,6 +77,8 @@ type Options struct {
 	// response, so keep-alive clients follow the Service to the pods that serve now
 	// (connage.go); 0 keeps connections for as long as the client does.
 	MaxConnectionAge time.Duration
+	// FenceMaxHold: see Config; 0 means DefaultFenceMaxHold.
+	FenceMaxHold time.Duration
 }
 
 // errClientIPHeaderUntrusted: a client-address header taken from anyone would let
@@ -154,7 +156,8 @@ func Serve(ctx context.Context, o Options) error {
 		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher,
 		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
 		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader,
-		ClientIPTrustedProxies: o.ClientIPTrustedProxies, TokenMiddleware: o.TokenMiddleware})
+		ClientIPTrustedProxies: o.ClientIPTrustedProxies, TokenMiddleware: o.TokenMiddleware,
+		ReadFence: st.ReadFence, FenceMaxHold: o.FenceMaxHold})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -164,12 +167,16 @@ func Serve(ctx context.Context, o Options) error {
 		}
 	}()
 	go RunJanitor(bg, st, o.JanitorInterval, 500, log)
+	// A server that starts while its database is fenced holds from its first request.
+	srv.pollFence(bg)
+	go srv.watchFence(bg)
 
 	public := &http.Server{Handler: srv.PublicHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 90 * time.Second}
 	if o.MaxConnectionAge > 0 {
 		public.Handler, public.ConnContext = limitConnectionAge(public.Handler), connDeadline(o.MaxConnectionAge)
 	}
+	go srv.closeIdleWhileForwarding(bg, public)
 	servers := []*http.Server{
 		public,
 		{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second},

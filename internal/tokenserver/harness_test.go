@@ -70,6 +70,8 @@ type setup struct {
 	tokenMiddleware func(http.Handler) http.Handler
 	// maxConnAge: see Options.MaxConnectionAge; default 0, no limit.
 	maxConnAge time.Duration
+	// fenceMaxHold: see Options.FenceMaxHold; default 30s.
+	fenceMaxHold time.Duration
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -167,7 +169,7 @@ func start(t testing.TB, s setup) *instance {
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
-			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge,
+			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

@@ -26,6 +26,9 @@ type Metrics struct {
 	dbErrors        prometheus.Counter
 	loginsThrottled prometheus.Counter
 	throttleKeys    *prometheus.GaugeVec
+	fenceState      *prometheus.GaugeVec
+	fenceHeld       prometheus.Gauge
+	fenceForwarded  prometheus.Counter
 }
 
 // NewMetrics creates and registers the metrics.
@@ -65,13 +68,26 @@ func NewMetrics() *Metrics {
 			Name: "kubeoauth_login_throttle_keys",
 			Help: "Usernames and addresses the sign-in throttle remembers (each map is bounded).",
 		}, []string{"kind"}),
+		fenceState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kubeoauth_fence_state",
+			Help: "1 for what the upgrade fence makes this server do: none, holding (write requests held), cut_over (held, " +
+				"past the point of no return), forwarding (requests sent to the upgraded servers).",
+		}, []string{"state"}),
+		fenceHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kubeoauth_fence_held_requests", Help: "Requests held, unanswered, by an upgrade's fence now.",
+		}),
+		fenceForwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_fence_forwarded_total", Help: "Requests forwarded to the upgraded servers after a cutover.",
+		}),
 	}
+	m.fenceState.WithLabelValues("none").Set(1)
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kubeoauth_build_info", Help: "Always 1; the version label is the token server's build.",
 	}, []string{"version"})
 	buildInfo.WithLabelValues(version.Version).Set(1)
 	m.Registry.MustRegister(buildInfo, m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
-		m.revocations, m.dbErrors, m.loginsThrottled, m.throttleKeys, collectors.NewGoCollector(),
+		m.revocations, m.dbErrors, m.loginsThrottled, m.throttleKeys, m.fenceState, m.fenceHeld, m.fenceForwarded,
+		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/version"
 )
 
@@ -67,6 +68,12 @@ type Config struct {
 	// requests; 0 means a second (recentWindow). Tests set it longer, to make the
 	// replay deterministic on a slow machine.
 	RefreshCoalesceWindow time.Duration
+	// ReadFence reads the upgrade fence of the database (fence.go); nil: never
+	// fenced. Serve polls it.
+	ReadFence func(context.Context) (postgres.Fence, bool, error)
+	// FenceMaxHold is the longest a request is held by the fence; 0 means
+	// DefaultFenceMaxHold.
+	FenceMaxHold time.Duration
 }
 
 // Server serves the public and admin HTTP APIs.
@@ -78,6 +85,8 @@ type Server struct {
 	throttle  *throttle
 	// bcryptSlots bounds concurrent password checks.
 	bcryptSlots *semaphore.Weighted
+	// fence follows the upgrade fence; nil without Config.ReadFence.
+	fence *fenceWatch
 }
 
 // Drain makes readiness fail from now on while requests are still served: the
@@ -125,9 +134,13 @@ func New(cfg Config) *Server {
 	if cfg.RefreshCoalesceWindow <= 0 {
 		cfg.RefreshCoalesceWindow = recentWindow
 	}
-	return &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys),
+	s := &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys),
 		bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
 		recent:      recentResponses{window: cfg.RefreshCoalesceWindow}}
+	if cfg.ReadFence != nil {
+		s.fence = newFenceWatch(cfg.ReadFence, cfg.FenceMaxHold)
+	}
+	return s
 }
 
 // maxBody bounds request bodies on the public endpoints: no OAuth request needs more.
@@ -171,7 +184,7 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("POST /account/revoke", m.instrument("account", form(s.revokeFromAccount)))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	return s.common(mux)
+	return s.common(s.fenced(mux, false))
 }
 
 // MetricsHandler serves Prometheus metrics, on a listener of its own.
@@ -359,6 +372,15 @@ func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
 		}
 		rec := newBuffered()
 		h(rec, r)
+		if rec.code >= 500 && s.fence.active() {
+			// A request already running when the fence went up whose write came after
+			// the marker: the guard refused it, nothing was issued, and a retry is
+			// forwarded to the side that serves now.
+			s.cfg.Log.Warn("a write met the upgrade fence", "path", r.URL.Path)
+			w.Header().Set("Retry-After", "1")
+			s.writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", fenceRetry)
+			return
+		}
 		// fosite reports a failed client lookup as invalid_client whatever the cause,
 		// so a 401 also earns a check of the database.
 		if rec.code >= 500 || rec.code == http.StatusUnauthorized {
