@@ -687,10 +687,10 @@ func TestCopyAndReplayTokenServerTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]bool{
-		postgres.ClientsChannel + " app-3":    true, // written
-		postgres.ClientsChannel + " app-2":    true, // deleted
-		postgres.TokensChannel + " sig:at-3":  true,
-		postgres.TokensChannel + " sig:at-1":  true, // deleted
+		postgres.ClientsChannel + " app-3":                            true, // written
+		postgres.ClientsChannel + " app-2":                            true, // deleted
+		postgres.TokensChannel + " sig:at-3":                          true,
+		postgres.TokensChannel + " sig:at-1":                          true, // deleted
 		postgres.NotifyChannel + " " + strconv.FormatInt(lastSeq, 10): true,
 	}
 	want[postgres.TokensChannel+" grant:"+grant.ID] = true
