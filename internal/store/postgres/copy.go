@@ -607,3 +607,71 @@ func DatabaseName(dsn string) (string, error) {
 	}
 	return cfg.Database, nil
 }
+
+// fenceTrigger is the guard trigger the cutover puts on every table of the database
+// it fences.
+const fenceTrigger = "kubeoauth_fence"
+
+// CleanupUpgrade removes from db what a Copy upgrade added: capture
+// (UninstallCapture), the fence's guard triggers and the kubeoauth_upgrade schema,
+// each trigger with opts' bounded lock waits (dropping one locks its table).
+func CleanupUpgrade(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
+	if err := UninstallCapture(ctx, db, opts); err != nil {
+		return err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
+	rows, err := conn.QueryContext(ctx, `SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, fenceTrigger)
+	if err != nil {
+		return err
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		tables = append(tables, n)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	lock := opts.lock()
+	for _, name := range tables {
+		stmt := `DROP TRIGGER IF EXISTS ` + fenceTrigger + ` ON ` + pq.QuoteIdentifier(name)
+		if err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
+			_, err := conn.ExecContext(ctx, stmt)
+			return err
+		}); err != nil {
+			return fmt.Errorf("removing the fence trigger on %s: %w", name, err)
+		}
+	}
+	if err := retryOnLock(ctx, conn, UpgradeSchema, lock, func() error {
+		_, err := conn.ExecContext(ctx, `DROP SCHEMA IF EXISTS kubeoauth_upgrade CASCADE`)
+		return err
+	}); err != nil {
+		return fmt.Errorf("dropping %s: %w", UpgradeSchema, err)
+	}
+	return nil
+}
+
+// DropDatabase drops database name on db's server, if it exists; not db's own.
+func DropDatabase(ctx context.Context, db *sql.DB, name string) error {
+	var current string
+	if err := db.QueryRowContext(ctx, `SELECT current_database()`).Scan(&current); err != nil {
+		return err
+	}
+	if name == current {
+		return fmt.Errorf("refusing to drop database %s: it is the one connected to", name)
+	}
+	if _, err := db.ExecContext(ctx, `DROP DATABASE IF EXISTS `+pq.QuoteIdentifier(name)); err != nil {
+		return fmt.Errorf("dropping database %s: %w", name, err)
+	}
+	return nil
+}
