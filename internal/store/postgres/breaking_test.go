@@ -152,19 +152,22 @@ func tableRows(t *testing.T, db interface {
 	t.Helper()
 	ctx := context.Background()
 	var cols []string
-	crows, err := db.QueryContext(ctx, `SELECT column_name::text FROM information_schema.columns
+	if err := func() error {
+		crows, err := db.QueryContext(ctx, `SELECT column_name::text FROM information_schema.columns
 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`, table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for crows.Next() {
-		var c string
-		if err := crows.Scan(&c); err != nil {
-			t.Fatal(err)
+		if err != nil {
+			return err
 		}
-		cols = append(cols, c)
-	}
-	if err := crows.Err(); err != nil {
+		defer func() { _ = crows.Close() }()
+		for crows.Next() {
+			var c string
+			if err := crows.Scan(&c); err != nil {
+				return err
+			}
+			cols = append(cols, c)
+		}
+		return crows.Err()
+	}(); err != nil {
 		t.Fatal(err)
 	}
 	sel := make([]string, len(cols))

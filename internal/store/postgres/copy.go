@@ -196,7 +196,8 @@ func CopyDatabase(ctx context.Context, source, target *sql.DB, o CopyOptions) (C
 	}
 	for i, a := range applied {
 		if a.Version != i+1 {
-			return CopyResult{}, &RefusedError{Reason: fmt.Sprintf("copy: the source's schema_migrations has a gap before %04d_%s", a.Version, a.Name)}
+			return CopyResult{}, &RefusedError{Reason: fmt.Sprintf("copy: the source's schema_migrations has a gap before %04d_%s",
+				a.Version, a.Name)}
 		}
 	}
 	if err := divergence(o.Migrations, applied); err != nil {
@@ -272,7 +273,8 @@ func createDatabase(ctx context.Context, db *sql.DB, name string, logf func(stri
 // claimTarget checks that target is empty or this upgrade's copy. A finished copy
 // returns done and its result; a partial one has its tables dropped; either way the
 // copy row then says copying.
-func claimTarget(ctx context.Context, target *sql.DB, conn *sql.Conn, upgradeID string, logf func(string, ...any)) (bool, CopyResult, error) {
+func claimTarget(ctx context.Context, target *sql.DB, conn *sql.Conn, upgradeID string,
+	logf func(string, ...any)) (bool, CopyResult, error) {
 	var res CopyResult
 	var hasCopy bool
 	if err := conn.QueryRowContext(ctx, `SELECT to_regclass('kubeoauth_upgrade.copy') IS NOT NULL`).Scan(&hasCopy); err != nil {
@@ -290,7 +292,8 @@ FROM kubeoauth_upgrade.copy WHERE upgrade_id = $1`, upgradeID).Scan(&state, &sna
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			var other string
-			if err := conn.QueryRowContext(ctx, `SELECT upgrade_id FROM kubeoauth_upgrade.copy ORDER BY started_at LIMIT 1`).Scan(&other); err == nil {
+			err := conn.QueryRowContext(ctx, `SELECT upgrade_id FROM kubeoauth_upgrade.copy ORDER BY started_at LIMIT 1`).Scan(&other)
+			if err == nil {
 				return false, res, &RefusedError{Reason: fmt.Sprintf("copy: the target database is the copy of upgrade %s, "+
 					"not of %s: give this upgrade an empty database", other, upgradeID)}
 			}
@@ -625,26 +628,13 @@ func CleanupUpgrade(ctx context.Context, db *sql.DB, opts CaptureOptions) error 
 	}
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, fenceTrigger)
+	tables, err := triggeredTables(ctx, conn, fenceTrigger)
 	if err != nil {
-		return err
-	}
-	var tables []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			_ = rows.Close()
-			return err
-		}
-		tables = append(tables, n)
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	lock := opts.lock()
 	for _, name := range tables {
-		stmt := `DROP TRIGGER IF EXISTS ` + fenceTrigger + ` ON ` + pq.QuoteIdentifier(name)
+		stmt := `DROP TRIGGER IF EXISTS ` + fenceTrigger + ` ON ` + pq.QuoteIdentifier(name) // #nosec G202 -- quoted
 		if err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
 			_, err := conn.ExecContext(ctx, stmt)
 			return err
@@ -659,6 +649,25 @@ WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY
 		return fmt.Errorf("dropping %s: %w", UpgradeSchema, err)
 	}
 	return nil
+}
+
+// triggeredTables lists the tables of the current schema that have trigger name.
+func triggeredTables(ctx context.Context, conn *sql.Conn, name string) ([]string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		tables = append(tables, n)
+	}
+	return tables, rows.Err()
 }
 
 // DropDatabase drops database name on db's server, if it exists; not db's own.

@@ -72,34 +72,9 @@ func ReplayPass(ctx context.Context, from, to *sql.DB, o ReplayOptions) (ReplayR
 		return res, fmt.Errorf("replay: locking the target: %w", err)
 	}
 	defer unlock()
-	var (
-		since              string
-		schemaFrom, schema int
-		hasReplay, hasCopy bool
-	)
-	if err := conn.QueryRowContext(ctx, `SELECT to_regclass('kubeoauth_upgrade.replay') IS NOT NULL,
-    to_regclass('kubeoauth_upgrade.copy') IS NOT NULL`).Scan(&hasReplay, &hasCopy); err != nil {
-		return res, err
-	}
-	noRow := fmt.Errorf("replay: the target database has no %s replay of upgrade %s (db copy writes the forward one, "+
-		"db cutover the backward one)", o.Direction, o.UpgradeID)
-	if !hasReplay {
-		return res, noRow
-	}
-	err = conn.QueryRowContext(ctx, `SELECT since, schema_from, schema_to FROM kubeoauth_upgrade.replay
-WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction).Scan(&since, &schemaFrom, &schema)
-	if errors.Is(err, sql.ErrNoRows) {
-		return res, noRow
-	}
+	since, schemaFrom, schema, err := replayStart(ctx, conn, o)
 	if err != nil {
 		return res, err
-	}
-	if hasCopy && o.Direction == Forward {
-		var state string
-		err := conn.QueryRowContext(ctx, `SELECT state FROM kubeoauth_upgrade.copy WHERE upgrade_id = $1`, o.UpgradeID).Scan(&state)
-		if err == nil && state != CopyDone {
-			return res, fmt.Errorf("replay: the copy of upgrade %s is %s, not done", o.UpgradeID, state)
-		}
 	}
 	chain, err := transformChain(o.Migrations, schemaFrom, schema, o.Direction)
 	if err != nil {
@@ -115,23 +90,9 @@ WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction).Scan(&since
 	if err != nil {
 		return res, fmt.Errorf("replay: taking the snapshot: %w", err)
 	}
-	keys := map[string][]json.RawMessage{}
-	seen := map[string]bool{}
-	for after := int64(0); ; {
-		page, err := ChangesBetween(ctx, src, since, until, after, o.PageSize)
-		if err != nil {
-			return res, fmt.Errorf("replay: reading changes: %w", err)
-		}
-		for _, c := range page {
-			if id := c.Table + "\x00" + string(c.Key); !seen[id] {
-				seen[id] = true
-				keys[c.Table] = append(keys[c.Table], c.Key)
-			}
-			after = c.Seq
-		}
-		if len(page) < o.PageSize {
-			break
-		}
+	keys, n, err := changedKeys(ctx, src, since, until, o.PageSize)
+	if err != nil {
+		return res, err
 	}
 
 	dst, err := conn.BeginTx(ctx, nil)
@@ -142,48 +103,12 @@ WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction).Scan(&since
 	if _, err := dst.ExecContext(ctx, `SET LOCAL kubeoauth.replay = 'on'`); err != nil {
 		return res, err
 	}
-	if len(keys) > 0 {
-		fromTables, err := tableInfos(ctx, src)
-		if err != nil {
-			return res, fmt.Errorf("replay: reading the source's tables: %w", err)
+	if n > 0 {
+		r := &replayer{src: src, dst: dst, page: o.PageSize, chain: chain}
+		if err := r.apply(ctx, keys); err != nil {
+			return res, err
 		}
-		toTables, err := tableInfos(ctx, dst)
-		if err != nil {
-			return res, fmt.Errorf("replay: reading the target's tables: %w", err)
-		}
-		r := &replayer{src: src, dst: dst, page: o.PageSize, chain: chain, from: map[string]tableInfo{}, to: map[string]tableInfo{}}
-		for _, t := range fromTables {
-			r.from[t.name] = t
-		}
-		var order []tableInfo // to's foreign-key order, of the tables changed
-		for _, t := range toTables {
-			r.to[t.name] = t
-			if keys[t.name] != nil {
-				order = append(order, t)
-			}
-		}
-		for name := range keys {
-			if _, ok := r.from[name]; !ok {
-				return res, fmt.Errorf("replay: table %s changed on the source but is not there any more", name)
-			}
-			if _, ok := r.to[name]; !ok {
-				return res, fmt.Errorf("replay: table %s changed on the source has no counterpart on the target", name)
-			}
-		}
-		for i := len(order) - 1; i >= 0; i-- {
-			if err := r.deletes(ctx, order[i].name, keys[order[i].name]); err != nil {
-				return res, fmt.Errorf("replay: table %s: %w", order[i].name, err)
-			}
-		}
-		for _, t := range order {
-			if err := r.upserts(ctx, t.name, keys[t.name]); err != nil {
-				return res, fmt.Errorf("replay: table %s: %w", t.name, err)
-			}
-		}
-		if err := notifyReplayed(ctx, dst, keys); err != nil {
-			return res, fmt.Errorf("replay: notifying: %w", err)
-		}
-		res.Replayed = len(seen)
+		res.Replayed = n
 	}
 	if _, err := dst.ExecContext(ctx, `UPDATE kubeoauth_upgrade.replay SET since = $3, replayed = replayed + $4, updated_at = now()
 WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction, until, res.Replayed); err != nil {
@@ -217,6 +142,106 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT (upgrade_id, direction) DO UPDATE SET si
     schema_from = EXCLUDED.schema_from, schema_to = EXCLUDED.schema_to, replayed = 0, updated_at = now()`,
 		upgradeID, direction, since, schemaFrom, schemaTo)
 	return err
+}
+
+// replayStart reads the replay row of o's upgrade and direction on to: where the
+// last pass ended and the schemas the rows go between.
+func replayStart(ctx context.Context, conn *sql.Conn, o ReplayOptions) (since string, schemaFrom, schemaTo int, err error) {
+	var hasReplay, hasCopy bool
+	if err := conn.QueryRowContext(ctx, `SELECT to_regclass('kubeoauth_upgrade.replay') IS NOT NULL,
+    to_regclass('kubeoauth_upgrade.copy') IS NOT NULL`).Scan(&hasReplay, &hasCopy); err != nil {
+		return "", 0, 0, err
+	}
+	noRow := fmt.Errorf("replay: the target database has no %s replay of upgrade %s (db copy writes the forward one, "+
+		"db cutover the backward one)", o.Direction, o.UpgradeID)
+	if !hasReplay {
+		return "", 0, 0, noRow
+	}
+	err = conn.QueryRowContext(ctx, `SELECT since, schema_from, schema_to FROM kubeoauth_upgrade.replay
+WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction).Scan(&since, &schemaFrom, &schemaTo)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, 0, noRow
+	}
+	if err != nil {
+		return "", 0, 0, err
+	}
+	if hasCopy && o.Direction == Forward {
+		var state string
+		err := conn.QueryRowContext(ctx, `SELECT state FROM kubeoauth_upgrade.copy WHERE upgrade_id = $1`, o.UpgradeID).Scan(&state)
+		if err == nil && state != CopyDone {
+			return "", 0, 0, fmt.Errorf("replay: the copy of upgrade %s is %s, not done", o.UpgradeID, state)
+		}
+	}
+	return since, schemaFrom, schemaTo, nil
+}
+
+// changedKeys lists, by table, the keys changed between the snapshots, each once,
+// and how many.
+func changedKeys(ctx context.Context, src *sql.Tx, since, until string, page int) (map[string][]json.RawMessage, int, error) {
+	keys := map[string][]json.RawMessage{}
+	seen := map[string]bool{}
+	for after := int64(0); ; {
+		changes, err := ChangesBetween(ctx, src, since, until, after, page)
+		if err != nil {
+			return nil, 0, fmt.Errorf("replay: reading changes: %w", err)
+		}
+		for _, c := range changes {
+			if id := c.Table + "\x00" + string(c.Key); !seen[id] {
+				seen[id] = true
+				keys[c.Table] = append(keys[c.Table], c.Key)
+			}
+			after = c.Seq
+		}
+		if len(changes) < page {
+			return keys, len(seen), nil
+		}
+	}
+}
+
+// apply writes the keys' rows: deletes in reverse foreign-key order of to's
+// tables, then upserts in that order, then the NOTIFYs.
+func (r *replayer) apply(ctx context.Context, keys map[string][]json.RawMessage) error {
+	fromTables, err := tableInfos(ctx, r.src)
+	if err != nil {
+		return fmt.Errorf("replay: reading the source's tables: %w", err)
+	}
+	toTables, err := tableInfos(ctx, r.dst)
+	if err != nil {
+		return fmt.Errorf("replay: reading the target's tables: %w", err)
+	}
+	r.from, r.to = map[string]tableInfo{}, map[string]tableInfo{}
+	for _, t := range fromTables {
+		r.from[t.name] = t
+	}
+	var order []tableInfo // to's foreign-key order, of the tables changed
+	for _, t := range toTables {
+		r.to[t.name] = t
+		if keys[t.name] != nil {
+			order = append(order, t)
+		}
+	}
+	for name := range keys {
+		if _, ok := r.from[name]; !ok {
+			return fmt.Errorf("replay: table %s changed on the source but is not there any more", name)
+		}
+		if _, ok := r.to[name]; !ok {
+			return fmt.Errorf("replay: table %s changed on the source has no counterpart on the target", name)
+		}
+	}
+	for i := len(order) - 1; i >= 0; i-- {
+		if err := r.deletes(ctx, order[i].name, keys[order[i].name]); err != nil {
+			return fmt.Errorf("replay: table %s: %w", order[i].name, err)
+		}
+	}
+	for _, t := range order {
+		if err := r.upserts(ctx, t.name, keys[t.name]); err != nil {
+			return fmt.Errorf("replay: table %s: %w", t.name, err)
+		}
+	}
+	if err := notifyReplayed(ctx, r.dst, keys); err != nil {
+		return fmt.Errorf("replay: notifying: %w", err)
+	}
+	return nil
 }
 
 // pendingChanges counts the changes on from that a replay from snapshot since has
@@ -326,20 +351,8 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + name + ` t WHERE ` + keyMatch(ft.key) + `)`
 	// #nosec G202 -- identifiers are quoted.
 	del := `DELETE FROM ` + name + ` t USING jsonb_populate_recordset(NULL::` + name + `, $1::jsonb) AS r WHERE ` + keyMatch(tt.key)
 	return chunks(keys, r.page, func(c []json.RawMessage) error {
-		rows, err := r.src.QueryContext(ctx, gone, jsonArray(c))
+		missing, err := goneKeys(ctx, r.src, gone, c)
 		if err != nil {
-			return err
-		}
-		var missing []json.RawMessage
-		for rows.Next() {
-			var k string
-			if err := rows.Scan(&k); err != nil {
-				_ = rows.Close()
-				return err
-			}
-			missing = append(missing, json.RawMessage(k))
-		}
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		if len(missing) == 0 {
@@ -348,6 +361,53 @@ WHERE NOT EXISTS (SELECT 1 FROM ` + name + ` t WHERE ` + keyMatch(ft.key) + `)`
 		_, err = r.dst.ExecContext(ctx, del, jsonArray(missing))
 		return err
 	})
+}
+
+// goneKeys runs query, which selects the keys of c gone on the source.
+func goneKeys(ctx context.Context, src *sql.Tx, query string, c []json.RawMessage) ([]json.RawMessage, error) {
+	rows, err := src.QueryContext(ctx, query, jsonArray(c))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var missing []json.RawMessage
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		missing = append(missing, json.RawMessage(k))
+	}
+	return missing, rows.Err()
+}
+
+// readRows runs query, which selects cols as text, into Rows.
+func readRows(ctx context.Context, src *sql.Tx, query string, cols []string, args ...any) ([]Row, error) {
+	rows, err := src.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []Row
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row := Row{}
+		for i, v := range vals {
+			row[cols[i]] = nil
+			if v.Valid {
+				row[cols[i]] = v.String
+			}
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
 }
 
 // upserts writes on to the current rows on from of table's keys, through the
@@ -366,31 +426,8 @@ CROSS JOIN LATERAL jsonb_populate_record(NULL::` + name + `, x.key) AS r
 JOIN ` + name + ` t ON ` + keyMatch(ft.key)
 	stmts := map[string]string{}
 	return chunks(keys, r.page, func(c []json.RawMessage) error {
-		rows, err := r.src.QueryContext(ctx, read, jsonArray(c))
+		batch, err := readRows(ctx, r.src, read, cols, jsonArray(c))
 		if err != nil {
-			return err
-		}
-		var batch []Row
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		for rows.Next() {
-			if err := rows.Scan(ptrs...); err != nil {
-				_ = rows.Close()
-				return err
-			}
-			row := Row{}
-			for i, v := range vals {
-				row[cols[i]] = nil
-				if v.Valid {
-					row[cols[i]] = v.String
-				}
-			}
-			batch = append(batch, row)
-		}
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, row := range batch {
