@@ -250,3 +250,21 @@ func metricAtLeast(body, name string, v float64) bool {
 	}
 	return false
 }
+
+// A failure another run would meet again exits 3, so the Job fails at once: a
+// migration PostgreSQL refused, a copy refused; anything else 1, retried.
+func TestExitCodes(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("copy: %w", &postgres.MigrationError{Version: 6, Name: "split", Err: &pq.Error{Code: "42601"}}), 3},
+		{&postgres.MigrationError{Version: 6, Name: "split", Err: &pq.Error{Code: "08006"}}, 1},
+		{fmt.Errorf("copy: %w", &postgres.RefusedError{Reason: "not empty"}), 3},
+		{io.ErrUnexpectedEOF, 1},
+	} {
+		if got := exitCode(tt.err); got != tt.want {
+			t.Errorf("exitCode(%v) = %d; want %d", tt.err, got, tt.want)
+		}
+	}
+}
