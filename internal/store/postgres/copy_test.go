@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
 )
 
 // shop is people() with two more tables of awkward types: badges, a child of people
@@ -601,7 +602,8 @@ func TestCopyRerunAndRefusals(t *testing.T) {
 // copy (clients, tokens of every kind through fosite's calls, grants, their events,
 // sign-in sessions, client assertion jtis): after a pass the copy's every table is
 // the original's, row for row as text; the pass's NOTIFYs reach a listener on the
-// copy with what the token servers there expect.
+// copy with what the token servers there expect, and a token server's store there
+// drops the access token and the client it had cached.
 func TestCopyAndReplayTokenServerTables(t *testing.T) {
 	ctx := context.Background()
 	srcDSN := pg.NewMigratedDatabase(t)
@@ -660,6 +662,26 @@ func TestCopyAndReplayTokenServerTables(t *testing.T) {
 	}
 	sameTables(t, src, dst)
 
+	// A token server on the copy, its clock stopped so that nothing it caches ever
+	// expires: only the replay's NOTIFYs can make it drop what it cached.
+	green, err := postgres.Open(ctx, dstDSN, postgres.Options{Now: storetest.NewClock().Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = green.Close() }()
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	listening := make(chan struct{})
+	var once sync.Once
+	go func() { _ = green.Follow(fctx, func() { once.Do(func() { close(listening) }) }) }()
+	<-listening
+	if _, err := green.GetAccessTokenSession(ctx, "at-1", &storetest.Session{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := green.GetClient(ctx, "app-2"); err != nil {
+		t.Fatal(err)
+	}
+
 	// After the copy: more of everything, a revocation, deletions.
 	write("3")
 	grant, err := s.GetGrant(ctx, "grafana", "sub-3")
@@ -701,6 +723,20 @@ func TestCopyAndReplayTokenServerTables(t *testing.T) {
 		postgres.NotifyChannel + " " + strconv.FormatInt(lastSeq, 10): true,
 	}
 	want[postgres.TokensChannel+" grant:"+grant.ID] = true
+	// The token server on the copy dropped the access token and the client deleted
+	// on the original.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errToken := green.GetAccessTokenSession(ctx, "at-1", &storetest.Session{})
+		_, errClient := green.GetClient(ctx, "app-2")
+		if errToken != nil && errClient != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the token server on the copy still serves from its cache: token %v, client %v", errToken, errClient)
+		}
+		<-time.After(10 * time.Millisecond) // polling its caches
+	}
 	timeout := time.After(10 * time.Second)
 	for len(want) > 0 {
 		select {
