@@ -490,13 +490,13 @@ func (t tableInfo) columnNames() []string {
 	return out
 }
 
-func (t tableInfo) column(name string) (columnInfo, bool) {
+func (t tableInfo) has(column string) bool {
 	for _, c := range t.columns {
-		if c.name == name {
-			return c, true
+		if c.name == column {
+			return true
 		}
 	}
-	return columnInfo{}, false
+	return false
 }
 
 // textColumns is a select list of every column as its text form.

@@ -447,7 +447,6 @@ JOIN ` + name + ` t ON ` + keyMatch(ft.key)
 // upsert writes row to table t on to, each value cast from text to its column's
 // type; from is the table on the source.
 func (r *replayer) upsert(ctx context.Context, t, from tableInfo, row Row, stmts map[string]string) error {
-	fromHas := func(name string) bool { _, ok := from.column(name); return ok }
 	var (
 		cols []columnInfo
 		args []any
@@ -471,7 +470,7 @@ func (r *replayer) upsert(ctx context.Context, t, from tableInfo, row Row, stmts
 	// mistake.
 	if len(cols) != len(row) {
 		for name := range row {
-			if _, ok := t.column(name); !ok && !fromHas(name) {
+			if !t.has(name) && !from.has(name) {
 				return fmt.Errorf("the row has column %s, which the target's table does not", name)
 			}
 		}
