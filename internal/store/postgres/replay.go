@@ -424,19 +424,42 @@ func (r *replayer) upserts(ctx context.Context, table string, keys []json.RawMes
 	read := `SELECT ` + strings.Join(sel, ", ") + ` FROM jsonb_array_elements($1::jsonb) AS x(key)
 CROSS JOIN LATERAL jsonb_populate_record(NULL::` + name + `, x.key) AS r
 JOIN ` + name + ` t ON ` + keyMatch(ft.key)
-	stmts := map[string]string{}
 	return chunks(keys, r.page, func(c []json.RawMessage) error {
 		batch, err := readRows(ctx, r.src, read, cols, jsonArray(c))
 		if err != nil {
 			return err
 		}
+		// Rows of one shape go in one statement: a round trip per row would make
+		// the cutover's last drain, which writes hold for, slower.
+		type shape struct {
+			cols []columnInfo
+			rows [][]any
+		}
+		shapes := map[string]*shape{}
+		var order []string
 		for _, row := range batch {
 			for _, f := range r.chain[table] {
 				if row, err = f(row); err != nil {
 					return err
 				}
 			}
-			if err := r.upsert(ctx, tt, ft, row, stmts); err != nil {
+			cols, args, err := rowValues(tt, ft, row)
+			if err != nil {
+				return err
+			}
+			names := make([]string, len(cols))
+			for i, c := range cols {
+				names[i] = c.name
+			}
+			id := strings.Join(names, "\x00")
+			if shapes[id] == nil {
+				shapes[id] = &shape{cols: cols}
+				order = append(order, id)
+			}
+			shapes[id].rows = append(shapes[id].rows, args)
+		}
+		for _, id := range order {
+			if err := r.upsertRows(ctx, tt, shapes[id].cols, shapes[id].rows); err != nil {
 				return err
 			}
 		}
@@ -444,9 +467,9 @@ JOIN ` + name + ` t ON ` + keyMatch(ft.key)
 	})
 }
 
-// upsert writes row to table t on to, each value cast from text to its column's
-// type; from is the table on the source.
-func (r *replayer) upsert(ctx context.Context, t, from tableInfo, row Row, stmts map[string]string) error {
+// rowValues lists the columns of the target's table t that row has, with their
+// values; from is the table on the source.
+func rowValues(t, from tableInfo, row Row) ([]columnInfo, []any, error) {
 	var (
 		cols []columnInfo
 		args []any
@@ -459,7 +482,7 @@ func (r *replayer) upsert(ctx context.Context, t, from tableInfo, row Row, stmts
 		switch v.(type) {
 		case string, nil:
 		default:
-			return fmt.Errorf("column %s: a row value must be its text form (a string) or nil, not %T", c.name, v)
+			return nil, nil, fmt.Errorf("column %s: a row value must be its text form (a string) or nil, not %T", c.name, v)
 		}
 		cols = append(cols, c)
 		args = append(args, v)
@@ -471,45 +494,73 @@ func (r *replayer) upsert(ctx context.Context, t, from tableInfo, row Row, stmts
 	if len(cols) != len(row) {
 		for name := range row {
 			if !t.has(name) && !from.has(name) {
-				return fmt.Errorf("the row has column %s, which the target's table does not", name)
+				return nil, nil, fmt.Errorf("the row has column %s, which the target's table does not", name)
 			}
 		}
 	}
-	sig := make([]string, len(cols))
+	return cols, args, nil
+}
+
+// maxParams is the most parameters PostgreSQL takes in one statement.
+const maxParams = 65535
+
+// upsertRows writes rows of cols to table t on to, each value cast from text to its
+// column's type, as many rows a statement as its parameters allow. The rows have
+// distinct keys (the pass deduplicated them), as one INSERT ... ON CONFLICT DO
+// UPDATE requires.
+func (r *replayer) upsertRows(ctx context.Context, t tableInfo, cols []columnInfo, rows [][]any) error {
+	if len(cols) == 0 {
+		return errors.New("a row with none of the target's columns")
+	}
+	names := make([]string, len(cols))
+	var set []string
+	isKey := map[string]bool{}
+	for _, k := range t.key {
+		isKey[k] = true
+	}
 	for i, c := range cols {
-		sig[i] = c.name
-	}
-	id := strings.Join(sig, "\x00")
-	stmt, ok := stmts[id]
-	if !ok {
-		names := make([]string, len(cols))
-		params := make([]string, len(cols))
-		var set []string
-		isKey := map[string]bool{}
-		for _, k := range t.key {
-			isKey[k] = true
+		names[i] = pq.QuoteIdentifier(c.name)
+		if !isKey[c.name] {
+			set = append(set, names[i]+" = EXCLUDED."+names[i])
 		}
-		for i, c := range cols {
-			names[i] = pq.QuoteIdentifier(c.name)
-			params[i] = "$" + strconv.Itoa(i+1) + "::" + c.typ
-			if !isKey[c.name] {
-				set = append(set, names[i]+" = EXCLUDED."+names[i])
+	}
+	keys := make([]string, len(t.key))
+	for i, k := range t.key {
+		keys[i] = pq.QuoteIdentifier(k)
+	}
+	action := "NOTHING"
+	if len(set) > 0 {
+		action = "UPDATE SET " + strings.Join(set, ", ")
+	}
+	head := `INSERT INTO ` + pq.QuoteIdentifier(t.name) + ` (` + strings.Join(names, ", ") + `) VALUES `
+	tail := ` ON CONFLICT (` + strings.Join(keys, ", ") + `) DO ` + action
+	per := maxParams / len(cols)
+	for len(rows) > 0 {
+		n := min(per, len(rows))
+		var b strings.Builder
+		b.WriteString(head)
+		args := make([]any, 0, n*len(cols))
+		for i, row := range rows[:n] {
+			if i > 0 {
+				b.WriteString(", ")
 			}
+			b.WriteByte('(')
+			for j, c := range cols {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("$" + strconv.Itoa(len(args)+1) + "::" + c.typ)
+				args = append(args, row[j])
+			}
+			b.WriteByte(')')
 		}
-		keys := make([]string, len(t.key))
-		for i, k := range t.key {
-			keys[i] = pq.QuoteIdentifier(k)
+		b.WriteString(tail)
+		if _, err := r.dst.ExecContext(ctx, b.String(), args...); err != nil {
+			return err
 		}
-		action := "NOTHING"
-		if len(set) > 0 {
-			action = "UPDATE SET " + strings.Join(set, ", ")
-		}
-		stmt = `INSERT INTO ` + pq.QuoteIdentifier(t.name) + ` (` + strings.Join(names, ", ") + `) VALUES (` +
-			strings.Join(params, ", ") + `) ON CONFLICT (` + strings.Join(keys, ", ") + `) DO ` + action
-		stmts[id] = stmt
+		rows = rows[n:]
 	}
-	_, err := r.dst.ExecContext(ctx, stmt, args...)
-	return err
+	return nil
 }
 
 // notifyReplayed sends, in the pass's transaction on to, what the token servers
