@@ -5,6 +5,9 @@
 //	tokenserver migrate status  list applied and pending migrations
 //	tokenserver migrate plan    print, as JSON, the schema range this binary serves on;
 //	                            with a DSN, how it can take over that database (Shared, Copy, Refused)
+//	tokenserver db copy         copy the database for a Copy upgrade (docs/upgrades.md "Copy and replay")
+//	tokenserver db replay       replay the rows written since, until SIGTERM
+//	tokenserver db cleanup      remove what a Copy upgrade added to a database
 //	tokenserver keygen          print a new signing key (PEM) for --alg ES256|RS256
 //	tokenserver version         print the build's version
 //
@@ -44,14 +47,11 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "tokenserver:", err)
-		if me := (*postgres.MigrationError)(nil); errors.As(err, &me) && me.Deterministic() {
-			os.Exit(postgres.ExitMigrationFailed)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
-const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|keygen|verify|version [flags]`
+const usage = `usage: tokenserver serve|migrate up|migrate status|migrate plan|db copy|db replay|db cleanup|keygen|verify|version [flags]`
 
 // variant is what a test build changes (variant_*.go, each built with its own tag;
 // docs/upgrades.md "Test builds"). A production build leaves it empty.
@@ -81,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return migrate(ctx, args[1], args[2:], stdout)
 	case "verify":
 		return verifyCmd(ctx, args[1:], stdout)
+	case "db":
+		return dbCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		_, err := fmt.Fprintln(stdout, version.Version)
 		return err

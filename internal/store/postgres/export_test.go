@@ -31,3 +31,6 @@ func CurrentXID(ctx context.Context, s *Store) (uint64, error) {
 	}
 	return strconv.ParseUint(xid, 10, 64)
 }
+
+// ReplayLockKey is the advisory lock a replay pass holds on its target.
+var ReplayLockKey = replayLock

@@ -5,8 +5,13 @@ import (
 	"fmt"
 )
 
-// Row is one table row by column name, with the values lib/pq scans into an any
-// (string, int64, float64, bool, []byte, time.Time, nil).
+// Row is one table row by column name. A value is the column's text form, a string
+// (PostgreSQL's output of the value as text: `{a,b}` for a text[], `\x...` for a
+// bytea, JSON text for a jsonb, an ISO timestamp), or nil for NULL. The copy and the
+// replay read every column as `col::text` and write it back as
+// `$n::<the target column's type>`, so a transform sees one kind of value whatever
+// the column, and nothing is lost between types on the way: every type's text
+// output is accepted back by its input.
 type Row map[string]any
 
 // Transform carries the rows of one table across a breaking migration. Forward turns
