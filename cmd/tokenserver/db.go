@@ -20,7 +20,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 )
 
-const dbUsage = "usage: tokenserver db copy|replay|cleanup [flags]"
+const dbUsage = "usage: tokenserver db copy|replay|cutover|cleanup [flags]"
 
 // dbCmd runs the Copy upgrade's database commands (docs/upgrades.md "Copy and
 // replay"); the operator's Jobs and Deployments run exactly these.
@@ -33,6 +33,8 @@ func dbCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return dbCopy(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return dbReplay(ctx, args[1:], stderr)
+	case "cutover":
+		return dbCutover(ctx, args[1:], stdout, stderr)
 	case "cleanup":
 		return dbCleanup(ctx, args[1:], stdout)
 	default:
@@ -146,7 +148,7 @@ func dbReplay(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("db replay", flag.ContinueOnError)
 	dsns := copyDSNs(fs)
 	upgradeID := fs.String("upgrade-id", "", "The upgrade whose rows are replayed (required).")
-	direction := fs.String("direction", postgres.Forward, "forward (source: the serving version's database, target: "+
+	direction := fs.String("direction", postgres.DirectionForward, "forward (source: the serving version's database, target: "+
 		"the copy) or backward (after cutover: source the copy, target the original).")
 	interval := fs.Duration("interval", 200*time.Millisecond, "Pause between passes.")
 	metricsAddr := fs.String("metrics-address", ":4446", "Address of /metrics, /readyz and /healthz.")
@@ -156,7 +158,7 @@ func dbReplay(ctx context.Context, args []string, stderr io.Writer) error {
 	switch {
 	case *upgradeID == "":
 		return errors.New("--upgrade-id is required")
-	case *direction != postgres.Forward && *direction != postgres.Backward:
+	case *direction != postgres.DirectionForward && *direction != postgres.DirectionBackward:
 		return fmt.Errorf("--direction %q: want forward or backward", *direction)
 	case *interval <= 0:
 		return errors.New("--interval must be positive")
@@ -233,6 +235,85 @@ func dbReplay(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
+// ExitLeaseExpired is db cutover's exit code when the fence's lease ran out before
+// the point of no return: the old side resumed by itself, nothing changed, and the
+// operator tries the cutover again.
+const ExitLeaseExpired = 4
+
+// cutoverReport is what db cutover prints and writes to its termination message.
+type cutoverReport struct {
+	FenceHoldSeconds float64 `json:"fenceHoldSeconds"`
+	Replayed         int     `json:"replayed"`
+	Resumed          bool    `json:"resumed"`
+}
+
+func dbCutover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("db cutover", flag.ContinueOnError)
+	from := fs.String("from-dsn-file", "", "File holding the DSN of the database whose servers are fenced: the serving "+
+		"version's (required).")
+	to := fs.String("to-dsn-file", "", "File holding the DSN of the database that takes over (required).")
+	upgradeID := fs.String("upgrade-id", "", "The upgrade cut over (required); a rerun with the same one resumes it.")
+	direction := fs.String("direction", postgres.DirectionForward, "forward (from: the serving version's database, to: "+
+		"the copy) or backward (a rollback after cutover: from the copy, to the original).")
+	forwardTo := fs.String("forward-to", "", "URL the fenced servers forward requests to once cut over (required).")
+	lease := fs.Duration("lease", postgres.DefaultFenceLease, "How long the fenced servers hold write requests at most "+
+		"before they resume by themselves.")
+	termLog := fs.String("termination-log", defaultTerminationLog, "Also write the report (or the error) to this file, "+
+		"the container's termination message, if it exists.")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	res, err := func() (postgres.CutoverResult, error) {
+		switch {
+		case *upgradeID == "":
+			return postgres.CutoverResult{}, errors.New("--upgrade-id is required")
+		case *forwardTo == "":
+			return postgres.CutoverResult{}, errors.New("--forward-to is required")
+		case *from == "" || *to == "":
+			return postgres.CutoverResult{}, errors.New("--from-dsn-file and --to-dsn-file are required")
+		}
+		fromDSN, err := tokenserver.ReadSecretFile(*from)
+		if err != nil {
+			return postgres.CutoverResult{}, fmt.Errorf("--from-dsn-file: %w", err)
+		}
+		toDSN, err := tokenserver.ReadSecretFile(*to)
+		if err != nil {
+			return postgres.CutoverResult{}, fmt.Errorf("--to-dsn-file: %w", err)
+		}
+		// Cutover keeps one of from's connections for its lock; the drain and its
+		// own queries need more.
+		fromDB, err := postgres.OpenDB(fromDSN, 6)
+		if err != nil {
+			return postgres.CutoverResult{}, fmt.Errorf("--from-dsn-file: %w", err)
+		}
+		defer func() { _ = fromDB.Close() }()
+		toDB, err := postgres.OpenDB(toDSN, 4)
+		if err != nil {
+			return postgres.CutoverResult{}, fmt.Errorf("--to-dsn-file: %w", err)
+		}
+		defer func() { _ = toDB.Close() }()
+		logf := func(format string, a ...any) { _, _ = fmt.Fprintf(stderr, format+"\n", a...) }
+		replay := postgres.ReplayOptions{UpgradeID: *upgradeID, Direction: *direction, Migrations: postgres.Migrations()}
+		return postgres.Cutover(ctx, fromDB, toDB, postgres.CutoverOptions{UpgradeID: *upgradeID, Direction: *direction,
+			ForwardTo: *forwardTo, Lease: *lease, Log: logf,
+			Drain: func(ctx context.Context) (int, error) {
+				r, err := postgres.ReplayPass(ctx, fromDB, toDB, replay)
+				return r.Replayed, err
+			}})
+	}()
+	if err != nil {
+		writeTerminationLog(*termLog, []byte("db cutover: "+err.Error()))
+		return err
+	}
+	out, err := json.Marshal(cutoverReport{FenceHoldSeconds: res.FenceHold.Seconds(), Replayed: res.Replayed, Resumed: res.Resumed})
+	if err != nil {
+		return err
+	}
+	writeTerminationLog(*termLog, out)
+	_, err = fmt.Fprintf(stdout, "%s\n", out)
+	return err
+}
+
 func dbCleanup(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("db cleanup", flag.ContinueOnError)
 	getDSN := dsnFlags(fs)
@@ -265,10 +346,14 @@ func dbCleanup(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// exitCode is the process's exit code for err: ExitMigrationFailed for a failure
+// exitCode is the process's exit code for err: ExitLeaseExpired when a cutover's lease
+// ran out (tried again later); ExitMigrationFailed for a failure
 // another run would meet again (a migration or a copy refused), so that the Job
 // fails at once; 1 otherwise, retried.
 func exitCode(err error) int {
+	if errors.Is(err, postgres.ErrLeaseExpired) {
+		return ExitLeaseExpired
+	}
 	var d interface{ Deterministic() bool }
 	if errors.As(err, &d) && d.Deterministic() {
 		return postgres.ExitMigrationFailed

@@ -221,6 +221,38 @@ func TestDBCopyAndReplayCommands(t *testing.T) {
 		t.Errorf("db replay after SIGTERM: %v\n%s", replayErr, replayLog.String())
 	}
 
+	// The cutover: what the source took since the replay stopped is on the copy, the
+	// source refuses writes and its fence forwards to the new side.
+	put("before-cutover")
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"db", "cutover", "--from-dsn-file", srcFile, "--to-dsn-file", dstFile, "--upgrade-id", "cmd1",
+		"--direction", "forward", "--forward-to", "http://green.example:4444", "--lease", "3s", "--termination-log", termLog},
+		&out, &errOut); err != nil {
+		t.Fatalf("db cutover: %v\n%s", err, errOut.String())
+	}
+	var rep cutoverReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.FenceHoldSeconds <= 0 || rep.Replayed < 1 || rep.Resumed {
+		t.Errorf("db cutover printed %q (%v); want the fence hold and the client replayed, not resumed", out.String(), err)
+	}
+	if msg, _ := os.ReadFile(termLog); strings.TrimSpace(string(msg)) != strings.TrimSpace(out.String()) { // #nosec G304
+		t.Errorf("termination message %q; want the report %q", msg, out.String())
+	}
+	t.Logf("db cutover: %s", strings.TrimSpace(out.String()))
+	fence, ok, err := s.ReadFence(ctx)
+	if err != nil || !ok || fence.State != postgres.FenceForwarding || fence.ForwardTo != "http://green.example:4444" {
+		t.Errorf("the source's fence after the cutover: %+v %v %v; want forwarding to the --forward-to URL", fence, ok, err)
+	}
+	if dst, err := postgres.OpenDB(dstDSN, 1); err == nil {
+		if err := dst.QueryRow(`SELECT count(*) FROM clients WHERE id = 'before-cutover'`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("the client written before the cutover is not on the copy: %d (%v)", n, err)
+		}
+		_ = dst.Close()
+	}
+	if _, err := s.PutClient(ctx, &store.Client{ID: "after-cutover", OwnerNamespace: "ns", ClientSpec: store.ClientSpec{
+		Name: "x", GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}); err == nil {
+		t.Error("a write on the source after the cutover was accepted")
+	}
+
 	// Cleanup: capture and the upgrade's schema go from the source, the copy with --drop-database.
 	if out, err := runCmd(t, "db", "cleanup", "--dsn-file", srcFile, "--drop-database", copyName); err != nil {
 		t.Fatalf("db cleanup: %v\n%s", err, out)
@@ -261,6 +293,7 @@ func TestExitCodes(t *testing.T) {
 		{fmt.Errorf("copy: %w", &postgres.MigrationError{Version: 6, Name: "split", Err: &pq.Error{Code: "42601"}}), 3},
 		{&postgres.MigrationError{Version: 6, Name: "split", Err: &pq.Error{Code: "08006"}}, 1},
 		{fmt.Errorf("copy: %w", &postgres.RefusedError{Reason: "not empty"}), 3},
+		{fmt.Errorf("cutover: %w", postgres.ErrLeaseExpired), 4},
 		{io.ErrUnexpectedEOF, 1},
 	} {
 		if got := exitCode(tt.err); got != tt.want {

@@ -50,12 +50,6 @@ const (
 	CopyDone      = "done"
 )
 
-// Replay directions.
-const (
-	Forward  = "forward"
-	Backward = "backward"
-)
-
 // upgradeLockID serialises the creation of kubeoauth_upgrade, so that two never
 // race on CREATE SCHEMA IF NOT EXISTS.
 const upgradeLockID = 0x6b756265_75706772 // "kubeupgr"
@@ -180,7 +174,7 @@ func CopyDatabase(ctx context.Context, source, target *sql.DB, o CopyOptions) (C
 			return CopyResult{}, err
 		}
 	}
-	conn, unlock, err := lockSession(ctx, target, replayLock(o.UpgradeID, Forward))
+	conn, unlock, err := lockSession(ctx, target, replayLock(o.UpgradeID, DirectionForward))
 	if err != nil {
 		return CopyResult{}, fmt.Errorf("copy: locking the target: %w", err)
 	}
@@ -332,7 +326,7 @@ ON CONFLICT (upgrade_id) DO UPDATE SET state = EXCLUDED.state, snapshot = NULL, 
 		return false, res, err
 	}
 	if _, err := conn.ExecContext(ctx, `DELETE FROM kubeoauth_upgrade.replay WHERE upgrade_id = $1 AND direction = $2`,
-		upgradeID, Forward); err != nil {
+		upgradeID, DirectionForward); err != nil {
 		return false, res, err
 	}
 	return false, res, nil
@@ -379,7 +373,7 @@ func copyRows(ctx context.Context, source *sql.DB, conn *sql.Conn, upgradeID str
 		return "", 0, err
 	}
 	if _, err := dst.ExecContext(ctx, `INSERT INTO kubeoauth_upgrade.replay (upgrade_id, direction, since, schema_from, schema_to)
-VALUES ($1, $2, $3, $4, $5)`, upgradeID, Forward, snap, res.SchemaFrom, res.SchemaTo); err != nil {
+VALUES ($1, $2, $3, $4, $5)`, upgradeID, DirectionForward, snap, res.SchemaFrom, res.SchemaTo); err != nil {
 		return "", 0, err
 	}
 	if err := dst.Commit(); err != nil {
@@ -611,64 +605,17 @@ func DatabaseName(dsn string) (string, error) {
 	return cfg.Database, nil
 }
 
-// fenceTrigger is the guard trigger the cutover puts on every table of the database
-// it fences.
-const fenceTrigger = "kubeoauth_fence"
-
 // CleanupUpgrade removes from db what a Copy upgrade added: capture
-// (UninstallCapture), the fence's guard triggers and the kubeoauth_upgrade schema,
-// each trigger with opts' bounded lock waits (dropping one locks its table).
+// (UninstallCapture), then the fence's guard triggers and the kubeoauth_upgrade
+// schema (UninstallFence), each trigger with opts' bounded lock waits (dropping one
+// locks its table).
 func CleanupUpgrade(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
 	if err := UninstallCapture(ctx, db, opts); err != nil {
 		return err
 	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	tables, err := triggeredTables(ctx, conn, fenceTrigger)
-	if err != nil {
-		return err
-	}
-	lock := opts.lock()
-	for _, name := range tables {
-		stmt := `DROP TRIGGER IF EXISTS ` + fenceTrigger + ` ON ` + pq.QuoteIdentifier(name) // #nosec G202 -- quoted
-		if err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
-			_, err := conn.ExecContext(ctx, stmt)
-			return err
-		}); err != nil {
-			return fmt.Errorf("removing the fence trigger on %s: %w", name, err)
-		}
-	}
-	if err := retryOnLock(ctx, conn, UpgradeSchema, lock, func() error {
-		_, err := conn.ExecContext(ctx, `DROP SCHEMA IF EXISTS kubeoauth_upgrade CASCADE`)
-		return err
-	}); err != nil {
-		return fmt.Errorf("dropping %s: %w", UpgradeSchema, err)
-	}
-	return nil
+	return UninstallFence(ctx, db, opts)
 }
 
-// triggeredTables lists the tables of the current schema that have trigger name.
-func triggeredTables(ctx context.Context, conn *sql.Conn, name string) ([]string, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, name)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = rows.Close() }()
-	var tables []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		tables = append(tables, n)
-	}
-	return tables, rows.Err()
-}
 
 // DropDatabase drops database name on db's server, if it exists; not db's own.
 func DropDatabase(ctx context.Context, db *sql.DB, name string) error {

@@ -374,10 +374,10 @@ func TestCopyAndReplayUnderWrites(t *testing.T) {
 	replayed := 0
 	for range 4 {
 		waitSteps(t, progress, 40)
-		replayed += pass(t, src, dst, "u1", postgres.Forward).Replayed
+		replayed += pass(t, src, dst, "u1", postgres.DirectionForward).Replayed
 	}
 	stop()
-	last := pass(t, src, dst, "u1", postgres.Forward)
+	last := pass(t, src, dst, "u1", postgres.DirectionForward)
 	if last.Pending != 0 || last.Lag != 0 {
 		t.Errorf("after the last pass: %d pending, lag %s; want none", last.Pending, last.Lag)
 	}
@@ -389,7 +389,7 @@ func TestCopyAndReplayUnderWrites(t *testing.T) {
 		t.Errorf("the open transaction's row after replay: %v", got)
 	}
 	// A pass with nothing new replays nothing.
-	if again := pass(t, src, dst, "u1", postgres.Forward); again.Replayed != 0 {
+	if again := pass(t, src, dst, "u1", postgres.DirectionForward); again.Replayed != 0 {
 		t.Errorf("a pass with no change replayed %d rows", again.Replayed)
 	}
 }
@@ -428,7 +428,7 @@ func TestReplayPassKilledAndConcurrent(t *testing.T) {
 		}
 		return fwd(r)
 	}
-	if _, err := postgres.ReplayPass(kctx, src, dst, postgres.ReplayOptions{UpgradeID: "u2", Direction: postgres.Forward,
+	if _, err := postgres.ReplayPass(kctx, src, dst, postgres.ReplayOptions{UpgradeID: "u2", Direction: postgres.DirectionForward,
 		Migrations: ms, PageSize: 10}); err == nil {
 		t.Fatal("a pass cancelled mid-way succeeded")
 	}
@@ -439,7 +439,7 @@ func TestReplayPassKilledAndConcurrent(t *testing.T) {
 		t.Errorf("a killed pass moved since")
 	}
 	diff(t, "people after a killed pass", people, tableRows(t, dst, "people"))
-	pass(t, src, dst, "u2", postgres.Forward)
+	pass(t, src, dst, "u2", postgres.DirectionForward)
 	checkReplayed(t, src, dst, false)
 
 	// Two at once, again and again, while the writer writes.
@@ -452,7 +452,7 @@ func TestReplayPassKilledAndConcurrent(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u2", Direction: postgres.Forward,
+				_, errs[i] = postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u2", Direction: postgres.DirectionForward,
 					Migrations: shop(), PageSize: 7})
 			}()
 		}
@@ -462,7 +462,7 @@ func TestReplayPassKilledAndConcurrent(t *testing.T) {
 		}
 	}
 	stop()
-	pass(t, src, dst, "u2", postgres.Forward)
+	pass(t, src, dst, "u2", postgres.DirectionForward)
 	checkReplayed(t, src, dst, false)
 
 	// Whoever holds the lock holds the pass up.
@@ -471,13 +471,13 @@ func TestReplayPassKilledAndConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = conn.Close() }()
-	key := postgres.ReplayLockKey("u2", postgres.Forward)
+	key := postgres.ReplayLockKey("u2", postgres.DirectionForward)
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u2", Direction: postgres.Forward, Migrations: shop()})
+		_, err := postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u2", Direction: postgres.DirectionForward, Migrations: shop()})
 		done <- err
 	}()
 	deadline := time.Now().Add(10 * time.Second)
@@ -516,7 +516,7 @@ func TestReplayBackward(t *testing.T) {
 	if _, err := postgres.CopyDatabase(ctx, src, dst, postgres.CopyOptions{UpgradeID: "u3", Migrations: shop()}); err != nil {
 		t.Fatal(err)
 	}
-	pass(t, src, dst, "u3", postgres.Forward)
+	pass(t, src, dst, "u3", postgres.DirectionForward)
 	// What the cutover does: capture on the copy, and the backward replay's start.
 	if err := postgres.InstallCapture(ctx, dst, postgres.CaptureOptions{}); err != nil {
 		t.Fatal(err)
@@ -525,7 +525,7 @@ func TestReplayBackward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := postgres.StartReplay(ctx, src, "u3", postgres.Backward, snap, 2, 1); err != nil {
+	if err := postgres.StartReplay(ctx, src, "u3", postgres.DirectionBackward, snap, 2, 1); err != nil {
 		t.Fatal(err)
 	}
 	w := newShopWriter(dst, 3, true)
@@ -538,7 +538,7 @@ func TestReplayBackward(t *testing.T) {
 	if _, err := dst.ExecContext(ctx, `UPDATE people SET family_name = 'Back' WHERE id IN (SELECT id FROM people ORDER BY id LIMIT 20)`); err != nil {
 		t.Fatal(err)
 	}
-	if res := pass(t, dst, src, "u3", postgres.Backward); res.Replayed < 100 || res.Pending != 0 {
+	if res := pass(t, dst, src, "u3", postgres.DirectionBackward); res.Replayed < 100 || res.Pending != 0 {
 		t.Errorf("backward pass = %+v; want 100+ rows, none pending", res)
 	}
 	checkReplayed(t, dst, src, true)
@@ -593,7 +593,7 @@ func TestCopyRerunAndRefusals(t *testing.T) {
 		t.Fatalf("copy over a partial one = %+v, %v; want a new snapshot with the rows written since", redo, err)
 	}
 	checkReplayed(t, src, dst, false)
-	if res := pass(t, src, dst, "u4", postgres.Forward); res.Replayed != 0 {
+	if res := pass(t, src, dst, "u4", postgres.DirectionForward); res.Replayed != 0 {
 		t.Errorf("a pass right after the copy replayed %d rows", res.Replayed)
 	}
 }
@@ -706,7 +706,7 @@ func TestCopyAndReplayTokenServerTables(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r := pass(t, src, dst, "real", postgres.Forward); r.Replayed == 0 || r.Pending != 0 {
+	if r := pass(t, src, dst, "real", postgres.DirectionForward); r.Replayed == 0 || r.Pending != 0 {
 		t.Errorf("pass = %+v", r)
 	}
 	sameTables(t, src, dst)
@@ -803,13 +803,13 @@ func TestReplayColumnsOnOneSide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := postgres.StartReplay(ctx, src, "u6", postgres.Backward, snap, 3, 1); err != nil {
+	if err := postgres.StartReplay(ctx, src, "u6", postgres.DirectionBackward, snap, 3, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := dst.Exec(`INSERT INTO badges (id, person_id, issued_at, color) VALUES ('colored', $1, now(), 'red')`, w.people[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := postgres.ReplayPass(ctx, dst, src, postgres.ReplayOptions{UpgradeID: "u6", Direction: postgres.Backward,
+	if _, err := postgres.ReplayPass(ctx, dst, src, postgres.ReplayOptions{UpgradeID: "u6", Direction: postgres.DirectionBackward,
 		Migrations: ms}); err != nil {
 		t.Fatalf("backward across an expand migration: %v", err)
 	}
@@ -830,7 +830,7 @@ func TestReplayColumnsOnOneSide(t *testing.T) {
 	if _, err := src.Exec(`UPDATE people SET note = 'changed' WHERE id = $1`, w.people[0]); err != nil {
 		t.Fatal(err)
 	}
-	_, err = postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u6", Direction: postgres.Forward, Migrations: bad})
+	_, err = postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u6", Direction: postgres.DirectionForward, Migrations: bad})
 	if err == nil || !strings.Contains(err.Error(), "column nickname") {
 		t.Errorf("a transform making a column the target lacks: %v; want refused naming nickname", err)
 	}

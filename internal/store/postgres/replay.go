@@ -17,8 +17,8 @@ import (
 // ReplayOptions configure ReplayPass.
 type ReplayOptions struct {
 	UpgradeID string
-	// Direction is Forward (from = the serving version's database, to = the copy)
-	// or Backward (a rollback after cutover: from = the copy, to = the original).
+	// Direction is DirectionForward (from = the serving version's database, to = the copy)
+	// or DirectionBackward (a rollback after cutover: from = the copy, to = the original).
 	Direction string
 	// Migrations are this binary's (Migrations()); the transforms of its breaking
 	// migrations between the two schemas carry the rows.
@@ -61,8 +61,8 @@ type ReplayResult struct {
 // order of changes does not matter.
 func ReplayPass(ctx context.Context, from, to *sql.DB, o ReplayOptions) (ReplayResult, error) {
 	var res ReplayResult
-	if o.Direction != Forward && o.Direction != Backward {
-		return res, fmt.Errorf("replay: direction %q: want %s or %s", o.Direction, Forward, Backward)
+	if o.Direction != DirectionForward && o.Direction != DirectionBackward {
+		return res, fmt.Errorf("replay: direction %q: want %s or %s", o.Direction, DirectionForward, DirectionBackward)
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = 500
@@ -131,8 +131,8 @@ WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction, until, res.
 // snapshot); the cutover writes the backward one in the original database (the
 // copy's snapshot after the final drain). Writing it again starts over from since.
 func StartReplay(ctx context.Context, target *sql.DB, upgradeID, direction, since string, schemaFrom, schemaTo int) error {
-	if direction != Forward && direction != Backward {
-		return fmt.Errorf("replay: direction %q: want %s or %s", direction, Forward, Backward)
+	if direction != DirectionForward && direction != DirectionBackward {
+		return fmt.Errorf("replay: direction %q: want %s or %s", direction, DirectionForward, DirectionBackward)
 	}
 	if err := ensureUpgradeSchema(ctx, target); err != nil {
 		return err
@@ -165,7 +165,7 @@ WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction).Scan(&since
 	if err != nil {
 		return "", 0, 0, err
 	}
-	if hasCopy && o.Direction == Forward {
+	if hasCopy && o.Direction == DirectionForward {
 		var state string
 		err := conn.QueryRowContext(ctx, `SELECT state FROM kubeoauth_upgrade.copy WHERE upgrade_id = $1`, o.UpgradeID).Scan(&state)
 		if err == nil && state != CopyDone {
@@ -268,13 +268,13 @@ func transformChain(ms []Migration, schemaFrom, schemaTo int, direction string) 
 		return nil, &RefusedError{Reason: fmt.Sprintf("replay: the replay is between schemas %d and %d; this binary knows %d",
 			schemaFrom, schemaTo, len(ms))}
 	}
-	if direction == Forward && schemaFrom > schemaTo || direction == Backward && schemaFrom < schemaTo {
+	if direction == DirectionForward && schemaFrom > schemaTo || direction == DirectionBackward && schemaFrom < schemaTo {
 		return nil, fmt.Errorf("replay: a %s replay from schema %d to %d", direction, schemaFrom, schemaTo)
 	}
 	chain := map[string][]func(Row) (Row, error){}
 	for i := lo; i < hi; i++ {
 		m := ms[i]
-		if direction == Backward {
+		if direction == DirectionBackward {
 			m = ms[hi-1-(i-lo)]
 		}
 		if m.Kind != Breaking {
@@ -282,7 +282,7 @@ func transformChain(ms []Migration, schemaFrom, schemaTo int, direction string) 
 		}
 		for _, t := range m.Transforms {
 			f := t.Forward
-			if direction == Backward {
+			if direction == DirectionBackward {
 				f = t.Backward
 			}
 			name := fmt.Sprintf("%04d_%s", m.Version, m.Name)
