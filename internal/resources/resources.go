@@ -173,9 +173,24 @@ func AdminEndpoint(ts *oauthv1alpha1.TokenServer) string {
 	return fmt.Sprintf("https://%s:%d", AdminServerName(ts), AdminPort)
 }
 
-// DSNSecretRef is the Secret and key holding the token server's DSN: the bundled
-// database's generated one, or the user's (database.external).
+// DSNSecretRef is the Secret and key holding the serving version's DSN:
+// status.database once an upgrade with a copied database moved it (the copy), else
+// SpecDSNSecretRef. Every pod and Job of the serving version, and the next
+// upgrade's plan, use it.
 func DSNSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
+	if d := ts.Status.Database; d != nil && d.SecretName != "" {
+		key = d.Key
+		if key == "" {
+			key = KeyDSN
+		}
+		return d.SecretName, key
+	}
+	return SpecDSNSecretRef(ts)
+}
+
+// SpecDSNSecretRef is the Secret and key of spec.database: the bundled database's
+// generated one, or the user's (database.external).
+func SpecDSNSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
 	if db := ts.Spec.Database; db != nil && db.External != nil {
 		key = db.External.SecretRef.Key
 		if key == "" {

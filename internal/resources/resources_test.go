@@ -53,6 +53,14 @@ func TestDSNSecret(t *testing.T) {
 			ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{
 				SecretRef: oauthv1alpha1.SecretKeyReference{Name: "cnpg-app", Key: "uri"}}}
 		}), "cnpg-app", "uri"},
+		"managed, moved to a copy by an upgrade": {server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Status.Database = &oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}
+		}), "auth-0badc0de-db", "dsn"},
+		"external, moved to the user's target": {server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{
+				SecretRef: oauthv1alpha1.SecretKeyReference{Name: "pg"}}}
+			ts.Status.Database = &oauthv1alpha1.DatabaseRef{SecretName: "pg-v2", Key: "uri"}
+		}), "pg-v2", "uri"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
