@@ -19,7 +19,11 @@ import (
 const (
 	ReasonStarted           = "UpgradeStarted"
 	ReasonPlanFailed        = "PlanFailed"
-	ReasonCopyNotSupported  = "CopyNotSupported"
+	ReasonCopyTargetMissing = "CopyTargetMissing"
+	ReasonCopyFailed        = "CopyFailed"
+	ReasonCutoverRetry      = "CutoverRetry"
+	ReasonCutoverExpired    = "CutoverLeaseExpired"
+	ReasonCutBack           = "CutBack"
 	ReasonPlanRefused       = "PlanRefused"
 	ReasonVerifyFailed      = "VerificationFailed"
 	ReasonAnalysisFailed    = "AnalysisFailed"
@@ -58,7 +62,8 @@ func beforeNoReturn(p phase) bool {
 	switch p {
 	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating, oauthv1alpha1.UpgradeDeploying,
 		oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePaused, oauthv1alpha1.UpgradePromoting,
-		oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeRollbackWindow:
+		oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeRollbackWindow,
+		oauthv1alpha1.UpgradeCopying, oauthv1alpha1.UpgradeReplaying, oauthv1alpha1.UpgradeCuttingOver:
 		return true
 	}
 	return false
@@ -66,11 +71,12 @@ func beforeNoReturn(p phase) bool {
 
 // hasDeadline are the phases progressDeadline bounds: those that wait for the new
 // version to prove itself. A pause waits for a person; after promotion, waits are
-// timed by the settings themselves.
+// timed by the settings themselves. Copying is bounded by its Job alone (a large
+// database takes as long as it takes); CuttingOver by the fence's lease.
 func hasDeadline(p phase) bool {
 	switch p {
 	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating, oauthv1alpha1.UpgradeDeploying,
-		oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting:
+		oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting, oauthv1alpha1.UpgradeReplaying:
 		return true
 	}
 	return false
@@ -90,7 +96,7 @@ func HoldsRollouts(spec oauthv1alpha1.UpgradeSettings, s *oauthv1alpha1.TokenSer
 	u := s.Upgrade
 	switch u.Phase {
 	case oauthv1alpha1.UpgradeDeploying, oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting,
-		oauthv1alpha1.UpgradeScalingDown:
+		oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeReplaying, oauthv1alpha1.UpgradeCuttingOver:
 		return true
 	case oauthv1alpha1.UpgradeRollingBack:
 		return u.PhaseSince == nil || !now.After(u.PhaseSince.Add(settingsOf(spec).deadline))
@@ -121,6 +127,7 @@ type machine struct {
 	// in this pass has none yet; jobsRetry the contract attempt.
 	jobsOf    string
 	jobsRetry int32
+	cutRetry  int32
 	digest    string
 }
 
@@ -128,8 +135,12 @@ type machine struct {
 func Next(o Observed, now time.Time) Decision {
 	m := &machine{o: o, now: now, s: settingsOf(o.Spec.Upgrade), st: o.Status, digest: settingsDigest(o.Spec.Upgrade)}
 	m.st.Upgrade = o.Status.Upgrade.DeepCopy()
+	m.st.Database = o.Status.Database.DeepCopy()
 	if u := o.Status.Upgrade; u != nil {
 		m.jobsOf, m.jobsRetry = u.ID, u.ContractRetries
+		if u.Copy != nil {
+			m.cutRetry = u.Copy.CutoverRetries
+		}
 	}
 	m.st.ActiveColor = m.activeColor()
 	// The spec moved on (another image, or other settings, which may have caused
@@ -149,6 +160,7 @@ func Next(o Observed, now time.Time) Decision {
 	d.WriteStatus = !equality.Semantic.DeepEqual(m.st, o.Status)
 	d.StatefulSets = m.statefulSets()
 	d.Jobs = m.jobs()
+	d.Databases, d.Replays, d.TargetSecret = m.databases(), m.replays(), m.targetSecret()
 	d.Labels = m.labels()
 	d.Conditions = m.conditions()
 	d.RequeueAfter = m.requeue()
@@ -249,6 +261,9 @@ func (m *machine) job(kind JobKind) Job {
 	if u == nil || u.ID != m.jobsOf || (kind == JobContract && u.ContractRetries != m.jobsRetry) {
 		return Job{}
 	}
+	if (kind == JobCutover || kind == JobCutback) && (u.Copy == nil || u.Copy.CutoverRetries != m.cutRetry) {
+		return Job{}
+	}
 	return m.o.Jobs[kind]
 }
 
@@ -272,9 +287,23 @@ func (m *machine) transition() bool {
 			m.enter(oauthv1alpha1.UpgradeDeploying, fmt.Sprintf("bringing up %d pods of %s in the %s StatefulSet", u.Steps, u.ToImage, u.ToColor))
 		},
 			oauthv1alpha1.ReasonMigrationFailed, "the expand migrations failed")
+	case oauthv1alpha1.UpgradeCopying:
+		return m.afterJob(JobCopy, m.copied, ReasonCopyFailed, "the copy of the database failed")
+	case oauthv1alpha1.UpgradeReplaying:
+		return m.replaying()
+	case oauthv1alpha1.UpgradeCuttingOver:
+		return m.cuttingOver()
 	case oauthv1alpha1.UpgradeDeploying:
 		if m.readyNew() < int(u.Steps) {
 			return false
+		}
+		if u.Copy != nil {
+			// No verification Job: it cross-checks with the old version's database,
+			// which the new version does not share. The replay and green's own
+			// readiness on the copy are what Replaying waits for.
+			m.enter(oauthv1alpha1.UpgradeReplaying, fmt.Sprintf("%s is ready on the copy; the replay applies %s's writes to it until the cutover can drain the rest within spec.upgrade.copy.fenceLease",
+				u.ToColor, u.FromColor))
+			return true
 		}
 		if m.s.verify {
 			m.enter(oauthv1alpha1.UpgradeVerifying, "verifying "+u.ToImage+
@@ -287,7 +316,11 @@ func (m *machine) transition() bool {
 		return m.afterJob(JobVerify, m.verified, ReasonVerifyFailed, "the verification of "+u.ToImage+" failed")
 	case oauthv1alpha1.UpgradePaused:
 		if !m.s.pause || m.o.Annotations[oauthv1alpha1.AnnotationPromote] == u.ID {
-			m.promoteStep(1)
+			if u.Copy != nil {
+				m.cutover()
+			} else {
+				m.promoteStep(1)
+			}
 			return true
 		}
 		return false
@@ -309,6 +342,16 @@ func (m *machine) transition() bool {
 		if m.now.Before(m.since().Add(m.s.rollbackWindow)) && !moved {
 			return false
 		}
+		if u.Copy != nil {
+			// The copy was migrated fully by the copy Job: no contract migrations.
+			msg := "the rollback window ended: " + u.ToImage + " serves on " + u.Copy.Database.SecretName +
+				"; the old database is kept for `tokenserver db cleanup`"
+			if moved {
+				msg = "spec.image changed to " + img + ": " + u.ToImage + " is accepted; the next upgrade follows"
+			}
+			m.enter(oauthv1alpha1.UpgradeCompleted, msg)
+			return true
+		}
 		msg := "the rollback window ended: running the contract migrations of " + u.ToImage
 		if moved {
 			msg = "spec.image changed to " + img + ": " + u.ToImage + " is accepted and its contract migrations run now; the next upgrade follows"
@@ -320,6 +363,9 @@ func (m *machine) transition() bool {
 	case oauthv1alpha1.UpgradeRollingBack:
 		if m.abandonRollback() {
 			return true
+		}
+		if c := u.Copy; c != nil && c.CutoverAt != nil && !c.CutBack {
+			return m.cuttingBack()
 		}
 		if len(m.running(m.to())) > 0 || m.o.StatefulSets[m.to()].Replicas != 0 {
 			if m.now.After(m.since().Add(m.s.deadline)) && !strings.HasPrefix(u.Message, stuckPrefix) {
@@ -378,6 +424,9 @@ func contractBackoff(retries int32) time.Duration {
 // back to ScalingDown, as if the rollback never began.
 func (m *machine) abandonRollback() bool {
 	u := m.st.Upgrade
+	if u.Copy != nil && u.Copy.CutBack {
+		return false // the database is the old version's again
+	}
 	if !m.now.After(m.since().Add(m.s.deadline)) || m.o.Annotations[oauthv1alpha1.AnnotationPromote] != u.ID ||
 		m.o.Annotations[oauthv1alpha1.AnnotationRollback] == u.ID || m.o.Spec.Image != u.ToImage ||
 		m.o.Endpoints[m.to()] < u.Steps || m.readyServing(m.to()) < int(u.Steps) {
@@ -443,7 +492,7 @@ func (m *machine) start() bool {
 // says: the image set back, a third image, the rollback annotation, a deadline.
 func (m *machine) trigger() bool {
 	u := m.st.Upgrade
-	if !beforeNoReturn(u.Phase) {
+	if !beforeNoReturn(u.Phase) || (u.Phase == oauthv1alpha1.UpgradeCuttingOver && !m.cutoverUndone()) {
 		return false
 	}
 	img := m.o.Spec.Image
@@ -483,8 +532,8 @@ func (m *machine) refuse(reason, why string) {
 
 func (m *machine) planning() bool {
 	u := m.st.Upgrade
-	if m.s.dataMode == ModeCopy {
-		m.refuse(ReasonCopyNotSupported, "spec.upgrade.dataMode is Copy, and upgrades with a copied database are not built yet")
+	if m.s.dataMode == ModeCopy && !m.copyTargetKnown() {
+		m.refuse(ReasonCopyTargetMissing, copyTargetMissing)
 		return true
 	}
 	j := m.job(JobPlan)
@@ -511,13 +560,19 @@ func (m *machine) planning() bool {
 	}
 	u.Plan = &plan
 	p = &PlanResult{Mode: plan.Mode, SchemaFrom: plan.SchemaFrom, SchemaTo: plan.SchemaTo, Reason: plan.Reason}
-	switch p.Mode {
-	case ModeShared:
+	switch {
+	case p.Mode == ModeShared && m.s.dataMode == ModeCopy, p.Mode == ModeCopy && m.s.dataMode != ModeShared:
+		if !m.copyTargetKnown() {
+			m.refuse(ReasonCopyTargetMissing, "the plan needs a copied database ("+p.Reason+"): "+copyTargetMissing)
+			return true
+		}
+		m.startCopy(p)
+	case p.Mode == ModeShared:
 		m.enter(oauthv1alpha1.UpgradeMigrating, fmt.Sprintf("running the expand migrations of %s (schema %d to %d); %s keeps serving",
 			u.ToImage, p.SchemaFrom, p.SchemaTo, u.FromImage))
-	case ModeCopy:
+	case p.Mode == ModeCopy:
 		m.refuse(oauthv1alpha1.ReasonUpgradeRefused,
-			"the plan needs a copied database ("+p.Reason+"); upgrades with a copied database are not built yet")
+			"the plan needs a copied database ("+p.Reason+"), and spec.upgrade.dataMode is Shared: set it to Copy or Auto")
 	default:
 		m.refuse(ReasonPlanRefused, "the plan refuses this upgrade: "+p.Reason)
 	}
@@ -783,7 +838,7 @@ func (m *machine) statefulSets() []StatefulSetIntent {
 	fromSet := StatefulSetIntent{Color: from, Image: u.FromImage, Replicas: u.Steps}
 	toSet := StatefulSetIntent{Color: to, Image: u.ToImage, Replicas: u.Steps}
 	switch u.Phase {
-	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating:
+	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating, oauthv1alpha1.UpgradeCopying:
 		want[from] = fromSet
 		keep(to, 0)
 	case oauthv1alpha1.UpgradeScalingDown:
@@ -802,7 +857,7 @@ func (m *machine) statefulSets() []StatefulSetIntent {
 			}
 			want[to] = toSet
 		}
-	default: // Deploying, Verifying, Paused, Promoting
+	default: // Deploying, Verifying, Paused, Promoting; Replaying, CuttingOver
 		want[from], want[to] = fromSet, toSet
 	}
 	return sorted(want)
@@ -838,7 +893,12 @@ func (m *machine) jobs() []JobIntent {
 		oauthv1alpha1.UpgradeMigrating:   JobExpand,
 		oauthv1alpha1.UpgradeVerifying:   JobVerify,
 		oauthv1alpha1.UpgradeContracting: JobContract,
+		oauthv1alpha1.UpgradeCopying:     JobCopy,
+		oauthv1alpha1.UpgradeCuttingOver: JobCutover,
 	}[u.Phase]
+	if m.cutbackDue() {
+		kind = JobCutback
+	}
 	if kind == "" || m.job(kind).State != JobAbsent {
 		return nil
 	}
@@ -874,6 +934,10 @@ func (m *machine) wantServing(p Pod) bool {
 	case oauthv1alpha1.UpgradeRollbackWindow, oauthv1alpha1.UpgradeContracting:
 		return p.Color == to
 	case oauthv1alpha1.UpgradeRollingBack:
+		if c := u.Copy; c != nil && c.CutoverAt != nil && !c.CutBack {
+			// The database is still the copy: the new pods serve until the cut back.
+			return p.Color == to || p.Serving
+		}
 		// New pods keep the label they have until every old pod serves, and get none.
 		return p.Color == from || (p.Serving && m.o.Endpoints[from] < u.Steps)
 	default:
@@ -953,6 +1017,9 @@ func (m *machine) conditions() []metav1.Condition {
 	case oauthv1alpha1.UpgradeContracting:
 		degraded, reason = u.Reason == oauthv1alpha1.ReasonMigrationFailed, oauthv1alpha1.ReasonMigrationFailed
 	}
+	if u.Reason == oauthv1alpha1.ReasonCutoverFailed && !terminal(u.Phase) {
+		degraded, reason = true, oauthv1alpha1.ReasonCutoverFailed
+	}
 	msg := u.Message
 	if u.Phase == oauthv1alpha1.UpgradeRollingBack && m.now.After(m.since().Add(m.s.deadline)) {
 		degraded, reason, msg = true, ReasonRollbackStuck, stuckPrefix+m.rollbackStuck()
@@ -987,6 +1054,8 @@ func (m *machine) requeue() time.Duration {
 			}
 		case oauthv1alpha1.UpgradeRollbackWindow:
 			at = append(at, m.since().Add(m.s.rollbackWindow))
+		case oauthv1alpha1.UpgradeReplaying:
+			at = append(at, m.now.Add(replayPoll)) // the replay's figures are not watched
 		case oauthv1alpha1.UpgradeRollingBack:
 			// Its deadline only reports a stuck rollback (Degraded).
 			if t := m.since().Add(m.s.deadline); t.After(m.now) {
