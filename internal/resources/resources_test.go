@@ -324,8 +324,8 @@ func TestNetworkPolicies(t *testing.T) {
 	db := DatabaseNetworkPolicy(ts)
 	from := db.Spec.Ingress[0].From[0]
 	if from.NamespaceSelector != nil || from.PodSelector.MatchLabels[LabelInstance] != "auth" ||
-		!slices.Equal(from.PodSelector.MatchExpressions[0].Values, []string{"tokenserver", "migrations"}) {
-		t.Errorf("database peers %+v: want this server's tokenserver and migrations pods, in its namespace", from)
+		!slices.Equal(from.PodSelector.MatchExpressions[0].Values, []string{"tokenserver", "migrations", "upgrade-replay"}) {
+		t.Errorf("database peers %+v: want this server's tokenserver, migrations and replay pods, in its namespace", from)
 	}
 }
 
@@ -343,8 +343,12 @@ func TestPodSecurity(t *testing.T) {
 		uid      int64
 		writable []string // paths the process writes, each on a volume
 	}{
-		"token server":   {pod: TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"}).Spec.Template.Spec, uid: ServerUID},
-		"migrations":     {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
+		"token server": {pod: TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"}).Spec.Template.Spec, uid: ServerUID},
+		"migrations":   {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
+		"copy": {pod: CopyJob(ts, "c", "tokenserver:v2", "0badc0de", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
+			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
+		"replay": {pod: ReplayDeployment(ts, "r", "tokenserver:v2", "0badc0de", "forward", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
+			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
 		"bundled server": {pod: withClaims(DatabaseStatefulSet(ts)), uid: PostgresUID, writable: []string{pgData + "/pgdata", pgRun, pgTmp}},
 	}
 	for name, tt := range tests {
