@@ -124,7 +124,7 @@ func CopyJob(ts *oauthv1alpha1.TokenServer, name, image, id string, source, targ
 // afterwards. A lease that ran out (exit 4) fails the Job at once: the operator
 // decides whether to try again.
 func CutoverJob(ts *oauthv1alpha1.TokenServer, name, image, id, direction, forwardTo string, from, to oauthv1alpha1.DatabaseRef) *batchv1.Job {
-	return copyJobPod(ts, name, image, 2, []int32{CutoverLeaseExpiredExitCode, MigrationFailedExitCode}, from, to,
+	return copyJobPod(ts, name, image, 2, []int32{MigrationFailedExitCode, CutoverLeaseExpiredExitCode}, from, to,
 		"db", "cutover", "--from-dsn-file", mountSource+"/"+KeyDSN, "--to-dsn-file", mountTarget+"/"+KeyDSN,
 		"--upgrade-id", id, "--direction", direction, "--forward-to", forwardTo, "--lease", FenceLease(ts))
 }
