@@ -71,7 +71,8 @@ func (r *TokenServerReconciler) ensureCopySecret(ctx context.Context, ts *oauthv
 	id := ts.Status.Upgrade.ID
 	_, err := r.ensureSecret(ctx, ts, name, func() (*corev1.Secret, error) {
 		var bundled corev1.Secret
-		if err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjectName(ts)}, &bundled); err != nil {
+		key := types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjectName(ts)}
+		if err := r.Secrets.Get(ctx, key, &bundled); err != nil {
 			return nil, fmt.Errorf("read the bundled database's DSN: %w", err)
 		}
 		return resources.CopyTargetSecret(ts, name, string(bundled.Data[resources.KeyDSN]), id)
@@ -126,7 +127,8 @@ func (r *TokenServerReconciler) applyReplays(ctx context.Context, ts *oauthv1alp
 
 // scrapeReplay reads the forward replay's figures from its ready pod's metrics;
 // nil when there is none or they cannot be read (Replaying then waits).
-func (r *TokenServerReconciler) scrapeReplay(ctx context.Context, ts *oauthv1alpha1.TokenServer, u *oauthv1alpha1.UpgradeStatus) *upgrade.ReplayFigures {
+func (r *TokenServerReconciler) scrapeReplay(ctx context.Context, ts *oauthv1alpha1.TokenServer,
+	u *oauthv1alpha1.UpgradeStatus) *upgrade.ReplayFigures {
 	sel := resources.ReplaySelector(ts)
 	sel[resources.LabelReplay] = upgrade.ReplayName(ts.Name, u.ID, upgrade.Forward)
 	var pods corev1.PodList

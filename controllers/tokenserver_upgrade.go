@@ -538,7 +538,7 @@ func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv
 		job = resources.ContractJob(ts, j.Name, j.Image)
 	case upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback:
 		if job = copyJob(ts, u, j); job == nil {
-			return fmt.Errorf("Job %s of a Copy upgrade without status.upgrade.copy", j.Name)
+			return fmt.Errorf("the Job %s of a Copy upgrade without status.upgrade.copy", j.Name)
 		}
 	default:
 		return fmt.Errorf("unknown upgrade Job kind %q", j.Kind)

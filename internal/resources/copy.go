@@ -79,15 +79,16 @@ func twoDatabases(source, target oauthv1alpha1.DatabaseRef) ([]corev1.VolumeMoun
 		}
 		return secretVolume(name, r.SecretName, corev1.KeyToPath{Key: key, Path: KeyDSN})
 	}
-	return []corev1.VolumeMount{{Name: "source", MountPath: mountSource, ReadOnly: true}, {Name: "target", MountPath: mountTarget, ReadOnly: true}},
-		[]corev1.Volume{vol("source", source), vol("target", target)}
+	mounts := []corev1.VolumeMount{{Name: "source", MountPath: mountSource, ReadOnly: true},
+		{Name: "target", MountPath: mountTarget, ReadOnly: true}}
+	return mounts, []corev1.Volume{vol("source", source), vol("target", target)}
 }
 
 // copyJobPod is a migrations pod (admitted by the database's NetworkPolicy) that
 // runs args with both DSNs, its termination message the command's JSON line, or
 // the end of its log should it fail before writing one.
-func copyJobPod(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32, failFast []int32, source, target oauthv1alpha1.DatabaseRef,
-	args ...string) *batchv1.Job {
+func copyJobPod(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32, failFast []int32,
+	source, target oauthv1alpha1.DatabaseRef, args ...string) *batchv1.Job {
 	mounts, volumes := twoDatabases(source, target)
 	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To(backoff),
@@ -123,7 +124,8 @@ func CopyJob(ts *oauthv1alpha1.TokenServer, name, image, id string, source, targ
 // to the other (to), in direction, the fenced servers forwarding to forwardTo
 // afterwards. A lease that ran out (exit 4) fails the Job at once: the operator
 // decides whether to try again.
-func CutoverJob(ts *oauthv1alpha1.TokenServer, name, image, id, direction, forwardTo string, from, to oauthv1alpha1.DatabaseRef) *batchv1.Job {
+func CutoverJob(ts *oauthv1alpha1.TokenServer, name, image, id, direction, forwardTo string,
+	from, to oauthv1alpha1.DatabaseRef) *batchv1.Job {
 	return copyJobPod(ts, name, image, 2, []int32{MigrationFailedExitCode, CutoverLeaseExpiredExitCode}, from, to,
 		"db", "cutover", "--from-dsn-file", mountSource+"/"+KeyDSN, "--to-dsn-file", mountTarget+"/"+KeyDSN,
 		"--upgrade-id", id, "--direction", direction, "--forward-to", forwardTo, "--lease", FenceLease(ts))
@@ -138,7 +140,8 @@ func ColorURL(ts *oauthv1alpha1.TokenServer, color string) string {
 // ReplayDeployment runs `tokenserver db replay` from source to target in
 // direction: one replica (two replayers would only wait on each other's advisory
 // lock), its figures on the named metrics port, ready once a pass succeeded.
-func ReplayDeployment(ts *oauthv1alpha1.TokenServer, name, image, id, direction string, source, target oauthv1alpha1.DatabaseRef) *appsv1.Deployment {
+func ReplayDeployment(ts *oauthv1alpha1.TokenServer, name, image, id, direction string,
+	source, target oauthv1alpha1.DatabaseRef) *appsv1.Deployment {
 	mounts, volumes := twoDatabases(source, target)
 	sel := map[string]string{LabelInstance: ts.Name, LabelComponent: componentReplay, LabelReplay: name}
 	podLabels := labels(ts, componentReplay)

@@ -47,6 +47,62 @@ type CutoverOutput struct {
 	Resumed          bool    `json:"resumed"`
 }
 
+// copyStep makes the step of a Copy upgrade's phase where it differs from Shared
+// mode; ok is false for the phases they share.
+func (m *machine) copyStep() (moved, ok bool) {
+	u := m.st.Upgrade
+	if u.Copy == nil {
+		return false, false
+	}
+	switch u.Phase {
+	case oauthv1alpha1.UpgradeCopying:
+		return m.afterJob(JobCopy, m.copied, ReasonCopyFailed, "the copy of the database failed"), true
+	case oauthv1alpha1.UpgradeDeploying:
+		if m.readyNew() < int(u.Steps) {
+			return false, true
+		}
+		// No verification Job: it cross-checks with the old version's database, which
+		// the new version does not share. Replaying waits for green's own readiness on
+		// the copy and for the replay.
+		m.enter(oauthv1alpha1.UpgradeReplaying, fmt.Sprintf("%s is ready on the copy; the replay applies %s's writes to it "+
+			"until the cutover can drain the rest within spec.upgrade.copy.fenceLease", u.ToColor, u.FromColor))
+		return true, true
+	case oauthv1alpha1.UpgradeReplaying:
+		return m.replaying(), true
+	case oauthv1alpha1.UpgradePaused:
+		if m.s.pause && m.o.Annotations[oauthv1alpha1.AnnotationPromote] != u.ID {
+			return false, true
+		}
+		m.cutover()
+		return true, true
+	case oauthv1alpha1.UpgradeCuttingOver:
+		return m.cuttingOver(), true
+	case oauthv1alpha1.UpgradeRollbackWindow:
+		img := m.o.Spec.Image
+		moved := img != u.FromImage && img != u.ToImage
+		if m.now.Before(m.since().Add(m.s.rollbackWindow)) && !moved {
+			return false, true
+		}
+		// The copy Job migrated the copy fully: no contract migrations.
+		msg := "the rollback window ended: " + u.ToImage + " serves on " + u.Copy.Database.SecretName +
+			"; the old database is kept for `tokenserver db cleanup`"
+		if moved {
+			msg = "spec.image changed to " + img + ": " + u.ToImage + " is accepted; the next upgrade follows"
+		}
+		m.enter(oauthv1alpha1.UpgradeCompleted, msg)
+		return true, true
+	case oauthv1alpha1.UpgradeRollingBack:
+		if u.Copy.CutoverAt == nil || u.Copy.CutBack {
+			return false, false // as in Shared mode: the old version's database serves
+		}
+		if m.abandonRollback() {
+			return true, true
+		}
+		return m.cuttingBack(), true
+	}
+	return false, false
+}
+
 // copyTargetKnown: a bundled database is copied into one the operator names; an
 // external one only into the user's.
 func (m *machine) copyTargetKnown() bool {
@@ -76,8 +132,8 @@ func (m *machine) source() oauthv1alpha1.DatabaseRef {
 func (m *machine) startCopy(p *PlanResult) {
 	u := m.st.Upgrade
 	u.Copy = &oauthv1alpha1.UpgradeCopyStatus{Database: m.copyTarget(), Source: m.st.Database.DeepCopy()}
-	m.enter(oauthv1alpha1.UpgradeCopying, fmt.Sprintf("copying the database into %s (schema %d, then migrated to %d): Job %s; %s keeps serving",
-		u.Copy.Database.SecretName, p.SchemaFrom, p.SchemaTo, JobName(m.o.Name, u.ID, JobCopy), u.FromImage))
+	m.enter(oauthv1alpha1.UpgradeCopying, fmt.Sprintf("copying the database into %s (schema %d, then migrated to %d): "+
+		"Job %s; %s keeps serving", u.Copy.Database.SecretName, p.SchemaFrom, p.SchemaTo, JobName(m.o.Name, u.ID, JobCopy), u.FromImage))
 }
 
 func (m *machine) copied() {
@@ -86,8 +142,8 @@ func (m *machine) copied() {
 	if err := json.Unmarshal([]byte(m.job(JobCopy).Output), &out); err == nil {
 		u.Copy.RowsCopied = out.RowsCopied
 	}
-	m.enter(oauthv1alpha1.UpgradeDeploying, fmt.Sprintf("%d rows copied; bringing up %d pods of %s on the copy, and the replay of %s's writes onto it",
-		u.Copy.RowsCopied, u.Steps, u.ToImage, u.FromImage))
+	m.enter(oauthv1alpha1.UpgradeDeploying, fmt.Sprintf("%d rows copied; bringing up %d pods of %s on the copy, "+
+		"and the replay of %s's writes onto it", u.Copy.RowsCopied, u.Steps, u.ToImage, u.FromImage))
 }
 
 // replaying records the replay's figures and cuts over once the new color is
@@ -102,8 +158,8 @@ func (m *machine) replaying() bool {
 		return false
 	}
 	if m.s.pause {
-		m.enter(oauthv1alpha1.UpgradePaused, fmt.Sprintf("%s is ready on the copy and the replay keeps it current; the cutover waits: kubectl annotate tokenserver %s=%s",
-			u.ToImage, oauthv1alpha1.AnnotationPromote, u.ID))
+		m.enter(oauthv1alpha1.UpgradePaused, fmt.Sprintf("%s is ready on the copy and the replay keeps it current; "+
+			"the cutover waits: kubectl annotate tokenserver %s=%s", u.ToImage, oauthv1alpha1.AnnotationPromote, u.ID))
 		return true
 	}
 	m.cutover()
@@ -112,8 +168,8 @@ func (m *machine) replaying() bool {
 
 func (m *machine) cutover() {
 	u := m.st.Upgrade
-	m.enter(oauthv1alpha1.UpgradeCuttingOver, fmt.Sprintf("cutting over: %s holds its write requests while the last changes are replayed, then %s takes all traffic on the copy: Job %s",
-		u.FromColor, u.ToColor, UpgradeJobName(m.o.Name, u, JobCutover)))
+	m.enter(oauthv1alpha1.UpgradeCuttingOver, fmt.Sprintf("cutting over: %s holds its write requests while the last changes "+
+		"are replayed, then %s takes all traffic on the copy: Job %s", u.FromColor, u.ToColor, UpgradeJobName(m.o.Name, u, JobCutover)))
 }
 
 // cutoverUndone: no cutover attempt can have passed its point of no return, so a
@@ -145,8 +201,8 @@ func (m *machine) cuttingOver() bool {
 		return true
 	case JobFailed:
 		return m.attemptFailed(j, JobCutover, func() {
-			m.rollback(ReasonCutoverExpired, fmt.Sprintf("the cutover's fence lease ran out %d times before the replay drained (spec.upgrade.copy.fenceLease); %s never stopped serving",
-				maxCutoverRetries+1, u.FromColor), true)
+			m.rollback(ReasonCutoverExpired, fmt.Sprintf("the cutover's fence lease ran out %d times before the replay drained "+
+				"(spec.upgrade.copy.fenceLease); %s never stopped serving", maxCutoverRetries+1, u.FromColor), true)
 		})
 	}
 	return false
@@ -174,8 +230,9 @@ func (m *machine) attemptFailed(j Job, kind JobKind, expired func()) bool {
 		return false
 	}
 	u.Reason = oauthv1alpha1.ReasonCutoverFailed
-	u.Message = fmt.Sprintf("Job %s failed %d times (last: exit code %d, %s): see kubectl logs job/%s; it may have passed its point of no return, "+
-		"so nothing is rolled back by itself; kubectl delete job %s runs it again", name, maxCutoverRetries+1, j.ExitCode, j.Message, name, name)
+	u.Message = fmt.Sprintf("Job %s failed %d times (last: exit code %d, %s): see kubectl logs job/%s; it may have passed "+
+		"its point of no return, so nothing is rolled back by itself; kubectl delete job %s runs it again",
+		name, maxCutoverRetries+1, j.ExitCode, j.Message, name, name)
 	m.event(corev1.EventTypeWarning, oauthv1alpha1.ReasonCutoverFailed, "%s", u.Message)
 	return true
 }

@@ -21,6 +21,8 @@ const (
 
 // atCopy is the world just as phase p of a Copy upgrade began at t0: blue imgA on
 // the bundled database, green imgB on the copy; after CuttingOver, the cutover done.
+//
+//nolint:unparam // as at: the size stays explicit in the table
 func atCopy(p v1.UpgradePhase, n int32) Observed {
 	o := settled(n, imgB)
 	o.Spec.Database = bundledDB

@@ -279,6 +279,9 @@ func (m *machine) transition() bool {
 	if m.trigger() {
 		return true
 	}
+	if moved, ok := m.copyStep(); ok {
+		return moved
+	}
 	switch u.Phase {
 	case oauthv1alpha1.UpgradePlanning:
 		return m.planning()
@@ -287,23 +290,9 @@ func (m *machine) transition() bool {
 			m.enter(oauthv1alpha1.UpgradeDeploying, fmt.Sprintf("bringing up %d pods of %s in the %s StatefulSet", u.Steps, u.ToImage, u.ToColor))
 		},
 			oauthv1alpha1.ReasonMigrationFailed, "the expand migrations failed")
-	case oauthv1alpha1.UpgradeCopying:
-		return m.afterJob(JobCopy, m.copied, ReasonCopyFailed, "the copy of the database failed")
-	case oauthv1alpha1.UpgradeReplaying:
-		return m.replaying()
-	case oauthv1alpha1.UpgradeCuttingOver:
-		return m.cuttingOver()
 	case oauthv1alpha1.UpgradeDeploying:
 		if m.readyNew() < int(u.Steps) {
 			return false
-		}
-		if u.Copy != nil {
-			// No verification Job: it cross-checks with the old version's database,
-			// which the new version does not share. The replay and green's own
-			// readiness on the copy are what Replaying waits for.
-			m.enter(oauthv1alpha1.UpgradeReplaying, fmt.Sprintf("%s is ready on the copy; the replay applies %s's writes to it until the cutover can drain the rest within spec.upgrade.copy.fenceLease",
-				u.ToColor, u.FromColor))
-			return true
 		}
 		if m.s.verify {
 			m.enter(oauthv1alpha1.UpgradeVerifying, "verifying "+u.ToImage+
@@ -316,41 +305,19 @@ func (m *machine) transition() bool {
 		return m.afterJob(JobVerify, m.verified, ReasonVerifyFailed, "the verification of "+u.ToImage+" failed")
 	case oauthv1alpha1.UpgradePaused:
 		if !m.s.pause || m.o.Annotations[oauthv1alpha1.AnnotationPromote] == u.ID {
-			if u.Copy != nil {
-				m.cutover()
-			} else {
-				m.promoteStep(1)
-			}
+			m.promoteStep(1)
 			return true
 		}
 		return false
 	case oauthv1alpha1.UpgradePromoting:
 		return m.promoting()
 	case oauthv1alpha1.UpgradeScalingDown:
-		// A Terminating pod is not waited for: one on a lost node stays so for good,
-		// and it serves nothing.
-		if m.now.Before(m.since().Add(m.s.scaleDownDelay)) || len(m.running(m.from())) > 0 ||
-			m.o.StatefulSets[m.from()].Replicas != 0 {
-			return false
-		}
-		m.enter(oauthv1alpha1.UpgradeRollbackWindow, fmt.Sprintf("%s is scaled to zero and kept until %s; contract migrations wait until then",
-			u.FromColor, m.now.Add(m.s.rollbackWindow).UTC().Format(time.RFC3339)))
-		return true
+		return m.scalingDown()
 	case oauthv1alpha1.UpgradeRollbackWindow:
 		img := m.o.Spec.Image
 		moved := img != u.FromImage && img != u.ToImage
 		if m.now.Before(m.since().Add(m.s.rollbackWindow)) && !moved {
 			return false
-		}
-		if u.Copy != nil {
-			// The copy was migrated fully by the copy Job: no contract migrations.
-			msg := "the rollback window ended: " + u.ToImage + " serves on " + u.Copy.Database.SecretName +
-				"; the old database is kept for `tokenserver db cleanup`"
-			if moved {
-				msg = "spec.image changed to " + img + ": " + u.ToImage + " is accepted; the next upgrade follows"
-			}
-			m.enter(oauthv1alpha1.UpgradeCompleted, msg)
-			return true
 		}
 		msg := "the rollback window ended: running the contract migrations of " + u.ToImage
 		if moved {
@@ -363,9 +330,6 @@ func (m *machine) transition() bool {
 	case oauthv1alpha1.UpgradeRollingBack:
 		if m.abandonRollback() {
 			return true
-		}
-		if c := u.Copy; c != nil && c.CutoverAt != nil && !c.CutBack {
-			return m.cuttingBack()
 		}
 		if len(m.running(m.to())) > 0 || m.o.StatefulSets[m.to()].Replicas != 0 {
 			if m.now.After(m.since().Add(m.s.deadline)) && !strings.HasPrefix(u.Message, stuckPrefix) {
@@ -382,6 +346,19 @@ func (m *machine) transition() bool {
 		return true
 	}
 	return false
+}
+
+// scalingDown waits for the old color to be gone. A Terminating pod is not waited
+// for: one on a lost node stays so for good, and it serves nothing.
+func (m *machine) scalingDown() bool {
+	u := m.st.Upgrade
+	if m.now.Before(m.since().Add(m.s.scaleDownDelay)) || len(m.running(m.from())) > 0 ||
+		m.o.StatefulSets[m.from()].Replicas != 0 {
+		return false
+	}
+	m.enter(oauthv1alpha1.UpgradeRollbackWindow, fmt.Sprintf("%s is scaled to zero and kept until %s; contract migrations wait until then",
+		u.FromColor, m.now.Add(m.s.rollbackWindow).UTC().Format(time.RFC3339)))
+	return true
 }
 
 // contracting waits for the contract Job. One that failed is started again under a
