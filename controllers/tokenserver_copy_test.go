@@ -227,10 +227,11 @@ func TestCopyUpgrade(t *testing.T) {
 }
 
 // TestCopyExternalWithoutTarget: a Copy upgrade of an external database without
-// spec.upgrade.copy.targetSecretRef is refused before anything is created.
+// spec.upgrade.copy.targetSecretRef is refused before anything is created; once the
+// target is named, the upgrade copies into it.
 func TestCopyExternalWithoutTarget(t *testing.T) {
 	advanceOperatorClock(t)
-	ts, _ := upgradeServer(t, "copyext", func(ts *oauthv1alpha1.TokenServer) {
+	ts, k := upgradeServer(t, "copyext", func(ts *oauthv1alpha1.TokenServer) {
 		if err := k8s.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ts.Namespace, Name: "pg"},
 			StringData: map[string]string{"dsn": "postgres://app:pw@pg.example:5432/app?sslmode=require"}}); err != nil {
 			t.Fatal(err)
@@ -257,6 +258,38 @@ func TestCopyExternalWithoutTarget(t *testing.T) {
 		t.Error("a replay was made for a refused upgrade")
 	}
 	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+
+	// With the target named, spec.upgrade changed: tried again, and copied into the
+	// user's database, which the copy does not create; no Secret of the operator's.
+	refused := u.ID
+	update(t, ts, func() {
+		ts.Spec.Upgrade.Copy.TargetSecretRef = &oauthv1alpha1.SecretKeyReference{Name: "pg-v2", Key: "uri"}
+	})
+	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
+	id := ts.Status.Upgrade.ID
+	if id == refused {
+		t.Fatalf("the refused upgrade %s resumed", id)
+	}
+	k.release("plan", jobOutcome{message: planCopy})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeCopying)
+	if c := ts.Status.Upgrade.Copy; c.Database != (oauthv1alpha1.DatabaseRef{SecretName: "pg-v2", Key: "uri"}) {
+		t.Errorf("status.upgrade.copy.database %+v", c.Database)
+	}
+	var job batchv1.Job
+	get(t, ns, upgrade.JobName("auth", id, upgrade.JobCopy), &job)
+	if args := job.Spec.Template.Spec.Containers[0].Args; slices.Contains(args, "--create-database") {
+		t.Errorf("the copy of an external database runs %v", args)
+	}
+	mounts := map[string]string{}
+	for _, v := range job.Spec.Template.Spec.Volumes {
+		mounts[v.Name] = v.Secret.SecretName + "/" + v.Secret.Items[0].Key
+	}
+	if mounts["source"] != "pg/dsn" || mounts["target"] != "pg-v2/uri" {
+		t.Errorf("the copy Job mounts %v", mounts)
+	}
+	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "auth-" + id + "-db"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a copy Secret was made for an external database (%v)", err)
+	}
 }
 
 // TestCopyRollbackBeforeCutover: a rollback asked while the replay catches up takes
