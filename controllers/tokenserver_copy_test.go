@@ -224,6 +224,15 @@ func TestCopyUpgrade(t *testing.T) {
 	if g := dsnSecretOf(t, ns, "auth-green"); g != copySecret {
 		t.Errorf("green mounts %s after the upgrade", g)
 	}
+
+	// The next upgrade plans against the database that serves: the copy.
+	setImage(t, ts, "kubeoauth/tokenserver:v3")
+	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
+	var plan batchv1.Job
+	get(t, ns, upgrade.JobName("auth", ts.Status.Upgrade.ID, upgrade.JobPlan), &plan)
+	if v := plan.Spec.Template.Spec.Volumes[0].Secret; v.SecretName != copySecret {
+		t.Errorf("the next upgrade's plan mounts %s, want the copy %s", v.SecretName, copySecret)
+	}
 }
 
 // TestCopyExternalWithoutTarget: a Copy upgrade of an external database without
@@ -369,34 +378,56 @@ func TestCopyRollbackAfterCutover(t *testing.T) {
 	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 }
 
-// TestCopyOperatorRestart: the operator stops while the cutover Job runs, and the
-// Job ends meanwhile; the new operator reads the intent from status and the Job by
-// its name, and carries on to ScalingDown without running any Job again.
+// TestCopyOperatorRestart: the operator stops while the copy Job runs, and again
+// while the cutover Job runs, and each Job ends meanwhile; the new operator reads
+// the intent from status and the Jobs by their names (their termination messages
+// included), and carries on without running any Job again.
 func TestCopyOperatorRestart(t *testing.T) {
 	advanceOperatorClock(t)
 	ts, k := upgradeServer(t, "copyrestart", nil)
 	ns := ts.Namespace
-	id := toReplaying(t, ts, k)
-	caughtUp(t, ts, k)
+	jobDone := func(name string) func() bool {
+		return func() bool {
+			var j batchv1.Job
+			get(t, ns, name, &j)
+			return len(j.Status.Conditions) > 0
+		}
+	}
+	k.replayPending.Store(5000)
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planCopy})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeCopying)
+	id := ts.Status.Upgrade.ID
 	jobs := jobNames(t, ns)
 	restartOperator(t, func() {
+		k.release("copy", jobOutcome{message: copyDone})
+		eventually(t, 20*time.Second, "the copy Job done", jobDone(upgrade.JobName("auth", id, upgrade.JobCopy)), nil)
+	})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeReplaying)
+	if ts.Status.Upgrade.ID != id || ts.Status.Upgrade.Copy.RowsCopied != 4242 {
+		t.Errorf("after the restart during the copy: %+v", ts.Status.Upgrade)
+	}
+	if got := jobNames(t, ns); !slices.Equal(got, jobs) {
+		t.Errorf("Jobs after the restart %v, before %v: a Job ran again", got, jobs)
+	}
+
+	caughtUp(t, ts, k)
+	jobs = jobNames(t, ns)
+	restartOperator(t, func() {
 		k.release("cutover", jobOutcome{message: cutoverDone})
-		eventually(t, 20*time.Second, "the cutover Job done", func() bool {
-			var j batchv1.Job
-			get(t, ns, upgrade.JobName("auth", id, upgrade.JobCutover), &j)
-			return len(j.Status.Conditions) > 0
-		}, nil)
+		eventually(t, 20*time.Second, "the cutover Job done", jobDone(upgrade.JobName("auth", id, upgrade.JobCutover)), nil)
 	})
 	waitPhase(t, ts, oauthv1alpha1.UpgradeScalingDown)
 	waitServing(t, ts, "auth-green-0", "auth-green-1")
 	if ts.Status.Upgrade.ID != id || ts.Status.Database == nil || ts.Status.Database.SecretName != "auth-"+id+"-db" {
-		t.Errorf("after the restart: %+v", ts.Status)
+		t.Errorf("after the restart during the cutover: %+v", ts.Status)
 	}
 	if got := jobNames(t, ns); !slices.Equal(got, jobs) {
 		t.Errorf("Jobs after the restart %v, before %v: a Job ran again", got, jobs)
 	}
 	waitReplays(t, ns, map[string]string{"auth-" + id + "-replay-back": "backward"})
-	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "auth-" + id + "-replay"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+	err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "auth-" + id + "-replay"}, &appsv1.Deployment{})
+	if !apierrors.IsNotFound(err) {
 		t.Errorf("the forward replay outlived the cutover (%v)", err)
 	}
 }
