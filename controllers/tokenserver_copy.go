@@ -69,7 +69,7 @@ func (r *TokenServerReconciler) ensureCopySecret(ctx context.Context, ts *oauthv
 		return nil
 	}
 	id := ts.Status.Upgrade.ID
-	_, err := r.ensureSecret(ctx, ts, name, func() (*corev1.Secret, error) {
+	sec, err := r.ensureSecret(ctx, ts, name, func() (*corev1.Secret, error) {
 		var bundled corev1.Secret
 		key := types.NamespacedName{Namespace: ts.Namespace, Name: resources.DatabaseObjectName(ts)}
 		if err := r.Secrets.Get(ctx, key, &bundled); err != nil {
@@ -77,7 +77,16 @@ func (r *TokenServerReconciler) ensureCopySecret(ctx context.Context, ts *oauthv
 		}
 		return resources.CopyTargetSecret(ts, name, string(bundled.Data[resources.KeyDSN]), id)
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// A Secret of that name someone else made (another TokenServer's own database
+	// Secret: a server named auth-<id> keeps its DSN in auth-<id>-db) must never be
+	// copied into: the copy waits, and the error says why.
+	if !metav1.IsControlledBy(sec, ts) {
+		return fmt.Errorf("the copy's DSN Secret %s exists and is not this TokenServer's: delete it, or roll the upgrade back", name)
+	}
+	return nil
 }
 
 // applyReplays makes the replay Deployments exist that want lists, and deletes the
