@@ -47,6 +47,10 @@ type fakeKubelet struct {
 	// metrics serves every pod's /metrics: requests and errors, which the test moves.
 	metrics           *httptest.Server
 	requests, errors5 atomic.Int64
+	// replayMetrics serves every replay pod's /metrics: the pending changes and the
+	// lag (in milliseconds) the test sets, as `tokenserver db replay` reports them.
+	replayMetrics              *httptest.Server
+	replayPending, replayLagMs atomic.Int64
 
 	mu       sync.Mutex
 	crashing map[string]bool
@@ -57,6 +61,8 @@ type fakeKubelet struct {
 type jobOutcome struct {
 	failed  bool
 	message string
+	// exit is a failed pod's exit code (1 when unset).
+	exit int32
 }
 
 // startKubelet runs a fakeKubelet for ns until the test ends.
@@ -77,6 +83,17 @@ func startKubelet(t *testing.T, ns, admin string) *fakeKubelet {
 	k.metrics.Listener = l
 	k.metrics.Start()
 	t.Cleanup(k.metrics.Close)
+	k.replayMetrics = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = fmt.Fprintf(w, "# TYPE kubeoauth_replay_pending_changes gauge\nkubeoauth_replay_pending_changes %d\n"+
+			"# TYPE kubeoauth_replay_lag_seconds gauge\nkubeoauth_replay_lag_seconds %g\n",
+			k.replayPending.Load(), float64(k.replayLagMs.Load())/1000)
+	}))
+	if l, err = net.Listen("tcp", net.JoinHostPort(k.ip, "0")); err != nil {
+		t.Fatal(err)
+	}
+	k.replayMetrics.Listener = l
+	k.replayMetrics.Start()
+	t.Cleanup(k.replayMetrics.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -122,7 +139,56 @@ func (k *fakeKubelet) sync(ctx context.Context) error {
 	if err := k.jobsPass(ctx); err != nil {
 		return err
 	}
+	if err := k.replays(ctx); err != nil {
+		return err
+	}
 	return k.slices(ctx)
+}
+
+// replays runs one ready pod per replay Deployment, its metrics on replayMetrics,
+// and deletes the pods of Deployments that are gone (envtest collects no garbage).
+func (k *fakeKubelet) replays(ctx context.Context) error {
+	var deps appsv1.DeploymentList
+	if err := k8s.List(ctx, &deps, client.InNamespace(k.ns)); err != nil {
+		return err
+	}
+	want := map[string]*appsv1.Deployment{}
+	for i := range deps.Items {
+		if deps.Items[i].DeletionTimestamp == nil {
+			want[deps.Items[i].Name+"-x"] = &deps.Items[i]
+		}
+	}
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace(k.ns), client.HasLabels{resources.LabelReplay}); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if want[p.Name] == nil {
+			if err := k8s.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			continue
+		}
+		delete(want, p.Name)
+	}
+	_, port, _ := net.SplitHostPort(k.replayMetrics.Listener.Addr().String())
+	metricsPort, _ := strconv.Atoi(port)
+	for name, d := range want {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: name, Labels: d.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptr.To(true)}}},
+			Spec: *d.Spec.Template.Spec.DeepCopy()}
+		p.Spec.Containers[0].Ports[0].ContainerPort = int32(metricsPort)
+		if err := k8s.Create(ctx, p); err != nil {
+			return err
+		}
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: k.ip, PodIPs: []corev1.PodIP{{IP: k.ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+		if err := k8s.Status().Update(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (k *fakeKubelet) statefulSets(ctx context.Context) error {
@@ -246,7 +312,7 @@ func (k *fakeKubelet) jobsPass(ctx context.Context) error {
 		}
 		exit, phase := int32(0), corev1.PodSucceeded
 		if o.failed {
-			exit, phase = 1, corev1.PodFailed
+			exit, phase = max(o.exit, 1), corev1.PodFailed
 		}
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: job.Name + "-x",
 			Labels: map[string]string{batchv1.JobNameLabel: job.Name, resources.LabelManagedBy: resources.ManagedBy,

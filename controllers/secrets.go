@@ -45,6 +45,7 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 			// Of these kinds the operator reads only what it made (EndpointSlices carry
 			// their Service's labels): not every Service and Job of the cluster.
 			&appsv1.StatefulSet{}:        ours,
+			&appsv1.Deployment{}:         ours,
 			&batchv1.Job{}:               ours,
 			&corev1.Service{}:            ours,
 			&discoveryv1.EndpointSlice{}: ours,

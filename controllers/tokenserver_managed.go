@@ -422,7 +422,9 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	}
 	_, _ = fmt.Fprintf(h, "scopes=%s\n", resources.ConfigMap(ts).Data[resources.KeyScopes])
 	refs := []string{}
-	if name, _ := resources.DSNSecretRef(ts); name != "" {
+	// spec.database's Secret, not status.database's: a Copy upgrade's cutover moves
+	// the database without rolling the pods that serve on it.
+	if name, _ := resources.SpecDSNSecretRef(ts); name != "" {
 		refs = append(refs, name)
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {

@@ -60,8 +60,8 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 		// The intent first, with an optimistic lock: two passes on stale copies must
 		// not both start an upgrade, and a crash after this write resumes from it.
 		base := ts.DeepCopy()
-		ts.Status.ActiveColor, ts.Status.FailedImage, ts.Status.FailedSettings, ts.Status.Upgrade =
-			string(d.Status.ActiveColor), d.Status.FailedImage, d.Status.FailedSettings, d.Status.Upgrade
+		ts.Status.ActiveColor, ts.Status.FailedImage, ts.Status.FailedSettings, ts.Status.Upgrade, ts.Status.Database =
+			string(d.Status.ActiveColor), d.Status.FailedImage, d.Status.FailedSettings, d.Status.Upgrade, d.Status.Database
 		if err := r.Status().Patch(ctx, ts, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			ts.Status = base.Status
 			if apierrors.IsConflict(err) {
@@ -79,17 +79,26 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	// while both colors run (upgrade.HoldsRollouts); see heldStatefulSets.
 	hold := upgrade.HoldsRollouts(ts.Spec.Upgrade, &oauthv1alpha1.TokenServerStatus{Upgrade: d.Status.Upgrade}, now)
 	for _, s := range heldStatefulSets(d.StatefulSets, o.StatefulSets, hold) {
-		in.Color, in.Image, in.Replicas = string(s.Color), s.Image, s.Replicas
+		in.Color, in.Image, in.Replicas, in.Database = string(s.Color), s.Image, s.Replicas, nil
+		if db, ok := d.Databases[s.Color]; ok {
+			in.Database = &db
+		}
 		for _, obj := range []client.Object{resources.TokenServerStatefulSet(ts, in), resources.HeadlessService(ts, in.Color)} {
 			if err := r.apply(ctx, ts, obj); err != nil {
 				return nil, 0, err
 			}
 		}
 	}
+	if err := r.ensureCopySecret(ctx, ts, d.TargetSecret); err != nil {
+		return nil, 0, err
+	}
 	for _, j := range d.Jobs {
 		if err := r.createUpgradeJob(ctx, ts, j); err != nil {
 			return nil, 0, err
 		}
+	}
+	if err := r.applyReplays(ctx, ts, d.Replays); err != nil {
+		return nil, 0, err
 	}
 	for _, l := range d.Labels {
 		if err := r.setServing(ctx, ts.Namespace, l); err != nil {
@@ -185,9 +194,10 @@ func serviceSelector(ts *oauthv1alpha1.TokenServer, current map[string]string, p
 // observe gathers the facts upgrade.Next decides from.
 func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.TokenServer) (upgrade.Observed, []upgrade.Pod, error) {
 	o := upgrade.Observed{Name: ts.Name, Annotations: ts.Annotations,
-		Spec: upgrade.Spec{Image: ts.Spec.Image, Replicas: ptr.Deref(ts.Spec.Replicas, 1), Upgrade: ts.Spec.Upgrade},
+		Spec: upgrade.Spec{Image: ts.Spec.Image, Replicas: ptr.Deref(ts.Spec.Replicas, 1), Upgrade: ts.Spec.Upgrade,
+			Database: specDatabase(ts), External: ts.Spec.Database != nil && ts.Spec.Database.External != nil},
 		Status: upgrade.Status{ActiveColor: upgrade.Color(ts.Status.ActiveColor), FailedImage: ts.Status.FailedImage,
-			FailedSettings: ts.Status.FailedSettings, Upgrade: ts.Status.Upgrade},
+			FailedSettings: ts.Status.FailedSettings, Upgrade: ts.Status.Upgrade, Database: ts.Status.Database},
 		StatefulSets: map[upgrade.Color]upgrade.StatefulSet{}, Jobs: map[upgrade.JobKind]upgrade.Job{}}
 	sets := map[upgrade.Color]types.UID{}
 	for _, c := range []upgrade.Color{upgrade.Blue, upgrade.Green} {
@@ -220,6 +230,8 @@ func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.T
 		switch u.Phase {
 		case oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePaused, oauthv1alpha1.UpgradePromoting:
 			o.Metrics = scrapeColor(ctx, pods, ips, upgrade.Color(u.ToColor))
+		case oauthv1alpha1.UpgradeReplaying:
+			o.Replay = r.scrapeReplay(ctx, ts, u)
 		}
 	}
 	if w := ts.Spec.Upgrade.Window; w != nil {
@@ -285,7 +297,8 @@ func (r *TokenServerReconciler) observeJobs(ctx context.Context, ts *oauthv1alph
 	if u == nil || u.ID == "" {
 		return nil
 	}
-	for _, kind := range []upgrade.JobKind{upgrade.JobPlan, upgrade.JobExpand, upgrade.JobVerify, upgrade.JobContract} {
+	for _, kind := range []upgrade.JobKind{upgrade.JobPlan, upgrade.JobExpand, upgrade.JobVerify, upgrade.JobContract,
+		upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback} {
 		var job batchv1.Job
 		name := upgrade.UpgradeJobName(ts.Name, u, kind)
 		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &job)
@@ -311,42 +324,51 @@ func (r *TokenServerReconciler) observeJobs(ctx context.Context, ts *oauthv1alph
 			}
 		}
 		if j.State == upgrade.JobFailed {
-			if msg, _ := r.terminationMessage(ctx, &job, false); msg != "" {
-				j.Message = strings.TrimSpace(j.Message + ": " + msg)
+			if msg, exit, _ := r.terminationMessage(ctx, &job, false); msg != "" || exit != 0 {
+				j.ExitCode = exit
+				if msg != "" {
+					j.Message = strings.TrimSpace(j.Message + ": " + msg)
+				}
 			}
 		}
-		o.Jobs[kind] = j
-		if kind == upgrade.JobPlan && j.State == upgrade.JobSucceeded {
-			msg, err := r.terminationMessage(ctx, &job, true)
+		if j.State == upgrade.JobSucceeded && kind != upgrade.JobExpand && kind != upgrade.JobVerify && kind != upgrade.JobContract {
+			msg, _, err := r.terminationMessage(ctx, &job, true)
 			if err != nil {
 				return err
 			}
-			o.Plan = parsePlan(msg)
+			if kind == upgrade.JobPlan {
+				o.Plan = parsePlan(msg)
+			}
+			j.Output = msg
 		}
+		o.Jobs[kind] = j
 	}
 	return nil
 }
 
-// terminationMessage is the termination message of a pod of job that ended as
-// succeeded says (exit code 0, or not); "" when there is none yet.
-func (r *TokenServerReconciler) terminationMessage(ctx context.Context, job *batchv1.Job, succeeded bool) (string, error) {
+// terminationMessage is the termination message and exit code of a pod of job
+// that ended as succeeded says (exit code 0, or not); "" when there is none yet.
+func (r *TokenServerReconciler) terminationMessage(ctx context.Context, job *batchv1.Job, succeeded bool) (string, int32, error) {
 	var list corev1.PodList
 	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
-		return "", fmt.Errorf("list the pods of Job %s: %w", job.Name, err)
+		return "", 0, fmt.Errorf("list the pods of Job %s: %w", job.Name, err)
 	}
-	msg := ""
+	msg, exit := "", int32(0)
 	for i := range list.Items {
 		p := &list.Items[i]
 		if !metav1.IsControlledBy(p, job) {
 			continue
 		}
 		for _, cs := range p.Status.ContainerStatuses {
-			if t := cs.State.Terminated; t != nil && (t.ExitCode == 0) == succeeded && t.Message != "" {
-				msg = t.Message
+			if t := cs.State.Terminated; t != nil && (t.ExitCode == 0) == succeeded {
+				exit = t.ExitCode
+				if t.Message != "" {
+					msg = t.Message
+				}
 			}
 		}
 	}
-	return msg, nil
+	return msg, exit, nil
 }
 
 // parsePlan reads the plan Job's termination message. A message that is no plan is
@@ -514,6 +536,10 @@ func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv
 		job = resources.VerifyJob(ts, j.Name, j.Image, u.ToColor, u.FromColor)
 	case upgrade.JobContract:
 		job = resources.ContractJob(ts, j.Name, j.Image)
+	case upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback:
+		if job = copyJob(ts, u, j); job == nil {
+			return fmt.Errorf("the Job %s of a Copy upgrade without status.upgrade.copy", j.Name)
+		}
 	default:
 		return fmt.Errorf("unknown upgrade Job kind %q", j.Kind)
 	}

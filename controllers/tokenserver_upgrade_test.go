@@ -331,11 +331,11 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	}, func() string { return fmt.Sprintf("status %+v, upgrade %+v", ts.Status, ts.Status.Upgrade) })
 }
 
-// TestCopyPlanRefused: a plan that needs a copied database ends the upgrade before
-// anything changed.
+// TestCopyPlanRefused: a plan that needs a copied database, with dataMode Shared,
+// ends the upgrade before anything changed.
 func TestCopyPlanRefused(t *testing.T) {
 	advanceOperatorClock(t)
-	ts, k := upgradeServer(t, "copyplan", nil)
+	ts, k := upgradeServer(t, "copyplan", func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Upgrade.DataMode = "Shared" })
 	ns := ts.Namespace
 	setImage(t, ts, imageV2)
 	k.release("plan", jobOutcome{message: `{"mode":"Copy","schemaFrom":5,"schemaTo":7,"reason":"0007 drops column scope"}`})

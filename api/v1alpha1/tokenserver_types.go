@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.image)",fieldPath=".image",reason=FieldValueRequired,message="image is required: the token server image to run (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.database)",fieldPath=".database",reason=FieldValueRequired,message="database is required: set database.managed for a bundled PostgreSQL or database.external for your own (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.database))",fieldPath=".external",message="external cannot be combined with image or database: an external token server is run, and upgraded, elsewhere"
+// +kubebuilder:validation:XValidation:rule="!has(self.upgrade) || !has(self.upgrade.copy) || !has(self.upgrade.copy.targetSecretRef) || (has(self.database) && has(self.database.external))",fieldPath=".upgrade.copy.targetSecretRef",message="spec.upgrade.copy.targetSecretRef is only for spec.database.external: a bundled database (database.managed) is copied into a second database of its own PostgreSQL"
 type TokenServerSpec struct {
 	// issuer is the public URL of the server, the `iss` of every token and the base of
 	// its discovery document. https (http only for localhost); no query or fragment.
@@ -219,10 +220,12 @@ type UpgradeSettings struct {
 	// +optional
 	Strategy string `json:"strategy,omitempty"`
 	// dataMode: Shared (the new version uses the old database after expand
-	// migrations), Copy (the new version gets a migrated copy, and every write the old
-	// one takes is replayed onto it), or Auto (decided by the new image's migration
-	// plan). Copy is not built yet: an upgrade that needs it is refused before
-	// anything changes (Degraded, reason UpgradeRefused).
+	// migrations, and traffic moves pod by pod), Copy (the new version gets a
+	// migrated copy, every write the old one takes is replayed onto it, and traffic
+	// moves at once at a fenced cutover), or Auto (the new image's migration plan
+	// decides: Copy across a breaking migration, Shared otherwise). Shared with a
+	// plan that needs a copy is refused before anything changes (Degraded, reason
+	// UpgradeRefused); Copy with a plan that could share runs Copy anyway.
 	// +kubebuilder:validation:Enum=Shared;Copy;Auto
 	// +kubebuilder:default=Auto
 	// +optional
@@ -267,12 +270,36 @@ type UpgradeSettings struct {
 	// +kubebuilder:default="1h"
 	// +optional
 	RollbackWindow Duration `json:"rollbackWindow,omitempty"`
+	// copy settings of an upgrade with a copied database (dataMode Copy, or Auto
+	// across a breaking migration).
+	// +kubebuilder:default={}
+	// +optional
+	Copy UpgradeCopySettings `json:"copy,omitzero"`
 	// window restricts when an upgrade may start. An image change outside it waits
 	// (Progressing, reason UpgradeWaitingForWindow, saying when it opens); an
 	// upgrade that started inside it runs to its end, and rollbacks run at any time.
 	// Unset: any time.
 	// +optional
 	Window *UpgradeWindow `json:"window,omitempty"`
+}
+
+// UpgradeCopySettings shape an upgrade with a copied database.
+type UpgradeCopySettings struct {
+	// targetSecretRef names the Secret key holding the DSN of the empty database the
+	// copy goes into, for spec.database.external only (the key defaults to "dsn"). A
+	// Copy upgrade of an external database without it is refused before anything
+	// changes. A bundled database is copied into a second database of its own
+	// PostgreSQL (kubeoauth_<upgrade id>), whose DSN the operator keeps in the Secret
+	// <name>-<upgrade id>-db.
+	// +optional
+	TargetSecretRef *SecretKeyReference `json:"targetSecretRef,omitempty"`
+	// fenceLease: how long the old version holds its write requests at the cutover
+	// while the last changes are replayed. Should the cutover not finish within it,
+	// the old version resumes by itself and the cutover is tried again. From 1s to 30s.
+	// +kubebuilder:default="5s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('30s'))",message="must be from 1s to 30s: requests wait this long at most at the cutover"
+	// +optional
+	FenceLease Duration `json:"fenceLease,omitempty"`
 }
 
 // UpgradeAnalysis gates each promotion step on the new version's own metrics.
@@ -394,6 +421,11 @@ type TokenServerStatus struct {
 	// issuer the server answers as.
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
+	// database names the Secret key holding the DSN the serving version uses, when
+	// an upgrade with a copied database moved it off spec.database: every pod and Job
+	// of the serving version, and the next upgrade, use it. Unset: spec.database's.
+	// +optional
+	Database *DatabaseRef `json:"database,omitempty"`
 	// adminEndpoint the operator reaches the admin API at.
 	// +optional
 	AdminEndpoint string `json:"adminEndpoint,omitempty"`
@@ -410,11 +442,13 @@ type UpgradeStatus struct {
 	// +kubebuilder:validation:MaxLength=16
 	ID string `json:"id"`
 	// phase of the upgrade: Planning, Migrating, Deploying, Verifying, Paused,
-	// Promoting, ScalingDown, RollbackWindow, Contracting, Completed; RollingBack,
+	// Promoting, ScalingDown, RollbackWindow, Contracting, Completed (Shared); Planning,
+	// Copying, Deploying, Replaying, Paused, CuttingOver, ScalingDown, RollbackWindow,
+	// Completed (Copy); RollingBack,
 	// RolledBack; Refused (ended before anything changed); Failed (recorded by
 	// earlier operators when the contract migrations failed; a failed contract is
 	// now retried in Contracting).
-	// +kubebuilder:validation:Enum=Planning;Migrating;Deploying;Verifying;Paused;Promoting;ScalingDown;RollbackWindow;Contracting;Completed;RollingBack;RolledBack;Refused;Failed
+	// +kubebuilder:validation:Enum=Planning;Migrating;Copying;Deploying;Replaying;Verifying;Paused;CuttingOver;Promoting;ScalingDown;RollbackWindow;Contracting;Completed;RollingBack;RolledBack;Refused;Failed
 	Phase UpgradePhase `json:"phase"`
 	// phaseSince is when the phase, or the promotion step, began; progressDeadline
 	// counts from it.
@@ -451,6 +485,9 @@ type UpgradeStatus struct {
 	// analysis figures of the current promotion step.
 	// +optional
 	Analysis *UpgradeAnalysisStatus `json:"analysis,omitempty"`
+	// copy is the state of an upgrade with a copied database.
+	// +optional
+	Copy *UpgradeCopyStatus `json:"copy,omitempty"`
 	// reason of the phase in one CamelCase word, such as VerificationFailed,
 	// AnalysisFailed, ProgressDeadlineExceeded, RollbackRequested or MigrationFailed.
 	// +optional
@@ -484,9 +521,12 @@ type UpgradePhase string
 const (
 	UpgradePlanning       UpgradePhase = "Planning"
 	UpgradeMigrating      UpgradePhase = "Migrating"
+	UpgradeCopying        UpgradePhase = "Copying"
 	UpgradeDeploying      UpgradePhase = "Deploying"
+	UpgradeReplaying      UpgradePhase = "Replaying"
 	UpgradeVerifying      UpgradePhase = "Verifying"
 	UpgradePaused         UpgradePhase = "Paused"
+	UpgradeCuttingOver    UpgradePhase = "CuttingOver"
 	UpgradePromoting      UpgradePhase = "Promoting"
 	UpgradeScalingDown    UpgradePhase = "ScalingDown"
 	UpgradeRollbackWindow UpgradePhase = "RollbackWindow"
@@ -497,6 +537,56 @@ const (
 	UpgradeRefused        UpgradePhase = "Refused"
 	UpgradeFailed         UpgradePhase = "Failed"
 )
+
+// DatabaseRef names the Secret key holding a database's DSN.
+type DatabaseRef struct {
+	// secretName of the Secret.
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
+	// key in the Secret's data.
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// UpgradeCopyStatus is the state of an upgrade with a copied database: the copy,
+// the replay of the old version's writes onto it, and the cutover.
+type UpgradeCopyStatus struct {
+	// database is the copy: the new version's database.
+	Database DatabaseRef `json:"database"`
+	// source is status.database when the upgrade began, the old version's database
+	// (unset: spec.database's): a rollback after the cutover brings the old version
+	// back on it.
+	// +optional
+	Source *DatabaseRef `json:"source,omitempty"`
+	// rowsCopied by the copy Job.
+	// +optional
+	RowsCopied int64 `json:"rowsCopied,omitempty"`
+	// replayPending: the changes the old version took that the replay has not
+	// applied to the copy yet, as the replay last reported.
+	// +optional
+	ReplayPending int64 `json:"replayPending,omitempty"`
+	// replayLagSeconds: the age of the oldest of them, in seconds, such as "0.4".
+	// +kubebuilder:validation:MaxLength=16
+	// +optional
+	ReplayLagSeconds string `json:"replayLagSeconds,omitempty"`
+	// fenceHoldSeconds: how long the cutover (or the cut back) held write requests,
+	// in seconds, such as "0.84".
+	// +kubebuilder:validation:MaxLength=16
+	// +optional
+	FenceHoldSeconds string `json:"fenceHoldSeconds,omitempty"`
+	// cutoverAt is when the copy became the database of the new version, which
+	// then took all traffic: the point of no return of a rollback without a cut back.
+	// +optional
+	CutoverAt *metav1.Time `json:"cutoverAt,omitempty"`
+	// cutoverRetries counts the cutover (or cut back) Jobs that failed and were
+	// started again: the Job of retry n is named <server>-<id>-cutover-<n>.
+	// +optional
+	CutoverRetries int32 `json:"cutoverRetries,omitempty"`
+	// cutBack: a rollback after the cutover moved the database back to source,
+	// replaying the new version's writes onto it.
+	// +optional
+	CutBack bool `json:"cutBack,omitempty"`
+}
 
 // UpgradePlan is what the new image's `migrate plan` reported.
 type UpgradePlan struct {

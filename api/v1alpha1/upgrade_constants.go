@@ -29,8 +29,11 @@ const (
 	// ReasonMigrationFailed: a migration Job of the upgrade failed.
 	ReasonMigrationFailed = "MigrationFailed"
 	// ReasonUpgradeRefused: the upgrade was refused before anything changed, such as
-	// a plan that needs a copied database.
+	// a plan that needs a copied database with spec.upgrade.dataMode Shared.
 	ReasonUpgradeRefused = "UpgradeRefused"
+	// ReasonCutoverFailed: the cutover Job of a Copy upgrade failed (not because its
+	// lease ran out) every time it was tried; the upgrade waits for a person.
+	ReasonCutoverFailed = "CutoverFailed"
 )
 
 // ProgressingReason is the reason of the Progressing condition in phase p:

@@ -388,6 +388,17 @@ func TestTokenServerValidation(t *testing.T) {
 		"error rate without a percent sign": {func(s *v1.TokenServerSpec) { s.Upgrade.MaxErrorRate = "0.01" },
 			reject("spec.upgrade.maxErrorRate", "must be a percentage")},
 		"error rate of half a percent": {func(s *v1.TokenServerSpec) { s.Upgrade.MaxErrorRate = "0.5%" }, ok()},
+		"copy target with a bundled database": {func(s *v1.TokenServerSpec) {
+			s.Upgrade.DataMode = "Copy"
+			s.Upgrade.Copy.TargetSecretRef = &v1.SecretKeyReference{Name: "auth-v2-db"}
+		}, reject("spec.upgrade.copy.targetSecretRef", "is only for spec.database.external")},
+		"copy target with an external database": {func(s *v1.TokenServerSpec) {
+			s.Database = &v1.DatabaseSpec{External: &v1.ExternalDatabase{SecretRef: v1.SecretKeyReference{Name: "pg"}}}
+			s.Upgrade.Copy.TargetSecretRef = &v1.SecretKeyReference{Name: "pg-v2", Key: "dsn"}
+		}, ok()},
+		"fence lease of a minute": {func(s *v1.TokenServerSpec) { s.Upgrade.Copy.FenceLease = "1m" },
+			reject("spec.upgrade.copy.fenceLease", "must be from 1s to 30s")},
+		"fence lease of 2s": {func(s *v1.TokenServerSpec) { s.Upgrade.Copy.FenceLease = "2s" }, ok()},
 		"unknown data mode": {func(s *v1.TokenServerSpec) { s.Upgrade.DataMode = "Migrate" },
 			reject("spec.upgrade.dataMode", `Unsupported value: "Migrate"`)},
 		"analysis every 15s, 50 requests, 2 failures": {func(s *v1.TokenServerSpec) {
@@ -491,6 +502,7 @@ func TestTokenServerDefaults(t *testing.T) {
 		"requirePKCE":               {fmt.Sprint(got.Tokens.RequirePKCE != nil && *got.Tokens.RequirePKCE), "true"},
 		"upgrade.strategy":          {got.Upgrade.Strategy, "BlueGreen"},
 		"upgrade.dataMode":          {got.Upgrade.DataMode, "Auto"},
+		"upgrade.copy.fenceLease":   {string(got.Upgrade.Copy.FenceLease), "5s"},
 		"upgrade.maxErrorRate":      {got.Upgrade.MaxErrorRate, "1%"},
 		"upgrade.analysis.interval": {string(got.Upgrade.Analysis.Interval), "30s"},
 		"upgrade.analysis.minReqs":  {fmt.Sprint(ptr.Deref(got.Upgrade.Analysis.MinRequestsPerStep, -1)), "20"},

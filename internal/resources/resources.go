@@ -173,9 +173,24 @@ func AdminEndpoint(ts *oauthv1alpha1.TokenServer) string {
 	return fmt.Sprintf("https://%s:%d", AdminServerName(ts), AdminPort)
 }
 
-// DSNSecretRef is the Secret and key holding the token server's DSN: the bundled
-// database's generated one, or the user's (database.external).
+// DSNSecretRef is the Secret and key holding the serving version's DSN:
+// status.database once an upgrade with a copied database moved it (the copy), else
+// SpecDSNSecretRef. Every pod and Job of the serving version, and the next
+// upgrade's plan, use it.
 func DSNSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
+	if d := ts.Status.Database; d != nil && d.SecretName != "" {
+		key = d.Key
+		if key == "" {
+			key = KeyDSN
+		}
+		return d.SecretName, key
+	}
+	return SpecDSNSecretRef(ts)
+}
+
+// SpecDSNSecretRef is the Secret and key of spec.database: the bundled database's
+// generated one, or the user's (database.external).
+func SpecDSNSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
 	if db := ts.Spec.Database; db != nil && db.External != nil {
 		key = db.External.SecretRef.Key
 		if key == "" {
@@ -383,6 +398,19 @@ func dsnVolume(ts *oauthv1alpha1.TokenServer) corev1.Volume {
 	return secretVolume("db", name, corev1.KeyToPath{Key: key, Path: KeyDSN})
 }
 
+// colorDSNVolume is dsnVolume, or db's during a Copy upgrade, where each color
+// has its own database.
+func colorDSNVolume(ts *oauthv1alpha1.TokenServer, db *oauthv1alpha1.DatabaseRef) corev1.Volume {
+	if db == nil || db.SecretName == "" {
+		return dsnVolume(ts)
+	}
+	key := db.Key
+	if key == "" {
+		key = KeyDSN
+	}
+	return secretVolume("db", db.SecretName, corev1.KeyToPath{Key: key, Path: KeyDSN})
+}
+
 // MigrationJob runs `tokenserver migrate up` with image: the schema the server
 // needs, before any of its pods starts. Migrations are idempotent and take an
 // advisory lock, so a retried or repeated Job is harmless. It runs on the first
@@ -494,6 +522,9 @@ type Inputs struct {
 	// ConfigHash changes when the keys, the admin token or the scope descriptions do:
 	// the pods read those at start, so a change rolls them.
 	ConfigHash string
+	// Database is the DSN this color mounts during a Copy upgrade (its own
+	// database); nil: DSNSecretRef.
+	Database *oauthv1alpha1.DatabaseRef
 }
 
 // TokenServerStatefulSet runs the token server of one color.
@@ -541,7 +572,7 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 	volumes := []corev1.Volume{
 		secretVolume("keys", KeysSecretName(ts)),
 		secretVolume(portAdmin, AdminObjectName(ts)),
-		dsnVolume(ts),
+		colorDSNVolume(ts, in.Database),
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(ts)}}}},
 		// Only the serving pair: the CA's key stays with the operator, so a compromised
@@ -661,8 +692,8 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 	}}
 }
 
-// DatabaseNetworkPolicy admits only this TokenServer's token server and migrations
-// pods to the bundled PostgreSQL.
+// DatabaseNetworkPolicy admits only this TokenServer's token server, migrations
+// (the upgrade's Jobs among them) and replay pods to the bundled PostgreSQL.
 func DatabaseNetworkPolicy(ts *oauthv1alpha1.TokenServer) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Spec: networkingv1.NetworkPolicySpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}},
@@ -672,7 +703,7 @@ func DatabaseNetworkPolicy(ts *oauthv1alpha1.TokenServer) *networkingv1.NetworkP
 			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{
 				MatchLabels: map[string]string{LabelInstance: ts.Name},
 				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: LabelComponent, Operator: metav1.LabelSelectorOpIn,
-					Values: []string{componentServer, componentMigrations}}}}}},
+					Values: []string{componentServer, componentMigrations, componentReplay}}}}}},
 		}},
 	}}
 }

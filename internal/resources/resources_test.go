@@ -53,6 +53,14 @@ func TestDSNSecret(t *testing.T) {
 			ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{
 				SecretRef: oauthv1alpha1.SecretKeyReference{Name: "cnpg-app", Key: "uri"}}}
 		}), "cnpg-app", "uri"},
+		"managed, moved to a copy by an upgrade": {server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Status.Database = &oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}
+		}), "auth-0badc0de-db", "dsn"},
+		"external, moved to the user's target": {server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{
+				SecretRef: oauthv1alpha1.SecretKeyReference{Name: "pg"}}}
+			ts.Status.Database = &oauthv1alpha1.DatabaseRef{SecretName: "pg-v2", Key: "uri"}
+		}), "pg-v2", "uri"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -316,8 +324,8 @@ func TestNetworkPolicies(t *testing.T) {
 	db := DatabaseNetworkPolicy(ts)
 	from := db.Spec.Ingress[0].From[0]
 	if from.NamespaceSelector != nil || from.PodSelector.MatchLabels[LabelInstance] != "auth" ||
-		!slices.Equal(from.PodSelector.MatchExpressions[0].Values, []string{"tokenserver", "migrations"}) {
-		t.Errorf("database peers %+v: want this server's tokenserver and migrations pods, in its namespace", from)
+		!slices.Equal(from.PodSelector.MatchExpressions[0].Values, []string{"tokenserver", "migrations", "upgrade-replay"}) {
+		t.Errorf("database peers %+v: want this server's tokenserver, migrations and replay pods, in its namespace", from)
 	}
 }
 
@@ -335,8 +343,12 @@ func TestPodSecurity(t *testing.T) {
 		uid      int64
 		writable []string // paths the process writes, each on a volume
 	}{
-		"token server":   {pod: TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"}).Spec.Template.Spec, uid: ServerUID},
-		"migrations":     {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
+		"token server": {pod: TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"}).Spec.Template.Spec, uid: ServerUID},
+		"migrations":   {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
+		"copy": {pod: CopyJob(ts, "c", "tokenserver:v2", "0badc0de", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
+			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
+		"replay": {pod: ReplayDeployment(ts, "r", "tokenserver:v2", "0badc0de", "forward", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
+			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
 		"bundled server": {pod: withClaims(DatabaseStatefulSet(ts)), uid: PostgresUID, writable: []string{pgData + "/pgdata", pgRun, pgTmp}},
 	}
 	for name, tt := range tests {

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
 
 // Decision is what the controller does, in this order: write Status when
@@ -20,6 +22,16 @@ type Decision struct {
 	StatefulSets []StatefulSetIntent
 	// Jobs to create; each is missing in the observed world.
 	Jobs []JobIntent
+	// Databases are the DSNs the colors' StatefulSets mount during a Copy upgrade
+	// (the old color its own, the new one the copy); a color not listed mounts the
+	// serving version's (status.database, else spec.database's).
+	Databases map[Color]oauthv1alpha1.DatabaseRef
+	// Replays are the replay Deployments that should exist; the controller deletes
+	// the TokenServer's others.
+	Replays []ReplayIntent
+	// TargetSecret, when set, is the Secret of the bundled copy's DSN to create
+	// when it is missing (resources.CopyTargetSecret), before the copy Job runs.
+	TargetSecret string
 	// Labels to set on pods: LabelServing "true", or removed.
 	Labels []LabelIntent
 	Events []Event
@@ -44,6 +56,13 @@ type JobIntent struct {
 	Kind  JobKind
 	Name  string
 	Image string
+}
+
+// ReplayIntent is a replay Deployment: `db replay` in one direction, from the
+// database of the version that serves to the other one.
+type ReplayIntent struct {
+	Name      string
+	Direction string
 }
 
 // LabelIntent sets (Serving) or removes (!Serving) LabelServing on a pod.

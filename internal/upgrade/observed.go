@@ -37,6 +37,25 @@ const (
 	JobVerify JobKind = "verify"
 	// JobContract runs the contract migrations, once the old version is gone for good.
 	JobContract JobKind = "contract"
+	// JobCopy runs `db copy`: the old version's database into the copy, migrated.
+	JobCopy JobKind = "copy"
+	// JobCutover runs `db cutover --direction forward`: fence the old version, drain
+	// the replay, move the database to the copy.
+	JobCutover JobKind = "cutover"
+	// JobCutback runs `db cutover --direction backward` at a rollback after the
+	// cutover: the database back to the old version's.
+	JobCutback JobKind = "cutback"
+)
+
+// CutoverLeaseExpiredExitCode is the exit code of `tokenserver db cutover` when the
+// fence's lease ran out before the replay drained: the old version resumed by
+// itself, nothing moved, and another attempt may pass.
+const CutoverLeaseExpiredExitCode = 4
+
+// Replay directions, as `tokenserver db replay --direction` takes them.
+const (
+	Forward  = "forward"
+	Backward = "backward"
 )
 
 // JobState is what a Job's conditions say.
@@ -55,6 +74,18 @@ type Job struct {
 	State JobState
 	// Message of the Failed condition, for the rollback reason.
 	Message string
+	// ExitCode of a failed Job's pod (0 when unknown).
+	ExitCode int32
+	// Output is a succeeded Job's termination message: the JSON line of `db copy`
+	// and `db cutover`.
+	Output string
+}
+
+// ReplayFigures are what the forward replay's pod reports on its metrics:
+// kubeoauth_replay_pending_changes and kubeoauth_replay_lag_seconds.
+type ReplayFigures struct {
+	Pending int64
+	Lag     time.Duration
 }
 
 // Plan modes, as the plan Job reports them (and status.upgrade.plan.mode).
@@ -113,6 +144,11 @@ type Spec struct {
 	Image    string
 	Replicas int32
 	Upgrade  oauthv1alpha1.UpgradeSettings
+	// Database is spec.database's DSN (the bundled one, or the user's); External:
+	// spec.database.external, which a copy goes into only through
+	// spec.upgrade.copy.targetSecretRef.
+	Database oauthv1alpha1.DatabaseRef
+	External bool
 }
 
 // Status is the part of the TokenServer's status the upgrade owns.
@@ -122,6 +158,9 @@ type Status struct {
 	// FailedSettings is the digest of spec.upgrade when FailedImage was recorded.
 	FailedSettings string
 	Upgrade        *oauthv1alpha1.UpgradeStatus
+	// Database is status.database: the serving version's DSN when a Copy upgrade
+	// moved it; nil: Spec.Database.
+	Database *oauthv1alpha1.DatabaseRef
 }
 
 // Observed holds only facts the controller can read; Next decides from nothing else.
@@ -149,6 +188,9 @@ type Observed struct {
 	Endpoints map[Color]int32
 	// Metrics of the new color (status.upgrade.toColor); nil when they could not be read.
 	Metrics Metrics
+	// Replay is what the forward replay reports, during Replaying; nil when it
+	// could not be read.
+	Replay *ReplayFigures
 	// Location of spec.upgrade.window.timeZone, loaded by the controller; nil when
 	// that name is unknown (or unset: UTC).
 	Location *time.Location

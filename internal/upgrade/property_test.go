@@ -48,6 +48,7 @@ type simPod struct {
 type simJob struct {
 	kind  JobKind
 	state JobState
+	exit  int32
 }
 
 func newSim(seed uint64) *sim {
@@ -55,7 +56,7 @@ func newSim(seed uint64) *sim {
 	n := int32(1 + rng.IntN(3))
 	s := &sim{
 		rng: rng, now: t0, n: n,
-		spec:     Spec{Image: imgB, Replicas: n, Upgrade: settingsFixture()},
+		spec:     Spec{Image: imgB, Replicas: n, Upgrade: settingsFixture(), Database: bundledDB},
 		ann:      map[string]string{},
 		status:   Status{ActiveColor: Blue},
 		sts:      map[Color]StatefulSet{Blue: {Image: imgA, Replicas: n}},
@@ -72,10 +73,10 @@ func newSim(seed uint64) *sim {
 	if chance(0.15) {
 		s.errorsPer10[imgB] = 5
 	}
-	for _, k := range []JobKind{JobPlan, JobExpand, JobVerify, JobContract} {
+	for _, k := range []JobKind{JobPlan, JobExpand, JobVerify, JobContract, JobCopy, JobCutover, JobCutback} {
 		s.failJob[k] = chance(0.06)
 	}
-	s.copyPlan = chance(0.05)
+	s.copyPlan = chance(0.4)
 	s.flaps = chance(0.4)
 	s.spec.Upgrade.PauseBeforePromotion = chance(0.2)
 	s.spec.Upgrade.Verify = &[]bool{!chance(0.2)}[0]
@@ -94,10 +95,16 @@ func (s *sim) observe() Observed {
 	}
 	sort.Slice(o.Pods, func(i, j int) bool { return o.Pods[i].Name < o.Pods[j].Name })
 	if u := s.status.Upgrade; u != nil {
-		for _, k := range []JobKind{JobPlan, JobExpand, JobVerify, JobContract} {
+		for _, k := range []JobKind{JobPlan, JobExpand, JobVerify, JobContract, JobCopy, JobCutover, JobCutback} {
 			if j, ok := s.jobs[UpgradeJobName("auth", u, k)]; ok {
-				o.Jobs[k] = Job{State: j.state, Message: "BackoffLimitExceeded"}
+				o.Jobs[k] = Job{State: j.state, Message: "BackoffLimitExceeded", ExitCode: j.exit}
+				if j.state == JobSucceeded {
+					o.Jobs[k] = Job{State: j.state, Output: map[JobKind]string{JobCopy: copyDone, JobCutover: cutoverDone, JobCutback: cutoverDone}[k]}
+				}
 			}
+		}
+		if !s.metricsDown {
+			o.Replay = &ReplayFigures{Pending: int64(s.rng.IntN(150)), Lag: time.Duration(s.rng.IntN(7)) * time.Second}
 		}
 		if o.Jobs[JobPlan].State == JobSucceeded {
 			o.Plan = &PlanResult{Mode: ModeShared, SchemaFrom: 3, SchemaTo: 4}
@@ -214,7 +221,21 @@ func (s *sim) evolve() {
 		}
 		j.state = JobSucceeded
 		if s.failJob[j.kind] && strings.Contains(name, "-"+u.ID+"-") && u.ToImage == imgB {
-			j.state = JobFailed
+			j.state, j.exit = JobFailed, 1
+			switch j.kind {
+			case JobCutover:
+				// Its lease ran out: every attempt (then a rollback) or the first only.
+				j.exit = CutoverLeaseExpiredExitCode
+				if s.n == 1 && strings.HasSuffix(name, "-1") {
+					j.state, j.exit = JobSucceeded, 0
+				}
+			case JobCutback:
+				// A cut back that keeps failing waits for a person: the first only.
+				j.exit = CutoverLeaseExpiredExitCode
+				if !strings.HasSuffix(name, "-cutback") {
+					j.state, j.exit = JobSucceeded, 0
+				}
+			}
 		}
 	}
 	for _, p := range s.pods {
@@ -237,7 +258,9 @@ func (s *sim) evolve() {
 //   - without pod faults (only lost actions, failing Jobs, bad metrics, annotations,
 //     image changes), at least `replicas` pods serve at every moment;
 //   - every upgrade ends settled: Completed, RolledBack, Refused or Failed, the active
-//     color's pods all serving and ready, the other color at zero.
+//     color's pods all serving and ready, the other color at zero; a Copy upgrade
+//     with status.database on the copy exactly when the new version won, and no
+//     replay left running.
 //
 // It runs once without the guard in labels, so that the phases' own rules are shown
 // to keep these promises, and once with it, as the controller runs.
@@ -317,5 +340,17 @@ func (s *sim) settled(t *testing.T) {
 	}
 	if u.Phase == v1.UpgradeCompleted && !slices.Contains([]string{imgB, imgC, imgA}, img) {
 		t.Errorf("completed on %s", img)
+	}
+	if c := u.Copy; c != nil {
+		moved := s.status.Database != nil && *s.status.Database == c.Database
+		if moved != (u.Phase == v1.UpgradeCompleted) || (!moved && s.status.Database != nil) {
+			t.Errorf("Copy upgrade settled in %s with status.database %+v (copy %+v)", u.Phase, s.status.Database, c.Database)
+		}
+		if u.Phase == v1.UpgradeRolledBack && c.CutoverAt != nil && !c.CutBack {
+			t.Errorf("rolled back after the cutover without a cut back: %+v", c)
+		}
+	}
+	if len(d.Replays) > 0 {
+		t.Errorf("settled in %s with replays %v", u.Phase, d.Replays)
 	}
 }

@@ -82,12 +82,28 @@ func JobName(server, id string, kind JobKind) string {
 }
 
 // UpgradeJobName is the name of the current attempt of the upgrade's Job of kind: a
-// failed contract Job is retried under a new name (<server>-<id>-contract-<n>).
+// failed contract, cutover or cut back Job is retried under a new name
+// (<server>-<id>-contract-<n>, -cutover-<n>, -cutback-<n>).
 func UpgradeJobName(server string, u *oauthv1alpha1.UpgradeStatus, kind JobKind) string {
 	if kind == JobContract && u.ContractRetries > 0 {
 		kind = JobKind(fmt.Sprintf("%s-%d", kind, u.ContractRetries))
 	}
+	if (kind == JobCutover || kind == JobCutback) && u.Copy != nil && u.Copy.CutoverRetries > 0 {
+		kind = JobKind(fmt.Sprintf("%s-%d", kind, u.Copy.CutoverRetries))
+	}
 	return JobName(server, u.ID, kind)
+}
+
+// CopySecretName names the Secret of a bundled copy's DSN: <server>-<id>-db.
+func CopySecretName(server, id string) string { return JobName(server, id, "db") }
+
+// ReplayName names the replay Deployment of an upgrade in a direction:
+// <server>-<id>-replay, and -replay-back for the backward one.
+func ReplayName(server, id, direction string) string {
+	if direction == Backward {
+		return JobName(server, id, "replay-back")
+	}
+	return JobName(server, id, "replay")
 }
 
 // settingsDigest identifies spec.upgrade, recorded with a failed image: other

@@ -19,7 +19,11 @@ import (
 const (
 	ReasonStarted           = "UpgradeStarted"
 	ReasonPlanFailed        = "PlanFailed"
-	ReasonCopyNotSupported  = "CopyNotSupported"
+	ReasonCopyTargetMissing = "CopyTargetMissing"
+	ReasonCopyFailed        = "CopyFailed"
+	ReasonCutoverRetry      = "CutoverRetry"
+	ReasonCutoverExpired    = "CutoverLeaseExpired"
+	ReasonCutBack           = "CutBack"
 	ReasonPlanRefused       = "PlanRefused"
 	ReasonVerifyFailed      = "VerificationFailed"
 	ReasonAnalysisFailed    = "AnalysisFailed"
@@ -58,7 +62,8 @@ func beforeNoReturn(p phase) bool {
 	switch p {
 	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating, oauthv1alpha1.UpgradeDeploying,
 		oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePaused, oauthv1alpha1.UpgradePromoting,
-		oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeRollbackWindow:
+		oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeRollbackWindow,
+		oauthv1alpha1.UpgradeCopying, oauthv1alpha1.UpgradeReplaying, oauthv1alpha1.UpgradeCuttingOver:
 		return true
 	}
 	return false
@@ -66,11 +71,12 @@ func beforeNoReturn(p phase) bool {
 
 // hasDeadline are the phases progressDeadline bounds: those that wait for the new
 // version to prove itself. A pause waits for a person; after promotion, waits are
-// timed by the settings themselves.
+// timed by the settings themselves. Copying is bounded by its Job alone (a large
+// database takes as long as it takes); CuttingOver by the fence's lease.
 func hasDeadline(p phase) bool {
 	switch p {
 	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating, oauthv1alpha1.UpgradeDeploying,
-		oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting:
+		oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting, oauthv1alpha1.UpgradeReplaying:
 		return true
 	}
 	return false
@@ -90,7 +96,7 @@ func HoldsRollouts(spec oauthv1alpha1.UpgradeSettings, s *oauthv1alpha1.TokenSer
 	u := s.Upgrade
 	switch u.Phase {
 	case oauthv1alpha1.UpgradeDeploying, oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePromoting,
-		oauthv1alpha1.UpgradeScalingDown:
+		oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeReplaying, oauthv1alpha1.UpgradeCuttingOver:
 		return true
 	case oauthv1alpha1.UpgradeRollingBack:
 		return u.PhaseSince == nil || !now.After(u.PhaseSince.Add(settingsOf(spec).deadline))
@@ -121,6 +127,7 @@ type machine struct {
 	// in this pass has none yet; jobsRetry the contract attempt.
 	jobsOf    string
 	jobsRetry int32
+	cutRetry  int32
 	digest    string
 }
 
@@ -128,8 +135,12 @@ type machine struct {
 func Next(o Observed, now time.Time) Decision {
 	m := &machine{o: o, now: now, s: settingsOf(o.Spec.Upgrade), st: o.Status, digest: settingsDigest(o.Spec.Upgrade)}
 	m.st.Upgrade = o.Status.Upgrade.DeepCopy()
+	m.st.Database = o.Status.Database.DeepCopy()
 	if u := o.Status.Upgrade; u != nil {
 		m.jobsOf, m.jobsRetry = u.ID, u.ContractRetries
+		if u.Copy != nil {
+			m.cutRetry = u.Copy.CutoverRetries
+		}
 	}
 	m.st.ActiveColor = m.activeColor()
 	// The spec moved on (another image, or other settings, which may have caused
@@ -149,6 +160,7 @@ func Next(o Observed, now time.Time) Decision {
 	d.WriteStatus = !equality.Semantic.DeepEqual(m.st, o.Status)
 	d.StatefulSets = m.statefulSets()
 	d.Jobs = m.jobs()
+	d.Databases, d.Replays, d.TargetSecret = m.databases(), m.replays(), m.targetSecret()
 	d.Labels = m.labels()
 	d.Conditions = m.conditions()
 	d.RequeueAfter = m.requeue()
@@ -249,6 +261,9 @@ func (m *machine) job(kind JobKind) Job {
 	if u == nil || u.ID != m.jobsOf || (kind == JobContract && u.ContractRetries != m.jobsRetry) {
 		return Job{}
 	}
+	if (kind == JobCutover || kind == JobCutback) && (u.Copy == nil || u.Copy.CutoverRetries != m.cutRetry) {
+		return Job{}
+	}
 	return m.o.Jobs[kind]
 }
 
@@ -263,6 +278,9 @@ func (m *machine) transition() bool {
 	}
 	if m.trigger() {
 		return true
+	}
+	if moved, ok := m.copyStep(); ok {
+		return moved
 	}
 	switch u.Phase {
 	case oauthv1alpha1.UpgradePlanning:
@@ -294,15 +312,7 @@ func (m *machine) transition() bool {
 	case oauthv1alpha1.UpgradePromoting:
 		return m.promoting()
 	case oauthv1alpha1.UpgradeScalingDown:
-		// A Terminating pod is not waited for: one on a lost node stays so for good,
-		// and it serves nothing.
-		if m.now.Before(m.since().Add(m.s.scaleDownDelay)) || len(m.running(m.from())) > 0 ||
-			m.o.StatefulSets[m.from()].Replicas != 0 {
-			return false
-		}
-		m.enter(oauthv1alpha1.UpgradeRollbackWindow, fmt.Sprintf("%s is scaled to zero and kept until %s; contract migrations wait until then",
-			u.FromColor, m.now.Add(m.s.rollbackWindow).UTC().Format(time.RFC3339)))
-		return true
+		return m.scalingDown()
 	case oauthv1alpha1.UpgradeRollbackWindow:
 		img := m.o.Spec.Image
 		moved := img != u.FromImage && img != u.ToImage
@@ -336,6 +346,19 @@ func (m *machine) transition() bool {
 		return true
 	}
 	return false
+}
+
+// scalingDown waits for the old color to be gone. A Terminating pod is not waited
+// for: one on a lost node stays so for good, and it serves nothing.
+func (m *machine) scalingDown() bool {
+	u := m.st.Upgrade
+	if m.now.Before(m.since().Add(m.s.scaleDownDelay)) || len(m.running(m.from())) > 0 ||
+		m.o.StatefulSets[m.from()].Replicas != 0 {
+		return false
+	}
+	m.enter(oauthv1alpha1.UpgradeRollbackWindow, fmt.Sprintf("%s is scaled to zero and kept until %s; contract migrations wait until then",
+		u.FromColor, m.now.Add(m.s.rollbackWindow).UTC().Format(time.RFC3339)))
+	return true
 }
 
 // contracting waits for the contract Job. One that failed is started again under a
@@ -378,6 +401,9 @@ func contractBackoff(retries int32) time.Duration {
 // back to ScalingDown, as if the rollback never began.
 func (m *machine) abandonRollback() bool {
 	u := m.st.Upgrade
+	if u.Copy != nil && u.Copy.CutBack {
+		return false // the database is the old version's again
+	}
 	if !m.now.After(m.since().Add(m.s.deadline)) || m.o.Annotations[oauthv1alpha1.AnnotationPromote] != u.ID ||
 		m.o.Annotations[oauthv1alpha1.AnnotationRollback] == u.ID || m.o.Spec.Image != u.ToImage ||
 		m.o.Endpoints[m.to()] < u.Steps || m.readyServing(m.to()) < int(u.Steps) {
@@ -443,7 +469,7 @@ func (m *machine) start() bool {
 // says: the image set back, a third image, the rollback annotation, a deadline.
 func (m *machine) trigger() bool {
 	u := m.st.Upgrade
-	if !beforeNoReturn(u.Phase) {
+	if !beforeNoReturn(u.Phase) || (u.Phase == oauthv1alpha1.UpgradeCuttingOver && !m.cutoverUndone()) {
 		return false
 	}
 	img := m.o.Spec.Image
@@ -483,8 +509,8 @@ func (m *machine) refuse(reason, why string) {
 
 func (m *machine) planning() bool {
 	u := m.st.Upgrade
-	if m.s.dataMode == ModeCopy {
-		m.refuse(ReasonCopyNotSupported, "spec.upgrade.dataMode is Copy, and upgrades with a copied database are not built yet")
+	if m.s.dataMode == ModeCopy && !m.copyTargetKnown() {
+		m.refuse(ReasonCopyTargetMissing, copyTargetMissing)
 		return true
 	}
 	j := m.job(JobPlan)
@@ -511,13 +537,19 @@ func (m *machine) planning() bool {
 	}
 	u.Plan = &plan
 	p = &PlanResult{Mode: plan.Mode, SchemaFrom: plan.SchemaFrom, SchemaTo: plan.SchemaTo, Reason: plan.Reason}
-	switch p.Mode {
-	case ModeShared:
+	switch {
+	case p.Mode == ModeShared && m.s.dataMode == ModeCopy, p.Mode == ModeCopy && m.s.dataMode != ModeShared:
+		if !m.copyTargetKnown() {
+			m.refuse(ReasonCopyTargetMissing, "the plan needs a copied database ("+p.Reason+"): "+copyTargetMissing)
+			return true
+		}
+		m.startCopy(p)
+	case p.Mode == ModeShared:
 		m.enter(oauthv1alpha1.UpgradeMigrating, fmt.Sprintf("running the expand migrations of %s (schema %d to %d); %s keeps serving",
 			u.ToImage, p.SchemaFrom, p.SchemaTo, u.FromImage))
-	case ModeCopy:
+	case p.Mode == ModeCopy:
 		m.refuse(oauthv1alpha1.ReasonUpgradeRefused,
-			"the plan needs a copied database ("+p.Reason+"); upgrades with a copied database are not built yet")
+			"the plan needs a copied database ("+p.Reason+"), and spec.upgrade.dataMode is Shared: set it to Copy or Auto")
 	default:
 		m.refuse(ReasonPlanRefused, "the plan refuses this upgrade: "+p.Reason)
 	}
@@ -783,7 +815,7 @@ func (m *machine) statefulSets() []StatefulSetIntent {
 	fromSet := StatefulSetIntent{Color: from, Image: u.FromImage, Replicas: u.Steps}
 	toSet := StatefulSetIntent{Color: to, Image: u.ToImage, Replicas: u.Steps}
 	switch u.Phase {
-	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating:
+	case oauthv1alpha1.UpgradePlanning, oauthv1alpha1.UpgradeMigrating, oauthv1alpha1.UpgradeCopying:
 		want[from] = fromSet
 		keep(to, 0)
 	case oauthv1alpha1.UpgradeScalingDown:
@@ -802,7 +834,7 @@ func (m *machine) statefulSets() []StatefulSetIntent {
 			}
 			want[to] = toSet
 		}
-	default: // Deploying, Verifying, Paused, Promoting
+	default: // Deploying, Verifying, Paused, Promoting; Replaying, CuttingOver
 		want[from], want[to] = fromSet, toSet
 	}
 	return sorted(want)
@@ -838,7 +870,12 @@ func (m *machine) jobs() []JobIntent {
 		oauthv1alpha1.UpgradeMigrating:   JobExpand,
 		oauthv1alpha1.UpgradeVerifying:   JobVerify,
 		oauthv1alpha1.UpgradeContracting: JobContract,
+		oauthv1alpha1.UpgradeCopying:     JobCopy,
+		oauthv1alpha1.UpgradeCuttingOver: JobCutover,
 	}[u.Phase]
+	if m.cutbackDue() {
+		kind = JobCutback
+	}
 	if kind == "" || m.job(kind).State != JobAbsent {
 		return nil
 	}
@@ -874,6 +911,10 @@ func (m *machine) wantServing(p Pod) bool {
 	case oauthv1alpha1.UpgradeRollbackWindow, oauthv1alpha1.UpgradeContracting:
 		return p.Color == to
 	case oauthv1alpha1.UpgradeRollingBack:
+		if c := u.Copy; c != nil && c.CutoverAt != nil && !c.CutBack {
+			// The database is still the copy: the new pods serve until the cut back.
+			return p.Color == to || p.Serving
+		}
 		// New pods keep the label they have until every old pod serves, and get none.
 		return p.Color == from || (p.Serving && m.o.Endpoints[from] < u.Steps)
 	default:
@@ -953,6 +994,9 @@ func (m *machine) conditions() []metav1.Condition {
 	case oauthv1alpha1.UpgradeContracting:
 		degraded, reason = u.Reason == oauthv1alpha1.ReasonMigrationFailed, oauthv1alpha1.ReasonMigrationFailed
 	}
+	if u.Reason == oauthv1alpha1.ReasonCutoverFailed && !terminal(u.Phase) {
+		degraded, reason = true, oauthv1alpha1.ReasonCutoverFailed
+	}
 	msg := u.Message
 	if u.Phase == oauthv1alpha1.UpgradeRollingBack && m.now.After(m.since().Add(m.s.deadline)) {
 		degraded, reason, msg = true, ReasonRollbackStuck, stuckPrefix+m.rollbackStuck()
@@ -987,6 +1031,8 @@ func (m *machine) requeue() time.Duration {
 			}
 		case oauthv1alpha1.UpgradeRollbackWindow:
 			at = append(at, m.since().Add(m.s.rollbackWindow))
+		case oauthv1alpha1.UpgradeReplaying:
+			at = append(at, m.now.Add(replayPoll)) // the replay's figures are not watched
 		case oauthv1alpha1.UpgradeRollingBack:
 			// Its deadline only reports a stuck rollback (Degraded).
 			if t := m.since().Add(m.s.deadline); t.After(m.now) {

@@ -27,6 +27,8 @@ type want struct {
 	reason   string // status.upgrade.reason
 	active   Color
 	degraded string // reason of Degraded=True; "" = not True
+	replay   string // the direction of the one replay Deployment; "" = none
+	database string // status.database's Secret; "" = unset
 }
 
 func on(p string) LabelIntent  { return LabelIntent{Pod: p, Serving: true} }
@@ -127,8 +129,9 @@ func transitions() map[string]transition {
 		})), t0, want{phase: v1.UpgradeMigrating, jobs: []JobKind{JobExpand}, active: Blue}},
 		"planning: plan succeeded, result not read yet: waits": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded)), t0,
 			want{phase: v1.UpgradePlanning, active: Blue}},
-		"planning: plan says Copy: refused": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded), func(o *Observed) {
+		"planning: plan says Copy, dataMode Shared: refused": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded), func(o *Observed) {
 			o.Plan = &PlanResult{Mode: ModeCopy, Reason: "breaking: tokens split into two tables"}
+			o.Spec.Upgrade.DataMode = ModeShared
 		}), t0, want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: v1.ReasonUpgradeRefused, degraded: v1.ReasonUpgradeRefused}},
 		"planning: plan refuses": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobSucceeded), func(o *Observed) {
 			o.Plan = &PlanResult{Mode: ModeRefused, Reason: "schema 9 is newer than this image knows"}
@@ -138,9 +141,9 @@ func transitions() map[string]transition {
 		}), t0, want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonPlanRefused, degraded: v1.ReasonUpgradeRefused}},
 		"planning: plan Job failed: refused": {with(at(v1.UpgradePlanning, 3, 0), job(JobPlan, JobFailed)), t0,
 			want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonPlanFailed, degraded: v1.ReasonUpgradeRefused}},
-		"planning: dataMode Copy: refused before the plan": {with(at(v1.UpgradePlanning, 3, 0), func(o *Observed) {
+		"planning: dataMode Copy: the plan runs first": {with(at(v1.UpgradePlanning, 3, 0), func(o *Observed) {
 			o.Spec.Upgrade.DataMode = ModeCopy
-		}), t0, want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonCopyNotSupported, degraded: v1.ReasonUpgradeRefused}},
+		}), t0, want{phase: v1.UpgradePlanning, jobs: []JobKind{JobPlan}, active: Blue}},
 
 		// Migrating.
 		"migrating: expand running": {with(at(v1.UpgradeMigrating, 3, 0), job(JobExpand, JobRunning)), t0,
@@ -362,7 +365,7 @@ func transitions() map[string]transition {
 }
 
 func TestTransitions(t *testing.T) {
-	for name, tc := range transitions() {
+	for name, tc := range allTransitions() {
 		t.Run(name, func(t *testing.T) { check(t, tc.in, Next(tc.in, tc.now), tc.want) })
 	}
 }
@@ -398,6 +401,16 @@ func check(t *testing.T, in Observed, d Decision, w want) {
 	if !slices.Equal(jobs, w.jobs) {
 		t.Errorf("jobs %v, want %v", jobs, w.jobs)
 	}
+	var replays []ReplayIntent
+	if w.replay != "" {
+		replays = []ReplayIntent{{Name: ReplayName(in.Name, u.ID, w.replay), Direction: w.replay}}
+	}
+	if !slices.Equal(d.Replays, replays) {
+		t.Errorf("replays %v, want %v", d.Replays, replays)
+	}
+	if db := d.Status.Database; (db == nil && w.database != "") || (db != nil && db.SecretName != w.database) {
+		t.Errorf("status.database %+v, want %q", db, w.database)
+	}
 	if !slices.Equal(d.Labels, w.labels) {
 		t.Errorf("labels %v, want %v", d.Labels, w.labels)
 	}
@@ -426,7 +439,7 @@ func check(t *testing.T, in Observed, d Decision, w want) {
 // once the decision's intent is written but none of its actions is visible yet, the
 // next pass asks for the same actions and moves no further.
 func TestRestartResumes(t *testing.T) {
-	for name, tc := range transitions() {
+	for name, tc := range allTransitions() {
 		t.Run(name, func(t *testing.T) {
 			d := Next(tc.in, tc.now)
 			if again := Next(tc.in, tc.now); !reflect.DeepEqual(d, again) {
@@ -438,6 +451,9 @@ func TestRestartResumes(t *testing.T) {
 					o.Jobs, o.Plan = map[JobKind]Job{}, nil // the controller reads the Jobs of the new id: none yet
 				} else if u.ContractRetries != d.Status.Upgrade.ContractRetries {
 					delete(o.Jobs, JobContract) // nor the contract Job of a new attempt
+				} else if c, dc := u.Copy, d.Status.Upgrade.Copy; c != nil && dc != nil && c.CutoverRetries != dc.CutoverRetries {
+					delete(o.Jobs, JobCutover) // nor the cutover (cut back) Job of a new attempt
+					delete(o.Jobs, JobCutback)
 				}
 			})
 			resumed := Next(written, tc.now)
