@@ -67,7 +67,7 @@ func (m *Mirror) Start(ctx context.Context) error {
 }
 
 // refresh starts a follower for each Ready TokenServer and stops those of servers that
-// went away or changed their admin endpoint.
+// went away or changed their admin endpoint or database.
 func (m *Mirror) refresh(ctx context.Context) {
 	var list oauthv1alpha1.TokenServerList
 	if err := m.List(ctx, &list); err != nil {
@@ -77,7 +77,7 @@ func (m *Mirror) refresh(ctx context.Context) {
 	want := map[string]oauthv1alpha1.TokenServer{}
 	for _, ts := range list.Items {
 		if meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
-			want[ts.Namespace+"/"+ts.Name+" "+ts.Status.AdminEndpoint] = ts
+			want[followerKey(&ts)] = ts
 		}
 	}
 	m.mu.Lock()
@@ -95,6 +95,20 @@ func (m *Mirror) refresh(ctx context.Context) {
 			go m.follow(fctx, ts)
 		}
 	}
+}
+
+// followerKey names what a follower follows: a server's event log is that of its
+// active database, not of its admin endpoint. A Copy upgrade's cutover moves the
+// serving version to another database (status.database) behind the same endpoint;
+// the follower then starts over on the new one: a full pass over its grants, then
+// its log from the end. Nothing is missed (the pass sees every grant) and nothing is
+// mirrored twice (the pass only makes each ConsentGrant what it should be).
+func followerKey(ts *oauthv1alpha1.TokenServer) string {
+	key := ts.Namespace + "/" + ts.Name + " " + ts.Status.AdminEndpoint
+	if db := ts.Status.Database; db != nil {
+		key += " " + db.SecretName + "/" + db.Key
+	}
+	return key
 }
 
 // eventsWait is how long one long poll of the event log waits for an event. It stays

@@ -207,10 +207,16 @@ func (s *Server) fenced(h http.Handler, admin bool) http.Handler {
 			case v.mode == fenceForward && !admin:
 				s.forward(w, r, v)
 				return
-			case v.mode == fenceForward && isWrite(r):
+			case v.mode == fenceForward:
+				// Reads too: this database no longer takes the writes the other side
+				// does, so its clients, grants and event log would be stale — a
+				// consent mirror following the log here would miss what the other side
+				// logs. Closing the connection sends the retry through the Service,
+				// which by now leads to the other side.
 				w.Header().Set("Retry-After", "1")
+				w.Header().Set("Connection", "close")
 				adminError(w, http.StatusServiceUnavailable, "",
-					"this database was cut over to the upgraded servers' ("+v.upgradeID+"); write to them")
+					"this database was cut over to the upgraded servers' ("+v.upgradeID+"); ask them")
 				return
 			case v.mode == fenceHold && isWrite(r):
 				if held == nil {

@@ -96,7 +96,9 @@ func requestToken(in *instance, id, secret string) <-chan tokenReply {
 // holds, the old side holds a token request unanswered; once cut over, it forwards
 // that request to the new side, which answers it on its database, and forwards
 // every request after it, closing each connection so that the client moves on;
-// admin writes get 503 with Retry-After, reads and probes are answered locally.
+// the admin API answers 503 with Retry-After to reads as well as writes (its
+// database is stale now: a consent mirror reading its event log would miss what
+// the new side logs), probes are answered locally.
 func TestFenceHoldsThenForwardsToTheNewSide(t *testing.T) {
 	ctx := context.Background()
 	keys := secrets(t)
@@ -215,14 +217,18 @@ func TestFenceHoldsThenForwardsToTheNewSide(t *testing.T) {
 		t.Errorf("readyz on the forwarding side: %d %v", code, status)
 	}
 
-	// Admin writes are refused with a retry; reads answered.
+	// The admin API is refused with a retry, reads included, and lets the
+	// connection go so that the retry goes through the Service.
 	for _, method := range []string{http.MethodPut, http.MethodDelete} {
 		if code, retry := adminWrite(t, blue, method); code != http.StatusServiceUnavailable || retry != "1" {
 			t.Errorf("admin %s on the old side after the cutover: %d Retry-After %q; want 503 and 1", method, code, retry)
 		}
 	}
-	if _, err := blue.Admin.GetClient(ctx, "grafana"); err != nil {
-		t.Errorf("an admin read on the old side: %v", err)
+	if _, err := blue.Admin.GetClient(ctx, "grafana"); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("an admin read on the old side after the cutover: %v; want 503", err)
+	}
+	if _, err := blue.Admin.Events(ctx, 0, 0); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("the event log on the old side after the cutover: %v; want 503", err)
 	}
 }
 
