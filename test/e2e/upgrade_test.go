@@ -70,6 +70,9 @@ func testUpgrades(t *testing.T) {
 		{"GreenAnswering500sRolledBackByAnalysis", testUpgradeErrors},
 		{"FailingExpandMigrationLeavesBlue", testUpgradeBadExpand},
 		{"ImageChangedMidUpgradeAndSetBack", testUpgradeRetarget},
+		{"CopyUnderLoad", testCopyUpgrade},
+		{"CopyInterrupted", testCopyUpgradeInterrupted},
+		{"CopyRolledBackAfterCutover", testCopyRolledBackAfterCutover},
 	} {
 		t.Run(s.name, s.run)
 	}
@@ -243,6 +246,8 @@ type phaseWatch struct {
 	seen []oauthv1alpha1.UpgradePhase
 	// at is called once per phase, when it is first seen.
 	at func(p oauthv1alpha1.UpgradePhase, ts *oauthv1alpha1.TokenServer)
+	// each, when set, is called with every status of the upgrade the watch sees.
+	each func(ts *oauthv1alpha1.TokenServer)
 	// next, when set, ends the watch at the first status of an upgrade to this
 	// other image: the operator may write the end of one upgrade and the start of
 	// the next in one go.
@@ -281,6 +286,9 @@ func (e *upgradeEnv) follow(t *testing.T, timeout time.Duration, toImage string,
 			}
 			if u == nil || u.ToImage != toImage {
 				continue
+			}
+			if w.each != nil {
+				w.each(ts)
 			}
 			if len(w.seen) == 0 || w.seen[len(w.seen)-1] != u.Phase {
 				w.seen = append(w.seen, u.Phase)
