@@ -52,7 +52,7 @@ func copyJob(ts *oauthv1alpha1.TokenServer, u *oauthv1alpha1.UpgradeStatus, j up
 	source, target := copyDatabases(ts, u)
 	switch j.Kind {
 	case upgrade.JobCopy:
-		return resources.CopyJob(ts, j.Name, j.Image, u.ID, source, target)
+		return resources.CopyJob(ts, j.Name, j.Image, u.ID, resources.ColorURL(ts, u.FromColor), source, target)
 	case upgrade.JobCutover:
 		return resources.CutoverJob(ts, j.Name, j.Image, u.ID, upgrade.Forward, resources.ColorURL(ts, u.ToColor), source, target)
 	case upgrade.JobCutback:

@@ -137,7 +137,7 @@ func TestCopyUpgrade(t *testing.T) {
 	}
 	if args := jobArgs(t, ns, upgrade.JobName("auth", id, upgrade.JobCopy)); !slices.Equal(args, []string{"db", "copy",
 		"--source-dsn-file", "/etc/kubeoauth/source/dsn", "--target-dsn-file", "/etc/kubeoauth/target/dsn", "--upgrade-id", id,
-		"--create-database", "--termination-log", "/dev/termination-log"}) {
+		"--forward-to", "http://auth-blue." + ns + ".svc:4444", "--create-database", "--termination-log", "/dev/termination-log"}) {
 		t.Errorf("copy Job runs %v", args)
 	}
 	if _, _, ok := statefulSet(t, ns, "auth-green"); ok {

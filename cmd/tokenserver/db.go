@@ -67,6 +67,8 @@ func dbCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dsns := copyDSNs(fs)
 	upgradeID := fs.String("upgrade-id", "", "The upgrade the copy is for (required); a rerun with the same one resumes it.")
 	create := fs.Bool("create-database", false, "Create the target DSN's database on the source's server when it does not exist.")
+	forwardTo := fs.String("forward-to", "", "URL of the serving version's servers: the copy is fenced when done, so that "+
+		"servers started on it forward every request there until the cutover.")
 	termLog := fs.String("termination-log", defaultTerminationLog, "Also write the report (or the error) to this file, "+
 		"the container's termination message, if it exists.")
 	if err := parse(fs, args); err != nil {
@@ -80,7 +82,7 @@ func dbCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return postgres.CopyResult{}, err
 		}
-		opts := postgres.CopyOptions{UpgradeID: *upgradeID, Migrations: postgres.Migrations(), CreateDatabase: *create,
+		opts := postgres.CopyOptions{UpgradeID: *upgradeID, Migrations: postgres.Migrations(), CreateDatabase: *create, ForwardTo: *forwardTo,
 			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stderr, format+"\n", a...) }}
 		if *create {
 			if opts.TargetDatabase, err = postgres.DatabaseName(dstDSN); err != nil {

@@ -111,9 +111,11 @@ func copyJobPod(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32
 // creates its database on the bundled server first. A failure another run would
 // meet again (exit 3: a target that is not empty, a migration refused) fails the
 // Job at once; others are retried, and a rerun of the same upgrade starts over.
-func CopyJob(ts *oauthv1alpha1.TokenServer, name, image, id string, source, target oauthv1alpha1.DatabaseRef) *batchv1.Job {
+// The copy is fenced when done, its servers forwarding to forwardTo (the serving
+// color's) until the cutover: until then nothing but the replay may write it.
+func CopyJob(ts *oauthv1alpha1.TokenServer, name, image, id, forwardTo string, source, target oauthv1alpha1.DatabaseRef) *batchv1.Job {
 	args := []string{"db", "copy", "--source-dsn-file", mountSource + "/" + KeyDSN, "--target-dsn-file", mountTarget + "/" + KeyDSN,
-		"--upgrade-id", id}
+		"--upgrade-id", id, "--forward-to", forwardTo}
 	if ManagedDatabase(ts) {
 		args = append(args, "--create-database")
 	}

@@ -52,9 +52,10 @@ func TestCopyObjects(t *testing.T) {
 		secrets  map[string]string // Secret name: the volume it is mounted as
 		failFast []int32
 	}{
-		"copy": {pod: CopyJob(ts, "auth-0badc0de-copy", "tokenserver:v2", "0badc0de", blue, copyDB).Spec.Template.Spec,
+		"copy": {pod: CopyJob(ts, "auth-0badc0de-copy", "tokenserver:v2", "0badc0de", ColorURL(ts, ColorBlue), blue, copyDB).Spec.Template.Spec,
 			args: []string{"db", "copy", "--source-dsn-file", "/etc/kubeoauth/source/dsn", "--target-dsn-file", "/etc/kubeoauth/target/dsn",
-				"--upgrade-id", "0badc0de", "--create-database", "--termination-log", "/dev/termination-log"},
+				"--upgrade-id", "0badc0de", "--forward-to", "http://auth-blue.platform.svc:4444", "--create-database",
+				"--termination-log", "/dev/termination-log"},
 			secrets: map[string]string{"auth-db": "source", "auth-0badc0de-db": "target"}},
 		"cutover": {pod: CutoverJob(ts, "auth-0badc0de-cutover", "tokenserver:v2", "0badc0de", "forward", ColorURL(ts, ColorGreen), blue, copyDB).Spec.Template.Spec,
 			args: []string{"db", "cutover", "--from-dsn-file", "/etc/kubeoauth/source/dsn", "--to-dsn-file", "/etc/kubeoauth/target/dsn",
@@ -102,7 +103,7 @@ func TestCopyObjects(t *testing.T) {
 	ext := server(func(ts *oauthv1alpha1.TokenServer) {
 		ts.Spec.Database = &oauthv1alpha1.DatabaseSpec{External: &oauthv1alpha1.ExternalDatabase{SecretRef: oauthv1alpha1.SecretKeyReference{Name: "pg"}}}
 	})
-	if args := CopyJob(ext, "c", "i", "0badc0de", blue, copyDB).Spec.Template.Spec.Containers[0].Args; slices.Contains(args, "--create-database") {
+	if args := CopyJob(ext, "c", "i", "0badc0de", "http://b", blue, copyDB).Spec.Template.Spec.Containers[0].Args; slices.Contains(args, "--create-database") {
 		t.Errorf("external copy runs %v", args)
 	}
 	// The replay: one replica, its metrics on the named port the operator scrapes,

@@ -345,7 +345,7 @@ func TestPodSecurity(t *testing.T) {
 	}{
 		"token server": {pod: TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1"}).Spec.Template.Spec, uid: ServerUID},
 		"migrations":   {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
-		"copy": {pod: CopyJob(ts, "c", "tokenserver:v2", "0badc0de", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
+		"copy": {pod: CopyJob(ts, "c", "tokenserver:v2", "0badc0de", "http://b", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
 			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
 		"replay": {pod: ReplayDeployment(ts, "r", "tokenserver:v2", "0badc0de", "forward", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
 			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},

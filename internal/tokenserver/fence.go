@@ -174,6 +174,7 @@ func (s *Server) forwarder(to string) (*httputil.ReverseProxy, error) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Set(forwardedHeader, "1")
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.cfg.Log.Warn("forwarding to the upgraded servers", "path", r.URL.Path, "forwardTo", to, "err", err)
@@ -181,6 +182,12 @@ func (s *Server) forwarder(to string) (*httputil.ReverseProxy, error) {
 		},
 	}, nil
 }
+
+// forwardedHeader marks a request a fenced server forwarded. A server that is
+// forwarding itself answers such a one 503 instead of passing it on again: two
+// databases each naming the other (a cutover cut short between its steps) must not
+// send a request round in circles.
+const forwardedHeader = "X-Kubeoauth-Forwarded"
 
 // isWrite tells the requests that may write: every method but GET and HEAD, and
 // the authorization endpoint, whose GET issues a code when consent was given
@@ -204,6 +211,11 @@ func (s *Server) fenced(h http.Handler, admin bool) http.Handler {
 		for {
 			v, changed := s.fence.current()
 			switch {
+			case v.mode == fenceForward && !admin && r.Header.Get(forwardedHeader) != "":
+				s.cfg.Log.Warn("a forwarded request reached a server that forwards too; refusing it", "path", r.URL.Path,
+					"forwardTo", v.forwardTo)
+				s.fenceUnavailable(w, r, fenceRetry)
+				return
 			case v.mode == fenceForward && !admin:
 				s.forward(w, r, v)
 				return

@@ -65,7 +65,14 @@ CREATE TABLE IF NOT EXISTS kubeoauth_capture.changes (
     xid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     at         timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE INDEX IF NOT EXISTS changes_xid_idx ON kubeoauth_capture.changes (xid);
+DO $$ BEGIN
+    -- CREATE INDEX IF NOT EXISTS takes a SHARE lock on the table before it finds
+    -- the index there: on a second install it would queue the token writes that
+    -- the triggers record behind those in flight.
+    IF to_regclass('kubeoauth_capture.changes_xid_idx') IS NULL THEN
+        CREATE INDEX changes_xid_idx ON kubeoauth_capture.changes (xid);
+    END IF;
+END $$;
 CREATE OR REPLACE FUNCTION kubeoauth_capture.record() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -123,7 +123,15 @@ type CopyOptions struct {
 	// exist (the bundled database: the copy lives beside the original).
 	CreateDatabase bool
 	TargetDatabase string
-	// Capture is passed to InstallCapture on the source (its lock waits).
+	// ForwardTo is the URL of the serving version's servers. When set, the copy is
+	// fenced as it is finished: the guard refuses every write but the replay's, and
+	// the servers started on it forward every request to ForwardTo, until the
+	// cutover takes the fence away. Before then a refresh token is live in two
+	// databases, and a client that reached the new servers directly (their own
+	// Service) could spend it once on each.
+	ForwardTo string
+	// Capture is passed to InstallCapture on the source (its lock waits) and
+	// InstallFence on the target.
 	Capture CaptureOptions
 	Log     func(format string, args ...any)
 }
@@ -219,10 +227,27 @@ func CopyDatabase(ctx context.Context, source, target *sql.DB, o CopyOptions) (C
 	if _, err := Migrate(ctx, target, o.Migrations, MigrateOptions{Log: o.Log}); err != nil {
 		return CopyResult{}, fmt.Errorf("copy: migrating the copy to schema %d: %w", res.SchemaTo, err)
 	}
-	// The seconds from the record, so that a rerun reports the same.
-	if err := conn.QueryRowContext(ctx, `UPDATE kubeoauth_upgrade.copy SET state = $2, schema_to = $3, finished_at = clock_timestamp()
+	if o.ForwardTo != "" {
+		if err := InstallFence(ctx, target, o.Capture); err != nil {
+			return CopyResult{}, fmt.Errorf("copy: fencing the copy: %w", err)
+		}
+	}
+	// The fence and done in one transaction: a copy that is done is fenced. The
+	// seconds from the record, so that a rerun reports the same.
+	err = inConnTx(ctx, conn, func(tx *sql.Tx) error {
+		if o.ForwardTo != "" {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO kubeoauth_upgrade.fence (id, upgrade_id, state, lease_until, forward_to, set_at)
+VALUES (1, $1, 'forwarding', now(), $2, now())
+ON CONFLICT (id) DO UPDATE SET upgrade_id = EXCLUDED.upgrade_id, state = EXCLUDED.state, lease_until = EXCLUDED.lease_until,
+    forward_to = EXCLUDED.forward_to, set_at = EXCLUDED.set_at`, o.UpgradeID, o.ForwardTo); err != nil {
+				return err
+			}
+		}
+		return tx.QueryRowContext(ctx, `UPDATE kubeoauth_upgrade.copy SET state = $2, schema_to = $3, finished_at = clock_timestamp()
 WHERE upgrade_id = $1 RETURNING round(extract(epoch FROM finished_at - started_at), 6)::float8`, o.UpgradeID, CopyDone, res.SchemaTo).
-		Scan(&res.Seconds); err != nil {
+			Scan(&res.Seconds)
+	})
+	if err != nil {
 		return CopyResult{}, err
 	}
 	logf("copied %d rows at snapshot %s, schema %d → %d, in %s", res.RowsCopied, res.Snapshot, res.SchemaFrom, res.SchemaTo,

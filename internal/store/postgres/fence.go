@@ -183,12 +183,7 @@ func UninstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error 
 	}
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, guardTrigger)
-	if err != nil {
-		return fmt.Errorf("uninstalling the fence: %w", err)
-	}
-	tables, err := scanStrings(rows)
+	tables, err := guardedTables(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("uninstalling the fence: %w", err)
 	}
@@ -524,8 +519,11 @@ ON CONFLICT (id) DO UPDATE SET upgrade_id = EXCLUDED.upgrade_id, state = EXCLUDE
 	// outcome unknown.
 	marked := false
 	err := inTx(ctx, from, func(tx *sql.Tx) error {
-		r, err := tx.ExecContext(ctx, `UPDATE kubeoauth_upgrade.fence SET state = 'cut_over', set_at = now()
-WHERE upgrade_id = $1 AND state = 'holding' AND lease_until > now()`, o.UpgradeID)
+		// clock_timestamp, not now(): now() is the transaction's start, and a
+		// process stalled between BEGIN and this statement would mark a fence
+		// whose lease the servers have already seen run out.
+		r, err := tx.ExecContext(ctx, `UPDATE kubeoauth_upgrade.fence SET state = 'cut_over', set_at = clock_timestamp()
+WHERE upgrade_id = $1 AND state = 'holding' AND lease_until > clock_timestamp()`, o.UpgradeID)
 		if err != nil {
 			return err
 		}
@@ -554,7 +552,7 @@ WHERE upgrade_id = $1 AND state = 'holding' AND lease_until > now()`, o.UpgradeI
 func finishCutover(ctx context.Context, from, to *sql.DB, o CutoverOptions, res *CutoverResult, logf func(string, ...any)) error {
 	// Step 5: a transaction that passed the guard before the marker may commit
 	// after it; once every one has ended, what the drains see is final.
-	if err := waitForTransactions(ctx, from, logf); err != nil {
+	if err := waitForWriters(ctx, from, o, logf); err != nil {
 		return fmt.Errorf("cutover: waiting for the writes in flight: %w", err)
 	}
 	for {
@@ -575,8 +573,15 @@ func finishCutover(ctx context.Context, from, to *sql.DB, o CutoverOptions, res 
 	if err := replayBackRow(ctx, from, to, o); err != nil {
 		return fmt.Errorf("cutover: recording where the replay back starts: %w", err)
 	}
-	// Step 8.
-	err := inTx(ctx, to, func(tx *sql.Tx) error {
+	// Step 8, under this direction's replay lock on to: a pass in flight ends first,
+	// and every pass after the marker does nothing (ReplayPass), so no replayer
+	// that outlived the cutover writes from's older rows over to's.
+	conn, unlock, err := lockSession(ctx, to, replayLock(o.UpgradeID, o.Direction))
+	if err != nil {
+		return fmt.Errorf("cutover: locking the replay: %w", err)
+	}
+	defer unlock()
+	err = inConnTx(ctx, conn, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO kubeoauth_upgrade.cutover (upgrade_id, direction, at) VALUES ($1, $2, now())
 ON CONFLICT (upgrade_id, direction) DO NOTHING`, o.UpgradeID, o.Direction); err != nil {
 			return err
@@ -622,34 +627,75 @@ func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// waitForTransactions waits until every transaction in progress on db now has
-// ended.
-func waitForTransactions(ctx context.Context, db *sql.DB, logf func(string, ...any)) error {
-	snap, err := Snapshot(ctx, db)
+func inConnTx(ctx context.Context, conn *sql.Conn, fn func(tx *sql.Tx) error) error {
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	start, logged := time.Now(), time.Now()
-	for {
-		var running int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_snapshot_xip($1::pg_snapshot) AS x
-WHERE pg_xact_status(x) = 'in progress'`, snap).Scan(&running); err != nil {
-			return err
-		}
-		if running == 0 {
-			return nil
-		}
-		if time.Since(logged) > 5*time.Second {
-			logged = time.Now()
-			logf("waiting %s for %d transactions that began before the marker (see pg_stat_activity)",
-				time.Since(start).Round(time.Second), running)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+	defer func() { _ = tx.Rollback() }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// waitForWriters waits until every transaction that wrote a guarded table of db
+// before the marker has ended. It waits on the tables' locks, not on transaction
+// ids: a writer holds ROW EXCLUSIVE on its table from before the guard let it
+// through until it ends, whereas its transaction id may be assigned only after the
+// snapshot that would list it, and a snapshot lists the writers of every database
+// of the server. SHARE, taken and let go table by table, waits for exactly those
+// writers; a writer that comes after the marker is refused by the guard, and reads
+// never wait. Past the point of no return, so it never gives up: each wait is
+// bounded by the lock timeout, and logged while it lasts.
+func waitForWriters(ctx context.Context, db *sql.DB, o CutoverOptions, logf func(string, ...any)) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	tables, err := guardedTables(ctx, conn)
+	if err != nil {
+		return err
+	}
+	timeout := o.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	start := time.Now()
+	for _, name := range tables {
+		for {
+			err := inConnTx(ctx, conn, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, timeout.Milliseconds())); err != nil {
+					return err
+				}
+				_, err := tx.ExecContext(ctx, `LOCK TABLE `+pq.QuoteIdentifier(name)+` IN SHARE MODE`) // #nosec G202 -- quoted
+				return err
+			})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !isLockTimeout(err) {
+				return fmt.Errorf("waiting for the writers of %s: %w", name, err)
+			}
+			logf("cutover %s: waiting %s for a transaction that wrote %s before the marker (see pg_stat_activity)",
+				o.UpgradeID, time.Since(start).Round(time.Second), name)
 		}
 	}
+	return nil
+}
+
+// guardedTables lists the tables of the current schema that carry the guard.
+func guardedTables(ctx context.Context, conn *sql.Conn) ([]string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, guardTrigger)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
 }
 
 // advanceSequences sets every sequence of to's current schema that from has too

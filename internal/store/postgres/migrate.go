@@ -663,3 +663,9 @@ func (e *MigrationError) Deterministic() bool {
 	}
 	return true
 }
+
+// isLockTimeout says whether err is lock_timeout's.
+func isLockTimeout(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == lockNotAvailable
+}

@@ -36,6 +36,23 @@ type ReplayResult struct {
 	// the age of the oldest of them.
 	Pending int
 	Lag     time.Duration
+	// CutOver: the cutover of this direction is done; the pass did nothing, and no
+	// pass of it ever will again.
+	CutOver bool
+}
+
+// cutOverTo says whether the cutover of upgradeID in direction has put its marker
+// on q's database.
+func cutOverTo(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, upgradeID, direction string) (bool, error) {
+	var exists bool
+	if err := q.QueryRowContext(ctx, `SELECT to_regclass('kubeoauth_upgrade.cutover') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return false, err
+	}
+	err := q.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM kubeoauth_upgrade.cutover WHERE upgrade_id = $1 AND direction = $2)`,
+		upgradeID, direction).Scan(&exists)
+	return exists, err
 }
 
 // ReplayPass carries to the database to every row changed on from since the last
@@ -72,6 +89,18 @@ func ReplayPass(ctx context.Context, from, to *sql.DB, o ReplayOptions) (ReplayR
 		return res, fmt.Errorf("replay: locking the target: %w", err)
 	}
 	defer unlock()
+	// Once the cutover of this direction has put its marker on to (under this lock),
+	// to serves on its own and its rows are newer than from's: a pass now would
+	// write from's older rows over them (a revoked token active again). A replayer
+	// that outlived its cutover does nothing.
+	cutOver, err := cutOverTo(ctx, conn, o.UpgradeID, o.Direction)
+	if err != nil {
+		return res, fmt.Errorf("replay: reading the cutover marker: %w", err)
+	}
+	if cutOver {
+		res.CutOver = true
+		return res, nil
+	}
 	since, schemaFrom, schema, err := replayStart(ctx, conn, o)
 	if err != nil {
 		return res, err

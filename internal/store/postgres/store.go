@@ -221,7 +221,10 @@ func mapErr(err error) error {
 		switch {
 		case strings.HasPrefix(string(pqErr.Code), "08"), // connection exception
 			strings.HasPrefix(string(pqErr.Code), "53"),                         // insufficient resources
-			pqErr.Code == "57P01", pqErr.Code == "57P02", pqErr.Code == "57P03": // shutdown, cannot connect now
+			pqErr.Code == "57P01", pqErr.Code == "57P02", pqErr.Code == "57P03", // shutdown, cannot connect now
+			// A database cut over to another by an upgrade (the fence's guard): this
+			// server's view of the fence is behind; the retry reaches the new side.
+			pqErr.Code == FenceRefused:
 			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 		return err
