@@ -86,6 +86,9 @@ type Node struct {
 	mu       sync.Mutex
 	pods     map[string]*pod                 // by UID
 	names    map[types.NamespacedName]string // namespace/name → UID
+	// gone holds the UIDs of pods deleted before the node was asked to create
+	// them (virtual-kubelet can ask in that order): they must never start.
+	gone     map[string]bool
 	notifyCB func(*corev1.Pod)
 	// lister is the pod controller's view of this node's pods in the API.
 	lister corelisters.PodLister
@@ -199,7 +202,7 @@ func newNode(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	return &Node{cfg: cfg, log: cfg.Log, ctx: ctx, kube: kube, addons: addons, images: images,
 		res: &resolver{c: kube, hostIP: cfg.HostIP}, addrs: addrs,
-		pods: map[string]*pod{}, names: map[types.NamespacedName]string{}}, nil
+		pods: map[string]*pod{}, names: map[types.NamespacedName]string{}, gone: map[string]bool{}}, nil
 }
 
 // imageMap is the image map as it is now: read again for every pod, so images

@@ -9,11 +9,15 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 // The pure parts of the node; the node itself runs in `make test-e2e`, which needs
@@ -196,7 +200,7 @@ func testPod(t *testing.T, policy corev1.RestartPolicy, containers map[string]*c
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
-	n := &Node{log: logr.Discard(), ctx: ctx, pods: map[string]*pod{}, names: map[types.NamespacedName]string{}}
+	n := &Node{log: logr.Discard(), ctx: ctx, pods: map[string]*pod{}, names: map[types.NamespacedName]string{}, gone: map[string]bool{}}
 	return &pod{n: n, dir: t.TempDir(), ctx: ctx, cancel: cancel, exited: map[string]chan struct{}{},
 		spec: map[string]*ShimSpec{}, stopped: make(chan struct{}),
 		st: podState{Pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u"}, Spec: corev1.PodSpec{
@@ -328,5 +332,46 @@ func TestWriteFilesKeepsTheDirectory(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "sub", "ca.crt")); string(b) != "ca" {
 		t.Errorf("sub/ca.crt = %q", b)
+	}
+}
+
+// A pod deleted before the node was asked to create it (virtual-kubelet's workers
+// can ask in that order when a pod is deleted the moment it is scheduled) never
+// starts: as with the kubelet, its object is deleted with nothing to stop. Started,
+// it ran with nothing left to stop it, its object Terminating for good.
+func TestPodDeletedBeforeItWasCreatedNeverStarts(t *testing.T) {
+	ctx := t.Context()
+	pd := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "job-x", UID: "u1"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "never-pulled"}}}}
+	// The API server's view, which the node deletes from; a fake because the
+	// order of the two calls is what is tested, not the API.
+	kube := fake.NewClientset(pd.DeepCopy())
+	n := &Node{log: logr.Discard(), ctx: ctx, kube: kube, pods: map[string]*pod{}, names: map[types.NamespacedName]string{},
+		gone: map[string]bool{}}
+	if err := n.DeletePod(ctx, pd); !errdefs.IsNotFound(err) {
+		t.Fatalf("DeletePod of a pod the node does not have: %v; want NotFound", err)
+	}
+	if err := n.CreatePod(ctx, pd); err != nil {
+		t.Fatal(err)
+	}
+	if len(n.pods) != 0 {
+		t.Fatalf("the node runs %d pods; want none: the pod was deleted before it was created", len(n.pods))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := kube.CoreV1().Pods("ns").Get(ctx, "job-x", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod object is still there: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Already being deleted when the node hears of it: the same.
+	pd2 := pd.DeepCopy()
+	pd2.Name, pd2.UID, pd2.DeletionTimestamp = "job-y", "u2", &metav1.Time{Time: time.Now()}
+	if err := n.CreatePod(ctx, pd2); err != nil || len(n.pods) != 0 {
+		t.Fatalf("CreatePod of a pod being deleted: %v, %d pods running; want none", err, len(n.pods))
 	}
 }

@@ -28,6 +28,14 @@ func (n *Node) CreatePod(_ context.Context, pd *corev1.Pod) error {
 		n.mu.Unlock()
 		return nil
 	}
+	// A pod deleted before it started never starts, as with the kubelet: its
+	// object goes, with nothing to stop.
+	if pd.DeletionTimestamp != nil || n.gone[string(pd.UID)] {
+		delete(n.gone, string(pd.UID))
+		n.mu.Unlock()
+		go n.deleteObject(pd.Namespace, pd.Name, pd.UID) // #nosec G118 -- outlives the request
+		return nil
+	}
 	// A pod the node still holds under this name is one the API no longer has.
 	old := n.pods[n.names[types.NamespacedName{Namespace: pd.Namespace, Name: pd.Name}]]
 	p, err := n.newPod(podState{Pod: pd.DeepCopy(), StartTime: metav1.Now(), Containers: map[string]*containerState{}}, true)
@@ -69,6 +77,11 @@ func (n *Node) UpdatePod(ctx context.Context, pd *corev1.Pod) error {
 func (n *Node) DeletePod(_ context.Context, pd *corev1.Pod) error {
 	n.mu.Lock()
 	p, ok := n.pods[string(pd.UID)]
+	if !ok {
+		// Asked to delete before it was asked to create it: remember, so that it
+		// never starts.
+		n.gone[string(pd.UID)] = true
+	}
 	n.mu.Unlock()
 	if !ok {
 		return errdefs.NotFound("pod not found")
@@ -110,12 +123,17 @@ func (n *Node) remove(p *pod) {
 	n.mu.Lock()
 	delete(n.pods, uid)
 	n.mu.Unlock()
+	n.deleteObject(p.st.Pod.Namespace, p.st.Pod.Name, p.st.Pod.UID)
+}
+
+// deleteObject deletes the pod object of a pod that no longer runs here.
+func (n *Node) deleteObject(namespace, name string, uid types.UID) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := n.kube.CoreV1().Pods(p.st.Pod.Namespace).Delete(ctx, p.st.Pod.Name, metav1.DeleteOptions{
-		GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &p.st.Pod.UID}})
+	err := n.kube.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To[int64](0), Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !isGone(err) {
-		n.log.Error(err, "deleting pod object", "pod", p.st.Pod.Name)
+		n.log.Error(err, "deleting pod object", "pod", name)
 	}
 }
 

@@ -96,7 +96,7 @@ func startNode(t *testing.T, images string) *testNode {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Log, ctx: ctx, kube: kube, res: &resolver{c: kube, hostIP: cfg.HostIP}, addrs: addrs,
-		pods: map[string]*pod{}, names: map[types.NamespacedName]string{}}
+		pods: map[string]*pod{}, names: map[types.NamespacedName]string{}, gone: map[string]bool{}}
 	pc, err := n.podController(ctx)
 	if err != nil {
 		cancel()
