@@ -79,6 +79,8 @@ type Options struct {
 	MaxConnectionAge time.Duration
 	// FenceMaxHold: see Config; 0 means DefaultFenceMaxHold.
 	FenceMaxHold time.Duration
+	// FencePollInterval: see Config; 0 means FencePollInterval.
+	FencePollInterval time.Duration
 }
 
 // errClientIPHeaderUntrusted: a client-address header taken from anyone would let
@@ -157,7 +159,7 @@ func Serve(ctx context.Context, o Options) error {
 		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
 		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader,
 		ClientIPTrustedProxies: o.ClientIPTrustedProxies, TokenMiddleware: o.TokenMiddleware,
-		ReadFence: st.ReadFence, FenceMaxHold: o.FenceMaxHold})
+		ReadFence: st.ReadFence, FenceMaxHold: o.FenceMaxHold, FencePollInterval: o.FencePollInterval})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()

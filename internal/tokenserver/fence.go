@@ -54,6 +54,7 @@ type fenceView struct {
 type fenceWatch struct {
 	read    func(context.Context) (postgres.Fence, bool, error)
 	maxHold time.Duration
+	poll    time.Duration
 
 	mu      sync.Mutex
 	view    fenceView
@@ -61,11 +62,14 @@ type fenceWatch struct {
 	failing bool
 }
 
-func newFenceWatch(read func(context.Context) (postgres.Fence, bool, error), maxHold time.Duration) *fenceWatch {
+func newFenceWatch(read func(context.Context) (postgres.Fence, bool, error), maxHold, poll time.Duration) *fenceWatch {
 	if maxHold <= 0 {
 		maxHold = DefaultFenceMaxHold
 	}
-	return &fenceWatch{read: read, maxHold: maxHold, view: fenceView{state: "none"}, changed: make(chan struct{})}
+	if poll <= 0 {
+		poll = FencePollInterval
+	}
+	return &fenceWatch{read: read, maxHold: maxHold, poll: poll, view: fenceView{state: "none"}, changed: make(chan struct{})}
 }
 
 // active tells whether the fence is up: holding, cut over or forwarding.
@@ -92,7 +96,7 @@ func (s *Server) watchFence(ctx context.Context) {
 	if s.fence == nil {
 		return
 	}
-	t := time.NewTicker(FencePollInterval)
+	t := time.NewTicker(s.fence.poll)
 	defer t.Stop()
 	for {
 		s.pollFence(ctx)
@@ -189,6 +193,10 @@ func (s *Server) forwarder(to string) (*httputil.ReverseProxy, error) {
 // send a request round in circles.
 const forwardedHeader = "X-Kubeoauth-Forwarded"
 
+// forwardLoopWait is how long a forwarded request waits for a server that still
+// forwards to see that it should serve: a few polls.
+const forwardLoopWait = 2 * time.Second
+
 // isWrite tells the requests that may write: every method but GET and HEAD, and
 // the authorization endpoint, whose GET issues a code when consent was given
 // before.
@@ -207,11 +215,29 @@ func (s *Server) fenced(h http.Handler, admin bool) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		var held *time.Timer
+		var held, looping *time.Timer
 		for {
 			v, changed := s.fence.current()
 			switch {
 			case v.mode == fenceForward && !admin && r.Header.Get(forwardedHeader) != "":
+				// Forwarded here while this server still forwards: at a cutover the
+				// new side's fence row is deleted (step 8) a moment before the old
+				// side forwards (step 9), and this server's view may be one poll
+				// behind. Look now, and wait for the change a little; only two
+				// databases naming each other for real get a 503.
+				if looping == nil {
+					looping = time.NewTimer(forwardLoopWait)
+					defer looping.Stop()
+					s.pollFence(r.Context())
+					continue
+				}
+				select {
+				case <-changed:
+					continue
+				case <-r.Context().Done():
+					return
+				case <-looping.C:
+				}
 				s.cfg.Log.Warn("a forwarded request reached a server that forwards too; refusing it", "path", r.URL.Path,
 					"forwardTo", v.forwardTo)
 				s.fenceUnavailable(w, r, fenceRetry)

@@ -378,3 +378,50 @@ VALUES (1, 'u1', 'cut_over', now())`); err != nil {
 		t.Errorf("%d access tokens written past the guard", n)
 	}
 }
+
+// A request forwarded to a server whose view of the fence is one poll behind — at
+// a cutover the new side's fence row goes (step 8) a moment before the old side
+// forwards (step 9) — is served: the server looks again at once instead of
+// refusing it as a loop. Two servers that really forward to each other refuse it,
+// after a short wait, with 503.
+func TestForwardedRequestToAServerThatJustStoppedForwarding(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	db := openPool(t, dsn)
+	if err := postgres.InstallFence(ctx, db, postgres.CaptureOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	secret := confidentialClient(t, start(t, setup{dsn: dsn}), "grafana")
+	if _, err := db.Exec(`INSERT INTO kubeoauth_upgrade.fence (id, upgrade_id, state, lease_until, forward_to)
+VALUES (1, 'u1', 'forwarding', now(), 'http://127.0.0.1:1')`); err != nil {
+		t.Fatal(err)
+	}
+	// Polls an hour apart: after the first, before it listens, the server's view
+	// moves only when it looks itself.
+	in := start(t, setup{dsn: dsn, fencePoll: time.Hour})
+	waitMetric(t, in, `kubeoauth_fence_state{state="forwarding"}`, 1)
+	forwarded := func() (int, time.Duration) {
+		req, _ := http.NewRequest(http.MethodPost, in.URL+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Kubeoauth-Forwarded", "1")
+		req.SetBasicAuth("grafana", secret)
+		start := time.Now()
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, time.Since(start)
+	}
+	// Really a loop: the row still forwards.
+	if code, took := forwarded(); code != http.StatusServiceUnavailable || took < time.Second {
+		t.Errorf("a forwarded request to a server that forwards: %d after %s; want 503 after waiting for a change", code, took)
+	}
+	// The row gone behind the server's back, as at step 8.
+	if _, err := db.Exec(`DELETE FROM kubeoauth_upgrade.fence`); err != nil {
+		t.Fatal(err)
+	}
+	if code, took := forwarded(); code != http.StatusOK {
+		t.Errorf("a forwarded request to a server whose fence just went: %d after %s; want it served", code, took)
+	}
+}

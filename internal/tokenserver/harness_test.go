@@ -72,6 +72,8 @@ type setup struct {
 	maxConnAge time.Duration
 	// fenceMaxHold: see Options.FenceMaxHold; default 30s.
 	fenceMaxHold time.Duration
+	// fencePoll: see Options.FencePollInterval.
+	fencePoll time.Duration
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -169,7 +171,7 @@ func start(t testing.TB, s setup) *instance {
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
-			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold,
+			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold, FencePollInterval: s.fencePoll,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

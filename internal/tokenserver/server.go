@@ -74,6 +74,8 @@ type Config struct {
 	// FenceMaxHold is the longest a request is held by the fence; 0 means
 	// DefaultFenceMaxHold.
 	FenceMaxHold time.Duration
+	// FencePollInterval is how often the fence is read; 0 means FencePollInterval.
+	FencePollInterval time.Duration
 }
 
 // Server serves the public and admin HTTP APIs.
@@ -138,7 +140,7 @@ func New(cfg Config) *Server {
 		bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
 		recent:      recentResponses{window: cfg.RefreshCoalesceWindow}}
 	if cfg.ReadFence != nil {
-		s.fence = newFenceWatch(cfg.ReadFence, cfg.FenceMaxHold)
+		s.fence = newFenceWatch(cfg.ReadFence, cfg.FenceMaxHold, cfg.FencePollInterval)
 	}
 	return s
 }

@@ -83,9 +83,9 @@ type Node struct {
 	res    *resolver
 	addrs  *addresses
 
-	mu       sync.Mutex
-	pods     map[string]*pod                 // by UID
-	names    map[types.NamespacedName]string // namespace/name → UID
+	mu    sync.Mutex
+	pods  map[string]*pod                 // by UID
+	names map[types.NamespacedName]string // namespace/name → UID
 	// gone holds the UIDs of pods deleted before the node was asked to create
 	// them (virtual-kubelet can ask in that order): they must never start.
 	gone     map[string]bool

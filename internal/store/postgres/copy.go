@@ -641,7 +641,6 @@ func CleanupUpgrade(ctx context.Context, db *sql.DB, opts CaptureOptions) error 
 	return UninstallFence(ctx, db, opts)
 }
 
-
 // DropDatabase drops database name on db's server, if it exists; not db's own.
 func DropDatabase(ctx context.Context, db *sql.DB, name string) error {
 	var current string
