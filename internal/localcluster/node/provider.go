@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
 
@@ -123,7 +124,36 @@ func (n *Node) remove(p *pod) {
 	n.mu.Lock()
 	delete(n.pods, uid)
 	n.mu.Unlock()
+	n.reportTerminal(p)
 	n.deleteObject(p.st.Pod.Namespace, p.st.Pod.Name, p.st.Pod.UID)
+}
+
+// reportTerminal writes the status of a pod whose containers were stopped for its
+// deletion, in a terminal phase, as the kubelet does before the pod object goes:
+// a Job's pod carries the Job controller's tracking finalizer, which it removes
+// only from a pod that has ended. Left Running, the pod stayed Terminating for
+// good and its Job never counted it.
+func (n *Node) reportTerminal(p *pod) {
+	ours := p.withStatus()
+	ours.Status.Phase = p.terminalPhase()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pods := n.kube.CoreV1().Pods(ours.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := pods.Get(ctx, ours.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cur.UID != ours.UID || cur.Status.Phase == corev1.PodSucceeded || cur.Status.Phase == corev1.PodFailed {
+			return nil
+		}
+		cur.Status = ours.Status
+		_, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil && !isGone(err) {
+		n.log.Error(err, "reporting the end of a deleted pod", "pod", ours.Name)
+	}
 }
 
 // deleteObject deletes the pod object of a pod that no longer runs here.

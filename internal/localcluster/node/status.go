@@ -93,6 +93,19 @@ func (p *pod) phase() corev1.PodPhase {
 	return corev1.PodSucceeded
 }
 
+// terminalPhase is the phase of a pod whose containers were stopped for good (it
+// was deleted): Succeeded when every container exited 0, Failed otherwise.
+func (p *pod) terminalPhase() corev1.PodPhase {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.st.Pod.Spec.Containers {
+		if code, ok := exitOf(p.st.Containers[c.Name]); !ok || code != 0 {
+			return corev1.PodFailed
+		}
+	}
+	return corev1.PodSucceeded
+}
+
 func (p *pod) containerStatuses(list []corev1.Container) []corev1.ContainerStatus {
 	out := make([]corev1.ContainerStatus, 0, len(list))
 	for _, c := range list {
