@@ -301,3 +301,42 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// A copy whose target refuses connections fails with exit code 1 (retried; the
+// operator rolls the upgrade back when its retries are spent), saying so in the
+// termination message, and the source goes on taking writes.
+func TestDBCopyToARefusedTarget(t *testing.T) {
+	ctx := context.Background()
+	srv, err := testpg.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	srcDSN := srv.NewMigratedDatabase(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	termLog := terminationFile(t)
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"db", "copy", "--source-dsn-file", secretFile(t, srcDSN), "--target-dsn-file",
+		secretFile(t, "postgres://kubeoauth@"+closed+"/copy?sslmode=disable&connect_timeout=2"), "--upgrade-id", "refused",
+		"--termination-log", termLog}, &out, &errOut)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "connect") {
+		t.Fatalf("db copy to a target that refuses connections: %v (exit %d); want exit 1 saying it cannot connect", err, exitCode(err))
+	}
+	if msg, _ := os.ReadFile(termLog); !strings.HasPrefix(string(msg), "db copy: ") { // #nosec G304 -- the test's file
+		t.Errorf("termination message %q", msg)
+	}
+	s, err := postgres.Open(ctx, srcDSN, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if _, err := s.PutClient(ctx, &store.Client{ID: "still-writable", OwnerNamespace: "ns", ClientSpec: store.ClientSpec{Name: "x",
+		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}); err != nil {
+		t.Errorf("a write on the source after the failed copy: %v", err)
+	}
+}
