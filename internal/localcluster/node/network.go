@@ -24,6 +24,11 @@ type addresses struct {
 	net  *net.IPNet
 	host net.IP
 	ByIP map[string]string `json:"byIP"` // address → pod UID
+	// Last is the offset of the address handed out last: the next search starts
+	// after it, as CNI's host-local IPAM does, so that an address freed a moment
+	// ago is not given to the next pod while peers (the host included) still map it
+	// to the old pod's link-layer address.
+	Last int `json:"last,omitempty"`
 }
 
 func loadAddresses(dir, cidr, host string) (*addresses, error) {
@@ -52,12 +57,14 @@ func (a *addresses) allocate(uid string) (string, error) {
 	}
 	base := a.net.IP.To4()
 	ones, bits := a.net.Mask.Size()
-	for i := 2; i < 1<<(bits-ones)-1; i++ {
+	first, end := 2, 1<<(bits-ones)-1 // not the network, the host's .1 by convention, nor broadcast
+	for n := range end - first {
+		i := first + (max(a.Last-first+1, 0)+n)%(end-first)
 		ip := net.IPv4(base[0], base[1], base[2]+byte(i>>8), base[3]+byte(i)).String()
 		if _, taken := a.ByIP[ip]; taken || ip == a.host.String() {
 			continue
 		}
-		a.ByIP[ip] = uid
+		a.ByIP[ip], a.Last = uid, i
 		return ip, a.save()
 	}
 	return "", errors.New("the pod network " + a.net.String() + " is full")
@@ -113,6 +120,9 @@ func setUpPodNetwork(uid, ip, prefix, bridge, hostIP string) error {
 		}
 	}
 	steps := [][]string{
+		// An earlier pod may have had this address: the host must not keep sending
+		// to its link-layer address.
+		{"ip", "neigh", "flush", "to", ip},
 		{"ip", "link", "set", veth, "master", bridge},
 		{"ip", "link", "set", veth, "up"},
 		{"ip", "-n", ns, "link", "set", "lo", "up"},

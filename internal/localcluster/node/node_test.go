@@ -295,8 +295,28 @@ func TestAddressesAreKeptPerUID(t *testing.T) {
 	if err := b.release("uid-a"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := b.allocate("uid-c"); got != first {
-		t.Errorf("a released address is not reused: got %s, want %s", got, first)
+	// Not handed out again at once (peers may still map it to the old pod), but
+	// once the others have been.
+	if got, _ := b.allocate("uid-c"); got != "10.244.0.4" {
+		t.Errorf("the pod after a release got %s, want 10.244.0.4 (the next address, not the one just freed)", got)
+	}
+	small, err := loadAddresses(t.TempDir(), "10.244.1.0/29", "10.244.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []string{"p2", "p3", "p4", "p5", "p6"} {
+		if _, err := small.allocate(uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := small.allocate("p7"); err == nil {
+		t.Error("a full /29 handed out an address")
+	}
+	if err := small.release("p3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := small.allocate("p8"); got != "10.244.1.3" || err != nil {
+		t.Errorf("after wrapping around: %s %v, want the freed 10.244.1.3", got, err)
 	}
 }
 
