@@ -95,13 +95,25 @@ func (r *TokenServerReconciler) deleteJobs(ctx context.Context, ts *oauthv1alpha
 	return nil
 }
 
-// replayPods counts the pods of ts's replay Deployments, terminating ones too.
-func (r *TokenServerReconciler) replayPods(ctx context.Context, ts *oauthv1alpha1.TokenServer) (int, error) {
+// lostPodAfter: a pod still there this long after its deletion timestamp (its
+// grace period already included) is on a lost node and runs nothing any more.
+const lostPodAfter = time.Minute
+
+// replayPods counts the pods of ts's replay Deployments, terminating ones too
+// (one may still finish a pass), but not those on a lost node, which stay for
+// good: the cleanup that waits for them would wait forever.
+func (r *TokenServerReconciler) replayPods(ctx context.Context, ts *oauthv1alpha1.TokenServer, now time.Time) (int, error) {
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(resources.ReplaySelector(ts))); err != nil {
 		return 0, fmt.Errorf("list the replay pods: %w", err)
 	}
-	return len(pods.Items), nil
+	n := 0
+	for i := range pods.Items {
+		if d := pods.Items[i].DeletionTimestamp; d == nil || now.Before(d.Add(lostPodAfter)) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // ensureCopySecret creates the bundled copy's DSN Secret, derived from the bundled

@@ -231,7 +231,7 @@ func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.T
 	}
 	if u := ts.Status.Upgrade; u != nil {
 		if u.Copy != nil {
-			if o.ReplayPods, err = r.replayPods(ctx, ts); err != nil {
+			if o.ReplayPods, err = r.replayPods(ctx, ts, r.Clock.Now()); err != nil {
 				return o, nil, err
 			}
 		}
