@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +29,8 @@ import (
 // A Copy upgrade runs its replay as Deployments (one replica each), which the
 // operator creates and deletes as the phases ask.
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;delete
+// A copy Job still running once its upgrade ended is deleted before the cleanup.
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=delete
 
 // specDatabase is spec.database's DSN reference.
 func specDatabase(ts *oauthv1alpha1.TokenServer) oauthv1alpha1.DatabaseRef {
@@ -57,8 +60,60 @@ func copyJob(ts *oauthv1alpha1.TokenServer, u *oauthv1alpha1.UpgradeStatus, j up
 		return resources.CutoverJob(ts, j.Name, j.Image, u.ID, upgrade.Forward, resources.ColorURL(ts, u.ToColor), source, target)
 	case upgrade.JobCutback:
 		return resources.CutoverJob(ts, j.Name, j.Image, u.ID, upgrade.Backward, resources.ColorURL(ts, u.FromColor), target, source)
+	case upgrade.JobCleanup:
+		if j.Database == nil {
+			return nil
+		}
+		drop := ""
+		if j.DropCopy {
+			drop = resources.CopyDatabaseName(u.ID)
+		}
+		return resources.CleanupJob(ts, j.Name, j.Image, *j.Database, drop)
 	}
 	return nil
+}
+
+// deleteJobs deletes the named Jobs of ts (a copy Job that outlived its upgrade);
+// their pods go with them.
+func (r *TokenServerReconciler) deleteJobs(ctx context.Context, ts *oauthv1alpha1.TokenServer, names []string) error {
+	for _, name := range names {
+		var job batchv1.Job
+		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &job)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("get Job %s: %w", name, err)
+		}
+		if !metav1.IsControlledBy(&job, ts) || job.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.Delete(ctx, &job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete Job %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// lostPodAfter: a pod still there this long after its deletion timestamp (its
+// grace period already included) is on a lost node and runs nothing any more.
+const lostPodAfter = time.Minute
+
+// replayPods counts the pods of ts's replay Deployments, terminating ones too
+// (one may still finish a pass), but not those on a lost node, which stay for
+// good: the cleanup that waits for them would wait forever.
+func (r *TokenServerReconciler) replayPods(ctx context.Context, ts *oauthv1alpha1.TokenServer, now time.Time) (int, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(resources.ReplaySelector(ts))); err != nil {
+		return 0, fmt.Errorf("list the replay pods: %w", err)
+	}
+	n := 0
+	for i := range pods.Items {
+		if d := pods.Items[i].DeletionTimestamp; d == nil || now.Before(d.Add(lostPodAfter)) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // ensureCopySecret creates the bundled copy's DSN Secret, derived from the bundled

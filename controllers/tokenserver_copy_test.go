@@ -103,6 +103,40 @@ func caughtUp(t *testing.T, ts *oauthv1alpha1.TokenServer, k *fakeKubelet) {
 	waitPhase(t, ts, oauthv1alpha1.UpgradeCuttingOver)
 }
 
+// waitCleanupJob waits for the ended upgrade's cleanup Job and checks what it
+// runs: `db cleanup` on the Secret dsn (mounted as the db volume) with image,
+// the bundled copy dropped when drop names it.
+func waitCleanupJob(t *testing.T, ts *oauthv1alpha1.TokenServer, id, image, dsn, drop string) string {
+	t.Helper()
+	name := upgrade.JobName("auth", id, upgrade.JobCleanup)
+	eventually(t, 20*time.Second, "the cleanup Job", func() bool { return slices.Contains(jobNames(t, ts.Namespace), name) },
+		func() string { return fmt.Sprintf("Jobs %v, upgrade %+v", jobNames(t, ts.Namespace), fresh(t, ts)) })
+	var job batchv1.Job
+	get(t, ts.Namespace, name, &job)
+	c := job.Spec.Template.Spec.Containers[0]
+	args := []string{"db", "cleanup", "--dsn-file", "/etc/kubeoauth/db/dsn", "--lock-timeout", "2s"}
+	if drop != "" {
+		args = append(args, "--drop-database", drop)
+	}
+	if c.Image != image || !slices.Equal(c.Args, args) {
+		t.Errorf("cleanup Job runs %s %v, want %s %v", c.Image, c.Args, image, args)
+	}
+	vols := job.Spec.Template.Spec.Volumes
+	if len(vols) != 1 || vols[0].Secret == nil || vols[0].Secret.SecretName != dsn {
+		t.Errorf("cleanup Job mounts %+v, want only %s", vols, dsn)
+	}
+	return name
+}
+
+// waitCleanup waits for status.upgrade.copy.cleanup to start with state.
+func waitCleanup(t *testing.T, ts *oauthv1alpha1.TokenServer, state string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "copy.cleanup "+state, func() bool {
+		u := fresh(t, ts)
+		return u.Copy != nil && strings.HasPrefix(u.Copy.Cleanup, state)
+	}, func() string { return fmt.Sprintf("upgrade %+v, copy %+v", ts.Status.Upgrade, ts.Status.Upgrade.Copy) })
+}
+
 // TestCopyUpgrade drives a Copy upgrade through every phase, as the fake kubelet
 // (Jobs ending with the termination messages the real commands print) and the fake
 // clock let it, and checks at each one what a user sees: status.upgrade and its
@@ -225,6 +259,34 @@ func TestCopyUpgrade(t *testing.T) {
 		t.Errorf("green mounts %s after the upgrade", g)
 	}
 
+	// The cleanup, once the backward replay's pod is gone: on the copy that serves,
+	// with the new image, dropping nothing (the old database is kept). It fails:
+	// recorded, and the upgrade stays Completed, not Degraded.
+	cleanup := waitCleanupJob(t, ts, id, imageV2, copySecret, "")
+	waitCleanup(t, ts, upgrade.CleanupRunning)
+	k.release("cleanup", jobOutcome{failed: true, message: "lock timeout on tokens"})
+	waitCleanup(t, ts, upgrade.CleanupFailedPrefix)
+	if c := ts.Status.Upgrade.Copy.Cleanup; !strings.Contains(c, "lock timeout on tokens") {
+		t.Errorf("copy.cleanup %q does not say why", c)
+	}
+	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeCompleted {
+		t.Errorf("a failed cleanup moved the upgrade to %s", ts.Status.Upgrade.Phase)
+	}
+	condIs(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionFalse, "UpgradeCompleted")
+	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+	// Deleting the failed Job runs it again.
+	k.release("cleanup", jobOutcome{})
+	var failed batchv1.Job
+	get(t, ns, cleanup, &failed)
+	if err := k8s.Delete(context.Background(), &failed, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cleanup + "-x"}}); client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	}
+	waitCleanup(t, ts, upgrade.CleanupDone)
+	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionFalse, "UpgradeCompleted")
+
 	// The next upgrade plans against the database that serves: the copy.
 	setImage(t, ts, "kubeoauth/tokenserver:v3")
 	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
@@ -303,7 +365,7 @@ func TestCopyExternalWithoutTarget(t *testing.T) {
 
 // TestCopyRollbackBeforeCutover: a rollback asked while the replay catches up takes
 // green and the replay away; blue never stopped serving on its own database; the
-// copy's Secret is left for cleanup.
+// cleanup Job then runs on blue's database and drops the bundled copy.
 func TestCopyRollbackBeforeCutover(t *testing.T) {
 	advanceOperatorClock(t)
 	ts, k := upgradeServer(t, "copyrb", nil)
@@ -322,9 +384,15 @@ func TestCopyRollbackBeforeCutover(t *testing.T) {
 	if dsnSecretOf(t, ns, "auth-blue") != "auth-db" {
 		t.Error("blue left its database")
 	}
-	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "auth-" + id + "-db"}, &corev1.Secret{}); err != nil {
-		t.Errorf("the copy's Secret is gone (%v): it is left for `tokenserver db cleanup`", err)
+	// The cleanup: on blue's database with the image that serves, the bundled copy
+	// dropped; the rollback's record stays as it was.
+	waitCleanupJob(t, ts, id, imageV1, "auth-db", "kubeoauth_"+id)
+	k.release("cleanup", jobOutcome{})
+	waitCleanup(t, ts, upgrade.CleanupDone)
+	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || ts.Status.Upgrade.Reason != upgrade.ReasonRollbackAsked {
+		t.Errorf("after the cleanup: %+v", ts.Status.Upgrade)
 	}
+	condIs(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 }
 
 // TestCopyRollbackAfterCutover: a rollback asked in the rollback window brings blue
@@ -376,6 +444,17 @@ func TestCopyRollbackAfterCutover(t *testing.T) {
 		t.Errorf("after the rollback: %+v, copy %+v", ts.Status, u.Copy)
 	}
 	waitCondition(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
+
+	// The cleanup: on blue's own database (never the copy), with the old image that
+	// serves, the bundled copy dropped. A failure leaves the rollback as it was.
+	waitCleanupJob(t, ts, id, imageV1, "auth-db", "kubeoauth_"+id)
+	k.release("cleanup", jobOutcome{failed: true, message: "could not drop"})
+	waitCleanup(t, ts, upgrade.CleanupFailedPrefix)
+	if u := ts.Status.Upgrade; u.Phase != oauthv1alpha1.UpgradeRolledBack || !u.Copy.CutBack {
+		t.Errorf("after a failed cleanup: %+v", u)
+	}
+	condIs(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
+	condIs(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
 }
 
 // TestCopyOperatorRestart: the operator stops while the copy Job runs, and again

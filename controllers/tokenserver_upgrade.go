@@ -92,6 +92,9 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	if err := r.ensureCopySecret(ctx, ts, d.TargetSecret); err != nil {
 		return nil, 0, err
 	}
+	if err := r.deleteJobs(ctx, ts, d.DeleteJobs); err != nil {
+		return nil, 0, err
+	}
 	for _, j := range d.Jobs {
 		if err := r.createUpgradeJob(ctx, ts, j); err != nil {
 			return nil, 0, err
@@ -227,6 +230,11 @@ func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.T
 		return o, nil, err
 	}
 	if u := ts.Status.Upgrade; u != nil {
+		if u.Copy != nil {
+			if o.ReplayPods, err = r.replayPods(ctx, ts, r.Clock.Now()); err != nil {
+				return o, nil, err
+			}
+		}
 		switch u.Phase {
 		case oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePaused, oauthv1alpha1.UpgradePromoting:
 			o.Metrics = scrapeColor(ctx, pods, ips, upgrade.Color(u.ToColor))
@@ -298,7 +306,7 @@ func (r *TokenServerReconciler) observeJobs(ctx context.Context, ts *oauthv1alph
 		return nil
 	}
 	for _, kind := range []upgrade.JobKind{upgrade.JobPlan, upgrade.JobExpand, upgrade.JobVerify, upgrade.JobContract,
-		upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback} {
+		upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback, upgrade.JobCleanup} {
 		var job batchv1.Job
 		name := upgrade.UpgradeJobName(ts.Name, u, kind)
 		err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &job)
@@ -331,7 +339,8 @@ func (r *TokenServerReconciler) observeJobs(ctx context.Context, ts *oauthv1alph
 				}
 			}
 		}
-		if j.State == upgrade.JobSucceeded && kind != upgrade.JobExpand && kind != upgrade.JobVerify && kind != upgrade.JobContract {
+		if j.State == upgrade.JobSucceeded && kind != upgrade.JobExpand && kind != upgrade.JobVerify && kind != upgrade.JobContract &&
+			kind != upgrade.JobCleanup {
 			msg, _, err := r.terminationMessage(ctx, &job, true)
 			if err != nil {
 				return err
@@ -536,7 +545,7 @@ func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv
 		job = resources.VerifyJob(ts, j.Name, j.Image, u.ToColor, u.FromColor)
 	case upgrade.JobContract:
 		job = resources.ContractJob(ts, j.Name, j.Image)
-	case upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback:
+	case upgrade.JobCopy, upgrade.JobCutover, upgrade.JobCutback, upgrade.JobCleanup:
 		if job = copyJob(ts, u, j); job == nil {
 			return fmt.Errorf("the Job %s of a Copy upgrade without status.upgrade.copy", j.Name)
 		}

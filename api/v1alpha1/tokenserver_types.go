@@ -586,6 +586,12 @@ type UpgradeCopyStatus struct {
 	// replaying the new version's writes onto it.
 	// +optional
 	CutBack bool `json:"cutBack,omitempty"`
+	// cleanup is the state of the Job `<server>-<id>-cleanup` that runs `tokenserver
+	// db cleanup` once the upgrade ended: Running, Done, or "Failed: " and why. A
+	// failed cleanup fails nothing else; deleting its Job runs it again.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Cleanup string `json:"cleanup,omitempty"`
 }
 
 // UpgradePlan is what the new image's `migrate plan` reported.

@@ -133,6 +133,44 @@ func CutoverJob(ts *oauthv1alpha1.TokenServer, name, image, id, direction, forwa
 		"--upgrade-id", id, "--direction", direction, "--forward-to", forwardTo, "--lease", FenceLease(ts))
 }
 
+// CleanupLockTimeout bounds each lock wait of `db cleanup`: dropping a trigger
+// locks its table against token writes while it waits, so it gives up soon and
+// tries again rather than stall them.
+const CleanupLockTimeout = "2s"
+
+// cleanupDeadline bounds a cleanup Job whose pod never starts (an image that cannot
+// be pulled): the next upgrade waits for the cleanup to end, not for good.
+const cleanupDeadline = 600
+
+// CleanupJob runs `tokenserver db cleanup` on db, the database the serving version
+// uses, once a Copy upgrade ended: capture, the fence's guard triggers and the
+// kubeoauth_upgrade schema come off it; dropDatabase, when set, is dropped on the
+// same server (the bundled copy after a rollback). It needs no other database.
+// Retried 6 times (a lock it could not get within its timeouts); the end of a
+// failed run's log is its termination message, which the operator records.
+func CleanupJob(ts *oauthv1alpha1.TokenServer, name, image string, db oauthv1alpha1.DatabaseRef, dropDatabase string) *batchv1.Job {
+	key := db.Key
+	if key == "" {
+		key = KeyDSN
+	}
+	args := []string{"db", "cleanup", "--dsn-file", mountDB + "/" + KeyDSN, "--lock-timeout", CleanupLockTimeout}
+	if dropDatabase != "" {
+		args = append(args, "--drop-database", dropDatabase)
+	}
+	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
+		BackoffLimit: ptr.To[int32](6), ActiveDeadlineSeconds: ptr.To[int64](cleanupDeadline),
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentMigrations)}, Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
+			AutomountServiceAccountToken: ptr.To(false), SecurityContext: podSecurity(ServerUID),
+			Containers: []corev1.Container{{Name: "db", Image: image, Args: args,
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+				VolumeMounts:             []corev1.VolumeMount{{Name: "db", MountPath: mountDB, ReadOnly: true}},
+				SecurityContext:          restrictedReadOnly()}},
+			Volumes: []corev1.Volume{secretVolume("db", db.SecretName, corev1.KeyToPath{Key: key, Path: KeyDSN})},
+		}},
+	}}
+}
+
 // ColorURL is the public port of one color's pods, through its headless Service:
 // where a fenced color forwards requests after a cutover.
 func ColorURL(ts *oauthv1alpha1.TokenServer, color string) string {

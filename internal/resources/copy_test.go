@@ -68,6 +68,13 @@ func TestCopyObjects(t *testing.T) {
 				"--upgrade-id", "0badc0de", "--direction", "backward", "--forward-to", "http://auth-blue.platform.svc:4444", "--lease", "2s",
 				"--termination-log", "/dev/termination-log"},
 			secrets: map[string]string{"auth-0badc0de-db": "source", "auth-db": "target"}},
+		"cleanup after a rollback": {pod: CleanupJob(ts, "auth-0badc0de-cleanup", "tokenserver:v2", blue, "kubeoauth_0badc0de").Spec.Template.Spec,
+			args: []string{"db", "cleanup", "--dsn-file", "/etc/kubeoauth/db/dsn", "--lock-timeout", "2s",
+				"--drop-database", "kubeoauth_0badc0de"},
+			secrets: map[string]string{"auth-db": "db"}},
+		"cleanup of the copy that serves": {pod: CleanupJob(ts, "auth-0badc0de-cleanup", "tokenserver:v2", copyDB, "").Spec.Template.Spec,
+			args:    []string{"db", "cleanup", "--dsn-file", "/etc/kubeoauth/db/dsn", "--lock-timeout", "2s"},
+			secrets: map[string]string{"auth-0badc0de-db": "db"}},
 		"replay": {pod: replay.Spec.Template.Spec,
 			args: []string{"db", "replay", "--source-dsn-file", "/etc/kubeoauth/source/dsn", "--target-dsn-file", "/etc/kubeoauth/target/dsn",
 				"--upgrade-id", "0badc0de", "--direction", "forward", "--metrics-address", ":4446"},
@@ -93,6 +100,12 @@ func TestCopyObjects(t *testing.T) {
 				t.Error("no API token needed")
 			}
 		})
+	}
+	// The cleanup: retried, bounded, reading only the DSN's Secret under the key given.
+	cl := CleanupJob(ts, "c", "i", oauthv1alpha1.DatabaseRef{SecretName: "pg-v2", Key: "uri"}, "")
+	if ptr.Deref(cl.Spec.BackoffLimit, 0) != 6 || ptr.Deref(cl.Spec.ActiveDeadlineSeconds, 0) <= 0 ||
+		cl.Spec.Template.Spec.Volumes[0].Secret.Items[0].Key != "uri" || len(cl.Spec.Template.Spec.Volumes) != 1 {
+		t.Errorf("cleanup Job %+v", cl.Spec)
 	}
 	// A lease that ran out fails the cutover Job at once: the operator decides.
 	rules := CutoverJob(ts, "c", "i", "0badc0de", "forward", "u", blue, copyDB).Spec.PodFailurePolicy.Rules

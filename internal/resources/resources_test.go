@@ -347,6 +347,8 @@ func TestPodSecurity(t *testing.T) {
 		"migrations":   {pod: MigrationJob(ts, "tokenserver:v1").Spec.Template.Spec, uid: ServerUID},
 		"copy": {pod: CopyJob(ts, "c", "tokenserver:v2", "0badc0de", "http://b", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
 			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
+		"cleanup": {pod: CleanupJob(ts, "c", "tokenserver:v1", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
+			"kubeoauth_0badc0de").Spec.Template.Spec, uid: ServerUID},
 		"replay": {pod: ReplayDeployment(ts, "r", "tokenserver:v2", "0badc0de", "forward", oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"},
 			oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}).Spec.Template.Spec, uid: ServerUID},
 		"bundled server": {pod: withClaims(DatabaseStatefulSet(ts)), uid: PostgresUID, writable: []string{pgData + "/pgdata", pgRun, pgTmp}},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -85,7 +86,7 @@ func (m *machine) copyStep() (moved, ok bool) {
 		}
 		// The copy Job migrated the copy fully: no contract migrations.
 		msg := "the rollback window ended: " + u.ToImage + " serves on " + u.Copy.Database.SecretName +
-			"; the old database is kept for `tokenserver db cleanup`"
+			"; the old database is kept, unused, until you drop it; a cleanup Job takes the upgrade's triggers off the copy"
 		if moved {
 			msg = "spec.image changed to " + img + ": " + u.ToImage + " is accepted; the next upgrade follows"
 		}
@@ -335,4 +336,112 @@ func (m *machine) targetSecret() string {
 		return ""
 	}
 	return u.Copy.Database.SecretName
+}
+
+// The states of status.upgrade.copy.cleanup.
+const (
+	CleanupRunning = "Running"
+	CleanupDone    = "Done"
+	// CleanupFailedPrefix starts the state of a failed cleanup, followed by why.
+	CleanupFailedPrefix = "Failed: "
+)
+
+// cleanupOwed: a Copy upgrade ended with one version serving on its own database,
+// which still carries the upgrade's capture triggers (every token write pays one
+// more row, kept for good), the fence's guard triggers and its records; after a
+// rollback, a bundled copy also still takes space. Refused upgrades made nothing.
+func (m *machine) cleanupOwed() bool {
+	u := m.st.Upgrade
+	return u != nil && u.Copy != nil && u.Copy.Cleanup != CleanupDone &&
+		(u.Phase == oauthv1alpha1.UpgradeCompleted || u.Phase == oauthv1alpha1.UpgradeRolledBack)
+}
+
+// cleanupReady: nothing of the upgrade still writes what the cleanup removes: no
+// replay pod left (a deleted Deployment's pod finishes its pass first), no copy
+// Job running (see staleJobs).
+func (m *machine) cleanupReady() bool {
+	return m.o.ReplayPods == 0 && m.job(JobCopy).State != JobRunning
+}
+
+// cleanupStep records the cleanup Job's state in status.upgrade.copy.cleanup,
+// Running before the Job is made. Its failure fails nothing: the upgrade ended;
+// it is reported (event, status) and runs again once someone deletes the Job.
+func (m *machine) cleanupStep() bool {
+	if !m.cleanupOwed() {
+		return false
+	}
+	u := m.st.Upgrade
+	c := u.Copy
+	name := JobName(m.o.Name, u.ID, JobCleanup)
+	state := c.Cleanup
+	switch j := m.job(JobCleanup); j.State {
+	case JobSucceeded:
+		state = CleanupDone
+	case JobFailed:
+		state = CleanupFailedPrefix + j.Message
+		if len(state) > 1024 {
+			state = state[:1021] + "..."
+		}
+	case JobRunning:
+		state = CleanupRunning
+	case JobAbsent:
+		if m.cleanupReady() {
+			state = CleanupRunning // the intent, before the Job: jobs() makes it
+		}
+	}
+	if state == c.Cleanup {
+		return false
+	}
+	c.Cleanup = state
+	switch {
+	case state == CleanupDone:
+		m.event(corev1.EventTypeNormal, ReasonCleanedUp, "Job %s removed the upgrade's capture, fence and records from the "+
+			"database that serves%s", name, map[bool]string{true: ", and dropped the copy", false: ""}[m.dropCopy()])
+	case state != CleanupRunning:
+		m.event(corev1.EventTypeWarning, ReasonCleanupFailed, "Job %s failed (%s): the upgrade itself is not affected; "+
+			"see kubectl logs job/%s, and kubectl delete job %s runs it again", name, strings.TrimPrefix(state, CleanupFailedPrefix), name, name)
+	}
+	return true
+}
+
+// cleanupWaits: the next upgrade waits for the ended one's cleanup, unless it
+// failed (which a person sees and may rerun by hand): the next copy would
+// otherwise install capture on the very database the cleanup clears.
+func (m *machine) cleanupWaits() bool {
+	return m.cleanupOwed() && !strings.HasPrefix(m.st.Upgrade.Copy.Cleanup, CleanupFailedPrefix)
+}
+
+// dropCopy: after a rollback, the bundled copy's database goes too. A copy into
+// the user's external database is never dropped.
+func (m *machine) dropCopy() bool {
+	u := m.st.Upgrade
+	return u.Phase == oauthv1alpha1.UpgradeRolledBack && !m.o.Spec.External &&
+		u.Copy.Database.SecretName == CopySecretName(m.o.Name, u.ID)
+}
+
+// cleanupJob is the cleanup Job to make, once its intent is recorded: with the
+// image that serves, on the database it serves on.
+func (m *machine) cleanupJob() []JobIntent {
+	u := m.st.Upgrade
+	if !m.cleanupOwed() || u.Copy.Cleanup != CleanupRunning || m.job(JobCleanup).State != JobAbsent || !m.cleanupReady() {
+		return nil
+	}
+	img, db := u.ToImage, u.Copy.Database
+	if m.st.Database != nil {
+		db = *m.st.Database
+	}
+	if u.Phase == oauthv1alpha1.UpgradeRolledBack {
+		img, db = u.FromImage, m.source()
+	}
+	return []JobIntent{{Kind: JobCleanup, Name: JobName(m.o.Name, u.ID, JobCleanup), Image: img, Database: &db, DropCopy: m.dropCopy()}}
+}
+
+// staleJobs: a copy Job still running after its upgrade ended (a rollback during
+// Copying) is deleted; the copy is safe to kill anywhere.
+func (m *machine) staleJobs() []string {
+	u := m.st.Upgrade
+	if u == nil || u.Copy == nil || !terminal(u.Phase) || m.job(JobCopy).State != JobRunning {
+		return nil
+	}
+	return []string{JobName(m.o.Name, u.ID, JobCopy)}
 }

@@ -124,9 +124,11 @@ func copyTransitions() map[string]transition {
 		"copying: copied: green on the copy, the replay": {with(atCopy(v1.UpgradeCopying, 3), func(o *Observed) {
 			o.Jobs[JobCopy] = Job{State: JobSucceeded, Output: copyDone}
 		}), t0, want{phase: v1.UpgradeDeploying, active: Blue, sts: both, replay: Forward}},
-		"copying: the copy failed: rolled back, blue never stopped": {with(atCopy(v1.UpgradeCopying, 3), job(JobCopy, JobFailed)), t0,
-			want{phase: v1.UpgradeRolledBack, active: Blue, failed: imgB, reason: ReasonCopyFailed, degraded: v1.ReasonUpgradeRolledBack}},
-		"copying: rollback annotation: rolled back": {with(atCopy(v1.UpgradeCopying, 3), annotate(v1.AnnotationRollback, id)), t0,
+		"copying: the copy failed: rolled back, blue never stopped; the cleanup Job": {with(atCopy(v1.UpgradeCopying, 3), job(JobCopy, JobFailed)), t0,
+			want{phase: v1.UpgradeRolledBack, active: Blue, failed: imgB, reason: ReasonCopyFailed, degraded: v1.ReasonUpgradeRolledBack,
+				jobs: []JobKind{JobCleanup}}},
+		"copying: rollback annotation, the copy Job still runs: rolled back; no cleanup until it is gone": {
+			with(atCopy(v1.UpgradeCopying, 3), job(JobCopy, JobRunning), annotate(v1.AnnotationRollback, id)), t0,
 			want{phase: v1.UpgradeRolledBack, active: Blue, failed: imgB, reason: ReasonRollbackAsked, degraded: v1.ReasonUpgradeRolledBack}},
 
 		// Deploying and Replaying.
@@ -175,8 +177,12 @@ func copyTransitions() map[string]transition {
 			with(atCopy(v1.UpgradeScalingDown, 3)), t0.Add(10 * time.Second),
 			want{phase: v1.UpgradeScalingDown, step: 3, active: Green, replay: Backward, database: copyDB.SecretName,
 				sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
-		"rollback window on the copy: ended: completed, no contract Job": {atCopy(v1.UpgradeRollbackWindow, 3), t0.Add(time.Minute),
+		"rollback window on the copy: ended: completed, no contract Job; the cleanup waits for the replay's pod": {
+			with(atCopy(v1.UpgradeRollbackWindow, 3), func(o *Observed) { o.ReplayPods = 1 }), t0.Add(time.Minute),
 			want{phase: v1.UpgradeCompleted, step: 3, active: Green, database: copyDB.SecretName}},
+		"rollback window on the copy: ended, no replay pod left: completed, the cleanup Job": {
+			atCopy(v1.UpgradeRollbackWindow, 3), t0.Add(time.Minute),
+			want{phase: v1.UpgradeCompleted, step: 3, active: Green, database: copyDB.SecretName, jobs: []JobKind{JobCleanup}}},
 		"rollback window on the copy: rollback asked: blue back at full size, green keeps serving": {
 			with(atCopy(v1.UpgradeRollbackWindow, 3), annotate(v1.AnnotationRollback, id)), t0,
 			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, failed: imgB, reason: ReasonRollbackAsked, degraded: v1.ReasonUpgradeRolledBack,

@@ -22,6 +22,10 @@ type Decision struct {
 	StatefulSets []StatefulSetIntent
 	// Jobs to create; each is missing in the observed world.
 	Jobs []JobIntent
+	// DeleteJobs names Jobs of the current upgrade to delete: a copy Job still
+	// running once its upgrade ended (a rollback during Copying), which would
+	// otherwise go on writing what the cleanup removes.
+	DeleteJobs []string
 	// Databases are the DSNs the colors' StatefulSets mount during a Copy upgrade
 	// (the old color its own, the new one the copy); a color not listed mounts the
 	// serving version's (status.database, else spec.database's).
@@ -56,6 +60,10 @@ type JobIntent struct {
 	Kind  JobKind
 	Name  string
 	Image string
+	// Database is the DSN JobCleanup cleans: the one the serving version uses.
+	Database *oauthv1alpha1.DatabaseRef
+	// DropCopy: JobCleanup also drops the bundled copy's database (after a rollback).
+	DropCopy bool
 }
 
 // ReplayIntent is a replay Deployment: `db replay` in one direction, from the

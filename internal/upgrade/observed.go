@@ -45,6 +45,10 @@ const (
 	// JobCutback runs `db cutover --direction backward` at a rollback after the
 	// cutover: the database back to the old version's.
 	JobCutback JobKind = "cutback"
+	// JobCleanup runs `db cleanup` once a Copy upgrade ended, with the image that
+	// serves: capture, the fence and the upgrade's records off the serving database;
+	// after a rollback, the bundled copy dropped too.
+	JobCleanup JobKind = "cleanup"
 )
 
 // CutoverLeaseExpiredExitCode is the exit code of `tokenserver db cutover` when the
@@ -191,6 +195,9 @@ type Observed struct {
 	// Replay is what the forward replay reports, during Replaying; nil when it
 	// could not be read.
 	Replay *ReplayFigures
+	// ReplayPods counts the pods of the TokenServer's replay Deployments that still
+	// exist (terminating ones included): a Copy upgrade's cleanup waits for them.
+	ReplayPods int
 	// Location of spec.upgrade.window.timeZone, loaded by the controller; nil when
 	// that name is unknown (or unset: UTC).
 	Location *time.Location

@@ -95,7 +95,7 @@ func (s *sim) observe() Observed {
 	}
 	sort.Slice(o.Pods, func(i, j int) bool { return o.Pods[i].Name < o.Pods[j].Name })
 	if u := s.status.Upgrade; u != nil {
-		for _, k := range []JobKind{JobPlan, JobExpand, JobVerify, JobContract, JobCopy, JobCutover, JobCutback} {
+		for _, k := range []JobKind{JobPlan, JobExpand, JobVerify, JobContract, JobCopy, JobCutover, JobCutback, JobCleanup} {
 			if j, ok := s.jobs[UpgradeJobName("auth", u, k)]; ok {
 				o.Jobs[k] = Job{State: j.state, Message: "BackoffLimitExceeded", ExitCode: j.exit}
 				if j.state == JobSucceeded {
@@ -259,8 +259,8 @@ func (s *sim) evolve() {
 //     image changes), at least `replicas` pods serve at every moment;
 //   - every upgrade ends settled: Completed, RolledBack, Refused or Failed, the active
 //     color's pods all serving and ready, the other color at zero; a Copy upgrade
-//     with status.database on the copy exactly when the new version won, and no
-//     replay left running.
+//     with status.database on the copy exactly when the new version won, no
+//     replay left running, and its cleanup done.
 //
 // It runs once without the guard in labels, so that the phases' own rules are shown
 // to keep these promises, and once with it, as the controller runs.
@@ -345,6 +345,9 @@ func (s *sim) settled(t *testing.T) {
 		moved := s.status.Database != nil && *s.status.Database == c.Database
 		if moved != (u.Phase == v1.UpgradeCompleted) || (!moved && s.status.Database != nil) {
 			t.Errorf("Copy upgrade settled in %s with status.database %+v (copy %+v)", u.Phase, s.status.Database, c.Database)
+		}
+		if (u.Phase == v1.UpgradeCompleted || u.Phase == v1.UpgradeRolledBack) && c.Cleanup != CleanupDone {
+			t.Errorf("Copy upgrade settled in %s with cleanup %q", u.Phase, c.Cleanup)
 		}
 		if u.Phase == v1.UpgradeRolledBack && c.CutoverAt != nil && !c.CutBack {
 			t.Errorf("rolled back after the cutover without a cut back: %+v", c)

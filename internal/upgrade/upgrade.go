@@ -36,6 +36,8 @@ const (
 	ReasonRollbackStuck     = "RollbackStuck"
 	ReasonRollbackAbandoned = "RollbackAbandoned"
 	ReasonContractRetry     = "ContractRetry"
+	ReasonCleanedUp         = "CopyCleanedUp"
+	ReasonCleanupFailed     = "CopyCleanupFailed"
 )
 
 type phase = oauthv1alpha1.UpgradePhase
@@ -159,7 +161,8 @@ func Next(o Observed, now time.Time) Decision {
 	d := Decision{Status: m.st, Events: m.events}
 	d.WriteStatus = !equality.Semantic.DeepEqual(m.st, o.Status)
 	d.StatefulSets = m.statefulSets()
-	d.Jobs = m.jobs()
+	d.Jobs = append(m.jobs(), m.cleanupJob()...)
+	d.DeleteJobs = m.staleJobs()
 	d.Databases, d.Replays, d.TargetSecret = m.databases(), m.replays(), m.targetSecret()
 	d.Labels = m.labels()
 	d.Conditions = m.conditions()
@@ -274,6 +277,12 @@ func (m *machine) to() Color   { return Color(m.st.Upgrade.ToColor) }
 func (m *machine) transition() bool {
 	u := m.st.Upgrade
 	if u == nil || terminal(u.Phase) {
+		if m.cleanupStep() {
+			return true
+		}
+		if m.cleanupWaits() {
+			return false
+		}
 		return m.start()
 	}
 	if m.trigger() {

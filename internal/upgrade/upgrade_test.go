@@ -394,8 +394,12 @@ func check(t *testing.T, in Observed, d Decision, w want) {
 	jobs := make([]JobKind, 0, len(d.Jobs))
 	for _, j := range d.Jobs {
 		jobs = append(jobs, j.Kind)
-		if j.Image != u.ToImage || j.Name != UpgradeJobName(in.Name, u, j.Kind) {
-			t.Errorf("job %+v: want image %s, name %s", j, u.ToImage, UpgradeJobName(in.Name, u, j.Kind))
+		img := u.ToImage
+		if j.Kind == JobCleanup && u.Phase == v1.UpgradeRolledBack {
+			img = u.FromImage // the image that serves
+		}
+		if j.Image != img || j.Name != UpgradeJobName(in.Name, u, j.Kind) {
+			t.Errorf("job %+v: want image %s, name %s", j, img, UpgradeJobName(in.Name, u, j.Kind))
 		}
 	}
 	if !slices.Equal(jobs, w.jobs) {

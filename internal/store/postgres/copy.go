@@ -642,6 +642,9 @@ func CleanupUpgrade(ctx context.Context, db *sql.DB, opts CaptureOptions) error 
 }
 
 // DropDatabase drops database name on db's server, if it exists; not db's own.
+// WITH (FORCE) (PostgreSQL 13+) ends the sessions still connected to it: a fenced
+// server's pod on its way out, or a replay killed mid-pass, would otherwise fail
+// the drop.
 func DropDatabase(ctx context.Context, db *sql.DB, name string) error {
 	var current string
 	if err := db.QueryRowContext(ctx, `SELECT current_database()`).Scan(&current); err != nil {
@@ -650,7 +653,7 @@ func DropDatabase(ctx context.Context, db *sql.DB, name string) error {
 	if name == current {
 		return fmt.Errorf("refusing to drop database %s: it is the one connected to", name)
 	}
-	if _, err := db.ExecContext(ctx, `DROP DATABASE IF EXISTS `+pq.QuoteIdentifier(name)); err != nil {
+	if _, err := db.ExecContext(ctx, `DROP DATABASE IF EXISTS `+pq.QuoteIdentifier(name)+` WITH (FORCE)`); err != nil {
 		return fmt.Errorf("dropping database %s: %w", name, err)
 	}
 	return nil
