@@ -148,6 +148,26 @@ func copied(t *testing.T, e *upgradeEnv, w *phaseWatch, f *copyFigures, rep *loa
 	}
 	t.Logf("the copy holds %d tokens: %d seeded before the upgrade, %d issued on blue between the copy's start and the cutover",
 		all, seeded, during)
+	cleanedUp(t, e, db)
+}
+
+// cleanedUp waits for the upgrade's cleanup Job and checks that the database that
+// serves carries nothing of the upgrade any more: no capture (a row per write),
+// no fence, no upgrade schema.
+func cleanedUp(t *testing.T, e *upgradeEnv, db *sql.DB) {
+	t.Helper()
+	e.waitTS(t, 2*time.Minute, "the cleanup done", func(ts *oauthv1alpha1.TokenServer) error {
+		if c := ts.Status.Upgrade.Copy; c == nil || c.Cleanup != "Done" {
+			return fmt.Errorf("status.upgrade.copy %+v", c)
+		}
+		return nil
+	})
+	var left string
+	if err := db.QueryRowContext(t.Context(), `SELECT concat_ws(',', to_regnamespace('kubeoauth_capture')::text,
+    to_regnamespace('kubeoauth_upgrade')::text, (SELECT string_agg(DISTINCT tgname, ',') FROM pg_trigger WHERE tgname LIKE 'kubeoauth%'))`).
+		Scan(&left); err != nil || left != "" {
+		t.Errorf("the serving database after the cleanup still has %q (%v)", left, err)
+	}
 }
 
 // seedRows tokens are written into blue's database before a Copy upgrade, so that
@@ -316,6 +336,13 @@ func testCopyRolledBackAfterCutover(t *testing.T) {
 	}
 	if u := e.ts.Status.Upgrade; u.Copy == nil || !u.Copy.CutBack {
 		t.Errorf("status.upgrade.copy %+v; want cutBack", u.Copy)
+	}
+	blue := openDatabase(t, e, "auth-db", "dsn")
+	cleanedUp(t, e, blue)
+	var copies int
+	if err := blue.QueryRowContext(t.Context(), `SELECT count(*) FROM pg_database WHERE datname = $1`,
+		"kubeoauth_"+e.ts.Status.Upgrade.ID).Scan(&copies); err != nil || copies != 0 {
+		t.Errorf("the bundled copy kubeoauth_%s after the rollback: %d (%v); want it dropped", e.ts.Status.Upgrade.ID, copies, err)
 	}
 	t.Logf("Copy upgrade rolled back after the cutover: %s", f)
 }
