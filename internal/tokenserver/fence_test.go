@@ -71,13 +71,14 @@ type tokenReply struct {
 	err    error
 }
 
-// requestToken asks in for a client_credentials token in the background.
-func requestToken(in *instance, id, secret string) <-chan tokenReply {
+// requestToken asks in for a client_credentials token of the client grafana in the
+// background.
+func requestToken(in *instance, secret string) <-chan tokenReply {
 	out := make(chan tokenReply, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPost, in.URL+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(id, secret)
+		req.SetBasicAuth("grafana", secret)
 		resp, err := httpClient.Do(req)
 		if err != nil {
 			out <- tokenReply{err: err}
@@ -150,7 +151,7 @@ func TestFenceHoldsThenForwardsToTheNewSide(t *testing.T) {
 		t.Errorf("discovery on the fenced side: %d", code)
 	}
 	sent := time.Now()
-	reply := requestToken(blue, "grafana", secret)
+	reply := requestToken(blue, secret)
 	waitMetric(t, blue, "kubeoauth_fence_held_requests", 1)
 	<-draining
 	select {
@@ -199,7 +200,7 @@ func TestFenceHoldsThenForwardsToTheNewSide(t *testing.T) {
 	}
 
 	// Every request after it is forwarded, reads too.
-	if r := <-requestToken(blue, "grafana", secret); r.code != http.StatusOK {
+	if r := <-requestToken(blue, secret); r.code != http.StatusOK {
 		t.Errorf("a token request to the old side after the cutover: %d %v", r.code, r.body)
 	}
 	if code := getJSON(t, blue.URL+"/.well-known/openid-configuration", &disco); code != http.StatusOK {
@@ -267,7 +268,7 @@ func TestFenceLeaseRunsOutServesLocally(t *testing.T) {
 	defer close(stuck)
 	waitMetric(t, blue, `kubeoauth_fence_state{state="holding"}`, 1)
 	sent := time.Now()
-	reply := requestToken(blue, "grafana", secret)
+	reply := requestToken(blue, secret)
 	waitMetric(t, blue, "kubeoauth_fence_held_requests", 1)
 	var r tokenReply
 	select {
@@ -309,7 +310,7 @@ VALUES (1, 'u1', 'cut_over', now())`); err != nil {
 	}
 	waitMetric(t, in, `kubeoauth_fence_state{state="cut_over"}`, 1)
 	sent := time.Now()
-	r := <-requestToken(in, "grafana", secret)
+	r := <-requestToken(in, secret)
 	if r.code != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" || r.body["error"] != "temporarily_unavailable" {
 		t.Errorf("a token request held too long: %d Retry-After %q %v", r.code, r.header.Get("Retry-After"), r.body)
 	}
@@ -362,7 +363,7 @@ func TestFenceWriteThatSlippedThroughIs503(t *testing.T) {
 	if err := postgres.InstallFence(ctx, db, postgres.CaptureOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	reply := requestToken(in, "grafana", secret)
+	reply := requestToken(in, secret)
 	<-entered
 	if _, err := db.Exec(`INSERT INTO kubeoauth_upgrade.fence (id, upgrade_id, state, lease_until)
 VALUES (1, 'u1', 'cut_over', now())`); err != nil {

@@ -174,15 +174,15 @@ func cleanedUp(t *testing.T, e *upgradeEnv, db *sql.DB) {
 // the copy takes a while and the load's writes meanwhile must be replayed.
 const seedRows = 100000
 
-// seedTokens writes seedRows access tokens of client into blue's database, as
+// seedTokens writes seedRows access tokens of clientID into blue's database, as
 // blue's own would be (the old shape: requested_at), valid for a day.
-func seedTokens(t *testing.T, e *upgradeEnv, client string) {
+func seedTokens(t *testing.T, e *upgradeEnv, clientID string) {
 	t.Helper()
 	db := openDatabase(t, e, "auth-db", "dsn")
 	start := time.Now()
 	if _, err := db.ExecContext(t.Context(), `INSERT INTO tokens (kind, signature, request_id, client_id, requested_at, expires_at, session)
 SELECT 'access_token', 'seed-' || i, 'seed-req-' || i, $1, now(), now() + interval '1 day', '{}'::jsonb
-FROM generate_series(1, $2) AS i`, client, seedRows); err != nil {
+FROM generate_series(1, $2) AS i`, clientID, seedRows); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("seeded %d tokens into blue's database in %s", seedRows, time.Since(start).Round(time.Millisecond))

@@ -60,7 +60,7 @@ func (a *addresses) allocate(uid string) (string, error) {
 	first, end := 2, 1<<(bits-ones)-1 // not the network, the host's .1 by convention, nor broadcast
 	for n := range end - first {
 		i := first + (max(a.Last-first+1, 0)+n)%(end-first)
-		ip := net.IPv4(base[0], base[1], base[2]+byte(i>>8), base[3]+byte(i)).String()
+		ip := net.IPv4(base[0], base[1], base[2]+byte(i>>8), base[3]+byte(i)).String() // #nosec G115 -- i < 65536: at most a /16
 		if _, taken := a.ByIP[ip]; taken || ip == a.host.String() {
 			continue
 		}

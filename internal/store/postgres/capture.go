@@ -171,31 +171,40 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, t.name, captureT
 // schema, with the same bounded lock waits: dropping a trigger locks its table
 // against reads and writes while it waits.
 func UninstallCapture(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
+	return dropTriggersAndSchema(ctx, db, opts, "capture", captureTrigger, CaptureSchema, capturedTables)
+}
+
+// dropTriggersAndSchema drops trigger from every table tables lists, one table at a
+// time with opts' bounded lock waits (dropping a trigger locks its table against
+// reads and writes while it waits), then schema with what it holds; what names the
+// work in errors and logs.
+func dropTriggersAndSchema(ctx context.Context, db *sql.DB, opts CaptureOptions, what, trigger, schema string,
+	tables func(context.Context, *sql.Conn) ([]string, error)) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	tables, err := capturedTables(ctx, conn)
+	names, err := tables(ctx, conn)
 	if err != nil {
-		return fmt.Errorf("uninstalling capture: %w", err)
+		return fmt.Errorf("uninstalling %s: %w", what, err)
 	}
 	lock := opts.lock()
-	for _, name := range tables {
-		stmt := fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, captureTrigger, pq.QuoteIdentifier(name))
-		if err := retryOnLock(ctx, conn, "capture trigger on "+name, lock, func() error {
+	for _, name := range names {
+		stmt := fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, trigger, pq.QuoteIdentifier(name))
+		if err := retryOnLock(ctx, conn, what+" trigger on "+name, lock, func() error {
 			_, err := conn.ExecContext(ctx, stmt)
 			return err
 		}); err != nil {
-			return fmt.Errorf("uninstalling capture on %s: %w", name, err)
+			return fmt.Errorf("uninstalling %s on %s: %w", what, name, err)
 		}
 	}
-	if err := retryOnLock(ctx, conn, "capture schema", lock, func() error {
-		_, err := conn.ExecContext(ctx, `DROP SCHEMA IF EXISTS kubeoauth_capture CASCADE`)
+	if err := retryOnLock(ctx, conn, schema, lock, func() error {
+		_, err := conn.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+pq.QuoteIdentifier(schema)+` CASCADE`) // #nosec G202 -- quoted
 		return err
 	}); err != nil {
-		return fmt.Errorf("uninstalling capture: %w", err)
+		return fmt.Errorf("uninstalling %s: %w", what, err)
 	}
 	return nil
 }

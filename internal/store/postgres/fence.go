@@ -153,8 +153,8 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, guardTrigg
 			continue
 		}
 		// #nosec G201 -- the identifiers are quoted.
-		stmt := fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION kubeoauth_upgrade.guard()`,
-			guardTrigger, pq.QuoteIdentifier(name))
+		stmt := fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s
+FOR EACH STATEMENT EXECUTE FUNCTION kubeoauth_upgrade.guard()`, guardTrigger, pq.QuoteIdentifier(name))
 		err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
 			_, err := conn.ExecContext(ctx, stmt)
 			var pe *pq.Error
@@ -177,33 +177,7 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, guardTrigg
 // copy's and replay's records too: cleanup ends the upgrade), with the same bounded
 // lock waits.
 func UninstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	tables, err := guardedTables(ctx, conn)
-	if err != nil {
-		return fmt.Errorf("uninstalling the fence: %w", err)
-	}
-	lock := opts.lock()
-	for _, name := range tables {
-		stmt := fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, guardTrigger, pq.QuoteIdentifier(name))
-		if err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
-			_, err := conn.ExecContext(ctx, stmt)
-			return err
-		}); err != nil {
-			return fmt.Errorf("uninstalling the fence on %s: %w", name, err)
-		}
-	}
-	if err := retryOnLock(ctx, conn, "upgrade schema", lock, func() error {
-		_, err := conn.ExecContext(ctx, `DROP SCHEMA IF EXISTS kubeoauth_upgrade CASCADE`)
-		return err
-	}); err != nil {
-		return fmt.Errorf("uninstalling the fence: %w", err)
-	}
-	return nil
+	return dropTriggersAndSchema(ctx, db, opts, "the fence", guardTrigger, UpgradeSchema, guardedTables)
 }
 
 // fenceTables lists the tables to guard: only, or every table of the current
@@ -715,7 +689,8 @@ WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'S' ORDER 
 	for _, name := range names {
 		var last sql.NullInt64
 		// #nosec G201 -- the identifier is quoted.
-		err := from.QueryRowContext(ctx, fmt.Sprintf(`SELECT CASE WHEN is_called THEN last_value END FROM %s`, pq.QuoteIdentifier(name))).Scan(&last)
+		q := fmt.Sprintf(`SELECT CASE WHEN is_called THEN last_value END FROM %s`, pq.QuoteIdentifier(name))
+		err := from.QueryRowContext(ctx, q).Scan(&last)
 		var pe *pq.Error
 		switch {
 		case errors.As(err, &pe) && pe.Code == "42P01": // from has no such sequence
@@ -766,7 +741,8 @@ WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction).Scan(&schem
 	if err != nil {
 		return err
 	}
-	_, err = from.ExecContext(ctx, `INSERT INTO kubeoauth_upgrade.replay AS r (upgrade_id, direction, since, schema_from, schema_to, replayed, updated_at)
+	_, err = from.ExecContext(ctx, `INSERT INTO kubeoauth_upgrade.replay AS r
+    (upgrade_id, direction, since, schema_from, schema_to, replayed, updated_at)
 VALUES ($1, $2, $3, $4, $5, 0, now())
 ON CONFLICT (upgrade_id, direction) DO UPDATE SET since = EXCLUDED.since, schema_from = EXCLUDED.schema_from,
     schema_to = EXCLUDED.schema_to, replayed = 0, updated_at = EXCLUDED.updated_at
