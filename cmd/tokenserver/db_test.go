@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -339,4 +342,88 @@ func TestDBCopyToARefusedTarget(t *testing.T) {
 		GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic"}}); err != nil {
 		t.Errorf("a write on the source after the failed copy: %v", err)
 	}
+}
+
+// A copy whose target runs out of disk fails (exit 1: PostgreSQL's disk_full is a
+// resource error, retried; the operator rolls the upgrade back when the retries
+// are spent), saying so in the termination message, and the source goes on taking
+// writes. The target's tables live in a tablespace on a 1 MiB tmpfs, so this
+// needs root, as make test does (README).
+func TestDBCopyToAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a small tmpfs for the target's tablespace: run it as root, as make test is")
+	}
+	ctx := context.Background()
+	srv, err := testpg.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	small := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Fatalf("mounting a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", small).Run() })
+	pgUser, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(pgUser.Uid)
+	gid, _ := strconv.Atoi(pgUser.Gid)
+	if err := os.Chown(small, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	// The server (the postgres user) must reach it through the test's temp dir.
+	if err := os.Chmod(filepath.Dir(small), 0o755); err != nil { // #nosec G302 -- a directory others must traverse
+		t.Fatal(err)
+	}
+	srcDSN := srv.NewMigratedDatabase(t)
+	src, err := postgres.OpenDB(srcDSN, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = src.Close() }()
+	if _, err := src.Exec(`INSERT INTO clients (id, spec) VALUES ('c', '{}');
+INSERT INTO tokens (kind, signature, request_id, client_id, requested_at, expires_at, session)
+SELECT 'access_token', 'seed-' || i, 'req-' || i, 'c', now(), now() + interval '1 day', '{}'::jsonb
+FROM generate_series(1, 20000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	dstDSN := srv.NewDatabase(t)
+	name, err := postgres.DatabaseName(dstDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := postgres.OpenDB(srv.DSN, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = admin.Close() }()
+	tablespace := fmt.Sprintf("small_%d", time.Now().UnixNano())
+	for _, stmt := range []string{
+		`CREATE TABLESPACE ` + tablespace + ` LOCATION '` + small + `'`,
+		`ALTER DATABASE ` + pq.QuoteIdentifier(name) + ` SET default_tablespace = ` + tablespace,
+	} {
+		if _, err := admin.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = admin.Exec(`DROP DATABASE IF EXISTS ` + pq.QuoteIdentifier(name) + ` WITH (FORCE)`)
+		_, _ = admin.Exec(`DROP TABLESPACE IF EXISTS ` + tablespace)
+	})
+	termLog := terminationFile(t)
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"db", "copy", "--source-dsn-file", secretFile(t, srcDSN), "--target-dsn-file", secretFile(t, dstDSN),
+		"--upgrade-id", "full", "--termination-log", termLog}, &out, &errOut)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "No space left on device") {
+		t.Fatalf("db copy onto a full disk: %v (exit %d); want exit 1 saying the disk is full", err, exitCode(err))
+	}
+	if msg, _ := os.ReadFile(termLog); !strings.Contains(string(msg), "No space left on device") { // #nosec G304 -- the test's file
+		t.Errorf("termination message %q", msg)
+	}
+	if _, err := src.Exec(`INSERT INTO clients (id, spec) VALUES ('after', '{}')`); err != nil {
+		t.Errorf("a write on the source after the failed copy: %v", err)
+	}
+	t.Logf("db copy onto a full disk: %v", err)
 }
