@@ -384,9 +384,9 @@ func TestCopyRollbackBeforeCutover(t *testing.T) {
 	if dsnSecretOf(t, ns, "auth-blue") != "auth-db" {
 		t.Error("blue left its database")
 	}
-	// The cleanup: on blue's database with the image that serves, the bundled copy
+	// The cleanup: on blue's database, with the new image (the old may predate db cleanup), the bundled copy
 	// dropped; the rollback's record stays as it was.
-	waitCleanupJob(t, ts, id, imageV1, "auth-db", "kubeoauth_"+id)
+	waitCleanupJob(t, ts, id, imageV2, "auth-db", "kubeoauth_"+id)
 	k.release("cleanup", jobOutcome{})
 	waitCleanup(t, ts, upgrade.CleanupDone)
 	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || ts.Status.Upgrade.Reason != upgrade.ReasonRollbackAsked {
@@ -447,7 +447,7 @@ func TestCopyRollbackAfterCutover(t *testing.T) {
 
 	// The cleanup: on blue's own database (never the copy), with the old image that
 	// serves, the bundled copy dropped. A failure leaves the rollback as it was.
-	waitCleanupJob(t, ts, id, imageV1, "auth-db", "kubeoauth_"+id)
+	waitCleanupJob(t, ts, id, imageV2, "auth-db", "kubeoauth_"+id)
 	k.release("cleanup", jobOutcome{failed: true, message: "could not drop"})
 	waitCleanup(t, ts, upgrade.CleanupFailedPrefix)
 	if u := ts.Status.Upgrade; u.Phase != oauthv1alpha1.UpgradeRolledBack || !u.Copy.CutBack {

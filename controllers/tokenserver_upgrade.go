@@ -235,11 +235,12 @@ func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.T
 				return o, nil, err
 			}
 		}
-		switch u.Phase {
-		case oauthv1alpha1.UpgradeVerifying, oauthv1alpha1.UpgradePaused, oauthv1alpha1.UpgradePromoting:
-			o.Metrics = scrapeColor(ctx, pods, ips, upgrade.Color(u.ToColor))
-		case oauthv1alpha1.UpgradeReplaying:
+		switch {
+		case u.Copy != nil && (u.Phase == oauthv1alpha1.UpgradeReplaying || u.Phase == oauthv1alpha1.UpgradePaused):
+			// Paused too: a promotion goes through the same gate, on fresh figures.
 			o.Replay = r.scrapeReplay(ctx, ts, u)
+		case u.Phase == oauthv1alpha1.UpgradeVerifying, u.Phase == oauthv1alpha1.UpgradePaused, u.Phase == oauthv1alpha1.UpgradePromoting:
+			o.Metrics = scrapeColor(ctx, pods, ips, upgrade.Color(u.ToColor))
 		}
 	}
 	if w := ts.Spec.Upgrade.Window; w != nil {

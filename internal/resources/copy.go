@@ -125,13 +125,22 @@ func CopyJob(ts *oauthv1alpha1.TokenServer, name, image, id, forwardTo string, s
 // CutoverJob runs `tokenserver db cutover` from the database that serves (from)
 // to the other (to), in direction, the fenced servers forwarding to forwardTo
 // afterwards. A lease that ran out (exit 4) fails the Job at once: the operator
-// decides whether to try again.
+// decides whether to try again. It runs at most cutoverDeadline: a pod that never
+// starts (a quota, an image that cannot be pulled) or a run stuck after its marker
+// would otherwise keep the upgrade in CuttingOver for good; a killed run is safe (a
+// rerun resumes past the marker, and before it the lease frees the old side).
 func CutoverJob(ts *oauthv1alpha1.TokenServer, name, image, id, direction, forwardTo string,
 	from, to oauthv1alpha1.DatabaseRef) *batchv1.Job {
-	return copyJobPod(ts, name, image, 2, []int32{MigrationFailedExitCode, CutoverLeaseExpiredExitCode}, from, to,
+	j := copyJobPod(ts, name, image, 2, []int32{MigrationFailedExitCode, CutoverLeaseExpiredExitCode}, from, to,
 		"db", "cutover", "--from-dsn-file", mountSource+"/"+KeyDSN, "--to-dsn-file", mountTarget+"/"+KeyDSN,
 		"--upgrade-id", id, "--direction", direction, "--forward-to", forwardTo, "--lease", FenceLease(ts))
+	j.Spec.ActiveDeadlineSeconds = ptr.To[int64](cutoverDeadline)
+	return j
 }
+
+// cutoverDeadline: a cutover drains within its lease (at most 30 s) and then waits
+// for the writers that passed the guard, each wait bounded by the lock timeout.
+const cutoverDeadline = 600
 
 // CleanupLockTimeout bounds each lock wait of `db cleanup`: dropping a trigger
 // locks its table against token writes while it waits, so it gives up soon and

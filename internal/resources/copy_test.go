@@ -142,3 +142,15 @@ func TestCopyObjects(t *testing.T) {
 		}
 	}
 }
+
+// A cutover or cut back Job runs for a bounded time: one whose pod never starts, or
+// a run stuck after its marker, fails instead of holding the upgrade in
+// CuttingOver; the operator then starts it again, and a rerun resumes.
+func TestCutoverJobIsBounded(t *testing.T) {
+	ts := server()
+	db := oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"}
+	j := CutoverJob(ts, "auth-0badc0de-cutover", "tokenserver:v2", "0badc0de", "forward", ColorURL(ts, ColorGreen), db, db)
+	if d := j.Spec.ActiveDeadlineSeconds; d == nil || *d < 60 {
+		t.Errorf("activeDeadlineSeconds %v; want a bound of at least a minute", d)
+	}
+}

@@ -63,7 +63,7 @@ func TestCopyCleanup(t *testing.T) {
 	}
 	name := "auth-" + id + "-cleanup"
 	onCopy := &JobIntent{Kind: JobCleanup, Name: name, Image: imgB, Database: &copyDB}
-	onBlue := &JobIntent{Kind: JobCleanup, Name: name, Image: imgA, Database: &bundledDB, DropCopy: true}
+	onBlue := &JobIntent{Kind: JobCleanup, Name: name, Image: imgB, Database: &bundledDB, DropCopy: true}
 	pg := v1.DatabaseRef{SecretName: "pg", Key: "dsn"}
 	for name, tc := range map[string]struct {
 		in   Observed
@@ -89,7 +89,7 @@ func TestCopyCleanup(t *testing.T) {
 			with(copyEnded(v1.UpgradeCompleted, false, "", JobAbsent), ext),
 			want{phase: v1.UpgradeCompleted, cleanup: CleanupRunning,
 				job: &JobIntent{Kind: JobCleanup, Name: name, Image: imgB, Database: &v1.DatabaseRef{SecretName: "pg-v2", Key: "dsn"}}}},
-		"rolled back before the cutover: on blue's database, with the old image, the bundled copy dropped": {
+		"rolled back before the cutover: on blue's database, with the new image (the old may predate db cleanup), the bundled copy dropped": {
 			copyEnded(v1.UpgradeRolledBack, false, "", JobAbsent), want{phase: v1.UpgradeRolledBack, cleanup: CleanupRunning, job: onBlue}},
 		"rolled back after the cut back: the same": {
 			copyEnded(v1.UpgradeRolledBack, true, "", JobAbsent), want{phase: v1.UpgradeRolledBack, cleanup: CleanupRunning, job: onBlue}},
@@ -98,10 +98,10 @@ func TestCopyCleanup(t *testing.T) {
 				prev := v1.DatabaseRef{SecretName: "auth-0ld-db", Key: "dsn"}
 				o.Status.Upgrade.Copy.Source, o.Status.Database = &prev, &prev
 			}), want{phase: v1.UpgradeRolledBack, cleanup: CleanupRunning,
-				job: &JobIntent{Kind: JobCleanup, Name: name, Image: imgA, Database: &v1.DatabaseRef{SecretName: "auth-0ld-db", Key: "dsn"}, DropCopy: true}}},
+				job: &JobIntent{Kind: JobCleanup, Name: name, Image: imgB, Database: &v1.DatabaseRef{SecretName: "auth-0ld-db", Key: "dsn"}, DropCopy: true}}},
 		"rolled back, external: the user's target is never dropped": {
 			with(copyEnded(v1.UpgradeRolledBack, false, "", JobAbsent), ext), want{phase: v1.UpgradeRolledBack, cleanup: CleanupRunning,
-				job: &JobIntent{Kind: JobCleanup, Name: name, Image: imgA, Database: &pg}}},
+				job: &JobIntent{Kind: JobCleanup, Name: name, Image: imgB, Database: &pg}}},
 		"rolled back while the copy Job runs: it is deleted, the cleanup waits for it": {
 			with(copyEnded(v1.UpgradeRolledBack, false, "", JobAbsent), job(JobCopy, JobRunning)),
 			want{phase: v1.UpgradeRolledBack, deletes: []string{"auth-" + id + "-copy"}}},

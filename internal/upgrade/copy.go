@@ -71,11 +71,9 @@ func (m *machine) copyStep() (moved, ok bool) {
 	case oauthv1alpha1.UpgradeReplaying:
 		return m.replaying(), true
 	case oauthv1alpha1.UpgradePaused:
-		if m.s.pause && m.o.Annotations[oauthv1alpha1.AnnotationPromote] != u.ID {
-			return false, true
-		}
-		m.cutover()
-		return true, true
+		// Promoted, it cuts over through the same gate as Replaying: green may
+		// have rolled, or the replay fallen behind, while it was paused.
+		return m.replaying(), true
 	case oauthv1alpha1.UpgradeCuttingOver:
 		return m.cuttingOver(), true
 	case oauthv1alpha1.UpgradeRollbackWindow:
@@ -96,7 +94,7 @@ func (m *machine) copyStep() (moved, ok bool) {
 		if u.Copy.CutoverAt == nil || u.Copy.CutBack {
 			return false, false // as in Shared mode: the old version's database serves
 		}
-		if m.abandonRollback() {
+		if m.cutbackUndone() && m.abandonRollback() {
 			return true, true
 		}
 		return m.cuttingBack(), true
@@ -158,7 +156,10 @@ func (m *machine) replaying() bool {
 	if m.readyNew() < int(u.Steps) || f == nil || f.Pending > cutoverMaxPending || f.Lag > cutoverMaxLag {
 		return false
 	}
-	if m.s.pause {
+	if m.s.pause && m.o.Annotations[oauthv1alpha1.AnnotationPromote] != u.ID {
+		if u.Phase == oauthv1alpha1.UpgradePaused {
+			return false
+		}
 		m.enter(oauthv1alpha1.UpgradePaused, fmt.Sprintf("%s is ready on the copy and the replay keeps it current; "+
 			"the cutover waits: kubectl annotate tokenserver %s=%s", u.ToImage, oauthv1alpha1.AnnotationPromote, u.ID))
 		return true
@@ -175,12 +176,13 @@ func (m *machine) cutover() {
 
 // cutoverUndone: no cutover attempt can have passed its point of no return, so a
 // rollback may leave the old version serving on its own database. A cutover Job
-// that runs, or failed in another way than its lease running out, may have.
+// that runs, or failed in another way than its lease running out, may have; so may
+// one that is not seen: CuttingOver is written before the Job is made, so an
+// absent Job may be one the cache does not show yet, or one a person deleted
+// after its marker. It is made again (a rerun resumes past a marker, or raises a
+// fresh fence) and its end decides.
 func (m *machine) cutoverUndone() bool {
-	u := m.st.Upgrade
 	switch j := m.job(JobCutover); j.State {
-	case JobAbsent:
-		return u.Copy == nil || u.Copy.CutoverRetries == 0
 	case JobFailed:
 		return j.ExitCode == CutoverLeaseExpiredExitCode
 	}
@@ -252,6 +254,20 @@ func (m *machine) cutbackDue() bool {
 	u := m.st.Upgrade
 	return u != nil && u.Phase == oauthv1alpha1.UpgradeRollingBack && u.Copy != nil && u.Copy.CutoverAt != nil &&
 		!u.Copy.CutBack && m.readyOld() >= int(u.Steps)
+}
+
+// cutbackUndone: no cut back can have passed its point of no return, so the
+// rollback may still be abandoned: its Job never came due (the old color never got
+// ready) and none was ever made, or its last attempt's lease ran out. A cut back
+// that runs, or ended otherwise, may have moved the database to the old version's.
+func (m *machine) cutbackUndone() bool {
+	switch j := m.job(JobCutback); j.State {
+	case JobAbsent:
+		return !m.cutbackDue() && m.st.Upgrade.Copy.CutoverRetries == 0
+	case JobFailed:
+		return j.ExitCode == CutoverLeaseExpiredExitCode
+	}
+	return false
 }
 
 // cuttingBack moves the database back to the old version's at a rollback after
@@ -419,8 +435,10 @@ func (m *machine) dropCopy() bool {
 		u.Copy.Database.SecretName == CopySecretName(m.o.Name, u.ID)
 }
 
-// cleanupJob is the cleanup Job to make, once its intent is recorded: with the
-// image that serves, on the database it serves on.
+// cleanupJob is the cleanup Job to make, once its intent is recorded: on the
+// database that serves, always with the new image — it installed the capture and
+// the fence and ran the copy and the cutover, while the old one may predate `db
+// cleanup` (a cleanup that fails leaves the capture on the serving database).
 func (m *machine) cleanupJob() []JobIntent {
 	u := m.st.Upgrade
 	if !m.cleanupOwed() || u.Copy.Cleanup != CleanupRunning || m.job(JobCleanup).State != JobAbsent || !m.cleanupReady() {
@@ -431,7 +449,7 @@ func (m *machine) cleanupJob() []JobIntent {
 		db = *m.st.Database
 	}
 	if u.Phase == oauthv1alpha1.UpgradeRolledBack {
-		img, db = u.FromImage, m.source()
+		db = m.source()
 	}
 	return []JobIntent{{Kind: JobCleanup, Name: JobName(m.o.Name, u.ID, JobCleanup), Image: img, Database: &db, DropCopy: m.dropCopy()}}
 }

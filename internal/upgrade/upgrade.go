@@ -435,6 +435,12 @@ const stuckPrefix = "the rollback is stuck: "
 // rollbackStuck says what a rollback waits for.
 func (m *machine) rollbackStuck() string {
 	u := m.st.Upgrade
+	if c := u.Copy; c != nil && c.CutoverAt != nil && !c.CutBack && m.cutbackDue() {
+		name := UpgradeJobName(m.o.Name, u, JobCutback)
+		return fmt.Sprintf("%s is back and ready, but the cut back (Job %s) has not moved the database back after %s; "+
+			"%s keeps serving meanwhile: see kubectl logs job/%s. The rollback cannot be abandoned while it may have "+
+			"passed its point of no return", u.FromColor, name, m.s.deadline, u.ToColor, name)
+	}
 	if m.o.Endpoints[m.from()] < u.Steps {
 		return fmt.Sprintf("%d of %d pods of %s (%s) are ready in the Service after %s; %s keeps serving meanwhile: see the events of %s's pods",
 			m.o.Endpoints[m.from()], u.Steps, u.FromColor, u.FromImage, m.s.deadline, u.ToColor, u.FromColor)

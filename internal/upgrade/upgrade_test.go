@@ -394,10 +394,7 @@ func check(t *testing.T, in Observed, d Decision, w want) {
 	jobs := make([]JobKind, 0, len(d.Jobs))
 	for _, j := range d.Jobs {
 		jobs = append(jobs, j.Kind)
-		img := u.ToImage
-		if j.Kind == JobCleanup && u.Phase == v1.UpgradeRolledBack {
-			img = u.FromImage // the image that serves
-		}
+		img := u.ToImage // every Job runs the new image, the cleanup after a rollback too
 		if j.Image != img || j.Name != UpgradeJobName(in.Name, u, j.Kind) {
 			t.Errorf("job %+v: want image %s, name %s", j, img, UpgradeJobName(in.Name, u, j.Kind))
 		}
