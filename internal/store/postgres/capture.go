@@ -105,6 +105,47 @@ const captureLockID = 0x6b756265_63617074 // "kubecapt"
 // and a write on a table whose trigger is being created waits at most that long.
 // Every write that commits after InstallCapture returns is captured.
 func InstallCapture(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
+	keys := map[string][]string{}
+	return installTriggers(ctx, db, opts, triggerInstall{what: "capture", lockID: captureLockID, setup: captureSetup,
+		trigger: captureTrigger,
+		tables: func(ctx context.Context, conn *sql.Conn) ([]string, error) {
+			tables, err := captureTables(ctx, conn, opts.Tables)
+			names := make([]string, 0, len(tables))
+			for _, t := range tables {
+				keys[t.name] = t.key
+				names = append(names, t.name)
+			}
+			return names, err
+		},
+		create: func(table string) (string, string) {
+			args := make([]string, len(keys[table]))
+			for i, k := range keys[table] {
+				args[i] = pq.QuoteLiteral(k)
+			}
+			// #nosec G201 -- the identifiers and literals are quoted.
+			return fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW
+EXECUTE FUNCTION kubeoauth_capture.record(%s)`, captureTrigger, pq.QuoteIdentifier(table), strings.Join(args, ", ")),
+				fmt.Sprintf("capturing changes to %s (key %s)", table, strings.Join(keys[table], ", "))
+		}})
+}
+
+// triggerInstall is what InstallCapture and InstallFence put on a database: setup
+// SQL (a schema and its functions, run under an advisory lock so that two installs
+// never race on CREATE ... IF NOT EXISTS) and one trigger per table.
+type triggerInstall struct {
+	what    string // in errors and logs: "capture", "the fence"
+	lockID  int64
+	setup   string
+	trigger string
+	// tables lists the tables to put the trigger on, after the setup ran.
+	tables func(ctx context.Context, conn *sql.Conn) ([]string, error)
+	// create is a table's CREATE TRIGGER statement and the line logged once made.
+	create func(table string) (stmt, logged string)
+}
+
+// installTriggers runs in's setup, then creates its trigger on each table that
+// lacks it, each in a transaction of its own and with opts' bounded lock waits.
+func installTriggers(ctx context.Context, db *sql.DB, opts CaptureOptions, in triggerInstall) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
@@ -112,44 +153,38 @@ func InstallCapture(ctx context.Context, db *sql.DB, opts CaptureOptions) error 
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
 	lock := opts.lock()
-	err = retryOnLock(ctx, conn, "capture schema", lock, func() error {
+	err = retryOnLock(ctx, conn, in.what+" schema", lock, func() error {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
 		defer func() { _ = tx.Rollback() }()
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(captureLockID)); err != nil {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, in.lockID); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, captureSetup); err != nil {
+		if _, err := tx.ExecContext(ctx, in.setup); err != nil {
 			return err
 		}
 		return tx.Commit()
 	})
 	if err != nil {
-		return fmt.Errorf("installing capture: %w", err)
+		return fmt.Errorf("installing %s: %w", in.what, err)
 	}
-	tables, err := captureTables(ctx, conn, opts.Tables)
+	tables, err := in.tables(ctx, conn)
 	if err != nil {
-		return fmt.Errorf("installing capture: %w", err)
+		return fmt.Errorf("installing %s: %w", in.what, err)
 	}
-	for _, t := range tables {
+	for _, name := range tables {
 		var exists bool
 		if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger
-WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, t.name, captureTrigger).Scan(&exists); err != nil {
-			return fmt.Errorf("installing capture on %s: %w", t.name, err)
+WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, in.trigger).Scan(&exists); err != nil {
+			return fmt.Errorf("installing %s on %s: %w", in.what, name, err)
 		}
 		if exists {
 			continue
 		}
-		args := make([]string, len(t.key))
-		for i, k := range t.key {
-			args[i] = pq.QuoteLiteral(k)
-		}
-		// #nosec G201 -- the identifiers and literals are quoted.
-		stmt := fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION kubeoauth_capture.record(%s)`,
-			captureTrigger, pq.QuoteIdentifier(t.name), strings.Join(args, ", "))
-		err := retryOnLock(ctx, conn, "capture trigger on "+t.name, lock, func() error {
+		stmt, logged := in.create(name)
+		err := retryOnLock(ctx, conn, in.what+" trigger on "+name, lock, func() error {
 			_, err := conn.ExecContext(ctx, stmt)
 			var pe *pq.Error
 			if errors.As(err, &pe) && pe.Code == "42710" { // duplicate_object: another install got there first
@@ -158,10 +193,10 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, t.name, captureT
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("installing capture on %s: %w", t.name, err)
+			return fmt.Errorf("installing %s on %s: %w", in.what, name, err)
 		}
 		if opts.Log != nil {
-			opts.Log("capturing changes to %s (key %s)", t.name, strings.Join(t.key, ", "))
+			opts.Log("%s", logged)
 		}
 	}
 	return nil

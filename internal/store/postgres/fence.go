@@ -115,62 +115,16 @@ const fenceLockID = 0x6b756265_66656e63 // "kubefenc"
 // opts.LockTimeout at a time. Installing it changes nothing while there is no fence
 // row.
 func InstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	lock := opts.lock()
-	err = retryOnLock(ctx, conn, "fence schema", lock, func() error {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = tx.Rollback() }()
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(fenceLockID)); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, fenceSetup); err != nil {
-			return err
-		}
-		return tx.Commit()
-	})
-	if err != nil {
-		return fmt.Errorf("installing the fence: %w", err)
-	}
-	tables, err := fenceTables(ctx, conn, opts.Tables)
-	if err != nil {
-		return fmt.Errorf("installing the fence: %w", err)
-	}
-	for _, name := range tables {
-		var exists bool
-		if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger
-WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, guardTrigger).Scan(&exists); err != nil {
-			return fmt.Errorf("installing the fence on %s: %w", name, err)
-		}
-		if exists {
-			continue
-		}
-		// #nosec G201 -- the identifiers are quoted.
-		stmt := fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s
-FOR EACH STATEMENT EXECUTE FUNCTION kubeoauth_upgrade.guard()`, guardTrigger, pq.QuoteIdentifier(name))
-		err := retryOnLock(ctx, conn, "fence trigger on "+name, lock, func() error {
-			_, err := conn.ExecContext(ctx, stmt)
-			var pe *pq.Error
-			if errors.As(err, &pe) && pe.Code == "42710" { // duplicate_object: another install got there first
-				return nil
-			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("installing the fence on %s: %w", name, err)
-		}
-		if opts.Log != nil {
-			opts.Log("fence guard on %s", name)
-		}
-	}
-	return nil
+	return installTriggers(ctx, db, opts, triggerInstall{what: "the fence", lockID: fenceLockID, setup: fenceSetup,
+		trigger: guardTrigger,
+		tables: func(ctx context.Context, conn *sql.Conn) ([]string, error) {
+			return fenceTables(ctx, conn, opts.Tables)
+		},
+		create: func(table string) (string, string) {
+			// #nosec G201 -- the identifiers are quoted.
+			return fmt.Sprintf(`CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s
+FOR EACH STATEMENT EXECUTE FUNCTION kubeoauth_upgrade.guard()`, guardTrigger, pq.QuoteIdentifier(table)), "fence guard on " + table
+		}})
 }
 
 // UninstallFence drops the guard triggers and the kubeoauth_upgrade schema (the
