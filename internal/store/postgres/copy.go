@@ -20,6 +20,10 @@ import (
 // target.
 const UpgradeSchema = "kubeoauth_upgrade"
 
+// upgradeSetup makes kubeoauth_upgrade with every table a Copy upgrade keeps there:
+// the copy's record, each replay direction's progress, the fence and the cutover
+// markers. One definition, run by the copy and by the fence's install under one
+// advisory lock, so the two never race on CREATE ... IF NOT EXISTS.
 const upgradeSetup = `
 CREATE SCHEMA IF NOT EXISTS kubeoauth_upgrade;
 CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.copy (
@@ -40,6 +44,20 @@ CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.replay (
     schema_to   integer NOT NULL,
     replayed    bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (upgrade_id, direction)
+);
+CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.fence (
+    id          int PRIMARY KEY CHECK (id = 1),
+    upgrade_id  text NOT NULL,
+    state       text NOT NULL CHECK (state IN ('holding', 'cut_over', 'forwarding')),
+    lease_until timestamptz NOT NULL,
+    forward_to  text NOT NULL DEFAULT '',
+    set_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.cutover (
+    upgrade_id text NOT NULL,
+    direction  text NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (upgrade_id, direction)
 )`
 

@@ -61,35 +61,8 @@ const guardTrigger = "kubeoauth_fence"
 // The guard is a statement trigger: one cheap look at a one-row table per write
 // statement, never per row. SECURITY DEFINER with a fixed search_path for the same
 // reasons as capture's record(): the writer needs no right on the schema and cannot
-// redirect it. The replay table is also the replay code's (CREATE TABLE IF NOT
-// EXISTS with the same columns on both sides), for the cutover writes the other
-// direction's row.
-const fenceSetup = `
-CREATE SCHEMA IF NOT EXISTS kubeoauth_upgrade;
-CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.fence (
-    id          int PRIMARY KEY CHECK (id = 1),
-    upgrade_id  text NOT NULL,
-    state       text NOT NULL CHECK (state IN ('holding', 'cut_over', 'forwarding')),
-    lease_until timestamptz NOT NULL,
-    forward_to  text NOT NULL DEFAULT '',
-    set_at      timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.cutover (
-    upgrade_id text NOT NULL,
-    direction  text NOT NULL,
-    at         timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (upgrade_id, direction)
-);
-CREATE TABLE IF NOT EXISTS kubeoauth_upgrade.replay (
-    upgrade_id  text NOT NULL,
-    direction   text NOT NULL,
-    since       text NOT NULL,
-    schema_from integer NOT NULL,
-    schema_to   integer NOT NULL,
-    replayed    bigint NOT NULL DEFAULT 0,
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (upgrade_id, direction)
-);
+// redirect it. The tables are upgradeSetup's.
+const fenceSetup = upgradeSetup + `;
 CREATE OR REPLACE FUNCTION kubeoauth_upgrade.guard() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -105,8 +78,6 @@ END
 $$;
 REVOKE ALL ON FUNCTION kubeoauth_upgrade.guard() FROM PUBLIC`
 
-// fenceLockID serialises fence installs and uninstalls, as captureLockID does.
-const fenceLockID = 0x6b756265_66656e63 // "kubefenc"
 
 // InstallFence creates the kubeoauth_upgrade schema with its fence, cutover and
 // replay tables and puts the guard trigger on every token-server table of db
@@ -115,7 +86,7 @@ const fenceLockID = 0x6b756265_66656e63 // "kubefenc"
 // opts.LockTimeout at a time. Installing it changes nothing while there is no fence
 // row.
 func InstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
-	return installTriggers(ctx, db, opts, triggerInstall{what: "the fence", lockID: fenceLockID, setup: fenceSetup,
+	return installTriggers(ctx, db, opts, triggerInstall{what: "the fence", lockID: upgradeLockID, setup: fenceSetup,
 		trigger: guardTrigger,
 		tables: func(ctx context.Context, conn *sql.Conn) ([]string, error) {
 			return fenceTables(ctx, conn, opts.Tables)
