@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -474,10 +475,9 @@ func scrapeColor(ctx context.Context, pods []upgrade.Pod, addrs map[string]strin
 	return sum
 }
 
-// scrape reads kubeoauth_http_requests_total from one token server's metrics, per
-// endpoint: requests, without the 4xx answers (the caller's own errors, which anyone
-// can send to pad the count), and those answered with a 5xx code.
-func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
+// scrapeFamilies reads a Prometheus text exposition at url within
+// metricsScrapeTimeout.
+func scrapeFamilies(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
 	ctx, cancel := context.WithTimeout(ctx, metricsScrapeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -496,6 +496,17 @@ func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", url, err)
+	}
+	return families, nil
+}
+
+// scrape reads kubeoauth_http_requests_total from one token server's metrics, per
+// endpoint: requests, without the 4xx answers (the caller's own errors, which anyone
+// can send to pad the count), and those answered with a 5xx code.
+func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
+	families, err := scrapeFamilies(ctx, url)
+	if err != nil {
+		return nil, err
 	}
 	f, ok := families["kubeoauth_http_requests_total"]
 	if !ok {
