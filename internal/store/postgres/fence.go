@@ -78,7 +78,6 @@ END
 $$;
 REVOKE ALL ON FUNCTION kubeoauth_upgrade.guard() FROM PUBLIC`
 
-
 // InstallFence creates the kubeoauth_upgrade schema with its fence, cutover and
 // replay tables and puts the guard trigger on every token-server table of db
 // (opts.Tables, or every table of the current schema but schema_migrations). Like
