@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,41 @@ func TestCopyIsFencedAndReplayStopsAtItsCutover(t *testing.T) {
 	}
 	if got := column(t, green, `SELECT id FROM clients ORDER BY id`); strings.Join(got, ",") != "a,b" {
 		t.Errorf("the new side's clients: %v; want a,b (c deleted there stays deleted)", got)
+	}
+}
+
+// A replay pass drops the changes it is done with from the source's changes table,
+// so that the table does not grow for as long as an upgrade lasts; what it keeps
+// is still replayed by the next pass.
+func TestReplayTrimsTheChangesItReplayed(t *testing.T) {
+	ctx := context.Background()
+	blue, green := fenceDB(t, pg.NewMigratedDatabase(t)), fenceDB(t, pg.NewDatabase(t))
+	ms := postgres.Migrations()
+	if _, err := postgres.CopyDatabase(ctx, blue, green, postgres.CopyOptions{UpgradeID: "trim", Migrations: ms}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := blue.Exec(`INSERT INTO clients (id, spec) VALUES ($1, '{}')`, "c"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := column(t, blue, `SELECT count(*) FROM kubeoauth_capture.changes`); got[0] != "20" {
+		t.Fatalf("changes before the pass: %v; want 20", got)
+	}
+	forward := postgres.ReplayOptions{UpgradeID: "trim", Direction: postgres.DirectionForward, Migrations: ms}
+	if res, err := postgres.ReplayPass(ctx, blue, green, forward); err != nil || res.Replayed != 20 {
+		t.Fatalf("the pass: %+v %v", res, err)
+	}
+	if got := column(t, blue, `SELECT count(*) FROM kubeoauth_capture.changes`); got[0] != "0" {
+		t.Errorf("changes after the pass: %v; want none left", got)
+	}
+	if _, err := blue.Exec(`DELETE FROM clients WHERE id = 'c3'`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := postgres.ReplayPass(ctx, blue, green, forward); err != nil || res.Replayed != 1 {
+		t.Fatalf("the next pass: %+v %v; want the delete", res, err)
+	}
+	if got := column(t, green, `SELECT count(*) FROM clients`); got[0] != "19" {
+		t.Errorf("clients on the copy: %v; want 19", got)
 	}
 }
