@@ -34,12 +34,12 @@ type User struct {
 // `htpasswd -B`), or a YAML (or JSON) list of users with their attributes for the
 // claims, for example
 //
-//	- username: alice
-//	  passwordHash: $2y$10$...
-//	  name: Alice Liddell
-//	  email: alice@example.com
-//	  emailVerified: true
-//	  groups: [platform, admins]
+//   - username: alice
+//     passwordHash: $2y$10$...
+//     name: Alice Liddell
+//     email: alice@example.com
+//     emailVerified: true
+//     groups: [platform, admins]
 //
 // The operator mounts it from a Secret; docs/identity.md describes both formats.
 func LoadUsers(path string) (map[string]User, error) {
