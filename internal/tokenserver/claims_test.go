@@ -166,6 +166,16 @@ func TestClaimsFollowGrantedScopes(t *testing.T) {
 			full = tok
 		})
 	}
+	// The consent page says what each standard scope shares.
+	notes, _ := openidOnlyClient(t, in, "notes", "openid")
+	notes.Scopes = []string{"openid", "profile", "email", "groups"}
+	_, page := b.get(notes.AuthCodeURL("state-claims-03", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	for _, d := range []string{"See your name and username", "See your email address", "See the groups you belong to"} {
+		if !strings.Contains(page, d) {
+			t.Errorf("the consent page for profile, email and groups lacks %q: %.600s", d, page)
+		}
+	}
+
 	want := userClaims{Subject: "alice", PreferredUsername: "alice", Name: ptr("Alice Liddell"),
 		Email: ptr("alice@example.com"), EmailVerified: ptr(true), Groups: []string{"platform", "admins"}}
 	if got := idTokenClaims(t, verifier, full.Extra("id_token")); !sameClaims(got, want) {

@@ -188,6 +188,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	for _, sc := range areq.Scopes {
 		d := s.cfg.ScopeDescriptions[sc]
 		if d == "" {
+			d = standardScopeDescriptions[sc]
+		}
+		if d == "" {
 			d = "Use the permission “" + sc + "”"
 		}
 		scopes = append(scopes, scopeLine{sc, d})
