@@ -217,10 +217,11 @@ func TestUnknownScopeIsInvalidScope(t *testing.T) {
 	tests := map[string]struct {
 		cfg    *oauth2.Config
 		scopes []string
+		bad    string
 	}{
-		"a scope nobody registered":       {openidCfg, []string{"openid", "zones.write"}},
-		"offline_access not registered":   {openidCfg, []string{"openid", "offline_access"}},
-		"email without openid registered": {plainCfg, []string{"zones.read", "email"}},
+		"a scope nobody registered":       {openidCfg, []string{"openid", "zones.write"}, "zones.write"},
+		"offline_access not registered":   {openidCfg, []string{"openid", "offline_access"}, "offline_access"},
+		"email without openid registered": {plainCfg, []string{"zones.read", "email"}, "email"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -234,6 +235,9 @@ func TestUnknownScopeIsInvalidScope(t *testing.T) {
 			q := loc.Query()
 			if q.Get("error") != "invalid_scope" || q.Get("code") != "" || q.Get("state") != "state-claims-02" {
 				t.Errorf("callback %v; want error=invalid_scope with the state", q)
+			}
+			if !strings.Contains(q.Get("error_description"), "'"+tc.bad+"'") {
+				t.Errorf("error_description %q does not name the scope %s", q.Get("error_description"), tc.bad)
 			}
 		})
 	}
