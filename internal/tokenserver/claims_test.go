@@ -197,6 +197,14 @@ func TestClaimsFollowGrantedScopes(t *testing.T) {
 	if got := userinfoClaims(t, in, refreshed); !sameClaims(got, want) {
 		t.Errorf("userinfo with the refreshed token %+v; want %+v", got, want)
 	}
+
+	// The platform team moves alice to another group: the file is read again and the
+	// next authorization carries the new groups (her consent stands, so no page).
+	writeUsers(t, in.Users, strings.Replace(aliceEntry(t), "[platform, admins]", "[auditors]", 1))
+	tok := signIn(t, in, b, cfg, "", "openid", "offline_access", "profile", "email", "groups")
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")); !slices.Equal(got.Groups, []string{"auditors"}) {
+		t.Errorf("after the users file changed, groups %v; want [auditors]", got.Groups)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }
