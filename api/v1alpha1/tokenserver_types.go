@@ -167,8 +167,10 @@ type TokenSettings struct {
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.usersSecretRef) && has(self.upstreamOIDC))",message="set one of login.usersSecretRef or login.upstreamOIDC, not both"
 type LoginSpec struct {
-	// usersSecretRef names a Secret key holding users, one "name:bcrypt-hash" per line
-	// (htpasswd format). The key defaults to "users".
+	// usersSecretRef names a Secret key holding users: either one "name:bcrypt-hash"
+	// per line (htpasswd format), or a YAML list of users with username, passwordHash,
+	// name, email, emailVerified and groups, for the ID token and userinfo claims
+	// (docs/identity.md). The key defaults to "users".
 	// +optional
 	UsersSecretRef *SecretKeyReference `json:"usersSecretRef,omitempty"`
 	// upstreamOIDC signs users in at another OpenID Connect provider.

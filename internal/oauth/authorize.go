@@ -86,10 +86,11 @@ func (p *Provider) Deny(w http.ResponseWriter, r *http.Request, areq *AuthorizeR
 }
 
 // Approve issues the authorization code for subject with every requested scope, under
-// consent grant, and redirects back to the client. Nothing issued under the grant
+// consent grant, and redirects back to the client. id's attributes go into the ID
+// token and userinfo as far as the scopes allow; id may be nil. Nothing issued under the grant
 // outlives it: the code, and later the tokens, expire by the grant's expiry.
 func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject string,
-	grant *store.ConsentGrant, authTime time.Time) {
+	id *Identity, grant *store.ConsentGrant, authTime time.Time) {
 	ctx := r.Context()
 	for _, s := range areq.ar.GetRequestedScopes() {
 		areq.ar.GrantScope(s)
@@ -101,6 +102,8 @@ func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *Authori
 	sess := newSubjectSession(p.cfg.Issuer, subject, grant.ID, p.cfg.Keys.Current.ID, now,
 		sessionKind{idToken: true, jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
 	sess.Claims.AuthTime = authTime.UTC()
+	sess.Identity = id.keepOnly(areq.ar.GetGrantedScopes())
+	sess.setIDTokenClaims(areq.ar.GetGrantedScopes())
 	sess.GrantExpiresAt = grant.ExpiresAt
 	resp, err := p.f.NewAuthorizeResponse(ctx, areq.ar, sess)
 	if err != nil {

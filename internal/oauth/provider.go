@@ -112,7 +112,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		AccessTokenIssuer:              cfg.Issuer,
 		TokenURL:                       cfg.Issuer + "/oauth2/token",
 		GlobalSecret:                   cfg.HMACSecret,
-		ScopeStrategy:                  fosite.ExactScopeStrategy,
+		ScopeStrategy:                  scopeStrategy,
 		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
 		EnforcePKCEForPublicClients:    true,
 		EnforcePKCE:                    !cfg.OptionalPKCE,
@@ -234,6 +234,7 @@ func (p *Provider) limitToGrant(ctx context.Context, ar fosite.AccessRequester) 
 		return fosite.ErrServerError.WithWrap(err)
 	}
 	sess.limitTo(g.ExpiresAt, p.cfg.IDTokenLifespan, now)
+	sess.setIDTokenClaims(ar.GetGrantedScopes())
 	return nil
 }
 

@@ -20,6 +20,9 @@ type Session struct {
 	GrantExpiresAt time.Time      `json:"grant_expires_at,omitzero"`
 	JWTClaims      *jwt.JWTClaims `json:"jwt_claims,omitempty"`
 	JWTHeader      *jwt.Headers   `json:"jwt_header,omitempty"`
+	// Identity is the user's attributes from sign-in that the granted scopes allow:
+	// kept with the grant so refreshed ID tokens and userinfo carry them too.
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // NewSession returns an empty session for fosite to fill from storage.

@@ -83,7 +83,7 @@ func (s *Server) verifyAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := newBuffered()
-	p.Approve(rec, synthetic, areq, adminapi.VerifySubject, g, time.Now())
+	p.Approve(rec, synthetic, areq, adminapi.VerifySubject, nil, g, time.Now())
 	code, status, field, msg := verifyRedirect(rec, in.RedirectURI, in.State)
 	if code == "" {
 		if status == http.StatusInternalServerError {

@@ -50,7 +50,7 @@ type Options struct {
 	// balancers take to stop sending it new connections.
 	ShutdownDelay   time.Duration
 	JanitorInterval time.Duration
-	// UsersFile lists who may sign in (username:bcrypt-hash lines); may be empty. It
+	// UsersFile lists who may sign in (htpasswd lines or a YAML list, see LoadUsers); may be empty. It
 	// is read again when it changes.
 	UsersFile string
 	// LoginThrottle limits failed sign-ins; zero means DefaultLoginThrottle.

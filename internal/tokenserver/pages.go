@@ -151,14 +151,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			p.AuthorizeError(w, r, areq, err)
 			return
 		}
-		p.Approve(w, r, areq, subject, g, authTime)
+		p.Approve(w, r, areq, subject, s.identity(subject), g, authTime)
 		return
 	}
 	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
 	switch {
 	case err == nil && grant.Covers(areq.Scopes, time.Now()) && (grant.Source != store.SourceFirstParty || client.SkipConsent):
 		_ = s.cfg.Store.TouchGrant(ctx, grant.ID, time.Now())
-		p.Approve(w, r, areq, subject, grant, authTime)
+		p.Approve(w, r, areq, subject, s.identity(subject), grant, authTime)
 		return
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		p.AuthorizeError(w, r, areq, err)
@@ -172,7 +172,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		g, err := s.cfg.Store.PutGrant(ctx, &store.ConsentGrant{ClientID: client.ID, Subject: subject, Scopes: areq.Scopes,
 			Source: store.SourceFirstParty})
 		if err == nil {
-			p.Approve(w, r, areq, subject, g, authTime)
+			p.Approve(w, r, areq, subject, s.identity(subject), g, authTime)
 			return
 		}
 		if !errors.Is(err, store.ErrNotFirstParty) {
@@ -187,6 +187,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	scopes := make([]scopeLine, 0, len(areq.Scopes))
 	for _, sc := range areq.Scopes {
 		d := s.cfg.ScopeDescriptions[sc]
+		if d == "" {
+			d = standardScopeDescriptions[sc]
+		}
 		if d == "" {
 			d = "Use the permission “" + sc + "”"
 		}

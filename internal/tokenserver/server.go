@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -215,9 +216,23 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"code_challenge_methods_supported":      []string{"S256"},
 		// RFC 9207: authorization responses carry iss, against mix-up attacks.
 		"authorization_response_iss_parameter_supported": true,
-		"scopes_supported": []string{"openid", "offline_access"},
-		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "preferred_username"},
+		"scopes_supported": s.scopesSupported(),
+		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce",
+			"preferred_username", "name", "email", "email_verified", "groups"},
 	})
+}
+
+// scopesSupported is the standard scopes and those the TokenServer describes: clients
+// may be allowed others, but those are the ones it tells people about.
+func (s *Server) scopesSupported() []string {
+	scopes := append([]string{"openid", "offline_access"}, oauth.StandardScopes...)
+	for sc := range s.cfg.ScopeDescriptions {
+		if !slices.Contains(scopes, sc) {
+			scopes = append(scopes, sc)
+		}
+	}
+	slices.Sort(scopes[2+len(oauth.StandardScopes):])
+	return scopes
 }
 
 func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -342,7 +357,7 @@ func (rr *recentResponses) put(key string, rec *buffered, now time.Time) {
 }
 
 func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
-	sess, _, err := s.cfg.Provider.BearerSubject(r)
+	sess, scopes, err := s.cfg.Provider.BearerSubject(r)
 	if err != nil {
 		code, name := oauth.ErrorStatus(err)
 		if code == http.StatusInternalServerError {
@@ -353,7 +368,10 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 		s.writeOAuthError(w, http.StatusUnauthorized, "invalid_token", "The access token is missing, expired or revoked.")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"sub": sess.Subject, "preferred_username": sess.Username})
+	// The claims follow the scopes granted to this access token, as in the ID token.
+	claims := oauth.Claims(sess.Subject, sess.Identity, scopes)
+	claims["sub"], claims["preferred_username"] = sess.Subject, sess.Username
+	writeJSON(w, http.StatusOK, claims)
 }
 
 // oauthEndpoint wraps an OAuth endpoint: it bounds and parses the body, and turns a
