@@ -181,7 +181,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		"(less up to 10% jitter) is closed after its next response, so that clients move to the pods that serve now "+
 		"(blue-green promotion, scale-out); 0 keeps connections as long as the client does.")
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
-	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B) or a YAML list of users with name, email and groups, mounted from a Secret.")
+	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B) or a YAML list "+
+		"of users with name, email and groups, mounted from a Secret.")
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	requirePKCE := fs.Bool("require-pkce", true,
