@@ -80,8 +80,8 @@ func (s *Server) parseLogout(r *http.Request) (*logoutRequest, string, error) {
 	return lr, "", nil
 }
 
-// endSession serves the end-session endpoint, GET and POST (the spec allows an app
-// to post its request, cross-site). With a valid id_token_hint for the user signed
+// endSession serves the end-session endpoint, GET and POST (the spec lets an app
+// post its request, cross-site; a POST is answered with the same request as a GET). With a valid id_token_hint for the user signed
 // in, the session ends at once: only an app the user signed in to holds such a
 // token. Anything less (no hint, or a hint for someone else) gets a confirmation
 // page, so that a link or image on another site cannot sign people out.
@@ -93,6 +93,14 @@ func (s *Server) endSession(w http.ResponseWriter, r *http.Request) {
 	}
 	lr, msg, err := s.parseLogout(r)
 	if s.logoutRefused(w, msg, err) {
+		return
+	}
+	if r.Method == http.MethodPost {
+		// An app's POST comes from its own site, and a SameSite=Lax session cookie
+		// does not come with it: this server would see no session to end, and a new
+		// cookie set now would only hide the live one. The same request as a
+		// top-level GET carries the cookie.
+		http.Redirect(w, r, endSessionPath+"?"+lr.params.Encode(), http.StatusSeeOther)
 		return
 	}
 	subject, _, ok, err := s.loggedIn(r)
