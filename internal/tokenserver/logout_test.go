@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -271,5 +272,37 @@ func TestAdminRefusesBadPostLogoutRedirectURI(t *testing.T) {
 	var ae *adminapi.Error
 	if !errors.As(err, &ae) || ae.Field != "postLogoutRedirectURIs[1]" {
 		t.Fatalf("PutClient with a relative post-logout URI: %v; want an error on postLogoutRedirectURIs[1]", err)
+	}
+}
+
+// During a key rotation an ID token signed with the previous key is still a good
+// hint: apps hold ID tokens issued before the rotation.
+func TestRPInitiatedLogoutAcceptsThePreviousKey(t *testing.T) {
+	previous, err := signingkey.Generate(signingkey.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	previousFile := filepath.Join(t.TempDir(), "previous.pem")
+	if err := os.WriteFile(previousFile, previous, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	previousKey, err := signingkey.Parse(previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := start(t, setup{previousKey: previousFile})
+	logoutClient(t, in)
+	user := newBrowser(t)
+	user.signIn(in, "alice", alicePassword)
+	now := time.Now()
+	hint := signJWT(t, previousKey, josejwt.Claims{Issuer: in.URL, Subject: "alice", Audience: josejwt.Audience{"grafana"},
+		IssuedAt: josejwt.NewNumericDate(now.Add(-time.Hour)), Expiry: josejwt.NewNumericDate(now.Add(-50 * time.Minute))})
+	resp, page := user.noRedirects().get(endSessionURL(in, url.Values{"id_token_hint": {hint},
+		"post_logout_redirect_uri": {postLogoutURI}}))
+	if loc, _ := resp.Location(); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), postLogoutURI) {
+		t.Fatalf("a hint signed with the previous key: %d %v %.300s; want the redirect", resp.StatusCode, loc, page)
+	}
+	if got := user.signedInAs(in); got != "" {
+		t.Errorf("after the logout /account still shows %q", got)
 	}
 }
