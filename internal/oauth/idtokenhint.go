@@ -3,6 +3,7 @@ package oauth
 import (
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/go-jose/go-jose/v3"
 	josejwt "github.com/go-jose/go-jose/v3/jwt"
@@ -27,6 +28,11 @@ var ErrBadIDTokenHint = errors.New("the id_token_hint is not an ID token this se
 func (p *Provider) VerifyIDTokenHint(raw string) (IDTokenHint, error) {
 	tok, err := josejwt.ParseSigned(raw)
 	if err != nil || len(tok.Headers) != 1 {
+		return IDTokenHint{}, ErrBadIDTokenHint
+	}
+	// A JWT access token (RFC 9068) is signed with the same key and has the same
+	// claims; it is not an ID token.
+	if typ, _ := tok.Headers[0].ExtraHeaders[jose.HeaderType].(string); strings.EqualFold(strings.TrimPrefix(typ, "application/"), "at+jwt") {
 		return IDTokenHint{}, ErrBadIDTokenHint
 	}
 	var claims josejwt.Claims

@@ -170,12 +170,8 @@ func (s *Server) endSignIn(w http.ResponseWriter, r *http.Request, lr *logoutReq
 // signedOut sends the user to the app's registered address, with its state, or
 // shows that they are signed out.
 func (s *Server) signedOut(w http.ResponseWriter, r *http.Request, lr *logoutRequest) {
-	if lr.redirect == "" {
-		s.render(w, http.StatusOK, "logout.html", page{Title: "Signed out", Notice: signedOutNotice})
-		return
-	}
 	u, err := url.Parse(lr.redirect)
-	if err != nil {
+	if lr.redirect == "" || err != nil {
 		s.render(w, http.StatusOK, "logout.html", page{Title: "Signed out", Notice: signedOutNotice})
 		return
 	}

@@ -75,8 +75,13 @@ func verifyIDToken(t *testing.T, in *instance, tok *oauth2.Token) (*oidc.IDToken
 // signJWT signs claims with key, as a forger (or another server) would.
 func signJWT(t *testing.T, key *signingkey.Key, claims josejwt.Claims) string {
 	t.Helper()
+	return signTyped(t, key, claims, "JWT")
+}
+
+func signTyped(t *testing.T, key *signingkey.Key, claims josejwt.Claims, typ jose.ContentType) string {
+	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key.Private},
-		(&jose.SignerOptions{}).WithHeader("kid", key.ID).WithType("JWT"))
+		(&jose.SignerOptions{}).WithHeader("kid", key.ID).WithType(typ))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +142,8 @@ func TestRPInitiatedLogoutEndsTheSession(t *testing.T) {
 
 // What an end-session request must not do: send the user to an address the client
 // did not register, or act on an ID token this server did not sign (another key,
-// another issuer); an expired ID token of ours is still a good hint.
+// another issuer) or on an access token; an expired ID token of ours is still a good
+// hint.
 func TestRPInitiatedLogoutRefusals(t *testing.T) {
 	in := start(t, setup{})
 	secret := logoutClient(t, in)
@@ -187,6 +193,8 @@ func TestRPInitiatedLogoutRefusals(t *testing.T) {
 	wrongIssuer := claims
 	wrongIssuer.Issuer = "https://another.example.com"
 	refused("our key but another issuer", url.Values{"id_token_hint": {signJWT(t, ours.Current, wrongIssuer)}}, "did not issue")
+	refused("a JWT access token of ours", url.Values{"id_token_hint": {signTyped(t, ours.Current, claims, "at+jwt")}},
+		"did not issue")
 	refused("a hint for another client than client_id", url.Values{"id_token_hint": {hint}, "client_id": {"someone-else"}},
 		"was not issued to")
 
