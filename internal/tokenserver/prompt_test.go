@@ -76,6 +76,10 @@ func TestMaxAgeForcesAFreshSignIn(t *testing.T) {
 	}
 	// The session has to be older than max_age: there is no waiting for it but the clock.
 	time.Sleep(2 * time.Second)
+	// auth_time is when the user signed in, not when the token was issued.
+	if later, _ := signInToApp(t, in, b, cfg); !authTime(t, later).Equal(firstAt) {
+		t.Errorf("an ID token issued 2 s after the sign-in has auth_time %v; want the sign-in's %v", authTime(t, later), firstAt)
+	}
 	maxAge := oauth2.SetAuthURLParam("max_age", "1")
 	resp, _ := b.noRedirects().get(cfg.AuthCodeURL("state-maxage-0002", maxAge, oauth2.SetAuthURLParam("prompt", "none"),
 		oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
