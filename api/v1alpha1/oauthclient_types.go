@@ -119,7 +119,9 @@ type OAuthClientSpec struct {
 	// +optional
 	RedirectURIs []URL `json:"redirectURIs,omitempty"`
 
-	// postLogoutRedirectURIs the end-session endpoint may send the user to.
+	// postLogoutRedirectURIs the end-session endpoint (OpenID Connect RP-Initiated
+	// Logout) may send the user to after signing out, matched exactly; any other
+	// post_logout_redirect_uri is refused with an error page.
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32
 	// +optional

@@ -151,6 +151,12 @@ func TestOAuthClientValidation(t *testing.T) {
 		"post-logout redirect URI on plain http": {func(s *v1.OAuthClientSpec) {
 			s.PostLogoutRedirectURIs = []v1.URL{"http://app.example.com/bye"}
 		}, reject("spec.postLogoutRedirectURIs[0]", "must use https")},
+		"post-logout redirect URI with a fragment": {func(s *v1.OAuthClientSpec) {
+			s.PostLogoutRedirectURIs = []v1.URL{"https://app.example.com/bye", "https://app.example.com/bye#x"}
+		}, reject("spec.postLogoutRedirectURIs[1]", "must not contain a fragment")},
+		"relative post-logout redirect URI": {func(s *v1.OAuthClientSpec) {
+			s.PostLogoutRedirectURIs = []v1.URL{"/signed-out"}
+		}, reject("spec.postLogoutRedirectURIs[0]", "must be an absolute URL with a scheme and a host")},
 		"logo on plain http": {func(s *v1.OAuthClientSpec) { s.LogoURI = "http://cdn.example.com/logo.png" },
 			reject("spec.logoURI", "must use https")},
 		"client URI with a fragment": {func(s *v1.OAuthClientSpec) { s.ClientURI = "https://app.example.com/#home" },

@@ -164,6 +164,7 @@ func TestDesired(t *testing.T) {
 		oc.Spec.Owner = &oauthv1alpha1.Owner{Team: "observability", Contact: "obs@example.com"}
 		oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{"authorization_code", "refresh_token"}
 		oc.Spec.RedirectURIs = []oauthv1alpha1.URL{"https://grafana.example.com/cb"}
+		oc.Spec.PostLogoutRedirectURIs = []oauthv1alpha1.URL{"https://grafana.example.com/login"}
 		oc.Spec.Scopes = []oauthv1alpha1.Scope{"openid", "offline_access"}
 		oc.Spec.TokenEndpointAuthMethod = "client_secret_basic"
 		oc.Spec.SkipConsent = true
@@ -184,6 +185,9 @@ func TestDesired(t *testing.T) {
 				if got[k] != v {
 					t.Errorf("%s = %v, want %v", k, got[k], v)
 				}
+			}
+			if !slices.Equal(toStrings(got["postLogoutRedirectURIs"]), []string{"https://grafana.example.com/login"}) {
+				t.Errorf("postLogoutRedirectURIs = %v", got["postLogoutRedirectURIs"])
 			}
 			if lt := got["tokenLifespans"].(map[string]any); lt["accessToken"] != "15m" || len(lt) != 1 {
 				t.Errorf("tokenLifespans = %v", lt)

@@ -21,8 +21,16 @@ type AuthorizeRequest struct {
 	Scopes      []string
 	// Prompt is the OpenID Connect prompt parameter, space-separated.
 	Prompt string
-	ar     fosite.AuthorizeRequester
+	// RequestedAt is when the request counts as made, for prompt=login and max_age
+	// (see fosite's ValidatePrompt); zero means now. After a sign-in forced by
+	// either, it is when the login page was shown, so that the sign-in counts.
+	RequestedAt time.Time
+	ar          fosite.AuthorizeRequester
 }
+
+// ErrPromptNoneAlone refuses prompt=none with other values (OpenID Connect Core
+// 3.1.2.1).
+var ErrPromptNoneAlone = fosite.ErrInvalidRequest.WithHint("prompt=none cannot be combined with other values.")
 
 // ParseAuthorize validates an authorization request (query or form). On error the
 // caller must answer with AuthorizeError when CanRedirect says the client may be told,
@@ -104,6 +112,9 @@ func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *Authori
 	sess.Claims.AuthTime = authTime.UTC()
 	sess.Identity = id.keepOnly(areq.ar.GetGrantedScopes())
 	sess.setIDTokenClaims(areq.ar.GetGrantedScopes())
+	if !areq.RequestedAt.IsZero() {
+		sess.Claims.RequestedAt = areq.RequestedAt.UTC()
+	}
 	sess.GrantExpiresAt = grant.ExpiresAt
 	resp, err := p.f.NewAuthorizeResponse(ctx, areq.ar, sess)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v3"
@@ -173,6 +174,12 @@ func validateRedirects(c *adminapi.Client, _ string) (string, string) {
 		p, err := url.Parse(u)
 		if err != nil || !p.IsAbs() || p.Host == "" || p.Fragment != "" {
 			return fmt.Sprintf("redirectURIs[%d]", i), "must be an absolute URL without a fragment"
+		}
+	}
+	for i, u := range c.PostLogoutRedirectURIs {
+		p, err := url.Parse(u)
+		if err != nil || !p.IsAbs() || p.Host == "" || p.Fragment != "" || strings.Contains(u, "#") {
+			return fmt.Sprintf("postLogoutRedirectURIs[%d]", i), "must be an absolute URL without a fragment"
 		}
 	}
 	return "", ""

@@ -51,7 +51,9 @@ type setup struct {
 	grace     time.Duration
 	dsn       string // empty: a fresh migrated database
 	keyDir    string // shared signing key and HMAC secret (replicas); empty: a new one
-	logTo     io.Writer
+	// previousKey is a PEM file: the previous signing key, as during a rotation.
+	previousKey string
+	logTo       io.Writer
 	// shutdownDelay: how long the server goes on serving after SIGTERM; default 0.
 	shutdownDelay time.Duration
 	// httpsIssuer: the issuer is https://<address> (behind a TLS-terminating proxy),
@@ -163,7 +165,7 @@ func start(t testing.TB, s setup) *instance {
 	go func() {
 		in.done <- tokenserver.Serve(ctx, tokenserver.Options{
 			DSN: s.dsn, Issuer: issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
-			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), HMACSecret: hmacSecret, AccessTokenFormat: s.format,
+			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), PreviousSigningKeyFile: s.previousKey, HMACSecret: hmacSecret, AccessTokenFormat: s.format,
 			AccessTokenLifespan: s.accessTTL, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
 			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, RefreshCoalesceWindow: s.coalesce, UsersFile: filepath.Join(s.keyDir, "users"),

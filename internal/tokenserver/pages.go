@@ -117,20 +117,31 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prompt := strings.Fields(areq.Prompt)
+	if slices.Contains(prompt, "none") && len(prompt) > 1 {
+		p.AuthorizeError(w, r, areq, oauth.ErrPromptNoneAlone)
+		return
+	}
+	now := time.Now()
 	subject, authTime, ok, err := s.loggedIn(r)
 	if err != nil {
 		s.sessionError(w, err)
 		return
 	}
-	if !ok {
+	again := !ok
+	if ok {
+		areq.RequestedAt, again = s.freshSignIn(r, prompt, authTime, now)
+	}
+	if again {
 		if slices.Contains(prompt, "none") {
 			p.LoginRequired(w, r, areq)
 			return
 		}
 		s.render(w, http.StatusOK, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(s.session(w, r)),
-			ReturnTo: "/oauth2/auth?" + authorizeQuery(r).Encode()})
+			ReturnTo: s.loginReturn(r, now)})
 		return
 	}
+	// prompt=consent: the consent page even when a grant covers the request.
+	askConsent := slices.Contains(prompt, "consent")
 	ctx := r.Context()
 	client, err := s.cfg.Store.GetClientByID(ctx, areq.ClientID)
 	if err != nil {
@@ -156,6 +167,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
 	switch {
+	case askConsent:
 	case err == nil && grant.Covers(areq.Scopes, time.Now()) && (grant.Source != store.SourceFirstParty || client.SkipConsent):
 		_ = s.cfg.Store.TouchGrant(ctx, grant.ID, time.Now())
 		p.Approve(w, r, areq, subject, s.identity(subject), grant, authTime)

@@ -183,6 +183,10 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("GET /login", m.instrument("login", s.loginPage))
 	mux.HandleFunc("POST /login", m.instrument("login", form(s.login)))
 	mux.HandleFunc("POST /logout", m.instrument("logout", form(s.logout)))
+	mux.HandleFunc("GET "+endSessionPath, m.instrument("logout", s.endSession))
+	// Not behind form(): an app may post its end-session request from its own origin.
+	mux.HandleFunc("POST "+endSessionPath, m.instrument("logout", s.endSession))
+	mux.HandleFunc("POST "+endSessionConfirmPath, m.instrument("logout", form(s.confirmEndSession)))
 	mux.HandleFunc("GET /account", m.instrument("account", s.account))
 	mux.HandleFunc("POST /account/revoke", m.instrument("account", form(s.revokeFromAccount)))
 	mux.HandleFunc("GET /healthz", s.healthz)
@@ -207,6 +211,7 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"revocation_endpoint":                   iss + "/oauth2/revoke",
 		"userinfo_endpoint":                     iss + "/userinfo",
 		"jwks_uri":                              iss + "/.well-known/jwks.json",
+		"end_session_endpoint":                  iss + endSessionPath,
 		"response_types_supported":              []string{"code"},
 		"response_modes_supported":              []string{"query"},
 		"grant_types_supported":                 knownGrantTypes,

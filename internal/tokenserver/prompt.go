@@ -1,0 +1,81 @@
+package tokenserver
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// signedInAfterParam is added to the authorization request that the login page
+// returns to. It carries, signed, when that login page was shown: a session that
+// signed in since then is the fresh sign-in prompt=login and max_age asked for, and
+// is not sent to sign in once more (a request that still says prompt=login would
+// otherwise loop). fosite ignores parameters it does not know.
+const signedInAfterParam = "kubeoauth_signed_in_after"
+
+// signedInAfterLifetime bounds how long a login page's marker counts: long enough to
+// sign in and consent, short enough that an old link cannot stretch max_age.
+const signedInAfterLifetime = time.Hour
+
+func (s *Server) signedInAfterMAC(unix string) string {
+	m := hmac.New(sha256.New, append([]byte("kubeoauth-signed-in-after:"), s.cfg.CookieSecret...))
+	m.Write([]byte(unix))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// signedInAfterMarker marks a login page shown at t. Seconds, as the session
+// cookie keeps its sign-in time.
+func (s *Server) signedInAfterMarker(t time.Time) string {
+	unix := strconv.FormatInt(t.Unix(), 10)
+	return unix + "." + s.signedInAfterMAC(unix)
+}
+
+// signedInAfter reads the request's marker, if it is ours and recent.
+func (s *Server) signedInAfter(r *http.Request, now time.Time) (time.Time, bool) {
+	unix, mac, ok := strings.Cut(r.Form.Get(signedInAfterParam), ".")
+	if !ok || subtle.ConstantTimeCompare([]byte(mac), []byte(s.signedInAfterMAC(unix))) != 1 {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(unix, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	t := time.Unix(n, 0)
+	return t, now.Sub(t) <= signedInAfterLifetime
+}
+
+// loginReturn is where the login page shown for this authorization request goes
+// after the sign-in: the same request, marked with when the page was shown.
+func (s *Server) loginReturn(r *http.Request, now time.Time) string {
+	q := authorizeQuery(r)
+	q.Set(signedInAfterParam, s.signedInAfterMarker(now))
+	return "/oauth2/auth?" + q.Encode()
+}
+
+// freshSignIn decides whether a signed-in user must sign in again for this request
+// (OpenID Connect Core 3.1.2.1): prompt=login asks for it, and max_age for a sign-in
+// no older than max_age seconds (max_age=0 is prompt=login). A sign-in made after
+// the login page this request came back from satisfies both. requestedAt is when
+// the request counts as made, for fosite's own prompt and max_age checks and as the
+// ID token's reference: the login page's time after a forced sign-in, else now.
+func (s *Server) freshSignIn(r *http.Request, prompt []string, authTime, now time.Time) (requestedAt time.Time, again bool) {
+	if t, ok := s.signedInAfter(r, now); ok && !authTime.Before(t) {
+		return t, false
+	}
+	if slices.Contains(prompt, "login") {
+		return now, true
+	}
+	if v := r.Form.Get("max_age"); v != "" {
+		if maxAge, err := strconv.ParseInt(v, 10, 64); err == nil && maxAge >= 0 &&
+			now.Sub(authTime) > time.Duration(maxAge)*time.Second {
+			return now, true
+		}
+	}
+	return now, false
+}
