@@ -89,21 +89,20 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 	s.errorPage(w, http.StatusInternalServerError, "Your sign-in could not be checked; try again in a moment.")
 }
 
-// authorize serves the authorization endpoint: validate, sign in, ask for consent
-// (unless a grant covers the request or the client is first-party), then issue the
-// code. GET shows pages; POST carries the consent decision.
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+// parseAuthorize reads and validates an authorization request and its prompt;
+// when it is not ok, it has answered.
+func (s *Server) parseAuthorize(w http.ResponseWriter, r *http.Request) (*oauth.AuthorizeRequest, []string, bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	if err := r.ParseForm(); err != nil {
 		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
-		return
+		return nil, nil, false
 	}
 	p := s.cfg.Provider
 	areq, err := p.ParseAuthorize(r)
 	if err != nil {
 		if errors.Is(err, store.ErrUnavailable) {
 			s.unavailable(w, signInUnavailable)
-			return
+			return nil, nil, false
 		}
 		if !areq.CanRedirect() {
 			// An unknown client or an unregistered redirect URI: the user must learn
@@ -111,16 +110,28 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			// request made up.
 			s.errorPage(w, http.StatusBadRequest, "The app that sent you here made a request this server cannot accept: "+
 				oauth.ErrorDescription(err)+" Nothing was sent back to the app.")
-			return
+			return nil, nil, false
 		}
 		p.AuthorizeError(w, r, areq, err)
-		return
+		return nil, nil, false
 	}
 	prompt := strings.Fields(areq.Prompt)
 	if slices.Contains(prompt, "none") && len(prompt) > 1 {
 		p.AuthorizeError(w, r, areq, oauth.ErrPromptNoneAlone)
+		return nil, nil, false
+	}
+	return areq, prompt, true
+}
+
+// authorize serves the authorization endpoint: validate, sign in, ask for consent
+// (unless a grant covers the request or the client is first-party), then issue the
+// code. GET shows pages; POST carries the consent decision.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	areq, prompt, ok := s.parseAuthorize(w, r)
+	if !ok {
 		return
 	}
+	p := s.cfg.Provider
 	now := time.Now()
 	subject, authTime, ok, err := s.loggedIn(r)
 	if err != nil {
