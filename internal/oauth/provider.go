@@ -68,6 +68,7 @@ type Storage interface {
 	oauth2.TokenRevocationStorage
 	openid.OpenIDConnectRequestStorage
 	PKCEStorage
+	fosite.PARStorage
 	store.Store
 }
 
