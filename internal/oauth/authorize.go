@@ -22,12 +22,15 @@ type AuthorizeRequest struct {
 	// Prompt is the OpenID Connect prompt parameter, space-separated.
 	Prompt string
 	ar     fosite.AuthorizeRequester
+	// continuation is the request_uri that carries a pushed request across the pages.
+	continuation string
 }
 
 // ParseAuthorize validates an authorization request (query or form). On error the
 // caller must answer with AuthorizeError when CanRedirect says the client may be told,
 // and with its own error page otherwise.
 func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
+	pushed := isPushed(r)
 	ar, err := p.f.NewAuthorizeRequest(r.Context(), r)
 	out := &AuthorizeRequest{ar: ar}
 	if ar != nil {
@@ -43,12 +46,11 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	}
 	// fosite enforces PKCE only when it issues the code; refuse before the user signs
 	// in and consents for nothing.
-	if err == nil && (!p.cfg.OptionalPKCE || ar.GetClient().IsPublic()) && ar.GetRequestForm().Get("code_challenge_method") != "S256" {
-		hint := "This server requires PKCE with code_challenge_method S256 from every client (RFC 9700)."
-		if ar.GetClient().IsPublic() {
-			hint = "Public clients must use PKCE with code_challenge_method S256."
-		}
-		err = fosite.ErrInvalidRequest.WithHint(hint)
+	if err == nil {
+		err = p.pkceError(ar)
+	}
+	if err == nil && pushed {
+		err = p.continuePAR(r, out)
 	}
 	return out, err
 }
@@ -62,6 +64,7 @@ func (a *AuthorizeRequest) CanRedirect() bool {
 
 // AuthorizeError answers an authorization request with err (RFC 6749 4.1.2.1).
 func (p *Provider) AuthorizeError(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, err error) {
+	p.endPAR(r.Context(), areq)
 	var ar fosite.AuthorizeRequester = fosite.NewAuthorizeRequest()
 	if areq != nil && areq.ar != nil {
 		ar = areq.ar
@@ -92,6 +95,7 @@ func (p *Provider) Deny(w http.ResponseWriter, r *http.Request, areq *AuthorizeR
 func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject string,
 	id *Identity, grant *store.ConsentGrant, authTime time.Time) {
 	ctx := r.Context()
+	p.endPAR(ctx, areq)
 	for _, s := range areq.ar.GetRequestedScopes() {
 		areq.ar.GrantScope(s)
 	}

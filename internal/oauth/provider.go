@@ -53,6 +53,10 @@ type Config struct {
 	// JWKSFetch is where a client's jwks_uri (private_key_jwt) may be fetched from:
 	// public addresses, plus the ranges it allows.
 	JWKSFetch netguard.Policy
+	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
+	RequirePAR bool
+	// PARLifespan is how long a pushed request_uri may be used; 0 is fosite's 5 minutes.
+	PARLifespan time.Duration
 	// Log receives what the server cannot tell the client alone, such as a client
 	// whose jwks_uri fails; nil discards it.
 	Log *slog.Logger
@@ -105,23 +109,26 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		return nil, fmt.Errorf("issuer %q must be an absolute URL", cfg.Issuer)
 	}
 	fc := &fosite.Config{
-		AccessTokenLifespan:            cfg.AccessTokenLifespan,
-		RefreshTokenLifespan:           cfg.RefreshTokenLifespan,
-		IDTokenLifespan:                cfg.IDTokenLifespan,
-		AuthorizeCodeLifespan:          cfg.AuthorizeCodeLifespan,
-		IDTokenIssuer:                  cfg.Issuer,
-		AccessTokenIssuer:              cfg.Issuer,
-		TokenURL:                       cfg.Issuer + "/oauth2/token",
-		GlobalSecret:                   cfg.HMACSecret,
-		ScopeStrategy:                  scopeStrategy,
-		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
-		EnforcePKCEForPublicClients:    true,
-		EnforcePKCE:                    !cfg.OptionalPKCE,
-		EnablePKCEPlainChallengeMethod: false,
-		ClientSecretsHasher:            secretHasher{cfg.SecretHasher},
-		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
-		SendDebugMessagesToClients:     false,
-		MinParameterEntropy:            fosite.MinParameterEntropy,
+		AccessTokenLifespan:             cfg.AccessTokenLifespan,
+		RefreshTokenLifespan:            cfg.RefreshTokenLifespan,
+		IDTokenLifespan:                 cfg.IDTokenLifespan,
+		AuthorizeCodeLifespan:           cfg.AuthorizeCodeLifespan,
+		IDTokenIssuer:                   cfg.Issuer,
+		AccessTokenIssuer:               cfg.Issuer,
+		TokenURL:                        cfg.Issuer + "/oauth2/token",
+		GlobalSecret:                    cfg.HMACSecret,
+		ScopeStrategy:                   scopeStrategy,
+		AudienceMatchingStrategy:        fosite.DefaultAudienceMatchingStrategy,
+		EnforcePKCEForPublicClients:     true,
+		EnforcePKCE:                     !cfg.OptionalPKCE,
+		EnablePKCEPlainChallengeMethod:  false,
+		ClientSecretsHasher:             secretHasher{cfg.SecretHasher},
+		JWTScopeClaimKey:                jwt.JWTScopeFieldString,
+		SendDebugMessagesToClients:      false,
+		MinParameterEntropy:             fosite.MinParameterEntropy,
+		PushedAuthorizeRequestURIPrefix: parPrefix,
+		PushedAuthorizeContextLifespan:  cfg.PARLifespan,
+		IsPushedAuthorizeEnforced:       cfg.RequirePAR,
 	}
 	// A client's jwks_uri is chosen by whoever registers the client, a tenant: fetched
 	// with fosite's default client it would let a tenant make the server call cloud
@@ -165,6 +172,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		compose.OAuth2TokenIntrospectionFactory,
 		compose.OAuth2TokenRevocationFactory,
 		compose.OAuth2PKCEFactory,
+		compose.PushedAuthorizeHandlerFactory,
 	)
 	return &Provider{f: f, cfg: cfg, store: st}, nil
 }

@@ -63,6 +63,8 @@ type Options struct {
 	ClientIPTrustedProxies []netip.Prefix
 	// OptionalPKCE lets confidential clients skip PKCE (legacy apps).
 	OptionalPKCE bool
+	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
+	RequirePAR bool
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	// RefreshCoalesceWindow: see Config; 0 means a second.
@@ -142,7 +144,8 @@ func Serve(ctx context.Context, o Options) error {
 		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
-		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
+		RequirePAR: o.RequirePAR,
+		JWKSFetch:  netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
 	}, st)
 	if err != nil {
 		return err

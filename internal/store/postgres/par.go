@@ -52,7 +52,15 @@ func (s *Store) CreatePARSession(ctx context.Context, requestURI string, r fosit
 	if err != nil {
 		return err
 	}
-	form, err := json.Marshal(r.GetRequestForm())
+	// The client's credentials were checked at the endpoint and are no part of the
+	// request: they are not kept.
+	f := url.Values{}
+	for k, v := range r.GetRequestForm() {
+		if k != "client_secret" && k != "client_assertion" && k != "client_assertion_type" {
+			f[k] = v
+		}
+	}
+	form, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
