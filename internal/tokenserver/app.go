@@ -65,6 +65,8 @@ type Options struct {
 	OptionalPKCE bool
 	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
 	RequirePAR bool
+	// PARLifespan is how long a pushed request_uri may be used; 0 is 5 minutes.
+	PARLifespan time.Duration
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	// RefreshCoalesceWindow: see Config; 0 means a second.
@@ -144,8 +146,8 @@ func Serve(ctx context.Context, o Options) error {
 		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
-		RequirePAR: o.RequirePAR,
-		JWKSFetch:  netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
+		RequirePAR: o.RequirePAR, PARLifespan: o.PARLifespan,
+		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
 	}, st)
 	if err != nil {
 		return err
