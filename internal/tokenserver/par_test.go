@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 )
 
 // pushed is the PAR endpoint's answer (RFC 9126 section 2.2).
@@ -20,13 +22,16 @@ type pushed struct {
 	Error      string `json:"error"`
 }
 
-// push POSTs an authorization request to /oauth2/par as client id with secret
-// (golang.org/x/oauth2 has no PAR) and returns the status and answer.
+// push POSTs an authorization request to /oauth2/par as client id with secret, or
+// with no credential when secret is empty (a public client), and returns the status
+// and answer; golang.org/x/oauth2 has no PAR.
 func push(t *testing.T, in *instance, id, secret string, form url.Values) (int, pushed) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, in.URL+"/oauth2/par", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(id, secret)
+	if secret != "" {
+		req.SetBasicAuth(id, secret)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -155,5 +160,31 @@ func TestPushedAuthorizationRequestExpires(t *testing.T) {
 	cb := newBrowser(t).authorize(in, cfg.AuthCodeURL("state-plain-02", oauth2.S256ChallengeOption(verifier)), "approve")
 	if cb.Get("code") == "" {
 		t.Errorf("plain authorization without the switch: %v; want a code", cb)
+	}
+}
+
+// A public client pushes with its client_id alone, and its pushed request runs
+// through sign-in and consent to a code x/oauth2 exchanges with the PKCE verifier.
+func TestPushedAuthorizationRequestPublicClient(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{requirePAR: true})
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "cli", OwnerNamespace: "tools", ClientMetadata: adminapi.ClientMetadata{
+		Name: "CLI", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"},
+		TokenEndpointAuthMethod: "none"}}); err != nil {
+		t.Fatal(err)
+	}
+	v := oauth2.GenerateVerifier()
+	form := parForm("state-par-pub1", v)
+	form.Set("client_id", "cli")
+	form.Set("scope", "openid")
+	status, p := push(t, in, "cli", "", form)
+	if status != http.StatusCreated || p.RequestURI == "" {
+		t.Fatalf("public client PAR = %d %+v; want 201 with a request_uri", status, p)
+	}
+	cb := newBrowser(t).authorize(in, parURL(in, "cli", p.RequestURI), "approve")
+	cfg := &oauth2.Config{ClientID: "cli", RedirectURL: redirectURI, Scopes: []string{"openid"},
+		Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth", TokenURL: in.URL + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
+	if _, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(v)); err != nil {
+		t.Errorf("public client's pushed request: exchange: %v (callback %v)", err, cb)
 	}
 }
