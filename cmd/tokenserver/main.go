@@ -299,7 +299,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
-		OptionalPKCE: !*requirePKCE, RequirePAR: *requirePAR, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
+		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
+		RequirePAR:      *requirePAR,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
 	})
