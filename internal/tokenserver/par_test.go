@@ -132,8 +132,9 @@ func TestPushedAuthorizationRequests(t *testing.T) {
 	if err := json.NewDecoder(r.Body).Decode(&disc); err != nil {
 		t.Fatal(err)
 	}
-	var algs []string
-	for _, a := range disc["token_endpoint_auth_signing_alg_values_supported"].([]any) {
+	listed, _ := disc["token_endpoint_auth_signing_alg_values_supported"].([]any)
+	algs := make([]string, 0, len(listed))
+	for _, a := range listed {
 		algs = append(algs, a.(string))
 	}
 	if disc["pushed_authorization_request_endpoint"] != in.URL+"/oauth2/par" || disc["require_pushed_authorization_requests"] != true ||
