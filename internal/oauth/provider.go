@@ -109,27 +109,27 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		return nil, fmt.Errorf("issuer %q must be an absolute URL", cfg.Issuer)
 	}
 	fc := &fosite.Config{
-		AccessTokenLifespan:             cfg.AccessTokenLifespan,
-		RefreshTokenLifespan:            cfg.RefreshTokenLifespan,
-		IDTokenLifespan:                 cfg.IDTokenLifespan,
-		AuthorizeCodeLifespan:           cfg.AuthorizeCodeLifespan,
-		IDTokenIssuer:                   cfg.Issuer,
-		AccessTokenIssuer:               cfg.Issuer,
-		TokenURL:                        cfg.Issuer + "/oauth2/token",
-		GlobalSecret:                    cfg.HMACSecret,
-		ScopeStrategy:                   scopeStrategy,
-		AudienceMatchingStrategy:        fosite.DefaultAudienceMatchingStrategy,
-		EnforcePKCEForPublicClients:     true,
-		EnforcePKCE:                     !cfg.OptionalPKCE,
-		EnablePKCEPlainChallengeMethod:  false,
-		ClientSecretsHasher:             secretHasher{cfg.SecretHasher},
-		JWTScopeClaimKey:                jwt.JWTScopeFieldString,
-		SendDebugMessagesToClients:      false,
-		MinParameterEntropy:             fosite.MinParameterEntropy,
-		PushedAuthorizeRequestURIPrefix: parPrefix,
-		PushedAuthorizeContextLifespan:  cfg.PARLifespan,
-		IsPushedAuthorizeEnforced:       cfg.RequirePAR,
+		AccessTokenLifespan:            cfg.AccessTokenLifespan,
+		RefreshTokenLifespan:           cfg.RefreshTokenLifespan,
+		IDTokenLifespan:                cfg.IDTokenLifespan,
+		AuthorizeCodeLifespan:          cfg.AuthorizeCodeLifespan,
+		IDTokenIssuer:                  cfg.Issuer,
+		AccessTokenIssuer:              cfg.Issuer,
+		TokenURL:                       cfg.Issuer + "/oauth2/token",
+		GlobalSecret:                   cfg.HMACSecret,
+		ScopeStrategy:                  scopeStrategy,
+		AudienceMatchingStrategy:       fosite.DefaultAudienceMatchingStrategy,
+		EnforcePKCEForPublicClients:    true,
+		EnforcePKCE:                    !cfg.OptionalPKCE,
+		EnablePKCEPlainChallengeMethod: false,
+		ClientSecretsHasher:            secretHasher{cfg.SecretHasher},
+		JWTScopeClaimKey:               jwt.JWTScopeFieldString,
+		SendDebugMessagesToClients:     false,
+		MinParameterEntropy:            fosite.MinParameterEntropy,
 	}
+	// RFC 9126: fosite's PAR handler and its check in NewAuthorizeRequest read these.
+	fc.PushedAuthorizeRequestURIPrefix, fc.PushedAuthorizeContextLifespan = parPrefix, cfg.PARLifespan
+	fc.IsPushedAuthorizeEnforced = cfg.RequirePAR
 	// A client's jwks_uri is chosen by whoever registers the client, a tenant: fetched
 	// with fosite's default client it would let a tenant make the server call cloud
 	// metadata or cluster-internal services. fosite's JWKS strategy takes an HTTP
