@@ -161,6 +161,12 @@ type TokenSettings struct {
 	// +kubebuilder:default=true
 	// +optional
 	RequirePKCE *bool `json:"requirePKCE,omitempty"`
+	// requirePushedAuthorizationRequests: every authorization request must first be
+	// pushed to /oauth2/par by the authenticated client (RFC 9126), so that its
+	// parameters never travel through the browser; an authorization request without
+	// a request_uri from there is refused. Bundled servers only.
+	// +optional
+	RequirePushedAuthorizationRequests bool `json:"requirePushedAuthorizationRequests,omitempty"`
 }
 
 // LoginSpec says how users sign in: a Secret of users, or an upstream OIDC provider.

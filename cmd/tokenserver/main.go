@@ -187,6 +187,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	requirePKCE := fs.Bool("require-pkce", true,
 		"Require PKCE (S256) from every authorization-code client, as RFC 9700 asks; false lets confidential legacy apps skip it.")
+	requirePAR := fs.Bool("require-pushed-authorization-requests", false,
+		"Refuse authorization requests not pushed first to /oauth2/par (RFC 9126).")
 	perUser := fs.Int("login-failures-per-user", tokenserver.DefaultLoginThrottle.PerUser,
 		"Failed sign-ins a username may have in a row before it is throttled.")
 	perIP := fs.Int("login-failures-per-ip", tokenserver.DefaultLoginThrottle.PerIP,
@@ -298,6 +300,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
+		RequirePAR:      *requirePAR,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
 	})

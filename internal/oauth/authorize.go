@@ -26,6 +26,8 @@ type AuthorizeRequest struct {
 	// either, it is when the login page was shown, so that the sign-in counts.
 	RequestedAt time.Time
 	ar          fosite.AuthorizeRequester
+	// continuation is the request_uri that carries a pushed request across the pages.
+	continuation string
 }
 
 // ErrPromptNoneAlone refuses prompt=none with other values (OpenID Connect Core
@@ -36,6 +38,7 @@ var ErrPromptNoneAlone = fosite.ErrInvalidRequest.WithHint("prompt=none cannot b
 // caller must answer with AuthorizeError when CanRedirect says the client may be told,
 // and with its own error page otherwise.
 func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
+	pushed := isPushed(r)
 	ar, err := p.f.NewAuthorizeRequest(r.Context(), r)
 	out := &AuthorizeRequest{ar: ar}
 	if ar != nil {
@@ -51,12 +54,11 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	}
 	// fosite enforces PKCE only when it issues the code; refuse before the user signs
 	// in and consents for nothing.
-	if err == nil && (!p.cfg.OptionalPKCE || ar.GetClient().IsPublic()) && ar.GetRequestForm().Get("code_challenge_method") != "S256" {
-		hint := "This server requires PKCE with code_challenge_method S256 from every client (RFC 9700)."
-		if ar.GetClient().IsPublic() {
-			hint = "Public clients must use PKCE with code_challenge_method S256."
-		}
-		err = fosite.ErrInvalidRequest.WithHint(hint)
+	if err == nil {
+		err = p.pkceError(ar)
+	}
+	if err == nil && pushed {
+		err = p.continuePAR(r, out)
 	}
 	return out, err
 }
@@ -70,6 +72,7 @@ func (a *AuthorizeRequest) CanRedirect() bool {
 
 // AuthorizeError answers an authorization request with err (RFC 6749 4.1.2.1).
 func (p *Provider) AuthorizeError(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, err error) {
+	p.endPAR(r.Context(), areq)
 	var ar fosite.AuthorizeRequester = fosite.NewAuthorizeRequest()
 	if areq != nil && areq.ar != nil {
 		ar = areq.ar
@@ -100,6 +103,7 @@ func (p *Provider) Deny(w http.ResponseWriter, r *http.Request, areq *AuthorizeR
 func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *AuthorizeRequest, subject string,
 	id *Identity, grant *store.ConsentGrant, authTime time.Time) {
 	ctx := r.Context()
+	p.endPAR(ctx, areq)
 	for _, s := range areq.ar.GetRequestedScopes() {
 		areq.ar.GrantScope(s)
 	}

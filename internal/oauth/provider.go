@@ -53,6 +53,10 @@ type Config struct {
 	// JWKSFetch is where a client's jwks_uri (private_key_jwt) may be fetched from:
 	// public addresses, plus the ranges it allows.
 	JWKSFetch netguard.Policy
+	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
+	RequirePAR bool
+	// PARLifespan is how long a pushed request_uri may be used; 0 is fosite's 5 minutes.
+	PARLifespan time.Duration
 	// Log receives what the server cannot tell the client alone, such as a client
 	// whose jwks_uri fails; nil discards it.
 	Log *slog.Logger
@@ -68,6 +72,7 @@ type Storage interface {
 	oauth2.TokenRevocationStorage
 	openid.OpenIDConnectRequestStorage
 	PKCEStorage
+	fosite.PARStorage
 	store.Store
 }
 
@@ -122,6 +127,9 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		SendDebugMessagesToClients:     false,
 		MinParameterEntropy:            fosite.MinParameterEntropy,
 	}
+	// RFC 9126: fosite's PAR handler and its check in NewAuthorizeRequest read these.
+	fc.PushedAuthorizeRequestURIPrefix, fc.PushedAuthorizeContextLifespan = parPrefix, cfg.PARLifespan
+	fc.IsPushedAuthorizeEnforced = cfg.RequirePAR
 	// A client's jwks_uri is chosen by whoever registers the client, a tenant: fetched
 	// with fosite's default client it would let a tenant make the server call cloud
 	// metadata or cluster-internal services. fosite's JWKS strategy takes an HTTP
@@ -164,6 +172,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		compose.OAuth2TokenIntrospectionFactory,
 		compose.OAuth2TokenRevocationFactory,
 		compose.OAuth2PKCEFactory,
+		compose.PushedAuthorizeHandlerFactory,
 	)
 	return &Provider{f: f, cfg: cfg, store: st}, nil
 }

@@ -546,6 +546,9 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 	if t.RequirePKCE != nil && !*t.RequirePKCE {
 		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_REQUIRE_PKCE", Value: "false"})
 	}
+	if t.RequirePushedAuthorizationRequests {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", Value: "true"})
+	}
 	if in.HasPreviousKey {
 		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", Value: mountKeys + "/" + KeyPreviousSigningKey})
 	}

@@ -63,6 +63,10 @@ type Options struct {
 	ClientIPTrustedProxies []netip.Prefix
 	// OptionalPKCE lets confidential clients skip PKCE (legacy apps).
 	OptionalPKCE bool
+	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
+	RequirePAR bool
+	// PARLifespan is how long a pushed request_uri may be used; 0 is 5 minutes.
+	PARLifespan time.Duration
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	// RefreshCoalesceWindow: see Config; 0 means a second.
@@ -142,6 +146,7 @@ func Serve(ctx context.Context, o Options) error {
 		SecretHasher:        hasher,
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
+		RequirePAR: o.RequirePAR, PARLifespan: o.PARLifespan,
 		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
 	}, st)
 	if err != nil {

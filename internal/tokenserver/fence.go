@@ -301,7 +301,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, v fenceView) {
 func (s *Server) fenceUnavailable(w http.ResponseWriter, r *http.Request, msg string) {
 	w.Header().Set("Retry-After", "1")
 	switch r.URL.Path {
-	case "/oauth2/token", "/oauth2/introspect", "/oauth2/revoke", "/userinfo":
+	case "/oauth2/token", "/oauth2/par", "/oauth2/introspect", "/oauth2/revoke", "/userinfo":
 		s.writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", msg)
 	default:
 		s.errorPage(w, http.StatusServiceUnavailable, msg)

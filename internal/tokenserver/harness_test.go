@@ -76,6 +76,9 @@ type setup struct {
 	fenceMaxHold time.Duration
 	// fencePoll: see Options.FencePollInterval.
 	fencePoll time.Duration
+	// requirePAR and parLifespan: see Options.RequirePAR and Options.PARLifespan.
+	requirePAR  bool
+	parLifespan time.Duration
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -174,6 +177,7 @@ func start(t testing.TB, s setup) *instance {
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
 			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold, FencePollInterval: s.fencePoll,
+			RequirePAR: s.requirePAR, PARLifespan: s.parLifespan,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })

@@ -175,6 +175,7 @@ func (s *Server) PublicHandler() http.Handler {
 	}
 	mux.HandleFunc("POST /oauth2/token", m.instrument("token", token.ServeHTTP))
 	mux.HandleFunc("POST /oauth2/introspect", m.instrument("introspect", s.oauthEndpoint(s.cfg.Provider.Introspect)))
+	mux.HandleFunc("POST /oauth2/par", m.instrument("par", s.oauthEndpoint(s.cfg.Provider.PushedAuthorize)))
 	mux.HandleFunc("POST /oauth2/revoke", m.instrument("revoke", s.oauthEndpoint(s.cfg.Provider.Revoke)))
 	mux.HandleFunc("GET /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
 	mux.HandleFunc("POST /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
@@ -221,7 +222,10 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"code_challenge_methods_supported":      []string{"S256"},
 		// RFC 9207: authorization responses carry iss, against mix-up attacks.
 		"authorization_response_iss_parameter_supported": true,
-		"scopes_supported": s.scopesSupported(),
+		"scopes_supported":                                 s.scopesSupported(),
+		"pushed_authorization_request_endpoint":            iss + "/oauth2/par",
+		"require_pushed_authorization_requests":            s.cfg.Provider.RequirePAR(),
+		"token_endpoint_auth_signing_alg_values_supported": oauth.ClientAssertionAlgorithms,
 		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce",
 			"preferred_username", "name", "email", "email_verified", "groups"},
 	})

@@ -1,0 +1,191 @@
+package tokenserver_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+)
+
+// pushed is the PAR endpoint's answer (RFC 9126 section 2.2).
+type pushed struct {
+	RequestURI string `json:"request_uri"`
+	ExpiresIn  int    `json:"expires_in"`
+	Error      string `json:"error"`
+}
+
+// push POSTs an authorization request to /oauth2/par as client id with secret, or
+// with no credential when secret is empty (a public client), and returns the status
+// and answer; golang.org/x/oauth2 has no PAR.
+func push(t *testing.T, in *instance, id, secret string, form url.Values) (int, pushed) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, in.URL+"/oauth2/par", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if secret != "" {
+		req.SetBasicAuth(id, secret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var p pushed
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatalf("PAR answer %d is not JSON: %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode, p
+}
+
+func parForm(state, verifier string) url.Values {
+	return url.Values{"response_type": {"code"}, "client_id": {"grafana"}, "redirect_uri": {redirectURI},
+		"scope": {"openid zones.read"}, "state": {state}, "code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)},
+		"code_challenge_method": {"S256"}}
+}
+
+func parURL(in *instance, clientID, requestURI string) string {
+	return in.URL + "/oauth2/auth?" + url.Values{"client_id": {clientID}, "request_uri": {requestURI}}.Encode()
+}
+
+// refused checks that an authorization URL yields no code: an error page, or an error
+// sent back to the app.
+func refused(t *testing.T, b *browser, u, why string) {
+	t.Helper()
+	resp, page := b.get(u)
+	if loc, err := resp.Location(); err == nil && loc.Query().Get("code") != "" {
+		t.Errorf("%s: got a code: %v", why, loc)
+	} else if resp.StatusCode != http.StatusBadRequest && (err != nil || loc.Query().Get("error") == "") {
+		t.Errorf("%s: got %d %v: %.300s; want a refusal", why, resp.StatusCode, loc, page)
+	}
+}
+
+// With PAR required: a confidential client pushes its request, the user signs in and
+// consents through the request_uri alone (the pushed parameters never reach the
+// browser), golang.org/x/oauth2 exchanges the code; a plain authorization request,
+// a request_uri used twice or by another client, and a push without PKCE or with a
+// wrong secret are refused; discovery says so.
+func TestPushedAuthorizationRequests(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{requirePAR: true})
+	secret := confidentialClient(t, in, "grafana")
+	otherSecret := confidentialClient(t, in, "other")
+	cfg := oauthConfig(in, secret, "openid", "zones.read")
+	verifier := oauth2.GenerateVerifier()
+
+	status, p := push(t, in, "grafana", secret, parForm("state-par-0001", verifier))
+	if status != http.StatusCreated || !strings.HasPrefix(p.RequestURI, "urn:ietf:params:oauth:request_uri:") || p.ExpiresIn <= 0 {
+		t.Fatalf("PAR = %d %+v; want 201 with a request_uri and expires_in", status, p)
+	}
+	b := newBrowser(t)
+	resp, page := b.get(parURL(in, "grafana", p.RequestURI))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `action="/login"`) {
+		t.Fatalf("pushed authorization: %d %.300s; want the sign-in page", resp.StatusCode, page)
+	}
+	if strings.Contains(page, "code_challenge") || strings.Contains(page, "state-par-0001") || strings.Contains(page, p.RequestURI) {
+		t.Errorf("the sign-in page carries the pushed parameters or the client's request_uri: %.600s", page)
+	}
+	refused(t, b, parURL(in, "grafana", p.RequestURI), "a request_uri the sign-in page had used")
+
+	// Again, the whole way through on one request_uri.
+	_, p = push(t, in, "grafana", secret, parForm("state-par-0002", verifier))
+	cb := newBrowser(t).authorize(in, parURL(in, "grafana", p.RequestURI), "approve")
+	if cb.Get("state") != "state-par-0002" || cb.Get("code") == "" {
+		t.Fatalf("callback = %v; want a code and the pushed state", cb)
+	}
+	tok, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil || tok.Extra("id_token") == nil {
+		t.Fatalf("exchange = %v, %v; want tokens with an ID token", tok, err)
+	}
+
+	refused(t, newBrowser(t), parURL(in, "grafana", p.RequestURI), "the same request_uri a second time")
+	_, p = push(t, in, "grafana", secret, parForm("state-par-0003", verifier))
+	refused(t, newBrowser(t), parURL(in, "other", p.RequestURI), "grafana's request_uri sent as client other")
+
+	resp, page = newBrowser(t).get(cfg.AuthCodeURL("state-plain-01", oauth2.S256ChallengeOption(verifier)))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "Pushed Authorization Requests are enforced") {
+		t.Errorf("plain authorization request with PAR required: %d %.400s; want 400 saying PAR is required", resp.StatusCode, page)
+	}
+
+	noPKCE := parForm("state-par-0004", verifier)
+	noPKCE.Del("code_challenge")
+	noPKCE.Del("code_challenge_method")
+	if status, p := push(t, in, "grafana", secret, noPKCE); status != http.StatusBadRequest || p.Error != "invalid_request" {
+		t.Errorf("push without PKCE = %d %+v; want 400 invalid_request", status, p)
+	}
+	if status, p := push(t, in, "grafana", otherSecret, parForm("state-par-0005", verifier)); status != http.StatusUnauthorized || p.Error != "invalid_client" {
+		t.Errorf("push with another client's secret = %d %+v; want 401 invalid_client", status, p)
+	}
+
+	var disc map[string]any
+	r, err := http.Get(in.URL + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Body.Close() }()
+	if err := json.NewDecoder(r.Body).Decode(&disc); err != nil {
+		t.Fatal(err)
+	}
+	listed, _ := disc["token_endpoint_auth_signing_alg_values_supported"].([]any)
+	algs := make([]string, 0, len(listed))
+	for _, a := range listed {
+		algs = append(algs, a.(string))
+	}
+	if disc["pushed_authorization_request_endpoint"] != in.URL+"/oauth2/par" || disc["require_pushed_authorization_requests"] != true ||
+		!slices.Contains(algs, "RS256") || !slices.Contains(algs, "ES256") || slices.Contains(algs, "HS256") {
+		t.Errorf("discovery = %v; want the PAR endpoint, PAR required, and the private_key_jwt algorithms", disc)
+	}
+}
+
+// A request_uri past its expires_in is refused, and without the switch a plain
+// authorization request still works.
+func TestPushedAuthorizationRequestExpires(t *testing.T) {
+	in := start(t, setup{parLifespan: time.Second})
+	secret := confidentialClient(t, in, "grafana")
+	verifier := oauth2.GenerateVerifier()
+	status, p := push(t, in, "grafana", secret, parForm("state-par-0006", verifier))
+	if status != http.StatusCreated || p.ExpiresIn != 1 {
+		t.Fatalf("PAR = %d %+v; want 201 expiring in 1s", status, p)
+	}
+	deadline := time.Now().Add(time.Duration(p.ExpiresIn) * time.Second)
+	time.Sleep(time.Until(deadline) + 10*time.Millisecond) // the request's lifetime, not synchronization
+	refused(t, newBrowser(t), parURL(in, "grafana", p.RequestURI), "an expired request_uri")
+
+	cfg := oauthConfig(in, secret, "openid")
+	cb := newBrowser(t).authorize(in, cfg.AuthCodeURL("state-plain-02", oauth2.S256ChallengeOption(verifier)), "approve")
+	if cb.Get("code") == "" {
+		t.Errorf("plain authorization without the switch: %v; want a code", cb)
+	}
+}
+
+// A public client pushes with its client_id alone, and its pushed request runs
+// through sign-in and consent to a code x/oauth2 exchanges with the PKCE verifier.
+func TestPushedAuthorizationRequestPublicClient(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{requirePAR: true})
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "cli", OwnerNamespace: "tools", ClientMetadata: adminapi.ClientMetadata{
+		Name: "CLI", GrantTypes: []string{"authorization_code"}, RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"},
+		TokenEndpointAuthMethod: "none"}}); err != nil {
+		t.Fatal(err)
+	}
+	v := oauth2.GenerateVerifier()
+	form := parForm("state-par-pub1", v)
+	form.Set("client_id", "cli")
+	form.Set("scope", "openid")
+	status, p := push(t, in, "cli", "", form)
+	if status != http.StatusCreated || p.RequestURI == "" {
+		t.Fatalf("public client PAR = %d %+v; want 201 with a request_uri", status, p)
+	}
+	cb := newBrowser(t).authorize(in, parURL(in, "cli", p.RequestURI), "approve")
+	cfg := &oauth2.Config{ClientID: "cli", RedirectURL: redirectURI, Scopes: []string{"openid"},
+		Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth", TokenURL: in.URL + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
+	if _, err := cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(v)); err != nil {
+		t.Errorf("public client's pushed request: exchange: %v (callback %v)", err, cb)
+	}
+}
