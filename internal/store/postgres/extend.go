@@ -50,6 +50,7 @@ func SetTokenRequestedAtColumn(name string) {
 		panic(fmt.Sprintf("SetTokenRequestedAtColumn(%q): not a plain column name", name))
 	}
 	tokenSelect, tokenInsert = tokenQueries(name)
+	parSelect = parQuery(name)
 }
 
 var columnName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)

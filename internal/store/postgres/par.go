@@ -75,6 +75,15 @@ func (s *Store) CreatePARSession(ctx context.Context, requestURI string, r fosit
 	return s.mapErr(err)
 }
 
+// parSelect reads a pushed request; built like tokenSelect, with the name of the
+// column that holds RequestedAt (SetTokenRequestedAtColumn).
+var parSelect = parQuery("requested_at")
+
+func parQuery(requestedAt string) string {
+	return `SELECT request_id, client_id, ` + requestedAt + `, expires_at, requested_scopes,
+    requested_audience, form, session FROM tokens WHERE kind = $1 AND signature = $2`
+}
+
 // GetPARSession implements fosite.PARStorage. An expired request is not found: fosite
 // does not check the expiry itself, and the janitor may not have swept it yet.
 func (s *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.AuthorizeRequester, error) {
@@ -84,8 +93,7 @@ func (s *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.Au
 		scopes, aud  []string
 		form, state  []byte
 	)
-	err := s.q(ctx).QueryRowContext(ctx, `SELECT request_id, client_id, requested_at, expires_at, requested_scopes,
-    requested_audience, form, session FROM tokens WHERE kind = $1 AND signature = $2`, kindPAR, requestURI).
+	err := s.q(ctx).QueryRowContext(ctx, parSelect, kindPAR, requestURI).
 		Scan(&id, &clientID, &at, &exp, pq.Array(&scopes), pq.Array(&aud), &form, &state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fosite.ErrNotFound
