@@ -19,8 +19,9 @@ type AuthorizeRequest struct {
 	RedirectURI string
 	State       string
 	Scopes      []string
-	// Prompt is the OpenID Connect prompt parameter, space-separated.
-	Prompt string
+	// Prompt is the OpenID Connect prompt parameter, space-separated, and MaxAge its
+	// max_age ("" when absent): the request's own, pushed (PAR) or not.
+	Prompt, MaxAge string
 	// RequestedAt is when the request counts as made, for prompt=login and max_age
 	// (see fosite's ValidatePrompt); zero means now. After a sign-in forced by
 	// either, it is when the login page was shown, so that the sign-in counts.
@@ -44,6 +45,7 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	if ar != nil {
 		out.State = ar.GetState()
 		out.Prompt = ar.GetRequestForm().Get("prompt")
+		out.MaxAge = ar.GetRequestForm().Get("max_age")
 		if ar.GetClient() != nil {
 			out.ClientID = ar.GetClient().GetID()
 		}

@@ -86,7 +86,10 @@ func (p *Provider) continuePAR(r *http.Request, out *AuthorizeRequest) error {
 		return fosite.ErrServerError.WithWrap(err)
 	}
 	form := url.Values{"client_id": {out.ClientID}, "request_uri": {uri}}
-	for _, k := range []string{"csrf", "decision"} {
+	// What the pages add to the request goes on with it: the consent form's fields,
+	// and the login page's sign-in marker (without it a pushed prompt=login would
+	// ask for a sign-in again and again).
+	for _, k := range []string{"csrf", "decision", SignedInAfterParam} {
 		if v, ok := r.Form[k]; ok {
 			form[k] = v
 		}
@@ -101,6 +104,10 @@ func (p *Provider) endPAR(ctx context.Context, areq *AuthorizeRequest) {
 		_ = p.store.DeletePARSession(ctx, areq.continuation) // expires soon anyway
 	}
 }
+
+// SignedInAfterParam is the parameter the login page adds to the authorization
+// request it returns to: when it was shown, signed (prompt=login and max_age).
+const SignedInAfterParam = "kubeoauth_signed_in_after"
 
 // isPushed says whether r continues a pushed request.
 func isPushed(r *http.Request) bool { return strings.HasPrefix(r.Form.Get("request_uri"), parPrefix) }

@@ -140,7 +140,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	again := !ok
 	if ok {
-		areq.RequestedAt, again = s.freshSignIn(r, prompt, authTime, now)
+		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, authTime, now)
 	}
 	if again {
 		if slices.Contains(prompt, "none") {

@@ -189,3 +189,48 @@ func TestPushedAuthorizationRequestPublicClient(t *testing.T) {
 		t.Errorf("public client's pushed request: exchange: %v (callback %v)", err, cb)
 	}
 }
+
+// A pushed request with prompt=login: the signed-in user is asked to sign in again,
+// once, and the pushed request then goes on to the app (the page's return address
+// carries the pushed request by its own request_uri and the sign-in marker; without
+// the marker the sign-in page came back again and again). A pushed max_age is the
+// request's own too.
+func TestPushedAuthorizationRequestWithPromptLogin(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	secret := confidentialClient(t, in, "grafana")
+	cfg := oauthConfig(in, secret, "openid", "zones.read")
+	verifier := oauth2.GenerateVerifier()
+	b := newBrowser(t)
+	_, p := push(t, in, "grafana", secret, parForm("state-parlogin-01", verifier))
+	if cb := b.authorize(in, parURL(in, "grafana", p.RequestURI), "approve"); cb.Get("code") == "" {
+		t.Fatalf("the first pushed request: %v", cb)
+	}
+	form := parForm("state-parlogin-02", verifier)
+	form.Set("prompt", "login")
+	_, p = push(t, in, "grafana", secret, form)
+	resp, page := b.get(parURL(in, "grafana", p.RequestURI))
+	if !strings.Contains(page, `action="/login"`) {
+		t.Fatalf("a pushed prompt=login with a session: %d %.300s; want the sign-in page", resp.StatusCode, page)
+	}
+	f := formFields(page)
+	f.Set("username", "alice")
+	f.Set("password", alicePassword)
+	resp, page = b.post(in.URL+"/login", f)
+	loc, err := resp.Location()
+	if err != nil || !strings.HasPrefix(loc.String(), redirectURI) || loc.Query().Get("code") == "" ||
+		loc.Query().Get("state") != "state-parlogin-02" {
+		t.Fatalf("after signing in again: %d %v: %.300s; want the app's redirect with a code and the pushed state", resp.StatusCode, loc, page)
+	}
+	if _, err := cfg.Exchange(ctx, loc.Query().Get("code"), oauth2.VerifierOption(verifier)); err != nil {
+		t.Errorf("exchange: %v", err)
+	}
+	// A pushed max_age counts as the request's own: a sign-in older than it asks again.
+	time.Sleep(1100 * time.Millisecond) // the sign-in above grows older than max_age=1
+	form = parForm("state-parlogin-03", verifier)
+	form.Set("max_age", "1")
+	_, p = push(t, in, "grafana", secret, form)
+	if _, page := b.get(parURL(in, "grafana", p.RequestURI)); !strings.Contains(page, `action="/login"`) {
+		t.Errorf("a pushed max_age=1 two seconds after signing in: %.300s; want the sign-in page", page)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 )
 
 // signedInAfterParam is added to the authorization request that the login page
@@ -17,7 +19,7 @@ import (
 // signed in since then is the fresh sign-in prompt=login and max_age asked for, and
 // is not sent to sign in once more (a request that still says prompt=login would
 // otherwise loop). fosite ignores parameters it does not know.
-const signedInAfterParam = "kubeoauth_signed_in_after"
+const signedInAfterParam = oauth.SignedInAfterParam
 
 // signedInAfterLifetime bounds how long a login page's marker counts: long enough to
 // sign in and consent, short enough that an old link cannot stretch max_age.
@@ -64,16 +66,16 @@ func (s *Server) loginReturn(r *http.Request, now time.Time) string {
 // the login page this request came back from satisfies both. requestedAt is when
 // the request counts as made, for fosite's own prompt and max_age checks and as the
 // ID token's reference: the login page's time after a forced sign-in, else now.
-func (s *Server) freshSignIn(r *http.Request, prompt []string, authTime, now time.Time) (requestedAt time.Time, again bool) {
+func (s *Server) freshSignIn(r *http.Request, prompt []string, maxAge string, authTime, now time.Time) (requestedAt time.Time, again bool) {
 	if t, ok := s.signedInAfter(r, now); ok && !authTime.Before(t) {
 		return t, false
 	}
 	if slices.Contains(prompt, "login") {
 		return now, true
 	}
-	if v := r.Form.Get("max_age"); v != "" {
-		if maxAge, err := strconv.ParseInt(v, 10, 64); err == nil && maxAge >= 0 &&
-			now.Sub(authTime) > time.Duration(maxAge)*time.Second {
+	if maxAge != "" {
+		if n, err := strconv.ParseInt(maxAge, 10, 64); err == nil && n >= 0 &&
+			now.Sub(authTime) > time.Duration(n)*time.Second {
 			return now, true
 		}
 	}
