@@ -86,9 +86,7 @@ func (s *Server) parseLogout(r *http.Request) (*logoutRequest, string, error) {
 // token. Anything less (no hint, or a hint for someone else) gets a confirmation
 // page, so that a link or image on another site cannot sign people out.
 func (s *Server) endSession(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
+	if !s.parsePage(w, r) {
 		return
 	}
 	lr, msg, err := s.parseLogout(r)
@@ -122,13 +120,7 @@ func (s *Server) endSession(w http.ResponseWriter, r *http.Request) {
 
 // confirmEndSession takes the confirmation form's answer.
 func (s *Server) confirmEndSession(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
-		return
-	}
-	if !s.csrfOK(r) {
-		s.errorPage(w, http.StatusForbidden, formExpired)
+	if !s.parsePage(w, r) || !s.csrfChecked(w, r) {
 		return
 	}
 	lr, msg, err := s.parseLogout(r)

@@ -89,6 +89,26 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 	s.errorPage(w, http.StatusInternalServerError, "Your sign-in could not be checked; try again in a moment.")
 }
 
+// parsePage reads a page's request, its body bounded; when it is not ok, it has
+// answered.
+func (s *Server) parsePage(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
+		return false
+	}
+	return true
+}
+
+// csrfChecked checks a posted form's CSRF token; when it is not ok, it has answered.
+func (s *Server) csrfChecked(w http.ResponseWriter, r *http.Request) bool {
+	if !s.csrfOK(r) {
+		s.errorPage(w, http.StatusForbidden, formExpired)
+		return false
+	}
+	return true
+}
+
 // parseAuthorize reads and validates an authorization request and its prompt;
 // when it is not ok, it has answered.
 func (s *Server) parseAuthorize(w http.ResponseWriter, r *http.Request) (*oauth.AuthorizeRequest, []string, bool) {
@@ -249,9 +269,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
+	if !s.parsePage(w, r) {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
@@ -355,13 +373,7 @@ func plural(n int, unit string) string {
 // sign-out fails visibly: a browser told it is signed out while a copy of its cookie
 // still works would be worse.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
-		return
-	}
-	if !s.csrfOK(r) {
-		s.errorPage(w, http.StatusForbidden, formExpired)
+	if !s.parsePage(w, r) || !s.csrfChecked(w, r) {
 		return
 	}
 	if err := s.signOut(r); err != nil {
@@ -414,9 +426,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) {
 
 // revokeFromAccount revokes one of the signed-in user's grants and every token under it.
 func (s *Server) revokeFromAccount(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
+	if !s.parsePage(w, r) {
 		return
 	}
 	subject, _, ok, err := s.loggedIn(r)
