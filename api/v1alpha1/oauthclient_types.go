@@ -14,8 +14,9 @@ const (
 )
 
 // ResponseType is an OAuth 2.0 / OpenID Connect response type of the authorization
-// endpoint.
-// +kubebuilder:validation:Enum=code;id_token;code id_token
+// endpoint. The token server composes the authorization code flow only (no implicit
+// or hybrid flow, as RFC 9700 advises), so code is the one it answers.
+// +kubebuilder:validation:Enum=code
 type ResponseType string
 
 // TokenEndpointAuthMethod is how a client authenticates at the token endpoint.
@@ -108,7 +109,7 @@ type OAuthClientSpec struct {
 	// responseTypes the client may request at the authorization endpoint. Unset:
 	// code, when grantTypes includes authorization_code.
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:MaxItems=1
 	// +optional
 	ResponseTypes []ResponseType `json:"responseTypes,omitempty"`
 

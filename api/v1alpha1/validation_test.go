@@ -174,6 +174,12 @@ func TestOAuthClientValidation(t *testing.T) {
 		"unknown response type": {func(s *v1.OAuthClientSpec) {
 			s.ResponseTypes = []v1.ResponseType{"token"}
 		}, reject("spec.responseTypes[0]", `Unsupported value: "token"`)},
+		"responseTypes id_token (implicit, not composed)": {func(s *v1.OAuthClientSpec) {
+			s.ResponseTypes = []v1.ResponseType{"id_token"}
+		}, reject("spec.responseTypes[0]", `Unsupported value: "id_token"`)},
+		"responseTypes code id_token (hybrid, not composed)": {func(s *v1.OAuthClientSpec) {
+			s.ResponseTypes = []v1.ResponseType{"code id_token"}
+		}, reject("spec.responseTypes[0]", `Unsupported value: "code id_token"`)},
 		"authorization_code without a redirect URI": {func(s *v1.OAuthClientSpec) {
 			s.RedirectURIs = nil
 		}, reject("spec.redirectURIs", "redirectURIs needs at least one URI when grantTypes includes authorization_code")},

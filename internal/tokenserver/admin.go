@@ -116,8 +116,18 @@ func validateIdentity(c *adminapi.Client, id string) (string, string) {
 			return fieldGrantTypes, fmt.Sprintf("unknown grant type %q; known: %v", g, knownGrantTypes)
 		}
 	}
+	for _, rt := range c.ResponseTypes {
+		if !slices.Contains(supportedResponseTypes, rt) {
+			return "responseTypes", fmt.Sprintf("unsupported response type %q: this server answers %v "+
+				"(the authorization code flow; no implicit or hybrid flow)", rt, supportedResponseTypes)
+		}
+	}
 	return "", ""
 }
+
+// supportedResponseTypes are what the composed authorization handlers answer, the
+// list discovery gives as response_types_supported.
+var supportedResponseTypes = []string{"code"}
 
 func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
 	public := c.TokenEndpointAuthMethod == adminapi.AuthNone

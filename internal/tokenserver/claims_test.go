@@ -2,6 +2,8 @@ package tokenserver_test
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -332,5 +334,29 @@ func TestUsersFileFormats(t *testing.T) {
 				t.Errorf("error %v; want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The admin API takes only the response types the server answers (the code flow):
+// an implicit or hybrid one is refused naming the field, and discovery says so.
+func TestAdminRefusesResponseTypesNotComposed(t *testing.T) {
+	in := start(t, setup{})
+	for _, rt := range []string{"id_token", "code id_token", "token"} {
+		_, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: "grafana", OwnerNamespace: "observability",
+			Secret: "secret-grafana-0123456789abcdefghijklmnop",
+			ClientMetadata: adminapi.ClientMetadata{Name: "Grafana", GrantTypes: []string{"authorization_code"},
+				ResponseTypes: []string{rt}, RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"},
+				TokenEndpointAuthMethod: "client_secret_basic"}})
+		var ae *adminapi.Error
+		if !errors.As(err, &ae) || ae.Field != "responseTypes" || !strings.Contains(ae.Message, rt) {
+			t.Errorf("PutClient with responseTypes %q: %v; want an error on responseTypes naming it", rt, err)
+		}
+	}
+	var disc struct {
+		ResponseTypes []string `json:"response_types_supported"`
+	}
+	if code := getJSON(t, in.URL+"/.well-known/openid-configuration", &disc); code != http.StatusOK ||
+		!slices.Equal(disc.ResponseTypes, []string{"code"}) {
+		t.Errorf("discovery response_types_supported %v; want [code]", disc.ResponseTypes)
 	}
 }

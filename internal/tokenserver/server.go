@@ -213,7 +213,7 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"userinfo_endpoint":                     iss + "/userinfo",
 		"jwks_uri":                              iss + "/.well-known/jwks.json",
 		"end_session_endpoint":                  iss + endSessionPath,
-		"response_types_supported":              []string{"code"},
+		"response_types_supported":              supportedResponseTypes,
 		"response_modes_supported":              []string{"query"},
 		"grant_types_supported":                 knownGrantTypes,
 		"subject_types_supported":               []string{"public"},
