@@ -12,8 +12,6 @@ import (
 	"testing"
 	"testing/fstest"
 
-	"github.com/lib/pq"
-
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 )
 
@@ -144,62 +142,19 @@ func TestBreakingMigrationTransformsRows(t *testing.T) {
 	}
 }
 
-// tableRows reads every row of table by primary key id, as the replay reads them:
-// every column by name, as its text form (a string, or nil for NULL).
+// tableRows reads every row of table as the replay reads them (TableRows), by
+// primary key id.
 func tableRows(t *testing.T, db interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }, table string) map[string]postgres.Row {
 	t.Helper()
-	ctx := context.Background()
-	var cols []string
-	if err := func() error {
-		crows, err := db.QueryContext(ctx, `SELECT column_name::text FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`, table)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = crows.Close() }()
-		for crows.Next() {
-			var c string
-			if err := crows.Scan(&c); err != nil {
-				return err
-			}
-			cols = append(cols, c)
-		}
-		return crows.Err()
-	}(); err != nil {
-		t.Fatal(err)
-	}
-	sel := make([]string, len(cols))
-	for i, c := range cols {
-		sel[i] = pq.QuoteIdentifier(c) + "::text"
-	}
-	rows, err := db.QueryContext(ctx, `SELECT `+strings.Join(sel, ", ")+` FROM `+pq.QuoteIdentifier(table))
+	rows, err := postgres.TableRows(context.Background(), db, table)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = rows.Close() }()
-	out := map[string]postgres.Row{}
-	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		r := postgres.Row{}
-		for i, c := range cols {
-			r[c] = nil
-			if vals[i].Valid {
-				r[c] = vals[i].String
-			}
-		}
+	out := make(map[string]postgres.Row, len(rows))
+	for _, r := range rows {
 		out[r["id"].(string)] = r
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

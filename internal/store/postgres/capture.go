@@ -206,22 +206,21 @@ WHERE tgrelid = to_regclass(quote_ident($1)) AND tgname = $2)`, name, in.trigger
 // schema, with the same bounded lock waits: dropping a trigger locks its table
 // against reads and writes while it waits.
 func UninstallCapture(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
-	return dropTriggersAndSchema(ctx, db, opts, "capture", captureTrigger, CaptureSchema, capturedTables)
+	return dropTriggersAndSchema(ctx, db, opts, "capture", captureTrigger, CaptureSchema)
 }
 
-// dropTriggersAndSchema drops trigger from every table tables lists, one table at a
+// dropTriggersAndSchema drops trigger from every table that has it, one table at a
 // time with opts' bounded lock waits (dropping a trigger locks its table against
 // reads and writes while it waits), then schema with what it holds; what names the
 // work in errors and logs.
-func dropTriggersAndSchema(ctx context.Context, db *sql.DB, opts CaptureOptions, what, trigger, schema string,
-	tables func(context.Context, *sql.Conn) ([]string, error)) error {
+func dropTriggersAndSchema(ctx context.Context, db *sql.DB, opts CaptureOptions, what, trigger, schema string) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
 	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`) }()
-	names, err := tables(ctx, conn)
+	names, err := triggeredTables(ctx, conn, trigger)
 	if err != nil {
 		return fmt.Errorf("uninstalling %s: %w", what, err)
 	}
@@ -244,24 +243,14 @@ func dropTriggersAndSchema(ctx context.Context, db *sql.DB, opts CaptureOptions,
 	return nil
 }
 
-// capturedTables lists the tables of the current schema that have the capture
-// trigger.
-func capturedTables(ctx context.Context, conn *sql.Conn) ([]string, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, captureTrigger)
+// triggeredTables lists the tables of the current schema that carry trigger.
+func triggeredTables(ctx context.Context, q queryer, trigger string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, trigger)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = rows.Close() }()
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, err
-		}
-		tables = append(tables, name)
-	}
-	return tables, rows.Err()
+	return scanStrings(rows)
 }
 
 type captureTable struct {

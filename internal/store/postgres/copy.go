@@ -558,16 +558,7 @@ ORDER BY 1`, withMigrations)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = rows.Close() }()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 // tableInfos describes every table of the current schema but schema_migrations, in

@@ -101,19 +101,13 @@ FOR EACH STATEMENT EXECUTE FUNCTION kubeoauth_upgrade.guard()`, guardTrigger, pq
 // copy's and replay's records too: cleanup ends the upgrade), with the same bounded
 // lock waits.
 func UninstallFence(ctx context.Context, db *sql.DB, opts CaptureOptions) error {
-	return dropTriggersAndSchema(ctx, db, opts, "the fence", guardTrigger, UpgradeSchema, guardedTables)
+	return dropTriggersAndSchema(ctx, db, opts, "the fence", guardTrigger, UpgradeSchema)
 }
 
 // fenceTables lists the tables to guard: only, or every table of the current
 // schema but schema_migrations (a migration is no token write).
 func fenceTables(ctx context.Context, conn *sql.Conn, only []string) ([]string, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_class c
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND c.relname <> 'schema_migrations'
-ORDER BY 1`)
-	if err != nil {
-		return nil, err
-	}
-	all, err := scanStrings(rows)
+	all, err := listTables(ctx, conn, false)
 	if err != nil || only == nil {
 		return all, err
 	}
@@ -552,7 +546,7 @@ func waitForWriters(ctx context.Context, db *sql.DB, o CutoverOptions, logf func
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	tables, err := guardedTables(ctx, conn)
+	tables, err := triggeredTables(ctx, conn, guardTrigger)
 	if err != nil {
 		return err
 	}
@@ -584,16 +578,6 @@ func waitForWriters(ctx context.Context, db *sql.DB, o CutoverOptions, logf func
 		}
 	}
 	return nil
-}
-
-// guardedTables lists the tables of the current schema that carry the guard.
-func guardedTables(ctx context.Context, conn *sql.Conn) ([]string, error) {
-	rows, err := conn.QueryContext(ctx, `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`, guardTrigger)
-	if err != nil {
-		return nil, err
-	}
-	return scanStrings(rows)
 }
 
 // advanceSequences sets every sequence of to's current schema that from has too

@@ -419,8 +419,8 @@ func goneKeys(ctx context.Context, src *sql.Tx, query string, c []json.RawMessag
 }
 
 // readRows runs query, which selects cols as text, into Rows.
-func readRows(ctx context.Context, src *sql.Tx, query string, cols []string, args ...any) ([]Row, error) {
-	rows, err := src.QueryContext(ctx, query, args...)
+func readRows(ctx context.Context, q queryer, query string, cols []string, args ...any) ([]Row, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

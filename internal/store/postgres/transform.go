@@ -1,8 +1,12 @@
 package postgres
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+
+	"github.com/lib/pq"
 )
 
 // Row is one table row by column name. A value is the column's text form, a string
@@ -81,4 +85,26 @@ func ValidateMigrations(ms []Migration) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// TableRows reads every row of table in q's current schema as the replay reads
+// rows — every column by name, in its text form (a string, or nil for NULL) — for
+// a breaking migration's own test: Forward of each row before the migration must
+// equal the row its SQL made (docs/upgrades.md, "Testing a breaking migration").
+func TableRows(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, table string) ([]Row, error) {
+	rows, err := q.QueryContext(ctx, `SELECT column_name::text FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`, table)
+	if err != nil {
+		return nil, err
+	}
+	cols, err := scanStrings(rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("no table %s in the current schema", table)
+	}
+	return readRows(ctx, q, `SELECT `+textColumns(cols)+` FROM `+pq.QuoteIdentifier(table), cols) // #nosec G202 -- quoted
 }

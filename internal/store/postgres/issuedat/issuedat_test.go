@@ -153,58 +153,17 @@ func insertToken(t *testing.T, db *sql.DB, rng *rand.Rand, i int) {
 	}
 }
 
-// textRows reads every row of table as the replay does: an explicit column list (the
-// table's columns in order), each value its text form or nil; keyed by kind and
-// signature, the tokens primary key.
+// textRows reads every row of table as the replay does (postgres.TableRows), keyed
+// by kind and signature, the tokens primary key.
 func textRows(t *testing.T, db *sql.DB, table string) map[string]postgres.Row {
 	t.Helper()
-	ctx := t.Context()
-	var cols []string
-	rows, err := db.QueryContext(ctx, `SELECT column_name FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`, table)
+	rows, err := postgres.TableRows(t.Context(), db, table)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
-			t.Fatal(err)
-		}
-		cols = append(cols, c)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	exprs := make([]string, len(cols))
-	for i, c := range cols {
-		exprs[i] = pq.QuoteIdentifier(c) + "::text"
-	}
-	rows, err = db.QueryContext(ctx, `SELECT `+strings.Join(exprs, ", ")+` FROM `+pq.QuoteIdentifier(table))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rows.Close() }()
-	out := map[string]postgres.Row{}
-	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		r := postgres.Row{}
-		for i, c := range cols {
-			r[c] = nil
-			if vals[i].Valid {
-				r[c] = vals[i].String
-			}
-		}
+	out := make(map[string]postgres.Row, len(rows))
+	for _, r := range rows {
 		out[fmt.Sprint(r["kind"], " ", r["signature"])] = r
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }
