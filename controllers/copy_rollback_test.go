@@ -28,19 +28,7 @@ func TestCopyRollbackNotAbandonedDuringCutback(t *testing.T) {
 	step := advanceOperatorClock(t)
 	ts, k := upgradeServer(t, "rvcutback", nil)
 	ns := ts.Namespace
-	id := toReplaying(t, ts, k)
-	caughtUp(t, ts, k)
-	k.release("cutover", jobOutcome{message: cutoverDone})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeScalingDown)
-	step(31 * time.Second)
-	poke(t, ts)
-	waitPhase(t, ts, oauthv1alpha1.UpgradeRollbackWindow)
-
-	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, id) })
-	waitPhase(t, ts, oauthv1alpha1.UpgradeRollingBack)
-	cutback := upgrade.JobName("auth", id, upgrade.JobCutback)
-	eventually(t, 20*time.Second, "the cut back Job", func() bool { return slices.Contains(jobNames(t, ns), cutback) },
-		func() string { return fmt.Sprintf("Jobs %v", jobNames(t, ns)) })
+	id, cutback := rollBackAfterCutover(t, ts, k, step)
 	// The cut back Job is never released: it runs. The deadline passes.
 	step(11 * time.Minute)
 	poke(t, ts)

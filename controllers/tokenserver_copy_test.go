@@ -395,6 +395,28 @@ func TestCopyRollbackBeforeCutover(t *testing.T) {
 	condIs(t, ts, oauthv1alpha1.ConditionDegraded, metav1.ConditionTrue, oauthv1alpha1.ReasonUpgradeRolledBack)
 }
 
+// rollBackAfterCutover takes a Copy upgrade of ts through its cutover into the
+// rollback window, asks for a rollback and waits for the cut back Job, which it
+// returns with the upgrade's id.
+func rollBackAfterCutover(t *testing.T, ts *oauthv1alpha1.TokenServer, k *fakeKubelet, step func(time.Duration)) (id, cutback string) {
+	t.Helper()
+	id = toReplaying(t, ts, k)
+	caughtUp(t, ts, k)
+	k.release("cutover", jobOutcome{message: cutoverDone})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeScalingDown)
+	step(31 * time.Second)
+	poke(t, ts)
+	waitPhase(t, ts, oauthv1alpha1.UpgradeRollbackWindow)
+	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, id) })
+	waitPhase(t, ts, oauthv1alpha1.UpgradeRollingBack)
+	cutback = upgrade.JobName("auth", id, upgrade.JobCutback)
+	ns := ts.Namespace
+	eventually(t, 20*time.Second, "blue back at full size, the cut back Job", func() bool {
+		return slices.Contains(jobNames(t, ns), cutback)
+	}, func() string { return fmt.Sprintf("Jobs %v, upgrade %+v", jobNames(t, ns), fresh(t, ts)) })
+	return id, cutback
+}
+
 // TestCopyRollbackAfterCutover: a rollback asked in the rollback window brings blue
 // back at full size on its own database while green serves, then cuts the database
 // back (the cut back Job, forwarding to blue), moves the label back and takes
@@ -403,20 +425,7 @@ func TestCopyRollbackAfterCutover(t *testing.T) {
 	step := advanceOperatorClock(t)
 	ts, k := upgradeServer(t, "copyback", nil)
 	ns := ts.Namespace
-	id := toReplaying(t, ts, k)
-	caughtUp(t, ts, k)
-	k.release("cutover", jobOutcome{message: cutoverDone})
-	waitPhase(t, ts, oauthv1alpha1.UpgradeScalingDown)
-	step(31 * time.Second)
-	poke(t, ts)
-	waitPhase(t, ts, oauthv1alpha1.UpgradeRollbackWindow)
-
-	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, id) })
-	waitPhase(t, ts, oauthv1alpha1.UpgradeRollingBack)
-	cutback := upgrade.JobName("auth", id, upgrade.JobCutback)
-	eventually(t, 20*time.Second, "blue back at full size, the cut back Job", func() bool {
-		return slices.Contains(jobNames(t, ns), cutback)
-	}, func() string { return fmt.Sprintf("Jobs %v, upgrade %+v", jobNames(t, ns), fresh(t, ts)) })
+	id, cutback := rollBackAfterCutover(t, ts, k, step)
 	if img, n, _ := statefulSet(t, ns, "auth-blue"); img != imageV1 || n != 2 || dsnSecretOf(t, ns, "auth-blue") != "auth-db" {
 		t.Errorf("blue %s x%d on %s", img, n, dsnSecretOf(t, ns, "auth-blue"))
 	}
