@@ -83,7 +83,7 @@ func dbCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return postgres.CopyResult{}, err
 		}
 		opts := postgres.CopyOptions{UpgradeID: *upgradeID, Migrations: postgres.Migrations(), CreateDatabase: *create, ForwardTo: *forwardTo,
-			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stderr, format+"\n", a...) }}
+			Log: lineLog(stderr)}
 		if *create {
 			if opts.TargetDatabase, err = postgres.DatabaseName(dstDSN); err != nil {
 				return postgres.CopyResult{}, fmt.Errorf("--target-dsn-file: %w", err)
@@ -294,7 +294,7 @@ func dbCutover(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return postgres.CutoverResult{}, fmt.Errorf("--to-dsn-file: %w", err)
 		}
 		defer func() { _ = toDB.Close() }()
-		logf := func(format string, a ...any) { _, _ = fmt.Fprintf(stderr, format+"\n", a...) }
+		logf := lineLog(stderr)
 		replay := postgres.ReplayOptions{UpgradeID: *upgradeID, Direction: *direction, Migrations: postgres.Migrations()}
 		return postgres.Cutover(ctx, fromDB, toDB, postgres.CutoverOptions{UpgradeID: *upgradeID, Direction: *direction,
 			ForwardTo: *forwardTo, Lease: *lease, Log: logf,
@@ -325,16 +325,12 @@ func dbCleanup(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	dsn, err := getDSN()
-	if err != nil {
-		return err
-	}
-	db, err := postgres.OpenDB(dsn, 2)
+	db, err := openDSN(getDSN)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = db.Close() }()
-	logf := func(format string, a ...any) { _, _ = fmt.Fprintf(stdout, format+"\n", a...) }
+	logf := lineLog(stdout)
 	if err := postgres.CleanupUpgrade(ctx, db, postgres.CaptureOptions{LockTimeout: *lockTimeout, Log: logf}); err != nil {
 		return err
 	}

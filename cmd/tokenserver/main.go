@@ -18,6 +18,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -144,6 +145,22 @@ func dsnFlags(fs *flag.FlagSet) func() (string, error) {
 		}
 		return *dsn, nil
 	}
+}
+
+// openDSN opens the database the DSN flags name, with a small pool: the one-shot
+// commands (migrate, db cleanup) run a statement at a time.
+func openDSN(getDSN func() (string, error)) (*sql.DB, error) {
+	dsn, err := getDSN()
+	if err != nil {
+		return nil, err
+	}
+	return postgres.OpenDB(dsn, 2)
+}
+
+// lineLog writes each log line of a store operation (a migration applied, a
+// trigger removed) to w.
+func lineLog(w io.Writer) func(format string, a ...any) {
+	return func(format string, a ...any) { _, _ = fmt.Fprintf(w, format+"\n", a...) }
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -365,11 +382,7 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	if sub != "up" && sub != "status" {
 		return fmt.Errorf("unknown migrate command %q: want up, status or plan", sub)
 	}
-	dsn, err := getDSN()
-	if err != nil {
-		return err
-	}
-	db, err := postgres.OpenDB(dsn, 2)
+	db, err := openDSN(getDSN)
 	if err != nil {
 		return err
 	}
@@ -377,7 +390,7 @@ func migrate(ctx context.Context, sub string, args []string, stdout io.Writer) e
 	if sub == "up" {
 		ran, err := postgres.Migrate(ctx, db, ms, postgres.MigrateOptions{ExpandOnly: *expandOnly,
 			ServingSchema: *servingSchema, LockTimeout: *lockTimeout,
-			Log: func(format string, a ...any) { _, _ = fmt.Fprintf(stdout, format+"\n", a...) }})
+			Log: lineLog(stdout)})
 		if err != nil {
 			return err
 		}
