@@ -173,3 +173,46 @@ func TestDeletedClientStalenessBound(t *testing.T) {
 		t.Errorf("b still knows the deleted client after ClientCacheTTL: err = %v", err)
 	}
 }
+
+// A replica that follows the others but cannot listen (its listener not connected
+// yet, or reconnecting) does not answer from its caches: a token another replica
+// revoked meanwhile is revoked here at once, not after the cache's lifetime. A
+// blue-green verification caught a new pod holding a revoked token active while
+// its listener was still connecting.
+func TestReplicaNotListeningDoesNotCache(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	a, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	b, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now,
+		ListenDSN: "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b.Follow(fctx, func() {}) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	if _, err := a.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateAccessTokenSession(ctx, "at-1", tokenRequest(t, a, "req-1", clock.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetAccessTokenSession(ctx, "at-1", &storetest.Session{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeAccessToken(ctx, "req-1"); err != nil {
+		t.Fatal(err)
+	}
+	// b never heard the NOTIFY.
+	if _, err := b.GetAccessTokenSession(ctx, "at-1", &storetest.Session{}); !errors.Is(err, fosite.ErrNotFound) {
+		t.Errorf("a revoked token on a replica that cannot listen: err = %v, want ErrNotFound at once", err)
+	}
+}

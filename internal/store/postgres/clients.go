@@ -96,8 +96,10 @@ func (s *Store) clientChanged(ctx context.Context, q querier, id string) error {
 // a recent copy. The result is shared: callers must not modify it.
 func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, error) {
 	now := s.now()
-	if c, ok := s.clients.get(id, now, s.opts.ClientCacheTTL); ok {
-		return c, nil
+	if s.caching() {
+		if c, ok := s.clients.get(id, now, s.opts.ClientCacheTTL); ok {
+			return c, nil
+		}
 	}
 	gen := s.clients.generation()
 	row := s.q(ctx).QueryRowContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id = $1`, id)
@@ -111,7 +113,7 @@ func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, er
 	if s.testHooks.afterClientRead != nil {
 		s.testHooks.afterClientRead(id)
 	}
-	if !s.inTxCtx(ctx) { // a transaction may read what it has not committed yet
+	if !s.inTxCtx(ctx) && s.caching() { // a transaction may read what it has not committed yet
 		s.clients.put(c, now, gen)
 	}
 	return c, nil

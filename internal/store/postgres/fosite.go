@@ -303,7 +303,7 @@ type storedToken struct {
 
 func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
 	row, ok := (*tokenRow)(nil), false
-	if kind == kindAccessToken {
+	if kind == kindAccessToken && s.caching() {
 		row, ok = s.tokens.get(signature, s.now())
 	}
 	if !ok {
@@ -324,7 +324,7 @@ func (s *Store) getToken(ctx context.Context, kind, signature string, session fo
 		if s.testHooks.afterTokenRead != nil && kind == kindAccessToken {
 			s.testHooks.afterTokenRead(signature)
 		}
-		if kind == kindAccessToken && row.active && !s.inTxCtx(ctx) {
+		if kind == kindAccessToken && row.active && !s.inTxCtx(ctx) && s.caching() {
 			s.tokens.put(signature, row, s.now(), gen)
 		}
 	}

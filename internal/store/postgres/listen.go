@@ -14,10 +14,14 @@ import (
 // (a standby during a failover, a pooler), it tries again with backoff up to
 // listenMaxBackoff. Whenever it starts listening — the first time, after a retry,
 // after pq reconnects — notifications sent before may have been missed, and anything
-// cached before may be stale, so it empties the client cache and calls logged.
+// cached before may be stale, so it empties the client cache and calls logged. While
+// it does not listen (before the first LISTEN, while pq reconnects, between
+// retries) the store answers from the database only: what it would cache could be
+// revoked by another replica without a word.
 //
 // It listens on Options.ListenDSN, or the DSN the store was opened with.
 func (s *Store) Follow(ctx context.Context, logged func()) error {
+	s.following.Store(true)
 	backoff := listenMinBackoff
 	for {
 		err := s.listenOnce(ctx, logged)
@@ -45,11 +49,15 @@ const (
 func (s *Store) listenOnce(ctx context.Context, logged func()) error {
 	log := s.opts.Log
 	l := pq.NewListener(s.listenDSN, listenMinBackoff, listenMaxBackoff, func(ev pq.ListenerEventType, err error) {
+		if ev == pq.ListenerEventDisconnected || ev == pq.ListenerEventConnectionAttemptFailed {
+			s.listening.Store(false) // NOTIFYs are lost until it reconnects
+		}
 		if err != nil {
 			log.Warn("event listener", "event", ev, "err", err)
 		}
 	})
 	defer func() { _ = l.Close() }()
+	defer s.listening.Store(false)
 	// pq's Listen waits for a connection as long as it takes; a closed listener
 	// ends the wait, so ctx can.
 	listening := make(chan error, 1)
@@ -71,6 +79,7 @@ func (s *Store) listenOnce(ctx context.Context, logged func()) error {
 		}
 	}
 	s.InvalidateClients()
+	s.listening.Store(true)
 	logged()
 	log.Info("event listener: listening")
 	for {
@@ -83,6 +92,7 @@ func (s *Store) listenOnce(ctx context.Context, logged func()) error {
 				return errors.New("the listener closed")
 			case n == nil: // reconnected
 				s.InvalidateClients()
+				s.listening.Store(true)
 				logged()
 			case n.Channel == ClientsChannel:
 				s.InvalidateClient(n.Extra)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -56,7 +57,16 @@ type Store struct {
 	clients   clientCache
 	tokens    tokenCache
 	testHooks testHooks
+	// following is set once Follow runs, listening while its listener is known to
+	// hear every NOTIFY: a replica that follows caches only while it listens.
+	following, listening atomic.Bool
 }
+
+// caching says whether the caches may be read and filled: a store that follows the
+// others' NOTIFYs must hear them, or a token revoked on another replica (or the
+// other color, sharing the database) stays active here until the cache's TTL. A
+// store that never follows (a single process, the tests of the caches) caches.
+func (s *Store) caching() bool { return !s.following.Load() || s.listening.Load() }
 
 // testHooks let tests stop a reader between its read and its cache fill, to force
 // the interleavings a busy server produces by chance (export_test.go).
