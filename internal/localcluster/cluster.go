@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -75,6 +76,17 @@ func DefaultDir() string {
 
 // AdminKubeconfig is the path of the cluster-admin kubeconfig of the cluster in dir.
 func AdminKubeconfig(dir string) string { return filepath.Join(dir, "admin.kubeconfig") }
+
+// AuthenticationConfig is the path of the API server's structured authentication
+// configuration (--authentication-config) of the cluster in dir. It starts with no
+// JWT authenticator; the API server reloads the file when it changes, so a test or a
+// user adds an OpenID Connect issuer without restarting it (docs/integrations/kubernetes.md).
+func AuthenticationConfig(dir string) string { return filepath.Join(dir, "authentication-config.yaml") }
+
+const emptyAuthenticationConfig = `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt: []
+`
 
 // APIServerURL is the API server's address.
 func APIServerURL() string { return "https://" + net.JoinHostPort(HostIP, strconv.Itoa(APIServerPort)) }
@@ -143,6 +155,10 @@ func writeCredentials(dir string) error {
 			return err
 		}
 	}
+	// Kept across restarts of the API server: it holds what was added since.
+	if _, err := os.Stat(AuthenticationConfig(dir)); errors.Is(err, fs.ErrNotExist) {
+		return os.WriteFile(AuthenticationConfig(dir), []byte(emptyAuthenticationConfig), 0o600)
+	}
 	return nil
 }
 
@@ -160,6 +176,7 @@ func components(o Options) []component {
 			"--secure-port", strconv.Itoa(APIServerPort), "--service-cluster-ip-range", ServiceCIDR,
 			"--tls-cert-file", pki("apiserver.crt"), "--tls-private-key-file", pki("apiserver.key"),
 			"--client-ca-file", pki("ca.crt"), "--authorization-mode", "Node,RBAC",
+			"--authentication-config", AuthenticationConfig(o.Dir),
 			"--enable-admission-plugins", "NodeRestriction",
 			"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file", pki("sa.pub"), "--service-account-signing-key-file", pki("sa.key"),
