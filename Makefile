@@ -9,10 +9,13 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 CRD_REF_DOCS_VERSION ?= v0.3.0
 HELM_VERSION ?= v4.3.1
+# The relying party the end-to-end tests put in front of an app (docs/integrations/oauth2-proxy.md).
+OAUTH2_PROXY_VERSION ?= v7.15.6
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+OAUTH2_PROXY ?= $(LOCALBIN)/oauth2-proxy-$(OAUTH2_PROXY_VERSION)
 
 IMG ?= ghcr.io/kubeoauth/manager:dev
 # The token server's version (X-Kubeoauth-Version, kubeoauth_build_info, `tokenserver version`).
@@ -81,9 +84,11 @@ shake: manifests generate control-plane helm ## Run make test's packages ROUNDS 
 # always runs first: it brings up what the scenarios need).
 E2E_RUN ?=
 .PHONY: test-e2e
-test-e2e: localcluster tokenserver-variants helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, blue-green upgrades under load, helm uninstall.
+test-e2e: localcluster tokenserver-variants helm oauth2-proxy ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, blue-green upgrades under load, oauth2-proxy and kubectl as relying parties, helm uninstall.
 	hack/localcluster/install-packages.sh
 	go build -o bin/demo ./hack/demo
+	go build -o bin/echo-headers ./hack/echo-headers
+	install -m 0755 $(OAUTH2_PROXY) bin/oauth2-proxy
 	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v \
 		$(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/
 
@@ -199,7 +204,7 @@ undeploy: ## Remove the operator deployed by `make deploy`.
 ##@ Dependencies
 
 .PHONY: tools
-tools: controller-gen golangci-lint crd-ref-docs helm control-plane ## Install every pinned tool and build the control-plane binaries.
+tools: controller-gen golangci-lint crd-ref-docs helm oauth2-proxy control-plane ## Install every pinned tool and build the control-plane binaries.
 
 .PHONY: control-plane
 control-plane: ## Build (once) etcd, kube-apiserver and kubectl from source.
@@ -222,6 +227,12 @@ helm: $(HELM)
 $(HELM):
 	GOBIN=$(LOCALBIN)/.tmp-helm go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 	mv $(LOCALBIN)/.tmp-helm/helm $@ && rm -rf $(LOCALBIN)/.tmp-helm
+
+.PHONY: oauth2-proxy
+oauth2-proxy: $(OAUTH2_PROXY)
+$(OAUTH2_PROXY):
+	GOBIN=$(LOCALBIN)/.tmp-o2p go install github.com/oauth2-proxy/oauth2-proxy/v7@$(OAUTH2_PROXY_VERSION)
+	mv $(LOCALBIN)/.tmp-o2p/oauth2-proxy $@ && rm -rf $(LOCALBIN)/.tmp-o2p
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT)

@@ -54,6 +54,7 @@ func TestEndToEnd(t *testing.T) {
 		{"SecurityContextsAsAKubeletWould", testSecurityContexts},
 		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
+		{"RelyingParties", testRelyingParties},
 		{"Upgrades", testUpgrades},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {
