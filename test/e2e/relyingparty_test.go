@@ -208,8 +208,10 @@ func testRelyingParties(t *testing.T) {
 			u.name, hash, u.email, u.groups)
 	}
 	apply(t, fmt.Sprintf(rpServer, users.String()))
+	// Gone before the next scenarios, whose load should not share the machine with
+	// this server's teardown.
 	t.Cleanup(func() {
-		if _, err := kubectl(context.Background(), "delete", "namespace", rpNS, "--wait=false"); err != nil {
+		if _, err := kubectl(context.Background(), "delete", "namespace", rpNS, "--timeout=2m"); err != nil {
 			t.Error(err)
 		}
 	})
