@@ -18,13 +18,13 @@ const (
 	MaxLogoURL = 32768
 )
 
-// The logo URLs a page may show, also the CRD's rules: https with a plain host (no
+// The logo URLs a page may show, the same expressions as the CRD's rule: https with a plain host (no
 // user info, so that the Content-Security-Policy can name its origin) and no
 // character that could leave an attribute; or an inline PNG or SVG, base64. An <img>
 // runs no script of an SVG, and nothing else (javascript:, http:, other data: types)
 // is taken.
 var (
-	httpsLogo = regexp.MustCompile(`^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?][^\s"'<>\\]*)?$`)
+	httpsLogo = regexp.MustCompile(`^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?][^\s\x22\x27<>\\]*)?$`)
 	dataLogo  = regexp.MustCompile(`^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$`)
 )
 
