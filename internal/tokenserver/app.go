@@ -116,13 +116,9 @@ func Serve(ctx context.Context, o Options) error {
 	if o.ClientIPHeader != "" && len(o.ClientIPTrustedProxies) == 0 {
 		return errClientIPHeaderUntrusted
 	}
-	brand, err := pages.ParseBrand(o.DisplayName, o.LogoURL)
+	brand, pageSet, err := loadPages(o)
 	if err != nil {
 		return err
-	}
-	pageSet, err := pages.Load(o.TemplatesDir)
-	if err != nil {
-		return fmt.Errorf("templates in %s: %w", o.TemplatesDir, err)
 	}
 	log := o.Log
 	metrics := NewMetrics()
@@ -258,6 +254,20 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loadPages checks the brand and the templates before anything starts: a page that
+// cannot be shown fails the start, naming what is wrong.
+func loadPages(o Options) (pages.Brand, *pages.Set, error) {
+	brand, err := pages.ParseBrand(o.DisplayName, o.LogoURL)
+	if err != nil {
+		return pages.Brand{}, nil, err
+	}
+	set, err := pages.Load(o.TemplatesDir)
+	if err != nil {
+		return pages.Brand{}, nil, fmt.Errorf("templates in %s: %w", o.TemplatesDir, err)
+	}
+	return brand, set, nil
 }
 
 // keepAliveGrace is how long a draining replica leaves idle keep-alive connections
