@@ -54,6 +54,7 @@ func TestEndToEnd(t *testing.T) {
 		{"SecurityContextsAsAKubeletWould", testSecurityContexts},
 		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
+		{"PagesFromAConfigMap", testBrandedPages},
 		{"Upgrades", testUpgrades},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {
