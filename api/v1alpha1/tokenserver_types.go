@@ -93,7 +93,7 @@ type Branding struct {
 	// logoURL is the logo at the top of every page: an https URL without user info,
 	// such as https://cdn.example.com/logo.svg (the pages' Content-Security-Policy
 	// admits images from its origin only), or a small image inline as
-	// data:image/png;base64,... or data:image/svg+xml;base64,... An <img> runs no
+	// data:image/png;base64,... or data:image/svg+xml;base64,... An img element runs no
 	// script of an SVG.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32768
