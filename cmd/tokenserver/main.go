@@ -314,6 +314,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	// Serve closes them on its way out, but not when it refuses to start.
+	defer closeListeners(pub, adm, met)
 	return tokenserver.Serve(ctx, tokenserver.Options{
 		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
 		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, SigningAlgorithm: *alg, HMACSecret: []byte(hmacSecret),
@@ -327,6 +329,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
 	})
+}
+
+func closeListeners(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
 }
 
 // addressFlags parses --jwks-fetch-allow and --client-ip-trusted-proxies, which
