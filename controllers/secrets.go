@@ -51,23 +51,29 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 			&discoveryv1.EndpointSlice{}: ours,
 			// The token server's and its Jobs' pods carry their template's labels.
 			&corev1.Pod{}: ours,
-			// Only metadata informers are started for Secrets (ClientOptions keeps the
-			// typed ones out); this drops what metadata may still carry of the data.
-			&corev1.Secret{}: {Transform: func(in any) (any, error) {
-				if m, ok := in.(*metav1.PartialObjectMetadata); ok && m.Annotations[lastApplied] != "" {
-					delete(m.Annotations, lastApplied)
-				}
-				return strip(in)
-			}},
+			// Only metadata informers are started for Secrets and ConfigMaps
+			// (ClientOptions keeps the typed ones out); this drops what metadata may
+			// still carry of the data.
+			&corev1.Secret{}:    {Transform: stripLastApplied},
+			&corev1.ConfigMap{}: {Transform: stripLastApplied},
 		},
 	}
 }
 
-// ClientOptions are the manager's client settings: typed Secrets are never read
-// through the cache, so no informer over Secrets' data is ever started, even by a
-// Get someone adds later; SecretReader reads them.
+// stripLastApplied drops managed fields and kubectl's copy of the whole object.
+func stripLastApplied(in any) (any, error) {
+	if m, ok := in.(*metav1.PartialObjectMetadata); ok && m.Annotations[lastApplied] != "" {
+		delete(m.Annotations, lastApplied)
+	}
+	return cache.TransformStripManagedFields()(in)
+}
+
+// ClientOptions are the manager's client settings: typed Secrets and ConfigMaps are
+// never read through the cache, so no informer over their data is ever started, even
+// by a Get someone adds later; SecretReader reads Secrets, a Get from the API server
+// the few ConfigMaps the operator reads (templates, tokenserver_pages.go).
 func ClientOptions() client.Options {
-	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}}
 }
 
 // SecretReader reads Secrets without a cache of their data. The operator watches

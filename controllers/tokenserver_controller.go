@@ -69,10 +69,14 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	ts.Status.Issuer = string(ts.Spec.Issuer)
 	var next time.Duration
 	var upgradeConds []metav1.Condition
+	var pagesProblem *conditionError
 	if ts.Spec.External != nil {
 		err = r.reconcileExternal(ctx, ts)
 	} else {
-		upgradeConds, next, err = r.reconcileManaged(ctx, ts)
+		var pagesHash string
+		if pagesHash, pagesProblem, err = r.pages(ctx, ts); err == nil {
+			upgradeConds, next, err = r.reconcileManaged(ctx, ts, pagesHash)
+		}
 	}
 	log.FromContext(ctx).V(1).Info("reconciled token server", "error", err)
 	// A Ready server's admin API is checked again every HealthInterval; the signing
@@ -83,10 +87,8 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		ce.requeue = soonest(ce.requeue, 30*time.Second, next)
 	}
 	k := serverKind
-	if len(upgradeConds) > 0 {
-		k.conditions = func(ts *oauthv1alpha1.TokenServer, err error) []metav1.Condition {
-			return withUpgrade(serverConditions(ts, err), upgradeConds)
-		}
+	k.conditions = func(ts *oauthv1alpha1.TokenServer, err error) []metav1.Condition {
+		return withPages(withUpgrade(serverConditions(ts, err), upgradeConds), pagesProblem)
 	}
 	return finish(ctx, r.Client, k, before, ts, next, err)
 }
@@ -191,30 +193,34 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(serverOfPod)).
 		// The users, DSN and external admin-token Secrets are the user's: a change
 		// rolls the pods (config hash) or reaches the admin API at once, not at the
-		// next resync.
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.serversUsingSecret)).
+		// next resync. So is the templates ConfigMap (checked, then copied: tokenserver_pages.go).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.serversReferringTo(userSecrets))).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.serversReferringTo(userConfigMaps))).
 		Named("tokenserver").Complete(r)
 }
 
-// serversUsingSecret maps a Secret to the TokenServers of its namespace that refer to
-// it. Secrets the operator owns are left to Owns above; there are few TokenServers,
-// so a list from the cache per event is cheap.
-func (r *TokenServerReconciler) serversUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	if metav1.GetControllerOf(o) != nil || o.GetLabels()[LabelManagedBy] == ManagedBy {
-		return nil
-	}
-	var list oauthv1alpha1.TokenServerList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
-		log.FromContext(ctx).Error(err, "listing TokenServers")
-		return nil
-	}
-	var reqs []reconcile.Request
-	for i := range list.Items {
-		if slices.Contains(userSecrets(&list.Items[i]), o.GetName()) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+// serversReferringTo maps a Secret or ConfigMap to the TokenServers of its namespace
+// whose names (userSecrets, userConfigMaps) hold it. Objects the operator owns are
+// left to Owns above; there are few TokenServers, so a list from the cache per event
+// is cheap.
+func (r *TokenServerReconciler) serversReferringTo(names func(*oauthv1alpha1.TokenServer) []string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		if metav1.GetControllerOf(o) != nil || o.GetLabels()[LabelManagedBy] == ManagedBy {
+			return nil
 		}
+		var list oauthv1alpha1.TokenServerList
+		if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+			log.FromContext(ctx).Error(err, "listing TokenServers")
+			return nil
+		}
+		var reqs []reconcile.Request
+		for i := range list.Items {
+			if slices.Contains(names(&list.Items[i]), o.GetName()) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			}
+		}
+		return reqs
 	}
-	return reqs
 }
 
 // userSecrets names the Secrets a TokenServer reads that the user provides.

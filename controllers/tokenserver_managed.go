@@ -60,8 +60,9 @@ const fieldOwner = client.FieldOwner("kubeoauth")
 // reconcileManaged runs a bundled token server's phases in order; each ends the pass
 // with a waiting condition error while it waits. It returns the upgrade's
 // conditions, if one ran or runs (see withUpgrade), and when to look again: the
-// signing key's next rotation or the upgrade's next timer.
-func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer) (
+// signing key's next rotation or the upgrade's next timer. pagesHash is the digest
+// of the templates the pods mount (pages).
+func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv1alpha1.TokenServer, pagesHash string) (
 	[]metav1.Condition, time.Duration, error) {
 	for _, obj := range []client.Object{resources.ServiceAccount(ts), resources.ConfigMap(ts)} {
 		if err := r.apply(ctx, ts, obj); err != nil {
@@ -117,7 +118,8 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	if err != nil {
 		return nil, nextRotation, err
 	}
-	in := resources.Inputs{HasPreviousKey: len(keys.Data[resources.KeyPreviousSigningKey]) > 0, ConfigHash: hash}
+	in := resources.Inputs{HasPreviousKey: len(keys.Data[resources.KeyPreviousSigningKey]) > 0, ConfigHash: hash,
+		PagesHash: pagesHash}
 	conds, nextUpgrade, err := r.upgradeStep(ctx, ts, in)
 	next := soonest(nextRotation, nextUpgrade)
 	if err != nil {

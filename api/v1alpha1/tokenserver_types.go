@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.image)",fieldPath=".image",reason=FieldValueRequired,message="image is required: the token server image to run (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.database)",fieldPath=".database",reason=FieldValueRequired,message="database is required: set database.managed for a bundled PostgreSQL or database.external for your own (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.database))",fieldPath=".external",message="external cannot be combined with image or database: an external token server is run, and upgraded, elsewhere"
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.branding)",fieldPath=".branding",message="branding is for bundled token servers: an external token server serves its own pages"
 // +kubebuilder:validation:XValidation:rule="!has(self.upgrade) || !has(self.upgrade.copy) || !has(self.upgrade.copy.targetSecretRef) || (has(self.database) && has(self.database.external))",fieldPath=".upgrade.copy.targetSecretRef",message="spec.upgrade.copy.targetSecretRef is only for spec.database.external: a bundled database (database.managed) is copied into a second database of its own PostgreSQL"
 type TokenServerSpec struct {
 	// issuer is the public URL of the server, the `iss` of every token and the base of
@@ -52,6 +53,12 @@ type TokenServerSpec struct {
 	// +optional
 	ScopeDescriptions []ScopeDescription `json:"scopeDescriptions,omitempty"`
 
+	// branding puts the organisation's name and logo on the login, consent, account
+	// and other pages, and can replace their templates (docs/identity.md "Branding
+	// and custom pages"). Bundled servers only.
+	// +optional
+	Branding *Branding `json:"branding,omitempty"`
+
 	// clientNamespaces says which namespaces may register OAuthClients on this server,
 	// besides the TokenServer's own namespace, which always may. Unset: only the
 	// TokenServer's own namespace.
@@ -72,6 +79,36 @@ type TokenServerSpec struct {
 	// clients and grants only, and image, database and upgrades do not apply.
 	// +optional
 	External *ExternalTokenServer `json:"external,omitempty"`
+}
+
+// Branding is what the token server's pages show of the organisation that runs it.
+type Branding struct {
+	// displayName is shown in every page's title and header and as the logo's alt
+	// text, such as "Example Corp".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule=`!self.matches(r'[\x00-\x1f\x7f-\x9f]')`,message="must be one line of text, without control characters"
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+	// logoURL is the logo at the top of every page: an https URL without user info,
+	// such as https://cdn.example.com/logo.svg (the pages' Content-Security-Policy
+	// admits images from its origin only), or a small image inline as
+	// data:image/png;base64,... or data:image/svg+xml;base64,... An img element runs no
+	// script of an SVG.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32768
+	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?][^\s\x22\x27<>\\]*)?$') || self.matches(r'^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$')`,message="must be an https URL without user info, quotes or spaces (such as https://cdn.example.com/logo.svg) or an inline image as data:image/png;base64,... or data:image/svg+xml;base64,...; http (mixed content), javascript: and other data: types are refused"
+	// +optional
+	LogoURL string `json:"logoURL,omitempty"`
+	// templatesConfigMapRef names a ConfigMap whose keys are template file names
+	// (login.html, consent.html, account.html, logout.html, error.html, layout.html
+	// and those of pages added later): each replaces the built-in template of that
+	// name. The operator checks them before any pod sees them and copies them into
+	// the ConfigMap <name>-pages, which the pods mount: a change rolls the pods; a
+	// missing ConfigMap or a template that cannot be used is reported in Degraded,
+	// and the pods keep the last good templates.
+	// +optional
+	TemplatesConfigMapRef *LocalObjectReference `json:"templatesConfigMapRef,omitempty"`
 }
 
 // DatabaseSpec chooses the PostgreSQL database: exactly one of managed or external.
@@ -681,7 +718,7 @@ type UpgradeEndpointCounts struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ts,categories=kubeoauth
-// +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
+// +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-pages', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config, -pages or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Issuer",type=string,JSONPath=`.spec.issuer`
 // +kubebuilder:printcolumn:name="Serving",type=string,JSONPath=`.status.currentImage`

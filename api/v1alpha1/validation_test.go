@@ -641,6 +641,7 @@ func TestTokenServerNamesThatCollide(t *testing.T) {
 		"auth-db":          reject("metadata", "metadata.name must not end in"),
 		"auth-keys":        reject("metadata", "metadata.name must not end in"),
 		"auth-config":      reject("metadata", "metadata.name must not end in"),
+		"auth-pages":       reject("metadata", "metadata.name must not end in"),
 		"auth-tokenserver": reject("metadata", "metadata.name must not end in"),
 		"auth":             ok(),
 		"greenhouse":       ok(),

@@ -202,6 +202,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		"of users with name, email and groups, mounted from a Secret.")
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
+	displayName := fs.String("display-name", "", "Name shown in every page's title and header, and as the logo's alt text.")
+	logoURL := fs.String("logo-url", "", "Logo shown at the top of every page: an https URL, or a data:image/png;base64, "+
+		"or data:image/svg+xml;base64, URL.")
+	templatesDir := fs.String("templates-dir", "", "Directory of templates (a mounted ConfigMap) that replace the built-in "+
+		"ones of the same file name, such as login.html; one that cannot be used fails the start.")
 	requirePKCE := fs.Bool("require-pkce", true,
 		"Require PKCE (S256) from every authorization-code client, as RFC 9700 asks; false lets confidential legacy apps skip it.")
 	requirePAR := fs.Bool("require-pushed-authorization-requests", false,
@@ -309,6 +314,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	// Serve closes them on its way out, but not when it refuses to start.
+	defer closeListeners(pub, adm, met)
 	return tokenserver.Serve(ctx, tokenserver.Options{
 		DSN: dsn, Issuer: *issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
 		SigningKeyFile: *keyFile, PreviousSigningKeyFile: *prevKeyFile, SigningAlgorithm: *alg, HMACSecret: []byte(hmacSecret),
@@ -316,11 +323,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
 		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
+		DisplayName: *displayName, LogoURL: *logoURL, TemplatesDir: *templatesDir,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		RequirePAR:      *requirePAR,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
 	})
+}
+
+func closeListeners(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
 }
 
 // addressFlags parses --jwks-fetch-allow and --client-ip-trusted-proxies, which

@@ -525,6 +525,8 @@ type Inputs struct {
 	// Database is the DSN this color mounts during a Copy upgrade (its own
 	// database); nil: DSNSecretRef.
 	Database *oauthv1alpha1.DatabaseRef
+	// PagesHash is the digest of the templates in PagesConfigMap.
+	PagesHash string
 }
 
 // TokenServerStatefulSet runs the token server of one color.
@@ -592,6 +594,8 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: mountUsers, ReadOnly: true})
 		volumes = append(volumes, secretVolume("users", l.UsersSecretRef.Name, corev1.KeyToPath{Key: key, Path: KeyUsers}))
 	}
+	brandEnv, brandMounts, brandVolumes, podAnnotations := brandingPod(ts, in.PagesHash)
+	env, mounts, volumes = append(env, brandEnv...), append(mounts, brandMounts...), append(volumes, brandVolumes...)
 	// Sorted so that the same spec always builds the same StatefulSet: map order would
 	// otherwise roll the pods on every pass.
 	slices.SortFunc(env, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
@@ -607,7 +611,7 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		PodManagementPolicy: appsv1.ParallelPodManagement,
 		Selector:            &metav1.LabelSelector{MatchLabels: ServerSelector(ts, in.Color)},
 		Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: map[string]string{AnnotationConfig: in.ConfigHash}},
+			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: withAnnotation(podAnnotations, AnnotationConfig, in.ConfigHash)},
 			Spec: corev1.PodSpec{
 				ServiceAccountName: ServiceAccountName(ts), AutomountServiceAccountToken: ptr.To(false),
 				SecurityContext: podSecurity(ServerUID), TerminationGracePeriodSeconds: ptr.To[int64](30),

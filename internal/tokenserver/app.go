@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/pages"
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
@@ -69,6 +70,12 @@ type Options struct {
 	PARLifespan time.Duration
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
+	// DisplayName and LogoURL brand every page (pages.ParseBrand checks them).
+	DisplayName, LogoURL string
+	// TemplatesDir holds templates that replace built-in ones of the same file name
+	// (a mounted ConfigMap); empty: the built-in pages. A template that cannot be
+	// used fails the start, naming its file.
+	TemplatesDir string
 	// RefreshCoalesceWindow: see Config; 0 means a second.
 	RefreshCoalesceWindow time.Duration
 	Log                   *slog.Logger
@@ -108,6 +115,10 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	if o.ClientIPHeader != "" && len(o.ClientIPTrustedProxies) == 0 {
 		return errClientIPHeaderUntrusted
+	}
+	brand, pageSet, err := loadPages(o)
+	if err != nil {
+		return err
 	}
 	log := o.Log
 	metrics := NewMetrics()
@@ -160,7 +171,7 @@ func Serve(ctx context.Context, o Options) error {
 	events := NewBroadcaster()
 	srv := New(Config{Provider: provider, Store: st, Metrics: metrics, Log: log, AdminToken: o.AdminToken,
 		SigningAlgorithm: keys.Current.Algorithm, JWKS: keys.JWKS(), Events: events, Users: users,
-		ScopeDescriptions: o.ScopeDescriptions, CookieSecret: o.HMACSecret, SecretHasher: hasher,
+		ScopeDescriptions: o.ScopeDescriptions, Pages: pageSet, Brand: brand, CookieSecret: o.HMACSecret, SecretHasher: hasher,
 		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
 		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader,
 		ClientIPTrustedProxies: o.ClientIPTrustedProxies, TokenMiddleware: o.TokenMiddleware,
@@ -243,6 +254,20 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loadPages checks the brand and the templates before anything starts: a page that
+// cannot be shown fails the start, naming what is wrong.
+func loadPages(o Options) (pages.Brand, *pages.Set, error) {
+	brand, err := pages.ParseBrand(o.DisplayName, o.LogoURL)
+	if err != nil {
+		return pages.Brand{}, nil, err
+	}
+	set, err := pages.Load(o.TemplatesDir)
+	if err != nil {
+		return pages.Brand{}, nil, fmt.Errorf("templates in %s: %w", o.TemplatesDir, err)
+	}
+	return brand, set, nil
 }
 
 // keepAliveGrace is how long a draining replica leaves idle keep-alive connections

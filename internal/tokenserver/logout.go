@@ -111,7 +111,7 @@ func (s *Server) endSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if lr.hint == nil || lr.hint.Subject != subject {
-		s.render(w, http.StatusOK, "logout.html", page{Title: "Sign out?", Subject: subject, Client: lr.client,
+		s.render(w, http.StatusOK, "logout.html", page{Title: "Sign out?", Subject: subject, Client: pageClient(lr.client),
 			CSRF: s.csrfToken(s.session(w, r)), Query: lr.params})
 		return
 	}

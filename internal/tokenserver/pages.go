@@ -1,11 +1,10 @@
 package tokenserver
 
 import (
+	"bytes"
 	"context"
-	"embed"
 	"errors"
 	"fmt"
-	"html/template"
 	"math"
 	"net/http"
 	"net/url"
@@ -17,54 +16,83 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/pages"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
-
-//go:embed templates/*.html
-var templateFS embed.FS
-
-var pages = template.Must(template.ParseFS(templateFS, "templates/*.html"))
 
 func browserConsent(clientID, subject string, scopes []string) *store.ConsentGrant {
 	return &store.ConsentGrant{ClientID: clientID, Subject: subject, Scopes: scopes, Source: store.SourceBrowser}
 }
 
-// page is what the templates see.
-type page struct {
-	Title, Error, Notice, CSRF, ReturnTo, Username, Subject, RedirectHost string
-	Client                                                                *store.Client
-	Scopes                                                                []scopeLine
-	Query                                                                 url.Values
-	Grants                                                                []grantRow
-}
+// page is what the templates see: internal/pages holds it, so that the operator
+// checks a TokenServer's own templates against the same data.
+type (
+	page      = pages.Data
+	scopeLine = pages.Scope
+	grantRow  = pages.Grant
+)
 
-type scopeLine struct{ Name, Description string }
-
-type grantRow struct {
-	ClientID, ClientName, Owner, GrantedAt, LastUsed string
-	Scopes                                           []string
+// pageClient is what the pages may show of a client: never its secret's hash.
+func pageClient(c *store.Client) *pages.Client {
+	if c == nil {
+		return nil
+	}
+	return &pages.Client{ID: c.ID, Name: c.Name, LogoURI: c.LogoURI, ClientURI: c.ClientURI, PolicyURI: c.PolicyURI,
+		TOSURI: c.TOSURI, OwnerNamespace: c.OwnerNamespace, OwnerTeam: c.OwnerTeam, OwnerContact: c.OwnerContact}
 }
 
 const (
 	accountPath = "/account"
 	signInTitle = "Sign in"
-	// Pages load nothing from elsewhere; images (logos) only over https.
-	contentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; " +
-		"form-action 'self' http: https:; frame-ancestors 'none'"
+	// Pages load nothing from elsewhere but the images they show (pageCSP).
+	contentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; " +
+		"frame-ancestors 'none'"
 	signInUnavailable = "Signing in is unavailable right now. Try again in a moment."
 	formExpired       = "This form has expired or did not come from this site. Go back and try again."
 	crossOrigin       = "This form was sent from another site, so it was refused. Go back to the app and start again."
 )
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, data page) {
+	data.Brand = s.cfg.Brand
+	var buf bytes.Buffer
+	if err := s.cfg.Pages.Execute(&buf, name, data); err != nil {
+		// A TokenServer's own template that fails on this request: the built-in
+		// error page, which says nothing of the template (the log does).
+		s.cfg.Log.Error("rendering page", "page", name, "err", err)
+		code, data = http.StatusInternalServerError, page{Title: "Error", Brand: s.cfg.Brand,
+			Error: "This page cannot be shown right now. Try again later."}
+		buf.Reset()
+		_ = pages.Builtin().Execute(&buf, "error.html", data)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Frame-Options", "DENY")
-	w.Header().Set("Content-Security-Policy", contentSecurityPolicy)
+	w.Header().Set("Content-Security-Policy", pageCSP(data))
 	w.WriteHeader(code)
-	if err := pages.ExecuteTemplate(w, name, data); err != nil {
-		s.cfg.Log.Error("rendering page", "page", name, "err", err)
+	_, _ = buf.WriteTo(w)
+}
+
+// pageCSP is contentSecurityPolicy with the images of this page only: the logo's
+// origin (or data: for an inline logo) and the https origin of the app's logo.
+func pageCSP(d page) string {
+	var src []string
+	for _, s := range []string{d.Brand.ImageSource(), clientLogoSource(d.Client)} {
+		if s != "" && !slices.Contains(src, s) {
+			src = append(src, s)
+		}
 	}
+	if len(src) == 0 {
+		return contentSecurityPolicy
+	}
+	return contentSecurityPolicy + "; img-src " + strings.Join(src, " ")
+}
+
+func clientLogoSource(c *pages.Client) string {
+	// The template lets no other scheme into a src attribute.
+	if c == nil || !strings.HasPrefix(c.LogoURI, "https://") {
+		return ""
+	}
+	return pages.ImageSource(c.LogoURI)
 }
 
 func (s *Server) errorPage(w http.ResponseWriter, code int, msg string) {
@@ -236,14 +264,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		if d == "" {
 			d = "Use the permission “" + sc + "”"
 		}
-		scopes = append(scopes, scopeLine{sc, d})
+		scopes = append(scopes, scopeLine{Name: sc, Description: d})
 	}
 	redirectHost := ""
 	if u, err := url.Parse(areq.RedirectURI); err == nil {
 		redirectHost = u.Host
 	}
 	s.render(w, http.StatusOK, "consent.html", page{
-		Title: "Allow " + client.Name + "?", Client: client, Scopes: scopes, RedirectHost: redirectHost,
+		Title: "Allow " + client.Name + "?", Client: pageClient(client), Scopes: scopes, RedirectHost: redirectHost,
 		Subject: subject, CSRF: s.csrfToken(s.session(w, r)), Query: authorizeQuery(r),
 	})
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/pages"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/version"
@@ -56,6 +57,10 @@ type Config struct {
 	ClientIPTrustedProxies []netip.Prefix
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
+	// Pages are the templates of the pages; nil means the built-in ones.
+	Pages *pages.Set
+	// Brand is the display name and logo every page shows.
+	Brand pages.Brand
 	// CookieSecret signs login cookies; every replica must share it.
 	CookieSecret []byte
 	// SecretHasher hashes the client secrets the admin API is given.
@@ -124,6 +129,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
+	}
+	if cfg.Pages == nil {
+		cfg.Pages = pages.Builtin()
 	}
 	if cfg.Users == nil {
 		cfg.Users, _ = StaticUsers(map[string][]byte{})

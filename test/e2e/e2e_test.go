@@ -55,6 +55,7 @@ func TestEndToEnd(t *testing.T) {
 		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
 		{"RelyingParties", testRelyingParties},
+		{"PagesFromAConfigMap", testBrandedPages},
 		{"Upgrades", testUpgrades},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {

@@ -1,0 +1,54 @@
+package v1alpha1_test
+
+import (
+	"strings"
+	"testing"
+
+	v1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// spec.branding: what a page shows is refused at the API when a browser would run
+// it (javascript:), fetch it insecurely (http: on an https page) or read it as
+// something else than an image; the refusal names the field.
+func TestTokenServerBrandingValidation(t *testing.T) {
+	const logoMsg = "must be an https URL without user info"
+	png := "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+	branding := func(b v1.Branding) func(*v1.TokenServerSpec) {
+		return func(s *v1.TokenServerSpec) { s.Branding = &b }
+	}
+	tests := map[string]struct {
+		spec func(*v1.TokenServerSpec)
+		want rejected
+	}{
+		"name, https logo and templates": {branding(v1.Branding{DisplayName: "Example Corp", LogoURL: "https://cdn.example.com:8443/logo.svg?v=2",
+			TemplatesConfigMapRef: &v1.LocalObjectReference{Name: "auth-templates"}}), ok()},
+		"an inline PNG":      {branding(v1.Branding{LogoURL: png}), ok()},
+		"an inline SVG":      {branding(v1.Branding{LogoURL: "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4="}), ok()},
+		"an http logo":       {branding(v1.Branding{LogoURL: "http://cdn.example.com/logo.png"}), reject("spec.branding.logoURL", logoMsg)},
+		"a javascript: logo": {branding(v1.Branding{LogoURL: "javascript:alert(document.cookie)"}), reject("spec.branding.logoURL", logoMsg)},
+		"an inline HTML document": {branding(v1.Branding{LogoURL: "data:text/html;base64,PHNjcmlwdD48L3NjcmlwdD4="}),
+			reject("spec.branding.logoURL", logoMsg)},
+		"an inline SVG not in base64": {branding(v1.Branding{LogoURL: "data:image/svg+xml,<svg onload=alert(1)>"}),
+			reject("spec.branding.logoURL", logoMsg)},
+		"user info before the host": {branding(v1.Branding{LogoURL: "https://cdn.example.com@evil.example/logo.png"}),
+			reject("spec.branding.logoURL", logoMsg)},
+		"a quote that would end the attribute": {branding(v1.Branding{LogoURL: `https://cdn.example.com/x"onerror="alert(1)`}),
+			reject("spec.branding.logoURL", logoMsg)},
+		"a logo too large to inline": {branding(v1.Branding{LogoURL: png + strings.Repeat("A", 32768)}),
+			reject("spec.branding.logoURL", "Too long")},
+		"a name too long": {branding(v1.Branding{DisplayName: strings.Repeat("x", 65)}),
+			reject("spec.branding.displayName", "Too long")},
+		"a name of two lines": {branding(v1.Branding{DisplayName: "Example\nCorp"}),
+			reject("spec.branding.displayName", "must be one line of text, without control characters")},
+		"a ConfigMap without a name": {branding(v1.Branding{TemplatesConfigMapRef: &v1.LocalObjectReference{}}),
+			reject("spec.branding.templatesConfigMapRef.name", "")},
+		"an external server": {func(s *v1.TokenServerSpec) {
+			s.Image, s.Database = "", nil
+			s.External = &v1.ExternalTokenServer{AdminURL: "https://auth-admin:4445", TokenSecretRef: v1.SecretKeyReference{Name: "a"}}
+			s.Branding = &v1.Branding{DisplayName: "Example Corp"}
+		}, reject("spec.branding", "branding is for bundled token servers")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) { create(t, tokenServer(tc.spec), tc.want) })
+	}
+}

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/pages"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
+)
+
+// Reasons of Degraded for spec.branding.templatesConfigMapRef.
+const (
+	ReasonPageTemplatesMissing = "PageTemplatesMissing"
+	ReasonPageTemplatesInvalid = "PageTemplatesInvalid"
+)
+
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+
+// pages copies the templates of spec.branding.templatesConfigMapRef into the
+// ConfigMap the pods mount (resources.PagesConfigMap) once pages.Parse accepts them,
+// as the token server will parse them at start. A ConfigMap that is missing, or
+// refused, is problem: reported in Degraded while the pods keep the last templates
+// that passed (the built-in ones if none ever did), so that a bad edit never reaches
+// a pod, not even one that restarts, and never takes a login page down. It returns
+// the digest of what the pods mount: a change rolls them, since they read templates
+// at start only (one parsed set per pod, never a page of the old layout and one of
+// the new, and readiness gating the rollout).
+func (r *TokenServerReconciler) pages(ctx context.Context, ts *oauthv1alpha1.TokenServer) (
+	hash string, problem *conditionError, err error) {
+	b := ts.Spec.Branding
+	if b == nil || b.TemplatesConfigMapRef == nil {
+		return "", nil, nil
+	}
+	name := b.TemplatesConfigMapRef.Name
+	var src corev1.ConfigMap
+	// Read from the API server, not a cache: ConfigMaps are watched as metadata only
+	// (ClientOptions), as Secrets are.
+	err = r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &src)
+	switch {
+	case apierrors.IsNotFound(err):
+		problem = needsHuman(ReasonPageTemplatesMissing, fmt.Sprintf("waiting for ConfigMap %s (spec.branding.templatesConfigMapRef); "+
+			"the pages keep their last good templates", name))
+	case err != nil:
+		return "", nil, fmt.Errorf("get ConfigMap %s: %w", name, err)
+	default:
+		problem = checkTemplates(&src)
+	}
+	if problem == nil {
+		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, src.Data)); err != nil {
+			return "", nil, err
+		}
+		return templatesDigest(src.Data), nil, nil
+	}
+	var mounted corev1.ConfigMap
+	err = r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PagesConfigMapName(ts)}, &mounted)
+	if apierrors.IsNotFound(err) {
+		// The pods need the volume to start: the built-in pages until one passes.
+		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, nil)); err != nil {
+			return "", nil, err
+		}
+		return templatesDigest(nil), problem, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("get ConfigMap %s: %w", resources.PagesConfigMapName(ts), err)
+	}
+	return templatesDigest(mounted.Data), problem, nil
+}
+
+// checkTemplates is the problem with a templates ConfigMap, naming the key; nil if
+// pages.Parse accepts it.
+func checkTemplates(cm *corev1.ConfigMap) *conditionError {
+	refuse := func(key string, why error) *conditionError {
+		msg := why.Error()
+		if len(msg) > 1024 {
+			msg = msg[:1024] + "..."
+		}
+		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s key %s: %s; the pages keep their last good templates",
+			cm.Name, key, msg))
+	}
+	for _, k := range slices.Sorted(maps.Keys(cm.BinaryData)) {
+		return refuse(k, errors.New("is binaryData: templates are text, under data"))
+	}
+	if _, err := pages.Parse(cm.Data); err != nil {
+		var fe *pages.FileError
+		if errors.As(err, &fe) {
+			return refuse(fe.Name, fe.Err)
+		}
+		return refuse("?", err)
+	}
+	return nil
+}
+
+// templatesDigest identifies a set of templates.
+func templatesDigest(files map[string]string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(files)) {
+		_, _ = fmt.Fprintf(h, "%s=%x\n", k, sha256.Sum256([]byte(files[k])))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// withPages reports a templates ConfigMap that is missing or refused in Degraded,
+// unless Degraded says something else already. Ready stays the pass's: the pods
+// serve, with the last good templates. Pure: table-tested.
+func withPages(conds []metav1.Condition, problem *conditionError) []metav1.Condition {
+	if problem == nil {
+		return conds
+	}
+	for i, c := range conds {
+		if c.Type == oauthv1alpha1.ConditionDegraded && c.Status == metav1.ConditionFalse {
+			conds[i] = condition(oauthv1alpha1.ConditionDegraded, true, problem.reason, problem.message)
+		}
+	}
+	return conds
+}
+
+// userConfigMaps names the ConfigMaps a TokenServer reads that the user provides.
+func userConfigMaps(ts *oauthv1alpha1.TokenServer) []string {
+	if b := ts.Spec.Branding; b != nil && b.TemplatesConfigMapRef != nil {
+		return []string{b.TemplatesConfigMapRef.Name}
+	}
+	return nil
+}

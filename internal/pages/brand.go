@@ -1,0 +1,70 @@
+package pages
+
+import (
+	"errors"
+	"fmt"
+	"html/template"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits of spec.branding, the same in the CRD's validation.
+const (
+	MaxDisplayName = 64
+	// MaxLogoURL leaves room for a small image inline (data:); a larger one belongs at
+	// an https URL.
+	MaxLogoURL = 32768
+)
+
+// The logo URLs a page may show, the same expressions as the CRD's rule: https with a plain host (no
+// user info, so that the Content-Security-Policy can name its origin) and no
+// character that could leave an attribute; or an inline PNG or SVG, base64. An <img>
+// runs no script of an SVG, and nothing else (javascript:, http:, other data: types)
+// is taken.
+var (
+	httpsLogo = regexp.MustCompile(`^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?][^\s\x22\x27<>\\]*)?$`)
+	dataLogo  = regexp.MustCompile(`^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$`)
+)
+
+// ParseBrand checks a display name and a logo URL as the CRD does: the token server's
+// last guard against flags set by hand.
+func ParseBrand(name, logoURL string) (Brand, error) {
+	if utf8.RuneCountInString(name) > MaxDisplayName {
+		return Brand{}, fmt.Errorf("display name: at most %d characters", MaxDisplayName)
+	}
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return Brand{}, errors.New("display name: must be one line of text, without control characters")
+	}
+	if len(logoURL) > MaxLogoURL {
+		return Brand{}, fmt.Errorf("logo URL: at most %d characters", MaxLogoURL)
+	}
+	if logoURL != "" && !httpsLogo.MatchString(logoURL) && !dataLogo.MatchString(logoURL) {
+		return Brand{}, errors.New("logo URL: must be an https URL (no user info) or a data:image/png;base64, or " +
+			"data:image/svg+xml;base64, URL")
+	}
+	// #nosec G203 -- checked above: https or an inline image
+	return Brand{Name: name, LogoURL: template.URL(logoURL)}, nil
+}
+
+// ImageSource is the Content-Security-Policy source that lets the logo load: its
+// https origin, or data: for an inline one; empty without a logo.
+func (b Brand) ImageSource() string { return ImageSource(string(b.LogoURL)) }
+
+// ImageSource is the Content-Security-Policy source of an image URL: the origin of
+// an https URL, data: for an inline image; empty for anything else, which the page
+// then cannot load.
+func ImageSource(u string) string {
+	switch {
+	case dataLogo.MatchString(u):
+		return "data:"
+	case httpsLogo.MatchString(u):
+		rest := strings.TrimPrefix(u, "https://")
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			rest = rest[:i]
+		}
+		return "https://" + rest
+	}
+	return ""
+}
