@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v3"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -84,7 +85,7 @@ const (
 )
 
 var (
-	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken}
+	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken, oauth.GrantDeviceCode}
 	knownAuthMethods = []string{adminapi.AuthClientSecretBasic, adminapi.AuthClientSecretPost, adminapi.AuthPrivateKeyJWT, adminapi.AuthNone}
 )
 

@@ -79,6 +79,8 @@ type setup struct {
 	// requirePAR and parLifespan: see Options.RequirePAR and Options.PARLifespan.
 	requirePAR  bool
 	parLifespan time.Duration
+	// deviceInterval and deviceLifespan: see Options.DeviceInterval and DeviceCodeLifespan.
+	deviceInterval, deviceLifespan time.Duration
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -178,6 +180,7 @@ func start(t testing.TB, s setup) *instance {
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
 			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold, FencePollInterval: s.fencePoll,
 			RequirePAR: s.requirePAR, PARLifespan: s.parLifespan,
+			DeviceInterval: s.deviceInterval, DeviceCodeLifespan: s.deviceLifespan,
 		})
 	}()
 	t.Cleanup(func() { in.Stop(t) })
