@@ -32,6 +32,9 @@ import (
 // GrantDeviceCode is the device authorization grant's grant_type.
 const GrantDeviceCode = "urn:ietf:params:oauth:grant-type:device_code"
 
+// GrantJWTBearer is the JWT bearer grant's grant_type (RFC 7523).
+const GrantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
 // DevicePath is the user-code page: the verification_uri.
 const DevicePath = "/device"
 
