@@ -190,6 +190,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		compose.OAuth2PKCEFactory,
 		compose.PushedAuthorizeHandlerFactory,
 		deviceFactory(st, devices, min(cfg.DeviceInterval/5, time.Second)),
+		jwtBearerFactory(&jwtBearerKeys{jtis: st, jwks: fc.JWKSFetcherStrategy}),
 	)
 	return &Provider{f: f, cfg: cfg, store: st, enigma: devices}, nil
 }
@@ -223,6 +224,14 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		for _, aud := range ar.GetRequestedAudience() {
 			ar.GrantAudience(aud)
 		}
+	}
+	if grant.ExactOne(GrantJWTBearer) {
+		// The assertion's subject: fosite set it on the session; the rest of the
+		// session (JWT access token claims) is built as for client_credentials.
+		s := newSubjectSession(p.cfg.Issuer, sess.Subject, "", p.cfg.Keys.Current.ID, time.Now().UTC(),
+			sessionKind{jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
+		s.ExpiresAt = sess.ExpiresAt
+		*sess = *s
 	}
 	if err := p.limitToGrant(ctx, ar); err != nil {
 		p.f.WriteAccessError(ctx, w, ar, err)

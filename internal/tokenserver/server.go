@@ -265,7 +265,7 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 // request is handled afresh and gets what the store says, invalid_grant.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	switch gt := r.PostForm.Get("grant_type"); gt {
-	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken, oauth.GrantDeviceCode:
+	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken, oauth.GrantDeviceCode, oauth.GrantJWTBearer:
 	default:
 		s.writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "This server does not support grant_type "+strconv.Quote(gt)+".")
 		return
