@@ -260,3 +260,49 @@ func TestDeviceCodeGuessingAndExpiry(t *testing.T) {
 		t.Errorf("an expired code on the page: %d %.400s; want it refused", resp.StatusCode, page)
 	}
 }
+
+// Polls racing with one approved device code get one set of tokens between them:
+// the code is spent in the transaction that stores them.
+func TestDeviceCodeUsedOnceUnderRace(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{deviceInterval: time.Second})
+	cfg := deviceClient(t, in, "tv")
+	da, err := cfg.DeviceAuth(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t)
+	_, confirm := b.enterCode(in, da.VerificationURIComplete, "")
+	if resp, page := b.decide(in, confirm, "approve"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("approval: %d %.400s", resp.StatusCode, page)
+	}
+	const n = 6
+	type answer struct {
+		code int
+		body map[string]any
+	}
+	answers := make(chan answer, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			code, body := pollOnce(t, in, "tv", da.DeviceCode)
+			answers <- answer{code, body}
+		}()
+	}
+	close(start)
+	tokens := 0
+	for range n {
+		a := <-answers
+		switch {
+		case a.code == http.StatusOK && a.body["access_token"] != nil:
+			tokens++
+		case a.code == http.StatusBadRequest && (a.body["error"] == "invalid_grant" || a.body["error"] == "slow_down"):
+		default:
+			t.Errorf("a racing poll: %d %v", a.code, a.body)
+		}
+	}
+	if tokens != 1 {
+		t.Errorf("%d of %d racing polls got tokens; want exactly 1", tokens, n)
+	}
+}

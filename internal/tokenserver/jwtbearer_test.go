@@ -126,6 +126,32 @@ func TestJWTBearerGrant(t *testing.T) {
 		"a wrong client secret": {"deploy", "wrong-secret-0123456789abcdefghijklmnop",
 			ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer")), "", "invalid_client"},
 	}
+	t.Run("one assertion sent several times at once", func(t *testing.T) {
+		assertion := ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer"))
+		const n = 6
+		codes := make(chan int, n)
+		start := make(chan struct{})
+		for range n {
+			go func() {
+				<-start
+				code, body := exchange("deploy", secret, assertion, "zones.read")
+				if code != http.StatusOK && body["error"] != "invalid_grant" {
+					t.Errorf("a racing replay: %d %v; want invalid_grant", code, body)
+				}
+				codes <- code
+			}()
+		}
+		close(start)
+		ok := 0
+		for range n {
+			if <-codes == http.StatusOK {
+				ok++
+			}
+		}
+		if ok != 1 {
+			t.Errorf("%d of %d racing uses of one assertion got a token; want exactly 1", ok, n)
+		}
+	})
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			code, body := exchange(tc.id, tc.secret, tc.assertion, tc.scope)
