@@ -306,3 +306,58 @@ func TestDeviceCodeUsedOnceUnderRace(t *testing.T) {
 		t.Errorf("%d of %d racing polls got tokens; want exactly 1", tokens, n)
 	}
 }
+
+// A confidential device client authenticates at the device endpoint (x/oauth2 with
+// client_secret_post); a wrong secret gets no code. The user-code form refuses a post
+// without the session's CSRF token, and a client without the grant gets no code.
+func TestDeviceConfidentialClientAndCSRF(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{deviceInterval: time.Second})
+	secret := "secret-kiosk-0123456789abcdefghijklmnop"
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "kiosk", Secret: secret, OwnerNamespace: "media",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Kiosk", GrantTypes: []string{deviceGrant}, Scopes: []string{"openid"},
+			TokenEndpointAuthMethod: "client_secret_post"}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &oauth2.Config{ClientID: "kiosk", ClientSecret: secret, Scopes: []string{"openid"},
+		Endpoint: oauth2.Endpoint{DeviceAuthURL: in.URL + "/oauth2/device/auth", TokenURL: in.URL + "/oauth2/token",
+			AuthStyle: oauth2.AuthStyleInParams}}
+	var re *oauth2.RetrieveError
+	if _, err := cfg.DeviceAuth(ctx, oauth2.SetAuthURLParam("client_secret", "wrong-secret-0123456789abcdefghijkl")); !errors.As(err, &re) || re.ErrorCode != "invalid_client" {
+		t.Errorf("DeviceAuth with a wrong secret: %v; want invalid_client", err)
+	}
+	da, err := cfg.DeviceAuth(ctx, oauth2.SetAuthURLParam("client_secret", secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t)
+	resp, page := b.get(da.VerificationURIComplete)
+	f := formFields(page)
+	f.Set("username", "alice")
+	f.Set("password", alicePassword)
+	if resp, page = b.post(in.URL+"/login", f); resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="user_code"`) {
+		t.Fatalf("sign-in from the device page: %d %.400s", resp.StatusCode, page)
+	}
+	if resp, page := b.post(in.URL+"/device", url.Values{"user_code": {da.UserCode}, "csrf": {"forged"}}); resp.StatusCode != http.StatusForbidden || strings.Contains(page, `id="approve"`) {
+		t.Errorf("a user code posted without the CSRF token: %d %.300s; want 403", resp.StatusCode, page)
+	}
+	_, confirm := b.enterCode(in, da.VerificationURIComplete, "")
+	b.decide(in, confirm, "approve")
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tok, err := cfg.DeviceAccessToken(pctx, da)
+	if err != nil || tok.Extra("id_token") == nil || tok.RefreshToken != "" {
+		t.Errorf("DeviceAccessToken = %v, %v; want tokens with an ID token and, without refresh_token, no refresh token", tok, err)
+	}
+
+	deviceClient(t, in, "tv")
+	confidentialClient(t, in, "grafana") // no device grant
+	code, body := postForm(t, in.URL+"/oauth2/device/auth", url.Values{"client_id": {"grafana"}}, "grafana", "secret-grafana-0123456789abcdefghijklmnop")
+	if code != http.StatusBadRequest || body["error"] != "unauthorized_client" {
+		t.Errorf("device authorization by a client without the grant: %d %v; want unauthorized_client", code, body)
+	}
+	code, body = postForm(t, in.URL+"/oauth2/device/auth", url.Values{"client_id": {"tv"}, "scope": {"zones.write"}}, "", "")
+	if code != http.StatusBadRequest || body["error"] != "invalid_scope" {
+		t.Errorf("device authorization for a scope the client lacks: %d %v; want invalid_scope", code, body)
+	}
+}
