@@ -26,6 +26,9 @@ import (
 const (
 	kindDeviceCode = "device_code"
 	kindUserCode   = "device_user_code"
+	// deviceExpiredKept is how long an expired device code's row is kept (see
+	// deviceState.ExpiresAt).
+	deviceExpiredKept = time.Hour
 )
 
 // Device authorization states.
@@ -39,10 +42,14 @@ const (
 // decision, the polling interval the device must keep and when it last polled, and,
 // once approved, the session the tokens are issued with.
 type deviceState struct {
-	Status   string          `json:"status"`
-	Interval int             `json:"interval"` // seconds
-	LastPoll time.Time       `json:"last_poll,omitzero"`
-	Session  json.RawMessage `json:"session,omitempty"`
+	Status string `json:"status"`
+	// ExpiresAt is the codes' expiry; the row's expires_at is later by
+	// deviceExpiredKept, so that a device polling past the expiry is told
+	// expired_token, not invalid_grant as for a code never issued.
+	ExpiresAt time.Time       `json:"expires_at"`
+	Interval  int             `json:"interval"` // seconds
+	LastPoll  time.Time       `json:"last_poll,omitzero"`
+	Session   json.RawMessage `json:"session,omitempty"`
 }
 
 // CreateDeviceCodeSession stores a new device authorization, pending, that expires at
@@ -50,7 +57,7 @@ type deviceState struct {
 // authorization holds the same user code.
 func (s *Store) CreateDeviceCodeSession(ctx context.Context, deviceSignature, userSignature string, interval int,
 	exp time.Time, r fosite.Requester) error {
-	state, err := json.Marshal(deviceState{Status: devicePending, Interval: interval})
+	state, err := json.Marshal(deviceState{Status: devicePending, Interval: interval, ExpiresAt: exp.UTC()})
 	if err != nil {
 		return err
 	}
@@ -60,7 +67,7 @@ func (s *Store) CreateDeviceCodeSession(ctx context.Context, deviceSignature, us
 	}
 	err = s.inTx(ctx, func(ctx context.Context, q querier) error {
 		if _, err := q.ExecContext(ctx, tokenInsert, kindDeviceCode, deviceSignature, r.GetID(), r.GetClient().GetID(), "", nil, nil,
-			r.GetRequestedAt().UTC(), exp.UTC(), pq.Array(nonNil(r.GetRequestedScopes())), pq.Array([]string{}),
+			r.GetRequestedAt().UTC(), exp.UTC().Add(deviceExpiredKept), pq.Array(nonNil(r.GetRequestedScopes())), pq.Array([]string{}),
 			pq.Array(nonNil(r.GetRequestedAudience())), pq.Array([]string{}), string(form), string(state)); err != nil {
 			return err
 		}
@@ -130,6 +137,9 @@ func (s *Store) readDevice(ctx context.Context, q querier, where string, args ..
 	var st deviceState
 	if err := json.Unmarshal(state, &st); err != nil {
 		return nil, "", time.Time{}, nil, err
+	}
+	if !st.ExpiresAt.IsZero() {
+		exp = st.ExpiresAt
 	}
 	return req, sig, exp, &st, nil
 }
