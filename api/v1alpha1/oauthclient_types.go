@@ -16,7 +16,7 @@ const (
 	GrantDeviceCode GrantType = "urn:ietf:params:oauth:grant-type:device_code"
 	// GrantJWTBearer exchanges an assertion signed by an issuer spec.jwtBearer
 	// trusts for an access token (RFC 7523).
-	GrantJWTBearer GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	GrantJWTBearer GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer" // #nosec G101 -- a grant type, not a credential
 )
 
 // ResponseType is an OAuth 2.0 / OpenID Connect response type of the authorization

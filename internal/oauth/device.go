@@ -33,7 +33,7 @@ import (
 const GrantDeviceCode = "urn:ietf:params:oauth:grant-type:device_code"
 
 // GrantJWTBearer is the JWT bearer grant's grant_type (RFC 7523).
-const GrantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+const GrantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer" // #nosec G101 -- a grant type, not a credential
 
 // DevicePath is the user-code page: the verification_uri.
 const DevicePath = "/device"
@@ -50,7 +50,8 @@ type DeviceStorage interface {
 	CreateDeviceCodeSession(ctx context.Context, deviceSignature, userSignature string, interval int, exp time.Time, r fosite.Requester) error
 	GetDeviceCodeSessionByUserCode(ctx context.Context, userSignature string) (fosite.Requester, error)
 	DecideDeviceCode(ctx context.Context, userSignature string, r fosite.Requester) error
-	PollDeviceCode(ctx context.Context, deviceSignature, clientID string, session fosite.Session, slack time.Duration) (fosite.Requester, error)
+	PollDeviceCode(ctx context.Context, deviceSignature, clientID string, session fosite.Session,
+		slack time.Duration) (fosite.Requester, error)
 	InvalidateDeviceCodeSession(ctx context.Context, deviceSignature string) error
 }
 
@@ -339,7 +340,8 @@ func (d *deviceHandler) HandleTokenEndpointRequest(ctx context.Context, ar fosit
 	return nil
 }
 
-func (d *deviceHandler) PopulateTokenEndpointResponse(ctx context.Context, ar fosite.AccessRequester, resp fosite.AccessResponder) (err error) {
+func (d *deviceHandler) PopulateTokenEndpointResponse(ctx context.Context, ar fosite.AccessRequester,
+	resp fosite.AccessResponder) (err error) {
 	if !d.CanHandleTokenEndpointRequest(ctx, ar) {
 		return fosite.ErrUnknownRequest
 	}

@@ -36,7 +36,7 @@ type jtiStorage interface {
 
 // jwtBearerJTIPrefix keeps assertion IDs apart from client assertions' in the one
 // table: a jti seen as one is no replay of the other.
-const jwtBearerJTIPrefix = "jwt-bearer:"
+const jwtBearerJTIPrefix = "jwt-bearer:" // #nosec G101 -- a prefix, not a credential
 
 type jwtBearerKeys struct {
 	jtis jtiStorage

@@ -17,6 +17,8 @@ import (
 // OAuthClient's CEL (api/v1alpha1/oauthclient_types.go), so that a client the CRD
 // accepts is registered and one it refuses is refused here too, naming the same field.
 
+const fieldJWTBearer = "jwtBearer"
+
 // validateGrants: refresh_token only with a grant that issues refresh tokens, and
 // jwt-bearer with its trust and the trust only with it.
 func validateGrants(c *adminapi.Client, _ string) (string, string) {
@@ -26,9 +28,9 @@ func validateGrants(c *adminapi.Client, _ string) (string, string) {
 		return fieldGrantTypes, "refresh_token needs a grant that issues refresh tokens (authorization_code or " +
 			oauth.GrantDeviceCode + "); client_credentials and jwt-bearer issue none"
 	case has(oauth.GrantJWTBearer) && len(c.JWTBearer) == 0:
-		return "jwtBearer", "needs at least one trusted issuer when grantTypes includes " + oauth.GrantJWTBearer
+		return fieldJWTBearer, "needs at least one trusted issuer when grantTypes includes " + oauth.GrantJWTBearer
 	case !has(oauth.GrantJWTBearer) && len(c.JWTBearer) > 0:
-		return "jwtBearer", "is used only with grant type " + oauth.GrantJWTBearer + ": add it to grantTypes or remove jwtBearer"
+		return fieldJWTBearer, "is used only with grant type " + oauth.GrantJWTBearer + ": add it to grantTypes or remove jwtBearer"
 	case len(c.JWTBearer) == 0:
 		return "", ""
 	}
@@ -36,7 +38,7 @@ func validateGrants(c *adminapi.Client, _ string) (string, string) {
 	dec := json.NewDecoder(bytes.NewReader(c.JWTBearer))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&jb); err != nil {
-		return "jwtBearer", "is not a valid trust document: " + err.Error()
+		return fieldJWTBearer, "is not a valid trust document: " + err.Error()
 	}
 	if len(jb.TrustedIssuers) == 0 {
 		return "jwtBearer.trustedIssuers", "needs at least one trusted issuer"

@@ -331,11 +331,11 @@ func TestDeviceConfidentialClientAndCSRF(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := newBrowser(t)
-	resp, page := b.get(da.VerificationURIComplete)
+	_, page := b.get(da.VerificationURIComplete)
 	f := formFields(page)
 	f.Set("username", "alice")
 	f.Set("password", alicePassword)
-	if resp, page = b.post(in.URL+"/login", f); resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="user_code"`) {
+	if resp, page := b.post(in.URL+"/login", f); resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="user_code"`) {
 		t.Fatalf("sign-in from the device page: %d %.400s", resp.StatusCode, page)
 	}
 	if resp, page := b.post(in.URL+"/device", url.Values{"user_code": {da.UserCode}, "csrf": {"forged"}}); resp.StatusCode != http.StatusForbidden || strings.Contains(page, `id="approve"`) {

@@ -108,7 +108,8 @@ func deviceQuery(requestedAt string) string {
 
 // readDevice reads the device code's row that where selects (with its arguments), in
 // q, and its state.
-func (s *Store) readDevice(ctx context.Context, q querier, where string, args ...any) (*fosite.Request, string, time.Time, *deviceState, error) {
+func (s *Store) readDevice(ctx context.Context, q querier, where string,
+	args ...any) (*fosite.Request, string, time.Time, *deviceState, error) {
 	var (
 		sig, id, clientID          string
 		at, exp                    time.Time
@@ -216,7 +217,8 @@ func (s *Store) DecideDeviceCode(ctx context.Context, userSignature string, r fo
 // already used, or another client's). Every poll is recorded under the row's lock, so that a device
 // polling several replicas at once is slowed down all the same. slack is how much
 // sooner than the interval a poll may come, for the network's jitter.
-func (s *Store) PollDeviceCode(ctx context.Context, deviceSignature, clientID string, session fosite.Session, slack time.Duration) (fosite.Requester, error) {
+func (s *Store) PollDeviceCode(ctx context.Context, deviceSignature, clientID string, session fosite.Session,
+	slack time.Duration) (fosite.Requester, error) {
 	var (
 		out    *fosite.Request
 		answer error
