@@ -150,7 +150,7 @@ func (s *Server) deviceScopeLines(scopes []string) []scopeLine {
 		if d == "" {
 			d = "Use the permission “" + sc + "”"
 		}
-		out = append(out, scopeLine{sc, d})
+		out = append(out, scopeLine{Name: sc, Description: d})
 	}
 	return out
 }
