@@ -3,7 +3,7 @@ package v1alpha1
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 // GrantType is an OAuth 2.0 grant type the token server supports.
-// +kubebuilder:validation:Enum=authorization_code;client_credentials;refresh_token
+// +kubebuilder:validation:Enum=authorization_code;client_credentials;refresh_token;"urn:ietf:params:oauth:grant-type:device_code";"urn:ietf:params:oauth:grant-type:jwt-bearer"
 type GrantType string
 
 // Grant types.
@@ -11,6 +11,12 @@ const (
 	GrantAuthorizationCode GrantType = "authorization_code"
 	GrantClientCredentials GrantType = "client_credentials"
 	GrantRefreshToken      GrantType = "refresh_token"
+	// GrantDeviceCode is the device authorization grant (RFC 8628), for devices
+	// without a browser: the user approves on another one; no redirect URIs.
+	GrantDeviceCode GrantType = "urn:ietf:params:oauth:grant-type:device_code"
+	// GrantJWTBearer exchanges an assertion signed by an issuer spec.jwtBearer
+	// trusts for an access token (RFC 7523).
+	GrantJWTBearer GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer" // #nosec G101 -- a grant type, not a credential
 )
 
 // ResponseType is an OAuth 2.0 / OpenID Connect response type of the authorization
@@ -49,7 +55,10 @@ const (
 // OAuthClientSpec is the desired state of one OAuth client on one TokenServer.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('authorization_code' in self.grantTypes) || (has(self.redirectURIs) && size(self.redirectURIs) > 0)",fieldPath=".redirectURIs",reason=FieldValueRequired,message="redirectURIs needs at least one URI when grantTypes includes authorization_code"
-// +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('refresh_token' in self.grantTypes) || 'authorization_code' in self.grantTypes",fieldPath=".grantTypes",message="grantTypes: refresh_token needs a grant that issues refresh tokens (authorization_code); client_credentials issues none"
+// +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('refresh_token' in self.grantTypes) || 'authorization_code' in self.grantTypes || 'urn:ietf:params:oauth:grant-type:device_code' in self.grantTypes",fieldPath=".grantTypes",message="grantTypes: refresh_token needs a grant that issues refresh tokens (authorization_code or urn:ietf:params:oauth:grant-type:device_code); client_credentials and jwt-bearer issue none"
+// +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('urn:ietf:params:oauth:grant-type:jwt-bearer' in self.grantTypes) || has(self.jwtBearer)",fieldPath=".jwtBearer",reason=FieldValueRequired,message="jwtBearer needs at least one trusted issuer when grantTypes includes urn:ietf:params:oauth:grant-type:jwt-bearer"
+// +kubebuilder:validation:XValidation:rule="!has(self.jwtBearer) || (has(self.grantTypes) && 'urn:ietf:params:oauth:grant-type:jwt-bearer' in self.grantTypes)",fieldPath=".jwtBearer",message="jwtBearer is used only with grant type urn:ietf:params:oauth:grant-type:jwt-bearer: add it to grantTypes or remove jwtBearer"
+// +kubebuilder:validation:XValidation:rule="!has(self.jwtBearer) || self.jwtBearer.trustedIssuers.all(t, !has(t.scopes) || t.scopes.all(s, has(self.scopes) && s in self.scopes))",fieldPath=".jwtBearer.trustedIssuers",message="jwtBearer.trustedIssuers[].scopes must each be one of spec.scopes: a trusted issuer cannot give the client more than the client may have"
 // +kubebuilder:validation:XValidation:rule="!has(self.responseTypes) || !self.responseTypes.exists(r, r.startsWith('code')) || (has(self.grantTypes) && 'authorization_code' in self.grantTypes)",fieldPath=".responseTypes",message="responseTypes with code need grantTypes to include authorization_code"
 // +kubebuilder:validation:XValidation:rule="!has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'none' || !has(self.grantTypes) || !('client_credentials' in self.grantTypes)",fieldPath=".grantTypes",message="grantTypes cannot include client_credentials when tokenEndpointAuthMethod is none: a public client has no secret to authenticate with"
 // +kubebuilder:validation:XValidation:rule="!has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'private_key_jwt' || has(self.jwks) || has(self.jwksURI)",fieldPath=".tokenEndpointAuthMethod",message="tokenEndpointAuthMethod private_key_jwt needs the client's public keys in jwks or jwksURI"
@@ -102,7 +111,7 @@ type OAuthClientSpec struct {
 	// +kubebuilder:default={authorization_code}
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:MaxItems=5
 	// +optional
 	GrantTypes []GrantType `json:"grantTypes,omitempty"`
 
@@ -156,6 +165,11 @@ type OAuthClientSpec struct {
 	// +optional
 	JWKSURI URL `json:"jwksURI,omitempty"`
 
+	// jwtBearer says whose signed assertions the client may exchange for access
+	// tokens (grant type urn:ietf:params:oauth:grant-type:jwt-bearer, RFC 7523).
+	// +optional
+	JWTBearer *JWTBearer `json:"jwtBearer,omitempty"`
+
 	// skipConsent lets a first-party app skip the consent page. It counts only for
 	// clients in the TokenServer's firstPartyNamespaces.
 	// +optional
@@ -176,6 +190,54 @@ type OAuthClientSpec struct {
 	// +kubebuilder:default=Delete
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// JWTBearer is the trust behind the JWT bearer grant (RFC 7523): a token is issued
+// for an assertion only when an issuer listed here signed it, for a subject it may
+// assert, with scopes it may give. The client authenticates as well (or names itself,
+// when public): the trust is the client's, not the whole server's.
+type JWTBearer struct {
+	// trustedIssuers whose assertions the client may exchange.
+	// +listType=map
+	// +listMapKey=issuer
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	TrustedIssuers []TrustedJWTIssuer `json:"trustedIssuers"`
+}
+
+// TrustedJWTIssuer is one issuer of JWT bearer assertions: its keys, the subjects
+// it may assert and the scopes it may give.
+// +kubebuilder:validation:XValidation:rule="has(self.jwks) != has(self.jwksURI)",message="set jwks or jwksURI (exactly one): the keys the issuer's assertions are checked with"
+// +kubebuilder:validation:XValidation:rule="(has(self.subjects) && size(self.subjects) > 0) != (has(self.allowAnySubject) && self.allowAnySubject)",message="set subjects or allowAnySubject: true (exactly one): which subjects the issuer may assert"
+type TrustedJWTIssuer struct {
+	// issuer is the assertions' iss claim.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	Issuer string `json:"issuer"`
+	// jwks holds the issuer's public keys.
+	// +optional
+	JWKS *JSONWebKeySet `json:"jwks,omitempty"`
+	// jwksURI is where the issuer publishes its public keys.
+	// +optional
+	JWKSURI URL `json:"jwksURI,omitempty"`
+	// subjects the issuer may assert (the sub claim), which become the tokens'
+	// subject.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	// +optional
+	Subjects []string `json:"subjects,omitempty"`
+	// allowAnySubject lets the issuer assert any subject: it is then trusted to speak
+	// for every user of this client.
+	// +optional
+	AllowAnySubject bool `json:"allowAnySubject,omitempty"`
+	// scopes the issuer's assertions may be exchanged for; each must be one of the
+	// client's spec.scopes. Unset: tokens without scopes only.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Scopes []Scope `json:"scopes,omitempty"`
 }
 
 // ServerReference names a TokenServer.

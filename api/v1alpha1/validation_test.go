@@ -192,6 +192,39 @@ func TestOAuthClientValidation(t *testing.T) {
 		"refresh_token with authorization_code": {func(s *v1.OAuthClientSpec) {
 			s.GrantTypes = []v1.GrantType{v1.GrantAuthorizationCode, v1.GrantRefreshToken}
 		}, ok()},
+		"device code, public, no redirect URI, with refresh_token": {func(s *v1.OAuthClientSpec) {
+			s.RedirectURIs, s.TokenEndpointAuthMethod = nil, v1.AuthNone
+			s.GrantTypes = []v1.GrantType{v1.GrantDeviceCode, v1.GrantRefreshToken}
+		}, ok()},
+		"jwt-bearer without jwtBearer": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantJWTBearer}
+		}, reject("spec.jwtBearer", "jwtBearer needs at least one trusted issuer when grantTypes includes urn:ietf:params:oauth:grant-type:jwt-bearer")},
+		"jwtBearer without the grant": {func(s *v1.OAuthClientSpec) {
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys", AllowAnySubject: true}}}
+		}, reject("spec.jwtBearer", "jwtBearer is used only with grant type")},
+		"jwt-bearer with a trusted issuer": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes, s.Scopes = []v1.GrantType{v1.GrantJWTBearer}, []v1.Scope{"zones.read"}
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com",
+				JWKS: &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{ecKey}}, Subjects: []string{"deployer"}, Scopes: []v1.Scope{"zones.read"}}}}
+		}, ok()},
+		"jwt-bearer refresh_token": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantJWTBearer, v1.GrantRefreshToken}
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys", AllowAnySubject: true}}}
+		}, reject("spec.grantTypes", "refresh_token needs a grant that issues refresh tokens")},
+		"trusted issuer with both jwks and jwksURI": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantJWTBearer}
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys",
+				JWKS: &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{ecKey}}, AllowAnySubject: true}}}
+		}, reject("spec.jwtBearer.trustedIssuers[0]", "set jwks or jwksURI (exactly one)")},
+		"trusted issuer with no subject rule": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantJWTBearer}
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys"}}}
+		}, reject("spec.jwtBearer.trustedIssuers[0]", "set subjects or allowAnySubject: true (exactly one)")},
+		"trusted issuer with a scope the client lacks": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes, s.Scopes = []v1.GrantType{v1.GrantJWTBearer}, []v1.Scope{"zones.read"}
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys",
+				AllowAnySubject: true, Scopes: []v1.Scope{"zones.write"}}}}
+		}, reject("spec.jwtBearer.trustedIssuers", "scopes must each be one of spec.scopes")},
 		"response type code without authorization_code": {func(s *v1.OAuthClientSpec) {
 			s.GrantTypes, s.ResponseTypes = []v1.GrantType{v1.GrantClientCredentials}, []v1.ResponseType{"code"}
 		}, reject("spec.responseTypes", "responseTypes with code need grantTypes to include authorization_code")},

@@ -211,6 +211,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		"Require PKCE (S256) from every authorization-code client, as RFC 9700 asks; false lets confidential legacy apps skip it.")
 	requirePAR := fs.Bool("require-pushed-authorization-requests", false,
 		"Refuse authorization requests not pushed first to /oauth2/par (RFC 9126).")
+	deviceInterval := fs.Duration("device-poll-interval", 0,
+		"How long a device waits between polls in the device grant (RFC 8628); 0 means 5s.")
+	deviceLifespan := fs.Duration("device-code-lifespan", 0, "How long a device code and its user code live; 0 means 10m.")
 	perUser := fs.Int("login-failures-per-user", tokenserver.DefaultLoginThrottle.PerUser,
 		"Failed sign-ins a username may have in a row before it is throttled.")
 	perIP := fs.Int("login-failures-per-ip", tokenserver.DefaultLoginThrottle.PerIP,
@@ -328,6 +331,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		RequirePAR:      *requirePAR,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
 		TokenMiddleware: variant.tokenMiddleware, MaxConnectionAge: *maxConnAge,
+		DeviceInterval: *deviceInterval, DeviceCodeLifespan: *deviceLifespan,
 	})
 }
 

@@ -47,6 +47,26 @@ type ClientMetadata struct {
 	JWKSURI                 string            `json:"jwksURI,omitempty"`
 	SkipConsent             bool              `json:"skipConsent,omitempty"`
 	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`
+	// JWTBearer is a JWTBearer document: the issuers whose assertions the client
+	// may exchange (RFC 7523). Raw, like JWKS, so the store keeps it as given.
+	JWTBearer json.RawMessage `json:"jwtBearer,omitempty"`
+}
+
+// JWTBearer is the trust behind a client's JWT bearer grant (the OAuthClient's
+// spec.jwtBearer).
+type JWTBearer struct {
+	TrustedIssuers []TrustedJWTIssuer `json:"trustedIssuers"`
+}
+
+// TrustedJWTIssuer is one issuer of assertions: its keys (JWKS, a JSON Web Key Set,
+// or JWKSURI), the subjects it may assert (or any) and the scopes it may give.
+type TrustedJWTIssuer struct {
+	Issuer          string          `json:"issuer"`
+	JWKS            json.RawMessage `json:"jwks,omitempty"`
+	JWKSURI         string          `json:"jwksURI,omitempty"`
+	Subjects        []string        `json:"subjects,omitempty"`
+	AllowAnySubject bool            `json:"allowAnySubject,omitempty"`
+	Scopes          []string        `json:"scopes,omitempty"`
 }
 
 // ClientStatus is what GET returns for a client: everything but secrets, plus

@@ -157,6 +157,9 @@ func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, 
 	if s.JWKS != nil {
 		c.JWKS, _ = json.Marshal(s.JWKS)
 	}
+	if s.JWTBearer != nil {
+		c.JWTBearer = jwtBearer(s.JWTBearer)
+	}
 	if l := s.TokenLifespans; l != nil {
 		c.TokenLifespans = map[string]string{}
 		for k, v := range map[string]oauthv1alpha1.Duration{"accessToken": l.AccessToken, "refreshToken": l.RefreshToken,
@@ -276,4 +279,19 @@ func Overlap(rot *oauthv1alpha1.SecretRotation) (time.Duration, error) {
 		return 0, fmt.Errorf("spec.secret.rotation.overlap: %w", err)
 	}
 	return d, nil
+}
+
+// jwtBearer is spec.jwtBearer as the admin API takes it.
+func jwtBearer(j *oauthv1alpha1.JWTBearer) json.RawMessage {
+	out := adminapi.JWTBearer{TrustedIssuers: make([]adminapi.TrustedJWTIssuer, 0, len(j.TrustedIssuers))}
+	for _, t := range j.TrustedIssuers {
+		ti := adminapi.TrustedJWTIssuer{Issuer: t.Issuer, JWKSURI: string(t.JWKSURI), Subjects: t.Subjects,
+			AllowAnySubject: t.AllowAnySubject, Scopes: strs(t.Scopes)}
+		if t.JWKS != nil {
+			ti.JWKS, _ = json.Marshal(t.JWKS)
+		}
+		out.TrustedIssuers = append(out.TrustedIssuers, ti)
+	}
+	b, _ := json.Marshal(out)
+	return b
 }

@@ -205,6 +205,24 @@ func TestDesired(t *testing.T) {
 				t.Errorf("public client carries a secret: %v", got)
 			}
 		}},
+		"jwtBearer trust carried with its keys": {client("ci", "deploy", func(oc *oauthv1alpha1.OAuthClient) {
+			oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{oauthv1alpha1.GrantJWTBearer}
+			oc.Spec.JWTBearer = &oauthv1alpha1.JWTBearer{TrustedIssuers: []oauthv1alpha1.TrustedJWTIssuer{{
+				Issuer: "https://ci.example.com", Subjects: []string{"deployer"}, Scopes: []oauthv1alpha1.Scope{"zones.read"},
+				JWKS: &oauthv1alpha1.JSONWebKeySet{Keys: []oauthv1alpha1.JSONWebKey{{Kty: "EC", Crv: "P-256", Kid: "k1", X: "x", Y: "y"}}}}}}
+		}), false, func(t *testing.T, got map[string]any) {
+			jb, _ := got["jwtBearer"].(map[string]any)
+			tis, _ := jb["trustedIssuers"].([]any)
+			if len(tis) != 1 {
+				t.Fatalf("jwtBearer = %v; want one trusted issuer", got["jwtBearer"])
+			}
+			ti := tis[0].(map[string]any)
+			keys, _ := ti["jwks"].(map[string]any)["keys"].([]any)
+			if ti["issuer"] != "https://ci.example.com" || !slices.Equal(toStrings(ti["subjects"]), []string{"deployer"}) ||
+				!slices.Equal(toStrings(ti["scopes"]), []string{"zones.read"}) || len(keys) != 1 {
+				t.Errorf("trusted issuer = %v", ti)
+			}
+		}},
 		"defaults when the API server has not filled them": {client("obs", "bare"), false, func(t *testing.T, got map[string]any) {
 			if got["tokenEndpointAuthMethod"] != "client_secret_basic" || !slices.Equal(toStrings(got["grantTypes"]), []string{"authorization_code"}) {
 				t.Errorf("defaults: %v", got)

@@ -16,6 +16,7 @@ import (
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
+	enigma "github.com/ory/fosite/token/hmac"
 	"github.com/ory/fosite/token/jwt"
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
@@ -57,6 +58,11 @@ type Config struct {
 	RequirePAR bool
 	// PARLifespan is how long a pushed request_uri may be used; 0 is fosite's 5 minutes.
 	PARLifespan time.Duration
+	// DeviceInterval is how long a device waits between polls (RFC 8628); 0 means
+	// DefaultDeviceInterval. DeviceCodeLifespan is how long its codes live; 0 means
+	// DefaultDeviceCodeLifespan.
+	DeviceInterval     time.Duration
+	DeviceCodeLifespan time.Duration
 	// Log receives what the server cannot tell the client alone, such as a client
 	// whose jwks_uri fails; nil discards it.
 	Log *slog.Logger
@@ -73,6 +79,7 @@ type Storage interface {
 	openid.OpenIDConnectRequestStorage
 	PKCEStorage
 	fosite.PARStorage
+	DeviceStorage
 	store.Store
 }
 
@@ -89,6 +96,8 @@ type Provider struct {
 	f     fosite.OAuth2Provider
 	cfg   Config
 	store Storage
+	// enigma signs and checks device codes, as fosite's HMAC strategy does other codes.
+	enigma *enigma.HMACStrategy
 	// Hooks observe issued tokens for metrics; may be nil.
 	OnTokenIssued func(grantType string)
 }
@@ -152,6 +161,12 @@ func New(cfg Config, st Storage) (*Provider, error) {
 	if cfg.PreviousHMACSecret != nil {
 		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
 	}
+	if cfg.DeviceInterval <= 0 {
+		cfg.DeviceInterval = DefaultDeviceInterval
+	}
+	if cfg.DeviceCodeLifespan <= 0 {
+		cfg.DeviceCodeLifespan = DefaultDeviceCodeLifespan
+	}
 	keyGetter := func(context.Context) (any, error) { return cfg.Keys.Current.Private, nil }
 	hmacStrategy := compose.NewOAuth2HMACStrategy(fc)
 	var core oauth2.CoreStrategy = hmacStrategy
@@ -163,6 +178,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		OpenIDConnectTokenStrategy: compose.NewOpenIDConnectStrategy(keyGetter, fc),
 		Signer:                     &jwt.DefaultSigner{GetPrivateKey: keyGetter},
 	}
+	devices := &enigma.HMACStrategy{Config: fc}
 	f := compose.Compose(fc, st, strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2ClientCredentialsGrantFactory,
@@ -173,8 +189,10 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		compose.OAuth2TokenRevocationFactory,
 		compose.OAuth2PKCEFactory,
 		compose.PushedAuthorizeHandlerFactory,
+		deviceFactory(st, devices, min(cfg.DeviceInterval/5, time.Second)),
+		jwtBearerFactory(&jwtBearerKeys{jtis: st, jwks: fc.JWKSFetcherStrategy}),
 	)
-	return &Provider{f: f, cfg: cfg, store: st}, nil
+	return &Provider{f: f, cfg: cfg, store: st, enigma: devices}, nil
 }
 
 // Issuer is the configured issuer URL.
@@ -206,6 +224,14 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		for _, aud := range ar.GetRequestedAudience() {
 			ar.GrantAudience(aud)
 		}
+	}
+	if grant.ExactOne(GrantJWTBearer) {
+		// The assertion's subject: fosite set it on the session; the rest of the
+		// session (JWT access token claims) is built as for client_credentials.
+		s := newSubjectSession(p.cfg.Issuer, sess.Subject, "", p.cfg.Keys.Current.ID, time.Now().UTC(),
+			sessionKind{jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
+		s.ExpiresAt = sess.ExpiresAt
+		*sess = *s
 	}
 	if err := p.limitToGrant(ctx, ar); err != nil {
 		p.f.WriteAccessError(ctx, w, ar, err)

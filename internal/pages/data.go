@@ -40,6 +40,9 @@ type Data struct {
 	Query url.Values
 	// Grants are the user's connected apps (account.html).
 	Grants []Grant
+	// UserCode is the device's user code (device.html): typed so far on the entry
+	// form, or the one to confirm, shown XXXX-XXXX.
+	UserCode string
 }
 
 // Brand is what a TokenServer's spec.branding shows on every page.

@@ -42,6 +42,14 @@ func samples(name string) []Data {
 			{Title: text, Subject: user, CSRF: csrf, Query: query},
 			{Title: text, Notice: text},
 		}
+	case "device.html":
+		return []Data{
+			{Brand: brand, Title: text, CSRF: csrf, UserCode: "WDJB-MJHT", Error: text},
+			{Title: text, CSRF: csrf},
+			{Brand: brand, Title: text, Client: &client, Scopes: scopes, Subject: user, CSRF: csrf, UserCode: "WDJB-MJHT"},
+			{Title: text, Client: minimal, Subject: user, CSRF: csrf, UserCode: "WDJB-MJHT"},
+			{Title: text, Notice: text},
+		}
 	case "error.html":
 		return []Data{{Brand: brand, Title: text, Error: text}, {Title: text, Error: text}}
 	}

@@ -80,6 +80,9 @@ type ClientSpec struct {
 	JWKSURI        string
 	SkipConsent    bool
 	TokenLifespans map[string]string
+	// JWTBearer is the issuers whose assertions the client may exchange (RFC 7523),
+	// an adminapi.JWTBearer document.
+	JWTBearer json.RawMessage
 }
 
 // Public reports whether the client has no secret (tokenEndpointAuthMethod none).

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v3"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -84,7 +85,7 @@ const (
 )
 
 var (
-	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken}
+	knownGrantTypes  = []string{grantAuthorizationCode, grantClientCredentials, grantRefreshToken, oauth.GrantDeviceCode, oauth.GrantJWTBearer}
 	knownAuthMethods = []string{adminapi.AuthClientSecretBasic, adminapi.AuthClientSecretPost, adminapi.AuthPrivateKeyJWT, adminapi.AuthNone}
 )
 
@@ -93,7 +94,7 @@ var (
 // fault and what is wrong with it.
 func validateClient(c *adminapi.Client, id string) (field, msg string) {
 	for _, check := range []func(*adminapi.Client, string) (string, string){
-		validateIdentity, validateAuthentication, validateLifespans, validateKeys, validateRedirects,
+		validateIdentity, validateAuthentication, validateLifespans, validateKeys, validateRedirects, validateGrants,
 	} {
 		if field, msg = check(c, id); field != "" {
 			return field, msg

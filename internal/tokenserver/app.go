@@ -68,6 +68,9 @@ type Options struct {
 	RequirePAR bool
 	// PARLifespan is how long a pushed request_uri may be used; 0 is 5 minutes.
 	PARLifespan time.Duration
+	// DeviceInterval and DeviceCodeLifespan: the device grant's polling interval and
+	// code lifespan (RFC 8628); 0 means 5 seconds and 10 minutes.
+	DeviceInterval, DeviceCodeLifespan time.Duration
 	// ScopeDescriptions are shown on the consent page.
 	ScopeDescriptions map[string]string
 	// DisplayName and LogoURL brand every page (pages.ParseBrand checks them).
@@ -158,6 +161,7 @@ func Serve(ctx context.Context, o Options) error {
 		AccessTokenLifespan: o.AccessTokenLifespan, RefreshTokenLifespan: o.RefreshTokenLifespan,
 		IDTokenLifespan: o.IDTokenLifespan, AuthorizeCodeLifespan: o.AuthorizeCodeLifespan, OptionalPKCE: o.OptionalPKCE,
 		RequirePAR: o.RequirePAR, PARLifespan: o.PARLifespan,
+		DeviceInterval: o.DeviceInterval, DeviceCodeLifespan: o.DeviceCodeLifespan,
 		JWKSFetch: netguard.Policy{Allow: o.JWKSFetchAllow}, Log: log,
 	}, st)
 	if err != nil {

@@ -79,6 +79,8 @@ type setup struct {
 	// requirePAR and parLifespan: see Options.RequirePAR and Options.PARLifespan.
 	requirePAR  bool
 	parLifespan time.Duration
+	// deviceInterval and deviceLifespan: see Options.DeviceInterval and DeviceCodeLifespan.
+	deviceInterval, deviceLifespan time.Duration
 	// displayName, logoURL and templatesDir: see Options.
 	displayName, logoURL, templatesDir string
 }
@@ -180,6 +182,7 @@ func start(t testing.TB, s setup) *instance {
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
 			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold, FencePollInterval: s.fencePoll,
 			RequirePAR: s.requirePAR, PARLifespan: s.parLifespan,
+			DeviceInterval: s.deviceInterval, DeviceCodeLifespan: s.deviceLifespan,
 			DisplayName: s.displayName, LogoURL: s.logoURL, TemplatesDir: s.templatesDir,
 		})
 	}()

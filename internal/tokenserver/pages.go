@@ -302,7 +302,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	returnTo := r.PostForm.Get("return_to")
 	// Only back to our own pages: an open redirect would help phishing.
-	if !strings.HasPrefix(returnTo, "/oauth2/auth?") {
+	if !strings.HasPrefix(returnTo, "/oauth2/auth?") && !isDeviceReturn(returnTo) {
 		returnTo = accountPath
 	}
 	if !s.csrfOK(r) {

@@ -91,6 +91,8 @@ type Server struct {
 	recent    recentResponses
 	draining  atomic.Bool
 	throttle  *throttle
+	// userCodes limits wrong user codes on the device page, as throttle sign-ins.
+	userCodes *throttle
 	// bcryptSlots bounds concurrent password checks.
 	bcryptSlots *semaphore.Weighted
 	// fence follows the upgrade fence; nil without Config.ReadFence.
@@ -145,7 +147,7 @@ func New(cfg Config) *Server {
 	if cfg.RefreshCoalesceWindow <= 0 {
 		cfg.RefreshCoalesceWindow = recentWindow
 	}
-	s := &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys),
+	s := &Server{cfg: cfg, throttle: newThrottle(cfg.LoginThrottle, cfg.Metrics.throttleKeys), userCodes: newThrottle(cfg.LoginThrottle, nil),
 		bcryptSlots: semaphore.NewWeighted(int64(cfg.MaxConcurrentLogins)),
 		recent:      recentResponses{window: cfg.RefreshCoalesceWindow}}
 	if cfg.ReadFence != nil {
@@ -184,6 +186,9 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("POST /oauth2/token", m.instrument("token", token.ServeHTTP))
 	mux.HandleFunc("POST /oauth2/introspect", m.instrument("introspect", s.oauthEndpoint(s.cfg.Provider.Introspect)))
 	mux.HandleFunc("POST /oauth2/par", m.instrument("par", s.oauthEndpoint(s.cfg.Provider.PushedAuthorize)))
+	mux.HandleFunc("POST "+deviceAuthPath, m.instrument("device", s.oauthEndpoint(s.cfg.Provider.DeviceAuthorize)))
+	mux.HandleFunc("GET "+oauth.DevicePath, m.instrument("device", s.devicePage))
+	mux.HandleFunc("POST "+oauth.DevicePath, m.instrument("device", form(s.deviceDecision)))
 	mux.HandleFunc("POST /oauth2/revoke", m.instrument("revoke", s.oauthEndpoint(s.cfg.Provider.Revoke)))
 	mux.HandleFunc("GET /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
 	mux.HandleFunc("POST /userinfo", m.instrument("userinfo", s.oauthEndpoint(s.userinfo)))
@@ -232,6 +237,7 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"authorization_response_iss_parameter_supported": true,
 		"scopes_supported":                                 s.scopesSupported(),
 		"pushed_authorization_request_endpoint":            iss + "/oauth2/par",
+		"device_authorization_endpoint":                    iss + deviceAuthPath,
 		"require_pushed_authorization_requests":            s.cfg.Provider.RequirePAR(),
 		"token_endpoint_auth_signing_alg_values_supported": oauth.ClientAssertionAlgorithms,
 		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce",
@@ -267,7 +273,7 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 // request is handled afresh and gets what the store says, invalid_grant.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	switch gt := r.PostForm.Get("grant_type"); gt {
-	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken:
+	case "", grantAuthorizationCode, grantClientCredentials, grantRefreshToken, oauth.GrantDeviceCode, oauth.GrantJWTBearer:
 	default:
 		s.writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "This server does not support grant_type "+strconv.Quote(gt)+".")
 		return

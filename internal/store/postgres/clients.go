@@ -194,6 +194,7 @@ type clientSpec struct {
 	JWKSURI                 string            `json:"jwksURI,omitempty"`
 	SkipConsent             bool              `json:"skipConsent,omitempty"`
 	TokenLifespans          map[string]string `json:"tokenLifespans,omitempty"`
+	JWTBearer               json.RawMessage   `json:"jwtBearer,omitempty"`
 }
 
 type scanner interface{ Scan(dest ...any) error }

@@ -51,6 +51,7 @@ func SetTokenRequestedAtColumn(name string) {
 	}
 	tokenSelect, tokenInsert = tokenQueries(name)
 	parSelect = parQuery(name)
+	deviceSelect = deviceQuery(name)
 }
 
 var columnName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)

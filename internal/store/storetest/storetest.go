@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("SignInSessions", func(t *testing.T) { testSignInSessions(t, newStore) })
 	t.Run("SignInSessionJanitor", func(t *testing.T) { testSignInSessionJanitor(t, newStore) })
 	t.Run("PushedAuthorizationRequests", func(t *testing.T) { testPAR(t, newStore) })
+	t.Run("DeviceCodes", func(t *testing.T) { testDeviceCodes(t, newStore) })
 }
 
 // Clock is a settable clock for the grace period and expiry tests.

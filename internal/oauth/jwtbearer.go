@@ -1,0 +1,156 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/go-jose/go-jose/v3"
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/rfc7523"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+)
+
+// The JWT bearer grant (RFC 7523) is fosite's handler. fosite looks an assertion's
+// keys up by issuer and subject alone, as if trust were the whole server's; here it
+// is a client's (its OAuthClient's spec.jwtBearer), so jwtBearerKeys answers fosite's
+// lookups from the trust of the client that authenticated, which fosite puts on the
+// request in ctx before any handler runs.
+
+// JWTBearerClient is a client that may carry JWT bearer trust (an adminapi.JWTBearer
+// document); internal/store/postgres's Client is one.
+type JWTBearerClient interface{ GetJWTBearer() json.RawMessage }
+
+// jtiStorage is where assertion IDs are kept against replay: the store's table of
+// client assertion IDs, which fosite's ClientManager already writes for private_key_jwt.
+type jtiStorage interface {
+	ClientAssertionJWTValid(ctx context.Context, jti string) error
+	SetClientAssertionJWT(ctx context.Context, jti string, exp time.Time) error
+}
+
+// jwtBearerJTIPrefix keeps assertion IDs apart from client assertions' in the one
+// table: a jti seen as one is no replay of the other.
+const jwtBearerJTIPrefix = "jwt-bearer:" // #nosec G101 -- a prefix, not a credential
+
+type jwtBearerKeys struct {
+	jtis jtiStorage
+	jwks fosite.JWKSFetcherStrategy
+}
+
+var _ rfc7523.RFC7523KeyStorage = (*jwtBearerKeys)(nil)
+
+// errNotTrusted is what fosite turns into invalid_grant (no key for issuer and
+// subject).
+var errNotTrusted = errors.New("the client does not trust this issuer for this subject")
+
+// trust is the authenticated client's trusted issuer for issuer that may assert
+// subject, and the client.
+func (k *jwtBearerKeys) trust(ctx context.Context, issuer, subject string) (*adminapi.TrustedJWTIssuer, fosite.Client, error) {
+	ar, ok := ctx.Value(fosite.AccessRequestContextKey).(fosite.AccessRequester)
+	if !ok || ar.GetClient() == nil {
+		return nil, nil, errNotTrusted
+	}
+	c, ok := ar.GetClient().(JWTBearerClient)
+	if !ok || len(c.GetJWTBearer()) == 0 {
+		return nil, nil, errNotTrusted
+	}
+	var jb adminapi.JWTBearer
+	if err := json.Unmarshal(c.GetJWTBearer(), &jb); err != nil {
+		return nil, nil, fmt.Errorf("the client's jwtBearer cannot be read: %w", err)
+	}
+	for i := range jb.TrustedIssuers {
+		t := &jb.TrustedIssuers[i]
+		if t.Issuer == issuer && (t.AllowAnySubject || slices.Contains(t.Subjects, subject)) {
+			return t, ar.GetClient(), nil
+		}
+	}
+	return nil, nil, errNotTrusted
+}
+
+func (k *jwtBearerKeys) GetPublicKeys(ctx context.Context, issuer, subject string) (*jose.JSONWebKeySet, error) {
+	t, _, err := k.trust(ctx, issuer, subject)
+	if err != nil {
+		return nil, err
+	}
+	if t.JWKSURI != "" {
+		// Through the same guarded fetcher as clients' jwks_uri (netguard).
+		return k.jwks.Resolve(ctx, t.JWKSURI, false)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(t.JWKS, &set); err != nil {
+		return nil, fmt.Errorf("the trusted issuer's jwks cannot be read: %w", err)
+	}
+	return &set, nil
+}
+
+func (k *jwtBearerKeys) GetPublicKey(ctx context.Context, issuer, subject, kid string) (*jose.JSONWebKey, error) {
+	set, err := k.GetPublicKeys(ctx, issuer, subject)
+	if err != nil {
+		return nil, err
+	}
+	if keys := set.Key(kid); len(keys) > 0 {
+		return &keys[0], nil
+	}
+	return nil, fmt.Errorf("no key %q among the trusted issuer's", kid)
+}
+
+// GetPublicKeyScopes is the scopes the issuer may give that the client may have: the
+// CRD and the admin API refuse others, and a client whose scopes shrank since is
+// obeyed.
+func (k *jwtBearerKeys) GetPublicKeyScopes(ctx context.Context, issuer, subject, _ string) ([]string, error) {
+	t, c, err := k.trust(ctx, issuer, subject)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range t.Scopes {
+		if slices.Contains(c.GetScopes(), s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (k *jwtBearerKeys) IsJWTUsed(ctx context.Context, jti string) (bool, error) {
+	err := k.jtis.ClientAssertionJWTValid(ctx, jwtBearerJTIPrefix+jti)
+	if errors.Is(err, fosite.ErrJTIKnown) {
+		return true, nil
+	}
+	return false, err
+}
+
+// MarkJWTUsedForTime records jti atomically: of two requests racing with one
+// assertion, the second gets fosite.ErrJTIKnown (see jwtBearerHandler).
+func (k *jwtBearerKeys) MarkJWTUsedForTime(ctx context.Context, jti string, exp time.Time) error {
+	return k.jtis.SetClientAssertionJWT(ctx, jwtBearerJTIPrefix+jti, exp)
+}
+
+// jwtBearerHandler is fosite's, with a replayed assertion answered invalid_grant
+// (RFC 7523 section 3.1) whether fosite found the jti before marking it (its jti_known)
+// or while marking it, racing another request (which it would answer server_error).
+type jwtBearerHandler struct{ *rfc7523.Handler }
+
+func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fosite.AccessRequester) error {
+	err := h.Handler.HandleTokenEndpointRequest(ctx, ar)
+	if errors.Is(err, fosite.ErrJTIKnown) {
+		return fosite.ErrInvalidGrant.WithHint("The assertion was used before: its jti has been seen.")
+	}
+	return err
+}
+
+// jwtBearerFactory composes fosite's RFC 7523 handler over jwtBearerKeys.
+func jwtBearerFactory(keys *jwtBearerKeys) func(fosite.Configurator, any, any) any {
+	return func(config fosite.Configurator, st any, strategy any) any {
+		both := struct {
+			rfc7523.RFC7523KeyStorage
+			oauth2.AccessTokenStorage
+		}{keys, st.(oauth2.AccessTokenStorage)}
+		return jwtBearerHandler{compose.RFC7523AssertionGrantFactory(config, both, strategy).(*rfc7523.Handler)}
+	}
+}

@@ -1,0 +1,206 @@
+package tokenserver_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v3"
+	"github.com/go-jose/go-jose/v3/jwt"
+
+	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+)
+
+const jwtBearerGrant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+// assertionKey is an issuer's signing key and its public JWKS.
+type assertionKey struct {
+	priv *ecdsa.PrivateKey
+	kid  string
+}
+
+func newAssertionKey(t *testing.T, kid string) assertionKey {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return assertionKey{priv, kid}
+}
+
+func (k assertionKey) jwks(t *testing.T) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.priv.PublicKey, KeyID: k.kid, Algorithm: "ES256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sign makes an RFC 7523 assertion with claims c, signed with go-jose.
+func (k assertionKey) sign(t *testing.T, c jwt.Claims) string {
+	t.Helper()
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", k.kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jwt.Signed(sig).Claims(c).CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// claimsFor are valid claims for the token endpoint of in: issuer, subject, a fresh
+// jti, five minutes of life.
+func claimsFor(in *instance, issuer, subject string) jwt.Claims {
+	now := time.Now()
+	return jwt.Claims{Issuer: issuer, Subject: subject, Audience: jwt.Audience{in.URL + "/oauth2/token"},
+		IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), ID: newJTI()}
+}
+
+func newJTI() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// The JWT bearer grant with fosite's handler over the client's trust: a CI system's
+// signed assertion becomes an access token for the asserted subject, with the scopes
+// the trust gives; a replay, another issuer, a subject not listed, an expired
+// assertion, a key not the issuer's, a scope outside the trust and a client without
+// the grant are refused.
+func TestJWTBearerGrant(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	ci := newAssertionKey(t, "ci-1")
+	trust, _ := json.Marshal(adminapi.JWTBearer{TrustedIssuers: []adminapi.TrustedJWTIssuer{{
+		Issuer: "https://ci.example.com", JWKS: ci.jwks(t), Subjects: []string{"deployer"}, Scopes: []string{"zones.read"}}}})
+	secret := "secret-deploy-0123456789abcdefghijklmnop"
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "deploy", Secret: secret, OwnerNamespace: "platform",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Deployments", GrantTypes: []string{jwtBearerGrant},
+			Scopes: []string{"zones.read", "zones.write"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: trust}}); err != nil {
+		t.Fatal(err)
+	}
+	otherSecret := confidentialClient(t, in, "grafana")
+
+	exchange := func(id, secret, assertion, scope string) (int, map[string]any) {
+		t.Helper()
+		return postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant}, "assertion": {assertion},
+			"scope": {scope}}, id, secret)
+	}
+	good := ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer"))
+	code, body := exchange("deploy", secret, good, "zones.read")
+	if code != http.StatusOK || body["access_token"] == nil || body["scope"] != "zones.read" || body["refresh_token"] != nil {
+		t.Fatalf("exchange = %d %v; want an access token for zones.read and no refresh token", code, body)
+	}
+	ti := introspect(t, in, body["access_token"].(string), "deploy", secret)
+	if ti["active"] != true || ti["sub"] != "deployer" || ti["client_id"] != "deploy" {
+		t.Errorf("introspection = %v; want an active token for deployer, client deploy", ti)
+	}
+
+	expired := claimsFor(in, "https://ci.example.com", "deployer")
+	expired.IssuedAt, expired.Expiry = jwt.NewNumericDate(time.Now().Add(-10*time.Minute)), jwt.NewNumericDate(time.Now().Add(-time.Minute))
+	cases := map[string]struct {
+		id, secret, assertion, scope, want string
+	}{
+		"replayed":             {"deploy", secret, good, "zones.read", "invalid_grant"},
+		"another issuer":       {"deploy", secret, ci.sign(t, claimsFor(in, "https://evil.example.com", "deployer")), "", "invalid_grant"},
+		"a subject not listed": {"deploy", secret, ci.sign(t, claimsFor(in, "https://ci.example.com", "admin")), "", "invalid_grant"},
+		"expired":              {"deploy", secret, ci.sign(t, expired), "", "invalid_grant"},
+		"signed with another key": {"deploy", secret,
+			newAssertionKey(t, "ci-1").sign(t, claimsFor(in, "https://ci.example.com", "deployer")), "", "invalid_grant"},
+		"a scope the trust does not give": {"deploy", secret,
+			ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer")), "zones.write", "invalid_scope"},
+		"a client without the grant": {"grafana", otherSecret,
+			ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer")), "", "unauthorized_client"},
+		"a wrong client secret": {"deploy", "wrong-secret-0123456789abcdefghijklmnop",
+			ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer")), "", "invalid_client"},
+	}
+	t.Run("one assertion sent several times at once", func(t *testing.T) {
+		assertion := ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer"))
+		const n = 6
+		codes := make(chan int, n)
+		start := make(chan struct{})
+		for range n {
+			go func() {
+				<-start
+				code, body := exchange("deploy", secret, assertion, "zones.read")
+				if code != http.StatusOK && body["error"] != "invalid_grant" {
+					t.Errorf("a racing replay: %d %v; want invalid_grant", code, body)
+				}
+				codes <- code
+			}()
+		}
+		close(start)
+		ok := 0
+		for range n {
+			if <-codes == http.StatusOK {
+				ok++
+			}
+		}
+		if ok != 1 {
+			t.Errorf("%d of %d racing uses of one assertion got a token; want exactly 1", ok, n)
+		}
+	})
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, body := exchange(tc.id, tc.secret, tc.assertion, tc.scope)
+			if code < 400 || code >= 500 || body["error"] != tc.want || body["access_token"] != nil {
+				t.Errorf("%d %v; want %s", code, body, tc.want)
+			}
+		})
+	}
+}
+
+// The admin API refuses what the OAuthClient's CEL refuses, naming the same field.
+func TestAdminValidatesGrants(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	ci := newAssertionKey(t, "ci-1")
+	doc := func(ti adminapi.TrustedJWTIssuer) json.RawMessage {
+		b, _ := json.Marshal(adminapi.JWTBearer{TrustedIssuers: []adminapi.TrustedJWTIssuer{ti}})
+		return b
+	}
+	cases := map[string]struct {
+		grants []string
+		trust  json.RawMessage
+		field  string
+	}{
+		"refresh_token with client_credentials only": {[]string{"client_credentials", "refresh_token"}, nil, "grantTypes"},
+		"jwt-bearer without trust":                   {[]string{jwtBearerGrant}, nil, "jwtBearer"},
+		"trust without jwt-bearer": {[]string{"client_credentials"},
+			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t), AllowAnySubject: true}), "jwtBearer"},
+		"no keys": {[]string{jwtBearerGrant},
+			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", AllowAnySubject: true}), "jwtBearer.trustedIssuers[0].jwks"},
+		"no subject rule": {[]string{jwtBearerGrant},
+			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t)}), "jwtBearer.trustedIssuers[0].subjects"},
+		"a scope the client lacks": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t),
+			AllowAnySubject: true, Scopes: []string{"zones.write"}}), "jwtBearer.trustedIssuers[0].scopes[0]"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "c", Secret: "secret-c-0123456789abcdefghijklmnopqrs",
+				OwnerNamespace: "platform", ClientMetadata: adminapi.ClientMetadata{Name: "C", GrantTypes: tc.grants,
+					Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: tc.trust}})
+			var ae *adminapi.Error
+			if !errors.As(err, &ae) || ae.Field != tc.field {
+				t.Errorf("PutClient: %v; want an error on %s", err, tc.field)
+			}
+		})
+	}
+	// A public device client without redirect URIs is fine.
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "tv", OwnerNamespace: "media", ClientMetadata: adminapi.ClientMetadata{
+		Name: "TV", GrantTypes: []string{deviceGrant, "refresh_token"}, TokenEndpointAuthMethod: "none"}}); err != nil {
+		t.Errorf("a public device client: %v", err)
+	}
+}
