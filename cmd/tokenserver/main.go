@@ -200,6 +200,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B) or a YAML list "+
 		"of users with name, email and groups, mounted from a Secret.")
+	upstreamFile := fs.String("upstream-oidc-file", "", "JSON settings of an OpenID provider people sign in through "+
+		`(issuer, clientID, scopes, claims, allowedGroups, displayName; docs/integrations/upstream-oidc.md); with or without --users-file.`)
+	upstreamSecret := fs.String("upstream-oidc-client-secret-file", "",
+		"File holding the client secret at the upstream OpenID provider (a mounted Secret); needed with --upstream-oidc-file.")
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	requirePKCE := fs.Bool("require-pkce", true,
@@ -279,6 +283,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", *scopesFile, err)
 		}
 	}
+	var upstream *tokenserver.UpstreamOIDC
+	if *upstreamFile != "" {
+		if upstream, err = tokenserver.LoadUpstreamOIDC(*upstreamFile, *upstreamSecret); err != nil {
+			return fmt.Errorf("--upstream-oidc-file: %w", err)
+		}
+	}
 	if *pprofListen != "" {
 		go servePprof(*pprofListen, log)
 	}
@@ -315,7 +325,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		SecretHashKey:     []byte(hashKey),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
-		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
+		JanitorInterval: *janitor, UsersFile: *usersFile, Upstream: upstream, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		RequirePAR:      *requirePAR,
 		LoginThrottle:   tokenserver.LoginThrottle{PerUser: *perUser, PerIP: *perIP, Refill: *refill},
