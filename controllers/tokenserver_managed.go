@@ -99,6 +99,9 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	if err := r.database(ctx, ts); err != nil {
 		return nil, nextRotation, err
 	}
+	if err := r.upstreamSecret(ctx, ts); err != nil {
+		return nil, nextRotation, err
+	}
 	// The first install (no StatefulSet of either color) migrates fully before its
 	// first pod; from then on the upgrade migrates in steps (plan, expand,
 	// contract) and never under a version that cannot run on the result. Which
@@ -372,6 +375,24 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 	return nil
 }
 
+// upstreamSecret waits for the upstream provider's client secret: a pod would not
+// start without the key it mounts, and the condition says which is missing.
+func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
+	name, key := resources.UpstreamSecretRef(ts)
+	if name == "" {
+		return nil
+	}
+	var sec corev1.Secret
+	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
+	if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[key]) == 0) {
+		return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.login.upstreamOIDC.clientSecretRef)", name, key))
+	}
+	if err != nil {
+		return fmt.Errorf("get Secret %s (spec.login.upstreamOIDC.clientSecretRef): %w", name, err)
+	}
+	return nil
+}
+
 // migrations runs the image's migrations Job and waits for it to succeed.
 func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
 	want := resources.MigrationJob(ts, ts.Spec.Image)
@@ -420,7 +441,11 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 			_, _ = fmt.Fprintf(h, "%s/%s=%x\n", sec.Name, k, sha256.Sum256(sec.Data[k]))
 		}
 	}
-	_, _ = fmt.Fprintf(h, "scopes=%s\n", resources.ConfigMap(ts).Data[resources.KeyScopes])
+	cm := resources.ConfigMap(ts)
+	_, _ = fmt.Fprintf(h, "scopes=%s\n", cm.Data[resources.KeyScopes])
+	if u, ok := cm.Data[resources.KeyUpstreamOIDC]; ok {
+		_, _ = fmt.Fprintf(h, "upstream=%s\n", u)
+	}
 	refs := []string{}
 	// spec.database's Secret, not status.database's: a Copy upgrade's cutover moves
 	// the database without rolling the pods that serve on it.
@@ -429,6 +454,9 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
 		refs = append(refs, l.UsersSecretRef.Name)
+	}
+	if name, _ := resources.UpstreamSecretRef(ts); name != "" {
+		refs = append(refs, name)
 	}
 	for _, name := range refs {
 		// The cache's metadata is enough: a new resourceVersion is a new file.
