@@ -182,7 +182,7 @@ type LoginSpec struct {
 	UsersSecretRef *SecretKeyReference `json:"usersSecretRef,omitempty"`
 	// upstreamOIDC signs users in at another OpenID Connect provider (your company's
 	// identity provider: Keycloak, Dex, Okta, Entra ID, Google...). Register
-	// <issuer>/login/upstream/callback as the redirect URI there
+	// `<issuer>/login/upstream/callback` as the redirect URI there
 	// (docs/integrations/upstream-oidc.md).
 	// +optional
 	UpstreamOIDC *UpstreamOIDC `json:"upstreamOIDC,omitempty"`
