@@ -84,6 +84,7 @@ E2E_RUN ?=
 test-e2e: localcluster tokenserver-variants helm ## End-to-end tests on the local cluster (root): demo, browser consent, restarts, blue-green upgrades under load, helm uninstall.
 	hack/localcluster/install-packages.sh
 	go build -o bin/demo ./hack/demo
+	go build -o bin/upstream-op ./hack/upstream-op
 	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v \
 		$(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/
 

@@ -55,6 +55,7 @@ func TestEndToEnd(t *testing.T) {
 		{"GracePeriodThenSIGKILL", testGracePeriod},
 		{"NodeRestartReadoptsPods", testNodeRestart},
 		{"Upgrades", testUpgrades},
+		{"UpstreamOIDCSignInThroughAProviderPod", testUpstreamOIDC},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {
 		if !t.Run(s.name, s.run) {

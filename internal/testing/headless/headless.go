@@ -16,8 +16,9 @@ import (
 )
 
 // Chromium starts headless Chromium for one test and returns a chromedp context on it,
-// which ends after a minute at the latest.
-func Chromium(t testing.TB) context.Context {
+// which ends after a minute at the latest. extra are more command-line flags (a host
+// resolver rule, say).
+func Chromium(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -41,7 +42,7 @@ func Chromium(t testing.TB) context.Context {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		}),
 	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(opts, extra...)...)
 	ctx, cancel := chromedp.NewContext(actx)
 	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
 	t.Cleanup(func() {
