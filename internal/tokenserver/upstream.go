@@ -223,14 +223,25 @@ func (s *Server) flowMAC(name, payload string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-func (s *Server) writeFlow(w http.ResponseWriter, f upstreamFlow) {
+// maxFlowCookie bounds the flow cookie's name and value: browsers drop a cookie
+// over 4096 bytes in silence, and the callback would then look forged.
+const maxFlowCookie = 4000
+
+// writeFlow sets the flow's cookie; false when it would be too big for browsers (an
+// authorization request with very long parameters).
+func (s *Server) writeFlow(w http.ResponseWriter, f upstreamFlow) bool {
 	data, _ := json.Marshal(f) // strings and a number always marshal
 	name := s.upstreamCookie(f.State)
 	payload := base64.RawURLEncoding.EncodeToString(data)
+	value := payload + "." + s.flowMAC(name, payload)
+	if len(name)+len(value) > maxFlowCookie {
+		return false
+	}
 	// #nosec G124 -- Secure follows the issuer's scheme. SameSite=Lax: the provider
 	// sends the browser back with a top-level GET, which carries it.
-	http.SetCookie(w, &http.Cookie{Name: name, Value: payload + "." + s.flowMAC(name, payload), Path: "/", HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true,
 		Secure: s.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: int(upstreamFlowLifetime.Seconds())})
+	return true
 }
 
 // takeFlow returns the flow the callback's state belongs to, if this browser
@@ -312,7 +323,11 @@ func (s *Server) upstreamStart(w http.ResponseWriter, r *http.Request) {
 	}
 	f := upstreamFlow{State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnTo: returnTo,
 		Expires: time.Now().Add(upstreamFlowLifetime).Unix()}
-	s.writeFlow(w, f)
+	if !s.writeFlow(w, f) {
+		s.upstreamFailed(w, r, http.StatusBadRequest, returnTo, fmt.Sprintf("The app's request is too long to carry "+
+			"through %s and back. Ask the app's developers to shorten it or to push it first (pushed authorization requests).", u.label))
+		return
+	}
 	to := u.oauth2Config(p, s.cfg.Provider.Issuer()+upstreamCallbackPath).AuthCodeURL(f.State, oidc.Nonce(f.Nonce),
 		oauth2.S256ChallengeOption(f.Verifier))
 	http.Redirect(w, r, to, http.StatusSeeOther) // #nosec G710 -- the provider's own authorization endpoint, from its discovery

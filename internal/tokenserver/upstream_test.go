@@ -465,3 +465,19 @@ func TestUpstreamIDTokenSubstitutionRefused(t *testing.T) {
 		t.Fatal("signed in with another provider's ID token")
 	}
 }
+
+// An authorization request too long for the flow's cookie is refused before the
+// browser leaves for the provider, with a page that says why, not taken for a
+// forged callback on its way back.
+func TestUpstreamRequestTooLongForTheCookie(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer)})
+	op.up(in)
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL(strings.Repeat("s", 3500), oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.post(in.URL+"/login/upstream", formFields(firstForm(page)))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "The app&#39;s request is too long to carry through Corp SSO") {
+		t.Fatalf("got %d: %.600s", resp.StatusCode, page)
+	}
+}
