@@ -183,12 +183,14 @@ func (s *Server) signedIn(r *http.Request) (signedInUser, bool, error) {
 	case stored.Subject != bs.Subject:
 		return signedInUser{}, false, nil
 	}
-	u := signedInUser{Subject: bs.Subject, At: bs.At, Identity: s.identity(bs.Subject)}
-	if isUpstreamSubject(bs.Subject) {
-		u.Identity = &oauth.Identity{}
-		if err := json.Unmarshal(stored.Identity, u.Identity); err != nil {
-			return signedInUser{}, false, fmt.Errorf("the stored identity of a sign-in session: %w", err)
-		}
+	u := signedInUser{Subject: bs.Subject, At: bs.At}
+	if !isUpstreamSubject(bs.Subject) {
+		u.Identity = s.identity(bs.Subject)
+		return u, true, nil
+	}
+	u.Identity = &oauth.Identity{}
+	if err := json.Unmarshal(stored.Identity, u.Identity); err != nil {
+		return signedInUser{}, false, fmt.Errorf("the stored identity of a sign-in session: %w", err)
 	}
 	return u, true, nil
 }

@@ -171,6 +171,19 @@ func TestUpstreamSignIn(t *testing.T) {
 	if cb := b.authorize(in, cfg.AuthCodeURL("state-upstream-02", oauth2.S256ChallengeOption(ver)), ""); cb.Get("code") == "" {
 		t.Errorf("a second authorization of the signed-in upstream user: %v", cb)
 	}
+	// The pages name the user by their username, and an app's RP-initiated logout
+	// with the upstream user's ID token ends the session.
+	if _, page := b.get(in.URL + "/account"); !strings.Contains(page, `id="subject">carol<`) {
+		t.Errorf("the connected-apps page does not name carol: %.600s", page)
+	}
+	if _, page := b.get(in.URL + "/oauth2/logout?client_id=wiki"); !strings.Contains(page, `id="subject">carol<`) {
+		t.Errorf("the sign-out question does not name carol: %.600s", page)
+	}
+	raw, _ := refreshed.Extra("id_token").(string)
+	b.get(in.URL + "/oauth2/logout?id_token_hint=" + url.QueryEscape(raw))
+	if signedInPage(b, in) {
+		t.Error("carol is still signed in after the app's logout with her ID token")
+	}
 	// The password still works beside the provider.
 	other, _ := openidOnlyClient(t, in, "notes", "openid")
 	if tok := signIn(t, in, newBrowser(t), other, "approve", "openid", "profile"); tok.AccessToken == "" {
