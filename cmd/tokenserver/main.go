@@ -273,21 +273,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var scopes map[string]string
-	if *scopesFile != "" {
-		data, err := os.ReadFile(*scopesFile)
-		if err != nil {
-			return fmt.Errorf("--scope-descriptions-file: %w", err)
-		}
-		if err := json.Unmarshal(data, &scopes); err != nil {
-			return fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", *scopesFile, err)
-		}
-	}
-	var upstream *tokenserver.UpstreamOIDC
-	if *upstreamFile != "" {
-		if upstream, err = tokenserver.LoadUpstreamOIDC(*upstreamFile, *upstreamSecret); err != nil {
-			return fmt.Errorf("--upstream-oidc-file: %w", err)
-		}
+	scopes, upstream, err := loginFiles(*scopesFile, *upstreamFile, *upstreamSecret)
+	if err != nil {
+		return err
 	}
 	if *pprofListen != "" {
 		go servePprof(*pprofListen, log)
@@ -496,4 +484,27 @@ func servePprof(addr string, log *slog.Logger) {
 	if err := srv.ListenAndServe(); err != nil {
 		log.Error("pprof listener", "err", err)
 	}
+}
+
+// loginFiles reads the consent page's scope descriptions and the upstream provider's
+// settings and client secret, each when named.
+func loginFiles(scopesFile, upstreamFile, upstreamSecret string) (map[string]string, *tokenserver.UpstreamOIDC, error) {
+	var scopes map[string]string
+	if scopesFile != "" {
+		data, err := os.ReadFile(scopesFile) // #nosec G304 -- a path the operator mounts
+		if err != nil {
+			return nil, nil, fmt.Errorf("--scope-descriptions-file: %w", err)
+		}
+		if err := json.Unmarshal(data, &scopes); err != nil {
+			return nil, nil, fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", scopesFile, err)
+		}
+	}
+	if upstreamFile == "" {
+		return scopes, nil, nil
+	}
+	upstream, err := tokenserver.LoadUpstreamOIDC(upstreamFile, upstreamSecret)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--upstream-oidc-file: %w", err)
+	}
+	return scopes, upstream, nil
 }

@@ -102,6 +102,11 @@ const (
 	upstreamFlowLifetime = 10 * time.Minute
 	upstreamCookiePrefix = "kubeoauth_upstream_"
 	maxSubjectLen        = 255 // a ConsentGrant's spec.subject
+	// The standard names of the scope and claims the upstream defaults use.
+	scopeProfile = "profile"
+	claimEmail   = "email"
+	claimName    = "name"
+	claimGroups  = "groups"
 )
 
 func isUpstreamSubject(subject string) bool { return strings.HasPrefix(subject, upstreamSubjectPrefix) }
@@ -133,7 +138,7 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 		}
 	}
 	if len(u.scopes) == 0 {
-		u.scopes = []string{oidc.ScopeOpenID, "profile", "email"}
+		u.scopes = []string{oidc.ScopeOpenID, scopeProfile, claimEmail}
 	}
 	if !slices.Contains(u.scopes, oidc.ScopeOpenID) {
 		u.scopes = append([]string{oidc.ScopeOpenID}, u.scopes...)
@@ -141,7 +146,8 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 	for _, c := range []struct {
 		name *string
 		def  string
-	}{{&u.claims.Username, "preferred_username"}, {&u.claims.Email, "email"}, {&u.claims.Name, "name"}, {&u.claims.Groups, "groups"}} {
+	}{{&u.claims.Username, "preferred_username"}, {&u.claims.Email, claimEmail}, {&u.claims.Name, claimName},
+		{&u.claims.Groups, claimGroups}} {
 		if *c.name == "" {
 			*c.name = c.def
 		}
@@ -152,7 +158,8 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 	groups := slices.Clone(cfg.AllowedGroups)
 	slices.Sort(groups)
 	h := sha256.New()
-	for _, f := range append([]string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups}, groups...) {
+	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups}
+	for _, f := range append(settings, groups...) {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
 	}
@@ -451,7 +458,8 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 		}
 		if ui.Subject != idt.Subject {
 			// OpenID Connect Core 5.3.2: a userinfo answer about someone else is not used.
-			return nil, "", &upstreamStep{"its userinfo is about another user", fmt.Errorf("userinfo sub %q, ID token sub %q", ui.Subject, idt.Subject)}
+			return nil, "", &upstreamStep{"its userinfo is about another user",
+				fmt.Errorf("userinfo sub %q, ID token sub %q", ui.Subject, idt.Subject)}
 		}
 		more := map[string]any{}
 		if err := ui.Claims(&more); err != nil {
@@ -470,7 +478,8 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 			msg: fmt.Sprintf("%s names you with an identifier of %d characters; this server takes at most %d.", u.label,
 				len(idt.Subject), maxSubjectLen-len(upstreamSubjectPrefix))}
 	}
-	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, func(g string) bool { return slices.Contains(u.cfg.AllowedGroups, g) }) {
+	allowed := func(g string) bool { return slices.Contains(u.cfg.AllowedGroups, g) }
+	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, allowed) {
 		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
 			log: fmt.Sprintf("%s (%s) is in none of the allowed groups; groups %v", subject, id.Username, id.Groups),
 			msg: fmt.Sprintf("You signed in at %s as %s, but only members of certain groups may sign in here, and you are "+
