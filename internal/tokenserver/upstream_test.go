@@ -494,3 +494,25 @@ func TestUpstreamRequestTooLongForTheCookie(t *testing.T) {
 		t.Fatalf("got %d: %.600s", resp.StatusCode, page)
 	}
 }
+
+// A provider nobody listens for (connection refused) is the same to the people
+// signing in: the token server starts, and the page names the provider.
+func TestUpstreamUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + ln.Addr().String()
+	_ = ln.Close()
+	in := start(t, setup{upstream: upstreamSettings(issuer), noUsers: true})
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-07", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.post(in.URL+"/login/upstream", formFields(firstForm(page)))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(page, issuer+" cannot be reached right now") {
+		t.Fatalf("got %d: %.600s", resp.StatusCode, page)
+	}
+	if resp, _ := b.get(in.URL + "/readyz"); resp.StatusCode != http.StatusOK {
+		t.Errorf("readyz %d: the provider being away must not take the server out of service", resp.StatusCode)
+	}
+}
