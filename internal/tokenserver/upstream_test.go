@@ -350,7 +350,11 @@ func TestUpstreamCallbackBoundToBrowser(t *testing.T) {
 	planted := attacker.callbackOf(in, op, authURL, "mallory")
 
 	victim := newBrowser(t)
-	_, _ = victim.get(authURL) // the victim even has a sign-in of their own under way
+	// The victim even has a sign-in of their own under way, on the provider's page.
+	_, page := victim.get(authURL)
+	if resp, opPage := victim.post(in.URL+"/login/upstream", formFields(firstForm(page))); !strings.Contains(opPage, `action="/login/username"`) {
+		t.Fatalf("the victim's own sign-in: %d %.400s", resp.StatusCode, opPage)
+	}
 	resp, page := victim.get(planted)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "was not started in this browser") {
 		t.Fatalf("the attacker's callback in the victim's browser: %d %.600s", resp.StatusCode, page)
