@@ -270,6 +270,19 @@ func testUpstreamOIDC(t *testing.T) {
 	if uc.Email != "carol@corp.example" || !slices.Equal(uc.Groups, []string{"platform", "oncall"}) {
 		t.Errorf("userinfo %+v", uc)
 	}
+	// Her consent is mirrored as a ConsentGrant like anyone's, under her subject.
+	eventually(t, 30*time.Second, "carol's consent mirrored as a ConsentGrant", func() error {
+		var list oauthv1alpha1.ConsentGrantList
+		if err := suite.c.List(ctx, &list, client.InNamespace(ssoNS)); err != nil {
+			return err
+		}
+		for _, cg := range list.Items {
+			if cg.Spec.ClientRef.Name == "wiki" && cg.Spec.Subject == "upstream:u-carol" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d grants, none for wiki/upstream:u-carol", len(list.Items))
+	})
 }
 
 // clientSecretIn reads an OAuthClient's generated credentials.
