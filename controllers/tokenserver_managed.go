@@ -375,20 +375,27 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 	return nil
 }
 
-// upstreamSecret waits for the upstream provider's client secret: a pod would not
-// start without the key it mounts, and the condition says which is missing.
+// upstreamSecret waits for the upstream provider's client secret and CA Secrets: a
+// pod would not start without the keys it mounts, and the condition says which is
+// missing.
 func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
-	name, key := resources.UpstreamSecretRef(ts)
-	if name == "" {
-		return nil
+	type ref struct{ name, key, field string }
+	var refs []ref
+	if name, key := resources.UpstreamSecretRef(ts); name != "" {
+		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.clientSecretRef"})
 	}
-	var sec corev1.Secret
-	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
-	if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[key]) == 0) {
-		return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.login.upstreamOIDC.clientSecretRef)", name, key))
+	if name, key := resources.UpstreamCARef(ts); name != "" {
+		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.caSecretRef"})
 	}
-	if err != nil {
-		return fmt.Errorf("get Secret %s (spec.login.upstreamOIDC.clientSecretRef): %w", name, err)
+	for _, ref := range refs {
+		var sec corev1.Secret
+		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ref.name}, &sec)
+		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[ref.key]) == 0) {
+			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (%s)", ref.name, ref.key, ref.field))
+		}
+		if err != nil {
+			return fmt.Errorf("get Secret %s (%s): %w", ref.name, ref.field, err)
+		}
 	}
 	return nil
 }
@@ -455,8 +462,10 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
 		refs = append(refs, l.UsersSecretRef.Name)
 	}
-	if name, _ := resources.UpstreamSecretRef(ts); name != "" {
-		refs = append(refs, name)
+	for _, ref := range []func(*oauthv1alpha1.TokenServer) (string, string){resources.UpstreamSecretRef, resources.UpstreamCARef} {
+		if name, _ := ref(ts); name != "" {
+			refs = append(refs, name)
+		}
 	}
 	for _, name := range refs {
 		// The cache's metadata is enough: a new resourceVersion is a new file.

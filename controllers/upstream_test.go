@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
@@ -32,7 +33,7 @@ func TestUpstreamClientSecretMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
-	const want = "waiting for Secret sso with key secret (spec.login.upstreamOIDC.clientSecretRef)"
+	want := "waiting for Secret sso with key secret (spec.login.upstreamOIDC.clientSecretRef)"
 	waitMessage := func(what string) {
 		t.Helper()
 		waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "SecretMissing")
@@ -55,6 +56,15 @@ func TestUpstreamClientSecretMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "Migrating")
+
+	// A private CA named and not there yet: waiting again, naming that field.
+	patch := client.MergeFrom(ts.DeepCopy())
+	ts.Spec.Login.UpstreamOIDC.CASecretRef = &oauthv1alpha1.SecretKeyReference{Name: "corp-ca"}
+	if err := k8s.Patch(ctx, ts, patch); err != nil {
+		t.Fatal(err)
+	}
+	want = "waiting for Secret corp-ca with key ca.crt (spec.login.upstreamOIDC.caSecretRef)"
+	waitMessage("no CA Secret")
 	var cm corev1.ConfigMap
 	get(t, ns, "auth-config", &cm)
 	if s := cm.Data[resources.KeyUpstreamOIDC]; !strings.Contains(s, `"issuer":"https://sso.example.com"`) ||

@@ -202,6 +202,11 @@ type UpstreamOIDC struct {
 	// clientSecretRef names the Secret key holding the client secret. The key
 	// defaults to "client_secret".
 	ClientSecretRef SecretKeyReference `json:"clientSecretRef"`
+	// caSecretRef names a Secret key holding PEM CA certificates the provider's TLS
+	// certificate is checked against, besides the system's roots: for a provider
+	// behind a private CA. The key defaults to "ca.crt".
+	// +optional
+	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
 	// scopes requested from the upstream provider; openid is required. Add groups
 	// (or what your provider calls it) when groups should come along.
 	// +kubebuilder:default={openid,profile,email}

@@ -989,6 +989,11 @@ func (in *UpstreamClaims) DeepCopy() *UpstreamClaims {
 func (in *UpstreamOIDC) DeepCopyInto(out *UpstreamOIDC) {
 	*out = *in
 	out.ClientSecretRef = in.ClientSecretRef
+	if in.CASecretRef != nil {
+		in, out := &in.CASecretRef, &out.CASecretRef
+		*out = new(SecretKeyReference)
+		**out = **in
+	}
 	if in.Scopes != nil {
 		in, out := &in.Scopes, &out.Scopes
 		*out = make([]Scope, len(*in))

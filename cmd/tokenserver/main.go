@@ -204,6 +204,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		`(issuer, clientID, scopes, claims, allowedGroups, displayName; docs/integrations/upstream-oidc.md); with or without --users-file.`)
 	upstreamSecret := fs.String("upstream-oidc-client-secret-file", "",
 		"File holding the client secret at the upstream OpenID provider (a mounted Secret); needed with --upstream-oidc-file.")
+	upstreamCA := fs.String("upstream-oidc-ca-file", "",
+		"PEM CA certificates the upstream OpenID provider's TLS certificate is checked against, besides the system's roots.")
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	requirePKCE := fs.Bool("require-pkce", true,
@@ -273,7 +275,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	scopes, upstream, err := loginFiles(*scopesFile, *upstreamFile, *upstreamSecret)
+	scopes, upstream, err := loginFiles(*scopesFile, *upstreamFile, *upstreamSecret, *upstreamCA)
 	if err != nil {
 		return err
 	}
@@ -487,8 +489,8 @@ func servePprof(addr string, log *slog.Logger) {
 }
 
 // loginFiles reads the consent page's scope descriptions and the upstream provider's
-// settings and client secret, each when named.
-func loginFiles(scopesFile, upstreamFile, upstreamSecret string) (map[string]string, *tokenserver.UpstreamOIDC, error) {
+// settings, client secret and CA certificates, each when named.
+func loginFiles(scopesFile, upstreamFile, upstreamSecret, upstreamCA string) (map[string]string, *tokenserver.UpstreamOIDC, error) {
 	var scopes map[string]string
 	if scopesFile != "" {
 		data, err := os.ReadFile(scopesFile) // #nosec G304 -- a path the operator mounts
@@ -502,7 +504,7 @@ func loginFiles(scopesFile, upstreamFile, upstreamSecret string) (map[string]str
 	if upstreamFile == "" {
 		return scopes, nil, nil
 	}
-	upstream, err := tokenserver.LoadUpstreamOIDC(upstreamFile, upstreamSecret)
+	upstream, err := tokenserver.LoadUpstreamOIDC(upstreamFile, upstreamSecret, upstreamCA)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--upstream-oidc-file: %w", err)
 	}

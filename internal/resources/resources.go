@@ -76,6 +76,8 @@ const (
 	// default key in the user's Secret and its file name in the pod.
 	KeyUpstreamOIDC         = "upstream-oidc.json"
 	KeyUpstreamClientSecret = "client_secret" // #nosec G101
+	// KeyUpstreamCA is the upstream provider's CA certificates' default key and file.
+	KeyUpstreamCA = "ca.crt"
 	// The admin API's TLS Secret: the operator's CA for this server (ca.key never
 	// leaves the Secret: the pods mount only tls.crt and tls.key) and the serving pair.
 	KeyCACert  = "ca.crt"
@@ -98,9 +100,11 @@ const (
 	mountUsers = "/etc/kubeoauth/users"
 	// mountUpstream holds the upstream provider's client secret alone.
 	mountUpstream = "/etc/kubeoauth/upstream"
-	mountConfig   = "/etc/kubeoauth/config"
-	mountTLS      = "/etc/kubeoauth/admin-tls"
-	pgData        = "/var/lib/postgresql/data"
+	// mountUpstreamCA holds the upstream provider's CA certificates, when given.
+	mountUpstreamCA = "/etc/kubeoauth/upstream-ca"
+	mountConfig     = "/etc/kubeoauth/config"
+	mountTLS        = "/etc/kubeoauth/admin-tls"
+	pgData          = "/var/lib/postgresql/data"
 	// pgRun is where the postgres image keeps its socket and lock file, and pgTmp
 	// its entrypoint's temporary files: both on the root file system, which is
 	// read-only, so each gets an emptyDir.
@@ -347,6 +351,20 @@ func UpstreamSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
 		key = KeyUpstreamClientSecret
 	}
 	return u.ClientSecretRef.Name, key
+}
+
+// UpstreamCARef names the Secret and key of the upstream provider's CA
+// certificates; "" when there are none to add to the system's roots.
+func UpstreamCARef(ts *oauthv1alpha1.TokenServer) (name, key string) {
+	u := upstreamOIDC(ts)
+	if u == nil || u.CASecretRef == nil {
+		return "", ""
+	}
+	key = u.CASecretRef.Key
+	if key == "" {
+		key = KeyUpstreamCA
+	}
+	return u.CASecretRef.Name, key
 }
 
 // ServiceAccount of the token server pods. They need no Kubernetes API access, so
@@ -657,6 +675,11 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 			corev1.EnvVar{Name: "KUBEOAUTH_UPSTREAM_OIDC_CLIENT_SECRET_FILE", Value: mountUpstream + "/" + KeyUpstreamClientSecret})
 		mounts = append(mounts, corev1.VolumeMount{Name: "upstream", MountPath: mountUpstream, ReadOnly: true})
 		volumes = append(volumes, secretVolume("upstream", name, corev1.KeyToPath{Key: key, Path: KeyUpstreamClientSecret}))
+	}
+	if name, key := UpstreamCARef(ts); name != "" {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_UPSTREAM_OIDC_CA_FILE", Value: mountUpstreamCA + "/" + KeyUpstreamCA})
+		mounts = append(mounts, corev1.VolumeMount{Name: "upstream-ca", MountPath: mountUpstreamCA, ReadOnly: true})
+		volumes = append(volumes, secretVolume("upstream-ca", name, corev1.KeyToPath{Key: key, Path: KeyUpstreamCA}))
 	}
 	// Sorted so that the same spec always builds the same StatefulSet: map order would
 	// otherwise roll the pods on every pass.

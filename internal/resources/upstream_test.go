@@ -62,7 +62,7 @@ func TestUpstreamOIDC(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := tokenserver.LoadUpstreamOIDC(filepath.Join(dir, "settings"), filepath.Join(dir, "secret"))
+			got, err := tokenserver.LoadUpstreamOIDC(filepath.Join(dir, "settings"), filepath.Join(dir, "secret"), "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,6 +76,28 @@ func TestUpstreamOIDC(t *testing.T) {
 				t.Errorf("the token server reads %+v, want %+v", got, want)
 			}
 		})
+	}
+	// A private CA: mounted from its Secret, named to the token server.
+	withCA := server(func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Login = &oauthv1alpha1.LoginSpec{UpstreamOIDC: &oauthv1alpha1.UpstreamOIDC{Issuer: "https://sso.corp.example",
+			ClientID: "kubeoauth", ClientSecretRef: oauthv1alpha1.SecretKeyReference{Name: "sso-client"},
+			CASecretRef: &oauthv1alpha1.SecretKeyReference{Name: "corp-ca"}}}
+	})
+	pod := TokenServerStatefulSet(withCA, Inputs{Color: ColorBlue, Replicas: 1}).Spec.Template.Spec
+	if env := envOf(pod.Containers[0]); env["KUBEOAUTH_UPSTREAM_OIDC_CA_FILE"] != "/etc/kubeoauth/upstream-ca/ca.crt" {
+		t.Errorf("env %v", env)
+	}
+	found := false
+	for _, v := range pod.Volumes {
+		if v.Name == "upstream-ca" && v.Secret.SecretName == "corp-ca" && v.Secret.Items[0].Key == "ca.crt" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no upstream-ca volume of Secret corp-ca: %+v", pod.Volumes)
+	}
+	if name, _ := UpstreamCARef(server()); name != "" {
+		t.Errorf("a CA Secret %q without upstreamOIDC", name)
 	}
 	// Without an upstream provider: no settings, no mount.
 	plain := server()

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -50,9 +52,10 @@ type UpstreamOIDC struct {
 }
 
 // LoadUpstreamOIDC reads the upstream provider's settings (JSON, as the operator
-// writes them from TokenServer.spec.login.upstreamOIDC) and its client secret,
-// each from a file.
-func LoadUpstreamOIDC(settingsFile, secretFile string) (*UpstreamOIDC, error) {
+// writes them from TokenServer.spec.login.upstreamOIDC) and its client secret, each
+// from a file, and, when caFile is set, PEM CA certificates its TLS certificate is
+// checked against besides the system's roots.
+func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, error) {
 	data, err := os.ReadFile(settingsFile) // #nosec G304 -- the operator's mounted ConfigMap
 	if err != nil {
 		return nil, err
@@ -78,7 +81,31 @@ func LoadUpstreamOIDC(settingsFile, secretFile string) (*UpstreamOIDC, error) {
 	if u.ClientSecret == "" {
 		return nil, fmt.Errorf("%s: the client secret is empty", secretFile)
 	}
+	if caFile != "" {
+		if u.HTTPClient, err = clientTrusting(caFile); err != nil {
+			return nil, err
+		}
+	}
 	return &u, nil
+}
+
+// clientTrusting is an HTTP client for the provider that trusts the CA certificates
+// in caFile as well as the system's roots.
+func clientTrusting(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile) // #nosec G304 -- the operator's mounted Secret
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Timeout: 10 * time.Second, Transport: t}, nil
 }
 
 // UpstreamClaims names the provider's claims that become the user's username, email,

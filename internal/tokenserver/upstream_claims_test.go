@@ -1,6 +1,9 @@
 package tokenserver
 
 import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -75,7 +78,7 @@ func TestLoadUpstreamOIDC(t *testing.T) {
 			if err := os.WriteFile(f, []byte(tt.settings), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			u, err := LoadUpstreamOIDC(f, tt.secret)
+			u, err := LoadUpstreamOIDC(f, tt.secret, "")
 			if tt.wantErr == "" {
 				if err != nil || u.ClientSecret != "s3cret" {
 					t.Fatalf("got %+v, %v", u, err)
@@ -86,5 +89,40 @@ func TestLoadUpstreamOIDC(t *testing.T) {
 				t.Fatalf("err %v, want one saying %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// A provider behind a private CA is reached with its CA file: the client trusts it
+// besides the system's roots; a file with no certificate stops the start.
+func TestLoadUpstreamOIDCWithCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer srv.Close()
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"settings": []byte(`{"issuer":"` + srv.URL + `","clientID":"c"}`),
+		"secret":   []byte("s3cret"),
+		"ca.crt":   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}),
+		"bad.crt":  []byte("not a certificate"),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := func(name string) string { return filepath.Join(dir, name) }
+	u, err := LoadUpstreamOIDC(at("settings"), at("secret"), at("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := u.HTTPClient.Get(srv.URL)
+	if err != nil {
+		t.Fatalf("the provider's certificate is not trusted with its CA file: %v", err)
+	}
+	_ = resp.Body.Close()
+	if _, err := newUpstream(UpstreamOIDC{Issuer: srv.URL}).hc.Get(srv.URL); err == nil {
+		t.Error("the provider's certificate is trusted without its CA file")
+	}
+	if _, err := LoadUpstreamOIDC(at("settings"), at("secret"), at("bad.crt")); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a CA file without a certificate: %v", err)
 	}
 }
