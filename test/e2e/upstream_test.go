@@ -37,11 +37,9 @@ import (
 
 const (
 	ssoNS = "sso-e2e"
-	// The upstream provider's image (hack/upstream-op, built by make test-e2e) and a
-	// token server image that trusts the provider's test CA (SSL_CERT_FILE, the
-	// image's ENV): both loaded into the node by the test.
+	// The upstream provider's image (hack/upstream-op, built by make test-e2e),
+	// loaded into the node by the test.
 	ssoImage         = "ghcr.io/kubeoauth/e2e-upstream-op:test"
-	ssoServerImage   = "ghcr.io/kubeoauth/tokenserver:upstream-test"
 	ssoPassword      = "upstream-password" // hack/upstream-op's
 	ssoClientSecret  = "kubeoauth-at-sso-0123456789abcdef"
 	ssoProviderPort  = 8443
@@ -60,8 +58,8 @@ func testUpstreamOIDC(t *testing.T) {
 	issuer := forwardService(t, ssoNS, "auth")
 	providerAddr := forwardService(t, ssoNS, "sso") // the browser's way to the provider
 
-	// The provider's certificate, for the name the token server reaches it by; its
-	// CA is the token server image's only trust root.
+	// The provider's certificate, for the name the token server reaches it by, from
+	// a private CA the TokenServer names in caSecretRef.
 	now := time.Now()
 	caCert, caKey, err := adminpki.NewCA("e2e upstream CA", now)
 	if err != nil {
@@ -71,29 +69,12 @@ func testUpstreamOIDC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "kubeoauth-e2e-sso-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	// Read by the token server, which runs as 65532.
-	if err := os.Chmod(dir, 0o755); err != nil { // #nosec G302 -- a test CA certificate, public
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, caCert, 0o644); err != nil { // #nosec G306 -- a public certificate
-		t.Fatal(err)
-	}
-	images := filepath.Join(dir, "upstream-e2e.yaml")
+	images := filepath.Join(t.TempDir(), "upstream-e2e.yaml")
 	if err := os.WriteFile(images, []byte(fmt.Sprintf(`images:
   - image: %s
     command: ["${KUBEOAUTH_BIN}/upstream-op"]
     user: "65532:65532"
-  - image: %s
-    command: ["${KUBEOAUTH_BIN}/tokenserver"]
-    env: ["SSL_CERT_FILE=%s"]
-    user: "65532:65532"
-`, ssoImage, ssoServerImage, caFile)), 0o600); err != nil {
+`, ssoImage)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(suite.tool, "load", "--dir", suite.dir, "--bin", filepath.Join(suite.repo, "bin"), images).CombinedOutput() // #nosec G204 -- our tool
@@ -109,18 +90,20 @@ func testUpstreamOIDC(t *testing.T) {
 	}
 	users := "alice:" + string(hash) + "\n"
 	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "auth"},
-		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), Image: ssoServerImage, Replicas: ptr.To[int32](1),
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), Image: imageV1, Replicas: ptr.To[int32](1),
 			Database: &oauthv1alpha1.DatabaseSpec{Managed: &oauthv1alpha1.ManagedDatabase{StorageSize: resource.MustParse("1Gi")}},
 			Login: &oauthv1alpha1.LoginSpec{
 				UsersSecretRef: &oauthv1alpha1.SecretKeyReference{Name: "auth-users"},
 				UpstreamOIDC: &oauthv1alpha1.UpstreamOIDC{Issuer: ssoProviderURL, ClientID: "kubeoauth",
 					ClientSecretRef: oauthv1alpha1.SecretKeyReference{Name: "sso-client"},
+					CASecretRef:     &oauthv1alpha1.SecretKeyReference{Name: "sso-ca"},
 					Scopes:          []oauthv1alpha1.Scope{"openid", "profile", "email", "groups"},
 					DisplayName:     ssoProviderLabel, AllowedGroups: []string{"platform"}}}}}
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ssoNS}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "sso-tls"},
 			Data: map[string][]byte{"tls.crt": cert, "tls.key": key}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "sso-ca"}, Data: map[string][]byte{"ca.crt": caCert}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "sso-client"},
 			StringData: map[string]string{"client_secret": ssoClientSecret}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "auth-users"}, StringData: map[string]string{"users": users}},
@@ -210,6 +193,7 @@ func testUpstreamOIDC(t *testing.T) {
 	forward := strings.TrimPrefix(providerAddr, "http://")
 	bctx := headless.Chromium(t, chromedp.Flag("host-resolver-rules", "MAP "+ssoProviderHost+" "+forward),
 		chromedp.Flag("ignore-certificate-errors", true))
+	const opForm = `form[action="/login/username"]`
 	var button, who string
 	if err := chromedp.Run(bctx,
 		chromedp.Navigate(cfg.AuthCodeURL("state-sso-0001", oauth2.S256ChallengeOption(verifier))),
@@ -217,18 +201,20 @@ func testUpstreamOIDC(t *testing.T) {
 		chromedp.WaitVisible("#username", chromedp.ByID), // the password form beside it
 		chromedp.Text("#sign-in-upstream", &button, chromedp.ByID),
 		chromedp.Click("#sign-in-upstream", chromedp.ByID),
-		// zitadel's example login page
-		chromedp.WaitVisible(`input[name="username"]`, chromedp.ByQuery),
-		chromedp.SendKeys(`input[name="username"]`, "carol", chromedp.ByQuery),
-		chromedp.SendKeys(`input[name="password"]`, ssoPassword, chromedp.ByQuery),
-		chromedp.Click(`button[type="submit"]`, chromedp.ByQuery),
+		// zitadel's example login page: its form, not ours, which has fields of the
+		// same names and may still be there while the browser navigates.
+		chromedp.WaitVisible(opForm+` input[name="username"]`, chromedp.ByQuery),
+		chromedp.SendKeys(opForm+` input[name="username"]`, "carol", chromedp.ByQuery),
+		chromedp.SendKeys(opForm+` input[name="password"]`, ssoPassword, chromedp.ByQuery),
+		chromedp.Click(opForm+` button[type="submit"]`, chromedp.ByQuery),
 		chromedp.WaitVisible("#approve", chromedp.ByID),
 		chromedp.Text("body", &who, chromedp.ByQuery),
 		chromedp.Click("#approve", chromedp.ByID),
 		chromedp.WaitVisible("#result", chromedp.ByID),
 	); err != nil {
 		out, _ := kubectl(context.Background(), "-n", ssoNS, "logs", "auth-blue-0", "--tail", "40")
-		t.Fatalf("signing in through the upstream provider in the browser: %v\ntoken server log:\n%s", err, out)
+		op, _ := kubectl(context.Background(), "-n", ssoNS, "logs", "sso", "--tail", "20")
+		t.Fatalf("signing in through the upstream provider in the browser: %v\ntoken server log:\n%s\nprovider log:\n%s", err, out, op)
 	}
 	if button != "Sign in with "+ssoProviderLabel || !strings.Contains(who, "You are signed in as carol.") {
 		t.Errorf("button %q, consent page %q", button, who)
