@@ -119,7 +119,8 @@ func TestLoadUpstreamOIDCWithCA(t *testing.T) {
 		t.Fatalf("the provider's certificate is not trusted with its CA file: %v", err)
 	}
 	_ = resp.Body.Close()
-	if _, err := newUpstream(UpstreamOIDC{Issuer: srv.URL}).hc.Get(srv.URL); err == nil {
+	if resp, err := newUpstream(UpstreamOIDC{Issuer: srv.URL}).hc.Get(srv.URL); err == nil {
+		_ = resp.Body.Close()
 		t.Error("the provider's certificate is trusted without its CA file")
 	}
 	if _, err := LoadUpstreamOIDC(at("settings"), at("secret"), at("bad.crt")); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
