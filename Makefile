@@ -89,6 +89,7 @@ test-e2e: localcluster tokenserver-variants helm oauth2-proxy ## End-to-end test
 	go build -o bin/demo ./hack/demo
 	go build -o bin/echo-headers ./hack/echo-headers
 	install -m 0755 $(OAUTH2_PROXY) bin/oauth2-proxy
+	go build -o bin/upstream-op ./hack/upstream-op
 	KUBEOAUTH_E2E_ASSETS="$(CLUSTER_ASSETS)" KUBEOAUTH_HELM="$(HELM)" go test -tags e2e -count=1 -timeout 20m -v \
 		$(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/
 

@@ -232,6 +232,11 @@ func userSecrets(ts *oauthv1alpha1.TokenServer) []string {
 	if db := ts.Spec.Database; db != nil && db.External != nil {
 		names = append(names, db.External.SecretRef.Name)
 	}
+	for _, ref := range []func(*oauthv1alpha1.TokenServer) (string, string){resources.UpstreamSecretRef, resources.UpstreamCARef} {
+		if name, _ := ref(ts); name != "" {
+			names = append(names, name)
+		}
+	}
 	if ext := ts.Spec.External; ext != nil {
 		names = append(names, ext.TokenSecretRef.Name)
 	}

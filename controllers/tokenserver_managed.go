@@ -100,6 +100,9 @@ func (r *TokenServerReconciler) reconcileManaged(ctx context.Context, ts *oauthv
 	if err := r.database(ctx, ts); err != nil {
 		return nil, nextRotation, err
 	}
+	if err := r.upstreamSecret(ctx, ts); err != nil {
+		return nil, nextRotation, err
+	}
 	// The first install (no StatefulSet of either color) migrates fully before its
 	// first pod; from then on the upgrade migrates in steps (plan, expand,
 	// contract) and never under a version that cannot run on the result. Which
@@ -374,6 +377,31 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 	return nil
 }
 
+// upstreamSecret waits for the upstream provider's client secret and CA Secrets: a
+// pod would not start without the keys it mounts, and the condition says which is
+// missing.
+func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
+	type ref struct{ name, key, field string }
+	var refs []ref
+	if name, key := resources.UpstreamSecretRef(ts); name != "" {
+		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.clientSecretRef"})
+	}
+	if name, key := resources.UpstreamCARef(ts); name != "" {
+		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.caSecretRef"})
+	}
+	for _, ref := range refs {
+		var sec corev1.Secret
+		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ref.name}, &sec)
+		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[ref.key]) == 0) {
+			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (%s)", ref.name, ref.key, ref.field))
+		}
+		if err != nil {
+			return fmt.Errorf("get Secret %s (%s): %w", ref.name, ref.field, err)
+		}
+	}
+	return nil
+}
+
 // migrations runs the image's migrations Job and waits for it to succeed.
 func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
 	want := resources.MigrationJob(ts, ts.Spec.Image)
@@ -422,7 +450,11 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 			_, _ = fmt.Fprintf(h, "%s/%s=%x\n", sec.Name, k, sha256.Sum256(sec.Data[k]))
 		}
 	}
-	_, _ = fmt.Fprintf(h, "scopes=%s\n", resources.ConfigMap(ts).Data[resources.KeyScopes])
+	cm := resources.ConfigMap(ts)
+	_, _ = fmt.Fprintf(h, "scopes=%s\n", cm.Data[resources.KeyScopes])
+	if u, ok := cm.Data[resources.KeyUpstreamOIDC]; ok {
+		_, _ = fmt.Fprintf(h, "upstream=%s\n", u)
+	}
 	refs := []string{}
 	// spec.database's Secret, not status.database's: a Copy upgrade's cutover moves
 	// the database without rolling the pods that serve on it.
@@ -431,6 +463,11 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
 		refs = append(refs, l.UsersSecretRef.Name)
+	}
+	for _, ref := range []func(*oauthv1alpha1.TokenServer) (string, string){resources.UpstreamSecretRef, resources.UpstreamCARef} {
+		if name, _ := ref(ts); name != "" {
+			refs = append(refs, name)
+		}
 	}
 	for _, name := range refs {
 		// The cache's metadata is enough: a new resourceVersion is a new file.

@@ -206,9 +206,10 @@ type TokenSettings struct {
 	RequirePushedAuthorizationRequests bool `json:"requirePushedAuthorizationRequests,omitempty"`
 }
 
-// LoginSpec says how users sign in: a Secret of users, or an upstream OIDC provider.
+// LoginSpec says how users sign in: with a password from a Secret of users, through
+// an upstream OpenID Connect provider, or either (the login page then offers both).
 //
-// +kubebuilder:validation:XValidation:rule="!(has(self.usersSecretRef) && has(self.upstreamOIDC))",message="set one of login.usersSecretRef or login.upstreamOIDC, not both"
+// +kubebuilder:validation:XValidation:rule="has(self.usersSecretRef) || has(self.upstreamOIDC)",message="set login.usersSecretRef, login.upstreamOIDC or both"
 type LoginSpec struct {
 	// usersSecretRef names a Secret key holding users: either one "name:bcrypt-hash"
 	// per line (htpasswd format), or a YAML list of users with username, passwordHash,
@@ -216,14 +217,20 @@ type LoginSpec struct {
 	// (docs/identity.md). The key defaults to "users".
 	// +optional
 	UsersSecretRef *SecretKeyReference `json:"usersSecretRef,omitempty"`
-	// upstreamOIDC signs users in at another OpenID Connect provider.
+	// upstreamOIDC signs users in at another OpenID Connect provider (your company's
+	// identity provider: Keycloak, Dex, Okta, Entra ID, Google...). Register
+	// `<issuer>/login/upstream/callback` as the redirect URI there
+	// (docs/integrations/upstream-oidc.md).
 	// +optional
 	UpstreamOIDC *UpstreamOIDC `json:"upstreamOIDC,omitempty"`
 }
 
-// UpstreamOIDC is an OpenID Connect provider users sign in with.
+// UpstreamOIDC is an OpenID Connect provider users sign in with: authorization code
+// with PKCE, the ID token verified against the provider's keys, its claims mapped to
+// the user's username, email, name and groups here.
 type UpstreamOIDC struct {
-	// issuer of the upstream provider.
+	// issuer of the upstream provider, exactly as its discovery document
+	// (<issuer>/.well-known/openid-configuration) names it.
 	Issuer URL `json:"issuer"`
 	// clientID registered at the upstream provider.
 	// +kubebuilder:validation:MinLength=1
@@ -232,12 +239,67 @@ type UpstreamOIDC struct {
 	// clientSecretRef names the Secret key holding the client secret. The key
 	// defaults to "client_secret".
 	ClientSecretRef SecretKeyReference `json:"clientSecretRef"`
-	// scopes requested from the upstream provider.
+	// caSecretRef names a Secret key holding PEM CA certificates the provider's TLS
+	// certificate is checked against, besides the system's roots: for a provider
+	// behind a private CA. The key defaults to "ca.crt".
+	// +optional
+	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
+	// scopes requested from the upstream provider; openid is required. Add groups
+	// (or what your provider calls it) when groups should come along.
 	// +kubebuilder:default={openid,profile,email}
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="'openid' in self",message="scopes must include openid"
 	// +optional
 	Scopes []Scope `json:"scopes,omitempty"`
+	// claims names the upstream claims that become the user's username, email, name
+	// and groups here. Claims missing from the ID token are read from the provider's
+	// userinfo endpoint.
+	// +optional
+	Claims *UpstreamClaims `json:"claims,omitempty"`
+	// allowedGroups, when set, lets in only users of the upstream provider who are
+	// in at least one of these groups (after the claim mapping); others are refused
+	// on a page that says so. Unset: everyone the provider signs in.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +optional
+	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// displayName labels the login page's button: "Sign in with <displayName>".
+	// Unset: the issuer's host name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+}
+
+// UpstreamClaims names upstream claims. Each defaults to the standard claim of the
+// same meaning.
+type UpstreamClaims struct {
+	// username is the claim that becomes preferred_username; default
+	// preferred_username. A user without it is named by their sub. The subject
+	// (sub) here is always "upstream:" and the provider's sub, which is stable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Username string `json:"username,omitempty"`
+	// email is the claim that becomes email (email_verified is read as is); default email.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Email string `json:"email,omitempty"`
+	// name is the claim that becomes name; default name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Name string `json:"name,omitempty"`
+	// groups is the claim that becomes groups (a list of strings, or one string);
+	// default groups.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Groups string `json:"groups,omitempty"`
 }
 
 // ScopeDescription is the plain-words text for one scope on the consent page.

@@ -498,7 +498,24 @@ func TestTokenServerValidation(t *testing.T) {
 				UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
 					ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}},
 			}
-		}, reject("spec.login", "set one of login.usersSecretRef or login.upstreamOIDC, not both")},
+		}, ok()},
+		"login with neither users nor upstream": {func(s *v1.TokenServerSpec) { s.Login = &v1.LoginSpec{} },
+			reject("spec.login", "set login.usersSecretRef, login.upstreamOIDC or both")},
+		"upstream OIDC with every setting": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://sso.example.com/realms/staff", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream", Key: "secret"}, Scopes: []v1.Scope{"openid", "groups"},
+				Claims:        &v1.UpstreamClaims{Username: "email", Groups: "roles"},
+				AllowedGroups: []string{"platform"}, DisplayName: "Corp SSO"}}
+		}, ok()},
+		"upstream OIDC scopes without openid": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, Scopes: []v1.Scope{"profile", "email"}}}
+		}, reject("spec.login.upstreamOIDC.scopes", "scopes must include openid")},
+		"upstream OIDC allowed group empty": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedGroups: []string{""}}}
+		}, reject("spec.login.upstreamOIDC.allowedGroups[0]", "at least 1")},
+
 		"upstream OIDC issuer on plain http": {func(s *v1.TokenServerSpec) {
 			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "http://accounts.example.com", ClientID: "x",
 				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}}}

@@ -200,6 +200,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	janitor := fs.Duration("janitor-interval", time.Minute, "How often expired rows are deleted.")
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B) or a YAML list "+
 		"of users with name, email and groups, mounted from a Secret.")
+	upstreamFile := fs.String("upstream-oidc-file", "", "JSON settings of an OpenID provider people sign in through "+
+		`(issuer, clientID, scopes, claims, allowedGroups, displayName; docs/integrations/upstream-oidc.md); with or without --users-file.`)
+	upstreamSecret := fs.String("upstream-oidc-client-secret-file", "",
+		"File holding the client secret at the upstream OpenID provider (a mounted Secret); needed with --upstream-oidc-file.")
+	upstreamCA := fs.String("upstream-oidc-ca-file", "",
+		"PEM CA certificates the upstream OpenID provider's TLS certificate is checked against, besides the system's roots.")
 	scopesFile := fs.String("scope-descriptions-file", "",
 		`JSON object of scope descriptions for the consent page: {"zones.read": "Read your DNS zones"}.`)
 	displayName := fs.String("display-name", "", "Name shown in every page's title and header, and as the logo's alt text.")
@@ -277,15 +283,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var scopes map[string]string
-	if *scopesFile != "" {
-		data, err := os.ReadFile(*scopesFile)
-		if err != nil {
-			return fmt.Errorf("--scope-descriptions-file: %w", err)
-		}
-		if err := json.Unmarshal(data, &scopes); err != nil {
-			return fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", *scopesFile, err)
-		}
+	scopes, upstream, err := loginFiles(*scopesFile, *upstreamFile, *upstreamSecret, *upstreamCA)
+	if err != nil {
+		return err
 	}
 	if *pprofListen != "" {
 		go servePprof(*pprofListen, log)
@@ -325,7 +325,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		SecretHashKey:     []byte(hashKey),
 		AccessTokenFormat: *format, AccessTokenLifespan: *atl, RefreshTokenLifespan: *rtl, IDTokenLifespan: *idl,
 		AuthorizeCodeLifespan: *acl, RefreshGracePeriod: *grace, ShutdownTimeout: *shutdown, ShutdownDelay: *shutdownDelay,
-		JanitorInterval: *janitor, UsersFile: *usersFile, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
+		JanitorInterval: *janitor, UsersFile: *usersFile, Upstream: upstream, ScopeDescriptions: scopes, Log: log, JWKSFetchAllow: allow,
 		DisplayName: *displayName, LogoURL: *logoURL, TemplatesDir: *templatesDir,
 		OptionalPKCE: !*requirePKCE, MaxConcurrentLogins: *maxLogins, ClientIPHeader: *ipHeader, ClientIPTrustedProxies: proxies,
 		RequirePAR:      *requirePAR,
@@ -506,4 +506,27 @@ func servePprof(addr string, log *slog.Logger) {
 	if err := srv.ListenAndServe(); err != nil {
 		log.Error("pprof listener", "err", err)
 	}
+}
+
+// loginFiles reads the consent page's scope descriptions and the upstream provider's
+// settings, client secret and CA certificates, each when named.
+func loginFiles(scopesFile, upstreamFile, upstreamSecret, upstreamCA string) (map[string]string, *tokenserver.UpstreamOIDC, error) {
+	var scopes map[string]string
+	if scopesFile != "" {
+		data, err := os.ReadFile(scopesFile) // #nosec G304 -- a path the operator mounts
+		if err != nil {
+			return nil, nil, fmt.Errorf("--scope-descriptions-file: %w", err)
+		}
+		if err := json.Unmarshal(data, &scopes); err != nil {
+			return nil, nil, fmt.Errorf("--scope-descriptions-file %s: want a JSON object of strings: %w", scopesFile, err)
+		}
+	}
+	if upstreamFile == "" {
+		return scopes, nil, nil
+	}
+	upstream, err := tokenserver.LoadUpstreamOIDC(upstreamFile, upstreamSecret, upstreamCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--upstream-oidc-file: %w", err)
+	}
+	return scopes, upstream, nil
 }

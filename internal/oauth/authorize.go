@@ -117,6 +117,9 @@ func (p *Provider) Approve(w http.ResponseWriter, r *http.Request, areq *Authori
 		sessionKind{idToken: true, jwtAccess: p.cfg.AccessTokenFormat == FormatJWT})
 	sess.Claims.AuthTime = authTime.UTC()
 	sess.Identity = id.keepOnly(areq.ar.GetGrantedScopes())
+	if sess.Identity != nil && sess.Identity.Username != "" {
+		sess.Username = sess.Identity.Username // userinfo's preferred_username
+	}
 	sess.setIDTokenClaims(areq.ar.GetGrantedScopes())
 	if !areq.RequestedAt.IsZero() {
 		sess.Claims.RequestedAt = areq.RequestedAt.UTC()

@@ -9,6 +9,9 @@ import (
 // Identity is what the server knows of a signed-in user beyond the subject: the
 // attributes apps need to show and authorize the user (OpenID Connect Core 5.1).
 type Identity struct {
+	// Username is the preferred_username when it is not the subject: a user who
+	// signed in through an upstream provider has a subject of its own making.
+	Username      string   `json:"preferred_username,omitempty"`
 	Name          string   `json:"name,omitempty"`
 	Email         string   `json:"email,omitempty"`
 	EmailVerified bool     `json:"email_verified,omitempty"`
@@ -39,6 +42,9 @@ func Claims(subject string, id *Identity, scopes []string) map[string]any {
 	}
 	if slices.Contains(scopes, "profile") {
 		c["preferred_username"] = subject
+		if id.Username != "" {
+			c["preferred_username"] = id.Username
+		}
 		if id.Name != "" {
 			c["name"] = id.Name
 		}
@@ -61,7 +67,7 @@ func (id *Identity) keepOnly(scopes []string) *Identity {
 	}
 	out := &Identity{}
 	if slices.Contains(scopes, "profile") {
-		out.Name = id.Name
+		out.Name, out.Username = id.Name, id.Username
 	}
 	if slices.Contains(scopes, "email") {
 		out.Email, out.EmailVerified = id.Email, id.EmailVerified

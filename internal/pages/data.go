@@ -43,6 +43,11 @@ type Data struct {
 	// UserCode is the device's user code (device.html): typed so far on the entry
 	// form, or the one to confirm, shown XXXX-XXXX.
 	UserCode string
+	// Upstream labels login.html's button to the upstream OpenID provider ("" when
+	// there is none); PasswordForm says whether login.html shows the username and
+	// password form (a users Secret is configured).
+	Upstream     string
+	PasswordForm bool
 }
 
 // Brand is what a TokenServer's spec.branding shows on every page.

@@ -22,8 +22,10 @@ func samples(name string) []Data {
 	switch name {
 	case "login.html":
 		return []Data{
-			{Brand: brand, Title: text, CSRF: csrf, ReturnTo: account},
-			{Title: text, CSRF: csrf, ReturnTo: account, Username: user, Error: text, Notice: text},
+			{Brand: brand, Title: text, CSRF: csrf, ReturnTo: account, PasswordForm: true},
+			{Title: text, CSRF: csrf, ReturnTo: account, Username: user, Error: text, Notice: text, PasswordForm: true,
+				Upstream: "Example IdP"},
+			{Title: text, CSRF: csrf, ReturnTo: account, Error: text, Upstream: "Example IdP"},
 		}
 	case "consent.html":
 		return []Data{
@@ -54,5 +56,6 @@ func samples(name string) []Data {
 		return []Data{{Brand: brand, Title: text, Error: text}, {Title: text, Error: text}}
 	}
 	return []Data{{Brand: brand, Title: text, Error: text, Notice: text, CSRF: csrf, ReturnTo: account, Username: user,
+		Upstream: "Example IdP", PasswordForm: true,
 		Subject: user, RedirectHost: "app.example.com", Client: &client, Scopes: scopes, Query: query, Grants: grants}}
 }

@@ -71,6 +71,13 @@ const (
 	KeyDSN                = "dsn"
 	KeyUsers              = "users"
 	KeyScopes             = "scopes.json"
+	// KeyUpstreamOIDC is the ConfigMap's key of the upstream provider's settings,
+	// without its client secret; KeyUpstreamClientSecret is the client secret's
+	// default key in the user's Secret and its file name in the pod.
+	KeyUpstreamOIDC         = "upstream-oidc.json"
+	KeyUpstreamClientSecret = "client_secret" // #nosec G101
+	// KeyUpstreamCA is the upstream provider's CA certificates' default key and file.
+	KeyUpstreamCA = "ca.crt"
 	// The admin API's TLS Secret: the operator's CA for this server (ca.key never
 	// leaves the Secret: the pods mount only tls.crt and tls.key) and the serving pair.
 	KeyCACert  = "ca.crt"
@@ -87,13 +94,17 @@ const (
 
 // Mount paths inside the token server's container.
 const (
-	mountKeys   = "/etc/kubeoauth/keys"
-	mountAdmin  = "/etc/kubeoauth/admin"
-	mountDB     = "/etc/kubeoauth/db"
-	mountUsers  = "/etc/kubeoauth/users"
-	mountConfig = "/etc/kubeoauth/config"
-	mountTLS    = "/etc/kubeoauth/admin-tls"
-	pgData      = "/var/lib/postgresql/data"
+	mountKeys  = "/etc/kubeoauth/keys"
+	mountAdmin = "/etc/kubeoauth/admin"
+	mountDB    = "/etc/kubeoauth/db"
+	mountUsers = "/etc/kubeoauth/users"
+	// mountUpstream holds the upstream provider's client secret alone.
+	mountUpstream = "/etc/kubeoauth/upstream"
+	// mountUpstreamCA holds the upstream provider's CA certificates, when given.
+	mountUpstreamCA = "/etc/kubeoauth/upstream-ca"
+	mountConfig     = "/etc/kubeoauth/config"
+	mountTLS        = "/etc/kubeoauth/admin-tls"
+	pgData          = "/var/lib/postgresql/data"
 	// pgRun is where the postgres image keeps its socket and lock file, and pgTmp
 	// its entrypoint's temporary files: both on the root file system, which is
 	// read-only, so each gets an emptyDir.
@@ -286,7 +297,74 @@ func ConfigMap(ts *oauthv1alpha1.TokenServer) *corev1.ConfigMap {
 		scopes[string(d.Name)] = d.Description
 	}
 	data, _ := json.Marshal(scopes) // a map of strings always marshals
-	return &corev1.ConfigMap{ObjectMeta: meta(ts, ConfigMapName(ts), componentServer), Data: map[string]string{KeyScopes: string(data)}}
+	cm := &corev1.ConfigMap{ObjectMeta: meta(ts, ConfigMapName(ts), componentServer), Data: map[string]string{KeyScopes: string(data)}}
+	if u := upstreamOIDC(ts); u != nil {
+		cm.Data[KeyUpstreamOIDC] = upstreamSettings(u)
+	}
+	return cm
+}
+
+func upstreamOIDC(ts *oauthv1alpha1.TokenServer) *oauthv1alpha1.UpstreamOIDC {
+	if l := ts.Spec.Login; l != nil {
+		return l.UpstreamOIDC
+	}
+	return nil
+}
+
+// upstreamSettings is the upstream provider's settings as the token server reads
+// them (--upstream-oidc-file): everything but the client secret, which it mounts
+// from the user's Secret, so that the secret is never copied into the ConfigMap.
+func upstreamSettings(u *oauthv1alpha1.UpstreamOIDC) string {
+	type claims struct {
+		Username string `json:"username,omitempty"`
+		Email    string `json:"email,omitempty"`
+		Name     string `json:"name,omitempty"`
+		Groups   string `json:"groups,omitempty"`
+	}
+	out := struct {
+		Issuer        string   `json:"issuer"`
+		ClientID      string   `json:"clientID"`
+		Scopes        []string `json:"scopes,omitempty"`
+		Claims        *claims  `json:"claims,omitempty"`
+		AllowedGroups []string `json:"allowedGroups,omitempty"`
+		DisplayName   string   `json:"displayName,omitempty"`
+	}{Issuer: string(u.Issuer), ClientID: u.ClientID, AllowedGroups: u.AllowedGroups, DisplayName: u.DisplayName}
+	for _, sc := range u.Scopes {
+		out.Scopes = append(out.Scopes, string(sc))
+	}
+	if c := u.Claims; c != nil {
+		out.Claims = &claims{Username: c.Username, Email: c.Email, Name: c.Name, Groups: c.Groups}
+	}
+	data, _ := json.Marshal(out) // strings and lists of strings always marshal
+	return string(data)
+}
+
+// UpstreamSecretRef names the Secret and key of the upstream provider's client
+// secret; "" when the TokenServer has no upstream provider.
+func UpstreamSecretRef(ts *oauthv1alpha1.TokenServer) (name, key string) {
+	u := upstreamOIDC(ts)
+	if u == nil {
+		return "", ""
+	}
+	key = u.ClientSecretRef.Key
+	if key == "" {
+		key = KeyUpstreamClientSecret
+	}
+	return u.ClientSecretRef.Name, key
+}
+
+// UpstreamCARef names the Secret and key of the upstream provider's CA
+// certificates; "" when there are none to add to the system's roots.
+func UpstreamCARef(ts *oauthv1alpha1.TokenServer) (name, key string) {
+	u := upstreamOIDC(ts)
+	if u == nil || u.CASecretRef == nil {
+		return "", ""
+	}
+	key = u.CASecretRef.Key
+	if key == "" {
+		key = KeyUpstreamCA
+	}
+	return u.CASecretRef.Name, key
 }
 
 // ServiceAccount of the token server pods. They need no Kubernetes API access, so
@@ -593,6 +671,17 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_USERS_FILE", Value: mountUsers + "/" + KeyUsers})
 		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: mountUsers, ReadOnly: true})
 		volumes = append(volumes, secretVolume("users", l.UsersSecretRef.Name, corev1.KeyToPath{Key: key, Path: KeyUsers}))
+	}
+	if name, key := UpstreamSecretRef(ts); name != "" {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_UPSTREAM_OIDC_FILE", Value: mountConfig + "/" + KeyUpstreamOIDC},
+			corev1.EnvVar{Name: "KUBEOAUTH_UPSTREAM_OIDC_CLIENT_SECRET_FILE", Value: mountUpstream + "/" + KeyUpstreamClientSecret})
+		mounts = append(mounts, corev1.VolumeMount{Name: "upstream", MountPath: mountUpstream, ReadOnly: true})
+		volumes = append(volumes, secretVolume("upstream", name, corev1.KeyToPath{Key: key, Path: KeyUpstreamClientSecret}))
+	}
+	if name, key := UpstreamCARef(ts); name != "" {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_UPSTREAM_OIDC_CA_FILE", Value: mountUpstreamCA + "/" + KeyUpstreamCA})
+		mounts = append(mounts, corev1.VolumeMount{Name: "upstream-ca", MountPath: mountUpstreamCA, ReadOnly: true})
+		volumes = append(volumes, secretVolume("upstream-ca", name, corev1.KeyToPath{Key: key, Path: KeyUpstreamCA}))
 	}
 	brandEnv, brandMounts, brandVolumes, podAnnotations := brandingPod(ts, in.PagesHash)
 	env, mounts, volumes = append(env, brandEnv...), append(mounts, brandMounts...), append(volumes, brandVolumes...)

@@ -255,6 +255,9 @@ type SignInSession struct {
 	Subject   string
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// Identity is what the upstream OpenID provider said of the user at sign-in
+	// (JSON, opaque to the store); nil for a user of the users file.
+	Identity []byte
 }
 
 // GrantFilter selects grants; empty fields match all.

@@ -54,6 +54,9 @@ type Options struct {
 	// UsersFile lists who may sign in (htpasswd lines or a YAML list, see LoadUsers); may be empty. It
 	// is read again when it changes.
 	UsersFile string
+	// Upstream, when set, signs people in through another OpenID provider as well
+	// (or instead, without a UsersFile). It is discovered on first use.
+	Upstream *UpstreamOIDC
 	// LoginThrottle limits failed sign-ins; zero means DefaultLoginThrottle.
 	LoginThrottle LoginThrottle
 	// MaxConcurrentLogins bounds concurrent password checks; zero means one per CPU.
@@ -179,7 +182,7 @@ func Serve(ctx context.Context, o Options) error {
 		SecureCookies: strings.HasPrefix(o.Issuer, "https://"), RefreshCoalesceWindow: o.RefreshCoalesceWindow,
 		LoginThrottle: o.LoginThrottle, MaxConcurrentLogins: o.MaxConcurrentLogins, ClientIPHeader: o.ClientIPHeader,
 		ClientIPTrustedProxies: o.ClientIPTrustedProxies, TokenMiddleware: o.TokenMiddleware,
-		ReadFence: st.ReadFence, FenceMaxHold: o.FenceMaxHold, FencePollInterval: o.FencePollInterval})
+		ReadFence: st.ReadFence, FenceMaxHold: o.FenceMaxHold, FencePollInterval: o.FencePollInterval, Upstream: o.Upstream})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -189,6 +192,7 @@ func Serve(ctx context.Context, o Options) error {
 		}
 	}()
 	go RunJanitor(bg, st, o.JanitorInterval, 500, log)
+	go srv.discoverUpstream(bg)
 	// A server that starts while its database is fenced holds from its first request.
 	srv.pollFence(bg)
 	go srv.watchFence(bg)

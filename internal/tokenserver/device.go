@@ -38,7 +38,7 @@ func (s *Server) devicePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	code := r.Form.Get("user_code")
-	if _, _, ok := s.deviceSignedIn(w, r, code); !ok {
+	if _, ok := s.deviceSignedIn(w, r, code); !ok {
 		return
 	}
 	s.render(w, http.StatusOK, "device.html", page{Title: deviceTitle, CSRF: s.csrfToken(s.session(w, r)), UserCode: code})
@@ -46,21 +46,21 @@ func (s *Server) devicePage(w http.ResponseWriter, r *http.Request) {
 
 // deviceSignedIn returns the signed-in subject; when there is none, it has answered
 // with the sign-in page, which comes back to the device page with code.
-func (s *Server) deviceSignedIn(w http.ResponseWriter, r *http.Request, code string) (string, time.Time, bool) {
-	subject, authTime, ok, err := s.loggedIn(r)
+func (s *Server) deviceSignedIn(w http.ResponseWriter, r *http.Request, code string) (signedInUser, bool) {
+	user, ok, err := s.signedIn(r)
 	if err != nil {
 		s.sessionError(w, err)
-		return "", time.Time{}, false
+		return signedInUser{}, false
 	}
 	if !ok {
 		back := oauth.DevicePath
 		if code != "" {
 			back += "?" + url.Values{"user_code": {code}}.Encode()
 		}
-		s.render(w, http.StatusOK, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(s.session(w, r)), ReturnTo: back})
-		return "", time.Time{}, false
+		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: back})
+		return signedInUser{}, false
 	}
-	return subject, authTime, true
+	return user, true
 }
 
 // deviceDecision takes a user code, and then the person's decision on it. Wrong codes
@@ -73,7 +73,8 @@ func (s *Server) deviceDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	code := strings.TrimSpace(r.PostForm.Get("user_code"))
-	subject, authTime, ok := s.deviceSignedIn(w, r, code)
+	user, ok := s.deviceSignedIn(w, r, code)
+	subject := user.Subject
 	if !ok || !s.csrfChecked(w, r) {
 		return
 	}
@@ -112,14 +113,14 @@ func (s *Server) deviceDecision(w http.ResponseWriter, r *http.Request) {
 	case "approve":
 		g, err := s.cfg.Store.PutGrant(ctx, browserConsent(client.ID, subject, dr.Scopes))
 		if err == nil {
-			err = s.cfg.Provider.ApproveDevice(ctx, dr, subject, s.identity(subject), g, authTime)
+			err = s.cfg.Provider.ApproveDevice(ctx, dr, subject, user.Identity, g, user.At)
 		}
 		s.deviceDone(w, r, err, "Your device is connected to "+client.Name+". You can close this page and return to it.")
 	case "deny":
 		s.deviceDone(w, r, s.cfg.Provider.DenyDevice(ctx, dr), "Your device was not connected. You can close this page.")
 	default:
 		s.render(w, http.StatusOK, "device.html", page{Title: "Allow " + client.Name + "?", Client: pageClient(client),
-			Scopes: s.deviceScopeLines(dr.Scopes), Subject: subject, CSRF: s.csrfToken(s.session(w, r)),
+			Scopes: s.deviceScopeLines(dr.Scopes), Subject: user.display(), CSRF: s.csrfToken(s.session(w, r)),
 			UserCode: oauth.NormalizeUserCode(code)[:4] + "-" + oauth.NormalizeUserCode(code)[4:]})
 	}
 }

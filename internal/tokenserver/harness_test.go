@@ -83,6 +83,10 @@ type setup struct {
 	deviceInterval, deviceLifespan time.Duration
 	// displayName, logoURL and templatesDir: see Options.
 	displayName, logoURL, templatesDir string
+	// upstream signs people in through another OpenID provider; noUsers leaves out
+	// the users file.
+	upstream *tokenserver.UpstreamOIDC
+	noUsers  bool
 }
 
 // secrets writes a signing key and an HMAC secret into a new directory.
@@ -169,13 +173,17 @@ func start(t testing.TB, s setup) *instance {
 	if s.logTo != nil {
 		logOut = io.MultiWriter(logs, s.logTo)
 	}
+	usersFile := filepath.Join(s.keyDir, "users")
+	if s.noUsers {
+		usersFile = ""
+	}
 	go func() {
 		in.done <- tokenserver.Serve(ctx, tokenserver.Options{
 			DSN: s.dsn, Issuer: issuer, PublicListener: pub, AdminListener: adm, MetricsListener: met, AdminToken: adminToken,
 			SigningKeyFile: filepath.Join(s.keyDir, "key.pem"), PreviousSigningKeyFile: s.previousKey, HMACSecret: hmacSecret, AccessTokenFormat: s.format,
 			AccessTokenLifespan: s.accessTTL, RefreshTokenLifespan: 24 * time.Hour, IDTokenLifespan: time.Hour,
 			AuthorizeCodeLifespan: 10 * time.Minute, RefreshGracePeriod: s.grace, ShutdownTimeout: 5 * time.Second,
-			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, RefreshCoalesceWindow: s.coalesce, UsersFile: filepath.Join(s.keyDir, "users"),
+			ShutdownDelay: s.shutdownDelay, JanitorInterval: s.janitor, RefreshCoalesceWindow: s.coalesce, UsersFile: usersFile, Upstream: s.upstream,
 			ScopeDescriptions: map[string]string{"zones.read": "Read your DNS zones", "openid": "Sign you in"},
 			Log:               slog.New(slog.NewTextHandler(logOut, nil)),
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,

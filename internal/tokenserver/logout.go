@@ -101,7 +101,7 @@ func (s *Server) endSession(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, endSessionPath+"?"+lr.params.Encode(), http.StatusSeeOther)
 		return
 	}
-	subject, _, ok, err := s.loggedIn(r)
+	user, ok, err := s.signedIn(r)
 	if err != nil {
 		s.sessionError(w, err)
 		return
@@ -110,8 +110,8 @@ func (s *Server) endSession(w http.ResponseWriter, r *http.Request) {
 		s.signedOut(w, r, lr)
 		return
 	}
-	if lr.hint == nil || lr.hint.Subject != subject {
-		s.render(w, http.StatusOK, "logout.html", page{Title: "Sign out?", Subject: subject, Client: pageClient(lr.client),
+	if lr.hint == nil || lr.hint.Subject != user.Subject {
+		s.render(w, http.StatusOK, "logout.html", page{Title: "Sign out?", Subject: user.display(), Client: pageClient(lr.client),
 			CSRF: s.csrfToken(s.session(w, r)), Query: lr.params})
 		return
 	}

@@ -181,11 +181,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	p := s.cfg.Provider
 	now := time.Now()
-	subject, authTime, ok, err := s.loggedIn(r)
+	user, ok, err := s.signedIn(r)
 	if err != nil {
 		s.sessionError(w, err)
 		return
 	}
+	subject, authTime := user.Subject, user.At
 	again := !ok
 	if ok {
 		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, authTime, now)
@@ -195,8 +196,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			p.LoginRequired(w, r, areq)
 			return
 		}
-		s.render(w, http.StatusOK, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(s.session(w, r)),
-			ReturnTo: s.loginReturn(r, now)})
+		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: s.loginReturn(r, now)})
 		return
 	}
 	// prompt=consent: the consent page even when a grant covers the request.
@@ -221,7 +221,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			p.AuthorizeError(w, r, areq, err)
 			return
 		}
-		p.Approve(w, r, areq, subject, s.identity(subject), g, authTime)
+		p.Approve(w, r, areq, subject, user.Identity, g, authTime)
 		return
 	}
 	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
@@ -229,7 +229,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	case askConsent:
 	case err == nil && grant.Covers(areq.Scopes, time.Now()) && (grant.Source != store.SourceFirstParty || client.SkipConsent):
 		_ = s.cfg.Store.TouchGrant(ctx, grant.ID, time.Now())
-		p.Approve(w, r, areq, subject, s.identity(subject), grant, authTime)
+		p.Approve(w, r, areq, subject, user.Identity, grant, authTime)
 		return
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		p.AuthorizeError(w, r, areq, err)
@@ -243,7 +243,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		g, err := s.cfg.Store.PutGrant(ctx, &store.ConsentGrant{ClientID: client.ID, Subject: subject, Scopes: areq.Scopes,
 			Source: store.SourceFirstParty})
 		if err == nil {
-			p.Approve(w, r, areq, subject, s.identity(subject), g, authTime)
+			p.Approve(w, r, areq, subject, user.Identity, g, authTime)
 			return
 		}
 		if !errors.Is(err, store.ErrNotFirstParty) {
@@ -272,7 +272,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, "consent.html", page{
 		Title: "Allow " + client.Name + "?", Client: pageClient(client), Scopes: scopes, RedirectHost: redirectHost,
-		Subject: subject, CSRF: s.csrfToken(s.session(w, r)), Query: authorizeQuery(r),
+		Subject: user.display(), CSRF: s.csrfToken(s.session(w, r)), Query: authorizeQuery(r),
 	})
 }
 
@@ -289,22 +289,18 @@ func authorizeQuery(r *http.Request) url.Values {
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
-	pg := page{Title: signInTitle, CSRF: s.csrfToken(s.session(w, r)), ReturnTo: accountPath}
+	pg := page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: accountPath}
 	if r.URL.Query().Has("signed_out") {
 		pg.Notice = "You are signed out."
 	}
-	s.render(w, http.StatusOK, "login.html", pg)
+	s.renderLogin(w, http.StatusOK, pg)
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !s.parsePage(w, r) {
 		return
 	}
-	returnTo := r.PostForm.Get("return_to")
-	// Only back to our own pages: an open redirect would help phishing.
-	if !strings.HasPrefix(returnTo, "/oauth2/auth?") && !isDeviceReturn(returnTo) {
-		returnTo = accountPath
-	}
+	returnTo := safeReturn(r.PostForm.Get("return_to"))
 	if !s.csrfOK(r) {
 		s.errorPage(w, http.StatusForbidden, formExpired)
 		return
@@ -313,12 +309,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	user := r.PostForm.Get("username")
 	if len(user) > maxUsernameLen {
 		// Before the throttle: a name no user has must not cost it memory.
-		s.render(w, http.StatusBadRequest, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(bs), ReturnTo: returnTo,
+		s.renderLogin(w, http.StatusBadRequest, page{CSRF: s.csrfToken(bs), ReturnTo: returnTo,
 			Error: fmt.Sprintf("That username is too long: usernames here have at most %d bytes.", maxUsernameLen)})
 		return
 	}
 	again := func(code int, msg string) {
-		s.render(w, code, "login.html", page{Title: signInTitle, CSRF: s.csrfToken(bs), ReturnTo: returnTo, Username: user, Error: msg})
+		s.renderLogin(w, code, page{CSRF: s.csrfToken(bs), ReturnTo: returnTo, Username: user, Error: msg})
 	}
 	ip := clientIP(r, s.cfg.ClientIPHeader, s.cfg.ClientIPTrustedProxies)
 	wait, done := s.throttle.attempt(user, ip, time.Now())
@@ -416,7 +412,8 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 
 // account lists the signed-in user's connected apps.
 func (s *Server) account(w http.ResponseWriter, r *http.Request) {
-	subject, _, ok, err := s.loggedIn(r)
+	user, ok, err := s.signedIn(r)
+	subject := user.Subject
 	if err != nil {
 		s.sessionError(w, err)
 		return
@@ -448,7 +445,7 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, grantRow{ClientID: c.ID, ClientName: c.Name, Owner: owner, Scopes: g.Scopes,
 			GrantedAt: g.GrantedAt.UTC().Format("2006-01-02 15:04 MST"), LastUsed: last})
 	}
-	s.render(w, http.StatusOK, "account.html", page{Title: "Connected apps", Subject: subject, Grants: rows,
+	s.render(w, http.StatusOK, "account.html", page{Title: "Connected apps", Subject: user.display(), Grants: rows,
 		CSRF: s.csrfToken(s.session(w, r))})
 }
 

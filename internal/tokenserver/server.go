@@ -45,6 +45,8 @@ type Config struct {
 	Events *Broadcaster
 	// Users signs people in on the login page; nil means nobody may.
 	Users *Users
+	// Upstream, when set, signs people in through another OpenID provider too.
+	Upstream *UpstreamOIDC
 	// LoginThrottle limits failed sign-ins; zero means DefaultLoginThrottle.
 	LoginThrottle LoginThrottle
 	// MaxConcurrentLogins bounds the password checks (bcrypt) running at once;
@@ -97,6 +99,8 @@ type Server struct {
 	bcryptSlots *semaphore.Weighted
 	// fence follows the upgrade fence; nil without Config.ReadFence.
 	fence *fenceWatch
+	// upstream is Config.Upstream, nil without one.
+	upstream *upstream
 }
 
 // Drain makes readiness fail from now on while requests are still served: the
@@ -153,6 +157,9 @@ func New(cfg Config) *Server {
 	if cfg.ReadFence != nil {
 		s.fence = newFenceWatch(cfg.ReadFence, cfg.FenceMaxHold, cfg.FencePollInterval)
 	}
+	if cfg.Upstream != nil {
+		s.upstream = newUpstream(*cfg.Upstream)
+	}
 	return s
 }
 
@@ -197,6 +204,8 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("GET /login", m.instrument("login", s.loginPage))
 	mux.HandleFunc("POST /login", m.instrument("login", form(s.login)))
 	mux.HandleFunc("POST /logout", m.instrument("logout", form(s.logout)))
+	mux.HandleFunc("POST "+upstreamStartPath, m.instrument("login_upstream", form(s.upstreamStart)))
+	mux.HandleFunc("GET "+upstreamCallbackPath, m.instrument("login_upstream", s.upstreamCallback))
 	mux.HandleFunc("GET "+endSessionPath, m.instrument("logout", s.endSession))
 	// Not behind form(): an app may post its end-session request from its own origin.
 	mux.HandleFunc("POST "+endSessionPath, m.instrument("logout", s.endSession))

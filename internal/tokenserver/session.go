@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
 )
 
@@ -120,36 +123,89 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) browserSession 
 	return s.newSession(w)
 }
 
-// loggedIn returns the signed-in subject and when they signed in. A session whose
-// user is gone from the users file, or whose password hash changed since, is signed
-// out; so is one whose stored row has ended (sign-out, on any replica) or is gone.
-// The row is read from the database on every call; an error reading it is returned,
-// so that the page answers 503 and never takes the visitor for signed in.
+// loggedIn returns the signed-in subject and when they signed in; see signedIn.
 func (s *Server) loggedIn(r *http.Request) (string, time.Time, bool, error) {
+	u, ok, err := s.signedIn(r)
+	return u.Subject, u.At, ok, err
+}
+
+// signedInUser is who a browser's session signed in, with what the token server
+// knows of them for the claims.
+type signedInUser struct {
+	Subject string
+	At      time.Time
+	// Identity comes from the users file for its users and from the sign-in session
+	// for a user of the upstream provider; nil when there is nothing to say.
+	Identity *oauth.Identity
+}
+
+// display is how the pages name the user: the username, which for a user of the
+// upstream provider is not the subject.
+func (u signedInUser) display() string {
+	if u.Identity != nil && u.Identity.Username != "" {
+		return u.Identity.Username
+	}
+	return u.Subject
+}
+
+// signedIn returns the signed-in user. A session whose user is gone from the users
+// file, or whose password hash changed since, is signed out; so is an upstream
+// user's session once the upstream settings changed or went away, and one whose
+// stored row has ended (sign-out, on any replica) or is gone. The row is read from
+// the database on every call; an error reading it is returned, so that the page
+// answers 503 and never takes the visitor for signed in.
+func (s *Server) signedIn(r *http.Request) (signedInUser, bool, error) {
 	bs, ok := s.readSession(r)
 	if !ok || bs.Subject == "" {
-		return "", time.Time{}, false, nil
+		return signedInUser{}, false, nil
 	}
-	hash, known := s.cfg.Users.current().hashes[bs.Subject]
-	if !known || subtle.ConstantTimeCompare([]byte(bs.Fingerprint), []byte(s.fingerprint(bs.Subject, hash))) != 1 {
-		return "", time.Time{}, false, nil
+	var hash []byte
+	if isUpstreamSubject(bs.Subject) {
+		if s.upstream == nil {
+			return signedInUser{}, false, nil
+		}
+		hash = s.upstream.key
+	} else {
+		var known bool
+		if hash, known = s.cfg.Users.current().hashes[bs.Subject]; !known {
+			return signedInUser{}, false, nil
+		}
+	}
+	if subtle.ConstantTimeCompare([]byte(bs.Fingerprint), []byte(s.fingerprint(bs.Subject, hash))) != 1 {
+		return signedInUser{}, false, nil
 	}
 	stored, err := s.cfg.Store.GetSignInSession(r.Context(), storedSessionID(bs.ID))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return "", time.Time{}, false, nil
+		return signedInUser{}, false, nil
 	case err != nil:
-		return "", time.Time{}, false, err
+		return signedInUser{}, false, err
 	case stored.Subject != bs.Subject:
-		return "", time.Time{}, false, nil
+		return signedInUser{}, false, nil
 	}
-	return bs.Subject, bs.At, true, nil
+	u := signedInUser{Subject: bs.Subject, At: bs.At}
+	if !isUpstreamSubject(bs.Subject) {
+		u.Identity = s.identity(bs.Subject)
+		return u, true, nil
+	}
+	u.Identity = &oauth.Identity{}
+	if err := json.Unmarshal(stored.Identity, u.Identity); err != nil {
+		return signedInUser{}, false, fmt.Errorf("the stored identity of a sign-in session: %w", err)
+	}
+	return u, true, nil
 }
 
-// signIn starts a signed-in session for user: a fresh ID, stored before the cookie
-// is set, so that sign-out has a row to end. A signed-in session the browser had
-// before is ended first, so that a copy of its cookie dies with it.
+// signIn starts a signed-in session for user of the users file, bound to the hash
+// their password matched.
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request, user string, hash []byte) error {
+	return s.startSession(w, r, user, s.fingerprint(user, hash), nil)
+}
+
+// startSession starts a signed-in session for subject: a fresh ID, stored before
+// the cookie is set, so that sign-out has a row to end. A signed-in session the
+// browser had before is ended first, so that a copy of its cookie dies with it.
+// identity is kept with the row (upstream users).
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, subject, fingerprint string, identity []byte) error {
 	ctx := r.Context()
 	if old, ok := s.readSession(r); ok && old.Subject != "" {
 		if err := s.cfg.Store.EndSignInSession(ctx, storedSessionID(old.ID)); err != nil {
@@ -158,10 +214,9 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, user string, has
 	}
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
-	bs := browserSession{ID: base64.RawURLEncoding.EncodeToString(b), Subject: user, Fingerprint: s.fingerprint(user, hash),
-		At: time.Now()}
-	if err := s.cfg.Store.CreateSignInSession(ctx, &store.SignInSession{ID: storedSessionID(bs.ID), Subject: user,
-		CreatedAt: bs.At, ExpiresAt: bs.At.Add(loginLifetime)}); err != nil {
+	bs := browserSession{ID: base64.RawURLEncoding.EncodeToString(b), Subject: subject, Fingerprint: fingerprint, At: time.Now()}
+	if err := s.cfg.Store.CreateSignInSession(ctx, &store.SignInSession{ID: storedSessionID(bs.ID), Subject: subject,
+		CreatedAt: bs.At, ExpiresAt: bs.At.Add(loginLifetime), Identity: identity}); err != nil {
 		return err
 	}
 	s.writeSession(w, bs)

@@ -298,6 +298,12 @@ func (u *Users) current() *userSet {
 	return u.cur.Load()
 }
 
+// configured says whether people may sign in with a password: a users file is
+// named, or users were given.
+func (u *Users) configured() bool {
+	return u.path != "" || len(u.cur.Load().hashes) > 0
+}
+
 // identity is what the users file says of subject now, for the claims; nil when it
 // says nothing.
 func (s *Server) identity(subject string) *oauth.Identity {

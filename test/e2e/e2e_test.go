@@ -57,6 +57,7 @@ func TestEndToEnd(t *testing.T) {
 		{"RelyingParties", testRelyingParties},
 		{"PagesFromAConfigMap", testBrandedPages},
 		{"Upgrades", testUpgrades},
+		{"UpstreamOIDCSignInThroughAProviderPod", testUpstreamOIDC},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 	} {
 		if !t.Run(s.name, s.run) {

@@ -6,8 +6,10 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -1152,7 +1154,9 @@ func testSignInSessions(t *testing.T, newStore Factory) {
 	now := clock.Now()
 	alice := &store.SignInSession{ID: "session-alice", Subject: "alice", CreatedAt: now, ExpiresAt: now.Add(12 * time.Hour)}
 	bob := &store.SignInSession{ID: "session-bob", Subject: "bob", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	for _, ss := range []*store.SignInSession{alice, bob} {
+	carol := &store.SignInSession{ID: "session-carol", Subject: "upstream:carol", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+		Identity: []byte(`{"email":"carol@example.com","groups":["ops"]}`)}
+	for _, ss := range []*store.SignInSession{alice, bob, carol} {
 		if err := s.CreateSignInSession(ctx, ss); err != nil {
 			t.Fatalf("CreateSignInSession(%s): %v", ss.ID, err)
 		}
@@ -1164,6 +1168,14 @@ func testSignInSessions(t *testing.T, newStore Factory) {
 	got, err := s.GetSignInSession(ctx, "session-alice")
 	if err != nil || got.Subject != "alice" || !got.CreatedAt.Equal(alice.CreatedAt) || !got.ExpiresAt.Equal(alice.ExpiresAt) {
 		t.Fatalf("GetSignInSession(alice) = %+v, %v; want %+v", got, err, alice)
+	}
+	if got.Identity != nil {
+		t.Errorf("alice's session has identity %q; want none", got.Identity)
+	}
+	// The upstream provider's account of the user comes back as it went in.
+	got, err = s.GetSignInSession(ctx, "session-carol")
+	if err != nil || !jsonEqual(got.Identity, carol.Identity) {
+		t.Fatalf("GetSignInSession(carol) = %+v, %v; want identity %s", got, err, carol.Identity)
 	}
 	if _, err := s.GetSignInSession(ctx, "no-such-session"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("an unknown session: err = %v, want ErrNotFound", err)
@@ -1233,4 +1245,12 @@ func testSignInSessionJanitor(t *testing.T, newStore Factory) {
 		ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Errorf("the expired session's row is still there: %v", err)
 	}
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }
