@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,7 +56,9 @@ func (r *TokenServerReconciler) pages(ctx context.Context, ts *oauthv1alpha1.Tok
 	case err != nil:
 		return "", nil, fmt.Errorf("get ConfigMap %s: %w", name, err)
 	default:
-		problem = checkTemplates(&src)
+		if problem, err = checkTemplates(ctx, &src); err != nil {
+			return "", nil, err
+		}
 	}
 	if problem == nil {
 		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, src.Data)); err != nil {
@@ -78,36 +82,77 @@ func (r *TokenServerReconciler) pages(ctx context.Context, ts *oauthv1alpha1.Tok
 }
 
 // checkTemplates is the problem with a templates ConfigMap, naming the key; nil if
-// pages.Parse accepts it.
-func checkTemplates(cm *corev1.ConfigMap) *conditionError {
+// the token server would accept it. The check runs in a child process with a
+// deadline and a memory cap (pages.Check): the templates are anyone's who may
+// write ConfigMaps in the namespace, and one that loops or grows without bound
+// must not take down the operator, which serves every namespace. An error is the
+// check's own failure, retried.
+func checkTemplates(ctx context.Context, cm *corev1.ConfigMap) (*conditionError, error) {
 	refuse := func(key string, why error) *conditionError {
 		msg := why.Error()
 		if len(msg) > 1024 {
-			msg = msg[:1024] + "..."
+			msg = strings.ToValidUTF8(msg[:1024], "") + "..."
 		}
 		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s key %s: %s; the pages keep their last good templates",
 			cm.Name, key, msg))
 	}
 	for _, k := range slices.Sorted(maps.Keys(cm.BinaryData)) {
-		return refuse(k, errors.New("is binaryData: templates are text, under data"))
+		return refuse(k, errors.New("is binaryData: templates are text, under data")), nil
 	}
-	if _, err := pages.Parse(cm.Data); err != nil {
-		var fe *pages.FileError
-		if errors.As(err, &fe) {
-			return refuse(fe.Name, fe.Err)
-		}
-		return refuse("?", err)
+	err := templateChecks.check(ctx, cm.Data)
+	var fe *pages.FileError
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.As(err, &fe):
+		return refuse(fe.Name, fe.Err), nil
+	default:
+		return nil, err
 	}
-	return nil
+}
+
+// templateChecks remembers the verdicts of pages.Check by digest: a check costs a
+// process, and a TokenServer is reconciled far more often than its templates change.
+var templateChecks = &checkCache{verdicts: map[string]error{}}
+
+type checkCache struct {
+	mu       sync.Mutex
+	verdicts map[string]error // nil or a *pages.FileError
+}
+
+func (c *checkCache) check(ctx context.Context, files map[string]string) error {
+	key := fullDigest(files)
+	c.mu.Lock()
+	verdict, ok := c.verdicts[key]
+	c.mu.Unlock()
+	if ok {
+		return verdict
+	}
+	err := pages.Check(ctx, files)
+	var fe *pages.FileError
+	if err != nil && !errors.As(err, &fe) {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.verdicts) >= 256 {
+		clear(c.verdicts)
+	}
+	c.verdicts[key] = err
+	return err
 }
 
 // templatesDigest identifies a set of templates.
-func templatesDigest(files map[string]string) string {
+func templatesDigest(files map[string]string) string { return fullDigest(files)[:16] }
+
+// fullDigest is templatesDigest untruncated: the key of a verdict, which must not
+// be found for other templates by a search of 2^32 steps.
+func fullDigest(files map[string]string) string {
 	h := sha256.New()
 	for _, k := range slices.Sorted(maps.Keys(files)) {
 		_, _ = fmt.Fprintf(h, "%s=%x\n", k, sha256.Sum256([]byte(files[k])))
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // withPages reports a templates ConfigMap that is missing or refused in Degraded,

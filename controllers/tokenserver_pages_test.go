@@ -93,13 +93,26 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 
 	// 3. A template that does not parse, and one that fails on the page's data: each
 	// refused, naming the key and html/template's error; nothing reaches the pods.
-	for key, c := range map[string]struct{ text, says string }{
-		"consent.html": {"{{if .Client}}", "ConfigMap auth-templates key consent.html: template: consent.html:1: unexpected EOF"},
-		"account.html": {"{{.Usrname}}", "ConfigMap auth-templates key account.html: template: account.html:1:2: executing " +
+	// So are templates made to exhaust the operator (which renders them in a child
+	// process of itself, with a budget): this test process is that operator, and
+	// carries on.
+	doubling := `{{define "a0"}}{{end}}`
+	for i := 1; i <= 40; i++ {
+		doubling += fmt.Sprintf(`{{define "a%d"}}{{template "a%d" .}}{{template "a%d" .}}{{end}}`, i, i-1, i-1)
+	}
+	for _, c := range []struct{ key, text, says string }{
+		{"error.html", `{{template "top" .}}{{range 3000000000}}xxxxxxxxxx{{end}}{{template "bottom" .}}`,
+			"ConfigMap auth-templates key error.html: renders more than 1024 KiB"},
+		{"logout.html", `{{$x := "a"}}{{range 40}}{{$x = printf "%s%s" $x $x}}{{end}}{{len $x}}`,
+			"ConfigMap auth-templates key logout.html: rendering it with sample data used more than 256 MiB"},
+		{"account.html", doubling + `{{template "a40" .}}`,
+			"ConfigMap auth-templates key account.html: rendering it with sample data took longer than 5s"},
+		{"consent.html", "{{if .Client}}", "ConfigMap auth-templates key consent.html: template: consent.html:1: unexpected EOF"},
+		{"account.html", "{{.Usrname}}", "ConfigMap auth-templates key account.html: template: account.html:1:2: executing " +
 			`"account.html" at <.Usrname>: can't evaluate field Usrname`},
-		"logn.html": {"x", "ConfigMap auth-templates key logn.html: not a page template; the templates are account.html, consent.html"},
+		{"logn.html", "x", "ConfigMap auth-templates key logn.html: not a page template; the templates are account.html, consent.html"},
 	} {
-		templates.Data = map[string]string{"login.html": login, key: c.text}
+		templates.Data = map[string]string{"login.html": login, c.key: c.text}
 		if err := k8s.Update(ctx, templates); err != nil {
 			t.Fatal(err)
 		}

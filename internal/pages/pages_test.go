@@ -23,7 +23,10 @@ func TestParseRefusesWhatWouldFail(t *testing.T) {
 		"a nil client":      {overrides: map[string]string{"logout.html": "{{.Client.Name}}"}, file: "logout.html", says: "nil pointer"},
 		"an escaping error": {overrides: map[string]string{"error.html": `<a href="{{if .Error}}x{{end}}`}, file: "error.html", says: "ends in a non-text context"},
 		"a missing layout":  {overrides: map[string]string{Layout: `{{define "top"}}{{end}}`}, file: "account.html", says: `no such template "bottom"`},
-		"a broken layout":   {overrides: map[string]string{Layout: `{{define "top"}}{{.Nope}}{{end}}{{define "bottom"}}{{end}}`}, file: Layout, says: "can't evaluate field Nope"},
+		// What the token server renders per request is capped as well.
+		"a page too large": {overrides: map[string]string{"error.html": `{{range 3000000000}}xxxxxxxxxx{{end}}`}, file: "error.html",
+			says: "renders more than 1024 KiB"},
+		"a broken layout": {overrides: map[string]string{Layout: `{{define "top"}}{{.Nope}}{{end}}{{define "bottom"}}{{end}}`}, file: Layout, says: "can't evaluate field Nope"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
