@@ -104,7 +104,7 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 		{"error.html", `{{template "top" .}}{{range 3000000000}}xxxxxxxxxx{{end}}{{template "bottom" .}}`,
 			"ConfigMap auth-templates key error.html: renders more than 1024 KiB"},
 		{"logout.html", `{{$x := "a"}}{{range 40}}{{$x = printf "%s%s" $x $x}}{{end}}{{len $x}}`,
-			"ConfigMap auth-templates key logout.html: rendering it with sample data used more than 256 MiB"},
+			"ConfigMap auth-templates key logout.html: rendering it with sample data used more than 64 MiB"},
 		{"account.html", doubling + `{{template "a40" .}}`,
 			"ConfigMap auth-templates key account.html: rendering it with sample data took longer than 5s"},
 		{"consent.html", "{{if .Client}}", "ConfigMap auth-templates key consent.html: template: consent.html:1: unexpected EOF"},

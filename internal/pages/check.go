@@ -25,7 +25,10 @@ import (
 // string by doubling it, so the only bound that holds is a process's.
 const (
 	CheckTimeout = 5 * time.Second
-	CheckMemory  = 256 << 20
+	// CheckMemory is small next to the operator pod's memory limit (256 MiB by
+	// default), which the child shares: the samples of any sane template take
+	// a few MiB.
+	CheckMemory = 64 << 20
 )
 
 // checkStartup bounds how long the child may take to start, before its budget
@@ -153,7 +156,7 @@ read:
 			return nil
 		}
 		return &FileError{result.File, errors.New(result.Error)}
-	case strings.Contains(stderr.String(), "out of memory"):
+	case strings.Contains(stderr.String(), "out of memory"), strings.Contains(stderr.String(), "cannot allocate memory"):
 		return &FileError{page, fmt.Errorf("rendering it with sample data used more than %d MiB", CheckMemory>>20)}
 	case strings.Contains(stderr.String(), "stack overflow"):
 		return &FileError{page, fmt.Errorf("rendering it with sample data nests deeper than the stack allows")}
@@ -181,6 +184,9 @@ func runChild(in io.Reader, out io.Writer) int {
 		return 1
 	}
 	debug.SetMemoryLimit(CheckMemory)
+	// Should the pod's memory run out all the same, the kernel kills this process
+	// first, not the operator (raising one's own score needs no privilege).
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0)
 	var overrides map[string]string
 	if err := json.NewDecoder(io.LimitReader(in, 16<<20)).Decode(&overrides); err != nil {
 		fmt.Fprintln(os.Stderr, "pages check: read templates:", err)
