@@ -96,6 +96,12 @@ func checkTemplates(ctx context.Context, cm *corev1.ConfigMap) (*conditionError,
 		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s key %s: %s; the pages keep their last good templates",
 			cm.Name, key, msg))
 	}
+	if owner := metav1.GetControllerOf(cm); owner != nil {
+		// Such as another TokenServer's <name>-pages (this one's own is refused by
+		// the API server): its edits are not the user's, and are not watched.
+		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s is controlled by %s %s: name a ConfigMap of "+
+			"your own in spec.branding.templatesConfigMapRef; the pages keep their last good templates", cm.Name, owner.Kind, owner.Name)), nil
+	}
 	for _, k := range slices.Sorted(maps.Keys(cm.BinaryData)) {
 		return refuse(k, errors.New("is binaryData: templates are text, under data")), nil
 	}

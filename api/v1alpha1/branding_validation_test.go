@@ -52,3 +52,24 @@ func TestTokenServerBrandingValidation(t *testing.T) {
 		t.Run(name, func(t *testing.T) { create(t, tokenServer(tc.spec), tc.want) })
 	}
 }
+
+// The operator's own ConfigMaps cannot be the templates' source: it would take the
+// user's ConfigMap over (and delete it with the TokenServer), and the pods would
+// mount the unchecked source itself.
+func TestTokenServerTemplatesNotTheOperatorsCopy(t *testing.T) {
+	const msg = "spec.branding.templatesConfigMapRef.name must not be <metadata.name>-pages or <metadata.name>-config"
+	for name, want := range map[string]rejected{
+		"auth-pages":     reject("spec.branding.templatesConfigMapRef.name", msg),
+		"auth-config":    reject("spec.branding.templatesConfigMapRef.name", msg),
+		"auth-templates": ok(),
+		"other-pages":    ok(), // another TokenServer's copy is no copy of this one
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := tokenServer(func(s *v1.TokenServerSpec) {
+				s.Branding = &v1.Branding{TemplatesConfigMapRef: &v1.LocalObjectReference{Name: name}}
+			})
+			ts.GenerateName, ts.Name = "", "auth"
+			create(t, ts, want)
+		})
+	}
+}
