@@ -27,7 +27,7 @@ const (
 var (
 	httpsLogo = regexp.MustCompile(`^https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*` +
 		`(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?][^\s\x22\x27<>\\]*)?$`)
-	dataLogo  = regexp.MustCompile(`^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$`)
+	dataLogo = regexp.MustCompile(`^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$`)
 )
 
 // ParseBrand checks a display name and a logo URL as the CRD does: the token server's
