@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/pages"
@@ -61,24 +62,60 @@ func (r *TokenServerReconciler) pages(ctx context.Context, ts *oauthv1alpha1.Tok
 		}
 	}
 	if problem == nil {
-		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, src.Data)); err != nil {
+		if err := r.writePages(ctx, ts, src.Data); err != nil {
 			return "", nil, err
 		}
 		return templatesDigest(src.Data), nil, nil
 	}
 	var mounted corev1.ConfigMap
 	err = r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PagesConfigMapName(ts)}, &mounted)
-	if apierrors.IsNotFound(err) {
-		// The pods need the volume to start: the built-in pages until one passes.
-		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, nil)); err != nil {
-			return "", nil, err
-		}
-		return templatesDigest(nil), problem, nil
-	}
-	if err != nil {
+	if err != nil && !apierrors.IsNotFound(err) {
 		return "", nil, fmt.Errorf("get ConfigMap %s: %w", resources.PagesConfigMapName(ts), err)
 	}
-	return templatesDigest(mounted.Data), problem, nil
+	if err == nil && len(mounted.BinaryData) == 0 {
+		// The copy holds what passed, unless someone edited it since: what it holds
+		// now must pass too (a verdict kept from when the operator wrote it).
+		err := templateChecks.check(ctx, mounted.Data)
+		var fe *pages.FileError
+		if err == nil {
+			return templatesDigest(mounted.Data), problem, nil
+		}
+		if !errors.As(err, &fe) {
+			return "", nil, err
+		}
+	}
+	// No copy (the pods need the volume to start), or one edited into something that
+	// does not pass: the built-in pages until a source passes.
+	if err := r.writePages(ctx, ts, nil); err != nil {
+		return "", nil, err
+	}
+	return templatesDigest(nil), problem, nil
+}
+
+// writePages makes the pods' ConfigMap hold exactly files. Apply sets the
+// operator's keys but leaves those another field manager added (kubectl edit):
+// such a key would reach the next pod that starts unchecked, so the whole data is
+// replaced when the live copy holds anything else.
+func (r *TokenServerReconciler) writePages(ctx context.Context, ts *oauthv1alpha1.TokenServer, files map[string]string) error {
+	if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, files)); err != nil {
+		return err
+	}
+	var live corev1.ConfigMap
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PagesConfigMapName(ts)}, &live); err != nil {
+		return fmt.Errorf("get ConfigMap %s: %w", live.Name, err)
+	}
+	if maps.Equal(live.Data, files) && len(live.BinaryData) == 0 {
+		return nil
+	}
+	orig := live.DeepCopy()
+	live.Data, live.BinaryData = files, nil
+	// A merge patch (the operator may patch, not update, ConfigMaps) that sets the
+	// other keys to null, conditional on the resourceVersion read: a conflict is
+	// retried.
+	if err := r.Patch(ctx, &live, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), fieldOwner); err != nil {
+		return fmt.Errorf("patch ConfigMap %s: %w", live.Name, err)
+	}
+	return nil
 }
 
 // checkTemplates is the problem with a templates ConfigMap, naming the key; nil if

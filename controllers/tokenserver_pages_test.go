@@ -91,6 +91,24 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 		return maps.Equal(files, templates.Data) && goodHash != builtinHash
 	}, func() string { return fmt.Sprintf("auth-pages %v, hash %s", files, goodHash) })
 
+	// 2b. auth-pages is the operator's: a key someone adds to it by hand (it would
+	// reach the next pod that starts, unchecked) is removed, and the pods' hash
+	// stays.
+	tamper := func(files map[string]string) {
+		t.Helper()
+		var cm corev1.ConfigMap
+		get(t, ns, "auth-pages", &cm)
+		maps.Copy(cm.Data, files)
+		if err := k8s.Update(ctx, &cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tamper(map[string]string{"consent.html": "{{if .Client}}"})
+	eventually(t, 20*time.Second, "the key added to auth-pages removed", func() bool {
+		files, hash := mounted()
+		return maps.Equal(files, templates.Data) && hash == goodHash
+	}, func() string { files, hash := mounted(); return fmt.Sprintf("auth-pages %v, hash %s", files, hash) })
+
 	// 3. A template that does not parse, and one that fails on the page's data: each
 	// refused, naming the key and html/template's error; nothing reaches the pods.
 	// So are templates made to exhaust the operator (which renders them in a child
@@ -122,6 +140,15 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 		}
 	}
 
+	// 3b. While the source is refused, the copy keeps the last good templates; edited
+	// by hand into something that does not pass, it falls back to the built-in pages
+	// rather than let a pod start with it.
+	tamper(map[string]string{"account.html": "{{.Usrname}}"})
+	eventually(t, 20*time.Second, "auth-pages back to the built-in pages", func() bool {
+		files, hash := mounted()
+		return len(files) == 0 && hash == builtinHash
+	}, func() string { files, hash := mounted(); return fmt.Sprintf("auth-pages %v, hash %s", files, hash) })
+
 	// 4. Fixed: copied, rolled, Degraded clears.
 	templates.Data = map[string]string{"login.html": login, "error.html": `<p>{{.Error}}</p>`}
 	if err := k8s.Update(ctx, templates); err != nil {
@@ -131,5 +158,14 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 	eventually(t, 20*time.Second, "the fixed templates copied and the pods rolled", func() bool {
 		files, hash := mounted()
 		return maps.Equal(files, templates.Data) && hash != goodHash
+	}, nil)
+
+	// 5. auth-pages deleted: made again at once (pods that start need the volume).
+	if err := k8s.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-pages"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "auth-pages made again", func() bool {
+		var cm corev1.ConfigMap
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "auth-pages"}, &cm) == nil && maps.Equal(cm.Data, templates.Data)
 	}, nil)
 }
