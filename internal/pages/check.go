@@ -156,7 +156,9 @@ read:
 			return nil
 		}
 		return &FileError{result.File, errors.New(result.Error)}
-	case strings.Contains(stderr.String(), "out of memory"), strings.Contains(stderr.String(), "cannot allocate memory"):
+	case strings.Contains(stderr.String(), "out of memory"), strings.Contains(stderr.String(), "cannot allocate memory"),
+		// The race detector's runtime, in a test binary built with -race.
+		strings.Contains(stderr.String(), "ThreadSanitizer failed to allocate"):
 		return &FileError{page, fmt.Errorf("rendering it with sample data used more than %d MiB", CheckMemory>>20)}
 	case strings.Contains(stderr.String(), "stack overflow"):
 		return &FileError{page, fmt.Errorf("rendering it with sample data nests deeper than the stack allows")}
