@@ -35,6 +35,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
+	"github.com/kubeoauth/kubeoauth/internal/pages"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
@@ -64,7 +65,11 @@ var (
 		PodLabels: map[string]string{"app.kubernetes.io/name": "kubeoauth", "app.kubernetes.io/component": "manager"}}
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	// The operator checks page templates in a child of its binary: this one here.
+	pages.RunCheckIfChild()
+	os.Exit(run(m))
+}
 
 // The operator's manager, which restartOperator replaces as a new operator pod would.
 var (

@@ -186,6 +186,9 @@ func (r *TokenServerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.StatefulSet{}).Owns(&batchv1.Job{}).Owns(&corev1.Service{}).
 		// Secrets as metadata only: see SecretReader.
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).
+		// The ConfigMaps the pods mount: an edit by someone else is undone at once
+		// (writePages), not at the next resync.
+		Owns(&corev1.ConfigMap{}, builder.OnlyMetadata).
 		// A pod becoming ready behind the admin Service is what makes the server Ready;
 		// behind the public Service, what moves an upgrade's promotion on.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(serverOfSlice)).

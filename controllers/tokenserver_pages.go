@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/pages"
@@ -54,60 +57,145 @@ func (r *TokenServerReconciler) pages(ctx context.Context, ts *oauthv1alpha1.Tok
 	case err != nil:
 		return "", nil, fmt.Errorf("get ConfigMap %s: %w", name, err)
 	default:
-		problem = checkTemplates(&src)
+		if problem, err = checkTemplates(ctx, &src); err != nil {
+			return "", nil, err
+		}
 	}
 	if problem == nil {
-		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, src.Data)); err != nil {
+		if err := r.writePages(ctx, ts, src.Data); err != nil {
 			return "", nil, err
 		}
 		return templatesDigest(src.Data), nil, nil
 	}
 	var mounted corev1.ConfigMap
 	err = r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PagesConfigMapName(ts)}, &mounted)
-	if apierrors.IsNotFound(err) {
-		// The pods need the volume to start: the built-in pages until one passes.
-		if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, nil)); err != nil {
-			return "", nil, err
-		}
-		return templatesDigest(nil), problem, nil
-	}
-	if err != nil {
+	if err != nil && !apierrors.IsNotFound(err) {
 		return "", nil, fmt.Errorf("get ConfigMap %s: %w", resources.PagesConfigMapName(ts), err)
 	}
-	return templatesDigest(mounted.Data), problem, nil
+	if err == nil && len(mounted.BinaryData) == 0 {
+		// The copy holds what passed, unless someone edited it since: what it holds
+		// now must pass too (a verdict kept from when the operator wrote it).
+		err := templateChecks.check(ctx, mounted.Data)
+		var fe *pages.FileError
+		if err == nil {
+			return templatesDigest(mounted.Data), problem, nil
+		}
+		if !errors.As(err, &fe) {
+			return "", nil, err
+		}
+	}
+	// No copy (the pods need the volume to start), or one edited into something that
+	// does not pass: the built-in pages until a source passes.
+	if err := r.writePages(ctx, ts, nil); err != nil {
+		return "", nil, err
+	}
+	return templatesDigest(nil), problem, nil
 }
 
-// checkTemplates is the problem with a templates ConfigMap, naming the key; nil if
-// pages.Parse accepts it.
-func checkTemplates(cm *corev1.ConfigMap) *conditionError {
-	refuse := func(key string, why error) *conditionError {
-		msg := why.Error()
-		if len(msg) > 1024 {
-			msg = msg[:1024] + "..."
-		}
-		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s key %s: %s; the pages keep their last good templates",
-			cm.Name, key, msg))
+// writePages makes the pods' ConfigMap hold exactly files. Apply sets the
+// operator's keys but leaves those another field manager added (kubectl edit):
+// such a key would reach the next pod that starts unchecked, so the whole data is
+// replaced when the live copy holds anything else.
+func (r *TokenServerReconciler) writePages(ctx context.Context, ts *oauthv1alpha1.TokenServer, files map[string]string) error {
+	if err := r.apply(ctx, ts, resources.PagesConfigMap(ts, files)); err != nil {
+		return err
 	}
-	for _, k := range slices.Sorted(maps.Keys(cm.BinaryData)) {
-		return refuse(k, errors.New("is binaryData: templates are text, under data"))
+	var live corev1.ConfigMap
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: resources.PagesConfigMapName(ts)}, &live); err != nil {
+		return fmt.Errorf("get ConfigMap %s: %w", live.Name, err)
 	}
-	if _, err := pages.Parse(cm.Data); err != nil {
-		var fe *pages.FileError
-		if errors.As(err, &fe) {
-			return refuse(fe.Name, fe.Err)
-		}
-		return refuse("?", err)
+	if maps.Equal(live.Data, files) && len(live.BinaryData) == 0 {
+		return nil
+	}
+	orig := live.DeepCopy()
+	live.Data, live.BinaryData = files, nil
+	// A merge patch (the operator may patch, not update, ConfigMaps) that sets the
+	// other keys to null, conditional on the resourceVersion read: a conflict is
+	// retried.
+	if err := r.Patch(ctx, &live, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), fieldOwner); err != nil {
+		return fmt.Errorf("patch ConfigMap %s: %w", live.Name, err)
 	}
 	return nil
 }
 
+// checkTemplates is the problem with a templates ConfigMap, naming the key; nil if
+// the token server would accept it. The check runs in a child process with a
+// deadline and a memory cap (pages.Check): the templates are anyone's who may
+// write ConfigMaps in the namespace, and one that loops or grows without bound
+// must not take down the operator, which serves every namespace. An error is the
+// check's own failure, retried.
+func checkTemplates(ctx context.Context, cm *corev1.ConfigMap) (*conditionError, error) {
+	refuse := func(key string, why error) *conditionError {
+		msg := why.Error()
+		if len(msg) > 1024 {
+			msg = strings.ToValidUTF8(msg[:1024], "") + "..."
+		}
+		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s key %s: %s; the pages keep their last good templates",
+			cm.Name, key, msg))
+	}
+	if owner := metav1.GetControllerOf(cm); owner != nil {
+		// Such as another TokenServer's <name>-pages (this one's own is refused by
+		// the API server): its edits are not the user's, and are not watched.
+		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s is controlled by %s %s: name a ConfigMap of "+
+			"your own in spec.branding.templatesConfigMapRef; the pages keep their last good templates", cm.Name, owner.Kind, owner.Name)), nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(cm.BinaryData)) {
+		return refuse(k, errors.New("is binaryData: templates are text, under data")), nil
+	}
+	err := templateChecks.check(ctx, cm.Data)
+	var fe *pages.FileError
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.As(err, &fe):
+		return refuse(fe.Name, fe.Err), nil
+	default:
+		return nil, err
+	}
+}
+
+// templateChecks remembers the verdicts of pages.Check by digest: a check costs a
+// process, and a TokenServer is reconciled far more often than its templates change.
+var templateChecks = &checkCache{verdicts: map[string]error{}}
+
+type checkCache struct {
+	mu       sync.Mutex
+	verdicts map[string]error // nil or a *pages.FileError
+}
+
+func (c *checkCache) check(ctx context.Context, files map[string]string) error {
+	key := fullDigest(files)
+	c.mu.Lock()
+	verdict, ok := c.verdicts[key]
+	c.mu.Unlock()
+	if ok {
+		return verdict
+	}
+	err := pages.Check(ctx, files)
+	var fe *pages.FileError
+	if err != nil && !errors.As(err, &fe) {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.verdicts) >= 256 {
+		clear(c.verdicts)
+	}
+	c.verdicts[key] = err
+	return err
+}
+
 // templatesDigest identifies a set of templates.
-func templatesDigest(files map[string]string) string {
+func templatesDigest(files map[string]string) string { return fullDigest(files)[:16] }
+
+// fullDigest is templatesDigest untruncated: the key of a verdict, which must not
+// be found for other templates by a search of 2^32 steps.
+func fullDigest(files map[string]string) string {
 	h := sha256.New()
 	for _, k := range slices.Sorted(maps.Keys(files)) {
 		_, _ = fmt.Fprintf(h, "%s=%x\n", k, sha256.Sum256([]byte(files[k])))
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // withPages reports a templates ConfigMap that is missing or refused in Degraded,

@@ -1,7 +1,12 @@
 package controllers
 
 import (
+	"context"
+	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -32,5 +37,22 @@ func TestWithPages(t *testing.T) {
 				t.Errorf("conditions %+v", got)
 			}
 		})
+	}
+}
+
+// A ConfigMap the operator (or anything else) controls is no source of templates:
+// refused before it is rendered, naming its controller.
+func TestCheckTemplatesRefusesAControlledConfigMap(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "auth-pages", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: oauthv1alpha1.GroupVersion.String(), Kind: "TokenServer", Name: "auth", UID: "u", Controller: ptr.To(true)}}},
+		Data: map[string]string{"login.html": "hi"}}
+	problem, err := checkTemplates(context.Background(), cm)
+	if err != nil || problem == nil || problem.reason != ReasonPageTemplatesInvalid ||
+		!strings.Contains(problem.message, "ConfigMap auth-pages is controlled by TokenServer auth: name a ConfigMap of your own") {
+		t.Fatalf("problem %+v, err %v", problem, err)
+	}
+	cm.OwnerReferences = nil
+	if problem, err := checkTemplates(context.Background(), cm); problem != nil || err != nil {
+		t.Fatalf("a ConfigMap of the user's own: problem %+v, err %v", problem, err)
 	}
 }

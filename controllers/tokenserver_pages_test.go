@@ -91,15 +91,46 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 		return maps.Equal(files, templates.Data) && goodHash != builtinHash
 	}, func() string { return fmt.Sprintf("auth-pages %v, hash %s", files, goodHash) })
 
+	// 2b. auth-pages is the operator's: a key someone adds to it by hand (it would
+	// reach the next pod that starts, unchecked) is removed, and the pods' hash
+	// stays.
+	tamper := func(files map[string]string) {
+		t.Helper()
+		var cm corev1.ConfigMap
+		get(t, ns, "auth-pages", &cm)
+		maps.Copy(cm.Data, files)
+		if err := k8s.Update(ctx, &cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tamper(map[string]string{"consent.html": "{{if .Client}}"})
+	eventually(t, 20*time.Second, "the key added to auth-pages removed", func() bool {
+		files, hash := mounted()
+		return maps.Equal(files, templates.Data) && hash == goodHash
+	}, func() string { files, hash := mounted(); return fmt.Sprintf("auth-pages %v, hash %s", files, hash) })
+
 	// 3. A template that does not parse, and one that fails on the page's data: each
 	// refused, naming the key and html/template's error; nothing reaches the pods.
-	for key, c := range map[string]struct{ text, says string }{
-		"consent.html": {"{{if .Client}}", "ConfigMap auth-templates key consent.html: template: consent.html:1: unexpected EOF"},
-		"account.html": {"{{.Usrname}}", "ConfigMap auth-templates key account.html: template: account.html:1:2: executing " +
+	// So are templates made to exhaust the operator (which renders them in a child
+	// process of itself, with a budget): this test process is that operator, and
+	// carries on.
+	doubling := `{{define "a0"}}{{end}}`
+	for i := 1; i <= 40; i++ {
+		doubling += fmt.Sprintf(`{{define "a%d"}}{{template "a%d" .}}{{template "a%d" .}}{{end}}`, i, i-1, i-1)
+	}
+	for _, c := range []struct{ key, text, says string }{
+		{"error.html", `{{template "top" .}}{{range 3000000000}}xxxxxxxxxx{{end}}{{template "bottom" .}}`,
+			"ConfigMap auth-templates key error.html: renders more than 1024 KiB"},
+		{"logout.html", `{{$x := "a"}}{{range 40}}{{$x = printf "%s%s" $x $x}}{{end}}{{len $x}}`,
+			"ConfigMap auth-templates key logout.html: rendering it with sample data used more than 64 MiB"},
+		{"account.html", doubling + `{{template "a40" .}}`,
+			"ConfigMap auth-templates key account.html: rendering it with sample data took longer than 5s"},
+		{"consent.html", "{{if .Client}}", "ConfigMap auth-templates key consent.html: template: consent.html:1: unexpected EOF"},
+		{"account.html", "{{.Usrname}}", "ConfigMap auth-templates key account.html: template: account.html:1:2: executing " +
 			`"account.html" at <.Usrname>: can't evaluate field Usrname`},
-		"logn.html": {"x", "ConfigMap auth-templates key logn.html: not a page template; the templates are account.html, consent.html"},
+		{"logn.html", "x", "ConfigMap auth-templates key logn.html: not a page template; the templates are account.html, consent.html"},
 	} {
-		templates.Data = map[string]string{"login.html": login, key: c.text}
+		templates.Data = map[string]string{"login.html": login, c.key: c.text}
 		if err := k8s.Update(ctx, templates); err != nil {
 			t.Fatal(err)
 		}
@@ -108,6 +139,15 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 			t.Fatalf("a refused template reached the pods: auth-pages %v, hash %s (was %s)", files, hash, goodHash)
 		}
 	}
+
+	// 3b. While the source is refused, the copy keeps the last good templates; edited
+	// by hand into something that does not pass, it falls back to the built-in pages
+	// rather than let a pod start with it.
+	tamper(map[string]string{"account.html": "{{.Usrname}}"})
+	eventually(t, 20*time.Second, "auth-pages back to the built-in pages", func() bool {
+		files, hash := mounted()
+		return len(files) == 0 && hash == builtinHash
+	}, func() string { files, hash := mounted(); return fmt.Sprintf("auth-pages %v, hash %s", files, hash) })
 
 	// 4. Fixed: copied, rolled, Degraded clears.
 	templates.Data = map[string]string{"login.html": login, "error.html": `<p>{{.Error}}</p>`}
@@ -118,5 +158,14 @@ func TestPageTemplatesConfigMap(t *testing.T) {
 	eventually(t, 20*time.Second, "the fixed templates copied and the pods rolled", func() bool {
 		files, hash := mounted()
 		return maps.Equal(files, templates.Data) && hash != goodHash
+	}, nil)
+
+	// 5. auth-pages deleted: made again at once (pods that start need the volume).
+	if err := k8s.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-pages"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "auth-pages made again", func() bool {
+		var cm corev1.ConfigMap
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "auth-pages"}, &cm) == nil && maps.Equal(cm.Data, templates.Data)
 	}, nil)
 }

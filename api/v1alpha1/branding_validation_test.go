@@ -40,6 +40,18 @@ func TestTokenServerBrandingValidation(t *testing.T) {
 			reject("spec.branding.displayName", "Too long")},
 		"a name of two lines": {branding(v1.Branding{DisplayName: "Example\nCorp"}),
 			reject("spec.branding.displayName", "must be one line of text, without control characters")},
+		"a line separator in the name": {branding(v1.Branding{DisplayName: "Example\u2028Corp"}),
+			reject("spec.branding.displayName", "line or paragraph separators")},
+		"a right-to-left override in the name": {branding(v1.Branding{DisplayName: "\u202eproC elpmaxE"}),
+			reject("spec.branding.displayName", "bidirectional overrides and isolates")},
+		"an isolate in the name": {branding(v1.Branding{DisplayName: "Example \u2067Corp\u2069"}),
+			reject("spec.branding.displayName", "bidirectional overrides and isolates")},
+		"a name in Hebrew":  {branding(v1.Branding{DisplayName: "דוגמה בע״מ"}), ok()},
+		"a dot for a host":  {branding(v1.Branding{LogoURL: "https://../logo.png"}), reject("spec.branding.logoURL", logoMsg)},
+		"a dash for a host": {branding(v1.Branding{LogoURL: "https://-/logo.png"}), reject("spec.branding.logoURL", logoMsg)},
+		"an empty host":     {branding(v1.Branding{LogoURL: "https:///logo.png"}), reject("spec.branding.logoURL", logoMsg)},
+		"a port over 65535": {branding(v1.Branding{LogoURL: "https://cdn.example.com:99999/logo.png"}), reject("spec.branding.logoURL", logoMsg)},
+		"port 65535":        {branding(v1.Branding{LogoURL: "https://cdn.example.com:65535/logo.png"}), ok()},
 		"a ConfigMap without a name": {branding(v1.Branding{TemplatesConfigMapRef: &v1.LocalObjectReference{}}),
 			reject("spec.branding.templatesConfigMapRef.name", "")},
 		"an external server": {func(s *v1.TokenServerSpec) {
@@ -50,5 +62,26 @@ func TestTokenServerBrandingValidation(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) { create(t, tokenServer(tc.spec), tc.want) })
+	}
+}
+
+// The operator's own ConfigMaps cannot be the templates' source: it would take the
+// user's ConfigMap over (and delete it with the TokenServer), and the pods would
+// mount the unchecked source itself.
+func TestTokenServerTemplatesNotTheOperatorsCopy(t *testing.T) {
+	const msg = "spec.branding.templatesConfigMapRef.name must not be <metadata.name>-pages or <metadata.name>-config"
+	for name, want := range map[string]rejected{
+		"auth-pages":     reject("spec.branding.templatesConfigMapRef.name", msg),
+		"auth-config":    reject("spec.branding.templatesConfigMapRef.name", msg),
+		"auth-templates": ok(),
+		"other-pages":    ok(), // another TokenServer's copy is no copy of this one
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := tokenServer(func(s *v1.TokenServerSpec) {
+				s.Branding = &v1.Branding{TemplatesConfigMapRef: &v1.LocalObjectReference{Name: name}}
+			})
+			ts.GenerateName, ts.Name = "", "auth"
+			create(t, ts, want)
+		})
 	}
 }

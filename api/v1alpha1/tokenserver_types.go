@@ -87,7 +87,7 @@ type Branding struct {
 	// text, such as "Example Corp".
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule=`!self.matches(r'[\x00-\x1f\x7f-\x9f]')`,message="must be one line of text, without control characters"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches(r'[\x00-\x1f\x7f-\x9f\x{2028}\x{2029}\x{202a}-\x{202e}\x{2066}-\x{2069}]')`,message="must be one line of text, without control characters, line or paragraph separators (U+2028, U+2029), or bidirectional overrides and isolates (U+202A to U+202E, U+2066 to U+2069)"
 	// +optional
 	DisplayName string `json:"displayName,omitempty"`
 	// logoURL is the logo at the top of every page: an https URL without user info,
@@ -97,7 +97,7 @@ type Branding struct {
 	// script of an SVG.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32768
-	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?][^\s\x22\x27<>\\]*)?$') || self.matches(r'^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$')`,message="must be an https URL without user info, quotes or spaces (such as https://cdn.example.com/logo.svg) or an inline image as data:image/png;base64,... or data:image/svg+xml;base64,...; http (mixed content), javascript: and other data: types are refused"
+	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?][^\s\x22\x27<>\\]*)?$') || self.matches(r'^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$')`,message="must be an https URL without user info, quotes or spaces, with a host name and a port up to 65535 (such as https://cdn.example.com/logo.svg) or an inline image as data:image/png;base64,... or data:image/svg+xml;base64,...; http (mixed content), javascript: and other data: types are refused"
 	// +optional
 	LogoURL string `json:"logoURL,omitempty"`
 	// templatesConfigMapRef names a ConfigMap whose keys are template file names
@@ -781,6 +781,7 @@ type UpgradeEndpointCounts struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ts,categories=kubeoauth
 // +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-pages', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config, -pages or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.branding) || !has(self.spec.branding.templatesConfigMapRef) || !(self.spec.branding.templatesConfigMapRef.name in [self.metadata.name + '-pages', self.metadata.name + '-config'])",fieldPath=".spec.branding.templatesConfigMapRef.name",message="spec.branding.templatesConfigMapRef.name must not be <metadata.name>-pages or <metadata.name>-config: the operator writes those ConfigMaps itself (-pages is its checked copy of the templates, which the pods mount); name the ConfigMap of your templates otherwise, such as <metadata.name>-templates"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Issuer",type=string,JSONPath=`.spec.issuer`
 // +kubebuilder:printcolumn:name="Serving",type=string,JSONPath=`.status.currentImage`

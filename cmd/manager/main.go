@@ -26,6 +26,7 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
+	"github.com/kubeoauth/kubeoauth/internal/pages"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
@@ -35,6 +36,8 @@ import (
 var controllerConfig config.Controller
 
 func main() {
+	// The operator checks a TokenServer's page templates in a child of itself.
+	pages.RunCheckIfChild()
 	// ctrl.GetConfig reads KUBECONFIG, the in-cluster config or ~/.kube/config.
 	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)

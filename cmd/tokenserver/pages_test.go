@@ -36,4 +36,9 @@ func TestServeRefusesBadPages(t *testing.T) {
 	if _, err := runCmd(t, serve...); err == nil || !strings.Contains(err.Error(), "logo URL: must be an https URL") {
 		t.Errorf("serve with an http logo: %v; want it refused", err)
 	}
+	t.Setenv("KUBEOAUTH_LOGO_URL", "")
+	t.Setenv("KUBEOAUTH_DISPLAY_NAME", "\u202eproC elpmaxE")
+	if _, err := runCmd(t, serve...); err == nil || !strings.Contains(err.Error(), "bidirectional overrides and isolates") {
+		t.Errorf("serve with a right-to-left override in the display name: %v; want it refused", err)
+	}
 }

@@ -18,14 +18,16 @@ const (
 	MaxLogoURL = 32768
 )
 
-// The logo URLs a page may show, the same expressions as the CRD's rule: https with a plain host (no
-// user info, so that the Content-Security-Policy can name its origin) and no
+// The logo URLs a page may show, the same expressions as the CRD's rule: https with a
+// DNS host name and a port up to 65535 (no user info, so that the
+// Content-Security-Policy can name a valid origin) and no
 // character that could leave an attribute; or an inline PNG or SVG, base64. An <img>
 // runs no script of an SVG, and nothing else (javascript:, http:, other data: types)
 // is taken.
 var (
-	httpsLogo = regexp.MustCompile(`^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?][^\s\x22\x27<>\\]*)?$`)
-	dataLogo  = regexp.MustCompile(`^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$`)
+	httpsLogo = regexp.MustCompile(`^https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*` +
+		`(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?][^\s\x22\x27<>\\]*)?$`)
+	dataLogo = regexp.MustCompile(`^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$`)
 )
 
 // ParseBrand checks a display name and a logo URL as the CRD does: the token server's
@@ -34,8 +36,9 @@ func ParseBrand(name, logoURL string) (Brand, error) {
 	if utf8.RuneCountInString(name) > MaxDisplayName {
 		return Brand{}, fmt.Errorf("display name: at most %d characters", MaxDisplayName)
 	}
-	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
-		return Brand{}, errors.New("display name: must be one line of text, without control characters")
+	if strings.IndexFunc(name, notInDisplayName) >= 0 {
+		return Brand{}, errors.New("display name: must be one line of text, without control characters, line or paragraph " +
+			"separators, or bidirectional overrides and isolates")
 	}
 	if len(logoURL) > MaxLogoURL {
 		return Brand{}, fmt.Errorf("logo URL: at most %d characters", MaxLogoURL)
@@ -46,6 +49,14 @@ func ParseBrand(name, logoURL string) (Brand, error) {
 	}
 	// #nosec G203 -- checked above: https or an inline image
 	return Brand{Name: name, LogoURL: template.URL(logoURL)}, nil
+}
+
+// notInDisplayName is what the CRD's rule refuses in displayName: control
+// characters, and those that would break the line or reorder the text around the
+// name in the title and header (U+2028, U+2029, U+202A-U+202E, U+2066-U+2069).
+func notInDisplayName(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || (r >= '\u202a' && r <= '\u202e') ||
+		(r >= '\u2066' && r <= '\u2069')
 }
 
 // ImageSource is the Content-Security-Policy source that lets the logo load: its

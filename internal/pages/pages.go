@@ -82,7 +82,14 @@ func Builtin() *Set { return builtinSet }
 // samples), which also runs html/template's escaping over all of the page's
 // branches. A file name that is not a built-in one is refused: it could never be
 // shown, and is most likely a typo. The error is a *FileError.
-func Parse(overrides map[string]string) (*Set, error) {
+func Parse(overrides map[string]string) (*Set, error) { return parse(overrides, nil) }
+
+// parse is Parse, telling onPage (if not nil) each file it is about to parse and
+// render, so that a check that runs out of its budget can name it (see Check).
+func parse(overrides map[string]string, onPage func(name string)) (*Set, error) {
+	if onPage == nil {
+		onPage = func(string) {}
+	}
 	for _, name := range slices.Sorted(maps.Keys(overrides)) {
 		if _, ok := builtin[name]; !ok {
 			return nil, &FileError{name, fmt.Errorf("not a page template; the templates are %s", strings.Join(Names(), ", "))}
@@ -94,6 +101,7 @@ func Parse(overrides map[string]string) (*Set, error) {
 		}
 		return builtin[name]
 	}
+	onPage(Layout)
 	layout, err := template.New(Layout).Parse(text(Layout))
 	if err != nil {
 		return nil, &FileError{Layout, err}
@@ -103,6 +111,7 @@ func Parse(overrides map[string]string) (*Set, error) {
 		if name == Layout {
 			continue
 		}
+		onPage(name)
 		page, err := layout.Clone()
 		if err == nil {
 			_, err = page.New(name).Parse(text(name))
@@ -151,15 +160,38 @@ func Load(dir string) (*Set, error) {
 	return Parse(overrides)
 }
 
+// MaxPageSize is the most a page may render to: a template that loops over more
+// than it should stops there (html/template stops at the first failed write)
+// instead of growing one request's memory without bound.
+const MaxPageSize = 1 << 20
+
+// errPageTooLarge is a page that rendered more than MaxPageSize.
+var errPageTooLarge = fmt.Errorf("renders more than %d KiB", MaxPageSize>>10)
+
+// cappedBuffer is a bytes.Buffer that refuses to grow past MaxPageSize.
+type cappedBuffer struct{ bytes.Buffer }
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > MaxPageSize {
+		return 0, errPageTooLarge
+	}
+	return b.Buffer.Write(p)
+}
+
 // Execute renders the page name with d into w. It writes nothing unless the whole
-// page rendered, so that a page failing halfway is never sent.
+// page rendered, so that a page failing halfway is never sent, and refuses a page
+// larger than MaxPageSize.
 func (s *Set) Execute(w io.Writer, name string, d Data) error {
 	t, ok := s.pages[name]
 	if !ok {
 		return &FileError{name, errors.New("no such page")}
 	}
-	var buf bytes.Buffer
+	var buf cappedBuffer
 	if err := t.ExecuteTemplate(&buf, name, d); err != nil {
+		if errors.Is(err, errPageTooLarge) {
+			// html/template's error would quote the offending write.
+			return errPageTooLarge
+		}
 		return err
 	}
 	_, err := buf.WriteTo(w)

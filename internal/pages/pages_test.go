@@ -23,7 +23,10 @@ func TestParseRefusesWhatWouldFail(t *testing.T) {
 		"a nil client":      {overrides: map[string]string{"logout.html": "{{.Client.Name}}"}, file: "logout.html", says: "nil pointer"},
 		"an escaping error": {overrides: map[string]string{"error.html": `<a href="{{if .Error}}x{{end}}`}, file: "error.html", says: "ends in a non-text context"},
 		"a missing layout":  {overrides: map[string]string{Layout: `{{define "top"}}{{end}}`}, file: "account.html", says: `no such template "bottom"`},
-		"a broken layout":   {overrides: map[string]string{Layout: `{{define "top"}}{{.Nope}}{{end}}{{define "bottom"}}{{end}}`}, file: Layout, says: "can't evaluate field Nope"},
+		// What the token server renders per request is capped as well.
+		"a page too large": {overrides: map[string]string{"error.html": `{{range 3000000000}}xxxxxxxxxx{{end}}`}, file: "error.html",
+			says: "renders more than 1024 KiB"},
+		"a broken layout": {overrides: map[string]string{Layout: `{{define "top"}}{{.Nope}}{{end}}{{define "bottom"}}{{end}}`}, file: Layout, says: "can't evaluate field Nope"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -83,19 +86,29 @@ func TestParseBrand(t *testing.T) {
 		name, logo, source string
 		bad                bool
 	}{
-		"none":                {},
-		"https":               {name: "Example Corp", logo: "https://cdn.example.com:8443/a/logo.svg?v=2", source: "https://cdn.example.com:8443"},
-		"inline png":          {logo: png, source: "data:"},
-		"inline svg":          {logo: "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=", source: "data:"},
-		"http":                {logo: "http://example.com/logo.png", bad: true},
-		"javascript":          {logo: "javascript:alert(1)", bad: true},
-		"user info":           {logo: "https://evil.example@example.com/logo.png", bad: true},
-		"a quote":             {logo: `https://example.com/"onerror="alert(1)`, bad: true},
-		"inline html":         {logo: "data:text/html;base64,PHNjcmlwdD4=", bad: true},
-		"inline svg as text":  {logo: "data:image/svg+xml,<svg onload=alert(1)>", bad: true},
-		"too long":            {logo: png + strings.Repeat("A", MaxLogoURL), bad: true},
-		"a name too long":     {name: strings.Repeat("é", MaxDisplayName+1), bad: true},
-		"a name of two lines": {name: "Example\nCorp", bad: true},
+		"none":                     {},
+		"https":                    {name: "Example Corp", logo: "https://cdn.example.com:8443/a/logo.svg?v=2", source: "https://cdn.example.com:8443"},
+		"inline png":               {logo: png, source: "data:"},
+		"inline svg":               {logo: "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=", source: "data:"},
+		"http":                     {logo: "http://example.com/logo.png", bad: true},
+		"javascript":               {logo: "javascript:alert(1)", bad: true},
+		"user info":                {logo: "https://evil.example@example.com/logo.png", bad: true},
+		"a quote":                  {logo: `https://example.com/"onerror="alert(1)`, bad: true},
+		"inline html":              {logo: "data:text/html;base64,PHNjcmlwdD4=", bad: true},
+		"inline svg as text":       {logo: "data:image/svg+xml,<svg onload=alert(1)>", bad: true},
+		"too long":                 {logo: png + strings.Repeat("A", MaxLogoURL), bad: true},
+		"a name too long":          {name: strings.Repeat("é", MaxDisplayName+1), bad: true},
+		"a name of two lines":      {name: "Example\nCorp", bad: true},
+		"a line separator":         {name: "Example\u2028Corp", bad: true},
+		"a paragraph sep.":         {name: "Example\u2029Corp", bad: true},
+		"a right-to-left override": {name: "\u202eproC elpmaxE", bad: true},
+		"an isolate":               {name: "Example \u2067Corp\u2069", bad: true},
+		"a name in Hebrew":         {name: "דוגמה בע״מ", source: ""},
+		"an empty host":            {logo: "https:///logo.png", bad: true},
+		"a dot for a host":         {logo: "https://../logo.png", bad: true},
+		"a dash for a host":        {logo: "https://-/logo.png", bad: true},
+		"a port too large":         {logo: "https://cdn.example.com:99999/logo.png", bad: true},
+		"port 65535":               {logo: "https://cdn.example.com:65535/logo.png", source: "https://cdn.example.com:65535"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -7,6 +7,12 @@ import "net/url"
 // real request (a field that does not exist, a nil Client where a page may have
 // none) is refused before any pod runs it. A page not listed here (one added later)
 // gets the full data; its own kinds belong here.
+// Sample values the pages are checked with.
+const (
+	sampleUpstream = "Example IdP"
+	sampleUserCode = "WDJB-MJHT"
+)
+
 func samples(name string) []Data {
 	const user, text, csrf, account = "alice", "Some text", "csrf", "/account"
 	brand := Brand{Name: "Example Corp", LogoURL: "https://example.com/logo.png"}
@@ -24,8 +30,8 @@ func samples(name string) []Data {
 		return []Data{
 			{Brand: brand, Title: text, CSRF: csrf, ReturnTo: account, PasswordForm: true},
 			{Title: text, CSRF: csrf, ReturnTo: account, Username: user, Error: text, Notice: text, PasswordForm: true,
-				Upstream: "Example IdP"},
-			{Title: text, CSRF: csrf, ReturnTo: account, Error: text, Upstream: "Example IdP"},
+				Upstream: sampleUpstream},
+			{Title: text, CSRF: csrf, ReturnTo: account, Error: text, Upstream: sampleUpstream},
 		}
 	case "consent.html":
 		return []Data{
@@ -46,16 +52,16 @@ func samples(name string) []Data {
 		}
 	case "device.html":
 		return []Data{
-			{Brand: brand, Title: text, CSRF: csrf, UserCode: "WDJB-MJHT", Error: text},
+			{Brand: brand, Title: text, CSRF: csrf, UserCode: sampleUserCode, Error: text},
 			{Title: text, CSRF: csrf},
-			{Brand: brand, Title: text, Client: &client, Scopes: scopes, Subject: user, CSRF: csrf, UserCode: "WDJB-MJHT"},
-			{Title: text, Client: minimal, Subject: user, CSRF: csrf, UserCode: "WDJB-MJHT"},
+			{Brand: brand, Title: text, Client: &client, Scopes: scopes, Subject: user, CSRF: csrf, UserCode: sampleUserCode},
+			{Title: text, Client: minimal, Subject: user, CSRF: csrf, UserCode: sampleUserCode},
 			{Title: text, Notice: text},
 		}
 	case "error.html":
 		return []Data{{Brand: brand, Title: text, Error: text}, {Title: text, Error: text}}
 	}
 	return []Data{{Brand: brand, Title: text, Error: text, Notice: text, CSRF: csrf, ReturnTo: account, Username: user,
-		Upstream: "Example IdP", PasswordForm: true,
+		Upstream: sampleUpstream, PasswordForm: true,
 		Subject: user, RedirectHost: "app.example.com", Client: &client, Scopes: scopes, Query: query, Grants: grants}}
 }

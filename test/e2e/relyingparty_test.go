@@ -51,6 +51,9 @@ const (
 	rpProxyAddr = "127.0.0.1:4180"
 	// kubectlClientID is the ID token's audience the API server accepts.
 	kubectlClientID = "kubernetes"
+	// otherClientID is another app of the same TokenServer: its ID tokens, signed by
+	// the same keys, are not for the API server.
+	otherClientID = "another-app"
 )
 
 // rpUsers are the people of the scenario: alice is in the group the proxy and the
@@ -161,7 +164,19 @@ spec:
   clientName: kubectl
   grantTypes: [authorization_code]
   tokenEndpointAuthMethod: none
-  redirectURIs: [%s]
+  redirectURIs: [%[1]s]
+  scopes: [openid, email, profile, groups]
+---
+apiVersion: oauth.kubeoauth.io/v1alpha1
+kind: OAuthClient
+metadata: {name: other, namespace: rp}
+spec:
+  serverRef: {name: auth}
+  clientID: ` + otherClientID + `
+  clientName: Another app
+  grantTypes: [authorization_code]
+  tokenEndpointAuthMethod: none
+  redirectURIs: [%[1]s]
   scopes: [openid, email, profile, groups]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -429,46 +444,70 @@ func testKubectlOIDC(t *testing.T, caPEM, pin string, passwords map[string]strin
 	}))
 	defer loopback.Close()
 	apply(t, fmt.Sprintf(rpKubectl, loopback.URL+"/callback"))
-	if _, err := kubectl(t.Context(), "-n", rpNS, "wait", "--for=condition=Ready", "oauthclient/kubectl", "--timeout=60s"); err != nil {
-		t.Fatal(err)
+	for _, c := range []string{"oauthclient/kubectl", "oauthclient/other"} {
+		if _, err := kubectl(t.Context(), "-n", rpNS, "wait", "--for=condition=Ready", c, "--timeout=60s"); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	cfg := oauth2.Config{ClientID: kubectlClientID, RedirectURL: loopback.URL + "/callback",
-		Scopes:   []string{"openid", "email", "profile", "groups"},
-		Endpoint: oauth2.Endpoint{AuthURL: rpIssuer + "/oauth2/auth", TokenURL: rpIssuer + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
+	client := func(id string) oauth2.Config {
+		return oauth2.Config{ClientID: id, RedirectURL: loopback.URL + "/callback",
+			Scopes:   []string{"openid", "email", "profile", "groups"},
+			Endpoint: oauth2.Endpoint{AuthURL: rpIssuer + "/oauth2/auth", TokenURL: rpIssuer + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
+	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(caPEM))
 	ctx := context.WithValue(t.Context(), oauth2.HTTPClient, &http.Client{Timeout: 10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}})
-	idToken := func(user string) string {
-		verifier, state := oauth2.GenerateVerifier(), "state-kubectl-"+user
-		if err := chromedp.Run(headless.Chromium(t, chromedp.Flag("ignore-certificate-errors-spki-list", pin)),
-			chromedp.Navigate(cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))),
-			signIn(user, passwords[user]),
-			chromedp.WaitVisible("#done", chromedp.ByID),
-		); err != nil {
+	// idTokens signs user in once, in one browser, and gets an ID token for each
+	// client: the first asks for the password and consent, the next only consent.
+	idTokens := func(user string, clients ...oauth2.Config) []string {
+		verifiers := make([]string, len(clients))
+		var steps chromedp.Tasks
+		for i, cfg := range clients {
+			verifiers[i] = oauth2.GenerateVerifier()
+			steps = append(steps, chromedp.Navigate(cfg.AuthCodeURL("state-"+cfg.ClientID+"-"+user, oauth2.S256ChallengeOption(verifiers[i]))))
+			if i == 0 {
+				steps = append(steps, signIn(user, passwords[user]))
+			} else {
+				steps = append(steps, chromedp.WaitVisible("#approve", chromedp.ByID), chromedp.Click("#approve", chromedp.ByID))
+			}
+			steps = append(steps, chromedp.WaitVisible("#done", chromedp.ByID))
+		}
+		if err := chromedp.Run(headless.Chromium(t, chromedp.Flag("ignore-certificate-errors-spki-list", pin)), steps); err != nil {
 			t.Fatalf("%s signing in for kubectl: %v", user, err)
 		}
-		mu.Lock()
-		code := codes[state]
-		mu.Unlock()
-		tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
-		if err != nil {
-			t.Fatalf("%s's code: %v", user, err)
+		var ids []string
+		for i, cfg := range clients {
+			mu.Lock()
+			code := codes["state-"+cfg.ClientID+"-"+user]
+			mu.Unlock()
+			tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifiers[i]))
+			if err != nil {
+				t.Fatalf("%s's code for %s: %v", user, cfg.ClientID, err)
+			}
+			id, _ := tok.Extra("id_token").(string)
+			if id == "" {
+				t.Fatalf("%s got no ID token for %s", user, cfg.ClientID)
+			}
+			ids = append(ids, id)
 		}
-		id, _ := tok.Extra("id_token").(string)
-		if id == "" {
-			t.Fatalf("%s got no ID token", user)
-		}
-		return id
+		return ids
 	}
-	alice, bob := idToken("alice"), idToken("bob")
+	aliceTokens := idTokens("alice", client(kubectlClientID), client(otherClientID))
+	alice, aliceElsewhere := aliceTokens[0], aliceTokens[1]
+	bob := idTokens("bob", client(kubectlClientID))[0]
+	if aud := audience(t, aliceElsewhere); aud != otherClientID {
+		t.Fatalf("alice's ID token for %s has aud %q", otherClientID, aud)
+	}
 
 	path := localcluster.AuthenticationConfig(suite.dir)
-	writeAuthenticationConfig(t, path, fmt.Sprintf(rpAuthenticationConfig, indent(caPEM, "      ")))
+	// Back to no issuer when the test ends, also when it fails: registered before
+	// the write, so that a failed write still restores it.
 	t.Cleanup(func() {
 		writeAuthenticationConfig(t, path, "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt: []\n")
 	})
+	writeAuthenticationConfig(t, path, fmt.Sprintf(rpAuthenticationConfig, indent(caPEM, "      ")))
 
 	// The API server reloads the file and starts trusting the issuer once it has
 	// fetched its discovery document and keys.
@@ -502,10 +541,41 @@ func testKubectlOIDC(t *testing.T, caPEM, pin string, passwords map[string]strin
 	if err == nil || !strings.Contains(out, `Error from server (Forbidden): pods is forbidden: User "oidc:bob@example.com" cannot list resource "pods"`) {
 		t.Errorf("bob (group interns) listing pods: %v\n%s", err, out)
 	}
+	// An ID token the same server issued to another app, alice's own and valid in
+	// every other way, is not for the API server: its audience is the other app's.
+	if out, err := kubectlAs(t, aliceElsewhere, "auth", "whoami"); err == nil || !strings.Contains(out, "Unauthorized") {
+		t.Errorf("alice's ID token for %s: %v\n%s", otherClientID, err, out)
+	}
 	// A token whose signature does not verify is refused outright.
 	if out, err := kubectlAs(t, bob[:len(bob)-4]+"AAAA", "auth", "whoami"); err == nil || !strings.Contains(out, "Unauthorized") {
 		t.Errorf("a tampered token: %v\n%s", err, out)
 	}
+}
+
+// audience is the aud claim of a JWT (one audience, as the token server issues it).
+func audience(t *testing.T, jwt string) string {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", jwt)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Aud json.RawMessage `json:"aud"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	var one string
+	if json.Unmarshal(claims.Aud, &one) == nil {
+		return one
+	}
+	var many []string
+	_ = json.Unmarshal(claims.Aud, &many)
+	return strings.Join(many, ",")
 }
 
 // writeAuthenticationConfig replaces the file in one rename, so that the API
