@@ -31,14 +31,14 @@ func yamlObjects(t *testing.T, file string) map[int][]*unstructured.Unstructured
 	}
 	defer func() { _ = f.Close() }()
 	objects := map[int][]*unstructured.Unstructured{}
-	var block []string
+	block := make([]string, 0, 32)
 	start := 0
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
 		l := sc.Text()
 		switch {
 		case start == 0 && strings.TrimSpace(l) == "```yaml":
-			start, block = line, nil
+			start, block = line, block[:0]
 		case start != 0 && strings.TrimSpace(l) == "```":
 			for _, doc := range strings.Split(strings.Join(block, "\n"), "\n---") {
 				u := &unstructured.Unstructured{}

@@ -194,8 +194,8 @@ func runChild(in io.Reader, out io.Writer) int {
 		fmt.Fprintln(os.Stderr, "pages check: read templates:", err)
 		return 1
 	}
-	fmt.Fprintln(out, "ready")
-	_, err := parse(overrides, func(name string) { fmt.Fprintln(out, "page", name) })
+	_, _ = fmt.Fprintln(out, "ready")
+	_, err := parse(overrides, func(name string) { _, _ = fmt.Fprintln(out, "page", name) })
 	var r checkResult
 	if err != nil {
 		var fe *FileError
@@ -208,7 +208,7 @@ func runChild(in io.Reader, out io.Writer) int {
 		}
 	}
 	b, _ := json.Marshal(r)
-	fmt.Fprintln(out, "result", string(b))
+	_, _ = fmt.Fprintln(out, "result", string(b))
 	return 0
 }
 

@@ -477,7 +477,7 @@ func testKubectlOIDC(t *testing.T, caPEM, pin string, passwords map[string]strin
 		if err := chromedp.Run(headless.Chromium(t, chromedp.Flag("ignore-certificate-errors-spki-list", pin)), steps); err != nil {
 			t.Fatalf("%s signing in for kubectl: %v", user, err)
 		}
-		var ids []string
+		ids := make([]string, 0, len(clients))
 		for i, cfg := range clients {
 			mu.Lock()
 			code := codes["state-"+cfg.ClientID+"-"+user]
