@@ -25,7 +25,12 @@ import (
 
 // JWTBearerClient is a client that may carry JWT bearer trust (an adminapi.JWTBearer
 // document); internal/store/postgres's Client is one.
-type JWTBearerClient interface{ GetJWTBearer() json.RawMessage }
+type JWTBearerClient interface {
+	GetJWTBearer() json.RawMessage
+	// SkipsConsent is the client's first-party standing: skipConsent, which the
+	// operator sets only for clients of the TokenServer's firstPartyNamespaces.
+	SkipsConsent() bool
+}
 
 // jtiStorage is where assertion IDs are kept against replay: the store's table of
 // client assertion IDs, which fosite's ClientManager already writes for private_key_jwt.
@@ -137,11 +142,38 @@ func (k *jwtBearerKeys) MarkJWTUsedForTime(ctx context.Context, jti string, exp 
 type jwtBearerHandler struct{ *rfc7523.Handler }
 
 func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fosite.AccessRequester) error {
+	if !h.CanHandleTokenEndpointRequest(ctx, ar) {
+		return fosite.ErrUnknownRequest
+	}
+	if err := jwtBearerAllowed(ar.GetClient()); err != nil {
+		return err
+	}
 	err := h.Handler.HandleTokenEndpointRequest(ctx, ar)
 	if errors.Is(err, fosite.ErrJTIKnown) {
 		return fosite.ErrInvalidGrant.WithHint("The assertion was used before: its jti has been seen.")
 	}
 	return err
+}
+
+// jwtBearerAllowed refuses the grant to a client the platform team has not made
+// first-party, and to a public one. A token from this grant carries a subject the
+// issuer chose, with no user's consent: a tenant trusting its own key could name
+// any user. Only the platform team decides which namespaces are first-party, as it
+// does for skipping consent, which is the same trust. The CRD and the admin API
+// refuse both cases; this catches a client whose namespace lost the first-party
+// label, and clients registered before that rule. A public client would make the
+// assertion its only credential: anyone holding one (a CI issuer lets any
+// repository mint tokens for any audience) would get tokens.
+func jwtBearerAllowed(c fosite.Client) error {
+	if c.IsPublic() {
+		return fosite.ErrUnauthorizedClient.WithHint("A public client cannot use the JWT bearer grant: " +
+			"the assertion would be its only credential.")
+	}
+	if jc, ok := c.(JWTBearerClient); !ok || !jc.SkipsConsent() {
+		return fosite.ErrUnauthorizedClient.WithHint("The JWT bearer grant is for first-party clients only " +
+			"(skipConsent, in one of the TokenServer's firstPartyNamespaces).")
+	}
+	return nil
 }
 
 // jwtBearerFactory composes fosite's RFC 7523 handler over jwtBearerKeys.

@@ -29,6 +29,12 @@ func validateGrants(c *adminapi.Client, _ string) (string, string) {
 			oauth.GrantDeviceCode + "); client_credentials and jwt-bearer issue none"
 	case has(oauth.GrantJWTBearer) && len(c.JWTBearer) == 0:
 		return fieldJWTBearer, "needs at least one trusted issuer when grantTypes includes " + oauth.GrantJWTBearer
+	case has(oauth.GrantJWTBearer) && c.TokenEndpointAuthMethod == adminapi.AuthNone:
+		return "tokenEndpointAuthMethod", oauth.GrantJWTBearer + " needs a confidential client: with none, the assertion " +
+			"would be the only credential, and anyone holding one from the issuer would get tokens"
+	case has(oauth.GrantJWTBearer) && !c.SkipConsent:
+		return "skipConsent", oauth.GrantJWTBearer + " is for first-party clients only (skipConsent, in one of the " +
+			"TokenServer's firstPartyNamespaces): its tokens name a subject no user consented for"
 	case !has(oauth.GrantJWTBearer) && len(c.JWTBearer) > 0:
 		return fieldJWTBearer, "is used only with grant type " + oauth.GrantJWTBearer + ": add it to grantTypes or remove jwtBearer"
 	case len(c.JWTBearer) == 0:

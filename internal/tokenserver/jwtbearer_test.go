@@ -81,15 +81,18 @@ func newJTI() string {
 // the grant are refused.
 func TestJWTBearerGrant(t *testing.T) {
 	ctx := context.Background()
-	in := start(t, setup{})
+	dsn, keyDir := pg.NewMigratedDatabase(t), secrets(t)
+	in := start(t, setup{dsn: dsn, keyDir: keyDir})
 	ci := newAssertionKey(t, "ci-1")
 	trust, _ := json.Marshal(adminapi.JWTBearer{TrustedIssuers: []adminapi.TrustedJWTIssuer{{
 		Issuer: "https://ci.example.com", JWKS: ci.jwks(t), Subjects: []string{"deployer"}, Scopes: []string{"zones.read"}}}})
 	secret := "secret-deploy-0123456789abcdefghijklmnop"
-	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "deploy", Secret: secret, OwnerNamespace: "platform",
-		ClientMetadata: adminapi.ClientMetadata{Name: "Deployments", GrantTypes: []string{jwtBearerGrant},
-			Scopes: []string{"zones.read", "zones.write"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: trust}}); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"deploy", "legacy"} {
+		if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: id, Secret: secret, OwnerNamespace: "platform",
+			ClientMetadata: adminapi.ClientMetadata{Name: "Deployments", GrantTypes: []string{jwtBearerGrant}, SkipConsent: true,
+				Scopes: []string{"zones.read", "zones.write"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: trust}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	otherSecret := confidentialClient(t, in, "grafana")
 
@@ -160,6 +163,21 @@ func TestJWTBearerGrant(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a client that no longer skips consent", func(t *testing.T) {
+		// A row the admin API would refuse now: registered before the first-party
+		// rule, or left behind by its namespace losing the first-party label. A
+		// replica with a cold client cache reads it as stored.
+		db := openPool(t, dsn)
+		if _, err := db.ExecContext(ctx, `UPDATE clients SET spec = spec - 'skipConsent' WHERE id = 'legacy'`); err != nil {
+			t.Fatal(err)
+		}
+		replica := start(t, setup{dsn: dsn, keyDir: keyDir})
+		code, body := postForm(t, replica.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant},
+			"assertion": {ci.sign(t, claimsFor(replica, "https://ci.example.com", "deployer"))}}, "legacy", secret)
+		if code != http.StatusBadRequest || body["error"] != "unauthorized_client" {
+			t.Errorf("exchange = %d %v; want 400 unauthorized_client", code, body)
+		}
+	})
 }
 
 // The admin API refuses what the OAuthClient's CEL refuses, naming the same field.
@@ -171,27 +189,36 @@ func TestAdminValidatesGrants(t *testing.T) {
 		b, _ := json.Marshal(adminapi.JWTBearer{TrustedIssuers: []adminapi.TrustedJWTIssuer{ti}})
 		return b
 	}
+	anyCI := doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t), AllowAnySubject: true})
 	cases := map[string]struct {
 		grants []string
 		trust  json.RawMessage
 		field  string
+		edit   func(*adminapi.Client)
 	}{
-		"refresh_token with client_credentials only": {[]string{"client_credentials", "refresh_token"}, nil, "grantTypes"},
-		"jwt-bearer without trust":                   {[]string{jwtBearerGrant}, nil, "jwtBearer"},
-		"trust without jwt-bearer": {[]string{"client_credentials"},
-			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t), AllowAnySubject: true}), "jwtBearer"},
+		"jwt-bearer without skipConsent": {[]string{jwtBearerGrant}, anyCI, "skipConsent",
+			func(c *adminapi.Client) { c.SkipConsent = false }},
+		"jwt-bearer for a public client": {[]string{jwtBearerGrant}, anyCI, "tokenEndpointAuthMethod",
+			func(c *adminapi.Client) { c.TokenEndpointAuthMethod, c.Secret = "none", "" }},
+		"refresh_token with client_credentials only": {[]string{"client_credentials", "refresh_token"}, nil, "grantTypes", nil},
+		"jwt-bearer without trust":                   {[]string{jwtBearerGrant}, nil, "jwtBearer", nil},
+		"trust without jwt-bearer":                   {[]string{"client_credentials"}, anyCI, "jwtBearer", nil},
 		"no keys": {[]string{jwtBearerGrant},
-			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", AllowAnySubject: true}), "jwtBearer.trustedIssuers[0].jwks"},
+			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", AllowAnySubject: true}), "jwtBearer.trustedIssuers[0].jwks", nil},
 		"no subject rule": {[]string{jwtBearerGrant},
-			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t)}), "jwtBearer.trustedIssuers[0].subjects"},
+			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t)}), "jwtBearer.trustedIssuers[0].subjects", nil},
 		"a scope the client lacks": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t),
-			AllowAnySubject: true, Scopes: []string{"zones.write"}}), "jwtBearer.trustedIssuers[0].scopes[0]"},
+			AllowAnySubject: true, Scopes: []string{"zones.write"}}), "jwtBearer.trustedIssuers[0].scopes[0]", nil},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "c", Secret: "secret-c-0123456789abcdefghijklmnopqrs",
+			c := &adminapi.Client{ID: "c", Secret: "secret-c-0123456789abcdefghijklmnopqrs",
 				OwnerNamespace: "platform", ClientMetadata: adminapi.ClientMetadata{Name: "C", GrantTypes: tc.grants,
-					Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: tc.trust}})
+					Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: tc.trust, SkipConsent: true}}
+			if tc.edit != nil {
+				tc.edit(c)
+			}
+			_, err := in.Admin.PutClient(ctx, c)
 			var ae *adminapi.Error
 			if !errors.As(err, &ae) || ae.Field != tc.field {
 				t.Errorf("PutClient: %v; want an error on %s", err, tc.field)
