@@ -148,11 +148,38 @@ func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 	if err := jwtBearerAllowed(ar.GetClient()); err != nil {
 		return err
 	}
+	// Checked before fosite's handler marks the jti, so that a refused request does
+	// not spend the assertion.
+	if err := fosite.DefaultAudienceMatchingStrategy(ar.GetClient().GetAudience(), ar.GetRequestedAudience()); err != nil {
+		return err
+	}
 	err := h.Handler.HandleTokenEndpointRequest(ctx, ar)
 	if errors.Is(err, fosite.ErrJTIKnown) {
 		return fosite.ErrInvalidGrant.WithHint("The assertion was used before: its jti has been seen.")
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return grantRequestedAudience(ar)
+}
+
+// grantRequestedAudience replaces the audience fosite granted, the assertion's aud
+// (which names this server, and whatever else the issuer put there), with the
+// audience the client asked for, checked above against its spec.audience as for the
+// other grants. Else an assertion's aud of "kubernetes" would make a JWT access token
+// that a kube-apiserver trusting this issuer accepts, and the token endpoint's URL in
+// every token's aud would make it an assertion for another client trusting this
+// server.
+func grantRequestedAudience(ar fosite.AccessRequester) error {
+	r, ok := ar.(*fosite.AccessRequest)
+	if !ok {
+		return fosite.ErrServerError.WithDebugf("unexpected access request type %T", ar)
+	}
+	r.GrantedAudience = fosite.Arguments{}
+	for _, aud := range ar.GetRequestedAudience() {
+		ar.GrantAudience(aud)
+	}
+	return nil
 }
 
 // jwtBearerAllowed refuses the grant to a client the platform team has not made

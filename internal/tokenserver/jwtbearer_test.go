@@ -10,6 +10,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/go-jose/go-jose/v3/jwt"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
+	"github.com/kubeoauth/kubeoauth/internal/oauth"
 )
 
 const jwtBearerGrant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -230,4 +233,89 @@ func TestAdminValidatesGrants(t *testing.T) {
 		Name: "TV", GrantTypes: []string{deviceGrant, "refresh_token"}, TokenEndpointAuthMethod: "none"}}); err != nil {
 		t.Errorf("a public device client: %v", err)
 	}
+}
+
+// putJWTBearerClient registers a first-party client id with the JWT bearer grant,
+// trusting trusted, and returns its secret.
+func putJWTBearerClient(t *testing.T, in *instance, id string, scopes []string, trusted []adminapi.TrustedJWTIssuer,
+	edit func(*adminapi.Client)) string {
+	t.Helper()
+	trust, _ := json.Marshal(adminapi.JWTBearer{TrustedIssuers: trusted})
+	secret := "secret-" + id + "-0123456789abcdefghijklmnopqrstuvwxyz"
+	c := &adminapi.Client{ID: id, Secret: secret, OwnerNamespace: "platform", ClientMetadata: adminapi.ClientMetadata{
+		Name: id, GrantTypes: []string{jwtBearerGrant}, SkipConsent: true, Scopes: scopes,
+		TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: trust}}
+	if edit != nil {
+		edit(c)
+	}
+	if _, err := in.Admin.PutClient(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// jwtPayload is the claims of a JWT, unverified: what a resource server reads.
+func jwtPayload(t *testing.T, token string) map[string]any {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", token)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims
+}
+
+// The assertion's aud names this server and whatever else its issuer put there; the
+// token's audience is only what the client asked for within its spec.audience, so
+// an assertion for "kubernetes" does not become a JWT access token a kube-apiserver
+// trusting this issuer would accept.
+func TestJWTBearerTokenAudience(t *testing.T) {
+	in := start(t, setup{format: oauth.FormatJWT})
+	ci := newAssertionKey(t, "ci-1")
+	secret := putJWTBearerClient(t, in, "deploy", []string{"zones.read"}, []adminapi.TrustedJWTIssuer{{
+		Issuer: "https://ci.example.com", JWKS: ci.jwks(t), Subjects: []string{"deployer"}, Scopes: []string{"zones.read"}}},
+		func(c *adminapi.Client) { c.Audience = []string{"https://zones.example.com"} })
+	assertion := func() string {
+		c := claimsFor(in, "https://ci.example.com", "deployer")
+		c.Audience = jwt.Audience{in.URL + "/oauth2/token", "kubernetes", "https://grafana.example.com"}
+		return ci.sign(t, c)
+	}
+	for name, tc := range map[string]struct {
+		audience []string
+		want     []any
+	}{
+		"none asked":            {nil, nil},
+		"the client's audience": {[]string{"https://zones.example.com"}, []any{"https://zones.example.com"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, body := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant}, "assertion": {assertion()},
+				"audience": tc.audience}, "deploy", secret)
+			if code != http.StatusOK {
+				t.Fatalf("exchange = %d %v", code, body)
+			}
+			at := body["access_token"].(string)
+			got, _ := jwtPayload(t, at)["aud"].([]any)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("JWT access token aud = %v; want %v", got, tc.want)
+			}
+			ti := introspect(t, in, at, "deploy", secret)
+			if got, _ := ti["aud"].([]any); !slices.Equal(got, tc.want) {
+				t.Errorf("introspected aud = %v; want %v", ti["aud"], tc.want)
+			}
+		})
+	}
+	t.Run("an audience the client may not have", func(t *testing.T) {
+		code, body := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant}, "assertion": {assertion()},
+			"audience": {"kubernetes"}}, "deploy", secret)
+		if code != http.StatusBadRequest || body["access_token"] != nil {
+			t.Errorf("exchange = %d %v; want 400 and no token", code, body)
+		}
+	})
 }
