@@ -210,6 +210,15 @@ func jwtBearerFactory(keys *jwtBearerKeys) func(fosite.Configurator, any, any) a
 			rfc7523.RFC7523KeyStorage
 			oauth2.AccessTokenStorage
 		}{keys, st.(oauth2.AccessTokenStorage)}
-		return jwtBearerHandler{compose.RFC7523AssertionGrantFactory(config, both, strategy).(*rfc7523.Handler)}
+		return jwtBearerHandler{compose.RFC7523AssertionGrantFactory(exactScopes{config}, both, strategy).(*rfc7523.Handler)}
 	}
 }
+
+// exactScopes is the server's configuration with fosite's exact scope matching, which
+// fosite's handler checks the requested scopes with against the trust's
+// (GetPublicKeyScopes). The server-wide strategy lets any list holding openid give
+// profile, email and groups too: the standard claims a user consents to, which here
+// no one does, so this grant gives only what the trust lists.
+type exactScopes struct{ fosite.Configurator }
+
+func (exactScopes) GetScopeStrategy(context.Context) fosite.ScopeStrategy { return fosite.ExactScopeStrategy }

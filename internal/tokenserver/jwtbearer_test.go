@@ -319,3 +319,29 @@ func TestJWTBearerTokenAudience(t *testing.T) {
 		}
 	})
 }
+
+// The scopes are those the trust lists (and the client still has), matched exactly:
+// a trust with openid does not give profile, email or groups, which the server
+// otherwise adds for any client with openid.
+func TestJWTBearerScopes(t *testing.T) {
+	in := start(t, setup{})
+	ci := newAssertionKey(t, "ci-1")
+	secret := putJWTBearerClient(t, in, "deploy", []string{"openid", "profile", "zones.read", "zones.write"},
+		[]adminapi.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKS: ci.jwks(t), Subjects: []string{"deployer"},
+			Scopes: []string{"openid", "zones.read"}}}, nil)
+	for scope, want := range map[string]string{
+		"openid zones.read": "", "openid profile": "invalid_scope", "openid email": "invalid_scope",
+		"openid groups": "invalid_scope", "zones.write": "invalid_scope",
+	} {
+		t.Run(scope, func(t *testing.T) {
+			code, body := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant},
+				"assertion": {ci.sign(t, claimsFor(in, "https://ci.example.com", "deployer"))}, "scope": {scope}}, "deploy", secret)
+			switch {
+			case want == "" && (code != http.StatusOK || body["scope"] != scope):
+				t.Errorf("exchange = %d %v; want a token for %q", code, body, scope)
+			case want != "" && (code != http.StatusBadRequest || body["error"] != want):
+				t.Errorf("exchange = %d %v; want 400 %s", code, body, want)
+			}
+		})
+	}
+}
