@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v3"
+	"github.com/go-jose/go-jose/v3/jwt"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
@@ -153,6 +154,9 @@ func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 	if err := fosite.DefaultAudienceMatchingStrategy(ar.GetClient().GetAudience(), ar.GetRequestedAudience()); err != nil {
 		return err
 	}
+	if err := notIssuedLater(ar.GetRequestForm().Get("assertion"), time.Now()); err != nil {
+		return err
+	}
 	err := h.Handler.HandleTokenEndpointRequest(ctx, ar)
 	if errors.Is(err, fosite.ErrJTIKnown) {
 		return fosite.ErrInvalidGrant.WithHint("The assertion was used before: its jti has been seen.")
@@ -161,6 +165,30 @@ func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 		return err
 	}
 	return grantRequestedAudience(ar)
+}
+
+// assertionClockSkew is how far ahead of this server's clock an issuer's may run.
+const assertionClockSkew = time.Minute
+
+// notIssuedLater refuses an assertion whose iat is in the future (RFC 7523 section 3,
+// item 6, lets the server refuse one issued unreasonably far in the past or future).
+// fosite checks only that exp is at most 24 hours after iat, so an iat years ahead
+// made an assertion that works for years, and a jti row the janitor would keep as
+// long. The claims are read unverified: this only refuses, and fosite verifies them
+// before anything is issued.
+func notIssuedLater(assertion string, now time.Time) error {
+	token, err := jwt.ParseSigned(assertion)
+	if err != nil {
+		return nil // fosite answers invalid_grant
+	}
+	var claims jwt.Claims
+	if err := token.UnsafeClaimsWithoutVerification(&claims); err != nil || claims.IssuedAt == nil {
+		return nil
+	}
+	if iat := claims.IssuedAt.Time(); iat.After(now.Add(assertionClockSkew)) {
+		return fosite.ErrInvalidGrant.WithHintf("The assertion's iat (%s) is in the future.", iat.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // grantRequestedAudience replaces the audience fosite granted, the assertion's aud

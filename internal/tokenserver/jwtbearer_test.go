@@ -116,6 +116,12 @@ func TestJWTBearerGrant(t *testing.T) {
 
 	expired := claimsFor(in, "https://ci.example.com", "deployer")
 	expired.IssuedAt, expired.Expiry = jwt.NewNumericDate(time.Now().Add(-10*time.Minute)), jwt.NewNumericDate(time.Now().Add(-time.Minute))
+	// Issued ten years ahead, for an hour: else good for ten years.
+	future := claimsFor(in, "https://ci.example.com", "deployer")
+	future.IssuedAt = jwt.NewNumericDate(time.Now().Add(10 * 365 * 24 * time.Hour))
+	future.Expiry = jwt.NewNumericDate(future.IssuedAt.Time().Add(time.Hour))
+	tooLong := claimsFor(in, "https://ci.example.com", "deployer")
+	tooLong.Expiry = jwt.NewNumericDate(time.Now().Add(25 * time.Hour))
 	cases := map[string]struct {
 		id, secret, assertion, scope, want string
 	}{
@@ -123,6 +129,8 @@ func TestJWTBearerGrant(t *testing.T) {
 		"another issuer":       {"deploy", secret, ci.sign(t, claimsFor(in, "https://evil.example.com", "deployer")), "", "invalid_grant"},
 		"a subject not listed": {"deploy", secret, ci.sign(t, claimsFor(in, "https://ci.example.com", "admin")), "", "invalid_grant"},
 		"expired":              {"deploy", secret, ci.sign(t, expired), "", "invalid_grant"},
+		"issued in the future": {"deploy", secret, ci.sign(t, future), "", "invalid_grant"},
+		"valid over 24 hours":  {"deploy", secret, ci.sign(t, tooLong), "", "invalid_grant"},
 		"signed with another key": {"deploy", secret,
 			newAssertionKey(t, "ci-1").sign(t, claimsFor(in, "https://ci.example.com", "deployer")), "", "invalid_grant"},
 		"a scope the trust does not give": {"deploy", secret,
@@ -166,6 +174,13 @@ func TestJWTBearerGrant(t *testing.T) {
 			}
 		})
 	}
+	t.Run("an issuer's clock a little ahead", func(t *testing.T) {
+		ahead := claimsFor(in, "https://ci.example.com", "deployer")
+		ahead.IssuedAt = jwt.NewNumericDate(time.Now().Add(20 * time.Second))
+		if code, body := exchange("deploy", secret, ci.sign(t, ahead), ""); code != http.StatusOK {
+			t.Errorf("exchange = %d %v; want a token (clock skew)", code, body)
+		}
+	})
 	t.Run("a client that no longer skips consent", func(t *testing.T) {
 		// A row the admin API would refuse now: registered before the first-party
 		// rule, or left behind by its namespace losing the first-party label. A
