@@ -2,6 +2,8 @@ package oauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,8 +125,27 @@ func (k *jwtBearerKeys) GetPublicKeyScopes(ctx context.Context, issuer, subject,
 	return out, nil
 }
 
+// assertionIssuerKey holds, in the ctx fosite's handler passes to jwtBearerKeys, the
+// iss of the assertion being handled (see jwtBearerHandler).
+type assertionIssuerKey struct{}
+
+// jtiKey is where jti is kept: per client and issuer. A jti is unique only per
+// issuer (RFC 7519), and CI systems use predictable ones (run numbers): kept
+// server-wide, one tenant's assertion with jti run-42 would spend another team's.
+// The client is part of it too, so that no client's use spends another's assertion
+// even from one issuer; the pair is hashed to bound the key's length.
+func jtiKey(ctx context.Context, jti string) string {
+	clientID := ""
+	if ar, ok := ctx.Value(fosite.AccessRequestContextKey).(fosite.AccessRequester); ok && ar.GetClient() != nil {
+		clientID = ar.GetClient().GetID()
+	}
+	issuer, _ := ctx.Value(assertionIssuerKey{}).(string)
+	sum := sha256.Sum256([]byte(clientID + "\x00" + issuer))
+	return jwtBearerJTIPrefix + hex.EncodeToString(sum[:16]) + ":" + jti
+}
+
 func (k *jwtBearerKeys) IsJWTUsed(ctx context.Context, jti string) (bool, error) {
-	err := k.jtis.ClientAssertionJWTValid(ctx, jwtBearerJTIPrefix+jti)
+	err := k.jtis.ClientAssertionJWTValid(ctx, jtiKey(ctx, jti))
 	if errors.Is(err, fosite.ErrJTIKnown) {
 		return true, nil
 	}
@@ -134,7 +155,7 @@ func (k *jwtBearerKeys) IsJWTUsed(ctx context.Context, jti string) (bool, error)
 // MarkJWTUsedForTime records jti atomically: of two requests racing with one
 // assertion, the second gets fosite.ErrJTIKnown (see jwtBearerHandler).
 func (k *jwtBearerKeys) MarkJWTUsedForTime(ctx context.Context, jti string, exp time.Time) error {
-	return k.jtis.SetClientAssertionJWT(ctx, jwtBearerJTIPrefix+jti, exp)
+	return k.jtis.SetClientAssertionJWT(ctx, jtiKey(ctx, jti), exp)
 }
 
 // jwtBearerHandler is fosite's, with a replayed assertion answered invalid_grant
@@ -154,10 +175,13 @@ func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 	if err := fosite.DefaultAudienceMatchingStrategy(ar.GetClient().GetAudience(), ar.GetRequestedAudience()); err != nil {
 		return err
 	}
-	if err := notIssuedLater(ar.GetRequestForm().Get("assertion"), time.Now()); err != nil {
+	claims := unverifiedClaims(ar.GetRequestForm().Get("assertion"))
+	if err := notIssuedLater(claims, time.Now()); err != nil {
 		return err
 	}
-	err := h.Handler.HandleTokenEndpointRequest(ctx, ar)
+	// fosite verifies the assertion before it looks at the jti: by then the issuer
+	// in ctx is the verified one.
+	err := h.Handler.HandleTokenEndpointRequest(context.WithValue(ctx, assertionIssuerKey{}, claims.Issuer), ar)
 	if errors.Is(err, fosite.ErrJTIKnown) {
 		return fosite.ErrInvalidGrant.WithHint("The assertion was used before: its jti has been seen.")
 	}
@@ -170,19 +194,24 @@ func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 // assertionClockSkew is how far ahead of this server's clock an issuer's may run.
 const assertionClockSkew = time.Minute
 
+// unverifiedClaims are the assertion's claims, unverified (none when it cannot be
+// read: fosite then answers invalid_grant). They are used only to refuse, or as
+// keys that fosite's verification then vouches for.
+func unverifiedClaims(assertion string) jwt.Claims {
+	var claims jwt.Claims
+	if token, err := jwt.ParseSigned(assertion); err == nil {
+		_ = token.UnsafeClaimsWithoutVerification(&claims)
+	}
+	return claims
+}
+
 // notIssuedLater refuses an assertion whose iat is in the future (RFC 7523 section 3,
 // item 6, lets the server refuse one issued unreasonably far in the past or future).
 // fosite checks only that exp is at most 24 hours after iat, so an iat years ahead
 // made an assertion that works for years, and a jti row the janitor would keep as
-// long. The claims are read unverified: this only refuses, and fosite verifies them
-// before anything is issued.
-func notIssuedLater(assertion string, now time.Time) error {
-	token, err := jwt.ParseSigned(assertion)
-	if err != nil {
-		return nil // fosite answers invalid_grant
-	}
-	var claims jwt.Claims
-	if err := token.UnsafeClaimsWithoutVerification(&claims); err != nil || claims.IssuedAt == nil {
+// long.
+func notIssuedLater(claims jwt.Claims, now time.Time) error {
+	if claims.IssuedAt == nil {
 		return nil
 	}
 	if iat := claims.IssuedAt.Time(); iat.After(now.Add(assertionClockSkew)) {
@@ -249,4 +278,6 @@ func jwtBearerFactory(keys *jwtBearerKeys) func(fosite.Configurator, any, any) a
 // no one does, so this grant gives only what the trust lists.
 type exactScopes struct{ fosite.Configurator }
 
-func (exactScopes) GetScopeStrategy(context.Context) fosite.ScopeStrategy { return fosite.ExactScopeStrategy }
+func (exactScopes) GetScopeStrategy(context.Context) fosite.ScopeStrategy {
+	return fosite.ExactScopeStrategy
+}

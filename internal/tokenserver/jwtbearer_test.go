@@ -360,3 +360,37 @@ func TestJWTBearerScopes(t *testing.T) {
 		})
 	}
 }
+
+// A jti is unique per issuer only, and CI systems use predictable ones: one client's
+// use of jti run-42 does not spend another client's assertion with that jti, nor one
+// from another issuer; the same assertion twice is still a replay.
+func TestJWTBearerJTIPerClientAndIssuer(t *testing.T) {
+	in := start(t, setup{})
+	ci, other := newAssertionKey(t, "ci-1"), newAssertionKey(t, "other-1")
+	trust := []adminapi.TrustedJWTIssuer{
+		{Issuer: "https://ci.example.com", JWKS: ci.jwks(t), Subjects: []string{"deployer"}},
+		{Issuer: "https://other.example.com", JWKS: other.jwks(t), Subjects: []string{"deployer"}},
+	}
+	secretA := putJWTBearerClient(t, in, "tenant-a", nil, trust, nil)
+	secretB := putJWTBearerClient(t, in, "platform-deploy", nil, trust, nil)
+	with := func(k assertionKey, issuer string) string {
+		c := claimsFor(in, issuer, "deployer")
+		c.ID = "run-42"
+		return k.sign(t, c)
+	}
+	for _, step := range []struct {
+		what, client, secret, assertion string
+		want                            int
+	}{
+		{"client A, issuer ci", "tenant-a", secretA, with(ci, "https://ci.example.com"), http.StatusOK},
+		{"client B, issuer ci, the same jti", "platform-deploy", secretB, with(ci, "https://ci.example.com"), http.StatusOK},
+		{"client B, another issuer, the same jti", "platform-deploy", secretB, with(other, "https://other.example.com"), http.StatusOK},
+		{"client B, issuer ci again: a replay", "platform-deploy", secretB, with(ci, "https://ci.example.com"), http.StatusBadRequest},
+	} {
+		code, body := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant}, "assertion": {step.assertion}},
+			step.client, step.secret)
+		if code != step.want {
+			t.Errorf("%s: %d %v; want %d", step.what, code, body, step.want)
+		}
+	}
+}
