@@ -210,8 +210,8 @@ func TestDevicePollingAndDenial(t *testing.T) {
 	defer cancel()
 	_, err = cfg.DeviceAccessToken(pctx, da)
 	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) || re.ErrorCode != "access_denied" {
-		t.Errorf("DeviceAccessToken after the denial: %v; want access_denied", err)
+	if !errors.As(err, &re) || re.ErrorCode != "access_denied" || re.Response.StatusCode != http.StatusBadRequest {
+		t.Errorf("DeviceAccessToken after the denial: %v; want 400 access_denied (RFC 8628 section 3.5, RFC 6749 section 5.2)", err)
 	}
 	// The code was spent by the decision.
 	if resp, page := b.enterCode(in, in.URL+"/device", da.UserCode); resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "wrong or has expired") {
