@@ -432,3 +432,14 @@ func TestDeviceGrantOnlyWithTheApproval(t *testing.T) {
 		t.Errorf("%d of %d approvals of one code recorded (%v); want exactly 1", approved, n, statuses)
 	}
 }
+
+// The poll interval is sent in whole seconds (RFC 8628): one that is not is refused
+// at start, not sent as 0 (or rounded down) with slow_down never coming.
+func TestDeviceIntervalInWholeSeconds(t *testing.T) {
+	for _, d := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond} {
+		err := tokenserver.Serve(context.Background(), tokenserver.Options{AdminToken: adminToken, DeviceInterval: d})
+		if err == nil || !strings.Contains(err.Error(), "device poll interval "+d.String()+" (--device-poll-interval): must be a whole number of seconds") {
+			t.Errorf("Serve with a device poll interval of %s: %v; want it refused", d, err)
+		}
+	}
+}
