@@ -227,6 +227,14 @@ func TestAdminValidatesGrants(t *testing.T) {
 			doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t)}), "jwtBearer.trustedIssuers[0].subjects", nil},
 		"a scope the client lacks": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci", JWKS: ci.jwks(t),
 			AllowAnySubject: true, Scopes: []string{"zones.write"}}), "jwtBearer.trustedIssuers[0].scopes[0]", nil},
+		"keys over plain http": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci",
+			JWKSURI: "http://ci.example.com/keys", AllowAnySubject: true}), "jwtBearer.trustedIssuers[0].jwksURI", nil},
+		"keys at a URL with a fragment": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci",
+			JWKSURI: "https://ci.example.com/keys#x", AllowAnySubject: true}), "jwtBearer.trustedIssuers[0].jwksURI", nil},
+		"a subject listed twice": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci",
+			JWKS: ci.jwks(t), Subjects: []string{"deployer", "deployer"}}), "jwtBearer.trustedIssuers[0].subjects[1]", nil},
+		"a subject too long": {[]string{jwtBearerGrant}, doc(adminapi.TrustedJWTIssuer{Issuer: "https://ci",
+			JWKS: ci.jwks(t), Subjects: []string{strings.Repeat("s", 256)}}), "jwtBearer.trustedIssuers[0].subjects[0]", nil},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -242,6 +250,13 @@ func TestAdminValidatesGrants(t *testing.T) {
 				t.Errorf("PutClient: %v; want an error on %s", err, tc.field)
 			}
 		})
+	}
+	// Keys over http from the loopback host are fine, as for the CRD.
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "c", Secret: "secret-c-0123456789abcdefghijklmnopqrs",
+		OwnerNamespace: "platform", ClientMetadata: adminapi.ClientMetadata{Name: "C", GrantTypes: []string{jwtBearerGrant},
+			TokenEndpointAuthMethod: "client_secret_basic", SkipConsent: true, JWTBearer: doc(adminapi.TrustedJWTIssuer{
+				Issuer: "https://ci", JWKSURI: "http://127.0.0.1:8080/keys", AllowAnySubject: true})}}); err != nil {
+		t.Errorf("keys from the loopback host over http: %v", err)
 	}
 	// A public device client without redirect URIs is fine.
 	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "tv", OwnerNamespace: "media", ClientMetadata: adminapi.ClientMetadata{
