@@ -90,7 +90,7 @@ func TestJWTBearerGrant(t *testing.T) {
 	trust, _ := json.Marshal(adminapi.JWTBearer{TrustedIssuers: []adminapi.TrustedJWTIssuer{{
 		Issuer: "https://ci.example.com", JWKS: ci.jwks(t), Subjects: []string{"deployer"}, Scopes: []string{"zones.read"}}}})
 	secret := "secret-deploy-0123456789abcdefghijklmnop"
-	for _, id := range []string{"deploy", "legacy"} {
+	for _, id := range []string{"deploy", "legacy", "legacy-public"} {
 		if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: id, Secret: secret, OwnerNamespace: "platform",
 			ClientMetadata: adminapi.ClientMetadata{Name: "Deployments", GrantTypes: []string{jwtBearerGrant}, SkipConsent: true,
 				Scopes: []string{"zones.read", "zones.write"}, TokenEndpointAuthMethod: "client_secret_basic", JWTBearer: trust}}); err != nil {
@@ -189,11 +189,21 @@ func TestJWTBearerGrant(t *testing.T) {
 		if _, err := db.ExecContext(ctx, `UPDATE clients SET spec = spec - 'skipConsent' WHERE id = 'legacy'`); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := db.ExecContext(ctx, `UPDATE clients SET spec = jsonb_set(spec, '{tokenEndpointAuthMethod}', '"none"'),
+			secret_hash = NULL WHERE id = 'legacy-public'`); err != nil {
+			t.Fatal(err)
+		}
 		replica := start(t, setup{dsn: dsn, keyDir: keyDir})
 		code, body := postForm(t, replica.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant},
 			"assertion": {ci.sign(t, claimsFor(replica, "https://ci.example.com", "deployer"))}}, "legacy", secret)
 		if code != http.StatusBadRequest || body["error"] != "unauthorized_client" {
-			t.Errorf("exchange = %d %v; want 400 unauthorized_client", code, body)
+			t.Errorf("exchange by a client without skipConsent = %d %v; want 400 unauthorized_client", code, body)
+		}
+		// A public client names itself: the assertion would be its only credential.
+		code, body = postForm(t, replica.URL+"/oauth2/token", url.Values{"grant_type": {jwtBearerGrant}, "client_id": {"legacy-public"},
+			"assertion": {ci.sign(t, claimsFor(replica, "https://ci.example.com", "deployer"))}}, "", "")
+		if code != http.StatusBadRequest || body["error"] != "unauthorized_client" {
+			t.Errorf("exchange by a public client = %d %v; want 400 unauthorized_client", code, body)
 		}
 	})
 }
