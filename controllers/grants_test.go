@@ -27,8 +27,12 @@ import (
 // resync of it changes nothing on the token server.
 func TestJWTBearerClient(t *testing.T) {
 	ctx := context.Background()
-	ns := namespace(t, "ci", nil)
-	externalServer(t, ns, nil)
+	// The grant is for first-party clients: the server's own namespace, made first-party.
+	ns := namespace(t, "ci", map[string]string{"first-party": "true"})
+	externalServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.FirstPartyNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{"first-party": "true"}}}
+	})
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +41,7 @@ func TestJWTBearerClient(t *testing.T) {
 	pub, _ := key.PublicKey.ECDH()
 	raw := pub.Bytes() // 0x04 || X || Y
 	oc := newClient(ns, "deployer", "", func(oc *oauthv1alpha1.OAuthClient) {
-		oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{oauthv1alpha1.GrantJWTBearer}
+		oc.Spec.GrantTypes, oc.Spec.SkipConsent = []oauthv1alpha1.GrantType{oauthv1alpha1.GrantJWTBearer}, true
 		oc.Spec.JWTBearer = &oauthv1alpha1.JWTBearer{TrustedIssuers: []oauthv1alpha1.TrustedJWTIssuer{{
 			Issuer: "https://ci.example.com", Subjects: []string{"deployer"}, Scopes: []oauthv1alpha1.Scope{"zones.read"},
 			JWKS: &oauthv1alpha1.JSONWebKeySet{Keys: []oauthv1alpha1.JSONWebKey{{Kty: "EC", Crv: "P-256", Kid: "ci-1",

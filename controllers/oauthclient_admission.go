@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -45,8 +46,31 @@ func policyErr(ts *oauthv1alpha1.TokenServer, err error) error {
 // another namespace can go.
 func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
 	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
-	refused := needsHuman(ReasonNamespaceNotAllowed, fmt.Sprintf(
-		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace))
+	return r.unregister(ctx, oc, ts, admin, needsHuman(ReasonNamespaceNotAllowed, fmt.Sprintf(
+		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace)),
+		fmt.Sprintf("namespace %s is no longer admitted by TokenServer %s/%s", oc.Namespace, ts.Namespace, ts.Name),
+		"admitted")
+}
+
+// notFirstParty handles a client whose only grant is jwt-bearer in a namespace that
+// is not first-party: with that grant dropped (clientspec.GrantTypes) nothing is
+// left to register, and the client registered while the namespace was first-party
+// must not keep the grant, so it is deleted, as deregister does.
+func (r *OAuthClientReconciler) notFirstParty(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
+	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
+	return r.unregister(ctx, oc, ts, admin, needsHuman(ReasonNotFirstParty, fmt.Sprintf(
+		"grant type %s is for first-party clients only, and namespace %s is not in TokenServer %s/%s's firstPartyNamespaces: "+
+			"the client has no other grant to register", oauthv1alpha1.GrantJWTBearer, oc.Namespace, ts.Namespace, ts.Name)),
+		fmt.Sprintf("namespace %s is not first-party on TokenServer %s/%s and jwt-bearer is the client's only grant",
+			oc.Namespace, ts.Namespace, ts.Name),
+		"first-party")
+}
+
+// unregister deletes what oc registered, says why (event, once per client deleted),
+// and leaves oc in refused; the client comes back when the namespace is again what
+// again says.
+func (r *OAuthClientReconciler) unregister(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
+	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient, refused *conditionError, why, again string) error {
 	// The ID in status, and the one the spec asks for: a pass that registered the
 	// client may have recorded it in a status this pass's cached copy does not show
 	// yet. A sibling whose TokenServer (another of the same server) still admits the
@@ -74,9 +98,8 @@ func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha
 		switch {
 		case err == nil:
 			r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonDeregistered, "Deregister",
-				"namespace %s is no longer admitted by TokenServer %s/%s: client %s deleted from the token server, its tokens and grants revoked",
-				oc.Namespace, ts.Namespace, ts.Name, id)
-			refused.message += "; client " + id + " was deleted from the token server and comes back when the namespace is admitted again"
+				"%s: client %s deleted from the token server, its tokens and grants revoked", why, id)
+			refused.message += "; client " + id + " was deleted from the token server and comes back when the namespace is " + again + " again"
 		case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
 			// Gone already, or not ours: nothing of ours is left to delete.
 		default:
@@ -156,6 +179,9 @@ func (r *OAuthClientReconciler) skipConsentCondition(oc *oauthv1alpha1.OAuthClie
 	if !firstParty {
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonNotFirstParty
 		c.Message = "skipConsent is ignored: namespace " + oc.Namespace + " is not in the TokenServer's firstPartyNamespaces"
+		if slices.Contains(oc.Spec.GrantTypes, oauthv1alpha1.GrantJWTBearer) {
+			c.Message += "; grant type " + string(oauthv1alpha1.GrantJWTBearer) + " is not registered, as it is for first-party clients only"
+		}
 		if meta.IsStatusConditionTrue(oc.Status.Conditions, ConditionSkipConsent) {
 			r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonNotFirstParty, "Sync",
 				"namespace %s lost first-party status: users are asked for consent again", oc.Namespace)

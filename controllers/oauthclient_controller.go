@@ -135,6 +135,9 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 		return 0, r.deregister(ctx, oc, ts, admin)
 	}
 	r.skipConsentCondition(oc, firstParty)
+	if len(clientspec.GrantTypes(oc, firstParty)) == 0 {
+		return 0, r.notFirstParty(ctx, oc, ts, admin)
+	}
 
 	clientID := clientspec.ClientID(oc)
 	if err := r.checkClientID(ctx, oc, ts, clientID); err != nil {

@@ -57,6 +57,8 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('authorization_code' in self.grantTypes) || (has(self.redirectURIs) && size(self.redirectURIs) > 0)",fieldPath=".redirectURIs",reason=FieldValueRequired,message="redirectURIs needs at least one URI when grantTypes includes authorization_code"
 // +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('refresh_token' in self.grantTypes) || 'authorization_code' in self.grantTypes || 'urn:ietf:params:oauth:grant-type:device_code' in self.grantTypes",fieldPath=".grantTypes",message="grantTypes: refresh_token needs a grant that issues refresh tokens (authorization_code or urn:ietf:params:oauth:grant-type:device_code); client_credentials and jwt-bearer issue none"
 // +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('urn:ietf:params:oauth:grant-type:jwt-bearer' in self.grantTypes) || has(self.jwtBearer)",fieldPath=".jwtBearer",reason=FieldValueRequired,message="jwtBearer needs at least one trusted issuer when grantTypes includes urn:ietf:params:oauth:grant-type:jwt-bearer"
+// +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('urn:ietf:params:oauth:grant-type:jwt-bearer' in self.grantTypes) || (has(self.skipConsent) && self.skipConsent)",fieldPath=".skipConsent",message="grantTypes urn:ietf:params:oauth:grant-type:jwt-bearer needs skipConsent: true: the grant is for first-party clients only (the TokenServer's firstPartyNamespaces), as its tokens name a subject no user consented for"
+// +kubebuilder:validation:XValidation:rule="!has(self.grantTypes) || !('urn:ietf:params:oauth:grant-type:jwt-bearer' in self.grantTypes) || !has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'none'",fieldPath=".tokenEndpointAuthMethod",message="grantTypes cannot include urn:ietf:params:oauth:grant-type:jwt-bearer when tokenEndpointAuthMethod is none: the assertion would be the only credential, and anyone holding one from the issuer would get tokens"
 // +kubebuilder:validation:XValidation:rule="!has(self.jwtBearer) || (has(self.grantTypes) && 'urn:ietf:params:oauth:grant-type:jwt-bearer' in self.grantTypes)",fieldPath=".jwtBearer",message="jwtBearer is used only with grant type urn:ietf:params:oauth:grant-type:jwt-bearer: add it to grantTypes or remove jwtBearer"
 // +kubebuilder:validation:XValidation:rule="!has(self.jwtBearer) || self.jwtBearer.trustedIssuers.all(t, !has(t.scopes) || t.scopes.all(s, has(self.scopes) && s in self.scopes))",fieldPath=".jwtBearer.trustedIssuers",message="jwtBearer.trustedIssuers[].scopes must each be one of spec.scopes: a trusted issuer cannot give the client more than the client may have"
 // +kubebuilder:validation:XValidation:rule="!has(self.responseTypes) || !self.responseTypes.exists(r, r.startsWith('code')) || (has(self.grantTypes) && 'authorization_code' in self.grantTypes)",fieldPath=".responseTypes",message="responseTypes with code need grantTypes to include authorization_code"
@@ -166,7 +168,9 @@ type OAuthClientSpec struct {
 	JWKSURI URL `json:"jwksURI,omitempty"`
 
 	// jwtBearer says whose signed assertions the client may exchange for access
-	// tokens (grant type urn:ietf:params:oauth:grant-type:jwt-bearer, RFC 7523).
+	// tokens (grant type urn:ietf:params:oauth:grant-type:jwt-bearer, RFC 7523). The
+	// grant needs skipConsent and a first-party namespace; outside one, the operator
+	// registers the client without it.
 	// +optional
 	JWTBearer *JWTBearer `json:"jwtBearer,omitempty"`
 
@@ -194,8 +198,10 @@ type OAuthClientSpec struct {
 
 // JWTBearer is the trust behind the JWT bearer grant (RFC 7523): a token is issued
 // for an assertion only when an issuer listed here signed it, for a subject it may
-// assert, with scopes it may give. The client authenticates as well (or names itself,
-// when public): the trust is the client's, not the whole server's.
+// assert, with scopes it may give. The client authenticates as well, and must be
+// first-party (skipConsent in one of the TokenServer's firstPartyNamespaces): the
+// subject an issuer asserts is taken as is, so whoever sets this trust can speak for
+// any user of the whole server, which only the platform team may allow.
 type JWTBearer struct {
 	// trustedIssuers whose assertions the client may exchange.
 	// +listType=map
@@ -229,7 +235,7 @@ type TrustedJWTIssuer struct {
 	// +optional
 	Subjects []string `json:"subjects,omitempty"`
 	// allowAnySubject lets the issuer assert any subject: it is then trusted to speak
-	// for every user of this client.
+	// for every user of the whole token server.
 	// +optional
 	AllowAnySubject bool `json:"allowAnySubject,omitempty"`
 	// scopes the issuer's assertions may be exchanged for; each must be one of the

@@ -203,10 +203,18 @@ func TestOAuthClientValidation(t *testing.T) {
 			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys", AllowAnySubject: true}}}
 		}, reject("spec.jwtBearer", "jwtBearer is used only with grant type")},
 		"jwt-bearer with a trusted issuer": {func(s *v1.OAuthClientSpec) {
-			s.GrantTypes, s.Scopes = []v1.GrantType{v1.GrantJWTBearer}, []v1.Scope{"zones.read"}
+			s.GrantTypes, s.Scopes, s.SkipConsent = []v1.GrantType{v1.GrantJWTBearer}, []v1.Scope{"zones.read"}, true
 			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com",
 				JWKS: &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{ecKey}}, Subjects: []string{"deployer"}, Scopes: []v1.Scope{"zones.read"}}}}
 		}, ok()},
+		"jwt-bearer without skipConsent": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes = []v1.GrantType{v1.GrantJWTBearer}
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys", Subjects: []string{"deployer"}}}}
+		}, reject("spec.skipConsent", "jwt-bearer needs skipConsent: true: the grant is for first-party clients only")},
+		"jwt-bearer for a public client": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes, s.SkipConsent, s.TokenEndpointAuthMethod = []v1.GrantType{v1.GrantJWTBearer}, true, v1.AuthNone
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys", Subjects: []string{"deployer"}}}}
+		}, reject("spec.tokenEndpointAuthMethod", "cannot include urn:ietf:params:oauth:grant-type:jwt-bearer when tokenEndpointAuthMethod is none")},
 		"jwt-bearer refresh_token": {func(s *v1.OAuthClientSpec) {
 			s.GrantTypes = []v1.GrantType{v1.GrantJWTBearer, v1.GrantRefreshToken}
 			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com", JWKSURI: "https://ci.example.com/keys", AllowAnySubject: true}}}

@@ -218,7 +218,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	requirePAR := fs.Bool("require-pushed-authorization-requests", false,
 		"Refuse authorization requests not pushed first to /oauth2/par (RFC 9126).")
 	deviceInterval := fs.Duration("device-poll-interval", 0,
-		"How long a device waits between polls in the device grant (RFC 8628); 0 means 5s.")
+		"How long a device waits between polls in the device grant (RFC 8628), in whole seconds; 0 means 5s.")
 	deviceLifespan := fs.Duration("device-code-lifespan", 0, "How long a device code and its user code live; 0 means 10m.")
 	perUser := fs.Int("login-failures-per-user", tokenserver.DefaultLoginThrottle.PerUser,
 		"Failed sign-ins a username may have in a row before it is throttled.")

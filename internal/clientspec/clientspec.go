@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,7 +141,7 @@ func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, 
 	s := oc.Spec
 	c := &adminapi.Client{ID: clientID, OwnerNamespace: oc.Namespace, ClientMetadata: adminapi.ClientMetadata{
 		Name: s.ClientName, LogoURI: string(s.LogoURI), ClientURI: string(s.ClientURI), PolicyURI: string(s.PolicyURI),
-		TOSURI: string(s.TosURI), GrantTypes: strs(s.GrantTypes), ResponseTypes: strs(s.ResponseTypes),
+		TOSURI: string(s.TosURI), GrantTypes: GrantTypes(oc, firstParty), ResponseTypes: strs(s.ResponseTypes),
 		RedirectURIs: strs(s.RedirectURIs), PostLogoutRedirectURIs: strs(s.PostLogoutRedirectURIs), Scopes: strs(s.Scopes),
 		Audience: s.Audience, TokenEndpointAuthMethod: string(s.TokenEndpointAuthMethod), JWKSURI: string(s.JWKSURI),
 		SkipConsent: s.SkipConsent && firstParty,
@@ -148,16 +149,13 @@ func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, 
 	if c.TokenEndpointAuthMethod == "" {
 		c.TokenEndpointAuthMethod = "client_secret_basic"
 	}
-	if len(c.GrantTypes) == 0 {
-		c.GrantTypes = []string{"authorization_code"}
-	}
 	if s.Owner != nil {
 		c.OwnerTeam, c.OwnerContact = s.Owner.Team, s.Owner.Contact
 	}
 	if s.JWKS != nil {
 		c.JWKS, _ = json.Marshal(s.JWKS)
 	}
-	if s.JWTBearer != nil {
+	if s.JWTBearer != nil && firstParty {
 		c.JWTBearer = jwtBearer(s.JWTBearer)
 	}
 	if l := s.TokenLifespans; l != nil {
@@ -178,6 +176,23 @@ func Desired(oc *oauthv1alpha1.OAuthClient, clientID string, creds Credentials, 
 		}
 	}
 	return c
+}
+
+// GrantTypes are the grants oc is registered with: its spec's (authorization_code
+// when unset), without jwt-bearer outside the first-party namespaces. That grant's
+// tokens name a subject no user consented for, so it takes the same trust as
+// skipping consent, and like skipConsent it is dropped, not refused, when a namespace
+// loses the first-party label: the token server must stop honouring it at once. None
+// left: the client cannot be registered (see the OAuthClient controller).
+func GrantTypes(oc *oauthv1alpha1.OAuthClient, firstParty bool) []string {
+	g := strs(oc.Spec.GrantTypes)
+	if len(g) == 0 {
+		return []string{string(oauthv1alpha1.GrantAuthorizationCode)}
+	}
+	if !firstParty {
+		g = slices.DeleteFunc(g, func(s string) bool { return s == string(oauthv1alpha1.GrantJWTBearer) })
+	}
+	return g
 }
 
 // NeedsSecret says whether the client authenticates with a client secret.

@@ -170,6 +170,13 @@ func TestDesired(t *testing.T) {
 		oc.Spec.SkipConsent = true
 		oc.Spec.TokenLifespans = &oauthv1alpha1.TokenLifespans{AccessToken: "15m"}
 	})
+	ci := client("ci", "deploy", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{"client_credentials", oauthv1alpha1.GrantJWTBearer}
+		oc.Spec.SkipConsent = true
+		oc.Spec.JWTBearer = &oauthv1alpha1.JWTBearer{TrustedIssuers: []oauthv1alpha1.TrustedJWTIssuer{{
+			Issuer: "https://ci.example.com", Subjects: []string{"deployer"}, Scopes: []oauthv1alpha1.Scope{"zones.read"},
+			JWKS: &oauthv1alpha1.JSONWebKeySet{Keys: []oauthv1alpha1.JSONWebKey{{Kty: "EC", Crv: "P-256", Kid: "k1", X: "x", Y: "y"}}}}}}
+	})
 	until := metav1.Now()
 	creds := Credentials{Secret: "new", PreviousSecret: "old", PreviousUntil: &until}
 	tests := map[string]struct {
@@ -205,12 +212,7 @@ func TestDesired(t *testing.T) {
 				t.Errorf("public client carries a secret: %v", got)
 			}
 		}},
-		"jwtBearer trust carried with its keys": {client("ci", "deploy", func(oc *oauthv1alpha1.OAuthClient) {
-			oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{oauthv1alpha1.GrantJWTBearer}
-			oc.Spec.JWTBearer = &oauthv1alpha1.JWTBearer{TrustedIssuers: []oauthv1alpha1.TrustedJWTIssuer{{
-				Issuer: "https://ci.example.com", Subjects: []string{"deployer"}, Scopes: []oauthv1alpha1.Scope{"zones.read"},
-				JWKS: &oauthv1alpha1.JSONWebKeySet{Keys: []oauthv1alpha1.JSONWebKey{{Kty: "EC", Crv: "P-256", Kid: "k1", X: "x", Y: "y"}}}}}}
-		}), false, func(t *testing.T, got map[string]any) {
+		"jwtBearer trust carried with its keys": {ci, true, func(t *testing.T, got map[string]any) {
 			jb, _ := got["jwtBearer"].(map[string]any)
 			tis, _ := jb["trustedIssuers"].([]any)
 			if len(tis) != 1 {
@@ -221,6 +223,12 @@ func TestDesired(t *testing.T) {
 			if ti["issuer"] != "https://ci.example.com" || !slices.Equal(toStrings(ti["subjects"]), []string{"deployer"}) ||
 				!slices.Equal(toStrings(ti["scopes"]), []string{"zones.read"}) || len(keys) != 1 {
 				t.Errorf("trusted issuer = %v", ti)
+			}
+		}},
+		"jwt-bearer and its trust dropped outside first-party namespaces": {ci, false, func(t *testing.T, got map[string]any) {
+			if got["jwtBearer"] != nil || !slices.Equal(toStrings(got["grantTypes"]), []string{"client_credentials"}) || got["skipConsent"] != nil {
+				t.Errorf("grantTypes = %v, jwtBearer = %v, skipConsent = %v; want client_credentials alone", got["grantTypes"],
+					got["jwtBearer"], got["skipConsent"])
 			}
 		}},
 		"defaults when the API server has not filled them": {client("obs", "bare"), false, func(t *testing.T, got map[string]any) {

@@ -63,6 +63,12 @@ var (
 		DescriptionField: "The device polled faster than its interval; the interval is now 5 seconds longer."}
 	errExpiredToken = &fosite.RFC6749Error{ErrorField: "expired_token", CodeField: http.StatusBadRequest,
 		DescriptionField: "The device code has expired; start a new device authorization."}
+	// errAccessDenied is fosite's access_denied with the token endpoint's status:
+	// fosite's is 403, for the authorization endpoint's redirect, while RFC 8628
+	// answers it in RFC 6749 section 5.2's format, 400 for every error but
+	// invalid_client.
+	errAccessDenied = &fosite.RFC6749Error{ErrorField: "access_denied", CodeField: http.StatusBadRequest,
+		DescriptionField: "The user denied the request."}
 )
 
 // userCodeAlphabet is RFC 8628 section 6.1's: consonants only, so no word can be
@@ -313,7 +319,7 @@ func (d *deviceHandler) HandleTokenEndpointRequest(ctx context.Context, ar fosit
 	case errors.Is(err, store.ErrDeviceSlowDown):
 		return errSlowDown
 	case errors.Is(err, store.ErrDeviceDenied):
-		return fosite.ErrAccessDenied.WithHint("The user denied the request.")
+		return errAccessDenied
 	case errors.Is(err, store.ErrDeviceExpired):
 		return errExpiredToken
 	case errors.Is(err, fosite.ErrNotFound):

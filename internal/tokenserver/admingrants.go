@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/go-jose/go-jose/v3"
 
@@ -29,6 +30,12 @@ func validateGrants(c *adminapi.Client, _ string) (string, string) {
 			oauth.GrantDeviceCode + "); client_credentials and jwt-bearer issue none"
 	case has(oauth.GrantJWTBearer) && len(c.JWTBearer) == 0:
 		return fieldJWTBearer, "needs at least one trusted issuer when grantTypes includes " + oauth.GrantJWTBearer
+	case has(oauth.GrantJWTBearer) && c.TokenEndpointAuthMethod == adminapi.AuthNone:
+		return "tokenEndpointAuthMethod", oauth.GrantJWTBearer + " needs a confidential client: with none, the assertion " +
+			"would be the only credential, and anyone holding one from the issuer would get tokens"
+	case has(oauth.GrantJWTBearer) && !c.SkipConsent:
+		return "skipConsent", oauth.GrantJWTBearer + " is for first-party clients only (skipConsent, in one of the " +
+			"TokenServer's firstPartyNamespaces): its tokens name a subject no user consented for"
 	case !has(oauth.GrantJWTBearer) && len(c.JWTBearer) > 0:
 		return fieldJWTBearer, "is used only with grant type " + oauth.GrantJWTBearer + ": add it to grantTypes or remove jwtBearer"
 	case len(c.JWTBearer) == 0:
@@ -43,6 +50,9 @@ func validateGrants(c *adminapi.Client, _ string) (string, string) {
 	if len(jb.TrustedIssuers) == 0 {
 		return "jwtBearer.trustedIssuers", "needs at least one trusted issuer"
 	}
+	if len(jb.TrustedIssuers) > maxTrustedIssuers {
+		return "jwtBearer.trustedIssuers", fmt.Sprintf("at most %d", maxTrustedIssuers)
+	}
 	seen := map[string]bool{}
 	for i, t := range jb.TrustedIssuers {
 		if field, msg := validateTrustedIssuer(t, c.Scopes); field != "" {
@@ -56,6 +66,30 @@ func validateGrants(c *adminapi.Client, _ string) (string, string) {
 	return "", ""
 }
 
+// The CRD's limits on a trust (api/v1alpha1 JWTBearer, TrustedJWTIssuer).
+const (
+	maxTrustedIssuers  = 16
+	maxTrustedSubjects = 64
+	maxTrustedScopes   = 64
+	maxSubjectLength   = 255
+)
+
+// urlProblem is what the CRD's URL type refuses in u (api/v1alpha1/common_types.go),
+// or "": the keys a trust is checked with must not come over plain http, where
+// anyone on the path could replace them.
+func urlProblem(u string) string {
+	p, err := url.Parse(u)
+	switch {
+	case err != nil || p.Scheme == "" || p.Hostname() == "":
+		return "must be an absolute URL with a scheme and a host, such as https://app.example.com/callback"
+	case p.Scheme != "https" && (p.Scheme != "http" || !slices.Contains([]string{"localhost", "127.0.0.1", "::1"}, p.Hostname())):
+		return "must use https; plain http is allowed only for localhost, 127.0.0.1 and [::1]"
+	case strings.Contains(u, "#"):
+		return "must not contain a fragment (#...)"
+	}
+	return ""
+}
+
 func validateTrustedIssuer(t adminapi.TrustedJWTIssuer, clientScopes []string) (string, string) {
 	switch {
 	case t.Issuer == "":
@@ -66,8 +100,22 @@ func validateTrustedIssuer(t adminapi.TrustedJWTIssuer, clientScopes []string) (
 		return ".subjects", "set subjects or allowAnySubject: true (exactly one): which subjects the issuer may assert"
 	}
 	if t.JWKSURI != "" {
-		if u, err := url.Parse(t.JWKSURI); err != nil || !u.IsAbs() || u.Host == "" {
-			return ".jwksURI", "must be an absolute URL"
+		if msg := urlProblem(t.JWKSURI); msg != "" {
+			return ".jwksURI", msg
+		}
+	}
+	switch {
+	case len(t.Subjects) > maxTrustedSubjects:
+		return ".subjects", fmt.Sprintf("at most %d", maxTrustedSubjects)
+	case len(t.Scopes) > maxTrustedScopes:
+		return ".scopes", fmt.Sprintf("at most %d", maxTrustedScopes)
+	}
+	for i, sub := range t.Subjects {
+		switch {
+		case sub == "" || len(sub) > maxSubjectLength:
+			return fmt.Sprintf(".subjects[%d]", i), fmt.Sprintf("must be 1 to %d characters", maxSubjectLength)
+		case slices.Contains(t.Subjects[:i], sub):
+			return fmt.Sprintf(".subjects[%d]", i), fmt.Sprintf("%q is listed twice", sub)
 		}
 	}
 	if len(t.JWKS) > 0 {

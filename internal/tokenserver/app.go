@@ -119,6 +119,12 @@ func Serve(ctx context.Context, o Options) error {
 	if o.AdminToken == "" {
 		return errors.New("an admin token is required (--admin-token-file)")
 	}
+	// RFC 8628 gives the interval in whole seconds: 500ms would be sent as 0, and
+	// slow_down would never come.
+	if o.DeviceInterval != 0 && (o.DeviceInterval < time.Second || o.DeviceInterval%time.Second != 0) {
+		return fmt.Errorf("device poll interval %s (--device-poll-interval): must be a whole number of seconds, at least 1s",
+			o.DeviceInterval)
+	}
 	if o.ClientIPHeader != "" && len(o.ClientIPTrustedProxies) == 0 {
 		return errClientIPHeaderUntrusted
 	}

@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ory/fosite/storage"
 
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/store"
@@ -111,10 +114,7 @@ func (s *Server) deviceDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.PostForm.Get("decision") {
 	case "approve":
-		g, err := s.cfg.Store.PutGrant(ctx, browserConsent(client.ID, subject, dr.Scopes))
-		if err == nil {
-			err = s.cfg.Provider.ApproveDevice(ctx, dr, subject, user.Identity, g, user.At)
-		}
+		err := s.approveDevice(ctx, dr, client.ID, subject, user)
 		s.deviceDone(w, r, err, "Your device is connected to "+client.Name+". You can close this page and return to it.")
 	case "deny":
 		s.deviceDone(w, r, s.cfg.Provider.DenyDevice(ctx, dr), "Your device was not connected. You can close this page.")
@@ -123,6 +123,31 @@ func (s *Server) deviceDecision(w http.ResponseWriter, r *http.Request) {
 			Scopes: s.deviceScopeLines(dr.Scopes), Subject: user.display(), CSRF: s.csrfToken(s.session(w, r)),
 			UserCode: oauth.NormalizeUserCode(code)[:4] + "-" + oauth.NormalizeUserCode(code)[4:]})
 	}
+}
+
+// approveDevice stores the user's consent grant and the approval in one transaction.
+// The grant is mirrored as a ConsentGrant and skips consent in the code flow later:
+// stored on its own, every person who approved a code someone else had used
+// meanwhile (a phished code clicked by many) would keep one, though told the code
+// was used.
+func (s *Server) approveDevice(ctx context.Context, dr *oauth.DeviceRequest, clientID, subject string, user signedInUser) (err error) {
+	tx, err := storage.MaybeBeginTx(ctx, s.cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = storage.MaybeRollbackTx(tx, s.cfg.Store)
+		}
+	}()
+	g, err := s.cfg.Store.PutGrant(tx, browserConsent(clientID, subject, dr.Scopes))
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Provider.ApproveDevice(tx, dr, subject, user.Identity, g, user.At); err != nil {
+		return err
+	}
+	return storage.MaybeCommitTx(tx, s.cfg.Store)
 }
 
 // deviceDone answers a decision: notice when it was recorded.

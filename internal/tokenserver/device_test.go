@@ -3,15 +3,18 @@ package tokenserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
@@ -210,8 +213,8 @@ func TestDevicePollingAndDenial(t *testing.T) {
 	defer cancel()
 	_, err = cfg.DeviceAccessToken(pctx, da)
 	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) || re.ErrorCode != "access_denied" {
-		t.Errorf("DeviceAccessToken after the denial: %v; want access_denied", err)
+	if !errors.As(err, &re) || re.ErrorCode != "access_denied" || re.Response.StatusCode != http.StatusBadRequest {
+		t.Errorf("DeviceAccessToken after the denial: %v; want 400 access_denied (RFC 8628 section 3.5, RFC 6749 section 5.2)", err)
 	}
 	// The code was spent by the decision.
 	if resp, page := b.enterCode(in, in.URL+"/device", da.UserCode); resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "wrong or has expired") {
@@ -359,5 +362,84 @@ func TestDeviceConfidentialClientAndCSRF(t *testing.T) {
 	code, body = postForm(t, in.URL+"/oauth2/device/auth", url.Values{"client_id": {"tv"}, "scope": {"zones.write"}}, "", "")
 	if code != http.StatusBadRequest || body["error"] != "invalid_scope" {
 		t.Errorf("device authorization for a scope the client lacks: %d %v; want invalid_scope", code, body)
+	}
+}
+
+// A consent grant is stored only with the approval it belongs to: of several people
+// approving one code at once (a phished code clicked by many), those told the code
+// was used meanwhile get no grant, which would otherwise give the client silent
+// code-flow tokens for them later.
+func TestDeviceGrantOnlyWithTheApproval(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{deviceInterval: time.Second})
+	const n = 6
+	hash := bcryptHash(t, alicePassword, bcrypt.MinCost)
+	users := make([]string, n)
+	lines := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("user%d", i)
+		lines[i] = users[i] + ":" + hash
+	}
+	writeUsers(t, in.Users, lines...)
+	cfg := deviceClient(t, in, "tv")
+	da, err := cfg.DeviceAuth(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browsers, confirms := make([]*browser, n), make([]string, n)
+	for i, u := range users {
+		browsers[i] = newBrowser(t)
+		if resp, page := browsers[i].signIn(in, u, alicePassword); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s's sign-in: %d %.400s", u, resp.StatusCode, page)
+		}
+		_, confirms[i] = browsers[i].enterCode(in, in.URL+"/device", da.UserCode)
+	}
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			f := formFields(confirms[i])
+			f.Set("decision", "approve")
+			resp, err := browsers[i].hc.PostForm(in.URL+"/device", f)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}()
+	}
+	close(start)
+	wg.Wait()
+	approved := 0
+	for i, u := range users {
+		gs, err := in.Admin.ListGrants(ctx, "tv", u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if statuses[i] == http.StatusOK {
+			approved++
+		}
+		if (statuses[i] == http.StatusOK) != (len(gs) == 1) {
+			t.Errorf("%s: approval answered %d, grants %+v; want a grant exactly when the approval was recorded", u, statuses[i], gs)
+		}
+	}
+	if approved != 1 {
+		t.Errorf("%d of %d approvals of one code recorded (%v); want exactly 1", approved, n, statuses)
+	}
+}
+
+// The poll interval is sent in whole seconds (RFC 8628): one that is not is refused
+// at start, not sent as 0 (or rounded down) with slow_down never coming.
+func TestDeviceIntervalInWholeSeconds(t *testing.T) {
+	for _, d := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond} {
+		err := tokenserver.Serve(context.Background(), tokenserver.Options{AdminToken: adminToken, DeviceInterval: d})
+		if err == nil || !strings.Contains(err.Error(), "device poll interval "+d.String()+" (--device-poll-interval): must be a whole number of seconds") {
+			t.Errorf("Serve with a device poll interval of %s: %v; want it refused", d, err)
+		}
 	}
 }

@@ -400,6 +400,14 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 		s.writeOAuthError(w, http.StatusUnauthorized, "invalid_token", "The access token is missing, expired or revoked.")
 		return
 	}
+	// UserInfo answers for tokens of an OpenID authentication (OIDC Core 5.3): a
+	// client_credentials or JWT bearer token without openid names no signed-in user,
+	// and an app that signs people in through /userinfo would take it for one.
+	if !slices.Contains(scopes, "openid") {
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="openid"`)
+		s.writeOAuthError(w, http.StatusForbidden, "insufficient_scope", "The access token was not granted the openid scope.")
+		return
+	}
 	// The claims follow the scopes granted to this access token, as in the ID token.
 	claims := oauth.Claims(sess.Subject, sess.Identity, scopes)
 	claims["sub"], claims["preferred_username"] = sess.Subject, sess.Username
