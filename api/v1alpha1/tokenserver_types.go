@@ -279,7 +279,8 @@ type UpstreamOIDC struct {
 type UpstreamClaims struct {
 	// username is the claim that becomes preferred_username; default
 	// preferred_username. A user without it is named by their sub. The subject
-	// (sub) here is always "upstream:" and the provider's sub, which is stable.
+	// (sub) here is always "upstream:", a tag of the issuer, ":" and the
+	// provider's sub: stable while the issuer is.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +optional

@@ -125,6 +125,9 @@ const (
 	// No user of the users file has a colon in their name, so the two can never be
 	// taken for each other, whatever the provider calls its users.
 	upstreamSubjectPrefix = "upstream:"
+	// issuerTagLen is how many characters of the issuer's hash go into upstream
+	// subjects: 72 bits, beyond finding another issuer URL with the same tag.
+	issuerTagLen = 12
 	// upstreamFlowLifetime bounds the round trip through the provider's pages.
 	upstreamFlowLifetime = 10 * time.Minute
 	upstreamCookiePrefix = "kubeoauth_upstream_"
@@ -138,13 +141,25 @@ const (
 
 func isUpstreamSubject(subject string) bool { return strings.HasPrefix(subject, upstreamSubjectPrefix) }
 
+// upstreamSubject is the subject here of the user sub at the provider issuer:
+// "upstream:<issuer tag>:<sub>". A sub is unique only at its issuer (OpenID Connect
+// Core 2), so the issuer is part of the subject: when the issuer changes (another
+// provider, a test one), the user with the same sub there is someone else, who must
+// not inherit the old user's grants, refresh tokens, or accounts at the apps.
+func upstreamSubject(issuer, sub string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	return upstreamSubjectPrefix + base64.RawURLEncoding.EncodeToString(sum[:])[:issuerTagLen] + ":" + sub
+}
+
 // upstream is the configured provider, discovered on first use: a provider that is
 // down when the token server starts must not keep it from serving the users file.
 type upstream struct {
-	cfg    UpstreamOIDC
-	label  string
-	scopes []string
-	claims UpstreamClaims
+	cfg   UpstreamOIDC
+	label string
+	// subjectPrefix starts the subjects of this provider's users (upstreamSubject).
+	subjectPrefix string
+	scopes        []string
+	claims        UpstreamClaims
 	// key binds upstream users' sessions to these settings: when the provider, the
 	// client or the allowed groups change, their sessions end and they sign in (and
 	// are checked) again.
@@ -156,7 +171,8 @@ type upstream struct {
 }
 
 func newUpstream(cfg UpstreamOIDC) *upstream {
-	u := &upstream{cfg: cfg, label: cfg.DisplayName, scopes: cfg.Scopes, claims: cfg.Claims, hc: cfg.HTTPClient}
+	u := &upstream{cfg: cfg, label: cfg.DisplayName, scopes: cfg.Scopes, claims: cfg.Claims, hc: cfg.HTTPClient,
+		subjectPrefix: upstreamSubject(cfg.Issuer, "")}
 	if u.label == "" {
 		if p, err := url.Parse(cfg.Issuer); err == nil && p.Host != "" {
 			u.label = p.Host
@@ -499,13 +515,20 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 			}
 		}
 	}
-	id := u.mapClaims(idt.Subject, claims, s.cfg.Log.Warn)
-	subject := upstreamSubjectPrefix + idt.Subject
+	if idt.Subject == "" {
+		// go-oidc does not insist on sub; without one, every user of the provider
+		// would be the one subject "upstream:<tag>:".
+		return nil, "", &upstreamRefusal{code: http.StatusBadGateway, log: "the provider's ID token has no sub",
+			msg: fmt.Sprintf("%s did not say who you are (its ID token has no sub), so you cannot be signed in. "+
+				"Tell the people who run this service.", u.label)}
+	}
+	subject := u.subjectPrefix + idt.Subject
 	if len(subject) > maxSubjectLen {
 		return nil, "", &upstreamRefusal{code: http.StatusBadGateway, log: "subject too long: " + subject,
 			msg: fmt.Sprintf("%s names you with an identifier of %d characters; this server takes at most %d.", u.label,
-				len(idt.Subject), maxSubjectLen-len(upstreamSubjectPrefix))}
+				len(idt.Subject), maxSubjectLen-len(u.subjectPrefix))}
 	}
+	id := u.mapClaims(idt.Subject, claims, s.cfg.Log.Warn)
 	allowed := func(g string) bool { return slices.Contains(u.cfg.AllowedGroups, g) }
 	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, allowed) {
 		return nil, "", &upstreamRefusal{code: http.StatusForbidden,

@@ -3,6 +3,8 @@ package tokenserver_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
@@ -148,7 +150,7 @@ func TestUpstreamSignIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := userClaims{Subject: "upstream:u-carol", PreferredUsername: "carol", Name: ptr("Carol Danvers"),
+	want := userClaims{Subject: upstreamSubject(op.Issuer, "u-carol"), PreferredUsername: "carol", Name: ptr("Carol Danvers"),
 		Email: ptr("carol@corp.example"), EmailVerified: ptr(true), Groups: []string{"platform", "oncall"}}
 	check := func(where string, got userClaims) {
 		t.Helper()
@@ -188,6 +190,62 @@ func TestUpstreamSignIn(t *testing.T) {
 	other, _ := openidOnlyClient(t, in, "notes", "openid")
 	if tok := signIn(t, in, newBrowser(t), other, "approve", "openid", "profile"); tok.AccessToken == "" {
 		t.Error("alice could not sign in with her password")
+	}
+}
+
+// upstreamSubject is the subject here of the provider issuer's user sub: the
+// provider's sub behind a tag of the issuer, as docs/integrations/upstream-oidc.md says.
+func upstreamSubject(issuer, sub string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	return "upstream:" + base64.RawURLEncoding.EncodeToString(sum[:])[:12] + ":" + sub
+}
+
+// A sub is unique only at its issuer. When the server is moved to another provider
+// (a migration, a test provider), the user there with the same sub is someone else:
+// they get their own subject, see the consent page, and nothing of the first user's
+// grants or connected apps.
+func TestUpstreamSubjectBoundToIssuer(t *testing.T) {
+	dsn, keys := pg.NewMigratedDatabase(t), secrets(t)
+	opA := startOP(t)
+	in := start(t, setup{dsn: dsn, keyDir: keys, upstream: upstreamSettings(opA.Issuer)})
+	opA.up(in)
+	cfg, verifier := openidOnlyClient(t, in, "wiki", "openid")
+	cfg.Scopes = []string{"openid"}
+	ver := oauth2.GenerateVerifier()
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-08", oauth2.S256ChallengeOption(ver)))
+	resp, page := b.upstreamLogin(in, opA, page, "carol")
+	cb := b.consent(in, resp, page)
+	tok, err := cfg.Exchange(context.Background(), cb.Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != upstreamSubject(opA.Issuer, "u-carol") {
+		t.Fatalf("carol at the first provider: sub %q", got)
+	}
+
+	// The same database and keys (the server as it is after its provider was
+	// changed), another provider whose user has the same sub.
+	opB := startOP(t)
+	in = start(t, setup{dsn: dsn, keyDir: keys, upstream: upstreamSettings(opB.Issuer)})
+	opB.up(in)
+	cfg, verifier = openidOnlyClient(t, in, "wiki", "openid")
+	cfg.Scopes = []string{"openid"}
+	ver = oauth2.GenerateVerifier()
+	b = newBrowser(t)
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-09", oauth2.S256ChallengeOption(ver)))
+	resp, page = b.upstreamLogin(in, opB, page, "carol")
+	if !strings.Contains(page, `id="approve"`) {
+		t.Fatalf("the other provider's u-carol was not asked for consent (the first carol's grant was inherited): %d %.600s",
+			resp.StatusCode, page)
+	}
+	cb = b.consent(in, resp, page)
+	tok, err = cfg.Exchange(context.Background(), cb.Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != upstreamSubject(opB.Issuer, "u-carol") {
+		t.Errorf("u-carol at the other provider: sub %q, want %q", got, upstreamSubject(opB.Issuer, "u-carol"))
 	}
 }
 
@@ -518,5 +576,26 @@ func TestUpstreamUnreachable(t *testing.T) {
 	}
 	if resp, _ := b.get(in.URL + "/readyz"); resp.StatusCode != http.StatusOK {
 		t.Errorf("readyz %d: the provider being away must not take the server out of service", resp.StatusCode)
+	}
+}
+
+// A provider whose ID token has no sub (a claims mapper that drops it) would make
+// all its users one subject; the sign-in is refused on a page that says so.
+func TestUpstreamEmptySubRefused(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer), noUsers: true})
+	h := oidcop.New(op.Issuer, append(slices.Clone(opUsers), oidcop.User{ID: "", Username: "nobody", Password: opPassword}),
+		[]oidcop.Client{{ID: upstreamClientID, Secret: upstreamClientSecret,
+			RedirectURIs: []string{in.URL + "/login/upstream/callback"}}}, nil)
+	op.handler.Store(&h)
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-10", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.upstreamLogin(in, op, page, "nobody")
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(page, "its ID token has no sub") {
+		t.Fatalf("an ID token without sub: %d %.800s", resp.StatusCode, page)
+	}
+	if signedInPage(b, in) {
+		t.Fatal("signed in without a sub")
 	}
 }
