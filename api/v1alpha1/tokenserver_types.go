@@ -266,6 +266,23 @@ type UpstreamOIDC struct {
 	// +kubebuilder:validation:items:MaxLength=256
 	// +optional
 	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// usernamePrefix is put before every username (preferred_username) that comes
+	// from the provider, e.g. "corp:", so that the provider's users can never take a
+	// name your apps know for someone else (a users-file account, a kube-apiserver
+	// or Grafana user). Whatever the prefix, an upstream username equal to a
+	// users-file username is refused at sign-in.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	UsernamePrefix string `json:"usernamePrefix,omitempty"`
+	// groupsPrefix is put before every group that comes from the provider, e.g.
+	// "corp:", so that a group the provider's users can create ("admins") is never
+	// one your apps' role mappings grant on. allowedGroups names the provider's
+	// groups, without this prefix.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	GroupsPrefix string `json:"groupsPrefix,omitempty"`
 	// displayName labels the login page's button: "Sign in with <displayName>".
 	// Unset: the issuer's host name.
 	// +kubebuilder:validation:MinLength=1
@@ -278,7 +295,7 @@ type UpstreamOIDC struct {
 // same meaning.
 type UpstreamClaims struct {
 	// username is the claim that becomes preferred_username; default
-	// preferred_username. A user without it is named by their sub. The subject
+	// preferred_username. A user without it is named by their subject here. The subject
 	// (sub) here is always "upstream:", a tag of the issuer, ":" and the
 	// provider's sub: stable while the issuer is.
 	// +kubebuilder:validation:MinLength=1

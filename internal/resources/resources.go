@@ -322,13 +322,16 @@ func upstreamSettings(u *oauthv1alpha1.UpstreamOIDC) string {
 		Groups   string `json:"groups,omitempty"`
 	}
 	out := struct {
-		Issuer        string   `json:"issuer"`
-		ClientID      string   `json:"clientID"`
-		Scopes        []string `json:"scopes,omitempty"`
-		Claims        *claims  `json:"claims,omitempty"`
-		AllowedGroups []string `json:"allowedGroups,omitempty"`
-		DisplayName   string   `json:"displayName,omitempty"`
-	}{Issuer: string(u.Issuer), ClientID: u.ClientID, AllowedGroups: u.AllowedGroups, DisplayName: u.DisplayName}
+		Issuer         string   `json:"issuer"`
+		ClientID       string   `json:"clientID"`
+		Scopes         []string `json:"scopes,omitempty"`
+		Claims         *claims  `json:"claims,omitempty"`
+		AllowedGroups  []string `json:"allowedGroups,omitempty"`
+		UsernamePrefix string   `json:"usernamePrefix,omitempty"`
+		GroupsPrefix   string   `json:"groupsPrefix,omitempty"`
+		DisplayName    string   `json:"displayName,omitempty"`
+	}{Issuer: string(u.Issuer), ClientID: u.ClientID, AllowedGroups: u.AllowedGroups, UsernamePrefix: u.UsernamePrefix,
+		GroupsPrefix: u.GroupsPrefix, DisplayName: u.DisplayName}
 	for _, sc := range u.Scopes {
 		out.Scopes = append(out.Scopes, string(sc))
 	}

@@ -42,8 +42,13 @@ type UpstreamOIDC struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Claims names the provider's claims the user's attributes come from.
 	Claims UpstreamClaims `json:"claims,omitzero"`
-	// AllowedGroups, when set, lets in only members of at least one of them.
+	// AllowedGroups, when set, lets in only members of at least one of them (the
+	// provider's group names, without GroupsPrefix).
 	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// UsernamePrefix and GroupsPrefix go before the provider's usernames and
+	// groups, keeping them apart from the names apps already grant on.
+	UsernamePrefix string `json:"usernamePrefix,omitempty"`
+	GroupsPrefix   string `json:"groupsPrefix,omitempty"`
 	// DisplayName labels the login page's button ("Sign in with <DisplayName>");
 	// empty means the issuer's host.
 	DisplayName string `json:"displayName,omitempty"`
@@ -110,7 +115,7 @@ func clientTrusting(caFile string) (*http.Client, error) {
 
 // UpstreamClaims names the provider's claims that become the user's username, email,
 // name and groups. Empty fields take the standard names (preferred_username, email,
-// name, groups); a user without a username claim is named by their sub.
+// name, groups); a user without a username claim is named by their subject here.
 type UpstreamClaims struct {
 	Username string `json:"username,omitempty"`
 	Email    string `json:"email,omitempty"`
@@ -201,7 +206,8 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 	groups := slices.Clone(cfg.AllowedGroups)
 	slices.Sort(groups)
 	h := sha256.New()
-	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups}
+	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups,
+		cfg.UsernamePrefix, cfg.GroupsPrefix}
 	for _, f := range append(settings, groups...) {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
@@ -528,13 +534,22 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 			msg: fmt.Sprintf("%s names you with an identifier of %d characters; this server takes at most %d.", u.label,
 				len(idt.Subject), maxSubjectLen-len(u.subjectPrefix))}
 	}
-	id := u.mapClaims(idt.Subject, claims, s.cfg.Log.Warn)
+	id, groups := u.mapClaims(subject, claims, s.cfg.Log.Warn)
 	allowed := func(g string) bool { return slices.Contains(u.cfg.AllowedGroups, g) }
-	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, allowed) {
+	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(groups, allowed) {
 		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
 			log: fmt.Sprintf("%s (%s) is in none of the allowed groups; groups %v", subject, id.Username, id.Groups),
 			msg: fmt.Sprintf("You signed in at %s as %s, but only members of certain groups may sign in here, and you are "+
 				"in none of them. Ask the people who run this service for access.", u.label, id.Username)}
+	}
+	if _, local := s.cfg.Users.current().hashes[id.Username]; local {
+		// Apps key on preferred_username too (kube-apiserver's username claim,
+		// Grafana's login): the provider's user must not become the local one there.
+		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
+			log: fmt.Sprintf("%s: username %q is a users-file username", subject, id.Username),
+			msg: fmt.Sprintf("You signed in at %s as %s, but %s is the name of a local account here, so you cannot be "+
+				"signed in under it. Ask the people who run this service to set a username prefix for %s.",
+				u.label, id.Username, id.Username, u.label)}
 	}
 	return id, subject, nil
 }
@@ -549,18 +564,24 @@ func (u *upstream) lacksClaims(claims map[string]any) bool {
 	return false
 }
 
-// mapClaims makes the user's identity from the provider's claims. A value of the
+// mapClaims makes the user's identity from the provider's claims, and returns the
+// provider's own group names (without the prefix) for allowedGroups. A value of the
 // wrong kind (an email that is no address, groups that are not strings) is left
 // out and logged rather than refusing the user: the claims are the provider's, not
-// theirs to fix.
-func (u *upstream) mapClaims(sub string, claims map[string]any, warn func(string, ...any)) *oauth.Identity {
+// theirs to fix. A user without a username is named by their subject here, which
+// cannot be anyone else's name (it has colons and the issuer's tag), not by the
+// provider's bare sub, which could be.
+func (u *upstream) mapClaims(subject string, claims map[string]any, warn func(string, ...any)) (*oauth.Identity, []string) {
 	str := func(name string) string {
 		v, _ := claims[name].(string)
 		return strings.TrimSpace(v)
 	}
 	id := &oauth.Identity{Username: str(u.claims.Username), Name: str(u.claims.Name)}
+	if id.Username != "" {
+		id.Username = u.cfg.UsernamePrefix + id.Username
+	}
 	if id.Username == "" || len(id.Username) > maxUsernameLen {
-		id.Username = sub
+		id.Username = subject
 	}
 	if email := str(u.claims.Email); email != "" {
 		if a, err := mail.ParseAddress(email); err == nil && a.Address == email {
@@ -572,22 +593,26 @@ func (u *upstream) mapClaims(sub string, claims map[string]any, warn func(string
 				id.EmailVerified = v == "true"
 			}
 		} else {
-			warn("upstream provider: the email claim is not an address; left out", "claim", u.claims.Email, "sub", sub)
+			warn("upstream provider: the email claim is not an address; left out", "claim", u.claims.Email, "subject", subject)
 		}
 	}
+	var groups []string
 	switch v := claims[u.claims.Groups].(type) {
 	case string:
 		if v != "" {
-			id.Groups = []string{v}
+			groups = []string{v}
 		}
 	case []any:
 		for _, g := range v {
-			if s, ok := g.(string); ok && strings.TrimSpace(s) != "" && !slices.Contains(id.Groups, s) {
-				id.Groups = append(id.Groups, s)
+			if s, ok := g.(string); ok && strings.TrimSpace(s) != "" && !slices.Contains(groups, s) {
+				groups = append(groups, s)
 			}
 		}
 	}
-	return id
+	for _, g := range groups {
+		id.Groups = append(id.Groups, u.cfg.GroupsPrefix+g)
+	}
+	return id, groups
 }
 
 // discoverUpstream reads the provider's discovery document at start, so that the

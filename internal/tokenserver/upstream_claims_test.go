@@ -17,35 +17,43 @@ import (
 // wrong kind is left out rather than refusing the person.
 func TestUpstreamClaimMapping(t *testing.T) {
 	tests := map[string]struct {
-		mapping UpstreamClaims
-		claims  map[string]any
-		want    oauth.Identity
+		mapping    UpstreamClaims
+		prefixes   [2]string // usernamePrefix, groupsPrefix
+		claims     map[string]any
+		want       oauth.Identity
+		wantGroups []string // the provider's own, for allowedGroups
 	}{
 		"standard claims": {claims: map[string]any{"preferred_username": "carol", "name": "Carol Danvers",
 			"email": "carol@corp.example", "email_verified": true, "groups": []any{"platform", "oncall"}},
 			want: oauth.Identity{Username: "carol", Name: "Carol Danvers", Email: "carol@corp.example", EmailVerified: true,
-				Groups: []string{"platform", "oncall"}}},
-		"no username: the sub": {claims: map[string]any{"email": "carol@corp.example"},
-			want: oauth.Identity{Username: "sub-1", Email: "carol@corp.example"}},
+				Groups: []string{"platform", "oncall"}}, wantGroups: []string{"platform", "oncall"}},
+		"prefixes": {prefixes: [2]string{"corp:", "corp:"}, claims: map[string]any{"preferred_username": "admin",
+			"groups": []any{"admins"}},
+			want: oauth.Identity{Username: "corp:admin", Groups: []string{"corp:admins"}}, wantGroups: []string{"admins"}},
+		"no username: the subject here, never the bare sub": {claims: map[string]any{"email": "carol@corp.example"},
+			want: oauth.Identity{Username: "upstream:tag:sub-1", Email: "carol@corp.example"}},
 		"mapped claims": {mapping: UpstreamClaims{Username: "upn", Groups: "roles", Email: "mail", Name: "displayName"},
 			claims: map[string]any{"upn": "carol@corp", "roles": []any{"admin"}, "mail": "c@corp.example", "displayName": "C",
 				"preferred_username": "ignored", "groups": []any{"ignored"}},
-			want: oauth.Identity{Username: "carol@corp", Name: "C", Email: "c@corp.example", Groups: []string{"admin"}}},
+			want:       oauth.Identity{Username: "carol@corp", Name: "C", Email: "c@corp.example", Groups: []string{"admin"}},
+			wantGroups: []string{"admin"}},
 		"email_verified as a string, one group as a string": {claims: map[string]any{"email": "d@corp.example",
 			"email_verified": "true", "groups": "platform"},
-			want: oauth.Identity{Username: "sub-1", Email: "d@corp.example", EmailVerified: true, Groups: []string{"platform"}}},
+			want:       oauth.Identity{Username: "upstream:tag:sub-1", Email: "d@corp.example", EmailVerified: true, Groups: []string{"platform"}},
+			wantGroups: []string{"platform"}},
 		"not an address, groups not strings, a group twice": {claims: map[string]any{"email": "Dave <d@corp.example>",
 			"email_verified": true, "groups": []any{"a", 7, "", "a", "b"}},
-			want: oauth.Identity{Username: "sub-1", Groups: []string{"a", "b"}}},
+			want: oauth.Identity{Username: "upstream:tag:sub-1", Groups: []string{"a", "b"}}, wantGroups: []string{"a", "b"}},
 		"a username too long": {claims: map[string]any{"preferred_username": strings.Repeat("x", maxUsernameLen+1)},
-			want: oauth.Identity{Username: "sub-1"}},
+			want: oauth.Identity{Username: "upstream:tag:sub-1"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			u := newUpstream(UpstreamOIDC{Issuer: "https://sso.example.com", ClientID: "c", Claims: tt.mapping})
-			got := u.mapClaims("sub-1", tt.claims, func(string, ...any) {})
-			if !reflect.DeepEqual(*got, tt.want) {
-				t.Errorf("got %+v, want %+v", *got, tt.want)
+			u := newUpstream(UpstreamOIDC{Issuer: "https://sso.example.com", ClientID: "c", Claims: tt.mapping,
+				UsernamePrefix: tt.prefixes[0], GroupsPrefix: tt.prefixes[1]})
+			got, groups := u.mapClaims("upstream:tag:sub-1", tt.claims, func(string, ...any) {})
+			if !reflect.DeepEqual(*got, tt.want) || !reflect.DeepEqual(groups, tt.wantGroups) {
+				t.Errorf("got %+v, groups %q; want %+v, %q", *got, groups, tt.want, tt.wantGroups)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/testing/oidcop"
@@ -597,5 +598,52 @@ func TestUpstreamEmptySubRefused(t *testing.T) {
 	}
 	if signedInPage(b, in) {
 		t.Fatal("signed in without a sub")
+	}
+}
+
+// The provider's users share the apps' name space with the users file's: a
+// provider user named like a local account is refused on a page that says so
+// (kube-apiserver or Grafana keyed on preferred_username would take them for the
+// local one). With prefixes, their username and groups cannot be anyone else's,
+// and allowedGroups still names the provider's groups.
+func TestUpstreamUsernamesAndGroupsKeptApart(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer)})
+	op.up(in)
+	hash, err := bcrypt.GenerateFromPassword([]byte("local carol's password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeUsers(t, in.Users, "carol:"+string(hash))
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-11", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.upstreamLogin(in, op, page, "carol")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "carol is the name of a local account here") {
+		t.Fatalf("the provider's carol beside a local carol: %d %.800s", resp.StatusCode, page)
+	}
+	if signedInPage(b, in) {
+		t.Fatal("the provider's carol is signed in under the local carol's name")
+	}
+
+	settings := upstreamSettings(op.Issuer, "platform")
+	settings.UsernamePrefix, settings.GroupsPrefix = "corp:", "corp:"
+	in = start(t, setup{upstream: settings})
+	op.up(in)
+	writeUsers(t, in.Users, "carol:"+string(hash))
+	cfg, verifier := openidOnlyClient(t, in, "wiki", "openid", "profile", "groups")
+	cfg.Scopes = []string{"openid", "profile", "groups"}
+	ver := oauth2.GenerateVerifier()
+	b = newBrowser(t)
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-12", oauth2.S256ChallengeOption(ver)))
+	resp, page = b.upstreamLogin(in, op, page, "carol")
+	cb := b.consent(in, resp, page)
+	tok, err := cfg.Exchange(context.Background(), cb.Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := idTokenClaims(t, verifier, tok.Extra("id_token"))
+	if got.PreferredUsername != "corp:carol" || !slices.Equal(got.Groups, []string{"corp:platform", "corp:oncall"}) {
+		t.Errorf("with prefixes: %s; want corp:carol in corp:platform and corp:oncall", show(got))
 	}
 }
