@@ -258,14 +258,31 @@ type UpstreamOIDC struct {
 	// +optional
 	Claims *UpstreamClaims `json:"claims,omitempty"`
 	// allowedGroups, when set, lets in only users of the upstream provider who are
-	// in at least one of these groups (after the claim mapping); others are refused
-	// on a page that says so. Unset: everyone the provider signs in.
+	// in at least one of these groups (the provider's group names, matched exactly
+	// and case-sensitively, without groupsPrefix); others are refused on a page
+	// that says so. With neither allowedGroups nor allowedEmailDomains, EVERY
+	// account the provider signs in may sign in here: with Google or another
+	// provider open to anyone, anyone.
 	// +listType=set
+	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^\S(.*\S)?$`
 	// +optional
 	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// allowedEmailDomains, when set, lets in only users whose email (from the
+	// provider, verified by it: email_verified true) is at one of these domains,
+	// matched exactly (a subdomain is another domain), e.g. [corp.example] for
+	// Google accounts of your Workspace. With allowedGroups too, a user must pass
+	// both.
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	AllowedEmailDomains []string `json:"allowedEmailDomains,omitempty"`
 	// usernamePrefix is put before every username (preferred_username) that comes
 	// from the provider, e.g. "corp:", so that the provider's users can never take a
 	// name your apps know for someone else (a users-file account, a kube-apiserver

@@ -31,7 +31,8 @@ func TestUpstreamOIDC(t *testing.T) {
 					Issuer: "https://sso.corp.example/realms/staff", ClientID: "kubeoauth",
 					ClientSecretRef: oauthv1alpha1.SecretKeyReference{Name: "sso-client", Key: tt.key},
 					Scopes:          []oauthv1alpha1.Scope{"openid", "email", "groups"}, Claims: tt.claims,
-					AllowedGroups: []string{"platform"}, DisplayName: "Corp SSO", UsernamePrefix: "corp:", GroupsPrefix: "corp-"}}
+					AllowedGroups: []string{"platform"}, AllowedEmailDomains: []string{"corp.example"}, DisplayName: "Corp SSO",
+					UsernamePrefix: "corp:", GroupsPrefix: "corp-"}}
 			})
 			sts := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Replicas: 1})
 			c := sts.Spec.Template.Spec.Containers[0]
@@ -68,7 +69,7 @@ func TestUpstreamOIDC(t *testing.T) {
 			}
 			want := &tokenserver.UpstreamOIDC{Issuer: "https://sso.corp.example/realms/staff", ClientID: "kubeoauth",
 				ClientSecret: "s3cret", Scopes: []string{"openid", "email", "groups"}, AllowedGroups: []string{"platform"},
-				DisplayName: "Corp SSO", UsernamePrefix: "corp:", GroupsPrefix: "corp-"}
+				AllowedEmailDomains: []string{"corp.example"}, DisplayName: "Corp SSO", UsernamePrefix: "corp:", GroupsPrefix: "corp-"}
 			if tt.claims != nil {
 				want.Claims = tokenserver.UpstreamClaims{Username: "email", Groups: "roles"}
 			}

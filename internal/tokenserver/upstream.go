@@ -45,6 +45,9 @@ type UpstreamOIDC struct {
 	// AllowedGroups, when set, lets in only members of at least one of them (the
 	// provider's group names, without GroupsPrefix).
 	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// AllowedEmailDomains, when set, lets in only users whose verified email is at
+	// one of these domains (exactly; lower case).
+	AllowedEmailDomains []string `json:"allowedEmailDomains,omitempty"`
 	// UsernamePrefix and GroupsPrefix go before the provider's usernames and
 	// groups, keeping them apart from the names apps already grant on.
 	UsernamePrefix string `json:"usernamePrefix,omitempty"`
@@ -76,6 +79,13 @@ func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, e
 	}
 	if u.ClientID == "" {
 		return nil, fmt.Errorf("%s: clientID: required", settingsFile)
+	}
+	// An empty list would read as "no restriction": everyone the provider signs in.
+	if u.AllowedGroups != nil && len(u.AllowedGroups) == 0 {
+		return nil, fmt.Errorf("%s: allowedGroups: an empty list lets nobody in; leave it out to let everyone in", settingsFile)
+	}
+	if u.AllowedEmailDomains != nil && len(u.AllowedEmailDomains) == 0 {
+		return nil, fmt.Errorf("%s: allowedEmailDomains: an empty list lets nobody in; leave it out to let everyone in", settingsFile)
 	}
 	if secretFile == "" {
 		return nil, errors.New("the upstream provider's client secret file is required")
@@ -203,12 +213,16 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 	if u.hc == nil {
 		u.hc = &http.Client{Timeout: 10 * time.Second}
 	}
-	groups := slices.Clone(cfg.AllowedGroups)
-	slices.Sort(groups)
 	h := sha256.New()
 	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups,
 		cfg.UsernamePrefix, cfg.GroupsPrefix}
-	for _, f := range append(settings, groups...) {
+	for _, list := range [][]string{cfg.AllowedGroups, cfg.AllowedEmailDomains} {
+		list = slices.Clone(list)
+		slices.Sort(list)
+		// The list's length first: no moving of entries between lists makes the same key.
+		settings = append(append(settings, fmt.Sprint(len(list))), list...)
+	}
+	for _, f := range settings {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
 	}
@@ -542,6 +556,14 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 			msg: fmt.Sprintf("You signed in at %s as %s, but only members of certain groups may sign in here, and you are "+
 				"in none of them. Ask the people who run this service for access.", u.label, id.Username)}
 	}
+	if len(u.cfg.AllowedEmailDomains) > 0 && !u.emailDomainAllowed(id) {
+		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
+			log: fmt.Sprintf("%s (%s): email %q (verified %t) is at none of the allowed domains", subject, id.Username,
+				id.Email, id.EmailVerified),
+			msg: fmt.Sprintf("You signed in at %s as %s, but only people with an email address at certain domains, "+
+				"verified by %s, may sign in here, and yours is not one of them. Ask the people who run this service for access.",
+				u.label, id.Username, u.label)}
+	}
 	if _, local := s.cfg.Users.current().hashes[id.Username]; local {
 		// Apps key on preferred_username too (kube-apiserver's username claim,
 		// Grafana's login): the provider's user must not become the local one there.
@@ -552,6 +574,17 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 				u.label, id.Username, id.Username, u.label)}
 	}
 	return id, subject, nil
+}
+
+// emailDomainAllowed says whether the user's email is verified by the provider and
+// at one of the allowed domains. An unverified address proves nothing: anyone can
+// type corp.example into a profile at an open provider.
+func (u *upstream) emailDomainAllowed(id *oauth.Identity) bool {
+	at := strings.LastIndexByte(id.Email, '@')
+	if !id.EmailVerified || at < 0 {
+		return false
+	}
+	return slices.Contains(u.cfg.AllowedEmailDomains, strings.ToLower(id.Email[at+1:]))
 }
 
 // lacksClaims says whether the ID token misses a claim the mapping reads.
@@ -599,13 +632,17 @@ func (u *upstream) mapClaims(subject string, claims map[string]any, warn func(st
 	var groups []string
 	switch v := claims[u.claims.Groups].(type) {
 	case string:
-		if v != "" {
+		if v = strings.TrimSpace(v); v != "" {
 			groups = []string{v}
 		}
 	case []any:
 		for _, g := range v {
-			if s, ok := g.(string); ok && strings.TrimSpace(s) != "" && !slices.Contains(groups, s) {
-				groups = append(groups, s)
+			if s, ok := g.(string); ok {
+				// Trimmed, as allowedGroups (which cannot have spaces around) is
+				// matched against them; a group of spaces is no group.
+				if s = strings.TrimSpace(s); s != "" && !slices.Contains(groups, s) {
+					groups = append(groups, s)
+				}
 			}
 		}
 	}

@@ -42,8 +42,9 @@ func TestUpstreamClaimMapping(t *testing.T) {
 			want:       oauth.Identity{Username: "upstream:tag:sub-1", Email: "d@corp.example", EmailVerified: true, Groups: []string{"platform"}},
 			wantGroups: []string{"platform"}},
 		"not an address, groups not strings, a group twice": {claims: map[string]any{"email": "Dave <d@corp.example>",
-			"email_verified": true, "groups": []any{"a", 7, "", "a", "b"}},
+			"email_verified": true, "groups": []any{"a", 7, "", "   ", "a", " b "}},
 			want: oauth.Identity{Username: "upstream:tag:sub-1", Groups: []string{"a", "b"}}, wantGroups: []string{"a", "b"}},
+		"one group of spaces": {claims: map[string]any{"groups": "   "}, want: oauth.Identity{Username: "upstream:tag:sub-1"}},
 		"a username too long": {claims: map[string]any{"preferred_username": strings.Repeat("x", maxUsernameLen+1)},
 			want: oauth.Identity{Username: "upstream:tag:sub-1"}},
 	}
@@ -79,6 +80,10 @@ func TestLoadUpstreamOIDC(t *testing.T) {
 		"no client ID":     {settings: `{"issuer":"https://sso.example.com"}`, secret: secret, wantErr: "clientID: required"},
 		"no secret file":   {settings: `{"issuer":"https://sso.example.com","clientID":"c"}`, wantErr: "client secret file is required"},
 		"an empty secret":  {settings: `{"issuer":"https://sso.example.com","clientID":"c"}`, secret: empty, wantErr: "the client secret is empty"},
+		"allowedGroups an empty list": {settings: `{"issuer":"https://sso.example.com","clientID":"c","allowedGroups":[]}`,
+			secret: secret, wantErr: "allowedGroups: an empty list lets nobody in"},
+		"allowedEmailDomains an empty list": {settings: `{"issuer":"https://sso.example.com","clientID":"c","allowedEmailDomains":[]}`,
+			secret: secret, wantErr: "allowedEmailDomains: an empty list lets nobody in"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

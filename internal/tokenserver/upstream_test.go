@@ -647,3 +647,41 @@ func TestUpstreamUsernamesAndGroupsKeptApart(t *testing.T) {
 		t.Errorf("with prefixes: %s; want corp:carol in corp:platform and corp:oncall", show(got))
 	}
 }
+
+// With allowedEmailDomains, only people whose email the provider verified at one of
+// the domains get in: at a provider anyone can join (Google), an unverified
+// address at corp.example proves nothing.
+func TestUpstreamAllowedEmailDomains(t *testing.T) {
+	op := startOP(t)
+	settings := upstreamSettings(op.Issuer)
+	settings.AllowedEmailDomains = []string{"corp.example"}
+	in := start(t, setup{upstream: settings, noUsers: true})
+	op.up(in)
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	authURL := cfg.AuthCodeURL("state-upstream-13", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	b := newBrowser(t)
+	_, page := b.get(authURL)
+	if _, page := b.upstreamLogin(in, op, page, "carol"); !strings.Contains(page, `id="approve"`) {
+		t.Fatalf("carol, verified at corp.example: %.600s", page)
+	}
+	b = newBrowser(t)
+	_, page = b.get(authURL)
+	resp, page := b.upstreamLogin(in, op, page, "dave") // dave@corp.example, not verified
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "only people with an email address at certain domains") {
+		t.Fatalf("dave, unverified at corp.example: %d %.800s", resp.StatusCode, page)
+	}
+	if signedInPage(b, in) {
+		t.Fatal("dave is signed in after the refusal")
+	}
+
+	settings = upstreamSettings(op.Issuer)
+	settings.AllowedEmailDomains = []string{"example"} // a parent domain is another domain
+	in = start(t, setup{upstream: settings, noUsers: true})
+	op.up(in)
+	cfg, _ = openidOnlyClient(t, in, "wiki", "openid")
+	b = newBrowser(t)
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-14", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if resp, page := b.upstreamLogin(in, op, page, "carol"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("carol@corp.example with allowedEmailDomains [example]: %d %.600s", resp.StatusCode, page)
+	}
+}
