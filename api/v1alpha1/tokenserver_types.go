@@ -319,7 +319,9 @@ type UpstreamClaims struct {
 	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	Username string `json:"username,omitempty"`
-	// email is the claim that becomes email (email_verified is read as is); default email.
+	// email is the claim that becomes email; default email. email_verified is the
+	// provider's only with the standard email claim: an address from another
+	// claim is always unverified here.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +optional

@@ -619,11 +619,16 @@ func (u *upstream) mapClaims(subject string, claims map[string]any, warn func(st
 	if email := str(u.claims.Email); email != "" {
 		if a, err := mail.ParseAddress(email); err == nil && a.Address == email {
 			id.Email = email
-			switch v := claims["email_verified"].(type) {
-			case bool:
-				id.EmailVerified = v
-			case string: // some providers send "true"
-				id.EmailVerified = v == "true"
+			// email_verified speaks of the standard email claim only: an address
+			// from another claim (a profile attribute the user may edit) is
+			// unverified, or anyone could claim a colleague's address as verified.
+			if u.claims.Email == claimEmail {
+				switch v := claims["email_verified"].(type) {
+				case bool:
+					id.EmailVerified = v
+				case string: // some providers send "true"
+					id.EmailVerified = v == "true"
+				}
 			}
 		} else {
 			warn("upstream provider: the email claim is not an address; left out", "claim", u.claims.Email, "subject", subject)
