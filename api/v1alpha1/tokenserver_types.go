@@ -300,6 +300,19 @@ type UpstreamOIDC struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +optional
 	GroupsPrefix string `json:"groupsPrefix,omitempty"`
+	// fetchAllow lists internal address ranges (CIDRs) the token server may reach
+	// the provider at, for a provider inside the cluster or a private network
+	// (e.g. the Service CIDR of an in-cluster Keycloak or Dex). The issuer and
+	// every URL its discovery document names (keys, token and userinfo endpoints)
+	// are otherwise reached at public addresses only, as clients' jwks_uri are:
+	// loopback, link-local (cloud metadata) and private addresses are refused.
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR, e.g. 10.96.0.0/12"
+	// +optional
+	FetchAllow []string `json:"fetchAllow,omitempty"`
 	// displayName labels the login page's button: "Sign in with <displayName>".
 	// Unset: the issuer's host name.
 	// +kubebuilder:validation:MinLength=1

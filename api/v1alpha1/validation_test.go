@@ -543,6 +543,14 @@ func TestTokenServerValidation(t *testing.T) {
 			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
 				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedGroups: []string{"platform "}}}
 		}, reject("spec.login.upstreamOIDC.allowedGroups[0]", "should match")},
+		"upstream OIDC fetch allow": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, FetchAllow: []string{"10.96.0.0/12", "fd00::/8"}}}
+		}, ok()},
+		"upstream OIDC fetch allow not a CIDR": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, FetchAllow: []string{"10.96.0.1"}}}
+		}, reject("spec.login.upstreamOIDC.fetchAllow[0]", "must be a CIDR")},
 		"upstream OIDC allowed email domains": {func(s *v1.TokenServerSpec) {
 			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
 				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedEmailDomains: []string{"corp.example", "eu.corp.example"}}}

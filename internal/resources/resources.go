@@ -330,10 +330,11 @@ func upstreamSettings(u *oauthv1alpha1.UpstreamOIDC) string {
 		AllowedEmailDomains []string `json:"allowedEmailDomains,omitempty"`
 		UsernamePrefix      string   `json:"usernamePrefix,omitempty"`
 		GroupsPrefix        string   `json:"groupsPrefix,omitempty"`
+		FetchAllow          []string `json:"fetchAllow,omitempty"`
 		DisplayName         string   `json:"displayName,omitempty"`
 	}{Issuer: string(u.Issuer), ClientID: u.ClientID, AllowedGroups: u.AllowedGroups,
 		AllowedEmailDomains: u.AllowedEmailDomains, UsernamePrefix: u.UsernamePrefix,
-		GroupsPrefix: u.GroupsPrefix, DisplayName: u.DisplayName}
+		GroupsPrefix: u.GroupsPrefix, FetchAllow: u.FetchAllow, DisplayName: u.DisplayName}
 	for _, sc := range u.Scopes {
 		out.Scopes = append(out.Scopes, string(sc))
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -55,7 +55,14 @@ type UpstreamOIDC struct {
 	// DisplayName labels the login page's button ("Sign in with <DisplayName>");
 	// empty means the issuer's host.
 	DisplayName string `json:"displayName,omitempty"`
-	// HTTPClient reaches the provider; nil means one with a 10-second timeout.
+	// FetchAllow lists internal ranges (CIDRs) the provider, and every URL its
+	// discovery document names, may be reached at: by default only public
+	// addresses, as for clients' jwks_uri. An in-cluster provider needs its range.
+	FetchAllow []netip.Prefix `json:"fetchAllow,omitempty"`
+	// RootCAs, when set, are the CA certificates the provider's TLS certificate is
+	// checked against (the system's roots and a private CA's).
+	RootCAs *x509.CertPool `json:"-"`
+	// HTTPClient, for tests, replaces the guarded client that reaches the provider.
 	HTTPClient *http.Client `json:"-"`
 }
 
@@ -97,16 +104,15 @@ func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, e
 		return nil, fmt.Errorf("%s: the client secret is empty", secretFile)
 	}
 	if caFile != "" {
-		if u.HTTPClient, err = clientTrusting(caFile); err != nil {
+		if u.RootCAs, err = rootsWith(caFile); err != nil {
 			return nil, err
 		}
 	}
 	return &u, nil
 }
 
-// clientTrusting is an HTTP client for the provider that trusts the CA certificates
-// in caFile as well as the system's roots.
-func clientTrusting(caFile string) (*http.Client, error) {
+// rootsWith is the system's roots and the CA certificates in caFile.
+func rootsWith(caFile string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(caFile) // #nosec G304 -- the operator's mounted Secret
 	if err != nil {
 		return nil, err
@@ -118,9 +124,7 @@ func clientTrusting(caFile string) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Timeout: 10 * time.Second, Transport: t}, nil
+	return pool, nil
 }
 
 // UpstreamClaims names the provider's claims that become the user's username, email,
@@ -211,7 +215,7 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 		}
 	}
 	if u.hc == nil {
-		u.hc = &http.Client{Timeout: 10 * time.Second}
+		u.hc = upstreamClient(cfg.FetchAllow, cfg.RootCAs)
 	}
 	h := sha256.New()
 	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups,
@@ -243,6 +247,9 @@ func (u *upstream) discover(ctx context.Context) (*oidc.Provider, error) {
 	defer cancel()
 	p, err := oidc.NewProvider(ctx, u.cfg.Issuer)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEndpoints(u.cfg.Issuer, p); err != nil {
 		return nil, err
 	}
 	u.provider = p

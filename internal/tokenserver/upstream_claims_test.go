@@ -1,15 +1,21 @@
 package tokenserver
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 )
 
@@ -130,16 +136,62 @@ func TestLoadUpstreamOIDCWithCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := u.HTTPClient.Get(srv.URL)
+	u.FetchAllow = loopback
+	resp, err := newUpstream(*u).hc.Get(srv.URL)
 	if err != nil {
 		t.Fatalf("the provider's certificate is not trusted with its CA file: %v", err)
 	}
 	_ = resp.Body.Close()
-	if resp, err := newUpstream(UpstreamOIDC{Issuer: srv.URL}).hc.Get(srv.URL); err == nil {
+	if resp, err := newUpstream(UpstreamOIDC{Issuer: srv.URL, FetchAllow: loopback}).hc.Get(srv.URL); err == nil {
 		_ = resp.Body.Close()
 		t.Error("the provider's certificate is trusted without its CA file")
 	}
 	if _, err := LoadUpstreamOIDC(at("settings"), at("secret"), at("bad.crt")); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("a CA file without a certificate: %v", err)
+	}
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+// The provider and every URL its discovery document names are reached like
+// clients' jwks_uri: internal addresses only when allowed; answers bounded in size;
+// an answer's body never carried into the error (which is logged), so a hostile
+// discovery document cannot have an internal service's answer read back from the
+// log; and an https issuer's endpoints must be https.
+func TestUpstreamFetchGuarded(t *testing.T) {
+	const secret = "AKIA-INTERNAL-METADATA-SECRET"
+	mux := http.NewServeMux()
+	mux.HandleFunc("/failing/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, secret, http.StatusInternalServerError)
+	})
+	mux.HandleFunc("/huge/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"x":"` + strings.Repeat("a", 2<<20) + `"}`))
+	})
+	srv := httptest.NewTLSServer(mux)
+	defer srv.Close()
+	mux.HandleFunc("/plain/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"jwks_uri":%q}`,
+			srv.URL+"/plain", srv.URL+"/auth", "http://169.254.169.254/token", srv.URL+"/keys")
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	discover := func(path string, allow []netip.Prefix) error {
+		_, err := newUpstream(UpstreamOIDC{Issuer: srv.URL + path, ClientID: "c", RootCAs: roots, FetchAllow: allow}).
+			discover(context.Background())
+		return err
+	}
+	if err := discover("/failing", nil); !errors.Is(err, netguard.ErrRefused) {
+		t.Errorf("a provider on loopback, not allowed: %v; want the address refused", err)
+	}
+	if err := discover("/failing", loopback); err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("a failed discovery: %v; want an error without the answer's body", err)
+	}
+	if err := discover("/huge", loopback); err == nil || !strings.Contains(err.Error(), "over 1048576 bytes") {
+		t.Errorf("a discovery document of 2 MiB: %v", err)
+	}
+	if err := discover("/plain", loopback); err == nil || !strings.Contains(err.Error(), `token_endpoint "http://169.254.169.254/token" is not an https URL`) {
+		t.Errorf("an https issuer with a plain-http token endpoint: %v", err)
 	}
 }

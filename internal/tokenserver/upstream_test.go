@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -80,8 +81,10 @@ func (op *upstreamOP) up(in *instance) {
 func (op *upstreamOP) down() { op.handler.Store(nil) }
 
 func upstreamSettings(issuer string, allowed ...string) *tokenserver.UpstreamOIDC {
+	// The provider listens on loopback, which the token server reaches only when told.
 	return &tokenserver.UpstreamOIDC{Issuer: issuer, ClientID: upstreamClientID, ClientSecret: upstreamClientSecret,
-		Scopes: []string{"openid", "profile", "email", "groups"}, DisplayName: "Corp SSO", AllowedGroups: allowed}
+		Scopes: []string{"openid", "profile", "email", "groups"}, DisplayName: "Corp SSO", AllowedGroups: allowed,
+		FetchAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 }
 
 // firstForm is the part of a page up to the end of its first form: the login page

@@ -100,7 +100,9 @@ func testUpstreamOIDC(t *testing.T) {
 					ClientSecretRef: oauthv1alpha1.SecretKeyReference{Name: "sso-client"},
 					CASecretRef:     &oauthv1alpha1.SecretKeyReference{Name: "sso-ca"},
 					Scopes:          []oauthv1alpha1.Scope{"openid", "profile", "email", "groups"},
-					DisplayName:     ssoProviderLabel, AllowedGroups: []string{"platform"}}}}}
+					DisplayName:     ssoProviderLabel, AllowedGroups: []string{"platform"},
+					// The provider is a pod: a private address, reached only when allowed.
+					FetchAllow: []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}}}}}
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ssoNS}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "sso-tls"},
