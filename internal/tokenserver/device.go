@@ -113,7 +113,7 @@ func (s *Server) deviceDecision(w http.ResponseWriter, r *http.Request) {
 	case "approve":
 		g, err := s.cfg.Store.PutGrant(ctx, browserConsent(client.ID, subject, dr.Scopes))
 		if err == nil {
-			err = s.cfg.Provider.ApproveDevice(ctx, dr, subject, user.Identity, g, user.At)
+			err = s.cfg.Provider.ApproveDevice(ctx, dr, subject, user.Identity, g, user.AuthTime)
 		}
 		s.deviceDone(w, r, err, "Your device is connected to "+client.Name+". You can close this page and return to it.")
 	case "deny":

@@ -186,10 +186,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		s.sessionError(w, err)
 		return
 	}
-	subject, authTime := user.Subject, user.At
+	subject, authTime := user.Subject, user.AuthTime
 	again := !ok
 	if ok {
-		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, authTime, now)
+		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, user.At, authTime, now)
 	}
 	if again {
 		if slices.Contains(prompt, "none") {

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -273,6 +274,39 @@ type upstreamFlow struct {
 	Verifier string `json:"v"`
 	ReturnTo string `json:"r"`
 	Expires  int64  `json:"e"`
+	// Login and MaxAge are the app's prompt=login and max_age, forwarded to the
+	// provider; Started is when the flow began (Unix seconds), which the
+	// provider's auth_time must not be before under prompt=login.
+	Login   bool   `json:"l,omitempty"`
+	MaxAge  *int64 `json:"m,omitempty"`
+	Started int64  `json:"t"`
+}
+
+// upstreamSessionIdentity is what a sign-in session of an upstream user keeps: the
+// mapped identity and the provider's auth_time, when it said.
+type upstreamSessionIdentity struct {
+	oauth.Identity
+	AuthTime int64 `json:"upstream_auth_time,omitempty"`
+}
+
+// authTimeSkew is how far the provider's clock may be behind ours before its
+// auth_time is taken for an older sign-in than prompt=login or max_age allow.
+const authTimeSkew = 30 * time.Second
+
+// reauthOf reads prompt=login and max_age from the authorization request the
+// login page returns to, for the provider to honour too: otherwise its single
+// sign-on would let "sign in again" through without anyone signing in.
+func reauthOf(returnTo string) (login bool, maxAge *int64) {
+	u, err := url.Parse(returnTo)
+	if err != nil || u.Path != "/oauth2/auth" {
+		return false, nil
+	}
+	q := u.Query()
+	login = slices.Contains(strings.Fields(q.Get("prompt")), "login")
+	if n, err := strconv.ParseInt(q.Get("max_age"), 10, 64); err == nil && n >= 0 {
+		maxAge = &n
+	}
+	return login, maxAge
 }
 
 func randomString() string {
@@ -399,15 +433,23 @@ func (s *Server) upstreamStart(w http.ResponseWriter, r *http.Request) {
 			"Signing in with %s is unavailable: %s cannot be reached right now. Try again in a moment.", u.label, u.cfg.Issuer))
 		return
 	}
+	now := time.Now()
 	f := upstreamFlow{State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnTo: returnTo,
-		Expires: time.Now().Add(upstreamFlowLifetime).Unix()}
+		Expires: now.Add(upstreamFlowLifetime).Unix(), Started: now.Unix()}
+	f.Login, f.MaxAge = reauthOf(returnTo)
 	if !s.writeFlow(w, f) {
 		s.upstreamFailed(w, r, http.StatusBadRequest, returnTo, fmt.Sprintf("The app's request is too long to carry "+
 			"through %s and back. Ask the app's developers to shorten it or to push it first (pushed authorization requests).", u.label))
 		return
 	}
-	to := u.oauth2Config(p, s.cfg.Provider.Issuer()+upstreamCallbackPath).AuthCodeURL(f.State, oidc.Nonce(f.Nonce),
-		oauth2.S256ChallengeOption(f.Verifier))
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier)}
+	if f.Login {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+	}
+	if f.MaxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(*f.MaxAge, 10)))
+	}
+	to := u.oauth2Config(p, s.cfg.Provider.Issuer()+upstreamCallbackPath).AuthCodeURL(f.State, opts...)
 	http.Redirect(w, r, to, http.StatusSeeOther) // #nosec G710 -- the provider's own authorization endpoint, from its discovery
 }
 
@@ -454,7 +496,7 @@ func (s *Server) upstreamCallback(w http.ResponseWriter, r *http.Request) {
 			"Signing in with %s did not work: %s. Try again in a moment.", u.label, describeUpstreamError(err)))
 		return
 	}
-	data, _ := json.Marshal(id) // strings, a bool and a list of strings always marshal
+	data, _ := json.Marshal(id) // strings, a bool, a number and a list of strings always marshal
 	if err := s.startSession(w, r, subject, s.fingerprint(subject, u.key), data); err != nil {
 		s.cfg.Log.Error("storing a sign-in session", "subject", subject, "err", err)
 		s.upstreamFailed(w, r, storeErrStatus(err), f.ReturnTo, signInUnavailable)
@@ -494,7 +536,7 @@ func describeUpstreamError(err error) string {
 }
 
 // upstreamIdentity turns the callback's code into the user's identity and subject.
-func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code string) (*oauth.Identity, string, error) {
+func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code string) (*upstreamSessionIdentity, string, error) {
 	u := s.upstream
 	p, err := u.discover(ctx)
 	if err != nil {
@@ -555,6 +597,10 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 			msg: fmt.Sprintf("%s names you with an identifier of %d characters; this server takes at most %d.", u.label,
 				len(idt.Subject), maxSubjectLen-len(u.subjectPrefix))}
 	}
+	authTime, err := u.checkAuthTime(f, idt, time.Now())
+	if err != nil {
+		return nil, "", err
+	}
 	id, groups := u.mapClaims(subject, claims, s.cfg.Log.Warn)
 	allowed := func(g string) bool { return slices.Contains(u.cfg.AllowedGroups, g) }
 	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(groups, allowed) {
@@ -580,7 +626,41 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 				"signed in under it. Ask the people who run this service to set a username prefix for %s.",
 				u.label, id.Username, id.Username, u.label)}
 	}
-	return id, subject, nil
+	return &upstreamSessionIdentity{Identity: *id, AuthTime: authTime}, subject, nil
+}
+
+// checkAuthTime reads the provider's auth_time, when it says one, and refuses a
+// sign-in older than the app's prompt=login or max_age allow: a provider that
+// ignored them let the user through on its single sign-on, and this server would
+// otherwise vouch for a sign-in that did not happen.
+func (u *upstream) checkAuthTime(f upstreamFlow, idt *oidc.IDToken, now time.Time) (int64, error) {
+	var c struct {
+		AuthTime *float64 `json:"auth_time"`
+	}
+	if err := idt.Claims(&c); err != nil || c.AuthTime == nil {
+		return 0, nil //nolint:nilerr // a provider that says no auth_time: the sign-in counts as now
+	}
+	at := time.Unix(int64(*c.AuthTime), 0)
+	stale := f.Login && at.Before(time.Unix(f.Started, 0).Add(-authTimeSkew))
+	if f.MaxAge != nil && now.Sub(at) > time.Duration(*f.MaxAge)*time.Second+authTimeSkew {
+		stale = true
+	}
+	if stale {
+		return 0, &upstreamRefusal{code: http.StatusUnauthorized,
+			log: fmt.Sprintf("the provider's auth_time %s is older than prompt=login (%t) or max_age (%v) allow", at.UTC(), f.Login, f.MaxAge),
+			msg: fmt.Sprintf("The app asked you to sign in again, but %s let you through with your sign-in of %s instead of asking "+
+				"for your password. Sign out at %s, then try again.", u.label, at.UTC().Format(time.RFC1123), u.label)}
+	}
+	// Within the clock skew allowed above, the sign-in counts as meeting what the
+	// app asked (fosite checks auth_time against the request's time once more).
+	t := at.Unix()
+	if f.Login {
+		t = max(t, f.Started)
+	}
+	if f.MaxAge != nil {
+		t = max(t, f.Started-*f.MaxAge)
+	}
+	return t, nil
 }
 
 // emailDomainAllowed says whether the user's email is verified by the provider and

@@ -688,3 +688,60 @@ func TestUpstreamAllowedEmailDomains(t *testing.T) {
 		t.Fatalf("carol@corp.example with allowedEmailDomains [example]: %d %.600s", resp.StatusCode, page)
 	}
 }
+
+// An app's prompt=login and max_age reach the provider, so that its single sign-on
+// cannot stand in for the fresh sign-in the app asked for; the app's ID token
+// carries the provider's auth_time, not the moment kubeoauth's session began.
+func TestUpstreamPromptLoginAndMaxAgeForwarded(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer), noUsers: true})
+	op.up(in)
+	cfg, verifier := openidOnlyClient(t, in, "wiki", "openid")
+	cfg.Scopes = []string{"openid"}
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-15", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.upstreamLogin(in, op, page, "carol")
+	b.consent(in, resp, page)
+
+	// Signed in; the app now asks for a fresh sign-in no older than ten minutes.
+	ver := oauth2.GenerateVerifier()
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-16", oauth2.S256ChallengeOption(ver),
+		oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", "600")))
+	started := time.Now().Truncate(time.Second)
+	b.stopAt(op.Issuer)
+	resp, _ = b.post(in.URL+"/login/upstream", formFields(firstForm(page)))
+	to, err := url.Parse(b.follow(resp, in.URL, op.Issuer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := to.Query(); q.Get("prompt") != "login" || q.Get("max_age") != "600" {
+		t.Fatalf("the provider was not asked for a fresh sign-in: %s", to)
+	}
+	b.stopAt(redirectURI)
+	_, opPage := b.get(to.String())
+	f := formFields(opPage)
+	f.Set("username", "carol")
+	f.Set("password", opPassword)
+	resp, _ = b.post(op.Issuer+"/login/username", f)
+	loc, err := resp.Location()
+	if err != nil || loc.Query().Get("code") == "" {
+		t.Fatalf("want the app's callback with a code, got %d %v", resp.StatusCode, loc)
+	}
+	tok, err := cfg.Exchange(context.Background(), loc.Query().Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, err := verifier.Verify(context.Background(), tok.Extra("id_token").(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		AuthTime int64 `json:"auth_time"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		t.Fatal(err)
+	}
+	if at := time.Unix(c.AuthTime, 0); at.Before(started) || at.After(time.Now()) {
+		t.Errorf("auth_time %s, want the fresh sign-in at the provider (after %s)", at, started)
+	}
+}
