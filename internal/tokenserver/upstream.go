@@ -238,11 +238,16 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 // discover returns the provider, fetching its discovery document the first time
 // (and again after a failure). Its signing keys are fetched when an ID token first
 // needs them, and again when one is signed with a key not seen yet.
+//
+// The lock is never held over the network: with a provider that hangs, each
+// sign-in waits for its own request (bounded by its context and 10 seconds), not
+// for everyone else's in turn.
 func (u *upstream) discover(ctx context.Context) (*oidc.Provider, error) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.provider != nil {
-		return u.provider, nil
+	p := u.provider
+	u.mu.Unlock()
+	if p != nil {
+		return p, nil
 	}
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, u.hc), 10*time.Second)
 	defer cancel()
@@ -253,8 +258,12 @@ func (u *upstream) discover(ctx context.Context) (*oidc.Provider, error) {
 	if err := checkEndpoints(u.cfg.Issuer, p); err != nil {
 		return nil, err
 	}
-	u.provider = p
-	return p, nil
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.provider == nil {
+		u.provider = p
+	}
+	return u.provider, nil
 }
 
 func (u *upstream) oauth2Config(p *oidc.Provider, redirect string) *oauth2.Config {

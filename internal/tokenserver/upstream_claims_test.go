@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
@@ -194,4 +195,37 @@ func TestUpstreamFetchGuarded(t *testing.T) {
 	if err := discover("/plain", loopback); err == nil || !strings.Contains(err.Error(), `token_endpoint "http://169.254.169.254/token" is not an https URL`) {
 		t.Errorf("an https issuer with a plain-http token endpoint: %v", err)
 	}
+}
+
+// A provider that hangs holds up only the sign-in waiting for it: another sign-in
+// gives up when its own request does, rather than queueing behind the first for
+// up to 10 seconds each.
+func TestUpstreamDiscoveryDoesNotQueue(t *testing.T) {
+	arrived, release := make(chan struct{}, 2), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	defer close(release)
+	u := newUpstream(UpstreamOIDC{Issuer: srv.URL, ClientID: "c", FetchAllow: loopback})
+	first := make(chan error, 1)
+	go func() { _, err := u.discover(context.Background()); first <- err }()
+	<-arrived // the first discovery is waiting on the provider
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := u.discover(ctx); err == nil {
+		t.Fatal("a discovery of a hanging provider succeeded")
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the second sign-in waited %s for the first one's discovery; want its own 300ms", took)
+	}
+	release <- struct{}{}
+	<-first
 }
