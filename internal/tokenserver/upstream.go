@@ -82,8 +82,15 @@ func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, e
 	if err := dec.Decode(&u); err != nil {
 		return nil, fmt.Errorf("%s: %w", settingsFile, err)
 	}
-	if p, err := url.Parse(u.Issuer); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+	p, err := url.Parse(u.Issuer)
+	if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
 		return nil, fmt.Errorf("%s: issuer: %q is not an http(s) URL", settingsFile, u.Issuer)
+	}
+	// As the TokenServer's own rule: the client secret and users' codes travel to
+	// the provider, so plain http only where they never leave the machine.
+	if p.Scheme == "http" && !slices.Contains([]string{"localhost", "127.0.0.1", "::1"}, p.Hostname()) {
+		return nil, fmt.Errorf("%s: issuer: %q must use https; plain http is allowed only for localhost, 127.0.0.1 and [::1]",
+			settingsFile, u.Issuer)
 	}
 	if u.ClientID == "" {
 		return nil, fmt.Errorf("%s: clientID: required", settingsFile)
