@@ -309,6 +309,35 @@ type upstreamSessionIdentity struct {
 // auth_time is taken for an older sign-in than prompt=login or max_age allow.
 const authTimeSkew = 30 * time.Second
 
+// The login page's return URL carries a pushed request's prompt=login and max_age
+// under these names: the request's own are stored with it, not in the URL. fosite
+// ignores parameters it does not know.
+const (
+	reauthLoginParam  = "kubeoauth_upstream_login"
+	reauthMaxAgeParam = "kubeoauth_upstream_max_age"
+)
+
+// upstreamReturn adds the app's prompt=login and max_age to the login page's
+// return URL when the URL does not carry them itself (a pushed request).
+func (s *Server) upstreamReturn(returnTo string, prompt []string, maxAge string) string {
+	if s.upstream == nil {
+		return returnTo
+	}
+	u, err := url.Parse(returnTo)
+	if err != nil {
+		return returnTo
+	}
+	q := u.Query()
+	if slices.Contains(prompt, "login") && !q.Has("prompt") {
+		q.Set(reauthLoginParam, "1")
+	}
+	if maxAge != "" && !q.Has("max_age") {
+		q.Set(reauthMaxAgeParam, maxAge)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // reauthOf reads prompt=login and max_age from the authorization request the
 // login page returns to, for the provider to honour too: otherwise its single
 // sign-on would let "sign in again" through without anyone signing in.
@@ -318,8 +347,12 @@ func reauthOf(returnTo string) (login bool, maxAge *int64) {
 		return false, nil
 	}
 	q := u.Query()
-	login = slices.Contains(strings.Fields(q.Get("prompt")), "login")
-	if n, err := strconv.ParseInt(q.Get("max_age"), 10, 64); err == nil && n >= 0 {
+	login = slices.Contains(strings.Fields(q.Get("prompt")), "login") || q.Get(reauthLoginParam) == "1"
+	age := q.Get("max_age")
+	if age == "" {
+		age = q.Get(reauthMaxAgeParam)
+	}
+	if n, err := strconv.ParseInt(age, 10, 64); err == nil && n >= 0 {
 		maxAge = &n
 	}
 	return login, maxAge

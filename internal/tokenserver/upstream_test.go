@@ -745,3 +745,40 @@ func TestUpstreamPromptLoginAndMaxAgeForwarded(t *testing.T) {
 		t.Errorf("auth_time %s, want the fresh sign-in at the provider (after %s)", at, started)
 	}
 }
+
+// A pushed request's prompt=login and max_age are not in the URL the login page
+// returns to; they reach the provider all the same.
+func TestUpstreamPushedRequestPromptForwarded(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer), noUsers: true})
+	op.up(in)
+	secret := confidentialClient(t, in, "grafana")
+	form := parForm("state-upstream-17", oauth2.GenerateVerifier())
+	form.Set("prompt", "login")
+	form.Set("max_age", "600")
+	code, p := push(t, in, "grafana", secret, form)
+	if code != http.StatusCreated {
+		t.Fatalf("push: %d %+v", code, p)
+	}
+	b := newBrowser(t)
+	_, page := b.get(parURL(in, "grafana", p.RequestURI))
+	b.stopAt(op.Issuer)
+	resp, _ := b.post(in.URL+"/login/upstream", formFields(firstForm(page)))
+	to, err := url.Parse(b.follow(resp, in.URL, op.Issuer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := to.Query(); q.Get("prompt") != "login" || q.Get("max_age") != "600" {
+		t.Fatalf("the provider was not asked for a fresh sign-in: %s", to)
+	}
+	// The pushed request goes on to the app with the marks the return URL carried.
+	b.stopAt(redirectURI)
+	_, opPage := b.get(to.String())
+	f := formFields(opPage)
+	f.Set("username", "carol")
+	f.Set("password", opPassword)
+	resp, page = b.post(op.Issuer+"/login/username", f)
+	if cb := b.consent(in, resp, page); cb.Get("code") == "" || cb.Get("state") != "state-upstream-17" {
+		t.Errorf("the pushed request after the upstream sign-in: %v", cb)
+	}
+}
