@@ -195,11 +195,19 @@ type upstream struct {
 
 	mu       sync.Mutex
 	provider *oidc.Provider
+	// discovered is when provider was read; after rediscoverAfter it is read
+	// again, so that moved endpoints need no restart.
+	discovered      time.Time
+	rediscoverAfter time.Duration
 }
+
+// upstreamRediscovery is how long a discovery document is used before it is read
+// again (go-oidc reads the keys again by itself when an unknown one signs).
+const upstreamRediscovery = time.Hour
 
 func newUpstream(cfg UpstreamOIDC) *upstream {
 	u := &upstream{cfg: cfg, label: cfg.DisplayName, scopes: cfg.Scopes, claims: cfg.Claims, hc: cfg.HTTPClient,
-		subjectPrefix: upstreamSubject(cfg.Issuer, "")}
+		subjectPrefix: upstreamSubject(cfg.Issuer, ""), rediscoverAfter: upstreamRediscovery}
 	if u.label == "" {
 		if p, err := url.Parse(cfg.Issuer); err == nil && p.Host != "" {
 			u.label = p.Host
@@ -249,28 +257,32 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 // The lock is never held over the network: with a provider that hangs, each
 // sign-in waits for its own request (bounded by its context and 10 seconds), not
 // for everyone else's in turn.
+//
+// A document older than rediscoverAfter is read again; while that fails, the
+// last good one serves.
 func (u *upstream) discover(ctx context.Context) (*oidc.Provider, error) {
 	u.mu.Lock()
-	p := u.provider
+	old, fresh := u.provider, time.Since(u.discovered) < u.rediscoverAfter
 	u.mu.Unlock()
-	if p != nil {
-		return p, nil
+	if old != nil && fresh {
+		return old, nil
 	}
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, u.hc), 10*time.Second)
 	defer cancel()
 	p, err := oidc.NewProvider(ctx, u.cfg.Issuer)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = checkEndpoints(u.cfg.Issuer, p)
 	}
-	if err := checkEndpoints(u.cfg.Issuer, p); err != nil {
+	if err != nil {
+		if old != nil {
+			return old, nil
+		}
 		return nil, err
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.provider == nil {
-		u.provider = p
-	}
-	return u.provider, nil
+	u.provider, u.discovered = p, time.Now()
+	return p, nil
 }
 
 func (u *upstream) oauth2Config(p *oidc.Provider, redirect string) *oauth2.Config {

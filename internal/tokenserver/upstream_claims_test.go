@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,4 +232,49 @@ func TestUpstreamDiscoveryDoesNotQueue(t *testing.T) {
 	}
 	release <- struct{}{}
 	<-first
+}
+
+// The discovery document is read again once it is old, so that a provider's moved
+// endpoints need no restart; while that fails, the last good document serves.
+func TestUpstreamRediscovery(t *testing.T) {
+	var mu sync.Mutex
+	token, down := "/token-1", false
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"jwks_uri":%q}`,
+			srv.URL, srv.URL+"/auth", srv.URL+token, srv.URL+"/keys")
+	}))
+	defer srv.Close()
+	set := func(t string, d bool) { mu.Lock(); token, down = t, d; mu.Unlock() }
+	u := newUpstream(UpstreamOIDC{Issuer: srv.URL, ClientID: "c", FetchAllow: loopback})
+	tokenURL := func() string {
+		t.Helper()
+		p, err := u.discover(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Endpoint().TokenURL
+	}
+	if got := tokenURL(); got != srv.URL+"/token-1" {
+		t.Fatalf("token endpoint %s", got)
+	}
+	set("/token-2", false)
+	if got := tokenURL(); got != srv.URL+"/token-1" {
+		t.Errorf("a fresh document was read again: %s", got)
+	}
+	u.rediscoverAfter = 0 // the document is now old
+	if got := tokenURL(); got != srv.URL+"/token-2" {
+		t.Errorf("an old document was not read again: %s", got)
+	}
+	set("/token-3", true)
+	if got := tokenURL(); got != srv.URL+"/token-2" {
+		t.Errorf("with the provider down, the last good document: %s", got)
+	}
 }
