@@ -410,7 +410,7 @@ func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1a
 	return nil
 }
 
-const caSecretField = "spec.login.upstreamOIDC.caSecretRef"
+const caSecretField = "spec.login.upstreamOIDC.caSecretRef" // #nosec G101 -- a field path, not a credential
 
 // holdsCertificate says whether data has a PEM certificate the token server can
 // parse: without one it stops at start, and its pods crash-loop.

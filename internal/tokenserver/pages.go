@@ -196,7 +196,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 			p.LoginRequired(w, r, areq)
 			return
 		}
-		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: s.upstreamReturn(s.loginReturn(r, now), prompt, areq.MaxAge)})
+		back := s.upstreamReturn(s.loginReturn(r, now), prompt, areq.MaxAge)
+		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: back})
 		return
 	}
 	// prompt=consent: the consent page even when a grant covers the request.

@@ -70,7 +70,8 @@ func (s *Server) loginReturn(r *http.Request, now time.Time) string {
 // authenticated (an upstream provider's auth_time may be older): a session started
 // after the login page was shown has been checked against prompt and max_age
 // already, at the provider's callback for an upstream user.
-func (s *Server) freshSignIn(r *http.Request, prompt []string, maxAge string, signedInAt, authTime, now time.Time) (requestedAt time.Time, again bool) {
+func (s *Server) freshSignIn(r *http.Request, prompt []string, maxAge string,
+	signedInAt, authTime, now time.Time) (requestedAt time.Time, again bool) {
 	if t, ok := s.signedInAfter(r, now); ok && !signedInAt.Before(t) {
 		return t, false
 	}

@@ -83,12 +83,12 @@ func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, e
 		return nil, fmt.Errorf("%s: %w", settingsFile, err)
 	}
 	p, err := url.Parse(u.Issuer)
-	if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+	if err != nil || (p.Scheme != schemeHTTPS && p.Scheme != schemeHTTP) || p.Host == "" {
 		return nil, fmt.Errorf("%s: issuer: %q is not an http(s) URL", settingsFile, u.Issuer)
 	}
 	// As the TokenServer's own rule: the client secret and users' codes travel to
 	// the provider, so plain http only where they never leave the machine.
-	if p.Scheme == "http" && !slices.Contains([]string{"localhost", "127.0.0.1", "::1"}, p.Hostname()) {
+	if p.Scheme == schemeHTTP && !slices.Contains([]string{"localhost", "127.0.0.1", "::1"}, p.Hostname()) {
 		return nil, fmt.Errorf("%s: issuer: %q must use https; plain http is allowed only for localhost, 127.0.0.1 and [::1]",
 			settingsFile, u.Issuer)
 	}
@@ -699,7 +699,7 @@ func (u *upstream) checkAuthTime(f upstreamFlow, idt *oidc.IDToken, now time.Tim
 		AuthTime *float64 `json:"auth_time"`
 	}
 	if err := idt.Claims(&c); err != nil || c.AuthTime == nil {
-		return 0, nil //nolint:nilerr // a provider that says no auth_time: the sign-in counts as now
+		return 0, nil // a provider that says no auth_time: the sign-in counts as now
 	}
 	at := time.Unix(int64(*c.AuthTime), 0)
 	stale := f.Login && at.Before(time.Unix(f.Started, 0).Add(-authTimeSkew))

@@ -231,7 +231,9 @@ func TestUpstreamDiscoveryDoesNotQueue(t *testing.T) {
 		t.Errorf("the second sign-in waited %s for the first one's discovery; want its own 300ms", took)
 	}
 	release <- struct{}{}
-	<-first
+	if err := <-first; err == nil {
+		t.Error("the first discovery of a provider answering 503 succeeded")
+	}
 }
 
 // The discovery document is read again once it is old, so that a provider's moved

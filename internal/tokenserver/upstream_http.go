@@ -92,10 +92,15 @@ func oauthErrorOnly(body []byte) []byte {
 	return out
 }
 
+const (
+	schemeHTTP  = "http"
+	schemeHTTPS = "https"
+)
+
 // checkEndpoints refuses a discovery document of an https issuer that sends the
 // client secret, the code or the tokens anywhere but over https.
 func checkEndpoints(issuer string, p *oidc.Provider) error {
-	if u, err := url.Parse(issuer); err != nil || u.Scheme != "https" {
+	if u, err := url.Parse(issuer); err != nil || u.Scheme != schemeHTTPS {
 		return nil
 	}
 	var doc struct {
@@ -104,13 +109,16 @@ func checkEndpoints(issuer string, p *oidc.Provider) error {
 	if err := p.Claims(&doc); err != nil {
 		return err
 	}
-	for name, ep := range map[string]string{"authorization_endpoint": p.Endpoint().AuthURL,
-		"token_endpoint": p.Endpoint().TokenURL, "userinfo_endpoint": p.UserInfoEndpoint(), "jwks_uri": doc.JWKS} {
-		if ep == "" && (name == "userinfo_endpoint") {
+	for _, ep := range []struct {
+		name, url string
+		optional  bool
+	}{{"authorization_endpoint", p.Endpoint().AuthURL, false}, {"token_endpoint", p.Endpoint().TokenURL, false},
+		{"userinfo_endpoint", p.UserInfoEndpoint(), true}, {"jwks_uri", doc.JWKS, false}} {
+		if ep.url == "" && ep.optional {
 			continue
 		}
-		if u, err := url.Parse(ep); err != nil || u.Scheme != "https" || u.Host == "" {
-			return fmt.Errorf("%w: its %s %q is not an https URL", errInsecureEndpoint, name, ep)
+		if u, err := url.Parse(ep.url); err != nil || u.Scheme != schemeHTTPS || u.Host == "" {
+			return fmt.Errorf("%w: its %s %q is not an https URL", errInsecureEndpoint, ep.name, ep.url)
 		}
 	}
 	return nil

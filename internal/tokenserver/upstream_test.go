@@ -154,7 +154,7 @@ func TestUpstreamSignIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := userClaims{Subject: upstreamSubject(op.Issuer, "u-carol"), PreferredUsername: "carol", Name: ptr("Carol Danvers"),
+	want := userClaims{Subject: carolAt(op.Issuer), PreferredUsername: "carol", Name: ptr("Carol Danvers"),
 		Email: ptr("carol@corp.example"), EmailVerified: ptr(true), Groups: []string{"platform", "oncall"}}
 	check := func(where string, got userClaims) {
 		t.Helper()
@@ -197,11 +197,11 @@ func TestUpstreamSignIn(t *testing.T) {
 	}
 }
 
-// upstreamSubject is the subject here of the provider issuer's user sub: the
-// provider's sub behind a tag of the issuer, as docs/integrations/upstream-oidc.md says.
-func upstreamSubject(issuer, sub string) string {
+// carolAt is the subject here of the provider issuer's u-carol: her sub behind a
+// tag of the issuer, as docs/integrations/upstream-oidc.md says.
+func carolAt(issuer string) string {
 	sum := sha256.Sum256([]byte(issuer))
-	return "upstream:" + base64.RawURLEncoding.EncodeToString(sum[:])[:12] + ":" + sub
+	return "upstream:" + base64.RawURLEncoding.EncodeToString(sum[:])[:12] + ":u-carol"
 }
 
 // A sub is unique only at its issuer. When the server is moved to another provider
@@ -224,7 +224,7 @@ func TestUpstreamSubjectBoundToIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != upstreamSubject(opA.Issuer, "u-carol") {
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != carolAt(opA.Issuer) {
 		t.Fatalf("carol at the first provider: sub %q", got)
 	}
 
@@ -248,8 +248,8 @@ func TestUpstreamSubjectBoundToIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != upstreamSubject(opB.Issuer, "u-carol") {
-		t.Errorf("u-carol at the other provider: sub %q, want %q", got, upstreamSubject(opB.Issuer, "u-carol"))
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != carolAt(opB.Issuer) {
+		t.Errorf("u-carol at the other provider: sub %q, want %q", got, carolAt(opB.Issuer))
 	}
 }
 
