@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -41,6 +43,9 @@ const (
 	ReasonRollingOut         = "RollingOut"
 	ReasonAvailable          = "Available"
 	ReasonSecretMissing      = "SecretMissing"
+	// ReasonInvalidSecret: a Secret the TokenServer names holds something its pods
+	// could not use (a CA key without a certificate), which would crash-loop them.
+	ReasonInvalidSecret = "InvalidSecret"
 )
 
 // fieldOwner is the server-side apply field manager of everything the operator builds.
@@ -387,7 +392,7 @@ func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1a
 		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.clientSecretRef"})
 	}
 	if name, key := resources.UpstreamCARef(ts); name != "" {
-		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.caSecretRef"})
+		refs = append(refs, ref{name, key, caSecretField})
 	}
 	for _, ref := range refs {
 		var sec corev1.Secret
@@ -398,8 +403,30 @@ func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1a
 		if err != nil {
 			return fmt.Errorf("get Secret %s (%s): %w", ref.name, ref.field, err)
 		}
+		if ref.field == caSecretField && !holdsCertificate(sec.Data[ref.key]) {
+			return waiting(ReasonInvalidSecret, fmt.Sprintf("Secret %s key %s holds no PEM certificate (%s)", ref.name, ref.key, ref.field))
+		}
 	}
 	return nil
+}
+
+const caSecretField = "spec.login.upstreamOIDC.caSecretRef" // #nosec G101 -- a field path, not a credential
+
+// holdsCertificate says whether data has a PEM certificate the token server can
+// parse: without one it stops at start, and its pods crash-loop.
+func holdsCertificate(data []byte) bool {
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return false
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err == nil {
+			return true
+		}
+	}
 }
 
 // migrations runs the image's migrations Job and waits for it to succeed.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
@@ -65,6 +67,28 @@ func TestUpstreamClientSecretMissing(t *testing.T) {
 	}
 	want = "waiting for Secret corp-ca with key ca.crt (spec.login.upstreamOIDC.caSecretRef)"
 	waitMessage("no CA Secret")
+
+	// A CA key without a certificate would crash-loop the pods: a condition instead.
+	ca := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "corp-ca"}, StringData: map[string]string{"ca.crt": "not a certificate"}}
+	if err := k8s.Create(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "InvalidSecret")
+	for _, c := range ts.Status.Conditions {
+		if want := "Secret corp-ca key ca.crt holds no PEM certificate (spec.login.upstreamOIDC.caSecretRef)"; c.Type ==
+			oauthv1alpha1.ConditionProgressing && c.Message != want {
+			t.Errorf("condition message %q, want %q", c.Message, want)
+		}
+	}
+	caCert, _, err := adminpki.NewCA("corp CA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.StringData = map[string]string{"ca.crt": string(caCert)}
+	if err := k8s.Update(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ts, oauthv1alpha1.ConditionProgressing, metav1.ConditionTrue, "Migrating")
 	var cm corev1.ConfigMap
 	get(t, ns, "auth-config", &cm)
 	if s := cm.Data[resources.KeyUpstreamOIDC]; !strings.Contains(s, `"issuer":"https://sso.example.com"`) ||

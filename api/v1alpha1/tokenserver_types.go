@@ -258,14 +258,61 @@ type UpstreamOIDC struct {
 	// +optional
 	Claims *UpstreamClaims `json:"claims,omitempty"`
 	// allowedGroups, when set, lets in only users of the upstream provider who are
-	// in at least one of these groups (after the claim mapping); others are refused
-	// on a page that says so. Unset: everyone the provider signs in.
+	// in at least one of these groups (the provider's group names, matched exactly
+	// and case-sensitively, without groupsPrefix); others are refused on a page
+	// that says so. With neither allowedGroups nor allowedEmailDomains, EVERY
+	// account the provider signs in may sign in here: with Google or another
+	// provider open to anyone, anyone.
 	// +listType=set
+	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^\S(.*\S)?$`
 	// +optional
 	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// allowedEmailDomains, when set, lets in only users whose email (from the
+	// provider, verified by it: email_verified true) is at one of these domains,
+	// matched exactly (a subdomain is another domain), e.g. [corp.example] for
+	// Google accounts of your Workspace. With allowedGroups too, a user must pass
+	// both.
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	AllowedEmailDomains []string `json:"allowedEmailDomains,omitempty"`
+	// usernamePrefix is put before every username (preferred_username) that comes
+	// from the provider, e.g. "corp:", so that the provider's users can never take a
+	// name your apps know for someone else (a users-file account, a kube-apiserver
+	// or Grafana user). Whatever the prefix, an upstream username equal to a
+	// users-file username is refused at sign-in.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	UsernamePrefix string `json:"usernamePrefix,omitempty"`
+	// groupsPrefix is put before every group that comes from the provider, e.g.
+	// "corp:", so that a group the provider's users can create ("admins") is never
+	// one your apps' role mappings grant on. allowedGroups names the provider's
+	// groups, without this prefix.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	GroupsPrefix string `json:"groupsPrefix,omitempty"`
+	// fetchAllow lists internal address ranges (CIDRs) the token server may reach
+	// the provider at, for a provider inside the cluster or a private network
+	// (e.g. the Service CIDR of an in-cluster Keycloak or Dex). The issuer and
+	// every URL its discovery document names (keys, token and userinfo endpoints)
+	// are otherwise reached at public addresses only, as clients' jwks_uri are:
+	// loopback, link-local (cloud metadata) and private addresses are refused.
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR, e.g. 10.96.0.0/12"
+	// +optional
+	FetchAllow []string `json:"fetchAllow,omitempty"`
 	// displayName labels the login page's button: "Sign in with <displayName>".
 	// Unset: the issuer's host name.
 	// +kubebuilder:validation:MinLength=1
@@ -278,13 +325,16 @@ type UpstreamOIDC struct {
 // same meaning.
 type UpstreamClaims struct {
 	// username is the claim that becomes preferred_username; default
-	// preferred_username. A user without it is named by their sub. The subject
-	// (sub) here is always "upstream:" and the provider's sub, which is stable.
+	// preferred_username. A user without it is named by their subject here. The subject
+	// (sub) here is always "upstream:", a tag of the issuer, ":" and the
+	// provider's sub: stable while the issuer is.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	Username string `json:"username,omitempty"`
-	// email is the claim that becomes email (email_verified is read as is); default email.
+	// email is the claim that becomes email; default email. email_verified is the
+	// provider's only with the standard email claim: an address from another
+	// claim is always unverified here.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
 	// +optional

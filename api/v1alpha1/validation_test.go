@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -355,6 +356,29 @@ func TestOAuthClientRefusesEmptyGrantTypes(t *testing.T) {
 	expect(t, k8s.Create(context.Background(), u), reject("spec.grantTypes", "should have at least 1 items"))
 }
 
+// `allowedGroups: []` or `allowedEmailDomains: []` (a templated empty list, or
+// "nobody yet") would otherwise be dropped on the way to the token server and read
+// as no restriction: everyone the upstream provider signs in.
+func TestTokenServerRefusesEmptyUpstreamAllowLists(t *testing.T) {
+	for _, field := range []string{"allowedGroups", "allowedEmailDomains"} {
+		ts := tokenServer(func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}}}
+		})
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		u.SetAPIVersion("oauth.kubeoauth.io/v1alpha1")
+		u.SetKind("TokenServer")
+		if err := unstructured.SetNestedSlice(u.Object, []any{}, "spec", "login", "upstreamOIDC", field); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, k8s.Create(context.Background(), u), reject("spec.login.upstreamOIDC."+field, "should have at least 1 items"))
+	}
+}
+
 func rawClient(extra map[string]any) *unstructured.Unstructured {
 	spec := map[string]any{
 		"serverRef":    map[string]any{"name": "auth"},
@@ -523,6 +547,26 @@ func TestTokenServerValidation(t *testing.T) {
 			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
 				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedGroups: []string{""}}}
 		}, reject("spec.login.upstreamOIDC.allowedGroups[0]", "at least 1")},
+		"upstream OIDC allowed group with spaces around": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedGroups: []string{"platform "}}}
+		}, reject("spec.login.upstreamOIDC.allowedGroups[0]", "should match")},
+		"upstream OIDC fetch allow": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, FetchAllow: []string{"10.96.0.0/12", "fd00::/8"}}}
+		}, ok()},
+		"upstream OIDC fetch allow not a CIDR": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, FetchAllow: []string{"10.96.0.1"}}}
+		}, reject("spec.login.upstreamOIDC.fetchAllow[0]", "must be a CIDR")},
+		"upstream OIDC allowed email domains": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedEmailDomains: []string{"corp.example", "eu.corp.example"}}}
+		}, ok()},
+		"upstream OIDC allowed email domain not a domain": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://accounts.example.com", ClientID: "x",
+				ClientSecretRef: v1.SecretKeyReference{Name: "upstream"}, AllowedEmailDomains: []string{"@corp.example"}}}
+		}, reject("spec.login.upstreamOIDC.allowedEmailDomains[0]", "should match")},
 
 		"upstream OIDC issuer on plain http": {func(s *v1.TokenServerSpec) {
 			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "http://accounts.example.com", ClientID: "x",

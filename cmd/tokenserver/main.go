@@ -201,7 +201,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	usersFile := fs.String("users-file", "", "Who may sign in: username:bcrypt-hash lines (htpasswd -B) or a YAML list "+
 		"of users with name, email and groups, mounted from a Secret.")
 	upstreamFile := fs.String("upstream-oidc-file", "", "JSON settings of an OpenID provider people sign in through "+
-		`(issuer, clientID, scopes, claims, allowedGroups, displayName; docs/integrations/upstream-oidc.md); with or without --users-file.`)
+		`(issuer, clientID, scopes, claims, allowedGroups, allowedEmailDomains, usernamePrefix, groupsPrefix, fetchAllow, `+
+		`displayName; docs/integrations/upstream-oidc.md); with or without --users-file.`)
 	upstreamSecret := fs.String("upstream-oidc-client-secret-file", "",
 		"File holding the client secret at the upstream OpenID provider (a mounted Secret); needed with --upstream-oidc-file.")
 	upstreamCA := fs.String("upstream-oidc-ca-file", "",

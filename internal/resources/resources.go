@@ -322,13 +322,19 @@ func upstreamSettings(u *oauthv1alpha1.UpstreamOIDC) string {
 		Groups   string `json:"groups,omitempty"`
 	}
 	out := struct {
-		Issuer        string   `json:"issuer"`
-		ClientID      string   `json:"clientID"`
-		Scopes        []string `json:"scopes,omitempty"`
-		Claims        *claims  `json:"claims,omitempty"`
-		AllowedGroups []string `json:"allowedGroups,omitempty"`
-		DisplayName   string   `json:"displayName,omitempty"`
-	}{Issuer: string(u.Issuer), ClientID: u.ClientID, AllowedGroups: u.AllowedGroups, DisplayName: u.DisplayName}
+		Issuer              string   `json:"issuer"`
+		ClientID            string   `json:"clientID"`
+		Scopes              []string `json:"scopes,omitempty"`
+		Claims              *claims  `json:"claims,omitempty"`
+		AllowedGroups       []string `json:"allowedGroups,omitempty"`
+		AllowedEmailDomains []string `json:"allowedEmailDomains,omitempty"`
+		UsernamePrefix      string   `json:"usernamePrefix,omitempty"`
+		GroupsPrefix        string   `json:"groupsPrefix,omitempty"`
+		FetchAllow          []string `json:"fetchAllow,omitempty"`
+		DisplayName         string   `json:"displayName,omitempty"`
+	}{Issuer: string(u.Issuer), ClientID: u.ClientID, AllowedGroups: u.AllowedGroups,
+		AllowedEmailDomains: u.AllowedEmailDomains, UsernamePrefix: u.UsernamePrefix,
+		GroupsPrefix: u.GroupsPrefix, FetchAllow: u.FetchAllow, DisplayName: u.DisplayName}
 	for _, sc := range u.Scopes {
 		out.Scopes = append(out.Scopes, string(sc))
 	}

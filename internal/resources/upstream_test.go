@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -31,7 +32,8 @@ func TestUpstreamOIDC(t *testing.T) {
 					Issuer: "https://sso.corp.example/realms/staff", ClientID: "kubeoauth",
 					ClientSecretRef: oauthv1alpha1.SecretKeyReference{Name: "sso-client", Key: tt.key},
 					Scopes:          []oauthv1alpha1.Scope{"openid", "email", "groups"}, Claims: tt.claims,
-					AllowedGroups: []string{"platform"}, DisplayName: "Corp SSO"}}
+					AllowedGroups: []string{"platform"}, AllowedEmailDomains: []string{"corp.example"}, DisplayName: "Corp SSO",
+					UsernamePrefix: "corp:", GroupsPrefix: "corp-", FetchAllow: []string{"10.96.0.0/12"}}}
 			})
 			sts := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Replicas: 1})
 			c := sts.Spec.Template.Spec.Containers[0]
@@ -68,7 +70,8 @@ func TestUpstreamOIDC(t *testing.T) {
 			}
 			want := &tokenserver.UpstreamOIDC{Issuer: "https://sso.corp.example/realms/staff", ClientID: "kubeoauth",
 				ClientSecret: "s3cret", Scopes: []string{"openid", "email", "groups"}, AllowedGroups: []string{"platform"},
-				DisplayName: "Corp SSO"}
+				AllowedEmailDomains: []string{"corp.example"}, DisplayName: "Corp SSO", UsernamePrefix: "corp:", GroupsPrefix: "corp-",
+				FetchAllow: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}
 			if tt.claims != nil {
 				want.Claims = tokenserver.UpstreamClaims{Username: "email", Groups: "roles"}
 			}

@@ -144,7 +144,7 @@ func (s *Server) approveDevice(ctx context.Context, dr *oauth.DeviceRequest, cli
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Provider.ApproveDevice(tx, dr, subject, user.Identity, g, user.At); err != nil {
+	if err := s.cfg.Provider.ApproveDevice(tx, dr, subject, user.Identity, g, user.AuthTime); err != nil {
 		return err
 	}
 	return storage.MaybeCommitTx(tx, s.cfg.Store)

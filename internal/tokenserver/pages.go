@@ -186,17 +186,18 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		s.sessionError(w, err)
 		return
 	}
-	subject, authTime := user.Subject, user.At
+	subject, authTime := user.Subject, user.AuthTime
 	again := !ok
 	if ok {
-		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, authTime, now)
+		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, user.At, authTime, now)
 	}
 	if again {
 		if slices.Contains(prompt, "none") {
 			p.LoginRequired(w, r, areq)
 			return
 		}
-		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: s.loginReturn(r, now)})
+		back := s.upstreamReturn(s.loginReturn(r, now), prompt, areq.MaxAge)
+		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: back})
 		return
 	}
 	// prompt=consent: the consent page even when a grant covers the request.

@@ -66,8 +66,13 @@ func (s *Server) loginReturn(r *http.Request, now time.Time) string {
 // the login page this request came back from satisfies both. requestedAt is when
 // the request counts as made, for fosite's own prompt and max_age checks and as the
 // ID token's reference: the login page's time after a forced sign-in, else now.
-func (s *Server) freshSignIn(r *http.Request, prompt []string, maxAge string, authTime, now time.Time) (requestedAt time.Time, again bool) {
-	if t, ok := s.signedInAfter(r, now); ok && !authTime.Before(t) {
+// signedInAt is when the session started here, authTime when the user last
+// authenticated (an upstream provider's auth_time may be older): a session started
+// after the login page was shown has been checked against prompt and max_age
+// already, at the provider's callback for an upstream user.
+func (s *Server) freshSignIn(r *http.Request, prompt []string, maxAge string,
+	signedInAt, authTime, now time.Time) (requestedAt time.Time, again bool) {
+	if t, ok := s.signedInAfter(r, now); ok && !signedInAt.Before(t) {
 		return t, false
 	}
 	if slices.Contains(prompt, "login") {

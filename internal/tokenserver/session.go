@@ -133,7 +133,10 @@ func (s *Server) loggedIn(r *http.Request) (string, time.Time, bool, error) {
 // knows of them for the claims.
 type signedInUser struct {
 	Subject string
-	At      time.Time
+	// At is when the session here started; AuthTime is when the user last
+	// authenticated: the same for a password, the provider's auth_time (when it
+	// said) for a user of the upstream provider, whose single sign-on may be older.
+	At, AuthTime time.Time
 	// Identity comes from the users file for its users and from the sign-in session
 	// for a user of the upstream provider; nil when there is nothing to say.
 	Identity *oauth.Identity
@@ -183,14 +186,18 @@ func (s *Server) signedIn(r *http.Request) (signedInUser, bool, error) {
 	case stored.Subject != bs.Subject:
 		return signedInUser{}, false, nil
 	}
-	u := signedInUser{Subject: bs.Subject, At: bs.At}
+	u := signedInUser{Subject: bs.Subject, At: bs.At, AuthTime: bs.At}
 	if !isUpstreamSubject(bs.Subject) {
 		u.Identity = s.identity(bs.Subject)
 		return u, true, nil
 	}
-	u.Identity = &oauth.Identity{}
-	if err := json.Unmarshal(stored.Identity, u.Identity); err != nil {
+	var id upstreamSessionIdentity
+	if err := json.Unmarshal(stored.Identity, &id); err != nil {
 		return signedInUser{}, false, fmt.Errorf("the stored identity of a sign-in session: %w", err)
+	}
+	u.Identity = &id.Identity
+	if id.AuthTime != 0 && id.AuthTime < bs.At.Unix() {
+		u.AuthTime = time.Unix(id.AuthTime, 0)
 	}
 	return u, true, nil
 }

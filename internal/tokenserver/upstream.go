@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -15,9 +14,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,12 +43,27 @@ type UpstreamOIDC struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// Claims names the provider's claims the user's attributes come from.
 	Claims UpstreamClaims `json:"claims,omitzero"`
-	// AllowedGroups, when set, lets in only members of at least one of them.
+	// AllowedGroups, when set, lets in only members of at least one of them (the
+	// provider's group names, without GroupsPrefix).
 	AllowedGroups []string `json:"allowedGroups,omitempty"`
+	// AllowedEmailDomains, when set, lets in only users whose verified email is at
+	// one of these domains (exactly; lower case).
+	AllowedEmailDomains []string `json:"allowedEmailDomains,omitempty"`
+	// UsernamePrefix and GroupsPrefix go before the provider's usernames and
+	// groups, keeping them apart from the names apps already grant on.
+	UsernamePrefix string `json:"usernamePrefix,omitempty"`
+	GroupsPrefix   string `json:"groupsPrefix,omitempty"`
 	// DisplayName labels the login page's button ("Sign in with <DisplayName>");
 	// empty means the issuer's host.
 	DisplayName string `json:"displayName,omitempty"`
-	// HTTPClient reaches the provider; nil means one with a 10-second timeout.
+	// FetchAllow lists internal ranges (CIDRs) the provider, and every URL its
+	// discovery document names, may be reached at: by default only public
+	// addresses, as for clients' jwks_uri. An in-cluster provider needs its range.
+	FetchAllow []netip.Prefix `json:"fetchAllow,omitempty"`
+	// RootCAs, when set, are the CA certificates the provider's TLS certificate is
+	// checked against (the system's roots and a private CA's).
+	RootCAs *x509.CertPool `json:"-"`
+	// HTTPClient, for tests, replaces the guarded client that reaches the provider.
 	HTTPClient *http.Client `json:"-"`
 }
 
@@ -66,11 +82,25 @@ func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, e
 	if err := dec.Decode(&u); err != nil {
 		return nil, fmt.Errorf("%s: %w", settingsFile, err)
 	}
-	if p, err := url.Parse(u.Issuer); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+	p, err := url.Parse(u.Issuer)
+	if err != nil || (p.Scheme != schemeHTTPS && p.Scheme != schemeHTTP) || p.Host == "" {
 		return nil, fmt.Errorf("%s: issuer: %q is not an http(s) URL", settingsFile, u.Issuer)
+	}
+	// As the TokenServer's own rule: the client secret and users' codes travel to
+	// the provider, so plain http only where they never leave the machine.
+	if p.Scheme == schemeHTTP && !slices.Contains([]string{"localhost", "127.0.0.1", "::1"}, p.Hostname()) {
+		return nil, fmt.Errorf("%s: issuer: %q must use https; plain http is allowed only for localhost, 127.0.0.1 and [::1]",
+			settingsFile, u.Issuer)
 	}
 	if u.ClientID == "" {
 		return nil, fmt.Errorf("%s: clientID: required", settingsFile)
+	}
+	// An empty list would read as "no restriction": everyone the provider signs in.
+	if u.AllowedGroups != nil && len(u.AllowedGroups) == 0 {
+		return nil, fmt.Errorf("%s: allowedGroups: an empty list lets nobody in; leave it out to let everyone in", settingsFile)
+	}
+	if u.AllowedEmailDomains != nil && len(u.AllowedEmailDomains) == 0 {
+		return nil, fmt.Errorf("%s: allowedEmailDomains: an empty list lets nobody in; leave it out to let everyone in", settingsFile)
 	}
 	if secretFile == "" {
 		return nil, errors.New("the upstream provider's client secret file is required")
@@ -82,16 +112,15 @@ func LoadUpstreamOIDC(settingsFile, secretFile, caFile string) (*UpstreamOIDC, e
 		return nil, fmt.Errorf("%s: the client secret is empty", secretFile)
 	}
 	if caFile != "" {
-		if u.HTTPClient, err = clientTrusting(caFile); err != nil {
+		if u.RootCAs, err = rootsWith(caFile); err != nil {
 			return nil, err
 		}
 	}
 	return &u, nil
 }
 
-// clientTrusting is an HTTP client for the provider that trusts the CA certificates
-// in caFile as well as the system's roots.
-func clientTrusting(caFile string) (*http.Client, error) {
+// rootsWith is the system's roots and the CA certificates in caFile.
+func rootsWith(caFile string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(caFile) // #nosec G304 -- the operator's mounted Secret
 	if err != nil {
 		return nil, err
@@ -103,14 +132,12 @@ func clientTrusting(caFile string) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Timeout: 10 * time.Second, Transport: t}, nil
+	return pool, nil
 }
 
 // UpstreamClaims names the provider's claims that become the user's username, email,
 // name and groups. Empty fields take the standard names (preferred_username, email,
-// name, groups); a user without a username claim is named by their sub.
+// name, groups); a user without a username claim is named by their subject here.
 type UpstreamClaims struct {
 	Username string `json:"username,omitempty"`
 	Email    string `json:"email,omitempty"`
@@ -125,6 +152,9 @@ const (
 	// No user of the users file has a colon in their name, so the two can never be
 	// taken for each other, whatever the provider calls its users.
 	upstreamSubjectPrefix = "upstream:"
+	// issuerTagLen is how many characters of the issuer's hash go into upstream
+	// subjects: 72 bits, beyond finding another issuer URL with the same tag.
+	issuerTagLen = 12
 	// upstreamFlowLifetime bounds the round trip through the provider's pages.
 	upstreamFlowLifetime = 10 * time.Minute
 	upstreamCookiePrefix = "kubeoauth_upstream_"
@@ -138,13 +168,25 @@ const (
 
 func isUpstreamSubject(subject string) bool { return strings.HasPrefix(subject, upstreamSubjectPrefix) }
 
+// upstreamSubject is the subject here of the user sub at the provider issuer:
+// "upstream:<issuer tag>:<sub>". A sub is unique only at its issuer (OpenID Connect
+// Core 2), so the issuer is part of the subject: when the issuer changes (another
+// provider, a test one), the user with the same sub there is someone else, who must
+// not inherit the old user's grants, refresh tokens, or accounts at the apps.
+func upstreamSubject(issuer, sub string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	return upstreamSubjectPrefix + base64.RawURLEncoding.EncodeToString(sum[:])[:issuerTagLen] + ":" + sub
+}
+
 // upstream is the configured provider, discovered on first use: a provider that is
 // down when the token server starts must not keep it from serving the users file.
 type upstream struct {
-	cfg    UpstreamOIDC
-	label  string
-	scopes []string
-	claims UpstreamClaims
+	cfg   UpstreamOIDC
+	label string
+	// subjectPrefix starts the subjects of this provider's users (upstreamSubject).
+	subjectPrefix string
+	scopes        []string
+	claims        UpstreamClaims
 	// key binds upstream users' sessions to these settings: when the provider, the
 	// client or the allowed groups change, their sessions end and they sign in (and
 	// are checked) again.
@@ -153,10 +195,19 @@ type upstream struct {
 
 	mu       sync.Mutex
 	provider *oidc.Provider
+	// discovered is when provider was read; after rediscoverAfter it is read
+	// again, so that moved endpoints need no restart.
+	discovered      time.Time
+	rediscoverAfter time.Duration
 }
 
+// upstreamRediscovery is how long a discovery document is used before it is read
+// again (go-oidc reads the keys again by itself when an unknown one signs).
+const upstreamRediscovery = time.Hour
+
 func newUpstream(cfg UpstreamOIDC) *upstream {
-	u := &upstream{cfg: cfg, label: cfg.DisplayName, scopes: cfg.Scopes, claims: cfg.Claims, hc: cfg.HTTPClient}
+	u := &upstream{cfg: cfg, label: cfg.DisplayName, scopes: cfg.Scopes, claims: cfg.Claims, hc: cfg.HTTPClient,
+		subjectPrefix: upstreamSubject(cfg.Issuer, ""), rediscoverAfter: upstreamRediscovery}
 	if u.label == "" {
 		if p, err := url.Parse(cfg.Issuer); err == nil && p.Host != "" {
 			u.label = p.Host
@@ -180,13 +231,18 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 		}
 	}
 	if u.hc == nil {
-		u.hc = &http.Client{Timeout: 10 * time.Second}
+		u.hc = upstreamClient(cfg.FetchAllow, cfg.RootCAs)
 	}
-	groups := slices.Clone(cfg.AllowedGroups)
-	slices.Sort(groups)
 	h := sha256.New()
-	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups}
-	for _, f := range append(settings, groups...) {
+	settings := []string{cfg.Issuer, cfg.ClientID, u.claims.Username, u.claims.Email, u.claims.Name, u.claims.Groups,
+		cfg.UsernamePrefix, cfg.GroupsPrefix}
+	for _, list := range [][]string{cfg.AllowedGroups, cfg.AllowedEmailDomains} {
+		list = slices.Clone(list)
+		slices.Sort(list)
+		// The list's length first: no moving of entries between lists makes the same key.
+		settings = append(append(settings, fmt.Sprint(len(list))), list...)
+	}
+	for _, f := range settings {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
 	}
@@ -197,19 +253,35 @@ func newUpstream(cfg UpstreamOIDC) *upstream {
 // discover returns the provider, fetching its discovery document the first time
 // (and again after a failure). Its signing keys are fetched when an ID token first
 // needs them, and again when one is signed with a key not seen yet.
+//
+// The lock is never held over the network: with a provider that hangs, each
+// sign-in waits for its own request (bounded by its context and 10 seconds), not
+// for everyone else's in turn.
+//
+// A document older than rediscoverAfter is read again; while that fails, the
+// last good one serves.
 func (u *upstream) discover(ctx context.Context) (*oidc.Provider, error) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.provider != nil {
-		return u.provider, nil
+	old, fresh := u.provider, time.Since(u.discovered) < u.rediscoverAfter
+	u.mu.Unlock()
+	if old != nil && fresh {
+		return old, nil
 	}
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, u.hc), 10*time.Second)
 	defer cancel()
 	p, err := oidc.NewProvider(ctx, u.cfg.Issuer)
+	if err == nil {
+		err = checkEndpoints(u.cfg.Issuer, p)
+	}
 	if err != nil {
+		if old != nil {
+			return old, nil
+		}
 		return nil, err
 	}
-	u.provider = p
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.provider, u.discovered = p, time.Now()
 	return p, nil
 }
 
@@ -230,6 +302,72 @@ type upstreamFlow struct {
 	Verifier string `json:"v"`
 	ReturnTo string `json:"r"`
 	Expires  int64  `json:"e"`
+	// Login and MaxAge are the app's prompt=login and max_age, forwarded to the
+	// provider; Started is when the flow began (Unix seconds), which the
+	// provider's auth_time must not be before under prompt=login.
+	Login   bool   `json:"l,omitempty"`
+	MaxAge  *int64 `json:"m,omitempty"`
+	Started int64  `json:"t"`
+}
+
+// upstreamSessionIdentity is what a sign-in session of an upstream user keeps: the
+// mapped identity and the provider's auth_time, when it said.
+type upstreamSessionIdentity struct {
+	oauth.Identity
+	AuthTime int64 `json:"upstream_auth_time,omitempty"`
+}
+
+// authTimeSkew is how far the provider's clock may be behind ours before its
+// auth_time is taken for an older sign-in than prompt=login or max_age allow.
+const authTimeSkew = 30 * time.Second
+
+// The login page's return URL carries a pushed request's prompt=login and max_age
+// under these names: the request's own are stored with it, not in the URL. fosite
+// ignores parameters it does not know.
+const (
+	reauthLoginParam  = "kubeoauth_upstream_login"
+	reauthMaxAgeParam = "kubeoauth_upstream_max_age"
+)
+
+// upstreamReturn adds the app's prompt=login and max_age to the login page's
+// return URL when the URL does not carry them itself (a pushed request).
+func (s *Server) upstreamReturn(returnTo string, prompt []string, maxAge string) string {
+	if s.upstream == nil {
+		return returnTo
+	}
+	u, err := url.Parse(returnTo)
+	if err != nil {
+		return returnTo
+	}
+	q := u.Query()
+	if slices.Contains(prompt, "login") && !q.Has("prompt") {
+		q.Set(reauthLoginParam, "1")
+	}
+	if maxAge != "" && !q.Has("max_age") {
+		q.Set(reauthMaxAgeParam, maxAge)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// reauthOf reads prompt=login and max_age from the authorization request the
+// login page returns to, for the provider to honour too: otherwise its single
+// sign-on would let "sign in again" through without anyone signing in.
+func reauthOf(returnTo string) (login bool, maxAge *int64) {
+	u, err := url.Parse(returnTo)
+	if err != nil || u.Path != "/oauth2/auth" {
+		return false, nil
+	}
+	q := u.Query()
+	login = slices.Contains(strings.Fields(q.Get("prompt")), "login") || q.Get(reauthLoginParam) == "1"
+	age := q.Get("max_age")
+	if age == "" {
+		age = q.Get(reauthMaxAgeParam)
+	}
+	if n, err := strconv.ParseInt(age, 10, 64); err == nil && n >= 0 {
+		maxAge = &n
+	}
+	return login, maxAge
 }
 
 func randomString() string {
@@ -356,15 +494,23 @@ func (s *Server) upstreamStart(w http.ResponseWriter, r *http.Request) {
 			"Signing in with %s is unavailable: %s cannot be reached right now. Try again in a moment.", u.label, u.cfg.Issuer))
 		return
 	}
+	now := time.Now()
 	f := upstreamFlow{State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnTo: returnTo,
-		Expires: time.Now().Add(upstreamFlowLifetime).Unix()}
+		Expires: now.Add(upstreamFlowLifetime).Unix(), Started: now.Unix()}
+	f.Login, f.MaxAge = reauthOf(returnTo)
 	if !s.writeFlow(w, f) {
 		s.upstreamFailed(w, r, http.StatusBadRequest, returnTo, fmt.Sprintf("The app's request is too long to carry "+
 			"through %s and back. Ask the app's developers to shorten it or to push it first (pushed authorization requests).", u.label))
 		return
 	}
-	to := u.oauth2Config(p, s.cfg.Provider.Issuer()+upstreamCallbackPath).AuthCodeURL(f.State, oidc.Nonce(f.Nonce),
-		oauth2.S256ChallengeOption(f.Verifier))
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier)}
+	if f.Login {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+	}
+	if f.MaxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(*f.MaxAge, 10)))
+	}
+	to := u.oauth2Config(p, s.cfg.Provider.Issuer()+upstreamCallbackPath).AuthCodeURL(f.State, opts...)
 	http.Redirect(w, r, to, http.StatusSeeOther) // #nosec G710 -- the provider's own authorization endpoint, from its discovery
 }
 
@@ -411,7 +557,7 @@ func (s *Server) upstreamCallback(w http.ResponseWriter, r *http.Request) {
 			"Signing in with %s did not work: %s. Try again in a moment.", u.label, describeUpstreamError(err)))
 		return
 	}
-	data, _ := json.Marshal(id) // strings, a bool and a list of strings always marshal
+	data, _ := json.Marshal(id) // strings, a bool, a number and a list of strings always marshal
 	if err := s.startSession(w, r, subject, s.fingerprint(subject, u.key), data); err != nil {
 		s.cfg.Log.Error("storing a sign-in session", "subject", subject, "err", err)
 		s.upstreamFailed(w, r, storeErrStatus(err), f.ReturnTo, signInUnavailable)
@@ -451,7 +597,7 @@ func describeUpstreamError(err error) string {
 }
 
 // upstreamIdentity turns the callback's code into the user's identity and subject.
-func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code string) (*oauth.Identity, string, error) {
+func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code string) (*upstreamSessionIdentity, string, error) {
 	u := s.upstream
 	p, err := u.discover(ctx)
 	if err != nil {
@@ -499,21 +645,94 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 			}
 		}
 	}
-	id := u.mapClaims(idt.Subject, claims, s.cfg.Log.Warn)
-	subject := upstreamSubjectPrefix + idt.Subject
+	if idt.Subject == "" {
+		// go-oidc does not insist on sub; without one, every user of the provider
+		// would be the one subject "upstream:<tag>:".
+		return nil, "", &upstreamRefusal{code: http.StatusBadGateway, log: "the provider's ID token has no sub",
+			msg: fmt.Sprintf("%s did not say who you are (its ID token has no sub), so you cannot be signed in. "+
+				"Tell the people who run this service.", u.label)}
+	}
+	subject := u.subjectPrefix + idt.Subject
 	if len(subject) > maxSubjectLen {
 		return nil, "", &upstreamRefusal{code: http.StatusBadGateway, log: "subject too long: " + subject,
 			msg: fmt.Sprintf("%s names you with an identifier of %d characters; this server takes at most %d.", u.label,
-				len(idt.Subject), maxSubjectLen-len(upstreamSubjectPrefix))}
+				len(idt.Subject), maxSubjectLen-len(u.subjectPrefix))}
 	}
+	authTime, err := u.checkAuthTime(f, idt, time.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	id, groups := u.mapClaims(subject, claims, s.cfg.Log.Warn)
 	allowed := func(g string) bool { return slices.Contains(u.cfg.AllowedGroups, g) }
-	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, allowed) {
+	if len(u.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(groups, allowed) {
 		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
 			log: fmt.Sprintf("%s (%s) is in none of the allowed groups; groups %v", subject, id.Username, id.Groups),
 			msg: fmt.Sprintf("You signed in at %s as %s, but only members of certain groups may sign in here, and you are "+
 				"in none of them. Ask the people who run this service for access.", u.label, id.Username)}
 	}
-	return id, subject, nil
+	if len(u.cfg.AllowedEmailDomains) > 0 && !u.emailDomainAllowed(id) {
+		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
+			log: fmt.Sprintf("%s (%s): email %q (verified %t) is at none of the allowed domains", subject, id.Username,
+				id.Email, id.EmailVerified),
+			msg: fmt.Sprintf("You signed in at %s as %s, but only people with an email address at certain domains, "+
+				"verified by %s, may sign in here, and yours is not one of them. Ask the people who run this service for access.",
+				u.label, id.Username, u.label)}
+	}
+	if _, local := s.cfg.Users.current().hashes[id.Username]; local {
+		// Apps key on preferred_username too (kube-apiserver's username claim,
+		// Grafana's login): the provider's user must not become the local one there.
+		return nil, "", &upstreamRefusal{code: http.StatusForbidden,
+			log: fmt.Sprintf("%s: username %q is a users-file username", subject, id.Username),
+			msg: fmt.Sprintf("You signed in at %s as %s, but %s is the name of a local account here, so you cannot be "+
+				"signed in under it. Ask the people who run this service to set a username prefix for %s.",
+				u.label, id.Username, id.Username, u.label)}
+	}
+	return &upstreamSessionIdentity{Identity: *id, AuthTime: authTime}, subject, nil
+}
+
+// checkAuthTime reads the provider's auth_time, when it says one, and refuses a
+// sign-in older than the app's prompt=login or max_age allow: a provider that
+// ignored them let the user through on its single sign-on, and this server would
+// otherwise vouch for a sign-in that did not happen.
+func (u *upstream) checkAuthTime(f upstreamFlow, idt *oidc.IDToken, now time.Time) (int64, error) {
+	var c struct {
+		AuthTime *float64 `json:"auth_time"`
+	}
+	if err := idt.Claims(&c); err != nil || c.AuthTime == nil {
+		return 0, nil // a provider that says no auth_time: the sign-in counts as now
+	}
+	at := time.Unix(int64(*c.AuthTime), 0)
+	stale := f.Login && at.Before(time.Unix(f.Started, 0).Add(-authTimeSkew))
+	if f.MaxAge != nil && now.Sub(at) > time.Duration(*f.MaxAge)*time.Second+authTimeSkew {
+		stale = true
+	}
+	if stale {
+		return 0, &upstreamRefusal{code: http.StatusUnauthorized,
+			log: fmt.Sprintf("the provider's auth_time %s is older than prompt=login (%t) or max_age (%v) allow", at.UTC(), f.Login, f.MaxAge),
+			msg: fmt.Sprintf("The app asked you to sign in again, but %s let you through with your sign-in of %s instead of asking "+
+				"for your password. Sign out at %s, then try again.", u.label, at.UTC().Format(time.RFC1123), u.label)}
+	}
+	// Within the clock skew allowed above, the sign-in counts as meeting what the
+	// app asked (fosite checks auth_time against the request's time once more).
+	t := at.Unix()
+	if f.Login {
+		t = max(t, f.Started)
+	}
+	if f.MaxAge != nil {
+		t = max(t, f.Started-*f.MaxAge)
+	}
+	return t, nil
+}
+
+// emailDomainAllowed says whether the user's email is verified by the provider and
+// at one of the allowed domains. An unverified address proves nothing: anyone can
+// type corp.example into a profile at an open provider.
+func (u *upstream) emailDomainAllowed(id *oauth.Identity) bool {
+	at := strings.LastIndexByte(id.Email, '@')
+	if !id.EmailVerified || at < 0 {
+		return false
+	}
+	return slices.Contains(u.cfg.AllowedEmailDomains, strings.ToLower(id.Email[at+1:]))
 }
 
 // lacksClaims says whether the ID token misses a claim the mapping reads.
@@ -526,45 +745,64 @@ func (u *upstream) lacksClaims(claims map[string]any) bool {
 	return false
 }
 
-// mapClaims makes the user's identity from the provider's claims. A value of the
+// mapClaims makes the user's identity from the provider's claims, and returns the
+// provider's own group names (without the prefix) for allowedGroups. A value of the
 // wrong kind (an email that is no address, groups that are not strings) is left
 // out and logged rather than refusing the user: the claims are the provider's, not
-// theirs to fix.
-func (u *upstream) mapClaims(sub string, claims map[string]any, warn func(string, ...any)) *oauth.Identity {
+// theirs to fix. A user without a username is named by their subject here, which
+// cannot be anyone else's name (it has colons and the issuer's tag), not by the
+// provider's bare sub, which could be.
+func (u *upstream) mapClaims(subject string, claims map[string]any, warn func(string, ...any)) (*oauth.Identity, []string) {
 	str := func(name string) string {
 		v, _ := claims[name].(string)
 		return strings.TrimSpace(v)
 	}
 	id := &oauth.Identity{Username: str(u.claims.Username), Name: str(u.claims.Name)}
+	if id.Username != "" {
+		id.Username = u.cfg.UsernamePrefix + id.Username
+	}
 	if id.Username == "" || len(id.Username) > maxUsernameLen {
-		id.Username = sub
+		id.Username = subject
 	}
 	if email := str(u.claims.Email); email != "" {
 		if a, err := mail.ParseAddress(email); err == nil && a.Address == email {
 			id.Email = email
-			switch v := claims["email_verified"].(type) {
-			case bool:
-				id.EmailVerified = v
-			case string: // some providers send "true"
-				id.EmailVerified = v == "true"
+			// email_verified speaks of the standard email claim only: an address
+			// from another claim (a profile attribute the user may edit) is
+			// unverified, or anyone could claim a colleague's address as verified.
+			if u.claims.Email == claimEmail {
+				switch v := claims["email_verified"].(type) {
+				case bool:
+					id.EmailVerified = v
+				case string: // some providers send "true"
+					id.EmailVerified = v == "true"
+				}
 			}
 		} else {
-			warn("upstream provider: the email claim is not an address; left out", "claim", u.claims.Email, "sub", sub)
+			warn("upstream provider: the email claim is not an address; left out", "claim", u.claims.Email, "subject", subject)
 		}
 	}
+	var groups []string
 	switch v := claims[u.claims.Groups].(type) {
 	case string:
-		if v != "" {
-			id.Groups = []string{v}
+		if v = strings.TrimSpace(v); v != "" {
+			groups = []string{v}
 		}
 	case []any:
 		for _, g := range v {
-			if s, ok := g.(string); ok && strings.TrimSpace(s) != "" && !slices.Contains(id.Groups, s) {
-				id.Groups = append(id.Groups, s)
+			if s, ok := g.(string); ok {
+				// Trimmed, as allowedGroups (which cannot have spaces around) is
+				// matched against them; a group of spaces is no group.
+				if s = strings.TrimSpace(s); s != "" && !slices.Contains(groups, s) {
+					groups = append(groups, s)
+				}
 			}
 		}
 	}
-	return id
+	for _, g := range groups {
+		id.Groups = append(id.Groups, u.cfg.GroupsPrefix+g)
+	}
+	return id, groups
 }
 
 // discoverUpstream reads the provider's discovery document at start, so that the

@@ -3,10 +3,13 @@ package tokenserver_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/testing/oidcop"
@@ -77,8 +81,10 @@ func (op *upstreamOP) up(in *instance) {
 func (op *upstreamOP) down() { op.handler.Store(nil) }
 
 func upstreamSettings(issuer string, allowed ...string) *tokenserver.UpstreamOIDC {
+	// The provider listens on loopback, which the token server reaches only when told.
 	return &tokenserver.UpstreamOIDC{Issuer: issuer, ClientID: upstreamClientID, ClientSecret: upstreamClientSecret,
-		Scopes: []string{"openid", "profile", "email", "groups"}, DisplayName: "Corp SSO", AllowedGroups: allowed}
+		Scopes: []string{"openid", "profile", "email", "groups"}, DisplayName: "Corp SSO", AllowedGroups: allowed,
+		FetchAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 }
 
 // firstForm is the part of a page up to the end of its first form: the login page
@@ -148,7 +154,7 @@ func TestUpstreamSignIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := userClaims{Subject: "upstream:u-carol", PreferredUsername: "carol", Name: ptr("Carol Danvers"),
+	want := userClaims{Subject: carolAt(op.Issuer), PreferredUsername: "carol", Name: ptr("Carol Danvers"),
 		Email: ptr("carol@corp.example"), EmailVerified: ptr(true), Groups: []string{"platform", "oncall"}}
 	check := func(where string, got userClaims) {
 		t.Helper()
@@ -188,6 +194,62 @@ func TestUpstreamSignIn(t *testing.T) {
 	other, _ := openidOnlyClient(t, in, "notes", "openid")
 	if tok := signIn(t, in, newBrowser(t), other, "approve", "openid", "profile"); tok.AccessToken == "" {
 		t.Error("alice could not sign in with her password")
+	}
+}
+
+// carolAt is the subject here of the provider issuer's u-carol: her sub behind a
+// tag of the issuer, as docs/integrations/upstream-oidc.md says.
+func carolAt(issuer string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	return "upstream:" + base64.RawURLEncoding.EncodeToString(sum[:])[:12] + ":u-carol"
+}
+
+// A sub is unique only at its issuer. When the server is moved to another provider
+// (a migration, a test provider), the user there with the same sub is someone else:
+// they get their own subject, see the consent page, and nothing of the first user's
+// grants or connected apps.
+func TestUpstreamSubjectBoundToIssuer(t *testing.T) {
+	dsn, keys := pg.NewMigratedDatabase(t), secrets(t)
+	opA := startOP(t)
+	in := start(t, setup{dsn: dsn, keyDir: keys, upstream: upstreamSettings(opA.Issuer)})
+	opA.up(in)
+	cfg, verifier := openidOnlyClient(t, in, "wiki", "openid")
+	cfg.Scopes = []string{"openid"}
+	ver := oauth2.GenerateVerifier()
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-08", oauth2.S256ChallengeOption(ver)))
+	resp, page := b.upstreamLogin(in, opA, page, "carol")
+	cb := b.consent(in, resp, page)
+	tok, err := cfg.Exchange(context.Background(), cb.Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != carolAt(opA.Issuer) {
+		t.Fatalf("carol at the first provider: sub %q", got)
+	}
+
+	// The same database and keys (the server as it is after its provider was
+	// changed), another provider whose user has the same sub.
+	opB := startOP(t)
+	in = start(t, setup{dsn: dsn, keyDir: keys, upstream: upstreamSettings(opB.Issuer)})
+	opB.up(in)
+	cfg, verifier = openidOnlyClient(t, in, "wiki", "openid")
+	cfg.Scopes = []string{"openid"}
+	ver = oauth2.GenerateVerifier()
+	b = newBrowser(t)
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-09", oauth2.S256ChallengeOption(ver)))
+	resp, page = b.upstreamLogin(in, opB, page, "carol")
+	if !strings.Contains(page, `id="approve"`) {
+		t.Fatalf("the other provider's u-carol was not asked for consent (the first carol's grant was inherited): %d %.600s",
+			resp.StatusCode, page)
+	}
+	cb = b.consent(in, resp, page)
+	tok, err = cfg.Exchange(context.Background(), cb.Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := idTokenClaims(t, verifier, tok.Extra("id_token")).Subject; got != carolAt(opB.Issuer) {
+		t.Errorf("u-carol at the other provider: sub %q, want %q", got, carolAt(opB.Issuer))
 	}
 }
 
@@ -518,5 +580,205 @@ func TestUpstreamUnreachable(t *testing.T) {
 	}
 	if resp, _ := b.get(in.URL + "/readyz"); resp.StatusCode != http.StatusOK {
 		t.Errorf("readyz %d: the provider being away must not take the server out of service", resp.StatusCode)
+	}
+}
+
+// A provider whose ID token has no sub (a claims mapper that drops it) would make
+// all its users one subject; the sign-in is refused on a page that says so.
+func TestUpstreamEmptySubRefused(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer), noUsers: true})
+	h := oidcop.New(op.Issuer, append(slices.Clone(opUsers), oidcop.User{ID: "", Username: "nobody", Password: opPassword}),
+		[]oidcop.Client{{ID: upstreamClientID, Secret: upstreamClientSecret,
+			RedirectURIs: []string{in.URL + "/login/upstream/callback"}}}, nil)
+	op.handler.Store(&h)
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-10", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.upstreamLogin(in, op, page, "nobody")
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(page, "its ID token has no sub") {
+		t.Fatalf("an ID token without sub: %d %.800s", resp.StatusCode, page)
+	}
+	if signedInPage(b, in) {
+		t.Fatal("signed in without a sub")
+	}
+}
+
+// The provider's users share the apps' name space with the users file's: a
+// provider user named like a local account is refused on a page that says so
+// (kube-apiserver or Grafana keyed on preferred_username would take them for the
+// local one). With prefixes, their username and groups cannot be anyone else's,
+// and allowedGroups still names the provider's groups.
+func TestUpstreamUsernamesAndGroupsKeptApart(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer)})
+	op.up(in)
+	hash, err := bcrypt.GenerateFromPassword([]byte("local carol's password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeUsers(t, in.Users, "carol:"+string(hash))
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-11", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.upstreamLogin(in, op, page, "carol")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "carol is the name of a local account here") {
+		t.Fatalf("the provider's carol beside a local carol: %d %.800s", resp.StatusCode, page)
+	}
+	if signedInPage(b, in) {
+		t.Fatal("the provider's carol is signed in under the local carol's name")
+	}
+
+	settings := upstreamSettings(op.Issuer, "platform")
+	settings.UsernamePrefix, settings.GroupsPrefix = "corp:", "corp:"
+	in = start(t, setup{upstream: settings})
+	op.up(in)
+	writeUsers(t, in.Users, "carol:"+string(hash))
+	cfg, verifier := openidOnlyClient(t, in, "wiki", "openid", "profile", "groups")
+	cfg.Scopes = []string{"openid", "profile", "groups"}
+	ver := oauth2.GenerateVerifier()
+	b = newBrowser(t)
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-12", oauth2.S256ChallengeOption(ver)))
+	resp, page = b.upstreamLogin(in, op, page, "carol")
+	cb := b.consent(in, resp, page)
+	tok, err := cfg.Exchange(context.Background(), cb.Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := idTokenClaims(t, verifier, tok.Extra("id_token"))
+	if got.PreferredUsername != "corp:carol" || !slices.Equal(got.Groups, []string{"corp:platform", "corp:oncall"}) {
+		t.Errorf("with prefixes: %s; want corp:carol in corp:platform and corp:oncall", show(got))
+	}
+}
+
+// With allowedEmailDomains, only people whose email the provider verified at one of
+// the domains get in: at a provider anyone can join (Google), an unverified
+// address at corp.example proves nothing.
+func TestUpstreamAllowedEmailDomains(t *testing.T) {
+	op := startOP(t)
+	settings := upstreamSettings(op.Issuer)
+	settings.AllowedEmailDomains = []string{"corp.example"}
+	in := start(t, setup{upstream: settings, noUsers: true})
+	op.up(in)
+	cfg, _ := openidOnlyClient(t, in, "wiki", "openid")
+	authURL := cfg.AuthCodeURL("state-upstream-13", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	b := newBrowser(t)
+	_, page := b.get(authURL)
+	if _, page := b.upstreamLogin(in, op, page, "carol"); !strings.Contains(page, `id="approve"`) {
+		t.Fatalf("carol, verified at corp.example: %.600s", page)
+	}
+	b = newBrowser(t)
+	_, page = b.get(authURL)
+	resp, page := b.upstreamLogin(in, op, page, "dave") // dave@corp.example, not verified
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "only people with an email address at certain domains") {
+		t.Fatalf("dave, unverified at corp.example: %d %.800s", resp.StatusCode, page)
+	}
+	if signedInPage(b, in) {
+		t.Fatal("dave is signed in after the refusal")
+	}
+
+	settings = upstreamSettings(op.Issuer)
+	settings.AllowedEmailDomains = []string{"example"} // a parent domain is another domain
+	in = start(t, setup{upstream: settings, noUsers: true})
+	op.up(in)
+	cfg, _ = openidOnlyClient(t, in, "wiki", "openid")
+	b = newBrowser(t)
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-14", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if resp, page := b.upstreamLogin(in, op, page, "carol"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("carol@corp.example with allowedEmailDomains [example]: %d %.600s", resp.StatusCode, page)
+	}
+}
+
+// An app's prompt=login and max_age reach the provider, so that its single sign-on
+// cannot stand in for the fresh sign-in the app asked for; the app's ID token
+// carries the provider's auth_time, not the moment kubeoauth's session began.
+func TestUpstreamPromptLoginAndMaxAgeForwarded(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer), noUsers: true})
+	op.up(in)
+	cfg, verifier := openidOnlyClient(t, in, "wiki", "openid")
+	cfg.Scopes = []string{"openid"}
+	b := newBrowser(t)
+	_, page := b.get(cfg.AuthCodeURL("state-upstream-15", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	resp, page := b.upstreamLogin(in, op, page, "carol")
+	b.consent(in, resp, page)
+
+	// Signed in; the app now asks for a fresh sign-in no older than ten minutes.
+	ver := oauth2.GenerateVerifier()
+	_, page = b.get(cfg.AuthCodeURL("state-upstream-16", oauth2.S256ChallengeOption(ver),
+		oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", "600")))
+	started := time.Now().Truncate(time.Second)
+	b.stopAt(op.Issuer)
+	resp, _ = b.post(in.URL+"/login/upstream", formFields(firstForm(page)))
+	to, err := url.Parse(b.follow(resp, in.URL, op.Issuer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := to.Query(); q.Get("prompt") != "login" || q.Get("max_age") != "600" {
+		t.Fatalf("the provider was not asked for a fresh sign-in: %s", to)
+	}
+	b.stopAt(redirectURI)
+	_, opPage := b.get(to.String())
+	f := formFields(opPage)
+	f.Set("username", "carol")
+	f.Set("password", opPassword)
+	resp, _ = b.post(op.Issuer+"/login/username", f)
+	loc, err := resp.Location()
+	if err != nil || loc.Query().Get("code") == "" {
+		t.Fatalf("want the app's callback with a code, got %d %v", resp.StatusCode, loc)
+	}
+	tok, err := cfg.Exchange(context.Background(), loc.Query().Get("code"), oauth2.VerifierOption(ver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, err := verifier.Verify(context.Background(), tok.Extra("id_token").(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		AuthTime int64 `json:"auth_time"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		t.Fatal(err)
+	}
+	if at := time.Unix(c.AuthTime, 0); at.Before(started) || at.After(time.Now()) {
+		t.Errorf("auth_time %s, want the fresh sign-in at the provider (after %s)", at, started)
+	}
+}
+
+// A pushed request's prompt=login and max_age are not in the URL the login page
+// returns to; they reach the provider all the same.
+func TestUpstreamPushedRequestPromptForwarded(t *testing.T) {
+	op := startOP(t)
+	in := start(t, setup{upstream: upstreamSettings(op.Issuer), noUsers: true})
+	op.up(in)
+	secret := confidentialClient(t, in, "grafana")
+	form := parForm("state-upstream-17", oauth2.GenerateVerifier())
+	form.Set("prompt", "login")
+	form.Set("max_age", "600")
+	code, p := push(t, in, "grafana", secret, form)
+	if code != http.StatusCreated {
+		t.Fatalf("push: %d %+v", code, p)
+	}
+	b := newBrowser(t)
+	_, page := b.get(parURL(in, "grafana", p.RequestURI))
+	b.stopAt(op.Issuer)
+	resp, _ := b.post(in.URL+"/login/upstream", formFields(firstForm(page)))
+	to, err := url.Parse(b.follow(resp, in.URL, op.Issuer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := to.Query(); q.Get("prompt") != "login" || q.Get("max_age") != "600" {
+		t.Fatalf("the provider was not asked for a fresh sign-in: %s", to)
+	}
+	// The pushed request goes on to the app with the marks the return URL carried.
+	b.stopAt(redirectURI)
+	_, opPage := b.get(to.String())
+	f := formFields(opPage)
+	f.Set("username", "carol")
+	f.Set("password", opPassword)
+	resp, page = b.post(op.Issuer+"/login/username", f)
+	if cb := b.consent(in, resp, page); cb.Get("code") == "" || cb.Get("state") != "state-upstream-17" {
+		t.Errorf("the pushed request after the upstream sign-in: %v", cb)
 	}
 }

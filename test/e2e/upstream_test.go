@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -98,7 +100,9 @@ func testUpstreamOIDC(t *testing.T) {
 					ClientSecretRef: oauthv1alpha1.SecretKeyReference{Name: "sso-client"},
 					CASecretRef:     &oauthv1alpha1.SecretKeyReference{Name: "sso-ca"},
 					Scopes:          []oauthv1alpha1.Scope{"openid", "profile", "email", "groups"},
-					DisplayName:     ssoProviderLabel, AllowedGroups: []string{"platform"}}}}}
+					DisplayName:     ssoProviderLabel, AllowedGroups: []string{"platform"},
+					// The provider is a pod: a private address, reached only when allowed.
+					FetchAllow: []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}}}}}
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ssoNS}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "sso-tls"},
@@ -241,7 +245,10 @@ func testUpstreamOIDC(t *testing.T) {
 	if err := idt.Claims(&c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Sub != "upstream:u-carol" || c.Email != "carol@corp.example" || !c.EmailVerified || c.PreferredUsername != "carol" ||
+	// Her subject: the provider's sub behind a tag of the provider's issuer.
+	sum := sha256.Sum256([]byte(ssoProviderURL))
+	carol := "upstream:" + base64.RawURLEncoding.EncodeToString(sum[:])[:12] + ":u-carol"
+	if c.Sub != carol || c.Email != "carol@corp.example" || !c.EmailVerified || c.PreferredUsername != "carol" ||
 		c.Name != "Carol Danvers" || !slices.Equal(c.Groups, []string{"platform", "oncall"}) {
 		t.Errorf("ID token claims %+v", c)
 	}
@@ -263,11 +270,11 @@ func testUpstreamOIDC(t *testing.T) {
 			return err
 		}
 		for _, cg := range list.Items {
-			if cg.Spec.ClientRef.Name == "wiki" && cg.Spec.Subject == "upstream:u-carol" {
+			if cg.Spec.ClientRef.Name == "wiki" && cg.Spec.Subject == carol {
 				return nil
 			}
 		}
-		return fmt.Errorf("%d grants, none for wiki/upstream:u-carol", len(list.Items))
+		return fmt.Errorf("%d grants, none for wiki/%s", len(list.Items), carol)
 	})
 }
 
