@@ -106,10 +106,8 @@ var errClientIPHeaderUntrusted = errors.New("--client-ip-header needs --client-i
 	"of the proxies (ingress) allowed to set it, as CIDRs; anyone else could set the header to spread their " +
 	"sign-in attempts over made-up addresses")
 
-// Serve runs the token server until ctx ends, then drains: readiness fails and it
-// goes on serving for ShutdownDelay, then stops accepting, lets in-flight requests
-// finish within ShutdownTimeout, and returns.
-func Serve(ctx context.Context, o Options) error {
+// check refuses options the server cannot run with, before anything starts.
+func (o Options) check() error {
 	if o.RefreshGracePeriod < 0 || o.RefreshGracePeriod > 5*time.Minute {
 		return fmt.Errorf("refresh grace period %s: must be between 0 and 5m", o.RefreshGracePeriod)
 	}
@@ -127,6 +125,16 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	if o.ClientIPHeader != "" && len(o.ClientIPTrustedProxies) == 0 {
 		return errClientIPHeaderUntrusted
+	}
+	return nil
+}
+
+// Serve runs the token server until ctx ends, then drains: readiness fails and it
+// goes on serving for ShutdownDelay, then stops accepting, lets in-flight requests
+// finish within ShutdownTimeout, and returns.
+func Serve(ctx context.Context, o Options) error {
+	if err := o.check(); err != nil {
+		return err
 	}
 	brand, pageSet, err := loadPages(o)
 	if err != nil {
