@@ -90,7 +90,7 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	k.conditions = func(ts *oauthv1alpha1.TokenServer, err error) []metav1.Condition {
 		return withPages(withUpgrade(serverConditions(ts, err), upgradeConds), pagesProblem)
 	}
-	return finish(ctx, r.Client, k, before, ts, next, err)
+	return finish(ctx, r.Client, r.Recorder, k, before, ts, next, err)
 }
 
 // reconcileExternal checks the admin API of a token server run elsewhere.
