@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
@@ -196,6 +197,54 @@ func TestProgress(t *testing.T) {
 				}
 			}
 			checkConditions(t, got, tc.want, "")
+		})
+	}
+}
+
+// A failure is a Warning event once, when the object enters it, with the
+// condition's reason: not on every resync of an object still refused, never for a
+// pass that went through or waits (every event is a write to the API server).
+func TestWarnOnce(t *testing.T) {
+	stalledAt := func(reason string) []metav1.Condition {
+		return []metav1.Condition{condition(oauthv1alpha1.ConditionStalled, true, reason, "")}
+	}
+	failing := []metav1.Condition{condition(oauthv1alpha1.ConditionReconciling, true, ReasonSyncFailed, "")}
+	refused := needsHuman(ReasonNamespaceNotAllowed, "TokenServer a/auth does not admit clients from namespace b")
+	migration := needsHuman(ReasonMigrationFailed, "Job auth-migrate-x failed")
+	failed := errors.New("push client x: 503")
+	ready := []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, ReasonSyncFailed, "push client x: 503")}
+	tests := map[string]struct {
+		was   []metav1.Condition
+		err   error
+		conds []metav1.Condition
+		want  string // the event, "" for none
+	}{
+		"stalls":                     {err: refused, want: "Warning NamespaceNotAllowed TokenServer a/auth does not admit"},
+		"still stalled: no repeat":   {was: stalledAt(ReasonNamespaceNotAllowed), err: refused},
+		"stalled for another reason": {was: stalledAt(ReasonNamespaceNotAllowed), err: migration, want: "Warning MigrationFailed Job auth-migrate-x failed"},
+		"fails":                      {err: failed, conds: ready, want: "Warning SyncFailed push client x: 503"},
+		"still failing: no repeat":   {was: failing, err: failed, conds: ready},
+		"waits: no event":            {err: waiting(ReasonServerNotReady, "waiting for TokenServer a/auth")},
+		"goes through: no event":     {was: stalledAt(ReasonNamespaceNotAllowed)},
+		"an upgrade rolled back": {conds: []metav1.Condition{condition(oauthv1alpha1.ConditionDegraded, true, oauthv1alpha1.ReasonUpgradeRolledBack, "v2 rolled back")},
+			want: "Warning UpgradeRolledBack v2 rolled back"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			rec := events.NewFakeRecorder(2)
+			reconciling, stalled := progress(tc.err, tc.conds)
+			warnOnce(rec, &oauthv1alpha1.OAuthClient{}, tc.was, stalled, reconciling, tc.err)
+			close(rec.Events)
+			var got []string
+			for e := range rec.Events {
+				got = append(got, e)
+			}
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Errorf("events %q, want none", got)
+			case tc.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tc.want)):
+				t.Errorf("events %q, want one starting %q", got, tc.want)
+			}
 		})
 	}
 }
