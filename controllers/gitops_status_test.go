@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -136,20 +137,36 @@ func TestGitOpsStatus(t *testing.T) {
 		check(t, ts, status.FailedStatus, "Degraded")
 	})
 
-	// `kubectl get oauth` lists the three kinds.
-	t.Run("category", func(t *testing.T) {
-		for _, plural := range []string{"tokenservers", "oauthclients", "consentgrants"} {
-			crd := &unstructured.Unstructured{}
-			crd.SetAPIVersion("apiextensions.k8s.io/v1")
-			crd.SetKind("CustomResourceDefinition")
-			if err := k8s.Get(ctx, client.ObjectKey{Name: plural + "." + oauthv1alpha1.GroupVersion.Group}, crd); err != nil {
-				t.Fatal(err)
-			}
-			if cats, _, _ := unstructured.NestedStringSlice(crd.Object, "spec", "names", "categories"); !slices.Contains(cats, "oauth") {
-				t.Errorf("%s: categories %v, want oauth among them", plural, cats)
-			}
+}
+
+// kubectl as a user runs it: `kubectl wait --for=condition=Ready` returns for each of
+// the three kinds, and `kubectl get oauth` (a category) lists them.
+func TestKubectlWaitAndCategory(t *testing.T) {
+	ns := firstPartyServer(t, "")
+	readyClient(t, ns, "app")
+	cg := grant(ns, "app", "alice", "zones.read")
+	if err := k8s.Create(context.Background(), cg); err != nil {
+		t.Fatal(err)
+	}
+	objects := []string{"tokenserver/auth", "oauthclient/app", "consentgrant/" + cg.Name}
+	kubectl := func(args ...string) string {
+		t.Helper()
+		args = append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...)
+		// #nosec G204 -- the test's own kubectl and arguments
+		out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-	})
+		return string(out)
+	}
+	kubectl(append([]string{"wait", "--for=condition=Ready", "--timeout=20s"}, objects...)...)
+	listed := strings.Fields(kubectl("get", "oauth", "-o", "name"))
+	for _, obj := range objects {
+		want := strings.Replace(obj, "/", "."+oauthv1alpha1.GroupVersion.Group+"/", 1)
+		if !slices.Contains(listed, want) {
+			t.Errorf("kubectl get oauth: %v, want %s among them", listed, want)
+		}
+	}
 }
 
 // asUnstructured reads obj from the API server as a GitOps tool does: unstructured,
