@@ -63,6 +63,16 @@ func TestGitOpsStatus(t *testing.T) {
 		for _, obj := range []client.Object{ts, oc, cg} {
 			check(t, obj, status.CurrentStatus, "Healthy")
 		}
+		// The same Ready client as it reads between an edit and the pass over it (the
+		// generation moved on, status not yet): not done, for both tools.
+		u := asUnstructured(t, oc)
+		u.SetGeneration(u.GetGeneration() + 1)
+		if res, err := status.Compute(u); err != nil || res.Status != status.InProgressStatus {
+			t.Errorf("kstatus of a generation not yet observed: %+v, %v", res, err)
+		}
+		if hs, msg := runArgoHealth(t, health["OAuthClient"], u); hs != "Progressing" {
+			t.Errorf("Argo CD: a generation not yet observed is %s (%s), want Progressing", hs, msg)
+		}
 	})
 
 	t.Run("waiting", func(t *testing.T) {
