@@ -29,7 +29,7 @@ type ConsentGrantSpec struct {
 
 // ConsentGrantStatus is the observed state of a ConsentGrant.
 type ConsentGrantStatus struct {
-	// conditions: Ready, Synced.
+	// conditions: Ready; Reconciling while the operator is still at it, Stalled when only a person can move it on (see docs/operator.md#conditions).
 	// +listType=map
 	// +listMapKey=type
 	// +optional

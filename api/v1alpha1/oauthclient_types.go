@@ -364,7 +364,7 @@ type SecretRotation struct {
 
 // OAuthClientStatus is the observed state of an OAuthClient.
 type OAuthClientStatus struct {
-	// conditions: Ready, Synced.
+	// conditions: Ready; Reconciling while the operator is still at it, Stalled when only a person can move it on (see docs/operator.md#conditions).
 	// +listType=map
 	// +listMapKey=type
 	// +optional

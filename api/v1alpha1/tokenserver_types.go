@@ -491,7 +491,7 @@ type ExternalTokenServer struct {
 
 // TokenServerStatus is the observed state of a TokenServer.
 type TokenServerStatus struct {
-	// conditions: Ready, Progressing, Degraded.
+	// conditions: Ready, Progressing, Degraded; Reconciling while the operator is still at it, Stalled when only a person can move it on (see docs/operator.md#conditions).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
