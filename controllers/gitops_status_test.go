@@ -111,6 +111,7 @@ func TestGitOpsStatus(t *testing.T) {
 		}
 		waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonAdminUnreachable)
 		check(t, ts, status.InProgressStatus, "Progressing")
+		waitWarning(t, ns, ts.Name, controllers.ReasonAdminUnreachable)
 	})
 
 	t.Run("needs a human", func(t *testing.T) {
@@ -145,6 +146,7 @@ func TestGitOpsStatus(t *testing.T) {
 		})
 		waitCondition(t, ts, oauthv1alpha1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonPageTemplatesMissing)
 		check(t, ts, status.FailedStatus, "Degraded")
+		waitWarning(t, ts.Namespace, ts.Name, controllers.ReasonPageTemplatesMissing)
 	})
 
 }

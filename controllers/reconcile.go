@@ -180,14 +180,25 @@ func finish[T client.Object](ctx context.Context, c client.Client, rec events.Ev
 	return ctrl.Result{RequeueAfter: next}, nil
 }
 
-// warnOnce records a Warning event for a pass that ended Stalled, or failed (an error
-// other than a condition error: Reconciling while controller-runtime retries), unless
-// the conditions before the pass (was) already said so.
+// warnOnce records a Warning event for a pass that failed: stalled by a
+// needs-a-human condition error, or cut short by any other error (Reconciling while
+// controller-runtime retries). States a kind's conditions report without the pass
+// failing (TokenServer's upgrade and page templates) record their own events.
 func warnOnce(rec events.EventRecorder, obj runtime.Object, was []metav1.Condition, stalled, reconciling *metav1.Condition, err error) {
-	failure := stalled
-	if _, reported := conditionOf(err); failure == nil && err != nil && !reported {
-		failure = reconciling
+	failure := reconciling
+	switch ce, reported := conditionOf(err); {
+	case err == nil, reported && !ce.human:
+		return
+	case reported:
+		failure = stalled
 	}
+	recordOnce(rec, obj, was, failure)
+}
+
+// recordOnce records failure, a condition, as a Warning event with its reason unless
+// the conditions before the pass (was) already had it: an object that stays refused
+// says so once, not on every resync.
+func recordOnce(rec events.EventRecorder, obj runtime.Object, was []metav1.Condition, failure *metav1.Condition) {
 	if failure == nil || rec == nil {
 		return
 	}
