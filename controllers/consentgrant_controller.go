@@ -62,7 +62,7 @@ func (r *ConsentGrantReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, nil
 	}
-	return finish(ctx, r.Client, grantKind, before, cg, r.Resync, err)
+	return finish(ctx, r.Client, r.Recorder, grantKind, before, cg, r.Resync, err)
 }
 
 // grantKind: Ready says whether the token server has this grant.

@@ -107,7 +107,7 @@ func (r *OAuthClientReconciler) unregister(ctx context.Context, oc *oauthv1alpha
 		}
 	}
 	oc.Status.ClientID = ""
-	return r.warn(oc, refused)
+	return refused
 }
 
 // heldBySibling says whether another OAuthClient of oc's namespace, on any
@@ -135,7 +135,7 @@ func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1al
 	// It is remembered apart from status.clientID, which a de-admission clears.
 	if ok, msg := clientspec.ClientIDAllowed(oc, ts); !ok {
 		if oc.Status.ClientID != clientID && oc.Status.LegacyClientID != clientID {
-			return r.warn(oc, needsHuman(ReasonClientIDNotAllowed, msg))
+			return needsHuman(ReasonClientIDNotAllowed, msg)
 		}
 		oc.Status.LegacyClientID = clientID
 	} else {
@@ -149,8 +149,8 @@ func (r *OAuthClientReconciler) checkClientID(ctx context.Context, oc *oauthv1al
 	for i := range list.Items {
 		if other := &list.Items[i]; other.Name != oc.Name && firstClaim(other, oc, clientID) {
 			oc.Status.ClientID = ""
-			return r.warn(oc, needsHuman(ReasonClientIDConflict, fmt.Sprintf(
-				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name)).after(r.Resync))
+			return needsHuman(ReasonClientIDConflict, fmt.Sprintf(
+				"client ID %s is already OAuthClient %s's in this namespace", clientID, other.Name)).after(r.Resync)
 		}
 	}
 	return nil

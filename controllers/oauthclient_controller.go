@@ -88,23 +88,21 @@ func (r *OAuthClientReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	next, err := r.sync(ctx, oc)
 	// Unchanged clients are pushed again every Resync (drift repair); a rotation or
 	// the end of an overlap may be due first.
-	return finish(ctx, r.Client, clientKind, before, oc, soonest(next, r.Resync), err)
+	return finish(ctx, r.Client, r.Recorder, clientKind, before, oc, soonest(next, r.Resync), err)
 }
 
-// clientKind: Ready and Synced say the same, registered with this spec or why not.
+// clientKind: Ready says registered with this spec, or why not (and finish adds
+// Reconciling or Stalled).
 var clientKind = kind[*oauthv1alpha1.OAuthClient]{
 	status: func(oc *oauthv1alpha1.OAuthClient) reported {
 		return reported{&oc.Status.Conditions, &oc.Status.ObservedGeneration, &oc.Status}
 	},
 	conditions: func(_ *oauthv1alpha1.OAuthClient, err error) []metav1.Condition {
 		if err == nil {
-			return []metav1.Condition{
-				condition(oauthv1alpha1.ConditionReady, true, ReasonSynced, "registered on the token server"),
-				condition(oauthv1alpha1.ConditionSynced, true, ReasonSynced, "the token server has this spec")}
+			return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, true, ReasonSynced, "the token server has this spec")}
 		}
 		reason, msg := notSynced(err)
-		return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, reason, msg),
-			condition(oauthv1alpha1.ConditionSynced, false, reason, msg)}
+		return []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, reason, msg)}
 	},
 }
 
@@ -150,8 +148,8 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	out, err := admin.PutClient(ctx, clientspec.Desired(oc, clientID, creds, firstParty))
 	if errors.Is(err, adminapi.ErrConflict) {
 		oc.Status.ClientID = ""
-		return 0, r.warn(oc, needsHuman(ReasonClientIDConflict, fmt.Sprintf(
-			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err))).after(r.Resync))
+		return 0, needsHuman(ReasonClientIDConflict, fmt.Sprintf(
+			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err))).after(r.Resync)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("push client %s to TokenServer %s/%s: %w", clientID, ts.Namespace, ts.Name, err)
@@ -187,15 +185,6 @@ func errMessage(err error) string {
 		return apiErr.Message
 	}
 	return err.Error()
-}
-
-// warn emits a Warning event for a condition the object was not already in, so that
-// a refused client says so once, not on every resync.
-func (r *OAuthClientReconciler) warn(oc *oauthv1alpha1.OAuthClient, ce *conditionError) error {
-	if c := meta.FindStatusCondition(oc.Status.Conditions, oauthv1alpha1.ConditionReady); c == nil || c.Reason != ce.reason {
-		r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ce.reason, "Sync", "%s", ce.message)
-	}
-	return ce
 }
 
 // server returns the client's TokenServer, Ready, and its admin API.

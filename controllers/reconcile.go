@@ -6,13 +6,19 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
 
 // The skeleton every reconciler of this package that reports status runs a pass
@@ -31,8 +37,8 @@ type conditionError struct {
 	reason, message string
 	// requeue is when to look again; 0: only on watch events.
 	requeue time.Duration
-	// human: a retry will not fix it (TokenServer: Degraded); otherwise the object
-	// waits (Progressing, or Ready=False).
+	// human: a retry will not fix it (Stalled; TokenServer: Degraded); otherwise the
+	// object waits (Reconciling; TokenServer: Progressing).
 	human bool
 }
 
@@ -113,25 +119,50 @@ type kind[T client.Object] struct {
 }
 
 // finish ends a pass over obj, fetched as before: the kind's conditions for the
-// outcome, status.observedGeneration, and one status patch when the status changed.
-// It returns controller-runtime's pair: a pass that succeeded is looked at again after
-// next (0: on watch events only); a condition error is reported, not returned, and
-// looked at again after its requeue; any other error is returned, so that
-// controller-runtime retries it with backoff and counts it
-// (controller_runtime_reconcile_errors_total).
+// outcome, Reconciling and Stalled (progress), status.observedGeneration, and one
+// status patch when the status changed. It returns controller-runtime's pair: a pass
+// that succeeded is looked at again after next (0: on watch events only); a
+// condition error is reported, not returned, and looked at again after its requeue;
+// any other error is returned, so that controller-runtime retries it with backoff and
+// counts it (controller_runtime_reconcile_errors_total).
 //
-// Everything a pass reports is written here, in one place: conditions such as
-// Reconciling or Stalled, or an observedGeneration that only advances once a pass
-// has gone through, are a change to this function.
-func finish[T client.Object](ctx context.Context, c client.Client, k kind[T], before, obj T,
+// observedGeneration says that the conditions are this generation's verdict: it
+// advances when the pass went through, waits or stalled, not when an error (the API
+// server, the token server) cut it short. kstatus reads a status whose
+// observedGeneration lags as InProgress, whatever its conditions say.
+//
+// A pass that ends Stalled, or failed, records one Warning event with the condition's
+// reason (SyncFailed, MigrationFailed, NamespaceNotAllowed, ...) when the object was
+// not already in it: a refused object says so once, not on every resync, and a
+// pass that went through records none (every event is a write to the API server).
+func finish[T client.Object](ctx context.Context, c client.Client, rec events.EventRecorder, k kind[T], before, obj T,
 	next time.Duration, err error) (ctrl.Result, error) {
 	st := k.status(obj)
-	for _, cond := range k.conditions(obj, err) {
+	conds := k.conditions(obj, err)
+	for _, cond := range conds {
 		cond.ObservedGeneration = obj.GetGeneration()
 		meta.SetStatusCondition(st.conditions, cond)
 	}
-	*st.observedGeneration = obj.GetGeneration()
+	reconciling, stalled := progress(err, conds)
+	for _, p := range []struct {
+		typ  string
+		cond *metav1.Condition
+	}{{oauthv1alpha1.ConditionReconciling, reconciling}, {oauthv1alpha1.ConditionStalled, stalled}} {
+		if p.cond == nil {
+			meta.RemoveStatusCondition(st.conditions, p.typ)
+			continue
+		}
+		p.cond.ObservedGeneration = obj.GetGeneration()
+		meta.SetStatusCondition(st.conditions, *p.cond)
+	}
+	warnOnce(rec, obj, *k.status(before).conditions, stalled, reconciling, err)
+	for _, typ := range retiredConditions {
+		meta.RemoveStatusCondition(st.conditions, typ)
+	}
 	ce, reported := conditionOf(err)
+	if err == nil || reported {
+		*st.observedGeneration = obj.GetGeneration()
+	}
 	if !equality.Semantic.DeepEqual(k.status(before).status, st.status) {
 		if perr := patchStatus(ctx, c, before, obj); perr != nil {
 			if reported {
@@ -148,6 +179,89 @@ func finish[T client.Object](ctx context.Context, c client.Client, k kind[T], be
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
+
+// warnOnce records a Warning event for a pass that failed: stalled by a
+// needs-a-human condition error, or cut short by any other error (Reconciling while
+// controller-runtime retries). States a kind's conditions report without the pass
+// failing (TokenServer's upgrade and page templates) record their own events.
+func warnOnce(rec events.EventRecorder, obj runtime.Object, was []metav1.Condition, stalled, reconciling *metav1.Condition, err error) {
+	failure := reconciling
+	switch ce, reported := conditionOf(err); {
+	case err == nil, reported && !ce.human:
+		return
+	case reported:
+		failure = stalled
+	}
+	recordOnce(rec, obj, was, failure)
+}
+
+// recordOnce records failure, a condition, as a Warning event with its reason unless
+// the conditions before the pass (was) already had it: an object that stays refused
+// says so once, not on every resync.
+func recordOnce(rec events.EventRecorder, obj runtime.Object, was []metav1.Condition, failure *metav1.Condition) {
+	if failure == nil || rec == nil {
+		return
+	}
+	if old := meta.FindStatusCondition(was, failure.Type); old != nil && old.Status == metav1.ConditionTrue && old.Reason == failure.Reason {
+		return
+	}
+	rec.Eventf(obj, nil, corev1.EventTypeWarning, failure.Reason, "Reconcile", "%s", failure.Message)
+}
+
+// retiredConditions are condition types earlier versions set: an object they were
+// left on loses them at its next pass. (Synced said what Ready says; Reconciling and
+// Stalled now say what it could not.)
+var retiredConditions = []string{"Synced"}
+
+// progress is what kstatus (Flux, kpt, cli-utils) and the Argo CD health checks of
+// docs/argocd-health.md read of a pass, for every kind alike: Reconciling while the
+// operator is still at it, Stalled when only a human can move it on. Both follow
+// kstatus's abnormal-true convention and are absent (nil) when not True, as Flux's own
+// controllers have them; at most one is True. conds are the kind's conditions for the
+// pass.
+//
+//   - a needs-a-human condition error: Stalled, with its reason and message;
+//   - a waiting condition error: Reconciling, with its reason and message;
+//   - any other error: Reconciling, as Ready reads it (SyncFailed, ReconcileFailed,
+//     AdminAPIUnreachable): controller-runtime retries it with backoff;
+//   - a pass that went through, on a kind that also reports Progressing and Degraded
+//     (TokenServer: an upgrade, the page templates): Progressing=True is
+//     Reconciling; Degraded=True is Stalled (an upgrade rolled back, refused or
+//     failed, templates missing or invalid: each needs spec.image or the templates
+//     changed), but while the operator's own rollback is under way (Progressing,
+//     unless stuck past its deadline).
+func progress(err error, conds []metav1.Condition) (reconciling, stalled *metav1.Condition) {
+	isTrue := func(typ, reason, message string) *metav1.Condition {
+		c := condition(typ, true, reason, message)
+		return &c
+	}
+	ce, reported := conditionOf(err)
+	switch {
+	case reported && ce.human:
+		return nil, isTrue(oauthv1alpha1.ConditionStalled, ce.reason, ce.message)
+	case reported:
+		return isTrue(oauthv1alpha1.ConditionReconciling, ce.reason, ce.message), nil
+	case err != nil:
+		reason, message := ReasonRetrying, err.Error()
+		if r := meta.FindStatusCondition(conds, oauthv1alpha1.ConditionReady); r != nil && r.Status != metav1.ConditionTrue {
+			reason, message = r.Reason, r.Message
+		}
+		return isTrue(oauthv1alpha1.ConditionReconciling, reason, message), nil
+	}
+	progressing := meta.FindStatusCondition(conds, oauthv1alpha1.ConditionProgressing)
+	degraded := meta.FindStatusCondition(conds, oauthv1alpha1.ConditionDegraded)
+	moving := progressing != nil && progressing.Status == metav1.ConditionTrue
+	switch {
+	case degraded != nil && degraded.Status == metav1.ConditionTrue && (!moving || degraded.Reason == upgrade.ReasonRollbackStuck):
+		return nil, isTrue(oauthv1alpha1.ConditionStalled, degraded.Reason, degraded.Message)
+	case moving:
+		return isTrue(oauthv1alpha1.ConditionReconciling, progressing.Reason, progressing.Message), nil
+	}
+	return nil, nil
+}
+
+// ReasonRetrying: Reconciling after a failure whose kind has no Ready reason for it.
+const ReasonRetrying = "Retrying"
 
 // patchStatus patches obj's status from before. An object deleted meanwhile has no
 // status left to write.

@@ -9,8 +9,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
 
 // want is one condition as a user reads it: status and reason.
@@ -125,10 +127,10 @@ func TestServerConditionsInsecureNote(t *testing.T) {
 	}
 }
 
-// OAuthClient and ConsentGrant: Ready (and Synced) carry a condition error's own
+// OAuthClient and ConsentGrant: Ready carries a condition error's own
 // reason and message, waiting or refused alike; any other error is SyncFailed.
 func TestClientAndGrantConditions(t *testing.T) {
-	const ready, synced = oauthv1alpha1.ConditionReady, oauthv1alpha1.ConditionSynced
+	const ready = oauthv1alpha1.ConditionReady
 	tests := map[string]struct {
 		err     error
 		reason  string
@@ -145,9 +147,105 @@ func TestClientAndGrantConditions(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			checkConditions(t, clientKind.conditions(&oauthv1alpha1.OAuthClient{}, tc.err),
-				map[string]want{ready: {tc.status, tc.reason}, synced: {tc.status, tc.reason}}, tc.message)
+				map[string]want{ready: {tc.status, tc.reason}}, tc.message)
 			checkConditions(t, grantKind.conditions(&oauthv1alpha1.ConsentGrant{}, tc.err),
 				map[string]want{ready: {tc.status, tc.reason}}, tc.message)
+		})
+	}
+}
+
+// Reconciling and Stalled, as kstatus and Argo CD read them: at most one True, the
+// other absent; a failure only a human can fix is Stalled, anything the operator
+// is still at (waiting, retrying, an upgrade moving) is Reconciling.
+func TestProgress(t *testing.T) {
+	const (
+		reconciling, stalled = oauthv1alpha1.ConditionReconciling, oauthv1alpha1.ConditionStalled
+		ready, progressing   = oauthv1alpha1.ConditionReady, oauthv1alpha1.ConditionProgressing
+		degraded             = oauthv1alpha1.ConditionDegraded
+	)
+	c := func(typ string, ok bool, reason string) metav1.Condition {
+		return condition(typ, ok, reason, reason+" message")
+	}
+	tests := map[string]struct {
+		err   error
+		conds []metav1.Condition
+		want  map[string]want // the True one, if any
+	}{
+		"went through":  {conds: []metav1.Condition{c(ready, true, ReasonSynced)}, want: map[string]want{}},
+		"waiting":       {err: waiting(ReasonServerNotReady, "waiting"), want: map[string]want{reconciling: {yes, ReasonServerNotReady}}},
+		"needs a human": {err: fmt.Errorf("x: %w", needsHuman(ReasonNamespaceNotAllowed, "no")), want: map[string]want{stalled: {yes, ReasonNamespaceNotAllowed}}},
+		"retried failure, as Ready reads it": {err: errors.New("503"), conds: []metav1.Condition{c(ready, false, ReasonSyncFailed)},
+			want: map[string]want{reconciling: {yes, ReasonSyncFailed}}},
+		"retried failure, no Ready": {err: errors.New("503"), want: map[string]want{reconciling: {yes, ReasonRetrying}}},
+		"upgrade moving": {conds: []metav1.Condition{c(ready, true, ReasonAvailable), c(progressing, true, oauthv1alpha1.ReasonUpgradeWaitingForWindow),
+			c(degraded, false, ReasonAvailable)}, want: map[string]want{reconciling: {yes, oauthv1alpha1.ReasonUpgradeWaitingForWindow}}},
+		"upgrade rolled back: the spec's image needs a human": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, false, oauthv1alpha1.ReasonUpgradeRolledBack), c(degraded, true, oauthv1alpha1.ReasonUpgradeRolledBack)},
+			want: map[string]want{stalled: {yes, oauthv1alpha1.ReasonUpgradeRolledBack}}},
+		"rolling back on its own after a failed cutover": {conds: []metav1.Condition{c(progressing, true, "RollingBack"),
+			c(degraded, true, oauthv1alpha1.ReasonCutoverFailed)}, want: map[string]want{reconciling: {yes, "RollingBack"}}},
+		"rollback stuck": {conds: []metav1.Condition{c(progressing, true, "RollingBack"), c(degraded, true, upgrade.ReasonRollbackStuck)},
+			want: map[string]want{stalled: {yes, upgrade.ReasonRollbackStuck}}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var got []metav1.Condition
+			r, s := progress(tc.err, tc.conds)
+			for _, p := range []*metav1.Condition{r, s} {
+				if p != nil {
+					got = append(got, *p)
+				}
+			}
+			checkConditions(t, got, tc.want, "")
+		})
+	}
+}
+
+// A failed pass is a Warning event once, when the object enters the failure, with
+// the condition's reason: not on every resync of an object still refused, never for
+// a pass that went through or waits (every event is a write to the API server).
+func TestWarnOnce(t *testing.T) {
+	stalledAt := func(reason string) []metav1.Condition {
+		return []metav1.Condition{condition(oauthv1alpha1.ConditionStalled, true, reason, "")}
+	}
+	failing := []metav1.Condition{condition(oauthv1alpha1.ConditionReconciling, true, ReasonSyncFailed, "")}
+	refused := needsHuman(ReasonNamespaceNotAllowed, "TokenServer a/auth does not admit clients from namespace b")
+	migration := needsHuman(ReasonMigrationFailed, "Job auth-migrate-x failed")
+	failed := errors.New("push client x: 503")
+	ready := []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, ReasonSyncFailed, "push client x: 503")}
+	tests := map[string]struct {
+		was   []metav1.Condition
+		err   error
+		conds []metav1.Condition
+		want  string // the event, "" for none
+	}{
+		"stalls":                     {err: refused, want: "Warning NamespaceNotAllowed TokenServer a/auth does not admit"},
+		"still stalled: no repeat":   {was: stalledAt(ReasonNamespaceNotAllowed), err: refused},
+		"stalled for another reason": {was: stalledAt(ReasonNamespaceNotAllowed), err: migration, want: "Warning MigrationFailed Job auth-migrate-x failed"},
+		"fails":                      {err: failed, conds: ready, want: "Warning SyncFailed push client x: 503"},
+		"still failing: no repeat":   {was: failing, err: failed, conds: ready},
+		"waits: no event":            {err: waiting(ReasonServerNotReady, "waiting for TokenServer a/auth")},
+		"goes through: no event":     {was: stalledAt(ReasonNamespaceNotAllowed)},
+		// The upgrade records its own events (internal/upgrade).
+		"an upgrade rolled back: Stalled, no second event": {
+			conds: []metav1.Condition{condition(oauthv1alpha1.ConditionDegraded, true, oauthv1alpha1.ReasonUpgradeRolledBack, "v2 rolled back")}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			rec := events.NewFakeRecorder(2)
+			reconciling, stalled := progress(tc.err, tc.conds)
+			warnOnce(rec, &oauthv1alpha1.OAuthClient{}, tc.was, stalled, reconciling, tc.err)
+			close(rec.Events)
+			var got []string
+			for e := range rec.Events {
+				got = append(got, e)
+			}
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Errorf("events %q, want none", got)
+			case tc.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tc.want)):
+				t.Errorf("events %q, want one starting %q", got, tc.want)
+			}
 		})
 	}
 }

@@ -56,7 +56,9 @@ var (
 	// What the token server and the manager log, printed by a test that fails.
 	serverLog, managerLog testlog.Buffer
 	adminToken            = "operator-admin-token-0123456789abcdef"
-	resyncEvery           = time.Second
+	// kubeconfig is a cluster-admin's, for kubectl as a user runs it.
+	kubeconfig  string
+	resyncEvery = time.Second
 	// operatorClock is the reconcilers' clock: rotation tests move it by hand
 	// (advanceOperatorClock) instead of waiting on real timers.
 	operatorClock = clocktesting.NewFakeClock(time.Now())
@@ -139,6 +141,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
+	kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := startTokenServer(pg.DSN, dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -86,11 +86,17 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// The owned objects' watches bring the next pass; the requeue is a safety net.
 		ce.requeue = soonest(ce.requeue, 30*time.Second, next)
 	}
+	if pagesProblem != nil {
+		// Not the pass's error (the rest went on): recorded here, as the upgrade
+		// records its own.
+		c := condition(oauthv1alpha1.ConditionStalled, true, pagesProblem.reason, pagesProblem.message)
+		recordOnce(r.Recorder, ts, ts.Status.Conditions, &c)
+	}
 	k := serverKind
 	k.conditions = func(ts *oauthv1alpha1.TokenServer, err error) []metav1.Condition {
 		return withPages(withUpgrade(serverConditions(ts, err), upgradeConds), pagesProblem)
 	}
-	return finish(ctx, r.Client, k, before, ts, next, err)
+	return finish(ctx, r.Client, r.Recorder, k, before, ts, next, err)
 }
 
 // reconcileExternal checks the admin API of a token server run elsewhere.

@@ -8,13 +8,20 @@ import "time"
 const (
 	// ConditionReady is True when the object does what its spec asks.
 	ConditionReady = "Ready"
-	// ConditionSynced is True when the token server holds what the spec declares.
-	ConditionSynced = "Synced"
 	// ConditionProgressing is True while a TokenServer is being created or upgraded.
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded is True when a TokenServer serves but something failed, such
 	// as an upgrade that was rolled back.
 	ConditionDegraded = "Degraded"
+	// ConditionReconciling is True while the operator is still at a generation: waiting
+	// for something that comes without a human (a TokenServer to be Ready, pods to
+	// roll), or retrying a failure with backoff. Absent otherwise. kstatus (Flux, kpt)
+	// reads it as InProgress.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the operator cannot go on until a human changes
+	// something (a spec, a Secret, a namespace policy): kstatus reads Failed. Absent
+	// otherwise.
+	ConditionStalled = "Stalled"
 )
 
 // Labels the operator sets.

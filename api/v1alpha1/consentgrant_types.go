@@ -29,7 +29,7 @@ type ConsentGrantSpec struct {
 
 // ConsentGrantStatus is the observed state of a ConsentGrant.
 type ConsentGrantStatus struct {
-	// conditions: Ready, Synced.
+	// conditions: Ready; Reconciling while the operator is still at it, Stalled when only a person can move it on (see docs/operator.md#conditions).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -62,7 +62,7 @@ type ConsentGrantStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=cg,categories=kubeoauth
+// +kubebuilder:resource:shortName=cg,categories=kubeoauth;oauth
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.clientRef.name`
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.spec.subject`

@@ -370,7 +370,7 @@ type SecretRotation struct {
 
 // OAuthClientStatus is the observed state of an OAuthClient.
 type OAuthClientStatus struct {
-	// conditions: Ready, Synced.
+	// conditions: Ready; Reconciling while the operator is still at it, Stalled when only a person can move it on (see docs/operator.md#conditions).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -400,7 +400,7 @@ type OAuthClientStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=oac,categories=kubeoauth
+// +kubebuilder:resource:shortName=oac,categories=kubeoauth;oauth
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
 // +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.serverRef.name`

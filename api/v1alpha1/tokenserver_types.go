@@ -541,7 +541,7 @@ type ExternalTokenServer struct {
 
 // TokenServerStatus is the observed state of a TokenServer.
 type TokenServerStatus struct {
-	// conditions: Ready, Progressing, Degraded.
+	// conditions: Ready, Progressing, Degraded; Reconciling while the operator is still at it, Stalled when only a person can move it on (see docs/operator.md#conditions).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -829,7 +829,7 @@ type UpgradeEndpointCounts struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=ts,categories=kubeoauth
+// +kubebuilder:resource:shortName=ts,categories=kubeoauth;oauth
 // +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-pages', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config, -pages or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.branding) || !has(self.spec.branding.templatesConfigMapRef) || !(self.spec.branding.templatesConfigMapRef.name in [self.metadata.name + '-pages', self.metadata.name + '-config'])",fieldPath=".spec.branding.templatesConfigMapRef.name",message="spec.branding.templatesConfigMapRef.name must not be <metadata.name>-pages or <metadata.name>-config: the operator writes those ConfigMaps itself (-pages is its checked copy of the templates, which the pods mount); name the ConfigMap of your templates otherwise, such as <metadata.name>-templates"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
