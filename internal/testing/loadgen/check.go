@@ -252,7 +252,7 @@ func (g *Generator) checkToken(ctx context.Context, t *token) verdict {
 		if active, ok := g.introspect(ctx, CheckIntrospect, t); ok && active {
 			what = append(what, "active at introspection")
 		}
-		if !t.refresh {
+		if !t.refresh && t.openid {
 			if refused, ok := g.userinfoRefused(ctx, t); ok && !refused {
 				what = append(what, "accepted at /userinfo")
 			}

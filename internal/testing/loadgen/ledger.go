@@ -67,6 +67,9 @@ type token struct {
 	// keep: a client_credentials token nothing of the generator's ends; it must
 	// introspect active throughout.
 	keep bool
+	// openid: the access token was granted openid, so /userinfo answers it (200
+	// while it is active); /userinfo refuses every other token with 403.
+	openid bool
 
 	issuedAt, expiresAt time.Time
 	// Facts, zero until established.

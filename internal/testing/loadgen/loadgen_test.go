@@ -120,8 +120,9 @@ func clients(t *testing.T, admin *adminapi.HTTPClient, urls ...string) loadgen.C
 	code := []string{"authorization_code", "refresh_token"}
 	user := []string{"openid", "offline_access"}
 	return loadgen.Config{
-		URLs:         urls,
-		Machine:      put("machine", []string{"client_credentials"}, []string{"zones.read"}, false),
+		URLs: urls,
+		// openid, so that /userinfo checks the revoked machine tokens too.
+		Machine:      put("machine", []string{"client_credentials"}, []string{"openid", "zones.read"}, false),
 		Introspector: put("introspector", []string{"client_credentials"}, []string{"zones.read"}, false),
 		ChainClient:  put("web", code, user, true),
 		ChainUsers:   []loadgen.User{{Name: "alice", Password: users["alice"]}},

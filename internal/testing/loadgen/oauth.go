@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,6 +90,7 @@ type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`
 	ExpiresIn    int    `json:"expires_in"`
+	Scope        string `json:"scope"`
 }
 
 // issue records the tokens of a token endpoint answer that started at start.
@@ -102,7 +104,8 @@ func (g *Generator) issue(body []byte, start time.Time, c Client, chain int, gra
 	// longer than it does.
 	exp := start.Add(time.Duration(tr.ExpiresIn) * time.Second)
 	at = &token{value: tr.AccessToken, client: c.ID, chain: chain, grant: grant, revocable: revocable,
-		keep: !revocable && chain < 0 && grant == "", issuedAt: now, expiresAt: exp}
+		keep: !revocable && chain < 0 && grant == "", issuedAt: now, expiresAt: exp,
+		openid: slices.Contains(strings.Fields(tr.Scope), "openid")}
 	g.ledger.issued(at)
 	if tr.RefreshToken != "" {
 		rt = &token{value: tr.RefreshToken, refresh: true, client: c.ID, chain: chain, grant: grant, issuedAt: now,
