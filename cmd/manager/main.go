@@ -62,8 +62,9 @@ type options struct {
 	externalAllow    string
 }
 
-func run(ctx context.Context, args []string, getConfig func() (*rest.Config, error)) error {
-	var o options
+// newFlagSet defines the manager's flags, apart from run so that a test can hold
+// docs/operator.md's flag table against every flag defined here.
+func newFlagSet(o *options, zapOpts *zap.Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; 0 disables it.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
@@ -89,8 +90,14 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		"Labels (k=v,...) of the operator's pods, which the admin port's NetworkPolicy admits.")
 	fs.StringVar(&o.externalAllow, "external-admin-allow", "",
 		"Comma-separated CIDRs an external TokenServer's adminURL may connect to although internal (private, loopback, link-local).")
-	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
+	return fs
+}
+
+func run(ctx context.Context, args []string, getConfig func() (*rest.Config, error)) error {
+	var o options
+	zapOpts := zap.Options{}
+	fs := newFlagSet(&o, &zapOpts)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
