@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.image)",fieldPath=".image",reason=FieldValueRequired,message="image is required: the token server image to run (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.database)",fieldPath=".database",reason=FieldValueRequired,message="database is required: set database.managed for a bundled PostgreSQL or database.external for your own (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.database))",fieldPath=".external",message="external cannot be combined with image or database: an external token server is run, and upgraded, elsewhere"
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.pod)",fieldPath=".pod",message="pod is for bundled token servers: an external token server runs its own pods"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.branding)",fieldPath=".branding",message="branding is for bundled token servers: an external token server serves its own pages"
 // +kubebuilder:validation:XValidation:rule="!has(self.upgrade) || !has(self.upgrade.copy) || !has(self.upgrade.copy.targetSecretRef) || (has(self.database) && has(self.database.external))",fieldPath=".upgrade.copy.targetSecretRef",message="spec.upgrade.copy.targetSecretRef is only for spec.database.external: a bundled database (database.managed) is copied into a second database of its own PostgreSQL"
 type TokenServerSpec struct {
@@ -36,6 +37,17 @@ type TokenServerSpec struct {
 	// database the token server keeps its state in.
 	// +optional
 	Database *DatabaseSpec `json:"database,omitempty"`
+
+	// pod sets the token server pods' resources, scheduling and metadata; the Jobs
+	// take its scheduling, pull secrets, labels and annotations too. A change rolls
+	// the pods in place (no blue-green upgrade: that is for image changes).
+	// +optional
+	Pod *PodSettings `json:"pod,omitempty"`
+
+	// jobs sets the resources of the operator's Jobs and when a finished one goes.
+	// +kubebuilder:default={}
+	// +optional
+	Jobs JobSettings `json:"jobs,omitzero"`
 
 	// tokens sets token formats, lifespans and signing.
 	// +kubebuilder:default={}
@@ -140,6 +152,10 @@ type ManagedDatabase struct {
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
+	// pod sets the PostgreSQL pod's resources, scheduling and metadata. A change
+	// restarts PostgreSQL (one replica): the token server waits for it.
+	// +optional
+	Pod *PodSettings `json:"pod,omitempty"`
 }
 
 // ExternalDatabase is a PostgreSQL the user runs.

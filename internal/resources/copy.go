@@ -90,7 +90,7 @@ func twoDatabases(source, target oauthv1alpha1.DatabaseRef) ([]corev1.VolumeMoun
 func copyJobPod(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32, failFast []int32,
 	source, target oauthv1alpha1.DatabaseRef, args ...string) *batchv1.Job {
 	mounts, volumes := twoDatabases(source, target)
-	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
+	job := &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To(backoff),
 		PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
 			Action: batchv1.PodFailurePolicyActionFailJob,
@@ -105,6 +105,8 @@ func copyJobPod(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32
 			Volumes: volumes,
 		}},
 	}}
+	jobPod(ts, &job.Spec.Template)
+	return job
 }
 
 // CopyJob runs `tokenserver db copy` from source into target. The bundled copy
@@ -166,7 +168,7 @@ func CleanupJob(ts *oauthv1alpha1.TokenServer, name, image string, db oauthv1alp
 	if dropDatabase != "" {
 		args = append(args, "--drop-database", dropDatabase)
 	}
-	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
+	job := &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To[int32](6), ActiveDeadlineSeconds: ptr.To[int64](cleanupDeadline),
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentMigrations)}, Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
@@ -178,6 +180,8 @@ func CleanupJob(ts *oauthv1alpha1.TokenServer, name, image string, db oauthv1alp
 			Volumes: []corev1.Volume{secretVolume("db", db.SecretName, corev1.KeyToPath{Key: key, Path: KeyDSN})},
 		}},
 	}}
+	jobPod(ts, &job.Spec.Template)
+	return job
 }
 
 // ColorURL is the public port of one color's pods, through its headless Service:
@@ -198,7 +202,7 @@ func ReplayDeployment(ts *oauthv1alpha1.TokenServer, name, image, id, direction 
 	probe := func(path string) corev1.ProbeHandler {
 		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(portMetrics)}}
 	}
-	return &appsv1.Deployment{ObjectMeta: meta(ts, name, componentReplay), Spec: appsv1.DeploymentSpec{
+	d := &appsv1.Deployment{ObjectMeta: meta(ts, name, componentReplay), Spec: appsv1.DeploymentSpec{
 		Replicas: ptr.To[int32](1),
 		Selector: &metav1.LabelSelector{MatchLabels: sel},
 		// Never two at once: the old one stops before the new one starts.
@@ -217,6 +221,8 @@ func ReplayDeployment(ts *oauthv1alpha1.TokenServer, name, image, id, direction 
 			Volumes: volumes,
 		}},
 	}}
+	jobPod(ts, &d.Spec.Template)
+	return d
 }
 
 // ReplaySelector selects the replay Deployments of a TokenServer and their pods.

@@ -407,7 +407,7 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
 		Command: []string{"pg_isready", "-h", "127.0.0.1", "-U", DatabaseUser, "-d", DatabaseName}}},
 		PeriodSeconds: 2, TimeoutSeconds: 5}
-	return &appsv1.StatefulSet{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Spec: appsv1.StatefulSetSpec{
+	sts := &appsv1.StatefulSet{ObjectMeta: meta(ts, DatabaseObjectName(ts), componentDatabase), Spec: appsv1.StatefulSetSpec{
 		Replicas: ptr.To[int32](1), ServiceName: DatabaseObjectName(ts),
 		Selector: &metav1.LabelSelector{MatchLabels: sel},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: podLabels}, Spec: corev1.PodSpec{
@@ -439,6 +439,9 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 		PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
 			WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType},
 	}}
+	// One replica: nothing to spread.
+	withPodSettings(&sts.Spec.Template, db.Pod, DatabaseResources, nil)
+	return sts
 }
 
 // podSecurity runs every container of a pod as uid, with uid as its group and
@@ -499,8 +502,16 @@ func colorDSNVolume(ts *oauthv1alpha1.TokenServer, db *oauthv1alpha1.DatabaseRef
 // needs, before any of its pods starts. Migrations are idempotent and take an
 // advisory lock, so a retried or repeated Job is harmless. It runs on the first
 // install only: an upgrade migrates in steps (PlanJob, ExpandJob, ContractJob).
+//
+// Of the operator's Jobs it alone gets spec.jobs.ttlSecondsAfterFinished: the
+// operator reads it only until the first StatefulSet exists, which it creates in
+// the pass the Job's completion starts; should the Job go before that, it is made
+// again and migrates nothing. An upgrade's Jobs are read for as long as the
+// upgrade runs, and a missing one is made again: they have no TTL.
 func MigrationJob(ts *oauthv1alpha1.TokenServer, image string) *batchv1.Job {
-	return databaseJob(ts, MigrationJobName(ts, image), image, 6, "migrate", "up")
+	job := databaseJob(ts, MigrationJobName(ts, image), image, 6, "migrate", "up")
+	job.Spec.TTLSecondsAfterFinished = ts.Spec.Jobs.TTLSecondsAfterFinished
+	return job
 }
 
 // PlanJob runs the new image's `tokenserver migrate plan` against the database: it
@@ -539,7 +550,7 @@ const MigrationFailedExitCode = 3
 // databaseJob runs the token server image with args and the DSN, as a migrations
 // pod (which the database's NetworkPolicy admits).
 func databaseJob(ts *oauthv1alpha1.TokenServer, name, image string, backoff int32, args ...string) *batchv1.Job {
-	return &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
+	job := &batchv1.Job{ObjectMeta: meta(ts, name, componentMigrations), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To(backoff),
 		PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
 			Action: batchv1.PodFailurePolicyActionFailJob,
@@ -555,6 +566,8 @@ func databaseJob(ts *oauthv1alpha1.TokenServer, name, image string, backoff int3
 			Volumes: []corev1.Volume{dsnVolume(ts)},
 		}},
 	}}
+	jobPod(ts, &job.Spec.Template)
+	return job
 }
 
 // VerifyJob runs the new image's `tokenserver verify` against the new color's pods
@@ -576,7 +589,7 @@ func VerifyJob(ts *oauthv1alpha1.TokenServer, name, image, toColor, fromColor st
 		"--issuer", string(ts.Spec.Issuer),
 		"--termination-log", corev1.TerminationMessagePathDefault,
 	}
-	return &batchv1.Job{ObjectMeta: meta(ts, name, componentVerify), Spec: batchv1.JobSpec{
+	job := &batchv1.Job{ObjectMeta: meta(ts, name, componentVerify), Spec: batchv1.JobSpec{
 		BackoffLimit: ptr.To[int32](0),
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels(ts, componentVerify)}, Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: ServiceAccountName(ts),
@@ -590,6 +603,8 @@ func VerifyJob(ts *oauthv1alpha1.TokenServer, name, image, toColor, fromColor st
 				secretVolume("admin-ca", AdminTLSSecretName(ts), corev1.KeyToPath{Key: KeyCACert, Path: KeyCACert})},
 		}},
 	}}
+	jobPod(ts, &job.Spec.Template)
+	return job
 }
 
 // Inputs are what the token server's StatefulSet needs beyond the TokenServer:
@@ -699,7 +714,7 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 	}
 	podLabels := labels(ts, componentServer)
 	podLabels[LabelColor] = in.Color
-	return &appsv1.StatefulSet{ObjectMeta: meta(ts, StatefulSetName(ts, in.Color), componentServer), Spec: appsv1.StatefulSetSpec{
+	sts := &appsv1.StatefulSet{ObjectMeta: meta(ts, StatefulSetName(ts, in.Color), componentServer), Spec: appsv1.StatefulSetSpec{
 		Replicas:    ptr.To(in.Replicas),
 		ServiceName: StatefulSetName(ts, in.Color),
 		// Every replica is alike and keeps no state: start and stop them all at once.
@@ -724,6 +739,8 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 			},
 		},
 	}}
+	withPodSettings(&sts.Spec.Template, ts.Spec.Pod, ServerResources, spreadAcrossNodes(ServerSelector(ts, in.Color)))
+	return sts
 }
 
 // HeadlessService governs the StatefulSet of one color: stable pod names, and a

@@ -1,0 +1,158 @@
+package resources
+
+import (
+	"maps"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// templates are every pod template the operator makes for ts, by what they run.
+func templates(ts *oauthv1alpha1.TokenServer) map[string]*corev1.PodTemplateSpec {
+	blue := oauthv1alpha1.DatabaseRef{SecretName: "auth-db", Key: "dsn"}
+	copyDB := oauthv1alpha1.DatabaseRef{SecretName: "auth-0badc0de-db", Key: "dsn"}
+	in := Inputs{Color: ColorBlue, Image: "tokenserver:v1", Replicas: 3}
+	return map[string]*corev1.PodTemplateSpec{
+		"server":    &TokenServerStatefulSet(ts, in).Spec.Template,
+		"database":  &DatabaseStatefulSet(ts).Spec.Template,
+		"migration": &MigrationJob(ts, "tokenserver:v1").Spec.Template,
+		"plan":      &PlanJob(ts, "auth-1-plan", "tokenserver:v2").Spec.Template,
+		"expand":    &ExpandJob(ts, "auth-1-expand", "tokenserver:v2").Spec.Template,
+		"contract":  &ContractJob(ts, "auth-1-contract", "tokenserver:v2").Spec.Template,
+		"verify":    &VerifyJob(ts, "auth-1-verify", "tokenserver:v2", ColorGreen, ColorBlue).Spec.Template,
+		"copy":      &CopyJob(ts, "auth-1-copy", "tokenserver:v2", "1", ColorURL(ts, ColorBlue), blue, copyDB).Spec.Template,
+		"cutover":   &CutoverJob(ts, "auth-1-cutover", "tokenserver:v2", "1", "forward", ColorURL(ts, ColorGreen), blue, copyDB).Spec.Template,
+		"cleanup":   &CleanupJob(ts, "auth-1-cleanup", "tokenserver:v2", blue, "").Spec.Template,
+		"replay":    &ReplayDeployment(ts, "auth-1-replay", "tokenserver:v2", "1", "forward", blue, copyDB).Spec.Template,
+	}
+}
+
+// TestPodDefaults: without spec.pod every container asks for CPU and memory (a
+// ResourceQuota on requests admits it; it is Burstable, not BestEffort), and the
+// token server's replicas spread across nodes without ever staying unscheduled.
+func TestPodDefaults(t *testing.T) {
+	ts := server()
+	for name, tpl := range templates(ts) {
+		want := JobResources
+		switch name {
+		case "server":
+			want = ServerResources
+		case "database":
+			want = DatabaseResources
+		}
+		for _, c := range tpl.Spec.Containers {
+			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("%s: container %s asks for %v: BestEffort, refused by a quota on requests", name, c.Name, c.Resources)
+			}
+			if !reflect.DeepEqual(c.Resources, want) {
+				t.Errorf("%s: resources %v, want %v", name, c.Resources, want)
+			}
+		}
+		if name != "server" && tpl.Spec.TopologySpreadConstraints != nil {
+			t.Errorf("%s: spread %v: only the token server's replicas spread", name, tpl.Spec.TopologySpreadConstraints)
+		}
+	}
+	server := templates(ts)["server"]
+	spread := server.Spec.TopologySpreadConstraints
+	if len(spread) != 1 || spread[0].TopologyKey != corev1.LabelHostname || spread[0].WhenUnsatisfiable != corev1.ScheduleAnyway ||
+		spread[0].MaxSkew != 1 || !reflect.DeepEqual(spread[0].LabelSelector.MatchLabels, ServerSelector(ts, ColorBlue)) {
+		t.Errorf("three replicas spread as %+v, want across kubernetes.io/hostname, ScheduleAnyway, over the color's pods", spread)
+	}
+	// The default spread does not depend on the replica count: scaling, and an
+	// upgrade's steps, must not roll the pods.
+	one := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "tokenserver:v1", Replicas: 1})
+	if !reflect.DeepEqual(one.Spec.Template, *server) {
+		t.Error("the pod template of one replica differs from that of three: scaling would roll the pods")
+	}
+	if ttl := MigrationJob(ts, "i").Spec.TTLSecondsAfterFinished; ttl != nil {
+		t.Errorf("ttlSecondsAfterFinished %d without spec.jobs.ttlSecondsAfterFinished", *ttl)
+	}
+}
+
+func TestPodSettings(t *testing.T) {
+	big := resourceRequirements("1", "1Gi", "2Gi")
+	settings := &oauthv1alpha1.PodSettings{
+		Resources: &big,
+		Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+				{Key: "pool", Operator: corev1.NodeSelectorOpIn, Values: []string{"identity"}}}}}}}},
+		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
+			WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "identity"}}}},
+		Tolerations:       []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "identity", Effect: corev1.TaintEffectNoSchedule}},
+		NodeSelector:      map[string]string{"kubernetes.io/os": "linux"},
+		PriorityClassName: "identity-critical",
+		ImagePullSecrets:  []corev1.LocalObjectReference{{Name: "registry"}},
+		// The CRD refuses the operator's keys; a TokenServer that got past it (an
+		// older CRD) still cannot take the pods out of their Services.
+		Labels:      map[string]string{"team": "identity", LabelInstance: "other", LabelComponent: "x", LabelColor: "green"},
+		Annotations: map[string]string{"cost-center": "42", AnnotationConfig: "forged"},
+	}
+	jobResources := resourceRequirements("200m", "128Mi", "512Mi")
+	ts := server(func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Pod = settings
+		ts.Spec.Database.Managed.Pod = &oauthv1alpha1.PodSettings{PriorityClassName: "database",
+			Resources: &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}},
+			Labels:    map[string]string{"backup": "daily"}}
+		ts.Spec.Jobs = oauthv1alpha1.JobSettings{Resources: &jobResources, TTLSecondsAfterFinished: ptr.To[int32](600)}
+	})
+	plain := templates(server())
+	for name, tpl := range templates(ts) {
+		t.Run(name, func(t *testing.T) {
+			spec := tpl.Spec
+			for k, v := range plain[name].Labels {
+				if tpl.Labels[k] != v {
+					t.Errorf("label %s=%q, want the operator's %q", k, tpl.Labels[k], v)
+				}
+			}
+			if name == "database" {
+				if spec.PriorityClassName != "database" || tpl.Labels["backup"] != "daily" || tpl.Labels["team"] != "" ||
+					spec.Tolerations != nil || spec.Containers[0].Resources.Requests.Memory().String() != "2Gi" ||
+					spec.Containers[0].Resources.Limits != nil {
+					t.Errorf("the database pod takes spec.database.managed.pod alone: %+v, labels %v", spec, tpl.Labels)
+				}
+				return
+			}
+			if !reflect.DeepEqual(spec.Affinity, settings.Affinity) || !reflect.DeepEqual(spec.Tolerations, settings.Tolerations) ||
+				!maps.Equal(spec.NodeSelector, settings.NodeSelector) || spec.PriorityClassName != "identity-critical" ||
+				!reflect.DeepEqual(spec.ImagePullSecrets, settings.ImagePullSecrets) {
+				t.Errorf("scheduling %+v, want spec.pod's", spec)
+			}
+			if tpl.Labels["team"] != "identity" || tpl.Annotations["cost-center"] != "42" {
+				t.Errorf("labels %v, annotations %v: spec.pod's are missing", tpl.Labels, tpl.Annotations)
+			}
+			if tpl.Annotations[AnnotationConfig] == "forged" {
+				t.Error("spec.pod's annotations overrode the operator's config hash")
+			}
+			want, spread := jobResources, []corev1.TopologySpreadConstraint(nil)
+			if name == "server" {
+				want, spread = big, settings.TopologySpreadConstraints
+			}
+			if !reflect.DeepEqual(spec.Containers[0].Resources, want) || !reflect.DeepEqual(spec.TopologySpreadConstraints, spread) {
+				t.Errorf("resources %v, spread %v; want %v, %v", spec.Containers[0].Resources, spec.TopologySpreadConstraints, want, spread)
+			}
+		})
+	}
+	sts := TokenServerStatefulSet(ts, Inputs{Color: ColorBlue, Image: "i", Replicas: 2})
+	if !reflect.DeepEqual(labelsSubset(sts.Spec.Template.Labels, sts.Spec.Selector.MatchLabels), sts.Spec.Selector.MatchLabels) {
+		t.Errorf("pod labels %v do not match the StatefulSet's selector %v", sts.Spec.Template.Labels, sts.Spec.Selector.MatchLabels)
+	}
+	if ttl := MigrationJob(ts, "i").Spec.TTLSecondsAfterFinished; ttl == nil || *ttl != 600 {
+		t.Errorf("the migration Job's TTL is %v, want spec.jobs' 600", ttl)
+	}
+	if ttl := PlanJob(ts, "p", "i").Spec.TTLSecondsAfterFinished; ttl != nil {
+		t.Error("an upgrade's Job has a TTL: the upgrade reads it until it ends")
+	}
+	// [] turns the default spread off.
+	off := server(func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Pod = &oauthv1alpha1.PodSettings{TopologySpreadConstraints: []corev1.TopologySpreadConstraint{}}
+	})
+	if s := TokenServerStatefulSet(off, Inputs{Color: ColorBlue, Replicas: 3}).Spec.Template.Spec.TopologySpreadConstraints; len(s) != 0 {
+		t.Errorf("topologySpreadConstraints: [] spreads as %v", s)
+	}
+}
