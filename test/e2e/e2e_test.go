@@ -157,34 +157,47 @@ func testClientCredentials(t *testing.T) {
 	}
 }
 
-// A consent given in a real browser (headless Chromium) shows up as a mirrored
-// ConsentGrant in the client's namespace within seconds; deleting that resource
-// revokes the tokens issued under it.
-func testBrowserConsent(t *testing.T) {
-	ctx := t.Context()
+// appCallback is an app's redirect URI on the host: it answers the browser with a
+// page titled title whose #result marks the flow as done, and keeps the query of
+// the last callback for query. The browser also asks for /favicon.ico: 404.
+func appCallback(t *testing.T, title string) (callbackURL string, query func() url.Values) {
+	t.Helper()
 	var mu sync.Mutex
 	got := url.Values{}
 	rp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/callback" {
-			http.NotFound(w, r) // the browser also asks for /favicon.ico
+			http.NotFound(w, r)
 			return
 		}
 		mu.Lock()
 		got = r.URL.Query()
 		mu.Unlock()
-		_, _ = w.Write([]byte(`<!doctype html><title>Notes</title><p id="result">done</p>`))
+		_, _ = w.Write([]byte(`<!doctype html><title>` + title + `</title><p id="result">done</p>`))
 	}))
-	defer rp.Close()
+	t.Cleanup(rp.Close)
+	return rp.URL + "/callback", func() url.Values {
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+}
+
+// A consent given in a real browser (headless Chromium) shows up as a mirrored
+// ConsentGrant in the client's namespace within seconds; deleting that resource
+// revokes the tokens issued under it.
+func testBrowserConsent(t *testing.T) {
+	ctx := t.Context()
+	callback, query := appCallback(t, "Notes")
 	oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "notes"},
 		Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth", Namespace: platformNS},
 			ClientName: "Notes", GrantTypes: []oauthv1alpha1.GrantType{oauthv1alpha1.GrantAuthorizationCode},
-			RedirectURIs: []oauthv1alpha1.URL{oauthv1alpha1.URL(rp.URL + "/callback")}, Scopes: []oauthv1alpha1.Scope{"openid", "profile"}}}
+			RedirectURIs: []oauthv1alpha1.URL{oauthv1alpha1.URL(callback)}, Scopes: []oauthv1alpha1.Scope{"openid", "profile"}}}
 	if err := suite.c.Create(ctx, oc); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, oc)
 	id, secret := clientSecret(t, "notes-oauth")
-	cfg := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: rp.URL + "/callback", Scopes: []string{"openid", "profile"},
+	cfg := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: callback, Scopes: []string{"openid", "profile"},
 		Endpoint: oauth2.Endpoint{AuthURL: suite.issuer + "/oauth2/auth", TokenURL: suite.issuer + "/oauth2/token",
 			AuthStyle: oauth2.AuthStyleInHeader}}
 	password, err := os.ReadFile(filepath.Join(suite.dir, "demo-alice-password"))
@@ -211,9 +224,7 @@ func testBrowserConsent(t *testing.T) {
 	if appName != "Notes" {
 		t.Errorf("the consent page names the app %q", appName)
 	}
-	mu.Lock()
-	code := got.Get("code")
-	mu.Unlock()
+	code := query().Get("code")
 	tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		t.Fatalf("exchanging the browser's code: %v", err)

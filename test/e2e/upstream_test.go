@@ -9,14 +9,11 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -162,23 +159,11 @@ func testUpstreamOIDC(t *testing.T) {
 	})
 
 	// The app: an OAuthClient and its callback on the host.
-	var mu sync.Mutex
-	got := url.Values{}
-	rp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/callback" {
-			http.NotFound(w, r)
-			return
-		}
-		mu.Lock()
-		got = r.URL.Query()
-		mu.Unlock()
-		_, _ = w.Write([]byte(`<!doctype html><title>Wiki</title><p id="result">done</p>`))
-	}))
-	defer rp.Close()
+	callback, query := appCallback(t, "Wiki")
 	oc := &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "wiki"},
 		Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth"},
 			ClientName: "Wiki", GrantTypes: []oauthv1alpha1.GrantType{oauthv1alpha1.GrantAuthorizationCode},
-			RedirectURIs: []oauthv1alpha1.URL{oauthv1alpha1.URL(rp.URL + "/callback")}, Scopes: []oauthv1alpha1.Scope{"openid"}}}
+			RedirectURIs: []oauthv1alpha1.URL{oauthv1alpha1.URL(callback)}, Scopes: []oauthv1alpha1.Scope{"openid"}}}
 	if err := suite.c.Create(ctx, oc); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +173,7 @@ func testUpstreamOIDC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: rp.URL + "/callback",
+	cfg := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: callback,
 		Scopes: []string{"openid", "profile", "email", "groups"}, Endpoint: provider.Endpoint()}
 	verifier := oauth2.GenerateVerifier()
 
@@ -223,9 +208,7 @@ func testUpstreamOIDC(t *testing.T) {
 	if button != "Sign in with "+ssoProviderLabel || !strings.Contains(who, "You are signed in as carol.") {
 		t.Errorf("button %q, consent page %q", button, who)
 	}
-	mu.Lock()
-	code := got.Get("code")
-	mu.Unlock()
+	code := query().Get("code")
 	tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		t.Fatalf("exchanging the browser's code: %v", err)
