@@ -146,8 +146,10 @@ type ManagedDatabase struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
-	// image of PostgreSQL.
-	// +kubebuilder:default="postgres:15"
+	// image of PostgreSQL, pinned to a patch release by default so that every node
+	// runs the same one; set a digest to pin it harder. A change restarts PostgreSQL
+	// on the same data; another major version needs a dump and restore.
+	// +kubebuilder:default="postgres:15.18"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	// +optional

@@ -129,6 +129,11 @@ const (
 // (KeysSecret, PublicService, ...) builds the object.
 
 // DatabaseObjectName names the bundled PostgreSQL's StatefulSet, Service and Secret.
+// DefaultPostgresImage is the bundled database's image when the TokenServer names
+// none (the CRD's default says the same): a patch release, not "postgres:15",
+// which would be whatever 15.x each node pulled first.
+const DefaultPostgresImage = "postgres:15.18"
+
 func DatabaseObjectName(ts *oauthv1alpha1.TokenServer) string { return ts.Name + "-db" }
 
 // KeysSecretName names the Secret of the signing keys and the HMAC secret.
@@ -400,7 +405,7 @@ func DatabaseStatefulSet(ts *oauthv1alpha1.TokenServer) *appsv1.StatefulSet {
 	}
 	image := db.Image
 	if image == "" {
-		image = "postgres:15"
+		image = DefaultPostgresImage
 	}
 	sel := map[string]string{LabelInstance: ts.Name, LabelComponent: componentDatabase}
 	podLabels := labels(ts, componentDatabase)

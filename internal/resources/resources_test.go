@@ -99,7 +99,7 @@ func TestDatabaseStatefulSet(t *testing.T) {
 		size, image  string
 		storageClass *string
 	}{
-		"defaults":           {oauthv1alpha1.ManagedDatabase{}, "1Gi", "postgres:15", nil},
+		"defaults":           {oauthv1alpha1.ManagedDatabase{}, "1Gi", DefaultPostgresImage, nil},
 		"size, class, image": {oauthv1alpha1.ManagedDatabase{StorageSize: resource.MustParse("10Gi"), StorageClassName: ptr.To("fast"), Image: "postgres:16"}, "10Gi", "postgres:16", ptr.To("fast")},
 	}
 	for name, tt := range tests {
