@@ -108,10 +108,15 @@ func testBrandedPages(t *testing.T) {
 		return fmt.Errorf("pod %s, phase %s", again.UID, again.Status.Phase)
 	})
 	loginPage("the restarted pod's login page, from the last good templates")
+	// The TokenServer reads the pod's readiness through its StatefulSet's status, a
+	// pass later than the pod: Ready comes back, while the refused template stays
+	// Degraded.
+	eventually(t, time.Minute, "Ready again with the refused template", condition(oauthv1alpha1.ConditionReady, "Available", ""))
 	if err := suite.c.Get(ctx, client.ObjectKeyFromObject(ts), ts); err != nil {
 		t.Fatal(err)
 	}
-	if !meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
-		t.Errorf("Ready with a refused template: %+v", ts.Status.Conditions)
+	if c := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionDegraded); c == nil ||
+		c.Status != metav1.ConditionTrue || c.Reason != "PageTemplatesInvalid" {
+		t.Errorf("Degraded once Ready again: %+v; want PageTemplatesInvalid", c)
 	}
 }
