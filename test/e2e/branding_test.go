@@ -37,6 +37,7 @@ func testBrandedPages(t *testing.T) {
 			Database: &oauthv1alpha1.DatabaseSpec{Managed: &oauthv1alpha1.ManagedDatabase{StorageSize: resource.MustParse("1Gi")}},
 			Branding: &oauthv1alpha1.Branding{DisplayName: "Example Corp", LogoURL: logo,
 				TemplatesConfigMapRef: &oauthv1alpha1.LocalObjectReference{Name: templates.Name}}}}
+	smallPods(ts)
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}},
 		templates, ts,

@@ -118,6 +118,7 @@ func newUpgradeEnv(t *testing.T, ns string, up oauthv1alpha1.UpgradeSettings) *u
 			FirstPartyNamespaces: &oauthv1alpha1.NamespacePolicy{Selector: nsSel},
 			Tokens:               oauthv1alpha1.TokenSettings{RefreshGracePeriod: grace.String()},
 			Upgrade:              up}}
+	smallPods(e.ts)
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
 			Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}},

@@ -100,6 +100,7 @@ func testUpstreamOIDC(t *testing.T) {
 					DisplayName:     ssoProviderLabel, AllowedGroups: []string{"platform"},
 					// The provider is a pod: a private address, reached only when allowed.
 					FetchAllow: []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}}}}}
+	smallPods(ts)
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ssoNS}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ssoNS, Name: "sso-tls"},
