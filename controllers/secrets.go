@@ -92,8 +92,9 @@ func ClientOptions() client.Options {
 // not chosen: an OAuthClient waiting for an unlabelled Secret would wait forever
 // with no sign of why.
 type SecretReader struct {
-	// cache is the manager's cached client: Secret metadata, EndpointSlices,
-	// Services; api reads Secret data from the API server.
+	// cache is the manager's cache (not its client, which reads Secrets, metadata
+	// included, from the API server): Secret metadata, EndpointSlices, Services;
+	// api reads Secret data from the API server.
 	cache, api client.Reader
 
 	// ExternalAdmin is where an external TokenServer's adminURL may connect.

@@ -46,7 +46,10 @@ var specChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate
 // Setup registers every reconciler with mgr.
 // The manager's cache should be built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
-	secrets := NewSecretReader(mgr.GetClient(), mgr.GetAPIReader())
+	// The cache itself, not the manager's client: the client sends every read of a
+	// kind in ClientOptions' DisableFor (Secret) to the API server, metadata reads
+	// too, which cost two GETs per pass of every OAuthClient.
+	secrets := NewSecretReader(mgr.GetCache(), mgr.GetAPIReader())
 	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		HealthInterval: o.ServerHealthInterval, Operator: o.Operator, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
