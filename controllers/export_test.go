@@ -23,3 +23,6 @@ func UpgradeStep(ctx context.Context, r *TokenServerReconciler, ts *oauthv1alpha
 	}
 	return ready, next, err
 }
+
+// SecretReaderFor is the SecretReader Setup gives the reconcilers.
+var SecretReaderFor = secretReaderFor

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/oauth2/clientcredentials"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -247,7 +249,14 @@ func TestGitOpsRoundTripDriftAndQuietResync(t *testing.T) {
 		t.Errorf("resync changed the client on the token server (updated %v→%v)", onServer.UpdatedAt, now.UpdatedAt)
 	}
 
-	// Drift: someone deletes the client in the token server; the next resync restores it.
+	// The first registration is told by Ready alone: no event (each is a write to the
+	// API server, and thousands of clients are applied at once).
+	if seen := clientEvents(t, ns, "argo"); len(seen) > 0 {
+		t.Errorf("events on a client that registered and went Ready: %q", seen)
+	}
+
+	// Drift: someone deletes the client in the token server; the next resync restores
+	// it and says so.
 	if err := admin.DeleteClient(ctx, id, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +264,9 @@ func TestGitOpsRoundTripDriftAndQuietResync(t *testing.T) {
 		_, err := admin.GetClient(ctx, id)
 		return err == nil
 	}, nil)
+	eventually(t, 10*time.Second, "a Normal Synced event for the repaired drift", func() bool {
+		return slices.Contains(clientEvents(t, ns, "argo"), "Normal Synced")
+	}, func() string { return fmt.Sprintf("events: %q", clientEvents(t, ns, "argo")) })
 	if _, err := token(t, ns, "argo-oauth"); err != nil {
 		t.Errorf("credentials after drift repair: %v", err)
 	}
@@ -455,4 +467,21 @@ func TestSecretRotationDuringServerOutage(t *testing.T) {
 	if next := inSecret(); !works(next) {
 		t.Error("the secret rotated in after the outage does not work")
 	}
+}
+
+// clientEvents lists the "type reason" of the events regarding ns/name, as `kubectl
+// events --for` shows them.
+func clientEvents(t *testing.T, ns, name string) []string {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			out = append(out, e.Type+" "+e.Reason)
+		}
+	}
+	return out
 }

@@ -86,6 +86,7 @@ func (r *OAuthClientReconciler) newCredentials(oc *oauthv1alpha1.OAuthClient, ke
 		if err := r.Create(ctx, sec); err != nil {
 			return fmt.Errorf("create Secret %s: %w", sec.Name, err)
 		}
+		r.Secrets.remember(sec)
 		t := metav1.NewTime(now)
 		oc.Status.SecretRotatedAt = &t
 		return nil
@@ -190,6 +191,7 @@ func (r *OAuthClientReconciler) rotate(ctx context.Context, oc *oauthv1alpha1.OA
 		if err := r.Update(ctx, sec); err != nil {
 			return fmt.Errorf("update Secret %s: %w", sec.Name, err)
 		}
+		r.Secrets.remember(sec)
 		oc.Status.SecretRotatedAt = &t
 		if plan.Rotate {
 			r.Recorder.Eventf(oc, nil, corev1.EventTypeNormal, "SecretRotated", "Rotate",

@@ -43,10 +43,18 @@ type Options struct {
 var specChanged = predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
 	predicate.AnnotationChangedPredicate{})
 
+// secretReaderFor reads Secret metadata from mgr's cache itself, not through its
+// client: the client sends every read of a kind in ClientOptions' DisableFor (Secret)
+// to the API server, metadata reads too, which cost two GETs per pass of every
+// OAuthClient.
+func secretReaderFor(mgr ctrl.Manager) *SecretReader {
+	return NewSecretReader(mgr.GetCache(), mgr.GetAPIReader())
+}
+
 // Setup registers every reconciler with mgr.
 // The manager's cache should be built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
-	secrets := NewSecretReader(mgr.GetClient(), mgr.GetAPIReader())
+	secrets := secretReaderFor(mgr)
 	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
 	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
 		HealthInterval: o.ServerHealthInterval, Operator: o.Operator, Clock: o.Clock}).SetupWithManager(mgr); err != nil {

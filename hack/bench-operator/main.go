@@ -135,6 +135,12 @@ func run() error {
 		}
 	}()
 
+	// The requests of the run, counted by the API server between the first create and
+	// the last Ready: the bench's own creates (one POST per client) are among them.
+	reqBefore, err := scrapeRequests(cfg)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("==> applying %d OAuthClients\n", *count)
 	begin := time.Now()
 	var wg sync.WaitGroup
@@ -228,7 +234,12 @@ func run() error {
 		}
 		return out, err
 	}
-	time.Sleep(3 * time.Second) // let the last status patches land
+	time.Sleep(3 * time.Second) // let the last status patches and events land
+	reqAfter, err := scrapeRequests(cfg)
+	if err != nil {
+		return err
+	}
+	printPerClient(reqBefore, reqAfter, *count)
 	v1, err := versions()
 	if err != nil {
 		return err
