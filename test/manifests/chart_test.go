@@ -167,12 +167,37 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 	ns.SetName("kubeoauth-system")
 	objs := []*unstructured.Unstructured{ns}
 	for _, o := range template(t) {
-		// testenv installed the CRDs from config/crd/bases, which crds/ copies.
+		// testenv installed the CRDs from config/crd/bases, which templates/crds copies.
 		if o.GetKind() != "CustomResourceDefinition" {
 			objs = append(objs, o)
 		}
 	}
 	applyAll(t, objs, "helm")
+}
+
+// The CRDs are templates (so that helm upgrade updates them), kept on uninstall unless
+// crds.keep=false, and left out with crds.enabled=false.
+func TestChartCRDSwitches(t *testing.T) {
+	for _, tc := range []struct {
+		sets       []string
+		crds, keep bool
+	}{
+		{nil, true, true},
+		{[]string{"crds.keep=false"}, true, false},
+		{[]string{"crds.enabled=false"}, false, false},
+	} {
+		objs := template(t, tc.sets...)
+		for _, name := range crdNames {
+			o := find(objs, "CustomResourceDefinition", name)
+			if (o != nil) != tc.crds {
+				t.Errorf("with %v, CRD %s rendered: %v", tc.sets, name, o != nil)
+				continue
+			}
+			if o != nil && (o.GetAnnotations()["helm.sh/resource-policy"] == "keep") != tc.keep {
+				t.Errorf("with %v, CRD %s has annotations %v", tc.sets, name, o.GetAnnotations())
+			}
+		}
+	}
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, out any) {
