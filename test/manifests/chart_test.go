@@ -270,3 +270,32 @@ func TestChartWatchNamespacesGrantsNamespacedRoles(t *testing.T) {
 		t.Error("no Role kubeoauth-manager rendered")
 	}
 }
+
+// A misspelt or invalid value fails `helm install` (values.schema.json) with a message
+// naming it, instead of being ignored; the values.yaml defaults and every documented
+// key pass.
+func TestChartRefusesUnknownValues(t *testing.T) {
+	for set, want := range map[string]string{
+		"replica=2":                     "'replica' not allowed",
+		"image.tg=v1":                   "'tg' not allowed",
+		"crds.kep=false":                "'kep' not allowed",
+		"serviceAccount.annotaions.a=b": "'annotaions' not allowed",
+		"metrics.service.enable=false":  "'enable' not allowed",
+		"serviceMonitor.interva=10s":    "'interva' not allowed",
+		"resources.limit.memory=1Gi":    "'limit' not allowed",
+		"logLevel=verbose":              "/logLevel",
+		"image.pullPolicy=Sometimes":    "/image/pullPolicy",
+		"clientResync=10 minutes":       "/clientResync",
+		"replicas=-1":                   "/replicas",
+		"metrics.service.port=70000":    "/metrics/service/port",
+	} {
+		cmd := exec.Command(helmBin(t), "template", "kubeoauth", chartDir(), "--set", set) // #nosec G204 -- the pinned helm
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("helm template --set %s: %v, want a schema error with %q:\n%s", set, err, want, out)
+		}
+	}
+	template(t, "image.pullPolicy=Always", "clientResync=1h30m", "goMemLimit=off", "kubeAPIQPS=50.5",
+		"imagePullSecrets[0].name=regcred", "nodeSelector.zone=a", "tolerations[0].operator=Exists",
+		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b")
+}
