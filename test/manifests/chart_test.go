@@ -299,3 +299,85 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 		"imagePullSecrets[0].name=regcred", "nodeSelector.zone=a", "tolerations[0].operator=Exists",
 		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b")
 }
+
+// With replicas > 1 the operator's pods spread across nodes and a drain may evict one
+// at a time; with one, no PodDisruptionBudget blocks a drain. fullnameOverride names
+// every object, extraArgs and extraEnv reach the container, and a real API server
+// accepts all of it.
+func TestChartReplicasNamesArgsAndEnv(t *testing.T) {
+	one := template(t)
+	if o := find(one, "PodDisruptionBudget", "kubeoauth-manager"); o != nil {
+		t.Error("a PodDisruptionBudget with one replica: it would block every node drain")
+	}
+	var dep struct {
+		Spec struct {
+			Template struct {
+				metav1.ObjectMeta `json:"metadata"`
+				Spec              corev1.PodSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(one, "Deployment", "kubeoauth-manager"), &dep)
+	if c := dep.Spec.Template.Spec.TopologySpreadConstraints; len(c) != 0 {
+		t.Errorf("topology spread with one replica: %v", c)
+	}
+
+	objs := template(t, "replicas=3", "fullnameOverride=auth", "extraArgs={--zap-devel,--client-resync=1h}",
+		"extraEnv[0].name=HTTPS_PROXY", "extraEnv[0].value=http://proxy:3128")
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" && !strings.HasPrefix(o.GetName(), "auth-") {
+			t.Errorf("%s/%s is not named after fullnameOverride auth", o.GetKind(), o.GetName())
+		}
+	}
+	toTyped(t, find(objs, "Deployment", "auth-manager"), &dep)
+	pods := dep.Spec.Template.Labels
+	spread := dep.Spec.Template.Spec.TopologySpreadConstraints
+	if len(spread) != 1 || spread[0].TopologyKey != "kubernetes.io/hostname" || spread[0].WhenUnsatisfiable != corev1.ScheduleAnyway ||
+		!selects(spread[0].LabelSelector.MatchLabels, pods) {
+		t.Errorf("topology spread %v, want across nodes, preferred, over the pods %v", spread, pods)
+	}
+	var pdb struct {
+		Spec struct {
+			MaxUnavailable int `json:"maxUnavailable"`
+			Selector       struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(objs, "PodDisruptionBudget", "auth-manager"), &pdb)
+	if pdb.Spec.MaxUnavailable != 1 || !selects(pdb.Spec.Selector.MatchLabels, pods) {
+		t.Errorf("PodDisruptionBudget %+v, want maxUnavailable 1 over the pods %v", pdb.Spec, pods)
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if n := len(c.Args); n < 2 || c.Args[n-2] != "--zap-devel" || c.Args[n-1] != "--client-resync=1h" {
+		t.Errorf("args %v, want extraArgs last (a repeated flag takes the last value)", c.Args)
+	}
+	if e := c.Env[len(c.Env)-1]; e.Name != "HTTPS_PROXY" || e.Value != "http://proxy:3128" {
+		t.Errorf("env %v, want extraEnv's HTTPS_PROXY", c.Env)
+	}
+	if find(objs, "ClusterRoleBinding", "auth-manager") == nil || find(objs, "ServiceAccount", "auth-manager") == nil {
+		t.Error("no ServiceAccount or ClusterRoleBinding auth-manager")
+	}
+
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("kubeoauth-system")
+	apply := []*unstructured.Unstructured{ns}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			apply = append(apply, o)
+		}
+	}
+	applyAll(t, apply, "helm")
+}
+
+// selects says whether a selector's labels all hold on a pod's.
+func selects(selector, pod map[string]string) bool {
+	for k, v := range selector {
+		if pod[k] != v {
+			return false
+		}
+	}
+	return len(selector) > 0
+}
