@@ -381,3 +381,86 @@ func selects(selector, pod map[string]string) bool {
 	}
 	return len(selector) > 0
 }
+
+// By default the operator serves /metrics with authentication and authorization
+// (--metrics-secure on 8443, behind the metrics Service), may make the TokenReviews and
+// SubjectAccessReviews that needs, as a real API server's authorizer answers, and a
+// scraper bound to <fullname>-metrics-reader may read /metrics; metrics.secure=false
+// is plain HTTP on 8080 without those roles.
+func TestChartMetricsNeedAuthorization(t *testing.T) {
+	objs := template(t, "serviceMonitor.enabled=true")
+	var dep struct {
+		Spec struct {
+			Template struct {
+				Spec corev1.PodSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(objs, "Deployment", "kubeoauth-manager"), &dep)
+	c := dep.Spec.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	if !strings.Contains(args, "--metrics-secure") || !strings.Contains(args, "--metrics-bind-address=:8443") ||
+		c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 8443 {
+		t.Errorf("args %s, ports %v: want --metrics-secure on :8443, the port named metrics", args, c.Ports)
+	}
+	sm := find(objs, "ServiceMonitor", "kubeoauth")
+	if sm == nil {
+		t.Fatal("no ServiceMonitor")
+	}
+	if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 ||
+		eps[0].(map[string]any)["scheme"] != "https" || eps[0].(map[string]any)["bearerTokenFile"] == nil {
+		t.Errorf("ServiceMonitor endpoints %v, want https with the scraper's token", eps)
+	}
+
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("kubeoauth-system")
+	apply := []*unstructured.Unstructured{ns}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "ServiceMonitor" {
+			apply = append(apply, o)
+		}
+	}
+	binding := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "prometheus-kubeoauth-metrics"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeoauth-metrics-reader"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}},
+	}}
+	cl := applyAll(t, append(apply, binding), "helm")
+	allowed := func(sa string, attrs authorizationv1.SubjectAccessReviewSpec) bool {
+		t.Helper()
+		attrs.User = "system:serviceaccount:" + sa
+		attrs.Groups = []string{"system:serviceaccounts", "system:authenticated"}
+		review := &authorizationv1.SubjectAccessReview{Spec: attrs}
+		if err := cl.Create(context.Background(), review); err != nil {
+			t.Fatal(err)
+		}
+		return review.Status.Allowed
+	}
+	operator := "kubeoauth-system:kubeoauth-manager"
+	for _, r := range []authorizationv1.ResourceAttributes{
+		{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"},
+		{Verb: "create", Group: "authorization.k8s.io", Resource: "subjectaccessreviews"},
+	} {
+		if !allowed(operator, authorizationv1.SubjectAccessReviewSpec{ResourceAttributes: &r}) {
+			t.Errorf("the operator may not %s %s: it cannot check a scraper", r.Verb, r.Resource)
+		}
+	}
+	metrics := authorizationv1.SubjectAccessReviewSpec{NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"}}
+	if !allowed("monitoring:prometheus", metrics) {
+		t.Error("a scraper bound to kubeoauth-metrics-reader may not GET /metrics")
+	}
+	if allowed("monitoring:stranger", metrics) {
+		t.Error("any service account may GET /metrics")
+	}
+
+	objs = template(t, "metrics.secure=false")
+	toTyped(t, find(objs, "Deployment", "kubeoauth-manager"), &dep)
+	c = dep.Spec.Template.Spec.Containers[0]
+	if args := strings.Join(c.Args, " "); strings.Contains(args, "--metrics-secure") || !strings.Contains(args, "--metrics-bind-address=:8080") ||
+		find(objs, "ClusterRole", "kubeoauth-metrics-auth") != nil {
+		t.Errorf("metrics.secure=false: args %s, want plain :8080 and no metrics-auth role", args)
+	}
+}
