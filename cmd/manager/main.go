@@ -158,6 +158,9 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		ExternalAdminAllow: externalAllow}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}
+	if err := registerConditions(mgr.GetCache()); err != nil {
+		return fmt.Errorf("registering the TokenServer condition metrics: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
