@@ -95,6 +95,7 @@ test-e2e: localcluster tokenserver-variants helm oauth2-proxy ## End-to-end test
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart and render it with its default values.
 	$(HELM) lint --strict charts/kubeoauth
+	$(HELM) lint --strict charts/kubeoauth --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set replicas=2
 	$(HELM) template kubeoauth charts/kubeoauth --namespace kubeoauth-system >/dev/null
 
 FUZZTIME ?= 30s

@@ -81,7 +81,8 @@ func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 
 func TestChartLints(t *testing.T) {
 	helm(t, "lint", "--strict", chartDir())
-	helm(t, "lint", "--strict", chartDir(), "--set", "serviceMonitor.enabled=true", "--set", "watchNamespaces={apps,platform}")
+	helm(t, "lint", "--strict", chartDir(), "--set", "serviceMonitor.enabled=true", "--set", "watchNamespaces={apps,platform}",
+		"--set", "prometheusRule.enabled=true", "--set", "replicas=2", "--set", "metrics.secure=false")
 }
 
 // The chart installs what `make deploy` does, with the same permissions, and values
