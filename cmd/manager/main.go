@@ -36,10 +36,20 @@ import (
 // name is used once per process.
 var controllerConfig config.Controller
 
+// leaderElectionID names the operator's leader-election Lease.
+const leaderElectionID = "manager.kubeoauth.io"
+
 func main() {
 	// The operator checks a TokenServer's page templates in a child of itself.
 	pages.RunCheckIfChild()
 	// ctrl.GetConfig reads KUBECONFIG, the in-cluster config or ~/.kube/config.
+	if len(os.Args) > 1 && os.Args[1] == "self-test" {
+		if err := selfTest(context.Background(), os.Args[2:], ctrl.GetConfig, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "self-test:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
@@ -136,7 +146,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		HealthProbeBindAddress:  o.probeAddr,
 		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        "manager.kubeoauth.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: o.leaderElectionNS,
 		// The process ends as soon as the manager stops (run returns mgr.Start's
 		// result), so the lease can be handed over at once: a replaced operator pod's

@@ -419,7 +419,7 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 	ns.SetName("kubeoauth-system")
 	apply := []*unstructured.Unstructured{ns}
 	for _, o := range objs {
-		if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "ServiceMonitor" {
+		if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "ServiceMonitor" && o.GetKind() != "PodMonitor" {
 			apply = append(apply, o)
 		}
 	}
@@ -455,6 +455,35 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 	}
 	if allowed("monitoring:stranger", metrics) {
 		t.Error("any service account may GET /metrics")
+	}
+
+	// helm test's pod runs `manager self-test` as its own ServiceAccount, which may
+	// read the three CRDs and the operator's Lease, and nothing else.
+	pod := find(objs, "Pod", "kubeoauth-test")
+	if pod == nil || pod.GetAnnotations()["helm.sh/hook"] != "test" {
+		t.Fatal("no helm test Pod kubeoauth-test")
+	}
+	var testPod corev1.Pod
+	toTyped(t, pod, &testPod)
+	if args := testPod.Spec.Containers[0].Args; len(args) < 2 || args[0] != "self-test" || args[1] != "--namespace=kubeoauth-system" {
+		t.Errorf("helm test pod args %v, want self-test --namespace=kubeoauth-system", args)
+	}
+	if selects(map[string]string{"app.kubernetes.io/name": "kubeoauth", "app.kubernetes.io/instance": "kubeoauth",
+		"app.kubernetes.io/component": "manager"}, testPod.Labels) {
+		t.Error("the helm test pod carries the operator's selector labels: its ReplicaSet would adopt it")
+	}
+	tester := "kubeoauth-system:kubeoauth-test"
+	for _, r := range []authorizationv1.ResourceAttributes{
+		{Verb: "get", Group: "apiextensions.k8s.io", Resource: "customresourcedefinitions", Name: "tokenservers.oauth.kubeoauth.io"},
+		{Verb: "get", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kubeoauth-system", Name: "manager.kubeoauth.io"},
+	} {
+		if !allowed(tester, authorizationv1.SubjectAccessReviewSpec{ResourceAttributes: &r}) {
+			t.Errorf("helm test may not %s %s %s", r.Verb, r.Resource, r.Name)
+		}
+	}
+	if allowed(tester, authorizationv1.SubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+		Verb: "get", Resource: "secrets", Namespace: "kubeoauth-system"}}) {
+		t.Error("helm test may read Secrets")
 	}
 
 	objs = template(t, "metrics.secure=false")
