@@ -62,7 +62,9 @@ func TestManagerExportsTokenServerConditions(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
 	})
 
 	// The operator sets the conditions (here: waiting for the users Secret and the

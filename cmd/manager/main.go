@@ -80,7 +80,8 @@ func newFlagSet(o *options, zapOpts *zap.Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; 0 disables it.")
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
-		"Serve /metrics over HTTPS (a self-signed certificate) to callers whose bearer token the API server authenticates and authorizes for GET /metrics.")
+		"Serve /metrics over HTTPS (a self-signed certificate) to callers whose bearer token the API server "+
+			"authenticates and authorizes for GET /metrics.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "",

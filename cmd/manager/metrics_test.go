@@ -67,7 +67,9 @@ func TestManagerMetricsNeedAnAuthorizedToken(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
 	})
 
 	// The certificate is self-signed: a scraper skips its verification (or is given

@@ -42,7 +42,9 @@ func TestSelfTestNeedsALeadingOperator(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {

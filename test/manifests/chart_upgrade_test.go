@@ -40,9 +40,9 @@ func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	run := func(args ...string) string {
+	run := func(args ...string) {
 		t.Helper()
-		return helmOn(t, kubeconfig, args...)
+		helmOn(t, kubeconfig, args...)
 	}
 
 	// testenv installed this version's CRDs; the old release installs its own.
@@ -100,7 +100,7 @@ func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 }
 
 // helmOn runs the pinned helm against the API server of kubeconfig.
-func helmOn(t *testing.T, kubeconfig string, args ...string) string {
+func helmOn(t *testing.T, kubeconfig string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(helmBin(t), append(args, "--kubeconfig", kubeconfig)...) // #nosec G204 -- the pinned helm, with the test's arguments
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
@@ -108,7 +108,6 @@ func helmOn(t *testing.T, kubeconfig string, args ...string) string {
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
 }
 
 // oldChart writes the chart as 0.1.0 shipped it: the CRDs in crds/ rather than
