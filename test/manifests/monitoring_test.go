@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -92,4 +93,52 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	return names
+}
+
+// The Grafana dashboard (off by default) is valid JSON in a ConfigMap the sidecar
+// finds, and every panel queries metrics the code exports.
+func TestChartDashboardReadsExportedMetrics(t *testing.T) {
+	if find(template(t), "ConfigMap", "kubeoauth-dashboard") != nil {
+		t.Error("a dashboard ConfigMap by default")
+	}
+	cm := find(template(t, "grafanaDashboard.enabled=true", "grafanaDashboard.namespace=monitoring"), "ConfigMap", "kubeoauth-dashboard")
+	if cm == nil {
+		t.Fatal("grafanaDashboard.enabled=true renders no ConfigMap kubeoauth-dashboard")
+	}
+	if cm.GetNamespace() != "monitoring" || cm.GetLabels()["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard ConfigMap in %q with labels %v, want monitoring and grafana_dashboard=1", cm.GetNamespace(), cm.GetLabels())
+	}
+	data, _, _ := unstructured.NestedString(cm.Object, "data", "kubeoauth.json")
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(data), &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	exported := exportedMetrics(t)
+	queried := map[string]bool{}
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q queries nothing", p.Title)
+		}
+		for _, target := range p.Targets {
+			for _, m := range regexp.MustCompile(`kubeoauth_[a-z_0-9]+`).FindAllString(target.Expr, -1) {
+				m = strings.TrimSuffix(m, "_bucket")
+				queried[m] = true
+				if !exported[m] {
+					t.Errorf("panel %q reads %s, which no code exports", p.Title, m)
+				}
+			}
+		}
+	}
+	for _, m := range []string{"kubeoauth_tokens_issued_total", "kubeoauth_http_request_duration_seconds", "kubeoauth_tokenserver_condition"} {
+		if !queried[m] {
+			t.Errorf("no panel shows %s", m)
+		}
+	}
 }
