@@ -10,6 +10,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -45,15 +46,44 @@ func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 		helmOn(t, kubeconfig, args...)
 	}
 
-	// testenv installed this version's CRDs; the old release installs its own.
+	// testenv installed this version's CRDs; put the old chart's in their place, as a
+	// cluster that ran 0.1.0 has them (Helm installs crds/ only where they are missing,
+	// so the old release leaves these as they are).
+	old := oldChart(t)
 	for _, name := range crdNames {
-		if err := c.Delete(ctx, crd(name)); err != nil {
+		current := crd(name)
+		if err := c.Get(ctx, client.ObjectKeyFromObject(current), current); err != nil {
+			t.Fatal(err)
+		}
+		previous := readObject(t, filepath.Join(old, "crds", strings.Split(name, ".")[0]+".yaml"))
+		previous.SetResourceVersion(current.GetResourceVersion())
+		if err := c.Update(ctx, previous); err != nil {
+			t.Fatal(err)
+		}
+		// Owned by Helm alone, which applied them server-side (Helm 4 installs crds/
+		// so), not also by the test that wrote them: a co-owner would make Helm's
+		// upgrade conflict, which a cluster that ran 0.1.0 does not see.
+		previous = readObject(t, filepath.Join(old, "crds", strings.Split(name, ".")[0]+".yaml"))
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(previous), client.FieldOwner("helm"),
+			client.ForceOwnership); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(current), current); err != nil {
+			t.Fatal(err)
+		}
+		var helmOnly []metav1.ManagedFieldsEntry
+		for _, m := range current.GetManagedFields() {
+			if m.Manager == "helm" {
+				helmOnly = append(helmOnly, m)
+			}
+		}
+		current.SetManagedFields(helmOnly)
+		if err := c.Update(ctx, current); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitCRDs(t, c, false)
 
-	run("install", "kubeoauth", oldChart(t), "--namespace", "kubeoauth-system", "--create-namespace")
+	run("install", "kubeoauth", old, "--namespace", "kubeoauth-system", "--create-namespace")
 	if hasTosURI(t, c) {
 		t.Fatal("the old chart's OAuthClient CRD has spec.tosURI: the test's old chart is not old")
 	}
@@ -118,8 +148,10 @@ func oldChart(t *testing.T) string {
 	if err := os.CopyFS(dir, os.DirFS(chartDir())); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(dir, "templates", "crds")); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{filepath.Join(dir, "templates", "crds"), filepath.Join(dir, "crds")} {
+		if err := os.RemoveAll(d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.Mkdir(filepath.Join(dir, "crds"), 0o750); err != nil {
 		t.Fatal(err)
@@ -144,7 +176,7 @@ func oldChart(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "crds", e.Name()), data, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "crds", strings.Split(o.GetName(), ".")[0]+".yaml"), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -210,8 +242,11 @@ func waitCRDs(t *testing.T, c client.Client, present bool) {
 			for _, name := range crdNames {
 				err := c.Get(ctx, client.ObjectKeyFromObject(crd(name)), crd(name))
 				switch {
-				case err == nil && !present, apierrors.IsNotFound(err) && present:
-					state = name + ": exists " + map[bool]string{true: "no", false: "yes"}[present]
+				case err == nil && !present:
+					state = name + " still exists"
+					return false, nil
+				case apierrors.IsNotFound(err) && present:
+					state = name + " is gone"
 					return false, nil
 				case err != nil && !apierrors.IsNotFound(err):
 					return false, err
