@@ -42,11 +42,10 @@ help: ## Display this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, charts/kubeoauth/crds), RBAC (config/rbac) and docs/api.md.
+manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, the chart's templates/crds), RBAC (config/rbac) and docs/api.md.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
-	rm -f charts/kubeoauth/crds/*.yaml
-	cp config/crd/bases/*.yaml charts/kubeoauth/crds/
+	hack/chart-crds.sh config/crd/bases charts/kubeoauth/templates/crds
 	cp config/rbac/role.yaml charts/kubeoauth/files/manager-role.yaml
 	$(CRD_REF_DOCS) --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown \
 		--output-path=docs/.api-reference.md --log-level=error
@@ -96,6 +95,7 @@ test-e2e: localcluster tokenserver-variants helm oauth2-proxy ## End-to-end test
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart and render it with its default values.
 	$(HELM) lint --strict charts/kubeoauth
+	$(HELM) lint --strict charts/kubeoauth --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set replicas=2
 	$(HELM) template kubeoauth charts/kubeoauth --namespace kubeoauth-system >/dev/null
 
 FUZZTIME ?= 30s

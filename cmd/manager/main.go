@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
@@ -35,10 +36,20 @@ import (
 // name is used once per process.
 var controllerConfig config.Controller
 
+// leaderElectionID names the operator's leader-election Lease.
+const leaderElectionID = "manager.kubeoauth.io"
+
 func main() {
 	// The operator checks a TokenServer's page templates in a child of itself.
 	pages.RunCheckIfChild()
 	// ctrl.GetConfig reads KUBECONFIG, the in-cluster config or ~/.kube/config.
+	if len(os.Args) > 1 && os.Args[1] == "self-test" {
+		if err := selfTest(context.Background(), os.Args[2:], ctrl.GetConfig, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "self-test:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
@@ -47,6 +58,7 @@ func main() {
 
 type options struct {
 	metricsAddr      string
+	metricsSecure    bool
 	probeAddr        string
 	leaderElect      bool
 	watchNamespaces  string
@@ -67,6 +79,9 @@ type options struct {
 func newFlagSet(o *options, zapOpts *zap.Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; 0 disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
+		"Serve /metrics over HTTPS (a self-signed certificate) to callers whose bearer token the API server "+
+			"authenticates and authorizes for GET /metrics.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "",
@@ -128,11 +143,11 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.probeAddr,
 		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        "manager.kubeoauth.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: o.leaderElectionNS,
 		// The process ends as soon as the manager stops (run returns mgr.Start's
 		// result), so the lease can be handed over at once: a replaced operator pod's
@@ -153,6 +168,9 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		Operator:           resources.OperatorPeer{Namespace: o.operatorNS, PodLabels: podLabels},
 		ExternalAdminAllow: externalAllow}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
+	}
+	if err := registerConditions(mgr.GetCache()); err != nil {
+		return fmt.Errorf("registering the TokenServer condition metrics: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
@@ -177,4 +195,18 @@ func namespaces(list string) map[string]cache.Config {
 		out[ns] = cache.Config{}
 	}
 	return out
+}
+
+// metricsOptions: with --metrics-secure, a scraper needs a token the API server
+// accepts (TokenReview) for a user allowed GET on the non-resource URL /metrics
+// (SubjectAccessReview), as kube-state-metrics and the kubelet ask; the operator's
+// metrics name its controllers, namespaces and error rates, which not every pod in the
+// cluster should read.
+func metricsOptions(o options) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.metricsAddr}
+	if o.metricsSecure {
+		opts.SecureServing = true
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return opts
 }

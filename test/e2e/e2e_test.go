@@ -600,7 +600,7 @@ func testNodeRestart(t *testing.T) {
 }
 
 // Uninstalling as docs/operator.md says — resources first, then the chart — leaves
-// only the CRDs (Helm never deletes them) and the bundled database's volume claim (a
+// only the CRDs (crds.keep, on by default, as in cert-manager's chart) and the bundled database's volume claim (a
 // TokenServer's data is never deleted with it).
 func testUninstall(t *testing.T) {
 	ctx := t.Context()
@@ -647,7 +647,7 @@ func testUninstall(t *testing.T) {
 	})
 	if _, err := kubectl(ctx, "get", "crd", "tokenservers.oauth.kubeoauth.io", "oauthclients.oauth.kubeoauth.io",
 		"consentgrants.oauth.kubeoauth.io"); err != nil {
-		t.Errorf("the CRDs are gone; Helm keeps them, as the docs say: %v", err)
+		t.Errorf("the CRDs are gone; crds.keep keeps them, as the docs say: %v", err)
 	}
 }
 

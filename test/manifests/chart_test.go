@@ -81,7 +81,8 @@ func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 
 func TestChartLints(t *testing.T) {
 	helm(t, "lint", "--strict", chartDir())
-	helm(t, "lint", "--strict", chartDir(), "--set", "serviceMonitor.enabled=true", "--set", "watchNamespaces={apps,platform}")
+	helm(t, "lint", "--strict", chartDir(), "--set", "serviceMonitor.enabled=true", "--set", "watchNamespaces={apps,platform}",
+		"--set", "prometheusRule.enabled=true", "--set", "replicas=2", "--set", "metrics.secure=false")
 }
 
 // The chart installs what `make deploy` does, with the same permissions, and values
@@ -167,12 +168,37 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 	ns.SetName("kubeoauth-system")
 	objs := []*unstructured.Unstructured{ns}
 	for _, o := range template(t) {
-		// testenv installed the CRDs from config/crd/bases, which crds/ copies.
+		// testenv installed the CRDs from config/crd/bases, which templates/crds copies.
 		if o.GetKind() != "CustomResourceDefinition" {
 			objs = append(objs, o)
 		}
 	}
 	applyAll(t, objs, "helm")
+}
+
+// The CRDs are templates (so that helm upgrade updates them), kept on uninstall unless
+// crds.keep=false, and left out with crds.enabled=false.
+func TestChartCRDSwitches(t *testing.T) {
+	for _, tc := range []struct {
+		sets       []string
+		crds, keep bool
+	}{
+		{nil, true, true},
+		{[]string{"crds.keep=false"}, true, false},
+		{[]string{"crds.enabled=false"}, false, false},
+	} {
+		objs := template(t, tc.sets...)
+		for _, name := range crdNames {
+			o := find(objs, "CustomResourceDefinition", name)
+			if (o != nil) != tc.crds {
+				t.Errorf("with %v, CRD %s rendered: %v", tc.sets, name, o != nil)
+				continue
+			}
+			if o != nil && (o.GetAnnotations()["helm.sh/resource-policy"] == "keep") != tc.keep {
+				t.Errorf("with %v, CRD %s has annotations %v", tc.sets, name, o.GetAnnotations())
+			}
+		}
+	}
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, out any) {
@@ -243,5 +269,228 @@ func TestChartWatchNamespacesGrantsNamespacedRoles(t *testing.T) {
 	}
 	if find(objs, "Role", "kubeoauth-manager") == nil {
 		t.Error("no Role kubeoauth-manager rendered")
+	}
+}
+
+// A misspelt or invalid value fails `helm install` (values.schema.json) with a message
+// naming it, instead of being ignored; the values.yaml defaults and every documented
+// key pass.
+func TestChartRefusesUnknownValues(t *testing.T) {
+	for set, want := range map[string]string{
+		"replica=2":                     "'replica' not allowed",
+		"image.tg=v1":                   "'tg' not allowed",
+		"crds.kep=false":                "'kep' not allowed",
+		"serviceAccount.annotaions.a=b": "'annotaions' not allowed",
+		"metrics.service.enable=false":  "'enable' not allowed",
+		"serviceMonitor.interva=10s":    "'interva' not allowed",
+		"resources.limit.memory=1Gi":    "'limit' not allowed",
+		"logLevel=verbose":              "/logLevel",
+		"image.pullPolicy=Sometimes":    "/image/pullPolicy",
+		"clientResync=10 minutes":       "/clientResync",
+		"replicas=-1":                   "/replicas",
+		"metrics.service.port=70000":    "/metrics/service/port",
+	} {
+		cmd := exec.Command(helmBin(t), "template", "kubeoauth", chartDir(), "--set", set) // #nosec G204 -- the pinned helm
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("helm template --set %s: %v, want a schema error with %q:\n%s", set, err, want, out)
+		}
+	}
+	template(t, "image.pullPolicy=Always", "clientResync=1h30m", "goMemLimit=off", "kubeAPIQPS=50.5",
+		"imagePullSecrets[0].name=regcred", "nodeSelector.zone=a", "tolerations[0].operator=Exists",
+		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b")
+}
+
+// With replicas > 1 the operator's pods spread across nodes and a drain may evict one
+// at a time; with one, no PodDisruptionBudget blocks a drain. fullnameOverride names
+// every object, extraArgs and extraEnv reach the container, and a real API server
+// accepts all of it.
+func TestChartReplicasNamesArgsAndEnv(t *testing.T) {
+	one := template(t)
+	if o := find(one, "PodDisruptionBudget", "kubeoauth-manager"); o != nil {
+		t.Error("a PodDisruptionBudget with one replica: it would block every node drain")
+	}
+	var dep struct {
+		Spec struct {
+			Template struct {
+				metav1.ObjectMeta `json:"metadata"`
+				Spec              corev1.PodSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(one, "Deployment", "kubeoauth-manager"), &dep)
+	if c := dep.Spec.Template.Spec.TopologySpreadConstraints; len(c) != 0 {
+		t.Errorf("topology spread with one replica: %v", c)
+	}
+
+	objs := template(t, "replicas=3", "fullnameOverride=auth", "extraArgs={--zap-devel,--client-resync=1h}",
+		"extraEnv[0].name=HTTPS_PROXY", "extraEnv[0].value=http://proxy:3128")
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" && !strings.HasPrefix(o.GetName(), "auth-") {
+			t.Errorf("%s/%s is not named after fullnameOverride auth", o.GetKind(), o.GetName())
+		}
+	}
+	toTyped(t, find(objs, "Deployment", "auth-manager"), &dep)
+	pods := dep.Spec.Template.Labels
+	spread := dep.Spec.Template.Spec.TopologySpreadConstraints
+	if len(spread) != 1 || spread[0].TopologyKey != "kubernetes.io/hostname" || spread[0].WhenUnsatisfiable != corev1.ScheduleAnyway ||
+		!selects(spread[0].LabelSelector.MatchLabels, pods) {
+		t.Errorf("topology spread %v, want across nodes, preferred, over the pods %v", spread, pods)
+	}
+	var pdb struct {
+		Spec struct {
+			MaxUnavailable int `json:"maxUnavailable"`
+			Selector       struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(objs, "PodDisruptionBudget", "auth-manager"), &pdb)
+	if pdb.Spec.MaxUnavailable != 1 || !selects(pdb.Spec.Selector.MatchLabels, pods) {
+		t.Errorf("PodDisruptionBudget %+v, want maxUnavailable 1 over the pods %v", pdb.Spec, pods)
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if n := len(c.Args); n < 2 || c.Args[n-2] != "--zap-devel" || c.Args[n-1] != "--client-resync=1h" {
+		t.Errorf("args %v, want extraArgs last (a repeated flag takes the last value)", c.Args)
+	}
+	if e := c.Env[len(c.Env)-1]; e.Name != "HTTPS_PROXY" || e.Value != "http://proxy:3128" {
+		t.Errorf("env %v, want extraEnv's HTTPS_PROXY", c.Env)
+	}
+	if find(objs, "ClusterRoleBinding", "auth-manager") == nil || find(objs, "ServiceAccount", "auth-manager") == nil {
+		t.Error("no ServiceAccount or ClusterRoleBinding auth-manager")
+	}
+
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("kubeoauth-system")
+	apply := []*unstructured.Unstructured{ns}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			apply = append(apply, o)
+		}
+	}
+	applyAll(t, apply, "helm")
+}
+
+// selects says whether a selector's labels all hold on a pod's.
+func selects(selector, pod map[string]string) bool {
+	for k, v := range selector {
+		if pod[k] != v {
+			return false
+		}
+	}
+	return len(selector) > 0
+}
+
+// By default the operator serves /metrics with authentication and authorization
+// (--metrics-secure on 8443, behind the metrics Service), may make the TokenReviews and
+// SubjectAccessReviews that needs, as a real API server's authorizer answers, and a
+// scraper bound to <fullname>-metrics-reader may read /metrics; metrics.secure=false
+// is plain HTTP on 8080 without those roles.
+func TestChartMetricsNeedAuthorization(t *testing.T) {
+	objs := template(t, "serviceMonitor.enabled=true")
+	var dep struct {
+		Spec struct {
+			Template struct {
+				Spec corev1.PodSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	toTyped(t, find(objs, "Deployment", "kubeoauth-manager"), &dep)
+	c := dep.Spec.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	if !strings.Contains(args, "--metrics-secure") || !strings.Contains(args, "--metrics-bind-address=:8443") ||
+		c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 8443 {
+		t.Errorf("args %s, ports %v: want --metrics-secure on :8443, the port named metrics", args, c.Ports)
+	}
+	sm := find(objs, "ServiceMonitor", "kubeoauth")
+	if sm == nil {
+		t.Fatal("no ServiceMonitor")
+	}
+	if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 ||
+		eps[0].(map[string]any)["scheme"] != "https" || eps[0].(map[string]any)["bearerTokenFile"] == nil {
+		t.Errorf("ServiceMonitor endpoints %v, want https with the scraper's token", eps)
+	}
+
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName("kubeoauth-system")
+	apply := []*unstructured.Unstructured{ns}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "ServiceMonitor" && o.GetKind() != "PodMonitor" {
+			apply = append(apply, o)
+		}
+	}
+	binding := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "prometheus-kubeoauth-metrics"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeoauth-metrics-reader"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}},
+	}}
+	cl := applyAll(t, append(apply, binding), "helm")
+	allowed := func(sa string, attrs authorizationv1.SubjectAccessReviewSpec) bool {
+		t.Helper()
+		attrs.User = "system:serviceaccount:" + sa
+		attrs.Groups = []string{"system:serviceaccounts", "system:authenticated"}
+		review := &authorizationv1.SubjectAccessReview{Spec: attrs}
+		if err := cl.Create(context.Background(), review); err != nil {
+			t.Fatal(err)
+		}
+		return review.Status.Allowed
+	}
+	operator := "kubeoauth-system:kubeoauth-manager"
+	for _, r := range []authorizationv1.ResourceAttributes{
+		{Verb: "create", Group: "authentication.k8s.io", Resource: "tokenreviews"},
+		{Verb: "create", Group: "authorization.k8s.io", Resource: "subjectaccessreviews"},
+	} {
+		if !allowed(operator, authorizationv1.SubjectAccessReviewSpec{ResourceAttributes: &r}) {
+			t.Errorf("the operator may not %s %s: it cannot check a scraper", r.Verb, r.Resource)
+		}
+	}
+	metrics := authorizationv1.SubjectAccessReviewSpec{NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"}}
+	if !allowed("monitoring:prometheus", metrics) {
+		t.Error("a scraper bound to kubeoauth-metrics-reader may not GET /metrics")
+	}
+	if allowed("monitoring:stranger", metrics) {
+		t.Error("any service account may GET /metrics")
+	}
+
+	// helm test's pod runs `manager self-test` as its own ServiceAccount, which may
+	// read the three CRDs and the operator's Lease, and nothing else.
+	pod := find(objs, "Pod", "kubeoauth-test")
+	if pod == nil || pod.GetAnnotations()["helm.sh/hook"] != "test" {
+		t.Fatal("no helm test Pod kubeoauth-test")
+	}
+	var testPod corev1.Pod
+	toTyped(t, pod, &testPod)
+	if args := testPod.Spec.Containers[0].Args; len(args) < 2 || args[0] != "self-test" || args[1] != "--namespace=kubeoauth-system" {
+		t.Errorf("helm test pod args %v, want self-test --namespace=kubeoauth-system", args)
+	}
+	if selects(map[string]string{"app.kubernetes.io/name": "kubeoauth", "app.kubernetes.io/instance": "kubeoauth",
+		"app.kubernetes.io/component": "manager"}, testPod.Labels) {
+		t.Error("the helm test pod carries the operator's selector labels: its ReplicaSet would adopt it")
+	}
+	tester := "kubeoauth-system:kubeoauth-test"
+	for _, r := range []authorizationv1.ResourceAttributes{
+		{Verb: "get", Group: "apiextensions.k8s.io", Resource: "customresourcedefinitions", Name: "tokenservers.oauth.kubeoauth.io"},
+		{Verb: "get", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kubeoauth-system", Name: "manager.kubeoauth.io"},
+	} {
+		if !allowed(tester, authorizationv1.SubjectAccessReviewSpec{ResourceAttributes: &r}) {
+			t.Errorf("helm test may not %s %s %s", r.Verb, r.Resource, r.Name)
+		}
+	}
+	if allowed(tester, authorizationv1.SubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+		Verb: "get", Resource: "secrets", Namespace: "kubeoauth-system"}}) {
+		t.Error("helm test may read Secrets")
+	}
+
+	objs = template(t, "metrics.secure=false")
+	toTyped(t, find(objs, "Deployment", "kubeoauth-manager"), &dep)
+	c = dep.Spec.Template.Spec.Containers[0]
+	if args := strings.Join(c.Args, " "); strings.Contains(args, "--metrics-secure") || !strings.Contains(args, "--metrics-bind-address=:8080") ||
+		find(objs, "ClusterRole", "kubeoauth-metrics-auth") != nil {
+		t.Errorf("metrics.secure=false: args %s, want plain :8080 and no metrics-auth role", args)
 	}
 }

@@ -1,6 +1,8 @@
-{{/* The name of the release's objects: the release name, with "kubeoauth" added unless it is in it. */}}
+{{/* The name of the release's objects: fullnameOverride, or the release name with "kubeoauth" added unless it is in it. */}}
 {{- define "kubeoauth.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
