@@ -37,11 +37,11 @@ func scrapeRequests(cfg *rest.Config) (requestCounts, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
+		sample, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
 			continue
 		}
-		labelPart, value, ok := strings.Cut(rest, "} ")
+		labelPart, value, ok := strings.Cut(sample, "} ")
 		if !ok {
 			continue
 		}
