@@ -222,6 +222,19 @@ type TokenSettings struct {
 	// a request_uri from there is refused. Bundled servers only.
 	// +optional
 	RequirePushedAuthorizationRequests bool `json:"requirePushedAuthorizationRequests,omitempty"`
+	// deviceCodeLifespan: how long a device code and its user code of the device
+	// authorization grant (RFC 8628) can be used; unset means 10m. Bundled servers
+	// only.
+	// +optional
+	DeviceCodeLifespan Duration `json:"deviceCodeLifespan,omitempty"`
+	// devicePollInterval: how long a device waits between two polls of the token
+	// endpoint in the device authorization grant, in whole seconds as RFC 8628 sends
+	// it; one that polls sooner gets slow_down and 5s more. Unset means 5s. Bundled
+	// servers only.
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[1-9][0-9]?s$')",message="must be whole seconds from 1s to 99s, such as 5s: RFC 8628 gives the interval in seconds"
+	// +optional
+	DevicePollInterval string `json:"devicePollInterval,omitempty"`
 }
 
 // LoginSpec says how users sign in: with a password from a Secret of users, through

@@ -666,6 +666,8 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		"KUBEOAUTH_ID_TOKEN_LIFESPAN":       string(t.IDTokenLifespan),
 		"KUBEOAUTH_AUTHORIZE_CODE_LIFESPAN": string(t.AuthorizationCodeLifespan),
 		"KUBEOAUTH_REFRESH_GRACE_PERIOD":    t.RefreshGracePeriod,
+		"KUBEOAUTH_DEVICE_CODE_LIFESPAN":    string(t.DeviceCodeLifespan),
+		"KUBEOAUTH_DEVICE_POLL_INTERVAL":    t.DevicePollInterval,
 	} {
 		if v != "" {
 			env = append(env, corev1.EnvVar{Name: name, Value: v})

@@ -167,7 +167,12 @@ func TestTokenServerStatefulSet(t *testing.T) {
 				"KUBEOAUTH_DSN_FILE": "/etc/kubeoauth/db/dsn", "KUBEOAUTH_LISTEN": ":4444", "KUBEOAUTH_ADMIN_LISTEN": ":4445",
 				"KUBEOAUTH_METRICS_LISTEN": ":4446"},
 			absent: []string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", "KUBEOAUTH_USERS_FILE", "KUBEOAUTH_ID_TOKEN_LIFESPAN", "KUBEOAUTH_REQUIRE_PKCE",
-				"KUBEOAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS"}},
+				"KUBEOAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "KUBEOAUTH_DEVICE_CODE_LIFESPAN", "KUBEOAUTH_DEVICE_POLL_INTERVAL"}},
+		"device grant timings": {ts: server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Tokens.DeviceCodeLifespan, ts.Spec.Tokens.DevicePollInterval = "15m", "10s"
+		}),
+			in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1,
+			env: map[string]string{"KUBEOAUTH_DEVICE_CODE_LIFESPAN": "15m", "KUBEOAUTH_DEVICE_POLL_INTERVAL": "10s"}},
 		"pushed authorization requests required": {ts: server(func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Tokens.RequirePushedAuthorizationRequests = true }),
 			in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1, env: map[string]string{"KUBEOAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS": "true"}},
 		"PKCE opted out for legacy apps": {ts: server(func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Tokens.RequirePKCE = ptr.To(false) }),
