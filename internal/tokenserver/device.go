@@ -120,7 +120,7 @@ func (s *Server) deviceDecision(w http.ResponseWriter, r *http.Request) {
 		s.deviceDone(w, r, s.cfg.Provider.DenyDevice(ctx, dr), "Your device was not connected. You can close this page.")
 	default:
 		s.render(w, http.StatusOK, "device.html", page{Title: "Allow " + client.Name + "?", Client: pageClient(client),
-			Scopes: s.deviceScopeLines(dr.Scopes), Subject: user.display(), CSRF: s.csrfToken(s.session(w, r)),
+			Scopes: s.scopeLines(dr.Scopes), Subject: user.display(), CSRF: s.csrfToken(s.session(w, r)),
 			UserCode: oauth.NormalizeUserCode(code)[:4] + "-" + oauth.NormalizeUserCode(code)[4:]})
 	}
 }
@@ -165,8 +165,9 @@ func (s *Server) deviceDone(w http.ResponseWriter, r *http.Request, err error, n
 	}
 }
 
-// deviceScopeLines are the consent page's words for scopes.
-func (s *Server) deviceScopeLines(scopes []string) []scopeLine {
+// scopeLines are the consent pages' words for scopes (the authorization's and the
+// device's): the TokenServer's descriptions, then the standard ones.
+func (s *Server) scopeLines(scopes []string) []scopeLine {
 	out := make([]scopeLine, 0, len(scopes))
 	for _, sc := range scopes {
 		d := s.cfg.ScopeDescriptions[sc]

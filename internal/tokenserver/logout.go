@@ -149,14 +149,22 @@ func (s *Server) logoutRefused(w http.ResponseWriter, msg string, err error) boo
 // endSignIn ends the session as the account page's sign-out does (for every replica
 // and every copy of the cookie), then leaves the user where the app asked.
 func (s *Server) endSignIn(w http.ResponseWriter, r *http.Request, lr *logoutRequest) {
+	if s.signOutBrowser(w, r) {
+		s.signedOut(w, r, lr)
+	}
+}
+
+// signOutBrowser signs the browser out (every replica, every copy of the cookie) and
+// gives it a fresh session; false when it has answered with the error page.
+func (s *Server) signOutBrowser(w http.ResponseWriter, r *http.Request) bool {
 	if err := s.signOut(r); err != nil {
 		s.cfg.Log.Error("ending a sign-in session", "err", err)
 		w.Header().Set("Retry-After", "1")
 		s.errorPage(w, storeErrStatus(err), "You could not be signed out right now; try again in a moment.")
-		return
+		return false
 	}
 	s.newSession(w)
-	s.signedOut(w, r, lr)
+	return true
 }
 
 // signedOut sends the user to the app's registered address, with its state, or

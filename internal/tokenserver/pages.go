@@ -256,17 +256,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		p.ConsentRequired(w, r, areq)
 		return
 	}
-	scopes := make([]scopeLine, 0, len(areq.Scopes))
-	for _, sc := range areq.Scopes {
-		d := s.cfg.ScopeDescriptions[sc]
-		if d == "" {
-			d = standardScopeDescriptions[sc]
-		}
-		if d == "" {
-			d = "Use the permission “" + sc + "”"
-		}
-		scopes = append(scopes, scopeLine{Name: sc, Description: d})
-	}
+	scopes := s.scopeLines(areq.Scopes)
 	redirectHost := ""
 	if u, err := url.Parse(areq.RedirectURI); err == nil {
 		redirectHost = u.Host
@@ -401,14 +391,9 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if !s.parsePage(w, r) || !s.csrfChecked(w, r) {
 		return
 	}
-	if err := s.signOut(r); err != nil {
-		s.cfg.Log.Error("ending a sign-in session", "err", err)
-		w.Header().Set("Retry-After", "1")
-		s.errorPage(w, storeErrStatus(err), "You could not be signed out right now; try again in a moment.")
-		return
+	if s.signOutBrowser(w, r) {
+		http.Redirect(w, r, "/login?signed_out", http.StatusSeeOther)
 	}
-	s.newSession(w)
-	http.Redirect(w, r, "/login?signed_out", http.StatusSeeOther)
 }
 
 // account lists the signed-in user's connected apps.
