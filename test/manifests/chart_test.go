@@ -408,9 +408,22 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 	if sm == nil {
 		t.Fatal("no ServiceMonitor")
 	}
-	if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 ||
-		eps[0].(map[string]any)["scheme"] != "https" || eps[0].(map[string]any)["bearerTokenFile"] == nil {
-		t.Errorf("ServiceMonitor endpoints %v, want https with the scraper's token", eps)
+	// The ServiceMonitor scrapes as the chart's own ServiceAccount, through the
+	// long-lived token the Prometheus Operator reads from its Secret, and keeps the
+	// operator's namespace label on kubeoauth_tokenserver_condition (honorLabels).
+	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(eps) != 1 {
+		t.Fatalf("ServiceMonitor endpoints %v, want one", eps)
+	}
+	ep := eps[0].(map[string]any)
+	secretName, _, _ := unstructured.NestedString(ep, "authorization", "credentials", "name")
+	if ep["scheme"] != "https" || ep["honorLabels"] != true || secretName != "kubeoauth-metrics-scraper" {
+		t.Errorf("ServiceMonitor endpoint %v, want https, honorLabels and the scraper's token Secret", ep)
+	}
+	tokenSecret := find(objs, "Secret", secretName)
+	if tokenSecret == nil || tokenSecret.Object["type"] != string(corev1.SecretTypeServiceAccountToken) ||
+		tokenSecret.GetAnnotations()[corev1.ServiceAccountNameKey] != "kubeoauth-metrics-scraper" {
+		t.Errorf("no service-account-token Secret %s for the scraper: %v", secretName, tokenSecret)
 	}
 
 	ns := &unstructured.Unstructured{}
@@ -452,6 +465,9 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 	metrics := authorizationv1.SubjectAccessReviewSpec{NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"}}
 	if !allowed("monitoring:prometheus", metrics) {
 		t.Error("a scraper bound to kubeoauth-metrics-reader may not GET /metrics")
+	}
+	if !allowed("kubeoauth-system:kubeoauth-metrics-scraper", metrics) {
+		t.Error("the ServiceMonitor's own scraper may not GET /metrics")
 	}
 	if allowed("monitoring:stranger", metrics) {
 		t.Error("any service account may GET /metrics")
