@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -50,8 +52,13 @@ func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "kub
 // template renders the chart as `helm install` would, with --set values.
 func template(t *testing.T, sets ...string) []*unstructured.Unstructured {
 	t.Helper()
+	return templateRelease(t, "kubeoauth", sets...)
+}
+
+func templateRelease(t *testing.T, release string, sets ...string) []*unstructured.Unstructured {
+	t.Helper()
 	args := make([]string, 0, 6+2*len(sets))
-	args = append(args, "template", "kubeoauth", chartDir(), "--namespace", "kubeoauth-system", "--include-crds")
+	args = append(args, "template", release, chartDir(), "--namespace", "kubeoauth-system", "--include-crds")
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
@@ -299,6 +306,74 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 	template(t, "image.pullPolicy=Always", "clientResync=1h30m", "goMemLimit=off", "kubeAPIQPS=50.5",
 		"imagePullSecrets[0].name=regcred", "nodeSelector.zone=a", "tolerations[0].operator=Exists",
 		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b")
+	// --set makes a numeric tag a number and the flag table lets logLevel be one.
+	dep := find(template(t, "image.tag=20241201", "logLevel=2"), "Deployment", "kubeoauth-manager")
+	c, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	if image := c[0].(map[string]any)["image"]; image != "ghcr.io/kubeoauth/manager:20241201" {
+		t.Errorf("image.tag=20241201 renders image %v", image)
+	}
+	if args := fmt.Sprint(c[0].(map[string]any)["args"]); !strings.Contains(args, "--zap-log-level=2") {
+		t.Errorf("logLevel=2 renders args %s", args)
+	}
+}
+
+// Two releases in one namespace (each with its watchNamespaces) lead through Leases
+// of their own, and each one's helm test checks its own; the release named kubeoauth
+// keeps the Lease 0.1.0 used, so an upgrade never has two leaders.
+func TestChartReleasesLeadApart(t *testing.T) {
+	lease := func(release string) (arg string, testArgs []any) {
+		objs := templateRelease(t, release)
+		fullname := release + "-kubeoauth"
+		if release == "kubeoauth" {
+			fullname = release
+		}
+		dep := find(objs, "Deployment", fullname+"-manager")
+		if dep == nil {
+			t.Fatalf("release %s: no manager Deployment", release)
+		}
+		c, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+		for _, a := range c[0].(map[string]any)["args"].([]any) {
+			if v, ok := strings.CutPrefix(a.(string), "--leader-election-id="); ok {
+				arg = v
+			}
+		}
+		for _, o := range objs {
+			if o.GetKind() == "Pod" {
+				cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "containers")
+				testArgs = cs[0].(map[string]any)["args"].([]any)
+			}
+		}
+		return arg, testArgs
+	}
+	if id, _ := lease("kubeoauth"); id != "manager.kubeoauth.io" {
+		t.Errorf("the release kubeoauth leads through %q, want manager.kubeoauth.io as 0.1.0 did", id)
+	}
+	a, testA := lease("team-a")
+	b, _ := lease("team-b")
+	if a == b || a == "" {
+		t.Errorf("releases team-a and team-b lead through Leases %q and %q", a, b)
+	}
+	if got := fmt.Sprint(testA); !strings.Contains(got, "--lease="+a) || !strings.Contains(got, "--holder-prefix=team-a-kubeoauth-manager-") {
+		t.Errorf("team-a's helm test args %s: want its Lease %s and its pods' prefix", got, a)
+	}
+}
+
+// Helm allows release names of 53 characters; every object the chart renders for
+// one still has a name the API server accepts (a Service's is a DNS label of at most
+// 63, "<fullname>-metrics").
+func TestChartLongReleaseName(t *testing.T) {
+	release := "platform-identity-operator-production-europe-west1-a"
+	for _, o := range templateRelease(t, release, "serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+		"grafanaDashboard.enabled=true", "replicas=2") {
+		name := o.GetName()
+		errs := validation.IsDNS1123Subdomain(name)
+		if o.GetKind() == "Service" {
+			errs = validation.IsDNS1035Label(name)
+		}
+		if len(errs) > 0 {
+			t.Errorf("%s %s: %v", o.GetKind(), name, errs)
+		}
+	}
 }
 
 // With replicas > 1 the operator's pods spread across nodes and a drain may evict one
