@@ -51,6 +51,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "delete-resources" {
+		if err := deleteResources(ctrl.SetupSignalHandler(), os.Args[2:], ctrl.GetConfig, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "delete-resources:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], ctrl.GetConfig); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)

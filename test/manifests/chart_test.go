@@ -358,6 +358,38 @@ func TestChartReleasesLeadApart(t *testing.T) {
 	}
 }
 
+// With crds.keep=false (and only then) a pre-delete hook deletes the watched
+// namespaces' resources while the operator still runs, so the uninstall does not hang
+// on their finalizers; its ServiceAccount may list and delete the three kinds only.
+func TestChartPreDeleteHookWithoutKeep(t *testing.T) {
+	for _, sets := range [][]string{nil, {"crds.enabled=false", "crds.keep=false"}} {
+		if job := find(template(t, sets...), "Job", "kubeoauth-delete-resources"); job != nil {
+			t.Errorf("--set %v renders the pre-delete hook", sets)
+		}
+	}
+	objs := template(t, "crds.keep=false", "watchNamespaces={apps,platform}")
+	job := find(objs, "Job", "kubeoauth-delete-resources")
+	if job == nil {
+		t.Fatal("crds.keep=false renders no pre-delete Job")
+	}
+	if job.GetAnnotations()["helm.sh/hook"] != "pre-delete" {
+		t.Errorf("Job annotations %v, want a pre-delete hook", job.GetAnnotations())
+	}
+	cs, _, _ := unstructured.NestedSlice(job.Object, "spec", "template", "spec", "containers")
+	if args := fmt.Sprint(cs[0].(map[string]any)["args"]); !strings.Contains(args, "delete-resources") ||
+		!strings.Contains(args, "--namespaces=apps,platform") {
+		t.Errorf("hook args %s, want delete-resources in the watched namespaces", args)
+	}
+	role := find(objs, "ClusterRole", "kubeoauth-delete-resources")
+	if role == nil {
+		t.Fatal("no ClusterRole for the hook")
+	}
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	if got := fmt.Sprint(rules); len(rules) != 1 || !strings.Contains(got, "oauth.kubeoauth.io") || strings.Contains(got, "*") {
+		t.Errorf("hook rules %s, want list and delete of the three kinds only", got)
+	}
+}
+
 // Helm allows release names of 53 characters; every object the chart renders for
 // one still has a name the API server accepts (a Service's is a DNS label of at most
 // 63, "<fullname>-metrics").
