@@ -73,8 +73,8 @@ func startKubelet(t *testing.T, ns, admin string) *fakeKubelet {
 	k.metrics = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		req, errs := k.requests.Load(), k.errors5.Load()
 		_, _ = fmt.Fprintf(w, "# TYPE kubeoauth_http_requests_total counter\n"+
-			"kubeoauth_http_requests_total{code=\"200\",endpoint=\"token\"} %d\n"+
-			"kubeoauth_http_requests_total{code=\"500\",endpoint=\"token\"} %d\n", req-errs, errs)
+			"kubeoauth_http_requests_total{code=\"200\",handler=\"token\"} %d\n"+
+			"kubeoauth_http_requests_total{code=\"500\",handler=\"token\"} %d\n", req-errs, errs)
 	}))
 	l, err := net.Listen("tcp", net.JoinHostPort(k.ip, "0"))
 	if err != nil {

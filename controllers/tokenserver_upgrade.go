@@ -524,7 +524,9 @@ func scrape(ctx context.Context, url string) (upgrade.Metrics, error) {
 		var endpoint, code string
 		for _, l := range s.GetLabel() {
 			switch l.GetName() {
-			case "endpoint":
+			// Token servers before 0.2.0 called the label "endpoint"; an upgrade
+			// from one reads the old colour's series by that name.
+			case "handler", "endpoint":
 				endpoint = l.GetValue()
 			case "code":
 				code = l.GetValue()

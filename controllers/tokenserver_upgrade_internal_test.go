@@ -78,12 +78,14 @@ func TestWithUpgrade(t *testing.T) {
 
 // TestScrape sums kubeoauth_http_requests_total and its 5xx codes, as the token
 // server exposes them; a server without the counter is unreadable, not zero,
-// unless it is a token server (its build info) that served nothing yet.
+// unless it is a token server (its build info) that served nothing yet. The last
+// line is in the form of a token server before 0.2.0 (label "endpoint"), the
+// old colour of an upgrade from it.
 func TestScrape(t *testing.T) {
 	body := "# TYPE kubeoauth_http_requests_total counter\n" +
-		`kubeoauth_http_requests_total{code="200",endpoint="token"} 90` + "\n" +
-		`kubeoauth_http_requests_total{code="401",endpoint="token"} 4` + "\n" +
-		`kubeoauth_http_requests_total{code="500",endpoint="token"} 5` + "\n" +
+		`kubeoauth_http_requests_total{code="200",handler="token"} 90` + "\n" +
+		`kubeoauth_http_requests_total{code="401",handler="token"} 4` + "\n" +
+		`kubeoauth_http_requests_total{code="500",handler="token"} 5` + "\n" +
 		`kubeoauth_http_requests_total{code="503",endpoint="introspect"} 1` + "\n"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/idle/metrics" {

@@ -36,7 +36,8 @@ import (
 // name is used once per process.
 var controllerConfig config.Controller
 
-// leaderElectionID names the operator's leader-election Lease.
+// leaderElectionID names the operator's leader-election Lease unless
+// --leader-election-id says otherwise (the chart gives each release its own).
 const leaderElectionID = "manager.kubeoauth.io"
 
 func main() {
@@ -46,6 +47,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "self-test" {
 		if err := selfTest(context.Background(), os.Args[2:], ctrl.GetConfig, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "self-test:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "delete-resources" {
+		if err := deleteResources(ctrl.SetupSignalHandler(), os.Args[2:], ctrl.GetConfig, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "delete-resources:", err)
 			os.Exit(1)
 		}
 		return
@@ -66,6 +74,7 @@ type options struct {
 	kubeAPIBurst     int
 	resync           time.Duration
 	leaderElectionNS string
+	leaderElectionID string
 	kubeconfig       string
 	clientWorkers    int
 	pprofAddr        string
@@ -86,6 +95,8 @@ func newFlagSet(o *options, zapOpts *zap.Options) *flag.FlagSet {
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "",
 		"Namespace of the leader-election Lease (default: the pod's namespace).")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", leaderElectionID,
+		"Name of the leader-election Lease: two operators (each with its --watch-namespaces) in one namespace need two.")
 	fs.StringVar(&o.watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACES"),
 		"Comma-separated namespaces to watch (env WATCH_NAMESPACES); empty watches all.")
 	// Raised from client-go's 5/10 so that 10,000 new clients (four writes each: the
@@ -147,7 +158,7 @@ func run(ctx context.Context, args []string, getConfig func() (*rest.Config, err
 		HealthProbeBindAddress:  o.probeAddr,
 		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        leaderElectionID,
+		LeaderElectionID:        o.leaderElectionID,
 		LeaderElectionNamespace: o.leaderElectionNS,
 		// The process ends as soon as the manager stops (run returns mgr.Start's
 		// result), so the lease can be handed over at once: a replaced operator pod's

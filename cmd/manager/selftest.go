@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -24,6 +25,10 @@ import (
 func selfTest(ctx context.Context, args []string, getConfig func() (*rest.Config, error), out io.Writer) error {
 	fs := flag.NewFlagSet("self-test", flag.ContinueOnError)
 	ns := fs.String("namespace", "", "Namespace of the operator's leader-election Lease.")
+	leaseName := fs.String("lease", leaderElectionID, "Name of the operator's leader-election Lease (its --leader-election-id).")
+	holderPrefix := fs.String("holder-prefix", "",
+		"The leader's pod name starts with this (the Deployment's name and a dash): a Lease held by another "+
+			"release's operator, sharing its name, does not pass for this one leading.")
 	fresh := fs.Duration("lease-renewed-within", time.Minute, "How recently the Lease must have been renewed.")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,12 +69,17 @@ func selfTest(ctx context.Context, args []string, getConfig func() (*rest.Config
 		_, _ = fmt.Fprintf(out, "ok: CRD %s established\n", name)
 	}
 	var lease coordinationv1.Lease
-	key := client.ObjectKey{Namespace: *ns, Name: leaderElectionID}
+	key := client.ObjectKey{Namespace: *ns, Name: *leaseName}
 	switch err := c.Get(ctx, key, &lease); {
 	case err != nil:
 		failed = append(failed, fmt.Errorf("no operator leads: Lease %s: %w", key, err))
 	case lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "":
 		failed = append(failed, fmt.Errorf("no operator leads: Lease %s has no holder", key))
+	// controller-runtime's holder identity is the leader's hostname (its pod's
+	// name), "_", a UUID.
+	case !strings.HasPrefix(*lease.Spec.HolderIdentity, *holderPrefix):
+		failed = append(failed, fmt.Errorf("the Lease %s is held by %s, not by a pod of this release (%s*): "+
+			"another operator uses the same Lease; give each its own --leader-election-id", key, *lease.Spec.HolderIdentity, *holderPrefix))
 	case lease.Spec.RenewTime == nil || time.Since(lease.Spec.RenewTime.Time) > *fresh:
 		failed = append(failed, fmt.Errorf("the operator's Lease %s was not renewed within %s: its leader %s is gone or stuck",
 			key, *fresh, *lease.Spec.HolderIdentity))

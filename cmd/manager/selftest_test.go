@@ -65,6 +65,12 @@ func TestSelfTestNeedsALeadingOperator(t *testing.T) {
 	if !strings.Contains(out.String(), "leads (Lease kubeoauth-system/manager.kubeoauth.io") {
 		t.Errorf("self-test output:\n%s", out.String())
 	}
+	// A second release's self-test: the Lease of that name is held by this
+	// operator, not by a pod of the release under test.
+	if err := selfTest(t.Context(), []string{"--namespace", "kubeoauth-system", "--holder-prefix", "team-b-kubeoauth-manager-"},
+		cfg, &out); err == nil || !strings.Contains(err.Error(), "not by a pod of this release") {
+		t.Errorf("self-test of another release sharing the Lease: %v, want a failure naming the holder", err)
+	}
 	if err := selfTest(t.Context(), nil, cfg, &out); err == nil || !strings.Contains(err.Error(), "--namespace") {
 		t.Errorf("self-test without --namespace: %v", err)
 	}

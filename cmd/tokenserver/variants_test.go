@@ -370,8 +370,8 @@ func TestVariantErrors(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	for _, want := range []string{
-		fmt.Sprintf(`kubeoauth_http_requests_total{code="500",endpoint="token"} %d`, failed),
-		fmt.Sprintf(`kubeoauth_http_requests_total{code="200",endpoint="token"} %d`, n-failed),
+		fmt.Sprintf(`kubeoauth_http_requests_total{code="500",handler="token"} %d`, failed),
+		fmt.Sprintf(`kubeoauth_http_requests_total{code="200",handler="token"} %d`, n-failed),
 		fmt.Sprintf(`kubeoauth_build_info{version="%s-errors"} 1`, baseVersion),
 	} {
 		if !strings.Contains(string(body), want+"\n") {

@@ -27,10 +27,10 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("PUT /admin/clients/{id}", m.instrument("admin_clients", s.putClient))
 	mux.HandleFunc("GET /admin/clients/{id}", m.instrument("admin_clients", s.getClient))
 	mux.HandleFunc("GET /admin/clients", m.instrument("admin_clients", s.listClients))
-	mux.HandleFunc("DELETE /admin/clients/{id}", m.instrument("admin_clients", s.deleteClient))
+	mux.HandleFunc("DELETE /admin/clients/{id}", m.instrument("admin_client_revoke", s.deleteClient))
 	mux.HandleFunc("PUT /admin/grants/{client}/{subject}", m.instrument("admin_grants", s.putGrant))
 	mux.HandleFunc("GET /admin/grants", m.instrument("admin_grants", s.listGrants))
-	mux.HandleFunc("DELETE /admin/grants/{client}/{subject}", m.instrument("admin_grants", s.deleteGrant))
+	mux.HandleFunc("DELETE /admin/grants/{client}/{subject}", m.instrument("admin_grant_revoke", s.deleteGrant))
 	mux.HandleFunc("GET /admin/events", m.instrument("admin_events", s.events))
 	mux.HandleFunc("POST /admin/verify/authorize", m.instrument("admin_verify", s.verifyAuthorize))
 	mux.HandleFunc("GET /admin/health", s.readyz) // readiness, for callers checking their token too

@@ -35,13 +35,18 @@ type Metrics struct {
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
+		// "handler", not "endpoint": the Prometheus Operator labels every target
+		// with endpoint=<port>, which would rename ours to exported_endpoint and
+		// leave the chart's alerts matching nothing. No label here may be one a
+		// scraper sets itself (namespace, pod, container, service, endpoint, job,
+		// instance); TestMetricLabelsSurviveScrapers checks.
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kubeoauth_http_requests_total", Help: "HTTP requests by endpoint and status code.",
-		}, []string{"endpoint", "code"}),
+			Name: "kubeoauth_http_requests_total", Help: "HTTP requests by handler and status code.",
+		}, []string{"handler", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "kubeoauth_http_request_duration_seconds", Help: "HTTP request latency by endpoint.",
+			Name: "kubeoauth_http_request_duration_seconds", Help: "HTTP request latency by handler.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"endpoint"}),
+		}, []string{"handler"}),
 		tokensIssued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kubeoauth_tokens_issued_total", Help: "Token responses by grant type.",
 		}, []string{"grant_type"}),
@@ -114,15 +119,15 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// instrument counts and times requests to one endpoint. Health, readiness and
+// instrument counts and times requests to one handler. Health, readiness and
 // metrics are not instrumented: an upgrade's analysis reads these counters as the
 // traffic a new version served, and probes would pass for traffic.
-func (m *Metrics) instrument(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+func (m *Metrics) instrument(handler string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		h(rec, r)
-		m.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-		m.requests.WithLabelValues(endpoint, strconv.Itoa(rec.code)).Inc()
+		m.latency.WithLabelValues(handler).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(handler, strconv.Itoa(rec.code)).Inc()
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -388,9 +390,9 @@ func TestMetrics(t *testing.T) {
 	_ = resp.Body.Close()
 	for _, want := range []string{
 		`kubeoauth_tokens_issued_total{grant_type="client_credentials"} 1`,
-		`kubeoauth_http_requests_total{code="200",endpoint="token"} 1`,
-		`kubeoauth_http_requests_total{code="401",endpoint="token"} 1`,
-		`kubeoauth_http_request_duration_seconds_bucket{endpoint="token"`,
+		`kubeoauth_http_requests_total{code="200",handler="token"} 1`,
+		`kubeoauth_http_requests_total{code="401",handler="token"} 1`,
+		`kubeoauth_http_request_duration_seconds_bucket{handler="token"`,
 		`kubeoauth_refresh_grace_uses_total 0`,
 		`kubeoauth_revocations_total{kind="token"} 1`,
 	} {
@@ -400,6 +402,54 @@ func TestMetrics(t *testing.T) {
 	}
 	if strings.Contains(string(body), secret) {
 		t.Error("/metrics contains a client secret")
+	}
+}
+
+// A scraper sets namespace, pod, job, instance and (the Prometheus Operator, for a
+// port) endpoint on every series it takes; a metric label of the same name is
+// renamed exported_<name> and the chart's alerts on it match nothing. Revocations
+// through the admin API count apart from client registration, for the alert on
+// failing revocations.
+func TestMetricLabelsSurviveScrapers(t *testing.T) {
+	in := start(t, setup{})
+	ctx := context.Background()
+	secret := confidentialClient(t, in, "grafana")
+	_, tok := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, "grafana", secret)
+	postForm(t, in.URL+"/oauth2/introspect", url.Values{"token": {tok["access_token"].(string)}}, "grafana", secret)
+	postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {tok["access_token"].(string)}}, "grafana", secret)
+	if _, err := in.Admin.ListGrants(ctx, "grafana", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Admin.DeleteClient(ctx, "grafana", ""); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpClient.Get(in.MetricsURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handlers := map[string]bool{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "namespace", "pod", "container", "service", "endpoint", "job", "instance":
+					t.Errorf("%s has the label %q, which scrapers set themselves", name, l.GetName())
+				case "handler":
+					handlers[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	for _, h := range []string{"token", "introspect", "revoke", "admin_grants", "admin_client_revoke"} {
+		if !handlers[h] {
+			t.Errorf("no series with handler=%q; have %v", h, handlers)
+		}
 	}
 }
 

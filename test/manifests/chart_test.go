@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -50,8 +52,13 @@ func chartDir() string { return filepath.Join(testenv.RepoRoot(), "charts", "kub
 // template renders the chart as `helm install` would, with --set values.
 func template(t *testing.T, sets ...string) []*unstructured.Unstructured {
 	t.Helper()
+	return templateRelease(t, "kubeoauth", sets...)
+}
+
+func templateRelease(t *testing.T, release string, sets ...string) []*unstructured.Unstructured {
+	t.Helper()
 	args := make([]string, 0, 6+2*len(sets))
-	args = append(args, "template", "kubeoauth", chartDir(), "--namespace", "kubeoauth-system", "--include-crds")
+	args = append(args, "template", release, chartDir(), "--namespace", "kubeoauth-system", "--include-crds")
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
@@ -299,6 +306,106 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 	template(t, "image.pullPolicy=Always", "clientResync=1h30m", "goMemLimit=off", "kubeAPIQPS=50.5",
 		"imagePullSecrets[0].name=regcred", "nodeSelector.zone=a", "tolerations[0].operator=Exists",
 		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b")
+	// --set makes a numeric tag a number and the flag table lets logLevel be one.
+	dep := find(template(t, "image.tag=20241201", "logLevel=2"), "Deployment", "kubeoauth-manager")
+	c, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	if image := c[0].(map[string]any)["image"]; image != "ghcr.io/kubeoauth/manager:20241201" {
+		t.Errorf("image.tag=20241201 renders image %v", image)
+	}
+	if args := fmt.Sprint(c[0].(map[string]any)["args"]); !strings.Contains(args, "--zap-log-level=2") {
+		t.Errorf("logLevel=2 renders args %s", args)
+	}
+}
+
+// Two releases in one namespace (each with its watchNamespaces) lead through Leases
+// of their own, and each one's helm test checks its own; the release named kubeoauth
+// keeps the Lease 0.1.0 used, so an upgrade never has two leaders.
+func TestChartReleasesLeadApart(t *testing.T) {
+	lease := func(release string) (arg string, testArgs []any) {
+		objs := templateRelease(t, release)
+		fullname := release + "-kubeoauth"
+		if release == "kubeoauth" {
+			fullname = release
+		}
+		dep := find(objs, "Deployment", fullname+"-manager")
+		if dep == nil {
+			t.Fatalf("release %s: no manager Deployment", release)
+		}
+		c, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+		for _, a := range c[0].(map[string]any)["args"].([]any) {
+			if v, ok := strings.CutPrefix(a.(string), "--leader-election-id="); ok {
+				arg = v
+			}
+		}
+		for _, o := range objs {
+			if o.GetKind() == "Pod" {
+				cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "containers")
+				testArgs = cs[0].(map[string]any)["args"].([]any)
+			}
+		}
+		return arg, testArgs
+	}
+	if id, _ := lease("kubeoauth"); id != "manager.kubeoauth.io" {
+		t.Errorf("the release kubeoauth leads through %q, want manager.kubeoauth.io as 0.1.0 did", id)
+	}
+	a, testA := lease("team-a")
+	b, _ := lease("team-b")
+	if a == b || a == "" {
+		t.Errorf("releases team-a and team-b lead through Leases %q and %q", a, b)
+	}
+	if got := fmt.Sprint(testA); !strings.Contains(got, "--lease="+a) || !strings.Contains(got, "--holder-prefix=team-a-kubeoauth-manager-") {
+		t.Errorf("team-a's helm test args %s: want its Lease %s and its pods' prefix", got, a)
+	}
+}
+
+// With crds.keep=false (and only then) a pre-delete hook deletes the watched
+// namespaces' resources while the operator still runs, so the uninstall does not hang
+// on their finalizers; its ServiceAccount may list and delete the three kinds only.
+func TestChartPreDeleteHookWithoutKeep(t *testing.T) {
+	for _, sets := range [][]string{nil, {"crds.enabled=false", "crds.keep=false"}} {
+		if job := find(template(t, sets...), "Job", "kubeoauth-delete-resources"); job != nil {
+			t.Errorf("--set %v renders the pre-delete hook", sets)
+		}
+	}
+	objs := template(t, "crds.keep=false", "watchNamespaces={apps,platform}")
+	job := find(objs, "Job", "kubeoauth-delete-resources")
+	if job == nil {
+		t.Fatal("crds.keep=false renders no pre-delete Job")
+	}
+	if job.GetAnnotations()["helm.sh/hook"] != "pre-delete" {
+		t.Errorf("Job annotations %v, want a pre-delete hook", job.GetAnnotations())
+	}
+	cs, _, _ := unstructured.NestedSlice(job.Object, "spec", "template", "spec", "containers")
+	if args := fmt.Sprint(cs[0].(map[string]any)["args"]); !strings.Contains(args, "delete-resources") ||
+		!strings.Contains(args, "--namespaces=apps,platform") {
+		t.Errorf("hook args %s, want delete-resources in the watched namespaces", args)
+	}
+	role := find(objs, "ClusterRole", "kubeoauth-delete-resources")
+	if role == nil {
+		t.Fatal("no ClusterRole for the hook")
+	}
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	if got := fmt.Sprint(rules); len(rules) != 1 || !strings.Contains(got, "oauth.kubeoauth.io") || strings.Contains(got, "*") {
+		t.Errorf("hook rules %s, want list and delete of the three kinds only", got)
+	}
+}
+
+// Helm allows release names of 53 characters; every object the chart renders for
+// one still has a name the API server accepts (a Service's is a DNS label of at most
+// 63, "<fullname>-metrics").
+func TestChartLongReleaseName(t *testing.T) {
+	release := "platform-identity-operator-production-europe-west1-a"
+	for _, o := range templateRelease(t, release, "serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+		"grafanaDashboard.enabled=true", "replicas=2") {
+		name := o.GetName()
+		errs := validation.IsDNS1123Subdomain(name)
+		if o.GetKind() == "Service" {
+			errs = validation.IsDNS1035Label(name)
+		}
+		if len(errs) > 0 {
+			t.Errorf("%s %s: %v", o.GetKind(), name, errs)
+		}
+	}
 }
 
 // With replicas > 1 the operator's pods spread across nodes and a drain may evict one
@@ -408,9 +515,22 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 	if sm == nil {
 		t.Fatal("no ServiceMonitor")
 	}
-	if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 ||
-		eps[0].(map[string]any)["scheme"] != "https" || eps[0].(map[string]any)["bearerTokenFile"] == nil {
-		t.Errorf("ServiceMonitor endpoints %v, want https with the scraper's token", eps)
+	// The ServiceMonitor scrapes as the chart's own ServiceAccount, through the
+	// long-lived token the Prometheus Operator reads from its Secret, and keeps the
+	// operator's namespace label on kubeoauth_tokenserver_condition (honorLabels).
+	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(eps) != 1 {
+		t.Fatalf("ServiceMonitor endpoints %v, want one", eps)
+	}
+	ep := eps[0].(map[string]any)
+	secretName, _, _ := unstructured.NestedString(ep, "authorization", "credentials", "name")
+	if ep["scheme"] != "https" || ep["honorLabels"] != true || secretName != "kubeoauth-metrics-scraper" {
+		t.Errorf("ServiceMonitor endpoint %v, want https, honorLabels and the scraper's token Secret", ep)
+	}
+	tokenSecret := find(objs, "Secret", secretName)
+	if tokenSecret == nil || tokenSecret.Object["type"] != string(corev1.SecretTypeServiceAccountToken) ||
+		tokenSecret.GetAnnotations()[corev1.ServiceAccountNameKey] != "kubeoauth-metrics-scraper" {
+		t.Errorf("no service-account-token Secret %s for the scraper: %v", secretName, tokenSecret)
 	}
 
 	ns := &unstructured.Unstructured{}
@@ -452,6 +572,9 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 	metrics := authorizationv1.SubjectAccessReviewSpec{NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"}}
 	if !allowed("monitoring:prometheus", metrics) {
 		t.Error("a scraper bound to kubeoauth-metrics-reader may not GET /metrics")
+	}
+	if !allowed("kubeoauth-system:kubeoauth-metrics-scraper", metrics) {
+		t.Error("the ServiceMonitor's own scraper may not GET /metrics")
 	}
 	if allowed("monitoring:stranger", metrics) {
 		t.Error("any service account may GET /metrics")

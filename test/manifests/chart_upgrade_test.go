@@ -124,8 +124,10 @@ func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 	}
 
 	// The kept CRDs still name the release, so installing it again adopts them.
+	// --no-hooks: crds.keep=false brings a pre-delete hook Job (delete-resources,
+	// TestDeleteResourcesBeforeTheCRDs), and envtest runs no Jobs.
 	run("install", "kubeoauth", chartDir(), "--namespace", "kubeoauth-system", "--set", "crds.keep=false")
-	run("uninstall", "kubeoauth", "--namespace", "kubeoauth-system", "--wait")
+	run("uninstall", "kubeoauth", "--namespace", "kubeoauth-system", "--wait", "--no-hooks")
 	waitCRDs(t, c, false)
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,6 +53,21 @@ func TestChartAlertsReadExportedMetrics(t *testing.T) {
 			}
 		}
 	}
+	// The token server's label is "handler": the Prometheus Operator sets
+	// endpoint=<port> on every target, so endpoint="token" would match nothing.
+	for name, expr := range alerts {
+		if strings.Contains(expr, "endpoint=") || strings.Contains(expr, "job)") {
+			t.Errorf("alert %s selects or groups by a label the scraper sets: %s", name, expr)
+		}
+	}
+	for _, name := range []string{"KubeoauthTokenErrorRate", "KubeoauthTokenLatencyHigh", "KubeoauthRevocationsFailing"} {
+		if !strings.Contains(alerts[name], "app_kubernetes_io_instance") {
+			t.Errorf("alert %s cannot name the TokenServer: %s", name, alerts[name])
+		}
+	}
+	if !strings.Contains(alerts["KubeoauthRevocationsFailing"], `handler=~"revoke|admin_grant_revoke|admin_client_revoke"`) {
+		t.Errorf("the revocations alert does not read exactly the revoking handlers: %s", alerts["KubeoauthRevocationsFailing"])
+	}
 	if !strings.Contains(alerts["KubeoauthTokenErrorRate"], "> 0.02") {
 		t.Errorf("prometheusRule.tokenErrorRatio not in the alert: %s", alerts["KubeoauthTokenErrorRate"])
 	}
@@ -72,6 +88,9 @@ func TestChartAlertsReadExportedMetrics(t *testing.T) {
 	server := resources.ServerSelector(&oauthv1alpha1.TokenServer{}, "blue")
 	if sel[resources.LabelComponent] != server[resources.LabelComponent] || sel[resources.LabelName] != "kubeoauth" {
 		t.Errorf("PodMonitor selects %v; the token server pods carry %v and %s=kubeoauth", sel, server, resources.LabelName)
+	}
+	if targetLabels, _, _ := unstructured.NestedStringSlice(pm.Object, "spec", "podTargetLabels"); !slices.Contains(targetLabels, resources.LabelInstance) {
+		t.Errorf("PodMonitor podTargetLabels %v: the alerts group by the TokenServer (%s)", targetLabels, resources.LabelInstance)
 	}
 	names, _, _ := unstructured.NestedStringSlice(pm.Object, "spec", "namespaceSelector", "matchNames")
 	if strings.Join(names, ",") != "apps,platform" {
@@ -127,6 +146,9 @@ func TestChartDashboardReadsExportedMetrics(t *testing.T) {
 			t.Errorf("panel %q queries nothing", p.Title)
 		}
 		for _, target := range p.Targets {
+			if strings.Contains(target.Expr, "endpoint=") {
+				t.Errorf("panel %q selects endpoint=, a label the Prometheus Operator sets on every target: %s", p.Title, target.Expr)
+			}
 			for _, m := range regexp.MustCompile(`kubeoauth_[a-z_0-9]+`).FindAllString(target.Expr, -1) {
 				m = strings.TrimSuffix(m, "_bucket")
 				queried[m] = true

@@ -1,11 +1,12 @@
-{{/* The name of the release's objects: fullnameOverride, or the release name with "kubeoauth" added unless it is in it. */}}
+{{/* The name of the release's objects: fullnameOverride, or the release name with "kubeoauth" added unless it is in it.
+At most 55 characters, so that "<fullname>-metrics" (a Service: a DNS label of at most 63) fits. */}}
 {{- define "kubeoauth.fullname" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" -}}
 {{- else if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 55 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 55 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -36,5 +37,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-manager" (include "kubeoauth.fullname" .)) .Values.serviceAccount.name -}}
 {{- else -}}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator's leader-election Lease: the release named kubeoauth keeps the name
+0.1.0 used; any other release has its own, so that two releases (each with its
+watchNamespaces) in one namespace each lead. */}}
+{{- define "kubeoauth.leaseName" -}}
+{{- $full := include "kubeoauth.fullname" . -}}
+{{- if eq $full "kubeoauth" -}}
+manager.kubeoauth.io
+{{- else -}}
+{{- printf "%s.manager.kubeoauth.io" $full -}}
 {{- end -}}
 {{- end -}}
