@@ -226,7 +226,8 @@ var retiredConditions = []string{"Synced"}
 //     AdminAPIUnreachable): controller-runtime retries it with backoff;
 //   - a pass that went through, on a kind that also reports Progressing and Degraded
 //     (TokenServer: an upgrade, the page templates): Progressing=True is
-//     Reconciling; Degraded=True is Stalled (an upgrade rolled back, refused or
+//     Reconciling until the new image serves every request (upgrade.SpecMet: after
+//     promotion, the rest of the upgrade reads only as Progressing); Degraded=True is Stalled (an upgrade rolled back, refused or
 //     failed, templates missing or invalid: each needs spec.image or the templates
 //     changed), but while the operator's own rollback is under way (Progressing,
 //     unless stuck past its deadline).
@@ -254,7 +255,7 @@ func progress(err error, conds []metav1.Condition) (reconciling, stalled *metav1
 	switch {
 	case degraded != nil && degraded.Status == metav1.ConditionTrue && (!moving || degraded.Reason == upgrade.ReasonRollbackStuck):
 		return nil, isTrue(oauthv1alpha1.ConditionStalled, degraded.Reason, degraded.Message)
-	case moving:
+	case moving && !upgrade.SpecMet(*progressing):
 		return isTrue(oauthv1alpha1.ConditionReconciling, progressing.Reason, progressing.Message), nil
 	}
 	return nil, nil
