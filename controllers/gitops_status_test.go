@@ -217,6 +217,14 @@ func TestKubectlWaitAndCategory(t *testing.T) {
 		return string(out)
 	}
 	kubectl(append([]string{"wait", "--for=condition=Ready", "--timeout=20s"}, objects...)...)
+	// The STATUS column is Ready's reason: what a user reads to know why not.
+	for obj, reason := range map[string]string{"tokenserver/auth": controllers.ReasonAdminReachable,
+		"oauthclient/app": controllers.ReasonSynced, "consentgrant/" + cg.Name: controllers.ReasonSynced} {
+		out := kubectl("get", obj)
+		if header, row, _ := strings.Cut(out, "\n"); !strings.Contains(header, "STATUS") || !slices.Contains(strings.Fields(row), reason) {
+			t.Errorf("kubectl get %s does not show the STATUS %s:\n%s", obj, reason, out)
+		}
+	}
 	listed := strings.Fields(kubectl("get", "oauth", "-o", "name"))
 	for _, obj := range objects {
 		want := strings.Replace(obj, "/", "."+oauthv1alpha1.GroupVersion.Group+"/", 1)
