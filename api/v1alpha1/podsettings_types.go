@@ -66,9 +66,11 @@ type PodSettings struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
-// LabelValue is the value of a label a pod can carry. A type of its own so that its
-// schema has a maxLength: a CEL rule on the values of a map of unbounded strings
-// costs more than the API server allows a CRD.
+// A type of its own so that its schema has a maxLength: a CEL rule on the values of
+// a map of unbounded strings costs more than the API server allows a CRD.
+
+// LabelValue is the value of a pod label: at most 63 letters, digits, '-', '_' or
+// '.', beginning and ending with a letter or digit, or empty.
 // +kubebuilder:validation:MaxLength=63
 // +kubebuilder:validation:XValidation:rule=`self.matches(r'^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')`,message="must be a label value: at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit (or empty)"
 type LabelValue string
