@@ -235,6 +235,15 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 	if !controllerutil.ContainsFinalizer(cg, Finalizer) {
 		return nil
 	}
+	if err := r.revokeDeleted(ctx, cg); err != nil {
+		return holdDelete(ctx, r.Client, r.Recorder, cg, &cg.Status.Conditions,
+			"the grant of "+cg.Spec.Subject+" is not revoked on the token server yet, nor the tokens issued under it", err)
+	}
+	return releaseFinalizer(ctx, r.Client, cg)
+}
+
+// revokeDeleted revokes the grant of a deleted cg on the token server that holds it.
+func (r *ConsentGrantReconciler) revokeDeleted(ctx context.Context, cg *oauthv1alpha1.ConsentGrant) error {
 	id := cg.Status.ClientID
 	var servers []oauthv1alpha1.TokenServer
 	guessing := false // asking every TokenServer, not the one that holds the grant
@@ -290,7 +299,7 @@ func (r *ConsentGrantReconciler) finalize(ctx context.Context, cg *oauthv1alpha1
 			}
 		}
 	}
-	return releaseFinalizer(ctx, r.Client, cg)
+	return nil
 }
 
 // errNoAdminClient: the TokenServer's admin client could not be built.

@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,7 +100,8 @@ func TestDeclaredGrant(t *testing.T) {
 	}
 }
 
-// Deleting a grant while the token server is unreachable waits; when it is back, the
+// Deleting a grant while the token server is unreachable waits, and says why in
+// kubectl describe (Reconciling DeleteFailed, a Warning event); when it is back, the
 // grant is revoked and the resource goes. Nothing is lost.
 func TestGrantDeleteWhileServerDown(t *testing.T) {
 	ctx := context.Background()
@@ -115,10 +118,7 @@ func TestGrantDeleteWhileServerDown(t *testing.T) {
 	if err := k8s.Delete(ctx, cg); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(cg), cg); err != nil || cg.DeletionTimestamp.IsZero() {
-		t.Fatalf("with the token server down the ConsentGrant should wait, deleting: %v %v", err, cg.DeletionTimestamp)
-	}
+	heldDelete(t, cg, "carol")
 	if gs := serverGrants(t, oc.Status.ClientID, "carol"); len(gs) != 1 {
 		t.Fatalf("grant on the server while it was unreachable: %+v", gs)
 	}
@@ -128,6 +128,26 @@ func TestGrantDeleteWhileServerDown(t *testing.T) {
 	}, nil)
 	if gs := serverGrants(t, oc.Status.ClientID, "carol"); len(gs) != 0 {
 		t.Errorf("the grant survived: %+v", gs)
+	}
+}
+
+// heldDelete checks that obj, deleted while its token server is unreachable, stays
+// Terminating and tells why, as a user reads it: Ready=False and Reconciling=True
+// DeleteFailed naming what is not undone yet (what), and one Warning event.
+func heldDelete(t *testing.T, obj client.Object, what string) {
+	t.Helper()
+	waitCondition(t, obj, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonDeleteFailed)
+	if obj.GetDeletionTimestamp().IsZero() {
+		t.Fatalf("%s should wait, Terminating", obj.GetName())
+	}
+	for _, c := range conditionsOf(obj) {
+		if c.Type == oauthv1alpha1.ConditionReady && (c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonDeleteFailed ||
+			!strings.Contains(c.Message, what)) {
+			t.Errorf("Ready while the delete is held: %+v", c)
+		}
+	}
+	if note := waitWarning(t, obj.GetNamespace(), obj.GetName(), controllers.ReasonDeleteFailed); !strings.Contains(note, what) {
+		t.Errorf("the DeleteFailed event says %q, not what waits (%s)", note, what)
 	}
 }
 
@@ -159,4 +179,30 @@ func TestMirrorOfBrowserConsent(t *testing.T) {
 	eventually(t, 15*time.Second, "the mirrored ConsentGrant goes", func() bool {
 		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(mirror), mirror))
 	}, nil)
+}
+
+// Deleting an OAuthClient while its token server is unreachable keeps it Terminating
+// and says why, until the server is back and the client deregistered there.
+func TestClientDeleteWhileServerDown(t *testing.T) {
+	ctx := context.Background()
+	proxy := tcpproxy.Start(t, "127.0.0.1", "tcp", admin.BaseURL[len("http://"):])
+	ns := firstPartyServer(t, "http://"+proxy.Addr)
+	oc := readyClient(t, ns, "ci")
+	id := oc.Status.ClientID
+
+	proxy.Down()
+	if err := k8s.Delete(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	heldDelete(t, oc, "client "+id+" is still registered")
+	if _, err := admin.GetClient(ctx, id); err != nil {
+		t.Fatalf("the client left the token server while it was unreachable: %v", err)
+	}
+	proxy.Up()
+	eventually(t, 60*time.Second, "the OAuthClient is gone once the server is back", func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(oc), oc))
+	}, nil)
+	if _, err := admin.GetClient(ctx, id); !errors.Is(err, adminapi.ErrNotFound) {
+		t.Errorf("the client survived its delete: %v", err)
+	}
 }

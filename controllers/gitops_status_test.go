@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	lua "github.com/yuin/gopher-lua"
 	corev1 "k8s.io/api/core/v1"
@@ -149,6 +151,49 @@ func TestGitOpsStatus(t *testing.T) {
 		waitWarning(t, ts.Namespace, ts.Name, controllers.ReasonPageTemplatesMissing)
 	})
 
+	// An upgrade reads as under way up to its promotion; once the new image serves
+	// every request the spec is met, though the rollback window keeps Progressing
+	// True for an hour: a Flux dependsOn or an Argo CD sync wave must not wait on it.
+	t.Run("token server upgrade", func(t *testing.T) {
+		step := advanceOperatorClock(t)
+		ts, k := upgradeServer(t, "gitops-upgrade", nil)
+		toPromotion(t, ts, k)
+		check(t, ts, status.InProgressStatus, "Progressing")
+		for want := int32(2); want <= 3; want++ {
+			k.requests.Add(25)
+			step(31 * time.Second)
+			poke(t, ts)
+			if want == 2 {
+				eventually(t, 20*time.Second, "step 2", func() bool {
+					_ = k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts)
+					return ts.Status.Upgrade.Step == 2 && ts.Status.Upgrade.Progress == "1/2"
+				}, func() string { return fmt.Sprintf("upgrade %+v", ts.Status.Upgrade) })
+			}
+		}
+		waitPhase(t, ts, oauthv1alpha1.UpgradeScalingDown)
+		check(t, ts, status.CurrentStatus, "Healthy")
+		step(31 * time.Second)
+		poke(t, ts)
+		waitPhase(t, ts, oauthv1alpha1.UpgradeRollbackWindow)
+		if ts.Status.CurrentImage != imageV2 {
+			t.Errorf("status.currentImage %s in the rollback window, want %s", ts.Status.CurrentImage, imageV2)
+		}
+		check(t, ts, status.CurrentStatus, "Healthy")
+	})
+
+	// A pause before promotion waits for a person: the old image serves, so not done
+	// (InProgress, as kstatus reads a paused Deployment mid-rollout), and Suspended
+	// for Argo CD, as it reads a paused Argo Rollout.
+	t.Run("token server upgrade paused", func(t *testing.T) {
+		advanceOperatorClock(t)
+		ts, k := upgradeServer(t, "gitops-paused", func(ts *oauthv1alpha1.TokenServer) { ts.Spec.Upgrade.PauseBeforePromotion = true })
+		setImage(t, ts, imageV2)
+		k.release("plan", jobOutcome{message: planOK})
+		k.release("expand", jobOutcome{})
+		k.release("verify", jobOutcome{})
+		waitPhase(t, ts, oauthv1alpha1.UpgradePaused)
+		check(t, ts, status.InProgressStatus, "Suspended")
+	})
 }
 
 // kubectl as a user runs it: `kubectl wait --for=condition=Ready` returns for each of
@@ -172,6 +217,14 @@ func TestKubectlWaitAndCategory(t *testing.T) {
 		return string(out)
 	}
 	kubectl(append([]string{"wait", "--for=condition=Ready", "--timeout=20s"}, objects...)...)
+	// The STATUS column is Ready's reason: what a user reads to know why not.
+	for obj, reason := range map[string]string{"tokenserver/auth": controllers.ReasonAdminReachable,
+		"oauthclient/app": controllers.ReasonSynced, "consentgrant/" + cg.Name: controllers.ReasonSynced} {
+		out := kubectl("get", obj)
+		if header, row, _ := strings.Cut(out, "\n"); !strings.Contains(header, "STATUS") || !slices.Contains(strings.Fields(row), reason) {
+			t.Errorf("kubectl get %s does not show the STATUS %s:\n%s", obj, reason, out)
+		}
+	}
 	listed := strings.Fields(kubectl("get", "oauth", "-o", "name"))
 	for _, obj := range objects {
 		want := strings.Replace(obj, "/", "."+oauthv1alpha1.GroupVersion.Group+"/", 1)

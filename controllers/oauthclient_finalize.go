@@ -24,7 +24,8 @@ func (r *OAuthClientReconciler) finalize(ctx context.Context, oc *oauthv1alpha1.
 	}
 	if oc.Spec.DeletionPolicy != oauthv1alpha1.DeletionPolicyOrphan && oc.Status.ClientID != "" {
 		if err := r.deleteRegistered(ctx, oc); err != nil {
-			return err
+			return holdDelete(ctx, r.Client, r.Recorder, oc, &oc.Status.Conditions,
+				"client "+oc.Status.ClientID+" is still registered on the token server, with its tokens", err)
 		}
 	}
 	return releaseFinalizer(ctx, r.Client, oc)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,6 +100,36 @@ func releaseFinalizer(ctx context.Context, c client.Client, obj client.Object) e
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	return nil
+}
+
+// ReasonDeleteFailed: a deleted OAuthClient or ConsentGrant stays Terminating because
+// its finalizer could not undo it on the token server (deregister the client, revoke
+// the grant); the delete is retried with backoff.
+const ReasonDeleteFailed = "DeleteFailed"
+
+// holdDelete reports a finalize that failed (err) on obj, whose status conditions are
+// conds: without it a delete held by the finalizer shows nothing in kubectl describe
+// but Terminating. Ready=False and Reconciling=True DeleteFailed say why, and a
+// Warning event says so when the object enters that state, not on every retry. It
+// returns err, so that controller-runtime retries the delete with backoff.
+func holdDelete(ctx context.Context, c client.Client, rec events.EventRecorder, obj client.Object, conds *[]metav1.Condition,
+	what string, err error) error {
+	before := obj.DeepCopyObject().(client.Object)
+	was := slices.Clone(*conds)
+	msg := what + "; the delete completes once it does (retried with backoff): " + err.Error()
+	reconciling := condition(oauthv1alpha1.ConditionReconciling, true, ReasonDeleteFailed, msg)
+	for _, cond := range []metav1.Condition{condition(oauthv1alpha1.ConditionReady, false, ReasonDeleteFailed, msg), reconciling} {
+		cond.ObservedGeneration = obj.GetGeneration()
+		meta.SetStatusCondition(conds, cond)
+	}
+	meta.RemoveStatusCondition(conds, oauthv1alpha1.ConditionStalled)
+	recordOnce(rec, obj, was, &reconciling)
+	if !equality.Semantic.DeepEqual(was, *conds) {
+		if perr := patchStatus(ctx, c, before, obj); perr != nil {
+			return errors.Join(err, perr)
+		}
+	}
+	return err
 }
 
 // reported points at what finish writes in a kind's status.
@@ -226,7 +257,8 @@ var retiredConditions = []string{"Synced"}
 //     AdminAPIUnreachable): controller-runtime retries it with backoff;
 //   - a pass that went through, on a kind that also reports Progressing and Degraded
 //     (TokenServer: an upgrade, the page templates): Progressing=True is
-//     Reconciling; Degraded=True is Stalled (an upgrade rolled back, refused or
+//     Reconciling until the new image serves every request (upgrade.SpecMet: after
+//     promotion, the rest of the upgrade reads only as Progressing); Degraded=True is Stalled (an upgrade rolled back, refused or
 //     failed, templates missing or invalid: each needs spec.image or the templates
 //     changed), but while the operator's own rollback is under way (Progressing,
 //     unless stuck past its deadline).
@@ -254,7 +286,7 @@ func progress(err error, conds []metav1.Condition) (reconciling, stalled *metav1
 	switch {
 	case degraded != nil && degraded.Status == metav1.ConditionTrue && (!moving || degraded.Reason == upgrade.ReasonRollbackStuck):
 		return nil, isTrue(oauthv1alpha1.ConditionStalled, degraded.Reason, degraded.Message)
-	case moving:
+	case moving && !upgrade.SpecMet(*progressing):
 		return isTrue(oauthv1alpha1.ConditionReconciling, progressing.Reason, progressing.Message), nil
 	}
 	return nil, nil

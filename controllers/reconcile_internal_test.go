@@ -184,6 +184,23 @@ func TestProgress(t *testing.T) {
 			want: map[string]want{stalled: {yes, oauthv1alpha1.ReasonUpgradeRolledBack}}},
 		"rolling back on its own after a failed cutover": {conds: []metav1.Condition{c(progressing, true, "RollingBack"),
 			c(degraded, true, oauthv1alpha1.ReasonCutoverFailed)}, want: map[string]want{reconciling: {yes, "RollingBack"}}},
+		// The new image serves everything: the spec is met, the rest of the upgrade
+		// is for people (Progressing), not for a GitOps tool to wait on.
+		"upgrade promoted, scaling down": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, true, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeScalingDown)), c(degraded, false, "UpgradeScalingDown")},
+			want: map[string]want{}},
+		"upgrade in the rollback window": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, true, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeRollbackWindow)), c(degraded, false, "UpgradeRollbackWindow")},
+			want: map[string]want{}},
+		"contract migrations failed, retried on their own": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, true, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeContracting)),
+			c(degraded, true, oauthv1alpha1.ReasonMigrationFailed)}, want: map[string]want{}},
+		"upgrade promoting": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, true, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradePromoting))},
+			want: map[string]want{reconciling: {yes, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradePromoting)}}},
+		"upgrade paused before promotion: the old image serves": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, true, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradePaused))},
+			want: map[string]want{reconciling: {yes, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradePaused)}}},
 		"rollback stuck": {conds: []metav1.Condition{c(progressing, true, "RollingBack"), c(degraded, true, upgrade.ReasonRollbackStuck)},
 			want: map[string]want{stalled: {yes, upgrade.ReasonRollbackStuck}}},
 	}

@@ -179,7 +179,7 @@ func (r *TokenServerReconciler) applyReplays(ctx context.Context, ts *oauthv1alp
 			return fmt.Errorf("create Deployment %s: %w", d.Name, err)
 		}
 		if err := r.Create(ctx, d); client.IgnoreAlreadyExists(err) != nil {
-			return fmt.Errorf("create Deployment %s: %w", d.Name, err)
+			return refusal("create", "Deployment", d.Name, err)
 		}
 	}
 	return nil

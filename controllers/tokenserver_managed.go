@@ -46,7 +46,25 @@ const (
 	// ReasonInvalidSecret: a Secret the TokenServer names holds something its pods
 	// could not use (a CA key without a certificate), which would crash-loop them.
 	ReasonInvalidSecret = "InvalidSecret"
+	// ReasonRefusedByAPIServer: the API server refused an object the operator builds
+	// from the spec (a StatefulSet, a Job): invalid, or forbidden by an admission
+	// policy or webhook, a quota or RBAC.
+	ReasonRefusedByAPIServer = "RefusedByAPIServer"
 )
+
+// refusal is the pass's error for err, from writing (verb) the object kind/name. A
+// refusal the same object meets again (invalid; forbidden by an admission policy or
+// webhook, a quota, RBAC) needs a person: Stalled, naming what was refused and why,
+// where retrying it with backoff would read Reconciling forever. It is looked at
+// again with every condition error's requeue, since a policy is not watched.
+func refusal(verb, kind, name string, err error) error {
+	if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+		return needsHuman(ReasonRefusedByAPIServer, fmt.Sprintf(
+			"the API server refused to %s %s %s (spec.pod, spec.database.managed.pod and spec.jobs shape it; the namespace's "+
+				"admission policies and quotas judge it): %s", verb, kind, name, err.Error()))
+	}
+	return fmt.Errorf("%s %s %s: %w", verb, kind, name, err)
+}
 
 // fieldOwner is the server-side apply field manager of everything the operator builds.
 const fieldOwner = client.FieldOwner("kubeoauth")
@@ -214,7 +232,7 @@ func (r *TokenServerReconciler) apply(ctx context.Context, ts *oauthv1alpha1.Tok
 	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
 		fieldOwner, client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply %s %s: %w", gvk.Kind, obj.GetName(), err)
+		return refusal("apply", gvk.Kind, obj.GetName(), err)
 	}
 	return nil
 }
@@ -439,7 +457,7 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 			return fmt.Errorf("create Job %s: %w", want.Name, err)
 		}
 		if err := r.Create(ctx, want); err != nil {
-			return fmt.Errorf("create Job %s: %w", want.Name, err)
+			return refusal("create", "Job", want.Name, err)
 		}
 		r.Recorder.Eventf(ts, nil, corev1.EventTypeNormal, ReasonMigrating, "Migrate", "Job %s migrates the database for %s",
 			want.Name, ts.Spec.Image)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
@@ -101,14 +103,14 @@ func TestTokenServerPodSettings(t *testing.T) {
 		NodeSelector:      map[string]string{"kubernetes.io/os": "linux"},
 		PriorityClassName: pc.Name,
 		ImagePullSecrets:  []corev1.LocalObjectReference{{Name: "registry"}},
-		Labels:            map[string]string{"team": "identity"},
+		Labels:            map[string]oauthv1alpha1.LabelValue{"team": "identity"},
 		Annotations:       map[string]string{"example.com/owner": "identity"},
 	}
 	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
 		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), Image: "kubeoauth/tokenserver:test",
 			Replicas: ptr.To[int32](3), Pod: settings,
 			Database: &oauthv1alpha1.DatabaseSpec{Managed: &oauthv1alpha1.ManagedDatabase{
-				Pod: &oauthv1alpha1.PodSettings{Labels: map[string]string{"backup": "daily"}}}}}}
+				Pod: &oauthv1alpha1.PodSettings{Labels: map[string]oauthv1alpha1.LabelValue{"backup": "daily"}}}}}}
 	if err := k8s.Create(ctx, ts); err != nil {
 		t.Fatal(err)
 	}
@@ -204,5 +206,83 @@ func checkScheduling(t *testing.T, what string, tpl corev1.PodTemplateSpec, want
 		tpl.Labels["team"] != "identity" || tpl.Annotations["example.com/owner"] != "identity" {
 		t.Errorf("%s: tolerations %v, node selector %v, priority class %q, pull secrets %v, labels %v, annotations %v", what,
 			s.Tolerations, s.NodeSelector, s.PriorityClassName, s.ImagePullSecrets, tpl.Labels, tpl.Annotations)
+	}
+}
+
+// TestRefusedStatefulSetStalls: a StatefulSet the API server refuses (here a
+// ValidatingAdmissionPolicy of the platform team's, as a cluster that asks every
+// workload for a cost-center label has) is refused again on every retry: the
+// TokenServer reads Stalled, not Reconciling forever, and says what was refused and
+// why, with a Warning event. Once the policy is gone, it goes on by itself.
+func TestRefusedStatefulSetStalls(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "refused", nil)
+	const why = "every workload needs a cost-center pod label"
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: "cost-center-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}},
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule: admissionregistrationv1.Rule{APIGroups: []string{"apps"}, APIVersions: []string{"v1"},
+						Resources: []string{"statefulsets"}}}}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "has(object.spec.template.metadata.labels) && 'cost-center' in object.spec.template.metadata.labels",
+				Message:    why}}}}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}}}
+	for _, obj := range []client.Object{policy, binding} {
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+	}
+	// The API server loads a policy in the background: wait until it refuses.
+	probe := func() error {
+		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"}, Spec: appsv1.StatefulSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "probe"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "probe"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+		return k8s.Create(ctx, sts, client.DryRunAll)
+	}
+	eventually(t, 20*time.Second, "the policy refuses StatefulSets", func() bool { return apierrors.IsInvalid(probe()) }, nil)
+
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), Image: "kubeoauth/tokenserver:test",
+			Database: &oauthv1alpha1.DatabaseSpec{Managed: &oauthv1alpha1.ManagedDatabase{}}}}
+	if err := k8s.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	waitCondition(t, ts, oauthv1alpha1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonRefusedByAPIServer)
+	for _, c := range ts.Status.Conditions {
+		if c.Type == oauthv1alpha1.ConditionStalled && (!strings.Contains(c.Message, "StatefulSet auth-db") || !strings.Contains(c.Message, why)) {
+			t.Errorf("Stalled does not say what was refused and why: %q", c.Message)
+		}
+		if c.Type == oauthv1alpha1.ConditionReconciling {
+			t.Errorf("Reconciling beside Stalled: %+v", c)
+		}
+	}
+	if note := waitWarning(t, ns, ts.Name, controllers.ReasonRefusedByAPIServer); !strings.Contains(note, why) {
+		t.Errorf("the Warning event says %q, not the policy's message", note)
+	}
+
+	for _, obj := range []client.Object{binding, policy} {
+		if err := k8s.Delete(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "the policy no longer refuses", func() bool { return probe() == nil }, nil)
+	poke(t, ts) // or the next requeue, within 30 s
+	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonWaitingForDatabase)
+	if _, _, ok := statefulSet(t, ns, "auth-db"); !ok {
+		t.Error("no database StatefulSet once the policy is gone")
+	}
+	for _, c := range ts.Status.Conditions {
+		if c.Type == oauthv1alpha1.ConditionStalled {
+			t.Errorf("still Stalled: %+v", c)
+		}
 	}
 }

@@ -570,7 +570,7 @@ func (r *TokenServerReconciler) createUpgradeJob(ctx context.Context, ts *oauthv
 		return fmt.Errorf("create Job %s: %w", job.Name, err)
 	}
 	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create Job %s: %w", job.Name, err)
+		return refusal("create", "Job", job.Name, err)
 	}
 	return nil
 }

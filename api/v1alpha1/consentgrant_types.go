@@ -64,6 +64,7 @@ type ConsentGrantStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=cg,categories=kubeoauth;oauth
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.clientRef.name`
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.spec.subject`
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.metadata.labels.oauth\.kubeoauth\.io/source`

@@ -41,20 +41,39 @@ type PodSettings struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
-	// labels added to the pods. The operator's own labels (app.kubernetes.io/name,
-	// instance, component, managed-by and every oauth.kubeoauth.io/ key) select its
-	// pods and are refused.
+	// labels added to the pods. Keys and values must be ones a pod can carry (the
+	// API server would refuse the StatefulSet or Job, not the TokenServer). The
+	// operator's own labels (app.kubernetes.io/name, instance, component,
+	// managed-by and every oauth.kubeoauth.io/ key) select its pods, and the Job and
+	// StatefulSet controllers' own (controller-uid, job-name, batch.kubernetes.io/*,
+	// controller-revision-hash, statefulset.kubernetes.io/*,
+	// apps.kubernetes.io/pod-index) select theirs: both are refused.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by']) && !k.startsWith('oauth.kubeoauth.io/'))",message="must not set the operator's own labels (app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/component, app.kubernetes.io/managed-by, oauth.kubeoauth.io/*): the operator selects its pods by them"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['controller-uid', 'job-name', 'controller-revision-hash', 'apps.kubernetes.io/pod-index']) && !k.startsWith('batch.kubernetes.io/') && !k.startsWith('statefulset.kubernetes.io/'))",message="must not set the labels the Job and StatefulSet controllers own (controller-uid, job-name, batch.kubernetes.io/*, controller-revision-hash, statefulset.kubernetes.io/*, apps.kubernetes.io/pod-index): they select their pods by them and refuse the Job or StatefulSet"
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.indexOf('/') <= 253)`,message="keys must be label keys: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	Labels map[string]string `json:"labels,omitempty"`
-	// annotations added to the pods. The operator's own (oauth.kubeoauth.io/*) roll
-	// the pods when what they read changes and are refused.
+	Labels map[string]LabelValue `json:"labels,omitempty"`
+	// annotations added to the pods. Keys must be ones a pod can carry. The
+	// operator's own (oauth.kubeoauth.io/*) roll the pods when what they read
+	// changes, and the Job and StatefulSet controllers' own (batch.kubernetes.io/*,
+	// statefulset.kubernetes.io/*) are theirs: both are refused.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('oauth.kubeoauth.io/'))",message="must not set the operator's own annotations (oauth.kubeoauth.io/*): they roll the pods when their configuration changes"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('batch.kubernetes.io/') && !k.startsWith('statefulset.kubernetes.io/'))",message="must not set the annotations the Job and StatefulSet controllers own (batch.kubernetes.io/*, statefulset.kubernetes.io/*)"
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.indexOf('/') <= 253)`,message="keys must be annotation keys: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
+
+// A type of its own so that its schema has a maxLength: a CEL rule on the values of
+// a map of unbounded strings costs more than the API server allows a CRD.
+
+// LabelValue is the value of a pod label: at most 63 letters, digits, '-', '_' or
+// '.', beginning and ending with a letter or digit, or empty.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule=`self.matches(r'^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')`,message="must be a label value: at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit (or empty)"
+type LabelValue string
 
 // JobSettings are what the operator's Jobs (migrations, and an upgrade's plan,
 // verification, copy, cutover and cleanup) take besides spec.pod's scheduling,

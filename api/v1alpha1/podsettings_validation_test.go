@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,28 +28,74 @@ func TestPodSettingsValidation(t *testing.T) {
 					Effect: corev1.TaintEffectNoSchedule}},
 				NodeSelector: map[string]string{"pool": "identity"}, PriorityClassName: "identity-critical",
 				ImagePullSecrets: []corev1.LocalObjectReference{{Name: "registry"}},
-				Labels:           map[string]string{"team": "identity", "app.kubernetes.io/part-of": "sso"},
+				Labels:           map[string]v1.LabelValue{"team": "identity", "app.kubernetes.io/part-of": "sso"},
 				Annotations:      map[string]string{"prometheus.io/scrape": "true"}}
-			s.Database.Managed.Pod = &v1.PodSettings{Labels: map[string]string{"backup": "daily"}}
+			s.Database.Managed.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"backup": "daily"}}
 		}, ok()},
 		"the instance label": {func(s *v1.TokenServerSpec) {
-			s.Pod = &v1.PodSettings{Labels: map[string]string{"app.kubernetes.io/instance": "other"}}
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"app.kubernetes.io/instance": "other"}}
 		}, reject("spec.pod.labels", labelsMsg)},
 		"the component label": {func(s *v1.TokenServerSpec) {
-			s.Pod = &v1.PodSettings{Labels: map[string]string{"app.kubernetes.io/component": "database"}}
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"app.kubernetes.io/component": "database"}}
 		}, reject("spec.pod.labels", labelsMsg)},
 		"the color label": {func(s *v1.TokenServerSpec) {
-			s.Pod = &v1.PodSettings{Labels: map[string]string{"oauth.kubeoauth.io/color": "green"}}
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"oauth.kubeoauth.io/color": "green"}}
 		}, reject("spec.pod.labels", labelsMsg)},
 		"the serving label": {func(s *v1.TokenServerSpec) {
-			s.Pod = &v1.PodSettings{Labels: map[string]string{v1.LabelServing: "true"}}
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{v1.LabelServing: "true"}}
 		}, reject("spec.pod.labels", labelsMsg)},
 		"the database's managed-by label": {func(s *v1.TokenServerSpec) {
-			s.Database.Managed.Pod = &v1.PodSettings{Labels: map[string]string{"app.kubernetes.io/managed-by": "me"}}
+			s.Database.Managed.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"app.kubernetes.io/managed-by": "me"}}
 		}, reject("spec.database.managed.pod.labels", labelsMsg)},
 		"the config hash annotation": {func(s *v1.TokenServerSpec) {
 			s.Pod = &v1.PodSettings{Annotations: map[string]string{"oauth.kubeoauth.io/config-hash": "x"}}
 		}, reject("spec.pod.annotations", annotationsMsg)},
+		// Keys and values a pod cannot carry: the TokenServer is refused, not the
+		// StatefulSet or Job the operator builds from it later.
+		"a label value with a space": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"team": "identity platform"}}
+		}, reject("spec.pod.labels[team]", "must be a label value")},
+		"a label value of 64 characters": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"team": v1.LabelValue(strings.Repeat("a", 64))}}
+		}, reject("spec.pod.labels.team", "may not be more than 63")},
+		"a label key with an uppercase prefix": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"Team.Example.com/x": "y"}}
+		}, reject("spec.pod.labels", "keys must be label keys")},
+		"a label key whose name is 64 characters": {func(s *v1.TokenServerSpec) {
+			s.Database.Managed.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"example.com/" + strings.Repeat("n", 64): "y"}}
+		}, reject("spec.database.managed.pod.labels", "keys must be label keys")},
+		"a label key whose prefix is 254 characters": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." +
+				strings.Repeat("c", 63) + "." + strings.Repeat("d", 62) + "/x": "y"}}
+		}, reject("spec.pod.labels", "keys must be label keys")},
+		"a label key with two slashes": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"example.com/a/b": "y"}}
+		}, reject("spec.pod.labels", "keys must be label keys")},
+		"an annotation key with a space": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Annotations: map[string]string{"team name": "identity"}}
+		}, reject("spec.pod.annotations", "keys must be annotation keys")},
+		"the Job controller's uid label": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"batch.kubernetes.io/controller-uid": "x"}}
+		}, reject("spec.pod.labels", "the labels the Job and StatefulSet controllers own")},
+		"the Job controller's legacy job-name label": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"job-name": "x"}}
+		}, reject("spec.pod.labels", "the labels the Job and StatefulSet controllers own")},
+		"the StatefulSet controller's pod-name label": {func(s *v1.TokenServerSpec) {
+			s.Database.Managed.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"statefulset.kubernetes.io/pod-name": "auth-db-0"}}
+		}, reject("spec.database.managed.pod.labels", "the labels the Job and StatefulSet controllers own")},
+		"the StatefulSet controller's revision label": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{"controller-revision-hash": "x"}}
+		}, reject("spec.pod.labels", "the labels the Job and StatefulSet controllers own")},
+		"the Job controller's annotations": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Annotations: map[string]string{"batch.kubernetes.io/job-completion-index": "0"}}
+		}, reject("spec.pod.annotations", "the annotations the Job and StatefulSet controllers own")},
+		"the longest label key and value, an empty value, any annotation value": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: map[string]v1.LabelValue{
+				strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61) +
+					"/" + strings.Repeat("n", 63): v1.LabelValue(strings.Repeat("v", 63)),
+				"empty": "", "a": "b", "x_y.z-1": "A.b_c-2"},
+				Annotations: map[string]string{"sidecar.istio.io/inject": "false", "description": "the token server: {\"json\": true}"}}
+		}, ok()},
 		"a negative Job TTL": {func(s *v1.TokenServerSpec) {
 			s.Jobs.TTLSecondsAfterFinished = new(int32(-1))
 		}, reject("spec.jobs.ttlSecondsAfterFinished", "should be greater than or equal to 0")},

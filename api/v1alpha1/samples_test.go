@@ -73,15 +73,20 @@ func TestServerSideApplyRefusesUnknownFields(t *testing.T) {
 }
 
 // `kubectl get` shows the columns a user looks for; kubectl asks the API server for a
-// Table, so this asks the same.
+// Table, so this asks the same. Status is the Ready condition's reason
+// (WaitingForDatabase, RollingOut, NamespaceNotAllowed, ...), so `kubectl get` says
+// why an object is not Ready; shown are the columns without -o wide.
 func TestPrinterColumns(t *testing.T) {
 	tests := map[string]struct {
 		namespace, sample string
-		want              []string
+		want, shown       []string
 	}{
-		"oauthclients":  {"observability", "grafana", []string{"Name", "Ready", "Client ID", "Server", "Secret", "Age"}},
-		"consentgrants": {"observability", "grafana-alice", []string{"Name", "Ready", "Client", "Subject", "Source", "Expires", "Age"}},
-		"tokenservers":  {"platform", "auth", []string{"Name", "Ready", "Issuer", "Serving", "Desired", "Active", "Upgrade", "Step", "Target", "Age"}},
+		"oauthclients": {"observability", "grafana", []string{"Name", "Ready", "Status", "Client ID", "Server", "Secret", "Age"},
+			[]string{"Name", "Ready", "Status", "Client ID", "Server", "Age"}},
+		"consentgrants": {"observability", "grafana-alice", []string{"Name", "Ready", "Status", "Client", "Subject", "Source", "Expires", "Age"},
+			[]string{"Name", "Ready", "Status", "Client", "Subject", "Source", "Age"}},
+		"tokenservers": {"platform", "auth", []string{"Name", "Ready", "Status", "Issuer", "Serving", "Desired", "Active", "Upgrade", "Step", "Target", "Age"},
+			[]string{"Name", "Ready", "Status", "Issuer", "Serving", "Active", "Upgrade", "Age"}},
 	}
 	applySamples(t) // the tables list the samples
 	httpClient, err := rest.HTTPClientFor(restCfg)
@@ -108,11 +113,18 @@ func TestPrinterColumns(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := make([]string, 0, len(table.ColumnDefinitions))
+			var shown []string
 			for _, c := range table.ColumnDefinitions {
 				got = append(got, c.Name)
+				if c.Priority == 0 {
+					shown = append(shown, c.Name)
+				}
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("columns = %v, want %v", got, tc.want)
+			}
+			if !slices.Equal(shown, tc.shown) {
+				t.Errorf("columns without -o wide = %v, want %v", shown, tc.shown)
 			}
 			if len(table.Rows) != 1 || table.Rows[0].Cells[0] != tc.sample {
 				t.Errorf("want one row, for the sample %s; got %v", tc.sample, table.Rows)

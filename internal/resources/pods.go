@@ -73,14 +73,14 @@ func withPodSettings(tpl *corev1.PodTemplateSpec, p *oauthv1alpha1.PodSettings, 
 // under is extra with own over it, without extra's keys in the operator's own
 // prefix (oauth.kubeoauth.io/) or its app.kubernetes.io labels; nil when both are
 // empty, so that a template without either stays as it was built.
-func under(extra, own map[string]string) map[string]string {
+func under[V ~string](extra map[string]V, own map[string]string) map[string]string {
 	if len(extra) == 0 {
 		return own
 	}
 	out := make(map[string]string, len(extra)+len(own))
 	for k, v := range extra {
 		if !reservedKey(k) {
-			out[k] = v
+			out[k] = string(v)
 		}
 	}
 	for k, v := range own {

@@ -90,7 +90,7 @@ func TestPodSettings(t *testing.T) {
 		ImagePullSecrets:  []corev1.LocalObjectReference{{Name: "registry"}},
 		// The CRD refuses the operator's keys; a TokenServer that got past it (an
 		// older CRD) still cannot take the pods out of their Services.
-		Labels:      map[string]string{"team": "identity", LabelInstance: "other", LabelComponent: "x", LabelColor: "green"},
+		Labels:      map[string]oauthv1alpha1.LabelValue{"team": "identity", LabelInstance: "other", LabelComponent: "x", LabelColor: "green"},
 		Annotations: map[string]string{"cost-center": "42", AnnotationConfig: "forged"},
 	}
 	jobResources := resourceRequirements("200m", "128Mi", "512Mi")
@@ -98,7 +98,7 @@ func TestPodSettings(t *testing.T) {
 		ts.Spec.Pod = settings
 		ts.Spec.Database.Managed.Pod = &oauthv1alpha1.PodSettings{PriorityClassName: "database",
 			Resources: &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}},
-			Labels:    map[string]string{"backup": "daily"}}
+			Labels:    map[string]oauthv1alpha1.LabelValue{"backup": "daily"}}
 		ts.Spec.Jobs = oauthv1alpha1.JobSettings{Resources: &jobResources, TTLSecondsAfterFinished: ptr.To[int32](600)}
 	})
 	plain := templates(server())

@@ -106,6 +106,23 @@ func HoldsRollouts(spec oauthv1alpha1.UpgradeSettings, s *oauthv1alpha1.TokenSer
 	return false
 }
 
+// SpecMet says whether the upgrade that progressing (a Progressing condition)
+// reports has met the spec: past promotion the new image serves every request, and what is left
+// (the old color's scale-down delay, the rollback window, the contract migrations,
+// retried on their own) is the operator's own, timed by the upgrade settings. GitOps
+// tools read Reconciling to wait on an apply (kstatus InProgress, Argo CD
+// Progressing): holding it for a whole rollback window (1h by default) would hold
+// every Flux dependsOn and Argo CD sync wave behind each image bump. A pause before
+// promotion has not met it: the old image still serves until a person promotes.
+func SpecMet(progressing metav1.Condition) bool {
+	for _, p := range []phase{oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeRollbackWindow, oauthv1alpha1.UpgradeContracting} {
+		if progressing.Reason == oauthv1alpha1.ProgressingReason(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // promoted are the phases in which the new color holds all the traffic.
 func promoted(p phase) bool {
 	switch p {

@@ -80,6 +80,16 @@ func TestChartAlertsReadExportedMetrics(t *testing.T) {
 		}
 	}
 
+	// Phases that wait by design are no stuck upgrade: the rollback window lasts
+	// rollbackWindow (1h by default, the alert's own default), a pause waits for a
+	// person (review 16, finding 3).
+	excluded := regexp.MustCompile(`reason!~"([^"]*)"`).FindStringSubmatch(alerts["KubeoauthUpgradeStuck"])
+	for _, p := range []oauthv1alpha1.UpgradePhase{oauthv1alpha1.UpgradeRollbackWindow, oauthv1alpha1.UpgradePaused} {
+		if excluded == nil || !slices.Contains(strings.Split(excluded[1], "|"), oauthv1alpha1.ProgressingReason(p)) {
+			t.Errorf("KubeoauthUpgradeStuck fires on %s: %s", oauthv1alpha1.ProgressingReason(p), alerts["KubeoauthUpgradeStuck"])
+		}
+	}
+
 	pm := find(objs, "PodMonitor", "kubeoauth-tokenservers")
 	if pm == nil {
 		t.Fatal("no PodMonitor for the token servers")
