@@ -1,0 +1,433 @@
+package manifests
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/yaml"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
+	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
+
+	// The controllers' metrics (controller_runtime_reconcile_*) are registered when
+	// the package that runs controllers is loaded, as in the operator.
+	_ "sigs.k8s.io/controller-runtime/pkg/controller"
+)
+
+// TestChartAlertRulesAreValidAndReadStoredSeries: the PrometheusRule passes the
+// validation Prometheus runs when it loads a rule file (rulefmt, as `promtool check
+// rules`: every expr parsed as PromQL, `for`, labels, annotation templates). Every
+// series an expression selects is one the token server or the operator registers,
+// under the labels Prometheus stores it with after the chart's PodMonitor or
+// ServiceMonitor scraped it; every label an expression matches or groups by is one
+// of those; every endpoint it names is a handler the token server instruments; and
+// the upgrade alerts match the condition reasons the operator sets.
+func TestChartAlertRulesAreValidAndReadStoredSeries(t *testing.T) {
+	objs := template(t, "prometheusRule.enabled=true", "serviceMonitor.enabled=true")
+	rule := find(objs, "PrometheusRule", "kubeoauth")
+	if rule == nil {
+		t.Fatal("prometheusRule.enabled=true renders no PrometheusRule")
+	}
+	spec, _, _ := unstructured.NestedMap(rule.Object, "spec")
+	content, err := yaml.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promql := parser.NewParser(parser.Options{})
+	groups, errs := rulefmt.Parse(content, false, model.UTF8Validation, promql, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, err := range errs {
+		t.Errorf("Prometheus refuses the PrometheusRule: %v", err)
+	}
+	if groups == nil {
+		t.FailNow()
+	}
+
+	stored := storedSeries(t, objs)
+	endpoints := instrumentedEndpoints(t)
+	selectors := map[string][]*parser.VectorSelector{}
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			expr, err := promql.ParseExpr(r.Expr)
+			if err != nil {
+				t.Errorf("alert %s: %v", r.Alert, err)
+				continue
+			}
+			for _, problem := range readsStoredSeries(expr, stored, endpoints) {
+				t.Errorf("alert %s: %s", r.Alert, problem)
+			}
+			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+				if vs, ok := n.(*parser.VectorSelector); ok && vs.Name == "kubeoauth_tokenserver_condition" {
+					selectors[r.Alert] = append(selectors[r.Alert], vs)
+				}
+				return nil
+			})
+		}
+	}
+
+	// The upgrade alerts, against the conditions the operator writes: Degraded for
+	// each failure of an upgrade, Progressing Upgrade<Phase> for each phase.
+	fires := func(alert string, series map[string]string) bool {
+		for _, vs := range selectors[alert] {
+			if matchesAll(vs.LabelMatchers, series) {
+				return true
+			}
+		}
+		return false
+	}
+	condition := func(typ string, status bool, reason string) map[string]string {
+		return map[string]string{"__name__": "kubeoauth_tokenserver_condition", "namespace": "platform", "name": "auth",
+			"type": typ, "status": map[bool]string{true: "True", false: "False"}[status], "reason": reason}
+	}
+	for _, reason := range []string{oauthv1alpha1.ReasonUpgradeRolledBack, oauthv1alpha1.ReasonUpgradeRefused,
+		oauthv1alpha1.ReasonMigrationFailed, oauthv1alpha1.ReasonCutoverFailed} {
+		if !fires("KubeoauthUpgradeRolledBack", condition(oauthv1alpha1.ConditionDegraded, true, reason)) {
+			t.Errorf("KubeoauthUpgradeRolledBack does not fire for Degraded %s", reason)
+		}
+	}
+	// Waits that end by themselves are not stuck: for the window to open, and the
+	// rollback window (spec.upgrade.rollbackWindow, which may be longer than
+	// upgradeStuckFor: it is one hour by default, as upgradeStuckFor is).
+	waits := map[string]bool{oauthv1alpha1.ReasonUpgradeWaitingForWindow: true,
+		oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeRollbackWindow): true}
+	phases := upgradePhases(t, objs)
+	for _, p := range phases {
+		reason := oauthv1alpha1.ProgressingReason(p)
+		running := upgrade.Active(&oauthv1alpha1.TokenServerStatus{Upgrade: &oauthv1alpha1.UpgradeStatus{Phase: p}})
+		got := fires("KubeoauthUpgradeStuck", condition(oauthv1alpha1.ConditionProgressing, running, reason))
+		if want := running && !waits[reason]; got != want {
+			t.Errorf("KubeoauthUpgradeStuck fires for a long Progressing %s: %v, want %v", reason, got, want)
+		}
+	}
+	if fires("KubeoauthUpgradeStuck", condition(oauthv1alpha1.ConditionProgressing, true, oauthv1alpha1.ReasonUpgradeWaitingForWindow)) {
+		t.Errorf("KubeoauthUpgradeStuck fires while an upgrade waits for its window")
+	}
+}
+
+// readsStoredSeries says what is wrong with expr's selectors and groupings against
+// the stored series: an unknown metric, a label the series do not have, a value a
+// target label never has, an endpoint no handler is instrumented as.
+func readsStoredSeries(expr parser.Expr, stored map[string]map[string]string, endpoints map[string]bool) []string {
+	var problems []string
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.VectorSelector:
+			have := stored[n.Name]
+			if have == nil {
+				problems = append(problems, "reads "+n.Name+", which neither the token server nor the operator exports")
+				return nil
+			}
+			for _, m := range n.LabelMatchers {
+				value, ok := have[m.Name]
+				switch {
+				case m.Name == model.MetricNameLabel || value == anyValue:
+				case !ok:
+					problems = append(problems, "matches label "+m.Name+" of "+n.Name+", which Prometheus stores with "+
+						strings.Join(slices.Sorted(maps.Keys(have)), ", "))
+				case value != ownLabel && !m.Matches(value):
+					problems = append(problems, fmt.Sprintf("matches %s of %s, which Prometheus stores with %s=%q, the label "+
+						"its scrape target sets", m, n.Name, m.Name, value))
+				case m.Name == "endpoint" && strings.HasPrefix(n.Name, "kubeoauth_http_"):
+					for _, v := range strings.Split(m.Value, "|") {
+						if !endpoints[v] {
+							problems = append(problems, "matches endpoint "+v+", which is no handler of the token server's")
+						}
+					}
+				}
+			}
+		case *parser.AggregateExpr:
+			if n.Without {
+				return nil
+			}
+			parser.Inspect(n.Expr, func(inner parser.Node, _ []parser.Node) error {
+				vs, ok := inner.(*parser.VectorSelector)
+				if !ok || stored[vs.Name] == nil {
+					return nil
+				}
+				for _, l := range n.Grouping {
+					if _, ok := stored[vs.Name][l]; !ok {
+						problems = append(problems, "groups "+vs.Name+" by "+l+", a label it does not have")
+					}
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	return problems
+}
+
+func matchesAll(ms []*labels.Matcher, series map[string]string) bool {
+	for _, m := range ms {
+		if !m.Matches(series[m.Name]) {
+			return false
+		}
+	}
+	return true
+}
+
+// The value of a stored label: the metric's own (any value the code gives it), a
+// target label whose value varies by target, or else the one value its target gives.
+const ownLabel, anyValue = "", "*"
+
+// storedSeries are the series Prometheus stores, by name, with their labels: the
+// token server's (scraped by the chart's PodMonitor) and the operator's (by its
+// ServiceMonitor), each with the target labels the Prometheus Operator adds. A
+// metric's own label of the same name as a target label is kept only with
+// honorLabels; otherwise Prometheus renames it exported_<name> and keeps the
+// target's.
+func storedSeries(t *testing.T, objs []*unstructured.Unstructured) map[string]map[string]string {
+	t.Helper()
+	// The target labels the Prometheus Operator's relabelings set: the endpoint is the
+	// port's name; the job is the Service's name for a ServiceMonitor, and
+	// <namespace>/<name> of a PodMonitor.
+	target := func(kind, name, list string) (set map[string]string, honor bool) {
+		o := find(objs, kind, name)
+		if o == nil {
+			t.Fatalf("no %s %s", kind, name)
+		}
+		eps, _, _ := unstructured.NestedSlice(o.Object, "spec", list)
+		ep := eps[0].(map[string]any)
+		honor, _ = ep["honorLabels"].(bool)
+		set = map[string]string{"instance": anyValue, "namespace": anyValue, "pod": anyValue, "container": anyValue,
+			"endpoint": ep["port"].(string), "job": o.GetNamespace() + "/" + o.GetName()}
+		if kind == "ServiceMonitor" {
+			svc := find(objs, "Service", "kubeoauth-metrics")
+			if svc == nil {
+				t.Fatal("no metrics Service for the ServiceMonitor")
+			}
+			set["job"], set["service"] = svc.GetName(), svc.GetName()
+		}
+		return set, honor
+	}
+	out := map[string]map[string]string{}
+	add := func(name string, own []string, target map[string]string, honor bool, histogram bool) {
+		set := maps.Clone(target)
+		for _, l := range own {
+			if _, clash := set[l]; clash && !honor {
+				l = "exported_" + l
+			}
+			set[l] = ownLabel
+		}
+		if !histogram {
+			out[name] = set
+			return
+		}
+		out[name+"_sum"], out[name+"_count"] = set, set
+		bucket := maps.Clone(set)
+		bucket["le"] = ownLabel
+		out[name+"_bucket"] = bucket
+	}
+
+	histograms := histogramsIn(t, "internal/tokenserver/metrics.go")
+	pods, honor := target("PodMonitor", "kubeoauth-tokenservers", "podMetricsEndpoints")
+	for name, own := range describe(t, tokenserver.NewMetrics().Registry) {
+		add(name, own, pods, honor, histograms[name])
+	}
+	operator := describe(t, ctrlmetrics.Registry.(prometheus.Collector))
+	maps.Copy(operator, conditionMetrics(t))
+	// The operator's histograms are not expanded: no alert reads one (a new alert that
+	// does fails here, naming the _bucket series, until this learns their names).
+	services, honor := target("ServiceMonitor", "kubeoauth", "endpoints")
+	for name, own := range operator {
+		add(name, own, services, honor, false)
+	}
+	if out["controller_runtime_reconcile_errors_total"] == nil || out["kubeoauth_http_requests_total"] == nil {
+		t.Fatalf("the registries describe no reconcile errors or token server requests: %v", slices.Sorted(maps.Keys(out)))
+	}
+	return out
+}
+
+// describe lists the metrics a collector registers, with their label names.
+func describe(t *testing.T, c prometheus.Collector) map[string][]string {
+	t.Helper()
+	ch := make(chan *prometheus.Desc)
+	go func() { c.Describe(ch); close(ch) }()
+	re := regexp.MustCompile(`^Desc\{fqName: "([^"]+)".*, constLabels: \{([^}]*)\}, variableLabels: \{([^}]*)\}\}$`)
+	out := map[string][]string{}
+	for d := range ch {
+		m := re.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("a metric description the test cannot read: %s", d)
+		}
+		var names []string
+		for _, pair := range strings.Split(m[2], ",") {
+			if n, _, ok := strings.Cut(pair, "="); ok {
+				names = append(names, n)
+			}
+		}
+		for _, n := range strings.Split(m[3], ",") {
+			if n != "" {
+				names = append(names, strings.TrimSuffix(strings.TrimPrefix(n, "c("), ")"))
+			}
+		}
+		out[m[1]] = names
+	}
+	return out
+}
+
+// histogramsIn are the histograms file registers: their series are <name>_bucket
+// (with le), _sum and _count. A description says nothing of its metric's type.
+func histogramsIn(t *testing.T, file string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, m := range regexp.MustCompile(`NewHistogram(?:Vec)?\(prometheus\.HistogramOpts\{\s*Name:\s*"([a-z_0-9]+)"`).
+		FindAllStringSubmatch(readRepo(t, file), -1) {
+		out[m[1]] = true
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s registers no histogram: the test no longer reads it right", file)
+	}
+	return out
+}
+
+// conditionMetrics are the operator's own metrics (cmd/manager, a main package the
+// test cannot import): their names and labels, from its source.
+func conditionMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	src := readRepo(t, "cmd/manager/conditions.go")
+	lbls := regexp.MustCompile(`labels := \[\]string\{([^}]*)\}`).FindStringSubmatch(src)
+	names := regexp.MustCompile(`prometheus\.NewDesc\("(kubeoauth_[a-z_0-9]+)"`).FindAllStringSubmatch(src, -1)
+	if lbls == nil || len(names) == 0 {
+		t.Fatal("cmd/manager/conditions.go: no labels or metric names the test can read")
+	}
+	parts := strings.Split(lbls[1], ",")
+	own := make([]string, 0, len(parts))
+	for _, l := range parts {
+		own = append(own, strings.Trim(strings.TrimSpace(l), `"`))
+	}
+	out := map[string][]string{}
+	for _, n := range names {
+		out[n[1]] = own
+	}
+	return out
+}
+
+// instrumentedEndpoints are the endpoint label values of the token server's request
+// metrics: the names its handlers are instrumented with.
+func instrumentedEndpoints(t *testing.T) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "internal", "tokenserver", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(f) // #nosec G304 -- the repository's files
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`instrument\("([a-z_]+)"`).FindAllStringSubmatch(string(data), -1) {
+			out[m[1]] = true
+		}
+	}
+	if !out["token"] {
+		t.Fatalf("no handler instrumented as token among %v: the test no longer reads the code right", out)
+	}
+	return out
+}
+
+// upgradePhases are the phases status.upgrade.phase may hold, from the CRD.
+func upgradePhases(t *testing.T, objs []*unstructured.Unstructured) []oauthv1alpha1.UpgradePhase {
+	t.Helper()
+	crd := find(objs, "CustomResourceDefinition", "tokenservers.oauth.kubeoauth.io")
+	if crd == nil {
+		t.Fatal("the chart renders no TokenServer CRD")
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	enum, _, _ := unstructured.NestedStringSlice(versions[0].(map[string]any), "schema", "openAPIV3Schema", "properties",
+		"status", "properties", "upgrade", "properties", "phase", "enum")
+	if len(enum) == 0 {
+		t.Fatal("the TokenServer CRD lists no upgrade phases")
+	}
+	out := make([]oauthv1alpha1.UpgradePhase, 0, len(enum))
+	for _, p := range enum {
+		out = append(out, oauthv1alpha1.UpgradePhase(p))
+	}
+	return out
+}
+
+func readRepo(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), file)) // #nosec G304 -- the repository's files
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// TestChartDashboardQueriesAreValidPromQL: every query of the Grafana dashboard, its
+// variables set as Grafana sets them by default, parses as PromQL and reads series
+// Prometheus stores, as the alerts do.
+func TestChartDashboardQueriesAreValidPromQL(t *testing.T) {
+	objs := template(t, "grafanaDashboard.enabled=true", "serviceMonitor.enabled=true")
+	cm := find(objs, "ConfigMap", "kubeoauth-dashboard")
+	if cm == nil {
+		t.Fatal("grafanaDashboard.enabled=true renders no ConfigMap kubeoauth-dashboard")
+	}
+	data, _, _ := unstructured.NestedString(cm.Object, "data", "kubeoauth.json")
+	var dash struct {
+		Templating struct {
+			List []struct {
+				Name     string `json:"name"`
+				AllValue string `json:"allValue"`
+				Current  struct {
+					Value any `json:"value"`
+				} `json:"current"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(data), &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	vars := make([]string, 0, 4*len(dash.Templating.List))
+	for _, v := range dash.Templating.List {
+		value, _ := v.Current.Value.(string)
+		if value == "" {
+			value = v.AllValue
+		}
+		vars = append(vars, "${"+v.Name+"}", value, "$"+v.Name, value)
+	}
+	substitute := strings.NewReplacer(vars...)
+	stored := storedSeries(t, objs)
+	endpoints := instrumentedEndpoints(t)
+	promql := parser.NewParser(parser.Options{})
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			expr, err := promql.ParseExpr(substitute.Replace(target.Expr))
+			if err != nil {
+				t.Errorf("panel %q: %v", p.Title, err)
+				continue
+			}
+			for _, problem := range readsStoredSeries(expr, stored, endpoints) {
+				t.Errorf("panel %q: %s", p.Title, problem)
+			}
+		}
+	}
+}
