@@ -38,7 +38,7 @@ import (
 // series an expression selects is one the token server or the operator registers,
 // under the labels Prometheus stores it with after the chart's PodMonitor or
 // ServiceMonitor scraped it; every label an expression matches or groups by is one
-// of those; every endpoint it names is a handler the token server instruments; and
+// of those; every handler it names is one the token server instruments; and
 // the upgrade alerts match the condition reasons the operator sets.
 func TestChartAlertRulesAreValidAndReadStoredSeries(t *testing.T) {
 	objs := template(t, "prometheusRule.enabled=true", "serviceMonitor.enabled=true")
@@ -61,7 +61,6 @@ func TestChartAlertRulesAreValidAndReadStoredSeries(t *testing.T) {
 	}
 
 	stored := storedSeries(t, objs)
-	endpoints := instrumentedEndpoints(t)
 	selectors := map[string][]*parser.VectorSelector{}
 	for _, g := range groups.Groups {
 		for _, r := range g.Rules {
@@ -70,7 +69,7 @@ func TestChartAlertRulesAreValidAndReadStoredSeries(t *testing.T) {
 				t.Errorf("alert %s: %v", r.Alert, err)
 				continue
 			}
-			for _, problem := range readsStoredSeries(expr, stored, endpoints) {
+			for _, problem := range stored.problems(expr) {
 				t.Errorf("alert %s: %s", r.Alert, problem)
 			}
 			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
@@ -121,15 +120,34 @@ func TestChartAlertRulesAreValidAndReadStoredSeries(t *testing.T) {
 	}
 }
 
-// readsStoredSeries says what is wrong with expr's selectors and groupings against
-// the stored series: an unknown metric, a label the series do not have, a value a
-// target label never has, an endpoint no handler is instrumented as.
-func readsStoredSeries(expr parser.Expr, stored map[string]map[string]string, endpoints map[string]bool) []string {
+// stored are the series Prometheus stores, by name, with their labels (label →
+// ownLabel, anyValue or the one value the target gives), and the token server's
+// handler label (its request metrics' own label besides code) with the handlers
+// instrumented.
+type stored struct {
+	series map[string]map[string]string
+	// shadowed are, per series, the own labels a target label of the same name
+	// replaced: Prometheus keeps them as exported_<name>.
+	shadowed       map[string]map[string]bool
+	handlerLabel   string
+	handlers       map[string]bool
+	handlerMetrics []string
+}
+
+// The value of a stored label: the metric's own (any value the code gives it), a
+// target label whose value varies by target, or else the one value its target gives.
+const ownLabel, anyValue = "", "*"
+
+// problems says what is wrong with expr's selectors and groupings against the stored
+// series: an unknown metric, a label the series do not have or whose own value a
+// target label replaced, a value a target label never has, a handler that is not
+// instrumented.
+func (st stored) problems(expr parser.Expr) []string {
 	var problems []string
 	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
 		switch n := n.(type) {
 		case *parser.VectorSelector:
-			have := stored[n.Name]
+			have := st.series[n.Name]
 			if have == nil {
 				problems = append(problems, "reads "+n.Name+", which neither the token server nor the operator exports")
 				return nil
@@ -137,17 +155,21 @@ func readsStoredSeries(expr parser.Expr, stored map[string]map[string]string, en
 			for _, m := range n.LabelMatchers {
 				value, ok := have[m.Name]
 				switch {
-				case m.Name == model.MetricNameLabel || value == anyValue:
+				case m.Name == model.MetricNameLabel:
+				case st.shadowed[n.Name][m.Name]:
+					problems = append(problems, fmt.Sprintf("matches %s of %s, but its scrape target's %s replaces the metric's "+
+						"own (kept as exported_%s): honorLabels", m, n.Name, m.Name, m.Name))
+				case value == anyValue:
 				case !ok:
 					problems = append(problems, "matches label "+m.Name+" of "+n.Name+", which Prometheus stores with "+
 						strings.Join(slices.Sorted(maps.Keys(have)), ", "))
 				case value != ownLabel && !m.Matches(value):
 					problems = append(problems, fmt.Sprintf("matches %s of %s, which Prometheus stores with %s=%q, the label "+
 						"its scrape target sets", m, n.Name, m.Name, value))
-				case m.Name == "endpoint" && strings.HasPrefix(n.Name, "kubeoauth_http_"):
+				case m.Name == st.handlerLabel && slices.Contains(st.handlerMetrics, n.Name):
 					for _, v := range strings.Split(m.Value, "|") {
-						if !endpoints[v] {
-							problems = append(problems, "matches endpoint "+v+", which is no handler of the token server's")
+						if !st.handlers[v] {
+							problems = append(problems, m.Name+" "+v+" is no handler the token server instruments")
 						}
 					}
 				}
@@ -158,12 +180,16 @@ func readsStoredSeries(expr parser.Expr, stored map[string]map[string]string, en
 			}
 			parser.Inspect(n.Expr, func(inner parser.Node, _ []parser.Node) error {
 				vs, ok := inner.(*parser.VectorSelector)
-				if !ok || stored[vs.Name] == nil {
+				if !ok || st.series[vs.Name] == nil {
 					return nil
 				}
 				for _, l := range n.Grouping {
-					if _, ok := stored[vs.Name][l]; !ok {
-						problems = append(problems, "groups "+vs.Name+" by "+l+", a label it does not have")
+					switch _, ok := st.series[vs.Name][l]; {
+					case st.shadowed[vs.Name][l]:
+						problems = append(problems, "groups "+vs.Name+" by "+l+", but its scrape target's "+l+
+							" replaces the metric's own (kept as exported_"+l+"): honorLabels")
+					case !ok:
+						problems = append(problems, "groups "+vs.Name+" by "+l+", which it is not stored with")
 					}
 				}
 				return nil
@@ -183,21 +209,17 @@ func matchesAll(ms []*labels.Matcher, series map[string]string) bool {
 	return true
 }
 
-// The value of a stored label: the metric's own (any value the code gives it), a
-// target label whose value varies by target, or else the one value its target gives.
-const ownLabel, anyValue = "", "*"
-
-// storedSeries are the series Prometheus stores, by name, with their labels: the
-// token server's (scraped by the chart's PodMonitor) and the operator's (by its
-// ServiceMonitor), each with the target labels the Prometheus Operator adds. A
-// metric's own label of the same name as a target label is kept only with
-// honorLabels; otherwise Prometheus renames it exported_<name> and keeps the
-// target's.
-func storedSeries(t *testing.T, objs []*unstructured.Unstructured) map[string]map[string]string {
+// storedSeries are the series Prometheus stores: the token server's (scraped by the
+// chart's PodMonitor) and the operator's (by its ServiceMonitor), each with the
+// target labels the Prometheus Operator adds. A metric's own label of the same name
+// as a target label is kept only with honorLabels; otherwise Prometheus keeps the
+// target's and renames the metric's exported_<name>.
+func storedSeries(t *testing.T, objs []*unstructured.Unstructured) stored {
 	t.Helper()
 	// The target labels the Prometheus Operator's relabelings set: the endpoint is the
 	// port's name; the job is the Service's name for a ServiceMonitor, and
-	// <namespace>/<name> of a PodMonitor.
+	// <namespace>/<name> of a PodMonitor; podTargetLabels copy pod labels, their
+	// names sanitized.
 	target := func(kind, name, list string) (set map[string]string, honor bool) {
 		o := find(objs, kind, name)
 		if o == nil {
@@ -208,6 +230,10 @@ func storedSeries(t *testing.T, objs []*unstructured.Unstructured) map[string]ma
 		honor, _ = ep["honorLabels"].(bool)
 		set = map[string]string{"instance": anyValue, "namespace": anyValue, "pod": anyValue, "container": anyValue,
 			"endpoint": ep["port"].(string), "job": o.GetNamespace() + "/" + o.GetName()}
+		copied, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "podTargetLabels")
+		for _, l := range copied {
+			set[regexp.MustCompile(`[^a-zA-Z0-9_]`).ReplaceAllString(l, "_")] = anyValue
+		}
 		if kind == "ServiceMonitor" {
 			svc := find(objs, "Service", "kubeoauth-metrics")
 			if svc == nil {
@@ -217,28 +243,32 @@ func storedSeries(t *testing.T, objs []*unstructured.Unstructured) map[string]ma
 		}
 		return set, honor
 	}
-	out := map[string]map[string]string{}
+	st := stored{series: map[string]map[string]string{}, shadowed: map[string]map[string]bool{}}
 	add := func(name string, own []string, target map[string]string, honor bool, histogram bool) {
-		set := maps.Clone(target)
+		set, shadowed := maps.Clone(target), map[string]bool{}
 		for _, l := range own {
 			if _, clash := set[l]; clash && !honor {
+				shadowed[l] = true
 				l = "exported_" + l
 			}
 			set[l] = ownLabel
 		}
-		if !histogram {
-			out[name] = set
-			return
+		names := []string{name}
+		if histogram {
+			names = []string{name + "_sum", name + "_count", name + "_bucket"}
 		}
-		out[name+"_sum"], out[name+"_count"] = set, set
-		bucket := maps.Clone(set)
-		bucket["le"] = ownLabel
-		out[name+"_bucket"] = bucket
+		for _, n := range names {
+			st.series[n], st.shadowed[n] = maps.Clone(set), shadowed
+		}
+		if histogram {
+			st.series[name+"_bucket"]["le"] = ownLabel
+		}
 	}
 
 	histograms := histogramsIn(t, "internal/tokenserver/metrics.go")
 	pods, honor := target("PodMonitor", "kubeoauth-tokenservers", "podMetricsEndpoints")
-	for name, own := range describe(t, tokenserver.NewMetrics().Registry) {
+	server := describe(t, tokenserver.NewMetrics().Registry)
+	for name, own := range server {
 		add(name, own, pods, honor, histograms[name])
 	}
 	operator := describe(t, ctrlmetrics.Registry.(prometheus.Collector))
@@ -249,10 +279,24 @@ func storedSeries(t *testing.T, objs []*unstructured.Unstructured) map[string]ma
 	for name, own := range operator {
 		add(name, own, services, honor, false)
 	}
-	if out["controller_runtime_reconcile_errors_total"] == nil || out["kubeoauth_http_requests_total"] == nil {
-		t.Fatalf("the registries describe no reconcile errors or token server requests: %v", slices.Sorted(maps.Keys(out)))
+	if st.series["controller_runtime_reconcile_errors_total"] == nil || server["kubeoauth_http_requests_total"] == nil {
+		t.Fatalf("the registries describe no reconcile errors or token server requests: %v", slices.Sorted(maps.Keys(st.series)))
 	}
-	return out
+	// The request metrics' label besides code names the handler.
+	for _, l := range server["kubeoauth_http_requests_total"] {
+		if l != "code" {
+			st.handlerLabel = l
+		}
+	}
+	for name, own := range server {
+		if slices.Contains(own, st.handlerLabel) {
+			for _, n := range []string{name, name + "_bucket", name + "_sum", name + "_count"} {
+				st.handlerMetrics = append(st.handlerMetrics, n)
+			}
+		}
+	}
+	st.handlers = instrumentedHandlers(t)
+	return st
 }
 
 // describe lists the metrics a collector registers, with their label names.
@@ -320,9 +364,9 @@ func conditionMetrics(t *testing.T) map[string][]string {
 	return out
 }
 
-// instrumentedEndpoints are the endpoint label values of the token server's request
+// instrumentedHandlers are the handler label values of the token server's request
 // metrics: the names its handlers are instrumented with.
-func instrumentedEndpoints(t *testing.T) map[string]bool {
+func instrumentedHandlers(t *testing.T) map[string]bool {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "internal", "tokenserver", "*.go"))
 	if err != nil {
@@ -416,7 +460,6 @@ func TestChartDashboardQueriesAreValidPromQL(t *testing.T) {
 	}
 	substitute := strings.NewReplacer(vars...)
 	stored := storedSeries(t, objs)
-	endpoints := instrumentedEndpoints(t)
 	promql := parser.NewParser(parser.Options{})
 	for _, p := range dash.Panels {
 		for _, target := range p.Targets {
@@ -425,7 +468,7 @@ func TestChartDashboardQueriesAreValidPromQL(t *testing.T) {
 				t.Errorf("panel %q: %v", p.Title, err)
 				continue
 			}
-			for _, problem := range readsStoredSeries(expr, stored, endpoints) {
+			for _, problem := range stored.problems(expr) {
 				t.Errorf("panel %q: %s", p.Title, problem)
 			}
 		}
