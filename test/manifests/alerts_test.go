@@ -290,9 +290,7 @@ func storedSeries(t *testing.T, objs []*unstructured.Unstructured) stored {
 	}
 	for name, own := range server {
 		if slices.Contains(own, st.handlerLabel) {
-			for _, n := range []string{name, name + "_bucket", name + "_sum", name + "_count"} {
-				st.handlerMetrics = append(st.handlerMetrics, n)
-			}
+			st.handlerMetrics = append(st.handlerMetrics, name, name+"_bucket", name+"_sum", name+"_count")
 		}
 	}
 	st.handlers = instrumentedHandlers(t)
