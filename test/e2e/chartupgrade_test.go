@@ -118,7 +118,8 @@ func testChartUpgrade(t *testing.T) {
 	} else if !introspectAt(t, issuer, after, tok.AccessToken) {
 		t.Error("the new client's token is not active")
 	}
-	mustHelm(t, "test", "kubeoauth", "-n", "kubeoauth-system")
+	// --logs: a failure shows what the self-test found.
+	mustHelm(t, "test", "kubeoauth", "-n", "kubeoauth-system", "--logs")
 }
 
 var crdNames = []string{"consentgrants.oauth.kubeoauth.io", "oauthclients.oauth.kubeoauth.io", "tokenservers.oauth.kubeoauth.io"}
