@@ -118,6 +118,13 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	if err := r.applyServices(ctx, ts, pods); err != nil {
 		return nil, 0, err
 	}
+	due, err := r.deleteExpiredJobs(ctx, ts, d.Status.Upgrade, now)
+	if err != nil {
+		return nil, 0, err
+	}
+	if due > 0 && (d.RequeueAfter == 0 || due < d.RequeueAfter) {
+		d.RequeueAfter = due
+	}
 	return d.Conditions, d.RequeueAfter, nil
 }
 

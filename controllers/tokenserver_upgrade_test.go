@@ -284,14 +284,52 @@ func TestSharedUpgrade(t *testing.T) {
 	if ts.Status.CurrentImage != imageV2 || ts.Status.ActiveColor != "green" || ts.Status.Upgrade.CompletedAt == nil {
 		t.Errorf("after the upgrade: %+v", ts.Status)
 	}
+
+	// Its Jobs stay spec.jobs.ttlSecondsAfterFinished (an hour by default) after it
+	// completed, then go. The first install's migrations Job is not the upgrade's: it
+	// carries its own TTL, for Kubernetes's TTL controller.
+	ended := jobNames(t, ns)
+	if len(ended) != 6 {
+		t.Fatalf("Jobs after the upgrade: %v, want the migrations' and the upgrade's five", ended)
+	}
+	step(time.Hour - time.Second)
+	passOverNewGeneration(t, ts)
+	if got := jobNames(t, ns); !slices.Equal(got, ended) {
+		t.Errorf("Jobs within an hour of the end: %v, want %v", got, ended)
+	}
+	step(time.Second)
+	poke(t, ts)
+	eventually(t, 20*time.Second, "the upgrade's Jobs deleted an hour after it completed", func() bool {
+		names := jobNames(t, ns)
+		return len(names) == 1 && strings.HasPrefix(names[0], "auth-migrate-")
+	}, func() string { return fmt.Sprintf("Jobs %v", jobNames(t, ns)) })
+}
+
+// passOverNewGeneration changes a setting outside spec.upgrade and waits for the
+// pass over it: what the operator decides at the clock's time is then done.
+func passOverNewGeneration(t *testing.T, ts *oauthv1alpha1.TokenServer) {
+	t.Helper()
+	update(t, ts, func() {
+		if ts.Spec.Tokens.AccessTokenLifespan == "30m" {
+			ts.Spec.Tokens.AccessTokenLifespan = "31m"
+		} else {
+			ts.Spec.Tokens.AccessTokenLifespan = "30m"
+		}
+	})
+	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.ObservedGeneration == ts.Generation
+	}, nil)
 }
 
 // TestFailedVerificationRollsBack: a verification that fails turns the upgrade back
 // before any traffic moved: blue serves throughout, Degraded says why, the image is
 // recorded as failed and not tried again.
 func TestFailedVerificationRollsBack(t *testing.T) {
-	advanceOperatorClock(t)
-	ts, k := upgradeServer(t, "verifyfail", nil)
+	step := advanceOperatorClock(t)
+	ts, k := upgradeServer(t, "verifyfail", func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Jobs.TTLSecondsAfterFinished = ptr.To[int32](60)
+	})
 	ns := ts.Namespace
 	toVerifying(t, ts, k)
 	id := ts.Status.Upgrade.ID
@@ -313,15 +351,14 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 		t.Errorf("serving after the rollback: %v", got)
 	}
 	// Not retried: a pass over a new generation (a setting outside spec.upgrade
-	// changed) starts no new upgrade while spec.image is still v2.
+	// changed) starts no new upgrade while spec.image is still v2. Its Jobs stay,
+	// the failed verification's logs with them, long after their TTL (60 s here): a
+	// person reads them when they come to it.
 	jobs := jobNames(t, ns)
-	update(t, ts, func() { ts.Spec.Tokens.AccessTokenLifespan = "30m" })
-	eventually(t, 20*time.Second, "a pass over the new generation", func() bool {
-		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
-		return ts.Status.ObservedGeneration == ts.Generation
-	}, nil)
+	step(2 * time.Hour)
+	passOverNewGeneration(t, ts)
 	if ts.Status.Upgrade.ID != id || ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || !slices.Equal(jobNames(t, ns), jobs) {
-		t.Errorf("the failed image was tried again: %+v, Jobs %v", ts.Status.Upgrade, jobNames(t, ns))
+		t.Errorf("the failed image was tried again, or its Jobs went: %+v, Jobs %v, want %v", ts.Status.Upgrade, jobNames(t, ns), jobs)
 	}
 	// spec.upgrade changed (the settings may have caused the failure): tried again.
 	update(t, ts, func() { ts.Spec.Upgrade.ProgressDeadline = "20m" })
@@ -329,6 +366,21 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
 		return ts.Status.Upgrade.ID != id && ts.Status.Upgrade.ToImage == imageV2
 	}, func() string { return fmt.Sprintf("status %+v, upgrade %+v", ts.Status, ts.Status.Upgrade) })
+	// The failed upgrade's Jobs go the TTL after the next one started.
+	verify := upgrade.JobName("auth", id, upgrade.JobVerify)
+	if !slices.Contains(jobNames(t, ns), verify) {
+		t.Errorf("the failed verification's Job went when the next upgrade started: %v", jobNames(t, ns))
+	}
+	step(time.Minute)
+	poke(t, ts)
+	eventually(t, 20*time.Second, "the failed upgrade's Jobs deleted a minute after the next one started", func() bool {
+		for _, name := range jobNames(t, ns) {
+			if strings.Contains(name, "-"+id+"-") {
+				return false
+			}
+		}
+		return slices.Contains(jobNames(t, ns), upgrade.JobName("auth", ts.Status.Upgrade.ID, upgrade.JobPlan))
+	}, func() string { return fmt.Sprintf("Jobs %v", jobNames(t, ns)) })
 }
 
 // TestCopyPlanRefused: a plan that needs a copied database, with dataMode Shared,

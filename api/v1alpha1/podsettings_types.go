@@ -83,9 +83,11 @@ type JobSettings struct {
 	// set, they replace them whole.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
-	// ttlSecondsAfterFinished deletes the first install's migration Job, and its pod,
-	// this long after it finished. An upgrade's Jobs are not deleted this way: the
-	// upgrade reads them (their status and results) for as long as it runs.
+	// ttlSecondsAfterFinished: how long finished Jobs are kept, with their pods. The
+	// first install's migration Job goes this long after it finished; an upgrade's
+	// Jobs this long after the upgrade completed, or, after one that was rolled back,
+	// refused or failed (its failed Job's logs say why), this long after the next
+	// upgrade started. An upgrade's Jobs never go while it runs: it reads them.
 	// +kubebuilder:default=3600
 	// +kubebuilder:validation:Minimum=0
 	// +optional

@@ -59,6 +59,7 @@ func TestEndToEnd(t *testing.T) {
 		{"Upgrades", testUpgrades},
 		{"UpstreamOIDCSignInThroughAProviderPod", testUpstreamOIDC},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
+		{"ChartUpgradeFromThePreviousVersion", testChartUpgrade}, // last: it starts from the uninstalled cluster
 	} {
 		if !t.Run(s.name, s.run) {
 			return // later scenarios build on earlier ones

@@ -218,6 +218,18 @@ func (p *pod) writeNetworkFiles(ip string) error {
 	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644)
 }
 
+// podHostname is the host name a kubelet gives a pod's containers: spec.hostname,
+// else the pod's name, cut to a DNS label's 63 characters without a trailing - or ..
+func podHostname(pd *corev1.Pod) string {
+	if pd.Spec.Hostname != "" {
+		return pd.Spec.Hostname
+	}
+	if len(pd.Name) > 63 {
+		return strings.TrimRight(pd.Name[:63], "-.")
+	}
+	return pd.Name
+}
+
 func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]string) (*ShimSpec, error) {
 	images, err := p.n.imageMap()
 	if err != nil {
@@ -239,7 +251,7 @@ func (p *pod) shimSpec(pd *corev1.Pod, c *corev1.Container, vols map[string]stri
 	if err != nil {
 		return nil, err
 	}
-	spec := &ShimSpec{Argv: argv, Env: env, Dir: c.WorkingDir, Security: sec,
+	spec := &ShimSpec{Argv: argv, Env: env, Dir: c.WorkingDir, Security: sec, Hostname: podHostname(pd),
 		ExitFile: filepath.Join(p.dir, "exit-"+c.Name), Scratch: filepath.Join(p.dir, "scratch", c.Name)}
 	for _, m := range c.VolumeMounts {
 		src, ok := vols[m.Name]

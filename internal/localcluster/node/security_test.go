@@ -44,7 +44,7 @@ func runShim(t *testing.T, pod *corev1.Pod, c *corev1.Container, mounts []Mount)
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	spec := &ShimSpec{Argv: c.Command, Env: []string{defaultPath}, Mounts: mounts, Security: sec,
+	spec := &ShimSpec{Argv: c.Command, Env: []string{defaultPath}, Mounts: mounts, Security: sec, Hostname: podHostname(pod),
 		ExitFile: filepath.Join(dir, "exit-c"), Scratch: filepath.Join(dir, "scratch", "c")}
 	data, err := json.Marshal(spec)
 	if err != nil {
@@ -439,5 +439,38 @@ func TestEntrypointUnderAVolume(t *testing.T) {
 	out, code := runShim(t, pod, c, []Mount{{Source: vol, Target: image}})
 	if code != 0 || !strings.Contains(out, "entrypoint ran as 65532; volume holds: from-the-volume") {
 		t.Errorf("exit %d, output %q: want the entrypoint run as 65532 with the volume over its directory", code, out)
+	}
+}
+
+// A container's host name is its pod's, as a kubelet gives it (programs name
+// themselves by it: controller-runtime's leader election records it as the Lease's
+// holder, which `helm test` checks); the machine's stays as it was.
+func TestHostnameIsThePodName(t *testing.T) {
+	before, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("a", 62) + "-b"
+	for name, tt := range map[string]struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		"the pod's name": {&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "kubeoauth-manager-6b986dd997-jj5mf", Namespace: "ns", UID: "u-1"}},
+			"kubeoauth-manager-6b986dd997-jj5mf"},
+		"spec.hostname": {&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u-1"},
+			Spec: corev1.PodSpec{Hostname: "db"}}, "db"},
+		"a name over 63 characters, cut": {&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: long, Namespace: "ns", UID: "u-1"}},
+			strings.Repeat("a", 62)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := &corev1.Container{Name: "c", Command: sh("cat /proc/sys/kernel/hostname")}
+			out, code := runShim(t, tt.pod, c, nil)
+			if code != 0 || out != tt.want+"\n" {
+				t.Errorf("the container's host name: %q (exit %d), want %q", out, code, tt.want)
+			}
+		})
+	}
+	if after, err := os.Hostname(); err != nil || after != before {
+		t.Errorf("the machine's host name changed from %q to %q (%v)", before, after, err)
 	}
 }

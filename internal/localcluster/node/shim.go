@@ -37,6 +37,11 @@ type ShimSpec struct {
 	// Security is who the process runs as and with which privileges; nil (a spec
 	// written before the node enforced it) runs it as root with every capability.
 	Security *Security `json:"security,omitempty"`
+	// Hostname is the container's host name, in a UTS namespace of its own: the
+	// pod's name, as a kubelet gives it (podHostname). Programs name themselves by
+	// it: controller-runtime's leader election records it as the Lease's holder.
+	// Empty (a spec written before) keeps the machine's.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // Mount is one volume mount: Source (a file or directory on this machine) at Target.
@@ -124,6 +129,17 @@ func shim(spec *ShimSpec) (int, error) {
 	// The node signals the session's process group, which reaches the container
 	// directly; the shim only has to outlive it.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if spec.Hostname != "" {
+		// A namespace belongs to a thread, as the bounding set below does: the
+		// container is forked from this one.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWUTS); err != nil {
+			return 0, fmt.Errorf("a UTS namespace for the host name: %w", err)
+		}
+		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+			return 0, fmt.Errorf("host name %s: %w", spec.Hostname, err)
+		}
+	}
 	if sec := spec.Security; sec != nil {
 		// The bounding set and no_new_privs belong to a thread: the container is
 		// forked from this one, which is never handed back to the runtime.
