@@ -63,7 +63,8 @@ func deleteResources(ctx context.Context, args []string, getConfig func() (*rest
 
 // deleteAndWait deletes every object of the lists' kinds in the namespaces and
 // polls until none is left, naming those that stay when the time is up.
-func deleteAndWait(ctx context.Context, c client.Client, lists []client.ObjectList, nss []string, timeout time.Duration, out io.Writer) error {
+func deleteAndWait(ctx context.Context, c client.Client, lists []client.ObjectList, nss []string, timeout time.Duration,
+	out io.Writer) error {
 	left := func(deleteThem bool) ([]string, error) {
 		var names []string
 		for _, list := range lists {

@@ -106,7 +106,7 @@ func TestChartAlertRulesAreValidAndReadStoredSeries(t *testing.T) {
 	// one hour by default, as upgradeStuckFor is), and a pause, which a person ends.
 	waits := map[string]bool{oauthv1alpha1.ReasonUpgradeWaitingForWindow: true,
 		oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeRollbackWindow): true,
-		oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradePaused): true}
+		oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradePaused):         true}
 	phases := upgradePhases(t, objs)
 	for _, p := range phases {
 		reason := oauthv1alpha1.ProgressingReason(p)
