@@ -59,7 +59,7 @@ func TestVersionOnEveryResponseAndMetric(t *testing.T) {
 	}
 }
 
-// kubeoauth_http_requests_total counts what clients asked, by endpoint and status
+// kubeoauth_http_requests_total counts what clients asked, by handler and status
 // code, so that an upgrade's analysis can take its 5xx share; probes and scrapes are
 // not counted, or they would pass for traffic.
 func TestRequestMetricsCountTrafficNotProbes(t *testing.T) {
@@ -130,7 +130,7 @@ func metricsText(t *testing.T, in *instance) string {
 	return string(body)
 }
 
-// requestCounts reads kubeoauth_http_requests_total as "endpoint code" → count.
+// requestCounts reads kubeoauth_http_requests_total as "handler code" → count.
 func requestCounts(t *testing.T, metrics string) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
@@ -149,7 +149,7 @@ func requestCounts(t *testing.T, metrics string) map[string]float64 {
 		if err != nil {
 			t.Fatalf("metric line %q: %v", line, err)
 		}
-		out[l["endpoint"]+" "+l["code"]] = n
+		out[l["handler"]+" "+l["code"]] = n
 	}
 	return out
 }
