@@ -252,11 +252,19 @@ func (s *Store) createToken(ctx context.Context, kind, signature, accessSignatur
 	if accessSignature != "" {
 		access = sql.NullString{String: accessSignature, Valid: true}
 	}
-	_, err = s.q(ctx).ExecContext(ctx, tokenInsert,
+	row := tokenWrite{clientID: r.GetClient().GetID(), args: []any{
 		kind, signature, r.GetID(), r.GetClient().GetID(), sess.GetSubject(), grantID, access,
 		r.GetRequestedAt().UTC(), expires,
 		pq.Array(nonNil(r.GetRequestedScopes())), pq.Array(nonNil(r.GetGrantedScopes())),
-		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), string(form), string(session))
+		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), string(form), string(session)}}
+	if st, ok := deferring(ctx); ok {
+		st.writes.tokens = append(st.writes.tokens, row)
+		return nil
+	}
+	if !s.inTxCtx(ctx) && len(extra.tokenHooks) == 0 {
+		return s.group.commit(ctx, &writeUnit{tokens: []tokenWrite{row}})
+	}
+	_, err = s.q(ctx).ExecContext(ctx, tokenInsert, row.args...)
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("%w: %s", store.ErrClientGone, r.GetClient().GetID())
 	}
@@ -448,23 +456,32 @@ func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string)
 // becomes inactive (remembering when, for the grace period) and the access token issued
 // with it is revoked. A token already rotated keeps its first rotation time, so the
 // grace period is never extended by using it again.
+//
+// In fosite's transaction the rotation waits for the commit, written with the new
+// tokens by the group commit (flushUnits) in the same way.
 func (s *Store) RotateRefreshToken(ctx context.Context, _ string, signature string) error {
-	return s.inTx(ctx, func(ctx context.Context, q querier) error {
-		var access sql.NullString
-		err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
+	if st, ok := deferring(ctx); ok {
+		st.writes.rotations = append(st.writes.rotations, signature)
+		return nil
+	}
+	return s.inTx(ctx, func(ctx context.Context, q querier) error { return s.rotate(ctx, q, signature) })
+}
+
+func (s *Store) rotate(ctx context.Context, q querier, signature string) error {
+	var access sql.NullString
+	err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
 WHERE kind = $1 AND signature = $2 AND rotated_at IS NULL RETURNING access_signature`,
-			kindRefreshToken, signature, s.now()).Scan(&access)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // rotated before: a grace-period reuse
-		}
-		if err != nil || !access.Valid {
-			return err
-		}
-		if _, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String); err != nil {
-			return err
-		}
-		return s.tokensGone(ctx, q, Invalidation{Signature: access.String})
-	})
+		kindRefreshToken, signature, s.now()).Scan(&access)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // rotated before: a grace-period reuse
+	}
+	if err != nil || !access.Valid {
+		return err
+	}
+	if _, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String); err != nil {
+		return err
+	}
+	return s.tokensGone(ctx, q, Invalidation{Signature: access.String})
 }
 
 // RevokeRefreshToken implements oauth2.TokenRevocationStorage: every refresh token of
@@ -538,13 +555,10 @@ func (s *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) err
 }
 
 // BeginTX implements fosite's storage.Transactional: fosite wraps refresh-token
-// rotation and the tokens it issues in one transaction.
+// rotation and the tokens it issues in one transaction. It begins none in the
+// database yet (see txState).
 func (s *Store) BeginTX(ctx context.Context) (context.Context, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return ctx, s.mapErr(err)
-	}
-	return context.WithValue(ctx, txKey{}, &txState{tx: tx}), nil
+	return context.WithValue(ctx, txKey{}, &txState{writes: &writeUnit{}}), nil
 }
 
 // Commit implements storage.Transactional.
@@ -552,6 +566,20 @@ func (s *Store) Commit(ctx context.Context) error {
 	st, ok := txFrom(ctx)
 	if !ok {
 		return errors.New("commit without a transaction")
+	}
+	if st.err != nil {
+		return st.err
+	}
+	if st.tx == nil {
+		if !st.writes.empty() {
+			if err := s.group.commit(ctx, st.writes); err != nil {
+				return err
+			}
+		}
+		for _, f := range st.after {
+			f()
+		}
+		return nil
 	}
 	if err := st.tx.Commit(); err != nil {
 		return s.mapErr(err)
@@ -567,6 +595,9 @@ func (s *Store) Rollback(ctx context.Context) error {
 	st, ok := txFrom(ctx)
 	if !ok {
 		return errors.New("rollback without a transaction")
+	}
+	if st.tx == nil {
+		return nil // nothing was written
 	}
 	return s.mapErr(st.tx.Rollback())
 }

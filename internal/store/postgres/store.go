@@ -56,6 +56,7 @@ type Store struct {
 	listenDSN string
 	clients   clientCache
 	tokens    tokenCache
+	group     *groupCommit
 	testHooks testHooks
 	// following is set once Follow runs, listening while its listener is known to
 	// hear every NOTIFY: a replica that follows caches only while it listens.
@@ -106,7 +107,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if listenDSN == "" {
 		listenDSN = dsn
 	}
-	return &Store{db: db, opts: opts, listenDSN: listenDSN}, nil
+	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
+	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes}
+	return s, nil
 }
 
 // OpenDB opens a pool on dsn without checking the schema (for migrations).
@@ -153,9 +156,75 @@ type txKey struct{}
 // txState is a transaction and what to do once it commits. Cache invalidations wait
 // for the commit: dropped earlier, an entry could be refilled with the old row by a
 // reader that runs between the drop and the commit.
+//
+// fosite's transactions (BeginTX) start with no database transaction: the writes that
+// can wait for the commit (new tokens, a refresh-token rotation) gather in writes and
+// go to the group commit at Commit (groupcommit.go), with other requests' writes, in
+// one round trip. The first statement that cannot wait — a read, another write —
+// begins the database transaction and runs the gathered writes first, in order, so
+// that the transaction sees its own writes as ever.
 type txState struct {
-	tx    *sql.Tx
-	after []func()
+	tx     *sql.Tx
+	after  []func()
+	writes *writeUnit // not nil while no database transaction was begun
+	err    error      // of beginning it late; the transaction then fails as a whole
+}
+
+// deferring reports whether writes on ctx can wait for the commit.
+func deferring(ctx context.Context) (*txState, bool) {
+	st, ok := txFrom(ctx)
+	return st, ok && st.writes != nil && len(extra.tokenHooks) == 0
+}
+
+// begin begins st's database transaction, if not yet, and runs the writes gathered
+// until now.
+func (s *Store) begin(ctx context.Context, st *txState) error {
+	if st.err != nil || st.writes == nil {
+		return st.err
+	}
+	writes := st.writes
+	st.writes = nil
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		st.err = s.mapErr(err)
+		return st.err
+	}
+	st.tx = tx
+	for _, sig := range writes.rotations {
+		if err := s.rotate(ctx, tx, sig); err != nil {
+			st.err = s.mapErr(err)
+			return st.err
+		}
+	}
+	for _, row := range writes.tokens {
+		if _, err := tx.ExecContext(ctx, tokenInsert, row.args...); err != nil {
+			st.err = s.unitErr(err, []tokenWrite{row})
+			return st.err
+		}
+	}
+	return nil
+}
+
+// failedQuerier stands for a transaction that could not begin: every statement fails
+// with that error, and none reaches the database.
+type failedQuerier struct {
+	db  *sql.DB
+	err error
+}
+
+func (f failedQuerier) ExecContext(context.Context, string, ...any) (sql.Result, error) { return nil, f.err }
+
+func (f failedQuerier) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
+	return nil, f.err
+}
+
+// QueryRowContext cannot make a *sql.Row hold f.err: it asks the pool on a context
+// already canceled, which fails before taking a connection. The transaction's own
+// error is what Commit returns.
+func (f failedQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	return f.db.QueryRowContext(canceled, query, args...)
 }
 
 func txFrom(ctx context.Context) (*txState, bool) {
@@ -171,6 +240,9 @@ func (s *Store) inTxCtx(ctx context.Context) bool {
 // q returns the transaction on ctx (fosite's, see BeginTX, or inTx's), or the pool.
 func (s *Store) q(ctx context.Context) querier {
 	if st, ok := txFrom(ctx); ok {
+		if err := s.begin(ctx, st); err != nil {
+			return failedQuerier{db: s.db, err: err}
+		}
 		return st.tx
 	}
 	return s.db
@@ -190,6 +262,9 @@ func (s *Store) afterCommit(ctx context.Context, f func()) {
 // fn's ctx carries the transaction, for afterCommit.
 func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
 	if st, ok := txFrom(ctx); ok {
+		if err := s.begin(ctx, st); err != nil {
+			return err
+		}
 		return fn(ctx, st.tx)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
