@@ -212,7 +212,9 @@ type failedQuerier struct {
 	err error
 }
 
-func (f failedQuerier) ExecContext(context.Context, string, ...any) (sql.Result, error) { return nil, f.err }
+func (f failedQuerier) ExecContext(context.Context, string, ...any) (sql.Result, error) {
+	return nil, f.err
+}
 
 func (f failedQuerier) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
 	return nil, f.err
