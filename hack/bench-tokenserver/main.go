@@ -210,8 +210,8 @@ func printStatements(db *sql.DB, n float64) {
 	if !*statements {
 		return
 	}
-	rows, err := db.Query(`SELECT calls, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
-FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8`)
+	rows, err := db.Query(`SELECT sum(calls), sum(total_exec_time), left(regexp_replace(query, '\s+', ' ', 'g'), 60) q
+FROM pg_stat_statements GROUP BY q ORDER BY 1 DESC LIMIT 8`)
 	if err != nil {
 		fmt.Println("  pg_stat_statements:", err)
 		return

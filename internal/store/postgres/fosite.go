@@ -52,6 +52,11 @@ type GrantIDCarrier interface{ GetGrantID() string }
 // the store never lets a token of theirs outlive it (see clampToGrant).
 type GrantExpiryCarrier interface{ GetGrantExpiresAt() time.Time }
 
+// GrantStandingCarrier is implemented by sessions that take the grant's state as the
+// store read it with their token (the grant exists and has not expired; its expiry),
+// so that whoever handles the request need not read the grant again.
+type GrantStandingCarrier interface{ SetGrantStanding(expiresAt time.Time) }
+
 // clampToGrant shortens every expiry of sess to its grant's, so that no code, access
 // or refresh token issued under a grant is valid past the grant. An expiry not set
 // stays unset: fosite sets it later on a session it reads back from a code, and a
@@ -310,15 +315,15 @@ type storedToken struct {
 }
 
 func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
-	row, ok := (*tokenRow)(nil), false
+	row, cached := (*tokenRow)(nil), false
 	if kind == kindAccessToken && s.caching() {
-		row, ok = s.tokens.get(signature, s.now())
+		row, cached = s.tokens.get(signature, s.now())
 	}
-	if !ok {
+	if !cached {
 		gen := s.tokens.generation()
 		var grantID sql.NullString
 		row = &tokenRow{}
-		err := s.q(ctx).QueryRowContext(ctx, tokenSelect, kind, signature).
+		err := s.queryRow(ctx, tokenSelect, kind, signature).
 			Scan(&row.requestID, &row.clientID, &grantID, &row.active, &row.rotatedAt, &row.requestedAt, pq.Array(&row.reqScopes),
 				pq.Array(&row.granted), pq.Array(&row.reqAud), pq.Array(&row.aud), &row.form, &row.session,
 				&row.grantExists, &row.grantExpiresAt)
@@ -340,6 +345,9 @@ func (s *Store) getToken(ctx context.Context, kind, signature string, session fo
 		// Expired or revoked grant: the token is as good as revoked (the janitor
 		// deletes it shortly), not inactive, which would look like refresh reuse.
 		return nil, fosite.ErrNotFound
+	}
+	if c, ok := session.(GrantStandingCarrier); ok && row.grantID != "" && !cached {
+		c.SetGrantStanding(row.grantExpiresAt.Time)
 	}
 	client, err := s.GetClient(ctx, row.clientID)
 	if err != nil {

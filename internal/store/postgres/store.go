@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,7 @@ type Store struct {
 	clients   clientCache
 	tokens    tokenCache
 	group     *groupCommit
+	stmts     sync.Map // query → *sql.Stmt, see queryRow
 	testHooks testHooks
 	// following is set once Follow runs, listening while its listener is known to
 	// hear every NOTIFY: a replica that follows caches only while it listens.
@@ -139,7 +141,31 @@ func OpenDB(dsn string, maxOpen int) (*sql.DB, error) {
 func (s *Store) DB() *sql.DB { return s.db }
 
 // Close closes the pool.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.Range(func(_, v any) bool { _ = v.(*sql.Stmt).Close(); return true })
+	return s.db.Close()
+}
+
+// queryRow is q(ctx).QueryRowContext for the reads every token request makes: outside
+// a transaction it runs query as a prepared statement (prepared once per connection),
+// so that PostgreSQL parses and plans it once per connection instead of at each call,
+// which cost it more than running it.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if s.inTxCtx(ctx) {
+		return s.q(ctx).QueryRowContext(ctx, query, args...)
+	}
+	stmt, ok := s.stmts.Load(query)
+	if !ok {
+		prepared, err := s.db.PrepareContext(ctx, query)
+		if err != nil {
+			return s.db.QueryRowContext(ctx, query, args...)
+		}
+		if stmt, ok = s.stmts.LoadOrStore(query, prepared); ok {
+			_ = prepared.Close()
+		}
+	}
+	return stmt.(*sql.Stmt).QueryRowContext(ctx, args...)
+}
 
 // Ping checks the database answers, for readiness.
 func (s *Store) Ping(ctx context.Context) error { return s.mapErr(s.db.PingContext(ctx)) }
