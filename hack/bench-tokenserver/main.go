@@ -194,6 +194,15 @@ func run() error {
 			100*r.rate/ceiling.rate, ms(r.p50), ms(r.p99))
 	}
 	fmt.Printf("refreshes / tokens: %.2f\n", results[2].rate/results[0].rate)
+	// Other work on the machine moves the rates from one phase to the next; the CPU
+	// each request costs moves far less. What the machine's cores would do for each
+	// phase alone, were the work CPU-bound and nothing else running:
+	cores := float64(runtime.NumCPU())
+	fmt.Printf("CPU-bound estimate (%.0f cores / CPU per request): INSERT ceiling %.0f/s", cores, cores*1e6/ceiling.cpuUS)
+	for _, r := range results {
+		fmt.Printf(", %s %.0f/s (%.0f%%)", r.name, cores*1e6/r.cpuUS, 100*ceiling.cpuUS/r.cpuUS)
+	}
+	fmt.Printf("; refreshes / tokens %.2f\n", results[0].cpuUS/results[2].cpuUS)
 	return nil
 }
 
@@ -232,6 +241,9 @@ type result struct {
 	name     string
 	rate     float64
 	p50, p99 time.Duration
+	// cpuUS is the CPU the request cost the server, PostgreSQL and the load
+	// generator together.
+	cpuUS float64
 }
 
 // dbCounters are PostgreSQL's cumulative counts of commits and WAL flushes: per
@@ -315,7 +327,7 @@ func readCounters(db *sql.DB) dbCounters {
 }
 
 // ceilingResult is what pgbench measured.
-type ceilingResult struct{ rate, meanMS float64 }
+type ceilingResult struct{ rate, meanMS, cpuUS float64 }
 
 // insertCeiling runs pgbench on the server's socket: each client commits one
 // single-row INSERT per transaction into a table shaped like a slim tokens row (a
@@ -374,7 +386,9 @@ CREATE INDEX ON bench_ceiling (request_id)`); err != nil {
 	n := r.rate * duration.Seconds()
 	fmt.Printf("%-26s %8.0f/s  mean   %6.2fms               (%d-byte rows; %.2f commits, %.3f WAL flushes per insert)\n",
 		"INSERT ceiling (pgbench)", r.rate, r.meanMS, rowBytes, (after.commits-before.commits)/n, (after.walSyncs-before.walSyncs)/n)
-	fmt.Printf("  CPU µs per insert: PostgreSQL %.0f (pgbench's own not counted)\n", (after.postgres-before.postgres)/n*1e6)
+	r.cpuUS = (after.postgres - before.postgres + (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()) / n * 1e6
+	fmt.Printf("  CPU µs per insert: PostgreSQL %.0f, pgbench %.0f\n", (after.postgres-before.postgres)/n*1e6,
+		(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()).Seconds()/n*1e6)
 	return r, nil
 }
 
@@ -424,7 +438,8 @@ func phase(db *sql.DB, name string, worker func(w int) func() error) result {
 		return latencies[int(float64(len(latencies)-1)*p)]
 	}
 	n := float64(max(len(latencies), 1))
-	r := result{name: name, rate: float64(len(latencies)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99)}
+	r := result{name: name, rate: float64(len(latencies)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99),
+		cpuUS: (after.server - before.server + after.postgres - before.postgres + after.bench - before.bench) / n * 1e6}
 	fmt.Printf("%-26s %8.0f/s  p50 %6.2fms  p99 %6.2fms  (%d ok, %d errors; %.2f commits, %.3f WAL flushes per request)\n",
 		name, r.rate, ms(r.p50), ms(r.p99), len(latencies), errs, (after.commits-before.commits)/n, (after.walSyncs-before.walSyncs)/n)
 	fmt.Printf("  %s\n", after.cpu(before, n))
