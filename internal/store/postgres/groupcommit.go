@@ -70,9 +70,10 @@ type queued struct {
 	done chan error // buffered: the flusher never waits for a caller that gave up
 }
 
-// commit queues u and waits until it is committed or failed. When ctx ends first,
-// the unit may still be committed; its caller answers nothing, as with a response
-// lost on the way.
+// commit queues u and waits until it is committed or failed. When ctx ends while u
+// still waits in the queue, u is withdrawn and never written; once its batch is
+// being written, commit waits for the outcome (bounded by groupCommitTimeout), so
+// that the caller learns what happened to u rather than guessing.
 func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {
 	q := &queued{unit: u, done: make(chan error, 1)}
 	g.mu.Lock()
@@ -86,8 +87,17 @@ func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {
 	case err := <-q.done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	g.mu.Lock()
+	for i, other := range g.queue {
+		if other == q {
+			g.queue = append(g.queue[:i], g.queue[i+1:]...)
+			g.mu.Unlock()
+			return ctx.Err()
+		}
+	}
+	g.mu.Unlock()
+	return <-q.done
 }
 
 // run flushes batches until the queue is empty.

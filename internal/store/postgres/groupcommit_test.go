@@ -194,6 +194,53 @@ func TestGroupCommit(t *testing.T) {
 	})
 }
 
+// A request that gives up while its write still waits for a batch withdraws it: it
+// is never written, whatever happens to the batches before it.
+func TestGroupCommitWithdrawsACanceledRequest(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	gate := newCommitGate(t, dsn)
+	// Every batch writer blocked at the gate, one request each, one after the other.
+	var wg sync.WaitGroup
+	var held []string
+	for i := range postgres.GroupCommitMaxFlushes {
+		sig := fmt.Sprintf("held-%d", i)
+		held = append(held, sig)
+		req := tokenRequest(t, s, "req-"+sig, clock.Now())
+		wg.Go(func() {
+			if err := s.CreateAccessTokenSession(ctx, sig, req); err != nil {
+				t.Errorf("%s: %v", sig, err)
+			}
+		})
+		gate.waitForCommits(t, i+1)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	req := tokenRequest(t, s, "req-withdrawn", clock.Now())
+	go func() { errc <- s.CreateAccessTokenSession(canceled, "withdrawn", req) }()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled while queued: err = %v, want context.Canceled", err)
+	}
+	gate.open(t)
+	wg.Wait()
+	if n := gate.committed(t, held); n != len(held) {
+		t.Errorf("%d of the %d held tokens stored", n, len(held))
+	}
+	if n := gate.committed(t, []string{"withdrawn"}); n != 0 {
+		t.Error("the withdrawn token was written")
+	}
+}
+
 // Refreshes in fosite's transaction go to the group commit as one unit each: every
 // used refresh token is rotated (inactive, its access token gone) and every new pair
 // stored, also when many share a batch; a refresh whose commit fails leaves its chain
