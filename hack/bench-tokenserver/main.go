@@ -52,7 +52,8 @@ var (
 	concurrency = flag.Int("c", 64, "concurrent workers")
 	duration    = flag.Duration("d", 10*time.Second, "duration of each phase")
 	statements  = flag.Bool("statements", false, "load pg_stat_statements and print each phase's statements by PostgreSQL time")
-	cpuProfile  = flag.String("cpuprofile", "", "write the server's CPU profile of the token phase to this file, and of the refresh phase to this file with .refresh appended")
+	cpuProfile  = flag.String("cpuprofile", "",
+		"write the server's CPU profile of the token phase to this file, and of the refresh phase to this file with .refresh appended")
 )
 
 const redirectURI = "http://127.0.0.1:5555/callback"
@@ -233,6 +234,9 @@ FROM pg_stat_statements GROUP BY q ORDER BY 1 DESC LIMIT 8`)
 			fmt.Printf("    %5.2f calls %6.1f µs  %s\n", calls/n, total*1000/n, query)
 		}
 	}
+	if err := rows.Err(); err != nil {
+		fmt.Println("  pg_stat_statements:", err)
+	}
 	_, _ = db.Exec(`SELECT pg_stat_statements_reset()`)
 }
 
@@ -351,7 +355,7 @@ CREATE INDEX ON bench_ceiling (request_id)`); err != nil {
 	// Two md5s are a 64-character signature, as the token's is; the payload makes up
 	// the rest of the row.
 	payload := max(rowBytes-2*65-24, 16)
-	fmt.Fprintf(script, "INSERT INTO bench_ceiling (signature, request_id, payload) VALUES "+
+	_, _ = fmt.Fprintf(script, "INSERT INTO bench_ceiling (signature, request_id, payload) VALUES "+
 		"(md5(random()::text) || md5(random()::text), md5(random()::text), repeat('x', %d));\n", payload)
 	if err := script.Close(); err != nil {
 		return ceilingResult{}, err
@@ -365,7 +369,8 @@ CREATE INDEX ON bench_ceiling (request_id)`); err != nil {
 		return ceilingResult{}, err
 	}
 	before := readCounters(db)
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pgbench"), "-h", pg.SocketDir(), "-U", "postgres", // #nosec G204 -- the server's own tool
+	// #nosec G204 -- the server's own tool
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pgbench"), "-h", pg.SocketDir(), "-U", "postgres",
 		"-n", "-c", strconv.Itoa(*concurrency), "-j", "2", "-T", strconv.Itoa(int(duration.Seconds())),
 		"-f", script.Name(), dbName)
 	out, err := cmd.CombinedOutput()

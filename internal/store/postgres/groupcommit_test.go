@@ -118,7 +118,7 @@ func TestGroupCommit(t *testing.T) {
 
 	// 48 requests: the first few commits wait at the gate while the rest queue behind
 	// them, so that they go in shared batches once it opens. Every fourth fails.
-	var sigs []string
+	sigs := make([]string, 0, 48)
 	for i := range 48 {
 		prefix := "good-"
 		if i%4 == 3 {
@@ -168,7 +168,7 @@ func TestGroupCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		gate.opened.Store(false)
-		var bad []string
+		bad := make([]string, 0, 16)
 		for i := range 16 {
 			bad = append(bad, fmt.Sprintf("bad-all-%02d", i))
 		}
@@ -211,7 +211,7 @@ func TestGroupCommitWithdrawsACanceledRequest(t *testing.T) {
 	gate := newCommitGate(t, dsn)
 	// Every batch writer blocked at the gate, one request each, one after the other.
 	var wg sync.WaitGroup
-	var held []string
+	held := make([]string, 0, postgres.GroupCommitMaxFlushes)
 	for i := range postgres.GroupCommitMaxFlushes {
 		sig := fmt.Sprintf("held-%d", i)
 		held = append(held, sig)

@@ -156,15 +156,26 @@ func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 	}
 	stmt, ok := s.stmts.Load(query)
 	if !ok {
-		prepared, err := s.db.PrepareContext(ctx, query)
+		prepared, err := s.prepare(ctx, query)
 		if err != nil {
 			return s.db.QueryRowContext(ctx, query, args...)
 		}
-		if stmt, ok = s.stmts.LoadOrStore(query, prepared); ok {
-			_ = prepared.Close()
-		}
+		stmt = prepared
 	}
 	return stmt.(*sql.Stmt).QueryRowContext(ctx, args...)
+}
+
+// prepare prepares query once for the store; Close closes it.
+func (s *Store) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	prepared, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	stmt, raced := s.stmts.LoadOrStore(query, prepared)
+	if raced {
+		defer func() { _ = prepared.Close() }() // another caller's is kept
+	}
+	return stmt.(*sql.Stmt), nil
 }
 
 // Ping checks the database answers, for readiness.
