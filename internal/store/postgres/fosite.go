@@ -579,8 +579,10 @@ func (s *Store) Commit(ctx context.Context) error {
 		return st.err
 	}
 	if st.tx == nil {
-		if !st.writes.empty() {
-			if err := s.group.commit(ctx, st.writes); err != nil {
+		writes := st.writes
+		st.writes = &writeUnit{} // committed once, whoever calls Commit again
+		if !writes.empty() {
+			if err := s.group.commit(ctx, writes); err != nil {
 				return err
 			}
 		}
