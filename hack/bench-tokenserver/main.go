@@ -1,13 +1,18 @@
 // Command bench-tokenserver measures the token server (`make bench-tokenserver`): it
-// builds cmd/tokenserver, runs it as its own process on a throwaway PostgreSQL, and
+// builds cmd/tokenserver, runs it as its own process on a throwaway PostgreSQL with
+// PostgreSQL's default, durable settings (fsync and synchronous_commit on), and
 // drives it from this process at a fixed concurrency over keep-alive connections:
 // client_credentials tokens, introspections, and refreshes (each worker following its
-// own rotating chain). It prints requests per second, p50/p99 latency and the server's
-// peak RSS. docs/benchmarks.md records the figures.
+// own rotating chain). In the same run pgbench measures PostgreSQL's own ceiling on
+// this machine, one single-row INSERT per transaction at the same concurrency over
+// the same socket, and each phase is printed as a share of it, with requests per
+// second, p50/p99 latency, commits and WAL flushes per request, and the server's peak
+// RSS. docs/benchmarks.md records the figures.
 package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,9 +22,12 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +38,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
 func main() {
@@ -42,7 +51,9 @@ func main() {
 var (
 	concurrency = flag.Int("c", 64, "concurrent workers")
 	duration    = flag.Duration("d", 10*time.Second, "duration of each phase")
-	cpuProfile  = flag.String("cpuprofile", "", "write the server's CPU profile of the token phase to this file")
+	statements  = flag.Bool("statements", false, "load pg_stat_statements and print each phase's statements by PostgreSQL time")
+	cpuProfile  = flag.String("cpuprofile", "",
+		"write the server's CPU profile of the token phase to this file, and of the refresh phase to this file with .refresh appended")
 )
 
 const redirectURI = "http://127.0.0.1:5555/callback"
@@ -60,7 +71,8 @@ func run() error {
 		return err
 	}
 	fmt.Println("==> starting a throwaway PostgreSQL")
-	env, err := devserver.Start(ctx, devserver.Options{Users: map[string]string{"alice": "alice"}, PasswordCost: bcrypt.MinCost})
+	env, err := devserver.Start(ctx, devserver.Options{Users: map[string]string{"alice": "alice"}, PasswordCost: bcrypt.MinCost,
+		Durable: true, PGSettings: pgSettings()})
 	defer func() { _ = env.Stop() }()
 	if err != nil {
 		return err
@@ -113,6 +125,24 @@ func run() error {
 		return err
 	}
 	introspectForm := url.Values{"token": {tok["access_token"].(string)}}.Encode()
+	db, err := sql.Open("postgres", env.DSN)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close() }()
+	var settings string
+	if err := db.QueryRowContext(ctx, `SELECT format('fsync=%s synchronous_commit=%s full_page_writes=%s',
+    current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes'))`).Scan(&settings); err != nil {
+		return err
+	}
+	fmt.Println("==> PostgreSQL:", settings)
+	if *statements {
+		if _, err := db.ExecContext(ctx, `CREATE EXTENSION pg_stat_statements`); err != nil {
+			return err
+		}
+	}
+	var results []result
+	serverPID, postmasterPID = srv.Process.Pid, env.PG().PID()
 
 	fmt.Printf("==> %d workers, %s per phase, GOMAXPROCS %d, %s\n", *concurrency, *duration, runtime.GOMAXPROCS(0), cpuModel())
 	profiled := make(chan error, 1)
@@ -121,22 +151,31 @@ func run() error {
 	} else {
 		profiled <- nil
 	}
-	phase("client_credentials tokens", func(int) func() error {
+	results = append(results, phase(db, "client_credentials tokens", func(int) func() error {
 		return func() error { _, err := post("/oauth2/token", tokenForm); return err }
-	})
+	}))
 	if err := <-profiled; err != nil {
 		return err
 	}
-	phase("introspections", func(int) func() error {
+	ceiling, err := insertCeiling(ctx, db, env.PG())
+	if err != nil {
+		return err
+	}
+	results = append(results, phase(db, "introspections", func(int) func() error {
 		return func() error { _, err := post("/oauth2/introspect", introspectForm); return err }
-	})
+	}))
 	chains := make([]string, *concurrency)
 	for i := range chains {
 		if chains[i], err = refreshTokenByCodeFlow(issuer, secret); err != nil {
 			return err
 		}
 	}
-	phase("refreshes", func(w int) func() error {
+	if *cpuProfile != "" {
+		go func() { profiled <- saveProfile(*cpuProfile+".refresh", *duration) }()
+	} else {
+		profiled <- nil
+	}
+	results = append(results, phase(db, "refreshes", func(w int) func() error {
 		return func() error {
 			out, err := post("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {chains[w]}}.Encode())
 			if err == nil {
@@ -144,19 +183,229 @@ func run() error {
 			}
 			return err
 		}
-	})
-	fmt.Printf("server peak RSS: %s\n", devserver.PeakRSS(srv.Process.Pid))
+	}))
+	if err := <-profiled; err != nil {
+		return err
+	}
+	fmt.Printf("\nserver peak RSS: %s\n", devserver.PeakRSS(srv.Process.Pid))
+	fmt.Printf("PostgreSQL single-row INSERT ceiling (pgbench, %d clients): %.0f/s, mean latency %.2fms\n",
+		*concurrency, ceiling.rate, ceiling.meanMS)
+	for _, r := range results {
+		fmt.Printf("%-26s %8.0f/s  %5.1f%% of the ceiling  p50 %6.2fms  p99 %6.2fms\n", r.name, r.rate,
+			100*r.rate/ceiling.rate, ms(r.p50), ms(r.p99))
+	}
+	fmt.Printf("refreshes / tokens: %.2f\n", results[2].rate/results[0].rate)
+	// Other work on the machine moves the rates from one phase to the next; the CPU
+	// each request costs moves far less. What the machine's cores would do for each
+	// phase alone, were the work CPU-bound and nothing else running:
+	cores := float64(runtime.NumCPU())
+	fmt.Printf("CPU-bound estimate (%.0f cores / CPU per request): INSERT ceiling %.0f/s", cores, cores*1e6/ceiling.cpuUS)
+	for _, r := range results {
+		fmt.Printf(", %s %.0f/s (%.0f%%)", r.name, cores*1e6/r.cpuUS, 100*ceiling.cpuUS/r.cpuUS)
+	}
+	fmt.Printf("; refreshes / tokens %.2f\n", results[0].cpuUS/results[2].cpuUS)
 	return nil
 }
 
+func pgSettings() []string {
+	if !*statements {
+		return nil
+	}
+	return []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on"}
+}
+
+// printStatements prints the statements PostgreSQL spent most time on since the last
+// call, per request of the phase, and resets the counts.
+func printStatements(db *sql.DB, n float64) {
+	if !*statements {
+		return
+	}
+	rows, err := db.Query(`SELECT sum(calls), sum(total_exec_time), left(regexp_replace(query, '\s+', ' ', 'g'), 60) q
+FROM pg_stat_statements GROUP BY q ORDER BY 1 DESC LIMIT 8`)
+	if err != nil {
+		fmt.Println("  pg_stat_statements:", err)
+		return
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		var calls, total float64
+		var query string
+		if rows.Scan(&calls, &total, &query) == nil {
+			fmt.Printf("    %5.2f calls %6.1f µs  %s\n", calls/n, total*1000/n, query)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		fmt.Println("  pg_stat_statements:", err)
+	}
+	_, _ = db.Exec(`SELECT pg_stat_statements_reset()`)
+}
+
+// result is one phase's figures.
+type result struct {
+	name     string
+	rate     float64
+	p50, p99 time.Duration
+	// cpuUS is the CPU the request cost the server, PostgreSQL and the load
+	// generator together.
+	cpuUS float64
+}
+
+// dbCounters are PostgreSQL's cumulative counts of commits and WAL flushes: per
+// request, they say how many transactions and fsyncs a phase costs.
+type dbCounters struct {
+	commits, walSyncs float64
+	// CPU seconds used so far by the token server, PostgreSQL (all its processes,
+	// those ended included) and this load generator.
+	server, postgres, bench float64
+}
+
+// cpu says who spent the machine's CPU during a phase, per request.
+func (c dbCounters) cpu(before dbCounters, n float64) string {
+	per := func(a, b float64) float64 { return (a - b) / n * 1e6 }
+	return fmt.Sprintf("CPU µs per request: server %.0f, PostgreSQL %.0f, load generator %.0f",
+		per(c.server, before.server), per(c.postgres, before.postgres), per(c.bench, before.bench))
+}
+
+// The processes readCounters measures.
+var serverPID, postmasterPID int
+
+// cpuSeconds reads /proc/<pid>/stat: with children, the time of the children it has
+// waited for (PostgreSQL's ended backends) counts too.
+func cpuSeconds(pid int, children bool) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	sum := 0.0
+	fields := []int{11, 12} // utime, stime
+	if children {
+		fields = append(fields, 13, 14)
+	}
+	for _, i := range fields {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		sum += v
+	}
+	return sum / 100 // USER_HZ
+}
+
+// familyCPU is the CPU time of a process and its children, the ended ones included.
+func familyCPU(pid int) float64 {
+	total := cpuSeconds(pid, true)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		if parentPID(child) == pid {
+			total += cpuSeconds(child, false)
+		}
+	}
+	return total
+}
+
+func parentPID(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func readCounters(db *sql.DB) dbCounters {
+	var c dbCounters
+	// A backend publishes its counts at most once a second, and within a second of
+	// going idle.
+	time.Sleep(1100 * time.Millisecond)
+	// The statistics a backend collects reach the shared view when its transaction
+	// ends; pg_stat_clear_snapshot makes this session read them afresh.
+	_, _ = db.Exec(`SELECT pg_stat_clear_snapshot()`)
+	_ = db.QueryRow(`SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+    (SELECT wal_sync FROM pg_stat_wal)`).Scan(&c.commits, &c.walSyncs)
+	c.server, c.postgres, c.bench = cpuSeconds(serverPID, false), familyCPU(postmasterPID), cpuSeconds(os.Getpid(), false)
+	return c
+}
+
+// ceilingResult is what pgbench measured.
+type ceilingResult struct{ rate, meanMS, cpuUS float64 }
+
+// insertCeiling runs pgbench on the server's socket: each client commits one
+// single-row INSERT per transaction into a table shaped like a slim tokens row (a
+// primary key of a random signature, a second indexed column, and a payload as long
+// as an average stored access token), at the bench's concurrency for one phase.
+func insertCeiling(ctx context.Context, db *sql.DB, pg *testpg.Server) (ceilingResult, error) {
+	var rowBytes int
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(avg(pg_column_size(t.*))::int, 300) FROM tokens t WHERE kind = 'access_token'`).
+		Scan(&rowBytes); err != nil {
+		return ceilingResult{}, err
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE bench_ceiling (signature text PRIMARY KEY, request_id text NOT NULL, payload text NOT NULL);
+CREATE INDEX ON bench_ceiling (request_id)`); err != nil {
+		return ceilingResult{}, err
+	}
+	script, err := os.CreateTemp("", "kubeoauth-pgbench-*.sql")
+	if err != nil {
+		return ceilingResult{}, err
+	}
+	defer func() { _ = os.Remove(script.Name()) }()
+	// Two md5s are a 64-character signature, as the token's is; the payload makes up
+	// the rest of the row.
+	payload := max(rowBytes-2*65-24, 16)
+	_, _ = fmt.Fprintf(script, "INSERT INTO bench_ceiling (signature, request_id, payload) VALUES "+
+		"(md5(random()::text) || md5(random()::text), md5(random()::text), repeat('x', %d));\n", payload)
+	if err := script.Close(); err != nil {
+		return ceilingResult{}, err
+	}
+	bin, err := testpg.BinDir()
+	if err != nil {
+		return ceilingResult{}, err
+	}
+	var dbName string
+	if err := db.QueryRowContext(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
+		return ceilingResult{}, err
+	}
+	before := readCounters(db)
+	// #nosec G204 -- the server's own tool
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pgbench"), "-h", pg.SocketDir(), "-U", "postgres",
+		"-n", "-c", strconv.Itoa(*concurrency), "-j", "2", "-T", strconv.Itoa(int(duration.Seconds())),
+		"-f", script.Name(), dbName)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return ceilingResult{}, fmt.Errorf("pgbench: %w\n%s", err, out)
+	}
+	after := readCounters(db)
+	var r ceilingResult
+	if m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out); m != nil {
+		r.rate, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if m := regexp.MustCompile(`latency average = ([0-9.]+) ms`).FindSubmatch(out); m != nil {
+		r.meanMS, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if r.rate == 0 {
+		return r, fmt.Errorf("pgbench: no tps in its output:\n%s", out)
+	}
+	n := r.rate * duration.Seconds()
+	fmt.Printf("%-26s %8.0f/s  mean   %6.2fms               (%d-byte rows; %.2f commits, %.3f WAL flushes per insert)\n",
+		"INSERT ceiling (pgbench)", r.rate, r.meanMS, rowBytes, (after.commits-before.commits)/n, (after.walSyncs-before.walSyncs)/n)
+	r.cpuUS = (after.postgres - before.postgres + (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()) / n * 1e6
+	fmt.Printf("  CPU µs per insert: PostgreSQL %.0f, pgbench %.0f\n", (after.postgres-before.postgres)/n*1e6,
+		(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()).Seconds()/n*1e6)
+	return r, nil
+}
+
 // phase runs each worker's request in a loop for the duration and reports.
-func phase(name string, worker func(w int) func() error) {
+func phase(db *sql.DB, name string, worker func(w int) func() error) result {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
 		errs      int
 		firstErr  error
 	)
+	before := readCounters(db)
 	deadline := time.Now().Add(*duration)
 	var wg sync.WaitGroup
 	begin := time.Now()
@@ -185,6 +434,7 @@ func phase(name string, worker func(w int) func() error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(begin)
+	after := readCounters(db)
 	slices.Sort(latencies)
 	pct := func(p float64) time.Duration {
 		if len(latencies) == 0 {
@@ -192,11 +442,17 @@ func phase(name string, worker func(w int) func() error) {
 		}
 		return latencies[int(float64(len(latencies)-1)*p)]
 	}
-	fmt.Printf("%-26s %8.0f/s  p50 %6.2fms  p99 %6.2fms  (%d ok, %d errors)\n", name,
-		float64(len(latencies))/elapsed.Seconds(), ms(pct(0.50)), ms(pct(0.99)), len(latencies), errs)
+	n := float64(max(len(latencies), 1))
+	r := result{name: name, rate: float64(len(latencies)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99),
+		cpuUS: (after.server - before.server + after.postgres - before.postgres + after.bench - before.bench) / n * 1e6}
+	fmt.Printf("%-26s %8.0f/s  p50 %6.2fms  p99 %6.2fms  (%d ok, %d errors; %.2f commits, %.3f WAL flushes per request)\n",
+		name, r.rate, ms(r.p50), ms(r.p99), len(latencies), errs, (after.commits-before.commits)/n, (after.walSyncs-before.walSyncs)/n)
+	fmt.Printf("  %s\n", after.cpu(before, n))
+	printStatements(db, n)
 	if firstErr != nil {
 		fmt.Printf("  first error: %v\n", firstErr)
 	}
+	return r
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

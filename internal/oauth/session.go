@@ -23,6 +23,22 @@ type Session struct {
 	// Identity is the user's attributes from sign-in that the granted scopes allow:
 	// kept with the grant so refreshed ID tokens and userinfo carry them too.
 	Identity *Identity `json:"identity,omitempty"`
+	// GrantStanding is the grant as the store found it when it read this session's
+	// code or refresh token, joined to the token's row, so that the token endpoint
+	// need not read the grant again (see Provider.limitToGrant). Never stored: it is
+	// true of one request.
+	GrantStanding *GrantStanding `json:"-"`
+}
+
+// GrantStanding is a grant found standing (it exists and has not expired).
+type GrantStanding struct {
+	// ExpiresAt is the grant's expiry as read; zero: never.
+	ExpiresAt time.Time
+}
+
+// SetGrantStanding implements postgres.GrantStandingCarrier.
+func (s *Session) SetGrantStanding(expiresAt time.Time) {
+	s.GrantStanding = &GrantStanding{ExpiresAt: expiresAt}
 }
 
 // NewSession returns an empty session for fosite to fill from storage.

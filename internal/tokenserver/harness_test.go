@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,8 @@ type instance struct {
 	Admin *adminapi.HTTPClient
 	stop  context.CancelFunc
 	done  chan error
+	// stopped makes Stop safe to call before the cleanup calls it again.
+	stopped sync.Once
 }
 
 type setup struct {
@@ -200,7 +203,9 @@ func start(t testing.TB, s setup) *instance {
 }
 
 // Stop drains the server and waits for Serve to return.
-func (in *instance) Stop(t testing.TB) {
+func (in *instance) Stop(t testing.TB) { in.stopped.Do(func() { in.stopOnce(t) }) }
+
+func (in *instance) stopOnce(t testing.TB) {
 	in.stop()
 	select {
 	case err, ok := <-in.done:

@@ -34,3 +34,6 @@ func CurrentXID(ctx context.Context, s *Store) (uint64, error) {
 
 // ReplayLockKey is the advisory lock a replay pass holds on its target.
 var ReplayLockKey = replayLock
+
+// GroupCommitMaxFlushes is how many group-commit batches are written at once.
+const GroupCommitMaxFlushes = groupCommitMaxFlushes

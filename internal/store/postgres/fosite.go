@@ -52,6 +52,11 @@ type GrantIDCarrier interface{ GetGrantID() string }
 // the store never lets a token of theirs outlive it (see clampToGrant).
 type GrantExpiryCarrier interface{ GetGrantExpiresAt() time.Time }
 
+// GrantStandingCarrier is implemented by sessions that take the grant's state as the
+// store read it with their token (the grant exists and has not expired; its expiry),
+// so that whoever handles the request need not read the grant again.
+type GrantStandingCarrier interface{ SetGrantStanding(expiresAt time.Time) }
+
 // clampToGrant shortens every expiry of sess to its grant's, so that no code, access
 // or refresh token issued under a grant is valid past the grant. An expiry not set
 // stays unset: fosite sets it later on a session it reads back from a code, and a
@@ -252,11 +257,19 @@ func (s *Store) createToken(ctx context.Context, kind, signature, accessSignatur
 	if accessSignature != "" {
 		access = sql.NullString{String: accessSignature, Valid: true}
 	}
-	_, err = s.q(ctx).ExecContext(ctx, tokenInsert,
+	row := tokenWrite{clientID: r.GetClient().GetID(), args: []any{
 		kind, signature, r.GetID(), r.GetClient().GetID(), sess.GetSubject(), grantID, access,
 		r.GetRequestedAt().UTC(), expires,
 		pq.Array(nonNil(r.GetRequestedScopes())), pq.Array(nonNil(r.GetGrantedScopes())),
-		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), string(form), string(session))
+		pq.Array(nonNil(r.GetRequestedAudience())), pq.Array(nonNil(r.GetGrantedAudience())), string(form), string(session)}}
+	if st, ok := deferring(ctx); ok {
+		st.writes.tokens = append(st.writes.tokens, row)
+		return nil
+	}
+	if !s.inTxCtx(ctx) && len(extra.tokenHooks) == 0 {
+		return s.group.commit(ctx, &writeUnit{tokens: []tokenWrite{row}})
+	}
+	_, err = s.q(ctx).ExecContext(ctx, tokenInsert, row.args...)
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("%w: %s", store.ErrClientGone, r.GetClient().GetID())
 	}
@@ -302,15 +315,15 @@ type storedToken struct {
 }
 
 func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
-	row, ok := (*tokenRow)(nil), false
+	row, cached := (*tokenRow)(nil), false
 	if kind == kindAccessToken && s.caching() {
-		row, ok = s.tokens.get(signature, s.now())
+		row, cached = s.tokens.get(signature, s.now())
 	}
-	if !ok {
+	if !cached {
 		gen := s.tokens.generation()
 		var grantID sql.NullString
 		row = &tokenRow{}
-		err := s.q(ctx).QueryRowContext(ctx, tokenSelect, kind, signature).
+		err := s.queryRow(ctx, tokenSelect, kind, signature).
 			Scan(&row.requestID, &row.clientID, &grantID, &row.active, &row.rotatedAt, &row.requestedAt, pq.Array(&row.reqScopes),
 				pq.Array(&row.granted), pq.Array(&row.reqAud), pq.Array(&row.aud), &row.form, &row.session,
 				&row.grantExists, &row.grantExpiresAt)
@@ -332,6 +345,9 @@ func (s *Store) getToken(ctx context.Context, kind, signature string, session fo
 		// Expired or revoked grant: the token is as good as revoked (the janitor
 		// deletes it shortly), not inactive, which would look like refresh reuse.
 		return nil, fosite.ErrNotFound
+	}
+	if c, ok := session.(GrantStandingCarrier); ok && row.grantID != "" && !cached {
+		c.SetGrantStanding(row.grantExpiresAt.Time)
 	}
 	client, err := s.GetClient(ctx, row.clientID)
 	if err != nil {
@@ -448,23 +464,32 @@ func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string)
 // becomes inactive (remembering when, for the grace period) and the access token issued
 // with it is revoked. A token already rotated keeps its first rotation time, so the
 // grace period is never extended by using it again.
+//
+// In fosite's transaction the rotation waits for the commit, written with the new
+// tokens by the group commit (flushUnits) in the same way.
 func (s *Store) RotateRefreshToken(ctx context.Context, _ string, signature string) error {
-	return s.inTx(ctx, func(ctx context.Context, q querier) error {
-		var access sql.NullString
-		err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
+	if st, ok := deferring(ctx); ok {
+		st.writes.rotations = append(st.writes.rotations, signature)
+		return nil
+	}
+	return s.inTx(ctx, func(ctx context.Context, q querier) error { return s.rotate(ctx, q, signature) })
+}
+
+func (s *Store) rotate(ctx context.Context, q querier, signature string) error {
+	var access sql.NullString
+	err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
 WHERE kind = $1 AND signature = $2 AND rotated_at IS NULL RETURNING access_signature`,
-			kindRefreshToken, signature, s.now()).Scan(&access)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // rotated before: a grace-period reuse
-		}
-		if err != nil || !access.Valid {
-			return err
-		}
-		if _, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String); err != nil {
-			return err
-		}
-		return s.tokensGone(ctx, q, Invalidation{Signature: access.String})
-	})
+		kindRefreshToken, signature, s.now()).Scan(&access)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // rotated before: a grace-period reuse
+	}
+	if err != nil || !access.Valid {
+		return err
+	}
+	if _, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String); err != nil {
+		return err
+	}
+	return s.tokensGone(ctx, q, Invalidation{Signature: access.String})
 }
 
 // RevokeRefreshToken implements oauth2.TokenRevocationStorage: every refresh token of
@@ -538,13 +563,10 @@ func (s *Store) DeleteOpenIDConnectSession(ctx context.Context, code string) err
 }
 
 // BeginTX implements fosite's storage.Transactional: fosite wraps refresh-token
-// rotation and the tokens it issues in one transaction.
+// rotation and the tokens it issues in one transaction. It begins none in the
+// database yet (see txState).
 func (s *Store) BeginTX(ctx context.Context) (context.Context, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return ctx, s.mapErr(err)
-	}
-	return context.WithValue(ctx, txKey{}, &txState{tx: tx}), nil
+	return context.WithValue(ctx, txKey{}, &txState{writes: &writeUnit{}}), nil
 }
 
 // Commit implements storage.Transactional.
@@ -552,6 +574,22 @@ func (s *Store) Commit(ctx context.Context) error {
 	st, ok := txFrom(ctx)
 	if !ok {
 		return errors.New("commit without a transaction")
+	}
+	if st.err != nil {
+		return st.err
+	}
+	if st.tx == nil {
+		writes := st.writes
+		st.writes = &writeUnit{} // committed once, whoever calls Commit again
+		if !writes.empty() {
+			if err := s.group.commit(ctx, writes); err != nil {
+				return err
+			}
+		}
+		for _, f := range st.after {
+			f()
+		}
+		return nil
 	}
 	if err := st.tx.Commit(); err != nil {
 		return s.mapErr(err)
@@ -567,6 +605,9 @@ func (s *Store) Rollback(ctx context.Context) error {
 	st, ok := txFrom(ctx)
 	if !ok {
 		return errors.New("rollback without a transaction")
+	}
+	if st.tx == nil {
+		return nil // nothing was written
 	}
 	return s.mapErr(st.tx.Rollback())
 }

@@ -296,8 +296,10 @@ func clientOwnedBy(ctx context.Context, q querier, id, owner string) error {
 }
 
 // GetGrantByID returns the grant with id, or store.ErrNotFound.
+const grantByID = `SELECT ` + grantColumns + ` FROM consent_grants WHERE id = $1`
+
 func (s *Store) GetGrantByID(ctx context.Context, id string) (*store.ConsentGrant, error) {
-	g, err := scanGrant(s.q(ctx).QueryRowContext(ctx, `SELECT `+grantColumns+` FROM consent_grants WHERE id = $1`, id))
+	g, err := scanGrant(s.queryRow(ctx, grantByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}

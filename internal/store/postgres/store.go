@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,8 @@ type Store struct {
 	listenDSN string
 	clients   clientCache
 	tokens    tokenCache
+	group     *groupCommit
+	stmts     sync.Map // query → *sql.Stmt, see queryRow
 	testHooks testHooks
 	// following is set once Follow runs, listening while its listener is known to
 	// hear every NOTIFY: a replica that follows caches only while it listens.
@@ -106,7 +109,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if listenDSN == "" {
 		listenDSN = dsn
 	}
-	return &Store{db: db, opts: opts, listenDSN: listenDSN}, nil
+	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
+	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes}
+	return s, nil
 }
 
 // OpenDB opens a pool on dsn without checking the schema (for migrations).
@@ -136,7 +141,42 @@ func OpenDB(dsn string, maxOpen int) (*sql.DB, error) {
 func (s *Store) DB() *sql.DB { return s.db }
 
 // Close closes the pool.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.Range(func(_, v any) bool { _ = v.(*sql.Stmt).Close(); return true })
+	return s.db.Close()
+}
+
+// queryRow is q(ctx).QueryRowContext for the reads every token request makes: outside
+// a transaction it runs query as a prepared statement (prepared once per connection),
+// so that PostgreSQL parses and plans it once per connection instead of at each call,
+// which cost it more than running it.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if s.inTxCtx(ctx) {
+		return s.q(ctx).QueryRowContext(ctx, query, args...)
+	}
+	stmt, ok := s.stmts.Load(query)
+	if !ok {
+		prepared, err := s.prepare(ctx, query)
+		if err != nil {
+			return s.db.QueryRowContext(ctx, query, args...)
+		}
+		stmt = prepared
+	}
+	return stmt.(*sql.Stmt).QueryRowContext(ctx, args...)
+}
+
+// prepare prepares query once for the store; Close closes it.
+func (s *Store) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	prepared, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	stmt, raced := s.stmts.LoadOrStore(query, prepared)
+	if raced {
+		defer func() { _ = prepared.Close() }() // another caller's is kept
+	}
+	return stmt.(*sql.Stmt), nil
+}
 
 // Ping checks the database answers, for readiness.
 func (s *Store) Ping(ctx context.Context) error { return s.mapErr(s.db.PingContext(ctx)) }
@@ -153,9 +193,77 @@ type txKey struct{}
 // txState is a transaction and what to do once it commits. Cache invalidations wait
 // for the commit: dropped earlier, an entry could be refilled with the old row by a
 // reader that runs between the drop and the commit.
+//
+// fosite's transactions (BeginTX) start with no database transaction: the writes that
+// can wait for the commit (new tokens, a refresh-token rotation) gather in writes and
+// go to the group commit at Commit (groupcommit.go), with other requests' writes, in
+// one round trip. The first statement that cannot wait — a read, another write —
+// begins the database transaction and runs the gathered writes first, in order, so
+// that the transaction sees its own writes as ever.
 type txState struct {
-	tx    *sql.Tx
-	after []func()
+	tx     *sql.Tx
+	after  []func()
+	writes *writeUnit // not nil while no database transaction was begun
+	err    error      // of beginning it late; the transaction then fails as a whole
+}
+
+// deferring reports whether writes on ctx can wait for the commit.
+func deferring(ctx context.Context) (*txState, bool) {
+	st, ok := txFrom(ctx)
+	return st, ok && st.writes != nil && len(extra.tokenHooks) == 0
+}
+
+// begin begins st's database transaction, if not yet, and runs the writes gathered
+// until now.
+func (s *Store) begin(ctx context.Context, st *txState) error {
+	if st.err != nil || st.writes == nil {
+		return st.err
+	}
+	writes := st.writes
+	st.writes = nil
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		st.err = s.mapErr(err)
+		return st.err
+	}
+	st.tx = tx
+	for _, sig := range writes.rotations {
+		if err := s.rotate(ctx, tx, sig); err != nil {
+			st.err = s.mapErr(err)
+			return st.err
+		}
+	}
+	for _, row := range writes.tokens {
+		if _, err := tx.ExecContext(ctx, tokenInsert, row.args...); err != nil {
+			st.err = s.unitErr(err, []tokenWrite{row})
+			return st.err
+		}
+	}
+	return nil
+}
+
+// failedQuerier stands for a transaction that could not begin: every statement fails
+// with that error, and none reaches the database.
+type failedQuerier struct {
+	db  *sql.DB
+	err error
+}
+
+func (f failedQuerier) ExecContext(context.Context, string, ...any) (sql.Result, error) {
+	return nil, f.err
+}
+
+func (f failedQuerier) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
+	return nil, f.err
+}
+
+// QueryRowContext cannot make a *sql.Row hold f.err: it asks the pool on a context
+// already canceled, which fails before taking a connection. The transaction's own
+// error is what Commit returns.
+func (f failedQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	return f.db.QueryRowContext(canceled, query, args...)
 }
 
 func txFrom(ctx context.Context) (*txState, bool) {
@@ -171,6 +279,9 @@ func (s *Store) inTxCtx(ctx context.Context) bool {
 // q returns the transaction on ctx (fosite's, see BeginTX, or inTx's), or the pool.
 func (s *Store) q(ctx context.Context) querier {
 	if st, ok := txFrom(ctx); ok {
+		if err := s.begin(ctx, st); err != nil {
+			return failedQuerier{db: s.db, err: err}
+		}
 		return st.tx
 	}
 	return s.db
@@ -190,6 +301,9 @@ func (s *Store) afterCommit(ctx context.Context, f func()) {
 // fn's ctx carries the transaction, for afterCommit.
 func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
 	if st, ok := txFrom(ctx); ok {
+		if err := s.begin(ctx, st); err != nil {
+			return err
+		}
 		return fn(ctx, st.tx)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -69,7 +69,7 @@ type Invalidation struct {
 func (i Invalidation) String() string {
 	switch {
 	case i.Signature != "":
-		return "sig:" + i.Signature
+		return invalidationSignaturePrefix + i.Signature
 	case i.RequestID != "":
 		return "req:" + i.RequestID
 	case i.GrantID != "":
@@ -78,6 +78,10 @@ func (i Invalidation) String() string {
 		return "client:" + i.ClientID
 	}
 }
+
+// invalidationSignaturePrefix starts the payload naming one token, also written in
+// SQL by flushUnits.
+const invalidationSignaturePrefix = "sig:"
 
 // ParseInvalidation reads a NOTIFY payload.
 func ParseInvalidation(payload string) (Invalidation, bool) {

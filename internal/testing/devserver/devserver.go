@@ -41,6 +41,11 @@ type Options struct {
 	PasswordCost int
 	// Log, when not nil, gets one line per migration applied.
 	Log func(format string, args ...any)
+	// Durable runs PostgreSQL with its default durability settings (testpg.Options):
+	// what a benchmark of writes should measure.
+	Durable bool
+	// PGSettings are more PostgreSQL settings, "name=value" each.
+	PGSettings []string
 }
 
 // Env is a prepared database and secrets directory.
@@ -62,7 +67,7 @@ type Env struct {
 func Start(ctx context.Context, opts Options) (*Env, error) {
 	e := &Env{AdminToken: randsecret.MustNew(32), HMACSecret: []byte(randsecret.MustNew(32))}
 	var err error
-	if e.pg, err = testpg.Start(); err != nil {
+	if e.pg, err = testpg.StartWith(testpg.Options{Durable: opts.Durable, Settings: opts.PGSettings}); err != nil {
 		return e, err
 	}
 	e.DSN = e.pg.DSN
@@ -99,6 +104,9 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	}
 	return e, nil
 }
+
+// PG is the PostgreSQL server holding the database.
+func (e *Env) PG() *testpg.Server { return e.pg }
 
 // Path is the path of one of the files in Dir.
 func (e *Env) Path(name string) string { return filepath.Join(e.Dir, name) }

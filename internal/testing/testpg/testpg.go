@@ -40,14 +40,32 @@ type Server struct {
 	DSN string
 
 	dir    string
+	bin    string
+	cred   *syscall.Credential
+	args   []string // of postgres
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when postgres has exited
 	reaper *reaper.Reaper
 }
 
+// Options say how StartWith runs the server.
+type Options struct {
+	// Durable keeps PostgreSQL's default durability (fsync, synchronous_commit,
+	// full_page_writes on), so that a committed row survives a crash and a write costs
+	// what it costs in production: for benchmarks and crash tests. Otherwise they are
+	// off, as a throwaway test database can afford.
+	Durable bool
+	// Settings are more server settings, "name=value" each (postgres -c).
+	Settings []string
+}
+
 // Start starts a throwaway server, or connects to KUBEOAUTH_TEST_DSN when set. Call
 // Stop when done.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options. With KUBEOAUTH_TEST_DSN set the options are
+// ignored: that server's settings are its own.
+func StartWith(o Options) (*Server, error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		s := &Server{DSN: dsn}
 		if err := s.ping(10 * time.Second); err != nil {
@@ -55,7 +73,7 @@ func Start() (*Server, error) {
 		}
 		return s, nil
 	}
-	return startLocal()
+	return startLocal(o)
 }
 
 // New starts a server for one test and returns the DSN of a fresh database on it. The
@@ -129,7 +147,7 @@ func (s *Server) Stop() error {
 	}
 }
 
-func startLocal() (*Server, error) {
+func startLocal(o Options) (*Server, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -152,46 +170,85 @@ func startLocal() (*Server, error) {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 
-	logPath := filepath.Join(dir, "postgres.log")
-	logFile, err := os.Create(logPath) // #nosec G304 -- our temp dir
-	if err != nil {
+	s := &Server{
+		DSN:  fmt.Sprintf("host=%s user=postgres dbname=postgres sslmode=disable", dir),
+		dir:  dir,
+		bin:  bin,
+		cred: cred,
+		args: []string{"-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "max_connections=200"},
+	}
+	if !o.Durable {
+		// A test database is thrown away, and fsync is most of the cost of a write.
+		s.args = append(s.args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	for _, setting := range o.Settings {
+		s.args = append(s.args, "-c", setting)
+	}
+	if err := s.launch(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
+	}
+	return s, nil
+}
+
+// launch starts postgres on s's data directory and waits until it answers.
+func (s *Server) launch() error {
+	logPath := filepath.Join(s.dir, "postgres.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // #nosec G304 -- our temp dir
+	if err != nil {
+		return err
 	}
 	defer func() { _ = logFile.Close() }()
-	if cred != nil {
-		_ = logFile.Chown(int(cred.Uid), int(cred.Gid))
+	if s.cred != nil {
+		_ = logFile.Chown(int(s.cred.Uid), int(s.cred.Gid))
 	}
-	// Durability settings are off: a test database is thrown away, and fsync is most of
-	// the cost of a write.
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir, // #nosec G204 -- system binary
-		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=200")
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), s.args...) // #nosec G204 -- system binary
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting postgres: %w", err)
+		return fmt.Errorf("starting postgres: %w", err)
 	}
-	s := &Server{
-		DSN:    fmt.Sprintf("host=%s user=postgres dbname=postgres sslmode=disable", dir),
-		dir:    dir,
-		cmd:    cmd,
-		exited: make(chan struct{}),
-	}
-	go func() { _ = cmd.Wait(); close(s.exited) }()
+	s.cmd, s.exited = cmd, make(chan struct{})
+	exited := s.exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	// SIGQUIT is PostgreSQL's immediate shutdown, the right one when the test is gone.
-	s.reaper, err = reaper.Watch([]reaper.Target{{PID: cmd.Process.Pid, Signal: "QUIT"}}, []string{dir})
+	s.reaper, err = reaper.Watch([]reaper.Target{{PID: cmd.Process.Pid, Signal: "QUIT"}}, []string{s.dir})
 	if err != nil {
-		_ = s.Stop()
-		return nil, err
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		<-exited
+		return err
 	}
 	if err := s.ping(30 * time.Second); err != nil {
 		logText, _ := os.ReadFile(logPath) // #nosec G304 -- our temp dir
-		_ = s.Stop()
-		return nil, fmt.Errorf("postgres did not come up: %w\n%s", err, logText)
+		s.reaper.Stop()
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		<-exited
+		return fmt.Errorf("postgres did not come up: %w\n%s", err, logText)
 	}
-	return s, nil
+	return nil
+}
+
+// Crash stops the server as a crash would: PostgreSQL's immediate shutdown (SIGQUIT)
+// ends every process at once, without a checkpoint, so what it held in memory only is
+// lost and what it committed comes back from the WAL on Restart. A test of durability
+// calls Crash, then Restart. Not for KUBEOAUTH_TEST_DSN.
+func (s *Server) Crash() error {
+	if s.cmd == nil {
+		return errors.New("testpg: Crash needs a server Start started, not " + EnvDSN)
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+	<-s.exited
+	s.reaper.Stop()
+	return nil
+}
+
+// Restart starts the server again on its data after Crash, with the same settings,
+// and waits until it has recovered and answers.
+func (s *Server) Restart() error {
+	if s.cmd == nil {
+		return errors.New("testpg: Restart needs a server Start started, not " + EnvDSN)
+	}
+	return s.launch()
 }
 
 func (s *Server) ping(timeout time.Duration) error {
@@ -222,6 +279,23 @@ func (s *Server) exitedOrNil() <-chan struct{} {
 		return nil
 	}
 	return s.exited
+}
+
+// BinDir is the directory of the PostgreSQL binaries Start runs (initdb, postgres,
+// and the client tools that come with them, such as pgbench).
+func BinDir() (string, error) { return binDir() }
+
+// SocketDir is the directory of the server's Unix socket, the host for a client tool
+// (psql -h, pgbench -h); empty for KUBEOAUTH_TEST_DSN.
+func (s *Server) SocketDir() string { return s.dir }
+
+// PID is the postmaster's process ID, 0 for KUBEOAUTH_TEST_DSN. Its backends are in
+// its process group.
+func (s *Server) PID() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }
 
 // binDir finds the PostgreSQL server binaries: KUBEOAUTH_PG_BIN, else the newest

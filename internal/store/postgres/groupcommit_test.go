@@ -1,0 +1,343 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ory/fosite"
+
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
+	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
+)
+
+// commitGate makes every COMMIT that wrote a token wait for the test: a deferred
+// constraint trigger takes advisory lock 7 (shared) at commit time, and the test
+// holds it exclusively until it opens the gate. A token whose signature starts with
+// "bad-" fails its transaction at COMMIT.
+type commitGate struct {
+	db     *sql.DB
+	conn   *sql.Conn
+	opened atomic.Bool
+}
+
+func newCommitGate(t *testing.T, dsn string) *commitGate {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.ExecContext(ctx, `
+CREATE FUNCTION commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(7);
+    IF NEW.signature LIKE 'bad-%' THEN
+        RAISE EXCEPTION 'refused at commit: %', NEW.signature;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER commit_gate AFTER INSERT ON tokens DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION commit_gate()`); err != nil {
+		t.Fatal(err)
+	}
+	g := &commitGate{db: db}
+	if g.conn, err = db.Conn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.conn.Close() })
+	if _, err := g.conn.ExecContext(ctx, `SELECT pg_advisory_lock(7)`); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// waitForCommits returns once n transactions wait at the gate, their statements done.
+func (g *commitGate) waitForCommits(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := g.db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7 AND NOT granted`).
+			Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d transactions wait at the gate after 10s, want %d", waiting, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (g *commitGate) open(t *testing.T) {
+	t.Helper()
+	g.opened.Store(true)
+	if _, err := g.conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(7)`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// committed is how many of the signatures are in the table, as another session sees.
+func (g *commitGate) committed(t *testing.T, sigs []string) int {
+	t.Helper()
+	var n int
+	if err := g.db.QueryRow(`SELECT count(*) FROM tokens WHERE signature = ANY(string_to_array($1, ','))`,
+		strings.Join(sigs, ",")).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Concurrent token writes share commits (group commit): no request is answered
+// before the COMMIT of its token returned, a batch that fails at COMMIT answers each
+// of its requests with its own outcome (the good tokens are stored, the bad ones get
+// an error), and one that fails for all answers every request with an error.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	gate := newCommitGate(t, dsn)
+
+	// 48 requests: the first few commits wait at the gate while the rest queue behind
+	// them, so that they go in shared batches once it opens. Every fourth fails.
+	sigs := make([]string, 0, 48)
+	for i := range 48 {
+		prefix := "good-"
+		if i%4 == 3 {
+			prefix = "bad-"
+		}
+		sigs = append(sigs, fmt.Sprintf("%s%02d", prefix, i))
+	}
+	errs := make([]error, len(sigs))
+	var wg sync.WaitGroup
+	for i, sig := range sigs {
+		req := tokenRequest(t, s, "req-"+sig, clock.Now())
+		wg.Go(func() {
+			errs[i] = s.CreateAccessTokenSession(ctx, sig, req)
+			if !gate.opened.Load() {
+				t.Errorf("%s answered (err %v) while its COMMIT was held at the gate", sig, errs[i])
+			}
+		})
+	}
+	gate.waitForCommits(t, 1)
+	if n := gate.committed(t, sigs); n != 0 {
+		t.Fatalf("%d tokens visible before any COMMIT returned", n)
+	}
+	gate.open(t)
+	wg.Wait()
+	var good []string
+	for i, sig := range sigs {
+		switch {
+		case strings.HasPrefix(sig, "bad-") && errs[i] == nil:
+			t.Errorf("%s: stored, though its commit failed", sig)
+		case strings.HasPrefix(sig, "good-") && errs[i] != nil:
+			t.Errorf("%s: %v; want it stored despite the bad tokens committed with it", sig, errs[i])
+		case errs[i] == nil:
+			good = append(good, sig)
+		}
+	}
+	if n := gate.committed(t, sigs); n != len(good) {
+		t.Errorf("%d tokens stored, want the %d answered without an error", n, len(good))
+	}
+	for _, sig := range good {
+		if _, err := s.GetAccessTokenSession(ctx, sig, &storetest.Session{}); err != nil {
+			t.Errorf("%s answered as stored, then: %v", sig, err)
+		}
+	}
+
+	t.Run("a failed commit fails every request in it", func(t *testing.T) {
+		if _, err := gate.conn.ExecContext(ctx, `SELECT pg_advisory_lock(7)`); err != nil {
+			t.Fatal(err)
+		}
+		gate.opened.Store(false)
+		bad := make([]string, 0, 16)
+		for i := range 16 {
+			bad = append(bad, fmt.Sprintf("bad-all-%02d", i))
+		}
+		var wg sync.WaitGroup
+		for _, sig := range bad {
+			req := tokenRequest(t, s, "req-"+sig, clock.Now())
+			wg.Go(func() {
+				err := s.CreateAccessTokenSession(ctx, sig, req)
+				if err == nil {
+					t.Errorf("%s: stored, though its commit failed", sig)
+				}
+				if !gate.opened.Load() {
+					t.Errorf("%s answered while its COMMIT was held at the gate", sig)
+				}
+			})
+		}
+		gate.waitForCommits(t, 1)
+		gate.open(t)
+		wg.Wait()
+		if n := gate.committed(t, bad); n != 0 {
+			t.Errorf("%d tokens of failed commits stored", n)
+		}
+	})
+}
+
+// A request that gives up while its write still waits for a batch withdraws it: it
+// is never written, whatever happens to the batches before it.
+func TestGroupCommitWithdrawsACanceledRequest(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	gate := newCommitGate(t, dsn)
+	// Every batch writer blocked at the gate, one request each, one after the other.
+	var wg sync.WaitGroup
+	held := make([]string, 0, postgres.GroupCommitMaxFlushes)
+	for i := range postgres.GroupCommitMaxFlushes {
+		sig := fmt.Sprintf("held-%d", i)
+		held = append(held, sig)
+		req := tokenRequest(t, s, "req-"+sig, clock.Now())
+		wg.Go(func() {
+			if err := s.CreateAccessTokenSession(ctx, sig, req); err != nil {
+				t.Errorf("%s: %v", sig, err)
+			}
+		})
+		gate.waitForCommits(t, i+1)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	req := tokenRequest(t, s, "req-withdrawn", clock.Now())
+	go func() { errc <- s.CreateAccessTokenSession(canceled, "withdrawn", req) }()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled while queued: err = %v, want context.Canceled", err)
+	}
+	gate.open(t)
+	wg.Wait()
+	if n := gate.committed(t, held); n != len(held) {
+		t.Errorf("%d of the %d held tokens stored", n, len(held))
+	}
+	if n := gate.committed(t, []string{"withdrawn"}); n != 0 {
+		t.Error("the withdrawn token was written")
+	}
+}
+
+// Refreshes in fosite's transaction go to the group commit as one unit each: every
+// used refresh token is rotated (inactive, its access token gone) and every new pair
+// stored, also when many share a batch; a refresh whose commit fails leaves its chain
+// as it was.
+func TestGroupCommitRotations(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	const chains = 24
+	for i := range chains {
+		req := tokenRequest(t, s, fmt.Sprintf("chain-%02d", i), clock.Now())
+		if err := s.CreateAccessTokenSession(ctx, fmt.Sprintf("at-%02d", i), req); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRefreshTokenSession(ctx, fmt.Sprintf("rt-%02d", i), fmt.Sprintf("at-%02d", i), req); err != nil {
+			t.Fatal(err)
+		}
+		// Cached, so that the rotation must drop it.
+		if _, err := s.GetAccessTokenSession(ctx, fmt.Sprintf("at-%02d", i), &storetest.Session{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gate := newCommitGate(t, dsn)
+	errs := make([]error, chains)
+	var wg sync.WaitGroup
+	for i := range chains {
+		req := tokenRequest(t, s, fmt.Sprintf("chain-%02d", i), clock.Now())
+		// The last chain's new access token fails at COMMIT.
+		newAT := fmt.Sprintf("at2-%02d", i)
+		if i == chains-1 {
+			newAT = "bad-at2"
+		}
+		wg.Go(func() {
+			errs[i] = refreshInTx(ctx, s, fmt.Sprintf("rt-%02d", i), newAT, fmt.Sprintf("rt2-%02d", i), req)
+			if !gate.opened.Load() {
+				t.Errorf("refresh %d answered while its COMMIT was held at the gate", i)
+			}
+		})
+	}
+	gate.waitForCommits(t, 1)
+	gate.open(t)
+	wg.Wait()
+	for i := range chains {
+		oldAT, oldRT := fmt.Sprintf("at-%02d", i), fmt.Sprintf("rt-%02d", i)
+		_, atErr := s.GetAccessTokenSession(ctx, oldAT, &storetest.Session{})
+		_, rtErr := s.GetRefreshTokenSession(ctx, oldRT, &storetest.Session{})
+		if i == chains-1 {
+			if errs[i] == nil {
+				t.Errorf("refresh %d: committed, though its commit failed", i)
+			}
+			if atErr != nil || rtErr != nil {
+				t.Errorf("refresh %d failed, yet its chain changed: access %v, refresh %v", i, atErr, rtErr)
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("refresh %d: %v", i, errs[i])
+			continue
+		}
+		if !errors.Is(atErr, fosite.ErrNotFound) {
+			t.Errorf("refresh %d: the used refresh token's access token: %v; want it gone (cache dropped)", i, atErr)
+		}
+		if !errors.Is(rtErr, fosite.ErrInactiveToken) {
+			t.Errorf("refresh %d: the used refresh token: %v; want inactive", i, rtErr)
+		}
+		if _, err := s.GetAccessTokenSession(ctx, fmt.Sprintf("at2-%02d", i), &storetest.Session{}); err != nil {
+			t.Errorf("refresh %d: the new access token: %v", i, err)
+		}
+		if _, err := s.GetRefreshTokenSession(ctx, fmt.Sprintf("rt2-%02d", i), &storetest.Session{}); err != nil {
+			t.Errorf("refresh %d: the new refresh token: %v", i, err)
+		}
+	}
+}
+
+// refreshInTx stores a refresh as fosite's refresh handler does.
+func refreshInTx(ctx context.Context, s *postgres.Store, oldRT, newAT, newRT string, req fosite.Requester) error {
+	ctx, err := s.BeginTX(ctx)
+	if err != nil {
+		return err
+	}
+	for _, step := range []func() error{
+		func() error { return s.RotateRefreshToken(ctx, req.GetID(), oldRT) },
+		func() error { return s.CreateAccessTokenSession(ctx, newAT, req) },
+		func() error { return s.CreateRefreshTokenSession(ctx, newRT, newAT, req) },
+	} {
+		if err := step(); err != nil {
+			_ = s.Rollback(ctx)
+			return err
+		}
+	}
+	return s.Commit(ctx)
+}
