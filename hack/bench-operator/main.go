@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -41,6 +42,8 @@ var (
 	profile  = flag.String("profile-dir", "", "save the manager's heap profile at the end here")
 	memLimit = flag.String("gomemlimit", "", "GOMEMLIMIT for the manager, as the Helm chart sets it from the memory limit")
 	resync   = flag.Duration("resync", 30*time.Second, "the manager's --client-resync, waited twice for the no-op resync")
+	policy   = flag.Bool("finalizer-policy", true, "install the finalizer's MutatingAdmissionPolicy as `make deploy` does (config/admission)")
+	apiProf  = flag.Duration("apiserver-profile", 0, "with -profile-dir: a CPU profile of kube-apiserver this long from the first create")
 )
 
 func main() {
@@ -111,6 +114,12 @@ func run() error {
 		return err
 	}
 
+	if *policy {
+		if err := installFinalizerPolicy(ctx, k8s); err != nil {
+			return err
+		}
+	}
+
 	mgr := exec.Command(filepath.Join(dir, "manager"), "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", // #nosec G204
 		"--health-probe-bind-address", "0", "--client-resync", resync.String(), "--zap-log-level", "error",
 		// The token server runs on loopback, an address the manager refuses unless allowed.
@@ -143,6 +152,12 @@ func run() error {
 	}
 	fmt.Printf("==> applying %d OAuthClients\n", *count)
 	begin := time.Now()
+	apiProfiled := make(chan error, 1)
+	if *profile != "" && *apiProf > 0 {
+		go func() { apiProfiled <- saveAPIServerProfile(cfg, *apiProf, filepath.Join(*profile, "apiserver-cpu.pprof")) }()
+	} else {
+		apiProfiled <- nil
+	}
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	work := make(chan int)
@@ -271,18 +286,35 @@ func run() error {
 	}
 	fmt.Printf("no-op resync: %d API server writes, %d token-server changes (over %d objects)\n", apiWrites, serverChanges, len(v1))
 	fmt.Printf("manager peak RSS: %s\n", devserver.PeakRSS(mgr.Process.Pid))
+	if err := <-apiProfiled; err != nil {
+		return fmt.Errorf("kube-apiserver's CPU profile: %w", err)
+	}
 	if *profile != "" {
-		return save("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
+		return save(http.DefaultClient, "http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
 	}
 	return nil
 }
 
-func save(url, path string) error {
-	resp, err := http.Get(url) // #nosec G107 -- the manager we started
+// saveAPIServerProfile saves a CPU profile of kube-apiserver (its /debug/pprof, on by
+// default, for the bench's cluster-admin) of d to path.
+func saveAPIServerProfile(cfg *rest.Config, d time.Duration, path string) error {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	hc.Timeout = d + time.Minute
+	return save(hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(d.Seconds())), path)
+}
+
+func save(hc *http.Client, url, path string) error {
+	resp, err := hc.Get(url) // #nosec G107 -- the manager or API server we started
 	if err != nil {
 		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
 	f, err := os.Create(path) // #nosec G304
 	if err != nil {
 		return err
