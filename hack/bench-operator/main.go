@@ -44,7 +44,7 @@ var (
 	memLimit = flag.String("gomemlimit", "", "GOMEMLIMIT for the manager, as the Helm chart sets it from the memory limit")
 	resync   = flag.Duration("resync", 30*time.Second, "the manager's --client-resync, waited twice for the no-op resync")
 	policy   = flag.Bool("finalizer-policy", true, "install the finalizer's MutatingAdmissionPolicy as `make deploy` does (config/admission)")
-	apiProf  = flag.Duration("apiserver-profile", 0, "with -profile-dir: a CPU profile of kube-apiserver this long from the first create")
+	cpuProf  = flag.Duration("cpu-profile", 0, "with -profile-dir: CPU profiles of kube-apiserver and the manager this long from the first create")
 )
 
 func main() {
@@ -151,15 +151,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	cpuBefore := cpuByCommand()
 	fmt.Printf("==> applying %d OAuthClients\n", *count)
 	begin := time.Now()
-	apiProfiled := make(chan error, 1)
-	if *profile != "" && *apiProf > 0 {
+	profiled := make(chan error, 2)
+	if *profile != "" && *cpuProf > 0 {
 		go func() {
-			apiProfiled <- saveAPIServerProfile(cfg, *apiProf, filepath.Join(*profile, "apiserver-cpu.pprof"))
+			profiled <- saveCPUProfile(cfg, "", *cpuProf, filepath.Join(*profile, "apiserver-cpu.pprof"))
+		}()
+		go func() {
+			profiled <- saveCPUProfile(nil, "http://"+pprofAddr, *cpuProf, filepath.Join(*profile, "manager-cpu.pprof"))
 		}()
 	} else {
-		apiProfiled <- nil
+		profiled <- nil
+		profiled <- nil
 	}
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -216,6 +221,7 @@ func run() error {
 		return fmt.Errorf("only %d of %d Ready after 15 minutes", ready.n(), *count)
 	}
 	allReady := time.Since(begin)
+	cpuAfter := cpuByCommand()
 	fmt.Printf("all %d Ready %s after the first apply\n", *count, allReady.Round(time.Millisecond))
 
 	versions := func() (map[string]string, error) {
@@ -250,6 +256,7 @@ func run() error {
 		return err
 	}
 	printPerClient(reqBefore, reqAfter, *count)
+	printCPU(cpuBefore, cpuAfter, allReady, *count)
 	v1, err := versions()
 	if err != nil {
 		return err
@@ -281,8 +288,10 @@ func run() error {
 	}
 	fmt.Printf("no-op resync: %d API server writes, %d token-server changes (over %d objects)\n", apiWrites, serverChanges, len(v1))
 	fmt.Printf("manager peak RSS: %s\n", devserver.PeakRSS(mgr.Process.Pid))
-	if err := <-apiProfiled; err != nil {
-		return fmt.Errorf("kube-apiserver's CPU profile: %w", err)
+	for range 2 {
+		if err := <-profiled; err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
 	}
 	if *profile != "" {
 		return save(http.DefaultClient, "http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
@@ -290,15 +299,20 @@ func run() error {
 	return nil
 }
 
-// saveAPIServerProfile saves a CPU profile of kube-apiserver (its /debug/pprof, on by
-// default, for the bench's cluster-admin) of d to path.
-func saveAPIServerProfile(cfg *rest.Config, d time.Duration, path string) error {
-	hc, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return err
+// saveCPUProfile saves a CPU profile of d to path: of kube-apiserver (its
+// /debug/pprof, on by default, for the bench's cluster-admin) with cfg, else of the
+// manager's pprof server at base.
+func saveCPUProfile(cfg *rest.Config, base string, d time.Duration, path string) error {
+	hc := &http.Client{}
+	if cfg != nil {
+		var err error
+		if hc, err = rest.HTTPClientFor(cfg); err != nil {
+			return err
+		}
+		base = strings.TrimSuffix(cfg.Host, "/")
 	}
 	hc.Timeout = d + time.Minute
-	return save(hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), int(d.Seconds())), path)
+	return save(hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds())), path)
 }
 
 // readyCounter counts the OAuthClients whose Ready condition is True, from an
