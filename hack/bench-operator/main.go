@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -73,10 +74,6 @@ func run() error {
 		return err
 	}
 	defer func() { _ = env.Stop() }()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		return err
-	}
 	dev, err := devserver.Start(ctx, devserver.Options{})
 	defer func() { _ = dev.Stop() }()
 	if err != nil {
@@ -119,6 +116,31 @@ func run() error {
 		if err := installFinalizerPolicy(ctx, k8s); err != nil {
 			return err
 		}
+	}
+
+	// The manager and the load generator authenticate as a cluster's pods do, with
+	// ServiceAccount tokens: the manager holding the generated ClusterRole (as `make
+	// deploy` grants it), the load generator (a GitOps tool) cluster-admin.
+	role, err := generatedRole()
+	if err != nil {
+		return err
+	}
+	mgrCfg, err := serviceAccount(ctx, k8s, cfg, "kubeoauth-system", "kubeoauth-manager", role)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(mgrCfg, kubeconfig); err != nil {
+		return err
+	}
+	gitopsCfg, err := serviceAccount(ctx, k8s, cfg, "gitops", "sync", &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cluster-admin"}})
+	if err != nil {
+		return err
+	}
+	gitopsCfg.QPS, gitopsCfg.Burst = cfg.QPS, cfg.Burst
+	gitops, err := client.New(gitopsCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
 	}
 
 	mgr := exec.Command(filepath.Join(dir, "manager"), "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", // #nosec G204
@@ -176,7 +198,7 @@ func run() error {
 					Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth"},
 						ClientName: fmt.Sprintf("Client %d", i), GrantTypes: []oauthv1alpha1.GrantType{"client_credentials"},
 						Scopes: []oauthv1alpha1.Scope{"zones.read"}}}
-				if err := k8s.Create(ctx, oc); err != nil {
+				if err := gitops.Create(ctx, oc); err != nil {
 					failed.Add(1)
 				}
 			}
@@ -194,7 +216,7 @@ func run() error {
 	// by listing 10,000 objects over and over from the API server (that loaded it more
 	// than the operator did), nor from the informer's cache (each List deep-copies
 	// every object: a fifth of a core, taken from the processes measured).
-	watched, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{"platform": {}}})
+	watched, err := cache.New(gitopsCfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{"platform": {}}})
 	if err != nil {
 		return err
 	}
@@ -312,7 +334,14 @@ func saveCPUProfile(cfg *rest.Config, base string, d time.Duration, path string)
 		base = strings.TrimSuffix(cfg.Host, "/")
 	}
 	hc.Timeout = d + time.Minute
-	return save(hc, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds())), path)
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds()))
+	// The manager, started a moment ago, may not listen yet.
+	err := save(hc, url, path)
+	for deadline := time.Now().Add(30 * time.Second); err != nil && strings.Contains(err.Error(), "connection refused") &&
+		time.Now().Before(deadline); err = save(hc, url, path) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return err
 }
 
 // readyCounter counts the OAuthClients whose Ready condition is True, from an
