@@ -25,7 +25,8 @@ import (
 // token, as a pod's client does: the API server checks a token once (and caches
 // it) where it verifies a client certificate's signature on every request, and
 // authorizes a ServiceAccount by its roles, not as system:masters.
-func serviceAccount(ctx context.Context, c client.Client, admin *rest.Config, ns, name string, role *rbacv1.ClusterRole) (*rest.Config, error) {
+func serviceAccount(ctx context.Context, c client.Client, admin *rest.Config, ns, name string,
+	role *rbacv1.ClusterRole) (*rest.Config, error) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
 		return nil, err
 	}

@@ -45,7 +45,8 @@ var (
 	memLimit = flag.String("gomemlimit", "", "GOMEMLIMIT for the manager, as the Helm chart sets it from the memory limit")
 	resync   = flag.Duration("resync", 30*time.Second, "the manager's --client-resync, waited twice for the no-op resync")
 	policy   = flag.Bool("finalizer-policy", true, "install the finalizer's MutatingAdmissionPolicy as `make deploy` does (config/admission)")
-	cpuProf  = flag.Duration("cpu-profile", 0, "with -profile-dir: CPU profiles of kube-apiserver and the manager this long from the first create")
+	cpuProf  = flag.Duration("cpu-profile", 0,
+		"with -profile-dir: CPU profiles of kube-apiserver and the manager this long from the first create")
 )
 
 func main() {
@@ -133,7 +134,8 @@ func run() error {
 	if err := writeKubeconfig(mgrCfg, kubeconfig); err != nil {
 		return err
 	}
-	gitopsCfg, err := serviceAccount(ctx, k8s, cfg, "gitops", "sync", &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cluster-admin"}})
+	clusterAdmin := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cluster-admin"}}
+	gitopsCfg, err := serviceAccount(ctx, k8s, cfg, "gitops", "sync", clusterAdmin)
 	if err != nil {
 		return err
 	}
