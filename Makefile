@@ -42,11 +42,12 @@ help: ## Display this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, the chart's templates/crds), RBAC (config/rbac) and docs/api.md.
+manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, the chart's templates/crds), RBAC (config/rbac), the chart's copies and docs/api.md.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
 	hack/chart-crds.sh config/crd/bases charts/kubeoauth/templates/crds
 	cp config/rbac/role.yaml charts/kubeoauth/files/manager-role.yaml
+	cp config/admission/finalizer_policy.yaml charts/kubeoauth/files/finalizer-policy.yaml
 	$(CRD_REF_DOCS) --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown \
 		--output-path=docs/.api-reference.md --log-level=error
 	{ cat hack/api-docs/intro.md; sed -e '1,/^## oauth.kubeoauth.io/d' docs/.api-reference.md; } >docs/api.md

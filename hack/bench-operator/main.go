@@ -21,11 +21,14 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -41,6 +44,9 @@ var (
 	profile  = flag.String("profile-dir", "", "save the manager's heap profile at the end here")
 	memLimit = flag.String("gomemlimit", "", "GOMEMLIMIT for the manager, as the Helm chart sets it from the memory limit")
 	resync   = flag.Duration("resync", 30*time.Second, "the manager's --client-resync, waited twice for the no-op resync")
+	policy   = flag.Bool("finalizer-policy", true, "install the finalizer's MutatingAdmissionPolicy as `make deploy` does (config/admission)")
+	cpuProf  = flag.Duration("cpu-profile", 0,
+		"with -profile-dir: CPU profiles of kube-apiserver and the manager this long from the first create")
 )
 
 func main() {
@@ -69,10 +75,6 @@ func run() error {
 		return err
 	}
 	defer func() { _ = env.Stop() }()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		return err
-	}
 	dev, err := devserver.Start(ctx, devserver.Options{})
 	defer func() { _ = dev.Stop() }()
 	if err != nil {
@@ -111,6 +113,38 @@ func run() error {
 		return err
 	}
 
+	if *policy {
+		if err := installFinalizerPolicy(ctx, k8s); err != nil {
+			return err
+		}
+	}
+
+	// The manager and the load generator authenticate as a cluster's pods do, with
+	// ServiceAccount tokens: the manager holding the generated ClusterRole (as `make
+	// deploy` grants it), the load generator (a GitOps tool) cluster-admin.
+	role, err := generatedRole()
+	if err != nil {
+		return err
+	}
+	mgrCfg, err := serviceAccount(ctx, k8s, cfg, "kubeoauth-system", "kubeoauth-manager", role)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(mgrCfg, kubeconfig); err != nil {
+		return err
+	}
+	clusterAdmin := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "cluster-admin"}}
+	gitopsCfg, err := serviceAccount(ctx, k8s, cfg, "gitops", "sync", clusterAdmin)
+	if err != nil {
+		return err
+	}
+	gitopsCfg.QPS, gitopsCfg.Burst = cfg.QPS, cfg.Burst
+	gitops, err := client.New(gitopsCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+
 	mgr := exec.Command(filepath.Join(dir, "manager"), "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", // #nosec G204
 		"--health-probe-bind-address", "0", "--client-resync", resync.String(), "--zap-log-level", "error",
 		// The token server runs on loopback, an address the manager refuses unless allowed.
@@ -135,14 +169,54 @@ func run() error {
 		}
 	}()
 
+	// Ready is counted from a watch (an informer), as each object's events arrive: not
+	// by listing 10,000 objects over and over from the API server (that loaded it more
+	// than the operator did), nor from the informer's cache (each List deep-copies
+	// every object: a fifth of a core, taken from the processes measured). It starts
+	// before the creates, as a GitOps tool's own watch would be running: the API server
+	// sends it the events it encoded for the manager's watch anyway, where starting it
+	// after them cost a LIST of every object at once.
+	watched, err := cache.New(gitopsCfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{"platform": {}}})
+	if err != nil {
+		return err
+	}
+	cctx, stopCache := context.WithCancel(ctx)
+	defer stopCache()
+	go func() { _ = watched.Start(cctx) }()
+	informer, err := watched.GetInformer(ctx, &oauthv1alpha1.OAuthClient{})
+	if err != nil {
+		return err
+	}
+	ready := newReadyCounter(*count)
+	if _, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { ready.see(o) },
+		UpdateFunc: func(_, o any) { ready.see(o) },
+	}); err != nil {
+		return err
+	}
+	watched.WaitForCacheSync(ctx)
+
 	// The requests of the run, counted by the API server between the first create and
 	// the last Ready: the bench's own creates (one POST per client) are among them.
 	reqBefore, err := scrapeRequests(cfg)
 	if err != nil {
 		return err
 	}
+	cpuBefore := cpuByCommand()
 	fmt.Printf("==> applying %d OAuthClients\n", *count)
 	begin := time.Now()
+	profiled := make(chan error, 2)
+	if *profile != "" && *cpuProf > 0 {
+		go func() {
+			profiled <- saveCPUProfile(cfg, "", *cpuProf, filepath.Join(*profile, "apiserver-cpu.pprof"))
+		}()
+		go func() {
+			profiled <- saveCPUProfile(nil, "http://"+pprofAddr, *cpuProf, filepath.Join(*profile, "manager-cpu.pprof"))
+		}()
+	} else {
+		profiled <- nil
+		profiled <- nil
+	}
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	work := make(chan int)
@@ -153,7 +227,7 @@ func run() error {
 					Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Name: "auth"},
 						ClientName: fmt.Sprintf("Client %d", i), GrantTypes: []oauthv1alpha1.GrantType{"client_credentials"},
 						Scopes: []oauthv1alpha1.Scope{"zones.read"}}}
-				if err := k8s.Create(ctx, oc); err != nil {
+				if err := gitops.Create(ctx, oc); err != nil {
 					failed.Add(1)
 				}
 			}
@@ -167,45 +241,16 @@ func run() error {
 	applied := time.Since(begin)
 	fmt.Printf("applied in %s (%d failed)\n", applied.Round(time.Millisecond), failed.Load())
 
-	// Ready is counted from a watch (an informer), not by listing 10,000 objects over
-	// and over: that would load the API server more than the operator does.
-	watched, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{"platform": {}}})
-	if err != nil {
-		return err
-	}
-	cctx, stopCache := context.WithCancel(ctx)
-	defer stopCache()
-	go func() { _ = watched.Start(cctx) }()
-	if _, err := watched.GetInformer(ctx, &oauthv1alpha1.OAuthClient{}); err != nil {
-		return err
-	}
-	watched.WaitForCacheSync(ctx)
-	var list oauthv1alpha1.OAuthClientList
-	for {
-		if err := watched.List(ctx, &list); err != nil {
-			return err
-		}
-		ready := 0
-		for _, oc := range list.Items {
-			if meta.IsStatusConditionTrue(oc.Status.Conditions, oauthv1alpha1.ConditionReady) {
-				ready++
-			}
-		}
-		if ready == *count {
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			return fmt.Errorf("the manager exited: %v", err)
-		default:
-		}
-		if time.Since(begin) > 15*time.Minute {
-			return fmt.Errorf("only %d of %d Ready after 15 minutes", ready, *count)
-		}
-		time.Sleep(200 * time.Millisecond)
+	select {
+	case <-ready.all:
+	case err := <-exited:
+		exited <- err
+		return fmt.Errorf("the manager exited: %v", err)
+	case <-time.After(15*time.Minute - time.Since(begin)):
+		return fmt.Errorf("only %d of %d Ready after 15 minutes", ready.n(), *count)
 	}
 	allReady := time.Since(begin)
+	cpuAfter := cpuByCommand()
 	fmt.Printf("all %d Ready %s after the first apply\n", *count, allReady.Round(time.Millisecond))
 
 	versions := func() (map[string]string, error) {
@@ -240,6 +285,7 @@ func run() error {
 		return err
 	}
 	printPerClient(reqBefore, reqAfter, *count)
+	printCPU(cpuBefore, cpuAfter, allReady, *count)
 	v1, err := versions()
 	if err != nil {
 		return err
@@ -271,18 +317,84 @@ func run() error {
 	}
 	fmt.Printf("no-op resync: %d API server writes, %d token-server changes (over %d objects)\n", apiWrites, serverChanges, len(v1))
 	fmt.Printf("manager peak RSS: %s\n", devserver.PeakRSS(mgr.Process.Pid))
+	for range 2 {
+		if err := <-profiled; err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+	}
 	if *profile != "" {
-		return save("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
+		return save(http.DefaultClient, "http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(*profile, "heap.pprof"))
 	}
 	return nil
 }
 
-func save(url, path string) error {
-	resp, err := http.Get(url) // #nosec G107 -- the manager we started
+// saveCPUProfile saves a CPU profile of d to path: of kube-apiserver (its
+// /debug/pprof, on by default, for the bench's cluster-admin) with cfg, else of the
+// manager's pprof server at base.
+func saveCPUProfile(cfg *rest.Config, base string, d time.Duration, path string) error {
+	hc := &http.Client{}
+	if cfg != nil {
+		var err error
+		if hc, err = rest.HTTPClientFor(cfg); err != nil {
+			return err
+		}
+		base = strings.TrimSuffix(cfg.Host, "/")
+	}
+	hc.Timeout = d + time.Minute
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds()))
+	// The manager, started a moment ago, may not listen yet.
+	err := save(hc, url, path)
+	for deadline := time.Now().Add(30 * time.Second); err != nil && strings.Contains(err.Error(), "connection refused") &&
+		time.Now().Before(deadline); err = save(hc, url, path) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return err
+}
+
+// readyCounter counts the OAuthClients whose Ready condition is True, from an
+// informer's events; all is closed when want are.
+type readyCounter struct {
+	mu    sync.Mutex
+	ready map[string]bool
+	want  int
+	all   chan struct{}
+}
+
+func newReadyCounter(want int) *readyCounter {
+	return &readyCounter{ready: map[string]bool{}, want: want, all: make(chan struct{})}
+}
+
+func (r *readyCounter) see(o any) {
+	oc, ok := o.(*oauthv1alpha1.OAuthClient)
+	if !ok || !meta.IsStatusConditionTrue(oc.Status.Conditions, oauthv1alpha1.ConditionReady) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ready[oc.Name] || len(r.ready) == r.want {
+		return
+	}
+	r.ready[oc.Name] = true
+	if len(r.ready) == r.want {
+		close(r.all)
+	}
+}
+
+func (r *readyCounter) n() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ready)
+}
+
+func save(hc *http.Client, url, path string) error {
+	resp, err := hc.Get(url) // #nosec G107 -- the manager or API server we started
 	if err != nil {
 		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
 	f, err := os.Create(path) // #nosec G304
 	if err != nil {
 		return err

@@ -180,7 +180,7 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 			objs = append(objs, o)
 		}
 	}
-	applyAll(t, objs, "helm")
+	checkFinalizerPolicy(t, applyAll(t, objs, "helm"), objs, "default")
 }
 
 // The CRDs are templates (so that helm upgrade updates them), kept on uninstall unless

@@ -27,6 +27,8 @@ func TestDefaultDeploysOnARealAPIServer(t *testing.T) {
 		"Role/kubeoauth-leader-election-role":                      false,
 		"RoleBinding/kubeoauth-leader-election-rolebinding":        false,
 		"CustomResourceDefinition/tokenservers.oauth.kubeoauth.io": false,
+		"MutatingAdmissionPolicy/kubeoauth-finalizer":              false,
+		"MutatingAdmissionPolicyBinding/kubeoauth-finalizer":       false,
 	}
 	for _, o := range objs {
 		key := o.GetKind() + "/" + o.GetName()
@@ -49,7 +51,8 @@ func TestDefaultDeploysOnARealAPIServer(t *testing.T) {
 		}
 	}
 
-	applyAll(t, objs, "make-deploy") // the Namespace comes first: kustomize orders by kind
+	c := applyAll(t, objs, "make-deploy") // the Namespace comes first: kustomize orders by kind
+	checkFinalizerPolicy(t, c, objs, "default")
 }
 
 // applyAll applies objs, in order, to a real API server (envtest, with the CRDs of
