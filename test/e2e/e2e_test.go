@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -113,22 +112,7 @@ func clientSecret(t *testing.T, name string) (id, secret string) {
 func introspect(t *testing.T, tok string) bool {
 	t.Helper()
 	id, secret := clientSecret(t, "reports-oauth")
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, suite.issuer+"/oauth2/introspect",
-		strings.NewReader(url.Values{"token": {tok}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var out struct {
-		Active bool `json:"active"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("introspection: %s: %v", resp.Status, err)
-	}
-	return out.Active
+	return introspectAt(t, suite.issuer, clientcredentials.Config{ClientID: id, ClientSecret: secret}, tok)
 }
 
 // An app uses the Secret the operator wrote with golang.org/x/oauth2, through the
