@@ -193,6 +193,9 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		jwtBearerFactory(&jwtBearerKeys{jtis: st, jwks: fc.JWKSFetcherStrategy}),
 	)
 	for i, h := range fc.TokenEndpointHandlers {
+		if code, ok := h.(*oauth2.AuthorizeExplicitGrantHandler); ok {
+			h = codeReuse{code, st}
+		}
 		fc.TokenEndpointHandlers[i] = declineCheaply{h}
 	}
 	return &Provider{f: f, cfg: cfg, store: st, enigma: devices}, nil

@@ -400,9 +400,26 @@ func (s *Store) GetAuthorizeCodeSession(ctx context.Context, code string, sessio
 
 // InvalidateAuthorizeCodeSession implements oauth2.AuthorizeCodeStorage. The row stays
 // (inactive) so that a second use is recognised and revokes what the first issued.
+//
+// fosite reads the code before its transaction, so two concurrent exchanges both see
+// it active; only the UPDATE decides. Under READ COMMITTED the second one's UPDATE
+// waits for the first's row lock and then re-checks "active" on the committed row,
+// so exactly one invalidates the code. The other gets ErrInvalidatedAuthorizeCode,
+// for which the provider answers invalid_grant and revokes what the code issued
+// (RFC 6749 section 4.1.2), as fosite does when the read finds the code used.
 func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, code string) error {
-	_, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2`, kindAuthorizeCode, code)
-	return s.mapErr(err)
+	res, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2 AND active`, kindAuthorizeCode, code)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.mapErr(err)
+	}
+	if n == 0 {
+		return fosite.ErrInvalidatedAuthorizeCode
+	}
+	return nil
 }
 
 // CreateAccessTokenSession implements oauth2.AccessTokenStorage.

@@ -1,0 +1,43 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+)
+
+// codeReuse finishes what fosite's authorization-code handler leaves undone when two
+// exchanges of one code race. fosite revokes a code's tokens and answers invalid_grant
+// when its read finds the code used, but both racing exchanges read it as unused;
+// the store's InvalidateAuthorizeCodeSession then fails the later one with
+// ErrInvalidatedAuthorizeCode, which fosite turns into a server error after rolling
+// its transaction back. RFC 6749 section 4.1.2: the second use must fail and what the
+// code issued should be revoked, so this answers invalid_grant and revokes here,
+// after fosite's rollback, on the request's context (no transaction of fosite's to
+// undo it). The first exchange has committed by then: the store's UPDATE waited for
+// its row lock.
+type codeReuse struct {
+	*oauth2.AuthorizeExplicitGrantHandler
+	revoke oauth2.TokenRevocationStorage
+}
+
+func (h codeReuse) PopulateTokenEndpointResponse(ctx context.Context, ar fosite.AccessRequester, resp fosite.AccessResponder) error {
+	err := h.AuthorizeExplicitGrantHandler.PopulateTokenEndpointResponse(ctx, ar, resp)
+	if err == nil || !errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) {
+		return err
+	}
+	// HandleTokenEndpointRequest set the code's request ID on ar.
+	hint := "The authorization code has already been used."
+	var debug string
+	if revErr := h.revoke.RevokeAccessToken(ctx, ar.GetID()); revErr != nil {
+		hint += " Additionally, an error occurred during processing the access token revocation."
+		debug += "Revocation of access_token: " + revErr.Error() + ". "
+	}
+	if revErr := h.revoke.RevokeRefreshToken(ctx, ar.GetID()); revErr != nil {
+		hint += " Additionally, an error occurred during processing the refresh token revocation."
+		debug += "Revocation of refresh_token: " + revErr.Error() + "."
+	}
+	return fosite.ErrInvalidGrant.WithHint(hint).WithDebug(debug)
+}
