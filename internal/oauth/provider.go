@@ -193,8 +193,11 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		jwtBearerFactory(&jwtBearerKeys{jtis: st, jwks: fc.JWKSFetcherStrategy}),
 	)
 	for i, h := range fc.TokenEndpointHandlers {
-		if code, ok := h.(*oauth2.AuthorizeExplicitGrantHandler); ok {
-			h = codeReuse{code, st}
+		switch inner := h.(type) {
+		case *oauth2.AuthorizeExplicitGrantHandler:
+			h = codeReuse{inner, st}
+		case *oauth2.RefreshTokenGrantHandler:
+			h = refreshRevoked{inner}
 		}
 		fc.TokenEndpointHandlers[i] = declineCheaply{h}
 	}

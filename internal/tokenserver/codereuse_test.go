@@ -97,3 +97,73 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 		t.Errorf("refresh with the refresh token of a code used twice: %d %v; want invalid_grant", code, body)
 	}
 }
+
+// A refresh whose chain is revoked while its rotation waits to be written (here: a
+// test transaction holds the refresh token's row, as a revocation in progress does,
+// and deletes the chain's refresh tokens) gets invalid_grant, and no new pair is
+// stored for the revoked chain.
+func TestRefreshOfChainRevokedMeanwhileFails(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	in := start(t, setup{dsn: dsn, grace: time.Minute})
+	secret := confidentialClient(t, in, "grafana")
+	tok := codeFlowToken(t, in, secret)
+
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	var requestID string
+	if err := db.QueryRowContext(ctx, `SELECT request_id FROM tokens WHERE kind = 'refresh_token'`).Scan(&requestID); err != nil {
+		t.Fatal(err)
+	}
+	revocation, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = revocation.Rollback() }()
+	if _, err := revocation.ExecContext(ctx, `SELECT 1 FROM tokens WHERE kind = 'refresh_token' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		code int
+		body map[string]any
+	}
+	refreshed := make(chan answer, 1)
+	go func() {
+		code, body := refresh(t, in, secret, tok.RefreshToken)
+		refreshed <- answer{code, body}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = revocation.Rollback()
+			t.Fatalf("the refresh's rotation does not wait on the refresh token's row (%v)", <-refreshed)
+		}
+	}
+	if _, err := revocation.ExecContext(ctx, `DELETE FROM tokens WHERE request_id = $1`, requestID); err != nil {
+		t.Fatal(err)
+	}
+	if err := revocation.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got := <-refreshed
+	if got.code != 400 || got.body["error"] != "invalid_grant" {
+		t.Errorf("refresh of a chain revoked meanwhile: %d %v; want invalid_grant", got.code, got.body)
+	}
+	var left int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM tokens WHERE request_id = $1`, requestID).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d tokens of the revoked chain are stored", left)
+	}
+}

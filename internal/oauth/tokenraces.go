@@ -41,3 +41,20 @@ func (h codeReuse) PopulateTokenEndpointResponse(ctx context.Context, ar fosite.
 	}
 	return fosite.ErrInvalidGrant.WithHint(hint).WithDebug(debug)
 }
+
+// refreshRevoked answers invalid_grant (RFC 6749 section 5.2: the refresh token is
+// revoked) for a refresh whose refresh token was revoked after fosite read it: the
+// store then fails the rotation with ErrNotFound and nothing is stored, but fosite
+// answers that with invalid_request and "please retry", which a retry could only
+// turn into invalid_grant.
+type refreshRevoked struct {
+	*oauth2.RefreshTokenGrantHandler
+}
+
+func (h refreshRevoked) PopulateTokenEndpointResponse(ctx context.Context, ar fosite.AccessRequester, resp fosite.AccessResponder) error {
+	err := h.RefreshTokenGrantHandler.PopulateTokenEndpointResponse(ctx, ar, resp)
+	if err != nil && (errors.Is(err, fosite.ErrNotFound) || errors.Is(err, fosite.ErrInactiveToken)) {
+		return fosite.ErrInvalidGrant.WithHint("The refresh token was revoked.").WithWrap(err).WithDebug(err.Error())
+	}
+	return err
+}
