@@ -211,7 +211,8 @@ gone AS (
 		}
 		gone = append(gone, sig.String)
 	}
-	// The commit's own error (a deferred constraint, a failed WAL flush) comes here.
+	// Without a transaction of its own, the statement's commit error (a deferred
+	// constraint, a failed WAL flush) comes here; with one, from tx.Commit.
 	if err := dbRows.Err(); err != nil {
 		return s.unitErr(err, rows)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
 )
@@ -175,5 +176,75 @@ func TestRevocationDuringRotationRevokesNewPair(t *testing.T) {
 	}
 	if n := gate.committed(t, []string{"at-1", "rt-1", "rt-0"}); n != 0 {
 		t.Errorf("%d rows of the revoked chain remain", n)
+	}
+}
+
+// The same for a grant narrowed while a refresh under it is being committed: the
+// refresh's new pair, which carries the scopes the grant no longer holds, goes too.
+func TestGrantNarrowingDuringRotationRevokesNewPair(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	c := client("secret")
+	c.Scopes = []string{"openid", "profile"}
+	if _, err := s.PutClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice",
+		Scopes: []string{"openid", "profile"}, Source: store.SourceDeclared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func() *fosite.Request {
+		r := tokenRequest(t, s, "chain", clock.Now())
+		r.Session.(*storetest.Session).GrantID = g.ID
+		r.Session.(*storetest.Session).Subject = "alice"
+		r.GrantedScope = fosite.Arguments{"openid", "profile"}
+		return r
+	}
+	if err := s.CreateAccessTokenSession(ctx, "at-0", req()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRefreshTokenSession(ctx, "rt-0", "at-0", req()); err != nil {
+		t.Fatal(err)
+	}
+	gate := newCommitGate(t, dsn)
+	refreshed := make(chan error, 1)
+	r1 := req()
+	go func() { refreshed <- refreshInTx(ctx, s, "rt-0", "at-1", "rt-1", r1) }()
+	gate.waitForCommits(t, 1)
+	narrowed := make(chan error, 1)
+	go func() {
+		_, err := s.PutGrant(ctx, &store.ConsentGrant{ClientID: "grafana", Subject: "alice",
+			Scopes: []string{"openid"}, Source: store.SourceDeclared})
+		narrowed <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := gate.db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).
+			Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the narrowing does not wait on the rotated row")
+		}
+	}
+	gate.open(t)
+	if err := <-refreshed; err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if err := <-narrowed; err != nil {
+		t.Fatalf("narrowing: %v", err)
+	}
+	if n := gate.committed(t, []string{"at-1", "rt-1"}); n != 0 {
+		t.Errorf("%d tokens with a scope the grant no longer holds remain", n)
 	}
 }
