@@ -16,6 +16,7 @@ import (
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/handler/pkce"
 	enigma "github.com/ory/fosite/token/hmac"
 	"github.com/ory/fosite/token/jwt"
 
@@ -198,6 +199,8 @@ func New(cfg Config, st Storage) (*Provider, error) {
 			h = codeReuse{inner, st}
 		case *oauth2.RefreshTokenGrantHandler:
 			h = refreshRevoked{inner}
+		case *pkce.Handler:
+			h = pkceCodeReuse{inner, st, st}
 		}
 		fc.TokenEndpointHandlers[i] = declineCheaply{h}
 	}

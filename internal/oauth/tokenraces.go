@@ -6,6 +6,7 @@ import (
 
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/pkce"
 )
 
 // codeReuse finishes what fosite's authorization-code handler leaves undone when two
@@ -55,6 +56,36 @@ func (h refreshRevoked) PopulateTokenEndpointResponse(ctx context.Context, ar fo
 	err := h.RefreshTokenGrantHandler.PopulateTokenEndpointResponse(ctx, ar, resp)
 	if err != nil && (errors.Is(err, fosite.ErrNotFound) || errors.Is(err, fosite.ErrInactiveToken)) {
 		return fosite.ErrInvalidGrant.WithHint("The refresh token was revoked.").WithWrap(err).WithDebug(err.Error())
+	}
+	return err
+}
+
+// pkceCodeReuse closes the other order of the race codeReuse handles. fosite's PKCE
+// check reads and deletes the code's PKCE record while the exchange is validated,
+// before any transaction: of two racing exchanges, the second may find the record
+// gone and fail there with invalid_grant, before the code is invalidated, and then
+// nothing revokes the first one's tokens. So a code whose PKCE record is gone is
+// invalidated here: if that finds it already used, what it issued is revoked (the
+// store's UPDATE waited for the first exchange's commit); if it was not, the code is
+// spent now and the first exchange fails at its own invalidation. An exchange without
+// the code's PKCE record never succeeds anyway.
+type pkceCodeReuse struct {
+	*pkce.Handler
+	codes  oauth2.AuthorizeCodeStorage
+	revoke oauth2.TokenRevocationStorage
+}
+
+func (h pkceCodeReuse) HandleTokenEndpointRequest(ctx context.Context, ar fosite.AccessRequester) error {
+	err := h.Handler.HandleTokenEndpointRequest(ctx, ar)
+	if err == nil || !errors.Is(err, fosite.ErrNotFound) || !h.CanHandleTokenEndpointRequest(ctx, ar) || ar.GetID() == "" {
+		return err
+	}
+	sig := h.AuthorizeCodeStrategy.AuthorizeCodeSignature(ctx, ar.GetRequestForm().Get("code"))
+	if invErr := h.codes.InvalidateAuthorizeCodeSession(ctx, sig); errors.Is(invErr, fosite.ErrInvalidatedAuthorizeCode) {
+		// HandleTokenEndpointRequest of the code handler, which runs first, set the
+		// code's request ID on ar.
+		_ = h.revoke.RevokeAccessToken(ctx, ar.GetID())
+		_ = h.revoke.RevokeRefreshToken(ctx, ar.GetID())
 	}
 	return err
 }

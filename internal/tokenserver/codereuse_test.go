@@ -167,3 +167,76 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 		t.Errorf("%d tokens of the revoked chain are stored", left)
 	}
 }
+
+// The same race with PKCE, in the order where fosite's PKCE check fails the second
+// exchange early: the first exchange has taken the code's PKCE record and waits to
+// invalidate the code when the second arrives. The second still answers invalid_grant
+// and the first's tokens are revoked.
+func TestConcurrentCodeExchangesWithPKCEAreRevoked(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	in := start(t, setup{dsn: dsn})
+	secret := confidentialClient(t, in, "grafana")
+	cfg := oauthConfig(in, secret, "openid", "offline_access")
+	verifier := oauth2.GenerateVerifier()
+	cb := newBrowser(t).authorize(in, cfg.AuthCodeURL("state-race-0002", oauth2.S256ChallengeOption(verifier)), "approve")
+	if cb.Get("code") == "" {
+		t.Fatalf("callback = %v; want a code", cb)
+	}
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	hold, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback() }()
+	if _, err := hold.ExecContext(ctx, `SELECT 1 FROM tokens WHERE kind = 'authorize_code' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]*oauth2.Token, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	waitFor := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			var waiting int
+			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			if waiting == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				_ = hold.Rollback()
+				wg.Wait()
+				t.Fatalf("%d exchanges wait at the code's row, want %d (errors %v)", waiting, n, errs)
+			}
+		}
+	}
+	for i := range 2 {
+		wg.Go(func() { toks[i], errs[i] = cfg.Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(verifier)) })
+		waitFor(i + 1)
+	}
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	var re *oauth2.RetrieveError
+	if !errors.As(errs[1], &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("the second exchange: %v; want invalid_grant", errs[1])
+	}
+	if errs[0] != nil {
+		// The first waits at the row first, so it invalidates first.
+		t.Fatalf("the first exchange: %v", errs[0])
+	}
+	if got := introspect(t, in, toks[0].AccessToken, "grafana", secret); got["active"] != false {
+		t.Errorf("the access token of a code used twice is active: %v", got)
+	}
+	if code, body := refresh(t, in, secret, toks[0].RefreshToken); code != 400 || body["error"] != "invalid_grant" {
+		t.Errorf("refresh with the refresh token of a code used twice: %d %v; want invalid_grant", code, body)
+	}
+}
