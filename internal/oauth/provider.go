@@ -16,6 +16,7 @@ import (
 	"github.com/ory/fosite/compose"
 	"github.com/ory/fosite/handler/oauth2"
 	"github.com/ory/fosite/handler/openid"
+	"github.com/ory/fosite/handler/pkce"
 	enigma "github.com/ory/fosite/token/hmac"
 	"github.com/ory/fosite/token/jwt"
 
@@ -193,6 +194,14 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		jwtBearerFactory(&jwtBearerKeys{jtis: st, jwks: fc.JWKSFetcherStrategy}),
 	)
 	for i, h := range fc.TokenEndpointHandlers {
+		switch inner := h.(type) {
+		case *oauth2.AuthorizeExplicitGrantHandler:
+			h = codeReuse{inner, st}
+		case *oauth2.RefreshTokenGrantHandler:
+			h = refreshRevoked{inner}
+		case *pkce.Handler:
+			h = pkceCodeReuse{inner, st, st}
+		}
 		fc.TokenEndpointHandlers[i] = declineCheaply{h}
 	}
 	return &Provider{f: f, cfg: cfg, store: st, enigma: devices}, nil

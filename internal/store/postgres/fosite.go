@@ -400,9 +400,26 @@ func (s *Store) GetAuthorizeCodeSession(ctx context.Context, code string, sessio
 
 // InvalidateAuthorizeCodeSession implements oauth2.AuthorizeCodeStorage. The row stays
 // (inactive) so that a second use is recognised and revokes what the first issued.
+//
+// fosite reads the code before its transaction, so two concurrent exchanges both see
+// it active; only the UPDATE decides. Under READ COMMITTED the second one's UPDATE
+// waits for the first's row lock and then re-checks "active" on the committed row,
+// so exactly one invalidates the code. The other gets ErrInvalidatedAuthorizeCode,
+// for which the provider answers invalid_grant and revokes what the code issued
+// (RFC 6749 section 4.1.2), as fosite does when the read finds the code used.
 func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, code string) error {
-	_, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2`, kindAuthorizeCode, code)
-	return s.mapErr(err)
+	res, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2 AND active`, kindAuthorizeCode, code)
+	if err != nil {
+		return s.mapErr(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.mapErr(err)
+	}
+	if n == 0 {
+		return fosite.ErrInvalidatedAuthorizeCode
+	}
+	return nil
 }
 
 // CreateAccessTokenSession implements oauth2.AccessTokenStorage.
@@ -476,21 +493,31 @@ func (s *Store) RotateRefreshToken(ctx context.Context, _ string, signature stri
 }
 
 func (s *Store) rotate(ctx context.Context, q querier, signature string) error {
+	// Unconditional on rotated_at, so that after waiting for a concurrent revocation's
+	// lock the UPDATE re-reads the row and finds it gone: a refresh token revoked
+	// after fosite read it must not yield a new pair. rotated_at keeps the first
+	// rotation's time, so a grace-period reuse never extends the grace period.
 	var access sql.NullString
-	err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = $3
-WHERE kind = $1 AND signature = $2 AND rotated_at IS NULL RETURNING access_signature`,
-		kindRefreshToken, signature, s.now()).Scan(&access)
+	var first bool
+	err := q.QueryRowContext(ctx, `UPDATE tokens SET active = false, rotated_at = coalesce(rotated_at, $3)
+WHERE kind = $1 AND signature = $2 RETURNING access_signature, rotated_at = $3`,
+		kindRefreshToken, signature, s.now()).Scan(&access, &first)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil // rotated before: a grace-period reuse
+		return errRefreshRevoked
 	}
-	if err != nil || !access.Valid {
-		return err
+	if err != nil || !first || !access.Valid {
+		return err // !first: rotated before, a grace-period reuse; its access token went then
 	}
 	if _, err = q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kindAccessToken, access.String); err != nil {
 		return err
 	}
 	return s.tokensGone(ctx, q, Invalidation{Signature: access.String})
 }
+
+// errRefreshRevoked fails a rotation whose refresh token is gone (revoked, its grant
+// or client deleted) by the time the rotation is written. fosite answers ErrNotFound
+// with an error and rolls back, so the new pair is never stored.
+var errRefreshRevoked = fmt.Errorf("%w: the refresh token was revoked", fosite.ErrNotFound)
 
 // RevokeRefreshToken implements oauth2.TokenRevocationStorage: every refresh token of
 // the authorization goes.
@@ -503,16 +530,36 @@ func (s *Store) RevokeAccessToken(ctx context.Context, requestID string) error {
 	return s.revokeRequest(ctx, kindAccessToken, requestID)
 }
 
+// revokeRequest deletes the authorization's tokens of kind. A refresh whose rotation
+// is being written when the revocation starts holds the used refresh token's row: the
+// DELETE waits for it, deletes that row, but (READ COMMITTED) not the new pair the
+// rotation committed meanwhile, which its snapshot predates. So the DELETE is repeated,
+// each time with a new snapshot, until one finds nothing. That ends the race: every
+// new pair of the chain comes from rotating a refresh token of the chain, which a
+// DELETE either saw (and waited for its rotation, so the next DELETE sees the pair)
+// or already deleted and keeps locked until this transaction ends, so that rotation
+// finds its token gone and fails (see rotate). Locking the chain first (SELECT … FOR
+// UPDATE) would not do: it cannot lock rows its snapshot does not yet see.
 func (s *Store) revokeRequest(ctx context.Context, kind, requestID string) error {
 	return s.inTx(ctx, func(ctx context.Context, q querier) error {
 		var clientID, subject string
-		err := q.QueryRowContext(ctx, `WITH gone AS (DELETE FROM tokens WHERE kind = $1 AND request_id = $2 RETURNING client_id, subject)
-SELECT client_id, subject FROM gone LIMIT 1`, kind, requestID).Scan(&clientID, &subject)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
+		found := false
+		for {
+			var c, sub string
+			err := q.QueryRowContext(ctx, `WITH gone AS (DELETE FROM tokens WHERE kind = $1 AND request_id = $2 RETURNING client_id, subject)
+SELECT client_id, subject FROM gone LIMIT 1`, kind, requestID).Scan(&c, &sub)
+			if errors.Is(err, sql.ErrNoRows) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if !found {
+				clientID, subject, found = c, sub, true
+			}
 		}
-		if err != nil {
-			return err
+		if !found {
+			return nil
 		}
 		if err := s.tokensGone(ctx, q, Invalidation{RequestID: requestID}); err != nil {
 			return err

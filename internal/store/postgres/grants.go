@@ -179,19 +179,32 @@ func (s *Store) revokeFirstParty(ctx context.Context, q querier, id string) erro
 // holds are revoked (each authorization logged as EventTokenRevoked), and every
 // replica drops the grant's cached tokens, whose cached grant expiry may have changed.
 func (s *Store) narrowed(ctx context.Context, q querier, g *store.ConsentGrant) error {
+	// Repeated until a DELETE finds nothing, for the pairs that rotations committed
+	// while it waited on their used refresh tokens (see revokeRequest).
 	var revoked [][2]string
-	err := queryRows(ctx, q, func(row scanner) error {
-		var requestID, subject string
-		if err := row.Scan(&requestID, &subject); err != nil {
-			return err
-		}
-		revoked = append(revoked, [2]string{requestID, subject})
-		return nil
-	}, `WITH gone AS (
+	seen := map[string]bool{}
+	for {
+		n := 0
+		err := queryRows(ctx, q, func(row scanner) error {
+			var requestID, subject string
+			if err := row.Scan(&requestID, &subject); err != nil {
+				return err
+			}
+			n++
+			if !seen[requestID] {
+				seen[requestID] = true
+				revoked = append(revoked, [2]string{requestID, subject})
+			}
+			return nil
+		}, `WITH gone AS (
     DELETE FROM tokens WHERE grant_id = $1 AND NOT (granted_scopes <@ $2::text[]) RETURNING request_id, subject)
 SELECT DISTINCT request_id, subject FROM gone ORDER BY request_id`, g.ID, pq.Array(g.Scopes))
-	if err != nil {
-		return err
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
 	}
 	if err := s.tokensGone(ctx, q, Invalidation{GrantID: g.ID}); err != nil {
 		return err

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -155,47 +156,90 @@ func (s *Store) flushUnits(units []*writeUnit) error {
 		args = append(args, s.now(), pq.Array(rotations), TokensChannel)
 		// The used refresh tokens become inactive, remembering when, unless rotated
 		// before (a grace-period reuse keeps its first rotation time); the access
-		// token each was issued with goes.
+		// token each was issued with goes. The UPDATE does not skip rows rotated
+		// before, so that a row revoked while this waited for its lock is missing
+		// from rotated (see rotate); the last row counts them.
 		query.WriteString(`WITH rotated AS (
-    UPDATE tokens SET active = false, rotated_at = $1
-    WHERE kind = '` + kindRefreshToken + `' AND signature = ANY($2::text[]) AND rotated_at IS NULL
-    RETURNING access_signature),
+    UPDATE tokens SET active = false, rotated_at = coalesce(rotated_at, $1)
+    WHERE kind = '` + kindRefreshToken + `' AND signature = ANY($2::text[])
+    RETURNING signature, access_signature, rotated_at = $1 AS first),
 gone AS (
-    DELETE FROM tokens WHERE kind = '` + kindAccessToken + `' AND signature IN (SELECT access_signature FROM rotated)
+    DELETE FROM tokens WHERE kind = '` + kindAccessToken + `' AND signature IN (SELECT access_signature FROM rotated WHERE first)
     RETURNING signature)`)
 		if len(rows) > 0 {
 			query.WriteString(",\nadded AS (")
 			writeTokenInsert(&query, &args, rows)
 			query.WriteString(" RETURNING 1)")
 		}
-		query.WriteString("\nSELECT signature, pg_notify($3, '" + invalidationSignaturePrefix + "' || signature) FROM gone")
+		query.WriteString("\nSELECT signature, pg_notify($3, '" + invalidationSignaturePrefix + "' || signature)::text FROM gone" +
+			"\nUNION ALL SELECT NULL, count(*)::text FROM rotated")
 	} else {
 		writeTokenInsert(&query, &args, rows)
 	}
-	dbRows, err := s.db.QueryContext(ctx, query.String(), args...)
+	// A batch with rotations commits only if every rotated refresh token still
+	// exists, which the statement's result tells: it runs in a transaction of its own.
+	var q interface {
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	} = s.db
+	var tx *sql.Tx
+	if len(rotations) > 0 {
+		var err error
+		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
+			return s.mapErr(err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		q = tx
+	}
+	dbRows, err := q.QueryContext(ctx, query.String(), args...)
 	if err != nil {
 		return s.unitErr(err, rows)
 	}
 	defer func() { _ = dbRows.Close() }()
 	var gone []string
+	rotatedRows := -1
 	for dbRows.Next() {
-		var sig, notified string
+		var sig sql.NullString
+		var notified string
 		if err := dbRows.Scan(&sig, &notified); err != nil {
 			return s.mapErr(err)
 		}
-		gone = append(gone, sig)
+		if !sig.Valid {
+			if rotatedRows, err = strconv.Atoi(notified); err != nil {
+				return err
+			}
+			continue
+		}
+		gone = append(gone, sig.String)
 	}
-	// The commit's own error (a deferred constraint, a failed WAL flush) comes here.
+	// Without a transaction of its own, the statement's commit error (a deferred
+	// constraint, a failed WAL flush) comes here; with one, from tx.Commit.
 	if err := dbRows.Err(); err != nil {
 		return s.unitErr(err, rows)
 	}
 	if err := dbRows.Close(); err != nil {
 		return s.unitErr(err, rows)
 	}
+	if tx != nil {
+		if rotatedRows < distinct(rotations) {
+			// Rolled back. Retried alone, the unit whose token is gone fails alone.
+			return errRefreshRevoked
+		}
+		if err := tx.Commit(); err != nil {
+			return s.unitErr(err, rows)
+		}
+	}
 	for _, sig := range gone {
 		s.tokens.drop(Invalidation{Signature: sig})
 	}
 	return nil
+}
+
+func distinct(ss []string) int {
+	seen := make(map[string]bool, len(ss))
+	for _, x := range ss {
+		seen[x] = true
+	}
+	return len(seen)
 }
 
 // unitErr maps a failed write as createToken would: a foreign-key violation means

@@ -380,6 +380,11 @@ func testAuthorizeCodes(t *testing.T, newStore Factory) {
 	if !errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) || r == nil || r.GetID() != "req-1" {
 		t.Errorf("used code: %v, %v; want ErrInvalidatedAuthorizeCode with the request", r, err)
 	}
+	// An exchange that read the code before another invalidated it must not
+	// invalidate it again and issue tokens: the provider revokes on this error.
+	if err := s.InvalidateAuthorizeCodeSession(ctx, "code"); !errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) {
+		t.Errorf("second invalidation: %v; want ErrInvalidatedAuthorizeCode", err)
+	}
 }
 
 func testRefreshRotation(t *testing.T, newStore Factory) {
