@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -25,6 +26,15 @@ import (
 // Every request in a batch is answered only after the batch's COMMIT returned; when
 // it failed, each request's writes are tried again alone, so that each gets its own
 // answer (one request's token for a deleted client must not fail the others).
+//
+// A batch never waits long on another transaction's row lock: a client's deletion
+// holds the client's row while it cascades over the client's tokens (seconds, for a
+// client with many), and every insert of a token for that client waits for it on the
+// foreign key. A batch writer that waited with it would hold up every other tenant's
+// requests queued behind it. So a batch's lock waits end after groupCommitLockTimeout,
+// and its requests are then written alone, each in its own transaction, in parallel
+// and outside the batch writers: only the requests of the client whose row is locked
+// wait for that lock, as long as their own contexts let them.
 
 // Bounds of group commit: units per statement (each at most a few rows of 15
 // parameters, far below PostgreSQL's 65,535), and statements in flight at once, so
@@ -35,7 +45,36 @@ const (
 	// groupCommitTimeout bounds a batch's statement: it serves many requests, so no
 	// single request's context may cancel it.
 	groupCommitTimeout = 30 * time.Second
+	// groupCommitLockTimeout bounds each lock wait of a batch (lock_timeout). Token
+	// writes meet locks only on rows another transaction deletes or rotates, which
+	// takes milliseconds unless a whole client is being deleted; a batch that waits
+	// longer costs its requests no more than this before they go alone.
+	groupCommitLockTimeout = 100 * time.Millisecond
 )
+
+// Outcomes of a batch, for GroupCommitHooks.Batch.
+const (
+	// BatchCommitted: every request in the batch was committed.
+	BatchCommitted = "committed"
+	// BatchFailed: every request got the batch's error (the database unreachable, or
+	// a batch of one whose write failed).
+	BatchFailed = "failed"
+	// BatchLockTimeout: the batch waited on a row lock longer than
+	// groupCommitLockTimeout; its requests were written alone.
+	BatchLockTimeout = "lock_timeout"
+	// BatchRetried: the batch failed for another reason (a token of a client deleted
+	// meanwhile); its requests were written alone.
+	BatchRetried = "retried"
+)
+
+// GroupCommitHooks observe the group commit for metrics; nil fields are skipped.
+type GroupCommitHooks struct {
+	// Batch is called once per batch written, with its number of requests and outcome.
+	Batch func(size int, outcome string)
+	// QueueWait is called once per request taken into a batch, with how long it
+	// waited in the queue for a batch writer.
+	QueueWait func(time.Duration)
+}
 
 // tokenWrite is one tokens row to insert: tokenInsert's arguments.
 type tokenWrite struct {
@@ -52,13 +91,14 @@ type writeUnit struct {
 
 func (u *writeUnit) empty() bool { return len(u.rotations) == 0 && len(u.tokens) == 0 }
 
-// groupCommit gathers units into batches. flush writes a batch in one transaction and
-// returns each unit's error when the batch as a whole succeeded or failed for a
-// reason that retrying alone would not change.
+// groupCommit gathers units into batches. flush writes units in one transaction,
+// committed before it returns; when bounded, its lock waits end after
+// groupCommitLockTimeout with an error for which isLockTimeout holds.
 type groupCommit struct {
-	flush      func(units []*writeUnit) error
+	flush      func(ctx context.Context, units []*writeUnit, bounded bool) error
 	maxBatch   int
 	maxFlushes int
+	hooks      GroupCommitHooks
 
 	mu      sync.Mutex
 	queue   []*queued
@@ -66,16 +106,19 @@ type groupCommit struct {
 }
 
 type queued struct {
-	unit *writeUnit
-	done chan error // buffered: the flusher never waits for a caller that gave up
+	ctx    context.Context // the request's: bounds its write when it goes alone
+	unit   *writeUnit
+	queued time.Time
+	done   chan error // buffered: the flusher never waits for a caller that gave up
 }
 
 // commit queues u and waits until it is committed or failed. When ctx ends while u
 // still waits in the queue, u is withdrawn and never written; once its batch is
-// being written, commit waits for the outcome (bounded by groupCommitTimeout), so
-// that the caller learns what happened to u rather than guessing.
+// being written, commit waits for the outcome (bounded by groupCommitTimeout, or by
+// ctx once u is written alone), so that the caller learns what happened to u rather
+// than guessing.
 func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {
-	q := &queued{unit: u, done: make(chan error, 1)}
+	q := &queued{ctx: ctx, unit: u, queued: time.Now(), done: make(chan error, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, q)
 	if g.flushes < g.maxFlushes {
@@ -118,31 +161,73 @@ func (g *groupCommit) run() {
 	}
 }
 
+// write writes batch with bounded lock waits. When that fails for a reason writing
+// alone may change, it hands each request to a goroutine of its own and returns, so
+// that the batch writer goes on with the queue whatever those requests wait for.
 func (g *groupCommit) write(batch []*queued) {
+	now := time.Now()
 	units := make([]*writeUnit, len(batch))
 	for i, q := range batch {
 		units[i] = q.unit
+		if g.hooks.QueueWait != nil {
+			g.hooks.QueueWait(now.Sub(q.queued))
+		}
 	}
-	err := g.flush(units)
-	if err == nil || len(batch) == 1 || errors.Is(err, store.ErrUnavailable) {
+	ctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)
+	err := g.flush(ctx, units, true)
+	cancel()
+	outcome := BatchCommitted
+	switch {
+	case err == nil:
+	case isLockTimeout(err):
+		// Even a batch of one: it waited for another transaction, and may wait on,
+		// but not in a batch writer.
+		outcome = BatchLockTimeout
+	case len(batch) == 1 || errors.Is(err, store.ErrUnavailable):
+		outcome = BatchFailed
+	default:
+		// One unit may have failed them all (a token for a client deleted meanwhile).
+		outcome = BatchRetried
+	}
+	if g.hooks.Batch != nil {
+		g.hooks.Batch(len(batch), outcome)
+	}
+	if outcome == BatchCommitted || outcome == BatchFailed {
 		for _, q := range batch {
 			q.done <- err
 		}
 		return
 	}
-	// One unit may have failed them all (a token for a client deleted meanwhile):
-	// each alone, each gets its own answer.
 	for _, q := range batch {
-		q.done <- g.flush([]*writeUnit{q.unit})
+		go func() { q.done <- g.flush(q.ctx, []*writeUnit{q.unit}, false) }()
 	}
 }
 
+// lockTimeoutSQL sets groupCommitLockTimeout for the rest of a transaction. SET LOCAL
+// rather than a connection parameter: it works behind a transaction-mode pooler and
+// leaves the pool's connections as they were.
+var lockTimeoutSQL = fmt.Sprintf(`SET LOCAL lock_timeout = '%dms'`, groupCommitLockTimeout.Milliseconds())
+
 // flushUnits writes units in one statement: one transaction, committed before it
 // returns. Access tokens that rotations revoke leave this replica's cache once it
-// committed, and the others' through the NOTIFY sent in the same transaction.
-func (s *Store) flushUnits(units []*writeUnit) error {
-	ctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)
-	defer cancel()
+// committed, and the others' through the NOTIFY sent in the same transaction. When
+// bounded, the statement runs in a transaction whose lock waits end after
+// groupCommitLockTimeout; otherwise alone, as its own transaction, waiting as long as
+// ctx lets it.
+func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool) error {
+	var q querier = s.db
+	var tx *sql.Tx
+	if bounded {
+		var err error
+		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
+			return s.mapErr(err)
+		}
+		defer func() { _ = tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
+		if _, err := tx.ExecContext(ctx, lockTimeoutSQL); err != nil {
+			return s.mapErr(err)
+		}
+		q = tx
+	}
 	var rotations []string
 	var rows []tokenWrite
 	for _, u := range units {
@@ -172,7 +257,7 @@ gone AS (
 	} else {
 		writeTokenInsert(&query, &args, rows)
 	}
-	dbRows, err := s.db.QueryContext(ctx, query.String(), args...)
+	dbRows, err := q.QueryContext(ctx, query.String(), args...)
 	if err != nil {
 		return s.unitErr(err, rows)
 	}
@@ -191,6 +276,12 @@ gone AS (
 	}
 	if err := dbRows.Close(); err != nil {
 		return s.unitErr(err, rows)
+	}
+	if tx != nil {
+		// Deferred constraints and the WAL flush fail here.
+		if err := tx.Commit(); err != nil {
+			return s.unitErr(err, rows)
+		}
 	}
 	for _, sig := range gone {
 		s.tokens.drop(Invalidation{Signature: sig})
