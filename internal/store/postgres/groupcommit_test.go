@@ -450,9 +450,8 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 		sig := fmt.Sprintf("b-at-%02d", i)
 		go func() { bDone <- outcome{sig, s.CreateAccessTokenSession(ctx, sig, req)} }()
 	}
-	go func() {
-		bDone <- outcome{"b-rt-1", refreshInTx(ctx, s, "b-rt-0", "b-at-1", "b-rt-1", reqFor(b.ID, "b-chain"))}
-	}()
+	refresh := reqFor(b.ID, "b-chain")
+	go func() { bDone <- outcome{"b-rt-1", refreshInTx(ctx, s, "b-rt-0", "b-at-1", "b-rt-1", refresh)} }()
 	// B's requests all complete while A's row is still locked. The bound only keeps
 	// a regression from hanging the test (it fails at once, naming what is stuck).
 	watchdog := time.After(20 * time.Second)
