@@ -37,3 +37,18 @@ var ReplayLockKey = replayLock
 
 // GroupCommitMaxFlushes is how many group-commit batches are written at once.
 const GroupCommitMaxFlushes = groupCommitMaxFlushes
+
+// GroupCommitLocked says whether the group commit takes clientID's row for locked:
+// its writes then go alone at once.
+func GroupCommitLocked(s *Store, clientID string) bool {
+	s.group.mu.Lock()
+	defer s.group.mu.Unlock()
+	return s.group.locked[clientID] > 0
+}
+
+// GroupCommitIdle says whether no batch is queued or being written.
+func GroupCommitIdle(s *Store) bool {
+	s.group.mu.Lock()
+	defer s.group.mu.Unlock()
+	return len(s.group.queue) == 0 && s.group.flushes == 0
+}

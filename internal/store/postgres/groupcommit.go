@@ -91,6 +91,14 @@ type writeUnit struct {
 
 func (u *writeUnit) empty() bool { return len(u.rotations) == 0 && len(u.tokens) == 0 }
 
+// clientID is the client u's tokens are for (a request's are all for one), or "".
+func (u *writeUnit) clientID() string {
+	if len(u.tokens) == 0 {
+		return ""
+	}
+	return u.tokens[0].clientID
+}
+
 // groupCommit gathers units into batches. flush writes units in one transaction,
 // committed before it returns; when bounded, its lock waits end after
 // groupCommitLockTimeout with an error for which isLockTimeout holds.
@@ -103,6 +111,11 @@ type groupCommit struct {
 	mu      sync.Mutex
 	queue   []*queued
 	flushes int // running
+	// locked counts, per client, its writes that go alone and have waited longer
+	// than groupCommitLockTimeout, still waiting: the client's row is locked (its
+	// deletion in progress, most likely). Meanwhile its next writes go alone at once
+	// instead of costing every batch they join its lock timeout.
+	locked map[string]int
 }
 
 type queued struct {
@@ -120,6 +133,10 @@ type queued struct {
 func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {
 	q := &queued{ctx: ctx, unit: u, queued: time.Now(), done: make(chan error, 1)}
 	g.mu.Lock()
+	if g.locked[u.clientID()] > 0 {
+		g.mu.Unlock()
+		return g.alone(q)
+	}
 	g.queue = append(g.queue, q)
 	if g.flushes < g.maxFlushes {
 		g.flushes++
@@ -199,8 +216,37 @@ func (g *groupCommit) write(batch []*queued) {
 		return
 	}
 	for _, q := range batch {
-		go func() { q.done <- g.flush(q.ctx, []*writeUnit{q.unit}, false) }()
+		go func() { q.done <- g.alone(q) }()
 	}
+}
+
+// alone writes q's unit in a transaction of its own, waiting for locks as long as
+// its request lasts.
+func (g *groupCommit) alone(q *queued) error {
+	client := q.unit.clientID()
+	var done, counted bool // under g.mu
+	waited := time.AfterFunc(groupCommitLockTimeout, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if !done && client != "" {
+			counted = true
+			if g.locked == nil {
+				g.locked = map[string]int{}
+			}
+			g.locked[client]++
+		}
+	})
+	err := g.flush(q.ctx, []*writeUnit{q.unit}, false)
+	waited.Stop()
+	g.mu.Lock()
+	done = true
+	if counted {
+		if g.locked[client]--; g.locked[client] == 0 {
+			delete(g.locked, client)
+		}
+	}
+	g.mu.Unlock()
+	return err
 }
 
 // lockTimeoutSQL sets groupCommitLockTimeout for the rest of a transaction. SET LOCAL

@@ -443,10 +443,25 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 		issueA(i)
 		waiting(i + 1)
 	}
-	// Then B's requests and more of A's at once, so that they share batches.
+	// A's writes have left the batches, and have waited alone for longer than a
+	// batch would: the store takes A's row for locked, so A's next writes go alone at
+	// once and no batch of B's pays a lock timeout for them.
+	for deadline := time.Now().Add(10 * time.Second); !postgres.GroupCommitLocked(s, a.ID) || !postgres.GroupCommitIdle(s); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: client A's row taken for locked %v, the batch writers idle %v",
+				postgres.GroupCommitLocked(s, a.ID), postgres.GroupCommitIdle(s))
+		}
+	}
+	if lockTimeouts.Load() == 0 {
+		t.Error("no batch reported a lock timeout, although A's writes waited on its row")
+	}
+	timeoutsBefore := lockTimeouts.Load()
+	// Then B's requests and more of A's at once.
 	bDone := make(chan outcome, len(bReqs)+1)
 	for i, req := range bReqs {
-		issueA(perWave + i%perWave)
+		if perWave+i < len(aReqs) {
+			issueA(perWave + i)
+		}
 		sig := fmt.Sprintf("b-at-%02d", i)
 		go func() { bDone <- outcome{sig, s.CreateAccessTokenSession(ctx, sig, req)} }()
 	}
@@ -479,8 +494,8 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 	if _, err := s.GetRefreshTokenSession(ctx, "b-rt-1", &storetest.Session{}); err != nil {
 		t.Errorf("tenant B's new refresh token: %v", err)
 	}
-	if lockTimeouts.Load() == 0 {
-		t.Error("no batch reported a lock timeout, although A's writes waited on its row")
+	if n := lockTimeouts.Load() - timeoutsBefore; n > 0 {
+		t.Errorf("%d batches waited on A's row after it was known locked", n)
 	}
 
 	// The deletion completes: A's requests fail, each with the reason.
@@ -491,6 +506,9 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 		if o := <-aDone; !errors.Is(o.err, store.ErrClientGone) {
 			t.Errorf("client A's %s after A's deletion: %v, want ErrClientGone", o.sig, o.err)
 		}
+	}
+	if postgres.GroupCommitLocked(s, a.ID) {
+		t.Error("client A's row still taken for locked after its writes ended")
 	}
 }
 
