@@ -38,12 +38,12 @@ var ReplayLockKey = replayLock
 // GroupCommitMaxFlushes is how many group-commit batches are written at once.
 const GroupCommitMaxFlushes = groupCommitMaxFlushes
 
-// GroupCommitLocked says whether the group commit takes clientID's row for locked:
-// its writes then go alone at once.
-func GroupCommitLocked(s *Store, clientID string) bool {
+// GroupCommitLockWaits is how many of clientID's writes wait alone on a lock (or
+// for their turn to): while any does, its next writes skip the batches.
+func GroupCommitLockWaits(s *Store, clientID string) int {
 	s.group.mu.Lock()
 	defer s.group.mu.Unlock()
-	return s.group.locked[clientID] > 0
+	return s.group.locked[clientID]
 }
 
 // GroupCommitIdle says whether no batch is queued or being written.

@@ -34,7 +34,9 @@ import (
 // requests queued behind it. So a batch's lock waits end after groupCommitLockTimeout,
 // and its requests are then written alone, each in its own transaction, in parallel
 // and outside the batch writers: only the requests of the client whose row is locked
-// wait for that lock, as long as their own contexts let them.
+// wait for that lock, as long as their own contexts let them. Such waits hold at most
+// half the pool's connections, whatever number of requests or clients wait, so that
+// the others always have connections to write with.
 
 // Bounds of group commit: units per statement (each at most a few rows of 15
 // parameters, far below PostgreSQL's 65,535), and statements in flight at once, so
@@ -116,6 +118,9 @@ type groupCommit struct {
 	// deletion in progress, most likely). Meanwhile its next writes go alone at once
 	// instead of costing every batch they join its lock timeout.
 	locked map[string]int
+	// lockWaiters holds a token per write waiting on a lock with no timeout: they
+	// hold a pool connection each as long as the lock is held.
+	lockWaiters chan struct{}
 }
 
 type queued struct {
@@ -135,7 +140,7 @@ func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {
 	g.mu.Lock()
 	if g.locked[u.clientID()] > 0 {
 		g.mu.Unlock()
-		return g.alone(q)
+		return g.alone(q, false)
 	}
 	g.queue = append(g.queue, q)
 	if g.flushes < g.maxFlushes {
@@ -216,37 +221,47 @@ func (g *groupCommit) write(batch []*queued) {
 		return
 	}
 	for _, q := range batch {
-		go func() { q.done <- g.alone(q) }()
+		// A batch of one that waited on a lock need not try again to know.
+		probe := len(batch) > 1 || outcome != BatchLockTimeout
+		go func() { q.done <- g.alone(q, probe) }()
 	}
 }
 
-// alone writes q's unit in a transaction of its own, waiting for locks as long as
-// its request lasts.
-func (g *groupCommit) alone(q *queued) error {
-	client := q.unit.clientID()
-	var done, counted bool // under g.mu
-	waited := time.AfterFunc(groupCommitLockTimeout, func() {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if !done && client != "" {
-			counted = true
-			if g.locked == nil {
-				g.locked = map[string]int{}
-			}
-			g.locked[client]++
-		}
-	})
-	err := g.flush(q.ctx, []*writeUnit{q.unit}, false)
-	waited.Stop()
-	g.mu.Lock()
-	done = true
-	if counted {
-		if g.locked[client]--; g.locked[client] == 0 {
-			delete(g.locked, client)
+// alone writes q's unit in a transaction of its own. When probe, it first waits for
+// locks no longer than a batch does, which a request that only shared a batch with a
+// locked row's needs no more. A write that waits longer marks its client locked and
+// waits as long as its request lasts, but as one of at most cap(g.lockWaiters).
+func (g *groupCommit) alone(q *queued, probe bool) error {
+	units := []*writeUnit{q.unit}
+	if probe {
+		if err := g.flush(q.ctx, units, true); !isLockTimeout(err) {
+			return err
 		}
 	}
-	g.mu.Unlock()
-	return err
+	client := q.unit.clientID()
+	g.countLocked(client, 1)
+	defer g.countLocked(client, -1)
+	select {
+	case g.lockWaiters <- struct{}{}:
+	case <-q.ctx.Done():
+		return q.ctx.Err()
+	}
+	defer func() { <-g.lockWaiters }()
+	return g.flush(q.ctx, units, false)
+}
+
+func (g *groupCommit) countLocked(client string, n int) {
+	if client == "" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.locked == nil {
+		g.locked = map[string]int{}
+	}
+	if g.locked[client] += n; g.locked[client] == 0 {
+		delete(g.locked, client)
+	}
 }
 
 // lockTimeoutSQL sets groupCommitLockTimeout for the rest of a transaction. SET LOCAL

@@ -346,15 +346,17 @@ func refreshInTx(ctx context.Context, s *postgres.Store, oldRT, newAT, newRT str
 // One tenant's locked client row holds up no other tenant's tokens. A client's
 // deletion in progress holds the client's row while it cascades over the client's
 // tokens, and every write of a token for that client waits for it on the foreign
-// key: those requests wait, more of them than there are batch writers, and only
-// they. Another client's tokens and refreshes are written while the row is still
-// locked; once the deletion commits, the waiting requests fail with ErrClientGone.
+// key: those requests wait, more of them than there are batch writers or pool
+// connections, and only they. Another client's tokens and refreshes are written while
+// the row is still locked; once the deletion commits, the waiting requests fail with
+// ErrClientGone.
 func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock()
 	dsn := pg.NewMigratedDatabase(t)
 	var lockTimeouts atomic.Int64
-	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now, Hooks: postgres.Hooks{
+	const pool = 8
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now, MaxOpenConns: pool, Hooks: postgres.Hooks{
 		GroupCommit: postgres.GroupCommitHooks{Batch: func(_ int, outcome string) {
 			if outcome == postgres.BatchLockTimeout {
 				lockTimeouts.Add(1)
@@ -412,19 +414,20 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 	if _, err := deletion.ExecContext(ctx, `DELETE FROM clients WHERE id = $1`, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	waiting := func(n int) {
+	// lockWaits is how many connections wait on a lock.
+	lockWaits := func() int {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			var waiting int
-			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&waiting); err != nil {
-				t.Fatal(err)
-			}
-			if waiting >= n {
-				return
-			}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	eventually := func(cond func() bool, what string, args ...any) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d writes wait on a lock after 10s, want %d: the others queue behind batch writers that wait on A's row",
-					waiting, n)
+				t.Fatalf("after 10s, still not: "+what, args...)
 			}
 		}
 	}
@@ -438,19 +441,20 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 		go func() { aDone <- outcome{sig, s.CreateAccessTokenSession(ctx, sig, aReqs[i])} }()
 	}
 	// Client A's workloads keep asking for tokens (this replica still has A cached),
-	// one after the other, each waiting on A's row: more than there are batch writers.
+	// one after the other, each waiting on A's row: more than there are batch writers,
+	// and more than the pool has connections.
 	for i := range perWave {
 		issueA(i)
-		waiting(i + 1)
+		eventually(func() bool { return postgres.GroupCommitLockWaits(s, a.ID) > i },
+			"client A's write %d waits alone on A's row (the store takes it for locked)", i)
 	}
-	// A's writes have left the batches, and have waited alone for longer than a
-	// batch would: the store takes A's row for locked, so A's next writes go alone at
-	// once and no batch of B's pays a lock timeout for them.
-	for deadline := time.Now().Add(10 * time.Second); !postgres.GroupCommitLocked(s, a.ID) || !postgres.GroupCommitIdle(s); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10s: client A's row taken for locked %v, the batch writers idle %v",
-				postgres.GroupCommitLocked(s, a.ID), postgres.GroupCommitIdle(s))
-		}
+	// Half the pool's connections wait on A's row, not more.
+	eventually(func() bool { return lockWaits() >= pool/2 }, "%d connections wait on A's row", pool/2)
+	if n := lockWaits(); n > pool/2 {
+		t.Errorf("%d of the pool's %d connections wait on A's row, want at most %d", n, pool, pool/2)
+	}
+	if !postgres.GroupCommitIdle(s) {
+		t.Error("batches queued or written while A's writes wait alone")
 	}
 	if lockTimeouts.Load() == 0 {
 		t.Error("no batch reported a lock timeout, although A's writes waited on its row")
@@ -497,6 +501,9 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 	if n := lockTimeouts.Load() - timeoutsBefore; n > 0 {
 		t.Errorf("%d batches waited on A's row after it was known locked", n)
 	}
+	if n := lockWaits(); n > pool/2 {
+		t.Errorf("%d of the pool's %d connections wait on A's row, want at most %d", n, pool, pool/2)
+	}
 
 	// The deletion completes: A's requests fail, each with the reason.
 	if err := deletion.Commit(); err != nil {
@@ -507,8 +514,8 @@ func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
 			t.Errorf("client A's %s after A's deletion: %v, want ErrClientGone", o.sig, o.err)
 		}
 	}
-	if postgres.GroupCommitLocked(s, a.ID) {
-		t.Error("client A's row still taken for locked after its writes ended")
+	if n := postgres.GroupCommitLockWaits(s, a.ID); n != 0 {
+		t.Errorf("client A's row still taken for locked (%d) after its writes ended", n)
 	}
 }
 

@@ -113,7 +113,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
 	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes,
-		hooks: opts.Hooks.GroupCommit}
+		hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
 	return s, nil
 }
 
@@ -131,13 +131,19 @@ func OpenDB(dsn string, maxOpen int) (*sql.DB, error) {
 		return nil, fmt.Errorf("database DSN: %w", err)
 	}
 	db := sql.OpenDB(connector)
-	if maxOpen <= 0 {
-		maxOpen = 32
-	}
+	maxOpen = poolSize(maxOpen)
 	db.SetMaxOpenConns(maxOpen)
 	db.SetMaxIdleConns(maxOpen)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	return db, nil
+}
+
+// poolSize is the pool's connections for Options.MaxOpenConns.
+func poolSize(maxOpen int) int {
+	if maxOpen <= 0 {
+		return 32
+	}
+	return maxOpen
 }
 
 // DB is the underlying pool.
