@@ -113,10 +113,10 @@ type groupCommit struct {
 	mu      sync.Mutex
 	queue   []*queued
 	flushes int // running
-	// locked counts, per client, its writes that go alone and have waited longer
-	// than groupCommitLockTimeout, still waiting: the client's row is locked (its
-	// deletion in progress, most likely). Meanwhile its next writes go alone at once
-	// instead of costing every batch they join its lock timeout.
+	// locked counts, per client, its writes that wait alone on a lock (or for their
+	// turn to, see lockWaiters): the client's row is locked (its deletion in
+	// progress, most likely). Meanwhile its next writes go alone at once instead of
+	// costing every batch they join its lock timeout.
 	locked map[string]int
 	// lockWaiters holds a token per write waiting on a lock with no timeout: they
 	// hold a pool connection each as long as the lock is held.
@@ -233,12 +233,17 @@ func (g *groupCommit) write(batch []*queued) {
 // waits as long as its request lasts, but as one of at most cap(g.lockWaiters).
 func (g *groupCommit) alone(q *queued, probe bool) error {
 	units := []*writeUnit{q.unit}
+	client := q.unit.clientID()
+	g.mu.Lock()
+	// The others of a batch that waited on the client's row need not each find out
+	// again, holding a connection for the while.
+	probe = probe && g.locked[client] == 0
+	g.mu.Unlock()
 	if probe {
 		if err := g.flush(q.ctx, units, true); !isLockTimeout(err) {
 			return err
 		}
 	}
-	client := q.unit.clientID()
 	g.countLocked(client, 1)
 	defer g.countLocked(client, -1)
 	select {
