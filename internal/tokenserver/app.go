@@ -149,6 +149,7 @@ func Serve(ctx context.Context, o Options) error {
 			ChainRevoked:    metrics.chainRevocation.Inc,
 			DatabaseError:   metrics.dbErrors.Inc,
 			Event:           metrics.countEvent,
+			GroupCommit:     metrics.groupCommitHooks(),
 		},
 		Log: log,
 	})

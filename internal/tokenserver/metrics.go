@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kubeoauth/kubeoauth/internal/store"
+	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/version"
 )
 
@@ -29,6 +30,11 @@ type Metrics struct {
 	fenceState      *prometheus.GaugeVec
 	fenceHeld       prometheus.Gauge
 	fenceForwarded  prometheus.Counter
+	// The group commit token writes share (postgres.GroupCommitHooks).
+	commitBatches   *prometheus.CounterVec
+	commitBatchSize prometheus.Histogram
+	commitQueueWait prometheus.Histogram
+	commitAlone     prometheus.Counter
 }
 
 // NewMetrics creates and registers the metrics.
@@ -84,6 +90,28 @@ func NewMetrics() *Metrics {
 		fenceForwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kubeoauth_fence_forwarded_total", Help: "Requests forwarded to the upgraded servers after a cutover.",
 		}),
+		commitBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kubeoauth_group_commit_batches_total",
+			Help: "Batches of token writes committed together, by outcome: committed; failed (every request got the batch's " +
+				"error); lock_timeout (waited on another transaction's row lock, its requests then written alone); " +
+				"retried (failed otherwise, its requests then written alone).",
+		}, []string{"outcome"}),
+		commitBatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kubeoauth_group_commit_batch_size", Help: "Requests per batch of token writes.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
+		commitQueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kubeoauth_group_commit_queue_wait_seconds",
+			Help:    "How long a request's token writes waited for a batch writer.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		commitAlone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubeoauth_group_commit_retried_requests_total",
+			Help: "Requests whose token writes were written alone after their batch failed or waited on a row lock.",
+		}),
+	}
+	for _, outcome := range []string{postgres.BatchCommitted, postgres.BatchFailed, postgres.BatchLockTimeout, postgres.BatchRetried} {
+		m.commitBatches.WithLabelValues(outcome)
 	}
 	m.fenceState.WithLabelValues("none").Set(1)
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -92,6 +120,7 @@ func NewMetrics() *Metrics {
 	buildInfo.WithLabelValues(version.Version).Set(1)
 	m.Registry.MustRegister(buildInfo, m.requests, m.latency, m.tokensIssued, m.graceUses, m.coalesced, m.chainRevocation,
 		m.revocations, m.dbErrors, m.loginsThrottled, m.throttleKeys, m.fenceState, m.fenceHeld, m.fenceForwarded,
+		m.commitBatches, m.commitBatchSize, m.commitQueueWait, m.commitAlone,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -106,6 +135,20 @@ func (m *Metrics) countEvent(kind store.EventKind) {
 		m.revocations.WithLabelValues("grant").Inc()
 	case store.EventClientDeleted:
 		m.revocations.WithLabelValues("client").Inc()
+	}
+}
+
+// groupCommitHooks count the store's group commit.
+func (m *Metrics) groupCommitHooks() postgres.GroupCommitHooks {
+	return postgres.GroupCommitHooks{
+		Batch: func(size int, outcome string) {
+			m.commitBatches.WithLabelValues(outcome).Inc()
+			m.commitBatchSize.Observe(float64(size))
+			if outcome == postgres.BatchLockTimeout || outcome == postgres.BatchRetried {
+				m.commitAlone.Add(float64(size))
+			}
+		},
+		QueueWait: func(d time.Duration) { m.commitQueueWait.Observe(d.Seconds()) },
 	}
 }
 

@@ -395,10 +395,19 @@ func TestMetrics(t *testing.T) {
 		`kubeoauth_http_request_duration_seconds_bucket{handler="token"`,
 		`kubeoauth_refresh_grace_uses_total 0`,
 		`kubeoauth_revocations_total{kind="token"} 1`,
+		// The token's write went through the group commit.
+		`kubeoauth_group_commit_batches_total{outcome="committed"} `,
+		`kubeoauth_group_commit_batches_total{outcome="lock_timeout"} 0`,
+		`kubeoauth_group_commit_batch_size_count `,
+		`kubeoauth_group_commit_queue_wait_seconds_bucket{le=`,
+		`kubeoauth_group_commit_retried_requests_total 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	if strings.Contains(string(body), `kubeoauth_group_commit_batches_total{outcome="committed"} 0`) {
+		t.Error("no batch of token writes counted as committed, although a token was issued")
 	}
 	if strings.Contains(string(body), secret) {
 		t.Error("/metrics contains a client secret")

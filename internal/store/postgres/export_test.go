@@ -37,3 +37,18 @@ var ReplayLockKey = replayLock
 
 // GroupCommitMaxFlushes is how many group-commit batches are written at once.
 const GroupCommitMaxFlushes = groupCommitMaxFlushes
+
+// GroupCommitLockWaits is how many of clientID's writes wait alone on a lock (or
+// for their turn to): while any does, its next writes skip the batches.
+func GroupCommitLockWaits(s *Store, clientID string) int {
+	s.group.mu.Lock()
+	defer s.group.mu.Unlock()
+	return s.group.locked[clientID]
+}
+
+// GroupCommitIdle says whether no batch is queued or being written.
+func GroupCommitIdle(s *Store) bool {
+	s.group.mu.Lock()
+	defer s.group.mu.Unlock()
+	return len(s.group.queue) == 0 && s.group.flushes == 0
+}

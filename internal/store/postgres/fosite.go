@@ -627,9 +627,10 @@ func (s *Store) Commit(ctx context.Context) error {
 	}
 	if st.tx == nil {
 		writes := st.writes
-		st.writes = &writeUnit{} // committed once, whoever calls Commit again
+		st.writes, st.err, st.ended = nil, sql.ErrTxDone, txCommitted
 		if !writes.empty() {
 			if err := s.group.commit(ctx, writes); err != nil {
+				st.ended = txCommitFailed
 				return err
 			}
 		}
@@ -654,6 +655,15 @@ func (s *Store) Rollback(ctx context.Context) error {
 		return errors.New("rollback without a transaction")
 	}
 	if st.tx == nil {
+		switch st.ended {
+		case txCommitted, txRolledBack:
+			return sql.ErrTxDone
+		case txCommitFailed:
+			// Nothing to undo, and fosite rolls back after a failed Commit: an error
+			// here would replace the Commit's in its answer.
+			return nil
+		}
+		st.writes, st.err, st.ended = nil, sql.ErrTxDone, txRolledBack
 		return nil // nothing was written
 	}
 	return s.mapErr(st.tx.Rollback())

@@ -26,6 +26,17 @@ import (
 // Every request in a batch is answered only after the batch's COMMIT returned; when
 // it failed, each request's writes are tried again alone, so that each gets its own
 // answer (one request's token for a deleted client must not fail the others).
+//
+// A batch never waits long on another transaction's row lock: a client's deletion
+// holds the client's row while it cascades over the client's tokens (seconds, for a
+// client with many), and every insert of a token for that client waits for it on the
+// foreign key. A batch writer that waited with it would hold up every other tenant's
+// requests queued behind it. So a batch's lock waits end after groupCommitLockTimeout,
+// and its requests are then written alone, each in its own transaction, in parallel
+// and outside the batch writers: only the requests of the client whose row is locked
+// wait for that lock, as long as their own contexts let them. Such waits hold at most
+// half the pool's connections, whatever number of requests or clients wait, so that
+// the others always have connections to write with.
 
 // Bounds of group commit: units per statement (each at most a few rows of 15
 // parameters, far below PostgreSQL's 65,535), and statements in flight at once, so
@@ -36,7 +47,36 @@ const (
 	// groupCommitTimeout bounds a batch's statement: it serves many requests, so no
 	// single request's context may cancel it.
 	groupCommitTimeout = 30 * time.Second
+	// groupCommitLockTimeout bounds each lock wait of a batch (lock_timeout). Token
+	// writes meet locks only on rows another transaction deletes or rotates, which
+	// takes milliseconds unless a whole client is being deleted; a batch that waits
+	// longer costs its requests no more than this before they go alone.
+	groupCommitLockTimeout = 100 * time.Millisecond
 )
+
+// Outcomes of a batch, for GroupCommitHooks.Batch.
+const (
+	// BatchCommitted: every request in the batch was committed.
+	BatchCommitted = "committed"
+	// BatchFailed: every request got the batch's error (the database unreachable, or
+	// a batch of one whose write failed).
+	BatchFailed = "failed"
+	// BatchLockTimeout: the batch waited on a row lock longer than
+	// groupCommitLockTimeout; its requests were written alone.
+	BatchLockTimeout = "lock_timeout"
+	// BatchRetried: the batch failed for another reason (a token of a client deleted
+	// meanwhile); its requests were written alone.
+	BatchRetried = "retried"
+)
+
+// GroupCommitHooks observe the group commit for metrics; nil fields are skipped.
+type GroupCommitHooks struct {
+	// Batch is called once per batch written, with its number of requests and outcome.
+	Batch func(size int, outcome string)
+	// QueueWait is called once per request taken into a batch, with how long it
+	// waited in the queue for a batch writer.
+	QueueWait func(time.Duration)
+}
 
 // tokenWrite is one tokens row to insert: tokenInsert's arguments.
 type tokenWrite struct {
@@ -53,31 +93,55 @@ type writeUnit struct {
 
 func (u *writeUnit) empty() bool { return len(u.rotations) == 0 && len(u.tokens) == 0 }
 
-// groupCommit gathers units into batches. flush writes a batch in one transaction and
-// returns each unit's error when the batch as a whole succeeded or failed for a
-// reason that retrying alone would not change.
+// clientID is the client u's tokens are for (a request's are all for one), or "".
+func (u *writeUnit) clientID() string {
+	if len(u.tokens) == 0 {
+		return ""
+	}
+	return u.tokens[0].clientID
+}
+
+// groupCommit gathers units into batches. flush writes units in one transaction,
+// committed before it returns; when bounded, its lock waits end after
+// groupCommitLockTimeout with an error for which isLockTimeout holds.
 type groupCommit struct {
-	flush      func(units []*writeUnit) error
+	flush      func(ctx context.Context, units []*writeUnit, bounded bool) error
 	maxBatch   int
 	maxFlushes int
+	hooks      GroupCommitHooks
 
 	mu      sync.Mutex
 	queue   []*queued
 	flushes int // running
+	// locked counts, per client, its writes that wait alone on a lock (or for their
+	// turn to, see lockWaiters): the client's row is locked (its deletion in
+	// progress, most likely). Meanwhile its next writes go alone at once instead of
+	// costing every batch they join its lock timeout.
+	locked map[string]int
+	// lockWaiters holds a token per write waiting on a lock with no timeout: they
+	// hold a pool connection each as long as the lock is held.
+	lockWaiters chan struct{}
 }
 
 type queued struct {
-	unit *writeUnit
-	done chan error // buffered: the flusher never waits for a caller that gave up
+	ctx    context.Context // the request's: bounds its write when it goes alone
+	unit   *writeUnit
+	queued time.Time
+	done   chan error // buffered: the flusher never waits for a caller that gave up
 }
 
 // commit queues u and waits until it is committed or failed. When ctx ends while u
 // still waits in the queue, u is withdrawn and never written; once its batch is
-// being written, commit waits for the outcome (bounded by groupCommitTimeout), so
-// that the caller learns what happened to u rather than guessing.
+// being written, commit waits for the outcome (bounded by groupCommitTimeout, or by
+// ctx once u is written alone), so that the caller learns what happened to u rather
+// than guessing.
 func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {
-	q := &queued{unit: u, done: make(chan error, 1)}
+	q := &queued{ctx: ctx, unit: u, queued: time.Now(), done: make(chan error, 1)}
 	g.mu.Lock()
+	if g.locked[u.clientID()] > 0 {
+		g.mu.Unlock()
+		return g.alone(q, false)
+	}
 	g.queue = append(g.queue, q)
 	if g.flushes < g.maxFlushes {
 		g.flushes++
@@ -119,36 +183,127 @@ func (g *groupCommit) run() {
 	}
 }
 
+// write writes batch with bounded lock waits. When that fails for a reason writing
+// alone may change, it hands each request to a goroutine of its own and returns, so
+// that the batch writer goes on with the queue whatever those requests wait for.
 func (g *groupCommit) write(batch []*queued) {
+	now := time.Now()
 	units := make([]*writeUnit, len(batch))
 	for i, q := range batch {
 		units[i] = q.unit
+		if g.hooks.QueueWait != nil {
+			g.hooks.QueueWait(now.Sub(q.queued))
+		}
 	}
-	err := g.flush(units)
-	if err == nil || len(batch) == 1 || errors.Is(err, store.ErrUnavailable) {
+	ctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)
+	err := g.flush(ctx, units, true)
+	cancel()
+	outcome := BatchCommitted
+	switch {
+	case err == nil:
+	case isLockTimeout(err):
+		// Even a batch of one: it waited for another transaction, and may wait on,
+		// but not in a batch writer.
+		outcome = BatchLockTimeout
+	case len(batch) == 1 || errors.Is(err, store.ErrUnavailable):
+		outcome = BatchFailed
+	default:
+		// One unit may have failed them all (a token for a client deleted meanwhile).
+		outcome = BatchRetried
+	}
+	if g.hooks.Batch != nil {
+		g.hooks.Batch(len(batch), outcome)
+	}
+	if outcome == BatchCommitted || outcome == BatchFailed {
 		for _, q := range batch {
 			q.done <- err
 		}
 		return
 	}
-	// One unit may have failed them all (a token for a client deleted meanwhile):
-	// each alone, each gets its own answer.
 	for _, q := range batch {
-		q.done <- g.flush([]*writeUnit{q.unit})
+		// A batch of one that waited on a lock need not try again to know.
+		probe := len(batch) > 1 || outcome != BatchLockTimeout
+		go func() { q.done <- g.alone(q, probe) }()
 	}
 }
 
+// alone writes q's unit in a transaction of its own. When probe, it first waits for
+// locks no longer than a batch does, which a request that only shared a batch with a
+// locked row's needs no more. A write that waits longer marks its client locked and
+// waits as long as its request lasts, but as one of at most cap(g.lockWaiters).
+func (g *groupCommit) alone(q *queued, probe bool) error {
+	units := []*writeUnit{q.unit}
+	client := q.unit.clientID()
+	g.mu.Lock()
+	// The others of a batch that waited on the client's row need not each find out
+	// again, holding a connection for the while.
+	probe = probe && g.locked[client] == 0
+	g.mu.Unlock()
+	if probe {
+		if err := g.flush(q.ctx, units, true); !isLockTimeout(err) {
+			return err
+		}
+	}
+	g.countLocked(client, 1)
+	defer g.countLocked(client, -1)
+	select {
+	case g.lockWaiters <- struct{}{}:
+	case <-q.ctx.Done():
+		return q.ctx.Err()
+	}
+	defer func() { <-g.lockWaiters }()
+	return g.flush(q.ctx, units, false)
+}
+
+func (g *groupCommit) countLocked(client string, n int) {
+	if client == "" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.locked == nil {
+		g.locked = map[string]int{}
+	}
+	if g.locked[client] += n; g.locked[client] == 0 {
+		delete(g.locked, client)
+	}
+}
+
+// lockTimeoutSQL sets groupCommitLockTimeout for the rest of a transaction. SET LOCAL
+// rather than a connection parameter: it works behind a transaction-mode pooler and
+// leaves the pool's connections as they were.
+var lockTimeoutSQL = fmt.Sprintf(`SET LOCAL lock_timeout = '%dms'`, groupCommitLockTimeout.Milliseconds())
+
 // flushUnits writes units in one statement: one transaction, committed before it
 // returns. Access tokens that rotations revoke leave this replica's cache once it
-// committed, and the others' through the NOTIFY sent in the same transaction.
-func (s *Store) flushUnits(units []*writeUnit) error {
-	ctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)
-	defer cancel()
+// committed, and the others' through the NOTIFY sent in the same transaction. When
+// bounded, the statement runs in a transaction whose lock waits end after
+// groupCommitLockTimeout; otherwise alone, as its own transaction, waiting as long as
+// ctx lets it.
+func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool) error {
 	var rotations []string
 	var rows []tokenWrite
 	for _, u := range units {
 		rotations = append(rotations, u.rotations...)
 		rows = append(rows, u.tokens...)
+	}
+	// A batch with rotations commits only if every rotated refresh token still
+	// exists, which the statement's result tells: it needs a transaction of its own
+	// even when not bounded.
+	var q querier = s.db
+	var tx *sql.Tx
+	if bounded || len(rotations) > 0 {
+		var err error
+		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
+			return s.mapErr(err)
+		}
+		defer func() { _ = tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
+		if bounded {
+			if _, err := tx.ExecContext(ctx, lockTimeoutSQL); err != nil {
+				return s.mapErr(err)
+			}
+		}
+		q = tx
 	}
 	var args []any
 	var query strings.Builder
@@ -175,20 +330,6 @@ gone AS (
 			"\nUNION ALL SELECT NULL, count(*)::text FROM rotated")
 	} else {
 		writeTokenInsert(&query, &args, rows)
-	}
-	// A batch with rotations commits only if every rotated refresh token still
-	// exists, which the statement's result tells: it runs in a transaction of its own.
-	var q interface {
-		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	} = s.db
-	var tx *sql.Tx
-	if len(rotations) > 0 {
-		var err error
-		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
-			return s.mapErr(err)
-		}
-		defer func() { _ = tx.Rollback() }()
-		q = tx
 	}
 	dbRows, err := q.QueryContext(ctx, query.String(), args...)
 	if err != nil {
@@ -220,10 +361,11 @@ gone AS (
 		return s.unitErr(err, rows)
 	}
 	if tx != nil {
-		if rotatedRows < distinct(rotations) {
+		if len(rotations) > 0 && rotatedRows < distinct(rotations) {
 			// Rolled back. Retried alone, the unit whose token is gone fails alone.
 			return errRefreshRevoked
 		}
+		// Deferred constraints and the WAL flush fail here.
 		if err := tx.Commit(); err != nil {
 			return s.unitErr(err, rows)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ory/fosite"
 
+	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
 )
@@ -340,4 +341,279 @@ func refreshInTx(ctx context.Context, s *postgres.Store, oldRT, newAT, newRT str
 		}
 	}
 	return s.Commit(ctx)
+}
+
+// One tenant's locked client row holds up no other tenant's tokens. A client's
+// deletion in progress holds the client's row while it cascades over the client's
+// tokens, and every write of a token for that client waits for it on the foreign
+// key: those requests wait, more of them than there are batch writers or pool
+// connections, and only they. Another client's tokens and refreshes are written while
+// the row is still locked; once the deletion commits, the waiting requests fail with
+// ErrClientGone.
+func TestGroupCommitLockedClientStallsNoOtherTenant(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	var lockTimeouts atomic.Int64
+	const pool = 8
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now, MaxOpenConns: pool, Hooks: postgres.Hooks{
+		GroupCommit: postgres.GroupCommitHooks{Batch: func(_ int, outcome string) {
+			if outcome == postgres.BatchLockTimeout {
+				lockTimeouts.Add(1)
+			}
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	a, b := client("secret"), client("secret")
+	b.ID, b.OwnerNamespace = "other-tenant", "other"
+	for _, c := range []*store.Client{a, b} {
+		if _, err := s.PutClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqFor := func(clientID, id string) *fosite.Request {
+		c, err := s.GetClient(ctx, clientID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess := &storetest.Session{}
+		sess.SetExpiresAt(fosite.AccessToken, clock.Now().Add(time.Hour))
+		return &fosite.Request{ID: id, RequestedAt: clock.Now(), Client: c, Session: sess, Form: map[string][]string{}}
+	}
+	// Tenant B has a refresh-token chain to refresh meanwhile.
+	chain := reqFor(b.ID, "b-chain")
+	if err := s.CreateAccessTokenSession(ctx, "b-at-0", chain); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRefreshTokenSession(ctx, "b-rt-0", "b-at-0", chain); err != nil {
+		t.Fatal(err)
+	}
+	const perWave = 2 * postgres.GroupCommitMaxFlushes
+	aReqs := make([]*fosite.Request, 2*perWave)
+	for i := range aReqs {
+		aReqs[i] = reqFor(a.ID, fmt.Sprintf("a-%02d", i))
+	}
+	bReqs := make([]*fosite.Request, 16)
+	for i := range bReqs {
+		bReqs[i] = reqFor(b.ID, fmt.Sprintf("b-%02d", i))
+	}
+
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	deletion, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deletion.Rollback() })
+	if _, err := deletion.ExecContext(ctx, `DELETE FROM clients WHERE id = $1`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	// lockWaits is how many connections wait on a lock.
+	lockWaits := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	eventually := func(cond func() bool, what string, args ...any) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 10s, still not: "+what, args...)
+			}
+		}
+	}
+	type outcome struct {
+		sig string
+		err error
+	}
+	aDone := make(chan outcome, len(aReqs))
+	issueA := func(i int) {
+		sig := fmt.Sprintf("a-at-%02d", i)
+		go func() { aDone <- outcome{sig, s.CreateAccessTokenSession(ctx, sig, aReqs[i])} }()
+	}
+	// Client A's workloads keep asking for tokens (this replica still has A cached),
+	// one after the other, each waiting on A's row: more than there are batch writers,
+	// and more than the pool has connections.
+	for i := range perWave {
+		issueA(i)
+		eventually(func() bool { return postgres.GroupCommitLockWaits(s, a.ID) > i },
+			"client A's write %d waits alone on A's row (the store takes it for locked)", i)
+	}
+	// Half the pool's connections wait on A's row, not more.
+	eventually(func() bool { return lockWaits() >= pool/2 }, "%d connections wait on A's row", pool/2)
+	if n := lockWaits(); n > pool/2 {
+		t.Errorf("%d of the pool's %d connections wait on A's row, want at most %d", n, pool, pool/2)
+	}
+	if !postgres.GroupCommitIdle(s) {
+		t.Error("batches queued or written while A's writes wait alone")
+	}
+	if lockTimeouts.Load() == 0 {
+		t.Error("no batch reported a lock timeout, although A's writes waited on its row")
+	}
+	timeoutsBefore := lockTimeouts.Load()
+	// Then B's requests and more of A's at once.
+	bDone := make(chan outcome, len(bReqs)+1)
+	for i, req := range bReqs {
+		if perWave+i < len(aReqs) {
+			issueA(perWave + i)
+		}
+		sig := fmt.Sprintf("b-at-%02d", i)
+		go func() { bDone <- outcome{sig, s.CreateAccessTokenSession(ctx, sig, req)} }()
+	}
+	refresh := reqFor(b.ID, "b-chain")
+	go func() { bDone <- outcome{"b-rt-1", refreshInTx(ctx, s, "b-rt-0", "b-at-1", "b-rt-1", refresh)} }()
+	// B's requests all complete while A's row is still locked. The bound only keeps
+	// a regression from hanging the test (it fails at once, naming what is stuck).
+	watchdog := time.After(20 * time.Second)
+	for range cap(bDone) {
+		select {
+		case o := <-bDone:
+			if o.err != nil {
+				t.Errorf("tenant B's %s failed while client A's row was locked: %v", o.sig, o.err)
+			}
+		case <-watchdog:
+			t.Fatalf("tenant B's requests not answered after 20s while client A's row is locked (%d batches timed out on the lock)",
+				lockTimeouts.Load())
+		}
+	}
+	select {
+	case o := <-aDone:
+		t.Fatalf("client A's %s answered while its row is locked: %v", o.sig, o.err)
+	default:
+	}
+	for _, sig := range []string{"b-at-00", "b-at-15", "b-at-1"} {
+		if _, err := s.GetAccessTokenSession(ctx, sig, &storetest.Session{}); err != nil {
+			t.Errorf("tenant B's %s answered as stored, then: %v", sig, err)
+		}
+	}
+	if _, err := s.GetRefreshTokenSession(ctx, "b-rt-1", &storetest.Session{}); err != nil {
+		t.Errorf("tenant B's new refresh token: %v", err)
+	}
+	if n := lockTimeouts.Load() - timeoutsBefore; n > 0 {
+		t.Errorf("%d batches waited on A's row after it was known locked", n)
+	}
+	if n := lockWaits(); n > pool/2 {
+		t.Errorf("%d of the pool's %d connections wait on A's row, want at most %d", n, pool, pool/2)
+	}
+
+	// The deletion completes: A's requests fail, each with the reason.
+	if err := deletion.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for range aReqs {
+		if o := <-aDone; !errors.Is(o.err, store.ErrClientGone) {
+			t.Errorf("client A's %s after A's deletion: %v, want ErrClientGone", o.sig, o.err)
+		}
+	}
+	if n := postgres.GroupCommitLockWaits(s, a.ID); n != 0 {
+		t.Errorf("client A's row still taken for locked (%d) after its writes ended", n)
+	}
+}
+
+// A transaction the store has not yet begun in the database (fosite's, see
+// BeginTX) ends as database/sql's do: a Commit after Rollback writes nothing, a
+// second Commit after a failed one reports the failure again rather than success,
+// a Commit after a Commit writes nothing twice, and no statement on the context
+// after its end reaches the database.
+func TestLazyTransactionEnds(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	s, err := postgres.Open(ctx, pg.NewMigratedDatabase(t), postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	stored := func(sig string) bool {
+		_, err := s.GetAccessTokenSession(ctx, sig, &storetest.Session{})
+		return err == nil
+	}
+
+	t.Run("Commit after Rollback", func(t *testing.T) {
+		txc, err := s.BeginTX(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccessTokenSession(txc, "rolled-back", tokenRequest(t, s, "r1", clock.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Rollback(txc); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccessTokenSession(txc, "after-rollback", tokenRequest(t, s, "r1", clock.Now())); err == nil {
+			t.Error("a write on a rolled-back transaction succeeded")
+		}
+		if err := s.Commit(txc); !errors.Is(err, sql.ErrTxDone) {
+			t.Errorf("Commit after Rollback: %v, want sql.ErrTxDone", err)
+		}
+		if err := s.Rollback(txc); !errors.Is(err, sql.ErrTxDone) {
+			t.Errorf("second Rollback: %v, want sql.ErrTxDone", err)
+		}
+		for _, sig := range []string{"rolled-back", "after-rollback"} {
+			if stored(sig) {
+				t.Errorf("%s, written in a transaction that was rolled back, is stored", sig)
+			}
+		}
+	})
+
+	t.Run("Commit after Commit", func(t *testing.T) {
+		txc, err := s.BeginTX(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccessTokenSession(txc, "committed", tokenRequest(t, s, "r2", clock.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(txc); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(txc); !errors.Is(err, sql.ErrTxDone) {
+			t.Errorf("second Commit: %v, want sql.ErrTxDone", err)
+		}
+		if err := s.Rollback(txc); !errors.Is(err, sql.ErrTxDone) {
+			t.Errorf("Rollback after Commit: %v, want sql.ErrTxDone", err)
+		}
+		if !stored("committed") {
+			t.Error("the committed token is not stored")
+		}
+	})
+
+	t.Run("Commit after a failed Commit", func(t *testing.T) {
+		req := tokenRequest(t, s, "r3", clock.Now())
+		if err := s.DeleteClient(ctx, "grafana", ""); err != nil {
+			t.Fatal(err)
+		}
+		txc, err := s.BeginTX(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccessTokenSession(txc, "dropped", req); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(txc); !errors.Is(err, store.ErrClientGone) {
+			t.Fatalf("the token of a deleted client: %v, want ErrClientGone", err)
+		}
+		if err := s.Commit(txc); !errors.Is(err, sql.ErrTxDone) {
+			t.Errorf("second Commit after a failed one: %v, want sql.ErrTxDone", err)
+		}
+		// fosite rolls back after a failed Commit; an error would replace the
+		// Commit's in the client's answer.
+		if err := s.Rollback(txc); err != nil {
+			t.Errorf("Rollback after a failed Commit: %v", err)
+		}
+		if stored("dropped") {
+			t.Error("the token of a failed commit is stored")
+		}
+	})
 }

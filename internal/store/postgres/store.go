@@ -47,6 +47,8 @@ type Hooks struct {
 	DatabaseError   func()
 	// Event is called with the kind of each event logged (revocations, consents).
 	Event func(kind store.EventKind)
+	// GroupCommit observes the batches token writes are committed in.
+	GroupCommit GroupCommitHooks
 }
 
 // Store is the PostgreSQL store. It implements store.Store and fosite's storage
@@ -110,7 +112,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		listenDSN = dsn
 	}
 	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
-	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes}
+	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes,
+		hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
 	return s, nil
 }
 
@@ -128,13 +131,19 @@ func OpenDB(dsn string, maxOpen int) (*sql.DB, error) {
 		return nil, fmt.Errorf("database DSN: %w", err)
 	}
 	db := sql.OpenDB(connector)
-	if maxOpen <= 0 {
-		maxOpen = 32
-	}
+	maxOpen = poolSize(maxOpen)
 	db.SetMaxOpenConns(maxOpen)
 	db.SetMaxIdleConns(maxOpen)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	return db, nil
+}
+
+// poolSize is the pool's connections for Options.MaxOpenConns.
+func poolSize(maxOpen int) int {
+	if maxOpen <= 0 {
+		return 32
+	}
+	return maxOpen
 }
 
 // DB is the underlying pool.
@@ -205,7 +214,22 @@ type txState struct {
 	after  []func()
 	writes *writeUnit // not nil while no database transaction was begun
 	err    error      // of beginning it late; the transaction then fails as a whole
+	// ended says how a transaction that never began in the database ended: it must
+	// then behave as database/sql's ended one (sql.ErrTxDone), so that a second
+	// Commit neither writes again nor reports a failed write as stored, a Commit
+	// after Rollback writes nothing, and no later statement on the context begins a
+	// transaction that nobody ends.
+	ended txEnd
 }
+
+type txEnd int
+
+const (
+	txOpen txEnd = iota
+	txCommitted
+	txCommitFailed
+	txRolledBack
+)
 
 // deferring reports whether writes on ctx can wait for the commit.
 func deferring(ctx context.Context) (*txState, bool) {
