@@ -408,7 +408,8 @@ func (s *Store) GetAuthorizeCodeSession(ctx context.Context, code string, sessio
 // for which the provider answers invalid_grant and revokes what the code issued
 // (RFC 6749 section 4.1.2), as fosite does when the read finds the code used.
 func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, code string) error {
-	res, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2 AND active`, kindAuthorizeCode, code)
+	res, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2 AND active`,
+		kindAuthorizeCode, code)
 	if err != nil {
 		return s.mapErr(err)
 	}
