@@ -150,7 +150,11 @@ func oldChart(t *testing.T) string {
 	if err := os.CopyFS(dir, os.DirFS(chartDir())); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{filepath.Join(dir, "templates", "crds"), filepath.Join(dir, "crds")} {
+	// 0.1.0 had no finalizer admission policy either: with it, the OAuthClient the test
+	// creates under the old release would carry the operator's finalizer, which no
+	// operator removes here, and the last uninstall's CRD deletion would never end.
+	for _, d := range []string{filepath.Join(dir, "templates", "crds"), filepath.Join(dir, "crds"),
+		filepath.Join(dir, "templates", "admission.yaml")} {
 		if err := os.RemoveAll(d); err != nil {
 			t.Fatal(err)
 		}
