@@ -105,16 +105,7 @@ func (g *commitGate) committed(t *testing.T, sigs []string) int {
 // an error), and one that fails for all answers every request with an error.
 func TestGroupCommit(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock()
-	dsn := pg.NewMigratedDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
+	s, clock, dsn := clientStore(t)
 	gate := newCommitGate(t, dsn)
 
 	// 48 requests: the first few commits wait at the gate while the rest queue behind
@@ -199,16 +190,7 @@ func TestGroupCommit(t *testing.T) {
 // is never written, whatever happens to the batches before it.
 func TestGroupCommitWithdrawsACanceledRequest(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock()
-	dsn := pg.NewMigratedDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
+	s, clock, dsn := clientStore(t)
 	gate := newCommitGate(t, dsn)
 	// Every batch writer blocked at the gate, one request each, one after the other.
 	var wg sync.WaitGroup
@@ -248,16 +230,7 @@ func TestGroupCommitWithdrawsACanceledRequest(t *testing.T) {
 // as it was.
 func TestGroupCommitRotations(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock()
-	dsn := pg.NewMigratedDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
+	s, clock, dsn := clientStore(t)
 	const chains = 24
 	for i := range chains {
 		req := tokenRequest(t, s, fmt.Sprintf("chain-%02d", i), clock.Now())
@@ -616,4 +589,21 @@ func TestLazyTransactionEnds(t *testing.T) {
 			t.Error("the token of a failed commit is stored")
 		}
 	})
+}
+
+// clientStore opens a store on a database of its own, on a test clock, holding the
+// confidential client that client("secret") describes.
+func clientStore(t *testing.T) (*postgres.Store, *storetest.Clock, string) {
+	t.Helper()
+	clock := storetest.NewClock()
+	dsn := pg.NewMigratedDatabase(t)
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.PutClient(context.Background(), client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	return s, clock, dsn
 }

@@ -114,16 +114,7 @@ func TestRefreshOfRevokedChainFails(t *testing.T) {
 // gone, not just the token the revocation's snapshot saw.
 func TestRevocationDuringRotationRevokesNewPair(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock()
-	dsn := pg.NewMigratedDatabase(t)
-	s, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.PutClient(ctx, client("secret")); err != nil {
-		t.Fatal(err)
-	}
+	s, clock, dsn := clientStore(t)
 	newChain(t, s, clock, "chain", "at-0", "rt-0")
 	gate := newCommitGate(t, dsn)
 	refreshed := make(chan error, 1)
