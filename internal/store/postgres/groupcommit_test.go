@@ -39,6 +39,9 @@ func newCommitGate(t *testing.T, dsn string) *commitGate {
 	if _, err := db.ExecContext(ctx, `
 CREATE FUNCTION commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- The gate stands for a slow COMMIT (a WAL flush), which no lock_timeout ends:
+    -- the batch's own lock_timeout must not end this wait either.
+    PERFORM set_config('lock_timeout', '0', true);
     PERFORM pg_advisory_xact_lock_shared(7);
     IF NEW.signature LIKE 'bad-%' THEN
         RAISE EXCEPTION 'refused at commit: %', NEW.signature;
