@@ -29,19 +29,8 @@ func TestConcurrentCodeExchangesOneWinsAndIsRevoked(t *testing.T) {
 		t.Fatalf("callback = %v; want a code", cb)
 	}
 
-	db, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	hold, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, hold := holdCodes(t, dsn)
 	defer func() { _ = hold.Rollback() }()
-	if _, err := hold.ExecContext(ctx, `SELECT 1 FROM tokens WHERE kind = 'authorize_code' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
 
 	var wg sync.WaitGroup
 	toks := make([]*oauth2.Token, 2)
@@ -183,19 +172,8 @@ func TestConcurrentCodeExchangesWithPKCEAreRevoked(t *testing.T) {
 	if cb.Get("code") == "" {
 		t.Fatalf("callback = %v; want a code", cb)
 	}
-	db, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	hold, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, hold := holdCodes(t, dsn)
 	defer func() { _ = hold.Rollback() }()
-	if _, err := hold.ExecContext(ctx, `SELECT 1 FROM tokens WHERE kind = 'authorize_code' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
 	toks := make([]*oauth2.Token, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
@@ -239,4 +217,25 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 	if code, body := refresh(t, in, secret, toks[0].RefreshToken); code != 400 || body["error"] != "invalid_grant" {
 		t.Errorf("refresh with the refresh token of a code used twice: %d %v; want invalid_grant", code, body)
 	}
+}
+
+// holdCodes begins a transaction that locks every authorization code's row, so that
+// exchanges of a code wait on it together until the caller rolls it back; db is the
+// test's own connection pool to the database.
+func holdCodes(t *testing.T, dsn string) (db *sql.DB, hold *sql.Tx) {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	hold, err = db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.ExecContext(context.Background(), `SELECT 1 FROM tokens WHERE kind = 'authorize_code' FOR UPDATE`); err != nil {
+		_ = hold.Rollback()
+		t.Fatal(err)
+	}
+	return db, hold
 }

@@ -139,19 +139,7 @@ func TestRevocationDuringRotationRevokesNewPair(t *testing.T) {
 		}
 		revoked <- s.Commit(tx)
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var n int
-		if err := gate.db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).
-			Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the revocation does not wait on the rotated row")
-		}
-	}
+	gate.waitForRowLock(t, "the revocation")
 	gate.open(t)
 	if err := <-refreshed; err != nil {
 		t.Fatalf("refresh: %v", err)
@@ -215,19 +203,7 @@ func TestGrantNarrowingDuringRotationRevokesNewPair(t *testing.T) {
 			Scopes: []string{"openid"}, Source: store.SourceDeclared})
 		narrowed <- err
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var n int
-		if err := gate.db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).
-			Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the narrowing does not wait on the rotated row")
-		}
-	}
+	gate.waitForRowLock(t, "the narrowing")
 	gate.open(t)
 	if err := <-refreshed; err != nil {
 		t.Fatalf("refresh: %v", err)
@@ -237,5 +213,24 @@ func TestGrantNarrowingDuringRotationRevokesNewPair(t *testing.T) {
 	}
 	if n := gate.committed(t, []string{"at-1", "rt-1"}); n != 0 {
 		t.Errorf("%d tokens with a scope the grant no longer holds remain", n)
+	}
+}
+
+// waitForRowLock returns once a transaction waits on another's row lock (who: what
+// the test expects to wait, for the failure message).
+func (g *commitGate) waitForRowLock(t *testing.T, who string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := g.db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).
+			Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not wait on the rotated row", who)
+		}
 	}
 }
