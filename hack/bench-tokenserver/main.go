@@ -164,28 +164,38 @@ func run() error {
 	results = append(results, phase(db, "introspections", func(int) func() error {
 		return func() error { _, err := post("/oauth2/introspect", introspectForm); return err }
 	}))
-	chains := make([]string, *concurrency)
-	for i := range chains {
-		if chains[i], err = refreshTokenByCodeFlow(issuer, secret); err != nil {
-			return err
-		}
-	}
-	if *cpuProfile != "" {
-		go func() { profiled <- saveProfile(*cpuProfile+".refresh", *duration) }()
-	} else {
-		profiled <- nil
-	}
-	results = append(results, phase(db, "refreshes", func(w int) func() error {
-		return func() error {
-			out, err := post("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {chains[w]}}.Encode())
-			if err == nil {
-				chains[w] = out["refresh_token"].(string)
+	// Refreshes of chains whose grant includes openid sign a new ID token each
+	// (OpenID Connect clients such as kubectl's OIDC login need it); a plain OAuth 2.0
+	// client's (offline_access only) do not. The first are profiled.
+	for _, scope := range []string{"openid offline_access", "offline_access"} {
+		chains := make([]string, *concurrency)
+		for i := range chains {
+			if chains[i], err = refreshTokenByCodeFlow(issuer, secret, scope); err != nil {
+				return err
 			}
-			return err
 		}
-	}))
-	if err := <-profiled; err != nil {
-		return err
+		name := "refreshes"
+		if !strings.Contains(scope, "openid") {
+			name = "refreshes, no ID token"
+		} else if *cpuProfile != "" {
+			go func() { profiled <- saveProfile(*cpuProfile+".refresh", *duration) }()
+		} else {
+			profiled <- nil
+		}
+		results = append(results, phase(db, name, func(w int) func() error {
+			return func() error {
+				out, err := post("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {chains[w]}}.Encode())
+				if err == nil {
+					chains[w] = out["refresh_token"].(string)
+				}
+				return err
+			}
+		}))
+		if name == "refreshes" {
+			if err := <-profiled; err != nil {
+				return err
+			}
+		}
 	}
 	fmt.Printf("\nserver peak RSS: %s\n", devserver.PeakRSS(srv.Process.Pid))
 	fmt.Printf("PostgreSQL single-row INSERT ceiling (pgbench, %d clients): %.0f/s, mean latency %.2fms\n",
@@ -194,7 +204,7 @@ func run() error {
 		fmt.Printf("%-26s %8.0f/s  %5.1f%% of the ceiling  p50 %6.2fms  p99 %6.2fms\n", r.name, r.rate,
 			100*r.rate/ceiling.rate, ms(r.p50), ms(r.p99))
 	}
-	fmt.Printf("refreshes / tokens: %.2f\n", results[2].rate/results[0].rate)
+	fmt.Printf("refreshes / tokens: %.2f (no ID token: %.2f)\n", results[2].rate/results[0].rate, results[3].rate/results[0].rate)
 	// Other work on the machine moves the rates from one phase to the next; the CPU
 	// each request costs moves far less. What the machine's cores would do for each
 	// phase alone, were the work CPU-bound and nothing else running:
@@ -203,7 +213,7 @@ func run() error {
 	for _, r := range results {
 		fmt.Printf(", %s %.0f/s (%.0f%%)", r.name, cores*1e6/r.cpuUS, 100*ceiling.cpuUS/r.cpuUS)
 	}
-	fmt.Printf("; refreshes / tokens %.2f\n", results[0].cpuUS/results[2].cpuUS)
+	fmt.Printf("; refreshes / tokens %.2f (no ID token: %.2f)\n", results[0].cpuUS/results[2].cpuUS, results[0].cpuUS/results[3].cpuUS)
 	return nil
 }
 
@@ -211,7 +221,8 @@ func pgSettings() []string {
 	if !*statements {
 		return nil
 	}
-	return []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on"}
+	return []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on",
+		"pg_stat_statements.track_planning=on"}
 }
 
 // printStatements prints the statements PostgreSQL spent most time on since the last
@@ -220,8 +231,11 @@ func printStatements(db *sql.DB, n float64) {
 	if !*statements {
 		return
 	}
-	rows, err := db.Query(`SELECT sum(calls), sum(total_exec_time), left(regexp_replace(query, '\s+', ' ', 'g'), 60) q
-FROM pg_stat_statements GROUP BY q ORDER BY 1 DESC LIMIT 8`)
+	// Statements that differ only in their parameters' numbers (a batch's, by its
+	// size) count as one; the time is planning's and execution's.
+	rows, err := db.Query(`SELECT sum(calls), sum(total_plan_time + total_exec_time),
+    left(regexp_replace(regexp_replace(query, '\$[0-9]+', '$n', 'g'), '\s+', ' ', 'g'), 60) q
+FROM pg_stat_statements GROUP BY q ORDER BY 2 DESC LIMIT 8`)
 	if err != nil {
 		fmt.Println("  pg_stat_statements:", err)
 		return
@@ -257,13 +271,22 @@ type dbCounters struct {
 	// CPU seconds used so far by the token server, PostgreSQL (all its processes,
 	// those ended included) and this load generator.
 	server, postgres, bench float64
+	// pgKinds splits postgres by kind of process (see pgProcessKind).
+	pgKinds map[string]float64
 }
 
 // cpu says who spent the machine's CPU during a phase, per request.
 func (c dbCounters) cpu(before dbCounters, n float64) string {
 	per := func(a, b float64) float64 { return (a - b) / n * 1e6 }
-	return fmt.Sprintf("CPU µs per request: server %.0f, PostgreSQL %.0f, load generator %.0f",
-		per(c.server, before.server), per(c.postgres, before.postgres), per(c.bench, before.bench))
+	var kinds []string
+	for k, v := range c.pgKinds {
+		if d := per(v, before.pgKinds[k]); d >= 0.5 {
+			kinds = append(kinds, fmt.Sprintf("%s %.0f", k, d))
+		}
+	}
+	slices.Sort(kinds)
+	return fmt.Sprintf("CPU µs per request: server %.0f, PostgreSQL %.0f (%s), load generator %.0f",
+		per(c.server, before.server), per(c.postgres, before.postgres), strings.Join(kinds, ", "), per(c.bench, before.bench))
 }
 
 // The processes readCounters measures.
@@ -290,9 +313,12 @@ func cpuSeconds(pid int, children bool) float64 {
 	return sum / 100 // USER_HZ
 }
 
-// familyCPU is the CPU time of a process and its children, the ended ones included.
-func familyCPU(pid int) float64 {
+// familyCPU is the CPU time of a process and its children, the ended ones included,
+// in total and by kind of child (pgProcessKind); the ended children's and the
+// process's own count as "ended or postmaster".
+func familyCPU(pid int) (float64, map[string]float64) {
 	total := cpuSeconds(pid, true)
+	kinds := map[string]float64{"ended or postmaster": total}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
@@ -300,10 +326,24 @@ func familyCPU(pid int) float64 {
 			continue
 		}
 		if parentPID(child) == pid {
-			total += cpuSeconds(child, false)
+			t := cpuSeconds(child, false)
+			total += t
+			kinds[pgProcessKind(child)] += t
 		}
 	}
-	return total
+	return total, kinds
+}
+
+// pgProcessKind names a PostgreSQL process by its title: "backends" for the
+// connections' processes ("postgres: user db [local] idle"), else the title's kind
+// ("walwriter", "autovacuum worker", "checkpointer", …).
+func pgProcessKind(pid int) string {
+	title, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	t := strings.TrimPrefix(strings.TrimRight(string(title), "\x00 "), "postgres: ")
+	if strings.Contains(t, "[local]") || strings.Contains(t, "127.0.0.1") {
+		return "backends"
+	}
+	return t
 }
 
 func parentPID(pid int) int {
@@ -326,7 +366,8 @@ func readCounters(db *sql.DB) dbCounters {
 	_, _ = db.Exec(`SELECT pg_stat_clear_snapshot()`)
 	_ = db.QueryRow(`SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
     (SELECT wal_sync FROM pg_stat_wal)`).Scan(&c.commits, &c.walSyncs)
-	c.server, c.postgres, c.bench = cpuSeconds(serverPID, false), familyCPU(postmasterPID), cpuSeconds(os.Getpid(), false)
+	c.postgres, c.pgKinds = familyCPU(postmasterPID)
+	c.server, c.bench = cpuSeconds(serverPID, false), cpuSeconds(os.Getpid(), false)
 	return c
 }
 
@@ -457,9 +498,9 @@ func phase(db *sql.DB, name string, worker func(w int) func() error) result {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// refreshTokenByCodeFlow signs alice in and runs the code flow (consent is
+// refreshTokenByCodeFlow signs alice in and runs the code flow for scope (consent is
 // pre-approved by a declared grant) to get a refresh token.
-func refreshTokenByCodeFlow(issuer, secret string) (string, error) {
+func refreshTokenByCodeFlow(issuer, secret, scope string) (string, error) {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
 		if strings.HasPrefix(req.URL.String(), redirectURI) {
@@ -469,7 +510,7 @@ func refreshTokenByCodeFlow(issuer, secret string) (string, error) {
 	}}
 	verifier := randsecret.MustNew(48)
 	authURL := issuer + "/oauth2/auth?" + url.Values{"client_id": {"bench"}, "response_type": {"code"},
-		"scope": {"openid offline_access"}, "state": {randsecret.MustNew(32)}, "redirect_uri": {redirectURI},
+		"scope": {scope}, "state": {randsecret.MustNew(32)}, "redirect_uri": {redirectURI},
 		"code_challenge": {oauth2S256(verifier)}, "code_challenge_method": {"S256"}}.Encode()
 	resp, err := hc.Get(authURL)
 	if err != nil {
