@@ -104,7 +104,15 @@ func run() error {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: *concurrency * 2, MaxIdleConnsPerHost: *concurrency * 2},
 		Timeout: 10 * time.Second}
 	tokenForm := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}}.Encode()
-	post := func(path, form string) (map[string]any, error) {
+	// What the phases read of an answer, decoded as an OAuth client library would (into
+	// a struct, golang.org/x/oauth2's way), and checked: an answer without its token,
+	// or an introspection that finds the token inactive, counts as an error.
+	type answer struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		Active       *bool  `json:"active"`
+	}
+	post := func(path, form string) (*answer, error) {
 		req, _ := http.NewRequest(http.MethodPost, issuer+path, strings.NewReader(form))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth("bench", secret)
@@ -117,14 +125,20 @@ func run() error {
 		if resp.StatusCode != 200 {
 			return nil, fmt.Errorf("%s: %d %s", path, resp.StatusCode, body)
 		}
-		out := map[string]any{}
-		return out, json.Unmarshal(body, &out)
+		out := &answer{}
+		if err := json.Unmarshal(body, out); err != nil {
+			return nil, err
+		}
+		if out.AccessToken == "" && (out.Active == nil || !*out.Active) {
+			return nil, fmt.Errorf("%s: neither a token nor an active introspection: %s", path, body)
+		}
+		return out, nil
 	}
 	tok, err := post("/oauth2/token", tokenForm)
 	if err != nil {
 		return err
 	}
-	introspectForm := url.Values{"token": {tok["access_token"].(string)}}.Encode()
+	introspectForm := url.Values{"token": {tok.AccessToken}}.Encode()
 	db, err := sql.Open("postgres", env.DSN)
 	if err != nil {
 		return err
@@ -186,7 +200,7 @@ func run() error {
 			return func() error {
 				out, err := post("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {chains[w]}}.Encode())
 				if err == nil {
-					chains[w] = out["refresh_token"].(string)
+					chains[w] = out.RefreshToken
 				}
 				return err
 			}

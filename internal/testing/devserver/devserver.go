@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/randsecret"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
@@ -124,6 +125,12 @@ func (e *Env) Serve(ctx context.Context, bin, listen, adminListen string, extra 
 	}
 	cmd := exec.Command(bin, append(args, extra...)...) // #nosec G204 -- a binary this command built
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// The garbage collector as the operator sets it in the pod with the default
+	// resources, so that make bench-tokenserver measures what a cluster runs.
+	cmd.Env = os.Environ()
+	for _, v := range resources.ServerGCEnv(resources.ServerResources) {
+		cmd.Env = append(cmd.Env, v.Name+"="+v.Value)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
