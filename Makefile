@@ -50,7 +50,10 @@ manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, the c
 	cp config/admission/finalizer_policy.yaml charts/kubeoauth/files/finalizer-policy.yaml
 	$(CRD_REF_DOCS) --source-path=./api/v1alpha1 --config=hack/api-docs/config.yaml --renderer=markdown \
 		--output-path=docs/.api-reference.md --log-level=error
-	{ cat hack/api-docs/intro.md; sed -e '1,/^## oauth.kubeoauth.io/d' docs/.api-reference.md; } >docs/api.md
+	# crd-ref-docs links a named map's underlying type to an anchor that does not exist (PodLabels).
+	{ cat hack/api-docs/intro.md; sed -e '1,/^## oauth.kubeoauth.io/d' \
+		-e 's/\[map\[string\]\([A-Za-z]*\)\](#map\[string\]\([a-z]*\))/object (keys:string, values:[\1](#\2))/' \
+		docs/.api-reference.md; } >docs/api.md
 	rm docs/.api-reference.md
 
 .PHONY: generate

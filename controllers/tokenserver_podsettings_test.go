@@ -23,6 +23,7 @@ import (
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
 
 // quotaNamespace is a namespace whose ResourceQuota counts CPU and memory
@@ -196,6 +197,45 @@ func TestTokenServerPodSettings(t *testing.T) {
 	if u := ts.Status.Upgrade; u != nil && u.ToImage != "" && u.ToImage != ts.Spec.Image {
 		t.Errorf("a pod settings change started an upgrade: %+v", u)
 	}
+}
+
+// TestJobsPodMetadata: with a sidecar asked for on spec.pod (Istio's label,
+// Linkerd's annotation), spec.jobs.pod turns it off on the first install's
+// migrations Job and on an upgrade's Jobs, as the API server stores them, and
+// leaves the token server's StatefulSet with spec.pod's.
+func TestJobsPodMetadata(t *testing.T) {
+	advanceOperatorClock(t)
+	ts, _ := upgradeServer(t, "jobsmeta", func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Pod = &oauthv1alpha1.PodSettings{
+			Labels:      oauthv1alpha1.PodLabels{"team": "identity", "sidecar.istio.io/inject": "true"},
+			Annotations: oauthv1alpha1.PodAnnotations{"linkerd.io/inject": "enabled"}}
+		ts.Spec.Jobs.Pod = &oauthv1alpha1.JobPodMetadata{
+			Labels:      oauthv1alpha1.PodLabels{"sidecar.istio.io/inject": "false", "kind": "batch"},
+			Annotations: oauthv1alpha1.PodAnnotations{"linkerd.io/inject": "disabled"}}
+	})
+	ns := ts.Namespace
+	jobPod := func(what string, tpl corev1.PodTemplateSpec) {
+		t.Helper()
+		if l, a := tpl.Labels, tpl.Annotations; l["team"] != "identity" || l["sidecar.istio.io/inject"] != "false" || l["kind"] != "batch" ||
+			a["linkerd.io/inject"] != "disabled" || l[resources.LabelInstance] != "auth" {
+			t.Errorf("%s: pod labels %v, annotations %v; want spec.jobs.pod's over spec.pod's", what, l, a)
+		}
+	}
+	var job batchv1.Job
+	get(t, ns, resources.MigrationJobName(ts, imageV1), &job)
+	jobPod("the migrations Job", job.Spec.Template)
+
+	var sts appsv1.StatefulSet
+	get(t, ns, "auth-blue", &sts)
+	if l, a := sts.Spec.Template.Labels, sts.Spec.Template.Annotations; l["sidecar.istio.io/inject"] != "true" || l["kind"] != "" ||
+		a["linkerd.io/inject"] != "enabled" {
+		t.Errorf("StatefulSet auth-blue: pod labels %v, annotations %v; want spec.pod's alone", l, a)
+	}
+
+	setImage(t, ts, imageV2)
+	waitPhase(t, ts, oauthv1alpha1.UpgradePlanning)
+	get(t, ns, upgrade.JobName("auth", ts.Status.Upgrade.ID, upgrade.JobPlan), &job)
+	jobPod("the upgrade's plan Job", job.Spec.Template)
 }
 
 func checkScheduling(t *testing.T, what string, tpl corev1.PodTemplateSpec, want *oauthv1alpha1.PodSettings) {

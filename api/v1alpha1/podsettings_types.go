@@ -48,23 +48,33 @@ type PodSettings struct {
 	// StatefulSet controllers' own (controller-uid, job-name, batch.kubernetes.io/*,
 	// controller-revision-hash, statefulset.kubernetes.io/*,
 	// apps.kubernetes.io/pod-index) select theirs: both are refused.
-	// +kubebuilder:validation:MaxProperties=64
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by']) && !k.startsWith('oauth.kubeoauth.io/'))",message="must not set the operator's own labels (app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/component, app.kubernetes.io/managed-by, oauth.kubeoauth.io/*): the operator selects its pods by them"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['controller-uid', 'job-name', 'controller-revision-hash', 'apps.kubernetes.io/pod-index']) && !k.startsWith('batch.kubernetes.io/') && !k.startsWith('statefulset.kubernetes.io/'))",message="must not set the labels the Job and StatefulSet controllers own (controller-uid, job-name, batch.kubernetes.io/*, controller-revision-hash, statefulset.kubernetes.io/*, apps.kubernetes.io/pod-index): they select their pods by them and refuse the Job or StatefulSet"
-	// +kubebuilder:validation:XValidation:rule=`self.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.indexOf('/') <= 253)`,message="keys must be label keys: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	Labels map[string]LabelValue `json:"labels,omitempty"`
+	Labels PodLabels `json:"labels,omitempty"`
 	// annotations added to the pods. Keys must be ones a pod can carry. The
 	// operator's own (oauth.kubeoauth.io/*) roll the pods when what they read
 	// changes, and the Job and StatefulSet controllers' own (batch.kubernetes.io/*,
 	// statefulset.kubernetes.io/*) are theirs: both are refused.
-	// +kubebuilder:validation:MaxProperties=64
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('oauth.kubeoauth.io/'))",message="must not set the operator's own annotations (oauth.kubeoauth.io/*): they roll the pods when their configuration changes"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('batch.kubernetes.io/') && !k.startsWith('statefulset.kubernetes.io/'))",message="must not set the annotations the Job and StatefulSet controllers own (batch.kubernetes.io/*, statefulset.kubernetes.io/*)"
-	// +kubebuilder:validation:XValidation:rule=`self.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.indexOf('/') <= 253)`,message="keys must be annotation keys: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	Annotations map[string]string `json:"annotations,omitempty"`
+	Annotations PodAnnotations `json:"annotations,omitempty"`
 }
+
+// Types of their own so that spec.pod, spec.database.managed.pod and
+// spec.jobs.pod refuse the same keys with the same rules, each error naming its
+// own field.
+
+// PodLabels are labels the operator adds to a pod's own.
+// +kubebuilder:validation:MaxProperties=64
+// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by']) && !k.startsWith('oauth.kubeoauth.io/'))",message="must not set the operator's own labels (app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/component, app.kubernetes.io/managed-by, oauth.kubeoauth.io/*): the operator selects its pods by them"
+// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['controller-uid', 'job-name', 'controller-revision-hash', 'apps.kubernetes.io/pod-index']) && !k.startsWith('batch.kubernetes.io/') && !k.startsWith('statefulset.kubernetes.io/'))",message="must not set the labels the Job and StatefulSet controllers own (controller-uid, job-name, batch.kubernetes.io/*, controller-revision-hash, statefulset.kubernetes.io/*, apps.kubernetes.io/pod-index): they select their pods by them and refuse the Job or StatefulSet"
+// +kubebuilder:validation:XValidation:rule=`self.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.indexOf('/') <= 253)`,message="keys must be label keys: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
+type PodLabels map[string]LabelValue
+
+// PodAnnotations are annotations the operator adds to a pod's own.
+// +kubebuilder:validation:MaxProperties=64
+// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('oauth.kubeoauth.io/'))",message="must not set the operator's own annotations (oauth.kubeoauth.io/*): they roll the pods when their configuration changes"
+// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('batch.kubernetes.io/') && !k.startsWith('statefulset.kubernetes.io/'))",message="must not set the annotations the Job and StatefulSet controllers own (batch.kubernetes.io/*, statefulset.kubernetes.io/*)"
+// +kubebuilder:validation:XValidation:rule=`self.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.indexOf('/') <= 253)`,message="keys must be annotation keys: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
+type PodAnnotations map[string]string
 
 // A type of its own so that its schema has a maxLength: a CEL rule on the values of
 // a map of unbounded strings costs more than the API server allows a CRD.
@@ -79,6 +89,14 @@ type LabelValue string
 // verification, copy, cutover and cleanup) take besides spec.pod's scheduling,
 // pull secrets, labels and annotations.
 type JobSettings struct {
+	// pod: labels and annotations of the Jobs' pods (and of a Copy upgrade's replay
+	// pods), over spec.pod's: a key set in both takes the value set here, and the
+	// token server's own pods never get these. For what must differ on a pod that
+	// has to finish, such as sidecar.istio.io/inject: "false" when spec.pod or the
+	// namespace asks for a sidecar that never exits. There is no way to drop a key
+	// spec.pod sets: set it to the value that turns it off.
+	// +optional
+	Pod *JobPodMetadata `json:"pod,omitempty"`
 	// resources of a Job's container. Unset: small defaults (docs/pod-settings.md);
 	// set, they replace them whole.
 	// +optional
@@ -92,4 +110,15 @@ type JobSettings struct {
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+}
+
+// JobPodMetadata are the labels and annotations of the Jobs' pods, on top of
+// spec.pod's; the keys refused in spec.pod are refused here.
+type JobPodMetadata struct {
+	// labels of the Jobs' pods, over spec.pod.labels.
+	// +optional
+	Labels PodLabels `json:"labels,omitempty"`
+	// annotations of the Jobs' pods, over spec.pod.annotations.
+	// +optional
+	Annotations PodAnnotations `json:"annotations,omitempty"`
 }

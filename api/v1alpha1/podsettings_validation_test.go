@@ -96,6 +96,39 @@ func TestPodSettingsValidation(t *testing.T) {
 				"empty": "", "a": "b", "x_y.z-1": "A.b_c-2"},
 				Annotations: map[string]string{"sidecar.istio.io/inject": "false", "description": "the token server: {\"json\": true}"}}
 		}, ok()},
+		// spec.jobs.pod takes the same rules as spec.pod, each error naming it.
+		"the Jobs' own labels and annotations": {func(s *v1.TokenServerSpec) {
+			s.Pod = &v1.PodSettings{Labels: v1.PodLabels{"sidecar.istio.io/inject": "true"}}
+			s.Jobs.Pod = &v1.JobPodMetadata{Labels: v1.PodLabels{"sidecar.istio.io/inject": "false", "empty": ""},
+				Annotations: v1.PodAnnotations{"linkerd.io/inject": "disabled", "vault.hashicorp.com/agent-inject": "false"}}
+		}, ok()},
+		"a Job label key with an uppercase prefix": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Labels: v1.PodLabels{"Sidecar.Istio.io/inject": "false"}}
+		}, reject("spec.jobs.pod.labels", "keys must be label keys")},
+		"a Job label value with a space": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Labels: v1.PodLabels{"team": "identity platform"}}
+		}, reject("spec.jobs.pod.labels[team]", "must be a label value")},
+		"the instance label on the Jobs": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Labels: v1.PodLabels{"app.kubernetes.io/instance": "other"}}
+		}, reject("spec.jobs.pod.labels", labelsMsg)},
+		"the Job controller's job-name label on the Jobs": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Labels: v1.PodLabels{"job-name": "x"}}
+		}, reject("spec.jobs.pod.labels", "the labels the Job and StatefulSet controllers own")},
+		"the config hash annotation on the Jobs": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Annotations: v1.PodAnnotations{"oauth.kubeoauth.io/config-hash": "x"}}
+		}, reject("spec.jobs.pod.annotations", annotationsMsg)},
+		"the Job controller's annotation on the Jobs": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Annotations: v1.PodAnnotations{"batch.kubernetes.io/job-completion-index": "0"}}
+		}, reject("spec.jobs.pod.annotations", "the annotations the Job and StatefulSet controllers own")},
+		"a Job annotation key with a space": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Pod = &v1.JobPodMetadata{Annotations: v1.PodAnnotations{"team name": "identity"}}
+		}, reject("spec.jobs.pod.annotations", "keys must be annotation keys")},
+		"Job pod metadata on an external server": {func(s *v1.TokenServerSpec) {
+			s.Image, s.Database = "", nil
+			s.External = &v1.ExternalTokenServer{AdminURL: "https://auth-admin.internal:4445",
+				TokenSecretRef: v1.SecretKeyReference{Name: "auth-admin"}}
+			s.Jobs.Pod = &v1.JobPodMetadata{Labels: v1.PodLabels{"sidecar.istio.io/inject": "false"}}
+		}, reject("spec.jobs.pod", "jobs.pod is for bundled token servers")},
 		"a negative Job TTL": {func(s *v1.TokenServerSpec) {
 			s.Jobs.TTLSecondsAfterFinished = new(int32(-1))
 		}, reject("spec.jobs.ttlSecondsAfterFinished", "should be greater than or equal to 0")},

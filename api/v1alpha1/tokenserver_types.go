@@ -12,6 +12,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.external) || has(self.database)",fieldPath=".database",reason=FieldValueRequired,message="database is required: set database.managed for a bundled PostgreSQL or database.external for your own (unless spec.external points at a token server run elsewhere)"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.database))",fieldPath=".external",message="external cannot be combined with image or database: an external token server is run, and upgraded, elsewhere"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.pod)",fieldPath=".pod",message="pod is for bundled token servers: an external token server runs its own pods"
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.jobs) || !has(self.jobs.pod)",fieldPath=".jobs.pod",message="jobs.pod is for bundled token servers: an external token server runs no Jobs of the operator's"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.branding)",fieldPath=".branding",message="branding is for bundled token servers: an external token server serves its own pages"
 // +kubebuilder:validation:XValidation:rule="!has(self.upgrade) || !has(self.upgrade.copy) || !has(self.upgrade.copy.targetSecretRef) || (has(self.database) && has(self.database.external))",fieldPath=".upgrade.copy.targetSecretRef",message="spec.upgrade.copy.targetSecretRef is only for spec.database.external: a bundled database (database.managed) is copied into a second database of its own PostgreSQL"
 type TokenServerSpec struct {
@@ -39,12 +40,14 @@ type TokenServerSpec struct {
 	Database *DatabaseSpec `json:"database,omitempty"`
 
 	// pod sets the token server pods' resources, scheduling and metadata; the Jobs
-	// take its scheduling, pull secrets, labels and annotations too. A change rolls
+	// take its scheduling, pull secrets, labels and annotations too (under
+	// spec.jobs.pod's labels and annotations). A change rolls
 	// the pods in place (no blue-green upgrade: that is for image changes).
 	// +optional
 	Pod *PodSettings `json:"pod,omitempty"`
 
-	// jobs sets the resources of the operator's Jobs and when a finished one goes.
+	// jobs sets the resources and pod metadata of the operator's Jobs and when a
+	// finished one goes.
 	// +kubebuilder:default={}
 	// +optional
 	Jobs JobSettings `json:"jobs,omitzero"`

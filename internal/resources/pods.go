@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"maps"
 	"strconv"
 	"strings"
 
@@ -122,12 +123,30 @@ func reservedKey(k string) bool {
 // jobPod applies spec.pod's scheduling, pull secrets, labels and annotations and
 // spec.jobs' resources to a Job's (or the replay's) pod template: the token
 // server's image runs there too, on the nodes the TokenServer is allowed. Not
-// spec.pod's topology spread, which is about the server's replicas.
+// spec.pod's topology spread, which is about the server's replicas. spec.jobs.pod's
+// labels and annotations go over spec.pod's: a pod that must finish cannot carry a
+// sidecar that never exits, which spec.pod may well ask the server's pods for.
 func jobPod(ts *oauthv1alpha1.TokenServer, tpl *corev1.PodTemplateSpec) {
 	p := ts.Spec.Pod.DeepCopy()
 	if p == nil {
 		p = &oauthv1alpha1.PodSettings{}
 	}
 	p.Resources, p.TopologySpreadConstraints = ts.Spec.Jobs.Resources, nil
+	if m := ts.Spec.Jobs.Pod; m != nil {
+		p.Labels, p.Annotations = over(p.Labels, m.Labels), over(p.Annotations, m.Annotations)
+	}
 	withPodSettings(tpl, p, JobResources, nil)
+}
+
+// over is base with top's entries over it; base itself is left as it was.
+func over[M ~map[string]V, V any](base, top M) M {
+	if len(top) == 0 {
+		return base
+	}
+	out := maps.Clone(base)
+	if out == nil {
+		out = make(M, len(top))
+	}
+	maps.Copy(out, top)
+	return out
 }

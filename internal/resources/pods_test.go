@@ -190,3 +190,101 @@ func TestServerGCEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestJobPodMetadata: spec.jobs.pod's labels and annotations go over spec.pod's on
+// every pod that runs to completion (and the replay's, which takes spec.jobs'
+// resources too), never on the token server's or the database's; without it the
+// Jobs take spec.pod's as they always did.
+func TestJobPodMetadata(t *testing.T) {
+	meshed := &oauthv1alpha1.PodSettings{
+		Labels:      oauthv1alpha1.PodLabels{"team": "identity", "sidecar.istio.io/inject": "true"},
+		Annotations: oauthv1alpha1.PodAnnotations{"linkerd.io/inject": "enabled", "example.com/owner": "identity"}}
+	type want struct{ labels, annotations map[string]string }
+	tests := map[string]struct {
+		pod            *oauthv1alpha1.PodSettings
+		jobs           *oauthv1alpha1.JobPodMetadata
+		server, jobPod want
+	}{
+		"no spec.jobs.pod: the Jobs take spec.pod's": {
+			pod: meshed,
+			server: want{map[string]string{"team": "identity", "sidecar.istio.io/inject": "true"},
+				map[string]string{"linkerd.io/inject": "enabled", "example.com/owner": "identity"}},
+			jobPod: want{map[string]string{"team": "identity", "sidecar.istio.io/inject": "true"},
+				map[string]string{"linkerd.io/inject": "enabled", "example.com/owner": "identity"}},
+		},
+		"the Jobs' own entries win": {
+			pod: meshed,
+			jobs: &oauthv1alpha1.JobPodMetadata{Labels: oauthv1alpha1.PodLabels{"sidecar.istio.io/inject": "false", "kind": "batch"},
+				Annotations: oauthv1alpha1.PodAnnotations{"linkerd.io/inject": "disabled"}},
+			server: want{map[string]string{"team": "identity", "sidecar.istio.io/inject": "true"},
+				map[string]string{"linkerd.io/inject": "enabled", "example.com/owner": "identity"}},
+			jobPod: want{map[string]string{"team": "identity", "sidecar.istio.io/inject": "false", "kind": "batch"},
+				map[string]string{"linkerd.io/inject": "disabled", "example.com/owner": "identity"}},
+		},
+		"labels only: spec.pod's annotations stay": {
+			pod:  meshed,
+			jobs: &oauthv1alpha1.JobPodMetadata{Labels: oauthv1alpha1.PodLabels{"sidecar.istio.io/inject": "false"}},
+			server: want{map[string]string{"team": "identity", "sidecar.istio.io/inject": "true"},
+				map[string]string{"linkerd.io/inject": "enabled", "example.com/owner": "identity"}},
+			jobPod: want{map[string]string{"team": "identity", "sidecar.istio.io/inject": "false"},
+				map[string]string{"linkerd.io/inject": "enabled", "example.com/owner": "identity"}},
+		},
+		"spec.jobs.pod without spec.pod": {
+			jobs:   &oauthv1alpha1.JobPodMetadata{Annotations: oauthv1alpha1.PodAnnotations{"vault.hashicorp.com/agent-inject": "false"}},
+			jobPod: want{annotations: map[string]string{"vault.hashicorp.com/agent-inject": "false"}},
+		},
+		// The CRD refuses these keys; a TokenServer that got past it (an older CRD)
+		// still cannot take a Job's pods out of what the operator selects.
+		"the operator's keys are ignored": {
+			jobs: &oauthv1alpha1.JobPodMetadata{Labels: oauthv1alpha1.PodLabels{LabelInstance: "other", LabelComponent: "x"},
+				Annotations: oauthv1alpha1.PodAnnotations{AnnotationConfig: "forged"}},
+		},
+	}
+	plain := templates(server())
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ts := server(func(ts *oauthv1alpha1.TokenServer) {
+				ts.Spec.Pod, ts.Spec.Jobs.Pod = tt.pod.DeepCopy(), tt.jobs.DeepCopy()
+			})
+			for what, tpl := range templates(ts) {
+				w := tt.jobPod
+				switch what {
+				case "server":
+					w = tt.server
+				case "database":
+					w = want{}
+				}
+				if got := added(tpl.Labels, plain[what].Labels); !maps.Equal(got, w.labels) {
+					t.Errorf("%s: labels beside the operator's %v, want %v", what, got, w.labels)
+				}
+				if got := added(tpl.Annotations, plain[what].Annotations); !maps.Equal(got, w.annotations) {
+					t.Errorf("%s: annotations beside the operator's %v, want %v", what, got, w.annotations)
+				}
+			}
+			if !reflect.DeepEqual(ts.Spec.Pod, tt.pod) {
+				t.Errorf("building the Jobs changed spec.pod to %+v", ts.Spec.Pod)
+			}
+		})
+	}
+}
+
+// added: the entries of got that the operator's own template, plain, does not
+// have; an entry of plain that got lacks or changed is kept under its key with
+// the value got has, so that a test sees it.
+func added(got, plain map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range got {
+		if pv, ok := plain[k]; !ok || pv != v {
+			out[k] = v
+		}
+	}
+	for k := range plain {
+		if _, ok := got[k]; !ok {
+			out[k] = "<missing>"
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
