@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"strconv"
+	"time"
 )
 
 // ParseMigrations is parseMigrations, for tests of the file rules.
@@ -52,3 +53,6 @@ func GroupCommitIdle(s *Store) bool {
 	defer s.group.mu.Unlock()
 	return len(s.group.queue) == 0 && s.group.flushes == 0
 }
+
+// SetGroupCommitTimeout bounds s's batches by d instead of groupCommitTimeout.
+func SetGroupCommitTimeout(s *Store, d time.Duration) { s.group.timeout = d }

@@ -44,8 +44,9 @@ import (
 const (
 	groupCommitMaxBatch   = 128
 	groupCommitMaxFlushes = 4
-	// groupCommitTimeout bounds a batch's statement: it serves many requests, so no
-	// single request's context may cancel it.
+	// groupCommitTimeout bounds a batch, COMMIT included: it serves many requests, so
+	// no single request's context may cancel it. A COMMIT cut short is answered as
+	// failed (see errCommitCut).
 	groupCommitTimeout = 30 * time.Second
 	// groupCommitLockTimeout bounds each lock wait of a batch (lock_timeout). Token
 	// writes meet locks only on rows another transaction deletes or rotates, which
@@ -108,6 +109,7 @@ type groupCommit struct {
 	flush      func(ctx context.Context, units []*writeUnit, bounded bool) error
 	maxBatch   int
 	maxFlushes int
+	timeout    time.Duration // of a batch: groupCommitTimeout
 	hooks      GroupCommitHooks
 
 	mu      sync.Mutex
@@ -195,7 +197,7 @@ func (g *groupCommit) write(batch []*queued) {
 			g.hooks.QueueWait(now.Sub(q.queued))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	err := g.flush(ctx, units, true)
 	cancel()
 	outcome := BatchCommitted
@@ -373,8 +375,23 @@ gone AS (
 	for _, sig := range gone {
 		s.tokens.drop(Invalidation{Signature: sig})
 	}
+	if ctx.Err() != nil {
+		return errCommitCut
+	}
 	return nil
 }
+
+// errCommitCut answers the requests of a write whose context ended while its COMMIT
+// waited. PostgreSQL then keeps the transaction committed locally and reports
+// success, but a COMMIT waiting for a synchronous standby was cut short: the rows may
+// not be on the standby, and a failover to it would lose them. An answer that
+// handed them out would break the promise that an answered token survives, so the
+// requests fail instead. Nothing is lost by that: a token never answered is never
+// used, and a refresh whose answer failed after its rotation committed is a lost
+// answer, which the client's retry within the refresh grace period recovers. It
+// wraps ErrUnavailable, so that the batch is failed, not retried: retrying rows that
+// may be committed would only fail on them.
+var errCommitCut = fmt.Errorf("%w: the commit's wait for the database was cut short; it may not be replicated", store.ErrUnavailable)
 
 func distinct(ss []string) int {
 	seen := make(map[string]bool, len(ss))

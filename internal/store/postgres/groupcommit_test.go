@@ -16,6 +16,7 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/store"
 	"github.com/kubeoauth/kubeoauth/internal/store/postgres"
 	"github.com/kubeoauth/kubeoauth/internal/store/storetest"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testpg"
 )
 
 // commitGate makes every COMMIT that wrote a token wait for the test: a deferred
@@ -609,4 +610,69 @@ func clientStore(t *testing.T) (*postgres.Store, *storetest.Clock, string) {
 		t.Fatal(err)
 	}
 	return s, clock, dsn
+}
+
+// A COMMIT cut short is not answered as a success. With synchronous replication a
+// COMMIT waits for the standby; when the batch's time runs out meanwhile, PostgreSQL
+// cancels the wait, keeps the transaction committed locally and reports success, but
+// the rows may not be on the standby, which a failover would promote. Here the
+// standby never answers (synchronous_standby_names names one that never connects):
+// the token and the refresh must both fail, though their rows are committed locally.
+func TestGroupCommitCutShortIsNotAnswered(t *testing.T) {
+	ctx := context.Background()
+	// synchronous_commit=local for every session but the store's, so that setting up
+	// the database waits for no standby.
+	primary, err := testpg.StartWith(testpg.Options{Durable: true,
+		Settings: []string{"synchronous_standby_names=nobody", "synchronous_commit=local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := primary.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	dsn := primary.NewMigratedDatabase(t)
+	clock := storetest.NewClock()
+	setup, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = setup.Close() })
+	if _, err := setup.PutClient(ctx, client("secret")); err != nil {
+		t.Fatal(err)
+	}
+	req := tokenRequest(t, setup, "chain", clock.Now())
+	if err := setup.CreateAccessTokenSession(ctx, "at-1", req); err != nil {
+		t.Fatal(err)
+	}
+	if err := setup.CreateRefreshTokenSession(ctx, "rt-1", "at-1", req); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := postgres.Open(ctx, dsn+" synchronous_commit=on", postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	postgres.SetGroupCommitTimeout(s, 300*time.Millisecond)
+	if err := s.CreateAccessTokenSession(ctx, "cc-1", tokenRequest(t, s, "cc", clock.Now())); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("a token whose COMMIT was cut short: %v; want ErrUnavailable, not an answer", err)
+	}
+	if err := refreshInTx(ctx, s, "rt-1", "at-2", "rt-2", tokenRequest(t, s, "chain", clock.Now())); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("a refresh whose COMMIT was cut short: %v; want ErrUnavailable, not an answer", err)
+	}
+	// The case this is about: PostgreSQL committed both locally.
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM tokens WHERE signature IN ('cc-1', 'at-2', 'rt-2')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Errorf("%d of the 3 rows committed locally; the wait was not the COMMIT's", n)
+	}
 }

@@ -113,7 +113,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
 	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes,
-		hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
+		timeout: groupCommitTimeout, hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
 	return s, nil
 }
 
