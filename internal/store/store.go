@@ -208,7 +208,12 @@ type Store interface {
 	// consent; it leaves alone a grant that already covers it. A browser consent on a
 	// SourceFirstParty grant replaces its scopes: the user consented to these only.
 	PutGrant(ctx context.Context, g *ConsentGrant) (*ConsentGrant, error)
+	// GetGrant returns the grant of subject to clientID with ActiveTokens, which
+	// counts the grant's live tokens, or ErrNotFound.
 	GetGrant(ctx context.Context, clientID, subject string) (*ConsentGrant, error)
+	// LookupGrant is GetGrant without ActiveTokens: for an authorization request's
+	// consent check, which must not read every live token of a grant that has many.
+	LookupGrant(ctx context.Context, clientID, subject string) (*ConsentGrant, error)
 	// GetGrantByID returns the grant with that ID (without ActiveTokens), or
 	// ErrNotFound.
 	GetGrantByID(ctx context.Context, id string) (*ConsentGrant, error)

@@ -225,7 +225,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		p.Approve(w, r, areq, subject, user.Identity, g, authTime)
 		return
 	}
-	grant, err := s.cfg.Store.GetGrant(ctx, client.ID, subject)
+	grant, err := s.cfg.Store.LookupGrant(ctx, client.ID, subject)
 	switch {
 	case askConsent:
 	case err == nil && grant.Covers(areq.Scopes, time.Now()) && (grant.Source != store.SourceFirstParty || client.SkipConsent):

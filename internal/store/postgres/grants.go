@@ -242,6 +242,17 @@ func (s *Store) GetGrant(ctx context.Context, clientID, subject string) (*store.
 	return g, s.mapErr(err)
 }
 
+// LookupGrant implements store.Store.
+func (s *Store) LookupGrant(ctx context.Context, clientID, subject string) (*store.ConsentGrant, error) {
+	g, err := scanGrant(s.queryRow(ctx, grantBySubject, clientID, subject))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	return g, s.mapErr(err)
+}
+
+const grantBySubject = `SELECT ` + grantColumns + ` FROM consent_grants WHERE client_id = $1 AND subject = $2`
+
 // ListGrants returns the grants matching f, by client then subject.
 func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.ConsentGrant, error) {
 	rows, err := s.q(ctx).QueryContext(ctx, grantWithTokens+`

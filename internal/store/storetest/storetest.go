@@ -562,6 +562,15 @@ func testGrants(t *testing.T, newStore Factory) {
 	if gs, err := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana"}); err != nil || len(gs) != 1 || gs[0].ActiveTokens != 2 {
 		t.Errorf("ListGrants = %+v, %v; want one grant with 2 active tokens", gs, err)
 	}
+	// The consent check's lookup is the same grant, without the count.
+	counted, _ := s.GetGrant(ctx, "grafana", "alice")
+	if got, err := s.LookupGrant(ctx, "grafana", "alice"); err != nil || got.ActiveTokens != 0 ||
+		got.ID != counted.ID || !slices.Equal(got.Scopes, counted.Scopes) || !got.LastUsedAt.Equal(counted.LastUsedAt) {
+		t.Errorf("LookupGrant = %+v, %v; want %+v without ActiveTokens", got, err, counted)
+	}
+	if _, err := s.LookupGrant(ctx, "grafana", "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LookupGrant of a subject without a grant: %v; want ErrNotFound", err)
+	}
 	if err := s.RevokeGrant(ctx, "grafana", "alice"); err != nil {
 		t.Fatal(err)
 	}
