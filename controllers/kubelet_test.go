@@ -241,7 +241,7 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 	k.mu.Lock()
 	ready := !k.crashing[image]
 	k.mu.Unlock()
-	readyCount := int32(0)
+	readyCount, created := int32(0), int32(0)
 	for ord := range n {
 		p := have[ord]
 		if p == nil {
@@ -259,10 +259,18 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 					}
 				}
 			}
-			if err := k8s.Create(ctx, p); err != nil {
+			if err := k8s.Create(ctx, p); apierrors.IsForbidden(err) {
+				// As the StatefulSet controller does (OrderedReady): the refusal in a
+				// Warning event on the StatefulSet, no pod after it.
+				if err := failedCreate(ctx, sts, p.Name, err); err != nil {
+					return err
+				}
+				break
+			} else if err != nil {
 				return err
 			}
 		}
+		created++
 		status := corev1.ConditionFalse
 		if ready {
 			status = corev1.ConditionTrue
@@ -277,13 +285,29 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 			}
 		}
 	}
-	st := appsv1.StatefulSetStatus{Replicas: int32(n), ReadyReplicas: readyCount, AvailableReplicas: readyCount,
-		CurrentReplicas: int32(n), UpdatedReplicas: int32(n), ObservedGeneration: sts.Generation}
+	st := appsv1.StatefulSetStatus{Replicas: created, ReadyReplicas: readyCount, AvailableReplicas: readyCount,
+		CurrentReplicas: created, UpdatedReplicas: created, ObservedGeneration: sts.Generation}
 	if !equality.Semantic.DeepEqual(sts.Status, st) {
 		sts.Status = st
 		return k8s.Status().Update(ctx, sts)
 	}
 	return nil
+}
+
+// failedCreate records the Warning event the StatefulSet controller records when the
+// API server refuses one of its pods (a quota, a LimitRange, PodSecurity, a webhook),
+// in its words (pkg/controller/statefulset/stateful_pod_control.go, recordPodEvent),
+// through the core/v1 events API, as its recorder writes them. Once per pod and
+// refusal: the controller's recorder aggregates repeats into one event too.
+func failedCreate(ctx context.Context, sts *appsv1.StatefulSet, pod string, refusal error) error {
+	now := metav1.Now()
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: sts.Namespace, Name: fmt.Sprintf("%s.%s-failedcreate", sts.Name, pod)},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "StatefulSet", Namespace: sts.Namespace, Name: sts.Name,
+			UID: sts.UID, ResourceVersion: sts.ResourceVersion},
+		Reason: "FailedCreate", Type: corev1.EventTypeWarning, Count: 1, FirstTimestamp: now, LastTimestamp: now,
+		Source:  corev1.EventSource{Component: "statefulset-controller"},
+		Message: fmt.Sprintf("create Pod %s in StatefulSet %s failed error: %s", pod, sts.Name, refusal)}
+	return client.IgnoreAlreadyExists(k8s.Create(ctx, ev))
 }
 
 // jobsPass ends the released Jobs: a pod with the termination message, then the

@@ -1,0 +1,92 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// TestNextWait: what counts as progress, and so starts spec.progressDeadline again,
+// as a Deployment counts it.
+func TestNextWait(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	now := t0.Add(7 * time.Minute).Add(300 * time.Millisecond)
+	since := func(at time.Time, reason string, ready int32, gen int64) *oauthv1alpha1.PodWait {
+		return &oauthv1alpha1.PodWait{Reason: reason, ReadyReplicas: ready, Generation: gen, Since: metav1.NewTime(at)}
+	}
+	tests := map[string]struct {
+		last   *oauthv1alpha1.PodWait
+		reason string
+		ready  int32
+		gen    int64
+		want   *oauthv1alpha1.PodWait
+	}{
+		"a wait begins":                      {nil, ReasonRollingOut, 0, 1, since(now.Truncate(time.Second), ReasonRollingOut, 0, 1)},
+		"the same wait goes on":              {since(t0, ReasonRollingOut, 1, 1), ReasonRollingOut, 1, 1, since(t0, ReasonRollingOut, 1, 1)},
+		"one more pod ready":                 {since(t0, ReasonRollingOut, 1, 1), ReasonRollingOut, 2, 1, since(now.Truncate(time.Second), ReasonRollingOut, 2, 1)},
+		"a pod went unready: no progress":    {since(t0, ReasonRollingOut, 2, 1), ReasonRollingOut, 1, 1, since(t0, ReasonRollingOut, 1, 1)},
+		"the next phase":                     {since(t0, ReasonWaitingForDatabase, 0, 1), ReasonMigrating, 0, 1, since(now.Truncate(time.Second), ReasonMigrating, 0, 1)},
+		"a new generation, which may fix it": {since(t0, ReasonRollingOut, 0, 1), ReasonRollingOut, 0, 2, since(now.Truncate(time.Second), ReasonRollingOut, 0, 2)},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			before := tt.last.DeepCopy()
+			got := nextWait(tt.last, tt.reason, tt.ready, tt.gen, now)
+			if *got != *tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+			if tt.last != nil && *tt.last != *before {
+				t.Errorf("the last wait was changed in place: %+v", tt.last)
+			}
+		})
+	}
+}
+
+// TestPodTrouble: what a pod says about why it is not ready, in the words a user
+// looks for.
+func TestPodTrouble(t *testing.T) {
+	pod := func(st corev1.PodStatus) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "auth-blue-0"}, Status: st}
+	}
+	waiting := func(reason, msg string) corev1.PodStatus {
+		return corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "tokenserver",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}}}
+	}
+	tests := map[string]struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		"unschedulable": {pod(corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
+			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+			Message: "0/3 nodes are available: 3 Insufficient cpu."}}}),
+			"pod auth-blue-0 cannot be scheduled: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."},
+		"image not pulled": {pod(waiting("ImagePullBackOff", `Back-off pulling image "ghcr.io/x:v9"`)),
+			`pod auth-blue-0 container tokenserver is waiting: ImagePullBackOff: Back-off pulling image "ghcr.io/x:v9"`},
+		"starting":  {pod(waiting("ContainerCreating", "")), ""},
+		"scheduled": {pod(corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}}), ""},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := podTrouble(tt.pod); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLastSeen: an event of either events API is dated by its latest time.
+func TestLastSeen(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	core := &corev1.Event{FirstTimestamp: metav1.NewTime(t0), LastTimestamp: metav1.NewTime(t0.Add(time.Minute))}
+	series := &corev1.Event{EventTime: metav1.NewMicroTime(t0), Series: &corev1.EventSeries{LastObservedTime: metav1.NewMicroTime(t0.Add(2 * time.Minute))}}
+	if got := lastSeen(core); !got.Equal(t0.Add(time.Minute)) {
+		t.Errorf("core/v1 event: %s", got)
+	}
+	if got := lastSeen(series); !got.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("events.k8s.io event with a series: %s", got)
+	}
+}
