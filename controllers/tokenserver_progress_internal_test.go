@@ -1,11 +1,14 @@
 package controllers
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
@@ -88,5 +91,50 @@ func TestLastSeen(t *testing.T) {
 	}
 	if got := lastSeen(series); !got.Equal(t0.Add(2 * time.Minute)) {
 		t.Errorf("events.k8s.io event with a series: %s", got)
+	}
+}
+
+// TestProgressDeadlineRequeue: a wait with time left is looked at again when its
+// deadline falls due, with no other event; an upgrade's waits and a pass that is
+// not waiting for pods end the count, a failure of the API server leaves it.
+func TestProgressDeadlineRequeue(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	begun := &oauthv1alpha1.PodWait{Reason: ReasonRollingOut, Generation: 1, Since: metav1.NewTime(t0)}
+	rollout := func() error {
+		return waiting(ReasonRollingOut, "waiting for StatefulSet auth-blue: 0 of 2 pods ready").waitingFor(
+			podWait{kind: "StatefulSet", want: 2})
+	}
+	tests := map[string]struct {
+		deadline oauthv1alpha1.Duration
+		upgrade  *oauthv1alpha1.UpgradeStatus
+		err      error
+		requeue  time.Duration
+		waiting  *oauthv1alpha1.PodWait
+	}{
+		"the default deadline, 4 minutes in": {"", nil, rollout(), 6 * time.Minute, begun},
+		"a deadline of 5m, 4 minutes in":     {"5m", nil, rollout(), time.Minute, begun},
+		"an upgrade runs: its own deadline": {"", &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradeDeploying},
+			rollout(), 0, nil},
+		"Ready":                             {"", nil, nil, 0, nil},
+		"a wait for a Secret, not pods":     {"", nil, waiting(ReasonSecretMissing, "waiting for Secret x"), 0, nil},
+		"the API server failed: no verdict": {"", nil, errors.New("get StatefulSet auth-blue: timeout"), 0, begun},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := &TokenServerReconciler{Clock: clocktesting.NewFakePassiveClock(t0.Add(4 * time.Minute))}
+			ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Generation: 1},
+				Spec:   oauthv1alpha1.TokenServerSpec{ProgressDeadline: tt.deadline},
+				Status: oauthv1alpha1.TokenServerStatus{Waiting: begun.DeepCopy(), Upgrade: tt.upgrade}}
+			got := r.progressDeadline(context.Background(), ts, tt.err)
+			if got != tt.err {
+				t.Fatalf("the pass's outcome became %v", got)
+			}
+			if ce, ok := conditionOf(got); ok && ce.requeue != tt.requeue {
+				t.Errorf("looked at again after %s, want %s", ce.requeue, tt.requeue)
+			}
+			if (ts.Status.Waiting == nil) != (tt.waiting == nil) || (tt.waiting != nil && *ts.Status.Waiting != *tt.waiting) {
+				t.Errorf("status.waiting %+v, want %+v", ts.Status.Waiting, tt.waiting)
+			}
+		})
 	}
 }
