@@ -54,6 +54,8 @@ type fakeKubelet struct {
 
 	mu       sync.Mutex
 	crashing map[string]bool
+	// unschedulable: pod name to the scheduler's message for a pod it cannot place.
+	unschedulable map[string]string
 	// jobs: Job name suffix ("plan", "migrate-...") to its outcome once released.
 	jobs map[string]jobOutcome
 }
@@ -68,7 +70,7 @@ type jobOutcome struct {
 // startKubelet runs a fakeKubelet for ns until the test ends.
 func startKubelet(t *testing.T, ns, admin string) *fakeKubelet {
 	t.Helper()
-	k := &fakeKubelet{ns: ns, ip: hostIP(t), admin: admin, crashing: map[string]bool{},
+	k := &fakeKubelet{ns: ns, ip: hostIP(t), admin: admin, crashing: map[string]bool{}, unschedulable: map[string]string{},
 		jobs: map[string]jobOutcome{"migrate": {}}}
 	k.metrics = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		req, errs := k.requests.Load(), k.errors5.Load()
@@ -130,6 +132,18 @@ func (k *fakeKubelet) crash(image string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.crashing[image] = true
+}
+
+// schedule leaves the pod named pod Pending, unschedulable with message, as the
+// scheduler does with a pod no node fits; "" lets it be placed.
+func (k *fakeKubelet) schedule(pod, message string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if message == "" {
+		delete(k.unschedulable, pod)
+		return
+	}
+	k.unschedulable[pod] = message
 }
 
 func (k *fakeKubelet) sync(ctx context.Context) error {
@@ -271,13 +285,20 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 			}
 		}
 		created++
+		k.mu.Lock()
+		why, pending := k.unschedulable[p.Name]
+		k.mu.Unlock()
 		status := corev1.ConditionFalse
-		if ready {
+		if ready && !pending {
 			status = corev1.ConditionTrue
 			readyCount++
 		}
 		want := corev1.PodStatus{Phase: corev1.PodRunning, PodIP: k.ip, PodIPs: []corev1.PodIP{{IP: k.ip}},
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}}
+		if pending { // as the scheduler leaves a pod it cannot place
+			want = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
+				Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: why}}}
+		}
 		if !equality.Semantic.DeepEqual(p.Status.Conditions, want.Conditions) || p.Status.PodIP != want.PodIP {
 			p.Status = want
 			if err := k8s.Status().Update(ctx, p); err != nil {

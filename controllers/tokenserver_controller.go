@@ -166,7 +166,7 @@ func serverConditions(ts *oauthv1alpha1.TokenServer, err error) []metav1.Conditi
 	case err == nil:
 		return all(true, false, false, ReasonAvailable, "every replica is ready and up to date")
 	case reported && ce.human:
-		return all(false, false, true, ce.reason, ce.message)
+		return all(servingPastDeadline(ts, ce), false, true, ce.reason, ce.message)
 	case reported:
 		// Serving while rolling out is Ready: clients keep working.
 		serving := ts.Status.ReadyReplicas > 0 || ext != nil

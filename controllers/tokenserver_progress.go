@@ -105,14 +105,36 @@ func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv
 		ce.message, deadline, r.whyNoProgress(ctx, ts, ce.pods)))
 }
 
+// servingPastDeadline says whether a server stalled by its progress deadline still
+// serves: its rollout's new pods never came (a scale-up, a roll of the pods) while
+// others are ready behind the admin Service. It stays Ready, as a Deployment stays
+// Available past its deadline: its clients keep working, and so do the OAuthClients,
+// ConsentGrants and the consent mirror, which wait on its Ready; Stalled says the
+// rollout needs a person, and kstatus reads Failed all the same. Pure.
+func servingPastDeadline(ts *oauthv1alpha1.TokenServer, ce *conditionError) bool {
+	w := ts.Status.Waiting
+	return ce.reason == ReasonProgressDeadlineExceeded && w != nil && w.Reason == ReasonRollingOut && ts.Status.ReadyReplicas > 0
+}
+
 // whyNoProgress says what keeps w's pods back, most telling first: the refusal of a
 // pod that could not be created (its owner's latest FailedCreate event, which quotes
 // the API server), a pod the scheduler cannot place, a container that cannot start;
 // otherwise how many are ready.
 func (r *TokenServerReconciler) whyNoProgress(ctx context.Context, ts *oauthv1alpha1.TokenServer, w *podWait) string {
 	name := w.owner.GetName()
+	var pods []corev1.Pod
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(ts.Namespace),
+		client.MatchingLabels{resources.LabelInstance: ts.Name, LabelManagedBy: ManagedBy}); err == nil {
+		for _, p := range list.Items {
+			if metav1.IsControlledBy(&p, w.owner) {
+				pods = append(pods, p)
+			}
+		}
+		slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	}
 	if w.created < w.want {
-		ev, err := r.latestFailedCreate(ctx, w.owner)
+		ev, err := r.latestFailedCreate(ctx, w.owner, pods)
 		switch {
 		case err != nil:
 			return fmt.Sprintf("%s %s has %d of %d pods, and its events could not be read: %v", w.kind, name, w.created, w.want, err)
@@ -120,16 +142,9 @@ func (r *TokenServerReconciler) whyNoProgress(ctx context.Context, ts *oauthv1al
 			return fmt.Sprintf("%s %s cannot create its pods: %s", w.kind, name, ev.Message)
 		}
 	}
-	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(ts.Namespace),
-		client.MatchingLabels{resources.LabelInstance: ts.Name, LabelManagedBy: ManagedBy}); err == nil {
-		slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
-		for i := range pods.Items {
-			if p := &pods.Items[i]; metav1.IsControlledBy(p, w.owner) {
-				if why := podTrouble(p); why != "" {
-					return why
-				}
-			}
+	for i := range pods {
+		if why := podTrouble(&pods[i]); why != "" {
+			return why
 		}
 	}
 	return fmt.Sprintf("%d of %d pods of %s %s ready", w.ready, w.want, w.kind, name)
@@ -153,8 +168,10 @@ func podTrouble(p *corev1.Pod) string {
 	return ""
 }
 
-// latestFailedCreate is owner's most recent FailedCreate event, or nil.
-func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner client.Object) (*corev1.Event, error) {
+// latestFailedCreate is owner's most recent FailedCreate event, or nil. An event
+// that names one of pods, which exist, is of a refusal since overcome (a quota raised
+// before): the event outlives it by an hour.
+func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner client.Object, pods []corev1.Pod) (*corev1.Event, error) {
 	var events corev1.EventList
 	if err := r.APIReader.List(ctx, &events, client.InNamespace(owner.GetNamespace()),
 		client.MatchingFields{"involvedObject.uid": string(owner.GetUID()), "reason": reasonFailedCreate}); err != nil {
@@ -162,11 +179,21 @@ func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner cl
 	}
 	var latest *corev1.Event
 	for i := range events.Items {
-		if e := &events.Items[i]; latest == nil || lastSeen(e).After(lastSeen(latest)) {
+		e := &events.Items[i]
+		if !slices.ContainsFunc(pods, func(p corev1.Pod) bool { return namesPod(e.Message, p.Name) }) &&
+			(latest == nil || lastSeen(e).After(lastSeen(latest))) {
 			latest = e
 		}
 	}
 	return latest, nil
+}
+
+// namesPod says whether a FailedCreate message is about the pod named name: the
+// StatefulSet controller writes "create Pod <name> in StatefulSet ...", and the API
+// server's refusal quotes it (pods "<name>" is forbidden). A Job's pods have
+// generated names, which its events do not know yet. Pure.
+func namesPod(message, name string) bool {
+	return strings.Contains(message, "Pod "+name+" ") || strings.Contains(message, `"`+name+`"`)
 }
 
 // lastSeen is when an event last happened, whichever API (core/v1 or

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,7 +26,9 @@ import (
 // server's refusal in its message (kstatus Failed, Argo CD Degraded) and a Warning
 // event, where before it read Reconciling forever. The count lives in status: an
 // operator started after the deadline has passed stalls at its first pass. Once the
-// quota is raised the pods come and it reads Ready, with no Stalled left.
+// quota is raised the pods come and it reads Ready, with no Stalled left. Then a
+// scale-up whose new pod cannot be scheduled stalls with the scheduler's message,
+// Ready all along since two pods serve, until the pod is placed.
 //
 // The quota and its admission are the real kube-apiserver's. envtest runs no
 // StatefulSet controller and no quota controller, so the fake kubelet creates the
@@ -42,7 +46,7 @@ func TestTokenServerProgressDeadline(t *testing.T) {
 	}
 	setQuota(t, quota, "1")
 	// Each token server pod asks for more CPU than the quota has; the Jobs' pods fit.
-	ts, _ := bundledServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
+	ts, k := bundledServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
 		ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
 	})
@@ -89,6 +93,42 @@ func TestTokenServerProgressDeadline(t *testing.T) {
 	}
 	if ts.Status.Waiting != nil {
 		t.Errorf("status.waiting %+v once Ready", ts.Status.Waiting)
+	}
+	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
+
+	// A scale-up whose new pod no node fits: past the deadline the rollout is
+	// Stalled, with the scheduler's words, while the two pods of before serve: Ready
+	// stays, as a Deployment stays Available, so that the server's OAuthClients
+	// keep working.
+	k.schedule("auth-blue-2", "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: "+
+		"3 No preemption victims found for incoming pod.")
+	update(t, ts, func() { ts.Spec.Replicas = ptr.To[int32](3) })
+	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonRollingOut)
+	var pending corev1.Pod
+	get(t, ns, "auth-blue-2", &pending)
+	step(10*time.Minute + time.Second)
+	poke(t, ts)
+	waitCondition(t, ts, oauthv1alpha1.ConditionStalled, metav1.ConditionTrue, controllers.ReasonProgressDeadlineExceeded)
+	waitReason := "pod auth-blue-2 cannot be scheduled: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+	eventually(t, 20*time.Second, "Stalled saying "+waitReason, func() bool {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts)
+		stalled = meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionStalled)
+		return stalled != nil && strings.Contains(stalled.Message, waitReason)
+	}, func() string { return fmt.Sprintf("Stalled %+v", stalled) })
+	// The quota's refusal of before, overcome, is not the cause any more: its event
+	// names a pod that exists.
+	if strings.Contains(stalled.Message, "quota") {
+		t.Errorf("Stalled says %q, still quoting the quota", stalled.Message)
+	}
+	if r := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReady); r == nil || r.Status != metav1.ConditionTrue {
+		t.Errorf("Ready %+v while two pods serve, want True", r)
+	}
+	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
+
+	k.schedule("auth-blue-2", "") // a node was added
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAvailable)
+	if c := meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionStalled); c != nil {
+		t.Errorf("Stalled %+v once every pod is ready", c)
 	}
 	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
 }
