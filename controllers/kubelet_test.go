@@ -317,7 +317,8 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 
 // failedCreate records the Warning event the StatefulSet controller records when the
 // API server refuses one of its pods (a quota, a LimitRange, PodSecurity, a webhook),
-// in its words (pkg/controller/statefulset/stateful_pod_control.go, recordPodEvent),
+// in its words (recordPodEvent in pkg/controller/statefulset; the local cluster's
+// kube-controller-manager writes the same, test/e2e deadline_test.go),
 // through the core/v1 events API, as its recorder writes them. Once per pod and
 // refusal: the controller's recorder aggregates repeats into one event too.
 func failedCreate(ctx context.Context, sts *appsv1.StatefulSet, pod string, refusal error) error {
@@ -327,7 +328,7 @@ func failedCreate(ctx context.Context, sts *appsv1.StatefulSet, pod string, refu
 			UID: sts.UID, ResourceVersion: sts.ResourceVersion},
 		Reason: "FailedCreate", Type: corev1.EventTypeWarning, Count: 1, FirstTimestamp: now, LastTimestamp: now,
 		Source:  corev1.EventSource{Component: "statefulset-controller"},
-		Message: fmt.Sprintf("create Pod %s in StatefulSet %s failed error: %s", pod, sts.Name, refusal)}
+		Message: fmt.Sprintf("Create Pod %s in StatefulSet %s failed error: %s", pod, sts.Name, refusal)}
 	return client.IgnoreAlreadyExists(k8s.Create(ctx, ev))
 }
 

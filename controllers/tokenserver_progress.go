@@ -189,7 +189,7 @@ func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner cl
 }
 
 // namesPod says whether a FailedCreate message is about the pod named name: the
-// StatefulSet controller writes "create Pod <name> in StatefulSet ...", and the API
+// StatefulSet controller writes "Create Pod <name> in StatefulSet ...", and the API
 // server's refusal quotes it (pods "<name>" is forbidden). A Job's pods have
 // generated names, which its events do not know yet. Pure.
 func namesPod(message, name string) bool {

@@ -142,14 +142,14 @@ func TestProgressDeadlineRequeue(t *testing.T) {
 // TestNamesPod: a FailedCreate event about a pod that exists now is of a refusal
 // since overcome.
 func TestNamesPod(t *testing.T) {
-	sts := `create Pod auth-blue-0 in StatefulSet auth-blue failed error: pods "auth-blue-0" is forbidden: exceeded quota: compute`
+	sts := `Create Pod auth-blue-0 in StatefulSet auth-blue failed error: pods "auth-blue-0" is forbidden: exceeded quota: compute`
 	tests := map[string]struct {
 		message, pod string
 		want         bool
 	}{
 		"the StatefulSet controller's words":  {sts, "auth-blue-0", true},
 		"another ordinal":                     {sts, "auth-blue-1", false},
-		"a prefix of another ordinal's name":  {`create Pod auth-blue-10 in StatefulSet auth-blue failed error: pods "auth-blue-10"`, "auth-blue-1", false},
+		"a prefix of another ordinal's name":  {`Create Pod auth-blue-10 in StatefulSet auth-blue failed error: pods "auth-blue-10"`, "auth-blue-1", false},
 		"the API server's words only":         {`pods "auth-db-0" is forbidden: violates PodSecurity "restricted:latest"`, "auth-db-0", true},
 		"a Job's pod, named after its prefix": {`Error creating: pods "auth-migrate-x-" is forbidden: exceeded quota`, "auth-migrate-x-7hq2m", false},
 	}

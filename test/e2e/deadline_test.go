@@ -75,7 +75,7 @@ func testQuotaRefusesPods(t *testing.T) {
 	}
 
 	eventually(t, 4*time.Minute, "Stalled with the quota's refusal", condition(oauthv1alpha1.ConditionStalled, "ProgressDeadlineExceeded",
-		`StatefulSet auth-blue cannot create its pods: create Pod auth-blue-0 in StatefulSet auth-blue failed error: pods "auth-blue-0" is forbidden: exceeded quota: compute`))
+		`StatefulSet auth-blue cannot create its pods: Create Pod auth-blue-0 in StatefulSet auth-blue failed error: pods "auth-blue-0" is forbidden: exceeded quota: compute`))
 	t.Logf("Stalled: %s", meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionStalled).Message)
 	kstatus(status.FailedStatus)
 
