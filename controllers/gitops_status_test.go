@@ -38,19 +38,7 @@ func TestGitOpsStatus(t *testing.T) {
 	health := argoHealthScripts(t)
 	check := func(t *testing.T, obj client.Object, want status.Status, argo string) {
 		t.Helper()
-		u := asUnstructured(t, obj)
-		res, err := status.Compute(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Status != want {
-			t.Errorf("kstatus: %s %s is %s (%s), want %s; conditions %+v", u.GetKind(), u.GetName(), res.Status, res.Message, want,
-				conditionsOf(obj))
-		}
-		hs, msg := runArgoHealth(t, health[u.GetKind()], u)
-		if hs != argo {
-			t.Errorf("Argo CD: %s %s is %s (%s), want %s", u.GetKind(), u.GetName(), hs, msg, argo)
-		}
+		checkGitOps(t, health, obj, want, argo)
 	}
 
 	t.Run("ready", func(t *testing.T) {
@@ -194,6 +182,25 @@ func TestGitOpsStatus(t *testing.T) {
 		waitPhase(t, ts, oauthv1alpha1.UpgradePaused)
 		check(t, ts, status.InProgressStatus, "Suspended")
 	})
+}
+
+// checkGitOps reads obj from the API server as kstatus and the Argo CD health check
+// of docs/argocd-health.md (health, by kind) read it, and wants want and argo.
+func checkGitOps(t *testing.T, health map[string]string, obj client.Object, want status.Status, argo string) {
+	t.Helper()
+	u := asUnstructured(t, obj)
+	res, err := status.Compute(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != want {
+		t.Errorf("kstatus: %s %s is %s (%s), want %s; conditions %+v", u.GetKind(), u.GetName(), res.Status, res.Message, want,
+			conditionsOf(obj))
+	}
+	hs, msg := runArgoHealth(t, health[u.GetKind()], u)
+	if hs != argo {
+		t.Errorf("Argo CD: %s %s is %s (%s), want %s", u.GetKind(), u.GetName(), hs, msg, argo)
+	}
 }
 
 // kubectl as a user runs it: `kubectl wait --for=condition=Ready` returns for each of

@@ -54,6 +54,8 @@ type fakeKubelet struct {
 
 	mu       sync.Mutex
 	crashing map[string]bool
+	// unschedulable: pod name to the scheduler's message for a pod it cannot place.
+	unschedulable map[string]string
 	// jobs: Job name suffix ("plan", "migrate-...") to its outcome once released.
 	jobs map[string]jobOutcome
 }
@@ -68,7 +70,7 @@ type jobOutcome struct {
 // startKubelet runs a fakeKubelet for ns until the test ends.
 func startKubelet(t *testing.T, ns, admin string) *fakeKubelet {
 	t.Helper()
-	k := &fakeKubelet{ns: ns, ip: hostIP(t), admin: admin, crashing: map[string]bool{},
+	k := &fakeKubelet{ns: ns, ip: hostIP(t), admin: admin, crashing: map[string]bool{}, unschedulable: map[string]string{},
 		jobs: map[string]jobOutcome{"migrate": {}}}
 	k.metrics = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		req, errs := k.requests.Load(), k.errors5.Load()
@@ -130,6 +132,18 @@ func (k *fakeKubelet) crash(image string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.crashing[image] = true
+}
+
+// schedule leaves the pod named pod Pending, unschedulable with message, as the
+// scheduler does with a pod no node fits; "" lets it be placed.
+func (k *fakeKubelet) schedule(pod, message string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if message == "" {
+		delete(k.unschedulable, pod)
+		return
+	}
+	k.unschedulable[pod] = message
 }
 
 func (k *fakeKubelet) sync(ctx context.Context) error {
@@ -241,7 +255,7 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 	k.mu.Lock()
 	ready := !k.crashing[image]
 	k.mu.Unlock()
-	readyCount := int32(0)
+	readyCount, created := int32(0), int32(0)
 	for ord := range n {
 		p := have[ord]
 		if p == nil {
@@ -259,17 +273,32 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 					}
 				}
 			}
-			if err := k8s.Create(ctx, p); err != nil {
+			if err := k8s.Create(ctx, p); apierrors.IsForbidden(err) {
+				// As the StatefulSet controller does (OrderedReady): the refusal in a
+				// Warning event on the StatefulSet, no pod after it.
+				if err := failedCreate(ctx, sts, p.Name, err); err != nil {
+					return err
+				}
+				break
+			} else if err != nil {
 				return err
 			}
 		}
+		created++
+		k.mu.Lock()
+		why, pending := k.unschedulable[p.Name]
+		k.mu.Unlock()
 		status := corev1.ConditionFalse
-		if ready {
+		if ready && !pending {
 			status = corev1.ConditionTrue
 			readyCount++
 		}
 		want := corev1.PodStatus{Phase: corev1.PodRunning, PodIP: k.ip, PodIPs: []corev1.PodIP{{IP: k.ip}},
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}}
+		if pending { // as the scheduler leaves a pod it cannot place
+			want = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
+				Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: why}}}
+		}
 		if !equality.Semantic.DeepEqual(p.Status.Conditions, want.Conditions) || p.Status.PodIP != want.PodIP {
 			p.Status = want
 			if err := k8s.Status().Update(ctx, p); err != nil {
@@ -277,13 +306,30 @@ func (k *fakeKubelet) pods(ctx context.Context, sts *appsv1.StatefulSet) error {
 			}
 		}
 	}
-	st := appsv1.StatefulSetStatus{Replicas: int32(n), ReadyReplicas: readyCount, AvailableReplicas: readyCount,
-		CurrentReplicas: int32(n), UpdatedReplicas: int32(n), ObservedGeneration: sts.Generation}
+	st := appsv1.StatefulSetStatus{Replicas: created, ReadyReplicas: readyCount, AvailableReplicas: readyCount,
+		CurrentReplicas: created, UpdatedReplicas: created, ObservedGeneration: sts.Generation}
 	if !equality.Semantic.DeepEqual(sts.Status, st) {
 		sts.Status = st
 		return k8s.Status().Update(ctx, sts)
 	}
 	return nil
+}
+
+// failedCreate records the Warning event the StatefulSet controller records when the
+// API server refuses one of its pods (a quota, a LimitRange, PodSecurity, a webhook),
+// in its words (recordPodEvent in pkg/controller/statefulset; the local cluster's
+// kube-controller-manager writes the same, test/e2e deadline_test.go),
+// through the core/v1 events API, as its recorder writes them. Once per pod and
+// refusal: the controller's recorder aggregates repeats into one event too.
+func failedCreate(ctx context.Context, sts *appsv1.StatefulSet, pod string, refusal error) error {
+	now := metav1.Now()
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: sts.Namespace, Name: fmt.Sprintf("%s.%s-failedcreate", sts.Name, pod)},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "StatefulSet", Namespace: sts.Namespace, Name: sts.Name,
+			UID: sts.UID, ResourceVersion: sts.ResourceVersion},
+		Reason: "FailedCreate", Type: corev1.EventTypeWarning, Count: 1, FirstTimestamp: now, LastTimestamp: now,
+		Source:  corev1.EventSource{Component: "statefulset-controller"},
+		Message: fmt.Sprintf("Create Pod %s in StatefulSet %s failed error: %s", pod, sts.Name, refusal)}
+	return client.IgnoreAlreadyExists(k8s.Create(ctx, ev))
 }
 
 // jobsPass ends the released Jobs: a pod with the termination message, then the

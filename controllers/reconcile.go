@@ -41,6 +41,9 @@ type conditionError struct {
 	// human: a retry will not fix it (Stalled; TokenServer: Degraded); otherwise the
 	// object waits (Reconciling; TokenServer: Progressing).
 	human bool
+	// pods: a wait for the pods of an object, which a TokenServer's
+	// spec.progressDeadline bounds (tokenserver_progress.go); nil for any other.
+	pods *podWait
 }
 
 func (e *conditionError) Error() string { return e.reason + ": " + e.message }

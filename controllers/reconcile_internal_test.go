@@ -50,6 +50,11 @@ func TestServerConditions(t *testing.T) {
 	managed := func(readyReplicas int32) *oauthv1alpha1.TokenServer {
 		return &oauthv1alpha1.TokenServer{Status: oauthv1alpha1.TokenServerStatus{ReadyReplicas: readyReplicas}}
 	}
+	pastDeadline := func(readyReplicas int32, waitingFor string) *oauthv1alpha1.TokenServer {
+		ts := managed(readyReplicas)
+		ts.Status.Waiting = &oauthv1alpha1.PodWait{Reason: waitingFor}
+		return ts
+	}
 	external := func(url string, insecure bool) *oauthv1alpha1.TokenServer {
 		return &oauthv1alpha1.TokenServer{Spec: oauthv1alpha1.TokenServerSpec{
 			External: &oauthv1alpha1.ExternalTokenServer{AdminURL: url, Insecure: insecure}}}
@@ -83,6 +88,15 @@ func TestServerConditions(t *testing.T) {
 		"managed, needs a human": {ts: managed(2),
 			err:  needsHuman(ReasonMigrationFailed, "Job auth-migrate-x failed: BackoffLimitExceeded").after(time.Minute),
 			want: conds(no, no, yes, ReasonMigrationFailed), message: "BackoffLimitExceeded"},
+		"managed, past the progress deadline with no pod ready": {ts: pastDeadline(0, ReasonRollingOut),
+			err:  needsHuman(ReasonProgressDeadlineExceeded, "waiting for StatefulSet auth-blue: 0 of 2 pods ready; no progress for 10m0s"),
+			want: conds(no, no, yes, ReasonProgressDeadlineExceeded), message: "no progress for 10m0s"},
+		"managed, past the progress deadline while serving: clients keep working": {ts: pastDeadline(1, ReasonRollingOut),
+			err:  needsHuman(ReasonProgressDeadlineExceeded, "serving; StatefulSet auth-blue has 1 of 2 pods ready and up to date; no progress"),
+			want: conds(yes, no, yes, ReasonProgressDeadlineExceeded), message: "1 of 2 pods"},
+		"managed, past the progress deadline of the database, pods of before": {ts: pastDeadline(2, ReasonWaitingForDatabase),
+			err:  needsHuman(ReasonProgressDeadlineExceeded, "waiting for the database StatefulSet auth-db to be ready; no progress"),
+			want: conds(no, no, yes, ReasonProgressDeadlineExceeded), message: "auth-db"},
 		"managed, admin API not answering yet": {ts: managed(1),
 			err:  fmt.Errorf("%w: admin API health check: %w", errServerNotReady, refused),
 			want: conds(no, yes, no, ReasonAdminUnreachable), message: "connection refused"},

@@ -56,7 +56,8 @@ func secretReaderFor(mgr ctrl.Manager) *SecretReader {
 func Setup(mgr ctrl.Manager, o Options) error {
 	secrets := secretReaderFor(mgr)
 	secrets.ExternalAdmin = netguard.Policy{Allow: o.ExternalAdminAllow}
-	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
+	if err := (&TokenServerReconciler{Client: mgr.GetClient(), Secrets: secrets, APIReader: mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("kubeoauth"),
 		HealthInterval: o.ServerHealthInterval, Operator: o.Operator, Clock: o.Clock}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -45,8 +45,11 @@ const (
 type TokenServerReconciler struct {
 	client.Client
 	// Secrets reads the Secrets the reconciler needs (see CacheOptions).
-	Secrets  *SecretReader
-	Recorder events.EventRecorder
+	Secrets *SecretReader
+	// APIReader reads what the cache does not hold: the events of a StatefulSet or
+	// Job whose pods are refused (progressDeadline).
+	APIReader client.Reader
+	Recorder  events.EventRecorder
 	// HealthInterval is how often a Ready server's admin API is checked again.
 	HealthInterval time.Duration
 	// Operator is admitted to the admin port by the NetworkPolicy; with no
@@ -77,6 +80,7 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if pagesHash, pagesProblem, err = r.pages(ctx, ts); err == nil {
 			upgradeConds, next, err = r.reconcileManaged(ctx, ts, pagesHash)
 		}
+		err = r.progressDeadline(ctx, ts, err)
 	}
 	log.FromContext(ctx).V(1).Info("reconciled token server", "error", err)
 	// A Ready server's admin API is checked again every HealthInterval; the signing
@@ -162,7 +166,7 @@ func serverConditions(ts *oauthv1alpha1.TokenServer, err error) []metav1.Conditi
 	case err == nil:
 		return all(true, false, false, ReasonAvailable, "every replica is ready and up to date")
 	case reported && ce.human:
-		return all(false, false, true, ce.reason, ce.message)
+		return all(servingPastDeadline(ts, ce), false, true, ce.reason, ce.message)
 	case reported:
 		// Serving while rolling out is Ready: clients keep working.
 		serving := ts.Status.ReadyReplicas > 0 || ext != nil

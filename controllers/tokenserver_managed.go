@@ -190,8 +190,9 @@ func (r *TokenServerReconciler) serving(ctx context.Context, ts *oauthv1alpha1.T
 	}
 	ts.Status.ReadyReplicas = sts.Status.ReadyReplicas
 	want := ptr.Deref(ts.Spec.Replicas, 1)
+	pods := podWait{owner: &sts, kind: "StatefulSet", created: sts.Status.Replicas, want: want}
 	if sts.Status.ReadyReplicas == 0 {
-		return waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want))
+		return waiting(ReasonRollingOut, fmt.Sprintf("waiting for StatefulSet %s: 0 of %d pods ready", sts.Name, want)).waitingFor(pods)
 	}
 	adm, err := adminClientFor(ctx, r.Secrets, ts)
 	if err == nil {
@@ -207,8 +208,9 @@ func (r *TokenServerReconciler) serving(ctx context.Context, ts *oauthv1alpha1.T
 	}
 	if rolled := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdatedReplicas == want &&
 		sts.Status.ReadyReplicas == want; !rolled && !upgrade.Active(&ts.Status) {
+		pods.ready = min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas)
 		return waiting(ReasonRollingOut, fmt.Sprintf("serving; StatefulSet %s has %d of %d pods ready and up to date",
-			sts.Name, min(sts.Status.ReadyReplicas, sts.Status.UpdatedReplicas), want))
+			sts.Name, pods.ready, want)).waitingFor(pods)
 	}
 	return nil
 }
@@ -395,7 +397,11 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 		return fmt.Errorf("get StatefulSet %s: %w", key.Name, err)
 	}
 	if sts.Status.ReadyReplicas < 1 {
-		return waiting(ReasonWaitingForDatabase, fmt.Sprintf("waiting for the database StatefulSet %s to be ready", sts.Name))
+		w := waiting(ReasonWaitingForDatabase, fmt.Sprintf("waiting for the database StatefulSet %s to be ready", key.Name))
+		if sts.UID != "" { // not in the cache yet: nothing to count
+			w.waitingFor(podWait{owner: &sts, kind: "StatefulSet", created: sts.Status.Replicas, want: 1})
+		}
+		return w
 	}
 	return nil
 }
@@ -477,7 +483,8 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 			return needsHuman(ReasonMigrationFailed, fmt.Sprintf("Job %s failed: %s; see kubectl logs job/%s", job.Name, c.Message, job.Name))
 		}
 	}
-	return waiting(ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name))
+	return waiting(ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name)).waitingFor(
+		podWait{owner: &job, kind: "Job", created: job.Status.Active + job.Status.Succeeded + job.Status.Failed, want: 1})
 }
 
 // configHash covers what the pods read only at start: keys, admin token and TLS, scope

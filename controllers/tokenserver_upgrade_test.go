@@ -43,6 +43,31 @@ func upgradeServer(t *testing.T, base string, mutate func(*oauthv1alpha1.TokenSe
 	t.Helper()
 	ctx := context.Background()
 	ns := namespace(t, base, nil)
+	ts, k := bundledServer(t, ns, mutate)
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
+	eventually(t, 20*time.Second, "both blue pods serving, status.currentImage v1", func() bool {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts)
+		return slices.Equal(servingPods(t, ns), []string{"auth-blue-0", "auth-blue-1"}) && ts.Status.CurrentImage == imageV1
+	}, func() string { return fmt.Sprintf("serving %v, status %+v", servingPods(t, ns), ts.Status) })
+	if ts.Status.ActiveColor != "blue" || ts.Status.Upgrade != nil {
+		t.Fatalf("status after the first install: %+v", ts.Status)
+	}
+	for _, name := range []string{"auth", "auth-admin"} {
+		var svc corev1.Service
+		get(t, ns, name, &svc)
+		if svc.Spec.Selector[oauthv1alpha1.LabelServing] != "true" || svc.Spec.Selector[resources.LabelColor] != "" {
+			t.Errorf("Service %s selects %v, want the serving label of any color", name, svc.Spec.Selector)
+		}
+	}
+	return ts, k
+}
+
+// bundledServer creates a bundled TokenServer of two replicas running v1 in ns, with
+// the fake kubelet playing its pods and Jobs and the suite's token server behind its
+// admin Service, and returns without waiting for it.
+func bundledServer(t *testing.T, ns string, mutate func(*oauthv1alpha1.TokenServer)) (*oauthv1alpha1.TokenServer, *fakeKubelet) {
+	t.Helper()
+	ctx := context.Background()
 	// The suite's token server answers the admin API with this token.
 	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin"},
 		StringData: map[string]string{"token": adminToken}}); err != nil {
@@ -68,23 +93,7 @@ func upgradeServer(t *testing.T, base string, mutate func(*oauthv1alpha1.TokenSe
 		t.Fatal(err)
 	}
 	proxy := tcpproxy.StartTLS(t, hostIP(t), admin.BaseURL[len("http://"):], serving)
-	k := startKubelet(t, ns, proxy.Addr)
-	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, "Available")
-	eventually(t, 20*time.Second, "both blue pods serving, status.currentImage v1", func() bool {
-		_ = k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts)
-		return slices.Equal(servingPods(t, ns), []string{"auth-blue-0", "auth-blue-1"}) && ts.Status.CurrentImage == imageV1
-	}, func() string { return fmt.Sprintf("serving %v, status %+v", servingPods(t, ns), ts.Status) })
-	if ts.Status.ActiveColor != "blue" || ts.Status.Upgrade != nil {
-		t.Fatalf("status after the first install: %+v", ts.Status)
-	}
-	for _, name := range []string{"auth", "auth-admin"} {
-		var svc corev1.Service
-		get(t, ns, name, &svc)
-		if svc.Spec.Selector[oauthv1alpha1.LabelServing] != "true" || svc.Spec.Selector[resources.LabelColor] != "" {
-			t.Errorf("Service %s selects %v, want the serving label of any color", name, svc.Spec.Selector)
-		}
-	}
-	return ts, k
+	return ts, startKubelet(t, ns, proxy.Addr)
 }
 
 func setImage(t *testing.T, ts *oauthv1alpha1.TokenServer, image string) {

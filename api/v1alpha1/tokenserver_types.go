@@ -85,6 +85,18 @@ type TokenServerSpec struct {
 	// +optional
 	FirstPartyNamespaces *NamespacePolicy `json:"firstPartyNamespaces,omitempty"`
 
+	// progressDeadline: a bundled server that waits this long for its pods without
+	// progress (a pod more ready, the next phase reached, a new generation) outside
+	// an upgrade (first install, a change that rolls the pods, a scale) reads
+	// Stalled=True, reason ProgressDeadlineExceeded, with what keeps the pods back (a
+	// quota or policy refusing them, a pod that cannot be scheduled), as a Deployment's
+	// progressDeadlineSeconds does; it reads Ready again by itself once the pods are.
+	// An upgrade has its own (spec.upgrade.progressDeadline).
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')",message="must be at least 1s"
+	// +optional
+	ProgressDeadline Duration `json:"progressDeadline,omitempty"`
+
 	// upgrade settings for image changes.
 	// +kubebuilder:default={}
 	// +optional
@@ -623,6 +635,28 @@ type TokenServerStatus struct {
 	// readyReplicas of the serving StatefulSet.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// waiting is what a bundled server waits for outside an upgrade (its database's
+	// pods, its migrations Job's, its own) and since when without progress:
+	// spec.progressDeadline counts from it. Kept in status so that a restarted
+	// operator counts on; unset while nothing waits.
+	// +optional
+	Waiting *PodWait `json:"waiting,omitempty"`
+}
+
+// PodWait is a bundled server's wait for pods, as spec.progressDeadline measures it.
+type PodWait struct {
+	// reason of the wait, as the Reconciling condition had it: WaitingForDatabase,
+	// Migrating or RollingOut.
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+	// readyReplicas of the object waited for when last seen: one more is progress.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// generation of the TokenServer the wait is for: a new one starts the count again.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// since is the last progress.
+	Since metav1.Time `json:"since"`
 }
 
 // UpgradeStatus is the state of a blue-green upgrade: the operator's intent, written

@@ -57,6 +57,7 @@ func TestEndToEnd(t *testing.T) {
 		{"PagesFromAConfigMap", testBrandedPages},
 		{"Upgrades", testUpgrades},
 		{"UpstreamOIDCSignInThroughAProviderPod", testUpstreamOIDC},
+		{"PodsRefusedByAQuotaStallThenRecover", testQuotaRefusesPods},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
 		{"ChartUpgradeFromThePreviousVersion", testChartUpgrade}, // last: it starts from the uninstalled cluster
 	} {

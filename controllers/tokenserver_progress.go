@@ -1,0 +1,212 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
+	"github.com/kubeoauth/kubeoauth/internal/upgrade"
+)
+
+// ReasonProgressDeadlineExceeded: a bundled server waited spec.progressDeadline for
+// pods (its database's, its migrations Job's, its own) without progress. The
+// message says what keeps them back. (The same word as the upgrade's rollback reason:
+// it means the same thing, a deadline without progress, outside an upgrade.)
+const ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+
+// defaultProgressDeadline is spec.progressDeadline when unset (the CRD defaults it):
+// a Deployment's progressDeadlineSeconds default.
+const defaultProgressDeadline = 10 * time.Minute
+
+// The reason a StatefulSet's or Job's controller records an event with when the API
+// server refuses one of its pods (a quota, a LimitRange, PodSecurity, an admission
+// webhook, a missing ServiceAccount): the only place that refusal is written down,
+// since the pod never exists.
+const reasonFailedCreate = "FailedCreate"
+
+// The operator reads those events (never watched: only a pass past the deadline
+// lists them, by the owner's uid, straight from the API server).
+// +kubebuilder:rbac:groups="",resources=events,verbs=list
+
+// podWait is what a waiting pass waits for: the pods of owner, a StatefulSet or a Job.
+type podWait struct {
+	owner client.Object
+	kind  string
+	// created, ready and want count owner's pods: made, ready, wanted.
+	created, ready, want int32
+}
+
+// waitingFor marks e as a wait for the pods w counts.
+func (e *conditionError) waitingFor(w podWait) *conditionError {
+	e.pods = &w
+	return e
+}
+
+// nextWait is status.waiting after a pass that waits (reason) with ready of the pods
+// ready, for the TokenServer's generation gen, at now; last is the previous pass's
+// (nil: none). Progress, as a Deployment counts it, starts the count again: a wait
+// for something else (the next phase), a new generation (a spec change, which may be
+// the fix), one pod more ready than last seen. A pod that goes unready is remembered
+// as such, so that it coming back counts too. Pure: table-tested.
+func nextWait(last *oauthv1alpha1.PodWait, reason string, ready int32, gen int64, now time.Time) *oauthv1alpha1.PodWait {
+	if last != nil && last.Reason == reason && last.Generation == gen && ready <= last.ReadyReplicas {
+		w := last.DeepCopy()
+		w.ReadyReplicas = ready
+		return w
+	}
+	// Seconds, as the API server stores it: the copy in hand equals the one read back.
+	return &oauthv1alpha1.PodWait{Reason: reason, ReadyReplicas: ready, Generation: gen, Since: metav1.NewTime(now).Rfc3339Copy()}
+}
+
+// progressDeadlineOf is the TokenServer's spec.progressDeadline.
+func progressDeadlineOf(ts *oauthv1alpha1.TokenServer) time.Duration {
+	if d, err := ts.Spec.ProgressDeadline.Parse(); err == nil && d > 0 {
+		return d
+	}
+	return defaultProgressDeadline
+}
+
+// progressDeadline bounds a bundled server's wait for pods outside an upgrade (which
+// bounds its own, spec.upgrade.progressDeadline, and rolls back): err is the pass's
+// outcome, and the result is what the pass reports. A wait that made no progress for
+// spec.progressDeadline becomes Stalled, ProgressDeadlineExceeded, with the cause
+// found (whyNoProgress); one that has time left is looked at again when it runs out,
+// so that the deadline is noticed with no other event. The count lives in
+// status.waiting: an operator restart goes on with it.
+//
+// A failure that is no condition (the API server, the admin API) leaves the count as
+// it is; it neither ends a wait nor is progress.
+func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv1alpha1.TokenServer, err error) error {
+	ce, reported := conditionOf(err)
+	switch {
+	case err != nil && !reported:
+		return err
+	case !reported || ce.pods == nil || upgrade.Active(&ts.Status):
+		ts.Status.Waiting = nil
+		return err
+	}
+	now := r.Clock.Now()
+	w := nextWait(ts.Status.Waiting, ce.reason, ce.pods.ready, ts.Generation, now)
+	ts.Status.Waiting = w
+	deadline := progressDeadlineOf(ts)
+	if left := w.Since.Add(deadline).Sub(now); left > 0 {
+		ce.requeue = soonest(ce.requeue, left)
+		return err
+	}
+	return needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("%s; no progress for %s (spec.progressDeadline): %s",
+		ce.message, deadline, r.whyNoProgress(ctx, ts, ce.pods)))
+}
+
+// servingPastDeadline says whether a server stalled by its progress deadline still
+// serves: its rollout's new pods never came (a scale-up, a roll of the pods) while
+// others are ready behind the admin Service. It stays Ready, as a Deployment stays
+// Available past its deadline: its clients keep working, and so do the OAuthClients,
+// ConsentGrants and the consent mirror, which wait on its Ready; Stalled says the
+// rollout needs a person, and kstatus reads Failed all the same. Pure.
+func servingPastDeadline(ts *oauthv1alpha1.TokenServer, ce *conditionError) bool {
+	w := ts.Status.Waiting
+	return ce.reason == ReasonProgressDeadlineExceeded && w != nil && w.Reason == ReasonRollingOut && ts.Status.ReadyReplicas > 0
+}
+
+// whyNoProgress says what keeps w's pods back, most telling first: the refusal of a
+// pod that could not be created (its owner's latest FailedCreate event, which quotes
+// the API server), a pod the scheduler cannot place, a container that cannot start;
+// otherwise how many are ready.
+func (r *TokenServerReconciler) whyNoProgress(ctx context.Context, ts *oauthv1alpha1.TokenServer, w *podWait) string {
+	name := w.owner.GetName()
+	var pods []corev1.Pod
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(ts.Namespace),
+		client.MatchingLabels{resources.LabelInstance: ts.Name, LabelManagedBy: ManagedBy}); err == nil {
+		for _, p := range list.Items {
+			if metav1.IsControlledBy(&p, w.owner) {
+				pods = append(pods, p)
+			}
+		}
+		slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if w.created < w.want {
+		ev, err := r.latestFailedCreate(ctx, w.owner, pods)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("%s %s has %d of %d pods, and its events could not be read: %v", w.kind, name, w.created, w.want, err)
+		case ev != nil:
+			return fmt.Sprintf("%s %s cannot create its pods: %s", w.kind, name, ev.Message)
+		}
+	}
+	for i := range pods {
+		if why := podTrouble(&pods[i]); why != "" {
+			return why
+		}
+	}
+	return fmt.Sprintf("%d of %d pods of %s %s ready", w.ready, w.want, w.kind, name)
+}
+
+// podTrouble is what keeps a pod from being ready, if the pod says: not scheduled
+// (the scheduler's message names the resources, taints or affinity at fault), or a
+// container waiting for a reason other than starting (ImagePullBackOff,
+// CrashLoopBackOff, CreateContainerConfigError). Pure.
+func podTrouble(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return fmt.Sprintf("pod %s cannot be scheduled: %s: %s", p.Name, c.Reason, c.Message)
+		}
+	}
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if wt := cs.State.Waiting; wt != nil && wt.Reason != "" && wt.Reason != "ContainerCreating" && wt.Reason != "PodInitializing" {
+			return fmt.Sprintf("pod %s container %s is waiting: %s: %s", p.Name, cs.Name, wt.Reason, wt.Message)
+		}
+	}
+	return ""
+}
+
+// latestFailedCreate is owner's most recent FailedCreate event, or nil. An event
+// that names one of pods, which exist, is of a refusal since overcome (a quota raised
+// before): the event outlives it by an hour.
+func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner client.Object, pods []corev1.Pod) (*corev1.Event, error) {
+	var events corev1.EventList
+	if err := r.APIReader.List(ctx, &events, client.InNamespace(owner.GetNamespace()),
+		client.MatchingFields{"involvedObject.uid": string(owner.GetUID()), "reason": reasonFailedCreate}); err != nil {
+		return nil, fmt.Errorf("list the events of %s: %w", owner.GetName(), err)
+	}
+	var latest *corev1.Event
+	for i := range events.Items {
+		e := &events.Items[i]
+		if !slices.ContainsFunc(pods, func(p corev1.Pod) bool { return namesPod(e.Message, p.Name) }) &&
+			(latest == nil || lastSeen(e).After(lastSeen(latest))) {
+			latest = e
+		}
+	}
+	return latest, nil
+}
+
+// namesPod says whether a FailedCreate message is about the pod named name: the
+// StatefulSet controller writes "Create Pod <name> in StatefulSet ...", and the API
+// server's refusal quotes it (pods "<name>" is forbidden). A Job's pods have
+// generated names, which its events do not know yet. Pure.
+func namesPod(message, name string) bool {
+	return strings.Contains(message, "Pod "+name+" ") || strings.Contains(message, `"`+name+`"`)
+}
+
+// lastSeen is when an event last happened, whichever API (core/v1 or
+// events.k8s.io/v1) recorded it.
+func lastSeen(e *corev1.Event) time.Time {
+	t := e.CreationTimestamp.Time
+	for _, c := range []time.Time{e.FirstTimestamp.Time, e.LastTimestamp.Time, e.EventTime.Time} {
+		if c.After(t) {
+			t = c
+		}
+	}
+	if e.Series != nil && e.Series.LastObservedTime.After(t) {
+		t = e.Series.LastObservedTime.Time
+	}
+	return t
+}

@@ -1,0 +1,163 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+)
+
+// TestNextWait: what counts as progress, and so starts spec.progressDeadline again,
+// as a Deployment counts it.
+func TestNextWait(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	now := t0.Add(7 * time.Minute).Add(300 * time.Millisecond)
+	since := func(at time.Time, reason string, ready int32, gen int64) *oauthv1alpha1.PodWait {
+		return &oauthv1alpha1.PodWait{Reason: reason, ReadyReplicas: ready, Generation: gen, Since: metav1.NewTime(at)}
+	}
+	tests := map[string]struct {
+		last   *oauthv1alpha1.PodWait
+		reason string
+		ready  int32
+		gen    int64
+		want   *oauthv1alpha1.PodWait
+	}{
+		"a wait begins":                      {nil, ReasonRollingOut, 0, 1, since(now.Truncate(time.Second), ReasonRollingOut, 0, 1)},
+		"the same wait goes on":              {since(t0, ReasonRollingOut, 1, 1), ReasonRollingOut, 1, 1, since(t0, ReasonRollingOut, 1, 1)},
+		"one more pod ready":                 {since(t0, ReasonRollingOut, 1, 1), ReasonRollingOut, 2, 1, since(now.Truncate(time.Second), ReasonRollingOut, 2, 1)},
+		"a pod went unready: no progress":    {since(t0, ReasonRollingOut, 2, 1), ReasonRollingOut, 1, 1, since(t0, ReasonRollingOut, 1, 1)},
+		"the next phase":                     {since(t0, ReasonWaitingForDatabase, 0, 1), ReasonMigrating, 0, 1, since(now.Truncate(time.Second), ReasonMigrating, 0, 1)},
+		"a new generation, which may fix it": {since(t0, ReasonRollingOut, 0, 1), ReasonRollingOut, 0, 2, since(now.Truncate(time.Second), ReasonRollingOut, 0, 2)},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			before := tt.last.DeepCopy()
+			got := nextWait(tt.last, tt.reason, tt.ready, tt.gen, now)
+			if *got != *tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+			if tt.last != nil && *tt.last != *before {
+				t.Errorf("the last wait was changed in place: %+v", tt.last)
+			}
+		})
+	}
+}
+
+// TestPodTrouble: what a pod says about why it is not ready, in the words a user
+// looks for.
+func TestPodTrouble(t *testing.T) {
+	pod := func(st corev1.PodStatus) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "auth-blue-0"}, Status: st}
+	}
+	waiting := func(reason, msg string) corev1.PodStatus {
+		return corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "tokenserver",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}}}
+	}
+	tests := map[string]struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		"unschedulable": {pod(corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
+			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+			Message: "0/3 nodes are available: 3 Insufficient cpu."}}}),
+			"pod auth-blue-0 cannot be scheduled: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."},
+		"image not pulled": {pod(waiting("ImagePullBackOff", `Back-off pulling image "ghcr.io/x:v9"`)),
+			`pod auth-blue-0 container tokenserver is waiting: ImagePullBackOff: Back-off pulling image "ghcr.io/x:v9"`},
+		"starting":  {pod(waiting("ContainerCreating", "")), ""},
+		"scheduled": {pod(corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}}), ""},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := podTrouble(tt.pod); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLastSeen: an event of either events API is dated by its latest time.
+func TestLastSeen(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	core := &corev1.Event{FirstTimestamp: metav1.NewTime(t0), LastTimestamp: metav1.NewTime(t0.Add(time.Minute))}
+	series := &corev1.Event{EventTime: metav1.NewMicroTime(t0), Series: &corev1.EventSeries{LastObservedTime: metav1.NewMicroTime(t0.Add(2 * time.Minute))}}
+	if got := lastSeen(core); !got.Equal(t0.Add(time.Minute)) {
+		t.Errorf("core/v1 event: %s", got)
+	}
+	if got := lastSeen(series); !got.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("events.k8s.io event with a series: %s", got)
+	}
+}
+
+// TestProgressDeadlineRequeue: a wait with time left is looked at again when its
+// deadline falls due, with no other event; an upgrade's waits and a pass that is
+// not waiting for pods end the count, a failure of the API server leaves it.
+func TestProgressDeadlineRequeue(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	begun := &oauthv1alpha1.PodWait{Reason: ReasonRollingOut, Generation: 1, Since: metav1.NewTime(t0)}
+	rollout := func() error {
+		return waiting(ReasonRollingOut, "waiting for StatefulSet auth-blue: 0 of 2 pods ready").waitingFor(
+			podWait{kind: "StatefulSet", want: 2})
+	}
+	tests := map[string]struct {
+		deadline oauthv1alpha1.Duration
+		upgrade  *oauthv1alpha1.UpgradeStatus
+		err      error
+		requeue  time.Duration
+		waiting  *oauthv1alpha1.PodWait
+	}{
+		"the default deadline, 4 minutes in": {"", nil, rollout(), 6 * time.Minute, begun},
+		"a deadline of 5m, 4 minutes in":     {"5m", nil, rollout(), time.Minute, begun},
+		"an upgrade runs: its own deadline": {"", &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradeDeploying},
+			rollout(), 0, nil},
+		"Ready":                             {"", nil, nil, 0, nil},
+		"a wait for a Secret, not pods":     {"", nil, waiting(ReasonSecretMissing, "waiting for Secret x"), 0, nil},
+		"the API server failed: no verdict": {"", nil, errors.New("get StatefulSet auth-blue: timeout"), 0, begun},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := &TokenServerReconciler{Clock: clocktesting.NewFakePassiveClock(t0.Add(4 * time.Minute))}
+			ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Generation: 1},
+				Spec:   oauthv1alpha1.TokenServerSpec{ProgressDeadline: tt.deadline},
+				Status: oauthv1alpha1.TokenServerStatus{Waiting: begun.DeepCopy(), Upgrade: tt.upgrade}}
+			got := r.progressDeadline(context.Background(), ts, tt.err)
+			if got != tt.err {
+				t.Fatalf("the pass's outcome became %v", got)
+			}
+			if ce, ok := conditionOf(got); ok && ce.requeue != tt.requeue {
+				t.Errorf("looked at again after %s, want %s", ce.requeue, tt.requeue)
+			}
+			if (ts.Status.Waiting == nil) != (tt.waiting == nil) || (tt.waiting != nil && *ts.Status.Waiting != *tt.waiting) {
+				t.Errorf("status.waiting %+v, want %+v", ts.Status.Waiting, tt.waiting)
+			}
+		})
+	}
+}
+
+// TestNamesPod: a FailedCreate event about a pod that exists now is of a refusal
+// since overcome.
+func TestNamesPod(t *testing.T) {
+	sts := `Create Pod auth-blue-0 in StatefulSet auth-blue failed error: pods "auth-blue-0" is forbidden: exceeded quota: compute`
+	tests := map[string]struct {
+		message, pod string
+		want         bool
+	}{
+		"the StatefulSet controller's words":  {sts, "auth-blue-0", true},
+		"another ordinal":                     {sts, "auth-blue-1", false},
+		"a prefix of another ordinal's name":  {`Create Pod auth-blue-10 in StatefulSet auth-blue failed error: pods "auth-blue-10"`, "auth-blue-1", false},
+		"the API server's words only":         {`pods "auth-db-0" is forbidden: violates PodSecurity "restricted:latest"`, "auth-db-0", true},
+		"a Job's pod, named after its prefix": {`Error creating: pods "auth-migrate-x-" is forbidden: exceeded quota`, "auth-migrate-x-7hq2m", false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := namesPod(tt.message, tt.pod); got != tt.want {
+				t.Errorf("namesPod(%q, %q) = %v", tt.message, tt.pod, got)
+			}
+		})
+	}
+}
