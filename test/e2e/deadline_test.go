@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,18 +48,7 @@ func testQuotaRefusesPods(t *testing.T) {
 	}
 	// Its pods are not needed by the scenarios after this one.
 	t.Cleanup(func() { _, _ = kubectl(t.Context(), "-n", ns, "delete", "tokenserver", "auth", "--wait=false") })
-	condition := func(typ, reason, says string) func() error {
-		return func() error {
-			if err := suite.c.Get(ctx, client.ObjectKeyFromObject(ts), ts); err != nil {
-				return err
-			}
-			c := meta.FindStatusCondition(ts.Status.Conditions, typ)
-			if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || !strings.Contains(c.Message, says) {
-				return fmt.Errorf("%s is %+v", typ, c)
-			}
-			return nil
-		}
-	}
+	condition := func(typ, reason, says string) func() error { return tokenServerCondition(ctx, ts, typ, reason, says) }
 	kstatus := func(want status.Status) {
 		t.Helper()
 		u := &unstructured.Unstructured{}

@@ -3,8 +3,15 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
@@ -32,4 +39,19 @@ func smallPods(ts *oauthv1alpha1.TokenServer) {
 		db.Managed.Pod.Resources = small()
 	}
 	ts.Spec.Jobs.Resources = small()
+}
+
+// tokenServerCondition reads ts afresh and fails unless its condition typ is True
+// with reason and a message containing says: for eventually.
+func tokenServerCondition(ctx context.Context, ts *oauthv1alpha1.TokenServer, typ, reason, says string) func() error {
+	return func() error {
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(ts), ts); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(ts.Status.Conditions, typ)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || !strings.Contains(c.Message, says) {
+			return fmt.Errorf("%s is %+v", typ, c)
+		}
+		return nil
+	}
 }
