@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -330,6 +331,7 @@ type hookWatch struct {
 	following bool
 	log       strings.Builder
 	logErr    error
+	watchErr  error
 }
 
 func watchHook(t *testing.T) *hookWatch {
@@ -357,31 +359,39 @@ func watchHook(t *testing.T) *hookWatch {
 		defer close(h.done)
 		defer jobs.Stop()
 		defer pods.Stop()
+		jobCh, podCh := jobs.ResultChan(), pods.ResultChan()
 		for {
+			var ev watch.Event
+			var ok bool
 			select {
 			case <-ctx.Done():
 				return
-			case ev, ok := <-jobs.ResultChan():
-				if j, isJob := ev.Object.(*batchv1.Job); ok && isJob {
-					h.mu.Lock()
-					h.job = j
-					h.mu.Unlock()
+			case ev, ok = <-jobCh:
+				if !ok {
+					jobCh = nil
 				}
-			case ev, ok := <-pods.ResultChan():
-				p, isPod := ev.Object.(*corev1.Pod)
-				if !ok || !isPod {
-					continue
-				}
-				h.mu.Lock()
-				h.pod = p
-				start := !h.following && len(p.Status.ContainerStatuses) > 0 &&
-					(p.Status.ContainerStatuses[0].State.Running != nil || p.Status.ContainerStatuses[0].State.Terminated != nil)
-				h.following = h.following || start
-				h.mu.Unlock()
-				if start {
-					go h.follow(ctx, cs, p.Name)
+			case ev, ok = <-podCh:
+				if !ok {
+					podCh = nil
 				}
 			}
+			h.mu.Lock()
+			switch o := ev.Object.(type) {
+			case *batchv1.Job:
+				h.job = o
+			case *corev1.Pod:
+				h.pod = o
+				if !h.following && len(o.Status.ContainerStatuses) > 0 &&
+					(o.Status.ContainerStatuses[0].State.Running != nil || o.Status.ContainerStatuses[0].State.Terminated != nil) {
+					h.following = true
+					go h.follow(ctx, cs, o.Name)
+				}
+			}
+			if !ok || ev.Type == watch.Error {
+				// What it saw afterwards would be missing: the scenario cannot tell.
+				h.watchErr = fmt.Errorf("a watch of the hook ended early: %+v", ev.Object)
+			}
+			h.mu.Unlock()
 		}
 	}()
 	return h
@@ -422,5 +432,8 @@ func (h *hookWatch) stop(t *testing.T) (job *batchv1.Job, pod *corev1.Pod, log s
 	<-h.done
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.watchErr != nil {
+		t.Error(h.watchErr)
+	}
 	return h.job, h.pod, h.log.String(), h.logErr
 }
