@@ -87,11 +87,14 @@ func testUninstallKeep(t *testing.T) {
 // revoked on the token server first), and the garbage collector takes what they
 // owned. What stays is the bundled database's claim, as with the documented manual
 // order. It reinstalls the release testUninstallKeep removed, which picks up the kept
-// resources, and runs last.
+// resources, switches it to crds.keep=false with helm upgrade, and runs last.
 func testUninstallDelete(t *testing.T) {
 	ctx := t.Context()
-	mustHelm(t, "install", "kubeoauth", "charts/kubeoauth", "-n", "kubeoauth-system", "--set", "crds.keep=false",
-		"--wait", "--timeout", "3m")
+	mustHelm(t, "install", "kubeoauth", "charts/kubeoauth", "-n", "kubeoauth-system", "--wait", "--timeout", "3m")
+	// Switched at uninstall time, as docs/install.md says: the upgrade drops the
+	// CRDs' keep policy and installs nothing but the hook's definition.
+	mustHelm(t, "upgrade", "kubeoauth", "charts/kubeoauth", "-n", "kubeoauth-system", "--reuse-values",
+		"--set", "crds.keep=false", "--wait", "--timeout", "3m")
 	for _, name := range crdNames {
 		if out := mustKubectl(t, "get", "crd", name, "-o", `jsonpath={.metadata.annotations.helm\.sh/resource-policy}`); out != "" {
 			t.Fatalf("CRD %s with crds.keep=false: resource-policy %q", name, out)
