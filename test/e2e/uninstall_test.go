@@ -125,10 +125,8 @@ func testUninstallDelete(t *testing.T) {
 	// token server's and its database's StatefulSets and Secrets.
 	var owned []string
 	for _, kind := range []string{"statefulsets", "secrets"} {
-		for _, name := range strings.Fields(mustKubectl(t, "-n", chartNS, "get", kind, "-o",
-			`jsonpath={range .items[?(@.metadata.ownerReferences)]}{.kind}/{.metadata.name} {end}`)) {
-			owned = append(owned, name)
-		}
+		owned = append(owned, strings.Fields(mustKubectl(t, "-n", chartNS, "get", kind, "-o",
+			`jsonpath={range .items[?(@.metadata.ownerReferences)]}{.kind}/{.metadata.name} {end}`))...)
 	}
 	if !slices.ContainsFunc(owned, func(s string) bool { return strings.HasPrefix(s, "StatefulSet/") }) ||
 		!slices.ContainsFunc(owned, func(s string) bool { return strings.HasPrefix(s, "Secret/") }) {
