@@ -123,11 +123,8 @@ func testUninstallDelete(t *testing.T) {
 	waitGrantReady(t, grant)
 	// What the resources own, to be gone with them: the clients' Secrets, the
 	// token server's and its database's StatefulSets and Secrets.
-	var owned []string
-	for _, kind := range []string{"statefulsets", "secrets"} {
-		owned = append(owned, strings.Fields(mustKubectl(t, "-n", chartNS, "get", kind, "-o",
-			`jsonpath={range .items[?(@.metadata.ownerReferences)]}{.kind}/{.metadata.name} {end}`))...)
-	}
+	owned := strings.Fields(mustKubectl(t, "-n", chartNS, "get", "statefulsets,secrets", "-o",
+		`jsonpath={range .items[?(@.metadata.ownerReferences)]}{.kind}/{.metadata.name} {end}`))
 	if !slices.ContainsFunc(owned, func(s string) bool { return strings.HasPrefix(s, "StatefulSet/") }) ||
 		!slices.ContainsFunc(owned, func(s string) bool { return strings.HasPrefix(s, "Secret/") }) {
 		t.Fatalf("owned StatefulSets and Secrets in %s: %v", chartNS, owned)
