@@ -35,7 +35,8 @@ const previousChart = "test/e2e/testdata/kubeoauth-0.1.0"
 // new client works and `helm test` passes.
 //
 // It runs after HelmUninstallLeavesOnlyWhatIsDocumented, on a cluster with no release
-// and no kubeoauth resource, and last: it leaves its release installed.
+// and no kubeoauth resource; it leaves its release installed, for the uninstall
+// scenarios that follow.
 func testChartUpgrade(t *testing.T) {
 	ctx := t.Context()
 	if out, err := helm(t, "status", "kubeoauth", "-n", "kubeoauth-system"); err == nil {

@@ -59,7 +59,9 @@ func TestEndToEnd(t *testing.T) {
 		{"UpstreamOIDCSignInThroughAProviderPod", testUpstreamOIDC},
 		{"PodsRefusedByAQuotaStallThenRecover", testQuotaRefusesPods},
 		{"HelmUninstallLeavesOnlyWhatIsDocumented", testUninstall},
-		{"ChartUpgradeFromThePreviousVersion", testChartUpgrade}, // last: it starts from the uninstalled cluster
+		{"ChartUpgradeFromThePreviousVersion", testChartUpgrade}, // it starts from the uninstalled cluster
+		{"HelmUninstallWithCRDsKeepLeavesTheResources", testUninstallKeep},
+		{"HelmUninstallWithoutCRDsKeepDeletesThemByItsHook", testUninstallDelete}, // last: it deletes the CRDs
 	} {
 		if !t.Run(s.name, s.run) {
 			return // later scenarios build on earlier ones

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -393,5 +394,35 @@ func TestPodDeletedBeforeItWasCreatedNeverStarts(t *testing.T) {
 	pd2.Name, pd2.UID, pd2.DeletionTimestamp = "job-y", "u2", &metav1.Time{Time: time.Now()}
 	if err := n.CreatePod(ctx, pd2); err != nil || len(n.pods) != 0 {
 		t.Fatalf("CreatePod of a pod being deleted: %v, %d pods running; want none", err, len(n.pods))
+	}
+}
+
+// `kubectl logs -f` of a container ends, as the kubelet's does, when the container
+// exits, with all it wrote: a test that follows a hook Job's pod reads the whole log
+// and then returns, without a timeout of its own.
+func TestFollowEndsWhenTheContainerExits(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	w, err := os.OpenFile(f.Name(), os.O_WRONLY|os.O_APPEND, 0) // #nosec G304 -- the test's own file
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	fl := &follower{ctx: t.Context(), f: f, exited: exited}
+	go func() {
+		_, _ = w.WriteString("deleted OAuthClient a/b\n")
+		_, _ = w.WriteString("deleted TokenServer a/auth\n")
+		_ = w.Close()
+		close(exited)
+	}()
+	got, err := io.ReadAll(fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "deleted OAuthClient a/b\ndeleted TokenServer a/auth\n"; string(got) != want {
+		t.Errorf("followed %q, want %q", got, want)
 	}
 }

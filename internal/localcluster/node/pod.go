@@ -565,6 +565,21 @@ func (p *pod) specPath(container string) string {
 	return filepath.Join(p.dir, "spec-"+container+".json")
 }
 
+// exitedChan is closed when the container's current process exits; closed
+// already when the container does not run (it exited, or waits to restart).
+func (p *pod) exitedChan(container string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cs, ok := p.st.Containers[container]; ok && cs.Running {
+		if ch := p.exited[container]; ch != nil {
+			return ch
+		}
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
+
 func (p *pod) logPath(container string, previous bool) string {
 	name := container + ".log"
 	if previous {

@@ -296,7 +296,7 @@ func (n *Node) GetContainerLogs(ctx context.Context, namespace, podName, contain
 	}
 	var r io.ReadCloser = f
 	if opts.Follow {
-		r = &follower{ctx: ctx, f: f}
+		r = &follower{ctx: ctx, f: f, exited: p.exitedChan(container)}
 	}
 	if opts.LimitBytes > 0 {
 		return struct {
@@ -333,9 +333,14 @@ func seekTail(f *os.File, n int) error {
 }
 
 // follower reads a growing file until its context ends.
+// follower is `kubectl logs -f`: as with the kubelet, the stream ends when the
+// container exits (a hook Job's pod that ran to completion ends its follower, which
+// then has read all of its output), or when the client goes away.
 type follower struct {
-	ctx context.Context
-	f   *os.File
+	ctx    context.Context
+	f      *os.File
+	exited <-chan struct{}
+	done   bool // the container has exited: what is left in the file is all there is
 }
 
 func (fl *follower) Read(b []byte) (int, error) {
@@ -344,9 +349,14 @@ func (fl *follower) Read(b []byte) (int, error) {
 		if n > 0 || !errors.Is(err, io.EOF) {
 			return n, err
 		}
+		if fl.done {
+			return 0, io.EOF
+		}
 		select {
 		case <-fl.ctx.Done():
 			return 0, io.EOF
+		case <-fl.exited:
+			fl.done = true
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
