@@ -35,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"
@@ -244,6 +245,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	tuneGC(ctx, memlimit.FromCgroup, log)
 	switch {
 	case *issuer == "":
 		return errors.New("--issuer is required")

@@ -2,7 +2,6 @@ package resources
 
 import (
 	"maps"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,26 +32,6 @@ func resourceRequirements(cpu, memory, memoryLimit string) corev1.ResourceRequir
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(memoryLimit)},
 	}
-}
-
-// ServerGOGC is the token server's GOGC. Its live heap is small (tens of MB at 64
-// concurrent requests) beside its memory limit (256 Mi by default), and with Go's
-// default of 100 the collector ran at twice the live heap: 10-18 % of the server's
-// CPU per token in make bench-tokenserver, 12-18 % less CPU per token at 300. 200
-// halves the collections and keeps the heap well below the limit.
-const ServerGOGC = "200"
-
-// ServerGCEnv is the token server's garbage-collector settings for a container with
-// resources r: GOGC, and GOMEMLIMIT at 90 % of the memory limit when there is one,
-// so that near its limit the server collects harder instead of the kernel
-// OOM-killing it (Go's guide to the GC recommends the two together). The rest of
-// the limit is for what is not Go heap: stacks, the runtime, the binary.
-func ServerGCEnv(r corev1.ResourceRequirements) []corev1.EnvVar {
-	env := []corev1.EnvVar{{Name: "GOGC", Value: ServerGOGC}}
-	if limit, ok := r.Limits[corev1.ResourceMemory]; ok && limit.Value() > 0 {
-		env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(limit.Value()*9/10, 10)})
-	}
-	return env
 }
 
 // spreadAcrossNodes is the token server's default topology spread: its pods of one

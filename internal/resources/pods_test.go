@@ -157,40 +157,6 @@ func TestPodSettings(t *testing.T) {
 	}
 }
 
-// TestServerGCEnv: the token server collects garbage against its own memory limit
-// (GOMEMLIMIT 90 % of it, the default's or spec.pod's) with GOGC 200; without a
-// memory limit it has no GOMEMLIMIT, which would otherwise be a guess.
-func TestServerGCEnv(t *testing.T) {
-	env := func(ts *oauthv1alpha1.TokenServer) map[string]string {
-		out := map[string]string{}
-		for _, e := range templates(ts)["server"].Spec.Containers[0].Env {
-			out[e.Name] = e.Value
-		}
-		return out
-	}
-	got := env(server())
-	if got["GOGC"] != "200" || got["GOMEMLIMIT"] != "241591910" { // 90 % of 256 Mi
-		t.Errorf("default resources: GOGC %q, GOMEMLIMIT %q; want 200 and 241591910", got["GOGC"], got["GOMEMLIMIT"])
-	}
-	ts := server()
-	ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &corev1.ResourceRequirements{
-		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}}
-	if got := env(ts)["GOMEMLIMIT"]; got != "966367641" {
-		t.Errorf("a 1Gi limit: GOMEMLIMIT %q, want 966367641", got)
-	}
-	ts.Spec.Pod.Resources = &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
-	if got, ok := env(ts)["GOMEMLIMIT"]; ok {
-		t.Errorf("no memory limit: GOMEMLIMIT %q, want none", got)
-	}
-	for name, tpl := range templates(server()) {
-		for _, e := range tpl.Spec.Containers[0].Env {
-			if name != "server" && (e.Name == "GOGC" || e.Name == "GOMEMLIMIT") {
-				t.Errorf("%s: %s set; only the token server's collector is tuned", name, e.Name)
-			}
-		}
-	}
-}
-
 // TestJobPodMetadata: spec.jobs.pod's labels and annotations go over spec.pod's on
 // every pod that runs to completion (and the replay's, which takes spec.jobs'
 // resources too), never on the token server's or the database's; without it the

@@ -713,6 +713,9 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 	}
 	brandEnv, brandMounts, brandVolumes, podAnnotations := brandingPod(ts, in.PagesHash)
 	env, mounts, volumes = append(env, brandEnv...), append(mounts, brandMounts...), append(volumes, brandVolumes...)
+	// Sorted so that the same spec always builds the same StatefulSet: map order would
+	// otherwise roll the pods on every pass.
+	slices.SortFunc(env, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
 	httpGet := func(path string) corev1.ProbeHandler {
 		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(portHTTP)}}
 	}
@@ -744,11 +747,6 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		},
 	}}
 	withPodSettings(&sts.Spec.Template, ts.Spec.Pod, ServerResources, spreadAcrossNodes(ServerSelector(ts, in.Color)))
-	server := &sts.Spec.Template.Spec.Containers[0]
-	server.Env = append(server.Env, ServerGCEnv(server.Resources)...)
-	// Sorted so that the same spec always builds the same StatefulSet: map order would
-	// otherwise roll the pods on every pass.
-	slices.SortFunc(server.Env, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
 	return sts
 }
 

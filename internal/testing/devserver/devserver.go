@@ -125,12 +125,10 @@ func (e *Env) Serve(ctx context.Context, bin, listen, adminListen string, extra 
 	}
 	cmd := exec.Command(bin, append(args, extra...)...) // #nosec G204 -- a binary this command built
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// The garbage collector as the operator sets it in the pod with the default
-	// resources, so that make bench-tokenserver measures what a cluster runs.
-	cmd.Env = os.Environ()
-	for _, v := range resources.ServerGCEnv(resources.ServerResources) {
-		cmd.Env = append(cmd.Env, v.Name+"="+v.Value)
-	}
+	// The memory limit the server finds in a pod with the default resources, from
+	// which it also sets GOGC (tuneGC), so that make bench-tokenserver measures what a
+	// cluster runs.
+	cmd.Env = append(os.Environ(), fmt.Sprintf("GOMEMLIMIT=%d", resources.ServerResources.Limits.Memory().Value()*9/10))
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
