@@ -99,3 +99,26 @@ func TestReview17RefusalControlCharacters(t *testing.T) {
 		t.Errorf("Stalled's message carries control characters: %q", stalled.Message)
 	}
 }
+
+// TestReview17RefusalWarningEvent: a refusal of about a kilobyte, as Kyverno or
+// Gatekeeper word one that lists a few rules, is quoted into Stalled. The Warning
+// event that says the server stalled (docs/troubleshooting.md sends the reader to
+// `kubectl get events`) must still be recorded: events.k8s.io/v1 refuses a note over
+// 1024 bytes, and the recorder drops the event.
+func TestReview17RefusalWarningEvent(t *testing.T) {
+	ns := namespace(t, "kyverno", nil)
+	var b strings.Builder
+	b.WriteString(`admission webhook "validate.kyverno.svc-fail" denied the request: resource Pod/` + ns + `/auth-blue-0 was blocked due to the following policies`)
+	for _, rule := range []string{"require-requests-limits", "require-pod-probes", "disallow-latest-tag", "require-run-as-nonroot", "restrict-image-registries"} {
+		b.WriteString(" " + rule + ": autogen-" + rule + ": 'validation error: the pod must satisfy the " + rule +
+			" policy of the platform team; see https://policies.example.com/" + rule + "'")
+	}
+	refusal := b.String()
+	if len(refusal) > 1200 {
+		t.Fatalf("the refusal is %d bytes; this test wants one under 1200", len(refusal))
+	}
+	stalledByRefusal(t, ns, refusal)
+	if note := waitWarning(t, ns, "auth", controllers.ReasonProgressDeadlineExceeded); !strings.Contains(note, "kyverno") {
+		t.Errorf("the Warning event says %q, want the webhook's refusal", note)
+	}
+}
