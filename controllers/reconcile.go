@@ -239,7 +239,9 @@ func recordOnce(rec events.EventRecorder, obj runtime.Object, was []metav1.Condi
 	if old := meta.FindStatusCondition(was, failure.Type); old != nil && old.Status == metav1.ConditionTrue && old.Reason == failure.Reason {
 		return
 	}
-	rec.Eventf(obj, nil, corev1.EventTypeWarning, failure.Reason, "Reconcile", "%s", failure.Message)
+	// An event's note may not pass 1024 bytes (events.k8s.io/v1): a longer one is
+	// refused, and the warning lost.
+	rec.Eventf(obj, nil, corev1.EventTypeWarning, failure.Reason, "Reconcile", "%s", quote(failure.Message, 1024))
 }
 
 // retiredConditions are condition types earlier versions set: an object they were

@@ -484,7 +484,8 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 		}
 	}
 	return waiting(ReasonMigrating, fmt.Sprintf("Job %s is migrating the database", job.Name)).waitingFor(
-		podWait{owner: &job, kind: "Job", created: job.Status.Active + job.Status.Succeeded + job.Status.Failed, want: 1})
+		podWait{owner: &job, kind: "Job", created: job.Status.Active + job.Status.Succeeded + job.Status.Failed,
+			ready: ptr.Deref(job.Status.Ready, 0), want: 1})
 }
 
 // configHash covers what the pods read only at start: keys, admin token and TLS, scope

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -126,10 +125,7 @@ func (r *TokenServerReconciler) writePages(ctx context.Context, ts *oauthv1alpha
 // check's own failure, retried.
 func checkTemplates(ctx context.Context, cm *corev1.ConfigMap) (*conditionError, error) {
 	refuse := func(key string, why error) *conditionError {
-		msg := why.Error()
-		if len(msg) > 1024 {
-			msg = strings.ToValidUTF8(msg[:1024], "") + "..."
-		}
+		msg := quote(why.Error(), 1024)
 		return needsHuman(ReasonPageTemplatesInvalid, fmt.Sprintf("ConfigMap %s key %s: %s; the pages keep their last good templates",
 			cm.Name, key, msg))
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,7 +91,9 @@ func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv
 	switch {
 	case err != nil && !reported:
 		return err
-	case !reported || ce.pods == nil || upgrade.Active(&ts.Status):
+	case !reported || ce.pods == nil || ce.pods.ready >= ce.pods.want || upgrade.Active(&ts.Status):
+		// Every pod ready (a migration Job's pod running its migrations, for as long
+		// as they take): what is awaited is no longer pods.
 		ts.Status.Waiting = nil
 		return err
 	}
@@ -139,7 +143,7 @@ func (r *TokenServerReconciler) whyNoProgress(ctx context.Context, ts *oauthv1al
 		case err != nil:
 			return fmt.Sprintf("%s %s has %d of %d pods, and its events could not be read: %v", w.kind, name, w.created, w.want, err)
 		case ev != nil:
-			return fmt.Sprintf("%s %s cannot create its pods: %s", w.kind, name, ev.Message)
+			return fmt.Sprintf("%s %s cannot create its pods: %s", w.kind, name, quote(ev.Message, maxQuoted))
 		}
 	}
 	for i := range pods {
@@ -157,12 +161,12 @@ func (r *TokenServerReconciler) whyNoProgress(ctx context.Context, ts *oauthv1al
 func podTrouble(p *corev1.Pod) string {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return fmt.Sprintf("pod %s cannot be scheduled: %s: %s", p.Name, c.Reason, c.Message)
+			return fmt.Sprintf("pod %s cannot be scheduled: %s: %s", p.Name, c.Reason, quote(c.Message, maxQuoted))
 		}
 	}
 	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
 		if wt := cs.State.Waiting; wt != nil && wt.Reason != "" && wt.Reason != "ContainerCreating" && wt.Reason != "PodInitializing" {
-			return fmt.Sprintf("pod %s container %s is waiting: %s: %s", p.Name, cs.Name, wt.Reason, wt.Message)
+			return fmt.Sprintf("pod %s container %s is waiting: %s: %s", p.Name, cs.Name, quote(wt.Reason, 64), quote(wt.Message, maxQuoted))
 		}
 	}
 	return ""
@@ -173,7 +177,11 @@ func podTrouble(p *corev1.Pod) string {
 // before): the event outlives it by an hour.
 func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner client.Object, pods []corev1.Pod) (*corev1.Event, error) {
 	var events corev1.EventList
-	if err := r.APIReader.List(ctx, &events, client.InNamespace(owner.GetNamespace()),
+	// At most maxFailedCreateEvents: a controller's recorder folds repeats into one
+	// event, so an honest list is short, and anyone who may create Events in the
+	// namespace could otherwise make every pass read a great many into the operator
+	// every tenant shares.
+	if err := r.APIReader.List(ctx, &events, client.InNamespace(owner.GetNamespace()), client.Limit(maxFailedCreateEvents),
 		client.MatchingFields{"involvedObject.uid": string(owner.GetUID()), "reason": reasonFailedCreate}); err != nil {
 		return nil, fmt.Errorf("list the events of %s: %w", owner.GetName(), err)
 	}
@@ -186,6 +194,35 @@ func (r *TokenServerReconciler) latestFailedCreate(ctx context.Context, owner cl
 		}
 	}
 	return latest, nil
+}
+
+const maxFailedCreateEvents = 50
+
+// maxQuoted bounds what a condition quotes of a message others wrote (an admission
+// webhook's refusal in an event, a scheduler's or kubelet's message): a policy
+// engine's refusal can run to many kilobytes, and a condition's message may not pass
+// 32768 characters nor an event's note 1024.
+const maxQuoted = 512
+
+// quote is s as a condition may quote it: control characters (terminal escapes, line
+// breaks that would forge lines in kubectl describe, logs or a UI) replaced by
+// spaces, and cut to at most max bytes, on a character boundary, marked with "…".
+// Pure.
+func quote(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // namesPod says whether a FailedCreate message is about the pod named name: the

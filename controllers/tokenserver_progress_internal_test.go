@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,6 +119,9 @@ func TestProgressDeadlineRequeue(t *testing.T) {
 		"Ready":                             {"", nil, nil, 0, nil},
 		"a wait for a Secret, not pods":     {"", nil, waiting(ReasonSecretMissing, "waiting for Secret x"), 0, nil},
 		"the API server failed: no verdict": {"", nil, errors.New("get StatefulSet auth-blue: timeout"), 0, begun},
+		// Its pod is up and migrating, for as long as the migrations take.
+		"a migrations Job whose pod is ready": {"", nil, waiting(ReasonMigrating, "Job auth-migrate is migrating the database").
+			waitingFor(podWait{kind: "Job", created: 1, ready: 1, want: 1}), 0, nil},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -159,5 +163,25 @@ func TestNamesPod(t *testing.T) {
 				t.Errorf("namesPod(%q, %q) = %v", tt.message, tt.pod, got)
 			}
 		})
+	}
+}
+
+// TestQuote: what a condition quotes of others' messages has no control characters
+// and fits its bound, cut on a character boundary.
+func TestQuote(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"exceeded quota: compute", 64, "exceeded quota: compute"},
+		{"line\nforged\x1b[31m red", 64, "line forged [31m red"},
+		{"bad \xff byte", 64, "bad \uFFFD byte"},
+		{strings.Repeat("a", 20), 10, strings.Repeat("a", 7) + "…"},
+		{"éééééé", 10, "ééé…"}, // 12 bytes: "é" is 2 bytes, "…" 3, and no "é" is cut in two
+	} {
+		if got := quote(tc.in, tc.max); got != tc.want || len(got) > tc.max {
+			t.Errorf("quote(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
 	}
 }

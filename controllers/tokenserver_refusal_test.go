@@ -68,13 +68,13 @@ func stalledByRefusal(t *testing.T, ns string, refusal string) *metav1.Condition
 	return stalled
 }
 
-// TestReview17LongRefusalStillStalls: a policy engine's webhook that lists every
+// TestLongRefusalStillStalls: a policy engine's webhook that lists every
 // violated rule refuses the pods with a message longer than a condition's message
 // may be (32768 characters, metav1.Condition's schema). The server must still go
 // Stalled, quoting as much of the refusal as fits; otherwise the status write is
 // refused by the CRD on every pass and the TokenServer reads Reconciling forever,
 // which is what spec.progressDeadline is there to end.
-func TestReview17LongRefusalStillStalls(t *testing.T) {
+func TestLongRefusalStillStalls(t *testing.T) {
 	ns := namespace(t, "longrefusal", nil)
 	var b strings.Builder
 	b.WriteString(`admission webhook "validation.gatekeeper.sh" denied the request:`)
@@ -87,12 +87,12 @@ func TestReview17LongRefusalStillStalls(t *testing.T) {
 	}
 }
 
-// TestReview17RefusalControlCharacters: a FailedCreate event's message is text a
+// TestRefusalControlCharacters: a FailedCreate event's message is text a
 // tenant can write (any ServiceAccount allowed to create events in its namespace,
 // or a webhook quoting the pod's fields). Quoted into the TokenServer's conditions
 // it must stay one line of printable text: an escape sequence in `kubectl describe`
 // or in Argo CD's UI is a terminal/log injection into the platform team's view.
-func TestReview17RefusalControlCharacters(t *testing.T) {
+func TestRefusalControlCharacters(t *testing.T) {
 	ns := namespace(t, "ctlrefusal", nil)
 	stalled := stalledByRefusal(t, ns, "denied\x1b[2J\x1b[1;1H\nStalled: False\r\tforged")
 	if strings.ContainsFunc(stalled.Message, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
@@ -100,12 +100,12 @@ func TestReview17RefusalControlCharacters(t *testing.T) {
 	}
 }
 
-// TestReview17RefusalWarningEvent: a refusal of about a kilobyte, as Kyverno or
+// TestRefusalWarningEvent: a refusal of about a kilobyte, as Kyverno or
 // Gatekeeper word one that lists a few rules, is quoted into Stalled. The Warning
 // event that says the server stalled (docs/troubleshooting.md sends the reader to
 // `kubectl get events`) must still be recorded: events.k8s.io/v1 refuses a note over
 // 1024 bytes, and the recorder drops the event.
-func TestReview17RefusalWarningEvent(t *testing.T) {
+func TestRefusalWarningEvent(t *testing.T) {
 	ns := namespace(t, "kyverno", nil)
 	var b strings.Builder
 	b.WriteString(`admission webhook "validate.kyverno.svc-fail" denied the request: resource Pod/` + ns + `/auth-blue-0 was blocked due to the following policies`)
