@@ -163,19 +163,19 @@ func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 	if s.inTxCtx(ctx) {
 		return s.q(ctx).QueryRowContext(ctx, query, args...)
 	}
-	stmt, ok := s.stmts.Load(query)
-	if !ok {
-		prepared, err := s.prepare(ctx, query)
-		if err != nil {
-			return s.db.QueryRowContext(ctx, query, args...)
-		}
-		stmt = prepared
+	stmt, err := s.prepare(ctx, query)
+	if err != nil {
+		return s.db.QueryRowContext(ctx, query, args...)
 	}
-	return stmt.(*sql.Stmt).QueryRowContext(ctx, args...)
+	return stmt.QueryRowContext(ctx, args...)
 }
 
-// prepare prepares query once for the store; Close closes it.
+// prepare prepares query once for the store (database/sql prepares it again on each
+// connection that runs it); Close closes it.
 func (s *Store) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	if stmt, ok := s.stmts.Load(query); ok {
+		return stmt.(*sql.Stmt), nil
+	}
 	prepared, err := s.db.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
