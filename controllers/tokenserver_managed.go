@@ -399,7 +399,7 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 	if sts.Status.ReadyReplicas < 1 {
 		w := waiting(ReasonWaitingForDatabase, fmt.Sprintf("waiting for the database StatefulSet %s to be ready", key.Name))
 		if sts.UID != "" { // not in the cache yet: nothing to count
-			w.waitingFor(podWait{owner: &sts, kind: "StatefulSet", created: sts.Status.Replicas, want: 1})
+			w = w.waitingFor(podWait{owner: &sts, kind: "StatefulSet", created: sts.Status.Replicas, want: 1})
 		}
 		return w
 	}

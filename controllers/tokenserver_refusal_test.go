@@ -59,7 +59,7 @@ func stalledByRefusal(t *testing.T, ns string, refusal string) *metav1.Condition
 		stalled = meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionStalled)
 		return stalled != nil && stalled.Reason == controllers.ReasonProgressDeadlineExceeded && strings.Contains(stalled.Message, "denied")
 	}, func() string {
-		var out []string
+		out := make([]string, 0, len(ts.Status.Conditions))
 		for _, c := range ts.Status.Conditions {
 			out = append(out, fmt.Sprintf("%s=%s %s %.300q", c.Type, c.Status, c.Reason, c.Message))
 		}

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
+
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 	"github.com/kubeoauth/kubeoauth/internal/signingkey"

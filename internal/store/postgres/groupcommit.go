@@ -304,7 +304,7 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	// the transaction takes its connection: the first preparation takes one of its
 	// own, and a writer that held one while waiting for another could deadlock the
 	// pool.
-	stmt, err := s.prepare(ctx, query)
+	stmt, err := s.prepare(ctx, query) //nolint:sqlclosecheck // the store's, closed by Close
 	if err != nil {
 		return s.unitErr(err, rows)
 	}
@@ -326,6 +326,7 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	}
 	if tx != nil {
 		stmt = tx.StmtContext(ctx, stmt)
+		defer func() { _ = stmt.Close() }() // the transaction's, not the store's
 	}
 	dbRows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
@@ -412,8 +413,10 @@ func (s *Store) unitErr(err error, rows []tokenWrite) error {
 
 // batchColumnTypes are the types of tokenInsert's columns as batchArgs sends them:
 // arrays of scopes and audiences, and the JSON, as text, cast back by batchInsert.
-var batchColumnTypes = [...]string{"text", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz",
-	"text", "text", "text", "text", "text", "text"}
+var batchColumnTypes = [...]string{pgText, pgText, pgText, pgText, pgText, pgText, pgText, "timestamptz", "timestamptz",
+	pgText, pgText, pgText, pgText, pgText, pgText}
+
+const pgText = "text"
 
 // batchInsert is tokenInsert for any number of rows, its parameters numbered from
 // first on, one array per column.

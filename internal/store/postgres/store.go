@@ -163,7 +163,7 @@ func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 	if s.inTxCtx(ctx) {
 		return s.q(ctx).QueryRowContext(ctx, query, args...)
 	}
-	stmt, err := s.prepare(ctx, query)
+	stmt, err := s.prepare(ctx, query) //nolint:sqlclosecheck // the store's, closed by Close
 	if err != nil {
 		return s.db.QueryRowContext(ctx, query, args...)
 	}
