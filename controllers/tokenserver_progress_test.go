@@ -40,17 +40,7 @@ func TestTokenServerProgressDeadline(t *testing.T) {
 	step := advanceOperatorClock(t)
 	health := argoHealthScripts(t)
 	ns := namespace(t, "deadline", nil)
-	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "compute"}}
-	if err := k8s.Create(ctx, quota); err != nil {
-		t.Fatal(err)
-	}
-	setQuota(t, quota, "1")
-	// Each token server pod asks for more CPU than the quota has; the Jobs' pods fit.
-	ts, k := bundledServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
-	})
-	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonRollingOut)
+	ts, quota, k := refusedServer(t, ns)
 	checkGitOps(t, health, ts, status.InProgressStatus, "Progressing")
 	waiting := ts.Status.Waiting
 	if waiting == nil || waiting.Reason != controllers.ReasonRollingOut || waiting.Generation != ts.Generation {
@@ -131,6 +121,24 @@ func TestTokenServerProgressDeadline(t *testing.T) {
 		t.Errorf("Stalled %+v once every pod is ready", c)
 	}
 	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
+}
+
+// refusedServer is a bundled server in ns whose pods a ResourceQuota ("compute",
+// one CPU) refuses, reading Reconciling: each token server pod asks for two CPUs;
+// the Jobs' pods fit.
+func refusedServer(t *testing.T, ns string) (*oauthv1alpha1.TokenServer, *corev1.ResourceQuota, *fakeKubelet) {
+	t.Helper()
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "compute"}}
+	if err := k8s.Create(context.Background(), quota); err != nil {
+		t.Fatal(err)
+	}
+	setQuota(t, quota, "1")
+	ts, k := bundledServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
+	})
+	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonRollingOut)
+	return ts, quota, k
 }
 
 // setQuota sets the quota's requests.cpu, in its spec and, as the quota controller

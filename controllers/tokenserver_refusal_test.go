@@ -10,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,16 +24,7 @@ func stalledByRefusal(t *testing.T, ns string, refusal string) *metav1.Condition
 	t.Helper()
 	ctx := context.Background()
 	step := advanceOperatorClock(t)
-	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "compute"}}
-	if err := k8s.Create(ctx, quota); err != nil {
-		t.Fatal(err)
-	}
-	setQuota(t, quota, "1")
-	ts, _ := bundledServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
-	})
-	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonRollingOut)
+	ts, _, _ := refusedServer(t, ns)
 	var sts appsv1.StatefulSet
 	get(t, ns, "auth-blue", &sts)
 	// What the StatefulSet controller records when an admission webhook refuses the
