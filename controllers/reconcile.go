@@ -303,7 +303,15 @@ const ReasonRetrying = "Retrying"
 // patchStatus patches obj's status from before. An object deleted meanwhile has no
 // status left to write.
 func patchStatus(ctx context.Context, c client.Client, before, obj client.Object) error {
-	if err := c.Status().Patch(ctx, obj, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+	patch := client.MergeFrom(before)
+	if _, ok := obj.(*oauthv1alpha1.TokenServer); ok {
+		// A TokenServer's status carries state from pass to pass (status.waiting counts
+		// toward the progress deadline, status.upgrade drives an upgrade): a pass that
+		// read it from a cache that had not yet seen the previous pass's write must not
+		// write its stale view over it. It gets a conflict, and the retry reads afresh.
+		patch = client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+	}
+	if err := c.Status().Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("patch status: %w", err)
 	}
 	return nil

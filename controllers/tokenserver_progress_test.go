@@ -138,6 +138,15 @@ func refusedServer(t *testing.T, ns string) (*oauthv1alpha1.TokenServer, *corev1
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
 	})
 	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonRollingOut)
+	// The wait for pods starts with the first pass that counts them: one that found
+	// the new StatefulSet not yet in the operator's cache also reads RollingOut, and a
+	// test that moved the clock before the count began would wait a deadline more.
+	eventually(t, 10*time.Second, "the wait for the pods counted in status.waiting", func() bool {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts); err != nil {
+			return false
+		}
+		return ts.Status.Waiting != nil && ts.Status.Waiting.Reason == controllers.ReasonRollingOut
+	}, func() string { return fmt.Sprintf("status.waiting %+v", ts.Status.Waiting) })
 	return ts, quota, k
 }
 

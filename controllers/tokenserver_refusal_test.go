@@ -53,7 +53,7 @@ func stalledByRefusal(t *testing.T, ns string, refusal string) *metav1.Condition
 		for _, c := range ts.Status.Conditions {
 			out = append(out, fmt.Sprintf("%s=%s %s %.300q", c.Type, c.Status, c.Reason, c.Message))
 		}
-		return strings.Join(out, "; ")
+		return strings.Join(out, "; ") + fmt.Sprintf("; waiting %+v", ts.Status.Waiting)
 	})
 	return stalled
 }
