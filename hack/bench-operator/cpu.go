@@ -1,18 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
-)
 
-// clockTick is Linux's USER_HZ, the unit of /proc/<pid>/stat's times.
-const clockTick = 10 * time.Millisecond
+	"github.com/prometheus/procfs"
+)
 
 // cpuByCommand is the CPU time (user and system) this process and its descendants
 // (kube-apiserver, etcd, PostgreSQL, the token server, the manager) have used so
@@ -25,29 +20,13 @@ func cpuByCommand() map[string]time.Duration {
 		cpu  time.Duration
 	}
 	procs := map[int]proc{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
+	all, _ := procfs.AllProcs()
+	for _, p := range all {
+		st, err := p.Stat()
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")) // #nosec G304 -- /proc
-		if err != nil {
-			continue
-		}
-		open, closing := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		// After the command: state, ppid, ... utime (12th), stime (13th).
-		f := strings.Fields(string(stat[closing+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		procs[pid] = proc{ppid: ppid, comm: string(stat[open+1 : closing]), cpu: time.Duration(utime+stime) * clockTick}
+		procs[p.PID] = proc{ppid: st.PPID, comm: st.Comm, cpu: time.Duration(st.CPUTime() * float64(time.Second))}
 	}
 	self := os.Getpid()
 	ours := func(pid int) bool {

@@ -35,6 +35,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
 	"github.com/kubeoauth/kubeoauth/internal/randsecret"
 	"github.com/kubeoauth/kubeoauth/internal/testing/devserver"
@@ -306,25 +308,26 @@ func (c dbCounters) cpu(before dbCounters, n float64) string {
 // The processes readCounters measures.
 var serverPID, postmasterPID int
 
-// cpuSeconds reads /proc/<pid>/stat: with children, the time of the children it has
-// waited for (PostgreSQL's ended backends) counts too.
+// userHZ is Linux's USER_HZ, the unit of a process's children's times in
+// /proc/<pid>/stat (procfs converts only the process's own).
+const userHZ = 100
+
+// cpuSeconds is the CPU time a process used; with children, that of the children it
+// has waited for (PostgreSQL's ended backends) too.
 func cpuSeconds(pid int, children bool) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	// The fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	sum := 0.0
-	fields := []int{11, 12} // utime, stime
+	st, err := p.Stat()
+	if err != nil {
+		return 0
+	}
+	sum := st.CPUTime()
 	if children {
-		fields = append(fields, 13, 14)
+		sum += float64(st.CUTime+st.CSTime) / userHZ
 	}
-	for _, i := range fields {
-		v, _ := strconv.ParseFloat(f[i], 64)
-		sum += v
-	}
-	return sum / 100 // USER_HZ
+	return sum
 }
 
 // familyCPU is the CPU time of a process and its children, the ended ones included,
@@ -333,17 +336,14 @@ func cpuSeconds(pid int, children bool) float64 {
 func familyCPU(pid int) (float64, map[string]float64) {
 	total := cpuSeconds(pid, true)
 	kinds := map[string]float64{"ended or postmaster": total}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil || child == pid {
+	all, _ := procfs.AllProcs()
+	for _, p := range all {
+		st, err := p.Stat()
+		if err != nil || st.PPID != pid {
 			continue
 		}
-		if parentPID(child) == pid {
-			t := cpuSeconds(child, false)
-			total += t
-			kinds[pgProcessKind(child)] += t
-		}
+		total += st.CPUTime()
+		kinds[pgProcessKind(p)] += st.CPUTime()
 	}
 	return total, kinds
 }
@@ -351,23 +351,13 @@ func familyCPU(pid int) (float64, map[string]float64) {
 // pgProcessKind names a PostgreSQL process by its title: "backends" for the
 // connections' processes ("postgres: user db [local] idle"), else the title's kind
 // ("walwriter", "autovacuum worker", "checkpointer", …).
-func pgProcessKind(pid int) string {
-	title, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	t := strings.TrimPrefix(strings.TrimRight(string(title), "\x00 "), "postgres: ")
+func pgProcessKind(p procfs.Proc) string {
+	cmd, _ := p.CmdLine()
+	t := strings.TrimSpace(strings.TrimPrefix(strings.Join(cmd, " "), "postgres: "))
 	if strings.Contains(t, "[local]") || strings.Contains(t, "127.0.0.1") {
 		return "backends"
 	}
 	return t
-}
-
-func parentPID(pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
 
 func readCounters(db *sql.DB) dbCounters {

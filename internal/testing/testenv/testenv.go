@@ -15,11 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/kubeoauth/kubeoauth/internal/testing/reaper"
 )
@@ -110,29 +111,19 @@ func assetsDir() (string, error) {
 // childrenIn lists this process's children whose executable lies in dir: the etcd and
 // kube-apiserver envtest just started. envtest starts each in its own process group.
 func childrenIn(dir string) []reaper.Target {
-	entries, _ := os.ReadDir("/proc")
+	all, _ := procfs.AllProcs()
 	var targets []reaper.Target
 	self := os.Getpid()
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, p := range all {
+		st, err := p.Stat()
+		if err != nil || st.PPID != self {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")) // #nosec G304 -- /proc
-		if err != nil {
-			continue
-		}
-		// Fields after the parenthesised command: state, ppid, ...
-		after := stat[bytes.LastIndexByte(stat, ')')+2:]
-		fields := strings.Fields(string(after))
-		if len(fields) < 2 || fields[1] != strconv.Itoa(self) {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		exe, err := p.Executable()
 		if err != nil || filepath.Dir(exe) != filepath.Clean(dir) {
 			continue
 		}
-		targets = append(targets, reaper.Target{PID: pid, Signal: "KILL", Group: true})
+		targets = append(targets, reaper.Target{PID: p.PID, Signal: "KILL", Group: true})
 	}
 	return targets
 }
