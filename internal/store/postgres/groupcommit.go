@@ -295,10 +295,10 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	if err != nil {
 		return err
 	}
-	query := batchInsert(1)
+	query := s.batchSQL.insert
 	if len(rotations) > 0 {
 		args = append([]any{s.now(), pq.Array(rotations), TokensChannel}, args...)
-		query = batchRotate()
+		query = s.batchSQL.rotate
 	}
 	// Prepared once per connection: the text is the same for every batch. Before
 	// the transaction takes its connection: the first preparation takes one of its

@@ -60,6 +60,9 @@ type Store struct {
 	clients   clientCache
 	tokens    tokenCache
 	group     *groupCommit
+	// batchSQL are the group commit's two statements (batchInsert, batchRotate),
+	// built once: tokenInsert's column names are final when a store opens.
+	batchSQL  struct{ insert, rotate string }
 	stmts     sync.Map // query → *sql.Stmt, see queryRow
 	testHooks testHooks
 	// following is set once Follow runs, listening while its listener is known to
@@ -112,6 +115,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		listenDSN = dsn
 	}
 	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
+	s.batchSQL.insert, s.batchSQL.rotate = batchInsert(1), batchRotate()
 	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes,
 		timeout: groupCommitTimeout, hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
 	return s, nil
