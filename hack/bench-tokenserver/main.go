@@ -284,6 +284,9 @@ type result struct {
 // request, they say how many transactions and fsyncs a phase costs.
 type dbCounters struct {
 	commits, walSyncs float64
+	// Row updates of the tokens table (a refresh token's rotation), and how many of
+	// them were heap-only: no index entry written.
+	updates, hotUpdates float64
 	// CPU seconds used so far by the token server, PostgreSQL (all its processes,
 	// those ended included) and this load generator.
 	server, postgres, bench float64
@@ -369,7 +372,10 @@ func readCounters(db *sql.DB) dbCounters {
 	// ends; pg_stat_clear_snapshot makes this session read them afresh.
 	_, _ = db.Exec(`SELECT pg_stat_clear_snapshot()`)
 	_ = db.QueryRow(`SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
-    (SELECT wal_sync FROM pg_stat_wal)`).Scan(&c.commits, &c.walSyncs)
+    (SELECT wal_sync FROM pg_stat_wal),
+    coalesce((SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'tokens'), 0),
+    coalesce((SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'tokens'), 0)`).
+		Scan(&c.commits, &c.walSyncs, &c.updates, &c.hotUpdates)
 	c.postgres, c.pgKinds = familyCPU(postmasterPID)
 	c.server, c.bench = cpuSeconds(serverPID, false), cpuSeconds(os.Getpid(), false)
 	return c
@@ -439,6 +445,7 @@ CREATE INDEX ON bench_ceiling (request_id)`); err != nil {
 	r.cpuUS = (after.postgres - before.postgres + (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()) / n * 1e6
 	fmt.Printf("  CPU µs per insert: PostgreSQL %.0f, pgbench %.0f\n", (after.postgres-before.postgres)/n*1e6,
 		(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()).Seconds()/n*1e6)
+	printStatements(db, n)
 	return r, nil
 }
 
@@ -493,6 +500,10 @@ func phase(db *sql.DB, name string, worker func(w int) func() error) result {
 	fmt.Printf("%-26s %8.0f/s  p50 %6.2fms  p99 %6.2fms  (%d ok, %d errors; %.2f commits, %.3f WAL flushes per request)\n",
 		name, r.rate, ms(r.p50), ms(r.p99), len(latencies), errs, (after.commits-before.commits)/n, (after.walSyncs-before.walSyncs)/n)
 	fmt.Printf("  %s\n", after.cpu(before, n))
+	if upd := after.updates - before.updates; upd > 0 {
+		fmt.Printf("  tokens rows updated: %.2f per request, %.0f%% heap-only (no index entries)\n",
+			upd/n, 100*(after.hotUpdates-before.hotUpdates)/upd)
+	}
 	printStatements(db, n)
 	if firstErr != nil {
 		fmt.Printf("  first error: %v\n", firstErr)
