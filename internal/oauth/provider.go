@@ -332,10 +332,21 @@ func (p *Provider) Introspect(w http.ResponseWriter, r *http.Request) {
 	p.f.WriteIntrospectionResponse(ctx, w, ir)
 }
 
-// Revoke serves RFC 7009 revocation.
+// Revoke serves RFC 7009 revocation. A revocation the store could not commit (the
+// database unreachable, or a COMMIT whose wait for a synchronous standby was cut
+// short) is answered 503, which RFC 7009 section 2.2 tells the client to take as "the
+// token still exists; retry": fosite answers 200 for it, as for a token already gone,
+// and a client would then stop retrying a revocation that did not happen, or that a
+// failover could undo.
 func (p *Provider) Revoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	p.f.WriteRevocationResponse(ctx, w, p.f.NewRevocationRequest(ctx, r))
+	err := p.f.NewRevocationRequest(ctx, r)
+	if errors.Is(err, fosite.ErrTemporarilyUnavailable) {
+		w.Header().Set("Retry-After", "1")
+		p.f.WriteAccessError(ctx, w, nil, err)
+		return
+	}
+	p.f.WriteRevocationResponse(ctx, w, err)
 }
 
 // BearerSubject validates an access token from an Authorization: Bearer header and

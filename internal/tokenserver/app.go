@@ -96,6 +96,9 @@ type Options struct {
 	MaxConnectionAge time.Duration
 	// FenceMaxHold: see Config; 0 means DefaultFenceMaxHold.
 	FenceMaxHold time.Duration
+	// CommitTimeout bounds each wait for a database COMMIT; 0 means
+	// postgres.DefaultCommitTimeout (tests shorten it).
+	CommitTimeout time.Duration
 	// FencePollInterval: see Config; 0 means FencePollInterval.
 	FencePollInterval time.Duration
 }
@@ -151,7 +154,8 @@ func Serve(ctx context.Context, o Options) error {
 			Event:           metrics.countEvent,
 			GroupCommit:     metrics.groupCommitHooks(),
 		},
-		Log: log,
+		Log:           log,
+		CommitTimeout: o.CommitTimeout,
 	})
 	if err != nil {
 		return err

@@ -77,6 +77,8 @@ type setup struct {
 	maxConnAge time.Duration
 	// fenceMaxHold: see Options.FenceMaxHold; default 30s.
 	fenceMaxHold time.Duration
+	// commitTimeout: see Options.CommitTimeout; default 30s.
+	commitTimeout time.Duration
 	// fencePoll: see Options.FencePollInterval.
 	fencePoll time.Duration
 	// requirePAR and parLifespan: see Options.RequirePAR and Options.PARLifespan.
@@ -192,7 +194,7 @@ func start(t testing.TB, s setup) *instance {
 			LoginThrottle:     s.throttle, OptionalPKCE: s.optionalPKCE,
 			JWKSFetchAllow: s.jwksAllow, ClientIPHeader: s.ipHeader, ClientIPTrustedProxies: s.ipTrusted,
 			TokenMiddleware: s.tokenMiddleware, MaxConnectionAge: s.maxConnAge, FenceMaxHold: s.fenceMaxHold, FencePollInterval: s.fencePoll,
-			RequirePAR: s.requirePAR, PARLifespan: s.parLifespan,
+			RequirePAR: s.requirePAR, PARLifespan: s.parLifespan, CommitTimeout: s.commitTimeout,
 			DeviceInterval: s.deviceInterval, DeviceCodeLifespan: s.deviceLifespan,
 			DisplayName: s.displayName, LogoURL: s.logoURL, TemplatesDir: s.templatesDir,
 		})

@@ -54,5 +54,5 @@ func GroupCommitIdle(s *Store) bool {
 	return len(s.group.queue) == 0 && s.group.flushes == 0
 }
 
-// SetGroupCommitTimeout bounds s's batches by d instead of groupCommitTimeout.
+// SetGroupCommitTimeout bounds s's batches by d instead of its commit timeout.
 func SetGroupCommitTimeout(s *Store, d time.Duration) { s.group.timeout = d }

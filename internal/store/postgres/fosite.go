@@ -640,13 +640,7 @@ func (s *Store) Commit(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err := st.tx.Commit(); err != nil {
-		return s.mapErr(err)
-	}
-	for _, f := range st.after {
-		f()
-	}
-	return nil
+	return s.commit(st)
 }
 
 // Rollback implements storage.Transactional.
@@ -667,7 +661,7 @@ func (s *Store) Rollback(ctx context.Context) error {
 		st.writes, st.err, st.ended = nil, sql.ErrTxDone, txRolledBack
 		return nil // nothing was written
 	}
-	return s.mapErr(st.tx.Rollback())
+	return s.mapErr(s.rollback(st))
 }
 
 func nonNil(a fosite.Arguments) []string {

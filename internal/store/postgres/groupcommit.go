@@ -46,10 +46,6 @@ import (
 const (
 	groupCommitMaxBatch   = 128
 	groupCommitMaxFlushes = 4
-	// groupCommitTimeout bounds a batch, COMMIT included: it serves many requests, so
-	// no single request's context may cancel it. A COMMIT cut short is answered as
-	// failed (see errCommitCut).
-	groupCommitTimeout = 30 * time.Second
 	// groupCommitLockTimeout bounds each lock wait of a batch (lock_timeout). Token
 	// writes meet locks only on rows another transaction deletes or rotates, which
 	// takes milliseconds unless a whole client is being deleted; a batch that waits
@@ -111,8 +107,12 @@ type groupCommit struct {
 	flush      func(ctx context.Context, units []*writeUnit, bounded bool) error
 	maxBatch   int
 	maxFlushes int
-	timeout    time.Duration // of a batch: groupCommitTimeout
-	hooks      GroupCommitHooks
+	// timeout bounds a batch, COMMIT included (the store's commit timeout,
+	// DefaultCommitTimeout): it serves many requests, so no single request's
+	// context may cancel it. A COMMIT cut short is answered as failed (see
+	// errCommitCut).
+	timeout time.Duration
+	hooks   GroupCommitHooks
 
 	mu      sync.Mutex
 	queue   []*queued
@@ -136,7 +136,7 @@ type queued struct {
 
 // commit queues u and waits until it is committed or failed. When ctx ends while u
 // still waits in the queue, u is withdrawn and never written; once its batch is
-// being written, commit waits for the outcome (bounded by groupCommitTimeout, or by
+// being written, commit waits for the outcome (bounded by g.timeout, or by
 // ctx once u is written alone), so that the caller learns what happened to u rather
 // than guessing.
 func (g *groupCommit) commit(ctx context.Context, u *writeUnit) error {

@@ -37,7 +37,18 @@ type Options struct {
 	ListenDSN string
 	// Log gets the listener's warnings; nil discards them.
 	Log *slog.Logger
+	// CommitTimeout bounds each wait for a COMMIT (see commit); 0 means
+	// DefaultCommitTimeout.
+	CommitTimeout time.Duration
 }
+
+// DefaultCommitTimeout bounds every COMMIT of the store: a group-commit batch
+// (groupCommit.timeout), a transaction's COMMIT (commit), a statement outside a
+// transaction (autocommit). With a synchronous standby that stalls, a COMMIT waits for
+// it as long as nobody cancels the wait: without a bound, a request of a client that
+// sets no timeout would wait forever, holding a pool connection and the locks of its
+// transaction. A COMMIT whose wait was cut short fails its request (errCommitCut).
+const DefaultCommitTimeout = 30 * time.Second
 
 // Hooks let the token server count what happens in the store without the store
 // knowing about Prometheus.
@@ -110,6 +121,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = DefaultCommitTimeout
+	}
 	listenDSN := opts.ListenDSN
 	if listenDSN == "" {
 		listenDSN = dsn
@@ -117,7 +131,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	s := &Store{db: db, opts: opts, listenDSN: listenDSN}
 	s.batchSQL.insert, s.batchSQL.rotate = batchInsert(1), batchRotate()
 	s.group = &groupCommit{flush: s.flushUnits, maxBatch: groupCommitMaxBatch, maxFlushes: groupCommitMaxFlushes,
-		timeout: groupCommitTimeout, hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
+		timeout: opts.CommitTimeout, hooks: opts.Hooks.GroupCommit, lockWaiters: make(chan struct{}, max(1, poolSize(opts.MaxOpenConns)/2))}
 	return s, nil
 }
 
@@ -214,7 +228,11 @@ type txKey struct{}
 // begins the database transaction and runs the gathered writes first, in order, so
 // that the transaction sees its own writes as ever.
 type txState struct {
-	tx     *sql.Tx
+	tx *sql.Tx
+	// txCtx is tx's context, under the request's; cancel ends it, and with it the
+	// wait of tx's COMMIT (see commit).
+	txCtx  context.Context
+	cancel context.CancelFunc
 	after  []func()
 	writes *writeUnit // not nil while no database transaction was begun
 	err    error      // of beginning it late; the transaction then fails as a whole
@@ -249,12 +267,11 @@ func (s *Store) begin(ctx context.Context, st *txState) error {
 	}
 	writes := st.writes
 	st.writes = nil
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		st.err = s.mapErr(err)
+	if err := s.beginTx(ctx, st); err != nil {
+		st.err = err
 		return st.err
 	}
-	st.tx = tx
+	tx := st.tx
 	for _, sig := range writes.rotations {
 		if err := s.rotate(ctx, tx, sig); err != nil {
 			st.err = s.mapErr(err)
@@ -304,7 +321,8 @@ func (s *Store) inTxCtx(ctx context.Context) bool {
 	return ok
 }
 
-// q returns the transaction on ctx (fosite's, see BeginTX, or inTx's), or the pool.
+// q returns the transaction on ctx (fosite's, see BeginTX, or inTx's), or the pool,
+// whose statements each commit on their own (autocommit).
 func (s *Store) q(ctx context.Context) querier {
 	if st, ok := txFrom(ctx); ok {
 		if err := s.begin(ctx, st); err != nil {
@@ -312,7 +330,85 @@ func (s *Store) q(ctx context.Context) querier {
 		}
 		return st.tx
 	}
-	return s.db
+	return autocommit{s}
+}
+
+// beginTx begins st's database transaction on a context of its own under ctx: the
+// request's context still ends it, and commit can end its COMMIT's wait.
+func (s *Store) beginTx(ctx context.Context, st *txState) error {
+	txCtx, cancel := context.WithCancel(ctx)
+	tx, err := s.db.BeginTx(txCtx, nil)
+	if err != nil {
+		cancel()
+		return s.mapErr(err)
+	}
+	st.tx, st.txCtx, st.cancel = tx, txCtx, cancel
+	return nil
+}
+
+// commit commits st's transaction, waiting for the COMMIT no longer than the commit
+// timeout, and runs st's after functions once it may have committed.
+//
+// database/sql cannot cancel a COMMIT by itself: Tx.Commit takes no context. lib/pq
+// watches the context the transaction began with until its COMMIT returns, and when
+// that context ends, asks PostgreSQL to cancel what the connection is doing. A COMMIT
+// waiting for a synchronous standby is then cut short: PostgreSQL keeps the
+// transaction committed on the primary and reports success (with a WARNING nobody
+// reads), and Tx.Commit returns nil. That is what ending txCtx does here, when the
+// timeout passes or the request's context ends, whichever is first; and why a COMMIT
+// that returned after txCtx ended fails with errCommitCut rather than answering with
+// what it may not have replicated. The connection lib/pq cancelled on is closed, not
+// returned to the pool.
+func (s *Store) commit(st *txState) error {
+	defer st.cancel()
+	timer := time.AfterFunc(s.opts.CommitTimeout, st.cancel)
+	err := st.tx.Commit()
+	timer.Stop()
+	if err != nil {
+		return s.mapErr(err)
+	}
+	// Cache invalidations: the transaction committed, at least on the primary, so
+	// the entries it changed must go either way.
+	for _, f := range st.after {
+		f()
+	}
+	if st.txCtx.Err() != nil {
+		return errCommitCut
+	}
+	return nil
+}
+
+// rollback rolls st's transaction back and releases its context.
+func (s *Store) rollback(st *txState) error {
+	defer st.cancel()
+	return st.tx.Rollback()
+}
+
+// autocommit is the pool for statements outside a transaction. Each is a transaction
+// of its own, whose commit waits for a synchronous standby as a COMMIT does: it is
+// bounded likewise, the statement as a whole by the commit timeout (a statement that
+// waits longer than that for a lock fails too), and a statement whose context ended
+// before it returned fails with errCommitCut, though PostgreSQL reported success.
+type autocommit struct{ s *Store }
+
+func (a autocommit) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.s.opts.CommitTimeout)
+	defer cancel()
+	res, err := a.s.db.ExecContext(ctx, query, args...)
+	if err == nil && ctx.Err() != nil {
+		return nil, errCommitCut
+	}
+	return res, err
+}
+
+// QueryContext serves reads: a write that returns rows goes through inTx.
+func (a autocommit) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return a.s.db.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext serves reads, as QueryContext.
+func (a autocommit) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return a.s.db.QueryRowContext(ctx, query, args...)
 }
 
 // afterCommit runs f when the transaction on ctx commits, or now when there is none
@@ -334,22 +430,15 @@ func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, q querier
 		}
 		return fn(ctx, st.tx)
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
+	st := &txState{}
+	if err := s.beginTx(ctx, st); err != nil {
+		return err
+	}
+	if err := fn(context.WithValue(ctx, txKey{}, st), st.tx); err != nil {
+		_ = s.rollback(st)
 		return s.mapErr(err)
 	}
-	st := &txState{tx: tx}
-	if err := fn(context.WithValue(ctx, txKey{}, st), tx); err != nil {
-		_ = tx.Rollback()
-		return s.mapErr(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return s.mapErr(err)
-	}
-	for _, f := range st.after {
-		f()
-	}
-	return nil
+	return s.commit(st)
 }
 
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }
