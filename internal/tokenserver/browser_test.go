@@ -140,6 +140,11 @@ func TestPagesInHeadlessChromium(t *testing.T) {
 	if got := introspect(t, in, tok.AccessToken, "checker", other); got["active"] != false {
 		t.Errorf("token after revoking the app on the connected-apps page: %v; want inactive", got)
 	}
+	// The disconnection counts apart from the page view, so that the revocations
+	// alert sees it fail.
+	if n := metricValue(t, in, `kubeoauth_http_requests_total{code="303",handler="account_revoke"}`); n != 1 {
+		t.Errorf("disconnections counted as handler=\"account_revoke\": %v, want 1", n)
+	}
 }
 
 func saveScreenshot(t *testing.T, png []byte) {

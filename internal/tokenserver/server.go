@@ -211,7 +211,9 @@ func (s *Server) PublicHandler() http.Handler {
 	mux.HandleFunc("POST "+endSessionPath, m.instrument("logout", s.endSession))
 	mux.HandleFunc("POST "+endSessionConfirmPath, m.instrument("logout", form(s.confirmEndSession)))
 	mux.HandleFunc("GET /account", m.instrument("account", s.account))
-	mux.HandleFunc("POST /account/revoke", m.instrument("account", form(s.revokeFromAccount)))
+	// Apart from the page view: a failed disconnection is a failed revocation, which
+	// the revocations alert reads by this label.
+	mux.HandleFunc("POST /account/revoke", m.instrument("account_revoke", form(s.revokeFromAccount)))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	return s.common(s.fenced(mux, false))

@@ -65,7 +65,7 @@ func TestChartAlertsReadExportedMetrics(t *testing.T) {
 			t.Errorf("alert %s cannot name the TokenServer: %s", name, alerts[name])
 		}
 	}
-	if !strings.Contains(alerts["KubeoauthRevocationsFailing"], `handler=~"revoke|admin_grant_revoke|admin_client_revoke"`) {
+	if !strings.Contains(alerts["KubeoauthRevocationsFailing"], `handler=~"revoke|account_revoke|admin_grant_revoke|admin_client_revoke"`) {
 		t.Errorf("the revocations alert does not read exactly the revoking handlers: %s", alerts["KubeoauthRevocationsFailing"])
 	}
 	if !strings.Contains(alerts["KubeoauthTokenErrorRate"], "> 0.02") {
