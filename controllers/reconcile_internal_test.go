@@ -52,7 +52,7 @@ func TestServerConditions(t *testing.T) {
 	}
 	pastDeadline := func(readyReplicas int32, waitingFor string) *oauthv1alpha1.TokenServer {
 		ts := managed(readyReplicas)
-		ts.Status.Waiting = &oauthv1alpha1.PodWait{Reason: waitingFor}
+		ts.Status.Waiting = &oauthv1alpha1.Wait{Reason: waitingFor}
 		return ts
 	}
 	external := func(url string, insecure bool) *oauthv1alpha1.TokenServer {
