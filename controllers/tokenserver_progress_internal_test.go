@@ -129,7 +129,7 @@ func TestProgressDeadlineRequeue(t *testing.T) {
 		"a deadline of 5m, 4 minutes in":     {"5m", nil, rollout(), time.Minute, begun},
 		"an upgrade runs: its own deadline": {"", &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradeDeploying},
 			rollout(), 0, nil},
-		"Ready":                             {"", nil, nil, 0, nil},
+		"Ready": {"", nil, nil, 0, nil},
 		"a wait for a Secret: its own count": {"", nil, waiting(ReasonSecretMissing, "waiting for Secret x (spec.login.usersSecretRef)").
 			waitingOn("Secret x"), 10 * time.Minute, &oauthv1alpha1.Wait{Reason: ReasonSecretMissing, Object: "Secret x", Generation: 1,
 			Since: metav1.NewTime(t0.Add(4 * time.Minute))}},

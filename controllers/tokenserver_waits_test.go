@@ -210,7 +210,9 @@ func waitFor(t *testing.T, ts *oauthv1alpha1.TokenServer, reason, object string)
 		}
 		w, r := ts.Status.Waiting, meta.FindStatusCondition(ts.Status.Conditions, oauthv1alpha1.ConditionReconciling)
 		return w != nil && w.Reason == reason && (object == "" || w.Object == object) && r != nil && r.Reason == reason
-	}, func() string { return fmt.Sprintf("status.waiting %+v, conditions %+v", ts.Status.Waiting, ts.Status.Conditions) })
+	}, func() string {
+		return fmt.Sprintf("status.waiting %+v, conditions %+v", ts.Status.Waiting, ts.Status.Conditions)
+	})
 	return ts.Status.Waiting.DeepCopy()
 }
 
