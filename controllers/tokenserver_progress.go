@@ -104,8 +104,14 @@ func adminUnreachable(ts *oauthv1alpha1.TokenServer, err error) bool {
 // Deployment counts it, starts the count again: a wait for something else (the next
 // phase, another Secret), a new generation (a spec change, which may be the fix),
 // one pod more ready than last seen. A pod that goes unready is remembered as such,
-// so that it coming back counts too. Pure: table-tested.
+// so that it coming back counts too. A failed check of the admin API amid a rollout
+// whose pods serve is no progress either way: the rollout's count goes on, so that
+// an occasional failure does not start it again. Pure: table-tested.
 func nextWait(last *oauthv1alpha1.Wait, w boundedWait, gen int64, now time.Time) *oauthv1alpha1.Wait {
+	if last != nil && w.reason == ReasonAdminUnreachable && last.Reason == ReasonRollingOut && last.ReadyReplicas > 0 &&
+		last.Generation == gen {
+		return last.DeepCopy()
+	}
 	if last != nil && last.Reason == w.reason && last.Object == w.object && last.Generation == gen && w.ready <= last.ReadyReplicas {
 		next := last.DeepCopy()
 		next.ReadyReplicas = w.ready
@@ -158,7 +164,7 @@ func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv
 	}
 	switch {
 	case !reported:
-		stalled := needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("the admin API has been unreachable for %s "+
+		stalled := needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("the admin API does not answer; no progress for %s "+
 			"(spec.progressDeadline): %s", deadline, quote(err.Error(), maxQuoted)))
 		stalled.cause = err
 		return stalled
@@ -177,7 +183,10 @@ func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv
 // rollout needs a person, and kstatus reads Failed all the same. Pure.
 func servingPastDeadline(ts *oauthv1alpha1.TokenServer, ce *conditionError) bool {
 	w := ts.Status.Waiting
-	return ce.reason == ReasonProgressDeadlineExceeded && w != nil && w.Reason == ReasonRollingOut && ts.Status.ReadyReplicas > 0
+	// Not when the admin API fails (cause): the server is not Ready before the
+	// deadline either.
+	return ce.reason == ReasonProgressDeadlineExceeded && ce.cause == nil && w != nil && w.Reason == ReasonRollingOut &&
+		ts.Status.ReadyReplicas > 0
 }
 
 // whyNoProgress says what keeps w's pods back, most telling first: the refusal of a

@@ -47,6 +47,10 @@ func TestNextWait(t *testing.T) {
 			since(t0, ReasonAdminUnreachable, 0, 1)},
 		"the pods came, the admin API does not answer": {since(t0, ReasonRollingOut, 0, 1), boundedWait{reason: ReasonAdminUnreachable}, 1,
 			since(now.Truncate(time.Second), ReasonAdminUnreachable, 0, 1)},
+		"a failed admin check amid a rollout that serves: the rollout's count goes on": {since(t0, ReasonRollingOut, 1, 1),
+			boundedWait{reason: ReasonAdminUnreachable}, 1, since(t0, ReasonRollingOut, 1, 1)},
+		"the same, the rollout back after the failed check": {since(t0, ReasonRollingOut, 1, 1), pods(ReasonRollingOut, 1), 1,
+			since(t0, ReasonRollingOut, 1, 1)},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -245,7 +249,7 @@ func TestProgressDeadlineVerdict(t *testing.T) {
 		"a Secret missing while an upgrade is held by it": {last: dsnWait, err: dsnMissing(),
 			upgrade: &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradeDeploying}, stalled: "waiting for Secret db with key dsn"},
 		"the admin API unreachable for the deadline": {last: adminWait(0), err: refused(),
-			stalled: "the admin API has been unreachable for 5m0s (spec.progressDeadline): token server not ready: admin API health " +
+			stalled: "the admin API does not answer; no progress for 5m0s (spec.progressDeadline): token server not ready: admin API health " +
 				"check: dial tcp 10.0.0.7:4445: connect: connection refused"},
 		"an external server's admin API for the deadline": {last: adminWait(0), external: true,
 			err: errors.New("admin API health check: 503 Service Unavailable: the database is unavailable"), stalled: "the database is unavailable"},
@@ -253,6 +257,8 @@ func TestProgressDeadlineVerdict(t *testing.T) {
 		"the admin API answered in between: a new count":       {err: refused(), since: 5 * time.Minute},
 		"the pods were awaited, then the admin API": {last: &oauthv1alpha1.Wait{Reason: ReasonRollingOut, Generation: 1, Since: at(0)},
 			err: refused(), since: 5 * time.Minute},
+		"a rollout that serves, stuck for the deadline, the admin API failing": {last: &oauthv1alpha1.Wait{Reason: ReasonRollingOut,
+			ReadyReplicas: 1, Generation: 1, Since: at(0)}, err: refused(), stalled: "the admin API does not answer; no progress for 5m0s"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
