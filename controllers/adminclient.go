@@ -26,11 +26,11 @@ var errServerNotReady = errors.New("token server not ready")
 // bundled one a ready pod behind its admin Service, over TLS trusting only the CA
 // the operator made for that server, and the token Secret the operator generated.
 func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha1.TokenServer) (*adminapi.HTTPClient, error) {
-	var url, secretName, key, serverName string
+	var url, secretName, key, serverName, field string
 	var caPEM []byte
 	guard := &secrets.ExternalAdmin
 	if ext := ts.Spec.External; ext != nil {
-		url, secretName, key = ext.AdminURL, ext.TokenSecretRef.Name, ext.TokenSecretRef.Key
+		url, secretName, key, field = ext.AdminURL, ext.TokenSecretRef.Name, ext.TokenSecretRef.Key, " (spec.external.tokenSecretRef)"
 		// The CRD refuses this for new objects; one stored before that rule is refused
 		// here, before the token is sent anywhere.
 		if insecureAdminURL(ext) && !ext.Insecure {
@@ -76,11 +76,11 @@ func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha
 	}
 	var sec corev1.Secret
 	if err := secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: secretName}, &sec); err != nil {
-		return nil, fmt.Errorf("admin token Secret %s: %w", secretName, err)
+		return nil, fmt.Errorf("admin token Secret %s%s: %w", secretName, field, err)
 	}
 	token := string(sec.Data[key])
 	if token == "" {
-		return nil, fmt.Errorf("admin token Secret %s has no key %q", secretName, key)
+		return nil, fmt.Errorf("admin token Secret %s%s has no key %q", secretName, field, key)
 	}
 	return &adminapi.HTTPClient{BaseURL: url, Token: token, HTTP: hc}, nil
 }

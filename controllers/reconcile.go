@@ -44,6 +44,13 @@ type conditionError struct {
 	// pods: a wait for the pods of an object, which a TokenServer's
 	// spec.progressDeadline bounds (tokenserver_progress.go); nil for any other.
 	pods *podWait
+	// object: a wait for an object the TokenServer names ("Secret db key dsn"),
+	// which its spec.progressDeadline bounds too; another object is another wait.
+	object string
+	// cause: a failure this condition reports (a deadline passed while it lasted).
+	// finish returns it as well, so that controller-runtime goes on retrying it with
+	// backoff and counting it (controller_runtime_reconcile_errors_total).
+	cause error
 }
 
 func (e *conditionError) Error() string { return e.reason + ": " + e.message }
@@ -57,6 +64,12 @@ func waiting(reason, message string) *conditionError {
 // needsHuman is a pass refused until someone changes a spec, a Secret or a policy.
 func needsHuman(reason, message string) *conditionError {
 	return &conditionError{reason: reason, message: message, human: true}
+}
+
+// waitingOn marks e as a wait for object, named as the user knows it.
+func (e *conditionError) waitingOn(object string) *conditionError {
+	e.object = object
+	return e
 }
 
 // after sets when to look again even if no watch brings a change.
@@ -206,6 +219,8 @@ func finish[T client.Object](ctx context.Context, c client.Client, rec events.Ev
 		}
 	}
 	switch {
+	case reported && ce.cause != nil:
+		return ctrl.Result{}, ce.cause
 	case reported:
 		return ctrl.Result{RequeueAfter: ce.requeue}, nil
 	case err != nil:

@@ -52,7 +52,7 @@ func TestServerConditions(t *testing.T) {
 	}
 	pastDeadline := func(readyReplicas int32, waitingFor string) *oauthv1alpha1.TokenServer {
 		ts := managed(readyReplicas)
-		ts.Status.Waiting = &oauthv1alpha1.PodWait{Reason: waitingFor}
+		ts.Status.Waiting = &oauthv1alpha1.Wait{Reason: waitingFor}
 		return ts
 	}
 	external := func(url string, insecure bool) *oauthv1alpha1.TokenServer {
@@ -97,6 +97,13 @@ func TestServerConditions(t *testing.T) {
 		"managed, past the progress deadline of the database, pods of before": {ts: pastDeadline(2, ReasonWaitingForDatabase),
 			err:  needsHuman(ReasonProgressDeadlineExceeded, "waiting for the database StatefulSet auth-db to be ready; no progress"),
 			want: conds(no, no, yes, ReasonProgressDeadlineExceeded), message: "auth-db"},
+		"managed, past the deadline amid a rollout, the admin API failing: not Ready": {ts: pastDeadline(1, ReasonRollingOut),
+			err: func() error {
+				ce := needsHuman(ReasonProgressDeadlineExceeded, "the admin API does not answer; no progress for 10m0s")
+				ce.cause = fmt.Errorf("%w: admin API health check: 503", errServerNotReady)
+				return ce
+			}(),
+			want: conds(no, no, yes, ReasonProgressDeadlineExceeded), message: "the admin API does not answer"},
 		"managed, admin API not answering yet": {ts: managed(1),
 			err:  fmt.Errorf("%w: admin API health check: %w", errServerNotReady, refused),
 			want: conds(no, yes, no, ReasonAdminUnreachable), message: "connection refused"},

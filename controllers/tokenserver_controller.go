@@ -80,8 +80,8 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if pagesHash, pagesProblem, err = r.pages(ctx, ts); err == nil {
 			upgradeConds, next, err = r.reconcileManaged(ctx, ts, pagesHash)
 		}
-		err = r.progressDeadline(ctx, ts, err)
 	}
+	err = r.progressDeadline(ctx, ts, err)
 	log.FromContext(ctx).V(1).Info("reconciled token server", "error", err)
 	// A Ready server's admin API is checked again every HealthInterval; the signing
 	// key is rotated when due, whatever else the pass waits for.

@@ -373,7 +373,8 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 		var sec corev1.Secret
 		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name}, &sec)
 		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[key]) == 0) {
-			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.database.external.secretRef)", name, key))
+			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (spec.database.external.secretRef)", name, key)).
+				waitingOn(secretKey(name, key))
 		}
 		if err != nil {
 			return fmt.Errorf("get Secret %s (spec.database.external.secretRef): %w", name, err)
@@ -422,17 +423,22 @@ func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1a
 		var sec corev1.Secret
 		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ref.name}, &sec)
 		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[ref.key]) == 0) {
-			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (%s)", ref.name, ref.key, ref.field))
+			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (%s)", ref.name, ref.key, ref.field)).
+				waitingOn(secretKey(ref.name, ref.key))
 		}
 		if err != nil {
 			return fmt.Errorf("get Secret %s (%s): %w", ref.name, ref.field, err)
 		}
 		if ref.field == caSecretField && !holdsCertificate(sec.Data[ref.key]) {
-			return waiting(ReasonInvalidSecret, fmt.Sprintf("Secret %s key %s holds no PEM certificate (%s)", ref.name, ref.key, ref.field))
+			return waiting(ReasonInvalidSecret, fmt.Sprintf("Secret %s key %s holds no PEM certificate (%s)", ref.name, ref.key, ref.field)).
+				waitingOn(secretKey(ref.name, ref.key))
 		}
 	}
 	return nil
 }
+
+// secretKey names a Secret's key as status.waiting.object holds it.
+func secretKey(name, key string) string { return "Secret " + name + " key " + key }
 
 const caSecretField = "spec.login.upstreamOIDC.caSecretRef" // #nosec G101 -- a field path, not a credential
 
@@ -508,30 +514,33 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	if u, ok := cm.Data[resources.KeyUpstreamOIDC]; ok {
 		_, _ = fmt.Fprintf(h, "upstream=%s\n", u)
 	}
-	refs := []string{}
+	type ref struct{ name, field string }
+	var refs []ref
 	// spec.database's Secret, not status.database's: a Copy upgrade's cutover moves
 	// the database without rolling the pods that serve on it.
 	if name, _ := resources.SpecDSNSecretRef(ts); name != "" {
-		refs = append(refs, name)
+		refs = append(refs, ref{name, "spec.database"})
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
-		refs = append(refs, l.UsersSecretRef.Name)
+		refs = append(refs, ref{l.UsersSecretRef.Name, "spec.login.usersSecretRef"})
 	}
-	for _, ref := range []func(*oauthv1alpha1.TokenServer) (string, string){resources.UpstreamSecretRef, resources.UpstreamCARef} {
-		if name, _ := ref(ts); name != "" {
-			refs = append(refs, name)
-		}
+	if name, _ := resources.UpstreamSecretRef(ts); name != "" {
+		refs = append(refs, ref{name, "spec.login.upstreamOIDC.clientSecretRef"})
 	}
-	for _, name := range refs {
+	if name, _ := resources.UpstreamCARef(ts); name != "" {
+		refs = append(refs, ref{name, caSecretField})
+	}
+	for _, ref := range refs {
 		// The cache's metadata is enough: a new resourceVersion is a new file.
-		version, err := r.Secrets.Version(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: name})
+		version, err := r.Secrets.Version(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ref.name})
 		if apierrors.IsNotFound(err) {
-			return "", waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s", name))
+			return "", waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s (%s)", ref.name, ref.field)).
+				waitingOn("Secret " + ref.name)
 		}
 		if err != nil {
-			return "", fmt.Errorf("get Secret %s: %w", name, err)
+			return "", fmt.Errorf("get Secret %s: %w", ref.name, err)
 		}
-		_, _ = fmt.Fprintf(h, "%s@%s\n", name, version)
+		_, _ = fmt.Fprintf(h, "%s@%s\n", ref.name, version)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,10 +19,11 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
 )
 
-// ReasonProgressDeadlineExceeded: a bundled server waited spec.progressDeadline for
-// pods (its database's, its migrations Job's, its own) without progress. The
-// message says what keeps them back. (The same word as the upgrade's rollback reason:
-// it means the same thing, a deadline without progress, outside an upgrade.)
+// ReasonProgressDeadlineExceeded: a TokenServer waited spec.progressDeadline without
+// progress: for pods (its database's, its migrations Job's, its own), for a Secret it
+// names, or for its admin API to answer. The message says what keeps it back. (The
+// same word as the upgrade's rollback reason: it means the same thing, a deadline
+// without progress, outside an upgrade.)
 const ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 // defaultProgressDeadline is spec.progressDeadline when unset (the CRD defaults it):
@@ -52,20 +54,72 @@ func (e *conditionError) waitingFor(w podWait) *conditionError {
 	return e
 }
 
-// nextWait is status.waiting after a pass that waits (reason) with ready of the pods
-// ready, for the TokenServer's generation gen, at now; last is the previous pass's
-// (nil: none). Progress, as a Deployment counts it, starts the count again: a wait
-// for something else (the next phase), a new generation (a spec change, which may be
-// the fix), one pod more ready than last seen. A pod that goes unready is remembered
-// as such, so that it coming back counts too. Pure: table-tested.
-func nextWait(last *oauthv1alpha1.PodWait, reason string, ready int32, gen int64, now time.Time) *oauthv1alpha1.PodWait {
-	if last != nil && last.Reason == reason && last.Generation == gen && ready <= last.ReadyReplicas {
-		w := last.DeepCopy()
-		w.ReadyReplicas = ready
-		return w
+// boundedWait is a wait spec.progressDeadline bounds: its reason, the object it
+// waits for when the reason does not say (a Secret), and how many of its pods are
+// ready (for a wait for pods).
+type boundedWait struct {
+	reason, object string
+	ready          int32
+}
+
+// waitOf is what a pass whose outcome is err waits for, as spec.progressDeadline
+// counts it. ok is false when nothing is: the pass went through, it is refused
+// (Stalled already), or what it waits for comes at once by itself (an object just
+// made, not yet in the cache). keep says the pass tells nothing either way (the API
+// server failed): the count stays as it is. Pure: table-tested.
+//
+// While an upgrade runs, spec.upgrade.progressDeadline bounds the waits for pods and
+// the admin API (the upgrade checks both and rolls back); a wait for a Secret holds
+// the whole pass, the upgrade's steps with it, and counts all the same.
+func waitOf(ts *oauthv1alpha1.TokenServer, err error) (w boundedWait, ok, keep bool) {
+	upgrading := ts.Spec.External == nil && upgrade.Active(&ts.Status)
+	ce, reported := conditionOf(err)
+	switch {
+	case err == nil:
+		return w, false, false
+	case reported && ce.object != "" && !ce.human:
+		return boundedWait{reason: ce.reason, object: ce.object}, true, false
+	case reported && ce.pods != nil && ce.pods.ready < ce.pods.want && !upgrading:
+		// A migration Job's pod ready runs its migrations, for as long as they take:
+		// what is awaited is no longer pods.
+		return boundedWait{reason: ce.reason, ready: ce.pods.ready}, true, false
+	case reported:
+		return w, false, false
+	case adminUnreachable(ts, err):
+		return boundedWait{reason: ReasonAdminUnreachable}, !upgrading, false
+	}
+	return w, false, true
+}
+
+// adminUnreachable says whether err, a pass's failure, is the admin API's, as the
+// Ready condition reports it (serverConditions): a bundled server's that does not
+// answer through its Service, or any of an external server's (its URL, token and
+// CA are all the admin API's).
+func adminUnreachable(ts *oauthv1alpha1.TokenServer, err error) bool {
+	return ts.Spec.External != nil || errors.Is(err, errServerNotReady)
+}
+
+// nextWait is status.waiting after a pass that waits (w), for the TokenServer's
+// generation gen, at now; last is the previous pass's (nil: none). Progress, as a
+// Deployment counts it, starts the count again: a wait for something else (the next
+// phase, another Secret), a new generation (a spec change, which may be the fix),
+// one pod more ready than last seen. A pod that goes unready is remembered as such,
+// so that it coming back counts too. A failed check of the admin API amid a rollout
+// whose pods serve is no progress either way: the rollout's count goes on, so that
+// an occasional failure does not start it again. Pure: table-tested.
+func nextWait(last *oauthv1alpha1.Wait, w boundedWait, gen int64, now time.Time) *oauthv1alpha1.Wait {
+	if last != nil && w.reason == ReasonAdminUnreachable && last.Reason == ReasonRollingOut && last.ReadyReplicas > 0 &&
+		last.Generation == gen {
+		return last.DeepCopy()
+	}
+	if last != nil && last.Reason == w.reason && last.Object == w.object && last.Generation == gen && w.ready <= last.ReadyReplicas {
+		next := last.DeepCopy()
+		next.ReadyReplicas = w.ready
+		return next
 	}
 	// Seconds, as the API server stores it: the copy in hand equals the one read back.
-	return &oauthv1alpha1.PodWait{Reason: reason, ReadyReplicas: ready, Generation: gen, Since: metav1.NewTime(now).Rfc3339Copy()}
+	return &oauthv1alpha1.Wait{Reason: w.reason, Object: w.object, ReadyReplicas: w.ready, Generation: gen,
+		Since: metav1.NewTime(now).Rfc3339Copy()}
 }
 
 // progressDeadlineOf is the TokenServer's spec.progressDeadline.
@@ -76,37 +130,49 @@ func progressDeadlineOf(ts *oauthv1alpha1.TokenServer) time.Duration {
 	return defaultProgressDeadline
 }
 
-// progressDeadline bounds a bundled server's wait for pods outside an upgrade (which
-// bounds its own, spec.upgrade.progressDeadline, and rolls back): err is the pass's
-// outcome, and the result is what the pass reports. A wait that made no progress for
-// spec.progressDeadline becomes Stalled, ProgressDeadlineExceeded, with the cause
-// found (whyNoProgress); one that has time left is looked at again when it runs out,
-// so that the deadline is noticed with no other event. The count lives in
-// status.waiting: an operator restart goes on with it.
+// progressDeadline bounds a TokenServer's waits (waitOf): err is the pass's outcome,
+// and the result is what the pass reports. A wait that made no progress for
+// spec.progressDeadline becomes Stalled, ProgressDeadlineExceeded, naming the cause:
+// what keeps the pods back (whyNoProgress), the Secret and the field naming it, or
+// the admin API's last error. A wait with time left is looked at again when it runs
+// out, so that the deadline is noticed with no other event (a failure of the admin
+// API is retried with backoff anyway). The count lives in status.waiting: an
+// operator restart goes on with it.
 //
-// A failure that is no condition (the API server, the admin API) leaves the count as
-// it is; it neither ends a wait nor is progress.
+// The admin API's failure stays a failure past the deadline (Stalled's cause): it is
+// retried with backoff and counted as before, and one shorter than the deadline, on
+// a server that otherwise serves, reads Reconciling only.
 func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv1alpha1.TokenServer, err error) error {
-	ce, reported := conditionOf(err)
+	bw, ok, keep := waitOf(ts, err)
 	switch {
-	case err != nil && !reported:
+	case keep:
 		return err
-	case !reported || ce.pods == nil || ce.pods.ready >= ce.pods.want || upgrade.Active(&ts.Status):
-		// Every pod ready (a migration Job's pod running its migrations, for as long
-		// as they take): what is awaited is no longer pods.
+	case !ok:
 		ts.Status.Waiting = nil
 		return err
 	}
 	now := r.Clock.Now()
-	w := nextWait(ts.Status.Waiting, ce.reason, ce.pods.ready, ts.Generation, now)
+	w := nextWait(ts.Status.Waiting, bw, ts.Generation, now)
 	ts.Status.Waiting = w
 	deadline := progressDeadlineOf(ts)
+	ce, reported := conditionOf(err)
 	if left := w.Since.Add(deadline).Sub(now); left > 0 {
-		ce.requeue = soonest(ce.requeue, left)
+		if reported {
+			ce.requeue = soonest(ce.requeue, left)
+		}
 		return err
 	}
-	return needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("%s; no progress for %s (spec.progressDeadline): %s",
-		ce.message, deadline, r.whyNoProgress(ctx, ts, ce.pods)))
+	switch {
+	case !reported:
+		stalled := needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("the admin API does not answer; no progress for %s "+
+			"(spec.progressDeadline): %s", deadline, quote(err.Error(), maxQuoted)))
+		stalled.cause = err
+		return stalled
+	case ce.pods != nil:
+		return needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("%s; no progress for %s (spec.progressDeadline): %s",
+			ce.message, deadline, r.whyNoProgress(ctx, ts, ce.pods)))
+	}
+	return needsHuman(ReasonProgressDeadlineExceeded, fmt.Sprintf("%s; no progress for %s (spec.progressDeadline)", ce.message, deadline))
 }
 
 // servingPastDeadline says whether a server stalled by its progress deadline still
@@ -117,7 +183,10 @@ func (r *TokenServerReconciler) progressDeadline(ctx context.Context, ts *oauthv
 // rollout needs a person, and kstatus reads Failed all the same. Pure.
 func servingPastDeadline(ts *oauthv1alpha1.TokenServer, ce *conditionError) bool {
 	w := ts.Status.Waiting
-	return ce.reason == ReasonProgressDeadlineExceeded && w != nil && w.Reason == ReasonRollingOut && ts.Status.ReadyReplicas > 0
+	// Not when the admin API fails (cause): the server is not Ready before the
+	// deadline either.
+	return ce.reason == ReasonProgressDeadlineExceeded && ce.cause == nil && w != nil && w.Reason == ReasonRollingOut &&
+		ts.Status.ReadyReplicas > 0
 }
 
 // whyNoProgress says what keeps w's pods back, most telling first: the refusal of a

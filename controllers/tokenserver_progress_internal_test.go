@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
@@ -19,27 +21,41 @@ import (
 func TestNextWait(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
 	now := t0.Add(7 * time.Minute).Add(300 * time.Millisecond)
-	since := func(at time.Time, reason string, ready int32, gen int64) *oauthv1alpha1.PodWait {
-		return &oauthv1alpha1.PodWait{Reason: reason, ReadyReplicas: ready, Generation: gen, Since: metav1.NewTime(at)}
+	since := func(at time.Time, reason string, ready int32, gen int64) *oauthv1alpha1.Wait {
+		return &oauthv1alpha1.Wait{Reason: reason, ReadyReplicas: ready, Generation: gen, Since: metav1.NewTime(at)}
 	}
+	secret := func(at time.Time, object string) *oauthv1alpha1.Wait {
+		return &oauthv1alpha1.Wait{Reason: ReasonSecretMissing, Object: object, Generation: 1, Since: metav1.NewTime(at)}
+	}
+	pods := func(reason string, ready int32) boundedWait { return boundedWait{reason: reason, ready: ready} }
+	dsn, users := boundedWait{reason: ReasonSecretMissing, object: "Secret db key dsn"}, boundedWait{reason: ReasonSecretMissing, object: "Secret users"}
 	tests := map[string]struct {
-		last   *oauthv1alpha1.PodWait
-		reason string
-		ready  int32
-		gen    int64
-		want   *oauthv1alpha1.PodWait
+		last *oauthv1alpha1.Wait
+		w    boundedWait
+		gen  int64
+		want *oauthv1alpha1.Wait
 	}{
-		"a wait begins":                      {nil, ReasonRollingOut, 0, 1, since(now.Truncate(time.Second), ReasonRollingOut, 0, 1)},
-		"the same wait goes on":              {since(t0, ReasonRollingOut, 1, 1), ReasonRollingOut, 1, 1, since(t0, ReasonRollingOut, 1, 1)},
-		"one more pod ready":                 {since(t0, ReasonRollingOut, 1, 1), ReasonRollingOut, 2, 1, since(now.Truncate(time.Second), ReasonRollingOut, 2, 1)},
-		"a pod went unready: no progress":    {since(t0, ReasonRollingOut, 2, 1), ReasonRollingOut, 1, 1, since(t0, ReasonRollingOut, 1, 1)},
-		"the next phase":                     {since(t0, ReasonWaitingForDatabase, 0, 1), ReasonMigrating, 0, 1, since(now.Truncate(time.Second), ReasonMigrating, 0, 1)},
-		"a new generation, which may fix it": {since(t0, ReasonRollingOut, 0, 1), ReasonRollingOut, 0, 2, since(now.Truncate(time.Second), ReasonRollingOut, 0, 2)},
+		"a wait begins":                      {nil, pods(ReasonRollingOut, 0), 1, since(now.Truncate(time.Second), ReasonRollingOut, 0, 1)},
+		"the same wait goes on":              {since(t0, ReasonRollingOut, 1, 1), pods(ReasonRollingOut, 1), 1, since(t0, ReasonRollingOut, 1, 1)},
+		"one more pod ready":                 {since(t0, ReasonRollingOut, 1, 1), pods(ReasonRollingOut, 2), 1, since(now.Truncate(time.Second), ReasonRollingOut, 2, 1)},
+		"a pod went unready: no progress":    {since(t0, ReasonRollingOut, 2, 1), pods(ReasonRollingOut, 1), 1, since(t0, ReasonRollingOut, 1, 1)},
+		"the next phase":                     {since(t0, ReasonWaitingForDatabase, 0, 1), pods(ReasonMigrating, 0), 1, since(now.Truncate(time.Second), ReasonMigrating, 0, 1)},
+		"a new generation, which may fix it": {since(t0, ReasonRollingOut, 0, 1), pods(ReasonRollingOut, 0), 2, since(now.Truncate(time.Second), ReasonRollingOut, 0, 2)},
+		"the same Secret still missing":      {secret(t0, dsn.object), dsn, 1, secret(t0, dsn.object)},
+		"another Secret missing":             {secret(t0, dsn.object), users, 1, secret(now.Truncate(time.Second), users.object)},
+		"the admin API still unreachable": {since(t0, ReasonAdminUnreachable, 0, 1), boundedWait{reason: ReasonAdminUnreachable}, 1,
+			since(t0, ReasonAdminUnreachable, 0, 1)},
+		"the pods came, the admin API does not answer": {since(t0, ReasonRollingOut, 0, 1), boundedWait{reason: ReasonAdminUnreachable}, 1,
+			since(now.Truncate(time.Second), ReasonAdminUnreachable, 0, 1)},
+		"a failed admin check amid a rollout that serves: the rollout's count goes on": {since(t0, ReasonRollingOut, 1, 1),
+			boundedWait{reason: ReasonAdminUnreachable}, 1, since(t0, ReasonRollingOut, 1, 1)},
+		"the same, the rollout back after the failed check": {since(t0, ReasonRollingOut, 1, 1), pods(ReasonRollingOut, 1), 1,
+			since(t0, ReasonRollingOut, 1, 1)},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			before := tt.last.DeepCopy()
-			got := nextWait(tt.last, tt.reason, tt.ready, tt.gen, now)
+			got := nextWait(tt.last, tt.w, tt.gen, now)
 			if *got != *tt.want {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
@@ -96,11 +112,12 @@ func TestLastSeen(t *testing.T) {
 }
 
 // TestProgressDeadlineRequeue: a wait with time left is looked at again when its
-// deadline falls due, with no other event; an upgrade's waits and a pass that is
-// not waiting for pods end the count, a failure of the API server leaves it.
+// deadline falls due, with no other event; an upgrade's waits for pods and the admin
+// API, and a pass that waits for nothing that counts, end the count; a failure of
+// the API server leaves it.
 func TestProgressDeadlineRequeue(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
-	begun := &oauthv1alpha1.PodWait{Reason: ReasonRollingOut, Generation: 1, Since: metav1.NewTime(t0)}
+	begun := &oauthv1alpha1.Wait{Reason: ReasonRollingOut, Generation: 1, Since: metav1.NewTime(t0)}
 	rollout := func() error {
 		return waiting(ReasonRollingOut, "waiting for StatefulSet auth-blue: 0 of 2 pods ready").waitingFor(
 			podWait{kind: "StatefulSet", want: 2})
@@ -110,15 +127,22 @@ func TestProgressDeadlineRequeue(t *testing.T) {
 		upgrade  *oauthv1alpha1.UpgradeStatus
 		err      error
 		requeue  time.Duration
-		waiting  *oauthv1alpha1.PodWait
+		waiting  *oauthv1alpha1.Wait
 	}{
 		"the default deadline, 4 minutes in": {"", nil, rollout(), 6 * time.Minute, begun},
 		"a deadline of 5m, 4 minutes in":     {"5m", nil, rollout(), time.Minute, begun},
 		"an upgrade runs: its own deadline": {"", &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradeDeploying},
 			rollout(), 0, nil},
-		"Ready":                             {"", nil, nil, 0, nil},
-		"a wait for a Secret, not pods":     {"", nil, waiting(ReasonSecretMissing, "waiting for Secret x"), 0, nil},
-		"the API server failed: no verdict": {"", nil, errors.New("get StatefulSet auth-blue: timeout"), 0, begun},
+		"Ready": {"", nil, nil, 0, nil},
+		"a wait for a Secret: its own count": {"", nil, waiting(ReasonSecretMissing, "waiting for Secret x (spec.login.usersSecretRef)").
+			waitingOn("Secret x"), 10 * time.Minute, &oauthv1alpha1.Wait{Reason: ReasonSecretMissing, Object: "Secret x", Generation: 1,
+			Since: metav1.NewTime(t0.Add(4 * time.Minute))}},
+		"the admin API does not answer: its own count": {"", nil, fmt.Errorf("%w: admin API health check: 503", errServerNotReady), 0,
+			&oauthv1alpha1.Wait{Reason: ReasonAdminUnreachable, Generation: 1, Since: metav1.NewTime(t0.Add(4 * time.Minute))}},
+		"the admin API in an upgrade: the upgrade's": {"", &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradePromoting},
+			fmt.Errorf("%w: admin API health check: 503", errServerNotReady), 0, nil},
+		"a wait for what comes at once: no count": {"", nil, waiting(ReasonRollingOut, "creating StatefulSet auth-blue"), 0, nil},
+		"the API server failed: no verdict":       {"", nil, errors.New("get StatefulSet auth-blue: timeout"), 0, begun},
 		// Its pod is up and migrating, for as long as the migrations take.
 		"a migrations Job whose pod is ready": {"", nil, waiting(ReasonMigrating, "Job auth-migrate is migrating the database").
 			waitingFor(podWait{kind: "Job", created: 1, ready: 1, want: 1}), 0, nil},
@@ -183,5 +207,84 @@ func TestQuote(t *testing.T) {
 		if got := quote(tc.in, tc.max); got != tc.want || len(got) > tc.max {
 			t.Errorf("quote(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
 		}
+	}
+}
+
+// TestProgressDeadlineVerdict: when a wait for a Secret or for the admin API goes
+// Stalled, and what it then says. A wait whose cause changed (another Secret), a
+// spec change and an admin API that answered in between start the count again; a
+// failure of the admin API shorter than the deadline stalls nothing.
+func TestProgressDeadlineVerdict(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) metav1.Time { return metav1.NewTime(t0.Add(d)) }
+	dsnMissing := func() error {
+		return waiting(ReasonSecretMissing, "waiting for Secret db with key dsn (spec.database.external.secretRef)").
+			waitingOn(secretKey("db", "dsn"))
+	}
+	usersMissing := func() error {
+		return waiting(ReasonSecretMissing, "waiting for Secret users (spec.login.usersSecretRef)").waitingOn("Secret users")
+	}
+	refused := func() error {
+		return fmt.Errorf("%w: admin API health check: dial tcp 10.0.0.7:4445: connect: connection refused", errServerNotReady)
+	}
+	dsnWait := &oauthv1alpha1.Wait{Reason: ReasonSecretMissing, Object: "Secret db key dsn", Generation: 1, Since: at(0)}
+	adminWait := func(since time.Duration) *oauthv1alpha1.Wait {
+		return &oauthv1alpha1.Wait{Reason: ReasonAdminUnreachable, Generation: 1, Since: at(since)}
+	}
+	tests := map[string]struct {
+		last     *oauthv1alpha1.Wait
+		external bool
+		upgrade  *oauthv1alpha1.UpgradeStatus
+		gen      int64
+		err      error
+		// stalled: what Stalled says; "": not stalled, the pass's outcome unchanged.
+		stalled string
+		// since: when status.waiting's count began, after t0.
+		since time.Duration
+	}{
+		"a Secret missing for the deadline": {last: dsnWait, err: dsnMissing(),
+			stalled: "waiting for Secret db with key dsn (spec.database.external.secretRef); no progress for 5m0s (spec.progressDeadline)"},
+		"another Secret missing: a new count":  {last: dsnWait, err: usersMissing(), since: 5 * time.Minute},
+		"the Secret missing, the spec changed": {last: dsnWait, gen: 2, err: dsnMissing(), since: 5 * time.Minute},
+		"a Secret missing while an upgrade is held by it": {last: dsnWait, err: dsnMissing(),
+			upgrade: &oauthv1alpha1.UpgradeStatus{Phase: oauthv1alpha1.UpgradeDeploying}, stalled: "waiting for Secret db with key dsn"},
+		"the admin API unreachable for the deadline": {last: adminWait(0), err: refused(),
+			stalled: "the admin API does not answer; no progress for 5m0s (spec.progressDeadline): token server not ready: admin API health " +
+				"check: dial tcp 10.0.0.7:4445: connect: connection refused"},
+		"an external server's admin API for the deadline": {last: adminWait(0), external: true,
+			err: errors.New("admin API health check: 503 Service Unavailable: the database is unavailable"), stalled: "the database is unavailable"},
+		"the admin API unreachable for less than the deadline": {last: adminWait(2 * time.Minute), err: refused(), since: 2 * time.Minute},
+		"the admin API answered in between: a new count":       {err: refused(), since: 5 * time.Minute},
+		"the pods were awaited, then the admin API": {last: &oauthv1alpha1.Wait{Reason: ReasonRollingOut, Generation: 1, Since: at(0)},
+			err: refused(), since: 5 * time.Minute},
+		"a rollout that serves, stuck for the deadline, the admin API failing": {last: &oauthv1alpha1.Wait{Reason: ReasonRollingOut,
+			ReadyReplicas: 1, Generation: 1, Since: at(0)}, err: refused(), stalled: "the admin API does not answer; no progress for 5m0s"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := &TokenServerReconciler{Clock: clocktesting.NewFakePassiveClock(t0.Add(5 * time.Minute))}
+			ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Generation: max(tt.gen, 1)},
+				Spec:   oauthv1alpha1.TokenServerSpec{ProgressDeadline: "5m"},
+				Status: oauthv1alpha1.TokenServerStatus{Waiting: tt.last.DeepCopy(), Upgrade: tt.upgrade}}
+			if tt.external {
+				ts.Spec.External = &oauthv1alpha1.ExternalTokenServer{AdminURL: "https://auth.example.com:4445"}
+			}
+			got := r.progressDeadline(context.Background(), ts, tt.err)
+			ce, reported := conditionOf(got)
+			stalled := reported && ce.reason == ReasonProgressDeadlineExceeded
+			switch {
+			case tt.stalled == "" && got != tt.err:
+				t.Fatalf("the pass's outcome became %v", got)
+			case ts.Status.Waiting == nil || !ts.Status.Waiting.Since.Equal(ptr.To(at(tt.since))):
+				t.Errorf("status.waiting %+v, want a count since %s", ts.Status.Waiting, at(tt.since))
+			case tt.stalled == "":
+			case !stalled || !ce.human:
+				t.Fatalf("outcome %v, want Stalled %s", got, ReasonProgressDeadlineExceeded)
+			case !strings.Contains(ce.message, tt.stalled):
+				t.Errorf("Stalled says %q, want it to say %q", ce.message, tt.stalled)
+			case !reported || (ce.cause != nil) != !errors.As(tt.err, new(*conditionError)):
+				t.Errorf("cause %v: an admin API's failure stays a failure, a wait does not become one", ce.cause)
+			}
+		})
 	}
 }

@@ -85,13 +85,16 @@ type TokenServerSpec struct {
 	// +optional
 	FirstPartyNamespaces *NamespacePolicy `json:"firstPartyNamespaces,omitempty"`
 
-	// progressDeadline: a bundled server that waits this long for its pods without
-	// progress (a pod more ready, the next phase reached, a new generation) outside
-	// an upgrade (first install, a change that rolls the pods, a scale) reads
-	// Stalled=True, reason ProgressDeadlineExceeded, with what keeps the pods back (a
-	// quota or policy refusing them, a pod that cannot be scheduled), as a Deployment's
-	// progressDeadlineSeconds does; it reads Ready again by itself once the pods are.
-	// An upgrade has its own (spec.upgrade.progressDeadline).
+	// progressDeadline: a server that waits this long without progress reads
+	// Stalled=True, reason ProgressDeadlineExceeded, naming the cause, as a
+	// Deployment's progressDeadlineSeconds does, and reads Ready again by itself once
+	// the wait is over. It bounds a bundled server's wait for its pods outside an
+	// upgrade (first install, a change that rolls the pods, a scale; progress is a pod
+	// more ready, the next phase reached, a new generation), saying what keeps them
+	// back (a quota or policy refusing them, a pod that cannot be scheduled); a wait
+	// for a Secret the TokenServer names (another Secret starts the count again); and
+	// a wait for the admin API to answer (but during an upgrade). An upgrade has its
+	// own (spec.upgrade.progressDeadline).
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')",message="must be at least 1s"
 	// +optional
@@ -635,20 +638,26 @@ type TokenServerStatus struct {
 	// readyReplicas of the serving StatefulSet.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
-	// waiting is what a bundled server waits for outside an upgrade (its database's
-	// pods, its migrations Job's, its own) and since when without progress:
+	// waiting is what the server waits for and since when without progress:
 	// spec.progressDeadline counts from it. Kept in status so that a restarted
 	// operator counts on; unset while nothing waits.
 	// +optional
-	Waiting *PodWait `json:"waiting,omitempty"`
+	Waiting *Wait `json:"waiting,omitempty"`
 }
 
-// PodWait is a bundled server's wait for pods, as spec.progressDeadline measures it.
-type PodWait struct {
+// Wait is a TokenServer's wait, as spec.progressDeadline measures it: for pods (its
+// database's, its migrations Job's, its own; outside an upgrade), for a Secret it
+// names, or for its admin API to answer.
+type Wait struct {
 	// reason of the wait, as the Reconciling condition had it: WaitingForDatabase,
-	// Migrating or RollingOut.
+	// Migrating, RollingOut, SecretMissing, InvalidSecret or AdminAPIUnreachable.
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason"`
+	// object waited for, when the reason alone does not say which, such as
+	// "Secret db key dsn": another one starts the count again.
+	// +kubebuilder:validation:MaxLength=600
+	// +optional
+	Object string `json:"object,omitempty"`
 	// readyReplicas of the object waited for when last seen: one more is progress.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
