@@ -335,4 +335,22 @@ func TestManagedTokenServer(t *testing.T) {
 		}
 		return false
 	}, nil)
+
+	// 8. spec.metrics.from: the metrics port admits Prometheus's namespace and the
+	// operator's pods only.
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts); err != nil {
+		t.Fatal(err)
+	}
+	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+		MatchLabels: map[string]string{corev1.LabelMetadataName: "monitoring"}}}}}
+	if err := k8s.Update(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the metrics port limited to spec.metrics.from and the operator", func() bool {
+		get(t, ns, "auth-tokenserver", &serverPolicy)
+		m := serverPolicy.Spec.Ingress[1]
+		return m.Ports[0].Port.StrVal == "metrics" && len(m.From) == 2 &&
+			m.From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] == "manager" &&
+			m.From[1].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] == "monitoring"
+	}, func() string { return fmt.Sprintf("%+v", serverPolicy.Spec.Ingress) })
 }

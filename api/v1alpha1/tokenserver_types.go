@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -14,6 +15,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.pod)",fieldPath=".pod",message="pod is for bundled token servers: an external token server runs its own pods"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.jobs) || !has(self.jobs.pod)",fieldPath=".jobs.pod",message="jobs.pod is for bundled token servers: an external token server runs no Jobs of the operator's"
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.branding)",fieldPath=".branding",message="branding is for bundled token servers: an external token server serves its own pages"
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || !has(self.metrics)",fieldPath=".metrics",message="metrics is for bundled token servers: an external token server's network is its own"
 // +kubebuilder:validation:XValidation:rule="!has(self.upgrade) || !has(self.upgrade.copy) || !has(self.upgrade.copy.targetSecretRef) || (has(self.database) && has(self.database.external))",fieldPath=".upgrade.copy.targetSecretRef",message="spec.upgrade.copy.targetSecretRef is only for spec.database.external: a bundled database (database.managed) is copied into a second database of its own PostgreSQL"
 type TokenServerSpec struct {
 	// issuer is the public URL of the server, the `iss` of every token and the base of
@@ -99,6 +101,10 @@ type TokenServerSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')",message="must be at least 1s"
 	// +optional
 	ProgressDeadline Duration `json:"progressDeadline,omitempty"`
+
+	// metrics: who may read the token server's /metrics (port 4446, named metrics).
+	// +optional
+	Metrics *MetricsAccess `json:"metrics,omitempty"`
 
 	// upgrade settings for image changes.
 	// +kubebuilder:default={}
@@ -409,6 +415,22 @@ type ScopeDescription struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	Description string `json:"description"`
+}
+
+// MetricsAccess limits who may read a bundled token server's metrics. Its /metrics is
+// served on a port of its own, never through the Service clients use, but without
+// authentication: what it tells (request and error rates, the sign-in throttle's
+// state, the version) is for the platform's monitoring, not for every pod of the
+// cluster.
+type MetricsAccess struct {
+	// from: the only peers, besides the operator's pods (which read a new version's
+	// metrics during an upgrade), that the token server's NetworkPolicy admits to its
+	// metrics port: typically your Prometheus's namespace and pods. Empty or unset:
+	// every source, as the public port.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	From []networkingv1.NetworkPolicyPeer `json:"from,omitempty"`
 }
 
 // NamespacePolicy selects namespaces by label, as Gateway API's allowedRoutes does.

@@ -792,26 +792,32 @@ type OperatorPeer struct {
 	PodLabels map[string]string
 }
 
-// ServerNetworkPolicy admits anyone to the token server's public and metrics ports
-// (the operator scrapes the new color's metrics during a promotion) and to its admin
-// port only the operator's pods and this server's upgrade verification Job. It
-// selects the pods of every color, so an upgrade's new pods are covered before they
-// serve.
+// ServerNetworkPolicy admits anyone to the token server's public port; to its metrics
+// port the peers of spec.metrics.from and the operator's pods (which read the new
+// color's metrics during a promotion), or anyone when spec.metrics.from is empty; and
+// to its admin port only the operator's pods and this server's upgrade verification
+// Job. It selects the pods of every color, so an upgrade's new pods are covered
+// before they serve.
 func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networkingv1.NetworkPolicy {
 	port := func(name string) []networkingv1.NetworkPolicyPort {
 		return []networkingv1.NetworkPolicyPort{{Port: ptr.To(intstr.FromString(name))}}
+	}
+	operator := networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
+		PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}}
+	// The metrics port, where the server has one (a named port the pod lacks matches
+	// nothing). No From: every source.
+	metrics := networkingv1.NetworkPolicyIngressRule{Ports: port(portMetrics)}
+	if m := ts.Spec.Metrics; m != nil && len(m.From) > 0 {
+		metrics.From = append([]networkingv1.NetworkPolicyPeer{operator}, m.From...)
 	}
 	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, ts.Name+"-tokenserver", componentServer), Spec: networkingv1.NetworkPolicySpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer}},
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{
 			{Ports: port(portHTTP)}, // no From: every source
-			// The metrics port, where the server has one (a named port the pod lacks
-			// matches nothing): Prometheus, wherever it runs. Metrics carry no secrets.
-			{Ports: port(portMetrics)},
-			{Ports: port(portAdmin), From: []networkingv1.NetworkPolicyPeer{{
-				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: op.Namespace}},
-				PodSelector:       &metav1.LabelSelector{MatchLabels: op.PodLabels}},
+			metrics,
+			{Ports: port(portAdmin), From: []networkingv1.NetworkPolicyPeer{operator,
 				// No namespace selector: this namespace's verification pods of this server.
 				{PodSelector: &metav1.LabelSelector{MatchLabels: VerifySelector(ts)}}}},
 		},

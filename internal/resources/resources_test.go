@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -303,9 +304,9 @@ func TestAdminTLSMount(t *testing.T) {
 	t.Error("no volume of the admin TLS Secret")
 }
 
-// TestNetworkPolicies: the public port is open to all, the admin port to the
-// operator's pods and this server's verification Job only, the database to this
-// server's own pods only.
+// TestNetworkPolicies: the public port is open to all, the metrics port to all or to
+// spec.metrics.from and the operator, the admin port to the operator's pods and this
+// server's verification Job only, the database to this server's own pods only.
 func TestNetworkPolicies(t *testing.T) {
 	ts := server()
 	op := OperatorPeer{Namespace: "kubeoauth-system", PodLabels: map[string]string{"app.kubernetes.io/component": "manager"}}
@@ -328,6 +329,18 @@ func TestNetworkPolicies(t *testing.T) {
 	}
 	if np.Spec.PodSelector.MatchLabels[LabelColor] != "" {
 		t.Error("the policy must cover the pods of both colors")
+	}
+	// With spec.metrics.from, the metrics port admits those peers and the
+	// operator's pods, which read a new color's metrics during an upgrade, only.
+	prometheus := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{
+		MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}
+	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []networkingv1.NetworkPolicyPeer{prometheus}}
+	metrics = ServerNetworkPolicy(ts, op).Spec.Ingress[1]
+	if metrics.Ports[0].Port.StrVal != "metrics" || len(metrics.From) != 2 ||
+		metrics.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "kubeoauth-system" ||
+		metrics.From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" ||
+		metrics.From[1].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" || metrics.From[1].PodSelector != nil {
+		t.Errorf("metrics rule %+v: want port metrics from the operator's pods and spec.metrics.from only", metrics)
 	}
 	db := DatabaseNetworkPolicy(ts)
 	from := db.Spec.Ingress[0].From[0]
