@@ -25,16 +25,7 @@ import (
 // database's default) and signs the user in; the other, sharing its keys, waits for
 // the standby (synchronous_commit=on).
 func TestCodeExchangeAndRevocationWithAStalledStandbyFail(t *testing.T) {
-	primary, err := testpg.StartWith(testpg.Options{Durable: true,
-		Settings: []string{"synchronous_standby_names=nobody", "synchronous_commit=local"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := primary.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	primary := testpg.StalledStandby(t)
 	dsn, keys := primary.NewMigratedDatabase(t), secrets(t)
 	local := start(t, setup{dsn: dsn, keyDir: keys, optionalPKCE: true})
 	stalled := start(t, setup{dsn: dsn + " synchronous_commit=on", keyDir: keys, optionalPKCE: true,
@@ -49,7 +40,7 @@ func TestCodeExchangeAndRevocationWithAStalledStandbyFail(t *testing.T) {
 		t.Fatalf("callback = %v; want a code", cb)
 	}
 	var tok *oauth2.Token
-	err = within(t, "code exchange", func() (err error) {
+	err := within(t, "code exchange", func() (err error) {
 		tok, err = oauthConfig(stalled, secret, "openid", "offline_access").Exchange(context.Background(), code)
 		return err
 	})

@@ -21,16 +21,7 @@ import (
 func stalledStandby(t *testing.T) (dsn string, clock *storetest.Clock) {
 	t.Helper()
 	ctx := context.Background()
-	primary, err := testpg.StartWith(testpg.Options{Durable: true,
-		Settings: []string{"synchronous_standby_names=nobody", "synchronous_commit=local"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := primary.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	primary := testpg.StalledStandby(t)
 	dsn = primary.NewMigratedDatabase(t)
 	clock = storetest.NewClock()
 	setup, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})
@@ -49,22 +40,8 @@ func stalledStandby(t *testing.T) (dsn string, clock *storetest.Clock) {
 
 // exchangeInTx stores a code exchange as fosite's authorization-code handler does.
 func exchangeInTx(ctx context.Context, s *postgres.Store, code, newAT, newRT string, clock *storetest.Clock, t *testing.T) error {
-	req := tokenRequest(t, s, "code", clock.Now())
-	ctx, err := s.BeginTX(ctx)
-	if err != nil {
-		return err
-	}
-	for _, step := range []func() error{
-		func() error { return s.InvalidateAuthorizeCodeSession(ctx, code) },
-		func() error { return s.CreateAccessTokenSession(ctx, newAT, req) },
-		func() error { return s.CreateRefreshTokenSession(ctx, newRT, newAT, req) },
-	} {
-		if err := step(); err != nil {
-			_ = s.Rollback(ctx)
-			return err
-		}
-	}
-	return s.Commit(ctx)
+	return pairInTx(ctx, s, func(ctx context.Context) error { return s.InvalidateAuthorizeCodeSession(ctx, code) },
+		newAT, newRT, tokenRequest(t, s, "code", clock.Now()))
 }
 
 // Every COMMIT of the store is bounded, and one whose wait was cut short fails its

@@ -303,12 +303,19 @@ func TestGroupCommitRotations(t *testing.T) {
 
 // refreshInTx stores a refresh as fosite's refresh handler does.
 func refreshInTx(ctx context.Context, s *postgres.Store, oldRT, newAT, newRT string, req fosite.Requester) error {
+	return pairInTx(ctx, s, func(ctx context.Context) error { return s.RotateRefreshToken(ctx, req.GetID(), oldRT) }, newAT, newRT, req)
+}
+
+// pairInTx stores a new access and refresh token in fosite's transaction, after first
+// (the used refresh token's rotation, or the authorization code's invalidation), as
+// fosite's handlers do.
+func pairInTx(ctx context.Context, s *postgres.Store, first func(context.Context) error, newAT, newRT string, req fosite.Requester) error {
 	ctx, err := s.BeginTX(ctx)
 	if err != nil {
 		return err
 	}
 	for _, step := range []func() error{
-		func() error { return s.RotateRefreshToken(ctx, req.GetID(), oldRT) },
+		func() error { return first(ctx) },
 		func() error { return s.CreateAccessTokenSession(ctx, newAT, req) },
 		func() error { return s.CreateRefreshTokenSession(ctx, newRT, newAT, req) },
 	} {
@@ -620,18 +627,7 @@ func clientStore(t *testing.T) (*postgres.Store, *storetest.Clock, string) {
 // the token and the refresh must both fail, though their rows are committed locally.
 func TestGroupCommitCutShortIsNotAnswered(t *testing.T) {
 	ctx := context.Background()
-	// synchronous_commit=local for every session but the store's, so that setting up
-	// the database waits for no standby.
-	primary, err := testpg.StartWith(testpg.Options{Durable: true,
-		Settings: []string{"synchronous_standby_names=nobody", "synchronous_commit=local"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := primary.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	primary := testpg.StalledStandby(t)
 	dsn := primary.NewMigratedDatabase(t)
 	clock := storetest.NewClock()
 	setup, err := postgres.Open(ctx, dsn, postgres.Options{Now: clock.Now})

@@ -349,3 +349,23 @@ func withDatabase(dsn, name string) (string, error) {
 	// lib/pq lets a later key override an earlier one.
 	return dsn + " dbname=" + name, nil
 }
+
+// StalledStandby starts, for one test, a durable server whose synchronous standby
+// never connects (synchronous_standby_names names one that does not exist): a session
+// with synchronous_commit=on waits at each COMMIT until the wait is cancelled, and
+// PostgreSQL then reports the transaction committed, on the primary only. Every other
+// session commits locally (synchronous_commit=local is the server's default), so that
+// setting up a database waits for nothing. The server is stopped when the test ends.
+func StalledStandby(t testing.TB) *Server {
+	t.Helper()
+	s, err := StartWith(Options{Durable: true, Settings: []string{"synchronous_standby_names=nobody", "synchronous_commit=local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
