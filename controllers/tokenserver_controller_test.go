@@ -3,11 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,23 +45,7 @@ func reconcileErrors(t *testing.T, controller string) float64 {
 func TestTokenServerFailureIsAnError(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t, "failing", nil)
-	var failing atomic.Bool
-	failing.Store(true)
-	var refused atomic.Int32
-	target, err := url.Parse(admin.BaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if failing.Load() {
-			refused.Add(1)
-			http.Error(w, "the database is unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
+	srv, failing, refused := failingAdmin(t)
 
 	errorsBefore := reconcileErrors(t, "tokenserver")
 	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin"},

@@ -76,15 +76,7 @@ func TestTokenServerProgressDeadline(t *testing.T) {
 
 	setQuota(t, quota, "10")
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAvailable)
-	for _, typ := range []string{oauthv1alpha1.ConditionStalled, oauthv1alpha1.ConditionReconciling} {
-		if c := meta.FindStatusCondition(ts.Status.Conditions, typ); c != nil {
-			t.Errorf("%s %+v once Ready", typ, c)
-		}
-	}
-	if ts.Status.Waiting != nil {
-		t.Errorf("status.waiting %+v once Ready", ts.Status.Waiting)
-	}
-	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
+	checkRecovered(t, health, ts)
 
 	// A scale-up whose new pod no node fits: past the deadline the rollout is
 	// Stalled, with the scheduler's words, while the two pods of before serve: Ready

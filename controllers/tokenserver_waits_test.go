@@ -83,15 +83,7 @@ func TestTokenServerSecretDeadline(t *testing.T) {
 
 	createSecret(t, ns, "auth-users", map[string]string{"users": "alice:$2y$10$abcdefghijklmnopqrstuuDCmUqMzDpFOe5YDz7L9dNaUv4ABQWnS"})
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAvailable)
-	for _, typ := range []string{oauthv1alpha1.ConditionStalled, oauthv1alpha1.ConditionReconciling} {
-		if c := meta.FindStatusCondition(ts.Status.Conditions, typ); c != nil {
-			t.Errorf("%s %+v once Ready", typ, c)
-		}
-	}
-	if ts.Status.Waiting != nil {
-		t.Errorf("status.waiting %+v once Ready", ts.Status.Waiting)
-	}
-	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
+	checkRecovered(t, health, ts)
 }
 
 // TestTokenServerAdminDeadline: a TokenServer whose admin API fails its health check
@@ -108,23 +100,7 @@ func TestTokenServerAdminDeadline(t *testing.T) {
 	step := advanceOperatorClock(t)
 	health := argoHealthScripts(t)
 	ns := namespace(t, "adminwait", nil)
-	var failing atomic.Bool
-	failing.Store(true)
-	var refused atomic.Int32
-	target, err := url.Parse(admin.BaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if failing.Load() {
-			refused.Add(1)
-			http.Error(w, "the database is unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
+	srv, failing, refused := failingAdmin(t)
 	// passesAfter returns once two more health checks were refused: the pass of the
 	// second began after the first's had written its status, and both read the
 	// operator's clock after the caller moved it.
@@ -189,15 +165,7 @@ func TestTokenServerAdminDeadline(t *testing.T) {
 
 	failing.Store(false)
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAdminReachable)
-	for _, typ := range []string{oauthv1alpha1.ConditionStalled, oauthv1alpha1.ConditionReconciling} {
-		if c := meta.FindStatusCondition(ts.Status.Conditions, typ); c != nil {
-			t.Errorf("%s %+v once the admin API answers", typ, c)
-		}
-	}
-	if ts.Status.Waiting != nil {
-		t.Errorf("status.waiting %+v once Ready", ts.Status.Waiting)
-	}
-	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
+	checkRecovered(t, health, ts)
 }
 
 // waitFor waits until ts counts a wait for reason (and object, when given) in
@@ -279,4 +247,43 @@ func createSecret(t *testing.T, ns, name string, data map[string]string) {
 		StringData: data}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// failingAdmin is the shared token server's admin API behind a proxy that answers
+// 503 while failing is set (as it is at first), counting the requests it refuses.
+func failingAdmin(t *testing.T) (srv *httptest.Server, failing *atomic.Bool, refused *atomic.Int32) {
+	t.Helper()
+	target, err := url.Parse(admin.BaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing, refused = &atomic.Bool{}, &atomic.Int32{}
+	failing.Store(true)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			refused.Add(1)
+			http.Error(w, "the database is unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, failing, refused
+}
+
+// checkRecovered checks that a Ready ts keeps nothing of a wait: no Stalled or
+// Reconciling condition, no status.waiting, and kstatus and Argo CD read it Current
+// and Healthy.
+func checkRecovered(t *testing.T, health map[string]string, ts *oauthv1alpha1.TokenServer) {
+	t.Helper()
+	for _, typ := range []string{oauthv1alpha1.ConditionStalled, oauthv1alpha1.ConditionReconciling} {
+		if c := meta.FindStatusCondition(ts.Status.Conditions, typ); c != nil {
+			t.Errorf("%s %+v once Ready", typ, c)
+		}
+	}
+	if ts.Status.Waiting != nil {
+		t.Errorf("status.waiting %+v once Ready", ts.Status.Waiting)
+	}
+	checkGitOps(t, health, ts, status.CurrentStatus, "Healthy")
 }
