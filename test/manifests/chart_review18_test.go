@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/promql/parser"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -182,4 +183,60 @@ func TestChartDashboardFindsTheOperatorWithFullnameOverride(t *testing.T) {
 		return
 	}
 	t.Fatal("the dashboard has no $operator variable")
+}
+
+// Review 18, finding 5: a person disconnecting an app on the connected-apps page
+// (POST /account/revoke, which revokes the grant and every token issued under it) is
+// a revocation like /oauth2/revoke, but its failures (a 5xx from the database) do not
+// fire KubeoauthRevocationsFailing: the route is instrumented as "account", the
+// handler of the page view GET /account too, which the alert does not read (and
+// could not without firing on a failing page view).
+func TestChartRevocationAlertCoversTheAccountPage(t *testing.T) {
+	routes := regexp.MustCompile(`HandleFunc\("(GET|POST) ([^"]+)", m\.instrument\("([a-z_]+)"`).
+		FindAllStringSubmatch(readRepo(t, "internal/tokenserver/server.go"), -1)
+	handlerOf := map[string]string{}
+	for _, r := range routes {
+		handlerOf[r[1]+" "+r[2]] = r[3]
+	}
+	revoke, page := handlerOf["POST /account/revoke"], handlerOf["GET /account"]
+	if revoke == "" || page == "" {
+		t.Fatalf("no instrumented POST /account/revoke or GET /account in internal/tokenserver/server.go: %v", handlerOf)
+	}
+
+	rule := find(template(t, "prometheusRule.enabled=true", "serviceMonitor.enabled=true"), "PrometheusRule", "kubeoauth")
+	if rule == nil {
+		t.Fatal("no PrometheusRule")
+	}
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	var expr string
+	for _, g := range groups {
+		rules, _ := g.(map[string]any)["rules"].([]any)
+		for _, r := range rules {
+			if r := r.(map[string]any); r["alert"] == "KubeoauthRevocationsFailing" {
+				expr, _ = r["expr"].(string)
+			}
+		}
+	}
+	parsed, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		t.Fatalf("KubeoauthRevocationsFailing: %v", err)
+	}
+	fires := func(handler string) bool {
+		series := map[string]string{"__name__": "kubeoauth_http_requests_total", "handler": handler, "code": "503"}
+		hit := false
+		parser.Inspect(parsed, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok && matchesAll(vs.LabelMatchers, series) {
+				hit = true
+			}
+			return nil
+		})
+		return hit
+	}
+	if !fires(revoke) {
+		t.Errorf("POST /account/revoke answering 503 (handler %q) does not fire KubeoauthRevocationsFailing: %s", revoke, expr)
+	}
+	if revoke == page {
+		t.Errorf("POST /account/revoke and the page GET /account share the handler label %q: no alert can tell a failed "+
+			"disconnection from a failed page view", revoke)
+	}
 }
