@@ -47,7 +47,7 @@ func selfTest(ctx context.Context, args []string, getConfig func() (*rest.Config
 		return err
 	}
 	var failed []error
-	for _, name := range []string{"oauthclients.oauth.kubeoauth.io", "consentgrants.oauth.kubeoauth.io", "tokenservers.oauth.kubeoauth.io"} {
+	for _, name := range crdNames {
 		crd := &unstructured.Unstructured{}
 		crd.SetAPIVersion("apiextensions.k8s.io/v1")
 		crd.SetKind("CustomResourceDefinition")
