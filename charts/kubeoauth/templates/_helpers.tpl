@@ -70,3 +70,26 @@ GitOps tool rendering the chart), where this costs nothing. */}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Where the hook pods (helm test, the pre-delete Job) may run: where the operator's
+pods may, or on a cluster whose platform components must run on tainted nodes they
+stay Pending until Helm's timeout. The operator's node affinity only: its pod
+(anti-)affinity is about the operator's own pods. */}}
+{{- define "kubeoauth.hookScheduling" -}}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.Values.affinity | default dict).nodeAffinity }}
+affinity:
+  nodeAffinity:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end -}}
