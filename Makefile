@@ -24,7 +24,7 @@ VERSION_LDFLAGS = -X github.com/kubeoauth/kubeoauth/internal/version.Version=$(V
 # Test builds of the token server (docs/upgrades.md, "Test builds").
 TOKENSERVER_VARIANTS = v2test v4test crashloop errors badexpand
 KUBECTL ?= kubectl
-# Extra flags for go test, e.g. TEST_FLAGS="-run TestValidation -v".
+# Extra flags for go test, e.g. TEST_FLAGS="-run Validation -v".
 TEST_FLAGS ?=
 
 SHELL = /usr/bin/env bash -o pipefail
