@@ -56,7 +56,8 @@ func TestChartPreDeleteHookMayDeleteOnlyItsCRDs(t *testing.T) {
 	ns.SetAPIVersion("v1")
 	ns.SetKind("Namespace")
 	ns.SetName("kubeoauth-system")
-	apply := []*unstructured.Unstructured{ns}
+	apply := make([]*unstructured.Unstructured, 0, 4)
+	apply = append(apply, ns)
 	for _, name := range []struct{ kind, name string }{{"ServiceAccount", "kubeoauth-delete-resources"},
 		{"ClusterRole", "kubeoauth-delete-resources"}, {"ClusterRoleBinding", "kubeoauth-delete-resources"}} {
 		o := find(objs, name.kind, name.name)
