@@ -24,7 +24,7 @@ VERSION_LDFLAGS = -X github.com/kubeoauth/kubeoauth/internal/version.Version=$(V
 # Test builds of the token server (docs/upgrades.md, "Test builds").
 TOKENSERVER_VARIANTS = v2test v4test crashloop errors badexpand
 KUBECTL ?= kubectl
-# Extra flags for go test, e.g. TEST_FLAGS="-run TestValidation -v".
+# Extra flags for go test, e.g. TEST_FLAGS="-run Validation -v".
 TEST_FLAGS ?=
 
 SHELL = /usr/bin/env bash -o pipefail
@@ -57,8 +57,9 @@ manifests: controller-gen crd-ref-docs ## Generate CRDs (config/crd/bases, the c
 	rm docs/.api-reference.md
 
 .PHONY: generate
-generate: controller-gen ## Generate DeepCopy methods.
+generate: controller-gen ## Generate DeepCopy methods, and the CRDs' schema digests the manager is built with.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+	go generate ./cmd/manager/
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
@@ -111,10 +112,10 @@ fuzz: ## Fuzz the token endpoint and the admin API for FUZZTIME each (make test 
 .PHONY: verify
 verify: verify-files manifests generate ## Fail when generated files or go.mod/go.sum are stale, or a binary or big file is tracked.
 	go mod tidy
-	@if [ -n "$$(git status --porcelain -- api config charts docs go.mod go.sum)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts docs go.mod go.sum cmd/manager/zz_generated.crddigests.go)" ]; then \
 		echo "Generated files or go.mod are stale; run 'make manifests generate' and 'go mod tidy', then commit:"; \
-		git status --porcelain -- api config charts docs go.mod go.sum; \
-		git --no-pager diff --stat -- api config charts docs go.mod go.sum; \
+		git status --porcelain -- api config charts docs go.mod go.sum cmd/manager/zz_generated.crddigests.go; \
+		git --no-pager diff --stat -- api config charts docs go.mod go.sum cmd/manager/zz_generated.crddigests.go; \
 		exit 1; \
 	fi
 

@@ -81,6 +81,16 @@ func TestDeleteResourcesBeforeTheCRDs(t *testing.T) {
 
 	cfg := func() (*rest.Config, error) { return env.Config, nil }
 	var out bytes.Buffer
+	// The CRDs too (crds.keep=false), but an OAuthClient outside the watched
+	// namespaces, another release's, would go with them: refused before anything
+	// is deleted, naming it.
+	err = deleteResources(ctx, []string{"--namespaces", "team-a", "--timeout", "30s", "--delete-crds"}, cfg, &out)
+	if err == nil || !strings.Contains(err.Error(), "OAuthClient other/app") {
+		t.Errorf("delete-resources --delete-crds with an OAuthClient outside --namespaces: %v, want a refusal naming it", err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(watched), watched); err != nil || watched.GetDeletionTimestamp() != nil {
+		t.Errorf("the refused delete-resources --delete-crds deleted %s/%s (%v)", watched.Namespace, watched.Name, err)
+	}
 	if err := deleteResources(ctx, []string{"--namespaces", "team-a", "--timeout", "30s"}, cfg, &out); err != nil {
 		t.Fatalf("delete-resources: %v\n%s", err, out.String())
 	}
@@ -109,5 +119,30 @@ func TestDeleteResourcesBeforeTheCRDs(t *testing.T) {
 	err = deleteResources(ctx, []string{"--namespaces", "team-a", "--timeout", "2s"}, cfg, &out)
 	if err == nil || !strings.Contains(err.Error(), "OAuthClient team-a/held") {
 		t.Errorf("delete-resources with a finalizer held: %v, want an error naming OAuthClient team-a/held", err)
+	}
+
+	// Once nothing else is left (the held one released, the other namespace's
+	// deleted), --delete-crds deletes the CRDs after the resources and waits until
+	// they are gone: they carry helm.sh/resource-policy: keep, so Helm does not.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(held), held); err != nil {
+		t.Fatal(err)
+	}
+	held.Finalizers = nil
+	if err := c.Update(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := deleteResources(ctx, []string{"--namespaces", "team-a", "--timeout", "30s", "--delete-crds"}, cfg, &out); err != nil {
+		t.Fatalf("delete-resources --delete-crds: %v\n%s", err, out.String())
+	}
+	for _, name := range crdNames {
+		crd := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1",
+			Kind: "CustomResourceDefinition"}, ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(crd), crd); !apierrors.IsNotFound(err) {
+			t.Errorf("CRD %s after delete-resources --delete-crds: %v, want gone", name, err)
+		}
 	}
 }

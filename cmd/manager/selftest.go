@@ -16,11 +16,19 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeoauth/kubeoauth/internal/crdschema"
+	"github.com/kubeoauth/kubeoauth/internal/version"
 )
+
+//go:generate go run ../../hack/crd-digests ../../config/crd/bases zz_generated.crddigests.go
 
 // selfTest is `manager self-test`, the chart's `helm test`: what an installed operator
 // needs to work, checked from inside the cluster. The three CRDs are served
-// (Established), and a replica leads: the leader-election Lease is held and was renewed
+// (Established) and are the ones this operator was built with (a CRD older than the
+// operator, left by crds.enabled=false or reverted by a GitOps tool, makes the API
+// server drop the fields it lacks, from specs and from the status the operator
+// writes, with no error anywhere), and a replica leads: the leader-election Lease is held and was renewed
 // lately, which a crash-looping or never-scheduled operator does not do.
 func selfTest(ctx context.Context, args []string, getConfig func() (*rest.Config, error), out io.Writer) error {
 	fs := flag.NewFlagSet("self-test", flag.ContinueOnError)
@@ -47,7 +55,7 @@ func selfTest(ctx context.Context, args []string, getConfig func() (*rest.Config
 		return err
 	}
 	var failed []error
-	for _, name := range []string{"oauthclients.oauth.kubeoauth.io", "consentgrants.oauth.kubeoauth.io", "tokenservers.oauth.kubeoauth.io"} {
+	for _, name := range crdNames {
 		crd := &unstructured.Unstructured{}
 		crd.SetAPIVersion("apiextensions.k8s.io/v1")
 		crd.SetKind("CustomResourceDefinition")
@@ -66,7 +74,18 @@ func selfTest(ctx context.Context, args []string, getConfig func() (*rest.Config
 			failed = append(failed, fmt.Errorf("CRD %s is not Established", name))
 			continue
 		}
-		_, _ = fmt.Fprintf(out, "ok: CRD %s established\n", name)
+		if digest, err := crdschema.Digest(crd.Object); err != nil {
+			failed = append(failed, fmt.Errorf("CRD %s: %w", name, err))
+			continue
+		} else if digest != crdSchemaDigests[name] {
+			failed = append(failed, fmt.Errorf("CRD %s is not the one this operator (%s) was built with: its schema "+
+				"differs, and the API server drops the fields it does not know from specs and from the status the "+
+				"operator writes. With the chart's crds.enabled (the default), helm upgrade the release that owns the "+
+				"CRDs to this version; with crds.enabled=false, apply this version's config/crd/bases "+
+				"(kubectl apply --server-side -f config/crd/bases)", name, version.Version))
+			continue
+		}
+		_, _ = fmt.Fprintf(out, "ok: CRD %s established, this operator's version of it\n", name)
 	}
 	var lease coordinationv1.Lease
 	key := client.ObjectKey{Namespace: *ns, Name: *leaseName}

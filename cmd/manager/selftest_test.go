@@ -3,14 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubeoauth/kubeoauth/internal/crdschema"
+	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 )
 
 // `manager self-test` (the chart's helm test) fails, naming the Lease, while no
@@ -73,5 +80,30 @@ func TestSelfTestNeedsALeadingOperator(t *testing.T) {
 	}
 	if err := selfTest(t.Context(), nil, cfg, &out); err == nil || !strings.Contains(err.Error(), "--namespace") {
 		t.Errorf("self-test without --namespace: %v", err)
+	}
+}
+
+// The digests self-test compares served CRDs with are those of config/crd/bases as
+// they are now: `make generate` (go generate ./cmd/manager) was run after the last
+// change of the API types, so an operator built from this tree does not call its own
+// CRDs stale.
+func TestCRDSchemaDigestsAreCurrent(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "crd", "bases", "*.yaml"))
+	if err != nil || len(files) != len(crdNames) {
+		t.Fatalf("CRDs in config/crd/bases: %v, %v", files, err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f) // #nosec G304 -- the repository's CRDs
+		if err != nil {
+			t.Fatal(err)
+		}
+		var crd map[string]any
+		if err := yaml.Unmarshal(data, &crd); err != nil {
+			t.Fatal(err)
+		}
+		name, _, _ := unstructured.NestedString(crd, "metadata", "name")
+		if got, err := crdschema.Digest(crd); err != nil || got != crdSchemaDigests[name] {
+			t.Errorf("CRD %s: digest %s (%v), compiled in %q: run make generate", name, got, err, crdSchemaDigests[name])
+		}
 	}
 }

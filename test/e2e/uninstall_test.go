@@ -91,13 +91,14 @@ func testUninstallKeep(t *testing.T) {
 func testUninstallDelete(t *testing.T) {
 	ctx := t.Context()
 	mustHelm(t, "install", "kubeoauth", "charts/kubeoauth", "-n", "kubeoauth-system", "--wait", "--timeout", "3m")
-	// Switched at uninstall time, as docs/install.md says: the upgrade drops the
-	// CRDs' keep policy and installs nothing but the hook's definition.
+	// Switched at uninstall time, as docs/install.md says: the upgrade installs
+	// nothing but the hook's definition. The CRDs keep their keep policy, so that no
+	// upgrade deletes them: the hook does.
 	mustHelm(t, "upgrade", "kubeoauth", "charts/kubeoauth", "-n", "kubeoauth-system", "--reuse-values",
 		"--set", "crds.keep=false", "--wait", "--timeout", "3m")
 	for _, name := range crdNames {
-		if out := mustKubectl(t, "get", "crd", name, "-o", `jsonpath={.metadata.annotations.helm\.sh/resource-policy}`); out != "" {
-			t.Fatalf("CRD %s with crds.keep=false: resource-policy %q", name, out)
+		if out := mustKubectl(t, "get", "crd", name, "-o", `jsonpath={.metadata.annotations.helm\.sh/resource-policy}`); out != "keep" {
+			t.Fatalf("CRD %s with crds.keep=false: resource-policy %q, want keep", name, out)
 		}
 	}
 	// A declared ConsentGrant needs a first-party namespace.
@@ -179,6 +180,11 @@ func testUninstallDelete(t *testing.T) {
 	}
 	if strings.Index(log, "deleted "+deleted[len(deleted)-1]) != last {
 		t.Errorf("the hook deleted the TokenServer before a client or grant")
+	}
+	for _, name := range crdNames {
+		if i := strings.Index(log, "deleted CustomResourceDefinition "+name+"\n"); i < last {
+			t.Errorf("the hook's log does not say it deleted CRD %s after the resources", name)
+		}
 	}
 	if t.Failed() {
 		t.Fatalf("the hook's log:\n%s", log)

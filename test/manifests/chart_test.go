@@ -183,15 +183,18 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 	checkFinalizerPolicy(t, applyAll(t, objs, "helm"), objs, "default")
 }
 
-// The CRDs are templates (so that helm upgrade updates them), kept on uninstall unless
-// crds.keep=false, and left out with crds.enabled=false.
+// The CRDs are templates (so that helm upgrade updates them), left out with
+// crds.enabled=false, and always marked keep, with crds.keep=false too: Helm would
+// otherwise delete them on an upgrade to crds.enabled=false, and every resource with
+// them (TestChartTurningCRDsOffKeepsThem); with crds.keep=false the pre-delete hook
+// deletes them (TestChartPreDeleteHookWithoutKeep).
 func TestChartCRDSwitches(t *testing.T) {
 	for _, tc := range []struct {
 		sets       []string
 		crds, keep bool
 	}{
 		{nil, true, true},
-		{[]string{"crds.keep=false"}, true, false},
+		{[]string{"crds.keep=false"}, true, true},
 		{[]string{"crds.enabled=false"}, false, false},
 	} {
 		objs := template(t, tc.sets...)
@@ -360,7 +363,8 @@ func TestChartReleasesLeadApart(t *testing.T) {
 
 // With crds.keep=false (and only then) a pre-delete hook deletes the watched
 // namespaces' resources while the operator still runs, so the uninstall does not hang
-// on their finalizers; its ServiceAccount may list and delete the three kinds only.
+// on their finalizers, then the CRDs; its ServiceAccount may list and delete the three
+// kinds, and get and delete the three CRDs, only.
 func TestChartPreDeleteHookWithoutKeep(t *testing.T) {
 	for _, sets := range [][]string{nil, {"crds.enabled=false", "crds.keep=false"}} {
 		if job := find(template(t, sets...), "Job", "kubeoauth-delete-resources"); job != nil {
@@ -377,16 +381,22 @@ func TestChartPreDeleteHookWithoutKeep(t *testing.T) {
 	}
 	cs, _, _ := unstructured.NestedSlice(job.Object, "spec", "template", "spec", "containers")
 	if args := fmt.Sprint(cs[0].(map[string]any)["args"]); !strings.Contains(args, "delete-resources") ||
-		!strings.Contains(args, "--namespaces=apps,platform") {
-		t.Errorf("hook args %s, want delete-resources in the watched namespaces", args)
+		!strings.Contains(args, "--namespaces=apps,platform") || !strings.Contains(args, "--delete-crds") {
+		t.Errorf("hook args %s, want delete-resources in the watched namespaces, then of the CRDs", args)
 	}
 	role := find(objs, "ClusterRole", "kubeoauth-delete-resources")
 	if role == nil {
 		t.Fatal("no ClusterRole for the hook")
 	}
 	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
-	if got := fmt.Sprint(rules); len(rules) != 1 || !strings.Contains(got, "oauth.kubeoauth.io") || strings.Contains(got, "*") {
-		t.Errorf("hook rules %s, want list and delete of the three kinds only", got)
+	want := []any{
+		map[string]any{"apiGroups": []any{"oauth.kubeoauth.io"}, "resources": []any{"oauthclients", "consentgrants", "tokenservers"},
+			"verbs": []any{"list", "delete"}},
+		map[string]any{"apiGroups": []any{"apiextensions.k8s.io"}, "resources": []any{"customresourcedefinitions"},
+			"resourceNames": []any{crdNames[0], crdNames[1], crdNames[2]}, "verbs": []any{"get", "delete"}},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("hook rules %v, want list and delete of the three kinds, get and delete of their CRDs, only", rules)
 	}
 }
 

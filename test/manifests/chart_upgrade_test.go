@@ -25,7 +25,7 @@ var crdNames = []string{"oauthclients.oauth.kubeoauth.io", "consentgrants.oauth.
 // in crds/, which Helm installs once and never upgrades), with an OAuthClient CRD that
 // lacks a field, upgraded to this chart on a real API server: the CRD is this one,
 // owned by the release, and resources survive. `helm uninstall` then keeps the CRDs
-// (crds.keep, the default); with crds.keep=false it deletes them.
+// (crds.keep, the default); with crds.keep=false only its hook deletes them.
 func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 	env, err := testenv.Start()
 	if err != nil {
@@ -124,11 +124,13 @@ func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 	}
 
 	// The kept CRDs still name the release, so installing it again adopts them.
-	// --no-hooks: crds.keep=false brings a pre-delete hook Job (delete-resources,
-	// TestDeleteResourcesBeforeTheCRDs), and envtest runs no Jobs.
+	// crds.keep=false: the CRDs are deleted by the pre-delete hook Job
+	// (delete-resources --delete-crds, TestDeleteResourcesBeforeTheCRDs), which
+	// envtest does not run, not by Helm: they still say keep, so that no upgrade
+	// (to crds.enabled=false) deletes them. Without the hook they stay.
 	run("install", "kubeoauth", chartDir(), "--namespace", "kubeoauth-system", "--set", "crds.keep=false")
 	run("uninstall", "kubeoauth", "--namespace", "kubeoauth-system", "--wait", "--no-hooks")
-	waitCRDs(t, c, false)
+	waitCRDs(t, c, true)
 }
 
 // helmOn runs the pinned helm against the API server of kubeconfig.

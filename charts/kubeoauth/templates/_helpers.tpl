@@ -51,3 +51,45 @@ manager.kubeoauth.io
 {{- printf "%s.manager.kubeoauth.io" $full -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Fails when the CRD (list . name) exists and belongs to another release: the CRDs are
+cluster-wide, so one release installs and upgrades them for all, and every other
+release sets crds.enabled=false. Without this Helm refuses too, but with an ownership
+error that does not say what to set. lookup finds nothing under helm template (or a
+GitOps tool rendering the chart), where this costs nothing. */}}
+{{- define "kubeoauth.crdOwner" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" $name -}}
+{{- if $live -}}
+{{- $annotations := $live.metadata.annotations | default dict -}}
+{{- $release := index $annotations "meta.helm.sh/release-name" | default "" -}}
+{{- $namespace := index $annotations "meta.helm.sh/release-namespace" | default "" -}}
+{{- if and $release (or (ne $release $root.Release.Name) (ne $namespace $root.Release.Namespace)) -}}
+{{- fail (printf "the CRD %s belongs to the release %s in namespace %s, which installs and upgrades the CRDs for every kubeoauth release in the cluster: install this one with --set crds.enabled=false" $name $release $namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the hook pods (helm test, the pre-delete Job) may run: where the operator's
+pods may, or on a cluster whose platform components must run on tainted nodes they
+stay Pending until Helm's timeout. The operator's node affinity only: its pod
+(anti-)affinity is about the operator's own pods. */}}
+{{- define "kubeoauth.hookScheduling" -}}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.Values.affinity | default dict).nodeAffinity }}
+affinity:
+  nodeAffinity:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end -}}
