@@ -30,6 +30,7 @@ func adminClientFor(ctx context.Context, secrets *SecretReader, ts *oauthv1alpha
 	var caPEM []byte
 	guard := &secrets.ExternalAdmin
 	if ext := ts.Spec.External; ext != nil {
+		// #nosec G101 -- a field path for the error message, not a credential
 		url, secretName, key, field = ext.AdminURL, ext.TokenSecretRef.Name, ext.TokenSecretRef.Key, " (spec.external.tokenSecretRef)"
 		// The CRD refuses this for new objects; one stored before that rule is refused
 		// here, before the token is sent anywhere.

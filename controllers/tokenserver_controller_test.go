@@ -14,9 +14,10 @@ import (
 	"github.com/kubeoauth/kubeoauth/controllers"
 )
 
-// reconcileErrors is controller_runtime_reconcile_errors_total of one controller of
-// the suite's manager.
-func reconcileErrors(t *testing.T, controller string) float64 {
+// tokenServerReconcileErrors is controller_runtime_reconcile_errors_total of the
+// suite's manager's TokenServer controller.
+func tokenServerReconcileErrors(t *testing.T) float64 {
+	const controller = "tokenserver"
 	t.Helper()
 	families, err := metrics.Registry.Gather()
 	if err != nil {
@@ -47,7 +48,7 @@ func TestTokenServerFailureIsAnError(t *testing.T) {
 	ns := namespace(t, "failing", nil)
 	srv, failing, refused := failingAdmin(t)
 
-	errorsBefore := reconcileErrors(t, "tokenserver")
+	errorsBefore := tokenServerReconcileErrors(t)
 	if err := k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth-admin"},
 		StringData: map[string]string{"token": adminToken}}); err != nil {
 		t.Fatal(err)
@@ -62,10 +63,10 @@ func TestTokenServerFailureIsAnError(t *testing.T) {
 	waitReadyMessage(t, ts, "admin API health check")
 
 	eventually(t, 10*time.Second, "the failing passes returned to controller-runtime as errors", func() bool {
-		return refused.Load() >= 5 && reconcileErrors(t, "tokenserver")-errorsBefore >= 5
+		return refused.Load() >= 5 && tokenServerReconcileErrors(t)-errorsBefore >= 5
 	}, func() string {
 		return fmt.Sprintf("%d health checks refused, %v reconcile errors counted for controller tokenserver",
-			refused.Load(), reconcileErrors(t, "tokenserver")-errorsBefore)
+			refused.Load(), tokenServerReconcileErrors(t)-errorsBefore)
 	})
 
 	failing.Store(false)

@@ -139,7 +139,7 @@ func TestTokenServerAdminDeadline(t *testing.T) {
 	passesAfter()
 	notStalled(t, ts, again)
 
-	errorsBefore := reconcileErrors(t, "tokenserver")
+	errorsBefore := tokenServerReconcileErrors(t)
 	restartOperator(t, func() { step(4 * time.Second) })
 	stalled := waitStalled(t, ts, "the admin API does not answer; no progress for 5s (spec.progressDeadline): admin API health check")
 	if !strings.Contains(stalled.Message, "503 Service Unavailable") {
@@ -160,7 +160,7 @@ func TestTokenServerAdminDeadline(t *testing.T) {
 	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
 	waitWarningSaying(t, ns, ts.Name, controllers.ReasonProgressDeadlineExceeded, "the admin API does not answer")
 	eventually(t, 20*time.Second, "the stalled passes still counted as reconcile errors", func() bool {
-		return reconcileErrors(t, "tokenserver")-errorsBefore >= 2
+		return tokenServerReconcileErrors(t)-errorsBefore >= 2
 	}, nil)
 
 	failing.Store(false)

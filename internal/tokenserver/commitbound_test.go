@@ -60,24 +60,28 @@ func TestCodeExchangeAndRevocationWithAStalledStandbyFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var resp *http.Response
-	err = within(t, "revocation", func() (err error) {
+	var status int
+	var body map[string]any
+	err = within(t, "revocation", func() error {
 		req, _ := http.NewRequest(http.MethodPost, stalled.URL+"/oauth2/revoke",
 			strings.NewReader(url.Values{"token": {issued.AccessToken}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth("grafana", secret)
-		resp, err = httpClient.Do(req)
-		return err
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		status = resp.StatusCode
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" {
+	if status != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" {
 		t.Errorf("revocation whose COMMIT was cut short: %d %v; want 503 temporarily_unavailable (RFC 7009: the token may still exist, retry)",
-			resp.StatusCode, body)
+			status, body)
 	}
 }
 
