@@ -95,6 +95,9 @@ func (s *Store) clientChanged(ctx context.Context, q querier, id string) error {
 // GetClientByID returns the client or store.ErrNotFound, from the cache when it holds
 // a recent copy. The result is shared: callers must not modify it.
 func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, error) {
+	if !storable(id) {
+		return nil, store.ErrNotFound
+	}
 	now := s.now()
 	if s.caching() {
 		if c, ok := s.clients.get(id, now, s.opts.ClientCacheTTL); ok {

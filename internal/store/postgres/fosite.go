@@ -315,6 +315,9 @@ type storedToken struct {
 }
 
 func (s *Store) getToken(ctx context.Context, kind, signature string, session fosite.Session) (*storedToken, error) {
+	if !storable(signature) {
+		return nil, fosite.ErrNotFound
+	}
 	row, cached := (*tokenRow)(nil), false
 	if kind == kindAccessToken && s.caching() {
 		row, cached = s.tokens.get(signature, s.now())

@@ -323,6 +323,9 @@ func clientOwnedBy(ctx context.Context, q querier, id, owner string) error {
 const grantByID = `SELECT ` + grantColumns + ` FROM consent_grants WHERE id = $1`
 
 func (s *Store) GetGrantByID(ctx context.Context, id string) (*store.ConsentGrant, error) {
+	if !storable(id) {
+		return nil, store.ErrNotFound
+	}
 	g, err := scanGrant(s.queryRow(ctx, grantByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound

@@ -93,6 +93,9 @@ func (s *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.Au
 		scopes, aud  []string
 		form, state  []byte
 	)
+	if !storable(requestURI) {
+		return nil, fosite.ErrNotFound
+	}
 	err := s.q(ctx).QueryRowContext(ctx, parSelect, kindPAR, requestURI).
 		Scan(&id, &clientID, &at, &exp, pq.Array(&scopes), pq.Array(&aud), &form, &state)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -21,6 +21,9 @@ func (s *Store) CreateSignInSession(ctx context.Context, ss *store.SignInSession
 // a sign-out on another replica must count at once, and pages are not hot enough
 // for one primary-key read to matter.
 func (s *Store) GetSignInSession(ctx context.Context, id string) (*store.SignInSession, error) {
+	if !storable(id) {
+		return nil, store.ErrNotFound
+	}
 	ss := &store.SignInSession{ID: id}
 	err := s.q(ctx).QueryRowContext(ctx,
 		`SELECT subject, created_at, expires_at, identity FROM sign_in_sessions WHERE id = $1 AND expires_at > $2`,

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lib/pq"
 
@@ -442,6 +443,16 @@ func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, q querier
 }
 
 func (s *Store) now() time.Time { return s.opts.Now().UTC() }
+
+// storable reports whether PostgreSQL can hold key as text: valid UTF-8 without a NUL.
+// A lookup by a key that is not (a token, client ID or request URI a caller made up)
+// finds nothing, and is answered so without asking the database, which would refuse
+// the query (SQLSTATE 22021) and so turn garbage into a server error: a 503 that tells
+// a client to retry forever, or a revocation of garbage refused, where RFC 7009
+// section 2.2 wants 200.
+func storable(key string) bool {
+	return utf8.ValidString(key) && !strings.ContainsRune(key, 0)
+}
 
 func (s *Store) mapErr(err error) error {
 	mapped := mapErr(err)
