@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -107,6 +108,11 @@ func (r *TokenServerReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 func (r *TokenServerReconciler) reconcileExternal(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
 	ext := ts.Spec.External
 	ts.Status.AdminEndpoint = ext.AdminURL
+	// The Secrets first: one that is missing is a wait for it, as a bundled server's
+	// are, not a failure of the admin API.
+	if err := r.requireSecrets(ctx, ts.Namespace, externalSecrets(ext)); err != nil {
+		return err
+	}
 	admin, err := adminClientFor(ctx, r.Secrets, ts)
 	if err != nil {
 		return err // it names the Secret or the field at fault
@@ -118,6 +124,17 @@ func (r *TokenServerReconciler) reconcileExternal(ctx context.Context, ts *oauth
 		r.insecureWarning(ts)
 	}
 	return nil
+}
+
+// externalSecrets are the Secrets an external server's admin API needs: its CA, if
+// named, and the admin token.
+func externalSecrets(ext *oauthv1alpha1.ExternalTokenServer) []secretRef {
+	var refs []secretRef
+	if ref := ext.CASecretRef; ref != nil {
+		refs = append(refs, secretRef{ref.Name, cmp.Or(ref.Key, resources.KeyCACert), "spec.external.caSecretRef", true})
+	}
+	// #nosec G101 -- a field path, not a credential
+	return append(refs, secretRef{ext.TokenSecretRef.Name, cmp.Or(ext.TokenSecretRef.Key, "token"), "spec.external.tokenSecretRef", false})
 }
 
 // ReasonInsecureAdminURL: spec.external.insecure lets the admin token travel over http.
@@ -251,7 +268,9 @@ func userSecrets(ts *oauthv1alpha1.TokenServer) []string {
 		}
 	}
 	if ext := ts.Spec.External; ext != nil {
-		names = append(names, ext.TokenSecretRef.Name)
+		for _, ref := range externalSecrets(ext) {
+			names = append(names, ref.name)
+		}
 	}
 	return names
 }

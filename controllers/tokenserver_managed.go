@@ -411,17 +411,31 @@ func (r *TokenServerReconciler) database(ctx context.Context, ts *oauthv1alpha1.
 // pod would not start without the keys it mounts, and the condition says which is
 // missing.
 func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1alpha1.TokenServer) error {
-	type ref struct{ name, key, field string }
-	var refs []ref
+	var refs []secretRef
 	if name, key := resources.UpstreamSecretRef(ts); name != "" {
-		refs = append(refs, ref{name, key, "spec.login.upstreamOIDC.clientSecretRef"})
+		refs = append(refs, secretRef{name, key, "spec.login.upstreamOIDC.clientSecretRef", false})
 	}
 	if name, key := resources.UpstreamCARef(ts); name != "" {
-		refs = append(refs, ref{name, key, caSecretField})
+		refs = append(refs, secretRef{name, key, caSecretField, true})
 	}
+	return r.requireSecrets(ctx, ts.Namespace, refs)
+}
+
+// secretRef is a key of a Secret the user provides, named by the field that names it;
+// ca: the key holds PEM certificates.
+type secretRef struct {
+	name, key, field string
+	ca               bool
+}
+
+// requireSecrets waits for each of refs in turn: a Secret that does not exist or
+// lacks its key is SecretMissing, a CA that holds no certificate InvalidSecret, each
+// a wait for that Secret's key (status.waiting.object), so that fixing one starts
+// spec.progressDeadline's count again for the next.
+func (r *TokenServerReconciler) requireSecrets(ctx context.Context, namespace string, refs []secretRef) error {
 	for _, ref := range refs {
 		var sec corev1.Secret
-		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: ts.Namespace, Name: ref.name}, &sec)
+		err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.name}, &sec)
 		if apierrors.IsNotFound(err) || (err == nil && len(sec.Data[ref.key]) == 0) {
 			return waiting(ReasonSecretMissing, fmt.Sprintf("waiting for Secret %s with key %s (%s)", ref.name, ref.key, ref.field)).
 				waitingOn(secretKey(ref.name, ref.key))
@@ -429,7 +443,7 @@ func (r *TokenServerReconciler) upstreamSecret(ctx context.Context, ts *oauthv1a
 		if err != nil {
 			return fmt.Errorf("get Secret %s (%s): %w", ref.name, ref.field, err)
 		}
-		if ref.field == caSecretField && !holdsCertificate(sec.Data[ref.key]) {
+		if ref.ca && !holdsCertificate(sec.Data[ref.key]) {
 			return waiting(ReasonInvalidSecret, fmt.Sprintf("Secret %s key %s holds no PEM certificate (%s)", ref.name, ref.key, ref.field)).
 				waitingOn(secretKey(ref.name, ref.key))
 		}

@@ -21,6 +21,7 @@ import (
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/controllers"
+	"github.com/kubeoauth/kubeoauth/internal/adminpki"
 )
 
 // TestTokenServerSecretDeadline: a bundled TokenServer whose external database's
@@ -61,18 +62,7 @@ func TestTokenServerSecretDeadline(t *testing.T) {
 
 	createSecret(t, ns, "auth-dsn", map[string]string{"dsn": "postgres://auth@db.example.com:5432/auth?sslmode=verify-full"})
 	second := waitFor(t, ts, controllers.ReasonSecretMissing, "Secret auth-users")
-	if !second.Since.After(first.Since.Time) {
-		t.Errorf("status.waiting %+v, want a new count, after %s", second, first.Since)
-	}
-	for _, c := range []struct{ typ, want string }{
-		{oauthv1alpha1.ConditionReconciling, "waiting for Secret auth-users (spec.login.usersSecretRef)"},
-		{oauthv1alpha1.ConditionStalled, ""},
-	} {
-		got := meta.FindStatusCondition(ts.Status.Conditions, c.typ)
-		if (got == nil) != (c.want == "") || (got != nil && got.Message != c.want) {
-			t.Errorf("%s %+v, want %q", c.typ, got, c.want)
-		}
-	}
+	newCount(t, ts, second, first, "waiting for Secret auth-users (spec.login.usersSecretRef)")
 	checkGitOps(t, health, ts, status.InProgressStatus, "Progressing")
 
 	step(6 * time.Second)
@@ -84,6 +74,83 @@ func TestTokenServerSecretDeadline(t *testing.T) {
 	createSecret(t, ns, "auth-users", map[string]string{"users": "alice:$2y$10$abcdefghijklmnopqrstuuDCmUqMzDpFOe5YDz7L9dNaUv4ABQWnS"})
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAvailable)
 	checkRecovered(t, health, ts)
+}
+
+// TestExternalTokenServerSecretDeadline: an external TokenServer's Secrets (its admin
+// API's CA, spec.external.caSecretRef, and admin token, spec.external.tokenSecretRef)
+// are waited for as a bundled server's are, each on its own: a missing one reads
+// Reconciling SecretMissing naming it and the field, Stalled past the deadline, not
+// "the admin API does not answer"; a CA that holds no certificate reads
+// InvalidSecret. Fixing one is progress (found by review 18: the next Secret stalled
+// at once): the wait for the next starts a new count. Each Secret's creation brings a
+// pass, with no other change.
+func TestExternalTokenServerSecretDeadline(t *testing.T) {
+	ctx := context.Background()
+	step := advanceOperatorClock(t)
+	health := argoHealthScripts(t)
+	ns := namespace(t, "extsecretwait", nil)
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "auth"},
+		Spec: oauthv1alpha1.TokenServerSpec{Issuer: oauthv1alpha1.URL(issuer), ProgressDeadline: "5s",
+			External: &oauthv1alpha1.ExternalTokenServer{AdminURL: admin.BaseURL, Insecure: true,
+				CASecretRef:    &oauthv1alpha1.SecretKeyReference{Name: "auth-ca"},
+				TokenSecretRef: oauthv1alpha1.SecretKeyReference{Name: "auth-admin"}}}}
+	if err := k8s.Create(ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	first := waitFor(t, ts, controllers.ReasonSecretMissing, "Secret auth-ca key ca.crt")
+	checkGitOps(t, health, ts, status.InProgressStatus, "Progressing")
+	step(6 * time.Second)
+	poke(t, ts)
+	stalled := waitStalled(t, ts, "waiting for Secret auth-ca with key ca.crt (spec.external.caSecretRef); "+
+		"no progress for 5s (spec.progressDeadline)")
+	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
+	waitWarningSaying(t, ns, ts.Name, controllers.ReasonProgressDeadlineExceeded, stalled.Message)
+
+	createSecret(t, ns, "auth-ca", map[string]string{"ca.crt": "not a certificate"})
+	invalid := waitFor(t, ts, controllers.ReasonInvalidSecret, "Secret auth-ca key ca.crt")
+	newCount(t, ts, invalid, first, "Secret auth-ca key ca.crt holds no PEM certificate (spec.external.caSecretRef)")
+
+	// Three seconds into this wait: a count that went on from here would stall
+	// within the next, with six seconds since this one began.
+	step(3 * time.Second)
+	caPEM, _, err := adminpki.NewCA("external admin CA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ca corev1.Secret
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "auth-ca"}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	ca.Data = map[string][]byte{"ca.crt": caPEM}
+	if err := k8s.Update(ctx, &ca); err != nil {
+		t.Fatal(err)
+	}
+	second := waitFor(t, ts, controllers.ReasonSecretMissing, "Secret auth-admin key token")
+	newCount(t, ts, second, invalid, "waiting for Secret auth-admin with key token (spec.external.tokenSecretRef)")
+	checkGitOps(t, health, ts, status.InProgressStatus, "Progressing")
+
+	createSecret(t, ns, "auth-admin", map[string]string{"token": adminToken})
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAdminReachable)
+	checkRecovered(t, health, ts)
+}
+
+// newCount checks that w, the wait ts counts now, began after the wait before, and
+// that ts reads Reconciling saying msg, not Stalled.
+func newCount(t *testing.T, ts *oauthv1alpha1.TokenServer, w, before *oauthv1alpha1.Wait, msg string) {
+	t.Helper()
+	if !w.Since.After(before.Since.Time) {
+		t.Errorf("status.waiting %+v, want a new count, after %s", w, before.Since)
+	}
+	for _, c := range []struct{ typ, want string }{
+		{oauthv1alpha1.ConditionReconciling, msg},
+		{oauthv1alpha1.ConditionStalled, ""},
+	} {
+		got := meta.FindStatusCondition(ts.Status.Conditions, c.typ)
+		if (got == nil) != (c.want == "") || (got != nil && got.Message != c.want) {
+			t.Errorf("%s %+v, want %q", c.typ, got, c.want)
+		}
+	}
 }
 
 // TestTokenServerAdminDeadline: a TokenServer whose admin API fails its health check
