@@ -341,8 +341,8 @@ func TestManagedTokenServer(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts); err != nil {
 		t.Fatal(err)
 	}
-	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
-		MatchLabels: map[string]string{corev1.LabelMetadataName: "monitoring"}}}}}
+	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []oauthv1alpha1.MetricsPeer{{NamespaceSelector: &oauthv1alpha1.PeerSelector{
+		MatchLabels: map[string]oauthv1alpha1.LabelValue{corev1.LabelMetadataName: "monitoring"}}}}}
 	if err := k8s.Update(ctx, ts); err != nil {
 		t.Fatal(err)
 	}

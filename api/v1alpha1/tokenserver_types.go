@@ -1,7 +1,6 @@
 package v1alpha1
 
 import (
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -430,7 +429,77 @@ type MetricsAccess struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=atomic
 	// +optional
-	From []networkingv1.NetworkPolicyPeer `json:"from,omitempty"`
+	From []MetricsPeer `json:"from,omitempty"`
+}
+
+// MetricsPeer is a NetworkPolicy peer (networking.k8s.io/v1 NetworkPolicyPeer),
+// written as in a NetworkPolicy and copied into the token server's. It is checked
+// here as the API server checks a NetworkPolicy's, so that a peer it would refuse is
+// refused at spec.metrics.from, not later at the operator's write of the
+// NetworkPolicy; its selectors are bounded, so that the checks are cheap.
+// +kubebuilder:validation:XValidation:rule="has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",message="must name podSelector, namespaceSelector or ipBlock"
+// +kubebuilder:validation:XValidation:rule="!has(self.ipBlock) || !(has(self.podSelector) || has(self.namespaceSelector))",message="ipBlock may not be combined with podSelector or namespaceSelector"
+type MetricsPeer struct {
+	// podSelector selects pods: in this namespace, or with namespaceSelector in the
+	// namespaces it selects. An empty selector ({}) selects every pod.
+	// +optional
+	PodSelector *PeerSelector `json:"podSelector,omitempty"`
+	// namespaceSelector selects namespaces: every pod of them, or with podSelector
+	// the pods it selects. An empty selector ({}) selects every namespace.
+	// +optional
+	NamespaceSelector *PeerSelector `json:"namespaceSelector,omitempty"`
+	// ipBlock admits an address range. Pod addresses are ephemeral: prefer selectors
+	// for sources inside the cluster.
+	// +optional
+	IPBlock *PeerIPBlock `json:"ipBlock,omitempty"`
+}
+
+// PeerSelector is a label selector (metav1.LabelSelector) of a MetricsPeer.
+type PeerSelector struct {
+	// matchLabels: label keys and the values they must have.
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && k.indexOf('/') <= 253 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="each key must be a label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"
+	// +optional
+	MatchLabels map[string]LabelValue `json:"matchLabels,omitempty"`
+	// matchExpressions: requirements on labels, all of which must hold.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	MatchExpressions []PeerSelectorRequirement `json:"matchExpressions,omitempty"`
+}
+
+// PeerSelectorRequirement is a requirement of a PeerSelector
+// (metav1.LabelSelectorRequirement).
+// +kubebuilder:validation:XValidation:rule="self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",message="values must be set for In and NotIn and empty for Exists and DoesNotExist"
+type PeerSelectorRequirement struct {
+	// key is the label key.
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:XValidation:rule="self.indexOf('/') <= 253 && self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')",message="must be a label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"
+	Key string `json:"key"`
+	// operator: In, NotIn, Exists or DoesNotExist.
+	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
+	Operator metav1.LabelSelectorOperator `json:"operator"`
+	// values the label may (In) or may not (NotIn) have.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Values []LabelValue `json:"values,omitempty"`
+}
+
+// PeerIPBlock is an address range of a MetricsPeer (networking.k8s.io/v1 IPBlock).
+// +kubebuilder:validation:XValidation:rule="!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, !isCIDR(e) || (cidr(self.cidr).containsCIDR(e) && cidr(e).prefixLength() > cidr(self.cidr).prefixLength()))",fieldPath=".except",message="each entry must be a range strictly inside cidr"
+type PeerIPBlock struct {
+	// cidr: the range, e.g. 10.0.0.0/8 or 2001:db8::/64.
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR, e.g. 10.0.0.0/8"
+	CIDR string `json:"cidr"`
+	// except: ranges inside cidr that are not admitted.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR, e.g. 10.0.0.0/24"
+	// +listType=atomic
+	// +optional
+	Except []string `json:"except,omitempty"`
 }
 
 // NamespacePolicy selects namespaces by label, as Gateway API's allowedRoutes does.

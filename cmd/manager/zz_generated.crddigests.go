@@ -7,5 +7,5 @@ package main
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "5ca4efcef7eef194d4e6d1c53f01f086d761c910fd01a54deffc413a67cec52b",
 	"oauthclients.oauth.kubeoauth.io":  "306d291929384a4768d7d5fb80412ab01633782d8e6d6da5caedb5b645957a82",
-	"tokenservers.oauth.kubeoauth.io":  "f07a0bd36b093d4db8bbef2429d44129b201566829d241f2687d9f6b4c9cde59",
+	"tokenservers.oauth.kubeoauth.io":  "588dee82600c748829c8c395eed8a4bbc16e0a83c57db093cea57b2b05e214a9",
 }

@@ -809,7 +809,10 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 	// nothing). No From: every source.
 	metrics := networkingv1.NetworkPolicyIngressRule{Ports: port(portMetrics)}
 	if m := ts.Spec.Metrics; m != nil && len(m.From) > 0 {
-		metrics.From = append([]networkingv1.NetworkPolicyPeer{operator}, m.From...)
+		metrics.From = []networkingv1.NetworkPolicyPeer{operator}
+		for _, p := range m.From {
+			metrics.From = append(metrics.From, networkPolicyPeer(p))
+		}
 	}
 	return &networkingv1.NetworkPolicy{ObjectMeta: meta(ts, ts.Name+"-tokenserver", componentServer), Spec: networkingv1.NetworkPolicySpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: ts.Name, LabelComponent: componentServer}},
@@ -822,6 +825,35 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 				{PodSelector: &metav1.LabelSelector{MatchLabels: VerifySelector(ts)}}}},
 		},
 	}}
+}
+
+// networkPolicyPeer is p as a NetworkPolicy has it: the same fields.
+func networkPolicyPeer(p oauthv1alpha1.MetricsPeer) networkingv1.NetworkPolicyPeer {
+	selector := func(s *oauthv1alpha1.PeerSelector) *metav1.LabelSelector {
+		if s == nil {
+			return nil
+		}
+		out := &metav1.LabelSelector{}
+		for k, v := range s.MatchLabels {
+			if out.MatchLabels == nil {
+				out.MatchLabels = map[string]string{}
+			}
+			out.MatchLabels[k] = string(v)
+		}
+		for _, r := range s.MatchExpressions {
+			req := metav1.LabelSelectorRequirement{Key: r.Key, Operator: r.Operator}
+			for _, v := range r.Values {
+				req.Values = append(req.Values, string(v))
+			}
+			out.MatchExpressions = append(out.MatchExpressions, req)
+		}
+		return out
+	}
+	out := networkingv1.NetworkPolicyPeer{PodSelector: selector(p.PodSelector), NamespaceSelector: selector(p.NamespaceSelector)}
+	if b := p.IPBlock; b != nil {
+		out.IPBlock = &networkingv1.IPBlock{CIDR: b.CIDR, Except: slices.Clone(b.Except)}
+	}
+	return out
 }
 
 // DatabaseNetworkPolicy admits only this TokenServer's token server, migrations

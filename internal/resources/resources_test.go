@@ -13,6 +13,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -332,15 +333,21 @@ func TestNetworkPolicies(t *testing.T) {
 	}
 	// With spec.metrics.from, the metrics port admits those peers and the
 	// operator's pods, which read a new color's metrics during an upgrade, only.
-	prometheus := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{
-		MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}
-	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []networkingv1.NetworkPolicyPeer{prometheus}}
+	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []oauthv1alpha1.MetricsPeer{
+		{NamespaceSelector: &oauthv1alpha1.PeerSelector{MatchLabels: map[string]oauthv1alpha1.LabelValue{"kubernetes.io/metadata.name": "monitoring"}},
+			PodSelector: &oauthv1alpha1.PeerSelector{MatchExpressions: []oauthv1alpha1.PeerSelectorRequirement{
+				{Key: "app.kubernetes.io/name", Operator: metav1.LabelSelectorOpIn, Values: []oauthv1alpha1.LabelValue{"prometheus"}}}}},
+		{IPBlock: &oauthv1alpha1.PeerIPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}}}}
 	metrics = ServerNetworkPolicy(ts, op).Spec.Ingress[1]
-	if metrics.Ports[0].Port.StrVal != "metrics" || len(metrics.From) != 2 ||
-		metrics.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "kubeoauth-system" ||
-		metrics.From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "manager" ||
-		metrics.From[1].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" || metrics.From[1].PodSelector != nil {
-		t.Errorf("metrics rule %+v: want port metrics from the operator's pods and spec.metrics.from only", metrics)
+	want := []networkingv1.NetworkPolicyPeer{
+		{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "kubeoauth-system"}},
+			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/component": "manager"}}},
+		{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
+			PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "app.kubernetes.io/name", Operator: metav1.LabelSelectorOpIn, Values: []string{"prometheus"}}}}},
+		{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.0/16"}}}}
+	if metrics.Ports[0].Port.StrVal != "metrics" || !equality.Semantic.DeepEqual(metrics.From, want) {
+		t.Errorf("metrics rule from %+v: want port metrics from the operator's pods and spec.metrics.from only, %+v", metrics.From, want)
 	}
 	db := DatabaseNetworkPolicy(ts)
 	from := db.Spec.Ingress[0].From[0]
