@@ -58,7 +58,7 @@ func TestTokenServerSecretDeadline(t *testing.T) {
 		t.Errorf("status.waiting %+v, want it still counting from %s", ts.Status.Waiting, first.Since)
 	}
 	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
-	waitWarningSaying(t, ns, ts.Name, controllers.ReasonProgressDeadlineExceeded, stalled.Message)
+	waitDeadlineWarning(t, ns, ts.Name, stalled.Message)
 
 	createSecret(t, ns, "auth-dsn", map[string]string{"dsn": "postgres://auth@db.example.com:5432/auth?sslmode=verify-full"})
 	second := waitFor(t, ts, controllers.ReasonSecretMissing, "Secret auth-users")
@@ -69,7 +69,7 @@ func TestTokenServerSecretDeadline(t *testing.T) {
 	poke(t, ts)
 	stalled = waitStalled(t, ts, "waiting for Secret auth-users (spec.login.usersSecretRef); no progress for 5s (spec.progressDeadline)")
 	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
-	waitWarningSaying(t, ns, ts.Name, controllers.ReasonProgressDeadlineExceeded, stalled.Message)
+	waitDeadlineWarning(t, ns, ts.Name, stalled.Message)
 
 	createSecret(t, ns, "auth-users", map[string]string{"users": "alice:$2y$10$abcdefghijklmnopqrstuuDCmUqMzDpFOe5YDz7L9dNaUv4ABQWnS"})
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonAvailable)
@@ -105,7 +105,7 @@ func TestExternalTokenServerSecretDeadline(t *testing.T) {
 	stalled := waitStalled(t, ts, "waiting for Secret auth-ca with key ca.crt (spec.external.caSecretRef); "+
 		"no progress for 5s (spec.progressDeadline)")
 	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
-	waitWarningSaying(t, ns, ts.Name, controllers.ReasonProgressDeadlineExceeded, stalled.Message)
+	waitDeadlineWarning(t, ns, ts.Name, stalled.Message)
 
 	createSecret(t, ns, "auth-ca", map[string]string{"ca.crt": "not a certificate"})
 	invalid := waitFor(t, ts, controllers.ReasonInvalidSecret, "Secret auth-ca key ca.crt")
@@ -225,7 +225,7 @@ func TestTokenServerAdminDeadline(t *testing.T) {
 		}
 	}
 	checkGitOps(t, health, ts, status.FailedStatus, "Degraded")
-	waitWarningSaying(t, ns, ts.Name, controllers.ReasonProgressDeadlineExceeded, "the admin API does not answer")
+	waitDeadlineWarning(t, ns, ts.Name, "the admin API does not answer")
 	eventually(t, 20*time.Second, "the stalled passes still counted as reconcile errors", func() bool {
 		return tokenServerReconcileErrors(t)-errorsBefore >= 2
 	}, nil)
@@ -285,9 +285,10 @@ func notStalled(t *testing.T, ts *oauthv1alpha1.TokenServer, w *oauthv1alpha1.Wa
 	}
 }
 
-// waitWarningSaying waits for a Warning event with reason on the object name whose
-// note says part.
-func waitWarningSaying(t *testing.T, ns, name, reason, part string) {
+// waitDeadlineWarning waits for a Warning event ProgressDeadlineExceeded on the object
+// name whose note says part.
+func waitDeadlineWarning(t *testing.T, ns, name, part string) {
+	const reason = controllers.ReasonProgressDeadlineExceeded
 	t.Helper()
 	var notes []string
 	eventually(t, 20*time.Second, fmt.Sprintf("a Warning event %s on %s/%s saying %q", reason, ns, name, part), func() bool {

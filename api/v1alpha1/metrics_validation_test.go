@@ -80,7 +80,7 @@ func TestMetricsAccessValidation(t *testing.T) {
 		"a label key's prefix of 254": {from(labels(strings.Repeat("a", 254)+"/app", "x")),
 			reject(peer0+".podSelector.matchLabels", "each key must be a label key")},
 		"17 labels": {func(s *v1.TokenServerSpec) {
-			var kv []string
+			kv := make([]string, 0, 34)
 			for i := range 17 {
 				kv = append(kv, "l"+strings.Repeat("x", i), "v")
 			}
