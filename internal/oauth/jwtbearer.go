@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v3"
@@ -178,6 +179,11 @@ func (h jwtBearerHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 	claims := unverifiedClaims(ar.GetRequestForm().Get("assertion"))
 	if err := notIssuedLater(claims, time.Now()); err != nil {
 		return err
+	}
+	// JSON allows a NUL byte (\u0000), which the store cannot keep: the jti is kept
+	// against replay, the subject with the token.
+	if strings.ContainsRune(claims.ID, 0) || strings.ContainsRune(claims.Subject, 0) {
+		return fosite.ErrInvalidGrant.WithHint("The assertion's jti or sub holds a NUL byte.")
 	}
 	// fosite verifies the assertion before it looks at the jti: by then the issuer
 	// in ctx is the verified one.

@@ -1,13 +1,16 @@
 package tokenserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,6 +208,10 @@ func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusBadRequest, "", "invalid JSON body: "+err.Error())
 		return
 	}
+	if field := notTextField(reflect.ValueOf(in), "", map[string]string{"id": id, "owner": r.URL.Query().Get("owner")}); field != "" {
+		adminError(w, http.StatusBadRequest, field, notTextValue)
+		return
+	}
 	if field, msg := validateClient(&in, id); field != "" {
 		adminError(w, http.StatusUnprocessableEntity, field, msg)
 		return
@@ -265,6 +272,11 @@ func (s *Server) putGrant(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
 		adminError(w, http.StatusBadRequest, "", "invalid JSON body: "+err.Error())
+		return
+	}
+	if field := notTextField(reflect.ValueOf(in), "", map[string]string{"client": r.PathValue("client"),
+		"subject": r.PathValue("subject"), "owner": r.URL.Query().Get("owner")}); field != "" {
+		adminError(w, http.StatusBadRequest, field, notTextValue)
 		return
 	}
 	// ?owner= is the operator's precondition: the client must be that namespace's,
@@ -382,4 +394,73 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+const notTextValue = "must be text: holds invalid UTF-8 or a NUL byte, which the store cannot keep"
+
+// notTextField names the first value of a request that the store cannot keep as text
+// (invalid UTF-8 or a NUL byte, which JSON's \u0000 allows): one of params (path and
+// query values, by name), or a string of v, the decoded body, by its JSON path (such
+// as audience[1]). "" when there is none. Without it, the store's refusal of the
+// write is a 500 that the operator retries for good.
+func notTextField(v reflect.Value, path string, params map[string]string) string {
+	for _, name := range slices.Sorted(maps.Keys(params)) {
+		if !isText(params[name]) {
+			return name
+		}
+	}
+	join := func(name string) string {
+		if path == "" {
+			return name
+		}
+		return path + "." + name
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return notTextField(v.Elem(), path, nil)
+		}
+	case reflect.String:
+		if !isText(v.String()) {
+			return path
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			sub := path
+			if !f.Anonymous || name != "" {
+				sub = join(cmp.Or(name, f.Name))
+			}
+			if bad := notTextField(v.Field(i), sub, nil); bad != "" {
+				return bad
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return "" // raw JSON or bytes, not text
+		}
+		for i := range v.Len() {
+			if bad := notTextField(v.Index(i), fmt.Sprintf("%s[%d]", path, i), nil); bad != "" {
+				return bad
+			}
+		}
+	case reflect.Map:
+		for _, k := range v.MapKeys() {
+			if k.Kind() == reflect.String && !isText(k.String()) {
+				return path
+			}
+			if bad := notTextField(v.MapIndex(k), join(fmt.Sprint(k.Interface())), nil); bad != "" {
+				return bad
+			}
+		}
+	}
+	return ""
 }

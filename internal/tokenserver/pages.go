@@ -125,6 +125,10 @@ func (s *Server) parsePage(w http.ResponseWriter, r *http.Request) bool {
 		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
 		return false
 	}
+	if name, ok := notText(r.Form); ok {
+		s.errorPage(w, http.StatusBadRequest, "The request is malformed. "+notTextMessage(name))
+		return false
+	}
 	return true
 }
 
@@ -140,9 +144,7 @@ func (s *Server) csrfChecked(w http.ResponseWriter, r *http.Request) bool {
 // parseAuthorize reads and validates an authorization request and its prompt;
 // when it is not ok, it has answered.
 func (s *Server) parseAuthorize(w http.ResponseWriter, r *http.Request) (*oauth.AuthorizeRequest, []string, bool) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
+	if !s.parsePage(w, r) {
 		return nil, nil, false
 	}
 	p := s.cfg.Provider

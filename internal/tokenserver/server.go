@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -14,9 +15,11 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/semaphore"
@@ -438,8 +441,23 @@ func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
 			s.writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The request body is not a valid form.")
 			return
 		}
+		// A token to revoke or introspect that is no text is an invalid token, which
+		// RFC 7009 and RFC 7662 answer as such (the store finds no such token).
+		if name, ok := notText(r.Form, "token"); ok {
+			s.writeOAuthError(w, http.StatusBadRequest, "invalid_request", notTextMessage(name))
+			return
+		}
 		rec := newBuffered()
 		h(rec, r)
+		if r.Context().Err() != nil {
+			// The client hung up and the store's calls were cancelled with its request
+			// (fosite then answers 401 for a client it could not look up, or 5xx):
+			// nobody reads this answer, the database is not to blame, and no server
+			// error happened. 499, as nginx logs it, keeps it out of the 5xx the
+			// alerts read.
+			w.WriteHeader(statusClientClosedRequest)
+			return
+		}
 		if rec.code >= 500 && s.fence.active() {
 			// A request already running when the fence went up whose write came after
 			// the marker: the guard refused it, nothing was issued, and a retry is
@@ -468,6 +486,40 @@ func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
 		}
 		rec.copyTo(w)
 	}
+}
+
+// statusClientClosedRequest is nginx's status for a request whose client went away
+// before the answer.
+const statusClientClosedRequest = 499
+
+// notText returns the first parameter of form, name or value, that is not text:
+// invalid UTF-8 or a NUL byte, which no OAuth parameter holds and PostgreSQL cannot
+// keep (the server stores a request's parameters with what it issues). Such a request
+// is malformed (RFC 6749 section 5.2, invalid_request); answered later, it was a
+// server error when the store refused it. exempt names parameters that are only
+// looked up.
+func notText(form url.Values, exempt ...string) (string, bool) {
+	for name, values := range form {
+		if !isText(name) {
+			return name, true
+		}
+		if slices.Contains(exempt, name) {
+			continue
+		}
+		for _, v := range values {
+			if !isText(v) {
+				return name, true
+			}
+		}
+	}
+	return "", false
+}
+
+// isText says whether v is text PostgreSQL can keep: valid UTF-8 without a NUL.
+func isText(v string) bool { return utf8.ValidString(v) && !strings.ContainsRune(v, 0) }
+
+func notTextMessage(name string) string {
+	return fmt.Sprintf("The parameter %q is not text: it holds invalid UTF-8 or a NUL byte.", name)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

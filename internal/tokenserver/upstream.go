@@ -653,6 +653,10 @@ func (s *Server) upstreamIdentity(ctx context.Context, f upstreamFlow, code stri
 				"Tell the people who run this service.", u.label)}
 	}
 	subject := u.subjectPrefix + idt.Subject
+	if !isText(subject) {
+		return nil, "", &upstreamRefusal{code: http.StatusBadGateway, log: fmt.Sprintf("subject is not text: %q", subject),
+			msg: fmt.Sprintf("%s names you with an identifier that holds a NUL byte, which this server cannot keep.", u.label)}
+	}
 	if len(subject) > maxSubjectLen {
 		return nil, "", &upstreamRefusal{code: http.StatusBadGateway, log: "subject too long: " + subject,
 			msg: fmt.Sprintf("%s names you with an identifier of %d characters; this server takes at most %d.", u.label,
@@ -755,6 +759,11 @@ func (u *upstream) lacksClaims(claims map[string]any) bool {
 func (u *upstream) mapClaims(subject string, claims map[string]any, warn func(string, ...any)) (*oauth.Identity, []string) {
 	str := func(name string) string {
 		v, _ := claims[name].(string)
+		if !isText(v) {
+			// A NUL byte (JSON allows \u0000), which the store cannot keep.
+			warn("upstream provider: a claim holds a NUL byte; left out", "claim", name, "subject", subject)
+			return ""
+		}
 		return strings.TrimSpace(v)
 	}
 	id := &oauth.Identity{Username: str(u.claims.Username), Name: str(u.claims.Name)}
@@ -785,12 +794,12 @@ func (u *upstream) mapClaims(subject string, claims map[string]any, warn func(st
 	var groups []string
 	switch v := claims[u.claims.Groups].(type) {
 	case string:
-		if v = strings.TrimSpace(v); v != "" {
+		if v = strings.TrimSpace(v); v != "" && isText(v) {
 			groups = []string{v}
 		}
 	case []any:
 		for _, g := range v {
-			if s, ok := g.(string); ok {
+			if s, ok := g.(string); ok && isText(s) {
 				// Trimmed, as allowedGroups (which cannot have spaces around) is
 				// matched against them; a group of spaces is no group.
 				if s = strings.TrimSpace(s); s != "" && !slices.Contains(groups, s) {
