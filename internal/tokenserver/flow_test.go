@@ -83,21 +83,10 @@ func formFields(page string) url.Values {
 // callback's query. decision is approve or deny; "" expects no consent page.
 func (b *browser) authorize(in *instance, authURL, decision string) url.Values {
 	b.t.Helper()
-	resp, page := b.get(authURL)
-	if strings.Contains(page, `action="/login"`) {
-		f := formFields(page)
-		f.Set("username", "alice")
-		f.Set("password", alicePassword)
-		resp, page = b.post(in.URL+"/login", f)
-	}
-	if strings.Contains(page, `id="approve"`) {
-		if decision == "" {
-			b.t.Fatalf("a consent page was shown where none was expected")
-		}
-		f := formFields(page)
-		f.Set("decision", decision)
-		resp, page = b.post(in.URL+"/oauth2/auth", f)
-	} else if decision != "" {
+	resp, page, consent := b.walk(in, authURL, decision)
+	if consent && decision == "" {
+		b.t.Fatalf("a consent page was shown where none was expected")
+	} else if !consent && decision != "" {
 		b.t.Fatalf("no consent page; got %d: %.400s", resp.StatusCode, page)
 	}
 	loc, err := resp.Location()
@@ -105,6 +94,25 @@ func (b *browser) authorize(in *instance, authURL, decision string) url.Values {
 		b.t.Fatalf("want a redirect to the app, got %d %v: %.400s", resp.StatusCode, loc, page)
 	}
 	return loc.Query()
+}
+
+// walk follows authURL as alice: it signs her in and decides on the consent page
+// (consent: one was shown; decision "" leaves it there), and returns the last answer.
+func (b *browser) walk(in *instance, authURL, decision string) (resp reply, page string, consent bool) {
+	b.t.Helper()
+	resp, page = b.get(authURL)
+	if strings.Contains(page, `action="/login"`) {
+		f := formFields(page)
+		f.Set("username", "alice")
+		f.Set("password", alicePassword)
+		resp, page = b.post(in.URL+"/login", f)
+	}
+	if consent = strings.Contains(page, `id="approve"`); consent && decision != "" {
+		f := formFields(page)
+		f.Set("decision", decision)
+		resp, page = b.post(in.URL+"/oauth2/auth", f)
+	}
+	return resp, page, consent
 }
 
 func oauthConfig(in *instance, secret string, scopes ...string) *oauth2.Config {

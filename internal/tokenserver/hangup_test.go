@@ -33,7 +33,7 @@ func TestClientHangUpIsNoDatabaseOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		body := "token=ory_at_unknown.signature"
-		fmt.Fprintf(c, "POST /oauth2/revoke HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"+
+		_, _ = fmt.Fprintf(c, "POST /oauth2/revoke HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"+
 			"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s", auth, len(body), body)
 		_ = c.Close()
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 
@@ -64,11 +65,7 @@ func TestDeviceAuthorizationNULParameter(t *testing.T) {
 func TestPushedAuthorizationNULParameter(t *testing.T) {
 	in := start(t, setup{})
 	secret := confidentialClient(t, in, "grafana")
-	if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: "cli", OwnerNamespace: "tools",
-		ClientMetadata: adminapi.ClientMetadata{Name: "CLI", GrantTypes: []string{"authorization_code", "refresh_token"},
-			RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"}, TokenEndpointAuthMethod: "none"}}); err != nil {
-		t.Fatal(err)
-	}
+	publicClient(t, in, "cli")
 	for name, edit := range map[string]func(url.Values){
 		"state":                func(f url.Values) { f.Set("state", "state-01234\x00567") },
 		"nonce":                func(f url.Values) { f.Set("nonce", "nonce-01234\x00567") },
@@ -122,18 +119,7 @@ func TestAuthorizeNULParameter(t *testing.T) {
 		q := u.Query()
 		q.Set(param, "x\x00")
 		u.RawQuery = q.Encode()
-		resp, page := b.get(u.String())
-		if strings.Contains(page, `action="/login"`) {
-			f := formFields(page)
-			f.Set("username", "alice")
-			f.Set("password", alicePassword)
-			resp, page = b.post(in.URL+"/login", f)
-		}
-		if strings.Contains(page, `id="approve"`) {
-			f := formFields(page)
-			f.Set("decision", "approve")
-			resp, page = b.post(in.URL+"/oauth2/auth", f)
-		}
+		resp, page, _ := b.walk(in, u.String(), "approve")
 		if resp.StatusCode >= 500 {
 			t.Errorf("%s with a NUL: %d %.200s; want invalid_request", param, resp.StatusCode, page)
 			continue
@@ -227,5 +213,68 @@ func TestAdminClientWithNUL(t *testing.T) {
 	var ae *adminapi.Error
 	if !errors.As(err, &ae) || !strings.Contains(err.Error(), ": 400: ") {
 		t.Errorf("a grant whose subject holds a NUL: %v; want 400 naming the subject", err)
+	}
+}
+
+// publicClient registers a public client (no secret) for the code flow with PKCE,
+// as a command-line tool or a single-page app is.
+func publicClient(t *testing.T, in *instance, id string) {
+	t.Helper()
+	if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: "tools",
+		ClientMetadata: adminapi.ClientMetadata{Name: "CLI", GrantTypes: []string{"authorization_code", "refresh_token"},
+			RedirectURIs: []string{redirectURI}, Scopes: []string{"openid"}, TokenEndpointAuthMethod: "none"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Tokens that PostgreSQL cannot hold as text (invalid UTF-8, a NUL) are answered as
+// the invalid tokens they are, never as a server error: RFC 7009 section 2.2 answers
+// 200 to the revocation of an invalid token (a 503 would tell the client to retry
+// forever), RFC 7662 section 2.2 reports it inactive. At the token endpoint, and in
+// any other parameter (a client_id), they make the request malformed: 400
+// invalid_request naming the parameter. A public client needs no secret, so anyone
+// who knows its ID can send these.
+func TestGarbageTokensAreUnknownTokens(t *testing.T) {
+	in := start(t, setup{})
+	secret := confidentialClient(t, in, "grafana")
+	publicClient(t, in, "cli")
+	for name, token := range map[string]string{
+		"invalid UTF-8":   "ory_at_x.\xff\xfe",
+		"a NUL byte":      "ory_at_x.ab\x00cd",
+		"plain garbage":   "not-a-token",
+		"unknown, dotted": "ory_at_x.unknownsignature",
+	} {
+		if code, body := postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {token}}, "grafana", secret); code != http.StatusOK {
+			t.Errorf("grafana revoking %s: %d %v; want 200", name, code, body)
+		}
+		if code, body := postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {token}, "client_id": {"cli"}}, "", ""); code != http.StatusOK {
+			t.Errorf("public client cli revoking %s: %d %v; want 200", name, code, body)
+		}
+		if got := introspect(t, in, token, "grafana", secret); got["active"] != false {
+			t.Errorf("introspecting %s: %v; want inactive", name, got)
+		}
+		// At the token endpoint, a code or refresh token that is no text is a
+		// malformed request; an unknown one is invalid_grant.
+		want := "invalid_grant"
+		if !utf8.ValidString(token) || strings.ContainsRune(token, 0) {
+			want = "invalid_request"
+		}
+		code, body := postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token},
+			"client_id": {"cli"}}, "", "")
+		if code != http.StatusBadRequest || body["error"] != want {
+			t.Errorf("refreshing with %s: %d %v; want 400 %s", name, code, body, want)
+		}
+		code, body = postForm(t, in.URL+"/oauth2/token", url.Values{"grant_type": {"authorization_code"}, "code": {token},
+			"redirect_uri": {redirectURI}, "client_id": {"cli"}, "code_verifier": {"0123456789012345678901234567890123456789abc"}}, "", "")
+		if code != http.StatusBadRequest || body["error"] != want {
+			t.Errorf("exchanging %s as a code: %d %v; want 400 %s", name, code, body, want)
+		}
+	}
+	for name, id := range map[string]string{"invalid UTF-8": "cli\xff", "a NUL byte": "cli\x00"} {
+		code, body := postForm(t, in.URL+"/oauth2/revoke", url.Values{"token": {"x"}, "client_id": {id}}, "", "")
+		if desc, _ := body["error_description"].(string); code != http.StatusBadRequest || body["error"] != "invalid_request" ||
+			!strings.Contains(desc, `"client_id"`) {
+			t.Errorf("client_id with %s: %d %v; want 400 invalid_request naming client_id", name, code, body)
+		}
 	}
 }
