@@ -52,10 +52,7 @@ func TestChartHookPodsScheduleLikeTheOperator(t *testing.T) {
 // three CRDs), and nothing else: not delete another CRD, not read a Secret.
 func TestChartPreDeleteHookMayDeleteOnlyItsCRDs(t *testing.T) {
 	objs := template(t, "crds.keep=false", "watchNamespaces={apps}")
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName("kubeoauth-system")
+	ns := namespaceObject("kubeoauth-system")
 	apply := make([]*unstructured.Unstructured, 0, 4)
 	apply = append(apply, ns)
 	for _, name := range []struct{ kind, name string }{{"ServiceAccount", "kubeoauth-delete-resources"},

@@ -169,10 +169,7 @@ func TestChartRendersWhatValuesSay(t *testing.T) {
 // Every object the chart renders by default is accepted by a real API server (the
 // ServiceMonitor, off by default, needs the Prometheus Operator's CRD).
 func TestChartInstallsOnARealAPIServer(t *testing.T) {
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName("kubeoauth-system")
+	ns := namespaceObject("kubeoauth-system")
 	objs := []*unstructured.Unstructured{ns}
 	for _, o := range template(t) {
 		// testenv installed the CRDs from config/crd/bases, which templates/crds copies.
@@ -232,10 +229,7 @@ func TestChartWatchNamespacesGrantsNamespacedRoles(t *testing.T) {
 	objs := template(t, "watchNamespaces={apps,platform}")
 	var objects []*unstructured.Unstructured
 	for _, name := range []string{"kubeoauth-system", "apps", "platform", "elsewhere"} {
-		ns := &unstructured.Unstructured{}
-		ns.SetAPIVersion("v1")
-		ns.SetKind("Namespace")
-		ns.SetName(name)
+		ns := namespaceObject(name)
 		objects = append(objects, ns)
 	}
 	for _, o := range objs {
@@ -477,10 +471,7 @@ func TestChartReplicasNamesArgsAndEnv(t *testing.T) {
 		t.Error("no ServiceAccount or ClusterRoleBinding auth-manager")
 	}
 
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName("kubeoauth-system")
+	ns := namespaceObject("kubeoauth-system")
 	apply := []*unstructured.Unstructured{ns}
 	for _, o := range objs {
 		if o.GetKind() != "CustomResourceDefinition" {
@@ -543,10 +534,7 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 		t.Errorf("no service-account-token Secret %s for the scraper: %v", secretName, tokenSecret)
 	}
 
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName("kubeoauth-system")
+	ns := namespaceObject("kubeoauth-system")
 	apply := []*unstructured.Unstructured{ns}
 	for _, o := range objs {
 		if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "ServiceMonitor" && o.GetKind() != "PodMonitor" {

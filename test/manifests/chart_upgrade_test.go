@@ -27,19 +27,7 @@ var crdNames = []string{"oauthclients.oauth.kubeoauth.io", "consentgrants.oauth.
 // owned by the release, and resources survive. `helm uninstall` then keeps the CRDs
 // (crds.keep, the default); with crds.keep=false only its hook deletes them.
 func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig, c := chartAPIServer(t)
 	ctx := context.Background()
 	run := func(args ...string) {
 		t.Helper()
@@ -87,10 +75,7 @@ func TestChartUpgradeUpdatesTheCRDs(t *testing.T) {
 	if hasTosURI(t, c) {
 		t.Fatal("the old chart's OAuthClient CRD has spec.tosURI: the test's old chart is not old")
 	}
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName("observability")
+	ns := namespaceObject("observability")
 	if err := c.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
@@ -265,4 +250,32 @@ func waitCRDs(t *testing.T, c client.Client, present bool) {
 	if err != nil {
 		t.Fatalf("waiting for the CRDs to be %s: %v (%s)", map[bool]string{true: "present", false: "gone"}[present], err, state)
 	}
+}
+
+// chartAPIServer starts an API server of its own for a test that installs the chart
+// with helm: a kubeconfig for helm and an admin client.
+func chartAPIServer(t *testing.T) (kubeconfig string, c client.Client) {
+	t.Helper()
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = client.New(env.Config, client.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return kubeconfig, c
+}
+
+// namespaceObject is a Namespace named name, to create or apply.
+func namespaceObject(name string) *unstructured.Unstructured {
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName(name)
+	return ns
 }

@@ -26,29 +26,14 @@ import (
 // (that runs on uninstall only). Refusing the upgrade, naming crds.keep, would do as
 // well as keeping them; deleting them does not.
 func TestChartTurningCRDsOffKeepsThem(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig, c := chartAPIServer(t)
 	ctx := context.Background()
 
 	// No finalizer policy: with it the OAuthClient would hold the operator's
 	// finalizer, which no operator removes here.
 	helmOn(t, kubeconfig, "install", "kubeoauth", chartDir(), "--namespace", "kubeoauth-system", "--create-namespace",
 		"--take-ownership", "--set", "crds.keep=false", "--set", "finalizerPolicy.enabled=false")
-	ns := &unstructured.Unstructured{}
-	ns.SetAPIVersion("v1")
-	ns.SetKind("Namespace")
-	ns.SetName("observability")
+	ns := namespaceObject("observability")
 	if err := c.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
@@ -92,24 +77,9 @@ func TestChartTurningCRDsOffKeepsThem(t *testing.T) {
 // second release must install as documented, or fail with a message that says what
 // to set.
 func TestChartSecondReleaseInstalls(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig, c := chartAPIServer(t)
 	for _, name := range []string{"apps", "platform"} {
-		ns := &unstructured.Unstructured{}
-		ns.SetAPIVersion("v1")
-		ns.SetKind("Namespace")
-		ns.SetName(name)
+		ns := namespaceObject(name)
 		if err := c.Create(context.Background(), ns); err != nil {
 			t.Fatal(err)
 		}
