@@ -165,10 +165,12 @@ type DatabaseSpec struct {
 type ManagedDatabase struct {
 	// storageSize of the database volume.
 	// +kubebuilder:default="1Gi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be greater than zero"
 	// +optional
 	StorageSize resource.Quantity `json:"storageSize,omitzero"`
 	// storageClassName of the database volume claim; unset uses the cluster default.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a StorageClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 	// image of PostgreSQL, pinned to a patch release by default so that every node
@@ -457,7 +459,8 @@ type MetricsPeer struct {
 	IPBlock *PeerIPBlock `json:"ipBlock,omitempty"`
 }
 
-// PeerSelector is a label selector (metav1.LabelSelector) of a MetricsPeer.
+// PeerSelector is a label selector (metav1.LabelSelector) with bounds: of a
+// MetricsPeer, a topology spread constraint or a pod affinity term.
 type PeerSelector struct {
 	// matchLabels: label keys and the values they must have.
 	// +kubebuilder:validation:MaxProperties=16

@@ -7,5 +7,5 @@ package main
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "477d7d8c9c65ac90ebddde7951d9d203e8570ea5bd0903e8eb316d067df119af",
 	"oauthclients.oauth.kubeoauth.io":  "ccec7347cee80f008acb7059239ec664b9e7522e280a0536262c8d4970ce016b",
-	"tokenservers.oauth.kubeoauth.io":  "42ca212fa446bd70f09bcc227f03b8673ab4f15f2e44c5843c969105714eb8c8",
+	"tokenservers.oauth.kubeoauth.io":  "43df0ec023bf9e9ec6fa57f56389703188f7258a3517e41d3c53c9704332e4dc",
 }
