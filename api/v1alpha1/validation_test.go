@@ -806,7 +806,8 @@ func TestTokenServerNamesThatCollide(t *testing.T) {
 
 // The operator names a TokenServer's Service metadata.name, and its first install's
 // migration Job <metadata.name>-migrate-<8 hex digits>, whose pods carry it as their
-// job-name label (at most 63 characters): a name a Service cannot take, or one
+// job-name label (at most 63 characters; <name>-green-<10> is the StatefulSet pods'
+// controller-revision-hash, the same bound): a name a Service cannot take, or one
 // longer than 46 characters, is refused, naming metadata.name, not later every
 // object the operator writes for it. At the bound, every object is accepted.
 func TestTokenServerNamesTheOperatorCannotUse(t *testing.T) {
