@@ -155,7 +155,8 @@ type ResourceRequirements struct {
 	Claims []corev1.ResourceClaim `json:"claims,omitempty"`
 }
 
-// ResourceList are amounts of resources by name (corev1.ResourceList).
+// ResourceList maps resource names to amounts (corev1.ResourceList), such as
+// {cpu: 500m, memory: 1Gi}.
 // +kubebuilder:validation:MaxProperties=16
 // +kubebuilder:validation:XValidation:rule=`self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-') || (size(k) <= 317 && k.indexOf('/') <= 253 && k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')))`,message="names must be cpu, memory, ephemeral-storage, hugepages-<size> or an extended resource with a domain prefix, such as nvidia.com/gpu"
 // +kubebuilder:validation:XValidation:rule="self.all(k, type(self[k]) == int ? self[k] >= 0 : !self[k].startsWith('-'))",message="amounts must not be negative"
