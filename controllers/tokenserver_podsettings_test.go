@@ -99,9 +99,8 @@ func TestTokenServerPodSettings(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), pc) })
 	settings := &oauthv1alpha1.PodSettings{
-		Tolerations: []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "identity",
-			Effect: corev1.TaintEffectNoSchedule}},
-		NodeSelector:      map[string]string{"kubernetes.io/os": "linux"},
+		Tolerations:       []oauthv1alpha1.Toleration{{Key: "dedicated", Operator: "Equal", Value: "identity", Effect: "NoSchedule"}},
+		NodeSelector:      map[string]oauthv1alpha1.LabelValue{"kubernetes.io/os": "linux"},
 		PriorityClassName: pc.Name,
 		ImagePullSecrets:  []corev1.LocalObjectReference{{Name: "registry"}},
 		Labels:            map[string]oauthv1alpha1.LabelValue{"team": "identity"},

@@ -126,8 +126,8 @@ func refusedServer(t *testing.T, ns string) (*oauthv1alpha1.TokenServer, *corev1
 	}
 	setQuota(t, quota, "1")
 	ts, k := bundledServer(t, ns, func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
+		ts.Spec.Pod = &oauthv1alpha1.PodSettings{Resources: &oauthv1alpha1.ResourceRequirements{
+			Requests: oauthv1alpha1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
 	})
 	waitCondition(t, ts, oauthv1alpha1.ConditionReconciling, metav1.ConditionTrue, controllers.ReasonRollingOut)
 	// The wait for pods starts with the first pass that counts them: one that found

@@ -36,6 +36,11 @@ func TestTokenServerBrandingValidation(t *testing.T) {
 			reject("spec.branding.logoURL", logoMsg)},
 		"a logo too large to inline": {branding(v1.Branding{LogoURL: png + strings.Repeat("A", 32768)}),
 			reject("spec.branding.logoURL", "Too long")},
+		// 32768 characters, 65536 bytes: the token server counts bytes (pages.ParseBrand).
+		"a non-ASCII logo URL over 32768 bytes": {branding(v1.Branding{LogoURL: "https://cdn.example.com/" + strings.Repeat("é", 16384) + ".svg"}),
+			reject("spec.branding.logoURL", "must be at most 32768 bytes")},
+		"a non-ASCII logo URL of 32768 bytes": {branding(v1.Branding{LogoURL: "https://cdn.example.com/" +
+			strings.Repeat("é", (32768-len("https://cdn.example.com/.svg"))/2) + ".svg"}), ok()},
 		"a name too long": {branding(v1.Branding{DisplayName: strings.Repeat("x", 65)}),
 			reject("spec.branding.displayName", "Too long")},
 		"a name of two lines": {branding(v1.Branding{DisplayName: "Example\nCorp"}),

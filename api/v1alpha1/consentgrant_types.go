@@ -13,6 +13,7 @@ type ConsentGrantSpec struct {
 	// claim). It cannot change.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="subject cannot change after creation: delete this grant and create another"
 	Subject string `json:"subject"`
 

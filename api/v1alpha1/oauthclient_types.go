@@ -89,6 +89,7 @@ type OAuthClientSpec struct {
 	// clientName is the app's name shown on the consent and connected-apps pages.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=100
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	ClientName string `json:"clientName"`
 
 	// owner is who the app claims to be run by, shown on the consent page apart from
@@ -150,6 +151,7 @@ type OAuthClientSpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:items:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	// +optional
 	Audience []string `json:"audience,omitempty"`
 
@@ -263,6 +265,7 @@ type ServerReference struct {
 type Owner struct {
 	// team running the app.
 	// +kubebuilder:validation:MaxLength=100
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	// +optional
 	Team string `json:"team,omitempty"`
 	// contact for the app, such as an e-mail address.
@@ -343,6 +346,7 @@ type TokenLifespans struct {
 type ClientSecret struct {
 	// name of the Secret; unset: "<OAuthClient name>-oauth".
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Secret name (a DNS subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	Name string `json:"name,omitempty"`
 	// create the Secret with a generated secret (true), or wait for an existing one
@@ -401,6 +405,7 @@ type OAuthClientStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=oac,categories=kubeoauth;oauth
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name)) || size(self.metadata.name) <= 247",fieldPath=".metadata",message="metadata.name must be at most 247 characters unless spec.secret.name is set: the credentials Secret is named <metadata.name>-oauth, and a Secret name is at most 253 characters"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`

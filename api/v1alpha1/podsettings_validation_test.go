@@ -13,20 +13,25 @@ import (
 )
 
 // TestPodSettingsValidation: pod labels and annotations may not take the keys the
-// operator selects and rolls its pods by, and the error names the field.
+// operator selects and rolls its pods by, nothing a pod template may not carry is
+// accepted, and the error names the field. What is accepted, the operator's
+// objects built from it are too (dry run).
 func TestPodSettingsValidation(t *testing.T) {
 	const labelsMsg = "must not set the operator's own labels"
 	const annotationsMsg = "must not set the operator's own annotations"
+	q := resource.MustParse
+	pod := func(p v1.PodSettings) func(*v1.TokenServerSpec) {
+		return func(s *v1.TokenServerSpec) { s.Pod = &p }
+	}
 	tests := map[string]struct {
 		spec func(*v1.TokenServerSpec)
 		want rejected
 	}{
 		"every setting": {func(s *v1.TokenServerSpec) {
 			s.Pod = &v1.PodSettings{
-				Resources: &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}},
-				Tolerations: []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "identity",
-					Effect: corev1.TaintEffectNoSchedule}},
-				NodeSelector: map[string]string{"pool": "identity"}, PriorityClassName: "identity-critical",
+				Resources:    &v1.ResourceRequirements{Requests: v1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}},
+				Tolerations:  []v1.Toleration{{Key: "dedicated", Operator: "Equal", Value: "identity", Effect: "NoSchedule"}},
+				NodeSelector: map[string]v1.LabelValue{"pool": "identity"}, PriorityClassName: "identity-critical",
 				ImagePullSecrets: []corev1.LocalObjectReference{{Name: "registry"}},
 				Labels:           map[string]v1.LabelValue{"team": "identity", "app.kubernetes.io/part-of": "sso"},
 				Annotations:      map[string]string{"prometheus.io/scrape": "true"}}
@@ -132,6 +137,102 @@ func TestPodSettingsValidation(t *testing.T) {
 		"a negative Job TTL": {func(s *v1.TokenServerSpec) {
 			s.Jobs.TTLSecondsAfterFinished = new(int32(-1))
 		}, reject("spec.jobs.ttlSecondsAfterFinished", "should be greater than or equal to 0")},
+		// What a pod template may not carry is refused at the TokenServer, naming
+		// the field, not later at the operator's StatefulSet or Job.
+		"a nodeSelector value with a space": {pod(v1.PodSettings{NodeSelector: map[string]v1.LabelValue{"pool": "identity nodes"}}),
+			reject("spec.pod.nodeSelector[pool]", "must be a label value")},
+		"a nodeSelector key with a space": {pod(v1.PodSettings{NodeSelector: map[string]v1.LabelValue{"node pool": "identity"}}),
+			reject("spec.pod.nodeSelector", "keys must be label keys")},
+		"a PostgreSQL nodeSelector value with a space": {func(s *v1.TokenServerSpec) {
+			s.Database.Managed.Pod = &v1.PodSettings{NodeSelector: map[string]v1.LabelValue{"pool": "identity nodes"}}
+		}, reject("spec.database.managed.pod.nodeSelector[pool]", "must be a label value")},
+		"a priorityClassName that is no DNS subdomain": {pod(v1.PodSettings{PriorityClassName: "Identity Critical"}),
+			reject("spec.pod.priorityClassName", "must be a PriorityClass name")},
+		"a toleration with operator Exists and a value": {pod(v1.PodSettings{Tolerations: []v1.Toleration{
+			{Key: "dedicated", Operator: "Exists", Value: "identity"}}}), reject("spec.pod.tolerations[0].value", "must be empty with operator Exists")},
+		"a toleration with an unknown effect": {pod(v1.PodSettings{Tolerations: []v1.Toleration{
+			{Key: "dedicated", Operator: "Equal", Value: "identity", Effect: "NoSchedul"}}}),
+			reject("spec.pod.tolerations[0].effect", "must be NoSchedule, PreferNoSchedule, NoExecute or empty")},
+		"a toleration with an unknown operator": {pod(v1.PodSettings{Tolerations: []v1.Toleration{
+			{Key: "dedicated", Operator: "In", Value: "identity"}}}), reject("spec.pod.tolerations[0].operator", "must be Equal or Exists")},
+		"tolerationSeconds with effect NoSchedule": {pod(v1.PodSettings{Tolerations: []v1.Toleration{
+			{Key: "dedicated", Operator: "Exists", Effect: "NoSchedule", TolerationSeconds: new(int64(60))}}}),
+			reject("spec.pod.tolerations[0].tolerationSeconds", "is only for effect NoExecute")},
+		"a toleration without key or operator Exists": {pod(v1.PodSettings{Tolerations: []v1.Toleration{{Value: "identity"}}}),
+			reject("spec.pod.tolerations[0]", "an empty key needs operator Exists")},
+		"a toleration key with a space": {pod(v1.PodSettings{Tolerations: []v1.Toleration{{Key: "dedicated node", Operator: "Exists"}}}),
+			reject("spec.pod.tolerations[0].key", "must be a label key")},
+		"tolerations a pod may carry": {pod(v1.PodSettings{Tolerations: []v1.Toleration{{Operator: "Exists"},
+			{Key: "node.kubernetes.io/unreachable", Operator: "Exists", Effect: "NoExecute", TolerationSeconds: new(int64(30))},
+			{Key: "dedicated", Value: "identity", Effect: "PreferNoSchedule"}}}), ok()},
+		"a topology spread constraint with maxSkew 0": {pod(v1.PodSettings{TopologySpreadConstraints: []v1.TopologySpreadConstraint{
+			{MaxSkew: 0, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.DoNotSchedule}}}),
+			reject("spec.pod.topologySpreadConstraints[0].maxSkew", "should be greater than or equal to 1")},
+		"a topology spread constraint with an unknown whenUnsatisfiable": {pod(v1.PodSettings{TopologySpreadConstraints: []v1.TopologySpreadConstraint{
+			{MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: "Never"}}}),
+			reject("spec.pod.topologySpreadConstraints[0].whenUnsatisfiable", "Unsupported value")},
+		"a topology spread constraint without topologyKey": {pod(v1.PodSettings{TopologySpreadConstraints: []v1.TopologySpreadConstraint{
+			{MaxSkew: 1, WhenUnsatisfiable: corev1.ScheduleAnyway}}}),
+			reject("spec.pod.topologySpreadConstraints[0].topologyKey", "should be at least 1 chars long")},
+		"minDomains with ScheduleAnyway": {pod(v1.PodSettings{TopologySpreadConstraints: []v1.TopologySpreadConstraint{
+			{MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.ScheduleAnyway, MinDomains: new(int32(2))}}}),
+			reject("spec.pod.topologySpreadConstraints[0].minDomains", "is only for whenUnsatisfiable DoNotSchedule")},
+		"a topology spread a pod may carry": {pod(v1.PodSettings{TopologySpreadConstraints: []v1.TopologySpreadConstraint{
+			{MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.DoNotSchedule, MinDomains: new(int32(2)),
+				LabelSelector:  &v1.PeerSelector{MatchLabels: map[string]v1.LabelValue{"app.kubernetes.io/name": "tokenserver"}},
+				MatchLabelKeys: []string{"pod-template-hash"}}}}), ok()},
+		"a node affinity requirement with an unknown operator": {pod(v1.PodSettings{Affinity: &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: "pool", Operator: "Equals", Values: []string{"identity"}}}}}}}}}),
+			reject("spec.pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator",
+				"Unsupported value")},
+		"a node affinity Gt that is no integer": {pod(v1.PodSettings{Affinity: &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: "cores", Operator: "Gt", Values: []string{"many"}}}}}}}}}),
+			reject("spec.pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0]",
+				"one integer for Gt and Lt")},
+		"a node affinity field other than metadata.name": {pod(v1.PodSettings{Affinity: &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchFields: []v1.NodeSelectorRequirement{{Key: "spec.unschedulable", Operator: "In", Values: []string{"false"}}}}}}}}}),
+			reject("spec.pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields",
+				"each field requirement must be on metadata.name")},
+		"a pod anti-affinity term without topologyKey": {pod(v1.PodSettings{Affinity: &v1.Affinity{PodAntiAffinity: &v1.PodAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: []v1.PodAffinityTerm{{}}}}}),
+			reject("spec.pod.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey", "should be at least 1 chars long")},
+		"a preferred anti-affinity term of weight 0": {pod(v1.PodSettings{Affinity: &v1.Affinity{PodAntiAffinity: &v1.PodAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []v1.WeightedPodAffinityTerm{{Weight: 0,
+				PodAffinityTerm: v1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname"}}}}}}),
+			reject("spec.pod.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight", "should be greater than or equal to 1")},
+		"an affinity a pod may carry": {pod(v1.PodSettings{Affinity: &v1.Affinity{
+			NodeAffinity: &v1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchExpressions: []v1.NodeSelectorRequirement{{Key: "pool", Operator: "In", Values: []string{"identity"}},
+					{Key: "cores", Operator: "Gt", Values: []string{"3"}}, {Key: "spot", Operator: "DoesNotExist"}},
+				MatchFields: []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: "NotIn", Values: []string{"node-7"}}}}}},
+				PreferredDuringSchedulingIgnoredDuringExecution: []v1.PreferredSchedulingTerm{{Weight: 100,
+					Preference: v1.NodeSelectorTerm{MatchExpressions: []v1.NodeSelectorRequirement{{Key: "ssd", Operator: "Exists"}}}}}},
+			PodAntiAffinity: &v1.PodAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []v1.WeightedPodAffinityTerm{{Weight: 50,
+				PodAffinityTerm: v1.PodAffinityTerm{TopologyKey: "kubernetes.io/hostname", Namespaces: []string{"identity"},
+					LabelSelector: &v1.PeerSelector{MatchLabels: map[string]v1.LabelValue{"app.kubernetes.io/name": "tokenserver"}}}}}}}}), ok()},
+		"a CPU request over its limit": {pod(v1.PodSettings{Resources: &v1.ResourceRequirements{
+			Requests: v1.ResourceList{corev1.ResourceCPU: q("2")}, Limits: v1.ResourceList{corev1.ResourceCPU: q("1")}}}),
+			reject("spec.pod.resources", "each request of cpu, memory or ephemeral-storage must be at most its limit")},
+		"a negative memory request": {pod(v1.PodSettings{Resources: &v1.ResourceRequirements{
+			Requests: v1.ResourceList{corev1.ResourceMemory: q("-128Mi")}}}), reject("spec.pod.resources.requests", "amounts must not be negative")},
+		"a resource name that is neither standard nor qualified": {pod(v1.PodSettings{Resources: &v1.ResourceRequirements{
+			Requests: v1.ResourceList{"gpu": q("1")}}}), reject("spec.pod.resources.requests", "names must be cpu, memory, ephemeral-storage")},
+		"a resource claim no pod declares": {pod(v1.PodSettings{Resources: &v1.ResourceRequirements{
+			Claims: []corev1.ResourceClaim{{Name: "gpu"}}}}), reject("spec.pod.resources.claims", "must be empty")},
+		"a Job memory request over its limit": {func(s *v1.TokenServerSpec) {
+			s.Jobs.Resources = &v1.ResourceRequirements{Requests: v1.ResourceList{corev1.ResourceMemory: q("2Gi")},
+				Limits: v1.ResourceList{corev1.ResourceMemory: q("1Gi")}}
+		}, reject("spec.jobs.resources", "must be at most its limit")},
+		"resources a pod may carry": {pod(v1.PodSettings{Resources: &v1.ResourceRequirements{
+			Requests: v1.ResourceList{corev1.ResourceCPU: q("500m"), corev1.ResourceMemory: q("1Gi"), "example.com/dongle": q("1")},
+			Limits:   v1.ResourceList{corev1.ResourceCPU: q("1"), corev1.ResourceMemory: q("1Gi"), "example.com/dongle": q("1")}}}), ok()},
+		"a storageClassName that is no DNS subdomain": {func(s *v1.TokenServerSpec) { s.Database.Managed.StorageClassName = new("Fast SSD") },
+			reject("spec.database.managed.storageClassName", "must be a StorageClass name")},
+		"a negative storageSize": {func(s *v1.TokenServerSpec) { s.Database.Managed.StorageSize = q("-1Gi") },
+			reject("spec.database.managed.storageSize", "must be greater than zero")},
 		"pod settings on an external server": {func(s *v1.TokenServerSpec) {
 			s.Image, s.Database = "", nil
 			s.External = &v1.ExternalTokenServer{AdminURL: "https://auth-admin.internal:4445",
@@ -141,7 +242,13 @@ func TestPodSettingsValidation(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			create(t, tokenServer(tt.spec), tt.want)
+			ts := tokenServer(tt.spec)
+			create(t, ts, tt.want)
+			if tt.want == ok() {
+				if refused := operatorObjectsRefused(t, ts); len(refused) > 0 {
+					t.Fatalf("the TokenServer was accepted, and the operator's objects are then refused: %s", strings.Join(refused, "; "))
+				}
+			}
 		})
 	}
 }

@@ -24,7 +24,7 @@ type TokenServerSpec struct {
 
 	// image of the token server. Changing it starts a blue-green upgrade.
 	// +kubebuilder:validation:MaxLength=512
-	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && !self.contains(' ')",message="must be a non-empty image reference without spaces, such as ghcr.io/kubeoauth/tokenserver:v0.1.0"
+	// +kubebuilder:validation:XValidation:rule=`size(self) > 0 && !self.matches(r'[\p{Z}\p{Cc}]')`,message="must be a non-empty image reference without whitespace (spaces, tabs, newlines, leading or trailing too) or control characters, such as ghcr.io/kubeoauth/tokenserver:v0.1.0: no pod can run one with them"
 	// +optional
 	Image string `json:"image,omitempty"`
 
@@ -129,9 +129,11 @@ type Branding struct {
 	// such as https://cdn.example.com/logo.svg (the pages' Content-Security-Policy
 	// admits images from its origin only), or a small image inline as
 	// data:image/png;base64,... or data:image/svg+xml;base64,... An img element runs no
-	// script of an SVG.
+	// script of an SVG. At most 32768 bytes: the token server counts bytes, so a
+	// non-ASCII character takes two to four.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32768
+	// +kubebuilder:validation:XValidation:rule="size(bytes(self)) <= 32768",message="must be at most 32768 bytes (UTF-8: a non-ASCII character takes two to four): the token server counts bytes, and a longer logo URL fails every pod's start; percent-encode the path or host the logo at a shorter URL"
 	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?][^\s\x22\x27<>\\]*)?$') || self.matches(r'^data:image/(png|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}$')`,message="must be an https URL without user info, quotes or spaces, with a host name and a port up to 65535 (such as https://cdn.example.com/logo.svg) or an inline image as data:image/png;base64,... or data:image/svg+xml;base64,...; http (mixed content), javascript: and other data: types are refused"
 	// +optional
 	LogoURL string `json:"logoURL,omitempty"`
@@ -163,10 +165,12 @@ type DatabaseSpec struct {
 type ManagedDatabase struct {
 	// storageSize of the database volume.
 	// +kubebuilder:default="1Gi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be greater than zero"
 	// +optional
 	StorageSize resource.Quantity `json:"storageSize,omitzero"`
 	// storageClassName of the database volume claim; unset uses the cluster default.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a StorageClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 	// image of PostgreSQL, pinned to a patch release by default so that every node
@@ -175,6 +179,7 @@ type ManagedDatabase struct {
 	// +kubebuilder:default="postgres:15.18"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule=`!self.matches(r'[\p{Z}\p{Cc}]')`,message="must be an image reference without whitespace (spaces, tabs, newlines, leading or trailing too) or control characters, such as postgres:15.18: no pod can run one with them"
 	// +optional
 	Image string `json:"image,omitempty"`
 	// pod sets the PostgreSQL pod's resources, scheduling and metadata. A change
@@ -454,7 +459,8 @@ type MetricsPeer struct {
 	IPBlock *PeerIPBlock `json:"ipBlock,omitempty"`
 }
 
-// PeerSelector is a label selector (metav1.LabelSelector) of a MetricsPeer.
+// PeerSelector is a label selector (metav1.LabelSelector) with bounds: of a
+// MetricsPeer, a topology spread constraint or a pod affinity term.
 type PeerSelector struct {
 	// matchLabels: label keys and the values they must have.
 	// +kubebuilder:validation:MaxProperties=16
@@ -999,6 +1005,8 @@ type UpgradeEndpointCounts struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ts,categories=kubeoauth;oauth
 // +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-pages', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config, -pages or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
+// +kubebuilder:validation:XValidation:rule=`self.metadata.name.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')`,fieldPath=".metadata",message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', beginning with a letter and ending with a letter or digit): the TokenServer's Service is named metadata.name, and a Service name cannot hold a dot or begin with a digit"
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 46",fieldPath=".metadata",message="metadata.name must be at most 46 characters: the first install's migration Job is <metadata.name>-migrate-<8 hex digits>, which its pods carry as their job-name label, a label value of at most 63 characters"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.branding) || !has(self.spec.branding.templatesConfigMapRef) || !(self.spec.branding.templatesConfigMapRef.name in [self.metadata.name + '-pages', self.metadata.name + '-config'])",fieldPath=".spec.branding.templatesConfigMapRef.name",message="spec.branding.templatesConfigMapRef.name must not be <metadata.name>-pages or <metadata.name>-config: the operator writes those ConfigMaps itself (-pages is its checked copy of the templates, which the pods mount); name the ConfigMap of your templates otherwise, such as <metadata.name>-templates"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`

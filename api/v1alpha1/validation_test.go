@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	"github.com/kubeoauth/kubeoauth/internal/clientspec"
+	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
 
 const ns = "validation"
@@ -322,6 +325,16 @@ func TestOAuthClientValidation(t *testing.T) {
 		}, ok()},
 		"unknown deletion policy": {func(s *v1.OAuthClientSpec) { s.DeletionPolicy = "Retain" },
 			reject("spec.deletionPolicy", `Unsupported value: "Retain"`)},
+		// PostgreSQL stores no NUL in text or jsonb: the token server's admin API would
+		// answer every push of the client with a 500.
+		"a NUL in clientName": {func(s *v1.OAuthClientSpec) { s.ClientName = "Graf\x00ana" },
+			reject("spec.clientName", "must not contain a NUL character")},
+		"a NUL in owner.team": {func(s *v1.OAuthClientSpec) { s.Owner = &v1.Owner{Team: "observability\x00"} },
+			reject("spec.owner.team", "must not contain a NUL character")},
+		"a NUL in an audience": {func(s *v1.OAuthClientSpec) {
+			s.Audience = []string{"https://api.example.com", "https://x.example.com\x00"}
+		},
+			reject("spec.audience[1]", "must not contain a NUL character")},
 		"owner contact of 300 characters": {func(s *v1.OAuthClientSpec) {
 			s.Owner = &v1.Owner{Team: "obs", Contact: strings.Repeat("a", 300)}
 		}, reject("spec.owner.contact", "may not be more than 254 bytes")},
@@ -432,7 +445,22 @@ func TestTokenServerValidation(t *testing.T) {
 		"no image": {func(s *v1.TokenServerSpec) { s.Image = "" },
 			reject("spec.image", "image is required")},
 		"image of spaces": {func(s *v1.TokenServerSpec) { s.Image = "  " },
-			reject("spec.image", "must be a non-empty image reference without spaces")},
+			reject("spec.image", "must be a non-empty image reference without whitespace")},
+		// A pod's image may not have leading or trailing whitespace, and one inside
+		// cannot be pulled: the StatefulSet is accepted and its pods never come.
+		"an image with a trailing newline": {func(s *v1.TokenServerSpec) { s.Image = "ghcr.io/kubeoauth/tokenserver:v0.1.0\n" },
+			reject("spec.image", "must be a non-empty image reference without whitespace")},
+		"an image with a leading tab": {func(s *v1.TokenServerSpec) { s.Image = "\tghcr.io/kubeoauth/tokenserver:v0.1.0" },
+			reject("spec.image", "must be a non-empty image reference without whitespace")},
+		"an image with a no-break space": {func(s *v1.TokenServerSpec) { s.Image = "ghcr.io/kubeoauth/tokenserver:v0.1.0\u00a0" },
+			reject("spec.image", "must be a non-empty image reference without whitespace")},
+		"a PostgreSQL image with a leading space": {func(s *v1.TokenServerSpec) { s.Database.Managed.Image = " postgres:15.18" },
+			reject("spec.database.managed.image", "must be an image reference without whitespace")},
+		"a PostgreSQL image with a trailing newline": {func(s *v1.TokenServerSpec) { s.Database.Managed.Image = "postgres:15.18\n" },
+			reject("spec.database.managed.image", "must be an image reference without whitespace")},
+		"a PostgreSQL image by digest": {func(s *v1.TokenServerSpec) {
+			s.Database.Managed.Image = "docker.io/library/postgres@sha256:" + strings.Repeat("a", 64)
+		}, ok()},
 		"zero replicas": {func(s *v1.TokenServerSpec) { s.Replicas = ptr.To[int32](0) },
 			reject("spec.replicas", "should be greater than or equal to 1")},
 		"three replicas": {func(s *v1.TokenServerSpec) { s.Replicas = ptr.To[int32](3) }, ok()},
@@ -670,6 +698,8 @@ func TestConsentGrantValidation(t *testing.T) {
 			reject("spec.scopes[1]", "must be a scope token")},
 		"the same scope twice": {func(s *v1.ConsentGrantSpec) { s.Scopes = []v1.Scope{"openid", "openid"} },
 			reject("spec.scopes[1]", "Duplicate value")},
+		"a NUL in the subject": {func(s *v1.ConsentGrantSpec) { s.Subject = "alice\x00" },
+			reject("spec.subject", "must not contain a NUL character")},
 		"65 scopes": {func(s *v1.ConsentGrantSpec) {
 			s.Scopes = nil
 			for i := range 65 {
@@ -770,6 +800,104 @@ func TestTokenServerNamesThatCollide(t *testing.T) {
 			ts := tokenServer()
 			ts.GenerateName, ts.Name = "", name
 			create(t, ts, want)
+		})
+	}
+}
+
+// The operator names a TokenServer's Service metadata.name, and its first install's
+// migration Job <metadata.name>-migrate-<8 hex digits>, whose pods carry it as their
+// job-name label (at most 63 characters; <name>-green-<10> is the StatefulSet pods'
+// controller-revision-hash, the same bound): a name a Service cannot take, or one
+// longer than 46 characters, is refused, naming metadata.name, not later every
+// object the operator writes for it. At the bound, every object is accepted.
+func TestTokenServerNamesTheOperatorCannotUse(t *testing.T) {
+	const dns1035 = "metadata.name must be a DNS-1035 label"
+	const tooLong = "metadata.name must be at most 46 characters"
+	for name, tt := range map[string]struct {
+		name string
+		want rejected
+	}{
+		"a dot":                 {"auth.v2", reject("metadata", dns1035)},
+		"a leading digit":       {"2fa", reject("metadata", dns1035)},
+		"47 characters":         {strings.Repeat("a", 47), reject("metadata", tooLong)},
+		"58 characters":         {strings.Repeat("b", 58), reject("metadata", tooLong)},
+		"a dot, and long":       {"identity." + strings.Repeat("c", 40), reject("metadata", dns1035)},
+		"one letter":            {"a", ok()},
+		"46 characters":         {"auth-" + strings.Repeat("d", 41), ok()},
+		"digits and dashes too": {"auth-2-eu", ok()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := tokenServer()
+			ts.GenerateName, ts.Name = "", tt.name
+			create(t, ts, tt.want)
+			if tt.want == ok() {
+				if refused := operatorObjectsRefused(t, ts); len(refused) > 0 {
+					t.Fatalf("TokenServer %q was accepted, and the operator's objects are then refused: %s", tt.name,
+						strings.Join(refused, "; "))
+				}
+			}
+		})
+	}
+}
+
+// operatorObjectsRefused dry-runs the objects the operator builds from ts (the
+// PostgreSQL and token server StatefulSets, their Services, the PDB, the
+// NetworkPolicies, the migration Job) and returns the API server's refusals.
+func operatorObjectsRefused(t *testing.T, ts *v1.TokenServer) []string {
+	t.Helper()
+	var refused []string
+	objs := []client.Object{
+		resources.TokenServerStatefulSet(ts, resources.Inputs{Color: "green", Image: ts.Spec.Image, Replicas: 1}),
+		resources.HeadlessService(ts, "green"), resources.PublicService(ts, resources.ServingSelector(ts)),
+		resources.AdminService(ts, resources.ServingSelector(ts)), resources.PodDisruptionBudget(ts),
+		resources.ServerNetworkPolicy(ts, resources.OperatorPeer{Namespace: "kubeoauth-system", PodLabels: map[string]string{"app": "op"}}),
+		resources.MigrationJob(ts, ts.Spec.Image)}
+	if resources.ManagedDatabase(ts) {
+		objs = append(objs, resources.DatabaseStatefulSet(ts), resources.DatabaseService(ts), resources.DatabaseNetworkPolicy(ts))
+	}
+	for _, obj := range objs {
+		obj.SetNamespace(ts.Namespace)
+		if err := k8s.Create(context.Background(), obj, client.DryRunAll); err != nil {
+			refused = append(refused, err.Error())
+		}
+	}
+	return refused
+}
+
+// An OAuthClient's credentials Secret is spec.secret.name, else <metadata.name>-oauth:
+// one no Secret can take is refused at the OAuthClient, not after the client is
+// registered on the token server.
+func TestOAuthClientSecretNames(t *testing.T) {
+	const secretMsg = "must be a Secret name (a DNS subdomain)"
+	named := func(name string, mutate ...func(*v1.OAuthClientSpec)) *v1.OAuthClient {
+		c := oauthClient(mutate...)
+		c.GenerateName, c.Name = "", name
+		return c
+	}
+	for name, tt := range map[string]struct {
+		oc   *v1.OAuthClient
+		want rejected
+	}{
+		"a space":        {oauthClient(func(s *v1.OAuthClientSpec) { s.Secret.Name = "Grafana OAuth" }), reject("spec.secret.name", secretMsg)},
+		"an underscore":  {oauthClient(func(s *v1.OAuthClientSpec) { s.Secret.Name = "grafana_oauth" }), reject("spec.secret.name", secretMsg)},
+		"a trailing dot": {oauthClient(func(s *v1.OAuthClientSpec) { s.Secret.Name = "grafana." }), reject("spec.secret.name", secretMsg)},
+		"a subdomain":    {oauthClient(func(s *v1.OAuthClientSpec) { s.Secret.Name = "grafana.oauth-1" }), ok()},
+		"a metadata.name of 248 characters": {named(strings.Repeat("g", 248)),
+			reject("metadata", "metadata.name must be at most 247 characters unless spec.secret.name is set")},
+		"a metadata.name of 247 characters": {named(strings.Repeat("g", 247)), ok()},
+		"a metadata.name of 250 characters and spec.secret.name": {named(strings.Repeat("g", 250),
+			func(s *v1.OAuthClientSpec) { s.Secret.Name = "grafana-oauth" }), ok()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			create(t, tt.oc, tt.want)
+			if tt.want != ok() {
+				return
+			}
+			secretName := clientspec.SecretName(tt.oc)
+			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: tt.oc.Namespace}}
+			if err := k8s.Create(context.Background(), sec, client.DryRunAll); err != nil {
+				t.Fatalf("the OAuthClient was accepted, and its credentials Secret %q is then refused: %v", secretName, err)
+			}
 		})
 	}
 }

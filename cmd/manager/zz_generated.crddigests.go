@@ -5,7 +5,7 @@ package main
 // crdSchemaDigests are the schema digests (crdschema.Digest) of the CRDs this
 // operator was built with.
 var crdSchemaDigests = map[string]string{
-	"consentgrants.oauth.kubeoauth.io": "5ca4efcef7eef194d4e6d1c53f01f086d761c910fd01a54deffc413a67cec52b",
-	"oauthclients.oauth.kubeoauth.io":  "306d291929384a4768d7d5fb80412ab01633782d8e6d6da5caedb5b645957a82",
-	"tokenservers.oauth.kubeoauth.io":  "588dee82600c748829c8c395eed8a4bbc16e0a83c57db093cea57b2b05e214a9",
+	"consentgrants.oauth.kubeoauth.io": "477d7d8c9c65ac90ebddde7951d9d203e8570ea5bd0903e8eb316d067df119af",
+	"oauthclients.oauth.kubeoauth.io":  "ccec7347cee80f008acb7059239ec664b9e7522e280a0536262c8d4970ce016b",
+	"tokenservers.oauth.kubeoauth.io":  "43df0ec023bf9e9ec6fa57f56389703188f7258a3517e41d3c53c9704332e4dc",
 }

@@ -14,7 +14,10 @@ import (
 const (
 	MaxDisplayName = 64
 	// MaxLogoURL leaves room for a small image inline (data:); a larger one belongs at
-	// an https URL.
+	// an https URL. It counts bytes, as the CRD's rule does (not its maxLength, which
+	// counts characters): the limit bounds what every page carries, and token server
+	// images released before the CRD counted bytes too had this very check, so the
+	// CRD bounds what all of them take.
 	MaxLogoURL = 32768
 )
 
@@ -41,7 +44,7 @@ func ParseBrand(name, logoURL string) (Brand, error) {
 			"separators, or bidirectional overrides and isolates")
 	}
 	if len(logoURL) > MaxLogoURL {
-		return Brand{}, fmt.Errorf("logo URL: at most %d characters", MaxLogoURL)
+		return Brand{}, fmt.Errorf("logo URL: at most %d bytes", MaxLogoURL)
 	}
 	if logoURL != "" && !httpsLogo.MatchString(logoURL) && !dataLogo.MatchString(logoURL) {
 		return Brand{}, errors.New("logo URL: must be an https URL (no user info) or a data:image/png;base64, or " +

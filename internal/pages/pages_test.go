@@ -97,6 +97,7 @@ func TestParseBrand(t *testing.T) {
 		"inline html":              {logo: "data:text/html;base64,PHNjcmlwdD4=", bad: true},
 		"inline svg as text":       {logo: "data:image/svg+xml,<svg onload=alert(1)>", bad: true},
 		"too long":                 {logo: png + strings.Repeat("A", MaxLogoURL), bad: true},
+		"too long in bytes":        {logo: "https://cdn.example.com/" + strings.Repeat("é", MaxLogoURL/2), bad: true},
 		"a name too long":          {name: strings.Repeat("é", MaxDisplayName+1), bad: true},
 		"a name of two lines":      {name: "Example\nCorp", bad: true},
 		"a line separator":         {name: "Example\u2028Corp", bad: true},

@@ -55,17 +55,18 @@ func withPodSettings(tpl *corev1.PodTemplateSpec, p *oauthv1alpha1.PodSettings, 
 		p = &oauthv1alpha1.PodSettings{}
 	}
 	if p.Resources != nil {
-		def = *p.Resources
+		def = coreResources(p.Resources)
 	}
 	for i := range tpl.Spec.Containers {
 		tpl.Spec.Containers[i].Resources = *def.DeepCopy()
 	}
 	if p.TopologySpreadConstraints != nil {
-		spread = p.TopologySpreadConstraints
+		spread = topologySpread(p.TopologySpreadConstraints)
 	}
 	p = p.DeepCopy()
 	tpl.Spec.TopologySpreadConstraints = spread
-	tpl.Spec.Affinity, tpl.Spec.Tolerations, tpl.Spec.NodeSelector = p.Affinity, p.Tolerations, p.NodeSelector
+	tpl.Spec.Affinity, tpl.Spec.Tolerations = affinity(p.Affinity), tolerations(p.Tolerations)
+	tpl.Spec.NodeSelector = stringMap(p.NodeSelector)
 	tpl.Spec.PriorityClassName, tpl.Spec.ImagePullSecrets = p.PriorityClassName, p.ImagePullSecrets
 	tpl.Labels = under(p.Labels, tpl.Labels)
 	tpl.Annotations = under(p.Annotations, tpl.Annotations)

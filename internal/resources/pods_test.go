@@ -76,16 +76,27 @@ func TestPodDefaults(t *testing.T) {
 }
 
 func TestPodSettings(t *testing.T) {
+	// spec.pod as written, in the CRD's own types, and as a pod template carries it.
 	big := resourceRequirements("1", "1Gi", "2Gi")
+	bigSpec := oauthv1alpha1.ResourceRequirements{Requests: oauthv1alpha1.ResourceList(big.Requests),
+		Limits: oauthv1alpha1.ResourceList(big.Limits)}
 	settings := &oauthv1alpha1.PodSettings{
-		Resources: &big,
-		Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
-				{Key: "pool", Operator: corev1.NodeSelectorOpIn, Values: []string{"identity"}}}}}}}},
-		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
-			WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "identity"}}}},
-		Tolerations:       []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "identity", Effect: corev1.TaintEffectNoSchedule}},
-		NodeSelector:      map[string]string{"kubernetes.io/os": "linux"},
+		Resources: &bigSpec,
+		Affinity: &oauthv1alpha1.Affinity{NodeAffinity: &oauthv1alpha1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &oauthv1alpha1.NodeSelector{
+				NodeSelectorTerms: []oauthv1alpha1.NodeSelectorTerm{{MatchExpressions: []oauthv1alpha1.NodeSelectorRequirement{
+					{Key: "pool", Operator: corev1.NodeSelectorOpIn, Values: []string{"identity"}}}}}}},
+			PodAntiAffinity: &oauthv1alpha1.PodAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []oauthv1alpha1.WeightedPodAffinityTerm{{
+				Weight: 10, PodAffinityTerm: oauthv1alpha1.PodAffinityTerm{TopologyKey: corev1.LabelHostname, Namespaces: []string{"x"},
+					NamespaceSelector: &oauthv1alpha1.PeerSelector{MatchExpressions: []oauthv1alpha1.PeerSelectorRequirement{
+						{Key: "env", Operator: metav1.LabelSelectorOpIn, Values: []oauthv1alpha1.LabelValue{"prod"}}}},
+					MatchLabelKeys: []string{"a"}, MismatchLabelKeys: []string{"b"}}}}}},
+		TopologySpreadConstraints: []oauthv1alpha1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
+			WhenUnsatisfiable: corev1.DoNotSchedule, MinDomains: ptr.To[int32](2), MatchLabelKeys: []string{"pod-template-hash"},
+			LabelSelector: &oauthv1alpha1.PeerSelector{MatchLabels: map[string]oauthv1alpha1.LabelValue{"team": "identity"}}}},
+		Tolerations: []oauthv1alpha1.Toleration{{Key: "dedicated", Operator: "Equal", Value: "identity", Effect: "NoSchedule"},
+			{Operator: "Exists", Effect: "NoExecute", TolerationSeconds: ptr.To[int64](30)}},
+		NodeSelector:      map[string]oauthv1alpha1.LabelValue{"kubernetes.io/os": "linux"},
 		PriorityClassName: "identity-critical",
 		ImagePullSecrets:  []corev1.LocalObjectReference{{Name: "registry"}},
 		// The CRD refuses the operator's keys; a TokenServer that got past it (an
@@ -93,13 +104,29 @@ func TestPodSettings(t *testing.T) {
 		Labels:      map[string]oauthv1alpha1.LabelValue{"team": "identity", LabelInstance: "other", LabelComponent: "x", LabelColor: "green"},
 		Annotations: map[string]string{"cost-center": "42", AnnotationConfig: "forged"},
 	}
+	wantAffinity := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+			{Key: "pool", Operator: corev1.NodeSelectorOpIn, Values: []string{"identity"}}}}}}},
+		PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 10, PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: corev1.LabelHostname, Namespaces: []string{"x"},
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "env", Operator: metav1.LabelSelectorOpIn, Values: []string{"prod"}}}},
+				MatchLabelKeys: []string{"a"}, MismatchLabelKeys: []string{"b"}}}}}}
+	wantSpread := []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
+		WhenUnsatisfiable: corev1.DoNotSchedule, MinDomains: ptr.To[int32](2), MatchLabelKeys: []string{"pod-template-hash"},
+		LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "identity"}}}}
+	wantTolerations := []corev1.Toleration{
+		{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "identity", Effect: corev1.TaintEffectNoSchedule},
+		{Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](30)}}
 	jobResources := resourceRequirements("200m", "128Mi", "512Mi")
+	jobSpec := oauthv1alpha1.ResourceRequirements{Requests: oauthv1alpha1.ResourceList(jobResources.Requests),
+		Limits: oauthv1alpha1.ResourceList(jobResources.Limits)}
 	ts := server(func(ts *oauthv1alpha1.TokenServer) {
 		ts.Spec.Pod = settings
 		ts.Spec.Database.Managed.Pod = &oauthv1alpha1.PodSettings{PriorityClassName: "database",
-			Resources: &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}},
+			Resources: &oauthv1alpha1.ResourceRequirements{Requests: oauthv1alpha1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}},
 			Labels:    map[string]oauthv1alpha1.LabelValue{"backup": "daily"}}
-		ts.Spec.Jobs = oauthv1alpha1.JobSettings{Resources: &jobResources, TTLSecondsAfterFinished: ptr.To[int32](600)}
+		ts.Spec.Jobs = oauthv1alpha1.JobSettings{Resources: &jobSpec, TTLSecondsAfterFinished: ptr.To[int32](600)}
 	})
 	plain := templates(server())
 	for name, tpl := range templates(ts) {
@@ -118,8 +145,8 @@ func TestPodSettings(t *testing.T) {
 				}
 				return
 			}
-			if !reflect.DeepEqual(spec.Affinity, settings.Affinity) || !reflect.DeepEqual(spec.Tolerations, settings.Tolerations) ||
-				!maps.Equal(spec.NodeSelector, settings.NodeSelector) || spec.PriorityClassName != "identity-critical" ||
+			if !reflect.DeepEqual(spec.Affinity, wantAffinity) || !reflect.DeepEqual(spec.Tolerations, wantTolerations) ||
+				!maps.Equal(spec.NodeSelector, map[string]string{"kubernetes.io/os": "linux"}) || spec.PriorityClassName != "identity-critical" ||
 				!reflect.DeepEqual(spec.ImagePullSecrets, settings.ImagePullSecrets) {
 				t.Errorf("scheduling %+v, want spec.pod's", spec)
 			}
@@ -131,7 +158,7 @@ func TestPodSettings(t *testing.T) {
 			}
 			want, spread := jobResources, []corev1.TopologySpreadConstraint(nil)
 			if name == "server" {
-				want, spread = big, settings.TopologySpreadConstraints
+				want, spread = big, wantSpread
 			}
 			if !reflect.DeepEqual(spec.Containers[0].Resources, want) || !reflect.DeepEqual(spec.TopologySpreadConstraints, spread) {
 				t.Errorf("resources %v, spread %v; want %v, %v", spec.Containers[0].Resources, spec.TopologySpreadConstraints, want, spread)
@@ -150,7 +177,7 @@ func TestPodSettings(t *testing.T) {
 	}
 	// [] turns the default spread off.
 	off := server(func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.Pod = &oauthv1alpha1.PodSettings{TopologySpreadConstraints: []corev1.TopologySpreadConstraint{}}
+		ts.Spec.Pod = &oauthv1alpha1.PodSettings{TopologySpreadConstraints: []oauthv1alpha1.TopologySpreadConstraint{}}
 	})
 	if s := TokenServerStatefulSet(off, Inputs{Color: ColorBlue, Replicas: 3}).Spec.Template.Spec.TopologySpreadConstraints; len(s) != 0 {
 		t.Errorf("topologySpreadConstraints: [] spreads as %v", s)

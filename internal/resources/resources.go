@@ -829,27 +829,7 @@ func ServerNetworkPolicy(ts *oauthv1alpha1.TokenServer, op OperatorPeer) *networ
 
 // networkPolicyPeer is p as a NetworkPolicy has it: the same fields.
 func networkPolicyPeer(p oauthv1alpha1.MetricsPeer) networkingv1.NetworkPolicyPeer {
-	selector := func(s *oauthv1alpha1.PeerSelector) *metav1.LabelSelector {
-		if s == nil {
-			return nil
-		}
-		out := &metav1.LabelSelector{}
-		for k, v := range s.MatchLabels {
-			if out.MatchLabels == nil {
-				out.MatchLabels = map[string]string{}
-			}
-			out.MatchLabels[k] = string(v)
-		}
-		for _, r := range s.MatchExpressions {
-			req := metav1.LabelSelectorRequirement{Key: r.Key, Operator: r.Operator}
-			for _, v := range r.Values {
-				req.Values = append(req.Values, string(v))
-			}
-			out.MatchExpressions = append(out.MatchExpressions, req)
-		}
-		return out
-	}
-	out := networkingv1.NetworkPolicyPeer{PodSelector: selector(p.PodSelector), NamespaceSelector: selector(p.NamespaceSelector)}
+	out := networkingv1.NetworkPolicyPeer{PodSelector: labelSelector(p.PodSelector), NamespaceSelector: labelSelector(p.NamespaceSelector)}
 	if b := p.IPBlock; b != nil {
 		out.IPBlock = &networkingv1.IPBlock{CIDR: b.CIDR, Except: slices.Clone(b.Except)}
 	}

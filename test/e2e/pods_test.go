@@ -23,10 +23,10 @@ import (
 // default requests (docs/pod-settings.md) would not fit: their pods would wait
 // Pending, as on a real two-core node.
 func smallPods(ts *oauthv1alpha1.TokenServer) {
-	small := func() *corev1.ResourceRequirements {
-		return &corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
+	small := func() *oauthv1alpha1.ResourceRequirements {
+		return &oauthv1alpha1.ResourceRequirements{
+			Requests: oauthv1alpha1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+			Limits:   oauthv1alpha1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
 	}
 	if ts.Spec.Pod == nil {
 		ts.Spec.Pod = &oauthv1alpha1.PodSettings{}
