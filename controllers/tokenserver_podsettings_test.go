@@ -240,7 +240,10 @@ func TestJobsPodMetadata(t *testing.T) {
 func checkScheduling(t *testing.T, what string, tpl corev1.PodTemplateSpec, want *oauthv1alpha1.PodSettings) {
 	t.Helper()
 	s := tpl.Spec
-	if !reflect.DeepEqual(s.Tolerations, want.Tolerations) || !reflect.DeepEqual(s.NodeSelector, want.NodeSelector) ||
+	// spec.pod as the pod template has it: what TestTokenServerPodSettings sets.
+	tolerations := []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "identity",
+		Effect: corev1.TaintEffectNoSchedule}}
+	if !reflect.DeepEqual(s.Tolerations, tolerations) || !reflect.DeepEqual(s.NodeSelector, map[string]string{"kubernetes.io/os": "linux"}) ||
 		s.PriorityClassName != want.PriorityClassName || !reflect.DeepEqual(s.ImagePullSecrets, want.ImagePullSecrets) ||
 		tpl.Labels["team"] != "identity" || tpl.Annotations["example.com/owner"] != "identity" {
 		t.Errorf("%s: tolerations %v, node selector %v, priority class %q, pull secrets %v, labels %v, annotations %v", what,
