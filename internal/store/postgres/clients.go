@@ -111,7 +111,7 @@ func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, er
 		return nil, store.ErrNotFound
 	}
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	if s.testHooks.afterClientRead != nil {
 		s.testHooks.afterClientRead(id)
@@ -126,18 +126,18 @@ func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, er
 func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
 	rows, err := s.q(ctx).QueryContext(ctx, `SELECT `+clientColumns+` FROM clients ORDER BY id`)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	defer func() { _ = rows.Close() }()
 	var out []*store.Client
 	for rows.Next() {
 		c, err := scanClient(rows)
 		if err != nil {
-			return nil, s.mapErr(err)
+			return nil, s.mapErr(ctx, err)
 		}
 		out = append(out, c)
 	}
-	return out, s.mapErr(rows.Err())
+	return out, s.mapErr(ctx, rows.Err())
 }
 
 // DeleteClient removes the client, its grants and every token issued to it (foreign

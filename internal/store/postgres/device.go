@@ -152,7 +152,7 @@ func (s *Store) GetDeviceCodeSessionByUserCode(ctx context.Context, userSignatur
 	req, _, exp, st, err := s.readDevice(ctx, s.q(ctx), `AND signature = (SELECT access_signature FROM tokens
 WHERE kind = '`+kindUserCode+`' AND signature = $1)`, userSignature)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	if st.Status != devicePending || !s.now().Before(exp) {
 		return nil, fosite.ErrNotFound
@@ -268,7 +268,7 @@ func (s *Store) PollDeviceCode(ctx context.Context, deviceSignature, clientID st
 		return nil, err
 	}
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	if answer != nil {
 		return nil, answer
@@ -283,7 +283,7 @@ func (s *Store) InvalidateDeviceCodeSession(ctx context.Context, deviceSignature
 	res, err := s.q(ctx).ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2 AND session->>'status' = $3`,
 		kindDeviceCode, deviceSignature, deviceApproved)
 	if err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fosite.ErrNotFound

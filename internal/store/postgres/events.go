@@ -49,7 +49,7 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) ([]store.Eve
 SELECT seq, at, kind, client_id, subject, grant_id, request_id, scopes
 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	defer func() { _ = rows.Close() }()
 	out := []store.Event{}
@@ -57,16 +57,16 @@ FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 		var ev store.Event
 		if err := rows.Scan(&ev.Seq, &ev.At, &ev.Kind, &ev.ClientID, &ev.Subject, &ev.GrantID, &ev.RequestID,
 			pq.Array(&ev.Scopes)); err != nil {
-			return nil, s.mapErr(err)
+			return nil, s.mapErr(ctx, err)
 		}
 		out = append(out, ev)
 	}
-	return out, s.mapErr(rows.Err())
+	return out, s.mapErr(ctx, rows.Err())
 }
 
 // LastEventSeq is the highest committed sequence number, 0 when the log is empty.
 func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
 	var seq int64
 	err := s.q(ctx).QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&seq)
-	return seq, s.mapErr(err)
+	return seq, s.mapErr(ctx, err)
 }

@@ -190,7 +190,7 @@ func (s *Store) ClientAssertionJWTValid(ctx context.Context, jti string) error {
 		return nil
 	}
 	if err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	return fosite.ErrJTIKnown
 }
@@ -200,7 +200,7 @@ func (s *Store) SetClientAssertionJWT(ctx context.Context, jti string, exp time.
 	res, err := s.q(ctx).ExecContext(ctx, `INSERT INTO client_assertion_jtis (jti, expires_at) VALUES ($1, $2)
 ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE client_assertion_jtis.expires_at <= now()`, jti, exp.UTC())
 	if err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fosite.ErrJTIKnown
@@ -274,11 +274,11 @@ func (s *Store) createToken(ctx context.Context, kind, signature, accessSignatur
 		return fmt.Errorf("%w: %s", store.ErrClientGone, r.GetClient().GetID())
 	}
 	if err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	for _, h := range extra.tokenHooks {
 		if err := h(ctx, s.q(ctx), kind, r.GetID(), r.GetClient().GetID()); err != nil {
-			return s.mapErr(err)
+			return s.mapErr(ctx, err)
 		}
 	}
 	return nil
@@ -334,7 +334,7 @@ func (s *Store) getToken(ctx context.Context, kind, signature string, session fo
 			return nil, fosite.ErrNotFound
 		}
 		if err != nil {
-			return nil, s.mapErr(err)
+			return nil, s.mapErr(ctx, err)
 		}
 		row.grantID = grantID.String
 		if s.testHooks.afterTokenRead != nil && kind == kindAccessToken {
@@ -376,7 +376,7 @@ func (s *Store) getToken(ctx context.Context, kind, signature string, session fo
 func (s *Store) deleteToken(ctx context.Context, kind, signature string) error {
 	q := s.q(ctx)
 	if _, err := q.ExecContext(ctx, `DELETE FROM tokens WHERE kind = $1 AND signature = $2`, kind, signature); err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	if kind == kindAccessToken {
 		return s.tokensGone(ctx, q, Invalidation{Signature: signature})
@@ -414,11 +414,11 @@ func (s *Store) InvalidateAuthorizeCodeSession(ctx context.Context, code string)
 	res, err := s.q(ctx).ExecContext(ctx, `UPDATE tokens SET active = false WHERE kind = $1 AND signature = $2 AND active`,
 		kindAuthorizeCode, code)
 	if err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	if n == 0 {
 		return fosite.ErrInvalidatedAuthorizeCode
@@ -664,7 +664,7 @@ func (s *Store) Rollback(ctx context.Context) error {
 		st.writes, st.err, st.ended = nil, sql.ErrTxDone, txRolledBack
 		return nil // nothing was written
 	}
-	return s.mapErr(s.rollback(st))
+	return s.mapErr(ctx, s.rollback(st))
 }
 
 func nonNil(a fosite.Arguments) []string {

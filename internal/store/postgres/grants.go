@@ -239,7 +239,7 @@ func (s *Store) GetGrant(ctx context.Context, clientID, subject string) (*store.
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
-	return g, s.mapErr(err)
+	return g, s.mapErr(ctx, err)
 }
 
 // LookupGrant implements store.Store.
@@ -248,7 +248,7 @@ func (s *Store) LookupGrant(ctx context.Context, clientID, subject string) (*sto
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
-	return g, s.mapErr(err)
+	return g, s.mapErr(ctx, err)
 }
 
 const grantBySubject = `SELECT ` + grantColumns + ` FROM consent_grants WHERE client_id = $1 AND subject = $2`
@@ -259,18 +259,18 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.C
 WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) AND ($3 = '' OR source = $3)
 ORDER BY client_id, subject`, f.ClientID, f.Subject, f.Source)
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	defer func() { _ = rows.Close() }()
 	out := []*store.ConsentGrant{}
 	for rows.Next() {
 		g, err := scanGrantRow(rows, true)
 		if err != nil {
-			return nil, s.mapErr(err)
+			return nil, s.mapErr(ctx, err)
 		}
 		out = append(out, g)
 	}
-	return out, s.mapErr(rows.Err())
+	return out, s.mapErr(ctx, rows.Err())
 }
 
 // RevokeGrant deletes the grant and every token issued under it, and logs it.
@@ -330,7 +330,7 @@ func (s *Store) GetGrantByID(ctx context.Context, id string) (*store.ConsentGran
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
-	return g, s.mapErr(err)
+	return g, s.mapErr(ctx, err)
 }
 
 // TouchGrant records that the grant was used at at. It writes at most once a minute
@@ -338,7 +338,7 @@ func (s *Store) GetGrantByID(ctx context.Context, id string) (*store.ConsentGran
 func (s *Store) TouchGrant(ctx context.Context, id string, at time.Time) error {
 	_, err := s.q(ctx).ExecContext(ctx, `UPDATE consent_grants SET last_used_at = $2
 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')`, id, at.UTC())
-	return s.mapErr(err)
+	return s.mapErr(ctx, err)
 }
 
 func scanGrant(row scanner) (*store.ConsentGrant, error) { return scanGrantRow(row, false) }

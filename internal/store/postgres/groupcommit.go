@@ -306,7 +306,7 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	// pool.
 	stmt, err := s.prepare(ctx, query) //nolint:sqlclosecheck // the store's, closed by Close
 	if err != nil {
-		return s.unitErr(err, rows)
+		return s.unitErr(ctx, err, rows)
 	}
 	// A batch with rotations commits only if every rotated refresh token still
 	// exists, which the statement's result tells: it needs a transaction of its own
@@ -315,12 +315,12 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	if bounded || len(rotations) > 0 {
 		var err error
 		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
-			return s.mapErr(err)
+			return s.mapErr(ctx, err)
 		}
 		defer func() { _ = tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
 		if bounded {
 			if _, err := tx.ExecContext(ctx, lockTimeoutSQL); err != nil {
-				return s.mapErr(err)
+				return s.mapErr(ctx, err)
 			}
 		}
 	}
@@ -330,7 +330,7 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	}
 	dbRows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
-		return s.unitErr(err, rows)
+		return s.unitErr(ctx, err, rows)
 	}
 	defer func() { _ = dbRows.Close() }()
 	var gone []string
@@ -339,7 +339,7 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 		var sig sql.NullString
 		var notified string
 		if err := dbRows.Scan(&sig, &notified); err != nil {
-			return s.mapErr(err)
+			return s.mapErr(ctx, err)
 		}
 		if !sig.Valid {
 			if rotatedRows, err = strconv.Atoi(notified); err != nil {
@@ -352,10 +352,10 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	// Without a transaction of its own, the statement's commit error (a deferred
 	// constraint, a failed WAL flush) comes here; with one, from tx.Commit.
 	if err := dbRows.Err(); err != nil {
-		return s.unitErr(err, rows)
+		return s.unitErr(ctx, err, rows)
 	}
 	if err := dbRows.Close(); err != nil {
-		return s.unitErr(err, rows)
+		return s.unitErr(ctx, err, rows)
 	}
 	if tx != nil {
 		if len(rotations) > 0 && rotatedRows < distinct(rotations) {
@@ -364,7 +364,7 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 		}
 		// Deferred constraints and the WAL flush fail here.
 		if err := tx.Commit(); err != nil {
-			return s.unitErr(err, rows)
+			return s.unitErr(ctx, err, rows)
 		}
 	}
 	for _, sig := range gone {
@@ -398,11 +398,11 @@ func distinct(ss []string) int {
 
 // unitErr maps a failed write as createToken would: a foreign-key violation means
 // the client is gone.
-func (s *Store) unitErr(err error, rows []tokenWrite) error {
+func (s *Store) unitErr(ctx context.Context, err error, rows []tokenWrite) error {
 	if isForeignKeyViolation(err) && len(rows) > 0 {
 		return fmt.Errorf("%w: %s", store.ErrClientGone, rows[0].clientID)
 	}
-	return s.mapErr(err)
+	return s.mapErr(ctx, err)
 }
 
 // A batch is written by one of two statements whose text does not depend on its

@@ -72,7 +72,7 @@ func (s *Store) CreatePARSession(ctx context.Context, requestURI string, r fosit
 	if isForeignKeyViolation(err) {
 		return fmt.Errorf("%w: %s", store.ErrClientGone, r.GetClient().GetID())
 	}
-	return s.mapErr(err)
+	return s.mapErr(ctx, err)
 }
 
 // parSelect reads a pushed request; built like tokenSelect, with the name of the
@@ -102,7 +102,7 @@ func (s *Store) GetPARSession(ctx context.Context, requestURI string) (fosite.Au
 		return nil, fosite.ErrNotFound
 	}
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	if !s.now().Before(exp) {
 		return nil, fosite.ErrNotFound

@@ -14,7 +14,7 @@ func (s *Store) CreateSignInSession(ctx context.Context, ss *store.SignInSession
 	_, err := s.q(ctx).ExecContext(ctx,
 		`INSERT INTO sign_in_sessions (id, subject, created_at, expires_at, identity) VALUES ($1, $2, $3, $4, $5)`,
 		ss.ID, ss.Subject, ss.CreatedAt.UTC(), ss.ExpiresAt.UTC(), nullJSON(ss.Identity))
-	return s.mapErr(err)
+	return s.mapErr(ctx, err)
 }
 
 // GetSignInSession reads the session from the database on every call, with no cache:
@@ -32,7 +32,7 @@ func (s *Store) GetSignInSession(ctx context.Context, id string) (*store.SignInS
 		return nil, store.ErrNotFound
 	}
 	if err != nil {
-		return nil, s.mapErr(err)
+		return nil, s.mapErr(ctx, err)
 	}
 	return ss, nil
 }
@@ -41,7 +41,7 @@ func (s *Store) GetSignInSession(ctx context.Context, id string) (*store.SignInS
 // needed later, and a missing row is what GetSignInSession refuses.
 func (s *Store) EndSignInSession(ctx context.Context, id string) error {
 	_, err := s.q(ctx).ExecContext(ctx, `DELETE FROM sign_in_sessions WHERE id = $1`, id)
-	return s.mapErr(err)
+	return s.mapErr(ctx, err)
 }
 
 // nullJSON stores an absent identity as NULL: jsonb refuses an empty string.

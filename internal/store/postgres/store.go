@@ -207,7 +207,7 @@ func (s *Store) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
 }
 
 // Ping checks the database answers, for readiness.
-func (s *Store) Ping(ctx context.Context) error { return s.mapErr(s.db.PingContext(ctx)) }
+func (s *Store) Ping(ctx context.Context) error { return s.mapErr(ctx, s.db.PingContext(ctx)) }
 
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {
@@ -275,13 +275,13 @@ func (s *Store) begin(ctx context.Context, st *txState) error {
 	tx := st.tx
 	for _, sig := range writes.rotations {
 		if err := s.rotate(ctx, tx, sig); err != nil {
-			st.err = s.mapErr(err)
+			st.err = s.mapErr(ctx, err)
 			return st.err
 		}
 	}
 	for _, row := range writes.tokens {
 		if _, err := tx.ExecContext(ctx, tokenInsert, row.args...); err != nil {
-			st.err = s.unitErr(err, []tokenWrite{row})
+			st.err = s.unitErr(ctx, err, []tokenWrite{row})
 			return st.err
 		}
 	}
@@ -341,7 +341,7 @@ func (s *Store) beginTx(ctx context.Context, st *txState) error {
 	tx, err := s.db.BeginTx(txCtx, nil)
 	if err != nil {
 		cancel()
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	st.tx, st.txCtx, st.cancel = tx, txCtx, cancel
 	return nil
@@ -366,7 +366,8 @@ func (s *Store) commit(st *txState) error {
 	err := st.tx.Commit()
 	timer.Stop()
 	if err != nil {
-		return s.mapErr(err)
+		// Counted whatever ended txCtx: a COMMIT cut by the timeout is the database's.
+		return s.mapErr(context.Background(), err)
 	}
 	// Cache invalidations: the transaction committed, at least on the primary, so
 	// the entries it changed must go either way.
@@ -437,7 +438,7 @@ func (s *Store) inTx(ctx context.Context, fn func(ctx context.Context, q querier
 	}
 	if err := fn(context.WithValue(ctx, txKey{}, st), st.tx); err != nil {
 		_ = s.rollback(st)
-		return s.mapErr(err)
+		return s.mapErr(ctx, err)
 	}
 	return s.commit(st)
 }
@@ -454,9 +455,12 @@ func storable(key string) bool {
 	return utf8.ValidString(key) && !strings.ContainsRune(key, 0)
 }
 
-func (s *Store) mapErr(err error) error {
+// mapErr maps err, from a call made for ctx, and counts a database that cannot be
+// reached (Hooks.DatabaseError): not when ctx ended first (a client that hung up, a
+// deadline), whose cancelled call fails whatever the database's health.
+func (s *Store) mapErr(ctx context.Context, err error) error {
 	mapped := mapErr(err)
-	if errors.Is(mapped, store.ErrUnavailable) && s.opts.Hooks.DatabaseError != nil {
+	if errors.Is(mapped, store.ErrUnavailable) && s.opts.Hooks.DatabaseError != nil && ctx.Err() == nil {
 		s.opts.Hooks.DatabaseError()
 	}
 	return mapped
