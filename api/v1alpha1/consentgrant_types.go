@@ -14,6 +14,7 @@ type ConsentGrantSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
+	// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="must not be . or ..: no user is named so, and the admin API's path to the grant cannot carry it"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="subject cannot change after creation: delete this grant and create another"
 	Subject string `json:"subject"`
 

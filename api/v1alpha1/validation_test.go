@@ -700,6 +700,8 @@ func TestConsentGrantValidation(t *testing.T) {
 			reject("spec.scopes[1]", "Duplicate value")},
 		"a NUL in the subject": {func(s *v1.ConsentGrantSpec) { s.Subject = "alice\x00" },
 			reject("spec.subject", "must not contain a NUL character")},
+		"a subject ..": {func(s *v1.ConsentGrantSpec) { s.Subject = ".." }, reject("spec.subject", "must not be . or ..")},
+		"a subject .":  {func(s *v1.ConsentGrantSpec) { s.Subject = "." }, reject("spec.subject", "must not be . or ..")},
 		"65 scopes": {func(s *v1.ConsentGrantSpec) {
 			s.Scopes = nil
 			for i := range 65 {
