@@ -30,7 +30,7 @@ func TestMetricsAccessValidation(t *testing.T) {
 		}
 		return pods(v1.PeerSelector{MatchLabels: m})
 	}
-	expr := func(key string, op metav1.LabelSelectorOperator, values ...v1.LabelValue) v1.MetricsPeer {
+	expr := func(key v1.LabelKey, op metav1.LabelSelectorOperator, values ...v1.LabelValue) v1.MetricsPeer {
 		return pods(v1.PeerSelector{MatchExpressions: []v1.PeerSelectorRequirement{{Key: key, Operator: op, Values: values}}})
 	}
 	block := func(cidr string, except ...string) v1.MetricsPeer {

@@ -88,6 +88,14 @@ type PodAnnotations map[string]string
 // +kubebuilder:validation:XValidation:rule=`self.matches(r'^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')`,message="must be a label value: at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit (or empty)"
 type LabelValue string
 
+// A map's keys cannot have a type: PodLabels and PeerSelector check theirs as
+// LabelKey does.
+
+// LabelKey is a label key, such as app.kubernetes.io/name.
+// +kubebuilder:validation:MaxLength=317
+// +kubebuilder:validation:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
+type LabelKey string
+
 // JobSettings are what the operator's Jobs (migrations, and an upgrade's plan,
 // verification, copy, cutover and cleanup) take besides spec.pod's scheduling,
 // pull secrets, labels and annotations.
@@ -168,10 +176,8 @@ type ResourceList map[corev1.ResourceName]resource.Quantity
 // +kubebuilder:validation:XValidation:rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",fieldPath=".tolerationSeconds",message="is only for effect NoExecute: it says how long a pod stays on a node tainted so"
 type Toleration struct {
 	// key of the taint tolerated; empty, with operator Exists, for every taint.
-	// +kubebuilder:validation:MaxLength=317
-	// +kubebuilder:validation:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	Key string `json:"key,omitempty"`
+	Key LabelKey `json:"key,omitempty"`
 	// operator: Equal (the default: the taint's value must be value) or Exists.
 	// +kubebuilder:validation:MaxLength=8
 	// +kubebuilder:validation:XValidation:rule="self in ['', 'Equal', 'Exists']",message="must be Equal or Exists"
@@ -203,9 +209,7 @@ type TopologySpreadConstraint struct {
 	// topologyKey: the node label whose values are the domains, such as
 	// topology.kubernetes.io/zone.
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=317
-	// +kubebuilder:validation:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
-	TopologyKey string `json:"topologyKey"`
+	TopologyKey LabelKey `json:"topologyKey"`
 	// whenUnsatisfiable: DoNotSchedule or ScheduleAnyway.
 	// +kubebuilder:validation:Enum=DoNotSchedule;ScheduleAnyway
 	WhenUnsatisfiable corev1.UnsatisfiableConstraintAction `json:"whenUnsatisfiable"`
@@ -227,10 +231,8 @@ type TopologySpreadConstraint struct {
 	// matchLabelKeys: pod label keys whose values select the pods counted too.
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:items:MaxLength=317
-	// +kubebuilder:validation:items:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	MatchLabelKeys []string `json:"matchLabelKeys,omitempty"`
+	MatchLabelKeys []LabelKey `json:"matchLabelKeys,omitempty"`
 }
 
 // Affinity is the pods' affinity (corev1.Affinity), with bounded lists. Left to the
@@ -287,9 +289,7 @@ type NodeSelectorTerm struct {
 // +kubebuilder:validation:XValidation:rule="self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : (self.operator in ['Gt', 'Lt'] ? has(self.values) && size(self.values) == 1 && self.values[0].matches('^-?[0-9]+$') : !has(self.values) || size(self.values) == 0)",message="values must be set for In and NotIn, one integer for Gt and Lt, and empty for Exists and DoesNotExist"
 type NodeSelectorRequirement struct {
 	// key of the node label (or field).
-	// +kubebuilder:validation:MaxLength=317
-	// +kubebuilder:validation:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
-	Key string `json:"key"`
+	Key LabelKey `json:"key"`
 	// operator: In, NotIn, Exists, DoesNotExist, Gt or Lt.
 	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist;Gt;Lt
 	Operator corev1.NodeSelectorOperator `json:"operator"`
@@ -343,26 +343,20 @@ type PodAffinityTerm struct {
 	// topologyKey: the node label whose values are the domains, such as
 	// kubernetes.io/hostname.
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=317
-	// +kubebuilder:validation:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
-	TopologyKey string `json:"topologyKey"`
+	TopologyKey LabelKey `json:"topologyKey"`
 	// namespaceSelector of the other pods' namespaces.
 	// +optional
 	NamespaceSelector *PeerSelector `json:"namespaceSelector,omitempty"`
 	// matchLabelKeys: pod label keys whose values select the other pods too.
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:items:MaxLength=317
-	// +kubebuilder:validation:items:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	MatchLabelKeys []string `json:"matchLabelKeys,omitempty"`
+	MatchLabelKeys []LabelKey `json:"matchLabelKeys,omitempty"`
 	// mismatchLabelKeys: pod label keys whose values the other pods must not share.
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:items:MaxLength=317
-	// +kubebuilder:validation:items:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 	// +optional
-	MismatchLabelKeys []string `json:"mismatchLabelKeys,omitempty"`
+	MismatchLabelKeys []LabelKey `json:"mismatchLabelKeys,omitempty"`
 }
 
 // WeightedPodAffinityTerm is corev1.WeightedPodAffinityTerm.

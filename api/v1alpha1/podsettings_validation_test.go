@@ -180,7 +180,7 @@ func TestPodSettingsValidation(t *testing.T) {
 		"a topology spread a pod may carry": {pod(v1.PodSettings{TopologySpreadConstraints: []v1.TopologySpreadConstraint{
 			{MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.DoNotSchedule, MinDomains: new(int32(2)),
 				LabelSelector:  &v1.PeerSelector{MatchLabels: map[string]v1.LabelValue{"app.kubernetes.io/name": "tokenserver"}},
-				MatchLabelKeys: []string{"pod-template-hash"}}}}), ok()},
+				MatchLabelKeys: []v1.LabelKey{"pod-template-hash"}}}}), ok()},
 		"a node affinity requirement with an unknown operator": {pod(v1.PodSettings{Affinity: &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
 			RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
 				MatchExpressions: []v1.NodeSelectorRequirement{{Key: "pool", Operator: "Equals", Values: []string{"identity"}}}}}}}}}),

@@ -930,12 +930,12 @@ func (in *PodAffinityTerm) DeepCopyInto(out *PodAffinityTerm) {
 	}
 	if in.MatchLabelKeys != nil {
 		in, out := &in.MatchLabelKeys, &out.MatchLabelKeys
-		*out = make([]string, len(*in))
+		*out = make([]LabelKey, len(*in))
 		copy(*out, *in)
 	}
 	if in.MismatchLabelKeys != nil {
 		in, out := &in.MismatchLabelKeys, &out.MismatchLabelKeys
-		*out = make([]string, len(*in))
+		*out = make([]LabelKey, len(*in))
 		copy(*out, *in)
 	}
 }
@@ -1432,7 +1432,7 @@ func (in *TopologySpreadConstraint) DeepCopyInto(out *TopologySpreadConstraint) 
 	}
 	if in.MatchLabelKeys != nil {
 		in, out := &in.MatchLabelKeys, &out.MatchLabelKeys
-		*out = make([]string, len(*in))
+		*out = make([]LabelKey, len(*in))
 		copy(*out, *in)
 	}
 }

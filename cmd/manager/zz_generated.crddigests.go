@@ -7,5 +7,5 @@ package main
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "ff313ed67ff1748dcbc764d89ab0661042813db437a14eeb671f3ffd84d3176d",
 	"oauthclients.oauth.kubeoauth.io":  "ccec7347cee80f008acb7059239ec664b9e7522e280a0536262c8d4970ce016b",
-	"tokenservers.oauth.kubeoauth.io":  "43df0ec023bf9e9ec6fa57f56389703188f7258a3517e41d3c53c9704332e4dc",
+	"tokenservers.oauth.kubeoauth.io":  "20e8c3fc9a2df78477003bdbb6c3b26ebb41baf5476db275e95fc83102a7f9fe",
 }

@@ -90,9 +90,9 @@ func TestPodSettings(t *testing.T) {
 				Weight: 10, PodAffinityTerm: oauthv1alpha1.PodAffinityTerm{TopologyKey: corev1.LabelHostname, Namespaces: []string{"x"},
 					NamespaceSelector: &oauthv1alpha1.PeerSelector{MatchExpressions: []oauthv1alpha1.PeerSelectorRequirement{
 						{Key: "env", Operator: metav1.LabelSelectorOpIn, Values: []oauthv1alpha1.LabelValue{"prod"}}}},
-					MatchLabelKeys: []string{"a"}, MismatchLabelKeys: []string{"b"}}}}}},
+					MatchLabelKeys: []oauthv1alpha1.LabelKey{"a"}, MismatchLabelKeys: []oauthv1alpha1.LabelKey{"b"}}}}}},
 		TopologySpreadConstraints: []oauthv1alpha1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone,
-			WhenUnsatisfiable: corev1.DoNotSchedule, MinDomains: ptr.To[int32](2), MatchLabelKeys: []string{"pod-template-hash"},
+			WhenUnsatisfiable: corev1.DoNotSchedule, MinDomains: ptr.To[int32](2), MatchLabelKeys: []oauthv1alpha1.LabelKey{"pod-template-hash"},
 			LabelSelector: &oauthv1alpha1.PeerSelector{MatchLabels: map[string]oauthv1alpha1.LabelValue{"team": "identity"}}}},
 		Tolerations: []oauthv1alpha1.Toleration{{Key: "dedicated", Operator: "Equal", Value: "identity", Effect: "NoSchedule"},
 			{Operator: "Exists", Effect: "NoExecute", TolerationSeconds: ptr.To[int64](30)}},

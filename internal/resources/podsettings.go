@@ -47,7 +47,7 @@ func tolerations(ts []oauthv1alpha1.Toleration) []corev1.Toleration {
 	}
 	out := make([]corev1.Toleration, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOperator(t.Operator), Value: string(t.Value),
+		out = append(out, corev1.Toleration{Key: string(t.Key), Operator: corev1.TolerationOperator(t.Operator), Value: string(t.Value),
 			Effect:            corev1.TaintEffect(t.Effect),
 			TolerationSeconds: t.TolerationSeconds})
 	}
@@ -60,9 +60,9 @@ func topologySpread(cs []oauthv1alpha1.TopologySpreadConstraint) []corev1.Topolo
 	}
 	out := make([]corev1.TopologySpreadConstraint, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, corev1.TopologySpreadConstraint{MaxSkew: c.MaxSkew, TopologyKey: c.TopologyKey,
+		out = append(out, corev1.TopologySpreadConstraint{MaxSkew: c.MaxSkew, TopologyKey: string(c.TopologyKey),
 			WhenUnsatisfiable: c.WhenUnsatisfiable, LabelSelector: labelSelector(c.LabelSelector), MinDomains: c.MinDomains,
-			NodeAffinityPolicy: c.NodeAffinityPolicy, NodeTaintsPolicy: c.NodeTaintsPolicy, MatchLabelKeys: slices.Clone(c.MatchLabelKeys)})
+			NodeAffinityPolicy: c.NodeAffinityPolicy, NodeTaintsPolicy: c.NodeTaintsPolicy, MatchLabelKeys: strs(c.MatchLabelKeys)})
 	}
 	return out
 }
@@ -77,11 +77,8 @@ func labelSelector(s *oauthv1alpha1.PeerSelector) *metav1.LabelSelector {
 		out.MatchLabels = stringMap(s.MatchLabels)
 	}
 	for _, r := range s.MatchExpressions {
-		req := metav1.LabelSelectorRequirement{Key: r.Key, Operator: r.Operator}
-		for _, v := range r.Values {
-			req.Values = append(req.Values, string(v))
-		}
-		out.MatchExpressions = append(out.MatchExpressions, req)
+		out.MatchExpressions = append(out.MatchExpressions, metav1.LabelSelectorRequirement{Key: string(r.Key),
+			Operator: r.Operator, Values: strs(r.Values)})
 	}
 	return out
 }
@@ -117,20 +114,23 @@ func affinity(a *oauthv1alpha1.Affinity) *corev1.Affinity {
 
 func nodeSelectorTerm(t oauthv1alpha1.NodeSelectorTerm) corev1.NodeSelectorTerm {
 	req := func(r oauthv1alpha1.NodeSelectorRequirement) corev1.NodeSelectorRequirement {
-		return corev1.NodeSelectorRequirement{Key: r.Key, Operator: r.Operator, Values: slices.Clone(r.Values)}
+		return corev1.NodeSelectorRequirement{Key: string(r.Key), Operator: r.Operator, Values: slices.Clone(r.Values)}
 	}
 	return corev1.NodeSelectorTerm{MatchExpressions: convert(t.MatchExpressions, req), MatchFields: convert(t.MatchFields, req)}
 }
 
 func podAffinityTerm(t oauthv1alpha1.PodAffinityTerm) corev1.PodAffinityTerm {
 	return corev1.PodAffinityTerm{LabelSelector: labelSelector(t.LabelSelector), Namespaces: slices.Clone(t.Namespaces),
-		TopologyKey: t.TopologyKey, NamespaceSelector: labelSelector(t.NamespaceSelector),
-		MatchLabelKeys: slices.Clone(t.MatchLabelKeys), MismatchLabelKeys: slices.Clone(t.MismatchLabelKeys)}
+		TopologyKey: string(t.TopologyKey), NamespaceSelector: labelSelector(t.NamespaceSelector),
+		MatchLabelKeys: strs(t.MatchLabelKeys), MismatchLabelKeys: strs(t.MismatchLabelKeys)}
 }
 
 func weightedPodAffinityTerm(t oauthv1alpha1.WeightedPodAffinityTerm) corev1.WeightedPodAffinityTerm {
 	return corev1.WeightedPodAffinityTerm{Weight: t.Weight, PodAffinityTerm: podAffinityTerm(t.PodAffinityTerm)}
 }
+
+// strs is in as strings; nil for nil.
+func strs[V ~string](in []V) []string { return convert(in, func(v V) string { return string(v) }) }
 
 // convert is f of each of in; nil for nil.
 func convert[T, U any](in []T, f func(T) U) []U {
