@@ -444,8 +444,16 @@ func notTextField(v reflect.Value, path string, params map[string]string) string
 			}
 		}
 	case reflect.Slice, reflect.Array:
+		if raw, ok := v.Interface().(json.RawMessage); ok && len(raw) > 0 {
+			// Kept as it is, in a jsonb column, which refuses \u0000 too.
+			var decoded any
+			if json.Unmarshal(raw, &decoded) != nil {
+				return path
+			}
+			return notTextField(reflect.ValueOf(decoded), path, nil)
+		}
 		if v.Type().Elem().Kind() == reflect.Uint8 {
-			return "" // raw JSON or bytes, not text
+			return "" // bytes, not text
 		}
 		for i := range v.Len() {
 			if bad := notTextField(v.Index(i), fmt.Sprintf("%s[%d]", path, i), nil); bad != "" {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/oauth2"
@@ -191,8 +192,15 @@ func TestAdminClientWithNUL(t *testing.T) {
 		"ownerTeam":      `{"name":"A","ownerTeam":"t\u0000","secret":"0123456789abcdef0123456789abcdef","grantTypes":["client_credentials"],"tokenEndpointAuthMethod":"client_secret_basic"}`,
 		"audience[0]":    `{"name":"A","audience":["a\u0000"],"secret":"0123456789abcdef0123456789abcdef","grantTypes":["client_credentials"],"tokenEndpointAuthMethod":"client_secret_basic"}`,
 		"ownerNamespace": `{"name":"A","ownerNamespace":"ns\u0000","secret":"0123456789abcdef0123456789abcdef","grantTypes":["client_credentials"],"tokenEndpointAuthMethod":"client_secret_basic"}`,
+		// Kept as raw JSON in a jsonb column, which refuses \u0000 as text does.
+		"jwtBearer.trustedIssuers[0].subjects[0]": `{"name":"A","secret":"0123456789abcdef0123456789abcdef","grantTypes":["urn:ietf:params:oauth:grant-type:jwt-bearer"],"tokenEndpointAuthMethod":"client_secret_basic","jwtBearer":{"trustedIssuers":[{"issuer":"https://ci.example.com","jwksURI":"https://ci.example.com/keys","subjects":["deployer\u0000"]}]}}`,
 	} {
-		req, _ := http.NewRequest(http.MethodPut, in.AdminURL+"/admin/clients/c-"+strings.Trim(strings.ToLower(field), "[0]"),
+		req, _ := http.NewRequest(http.MethodPut, in.AdminURL+"/admin/clients/c-"+strings.Map(func(r rune) rune {
+			if unicode.IsLetter(r) || unicode.IsDigit(r) {
+				return unicode.ToLower(r)
+			}
+			return '-'
+		}, field),
 			bytes.NewReader([]byte(c)))
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 		resp, err := httpClient.Do(req)
@@ -252,6 +260,10 @@ func TestGarbageTokensAreUnknownTokens(t *testing.T) {
 		}
 		if got := introspect(t, in, token, "grafana", secret); got["active"] != false {
 			t.Errorf("introspecting %s: %v; want inactive", name, got)
+		}
+		if code, body := postForm(t, in.URL+"/userinfo", url.Values{"access_token": {token}}, "", ""); code != http.StatusUnauthorized ||
+			body["error"] != "invalid_token" {
+			t.Errorf("userinfo with %s: %d %v; want 401 invalid_token (RFC 6750)", name, code, body)
 		}
 		// At the token endpoint, a code or refresh token that is no text is a
 		// malformed request; an unknown one is invalid_grant.

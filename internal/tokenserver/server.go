@@ -441,9 +441,10 @@ func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
 			s.writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The request body is not a valid form.")
 			return
 		}
-		// A token to revoke or introspect that is no text is an invalid token, which
-		// RFC 7009 and RFC 7662 answer as such (the store finds no such token).
-		if name, ok := notText(r.Form, "token"); ok {
+		// A token to revoke or introspect (or userinfo's access token) that is no
+		// text is an invalid token, which RFC 7009, RFC 7662 and RFC 6750 answer as
+		// such (the store finds no such token).
+		if name, ok := notText(r.Form, "token", "access_token"); ok {
 			s.writeOAuthError(w, http.StatusBadRequest, "invalid_request", notTextMessage(name))
 			return
 		}

@@ -456,11 +456,12 @@ func storable(key string) bool {
 }
 
 // mapErr maps err, from a call made for ctx, and counts a database that cannot be
-// reached (Hooks.DatabaseError): not when ctx ended first (a client that hung up, a
-// deadline), whose cancelled call fails whatever the database's health.
+// reached (Hooks.DatabaseError): not when ctx was cancelled first (a client that hung
+// up), whose call fails whatever the database's health. A deadline that passed is
+// counted: a database that does not answer makes calls wait until theirs.
 func (s *Store) mapErr(ctx context.Context, err error) error {
 	mapped := mapErr(err)
-	if errors.Is(mapped, store.ErrUnavailable) && s.opts.Hooks.DatabaseError != nil && ctx.Err() == nil {
+	if errors.Is(mapped, store.ErrUnavailable) && s.opts.Hooks.DatabaseError != nil && !errors.Is(ctx.Err(), context.Canceled) {
 		s.opts.Hooks.DatabaseError()
 	}
 	return mapped
