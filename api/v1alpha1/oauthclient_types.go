@@ -221,6 +221,7 @@ type TrustedJWTIssuer struct {
 	// issuer is the assertions' iss claim.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	Issuer string `json:"issuer"`
 	// jwks holds the issuer's public keys.
 	// +optional
@@ -235,6 +236,7 @@ type TrustedJWTIssuer struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=255
 	// +optional
+	// +kubebuilder:validation:items:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	Subjects []string `json:"subjects,omitempty"`
 	// allowAnySubject lets the issuer assert any subject: it is then trusted to speak
 	// for every user of the whole token server.
@@ -271,6 +273,7 @@ type Owner struct {
 	// contact for the app, such as an e-mail address.
 	// +kubebuilder:validation:MaxLength=254
 	// +optional
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	Contact string `json:"contact,omitempty"`
 }
 
@@ -295,6 +298,7 @@ type JSONWebKey struct {
 	// kid is the key ID.
 	// +kubebuilder:validation:MaxLength=256
 	// +optional
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('\u0000')`,message="must not contain a NUL character (\\u0000): the token server keeps it in PostgreSQL, which cannot store one"
 	Kid string `json:"kid,omitempty"`
 	// use of the key.
 	// +kubebuilder:validation:Enum=sig;enc
@@ -346,7 +350,7 @@ type TokenLifespans struct {
 type ClientSecret struct {
 	// name of the Secret; unset: "<OAuthClient name>-oauth".
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Secret name (a DNS subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule=`self == '' || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Secret name (a DNS subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	Name string `json:"name,omitempty"`
 	// create the Secret with a generated secret (true), or wait for an existing one
@@ -405,7 +409,7 @@ type OAuthClientStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=oac,categories=kubeoauth;oauth
-// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name)) || size(self.metadata.name) <= 247",fieldPath=".metadata",message="metadata.name must be at most 247 characters unless spec.secret.name is set: the credentials Secret is named <metadata.name>-oauth, and a Secret name is at most 253 characters"
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name) && self.spec.secret.name != '') || (has(self.spec.tokenEndpointAuthMethod) && self.spec.tokenEndpointAuthMethod in ['none', 'private_key_jwt']) || size(self.metadata.name) <= 247",fieldPath=".metadata",message="metadata.name must be at most 247 characters unless spec.secret.name is set (or the client has no secret: tokenEndpointAuthMethod none or private_key_jwt): the credentials Secret is named <metadata.name>-oauth, and a Secret name is at most 253 characters"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`

@@ -36,7 +36,7 @@ type PodSettings struct {
 	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 	// priorityClassName of the pods: the name of a PriorityClass.
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a PriorityClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule=`self == '' || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a PriorityClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 	// imagePullSecrets the pods pull their images with.
@@ -91,9 +91,10 @@ type LabelValue string
 // A map's keys cannot have a type: PodLabels and PeerSelector check theirs as
 // LabelKey does.
 
-// LabelKey is a label key, such as app.kubernetes.io/name.
+// LabelKey is a label key, such as app.kubernetes.io/name, or empty where the
+// field allows (a toleration's key with operator Exists).
 // +kubebuilder:validation:MaxLength=317
-// +kubebuilder:validation:XValidation:rule=`self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
+// +kubebuilder:validation:XValidation:rule=`size(self) == 0 || self.indexOf('/') <= 253 && self.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')`,message="must be a label key: an optional prefix (a lowercase DNS subdomain of at most 253 characters) and '/', then a name of 1 to 63 letters, digits, '-', '_' or '.' that begins and ends with a letter or digit"
 type LabelKey string
 
 // JobSettings are what the operator's Jobs (migrations, and an upgrade's plan,
@@ -232,6 +233,7 @@ type TopologySpreadConstraint struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
+	// +kubebuilder:validation:items:MinLength=1
 	MatchLabelKeys []LabelKey `json:"matchLabelKeys,omitempty"`
 }
 
@@ -289,15 +291,17 @@ type NodeSelectorTerm struct {
 // +kubebuilder:validation:XValidation:rule="self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : (self.operator in ['Gt', 'Lt'] ? has(self.values) && size(self.values) == 1 && self.values[0].matches('^-?[0-9]+$') : !has(self.values) || size(self.values) == 0)",message="values must be set for In and NotIn, one integer for Gt and Lt, and empty for Exists and DoesNotExist"
 type NodeSelectorRequirement struct {
 	// key of the node label (or field).
+	// +kubebuilder:validation:MinLength=1
 	Key LabelKey `json:"key"`
 	// operator: In, NotIn, Exists, DoesNotExist, Gt or Lt.
 	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist;Gt;Lt
 	Operator corev1.NodeSelectorOperator `json:"operator"`
 	// values the label may (In), may not (NotIn) have, or one integer it must be
-	// greater (Gt) or less (Lt) than.
+	// greater (Gt) or less (Lt) than; for matchFields, node names (up to 253
+	// characters: a longer label value simply matches no node).
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:MaxLength=253
 	// +optional
 	Values []string `json:"values,omitempty"`
 }
@@ -351,11 +355,13 @@ type PodAffinityTerm struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
+	// +kubebuilder:validation:items:MinLength=1
 	MatchLabelKeys []LabelKey `json:"matchLabelKeys,omitempty"`
 	// mismatchLabelKeys: pod label keys whose values the other pods must not share.
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
+	// +kubebuilder:validation:items:MinLength=1
 	MismatchLabelKeys []LabelKey `json:"mismatchLabelKeys,omitempty"`
 }
 

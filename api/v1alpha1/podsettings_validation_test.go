@@ -207,7 +207,8 @@ func TestPodSettingsValidation(t *testing.T) {
 			NodeAffinity: &v1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
 				MatchExpressions: []v1.NodeSelectorRequirement{{Key: "pool", Operator: "In", Values: []string{"identity"}},
 					{Key: "cores", Operator: "Gt", Values: []string{"3"}}, {Key: "spot", Operator: "DoesNotExist"}},
-				MatchFields: []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: "NotIn", Values: []string{"node-7"}}}}}},
+				MatchFields: []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: "NotIn",
+					Values: []string{"ip-10-0-12-34.eu-central-1.compute.internal.cluster-one.example.com"}}}}}},
 				PreferredDuringSchedulingIgnoredDuringExecution: []v1.PreferredSchedulingTerm{{Weight: 100,
 					Preference: v1.NodeSelectorTerm{MatchExpressions: []v1.NodeSelectorRequirement{{Key: "ssd", Operator: "Exists"}}}}}},
 			PodAntiAffinity: &v1.PodAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []v1.WeightedPodAffinityTerm{{Weight: 50,

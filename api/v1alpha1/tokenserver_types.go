@@ -168,9 +168,10 @@ type ManagedDatabase struct {
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="must be greater than zero"
 	// +optional
 	StorageSize resource.Quantity `json:"storageSize,omitzero"`
-	// storageClassName of the database volume claim; unset uses the cluster default.
+	// storageClassName of the database volume claim; unset uses the cluster default,
+	// "" binds a volume made beforehand (no dynamic provisioning).
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a StorageClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule=`self == '' || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a StorageClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 	// image of PostgreSQL, pinned to a patch release by default so that every node
@@ -479,6 +480,7 @@ type PeerSelector struct {
 // +kubebuilder:validation:XValidation:rule="self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",message="values must be set for In and NotIn and empty for Exists and DoesNotExist"
 type PeerSelectorRequirement struct {
 	// key is the label key.
+	// +kubebuilder:validation:MinLength=1
 	Key LabelKey `json:"key"`
 	// operator: In, NotIn, Exists or DoesNotExist.
 	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
@@ -1003,8 +1005,8 @@ type UpgradeEndpointCounts struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ts,categories=kubeoauth;oauth
 // +kubebuilder:validation:XValidation:rule="!['-blue', '-green', '-db', '-keys', '-admin', '-admin-tls', '-config', '-pages', '-tokenserver'].exists(s, self.metadata.name.endsWith(s))",fieldPath=".metadata",message="metadata.name must not end in -blue, -green, -db, -keys, -admin, -admin-tls, -config, -pages or -tokenserver: the TokenServer named without that suffix names its own objects so, and the two would collide in one namespace"
-// +kubebuilder:validation:XValidation:rule=`self.metadata.name.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')`,fieldPath=".metadata",message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', beginning with a letter and ending with a letter or digit): the TokenServer's Service is named metadata.name, and a Service name cannot hold a dot or begin with a digit"
-// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 46",fieldPath=".metadata",message="metadata.name must be at most 46 characters: the first install's migration Job is <metadata.name>-migrate-<8 hex digits>, which its pods carry as their job-name label, a label value of at most 63 characters"
+// +kubebuilder:validation:XValidation:rule=`has(self.spec.external) || self.metadata.name.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')`,fieldPath=".metadata",message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', beginning with a letter and ending with a letter or digit): a bundled TokenServer's Service is named metadata.name, and a Service name cannot hold a dot or begin with a digit"
+// +kubebuilder:validation:XValidation:rule="has(self.spec.external) || size(self.metadata.name) <= 46",fieldPath=".metadata",message="metadata.name must be at most 46 characters for a bundled TokenServer: the first install's migration Job is <metadata.name>-migrate-<8 hex digits>, which its pods carry as their job-name label, a label value of at most 63 characters"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.branding) || !has(self.spec.branding.templatesConfigMapRef) || !(self.spec.branding.templatesConfigMapRef.name in [self.metadata.name + '-pages', self.metadata.name + '-config'])",fieldPath=".spec.branding.templatesConfigMapRef.name",message="spec.branding.templatesConfigMapRef.name must not be <metadata.name>-pages or <metadata.name>-config: the operator writes those ConfigMaps itself (-pages is its checked copy of the templates, which the pods mount); name the ConfigMap of your templates otherwise, such as <metadata.name>-templates"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -331,6 +332,18 @@ func TestOAuthClientValidation(t *testing.T) {
 			reject("spec.clientName", "must not contain a NUL character")},
 		"a NUL in owner.team": {func(s *v1.OAuthClientSpec) { s.Owner = &v1.Owner{Team: "observability\x00"} },
 			reject("spec.owner.team", "must not contain a NUL character")},
+		"a NUL in owner.contact": {func(s *v1.OAuthClientSpec) { s.Owner = &v1.Owner{Team: "obs", Contact: "obs@example.com\x00"} },
+			reject("spec.owner.contact", "must not contain a NUL character")},
+		"a NUL in a trusted issuer's subject": {func(s *v1.OAuthClientSpec) {
+			s.GrantTypes, s.SkipConsent = []v1.GrantType{v1.GrantJWTBearer}, true
+			s.JWTBearer = &v1.JWTBearer{TrustedIssuers: []v1.TrustedJWTIssuer{{Issuer: "https://ci.example.com",
+				JWKSURI: "https://ci.example.com/keys", Subjects: []string{"deployer\x00"}}}}
+		}, reject("spec.jwtBearer.trustedIssuers[0].subjects[0]", "must not contain a NUL character")},
+		"a NUL in a key's kid": {func(s *v1.OAuthClientSpec) {
+			key := ecKey
+			key.Kid = "k1\x00"
+			s.TokenEndpointAuthMethod, s.JWKS = v1.AuthPrivateKeyJWT, &v1.JSONWebKeySet{Keys: []v1.JSONWebKey{key}}
+		}, reject("spec.jwks.keys[0].kid", "must not contain a NUL character")},
 		"a NUL in an audience": {func(s *v1.OAuthClientSpec) {
 			s.Audience = []string{"https://api.example.com", "https://x.example.com\x00"}
 		},
@@ -869,6 +882,50 @@ func operatorObjectsRefused(t *testing.T, ts *v1.TokenServer) []string {
 // An OAuthClient's credentials Secret is spec.secret.name, else <metadata.name>-oauth:
 // one no Secret can take is refused at the OAuthClient, not after the client is
 // registered on the token server.
+// TestExternalTokenServerNames: an external TokenServer names no Service, StatefulSet
+// or Job after itself, so any object name is its to take.
+func TestExternalTokenServerNames(t *testing.T) {
+	for _, name := range []string{"idp.corp", "1st-idp", strings.Repeat("e", 63)} {
+		ts := tokenServer(func(s *v1.TokenServerSpec) {
+			s.Image, s.Database = "", nil
+			s.External = &v1.ExternalTokenServer{AdminURL: "https://auth-admin.internal:4445",
+				TokenSecretRef: v1.SecretKeyReference{Name: "auth-admin"}}
+		})
+		ts.GenerateName, ts.Name = "", name
+		create(t, ts, ok())
+	}
+}
+
+// TestEmptyStringsAreAccepted: "" where a pod spec, a volume claim or the operator
+// takes it is accepted, as tools such as Helm write it: a toleration's key with
+// operator Exists (every taint), priorityClassName (none), storageClassName (a volume
+// made beforehand, no dynamic provisioning), spec.secret.name (the default). Go
+// objects drop "", so these are sent as JSON.
+func TestEmptyStringsAreAccepted(t *testing.T) {
+	unstructuredOf := func(obj client.Object) *unstructured.Unstructured {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: m}
+		u.SetGroupVersionKind(v1.GroupVersion.WithKind(reflect.TypeOf(obj).Elem().Name()))
+		return u
+	}
+	set := func(u *unstructured.Unstructured, value any, path ...string) {
+		if err := unstructured.SetNestedField(u.Object, value, path...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := unstructuredOf(tokenServer())
+	set(ts, "", "spec", "pod", "priorityClassName")
+	set(ts, []any{map[string]any{"key": "", "operator": "Exists"}}, "spec", "pod", "tolerations")
+	set(ts, "", "spec", "database", "managed", "storageClassName")
+	create(t, ts, ok())
+	oc := unstructuredOf(oauthClient())
+	set(oc, "", "spec", "secret", "name")
+	create(t, oc, ok())
+}
+
 func TestOAuthClientSecretNames(t *testing.T) {
 	const secretMsg = "must be a Secret name (a DNS subdomain)"
 	named := func(name string, mutate ...func(*v1.OAuthClientSpec)) *v1.OAuthClient {
@@ -889,10 +946,12 @@ func TestOAuthClientSecretNames(t *testing.T) {
 		"a metadata.name of 247 characters": {named(strings.Repeat("g", 247)), ok()},
 		"a metadata.name of 250 characters and spec.secret.name": {named(strings.Repeat("g", 250),
 			func(s *v1.OAuthClientSpec) { s.Secret.Name = "grafana-oauth" }), ok()},
+		"a public client (no Secret) named with 250 characters": {named(strings.Repeat("p", 250),
+			func(s *v1.OAuthClientSpec) { s.TokenEndpointAuthMethod = v1.AuthNone }), ok()},
 	} {
 		t.Run(name, func(t *testing.T) {
 			create(t, tt.oc, tt.want)
-			if tt.want != ok() {
+			if tt.want != ok() || !clientspec.NeedsSecret(tt.oc) {
 				return
 			}
 			secretName := clientspec.SecretName(tt.oc)

@@ -6,6 +6,6 @@ package main
 // operator was built with.
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "ff313ed67ff1748dcbc764d89ab0661042813db437a14eeb671f3ffd84d3176d",
-	"oauthclients.oauth.kubeoauth.io":  "ccec7347cee80f008acb7059239ec664b9e7522e280a0536262c8d4970ce016b",
-	"tokenservers.oauth.kubeoauth.io":  "20e8c3fc9a2df78477003bdbb6c3b26ebb41baf5476db275e95fc83102a7f9fe",
+	"oauthclients.oauth.kubeoauth.io":  "88ab6caace23ae643238488050ad2cdeeca2f0db4ffe56393246ed0588e91f05",
+	"tokenservers.oauth.kubeoauth.io":  "c6b43fe791ee6e17a05309f70d2c450334151f490b5b38e8bcb2c79022ceef98",
 }
