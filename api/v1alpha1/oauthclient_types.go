@@ -350,7 +350,7 @@ type TokenLifespans struct {
 type ClientSecret struct {
 	// name of the Secret; unset: "<OAuthClient name>-oauth".
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self == '' || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Secret name (a DNS subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule=`size(self) == 0 || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Secret name (a DNS subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	Name string `json:"name,omitempty"`
 	// create the Secret with a generated secret (true), or wait for an existing one
@@ -409,7 +409,7 @@ type OAuthClientStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=oac,categories=kubeoauth;oauth
-// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name) && self.spec.secret.name != '') || (has(self.spec.tokenEndpointAuthMethod) && self.spec.tokenEndpointAuthMethod in ['none', 'private_key_jwt']) || size(self.metadata.name) <= 247",fieldPath=".metadata",message="metadata.name must be at most 247 characters unless spec.secret.name is set (or the client has no secret: tokenEndpointAuthMethod none or private_key_jwt): the credentials Secret is named <metadata.name>-oauth, and a Secret name is at most 253 characters"
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name) && size(self.spec.secret.name) > 0) || (has(self.spec.tokenEndpointAuthMethod) && self.spec.tokenEndpointAuthMethod in ['none', 'private_key_jwt']) || size(self.metadata.name) <= 247",fieldPath=".metadata",message="metadata.name must be at most 247 characters unless spec.secret.name is set (or the client has no secret: tokenEndpointAuthMethod none or private_key_jwt): the credentials Secret is named <metadata.name>-oauth, and a Secret name is at most 253 characters"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`

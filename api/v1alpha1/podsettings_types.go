@@ -36,7 +36,7 @@ type PodSettings struct {
 	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 	// priorityClassName of the pods: the name of a PriorityClass.
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self == '' || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a PriorityClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule=`size(self) == 0 || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a PriorityClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 	// imagePullSecrets the pods pull their images with.

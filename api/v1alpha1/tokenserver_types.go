@@ -171,7 +171,7 @@ type ManagedDatabase struct {
 	// storageClassName of the database volume claim; unset uses the cluster default,
 	// "" binds a volume made beforehand (no dynamic provisioning).
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule=`self == '' || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a StorageClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule=`size(self) == 0 || self.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a StorageClass name (a ^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$ subdomain): lowercase letters, digits, '-' and '.', beginning and ending with a letter or digit"
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 	// image of PostgreSQL, pinned to a patch release by default so that every node

@@ -6,6 +6,6 @@ package main
 // operator was built with.
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "ff313ed67ff1748dcbc764d89ab0661042813db437a14eeb671f3ffd84d3176d",
-	"oauthclients.oauth.kubeoauth.io":  "88ab6caace23ae643238488050ad2cdeeca2f0db4ffe56393246ed0588e91f05",
-	"tokenservers.oauth.kubeoauth.io":  "c6b43fe791ee6e17a05309f70d2c450334151f490b5b38e8bcb2c79022ceef98",
+	"oauthclients.oauth.kubeoauth.io":  "afad1531950bc3e1962dd232dc8a73a65b8230d4d4b517f97c360f517f92b469",
+	"tokenservers.oauth.kubeoauth.io":  "0d768c13e6a2535db459acbf2c2adfb3d03f6407abe90402d7ff7aad330548cb",
 }
