@@ -304,12 +304,21 @@ func progress(err error, conds []metav1.Condition) (reconciling, stalled *metav1
 	degraded := meta.FindStatusCondition(conds, oauthv1alpha1.ConditionDegraded)
 	moving := progressing != nil && progressing.Status == metav1.ConditionTrue
 	switch {
-	case degraded != nil && degraded.Status == metav1.ConditionTrue && (!moving || degraded.Reason == upgrade.ReasonRollbackStuck):
+	case degraded != nil && degraded.Status == metav1.ConditionTrue && (!moving || waitsForPerson(degraded.Reason)):
 		return nil, isTrue(oauthv1alpha1.ConditionStalled, degraded.Reason, degraded.Message)
 	case moving && !upgrade.SpecMet(*progressing):
 		return isTrue(oauthv1alpha1.ConditionReconciling, progressing.Reason, progressing.Message), nil
 	}
 	return nil, nil
+}
+
+// waitsForPerson says whether an upgrade that is Degraded for reason, though still in
+// a phase that moves, can move no further without a person: a rollback that cannot
+// finish, or a cutover or cut back whose Job failed every time it was tried (it may
+// have passed its point of no return, so nothing undoes it by itself). Stalled, not
+// Reconciling: a GitOps tool must show it failed rather than wait for it.
+func waitsForPerson(reason string) bool {
+	return reason == upgrade.ReasonRollbackStuck || reason == oauthv1alpha1.ReasonCutoverFailed
 }
 
 // ReasonRetrying: Reconciling after a failure whose kind has no Ready reason for it.

@@ -203,8 +203,15 @@ func TestProgress(t *testing.T) {
 		"upgrade rolled back: the spec's image needs a human": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
 			c(progressing, false, oauthv1alpha1.ReasonUpgradeRolledBack), c(degraded, true, oauthv1alpha1.ReasonUpgradeRolledBack)},
 			want: map[string]want{stalled: {yes, oauthv1alpha1.ReasonUpgradeRolledBack}}},
-		"rolling back on its own after a failed cutover": {conds: []metav1.Condition{c(progressing, true, "RollingBack"),
-			c(degraded, true, oauthv1alpha1.ReasonCutoverFailed)}, want: map[string]want{reconciling: {yes, "RollingBack"}}},
+		"rolling back on its own after a cutover's lease ran out": {conds: []metav1.Condition{c(progressing, true, "RollingBack"),
+			c(degraded, true, oauthv1alpha1.ReasonUpgradeRolledBack)}, want: map[string]want{reconciling: {yes, "RollingBack"}}},
+		// The cutover's (or cut back's) Job failed every time: the upgrade waits for
+		// a person, though its phase is not a final one.
+		"cutover failed: waits for a person": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),
+			c(progressing, true, oauthv1alpha1.ProgressingReason(oauthv1alpha1.UpgradeCuttingOver)),
+			c(degraded, true, oauthv1alpha1.ReasonCutoverFailed)}, want: map[string]want{stalled: {yes, oauthv1alpha1.ReasonCutoverFailed}}},
+		"cut back failed: waits for a person": {conds: []metav1.Condition{c(progressing, true, "RollingBack"),
+			c(degraded, true, oauthv1alpha1.ReasonCutoverFailed)}, want: map[string]want{stalled: {yes, oauthv1alpha1.ReasonCutoverFailed}}},
 		// The new image serves everything: the spec is met, the rest of the upgrade
 		// is for people (Progressing), not for a GitOps tool to wait on.
 		"upgrade promoted, scaling down": {conds: []metav1.Condition{c(ready, true, ReasonAvailable),

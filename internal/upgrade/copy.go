@@ -202,6 +202,8 @@ func (m *machine) cuttingOver() bool {
 			"cut over in %ss of held writes: %s serves on %s; %s forwards what still reaches it and is scaled to zero after %s",
 			c.FenceHoldSeconds, u.ToImage, db.SecretName, u.FromColor, m.s.scaleDownDelay))
 		return true
+	case JobRunning:
+		return m.rerunning(JobCutover)
 	case JobFailed:
 		return m.attemptFailed(j, JobCutover, func() {
 			m.rollback(ReasonCutoverExpired, fmt.Sprintf("the cutover's fence lease ran out %d times before the replay drained "+
@@ -290,10 +292,27 @@ func (m *machine) cuttingBack() bool {
 			c.FenceHoldSeconds, u.FromImage, u.ToColor)
 		m.event(corev1.EventTypeNormal, ReasonCutBack, "%s", u.Message)
 		return true
+	case JobRunning:
+		return m.rerunning(JobCutback)
 	case JobFailed:
 		return m.attemptFailed(j, JobCutback, nil)
 	}
 	return false
+}
+
+// rerunning: the cutover's or cut back's Job runs again after its retries were spent
+// (a person deleted the failed one, see attemptFailed), so the upgrade no longer
+// waits for a person: it reads Progressing, not Degraded, until that Job ends. A
+// rerun that fails again waits for a person again at once (the retries stay spent).
+func (m *machine) rerunning(kind JobKind) bool {
+	u := m.st.Upgrade
+	if u.Reason != oauthv1alpha1.ReasonCutoverFailed {
+		return false
+	}
+	name := UpgradeJobName(m.o.Name, u, kind)
+	u.Reason = ""
+	u.Message = fmt.Sprintf("Job %s runs again; if it fails again the upgrade waits for a person again (kubectl logs job/%s)", name, name)
+	return true
 }
 
 // readyOld counts the old color's ready pods on the old image, at full size.

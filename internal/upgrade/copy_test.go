@@ -101,6 +101,7 @@ func copyTransitions() map[string]transition {
 	}
 	pause := func(o *Observed) { o.Spec.Upgrade.PauseBeforePromotion = true }
 	retried := func(o *Observed) { o.Status.Upgrade.Copy.CutoverRetries = maxCutoverRetries }
+	cutoverFailed := func(o *Observed) { o.Status.Upgrade.Reason = v1.ReasonCutoverFailed }
 	copying := want{phase: v1.UpgradeCopying, jobs: []JobKind{JobCopy}, active: Blue, sts: []StatefulSetIntent{{Blue, imgA, 3}}}
 	refusedTarget := want{phase: v1.UpgradeRefused, active: Blue, failed: imgB, reason: ReasonCopyTargetMissing, degraded: v1.ReasonUpgradeRefused}
 	both := []StatefulSetIntent{{Blue, imgA, 3}, {Green, imgB, 3}}
@@ -170,6 +171,12 @@ func copyTransitions() map[string]transition {
 			want{phase: v1.UpgradeRollingBack, active: Blue, failed: imgB, reason: ReasonRollbackAsked, degraded: v1.ReasonUpgradeRolledBack}},
 		"cutting over: failed otherwise, retries spent: waits for a person, Degraded": {
 			with(atCopy(v1.UpgradeCuttingOver, 3), retried, failedWith(JobCutover, 1), annotate(v1.AnnotationRollback, id)), t0,
+			want{phase: v1.UpgradeCuttingOver, active: Blue, reason: v1.ReasonCutoverFailed, degraded: v1.ReasonCutoverFailed, replay: Forward}},
+		"cutting over: a person deleted the failed Job, its rerun runs: no longer waits for a person": {
+			with(atCopy(v1.UpgradeCuttingOver, 3), retried, cutoverFailed, job(JobCutover, JobRunning)), t0,
+			want{phase: v1.UpgradeCuttingOver, active: Blue, replay: Forward}},
+		"cutting over: the rerun failed too: waits for a person again": {
+			with(atCopy(v1.UpgradeCuttingOver, 3), retried, failedWith(JobCutover, 1)), t0,
 			want{phase: v1.UpgradeCuttingOver, active: Blue, reason: v1.ReasonCutoverFailed, degraded: v1.ReasonCutoverFailed, replay: Forward}},
 
 		// After the cutover.
