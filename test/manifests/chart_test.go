@@ -614,4 +614,13 @@ func TestChartMetricsNeedAuthorization(t *testing.T) {
 		find(objs, "ClusterRole", "kubeoauth-metrics-auth") != nil {
 		t.Errorf("metrics.secure=false: args %s, want plain :8080 and no metrics-auth role", args)
 	}
+	// The metrics Service says which: 8443 for HTTPS, 8080 for plain HTTP, or the
+	// port asked for.
+	for set, want := range map[string]int64{"metrics.secure=true": 8443, "metrics.secure=false": 8080,
+		"metrics.service.port=9100": 9100} {
+		ports, _, _ := unstructured.NestedSlice(find(template(t, set), "Service", "kubeoauth-metrics").Object, "spec", "ports")
+		if len(ports) != 1 || fmt.Sprint(ports[0].(map[string]any)["port"]) != fmt.Sprint(want) {
+			t.Errorf("%s: metrics Service ports %v, want %d", set, ports, want)
+		}
+	}
 }
