@@ -509,7 +509,11 @@ func (r *TokenServerReconciler) migrations(ctx context.Context, ts *oauthv1alpha
 }
 
 // configHash covers what the pods read only at start: keys, admin token and TLS, scope
-// descriptions, and the versions of the DSN and users Secrets. A change rolls them.
+// descriptions, and the versions of the DSN and upstream provider's Secrets. A change
+// rolls them. The users Secret must exist but is not in it: the token server reads
+// its file again when the kubelet updates the volume, keeping the last good reading
+// when the new one does not parse, whereas a pod rolled to read a broken file would
+// not start (with one replica, an outage for a typo).
 func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha1.TokenServer,
 	keys, admin, adminTLS *corev1.Secret) (string, error) {
 	h := sha256.New()
@@ -528,21 +532,24 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 	if u, ok := cm.Data[resources.KeyUpstreamOIDC]; ok {
 		_, _ = fmt.Fprintf(h, "upstream=%s\n", u)
 	}
-	type ref struct{ name, field string }
+	type ref struct {
+		name, field string
+		rolls       bool // its version is in the hash
+	}
 	var refs []ref
 	// spec.database's Secret, not status.database's: a Copy upgrade's cutover moves
 	// the database without rolling the pods that serve on it.
 	if name, _ := resources.SpecDSNSecretRef(ts); name != "" {
-		refs = append(refs, ref{name, "spec.database"})
+		refs = append(refs, ref{name, "spec.database", true})
 	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
-		refs = append(refs, ref{l.UsersSecretRef.Name, "spec.login.usersSecretRef"})
+		refs = append(refs, ref{l.UsersSecretRef.Name, "spec.login.usersSecretRef", false})
 	}
 	if name, _ := resources.UpstreamSecretRef(ts); name != "" {
-		refs = append(refs, ref{name, "spec.login.upstreamOIDC.clientSecretRef"})
+		refs = append(refs, ref{name, "spec.login.upstreamOIDC.clientSecretRef", true})
 	}
 	if name, _ := resources.UpstreamCARef(ts); name != "" {
-		refs = append(refs, ref{name, caSecretField})
+		refs = append(refs, ref{name, caSecretField, true})
 	}
 	for _, ref := range refs {
 		// The cache's metadata is enough: a new resourceVersion is a new file.
@@ -554,7 +561,9 @@ func (r *TokenServerReconciler) configHash(ctx context.Context, ts *oauthv1alpha
 		if err != nil {
 			return "", fmt.Errorf("get Secret %s: %w", ref.name, err)
 		}
-		_, _ = fmt.Fprintf(h, "%s@%s\n", ref.name, version)
+		if ref.rolls {
+			_, _ = fmt.Fprintf(h, "%s@%s\n", ref.name, version)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

@@ -117,6 +117,7 @@ func (p *pod) run() {
 	if err := p.setUp(); err != nil {
 		return
 	}
+	go p.syncVolumes()
 	if !p.runInitContainers() {
 		return
 	}
@@ -199,6 +200,74 @@ func (p *pod) trySetUp() error {
 	p.setUpPod, p.vols = podCopy, vols
 	p.st.Waiting = ""
 	return nil
+}
+
+// volumeSyncPeriod is how often a running pod's Secret, ConfigMap and projected
+// volumes are brought up to date with their objects. A kubelet does it in its
+// periodic sync of the pod (a minute, plus its cache's time to live); the local
+// cluster does it sooner, so that a test or a demo does not wait a minute.
+var volumeSyncPeriod = 5 * time.Second
+
+// syncVolumes keeps the pod's Secret, ConfigMap and projected volumes current while
+// it runs, as a kubelet does: a changed Secret reaches the files of the running
+// containers without a restart (a subPath mount would not see it, here as there).
+// A file is replaced by a rename, so a reader sees the old or the new content, never
+// half; an unchanged one is left as it is. An object that cannot be read (deleted,
+// say) leaves the files as they were, as a kubelet leaves them. Projected volumes
+// with a service-account token are left alone: the token outlives the pods that
+// run here, and renewing it every period would load the API server.
+func (p *pod) syncVolumes() {
+	t := time.NewTicker(volumeSyncPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		pd, vols := p.setUpPod, p.vols
+		p.mu.Unlock()
+		if pd == nil {
+			continue
+		}
+		var fsGroup *int64
+		if sc := pd.Spec.SecurityContext; sc != nil {
+			fsGroup = sc.FSGroup
+		}
+		for _, v := range pd.Spec.Volumes {
+			if !syncable(v) || vols[v.Name] == "" {
+				continue
+			}
+			files, err := p.n.res.volumeFiles(p.ctx, pd, v)
+			if err == nil {
+				err = writeFiles(vols[v.Name], files)
+			}
+			if err == nil {
+				// Always, not OnRootMismatch: the root matches, the new files do not.
+				err = setVolumeOwnership(vols[v.Name], fsGroup, true, nil)
+			}
+			if err != nil && p.ctx.Err() == nil {
+				p.n.log.Info("volume not brought up to date", "pod", pd.Namespace+"/"+pd.Name, "volume", v.Name, "reason", err.Error())
+			}
+		}
+	}
+}
+
+// syncable says whether syncVolumes keeps v up to date.
+func syncable(v corev1.Volume) bool {
+	switch {
+	case v.Secret != nil, v.ConfigMap != nil:
+		return true
+	case v.Projected != nil:
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // writeNetworkFiles writes the pod's resolv.conf and hosts, which `ip netns exec`

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -414,6 +415,11 @@ func writeFiles(dir string, files map[string]file) error {
 		want[p] = true
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
+		}
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, f.data) { // #nosec G304 -- the volume's own file
+			// Unchanged: the same file stays (a reader that watches it sees no
+			// change). Its mode cannot have changed: a pod's volumes are immutable.
+			continue
 		}
 		tmp := p + ".tmp"
 		if err := os.WriteFile(tmp, f.data, f.mode.Perm()); err != nil {
