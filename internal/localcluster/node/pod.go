@@ -117,7 +117,13 @@ func (p *pod) run() {
 	if err := p.setUp(); err != nil {
 		return
 	}
-	go p.syncVolumes()
+	// The volumes follow their objects while containers run; the sync ends before
+	// stopped is closed, so that the pod's removal never races a write into its
+	// directory.
+	syncCtx, stopSync := context.WithCancel(p.ctx)
+	synced := make(chan struct{})
+	go func() { defer close(synced); p.syncVolumes(syncCtx) }()
+	defer func() { stopSync(); <-synced }()
 	if !p.runInitContainers() {
 		return
 	}
@@ -216,12 +222,12 @@ var volumeSyncPeriod = 5 * time.Second
 // say) leaves the files as they were, as a kubelet leaves them. Projected volumes
 // with a service-account token are left alone: the token outlives the pods that
 // run here, and renewing it every period would load the API server.
-func (p *pod) syncVolumes() {
+func (p *pod) syncVolumes(ctx context.Context) {
 	t := time.NewTicker(volumeSyncPeriod)
 	defer t.Stop()
 	for {
 		select {
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -239,7 +245,7 @@ func (p *pod) syncVolumes() {
 			if !syncable(v) || vols[v.Name] == "" {
 				continue
 			}
-			files, err := p.n.res.volumeFiles(p.ctx, pd, v)
+			files, err := p.n.res.volumeFiles(ctx, pd, v)
 			if err == nil {
 				err = writeFiles(vols[v.Name], files)
 			}
@@ -247,7 +253,7 @@ func (p *pod) syncVolumes() {
 				// Always, not OnRootMismatch: the root matches, the new files do not.
 				err = setVolumeOwnership(vols[v.Name], fsGroup, true, nil)
 			}
-			if err != nil && p.ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil {
 				p.n.log.Info("volume not brought up to date", "pod", pd.Namespace+"/"+pd.Name, "volume", v.Name, "reason", err.Error())
 			}
 		}
