@@ -284,6 +284,10 @@ func (m *machine) cuttingBack() bool {
 	switch j := m.job(JobCutback); j.State {
 	case JobSucceeded:
 		c.CutBack, c.CutoverRetries = true, 0
+		if u.Reason == oauthv1alpha1.ReasonCutoverFailed {
+			// A person's rerun that succeeded before a pass saw it run (rerunning).
+			u.Reason = ReasonCutBack
+		}
 		if h := fenceHold(j.Output); h != "" {
 			c.FenceHoldSeconds = h
 		}

@@ -208,6 +208,16 @@ func copyTransitions() map[string]transition {
 			with(rollingBackAfterCutover(true), func(o *Observed) { o.Jobs[JobCutback] = Job{State: JobSucceeded, Output: cutoverDone} }), t0,
 			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, failed: imgB, reason: ReasonRollbackAsked, degraded: v1.ReasonUpgradeRolledBack,
 				labels: []LabelIntent{on(blue0), on(blue1), on(blue2)}, sts: both}},
+		// The cut back's Job failed every time; a person deleted it and its rerun
+		// succeeded before a pass saw it run: no longer waiting for a person.
+		"rolling back after the cutover: a rerun of the failed cut back succeeded: CutoverFailed cleared": {
+			with(rollingBackAfterCutover(true), cutoverFailed, func(o *Observed) { o.Jobs[JobCutback] = Job{State: JobSucceeded, Output: cutoverDone} }), t0,
+			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, failed: imgB, reason: ReasonCutBack, degraded: v1.ReasonUpgradeRolledBack,
+				labels: []LabelIntent{on(blue0), on(blue1), on(blue2)}, sts: both}},
+		"rolling back after the cutover: a rerun of the failed cut back runs: CutoverFailed cleared": {
+			with(rollingBackAfterCutover(true), retried, cutoverFailed, job(JobCutback, JobRunning)), t0,
+			want{phase: v1.UpgradeRollingBack, step: 3, active: Green, failed: imgB, degraded: v1.ReasonUpgradeRolledBack,
+				replay: Backward, database: copyDB.SecretName}},
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,17 +132,23 @@ func TestImageMapResolve(t *testing.T) {
 
 func TestPickKeys(t *testing.T) {
 	data := map[string][]byte{"a": []byte("1"), "b": []byte("2")}
-	all, err := pick(data, nil, nil)
+	all, err := pick(data, nil, nil, nil)
 	if err != nil || len(all) != 2 || all["a"].mode != 0o644 {
 		t.Errorf("all keys: %v %v", all, err)
 	}
 	mode := int32(0o400)
-	some, err := pick(data, []corev1.KeyToPath{{Key: "b", Path: "dir/b.txt", Mode: &mode}}, nil)
+	some, err := pick(data, []corev1.KeyToPath{{Key: "b", Path: "dir/b.txt", Mode: &mode}}, nil, nil)
 	if err != nil || len(some) != 1 || string(some["dir/b.txt"].data) != "2" || some["dir/b.txt"].mode != 0o400 {
 		t.Errorf("items: %v %v", some, err)
 	}
-	if _, err := pick(data, []corev1.KeyToPath{{Key: "c", Path: "c"}}, nil); err == nil {
+	if _, err := pick(data, []corev1.KeyToPath{{Key: "c", Path: "c"}}, nil, nil); err == nil {
 		t.Error("a missing key was not an error")
+	}
+	// An optional source's missing key is left out, as the kubelet leaves it.
+	optional := true
+	if got, err := pick(data, []corev1.KeyToPath{{Key: "c", Path: "c"}, {Key: "a", Path: "a"}}, nil, &optional); err != nil ||
+		len(got) != 1 || string(got["a"].data) != "1" {
+		t.Errorf("optional source with a missing key: %v %v", got, err)
 	}
 }
 
@@ -325,14 +333,14 @@ func TestAddressesAreKeptPerUID(t *testing.T) {
 // seeing it, with the new files.
 func TestWriteFilesKeepsTheDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "vol")
-	if err := writeFiles(dir, map[string]file{"token": {[]byte("one"), 0o644}, "old": {[]byte("x"), 0o644}}); err != nil {
+	if err := writeFiles(dir, map[string]file{"token": {[]byte("one"), 0o644}, "old": {[]byte("x"), 0o644}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFiles(dir, map[string]file{"token": {[]byte("two"), 0o600}, "sub/ca.crt": {[]byte("ca"), 0o644}}); err != nil {
+	if err := writeFiles(dir, map[string]file{"token": {[]byte("two"), 0o600}, "sub/ca.crt": {[]byte("ca"), 0o644}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	after, err := os.Stat(dir)
@@ -353,6 +361,48 @@ func TestWriteFilesKeepsTheDirectory(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "sub", "ca.crt")); string(b) != "ca" {
 		t.Errorf("sub/ca.crt = %q", b)
+	}
+
+	// The same content again changes nothing: a reader that watches the file (the
+	// token server's users file) sees no change.
+	token, err := os.Stat(filepath.Join(dir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFiles(dir, map[string]file{"token": {[]byte("two"), 0o600}, "sub/ca.crt": {[]byte("ca"), 0o644}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := os.Stat(filepath.Join(dir, "token")); err != nil || !os.SameFile(token, again) {
+		t.Errorf("unchanged content was written again (%v)", err)
+	}
+
+	// A new set is there whole, with the fsGroup, the moment its file is: the files
+	// are reached through ..data, swapped in one rename after they were written and
+	// their ownership set, and nothing else is left in the directory.
+	gid := int64(4242)
+	if err := writeFiles(dir, map[string]file{"token": {[]byte("three"), 0o400}}, &gid); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); sys.Gid != uint32(gid) || st.Mode().Perm() != 0o440 {
+		t.Errorf("token: gid %d, mode %v; want %d and 0440", sys.Gid, st.Mode().Perm(), gid)
+	}
+	if target, err := os.Readlink(filepath.Join(dir, "token")); err != nil || target != filepath.Join(dataLink, "token") {
+		t.Errorf("token links to %q (%v), want ..data/token", target, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 3 || !slices.Contains(names, dataLink) || !slices.Contains(names, "token") {
+		t.Errorf("the volume's directory holds %v, want ..data, one payload and token", names)
 	}
 }
 

@@ -217,11 +217,11 @@ var volumeSyncPeriod = 5 * time.Second
 // syncVolumes keeps the pod's Secret, ConfigMap and projected volumes current while
 // it runs, as a kubelet does: a changed Secret reaches the files of the running
 // containers without a restart (a subPath mount would not see it, here as there).
-// A file is replaced by a rename, so a reader sees the old or the new content, never
-// half; an unchanged one is left as it is. An object that cannot be read (deleted,
-// say) leaves the files as they were, as a kubelet leaves them. Projected volumes
-// with a service-account token are left alone: the token outlives the pods that
-// run here, and renewing it every period would load the API server.
+// The new set of files is swapped in whole (writeFiles); an unchanged one is left as
+// it is. An object that cannot be read leaves the files as they were, as a kubelet
+// leaves them; an optional one that was deleted empties the volume, as there.
+// Projected volumes with a service-account token are left alone: the token outlives
+// the pods that run here, and renewing it every period would load the API server.
 func (p *pod) syncVolumes(ctx context.Context) {
 	t := time.NewTicker(volumeSyncPeriod)
 	defer t.Stop()
@@ -247,11 +247,7 @@ func (p *pod) syncVolumes(ctx context.Context) {
 			}
 			files, err := p.n.res.volumeFiles(ctx, pd, v)
 			if err == nil {
-				err = writeFiles(vols[v.Name], files)
-			}
-			if err == nil {
-				// Always, not OnRootMismatch: the root matches, the new files do not.
-				err = setVolumeOwnership(vols[v.Name], fsGroup, true, nil)
+				err = writeFiles(vols[v.Name], files, fsGroup)
 			}
 			if err != nil && ctx.Err() == nil {
 				p.n.log.Info("volume not brought up to date", "pod", pd.Namespace+"/"+pd.Name, "volume", v.Name, "reason", err.Error())

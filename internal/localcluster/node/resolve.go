@@ -220,7 +220,7 @@ func (r *resolver) volumes(ctx context.Context, pod *corev1.Pod, dir string) (ma
 			var files map[string]file
 			files, err = r.volumeFiles(ctx, pod, v)
 			if err == nil {
-				err = writeFiles(path, files)
+				err = writeFiles(path, files, fsGroup)
 			}
 			if err == nil {
 				err = setVolumeOwnership(path, fsGroup, true, policy)
@@ -272,7 +272,7 @@ func (r *resolver) secretFiles(ctx context.Context, ns, name string, items []cor
 	if err != nil {
 		return nil, optional(err, opt)
 	}
-	return pick(s.Data, items, mode)
+	return pick(s.Data, items, mode, opt)
 }
 
 func (r *resolver) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, mode *int32,
@@ -288,11 +288,13 @@ func (r *resolver) configMapFiles(ctx context.Context, ns, name string, items []
 	for k, v := range cm.BinaryData {
 		data[k] = v
 	}
-	return pick(data, items, mode)
+	return pick(data, items, mode, opt)
 }
 
-// pick selects keys as a Secret or ConfigMap volume does: all keys, or the items.
-func pick(data map[string][]byte, items []corev1.KeyToPath, mode *int32) (map[string]file, error) {
+// pick selects keys as a Secret or ConfigMap volume does: all keys, or the items;
+// an item whose key is missing fails the volume, unless the source is optional,
+// where the kubelet leaves it out.
+func pick(data map[string][]byte, items []corev1.KeyToPath, mode *int32, opt *bool) (map[string]file, error) {
 	m := fileMode(ptr.Deref(mode, 0o644))
 	out := map[string]file{}
 	if len(items) == 0 {
@@ -304,6 +306,9 @@ func pick(data map[string][]byte, items []corev1.KeyToPath, mode *int32) (map[st
 	for _, it := range items {
 		v, ok := data[it.Key]
 		if !ok {
+			if ptr.Deref(opt, false) {
+				continue
+			}
 			return nil, fmt.Errorf("key %s not found", it.Key)
 		}
 		fm := m
@@ -400,47 +405,125 @@ func (r *resolver) claimPath(ctx context.Context, ns, claim string) (string, boo
 	return "", false, fmt.Errorf("volume %s is neither hostPath nor local", pv.Name)
 }
 
-// writeFiles makes dir hold exactly files (paths may have directories). It changes
-// the directory in place — each file written to a temporary name and renamed, stale
-// ones removed — and never replaces the directory itself: a running container (one
+// dataLink is the symlink of a Secret, ConfigMap or projected volume to the
+// directory that holds its files (the kubelet's name for it).
+const dataLink = "..data"
+
+// writeFiles makes dir hold exactly files (paths may have directories), as the
+// kubelet's atomic writer lays out a Secret, ConfigMap or projected volume: the files
+// are written, with their modes and the pod's fsGroup applied, into a new hidden
+// directory, then the ..data symlink is swapped to it by one rename; each top-level
+// name is a symlink into ..data. So a reader sees the old set of files or the new
+// one, whole: never a file without its permissions, never a new certificate beside
+// an old key. Content that did not change is left as it is (a reader that watches
+// the file sees nothing). dir itself is never replaced: a running container (one
 // re-adopted after a node restart) has it bound at its mount path, and would be left
-// with a deleted, empty directory.
-func writeFiles(dir string, files map[string]file) error {
+// with a deleted, empty directory. (The kubelet's AtomicWriter is in
+// k8s.io/kubernetes, which is not meant to be imported as a library.)
+func writeFiles(dir string, files map[string]file, fsGroup *int64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	want := map[string]bool{}
+	clean := make(map[string]file, len(files))
 	for name, f := range files {
-		p := filepath.Join(dir, filepath.Clean("/"+name))
-		want[p] = true
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, f.data) { // #nosec G304 -- the volume's own file
-			// Unchanged: the same file stays (a reader that watches it sees no
-			// change). Its mode cannot have changed: a pod's volumes are immutable.
-			continue
-		}
-		tmp := p + ".tmp"
-		if err := os.WriteFile(tmp, f.data, f.mode.Perm()); err != nil {
-			return err
-		}
-		if err := os.Chmod(tmp, f.mode.Perm()); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			return err
-		}
+		clean[strings.TrimPrefix(filepath.Clean("/"+name), "/")] = f
 	}
-	root, err := os.OpenRoot(dir)
+	files = clean
+	if holds(dir, files) {
+		return nil
+	}
+	payload, err := os.MkdirTemp(dir, "..payload-")
 	if err != nil {
 		return err
 	}
-	defer func() { _ = root.Close() }()
-	return fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || want[filepath.Join(dir, rel)] {
+	if err := os.Chmod(payload, 0o755); err != nil { // #nosec G302 -- a volume's directory, as the kubelet makes it
+		return err
+	}
+	tops := map[string]bool{dataLink: true, filepath.Base(payload): true}
+	links := map[string]bool{}
+	for rel, f := range files {
+		top, _, _ := strings.Cut(rel, "/")
+		tops[top], links[top] = true, true
+		p := filepath.Join(payload, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		return root.Remove(rel)
+		if err := os.WriteFile(p, f.data, f.mode.Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, f.mode.Perm()); err != nil {
+			return err
+		}
+	}
+	if err := setVolumeOwnership(payload, fsGroup, true, nil); err != nil {
+		return err
+	}
+	if err := replaceWithLink(dir, dataLink, filepath.Base(payload)); err != nil {
+		return err
+	}
+	for top := range links {
+		if target, err := os.Readlink(filepath.Join(dir, top)); err == nil && target == filepath.Join(dataLink, top) {
+			continue
+		}
+		if err := replaceWithLink(dir, top, filepath.Join(dataLink, top)); err != nil {
+			return err
+		}
+	}
+	// What the new set no longer has, and the payloads before this one.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !tops[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// holds says whether dir's ..data already holds exactly files, with the same
+// content. Their modes cannot have changed: a pod's volumes are immutable.
+func holds(dir string, files map[string]file) bool {
+	root, err := os.OpenRoot(filepath.Join(dir, dataLink))
+	if err != nil {
+		return false
+	}
+	defer func() { _ = root.Close() }()
+	n := 0
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		n++
+		f, ok := files[rel]
+		if !ok {
+			return fs.ErrNotExist
+		}
+		old, err := root.ReadFile(rel)
+		if err != nil || !bytes.Equal(old, f.data) {
+			return fs.ErrNotExist
+		}
+		return nil
 	})
+	return err == nil && n == len(files)
+}
+
+// replaceWithLink makes dir/name a symlink to target in one rename (whatever was
+// there: a file of a volume written before, a directory of one).
+func replaceWithLink(dir, name, target string) error {
+	tmp := filepath.Join(dir, "..tmp-"+name)
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, name)
+	if st, err := os.Lstat(dst); err == nil && st.IsDir() {
+		if err := os.RemoveAll(dst); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, dst)
 }

@@ -82,7 +82,7 @@ func nonRootPod(fsGroup *int64) *corev1.Pod {
 func secretVolume(t *testing.T, mode os.FileMode, fsGroup *int64) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "db")
-	if err := writeFiles(dir, map[string]file{"dsn": {[]byte("postgres://secret"), mode}}); err != nil {
+	if err := writeFiles(dir, map[string]file{"dsn": {[]byte("postgres://secret"), mode}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := setVolumeOwnership(dir, fsGroup, true, nil); err != nil {
