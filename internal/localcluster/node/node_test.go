@@ -404,6 +404,10 @@ func TestWriteFilesKeepsTheDirectory(t *testing.T) {
 	if len(names) != 3 || !slices.Contains(names, dataLink) || !slices.Contains(names, "token") {
 		t.Errorf("the volume's directory holds %v, want ..data, one payload and token", names)
 	}
+	// A key that would replace ..data is refused, as the kubelet refuses it.
+	if err := writeFiles(dir, map[string]file{"..data": {[]byte("x"), 0o644}}, nil); err == nil {
+		t.Error("a file named ..data was written")
+	}
 }
 
 // A pod deleted before the node was asked to create it (virtual-kubelet's workers

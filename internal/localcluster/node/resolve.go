@@ -426,7 +426,12 @@ func writeFiles(dir string, files map[string]file, fsGroup *int64) error {
 	}
 	clean := make(map[string]file, len(files))
 	for name, f := range files {
-		clean[strings.TrimPrefix(filepath.Clean("/"+name), "/")] = f
+		rel := strings.TrimPrefix(filepath.Clean("/"+name), "/")
+		if strings.HasPrefix(rel, "..") {
+			// As the kubelet refuses it: it would replace ..data or a payload.
+			return fmt.Errorf("file %q: must not start with '..'", name)
+		}
+		clean[rel] = f
 	}
 	files = clean
 	if holds(dir, files) {
