@@ -294,7 +294,7 @@ func testGracePeriod(t *testing.T) {
 	ctx := t.Context()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: nodeNS, Name: "stubborn"},
 		Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](2), Containers: []corev1.Container{{Name: "c",
-			Image: "busybox", Command: []string{"/bin/sh", "-c", "trap 'echo ignoring TERM' TERM; while true; do sleep 0.2; done"}}}}}
+			Image: "busybox", Command: []string{"/bin/sh", "-c", "trap 'echo ignoring TERM' TERM; echo trapped; while true; do sleep 0.2; done"}}}}}
 	if err := suite.c.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -304,6 +304,11 @@ func testGracePeriod(t *testing.T) {
 		}
 		if len(pod.Status.ContainerStatuses) == 0 || pod.Status.ContainerStatuses[0].State.Running == nil {
 			return fmt.Errorf("%+v", pod.Status.ContainerStatuses)
+		}
+		// Running means the process started, not that the shell has set its trap
+		// yet (as on a kubelet): a TERM before it would end the shell at once.
+		if logs, err := kubectl(ctx, "-n", nodeNS, "logs", "stubborn"); err != nil || !strings.Contains(logs, "trapped") {
+			return fmt.Errorf("the trap is not set yet: %q %v", logs, err)
 		}
 		return nil
 	})
