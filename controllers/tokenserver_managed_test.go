@@ -342,12 +342,15 @@ func TestManagedTokenServer(t *testing.T) {
 
 	// 8. spec.metrics.from: the metrics port admits Prometheus's namespace and the
 	// operator's pods only.
+	// A patch, not Get and Update: the operator writes the status meanwhile, and an
+	// update from the object read before that is refused as a conflict.
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(ts), ts); err != nil {
 		t.Fatal(err)
 	}
+	before := ts.DeepCopy()
 	ts.Spec.Metrics = &oauthv1alpha1.MetricsAccess{From: []oauthv1alpha1.MetricsPeer{{NamespaceSelector: &oauthv1alpha1.PeerSelector{
 		MatchLabels: map[string]oauthv1alpha1.LabelValue{corev1.LabelMetadataName: "monitoring"}}}}}
-	if err := k8s.Update(ctx, ts); err != nil {
+	if err := k8s.Patch(ctx, ts, client.MergeFrom(before)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the metrics port limited to spec.metrics.from and the operator", func() bool {
