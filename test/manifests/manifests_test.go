@@ -4,6 +4,12 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,9 +61,10 @@ func TestDefaultDeploysOnARealAPIServer(t *testing.T) {
 	checkFinalizerPolicy(t, c, objs, "default")
 }
 
-// applyAll applies objs, in order, to a real API server (envtest, with the CRDs of
-// config/crd/bases installed) as fieldOwner, and reports each one it refuses.
-// applyAll applies objs to a fresh API server and returns an admin client of it.
+// applyAll applies objs, in order, to a fresh real API server (envtest, with the CRDs
+// of config/crd/bases installed) as fieldOwner, reports each one it refuses, waits
+// until the RBAC authorizer answers from the roles among them, and returns an admin
+// client of that server.
 func applyAll(t *testing.T, objs []*unstructured.Unstructured, fieldOwner string) client.Client {
 	t.Helper()
 	env, err := testenv.Start()
@@ -76,7 +83,55 @@ func applyAll(t *testing.T, objs []*unstructured.Unstructured, fieldOwner string
 			t.Errorf("applying %s/%s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
+	for _, o := range objs {
+		if o.GroupVersionKind().Group == rbacv1.GroupName {
+			waitForRBAC(t, c)
+			break
+		}
+	}
 	return c
+}
+
+// waitForRBAC returns once the API server's RBAC authorizer answers from every Role,
+// ClusterRole and binding applied so far. The authorizer reads them from informers, so
+// a SubjectAccessReview sent right after the apply may be answered without them (a
+// test saw "may not list" for a ClusterRoleBinding applied a moment before). It grants
+// a user of its own one thing through a ClusterRole and its binding and another
+// through a Role and its binding, all applied after everything else: each informer
+// delivers its kind in the order written, so once both are allowed every earlier
+// object is in.
+func waitForRBAC(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	const user, ns = "rbac-sentinel", "default"
+	subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	rule := func(name string) []rbacv1.PolicyRule {
+		return []rbacv1.PolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{name}}}
+	}
+	for _, o := range []client.Object{
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "rbac-sentinel-cluster"}, Rules: rule("rbac-sentinel-cluster")},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "rbac-sentinel-cluster"}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "rbac-sentinel-cluster"}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "rbac-sentinel-ns", Namespace: ns}, Rules: rule("rbac-sentinel-ns")},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "rbac-sentinel-ns", Namespace: ns}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "rbac-sentinel-ns"}},
+	} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatalf("creating the RBAC sentinel %T: %v", o, err)
+		}
+	}
+	for _, name := range []string{"rbac-sentinel-cluster", "rbac-sentinel-ns"} {
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "get", Resource: "configmaps", Namespace: ns, Name: name}}}
+			if err := c.Create(ctx, review); err != nil {
+				return false, err
+			}
+			return review.Status.Allowed, nil
+		}); err != nil {
+			t.Fatalf("the RBAC authorizer did not see %s within 30 s: %v", name, err)
+		}
+	}
 }
 
 func render(t *testing.T, dir string) []*unstructured.Unstructured {
