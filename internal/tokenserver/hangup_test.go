@@ -2,11 +2,14 @@ package tokenserver_test
 
 import (
 	"bufio"
+	"context"
+	"database/sql"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +65,93 @@ func TestClientHangUpIsNoDatabaseOutage(t *testing.T) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	if n := strings.Count(logs.String(), `msg="database unavailable"`); n > 0 {
 		t.Errorf("the server logged \"database unavailable\" %d times; want none: only the clients went away", n)
+	}
+}
+
+// A refresh whose client hangs up while the rotation waits to be written (a test
+// transaction holds the refresh token's row) still ends: the identical request that
+// joined it meanwhile gets the new pair rather than the first caller's cancellation,
+// and the chain stays whole. Cut short, the rotation committed once the row was free
+// while both requests had failed, and the client's next try, with the same refresh
+// token, read as reuse and revoked the chain.
+func TestRefreshLeaderHangUpLeavesTheFollowerItsAnswer(t *testing.T) {
+	ctx := context.Background()
+	dsn := pg.NewMigratedDatabase(t)
+	in := start(t, setup{dsn: dsn})
+	secret := confidentialClient(t, in, "grafana")
+	tok := codeFlowToken(t, in, secret)
+
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	hold, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback() }()
+	if _, err := hold.ExecContext(ctx, `SELECT 1 FROM tokens WHERE kind = 'refresh_token' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first caller, by hand so that it can hang up: the same Authorization and
+	// form as refresh() sends, so that the two are one refresh to the server.
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}.Encode()
+	leader, err := net.Dial("tcp", strings.TrimPrefix(in.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = leader.Close() }()
+	auth := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape("grafana") + ":" + url.QueryEscape(secret)))
+	_, _ = fmt.Fprintf(leader, "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"+
+		"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s", auth, len(form), form)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first caller's rotation does not wait on the refresh token's row")
+		}
+	}
+
+	type answer struct {
+		code int
+		body map[string]any
+	}
+	followed := make(chan answer, 1)
+	go func() {
+		code, body := refresh(t, in, secret, tok.RefreshToken)
+		followed <- answer{code, body}
+	}()
+	// The second caller joins the first's refresh; nothing shows it has, so give it
+	// time to (were it late, it would read the first's stored answer, the same).
+	time.Sleep(300 * time.Millisecond)
+	_ = leader.Close()
+	time.Sleep(300 * time.Millisecond) // the hang-up reaches the server
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+
+	var got answer
+	select {
+	case got = <-followed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second caller got no answer within 30 s")
+	}
+	if got.code != http.StatusOK || got.body["refresh_token"] == nil {
+		t.Fatalf("the second caller: %d %v; want the new pair", got.code, got.body)
+	}
+	if a := introspect(t, in, got.body["access_token"].(string), "grafana", secret); a["active"] != true {
+		t.Errorf("the new access token: %v; want active", a)
+	}
+	// The chain goes on from the new refresh token.
+	if code, body := refresh(t, in, secret, got.body["refresh_token"].(string)); code != http.StatusOK {
+		t.Errorf("refreshing with the new refresh token: %d %v; want 200", code, body)
 	}
 }

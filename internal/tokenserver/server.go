@@ -321,8 +321,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	leader := false
 	v, _, shared := s.refreshes.Do(key, func() (any, error) {
 		leader = true
+		// The refresh runs to its end even if the client that happened to lead hangs
+		// up: the identical requests waiting here share its answer, and a rotation cut
+		// short by the hang-up could commit after the request has failed, so that
+		// the caller's retry reads as reuse of a rotated token and, without a grace
+		// period, revokes the whole chain. Bounded, since nothing is waiting for
+		// it once every caller has gone.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), refreshLeaderTimeout)
+		defer cancel()
 		rec := newBuffered()
-		s.cfg.Provider.Token(rec, r)
+		s.cfg.Provider.Token(rec, r.WithContext(ctx))
 		if rec.code == http.StatusOK {
 			s.recent.put(key, rec, time.Now())
 		}
@@ -333,6 +341,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	v.(*buffered).copyTo(w)
 }
+
+// refreshLeaderTimeout bounds a refresh that runs on after its caller hung up.
+const refreshLeaderTimeout = 30 * time.Second
 
 // recentWindow is how long a refresh response is replayed to identical requests that
 // arrive just after it: a client firing the same refresh from several tabs or threads
