@@ -180,6 +180,8 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		Signer:                     &jwt.DefaultSigner{GetPrivateKey: keyGetter},
 	}
 	devices := &enigma.HMACStrategy{Config: fc}
+	var composed *fosite.Fosite
+	fc.ClientAuthenticationStrategy = clientAuthentication(&composed)
 	f := compose.Compose(fc, st, strategy,
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2ClientCredentialsGrantFactory,
@@ -204,6 +206,11 @@ func New(cfg Config, st Storage) (*Provider, error) {
 		}
 		fc.TokenEndpointHandlers[i] = declineCheaply{h}
 	}
+	// Only fosite's own Store (client authentication, PAR) sees the scoped jtis: the
+	// handlers keep st itself, whose optional interfaces (fosite's Transactional,
+	// above all) a wrapper would hide from their type assertions.
+	composed = f.(*fosite.Fosite)
+	composed.Store = scopedAssertionJTIs{st}
 	return &Provider{f: f, cfg: cfg, store: st, enigma: devices}, nil
 }
 
