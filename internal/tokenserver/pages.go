@@ -121,7 +121,7 @@ func (s *Server) sessionError(w http.ResponseWriter, err error) {
 // answered.
 func (s *Server) parsePage(w http.ResponseWriter, r *http.Request) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	if err := r.ParseForm(); err != nil {
+	if err := parseForm(r); err != nil {
 		s.errorPage(w, http.StatusBadRequest, "The request is malformed.")
 		return false
 	}

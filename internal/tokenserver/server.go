@@ -443,7 +443,7 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 func (s *Server) oauthEndpoint(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		if err := r.ParseForm(); err != nil {
+		if err := parseForm(r); err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				s.writeOAuthError(w, http.StatusRequestEntityTooLarge, "invalid_request", "The request body is too large.")
@@ -525,6 +525,20 @@ func notText(form url.Values, exempt ...string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// parseForm parses r's query and body into r.Form and r.PostForm, a
+// multipart/form-data body included: ParseForm leaves one alone, fosite parses it
+// later (ParseMultipartForm), and the checks in between (notText) would have seen
+// none of its values. r.Body must be bounded (maxBody): the parts stay in memory.
+func parseForm(r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		return err
+	}
+	if err := r.ParseMultipartForm(maxBody); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+		return err
+	}
+	return nil
 }
 
 // isText says whether v is text PostgreSQL can keep: valid UTF-8 without a NUL.
