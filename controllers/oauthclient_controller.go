@@ -41,6 +41,9 @@ const (
 	// ReasonClientIDConflict: the client ID is another OAuthClient's, in this namespace
 	// or (as the token server says) in another.
 	ReasonClientIDConflict = "ClientIDConflict"
+	// ReasonClientRefused: the token server refused the client's spec, naming the
+	// field (an audience that is another namespace's client ID).
+	ReasonClientRefused = "ClientRefused"
 	// ReasonDeregistered: the client was deleted from the token server because its
 	// namespace is no longer admitted.
 	ReasonDeregistered   = "Deregistered"
@@ -151,6 +154,13 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 		return 0, needsHuman(ReasonClientIDConflict, fmt.Sprintf(
 			"client ID %s is taken on TokenServer %s/%s: %s", clientID, ts.Namespace, ts.Name, errMessage(err))).after(r.Resync)
 	}
+	if errors.Is(err, adminapi.ErrRefused) {
+		// A rule only the token server can check (one that reads its other clients,
+		// such as an audience naming another namespace's client): a person must
+		// change the spec.
+		return 0, needsHuman(ReasonClientRefused, fmt.Sprintf("TokenServer %s/%s refused the client: %s",
+			ts.Namespace, ts.Name, refusedField(err))).after(r.Resync)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("push client %s to TokenServer %s/%s: %w", clientID, ts.Namespace, ts.Name, err)
 	}
@@ -180,6 +190,16 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 }
 
 // errMessage is the token server's own words for an admin API error.
+// refusedField is the admin API's refusal of err as the spec field and what is
+// wrong with it (spec.audience[1]: ...).
+func refusedField(err error) string {
+	var apiErr *adminapi.Error
+	if errors.As(err, &apiErr) && apiErr.Field != "" {
+		return "spec." + apiErr.Field + ": " + apiErr.Message
+	}
+	return errMessage(err)
+}
+
 func errMessage(err error) string {
 	var apiErr *adminapi.Error
 	if errors.As(err, &apiErr) {

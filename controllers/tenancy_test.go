@@ -889,3 +889,42 @@ func wantRegistered(t *testing.T, id, owner, what string) {
 		t.Errorf("%s: %+v, %v; want it registered, owned by %s", what, got, err, owner)
 	}
 }
+
+// A tenant's OAuthClient whose spec.audience names another namespace's client ID (a
+// token for it could pass for that app's users' ID tokens) is refused by the token
+// server; the operator says which field and why, Stalled (nothing changes until a
+// person edits the spec), and registers the client once the audience is a URL.
+func TestAudienceNamingAnotherNamespacesClientIsRefused(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	victimNS := namespace(t, "aud-victim", admittedLabels)
+	attackerNS := namespace(t, "aud-tenant", admittedLabels)
+	victim := webClient(victimNS, "web", platform, "https://app.victim.example.com/cb", nil)
+	if err := k8s.Create(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, victim, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+
+	attacker := webClient(attackerNS, "web", platform, "https://app.tenant.example.com/cb", func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.Audience = []string{"https://api.tenant.example.com", victim.Status.ClientID}
+	})
+	if err := k8s.Create(ctx, attacker); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, attacker, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonClientRefused)
+	ready := findCondition(attacker.Status.Conditions, oauthv1alpha1.ConditionReady)
+	if !strings.Contains(ready.Message, "spec.audience[1]") || !strings.Contains(ready.Message, "another namespace") {
+		t.Errorf("Ready message %q should name spec.audience[1] and why", ready.Message)
+	}
+	if !isTrue(attacker.Status.Conditions, "Stalled") {
+		t.Errorf("conditions %+v; want Stalled=True: only a person's edit can change it", attacker.Status.Conditions)
+	}
+	waitWarning(t, attackerNS, "web", controllers.ReasonClientRefused)
+
+	patch := client.MergeFrom(attacker.DeepCopy())
+	attacker.Spec.Audience = []string{"https://api.tenant.example.com"}
+	if err := k8s.Patch(ctx, attacker, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, attacker, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+}

@@ -146,7 +146,10 @@ type OAuthClientSpec struct {
 	// +optional
 	Scopes []Scope `json:"scopes,omitempty"`
 
-	// audience values the client may request for its tokens.
+	// audience values the client may request for its tokens: URLs of the APIs they
+	// are for, or client IDs of OAuthClients in this namespace. Another namespace's
+	// client ID is refused (Ready=False): a token for it could pass for that app's
+	// ID token.
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MinLength=1

@@ -21,6 +21,9 @@ var (
 	// ErrConflict is returned for a 409: the client belongs to another owner
 	// namespace. The error's text (an *Error, field ownerNamespace) names the owner.
 	ErrConflict = errors.New("conflict")
+	// ErrRefused: the server refused what was sent as invalid (422): sending it
+	// again changes nothing; the error names the field.
+	ErrRefused = errors.New("refused")
 )
 
 // HTTPClient talks to a token server's admin API.
@@ -73,6 +76,9 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 			e.Message, e.Field = sanitize(e.Message, maxMessage), sanitize(e.Field, maxField)
 			if resp.StatusCode == http.StatusConflict {
 				return fmt.Errorf("%w: %w", ErrConflict, &e)
+			}
+			if resp.StatusCode == http.StatusUnprocessableEntity {
+				return fmt.Errorf("%w: %s %s: %d: %w", ErrRefused, method, path, resp.StatusCode, &e)
 			}
 			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
 		}

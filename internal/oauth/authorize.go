@@ -59,6 +59,10 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	if err == nil {
 		err = p.pkceError(ar)
 	}
+	// Refused before the user consents to a request whose code would be refused.
+	if err == nil {
+		err = p.foreignAudience(r.Context(), ar.GetClient().GetID(), ar.GetRequestedAudience())
+	}
 	if err == nil && pushed {
 		err = p.continuePAR(r, out)
 	}

@@ -271,6 +271,17 @@ func (p *Provider) Token(w http.ResponseWriter, r *http.Request) {
 		p.f.WriteAccessError(ctx, w, ar, err)
 		return
 	}
+	if err := p.foreignAudience(ctx, ar.GetClient().GetID(), ar.GetGrantedAudience()); err != nil {
+		p.f.WriteAccessError(ctx, w, ar, err)
+		return
+	}
+	if s, ok := ar.GetSession().(*Session); ok && p.cfg.AccessTokenFormat == FormatJWT {
+		// RFC 9068 section 2.2 requires it, and fosite does not add it: without it a
+		// resource server cannot check which client a JWT access token was issued
+		// to, as docs/security.md tells it to.
+		s.GetJWTClaims()
+		s.JWTClaims.Add("client_id", ar.GetClient().GetID())
+	}
 	resp, err := p.f.NewAccessResponse(ctx, ar)
 	if errors.Is(err, store.ErrClientGone) {
 		err = fosite.ErrInvalidClient.WithHint("The client no longer exists.")
