@@ -455,6 +455,11 @@ func TestCopyRollbackAfterCutover(t *testing.T) {
 	waitServing(t, ts, "auth-blue-0", "auth-blue-1")
 	waitReplays(t, ns, map[string]string{})
 	greenAtZero(t, ts, "after the cut back")
+	// The phase is written first (the intent), the rest of the pass's status after it.
+	eventually(t, 20*time.Second, "currentImage back to v1", func() bool {
+		_ = k8s.Get(context.Background(), client.ObjectKeyFromObject(ts), ts)
+		return ts.Status.CurrentImage == imageV1
+	}, func() string { return fmt.Sprintf("status %+v", ts.Status) })
 	u := fresh(t, ts)
 	if ts.Status.Database != nil || !u.Copy.CutBack || u.Copy.FenceHoldSeconds != "0.31" || ts.Status.ActiveColor != "blue" ||
 		ts.Status.CurrentImage != imageV1 || ts.Status.FailedImage != imageV2 {

@@ -112,7 +112,7 @@ func (r *TokenServerReconciler) upgradeStep(ctx context.Context, ts *oauthv1alph
 	for _, e := range d.Events {
 		r.Recorder.Eventf(ts, nil, e.Type, e.Reason, "Upgrade", "%s", e.Message)
 	}
-	if img, ok := upgrade.CurrentImage(o.Pods); ok {
+	if img, ok := upgrade.CurrentImage(o.Pods, d.Labels); ok {
 		ts.Status.CurrentImage = img
 	}
 	if err := r.applyServices(ctx, ts, pods); err != nil {

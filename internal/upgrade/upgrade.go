@@ -1089,12 +1089,21 @@ func (m *machine) requeue() time.Duration {
 	return next
 }
 
-// CurrentImage is status.currentImage as observed: the image of the ready pods that
-// carry the serving label, when they all run one. While two images serve (a
-// promotion or a rollback in the middle) ok is false and the status keeps the image
-// it had, so that it moves only once no old pod serves.
-func CurrentImage(pods []Pod) (image string, ok bool) {
+// CurrentImage is status.currentImage: the image of the ready pods that carry the
+// serving label once this pass's label moves (labels) are made, when they all run
+// one. Counting the moves makes the pass that hands traffic to a color report that
+// color's image in the same status write as its phase, rather than one pass later.
+// While two images serve (a promotion or a rollback in the middle) ok is false and
+// the status keeps the image it had, so that it moves only once no old pod serves.
+func CurrentImage(pods []Pod, labels []LabelIntent) (image string, ok bool) {
+	serving := make(map[string]bool, len(labels))
+	for _, l := range labels {
+		serving[l.Pod] = l.Serving
+	}
 	for _, p := range pods {
+		if s, moved := serving[p.Name]; moved {
+			p.Serving = s
+		}
 		if !p.Ready || !p.Serving {
 			continue
 		}

@@ -641,9 +641,21 @@ func TestCurrentImage(t *testing.T) {
 		"nothing serves":                              {with(settled(3, imgA), func(o *Observed) { o.Pods = nil }), "", false},
 	}
 	for name, tc := range tests {
-		if got, ok := CurrentImage(tc.in.Pods); got != tc.want || ok != tc.ok {
+		if got, ok := CurrentImage(tc.in.Pods, nil); got != tc.want || ok != tc.ok {
 			t.Errorf("%s: CurrentImage = %q, %v; want %q, %v", name, got, ok, tc.want, tc.ok)
 		}
+	}
+	// The pass that moves the serving label reports the image that serves after it.
+	promoted := at(v1.UpgradeScalingDown, 3, 0)
+	back := make([]LabelIntent, 0, len(promoted.Pods))
+	for _, p := range promoted.Pods {
+		back = append(back, LabelIntent{Pod: p.Name, Serving: p.Color == Blue})
+	}
+	if got, ok := CurrentImage(promoted.Pods, back); got != imgA || !ok {
+		t.Errorf("labels moved back to blue: CurrentImage = %q, %v; want %q", got, ok, imgA)
+	}
+	if got, ok := CurrentImage(promoted.Pods, back[:1]); ok {
+		t.Errorf("label moved to one blue pod while green serves: CurrentImage = %q, want two images", got)
 	}
 }
 
