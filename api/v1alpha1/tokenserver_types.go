@@ -270,6 +270,7 @@ type TokenSettings struct {
 // an upstream OpenID Connect provider, or either (the login page then offers both).
 //
 // +kubebuilder:validation:XValidation:rule="has(self.usersSecretRef) || has(self.upstreamOIDC)",message="set login.usersSecretRef, login.upstreamOIDC or both"
+// +kubebuilder:validation:XValidation:rule="!has(self.clientIPHeader) || has(self.trustedProxies)",fieldPath=".trustedProxies",message="login.clientIPHeader needs login.trustedProxies: the CIDRs of the proxies (your ingress controller's pods) whose header is believed"
 type LoginSpec struct {
 	// usersSecretRef names a Secret key holding users: either one "name:bcrypt-hash"
 	// per line (htpasswd format), or a YAML list of users with username, passwordHash,
@@ -283,6 +284,26 @@ type LoginSpec struct {
 	// (docs/integrations/upstream-oidc.md).
 	// +optional
 	UpstreamOIDC *UpstreamOIDC `json:"upstreamOIDC,omitempty"`
+	// clientIPHeader names the header in which the proxy in front of the token server
+	// (your ingress controller) passes the client's address, such as X-Forwarded-For
+	// (its last entry is used) or X-Real-IP, for the per-address throttle of failed
+	// sign-ins and device codes; it is believed only from trustedProxies. Unset, the
+	// address is the connection's peer: behind an ingress that is the ingress's pod
+	// for every user, so that anyone's 20 failed sign-ins throttle everyone's.
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9-]+$`
+	// +optional
+	ClientIPHeader string `json:"clientIPHeader,omitempty"`
+	// trustedProxies are the CIDRs of the proxies whose clientIPHeader is believed
+	// (your ingress controller's pod network); from any other peer the header is
+	// ignored and the peer's address counts.
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8 or fd00::/8"
+	// +optional
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
 }
 
 // UpstreamOIDC is an OpenID Connect provider users sign in with: authorization code

@@ -590,6 +590,21 @@ func TestTokenServerValidation(t *testing.T) {
 		}, ok()},
 		"login with neither users nor upstream": {func(s *v1.TokenServerSpec) { s.Login = &v1.LoginSpec{} },
 			reject("spec.login", "set login.usersSecretRef, login.upstreamOIDC or both")},
+		"client address from the ingress's header": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UsersSecretRef: &v1.SecretKeyReference{Name: "users"}, ClientIPHeader: "X-Forwarded-For",
+				TrustedProxies: []string{"10.244.0.0/16", "fd00::/8"}}
+		}, ok()},
+		"client address header without trusted proxies": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UsersSecretRef: &v1.SecretKeyReference{Name: "users"}, ClientIPHeader: "X-Forwarded-For"}
+		}, reject("spec.login.trustedProxies", "login.clientIPHeader needs login.trustedProxies")},
+		"a trusted proxy that is no CIDR": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UsersSecretRef: &v1.SecretKeyReference{Name: "users"}, ClientIPHeader: "X-Real-IP",
+				TrustedProxies: []string{"10.0.0.0/8", "ingress-nginx"}}
+		}, reject("spec.login.trustedProxies[1]", "must be a CIDR")},
+		"a client address header that is no header name": {func(s *v1.TokenServerSpec) {
+			s.Login = &v1.LoginSpec{UsersSecretRef: &v1.SecretKeyReference{Name: "users"}, ClientIPHeader: "X-Forwarded-For: 1.2.3.4",
+				TrustedProxies: []string{"10.0.0.0/8"}}
+		}, reject("spec.login.clientIPHeader", "should match")},
 		"upstream OIDC with every setting": {func(s *v1.TokenServerSpec) {
 			s.Login = &v1.LoginSpec{UpstreamOIDC: &v1.UpstreamOIDC{Issuer: "https://sso.example.com/realms/staff", ClientID: "x",
 				ClientSecretRef: v1.SecretKeyReference{Name: "upstream", Key: "secret"}, Scopes: []v1.Scope{"openid", "groups"},

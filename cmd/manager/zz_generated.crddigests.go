@@ -7,5 +7,5 @@ package main
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "ff313ed67ff1748dcbc764d89ab0661042813db437a14eeb671f3ffd84d3176d",
 	"oauthclients.oauth.kubeoauth.io":  "c8f59adaa3daa65ab5574aa76a22683dc0a84046bba31745f6e0f8184a9179cf",
-	"tokenservers.oauth.kubeoauth.io":  "0d768c13e6a2535db459acbf2c2adfb3d03f6407abe90402d7ff7aad330548cb",
+	"tokenservers.oauth.kubeoauth.io":  "02b3682fd4849ec802c7e4ea92f32489538e4fc84e4252b6aee297fae4f2513f",
 }

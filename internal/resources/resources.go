@@ -691,6 +691,10 @@ func TokenServerStatefulSet(ts *oauthv1alpha1.TokenServer, in Inputs) *appsv1.St
 		secretVolume("admin-tls", AdminTLSSecretName(ts), corev1.KeyToPath{Key: KeyTLSCert, Path: KeyTLSCert},
 			corev1.KeyToPath{Key: KeyTLSKey, Path: KeyTLSKey}),
 	}
+	if l := ts.Spec.Login; l != nil && l.ClientIPHeader != "" {
+		env = append(env, corev1.EnvVar{Name: "KUBEOAUTH_CLIENT_IP_HEADER", Value: l.ClientIPHeader},
+			corev1.EnvVar{Name: "KUBEOAUTH_CLIENT_IP_TRUSTED_PROXIES", Value: strings.Join(l.TrustedProxies, ",")})
+	}
 	if l := ts.Spec.Login; l != nil && l.UsersSecretRef != nil {
 		key := l.UsersSecretRef.Key
 		if key == "" {

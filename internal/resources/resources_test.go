@@ -169,7 +169,8 @@ func TestTokenServerStatefulSet(t *testing.T) {
 				"KUBEOAUTH_DSN_FILE": "/etc/kubeoauth/db/dsn", "KUBEOAUTH_LISTEN": ":4444", "KUBEOAUTH_ADMIN_LISTEN": ":4445",
 				"KUBEOAUTH_METRICS_LISTEN": ":4446"},
 			absent: []string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE", "KUBEOAUTH_USERS_FILE", "KUBEOAUTH_ID_TOKEN_LIFESPAN", "KUBEOAUTH_REQUIRE_PKCE",
-				"KUBEOAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "KUBEOAUTH_DEVICE_CODE_LIFESPAN", "KUBEOAUTH_DEVICE_POLL_INTERVAL"}},
+				"KUBEOAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "KUBEOAUTH_DEVICE_CODE_LIFESPAN", "KUBEOAUTH_DEVICE_POLL_INTERVAL",
+				"KUBEOAUTH_CLIENT_IP_HEADER", "KUBEOAUTH_CLIENT_IP_TRUSTED_PROXIES"}},
 		"device grant timings": {ts: server(func(ts *oauthv1alpha1.TokenServer) {
 			ts.Spec.Tokens.DeviceCodeLifespan, ts.Spec.Tokens.DevicePollInterval = "15m", "10s"
 		}),
@@ -184,6 +185,12 @@ func TestTokenServerStatefulSet(t *testing.T) {
 			env: map[string]string{"KUBEOAUTH_PREVIOUS_SIGNING_KEY_FILE": "/etc/kubeoauth/keys/previous-signing.pem"}},
 		"users from a Secret, default key": {ts: server(users("")), in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1,
 			env: map[string]string{"KUBEOAUTH_USERS_FILE": "/etc/kubeoauth/users/users"}, usersSecret: "auth-users", usersKey: "users"},
+		"client addresses from the ingress's header": {ts: server(func(ts *oauthv1alpha1.TokenServer) {
+			ts.Spec.Login = &oauthv1alpha1.LoginSpec{UsersSecretRef: &oauthv1alpha1.SecretKeyReference{Name: "auth-users"},
+				ClientIPHeader: "X-Forwarded-For", TrustedProxies: []string{"10.244.0.0/16", "fd00::/8"}}
+		}), in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1,
+			env:         map[string]string{"KUBEOAUTH_CLIENT_IP_HEADER": "X-Forwarded-For", "KUBEOAUTH_CLIENT_IP_TRUSTED_PROXIES": "10.244.0.0/16,fd00::/8"},
+			usersSecret: "auth-users", usersKey: "users"},
 		"users from a Secret, own key": {ts: server(users("htpasswd")), in: Inputs{Color: ColorBlue, Replicas: 1}, replicas: 1,
 			env: map[string]string{"KUBEOAUTH_USERS_FILE": "/etc/kubeoauth/users/users"}, usersSecret: "auth-users", usersKey: "htpasswd"},
 	}
