@@ -333,18 +333,24 @@ type JSONWebKey struct {
 	E string `json:"e,omitempty"`
 }
 
-// TokenLifespans override token lifespans for one client.
+// TokenLifespans override token lifespans for one client. Each is bounded: every
+// token is a row of the shared database until it expires, so a tenant's lifespan of
+// years would keep all its tokens for years (the token server refuses the same).
 type TokenLifespans struct {
-	// accessToken lifespan.
+	// accessToken lifespan, at most 24h.
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('24h')",message="must be at most 24h"
 	// +optional
 	AccessToken Duration `json:"accessToken,omitempty"`
-	// refreshToken lifespan.
+	// refreshToken lifespan, at most 8760h (a year).
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('8760h')",message="must be at most 8760h (a year)"
 	// +optional
 	RefreshToken Duration `json:"refreshToken,omitempty"`
-	// idToken lifespan.
+	// idToken lifespan, at most 24h.
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('24h')",message="must be at most 24h"
 	// +optional
 	IDToken Duration `json:"idToken,omitempty"`
-	// authorizationCode lifespan.
+	// authorizationCode lifespan, at most 10m (RFC 6749 section 4.1.2).
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) <= duration('10m')",message="must be at most 10m (RFC 6749 section 4.1.2)"
 	// +optional
 	AuthorizationCode Duration `json:"authorizationCode,omitempty"`
 }

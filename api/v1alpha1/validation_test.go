@@ -315,6 +315,21 @@ func TestOAuthClientValidation(t *testing.T) {
 		"compound lifespans": {func(s *v1.OAuthClientSpec) {
 			s.TokenLifespans = &v1.TokenLifespans{AccessToken: "1h30m", AuthorizationCode: "90.5s"}
 		}, ok()},
+		"lifespans at their bounds": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{AccessToken: "24h", RefreshToken: "8760h", IDToken: "1440m", AuthorizationCode: "10m"}
+		}, ok()},
+		"an access token for centuries": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{AccessToken: "2000000h"}
+		}, reject("spec.tokenLifespans.accessToken", "must be at most 24h")},
+		"a refresh token for two years": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{RefreshToken: "17520h"}
+		}, reject("spec.tokenLifespans.refreshToken", "must be at most 8760h")},
+		"an ID token for a day and a second": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{IDToken: "24h1s"}
+		}, reject("spec.tokenLifespans.idToken", "must be at most 24h")},
+		"an authorization code for an hour": {func(s *v1.OAuthClientSpec) {
+			s.TokenLifespans = &v1.TokenLifespans{AuthorizationCode: "1h"}
+		}, reject("spec.tokenLifespans.authorizationCode", "must be at most 10m")},
 		"rotation overlap as long as the period": {func(s *v1.OAuthClientSpec) {
 			s.Secret.Rotation = &v1.SecretRotation{Every: "24h", Overlap: "24h"}
 		}, reject("spec.secret.rotation.overlap", "overlap must be shorter than every")},

@@ -52,11 +52,25 @@ func (s scopedAssertionJTIs) SetClientAssertionJWT(ctx context.Context, jti stri
 // ctx for scopedAssertionJTIs. It is read unverified, but fosite checks the jti only
 // after it has verified the assertion's signature with that client's keys and that
 // its sub is the client authenticated, so the key's client is the verified one.
+//
+// An assertion that expires more than maxAssertionLifetime from now is refused
+// before it is verified (refusing needs no trust in it): fosite sets no bound, and
+// its jti is kept until its exp, so one client could keep a row per request for
+// years.
 func clientAuthentication(f **fosite.Fosite) fosite.ClientAuthenticationStrategy {
 	return func(ctx context.Context, r *http.Request, form url.Values) (fosite.Client, error) {
 		if form.Get("client_assertion_type") == clientAssertionType {
-			ctx = context.WithValue(ctx, assertionClientKey{}, unverifiedClaims(form.Get("client_assertion")).Subject)
+			claims := unverifiedClaims(form.Get("client_assertion"))
+			if claims.Expiry != nil && claims.Expiry.Time().After(time.Now().Add(maxAssertionLifetime)) {
+				return nil, fosite.ErrInvalidClient.WithHintf("The client_assertion's exp (%s) is more than %s away: "+
+					"make client assertions short-lived (minutes).", claims.Expiry.Time().UTC().Format(time.RFC3339), maxAssertionLifetime)
+			}
+			ctx = context.WithValue(ctx, assertionClientKey{}, claims.Subject)
 		}
 		return (*f).DefaultClientAuthenticationStrategy(ctx, r, form)
 	}
 }
+
+// maxAssertionLifetime bounds how far ahead a client assertion may expire, as fosite
+// bounds the JWT bearer grant's (24 hours after its iat).
+const maxAssertionLifetime = 24 * time.Hour

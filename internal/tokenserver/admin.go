@@ -152,13 +152,28 @@ func validateAuthentication(c *adminapi.Client, _ string) (string, string) {
 	return "", ""
 }
 
+// maxClientLifespans bound a client's own lifespans (the OAuthClient CRD says the
+// same): every token is a row of the shared database until it expires, and the
+// janitor deletes only expired ones, so a tenant's lifespan of years would keep each
+// of its tokens for years. The TokenServer's own lifespans, the platform team's, are
+// not bounded.
+var maxClientLifespans = map[string]time.Duration{
+	"accessToken": 24 * time.Hour, "refreshToken": 8760 * time.Hour, "idToken": 24 * time.Hour, "authorizationCode": 10 * time.Minute,
+}
+
 func validateLifespans(c *adminapi.Client, _ string) (string, string) {
-	for k, v := range c.TokenLifespans {
-		if !slices.Contains([]string{"accessToken", "refreshToken", "idToken", "authorizationCode"}, k) {
+	for _, k := range slices.Sorted(maps.Keys(c.TokenLifespans)) {
+		v := c.TokenLifespans[k]
+		limit, known := maxClientLifespans[k]
+		if !known {
 			return "tokenLifespans." + k, "unknown lifespan; known: accessToken, refreshToken, idToken, authorizationCode"
 		}
-		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
 			return "tokenLifespans." + k, fmt.Sprintf("%q must be a positive duration such as 15m", v)
+		}
+		if d > limit {
+			return "tokenLifespans." + k, fmt.Sprintf("%q must be at most %s", v, strings.TrimSuffix(strings.TrimSuffix(limit.String(), "0s"), "0m"))
 		}
 	}
 	return "", ""

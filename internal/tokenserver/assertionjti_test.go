@@ -52,16 +52,17 @@ func TestClientAssertionJTIIsPerClient(t *testing.T) {
 		}
 		return tenant{id, signer}
 	}
-	assertion := func(c tenant, jti string) string {
+	assertionFor := func(c tenant, jti string, lifetime time.Duration) string {
 		t.Helper()
 		now := time.Now()
 		a, err := jwt.Signed(c.signer).Claims(jwt.Claims{Issuer: c.id, Subject: c.id, Audience: jwt.Audience{in.URL + "/oauth2/token"},
-			ID: jti, IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute))}).CompactSerialize()
+			ID: jti, IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(lifetime))}).CompactSerialize()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return a
 	}
+	assertion := func(c tenant, jti string) string { return assertionFor(c, jti, 5*time.Minute) }
 	token := func(c tenant, a string) (int, string) {
 		t.Helper()
 		form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {c.id},
@@ -79,6 +80,16 @@ func TestClientAssertionJTIIsPerClient(t *testing.T) {
 		return resp.StatusCode, body.Error + ": " + body.Description
 	}
 	attacker, victim := register("ci-bot-a", "team-a"), register("ci-bot-b", "team-b")
+
+	// Its jti is kept until its exp: one good for years would keep a row per request
+	// for years. Refused, and nothing kept.
+	if code, e := token(attacker, assertionFor(attacker, "for-years", 5*365*24*time.Hour)); code != http.StatusUnauthorized ||
+		!strings.HasPrefix(e, "invalid_client") || !strings.Contains(e, "exp") {
+		t.Errorf("an assertion good for five years: %d %s; want 401 invalid_client naming its exp", code, e)
+	}
+	if code, e := token(attacker, assertionFor(attacker, "for-years", 23*time.Hour)); code != http.StatusOK {
+		t.Errorf("an assertion good for 23 hours, with the jti of the refused one: %d %s; want 200", code, e)
+	}
 
 	for _, jti := range []string{"run-42", "run\x0043"} {
 		if code, e := token(attacker, assertion(attacker, jti)); code != http.StatusOK {

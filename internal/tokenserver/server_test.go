@@ -178,6 +178,12 @@ func TestAdminAPI(t *testing.T) {
 	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "tokenLifespans.accessToken" {
 		t.Errorf("PUT with lifespan forever: %v; want an error naming tokenLifespans.accessToken", err)
 	}
+	// Bounded: every token is a row of the shared database until it expires.
+	bad.TokenLifespans = map[string]string{"accessToken": "24h", "refreshToken": "2000000h"}
+	if _, err = in.Admin.PutClient(ctx, &bad); !errors.As(err, &apiErr) || apiErr.Field != "tokenLifespans.refreshToken" ||
+		!strings.Contains(apiErr.Message, "at most 8760h") {
+		t.Errorf("PUT with a refresh token lifespan of centuries: %v; want an error naming tokenLifespans.refreshToken and its bound", err)
+	}
 	bad = *c
 	bad.TokenEndpointAuthMethod, bad.Secret = "private_key_jwt", ""
 	bad.JWKS = json.RawMessage(`{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
