@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
@@ -26,3 +27,18 @@ func UpgradeStep(ctx context.Context, r *TokenServerReconciler, ts *oauthv1alpha
 
 // SecretReaderFor is the SecretReader Setup gives the reconcilers.
 var SecretReaderFor = secretReaderFor
+
+// RemembersSecret says whether r keeps a copy of the Secret key.
+func RemembersSecret(r *SecretReader, key types.NamespacedName) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[key] != nil
+}
+
+// SetMinPruneAt makes SecretReaders prune from n Secrets on, until the returned
+// function restores the default.
+func SetMinPruneAt(n int) (restore func()) {
+	old := minPruneAt
+	minPruneAt = n
+	return func() { minPruneAt = old }
+}

@@ -1,17 +1,22 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kubeoauth/kubeoauth/controllers"
@@ -76,5 +81,86 @@ func TestSecretReaderGetsAnUnchangedSecretOnce(t *testing.T) {
 	}
 	if n := gets.Load(); n != 1 {
 		t.Errorf("three reads of an unchanged Secret made %d GETs of it at the API server, want 1", n)
+	}
+}
+
+// The reader's copies are bounded by what exists: a tenant naming in turn, in
+// spec.secret.name, Secrets it deletes after each pass (up to the API's 1 MiB each)
+// made the operator keep every one of them until it ran out of memory, for every
+// tenant. A Secret too large to be credentials is read at each pass, not kept, and
+// the copies of Secrets that are gone are dropped once the reader's copies double.
+func TestSecretReaderKeepsNoSecretThatIsGoneNorLarge(t *testing.T) {
+	ctx := context.Background()
+	t.Cleanup(controllers.SetMinPruneAt(4))
+	ns := namespace(t, "secret-memo", nil)
+	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{Scheme: mgrScheme, HealthProbeBindAddress: "0",
+		Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := controllers.SecretReaderFor(mgr)
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	read := func(name string, data map[string][]byte) types.NamespacedName {
+		t.Helper()
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}
+		if err := k8s.Create(ctx, sec); err != nil {
+			t.Fatal(err)
+		}
+		key := types.NamespacedName{Namespace: ns, Name: name}
+		var got corev1.Secret
+		eventually(t, 10*time.Second, "the reader reads "+name, func() bool {
+			return reader.Get(ctx, key, &got) == nil
+		}, nil)
+		if len(got.Data) != len(data) {
+			t.Fatalf("read %s with %d keys, want %d", name, len(got.Data), len(data))
+		}
+		return key
+	}
+
+	big := read("big", map[string][]byte{"client_secret": bytes.Repeat([]byte("x"), 300<<10)})
+	if controllers.RemembersSecret(reader, big) {
+		t.Error("the reader keeps a copy of a 300 KiB Secret")
+	}
+	gone := read("gone", map[string][]byte{"client_secret": []byte("s3cret-0123456789abcdefghijklmnop")})
+	if !controllers.RemembersSecret(reader, gone) {
+		t.Fatal("the reader keeps no copy of a small Secret: the test no longer shows what it should")
+	}
+	if err := k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the manager's watch sees the Secret deleted", func() bool {
+		var m metav1.PartialObjectMetadata
+		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		return apierrors.IsNotFound(mgr.GetCache().Get(ctx, gone, &m))
+	}, nil)
+	for i := range 8 {
+		read(fmt.Sprintf("next-%d", i), map[string][]byte{"client_secret": []byte("s3cret-0123456789abcdefghijklmnop")})
+	}
+	if controllers.RemembersSecret(reader, gone) {
+		t.Error("the reader still keeps a copy of a Secret deleted eight reads ago")
+	}
+
+	// Nor does the metadata cache keep annotations, which anyone may set on the
+	// Secrets and ConfigMaps of a watched namespace, 256 KiB each, data or not.
+	noted := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "noted",
+		Annotations: map[string]string{"filler": strings.Repeat("x", 200<<10)}}}
+	if err := k8s.Create(ctx, noted); err != nil {
+		t.Fatal(err)
+	}
+	var m metav1.PartialObjectMetadata
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+	eventually(t, 10*time.Second, "the manager's watch has the ConfigMap", func() bool {
+		return mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(noted), &m) == nil
+	}, nil)
+	if len(m.Annotations) != 0 {
+		t.Errorf("the metadata cache keeps the ConfigMap's annotations (%d)", len(m.Annotations))
 	}
 }

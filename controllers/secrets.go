@@ -12,6 +12,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -27,10 +28,6 @@ const (
 	LabelManagedBy = resources.LabelManagedBy
 	ManagedBy      = resources.ManagedBy
 )
-
-// lastApplied is kubectl's annotation holding an applied object whole: on a Secret,
-// its data. It is dropped from the Secret metadata the cache keeps.
-const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // CacheOptions are the manager's cache settings: no managedFields on any object;
 // of Services, StatefulSets, Jobs and EndpointSlices only the operator's; of Secrets
@@ -54,16 +51,21 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 			// Only metadata informers are started for Secrets and ConfigMaps
 			// (ClientOptions keeps the typed ones out); this drops what metadata may
 			// still carry of the data.
-			&corev1.Secret{}:    {Transform: stripLastApplied},
-			&corev1.ConfigMap{}: {Transform: stripLastApplied},
+			&corev1.Secret{}:    {Transform: stripAnnotations},
+			&corev1.ConfigMap{}: {Transform: stripAnnotations},
 		},
 	}
 }
 
-// stripLastApplied drops managed fields and kubectl's copy of the whole object.
-func stripLastApplied(in any) (any, error) {
-	if m, ok := in.(*metav1.PartialObjectMetadata); ok && m.Annotations[lastApplied] != "" {
-		delete(m.Annotations, lastApplied)
+// stripAnnotations drops managed fields and every annotation: kubectl's copy of the
+// whole object (on a Secret, its data), and whatever else anyone put there. The
+// operator reads a Secret's or ConfigMap's name, resourceVersion, labels and owners
+// from this cache, its annotations only from the API server (SecretReader); kept,
+// annotations (up to 256 KiB an object) any tenant can set on objects it may
+// create in bulk, with no data at all, would grow the operator's memory at will.
+func stripAnnotations(in any) (any, error) {
+	if m, ok := in.(*metav1.PartialObjectMetadata); ok {
+		m.Annotations = nil
 	}
 	return cache.TransformStripManagedFields()(in)
 }
@@ -102,6 +104,9 @@ type SecretReader struct {
 
 	mu   sync.Mutex
 	seen map[types.NamespacedName]*corev1.Secret
+	// pruneAt is the size of seen at which remember next drops the Secrets that
+	// are gone (see prune).
+	pruneAt int
 	// transports of admin clients, by trust (CA bundle, server name): connections
 	// are kept alive between passes, and a new CA gets a new transport.
 	transports map[[sha256.Size]byte]*http.Client
@@ -133,7 +138,50 @@ func (r *SecretReader) Get(ctx context.Context, key types.NamespacedName, sec *c
 		return err
 	}
 	r.remember(sec)
+	r.pruneIfDue(ctx)
 	return nil
+}
+
+// maxRemembered is the largest Secret (its keys and values) the reader keeps: the
+// credentials, tokens and CA certificates it reads are a few KiB. A tenant names
+// any Secret of its namespace in spec.secret.name, up to the API's 1 MiB; larger
+// ones are read again at each pass rather than held.
+const maxRemembered = 256 << 10
+
+// minPruneAt is the size of seen below which it is never pruned (a variable for
+// tests, which prune small memos).
+var minPruneAt = 1024
+
+// pruneIfDue drops, once seen has doubled since the last time, the Secrets that are
+// gone from the metadata cache: a Secret read once and then deleted (or no longer
+// named by any object) is otherwise never read again, and a tenant renaming
+// spec.secret.name through a series of Secrets it deletes would grow the operator's
+// memory without bound. Amortized, each remember costs O(1) cache reads.
+func (r *SecretReader) pruneIfDue(ctx context.Context) {
+	r.mu.Lock()
+	if len(r.seen) < max(r.pruneAt, minPruneAt) {
+		r.mu.Unlock()
+		return
+	}
+	keys := make([]types.NamespacedName, 0, len(r.seen))
+	for k := range r.seen {
+		keys = append(keys, k)
+	}
+	r.mu.Unlock()
+	var gone []types.NamespacedName
+	for _, k := range keys {
+		var m metav1.PartialObjectMetadata
+		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		if err := r.cache.Get(ctx, k, &m); apierrors.IsNotFound(err) {
+			gone = append(gone, k)
+		}
+	}
+	r.mu.Lock()
+	for _, k := range gone {
+		delete(r.seen, k)
+	}
+	r.pruneAt = 2 * len(r.seen)
+	r.mu.Unlock()
 }
 
 // remember keeps a Secret as the API server returned it, read or just written by the
@@ -143,6 +191,16 @@ func (r *SecretReader) Get(ctx context.Context, key types.NamespacedName, sec *c
 // as the manager's cache holds objects: 10,000 Secrets' worth of them pushed the
 // manager's peak RSS past 150 MiB. An update from the copy leaves them as they are.
 func (r *SecretReader) remember(sec *corev1.Secret) {
+	size := 0
+	for k, v := range sec.Data {
+		size += len(k) + len(v)
+	}
+	if size > maxRemembered {
+		r.mu.Lock()
+		delete(r.seen, client.ObjectKeyFromObject(sec))
+		r.mu.Unlock()
+		return
+	}
 	c := sec.DeepCopy()
 	c.ManagedFields = nil
 	r.mu.Lock()
