@@ -43,21 +43,7 @@ func TestSecretReaderGetsAnUnchangedSecretOnce(t *testing.T) {
 			return rt.RoundTrip(r)
 		})
 	})
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: mgrScheme, HealthProbeBindAddress: "0",
-		Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader := controllers.SecretReaderFor(mgr)
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	mgr, reader := startSecretManager(t, cfg)
 
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
 		Data: map[string][]byte{"client_secret": []byte("s3cret")}}
@@ -93,21 +79,7 @@ func TestSecretReaderKeepsNoSecretThatIsGoneNorLarge(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(controllers.SetMinPruneAt(4))
 	ns := namespace(t, "secret-memo", nil)
-	mgr, err := ctrl.NewManager(mgrConfig, ctrl.Options{Scheme: mgrScheme, HealthProbeBindAddress: "0",
-		Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader := controllers.SecretReaderFor(mgr)
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	mgr, reader := startSecretManager(t, mgrConfig)
 	read := func(name string, data map[string][]byte) types.NamespacedName {
 		t.Helper()
 		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}
@@ -163,4 +135,26 @@ func TestSecretReaderKeepsNoSecretThatIsGoneNorLarge(t *testing.T) {
 	if len(m.Annotations) != 0 {
 		t.Errorf("the metadata cache keeps the ConfigMap's annotations (%d)", len(m.Annotations))
 	}
+}
+
+// startSecretManager runs a manager on cfg with the operator's cache and client
+// settings, until the test ends, and returns it with its SecretReader.
+func startSecretManager(t *testing.T, cfg *rest.Config) (ctrl.Manager, *controllers.SecretReader) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: mgrScheme, HealthProbeBindAddress: "0",
+		Metrics: metricsserver.Options{BindAddress: "0"}, Cache: controllers.CacheOptions(nil), Client: controllers.ClientOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := controllers.SecretReaderFor(mgr)
+	mctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return mgr, reader
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -65,19 +64,8 @@ func TestClientAssertionJTIIsPerClient(t *testing.T) {
 	assertion := func(c tenant, jti string) string { return assertionFor(c, jti, 5*time.Minute) }
 	token := func(c tenant, a string) (int, string) {
 		t.Helper()
-		form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {c.id},
-			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {a}}
-		resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		var body struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		return resp.StatusCode, body.Error + ": " + body.Description
+		code, e, description := assertClient(t, in, c.id, a)
+		return code, e + ": " + description
 	}
 	attacker, victim := register("ci-bot-a", "team-a"), register("ci-bot-b", "team-b")
 

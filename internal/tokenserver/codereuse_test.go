@@ -38,20 +38,10 @@ func TestConcurrentCodeExchangesOneWinsAndIsRevoked(t *testing.T) {
 	for i := range 2 {
 		wg.Go(func() { toks[i], errs[i] = cfg.Exchange(ctx, cb.Get("code")) })
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var waiting int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = hold.Rollback()
-			wg.Wait()
-			t.Fatalf("%d exchanges wait at the code's row, want 2 (errors %v)", waiting, errs)
-		}
+	if waiting, ok := waitForLockWaits(t, db, 2); !ok {
+		_ = hold.Rollback()
+		wg.Wait()
+		t.Fatalf("%d exchanges wait at the code's row, want 2 (errors %v)", waiting, errs)
 	}
 	if err := hold.Rollback(); err != nil {
 		t.Fatal(err)
@@ -124,19 +114,9 @@ func TestRefreshOfChainRevokedMeanwhileFails(t *testing.T) {
 		code, body := refresh(t, in, secret, tok.RefreshToken)
 		refreshed <- answer{code, body}
 	}()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var waiting int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = revocation.Rollback()
-			t.Fatalf("the refresh's rotation does not wait on the refresh token's row (%v)", <-refreshed)
-		}
+	if _, ok := waitForLockWaits(t, db, 1); !ok {
+		_ = revocation.Rollback()
+		t.Fatalf("the refresh's rotation does not wait on the refresh token's row (%v)", <-refreshed)
 	}
 	if _, err := revocation.ExecContext(ctx, `DELETE FROM tokens WHERE request_id = $1`, requestID); err != nil {
 		t.Fatal(err)
@@ -179,20 +159,10 @@ func TestConcurrentCodeExchangesWithPKCEAreRevoked(t *testing.T) {
 	var wg sync.WaitGroup
 	waitFor := func(n int) {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			var waiting int
-			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
-				t.Fatal(err)
-			}
-			if waiting == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				_ = hold.Rollback()
-				wg.Wait()
-				t.Fatalf("%d exchanges wait at the code's row, want %d (errors %v)", waiting, n, errs)
-			}
+		if waiting, ok := waitForLockWaits(t, db, n); !ok {
+			_ = hold.Rollback()
+			wg.Wait()
+			t.Fatalf("%d exchanges wait at the code's row, want %d (errors %v)", waiting, n, errs)
 		}
 	}
 	for i := range 2 {
@@ -238,4 +208,24 @@ func holdCodes(t *testing.T, dsn string) (db *sql.DB, hold *sql.Tx) {
 		t.Fatal(err)
 	}
 	return db, hold
+}
+
+// waitForLockWaits polls, for up to 20 s, until n sessions of db's database wait on a
+// lock (a row a test transaction holds); it returns the last count and whether it
+// reached n. The caller, which holds the lock, cleans up and fails when it did not.
+func waitForLockWaits(t *testing.T, db *sql.DB, n int) (int, bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var waiting int
+		if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == n {
+			return waiting, true
+		}
+		if time.Now().After(deadline) {
+			return waiting, false
+		}
+	}
 }

@@ -106,18 +106,8 @@ func TestRefreshLeaderHangUpLeavesTheFollowerItsAnswer(t *testing.T) {
 	auth := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape("grafana") + ":" + url.QueryEscape(secret)))
 	_, _ = fmt.Fprintf(leader, "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"+
 		"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s", auth, len(form), form)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var waiting int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first caller's rotation does not wait on the refresh token's row")
-		}
+	if _, ok := waitForLockWaits(t, db, 1); !ok {
+		t.Fatal("the first caller's rotation does not wait on the refresh token's row")
 	}
 
 	type answer struct {

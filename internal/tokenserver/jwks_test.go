@@ -61,18 +61,8 @@ func TestJWKSURIGuard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {"signer"},
-			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
-		resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		var body struct {
-			Error string `json:"error"`
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		return resp.StatusCode, body.Error
+		code, e, _ := assertClient(t, in, "signer", assertion)
+		return code, e
 	}
 
 	refused := start(t, setup{})
@@ -142,23 +132,12 @@ func TestUnusableJWKSURIIsTheClientsFault(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {id},
-				"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
-			resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
-			if err != nil {
-				t.Fatal(err)
+			code, e, description := assertClient(t, in, id, assertion)
+			if code != http.StatusUnauthorized || e != "invalid_client" {
+				t.Errorf("jwks_uri %s: %d %q, want 401 invalid_client", name, code, e)
 			}
-			defer func() { _ = resp.Body.Close() }()
-			var body struct {
-				Error       string `json:"error"`
-				Description string `json:"error_description"`
-			}
-			_ = json.NewDecoder(resp.Body).Decode(&body)
-			if resp.StatusCode != http.StatusUnauthorized || body.Error != "invalid_client" {
-				t.Errorf("jwks_uri %s: %d %q, want 401 invalid_client", name, resp.StatusCode, body.Error)
-			}
-			if !strings.Contains(body.Description, "jwks_uri") {
-				t.Errorf("error_description %q does not say the client's jwks_uri is what failed", body.Description)
+			if !strings.Contains(description, "jwks_uri") {
+				t.Errorf("error_description %q does not say the client's jwks_uri is what failed", description)
 			}
 			if !strings.Contains(logs.String(), "jwks_uri="+uri) {
 				t.Errorf("the server did not log which client's jwks_uri failed:\n%s", logs.String())
@@ -177,4 +156,24 @@ func TestUnusableJWKSURIIsTheClientsFault(t *testing.T) {
 	if strings.Contains(logs.String(), "internal error") {
 		t.Errorf("a client's unusable jwks_uri was logged as an internal error:\n%s", logs.String())
 	}
+}
+
+// assertClient asks for a client_credentials token (scope zones.read) as clientID,
+// authenticated by a private_key_jwt assertion, and returns the status and, for a
+// refusal, the error and its description.
+func assertClient(t *testing.T, in *instance, clientID, assertion string) (code int, e, description string) {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {clientID},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
+	resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var body struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body.Error, body.Description
 }
