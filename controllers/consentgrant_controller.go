@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -45,6 +46,10 @@ type ConsentGrantReconciler struct {
 	Recorder events.EventRecorder
 	// Resync is how often a grant's status is refreshed from the token server.
 	Resync time.Duration
+	// Workers is how many grants are reconciled at once (default 8): each pass
+	// waits on the admin API, and with one worker a tenant rewriting thousands of
+	// its grants' labels queued every other tenant's revocation behind them.
+	Workers int
 }
 
 // Reconcile pushes the grant, or follows a mirrored one, and reports whether the
@@ -334,6 +339,9 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Resync == 0 {
 		r.Resync = 10 * time.Minute
 	}
+	if r.Workers == 0 {
+		r.Workers = 8
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.ConsentGrant{}, indexGrantClient,
 		func(o client.Object) []string { return []string{o.(*oauthv1alpha1.ConsentGrant).Spec.ClientRef.Name} }); err != nil {
 		return fmt.Errorf("index ConsentGrants by client: %w", err)
@@ -344,6 +352,7 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&oauthv1alpha1.OAuthClient{}, handler.EnqueueRequestsFromMapFunc(r.grantsOfClient)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.grantsInNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Named("consentgrant").Complete(r)
 }
 

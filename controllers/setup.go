@@ -24,7 +24,8 @@ type Options struct {
 	ServerHealthInterval time.Duration
 	// MirrorPoll is how often the consent mirror looks for new TokenServers.
 	MirrorPoll time.Duration
-	// ClientWorkers is how many OAuthClients are reconciled at once.
+	// ClientWorkers is how many OAuthClients, and how many ConsentGrants, are
+	// reconciled at once.
 	ClientWorkers int
 	// Operator is where the operator's pods run: the only peers the NetworkPolicy of
 	// a bundled server's admin port admits. With no namespace (the operator runs
@@ -66,7 +67,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return err
 	}
 	if err := (&ConsentGrantReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: mgr.GetEventRecorder("kubeoauth"),
-		Resync: o.ClientResync}).SetupWithManager(mgr); err != nil {
+		Resync: o.ClientResync, Workers: o.ClientWorkers}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.OAuthClient{}, indexRegisteredID,

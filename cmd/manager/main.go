@@ -108,7 +108,7 @@ func newFlagSet(o *options, zapOpts *zap.Options) *flag.FlagSet {
 		"How often unchanged OAuthClients are pushed to their token server again, repairing drift.")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "",
 		"Path to a kubeconfig (default: KUBECONFIG, the in-cluster config, then ~/.kube/config).")
-	fs.IntVar(&o.clientWorkers, "client-workers", 8, "OAuthClients reconciled at once.")
+	fs.IntVar(&o.clientWorkers, "client-workers", 8, "OAuthClients reconciled at once, and ConsentGrants at once.")
 	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address of net/http/pprof (default: off).")
 	fs.StringVar(&o.operatorNS, "operator-namespace", os.Getenv("POD_NAMESPACE"),
 		"Namespace of the operator's pods (env POD_NAMESPACE): the admin port's NetworkPolicy admits them. Empty: no NetworkPolicies.")
