@@ -8,6 +8,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -27,15 +28,25 @@ func Chromium(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Conte
 	// The profile is removed only once every Chromium process is gone: its helpers
 	// (zygote, crash handler) outlive the browser process chromedp waits for and went
 	// on writing into the profile while t.TempDir's cleanup removed it.
-	profile, err := os.MkdirTemp("", "kubeoauth-chromium-")
+	// Its temporary files go there too (TMPDIR): Chromium keeps its singleton socket
+	// in a directory of its own under TMPDIR, which it removes only when it exits
+	// cleanly, and a test's Chromium is killed, so /tmp filled with them.
+	dir, err := os.MkdirTemp("", "kubeoauth-chromium-")
 	if err != nil {
 		t.Fatal(err)
+	}
+	profile, tmp := filepath.Join(dir, "profile"), filepath.Join(dir, "tmp")
+	for _, d := range []string{profile, tmp} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var pgid int
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(profile), chromedp.WindowSize(900, 1000),
+		chromedp.Env("TMPDIR=" + tmp),
 		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
 			// Its own process group, so that the cleanup can end all of it; and killed
 			// with the test binary, as chromedp does by default.
@@ -61,7 +72,7 @@ func Chromium(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Conte
 				}
 			}
 		}
-		if err := os.RemoveAll(profile); err != nil {
+		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("removing Chromium's profile: %v", err)
 		}
 	})
