@@ -40,6 +40,9 @@ var ErrPromptNoneAlone = fosite.ErrInvalidRequest.WithHint("prompt=none cannot b
 // and with its own error page otherwise.
 func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	pushed := isPushed(r)
+	if pushed {
+		frontChannelOfPushed(r)
+	}
 	ar, err := p.f.NewAuthorizeRequest(r.Context(), r)
 	out := &AuthorizeRequest{ar: ar}
 	if ar != nil {

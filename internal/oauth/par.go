@@ -111,3 +111,21 @@ const SignedInAfterParam = "kubeoauth_signed_in_after"
 
 // isPushed says whether r continues a pushed request.
 func isPushed(r *http.Request) bool { return strings.HasPrefix(r.Form.Get("request_uri"), parPrefix) }
+
+// frontChannelOfPushed keeps, of a request that names a pushed request_uri, only
+// client_id, request_uri and what this server's own pages add on the way (the
+// consent form's fields, the sign-in marker; see continuePAR). fosite lays the
+// pushed parameters over the ones in the URL but keeps those the client did not
+// push, so that whoever handles the link (the user's browser, anything on its way)
+// could add a nonce, a prompt, a max_age or acr_values the client never asked for.
+// The parameters of a pushed request are the pushed ones only (RFC 9126 section 4;
+// FAPI 2.0 ignores the others, as here). r.Form must be parsed.
+func frontChannelOfPushed(r *http.Request) {
+	kept := url.Values{}
+	for _, k := range []string{"client_id", "request_uri", "csrf", "decision", SignedInAfterParam} {
+		if v, ok := r.Form[k]; ok {
+			kept[k] = v
+		}
+	}
+	r.Form = kept
+}

@@ -2,6 +2,7 @@ package tokenserver_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -232,5 +233,40 @@ func TestPushedAuthorizationRequestWithPromptLogin(t *testing.T) {
 	_, p = push(t, in, "grafana", secret, form)
 	if _, page := b.get(parURL(in, "grafana", p.RequestURI)); !strings.Contains(page, `action="/login"`) {
 		t.Errorf("a pushed max_age=1 two seconds after signing in: %.300s; want the sign-in page", page)
+	}
+}
+
+// The parameters of a pushed request are the pushed ones: a nonce or acr_values
+// added to the link beside the request_uri (by whatever handles it on the way: the
+// browser, an extension, a proxy) does not reach the ID token. fosite laid the
+// pushed parameters over the link's, but kept those the client had not pushed.
+func TestPushedAuthorizationIgnoresParametersBesideTheRequestURI(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	secret := confidentialClient(t, in, "grafana")
+	verifier := oauth2.GenerateVerifier()
+	_, p := push(t, in, "grafana", secret, parForm("state-par-beside-1", verifier))
+	u := parURL(in, "grafana", p.RequestURI) + "&" + url.Values{"nonce": {"injected-nonce-0123456"}, "acr_values": {"injected"}}.Encode()
+	cb := newBrowser(t).authorize(in, u, "approve")
+	if cb.Get("code") == "" {
+		t.Fatalf("callback = %v; want a code", cb)
+	}
+	tok, err := oauthConfig(in, secret, "openid", "zones.read").Exchange(ctx, cb.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idToken, _ := tok.Extra("id_token").(string)
+	parts := strings.Split(idToken, ".")
+	if len(parts) != 3 {
+		t.Fatalf("id_token %q", idToken)
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims["nonce"] != nil || claims["acr"] != nil {
+		t.Errorf("the ID token carries nonce %v and acr %v; want neither: the client pushed none, they were added beside the request_uri",
+			claims["nonce"], claims["acr"])
 	}
 }
