@@ -190,9 +190,14 @@ func Next(o Observed, now time.Time) Decision {
 // activeColor is the color that serves outside an upgrade. status.activeColor is
 // not trusted alone: status may be lost (a status edit, a restore from a backup, a
 // GitOps tool), and a wrong color would be scaled down while it serves everything.
-// When it is empty, or names a color with no ready serving pod while the facts show
-// the other one serving, the facts decide: the only StatefulSet with replicas, or
-// the color with the most ready serving pods.
+// When it is empty, or names a color with no ready pod while the facts show the
+// other one serving, the facts decide: the only StatefulSet with replicas, or the
+// color with the most ready serving pods. A recorded color with ready pods is kept
+// even when they do not carry the serving label yet: the pass right after a cut back
+// or a rollback may observe them through a cache that has not seen the label moved
+// to them, nor the other color scaled down, and taking the other color then undid
+// the rollback (status.activeColor back to the color rolled back from, Ready=False
+// waiting for its pods at zero).
 func (m *machine) activeColor() Color {
 	recorded := m.st.ActiveColor
 	if u := m.st.Upgrade; u != nil && !terminal(u.Phase) {
@@ -210,7 +215,7 @@ func (m *machine) activeColor() Color {
 		return observed
 	case recorded == "":
 		return Blue // the first version; upgrades bring up green
-	case observed != "" && observed != recorded && m.readyServing(recorded) == 0:
+	case observed != "" && observed != recorded && m.ready(recorded) == 0:
 		return observed
 	}
 	return recorded
@@ -233,6 +238,17 @@ func (m *machine) observedActive() Color {
 		}
 	}
 	return ""
+}
+
+// ready counts the ready pods of color c, serving or not.
+func (m *machine) ready(c Color) int {
+	n := 0
+	for _, p := range m.pods(c) {
+		if p.Ready {
+			n++
+		}
+	}
+	return n
 }
 
 func (m *machine) readyServing(c Color) int {

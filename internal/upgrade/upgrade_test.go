@@ -329,6 +329,13 @@ func transitions() map[string]transition {
 			want{active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
 		"status says blue while only green serves (a restored backup): green stays": {lostStatus(Status{ActiveColor: Blue}), t0,
 			want{active: Green, sts: []StatefulSetIntent{{Blue, imgA, 0}, {Green, imgB, 3}}}},
+		"rolled back, the cache behind (blue's pods not yet labelled, green not yet scaled down): blue stays": {with(
+			lostStatus(Status{ActiveColor: Blue}), func(o *Observed) {
+				o.Spec.Image = imgA
+				o.StatefulSets[Blue] = StatefulSet{Image: imgA, Replicas: 3}
+				o.Pods = append(pods(Blue, imgA, 3, true, none), pods(Green, imgB, 3, true, all)...)
+			}), t0, want{active: Blue, labels: []LabelIntent{on(blue0), on(blue1), on(blue2)},
+			sts: []StatefulSetIntent{{Blue, imgA, 3}, {Green, imgB, 3}}}},
 		"status lost mid-promotion: the color serving more is active, the other is not scaled while labelled": {with(at(v1.UpgradePromoting, 3, 2),
 			func(o *Observed) { o.Status = Status{} }), t0,
 			want{active: Green, labels: []LabelIntent{on(green2)}, sts: upgradeSts}},
