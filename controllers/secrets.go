@@ -104,8 +104,8 @@ type SecretReader struct {
 
 	mu   sync.Mutex
 	seen map[types.NamespacedName]*corev1.Secret
-	// pruneAt is the size of seen at which remember next drops the Secrets that
-	// are gone (see prune).
+	// pruneAt is the size of seen at which Get next drops the Secrets that are
+	// gone (see pruneIfDue).
 	pruneAt int
 	// transports of admin clients, by trust (CA bundle, server name): connections
 	// are kept alive between passes, and a new CA gets a new transport.

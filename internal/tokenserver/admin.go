@@ -231,26 +231,16 @@ func (s *Server) putClient(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusUnprocessableEntity, field, msg)
 		return
 	}
-	// The token endpoint refuses such an audience (oauth's foreignAudience); said
-	// here too, so that the OAuthClient naming it learns why when it is applied.
-	for i, aud := range in.Audience {
-		if aud == id || !oauth.MayNameClient(aud) {
-			continue
-		}
-		other, err := s.cfg.Store.GetClientByID(r.Context(), aud)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			s.storeError(w, err)
-			return
-		}
-		if other.OwnerNamespace != in.OwnerNamespace {
-			adminError(w, http.StatusUnprocessableEntity, fmt.Sprintf("audience[%d]", i),
-				"is the client ID of an OAuthClient in another namespace: a token for it could pass for that app's ID token; "+
-					"name a URL of the API instead")
-			return
-		}
+	// The token endpoint refuses such an audience too; said here, so that the
+	// OAuthClient naming it learns why when it is applied.
+	if i, err := oauth.ForeignAudience(r.Context(), s.cfg.Store, id, in.OwnerNamespace, in.Audience); err != nil {
+		s.storeError(w, err)
+		return
+	} else if i >= 0 {
+		adminError(w, http.StatusUnprocessableEntity, fmt.Sprintf("audience[%d]", i),
+			"is the client ID of an OAuthClient in another namespace: a token for it could pass for that app's ID token; "+
+				"name a URL of the API instead")
+		return
 	}
 	c := toStoreClient(id, &in, s.cfg.SecretHasher)
 	changed, err := s.cfg.Store.PutClient(r.Context(), c)
