@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // ParseMigrations is parseMigrations, for tests of the file rules.
@@ -56,3 +58,22 @@ func GroupCommitIdle(s *Store) bool {
 
 // SetGroupCommitTimeout bounds s's batches by d instead of its commit timeout.
 func SetGroupCommitTimeout(s *Store, d time.Duration) { s.group.timeout = d }
+
+// ExplainRotation runs the group commit's rotation statement for the refresh tokens
+// sigs (and no new rows) under EXPLAIN ANALYZE, in a transaction it rolls back, and
+// returns the plan as JSON.
+func ExplainRotation(ctx context.Context, s *Store, sigs []string) ([]byte, error) {
+	args, err := batchArgs(nil)
+	if err != nil {
+		return nil, err
+	}
+	args = append([]any{s.now(), pq.Array(sigs), TokensChannel}, args...)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	var plan []byte
+	err = tx.QueryRowContext(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+s.batchSQL.rotate, args...).Scan(&plan)
+	return plan, err
+}
