@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"strconv"
 	"time"
 
@@ -63,17 +64,59 @@ func SetGroupCommitTimeout(s *Store, d time.Duration) { s.group.timeout = d }
 // sigs (and no new rows) under EXPLAIN ANALYZE, in a transaction it rolls back, and
 // returns the plan as JSON.
 func ExplainRotation(ctx context.Context, s *Store, sigs []string) ([]byte, error) {
+	var plan []byte
+	err := rotationStatement(ctx, s, "EXPLAIN (ANALYZE, FORMAT JSON) ", sigs, false, func(rows *sql.Rows) error {
+		return rows.Scan(&plan)
+	})
+	return plan, err
+}
+
+// RotateInBatch runs the group commit's rotation statement for the refresh tokens
+// sigs (and no new rows) in a transaction of its own, committed, and returns how many
+// refresh tokens it rotated and which access tokens it deleted.
+func RotateInBatch(ctx context.Context, s *Store, sigs []string) (rotated int, gone []string, err error) {
+	err = rotationStatement(ctx, s, "", sigs, true, func(rows *sql.Rows) error {
+		var sig sql.NullString
+		var notified string
+		if err := rows.Scan(&sig, &notified); err != nil {
+			return err
+		}
+		if !sig.Valid {
+			rotated, err = strconv.Atoi(notified)
+			return err
+		}
+		gone = append(gone, sig.String)
+		return nil
+	})
+	return rotated, gone, err
+}
+
+func rotationStatement(ctx context.Context, s *Store, prefix string, sigs []string, commit bool, row func(*sql.Rows) error) error {
 	args, err := batchArgs(nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	args = append([]any{s.now(), pq.Array(sigs), TokensChannel}, args...)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	var plan []byte
-	err = tx.QueryRowContext(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+s.batchSQL.rotate, args...).Scan(&plan)
-	return plan, err
+	rows, err := tx.QueryContext(ctx, prefix+s.batchSQL.rotate, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		if err := row(rows); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if !commit {
+		return nil
+	}
+	return tx.Commit()
 }

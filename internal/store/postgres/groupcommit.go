@@ -444,36 +444,40 @@ func batchInsert(first int) string {
 // before, so that a row revoked while this waited for its lock is missing from
 // rotated (see rotate); the last row counts them.
 //
-// Each token is found by its whole primary key, one lookup per signature (byKey),
-// and then updated or deleted by its row's address: the plain form, kind = … AND
-// signature = ANY(…), let the planner scan every token of the kind whenever its
-// statistics said the kind was rare — as they do after ANALYZE ran before the first
-// refresh — and the statistics stay stale for minutes: 10–35 ms a batch with 20,000
-// refresh tokens, growing with the table. A row a concurrent transaction changes
-// after the lookup is still found: the UPDATE follows its update chain, and a row
-// deleted meanwhile is missing from rotated, as before. See
-// TestRotationBatchFindsTokensByKeyWhateverTheStatistics.
+// Each token is found by its whole primary key (byKey) and joined to the row to
+// change on that key. The plain form, kind = … AND signature = ANY(…), let the
+// planner read every token of the kind whenever its statistics said the kind was
+// rare — as they do after an ANALYZE that ran before the first refresh, for
+// minutes — 10–35 ms a batch at 20,000 refresh tokens, growing with the table
+// (TestRotationBatchFindsTokensByKeyWhateverTheStatistics). Joined on the key, a
+// row another transaction rotated while this waited for its lock is still updated
+// at its newest version, and a row it deleted is missing
+// (TestRotationBatchAfterAConcurrentRotationOrRevocation); by row address
+// (ctid), PostgreSQL's recheck would drop the rotated row as well.
 func batchRotate() string {
 	return `WITH rotated AS (
-    UPDATE tokens SET active = false, rotated_at = coalesce(rotated_at, $1)
-    WHERE ctid = ANY (ARRAY(` + byKey(kindRefreshToken, "unnest($2::text[]) AS r(sig)", "r.sig", "") + `))
-    RETURNING signature, access_signature, rotated_at = $1 AS first),
+    UPDATE tokens t SET active = false, rotated_at = coalesce(t.rotated_at, $1)
+    FROM (` + byKey(kindRefreshToken, "unnest($2::text[]) AS r(sig)", "r.sig", "") + `) k
+    WHERE t.kind = k.kind AND t.signature = k.signature
+    RETURNING t.signature, t.access_signature, t.rotated_at = $1 AS first),
 gone AS (
-    DELETE FROM tokens WHERE ctid = ANY (ARRAY(` + byKey(kindAccessToken, "rotated r", "r.access_signature", "r.first") + `))
-    RETURNING signature),
+    DELETE FROM tokens t USING (` + byKey(kindAccessToken, "rotated r", "r.access_signature", "r.first") + `) k
+    WHERE t.kind = k.kind AND t.signature = k.signature
+    RETURNING t.signature),
 added AS (` + batchInsert(4) + ` RETURNING 1)
 SELECT signature, pg_notify($3, '` + invalidationSignaturePrefix + `' || signature)::text FROM gone
 UNION ALL SELECT NULL, count(*)::text FROM rotated`
 }
 
-// byKey selects the row addresses of the tokens of kind whose signatures are sig, one
-// per row of from that meets where (if not empty). The lateral subquery with its
-// LIMIT cannot be flattened into a join, so each signature is an equality on the
-// primary key's second column, always an index condition: no plan of it scans
-// every token of the kind.
+// byKey selects the keys (kind, signature) of the tokens of kind whose signatures
+// are sig, one per row of from that meets where (if not empty). The lateral
+// subquery with its LIMIT is not flattened into the join, so each signature is an
+// equality on the primary key's second column, always an index condition; and the
+// row to change, joined on a key the planner cannot see is constant in kind, is
+// found through the primary key too, since any other plan reads the whole table.
 func byKey(kind, from, sig, where string) string {
-	q := `SELECT t.ctid FROM ` + from + `,
-        LATERAL (SELECT ctid FROM tokens WHERE kind = '` + kind + `' AND signature = ` + sig + ` LIMIT 1) t`
+	q := `SELECT x.kind, x.signature FROM ` + from + `,
+        LATERAL (SELECT kind, signature FROM tokens WHERE kind = '` + kind + `' AND signature = ` + sig + ` LIMIT 1) x`
 	if where != "" {
 		q += "\n        WHERE " + where
 	}
