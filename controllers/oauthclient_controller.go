@@ -124,16 +124,27 @@ func notSynced(err error) (reason, message string) {
 // apps never hold a secret the server does not know. It returns when a secret
 // rotation needs the next look.
 func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAuthClient) (time.Duration, error) {
-	ts, admin, err := r.server(ctx, oc)
+	ts, err := r.tokenServer(ctx, oc)
 	if err != nil {
 		return 0, err
 	}
+	// Admission first: a namespace the server does not admit learns that and
+	// nothing more of the server (whether it is Ready, its admin Secret or URL).
 	admitted, firstParty, err := r.policy(ctx, ts, oc.Namespace)
 	if err != nil {
 		return 0, err
 	}
+	admin, adminErr := r.admin(ctx, ts)
 	if !admitted {
+		if adminErr != nil {
+			// What this object may have registered before is deleted once the
+			// server answers again.
+			return 0, r.notAdmitted(ts, oc).after(10 * time.Second)
+		}
 		return 0, r.deregister(ctx, oc, ts, admin)
+	}
+	if adminErr != nil {
+		return 0, adminErr
 	}
 	r.skipConsentCondition(oc, firstParty)
 	if len(clientspec.GrantTypes(oc, firstParty)) == 0 {
@@ -208,23 +219,28 @@ func errMessage(err error) string {
 	return err.Error()
 }
 
-// server returns the client's TokenServer, Ready, and its admin API.
-func (r *OAuthClientReconciler) server(ctx context.Context, oc *oauthv1alpha1.OAuthClient) (
-	*oauthv1alpha1.TokenServer, *adminapi.HTTPClient, error) {
+// tokenServer returns the client's TokenServer.
+func (r *OAuthClientReconciler) tokenServer(ctx context.Context, oc *oauthv1alpha1.OAuthClient) (*oauthv1alpha1.TokenServer, error) {
 	key := clientspec.Server(oc)
 	var ts oauthv1alpha1.TokenServer
 	if err := r.Get(ctx, key, &ts); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil, waiting(ReasonServerNotFound, fmt.Sprintf("TokenServer %s not found", key)).after(30 * time.Second)
+			return nil, waiting(ReasonServerNotFound, fmt.Sprintf("TokenServer %s not found", key)).after(30 * time.Second)
 		}
-		return nil, nil, fmt.Errorf("get TokenServer %s: %w", key, err)
+		return nil, fmt.Errorf("get TokenServer %s: %w", key, err)
 	}
+	return &ts, nil
+}
+
+// admin returns the admin API of ts, once it is Ready.
+func (r *OAuthClientReconciler) admin(ctx context.Context, ts *oauthv1alpha1.TokenServer) (*adminapi.HTTPClient, error) {
+	key := client.ObjectKeyFromObject(ts)
 	if !meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady) {
-		return nil, nil, waiting(ReasonServerNotReady, fmt.Sprintf("waiting for TokenServer %s to be Ready", key))
+		return nil, waiting(ReasonServerNotReady, fmt.Sprintf("waiting for TokenServer %s to be Ready", key))
 	}
-	admin, err := adminClientFor(ctx, r.Secrets, &ts)
+	admin, err := adminClientFor(ctx, r.Secrets, ts)
 	if err != nil {
-		return nil, nil, waiting(ReasonServerNotReady, err.Error()).after(10 * time.Second)
+		return nil, waiting(ReasonServerNotReady, err.Error()).after(10 * time.Second)
 	}
-	return &ts, admin, nil
+	return admin, nil
 }

@@ -637,6 +637,45 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 	}, nil)
 }
 
+// A namespace the TokenServer does not admit learns that, and nothing of the server's
+// state: not whether it is Ready, nor its admin Secret or URL. The operator used to
+// look at the server's readiness and admin credentials before its admission, so a
+// tenant could probe another namespace's server through its OAuthClient's status.
+func TestNotAdmittedNamespaceLearnsNothingOfTheServer(t *testing.T) {
+	ctx := context.Background()
+	proxy := tcpproxy.Start(t, "127.0.0.1", "tcp", strings.TrimPrefix(admin.BaseURL, "http://"))
+	platform := namespace(t, "platform", nil)
+	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.External.AdminURL = "http://" + proxy.Addr
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{labelClients: "allowed"}}}
+	})
+	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	proxy.Down()
+	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, "")
+
+	rogue := namespace(t, "tenant-probe", nil)
+	oc := newClient(rogue, "app", platform, nil)
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonNamespaceNotAllowed)
+	note := waitWarning(t, rogue, "app", controllers.ReasonNamespaceNotAllowed)
+	said := make([]string, 0, 1+len(oc.Status.Conditions))
+	said = append(said, note)
+	for _, c := range oc.Status.Conditions {
+		said = append(said, c.Reason+": "+c.Message)
+	}
+	for _, s := range said {
+		for _, secret := range []string{proxy.Addr, "auth-admin", "to be Ready", controllers.ReasonServerNotReady} {
+			if strings.Contains(s, secret) {
+				t.Errorf("a namespace the server does not admit is told %q", s)
+			}
+		}
+	}
+}
+
 // The review's finding 6: a client registered by a pass whose status.clientID the next
 // pass does not see (a stale cache, a lost status patch) is still deregistered when
 // its namespace loses admission.
