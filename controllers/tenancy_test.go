@@ -591,16 +591,7 @@ func TestOrphanedClientsDoNotOutliveTheirNamespacesStatus(t *testing.T) {
 // stay behind: once the server is back it is gone, and its token is dead.
 func TestDeAdmissionDuringAnOutage(t *testing.T) {
 	ctx := context.Background()
-	proxy := tcpproxy.Start(t, "127.0.0.1", "tcp", strings.TrimPrefix(admin.BaseURL, "http://"))
-	platform := namespace(t, "platform", nil)
-	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.External.AdminURL = "http://" + proxy.Addr
-		ts.Spec.External.OwnsAllClients = true
-		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
-			MatchLabels: map[string]string{labelClients: "allowed"}}}
-	})
-	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	platform, ts, proxy := proxiedServer(t)
 	ns := namespace(t, "tenant-u", admittedLabels)
 	oc := newClient(ns, "app", platform, nil)
 	if err := k8s.Create(ctx, oc); err != nil {
@@ -637,21 +628,31 @@ func TestDeAdmissionDuringAnOutage(t *testing.T) {
 	}, nil)
 }
 
+// proxiedServer is a TokenServer owning all its server's clients and admitting the
+// namespaces labelled for it, whose admin API is reached through a proxy the test
+// can take down.
+func proxiedServer(t *testing.T) (platform string, ts *oauthv1alpha1.TokenServer, proxy *tcpproxy.Proxy) {
+	t.Helper()
+	proxy = tcpproxy.Start(t, "127.0.0.1", "tcp", strings.TrimPrefix(admin.BaseURL, "http://"))
+	platform = namespace(t, "platform", nil)
+	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
+		ts.Spec.External.AdminURL = "http://" + proxy.Addr
+		ts.Spec.External.OwnsAllClients = true
+		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
+			MatchLabels: map[string]string{labelClients: "allowed"}}}
+	})
+	ts = &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	return platform, ts, proxy
+}
+
 // A namespace the TokenServer does not admit learns that, and nothing of the server's
 // state: not whether it is Ready, nor its admin Secret or URL. The operator used to
 // look at the server's readiness and admin credentials before its admission, so a
 // tenant could probe another namespace's server through its OAuthClient's status.
 func TestNotAdmittedNamespaceLearnsNothingOfTheServer(t *testing.T) {
 	ctx := context.Background()
-	proxy := tcpproxy.Start(t, "127.0.0.1", "tcp", strings.TrimPrefix(admin.BaseURL, "http://"))
-	platform := namespace(t, "platform", nil)
-	externalServer(t, platform, func(ts *oauthv1alpha1.TokenServer) {
-		ts.Spec.External.AdminURL = "http://" + proxy.Addr
-		ts.Spec.ClientNamespaces = &oauthv1alpha1.NamespacePolicy{Selector: metav1.LabelSelector{
-			MatchLabels: map[string]string{labelClients: "allowed"}}}
-	})
-	ts := &oauthv1alpha1.TokenServer{ObjectMeta: metav1.ObjectMeta{Namespace: platform, Name: "auth"}}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ts) })
+	platform, ts, proxy := proxiedServer(t)
 	proxy.Down()
 	waitCondition(t, ts, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, "")
 

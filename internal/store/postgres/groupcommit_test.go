@@ -685,11 +685,7 @@ func TestGroupCommitCutShortIsNotAnswered(t *testing.T) {
 func TestRotationBatchFindsTokensByKeyWhateverTheStatistics(t *testing.T) {
 	ctx := context.Background()
 	s, _, dsn := clientStore(t)
-	db, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openDB(t, dsn)
 	const refreshTokens = 5000
 	for _, q := range []string{
 		// No ANALYZE but the test's own, which would mend the statistics.
@@ -769,11 +765,7 @@ SELECT 'refresh_token', 'rt-' || i, 'req-' || i, 'grafana', now(), '{}', 'at-' |
 func TestRotationBatchAfterAConcurrentRotationOrRevocation(t *testing.T) {
 	ctx := context.Background()
 	s, clock, dsn := clientStore(t)
-	db, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openDB(t, dsn)
 	for _, chain := range []string{"a", "b", "c", "d"} {
 		req := tokenRequest(t, s, "chain-"+chain, clock.Now())
 		if err := s.CreateAccessTokenSession(ctx, "at-"+chain, req); err != nil {
