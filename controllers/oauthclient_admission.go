@@ -46,13 +46,13 @@ func policyErr(ts *oauthv1alpha1.TokenServer, err error) error {
 // another namespace can go.
 func (r *OAuthClientReconciler) deregister(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
 	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient) error {
-	return r.unregister(ctx, oc, ts, admin, r.notAdmitted(ts, oc),
+	return r.unregister(ctx, oc, ts, admin, notAdmitted(ts, oc),
 		fmt.Sprintf("namespace %s is no longer admitted by TokenServer %s/%s", oc.Namespace, ts.Namespace, ts.Name),
 		"admitted")
 }
 
 // notAdmitted says that ts does not admit oc's namespace.
-func (r *OAuthClientReconciler) notAdmitted(ts *oauthv1alpha1.TokenServer, oc *oauthv1alpha1.OAuthClient) *conditionError {
+func notAdmitted(ts *oauthv1alpha1.TokenServer, oc *oauthv1alpha1.OAuthClient) *conditionError {
 	return needsHuman(ReasonNamespaceNotAllowed, fmt.Sprintf(
 		"TokenServer %s/%s does not admit clients from namespace %s (spec.clientNamespaces)", ts.Namespace, ts.Name, oc.Namespace))
 }

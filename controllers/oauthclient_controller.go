@@ -139,7 +139,7 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 		if adminErr != nil {
 			// What this object may have registered before is deleted once the
 			// server answers again.
-			return 0, r.notAdmitted(ts, oc).after(10 * time.Second)
+			return 0, notAdmitted(ts, oc).after(10 * time.Second)
 		}
 		return 0, r.deregister(ctx, oc, ts, admin)
 	}

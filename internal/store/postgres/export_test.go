@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
 	"strconv"
 	"time"
 
@@ -65,33 +64,23 @@ func SetGroupCommitTimeout(s *Store, d time.Duration) { s.group.timeout = d }
 // returns the plan as JSON.
 func ExplainRotation(ctx context.Context, s *Store, sigs []string) ([]byte, error) {
 	var plan []byte
-	err := rotationStatement(ctx, s, "EXPLAIN (ANALYZE, FORMAT JSON) ", sigs, false, func(rows *sql.Rows) error {
-		return rows.Scan(&plan)
+	err := rotationStatement(ctx, s, "EXPLAIN (ANALYZE, FORMAT JSON) ", sigs, false, func(row scanner) error {
+		return row.Scan(&plan)
 	})
 	return plan, err
 }
 
 // RotateInBatch runs the group commit's rotation statement for the refresh tokens
 // sigs (and no new rows) in a transaction of its own, committed, and returns how many
-// refresh tokens it rotated and which access tokens it deleted.
+// refresh tokens it rotated and which access tokens it deleted, as flushUnits reads them.
 func RotateInBatch(ctx context.Context, s *Store, sigs []string) (rotated int, gone []string, err error) {
-	err = rotationStatement(ctx, s, "", sigs, true, func(rows *sql.Rows) error {
-		var sig sql.NullString
-		var notified string
-		if err := rows.Scan(&sig, &notified); err != nil {
-			return err
-		}
-		if !sig.Valid {
-			rotated, err = strconv.Atoi(notified)
-			return err
-		}
-		gone = append(gone, sig.String)
-		return nil
+	err = rotationStatement(ctx, s, "", sigs, true, func(row scanner) error {
+		return scanRotationRow(row, &gone, &rotated)
 	})
 	return rotated, gone, err
 }
 
-func rotationStatement(ctx context.Context, s *Store, prefix string, sigs []string, commit bool, row func(*sql.Rows) error) error {
+func rotationStatement(ctx context.Context, s *Store, prefix string, sigs []string, commit bool, each func(scanner) error) error {
 	args, err := batchArgs(nil)
 	if err != nil {
 		return err
@@ -102,21 +91,8 @@ func rotationStatement(ctx context.Context, s *Store, prefix string, sigs []stri
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	rows, err := tx.QueryContext(ctx, prefix+s.batchSQL.rotate, args...)
-	if err != nil {
+	if err := queryRows(ctx, tx, each, prefix+s.batchSQL.rotate, args...); err != nil || !commit {
 		return err
-	}
-	defer func() { _ = rows.Close() }()
-	for rows.Next() {
-		if err := row(rows); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if !commit {
-		return nil
 	}
 	return tx.Commit()
 }

@@ -336,18 +336,9 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	var gone []string
 	rotatedRows := -1
 	for dbRows.Next() {
-		var sig sql.NullString
-		var notified string
-		if err := dbRows.Scan(&sig, &notified); err != nil {
+		if err := scanRotationRow(dbRows, &gone, &rotatedRows); err != nil {
 			return s.mapErr(ctx, err)
 		}
-		if !sig.Valid {
-			if rotatedRows, err = strconv.Atoi(notified); err != nil {
-				return err
-			}
-			continue
-		}
-		gone = append(gone, sig.String)
 	}
 	// Without a transaction of its own, the statement's commit error (a deferred
 	// constraint, a failed WAL flush) comes here; with one, from tx.Commit.
@@ -373,6 +364,23 @@ func (s *Store) flushUnits(ctx context.Context, units []*writeUnit, bounded bool
 	if ctx.Err() != nil {
 		return errCommitCut
 	}
+	return nil
+}
+
+// scanRotationRow reads a row of batchRotate's result: an access token the rotations
+// deleted, or, with no signature, the count of refresh tokens rotated.
+func scanRotationRow(row scanner, gone *[]string, rotated *int) error {
+	var sig sql.NullString
+	var notified string
+	if err := row.Scan(&sig, &notified); err != nil {
+		return err
+	}
+	if !sig.Valid {
+		n, err := strconv.Atoi(notified)
+		*rotated = n
+		return err
+	}
+	*gone = append(*gone, sig.String)
 	return nil
 }
 
