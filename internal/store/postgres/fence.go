@@ -540,7 +540,14 @@ func inConnTx(ctx context.Context, conn *sql.Conn, fn func(tx *sql.Tx) error) er
 // writers; a writer that comes after the marker is refused by the guard, and reads
 // never wait. Past the point of no return, so it never gives up: each wait is
 // bounded by the lock timeout, and logged while it lasts.
-func waitForWriters(ctx context.Context, db *sql.DB, o CutoverOptions, logf func(string, ...any)) error {
+func waitForWriters(ctx context.Context, db *sql.DB, o CutoverOptions, logf func(string, ...any)) (err error) {
+	defer func() {
+		// lib/pq answers a statement ctx cancels with its own error (57014), not
+		// ctx's; the caller tells a killed cutover by ctx's.
+		if err != nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+	}()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
@@ -566,9 +573,6 @@ func waitForWriters(ctx context.Context, db *sql.DB, o CutoverOptions, logf func
 			})
 			if err == nil {
 				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
 			}
 			if !isLockTimeout(err) {
 				return fmt.Errorf("waiting for the writers of %s: %w", name, err)
