@@ -7,10 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v3"
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
@@ -145,7 +143,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 	// metadata or cluster-internal services. fosite's JWKS strategy takes an HTTP
 	// client, so ours dials through netguard, which checks the address connected to.
 	fetch := retryablehttp.NewClient()
-	fetch.HTTPClient = &http.Client{Transport: cfg.JWKSFetch.Transport(), Timeout: 10 * time.Second}
+	fetch.HTTPClient = &http.Client{Transport: cappedBody{cfg.JWKSFetch.Transport()}, Timeout: 10 * time.Second}
 	fetch.RetryMax, fetch.Logger = 1, nil
 	fetch.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
 		if errors.Is(err, netguard.ErrRefused) {
@@ -158,7 +156,7 @@ func New(cfg Config, st Storage) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	fc.JWKSFetcherStrategy = guardedJWKS{fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch)), log}
+	fc.JWKSFetcherStrategy = newGuardedJWKS(fosite.NewDefaultJWKSFetcherStrategy(fosite.JWKSFetcherWithHTTPClient(fetch)), log)
 	if cfg.PreviousHMACSecret != nil {
 		fc.RotatedGlobalSecrets = [][]byte{cfg.PreviousHMACSecret}
 	}
@@ -413,37 +411,4 @@ func ErrorStatus(err error) (int, string) {
 		return rfc.CodeField, rfc.ErrorField
 	}
 	return http.StatusInternalServerError, "server_error"
-}
-
-// guardedJWKS answers a jwks_uri that cannot be used as the client's fault
-// (invalid_client, 401, RFC 6749 section 5.2 and RFC 7523 section 3), not fosite's
-// server_error (500). Whether netguard refused the address, or the host is down,
-// answers 404 or serves something that is not a key set, the client's registration
-// is what fails: a 5xx would tell the client to retry and count against this server
-// in the upgrade analysis, so a tenant could make any version look broken.
-type guardedJWKS struct {
-	fosite.JWKSFetcherStrategy
-	log *slog.Logger
-}
-
-func (g guardedJWKS) Resolve(ctx context.Context, location string, ignoreCache bool) (*jose.JSONWebKeySet, error) {
-	set, err := g.JWKSFetcherStrategy.Resolve(ctx, location, ignoreCache)
-	if err == nil {
-		return set, nil
-	}
-	detail := err.Error()
-	why := "The client's jwks_uri resolves to an address this server does not fetch from."
-	var rfc *fosite.RFC6749Error
-	if errors.As(err, &rfc) {
-		detail = strings.TrimSpace(rfc.HintField + " " + rfc.DebugField)
-	}
-	if !errors.Is(err, netguard.ErrRefused) {
-		why = "The keys at the client's jwks_uri could not be loaded."
-		if rfc != nil && rfc.HintField != "" {
-			why += " " + rfc.HintField
-		}
-	}
-	g.log.Warn("client authentication failed: the client's jwks_uri is unusable; answered invalid_client, the client's problem",
-		"jwks_uri", location, "detail", detail)
-	return nil, fosite.ErrInvalidClient.WithHint(why).WithWrap(err)
 }

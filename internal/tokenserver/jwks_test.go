@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -176,4 +177,100 @@ func assertClient(t *testing.T, in *instance, clientID, assertion string) (code 
 	}
 	_ = json.NewDecoder(resp.Body).Decode(&body)
 	return resp.StatusCode, body.Error, body.Description
+}
+
+// TestJWKSURIFetchesAreBounded: a jwks_uri is fetched for requests anyone can send
+// who knows the client's ID, before any signature is checked, and again for each
+// assertion whose key ID the cached set lacks. Many such assertions at once make
+// a handful of fetches, not one each; and a location that answers without end is
+// read no further than a key set could be long.
+func TestJWKSURIFetchesAreBounded(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int32
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	}))
+	defer jwks.Close()
+	const endless = 64 << 20
+	var written atomic.Int64
+	var cut atomic.Bool
+	flood := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		chunk := []byte(strings.Repeat("k", 32<<10))
+		_, _ = w.Write([]byte(`{"keys":[{"kty":"`))
+		for written.Load() < endless {
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				cut.Store(true)
+				return
+			}
+		}
+	}))
+	defer flood.Close()
+
+	in := start(t, setup{jwksAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	assertion := func(id, kid string) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		a, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: id, Subject: id, Audience: jwt.Audience{in.URL + "/oauth2/token"},
+			ID: rand.Text(), IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	for id, uri := range map[string]string{"signer": jwks.URL, "flooder": flood.URL} {
+		if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: "apps",
+			ClientMetadata: adminapi.ClientMetadata{Name: "Signer", GrantTypes: []string{"client_credentials"},
+				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: uri}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	const parallel = 24
+	codes := make(chan int, parallel)
+	for i := range parallel {
+		form := url.Values{"grant_type": {"client_credentials"}, "scope": {"zones.read"}, "client_id": {"signer"},
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+			"client_assertion":      {assertion("signer", fmt.Sprintf("unknown-%d", i))}}
+		go func() {
+			resp, err := httpClient.Post(in.URL+"/oauth2/token", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_ = resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for range parallel {
+		// fosite: 400 invalid_request, the key ID named is not in the set.
+		if code := <-codes; code != http.StatusBadRequest && code != http.StatusUnauthorized {
+			t.Errorf("an assertion with an unknown key ID: %d, want 400 or 401", code)
+		}
+	}
+	if n := hits.Load(); n > 3 {
+		t.Errorf("%d assertions with unknown key IDs made %d fetches of the jwks_uri; want a few at most", parallel, n)
+	}
+	// The key set itself still works, from the cache.
+	if code, e, _ := assertClient(t, in, "signer", assertion("signer", "k1")); code != http.StatusOK {
+		t.Errorf("an assertion with the set's key: %d %q, want 200", code, e)
+	}
+
+	code, e, description := assertClient(t, in, "flooder", assertion("flooder", "k1"))
+	if code != http.StatusUnauthorized || e != "invalid_client" || !strings.Contains(description, "jwks_uri") {
+		t.Errorf("a jwks_uri that answers without end: %d %q %q, want 401 invalid_client naming the jwks_uri", code, e, description)
+	}
+	eventually(t, "the endless answer cut off by the server", cut.Load)
+	if n := written.Load(); n >= endless {
+		t.Errorf("the server read %d bytes of an endless key set", n)
+	}
 }
