@@ -34,17 +34,23 @@ type HTTPClient struct {
 }
 
 func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.doHeader(ctx, method, path, body, out)
+	return err
+}
+
+// doHeader is do, returning the answer's header too.
+func (c *HTTPClient) doHeader(ctx context.Context, method, path string, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(data)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	if body != nil {
@@ -56,15 +62,15 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode == http.StatusNotFound {
-		return ErrNotFound
+		return nil, ErrNotFound
 	}
 	if resp.StatusCode >= 300 {
 		// Errors end up in conditions and events any reader of the object sees. The
@@ -75,22 +81,22 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, body, out any)
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
 			e.Message, e.Field = sanitize(e.Message, maxMessage), sanitize(e.Field, maxField)
 			if resp.StatusCode == http.StatusConflict {
-				return fmt.Errorf("%w: %w", ErrConflict, &e)
+				return nil, fmt.Errorf("%w: %w", ErrConflict, &e)
 			}
 			if resp.StatusCode == http.StatusUnprocessableEntity {
-				return fmt.Errorf("%w: %s %s: %d: %w", ErrRefused, method, path, resp.StatusCode, &e)
+				return nil, fmt.Errorf("%w: %s %s: %d: %w", ErrRefused, method, path, resp.StatusCode, &e)
 			}
-			return fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
+			return nil, fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, &e)
 		}
 		if resp.StatusCode == http.StatusConflict {
-			return fmt.Errorf("%w: %s %s: 409 (not an admin API error)", ErrConflict, method, path)
+			return nil, fmt.Errorf("%w: %s %s: 409 (not an admin API error)", ErrConflict, method, path)
 		}
-		return fmt.Errorf("%s %s: %d %s (not an admin API error)", method, path, resp.StatusCode, http.StatusText(resp.StatusCode))
+		return nil, fmt.Errorf("%s %s: %d %s (not an admin API error)", method, path, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	if out != nil && len(data) > 0 {
-		return json.Unmarshal(data, out)
+		return resp.Header, json.Unmarshal(data, out)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // Health checks that the server answers, accepts the token and reaches its database.
@@ -111,10 +117,49 @@ func (c *HTTPClient) GetClient(ctx context.Context, id string) (*ClientStatus, e
 	return &out, c.do(ctx, http.MethodGet, "/admin/clients/"+url.PathEscape(id), nil, &out)
 }
 
-// ListClients returns every client.
+// ListClients returns every client, asked for page by page (listAll).
 func (c *HTTPClient) ListClients(ctx context.Context) ([]ClientStatus, error) {
-	var out []ClientStatus
-	return out, c.do(ctx, http.MethodGet, "/admin/clients", nil, &out)
+	return listAll[ClientStatus](ctx, c, "/admin/clients", url.Values{})
+}
+
+// listPage is how many items listAll asks for at a time; the server may answer
+// fewer, to keep each answer well below what do reads of one.
+const listPage = 500
+
+// listAll GETs the list at path with query q, page by page: it asks for listPage
+// items and follows the Link rel="next" (RFC 8288) each answer has while more
+// follow. A server from before pages ignores the limit and answers the whole list
+// without a link: one page.
+func listAll[T any](ctx context.Context, c *HTTPClient, path string, q url.Values) ([]T, error) {
+	q.Set("limit", strconv.Itoa(listPage))
+	var all []T
+	for next := path + "?" + q.Encode(); next != ""; {
+		var page []T
+		h, err := c.doHeader(ctx, http.MethodGet, next, nil, &page)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		link := nextLink(h.Get("Link"))
+		if link != "" && (link == next || !strings.HasPrefix(link, path+"?")) {
+			return nil, fmt.Errorf("GET %s: the next page's link %q does not go on with the list", path, link)
+		}
+		next = link
+	}
+	return all, nil
+}
+
+// nextLink is the target of the rel="next" link of a Link header's value, or "".
+// The admin API sends one link, its target a path with a query, which holds no
+// '>' or ','.
+func nextLink(header string) string {
+	for l := range strings.SplitSeq(header, ",") {
+		target, params, ok := strings.Cut(strings.TrimSpace(l), ">")
+		if ok && strings.HasPrefix(target, "<") && strings.Contains(params, `rel="next"`) {
+			return strings.TrimPrefix(target, "<")
+		}
+	}
+	return ""
 }
 
 // DeleteClient deletes a client and revokes every token issued to it; ErrNotFound if
@@ -147,14 +192,12 @@ func (c *HTTPClient) ListGrants(ctx context.Context, clientID, subject string) (
 	if subject != "" {
 		q.Set("subject", subject)
 	}
-	var out []Grant
-	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+q.Encode(), nil, &out)
+	return listAll[Grant](ctx, c, "/admin/grants", q)
 }
 
 // ListGrantsFrom lists every grant of one source (SourceDeclared, SourceBrowser).
 func (c *HTTPClient) ListGrantsFrom(ctx context.Context, source string) ([]Grant, error) {
-	var out []Grant
-	return out, c.do(ctx, http.MethodGet, "/admin/grants?"+url.Values{"source": {source}}.Encode(), nil, &out)
+	return listAll[Grant](ctx, c, "/admin/grants", url.Values{"source": {source}})
 }
 
 // DeleteGrant revokes a grant and every token issued under it; ErrNotFound if none.

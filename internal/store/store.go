@@ -186,7 +186,9 @@ type Store interface {
 	// that allowed them.
 	PutClient(ctx context.Context, c *Client) (changed bool, err error)
 	GetClientByID(ctx context.Context, id string) (*Client, error)
-	ListClients(ctx context.Context) ([]*Client, error)
+	// ListClients returns the clients by ID: those after page.After, at most
+	// page.Limit of them (0: every one).
+	ListClients(ctx context.Context, page Page) ([]*Client, error)
 	// DeleteClient removes the client, its grants and every token issued to it, and
 	// logs EventClientDeleted. A non-empty owner must be the client's OwnerNamespace,
 	// or nothing is deleted and the error is ErrOwnerConflict; an empty owner deletes
@@ -217,6 +219,9 @@ type Store interface {
 	// GetGrantByID returns the grant with that ID (without ActiveTokens), or
 	// ErrNotFound.
 	GetGrantByID(ctx context.Context, id string) (*ConsentGrant, error)
+	// ListGrants returns the grants matching filter, by client ID then subject:
+	// those after (filter.AfterClientID, filter.AfterSubject), at most filter.Limit
+	// of them (0: every one).
 	ListGrants(ctx context.Context, filter GrantFilter) ([]*ConsentGrant, error)
 	// RevokeGrant deletes the grant and every token issued under it, and logs
 	// EventGrantRevoked.
@@ -271,6 +276,17 @@ type GrantFilter struct {
 	Subject  string
 	// Source: declared or browser.
 	Source string
+	// AfterClientID and AfterSubject start the list after that grant's place in
+	// its order; Limit bounds it (0: no bound).
+	AfterClientID, AfterSubject string
+	Limit                       int
+}
+
+// Page is a part of a list in its order: the items after the key After ("": from
+// the first), at most Limit of them (0: every one).
+type Page struct {
+	After string
+	Limit int
 }
 
 // SecretHasher hashes client secrets for storage and checks them. A hash is

@@ -1,9 +1,11 @@
 package tokenserver
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -269,7 +271,11 @@ func (s *Server) getClient(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
-	cs, err := s.cfg.Store.ListClients(r.Context())
+	limit, after, ok := pageParams(w, r)
+	if !ok {
+		return
+	}
+	cs, err := s.cfg.Store.ListClients(r.Context(), store.Page{After: after, Limit: limit})
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -278,7 +284,7 @@ func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
 	for _, c := range cs {
 		out = append(out, adminapi.ClientStatus{Client: fromStoreClient(c), CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt})
 	}
-	writeJSON(w, http.StatusOK, out)
+	writePage(w, r, out, limit, func(c adminapi.ClientStatus) string { return c.ID })
 }
 
 // deleteClient deletes a client; ?owner= makes it conditional on the owner namespace,
@@ -346,6 +352,18 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	limit, after, ok := pageParams(w, r)
+	if !ok {
+		return
+	}
+	filter.Limit = limit
+	if after != "" {
+		var found bool
+		if filter.AfterClientID, filter.AfterSubject, found = strings.Cut(after, grantKeySep); !found {
+			adminError(w, http.StatusUnprocessableEntity, "continue", "is not a token this server gave")
+			return
+		}
+	}
 	gs, err := s.cfg.Store.ListGrants(r.Context(), filter)
 	if err != nil {
 		s.storeError(w, err)
@@ -355,7 +373,82 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request) {
 	for _, g := range gs {
 		out = append(out, toAPIGrant(g))
 	}
-	writeJSON(w, http.StatusOK, out)
+	writePage(w, r, out, limit, func(g adminapi.Grant) string { return g.ClientID + grantKeySep + g.Subject })
+}
+
+// grantKeySep joins a grant's client ID and subject in its place in a list: no
+// client ID holds it (they are printable).
+const grantKeySep = "\x00"
+
+// A list asked for by pages (?limit=) answers at most maxListLimit items, and
+// stops before the one that would take its encoding past listPageBytes (it holds
+// one at least), so that no answer outgrows what a caller reads of one (the
+// operator reads 8 MiB): a client may be a couple of hundred kilobytes. A list
+// asked for whole (no ?limit=, as callers from before pages do) is answered whole.
+const (
+	maxListLimit  = 1000
+	listPageBytes = 4 << 20
+)
+
+// pageParams reads a list's ?limit= and ?continue= (the key after which it goes
+// on); ok is false when it answered that they are invalid.
+func pageParams(w http.ResponseWriter, r *http.Request) (limit int, after string, ok bool) {
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			adminError(w, http.StatusUnprocessableEntity, "limit", fmt.Sprintf("must be a number from 1 to %d", maxListLimit))
+			return 0, "", false
+		}
+		limit = n
+	}
+	if v := q.Get("continue"); v != "" {
+		key, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || limit == 0 {
+			adminError(w, http.StatusUnprocessableEntity, "continue", "is not a token this server gave, with a limit")
+			return 0, "", false
+		}
+		after = string(key)
+	}
+	return limit, after, true
+}
+
+// writePage answers items, a page of limit (0: the whole list), as a JSON array.
+// When more may follow — the store gave a full page, or listPageBytes cut it — a
+// Link header (RFC 8288) names the next page: the same request, continued after
+// the last item answered (key gives an item's place in the list).
+func writePage[T any](w http.ResponseWriter, r *http.Request, items []T, limit int, key func(T) string) {
+	if limit == 0 {
+		writeJSON(w, http.StatusOK, items)
+		return
+	}
+	var body bytes.Buffer
+	body.WriteByte('[')
+	n := 0
+	for _, it := range items {
+		enc, err := json.Marshal(it)
+		if err != nil {
+			adminError(w, http.StatusInternalServerError, "", "encode the list: "+err.Error())
+			return
+		}
+		if n > 0 && body.Len()+len(enc) > listPageBytes {
+			break
+		}
+		if n > 0 {
+			body.WriteByte(',')
+		}
+		body.Write(enc)
+		n++
+	}
+	body.WriteString("]\n")
+	if n > 0 && (n < len(items) || len(items) == limit) {
+		q := r.URL.Query()
+		q.Set("continue", base64.RawURLEncoding.EncodeToString([]byte(key(items[n-1]))))
+		w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body.Bytes())
 }
 
 func (s *Server) deleteGrant(w http.ResponseWriter, r *http.Request) {

@@ -122,9 +122,10 @@ func (s *Store) GetClientByID(ctx context.Context, id string) (*store.Client, er
 	return c, nil
 }
 
-// ListClients returns every client, by ID.
-func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
-	rows, err := s.q(ctx).QueryContext(ctx, `SELECT `+clientColumns+` FROM clients ORDER BY id`)
+// ListClients returns the clients of page, by ID.
+func (s *Store) ListClients(ctx context.Context, page store.Page) ([]*store.Client, error) {
+	rows, err := s.q(ctx).QueryContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id > $1 ORDER BY id LIMIT $2`,
+		page.After, limitArg(page.Limit))
 	if err != nil {
 		return nil, s.mapErr(ctx, err)
 	}
@@ -226,4 +227,9 @@ func nullBytes(b []byte) any {
 		return nil
 	}
 	return b
+}
+
+// limitArg is a LIMIT's parameter: NULL, no limit, for 0.
+func limitArg(n int) sql.NullInt64 {
+	return sql.NullInt64{Int64: int64(n), Valid: n > 0}
 }

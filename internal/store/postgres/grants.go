@@ -257,7 +257,8 @@ const grantBySubject = `SELECT ` + grantColumns + ` FROM consent_grants WHERE cl
 func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.ConsentGrant, error) {
 	rows, err := s.q(ctx).QueryContext(ctx, grantWithTokens+`
 WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR subject = $2) AND ($3 = '' OR source = $3)
-ORDER BY client_id, subject`, f.ClientID, f.Subject, f.Source)
+  AND (client_id, subject) > ($4, $5)
+ORDER BY client_id, subject LIMIT $6`, f.ClientID, f.Subject, f.Source, f.AfterClientID, f.AfterSubject, limitArg(f.Limit))
 	if err != nil {
 		return nil, s.mapErr(ctx, err)
 	}

@@ -159,9 +159,22 @@ func testClients(t *testing.T, newStore Factory) {
 		t.Errorf("fosite GetClient(unknown) err = %v, want fosite.ErrNotFound", err)
 	}
 	mustPutClient(t, s, testClient("argo"))
-	list, err := s.ListClients(ctx)
+	list, err := s.ListClients(ctx, store.Page{})
 	if err != nil || len(list) != 2 || list[0].ID != "argo" || list[1].ID != "grafana" {
 		t.Fatalf("ListClients = %v, %v; want argo, grafana", list, err)
+	}
+	for _, tc := range []struct {
+		page store.Page
+		want string
+	}{{store.Page{Limit: 1}, "argo"}, {store.Page{After: "argo", Limit: 1}, "grafana"}, {store.Page{After: "grafana", Limit: 1}, ""}} {
+		list, err := s.ListClients(ctx, tc.page)
+		got := ""
+		if len(list) > 0 {
+			got = list[0].ID
+		}
+		if err != nil || len(list) > 1 || got != tc.want {
+			t.Errorf("ListClients(%+v) = %d clients (%q), %v; want %q alone", tc.page, len(list), got, err, tc.want)
+		}
 	}
 
 	// Deleting a client takes its tokens and grants with it, and is logged.
@@ -227,6 +240,13 @@ func testGrantOwnerPrecondition(t *testing.T, newStore Factory) {
 	}
 	if gs, err := s.ListGrants(ctx, store.GrantFilter{Source: store.SourceDeclared}); err != nil || len(gs) != 1 || gs[0].Subject != "alice" {
 		t.Errorf("declared grants = %+v, %v; want alice's only", gs, err)
+	}
+	if gs, err := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana", Limit: 1}); err != nil || len(gs) != 1 || gs[0].Subject != "alice" {
+		t.Errorf("the first page of grafana's grants = %+v, %v; want alice's alone", gs, err)
+	}
+	if gs, err := s.ListGrants(ctx, store.GrantFilter{ClientID: "grafana", AfterClientID: "grafana", AfterSubject: "alice", Limit: 1}); err != nil ||
+		len(gs) != 1 || gs[0].Subject != "bob" {
+		t.Errorf("grafana's grants after alice's = %+v, %v; want bob's alone", gs, err)
 	}
 	if err := s.RevokeOwnedGrant(ctx, "grafana", "alice", "tenant-x"); !errors.Is(err, store.ErrOwnerConflict) {
 		t.Errorf("RevokeOwnedGrant by another owner err = %v, want ErrOwnerConflict", err)
