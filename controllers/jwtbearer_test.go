@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -27,14 +28,10 @@ import (
 
 const grantJWTBearer = oauthv1alpha1.GrantJWTBearer
 
-// The JWT bearer grant follows first-party status: while the namespace is labelled
-// first-party, a CI assertion is exchanged for a token; once the label is gone, the
-// token server no longer has the grant for the client (unauthorized_client), and a
-// client with no other grant is deleted from it.
-func TestJWTBearerNeedsFirstParty(t *testing.T) {
-	ctx := context.Background()
-	platform := tenancyServer(t)
-	ns := namespace(t, "tenant-ci", firstPartyLabels)
+// ciTrust is a CI's signing key and what makes an OAuthClient first-party with it:
+// skipConsent, and spec.jwtBearer trusting the key for subject deployer.
+func ciTrust(t *testing.T) (*ecdsa.PrivateKey, func(*oauthv1alpha1.OAuthClient)) {
+	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -44,12 +41,23 @@ func TestJWTBearerNeedsFirstParty(t *testing.T) {
 	if err := json.Unmarshal(raw, &key); err != nil {
 		t.Fatal(err)
 	}
-	trust := func(oc *oauthv1alpha1.OAuthClient) {
+	return priv, func(oc *oauthv1alpha1.OAuthClient) {
 		oc.Spec.SkipConsent = true
 		oc.Spec.JWTBearer = &oauthv1alpha1.JWTBearer{TrustedIssuers: []oauthv1alpha1.TrustedJWTIssuer{{
 			Issuer: "https://ci.example.com", JWKS: &oauthv1alpha1.JSONWebKeySet{Keys: []oauthv1alpha1.JSONWebKey{key}},
 			Subjects: []string{"deployer"}, Scopes: []oauthv1alpha1.Scope{"zones.read"}}}}
 	}
+}
+
+// The JWT bearer grant follows first-party status: while the namespace is labelled
+// first-party, a CI assertion is exchanged for a token; once the label is gone, the
+// token server no longer has the grant for the client (unauthorized_client), and a
+// client with no other grant is deleted from it.
+func TestJWTBearerNeedsFirstParty(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-ci", firstPartyLabels)
+	priv, trust := ciTrust(t)
 	both := newClient(ns, "deploy", platform, func(oc *oauthv1alpha1.OAuthClient) {
 		oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{"client_credentials", grantJWTBearer}
 		trust(oc)
@@ -125,5 +133,63 @@ func TestJWTBearerNeedsFirstParty(t *testing.T) {
 	waitWarning(t, ns, "ci-only", controllers.ReasonDeregistered)
 	if _, err := admin.GetClient(ctx, onlyID); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Errorf("a client with jwt-bearer alone is still on the token server outside a first-party namespace: %v", err)
+	}
+}
+
+// A namespace that loses first-party status cannot keep its client's first-party
+// rights by breaking the client so that it is never put again without them: here
+// the tenant deletes the Secret it provides (spec.secret.create false), which stops
+// every push. The client is deleted from the token server instead, and comes back
+// without skipConsent and jwt-bearer once the Secret is back.
+func TestLostFirstPartyStatusIsNotKeptByBreakingTheClient(t *testing.T) {
+	ctx := context.Background()
+	platform := tenancyServer(t)
+	ns := namespace(t, "tenant-keep", firstPartyLabels)
+	_, trust := ciTrust(t)
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "own-creds"},
+		Data: map[string][]byte{"client_secret": []byte(strings.Repeat("s", 40))}}
+	if err := k8s.Create(ctx, creds); err != nil {
+		t.Fatal(err)
+	}
+	oc := newClient(ns, "deploy", platform, func(oc *oauthv1alpha1.OAuthClient) {
+		oc.Spec.GrantTypes = []oauthv1alpha1.GrantType{"client_credentials", grantJWTBearer}
+		oc.Spec.Secret = oauthv1alpha1.ClientSecret{Name: "own-creds", Create: new(false)}
+		trust(oc)
+	})
+	if err := k8s.Create(ctx, oc); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	id := oc.Status.ClientID
+	if got, err := admin.GetClient(ctx, id); err != nil || !got.SkipConsent || !slices.Contains(got.GrantTypes, string(grantJWTBearer)) {
+		t.Fatalf("the first-party client on the token server: %+v, %v; want skipConsent and jwt-bearer", got, err)
+	}
+
+	if err := k8s.Delete(ctx, creds); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonSecretNotFound)
+	setLabels(t, ns, admittedLabels)
+	eventually(t, 20*time.Second, "the client that kept first-party rights is gone from the token server", func() bool {
+		_, err := admin.GetClient(ctx, id)
+		return errors.Is(err, adminapi.ErrNotFound)
+	}, func() string {
+		got, err := admin.GetClient(ctx, id)
+		return fmt.Sprintf("client %s: %+v, %v", id, got, err)
+	})
+	if note := waitWarning(t, ns, "deploy", controllers.ReasonDeregistered); !strings.Contains(note, "first-party") {
+		t.Errorf("the Deregistered event says %q; want it to say the client kept first-party rights", note)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionFalse, controllers.ReasonSecretNotFound)
+
+	creds = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "own-creds"},
+		Data: map[string][]byte{"client_secret": []byte(strings.Repeat("s", 40))}}
+	if err := k8s.Create(ctx, creds); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, oc, oauthv1alpha1.ConditionReady, metav1.ConditionTrue, controllers.ReasonSynced)
+	got, err := admin.GetClient(ctx, oc.Status.ClientID)
+	if err != nil || got.SkipConsent || slices.Contains(got.GrantTypes, string(grantJWTBearer)) || !slices.Contains(got.GrantTypes, "client_credentials") {
+		t.Errorf("the client registered again: %+v, %v; want client_credentials alone, without skipConsent", got, err)
 	}
 }

@@ -71,6 +71,54 @@ func (r *OAuthClientReconciler) notFirstParty(ctx context.Context, oc *oauthv1al
 		"first-party")
 }
 
+// withoutFirstParty is the end of a pass, failed with cause, of a client whose
+// namespace is not first-party: what it registered as id must not keep first-party
+// rights for want of a push without them. A push needs the client's secret, a
+// usable client ID and a spec the server takes, and a tenant whose namespace lost
+// first-party status could otherwise keep skipping consent, or keep exchanging
+// assertions for any user's tokens, by breaking any of them (deleting its Secret,
+// say). So a registered client that still skips consent or has the jwt-bearer
+// grant is deleted, with its tokens and grants; the first pass that goes through
+// registers it again, without them.
+func (r *OAuthClientReconciler) withoutFirstParty(ctx context.Context, oc *oauthv1alpha1.OAuthClient,
+	ts *oauthv1alpha1.TokenServer, admin *adminapi.HTTPClient, id string, cause error) error {
+	if id == "" {
+		return cause
+	}
+	c, err := admin.GetClient(ctx, id)
+	if errors.Is(err, adminapi.ErrNotFound) {
+		return cause
+	}
+	if err != nil {
+		return errors.Join(cause, fmt.Errorf("read client %s to check that it has no first-party rights left: %w", id, err))
+	}
+	if c.OwnerNamespace != oc.Namespace || !c.SkipConsent && !slices.Contains(c.GrantTypes, string(oauthv1alpha1.GrantJWTBearer)) {
+		return cause
+	}
+	err = admin.DeleteClient(ctx, id, oc.Namespace)
+	switch {
+	case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
+		return cause // gone meanwhile, or no longer ours
+	case err != nil:
+		return errors.Join(cause, fmt.Errorf("delete client %s, which kept first-party rights: %w", id, err))
+	}
+	why := fmt.Sprintf("namespace %s is not first-party on TokenServer %s/%s and client %s could not be put without "+
+		"first-party rights (%s): it was deleted from the token server, its tokens and grants revoked, and is "+
+		"registered again once the OAuthClient syncs", oc.Namespace, ts.Namespace, ts.Name, id, errText(cause))
+	r.Recorder.Eventf(oc, nil, corev1.EventTypeWarning, ReasonDeregistered, "Deregister", "%s", why)
+	oc.Status.ClientID = ""
+	if ce, ok := conditionOf(cause); ok {
+		ce.message += "; client " + id + " was deleted from the token server, as it kept first-party rights"
+	}
+	return cause
+}
+
+// errText is err's message as a condition would say it.
+func errText(err error) string {
+	_, msg := notSynced(err)
+	return msg
+}
+
 // unregister deletes what oc registered, says why (event, once per client deleted),
 // and leaves oc in refused; the client comes back when the namespace is again what
 // again says.

@@ -150,7 +150,18 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	if len(clientspec.GrantTypes(oc, firstParty)) == 0 {
 		return 0, r.notFirstParty(ctx, oc, ts, admin)
 	}
+	registered := oc.Status.ClientID
+	next, err := r.push(ctx, oc, ts, admin, firstParty)
+	if err != nil && !firstParty {
+		return 0, r.withoutFirstParty(ctx, oc, ts, admin, registered, err)
+	}
+	return next, err
+}
 
+// push checks the client ID, reads or makes the credentials and puts the client on
+// the token server, then writes its Secret.
+func (r *OAuthClientReconciler) push(ctx context.Context, oc *oauthv1alpha1.OAuthClient, ts *oauthv1alpha1.TokenServer,
+	admin *adminapi.HTTPClient, firstParty bool) (time.Duration, error) {
 	clientID := clientspec.ClientID(oc)
 	if err := r.checkClientID(ctx, oc, ts, clientID); err != nil {
 		return 0, err

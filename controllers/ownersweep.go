@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,8 +34,8 @@ import (
 const (
 	// ReasonSwept: a client of a namespace the server no longer admits was deleted.
 	ReasonSwept = "ClientSwept"
-	// ReasonSweptOrphan: a client no OAuthClient manages kept skipConsent after its
-	// namespace lost first-party status, and was deleted.
+	// ReasonSweptOrphan: a client no OAuthClient manages kept skipConsent or the
+	// jwt-bearer grant after its namespace lost first-party status, and was deleted.
 	ReasonSweptOrphan = "OrphanSwept"
 	// ReasonGrantSwept: a declared grant of a namespace that is not first-party was
 	// revoked.
@@ -193,20 +194,22 @@ func (r *OwnerSweeper) sweep(ctx context.Context, key client.ObjectKey, admin *a
 		case v.firstParty:
 		default:
 			owners[c.ID] = owner
-			if !c.SkipConsent {
+			if !c.SkipConsent && !slices.Contains(c.GrantTypes, string(oauthv1alpha1.GrantJWTBearer)) {
 				continue
 			}
 			managed, err := r.managed(ctx, peers, owner, c.ID)
 			if err != nil {
 				return err
 			}
-			// A managed client is put again without skipConsent by its OAuthClient. An
-			// orphan cannot be: nothing holds its secret to put it with. Deleting it is
-			// the only way its users are asked for consent again.
+			// A managed client is put again without skipConsent and jwt-bearer by its
+			// OAuthClient, or deleted when that fails (withoutFirstParty). An orphan
+			// cannot be: nothing holds its secret to put it with. Deleting it is the
+			// only way its users are asked for consent again.
 			if !managed {
 				errs = append(errs, r.deleteClient(ctx, ts, admin, c.ID, owner, ReasonSweptOrphan, fmt.Sprintf(
 					"namespace %s is not first-party on TokenServer %s/%s: client %s, which no OAuthClient manages, "+
-						"still skipped consent and was deleted from the token server", owner, ts.Namespace, ts.Name, c.ID)))
+						"still skipped consent or had the jwt-bearer grant and was deleted from the token server",
+					owner, ts.Namespace, ts.Name, c.ID)))
 			}
 		}
 	}
