@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -121,8 +122,14 @@ func TestSecretReaderKeepsNoSecretThatIsGoneNorLarge(t *testing.T) {
 	}
 
 	// Nor does the metadata cache keep annotations, which anyone may set on the
-	// Secrets and ConfigMaps of a watched namespace, 256 KiB each, data or not.
+	// Secrets and ConfigMaps of a watched namespace, 256 KiB each, data or not, nor
+	// labels other than the operator's, which have no limit of their own.
+	filler := map[string]string{}
+	for i := range 2000 {
+		filler[fmt.Sprintf("filler-%d", i)] = strings.Repeat("x", 63)
+	}
 	noted := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "noted",
+		Labels:      withLabel(filler, controllers.LabelManagedBy, controllers.ManagedBy),
 		Annotations: map[string]string{"filler": strings.Repeat("x", 200<<10)}}}
 	if err := k8s.Create(ctx, noted); err != nil {
 		t.Fatal(err)
@@ -132,9 +139,41 @@ func TestSecretReaderKeepsNoSecretThatIsGoneNorLarge(t *testing.T) {
 	eventually(t, 10*time.Second, "the manager's watch has the ConfigMap", func() bool {
 		return mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(noted), &m) == nil
 	}, nil)
-	if len(m.Annotations) != 0 {
-		t.Errorf("the metadata cache keeps the ConfigMap's annotations (%d)", len(m.Annotations))
+	if len(m.Annotations) != 0 || len(m.Labels) != 1 || m.Labels[controllers.LabelManagedBy] != controllers.ManagedBy {
+		t.Errorf("the metadata cache keeps the ConfigMap's %d annotations and %d labels; want none but the operator's label",
+			len(m.Annotations), len(m.Labels))
 	}
+
+	// A pod that carries the operator's label enters its cache whoever made it:
+	// of it the cache keeps what the operator reads, not the tenant's padding.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "lookalike",
+		Labels:      withLabel(filler, controllers.LabelManagedBy, controllers.ManagedBy),
+		Annotations: map[string]string{"filler": strings.Repeat("x", 200<<10)}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.com/app:1",
+			Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}},
+			Env:   []corev1.EnvVar{{Name: "FILLER", Value: strings.Repeat("x", 500<<10)}}}}}}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	var cached corev1.Pod
+	eventually(t, 10*time.Second, "the manager's watch has the pod", func() bool {
+		return mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(pod), &cached) == nil
+	}, nil)
+	c := cached.Spec.Containers
+	if len(cached.Annotations) != 0 || len(cached.Labels) != 1 || len(c) != 1 || len(c[0].Env) != 0 {
+		t.Errorf("the cache keeps the pod's %d annotations, %d labels and %d containers' environment; want none but the operator's label",
+			len(cached.Annotations), len(cached.Labels), len(c))
+	}
+	if len(c) == 1 && (c[0].Image != "example.com/app:1" || len(c[0].Ports) != 1 || c[0].Ports[0].ContainerPort != 9090) {
+		t.Errorf("the cached pod's container: %+v; want its image and ports, which the operator reads", c[0])
+	}
+}
+
+// withLabel is l with k=v added, in a copy.
+func withLabel(l map[string]string, k, v string) map[string]string {
+	out := maps.Clone(l)
+	out[k] = v
+	return out
 }
 
 // startSecretManager runs a manager on cfg with the operator's cache and client

@@ -13,12 +13,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 	"github.com/kubeoauth/kubeoauth/internal/netguard"
 	"github.com/kubeoauth/kubeoauth/internal/resources"
 )
@@ -33,11 +35,14 @@ const (
 // of Services, StatefulSets, Jobs and EndpointSlices only the operator's; of Secrets
 // only metadata (see SecretReader). namespaces nil watches all.
 func CacheOptions(namespaces map[string]cache.Config) cache.Options {
-	strip := cache.TransformStripManagedFields()
-	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy}), Transform: strip}
+	ourLabel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})
+	// Anyone who may create these kinds in a watched namespace may set the label:
+	// their cached copies are slimmed (slim). The operator applies its own
+	// objects server-side, never writing back what it read of them.
+	ours := cache.ByObject{Label: ourLabel, Transform: slim}
 	return cache.Options{
 		DefaultNamespaces: namespaces,
-		DefaultTransform:  strip,
+		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			// Of these kinds the operator reads only what it made (EndpointSlices carry
 			// their Service's labels): not every Service and Job of the cluster.
@@ -49,25 +54,74 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 			// The token server's and its Jobs' pods carry their template's labels.
 			&corev1.Pod{}: ours,
 			// Only metadata informers are started for Secrets and ConfigMaps
-			// (ClientOptions keeps the typed ones out); this drops what metadata may
-			// still carry of the data.
-			&corev1.Secret{}:    {Transform: stripAnnotations},
-			&corev1.ConfigMap{}: {Transform: stripAnnotations},
+			// (ClientOptions keeps the typed ones out), of every namespace watched.
+			&corev1.Secret{}:    {Transform: slim},
+			&corev1.ConfigMap{}: {Transform: slim},
 		},
 	}
 }
 
-// stripAnnotations drops managed fields and every annotation: kubectl's copy of the
-// whole object (on a Secret, its data), and whatever else anyone put there. The
-// operator reads a Secret's or ConfigMap's name, resourceVersion, labels and owners
-// from this cache, its annotations only from the API server (SecretReader); kept,
-// annotations (up to 256 KiB an object) any tenant can set on objects it may
-// create in bulk, with no data at all, would grow the operator's memory at will.
-func stripAnnotations(in any) (any, error) {
-	if m, ok := in.(*metav1.PartialObjectMetadata); ok {
-		m.Annotations = nil
+// slim is the transform of the kinds whose objects tenants may create, in numbers,
+// where the operator watches them: their cached copies keep only what the operator
+// reads of them, so that no tenant can grow the memory of the operator every
+// tenant shares at will (an object may hold about a megabyte; the metadata cache
+// of Secrets and ConfigMaps holds every one of the watched namespaces). It drops:
+//
+//   - managed fields, annotations and finalizers: the operator reads a Secret's
+//     annotations from the API server (SecretReader), no other kind's at all;
+//   - every label but those it selects, maps or reads by (keptLabels);
+//   - every owner reference but the controller's, by which Owns maps events and
+//     the operator tells its objects from look-alikes;
+//   - of a pod, its spec but its containers' names, images and ports (slimPod).
+//
+// Nothing the operator applies or updates is read from these copies: it applies
+// its objects server-side, and updates Secrets read from the API server.
+func slim(in any) (any, error) {
+	if p, ok := in.(*corev1.Pod); ok {
+		slimPod(p)
 	}
-	return cache.TransformStripManagedFields()(in)
+	if o, err := meta.Accessor(in); err == nil {
+		o.SetManagedFields(nil)
+		o.SetAnnotations(nil)
+		o.SetFinalizers(nil)
+		if l := o.GetLabels(); len(l) > 0 {
+			kept := map[string]string{}
+			for _, k := range keptLabels {
+				if v, ok := l[k]; ok {
+					kept[k] = v
+				}
+			}
+			o.SetLabels(kept)
+		}
+		if refs := o.GetOwnerReferences(); len(refs) > 0 {
+			var kept []metav1.OwnerReference
+			if c := metav1.GetControllerOfNoCopy(o); c != nil {
+				kept = []metav1.OwnerReference{*c}
+			}
+			o.SetOwnerReferences(kept)
+		}
+	}
+	return in, nil
+}
+
+// keptLabels are the labels the operator reads of the objects slim transforms:
+// what its selectors and event mappings use.
+var keptLabels = []string{
+	resources.LabelName, resources.LabelInstance, resources.LabelComponent, LabelManagedBy,
+	resources.LabelColor, resources.LabelReplay, oauthv1alpha1.LabelServing,
+	batchv1.JobNameLabel, discoveryv1.LabelServiceName,
+}
+
+// slimPod keeps of a pod's spec what the operator reads (serverPods, podTrouble,
+// terminationMessage, replayPods): its containers' names, images and ports; a
+// tenant's pod may carry a megabyte of commands, environment and volumes. Its
+// status, which only the kubelet and the scheduler write, is kept.
+func slimPod(p *corev1.Pod) {
+	containers := make([]corev1.Container, len(p.Spec.Containers))
+	for i, c := range p.Spec.Containers {
+		containers[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports}
+	}
+	p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, Containers: containers}
 }
 
 // ClientOptions are the manager's client settings: typed Secrets and ConfigMaps are
