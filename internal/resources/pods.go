@@ -103,15 +103,25 @@ func reservedKey(k string) bool {
 // jobPod applies spec.pod's scheduling, pull secrets, labels and annotations and
 // spec.jobs' resources to a Job's (or the replay's) pod template: the token
 // server's image runs there too, on the nodes the TokenServer is allowed. Not
-// spec.pod's topology spread, which is about the server's replicas. spec.jobs.pod's
-// labels and annotations go over spec.pod's: a pod that must finish cannot carry a
-// sidecar that never exits, which spec.pod may well ask the server's pods for.
+// spec.pod's topology spread nor its pod affinity and anti-affinity, which are
+// about the server's replicas (their node affinity is kept): a Job's pod carries
+// the server's labels, so "one server per node" copied onto it would keep the
+// upgrade's Jobs off every node a server runs on, and an upgrade, when both
+// colors run, off all of them. spec.jobs.pod's labels and annotations go over
+// spec.pod's: a pod that must finish cannot carry a sidecar that never exits,
+// which spec.pod may well ask the server's pods for.
 func jobPod(ts *oauthv1alpha1.TokenServer, tpl *corev1.PodTemplateSpec) {
 	p := ts.Spec.Pod.DeepCopy()
 	if p == nil {
 		p = &oauthv1alpha1.PodSettings{}
 	}
 	p.Resources, p.TopologySpreadConstraints = ts.Spec.Jobs.Resources, nil
+	if a := p.Affinity; a != nil {
+		a.PodAffinity, a.PodAntiAffinity = nil, nil
+		if a.NodeAffinity == nil {
+			p.Affinity = nil
+		}
+	}
 	if m := ts.Spec.Jobs.Pod; m != nil {
 		p.Labels, p.Annotations = over(p.Labels, m.Labels), over(p.Annotations, m.Annotations)
 	}
