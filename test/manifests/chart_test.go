@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -293,6 +295,12 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 		"clientResync=10 minutes":       "/clientResync",
 		"replicas=-1":                   "/replicas",
 		"metrics.service.port=70000":    "/metrics/service/port",
+		// The operator would exit on these at start, after an install without --wait
+		// had reported success.
+		"externalAdminAllow={10.20.0.0/166}": "/externalAdminAllow/0",
+		"externalAdminAllow={300.1.1.1}":     "/externalAdminAllow/0",
+		"watchNamespaces={Apps}":             "/watchNamespaces/0",
+		"hooks.podLabel.a=b":                 "'podLabel' not allowed",
 	} {
 		cmd := exec.Command(helmBin(t), "template", "kubeoauth", chartDir(), "--set", set) // #nosec G204 -- the pinned helm
 		out, err := cmd.CombinedOutput()
@@ -302,7 +310,8 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 	}
 	template(t, "image.pullPolicy=Always", "clientResync=1h30m", "goMemLimit=off", "kubeAPIQPS=50.5",
 		"imagePullSecrets[0].name=regcred", "nodeSelector.zone=a", "tolerations[0].operator=Exists",
-		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b")
+		"affinity.nodeAffinity.x=y", "resources.requests.cpu=1", "serviceAccount.annotations.a=b",
+		"externalAdminAllow={10.0.0.0/8,192.168.1.5,fd00::/8,::1}", "watchNamespaces={apps,team-b}")
 	// --set makes a numeric tag a number and the flag table lets logLevel be one.
 	dep := find(template(t, "image.tag=20241201", "logLevel=2"), "Deployment", "kubeoauth-manager")
 	c, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
@@ -408,6 +417,48 @@ func TestChartLongReleaseName(t *testing.T) {
 		}
 		if len(errs) > 0 {
 			t.Errorf("%s %s: %v", o.GetKind(), name, errs)
+		}
+	}
+	// The pre-delete Job's name goes into its pod's job-name label: at most 63, with
+	// the longest fullname (55).
+	objs := template(t, "fullnameOverride="+strings.Repeat("identity-platform-", 3)+"x", "crds.keep=false")
+	for _, o := range objs {
+		if o.GetKind() == "Job" {
+			if errs := validation.IsValidLabelValue(o.GetName()); len(errs) > 0 {
+				t.Errorf("Job %s cannot be its pod's job-name label: %v", o.GetName(), errs)
+			}
+		}
+	}
+}
+
+// The hook pods (helm test, the pre-delete Job) take hooks.podLabels and
+// hooks.podAnnotations, so that a namespace's sidecar injection can be turned off
+// for pods that must finish; the operator's pods do not.
+func TestChartHookPodsLabelsAndAnnotations(t *testing.T) {
+	objs := template(t, "crds.keep=false", "hooks.podAnnotations.linkerd\\.io/inject=disabled", "hooks.podLabels.team=identity")
+	metas := map[string]map[string]any{}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Pod":
+			metas["test pod"], _, _ = unstructured.NestedMap(o.Object, "metadata")
+		case "Job":
+			metas["pre-delete Job's pod"], _, _ = unstructured.NestedMap(o.Object, "spec", "template", "metadata")
+		case "Deployment":
+			a, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "annotations")
+			l, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "labels")
+			if a["linkerd.io/inject"] != "" || l["team"] != "" {
+				t.Errorf("the operator's pods took the hooks' labels %v or annotations %v", l, a)
+			}
+		}
+	}
+	if len(metas) != 2 {
+		t.Fatalf("rendered hook pods %v; want the test pod and the pre-delete Job", slices.Collect(maps.Keys(metas)))
+	}
+	for what, m := range metas {
+		a, _ := m["annotations"].(map[string]any)
+		l, _ := m["labels"].(map[string]any)
+		if a["linkerd.io/inject"] != "disabled" || l["team"] != "identity" {
+			t.Errorf("%s: labels %v, annotations %v; want hooks.podLabels' and hooks.podAnnotations'", what, l, a)
 		}
 	}
 }
