@@ -101,6 +101,28 @@ func TestManagerExportsTokenServerConditions(t *testing.T) {
 	if !strings.Contains(last, "kubeoauth_tokenserver_condition_last_transition_seconds{") {
 		t.Error("no kubeoauth_tokenserver_condition_last_transition_seconds")
 	}
+
+	// OAuthClients that need a person are counted, by namespace and reason: two
+	// in a namespace the TokenServer does not admit.
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"one", "two"} {
+		if err := c.Create(ctx, &oauthv1alpha1.OAuthClient{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant", Name: name},
+			Spec: oauthv1alpha1.OAuthClientSpec{ServerRef: oauthv1alpha1.ServerReference{Namespace: "platform", Name: "auth"},
+				ClientName: "App", GrantTypes: []oauthv1alpha1.GrantType{"client_credentials"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const stalled = `kubeoauth_stalled_resources{kind="OAuthClient",namespace="tenant",reason="NamespaceNotAllowed"} 2`
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if last = scrape(t, "http://"+metrics+"/metrics"); strings.Contains(last, stalled) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the metrics never counted the two stalled OAuthClients (%s):\n%s", stalled, grepLines(last, "kubeoauth_stalled_resources"))
+		}
+	}
 }
 
 func scrape(t *testing.T, url string) string {

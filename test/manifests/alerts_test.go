@@ -346,19 +346,17 @@ func histogramsIn(t *testing.T, file string) map[string]bool {
 func conditionMetrics(t *testing.T) map[string][]string {
 	t.Helper()
 	src := readRepo(t, "cmd/manager/conditions.go")
-	lbls := regexp.MustCompile(`labels := \[\]string\{([^}]*)\}`).FindStringSubmatch(src)
-	names := regexp.MustCompile(`prometheus\.NewDesc\("(kubeoauth_[a-z_0-9]+)"`).FindAllStringSubmatch(src, -1)
-	if lbls == nil || len(names) == 0 {
-		t.Fatal("cmd/manager/conditions.go: no labels or metric names the test can read")
-	}
-	parts := strings.Split(lbls[1], ",")
-	own := make([]string, 0, len(parts))
-	for _, l := range parts {
-		own = append(own, strings.Trim(strings.TrimSpace(l), `"`))
+	descs := regexp.MustCompile(`prometheus\.NewDesc\("(kubeoauth_[a-z_0-9]+)",\s*"[^"]*",\s*\[\]string\{([^}]*)\}`).FindAllStringSubmatch(src, -1)
+	if len(descs) == 0 || len(descs) != strings.Count(src, "prometheus.NewDesc(") {
+		t.Fatal("cmd/manager/conditions.go: metrics whose names and labels the test cannot read (it wants NewDesc(name, help, []string{labels}, nil))")
 	}
 	out := map[string][]string{}
-	for _, n := range names {
-		out[n[1]] = own
+	for _, d := range descs {
+		var own []string
+		for _, l := range strings.Split(d[2], ",") {
+			own = append(own, strings.Trim(strings.TrimSpace(l), `"`))
+		}
+		out[d[1]] = own
 	}
 	return out
 }
