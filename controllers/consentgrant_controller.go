@@ -346,6 +346,16 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		func(o client.Object) []string { return []string{o.(*oauthv1alpha1.ConsentGrant).Spec.ClientRef.Name} }); err != nil {
 		return fmt.Errorf("index ConsentGrants by client: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &oauthv1alpha1.ConsentGrant{}, indexDeclaredGrant,
+		func(o client.Object) []string {
+			cg := o.(*oauthv1alpha1.ConsentGrant)
+			if mirrored(cg) {
+				return nil
+			}
+			return []string{declaredGrantKey(cg.Spec.ClientRef.Name, cg.Spec.Subject)}
+		}); err != nil {
+		return fmt.Errorf("index declared ConsentGrants by client and subject: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).For(&oauthv1alpha1.ConsentGrant{}).
 		// A grant follows its client (registered, deregistered) and its namespace's
 		// first-party status within seconds.
@@ -357,6 +367,12 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 const indexGrantClient = "consentgrant.clientRef"
+
+// indexDeclaredGrant is "<clientRef> <subject>" of the ConsentGrants that are not
+// mirrored: the declared grant, if any, that stands for a subject's consent.
+const indexDeclaredGrant = "consentgrant.declared"
+
+func declaredGrantKey(client, subject string) string { return client + " " + subject }
 
 func (r *ConsentGrantReconciler) grantsOfClient(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.list(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexGrantClient: o.GetName()})

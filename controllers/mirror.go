@@ -274,14 +274,15 @@ func (m *Mirror) ensure(ctx context.Context, ts *oauthv1alpha1.TokenServer, owne
 	if err != nil || oc == nil {
 		return err
 	}
-	var existing oauthv1alpha1.ConsentGrantList
-	if err := m.List(ctx, &existing, client.InNamespace(oc.Namespace)); err != nil {
-		return fmt.Errorf("list ConsentGrants in %s: %w", oc.Namespace, err)
+	// A declared grant of the subject stands for the consent: looked up by its key,
+	// not among the namespace's grants, which a full pass would read once per grant.
+	var declared oauthv1alpha1.ConsentGrantList
+	if err := m.List(ctx, &declared, client.InNamespace(oc.Namespace),
+		client.MatchingFields{indexDeclaredGrant: declaredGrantKey(oc.Name, g.Subject)}); err != nil {
+		return fmt.Errorf("list the ConsentGrants in %s of %s for %s: %w", oc.Namespace, oc.Name, g.Subject, err)
 	}
-	for _, cg := range existing.Items {
-		if cg.Spec.ClientRef.Name == oc.Name && cg.Spec.Subject == g.Subject && !mirrored(&cg) {
-			return nil
-		}
+	if len(declared.Items) > 0 {
+		return nil
 	}
 	name := MirrorName(oc.Name, g.Subject)
 	want := make([]oauthv1alpha1.Scope, 0, len(g.Scopes))
@@ -301,6 +302,9 @@ func (m *Mirror) ensure(ctx context.Context, ts *oauthv1alpha1.TokenServer, owne
 		}
 	case err != nil:
 		return fmt.Errorf("get ConsentGrant %s: %w", name, err)
+	case !mirrored(&cg) || cg.Spec.ClientRef.Name != oc.Name || cg.Spec.Subject != g.Subject:
+		// Someone else's object under the mirror's name: not ours to change.
+		return fmt.Errorf("ConsentGrant %s, the name of the mirror of %s's consent to %s, is another grant", name, g.Subject, oc.Name)
 	case !slices.Equal(cg.Spec.Scopes, want):
 		cg.Spec.Scopes = want
 		if err := m.Update(ctx, &cg); err != nil {

@@ -164,15 +164,25 @@ func (r *OAuthClientReconciler) unregister(ctx context.Context, oc *oauthv1alpha
 }
 
 // heldBySibling says whether another OAuthClient of oc's namespace, on any
-// TokenServer, has id registered.
+// TokenServer, has id registered. It looks id up in the index of registered IDs
+// once per TokenServer (there are few), not through the namespace's clients: a
+// namespace the server does not admit may hold thousands, each of whose passes
+// would otherwise read every other.
 func (r *OAuthClientReconciler) heldBySibling(ctx context.Context, oc *oauthv1alpha1.OAuthClient, id string) (bool, error) {
-	var list oauthv1alpha1.OAuthClientList
-	if err := r.List(ctx, &list, client.InNamespace(oc.Namespace)); err != nil {
-		return false, fmt.Errorf("list OAuthClients in %s: %w", oc.Namespace, err)
+	var servers oauthv1alpha1.TokenServerList
+	if err := r.List(ctx, &servers); err != nil {
+		return false, fmt.Errorf("list TokenServers: %w", err)
 	}
-	for i := range list.Items {
-		if other := &list.Items[i]; other.Name != oc.Name && other.Status.ClientID == id {
-			return true, nil
+	for i := range servers.Items {
+		var list oauthv1alpha1.OAuthClientList
+		key := serverClientKey(client.ObjectKeyFromObject(&servers.Items[i]), id)
+		if err := r.List(ctx, &list, client.InNamespace(oc.Namespace), client.MatchingFields{indexRegisteredID: key}); err != nil {
+			return false, fmt.Errorf("list OAuthClients in %s that registered %s: %w", oc.Namespace, id, err)
+		}
+		for j := range list.Items {
+			if list.Items[j].Name != oc.Name {
+				return true, nil
+			}
 		}
 	}
 	return false, nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -77,7 +78,8 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}, builder.OnlyMetadata,
 			builder.WithPredicates(predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clientsUsingSecret)).
-		Watches(&oauthv1alpha1.TokenServer{}, handler.EnqueueRequestsFromMapFunc(r.clientsOfServer)).
+		Watches(&oauthv1alpha1.TokenServer{}, handler.EnqueueRequestsFromMapFunc(r.clientsOfServer),
+			builder.WithPredicates(serverChangedForClients)).
 		// A namespace's labels decide admission and first-party status: a label change
 		// registers, deregisters or drops skipConsent within seconds, not at the resync.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.clientsInNamespace),
@@ -85,6 +87,23 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("oauthclient").
 		Complete(r)
 }
+
+// serverChangedForClients passes the changes of a TokenServer that a pass of its
+// clients reads: its spec (the generation), whether it is Ready, and its creation
+// and deletion. Its status changes often otherwise, with every step of an upgrade,
+// and each change brought a pass of every one of its clients, thousands maybe.
+var serverChangedForClients = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	old, okOld := e.ObjectOld.(*oauthv1alpha1.TokenServer)
+	cur, okNew := e.ObjectNew.(*oauthv1alpha1.TokenServer)
+	if !okOld || !okNew {
+		return true
+	}
+	ready := func(ts *oauthv1alpha1.TokenServer) bool {
+		return meta.IsStatusConditionTrue(ts.Status.Conditions, oauthv1alpha1.ConditionReady)
+	}
+	return old.Generation != cur.Generation || ready(old) != ready(cur) ||
+		old.DeletionTimestamp.IsZero() != cur.DeletionTimestamp.IsZero()
+}}
 
 func (r *OAuthClientReconciler) clientsUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	if metav1.GetControllerOf(o) != nil && metav1.GetControllerOf(o).Kind == "OAuthClient" {
