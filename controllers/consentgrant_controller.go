@@ -372,7 +372,7 @@ const indexGrantClient = "consentgrant.clientRef"
 // mirrored: the declared grant, if any, that stands for a subject's consent.
 const indexDeclaredGrant = "consentgrant.declared"
 
-func declaredGrantKey(client, subject string) string { return client + " " + subject }
+func declaredGrantKey(clientName, subject string) string { return clientName + " " + subject }
 
 func (r *ConsentGrantReconciler) grantsOfClient(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.list(ctx, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexGrantClient: o.GetName()})

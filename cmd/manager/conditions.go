@@ -28,6 +28,9 @@ type conditionsCollector struct {
 	stalled *prometheus.Desc
 }
 
+// conditionLabels are the labels of a TokenServer's condition series.
+var conditionLabels = []string{"namespace", "name", "type", "status", "reason"}
+
 var (
 	registeredMu sync.Mutex
 	registered   *conditionsCollector
@@ -43,11 +46,9 @@ func registerConditions(reader client.Reader) error {
 	}
 	registered = &conditionsCollector{reader: reader,
 		desc: prometheus.NewDesc("kubeoauth_tokenserver_condition",
-			"1 for each condition of each TokenServer, with its status and reason.",
-			[]string{"namespace", "name", "type", "status", "reason"}, nil),
+			"1 for each condition of each TokenServer, with its status and reason.", conditionLabels, nil),
 		since: prometheus.NewDesc("kubeoauth_tokenserver_condition_last_transition_seconds",
-			"When each condition of each TokenServer last changed status (Unix seconds).",
-			[]string{"namespace", "name", "type", "status", "reason"}, nil),
+			"When each condition of each TokenServer last changed status (Unix seconds).", conditionLabels, nil),
 		stalled: prometheus.NewDesc("kubeoauth_stalled_resources",
 			"How many OAuthClients or ConsentGrants (kind) of a namespace are Stalled, by the condition's reason.",
 			[]string{"kind", "namespace", "reason"}, nil),

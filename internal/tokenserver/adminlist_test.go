@@ -26,7 +26,7 @@ func TestAdminListsComeInPages(t *testing.T) {
 	for i := range uris {
 		uris[i] = fmt.Sprintf("https://app.example.com/callback/%d/%s", i, strings.Repeat("p", 8000))
 	}
-	var want []string
+	want := make([]string, 0, 1240)
 	for i := range 40 {
 		id := fmt.Sprintf("big-%02d", i)
 		want = append(want, id)

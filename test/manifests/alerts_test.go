@@ -346,14 +346,24 @@ func histogramsIn(t *testing.T, file string) map[string]bool {
 func conditionMetrics(t *testing.T) map[string][]string {
 	t.Helper()
 	src := readRepo(t, "cmd/manager/conditions.go")
-	descs := regexp.MustCompile(`prometheus\.NewDesc\("(kubeoauth_[a-z_0-9]+)",\s*"[^"]*",\s*\[\]string\{([^}]*)\}`).FindAllStringSubmatch(src, -1)
+	// NewDesc(name, help, labels, nil), labels a []string{...} or a variable of one.
+	descs := regexp.MustCompile(`prometheus\.NewDesc\("(kubeoauth_[a-z_0-9]+)",\s*"[^"]*",\s*(?:\[\]string\{([^}]*)\}|(\w+))`).FindAllStringSubmatch(src, -1)
 	if len(descs) == 0 || len(descs) != strings.Count(src, "prometheus.NewDesc(") {
-		t.Fatal("cmd/manager/conditions.go: metrics whose names and labels the test cannot read (it wants NewDesc(name, help, []string{labels}, nil))")
+		t.Fatal("cmd/manager/conditions.go: metrics whose names and labels the test cannot read (it wants NewDesc(name, help, labels, nil))")
 	}
 	out := map[string][]string{}
 	for _, d := range descs {
-		var own []string
-		for _, l := range strings.Split(d[2], ",") {
+		list := d[2]
+		if d[3] != "" {
+			v := regexp.MustCompile(`\b` + d[3] + ` = \[\]string\{([^}]*)\}`).FindStringSubmatch(src)
+			if v == nil {
+				t.Fatalf("cmd/manager/conditions.go: no []string variable %s, the labels of %s", d[3], d[1])
+			}
+			list = v[1]
+		}
+		parts := strings.Split(list, ",")
+		own := make([]string, 0, len(parts))
+		for _, l := range parts {
 			own = append(own, strings.Trim(strings.TrimSpace(l), `"`))
 		}
 		out[d[1]] = own
