@@ -34,6 +34,9 @@ const (
 	ReasonClientNotReady = "ClientNotReady"
 	ReasonMirrored       = "Mirrored"
 	ReasonGrantGone      = "GrantGone"
+	// ReasonRevoked (event): the grant was revoked on the token server, with every
+	// token issued under it.
+	ReasonRevoked = "Revoked"
 )
 
 // ConsentGrantReconciler pushes declared grants to the token server as pre-approved
@@ -169,7 +172,7 @@ func (r *ConsentGrantReconciler) notFirstParty(ctx context.Context, cg *oauthv1a
 		revoked = true
 	}
 	if revoked {
-		r.Recorder.Eventf(cg, nil, corev1.EventTypeWarning, "Revoked", "Revoke",
+		r.Recorder.Eventf(cg, nil, corev1.EventTypeWarning, ReasonRevoked, "Revoke",
 			"namespace %s is not first-party: the declared grant of %s to %s is revoked with every token issued under it",
 			cg.Namespace, cg.Spec.Subject, oc.Status.ClientID)
 		refused.message += "; the grant was revoked on the token server"
@@ -324,7 +327,7 @@ func (r *ConsentGrantReconciler) revoke(ctx context.Context, ts *oauthv1alpha1.T
 	err = admin.DeleteOwnedGrant(ctx, id, cg.Spec.Subject, cg.Namespace)
 	switch {
 	case err == nil:
-		r.Recorder.Eventf(cg, nil, corev1.EventTypeNormal, "Revoked", "Delete",
+		r.Recorder.Eventf(cg, nil, corev1.EventTypeNormal, ReasonRevoked, "Delete",
 			"grant of %s to %s revoked on TokenServer %s/%s with every token issued under it", cg.Spec.Subject, id, ts.Namespace, ts.Name)
 	case errors.Is(err, adminapi.ErrNotFound), errors.Is(err, adminapi.ErrConflict):
 		// No such grant, or not a client of this namespace: nothing of ours to revoke.

@@ -312,7 +312,7 @@ func TestDeAdmission(t *testing.T) {
 	eventually(t, 10*time.Second, "the declared grant revoked on the token server", func() bool {
 		return len(serverGrants(t, id, "alice")) == 0
 	}, nil)
-	waitWarning(t, ns, cg.Name, "Revoked")
+	waitWarning(t, ns, cg.Name, controllers.ReasonRevoked)
 
 	// Admission lost.
 	if _, err := token(t, ns, "app-oauth"); err != nil {
