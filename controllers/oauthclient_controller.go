@@ -152,10 +152,28 @@ func (r *OAuthClientReconciler) sync(ctx context.Context, oc *oauthv1alpha1.OAut
 	}
 	registered := oc.Status.ClientID
 	next, err := r.push(ctx, oc, ts, admin, firstParty)
-	if err != nil && !firstParty {
+	if err != nil && !firstParty && r.dropsFirstParty(oc, err) {
 		return 0, r.withoutFirstParty(ctx, oc, ts, admin, registered, err)
 	}
 	return next, err
+}
+
+// firstPartyGrace: after a failure a retry may mend (the token server answered an
+// error, timed out), a client that kept first-party rights is deleted only once it
+// has not been Ready for this long: one failure must not revoke every token of a
+// client the next pass would put without them. After a failure a person must mend
+// (a missing or short Secret, a refused client ID or spec), which the tenant may
+// well have chosen, it is deleted at once.
+const firstPartyGrace = 5 * time.Minute
+
+// dropsFirstParty says whether a pass that failed with err goes on to delete what
+// oc registered if it kept first-party rights (withoutFirstParty).
+func (r *OAuthClientReconciler) dropsFirstParty(oc *oauthv1alpha1.OAuthClient, err error) bool {
+	if _, ok := conditionOf(err); ok {
+		return true
+	}
+	ready := meta.FindStatusCondition(oc.Status.Conditions, oauthv1alpha1.ConditionReady)
+	return ready != nil && ready.Status == metav1.ConditionFalse && r.Clock.Since(ready.LastTransitionTime.Time) > firstPartyGrace
 }
 
 // push checks the client ID, reads or makes the credentials and puts the client on

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -166,6 +167,24 @@ func TestSecretReaderKeepsNoSecretThatIsGoneNorLarge(t *testing.T) {
 	}
 	if len(c) == 1 && (c[0].Image != "example.com/app:1" || len(c[0].Ports) != 1 || c[0].Ports[0].ContainerPort != 9090) {
 		t.Errorf("the cached pod's container: %+v; want its image and ports, which the operator reads", c[0])
+	}
+
+	// Nor of a Job with the label, whose pod template may be as large: the operator
+	// reads its status, name and owner only.
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "lookalike",
+		Labels: map[string]string{controllers.LabelManagedBy: controllers.ManagedBy}},
+		Spec: batchv1.JobSpec{Suspend: new(true), Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "c", Image: "example.com/app:1",
+				Env: []corev1.EnvVar{{Name: "FILLER", Value: strings.Repeat("x", 500<<10)}}}}}}}}
+	if err := k8s.Create(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	var cachedJob batchv1.Job
+	eventually(t, 10*time.Second, "the manager's watch has the Job", func() bool {
+		return mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(job), &cachedJob) == nil
+	}, nil)
+	if len(cachedJob.Spec.Template.Spec.Containers) != 0 {
+		t.Errorf("the cache keeps the Job's pod template (%d containers)", len(cachedJob.Spec.Template.Spec.Containers))
 	}
 }
 

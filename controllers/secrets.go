@@ -72,14 +72,15 @@ func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 //   - every label but those it selects, maps or reads by (keptLabels);
 //   - every owner reference but the controller's, by which Owns maps events and
 //     the operator tells its objects from look-alikes;
-//   - of a pod, its spec but its containers' names, images and ports (slimPod).
+//   - of the specs, all but what the operator reads (slimSpec): a Job's or a
+//     StatefulSet's pod template, a pod's, may carry a megabyte of commands,
+//     environment and volumes.
 //
 // Nothing the operator applies or updates is read from these copies: it applies
-// its objects server-side, and updates Secrets read from the API server.
+// its objects server-side, and updates Secrets read from the API server. Statuses
+// are kept: their controllers, the kubelet and the scheduler write them.
 func slim(in any) (any, error) {
-	if p, ok := in.(*corev1.Pod); ok {
-		slimPod(p)
-	}
+	slimSpec(in)
 	if o, err := meta.Accessor(in); err == nil {
 		o.SetManagedFields(nil)
 		o.SetAnnotations(nil)
@@ -112,16 +113,41 @@ var keptLabels = []string{
 	batchv1.JobNameLabel, discoveryv1.LabelServiceName,
 }
 
-// slimPod keeps of a pod's spec what the operator reads (serverPods, podTrouble,
-// terminationMessage, replayPods): its containers' names, images and ports; a
-// tenant's pod may carry a megabyte of commands, environment and volumes. Its
-// status, which only the kubelet and the scheduler write, is kept.
-func slimPod(p *corev1.Pod) {
-	containers := make([]corev1.Container, len(p.Spec.Containers))
-	for i, c := range p.Spec.Containers {
-		containers[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports}
+// slimSpec keeps of an object's spec what the operator reads of its kind:
+//
+//   - a pod's containers' names, images and ports (serverPods, scrapeReplay);
+//   - a StatefulSet's replicas and its pod template's containers, as a pod's
+//     (observe: the image each color runs);
+//   - a Service's selector (serviceSelector);
+//   - an EndpointSlice's ports and its endpoints' addresses, readiness and pod
+//     (readyAdminURL, servingEndpoints);
+//   - nothing of a Job's or a Deployment's (their status, name and owner only).
+func slimSpec(in any) {
+	switch o := in.(type) {
+	case *corev1.Pod:
+		o.Spec = corev1.PodSpec{NodeName: o.Spec.NodeName, Containers: slimContainers(o.Spec.Containers)}
+	case *appsv1.StatefulSet:
+		o.Spec = appsv1.StatefulSetSpec{Replicas: o.Spec.Replicas,
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: slimContainers(o.Spec.Template.Spec.Containers)}}}
+	case *corev1.Service:
+		o.Spec = corev1.ServiceSpec{Selector: o.Spec.Selector}
+	case *discoveryv1.EndpointSlice:
+		for i, e := range o.Endpoints {
+			o.Endpoints[i] = discoveryv1.Endpoint{Addresses: e.Addresses, Conditions: e.Conditions, TargetRef: e.TargetRef}
+		}
+	case *batchv1.Job:
+		o.Spec = batchv1.JobSpec{}
+	case *appsv1.Deployment:
+		o.Spec = appsv1.DeploymentSpec{}
 	}
-	p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, Containers: containers}
+}
+
+func slimContainers(in []corev1.Container) []corev1.Container {
+	out := make([]corev1.Container, len(in))
+	for i, c := range in {
+		out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports}
+	}
+	return out
 }
 
 // ClientOptions are the manager's client settings: typed Secrets and ConfigMaps are

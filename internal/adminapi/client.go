@@ -123,8 +123,12 @@ func (c *HTTPClient) ListClients(ctx context.Context) ([]ClientStatus, error) {
 }
 
 // listPage is how many items listAll asks for at a time; the server may answer
-// fewer, to keep each answer well below what do reads of one.
-const listPage = 500
+// fewer, to keep each answer well below what do reads of one. maxListPages bounds
+// a list that would not end (a server that links page after page).
+const (
+	listPage     = 500
+	maxListPages = 100_000
+)
 
 // listAll GETs the list at path with query q, page by page: it asks for listPage
 // items and follows the Link rel="next" (RFC 8288) each answer has while more
@@ -133,14 +137,19 @@ const listPage = 500
 func listAll[T any](ctx context.Context, c *HTTPClient, path string, q url.Values) ([]T, error) {
 	q.Set("limit", strconv.Itoa(listPage))
 	var all []T
-	for next := path + "?" + q.Encode(); next != ""; {
+	pages := 0
+	for next := path + "?" + q.Encode(); next != ""; pages++ {
+		if pages == maxListPages {
+			return nil, fmt.Errorf("GET %s: more than %d pages", path, maxListPages)
+		}
 		var page []T
 		h, err := c.doHeader(ctx, http.MethodGet, next, nil, &page)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, page...)
-		link := nextLink(h.Get("Link"))
+		// Every Link line: a proxy may add one of its own before the server's.
+		link := nextLink(strings.Join(h.Values("Link"), ","))
 		if link != "" && (link == next || !strings.HasPrefix(link, path+"?")) {
 			return nil, fmt.Errorf("GET %s: the next page's link %q does not go on with the list", path, link)
 		}

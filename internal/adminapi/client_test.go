@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -43,5 +44,39 @@ func TestErrorsDoNotCarryForeignBodies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A list is read page by page, following the server's Link rel="next" even when a
+// proxy put a Link line of its own before it (a list that stopped at its first
+// page would read as "these are all": the consent mirror would then drop every
+// grant it did not see); a link that does not go on with the list is an error.
+func TestListAllFollowsTheNextLink(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Link", `<https://cdn.example.com/app.css>; rel="preload"`)
+		switch r.URL.Query().Get("continue") {
+		case "":
+			w.Header().Add("Link", `</admin/clients?continue=b&limit=500>; rel="next"`)
+			_, _ = w.Write([]byte(`[{"id":"a"},{"id":"b"}]`))
+		case "b":
+			_, _ = w.Write([]byte(`[{"id":"c"}]`))
+		default:
+			w.Header().Add("Link", `</elsewhere?continue=x>; rel="next"`)
+			_, _ = w.Write([]byte(`[]`))
+		}
+	}))
+	defer srv.Close()
+	c := &HTTPClient{BaseURL: srv.URL, Token: "t", HTTP: srv.Client()}
+	got, err := c.ListClients(context.Background())
+	ids := make([]string, 0, len(got))
+	for _, x := range got {
+		ids = append(ids, x.ID)
+	}
+	if err != nil || strings.Join(ids, ",") != "a,b,c" {
+		t.Errorf("ListClients = %v, %v; want a, b, c from two pages", ids, err)
+	}
+	q := url.Values{"continue": {"z"}}
+	if _, err := listAll[ClientStatus](context.Background(), c, "/admin/clients", q); err == nil {
+		t.Error("a next link that leaves the list was followed")
 	}
 }

@@ -54,11 +54,13 @@ type guardedJWKS struct {
 	recent map[string]jwksOutcome // by location
 }
 
-// jwksOutcome is a fetch's result, and when it came.
+// jwksOutcome is a fetch's result, when it came, and whether it was forced (for a
+// key ID the cached set lacked).
 type jwksOutcome struct {
-	at  time.Time
-	set *jose.JSONWebKeySet
-	err error
+	at     time.Time
+	set    *jose.JSONWebKeySet
+	err    error
+	forced bool
 }
 
 func newGuardedJWKS(f fosite.JWKSFetcherStrategy, log *slog.Logger) *guardedJWKS {
@@ -89,24 +91,33 @@ func (g *guardedJWKS) Resolve(ctx context.Context, location string, ignoreCache 
 
 // resolve is fosite's Resolve within the bounds. A set fosite has cached is
 // answered from its cache, never counted as a fetch: every request asks for it
-// first, and a forced fetch must stay possible when a client rotates its keys.
+// first, and a forced fetch must stay possible when a client rotates its keys. A
+// forced fetch that failed leaves that cache as it was: it answers the forced
+// fetches for a while, not the others, so that anyone's assertion with a made-up
+// key ID, sent while the location fails, cannot fail the client's own requests.
 func (g *guardedJWKS) resolve(ctx context.Context, location string, ignoreCache bool) (*jose.JSONWebKeySet, error) {
-	if last, ok := g.lastOutcome(location); ok && (ignoreCache || last.err != nil) {
+	if last, ok := g.lastOutcome(location); ok && (ignoreCache || last.err != nil && !last.forced) {
 		return last.set, last.err
 	}
-	v, err, _ := g.flight.Do(location+" "+strconv.FormatBool(ignoreCache), func() (any, error) {
-		// Not bound to the first caller's request: the others wait for it too. The
-		// HTTP client's timeout bounds it.
+	// Not bound to the first caller's request: the others wait for it too, and it
+	// is kept for them. The HTTP client's timeout bounds it; a caller that goes
+	// stops waiting.
+	ch := g.flight.DoChan(location+" "+strconv.FormatBool(ignoreCache), func() (any, error) {
 		set, err := g.JWKSFetcherStrategy.Resolve(context.WithoutCancel(ctx), location, ignoreCache)
 		if ignoreCache || err != nil {
-			g.remember(location, jwksOutcome{at: g.now(), set: set, err: err})
+			g.remember(location, jwksOutcome{at: g.now(), set: set, err: err, forced: ignoreCache})
 		}
 		return set, err
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*jose.JSONWebKeySet), nil
 	}
-	return v.(*jose.JSONWebKeySet), nil
 }
 
 func (g *guardedJWKS) lastOutcome(location string) (jwksOutcome, bool) {

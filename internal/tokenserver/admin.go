@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v3"
 
@@ -275,6 +276,10 @@ func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if strings.Contains(after, grantKeySep) {
+		adminError(w, http.StatusUnprocessableEntity, "continue", "is not a token of this list")
+		return
+	}
 	cs, err := s.cfg.Store.ListClients(r.Context(), store.Page{After: after, Limit: limit})
 	if err != nil {
 		s.storeError(w, err)
@@ -404,7 +409,9 @@ func pageParams(w http.ResponseWriter, r *http.Request) (limit int, after string
 	}
 	if v := q.Get("continue"); v != "" {
 		key, err := base64.RawURLEncoding.DecodeString(v)
-		if err != nil || limit == 0 {
+		// A key is text PostgreSQL holds: UTF-8, without NUL but where a grant's
+		// joins its two parts (grantKeySep), which listGrants checks.
+		if err != nil || limit == 0 || !utf8.Valid(key) || bytes.Count(key, []byte(grantKeySep)) > 1 {
 			adminError(w, http.StatusUnprocessableEntity, "continue", "is not a token this server gave, with a limit")
 			return 0, "", false
 		}

@@ -78,7 +78,8 @@ func TestAdminListsComeInPages(t *testing.T) {
 	if code, link, n := page("limit=1000&continue=" + "c21hbGwtMTE5OQ"); code != http.StatusOK || n != 0 || link != "" {
 		t.Errorf("the page after the last client: %d, %d items, Link %q; want none, and no next link", code, n, link)
 	}
-	for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "continue=c21hbGw"} {
+	// base64url of "a\x00b" (a grant's key, not a client's) and of "\xff" (no UTF-8).
+	for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "continue=c21hbGw", "limit=5&continue=YQBi", "limit=5&continue=_w"} {
 		if code, _, _ := page(bad); code != http.StatusUnprocessableEntity {
 			t.Errorf("?%s: %d, want 422", bad, code)
 		}

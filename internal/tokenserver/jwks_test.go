@@ -189,12 +189,22 @@ func TestJWKSURIFetchesAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}}
 	var hits atomic.Int32
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		hits.Add(1)
-		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+		_ = json.NewEncoder(w).Encode(set)
 	}))
 	defer jwks.Close()
+	var failing atomic.Bool
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(set)
+	}))
+	defer flaky.Close()
 	const endless = 64 << 20
 	var written atomic.Int64
 	var cut atomic.Bool
@@ -227,7 +237,7 @@ func TestJWKSURIFetchesAreBounded(t *testing.T) {
 		}
 		return a
 	}
-	for id, uri := range map[string]string{"signer": jwks.URL, "flooder": flood.URL} {
+	for id, uri := range map[string]string{"signer": jwks.URL, "flooder": flood.URL, "flaky": flaky.URL} {
 		if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: "apps",
 			ClientMetadata: adminapi.ClientMetadata{Name: "Signer", GrantTypes: []string{"client_credentials"},
 				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: uri}}); err != nil {
@@ -263,6 +273,19 @@ func TestJWKSURIFetchesAreBounded(t *testing.T) {
 	// The key set itself still works, from the cache.
 	if code, e, _ := assertClient(t, in, "signer", assertion("signer", "k1")); code != http.StatusOK {
 		t.Errorf("an assertion with the set's key: %d %q, want 200", code, e)
+	}
+
+	// While a location fails, anyone's assertion with a made-up key ID forces a
+	// fetch that fails: the client's own assertions still work from the cached set.
+	if code, e, _ := assertClient(t, in, "flaky", assertion("flaky", "k1")); code != http.StatusOK {
+		t.Fatalf("the flaky client's assertion: %d %q, want 200", code, e)
+	}
+	failing.Store(true)
+	if code, _, _ := assertClient(t, in, "flaky", assertion("flaky", "made-up")); code == http.StatusOK {
+		t.Error("an assertion with a made-up key ID was taken")
+	}
+	if code, e, _ := assertClient(t, in, "flaky", assertion("flaky", "k1")); code != http.StatusOK {
+		t.Errorf("the client's own assertion after someone forced a fetch that failed: %d %q, want 200 from the cached set", code, e)
 	}
 
 	code, e, description := assertClient(t, in, "flooder", assertion("flooder", "k1"))
