@@ -191,14 +191,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	subject, authTime := user.Subject, user.AuthTime
 	again := !ok
 	if ok {
-		areq.RequestedAt, again = s.freshSignIn(r, prompt, areq.MaxAge, user.At, authTime, now)
+		areq.RequestedAt, again = s.freshSignIn(r, areq, prompt, user.At, authTime, now)
 	}
 	if again {
 		if slices.Contains(prompt, "none") {
 			p.LoginRequired(w, r, areq)
 			return
 		}
-		back := s.upstreamReturn(s.loginReturn(r, now), prompt, areq.MaxAge)
+		back := s.upstreamReturn(s.loginReturn(r, areq, now), prompt, areq.MaxAge)
 		s.renderLogin(w, http.StatusOK, page{CSRF: s.csrfToken(s.session(w, r)), ReturnTo: back})
 		return
 	}

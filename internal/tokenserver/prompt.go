@@ -25,23 +25,30 @@ const signedInAfterParam = oauth.SignedInAfterParam
 // sign in and consent, short enough that an old link cannot stretch max_age.
 const signedInAfterLifetime = time.Hour
 
-func (s *Server) signedInAfterMAC(unix string) string {
+// signedInAfterMAC signs a marker's time for one authorization request: its client,
+// redirect URI and state, the app's own binding of the request to its user. A
+// marker taken from the login page of another request (anyone's: the page is
+// anyone's to open) does not count for this one, so a link cannot carry a marker
+// that turns prompt=login into "signed in since some login page was shown".
+func (s *Server) signedInAfterMAC(unix string, areq *oauth.AuthorizeRequest) string {
 	m := hmac.New(sha256.New, append([]byte("kubeoauth-signed-in-after:"), s.cfg.CookieSecret...))
-	m.Write([]byte(unix))
+	for _, part := range []string{unix, areq.ClientID, areq.RedirectURI, areq.State} {
+		m.Write([]byte(strconv.Itoa(len(part)) + ":" + part))
+	}
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// signedInAfterMarker marks a login page shown at t. Seconds, as the session
-// cookie keeps its sign-in time.
-func (s *Server) signedInAfterMarker(t time.Time) string {
+// signedInAfterMarker marks the login page of areq shown at t. Seconds, as the
+// session cookie keeps its sign-in time.
+func (s *Server) signedInAfterMarker(t time.Time, areq *oauth.AuthorizeRequest) string {
 	unix := strconv.FormatInt(t.Unix(), 10)
-	return unix + "." + s.signedInAfterMAC(unix)
+	return unix + "." + s.signedInAfterMAC(unix, areq)
 }
 
-// signedInAfter reads the request's marker, if it is ours and recent.
-func (s *Server) signedInAfter(r *http.Request, now time.Time) (time.Time, bool) {
+// signedInAfter reads the request's marker, if it is ours, for areq, and recent.
+func (s *Server) signedInAfter(r *http.Request, areq *oauth.AuthorizeRequest, now time.Time) (time.Time, bool) {
 	unix, mac, ok := strings.Cut(r.Form.Get(signedInAfterParam), ".")
-	if !ok || subtle.ConstantTimeCompare([]byte(mac), []byte(s.signedInAfterMAC(unix))) != 1 {
+	if !ok || subtle.ConstantTimeCompare([]byte(mac), []byte(s.signedInAfterMAC(unix, areq))) != 1 {
 		return time.Time{}, false
 	}
 	n, err := strconv.ParseInt(unix, 10, 64)
@@ -54,9 +61,9 @@ func (s *Server) signedInAfter(r *http.Request, now time.Time) (time.Time, bool)
 
 // loginReturn is where the login page shown for this authorization request goes
 // after the sign-in: the same request, marked with when the page was shown.
-func (s *Server) loginReturn(r *http.Request, now time.Time) string {
+func (s *Server) loginReturn(r *http.Request, areq *oauth.AuthorizeRequest, now time.Time) string {
 	q := authorizeQuery(r)
-	q.Set(signedInAfterParam, s.signedInAfterMarker(now))
+	q.Set(signedInAfterParam, s.signedInAfterMarker(now, areq))
 	return "/oauth2/auth?" + q.Encode()
 }
 
@@ -70,9 +77,10 @@ func (s *Server) loginReturn(r *http.Request, now time.Time) string {
 // authenticated (an upstream provider's auth_time may be older): a session started
 // after the login page was shown has been checked against prompt and max_age
 // already, at the provider's callback for an upstream user.
-func (s *Server) freshSignIn(r *http.Request, prompt []string, maxAge string,
+func (s *Server) freshSignIn(r *http.Request, areq *oauth.AuthorizeRequest, prompt []string,
 	signedInAt, authTime, now time.Time) (requestedAt time.Time, again bool) {
-	if t, ok := s.signedInAfter(r, now); ok && !signedInAt.Before(t) {
+	maxAge := areq.MaxAge
+	if t, ok := s.signedInAfter(r, areq, now); ok && !signedInAt.Before(t) {
 		return t, false
 	}
 	if slices.Contains(prompt, "login") {

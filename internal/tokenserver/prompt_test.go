@@ -1,6 +1,7 @@
 package tokenserver_test
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -40,10 +41,21 @@ func TestPromptLoginForcesASignIn(t *testing.T) {
 	if !strings.Contains(page, `action="/login"`) {
 		t.Fatalf("prompt=login with a forged sign-in marker: %.300s; want the login page", page)
 	}
+	// Nor can a real one, taken from the login page of another request (the
+	// attacker's own, say), once the user signed in after it.
+	m := regexp.MustCompile(`kubeoauth_signed_in_after=([0-9]+\.[A-Za-z0-9_-]+)`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the login page carries no sign-in marker: %.500s", page)
+	}
 	before := time.Now().Truncate(time.Second)
 	idt, _ := signInToApp(t, in, b, cfg, login)
 	if at := authTime(t, idt); at.Before(before) {
 		t.Errorf("auth_time %v is before the forced sign-in at %v", at, before)
+	}
+	_, page = b.get(cfg.AuthCodeURL("state-login-00003", login, oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+		oauth2.SetAuthURLParam("kubeoauth_signed_in_after", m[1])))
+	if !strings.Contains(page, `action="/login"`) {
+		t.Fatalf("prompt=login with the sign-in marker of another request: %.300s; want the login page", page)
 	}
 }
 
