@@ -89,7 +89,7 @@ func (p *Provider) continuePAR(r *http.Request, out *AuthorizeRequest) error {
 	// What the pages add to the request goes on with it: the consent form's fields,
 	// and the login page's sign-in marker (without it a pushed prompt=login would
 	// ask for a sign-in again and again).
-	for _, k := range []string{"csrf", "decision", SignedInAfterParam} {
+	for _, k := range []string{"csrf", "decision", SignedInAfterParam, SignedInForParam} {
 		if v, ok := r.Form[k]; ok {
 			form[k] = v
 		}
@@ -109,6 +109,11 @@ func (p *Provider) endPAR(ctx context.Context, areq *AuthorizeRequest) {
 // request it returns to: when it was shown, signed (prompt=login and max_age).
 const SignedInAfterParam = "kubeoauth_signed_in_after"
 
+// SignedInForParam is the same marker bound to its authorization request, which
+// this version reads; SignedInAfterParam, unbound, is still added for a version
+// before it that serves beside this one during an upgrade.
+const SignedInForParam = "kubeoauth_signed_in_for"
+
 // isPushed says whether r continues a pushed request.
 func isPushed(r *http.Request) bool { return strings.HasPrefix(r.Form.Get("request_uri"), parPrefix) }
 
@@ -122,7 +127,7 @@ func isPushed(r *http.Request) bool { return strings.HasPrefix(r.Form.Get("reque
 // FAPI 2.0 ignores the others, as here). r.Form must be parsed.
 func frontChannelOfPushed(r *http.Request) {
 	kept := url.Values{}
-	for _, k := range []string{"client_id", "request_uri", "csrf", "decision", SignedInAfterParam} {
+	for _, k := range []string{"client_id", "request_uri", "csrf", "decision", SignedInAfterParam, SignedInForParam} {
 		if v, ok := r.Form[k]; ok {
 			kept[k] = v
 		}

@@ -14,12 +14,21 @@ import (
 	"github.com/kubeoauth/kubeoauth/internal/oauth"
 )
 
-// signedInAfterParam is added to the authorization request that the login page
+// signedInForParam is added to the authorization request that the login page
 // returns to. It carries, signed, when that login page was shown: a session that
 // signed in since then is the fresh sign-in prompt=login and max_age asked for, and
 // is not sent to sign in once more (a request that still says prompt=login would
 // otherwise loop). fosite ignores parameters it does not know.
-const signedInAfterParam = oauth.SignedInAfterParam
+//
+// legacyMarkerParam carries the same time signed as versions before the binding to
+// the request (signedInAfterMAC) did, and is only written, never read: while such
+// a version serves beside this one in an upgrade, a login page of either color
+// returns to a request the other also takes, instead of asking again whenever the
+// next request lands on the other color.
+const (
+	signedInForParam  = oauth.SignedInForParam
+	legacyMarkerParam = oauth.SignedInAfterParam
+)
 
 // signedInAfterLifetime bounds how long a login page's marker counts: long enough to
 // sign in and consent, short enough that an old link cannot stretch max_age.
@@ -45,9 +54,18 @@ func (s *Server) signedInAfterMarker(t time.Time, areq *oauth.AuthorizeRequest) 
 	return unix + "." + s.signedInAfterMAC(unix, areq)
 }
 
+// legacyMarker is the marker of a login page shown at t as versions before the
+// binding to the request signed it (legacyMarkerParam).
+func (s *Server) legacyMarker(t time.Time) string {
+	unix := strconv.FormatInt(t.Unix(), 10)
+	m := hmac.New(sha256.New, append([]byte("kubeoauth-signed-in-after:"), s.cfg.CookieSecret...))
+	m.Write([]byte(unix))
+	return unix + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 // signedInAfter reads the request's marker, if it is ours, for areq, and recent.
 func (s *Server) signedInAfter(r *http.Request, areq *oauth.AuthorizeRequest, now time.Time) (time.Time, bool) {
-	unix, mac, ok := strings.Cut(r.Form.Get(signedInAfterParam), ".")
+	unix, mac, ok := strings.Cut(r.Form.Get(signedInForParam), ".")
 	if !ok || subtle.ConstantTimeCompare([]byte(mac), []byte(s.signedInAfterMAC(unix, areq))) != 1 {
 		return time.Time{}, false
 	}
@@ -63,7 +81,8 @@ func (s *Server) signedInAfter(r *http.Request, areq *oauth.AuthorizeRequest, no
 // after the sign-in: the same request, marked with when the page was shown.
 func (s *Server) loginReturn(r *http.Request, areq *oauth.AuthorizeRequest, now time.Time) string {
 	q := authorizeQuery(r)
-	q.Set(signedInAfterParam, s.signedInAfterMarker(now, areq))
+	q.Set(signedInForParam, s.signedInAfterMarker(now, areq))
+	q.Set(legacyMarkerParam, s.legacyMarker(now))
 	return "/oauth2/auth?" + q.Encode()
 }
 

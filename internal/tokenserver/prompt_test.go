@@ -37,15 +37,16 @@ func TestPromptLoginForcesASignIn(t *testing.T) {
 	}
 	// The marker the login page adds cannot be made up to skip the sign-in.
 	_, page = b.get(cfg.AuthCodeURL("state-login-00002", login, oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
-		oauth2.SetAuthURLParam("kubeoauth_signed_in_after", "1.forged")))
+		oauth2.SetAuthURLParam("kubeoauth_signed_in_for", "1.forged"), oauth2.SetAuthURLParam("kubeoauth_signed_in_after", "1.forged")))
 	if !strings.Contains(page, `action="/login"`) {
 		t.Fatalf("prompt=login with a forged sign-in marker: %.300s; want the login page", page)
 	}
 	// Nor can a real one, taken from the login page of another request (the
 	// attacker's own, say), once the user signed in after it.
-	m := regexp.MustCompile(`kubeoauth_signed_in_after=([0-9]+\.[A-Za-z0-9_-]+)`).FindStringSubmatch(page)
-	if m == nil {
-		t.Fatalf("the login page carries no sign-in marker: %.500s", page)
+	m := regexp.MustCompile(`kubeoauth_signed_in_for=([0-9]+\.[A-Za-z0-9_-]+)`).FindStringSubmatch(page)
+	legacy := regexp.MustCompile(`kubeoauth_signed_in_after=([0-9]+\.[A-Za-z0-9_-]+)`).FindStringSubmatch(page)
+	if m == nil || legacy == nil {
+		t.Fatalf("the login page carries no sign-in marker, or not the one a version before it reads: %.500s", page)
 	}
 	before := time.Now().Truncate(time.Second)
 	idt, _ := signInToApp(t, in, b, cfg, login)
@@ -53,9 +54,16 @@ func TestPromptLoginForcesASignIn(t *testing.T) {
 		t.Errorf("auth_time %v is before the forced sign-in at %v", at, before)
 	}
 	_, page = b.get(cfg.AuthCodeURL("state-login-00003", login, oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
-		oauth2.SetAuthURLParam("kubeoauth_signed_in_after", m[1])))
+		oauth2.SetAuthURLParam("kubeoauth_signed_in_for", m[1])))
 	if !strings.Contains(page, `action="/login"`) {
 		t.Fatalf("prompt=login with the sign-in marker of another request: %.300s; want the login page", page)
+	}
+	// The unbound marker is written for a version before this one during an upgrade,
+	// never read.
+	_, page = b.get(cfg.AuthCodeURL("state-login-00004", login, oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+		oauth2.SetAuthURLParam("kubeoauth_signed_in_after", legacy[1])))
+	if !strings.Contains(page, `action="/login"`) {
+		t.Fatalf("prompt=login with an unbound sign-in marker: %.300s; want the login page", page)
 	}
 }
 
