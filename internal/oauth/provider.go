@@ -337,13 +337,34 @@ func (p *Provider) Live(ctx context.Context, accessToken string) bool {
 	return err == nil
 }
 
-// Introspect serves RFC 7662 introspection; the caller authenticates as a client.
+// Introspect serves RFC 7662 introspection; the caller authenticates as a client,
+// with HTTP Basic, fosite's one client authentication there.
+//
+// fosite also takes any live access token as the caller's credentials (a bearer
+// Authorization header, or an access_token parameter): whoever holds one, a public
+// client's user included, could then learn of any token whose it is, for which
+// client and scopes. RFC 7662 wants the caller to be a protected resource the
+// server authorized, so such a request is refused (401). And a refresh token is
+// shown active to its own client only: it goes to no resource server, and another
+// client that learnt one (a tenant's, of another tenant's user) must not learn
+// from it.
 func (p *Provider) Introspect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if fosite.AccessTokenFromRequest(r) != "" {
+		p.f.WriteIntrospectionError(ctx, w, fosite.ErrRequestUnauthorized.WithHint(
+			"Authenticate as a client, with HTTP Basic: a bearer token is not taken as the caller's credentials here."))
+		return
+	}
 	ir, err := p.f.NewIntrospectionRequest(ctx, r, NewSession())
 	if err != nil {
 		p.f.WriteIntrospectionError(ctx, w, err)
 		return
+	}
+	if ir.GetTokenUse() == fosite.RefreshToken {
+		caller, _, _ := r.BasicAuth()
+		if id, err := url.QueryUnescape(caller); err != nil || id != ir.GetAccessRequester().GetClient().GetID() {
+			ir = &fosite.IntrospectionResponse{Active: false}
+		}
 	}
 	p.f.WriteIntrospectionResponse(ctx, w, ir)
 }

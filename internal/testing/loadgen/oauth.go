@@ -118,7 +118,7 @@ func (g *Generator) issue(body []byte, start time.Time, c Client, chain int, gra
 // introspect asks whether t is active; ok is false when the server gave no usable
 // answer (already recorded as a failure).
 func (g *Generator) introspect(ctx context.Context, kind Kind, t *token) (active, ok bool) {
-	status, body := g.post(ctx, kind, g.pooled, "/oauth2/introspect", g.cfg.Introspector, tokenForm(t), expectStatus(http.StatusOK))
+	status, body := g.post(ctx, kind, g.pooled, "/oauth2/introspect", g.introspector(t), tokenForm(t), expectStatus(http.StatusOK))
 	if status != http.StatusOK {
 		return false, false
 	}
@@ -129,6 +129,20 @@ func (g *Generator) introspect(ctx context.Context, kind Kind, t *token) (active
 		return false, false
 	}
 	return ir.Active, true
+}
+
+// introspector is the client that introspects t: the Introspector, as a resource
+// server would, for an access token; for a refresh token its own client, the only
+// one the server shows it active to.
+func (g *Generator) introspector(t *token) Client {
+	if t.refresh {
+		for _, c := range []Client{g.cfg.ChainClient, g.cfg.GrantClient, g.cfg.Machine} {
+			if c.ID == t.client {
+				return c
+			}
+		}
+	}
+	return g.cfg.Introspector
 }
 
 // userinfoRefused says whether /userinfo refuses the access token t (401), as it
