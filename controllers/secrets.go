@@ -32,8 +32,10 @@ const (
 )
 
 // CacheOptions are the manager's cache settings: no managedFields on any object;
-// of Services, StatefulSets, Jobs and EndpointSlices only the operator's; of Secrets
-// only metadata (see SecretReader). namespaces nil watches all.
+// of Pods, Services, StatefulSets, Deployments, Jobs and EndpointSlices only those
+// with the operator's label; of Secrets and ConfigMaps only metadata (see
+// SecretReader); of all of these only what the operator reads (slim). namespaces
+// nil watches all.
 func CacheOptions(namespaces map[string]cache.Config) cache.Options {
 	ourLabel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})
 	// Anyone who may create these kinds in a watched namespace may set the label:

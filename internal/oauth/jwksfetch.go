@@ -47,7 +47,6 @@ const (
 type guardedJWKS struct {
 	fosite.JWKSFetcherStrategy
 	log    *slog.Logger
-	now    func() time.Time
 	flight singleflight.Group
 
 	mu     sync.Mutex
@@ -64,7 +63,7 @@ type jwksOutcome struct {
 }
 
 func newGuardedJWKS(f fosite.JWKSFetcherStrategy, log *slog.Logger) *guardedJWKS {
-	return &guardedJWKS{JWKSFetcherStrategy: f, log: log, now: time.Now, recent: map[string]jwksOutcome{}}
+	return &guardedJWKS{JWKSFetcherStrategy: f, log: log, recent: map[string]jwksOutcome{}}
 }
 
 func (g *guardedJWKS) Resolve(ctx context.Context, location string, ignoreCache bool) (*jose.JSONWebKeySet, error) {
@@ -105,7 +104,7 @@ func (g *guardedJWKS) resolve(ctx context.Context, location string, ignoreCache 
 	ch := g.flight.DoChan(location+" "+strconv.FormatBool(ignoreCache), func() (any, error) {
 		set, err := g.JWKSFetcherStrategy.Resolve(context.WithoutCancel(ctx), location, ignoreCache)
 		if ignoreCache || err != nil {
-			g.remember(location, jwksOutcome{at: g.now(), set: set, err: err, forced: ignoreCache})
+			g.remember(location, jwksOutcome{at: time.Now(), set: set, err: err, forced: ignoreCache})
 		}
 		return set, err
 	})
@@ -124,7 +123,7 @@ func (g *guardedJWKS) lastOutcome(location string) (jwksOutcome, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	o, ok := g.recent[location]
-	return o, ok && g.now().Sub(o.at) < jwksRefetchAfter
+	return o, ok && time.Since(o.at) < jwksRefetchAfter
 }
 
 // remember keeps o for location; outcomes past jwksRefetchAfter are dropped when

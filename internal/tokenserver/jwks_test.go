@@ -44,25 +44,8 @@ func TestJWKSURIGuard(t *testing.T) {
 
 	token := func(in *instance) (int, string) {
 		t.Helper()
-		ctx := context.Background()
-		if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "signer", OwnerNamespace: "apps",
-			ClientMetadata: adminapi.ClientMetadata{Name: "Signer", GrantTypes: []string{"client_credentials"},
-				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: jwks.URL}}); err != nil {
-			t.Fatal(err)
-		}
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := time.Now()
-		assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: "signer", Subject: "signer",
-			Audience: jwt.Audience{in.URL + "/oauth2/token"}, ID: now.String(), IssuedAt: jwt.NewNumericDate(now),
-			Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		code, e, _ := assertClient(t, in, "signer", assertion)
+		jwksClient(t, in, "signer", "apps", jwks.URL)
+		code, e, _ := assertClient(t, in, "signer", rsAssertion(t, in, key, "signer", "k1"))
 		return code, e
 	}
 
@@ -116,24 +99,8 @@ func TestUnusableJWKSURIIsTheClientsFault(t *testing.T) {
 	for name, uri := range hosts {
 		t.Run(name, func(t *testing.T) {
 			id := "tenant-" + name
-			if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: "team-a",
-				ClientMetadata: adminapi.ClientMetadata{Name: "Tenant", GrantTypes: []string{"client_credentials"},
-					Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: uri}}); err != nil {
-				t.Fatal(err)
-			}
-			signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-				(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			now := time.Now()
-			assertion, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: id, Subject: id,
-				Audience: jwt.Audience{in.URL + "/oauth2/token"}, ID: now.String(), IssuedAt: jwt.NewNumericDate(now),
-				Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
-			if err != nil {
-				t.Fatal(err)
-			}
-			code, e, description := assertClient(t, in, id, assertion)
+			jwksClient(t, in, id, "team-a", uri)
+			code, e, description := assertClient(t, in, id, rsAssertion(t, in, key, id, "k1"))
 			if code != http.StatusUnauthorized || e != "invalid_client" {
 				t.Errorf("jwks_uri %s: %d %q, want 401 invalid_client", name, code, e)
 			}
@@ -223,26 +190,9 @@ func TestJWKSURIFetchesAreBounded(t *testing.T) {
 	defer flood.Close()
 
 	in := start(t, setup{jwksAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
-	assertion := func(id, kid string) string {
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := time.Now()
-		a, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: id, Subject: id, Audience: jwt.Audience{in.URL + "/oauth2/token"},
-			ID: rand.Text(), IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
+	assertion := func(id, kid string) string { return rsAssertion(t, in, key, id, kid) }
 	for id, uri := range map[string]string{"signer": jwks.URL, "flooder": flood.URL, "flaky": flaky.URL} {
-		if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: "apps",
-			ClientMetadata: adminapi.ClientMetadata{Name: "Signer", GrantTypes: []string{"client_credentials"},
-				Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: uri}}); err != nil {
-			t.Fatal(err)
-		}
+		jwksClient(t, in, id, "apps", uri)
 	}
 
 	const parallel = 24
@@ -296,4 +246,32 @@ func TestJWKSURIFetchesAreBounded(t *testing.T) {
 	if n := written.Load(); n >= endless {
 		t.Errorf("the server read %d bytes of an endless key set", n)
 	}
+}
+
+// jwksClient registers a private_key_jwt client id of owner whose keys are at uri.
+func jwksClient(t *testing.T, in *instance, id, owner, uri string) {
+	t.Helper()
+	if _, err := in.Admin.PutClient(context.Background(), &adminapi.Client{ID: id, OwnerNamespace: owner,
+		ClientMetadata: adminapi.ClientMetadata{Name: "Signer " + id, GrantTypes: []string{"client_credentials"},
+			Scopes: []string{"zones.read"}, TokenEndpointAuthMethod: "private_key_jwt", JWKSURI: uri}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rsAssertion is client id's RS256 client assertion for in's token endpoint,
+// signed by key under key ID kid.
+func rsAssertion(t *testing.T, in *instance, key *rsa.PrivateKey, id, kid string) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	a, err := jwt.Signed(signer).Claims(jwt.Claims{Issuer: id, Subject: id, Audience: jwt.Audience{in.URL + "/oauth2/token"},
+		ID: rand.Text(), IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Minute))}).CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

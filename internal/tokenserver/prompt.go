@@ -34,17 +34,24 @@ const (
 // sign in and consent, short enough that an old link cannot stretch max_age.
 const signedInAfterLifetime = time.Hour
 
+// markerMAC signs msg as the login page's markers are signed.
+func (s *Server) markerMAC(msg string) string {
+	m := hmac.New(sha256.New, append([]byte("kubeoauth-signed-in-after:"), s.cfg.CookieSecret...))
+	m.Write([]byte(msg))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
 // signedInAfterMAC signs a marker's time for one authorization request: its client,
 // redirect URI and state, the app's own binding of the request to its user. A
 // marker taken from the login page of another request (anyone's: the page is
 // anyone's to open) does not count for this one, so a link cannot carry a marker
 // that turns prompt=login into "signed in since some login page was shown".
 func (s *Server) signedInAfterMAC(unix string, areq *oauth.AuthorizeRequest) string {
-	m := hmac.New(sha256.New, append([]byte("kubeoauth-signed-in-after:"), s.cfg.CookieSecret...))
+	var msg strings.Builder
 	for _, part := range []string{unix, areq.ClientID, areq.RedirectURI, areq.State} {
-		m.Write([]byte(strconv.Itoa(len(part)) + ":" + part))
+		msg.WriteString(strconv.Itoa(len(part)) + ":" + part)
 	}
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return s.markerMAC(msg.String())
 }
 
 // signedInAfterMarker marks the login page of areq shown at t. Seconds, as the
@@ -55,12 +62,10 @@ func (s *Server) signedInAfterMarker(t time.Time, areq *oauth.AuthorizeRequest) 
 }
 
 // legacyMarker is the marker of a login page shown at t as versions before the
-// binding to the request signed it (legacyMarkerParam).
+// binding to the request signed it (legacyMarkerParam): the time alone.
 func (s *Server) legacyMarker(t time.Time) string {
 	unix := strconv.FormatInt(t.Unix(), 10)
-	m := hmac.New(sha256.New, append([]byte("kubeoauth-signed-in-after:"), s.cfg.CookieSecret...))
-	m.Write([]byte(unix))
-	return unix + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return unix + "." + s.markerMAC(unix)
 }
 
 // signedInAfter reads the request's marker, if it is ours, for areq, and recent.
