@@ -365,7 +365,8 @@ func (r *ConsentGrantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&oauthv1alpha1.OAuthClient{}, handler.EnqueueRequestsFromMapFunc(r.grantsOfClient)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.grantsInNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		// One tenant's backlog does not hold up the others' changes (newFairQueue).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, NewQueue: newFairQueue(mgr.GetLogger())}).
 		Named("consentgrant").Complete(r)
 }
 

@@ -70,7 +70,8 @@ func (r *OAuthClientReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// labels or annotations: they need no second pass. (Setting deletionTimestamp
 		// bumps the generation, so deletes still come through.)
 		For(&oauthv1alpha1.OAuthClient{}, builder.WithPredicates(specChanged)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		// One tenant's backlog does not hold up the others' changes (newFairQueue).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, NewQueue: newFairQueue(mgr.GetLogger())}).
 		// A Secret we own appears because we created it, in a pass that already used it:
 		// only its changes and deletion need another pass.
 		// Secrets as metadata only (see SecretReader): a user's Secret this client

@@ -23,6 +23,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	oauthv1alpha1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
+	// The operator's own metrics, registered in controller-runtime's registry as the
+	// manager, which imports the package, has them.
+	_ "github.com/kubeoauth/kubeoauth/controllers"
 	"github.com/kubeoauth/kubeoauth/internal/testing/testenv"
 	"github.com/kubeoauth/kubeoauth/internal/tokenserver"
 	"github.com/kubeoauth/kubeoauth/internal/upgrade"
