@@ -198,10 +198,19 @@ const forwardedHeader = "X-Kubeoauth-Forwarded"
 const forwardLoopWait = 2 * time.Second
 
 // isWrite tells the requests that may write: every method but GET and HEAD, and
-// the authorization endpoint, whose GET issues a code when consent was given
-// before.
+// the GETs that write: the authorization endpoint's (it issues a code when consent
+// was given before), the upstream provider's callback (it starts a sign-in session,
+// and the provider's code it carries works once: answered 503 by the guard, the
+// sign-in would be lost, not retried) and the end-session endpoint's (it ends one).
 func isWrite(r *http.Request) bool {
-	return r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Path == "/oauth2/auth"
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return true
+	}
+	switch r.URL.Path {
+	case "/oauth2/auth", upstreamCallbackPath, endSessionPath:
+		return true
+	}
+	return false
 }
 
 // fenced applies the fence to the public handler (admin false) or the admin one.
