@@ -784,6 +784,76 @@ func tableTexts(t *testing.T, db *sql.DB, table string) []string {
 	return out
 }
 
+// A table only one side has is left out of the replay, as a column is, and the
+// rest is carried: going back, one the newer version's migrations added and wrote
+// while it served; going forward, one its migrations dropped that the older
+// version still writes. Refused, it stopped every later pass, revocations with it.
+func TestReplayTablesOnOneSide(t *testing.T) {
+	ctx := context.Background()
+	ms := append(shop(), postgres.Migration{Version: 3, Name: "audit", Kind: postgres.Expand, Transaction: true,
+		SQL: `CREATE TABLE audit (id text PRIMARY KEY, what text NOT NULL)`})
+	src, dst, w := shopDatabases(t)
+	if _, err := postgres.CopyDatabase(ctx, src, dst, postgres.CopyOptions{UpgradeID: "u7", Migrations: ms}); err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.InstallCapture(ctx, dst, postgres.CaptureOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := postgres.Snapshot(ctx, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.StartReplay(ctx, src, "u7", postgres.DirectionBackward, snap, 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	gone := w.badges[0]
+	for _, q := range []string{`INSERT INTO audit (id, what) VALUES ('a1', 'served')`, `DELETE FROM badges WHERE id = '` + gone + `'`} {
+		if _, err := dst.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for pass := range 2 {
+		res, err := postgres.ReplayPass(ctx, dst, src, postgres.ReplayOptions{UpgradeID: "u7", Direction: postgres.DirectionBackward,
+			Migrations: ms})
+		if err != nil {
+			t.Fatalf("backward pass %d, a table only the copy has changed: %v", pass, err)
+		}
+		if res.Pending != 0 {
+			t.Errorf("backward pass %d: %d changes pending", pass, res.Pending)
+		}
+	}
+	if got := tableRows(t, src, "badges")[gone]; got != nil {
+		t.Errorf("the badge deleted on the copy is still in the original: %v", got)
+	}
+
+	// Forward: the copy lacks a table the original still writes.
+	if _, err := dst.Exec(`DROP TABLE audit`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Exec(`CREATE TABLE audit (id text PRIMARY KEY, what text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.InstallCapture(ctx, src, postgres.CaptureOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Exec(`INSERT INTO audit (id, what) VALUES ('a2', 'old side')`); err != nil {
+		t.Fatal(err)
+	}
+	if tableRows(t, dst, "badges")[w.badges[1]] == nil {
+		t.Fatalf("badge %s is not on the copy to begin with", w.badges[1])
+	}
+	if _, err := src.Exec(`DELETE FROM badges WHERE id = $1`, w.badges[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.ReplayPass(ctx, src, dst, postgres.ReplayOptions{UpgradeID: "u7", Direction: postgres.DirectionForward,
+		Migrations: ms}); err != nil {
+		t.Fatalf("forward, a table only the original has changed: %v", err)
+	}
+	if got := tableRows(t, dst, "badges")[w.badges[1]]; got != nil {
+		t.Errorf("the badge deleted on the original is still on the copy: %v", got)
+	}
+}
+
 // Across an expand migration, a row carries a column the other side lacks
 // (badges.color, added by 0003 on the copy): going back it is left out, since only
 // the new version uses it. A column the target lacks that a transform made up is

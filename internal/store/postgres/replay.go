@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,6 +139,9 @@ func ReplayPass(ctx context.Context, from, to *sql.DB, o ReplayOptions) (ReplayR
 			return res, err
 		}
 		res.Replayed = n
+		if len(r.leftOut) > 0 && o.Log != nil {
+			o.Log("left out the changes of tables only one side has: %s", strings.Join(r.leftOut, ", "))
+		}
 	}
 	if _, err := dst.ExecContext(ctx, `UPDATE kubeoauth_upgrade.replay SET since = $3, replayed = replayed + $4, updated_at = now()
 WHERE upgrade_id = $1 AND direction = $2`, o.UpgradeID, o.Direction, until, res.Replayed); err != nil {
@@ -253,18 +257,22 @@ func (r *replayer) apply(ctx context.Context, keys map[string][]json.RawMessage)
 	var order []tableInfo // to's foreign-key order, of the tables changed
 	for _, t := range toTables {
 		r.to[t.name] = t
-		if keys[t.name] != nil {
+		if _, onSource := r.from[t.name]; onSource && keys[t.name] != nil {
 			order = append(order, t)
 		}
 	}
+	// A table only one side has is left out, as a column is (see upserts): one the
+	// newer version's migrations added, going back, or dropped, going forward. Only
+	// the side that has it uses it. Refusing it instead stopped every later pass, so
+	// that nothing else was carried either: no revocation, no deleted grant.
+	r.leftOut = nil
 	for name := range keys {
-		if _, ok := r.from[name]; !ok {
-			return fmt.Errorf("replay: table %s changed on the source but is not there any more", name)
-		}
-		if _, ok := r.to[name]; !ok {
-			return fmt.Errorf("replay: table %s changed on the source has no counterpart on the target", name)
+		_, onSource := r.from[name]
+		if _, onTarget := r.to[name]; !onSource || !onTarget {
+			r.leftOut = append(r.leftOut, name)
 		}
 	}
+	slices.Sort(r.leftOut)
 	for i := len(order) - 1; i >= 0; i-- {
 		if err := r.deletes(ctx, order[i].name, keys[order[i].name]); err != nil {
 			return fmt.Errorf("replay: table %s: %w", order[i].name, err)
@@ -340,6 +348,8 @@ type replayer struct {
 	page     int
 	chain    map[string][]func(Row) (Row, error)
 	from, to map[string]tableInfo
+	// leftOut are the tables changed on the source that one side lacks.
+	leftOut []string
 }
 
 // keyMatch is the condition that a row t has the key of r, a record made of a key's
