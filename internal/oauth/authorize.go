@@ -3,6 +3,7 @@ package oauth
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/ory/fosite"
@@ -29,6 +30,9 @@ type AuthorizeRequest struct {
 	ar          fosite.AuthorizeRequester
 	// continuation is the request_uri that carries a pushed request across the pages.
 	continuation string
+	// inexact: the redirect URI matched a registered one only by fosite's loopback
+	// rule, and the client is not public (see registeredExactly).
+	inexact bool
 }
 
 // ErrPromptNoneAlone refuses prompt=none with other values (OpenID Connect Core
@@ -40,6 +44,9 @@ var ErrPromptNoneAlone = fosite.ErrInvalidRequest.WithHint("prompt=none cannot b
 // and with its own error page otherwise.
 func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	pushed := isPushed(r)
+	if err := requestObjectError(r.Form, pushed); err != nil {
+		return &AuthorizeRequest{}, err
+	}
 	if pushed {
 		frontChannelOfPushed(r)
 	}
@@ -57,6 +64,11 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 		}
 		out.Scopes = ar.GetRequestedScopes()
 	}
+	if err == nil && !registeredExactly(ar) {
+		out.inexact = true
+		err = fosite.ErrInvalidRequest.WithHint("The redirect_uri is not one registered for the client: " +
+			"another port of a loopback address is taken from public (native) clients only (RFC 8252 section 7.3).")
+	}
 	// fosite enforces PKCE only when it issues the code; refuse before the user signs
 	// in and consents for nothing.
 	if err == nil {
@@ -72,11 +84,45 @@ func (p *Provider) ParseAuthorize(r *http.Request) (*AuthorizeRequest, error) {
 	return out, err
 }
 
+// requestObjectError refuses OpenID Connect request objects (Core section 6), by
+// value or by reference: this server does not take them (discovery says so), and
+// fosite took an unsigned one ("alg": "none") from any client with keys, its claims
+// laid over parameters already checked. The only request_uri taken is a pushed
+// request's (PAR). Refused before fosite reads the request, so the user sees an
+// error page: nothing in such a request can be trusted to say where to send one.
+func requestObjectError(form url.Values, pushed bool) error {
+	if form.Get("request") != "" {
+		return fosite.ErrRequestNotSupported.WithHint(
+			"This server does not take request objects; send the parameters themselves, or push them (PAR).")
+	}
+	if !pushed && form.Get("request_uri") != "" {
+		return fosite.ErrRequestURINotSupported.WithHint(
+			"The only request_uri this server takes is one its pushed authorization request endpoint issued.")
+	}
+	return nil
+}
+
 // CanRedirect says whether an error may go back to the client: only to a redirect
 // URI registered for a known client. Otherwise the user must see an error page, and
 // never be sent to an address the request made up.
 func (a *AuthorizeRequest) CanRedirect() bool {
-	return a != nil && a.ar != nil && a.ar.GetClient() != nil && a.ar.IsRedirectURIValid()
+	return a != nil && !a.inexact && a.ar != nil && a.ar.GetClient() != nil && a.ar.IsRedirectURIValid()
+}
+
+// registeredExactly says whether ar's redirect URI is one registered for its
+// client, character for character, unless the client is public. fosite applies
+// RFC 8252's rule for native apps to every client: a loopback redirect URI matches
+// a registered one on any port (and either scheme). A native app picks its port
+// when it starts, so a public client keeps the rule; a confidential client is a
+// server with a fixed address, and on a machine users share any of them could
+// listen on another port and take its codes (or errors).
+func registeredExactly(ar fosite.AuthorizeRequester) bool {
+	c := ar.GetClient()
+	if c == nil || c.IsPublic() {
+		return true
+	}
+	raw := ar.GetRequestForm().Get("redirect_uri")
+	return raw == "" || slices.Contains(c.GetRedirectURIs(), raw)
 }
 
 // AuthorizeError answers an authorization request with err (RFC 6749 4.1.2.1).

@@ -34,6 +34,10 @@ func (p *Provider) RequirePAR() bool { return p.cfg.RequirePAR }
 // authorization request.
 func (p *Provider) PushedAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if err := r.ParseForm(); err == nil && r.PostForm.Get("request") != "" {
+		p.f.WritePushedAuthorizeError(ctx, w, nil, requestObjectError(r.PostForm, false))
+		return
+	}
 	ar, err := p.f.NewPushedAuthorizeRequest(ctx, r)
 	if err == nil {
 		// Refused here rather than after the user signed in for nothing.

@@ -2,8 +2,11 @@ package tokenserver_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v3"
 	"golang.org/x/oauth2"
 
 	"github.com/kubeoauth/kubeoauth/internal/adminapi"
@@ -268,5 +272,82 @@ func TestPushedAuthorizationIgnoresParametersBesideTheRequestURI(t *testing.T) {
 	if claims["nonce"] != nil || claims["acr"] != nil {
 		t.Errorf("the ID token carries nonce %v and acr %v; want neither: the client pushed none, they were added beside the request_uri",
 			claims["nonce"], claims["acr"])
+	}
+}
+
+// OpenID Connect request objects are refused, by value and by reference, and at
+// the pushed authorization request endpoint: fosite took an unsigned one ("alg":
+// "none") from any client with keys, its claims laid over parameters already
+// checked (a state, a NUL the input checks had refused). Discovery says so too.
+func TestRequestObjectsAreRefused(t *testing.T) {
+	ctx := context.Background()
+	in := start(t, setup{})
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Admin.PutClient(ctx, &adminapi.Client{ID: "signer", OwnerNamespace: "team-a",
+		ClientMetadata: adminapi.ClientMetadata{Name: "Signer", GrantTypes: []string{"authorization_code"},
+			RedirectURIs: []string{redirectURI}, Scopes: []string{"openid", "zones.read"},
+			TokenEndpointAuthMethod: "private_key_jwt", JWKS: jwks}}); err != nil {
+		t.Fatal(err)
+	}
+	unsigned := func(claims map[string]any) string {
+		head := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
+		body, _ := json.Marshal(claims)
+		return head + "." + base64.RawURLEncoding.EncodeToString(body) + "."
+	}
+	verifier := oauth2.GenerateVerifier()
+	base := url.Values{"response_type": {"code"}, "client_id": {"signer"}, "redirect_uri": {redirectURI},
+		"scope": {"openid zones.read"}, "state": {"state-request-object-1"},
+		"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}
+	withParam := func(k, v string) string {
+		q := url.Values{}
+		for key, vals := range base {
+			q[key] = vals
+		}
+		q.Set(k, v)
+		return in.URL + "/oauth2/auth?" + q.Encode()
+	}
+	b := newBrowser(t)
+	for _, c := range []struct{ name, url, want string }{
+		{"an unsigned request object", withParam("request", unsigned(map[string]any{"state": "state-from-the-jwt-xyz"})), "does not take request objects"},
+		{"a request object with a NUL", withParam("request", unsigned(map[string]any{"login_hint": "a\x00b"})), "does not take request objects"},
+		{"a request_uri not pushed here", withParam("request_uri", "https://evil.example/ Your account is locked"), "The only request_uri"},
+	} {
+		resp, page := b.get(c.url)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, c.want) {
+			t.Errorf("%s: %d %.300s; want 400 saying %q", c.name, resp.StatusCode, page, c.want)
+		}
+		if strings.Contains(page, "Your account is locked") {
+			t.Errorf("%s: the page repeats the request's text: %.300s", c.name, page)
+		}
+	}
+
+	form := parForm("state-request-object-2", verifier)
+	form.Set("request", unsigned(map[string]any{"state": "state-from-the-jwt-xyz"}))
+	req, _ := http.NewRequest(http.MethodPost, in.URL+"/oauth2/par", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "request_not_supported") {
+		t.Errorf("a pushed request object: %d %s; want 400 request_not_supported", resp.StatusCode, body)
+	}
+
+	var disco map[string]any
+	if code := getJSON(t, in.URL+"/.well-known/openid-configuration", &disco); code != http.StatusOK {
+		t.Fatalf("discovery: %d", code)
+	}
+	if disco["request_parameter_supported"] != false || disco["request_uri_parameter_supported"] != false {
+		t.Errorf("discovery: request_parameter_supported %v, request_uri_parameter_supported %v; want false and false",
+			disco["request_parameter_supported"], disco["request_uri_parameter_supported"])
 	}
 }

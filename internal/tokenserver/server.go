@@ -247,6 +247,10 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 		"id_token_signing_alg_values_supported": []string{s.cfg.SigningAlgorithm},
 		"token_endpoint_auth_methods_supported": knownAuthMethods,
 		"code_challenge_methods_supported":      []string{"S256"},
+		// OpenID Connect request objects are refused (oauth.ParseAuthorize); a
+		// missing request_uri_parameter_supported would mean true.
+		"request_parameter_supported":     false,
+		"request_uri_parameter_supported": false,
 		// RFC 9207: authorization responses carry iss, against mix-up attacks.
 		"authorization_response_iss_parameter_supported": true,
 		"scopes_supported":                                 s.scopesSupported(),

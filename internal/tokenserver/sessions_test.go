@@ -458,6 +458,11 @@ func TestAuthorizeErrorsAreReadablePages(t *testing.T) {
 		"unknown client":           {ClientID: "no-such-app", RedirectURL: redirectURI, Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}},
 		"unregistered redirect":    {ClientID: "grafana", ClientSecret: secret, RedirectURL: "https://evil.example/cb", Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}},
 		"redirect with extra path": {ClientID: "grafana", ClientSecret: secret, RedirectURL: redirectURI + "/x", Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}},
+		// RFC 8252's any-port loopback rule is for native apps (public clients): a
+		// confidential client's server has its address, and anyone else on the
+		// machine could listen on another port.
+		"another loopback port, confidential client": {ClientID: "grafana", ClientSecret: secret,
+			RedirectURL: "http://127.0.0.1:6666/callback", Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			resp, page := newBrowser(t).get(cfg.AuthCodeURL("state-bad-000001", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
@@ -467,6 +472,13 @@ func TestAuthorizeErrorsAreReadablePages(t *testing.T) {
 					resp.header.Get("Location"), page)
 			}
 		})
+	}
+	// A native app (public client) picks its loopback port as it starts.
+	publicClient(t, in, "cli")
+	cli := &oauth2.Config{ClientID: "cli", RedirectURL: "http://127.0.0.1:6666/callback", Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}}
+	resp, page := newBrowser(t).get(cli.AuthCodeURL("state-native-0001", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `name="password"`) {
+		t.Errorf("a public client on another loopback port: %d %.300s; want the sign-in page", resp.StatusCode, page)
 	}
 }
 
