@@ -42,8 +42,8 @@ const perNamespaceQueued = 2
 // once, with their delay, as before: a client's scheduled look is not work it
 // competes with. controller-runtime has no such queue (its priority queue orders by
 // priority and age only), hence this one.
-func newFairQueue(log logr.Logger) func(string, workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
-	return func(name string, rl workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+func newFairQueue(log logr.Logger) func(string, workqueue.TypedRateLimiter[reconcile.Request]) requestQueue {
+	return func(name string, rl workqueue.TypedRateLimiter[reconcile.Request]) requestQueue {
 		f := wrapFair(priorityqueue.New(name, func(o *priorityqueue.Opts[reconcile.Request]) {
 			o.Log = log.WithValues("controller", name)
 			o.RateLimiter = rl
@@ -52,6 +52,9 @@ func newFairQueue(log logr.Logger) func(string, workqueue.TypedRateLimiter[recon
 		return f
 	}
 }
+
+// requestQueue is a controller's work queue.
+type requestQueue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 
 // wrapFair makes q fair between namespaces (see newFairQueue).
 func wrapFair(q priorityqueue.PriorityQueue[reconcile.Request]) *fairQueue {

@@ -57,7 +57,7 @@ func TestFairQueueServesAQuietNamespaceFirst(t *testing.T) {
 	if l := q.Len(); l != n+1 {
 		t.Fatalf("Len() = %d, want %d (the waiting items count)", l, n+1)
 	}
-	var order []reconcile.Request
+	order := make([]reconcile.Request, 0, n+1)
 	for range n + 1 {
 		order = append(order, take(t, q))
 	}

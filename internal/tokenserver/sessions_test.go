@@ -474,8 +474,8 @@ func TestAuthorizeErrorsAreReadablePages(t *testing.T) {
 		})
 	}
 	// A native app (public client) picks its loopback port as it starts.
-	publicClient(t, in, "cli")
-	cli := &oauth2.Config{ClientID: "cli", RedirectURL: "http://127.0.0.1:6666/callback", Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}}
+	publicClient(t, in, "native-app")
+	cli := &oauth2.Config{ClientID: "native-app", RedirectURL: "http://127.0.0.1:6666/callback", Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/oauth2/auth"}}
 	resp, page := newBrowser(t).get(cli.AuthCodeURL("state-native-0001", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `name="password"`) {
 		t.Errorf("a public client on another loopback port: %d %.300s; want the sign-in page", resp.StatusCode, page)
