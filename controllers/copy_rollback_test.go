@@ -9,6 +9,7 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -94,4 +95,55 @@ func TestCopyCutoverJobDeletedIsMadeAgain(t *testing.T) {
 	if u := fresh(t, ts); u.Copy.CutoverAt != nil {
 		t.Errorf("rolled back with cutoverAt %v", u.Copy.CutoverAt)
 	}
+}
+
+// TestCopyRollbackDuringCopyWaitsForTheCopyPod: a rollback while the copy runs
+// deletes the copy Job; its pod terminates on its own time (a real one may be
+// retrying its capture install, or creating the copy's database). The cleanup,
+// which removes the capture and drops the copy, waits until that pod is gone:
+// run earlier, the pod could put the capture back after it.
+func TestCopyRollbackDuringCopyWaitsForTheCopyPod(t *testing.T) {
+	ctx := context.Background()
+	advanceOperatorClock(t)
+	ts, k := upgradeServer(t, "rbcopypod", nil)
+	ns := ts.Namespace
+	setImage(t, ts, imageV2)
+	k.release("plan", jobOutcome{message: planCopy})
+	waitPhase(t, ts, oauthv1alpha1.UpgradeCopying)
+	id := ts.Status.Upgrade.ID
+	var job batchv1.Job
+	get(t, ns, upgrade.JobName("auth", id, upgrade.JobCopy), &job)
+	// The Job's running pod, as the Job controller made it; a finalizer stands for
+	// the time it takes to stop.
+	pod := jobPod(&job)
+	pod.Finalizers = []string{"kubeoauth.test/stopping"}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { releasePod(pod) })
+	update(t, ts, func() { metav1.SetMetaDataAnnotation(&ts.ObjectMeta, oauthv1alpha1.AnnotationRollback, id) })
+	waitRolledBack(t, ts)
+	cleanup := upgrade.JobName("auth", id, upgrade.JobCleanup)
+	eventually(t, 20*time.Second, "the copy Job gone, its pod terminating", func() bool {
+		var p corev1.Pod
+		return !slices.Contains(jobNames(t, ns), job.Name) &&
+			k8s.Get(ctx, client.ObjectKeyFromObject(pod), &p) == nil && p.DeletionTimestamp != nil
+	}, func() string { return fmt.Sprintf("Jobs %v", jobNames(t, ns)) })
+	poke(t, ts)
+	time.Sleep(3 * time.Second)
+	if slices.Contains(jobNames(t, ns), cleanup) {
+		t.Fatalf("the cleanup Job %s was made while the copy Job's pod was still terminating", cleanup)
+	}
+	releasePod(pod)
+	waitCleanupJob(t, ts, id, "auth-db", "kubeoauth_"+id)
+}
+
+// releasePod lets a pod held by the test's finalizer go.
+func releasePod(pod *corev1.Pod) {
+	var p corev1.Pod
+	if k8s.Get(context.Background(), client.ObjectKeyFromObject(pod), &p) != nil {
+		return
+	}
+	p.Finalizers = nil
+	_ = k8s.Update(context.Background(), &p)
 }

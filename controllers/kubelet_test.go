@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -333,11 +334,28 @@ func failedCreate(ctx context.Context, sts *appsv1.StatefulSet, pod string, refu
 }
 
 // jobsPass ends the released Jobs: a pod with the termination message, then the
-// Job's conditions, as the Job controller and the kubelet would.
+// Job's conditions, as the Job controller and the kubelet would; and deletes the
+// pods of Jobs that are gone, as the garbage collector would (envtest runs none).
 func (k *fakeKubelet) jobsPass(ctx context.Context) error {
 	var jobs batchv1.JobList
 	if err := k8s.List(ctx, &jobs, client.InNamespace(k.ns)); err != nil {
 		return err
+	}
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace(k.ns)); err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for i := range jobs.Items {
+		live[string(jobs.Items[i].UID)] = true
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if c := metav1.GetControllerOf(pod); c != nil && c.Kind == "Job" && !live[string(c.UID)] && pod.DeletionTimestamp == nil {
+			if err := k8s.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+		}
 	}
 	for i := range jobs.Items {
 		job := &jobs.Items[i]
@@ -360,11 +378,7 @@ func (k *fakeKubelet) jobsPass(ctx context.Context) error {
 		if o.failed {
 			exit, phase = max(o.exit, 1), corev1.PodFailed
 		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: job.Name + "-x",
-			Labels: map[string]string{batchv1.JobNameLabel: job.Name, resources.LabelManagedBy: resources.ManagedBy,
-				resources.LabelInstance: job.Labels[resources.LabelInstance]},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
-			Spec: *job.Spec.Template.Spec.DeepCopy()}
+		pod := jobPod(job)
 		if err := k8s.Create(ctx, pod); client.IgnoreAlreadyExists(err) != nil {
 			return err
 		}
@@ -390,6 +404,19 @@ func (k *fakeKubelet) jobsPass(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// jobPod is a pod of job as the Job controller makes it: the template's labels and
+// the Job's name among them, the Job its controller.
+func jobPod(job *batchv1.Job) *corev1.Pod {
+	podLabels := map[string]string{}
+	maps.Copy(podLabels, job.Spec.Template.Labels)
+	podLabels[batchv1.JobNameLabel] = job.Name
+	podLabels[resources.LabelManagedBy] = resources.ManagedBy
+	podLabels[resources.LabelInstance] = job.Labels[resources.LabelInstance]
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name + "-x", Labels: podLabels,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
+		Spec: *job.Spec.Template.Spec.DeepCopy()}
 }
 
 // slices keeps one EndpointSlice per token server Service, as the EndpointSlice

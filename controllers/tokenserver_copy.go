@@ -99,13 +99,34 @@ const lostPodAfter = time.Minute
 // (one may still finish a pass), but not those on a lost node, which stay for
 // good: the cleanup that waits for them would wait forever.
 func (r *TokenServerReconciler) replayPods(ctx context.Context, ts *oauthv1alpha1.TokenServer, now time.Time) (int, error) {
+	return r.livePods(ctx, ts, resources.ReplaySelector(ts), "", now)
+}
+
+// jobPods counts, as replayPods does, the pods of ts's Job name that may still run:
+// those of its Jobs' pods (one label for all) whose controller is that Job, and
+// that have not ended (a finished Job keeps its pods).
+func (r *TokenServerReconciler) jobPods(ctx context.Context, ts *oauthv1alpha1.TokenServer, name string, now time.Time) (int, error) {
+	return r.livePods(ctx, ts, resources.JobPodSelector(ts), name, now)
+}
+
+// livePods counts the pods of ts matching sel (and, if job is set, whose controller
+// is that Job and that have not ended) that are not on a lost node.
+func (r *TokenServerReconciler) livePods(ctx context.Context, ts *oauthv1alpha1.TokenServer, sel map[string]string, job string,
+	now time.Time) (int, error) {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(resources.ReplaySelector(ts))); err != nil {
-		return 0, fmt.Errorf("list the replay pods: %w", err)
+	if err := r.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(sel)); err != nil {
+		return 0, fmt.Errorf("list pods: %w", err)
 	}
 	n := 0
 	for i := range pods.Items {
-		if d := pods.Items[i].DeletionTimestamp; d == nil || now.Before(d.Add(lostPodAfter)) {
+		p := &pods.Items[i]
+		if job != "" {
+			if c := metav1.GetControllerOf(p); c == nil || c.Kind != "Job" || c.Name != job ||
+				p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+		}
+		if d := p.DeletionTimestamp; d == nil || now.Before(d.Add(lostPodAfter)) {
 			n++
 		}
 	}
@@ -185,12 +206,12 @@ func (r *TokenServerReconciler) applyReplays(ctx context.Context, ts *oauthv1alp
 	return nil
 }
 
-// scrapeReplay reads the forward replay's figures from its ready pod's metrics;
-// nil when there is none or they cannot be read (Replaying then waits).
+// scrapeReplay reads the figures of the replay in direction from its ready pod's
+// metrics; nil when there is none or they cannot be read (Replaying then waits).
 func (r *TokenServerReconciler) scrapeReplay(ctx context.Context, ts *oauthv1alpha1.TokenServer,
-	u *oauthv1alpha1.UpgradeStatus) *upgrade.ReplayFigures {
+	u *oauthv1alpha1.UpgradeStatus, direction string) *upgrade.ReplayFigures {
 	sel := resources.ReplaySelector(ts)
-	sel[resources.LabelReplay] = upgrade.ReplayName(ts.Name, u.ID, upgrade.Forward)
+	sel[resources.LabelReplay] = upgrade.ReplayName(ts.Name, u.ID, direction)
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(ts.Namespace), client.MatchingLabels(sel)); err != nil {
 		log.FromContext(ctx).Info("the replay's pods could not be listed", "error", err.Error())

@@ -104,9 +104,11 @@ func caughtUp(t *testing.T, ts *oauthv1alpha1.TokenServer, k *fakeKubelet) {
 }
 
 // waitCleanupJob waits for the ended upgrade's cleanup Job and checks what it
-// runs: `db cleanup` on the Secret dsn (mounted as the db volume) with image,
-// the bundled copy dropped when drop names it.
-func waitCleanupJob(t *testing.T, ts *oauthv1alpha1.TokenServer, id, image, dsn, drop string) string {
+// runs: `db cleanup` on the Secret dsn (mounted as the db volume) with the new
+// image (the old may predate db cleanup), the bundled copy dropped when drop
+// names it.
+func waitCleanupJob(t *testing.T, ts *oauthv1alpha1.TokenServer, id, dsn, drop string) string {
+	const image = imageV2
 	t.Helper()
 	name := upgrade.JobName("auth", id, upgrade.JobCleanup)
 	eventually(t, 20*time.Second, "the cleanup Job", func() bool { return slices.Contains(jobNames(t, ts.Namespace), name) },
@@ -262,7 +264,7 @@ func TestCopyUpgrade(t *testing.T) {
 	// The cleanup, once the backward replay's pod is gone: on the copy that serves,
 	// with the new image, dropping nothing (the old database is kept). It fails:
 	// recorded, and the upgrade stays Completed, not Degraded.
-	cleanup := waitCleanupJob(t, ts, id, imageV2, copySecret, "")
+	cleanup := waitCleanupJob(t, ts, id, copySecret, "")
 	waitCleanup(t, ts, upgrade.CleanupRunning)
 	k.release("cleanup", jobOutcome{failed: true, message: "lock timeout on tokens"})
 	waitCleanup(t, ts, upgrade.CleanupFailedPrefix)
@@ -394,7 +396,7 @@ func TestCopyRollbackBeforeCutover(t *testing.T) {
 	}
 	// The cleanup: on blue's database, with the new image (the old may predate db cleanup), the bundled copy
 	// dropped; the rollback's record stays as it was.
-	waitCleanupJob(t, ts, id, imageV2, "auth-db", "kubeoauth_"+id)
+	waitCleanupJob(t, ts, id, "auth-db", "kubeoauth_"+id)
 	k.release("cleanup", jobOutcome{})
 	waitCleanup(t, ts, upgrade.CleanupDone)
 	if ts.Status.Upgrade.Phase != oauthv1alpha1.UpgradeRolledBack || ts.Status.Upgrade.Reason != upgrade.ReasonRollbackAsked {
@@ -469,7 +471,7 @@ func TestCopyRollbackAfterCutover(t *testing.T) {
 
 	// The cleanup: on blue's own database (never the copy), with the old image that
 	// serves, the bundled copy dropped. A failure leaves the rollback as it was.
-	waitCleanupJob(t, ts, id, imageV2, "auth-db", "kubeoauth_"+id)
+	waitCleanupJob(t, ts, id, "auth-db", "kubeoauth_"+id)
 	k.release("cleanup", jobOutcome{failed: true, message: "could not drop"})
 	waitCleanup(t, ts, upgrade.CleanupFailedPrefix)
 	if u := ts.Status.Upgrade; u.Phase != oauthv1alpha1.UpgradeRolledBack || !u.Copy.CutBack {

@@ -242,11 +242,18 @@ func (r *TokenServerReconciler) observe(ctx context.Context, ts *oauthv1alpha1.T
 			if o.ReplayPods, err = r.replayPods(ctx, ts, r.Clock.Now()); err != nil {
 				return o, nil, err
 			}
+			if o.CopyPods, err = r.jobPods(ctx, ts, upgrade.JobName(ts.Name, u.ID, upgrade.JobCopy), r.Clock.Now()); err != nil {
+				return o, nil, err
+			}
 		}
 		switch {
 		case u.Copy != nil && (u.Phase == oauthv1alpha1.UpgradeReplaying || u.Phase == oauthv1alpha1.UpgradePaused):
 			// Paused too: a promotion goes through the same gate, on fresh figures.
-			o.Replay = r.scrapeReplay(ctx, ts, u)
+			o.Replay = r.scrapeReplay(ctx, ts, u, upgrade.Forward)
+		case u.Copy != nil && u.Copy.CutoverAt != nil && !u.Copy.CutBack && (u.Phase == oauthv1alpha1.UpgradeScalingDown ||
+			u.Phase == oauthv1alpha1.UpgradeRollbackWindow || u.Phase == oauthv1alpha1.UpgradeRollingBack):
+			// After the cutover: whether a rollback has the new version's writes.
+			o.Replay = r.scrapeReplay(ctx, ts, u, upgrade.Backward)
 		case u.Phase == oauthv1alpha1.UpgradeVerifying, u.Phase == oauthv1alpha1.UpgradePaused, u.Phase == oauthv1alpha1.UpgradePromoting:
 			o.Metrics = scrapeColor(ctx, pods, ips, upgrade.Color(u.ToColor))
 		}

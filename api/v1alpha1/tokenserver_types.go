@@ -913,8 +913,11 @@ type UpgradeCopyStatus struct {
 	// rowsCopied by the copy Job.
 	// +optional
 	RowsCopied int64 `json:"rowsCopied,omitempty"`
-	// replayPending: the changes the old version took that the replay has not
-	// applied to the copy yet, as the replay last reported.
+	// replayPending: the changes the serving version took that the replay has not
+	// applied to the other database yet, as the replay last reported: before the
+	// cutover the forward replay's (the old version's writes onto the copy), after
+	// it the backward replay's (the new version's onto the old database, which a
+	// rollback needs).
 	// +optional
 	ReplayPending int64 `json:"replayPending,omitempty"`
 	// replayLagSeconds: the age of the oldest of them, in seconds, such as "0.4".

@@ -7,5 +7,5 @@ package main
 var crdSchemaDigests = map[string]string{
 	"consentgrants.oauth.kubeoauth.io": "ff313ed67ff1748dcbc764d89ab0661042813db437a14eeb671f3ffd84d3176d",
 	"oauthclients.oauth.kubeoauth.io":  "80470a3015bc54c025a969bd6170437cdb6e61ee50f2a32b3efb00aecc8b18cb",
-	"tokenservers.oauth.kubeoauth.io":  "02b3682fd4849ec802c7e4ea92f32489538e4fc84e4252b6aee297fae4f2513f",
+	"tokenservers.oauth.kubeoauth.io":  "1195a6167c019313d0129d791798786ed2668155261179ed59317d103bd22364",
 }

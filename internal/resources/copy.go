@@ -229,3 +229,9 @@ func ReplayDeployment(ts *oauthv1alpha1.TokenServer, name, image, id, direction 
 func ReplaySelector(ts *oauthv1alpha1.TokenServer) map[string]string {
 	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentReplay}
 }
+
+// JobPodSelector selects the pods of ts's migration, copy, cutover and cleanup Jobs
+// (the Job that made one is its controller).
+func JobPodSelector(ts *oauthv1alpha1.TokenServer) map[string]string {
+	return map[string]string{LabelInstance: ts.Name, LabelComponent: componentMigrations}
+}

@@ -72,6 +72,9 @@ func TestCopyCleanup(t *testing.T) {
 		"completed, the backward replay's pod still there: waits": {
 			with(copyEnded(v1.UpgradeCompleted, false, "", JobAbsent), func(o *Observed) { o.ReplayPods = 1 }),
 			want{phase: v1.UpgradeCompleted}},
+		"rolled back during the copy, the deleted copy Job's pod still terminating: waits": {
+			with(copyEnded(v1.UpgradeRolledBack, false, "", JobAbsent), func(o *Observed) { o.CopyPods = 1 }),
+			want{phase: v1.UpgradeRolledBack}},
 		"completed: the Job on the copy that serves, with the new image, dropping nothing": {
 			copyEnded(v1.UpgradeCompleted, false, "", JobAbsent), want{phase: v1.UpgradeCompleted, cleanup: CleanupRunning, job: onCopy}},
 		"completed: the Job runs": {copyEnded(v1.UpgradeCompleted, false, CleanupRunning, JobRunning),

@@ -55,6 +55,9 @@ func (m *machine) copyStep() (moved, ok bool) {
 	if u.Copy == nil {
 		return false, false
 	}
+	if m.backwardRuns() {
+		m.backwardFigures()
+	}
 	switch u.Phase {
 	case oauthv1alpha1.UpgradeCopying:
 		return m.afterJob(JobCopy, m.copied, ReasonCopyFailed, "the copy of the database failed"), true
@@ -143,6 +146,45 @@ func (m *machine) copied() {
 	}
 	m.enter(oauthv1alpha1.UpgradeDeploying, fmt.Sprintf("%d rows copied; bringing up %d pods of %s on the copy, "+
 		"and the replay of %s's writes onto it", u.Copy.RowsCopied, u.Steps, u.ToImage, u.FromImage))
+}
+
+// backwardMaxLag: a backward replay whose oldest pending change is older than this
+// is behind. Its passes run every few seconds; a minute means they fail.
+const backwardMaxLag = time.Minute
+
+// backwardRuns: the cutover happened and no cut back did, so the backward replay
+// carries the new version's writes to the old database, which a rollback needs.
+func (m *machine) backwardRuns() bool {
+	u := m.st.Upgrade
+	switch u.Phase {
+	case oauthv1alpha1.UpgradeScalingDown, oauthv1alpha1.UpgradeRollbackWindow, oauthv1alpha1.UpgradeRollingBack:
+		return u.Copy.CutoverAt != nil && !u.Copy.CutBack
+	}
+	return false
+}
+
+// backwardFigures records the backward replay's figures in the fields the forward
+// replay's held before the cutover, and warns once as it falls behind: a rollback
+// then waits for it to catch up (the cut back drains the rest within its lease),
+// and for good while its passes fail (see the replay pod's logs). Without figures
+// (its pod not ready, its metrics unreadable) the last ones stay.
+func (m *machine) backwardFigures() {
+	c := m.st.Upgrade.Copy
+	f := m.o.Replay
+	if f == nil {
+		return
+	}
+	wasBehind := false
+	if lag, err := strconv.ParseFloat(c.ReplayLagSeconds, 64); err == nil {
+		wasBehind = lag > backwardMaxLag.Seconds()
+	}
+	c.ReplayPending, c.ReplayLagSeconds = f.Pending, strconv.FormatFloat(f.Lag.Seconds(), 'f', 1, 64)
+	if f.Lag > backwardMaxLag && !wasBehind {
+		m.event(corev1.EventTypeWarning, ReasonBackwardReplayBehind, "the backward replay (Deployment %s) is %d changes and %s "+
+			"behind: the new version's writes are not reaching the old database, and a rollback waits until they do. "+
+			"Its pod's logs say why (kubeoauth_replay_errors_total counts its failed passes)",
+			ReplayName(m.o.Name, m.st.Upgrade.ID, Backward), f.Pending, f.Lag.Round(time.Second))
+	}
 }
 
 // replaying records the replay's figures and cuts over once the new color is
@@ -397,9 +439,10 @@ func (m *machine) cleanupOwed() bool {
 
 // cleanupReady: nothing of the upgrade still writes what the cleanup removes: no
 // replay pod left (a deleted Deployment's pod finishes its pass first), no copy
-// Job running (see staleJobs).
+// Job running (see staleJobs), and no pod of one left (a deleted Job's pod may
+// still be installing the capture the cleanup would remove).
 func (m *machine) cleanupReady() bool {
-	return m.o.ReplayPods == 0 && m.job(JobCopy).State != JobRunning
+	return m.o.ReplayPods == 0 && m.o.CopyPods == 0 && m.job(JobCopy).State != JobRunning
 }
 
 // cleanupStep records the cleanup Job's state in status.upgrade.copy.cleanup,

@@ -3,8 +3,11 @@ package upgrade
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/kubeoauth/kubeoauth/api/v1alpha1"
 )
@@ -257,6 +260,35 @@ func TestCopyDatabases(t *testing.T) {
 	d = Next(with(atCopy(v1.UpgradeReplaying, 3), func(o *Observed) { o.Replay = &ReplayFigures{Pending: 420, Lag: 1500 * time.Millisecond} }), t0)
 	if c := d.Status.Upgrade.Copy; c.ReplayPending != 420 || c.ReplayLagSeconds != "1.5" || c.RowsCopied != 1234 {
 		t.Errorf("status.upgrade.copy %+v", c)
+	}
+	// After the cutover, the backward replay's figures take their place; falling
+	// behind is warned of once.
+	behind := func(lag time.Duration) func(*Observed) {
+		return func(o *Observed) { o.Replay = &ReplayFigures{Pending: 77, Lag: lag} }
+	}
+	warned := func(d Decision) int {
+		n := 0
+		for _, e := range d.Events {
+			if e.Reason == ReasonBackwardReplayBehind && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "auth-"+id+"-replay-back") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, p := range []v1.UpgradePhase{v1.UpgradeScalingDown, v1.UpgradeRollbackWindow} {
+		d = Next(with(atCopy(p, 3), behind(2*time.Second)), t0)
+		if c := d.Status.Upgrade.Copy; c.ReplayPending != 77 || c.ReplayLagSeconds != "2.0" || warned(d) != 0 {
+			t.Errorf("%s, the backward replay current: copy %+v, events %v", p, c, d.Events)
+		}
+		d = Next(with(atCopy(p, 3), behind(10*time.Minute)), t0)
+		if c := d.Status.Upgrade.Copy; c.ReplayLagSeconds != "600.0" || warned(d) != 1 {
+			t.Errorf("%s, the backward replay 10 minutes behind: copy %+v, events %v; want one BackwardReplayBehind", p, c, d.Events)
+		}
+		again := with(atCopy(p, 3), behind(11*time.Minute))
+		again.Status.Upgrade.Copy.ReplayLagSeconds = "600.0"
+		if d = Next(again, t0); warned(d) != 0 {
+			t.Errorf("%s, still behind: warned again: %v", p, d.Events)
+		}
 	}
 	d = Next(with(atCopy(v1.UpgradeCuttingOver, 3), func(o *Observed) { o.Jobs[JobCutover] = Job{State: JobSucceeded, Output: cutoverDone} }), t0)
 	if c := d.Status.Upgrade.Copy; c.FenceHoldSeconds != "0.84" || c.CutoverAt == nil {

@@ -198,6 +198,11 @@ type Observed struct {
 	// ReplayPods counts the pods of the TokenServer's replay Deployments that still
 	// exist (terminating ones included): a Copy upgrade's cleanup waits for them.
 	ReplayPods int
+	// CopyPods counts the pods of the upgrade's copy Job that still exist
+	// (terminating ones included): a copy Job deleted at a rollback leaves its pod
+	// terminating, maybe still installing the capture or creating the copy's
+	// database, and the cleanup waits for it too.
+	CopyPods int
 	// Location of spec.upgrade.window.timeZone, loaded by the controller; nil when
 	// that name is unknown (or unset: UTC).
 	Location *time.Location

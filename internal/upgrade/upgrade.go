@@ -38,6 +38,9 @@ const (
 	ReasonContractRetry     = "ContractRetry"
 	ReasonCleanedUp         = "CopyCleanedUp"
 	ReasonCleanupFailed     = "CopyCleanupFailed"
+	// ReasonBackwardReplayBehind: after a Copy upgrade's cutover, the replay of the
+	// new version's writes onto the old database fell behind (see backwardFigures).
+	ReasonBackwardReplayBehind = "BackwardReplayBehind"
 )
 
 type phase = oauthv1alpha1.UpgradePhase
